@@ -1,0 +1,1 @@
+"""agentbot agent library: a provider-neutral ReAct engine. Never imports discord."""

@@ -1,0 +1,55 @@
+"""Terminal mode: run one task with the same engine the bot uses."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TextIO
+
+from agent.config import AgentSettings
+from agent.events import FinalEvent, RunResult
+from agent.loop import Agent
+from agent.models.base import ModelSettings
+from agent.models.factory import build_model
+from agent.models.http import make_client
+from agent.terminal import TerminalRenderer
+from agent.toolset import build_registry
+
+
+async def ask(
+    task: str,
+    settings: AgentSettings,
+    *,
+    model: str | None = None,
+    max_steps: int | None = None,
+    show_text: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> RunResult:
+    out = out or sys.stdout
+    renderer = TerminalRenderer(err, show_text=show_text)
+    async with make_client() as client:
+        m = build_model(model or settings.agent_model, settings, client)
+        agent = Agent(
+            m,
+            build_registry(),
+            max_iterations=max_steps or settings.agent_max_steps,
+            settings=ModelSettings(
+                temperature=settings.agent_temperature,
+                max_tokens=settings.agent_max_tokens,
+                stream=settings.agent_stream,
+            ),
+        )
+        result: RunResult | None = None
+        async with contextlib.aclosing(agent.run(task)) as events:
+            async for ev in events:
+                renderer.render(ev)
+                if isinstance(ev, FinalEvent):
+                    result = ev.result
+    assert result is not None
+    out.write(result.text)
+    if not result.text.endswith("\n"):
+        out.write("\n")
+    out.flush()
+    renderer.summary(result)
+    return result

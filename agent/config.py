@@ -1,0 +1,59 @@
+"""Agent settings from the environment and ``.env`` (documented in ``.env.example``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the key and what it accepts."""
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    agent_model: str = Field("gpt-4o-mini", alias="AGENT_MODEL")
+    agent_max_steps: int = Field(12, alias="AGENT_MAX_STEPS", ge=1, le=100)
+    agent_stream: bool = Field(True, alias="AGENT_STREAM")
+    agent_temperature: float | None = Field(None, alias="AGENT_TEMPERATURE", ge=0, le=2)
+    agent_max_tokens: int | None = Field(None, alias="AGENT_MAX_TOKENS", ge=1)
+    model_max_attempts: int = Field(5, alias="MODEL_MAX_ATTEMPTS", ge=1, le=20)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
+    data_dir: str = Field("./data", alias="DATA_DIR")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("agent_temperature", "agent_max_tokens", mode="before")
+    @classmethod
+    def _empty_none(cls, v: object) -> object:
+        return None if v == "" else v
+
+
+def explain(err: ValidationError) -> str:
+    """Turn pydantic's error into lines naming the env key, the bad value and what is allowed."""
+    lines = []
+    for e in err.errors(include_url=False):
+        key = str(e["loc"][0]) if e["loc"] else "?"
+        got = e.get("input")
+        allowed = ""
+        ctx = e.get("ctx") or {}
+        if "expected" in ctx and str(ctx["expected"]) not in e["msg"]:
+            allowed = f" (allowed: {ctx['expected']})"
+        lines.append(f"{key}={got!r}: {e['msg']}{allowed}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_agent_settings(**overrides: object) -> AgentSettings:
+    try:
+        return AgentSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(explain(e)) from e

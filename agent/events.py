@@ -1,0 +1,183 @@
+"""Plain-data events and results of an agent run.
+
+Everything a renderer (Discord thread, terminal, log, test) needs travels in these
+dataclasses, so the agent never has to know who is watching.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts; ``cached_tokens`` is the part of ``prompt_tokens`` served from a provider cache."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.requests + other.requests,
+        )
+
+
+@dataclass(slots=True)
+class Cost:
+    """Money spent, in USD.
+
+    ``unknown_models`` lists models with no price: their share is *unknown*, never counted as 0,
+    so a total with unknown parts is shown as a lower bound.
+    """
+
+    usd: float = 0.0
+    unknown_models: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> bool:
+        return not self.unknown_models
+
+    def __add__(self, other: Cost) -> Cost:
+        unknown = tuple(dict.fromkeys(self.unknown_models + other.unknown_models))
+        return Cost(self.usd + other.usd, unknown)
+
+    def format(self) -> str:
+        if not self.unknown_models:
+            return f"${self.usd:.4f}"
+        if self.usd == 0:
+            return "unknown (no price for " + ", ".join(self.unknown_models) + ")"
+        return f"at least ${self.usd:.4f} (no price for " + ", ".join(self.unknown_models) + ")"
+
+
+RunStatus = Literal["completed", "max_iterations", "cancelled", "error", "budget"]
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a finished (or stopped) run leaves behind."""
+
+    text: str
+    status: RunStatus
+    steps: int
+    usage: Usage
+    cost: Cost
+    models: list[str]
+    sources: list[str] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
+    """The conversation added by this run (user task, assistant turns, tool results): the next turn's history."""
+    duration: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass(slots=True, kw_only=True)
+class Event:
+    step: int
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True, kw_only=True)
+class StepStarted(Event):
+    model: str
+
+
+@dataclass(slots=True, kw_only=True)
+class TextDelta(Event):
+    text: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolCallEvent(Event):
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | None
+    raw_arguments: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ToolResultEvent(Event):
+    call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+    duration: float = 0.0
+    truncated: bool = False
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class RetryEvent(Event):
+    """A retry is about to happen after ``delay`` seconds.
+
+    ``what`` is ``"model"`` or a tool name. A model retry after streamed text means that text is void.
+    """
+
+    what: str
+    attempt: int
+    max_attempts: int
+    delay: float
+    error: str
+
+
+@dataclass(slots=True, kw_only=True)
+class UsageEvent(Event):
+    model: str
+    usage: Usage
+    cost: Cost
+
+
+@dataclass(slots=True, kw_only=True)
+class MemoryEvent(Event):
+    """Memories recalled for (or stored from) this run."""
+
+    action: Literal["recalled", "stored"]
+    count: int
+    ids: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class ModelSwitched(Event):
+    """The router moved to another model (fallback or escalation)."""
+
+    from_model: str
+    to_model: str
+    reason: str
+
+
+@dataclass(slots=True, kw_only=True)
+class ErrorEvent(Event):
+    message: str
+    fatal: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
+class FinalEvent(Event):
+    result: RunResult
+
+
+AgentEvent = (
+    StepStarted
+    | TextDelta
+    | ToolCallEvent
+    | ToolResultEvent
+    | RetryEvent
+    | UsageEvent
+    | MemoryEvent
+    | ModelSwitched
+    | ErrorEvent
+    | FinalEvent
+)

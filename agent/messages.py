@@ -1,0 +1,58 @@
+"""Provider-neutral conversation messages.
+
+Each wire format (OpenAI, Anthropic, Gemini) maps to and from these, and sessions store them as JSON,
+so history survives restarts and can move between providers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """Raw JSON text as the model wrote it; validated only when the tool runs."""
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if not self.tool_calls:
+            d.pop("tool_calls")
+        if self.tool_call_id is None:
+            d.pop("tool_call_id")
+        if self.name is None:
+            d.pop("name")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Message:
+        calls = [ToolCall(**c) for c in d.get("tool_calls") or []]
+        return cls(
+            role=d["role"],
+            content=d.get("content") or "",
+            tool_calls=calls,
+            tool_call_id=d.get("tool_call_id"),
+            name=d.get("name"),
+        )
+
+
+def system(text: str) -> Message:
+    return Message("system", text)
+
+
+def user(text: str) -> Message:
+    return Message("user", text)

@@ -1,0 +1,374 @@
+"""OpenAI-compatible Chat Completions (OpenAI, OpenRouter, Groq, DeepSeek, Together, Ollama, vLLM,
+LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
+
+Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
+``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
+(``stream_options.include_usage``), in the last choice chunk, or not at all; cached prompt tokens are
+reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from agent.events import Usage
+from agent.messages import Message, ToolCall
+from agent.models.base import (
+    ContextOverflowError,
+    ModelAuthError,
+    ModelChunk,
+    ModelError,
+    ModelNotFoundError,
+    ModelResponse,
+    ModelSettings,
+    ModelUnavailableError,
+    RetryNotice,
+    TextChunk,
+)
+from agent.models.http import backoff_delay, parse_retry_after
+
+_CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
+_TOOLS_RE = re.compile(r"tool|function", re.I)
+_SECRET_RE = re.compile(r"(sk|gsk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
+
+
+def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        d: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.role == "assistant" and m.tool_calls:
+            d["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                }
+                for c in m.tool_calls
+            ]
+        if m.role == "tool":
+            d["tool_call_id"] = m.tool_call_id or ""
+            if m.name:
+                d["name"] = m.name
+        out.append(d)
+    return out
+
+
+def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": t} for t in tools]
+
+
+def parse_usage(raw: dict[str, Any] | None) -> Usage:
+    if not raw:
+        return Usage(requests=1)
+    details = raw.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
+        requests=1,
+    )
+
+
+class _ToolCallAssembler:
+    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, fragments: list[dict[str, Any]]) -> None:
+        for pos, frag in enumerate(fragments):
+            idx = frag.get("index", pos)
+            slot = self._calls.setdefault(idx, {"id": "", "name": "", "arguments": []})
+            if frag.get("id"):
+                slot["id"] = frag["id"]
+            fn = frag.get("function") or {}
+            name = fn.get("name")
+            if name and name != slot["name"]:
+                # Most servers send the name once; some repeat it whole in every fragment.
+                slot["name"] += name
+            if fn.get("arguments"):
+                slot["arguments"].append(fn["arguments"])
+
+    def calls(self) -> list[ToolCall]:
+        out = []
+        for idx in sorted(self._calls):
+            slot = self._calls[idx]
+            out.append(
+                ToolCall(
+                    id=slot["id"] or f"call_{idx}", name=slot["name"], arguments="".join(slot["arguments"])
+                )
+            )
+        return out
+
+
+class OpenAIChatModel:
+    """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
+
+    provider: str
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str = "https://api.openai.com/v1",
+        api_key: str | None = None,
+        client: httpx.AsyncClient,
+        provider: str = "openai",
+        max_attempts: int = 5,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._client = client
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIChatModel({self.name!r}, base_url={self.base_url!r})"
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self._api_key:
+            h["Authorization"] = f"Bearer {self._api_key}"
+        return h
+
+    def _body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.name, "messages": to_wire_messages(messages)}
+        if tools:
+            body["tools"] = to_wire_tools(tools)
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            body["max_tokens"] = s.max_tokens
+        if s.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(s.extra)
+        return body
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
+    ) -> AsyncIterator[ModelChunk]:
+        body = self._body(messages, tools, settings)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if settings.stream:
+                    async for chunk in self._stream_once(body, settings):
+                        yield chunk
+                else:
+                    yield await self._complete_once(body, settings)
+                return
+            except ModelError as e:
+                if not e.retryable:
+                    raise
+                if attempt >= self.max_attempts:
+                    raise ModelUnavailableError(
+                        f"{self.name}: still failing after {attempt} attempts: {e.message}",
+                        provider=self.provider,
+                        model=self.name,
+                        status=e.status,
+                        retryable=True,
+                    ) from e
+                delay = backoff_delay(
+                    attempt, initial=self.backoff_initial, maximum=self.backoff_max, retry_after=e.retry_after
+                )
+                yield RetryNotice(attempt, self.max_attempts, delay, e.message)
+                await asyncio.sleep(delay)
+
+    async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
+        try:
+            resp = await self._client.post(
+                f"{self.base_url}/chat/completions",
+                json=body,
+                headers=self._headers(),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as e:
+            raise self._transport_error(e) from e
+        except httpx.TransportError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        try:
+            data = resp.json()
+            choice = (data.get("choices") or [{}])[0]
+            msg = choice.get("message") or {}
+        except (ValueError, AttributeError, IndexError) as e:
+            raise ModelError(
+                f"{self.name}: the server sent a response that is not Chat Completions JSON",
+                provider=self.provider,
+                model=self.name,
+                retryable=True,
+            ) from e
+        calls = [
+            ToolCall(
+                id=c.get("id") or f"call_{i}",
+                name=(c.get("function") or {}).get("name", ""),
+                arguments=(c.get("function") or {}).get("arguments") or "",
+            )
+            for i, c in enumerate(msg.get("tool_calls") or [])
+        ]
+        return ModelResponse(
+            message=Message("assistant", msg.get("content") or "", tool_calls=calls),
+            usage=parse_usage(data.get("usage")),
+            model=data.get("model") or self.name,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def _stream_once(self, body: dict[str, Any], s: ModelSettings) -> AsyncIterator[ModelChunk]:
+        text: list[str] = []
+        calls = _ToolCallAssembler()
+        usage_raw: dict[str, Any] | None = None
+        finish: str | None = None
+        model_name = self.name
+        headers = self._headers() | {"Accept": "text/event-stream"}
+        try:
+            async with self._client.stream(
+                "POST",
+                f"{self.base_url}/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                ctype = resp.headers.get("content-type", "")
+                if "text/event-stream" not in ctype:
+                    # Some servers ignore stream=true and answer with one JSON body.
+                    await resp.aread()
+                    data = json.loads(resp.text)
+                    msg = ((data.get("choices") or [{}])[0]).get("message") or {}
+                    if msg.get("content"):
+                        yield TextChunk(msg["content"])
+                    text.append(msg.get("content") or "")
+                    calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
+                    usage_raw = data.get("usage")
+                else:
+                    async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                        async for sse in events:
+                            data_s = sse.data
+                            if not data_s:
+                                continue
+                            if data_s.strip() == "[DONE]":
+                                # Read on to the end of the body rather than break: breaking would leave
+                                # httpx's inner byte iterators to be finalised by a stray task.
+                                continue
+                            try:
+                                data = json.loads(data_s)
+                            except ValueError as e:
+                                raise ModelError(
+                                    f"{self.name}: malformed stream chunk from the server",
+                                    provider=self.provider,
+                                    model=self.name,
+                                    retryable=True,
+                                ) from e
+                            if "error" in data and not data.get("choices"):
+                                err = data["error"]
+                                msg_text = err.get("message") if isinstance(err, dict) else str(err)
+                                raise ModelError(
+                                    f"{self.name}: the server reported an error mid-stream: {msg_text}",
+                                    provider=self.provider,
+                                    model=self.name,
+                                    retryable=True,
+                                )
+                            model_name = data.get("model") or model_name
+                            if data.get("usage"):
+                                usage_raw = data["usage"]
+                            for choice in data.get("choices") or ():
+                                delta = choice.get("delta") or {}
+                                piece = delta.get("content")
+                                if piece:
+                                    text.append(piece)
+                                    yield TextChunk(piece)
+                                if delta.get("tool_calls"):
+                                    calls.add(delta["tool_calls"])
+                                if choice.get("finish_reason"):
+                                    finish = choice["finish_reason"]
+        except httpx.TimeoutException as e:
+            raise self._transport_error(e) from e
+        except httpx.TransportError as e:
+            raise self._transport_error(e) from e
+        yield ModelResponse(
+            message=Message("assistant", "".join(text), tool_calls=calls.calls()),
+            usage=parse_usage(usage_raw),
+            model=model_name,
+            finish_reason=finish,
+        )
+
+    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
+        kind = (
+            "timed out"
+            if isinstance(e, httpx.TimeoutException)
+            else f"could not be reached ({type(e).__name__})"
+        )
+        return ModelError(
+            f"{self.name} at {self.base_url} {kind}", provider=self.provider, model=self.name, retryable=True
+        )
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        detail = _error_detail(text)
+        if self._api_key:
+            detail = detail.replace(self._api_key, "***")
+        detail = _SECRET_RE.sub("***", detail)
+        common = {"provider": self.provider, "model": self.name, "status": status}
+        if status in (401, 403):
+            return ModelAuthError(
+                f"{self.base_url} rejected the API key (HTTP {status}): check OPENAI_API_KEY "
+                f"(or this provider's key) and that it may use model '{self.name}'. Server said: {detail}",
+                **common,
+            )
+        if status == 404:
+            return ModelNotFoundError(
+                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
+                f"(GET {self.base_url}/models lists them) and OPENAI_BASE_URL. Server said: {detail}",
+                **common,
+            )
+        if status == 429 or status >= 500 or status == 408:
+            return ModelError(
+                f"{self.name}: HTTP {status} from {self.base_url}: {detail}",
+                retryable=True,
+                retry_after=parse_retry_after(headers),
+                **common,
+            )
+        if _CONTEXT_RE.search(detail):
+            return ContextOverflowError(
+                f"{self.name}: the conversation is too long for this model: {detail}", **common
+            )
+        if status == 400 and _TOOLS_RE.search(detail):
+            return ModelError(
+                f"{self.name} at {self.base_url} refused the request, apparently over tool calling "
+                f"(HTTP 400): this server or model may not support tools. Server said: {detail}",
+                **common,
+            )
+        return ModelError(f"{self.name}: HTTP {status} from {self.base_url}: {detail}", **common)
+
+
+def _error_detail(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()[:300] or "(no details)"
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)[:300]
+    if isinstance(err, str):
+        return err[:300]
+    return str(data)[:300]

@@ -1,0 +1,100 @@
+"""Terminal rendering of agent events (``agentbot ask``): progress on stderr, the answer verbatim on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+
+from agent.events import (
+    AgentEvent,
+    ErrorEvent,
+    FinalEvent,
+    MemoryEvent,
+    ModelSwitched,
+    RetryEvent,
+    RunResult,
+    StepStarted,
+    TextDelta,
+    ToolCallEvent,
+    ToolResultEvent,
+    UsageEvent,
+)
+
+
+def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
+    if args is None:
+        text = raw.strip() or "(no arguments)"
+    else:
+        text = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_output(output: str, limit: int = 160) -> str:
+    text = " ".join(output.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class TerminalRenderer:
+    """Shows each step as it happens; ``show_text`` streams the model's words while it writes."""
+
+    def __init__(self, err: TextIO | None = None, show_text: bool = False) -> None:
+        self.console = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        self.show_text = show_text
+        self._in_text = False
+
+    def _end_text(self) -> None:
+        if self._in_text:
+            self.console.print()
+            self._in_text = False
+
+    def render(self, ev: AgentEvent) -> None:
+        c = self.console
+        if isinstance(ev, TextDelta):
+            if self.show_text:
+                c.print(escape(ev.text), end="", style="dim")
+                self._in_text = True
+            return
+        self._end_text()
+        if isinstance(ev, StepStarted):
+            c.print(f"[bold cyan]step {ev.step}[/] · {escape(ev.model)}")
+        elif isinstance(ev, ToolCallEvent):
+            c.print(f"  → [bold]{escape(ev.name)}[/]({escape(short_args(ev.arguments, ev.raw_arguments))})")
+        elif isinstance(ev, ToolResultEvent):
+            mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
+            c.print(f"  {mark} {escape(ev.name)} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
+        elif isinstance(ev, RetryEvent):
+            c.print(
+                f"  [yellow]↻ retrying {escape(ev.what)} in {ev.delay:.1f}s "
+                f"(attempt {ev.attempt}/{ev.max_attempts}): {escape(ev.error)}[/]"
+            )
+        elif isinstance(ev, UsageEvent):
+            c.print(
+                f"  [dim]{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, {ev.cost.format()}[/]"
+            )
+        elif isinstance(ev, ModelSwitched):
+            c.print(
+                f"  [yellow]switched from {escape(ev.from_model)} to {escape(ev.to_model)} "
+                f"because {escape(ev.reason)}[/]"
+            )
+        elif isinstance(ev, MemoryEvent):
+            c.print(f"  [magenta]{ev.action} {ev.count} memories[/]")
+        elif isinstance(ev, ErrorEvent):
+            c.print(f"[bold red]error:[/] {escape(ev.message)}")
+        elif isinstance(ev, FinalEvent):
+            pass
+
+    def summary(self, result: RunResult) -> None:
+        self._end_text()
+        u = result.usage
+        status = "" if result.ok else f" · status: {result.status}"
+        self.console.print(
+            f"[dim]{result.steps} steps · {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
+            f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''} · cost {result.cost.format()} · "
+            f"models {', '.join(result.models) or '-'} · {result.duration:.1f}s{status}[/]"
+        )
+        if result.sources:
+            self.console.print("[dim]sources: " + " ".join(result.sources) + "[/]")

@@ -1,0 +1,27 @@
+"""Tools the agent can call: the decorator and registry, and the built-in tools."""
+
+from agent.tools.registry import (
+    Tool,
+    ToolContext,
+    ToolGuard,
+    ToolOutcome,
+    ToolOutput,
+    ToolRefused,
+    ToolRegistry,
+    TransientToolError,
+    cap_output,
+    tool,
+)
+
+__all__ = [
+    "Tool",
+    "ToolContext",
+    "ToolGuard",
+    "ToolOutcome",
+    "ToolOutput",
+    "ToolRefused",
+    "ToolRegistry",
+    "TransientToolError",
+    "cap_output",
+    "tool",
+]

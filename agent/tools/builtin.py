@@ -1,0 +1,131 @@
+"""Safe built-in tools that need no network: a calculator that never uses eval, and a clock."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import math
+import operator
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from agent.tools.registry import Tool, ToolRefused, tool
+
+_BINOPS: dict[type[ast.operator], Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Any] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS: dict[str, Any] = {
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "abs": abs,
+    "round": round,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "min": min,
+    "max": max,
+    "factorial": math.factorial,
+}
+_CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+_MAX_EXPONENT = 10_000
+_MAX_DIGITS = 10_000
+
+
+def _eval(node: ast.AST) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body)
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTS:
+        return _CONSTS[node.id]
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
+            raise ToolRefused(f"exponent {right} is too large (limit {_MAX_EXPONENT})")
+        ints = isinstance(left, int) and isinstance(right, int)
+        if isinstance(node.op, ast.Mult) and ints and left.bit_length() + right.bit_length() > _MAX_DIGITS * 4:
+            raise ToolRefused("result would be too large")
+        return _BINOPS[type(node.op)](left, right)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _FUNCS
+        and not node.keywords
+    ):
+        args = [_eval(a) for a in node.args]
+        if node.func.id == "factorial" and args and args[0] > 5000:
+            raise ToolRefused("factorial argument too large (limit 5000)")
+        return _FUNCS[node.func.id](*args)
+    allowed = (
+        "numbers, + - * / // % **, parentheses, " + ", ".join(sorted(_FUNCS)) + ", " + ", ".join(_CONSTS)
+    )
+    raise ToolRefused(f"unsupported expression element {ast.dump(node)[:60]}; allowed: {allowed}")
+
+
+@tool(timeout=5)
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression exactly (no code is executed).
+
+    Args:
+        expression: e.g. "2**10 / (3 + 4)" or "sqrt(2) * pi". Supports + - * / // % **, parentheses,
+            sqrt, log, log10, log2, exp, sin, cos, tan, asin, acos, atan, abs, round, floor, ceil, min,
+            max, factorial and the constants pi, e, tau.
+    """
+    if len(expression) > 500:
+        raise ToolRefused("expression too long (limit 500 characters)")
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+    except SyntaxError as e:
+        raise ToolRefused(f"not a valid expression: {e.msg}") from e
+    try:
+        value = _eval(tree)
+    except ZeroDivisionError as e:
+        raise ToolRefused("division by zero") from e
+    except (ValueError, OverflowError, TypeError) as e:
+        raise ToolRefused(f"cannot evaluate: {e}") from e
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    return str(value)
+
+
+@tool(timeout=5)
+def current_time(timezone: str = "UTC") -> str:
+    """The current date and time in a time zone.
+
+    Args:
+        timezone: an IANA zone name such as "Europe/Paris", "America/New_York" or "UTC".
+    """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        q = timezone.lower().split("/")[-1].replace(" ", "_")
+        close = sorted(z for z in available_timezones() if q and q in z.lower())[:5]
+        hint = f" Did you mean: {', '.join(close)}?" if close else " Use an IANA name like Europe/Paris."
+        raise ToolRefused(f"unknown time zone {timezone!r}.{hint}") from e
+    now = dt.datetime.now(zone)
+    return now.strftime("%Y-%m-%d %H:%M:%S %Z (UTC%z), %A")
+
+
+def builtin_tools() -> list[Tool]:
+    return [calculator, current_time]

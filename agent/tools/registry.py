@@ -1,0 +1,364 @@
+"""Tools: a decorator that turns a typed function into a JSON-schema tool, and a registry that runs them.
+
+Whatever the model sends (bad JSON, wrong types, unknown names) ends as an observation the model can
+read and correct; nothing a model writes can raise out of :meth:`ToolRegistry.execute`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, get_type_hints
+
+import pydantic
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from agent.messages import ToolCall
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+class TransientToolError(Exception):
+    """Raise from a tool for a failure that may pass on its own (a timeout upstream, a 503)."""
+
+
+class ToolRefused(Exception):
+    """Raise from a tool to refuse with a message meant for the model (not retried, not a crash)."""
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a tool may know about the run calling it. Declare a parameter typed ``ToolContext`` to get it."""
+
+    session_id: str = ""
+    namespace: str | None = None
+    """The memory/rate-limit namespace: the Discord guild id, or ``None`` in terminal mode."""
+    user_id: str | None = None
+    workspace: Path | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+    """Shared services tools need (memory store, http client, settings), keyed by name."""
+
+
+@dataclass(slots=True)
+class ToolOutput:
+    """A tool result with the URLs it drew from, so answers can cite them."""
+
+    text: str
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ToolOutcome:
+    output: str
+    is_error: bool = False
+    truncated: bool = False
+    sources: list[str] = field(default_factory=list)
+    arguments: dict[str, Any] | None = None
+    duration: float = 0.0
+
+
+class ToolGuard(Protocol):
+    """Checked before every call (rate limits, per-server switches). Returns a refusal text, or None."""
+
+    async def check(self, tool: Tool, ctx: ToolContext) -> str | None: ...
+
+
+RetryCallback = Callable[[str, int, int, float, str], Awaitable[None] | None]
+"""(tool name, attempt that failed, max attempts, delay before next, error text)."""
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: Callable[..., Any]
+    args_model: type[pydantic.BaseModel]
+    context_param: str | None = None
+    timeout: float = 30.0
+    max_output: int = 8000
+    max_attempts: int = 3
+    retry_on: tuple[type[BaseException], ...] = (TransientToolError,)
+    retry_initial: float = 0.5
+    retry_max: float = 8.0
+
+    def spec(self) -> dict[str, Any]:
+        """Neutral function spec; adapters wrap it in their wire format."""
+        return {"name": self.name, "description": self.description, "parameters": self.parameters}
+
+
+def _doc_parts(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its summary and ``Args:`` descriptions."""
+    summary: list[str] = []
+    params: dict[str, str] = {}
+    current: str | None = None
+    in_args = in_other = False
+    arg_indent: int | None = None
+    for line in inspect.cleandoc(doc or "").splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped in {"Args:", "Arguments:", "Parameters:"}:
+            in_args, in_other, arg_indent = True, False, None
+            continue
+        if indent == 0 and re.match(r"^[A-Z]\w*( \w+)?:$", stripped):
+            in_args, in_other = False, True  # another section (Returns:, Raises:): not for the model
+            continue
+        if in_args and stripped and indent == 0:
+            in_args = False
+        if not in_args:
+            if not in_other:
+                summary.append(line)
+            continue
+        m = re.match(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", stripped)
+        if m and (arg_indent is None or indent <= arg_indent):
+            arg_indent = indent
+            current = m.group(1)
+            params[current] = m.group(2).strip()
+        elif current and stripped:
+            params[current] = (params[current] + " " + stripped).strip()
+    return "\n".join(summary).strip(), params
+
+
+def _strip_titles(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_titles(v) for k, v in schema.items() if k != "title" or not isinstance(v, str)}
+    if isinstance(schema, list):
+        return [_strip_titles(v) for v in schema]
+    return schema
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float = 30.0,
+    max_output: int = 8000,
+    max_attempts: int = 3,
+    retry_on: tuple[type[BaseException], ...] = (TransientToolError,),
+    retry_initial: float = 0.5,
+    retry_max: float = 8.0,
+) -> Any:
+    """Make a :class:`Tool` from a typed function (sync or async).
+
+    The JSON Schema comes from the type hints, descriptions from the docstring's ``Args:`` section.
+    ``retry_on`` lists the exception types that are transient for this tool; only those are retried.
+    """
+
+    def build(f: Callable[..., Any]) -> Tool:
+        tool_name = name or f.__name__
+        if not _NAME_RE.match(tool_name):
+            raise ValueError(f"tool name {tool_name!r} must match {_NAME_RE.pattern}")
+        summary, arg_docs = _doc_parts(f.__doc__ or "")
+        hints = get_type_hints(f, include_extras=True)
+        sig = inspect.signature(f)
+        fields: dict[str, Any] = {}
+        context_param = None
+        for pname, param in sig.parameters.items():
+            ann = hints.get(pname, Any)
+            if ann is ToolContext:
+                context_param = pname
+                continue
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise TypeError(f"tool {tool_name}: *args/**kwargs cannot be described to a model")
+            default = ... if param.default is inspect.Parameter.empty else param.default
+            fields[pname] = (ann, pydantic.Field(default, description=arg_docs.get(pname)))
+        model = pydantic.create_model(  # type: ignore[call-overload]
+            f"{tool_name}_args", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+        )
+        schema = _strip_titles(model.model_json_schema())
+        schema.setdefault("properties", {})
+        schema.pop("additionalProperties", None)
+        return Tool(
+            name=tool_name,
+            description=description or summary or tool_name,
+            parameters=schema,
+            fn=f,
+            args_model=model,
+            context_param=context_param,
+            timeout=timeout,
+            max_output=max_output,
+            max_attempts=max_attempts,
+            retry_on=retry_on,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+        )
+
+    if fn is not None:
+        return build(fn)
+    return build
+
+
+def _format_validation_error(tool_name: str, err: pydantic.ValidationError) -> str:
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "(arguments)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown argument"
+        problems.append(f"'{loc}': {msg}")
+    return f"invalid arguments for {tool_name}: " + "; ".join(problems)
+
+
+def _render(value: Any) -> tuple[str, list[str]]:
+    if isinstance(value, ToolOutput):
+        return value.text, list(value.sources)
+    if isinstance(value, str):
+        return value, []
+    if value is None:
+        return "(no output)", []
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str), []
+    except (TypeError, ValueError):
+        return str(value), []
+
+
+def cap_output(text: str, limit: int) -> tuple[str, bool]:
+    """Cut ``text`` to ``limit`` characters and tell the model so, or return it unchanged."""
+    if len(text) <= limit:
+        return text, False
+    note = f"\n[output truncated: showing the first {limit} of {len(text)} characters]"
+    return text[:limit] + note, True
+
+
+class ToolRegistry:
+    """Tools by name, plus the guards that may refuse a call."""
+
+    def __init__(self, tools: Iterable[Tool] = (), guards: Sequence[ToolGuard] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        self.guards: list[ToolGuard] = list(guards)
+        for t in tools:
+            self.register(t)
+
+    def register(self, t: Tool) -> Tool:
+        if t.name in self._tools:
+            raise ValueError(f"a tool named {t.name!r} is already registered")
+        self._tools[t.name] = t
+        return t
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [t.spec() for t in self._tools.values()]
+
+    def subset(self, names: Iterable[str] | None) -> ToolRegistry:
+        """A registry holding only ``names`` (all when None), sharing the guards."""
+        keep = set(self._tools) if names is None else set(names)
+        return ToolRegistry([t for n, t in self._tools.items() if n in keep], self.guards)
+
+    def parse(self, call: ToolCall) -> tuple[Tool | None, dict[str, Any] | None, str | None]:
+        """Resolve and validate a call: (tool, validated kwargs, None) or (tool?, None, error text)."""
+        t = self._tools.get(call.name)
+        if t is None:
+            avail = ", ".join(self._tools) or "(none)"
+            return None, None, f"unknown tool '{call.name}'. Available tools: {avail}"
+        raw = call.arguments.strip() if call.arguments else ""
+        try:
+            args = json.loads(raw) if raw else {}
+        except json.JSONDecodeError as e:
+            return (
+                t,
+                None,
+                f"arguments for {t.name} are not valid JSON ({e.msg} at position {e.pos}); send one JSON object",
+            )
+        if not isinstance(args, dict):
+            return t, None, f"arguments for {t.name} must be a JSON object, got {type(args).__name__}"
+        try:
+            validated = t.args_model.model_validate(args)
+        except pydantic.ValidationError as e:
+            return t, None, _format_validation_error(t.name, e)
+        return t, {k: getattr(validated, k) for k in type(validated).model_fields}, None
+
+    async def execute(
+        self, call: ToolCall, ctx: ToolContext, on_retry: RetryCallback | None = None
+    ) -> ToolOutcome:
+        started = time.monotonic()
+        t, kwargs, problem = self.parse(call)
+        if problem is not None or t is None or kwargs is None:
+            return ToolOutcome(_error_json(problem or "invalid call"), is_error=True, duration=0.0)
+        for guard in self.guards:
+            refusal = await guard.check(t, ctx)
+            if refusal:
+                return ToolOutcome(_error_json(refusal), True, arguments=kwargs, duration=0.0)
+        call_kwargs = dict(kwargs)
+        if t.context_param:
+            call_kwargs[t.context_param] = ctx
+
+        async def before_sleep(state: RetryCallState) -> None:
+            if on_retry is None:
+                return
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            res = on_retry(t.name, state.attempt_number, t.max_attempts, delay, _describe(exc))
+            if inspect.isawaitable(res):
+                await res
+
+        retry_types = t.retry_on
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(max(1, t.max_attempts)),
+                wait=wait_exponential_jitter(multiplier=t.retry_initial, max=t.retry_max),
+                retry=retry_if_exception(lambda e: isinstance(e, retry_types)),
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    value = await self._invoke(t, call_kwargs)
+        except asyncio.CancelledError:
+            raise
+        except ToolRefused as e:
+            return ToolOutcome(
+                _error_json(str(e)), True, arguments=kwargs, duration=time.monotonic() - started
+            )
+        except TimeoutError:
+            msg = f"{t.name} timed out after {t.timeout:g} s"
+            return ToolOutcome(_error_json(msg), True, arguments=kwargs, duration=time.monotonic() - started)
+        except Exception as e:
+            return ToolOutcome(
+                _error_json(_describe(e)), True, arguments=kwargs, duration=time.monotonic() - started
+            )
+        text, sources = _render(value)
+        text, truncated = cap_output(text, t.max_output)
+        return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started)
+
+    @staticmethod
+    async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
+        async with asyncio.timeout(t.timeout):
+            if inspect.iscoroutinefunction(t.fn):
+                return await t.fn(**kwargs)
+            return await asyncio.to_thread(t.fn, **kwargs)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error_json(message: str) -> str:
+    return json.dumps({"error": message}, ensure_ascii=False)

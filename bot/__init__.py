@@ -1,0 +1,1 @@
+"""agentbot Discord adapter."""

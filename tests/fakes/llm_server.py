@@ -1,0 +1,229 @@
+"""A scripted OpenAI-compatible Chat Completions server on 127.0.0.1 (real HTTP, streaming and not).
+
+Tests say what the "model" answers next; the agent talks to it exactly as to a real provider.
+
+    async with FakeLLM() as llm:
+        llm.script(tool_call("add", {"a": 1, "b": 2}), text("3"))
+        model = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, client=client)
+
+A reply can also be computed from the request (``llm.responder = fn``), which is how concurrent
+sessions (benchmarks, end-to-end tests) get answers that depend on their own conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    text: str = ""
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    """(name, raw JSON arguments) pairs."""
+    status: int = 200
+    error_body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    prompt_tokens: int = 100
+    completion_tokens: int = 20
+    cached_tokens: int = 0
+    fragment: int = 7
+    """Stream tool-call arguments (and text) in pieces of this many characters."""
+    hang: bool = False
+    """Accept the request and never answer (to test timeouts and cancellation)."""
+    stream_usage: bool = True
+    model: str | None = None
+    split_writes: bool = False
+    """Write each SSE chunk separately (so fragments cross TCP reads) instead of all at once."""
+
+
+def text(content: str, **kw: Any) -> Reply:
+    return Reply(text=content, **kw)
+
+
+def tool_call(name: str, args: dict[str, Any] | str, **kw: Any) -> Reply:
+    raw = args if isinstance(args, str) else json.dumps(args)
+    return Reply(tool_calls=[(name, raw)], **kw)
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any] | str], **kw: Any) -> Reply:
+    return Reply(tool_calls=[(n, a if isinstance(a, str) else json.dumps(a)) for n, a in calls], **kw)
+
+
+def error(status: int, message: str = "error", headers: dict[str, str] | None = None, **kw: Any) -> Reply:
+    return Reply(
+        status=status, error_body={"error": {"message": message, "type": "test"}}, headers=headers or {}, **kw
+    )
+
+
+class FakeLLM:
+    def __init__(self) -> None:
+        self._queue: list[Reply] = []
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.request_times: list[float] = []
+        self.auth_headers: list[str | None] = []
+        self.api_key: str | None = None
+        self.known_models: set[str] | None = None
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.record = True
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *replies: Reply) -> None:
+        self._queue.extend(replies)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def __aenter__(self) -> FakeLLM:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        names = sorted(self.known_models or {"gpt-4o-mini"})
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+
+    def _next(self, body: dict[str, Any]) -> Reply:
+        if self._queue:
+            return self._queue.pop(0)
+        if self.responder is not None:
+            return self.responder(body)
+        return Reply(status=500, error_body={"error": {"message": "fake LLM: script exhausted"}})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if self.record:
+            self.requests.append(body)
+            self.request_times.append(time.monotonic())
+            self.auth_headers.append(request.headers.get("Authorization"))
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        if self.known_models is not None and body.get("model") not in self.known_models:
+            return web.json_response(
+                {"error": {"message": f"The model `{body.get('model')}` does not exist"}}, status=404
+            )
+        reply = self._next(body)
+        if reply.hang:
+            await asyncio.sleep(3600)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.status != 200:
+            return web.json_response(reply.error_body or {}, status=reply.status, headers=reply.headers)
+        model = reply.model or body.get("model", "fake")
+        cid = f"chatcmpl-{next(self._ids)}"
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+        }
+        calls = [
+            {"id": f"call_{next(self._ids)}", "type": "function", "function": {"name": n, "arguments": a}}
+            for n, a in reply.tool_calls
+        ]
+        if not body.get("stream"):
+            msg: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+            if calls:
+                msg["tool_calls"] = calls
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}
+                    ],
+                    "usage": usage,
+                }
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            data = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        n = max(1, reply.fragment)
+        out = [chunk({"role": "assistant", "content": ""})]
+        for i in range(0, len(reply.text), n):
+            out.append(chunk({"content": reply.text[i : i + n]}))
+        for idx, c in enumerate(calls):
+            fn = c["function"]
+            out.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": idx,
+                                "id": c["id"],
+                                "type": "function",
+                                "function": {"name": fn["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            for i in range(0, len(fn["arguments"]), n):
+                out.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": idx, "function": {"arguments": fn["arguments"][i : i + n]}}
+                            ]
+                        }
+                    )
+                )
+        out.append(chunk({}, "tool_calls" if calls else "stop"))
+        if reply.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
+            out.append(
+                b"data: "
+                + json.dumps(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                ).encode()
+                + b"\n\n"
+            )
+        out.append(b"data: [DONE]\n\n")
+        if reply.split_writes:
+            for piece in out:
+                await resp.write(piece)
+                await asyncio.sleep(0)
+        else:
+            await resp.write(b"".join(out))
+        await resp.write_eof()
+        return resp

@@ -1,0 +1,57 @@
+"""``agentbot ask`` in a real subprocess against the scripted server: what a terminal user sees."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+
+async def run_cli(llm: FakeLLM, *args: str, tmp_path: Path, key: str = "sk-cli-test-key-0001") -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
+    env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": key, "LOG_FORMAT": "json", "NO_COLOR": "1",
+            "DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", *args, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_ask_runs_a_multi_step_tool_session(llm: FakeLLM, tmp_path: Path) -> None:
+    answer = "# Result\n\n**6 × 7 = 42**, and it is now 12:00 somewhere.\n"
+    llm.script(
+        tool_call("calculator", {"expression": "6*7"}),
+        tool_call("current_time", {"timezone": "Asia/Tokyo"}),
+        text(answer, prompt_tokens=500, completion_tokens=50),
+    )
+    code, out, err = await run_cli(llm, "what is 6*7 and the time in Tokyo?", tmp_path=tmp_path)
+    assert code == 0, err
+    assert out == answer  # printed verbatim, no extra decoration
+    assert "step 1" in err and "step 3" in err
+    assert "calculator" in err and 'expression="6*7"' in err and "42" in err
+    assert "current_time" in err
+    assert "prompt" in err and "$0.0" in err  # tokens and cost
+    assert llm.auth_headers[0] == "Bearer sk-cli-test-key-0001"
+
+
+async def test_cli_ask_reports_a_bad_key_without_printing_it(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.api_key = "the-right-key-123456"
+    code, out, err = await run_cli(llm, "hello", tmp_path=tmp_path, key="sk-wrong-key-987654321")
+    assert code == 1
+    assert "rejected the API key" in err and "OPENAI_API_KEY" in err
+    assert "sk-wrong-key-987654321" not in out + err
+
+
+async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.script(*[tool_call("calculator", {"expression": "1+1"}) for _ in range(3)])
+    code, out, err = await run_cli(llm, "loop", "--max-steps", "2", tmp_path=tmp_path)
+    assert code == 0
+    assert out.startswith("Stopped after 2 steps without a final answer.")
+    assert len(llm.requests) == 2
