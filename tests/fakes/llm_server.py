@@ -227,3 +227,40 @@ class FakeLLM:
             await resp.write(b"".join(out))
         await resp.write_eof()
         return resp
+
+
+def react_responder(tool_steps: int, tool: str = "noop", final: str = "done") -> Callable[[dict[str, Any]], Reply]:
+    """Stateless script for many concurrent sessions: call ``tool`` until ``tool_steps`` results are in."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        done = sum(1 for m in body.get("messages", ()) if m.get("role") == "tool")
+        if done < tool_steps:
+            return tool_call(tool, {"i": done})
+        return text(final)
+
+    return respond
+
+
+async def _serve_forever(latency: float, tool_steps: int) -> None:
+    async with FakeLLM() as llm:
+        llm.record = False
+        base = react_responder(tool_steps)
+
+        def respond(body: dict[str, Any]) -> Reply:
+            reply = base(body)
+            reply.delay = latency
+            return reply
+
+        llm.responder = respond
+        print(llm.port, flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # used by bench/: the server in its own process, so it doesn't skew CPU figures
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--tool-steps", type=int, default=5)
+    ns = ap.parse_args()
+    asyncio.run(_serve_forever(ns.latency, ns.tool_steps))

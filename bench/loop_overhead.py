@@ -1,0 +1,190 @@
+"""Engine overhead against a minimal ~40-line httpx ReAct loop, measured in the same run.
+
+    .venv/bin/python bench/loop_overhead.py [--steps-sessions 40] [--sessions 200]
+
+1. Per step at zero model latency: wall and CPU time of this process per model+tool step.
+2. 200 concurrent sessions of 5 tool steps at 200 ms model latency (ideal wall 6 calls x 0.2 s = 1.2 s):
+   wall time and peak RSS per session.
+
+The scripted server runs in its own process so its CPU is not counted; each measurement runs in a
+fresh child process so peak RSS belongs to that variant alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOOL_STEPS = 5
+
+
+# --- the baseline: a minimal ReAct loop over httpx (about 40 lines) -------------------------------
+async def minimal_session(client: Any, base_url: str, task: str) -> str:
+    messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
+    tools = [{"type": "function", "function": {"name": "noop", "description": "no-op",
+                                               "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}}}}]
+    for _ in range(12):
+        r = await client.post(f"{base_url}/chat/completions",
+                              json={"model": "gpt-4o-mini", "messages": messages, "tools": tools})
+        r.raise_for_status()
+        msg = r.json()["choices"][0]["message"]
+        calls = msg.get("tool_calls") or []
+        messages.append({"role": "assistant", "content": msg.get("content") or "", **({"tool_calls": calls} if calls else {})})
+        if not calls:
+            return msg.get("content") or ""
+        for c in calls:
+            args = json.loads(c["function"]["arguments"] or "{}")
+            messages.append({"role": "tool", "tool_call_id": c["id"], "content": f"ok {args.get('i')}"})
+    return ""
+
+
+# --- the engine -----------------------------------------------------------------------------------
+def make_engine(client: Any, base_url: str, stream: bool) -> Any:
+    from agent.loop import Agent
+    from agent.models.base import ModelSettings
+    from agent.models.openai import OpenAIChatModel
+    from agent.tools import ToolRegistry, tool
+
+    @tool
+    async def noop(i: int = 0) -> str:
+        """Does nothing."""
+        return f"ok {i}"
+
+    model = OpenAIChatModel("gpt-4o-mini", base_url=base_url, client=client)
+    return Agent(model, ToolRegistry([noop]), settings=ModelSettings(stream=stream))
+
+
+async def engine_session(agent: Any, task: str) -> str:
+    from agent.events import FinalEvent
+
+    text = ""
+    async with contextlib.aclosing(agent.run(task)) as events:
+        async for ev in events:
+            if isinstance(ev, FinalEvent):
+                text = ev.result.text
+    return text
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+async def child(variant: str, base_url: str, sessions: int, concurrent: bool) -> dict[str, Any]:
+    import httpx
+
+    from agent.models.http import make_client
+
+    from agent.logs import configure_logging
+
+    configure_logging("INFO", "json", open(os.devnull, "w"))  # the engine logs each step, as in production
+    client = make_client() if variant != "minimal-default-pool" else httpx.AsyncClient(timeout=120)
+    agent = None if variant.startswith("minimal") else make_engine(client, base_url, stream=variant == "engine-stream")
+
+    async def one(i: int) -> str:
+        if agent is None:
+            return await minimal_session(client, base_url, f"task {i}")
+        return await engine_session(agent, f"task {i}")
+
+    # Warm up: connection pool, imports, JIT-ish caches.
+    await asyncio.gather(*(one(i) for i in range(4)))
+    base_rss = rss_kib()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    if concurrent:
+        results = await asyncio.gather(*(one(i) for i in range(sessions)))
+    else:
+        results = [await one(i) for i in range(sessions)]
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    await client.aclose()
+    assert all(r == "done" for r in results), results[:3]
+    steps = sessions * (TOOL_STEPS + 1)
+    return {"variant": variant, "wall": wall, "cpu": cpu, "steps": steps,
+            "rss_per_session_kib": max(0, peak - base_rss) / sessions}
+
+
+def run_child(variant: str, url: str, sessions: int, concurrent: bool) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--url", url, "--n", str(sessions)]
+        + (["--concurrent"] if concurrent else []),
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm_server", "--latency", str(latency), "--tool-steps", str(TOOL_STEPS)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child")
+    ap.add_argument("--url")
+    ap.add_argument("--n", type=int, default=0)
+    ap.add_argument("--concurrent", action="store_true")
+    ap.add_argument("--steps-sessions", type=int, default=40)
+    ap.add_argument("--sessions", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ns = ap.parse_args()
+    if ns.child:
+        print(json.dumps(asyncio.run(child(ns.child, ns.url, ns.n, ns.concurrent))))
+        return
+
+    fast, fast_url = start_server(0.0)
+    slow, slow_url = start_server(0.2)
+    try:
+        print(f"1) per step at zero model latency: {ns.steps_sessions} sequential sessions x {TOOL_STEPS + 1} calls, "
+              f"best of {ns.repeats}")
+        rows = {}
+        for variant in ("minimal", "engine-nostream", "engine-stream"):
+            runs = [run_child(variant, fast_url, ns.steps_sessions, False) for _ in range(ns.repeats)]
+            rows[variant] = min(runs, key=lambda r: r["cpu"])
+        base = rows["minimal"]
+        print(f"{'variant':<18}{'wall/step ms':>14}{'cpu/step ms':>13}{'wall ratio':>12}{'cpu ratio':>11}")
+        for v, r in rows.items():
+            w, c = r["wall"] / r["steps"] * 1000, r["cpu"] / r["steps"] * 1000
+            bw, bc = base["wall"] / base["steps"] * 1000, base["cpu"] / base["steps"] * 1000
+            print(f"{v:<18}{w:>14.3f}{c:>13.3f}{w / bw:>11.2f}x{c / bc:>10.2f}x")
+
+        print(f"\n2) {ns.sessions} concurrent sessions x {TOOL_STEPS} tool steps at 200 ms model latency "
+              f"(ideal wall {(TOOL_STEPS + 1) * 0.2:.1f} s)")
+        rows = {}
+        for variant in ("minimal", "minimal-default-pool", "engine-nostream", "engine-stream"):
+            rows[variant] = run_child(variant, slow_url, ns.sessions, True)
+        base = rows["minimal"]
+        print(f"{'variant':<22}{'wall s':>8}{'ratio':>8}{'RSS/session KiB':>17}")
+        for v, r in rows.items():
+            print(f"{v:<22}{r['wall']:>8.2f}{r['wall'] / base['wall']:>7.2f}x{r['rss_per_session_kib']:>17.1f}")
+        print("\nminimal = ~40-line httpx loop with agentbot's pool limits; minimal-default-pool = same loop with "
+              "one plain httpx pool (default limits, 100 connections). Targets: engine cpu/step <= 1.3x minimal, "
+              "200-session wall <= 1.2x minimal, < 1024 KiB RSS per session.")
+    finally:
+        for p in (fast, slow):
+            p.terminate()
+            p.wait()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
