@@ -54,7 +54,7 @@ from agent.models.base import (
 from agent.models.prices import PriceTable, default_prices
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
-log = structlog.get_logger("agent.loop")
+log = structlog.get_logger().bind(logger="agent.loop")
 
 DEFAULT_SYSTEM_PROMPT = """You are a careful research agent. Today is {today}.
 Work step by step: use the tools when they help, read what they return, and stop calling tools once you can answer.
