@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from agent.tools.builtin import builtin_tools
 from agent.tools.registry import Tool, ToolGuard, ToolRegistry
 
 
-def _optional(module: str, factory: str, *args: Any) -> list[Tool]:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return []
-        raise
-    return list(getattr(mod, factory)(*args))
-
-
-def all_tools(env: Mapping[str, str] | None = None) -> list[Tool]:
-    """Built-in, research and memory tools (each module builds its own from settings)."""
+def all_tools(env: Mapping[str, str] | None = None, *, memory: bool = False) -> list[Tool]:
+    """Built-in and research tools, plus ``recall``/``remember`` when the caller provides a memory service
+    (the bot does, per guild; the terminal has no guild, so no memory)."""
     import os
 
     env = os.environ if env is None else env
@@ -33,7 +23,10 @@ def all_tools(env: Mapping[str, str] | None = None) -> list[Tool]:
             raise
     else:
         tools += list(research.research_tools(research.ResearchToolSettings.from_env(env)))
-    tools += _optional("agent.tools.memory_tools", "memory_tools")
+    if memory:
+        from agent.tools.memory_tools import recall, remember
+
+        tools += [recall, remember]
     return tools
 
 
@@ -41,6 +34,7 @@ def build_registry(
     enabled: Iterable[str] | None = None,
     guards: Iterable[ToolGuard] = (),
     env: Mapping[str, str] | None = None,
+    memory: bool = False,
 ) -> ToolRegistry:
-    reg = ToolRegistry(all_tools(env), list(guards))
+    reg = ToolRegistry(all_tools(env, memory=memory), list(guards))
     return reg.subset(enabled) if enabled is not None else reg
