@@ -54,6 +54,92 @@ def ask(
         raise typer.Exit(1)
 
 
+def _bot_settings() -> tuple[object, object, str]:
+    from bot.config import load_bot_settings
+    from bot.services import check_model_configured
+
+    try:
+        agent_settings = load_agent_settings()
+        bot_settings = load_bot_settings()
+        check_model_configured(agent_settings)
+    except ConfigError as e:
+        _fail(str(e))
+        raise
+    if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():
+        _fail(
+            "DISCORD_TOKEN is not set: create an application and bot at "
+            "https://discord.com/developers/applications, copy the bot token into .env (see .env.example)"
+        )
+    token = bot_settings.discord_token.get_secret_value().strip()  # type: ignore[union-attr]
+    from agent.logs import register_secret
+
+    register_secret(token)
+    configure_logging(agent_settings.log_level, agent_settings.log_format)
+    return agent_settings, bot_settings, token
+
+
+async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
+    import signal
+
+    from bot.app import AgentBot
+
+    bot = AgentBot(agent_settings, bot_settings)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        except NotImplementedError:  # pragma: no cover - not on Linux
+            pass
+    async with bot:
+        await bot.start(token)
+
+
+@app.command()
+def run() -> None:
+    """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
+    import discord
+
+    agent_settings, bot_settings, token = _bot_settings()
+    try:
+        asyncio.run(_run_bot(agent_settings, bot_settings, token))
+    except discord.LoginFailure:
+        _fail(
+            "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
+            "and put the new one in .env",
+            1,
+        )
+    except discord.PrivilegedIntentsRequired:
+        _fail(
+            "Discord refused the Message Content intent: enable it for this bot under Bot > Privileged "
+            "Gateway Intents in the developer portal",
+            1,
+        )
+
+
+@app.command()
+def sync(
+    guild: Annotated[int | None, typer.Option("--guild", help="Sync to this server only.")] = None,
+) -> None:
+    """Force a slash-command sync (normally it happens at start-up, only when the commands changed)."""
+    import discord
+
+    agent_settings, bot_settings, token = _bot_settings()
+
+    async def go() -> bool:
+        from bot.app import AgentBot
+
+        bot = AgentBot(agent_settings, bot_settings, sync=False)  # type: ignore[arg-type]
+        async with bot:
+            await bot.login(token)
+            return await bot.sync_commands(force=True, guild_id=guild)
+
+    try:
+        asyncio.run(go())
+    except discord.LoginFailure:
+        _fail("Discord rejected DISCORD_TOKEN (401 Unauthorized)", 1)
+    typer.echo(f"synced slash commands {'to server ' + str(guild) if guild else 'globally'}")
+
+
 def main() -> None:
     try:
         app()

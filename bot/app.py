@@ -1,0 +1,203 @@
+"""The discord.py application: start-up, shared services, sessions, Stop, and error handling.
+
+Decisions: ``allowed_mentions`` is none for the whole client (nothing the model writes can ping);
+the message-content intent is requested because follow-ups in threads are read as text (enable it in
+the developer portal); slash commands are synced only when their definition hash changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
+
+from agent.config import AgentSettings
+from bot.config import BotSettings
+from bot.discord_sink import NO_MENTIONS
+from bot.runner import SessionRunner
+from bot.services import Services, build_services
+from bot.store import SessionRecord, new_session_id
+from bot.views import StopButton, stop_view
+
+log = structlog.get_logger().bind(logger="bot.app")
+
+COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
+
+
+def _intents() -> discord.Intents:
+    intents = discord.Intents.default()
+    intents.message_content = True
+    return intents
+
+
+class AgentBot(commands.AutoShardedBot):
+    """Sharded only when ``DISCORD_SHARD_COUNT`` is set; otherwise one connection, as a plain Bot."""
+
+    services: Services
+    runner: SessionRunner
+
+    def __init__(
+        self, agent_settings: AgentSettings, bot_settings: BotSettings, *, sync: bool = True, **kwargs: Any
+    ) -> None:
+        self.agent_settings = agent_settings
+        self.bot_settings = bot_settings
+        self.sync_on_start = sync
+        if bot_settings.shard_count is None:
+            kwargs.setdefault("shard_count", 1)
+        else:
+            kwargs.setdefault("shard_count", bot_settings.shard_count)
+            if bot_settings.shard_ids:
+                kwargs.setdefault("shard_ids", bot_settings.shard_ids)
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=_intents(),
+            help_command=None,
+            allowed_mentions=NO_MENTIONS,
+            **kwargs,
+        )
+
+    # --- start-up and shutdown --------------------------------------------------------------------
+    async def setup_hook(self) -> None:
+        self.services = await build_services(self.agent_settings, self.bot_settings)
+        self.runner = SessionRunner(self.services)
+        self.tree.on_error = self.on_app_command_error
+        for name in COGS:
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionNotFound:
+                log.info("cog_absent", cog=name)
+        self.add_dynamic_items(StopButton)
+        if self.sync_on_start:
+            await self.sync_commands()
+
+    async def close(self) -> None:
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            await runner.shutdown()
+        services = getattr(self, "services", None)
+        if services is not None:
+            await services.close()
+        await super().close()
+
+    # --- commands sync ----------------------------------------------------------------------------
+    def _commands_hash(self, guild: discord.abc.Snowflake | None) -> str:
+        payload = [c.to_dict(self.tree) for c in self.tree.get_commands(guild=guild)]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def sync_commands(self, *, force: bool = False, guild_id: int | None = None) -> bool:
+        """Sync when the command set changed since the last sync (hash in the data dir), or when forced."""
+        gid = guild_id or self.bot_settings.sync_guild_id
+        guild = discord.Object(gid) if gid else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        digest = self._commands_hash(guild)
+        marker = Path(self.services.data_dir) / f"commands-{gid or 'global'}.sha256"
+        if not force and marker.exists() and marker.read_text().strip() == digest:
+            log.info("commands_unchanged", scope=gid or "global")
+            return False
+        await self.tree.sync(guild=guild)
+        marker.write_text(digest)
+        log.info("commands_synced", scope=gid or "global", count=len(self.tree.get_commands(guild=guild)))
+        return True
+
+    # --- sessions ---------------------------------------------------------------------------------
+    async def new_session(
+        self, guild_id: int | None, channel_id: int, thread_id: int | None, user_id: int, task: str, tier: str
+    ) -> SessionRecord:
+        gs = await self.services.guild_settings.get(guild_id) if guild_id else None
+        models = gs.models_for(tier) if gs else []
+        rec = SessionRecord(
+            id=new_session_id(),
+            guild_id=guild_id,
+            channel_id=channel_id,
+            thread_id=thread_id,
+            user_id=user_id,
+            task=task,
+            tier=tier,
+            model=(models or [self.agent_settings.agent_model])[0],
+        )
+        return await self.services.sessions.create(rec)
+
+    async def post_header(
+        self,
+        thread: discord.Thread,
+        session: SessionRecord,
+        member: discord.abc.User,
+        *,
+        private: bool = False,
+    ) -> None:
+        gs = await self.services.guild_settings.get(session.guild_id) if session.guild_id else None
+        steps = gs.max_steps if gs else self.agent_settings.agent_max_steps
+        task = session.task if len(session.task) < 1500 else session.task[:1500] + "…"
+        quoted = "\n".join("> " + line for line in task.splitlines() or [""])
+        memory = "" if self.services.memory is not None else " · memory unavailable"
+        text = (
+            f"🔎 **Research** for {member.mention}{' (private)' if private else ''}\n{quoted}\n"
+            f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · "
+            f"reply in this thread to follow up"
+        )
+        msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS)
+        await self.services.sessions.set_header(session.id, msg.id)
+
+    async def stop_session(self, interaction: discord.Interaction, session_id: str) -> None:
+        """Stop, if the caller started the session or may manage threads (checked here, not by Discord)."""
+        session = await self.services.sessions.get(session_id)
+        if session is None:
+            await interaction.response.send_message("This session no longer exists.", ephemeral=True)
+            return
+        perms = interaction.permissions
+        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
+            await interaction.response.send_message(
+                "Only the person who started this research, or someone with Manage Threads, can stop it.",
+                ephemeral=True,
+            )
+            return
+        if not self.runner.is_running(session_id):
+            await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
+            return
+        await interaction.response.send_message("Stopping…", ephemeral=True)
+        await self.runner.stop(
+            session_id, by=getattr(interaction.user, "display_name", str(interaction.user))
+        )
+
+    # --- errors -----------------------------------------------------------------------------------
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        eid = uuid.uuid4().hex[:8]
+        if isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
+            text = str(error) or "You can't use this command here."
+        else:
+            log.error(
+                "command_failed",
+                error_id=eid,
+                command=getattr(interaction.command, "qualified_name", "?"),
+                exc_info=error,
+            )
+            text = f"Something went wrong (error id `{eid}`)."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            pass
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        eid = uuid.uuid4().hex[:8]
+        log.exception("event_failed", error_id=eid, event=event_method)
+        message = next((a for a in args if isinstance(a, discord.Message)), None)
+        if message is not None and not message.author.bot:
+            try:
+                await message.channel.send(
+                    f"Something went wrong (error id `{eid}`).", allowed_mentions=NO_MENTIONS
+                )
+            except discord.HTTPException:
+                pass

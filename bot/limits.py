@@ -1,0 +1,229 @@
+"""Quota policy without SQL: which limits apply to whom, the UTC periods they count in, and the words
+a user reads when one is exhausted.
+
+Kept apart from :mod:`bot.store.quotas` so the rules (most generous role wins, 0 means unlimited in the
+environment, days and months in UTC) can be read and tested in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from types import EllipsisType
+from typing import Literal
+
+LimitName = Literal["requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions"]
+USER_LIMITS: tuple[LimitName, ...] = (
+    "requests_per_day",
+    "tokens_per_day",
+    "cost_per_month_usd",
+    "concurrent_sessions",
+)
+"""Limits that apply per user per server and that server and role overrides may change."""
+
+GUILD_BUDGET = "guild_budget_per_month_usd"
+"""The server-wide monthly ceiling on top of every user's own limits."""
+
+LimitValue = int | float | None
+"""``None`` is unlimited."""
+
+ENV_VARS: dict[str, tuple[str, LimitValue, type]] = {
+    "requests_per_day": ("QUOTA_REQUESTS_PER_DAY", 50, int),
+    "tokens_per_day": ("QUOTA_TOKENS_PER_DAY", 200_000, int),
+    "cost_per_month_usd": ("QUOTA_COST_PER_MONTH_USD", 5.0, float),
+    "concurrent_sessions": ("QUOTA_CONCURRENT_SESSIONS", 2, int),
+    GUILD_BUDGET: ("GUILD_BUDGET_PER_MONTH_USD", 100.0, float),
+}
+"""limit -> (environment variable, default when unset, type). ``0`` or an empty value means unlimited."""
+
+Clock = Callable[[], datetime]
+
+NANO = 1_000_000_000
+"""Money is stored as integer nano-dollars so sums are exact and no settled charge is lost to rounding."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits in force for one user on one server; ``None`` means unlimited."""
+
+    requests_per_day: int | None = 50
+    tokens_per_day: int | None = 200_000
+    cost_per_month_usd: float | None = 5.0
+    concurrent_sessions: int | None = 2
+    guild_budget_per_month_usd: float | None = 100.0
+
+    def get(self, name: str) -> LimitValue:
+        return getattr(self, name)
+
+    @classmethod
+    def unlimited(cls) -> Limits:
+        return cls(None, None, None, None, None)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        """Read the defaults from the environment; unset keeps the built-in default, ``0``/empty is unlimited."""
+        env = os.environ if env is None else env
+        values: dict[str, LimitValue] = {}
+        for name, (var, default, kind) in ENV_VARS.items():
+            raw = env.get(var)
+            values[name] = default if raw is None else _parse_env(var, raw, kind)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _parse_env(var: str, raw: str, kind: type) -> LimitValue:
+    text = raw.strip().replace("_", "")
+    if text == "":
+        return None
+    what = "a whole number" if kind is int else "a number"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{var} must be {what} (0 or empty for unlimited), got {raw!r}") from None
+    if value < 0 or value != value:  # NaN check
+        raise ValueError(f"{var} must be {what} >= 0 (0 or empty for unlimited), got {raw!r}")
+    return None if value == 0 else value
+
+
+def more_generous(a: LimitValue, b: LimitValue) -> LimitValue:
+    """Unlimited beats any number; otherwise the larger number."""
+    if a is None or b is None:
+        return None
+    return max(a, b)
+
+
+def resolve_limits(
+    defaults: Limits,
+    server_overrides: Mapping[str, LimitValue],
+    role_overrides: Mapping[int, Mapping[str, LimitValue]],
+    role_ids: Iterable[int],
+    guild_budget: LimitValue | EllipsisType = ...,
+) -> Limits:
+    """The limits for one member.
+
+    Order per limit: a role override if any of the member's roles has one (several roles: the most
+    generous), else the server override, else the environment default. A role override replaces the
+    server value even when it is lower, so admins can restrict a role as well as widen it.
+    ``guild_budget`` (``...`` = keep the default) replaces the server-wide budget.
+    """
+    values = {f.name: getattr(defaults, f.name) for f in fields(Limits)}
+    for name in USER_LIMITS:
+        if name in server_overrides:
+            values[name] = server_overrides[name]
+    roles = [role_overrides[r] for r in dict.fromkeys(role_ids) if r in role_overrides]
+    for name in USER_LIMITS:
+        granted = [r[name] for r in roles if name in r]
+        if granted:
+            best = granted[0]
+            for v in granted[1:]:
+                best = more_generous(best, v)
+            values[name] = best
+    if guild_budget is not ...:
+        values[GUILD_BUDGET] = guild_budget  # type: ignore[assignment]
+    return replace(defaults, **values)
+
+
+# --- periods (always UTC) -------------------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(dt: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, so an injected test clock may omit the zone."""
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def day_key(now: datetime) -> str:
+    return to_utc(now).strftime("%Y-%m-%d")
+
+
+def month_key(now: datetime) -> str:
+    return to_utc(now).strftime("%Y-%m")
+
+
+def next_day(now: datetime) -> datetime:
+    """Midnight UTC after ``now``: when daily limits reset."""
+    now = to_utc(now)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def next_month(now: datetime) -> datetime:
+    """The first of the next month, 00:00 UTC: when monthly limits reset."""
+    now = to_utc(now)
+    if now.month == 12:
+        return datetime(now.year + 1, 1, 1, tzinfo=UTC)
+    return datetime(now.year, now.month + 1, 1, tzinfo=UTC)
+
+
+def discord_timestamp(dt: datetime, style: str = "R") -> str:
+    """``<t:UNIX:R>`` renders in each reader's own time zone ("in 5 hours")."""
+    return f"<t:{int(to_utc(dt).timestamp())}:{style}>"
+
+
+# --- money ----------------------------------------------------------------------------------------
+
+
+def usd_to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+def nano_to_usd(nano: int) -> float:
+    return nano / NANO
+
+
+def format_usd(usd: float) -> str:
+    """Cents for ordinary amounts, more digits for the fractions of a cent small models cost."""
+    if usd != 0 and abs(usd) < 0.01:
+        return f"${usd:.4f}"
+    return f"${usd:,.2f}"
+
+
+# --- what the user reads --------------------------------------------------------------------------
+
+LIMIT_LABELS: dict[str, str] = {
+    "requests_per_day": "requests per day",
+    "tokens_per_day": "tokens per day",
+    "cost_per_month_usd": "spending per month",
+    "concurrent_sessions": "sessions at once",
+    GUILD_BUDGET: "server budget per month",
+}
+
+
+def resets_at(limit: str, now: datetime) -> datetime | None:
+    """When ``limit`` starts counting from zero again; ``None`` for the concurrency limit."""
+    if limit in ("requests_per_day", "tokens_per_day"):
+        return next_day(now)
+    if limit in ("cost_per_month_usd", GUILD_BUDGET):
+        return next_month(now)
+    return None
+
+
+def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, need: float = 0) -> str:
+    """A sentence naming the exhausted limit, how much is used, and when it resets.
+
+    ``need`` is the size of the step being refused (for a reservation), shown when it is what tips over.
+    """
+    reset = resets_at(limit, now)
+    when = f" It resets {discord_timestamp(reset)}." if reset else ""
+    if limit == "requests_per_day":
+        head = f"Daily request limit reached: you've made {int(used):,} of {int(cap):,} requests today."
+    elif limit == "tokens_per_day":
+        head = f"Daily token limit reached: {int(used):,} of {int(cap):,} tokens used or reserved today"
+        head += f", and the next step needs about {int(need):,}." if need else "."
+    elif limit == "cost_per_month_usd":
+        head = f"Monthly spending limit reached: {format_usd(used)} of {format_usd(cap)} used this month"
+        head += f", and the next step costs about {format_usd(need)}." if need else "."
+    elif limit == GUILD_BUDGET:
+        head = f"This server's monthly budget is used up: {format_usd(used)} of {format_usd(cap)}"
+        head += f", and the next step costs about {format_usd(need)}." if need else "."
+    elif limit == "concurrent_sessions":
+        head = (
+            f"Too many sessions at once: you have {int(used)} running (limit {int(cap)}). "
+            "Wait for one to finish, or stop one."
+        )
+    else:
+        raise ValueError(f"unknown limit {limit!r}; known: {', '.join(LIMIT_LABELS)}")
+    return head + when

@@ -1,0 +1,209 @@
+"""Turns agent events into what a thread shows: one block per step, a live preview, the final answer.
+
+Rendering only: the agent's events are the single source of truth, and :mod:`bot.streamer` decides
+when each block reaches Discord.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.events import (
+    AgentEvent,
+    ErrorEvent,
+    FinalEvent,
+    MemoryEvent,
+    ModelSwitched,
+    RetryEvent,
+    RunResult,
+    StepStarted,
+    TextDelta,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+from bot.splitting import split_message
+from bot.streamer import Block, ThreadStreamer
+
+ATTACH_OVER = 6000
+OBSERVATION_CHARS = 280
+_URL = re.compile(r"https?://[^\s<>\"')\]]+")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + f"… (cut, {len(text):,} chars)"
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "ʼ") + "`"
+
+
+def short_args(args: dict[str, Any] | None, raw: str, limit: int = 160) -> str:
+    if args is None:
+        return _clip(raw or "(invalid arguments)", limit)
+    parts = []
+    for k, v in args.items():
+        s = (
+            json.dumps(v, ensure_ascii=False)
+            if not isinstance(v, str)
+            else json.dumps(_clip(v, 80), ensure_ascii=False)
+        )
+        parts.append(f"{k}={s}")
+    return _clip(", ".join(parts), limit)
+
+
+def short_observation(ev: ToolResultEvent) -> str:
+    """A line a person can skim: the start of the output and up to three links (no previews)."""
+    text = ev.output
+    if ev.is_error:
+        try:
+            text = json.loads(text).get("error", text)
+        except (ValueError, AttributeError):
+            pass
+    links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
+    line = _clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS)
+    if links:
+        line += " · " + " ".join(f"<{u}>" for u in links)
+    return line
+
+
+@dataclass
+class _Step:
+    number: int
+    model: str
+    thought: str = ""
+    calls: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    block: Block | None = None
+
+    def render(self) -> str:
+        lines = [f"**Step {self.number}** · {self.model}"]
+        if self.thought:
+            lines.append("💭 " + _clip(self.thought, 300))
+        for call_lines in self.calls.values():
+            lines.extend(call_lines)
+        lines.extend(self.notes)
+        return "\n".join(lines)[:1990]
+
+
+def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
+    u = result.usage
+    lines = []
+    if result.sources:
+        lines.append("**Sources**")
+        lines.extend(f"{i}. <{url}>" for i, url in enumerate(result.sources[:10], 1))
+        if len(result.sources) > 10:
+            lines.append(f"…and {len(result.sources) - 10} more")
+    cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
+    status = {
+        "completed": "",
+        "max_iterations": " · ⏱️ step limit reached",
+        "budget": " · 💸 stopped by a limit",
+        "error": " · ⚠️ failed",
+        "cancelled": " · ⏹️ stopped",
+    }.get(result.status, "")
+    if stopped_by:
+        status = f" · ⏹️ stopped by {stopped_by}"
+    lines.append(
+        f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {u.total_tokens:,} tokens "
+        f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out) · {result.cost.format()} · "
+        f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
+    )
+    return "\n".join(lines)
+
+
+class ProgressRenderer:
+    """Feeds a :class:`ThreadStreamer` from agent events."""
+
+    def __init__(self, streamer: ThreadStreamer) -> None:
+        self.s = streamer
+        self._step: _Step | None = None
+        self._text = ""
+        self.final: RunResult | None = None
+
+    def _show_step(self) -> None:
+        st = self._step
+        if st is None:
+            return
+        if st.block is None:
+            st.block = self.s.add("step", st.render())
+        else:
+            self.s.update(st.block, st.render())
+
+    def _note(self, text: str) -> None:
+        if self._step is not None and self._step.block is not None:
+            self._step.notes.append(text)
+            self._show_step()
+        else:
+            self.s.add("note", text)
+
+    def feed(self, ev: AgentEvent) -> None:
+        if isinstance(ev, StepStarted):
+            self._step = _Step(ev.step, ev.model)
+            self._text = ""
+        elif isinstance(ev, TextDelta):
+            self._text += ev.text
+            self.s.live("✍️ " + self._text)
+        elif isinstance(ev, ToolCallEvent):
+            st = self._step or _Step(ev.step, "?")
+            self._step = st
+            if self._text.strip() and not st.thought:
+                st.thought = self._text
+                self.s.end_live()
+            st.calls[ev.call_id] = [f"🔧 **{ev.name}** {_code(short_args(ev.arguments, ev.raw_arguments))}"]
+            self._show_step()
+        elif isinstance(ev, ToolResultEvent):
+            mark = "⚠️" if ev.is_error else "↳"
+            line = f"{mark} {ev.duration:.1f}s · {short_observation(ev)}"
+            if ev.truncated:
+                line += " (output was cut for the model)"
+            if self._step and ev.call_id in self._step.calls:
+                self._step.calls[ev.call_id].append(line)
+                self._show_step()
+            else:
+                self._note(f"{ev.name}: {line}")
+        elif isinstance(ev, RetryEvent):
+            if ev.what == "model":
+                self._text = ""
+                self.s.end_live()
+            self._note(
+                f"↻ retrying {ev.what} in {ev.delay:.1f}s (attempt {ev.attempt}/{ev.max_attempts}): "
+                f"{_clip(ev.error, 200)}"
+            )
+        elif isinstance(ev, ModelSwitched):
+            self._text = ""
+            self.s.end_live()
+            self._note(f"🔀 switched from {ev.from_model} to {ev.to_model} because {_clip(ev.reason, 200)}")
+        elif isinstance(ev, MemoryEvent):
+            self.s.add(
+                "note",
+                f"🧠 {ev.action} {ev.count} memor{'y' if ev.count == 1 else 'ies'}"
+                + (f" ({', '.join(ev.ids[:5])})" if ev.ids else ""),
+            )
+        elif isinstance(ev, ErrorEvent):
+            self.s.end_live()
+            self.s.add("note", f"⚠️ {_clip(ev.message, 500)}")
+        elif isinstance(ev, FinalEvent):
+            self.s.end_live()
+            self.final = ev.result
+
+    def finish(self, result: RunResult, *, stopped_by: str | None = None, title: str = "answer") -> None:
+        """The answer as new messages (edits notify nobody), then the footer."""
+        self.s.end_live()
+        text = result.text.strip() or "(no answer)"
+        if len(text) > ATTACH_OVER:
+            preview = split_message(text, 1500)[0]
+            self.s.add(
+                "final",
+                preview + "\n\n-# The full answer is attached as a Markdown file.",
+                files=[(f"{title}.md", text.encode())],
+            )
+        else:
+            for part in split_message(text):
+                self.s.add("final", part)
+        self.s.add("final", format_footer(result, stopped_by=stopped_by))

@@ -1,0 +1,319 @@
+"""Runs agent turns for sessions: one worker task per session, follow-ups queued in order, Stop.
+
+Every task here has an owner (this runner) and a timeout (``BOT_TURN_TIMEOUT_SECONDS``). A stopped or
+timed-out turn keeps what it completed: whole steps go to the session's history, the partial answer
+is posted and marked, quota reservations are settled, and nothing half-written is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+
+from agent.events import FinalEvent, RunResult, StepStarted, ToolResultEvent
+from agent.loop import Agent, RunState
+from agent.messages import Message
+from agent.models.base import ModelSettings
+from agent.tools.registry import ToolContext
+from bot.discord_sink import DiscordSink
+from bot.progress import ProgressRenderer
+from bot.store import QuotaBudget, SessionRecord
+from bot.streamer import ThreadStreamer
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = structlog.get_logger().bind(logger="bot.runner")
+
+
+@dataclass
+class TurnRequest:
+    session: SessionRecord
+    prompt: str
+    requester_id: int
+    requester_name: str
+    role_ids: tuple[int, ...] = ()
+    channel: discord.abc.Messageable | None = None
+    """Where the turn writes: always the session's own thread (or the DM/channel it lives in)."""
+    quota_checked: bool = False
+
+
+@dataclass
+class _Worker:
+    session_id: str
+    queue: deque[TurnRequest] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    current: asyncio.Task[RunResult | None] | None = None
+    stopped_by: str | None = None
+
+
+def error_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+class SessionRunner:
+    def __init__(self, services: Services) -> None:
+        self.sv = services
+        self._workers: dict[str, _Worker] = {}
+        self._closing = False
+
+    # --- public API ------------------------------------------------------------------------------
+    def is_running(self, session_id: str) -> bool:
+        w = self._workers.get(session_id)
+        return bool(w and w.current and not w.current.done())
+
+    def submit(self, req: TurnRequest) -> str:
+        """Queue a turn; returns ``"started"`` or ``"queued"`` (a turn of this session is running)."""
+        if self._closing:
+            raise RuntimeError("the bot is shutting down")
+        sid = req.session.id
+        w = self._workers.get(sid)
+        if w is None or w.task is None or w.task.done():
+            w = _Worker(sid)
+            self._workers[sid] = w
+            w.queue.append(req)
+            w.task = asyncio.create_task(self._work(w), name=f"session:{sid}")
+            return "started"
+        w.queue.append(req)
+        return "queued"
+
+    async def stop(self, session_id: str, by: str) -> bool:
+        """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
+        w = self._workers.get(session_id)
+        if w is None or w.current is None or w.current.done():
+            return False
+        w.stopped_by = by
+        w.current.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(w.current), 30)
+        return True
+
+    async def shutdown(self, grace: float = 20.0) -> None:
+        """Stop taking turns; let running steps finish within ``grace``, then stop the rest."""
+        self._closing = True
+        tasks = [w.task for w in self._workers.values() if w.task and not w.task.done()]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for w in self._workers.values():
+            if w.current and not w.current.done():
+                w.stopped_by = "a bot restart"
+                w.current.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=15)
+
+    # --- internals -------------------------------------------------------------------------------
+    async def _work(self, w: _Worker) -> None:
+        while w.queue and not self._closing:
+            req = w.queue.popleft()
+            w.stopped_by = None
+            w.current = asyncio.create_task(self._turn(req, w), name=f"turn:{w.session_id}")
+            try:
+                await w.current
+            except asyncio.CancelledError:
+                if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+            except Exception:
+                pass  # logged inside _turn
+        self._workers.pop(w.session_id, None)
+
+    async def _turn(self, req: TurnRequest, w: _Worker) -> RunResult | None:
+        sv = self.sv
+        s = req.session
+        channel = req.channel
+        assert channel is not None
+        eid = error_id()
+        blog = log.bind(session_id=s.id, guild_id=s.guild_id, user_id=req.requester_id)
+        began = await sv.quotas.begin_session(s.guild_id, req.requester_id, req.role_ids, s.id)
+        if not began.allowed:
+            await channel.send(f"⛔ {began.message}", allowed_mentions=discord.AllowedMentions.none())
+            return None
+        streamer = ThreadStreamer(DiscordSink(channel), writes=sv.bot_settings.writes_per_5s, name=s.id)
+        renderer = ProgressRenderer(streamer)
+        state = RunState(task=req.prompt)
+        turn_id: int | None = None
+        result: RunResult | None = None
+        status = "done"
+        try:
+            gs = await sv.guild_settings.get(s.guild_id) if s.guild_id else None
+            history = [Message.from_dict(d) for d in await sv.sessions.history(s.id)]
+            turn_id = await sv.sessions.start_turn(s.id, req.prompt, req.requester_id)
+            await sv.sessions.set_status(s.id, "running")
+            agent, ctx, extra = await self._prepare(req, gs, renderer)
+            budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
+            async with contextlib.AsyncExitStack() as stack:
+                with contextlib.suppress(Exception):
+                    await stack.enter_async_context(channel.typing())  # type: ignore[attr-defined]
+                async with asyncio.timeout(sv.bot_settings.turn_timeout):
+                    async with contextlib.aclosing(
+                        agent.run(
+                            req.prompt, history, context=ctx, budget=budget, extra_system=extra, state=state
+                        )
+                    ) as events:
+                        async for ev in events:
+                            renderer.feed(ev)
+                            if isinstance(ev, FinalEvent):
+                                result = ev.result
+                            elif isinstance(ev, StepStarted | ToolResultEvent) and turn_id is not None:
+                                await self._checkpoint(turn_id, state)
+            assert result is not None
+            status = {"completed": "done", "max_iterations": "done"}.get(result.status, "failed")
+            renderer.finish(result)
+        except (asyncio.CancelledError, TimeoutError) as e:
+            timed_out = isinstance(e, TimeoutError)
+            by = "a time limit" if timed_out else (w.stopped_by or "a bot restart")
+            note = (
+                f"Stopped after {sv.bot_settings.turn_timeout:.0f} s (time limit)."
+                if timed_out
+                else f"Stopped by {by} after {state.steps} step{'s' if state.steps != 1 else ''}."
+            )
+            result = state.result(
+                "cancelled",
+                note
+                + (f"\n\nPartial answer so far:\n\n{state.last_text}" if state.last_text.strip() else ""),
+            )
+            renderer.finish(result, stopped_by=by)
+            status = "stopped"
+            if isinstance(e, asyncio.CancelledError) and w.stopped_by is None:
+                await self._settle(s, turn_id, result, status, streamer)
+                raise
+        except Exception as e:
+            blog.exception("turn_failed", error_id=eid)
+            result = state.result(
+                "error",
+                f"⚠️ Something went wrong while running this turn (error id `{eid}`).",
+                error=f"{type(e).__name__}",
+            )
+            renderer.s.add("note", result.text)
+            status = "failed"
+        await self._settle(s, turn_id, result, status, streamer)
+        if result is not None and result.status == "completed":
+            await self._remember(req, result)
+        return result
+
+    async def _settle(
+        self,
+        s: SessionRecord,
+        turn_id: int | None,
+        result: RunResult | None,
+        status: str,
+        streamer: ThreadStreamer,
+    ) -> None:
+        """Persist whole steps, close the turn, release the quota slot, then let the writes finish."""
+        sv = self.sv
+        try:
+            if result is not None and result.messages:
+                msgs = list(result.messages)
+                if status == "stopped":
+                    msgs.append(Message("assistant", result.text))
+                await sv.sessions.append_messages(s.id, [m.to_dict() for m in msgs])
+            if turn_id is not None:
+                summary: dict[str, Any] = {}
+                if result is not None:
+                    summary = {
+                        "status": result.status,
+                        "steps": result.steps,
+                        "tokens": result.usage.total_tokens,
+                        "cost_usd": result.cost.usd,
+                        "cost_known": result.cost.known,
+                        "models": result.models,
+                        "text": result.text[:4000],
+                    }
+                await sv.sessions.finish_turn(turn_id, status, summary)  # type: ignore[arg-type]
+            await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
+        finally:
+            await sv.quotas.end_session(s.id)
+            await streamer.close(within=900)
+
+    async def _checkpoint(self, turn_id: int, state: RunState) -> None:
+        try:
+            await self.sv.sessions.checkpoint(
+                turn_id,
+                {
+                    "step": state.steps,
+                    "messages": [m.to_dict() for m in state.messages],
+                    "tokens": state.usage.total_tokens,
+                    "cost_usd": state.cost.usd,
+                    "at": time.time(),
+                },
+            )
+        except Exception:
+            log.warning("checkpoint_failed", turn_id=turn_id, exc_info=True)
+
+    async def _prepare(
+        self, req: TurnRequest, gs: Any, renderer: ProgressRenderer
+    ) -> tuple[Agent, ToolContext, str | None]:
+        sv = self.sv
+        s = req.session
+        models = gs.models_for(s.tier) if gs is not None else []
+        model = sv.model_for(models or [sv.agent_settings.agent_model], req.prompt)
+        enabled = [n for n in sv.tools.names() if gs is None or gs.tool_enabled(n)]
+        if sv.memory is None or s.guild_id is None:
+            enabled = [n for n in enabled if n not in ("recall", "remember")]
+        tools = sv.tools.subset(enabled)
+        max_steps = gs.max_steps if gs is not None else sv.agent_settings.agent_max_steps
+        workspace = Path(sv.data_dir) / "workspaces" / s.id
+        await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
+        ctx = ToolContext(
+            session_id=s.id,
+            namespace=str(s.guild_id) if s.guild_id else None,
+            user_id=str(req.requester_id),
+            workspace=workspace,
+            services={"http": sv.http, "memory": sv.memory},
+        )
+        extra_parts = []
+        parent = getattr(req.channel, "parent_id", None)
+        persona = gs.persona_for(getattr(req.channel, "id", None), parent) if gs is not None else None
+        if persona:
+            extra_parts.append(f"Server instructions: {persona}")
+        if sv.memory is not None and s.guild_id is not None:
+            from agent.memory.integration import format_recalled, recall_for_task, recalled_event
+
+            hits = await recall_for_task(sv.memory, str(s.guild_id), req.prompt)
+            if hits:
+                extra_parts.append(format_recalled(hits))
+                renderer.feed(recalled_event(hits))
+        agent = Agent(
+            model,
+            tools,
+            max_iterations=max_steps,
+            settings=ModelSettings(
+                temperature=sv.agent_settings.agent_temperature,
+                max_tokens=sv.agent_settings.agent_max_tokens,
+                stream=sv.agent_settings.agent_stream,
+            ),
+        )
+        return agent, ctx, "\n\n".join(extra_parts) or None
+
+    async def _remember(self, req: TurnRequest, result: RunResult) -> None:
+        sv = self.sv
+        s = req.session
+        if sv.memory is None or s.guild_id is None:
+            return
+        gs = await sv.guild_settings.get(s.guild_id)
+        if not gs.memory_auto_store:
+            return
+        from agent.memory.integration import store_research
+
+        try:
+            await store_research(
+                sv.memory,
+                str(s.guild_id),
+                req.prompt,
+                result.text,
+                result.sources,
+                author=str(req.requester_id),
+                thread=str(s.thread_id or ""),
+                retention=sv.retention_for(gs),
+            )
+        except Exception:
+            log.warning("memory_store_failed", session_id=s.id, exc_info=True)

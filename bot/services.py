@@ -1,0 +1,129 @@
+"""Everything a running bot shares (stores, the HTTP pool, memory, tools), built once in ``setup_hook``.
+
+Kept apart from the discord.py client so the session runner and cogs can be wired in tests with the
+same real parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from agent.config import AgentSettings, ConfigError
+from agent.models.base import Model
+from agent.models.factory import build_model
+from agent.models.http import make_client
+from agent.models.prices import default_prices
+from agent.tools.registry import ToolGuard, ToolRegistry
+from agent.toolset import build_registry
+from bot.config import BotSettings
+from bot.limits import Limits
+from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
+
+log = structlog.get_logger().bind(logger="bot.services")
+
+
+@dataclass
+class Services:
+    agent_settings: AgentSettings
+    bot_settings: BotSettings
+    data_dir: Path
+    db: Database
+    sessions: SessionStore
+    quotas: QuotaStore
+    guild_settings: GuildSettingsStore
+    http: httpx.AsyncClient
+    tools: ToolRegistry
+    memory: Any = None
+    memory_error: str | None = None
+    models: dict[str, Model] = field(default_factory=dict)
+
+    def model_for(self, specs: list[str], task: str = "") -> Model:
+        """The model serving a tier: its first spec (fallback routing arrives with the router)."""
+        spec = specs[0]
+        if spec not in self.models:
+            self.models[spec] = build_model(spec, self.agent_settings, self.http)
+        return self.models[spec]
+
+    def retention_for(self, gs: Any) -> Any:
+        from agent.memory.types import RetentionPolicy
+
+        return RetentionPolicy(max_items=gs.memory_max_items, max_age_days=gs.memory_max_age_days)
+
+    def known_models(self) -> list[str]:
+        return sorted({*default_prices().known_models(), self.agent_settings.agent_model})
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        if self.memory is not None:
+            await self.memory.close()
+        await self.db.close()
+
+
+def _tool_guards(env: dict[str, str]) -> list[ToolGuard]:
+    try:
+        from agent.tools.research import ResearchToolSettings, research_guard
+    except ModuleNotFoundError:
+        return []
+    return [research_guard(ResearchToolSettings.from_env(env))]
+
+
+async def build_services(agent_settings: AgentSettings, bot_settings: BotSettings) -> Services:
+    data_dir = Path(agent_settings.data_dir)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+    env = dict(os.environ)
+    db = await Database.open(data_dir / "agentbot.sqlite3")
+    try:
+        tools = build_registry(guards=_tool_guards(env), env=env, memory=bot_settings.memory_enabled)
+        defaults = SettingsDefaults(
+            default_tier=bot_settings.default_tier, max_steps=agent_settings.agent_max_steps
+        )
+        schema = SettingsSchema(
+            known_models=sorted({*default_prices().known_models(), agent_settings.agent_model}),
+            known_tools=tools.names(),
+        )
+        guild_settings = GuildSettingsStore(db, schema, defaults)
+        quotas = QuotaStore(db, guild_settings, Limits.from_env(env))
+        await quotas.recover()
+        sv = Services(
+            agent_settings=agent_settings,
+            bot_settings=bot_settings,
+            data_dir=data_dir,
+            db=db,
+            sessions=SessionStore(db),
+            quotas=quotas,
+            guild_settings=guild_settings,
+            http=make_client(),
+            tools=tools,
+        )
+    except BaseException:
+        await db.close()
+        raise
+    if bot_settings.memory_enabled:
+        try:
+            from agent.memory.chroma_store import ChromaMemory
+
+            memory = ChromaMemory.from_env(data_dir / "memory", env)
+            await memory.open()
+            sv.memory = memory
+        except Exception as e:  # memory is optional: the bot runs without it and says so
+            sv.memory_error = f"{type(e).__name__}: {e}"
+            log.error("memory_unavailable", error=sv.memory_error)
+    return sv
+
+
+def check_model_configured(agent_settings: AgentSettings) -> None:
+    """Refuse to start with no usable model, naming what to set."""
+    hosted = "api.openai.com" in agent_settings.openai_base_url
+    if hosted and not agent_settings.openai_api_key:
+        raise ConfigError(
+            "no model is configured: set OPENAI_API_KEY (and AGENT_MODEL), or point OPENAI_BASE_URL at an "
+            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1)"
+        )
+

@@ -1,0 +1,178 @@
+"""One SQLite file, one writer connection, versioned migrations at start-up.
+
+Why one writer connection and an :class:`asyncio.Lock`: every write (a single statement or a
+``BEGIN IMMEDIATE`` … ``COMMIT`` block) holds :attr:`Database.lock`, so no coroutine's statement can land
+inside another's open transaction, and the quota checks written as single ``INSERT … SELECT … WHERE``
+statements are atomic against every other write.
+
+Plain reads (:meth:`Database.fetchall`, :meth:`Database.fetchone`) go through a second, read-only
+connection on its own thread: under WAL they see exactly the committed state, never a half-done
+transaction of the writer, and they do not queue behind a batch of writes (this is what keeps a quota
+check fast while a hundred sessions settle). Reads that must see a transaction's own writes run on the
+connection the transaction yields.
+
+One bot process per database file: crash recovery (:meth:`QuotaStore.recover`) assumes nobody else is
+mid-run in the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.store.migrations import MIGRATIONS, Migration
+
+
+class StoreError(Exception):
+    """Base of the store's own errors; messages are meant for the operator as is."""
+
+
+class DatabaseTooNew(StoreError):
+    """The file was written by a newer agentbot; opening it could corrupt what the newer code expects."""
+
+
+class MigrationError(StoreError):
+    """A migration failed; the file stays at the last version that completed."""
+
+
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Database:
+    """Use :meth:`open` (or ``async with await Database.open(path)``), never the constructor."""
+
+    def __init__(
+        self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path, version: int
+    ) -> None:
+        self.conn = conn
+        """The writer. Use it only inside :meth:`transaction` (or while holding :attr:`lock`)."""
+        self.reader = reader
+        self.path = path
+        self.schema_version = version
+        self.lock = asyncio.Lock()
+        """Held by every write; hold it yourself only through :meth:`transaction` or :meth:`write`
+        (not re-entrant: never open a transaction inside another)."""
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` at the start of :meth:`close` (e.g. to flush queued writes)."""
+        self._close_hooks.append(hook)
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        busy_timeout_ms: int = 5000,
+    ) -> Database:
+        """Open (creating if needed) and migrate to the newest version in ``migrations``.
+
+        Raises :class:`DatabaseTooNew` if the file is newer than ``migrations`` knows, and
+        :class:`StoreError` if it is not a SQLite database at all. ``migrations`` is a parameter so a
+        test can create a file at an older version.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit BEGINs; transactions are explicit (see transaction()).
+        conn = await aiosqlite.connect(p, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            try:
+                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                version = await _user_version(conn)
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"{p} is not an agentbot database (SQLite says: {e}).") from e
+            known = len(migrations)
+            if version > known:
+                raise DatabaseTooNew(
+                    f"{p} has schema version {version}, but this agentbot only knows up to version "
+                    f"{known}: it was written by a newer agentbot. Upgrade agentbot, or point it at "
+                    "another data directory. The file was not changed."
+                )
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            for m in migrations:
+                if m.version > version:
+                    await _apply(conn, p, m)
+                    version = m.version
+            reader = await aiosqlite.connect(p, isolation_level=None)
+        except BaseException:
+            await conn.close()
+            raise
+        try:
+            reader.row_factory = sqlite3.Row
+            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await reader.close()
+            await conn.close()
+            raise
+        return cls(conn, reader, p, version)
+
+    async def close(self) -> None:
+        for hook in self._close_hooks:
+            await hook()
+        async with self.lock:
+            await self.reader.close()
+            await self.conn.close()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """``BEGIN IMMEDIATE`` under the write lock; commits on exit, rolls back on any exception."""
+        async with self.lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                    await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    async def write(self, sql: str, params: Params = ()) -> tuple[int, int | None]:
+        """Run one write statement atomically under the lock; returns (rowcount, lastrowid)."""
+        async with self.lock:
+            cur = await self.conn.execute(sql, params)
+            return cur.rowcount, cur.lastrowid
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Committed state only (the read-only connection)."""
+        return list(await self.reader.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.reader.execute_fetchall(sql, params)
+        return next(iter(rows), None)
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    rows: Iterable[sqlite3.Row] = await conn.execute_fetchall("PRAGMA user_version")
+    return int(next(iter(rows))[0])
+
+
+async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
+    # The version bump rides in the same transaction as the DDL: all or nothing.
+    script = f"BEGIN IMMEDIATE;\n{m.sql}\nPRAGMA user_version = {m.version};\nCOMMIT;"
+    try:
+        await conn.executescript(script)
+    except sqlite3.Error as e:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise MigrationError(
+            f"Upgrading {path} to schema version {m.version} ({m.description}) failed: {e}. "
+            f"The file is still at version {m.version - 1}."
+        ) from e

@@ -1,0 +1,228 @@
+"""Per-server settings that admins change with /config: stored as validated overrides on top of the
+bot's own defaults, each change audited in the same transaction.
+
+Reads are cached per guild in memory (one bot process per database file) and the cache is replaced
+after every change, so the quota check on the hot path costs no query for settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.limits import Clock, LimitValue, to_utc, utc_now
+from bot.store import audit
+from bot.store.audit import AuditEntry
+from bot.store.db import Database
+from bot.store.settings_schema import GROUPS, SettingError, SettingsSchema
+
+
+@dataclass(frozen=True)
+class SettingsDefaults:
+    """The bot's own configuration, which a server's overrides sit on."""
+
+    tiers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    default_tier: str = ""
+    max_steps: int = 12
+    persona: str | None = None
+    memory_auto_store: bool = True
+    memory_max_items: int | None = 1000
+    memory_max_age_days: int | None = None
+    disabled_tools: frozenset[str] = frozenset()
+    """Tools off unless a server turns them on."""
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """The effective settings of one server (defaults merged with its overrides)."""
+
+    guild_id: int
+    tiers: dict[str, list[str]]
+    default_tier: str
+    limits: dict[str, LimitValue]
+    """Server overrides of user limits and of ``guild_budget_per_month_usd`` (absent = env default)."""
+    role_limits: dict[int, dict[str, LimitValue]]
+    tools: dict[str, bool]
+    """Per-tool overrides; see :meth:`tool_enabled`."""
+    max_steps: int
+    channels: tuple[int, ...]
+    """Where /research and mentions are answered; empty means every channel."""
+    persona: str | None
+    channel_personas: dict[int, str]
+    memory_auto_store: bool
+    memory_max_items: int | None
+    memory_max_age_days: int | None
+    overrides: dict[str, Any]
+    """Every stored key and value, for ``/config show``."""
+    disabled_by_default: frozenset[str] = frozenset()
+
+    def models_for(self, tier: str | None = None) -> list[str]:
+        """Ordered models of ``tier`` (the default tier if ``None``); empty if the tier is unknown."""
+        return list(self.tiers.get(tier or self.default_tier, []))
+
+    def tool_enabled(self, name: str) -> bool:
+        return self.tools.get(name, name not in self.disabled_by_default)
+
+    def channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
+        """A thread counts as its parent channel (pass the thread's ``parent_id``)."""
+        return not self.channels or channel_id in self.channels or parent_id in self.channels
+
+    def persona_for(self, channel_id: int | None, parent_id: int | None = None) -> str | None:
+        """Channel persona (a thread inherits its parent's), else the server persona, else ``None``."""
+        for cid in (channel_id, parent_id):
+            if cid is not None and cid in self.channel_personas:
+                return self.channel_personas[cid]
+        return self.persona
+
+
+@dataclass(frozen=True)
+class SettingsView:
+    """What ``/config show`` renders."""
+
+    settings: GuildSettings
+    recent_changes: list[AuditEntry]
+
+
+class GuildSettingsStore:
+    def __init__(
+        self,
+        db: Database,
+        schema: SettingsSchema,
+        defaults: SettingsDefaults | None = None,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.db = db
+        self.schema = schema
+        self.defaults = defaults or SettingsDefaults()
+        self.clock = clock
+        self._cache: dict[int, GuildSettings] = {}
+        self._changes: dict[int, int] = {}
+        """Per guild, bumped after each change: a read that raced a change is not cached."""
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        cached = self._cache.get(guild_id)
+        if cached is None:
+            seen = self._changes.get(guild_id, 0)
+            cached = self._build(guild_id, await self._raw(guild_id))
+            if self._changes.get(guild_id, 0) == seen:
+                self._cache[guild_id] = cached
+        return cached
+
+    def _changed(self, guild_id: int) -> None:
+        self._changes[guild_id] = self._changes.get(guild_id, 0) + 1
+        self._cache.pop(guild_id, None)
+
+    async def set(self, guild_id: int, actor_id: int, key: str, value: Any) -> Any:
+        """Validate and store one override; returns the normalised value.
+
+        Raises :class:`SettingError` (naming the key and what is allowed). Setting a key to the value it
+        already holds changes nothing and writes no audit row.
+        """
+        key = self.schema.parse_key(key).key
+        current = await self.get(guild_id)
+        normalised = self.schema.validate(key, value, tiers=list(current.tiers))
+        new_text = json.dumps(normalised, ensure_ascii=False)
+        now = to_utc(self.clock()).timestamp()
+        async with self.db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT value FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, key)
+            )
+            old_text = next((r[0] for r in rows), None)
+            if old_text == new_text:
+                return normalised
+            await conn.execute(
+                "INSERT INTO guild_settings (guild_id, key, value, updated_at, updated_by) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (guild_id, key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (guild_id, key, new_text, now, actor_id),
+            )
+            await audit.record(conn, guild_id, actor_id, key, old_text, new_text, now)
+        self._changed(guild_id)
+        return normalised
+
+    async def reset(self, guild_id: int, actor_id: int, key: str | None = None) -> list[str]:
+        """Remove overrides: all (``key=None``), one key, or a group (``tier``, ``limit``, ``role_limit``,
+        ``role_limit.<role id>``, ``tool``, ``channel_persona``, ``memory``). Returns the keys removed."""
+        if key is not None:
+            key = key.strip()
+            self.schema.check_reset_key(key)
+        now = to_utc(self.clock()).timestamp()
+        async with self.db.transaction() as conn:
+            if key is None:
+                rows = await conn.execute_fetchall(
+                    "SELECT key, value FROM guild_settings WHERE guild_id = ? ORDER BY key", (guild_id,)
+                )
+            else:
+                rows = await conn.execute_fetchall(
+                    "SELECT key, value FROM guild_settings WHERE guild_id = ?"
+                    " AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY key",
+                    (guild_id, key, len(key) + 1, key + "."),
+                )
+            removed = [(r[0], r[1]) for r in rows]
+            for k, old in removed:
+                await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
+                await audit.record(conn, guild_id, actor_id, k, old, None, now)
+        self._changed(guild_id)
+        return [k for k, _ in removed]
+
+    async def show(self, guild_id: int, *, recent: int = 10) -> SettingsView:
+        return SettingsView(await self.get(guild_id), await audit.recent(self.db, guild_id, recent))
+
+    async def history(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
+        return await audit.recent(self.db, guild_id, limit)
+
+    async def _raw(self, guild_id: int) -> dict[str, Any]:
+        rows = await self.db.fetchall("SELECT key, value FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    def _build(self, guild_id: int, raw: dict[str, Any]) -> GuildSettings:
+        d = self.defaults
+        tiers = {name: list(models) for name, models in d.tiers.items()}
+        limits: dict[str, LimitValue] = {}
+        role_limits: dict[int, dict[str, LimitValue]] = {}
+        tools: dict[str, bool] = {}
+        personas: dict[int, str] = {}
+        plain: dict[str, Any] = {}
+        for key, value in raw.items():
+            try:
+                p = self.schema.parse_key(key)
+            except SettingError:
+                continue  # e.g. a tool this bot no longer has: kept in the table, ignored
+            if p.kind == "tier":
+                tiers[p.name or ""] = list(value)
+            elif p.kind == "limit":
+                limits[p.name or ""] = value
+            elif p.kind == "role_limit":
+                role_limits.setdefault(p.target_id or 0, {})[p.name or ""] = value
+            elif p.kind == "tool":
+                tools[p.name or ""] = bool(value)
+            elif p.kind == "channel_persona":
+                personas[p.target_id or 0] = value
+            else:
+                plain[key] = value
+        default_tier = plain.get("default_tier", d.default_tier)
+        if default_tier not in tiers:
+            default_tier = d.default_tier if d.default_tier in tiers else next(iter(tiers), "")
+        return GuildSettings(
+            guild_id=guild_id,
+            tiers=tiers,
+            default_tier=default_tier,
+            limits=limits,
+            role_limits=role_limits,
+            tools=tools,
+            max_steps=plain.get("max_steps", d.max_steps),
+            channels=tuple(plain.get("channels", ())),
+            persona=plain.get("persona", d.persona),
+            channel_personas=personas,
+            memory_auto_store=plain.get("memory.auto_store", d.memory_auto_store),
+            memory_max_items=plain.get("memory.max_items", d.memory_max_items),
+            memory_max_age_days=plain.get("memory.max_age_days", d.memory_max_age_days),
+            overrides=dict(sorted(raw.items())),
+            disabled_by_default=d.disabled_tools,
+        )
+
+
+__all__ = ["GROUPS", "GuildSettings", "GuildSettingsStore", "SettingsDefaults", "SettingsView"]

@@ -1,0 +1,190 @@
+"""The hot path of quota enforcement: reservation and settlement writes, group-committed.
+
+Each operation is one SQL statement that is atomic on its own (the limit check lives inside the reserve
+``INSERT … SELECT … WHERE``; the settle ``INSERT`` fires a trigger that drops the reservation and updates
+every counter). When many sessions write at once, the operations that queued up while the previous batch
+ran are executed in submission order inside one ``BEGIN IMMEDIATE … COMMIT``, consecutive operations of
+one kind through a single ``executemany``. Every statement still sees the effect of the ones before it,
+so the guarantee is the same as one-by-one; what changes is the number of thread hops and commits per
+operation (see ``bench/quota_store.py``). A lone operation runs as a plain autocommit statement.
+
+Reservation ids are chosen here (counting up from the largest id in the file), so a caller cancelled while
+its reservation is queued can still release it. There is one writer per :class:`Database` (see
+:func:`ledger_for`), so two stores on one file never hand out the same id.
+
+If a batch hits a constraint error (a reservation settled twice), it is rolled back and its operations
+are replayed one by one, so only the faulty one fails, with its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+import weakref
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bot.store.db import Database
+
+OpKind = Literal["reserve", "settle", "release"]
+
+RESERVE_SQL = """
+INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
+SELECT :id, :g, :u, :s, :model, :tokens, :cost, :now
+WHERE (:tok_lim IS NULL OR
+        COALESCE((SELECT tokens FROM usage_daily WHERE guild_id = :g AND user_id = :u AND day = :day), 0)
+      + COALESCE((SELECT SUM(tokens) FROM reservations
+                  WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff), 0)
+      + :tokens <= :tok_lim)
+  AND (:cost_lim IS NULL OR
+        COALESCE((SELECT cost_nusd FROM usage_monthly WHERE guild_id = :g AND user_id = :u AND month = :month), 0)
+      + COALESCE((SELECT SUM(cost_nusd) FROM reservations
+                  WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff), 0)
+      + :cost <= :cost_lim)
+  AND (:guild_lim IS NULL OR
+        COALESCE((SELECT cost_nusd FROM guild_monthly WHERE guild_id = :g AND month = :month), 0)
+      + COALESCE((SELECT SUM(cost_nusd) FROM reservations WHERE guild_id = :g AND created_at >= :cutoff), 0)
+      + :cost <= :guild_lim)
+"""
+
+# The ledger's reservation_id is UNIQUE: settling one reservation twice fails loudly instead of counting twice.
+SETTLE_SQL = """
+INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day, month,
+                          prompt_tokens, completion_tokens, cached_tokens, cost_nusd, cost_known,
+                          unknown_models, at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+"""
+
+RELEASE_SQL = "DELETE FROM reservations WHERE id = ?"
+
+_SQL: dict[str, str] = {"reserve": RESERVE_SQL, "settle": SETTLE_SQL, "release": RELEASE_SQL}
+
+
+@dataclass(slots=True)
+class _Op:
+    kind: OpKind
+    params: Any
+    future: asyncio.Future[bool] | None
+
+
+_WRITERS: weakref.WeakKeyDictionary[Database, LedgerWriter] = weakref.WeakKeyDictionary()
+
+
+def ledger_for(db: Database) -> LedgerWriter:
+    """The one writer of ``db`` (created on first use)."""
+    writer = _WRITERS.get(db)
+    if writer is None:
+        writer = _WRITERS[db] = LedgerWriter(db)
+        db.on_close(writer.flush)
+    return writer
+
+
+class LedgerWriter:
+    def __init__(self, db: Database, *, max_batch: int = 64) -> None:
+        """``max_batch`` bounds how long one batch holds the writer (and so the wait of other writers)."""
+        self.db = db
+        self.max_batch = max_batch
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._next_id: int | None = None
+        self._seed_lock = asyncio.Lock()
+        self.batches = 0
+        self.operations = 0
+
+    async def new_id(self) -> int:
+        if self._next_id is None:
+            async with self._seed_lock:
+                if self._next_id is None:
+                    row = await self.db.fetchone(
+                        "SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM reservations"
+                        " UNION ALL SELECT MAX(reservation_id) FROM usage_ledger)"
+                    )
+                    self._next_id = int((row[0] if row else 0) or 0) + 1
+        rid = self._next_id
+        self._next_id += 1
+        return rid
+
+    def submit(self, kind: OpKind, params: Any, *, wait: bool = True) -> asyncio.Future[bool] | None:
+        """Queue one operation; the future resolves to whether it took effect (a reserve: was it held).
+
+        The operation runs even if the caller stops waiting; ``wait=False`` returns no future at all.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] | None = loop.create_future() if wait else None
+        self._pending.append(_Op(kind, params, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return fut
+
+    async def flush(self) -> None:
+        """Wait until every queued operation is written."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let the sessions woken by the last batch queue their next operation
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                results = await self._write(batch)
+            except BaseException as e:
+                failed = batch if not isinstance(e, asyncio.CancelledError) else batch + self._pending
+                for op in failed:
+                    if op.future is not None and not op.future.done():
+                        op.future.set_exception(e)
+                if isinstance(e, asyncio.CancelledError):
+                    self._pending.clear()
+                    raise
+                continue
+            for op, outcome in zip(batch, results, strict=True):
+                if op.future is None or op.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    op.future.set_exception(outcome)
+                else:
+                    op.future.set_result(outcome)
+
+    async def _write(self, batch: list[_Op]) -> list[bool | BaseException]:
+        async with self.db.lock:
+            self.batches += 1
+            self.operations += len(batch)
+            if len(batch) > 1:
+                try:
+                    return await self._write_batch(batch)
+                except sqlite3.IntegrityError:
+                    pass  # replay one by one below so only the faulty operation fails
+            return await self._write_each(batch)
+
+    async def _write_each(self, batch: list[_Op]) -> list[bool | BaseException]:
+        out: list[bool | BaseException] = []
+        for op in batch:
+            try:
+                cur = await self.db.conn.execute(_SQL[op.kind], op.params)
+                out.append(cur.rowcount == 1)
+            except sqlite3.Error as e:
+                out.append(e)
+        return out
+
+    async def _write_batch(self, batch: list[_Op]) -> list[bool | BaseException]:
+        conn = self.db.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            held: set[int] = set()
+            for kind, group in itertools.groupby(batch, key=lambda o: o.kind):
+                params = [op.params for op in group]
+                await conn.executemany(_SQL[kind], params)
+                if kind == "reserve":
+                    ids = [p["id"] for p in params]
+                    marks = ",".join("?" * len(ids))
+                    rows = await conn.execute_fetchall(
+                        f"SELECT id FROM reservations WHERE id IN ({marks})", ids
+                    )
+                    held.update(r[0] for r in rows)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        return [op.kind != "reserve" or op.params["id"] in held for op in batch]

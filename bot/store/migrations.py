@@ -1,0 +1,207 @@
+"""The schema, as an append-only list of versioned migrations.
+
+Never edit a released migration: add the next one. ``PRAGMA user_version`` holds the version a file is at;
+each migration runs in its own transaction together with the version bump, so a crash mid-upgrade leaves
+the file at the previous version, never half-migrated.
+
+Money columns are integer nano-dollars (``*_nusd``) and times are Unix seconds (REAL), so sums are exact
+and comparisons cheap. Day and month buckets are UTC text keys (``2025-01-31``, ``2025-01``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+V1 = """
+CREATE TABLE guild_settings (
+    guild_id    INTEGER NOT NULL,
+    key         TEXT    NOT NULL,
+    value       TEXT    NOT NULL,           -- JSON; null means an explicit "unlimited"/"none" override
+    updated_at  REAL    NOT NULL,
+    updated_by  INTEGER,
+    PRIMARY KEY (guild_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE sessions (
+    id                TEXT    PRIMARY KEY,
+    guild_id          INTEGER,
+    channel_id        INTEGER NOT NULL,
+    thread_id         INTEGER,
+    user_id           INTEGER NOT NULL,
+    task              TEXT    NOT NULL,
+    tier              TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    status            TEXT    NOT NULL CHECK (status IN ('idle', 'running', 'stopped', 'failed', 'done')),
+    header_message_id INTEGER,
+    created_at        REAL    NOT NULL,
+    updated_at        REAL    NOT NULL
+);
+CREATE INDEX sessions_by_thread ON sessions (thread_id) WHERE thread_id IS NOT NULL;
+
+CREATE TABLE messages (
+    session_id TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    turn_id    INTEGER,
+    data       TEXT    NOT NULL,            -- agent.messages.Message.to_dict() as JSON
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE turns (
+    id              INTEGER PRIMARY KEY,
+    session_id      TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    requester_id    INTEGER NOT NULL,
+    prompt          TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    result          TEXT,                   -- JSON
+    state           TEXT,                   -- JSON: latest checkpoint, to resume after a crash
+    started_at      REAL    NOT NULL,
+    finished_at     REAL,
+    checkpointed_at REAL
+);
+CREATE INDEX turns_by_session ON turns (session_id);
+CREATE INDEX turns_running ON turns (status) WHERE status = 'running';
+
+CREATE TABLE usage_daily (
+    guild_id  INTEGER NOT NULL,
+    user_id   INTEGER NOT NULL,
+    day       TEXT    NOT NULL,
+    requests  INTEGER NOT NULL DEFAULT 0,
+    tokens    INTEGER NOT NULL DEFAULT 0,
+    cost_nusd INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (guild_id, user_id, day)
+) WITHOUT ROWID;
+
+CREATE TABLE usage_monthly (
+    guild_id           INTEGER NOT NULL,
+    user_id            INTEGER NOT NULL,
+    month              TEXT    NOT NULL,
+    requests           INTEGER NOT NULL DEFAULT 0,
+    tokens             INTEGER NOT NULL DEFAULT 0,
+    cost_nusd          INTEGER NOT NULL DEFAULT 0,
+    unknown_cost_calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (guild_id, user_id, month)
+) WITHOUT ROWID;
+
+CREATE TABLE guild_monthly (
+    guild_id           INTEGER NOT NULL,
+    month              TEXT    NOT NULL,
+    tokens             INTEGER NOT NULL DEFAULT 0,
+    cost_nusd          INTEGER NOT NULL DEFAULT 0,
+    unknown_cost_calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (guild_id, month)
+) WITHOUT ROWID;
+
+CREATE TABLE model_monthly (
+    guild_id           INTEGER NOT NULL,
+    month              TEXT    NOT NULL,
+    provider           TEXT    NOT NULL,
+    model              TEXT    NOT NULL,
+    calls              INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens      INTEGER NOT NULL DEFAULT 0,
+    completion_tokens  INTEGER NOT NULL DEFAULT 0,
+    cached_tokens      INTEGER NOT NULL DEFAULT 0,
+    cost_nusd          INTEGER NOT NULL DEFAULT 0,
+    unknown_cost_calls INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (guild_id, month, provider, model)
+) WITHOUT ROWID;
+
+CREATE TABLE reservations (
+    id         INTEGER PRIMARY KEY,     -- chosen by QuotaStore, never reused: the ledger keys on it
+    guild_id   INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    session_id TEXT,
+    model      TEXT    NOT NULL,
+    tokens     INTEGER NOT NULL,
+    cost_nusd  INTEGER NOT NULL,
+    created_at REAL    NOT NULL
+);
+CREATE INDEX reservations_by_user ON reservations (guild_id, user_id);
+
+CREATE TABLE active_sessions (
+    session_id TEXT    PRIMARY KEY,
+    guild_id   INTEGER NOT NULL,
+    user_id    INTEGER NOT NULL,
+    started_at REAL    NOT NULL
+);
+CREATE INDEX active_sessions_by_user ON active_sessions (guild_id, user_id);
+
+-- Every settled model call. The trigger below rolls it up into the counters and drops its
+-- reservation inside the same statement, so counters always equal the ledger and settle is atomic.
+CREATE TABLE usage_ledger (
+    id                INTEGER PRIMARY KEY,
+    reservation_id    INTEGER UNIQUE,
+    guild_id          INTEGER NOT NULL,
+    user_id           INTEGER NOT NULL,
+    session_id        TEXT,
+    provider          TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    day               TEXT    NOT NULL,
+    month             TEXT    NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    cost_nusd         INTEGER NOT NULL,     -- the known part of the cost
+    cost_known        INTEGER NOT NULL,     -- 0 when some model had no price (cost_nusd is a lower bound)
+    unknown_models    TEXT,
+    at                REAL    NOT NULL
+);
+
+CREATE TRIGGER usage_ledger_rollup AFTER INSERT ON usage_ledger BEGIN
+    DELETE FROM reservations WHERE id = NEW.reservation_id;
+    INSERT INTO usage_daily (guild_id, user_id, day, tokens, cost_nusd)
+    VALUES (NEW.guild_id, NEW.user_id, NEW.day, NEW.prompt_tokens + NEW.completion_tokens, NEW.cost_nusd)
+    ON CONFLICT (guild_id, user_id, day) DO UPDATE SET
+        tokens = tokens + excluded.tokens, cost_nusd = cost_nusd + excluded.cost_nusd;
+    INSERT INTO usage_monthly (guild_id, user_id, month, tokens, cost_nusd, unknown_cost_calls)
+    VALUES (NEW.guild_id, NEW.user_id, NEW.month, NEW.prompt_tokens + NEW.completion_tokens,
+            NEW.cost_nusd, 1 - NEW.cost_known)
+    ON CONFLICT (guild_id, user_id, month) DO UPDATE SET
+        tokens = tokens + excluded.tokens, cost_nusd = cost_nusd + excluded.cost_nusd,
+        unknown_cost_calls = unknown_cost_calls + excluded.unknown_cost_calls;
+    INSERT INTO guild_monthly (guild_id, month, tokens, cost_nusd, unknown_cost_calls)
+    VALUES (NEW.guild_id, NEW.month, NEW.prompt_tokens + NEW.completion_tokens, NEW.cost_nusd,
+            1 - NEW.cost_known)
+    ON CONFLICT (guild_id, month) DO UPDATE SET
+        tokens = tokens + excluded.tokens, cost_nusd = cost_nusd + excluded.cost_nusd,
+        unknown_cost_calls = unknown_cost_calls + excluded.unknown_cost_calls;
+    INSERT INTO model_monthly (guild_id, month, provider, model, calls, prompt_tokens, completion_tokens,
+                               cached_tokens, cost_nusd, unknown_cost_calls)
+    VALUES (NEW.guild_id, NEW.month, NEW.provider, NEW.model, 1, NEW.prompt_tokens, NEW.completion_tokens,
+            NEW.cached_tokens, NEW.cost_nusd, 1 - NEW.cost_known)
+    ON CONFLICT (guild_id, month, provider, model) DO UPDATE SET
+        calls = calls + 1, prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = completion_tokens + excluded.completion_tokens,
+        cached_tokens = cached_tokens + excluded.cached_tokens, cost_nusd = cost_nusd + excluded.cost_nusd,
+        unknown_cost_calls = unknown_cost_calls + excluded.unknown_cost_calls;
+END;
+"""
+
+V2 = """
+CREATE TABLE audit_log (
+    id        INTEGER PRIMARY KEY,
+    guild_id  INTEGER NOT NULL,
+    actor_id  INTEGER NOT NULL,
+    key       TEXT    NOT NULL,
+    old_value TEXT,                         -- JSON, NULL when the key had no override
+    new_value TEXT,                         -- JSON, NULL when the override was removed (reset)
+    at        REAL    NOT NULL
+);
+CREATE INDEX audit_log_by_guild ON audit_log (guild_id, id);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sessions, history, settings and usage counters", V1),
+    Migration(2, "audit log of admin changes", V2),
+)
+
+for _i, _m in enumerate(MIGRATIONS, start=1):
+    if _m.version != _i:  # pragma: no cover - guards future edits
+        raise RuntimeError(f"migration versions must be 1..N in order; found {_m.version} at position {_i}")

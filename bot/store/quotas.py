@@ -1,0 +1,472 @@
+"""Quota enforcement: checks before a session, reservations around each model call, usage reports.
+
+How the guarantee holds under concurrency: a reservation is one ``INSERT … SELECT … WHERE used + reserved
++ estimate <= limit`` statement and a settlement is one ``INSERT`` into the usage ledger whose trigger
+removes the reservation and adds the real usage to every counter. Each is a single SQLite statement (so
+atomic) run under the database's write lock, so 50 or 500 concurrent steps can never both see the same
+room, and no counter update can be lost. Under load they are group-committed (:mod:`bot.store.ledger`);
+see ``bench/quota_store.py`` for the figures.
+
+Decisions:
+
+* Real usage above the estimate is charged in full (it was spent); the next reservation then fails. So a
+  limit is exceeded only by one call's underestimate, never by concurrency.
+* A reservation counts against whatever day and month are current while it is held; the settlement lands
+  in the day and month of the settle. Around midnight this errs on the side of refusing.
+* An unknown price (``Cost.known`` false) charges the known part and counts the call in
+  ``unknown_cost_calls``, so reports say "at least". With no cost estimate only token limits can stop a run.
+* Reservations older than :data:`RESERVATION_TTL` are ignored (a run that never settled, e.g. killed), and
+  :meth:`QuotaStore.recover` deletes all reservations and concurrency slots at start-up.
+* One /research or follow-up turn is one request, counted by :meth:`QuotaStore.begin_session`.
+* Direct messages (``guild_id=None``) count under guild id 0 with the default limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.budget import BudgetExceeded
+from agent.events import Cost, Usage
+from bot.limits import (
+    GUILD_BUDGET,
+    LIMIT_LABELS,
+    Clock,
+    Limits,
+    day_key,
+    exhausted_message,
+    month_key,
+    nano_to_usd,
+    next_month,
+    resets_at,
+    resolve_limits,
+    to_utc,
+    usd_to_nano,
+    utc_now,
+)
+from bot.store.db import Database, StoreError
+from bot.store.guild_settings import GuildSettingsStore
+from bot.store.ledger import ledger_for
+
+RESERVATION_TTL = timedelta(hours=1)
+ACTIVE_SESSION_TTL = timedelta(hours=6)
+"""A concurrency slot not released for this long (a bug, a lost task) stops counting."""
+
+# Checked and reported in this order: the limit that resets last is the one worth naming.
+_ORDER = (GUILD_BUDGET, "cost_per_month_usd", "tokens_per_day", "requests_per_day", "concurrent_sessions")
+
+_SNAPSHOT_SQL = """
+SELECT
+  (SELECT requests FROM usage_daily WHERE guild_id = :g AND user_id = :u AND day = :day) AS day_requests,
+  (SELECT tokens FROM usage_daily WHERE guild_id = :g AND user_id = :u AND day = :day) AS day_tokens,
+  (SELECT cost_nusd FROM usage_monthly WHERE guild_id = :g AND user_id = :u AND month = :month) AS month_cost,
+  (SELECT unknown_cost_calls FROM usage_monthly
+     WHERE guild_id = :g AND user_id = :u AND month = :month) AS month_unknown,
+  (SELECT SUM(tokens) FROM reservations
+     WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff) AS reserved_tokens,
+  (SELECT SUM(cost_nusd) FROM reservations
+     WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff) AS reserved_cost,
+  (SELECT cost_nusd FROM guild_monthly WHERE guild_id = :g AND month = :month) AS guild_cost,
+  (SELECT SUM(cost_nusd) FROM reservations WHERE guild_id = :g AND created_at >= :cutoff) AS guild_reserved,
+  (SELECT COUNT(*) FROM active_sessions
+     WHERE guild_id = :g AND user_id = :u AND started_at >= :active_cutoff) AS active,
+  (SELECT COUNT(*) FROM active_sessions WHERE session_id = :s) AS this_session_active
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDecision:
+    allowed: bool
+    limit: str | None = None
+    """The exhausted limit: requests_per_day, tokens_per_day, cost_per_month_usd, concurrent_sessions or
+    guild_budget_per_month_usd."""
+    message: str = ""
+    """For the user, as is: names the limit and when it resets as ``<t:UNIX:R>``."""
+    resets_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    name: str
+    used: float
+    """Counts and tokens as numbers, money in USD; tokens and money include open reservations."""
+    limit: float | None
+    resets_at: datetime | None
+
+    @property
+    def label(self) -> str:
+        return LIMIT_LABELS[self.name]
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.limit is None else max(0.0, self.limit - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The caller's /usage: one row per limit in :data:`_ORDER` order, server budget first."""
+
+    guild_id: int
+    user_id: int
+    limits: Limits
+    items: list[LimitUsage]
+    unknown_cost_calls: int
+    """Calls this month whose price was unknown: the money figures are then lower bounds."""
+
+    def item(self, name: str) -> LimitUsage:
+        return next(i for i in self.items if i.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class UserTotal:
+    user_id: int
+    requests: int
+    tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTotal:
+    provider: str
+    model: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUsage:
+    """/usage server: this month's totals, top users and the per-provider-and-model breakdown."""
+
+    guild_id: int
+    month: str
+    tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+    budget_usd: float | None
+    resets_at: datetime
+    top_users: list[UserTotal] = field(default_factory=list)
+    models: list[ModelTotal] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    day_requests: int
+    day_tokens: int
+    month_cost: int
+    month_unknown: int
+    reserved_tokens: int
+    reserved_cost: int
+    guild_cost: int
+    guild_reserved: int
+    active: int
+    this_session_active: bool
+
+    @classmethod
+    def from_row(cls, row: Any) -> _Snapshot:
+        return cls(*(int(row[i] or 0) for i in range(9)), this_session_active=bool(row[9]))
+
+    def used(self, limit: str) -> float:
+        """Usage in the limit's own unit (USD for money), reservations included."""
+        if limit == "requests_per_day":
+            return self.day_requests
+        if limit == "tokens_per_day":
+            return self.day_tokens + self.reserved_tokens
+        if limit == "cost_per_month_usd":
+            return nano_to_usd(self.month_cost + self.reserved_cost)
+        if limit == GUILD_BUDGET:
+            return nano_to_usd(self.guild_cost + self.guild_reserved)
+        return self.active
+
+
+def _gid(guild_id: int | None) -> int:
+    return 0 if guild_id is None else guild_id
+
+
+def _nano_limit(value: float | None) -> int | None:
+    return None if value is None else usd_to_nano(value)
+
+
+class QuotaStore:
+    """Per-user, per-server quotas; one per process, shared by every session."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: GuildSettingsStore | None = None,
+        defaults: Limits | None = None,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        """``defaults`` are usually ``Limits.from_env()``; ``settings`` adds server and role overrides."""
+        self.db = db
+        self.settings = settings
+        self.defaults = defaults if defaults is not None else Limits.from_env()
+        self.clock = clock
+        self.ledger = ledger_for(db)
+
+    async def flush(self) -> None:
+        """Wait for queued reservation and settlement writes (call before closing the database)."""
+        await self.ledger.flush()
+
+    # --- limits and checks ------------------------------------------------------------------------
+
+    async def limits_for(self, guild_id: int | None, role_ids: Iterable[int] = ()) -> Limits:
+        if self.settings is None or guild_id is None:
+            return self.defaults
+        s = await self.settings.get(guild_id)
+        return resolve_limits(
+            self.defaults, s.limits, s.role_limits, role_ids, s.limits.get(GUILD_BUDGET, ...)
+        )
+
+    async def _snapshot(self, guild_id: int, user_id: int, now: datetime, session_id: str = "") -> _Snapshot:
+        row = await self.db.fetchone(_SNAPSHOT_SQL, self._period_params(guild_id, user_id, now, session_id))
+        return _Snapshot.from_row(row)
+
+    def _period_params(self, guild_id: int, user_id: int, now: datetime, session_id: str | None) -> dict:
+        ts = now.timestamp()
+        return {
+            "g": guild_id,
+            "u": user_id,
+            "s": session_id,
+            "day": day_key(now),
+            "month": month_key(now),
+            "cutoff": ts - RESERVATION_TTL.total_seconds(),
+            "active_cutoff": ts - ACTIVE_SESSION_TTL.total_seconds(),
+        }
+
+    def _decide(self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool) -> QuotaDecision:
+        for name in _ORDER:
+            cap = limits.get(name)
+            if cap is None or (name == "concurrent_sessions" and not new_session):
+                continue
+            used = snap.used(name)
+            if used >= cap:
+                return QuotaDecision(
+                    False, name, exhausted_message(name, used, cap, now), resets_at(name, now)
+                )
+        return QuotaDecision(True)
+
+    async def check(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> QuotaDecision:
+        """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically."""
+        now = to_utc(self.clock())
+        limits = await self.limits_for(guild_id, role_ids)
+        snap = await self._snapshot(_gid(guild_id), user_id, now)
+        return self._decide(limits, snap, now, new_session=True)
+
+    async def begin_session(
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Iterable[int],
+        session_id: str,
+        *,
+        count_request: bool = True,
+    ) -> QuotaDecision:
+        """Check and, if allowed, take a concurrency slot and count one request, atomically.
+
+        Call once per /research or follow-up turn; call :meth:`end_session` when the turn ends (in a
+        ``finally``). A session already holding a slot does not take a second one.
+        """
+        now = to_utc(self.clock())
+        g = _gid(guild_id)
+        limits = await self.limits_for(guild_id, role_ids)
+        async with self.db.transaction() as conn:
+            rows = await conn.execute_fetchall(
+                _SNAPSHOT_SQL, self._period_params(g, user_id, now, session_id)
+            )
+            snap = _Snapshot.from_row(next(iter(rows)))
+            decision = self._decide(limits, snap, now, new_session=not snap.this_session_active)
+            if not decision.allowed:
+                return decision
+            await conn.execute(
+                "INSERT OR IGNORE INTO active_sessions (session_id, guild_id, user_id, started_at)"
+                " VALUES (?,?,?,?)",
+                (session_id, g, user_id, now.timestamp()),
+            )
+            if count_request:
+                await conn.execute(
+                    "INSERT INTO usage_daily (guild_id, user_id, day, requests) VALUES (?,?,?,1)"
+                    " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET requests = requests + 1",
+                    (g, user_id, day_key(now)),
+                )
+                await conn.execute(
+                    "INSERT INTO usage_monthly (guild_id, user_id, month, requests) VALUES (?,?,?,1)"
+                    " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = requests + 1",
+                    (g, user_id, month_key(now)),
+                )
+        return decision
+
+    async def end_session(self, session_id: str) -> None:
+        """Release the concurrency slot (a no-op if it is not held)."""
+        await self.db.write("DELETE FROM active_sessions WHERE session_id = ?", (session_id,))
+
+    async def recover(self) -> tuple[int, int]:
+        """At start-up: drop reservations and concurrency slots left by a previous process.
+
+        Returns (reservations, slots) removed. Assumes one bot process per database file.
+        """
+        async with self.db.transaction() as conn:
+            r = await conn.execute("DELETE FROM reservations")
+            a = await conn.execute("DELETE FROM active_sessions")
+            return r.rowcount, a.rowcount
+
+    def budget(
+        self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = (), session_id: str | None = None
+    ) -> QuotaBudget:
+        """An ``agent.budget.Budget`` for one run."""
+        return QuotaBudget(self, guild_id, user_id, tuple(role_ids), session_id)
+
+    # --- reports ----------------------------------------------------------------------------------
+
+    async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
+        now = to_utc(self.clock())
+        limits = await self.limits_for(guild_id, role_ids)
+        snap = await self._snapshot(_gid(guild_id), user_id, now)
+        items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
+        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown)
+
+    async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
+        now = to_utc(self.clock())
+        month = month_key(now)
+        limits = await self.limits_for(guild_id)
+        total = await self.db.fetchone(
+            "SELECT tokens, cost_nusd, unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
+            (guild_id, month),
+        )
+        users = await self.db.fetchall(
+            "SELECT user_id, requests, tokens, cost_nusd, unknown_cost_calls FROM usage_monthly"
+            " WHERE guild_id = ? AND month = ? ORDER BY cost_nusd DESC, tokens DESC, requests DESC LIMIT ?",
+            (guild_id, month, top),
+        )
+        models = await self.db.fetchall(
+            "SELECT provider, model, calls, prompt_tokens, completion_tokens, cached_tokens, cost_nusd,"
+            " unknown_cost_calls FROM model_monthly WHERE guild_id = ? AND month = ?"
+            " ORDER BY cost_nusd DESC, prompt_tokens + completion_tokens DESC",
+            (guild_id, month),
+        )
+        return ServerUsage(
+            guild_id=guild_id,
+            month=month,
+            tokens=int(total["tokens"]) if total else 0,
+            cost_usd=nano_to_usd(total["cost_nusd"]) if total else 0.0,
+            unknown_cost_calls=int(total["unknown_cost_calls"]) if total else 0,
+            budget_usd=limits.guild_budget_per_month_usd,
+            resets_at=next_month(now),
+            top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4]) for r in users],
+            models=[ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7]) for r in models],
+        )
+
+
+class QuotaBudget:
+    """``agent.budget.Budget`` for one (server, user, roles, session). The token is the reservation id."""
+
+    def __init__(
+        self,
+        store: QuotaStore,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: tuple[int, ...],
+        session_id: str | None,
+    ) -> None:
+        self.store = store
+        self.guild_id = guild_id
+        self.user_id = user_id
+        self.role_ids = role_ids
+        self.session_id = session_id
+
+    async def reserve(self, model: str, estimate: Usage, estimated_cost: float | None) -> int:
+        """Hold ``estimate`` tokens and ``estimated_cost`` USD, or raise ``BudgetExceeded`` naming the limit.
+
+        If the caller is cancelled while waiting, the reservation is released for it.
+        """
+        store = self.store
+        tokens = max(0, estimate.total_tokens)
+        cost = max(0, usd_to_nano(estimated_cost or 0.0))
+        g = _gid(self.guild_id)
+        limits = await store.limits_for(self.guild_id, self.role_ids)
+        for _ in range(3):
+            now = to_utc(store.clock())
+            rid = await store.ledger.new_id()
+            params = store._period_params(g, self.user_id, now, self.session_id)
+            params.update(
+                id=rid,
+                model=model,
+                tokens=tokens,
+                cost=cost,
+                now=now.timestamp(),
+                tok_lim=limits.tokens_per_day,
+                cost_lim=_nano_limit(limits.cost_per_month_usd),
+                guild_lim=_nano_limit(limits.guild_budget_per_month_usd),
+            )
+            fut = store.ledger.submit("reserve", params)
+            assert fut is not None
+            try:
+                held = await fut
+            except asyncio.CancelledError:
+                store.ledger.submit("release", (rid,), wait=False)
+                raise
+            if held:
+                return rid
+            # Refused: read the counters once more to say which limit (the rare path, not the hot one).
+            snap = await store._snapshot(g, self.user_id, now)
+            for name, need in (
+                (GUILD_BUDGET, nano_to_usd(cost)),
+                ("cost_per_month_usd", nano_to_usd(cost)),
+                ("tokens_per_day", tokens),
+            ):
+                cap = limits.get(name)
+                if cap is not None and snap.used(name) + need > cap:
+                    raise BudgetExceeded(exhausted_message(name, snap.used(name), cap, now, need=need))
+            # The room appeared between the two reads (a settle freed it): try again.
+        raise BudgetExceeded("The usage limits are too busy to check right now; try again in a moment.")
+
+    async def settle(self, token: Any, model: str, provider: str, usage: Usage, cost: Cost) -> None:
+        """Replace the reservation with real usage, atomically.
+
+        Queued writes finish even if the caller is cancelled, and settling the same token twice counts once.
+        ``token=None`` records usage that had no reservation.
+        """
+        rid = None if token is None else int(token)
+        nusd = max(0, usd_to_nano(cost.usd))
+        ledger = self.store.ledger
+        if usage.total_tokens == 0 and nusd == 0 and cost.known:
+            fut = ledger.submit("release", (rid,)) if rid is not None else None
+        else:
+            now = to_utc(self.store.clock())
+            params = (
+                rid,
+                _gid(self.guild_id),
+                self.user_id,
+                self.session_id,
+                provider,
+                model,
+                day_key(now),
+                month_key(now),
+                max(0, usage.prompt_tokens),
+                max(0, usage.completion_tokens),
+                max(0, usage.cached_tokens),
+                nusd,
+                int(cost.known),
+                ",".join(cost.unknown_models) or None,
+                now.timestamp(),
+            )
+            fut = ledger.submit("settle", params)
+        if fut is None:
+            return
+        try:
+            await fut
+        except sqlite3.IntegrityError as e:
+            raise StoreError(f"reservation {rid} was already settled; settle each reservation once") from e

@@ -1,0 +1,271 @@
+"""Research sessions, their conversation history and their turns, so a thread can continue after a
+restart and a run killed by a crash can be found (and resumed or closed) at start-up.
+
+A session is one /research thread; a turn is one run of the agent inside it (the first task or a
+follow-up). History rows are ``agent.messages.Message.to_dict()`` dicts in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from bot.limits import Clock, to_utc, utc_now
+from bot.store.db import Database, StoreError
+
+SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
+SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
+
+TurnStatus = Literal["running", "completed", "max_iterations", "cancelled", "error", "budget", "interrupted"]
+"""``running`` while the agent works; then the run's ``agent.events.RunStatus``; ``interrupted`` for a turn
+the bot found still ``running`` after a crash and chose not to resume."""
+TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
+
+
+class SessionNotFound(StoreError):
+    pass
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionRecord:
+    """Keyword-only, so the optional fields can keep the documented order."""
+
+    id: str
+    guild_id: int | None
+    channel_id: int
+    thread_id: int | None = None
+    user_id: int
+    task: str
+    tier: str
+    model: str
+    status: SessionStatus = "idle"
+    header_message_id: int | None = None
+    created_at: datetime | None = None
+    """Filled by :meth:`SessionStore.create` when left ``None``."""
+    updated_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    id: int
+    session_id: str
+    requester_id: int
+    prompt: str
+    status: TurnStatus
+    result: dict[str, Any] | None
+    state: dict[str, Any] | None
+    """The latest :meth:`SessionStore.checkpoint`, or ``None`` if none was written."""
+    started_at: datetime
+    finished_at: datetime | None
+    checkpointed_at: datetime | None
+
+
+def _ts(dt: datetime) -> float:
+    return to_utc(dt).timestamp()
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{what} must be JSON-serialisable: {e}") from e
+
+
+class SessionStore:
+    def __init__(self, db: Database, *, clock: Clock = utc_now) -> None:
+        self.db = db
+        self.clock = clock
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    async def create(self, rec: SessionRecord) -> SessionRecord:
+        """Insert a new session; returns it with timestamps filled. A duplicate id is an error."""
+        _check_status(rec.status)
+        now = self.clock()
+        rec = replace(rec, created_at=rec.created_at or now, updated_at=rec.updated_at or now)
+        try:
+            await self.db.write(
+                "INSERT INTO sessions (id, guild_id, channel_id, thread_id, user_id, task, tier, model, status,"
+                " header_message_id, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rec.id,
+                    rec.guild_id,
+                    rec.channel_id,
+                    rec.thread_id,
+                    rec.user_id,
+                    rec.task,
+                    rec.tier,
+                    rec.model,
+                    rec.status,
+                    rec.header_message_id,
+                    _ts(rec.created_at),  # type: ignore[arg-type]
+                    _ts(rec.updated_at),  # type: ignore[arg-type]
+                ),
+            )
+        except sqlite3.IntegrityError as e:
+            raise StoreError(f"a session with id {rec.id!r} already exists") from e
+        return rec
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        row = await self.db.fetchone("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        return _session(row) if row else None
+
+    async def by_thread(self, thread_id: int) -> SessionRecord | None:
+        """The newest session posted in ``thread_id``."""
+        row = await self.db.fetchone(
+            "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (thread_id,),
+        )
+        return _session(row) if row else None
+
+    async def set_status(self, session_id: str, status: SessionStatus) -> None:
+        _check_status(status)
+        await self._update(session_id, "status = ?", (status,))
+
+    async def set_header(self, session_id: str, message_id: int) -> None:
+        await self._update(session_id, "header_message_id = ?", (message_id,))
+
+    async def set_thread(self, session_id: str, thread_id: int) -> None:
+        """For when the thread is created after the session row (e.g. the header is posted first)."""
+        await self._update(session_id, "thread_id = ?", (thread_id,))
+
+    async def set_model(self, session_id: str, model: str) -> None:
+        """Record the model now serving the session (after a fallback or a tier change)."""
+        await self._update(session_id, "model = ?", (model,))
+
+    async def _update(self, session_id: str, assignment: str, params: tuple[Any, ...]) -> None:
+        count, _ = await self.db.write(
+            f"UPDATE sessions SET {assignment}, updated_at = ? WHERE id = ?",
+            (*params, _ts(self.clock()), session_id),
+        )
+        if count == 0:
+            raise SessionNotFound(f"no session with id {session_id!r}")
+
+    # --- history ----------------------------------------------------------------------------------
+
+    async def append_messages(
+        self, session_id: str, messages: list[dict[str, Any]], *, turn_id: int | None = None
+    ) -> int:
+        """Append messages atomically (all or none) after the existing ones; returns the last ``seq``."""
+        if any(not isinstance(m, dict) or "role" not in m for m in messages):
+            raise ValueError("append_messages takes Message.to_dict() dicts, each with a 'role'")
+        rows = [_json(m, "each message") for m in messages]
+        async with self.db.transaction() as conn:
+            cur = await conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
+            if await cur.fetchone() is None:
+                raise SessionNotFound(f"no session with id {session_id!r}")
+            rows_seq = await conn.execute_fetchall(
+                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?", (session_id,)
+            )
+            base = int(next(iter(rows_seq))[0])
+            await conn.executemany(
+                "INSERT INTO messages (session_id, seq, turn_id, data) VALUES (?,?,?,?)",
+                [(session_id, base + i, turn_id, data) for i, data in enumerate(rows, start=1)],
+            )
+            await conn.execute(
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (_ts(self.clock()), session_id)
+            )
+        return base + len(rows)
+
+    async def history(self, session_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT data FROM messages WHERE session_id = ? ORDER BY seq", (session_id,)
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    # --- turns ------------------------------------------------------------------------------------
+
+    async def start_turn(self, session_id: str, prompt: str, requester_id: int) -> int:
+        """Open a turn in ``running`` state; returns its id."""
+        try:
+            _, turn_id = await self.db.write(
+                "INSERT INTO turns (session_id, requester_id, prompt, status, started_at)"
+                " VALUES (?,?,?,'running',?)",
+                (session_id, requester_id, prompt, _ts(self.clock())),
+            )
+        except sqlite3.IntegrityError as e:
+            raise SessionNotFound(f"no session with id {session_id!r}") from e
+        assert turn_id is not None
+        return turn_id
+
+    async def finish_turn(self, turn_id: int, status: TurnStatus, result: dict[str, Any]) -> None:
+        if status not in TURN_STATUSES or status == "running":
+            allowed = ", ".join(s for s in TURN_STATUSES if s != "running")
+            raise ValueError(f"finish_turn status must be one of {allowed}; got {status!r}")
+        count, _ = await self.db.write(
+            "UPDATE turns SET status = ?, result = ?, finished_at = ? WHERE id = ?",
+            (status, _json(result, "the turn result"), _ts(self.clock()), turn_id),
+        )
+        if count == 0:
+            raise StoreError(f"no turn with id {turn_id}")
+
+    async def checkpoint(self, turn_id: int, state: dict[str, Any]) -> None:
+        """Replace the turn's saved state (only the latest is kept)."""
+        count, _ = await self.db.write(
+            "UPDATE turns SET state = ?, checkpointed_at = ? WHERE id = ?",
+            (_json(state, "the checkpoint state"), _ts(self.clock()), turn_id),
+        )
+        if count == 0:
+            raise StoreError(f"no turn with id {turn_id}")
+
+    async def get_turn(self, turn_id: int) -> TurnRecord | None:
+        row = await self.db.fetchone("SELECT * FROM turns WHERE id = ?", (turn_id,))
+        return _turn(row) if row else None
+
+    async def turns(self, session_id: str) -> list[TurnRecord]:
+        rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
+        return [_turn(r) for r in rows]
+
+    async def running_turns(self) -> list[TurnRecord]:
+        """Turns still marked ``running`` — at start-up, the ones a crash or kill interrupted."""
+        rows = await self.db.fetchall("SELECT * FROM turns WHERE status = 'running' ORDER BY id")
+        return [_turn(r) for r in rows]
+
+
+def _check_status(status: str) -> None:
+    if status not in SESSION_STATUSES:
+        raise ValueError(f"session status must be one of {', '.join(SESSION_STATUSES)}; got {status!r}")
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        thread_id=row["thread_id"],
+        user_id=row["user_id"],
+        task=row["task"],
+        tier=row["tier"],
+        model=row["model"],
+        status=row["status"],
+        header_message_id=row["header_message_id"],
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+    )
+
+
+def _turn(row: Any) -> TurnRecord:
+    return TurnRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        requester_id=row["requester_id"],
+        prompt=row["prompt"],
+        status=row["status"],
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        state=json.loads(row["state"]) if row["state"] is not None else None,
+        started_at=_dt(row["started_at"]),  # type: ignore[arg-type]
+        finished_at=_dt(row["finished_at"]),
+        checkpointed_at=_dt(row["checkpointed_at"]),
+    )

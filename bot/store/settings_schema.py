@@ -1,0 +1,311 @@
+"""What a server setting may hold, checked before anything is written.
+
+Settings are flat keys (one row and one audit entry each), so ``reset`` can target one key or a group:
+
+==============================  ==============================================================
+key                             value
+==============================  ==============================================================
+``tier.<name>``                 ordered list of known models (first is tried first), 1-10
+``default_tier``                an existing tier name
+``limit.<limit>``               positive number or ``unlimited``; limits: requests_per_day,
+                                tokens_per_day, cost_per_month_usd, concurrent_sessions,
+                                guild_budget_per_month_usd
+``role_limit.<role id>.<limit>``  as ``limit.*`` (user limits only, not the server budget)
+``tool.<name>``                 on/off for a known tool
+``max_steps``                   whole number 1-50
+``channels``                    channel ids where the bot answers; empty list = everywhere
+``persona``                     server system prompt, 1-4000 characters
+``channel_persona.<channel id>``  system prompt for one channel and the threads under it
+``memory.auto_store``           on/off
+``memory.max_items``            whole number >= 1 or ``unlimited``
+``memory.max_age_days``         whole number >= 1 or ``unlimited``
+==============================  ==============================================================
+
+Groups for reset: ``tier``, ``limit``, ``role_limit``, ``role_limit.<role id>``, ``tool``,
+``channel_persona``, ``memory``.
+
+Admin limits refuse ``0``: in the environment ``0`` means unlimited, and an admin typing ``0`` to block a
+role would otherwise hand it unlimited spending. They write ``unlimited`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.limits import GUILD_BUDGET, USER_LIMITS
+
+ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
+INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
+GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory")
+MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
+KEY_FORMS = (
+    "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
+    "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days"
+)
+_TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
+_TRUE = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
+_FALSE = frozenset({"off", "false", "no", "0", "disable", "disabled"})
+MAX_MODELS_PER_TIER = 10
+MAX_CHANNELS = 100
+
+
+class SettingError(ValueError):
+    """A setting value or key the store refuses; the message is shown to the admin as is."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _listing(items: Iterable[str], limit: int = 25) -> str:
+    items = sorted(items)
+    if not items:
+        return "(none configured)"
+    shown = ", ".join(items[:limit])
+    return shown + (f", … and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def matching(choices: Iterable[str], current: str, limit: int = 25) -> list[str]:
+    """Autocomplete: names containing ``current`` (prefix matches first), at most Discord's 25."""
+    cur = current.strip().lower()
+    hits = [c for c in choices if cur in c.lower()]
+    hits.sort(key=lambda c: (not c.lower().startswith(cur), c))
+    return hits[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    kind: str
+    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory"""
+    name: str | None = None
+    target_id: int | None = None
+    """The role id of ``role_limit.*`` or the channel id of ``channel_persona.*``."""
+
+    @property
+    def key(self) -> str:
+        """The canonical spelling stored in the table (ids without mention brackets, tier in lowercase)."""
+        if self.kind == "role_limit":
+            return f"role_limit.{self.target_id}.{self.name}"
+        if self.kind == "channel_persona":
+            return f"channel_persona.{self.target_id}"
+        if self.name is None:
+            return self.kind
+        return f"{self.kind}.{self.name}"
+
+
+@dataclass(frozen=True)
+class SettingsSchema:
+    """Validation against what this bot actually has: its models and its tools."""
+
+    known_models: Collection[str]
+    known_tools: Collection[str]
+    max_steps_range: tuple[int, int] = (1, 50)
+    persona_max_chars: int = 4000
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    def parse_key(self, key: str) -> ParsedKey:
+        k = key.strip()
+        parts = k.split(".")
+        head = parts[0]
+        if k in ("default_tier", "max_steps", "channels", "persona"):
+            return ParsedKey(k)
+        if k in MEMORY_KEYS:
+            return ParsedKey("memory", parts[1])
+        if head == "tier" and len(parts) == 2:
+            parts[1] = parts[1].lower()
+            if not _TIER_RE.match(parts[1]):
+                raise SettingError(
+                    key,
+                    f"Tier name {parts[1]!r} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'.",
+                )
+            return ParsedKey("tier", parts[1])
+        if head == "limit" and len(parts) == 2:
+            return ParsedKey("limit", self._limit_name(key, parts[1], ALL_LIMITS))
+        if head == "role_limit" and len(parts) == 3:
+            name = self._limit_name(key, parts[2], USER_LIMITS)
+            return ParsedKey("role_limit", name, self._snowflake(key, parts[1]))
+        if head == "tool" and len(parts) == 2:
+            return ParsedKey("tool", self._tool(key, parts[1]))
+        if head == "channel_persona" and len(parts) == 2:
+            return ParsedKey("channel_persona", target_id=self._snowflake(key, parts[1]))
+        raise SettingError(key, f"Unknown setting {key!r}. Settings: {KEY_FORMS}.")
+
+    def check_reset_key(self, key: str) -> None:
+        """A key ``reset`` accepts: any valid key, a group, or ``role_limit.<role id>``."""
+        if key in GROUPS:
+            return
+        parts = key.split(".")
+        if parts[0] == "role_limit" and len(parts) == 2:
+            self._snowflake(key, parts[1])
+            return
+        if parts[0] == "tool" and len(parts) == 2:
+            return  # a tool the bot no longer has may still hold an override worth clearing
+        try:
+            self.parse_key(key)
+        except SettingError:
+            raise SettingError(
+                key, f"Unknown setting {key!r}. Reset one of: {KEY_FORMS}, or a group: {', '.join(GROUPS)}."
+            ) from None
+
+    def _limit_name(self, key: str, name: str, allowed: tuple[str, ...]) -> str:
+        if name not in allowed:
+            raise SettingError(key, f"Unknown limit {name!r}. Limits: {', '.join(allowed)}.")
+        return name
+
+    def _snowflake(self, key: str, text: str) -> int:
+        digits = text.strip().strip("<@&#>")
+        if not digits.isdigit() or not 0 < int(digits) < 2**64:
+            raise SettingError(
+                key, f"{text!r} in {key!r} is not a Discord id (a number like 123456789012345678)."
+            )
+        return int(digits)
+
+    def _tool(self, key: str, name: str) -> str:
+        if name in self.known_tools:
+            return name
+        raise SettingError(key, f"Unknown tool {name!r}. Tools: {_listing(self.known_tools)}.")
+
+    # --- values -----------------------------------------------------------------------------------
+
+    def validate(self, key: str, value: Any, *, tiers: Collection[str] = ()) -> Any:
+        """Return the normalised, JSON-able value for ``key`` or raise :class:`SettingError`.
+
+        ``tiers`` are the tier names that exist (for ``default_tier``).
+        """
+        p = self.parse_key(key)
+        if p.kind == "tier":
+            return self._models(key, p.name or "", value)
+        if p.kind == "default_tier":
+            name = _text(value).lower()
+            if name not in tiers:
+                raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(tiers)}.")
+            return name
+        if p.kind in ("limit", "role_limit"):
+            return self._limit(key, p.name or "", value)
+        if p.kind == "tool":
+            return _bool(key, value)
+        if p.kind == "max_steps":
+            lo, hi = self.max_steps_range
+            return _int(key, value, lo, hi, f"a whole number from {lo} to {hi}")
+        if p.kind == "channels":
+            return self._channels(key, value)
+        if p.kind in ("persona", "channel_persona"):
+            return self._persona(key, value)
+        if p.name == "auto_store":
+            return _bool(key, value)
+        if _is_unlimited(value):
+            return None
+        return _int(key, value, 1, 10**9, "a whole number of at least 1, or 'unlimited'")
+
+    def _models(self, key: str, tier: str, value: Any) -> list[str]:
+        names = _split(value)
+        if not names:
+            raise SettingError(
+                key, f"Tier {tier!r} needs at least one model. Models: {_listing(self.known_models)}."
+            )
+        if len(names) > MAX_MODELS_PER_TIER:
+            raise SettingError(key, f"Tier {tier!r} may list at most {MAX_MODELS_PER_TIER} models.")
+        by_lower = {m.lower(): m for m in self.known_models}
+        out: list[str] = []
+        for n in names:
+            canonical = n if n in self.known_models else by_lower.get(n.lower())
+            if canonical is None:
+                raise SettingError(key, f"Unknown model {n!r}. Models: {_listing(self.known_models)}.")
+            if canonical in out:
+                raise SettingError(key, f"Model {canonical!r} is listed twice in tier {tier!r}.")
+            out.append(canonical)
+        return out
+
+    def _limit(self, key: str, name: str, value: Any) -> int | float | None:
+        if _is_unlimited(value):
+            return None
+        whole = name in INT_LIMITS
+        what = "a whole number" if whole else "an amount in USD"
+        raw = value
+        if isinstance(value, str):
+            value = value.strip().replace(",", "").replace("_", "").lstrip("$").strip()
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            raise SettingError(key, f"{key} must be {what} or 'unlimited'; got {raw!r}.") from None
+        if math.isnan(number) or math.isinf(number) or number < 0:
+            raise SettingError(key, f"{key} must be {what} above 0, or 'unlimited'; got {raw!r}.")
+        if number == 0:
+            raise SettingError(
+                key,
+                f"{key} cannot be 0: write 'unlimited' for no limit, or a number above 0. "
+                "To keep people from using the bot, restrict its channels or Discord permissions.",
+            )
+        if whole:
+            if number != int(number):
+                raise SettingError(key, f"{key} must be a whole number; got {raw!r}.")
+            return int(number)
+        return round(number, 6)
+
+    def _channels(self, key: str, value: Any) -> list[int]:
+        items = _split(value) if isinstance(value, str) else list(value or [])
+        ids: list[int] = []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int | str):
+                raise SettingError(key, f"{item!r} is not a channel id.")
+            cid = self._snowflake(key, str(item))
+            if cid not in ids:
+                ids.append(cid)
+        if len(ids) > MAX_CHANNELS:
+            raise SettingError(key, f"At most {MAX_CHANNELS} channels; got {len(ids)}.")
+        return sorted(ids)
+
+    def _persona(self, key: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise SettingError(
+                key, f"{key} must be text (1-{self.persona_max_chars} characters); use reset to remove it."
+            )
+        text = value.strip()
+        if len(text) > self.persona_max_chars:
+            raise SettingError(key, f"{key} is {len(text)} characters; the most is {self.persona_max_chars}.")
+        return text
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def _split(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\s]+", value.strip()) if v]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return []
+
+
+def _is_unlimited(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _UNLIMITED)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise SettingError(key, f"{key} must be on or off; got {value!r}.")
+
+
+def _int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
+    if isinstance(value, bool):
+        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
+    try:
+        number = int(_text(value).replace(",", "").replace("_", "")) if not isinstance(value, int) else value
+    except ValueError:
+        raise SettingError(key, f"{key} must be {what}; got {value!r}.") from None
+    if not lo <= number <= hi:
+        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
+    return number

@@ -1,0 +1,332 @@
+"""Writes a session's progress into its thread within Discord's per-channel limit, losing nothing.
+
+The agent produces events far faster than a channel accepts writes (about 5 per 5 s), so this keeps a
+model of what the thread *should* show (an ordered list of messages made of blocks) and one writer
+task that, each time the write budget allows, makes the oldest difference real: send a message that
+is not there yet, or edit one whose text changed. Consequences:
+
+* nothing is lost: a block's latest text is always eventually written; edits of one message coalesce;
+* nothing is reordered: messages are sent in the order they were created, by one task;
+* when the budget is short, several pending step messages are merged into one send, so the final
+  answer is not starved; the live "writing…" preview is refreshed only when nothing else waits;
+* a failed write (429 after discord.py's own retries, 5xx, a network error) is retried after
+  ``retry_after`` or a backoff, for as long as it takes; sends carry a fixed nonce with
+  ``enforce_nonce``, so a retried send never creates a second message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+
+log = structlog.get_logger().bind(logger="bot.streamer")
+
+BlockKind = Literal["step", "note", "live", "final"]
+MERGE_LIMIT = 1900
+LIVE_REFRESH = 1.5
+
+
+class SinkError(Exception):
+    """A write failed. ``retryable`` writes are tried again; others are given up (and logged)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        gone: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.gone = gone
+        """The target no longer exists (message or thread deleted): stop trying."""
+
+
+class Sink(Protocol):
+    """Where the streamer writes (a Discord thread in production, anything in tests)."""
+
+    async def send(
+        self, content: str, *, nonce: str, files: list[tuple[str, bytes]] | None = None
+    ) -> tuple[int, str]:
+        """Send a new message; returns its id and the content it holds."""
+        ...
+
+    async def edit(self, message_id: int, content: str) -> None: ...
+
+    async def delete(self, message_id: int) -> None: ...
+
+
+@dataclass(eq=False)
+class Block:
+    kind: BlockKind
+    text: str = ""
+    changed_at: float = 0.0
+    """When the text last changed and is not yet on Discord (0 = written)."""
+    message: _Message | None = None
+
+
+@dataclass(eq=False)
+class _Message:
+    blocks: list[Block]
+    nonce: str
+    files: list[tuple[str, bytes]] | None = None
+    id: int | None = None
+    shown: str | None = None
+    deleted: bool = False
+    delete_wanted: bool = False
+    failed: bool = False
+
+    def content(self) -> str:
+        return "\n".join(b.text for b in self.blocks if b.text)[:2000]
+
+
+@dataclass
+class WriteStats:
+    """What a benchmark or test wants to know about pacing."""
+
+    writes: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from a block change to the write that showed it."""
+    failures: int = 0
+    given_up: int = 0
+
+
+class WriteBudget:
+    """A sliding window: at most ``writes`` in any ``per`` seconds (Discord: 5 per 5 s per channel)."""
+
+    def __init__(
+        self, writes: int = 5, per: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.writes, self.per, self.clock = writes, per, clock
+        self._stamps: deque[float] = deque()
+
+    def wait_time(self) -> float:
+        now = self.clock()
+        while self._stamps and now - self._stamps[0] >= self.per:
+            self._stamps.popleft()
+        if len(self._stamps) < self.writes:
+            return 0.0
+        return self._stamps[0] + self.per - now + 0.01
+
+    def short(self) -> bool:
+        """True when the window is nearly used up: merge pending writes rather than spend it."""
+        self.wait_time()
+        return len(self._stamps) >= self.writes - 1
+
+    def take(self) -> None:
+        self._stamps.append(self.clock())
+
+
+class ThreadStreamer:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        writes: int = 5,
+        per: float = 5.0,
+        name: str = "",
+        stats: WriteStats | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
+        self.sink = sink
+        self.budget = WriteBudget(writes, per)
+        self.stats = stats or WriteStats()
+        self._messages: list[_Message] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sleep = sleep
+        self._closed = False
+        self._flushing = 0
+        self._live: Block | None = None
+        self._live_written_at = 0.0
+        self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
+
+    # --- what the session wants shown -----------------------------------------------------------
+    def add(self, kind: BlockKind, text: str, files: list[tuple[str, bytes]] | None = None) -> Block:
+        """A new block in a new message (it may be merged with its neighbours when the budget is short)."""
+        block = Block(kind, text, time.monotonic())
+        msg = _Message([block], nonce=str(random.getrandbits(62)), files=files)
+        block.message = msg
+        self._messages.append(msg)
+        self._poke()
+        return block
+
+    def update(self, block: Block, text: str) -> None:
+        if text == block.text:
+            return
+        block.text = text
+        if not block.changed_at:
+            block.changed_at = time.monotonic()
+        self._poke()
+
+    def live(self, text: str) -> None:
+        """The model's words as it writes them: one message, refreshed when the budget allows."""
+        text = text[-1900:]
+        if self._live is None or (self._live.message and self._live.message.delete_wanted):
+            self._live = self.add("live", text)
+        else:
+            self.update(self._live, text)
+
+    def end_live(self) -> str:
+        """Remove the live preview (its text is about to be shown another way); returns its text."""
+        block, self._live = self._live, None
+        if block is None or block.message is None:
+            return ""
+        block.message.delete_wanted = True
+        self._poke()
+        return block.text
+
+    async def flush(self, within: float | None = None) -> bool:
+        """Wait until everything shown is on Discord. False on timeout (the writer keeps going)."""
+        self._flushing += 1
+        try:
+            async with asyncio.timeout(within):
+                while not self._done():
+                    self._idle.clear()
+                    self._poke()
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._flushing -= 1
+        return True
+
+    async def close(self, within: float | None = 600) -> None:
+        """Flush, then stop the writer task."""
+        await self.flush(within)
+        self._closed = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    # --- the writer --------------------------------------------------------------------------------
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def _done(self) -> bool:
+        return self._next(force_live=True) is None
+
+    def _next(self, force_live: bool = False) -> tuple[str, _Message] | None:
+        live_due = (
+            force_live or self._flushing > 0 or time.monotonic() - self._live_written_at >= LIVE_REFRESH
+        )
+        live_candidate = None
+        for msg in self._messages:
+            if msg.failed or msg.deleted:
+                continue
+            if msg.delete_wanted:
+                if msg.id is not None:
+                    return "delete", msg
+                msg.deleted = True  # never sent: nothing to remove
+                continue
+            is_live = msg.blocks[0].kind == "live"
+            if msg.id is None:
+                if is_live:
+                    live_candidate = live_candidate or ("send", msg)
+                    continue
+                return "send", msg
+            if msg.content() != msg.shown:
+                if is_live:
+                    live_candidate = live_candidate or ("edit", msg)
+                    continue
+                return "edit", msg
+        if live_candidate and live_due:
+            return live_candidate
+        return None
+
+    def _merge_into(self, msg: _Message) -> None:
+        """Fold the unsent step/note messages right after ``msg`` into it, within one message's room."""
+        if msg.blocks[0].kind not in ("step", "note") or msg.files:
+            return
+        i = self._messages.index(msg) + 1
+        size = len(msg.content())
+        while i < len(self._messages):
+            nxt = self._messages[i]
+            if nxt.deleted or (nxt.blocks[0].kind == "live"):
+                i += 1
+                continue
+            if nxt.id is not None or nxt.files or nxt.blocks[0].kind not in ("step", "note"):
+                break
+            extra = len(nxt.content()) + 1
+            if size + extra > MERGE_LIMIT:
+                break
+            for b in nxt.blocks:
+                b.message = msg
+            msg.blocks.extend(nxt.blocks)
+            size += extra
+            self._messages.pop(i)
+
+    async def _writer(self) -> None:
+        while True:
+            op = self._next()
+            if op is None:
+                self._idle.set()
+                self._wake.clear()
+                # Wake on new work, or when a live refresh becomes due.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LIVE_REFRESH if self._live is not None else None):
+                        await self._wake.wait()
+                continue
+            wait = self.budget.wait_time()
+            if wait > 0:
+                await self._sleep(wait)
+                continue  # the best next write may have changed while waiting
+            kind, msg = op
+            if kind == "send" and self.budget.short():
+                self._merge_into(msg)
+            await self._write(kind, msg)
+
+    async def _write(self, kind: str, msg: _Message) -> None:
+        content = msg.content()
+        pending = [b for b in msg.blocks if b.changed_at]
+        delay = 1.0
+        while True:
+            self.budget.take()
+            try:
+                if kind == "send":
+                    msg.id, msg.shown = await self.sink.send(
+                        content or "\u200b", nonce=msg.nonce, files=msg.files
+                    )
+                elif kind == "edit":
+                    await self.sink.edit(msg.id or 0, content)
+                    msg.shown = content
+                else:
+                    await self.sink.delete(msg.id or 0)
+                    msg.deleted = True
+                break
+            except SinkError as e:
+                self.stats.failures += 1
+                if e.gone or not e.retryable:
+                    log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
+                    self.stats.given_up += 1
+                    if kind == "delete" or (kind == "edit" and e.gone):
+                        msg.deleted = kind == "delete"
+                        msg.shown = content
+                    else:
+                        msg.failed = True
+                    return
+                wait = e.retry_after if e.retry_after is not None else delay
+                delay = min(delay * 2, 60.0)
+                log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
+                await self._sleep(wait)
+        now = time.monotonic()
+        self.stats.writes.append(now)
+        if msg.blocks and msg.blocks[0].kind == "live":
+            self._live_written_at = now
+        for b in pending:
+            if b.changed_at:
+                self.stats.latencies.append(now - b.changed_at)
+                b.changed_at = 0.0 if msg.content() == msg.shown or kind == "delete" else now

@@ -1,0 +1,37 @@
+"""The real bot (discord.py, unmodified) against the fake Discord and the scripted LLM, both on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentSettings
+from bot.app import AgentBot
+from bot.config import BotSettings
+from tests.fakes.discord_server import BOT_TEST_KWARGS, FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM
+
+
+def make_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild, **bot_env: Any) -> AgentBot:
+    agent_settings = AgentSettings(
+        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-e2e-test-key-000", AGENT_MODEL="gpt-4o-mini",
+        DATA_DIR=str(data_dir), MODEL_MAX_ATTEMPTS=2, LOG_LEVEL="INFO",
+    )
+    env = {"DISCORD_TOKEN": fake.token, "DISCORD_SYNC_GUILD_ID": guild.id, "MEMORY_ENABLED": False} | bot_env
+    bot_settings = BotSettings(**env)
+    return AgentBot(agent_settings, bot_settings, **BOT_TEST_KWARGS)
+
+
+@asynccontextmanager
+async def running_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild,
+                      **bot_env: Any) -> AsyncIterator[AgentBot]:
+    bot = make_bot(fake, llm, data_dir, guild, **bot_env)
+    async with fake.run_bot(bot):
+        yield bot
+
+
+async def wait_idle(fake: FakeDiscord, bot: AgentBot, *, within: float = 15.0) -> None:
+    """Until no session is running and every write has landed."""
+    await fake.wait_for(lambda: not bot.runner._workers, within=within, what="sessions to finish")

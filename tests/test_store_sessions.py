@@ -1,0 +1,169 @@
+"""Sessions, history and turns: what a thread needs to continue after a restart or a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agent.messages import Message, ToolCall
+from bot.store import Database, SessionNotFound, SessionRecord, SessionStore, new_session_id
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def record(session_id: str, thread_id: int | None = 900) -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        guild_id=1,
+        channel_id=10,
+        thread_id=thread_id,
+        user_id=7,
+        task="compare sqlite and postgres",
+        tier="fast",
+        model="llama-3.1-8b",
+    )
+
+
+async def test_session_history_and_turns_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    sid = new_session_id()
+    conversation = [
+        Message("user", "compare sqlite and postgres"),
+        Message("assistant", "", tool_calls=[ToolCall("c1", "web_search", '{"q": "sqlite vs postgres"}')]),
+        Message("tool", "results…", tool_call_id="c1", name="web_search"),
+        Message("assistant", "SQLite is embedded; Postgres is a server. Ünïcode kept."),
+    ]
+    async with await Database.open(path) as db:
+        store = SessionStore(db)
+        created = await store.create(record(sid))
+        assert created.created_at is not None and created.status == "idle"
+        turn = await store.start_turn(sid, "compare sqlite and postgres", requester_id=7)
+        await store.set_status(sid, "running")
+        await store.set_header(sid, 5555)
+        await store.append_messages(sid, [m.to_dict() for m in conversation[:2]], turn_id=turn)
+        await store.append_messages(sid, [m.to_dict() for m in conversation[2:]], turn_id=turn)
+        await store.finish_turn(turn, "completed", {"text": "SQLite is embedded", "steps": 2})
+        await store.set_status(sid, "done")
+
+    async with await Database.open(path) as db:
+        store = SessionStore(db)
+        again = await store.by_thread(900)
+        assert again is not None and again.id == sid
+        assert (again.status, again.header_message_id, again.model) == ("done", 5555, "llama-3.1-8b")
+        history = [Message.from_dict(d) for d in await store.history(sid)]
+        assert history == conversation
+        (t,) = await store.turns(sid)
+        assert (t.status, t.result, t.requester_id) == (
+            "completed",
+            {"text": "SQLite is embedded", "steps": 2},
+            7,
+        )
+        assert await store.running_turns() == []
+
+
+async def test_concurrent_appends_never_interleave_or_lose_messages(tmp_path: Path) -> None:
+    async with await Database.open(tmp_path / "s.sqlite3") as db:
+        store = SessionStore(db)
+        await store.create(record("s"))
+
+        async def writer(name: str) -> None:
+            for i in range(5):
+                batch = [
+                    {"role": "user", "content": f"{name}{i}a"},
+                    {"role": "assistant", "content": f"{name}{i}b"},
+                ]
+                await store.append_messages("s", batch)
+
+        await asyncio.gather(*(writer(n) for n in "ABCD"))
+        contents = [m["content"] for m in await store.history("s")]
+        assert len(contents) == 40
+        pairs = list(zip(contents[::2], contents[1::2], strict=True))
+        assert all(a[:-1] == b[:-1] for a, b in pairs)  # every batch stayed together, in order
+
+
+async def test_bad_input_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    async with await Database.open(tmp_path / "s.sqlite3") as db:
+        store = SessionStore(db)
+        await store.create(record("s"))
+        with pytest.raises(ValueError, match="idle, running, stopped, failed, done"):
+            await store.set_status("s", "paused")  # type: ignore[arg-type]
+        with pytest.raises(SessionNotFound, match="nope"):
+            await store.set_status("nope", "done")
+        with pytest.raises(SessionNotFound):
+            await store.append_messages("nope", [{"role": "user", "content": "x"}])
+        with pytest.raises(SessionNotFound):
+            await store.start_turn("nope", "x", 1)
+        with pytest.raises(ValueError, match="each with a 'role'"):
+            await store.append_messages("s", [{"content": "no role"}])
+        turn = await store.start_turn("s", "x", 1)
+        with pytest.raises(ValueError, match="completed"):
+            await store.finish_turn(turn, "running", {})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="JSON"):
+            await store.checkpoint(turn, {"when": object()})
+        assert await store.history("s") == []  # nothing half-written
+
+
+CRASHING_RUN = """
+import asyncio, os, sys
+from agent.events import Usage
+from bot.limits import Limits
+from bot.store import Database, QuotaStore, SessionRecord, SessionStore
+
+async def main():
+    db = await Database.open(sys.argv[1])
+    store = SessionStore(db)
+    await store.create(SessionRecord(id="s", guild_id=1, channel_id=10, thread_id=900, user_id=7,
+                                     task="long task", tier="fast", model="m", status="running"))
+    turn = await store.start_turn("s", "long task", 7)
+    await store.append_messages("s", [{"role": "user", "content": "long task"}], turn_id=turn)
+    await store.checkpoint(turn, {"step": 3, "notes": "half done"})
+    quotas = QuotaStore(db, None, Limits(tokens_per_day=1000))
+    assert (await quotas.begin_session(1, 7, [], "s")).allowed
+    await quotas.budget(1, 7, [], "s").reserve("m", Usage(600, 0), None)
+    os._exit(0)  # killed mid-run: no finish_turn, no settle, no close
+
+asyncio.run(main())
+"""
+
+
+async def test_a_run_killed_mid_turn_is_found_at_start_up(tmp_path: Path) -> None:
+    from bot.limits import Limits
+    from bot.store import QuotaStore
+
+    path = tmp_path / "crash.sqlite3"
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", textwrap.dedent(CRASHING_RUN), str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    async with await Database.open(path) as db:
+        store = SessionStore(db)
+        (turn,) = await store.running_turns()
+        assert (turn.session_id, turn.prompt, turn.state) == (
+            "s",
+            "long task",
+            {"step": 3, "notes": "half done"},
+        )
+        assert await store.history("s") == [{"role": "user", "content": "long task"}]
+
+        quotas = QuotaStore(db, None, Limits(tokens_per_day=1000, concurrent_sessions=1))
+        before = await quotas.usage(1, 7)
+        assert before.item("tokens_per_day").used == 600  # the dead run's reservation still holds room
+        assert before.item("concurrent_sessions").used == 1
+        assert await quotas.recover() == (1, 1)
+        after = await quotas.usage(1, 7)
+        assert after.item("tokens_per_day").used == 0
+        assert (await quotas.check(1, 7)).allowed
+
+        await store.finish_turn(turn.id, "interrupted", {"error": "the bot restarted"})
+        assert await store.running_turns() == []
