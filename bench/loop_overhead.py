@@ -88,9 +88,8 @@ def rss_kib() -> int:
 async def child(variant: str, base_url: str, sessions: int, concurrent: bool) -> dict[str, Any]:
     import httpx
 
-    from agent.models.http import make_client
-
     from agent.logs import configure_logging
+    from agent.models.http import make_client
 
     configure_logging("INFO", "json", open(os.devnull, "w"))  # the engine logs each step, as in production
     client = make_client() if variant != "minimal-default-pool" else httpx.AsyncClient(timeout=120)
