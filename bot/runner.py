@@ -123,7 +123,7 @@ class SessionRunner:
                 if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
             except Exception:
-                pass  # logged inside _turn
+                log.exception("turn_crashed", session_id=w.session_id, error_id=error_id())
         self._workers.pop(w.session_id, None)
 
     async def _turn(self, req: TurnRequest, w: _Worker) -> RunResult | None:
@@ -228,7 +228,8 @@ class SessionRunner:
                         "models": result.models,
                         "text": result.text[:4000],
                     }
-                await sv.sessions.finish_turn(turn_id, status, summary)  # type: ignore[arg-type]
+                turn_status = result.status if result is not None else "error"
+                await sv.sessions.finish_turn(turn_id, turn_status, summary)
             await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
         finally:
             await sv.quotas.end_session(s.id)

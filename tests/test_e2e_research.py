@@ -62,3 +62,127 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         general = guild.channel("general")
         assert not [m for m in fake.messages(general, include_ephemeral=False) if m.via == "channel"]
         assert fake.duplicates == []
+
+
+async def test_e2e_follow_up_continues_the_session_with_its_history(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(text("Paris is the capital of France."), text("About 2.1 million people live in Paris."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "What is the capital of France?")
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("Paris is"), within=15)
+        await wait_idle(fake, bot)
+        fake.inject_message(thread, "bob", "How many people live there?")  # anyone in the thread may follow up
+        fake.inject_message(thread, "otherbot", "ignore me, I am a bot")
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("About 2.1 million"), within=15)
+        await wait_idle(fake, bot)
+    assert len(llm.requests) == 2  # the other bot's message started nothing
+    convo = [(m["role"], m["content"]) for m in llm.requests[1]["messages"] if m["role"] != "system"]
+    assert convo == [
+        ("user", "What is the capital of France?"),
+        ("assistant", "Paris is the capital of France."),
+        ("user", "How many people live there?"),
+    ]
+
+
+async def test_e2e_stop_button_cancels_the_running_turn(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(tool_call("calculator", {"expression": "1+1"}, text="Working on it: 1+1 is 2."), Reply(hang=True))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "Think forever")
+        header = await fake.wait_for_message(thread)
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="the second model call", within=10)
+        # bob neither started it nor may manage threads: refused, and the turn goes on.
+        refused = fake.inject_component(header.components[0]["components"][0]["custom_id"], message=header, user="bob")
+        await fake.wait_for(lambda: refused.responses, what="bob's refusal")
+        assert "Only the person who started" in fake.message(refused.followup_ids[0] if refused.followup_ids
+                                                           else refused.original_message_id).content
+        assert bot.runner._workers
+        stop = fake.inject_component(header.components[0]["components"][0]["custom_id"], message=header, user="alice")
+        await fake.wait_for_message(thread, lambda m: "stopped by alice" in m.content, within=10)
+        await wait_idle(fake, bot)
+        assert stop.responses
+        contents = [m.content for m in fake.messages(thread)]
+        stopped = next(c for c in contents if c.startswith("Stopped by alice after"))
+        assert "Working on it: 1+1 is 2." in stopped  # the partial answer is kept
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None and session.status == "idle"
+        turns = await bot.services.sessions.turns(session.id)
+        assert [t.status for t in turns] == ["cancelled"]
+        history = await bot.services.sessions.history(session.id)
+        # Whole steps only: the task, step 1's call and its result, then the stop note.
+        assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+    assert len(llm.requests) == 2
+
+
+async def test_e2e_burst_of_429s_loses_and_duplicates_nothing(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    steps = [tool_call("calculator", {"expression": f"{i}*{i}"}, delay=0.05) for i in range(1, 5)]
+    llm.script(Reply(tool_calls=[("calculator", '{"expression": "0"}')], delay=0.6), *steps, text("Squares done."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "Squares please")
+        await fake.wait_for_message(thread)  # the header is in; now every send in the thread meets 429s
+        fake.inject_429("POST", f"/channels/{thread.id}/messages", count=8, retry_after=0.05)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+        await wait_idle(fake, bot)
+        contents = [m.content for m in fake.messages(thread)]
+    text_all = "\n".join(contents)
+    for i in range(1, 5):
+        assert f"{i * i}" in text_all and f'"{i}*{i}"' in text_all
+    assert "Squares done." in contents
+    assert fake.duplicates == []
+    assert len([c for c in contents if c == "Squares done."]) == 1
+    assert contents.index("Squares done.") < len(contents) - 1  # the footer follows the answer
+
+
+async def test_e2e_history_survives_a_bot_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(text("The Nile is about 6,650 km long."), text("The Amazon is a close second."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "How long is the Nile?")
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("The Nile"), within=15)
+        await wait_idle(fake, bot)
+    # A new process: same data directory, nothing in memory.
+    async with running_bot(fake, llm, tmp_path, guild) as bot2:
+        fake.inject_message(thread, "alice", "And the second longest?")
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("The Amazon"), within=15)
+        await wait_idle(fake, bot2)
+        synced = [c for c in fake.calls("PUT") if "commands" in c.path]
+    assert len(synced) == 1  # the second start found the command hash unchanged and did not sync
+    convo = [(m["role"], m["content"]) for m in llm.requests[1]["messages"] if m["role"] != "system"]
+    assert convo[:2] == [("user", "How long is the Nile?"), ("assistant", "The Nile is about 6,650 km long.")]
+
+
+async def test_e2e_mention_in_a_channel_starts_a_session(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(text("Hello from the agent."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_message(general, "alice", f"<@{fake.bot_user.id}> say hello", mentions=[fake.bot_user])
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Hello from the agent.", within=15)
+        await wait_idle(fake, bot)
+    assert llm.requests[0]["messages"][-1] == {"role": "user", "content": "say hello"}
+
+
+async def test_e2e_quota_refusal_names_the_limit_and_reset(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("QUOTA_REQUESTS_PER_DAY", "1")
+    llm.script(text("first answer"))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "first")
+        await fake.wait_for_message(thread, lambda m: m.content == "first answer", within=15)
+        await wait_idle(fake, bot)
+        general = guild.channel("general")
+        inter = fake.inject_interaction("research", {"task": "second"}, user="alice", channel=general)
+        await fake.wait_for(lambda: inter.original_message_id and fake.message(inter.original_message_id).content,
+                            what="the refusal")
+        refusal = fake.message(inter.original_message_id)
+    assert refusal.ephemeral and "⛔" in refusal.content and "<t:" in refusal.content
+    assert "request" in refusal.content.lower()
+    assert len(fake.threads(parent=general)) == 1 and len(llm.requests) == 1
