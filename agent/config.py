@@ -26,13 +26,31 @@ class AgentSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
     data_dir: str = Field("./data", alias="DATA_DIR")
+    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str = Field("https://api.anthropic.com", alias="ANTHROPIC_BASE_URL")
+    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
+    gemini_base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", alias="GEMINI_BASE_URL")
+    router_tiers_file: str | None = Field(None, alias="ROUTER_TIERS_FILE")
+    router_classifier: Literal["heuristic", "judge", "off"] = Field("heuristic", alias="ROUTER_CLASSIFIER")
+    router_judge_model: str | None = Field(None, alias="ROUTER_JUDGE_MODEL")
+    router_default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="ROUTER_DEFAULT_TIER")
+    router_max_tier: Literal["simple", "medium", "complex"] = Field("complex", alias="ROUTER_MAX_TIER")
+    router_cooldown: float = Field(60.0, alias="ROUTER_COOLDOWN", gt=0)
+    router_max_cooldown: float = Field(900.0, alias="ROUTER_MAX_COOLDOWN", gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("agent_temperature", "agent_max_tokens", mode="before")
+    @field_validator("router_classifier", "router_default_tier", "router_max_tier", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower().strip() if isinstance(v, str) else v
+
+    @field_validator(
+        "agent_temperature", "agent_max_tokens", "router_tiers_file", "router_judge_model", mode="before"
+    )
     @classmethod
     def _empty_none(cls, v: object) -> object:
         return None if v == "" else v

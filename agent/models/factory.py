@@ -6,6 +6,7 @@ a builder in ``BUILDERS`` under their prefix.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,14 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError
 from agent.logs import register_secret
+from agent.models.anthropic import AnthropicModel
 from agent.models.base import Model
+from agent.models.classifier import HeuristicClassifier, JudgeClassifier
+from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
+from agent.models.prices import default_prices
+from agent.models.router import Breakers, Router
+from agent.models.tiers import load_tiers, merge_tiers
 
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
 
@@ -31,7 +38,45 @@ def _openai(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Mo
     )
 
 
-BUILDERS: dict[str, ModelBuilder] = {"openai": _openai}
+def _required_key(secret: Any, env: str, spec: str) -> str:
+    key = secret.get_secret_value() if secret else ""
+    if not key:
+        raise ConfigError(
+            f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env, or remove the model "
+            "from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
+        )
+    register_secret(key)
+    return key
+
+
+def _anthropic(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
+    key = _required_key(settings.anthropic_api_key, "ANTHROPIC_API_KEY", f"anthropic:{name}")
+    return AnthropicModel(
+        name,
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        client=client,
+        max_attempts=settings.model_max_attempts,
+    )
+
+
+def _gemini(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
+    key = _required_key(settings.gemini_api_key, "GEMINI_API_KEY", f"gemini:{name}")
+    return GeminiModel(
+        name,
+        api_key=key,
+        base_url=settings.gemini_base_url,
+        client=client,
+        max_attempts=settings.model_max_attempts,
+    )
+
+
+BUILDERS: dict[str, ModelBuilder] = {
+    "openai": _openai,
+    "anthropic": _anthropic,
+    "gemini": _gemini,
+    "google": _gemini,
+}
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -51,3 +96,41 @@ def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient, *
             f"model spec {spec!r} names no model; use e.g. 'gpt-4o-mini' or 'openai:gpt-4o-mini'"
         )
     return BUILDERS[provider](name, settings, client)
+
+
+def build_router(
+    settings: AgentSettings,
+    client: httpx.AsyncClient,
+    *,
+    tiers: dict[str, list[str]] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Router:
+    """The process's router from settings: shipped tiers (or ``ROUTER_TIERS_FILE``) with ``tiers`` over them.
+
+    Per-server tables are then ``router.with_tiers(server_overrides)``, sharing breakers and models.
+    """
+    table = merge_tiers(load_tiers(settings.router_tiers_file), tiers, "tiers")
+    router = Router(
+        table,
+        lambda spec: build_model(spec, settings, client),
+        breakers=Breakers(
+            cooldown=settings.router_cooldown,
+            max_cooldown=max(settings.router_max_cooldown, settings.router_cooldown),
+            clock=clock or time.monotonic,
+        ),
+        default_tier=settings.router_default_tier,
+        max_tier=settings.router_max_tier,
+    )
+    if settings.router_classifier == "heuristic":
+        router.classifier = HeuristicClassifier()
+    elif settings.router_classifier == "judge":
+        spec = settings.router_judge_model or router.cheapest(default_prices())
+        judge = router.model(spec) if spec else None
+        if judge is None:
+            raise ConfigError(
+                f"ROUTER_CLASSIFIER=judge: the judge model {spec!r} cannot be used "
+                f"({router.unconfigured.get(spec or '', 'no priced model in the simple tier')}); "
+                "set ROUTER_JUDGE_MODEL or use ROUTER_CLASSIFIER=heuristic"
+            )
+        router.classifier = JudgeClassifier(judge)
+    return router

@@ -1,0 +1,472 @@
+"""Anthropic Messages API (``POST /v1/messages``) over httpx, streaming (SSE) or not.
+
+Mapping to the neutral :class:`~agent.messages.Message` list, and why:
+
+* System messages become the top-level ``system`` parameter (Anthropic has no system role).
+* Tool results become ``tool_result`` blocks inside a *user* message, and consecutive messages of one
+  role are merged, because the API rejects two user (or two assistant) turns in a row and wants every
+  result of one assistant turn in the single user message that follows it.
+* Tool-call ids from other providers (a run that fell back from OpenAI) are made to fit Anthropic's
+  ``^[a-zA-Z0-9_-]+$``; arguments that are not a JSON object travel as ``{"_raw_arguments": text}`` so
+  the model sees what it wrote next to the error observation.
+* Prompt caching: a ``cache_control`` breakpoint on the last tool (tools are identical for every run)
+  and on the last message (each step of a run re-reads the whole previous prefix). Usage reports
+  ``prompt_tokens`` = uncached + cache writes + cache reads and ``cached_tokens`` = cache reads; cache
+  writes (billed 1.25x input) are priced as plain input, so costs are slightly low on a run's first step.
+
+Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` included), timeouts and an
+``error`` event mid-stream are retried with backoff honouring ``Retry-After``; 401/403 (key), 404
+(model), 400/413 "prompt is too long" (context) fail at once with what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from agent.events import Usage
+from agent.messages import Message, ToolCall
+from agent.models.base import (
+    ContextOverflowError,
+    ModelAuthError,
+    ModelChunk,
+    ModelError,
+    ModelNotFoundError,
+    ModelResponse,
+    ModelSettings,
+    ModelUnavailableError,
+    RetryNotice,
+    TextChunk,
+)
+from agent.models.http import backoff_delay, parse_retry_after
+
+API_VERSION = "2023-06-01"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 8192
+"""Anthropic requires ``max_tokens``; enough for a long research answer on every current model."""
+
+_CONTEXT_RE = re.compile(
+    r"prompt is too long|context (length|window)|exceed context limit|too many tokens", re.I
+)
+_SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-*]{6,}|(sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
+_ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
+_CACHE = {"type": "ephemeral"}
+_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def _wire_id(call_id: str | None) -> str:
+    return _ID_BAD.sub("_", call_id or "") or "toolu_missing"
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {"_raw_arguments": arguments}
+    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+
+
+def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """Neutral messages → (system text, Anthropic ``messages``) with roles merged as the API demands."""
+    system_parts: list[str] = []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            if m.content.strip():
+                system_parts.append(m.content)
+            continue
+        blocks: list[dict[str, Any]] = []
+        if m.role == "tool":
+            role = "user"
+            blocks.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": _wire_id(m.tool_call_id),
+                    "content": m.content or "(no output)",
+                }
+            )
+        else:
+            role = m.role
+            if m.content.strip():
+                # Trailing whitespace on an assistant turn is rejected by the API.
+                blocks.append(
+                    {"type": "text", "text": m.content.rstrip() if role == "assistant" else m.content}
+                )
+            for c in m.tool_calls if role == "assistant" else ():
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": _wire_id(c.id),
+                        "name": c.name,
+                        "input": _tool_input(c.arguments),
+                    }
+                )
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            prev = out[-1]["content"]
+            # tool_result blocks must come first in a user message.
+            if role == "user" and blocks[0]["type"] == "tool_result":
+                results = [b for b in prev if b["type"] == "tool_result"]
+                others = [b for b in prev if b["type"] != "tool_result"]
+                out[-1]["content"] = results + blocks + others
+            else:
+                prev.extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    if out and out[0]["role"] != "user":
+        out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
+    return "\n\n".join(system_parts), out
+
+
+def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t["name"],
+            "description": t.get("description") or t["name"],
+            "input_schema": t.get("parameters") or {"type": "object", "properties": {}},
+        }
+        for t in tools
+    ]
+
+
+def parse_usage(raw: dict[str, Any] | None) -> Usage:
+    if not raw:
+        return Usage(requests=1)
+    uncached = int(raw.get("input_tokens") or 0)
+    written = int(raw.get("cache_creation_input_tokens") or 0)
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=uncached + written + read,
+        completion_tokens=int(raw.get("output_tokens") or 0),
+        cached_tokens=read,
+        requests=1,
+    )
+
+
+def _message_from_blocks(blocks: Sequence[dict[str, Any]]) -> Message:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    for i, b in enumerate(blocks):
+        if b.get("type") == "text":
+            text.append(b.get("text") or "")
+        elif b.get("type") == "tool_use":
+            calls.append(
+                ToolCall(
+                    id=b.get("id") or f"toolu_{i}",
+                    name=b.get("name") or "",
+                    arguments=json.dumps(b.get("input") or {}),
+                )
+            )
+    return Message("assistant", "".join(text), tool_calls=calls)
+
+
+class _BlockAssembler:
+    """Collects streamed content blocks by index; tool input arrives as ``partial_json`` pieces."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, dict[str, Any]] = {}
+
+    def start(self, index: int, block: dict[str, Any]) -> None:
+        self._blocks[index] = {**block, "_json": []}
+
+    def delta(self, index: int, delta: dict[str, Any]) -> str | None:
+        """Apply a delta; returns new text to stream, if any."""
+        slot = self._blocks.setdefault(index, {"type": "text", "text": "", "_json": []})
+        kind = delta.get("type")
+        if kind == "text_delta":
+            piece = delta.get("text") or ""
+            slot["text"] = (slot.get("text") or "") + piece
+            return piece or None
+        if kind == "input_json_delta":
+            slot["_json"].append(delta.get("partial_json") or "")
+        return None
+
+    def message(self) -> Message:
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        for idx in sorted(self._blocks):
+            b = self._blocks[idx]
+            if b.get("type") == "text":
+                text.append(b.get("text") or "")
+            elif b.get("type") == "tool_use":
+                raw = "".join(b["_json"])
+                if not raw.strip():
+                    raw = json.dumps(b.get("input") or {})
+                calls.append(
+                    ToolCall(id=b.get("id") or f"toolu_{idx}", name=b.get("name") or "", arguments=raw)
+                )
+        return Message("assistant", "".join(text), tool_calls=calls)
+
+
+class AnthropicModel:
+    """One Claude model behind the Messages API.
+
+    Args:
+        name: the model id (``claude-sonnet-4-5``).
+        base_url: ``https://api.anthropic.com`` (a trailing ``/v1`` is accepted too).
+        api_key: sent as ``x-api-key``; never logged or shown (errors mask it).
+        client: the shared pooled httpx client.
+        prompt_cache: add ``cache_control`` breakpoints (see the module docstring).
+        default_max_tokens: used when the settings give none (the API requires a value).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        client: httpx.AsyncClient,
+        base_url: str = DEFAULT_BASE_URL,
+        provider: str = "anthropic",
+        max_attempts: int = 5,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        prompt_cache: bool = True,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        base = base_url.rstrip("/")
+        self.base_url = base[:-3] if base.endswith("/v1") else base
+        self._api_key = api_key
+        self._client = client
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.prompt_cache = prompt_cache
+        self.default_max_tokens = default_max_tokens
+
+    def __repr__(self) -> str:  # never show the key
+        return f"AnthropicModel({self.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def _url(self) -> str:
+        return f"{self.base_url}/v1/messages"
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if self._api_key:
+            h["x-api-key"] = self._api_key
+        if stream:
+            h["Accept"] = "text/event-stream"
+        return h
+
+    def _body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
+    ) -> dict[str, Any]:
+        system, wire = to_wire(messages)
+        body: dict[str, Any] = {
+            "model": self.name,
+            "max_tokens": s.max_tokens or self.default_max_tokens,
+            "messages": wire,
+        }
+        if system:
+            body["system"] = system
+        if tools:
+            body["tools"] = to_wire_tools(tools)
+        if self.prompt_cache:
+            if tools:
+                body["tools"][-1]["cache_control"] = _CACHE
+            if wire:
+                last = wire[-1]["content"][-1]
+                wire[-1]["content"][-1] = {**last, "cache_control": _CACHE}
+        if s.temperature is not None:
+            body["temperature"] = min(s.temperature, 1.0)  # Anthropic's range is 0..1
+        if s.stream:
+            body["stream"] = True
+        body.update(s.extra)
+        return body
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
+    ) -> AsyncIterator[ModelChunk]:
+        body = self._body(messages, tools, settings)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if settings.stream:
+                    async for chunk in self._stream_once(body, settings):
+                        yield chunk
+                else:
+                    yield await self._complete_once(body, settings)
+                return
+            except ModelError as e:
+                if not e.retryable:
+                    raise
+                if attempt >= self.max_attempts:
+                    raise ModelUnavailableError(
+                        f"{self.name}: still failing after {attempt} attempts: {e.message}",
+                        provider=self.provider,
+                        model=self.name,
+                        status=e.status,
+                        retryable=True,
+                    ) from e
+                delay = backoff_delay(
+                    attempt, initial=self.backoff_initial, maximum=self.backoff_max, retry_after=e.retry_after
+                )
+                yield RetryNotice(attempt, self.max_attempts, delay, e.message)
+                await asyncio.sleep(delay)
+
+    async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
+        try:
+            resp = await self._client.post(
+                self._url,
+                json=body,
+                headers=self._headers(False),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        try:
+            data = resp.json()
+            blocks = data["content"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise self._bad_payload() from e
+        return ModelResponse(
+            message=_message_from_blocks(blocks),
+            usage=parse_usage(data.get("usage")),
+            model=data.get("model") or self.name,
+            finish_reason=_STOP.get(data.get("stop_reason") or "", data.get("stop_reason")),
+        )
+
+    async def _stream_once(self, body: dict[str, Any], s: ModelSettings) -> AsyncIterator[ModelChunk]:
+        blocks = _BlockAssembler()
+        usage: dict[str, Any] = {}
+        stop: str | None = None
+        model_name = self.name
+        try:
+            async with self._client.stream(
+                "POST",
+                self._url,
+                json=body,
+                headers=self._headers(True),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async for sse in events:
+                        if not sse.data:
+                            continue
+                        try:
+                            data = json.loads(sse.data)
+                        except ValueError as e:
+                            raise self._bad_payload() from e
+                        kind = data.get("type") or sse.event
+                        if kind == "message_start":
+                            msg = data.get("message") or {}
+                            model_name = msg.get("model") or model_name
+                            usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
+                        elif kind == "content_block_start":
+                            blocks.start(int(data.get("index", 0)), data.get("content_block") or {})
+                        elif kind == "content_block_delta":
+                            piece = blocks.delta(int(data.get("index", 0)), data.get("delta") or {})
+                            if piece:
+                                yield TextChunk(piece)
+                        elif kind == "message_delta":
+                            stop = (data.get("delta") or {}).get("stop_reason") or stop
+                            usage.update(
+                                {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
+                            )
+                        elif kind == "error":
+                            err = data.get("error") or {}
+                            etype = err.get("type") or "error"
+                            raise ModelError(
+                                f"{self.name}: the server reported {etype} mid-stream: {self._mask(str(err.get('message') or ''))}",
+                                provider=self.provider,
+                                model=self.name,
+                                status=529 if etype == "overloaded_error" else None,
+                                retryable=etype
+                                in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
+                            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        yield ModelResponse(
+            message=blocks.message(),
+            usage=parse_usage(usage or None),
+            model=model_name,
+            finish_reason=_STOP.get(stop or "", stop),
+        )
+
+    def _bad_payload(self) -> ModelError:
+        return ModelError(
+            f"{self.name}: the server sent a response that is not Anthropic Messages JSON",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+        )
+
+    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
+        kind = (
+            "timed out"
+            if isinstance(e, httpx.TimeoutException)
+            else f"could not be reached ({type(e).__name__})"
+        )
+        return ModelError(
+            f"{self.name} at {self.base_url} {kind}", provider=self.provider, model=self.name, retryable=True
+        )
+
+    def _mask(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return _SECRET_RE.sub("***", text)
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        etype, detail = _error_detail(text)
+        detail = self._mask(detail)
+        common = {"provider": self.provider, "model": self.name, "status": status}
+        if status in (401, 403):
+            return ModelAuthError(
+                f"{self.base_url} rejected the API key (HTTP {status}): check ANTHROPIC_API_KEY and that it "
+                f"may use model '{self.name}'. Server said: {detail}",
+                **common,
+            )
+        if status == 404:
+            return ModelNotFoundError(
+                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
+                f"(e.g. claude-sonnet-4-5) and ANTHROPIC_BASE_URL. Server said: {detail}",
+                **common,
+            )
+        if status == 413 or (status == 400 and _CONTEXT_RE.search(detail)):
+            return ContextOverflowError(
+                f"{self.name}: the conversation is too long for this model: {detail}", **common
+            )
+        if status in (408, 429) or status >= 500:
+            return ModelError(
+                f"{self.name}: HTTP {status} ({etype}) from {self.base_url}: {detail}",
+                retryable=True,
+                retry_after=parse_retry_after(headers),
+                **common,
+            )
+        return ModelError(f"{self.name}: HTTP {status} ({etype}) from {self.base_url}: {detail}", **common)
+
+
+def _error_detail(text: str) -> tuple[str, str]:
+    """(error type, message) from ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "error", text.strip()[:300] or "(no details)"
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("type") or "error"), str(err.get("message") or err)[:300]
+    return "error", str(data)[:300]

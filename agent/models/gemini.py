@@ -1,0 +1,493 @@
+"""Google Gemini API (``models/{m}:generateContent`` and ``:streamGenerateContent?alt=sse``) over httpx.
+
+Mapping to the neutral :class:`~agent.messages.Message` list, and why:
+
+* System messages become ``systemInstruction``; assistant turns are role ``model``; tool results are
+  ``functionResponse`` parts in a ``user`` turn (consecutive results merged into one turn, as Gemini
+  pairs the N calls of a model turn with the N responses of the next turn by position and name).
+* Gemini's function calls carry no id (the generativelanguage endpoint), yet the loop pairs calls and
+  results by id. Ids are synthesised as ``gm_`` + sha256(conversation length, position, name, args):
+  the same reply to the same conversation gets the same ids, and no two turns share one.
+* ``functionResponse.response`` must be an object: a tool output that is a JSON object is sent as
+  is (``{"error": ...}`` observations stay readable), anything else as ``{"result": text}``.
+* Tool schemas go in ``parametersJsonSchema`` (full JSON Schema) rather than ``parameters`` (an OpenAPI
+  subset that rejects ``additionalProperties``, ``$ref`` and friends).
+* Thought signatures: Gemini 3 and later reject a replayed ``functionCall`` part without the
+  ``thoughtSignature`` it came with. The neutral ``ToolCall`` has no field for it, so the adapter keeps
+  signatures in memory by call id (bounded) and replays them; for a call it has no signature for
+  (history from another model, or from before a restart) it sends Google's documented
+  ``skip_thought_signature_validator`` sentinel on the turn's first call, for Gemini 3+ only.
+* The key goes in the ``x-goog-api-key`` header, never in the URL, so it cannot leak through URLs in
+  logs or error messages.
+
+Usage: ``promptTokenCount`` includes ``cachedContentTokenCount`` (implicit caching, on by default for
+2.5+); thinking tokens (``thoughtsTokenCount``) are billed as output, so they count as completion tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from agent.events import Usage
+from agent.messages import Message, ToolCall
+from agent.models.base import (
+    ContextOverflowError,
+    ModelAuthError,
+    ModelChunk,
+    ModelError,
+    ModelNotFoundError,
+    ModelResponse,
+    ModelSettings,
+    ModelUnavailableError,
+    RetryNotice,
+    TextChunk,
+)
+from agent.models.http import backoff_delay, parse_retry_after
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+_CONTEXT_RE = re.compile(
+    r"exceeds the maximum number of tokens|input token count|context (length|window)|too many tokens", re.I
+)
+_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
+_SECRET_RE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
+_VERSION_RE = re.compile(r"^gemini-(\d+)")
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "malformed_function_call",
+}
+_MAX_SIGNATURES = 4096
+
+
+def synth_call_id(turn: int, position: int, name: str, args: str) -> str:
+    digest = hashlib.sha256(f"{turn}|{position}|{name}|{args}".encode()).hexdigest()
+    return f"gm_{digest[:20]}"
+
+
+def needs_signatures(model: str) -> bool:
+    m = _VERSION_RE.match(model.removeprefix("models/"))
+    return bool(m) and int(m.group(1)) >= 3
+
+
+def _args_object(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {"_raw_arguments": arguments}
+    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+
+
+def _response_object(content: str) -> dict[str, Any]:
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return {"result": content}
+    return value if isinstance(value, dict) else {"result": content}
+
+
+def to_wire(
+    messages: Sequence[Message], signatures: dict[str, str] | None = None, *, sentinel: bool = False
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Neutral messages → (``systemInstruction`` or None, ``contents``)."""
+    signatures = signatures or {}
+    system: list[str] = []
+    names: dict[str, str] = {}
+    contents: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            if m.content.strip():
+                system.append(m.content)
+            continue
+        parts: list[dict[str, Any]] = []
+        if m.role == "tool":
+            role = "user"
+            name = m.name or names.get(m.tool_call_id or "", "") or "tool"
+            parts.append({"functionResponse": {"name": name, "response": _response_object(m.content)}})
+        elif m.role == "assistant":
+            role = "model"
+            if m.content:
+                parts.append({"text": m.content})
+            for i, c in enumerate(m.tool_calls):
+                names[c.id] = c.name
+                part: dict[str, Any] = {"functionCall": {"name": c.name, "args": _args_object(c.arguments)}}
+                sig = signatures.get(c.id)
+                if sig:
+                    part["thoughtSignature"] = sig
+                elif sentinel and i == 0:
+                    part["thoughtSignature"] = SKIP_SIGNATURE
+                parts.append(part)
+        else:
+            role = "user"
+            if m.content:
+                parts.append({"text": m.content})
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    instruction = {"parts": [{"text": "\n\n".join(system)}]} if system else None
+    return instruction, contents
+
+
+def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    if not tools:
+        return []
+    decls = []
+    for t in tools:
+        d: dict[str, Any] = {"name": t["name"], "description": t.get("description") or t["name"]}
+        params = t.get("parameters")
+        if params and params.get("properties"):
+            d["parametersJsonSchema"] = params
+        decls.append(d)
+    return [{"functionDeclarations": decls}]
+
+
+def parse_usage(raw: dict[str, Any] | None) -> Usage:
+    if not raw:
+        return Usage(requests=1)
+    return Usage(
+        prompt_tokens=int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
+        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
+        cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
+        requests=1,
+    )
+
+
+@dataclass
+class _Turn:
+    """One reply being assembled from one or many ``GenerateContentResponse`` objects."""
+
+    turn: int
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    signatures: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+    finish: str | None = None
+    model: str | None = None
+    blocked: str | None = None
+
+    def add(self, data: dict[str, Any]) -> str:
+        """Fold one response object in; returns the new visible text."""
+        if data.get("usageMetadata"):
+            self.usage = data["usageMetadata"]
+        self.model = data.get("modelVersion") or self.model
+        feedback = data.get("promptFeedback") or {}
+        if feedback.get("blockReason"):
+            self.blocked = feedback["blockReason"]
+        new: list[str] = []
+        for cand in (data.get("candidates") or [])[:1]:
+            if cand.get("finishReason"):
+                self.finish = cand["finishReason"]
+            for part in (cand.get("content") or {}).get("parts") or ():
+                if "functionCall" in part:
+                    fc = part["functionCall"] or {}
+                    args = json.dumps(fc.get("args") or {}, ensure_ascii=False)
+                    name = fc.get("name") or ""
+                    cid = fc.get("id") or synth_call_id(self.turn, len(self.calls), name, args)
+                    self.calls.append(ToolCall(id=cid, name=name, arguments=args))
+                    if part.get("thoughtSignature"):
+                        self.signatures[cid] = part["thoughtSignature"]
+                elif part.get("text") and not part.get("thought"):
+                    new.append(part["text"])
+        piece = "".join(new)
+        if piece:
+            self.text.append(piece)
+        return piece
+
+    def response(self, default_model: str) -> ModelResponse:
+        finish = self.finish
+        if self.calls and finish in (None, "STOP"):
+            reason: str | None = "tool_calls"
+        elif self.blocked and not finish:
+            reason = "content_filter"
+        else:
+            reason = _FINISH.get(finish or "", finish.lower() if finish else None)
+        return ModelResponse(
+            message=Message("assistant", "".join(self.text), tool_calls=list(self.calls)),
+            usage=parse_usage(self.usage),
+            model=self.model or default_model,
+            finish_reason=reason,
+        )
+
+
+class GeminiModel:
+    """One Gemini model behind the Gemini API (AI Studio key).
+
+    Args:
+        name: the model id (``gemini-2.5-flash``; a ``models/`` prefix is accepted).
+        base_url: ``https://generativelanguage.googleapis.com/v1beta``.
+        api_key: sent as ``x-goog-api-key``.
+        client: the shared pooled httpx client.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str | None,
+        client: httpx.AsyncClient,
+        base_url: str = DEFAULT_BASE_URL,
+        provider: str = "gemini",
+        max_attempts: int = 5,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self.name = name.removeprefix("models/")
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._client = client
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._signatures: OrderedDict[str, str] = OrderedDict()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"GeminiModel({self.name!r}, base_url={self.base_url!r})"
+
+    def _url(self, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{self.base_url}/models/{self.name}:{method}"
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if self._api_key:
+            h["x-goog-api-key"] = self._api_key
+        if stream:
+            h["Accept"] = "text/event-stream"
+        return h
+
+    def _body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
+    ) -> dict[str, Any]:
+        instruction, contents = to_wire(messages, self._signatures, sentinel=needs_signatures(self.name))
+        body: dict[str, Any] = {"contents": contents}
+        if instruction:
+            body["systemInstruction"] = instruction
+        if tools:
+            body["tools"] = to_wire_tools(tools)
+        config: dict[str, Any] = {}
+        if s.temperature is not None:
+            config["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            config["maxOutputTokens"] = s.max_tokens
+        if config:
+            body["generationConfig"] = config
+        body.update(s.extra)
+        return body
+
+    def _remember(self, signatures: dict[str, str]) -> None:
+        for cid, sig in signatures.items():
+            self._signatures[cid] = sig
+            self._signatures.move_to_end(cid)
+        while len(self._signatures) > _MAX_SIGNATURES:
+            self._signatures.popitem(last=False)
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
+    ) -> AsyncIterator[ModelChunk]:
+        body = self._body(messages, tools, settings)
+        turn = len(messages)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if settings.stream:
+                    async for chunk in self._stream_once(body, settings, turn):
+                        yield chunk
+                else:
+                    yield await self._complete_once(body, settings, turn)
+                return
+            except ModelError as e:
+                if not e.retryable:
+                    raise
+                if attempt >= self.max_attempts:
+                    raise ModelUnavailableError(
+                        f"{self.name}: still failing after {attempt} attempts: {e.message}",
+                        provider=self.provider,
+                        model=self.name,
+                        status=e.status,
+                        retryable=True,
+                    ) from e
+                delay = backoff_delay(
+                    attempt, initial=self.backoff_initial, maximum=self.backoff_max, retry_after=e.retry_after
+                )
+                yield RetryNotice(attempt, self.max_attempts, delay, e.message)
+                await asyncio.sleep(delay)
+
+    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, turn: int) -> ModelResponse:
+        try:
+            resp = await self._client.post(
+                self._url(False),
+                json=body,
+                headers=self._headers(False),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        reply = _Turn(turn)
+        try:
+            data = resp.json()
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            reply.add(data)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise self._bad_payload() from e
+        self._remember(reply.signatures)
+        return reply.response(self.name)
+
+    async def _stream_once(
+        self, body: dict[str, Any], s: ModelSettings, turn: int
+    ) -> AsyncIterator[ModelChunk]:
+        reply = _Turn(turn)
+        try:
+            async with self._client.stream(
+                "POST",
+                self._url(True),
+                json=body,
+                headers=self._headers(True),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async for sse in events:
+                        if not sse.data:
+                            continue
+                        try:
+                            data = json.loads(sse.data)
+                        except ValueError as e:
+                            raise self._bad_payload() from e
+                        if not isinstance(data, dict):
+                            raise self._bad_payload()
+                        if "error" in data and not data.get("candidates"):
+                            err = (
+                                data["error"]
+                                if isinstance(data["error"], dict)
+                                else {"message": str(data["error"])}
+                            )
+                            code = int(err.get("code") or 500)
+                            raise ModelError(
+                                f"{self.name}: the server reported an error mid-stream "
+                                f"({err.get('status') or code}): {self._mask(str(err.get('message') or ''))}",
+                                provider=self.provider,
+                                model=self.name,
+                                status=code,
+                                retryable=code == 429 or code >= 500,
+                            )
+                        piece = reply.add(data)
+                        if piece:
+                            yield TextChunk(piece)
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        self._remember(reply.signatures)
+        yield reply.response(self.name)
+
+    def _bad_payload(self) -> ModelError:
+        return ModelError(
+            f"{self.name}: the server sent a response that is not Gemini generateContent JSON",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+        )
+
+    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
+        kind = (
+            "timed out"
+            if isinstance(e, httpx.TimeoutException)
+            else f"could not be reached ({type(e).__name__})"
+        )
+        return ModelError(
+            f"{self.name} at {self.base_url} {kind}", provider=self.provider, model=self.name, retryable=True
+        )
+
+    def _mask(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return _SECRET_RE.sub("***", text)
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        info = _error_info(text)
+        detail = self._mask(info.message)
+        common = {"provider": self.provider, "model": self.name, "status": status}
+        if status in (401, 403) or _BAD_KEY_RE.search(f"{info.reason} {info.message}"):
+            return ModelAuthError(
+                f"{self.base_url} rejected the API key (HTTP {status}): check GEMINI_API_KEY and that it "
+                f"may use model '{self.name}'. Server said: {detail}",
+                **common,
+            )
+        if status == 404:
+            return ModelNotFoundError(
+                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
+                f"(GET {self.base_url}/models lists them) and GEMINI_BASE_URL. Server said: {detail}",
+                **common,
+            )
+        if status == 400 and _CONTEXT_RE.search(detail):
+            return ContextOverflowError(
+                f"{self.name}: the conversation is too long for this model: {detail}", **common
+            )
+        if status in (408, 429) or status >= 500:
+            retry_after = parse_retry_after(headers)
+            return ModelError(
+                f"{self.name}: HTTP {status} ({info.status}) from {self.base_url}: {detail}",
+                retryable=True,
+                retry_after=retry_after if retry_after is not None else info.retry_delay,
+                **common,
+            )
+        return ModelError(
+            f"{self.name}: HTTP {status} ({info.status}) from {self.base_url}: {detail}", **common
+        )
+
+
+@dataclass
+class _ErrorInfo:
+    message: str
+    status: str = "ERROR"
+    reason: str = ""
+    retry_delay: float | None = None
+
+
+def _error_info(text: str) -> _ErrorInfo:
+    """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _ErrorInfo(text.strip()[:300] or "(no details)")
+    if isinstance(data, list) and data:  # some proxies wrap it in a list
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return _ErrorInfo(str(data)[:300])
+    info = _ErrorInfo(str(err.get("message") or err)[:300], str(err.get("status") or "ERROR"))
+    for d in err.get("details") or ():
+        if not isinstance(d, dict):
+            continue
+        if d.get("reason"):
+            info.reason = str(d["reason"])
+        delay = d.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            with contextlib.suppress(ValueError):
+                info.retry_delay = max(0.0, float(delay[:-1]))
+    return info

@@ -1,0 +1,99 @@
+"""Model tiers: simple < medium < complex, each an ordered list of model specs (primary, fallbacks).
+
+The shipped defaults live in ``tiers.toml`` next to this module; ``ROUTER_TIERS_FILE`` replaces tiers
+from a file of the same shape, and a server's overrides (a plain ``dict[str, list[str]]`` from the
+bot's settings store) go through :func:`merge_tiers`. Partial tables are fine: tiers not named keep
+their defaults, so an admin can change just ``complex``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from agent.config import ConfigError
+
+Tier = Literal["simple", "medium", "complex"]
+TIERS: tuple[Tier, ...] = ("simple", "medium", "complex")
+TierTable = dict[Tier, list[str]]
+
+
+def tier_index(tier: Tier) -> int:
+    return TIERS.index(tier)
+
+
+def parse_tier(value: str, what: str = "tier") -> Tier:
+    """``"Complex "`` → ``"complex"``; anything else is a :class:`ConfigError` naming the choices."""
+    v = str(value).strip().lower()
+    if v not in TIERS:
+        raise ConfigError(f"{what} {value!r} is not a tier; use one of: {', '.join(TIERS)}")
+    return cast(Tier, v)
+
+
+def validate_tiers(raw: Mapping[str, Any], origin: str = "tiers") -> TierTable:
+    """Check a (possibly partial) tier mapping; every problem is named with where it came from."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{origin}: expected a mapping of tier → list of model specs")
+    out: TierTable = {}
+    for key, specs in raw.items():
+        tier = parse_tier(key, f"{origin}: key")
+        if isinstance(specs, str) or not isinstance(specs, list | tuple):
+            raise ConfigError(f"{origin}: tier '{tier}' must be a list of model specs, e.g. [\"gpt-5-mini\"]")
+        clean: list[str] = []
+        for s in specs:
+            if not isinstance(s, str) or not s.strip():
+                raise ConfigError(
+                    f"{origin}: tier '{tier}' has {s!r}; each model spec must be a non-empty string"
+                )
+            if s.strip() not in clean:
+                clean.append(s.strip())
+        if not clean:
+            raise ConfigError(f"{origin}: tier '{tier}' lists no model; give at least one")
+        out[tier] = clean
+    return out
+
+
+def _parse_toml(text: str, origin: str) -> TierTable:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{origin}: not valid TOML ({e})") from e
+    table = data.get("tiers")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: expected a [tiers] table with simple/medium/complex lists")
+    return validate_tiers(table, origin)
+
+
+def default_tiers() -> TierTable:
+    text = resources.files("agent.models").joinpath("tiers.toml").read_text()
+    table = _parse_toml(text, "tiers.toml")
+    missing = [t for t in TIERS if t not in table]
+    if missing:  # a packaging mistake, not a user error
+        raise ConfigError(f"tiers.toml: missing tiers {missing}")
+    return table
+
+
+def merge_tiers(
+    base: Mapping[Tier, list[str]], overrides: Mapping[str, Any] | None, origin: str = "overrides"
+) -> TierTable:
+    """``base`` with the tiers ``overrides`` names replaced (validated)."""
+    merged: TierTable = {t: list(base[t]) for t in TIERS if t in base}
+    if overrides:
+        merged.update(validate_tiers(overrides, origin))
+    return merged
+
+
+def load_tiers(path: str | Path | None = None) -> TierTable:
+    """The shipped tiers, with those in ``path`` (``ROUTER_TIERS_FILE``) replacing them."""
+    table = default_tiers()
+    if path:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
+        table = merge_tiers(table, _parse_toml(text, f"ROUTER_TIERS_FILE={path}"))
+    return table
