@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TOOL_STEPS = 5
+DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the log sink for the whole benchmark process
 
 
 # --- the baseline: a minimal ReAct loop over httpx (about 40 lines) -------------------------------
@@ -91,7 +92,7 @@ async def child(variant: str, base_url: str, sessions: int, concurrent: bool) ->
     from agent.logs import configure_logging
     from agent.models.http import make_client
 
-    configure_logging("INFO", "json", open(os.devnull, "w"))  # the engine logs each step, as in production
+    configure_logging("INFO", "json", DEVNULL)  # the engine logs each step, as in production
     client = make_client() if variant != "minimal-default-pool" else httpx.AsyncClient(timeout=120)
     agent = None if variant.startswith("minimal") else make_engine(client, base_url, stream=variant == "engine-stream")
 

@@ -255,8 +255,12 @@ class SessionRunner:
     ) -> tuple[Agent, ToolContext, str | None]:
         sv = self.sv
         s = req.session
-        models = gs.models_for(s.tier) if gs is not None else []
-        model = sv.model_for(models or [sv.agent_settings.agent_model], req.prompt)
+        requested = s.tier if s.tier in ("simple", "medium", "complex") else None
+        model = await sv.model_for(dict(gs.tiers) if gs is not None else {}, req.prompt, requested)
+        decision = getattr(model, "decision", None)
+        if decision is not None:
+            why = f" ({'; '.join(decision.reasons[:2])})" if getattr(decision, "reasons", None) else ""
+            renderer.s.add("note", f"🧭 {decision.tier} tier → {model.name}{why}")
         enabled = [n for n in sv.tools.names() if gs is None or gs.tool_enabled(n)]
         if sv.memory is None or s.guild_id is None:
             enabled = [n for n in enabled if n not in ("recall", "remember")]

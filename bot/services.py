@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import structlog
 
 from agent.config import AgentSettings, ConfigError
 from agent.models.base import Model
-from agent.models.factory import build_model
+from agent.models.factory import build_router
 from agent.models.http import make_client
 from agent.models.prices import default_prices
+from agent.models.router import Router
+from agent.models.tiers import load_tiers
 from agent.tools.registry import ToolGuard, ToolRegistry
 from agent.toolset import build_registry
 from bot.config import BotSettings
@@ -40,16 +42,13 @@ class Services:
     guild_settings: GuildSettingsStore
     http: httpx.AsyncClient
     tools: ToolRegistry
+    router: Router
     memory: Any = None
     memory_error: str | None = None
-    models: dict[str, Model] = field(default_factory=dict)
 
-    def model_for(self, specs: list[str], task: str = "") -> Model:
-        """The model serving a tier: its first spec (fallback routing arrives with the router)."""
-        spec = specs[0]
-        if spec not in self.models:
-            self.models[spec] = build_model(spec, self.agent_settings, self.http)
-        return self.models[spec]
+    async def model_for(self, tiers: dict[str, list[str]], task: str, requested: str | None) -> Model:
+        """A routed model for this task: the server's tiers, the user's tier if given, else the classifier."""
+        return await self.router.with_tiers(tiers).route(task, requested=requested)
 
     def retention_for(self, gs: Any) -> Any:
         from agent.memory.types import RetentionPolicy
@@ -81,15 +80,19 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
     db = await Database.open(data_dir / "agentbot.sqlite3")
     try:
         tools = build_registry(guards=_tool_guards(env), env=env, memory=bot_settings.memory_enabled)
+        tiers = load_tiers(agent_settings.router_tiers_file)
         defaults = SettingsDefaults(
-            default_tier=bot_settings.default_tier, max_steps=agent_settings.agent_max_steps
+            tiers=tiers, default_tier=bot_settings.default_tier, max_steps=agent_settings.agent_max_steps
         )
-        schema = SettingsSchema(
-            known_models=sorted({*default_prices().known_models(), agent_settings.agent_model}),
-            known_tools=tools.names(),
-        )
+        known = {
+            *default_prices().known_models(),
+            agent_settings.agent_model,
+            *(m for ms in tiers.values() for m in ms),
+        }
+        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names())
         guild_settings = GuildSettingsStore(db, schema, defaults)
         quotas = QuotaStore(db, guild_settings, Limits.from_env(env))
+        http = make_client()
         await quotas.recover()
         sv = Services(
             agent_settings=agent_settings,
@@ -99,8 +102,9 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             sessions=SessionStore(db),
             quotas=quotas,
             guild_settings=guild_settings,
-            http=make_client(),
+            http=http,
             tools=tools,
+            router=build_router(agent_settings, http),
         )
     except BaseException:
         await db.close()
@@ -126,4 +130,3 @@ def check_model_configured(agent_settings: AgentSettings) -> None:
             "no model is configured: set OPENAI_API_KEY (and AGENT_MODEL), or point OPENAI_BASE_URL at an "
             "OpenAI-compatible server such as Ollama (http://localhost:11434/v1)"
         )
-

@@ -51,7 +51,7 @@ async def test_cli_ask_reports_a_bad_key_without_printing_it(llm: FakeLLM, tmp_p
 
 async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
     llm.script(*[tool_call("calculator", {"expression": "1+1"}) for _ in range(3)])
-    code, out, err = await run_cli(llm, "loop", "--max-steps", "2", tmp_path=tmp_path)
+    code, out, _err = await run_cli(llm, "loop", "--max-steps", "2", tmp_path=tmp_path)
     assert code == 0
     assert out.startswith("Stopped after 2 steps without a final answer.")
     assert len(llm.requests) == 2

@@ -249,6 +249,7 @@ async def test_a_cancelled_reservation_is_released(db: Database, clock: Clock) -
         async with db.lock:  # keep the writer busy so the reservation is still queued when cancelled
             await blocker.wait()
 
+    await store.ledger.new_id()  # seeded: reserve() now queues its write without any other wait
     holder = asyncio.create_task(hold_writer())
     await asyncio.sleep(0)
     task = asyncio.create_task(store.budget(G, USER).reserve("m", Usage(900, 0), None))
@@ -259,6 +260,7 @@ async def test_a_cancelled_reservation_is_released(db: Database, clock: Clock) -
     with pytest.raises(asyncio.CancelledError):
         await task
     await store.flush()
+    assert store.ledger.operations == 2  # the reservation was written, then released
     assert (await store.usage(G, USER)).item("tokens_per_day").used == 0
     await store.budget(G, USER).reserve("m", Usage(900, 0), None)  # the room is free again
 

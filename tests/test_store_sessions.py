@@ -101,8 +101,10 @@ async def test_bad_input_is_refused_with_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="each with a 'role'"):
             await store.append_messages("s", [{"content": "no role"}])
         turn = await store.start_turn("s", "x", 1)
-        with pytest.raises(ValueError, match="completed"):
-            await store.finish_turn(turn, "running", {})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="done, stopped, failed, interrupted, completed"):
+            await store.finish_turn(turn, "running", {})
+        with pytest.raises(ValueError, match="got 'paused'"):
+            await store.finish_turn(turn, "paused", {})  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="JSON"):
             await store.checkpoint(turn, {"when": object()})
         assert await store.history("s") == []  # nothing half-written

@@ -193,3 +193,17 @@ def test_autocomplete_puts_prefix_matches_first_and_caps_at_25() -> None:
     assert matching(MODELS, "gpt")[0] == "gpt-4o"
     assert matching(MODELS, "LLAMA") == ["llama-3.1-8b"]
     assert len(matching([f"m{i}" for i in range(40)], "m")) == 25
+
+
+async def test_with_the_routers_tier_names_only_those_tiers_are_accepted(tmp_path: Path) -> None:
+    schema = SettingsSchema(MODELS, TOOLS, known_tiers=("simple", "medium", "complex"))
+    async with await Database.open(tmp_path / "router-tiers.sqlite3") as db:
+        store = GuildSettingsStore(db, schema, SettingsDefaults(default_tier="medium"))
+        with pytest.raises(SettingError, match=r"Unknown tier 'deep'\. Tiers: complex, medium, simple"):
+            await store.set(G, ADMIN, "tier.deep", "gpt-4o")
+        await store.set(G, ADMIN, "tier.Complex", "gpt-4o, qwen2.5-72b")
+        await store.set(G, ADMIN, "default_tier", "simple")  # a router tier with no server override
+        s = await store.get(G)
+        assert (s.default_tier, s.tiers) == ("simple", {"complex": ["gpt-4o", "qwen2.5-72b"]})
+        await store.reset(G, ADMIN, "default_tier")
+        assert (await store.get(G)).default_tier == "medium"

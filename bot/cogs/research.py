@@ -34,7 +34,7 @@ class ResearchCog(commands.Cog):
     )
     @app_commands.describe(
         task="What to research",
-        tier="Model tier (simple, medium, complex)",
+        tier="Model tier (default: chosen per task)",
         private="Open a private thread (only you, and those you add)",
     )
     @app_commands.choices(tier=TIERS)
@@ -73,9 +73,7 @@ class ResearchCog(commands.Cog):
             await interaction.followup.send("/research works in text channels.", ephemeral=True)
             return
         chosen = (
-            tier.value
-            if tier
-            else (gs.default_tier if gs and gs.default_tier else bot.bot_settings.default_tier)
+            tier.value if tier else (gs.default_tier if gs and "default_tier" in gs.overrides else "auto")
         )
         thread = await self._open_thread(channel, task, private)
         if thread is None:
@@ -158,7 +156,7 @@ class ResearchCog(commands.Cog):
                 allowed_mentions=NO_MENTIONS,
             )
             return
-        tier = gs.default_tier or bot.bot_settings.default_tier
+        tier = gs.default_tier if "default_tier" in gs.overrides else "auto"
         session = await bot.new_session(
             message.guild.id, message.channel.id, thread.id, member.id, task, tier
         )

@@ -204,8 +204,8 @@ class GuildSettingsStore:
             else:
                 plain[key] = value
         default_tier = plain.get("default_tier", d.default_tier)
-        if default_tier not in tiers:
-            default_tier = d.default_tier if d.default_tier in tiers else next(iter(tiers), "")
+        if default_tier not in tiers and default_tier not in (self.schema.known_tiers or ()):
+            default_tier = d.default_tier  # its tier was reset: back to the bot's default
         return GuildSettings(
             guild_id=guild_id,
             tiers=tiers,

@@ -20,9 +20,22 @@ from bot.store.db import Database, StoreError
 SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
 
-TurnStatus = Literal["running", "completed", "max_iterations", "cancelled", "error", "budget", "interrupted"]
-"""``running`` while the agent works; then the run's ``agent.events.RunStatus``; ``interrupted`` for a turn
-the bot found still ``running`` after a crash and chose not to resume."""
+TurnStatus = Literal[
+    "running",
+    "done",
+    "stopped",
+    "failed",
+    "interrupted",
+    "completed",
+    "max_iterations",
+    "cancelled",
+    "error",
+    "budget",
+]
+"""``running`` while the agent works. A finished turn takes the session vocabulary (``done``, ``stopped``,
+``failed``) or the run's own ``agent.events.RunStatus`` (``completed``, ``max_iterations``, ``cancelled``,
+``error``, ``budget``), whichever the caller finds more useful; ``interrupted`` is for a turn found still
+``running`` after a crash and not resumed."""
 TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
 
 

@@ -104,6 +104,9 @@ class SettingsSchema:
 
     known_models: Collection[str]
     known_tools: Collection[str]
+    known_tiers: Collection[str] | None = None
+    """The tier names the router understands (e.g. ``agent.models.tiers.TIERS``); ``None`` lets a server
+    define tiers of its own, named like ``[a-z0-9_-]{1,32}``."""
     max_steps_range: tuple[int, int] = (1, 50)
     persona_max_chars: int = 4000
 
@@ -119,6 +122,8 @@ class SettingsSchema:
             return ParsedKey("memory", parts[1])
         if head == "tier" and len(parts) == 2:
             parts[1] = parts[1].lower()
+            if self.known_tiers is not None and parts[1] not in self.known_tiers:
+                raise SettingError(key, f"Unknown tier {parts[1]!r}. Tiers: {_listing(self.known_tiers)}.")
             if not _TIER_RE.match(parts[1]):
                 raise SettingError(
                     key,
@@ -176,8 +181,9 @@ class SettingsSchema:
     def validate(self, key: str, value: Any, *, tiers: Collection[str] = ()) -> Any:
         """Return the normalised, JSON-able value for ``key`` or raise :class:`SettingError`.
 
-        ``tiers`` are the tier names that exist (for ``default_tier``).
+        ``tiers`` are the tier names that exist (for ``default_tier``), besides :attr:`known_tiers`.
         """
+        tiers = {*tiers, *(self.known_tiers or ())}
         p = self.parse_key(key)
         if p.kind == "tier":
             return self._models(key, p.name or "", value)

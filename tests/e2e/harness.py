@@ -15,7 +15,11 @@ from tests.fakes.llm_server import FakeLLM
 
 
 def make_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild, **bot_env: Any) -> AgentBot:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tiers = data_dir / "tiers.toml"  # every tier on the scripted server's model, so tests read one name
+    tiers.write_text('[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n')
     agent_settings = AgentSettings(
+        ROUTER_TIERS_FILE=str(tiers),
         OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-e2e-test-key-000", AGENT_MODEL="gpt-4o-mini",
         DATA_DIR=str(data_dir), MODEL_MAX_ATTEMPTS=2, LOG_LEVEL="INFO",
     )

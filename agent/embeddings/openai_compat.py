@@ -1,0 +1,149 @@
+"""Embeddings from any OpenAI-compatible ``/v1/embeddings`` endpoint (OpenAI, Ollama, vLLM, llama.cpp).
+
+For deployments that already run an embedding server or want a bigger or multilingual model than
+the built-in ones. Synchronous httpx on purpose: the memory store calls embeddings from worker
+threads (``asyncio.to_thread``), never on the event loop.
+
+The API key is sent as a bearer token and never appears in errors, logs or :meth:`get_config`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from agent.embeddings.base import EmbeddingError, EmbeddingUnavailable, check_texts, l2_normalise
+
+_RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class _Retryable(EmbeddingError):
+    pass
+
+
+def embeddings_url(base_url: str) -> str:
+    """Accept ``http://host:11434/v1``, ``.../v1/`` or the full ``.../v1/embeddings``."""
+    url = (base_url or "").strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise EmbeddingUnavailable(
+            f"MEMORY_EMBEDDING_URL must be an http(s) URL such as http://localhost:11434/v1, got {base_url!r}"
+        )
+    return url if url.endswith("/embeddings") else url + "/embeddings"
+
+
+class OpenAIEmbedding:
+    """Vectors from a remote model, L2-normalised here (not every server normalises)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        batch_size: int = 64,
+        max_attempts: int = 3,
+        retry_wait: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not model or not model.strip():
+            raise EmbeddingUnavailable(
+                "MEMORY_EMBEDDING_MODEL must name the embedding model (e.g. nomic-embed-text)"
+            )
+        self.url = embeddings_url(base_url)
+        self.model = model.strip()
+        self._api_key = api_key or None
+        self.batch_size = max(1, batch_size)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_wait = max(0.0, retry_wait)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return f"openai-compatible:{self.model}"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise EmbeddingError("the endpoint's dimension is known only after load()")
+        return self._dim
+
+    def load(self) -> None:
+        """Embed one probe text: proves the URL, key and model work, and learns the dimension."""
+        if self._dim is not None:
+            return
+        try:
+            vec = self._request(["agentbot embedding probe"])
+        except EmbeddingError as e:
+            raise EmbeddingUnavailable(
+                f"embedding endpoint {self.url} (model {self.model}) is not usable: {e}"
+            ) from e
+        with self._lock:
+            self._dim = int(vec.shape[1])
+
+    def close(self) -> None:
+        self._client.close()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        items = check_texts(texts)
+        if not items:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        parts = [self._request(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        out = np.concatenate(parts, axis=0)
+        if self._dim is not None and out.shape[1] != self._dim:
+            raise EmbeddingError(f"endpoint returned {out.shape[1]} dimensions, expected {self._dim}")
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"query is {type(text).__name__}, not str")
+        return self.embed_documents([text])[0]
+
+    def _request(self, batch: list[str]) -> np.ndarray:
+        # Empty strings are refused by some servers; a single space embeds to "nothing" everywhere.
+        payload = {"model": self.model, "input": [t if t.strip() else " " for t in batch]}
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential_jitter(multiplier=self.retry_wait, jitter=self.retry_wait, max=8.0),
+            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            reraise=True,
+        ):
+            with attempt:
+                return self._post(payload, len(batch))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, payload: dict[str, Any], n: int) -> np.ndarray:
+        try:
+            resp = self._client.post(self.url, json=payload)
+        except httpx.TimeoutException as e:
+            raise _Retryable(f"timed out after {self._client.timeout.read} s") from e
+        except httpx.TransportError as e:
+            raise _Retryable(f"cannot reach {self.url}: {type(e).__name__}: {self._scrub(str(e))}") from e
+        if resp.status_code != 200:
+            detail = self._scrub(resp.text[:300].strip())
+            msg = f"HTTP {resp.status_code} from {self.url}" + (f": {detail}" if detail else "")
+            if resp.status_code in (401, 403):
+                msg += " (check MEMORY_EMBEDDING_API_KEY)"
+            elif resp.status_code == 404:
+                msg += " (check MEMORY_EMBEDDING_URL and MEMORY_EMBEDDING_MODEL)"
+            raise (_Retryable if resp.status_code in _RETRY_STATUS else EmbeddingError)(msg)
+        try:
+            data = resp.json()["data"]
+            rows = sorted(data, key=lambda d: d.get("index", 0))
+            vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as e:
+            raise EmbeddingError(f"{self.url} did not answer in the OpenAI embeddings format: {e}") from e
+        if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] == 0:
+            raise EmbeddingError(f"{self.url} returned {vectors.shape} vectors for {n} texts")
+        return l2_normalise(vectors)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text

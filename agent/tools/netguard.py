@@ -1,0 +1,210 @@
+"""Outbound network access for tools: the SSRF guard and lazily created shared httpx clients.
+
+The guard sits where the connection is made, not where the URL is read: :class:`GuardedBackend` is the
+httpcore network backend of the fetch client, so every TCP connection — the first request and each
+redirect hop alike — resolves the host itself, refuses the whole name if any address it resolves to is
+not public, and then connects to the very address it checked. There is no second DNS lookup between
+check and connect, so a DNS-rebinding name cannot swap a private address in.
+
+Refused: loopback (unless ``allow_loopback``, a test setting), private (RFC 1918, unique-local
+fc00::/7), carrier-grade NAT, link-local (169.254/16, fe80::/10), cloud metadata endpoints
+(169.254.169.254, fd00:ec2::254, 100.100.100.200, ``metadata.google.internal``…), multicast, reserved,
+unspecified (0.0.0.0, ::) and anything else that is not globally routable, including the same addresses
+wrapped in IPv6 (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002::/16, NAT64 64:ff9b::/96). Unix sockets and
+proxies are never used by the guarded client (``trust_env=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+from agent.tools.registry import ToolRefused
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""Turns (host, port) into IP address strings. Injectable so tests can make a name resolve anywhere."""
+
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")
+)
+METADATA_HOSTNAMES = frozenset(
+    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+class BlockedAddress(ToolRefused):
+    """The URL points somewhere the agent must not reach; the message says why, for the model."""
+
+
+def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | None:
+    """Why ``ip`` must not be contacted, or None when it is a public address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            inner = address_problem(embedded, allow_loopback=allow_loopback)
+            return f"{inner} (wrapped in IPv6)" if inner else None
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return None if allow_loopback else "a loopback address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "not a public address"
+    return None
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve through the event loop's getaddrinfo (a thread), never blocking the loop."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for *_, sockaddr in infos:
+        addr = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
+        if addr not in seen:
+            seen.append(addr)
+    return seen
+
+
+class NetGuard:
+    """Decides which hosts may be contacted, resolving names itself."""
+
+    def __init__(self, *, allow_loopback: bool = False, resolver: Resolver | None = None) -> None:
+        self.allow_loopback = allow_loopback
+        self._resolver = resolver or system_resolver
+
+    def check_url(self, url: httpx.URL) -> None:
+        """Refuse before any network use: only http(s) URLs with a host, and no metadata host names."""
+        if url.scheme not in ("http", "https"):
+            raise BlockedAddress(
+                f"only http and https URLs can be fetched, not {url.scheme or 'a bare path'}:"
+            )
+        if not url.host:
+            raise BlockedAddress(f"the URL {url} has no host")
+        name = url.host.rstrip(".").lower()
+        if name in METADATA_HOSTNAMES:
+            raise BlockedAddress(f"refused {name}: it is a cloud metadata endpoint")
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to, all checked; raises :class:`BlockedAddress` if any is not public."""
+        name = host.strip("[]").rstrip(".").lower()
+        if name in METADATA_HOSTNAMES:
+            raise BlockedAddress(f"refused {name}: it is a cloud metadata endpoint")
+        literal = True
+        try:
+            addresses = [str(ipaddress.ip_address(name))]
+        except ValueError:
+            literal = False
+            try:
+                addresses = await self._resolver(name, port)
+            except (socket.gaierror, UnicodeError) as e:
+                raise BlockedAddress(f"cannot resolve the host {name}: {e}") from e
+        if not addresses:
+            raise BlockedAddress(f"the host {name} has no address")
+        for addr in addresses:
+            problem = address_problem(ipaddress.ip_address(addr), allow_loopback=self.allow_loopback)
+            if problem:
+                shown = name if literal else f"{name} (which resolves to {addr})"
+                raise BlockedAddress(
+                    f"refused to connect to {shown}: it is {problem}. Only public internet addresses can be fetched."
+                )
+        return addresses
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """An httpcore network backend that connects only to addresses the guard has just checked."""
+
+    def __init__(self, guard: NetGuard, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._guard = guard
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await self._guard.resolve(host, port)
+        error: Exception | None = None
+        for addr in addresses:  # pinned: connect to the checked address; TLS still verifies ``host``
+            try:
+                return await self._inner.connect_tcp(addr, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                error = e
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise BlockedAddress("unix sockets cannot be fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport with its connection pool rebuilt on a :class:`GuardedBackend`.
+
+    httpx 0.28 takes no network backend argument, so the pool (``_pool``) is replaced after
+    construction; pyproject pins httpx below 0.29, and the SSRF tests fail loudly if this stops working.
+    """
+
+    def __init__(self, guard: NetGuard, *, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=20,
+            max_keepalive_connections=10,
+            keepalive_expiry=30.0,
+            network_backend=GuardedBackend(guard, inner),
+        )
+
+
+class LazyClient:
+    """One httpx client, created on first use and recreated if used from another event loop or closed.
+
+    Tools are built once at start-up, before any loop runs; an httpx client belongs to the loop that
+    first used it, so it is made here on demand rather than at build time.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.AsyncClient]) -> None:
+        self._factory = factory
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client.is_closed or self._loop is not loop:
+            self._client = self._factory()
+            self._loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None and not self._client.is_closed:
+            await self._client.aclose()
+        self._client = None

@@ -1,0 +1,141 @@
+"""Per-tool rate limits: a :class:`~agent.tools.registry.ToolGuard` with token buckets.
+
+Each limited tool has two buckets per call: one per (server, user, tool) with the configured rate, and
+one per (server, tool) holding ``server_multiplier`` times as much, so one busy user cannot spend the
+whole server's allowance and a busy server cannot hammer an API. A bucket of ``count/seconds`` starts
+full and refills continuously at ``count`` tokens per ``seconds``. A call takes one token from both or
+from neither; a refusal tells the model how long to wait or to use another tool.
+
+Per-server enabling and disabling of tools is not done here: the caller builds the registry for a
+server with ``registry.subset(enabled_names)``, which shares these guards.
+
+Config: ``TOOL_RATE_LIMITS="web_search=10/60,fetch_url=30/60"`` (calls per seconds, per user) and
+``TOOL_RATE_SERVER_MULTIPLIER=5``. Tools not listed are not limited.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.tools.registry import Tool, ToolContext
+
+Clock = Callable[[], float]
+DEFAULT_LIMITS = "web_search=10/60,fetch_url=30/60,run_python=10/60"
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+def parse_rate_limits(spec: str) -> dict[str, Rate]:
+    """``"web_search=10/60, fetch_url=30/60"`` → {name: Rate}; errors name the bad item and the format."""
+    limits: dict[str, Rate] = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, rate = item.partition("=")
+        count, slash, seconds = rate.partition("/")
+        try:
+            if not sep or not slash or not name.strip():
+                raise ValueError
+            parsed = Rate(int(count), float(seconds))
+        except ValueError:
+            raise ValueError(
+                f"TOOL_RATE_LIMITS: cannot read {item!r}; write tool=calls/seconds, e.g. web_search=10/60"
+            ) from None
+        if parsed.count < 1 or not parsed.seconds > 0 or not math.isfinite(parsed.seconds):
+            raise ValueError(
+                f"TOOL_RATE_LIMITS: {item!r} needs at least 1 call per a positive number of seconds"
+            )
+        limits[name.strip()] = parsed
+    return limits
+
+
+class _Bucket:
+    __slots__ = ("capacity", "rate", "tokens", "updated")
+
+    def __init__(self, capacity: float, rate: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.tokens = capacity
+        self.updated = now
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait(self) -> float:
+        """Seconds until one token is there (0 when one is)."""
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+
+class RateLimitGuard:
+    """Token buckets per (server, tool) and (server, user, tool). Single event loop, no locks needed."""
+
+    def __init__(
+        self,
+        limits: dict[str, Rate],
+        *,
+        server_multiplier: float = 5.0,
+        clock: Clock = time.monotonic,
+        max_buckets: int = 50_000,
+    ) -> None:
+        if server_multiplier < 1:
+            raise ValueError("TOOL_RATE_SERVER_MULTIPLIER must be at least 1")
+        self.limits = dict(limits)
+        self.server_multiplier = server_multiplier
+        self._clock = clock
+        self._max_buckets = max_buckets
+        self._buckets: dict[tuple[str, ...], _Bucket] = {}
+
+    def _bucket(self, key: tuple[str, ...], rate: Rate, scale: float, now: float) -> _Bucket:
+        b = self._buckets.get(key)
+        if b is None:
+            if len(self._buckets) >= self._max_buckets:
+                self._prune(now)
+            b = self._buckets[key] = _Bucket(rate.count * scale, rate.per_second * scale, now)
+        b.refill(now)
+        return b
+
+    def _prune(self, now: float) -> None:
+        """Forget full buckets: a new one starts full, so nothing changes for anyone."""
+        for key, b in list(self._buckets.items()):
+            b.refill(now)
+            if b.tokens >= b.capacity:
+                del self._buckets[key]
+
+    async def check(self, tool: Tool, ctx: ToolContext) -> str | None:
+        rate = self.limits.get(tool.name)
+        if rate is None:
+            return None
+        now = self._clock()
+        server = ctx.namespace or "-"
+        user = ctx.user_id or "-"
+        mine = self._bucket(("u", server, user, tool.name), rate, 1.0, now)
+        shared = self._bucket(("s", server, tool.name), rate, self.server_multiplier, now)
+        if mine.tokens >= 1 and shared.tokens >= 1:
+            mine.tokens -= 1
+            shared.tokens -= 1
+            return None
+        per = f"{rate.count} calls per {rate.seconds:g} s"
+        if mine.tokens < 1:
+            wait, scope = mine.wait(), f"{per} for each user"
+        else:
+            wait, scope = (
+                shared.wait(),
+                f"{round(rate.count * self.server_multiplier)} calls per {rate.seconds:g} s for this server",
+            )
+        return (
+            f"rate limit: {tool.name} is limited to {scope}. Wait {math.ceil(wait)} s before calling it "
+            "again, or continue with another tool or with what you already have."
+        )

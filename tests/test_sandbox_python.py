@@ -1,0 +1,277 @@
+"""run_python: bombs stopped and reported, no network, no secrets, writes only in the workspace.
+
+These run the real sandbox (user, mount, PID and network namespaces) with small limits. On a host
+without user namespaces the first test fails and says why, rather than the rest passing vacuously.
+"""
+
+# ruff: noqa: ASYNC240 - these tests inspect the host filesystem around each tool call, on purpose
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agent.messages import ToolCall
+from agent.tools.files import FilesSettings, file_tools
+from agent.tools.python_exec import PythonSettings, probe_sandbox, python_tools
+from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from tests.fakes.web_server import FakeWeb
+
+LIMITS = PythonSettings(
+    timeout=2.5, cpu_seconds=1, memory_mb=128, file_size_mb=1, max_processes=16, max_output_chars=2000
+)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    path = tmp_path / "sessions" / "s1"
+    path.mkdir(parents=True)
+    return path
+
+
+async def run_python(ws: Path, code: str, settings: PythonSettings = LIMITS) -> ToolOutcome:
+    registry = ToolRegistry([*python_tools(settings), *file_tools(FilesSettings())])
+    ctx = ToolContext(session_id="s1", workspace=ws)
+    return await registry.execute(ToolCall("c", "run_python", json.dumps({"code": code})), ctx)
+
+
+def processes_with(marker: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
+
+
+def test_sandbox_namespaces_work_here_and_the_description_says_no_network() -> None:
+    support = probe_sandbox(LIMITS)
+    assert support.namespaces, f"namespace sandbox unavailable on this host: {support.detail}"
+    [tool] = python_tools(LIMITS)
+    assert "There is no network access." in tool.description
+    assert "1 s CPU, 2.5 s wall-clock, 128 MB memory, 16 processes" in tool.description
+
+
+async def test_sandbox_runs_code_in_the_workspace_and_reports_output_and_files(ws: Path) -> None:
+    outcome = await run_python(
+        ws, "import os\nprint(os.getcwd())\nopen('result.csv', 'w').write('a,b\\n1,2\\n')"
+    )
+    assert not outcome.is_error
+    assert outcome.output.startswith("exit code 0 · CPU ")
+    assert f"stdout:\n{ws}" in outcome.output
+    assert "files written: result.csv (8 B)" in outcome.output
+    assert (ws / "result.csv").read_text() == "a,b\n1,2\n"
+
+
+async def test_sandbox_errors_come_back_as_tracebacks(ws: Path) -> None:
+    outcome = await run_python(ws, "print('before')\n1/0")
+    assert not outcome.is_error  # the tool worked; the code failed, and the model reads why
+    assert outcome.output.startswith("exit code 1")
+    assert "stdout:\nbefore" in outcome.output
+    assert "ZeroDivisionError: division by zero" in outcome.output
+
+
+async def test_sandbox_runaway_loop_is_stopped_by_the_cpu_limit(ws: Path) -> None:
+    # A generous wall clock, so only the CPU limit can stop it even on a loaded machine.
+    outcome = await run_python(ws, "while True:\n    pass", replace(LIMITS, timeout=30))
+    assert outcome.output.startswith("killed (SIGXCPU)")
+    assert "note: stopped: the CPU time limit of 1 s was reached" in outcome.output
+
+
+async def test_sandbox_sleeper_is_stopped_by_the_wall_clock(ws: Path) -> None:
+    marker = f"sleeper-{uuid.uuid4().hex}"
+    outcome = await run_python(ws, f"# {marker}\nimport time\nprint('started', flush=True)\ntime.sleep(60)")
+    assert outcome.output.startswith("did not finish")
+    assert "stdout:\nstarted" in outcome.output  # output before the kill is kept
+    assert (
+        "note: stopped: the run passed the 2.5 s wall-clock limit; all its processes were killed"
+        in outcome.output
+    )
+    assert processes_with(marker) == []
+
+
+async def test_sandbox_fork_bomb_is_contained_and_leaves_no_process_behind(ws: Path) -> None:
+    marker = f"forkbomb-{uuid.uuid4().hex}"
+    code = (
+        f"# {marker}\nimport os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    )
+    outcome = await run_python(ws, code)
+    assert not outcome.is_error
+    assert outcome.output.startswith(("did not finish", "killed"))
+    assert "stopped:" in outcome.output
+    assert processes_with(marker) == []
+
+
+async def test_sandbox_cancelled_run_kills_every_process(ws: Path) -> None:
+    """The Stop button cancels the agent's task; nothing the code started may outlive it."""
+    marker = f"cancelled-{uuid.uuid4().hex}"
+    code = f"# {marker}\nimport os, time\nfor _ in range(3):\n    os.fork()\ntime.sleep(60)"
+    task = asyncio.create_task(run_python(ws, code, replace(LIMITS, timeout=30)))
+    for _ in range(500):
+        if len(processes_with(marker)) >= 8:
+            break
+        await asyncio.sleep(0.01)
+    assert len(processes_with(marker)) >= 8
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert processes_with(marker) == []
+
+
+async def test_sandbox_fork_bomb_hits_the_process_limit(ws: Path) -> None:
+    outcome = await run_python(ws, "import os\nwhile True:\n    os.fork()")
+    assert "BlockingIOError: [Errno 11] Resource temporarily unavailable" in outcome.output
+    assert (
+        "note: the process limit was reached: the code may have at most 16 processes/threads"
+        in outcome.output
+    )
+
+
+async def test_sandbox_memory_bomb_is_stopped_by_the_memory_limit(ws: Path) -> None:
+    outcome = await run_python(ws, "hog = []\nwhile True:\n    hog.append(bytearray(10**7))")
+    assert outcome.output.startswith("exit code 1")
+    assert "MemoryError" in outcome.output
+    assert "note: the memory limit of 128 MB was reached" in outcome.output
+
+
+async def test_sandbox_big_file_is_stopped_by_the_file_size_limit(ws: Path) -> None:
+    outcome = await run_python(ws, "open('big.bin', 'wb').write(b'x' * 3_000_000)")
+    assert "File too large" in outcome.output
+    assert "note: the file size limit of 1 MB was reached" in outcome.output
+    assert (ws / "big.bin").stat().st_size <= 1024 * 1024
+
+
+async def test_sandbox_output_is_capped(ws: Path) -> None:
+    outcome = await run_python(ws, "print('x' * 100_000)\nprint('tail-marker')")
+    assert "[stdout truncated: 100013 bytes in all]" in outcome.output
+    assert "tail-marker" not in outcome.output
+    assert len(outcome.output) < 3000
+
+
+@pytest.fixture
+async def web() -> AsyncIterator[FakeWeb]:
+    async with FakeWeb() as server:
+        yield server
+
+
+async def test_sandbox_has_no_network_not_even_the_hosts_loopback(ws: Path, web: FakeWeb) -> None:
+    code = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {web.port}), timeout=2)\n"
+        "    print('CONNECTED')\n"
+        "except OSError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    outcome = await run_python(ws, code)
+    assert "refused: [Errno 101] Network is unreachable" in outcome.output
+    assert "CONNECTED" not in outcome.output
+    assert web.requests == []
+
+
+async def test_sandbox_network_setting_really_changes_reachability(ws: Path, web: FakeWeb) -> None:
+    """The control for the test above: with PYTHON_NETWORK=1 the same server is reached."""
+    code = f"import urllib.request\nprint(urllib.request.urlopen('{web.url('/plain')}', timeout=2).read().decode())"
+    outcome = await run_python(ws, code, replace(LIMITS, network=True))
+    assert "stdout:\nline one\nline two" in outcome.output
+    assert web.hits("/plain") == 1
+
+
+async def test_sandbox_cannot_see_the_bots_secrets(
+    ws: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"sk-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AGENTBOT_TEST_SECRET", secret)
+    dotenv = tmp_path / "bot" / ".env"
+    dotenv.parent.mkdir()
+    dotenv.write_text(f"OPENAI_API_KEY={secret}\n")
+    dotenv.chmod(0o644)
+    code = f"""
+import os, glob
+print(sorted(os.environ))
+print('env:', {secret!r} in str(os.environ))
+leaks = []
+for path in glob.glob('/proc/*/environ') + ['/proc/{os.getpid()}/environ', {str(dotenv)!r}]:
+    try:
+        if {secret!r}.encode() in open(path, 'rb').read():
+            leaks.append(path)
+    except OSError:
+        pass
+print('leaks:', leaks)
+print('pids:', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
+"""
+    outcome = await run_python(ws, code, replace(LIMITS, hide=(str(dotenv),)))
+    assert "env: False" in outcome.output
+    assert "leaks: []" in outcome.output
+    assert secret not in outcome.output
+    assert (
+        "['HOME', 'LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'MPLBACKEND', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR']"
+        in outcome.output
+    )
+    assert "pids: [1, 2]" in outcome.output  # its own PID namespace: the supervisor and itself
+
+
+async def test_sandbox_writes_land_only_in_the_workspace(ws: Path, tmp_path: Path) -> None:
+    other = tmp_path / "sessions" / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("another session's notes")
+    marker = f"agentbot-test-{uuid.uuid4().hex}"
+    targets = [
+        str(ws.parent / "sibling.txt"),
+        str(tmp_path / "outside.txt"),
+        f"/tmp/{marker}",
+        f"/var/tmp/{marker}",
+        f"/dev/shm/{marker}",
+        str(Path(__file__).parent / f"{marker}.py"),
+        f"/etc/{marker}",
+    ]
+    code = f"""
+open('inside.txt', 'w').write('ok')
+for path in {targets!r}:
+    try:
+        open(path, 'w').write('escaped')
+        print('wrote', path)
+    except OSError as e:
+        print('blocked', path, e.strerror)
+try:
+    print('other session:', open({str(other / "notes.txt")!r}).read())
+except OSError as e:
+    print('other session hidden:', e.strerror)
+"""
+    outcome = await run_python(ws, code)
+    assert (ws / "inside.txt").read_text() == "ok"
+    for path in targets:
+        assert not Path(path).exists(), f"the sandbox wrote {path} on the host"
+    assert "another session's notes" not in outcome.output
+    assert "other session hidden: No such file or directory" in outcome.output
+
+
+async def test_sandbox_files_are_shared_with_the_file_tools(ws: Path) -> None:
+    registry = ToolRegistry([*python_tools(LIMITS), *file_tools(FilesSettings())])
+    ctx = ToolContext(session_id="s1", workspace=ws)
+    await registry.execute(
+        ToolCall("a", "write_file", json.dumps({"path": "in.txt", "content": "3\n4\n"})), ctx
+    )
+    code = "nums = [int(x) for x in open('in.txt')]\nopen('in.txt', 'a').write(f'{sum(nums)}\\n')\nprint(sum(nums))"
+    ran = await registry.execute(ToolCall("b", "run_python", json.dumps({"code": code})), ctx)
+    assert "stdout:\n7" in ran.output
+    read = await registry.execute(ToolCall("c", "read_file", json.dumps({"path": "in.txt"})), ctx)
+    assert read.output.endswith("3\n4\n7\n")
+
+
+async def test_sandbox_without_namespaces_says_so_and_still_enforces_limits(ws: Path) -> None:
+    weak = replace(LIMITS, mode="rlimits", timeout=30)
+    [tool] = python_tools(weak)
+    assert "WARNING: this host cannot isolate the code" in tool.description
+    outcome = await run_python(ws, "while True:\n    pass", weak)
+    assert "note: stopped: the CPU time limit of 1 s was reached" in outcome.output
