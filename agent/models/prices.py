@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.events import Cost, Usage
 
-_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-latest|-preview(-[\w-]+)?)$")
+_DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-\d{3}|-latest|-preview(-[\w-]+)?)$")
 _PROVIDER_PREFIX = re.compile(r"^(openai|anthropic|google|groq|deepseek|openrouter)[/:]")
 
 
@@ -35,6 +35,7 @@ class Price:
 class PriceTable:
     def __init__(self, prices: dict[str, Price]) -> None:
         self._prices = {k.lower(): v for k, v in prices.items()}
+        self._resolved: dict[str, Price | None] = {}
 
     @classmethod
     def from_json(cls, text: str, origin: str = "prices") -> PriceTable:
@@ -64,6 +65,16 @@ class PriceTable:
 
     def lookup(self, model: str) -> Price | None:
         """Exact name first, then without a provider prefix, then without a date/version suffix."""
+        try:
+            return self._resolved[model]
+        except KeyError:
+            pass
+        found = self._lookup(model)
+        if len(self._resolved) < 4096:  # model names come from config and servers: a small set
+            self._resolved[model] = found
+        return found
+
+    def _lookup(self, model: str) -> Price | None:
         name = model.lower().strip()
         candidates = [name, _PROVIDER_PREFIX.sub("", name)]
         for c in list(candidates):

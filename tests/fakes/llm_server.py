@@ -77,6 +77,7 @@ class FakeLLM:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.record = True
+        self._closing = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -101,6 +102,7 @@ class FakeLLM:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()
         if self._runner:
             await self._runner.cleanup()
 
@@ -129,7 +131,8 @@ class FakeLLM:
             )
         reply = self._next(body)
         if reply.hang:
-            await asyncio.sleep(3600)
+            await self._closing.wait()  # until the test's server shuts down
+            return web.json_response({"error": {"message": "fake LLM: shutting down"}}, status=503)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
