@@ -174,6 +174,8 @@ class Agent:
         budget: Budget | None = None,
         extra_system: str | None = None,
         state: RunState | None = None,
+        resume: Sequence[Message] | None = None,
+        resume_step: int = 0,
     ) -> AsyncIterator[AgentEvent]:
         """Yield events until a :class:`FinalEvent`.
 
@@ -184,19 +186,27 @@ class Agent:
             budget: reserves and settles each model call; a refusal ends the run with status ``budget``.
             extra_system: appended to the system prompt (server persona, recalled memories).
             state: pass your own to read progress after cancelling the run.
+            resume: the whole steps a checkpoint kept of this run (starting with the task's user message):
+                the run continues after them instead of starting over, so no finished step is redone
+                or charged again.
+            resume_step: how many steps those were (the iteration cap counts them).
         """
         ctx = context or ToolContext(session_id=uuid.uuid4().hex[:12])
         st = state or RunState(task=task)
         st.task = task
         user_msg = Message("user", task)
-        st.messages = [user_msg]
-        convo: list[Message] = [self._system(extra_system), *history, user_msg]
+        st.messages = list(resume) if resume else [user_msg]
+        st.steps = resume_step if resume else 0
+        for m in st.messages:
+            if m.role == "assistant" and m.content.strip():
+                st.last_text = m.content
+        convo: list[Message] = [self._system(extra_system), *history, *st.messages]
         specs = self.tools.specs()
         blog = log.bind(session_id=ctx.session_id)
         invalid_streak = 0
         empty_retries = 0
 
-        for step in range(1, self.max_iterations + 1):
+        for step in range(st.steps + 1, self.max_iterations + 1):
             yield StepStarted(step=step, model=self.model.name)
             t0 = time.monotonic()
             reservation: Any = None

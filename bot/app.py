@@ -31,6 +31,11 @@ log = structlog.get_logger().bind(logger="bot.app")
 COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
 
 
+def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:
+    """No text commands: everything is a slash command, and a mention starts a session instead."""
+    return []
+
+
 def _intents() -> discord.Intents:
     intents = discord.Intents.default()
     intents.message_content = True
@@ -56,7 +61,7 @@ class AgentBot(commands.AutoShardedBot):
             if bot_settings.shard_ids:
                 kwargs.setdefault("shard_ids", bot_settings.shard_ids)
         super().__init__(
-            command_prefix=commands.when_mentioned,
+            command_prefix=_no_prefix,
             intents=_intents(),
             help_command=None,
             allowed_mentions=NO_MENTIONS,
@@ -80,11 +85,18 @@ class AgentBot(commands.AutoShardedBot):
     async def close(self) -> None:
         runner = getattr(self, "runner", None)
         if runner is not None:
-            await runner.shutdown()
+            await runner.shutdown(self.bot_settings.shutdown_grace)
         services = getattr(self, "services", None)
         if services is not None:
             await services.close()
         await super().close()
+
+    async def on_ready(self) -> None:
+        if getattr(self, "_resumed_once", False):
+            return
+        self._resumed_once = True
+        n = await self.runner.resume_interrupted(self.fetch_channel)
+        log.info("ready", user=str(self.user), guilds=len(self.guilds), resumed_turns=n)
 
     # --- commands sync ----------------------------------------------------------------------------
     def _commands_hash(self, guild: discord.abc.Snowflake | None) -> str:

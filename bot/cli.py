@@ -81,8 +81,15 @@ def _bot_settings() -> tuple[object, object, str]:
 async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
     import signal
 
+    import discord
+    import yarl
+
     from bot.app import AgentBot
 
+    if bot_settings.api_base_url:  # type: ignore[attr-defined]
+        discord.http.Route.BASE = bot_settings.api_base_url.rstrip("/")  # type: ignore[attr-defined]
+    if bot_settings.gateway_url:  # type: ignore[attr-defined]
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(bot_settings.gateway_url)  # type: ignore[attr-defined]
     bot = AgentBot(agent_settings, bot_settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -25,8 +25,13 @@ class BotSettings(BaseSettings):
     thread_archive_minutes: Literal[60, 1440, 4320, 10080] = Field(1440, alias="BOT_THREAD_ARCHIVE_MINUTES")
     default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="DEFAULT_TIER")
     memory_enabled: bool = Field(True, alias="MEMORY_ENABLED")
+    shutdown_grace: float = Field(20.0, alias="BOT_SHUTDOWN_GRACE_SECONDS", ge=0)
+    """On SIGTERM, how long running turns get to reach a step boundary before they are paused."""
+    api_base_url: str | None = Field(None, alias="DISCORD_API_BASE_URL")
+    """Another Discord-compatible REST endpoint (a proxy, or the project's fake in tests)."""
+    gateway_url: str | None = Field(None, alias="DISCORD_GATEWAY_URL")
 
-    @field_validator("shard_count", "sync_guild_id", mode="before")
+    @field_validator("shard_count", "sync_guild_id", "api_base_url", "gateway_url", mode="before")
     @classmethod
     def _empty_none(cls, v: object) -> object:
         return None if v == "" else v

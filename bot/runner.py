@@ -44,7 +44,14 @@ class TurnRequest:
     role_ids: tuple[int, ...] = ()
     channel: discord.abc.Messageable | None = None
     """Where the turn writes: always the session's own thread (or the DM/channel it lives in)."""
-    quota_checked: bool = False
+    resume: list[dict[str, Any]] | None = None
+    """A checkpoint's whole steps: the turn continues after them (after a restart)."""
+    resume_step: int = 0
+    count_request: bool = True
+
+
+class _Paused(Exception):
+    """The bot is shutting down: this turn stops at a step boundary and resumes at the next start."""
 
 
 @dataclass
@@ -98,7 +105,8 @@ class SessionRunner:
         return True
 
     async def shutdown(self, grace: float = 20.0) -> None:
-        """Stop taking turns; let running steps finish within ``grace``, then stop the rest."""
+        """Stop taking turns; running turns pause at their next step boundary (within ``grace``, else
+        where they are), keeping their checkpoint so the next start resumes them."""
         self._closing = True
         tasks = [w.task for w in self._workers.values() if w.task and not w.task.done()]
         if not tasks:
@@ -106,10 +114,58 @@ class SessionRunner:
         _done, pending = await asyncio.wait(tasks, timeout=grace)
         for w in self._workers.values():
             if w.current and not w.current.done():
-                w.stopped_by = "a bot restart"
                 w.current.cancel()
         if pending:
             await asyncio.wait(pending, timeout=15)
+
+    async def resume_interrupted(self, fetch_channel: Any) -> int:
+        """At start-up: turns left running by a crash or a restart continue from their checkpoint.
+
+        ``fetch_channel(id)`` returns the thread or raises. A turn whose thread is gone is closed as
+        ``interrupted``. Completed steps are not redone, so they are not charged twice.
+        """
+        sv = self.sv
+        resumed = 0
+        for turn in await sv.sessions.running_turns():
+            session = await sv.sessions.get(turn.session_id)
+            state = turn.state or {}
+            await sv.sessions.finish_turn(
+                turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
+            )
+            if session is None or session.thread_id is None:
+                continue
+            try:
+                channel = await fetch_channel(session.thread_id)
+            except Exception:
+                log.warning("resume_thread_gone", session_id=session.id, thread_id=session.thread_id)
+                await sv.sessions.set_status(session.id, "failed")
+                continue
+            step = int(state.get("step", 0))
+            msgs = state.get("messages") or None
+            try:
+                await channel.send(
+                    f"♻️ Interrupted by a restart: resuming from step {step + 1}."
+                    if msgs
+                    else "♻️ Interrupted by a restart before its first step: starting again.",
+                    allowed_mentions=discord.AllowedMentions.none(),
+                )
+            except discord.HTTPException:
+                pass
+            self.submit(
+                TurnRequest(
+                    session,
+                    turn.prompt,
+                    turn.requester_id,
+                    str(turn.requester_id),
+                    (),
+                    channel,
+                    resume=msgs,
+                    resume_step=step if msgs else 0,
+                    count_request=False,
+                )
+            )
+            resumed += 1
+        return resumed
 
     # --- internals -------------------------------------------------------------------------------
     async def _work(self, w: _Worker) -> None:
@@ -133,7 +189,9 @@ class SessionRunner:
         assert channel is not None
         eid = error_id()
         blog = log.bind(session_id=s.id, guild_id=s.guild_id, user_id=req.requester_id)
-        began = await sv.quotas.begin_session(s.guild_id, req.requester_id, req.role_ids, s.id)
+        began = await sv.quotas.begin_session(
+            s.guild_id, req.requester_id, req.role_ids, s.id, count_request=req.count_request
+        )
         if not began.allowed:
             await channel.send(f"⛔ {began.message}", allowed_mentions=discord.AllowedMentions.none())
             return None
@@ -156,10 +214,19 @@ class SessionRunner:
                 async with asyncio.timeout(sv.bot_settings.turn_timeout):
                     async with contextlib.aclosing(
                         agent.run(
-                            req.prompt, history, context=ctx, budget=budget, extra_system=extra, state=state
+                            req.prompt,
+                            history,
+                            context=ctx,
+                            budget=budget,
+                            extra_system=extra,
+                            state=state,
+                            resume=[Message.from_dict(d) for d in req.resume] if req.resume else None,
+                            resume_step=req.resume_step,
                         )
                     ) as events:
                         async for ev in events:
+                            if self._closing and isinstance(ev, StepStarted) and ev.step > state.steps:
+                                raise _Paused  # a step boundary: nothing of this step has run yet
                             renderer.feed(ev)
                             if isinstance(ev, FinalEvent):
                                 result = ev.result
@@ -168,24 +235,31 @@ class SessionRunner:
             assert result is not None
             status = {"completed": "done", "max_iterations": "done"}.get(result.status, "failed")
             renderer.finish(result)
-        except (asyncio.CancelledError, TimeoutError) as e:
-            timed_out = isinstance(e, TimeoutError)
-            by = "a time limit" if timed_out else (w.stopped_by or "a bot restart")
-            note = (
-                f"Stopped after {sv.bot_settings.turn_timeout:.0f} s (time limit)."
-                if timed_out
-                else f"Stopped by {by} after {state.steps} step{'s' if state.steps != 1 else ''}."
-            )
+        except (_Paused, asyncio.CancelledError) as e:
+            if isinstance(e, _Paused) or w.stopped_by is None:
+                # Not a user's Stop: a shutdown (or a crash-like cancel). Keep the turn running with its
+                # checkpoint; the next start resumes it. History is untouched, so nothing is half-written.
+                await self._pause(s, turn_id, state, streamer, renderer)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return None
+            by = w.stopped_by
             result = state.result(
                 "cancelled",
-                note
+                f"Stopped by {by} after {state.steps} step{'s' if state.steps != 1 else ''}."
                 + (f"\n\nPartial answer so far:\n\n{state.last_text}" if state.last_text.strip() else ""),
             )
             renderer.finish(result, stopped_by=by)
             status = "stopped"
-            if isinstance(e, asyncio.CancelledError) and w.stopped_by is None:
-                await self._settle(s, turn_id, result, status, streamer)
-                raise
+        except TimeoutError:
+            limit = sv.bot_settings.turn_timeout
+            result = state.result(
+                "cancelled",
+                f"Stopped after {limit:.0f} s (time limit)."
+                + (f"\n\nPartial answer so far:\n\n{state.last_text}" if state.last_text.strip() else ""),
+            )
+            renderer.finish(result, stopped_by="a time limit")
+            status = "stopped"
         except Exception as e:
             blog.exception("turn_failed", error_id=eid)
             result = state.result(
@@ -234,6 +308,28 @@ class SessionRunner:
         finally:
             await sv.quotas.end_session(s.id)
             await streamer.close(within=900)
+
+    async def _pause(
+        self,
+        s: SessionRecord,
+        turn_id: int | None,
+        state: RunState,
+        streamer: ThreadStreamer,
+        renderer: ProgressRenderer,
+    ) -> None:
+        sv = self.sv
+        try:
+            if turn_id is not None:
+                await self._checkpoint(turn_id, state)
+            renderer.s.end_live()
+            renderer.s.add(
+                "note",
+                f"⏸️ The bot is restarting: this run pauses after step {state.steps} "
+                "and resumes when it is back.",
+            )
+        finally:
+            await sv.quotas.end_session(s.id)
+            await streamer.close(within=10)
 
     async def _checkpoint(self, turn_id: int, state: RunState) -> None:
         try:

@@ -352,3 +352,21 @@ async def test_tool_call_event_shows_parsed_arguments(llm: FakeLLM, http: httpx.
     assert call.arguments == {"timezone": "Europe/Paris"}
     result = next(e for e in events if isinstance(e, ToolResultEvent))
     assert not result.is_error and ("CET" in result.output or "CEST" in result.output)
+
+
+async def test_resume_continues_after_the_checkpointed_steps(llm: FakeLLM, http: httpx.AsyncClient) -> None:
+    from agent.messages import Message, ToolCall
+
+    done = [
+        Message("user", "add"),
+        Message("assistant", "", tool_calls=[ToolCall("c1", "calculator", '{"expression": "1+1"}')]),
+        Message("tool", "2", tool_call_id="c1", name="calculator"),
+    ]
+    llm.script(text("It is 2."))
+    events = await collect(make_agent(llm, http, builtin_tools(), max_iterations=3), "add", resume=done,
+                           resume_step=1)
+    result = events[-1].result
+    assert result.status == "completed" and result.steps == 2 and result.text == "It is 2."
+    assert [e.step for e in events if isinstance(e, StepStarted)] == [2]
+    assert [m["role"] for m in llm.requests[0]["messages"]] == ["system", "user", "assistant", "tool"]
+    assert [m.role for m in result.messages] == ["user", "assistant", "tool", "assistant"]

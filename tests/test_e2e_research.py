@@ -186,3 +186,25 @@ async def test_e2e_quota_refusal_names_the_limit_and_reset(
     assert refusal.ephemeral and "⛔" in refusal.content and "<t:" in refusal.content
     assert "request" in refusal.content.lower()
     assert len(fake.threads(parent=general)) == 1 and len(llm.requests) == 1
+
+
+async def test_e2e_shutdown_pauses_a_run_and_the_next_start_resumes_it(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(tool_call("calculator", {"expression": "2+3"}), Reply(hang=True), text("Five, after the restart."))
+    async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2):
+        _, thread = await research(fake, guild, "What is 2+3?")
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="step 2's model call", within=10)
+    # The first bot closed (graceful shutdown): the run paused, its turn is still open for resuming.
+    paused = [m.content for m in fake.messages(thread) if m.content.startswith("⏸️")]
+    assert paused and "after step 1" in paused[0]
+    async with running_bot(fake, llm, tmp_path, guild) as bot2:
+        await fake.wait_for_message(thread, lambda m: m.content == "Five, after the restart.", within=15)
+        await wait_idle(fake, bot2)
+        session = await bot2.services.sessions.by_thread(thread.id)
+        assert session is not None
+        turns = await bot2.services.sessions.turns(session.id)
+        history = await bot2.services.sessions.history(session.id)
+    assert [t.status for t in turns] == ["interrupted", "completed"]
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]  # the task once, no step twice
+    assert len(llm.requests) == 3 and llm.requests[2]["messages"][-1]["content"] == "5"

@@ -92,7 +92,7 @@ class ResearchCog(commands.Cog):
                 await thread.add_user(member)
             except discord.HTTPException:
                 pass
-        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread, True))
+        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread))
         await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
 
     async def _open_thread(
@@ -161,7 +161,7 @@ class ResearchCog(commands.Cog):
             message.guild.id, message.channel.id, thread.id, member.id, task, tier
         )
         await bot.post_header(thread, session, member)
-        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread, True))
+        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread))
 
 
 async def setup(bot: AgentBot) -> None:

@@ -1,0 +1,542 @@
+"""/config: admins steer their server (models, limits, tools, channels, persona, memory) from Discord.
+
+Decisions:
+
+* The group's default permission is Manage Server, but a server can re-grant any command to anyone in
+  its integration settings, so every handler (and the reset button) checks the caller's permissions
+  again with :func:`bot.store.require_manage_guild` before reading or changing anything.
+* Values are passed to the store as typed (numbers as text, so ``unlimited`` works everywhere); the
+  store's schema is the one place that validates, and its message (naming the key and what is allowed)
+  is shown as is. Discord-side ranges are deliberately not declared: they would be a second, drifting
+  copy of the schema.
+* Commands that change several keys (``memory``) validate every value first, so a bad one changes
+  nothing.
+* ``reset`` asks for confirmation with buttons whose custom id carries the key and an expiry time
+  (dynamic items), so a click works after a restart but not days later.
+* Every reply is ephemeral and mentions nobody; role and channel ids render as mentions, which in an
+  ephemeral message or embed never notify.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.formatting import (
+    clip,
+    code,
+    describe_key,
+    effective_value,
+    one_line,
+    reply,
+    settings_embed,
+)
+from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
+from bot.store import (
+    GuildSettings,
+    GuildSettingsStore,
+    MissingManageGuild,
+    SettingError,
+    matching,
+    require_manage_guild,
+)
+from bot.store.settings_schema import GROUPS
+
+if TYPE_CHECKING:
+    from bot.app import AgentBot
+
+RESET_CONFIRM_SECONDS = 300
+"""How long a reset confirmation button stays valid."""
+ALL_WORDS = frozenset({"", "all", "everything", "*"})
+LIMIT_CHOICES = [
+    app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
+]
+CHANNEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")]
+GROUP_LABELS = {
+    "tier": "every tier",
+    "limit": "every server limit",
+    "role_limit": "every role limit",
+    "tool": "every tool switch",
+    "channel_persona": "every channel persona",
+    "memory": "every memory setting",
+}
+
+
+async def admin_guild(interaction: discord.Interaction) -> int | None:
+    """The server id if the caller may manage agentbot here; otherwise reply with the refusal and ``None``."""
+    if interaction.guild_id is None:
+        await reply(interaction, "/config works in a server, not in direct messages.")
+        return None
+    try:
+        require_manage_guild(interaction.permissions.value)
+    except MissingManageGuild as e:
+        await reply(interaction, f"⛔ {e}")
+        return None
+    return interaction.guild_id
+
+
+def _services(interaction: discord.Interaction) -> Any:
+    return interaction.client.services  # type: ignore[attr-defined]
+
+
+def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
+    """``None`` for everything; otherwise the key or group as stored (raises :class:`SettingError`)."""
+    key = (raw or "").strip()
+    if key.lower() in ALL_WORDS:
+        return None
+    store.schema.check_reset_key(key)
+    parts = key.split(".")
+    if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
+        return key
+    if parts[0] == "role_limit" and len(parts) == 2:
+        return f"role_limit.{parts[1].strip().strip('<@&>')}"
+    return store.schema.parse_key(key).key
+
+
+def affected_keys(gs: GuildSettings, key: str | None) -> list[str]:
+    return [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
+
+
+class ConfigCog(commands.Cog):
+    config = app_commands.Group(
+        name="config",
+        description="Change agentbot's settings on this server (needs Manage Server).",
+        default_permissions=discord.Permissions(manage_guild=True),
+        guild_only=True,
+    )
+
+    def __init__(self, bot: AgentBot) -> None:
+        self.bot = bot
+
+    @property
+    def store(self) -> GuildSettingsStore:
+        return self.bot.services.guild_settings
+
+    async def _set(
+        self, interaction: discord.Interaction, guild_id: int, changes: list[tuple[str, Any]]
+    ) -> None:
+        """Validate every change, then store them one by one (each audited), then say what changed."""
+        store = self.store
+        before = await store.get(guild_id)
+        try:
+            keys = [store.schema.parse_key(k).key for k, _ in changes]
+            for key, (_, value) in zip(keys, changes, strict=True):
+                store.schema.validate(key, value, tiers=list(before.tiers))
+        except SettingError as e:
+            await reply(interaction, f"⚠️ {e}")
+            return
+        limits_before = await self.bot.services.quotas.limits_for(guild_id)
+        old = {k: effective_value(before, limits_before, k) for k in keys}
+        try:
+            for key, (_, value) in zip(keys, changes, strict=True):
+                await store.set(guild_id, interaction.user.id, key, value)
+        except SettingError as e:  # e.g. a tier removed meanwhile: report, keep what was stored
+            await reply(interaction, f"⚠️ {e}")
+            return
+        after = await store.get(guild_id)
+        limits_after = await self.bot.services.quotas.limits_for(guild_id)
+        lines = []
+        for key in keys:
+            new = effective_value(after, limits_after, key)
+            if new == old[key]:
+                lines.append(f"No change: {describe_key(key)} is already {new}.")
+            else:
+                lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
+        await reply(interaction, "\n".join(lines))
+
+    # --- show -------------------------------------------------------------------------------------
+
+    @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
+    async def show(self, interaction: discord.Interaction) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        view = await self.store.show(guild_id, recent=10)
+        limits = await self.bot.services.quotas.limits_for(guild_id)
+        name = interaction.guild.name if interaction.guild else str(guild_id)
+        embed = settings_embed(view, limits, self.store.schema.known_tools, name)
+        await reply(interaction, embed=embed)
+
+    # --- models -----------------------------------------------------------------------------------
+
+    @config.command(name="tier", description="Set the models of a tier, in order (the first is tried first).")
+    @app_commands.describe(
+        tier="Tier name (e.g. simple, medium, complex)",
+        models="Model names separated by commas; the first is tried first, the rest are fallbacks",
+    )
+    async def tier(self, interaction: discord.Interaction, tier: str, models: str) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        name = tier.strip().lower()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+            await reply(
+                interaction,
+                f"⚠️ Tier name {code(tier)} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'.",
+            )
+            return
+        await self._set(interaction, guild_id, [(f"tier.{name}", models)])
+
+    @config.command(name="default-tier", description="The tier /research and mentions use by default.")
+    @app_commands.describe(tier="An existing tier")
+    async def default_tier(self, interaction: discord.Interaction, tier: str) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._set(interaction, guild_id, [("default_tier", tier)])
+
+    @tier.autocomplete("tier")
+    @default_tier.autocomplete("tier")
+    async def _tier_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None or not _may_manage(interaction):
+            return []
+        gs = await self.store.get(interaction.guild_id)
+        known = {*gs.tiers, *(self.store.schema.known_tiers or ())}
+        return [
+            app_commands.Choice(
+                name=clip(f"{t}: {', '.join(gs.tiers.get(t, [])) or 'no models'}", 100), value=t
+            )
+            for t in matching(known, current)
+        ]
+
+    @tier.autocomplete("models")
+    async def _model_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        """Completes the last name of a comma-separated list, keeping the names before it."""
+        if not _may_manage(interaction):
+            return []
+        head, _, last = current.rpartition(",")
+        chosen = {m.strip().lower() for m in head.split(",") if m.strip()}
+        prefix = ", ".join(m.strip() for m in head.split(",") if m.strip())
+        prefix = prefix + ", " if prefix else ""
+        known = [m for m in self.store.schema.known_models if m.lower() not in chosen]
+        out = []
+        for m in matching(known, last, limit=len(known)):
+            value = prefix + m
+            if len(value) <= 100:
+                out.append(app_commands.Choice(name=value, value=value))
+            if len(out) == 25:
+                break
+        return out
+
+    # --- limits and tools -------------------------------------------------------------------------
+
+    @config.command(name="limits", description="Set a usage limit for every member, or for one role.")
+    @app_commands.describe(
+        limit="Which limit",
+        value="A number above 0 (USD for money), or 'unlimited'",
+        role="Only for members with this role (the most generous of a member's roles wins)",
+    )
+    @app_commands.choices(limit=LIMIT_CHOICES)
+    async def limits(
+        self,
+        interaction: discord.Interaction,
+        limit: app_commands.Choice[str],
+        value: str,
+        role: discord.Role | None = None,
+    ) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        if role is None:
+            await self._set(interaction, guild_id, [(f"limit.{limit.value}", value)])
+            return
+        if limit.value == GUILD_BUDGET:
+            await reply(
+                interaction,
+                "⚠️ The server budget covers the whole server, so it cannot be set per role: leave out `role`.",
+            )
+            return
+        if role.id == guild_id:
+            await reply(
+                interaction, "⚠️ @everyone is every member: set the server limit instead (leave out `role`)."
+            )
+            return
+        await self._set(interaction, guild_id, [(f"role_limit.{role.id}.{limit.value}", value)])
+
+    @config.command(name="tools", description="Turn one of the agent's tools on or off on this server.")
+    @app_commands.describe(tool="Tool name", enabled="On (true) or off (false)")
+    async def tools(self, interaction: discord.Interaction, tool: str, enabled: bool) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._set(interaction, guild_id, [(f"tool.{tool.strip()}", enabled)])
+
+    @tools.autocomplete("tool")
+    async def _tool_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None or not _may_manage(interaction):
+            return []
+        gs = await self.store.get(interaction.guild_id)
+        return [
+            app_commands.Choice(name=f"{t} ({'on' if gs.tool_enabled(t) else 'off'})", value=t)
+            for t in matching(self.store.schema.known_tools, current)
+        ]
+
+    @config.command(name="max-steps", description="The most reasoning steps one research turn may take.")
+    @app_commands.describe(steps="A whole number (the allowed range is shown if it is out of range)")
+    async def max_steps(self, interaction: discord.Interaction, steps: int) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._set(interaction, guild_id, [("max_steps", steps)])
+
+    # --- where and how it answers -----------------------------------------------------------------
+
+    @config.command(
+        name="channels", description="Where /research and mentions are answered (none = everywhere)."
+    )
+    @app_commands.describe(action="add or remove a channel, or clear the list", channel="The channel")
+    @app_commands.choices(action=CHANNEL_ACTIONS)
+    async def channels(
+        self,
+        interaction: discord.Interaction,
+        action: app_commands.Choice[str],
+        channel: discord.TextChannel | None = None,
+    ) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        gs = await self.store.get(guild_id)
+        current = list(gs.channels)
+        if action.value == "clear":
+            await self._set(interaction, guild_id, [("channels", [])])
+            return
+        if channel is None:
+            await reply(interaction, f"⚠️ Pick the channel to {action.value} (the `channel` option).")
+            return
+        if action.value == "add":
+            new = [*current, channel.id] if channel.id not in current else current
+        else:
+            if channel.id not in current:
+                listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
+                await reply(interaction, f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
+                return
+            new = [c for c in current if c != channel.id]
+        await self._set(interaction, guild_id, [("channels", new)])
+
+    @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
+    @app_commands.describe(
+        text="The instructions (leave empty to see the current ones)",
+        channel="Only this channel and the threads under it",
+        clear="Remove the persona instead",
+    )
+    async def persona(
+        self,
+        interaction: discord.Interaction,
+        text: str | None = None,
+        channel: discord.TextChannel | None = None,
+        clear: bool = False,
+    ) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        key = f"channel_persona.{channel.id}" if channel else "persona"
+        where = f"<#{channel.id}> and its threads" if channel else "this server"
+        if clear and text:
+            await reply(interaction, "⚠️ Give either `text` or `clear`, not both.")
+            return
+        if clear:
+            gs = await self.store.get(guild_id)
+            if key not in gs.overrides:
+                await reply(interaction, f"No persona is set for {where}; nothing changed.")
+                return
+            await self.store.reset(guild_id, interaction.user.id, key)
+            await reply(interaction, f"✅ Persona for {where} removed.")
+            return
+        if text is None:
+            gs = await self.store.get(guild_id)
+            current = gs.channel_personas.get(channel.id) if channel else gs.persona
+            shown = f"```\n{clip(current.replace('```', 'ʼʼʼ'), 1800)}\n```" if current else "none"
+            await reply(interaction, f"Persona for {where}: {shown}")
+            return
+        await self._set(interaction, guild_id, [(key, text)])
+
+    @config.command(name="memory", description="Long-term memory: auto-store, how many items, how long.")
+    @app_commands.describe(
+        auto_store="Store each finished research in memory automatically",
+        max_items="Most items kept (a whole number, or 'unlimited')",
+        max_age_days="Forget items older than this many days (or 'unlimited')",
+    )
+    async def memory(
+        self,
+        interaction: discord.Interaction,
+        auto_store: bool | None = None,
+        max_items: str | None = None,
+        max_age_days: str | None = None,
+    ) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        changes: list[tuple[str, Any]] = [
+            (k, v)
+            for k, v in (
+                ("memory.auto_store", auto_store),
+                ("memory.max_items", max_items),
+                ("memory.max_age_days", max_age_days),
+            )
+            if v is not None
+        ]
+        if not changes:
+            gs = await self.store.get(guild_id)
+            limits = await self.bot.services.quotas.limits_for(guild_id)
+            keys = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
+            lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in keys]
+            await reply(interaction, "Memory settings:\n" + "\n".join(lines))
+            return
+        await self._set(interaction, guild_id, changes)
+
+    # --- reset ------------------------------------------------------------------------------------
+
+    @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")
+    @app_commands.describe(setting="A setting or group (e.g. tier.medium, limit, tool); empty = everything")
+    async def reset(self, interaction: discord.Interaction, setting: str | None = None) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        try:
+            key = canonical_reset_key(self.store, setting)
+        except SettingError as e:
+            await reply(interaction, f"⚠️ {e}")
+            return
+        gs = await self.store.get(guild_id)
+        keys = affected_keys(gs, key)
+        what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
+        if not keys:
+            await reply(interaction, f"Nothing to reset: {what} is already at the bot's default.")
+            return
+        listed = ", ".join(describe_key(k) for k in keys)
+        await reply(
+            interaction,
+            f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
+            f"{'s' if len(keys) != 1 else ''}: {clip(listed, 1500)}",
+            view=reset_view(key, int(time.time()) + RESET_CONFIRM_SECONDS),
+        )
+
+    @reset.autocomplete("setting")
+    async def _reset_keys(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        if interaction.guild_id is None or not _may_manage(interaction):
+            return []
+        gs = await self.store.get(interaction.guild_id)
+        groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
+        options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
+        options.update({k: one_line(_plain_key(k), 80) for k in gs.overrides})
+        names = matching(options, current)
+        return [
+            app_commands.Choice(name=clip(f"{options[n]} ({n})" if options[n] != n else n, 100), value=n)
+            for n in names
+            if len(n) <= 100
+        ]
+
+
+def _plain_key(key: str) -> str:
+    """Autocomplete choices cannot render mentions: name a role or channel by id."""
+    parts = key.split(".")
+    if parts[0] == "role_limit" and len(parts) == 3:
+        return f"role {parts[1]}: {LIMIT_LABELS.get(parts[2], parts[2])}"
+    if parts[0] == "channel_persona":
+        return f"persona of channel {parts[1]}"
+    return key
+
+
+def _may_manage(interaction: discord.Interaction) -> bool:
+    try:
+        require_manage_guild(interaction.permissions.value)
+    except MissingManageGuild:
+        return False
+    return True
+
+
+# --- the reset confirmation -----------------------------------------------------------------------
+
+
+class ResetConfirm(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"agentbot:cfgreset:(?P<exp>[0-9]{1,12}):(?P<key>[a-z0-9_.*-]{1,80})",
+):
+    def __init__(self, key: str | None, expires: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Reset" if key is None else "Reset it",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"agentbot:cfgreset:{expires}:{key or '*'}",
+            )
+        )
+        self.key = key
+        self.expires = expires
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ResetConfirm:
+        key = match["key"]
+        return cls(None if key == "*" else key, int(match["exp"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        if time.time() > self.expires:
+            await interaction.response.edit_message(
+                content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
+            )
+            return
+        store: GuildSettingsStore = _services(interaction).guild_settings
+        try:
+            removed = await store.reset(guild_id, interaction.user.id, self.key)
+        except SettingError as e:
+            await interaction.response.edit_message(content=f"⚠️ {e}", view=None)
+            return
+        if not removed:
+            text = "Nothing to reset any more: already at the bot's defaults."
+        else:
+            listed = ", ".join(describe_key(k) for k in removed)
+            text = (
+                f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
+            )
+        await interaction.response.edit_message(content=clip(text, 2000), view=None)
+
+
+class ResetCancel(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:cfgcancel"):
+    def __init__(self) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.secondary, custom_id="agentbot:cfgcancel"
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ResetCancel:
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
+
+
+def reset_view(key: str | None, expires: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResetConfirm(key, expires))
+    view.add_item(ResetCancel())
+    return view
+
+
+async def setup(bot: AgentBot) -> None:
+    bot.add_dynamic_items(ResetConfirm, ResetCancel)
+    await bot.add_cog(ConfigCog(bot))
+
+
+async def teardown(bot: AgentBot) -> None:
+    bot.remove_dynamic_items(ResetConfirm, ResetCancel)

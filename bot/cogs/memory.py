@@ -1,0 +1,535 @@
+"""/memory: search, forget, stats, export and clear a server's long-term memory.
+
+Decisions (the README's "Memory commands" section says the same to users):
+
+* **Namespace.** Every call uses ``interaction.guild_id`` (the group is guild-only); no option ever
+  names a server, so nobody can read or change another server's memory from here.
+* **Who may do what.** Any member may search, see stats and export: the memory is the server's shared
+  notes, and search already shows every row. Forgetting a memory needs its author (the member whose
+  research or note it was) or Manage Server; memories without an author (imports) need Manage
+  Server. Clearing needs Manage Server, checked here and again on the button, not only by Discord's
+  command permissions (which a server can override).
+* **Replies** are ephemeral, and nothing sent here can ping (``allowed_mentions`` none).
+* **Confirmation buttons are stateless.** Their custom id carries the action, the time it was offered
+  and (for forget) up to four memory ids; the click re-reads the server from the interaction and
+  re-checks permissions and the memories themselves. So a button keeps working across a restart, and
+  one older than ``confirm_ttl`` (10 minutes) only says it expired. Discord only delivers clicks on
+  components that are really on the message, and the message is ephemeral (only its caller sees it).
+* **Memory off or broken.** Every command says so, with the reason recorded at start-up
+  (``services.memory_error``), secrets masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import io
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+from discord import app_commands
+from discord.ext import commands
+
+from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from bot.discord_sink import NO_MENTIONS
+
+if TYPE_CHECKING:
+    from bot.app import AgentBot
+    from bot.services import Services
+
+log = structlog.get_logger().bind(logger="bot.cogs.memory")
+
+CONFIRM_TTL = 600.0
+"""Seconds a confirmation button stays valid."""
+MAX_FORGET = 4
+"""Memories one confirmation may forget: four 16-digit ids fit Discord's 100-character custom id."""
+FORGET_MIN_RELEVANCE = 0.4
+"""Forget by query only offers memories at least this close (cosine), like ``forget_by_query``."""
+SEARCH_MIN_RELEVANCE = 0.15
+"""Search hides matches below this: with MiniLM they share little more than the language."""
+EXCERPT = 180
+MESSAGE_LIMIT = 2000
+
+_ID_IN_TEXT = re.compile(r"\b([0-9a-f]{16})(?:-(\d{1,4}))?\b")
+_SECRETS = (
+    (re.compile(r"(?i)(://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
+    (re.compile(r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[=:]\s*|\s+)\S+"), r"\1\2***"),
+    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}"), "***"),
+)
+KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
+
+
+# --- small helpers ---------------------------------------------------------------------------------
+
+
+def mask_secrets(text: str) -> str:
+    """An operator's error text made fit for members: credentials in URLs, tokens and keys masked."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def unavailable_text(sv: Services) -> str:
+    if sv.memory_error:
+        why = mask_secrets(" ".join(sv.memory_error.split()))
+        why = (why if len(why) <= 400 else why[:399] + "…").replace("`", "'")
+        return (
+            f"🧠 Memory is unavailable on this bot: it failed to start with `{why}`. "
+            "An operator can fix that and restart the bot."
+        )
+    return "🧠 Memory is turned off on this bot (`MEMORY_ENABLED=false`). An operator can turn it on."
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """One line, Markdown-escaped, cut at ``limit`` characters."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1].rstrip() + "…"
+    return discord.utils.escape_markdown(flat)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def day(ts: float | None) -> str:
+    return "—" if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+def parse_memory_id(value: str) -> str | None:
+    """The parent id in what a user pasted (``3f…``, `` `3f…-2` ``, ``[memory 3f…, 2026-…]``)."""
+    found = _ID_IN_TEXT.search(value.strip().lower())
+    return found.group(1) if found else None
+
+
+def is_manager(interaction: discord.Interaction) -> bool:
+    perms = interaction.permissions
+    return bool(perms.manage_guild or perms.administrator)
+
+
+def may_forget(author: str, user_id: int, manager: bool) -> bool:
+    return manager or (bool(author) and author == str(user_id))
+
+
+def fit(lines: Iterable[str], limit: int = MESSAGE_LIMIT, tail: str = "") -> str:
+    """Join whole lines while they fit in one Discord message (with ``tail`` at the end)."""
+    out: list[str] = []
+    used = len(tail)
+    for line in lines:
+        if used + len(line) + 1 > limit:
+            break
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out) + tail
+
+
+def describe(rec: MemoryRecord, *, relevance: float | None = None) -> list[str]:
+    """Two lines for one memory: id, date, kind (and task), then an excerpt."""
+    head = f"`{rec.parent or rec.id}` · {rec.date} · {rec.kind}"
+    if relevance is not None:
+        head += f" · {relevance:.0%} match"
+    if rec.chunks > 1:
+        head += f" · part {rec.chunk + 1}/{rec.chunks}"
+    if rec.task:
+        head += f" · task: “{excerpt(rec.task, 80)}”"
+    return [head, f"> {excerpt(rec.text)}"]
+
+
+def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecord]]:
+    """Rows by whole memory (parent id), in the order first seen."""
+    groups: dict[str, list[MemoryRecord]] = {}
+    for r in records:
+        groups.setdefault(r.parent or r.id, []).append(r)
+    return groups
+
+
+# --- confirmation buttons ----------------------------------------------------------------------------
+
+
+def _ts36(ts: float) -> str:
+    n, digits = int(ts), ""
+    while True:
+        n, r = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
+        if n == 0:
+            return digits
+
+
+class MemoryButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"agentbot:mem:(?P<action>[fcx])(?::(?P<ts>[0-9a-z]{1,8}))?(?::(?P<ids>(?:[0-9a-f]{16}){1,4}))?",
+):
+    """Forget (``f``), clear (``c``) or cancel (``x``). Registered with ``add_dynamic_items`` in
+    ``cog_load``, so clicks after a restart still reach it."""
+
+    def __init__(self, action: str, issued: int = 0, ids: Sequence[str] = ()) -> None:
+        parts = ["agentbot:mem:" + action]
+        if action != "x":
+            parts.append(_ts36(issued))
+        if ids:
+            parts.append("".join(ids))
+        label, style = {
+            "f": (f"Forget {len(ids)} memor{'y' if len(ids) == 1 else 'ies'}", discord.ButtonStyle.danger),
+            "c": ("Delete every memory of this server", discord.ButtonStyle.danger),
+            "x": ("Cancel", discord.ButtonStyle.secondary),
+        }[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=":".join(parts)))
+        self.action = action
+        self.issued = issued
+        self.ids = list(ids)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> MemoryButton:
+        ids = match["ids"] or ""
+        return cls(
+            match["action"], int(match["ts"] or "0", 36), [ids[i : i + 16] for i in range(0, len(ids), 16)]
+        )
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = interaction.client.get_cog("MemoryCog")  # type: ignore[attr-defined]
+        if not isinstance(cog, MemoryCog):
+            await interaction.response.edit_message(content="Memory commands are not loaded.", view=None)
+            return
+        await cog.on_button(interaction, self)
+
+
+def confirm_view(action: str, ids: Sequence[str] = (), *, now: float | None = None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(MemoryButton(action, int(time.time() if now is None else now), ids))
+    view.add_item(MemoryButton("x"))
+    return view
+
+
+# --- the cog ---------------------------------------------------------------------------------------
+
+
+@app_commands.guild_only()
+class MemoryCog(commands.GroupCog, group_name="memory", group_description="This server's long-term memory"):
+    def __init__(self, bot: AgentBot) -> None:
+        self.bot = bot
+        self.confirm_ttl = CONFIRM_TTL
+        """Seconds a confirmation button stays valid (a setting for tests and operators)."""
+        super().__init__()
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(MemoryButton)
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(MemoryButton)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @property
+    def sv(self) -> Services:
+        return self.bot.services
+
+    async def _begin(self, interaction: discord.Interaction) -> tuple[Any, str] | None:
+        """Defer (ephemeral) and return (memory, namespace), or say why memory can't be used."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        if interaction.guild_id is None:  # guild_only makes this unreachable; never fall back to anything
+            await self._say(interaction, "Memory belongs to a server: use this command in one.")
+            return None
+        if self.sv.memory is None:
+            await self._say(interaction, unavailable_text(self.sv))
+            return None
+        return self.sv.memory, str(interaction.guild_id)
+
+    async def _say(self, interaction: discord.Interaction, text: str, **kwargs: Any) -> None:
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS, **kwargs)
+
+    async def _failed(self, interaction: discord.Interaction, what: str, e: MemoryStoreError) -> None:
+        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
+        await self._say(interaction, f"⚠️ Could not {what}: {mask_secrets(str(e))}")
+
+    # -- /memory search ----------------------------------------------------------------------------
+
+    @app_commands.command(name="search", description="Search this server's memory by meaning.")
+    @app_commands.describe(query="What to look for", kind="Only this kind of memory", count="How many (1-10)")
+    @app_commands.choices(kind=KIND_CHOICES)
+    async def search(
+        self,
+        interaction: discord.Interaction,
+        query: app_commands.Range[str, 1, 300],
+        kind: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 10] = 5,
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        try:
+            hits: list[MemoryHit] = await memory.search(
+                ns,
+                query,
+                min(100, count * 3),  # chunks of one memory collapse into one line
+                min_relevance=SEARCH_MIN_RELEVANCE,
+                kinds=[kind.value] if kind else None,
+            )
+        except MemoryStoreError as e:
+            await self._failed(interaction, "search memory", e)
+            return
+        best: dict[str, MemoryHit] = {}
+        for h in hits:
+            best.setdefault(h.parent or h.id, h)
+        shown = list(best.values())[:count]
+        q = excerpt(query, 100)
+        if not shown:
+            await self._say(interaction, f"🧠 Nothing in this server's memory matches “{q}”.")
+            return
+        lines = [f"🧠 Best matches in this server's memory for “{q}”:"]
+        for h in shown:
+            lines += describe(h, relevance=h.relevance)
+        tail = "\n-# Forget one with `/memory forget id:<id>`."
+        await self._say(interaction, fit(lines, tail=tail))
+
+    # -- /memory forget ----------------------------------------------------------------------------
+
+    @app_commands.command(name="forget", description="Forget memories, by id or by what they say.")
+    @app_commands.describe(
+        id="A memory id, as /memory search shows it",
+        query="Forget the memories that best match this (up to 4; you confirm first)",
+    )
+    async def forget(
+        self,
+        interaction: discord.Interaction,
+        id: app_commands.Range[str, 1, 100] | None = None,  # the option's name in Discord
+        query: app_commands.Range[str, 1, 300] | None = None,
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        if (id is None) == (query is None):
+            await self._say(
+                interaction, "Give either `id` (from /memory search) or `query`, not both or neither."
+            )
+            return
+        manager = is_manager(interaction)
+        user_id = interaction.user.id
+        try:
+            if id is not None:
+                parent = parse_memory_id(id)
+                if parent is None:
+                    await self._say(
+                        interaction,
+                        f"“{excerpt(id, 40)}” is not a memory id: ids are 16 hex digits, as /memory search shows them.",
+                    )
+                    return
+                groups = group_parents(await memory.get(ns, [parent]))  # a chunk id counts as its memory
+                if not groups:
+                    await self._say(interaction, f"🧠 This server has no memory `{parent}`.")
+                    return
+            else:
+                assert query is not None
+                hits = await memory.search(ns, query, 20, min_relevance=FORGET_MIN_RELEVANCE)
+                parents = list(dict.fromkeys(h.parent or h.id for h in hits))[:MAX_FORGET]
+                groups = group_parents(await memory.get(ns, parents)) if parents else {}
+                if not groups:
+                    await self._say(
+                        interaction,
+                        f"🧠 Nothing in this server's memory matches “{excerpt(query, 100)}” closely enough. "
+                        "Find it with /memory search, then forget it by id.",
+                    )
+                    return
+        except MemoryStoreError as e:
+            await self._failed(interaction, "read memory", e)
+            return
+        allowed = [p for p, rows in groups.items() if may_forget(rows[0].author, user_id, manager)]
+        refused = [p for p in groups if p not in allowed]
+        lines: list[str] = []
+        if allowed:
+            lines.append(
+                f"🧠 Forget {'this memory' if len(allowed) == 1 else f'these {len(allowed)} memories'}? "
+                "This cannot be undone."
+            )
+            for p in allowed:
+                lines += describe(groups[p][0])
+        if refused:
+            lines.append(
+                f"🔒 Not yours to forget ({len(refused)}): only its author or someone with Manage Server can "
+                "forget " + ", ".join(f"`{p}`" for p in refused) + "."
+            )
+        text = fit(lines)
+        if not allowed:
+            await self._say(interaction, text)
+            return
+        await self._say(interaction, text, view=confirm_view("f", allowed))
+
+    # -- /memory stats -----------------------------------------------------------------------------
+
+    @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        try:
+            st: MemoryStats = await memory.stats(ns)
+        except MemoryStoreError as e:
+            await self._failed(interaction, "read memory stats", e)
+            return
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        kinds = " · ".join(f"{k} {n}" for k, n in sorted(st.by_kind.items())) or "—"
+        limit = f"at most {gs.memory_max_items} items" if gs.memory_max_items else "no item limit"
+        age = f"at most {gs.memory_max_age_days} days old" if gs.memory_max_age_days else "no age limit"
+        where = "its own collection" if st.layout == "dedicated" else "a shared collection"
+        lines = [
+            "🧠 **This server's memory**",
+            f"Memories: **{st.memories}**"
+            + (f" ({st.items} items: long memories are kept in chunks)" if st.items != st.memories else "")
+            + f" · about {human_bytes(st.bytes_estimate)}",
+            f"Oldest: {day(st.oldest)} · newest: {day(st.newest)}",
+            f"By kind (items): {kinds}",
+            f"Layout: {where} (`{st.collection}`) · embedding `{memory.embedding_id}`",
+            f"Retention: {limit}, {age}, oldest first · finished research is "
+            f"{'stored' if gs.memory_auto_store else 'not stored'} automatically",
+        ]
+        await self._say(interaction, fit(lines))
+
+    # -- /memory export ----------------------------------------------------------------------------
+
+    @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
+    async def export(self, interaction: discord.Interaction) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        buf = io.BytesIO()
+        rows = 0
+        try:
+            async for row in memory.export(ns):
+                buf.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+                rows += 1
+        except MemoryStoreError as e:
+            await self._failed(interaction, "export memory", e)
+            return
+        if rows == 0:
+            await self._say(interaction, "🧠 This server has no memories to export.")
+            return
+        data = buf.getvalue()
+        name = f"memory-{ns}-{dt.datetime.now(tz=dt.UTC):%Y%m%d}.jsonl"
+        limit = max(1024, interaction.filesize_limit - 64 * 1024)  # room for the multipart envelope
+        note = ""
+        if len(data) > limit:  # JSONL of text compresses well; try before giving up
+            data = await asyncio.to_thread(gzip.compress, data, 6)
+            name += ".gz"
+            note = " (gzip-compressed: it was over this server's upload limit)"
+        if len(data) > limit:
+            await self._say(
+                interaction,
+                f"🧠 The export ({rows} items) is {human_bytes(len(data))} even compressed, over this server's "
+                f"upload limit of {human_bytes(interaction.filesize_limit)}. Forget or clear old memories, "
+                "or ask an operator to export from the data directory.",
+            )
+            return
+        await self._say(
+            interaction,
+            f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}.",
+            file=discord.File(io.BytesIO(data), filename=name),
+        )
+
+    # -- /memory clear -----------------------------------------------------------------------------
+
+    @app_commands.command(name="clear", description="Delete every memory of this server (Manage Server).")
+    async def clear(self, interaction: discord.Interaction) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        if not is_manager(interaction):
+            await self._say(
+                interaction, "🔒 Only members with **Manage Server** can clear this server's memory."
+            )
+            return
+        try:
+            st = await memory.stats(ns)
+        except MemoryStoreError as e:
+            await self._failed(interaction, "read memory stats", e)
+            return
+        if st.items == 0:
+            await self._say(interaction, "🧠 This server's memory is already empty.")
+            return
+        await self._say(
+            interaction,
+            f"🧠 Delete **all {st.memories} memories** of this server ({st.items} items, oldest from "
+            f"{day(st.oldest)})? This cannot be undone; `/memory export` first keeps a copy.",
+            view=confirm_view("c"),
+        )
+
+    # -- buttons -----------------------------------------------------------------------------------
+
+    async def on_button(self, interaction: discord.Interaction, button: MemoryButton) -> None:
+        async def done(text: str) -> None:
+            await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
+
+        await interaction.response.defer()  # an update of the prompt message itself
+        if button.action == "x":
+            await done("Cancelled: nothing was changed.")
+            return
+        age = time.time() - button.issued
+        if not -60 <= age <= self.confirm_ttl:
+            cmd = "/memory forget" if button.action == "f" else "/memory clear"
+            await done(
+                f"⌛ This confirmation expired (they last {self.confirm_ttl / 60:g} minutes). Run {cmd} again."
+            )
+            return
+        memory = self.sv.memory
+        if memory is None:
+            await done(unavailable_text(self.sv))
+            return
+        if interaction.guild_id is None:
+            await done("Memory belongs to a server.")
+            return
+        ns = str(interaction.guild_id)
+        manager = is_manager(interaction)
+        try:
+            if button.action == "c":
+                if not manager:
+                    await done("🔒 Only members with **Manage Server** can clear this server's memory.")
+                    return
+                removed = await memory.clear(ns)
+                log.info("memory_cleared", guild_id=ns, user_id=interaction.user.id, rows=removed)
+                await done(
+                    f"🧠 Cleared this server's memory: {removed} item{'s' if removed != 1 else ''} deleted."
+                )
+                return
+            groups = group_parents(await memory.get(ns, button.ids))
+            mine = [
+                p for p, rows in groups.items() if may_forget(rows[0].author, interaction.user.id, manager)
+            ]
+            removed_rows = await memory.forget(ns, mine) if mine else []
+        except MemoryStoreError as e:
+            log.warning("memory_button_failed", guild_id=ns, error=str(e))
+            await done(f"⚠️ Could not change memory: {mask_secrets(str(e))}")
+            return
+        log.info(
+            "memory_forgotten", guild_id=ns, user_id=interaction.user.id, ids=mine, rows=len(removed_rows)
+        )
+        gone = len(button.ids) - len(groups)
+        parts = [
+            f"🧠 Forgot {len(mine)} memor{'y' if len(mine) == 1 else 'ies'}"
+            + (": " + ", ".join(f"`{p}`" for p in mine) if mine else "")
+            + "."
+        ]
+        if gone:
+            parts.append(f"{gone} had already been forgotten.")
+        if len(mine) < len(groups):
+            parts.append(f"{len(groups) - len(mine)} are not yours to forget (author or Manage Server only).")
+        await done(" ".join(parts))
+
+
+async def setup(bot: AgentBot) -> None:
+    await bot.add_cog(MemoryCog(bot))

@@ -1,0 +1,397 @@
+"""Rendering helpers for the admin and usage replies: values as people read them, embeds within limits.
+
+Discord refuses a whole message when one embed limit is passed (description 4096, field value 1024,
+25 fields, 6000 characters in all), so every embed here goes through :func:`fit_embed`, which clips and
+drops instead of failing. A clipped reply that says "… and 3 more" is better than no reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+
+from bot.discord_sink import NO_MENTIONS
+from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
+from bot.store import AuditEntry, GuildSettings, LimitUsage, ServerUsage, SettingsView, UsageReport
+
+DESCRIPTION_MAX = 4096
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FIELDS_MAX = 25
+TITLE_MAX = 256
+FOOTER_MAX = 2048
+EMBED_TOTAL_MAX = 6000
+
+MONEY_LIMITS = frozenset({"cost_per_month_usd", GUILD_BUDGET})
+ACCENT = discord.Colour.blurple()
+WARNING = discord.Colour.orange()
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending in "…" when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - 1)] + "…"
+
+
+def one_line(text: str, limit: int) -> str:
+    return clip(" ".join(text.split()), limit)
+
+
+def code(text: str) -> str:
+    """Inline code that a backtick in the text cannot break out of."""
+    return "`" + text.replace("`", "ʼ") + "`"
+
+
+def join_lines(lines: Iterable[str], limit: int, *, more: str = "… and {n} more") -> str:
+    """As many whole lines as fit in ``limit`` characters, then a count of the rest."""
+    items = list(lines)
+    out: list[str] = []
+    used = 0
+    for i, line in enumerate(items):
+        rest = len(items) - i - 1
+        tail = ("\n" + more.format(n=rest)) if rest else ""
+        cost = len(line) + (1 if out else 0)
+        if used + cost + len(tail) > limit:
+            left = len(items) - i
+            note = more.format(n=left)
+            if used + len(note) + 1 <= limit:
+                out.append(note)
+            elif not out:
+                return clip(line, limit)
+            break
+        out.append(line)
+        used += cost
+    return "\n".join(out)
+
+
+async def reply(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    embed: discord.Embed | None = None,
+    view: discord.ui.View | None = None,
+) -> None:
+    """Ephemeral, mentioning nobody; a followup if the interaction was already answered."""
+    kwargs: dict[str, Any] = {"ephemeral": True, "allowed_mentions": NO_MENTIONS}
+    if content is not None:
+        kwargs["content"] = clip(content, 2000)
+    if embed is not None:
+        kwargs["embed"] = embed
+    if view is not None:
+        kwargs["view"] = view
+    if interaction.response.is_done():
+        await interaction.followup.send(**kwargs)
+    else:
+        await interaction.response.send_message(**kwargs)
+
+
+# --- values ---------------------------------------------------------------------------------------
+
+
+def format_limit(name: str, value: float | None) -> str:
+    if value is None:
+        return "unlimited"
+    if name in MONEY_LIMITS:
+        return format_usd(float(value))
+    return f"{int(value):,}"
+
+
+def format_amount(name: str, value: float) -> str:
+    """Usage of one limit: money in dollars, the rest as whole numbers."""
+    if name in MONEY_LIMITS:
+        return format_usd(value)
+    return f"{int(value):,}"
+
+
+def format_setting(key: str, value: Any, *, present: bool = True) -> str:
+    """A stored override for the audit log and replies; ``present=False`` is "no override"."""
+    if not present:
+        return "default"
+    head = key.split(".")[0]
+    if value is None:
+        return "unlimited"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if head == "tier" and isinstance(value, list):
+        return tier_line(value)
+    if key == "channels" and isinstance(value, list):
+        return ", ".join(f"<#{c}>" for c in value) or "every channel"
+    if head in ("persona", "channel_persona"):
+        return code(one_line(str(value), 60))
+    if head in ("limit", "role_limit"):
+        return format_limit(key.split(".")[-1], value)
+    if isinstance(value, list):
+        return ", ".join(code(str(v)) for v in value)
+    return code(one_line(str(value), 80))
+
+
+def describe_key(key: str) -> str:
+    """A key as an admin reads it: role and channel ids as mentions (they render, and never ping)."""
+    parts = key.split(".")
+    if parts[0] == "role_limit" and len(parts) == 3:
+        return f"<@&{parts[1]}> {LIMIT_LABELS.get(parts[2], parts[2])}"
+    if parts[0] == "role_limit" and len(parts) == 2:
+        return f"every limit of <@&{parts[1]}>"
+    if parts[0] == "channel_persona" and len(parts) == 2:
+        return f"persona of <#{parts[1]}>"
+    if parts[0] == "limit" and len(parts) == 2:
+        return LIMIT_LABELS.get(parts[1], parts[1])
+    return code(key)
+
+
+def audit_line(entry: AuditEntry) -> str:
+    old = format_setting(entry.key, entry.old, present=entry.old_set)
+    new = format_setting(entry.key, entry.new, present=entry.new_set)
+    return f"{discord_timestamp(entry.at)} <@{entry.actor_id}> {describe_key(entry.key)}: {old} → {new}"
+
+
+# --- embeds ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    value: str
+    inline: bool = False
+
+
+def fit_embed(
+    title: str,
+    description: str = "",
+    fields: Sequence[Field] = (),
+    *,
+    footer: str | None = None,
+    colour: discord.Colour = ACCENT,
+) -> discord.Embed:
+    """An embed that Discord accepts whatever the content: parts clipped, surplus fields dropped.
+
+    The total budget goes to the title, footer and description first, then fields in order; a field
+    that no longer fits is cut to what remains, and fields after that are dropped with a note.
+    """
+    title = clip(title, TITLE_MAX)
+    footer_text = clip(footer, FOOTER_MAX) if footer else ""
+    room = EMBED_TOTAL_MAX - len(title) - len(footer_text) - 60  # 60: room for the "left out" note
+    description = clip(description, min(DESCRIPTION_MAX, max(0, room)))
+    room -= len(description)
+    embed = discord.Embed(title=title, description=description or None, colour=colour)
+    dropped = 0
+    for f in fields:
+        name = clip(f.name or "\u200b", FIELD_NAME_MAX)
+        value = clip(f.value or "—", FIELD_VALUE_MAX)
+        if len(embed.fields) >= FIELDS_MAX or room < len(name) + 20:
+            dropped += 1
+            continue
+        if len(name) + len(value) > room:
+            value = clip(value, room - len(name))
+        embed.add_field(name=name, value=value, inline=f.inline)
+        room -= len(name) + len(value)
+    if dropped:
+        note = f"{dropped} section{'s' if dropped != 1 else ''} left out (too long for Discord)"
+        footer_text = f"{footer_text} · {note}" if footer_text else note
+    if footer_text:
+        embed.set_footer(text=clip(footer_text, FOOTER_MAX))
+    return embed
+
+
+# --- /config show ---------------------------------------------------------------------------------
+
+
+def tier_line(models: Sequence[str]) -> str:
+    """Comma-separated: an arrow would read as "changed to" next to the audit log's arrows."""
+    return ", ".join(code(m) for m in models) if models else "(no models)"
+
+
+def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
+    """What ``key`` is in force right now (an override or the bot's default), as an admin reads it."""
+    parts = key.split(".")
+    head = parts[0]
+    if head == "tier":
+        models = gs.tiers.get(parts[1])
+        return tier_line(models) if models else "not defined"
+    if head == "default_tier":
+        return code(gs.default_tier or "auto")
+    if head == "limit":
+        return format_limit(parts[1], limits.get(parts[1]))
+    if head == "role_limit":
+        values = gs.role_limits.get(int(parts[1]), {})
+        return format_limit(parts[2], values[parts[2]]) if parts[2] in values else "no role limit"
+    if head == "tool":
+        return "on" if gs.tool_enabled(parts[1]) else "off"
+    if head == "max_steps":
+        return str(gs.max_steps)
+    if head == "channels":
+        return ", ".join(f"<#{c}>" for c in gs.channels) or "every channel"
+    if head == "persona":
+        return code(one_line(gs.persona, 80)) if gs.persona else "none"
+    if head == "channel_persona":
+        text = gs.channel_personas.get(int(parts[1]))
+        return code(one_line(text, 80)) if text else "none"
+    if key == "memory.auto_store":
+        return "on" if gs.memory_auto_store else "off"
+    if key == "memory.max_items":
+        return "unlimited" if gs.memory_max_items is None else f"{gs.memory_max_items:,}"
+    if key == "memory.max_age_days":
+        return "unlimited" if gs.memory_max_age_days is None else f"{gs.memory_max_age_days:,} days"
+    return format_setting(key, gs.overrides.get(key), present=key in gs.overrides)
+
+
+def _here(gs: GuildSettings, key: str) -> str:
+    return " *(set here)*" if key in gs.overrides else ""
+
+
+def settings_embed(
+    view: SettingsView, limits: Limits, tool_names: Iterable[str], guild_name: str
+) -> discord.Embed:
+    """``/config show``: every effective setting, what this server overrides, and the latest changes."""
+    gs = view.settings
+    tiers = [
+        f"**{name}**: {tier_line(models)}{_here(gs, f'tier.{name}')}"
+        for name, models in sorted(gs.tiers.items())
+    ]
+    tiers.append(f"Default tier: {code(gs.default_tier or 'auto')}{_here(gs, 'default_tier')}")
+    user_limits = [
+        f"{LIMIT_LABELS[n]}: **{format_limit(n, limits.get(n))}**{_here(gs, f'limit.{n}')}"
+        for n in USER_LIMITS
+    ]
+    user_limits.append(
+        f"server budget per month: **{format_limit(GUILD_BUDGET, limits.get(GUILD_BUDGET))}**"
+        f"{_here(gs, f'limit.{GUILD_BUDGET}')}"
+    )
+    roles = [
+        f"<@&{rid}>: "
+        + ", ".join(f"{LIMIT_LABELS[n]} {format_limit(n, v)}" for n, v in sorted(values.items()))
+        for rid, values in sorted(gs.role_limits.items())
+    ]
+    names = sorted(tool_names)
+    on = [code(n) for n in names if gs.tool_enabled(n)]
+    off = [code(n) for n in names if not gs.tool_enabled(n)]
+    tools = f"On: {', '.join(on) or 'none'}\nOff: {', '.join(off) or 'none'}"
+    research = (
+        f"Max steps: **{gs.max_steps}**{_here(gs, 'max_steps')}\n"
+        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}"
+    )
+    personas = [f"Server: {code(one_line(gs.persona, 300)) if gs.persona else 'none'}"]
+    personas += [
+        f"<#{cid}>: {code(one_line(text, 120))}" for cid, text in sorted(gs.channel_personas.items())
+    ]
+    memory = (
+        f"Auto-store: **{effective_value(gs, limits, 'memory.auto_store')}**{_here(gs, 'memory.auto_store')}\n"
+        f"Max items: **{effective_value(gs, limits, 'memory.max_items')}**{_here(gs, 'memory.max_items')}\n"
+        f"Max age: **{effective_value(gs, limits, 'memory.max_age_days')}**{_here(gs, 'memory.max_age_days')}"
+    )
+    changes = [audit_line(e) for e in view.recent_changes]
+    fields = [
+        Field("Models (first is tried first)", join_lines(tiers, FIELD_VALUE_MAX)),
+        Field("Limits per user", join_lines(user_limits, FIELD_VALUE_MAX)),
+        Field("Role limits", join_lines(roles, FIELD_VALUE_MAX) if roles else "none"),
+        Field("Tools", clip(tools, FIELD_VALUE_MAX)),
+        Field("Research", research),
+        Field("Persona", join_lines(personas, FIELD_VALUE_MAX)),
+        Field("Memory", memory),
+        Field("Recent changes", join_lines(changes, FIELD_VALUE_MAX) if changes else "No changes yet."),
+    ]
+    return fit_embed(
+        f"agentbot settings · {guild_name}",
+        fields=fields,
+        footer="Change with /config <setting> · undo with /config reset · all changes are logged",
+    )
+
+
+# --- /usage ---------------------------------------------------------------------------------------
+
+USAGE_HEADINGS: dict[str, str] = {
+    "requests_per_day": "Requests today",
+    "tokens_per_day": "Tokens today",
+    "cost_per_month_usd": "Spending this month",
+    "concurrent_sessions": "Sessions running",
+    GUILD_BUDGET: "Server budget this month",
+}
+USAGE_ORDER = (
+    "requests_per_day",
+    "tokens_per_day",
+    "cost_per_month_usd",
+    "concurrent_sessions",
+    GUILD_BUDGET,
+)
+
+
+def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
+    """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
+    plus = "+" if at_least and item.name in MONEY_LIMITS else ""
+    used = format_amount(item.name, item.used) + plus
+    mark = "⛔ " if item.exhausted else ""
+    if item.limit is None:
+        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} (unlimited)"
+    else:
+        left = item.remaining or 0.0
+        left_text = "none left" if item.exhausted else f"{format_amount(item.name, left)} left"
+        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} of {format_limit(item.name, item.limit)} · {left_text}"
+    if item.name == GUILD_BUDGET:
+        text += " (shared by the whole server)"
+    if item.resets_at is not None and item.limit is not None:
+        text += f" · resets {discord_timestamp(item.resets_at)}"
+    return text
+
+
+def usage_embed(report: UsageReport, who: str) -> discord.Embed:
+    by_name = {i.name: i for i in report.items}
+    at_least = report.unknown_cost_calls > 0
+    lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
+    footer = "Days and months are counted in UTC."
+    if at_least:
+        footer += (
+            f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
+            "used a model without a known price: spending is at least what is shown."
+        )
+    exhausted = any(by_name[n].exhausted for n in by_name)
+    return fit_embed(
+        f"Usage · {who}",
+        "\n".join(lines),
+        footer=footer,
+        colour=WARNING if exhausted else ACCENT,
+    )
+
+
+def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
+    plus = "+" if usage.unknown_cost_calls else ""
+    budget = format_limit(GUILD_BUDGET, usage.budget_usd)
+    head = (
+        f"**{usage.month}**: {usage.tokens:,} tokens · {format_usd(usage.cost_usd)}{plus} spent"
+        f" of a {budget} budget"
+    )
+    if usage.budget_usd is not None:
+        head += f" · {format_usd(max(0.0, usage.budget_usd - usage.cost_usd))} left"
+    head += f" · resets {discord_timestamp(usage.resets_at)}"
+    users = [
+        f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''} · {u.tokens:,} tokens"
+        f" · {format_usd(u.cost_usd)}{'+' if u.unknown_cost_calls else ''}"
+        for i, u in enumerate(usage.top_users, 1)
+    ]
+    models = [
+        f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
+        f" · {m.prompt_tokens:,} in / {m.completion_tokens:,} out tokens"
+        + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
+        + f" · {format_usd(m.cost_usd)}{'+' if m.unknown_cost_calls else ''}"
+        for m in usage.models
+    ]
+    footer = "Top users by spending · days and months in UTC."
+    if usage.unknown_cost_calls:
+        footer += (
+            f" {usage.unknown_cost_calls} call(s) had no known price: amounts marked + are lower bounds."
+        )
+    return fit_embed(
+        f"Server usage · {guild_name}",
+        head,
+        [
+            Field("Top users", join_lines(users, FIELD_VALUE_MAX) if users else "No usage yet this month."),
+            Field(
+                "By provider and model",
+                join_lines(models, FIELD_VALUE_MAX) if models else "No model calls yet this month.",
+            ),
+        ],
+        footer=footer,
+    )

@@ -1,0 +1,113 @@
+"""Restarts with real processes: `agentbot run` against the fake Discord and the scripted LLM.
+
+A run killed with SIGKILL mid-step resumes from its last checkpoint at the next start, without
+redoing (or re-charging) the steps it had finished; SIGTERM pauses a run and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
+
+
+@pytest.fixture
+async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord([guild]) as server:
+        yield server
+
+
+async def start_bot_process(
+    fake: FakeDiscord, llm: FakeLLM, data: Path, guild: FakeGuild, log: Path
+) -> asyncio.subprocess.Process:
+    data.mkdir(exist_ok=True)
+    tiers = data / "tiers.toml"
+    tiers.write_text(
+        '[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "AGENT_"))}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-restart-test-0001",
+        "DATA_DIR": str(data),
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DISCORD_SYNC_GUILD_ID": str(guild.id),
+        "MEMORY_ENABLED": "false",
+        "ROUTER_TIERS_FILE": str(tiers),
+        "LOG_FORMAT": "json",
+        "BOT_SHUTDOWN_GRACE_SECONDS": "1",
+        "PYTHON_SANDBOX": "off",
+    }
+    before = fake.identify_count
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=data,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
+    await fake.wait_for(
+        lambda: fake.identify_count > before or proc.returncode is not None,
+        within=30,
+        what="the bot process to connect",
+    )
+    assert proc.returncode is None, log.read_text()[-3000:]
+    await fake.wait_for(lambda: fake.commands(guild), within=30, what="slash commands")
+    return proc
+
+
+async def test_restart_after_kill_9_resumes_the_run_from_its_checkpoint(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(
+        tool_call("calculator", {"expression": "6*7"}), Reply(hang=True), text("Resumed: the answer is 42.")
+    )
+    log = tmp_path / "bot.log"
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general, within=20)
+    await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
+    proc.kill()  # SIGKILL mid-step: no chance to clean up
+    await proc.wait()
+
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    try:
+        await fake.wait_for_message(
+            thread, lambda m: m.content.startswith("Resumed: the answer is 42."), within=30
+        )
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+        contents = [m.content for m in fake.messages(thread)]
+        assert any(c.startswith("♻️ Interrupted by a restart: resuming from step 2.") for c in contents)
+        # Step 1 was not redone: three model calls in all, the last one seeing step 1's result.
+        assert len(llm.requests) == 3
+        roles = [m["role"] for m in llm.requests[2]["messages"]]
+        assert roles == ["system", "user", "assistant", "tool"]
+        assert llm.requests[2]["messages"][-1]["content"] == "42"
+        assert fake.duplicates == []
+
+        # SIGTERM: a clean exit (0) once running turns are paused or done.
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
