@@ -147,6 +147,19 @@ def sync(
     typer.echo(f"synced slash commands {'to server ' + str(guild) if guild else 'globally'}")
 
 
+@app.command()
+def doctor() -> None:
+    """Check settings, Discord token, database, memory, each configured provider and the sandbox."""
+    from bot.doctor import render, run_doctor
+
+    checks = asyncio.run(run_doctor())
+    typer.echo(render(checks))
+    failed = [c for c in checks if not c.ok]
+    typer.echo(f"{len(checks) - len(failed)} ok, {len(failed)} to fix")
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

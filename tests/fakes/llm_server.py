@@ -107,6 +107,8 @@ class FakeLLM:
             await self._runner.cleanup()
 
     async def _models(self, request: web.Request) -> web.Response:
+        if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         names = sorted(self.known_models or {"gpt-4o-mini"})
         return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
 
