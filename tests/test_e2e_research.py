@@ -208,3 +208,28 @@ async def test_e2e_shutdown_pauses_a_run_and_the_next_start_resumes_it(
     assert [t.status for t in turns] == ["interrupted", "completed"]
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]  # the task once, no step twice
     assert len(llm.requests) == 3 and llm.requests[2]["messages"][-1]["content"] == "5"
+
+
+async def test_e2e_long_answers_are_split_or_attached(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    medium = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum " * 40 for i in range(6))  # ~3,000 chars
+    huge = "\n\n".join(f"Section {i}: " + "dolor sit amet " * 60 for i in range(10))  # ~9,000 chars
+    llm.script(text(medium), text(huge))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "Write a medium answer")
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
+        await wait_idle(fake, bot)
+        fake.inject_message(thread, "alice", "Now a huge one")
+        await fake.wait_for(lambda: sum("tokens" in m.content for m in fake.messages(thread)) == 2, within=15,
+                            what="the second footer")
+        await wait_idle(fake, bot)
+        msgs = fake.messages(thread)
+    parts = [m.content for m in msgs if m.content.startswith("Paragraph")]
+    assert len(parts) == 2 and all(len(p) <= 2000 for p in parts)
+    assert "\n\n".join(parts).split() == medium.split()  # split at a paragraph, nothing lost
+    attached = [m for m in msgs if m.attachments]
+    assert len(attached) == 1
+    att = attached[0].attachments[0]
+    assert att.filename.endswith(".md") and att.data.decode() == huge.strip()
+    assert "attached as a Markdown file" in attached[0].content
