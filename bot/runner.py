@@ -400,6 +400,8 @@ class SessionRunner:
         s = req.session
         if sv.memory is None or s.guild_id is None:
             return
+        if getattr(req.channel, "type", None) == discord.ChannelType.private_thread:
+            return  # a private thread's research must not become searchable by the whole server
         gs = await sv.guild_settings.get(s.guild_id)
         if not gs.memory_auto_store:
             return

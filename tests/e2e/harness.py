@@ -14,14 +14,27 @@ from tests.fakes.discord_server import BOT_TEST_KWARGS, FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 
 
-def make_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild, **bot_env: Any) -> AgentBot:
+def make_bot(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    data_dir: Path,
+    guild: FakeGuild,
+    *,
+    models: tuple[str, ...] = ("gpt-4o-mini",),
+    **bot_env: Any,
+) -> AgentBot:
     data_dir.mkdir(parents=True, exist_ok=True)
-    tiers = data_dir / "tiers.toml"  # every tier on the scripted server's model, so tests read one name
-    tiers.write_text('[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n')
+    tiers = data_dir / "tiers.toml"  # every tier on the scripted server's models, so tests read known names
+    listed = ", ".join(f'"{m}"' for m in models)
+    tiers.write_text(f"[tiers]\nsimple = [{listed}]\nmedium = [{listed}]\ncomplex = [{listed}]\n")
     agent_settings = AgentSettings(
         ROUTER_TIERS_FILE=str(tiers),
-        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-e2e-test-key-000", AGENT_MODEL="gpt-4o-mini",
-        DATA_DIR=str(data_dir), MODEL_MAX_ATTEMPTS=2, LOG_LEVEL="INFO",
+        OPENAI_BASE_URL=llm.base_url,
+        OPENAI_API_KEY="sk-e2e-test-key-000",
+        AGENT_MODEL="gpt-4o-mini",
+        DATA_DIR=str(data_dir),
+        MODEL_MAX_ATTEMPTS=2,
+        LOG_LEVEL="INFO",
     )
     env = {"DISCORD_TOKEN": fake.token, "DISCORD_SYNC_GUILD_ID": guild.id, "MEMORY_ENABLED": False} | bot_env
     bot_settings = BotSettings(**env)
@@ -29,9 +42,16 @@ def make_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild, 
 
 
 @asynccontextmanager
-async def running_bot(fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild,
-                      **bot_env: Any) -> AsyncIterator[AgentBot]:
-    bot = make_bot(fake, llm, data_dir, guild, **bot_env)
+async def running_bot(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    data_dir: Path,
+    guild: FakeGuild,
+    *,
+    models: tuple[str, ...] = ("gpt-4o-mini",),
+    **bot_env: Any,
+) -> AsyncIterator[AgentBot]:
+    bot = make_bot(fake, llm, data_dir, guild, models=models, **bot_env)
     async with fake.run_bot(bot):
         yield bot
 
