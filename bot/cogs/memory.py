@@ -336,7 +336,8 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                 assert query is not None
                 hits = await memory.search(ns, query, 20, min_relevance=FORGET_MIN_RELEVANCE)
                 parents = list(dict.fromkeys(h.parent or h.id for h in hits))[:MAX_FORGET]
-                groups = group_parents(await memory.get(ns, parents)) if parents else {}
+                found = group_parents(await memory.get(ns, parents)) if parents else {}
+                groups = {p: found[p] for p in parents if p in found}  # best match first
                 if not groups:
                     await self._say(
                         interaction,
