@@ -1,4 +1,5 @@
-"""Rendering helpers for the admin and usage replies: values as people read them, embeds within limits.
+"""Rendering helpers for the admin and usage replies: values as people read them, embeds within limits,
+and :func:`reply` (ephemeral, mentioning nobody).
 
 Discord refuses a whole message when one embed limit is passed (description 4096, field value 1024,
 25 fields, 6000 characters in all), so every embed here goes through :func:`fit_embed`, which clips and
@@ -47,25 +48,48 @@ def code(text: str) -> str:
 
 
 def join_lines(lines: Iterable[str], limit: int, *, more: str = "… and {n} more") -> str:
-    """As many whole lines as fit in ``limit`` characters, then a count of the rest."""
+    """As many whole lines as fit in ``limit`` characters, then a count of the rest.
+
+    Room for the count is kept at every step, so it always fits; a first line longer than everything
+    is clipped rather than dropped.
+    """
     items = list(lines)
     out: list[str] = []
     used = 0
     for i, line in enumerate(items):
         rest = len(items) - i - 1
-        tail = ("\n" + more.format(n=rest)) if rest else ""
-        cost = len(line) + (1 if out else 0)
-        if used + cost + len(tail) > limit:
-            left = len(items) - i
-            note = more.format(n=left)
-            if used + len(note) + 1 <= limit:
-                out.append(note)
-            elif not out:
-                return clip(line, limit)
+        tail = len(more.format(n=rest)) + 1 if rest else 0
+        sep = 1 if out else 0
+        if used + sep + len(line) + tail <= limit:
+            out.append(line)
+            used += sep + len(line)
+        elif not out:
+            out.append(clip(line, max(1, limit - tail)))
+            used = len(out[0])
+        else:
+            out.append(more.format(n=len(items) - i))
             break
-        out.append(line)
-        used += cost
     return "\n".join(out)
+
+
+def join_items(items: Sequence[str], limit: int) -> str:
+    """Comma-separated whole items (never half a mention) within ``limit``, then "and N more"."""
+    whole = ", ".join(items)
+    if len(whole) <= limit:
+        return whole
+    out: list[str] = []
+    used = 0
+    for i, item in enumerate(items):
+        tail = len(f" and {len(items) - i - 1} more")
+        sep = 2 if out else 0
+        if used + sep + len(item) + tail <= limit:
+            out.append(item)
+            used += sep + len(item)
+        elif not out:
+            return clip(item, max(1, limit - tail)) + f" and {len(items) - 1} more"
+        else:
+            break
+    return ", ".join(out) + f" and {len(items) - len(out)} more"
 
 
 async def reply(

@@ -21,7 +21,7 @@ from agent.models.factory import build_router
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import Router
-from agent.models.tiers import load_tiers
+from agent.models.tiers import TIERS, load_tiers
 from agent.tools.registry import ToolGuard, ToolRegistry
 from agent.toolset import build_registry
 from bot.config import BotSettings
@@ -89,7 +89,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             agent_settings.agent_model,
             *(m for ms in tiers.values() for m in ms),
         }
-        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names())
+        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), known_tiers=TIERS)
         guild_settings = GuildSettingsStore(db, schema, defaults)
         quotas = QuotaStore(db, guild_settings, Limits.from_env(env))
         http = make_client()

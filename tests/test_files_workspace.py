@@ -1,6 +1,6 @@
 """Workspace file tools: round trips, every path escape refused, the quota, and what gets attached."""
 
-# ruff: noqa: ASYNC240 - these tests inspect the host filesystem around each tool call, on purpose
+
 
 from __future__ import annotations
 

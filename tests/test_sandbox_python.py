@@ -4,7 +4,7 @@ These run the real sandbox (user, mount, PID and network namespaces) with small 
 without user namespaces the first test fails and says why, rather than the rest passing vacuously.
 """
 
-# ruff: noqa: ASYNC240 - these tests inspect the host filesystem around each tool call, on purpose
+
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ Decisions:
   store's schema is the one place that validates, and its message (naming the key and what is allowed)
   is shown as is. Discord-side ranges are deliberately not declared: they would be a second, drifting
   copy of the schema.
+* ``tier`` accepts only the tiers the router picks from (simple, medium, complex, unless the schema
+  names others): the store would take any name, but a tier the router never picks is a silent no-op.
 * Commands that change several keys (``memory``) validate every value first, so a bad one changes
   nothing.
 * ``reset`` asks for confirmation with buttons whose custom id carries the key and an expiry time
@@ -27,11 +29,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from agent.models.tiers import TIERS
 from bot.formatting import (
     clip,
     code,
     describe_key,
     effective_value,
+    join_items,
     one_line,
     reply,
     settings_embed,
@@ -51,7 +55,6 @@ if TYPE_CHECKING:
     from bot.app import AgentBot
 
 RESET_CONFIRM_SECONDS = 300
-"""How long a reset confirmation button stays valid."""
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
 LIMIT_CHOICES = [
     app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
@@ -110,12 +113,19 @@ class ConfigCog(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, bot: AgentBot) -> None:
+    def __init__(self, bot: AgentBot, *, confirm_seconds: int = RESET_CONFIRM_SECONDS) -> None:
         self.bot = bot
+        self.confirm_seconds = confirm_seconds
+        """How long a reset confirmation stays valid."""
 
     @property
     def store(self) -> GuildSettingsStore:
         return self.bot.services.guild_settings
+
+    def routable_tiers(self) -> set[str]:
+        """Tiers the router can pick: the schema's if it names them, else the router's own."""
+        known = self.store.schema.known_tiers
+        return set(known) if known is not None else set(TIERS)
 
     async def _set(
         self, interaction: discord.Interaction, guild_id: int, changes: list[tuple[str, Any]]
@@ -143,8 +153,12 @@ class ConfigCog(commands.Cog):
         lines = []
         for key in keys:
             new = effective_value(after, limits_after, key)
-            if new == old[key]:
+            if new == old[key] and key in before.overrides:
                 lines.append(f"No change: {describe_key(key)} is already {new}.")
+            elif (
+                new == old[key]
+            ):  # the default's value, now pinned here (a later default change won't move it)
+                lines.append(f"✅ {describe_key(key)}: {new} (now set for this server)")
             else:
                 lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
         await reply(interaction, "\n".join(lines))
@@ -174,10 +188,12 @@ class ConfigCog(commands.Cog):
         if guild_id is None:
             return
         name = tier.strip().lower()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+        routable = self.routable_tiers()
+        if name not in routable:
             await reply(
                 interaction,
-                f"⚠️ Tier name {code(tier)} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'.",
+                f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(routable))}. "
+                "(The router picks among these; a tier of another name would never be used.)",
             )
             return
         await self._set(interaction, guild_id, [(f"tier.{name}", models)])
@@ -198,7 +214,7 @@ class ConfigCog(commands.Cog):
         if interaction.guild_id is None or not _may_manage(interaction):
             return []
         gs = await self.store.get(interaction.guild_id)
-        known = {*gs.tiers, *(self.store.schema.known_tiers or ())}
+        known = {*gs.tiers, *self.routable_tiers()}
         return [
             app_commands.Choice(
                 name=clip(f"{t}: {', '.join(gs.tiers.get(t, [])) or 'no models'}", 100), value=t
@@ -414,12 +430,12 @@ class ConfigCog(commands.Cog):
         if not keys:
             await reply(interaction, f"Nothing to reset: {what} is already at the bot's default.")
             return
-        listed = ", ".join(describe_key(k) for k in keys)
+        listed = join_items([describe_key(k) for k in keys], 1500)
         await reply(
             interaction,
             f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
-            f"{'s' if len(keys) != 1 else ''}: {clip(listed, 1500)}",
-            view=reset_view(key, int(time.time()) + RESET_CONFIRM_SECONDS),
+            f"{'s' if len(keys) != 1 else ''}: {listed}",
+            view=reset_view(key, int(time.time()) + self.confirm_seconds),
         )
 
     @reset.autocomplete("setting")
@@ -501,7 +517,7 @@ class ResetConfirm(
         if not removed:
             text = "Nothing to reset any more: already at the bot's defaults."
         else:
-            listed = ", ".join(describe_key(k) for k in removed)
+            listed = join_items([describe_key(k) for k in removed], 1800)
             text = (
                 f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
             )
