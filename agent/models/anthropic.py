@@ -21,7 +21,6 @@ Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` includ
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -41,11 +40,9 @@ from agent.models.base import (
     ModelNotFoundError,
     ModelResponse,
     ModelSettings,
-    ModelUnavailableError,
-    RetryNotice,
     TextChunk,
 )
-from agent.models.http import backoff_delay, parse_retry_after
+from agent.models.http import parse_retry_after, transport_error, with_retries
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -296,32 +293,17 @@ class AnthropicModel:
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
     ) -> AsyncIterator[ModelChunk]:
         body = self._body(messages, tools, settings)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if settings.stream:
-                    async for chunk in self._stream_once(body, settings):
-                        yield chunk
-                else:
-                    yield await self._complete_once(body, settings)
-                return
-            except ModelError as e:
-                if not e.retryable:
-                    raise
-                if attempt >= self.max_attempts:
-                    raise ModelUnavailableError(
-                        f"{self.name}: still failing after {attempt} attempts: {e.message}",
-                        provider=self.provider,
-                        model=self.name,
-                        status=e.status,
-                        retryable=True,
-                    ) from e
-                delay = backoff_delay(
-                    attempt, initial=self.backoff_initial, maximum=self.backoff_max, retry_after=e.retry_after
-                )
-                yield RetryNotice(attempt, self.max_attempts, delay, e.message)
-                await asyncio.sleep(delay)
+        async for chunk in with_retries(
+            lambda: (
+                self._stream_once(body, settings) if settings.stream else self._complete_once(body, settings)
+            ),
+            name=self.name,
+            provider=self.provider,
+            max_attempts=self.max_attempts,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+        ):
+            yield chunk
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
         try:
@@ -416,14 +398,7 @@ class AnthropicModel:
         )
 
     def _transport_error(self, e: httpx.HTTPError) -> ModelError:
-        kind = (
-            "timed out"
-            if isinstance(e, httpx.TimeoutException)
-            else f"could not be reached ({type(e).__name__})"
-        )
-        return ModelError(
-            f"{self.name} at {self.base_url} {kind}", provider=self.provider, model=self.name, retryable=True
-        )
+        return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
 
     def _mask(self, text: str) -> str:
         if self._api_key:

@@ -7,13 +7,17 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.utils
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+
+from agent.models.base import ModelChunk, ModelError, ModelUnavailableError, RetryNotice
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0)
 DEFAULT_SHARDS = 64
@@ -37,7 +41,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
         ssl_context = httpx.create_ssl_context()
-        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits) for _ in range(max(1, shards))]
+        self._pools = [
+            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits) for _ in range(max(1, shards))
+        ]
         self._busy = [0] * len(self._pools)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -126,3 +132,55 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, min(retry_after, max_retry_after))
     return delay
+
+
+async def _single(awaitable: Awaitable[ModelChunk]) -> AsyncIterator[ModelChunk]:
+    yield await awaitable
+
+
+async def with_retries(
+    attempt: Callable[[], AsyncIterator[ModelChunk] | Awaitable[ModelChunk]],
+    *,
+    name: str,
+    provider: str,
+    max_attempts: int,
+    initial: float,
+    maximum: float,
+) -> AsyncIterator[ModelChunk]:
+    """Run one model call, retrying what is retryable; every adapter's ``stream`` goes through here.
+
+    Each retry is announced (``RetryNotice``) before its wait, so the thread can say "retrying in 4 s"
+    while it waits; text streamed before a failure is void (the notice tells the consumer).
+    """
+    n = 0
+    while True:
+        n += 1
+        try:
+            made = attempt()
+            chunks = made if isinstance(made, AsyncIterator) else _single(made)
+            async with contextlib.aclosing(chunks) as it:
+                async for chunk in it:
+                    yield chunk
+            return
+        except ModelError as e:
+            if not e.retryable:
+                raise
+            if n >= max_attempts:
+                raise ModelUnavailableError(
+                    f"{name}: still failing after {n} attempts: {e.message}",
+                    provider=provider,
+                    model=name,
+                    status=e.status,
+                    retryable=True,
+                ) from e
+            delay = backoff_delay(n, initial=initial, maximum=maximum, retry_after=e.retry_after)
+            yield RetryNotice(n, max_attempts, delay, e.message)
+            await asyncio.sleep(delay)
+
+
+def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:
+    """A timeout or connection failure, said plainly, and retryable."""
+    kind = (
+        "timed out" if isinstance(e, httpx.TimeoutException) else f"could not be reached ({type(e).__name__})"
+    )
+    return ModelError(f"{name} at {base_url} {kind}", provider=provider, model=name, retryable=True)

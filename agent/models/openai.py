@@ -9,7 +9,6 @@ reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_h
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -29,11 +28,9 @@ from agent.models.base import (
     ModelNotFoundError,
     ModelResponse,
     ModelSettings,
-    ModelUnavailableError,
-    RetryNotice,
     TextChunk,
 )
-from agent.models.http import backoff_delay, parse_retry_after
+from agent.models.http import parse_retry_after, transport_error, with_retries
 
 _CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
 _TOOLS_RE = re.compile(r"tool|function", re.I)
@@ -165,32 +162,17 @@ class OpenAIChatModel:
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
     ) -> AsyncIterator[ModelChunk]:
         body = self._body(messages, tools, settings)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if settings.stream:
-                    async for chunk in self._stream_once(body, settings):
-                        yield chunk
-                else:
-                    yield await self._complete_once(body, settings)
-                return
-            except ModelError as e:
-                if not e.retryable:
-                    raise
-                if attempt >= self.max_attempts:
-                    raise ModelUnavailableError(
-                        f"{self.name}: still failing after {attempt} attempts: {e.message}",
-                        provider=self.provider,
-                        model=self.name,
-                        status=e.status,
-                        retryable=True,
-                    ) from e
-                delay = backoff_delay(
-                    attempt, initial=self.backoff_initial, maximum=self.backoff_max, retry_after=e.retry_after
-                )
-                yield RetryNotice(attempt, self.max_attempts, delay, e.message)
-                await asyncio.sleep(delay)
+        async for chunk in with_retries(
+            lambda: (
+                self._stream_once(body, settings) if settings.stream else self._complete_once(body, settings)
+            ),
+            name=self.name,
+            provider=self.provider,
+            max_attempts=self.max_attempts,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+        ):
+            yield chunk
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
         try:
@@ -314,14 +296,7 @@ class OpenAIChatModel:
         )
 
     def _transport_error(self, e: httpx.HTTPError) -> ModelError:
-        kind = (
-            "timed out"
-            if isinstance(e, httpx.TimeoutException)
-            else f"could not be reached ({type(e).__name__})"
-        )
-        return ModelError(
-            f"{self.name} at {self.base_url} {kind}", provider=self.provider, model=self.name, retryable=True
-        )
+        return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         detail = _error_detail(text)
