@@ -32,6 +32,7 @@ from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
+from agent.models.adapter import HTTPModel
 from agent.models.base import (
     ContextOverflowError,
     ModelAuthError,
@@ -42,7 +43,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after, transport_error, with_retries
+from agent.models.http import parse_retry_after, with_retries
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -52,7 +53,6 @@ DEFAULT_MAX_TOKENS = 8192
 _CONTEXT_RE = re.compile(
     r"prompt is too long|context (length|window)|exceed context limit|too many tokens", re.I
 )
-_SECRET_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-*]{6,}|(sk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 _CACHE = {"type": "ephemeral"}
 _STOP = {
@@ -210,7 +210,9 @@ class _BlockAssembler:
         return Message("assistant", "".join(text), tool_calls=calls)
 
 
-class AnthropicModel:
+class AnthropicModel(HTTPModel):
+    WIRE = "Anthropic Messages"
+
     """One Claude model behind the Messages API.
 
     Args:
@@ -236,20 +238,19 @@ class AnthropicModel:
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
-        self.name = name
-        self.provider = provider
         base = base_url.rstrip("/")
-        self.base_url = base[:-3] if base.endswith("/v1") else base
-        self._api_key = api_key
-        self._client = client
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        super().__init__(
+            name,
+            base_url=base[:-3] if base.endswith("/v1") else base,
+            api_key=api_key,
+            client=client,
+            provider=provider,
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
-
-    def __repr__(self) -> str:  # never show the key
-        return f"AnthropicModel({self.name!r}, base_url={self.base_url!r})"
 
     @property
     def _url(self) -> str:
@@ -388,22 +389,6 @@ class AnthropicModel:
             model=model_name,
             finish_reason=_STOP.get(stop or "", stop),
         )
-
-    def _bad_payload(self) -> ModelError:
-        return ModelError(
-            f"{self.name}: the server sent a response that is not Anthropic Messages JSON",
-            provider=self.provider,
-            model=self.name,
-            retryable=True,
-        )
-
-    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
-        return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
-
-    def _mask(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return _SECRET_RE.sub("***", text)
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         etype, detail = _error_detail(text)

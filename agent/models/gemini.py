@@ -40,6 +40,7 @@ from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
+from agent.models.adapter import HTTPModel
 from agent.models.base import (
     ContextOverflowError,
     ModelAuthError,
@@ -50,7 +51,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after, transport_error, with_retries
+from agent.models.http import parse_retry_after, with_retries
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -59,7 +60,6 @@ _CONTEXT_RE = re.compile(
     r"exceeds the maximum number of tokens|input token count|context (length|window)|too many tokens", re.I
 )
 _BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
-_SECRET_RE = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
 _VERSION_RE = re.compile(r"^gemini-(\d+)")
 _FINISH = {
     "STOP": "stop",
@@ -226,7 +226,9 @@ class _Turn:
         )
 
 
-class GeminiModel:
+class GeminiModel(HTTPModel):
+    WIRE = "Gemini generateContent"
+
     """One Gemini model behind the Gemini API (AI Studio key).
 
     Args:
@@ -248,18 +250,17 @@ class GeminiModel:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
-        self.name = name.removeprefix("models/")
-        self.provider = provider
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._client = client
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        super().__init__(
+            name.removeprefix("models/"),
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            provider=provider,
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self._signatures: OrderedDict[str, str] = OrderedDict()
-
-    def __repr__(self) -> str:  # never show the key
-        return f"GeminiModel({self.name!r}, base_url={self.base_url!r})"
 
     def _url(self, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -388,22 +389,6 @@ class GeminiModel:
             raise self._transport_error(e) from e
         self._remember(reply.signatures)
         yield reply.response(self.name)
-
-    def _bad_payload(self) -> ModelError:
-        return ModelError(
-            f"{self.name}: the server sent a response that is not Gemini generateContent JSON",
-            provider=self.provider,
-            model=self.name,
-            retryable=True,
-        )
-
-    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
-        return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
-
-    def _mask(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return _SECRET_RE.sub("***", text)
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         info = _error_info(text)

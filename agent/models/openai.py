@@ -20,6 +20,7 @@ from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
+from agent.models.adapter import HTTPModel
 from agent.models.base import (
     ContextOverflowError,
     ModelAuthError,
@@ -30,11 +31,10 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after, transport_error, with_retries
+from agent.models.http import parse_retry_after, with_retries
 
 _CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
 _TOOLS_RE = re.compile(r"tool|function", re.I)
-_SECRET_RE = re.compile(r"(sk|gsk|pk|rk)-[A-Za-z0-9_\-*]{6,}")
 
 
 def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -107,10 +107,10 @@ class _ToolCallAssembler:
         return out
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(HTTPModel):
     """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
-    provider: str
+    WIRE = "Chat Completions"
 
     def __init__(
         self,
@@ -124,17 +124,16 @@ class OpenAIChatModel:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
-        self.name = name
-        self.provider = provider
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._client = client
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAIChatModel({self.name!r}, base_url={self.base_url!r})"
+        super().__init__(
+            name,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            provider=provider,
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -193,12 +192,7 @@ class OpenAIChatModel:
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
         except (ValueError, AttributeError, IndexError) as e:
-            raise ModelError(
-                f"{self.name}: the server sent a response that is not Chat Completions JSON",
-                provider=self.provider,
-                model=self.name,
-                retryable=True,
-            ) from e
+            raise self._bad_payload() from e
         calls = [
             ToolCall(
                 id=c.get("id") or f"call_{i}",
@@ -295,14 +289,8 @@ class OpenAIChatModel:
             finish_reason=finish,
         )
 
-    def _transport_error(self, e: httpx.HTTPError) -> ModelError:
-        return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
-
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
-        detail = _error_detail(text)
-        if self._api_key:
-            detail = detail.replace(self._api_key, "***")
-        detail = _SECRET_RE.sub("***", detail)
+        detail = self._mask(_error_detail(text))
         common = {"provider": self.provider, "model": self.name, "status": status}
         if status in (401, 403):
             return ModelAuthError(
