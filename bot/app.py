@@ -24,7 +24,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
 from bot.store import SessionRecord, new_session_id
-from bot.views import StopButton, stop_view
+from bot.views import RetryButton, StopButton, stop_view
 
 log = structlog.get_logger().bind(logger="bot.app")
 
@@ -78,7 +78,7 @@ class AgentBot(commands.AutoShardedBot):
                 await self.load_extension(name)
             except commands.ExtensionNotFound:
                 log.info("cog_absent", cog=name)
-        self.add_dynamic_items(StopButton)
+        self.add_dynamic_items(StopButton, RetryButton)
         if self.sync_on_start:
             await self.sync_commands()
 
@@ -178,6 +178,40 @@ class AgentBot(commands.AutoShardedBot):
         await self.runner.stop(
             session_id, by=getattr(interaction.user, "display_name", str(interaction.user))
         )
+
+    async def retry_session(self, interaction: discord.Interaction, session_id: str) -> None:
+        """Run the session's last request again (same permission rule as Stop)."""
+        from bot.runner import TurnRequest
+
+        session = await self.services.sessions.get(session_id)
+        turns = await self.services.sessions.turns(session_id) if session else []
+        if session is None or not turns:
+            await interaction.response.send_message("There is nothing to retry here.", ephemeral=True)
+            return
+        perms = interaction.permissions
+        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
+            await interaction.response.send_message(
+                "Only the person who started this research, or someone with Manage Threads, can retry it.",
+                ephemeral=True,
+            )
+            return
+        if self.runner.is_running(session_id):
+            await interaction.response.send_message("A turn is already running here.", ephemeral=True)
+            return
+        last = turns[-1]
+        await interaction.response.send_message("Retrying…", ephemeral=True)
+        member = interaction.user
+        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != interaction.guild_id)
+        self.runner.submit(
+            TurnRequest(
+                session,
+                last.prompt,
+                member.id,
+                getattr(member, "display_name", ""),
+                roles,
+                interaction.channel,
+            )
+        )  # type: ignore[arg-type]
 
     # --- errors -----------------------------------------------------------------------------------
     async def on_app_command_error(

@@ -136,7 +136,7 @@ class SessionRunner:
                 continue
             try:
                 channel = await fetch_channel(session.thread_id)
-            except Exception:
+            except Exception:  # the thread is gone: nowhere to resume or offer a retry
                 log.warning("resume_thread_gone", session_id=session.id, thread_id=session.thread_id)
                 await sv.sessions.set_status(session.id, "failed")
                 continue
@@ -272,7 +272,21 @@ class SessionRunner:
         await self._settle(s, turn_id, result, status, streamer)
         if result is not None and result.status == "completed":
             await self._remember(req, result)
+        elif status == "failed":
+            await self._offer_retry(channel, s.id)
         return result
+
+    async def _offer_retry(self, channel: discord.abc.Messageable, session_id: str) -> None:
+        from bot.views import retry_view
+
+        try:
+            await channel.send(
+                "This turn failed. You can try it again:",
+                view=retry_view(session_id),
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+        except discord.HTTPException:
+            log.warning("retry_offer_failed", session_id=session_id)
 
     async def _settle(
         self,
@@ -285,7 +299,8 @@ class SessionRunner:
         """Persist whole steps, close the turn, release the quota slot, then let the writes finish."""
         sv = self.sv
         try:
-            if result is not None and result.messages:
+            if result is not None and result.messages and status != "failed":
+                # A failed turn adds nothing: Retry runs the same request again on a clean history.
                 msgs = list(result.messages)
                 if status == "stopped":
                     msgs.append(Message("assistant", result.text))

@@ -233,3 +233,26 @@ async def test_e2e_long_answers_are_split_or_attached(
     att = attached[0].attachments[0]
     assert att.filename.endswith(".md") and att.data.decode() == huge.strip()
     assert "attached as a Markdown file" in attached[0].content
+
+
+async def test_e2e_a_failed_turn_offers_retry_and_retry_runs_it_again(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    from tests.fakes.llm_server import error
+
+    llm.script(error(400, "messages: something the server dislikes"), text("Worked the second time."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "Try me")
+        offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("This turn failed"), within=15)
+        await wait_idle(fake, bot)
+        contents = [m.content for m in fake.messages(thread)]
+        assert any("something the server dislikes" in c for c in contents)  # the error is said, short
+        button = offer.components[0]["components"][0]["custom_id"]
+        assert button.startswith("agentbot:retry:")
+        refused = fake.inject_component(button, message=offer, user="bob")
+        await fake.wait_for(lambda: refused.responses, what="bob's refusal")
+        fake.inject_component(button, message=offer, user="alice")
+        await fake.wait_for_message(thread, lambda m: m.content == "Worked the second time.", within=15)
+        await wait_idle(fake, bot)
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["Try me", "Try me"]
+    assert [m["role"] for m in llm.requests[1]["messages"]] == ["system", "user"]  # no duplicate of the task
