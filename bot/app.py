@@ -81,11 +81,21 @@ class AgentBot(commands.AutoShardedBot):
         self.add_dynamic_items(StopButton, RetryButton)
         if self.sync_on_start:
             await self.sync_commands()
+        self._health = None
+        if self.bot_settings.health_port:
+            from bot.health import start_health_server
+
+            self._health = await start_health_server(
+                self, self.bot_settings.health_host, self.bot_settings.health_port
+            )
 
     async def close(self) -> None:
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.shutdown(self.bot_settings.shutdown_grace)
+        health = getattr(self, "_health", None)
+        if health is not None:
+            await health.cleanup()
         services = getattr(self, "services", None)
         if services is not None:
             await services.close()

@@ -27,11 +27,16 @@ class BotSettings(BaseSettings):
     memory_enabled: bool = Field(True, alias="MEMORY_ENABLED")
     shutdown_grace: float = Field(20.0, alias="BOT_SHUTDOWN_GRACE_SECONDS", ge=0)
     """On SIGTERM, how long running turns get to reach a step boundary before they are paused."""
+    health_port: int | None = Field(None, alias="HEALTH_PORT", ge=1, le=65535)
+    """Serve GET /healthz on this port (off when empty)."""
+    health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
     api_base_url: str | None = Field(None, alias="DISCORD_API_BASE_URL")
     """Another Discord-compatible REST endpoint (a proxy, or the project's fake in tests)."""
     gateway_url: str | None = Field(None, alias="DISCORD_GATEWAY_URL")
 
-    @field_validator("shard_count", "sync_guild_id", "api_base_url", "gateway_url", mode="before")
+    @field_validator(
+        "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"
+    )
     @classmethod
     def _empty_none(cls, v: object) -> object:
         return None if v == "" else v

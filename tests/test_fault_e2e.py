@@ -99,3 +99,21 @@ async def test_fault_chroma_unavailable_runs_without_memory_and_says_so(
         header = fake.messages(thread)[0].content
     assert "memory unavailable" in header
     assert "recall" not in [t["function"]["name"] for t in llm.requests[0].get("tools", [])]
+
+
+async def test_fault_health_endpoint_reports_gateway_and_database(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with running_bot(fake, llm, tmp_path, guild, HEALTH_PORT=port) as bot, httpx.AsyncClient() as http:
+        ok = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert ok.status_code == 200 and ok.json()["discord"] == "connected" and ok.json()["database"] == "ok"
+        await bot.services.db.close()  # the database goes away
+        bad = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert bad.status_code == 503 and bad.json()["database"].startswith("error")
