@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 import uuid
 from collections import deque
@@ -26,7 +27,7 @@ from agent.models.base import ModelSettings
 from agent.tools.registry import ToolContext
 from bot.discord_sink import DiscordSink
 from bot.progress import ProgressRenderer
-from bot.store import QuotaBudget, SessionRecord
+from bot.store import QuotaBudget, SessionRecord, StoreError
 from bot.streamer import ThreadStreamer
 
 if TYPE_CHECKING:
@@ -262,9 +263,14 @@ class SessionRunner:
             status = "stopped"
         except Exception as e:
             blog.exception("turn_failed", error_id=eid)
+            what = (
+                "the bot's database refused a write (locked or out of space?)"
+                if isinstance(e, sqlite3.Error | StoreError)
+                else "something went wrong"
+            )
             result = state.result(
                 "error",
-                f"⚠️ Something went wrong while running this turn (error id `{eid}`).",
+                f"⚠️ This turn stopped: {what} (error id `{eid}`).",
                 error=f"{type(e).__name__}",
             )
             renderer.s.add("note", result.text)
@@ -320,8 +326,19 @@ class SessionRunner:
                 turn_status = result.status if result is not None else "error"
                 await sv.sessions.finish_turn(turn_id, turn_status, summary)
             await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
+        except Exception as e:  # a locked or full database: say so; the answer above is still shown
+            eid = error_id()
+            log.error("turn_save_failed", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
+            streamer.add(
+                "note",
+                f"⚠️ This turn's answer could not be saved to the bot's database (error id "
+                f"`{eid}`), so a follow-up will not see it. An admin can check `agentbot doctor`.",
+            )
         finally:
-            await sv.quotas.end_session(s.id)
+            try:
+                await sv.quotas.end_session(s.id)
+            except Exception:
+                log.error("quota_release_failed", session_id=s.id, exc_info=True)
             await streamer.close(within=900)
 
     async def _pause(

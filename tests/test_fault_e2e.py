@@ -117,3 +117,34 @@ async def test_fault_health_endpoint_reports_gateway_and_database(
         await bot.services.db.close()  # the database goes away
         bad = await http.get(f"http://127.0.0.1:{port}/healthz")
         assert bad.status_code == 503 and bad.json()["database"].startswith("error")
+
+
+async def test_fault_database_refusing_writes_is_said_and_the_bot_carries_on(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(text("Answer while the disk is sick.", delay=0.8), text("Healthy again."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        thread = await research(fake, guild, "Anything")
+        await fake.wait_for(lambda: len(llm.requests) == 1, what="the model call")
+        db = bot.services.db
+        async with db.lock:  # from now on SQLite refuses every write on the bot's writer connection
+            await db.conn.execute("PRAGMA query_only = 1")
+        note = await fake.wait_for_message(
+            thread, lambda m: "database refused a write" in m.content, within=15
+        )
+        assert "error id" in note.content
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("This turn failed"), within=15)
+        await wait_idle(fake, bot)
+        async with db.lock:
+            await db.conn.execute("PRAGMA query_only = 0")
+        fake.inject_message(thread, "alice", "again?")
+        await fake.wait_for_message(thread, lambda m: m.content == "Healthy again.", within=15)
+        await wait_idle(fake, bot)
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None
+        history = await bot.services.sessions.history(session.id)
+    # The failed turn left nothing half-written; the later turn is whole.
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "again?"),
+        ("assistant", "Healthy again."),
+    ]
