@@ -12,13 +12,26 @@ from tests.fakes.llm_server import FakeLLM, text, tool_call
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
 
-async def run_cli(llm: FakeLLM, *args: str, tmp_path: Path, key: str = "sk-cli-test-key-0001") -> tuple[int, str, str]:
+async def run_cli(
+    llm: FakeLLM, *args: str, tmp_path: Path, key: str = "sk-cli-test-key-0001"
+) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AGENT_"))}
-    env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": key, "LOG_FORMAT": "json", "NO_COLOR": "1",
-            "DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": key,
+        "LOG_FORMAT": "json",
+        "NO_COLOR": "1",
+        "DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",
+    }
     proc = await asyncio.create_subprocess_exec(
-        AGENTBOT, "ask", *args, cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        AGENTBOT,
+        "ask",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
@@ -55,3 +68,24 @@ async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
     assert code == 0
     assert out.startswith("Stopped after 2 steps without a final answer.")
     assert len(llm.requests) == 2
+
+
+async def _run_cmd(*args: str, env_extra: dict[str, str], cwd: Path) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "AGENT_"))}
+    env |= {"DATA_DIR": str(cwd), "NO_COLOR": "1"} | env_extra
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_cli_run_refuses_to_start_without_a_token_or_a_model(tmp_path: Path) -> None:
+    code, out = await _run_cmd("run", env_extra={}, cwd=tmp_path)
+    assert code != 0 and "no model is configured: set OPENAI_API_KEY" in out
+    code, out = await _run_cmd("run", env_extra={"OPENAI_API_KEY": "sk-some-key-0001"}, cwd=tmp_path)
+    assert code != 0 and "DISCORD_TOKEN is not set" in out
+    code, out = await _run_cmd(
+        "run", env_extra={"OPENAI_API_KEY": "sk-some-key-0001", "BOT_WRITES_PER_5S": "9"}, cwd=tmp_path
+    )
+    assert code != 0 and "BOT_WRITES_PER_5S='9'" in out and "less than or equal to 5" in out

@@ -23,11 +23,27 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 
 
 async def doctor(fake: FakeDiscord, llm: FakeLLM, tmp_path: Path, **extra: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "ANTHROPIC_", "GEMINI_"))}
-    env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-doctor-good-key-1", "DATA_DIR": str(tmp_path),
-            "DISCORD_TOKEN": fake.token, "DISCORD_API_BASE_URL": fake.api_url, "MEMORY_ENABLED": "false"} | extra
-    proc = await asyncio.create_subprocess_exec(AGENTBOT, "doctor", cwd=tmp_path, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "DISCORD_", "ANTHROPIC_", "GEMINI_"))
+    }
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-doctor-good-key-1",
+        "DATA_DIR": str(tmp_path),
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "MEMORY_ENABLED": "false",
+    } | extra
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "doctor",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode()
 
@@ -36,17 +52,49 @@ async def test_doctor_all_good_exits_0(fake: FakeDiscord, llm: FakeLLM, tmp_path
     llm.api_key = "sk-doctor-good-key-1"
     code, out = await doctor(fake, llm, tmp_path)
     assert code == 0, out
-    assert "ok   discord: token accepted" in out and "ok   database:" in out and "ok   provider openai:" in out
+    assert (
+        "ok   discord: token accepted" in out and "ok   database:" in out and "ok   provider openai:" in out
+    )
     assert (tmp_path / "agentbot.sqlite3").exists()
 
 
-async def test_doctor_names_what_to_fix_without_printing_secrets(fake: FakeDiscord, llm: FakeLLM,
-                                                                 tmp_path: Path) -> None:
+async def test_doctor_names_what_to_fix_without_printing_secrets(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
     llm.api_key = "sk-the-real-key-0000"
-    code, out = await doctor(fake, llm, tmp_path, DISCORD_TOKEN="wrong-discord-token-123", AGENT_MAX_STEPS="12")
+    code, out = await doctor(
+        fake, llm, tmp_path, DISCORD_TOKEN="wrong-discord-token-123", AGENT_MAX_STEPS="12"
+    )
     assert code == 1
     assert "FAIL discord: Discord rejected DISCORD_TOKEN (401)" in out
     assert "FAIL provider openai:" in out and "rejected the API key" in out
     assert "wrong-discord-token-123" not in out and "sk-doctor-good-key-1" not in out
     code, out = await doctor(fake, llm, tmp_path, AGENT_MAX_STEPS="many")
     assert code == 1 and "AGENT_MAX_STEPS='many'" in out
+
+
+async def test_cli_run_with_a_rejected_token_exits_1_and_says_what_to_do(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-doctor-good-key-1",
+        "DATA_DIR": str(tmp_path),
+        "DISCORD_TOKEN": "not-the-right-token-42",
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "MEMORY_ENABLED": "false",
+        "PYTHON_SANDBOX": "off",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "Discord rejected DISCORD_TOKEN" in out.decode() and "not-the-right-token-42" not in out.decode()
