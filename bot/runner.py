@@ -49,6 +49,8 @@ class TurnRequest:
     """A checkpoint's whole steps: the turn continues after them (after a restart)."""
     resume_step: int = 0
     count_request: bool = True
+    header_written: bool = False
+    """The session header was just posted in this thread: it counts against the thread's write budget."""
 
 
 class _Paused(Exception):
@@ -197,6 +199,8 @@ class SessionRunner:
             await channel.send(f"⛔ {began.message}", allowed_mentions=discord.AllowedMentions.none())
             return None
         streamer = ThreadStreamer(DiscordSink(channel), writes=sv.bot_settings.writes_per_5s, name=s.id)
+        if req.header_written:
+            streamer.budget.take()
         renderer = ProgressRenderer(streamer)
         state = RunState(task=req.prompt)
         turn_id: int | None = None

@@ -32,6 +32,9 @@ log = structlog.get_logger().bind(logger="bot.streamer")
 BlockKind = Literal["step", "note", "live", "final"]
 MERGE_LIMIT = 1900
 LIVE_REFRESH = 1.5
+LIVE_DELAY = 0.8
+"""A preview is first sent only after this long: most "thinking" text turns into a tool call within
+milliseconds, and sending then deleting it would spend two writes on nothing."""
 
 
 class SinkError(Exception):
@@ -74,6 +77,7 @@ class Block:
     text: str = ""
     changed_at: float = 0.0
     """When the text last changed and is not yet on Discord (0 = written)."""
+    created: float = field(default_factory=time.monotonic)
     message: _Message | None = None
 
 
@@ -113,20 +117,32 @@ class WriteBudget:
         self._stamps: deque[float] = deque()
 
     def wait_time(self) -> float:
+        """Seconds until the next write may go: the window, and a steady spacing of ``per / writes``.
+
+        A burst of five followed by a five-second stall showed events up to 4.4 s late
+        (bench/stream_latency.py); steady spacing, each write carrying everything pending, keeps
+        every event within about a second, and never trips Discord's fixed-window bucket.
+        """
         now = self.clock()
         while self._stamps and now - self._stamps[0] >= self.per:
             self._stamps.popleft()
-        if len(self._stamps) < self.writes:
-            return 0.0
-        return self._stamps[0] + self.per - now + 0.01
+        wait = 0.0
+        if len(self._stamps) >= self.writes:
+            wait = self._stamps[0] + self.per - now + 0.01
+        if self._stamps:
+            wait = max(wait, self._stamps[-1] + self.per / self.writes - now)
+        return max(0.0, wait)
 
     def short(self) -> bool:
-        """True when the window is nearly used up: merge pending writes rather than spend it."""
+        """True while writes are being paced: merge pending changes rather than spend a write on each."""
         self.wait_time()
-        return len(self._stamps) >= self.writes - 1
+        return len(self._stamps) * 2 >= self.writes or (
+            bool(self._stamps) and self.clock() - self._stamps[-1] < 2 * self.per / self.writes
+        )
 
-    def take(self) -> None:
-        self._stamps.append(self.clock())
+    def take(self, at: float | None = None) -> None:
+        """Count a write (``at`` for one made elsewhere in the same channel, e.g. the session header)."""
+        self._stamps.append(self.clock() if at is None else at)
 
 
 class ThreadStreamer:
@@ -224,18 +240,22 @@ class ThreadStreamer:
             force_live or self._flushing > 0 or time.monotonic() - self._live_written_at >= LIVE_REFRESH
         )
         live_candidate = None
+        live_delete: tuple[str, _Message] | None = None
         for msg in self._messages:
             if msg.failed or msg.deleted:
                 continue
             if msg.delete_wanted:
-                if msg.id is not None:
-                    return "delete", msg
-                msg.deleted = True  # never sent: nothing to remove
+                if msg.id is None:
+                    msg.deleted = True  # never sent: nothing to remove
+                else:
+                    # Removing a stale preview waits for everything that shows something new.
+                    live_delete = live_delete or ("delete", msg)
                 continue
             is_live = msg.blocks[0].kind == "live"
             if msg.id is None:
                 if is_live:
-                    live_candidate = live_candidate or ("send", msg)
+                    if force_live or time.monotonic() - msg.blocks[0].created >= LIVE_DELAY:
+                        live_candidate = live_candidate or ("send", msg)
                     continue
                 return "send", msg
             if msg.content() != msg.shown:
@@ -243,6 +263,8 @@ class ThreadStreamer:
                     live_candidate = live_candidate or ("edit", msg)
                     continue
                 return "edit", msg
+        if live_delete:
+            return live_delete
         if live_candidate and live_due:
             return live_candidate
         return None
@@ -269,6 +291,26 @@ class ThreadStreamer:
             size += extra
             self._messages.pop(i)
 
+    def _append_target(self, msg: _Message) -> _Message | None:
+        """When paced, a new step joins the thread's last progress message (one edit shows both the
+        previous step's result and the new step) instead of costing a send of its own."""
+        if msg.blocks[0].kind not in ("step", "note") or msg.files:
+            return None
+        i = self._messages.index(msg)
+        prev = next((m for m in reversed(self._messages[:i]) if not m.deleted and not m.delete_wanted), None)
+        if prev is None or prev.id is None or prev.files or prev.failed:
+            return None
+        if prev.blocks[0].kind not in ("step", "note"):
+            return None
+        if len(prev.content()) + len(msg.content()) + 1 > MERGE_LIMIT:
+            return None
+        for b in msg.blocks:
+            b.message = prev
+        prev.blocks.extend(msg.blocks)
+        self._messages.remove(msg)
+        self._merge_into(prev)
+        return prev
+
     async def _writer(self) -> None:
         while True:
             op = self._next()
@@ -277,7 +319,7 @@ class ThreadStreamer:
                 self._wake.clear()
                 # Wake on new work, or when a live refresh becomes due.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(LIVE_REFRESH if self._live is not None else None):
+                    async with asyncio.timeout(0.25 if self._live is not None else None):
                         await self._wake.wait()
                 continue
             wait = self.budget.wait_time()
@@ -285,8 +327,12 @@ class ThreadStreamer:
                 await self._sleep(wait)
                 continue  # the best next write may have changed while waiting
             kind, msg = op
-            if kind == "send" and self.budget.short():
-                self._merge_into(msg)
+            if self.budget.short() and kind in ("send", "edit"):
+                target = self._append_target(msg) if kind == "send" else None
+                if target is not None:
+                    kind, msg = "edit", target
+                else:
+                    self._merge_into(msg)  # the steps waiting behind it ride along
             await self._write(kind, msg)
 
     async def _write(self, kind: str, msg: _Message) -> None:

@@ -92,7 +92,9 @@ class ResearchCog(commands.Cog):
                 await thread.add_user(member)
             except discord.HTTPException:
                 pass
-        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread))
+        bot.runner.submit(
+            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
+        )
         await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
 
     async def _open_thread(
@@ -161,7 +163,9 @@ class ResearchCog(commands.Cog):
             message.guild.id, message.channel.id, thread.id, member.id, task, tier
         )
         await bot.post_header(thread, session, member)
-        bot.runner.submit(TurnRequest(session, task, member.id, member.display_name, roles, thread))
+        bot.runner.submit(
+            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
+        )
 
 
 async def setup(bot: AgentBot) -> None:
