@@ -62,7 +62,7 @@ configure_logging("WARNING", "json", sys.stderr)
 import bot.runner as runner_module  # noqa: E402
 from agent.events import AgentEvent, FinalEvent, TextDelta, ToolCallEvent, ToolResultEvent  # noqa: E402
 from bot.progress import ProgressRenderer  # noqa: E402
-from bot.streamer import Sink, SinkError, ThreadStreamer  # noqa: E402
+from bot.streamer import Sink, SinkError, ThreadStreamer, WriteBudget  # noqa: E402
 from tests.e2e.harness import running_bot  # noqa: E402
 from tests.fakes.discord_records import MessageRecord  # noqa: E402
 from tests.fakes.discord_server import FakeChannel, FakeDiscord, FakeGuild  # noqa: E402
@@ -134,6 +134,7 @@ class NaiveStreamer:
 
     def __init__(self, sink: Sink, **_: Any) -> None:
         self.sink = sink
+        self.budget = WriteBudget()  # counted like the real streamer's, never consulted: no pacing here
         self._ops: asyncio.Queue[tuple[str, _NaiveBlock, str]] = asyncio.Queue()
         self._live: _NaiveBlock | None = None
         self._task = asyncio.create_task(self._run())

@@ -116,12 +116,13 @@ class WriteBudget:
         self.writes, self.per, self.clock = writes, per, clock
         self._stamps: deque[float] = deque()
 
-    def wait_time(self) -> float:
-        """Seconds until the next write may go: the window, and a steady spacing of ``per / writes``.
+    def wait_time(self, urgent: bool = False) -> float:
+        """Seconds until the next write may go: the window, and a steady spacing of ``per / (writes - 1)``.
 
         A burst of five followed by a five-second stall showed events up to 4.4 s late
         (bench/stream_latency.py); steady spacing, each write carrying everything pending, keeps
-        every event within about a second, and never trips Discord's fixed-window bucket.
+        events within about a second. The spacing keeps one write of every window in reserve, which
+        ``urgent`` writes (the final answer) may take at once.
         """
         now = self.clock()
         while self._stamps and now - self._stamps[0] >= self.per:
@@ -129,8 +130,8 @@ class WriteBudget:
         wait = 0.0
         if len(self._stamps) >= self.writes:
             wait = self._stamps[0] + self.per - now + 0.01
-        if self._stamps:
-            wait = max(wait, self._stamps[-1] + self.per / self.writes - now)
+        if self._stamps and not urgent:
+            wait = max(wait, self._stamps[-1] + self.per / max(1, self.writes - 1) - now)
         return max(0.0, wait)
 
     def short(self) -> bool:
@@ -322,7 +323,7 @@ class ThreadStreamer:
                     async with asyncio.timeout(0.25 if self._live is not None else None):
                         await self._wake.wait()
                 continue
-            wait = self.budget.wait_time()
+            wait = self.budget.wait_time(urgent=op[1].blocks[0].kind == "final")
             if wait > 0:
                 await self._sleep(wait)
                 continue  # the best next write may have changed while waiting
