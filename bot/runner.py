@@ -66,6 +66,29 @@ class _Worker:
     stopped_by: str | None = None
 
 
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
+
+
+def _new_files(workspace: Path | None, since: float) -> list[tuple[str, bytes]]:
+    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each)."""
+    if workspace is None:
+        return []
+    from agent.tools.files import workspace_files
+
+    out: list[tuple[str, bytes]] = []
+    for path in workspace_files(workspace):
+        try:
+            st = path.stat()
+            if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
+                out.append((str(path.relative_to(workspace)).replace("/", "_"), path.read_bytes()))
+        except OSError:
+            continue
+        if len(out) >= MAX_ATTACHMENTS:
+            break
+    return out
+
+
 def error_id() -> str:
     return uuid.uuid4().hex[:8]
 
@@ -201,6 +224,7 @@ class SessionRunner:
         streamer = ThreadStreamer(DiscordSink(channel), writes=sv.bot_settings.writes_per_5s, name=s.id)
         if req.header_written:
             streamer.budget.take()
+        started_wall = time.time()
         renderer = ProgressRenderer(streamer)
         state = RunState(task=req.prompt)
         turn_id: int | None = None
@@ -240,6 +264,9 @@ class SessionRunner:
             assert result is not None
             status = {"completed": "done", "max_iterations": "done"}.get(result.status, "failed")
             renderer.finish(result)
+            files = await asyncio.to_thread(_new_files, ctx.workspace, started_wall)
+            if files:
+                renderer.s.add("final", "📎 Files written in this turn:", files=files)
         except (_Paused, asyncio.CancelledError) as e:
             if isinstance(e, _Paused) or w.stopped_by is None:
                 # Not a user's Stop: a shutdown (or a crash-like cancel). Keep the turn running with its

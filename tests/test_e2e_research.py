@@ -51,8 +51,10 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         final = next(i for i, c in enumerate(contents) if c.startswith("The answer is **42**."))
         footer = next(i for i, c in enumerate(contents) if "tokens" in c)
         assert 0 < step < final < footer == len(contents) - 1
-        assert '6*7' in contents[step] and "↳" in contents[step] and "42" in contents[step]
-        assert "2 steps" in contents[footer] and "$0.0" in contents[footer] and "gpt-4o-mini" in contents[footer]
+        assert "6*7" in contents[step] and "↳" in contents[step] and "42" in contents[step]
+        assert (
+            "2 steps" in contents[footer] and "$0.0" in contents[footer] and "gpt-4o-mini" in contents[footer]
+        )
         # Nothing the model writes can ping anyone.
         assert all(m.allowed_mentions is not None and m.allowed_mentions.get("parse") == [] for m in msgs)
         assert all(not m.pinged_user_ids for m in msgs)
@@ -72,7 +74,9 @@ async def test_e2e_follow_up_continues_the_session_with_its_history(
         _, thread = await research(fake, guild, "What is the capital of France?")
         await fake.wait_for_message(thread, lambda m: m.content.startswith("Paris is"), within=15)
         await wait_idle(fake, bot)
-        fake.inject_message(thread, "bob", "How many people live there?")  # anyone in the thread may follow up
+        fake.inject_message(
+            thread, "bob", "How many people live there?"
+        )  # anyone in the thread may follow up
         fake.inject_message(thread, "otherbot", "ignore me, I am a bot")
         await fake.wait_for_message(thread, lambda m: m.content.startswith("About 2.1 million"), within=15)
         await wait_idle(fake, bot)
@@ -88,18 +92,28 @@ async def test_e2e_follow_up_continues_the_session_with_its_history(
 async def test_e2e_stop_button_cancels_the_running_turn(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    llm.script(tool_call("calculator", {"expression": "1+1"}, text="Working on it: 1+1 is 2."), Reply(hang=True))
+    llm.script(
+        tool_call("calculator", {"expression": "1+1"}, text="Working on it: 1+1 is 2."), Reply(hang=True)
+    )
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         _, thread = await research(fake, guild, "Think forever")
         header = await fake.wait_for_message(thread)
         await fake.wait_for(lambda: len(llm.requests) == 2, what="the second model call", within=10)
         # bob neither started it nor may manage threads: refused, and the turn goes on.
-        refused = fake.inject_component(header.components[0]["components"][0]["custom_id"], message=header, user="bob")
+        refused = fake.inject_component(
+            header.components[0]["components"][0]["custom_id"], message=header, user="bob"
+        )
         await fake.wait_for(lambda: refused.responses, what="bob's refusal")
-        assert "Only the person who started" in fake.message(refused.followup_ids[0] if refused.followup_ids
-                                                           else refused.original_message_id).content
+        assert (
+            "Only the person who started"
+            in fake.message(
+                refused.followup_ids[0] if refused.followup_ids else refused.original_message_id
+            ).content
+        )
         assert bot.runner._workers
-        stop = fake.inject_component(header.components[0]["components"][0]["custom_id"], message=header, user="alice")
+        stop = fake.inject_component(
+            header.components[0]["components"][0]["custom_id"], message=header, user="alice"
+        )
         await fake.wait_for_message(thread, lambda m: "stopped by alice" in m.content, within=10)
         await wait_idle(fake, bot)
         assert stop.responses
@@ -120,7 +134,9 @@ async def test_e2e_burst_of_429s_loses_and_duplicates_nothing(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     steps = [tool_call("calculator", {"expression": f"{i}*{i}"}, delay=0.05) for i in range(1, 5)]
-    llm.script(Reply(tool_calls=[("calculator", '{"expression": "0"}')], delay=0.6), *steps, text("Squares done."))
+    llm.script(
+        Reply(tool_calls=[("calculator", '{"expression": "0"}')], delay=0.6), *steps, text("Squares done.")
+    )
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         _, thread = await research(fake, guild, "Squares please")
         await fake.wait_for_message(thread)  # the header is in; now every send in the thread meets 429s
@@ -180,8 +196,10 @@ async def test_e2e_quota_refusal_names_the_limit_and_reset(
         await wait_idle(fake, bot)
         general = guild.channel("general")
         inter = fake.inject_interaction("research", {"task": "second"}, user="alice", channel=general)
-        await fake.wait_for(lambda: inter.original_message_id and fake.message(inter.original_message_id).content,
-                            what="the refusal")
+        await fake.wait_for(
+            lambda: inter.original_message_id and fake.message(inter.original_message_id).content,
+            what="the refusal",
+        )
         refusal = fake.message(inter.original_message_id)
     assert refusal.ephemeral and "⛔" in refusal.content and "<t:" in refusal.content
     assert "request" in refusal.content.lower()
@@ -191,7 +209,9 @@ async def test_e2e_quota_refusal_names_the_limit_and_reset(
 async def test_e2e_shutdown_pauses_a_run_and_the_next_start_resumes_it(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    llm.script(tool_call("calculator", {"expression": "2+3"}), Reply(hang=True), text("Five, after the restart."))
+    llm.script(
+        tool_call("calculator", {"expression": "2+3"}), Reply(hang=True), text("Five, after the restart.")
+    )
     async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2):
         _, thread = await research(fake, guild, "What is 2+3?")
         await fake.wait_for(lambda: len(llm.requests) == 2, what="step 2's model call", within=10)
@@ -206,7 +226,12 @@ async def test_e2e_shutdown_pauses_a_run_and_the_next_start_resumes_it(
         turns = await bot2.services.sessions.turns(session.id)
         history = await bot2.services.sessions.history(session.id)
     assert [t.status for t in turns] == ["interrupted", "completed"]
-    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]  # the task once, no step twice
+    assert [m["role"] for m in history] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]  # the task once, no step twice
     assert len(llm.requests) == 3 and llm.requests[2]["messages"][-1]["content"] == "5"
 
 
@@ -221,8 +246,11 @@ async def test_e2e_long_answers_are_split_or_attached(
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
         fake.inject_message(thread, "alice", "Now a huge one")
-        await fake.wait_for(lambda: sum("tokens" in m.content for m in fake.messages(thread)) == 2, within=15,
-                            what="the second footer")
+        await fake.wait_for(
+            lambda: sum("tokens" in m.content for m in fake.messages(thread)) == 2,
+            within=15,
+            what="the second footer",
+        )
         await wait_idle(fake, bot)
         msgs = fake.messages(thread)
     parts = [m.content for m in msgs if m.content.startswith("Paragraph")]
@@ -243,7 +271,9 @@ async def test_e2e_a_failed_turn_offers_retry_and_retry_runs_it_again(
     llm.script(error(400, "messages: something the server dislikes"), text("Worked the second time."))
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         _, thread = await research(fake, guild, "Try me")
-        offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("This turn failed"), within=15)
+        offer = await fake.wait_for_message(
+            thread, lambda m: m.content.startswith("This turn failed"), within=15
+        )
         await wait_idle(fake, bot)
         contents = [m.content for m in fake.messages(thread)]
         assert any("something the server dislikes" in c for c in contents)  # the error is said, short
@@ -256,3 +286,20 @@ async def test_e2e_a_failed_turn_offers_retry_and_retry_runs_it_again(
         await wait_idle(fake, bot)
     assert [r["messages"][-1]["content"] for r in llm.requests] == ["Try me", "Try me"]
     assert [m["role"] for m in llm.requests[1]["messages"]] == ["system", "user"]  # no duplicate of the task
+
+
+async def test_e2e_files_the_agent_writes_are_attached_to_the_thread(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(
+        tool_call("write_file", {"path": "report/notes.md", "content": "# Notes\nTides follow the moon."}),
+        text("I wrote the notes."),
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        _, thread = await research(fake, guild, "Write notes about tides")
+        await fake.wait_for_message(thread, lambda m: bool(m.attachments), within=15)
+        await wait_idle(fake, bot)
+        attached = [a for m in fake.messages(thread) for a in m.attachments]
+    assert [(a.filename, a.data) for a in attached] == [
+        ("report_notes.md", b"# Notes\nTides follow the moon.")
+    ]

@@ -148,3 +148,16 @@ async def test_fault_database_refusing_writes_is_said_and_the_bot_carries_on(
         ("user", "again?"),
         ("assistant", "Healthy again."),
     ]
+
+
+async def test_fault_provider_outage_is_waited_out_and_the_run_finishes(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(error(503, "upstream overloaded", headers={"Retry-After": "0.2"}), text("Back and answering."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        thread = await research(fake, guild, "Are you there?")
+        await fake.wait_for_message(thread, lambda m: m.content == "Back and answering.", within=20)
+        await wait_idle(fake, bot)
+        contents = "\n".join(m.content for m in fake.messages(thread))
+    assert "↻ retrying model" in contents and "HTTP 503" in contents
+    assert len(llm.requests) == 2
