@@ -370,3 +370,13 @@ async def test_resume_continues_after_the_checkpointed_steps(llm: FakeLLM, http:
     assert [e.step for e in events if isinstance(e, StepStarted)] == [2]
     assert [m["role"] for m in llm.requests[0]["messages"]] == ["system", "user", "assistant", "tool"]
     assert [m.role for m in result.messages] == ["user", "assistant", "tool", "assistant"]
+
+
+async def test_model_timeout_is_retried_then_the_run_finishes(llm: FakeLLM, http: httpx.AsyncClient) -> None:
+    llm.script(text("too late", delay=2.0), text("on time"))
+    m = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, client=http, backoff_initial=0.01, max_attempts=3)
+    agent = Agent(m, ToolRegistry([]), settings=ModelSettings(stream=True, timeout=0.3))
+    events = await collect(agent, "hi")
+    retry = next(e for e in events if isinstance(e, RetryEvent))
+    assert "timed out" in retry.error
+    assert events[-1].result.text == "on time" and events[-1].result.status == "completed"
