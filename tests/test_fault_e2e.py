@@ -161,3 +161,30 @@ async def test_fault_provider_outage_is_waited_out_and_the_run_finishes(
         contents = "\n".join(m.content for m in fake.messages(thread))
     assert "↻ retrying model" in contents and "HTTP 503" in contents
     assert len(llm.requests) == 2
+
+
+async def test_fault_disk_full_is_said_and_nothing_half_written(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    big = "A long answer. " * 3000  # needs new database pages to store
+    llm.script(text(big, delay=0.8), text("Room again."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        thread = await research(fake, guild, "Fill the disk")
+        await fake.wait_for(lambda: len(llm.requests) == 1, what="the model call")
+        db = bot.services.db
+        async with db.lock:  # SQLite now answers SQLITE_FULL ("database or disk is full") to growth
+            pages = (await (await db.conn.execute("PRAGMA page_count")).fetchone())[0]
+            await db.conn.execute(f"PRAGMA max_page_count = {pages}")
+        await fake.wait_for_message(
+            thread, lambda m: "could not be saved" in m.content or "refused a write" in m.content, within=20
+        )
+        await wait_idle(fake, bot)
+        async with db.lock:
+            await db.conn.execute("PRAGMA max_page_count = 1073741823")
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None
+        history = await bot.services.sessions.history(session.id)
+        assert all(m["content"] != big for m in history) and len(history) in (0, 2)  # whole turns or nothing
+        fake.inject_message(thread, "alice", "and now?")
+        await fake.wait_for_message(thread, lambda m: m.content == "Room again.", within=15)
+        await wait_idle(fake, bot)
