@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
-from typing import ClassVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 import httpx
+from httpx_sse import EventSource
 
 from agent.models.base import ModelError
 from agent.models.http import transport_error
@@ -59,3 +63,32 @@ class HTTPModel:
             model=self.name,
             retryable=True,
         )
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        raise NotImplementedError
+
+    async def _sse(
+        self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """POST and yield each server-sent event as (event name, JSON object); HTTP and transport
+        failures become this adapter's errors, a malformed event a retryable one."""
+        try:
+            async with self._client.stream(
+                "POST", url, json=body, headers=headers, timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async for sse in events:
+                        if not sse.data:
+                            continue
+                        try:
+                            data = json.loads(sse.data)
+                        except ValueError as e:
+                            raise self._bad_payload() from e
+                        if not isinstance(data, dict):
+                            raise self._bad_payload()
+                        yield sse.event, data
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e

@@ -21,14 +21,12 @@ Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` includ
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
@@ -335,54 +333,31 @@ class AnthropicModel(HTTPModel):
         usage: dict[str, Any] = {}
         stop: str | None = None
         model_name = self.name
-        try:
-            async with self._client.stream(
-                "POST",
-                self._url,
-                json=body,
-                headers=self._headers(True),
-                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
-                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
-                    async for sse in events:
-                        if not sse.data:
-                            continue
-                        try:
-                            data = json.loads(sse.data)
-                        except ValueError as e:
-                            raise self._bad_payload() from e
-                        kind = data.get("type") or sse.event
-                        if kind == "message_start":
-                            msg = data.get("message") or {}
-                            model_name = msg.get("model") or model_name
-                            usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
-                        elif kind == "content_block_start":
-                            blocks.start(int(data.get("index", 0)), data.get("content_block") or {})
-                        elif kind == "content_block_delta":
-                            piece = blocks.delta(int(data.get("index", 0)), data.get("delta") or {})
-                            if piece:
-                                yield TextChunk(piece)
-                        elif kind == "message_delta":
-                            stop = (data.get("delta") or {}).get("stop_reason") or stop
-                            usage.update(
-                                {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
-                            )
-                        elif kind == "error":
-                            err = data.get("error") or {}
-                            etype = err.get("type") or "error"
-                            raise ModelError(
-                                f"{self.name}: the server reported {etype} mid-stream: {self._mask(str(err.get('message') or ''))}",
-                                provider=self.provider,
-                                model=self.name,
-                                status=529 if etype == "overloaded_error" else None,
-                                retryable=etype
-                                in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
-                            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
+        async for event, data in self._sse(self._url, body, self._headers(True), s.timeout):
+            kind = data.get("type") or event
+            if kind == "message_start":
+                msg = data.get("message") or {}
+                model_name = msg.get("model") or model_name
+                usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
+            elif kind == "content_block_start":
+                blocks.start(int(data.get("index", 0)), data.get("content_block") or {})
+            elif kind == "content_block_delta":
+                piece = blocks.delta(int(data.get("index", 0)), data.get("delta") or {})
+                if piece:
+                    yield TextChunk(piece)
+            elif kind == "message_delta":
+                stop = (data.get("delta") or {}).get("stop_reason") or stop
+                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            elif kind == "error":
+                err = data.get("error") or {}
+                etype = err.get("type") or "error"
+                raise ModelError(
+                    f"{self.name}: the server reported {etype} mid-stream: {self._mask(str(err.get('message') or ''))}",
+                    provider=self.provider,
+                    model=self.name,
+                    status=529 if etype == "overloaded_error" else None,
+                    retryable=etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
+                )
         yield ModelResponse(
             message=blocks.message(),
             usage=parse_usage(usage or None),

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
@@ -346,47 +345,21 @@ class GeminiModel(HTTPModel):
         self, body: dict[str, Any], s: ModelSettings, turn: int
     ) -> AsyncIterator[ModelChunk]:
         reply = _Turn(turn)
-        try:
-            async with self._client.stream(
-                "POST",
-                self._url(True),
-                json=body,
-                headers=self._headers(True),
-                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
-                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
-                    async for sse in events:
-                        if not sse.data:
-                            continue
-                        try:
-                            data = json.loads(sse.data)
-                        except ValueError as e:
-                            raise self._bad_payload() from e
-                        if not isinstance(data, dict):
-                            raise self._bad_payload()
-                        if "error" in data and not data.get("candidates"):
-                            err = (
-                                data["error"]
-                                if isinstance(data["error"], dict)
-                                else {"message": str(data["error"])}
-                            )
-                            code = int(err.get("code") or 500)
-                            raise ModelError(
-                                f"{self.name}: the server reported an error mid-stream "
-                                f"({err.get('status') or code}): {self._mask(str(err.get('message') or ''))}",
-                                provider=self.provider,
-                                model=self.name,
-                                status=code,
-                                retryable=code == 429 or code >= 500,
-                            )
-                        piece = reply.add(data)
-                        if piece:
-                            yield TextChunk(piece)
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
+        async for _event, data in self._sse(self._url(True), body, self._headers(True), s.timeout):
+            if "error" in data and not data.get("candidates"):
+                err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+                code = int(err.get("code") or 500)
+                raise ModelError(
+                    f"{self.name}: the server reported an error mid-stream "
+                    f"({err.get('status') or code}): {self._mask(str(err.get('message') or ''))}",
+                    provider=self.provider,
+                    model=self.name,
+                    status=code,
+                    retryable=code == 429 or code >= 500,
+                )
+            piece = reply.add(data)
+            if piece:
+                yield TextChunk(piece)
         self._remember(reply.signatures)
         yield reply.response(self.name)
 
