@@ -24,7 +24,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
 from bot.store import SessionRecord, new_session_id
-from bot.views import RetryButton, StopButton, stop_view
+from bot.views import SessionButton, stop_view
 
 log = structlog.get_logger().bind(logger="bot.app")
 
@@ -78,7 +78,7 @@ class AgentBot(commands.AutoShardedBot):
                 await self.load_extension(name)
             except commands.ExtensionNotFound:
                 log.info("cog_absent", cog=name)
-        self.add_dynamic_items(StopButton, RetryButton)
+        self.add_dynamic_items(SessionButton)
         if self.sync_on_start:
             await self.sync_commands()
         self._health = None

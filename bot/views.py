@@ -1,76 +1,61 @@
-"""The Stop button: a dynamic item whose custom id carries the session id, so it keeps working after
-a restart without keeping any view in memory (``bot.add_dynamic_items`` in ``setup_hook``)."""
+"""Session buttons (Stop, Retry): one dynamic item whose custom id carries the action and the session
+id, so buttons keep working after a restart without keeping any view in memory
+(``bot.add_dynamic_items`` in ``setup_hook``)."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
 
+Action = Literal["stop", "retry"]
+_LOOK: dict[str, tuple[str, discord.ButtonStyle, str]] = {
+    "stop": ("Stop", discord.ButtonStyle.danger, "⏹️"),
+    "retry": ("Retry", discord.ButtonStyle.primary, "🔁"),
+}
 
-class StopButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:stop:(?P<sid>[0-9a-f]{8,64})"
+
+class SessionButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"agentbot:(?P<action>stop|retry):(?P<sid>[0-9a-f]{8,64})",
 ):
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, action: Action, session_id: str) -> None:
+        label, style, emoji = _LOOK[action]
         super().__init__(
             discord.ui.Button(
-                label="Stop",
-                style=discord.ButtonStyle.danger,
-                emoji="⏹️",
-                custom_id=f"agentbot:stop:{session_id}",
+                label=label, style=style, emoji=emoji, custom_id=f"agentbot:{action}:{session_id}"
             )
         )
+        self.action: Action = action
         self.session_id = session_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> StopButton:
-        return cls(match["sid"])
+    ) -> SessionButton:
+        return cls(match["action"], match["sid"])  # type: ignore[arg-type]
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: AgentBot = interaction.client  # type: ignore[assignment]
-        await bot.stop_session(interaction, self.session_id)
+        if self.action == "stop":
+            await bot.stop_session(interaction, self.session_id)
+        else:
+            await bot.retry_session(interaction, self.session_id)
+
+
+def session_view(action: Action, session_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(SessionButton(action, session_id))
+    return view
 
 
 def stop_view(session_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(StopButton(session_id))
-    return view
-
-
-class RetryButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:retry:(?P<sid>[0-9a-f]{8,64})"
-):
-    """Offered under a turn that failed (or could not resume): runs the session's last request again."""
-
-    def __init__(self, session_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Retry",
-                style=discord.ButtonStyle.primary,
-                emoji="🔁",
-                custom_id=f"agentbot:retry:{session_id}",
-            )
-        )
-        self.session_id = session_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> RetryButton:
-        return cls(match["sid"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        bot: AgentBot = interaction.client  # type: ignore[assignment]
-        await bot.retry_session(interaction, self.session_id)
+    return session_view("stop", session_id)
 
 
 def retry_view(session_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(RetryButton(session_id))
-    return view
+    return session_view("retry", session_id)
