@@ -161,6 +161,10 @@ def doctor() -> None:
 
 
 def main() -> None:
+    # Every module reads its settings from the environment; .env fills in what the environment lacks.
+    from dotenv import load_dotenv
+
+    load_dotenv(".env", override=False)
     try:
         app()
     except KeyboardInterrupt:

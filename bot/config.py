@@ -22,7 +22,7 @@ class BotSettings(BaseSettings):
     """Sync slash commands to this server only (instant; for development) instead of globally."""
     turn_timeout: float = Field(900.0, alias="BOT_TURN_TIMEOUT_SECONDS", gt=0)
     writes_per_5s: int = Field(5, alias="BOT_WRITES_PER_5S", ge=1, le=5)
-    thread_archive_minutes: Literal[60, 1440, 4320, 10080] = Field(1440, alias="BOT_THREAD_ARCHIVE_MINUTES")
+    thread_archive_minutes: int = Field(1440, alias="BOT_THREAD_ARCHIVE_MINUTES")
     default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="DEFAULT_TIER")
     memory_enabled: bool = Field(True, alias="MEMORY_ENABLED")
     shutdown_grace: float = Field(20.0, alias="BOT_SHUTDOWN_GRACE_SECONDS", ge=0)
@@ -41,6 +41,13 @@ class BotSettings(BaseSettings):
     def _empty_none(cls, v: object) -> object:
         return None if v == "" else v
 
+    @field_validator("thread_archive_minutes")
+    @classmethod
+    def _archive(cls, v: int) -> int:
+        if v not in (60, 1440, 4320, 10080):
+            raise ValueError("must be 60, 1440, 4320 or 10080 (minutes)")
+        return v
+
     @field_validator("shard_ids", mode="before")
     @classmethod
     def _ids(cls, v: object) -> object:
@@ -52,7 +59,30 @@ class BotSettings(BaseSettings):
 
 
 def load_bot_settings(**overrides: object) -> BotSettings:
+    """The bot's settings, after checking every other module's settings too (quotas, tools, memory),
+    so a bad value stops start-up with its name instead of failing later inside a session."""
     try:
-        return BotSettings(**overrides)  # type: ignore[arg-type]
+        settings = BotSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(explain(e)) from e
+    check_other_settings()
+    return settings
+
+
+def check_other_settings() -> None:
+    import os
+
+    from agent.tools.research import ResearchToolSettings
+    from bot.limits import Limits
+
+    problems = []
+    for check in (lambda: Limits.from_env(os.environ), lambda: ResearchToolSettings.from_env(os.environ)):
+        try:
+            check()
+        except (ConfigError, ValueError) as e:
+            problems.append(str(e))
+    port = (os.environ.get("CHROMA_PORT") or "8000").strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(f"CHROMA_PORT={port!r}: must be a port number (1-65535)")
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))

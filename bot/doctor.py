@@ -40,7 +40,12 @@ async def _discord(bs: BotSettings, client: httpx.AsyncClient) -> str:
     token = bs.discord_token.get_secret_value().strip()
     register_secret(token)
     base = (bs.api_base_url or "https://discord.com/api/v10").rstrip("/")
-    r = await client.get(f"{base}/users/@me", headers={"Authorization": f"Bot {token}"})
+    try:
+        r = await client.get(f"{base}/users/@me", headers={"Authorization": f"Bot {token}"})
+    except httpx.HTTPError as e:
+        raise ConfigError(
+            f"Discord ({base}) could not be reached ({type(e).__name__}): check the network"
+        ) from e
     if r.status_code == 401:
         raise ConfigError("Discord rejected DISCORD_TOKEN (401): reset the token and update .env")
     r.raise_for_status()
