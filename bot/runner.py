@@ -235,8 +235,9 @@ class SessionRunner:
             history = [Message.from_dict(d) for d in await sv.sessions.history(s.id)]
             turn_id = await sv.sessions.start_turn(s.id, req.prompt, req.requester_id)
             await sv.sessions.set_status(s.id, "running")
-            agent, ctx, extra = await self._prepare(req, gs, renderer)
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
+            agent, ctx, extra = await self._prepare(req, gs, renderer)
+            await self._charge_judge(agent.model, budget)
             async with contextlib.AsyncExitStack() as stack:
                 with contextlib.suppress(Exception):
                     await stack.enter_async_context(channel.typing())  # type: ignore[attr-defined]
@@ -408,6 +409,22 @@ class SessionRunner:
             )
         except Exception:
             log.warning("checkpoint_failed", turn_id=turn_id, exc_info=True)
+
+    async def _charge_judge(self, model: Any, budget: QuotaBudget) -> None:
+        """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
+        decision = getattr(model, "decision", None)
+        if decision is None or decision.usage is None or not decision.model:
+            return
+        from agent.budget import BudgetExceeded
+        from agent.models.prices import default_prices
+
+        cost = default_prices().cost(decision.model, decision.usage)
+        try:
+            token = await budget.reserve(decision.model, decision.usage, cost.usd if cost.known else None)
+        except BudgetExceeded:
+            return  # the call already happened; the run's own first reservation will refuse if needed
+        provider = decision.model.split(":", 1)[0] if ":" in decision.model else "openai"
+        await budget.settle(token, decision.model, provider, decision.usage, cost)
 
     async def _prepare(
         self, req: TurnRequest, gs: Any, renderer: ProgressRenderer

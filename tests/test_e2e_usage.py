@@ -113,3 +113,28 @@ async def test_e2e_usage_me_shows_the_most_generous_role_limit(
     assert "**Requests today**: 0 (unlimited)" in line(alices, "Requests today")
     assert "**Tokens today**: 0 of 1,000 · 1,000 left" in line(bobs, "Tokens today")
     assert "**Requests today**: 0 of 50 · 50 left" in line(bobs, "Requests today")
+
+
+async def test_e2e_usage_judge_classifier_tokens_count_against_the_requester(tmp_path, monkeypatch) -> None:
+    from tests.e2e.harness import running_bot, wait_idle
+    from tests.fakes.discord_server import FakeDiscord, FakeGuild
+    from tests.fakes.llm_server import FakeLLM, text
+
+    monkeypatch.setenv("ROUTER_CLASSIFIER", "judge")
+    monkeypatch.setenv("ROUTER_JUDGE_MODEL", "gpt-4o-mini")
+    guild = FakeGuild.create("Lab", channels=("general",), members=("alice",))
+    async with FakeDiscord([guild]) as fake, FakeLLM() as llm:
+        llm.script(
+            text("simple", prompt_tokens=50, completion_tokens=1),
+            text("Hi!", prompt_tokens=100, completion_tokens=20),
+        )
+        async with running_bot(fake, llm, tmp_path, guild) as bot:
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "say hi"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for_message(thread, lambda m: m.content == "Hi!", within=15)
+            await wait_idle(fake, bot)
+            alice = guild.member("alice")
+            report = await bot.services.quotas.usage(guild.id, alice.id)
+    tokens = report.item("tokens_per_day")
+    assert tokens.used == 50 + 1 + 100 + 20  # the judge's call and the run's
