@@ -35,6 +35,9 @@ LIVE_REFRESH = 1.5
 LIVE_DELAY = 0.8
 """A preview is first sent only after this long: most "thinking" text turns into a tool call within
 milliseconds, and sending then deleting it would spend two writes on nothing."""
+SETTLE = 0.15
+"""How long a change after a lull (or into an unused window) waits for the rest of its burst: a tool
+call and its result, a few milliseconds apart, then cost one write."""
 
 
 class SinkError(Exception):
@@ -78,6 +81,8 @@ class Block:
     changed_at: float = 0.0
     """When the text last changed and is not yet on Discord (0 = written)."""
     created: float = field(default_factory=time.monotonic)
+    gap: float = 0.0
+    """How long the thread was quiet (no other change) before this block last became pending."""
     message: _Message | None = None
 
 
@@ -116,23 +121,19 @@ class WriteBudget:
         self.writes, self.per, self.clock = writes, per, clock
         self._stamps: deque[float] = deque()
 
-    def wait_time(self, urgent: bool = False) -> float:
-        """Seconds until the next write may go: the window, and a steady spacing of ``per / (writes - 1)``.
-
-        A burst of five followed by a five-second stall showed events up to 4.4 s late
-        (bench/stream_latency.py); steady spacing, each write carrying everything pending, keeps
-        events within about a second. The spacing keeps one write of every window in reserve, which
-        ``urgent`` writes (the final answer) may take at once.
-        """
+    def wait_time(self) -> float:
+        """Seconds until the window has room for one more write."""
         now = self.clock()
         while self._stamps and now - self._stamps[0] >= self.per:
             self._stamps.popleft()
-        wait = 0.0
-        if len(self._stamps) >= self.writes:
-            wait = self._stamps[0] + self.per - now + 0.01
-        if self._stamps and not urgent:
-            wait = max(wait, self._stamps[-1] + self.per / max(1, self.writes - 1) - now)
-        return max(0.0, wait)
+        if len(self._stamps) < self.writes:
+            return 0.0
+        return self._stamps[0] + self.per - now + 0.01
+
+    def used(self) -> int:
+        """Writes in the current window."""
+        self.wait_time()
+        return len(self._stamps)
 
     def short(self) -> bool:
         """True while writes are being paced: merge pending changes rather than spend a write on each."""
@@ -169,12 +170,14 @@ class ThreadStreamer:
         self._flushing = 0
         self._live: Block | None = None
         self._live_written_at = 0.0
+        self._last_change = time.monotonic()  # a turn starts amid writes (the header, the question)
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
     def add(self, kind: BlockKind, text: str, files: list[tuple[str, bytes]] | None = None) -> Block:
         """A new block in a new message (it may be merged with its neighbours when the budget is short)."""
         block = Block(kind, text, time.monotonic())
+        self._pending(block, fresh=True)
         msg = _Message([block], nonce=str(random.getrandbits(62)), files=files)
         block.message = msg
         self._messages.append(msg)
@@ -185,9 +188,20 @@ class ThreadStreamer:
         if text == block.text:
             return
         block.text = text
-        if not block.changed_at:
+        fresh = not block.changed_at
+        if fresh:
             block.changed_at = time.monotonic()
+        self._pending(block, fresh=fresh)
         self._poke()
+
+    def _pending(self, block: Block, *, fresh: bool) -> None:
+        """Note how long the thread was quiet before this change (the live preview has its own pace)."""
+        if block.kind == "live":
+            return
+        now = time.monotonic()
+        if fresh:
+            block.gap = now - self._last_change
+        self._last_change = now
 
     def live(self, text: str) -> None:
         """The model's words as it writes them: one message, refreshed when the budget allows."""
@@ -292,6 +306,37 @@ class ThreadStreamer:
             size += extra
             self._messages.pop(i)
 
+    def _due_in(self) -> float:
+        """Seconds until the oldest pending change has waited its hold (0: write now).
+
+        Writing whenever the window allows spends it in a burst (5 writes in 0.4 s, then 4.6 s of
+        silence: events up to 4.4 s late); writing on a fixed spacing sends a tool call 2 ms before
+        its result, which then waits a whole spacing, and its phase decides whether the final answer
+        finds the window full (p95 from 0.97 to 1.25 s as the model latency moves by 50 ms). So a
+        change amid a stream of events, with the window in use, waits until it is ``per / writes``
+        old (1 s for 5 per 5 s): each write then covers at least a second of events, which keeps
+        the window from running dry. A change after a lull, or into an unused window, waits only
+        :data:`SETTLE`. Each write carries everything pending. A final answer, a flush or a close
+        never wait: the answer is not held back for batching.
+        """
+        if self._flushing or self._closed:
+            return 0.0
+        oldest: Block | None = None
+        for msg in self._messages:
+            if msg.failed or msg.deleted:
+                continue
+            for b in msg.blocks:
+                if b.changed_at and b.kind != "live":
+                    if b.kind == "final":
+                        return 0.0
+                    if oldest is None or b.changed_at < oldest.changed_at:
+                        oldest = b
+        if oldest is None:
+            return 0.0
+        spacing = self.budget.per / self.budget.writes
+        hold = SETTLE if oldest.gap > spacing or self.budget.used() == 0 else spacing
+        return oldest.changed_at + hold - time.monotonic()
+
     def _append_target(self, msg: _Message) -> _Message | None:
         """When paced, a new step joins the thread's last progress message (one edit shows both the
         previous step's result and the new step) instead of costing a send of its own."""
@@ -323,7 +368,14 @@ class ThreadStreamer:
                     async with asyncio.timeout(0.25 if self._live is not None else None):
                         await self._wake.wait()
                 continue
-            wait = self.budget.wait_time(urgent=op[1].blocks[0].kind == "final")
+            due = self._due_in()
+            if due > 0:  # let more changes join this write; new work (a final answer) re-checks sooner
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(due):
+                        await self._wake.wait()
+                continue
+            wait = self.budget.wait_time()
             if wait > 0:
                 await self._sleep(wait)
                 continue  # the best next write may have changed while waiting
