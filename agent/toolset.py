@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable
 
 from agent.tools.builtin import builtin_tools
+from agent.tools.memory_tools import recall, remember
 from agent.tools.registry import Tool, ToolGuard, ToolRegistry
+from agent.tools.research import ResearchToolSettings, research_tools
 
 
-def all_tools(env: Mapping[str, str] | None = None, *, memory: bool = False) -> list[Tool]:
+def all_tools(research: ResearchToolSettings, *, memory: bool = False) -> list[Tool]:
     """Built-in and research tools, plus ``recall``/``remember`` when the caller provides a memory service
     (the bot does, per guild; the terminal has no guild, so no memory)."""
-    import os
-
-    env = os.environ if env is None else env
-    tools = builtin_tools()
-    try:
-        research = importlib.import_module("agent.tools.research")
-    except ModuleNotFoundError as e:
-        if e.name != "agent.tools.research":
-            raise
-    else:
-        tools += list(research.research_tools(research.ResearchToolSettings.from_env(env)))
+    tools = [*builtin_tools(), *research_tools(research)]
     if memory:
-        from agent.tools.memory_tools import recall, remember
-
         tools += [recall, remember]
     return tools
 
@@ -33,8 +23,10 @@ def all_tools(env: Mapping[str, str] | None = None, *, memory: bool = False) -> 
 def build_registry(
     enabled: Iterable[str] | None = None,
     guards: Iterable[ToolGuard] = (),
-    env: Mapping[str, str] | None = None,
+    research: ResearchToolSettings | None = None,
     memory: bool = False,
 ) -> ToolRegistry:
-    reg = ToolRegistry(all_tools(env, memory=memory), list(guards))
+    """``research`` defaults to the settings in the environment; pass them when you already parsed them."""
+    settings = research or ResearchToolSettings.from_env(os.environ)
+    reg = ToolRegistry(all_tools(settings, memory=memory), list(guards))
     return reg.subset(enabled) if enabled is not None else reg

@@ -22,7 +22,8 @@ from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import Router
 from agent.models.tiers import TIERS, load_tiers
-from agent.tools.registry import ToolGuard, ToolRegistry
+from agent.tools.registry import ToolRegistry
+from agent.tools.research import ResearchToolSettings, research_guard
 from agent.toolset import build_registry
 from bot.config import BotSettings
 from bot.limits import Limits
@@ -55,22 +56,11 @@ class Services:
 
         return RetentionPolicy(max_items=gs.memory_max_items, max_age_days=gs.memory_max_age_days)
 
-    def known_models(self) -> list[str]:
-        return sorted({*default_prices().known_models(), self.agent_settings.agent_model})
-
     async def close(self) -> None:
         await self.http.aclose()
         if self.memory is not None:
             await self.memory.close()
         await self.db.close()
-
-
-def _tool_guards(env: dict[str, str]) -> list[ToolGuard]:
-    try:
-        from agent.tools.research import ResearchToolSettings, research_guard
-    except ModuleNotFoundError:
-        return []
-    return [research_guard(ResearchToolSettings.from_env(env))]
 
 
 async def build_services(agent_settings: AgentSettings, bot_settings: BotSettings) -> Services:
@@ -79,7 +69,10 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
     env = dict(os.environ)
     db = await Database.open(data_dir / "agentbot.sqlite3")
     try:
-        tools = build_registry(guards=_tool_guards(env), env=env, memory=bot_settings.memory_enabled)
+        research = ResearchToolSettings.from_env(env)
+        tools = build_registry(
+            guards=[research_guard(research)], research=research, memory=bot_settings.memory_enabled
+        )
         tiers = load_tiers(agent_settings.router_tiers_file)
         defaults = SettingsDefaults(
             tiers=tiers, default_tier=bot_settings.default_tier, max_steps=agent_settings.agent_max_steps
