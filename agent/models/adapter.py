@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import httpx
 from httpx_sse import EventSource
 
-from agent.models.base import ModelError
-from agent.models.http import transport_error
+from agent.messages import Message
+from agent.models.base import ModelChunk, ModelError, ModelSettings
+from agent.models.http import transport_error, with_retries
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
 
@@ -66,6 +67,34 @@ class HTTPModel:
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         raise NotImplementedError
+
+    def _body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
+        """Extra keyword arguments for one call's attempts (Gemini numbers turns); none by default."""
+        return {}
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
+    ) -> AsyncIterator[ModelChunk]:
+        body = self._body(messages, tools, settings)
+        extra = self._call_args(messages)
+        async for chunk in with_retries(
+            lambda: (
+                self._stream_once(body, settings, **extra)  # type: ignore[attr-defined]
+                if settings.stream
+                else self._complete_once(body, settings, **extra)  # type: ignore[attr-defined]
+            ),
+            name=self.name,
+            provider=self.provider,
+            max_attempts=self.max_attempts,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+        ):
+            yield chunk
 
     async def _sse(
         self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None

@@ -50,7 +50,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after, with_retries
+from agent.models.http import parse_retry_after
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -299,24 +299,8 @@ class GeminiModel(HTTPModel):
         while len(self._signatures) > _MAX_SIGNATURES:
             self._signatures.popitem(last=False)
 
-    async def stream(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
-    ) -> AsyncIterator[ModelChunk]:
-        body = self._body(messages, tools, settings)
-        turn = len(messages)
-        async for chunk in with_retries(
-            lambda: (
-                self._stream_once(body, settings, turn)
-                if settings.stream
-                else self._complete_once(body, settings, turn)
-            ),
-            name=self.name,
-            provider=self.provider,
-            max_attempts=self.max_attempts,
-            initial=self.backoff_initial,
-            maximum=self.backoff_max,
-        ):
-            yield chunk
+    def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
+        return {"turn": len(messages)}  # thought signatures are kept per turn
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings, turn: int) -> ModelResponse:
         try:

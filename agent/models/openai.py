@@ -31,7 +31,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after, with_retries
+from agent.models.http import parse_retry_after
 
 _CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
 _TOOLS_RE = re.compile(r"tool|function", re.I)
@@ -156,22 +156,6 @@ class OpenAIChatModel(HTTPModel):
             body["stream_options"] = {"include_usage": True}
         body.update(s.extra)
         return body
-
-    async def stream(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
-    ) -> AsyncIterator[ModelChunk]:
-        body = self._body(messages, tools, settings)
-        async for chunk in with_retries(
-            lambda: (
-                self._stream_once(body, settings) if settings.stream else self._complete_once(body, settings)
-            ),
-            name=self.name,
-            provider=self.provider,
-            max_attempts=self.max_attempts,
-            initial=self.backoff_initial,
-            maximum=self.backoff_max,
-        ):
-            yield chunk
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
         try:
