@@ -104,6 +104,7 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
 @app.command()
 def run() -> None:
     """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
+    import aiohttp
     import discord
 
     agent_settings, bot_settings, token = _bot_settings()
@@ -113,6 +114,11 @@ def run() -> None:
         _fail(
             "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
             "and put the new one in .env",
+            1,
+        )
+    except (OSError, aiohttp.ClientError) as e:  # DNS, refused connection, TLS: Discord is unreachable
+        _fail(
+            f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
             1,
         )
     except discord.PrivilegedIntentsRequired:

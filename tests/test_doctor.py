@@ -98,3 +98,27 @@ async def test_cli_run_with_a_rejected_token_exits_1_and_says_what_to_do(
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert "Discord rejected DISCORD_TOKEN" in out.decode() and "not-the-right-token-42" not in out.decode()
+
+
+async def test_cli_run_with_discord_unreachable_exits_1_and_says_so(llm: FakeLLM, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-doctor-good-key-1",
+        "DATA_DIR": str(tmp_path),
+        "DISCORD_TOKEN": "some-token-123456",
+        "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
+        "MEMORY_ENABLED": "false",
+        "PYTHON_SANDBOX": "off",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "could not reach Discord" in out.decode() and "Traceback" not in out.decode()
