@@ -10,8 +10,9 @@ from agent.config import AgentSettings
 from agent.events import FinalEvent, RunResult
 from agent.loop import Agent
 from agent.models.base import ModelSettings
-from agent.models.factory import build_model
+from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client
+from agent.reader import Reader
 from agent.terminal import TerminalRenderer
 from agent.toolset import build_registry
 
@@ -30,9 +31,14 @@ async def ask(
     renderer = TerminalRenderer(err, show_text=show_text)
     async with make_client() as client:
         m = build_model(model or settings.agent_model, settings, client)
+        # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
+        reader = None
+        if settings.reader_model not in ("auto", "off", ""):
+            reader = Reader(build_model(settings.reader_model, settings, client), reader_settings(settings))
         agent = Agent(
             m,
             build_registry(),
+            reader=reader,
             max_iterations=max_steps or settings.agent_max_steps,
             settings=ModelSettings(
                 temperature=settings.agent_temperature,

@@ -37,6 +37,9 @@ class AgentSettings(BaseSettings):
     router_max_tier: Literal["simple", "medium", "complex"] = Field("complex", alias="ROUTER_MAX_TIER")
     router_cooldown: float = Field(60.0, alias="ROUTER_COOLDOWN", gt=0)
     router_max_cooldown: float = Field(900.0, alias="ROUTER_MAX_COOLDOWN", gt=0)
+    reader_model: str = Field("auto", alias="READER_MODEL")
+    reader_min_chars: int = Field(4000, alias="READER_MIN_CHARS", ge=500, le=1_000_000)
+    reader_max_words: int = Field(350, alias="READER_MAX_WORDS", ge=50, le=4000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -47,6 +50,14 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower().strip() if isinstance(v, str) else v
+
+    @field_validator("reader_model", mode="before")
+    @classmethod
+    def _reader(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            return v.lower() if v.lower() in ("auto", "off", "") else v
+        return v
 
     @field_validator(
         "agent_temperature", "agent_max_tokens", "router_tiers_file", "router_judge_model", mode="before"

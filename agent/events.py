@@ -117,6 +117,9 @@ class ToolResultEvent(Event):
     duration: float = 0.0
     truncated: bool = False
     sources: list[str] = field(default_factory=list)
+    read_by: str | None = None
+    """Set when ``output`` is a reader model's notes on a longer result (see :mod:`agent.reader`)."""
+    source_chars: int = 0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -52,6 +52,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.prices import PriceTable, default_prices
+from agent.reader import Reader, offers_raw
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
 log = structlog.get_logger().bind(logger="agent.loop")
@@ -128,6 +129,7 @@ class Agent:
         system_prompt: replaces the default prompt; ``{today}`` is filled in.
         settings: temperature, max tokens, streaming.
         prices: price table for cost accounting.
+        reader: a cheap model that reads long tool results for the agent model (:mod:`agent.reader`).
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class Agent:
         system_prompt: str | None = None,
         settings: ModelSettings | None = None,
         prices: PriceTable | None = None,
+        reader: Reader | None = None,
     ) -> None:
         if max_iterations < 1:
             raise ValueError("max_iterations must be at least 1")
@@ -148,6 +151,7 @@ class Agent:
         self.system_prompt = system_prompt or DEFAULT_SYSTEM_PROMPT
         self.settings = settings or ModelSettings()
         self.prices = prices or default_prices()
+        self.reader = reader
 
     def _system(self, extra: str | None) -> Message:
         text = self.system_prompt.replace("{today}", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
@@ -337,7 +341,8 @@ class Agent:
                     raw_arguments=call.arguments,
                 )
             outcomes: list[ToolOutcome | None] = [None] * len(calls)
-            async with contextlib.aclosing(self._run_tools(step, calls, ctx, outcomes, blog)) as tool_events:
+            tool_run = self._run_tools(step, calls, ctx, outcomes, blog, st, budget)
+            async with contextlib.aclosing(tool_run) as tool_events:
                 async for ev in tool_events:
                     yield ev
             tool_msgs = [
@@ -390,6 +395,8 @@ class Agent:
         ctx: ToolContext,
         outcomes: list[ToolOutcome | None],
         blog: Any,
+        st: RunState,
+        budget: Budget | None,
     ) -> AsyncIterator[AgentEvent]:
         queue: asyncio.Queue[AgentEvent | tuple[int, ToolOutcome]] = asyncio.Queue()
 
@@ -405,6 +412,8 @@ class Agent:
 
         async def one(i: int, call: ToolCall) -> None:
             outcome = await self.tools.execute(call, ctx, on_retry)
+            if self.reader is not None:
+                outcome = await self._read(step, st.task, call, outcome, st, budget, queue.put_nowait, blog)
             queue.put_nowait((i, outcome))
 
         tasks = [asyncio.create_task(one(i, c), name=f"tool:{c.name}") for i, c in enumerate(calls)]
@@ -434,6 +443,8 @@ class Agent:
                         duration=outcome.duration,
                         truncated=outcome.truncated,
                         sources=list(outcome.sources),
+                        read_by=outcome.read_by,
+                        source_chars=outcome.source_chars,
                     )
                 else:
                     yield item
@@ -442,3 +453,76 @@ class Agent:
                 if not t.done():
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(
+        self,
+        step: int,
+        task: str,
+        call: ToolCall,
+        outcome: ToolOutcome,
+        st: RunState,
+        budget: Budget | None,
+        emit: Any,
+        blog: Any,
+    ) -> ToolOutcome:
+        """The outcome with the reader's notes in place of its output, or unchanged if not read.
+
+        A reading is a model call like any other: reserved against the budget, charged, counted in the
+        run's usage and models. Any failure leaves the tool's own output, so nothing is lost.
+        """
+        reader = self.reader
+        text = outcome.full_text or outcome.output
+        if reader is None or not reader.wants(call.name, text, outcome.is_error, outcome.arguments):
+            return outcome
+        tool = self.tools.get(call.name)
+        reservation: Any = None
+        if budget is not None:
+            msgs = reader.messages(task, call, text)
+            est = Usage(_estimate_tokens(msgs, ()), reader.model_settings().max_tokens or 1024, 0, 1)
+            est_cost = self.prices.cost(reader.name, est)
+            try:
+                reservation = await budget.reserve(reader.name, est, est_cost.usd if est_cost.known else None)
+            except BudgetExceeded:
+                return outcome
+        notes = None
+        usage, cost, served_by = Usage(), Cost(), reader.name
+        t0 = time.monotonic()
+        try:
+            notes = await reader.read(task, call, text, offers_raw=bool(tool and offers_raw(tool.parameters)))
+            if notes is not None:
+                served_by = notes.response.model or reader.name
+                usage = notes.response.usage
+                cost = self.prices.cost(served_by, usage)
+        except ModelError as e:
+            blog.warning("reader_failed", step=step, tool=call.name, model=reader.name, error=e.message)
+        finally:
+            if budget is not None:
+                with contextlib.suppress(Exception):
+                    await budget.settle(reservation, served_by, reader.model.provider, usage, cost)
+        if notes is None:
+            return outcome
+        st.add_usage(served_by, usage, cost)
+        blog.info(
+            "reader_call",
+            step=step,
+            tool=call.name,
+            model=served_by,
+            latency=round(time.monotonic() - t0, 3),
+            source_chars=notes.source_chars,
+            notes_chars=len(notes.observation),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost=round(cost.usd, 6) if cost.known else "unknown",
+        )
+        emit(UsageEvent(step=step, model=served_by, usage=usage, cost=cost))
+        return ToolOutcome(
+            notes.observation,
+            False,
+            False,
+            outcome.sources,
+            outcome.arguments,
+            outcome.duration + (time.monotonic() - t0),
+            None,
+            served_by,
+            notes.source_chars,
+        )

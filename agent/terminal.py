@@ -66,6 +66,11 @@ class TerminalRenderer:
         elif isinstance(ev, ToolResultEvent):
             mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
             c.print(f"  {mark} {escape(ev.name)} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
+            if ev.read_by:
+                c.print(
+                    f"    [dim]{ev.source_chars:,} chars read by {escape(ev.read_by)}, "
+                    f"{len(ev.output):,} of notes[/]"
+                )
         elif isinstance(ev, RetryEvent):
             c.print(
                 f"  [yellow]↻ retrying {escape(ev.what)} in {ev.delay:.1f}s "

@@ -162,6 +162,8 @@ class ProgressRenderer:
             line = f"{mark} {ev.duration:.1f}s · {short_observation(ev)}"
             if ev.truncated:
                 line += " (output was cut for the model)"
+            if ev.read_by:
+                line += f" · 📄 {ev.source_chars:,} chars read by {ev.read_by}, {len(ev.output):,} of notes"
             if self._step and ev.call_id in self._step.calls:
                 self._step.calls[ev.call_id].append(line)
                 self._show_step()

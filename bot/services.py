@@ -17,11 +17,12 @@ import structlog
 
 from agent.config import AgentSettings, ConfigError
 from agent.models.base import Model
-from agent.models.factory import build_router
+from agent.models.factory import build_reader, build_router
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import Router
 from agent.models.tiers import TIERS, load_tiers
+from agent.reader import Reader
 from agent.tools.registry import ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_guard
 from agent.toolset import build_registry
@@ -50,6 +51,11 @@ class Services:
     async def model_for(self, tiers: dict[str, list[str]], task: str, requested: str | None) -> Model:
         """A routed model for this task: the server's tiers, the user's tier if given, else the classifier."""
         return await self.router.with_tiers(tiers).route(task, requested=requested)
+
+    def reader_for(self, tiers: dict[str, list[str]], model: Model) -> Reader | None:
+        """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL)."""
+        tier = getattr(model, "start_tier", "complex")
+        return build_reader(self.agent_settings, self.router.with_tiers(tiers), tier)
 
     def retention_for(self, gs: Any) -> Any:
         from agent.memory.types import RetentionPolicy
@@ -99,6 +105,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             tools=tools,
             router=build_router(agent_settings, http),
         )
+        build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
     except BaseException:
         await db.close()
         raise

@@ -21,7 +21,8 @@ from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
 from agent.models.router import Breakers, Router
-from agent.models.tiers import load_tiers, merge_tiers
+from agent.models.tiers import Tier, load_tiers, merge_tiers, tier_index
+from agent.reader import Reader, ReaderSettings
 
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
 
@@ -134,3 +135,31 @@ def build_router(
             )
         router.classifier = JudgeClassifier(judge)
     return router
+
+
+def reader_settings(settings: AgentSettings) -> ReaderSettings:
+    return ReaderSettings(min_chars=settings.reader_min_chars, max_words=settings.reader_max_words)
+
+
+def build_reader(settings: AgentSettings, router: Router, run_tier: Tier) -> Reader | None:
+    """The reader for a run on ``run_tier`` (see :mod:`agent.reader`), or None.
+
+    ``READER_MODEL=auto`` reads with the simple tier's models (falling back among them) and only for
+    runs above the simple tier: a run already on the cheapest models gains nothing from a second one.
+    ``off`` never reads; a model spec always reads with that model.
+    """
+    spec = settings.reader_model
+    if spec in ("off", ""):
+        return None
+    if spec == "auto":
+        if tier_index(run_tier) <= tier_index("simple"):
+            return None
+        return Reader(router.at_tier("simple", max_tier="simple"), reader_settings(settings))
+    model = router.model(spec)
+    if model is None:
+        raise ConfigError(
+            f"READER_MODEL={spec!r} cannot be used ({router.unconfigured.get(spec, 'unknown model')}); "
+            "set READER_MODEL to auto, off or a model whose provider key is set"
+        )
+    return Reader(model, reader_settings(settings))
+

@@ -36,6 +36,8 @@ class FetchSettings:
     """Bytes read from a body; the rest is never downloaded."""
     max_chars: int = 12_000
     """Characters of text returned per call; ``start`` pages through the rest."""
+    reader_chars: int = 60_000
+    """Characters a reader model (:mod:`agent.reader`) reads per call, when the run has one."""
     max_redirects: int = 5
     allow_loopback: bool = False
     """Tests only: let the guard accept 127.0.0.0/8 and ::1."""
@@ -200,17 +202,22 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
     settings = fetcher.settings
 
     @tool(timeout=settings.timeout + 15, max_attempts=2, max_output=settings.max_chars + 1000)
-    async def fetch_url(url: str, start: Annotated[int, Field(ge=0)] = 0) -> ToolOutput:
+    async def fetch_url(url: str, start: Annotated[int, Field(ge=0)] = 0, raw: bool = False) -> ToolOutput:
         """Fetch a web page and return its readable text, title and final URL (cite that URL).
 
         Reads HTML, plain text and JSON; PDFs and other binary files are refused. Only public
-        internet addresses can be fetched.
+        internet addresses can be fetched. Long pages may come back as notes taken for your task.
 
         Args:
             url: The http:// or https:// address to read.
             start: Character offset to continue a long page from (given at the end of a cut result).
+            raw: Return the page's own text instead of notes on it, when you need its exact wording.
         """
         page = await fetcher.fetch(url)
-        return ToolOutput(render_page(page, start, settings.max_chars), sources=[page.url])
+        text = render_page(page, start, settings.max_chars)
+        full = None
+        if not raw and len(page.text) - start > settings.max_chars:
+            full = render_page(page, start, max(settings.reader_chars, settings.max_chars))
+        return ToolOutput(text, sources=[page.url], full_text=full)
 
     return [fetch_url]

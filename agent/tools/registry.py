@@ -58,6 +58,9 @@ class ToolOutput:
 
     text: str
     sources: list[str] = field(default_factory=list)
+    full_text: str | None = None
+    """More of the result than ``text`` (one window of it) holds: what a reader model reads, when the
+    run has one (:mod:`agent.reader`). The agent model itself only ever gets ``text``."""
 
 
 @dataclass(slots=True)
@@ -68,6 +71,11 @@ class ToolOutcome:
     sources: list[str] = field(default_factory=list)
     arguments: dict[str, Any] | None = None
     duration: float = 0.0
+    full_text: str | None = None
+    read_by: str | None = None
+    """The reader model whose notes replaced ``output`` (see :mod:`agent.reader`)."""
+    source_chars: int = 0
+    """How long the result the reader read was."""
 
 
 class ToolGuard(Protocol):
@@ -213,17 +221,17 @@ def _format_validation_error(tool_name: str, err: pydantic.ValidationError) -> s
     return f"invalid arguments for {tool_name}: " + "; ".join(problems)
 
 
-def _render(value: Any) -> tuple[str, list[str]]:
+def _render(value: Any) -> tuple[str, list[str], str | None]:
     if isinstance(value, ToolOutput):
-        return value.text, list(value.sources)
+        return value.text, list(value.sources), value.full_text
     if isinstance(value, str):
-        return value, []
+        return value, [], None
     if value is None:
-        return "(no output)", []
+        return "(no output)", [], None
     try:
-        return json.dumps(value, ensure_ascii=False, default=str), []
+        return json.dumps(value, ensure_ascii=False, default=str), [], None
     except (TypeError, ValueError):
-        return str(value), []
+        return str(value), [], None
 
 
 def cap_output(text: str, limit: int) -> tuple[str, bool]:
@@ -328,9 +336,11 @@ class ToolRegistry:
             return ToolOutcome(
                 _error_json(_describe(e)), True, arguments=kwargs, duration=time.monotonic() - started
             )
-        text, sources = _render(value)
+        text, sources, full = _render(value)
+        if full is None and len(text) > t.max_output:
+            full = text  # a reader may read what the cap cuts off for the agent model
         text, truncated = cap_output(text, t.max_output)
-        return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started)
+        return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
 
     async def _retry(
         self, t: Tool, kwargs: dict[str, Any], first: BaseException, on_retry: RetryCallback | None

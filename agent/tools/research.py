@@ -82,6 +82,7 @@ class ResearchToolSettings:
             timeout=env.num("FETCH_TIMEOUT", float, 20.0, 1, 300),
             max_bytes=env.num("FETCH_MAX_BYTES", int, 2_000_000, 1_000, 100_000_000),
             max_chars=env.num("FETCH_MAX_CHARS", int, 12_000, 500, 200_000),
+            reader_chars=env.num("FETCH_READER_CHARS", int, 60_000, 1_000, 500_000),
             max_redirects=env.num("FETCH_MAX_REDIRECTS", int, 5, 0, 10),
             allow_loopback=env.flag("FETCH_ALLOW_LOOPBACK", False),
             user_agent=env.text("FETCH_USER_AGENT") or FetchSettings.user_agent,
