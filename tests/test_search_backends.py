@@ -214,3 +214,18 @@ def test_search_settings_from_env_pick_backend_and_reject_bad_values() -> None:
         ResearchToolSettings.from_env({"SEARCH_BACKEND": "tavily"})
     with pytest.raises(ConfigError, match="SEARCH_MAX_RESULTS='50': must be between 1 and 20"):
         ResearchToolSettings.from_env({"SEARCH_MAX_RESULTS": "50"})
+
+
+def test_settings_from_an_empty_environment_are_the_documented_defaults() -> None:
+    # Regression: slotted dataclasses' class attributes are descriptors, which once reached httpx as
+    # the User-Agent and the DuckDuckGo URL, so fetch_url and the default search failed in the bot.
+    from agent.tools.fetch import FetchSettings
+
+    s = ResearchToolSettings.from_env({})
+    assert s.search.duckduckgo_url == SearchSettings().duckduckgo_url
+    assert (
+        s.search.brave_url == SearchSettings().brave_url
+        and s.search.tavily_url == SearchSettings().tavily_url
+    )
+    assert isinstance(s.search.duckduckgo_url, str) and s.search.duckduckgo_url.startswith("https://")
+    assert s.fetch.user_agent == FetchSettings().user_agent and "agentbot" in s.fetch.user_agent

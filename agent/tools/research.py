@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
@@ -32,6 +32,11 @@ T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+
+
+def default_of(cls: type, name: str) -> Any:
+    """A dataclass field's default. ``cls.name`` is not it for slotted dataclasses (a member descriptor)."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 @dataclass(frozen=True, slots=True)
 class ResearchToolSettings:
@@ -65,10 +70,10 @@ class ResearchToolSettings:
             backend=env.choice("SEARCH_BACKEND", get_args(BackendName), default_backend),
             searxng_url=searxng,
             brave_api_key=keys["BRAVE_API_KEY"],
-            brave_url=env.text("BRAVE_SEARCH_URL") or SearchSettings.brave_url,
+            brave_url=env.text("BRAVE_SEARCH_URL") or default_of(SearchSettings, "brave_url"),
             tavily_api_key=keys["TAVILY_API_KEY"],
-            tavily_url=env.text("TAVILY_SEARCH_URL") or SearchSettings.tavily_url,
-            duckduckgo_url=env.text("DUCKDUCKGO_URL") or SearchSettings.duckduckgo_url,
+            tavily_url=env.text("TAVILY_SEARCH_URL") or default_of(SearchSettings, "tavily_url"),
+            duckduckgo_url=env.text("DUCKDUCKGO_URL") or default_of(SearchSettings, "duckduckgo_url"),
             max_results=env.num("SEARCH_MAX_RESULTS", int, 8, 1, 20),
             timeout=env.num("SEARCH_TIMEOUT", float, 10.0, 1, 120),
         )
@@ -85,7 +90,7 @@ class ResearchToolSettings:
             reader_chars=env.num("FETCH_READER_CHARS", int, 60_000, 1_000, 500_000),
             max_redirects=env.num("FETCH_MAX_REDIRECTS", int, 5, 0, 10),
             allow_loopback=env.flag("FETCH_ALLOW_LOOPBACK", False),
-            user_agent=env.text("FETCH_USER_AGENT") or FetchSettings.user_agent,
+            user_agent=env.text("FETCH_USER_AGENT") or default_of(FetchSettings, "user_agent"),
         )
         quota = env.num("FILES_QUOTA_BYTES", int, 10 * 1024 * 1024, 1024, 10 * 1024**3)
         files = FilesSettings(

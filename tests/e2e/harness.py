@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,12 +22,14 @@ def make_bot(
     guild: FakeGuild,
     *,
     models: tuple[str, ...] = ("gpt-4o-mini",),
+    tiers_table: dict[str, tuple[str, ...]] | None = None,
     **bot_env: Any,
 ) -> AgentBot:
     data_dir.mkdir(parents=True, exist_ok=True)
     tiers = data_dir / "tiers.toml"  # every tier on the scripted server's models, so tests read known names
-    listed = ", ".join(f'"{m}"' for m in models)
-    tiers.write_text(f"[tiers]\nsimple = [{listed}]\nmedium = [{listed}]\ncomplex = [{listed}]\n")
+    table = tiers_table or {t: models for t in ("simple", "medium", "complex")}
+    lines = [f"{t} = [{', '.join(json.dumps(m) for m in ms)}]" for t, ms in table.items()]
+    tiers.write_text("[tiers]\n" + "\n".join(lines) + "\n")
     agent_settings = AgentSettings(
         ROUTER_TIERS_FILE=str(tiers),
         OPENAI_BASE_URL=llm.base_url,
@@ -49,9 +52,10 @@ async def running_bot(
     guild: FakeGuild,
     *,
     models: tuple[str, ...] = ("gpt-4o-mini",),
+    tiers_table: dict[str, tuple[str, ...]] | None = None,
     **bot_env: Any,
 ) -> AsyncIterator[AgentBot]:
-    bot = make_bot(fake, llm, data_dir, guild, models=models, **bot_env)
+    bot = make_bot(fake, llm, data_dir, guild, models=models, tiers_table=tiers_table, **bot_env)
     async with fake.run_bot(bot):
         yield bot
 

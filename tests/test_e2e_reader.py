@@ -1,0 +1,82 @@
+"""End to end: a complex run in a Discord thread reads a long page with the simple tier's model.
+
+The bot, the fake Discord, the scripted model server and the page server are all real processes'
+worth of parts on 127.0.0.1; the model server answers by model name (the run's model or the reader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.web_server import FakeWeb
+
+NOTES = "- The page says otters swim in cold water, 200 times over."
+TIERS = {"simple": ("gpt-4.1-nano",), "medium": ("gpt-5-mini",), "complex": ("gpt-5",)}
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
+
+
+@pytest.fixture
+async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord([guild]) as server:
+        yield server
+
+
+@pytest.fixture
+async def web() -> AsyncIterator[FakeWeb]:
+    async with FakeWeb() as server:
+        yield server
+
+
+async def test_e2e_a_complex_run_works_from_the_readers_notes_and_shows_it(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    guild: FakeGuild,
+    web: FakeWeb,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["model"] == "gpt-4.1-nano":
+            return text(NOTES, prompt_tokens=11_000, completion_tokens=40)
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return tool_call("fetch_url", {"url": web.url("/long")})
+        return text("Otters cope with cold water, according to the page.")
+
+    llm.responder = respond
+    task = "Research and compare how otters cope with cold water across the studies on this page"
+    async with running_bot(fake, llm, tmp_path, guild, tiers_table=TIERS) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name=None)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+
+    runs = [r for r in llm.requests if r["model"] == "gpt-5"]
+    reads = [r for r in llm.requests if r["model"] == "gpt-4.1-nano"]
+    assert len(runs) == 2 and len(reads) == 1
+    assert (
+        task in reads[0]["messages"][1]["content"] and "Paragraph 199:" in reads[0]["messages"][1]["content"]
+    )
+    seen = next(m["content"] for m in runs[1]["messages"] if m["role"] == "tool")
+    assert NOTES in seen and "Paragraph 0:" not in seen
+
+    contents = [m.content for m in fake.messages(thread)]
+    assert any("🧭 complex tier → gpt-5" in c for c in contents)
+    step = next(c for c in contents if "fetch_url" in c)
+    assert "chars read by gpt-4.1-nano" in step
+    footer = contents[-1]
+    assert "gpt-5" in footer and "gpt-4.1-nano" in footer
