@@ -359,16 +359,17 @@ class Agent:
 
             all_invalid = all(o is not None and o.is_error and o.arguments is None for o in outcomes)
             invalid_streak = invalid_streak + 1 if all_invalid else 0
+            switch = None
             if invalid_streak >= 2:
                 switch = self._escalate("its tool calls were invalid twice in a row")
                 if switch is not None:
                     invalid_streak = 0
-                    yield ModelSwitched(
-                        step=step,
-                        from_model=switch.from_model,
-                        to_model=switch.to_model,
-                        reason=switch.reason,
-                    )
+            elif isinstance(self.model, Escalating):
+                switch = self.model.after_step()
+            if switch is not None:
+                yield ModelSwitched(
+                    step=step, from_model=switch.from_model, to_model=switch.to_model, reason=switch.reason
+                )
 
         n = self.max_iterations
         note = f"Stopped after {n} steps without a final answer."

@@ -19,8 +19,10 @@ observation); the previous call's prompt is served from the provider's prompt ca
 characters of readable text (4.5k tokens); the agent model sees the first 12,000 (3k tokens,
 ``FETCH_MAX_CHARS``). With the page reader (``READER_MODEL=auto``, :mod:`agent.reader`), runs above the
 simple tier send each page to the simple tier's model instead (4.8k tokens in with its prompt, 450 out)
-and the agent model gets a 500-token header and notes. An under-routed task pays a failed start (3
-calls on the cheaper model) plus the whole run on the right tier. Prices: each tier's primary in
+and the agent model gets a 500-token header and notes. An under-routed task works on the cheaper tier
+until that tier's step limit (``ROUTER_STEP_LIMITS``: simple 3 calls, medium 6) moves it up, and is
+charged those calls *plus* the whole run on the right tier (the real run carries on from what it found,
+so this overstates it). Prices: each tier's primary in
 ``agent/models/tiers.toml``, from ``agent/models/prices.json``.
 
 Baseline, computed in the same run: every task on the complex tier's primary, with no reader (a
@@ -44,13 +46,13 @@ from agent.events import Usage  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
 from agent.models.factory import split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
+from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
 from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
-FAILED_START_STEPS = 3
 TARGET_SAVING = 0.60
 TARGET_UNDER = 0.05
-UNSEEN = "test3"
+UNSEEN = "test4"
 
 
 SEARCH_TOKENS = 600
@@ -145,7 +147,7 @@ def task_cost(
     full = run_cost(true, ladder[routed], rd(routed), prices)
     if TIERS.index(routed) >= TIERS.index(true):
         return full
-    failed = run_cost(true, ladder[routed], rd(routed), prices, calls=FAILED_START_STEPS)
+    failed = run_cost(true, ladder[routed], rd(routed), prices, calls=DEFAULT_STEP_LIMITS[routed])
     return failed + run_cost(true, ladder[true], rd(true), prices)
 
 

@@ -143,3 +143,48 @@ async def test_without_a_classifier_the_default_tier_is_used(llm: FakeLLM, http:
     router = Router(TIERS, builder(llm, http), classifier=None, default_tier="medium")
     routed = await router.route("Compare everything with everything, in depth, with sources.")
     assert routed.tier == "medium" and routed.decision is not None and routed.decision.source == "default"
+
+
+async def test_a_run_still_working_after_its_tiers_steps_moves_up_with_what_it_found(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    llm.script(
+        *(tool_call("calculator", {"expression": f"{n}*{n}"}) for n in (2, 3, 4)),
+        tool_call("calculator", {"expression": "5*5"}),
+        text("4, 9, 16 and 25"),
+    )
+    model = Router(TIERS, builder(llm, http), step_limits={"simple": 3, "medium": 6}).at_tier("simple")
+    events = await collect(Agent(model, ToolRegistry(builtin_tools())))
+    switch = next(e for e in events if isinstance(e, ModelSwitched))
+    assert (switch.from_model, switch.to_model, switch.step) == ("gpt-5-nano", "gpt-5-mini", 3)
+    assert (
+        switch.reason == "it was still working after 3 steps on the simple tier; moving up to the medium tier"
+    )
+    assert [r["model"] for r in llm.requests] == ["gpt-5-nano"] * 3 + ["gpt-5-mini"] * 2
+    # The stronger model carries on from the cheaper one's results instead of starting over.
+    seen = [m["content"] for m in llm.requests[3]["messages"] if m["role"] == "tool"]
+    assert seen == ["4", "9", "16"]
+    assert events[-1].result.ok and events[-1].result.models == ["gpt-5-nano", "gpt-5-mini"]
+
+
+async def test_a_tier_the_user_asked_for_is_not_left_for_taking_steps(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    llm.script(*(tool_call("calculator", {"expression": f"{n}+1"}) for n in range(5)), text("done"))
+    router = Router(TIERS, builder(llm, http), classifier=HeuristicClassifier())
+    model = await router.route("add one five times", requested="simple")
+    events = await collect(Agent(model, ToolRegistry(builtin_tools())))
+    assert not [e for e in events if isinstance(e, ModelSwitched)]
+    assert {r["model"] for r in llm.requests} == {"gpt-5-nano"}
+
+
+def test_step_limits_setting_is_parsed_and_bad_values_name_the_key() -> None:
+    from agent.config import ConfigError
+    from agent.models.factory import parse_step_limits
+
+    assert parse_step_limits("simple=2, MEDIUM=0") == {"simple": 2, "medium": 0}
+    assert parse_step_limits("") == {}
+    with pytest.raises(ConfigError, match="ROUTER_STEP_LIMITS='tiny=3': expected tier=steps pairs"):
+        parse_step_limits("tiny=3")
+    with pytest.raises(ConfigError, match="ROUTER_STEP_LIMITS='simple=x'"):
+        parse_step_limits("simple=x")

@@ -91,6 +91,14 @@ class Escalating(Protocol):
         """Switch to the next stronger model for the rest of the run; None when there is none."""
         ...
 
+    def after_step(self) -> SwitchNotice | None:
+        """Called after each tool step: move up when the current tier has used its step allowance.
+
+        A task still at work after the steps its tier is meant for was routed too low (the work done is
+        the best evidence of how big a task is), so a stronger model carries on with what was found.
+        """
+        ...
+
 
 class ModelError(Exception):
     """A model call failed. ``retryable`` is False for errors retrying cannot fix (bad key, unknown model)."""

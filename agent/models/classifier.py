@@ -77,6 +77,7 @@ _COMPLEX = {
         r"compile (?:a|an|the)",
         r"assemble (?:a|an|the)",
         r"each (?:item|entry|option|source)",
+        r"which (?:\w+ )?\w{3,}s (?:are|have|do|can|support|offer|let)\b",
     ),
     "research": _rx(
         r"research",
@@ -95,6 +96,8 @@ _COMPLEX = {
         r"benchmarks",
         r"consensus (?:on|is|among)",
         r"trials",
+        r"(?:current |the )?state of (?!the art\b)",
+        r"who(?:'s| is| are)? (?:\w+ )?(?:funding|backing|behind|investing in)\b",
     ),
     "analysis": _rx(r"analy[sz]", r"análisis", r"evaluat", r"assess", r"évalu"),
     "report": _rx(
@@ -135,7 +138,7 @@ _MEDIUM = {
         r"wie funktioniert",
         r"walk me through",
     ),
-    "summarise": _rx(r"summari[sz]", r"résum", r"zusammenfass", r"resum", r"tl;?dr"),
+    "summarise": _rx(r"summari[sz]", r"résum", r"zusammenfass", r"resum"),
     "fresh": _rx(
         r"latest",
         r"news",
@@ -233,7 +236,8 @@ def signals(task: str) -> Signals:
     s.medium_cues = [name for name, rx in _MEDIUM.items() if rx.search(payload_free)]
     s.simple_cue = bool(_SIMPLE.search(payload_free))
     s.brief = bool(_BRIEF.search(payload_free))
-    s.has_code = "```" in task or bool(re.search(r"`[^`]+`", task))
+    # A short inline span (`chmod 755`) names a thing; code to read or fix is fenced, long or multi-line.
+    s.has_code = "```" in task or bool(re.search(r"`[^`]{30,}`|`[^`]*\n[^`]*`", task))
     s.has_url = bool(_URL.search(task))
     numbered = len(_NUMBERED.findall(task))
     questions = payload_free.count("?")
@@ -260,7 +264,9 @@ def heuristic_tier(task: str) -> tuple[Tier, tuple[str, ...]]:
     if s.words >= 30:
         reasons.append(f"{s.words} words")
     substance = s.words >= 8 or s.parts >= 3 or bool(s.medium_cues)
-    if s.complex_score >= 2 or (s.complex_cues and substance and not s.brief):
+    # Length alone is not work (a chatty message around one question): it takes a complex cue or 3+ parts.
+    enough = s.complex_score >= 2 and (bool(s.complex_cues) or s.parts >= 3)
+    if enough or (s.complex_cues and substance and not s.brief):
         return "complex", tuple(reasons)
     if (
         s.complex_cues

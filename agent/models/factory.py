@@ -21,7 +21,7 @@ from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
 from agent.models.router import Breakers, Router
-from agent.models.tiers import Tier, load_tiers, merge_tiers, tier_index
+from agent.models.tiers import TIERS, Tier, load_tiers, merge_tiers, tier_index
 from agent.reader import Reader, ReaderSettings
 
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
@@ -121,6 +121,7 @@ def build_router(
         ),
         default_tier=settings.router_default_tier,
         max_tier=settings.router_max_tier,
+        step_limits=parse_step_limits(settings.router_step_limits),
     )
     if settings.router_classifier == "heuristic":
         router.classifier = HeuristicClassifier()
@@ -135,6 +136,21 @@ def build_router(
             )
         router.classifier = JudgeClassifier(judge)
     return router
+
+
+def parse_step_limits(text: str) -> dict[str, int]:
+    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
+    limits: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tier, sep, value = part.partition("=")
+        tier = tier.strip().lower()
+        if not sep or tier not in TIERS or not value.strip().isdigit():
+            raise ConfigError(
+                f"ROUTER_STEP_LIMITS={text!r}: expected tier=steps pairs such as simple=3,medium=6 "
+                f"(tiers: {', '.join(TIERS)}; steps: a whole number, 0 = no limit)"
+            )
+        limits[tier] = int(value)
+    return limits
 
 
 def reader_settings(settings: AgentSettings) -> ReaderSettings:

@@ -181,6 +181,8 @@ class Router:
         breakers: share one between routers so a provider outage is known to every server.
         classifier: decides the tier of a task; ``None`` means always ``default_tier``.
         max_tier: the strongest tier a run may use unless :meth:`route` is given another cap.
+        step_limits: model calls a run may make on a tier before it moves up (``after_step``); a tier
+            not listed (or 0) has no limit. Default: simple 3, medium 6.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class Router:
         classifier: Classifier | None = None,
         default_tier: str = "medium",
         max_tier: str = "complex",
+        step_limits: Mapping[str, int] | None = None,
         _models: dict[str, Model | ConfigError] | None = None,
     ) -> None:
         table = validate_tiers(dict(tiers), "router tiers")
@@ -206,6 +209,11 @@ class Router:
         self.classifier = classifier
         self.default_tier = parse_tier(default_tier, "default tier")
         self.max_tier = parse_tier(max_tier, "max tier")
+        self.step_limits: dict[Tier, int] = {
+            parse_tier(t, "step limit tier"): n
+            for t, n in (DEFAULT_STEP_LIMITS if step_limits is None else step_limits).items()
+            if n > 0
+        }
         self._models: dict[str, Model | ConfigError] = _models if _models is not None else {}
         built = [self.model(s) for t in TIERS for s in table[t]]  # eager: start-up logs name what is skipped
         if not any(built):
@@ -220,6 +228,7 @@ class Router:
             classifier=self.classifier,
             default_tier=self.default_tier,
             max_tier=self.max_tier,
+            step_limits=self.step_limits,
             _models=self._models,
         )
 
@@ -284,6 +293,11 @@ class Router:
         return RoutedModel(self, t, max_tier=cap, decision=decision)
 
 
+DEFAULT_STEP_LIMITS: dict[str, int] = {"simple": 3, "medium": 6}
+"""A simple task is a look-up (about 2 calls), a medium one a few reads (about 4): past these the task
+was bigger than its tier."""
+
+
 class RoutedModel:
     """One run's model: starts at a tier, falls back and escalates (see the module docstring).
 
@@ -301,6 +315,7 @@ class RoutedModel:
         self._tier: Tier = tier
         self._left: set[Tier] = set()
         """Tiers this run escalated away from: they failed the task, so fallback avoids them."""
+        self._calls_on_tier = 0
         spec = self._first_available(self._chain()) or self._first_buildable(self._chain())
         if spec is None:
             raise ConfigError(
@@ -398,6 +413,7 @@ class RoutedModel:
             self._left.add(self._tier)
             self._tier = t
             self._spec = pick
+            self._calls_on_tier = 0
             notice = SwitchNotice(old, self.name, f"{reason}; moving up to the {t} tier")
             log.info("router_escalated", from_model=old, to_model=self.name, tier=t, reason=reason)
             return notice
@@ -476,7 +492,16 @@ class RoutedModel:
                 breakers.release(keys)
                 raise
             breakers.success(keys)
+            self._calls_on_tier += 1
             return
+
+    def after_step(self) -> SwitchNotice | None:
+        if self.decision is not None and self.decision.source == "requested":
+            return None  # the user chose this tier (to save money, or to compare): keep to it
+        limit = self._router.step_limits.get(self._tier)
+        if limit is None or self._calls_on_tier < limit:
+            return None
+        return self.escalate(f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier")
 
     def _switch(self, spec: str, why: str) -> SwitchNotice:
         old = self.name
