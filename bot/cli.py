@@ -110,6 +110,8 @@ def run() -> None:
     agent_settings, bot_settings, token = _bot_settings()
     try:
         asyncio.run(_run_bot(agent_settings, bot_settings, token))
+    except ConfigError as e:  # found while building services (tiers file, judge or reader model)
+        _fail(str(e))
     except discord.LoginFailure:
         _fail(
             "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "

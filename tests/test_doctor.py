@@ -73,52 +73,60 @@ async def test_doctor_names_what_to_fix_without_printing_secrets(
     assert code == 1 and "AGENT_MAX_STEPS='many'" in out
 
 
+async def agentbot_run(llm: FakeLLM, tmp_path: Path, **extra: str) -> tuple[int, str]:
+    """``agentbot run`` in a real process until it exits; (exit code, everything it printed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "ANTHROPIC_"))}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-doctor-good-key-1",
+        "DATA_DIR": str(tmp_path),
+        "MEMORY_ENABLED": "false",
+        "PYTHON_SANDBOX": "off",
+    } | extra
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
 async def test_cli_run_with_a_rejected_token_exits_1_and_says_what_to_do(
     fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
-    env |= {
-        "OPENAI_BASE_URL": llm.base_url,
-        "OPENAI_API_KEY": "sk-doctor-good-key-1",
-        "DATA_DIR": str(tmp_path),
-        "DISCORD_TOKEN": "not-the-right-token-42",
-        "DISCORD_API_BASE_URL": fake.api_url,
-        "DISCORD_GATEWAY_URL": fake.gateway_url,
-        "MEMORY_ENABLED": "false",
-        "PYTHON_SANDBOX": "off",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    code, out = await agentbot_run(
+        llm,
+        tmp_path,
+        DISCORD_TOKEN="not-the-right-token-42",
+        DISCORD_API_BASE_URL=fake.api_url,
+        DISCORD_GATEWAY_URL=fake.gateway_url,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    assert "Discord rejected DISCORD_TOKEN" in out.decode() and "not-the-right-token-42" not in out.decode()
+    assert code == 1
+    assert "Discord rejected DISCORD_TOKEN" in out and "not-the-right-token-42" not in out
 
 
 async def test_cli_run_with_discord_unreachable_exits_1_and_says_so(llm: FakeLLM, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
-    env |= {
-        "OPENAI_BASE_URL": llm.base_url,
-        "OPENAI_API_KEY": "sk-doctor-good-key-1",
-        "DATA_DIR": str(tmp_path),
-        "DISCORD_TOKEN": "some-token-123456",
-        "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
-        "MEMORY_ENABLED": "false",
-        "PYTHON_SANDBOX": "off",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    code, out = await agentbot_run(
+        llm, tmp_path, DISCORD_TOKEN="some-token-123456", DISCORD_API_BASE_URL="http://127.0.0.1:9/api/v10"
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
-    assert "could not reach Discord" in out.decode() and "Traceback" not in out.decode()
+    assert code == 1
+    assert "could not reach Discord" in out and "Traceback" not in out
+
+
+async def test_cli_run_with_an_unusable_reader_model_exits_2_naming_it(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    code, out = await agentbot_run(
+        llm,
+        tmp_path,
+        DISCORD_TOKEN=fake.token,
+        DISCORD_API_BASE_URL=fake.api_url,
+        DISCORD_GATEWAY_URL=fake.gateway_url,
+        READER_MODEL="anthropic:claude-haiku-4-5",
+    )
+    assert code == 2 and "Traceback" not in out
+    assert "READER_MODEL='anthropic:claude-haiku-4-5' cannot be used" in out and "ANTHROPIC_API_KEY" in out
