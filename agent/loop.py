@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -215,11 +216,9 @@ class Agent:
             t0 = time.monotonic()
             reservation: Any = None
             if budget is not None:
-                est = Usage(_estimate_tokens(convo, specs), self.settings.max_tokens or 1024, 0, 1)
-                est_cost = self.prices.cost(self.model.name, est)
                 try:
-                    reservation = await budget.reserve(
-                        self.model.name, est, est_cost.usd if est_cost.known else None
+                    reservation = await self._reserve(
+                        budget, self.model.name, convo, specs, self.settings.max_tokens
                     )
                 except BudgetExceeded as e:
                     blog.info("budget_stop", step=step, reason=str(e))
@@ -414,7 +413,7 @@ class Agent:
         async def one(i: int, call: ToolCall) -> None:
             outcome = await self.tools.execute(call, ctx, on_retry)
             if self.reader is not None:
-                outcome = await self._read(step, st.task, call, outcome, st, budget, queue.put_nowait, blog)
+                outcome = await self._read(step, call, outcome, st, budget, queue.put_nowait, blog)
             queue.put_nowait((i, outcome))
 
         tasks = [asyncio.create_task(one(i, c), name=f"tool:{c.name}") for i, c in enumerate(calls)]
@@ -455,10 +454,22 @@ class Agent:
                     t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _reserve(
+        self,
+        budget: Budget,
+        model: str,
+        messages: Sequence[Message],
+        specs: Sequence[dict[str, Any]],
+        max_tokens: int | None,
+    ) -> Any:
+        """Hold the estimated cost of one call; raises :class:`BudgetExceeded`."""
+        est = Usage(_estimate_tokens(messages, specs), max_tokens or 1024, 0, 1)
+        est_cost = self.prices.cost(model, est)
+        return await budget.reserve(model, est, est_cost.usd if est_cost.known else None)
+
     async def _read(
         self,
         step: int,
-        task: str,
         call: ToolCall,
         outcome: ToolOutcome,
         st: RunState,
@@ -476,13 +487,14 @@ class Agent:
         if reader is None or not reader.wants(call.name, text, outcome.is_error, outcome.arguments):
             return outcome
         tool = self.tools.get(call.name)
+        task = st.task
         reservation: Any = None
         if budget is not None:
             msgs = reader.messages(task, call, text)
-            est = Usage(_estimate_tokens(msgs, ()), reader.model_settings().max_tokens or 1024, 0, 1)
-            est_cost = self.prices.cost(reader.name, est)
             try:
-                reservation = await budget.reserve(reader.name, est, est_cost.usd if est_cost.known else None)
+                reservation = await self._reserve(
+                    budget, reader.name, msgs, (), reader.model_settings().max_tokens
+                )
             except BudgetExceeded:
                 return outcome
         notes = None
@@ -516,14 +528,12 @@ class Agent:
             cost=round(cost.usd, 6) if cost.known else "unknown",
         )
         emit(UsageEvent(step=step, model=served_by, usage=usage, cost=cost))
-        return ToolOutcome(
-            notes.observation,
-            False,
-            False,
-            outcome.sources,
-            outcome.arguments,
-            outcome.duration + (time.monotonic() - t0),
-            None,
-            served_by,
-            notes.source_chars,
+        return dataclasses.replace(
+            outcome,
+            output=notes.observation,
+            truncated=False,
+            duration=outcome.duration + (time.monotonic() - t0),
+            full_text=None,
+            read_by=served_by,
+            source_chars=notes.source_chars,
         )

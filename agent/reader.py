@@ -18,13 +18,12 @@ read in parallel and a Stop cancels reading with the tool.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.messages import Message, ToolCall
-from agent.models.base import Model, ModelResponse, ModelSettings
+from agent.models.base import Model, ModelResponse, ModelSettings, final_response
 
 READER_PROMPT = """You read one tool result for a research agent. The agent works from your notes instead of the result itself, so:
 - keep every fact, figure, date, name, definition and claim that bears on the agent's task, with its context; quote exact wording where it matters;
@@ -100,12 +99,7 @@ class Reader:
 
     async def read(self, task: str, call: ToolCall, text: str, *, offers_raw: bool) -> Notes | None:
         """Notes on ``text``, or None when the reader wrote nothing. Raises :class:`ModelError`."""
-        response: ModelResponse | None = None
-        stream = self.model.stream(self.messages(task, call, text), [], self.model_settings())
-        async with contextlib.aclosing(stream) as chunks:
-            async for chunk in chunks:
-                if isinstance(chunk, ModelResponse):
-                    response = chunk
+        response = await final_response(self.model, self.messages(task, call, text), self.model_settings())
         if response is None or not response.message.content.strip():
             return None
         notes = response.message.content.strip()

@@ -466,7 +466,7 @@ class SessionRunner:
         agent = Agent(
             model,
             tools,
-            reader=sv.reader_for(dict(gs.tiers) if gs is not None else {}, model),
+            reader=sv.reader_for(model),
             max_iterations=max_steps,
             settings=ModelSettings(
                 temperature=sv.agent_settings.agent_temperature,

@@ -16,11 +16,10 @@ import httpx
 import structlog
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.base import Model
 from agent.models.factory import build_reader, build_router
 from agent.models.http import make_client
 from agent.models.prices import default_prices
-from agent.models.router import Router
+from agent.models.router import RoutedModel, Router
 from agent.models.tiers import TIERS, load_tiers
 from agent.reader import Reader
 from agent.tools.registry import ToolRegistry
@@ -48,14 +47,13 @@ class Services:
     memory: Any = None
     memory_error: str | None = None
 
-    async def model_for(self, tiers: dict[str, list[str]], task: str, requested: str | None) -> Model:
+    async def model_for(self, tiers: dict[str, list[str]], task: str, requested: str | None) -> RoutedModel:
         """A routed model for this task: the server's tiers, the user's tier if given, else the classifier."""
         return await self.router.with_tiers(tiers).route(task, requested=requested)
 
-    def reader_for(self, tiers: dict[str, list[str]], model: Model) -> Reader | None:
+    def reader_for(self, model: RoutedModel) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL)."""
-        tier = getattr(model, "start_tier", "complex")
-        return build_reader(self.agent_settings, self.router.with_tiers(tiers), tier)
+        return build_reader(self.agent_settings, model.router, model.start_tier)
 
     def retention_for(self, gs: Any) -> Any:
         from agent.memory.types import RetentionPolicy

@@ -6,6 +6,7 @@ Model protocol is the example: test doubles implement the same Protocol.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -81,6 +82,18 @@ class Model(Protocol):
     ) -> AsyncIterator[ModelChunk]:
         """Yield :class:`TextChunk` and :class:`RetryNotice` items, then one :class:`ModelResponse`."""
         ...
+
+
+async def final_response(
+    model: Model, messages: Sequence[Message], settings: ModelSettings
+) -> ModelResponse | None:
+    """One call without tools, for side jobs (judge, reader): only the final response matters."""
+    response: ModelResponse | None = None
+    async with contextlib.aclosing(model.stream(messages, [], settings)) as chunks:
+        async for chunk in chunks:
+            if isinstance(chunk, ModelResponse):
+                response = chunk
+    return response
 
 
 @runtime_checkable

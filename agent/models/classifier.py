@@ -16,7 +16,6 @@ something else, the heuristic decides, and a task with overwhelming complex cues
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Protocol
 
 from agent.events import Usage
 from agent.messages import Message
-from agent.models.base import Model, ModelError, ModelResponse, ModelSettings
+from agent.models.base import Model, ModelError, ModelResponse, ModelSettings, final_response
 from agent.models.tiers import TIERS, Tier
 
 
@@ -331,11 +330,9 @@ class JudgeClassifier:
         ]
         response: ModelResponse | None = None
         try:
-            stream = self.model.stream(messages, [], ModelSettings(stream=False, temperature=None))
-            async with contextlib.aclosing(stream) as chunks:
-                async for chunk in chunks:
-                    if isinstance(chunk, ModelResponse):
-                        response = chunk
+            response = await final_response(
+                self.model, messages, ModelSettings(stream=False, temperature=None)
+            )
         except ModelError as e:
             return Classification(
                 heuristic.tier, "heuristic", (*heuristic.reasons, f"judge failed: {e.status or 'error'}")

@@ -178,4 +178,3 @@ def build_reader(settings: AgentSettings, router: Router, run_tier: Tier) -> Rea
             "set READER_MODEL to auto, off or a model whose provider key is set"
         )
     return Reader(model, reader_settings(settings))
-

@@ -331,6 +331,11 @@ class RoutedModel:
         return self._tier
 
     @property
+    def router(self) -> Router:
+        """The (server's) router this run routes in: its tiers serve side jobs such as the reader."""
+        return self._router
+
+    @property
     def spec(self) -> str:
         return self._spec
 
