@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.fakes.llm_server import FakeLLM
+from tests.fakes.web_server import FakeWeb
 
 
 @pytest.fixture
@@ -18,3 +19,10 @@ async def llm() -> AsyncIterator[FakeLLM]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+async def web() -> AsyncIterator[FakeWeb]:
+    """Scripted web pages and search backends on 127.0.0.1."""
+    async with FakeWeb() as server:
+        yield server

@@ -32,12 +32,6 @@ async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
         yield server
 
 
-@pytest.fixture
-async def web() -> AsyncIterator[FakeWeb]:
-    async with FakeWeb() as server:
-        yield server
-
-
 async def test_e2e_a_complex_run_works_from_the_readers_notes_and_shows_it(
     fake: FakeDiscord,
     llm: FakeLLM,

@@ -14,12 +14,6 @@ from tests.fakes.web_server import FakeWeb
 
 
 @pytest.fixture
-async def web() -> AsyncIterator[FakeWeb]:
-    async with FakeWeb() as server:
-        yield server
-
-
-@pytest.fixture
 async def fetcher() -> AsyncIterator[PageFetcher]:
     f = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_bytes=200_000, max_chars=2_000))
     yield f

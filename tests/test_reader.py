@@ -32,12 +32,6 @@ NOTES = "- Otters swim in cold water; the page repeats this for 200 paragraphs (
 
 
 @pytest.fixture
-async def web() -> AsyncIterator[FakeWeb]:
-    async with FakeWeb() as server:
-        yield server
-
-
-@pytest.fixture
 async def reader_llm() -> AsyncIterator[FakeLLM]:
     async with FakeLLM() as server:
         yield server

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,12 +155,6 @@ async def test_sandbox_output_is_capped(ws: Path) -> None:
     assert "[stdout truncated: 100013 bytes in all]" in outcome.output
     assert "tail-marker" not in outcome.output
     assert len(outcome.output) < 3000
-
-
-@pytest.fixture
-async def web() -> AsyncIterator[FakeWeb]:
-    async with FakeWeb() as server:
-        yield server
 
 
 async def test_sandbox_has_no_network_not_even_the_hosts_loopback(ws: Path, web: FakeWeb) -> None:
