@@ -38,6 +38,7 @@ class AgentSettings(BaseSettings):
     router_cooldown: float = Field(60.0, alias="ROUTER_COOLDOWN", gt=0)
     router_max_cooldown: float = Field(900.0, alias="ROUTER_MAX_COOLDOWN", gt=0)
     router_step_limits: str = Field("simple=3,medium=6", alias="ROUTER_STEP_LIMITS")
+    router_research_tiers: str = Field("complex=medium", alias="ROUTER_RESEARCH_TIERS")
     reader_model: str = Field("auto", alias="READER_MODEL")
     reader_min_chars: int = Field(4000, alias="READER_MIN_CHARS", ge=500, le=1_000_000)
     reader_max_words: int = Field(350, alias="READER_MAX_WORDS", ge=50, le=4000)

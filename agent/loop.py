@@ -301,6 +301,19 @@ class Agent:
             yield UsageEvent(step=step, model=served_by, usage=response.usage, cost=cost)
 
             assistant = response.message
+            if (
+                not assistant.tool_calls
+                and step < self.max_iterations
+                and isinstance(self.model, Escalating)
+                and (handed := self.model.hand_over()) is not None
+            ):
+                # The researcher is done: its reply says only that, and the writer answers from the same
+                # conversation (it may still call tools).
+                if handed.from_model != handed.to_model:
+                    yield ModelSwitched(
+                        step=step, from_model=handed.from_model, to_model=handed.to_model, reason=handed.reason
+                    )
+                continue
             if assistant.content.strip():
                 st.last_text = assistant.content
 

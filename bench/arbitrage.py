@@ -42,9 +42,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.config import AgentSettings  # noqa: E402
 from agent.events import Usage  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
-from agent.models.factory import split_spec  # noqa: E402
+from agent.models.factory import parse_research_tiers, split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
 from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
 from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
@@ -61,6 +62,8 @@ PAGE_READ_TOKENS = 4500  # the whole 18,000-character page, which the reader rea
 READER_PROMPT_TOKENS = 300  # its instructions and the task
 NOTES_TOKENS = 500  # header and notes the agent model gets instead of the page
 NOTES_OUT_TOKENS = 450
+DONE_OUT = 15  # a researcher's "I have what is needed" line (ROUTER_RESEARCH_TIERS)
+RESEARCH: dict[str, str] = parse_research_tiers(AgentSettings.model_fields["router_research_tiers"].default)
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,16 @@ class Shape:
     out_per_step: int
     final_out: int
 
-    def usage(self, *, reader: bool, calls: int | None = None) -> tuple[Usage, Usage]:
-        """(agent model usage, reader usage) for the whole run or its first ``calls`` calls."""
-        n = len(self.observations) + 1 if calls is None else min(calls, len(self.observations) + 1)
+    def usage(
+        self, *, reader: bool, calls: int | None = None, split: bool = False
+    ) -> tuple[Usage, Usage, Usage]:
+        """(agent model, writer, reader) usage for the whole run or its first ``calls`` calls.
+
+        ``split``: the agent model is a researcher that ends with a one-line "done" instead of the answer,
+        and the writer answers from the same conversation, with nothing of it in its prompt cache.
+        """
+        full = len(self.observations) + 1
+        n = full if calls is None else min(calls, full)
         prompts, size, pages = [], self.base_prompt, 0
         for k in range(n):
             prompts.append(size)
@@ -83,12 +93,13 @@ class Shape:
                 pages += page and k < n - 1
                 size += SEARCH_TOKENS if not page else NOTES_TOKENS if reader else PAGE_SEEN_TOKENS
         cached = sum(prompts[:-1])  # call k re-reads call k-1's whole prompt from the cache
-        final = self.final_out if n == len(self.observations) + 1 else self.out_per_step
-        agent = Usage(sum(prompts), self.out_per_step * (n - 1) + final, cached, n)
+        last = self.out_per_step if n < full else DONE_OUT if split else self.final_out
+        agent = Usage(sum(prompts), self.out_per_step * (n - 1) + last, cached, n)
+        writer = Usage(prompts[-1], self.final_out, 0, 1) if split and n == full else Usage()
         if not reader:
-            return agent, Usage()
+            return agent, writer, Usage()
         read = Usage((PAGE_READ_TOKENS + READER_PROMPT_TOKENS) * pages, NOTES_OUT_TOKENS * pages, 0, pages)
-        return agent, read
+        return agent, writer, read
 
 
 SHAPES: dict[Tier, Shape] = {
@@ -131,24 +142,39 @@ def run_cost(
     reader: str | None,
     prices: PriceTable,
     calls: int | None = None,
+    writer: str | None = None,
 ) -> float:
-    agent, read = SHAPES[true].usage(reader=reader is not None, calls=calls)
-    return usd(model, agent, prices) + (usd(reader, read, prices) if reader else 0.0)
+    agent, wrote, read = SHAPES[true].usage(reader=reader is not None, calls=calls, split=writer is not None)
+    return (
+        usd(model, agent, prices)
+        + (usd(writer, wrote, prices) if writer else 0.0)
+        + (usd(reader, read, prices) if reader else 0.0)
+    )
 
 
 def task_cost(
-    true: Tier, routed: Tier, ladder: dict[Tier, str], prices: PriceTable, *, reader: bool = True
+    true: Tier,
+    routed: Tier,
+    ladder: dict[Tier, str],
+    prices: PriceTable,
+    *,
+    reader: bool = True,
+    research: dict[str, str] = RESEARCH,
 ) -> float:
     """What a task costs routed to ``routed``; the reader (simple tier) serves runs above simple."""
 
-    def rd(tier: Tier) -> str | None:
-        return ladder["simple"] if reader and tier != "simple" else None
+    def run(tier: Tier, calls: int | None = None) -> float:
+        rd = ladder["simple"] if reader and tier != "simple" else None
+        helper = research.get(tier)
+        if helper is not None and ladder[helper] != ladder[tier]:
+            return run_cost(true, ladder[helper], rd, prices, calls, writer=ladder[tier])  # type: ignore[index]
+        return run_cost(true, ladder[tier], rd, prices, calls)
 
-    full = run_cost(true, ladder[routed], rd(routed), prices)
     if TIERS.index(routed) >= TIERS.index(true):
-        return full
-    failed = run_cost(true, ladder[routed], rd(routed), prices, calls=DEFAULT_STEP_LIMITS[routed])
-    return failed + run_cost(true, ladder[true], rd(true), prices)
+        return run(routed)
+    if research.get(true) == routed:
+        return run(true)  # past its step limit the researcher goes on and the right tier writes: no waste
+    return run(routed, calls=DEFAULT_STEP_LIMITS[routed]) + run(true)
 
 
 def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: PriceTable) -> float:
@@ -208,8 +234,8 @@ def main() -> int:
 
     print("\nTypical run per tier (tokens: prompt / of which cached / completion; reader: in / out)")
     for t, shape in SHAPES.items():
-        plain, _ = shape.usage(reader=False)
-        agent, read = shape.usage(reader=True)
+        plain, _, _ = shape.usage(reader=False)
+        agent, _, read = shape.usage(reader=True)
         print(
             f"  {t:<8} {plain.requests} calls: {plain.prompt_tokens:>7} / {plain.cached_tokens:>7} / "
             f"{plain.completion_tokens:>5}   with the reader: {agent.prompt_tokens:>7} / "
@@ -220,15 +246,18 @@ def main() -> int:
     print("\nWhat each part saves, shipped ladder (USD for the labelled set)")
     plain_base = sum(run_cost(t, ladder["complex"], None, prices) for t, _ in rows)
     read_base = sum(run_cost(t, ladder["complex"], ladder["complex"], prices) for t, _ in rows)
-    no_reader = sum(task_cost(t, r, ladder, prices, reader=False) for t, r in rows)
-    with_reader = sum(task_cost(t, r, ladder, prices) for t, r in rows)
+    no_reader = sum(task_cost(t, r, ladder, prices, reader=False, research={}) for t, r in rows)
+    with_reader = sum(task_cost(t, r, ladder, prices, research={}) for t, r in rows)
+    shipped = sum(task_cost(t, r, ladder, prices) for t, r in rows)
+    research = ", ".join(f"{k}={v}" for k, v in RESEARCH.items()) or "off"
     for label, value in (
         ("always-complex (baseline)", plain_base),
         ("always-complex + reader on the complex model", read_base),
-        ("routed, no reader", no_reader),
-        ("routed + reader on the simple tier (shipped)", with_reader),
+        ("routed, no reader, no research tier", no_reader),
+        ("routed + reader on the simple tier", with_reader),
+        (f"routed + reader + research tiers {research} (shipped)", shipped),
     ):
-        print(f"  {label:<46} {value:>8.4f}  {1 - value / min(plain_base, read_base):>6.1%}")
+        print(f"  {label:<58} {value:>8.4f}  {1 - value / min(plain_base, read_base):>6.1%}")
     # The issue's wording ("from each tier's typical token counts") would price a routed task with its
     # *routed* tier's typical run, so a look-up sent to the complex tier would cost a 9-call run. That
     # flatters routing; it is printed for reference only and is not the figure reported above.

@@ -436,7 +436,9 @@ class SessionRunner:
         decision = getattr(model, "decision", None)
         if decision is not None:
             why = f" ({'; '.join(decision.reasons[:2])})" if getattr(decision, "reasons", None) else ""
-            renderer.s.add("note", f"🧭 {decision.tier} tier → {model.name}{why}")
+            writer = getattr(model, "writer", None)
+            who = f"{model.name} researches, {writer} writes" if writer else model.name
+            renderer.s.add("note", f"🧭 {decision.tier} tier → {who}{why}")
         enabled = [n for n in sv.tools.names() if gs is None or gs.tool_enabled(n)]
         if sv.memory is None or s.guild_id is None:
             enabled = [n for n in enabled if n not in ("recall", "remember")]

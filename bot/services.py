@@ -122,9 +122,10 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
 
 def check_model_configured(agent_settings: AgentSettings) -> None:
     """Refuse to start with no usable model, naming what to set."""
-    from agent.models.factory import parse_step_limits
+    from agent.models.factory import parse_research_tiers, parse_step_limits
 
     parse_step_limits(agent_settings.router_step_limits)
+    parse_research_tiers(agent_settings.router_research_tiers)
     hosted = "api.openai.com" in agent_settings.openai_base_url
     if hosted and not agent_settings.openai_api_key:
         raise ConfigError(

@@ -1,7 +1,8 @@
-"""End to end: a complex run in a Discord thread reads a long page with the simple tier's model.
+"""End to end: a complex run in a Discord thread researches on the medium tier's model, reads a long page
+with the simple tier's model, and hands over to the complex tier's model for the answer.
 
 The bot, the fake Discord, the scripted model server and the page server are all real processes'
-worth of parts on 127.0.0.1; the model server answers by model name (the run's model or the reader).
+worth of parts on 127.0.0.1; the model server answers by model name (researcher, reader or writer).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
         yield server
 
 
-async def test_e2e_a_complex_run_works_from_the_readers_notes_and_shows_it(
+async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_strong_model_writes(
     fake: FakeDiscord,
     llm: FakeLLM,
     guild: FakeGuild,
@@ -46,9 +47,11 @@ async def test_e2e_a_complex_run_works_from_the_readers_notes_and_shows_it(
     def respond(body: dict[str, Any]) -> Reply:
         if body["model"] == "gpt-4.1-nano":
             return text(NOTES, prompt_tokens=11_000, completion_tokens=40)
+        if body["model"] == "gpt-5":
+            return text("Otters cope with cold water, according to the page.")
         if not any(m["role"] == "tool" for m in body["messages"]):
             return tool_call("fetch_url", {"url": web.url("/long")})
-        return text("Otters cope with cold water, according to the page.")
+        return text("READY-LINE: the page is read.")
 
     llm.responder = respond
     task = "Research and compare how otters cope with cold water across the studies on this page"
@@ -59,18 +62,28 @@ async def test_e2e_a_complex_run_works_from_the_readers_notes_and_shows_it(
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
         await wait_idle(fake, bot)
 
-    runs = [r for r in llm.requests if r["model"] == "gpt-5"]
+    research = [r for r in llm.requests if r["model"] == "gpt-5-mini"]
     reads = [r for r in llm.requests if r["model"] == "gpt-4.1-nano"]
-    assert len(runs) == 2 and len(reads) == 1
+    writes = [r for r in llm.requests if r["model"] == "gpt-5"]
+    assert (len(research), len(reads), len(writes)) == (2, 1, 1)
+    assert "stronger model will write the final answer" in research[0]["messages"][0]["content"]
     assert (
         task in reads[0]["messages"][1]["content"] and "Paragraph 199:" in reads[0]["messages"][1]["content"]
     )
-    seen = next(m["content"] for m in runs[1]["messages"] if m["role"] == "tool")
+    # The writer sees what the researcher found (the reader's notes, not the page), is not told it is a
+    # researcher, and never sees the researcher's "done" line.
+    seen = next(m["content"] for m in writes[0]["messages"] if m["role"] == "tool")
     assert NOTES in seen and "Paragraph 0:" not in seen
+    assert "stronger model" not in writes[0]["messages"][0]["content"]
+    assert not any("READY-LINE" in str(m.get("content")) for m in writes[0]["messages"])
 
     contents = [m.content for m in fake.messages(thread)]
-    assert any("🧭 complex tier → gpt-5" in c for c in contents)
+    assert any("🧭 complex tier → gpt-5-mini researches, gpt-5 writes" in c for c in contents)
+    assert any("switched from gpt-5-mini to gpt-5 because gpt-5-mini gathered the material" in c for c in contents)
+    assert not any("READY-LINE" in c for c in contents)
     step = next(c for c in contents if "fetch_url" in c)
     assert "chars read by gpt-4.1-nano" in step
+    answer_and_footer = "\n".join(contents[-2:])
+    assert "Otters cope with cold water, according to the page." in answer_and_footer
     footer = contents[-1]
-    assert "gpt-5" in footer and "gpt-4.1-nano" in footer
+    assert all(m in footer for m in ("gpt-5-mini", "gpt-5", "gpt-4.1-nano"))

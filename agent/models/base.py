@@ -112,6 +112,11 @@ class Escalating(Protocol):
         """
         ...
 
+    def hand_over(self) -> SwitchNotice | None:
+        """Called when the model answered without tools: a cheaper researcher hands the run to the model
+        that writes the answer. A notice means "ask again": the researcher's reply is dropped."""
+        ...
+
 
 class ModelError(Exception):
     """A model call failed. ``retryable`` is False for errors retrying cannot fix (bad key, unknown model)."""

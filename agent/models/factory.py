@@ -20,7 +20,7 @@ from agent.models.classifier import HeuristicClassifier, JudgeClassifier
 from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
-from agent.models.router import Breakers, Router
+from agent.models.router import Breakers, Router, validate_research
 from agent.models.tiers import TIERS, Tier, load_tiers, merge_tiers, tier_index
 from agent.reader import Reader, ReaderSettings
 
@@ -122,6 +122,7 @@ def build_router(
         default_tier=settings.router_default_tier,
         max_tier=settings.router_max_tier,
         step_limits=parse_step_limits(settings.router_step_limits),
+        research=parse_research_tiers(settings.router_research_tiers),
     )
     if settings.router_classifier == "heuristic":
         router.classifier = HeuristicClassifier()
@@ -138,19 +139,44 @@ def build_router(
     return router
 
 
-def parse_step_limits(text: str) -> dict[str, int]:
-    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
-    limits: dict[str, int] = {}
+def _tier_pairs(
+    key: str, text: str, shape: str, example: str, values: str, ok: Callable[[str], bool]
+) -> dict[str, str]:
+    """``a=b,c=d`` with tier keys: every mistake names the setting, the tiers and what a value may be."""
+    pairs: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         tier, sep, value = part.partition("=")
-        tier = tier.strip().lower()
-        if not sep or tier not in TIERS or not value.strip().isdigit():
+        tier, value = tier.strip().lower(), value.strip().lower()
+        if not sep or tier not in TIERS or not ok(value):
             raise ConfigError(
-                f"ROUTER_STEP_LIMITS={text!r}: expected tier=steps pairs such as simple=3,medium=6 "
-                f"(tiers: {', '.join(TIERS)}; steps: a whole number, 0 = no limit)"
+                f"{key}={text!r}: expected {shape} pairs such as {example} "
+                f"(tiers: {', '.join(TIERS)}; {values})"
             )
-        limits[tier] = int(value)
-    return limits
+        pairs[tier] = value
+    return pairs
+
+
+def parse_step_limits(text: str) -> dict[str, int]:
+    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
+    pairs = _tier_pairs(
+        "ROUTER_STEP_LIMITS", text, "tier=steps", "simple=3,medium=6", "steps: a whole number, 0 = no limit", str.isdigit
+    )
+    return {t: int(v) for t, v in pairs.items()}
+
+
+def parse_research_tiers(text: str) -> dict[str, str]:
+    """``complex=medium`` → runs of the key tier research on the value tier's models; ``off`` = none."""
+    if text.strip().lower() in ("", "off", "none"):
+        return {}
+    pairs = _tier_pairs(
+        "ROUTER_RESEARCH_TIERS",
+        text,
+        "tier=research-tier",
+        "complex=medium",
+        "the research tier must be below the run's tier; off = every tier does its own research",
+        lambda v: v in TIERS,
+    )
+    return validate_research(pairs, f"ROUTER_RESEARCH_TIERS={text!r}")
 
 
 def reader_settings(settings: AgentSettings) -> ReaderSettings:

@@ -20,6 +20,15 @@ Escalation (the task, not the provider, failed): the loop calls :meth:`RoutedMod
 turns of invalid tool calls or an empty answer; a ``ContextOverflowError`` escalates inside ``stream()``.
 The run moves to the next tier's first available model for the rest of the run.
 
+Research tiers (``research``, ``ROUTER_RESEARCH_TIERS``, default ``complex=medium``): a run of a tier
+listed there does its tool steps (search, read, check) on the research tier's models and hands over to
+its own tier's model for the final answer, the way GPT-Researcher splits its fast and smart models. The
+expensive model then writes from everything found instead of paying for every intermediate step, and may
+still call tools itself if the material is thin. The researcher is told not to write the answer, and
+its text is held back until it calls a tool, so the thread never previews an answer that is then
+replaced. A run that outgrows a tier's step limit while on the research tier of the next one keeps its
+researcher and gains that tier as its writer, losing nothing it found.
+
 Cooldown: each provider has a circuit breaker. One failure that got past the adapter's own retries opens
 it for ``cooldown`` seconds (doubling on each failed probe, up to ``max_cooldown``; a rejected key or an
 unknown model waits ``max_cooldown`` at once). After the cooldown one request is let through as a probe
@@ -32,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import structlog
@@ -48,9 +57,11 @@ from agent.models.base import (
     ModelChunk,
     ModelError,
     ModelNotFoundError,
+    ModelResponse,
     ModelSettings,
     ModelUnavailableError,
     SwitchNotice,
+    TextChunk,
 )
 from agent.models.classifier import Classification, Classifier
 from agent.models.prices import PriceTable
@@ -183,6 +194,8 @@ class Router:
         max_tier: the strongest tier a run may use unless :meth:`route` is given another cap.
         step_limits: model calls a run may make on a tier before it moves up (``after_step``); a tier
             not listed (or 0) has no limit. Default: simple 3, medium 6.
+        research: ``{run tier: research tier}``: runs of the key tier do their tool steps on the value
+            tier's models and hand over for the answer (module docstring). Default: none.
     """
 
     def __init__(
@@ -195,6 +208,7 @@ class Router:
         default_tier: str = "medium",
         max_tier: str = "complex",
         step_limits: Mapping[str, int] | None = None,
+        research: Mapping[str, str] | None = None,
         _models: dict[str, Model | ConfigError] | None = None,
     ) -> None:
         table = validate_tiers(dict(tiers), "router tiers")
@@ -214,6 +228,7 @@ class Router:
             for t, n in (DEFAULT_STEP_LIMITS if step_limits is None else step_limits).items()
             if n > 0
         }
+        self.research: dict[Tier, Tier] = validate_research(research or {})
         self._models: dict[str, Model | ConfigError] = _models if _models is not None else {}
         built = [self.model(s) for t in TIERS for s in table[t]]  # eager: start-up logs name what is skipped
         if not any(built):
@@ -229,6 +244,7 @@ class Router:
             default_tier=self.default_tier,
             max_tier=self.max_tier,
             step_limits=self.step_limits,
+            research=self.research,
             _models=self._models,
         )
 
@@ -297,6 +313,32 @@ DEFAULT_STEP_LIMITS: dict[str, int] = {"simple": 3, "medium": 6}
 """A simple task is a look-up (about 2 calls), a medium one a few reads (about 4): past these the task
 was bigger than its tier."""
 
+RESEARCHER_NOTE = (
+    "\n\nYou are the researcher for this request: a stronger model will write the final answer from this "
+    "conversation. Use the tools to find, read and check what the answer needs. When you have enough, "
+    "reply with one short line saying so, without writing the answer itself."
+)
+
+
+def _with_researcher_note(messages: Sequence[Message]) -> Sequence[Message]:
+    if not messages or messages[0].role != "system":
+        return [Message("system", RESEARCHER_NOTE.strip()), *messages]
+    return [replace(messages[0], content=messages[0].content + RESEARCHER_NOTE), *messages[1:]]
+
+
+def validate_research(research: Mapping[str, str], origin: str = "research tiers") -> dict[Tier, Tier]:
+    """``{run tier: research tier}``; a research tier must be weaker than the tier it researches for."""
+    out: dict[Tier, Tier] = {}
+    for run, helper in research.items():
+        r, h = parse_tier(run, f"{origin}: run tier"), parse_tier(helper, f"{origin}: research tier")
+        if tier_index(h) >= tier_index(r):
+            raise ConfigError(
+                f"{origin}: {r}={h} would research on a tier no cheaper than the one writing; "
+                f"the research tier must be below {r} (e.g. complex=medium)"
+            )
+        out[r] = h
+    return out
+
 
 class RoutedModel:
     """One run's model: starts at a tier, falls back and escalates (see the module docstring).
@@ -313,6 +355,9 @@ class RoutedModel:
         self.max_tier: Tier = max_tier
         self.decision = decision
         self._tier: Tier = tier
+        """The tier whose models serve calls now (the research tier until the hand-over)."""
+        self._writer: Tier | None = None
+        """The run's own tier while a research tier serves its tool steps; None once it writes."""
         self._left: set[Tier] = set()
         """Tiers this run escalated away from: they failed the task, so fallback avoids them."""
         self._calls_on_tier = 0
@@ -323,12 +368,27 @@ class RoutedModel:
                 + ("; ".join(router.unconfigured.values()) or "check the tier settings")
             )
         self._spec = spec
+        helper = router.research.get(tier)
+        if helper is not None and tier_index(helper) < tier_index(tier):
+            research = self._pick(helper)
+            if research is not None and research != spec:  # one model for both jobs: nothing to split
+                self._tier, self._writer, self._spec = helper, tier, research
 
     # -- what is serving ------------------------------------------------------------------------
 
     @property
     def tier(self) -> Tier:
-        return self._tier
+        """The run's tier: the one that writes the answer."""
+        return self._writer or self._tier
+
+    @property
+    def writer(self) -> str | None:
+        """The model that will write the answer while a research tier serves, else None."""
+        if self._writer is None:
+            return None
+        spec = self._pick(self._writer)
+        m = self._router.model(spec) if spec else None
+        return m.name if m else None
 
     @property
     def router(self) -> Router:
@@ -406,23 +466,41 @@ class RoutedModel:
             chain = chain[i + 1 :] + chain[:i]
         return self._first_available(chain, tried)
 
+    def _pick(self, tier: Tier, skip: frozenset[str] = frozenset()) -> str | None:
+        specs = [s for s in self._tier_chain(tier) if s not in skip]
+        return self._first_available(specs) or self._first_buildable(specs)
+
     def escalate(self, reason: str) -> SwitchNotice | None:
         """Move to the next stronger tier (within ``max_tier``) whose model differs from the current one."""
         current = self._spec
         for t in TIERS[tier_index(self._tier) + 1 : tier_index(self.max_tier) + 1]:
-            specs = [s for s in self._tier_chain(t) if s != current]
-            pick = self._first_available(specs) or self._first_buildable(specs)
+            pick = self._pick(t, frozenset({current}))
             if pick is None:
                 continue
             old = self.name
             self._left.add(self._tier)
             self._tier = t
+            if self._writer is not None and tier_index(t) >= tier_index(self._writer):
+                self._writer = None  # the researcher failed: the writer's tier does the rest itself
             self._spec = pick
             self._calls_on_tier = 0
             notice = SwitchNotice(old, self.name, f"{reason}; moving up to the {t} tier")
             log.info("router_escalated", from_model=old, to_model=self.name, tier=t, reason=reason)
             return notice
         return None
+
+    def hand_over(self) -> SwitchNotice | None:
+        """The researcher is done: the run's own tier writes the answer (None when no hand-over is due)."""
+        if self._writer is None:
+            return None
+        tier, self._writer = self._writer, None
+        pick = self._pick(tier)
+        if pick is None:  # nothing of the writing tier can be built: the researcher's answer stands
+            return None
+        old = self.name
+        self._tier, self._spec, self._calls_on_tier = tier, pick, 0
+        log.info("router_hand_over", from_model=old, to_model=self.name, tier=tier)
+        return SwitchNotice(old, self.name, f"{old} gathered the material; the {tier} tier writes the answer")
 
     # -- serving --------------------------------------------------------------------------------
 
@@ -431,7 +509,10 @@ class RoutedModel:
     ) -> AsyncIterator[ModelChunk]:
         breakers = self._router.breakers
         tried: set[str] = set()
+        held: list[ModelChunk] = []
         while True:
+            researching = self._writer is not None  # may change mid-call: fallback, overflow escalation
+            sent = _with_researcher_note(messages) if researching else messages
             model = self.current
             keys = self._keys(model)
             if not breakers.acquire(keys):
@@ -449,9 +530,21 @@ class RoutedModel:
                 yield self._switch(nxt, why)
                 continue
             try:
-                async with contextlib.aclosing(model.stream(messages, tools, settings)) as chunks:
+                async with contextlib.aclosing(model.stream(sent, tools, settings)) as chunks:
                     async for chunk in chunks:
-                        yield chunk
+                        if not researching:
+                            yield chunk
+                        elif isinstance(chunk, TextChunk):
+                            held.append(chunk)  # shown only once the researcher turns out to call tools
+                        elif isinstance(chunk, ModelResponse):
+                            if chunk.message.tool_calls:
+                                for h in held:
+                                    yield h
+                            held.clear()
+                            yield chunk
+                        else:  # a retry voids the text streamed before it
+                            held.clear()
+                            yield chunk
             except ContextOverflowError:
                 breakers.release(keys)
                 notice = self.escalate(f"the conversation is too long for {model.name}")
@@ -491,6 +584,7 @@ class RoutedModel:
                         status=e.status,
                         retryable=True,
                     ) from e
+                held.clear()
                 yield self._switch(nxt, why)
                 continue
             except BaseException:  # cancelled or closed mid-stream: the probe (if any) proved nothing
@@ -503,13 +597,24 @@ class RoutedModel:
     def after_step(self) -> SwitchNotice | None:
         if self.decision is not None and self.decision.source == "requested":
             return None  # the user chose this tier (to save money, or to compare): keep to it
+        if self._writer is not None:
+            return None  # researching for a stronger tier: the step limit of the serving tier is not this run's
         limit = self._router.step_limits.get(self._tier)
         if limit is None or self._calls_on_tier < limit:
+            return None
+        up = TIERS[tier_index(self._tier) + 1] if tier_index(self._tier) < tier_index(self.max_tier) else None
+        if up is not None and self._router.research.get(up) == self._tier:
+            # The next tier researches on this one: keep the researcher and let that tier write.
+            self._writer = up
+            log.info("router_writer_added", model=self.name, tier=up, steps=self._calls_on_tier)
             return None
         return self.escalate(f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier")
 
     def _switch(self, spec: str, why: str) -> SwitchNotice:
         old = self.name
         self._spec = spec
+        w = self._writer
+        if w is not None and spec in self._tier_chain(w) and spec not in self._tier_chain(self._tier):
+            self._tier, self._writer = w, None  # a writer-tier model took over: it researches and writes
         log.info("router_fallback", from_model=old, to_model=self.name, reason=why)
         return SwitchNotice(old, self.name, why)
