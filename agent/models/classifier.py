@@ -50,7 +50,7 @@ def _rx(*words: str) -> re.Pattern[str]:
 # Cues are stems in English, French, German and Spanish; each names a kind of ask, not a topic.
 _COMPLEX = {
     "compare": _rx(
-        r"compar", r"contrast", r"versus", r"vs\.?(?!\w)", r"vergleich", r"weigh", r"rank(?:ing)?\b"
+        r"compar", r"contrast", r"versus", r"vs\.?(?!\w)", r"vergleich", r"weigh(?!t)", r"rank(?:ing)?\b"
     ),
     "decide": _rx(
         r"(?<!what )should (?:i|we)\b",
@@ -76,10 +76,12 @@ _COMPLEX = {
         r"compile (?:a|an|the)",
         r"assemble (?:a|an|the)",
         r"each (?:item|entry|option|source)",
-        r"which (?:\w+ )?\w{3,}s (?:are|have|do|can|support|offer|let)\b",
+        r"which (?:\w+ )?\w{3,}s (?:are|have|do|can|support|offer|let|left|still|actually|made|use)\b",
+        r"(?:the|all|any) (?:major|leading|biggest|notable|established) (?:\w+ ){0,3}\w{4,}s\b",
+        r"(?:what|how) (?:have|did|do) other (?:\w+ ){0,2}\w+ (?:done|do|handle|use|tried|deal)",
     ),
     "research": _rx(
-        r"research",
+        r"(?<!trying to )(?<!doing some )(?<!did some )(?<!done some )(?<!my own )research",
         r"investigat",
         r"dig into",
         r"look into",
@@ -105,7 +107,17 @@ _COMPLEX = {
     "design": _rx(
         r"architect", r"design(?:ing)? (?:a|an|the|our)", r"propose", r"strateg", r"stratég", r"go-to-market"
     ),
-    "planning": _rx(r"plan (?:a|an|the|our|for)", r"migrat", r"roadmap", r"rollback", r"investigation plan"),
+    "planning": _rx(
+        r"plan (?:a|an|the|our|for)",
+        r"migrat",
+        r"roadmap",
+        r"rollback",
+        r"investigation plan",
+        r"whole (?:path|process)",
+        r"everything (?:i|we) (?:need|should|have) to (?:know|do)",
+        r"(?:from )?start to finish",
+        r"end[- ]to[- ]end",
+    ),
     "trade-offs": _rx(
         r"trade-?offs?", r"pros and cons", r"advantages and disadvantages", r"which would you pick"
     ),
