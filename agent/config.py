@@ -31,7 +31,9 @@ class AgentSettings(BaseSettings):
     gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
     gemini_base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", alias="GEMINI_BASE_URL")
     router_tiers_file: str | None = Field(None, alias="ROUTER_TIERS_FILE")
-    router_classifier: Literal["heuristic", "judge", "off"] = Field("heuristic", alias="ROUTER_CLASSIFIER")
+    router_classifier: Literal["embedding", "heuristic", "judge", "off"] = Field(
+        "embedding", alias="ROUTER_CLASSIFIER"
+    )
     router_judge_model: str | None = Field(None, alias="ROUTER_JUDGE_MODEL")
     router_default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="ROUTER_DEFAULT_TIER")
     router_max_tier: Literal["simple", "medium", "complex"] = Field("complex", alias="ROUTER_MAX_TIER")

@@ -41,10 +41,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import train_router  # noqa: E402
 
 from agent.config import AgentSettings  # noqa: E402
 from agent.events import Usage  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
+from agent.models.embedding_classifier import LinearRouter, held_out_probabilities  # noqa: E402
 from agent.models.factory import parse_research_tiers, split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
 from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
@@ -53,7 +57,7 @@ from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
 DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
 TARGET_SAVING = 0.60
 TARGET_UNDER = 0.05
-UNSEEN = "test4"
+UNSEEN = "test5"
 
 
 SEARCH_TOKENS = 600
@@ -198,14 +202,20 @@ def main() -> int:
     tasks = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     prices = default_prices()
     t0 = time.perf_counter()
-    routed: list[Tier] = [heuristic_tier(t["task"])[0] for t in tasks]
+    keywords: list[Tier] = [heuristic_tier(t["task"])[0] for t in tasks]
     per_task_us = (time.perf_counter() - t0) / len(tasks) * 1e6
-    rows = [(t["tier"], r) for t, r in zip(tasks, routed, strict=True)]
+    # The shipped classifier, each split scored by weights trained without it (bench/train_router.py).
+    _, vectors, labels, groups, _ = train_router.load()
+    p = held_out_probabilities(vectors, labels, groups)
+    bar = LinearRouter.shipped().complex_at
+    shipped: list[Tier] = [TIERS[i] for i in train_router.decide_all(p, bar, train_router.keyword_tiers(tasks))]
+    rows = [(t["tier"], r) for t, r in zip(tasks, shipped, strict=True)]
 
     print(
         f"Labelled tasks: {len(tasks)} ({', '.join(f'{k} {v}' for k, v in Counter(t['tier'] for t in tasks).items())})"
     )
-    print(f"Heuristic classifier: {per_task_us:.0f} µs per task\n")
+    print(f"Keyword classifier: {per_task_us:.0f} µs per task. Routing below: ROUTER_CLASSIFIER=embedding "
+          f"(complex at p ≥ {bar:.2f}, else the keywords), each split held out of its weights.\n")
     print("Confusion matrix (rows: labelled tier, columns: routed tier)")
     print(f"{'':>10} " + " ".join(f"{t:>8}" for t in TIERS))
     matrix = Counter(rows)
@@ -231,6 +241,22 @@ def main() -> int:
             f"{split:<9} {len(sel):>5} {acc:>9.1%} {sum(b != 'complex' for b in cx):>9}/{len(cx):<3} = {under:>5.1%} "
             f"{1 - r / base:>7.1%}"
         )
+
+    print("\nClassifiers compared (saving with the shipped ladder, reader and research tiers)")
+    print(f"{'classifier':<44} {'all: accuracy':>13} {'complex too low':>16} {'saving':>7}   {UNSEEN}: same")
+    for name, routed in (
+        ("embedding + keywords (shipped, held out)", shipped),
+        ("keywords only (ROUTER_CLASSIFIER=heuristic)", keywords),
+    ):
+        sel = [(t["tier"], r) for t, r in zip(tasks, routed, strict=True)]
+        blind = [row for row, t in zip(sel, tasks, strict=True) if t.get("split") == UNSEEN]
+        cells = []
+        for part in (sel, blind):
+            acc = sum(a == b for a, b in part) / len(part)
+            cx = [b for a, b in part if a == "complex"]
+            r, _, base = costs(part, ladder, prices)
+            cells.append(f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}")
+        print(f"{name:<44} {cells[0]}      {cells[1]}")
 
     print("\nTypical run per tier (tokens: prompt / of which cached / completion; reader: in / out)")
     for t, shape in SHAPES.items():

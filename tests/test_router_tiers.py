@@ -10,6 +10,7 @@ import pytest
 from agent.config import ConfigError, load_agent_settings
 from agent.logs import redact
 from agent.models.classifier import HeuristicClassifier, JudgeClassifier
+from agent.models.embedding_classifier import EmbeddingClassifier
 from agent.models.factory import build_model, build_router, split_spec
 from agent.models.prices import default_prices
 from agent.models.tiers import TIERS, default_tiers, load_tiers, merge_tiers
@@ -75,7 +76,8 @@ def test_server_overrides_are_validated() -> None:
 
 async def test_router_from_settings_skips_providers_without_a_key(http: httpx.AsyncClient) -> None:
     router = build_router(settings(), http)
-    assert isinstance(router.classifier, HeuristicClassifier)
+    assert isinstance(router.classifier, EmbeddingClassifier)  # the default
+    assert isinstance(build_router(settings(ROUTER_CLASSIFIER="heuristic"), http).classifier, HeuristicClassifier)
     model = router.at_tier("complex")  # researches on the medium tier (ROUTER_RESEARCH_TIERS default)
     assert (model.tier, model.name, model.provider, model.writer) == ("complex", "gpt-5-mini", "openai", "gpt-5")
     reasons = router.unconfigured
@@ -84,7 +86,7 @@ async def test_router_from_settings_skips_providers_without_a_key(http: httpx.As
     routed = await router.route(
         "Research and compare the three biggest cloud providers' GPU prices, with sources."
     )
-    assert routed.tier == "complex"
+    assert routed.tier == "complex" and routed.decision and routed.decision.source == "embedding"
 
 
 async def test_router_settings_and_keys(http: httpx.AsyncClient, tmp_path: Path) -> None:

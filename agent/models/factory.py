@@ -124,7 +124,12 @@ def build_router(
         step_limits=parse_step_limits(settings.router_step_limits),
         research=parse_research_tiers(settings.router_research_tiers),
     )
-    if settings.router_classifier == "heuristic":
+    if settings.router_classifier == "embedding":
+        from agent.embeddings.minilm import MiniLMEmbedding
+        from agent.models.embedding_classifier import EmbeddingClassifier
+
+        router.classifier = EmbeddingClassifier(MiniLMEmbedding())
+    elif settings.router_classifier == "heuristic":
         router.classifier = HeuristicClassifier()
     elif settings.router_classifier == "judge":
         spec = settings.router_judge_model or router.cheapest(default_prices())

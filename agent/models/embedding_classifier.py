@@ -1,0 +1,152 @@
+"""Routing by meaning: whether an ask is complex comes from its MiniLM sentence embedding.
+
+Why not only keywords: the heuristic in :mod:`agent.models.classifier` scores 97 % on the asks it was
+tuned on but 58-76 % on asks written afterwards by people who never saw it, and routed a third of
+those new complex asks too low (``bench/arbitrage.py``). A softmax regression over the embedding,
+trained on the labelled set, tells complex asks apart better on a writer it never saw; calling an ask
+complex whenever that probability reaches ``complex_at`` (chosen held out, ``bench/train_router.py``)
+keeps complex asks from going too low, at the price of sending some medium asks up. The research tiers
+make that cheap: a complex run researches on the medium tier's model, so an over-routed medium ask pays
+only for the stronger model's write-up. Below the bar the keywords choose between simple and medium,
+where they are reliable and a mistake costs little (and "thx!" stays on the cheapest model).
+
+The weights ship in ``agent/data/router_classifier.json``, made by ``bench/train_router.py --write``
+from ``bench/data/arbitrage_tasks.jsonl``; the file records the data's sha256 and the embedding's id,
+so a test fails when the labelled set changes without retraining, and another embedding is refused.
+The embedding runs in a worker thread (about 5 ms); if it fails, the keywords decide and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent.config import ConfigError
+from agent.embeddings.base import Embedding
+from agent.models.classifier import Classification, HeuristicClassifier
+from agent.models.tiers import TIERS, Tier
+
+log = structlog.get_logger("agent.router")
+
+WEIGHTS_FILE = "router_classifier.json"
+
+
+@dataclass(frozen=True)
+class LinearRouter:
+    """``softmax(v @ weights + bias)`` over (simple, medium, complex); complex at ``complex_at`` or more."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    complex_at: float
+    embedding_id: str
+    data_sha256: str = ""
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        z = np.atleast_2d(vectors) @ self.weights + self.bias
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def decide(self, p: np.ndarray, keywords: Tier) -> Tier:
+        """Complex when its probability reaches the bar; otherwise the keywords' simple or medium."""
+        if p[2] >= self.complex_at:
+            return "complex"
+        return "medium" if keywords == "complex" else keywords
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "embedding_id": self.embedding_id,
+                "data_sha256": self.data_sha256,
+                "complex_at": self.complex_at,
+                "tiers": list(TIERS),
+                "bias": [round(float(x), 6) for x in self.bias],
+                "weights": [[round(float(x), 6) for x in row] for row in self.weights],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = WEIGHTS_FILE) -> LinearRouter:
+        try:
+            d: dict[str, Any] = json.loads(text)
+            weights = np.asarray(d["weights"], dtype=np.float32)
+            bias = np.asarray(d["bias"], dtype=np.float32)
+            if d.get("tiers") != list(TIERS) or weights.ndim != 2 or weights.shape[1] != 3 or bias.shape != (3,):
+                raise ValueError("expected weights of shape (dim, 3) and a bias of 3 for simple/medium/complex")
+            return cls(weights, bias, float(d["complex_at"]), str(d["embedding_id"]), str(d.get("data_sha256", "")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"{origin}: not a router classifier ({e})") from e
+
+    @classmethod
+    def shipped(cls) -> LinearRouter:
+        return cls.from_json(resources.files("agent.data").joinpath(WEIGHTS_FILE).read_text())
+
+
+def train(
+    vectors: np.ndarray, labels: np.ndarray, *, l2: float = 1e-2, steps: int = 3000, rate: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression by full-batch gradient descent: deterministic, and a few hundred ms for 300 asks."""
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.eye(3)[np.asarray(labels)]
+    w, b = np.zeros((x.shape[1], 3)), np.zeros(3)
+    for _ in range(steps):
+        z = x @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - y) / len(x)
+        w -= rate * (x.T @ g + l2 * w)
+        b -= rate * g.sum(axis=0)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def held_out_probabilities(vectors: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each ask's probabilities from a model trained without its group (its split, i.e. its writer)."""
+    out = np.zeros((len(labels), 3))
+    for g in np.unique(groups):
+        test = groups == g
+        w, b = train(vectors[~test], labels[~test])
+        out[test] = LinearRouter(w, b, 1.0, "").probabilities(vectors[test])
+    return out
+
+
+def data_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class EmbeddingClassifier:
+    """:class:`~agent.models.classifier.Classifier` over an embedding (see the module docstring)."""
+
+    def __init__(self, embedding: Embedding, model: LinearRouter | None = None) -> None:
+        self.model = model or LinearRouter.shipped()
+        if embedding.id != self.model.embedding_id:
+            raise ConfigError(
+                f"ROUTER_CLASSIFIER=embedding: the weights were trained on {self.model.embedding_id}, "
+                f"not {embedding.id}; retrain with bench/train_router.py or use ROUTER_CLASSIFIER=heuristic"
+            )
+        self.embedding = embedding
+        self._heuristic = HeuristicClassifier()
+
+    def _embed(self, task: str) -> np.ndarray:
+        self.embedding.load()
+        return self.embedding.embed_query(task)
+
+    async def classify(self, task: str) -> Classification:
+        words = self._heuristic.classify_now(task)
+        try:
+            vector = await asyncio.to_thread(self._embed, task)
+        except Exception as e:  # the model file, the tokenizer or onnxruntime: keywords still route
+            log.warning("router_embedding_failed", error=f"{type(e).__name__}: {e}")
+            return Classification(words.tier, "heuristic", (*words.reasons, "embedding failed"))
+        p = self.model.probabilities(vector)[0]
+        tier = self.model.decide(p, words.tier)
+        odds = f"complex {p[2]:.0%} (≥ {self.model.complex_at:.0%} routes complex), medium {p[1]:.0%}"
+        return Classification(tier, "embedding", (odds, *words.reasons))

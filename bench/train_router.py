@@ -1,0 +1,92 @@
+"""Train the embedding router (``ROUTER_CLASSIFIER=embedding``) and choose its complex threshold.
+
+    .venv/bin/python bench/train_router.py           # print the held-out table
+    .venv/bin/python bench/train_router.py --write   # and write agent/data/router_classifier.json
+
+Held out by writer: each split of ``bench/data/arbitrage_tasks.jsonl`` was written in one sitting (the
+last three by helpers who never saw the router), so every ask is scored by a model trained on the
+*other* splits. Accuracy is the shipped rule's (complex from the embedding, else the keywords' simple
+or medium); the keywords were tuned on every split but test5, so only test5's accuracy is blind. The threshold is the highest on the grid whose held-out share of complex asks routed too
+low is at most 5 % (the issue's bound); the shipped weights are then trained on every split.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agent.embeddings.minilm import MiniLMEmbedding  # noqa: E402
+from agent.models.classifier import heuristic_tier  # noqa: E402
+from agent.models.embedding_classifier import (  # noqa: E402
+    WEIGHTS_FILE,
+    LinearRouter,
+    data_sha256,
+    held_out_probabilities,
+    train,
+)
+from agent.models.tiers import TIERS  # noqa: E402
+
+DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
+OUT = ROOT / "agent" / "data" / WEIGHTS_FILE
+MAX_UNDER = 0.05
+GRID = [round(0.15 + 0.05 * i, 2) for i in range(8)]  # 0.15 ... 0.50
+
+
+def load() -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, MiniLMEmbedding]:
+    tasks = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    embedding = MiniLMEmbedding()
+    embedding.load()
+    vectors = embedding.embed_documents([t["task"] for t in tasks])
+    labels = np.array([TIERS.index(t["tier"]) for t in tasks])
+    groups = np.array([t.get("split", "dev") for t in tasks])
+    return tasks, vectors, labels, groups, embedding
+
+
+def decide_all(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
+    """What the shipped classifier does (LinearRouter.decide) for every row at once."""
+    pred = np.minimum(keywords, 1)
+    pred[p[:, 2] >= complex_at] = 2
+    return pred
+
+
+def keyword_tiers(tasks: list[dict]) -> np.ndarray:
+    return np.array([TIERS.index(heuristic_tier(t["task"])[0]) for t in tasks])
+
+
+def choose_threshold(p: np.ndarray, labels: np.ndarray, keywords: np.ndarray, *, show: bool = False) -> float:
+    cx = labels == 2
+    best = GRID[0]
+    if show:
+        print(f"{'complex at':>10} {'accuracy':>9} {'complex too low':>16}")
+    for th in GRID:
+        pred = decide_all(p, th, keywords)
+        under = float((pred[cx] < 2).mean())
+        if show:
+            print(f"{th:>10.2f} {(pred == labels).mean():>9.1%} {(pred[cx] < 2).sum():>8}/{cx.sum():<3} {under:>5.1%}")
+        if under <= MAX_UNDER:
+            best = th
+    return best
+
+
+def main() -> int:
+    tasks, vectors, labels, groups, embedding = load()
+    p = held_out_probabilities(vectors, labels, groups)
+    print(f"{len(tasks)} labelled asks, each scored by a model trained without its split:\n")
+    th = choose_threshold(p, labels, keyword_tiers(tasks), show=True)
+    print(f"\nchosen: complex at {th:.2f} (highest with at most {MAX_UNDER:.0%} of complex asks too low)")
+    if "--write" in sys.argv:
+        w, b = train(vectors, labels)
+        model = LinearRouter(w, b, th, embedding.id, data_sha256(DATA))
+        OUT.write_text(model.to_json() + "\n")
+        print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""The default router (ROUTER_CLASSIFIER=embedding): MiniLM embedding + shipped softmax weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import ConfigError
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter, data_sha256
+from agent.models.tiers import TIERS
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
+
+
+@pytest.fixture(scope="module")
+def classifier() -> EmbeddingClassifier:
+    return EmbeddingClassifier(MiniLMEmbedding())
+
+
+def test_the_shipped_weights_were_trained_on_the_current_labelled_set() -> None:
+    model = LinearRouter.shipped()
+    assert model.data_sha256 == data_sha256(TASKS), "labelled set changed: run bench/train_router.py --write"
+    assert model.embedding_id == MiniLMEmbedding().id and model.weights.shape == (384, 3)
+    assert 0 < model.complex_at < 0.5
+
+
+# Asks written for this test (none is in the labelled set): the kinds a server sends every day.
+@pytest.mark.parametrize(
+    ("task", "tier"),
+    [
+        ("how many ounces are in a pound", "simple"),
+        ("thx, that worked!", "simple"),
+        ("my docker container exits with code 137 right after starting, what does that mean and how do i fix it", "medium"),
+        ("explain how TLS handshakes work", "medium"),
+        (
+            "we need a new ticketing tool for a 40-person support team: go through zendesk, freshdesk, help scout "
+            "and zammad on price, automation, integrations and self-hosting, with sources",
+            "complex",
+        ),
+        ("what's the state of research on long covid treatments and which trials look promising", "complex"),
+    ],
+)
+async def test_routes_everyday_asks(classifier: EmbeddingClassifier, task: str, tier: str) -> None:
+    decision = await classifier.classify(task)
+    assert decision.tier == tier, decision.reasons
+    assert decision.source == "embedding" and decision.reasons[0].startswith("complex ")
+
+
+async def test_without_its_model_the_keywords_route_and_say_so(tmp_path: Path) -> None:
+    broken = EmbeddingClassifier(MiniLMEmbedding(model_path=tmp_path / "missing.onnx"))
+    decision = await broken.classify("Compare Rust and Go for CLI tools, with sources")
+    assert (decision.tier, decision.source) == ("complex", "heuristic")
+    assert decision.reasons[-1] == "embedding failed"
+
+
+def test_weights_for_another_embedding_are_refused() -> None:
+    other = LinearRouter(np.zeros((384, 3), np.float32), np.zeros(3, np.float32), 0.3, "some-other-model")
+    with pytest.raises(ConfigError, match=r"trained on some-other-model.*retrain with bench/train_router\.py"):
+        EmbeddingClassifier(MiniLMEmbedding(), other)
+    with pytest.raises(ConfigError, match="not a router classifier"):
+        LinearRouter.from_json(json.dumps({"weights": [[1, 2]], "bias": [0, 0, 0], "tiers": list(TIERS)}))
+
+
+def test_held_out_by_writer_few_complex_asks_go_too_low() -> None:
+    """Each split scored by weights trained without it, as bench/train_router.py chose the bar."""
+    from agent.models.embedding_classifier import held_out_probabilities
+    from bench.train_router import decide_all, keyword_tiers, load
+
+    tasks, vectors, labels, groups, _ = load()
+    p = held_out_probabilities(vectors, labels, groups)
+    pred = decide_all(p, LinearRouter.shipped().complex_at, keyword_tiers(tasks))
+    assert (pred[labels == 2] < 2).mean() <= 0.05
+    # Not "everything is complex": most simple asks stay on the cheapest tier.
+    assert (pred[labels == 0] == 0).mean() >= 0.6 and (pred == labels).mean() >= 0.6
