@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/arbitrage.py
 
-Data: ``bench/data/arbitrage_tasks.jsonl`` (150 tasks written for this repo, labelled simple / medium /
-complex). Splits, in the order they were written: ``dev`` (72, the heuristic was built on them),
-``holdout`` and ``test`` (30 + 24, written before the heuristic saw them, then used to improve it), and
-``test2`` (24, written last and never tuned on). The figure to trust for unseen traffic is ``test2``.
+Data: ``bench/data/arbitrage_tasks.jsonl`` (300 asks written for this repo, labelled simple / medium /
+complex by the work they need). Splits, in the order they were written: ``dev`` (72), ``holdout``,
+``test`` and ``test2`` (30 + 24 + 24), then ``test3``, ``test4`` and ``test5`` (45 + 45 + 60), each
+written by a helper that never saw the router. The keywords were tuned on every split but ``test5``.
+Routing is the shipped ``ROUTER_CLASSIFIER=embedding``, each split scored by weights trained without
+it (``bench/train_router.py``), so every figure below is held out by writer; ``test5`` is blind for
+the keywords too.
 
 Cost model (no network): a run's *work* depends on the task's true tier, its *price* on the models
 that do it. Each tier's typical run is a list of tool observations, then the answer:
@@ -19,10 +22,13 @@ observation); the previous call's prompt is served from the provider's prompt ca
 characters of readable text (4.5k tokens); the agent model sees the first 12,000 (3k tokens,
 ``FETCH_MAX_CHARS``). With the page reader (``READER_MODEL=auto``, :mod:`agent.reader`), runs above the
 simple tier send each page to the simple tier's model instead (4.8k tokens in with its prompt, 450 out)
-and the agent model gets a 500-token header and notes. An under-routed task works on the cheaper tier
-until that tier's step limit (``ROUTER_STEP_LIMITS``: simple 3 calls, medium 6) moves it up, and is
-charged those calls *plus* the whole run on the right tier (the real run carries on from what it found,
-so this overstates it). Prices: each tier's primary in
+and the agent model gets a 500-token header and notes. With research tiers (``ROUTER_RESEARCH_TIERS``,
+default ``complex=medium``) a complex run makes its calls on the medium model, ends them with a
+15-token "done" line, and the complex model writes the answer from the whole conversation (uncached).
+An under-routed task works on the cheaper tier until that tier's step limit (``ROUTER_STEP_LIMITS``:
+simple 3 calls, medium 6) moves it up, and is charged those calls *plus* the whole run on the right
+tier (the real run carries on from what it found, so this overstates it); a medium run of a complex
+task keeps its researcher and gains the writer, so it costs the complex run. Prices: each tier's primary in
 ``agent/models/tiers.toml``, from ``agent/models/prices.json``.
 
 Baseline, computed in the same run: every task on the complex tier's primary, with no reader (a
