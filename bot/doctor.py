@@ -104,6 +104,22 @@ async def _provider(provider: str, s: AgentSettings, client: httpx.AsyncClient) 
     return f"{url} answered"
 
 
+async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
+    """Build the router as the bot does and route one ask: broken weights or embedding show here."""
+    from agent.models.factory import build_router, parse_research_tiers
+
+    router = build_router(s, client)
+    ask = "compare three note-taking apps on price, sync and privacy"
+    decision = await router.classify(ask)
+    if s.router_classifier == "embedding" and decision.source != "embedding":
+        raise RuntimeError(f"the embedding classifier fell back to keywords ({'; '.join(decision.reasons)})")
+    research = ", ".join(f"{k}={v}" for k, v in parse_research_tiers(s.router_research_tiers).items())
+    return (
+        f"ROUTER_CLASSIFIER={s.router_classifier}: a test ask routed {decision.tier} "
+        f"({decision.source}); research tiers: {research or 'off'}"
+    )
+
+
 async def _sandbox() -> str:
     from agent.tools.research import ResearchToolSettings
 
@@ -132,6 +148,7 @@ async def run_doctor() -> list[Check]:
         )
         for p in providers:
             checks.append(await _check(f"provider {p}", lambda p=p: _provider(p, s, client)))  # type: ignore[misc]
+        checks.append(await _check("router", lambda: _router(s, client)))
         checks.append(await _check("python sandbox", _sandbox))
     return checks
 

@@ -55,6 +55,8 @@ async def test_doctor_all_good_exits_0(fake: FakeDiscord, llm: FakeLLM, tmp_path
     assert (
         "ok   discord: token accepted" in out and "ok   database:" in out and "ok   provider openai:" in out
     )
+    assert "ok   router: ROUTER_CLASSIFIER=embedding: a test ask routed complex (embedding)" in out
+    assert "research tiers: complex=medium" in out
     assert (tmp_path / "agentbot.sqlite3").exists()
 
 
@@ -63,10 +65,16 @@ async def test_doctor_names_what_to_fix_without_printing_secrets(
 ) -> None:
     llm.api_key = "sk-the-real-key-0000"
     code, out = await doctor(
-        fake, llm, tmp_path, DISCORD_TOKEN="wrong-discord-token-123", AGENT_MAX_STEPS="12"
+        fake,
+        llm,
+        tmp_path,
+        DISCORD_TOKEN="wrong-discord-token-123",
+        AGENT_MAX_STEPS="12",
+        ROUTER_RESEARCH_TIERS="complex=complex",
     )
     assert code == 1
     assert "FAIL discord: Discord rejected DISCORD_TOKEN (401)" in out
+    assert "FAIL router: ROUTER_RESEARCH_TIERS='complex=complex'" in out and "must be below complex" in out
     assert "FAIL provider openai:" in out and "rejected the API key" in out
     assert "wrong-discord-token-123" not in out and "sk-doctor-good-key-1" not in out
     code, out = await doctor(fake, llm, tmp_path, AGENT_MAX_STEPS="many")
