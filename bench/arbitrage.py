@@ -63,7 +63,7 @@ from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
 DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
 TARGET_SAVING = 0.60
 TARGET_UNDER = 0.05
-UNSEEN = "test5"
+UNSEEN = "test9"
 
 
 SEARCH_TOKENS = 600
