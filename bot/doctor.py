@@ -112,7 +112,8 @@ async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     ask = "compare three note-taking apps on price, sync and privacy"
     decision = await router.classify(ask)
     if s.router_classifier == "embedding" and decision.source != "embedding":
-        raise RuntimeError(f"the embedding classifier fell back to keywords ({'; '.join(decision.reasons)})")
+        why = getattr(router.classifier, "unavailable", None) or "; ".join(decision.reasons)
+        raise RuntimeError(f"the embedding classifier fell back to keywords ({why})")
     research = ", ".join(f"{k}={v}" for k, v in parse_research_tiers(s.router_research_tiers).items())
     return (
         f"ROUTER_CLASSIFIER={s.router_classifier}: a test ask routed {decision.tier} "

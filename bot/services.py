@@ -104,6 +104,9 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             router=build_router(agent_settings, http),
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
+        warm = getattr(sv.router.classifier, "load", None)
+        if callable(warm):  # the embedding router: loaded now, not on the first /research
+            await asyncio.to_thread(warm)
     except BaseException:
         await db.close()
         raise

@@ -53,9 +53,12 @@ async def test_routes_everyday_asks(classifier: EmbeddingClassifier, task: str, 
 
 async def test_without_its_model_the_keywords_route_and_say_so(tmp_path: Path) -> None:
     broken = EmbeddingClassifier(MiniLMEmbedding(model_path=tmp_path / "missing.onnx"))
-    decision = await broken.classify("Compare Rust and Go for CLI tools, with sources")
-    assert (decision.tier, decision.source) == ("complex", "heuristic")
-    assert decision.reasons[-1] == "embedding failed"
+    broken.load()
+    assert broken.unavailable and "missing.onnx" in broken.unavailable
+    for _ in range(2):  # said once at load, not retried per ask
+        decision = await broken.classify("Compare Rust and Go for CLI tools, with sources")
+        assert (decision.tier, decision.source) == ("complex", "heuristic")
+        assert decision.reasons[-1] == "embedding failed"
 
 
 def test_weights_for_another_embedding_are_refused() -> None:

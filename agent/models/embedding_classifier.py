@@ -134,17 +134,31 @@ class EmbeddingClassifier:
             )
         self.embedding = embedding
         self._heuristic = HeuristicClassifier()
+        self.unavailable: str | None = None
+        """Why the embedding could not be loaded; once set, the keywords route without retrying."""
 
-    def _embed(self, task: str) -> np.ndarray:
-        self.embedding.load()
-        return self.embedding.embed_query(task)
+    def load(self) -> None:
+        """Load the embedding now (start-up, in a thread) so the first ask does not wait for it."""
+        if self.unavailable is not None:
+            return
+        try:
+            self.embedding.load()
+        except Exception as e:  # a missing model file or onnxruntime will not fix itself: say it once
+            self.unavailable = f"{type(e).__name__}: {e}"
+            log.error("router_embedding_unavailable", error=self.unavailable, using="keywords")
+
+    def _embed(self, task: str) -> np.ndarray | None:
+        self.load()
+        return None if self.unavailable is not None else self.embedding.embed_query(task)
 
     async def classify(self, task: str) -> Classification:
         words = self._heuristic.classify_now(task)
         try:
             vector = await asyncio.to_thread(self._embed, task)
-        except Exception as e:  # the model file, the tokenizer or onnxruntime: keywords still route
+        except Exception as e:  # one text failed to embed: keywords route this ask
             log.warning("router_embedding_failed", error=f"{type(e).__name__}: {e}")
+            vector = None
+        if vector is None:
             return Classification(words.tier, "heuristic", (*words.reasons, "embedding failed"))
         p = self.model.probabilities(vector)[0]
         tier = self.model.decide(p, words.tier)
