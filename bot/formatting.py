@@ -254,6 +254,11 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
     if head == "channel_persona":
         text = gs.channel_personas.get(int(parts[1]))
         return code(one_line(text, 80)) if text else "none"
+    if head == "research":
+        helper = gs.research.get(parts[1])
+        return f"{helper} researches, {parts[1]} writes" if helper else f"off ({parts[1]} does its own research)"
+    if key == "reader":
+        return "on" if gs.reader else "off"
     if key == "memory.auto_store":
         return "on" if gs.memory_auto_store else "off"
     if key == "memory.max_items":
@@ -294,9 +299,15 @@ def settings_embed(
     on = [code(n) for n in names if gs.tool_enabled(n)]
     off = [code(n) for n in names if not gs.tool_enabled(n)]
     tools = f"On: {', '.join(on) or 'none'}\nOff: {', '.join(off) or 'none'}"
+    routing = [
+        f"Complex runs: {effective_value(gs, limits, 'research.complex')}{_here(gs, 'research.complex')}",
+        f"Medium runs: {effective_value(gs, limits, 'research.medium')}{_here(gs, 'research.medium')}",
+        f"Page reader: **{effective_value(gs, limits, 'reader')}**{_here(gs, 'reader')}",
+    ]
     research = (
         f"Max steps: **{gs.max_steps}**{_here(gs, 'max_steps')}\n"
-        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}"
+        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}\n"
+        + "\n".join(routing)
     )
     personas = [f"Server: {code(one_line(gs.persona, 300)) if gs.persona else 'none'}"]
     personas += [

@@ -432,7 +432,12 @@ class SessionRunner:
         sv = self.sv
         s = req.session
         requested = s.tier if s.tier in ("simple", "medium", "complex") else None
-        model = await sv.model_for(dict(gs.tiers) if gs is not None else {}, req.prompt, requested)
+        model = await sv.model_for(
+            dict(gs.tiers) if gs is not None else {},
+            req.prompt,
+            requested,
+            dict(gs.research) if gs is not None else None,
+        )
         decision = getattr(model, "decision", None)
         if decision is not None:
             why = f" ({'; '.join(decision.reasons[:2])})" if getattr(decision, "reasons", None) else ""
@@ -468,7 +473,7 @@ class SessionRunner:
         agent = Agent(
             model,
             tools,
-            reader=sv.reader_for(model),
+            reader=sv.reader_for(model, gs.reader if gs is not None else True),
             max_iterations=max_steps,
             settings=ModelSettings(
                 temperature=sv.agent_settings.agent_temperature,

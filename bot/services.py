@@ -16,7 +16,7 @@ import httpx
 import structlog
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.factory import build_reader, build_router
+from agent.models.factory import build_reader, build_router, parse_research_tiers
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
@@ -47,12 +47,22 @@ class Services:
     memory: Any = None
     memory_error: str | None = None
 
-    async def model_for(self, tiers: dict[str, list[str]], task: str, requested: str | None) -> RoutedModel:
-        """A routed model for this task: the server's tiers, the user's tier if given, else the classifier."""
-        return await self.router.with_tiers(tiers).route(task, requested=requested)
+    async def model_for(
+        self,
+        tiers: dict[str, list[str]],
+        task: str,
+        requested: str | None,
+        research: dict[str, str | None] | None = None,
+    ) -> RoutedModel:
+        """A routed model for this task: the server's tiers and research tiers, the user's tier if given,
+        else the classifier."""
+        return await self.router.with_tiers(tiers, research).route(task, requested=requested)
 
-    def reader_for(self, model: RoutedModel) -> Reader | None:
-        """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL)."""
+    def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
+        """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
+        a server that turned the reader off gets none."""
+        if not enabled:
+            return None
         return build_reader(self.agent_settings, model.router, model.start_tier)
 
     def retention_for(self, gs: Any) -> Any:
@@ -79,7 +89,11 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
         )
         tiers = load_tiers(agent_settings.router_tiers_file)
         defaults = SettingsDefaults(
-            tiers=tiers, default_tier=bot_settings.default_tier, max_steps=agent_settings.agent_max_steps
+            tiers=tiers,
+            default_tier=bot_settings.default_tier,
+            max_steps=agent_settings.agent_max_steps,
+            research=parse_research_tiers(agent_settings.router_research_tiers),
+            reader=agent_settings.reader_model not in ("off", ""),
         )
         known = {
             *default_prices().known_models(),
@@ -125,7 +139,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
 
 def check_model_configured(agent_settings: AgentSettings) -> None:
     """Refuse to start with no usable model, naming what to set."""
-    from agent.models.factory import parse_research_tiers, parse_step_limits
+    from agent.models.factory import parse_step_limits
 
     parse_step_limits(agent_settings.router_step_limits)
     parse_research_tiers(agent_settings.router_research_tiers)

@@ -436,3 +436,39 @@ async def test_e2e_config_autocomplete_offers_tiers_models_and_tools(
     assert tools == [{"name": "web_search (off)", "value": "web_search"}]
     assert [c["value"] for c in resets] == ["tool", "tool.web_search"]
     assert members == []
+
+
+async def test_e2e_config_routing_turns_research_tiers_and_the_reader_off_for_the_next_research(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    tiers = {"simple": ("gpt-4.1-nano",), "medium": ("gpt-5-mini",), "complex": ("gpt-5",)}
+    general = guild.channel("general")
+    llm.responder = lambda body: text(f"answered by {body['model']}")
+    task = "Compare five open-source vector databases on speed, filtering, licence and hosting, with sources"
+    async with running_bot(fake, llm, tmp_path, guild, tiers_table=tiers) as bot:
+        before = await run(fake, guild, "config routing")
+        changed = await run(
+            fake, guild, "config routing", {"complex_research": "off", "page_reader": False}
+        )
+        shown = flat(await run(fake, guild, "config show"))
+        fake.inject_interaction("research", {"task": task, "tier": "complex"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "answered by" in m.content, within=15)
+        await wait_idle(fake, bot)
+        gs = await bot.services.guild_settings.get(guild.id)
+        denied = await run(
+            fake, guild, "config routing", {"page_reader": True}, user="bob", permissions=NO_PERMISSIONS
+        )
+    assert "`research.complex`: medium researches, complex writes" in before.content
+    assert "`reader`: on" in before.content
+    assert "✅ `research.complex`: medium researches, complex writes → off (complex does its own research)" in (
+        changed.content
+    )
+    assert "✅ `reader`: on → off" in changed.content
+    assert "Complex runs: off (complex does its own research) *(set here)*" in shown
+    assert "Page reader: **off** *(set here)*" in shown
+    # The complex run is served by the complex model alone: no researcher, no hand-over.
+    assert {r["model"] for r in llm.requests} == {"gpt-5"}
+    assert any("answered by gpt-5" in m.content for m in fake.messages(thread))
+    assert gs.research == {"complex": None} and gs.reader is False
+    assert denied.content.startswith("⛔") and (await bot.services.guild_settings.get(guild.id)).reader is False

@@ -87,3 +87,36 @@ async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_str
     assert "Otters cope with cold water, according to the page." in answer_and_footer
     footer = contents[-1]
     assert all(m in footer for m in ("gpt-5-mini", "gpt-5", "gpt-4.1-nano"))
+
+
+async def test_e2e_a_server_that_turned_the_reader_off_gets_the_page_itself(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    guild: FakeGuild,
+    web: FakeWeb,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["model"] == "gpt-5" or any(m["role"] == "tool" for m in body["messages"]):
+            return text("Done from the page itself.")
+        return tool_call("fetch_url", {"url": web.url("/long")})
+
+    llm.responder = respond
+    task = "Research and compare how otters cope with cold water across the studies on this page"
+    async with running_bot(fake, llm, tmp_path, guild, tiers_table=TIERS) as bot:
+        general = guild.channel("general")
+        inter = fake.inject_interaction("config routing", {"page_reader": False}, user="admin", channel=general)
+        await fake.wait_for(lambda: inter.original_message_id, what="the /config routing reply")
+        fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name=None)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+
+    assert not [r for r in llm.requests if r["model"] == "gpt-4.1-nano"]
+    seen = [m["content"] for r in llm.requests for m in r["messages"] if m["role"] == "tool"]
+    assert seen and "Paragraph 0:" in seen[0]  # the page's own text, as fetch_url returned it
+    assert not any("chars read by" in m.content for m in fake.messages(thread))

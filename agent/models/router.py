@@ -234,8 +234,21 @@ class Router:
         if not any(built):
             raise ConfigError("no model in any tier can be used: " + "; ".join(self.unconfigured.values()))
 
-    def with_tiers(self, overrides: Mapping[str, Sequence[str]] | None) -> Router:
-        """A router for one server: its tier overrides over ours, same breakers, builder and models."""
+    def with_tiers(
+        self,
+        overrides: Mapping[str, Sequence[str]] | None,
+        research: Mapping[str, str | None] | None = None,
+    ) -> Router:
+        """A router for one server: its tier overrides over ours, same breakers, builder and models.
+
+        ``research`` overrides the research tiers per run tier; ``None`` as a value turns one off.
+        """
+        merged: dict[str, str] = dict(self.research)
+        for tier, helper in (research or {}).items():
+            if helper is None:
+                merged.pop(tier, None)
+            else:
+                merged[tier] = helper
         return Router(
             merge_tiers(self.tiers, overrides, "server tiers"),
             self.build,
@@ -244,7 +257,7 @@ class Router:
             default_tier=self.default_tier,
             max_tier=self.max_tier,
             step_limits=self.step_limits,
-            research=self.research,
+            research=merged,
             _models=self._models,
         )
 

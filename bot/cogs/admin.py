@@ -67,6 +67,24 @@ GROUP_LABELS = {
     "tool": "every tool switch",
     "channel_persona": "every channel persona",
     "memory": "every memory setting",
+    "research": "every research tier",
+}
+RESEARCH_CHOICES = {
+    "complex": [
+        app_commands.Choice(name=n, value=v)
+        for n, v in (
+            ("the medium tier researches, complex writes", "medium"),
+            ("the simple tier researches, complex writes", "simple"),
+            ("off: the complex tier does everything", "off"),
+        )
+    ],
+    "medium": [
+        app_commands.Choice(name=n, value=v)
+        for n, v in (
+            ("the simple tier researches, medium writes", "simple"),
+            ("off: the medium tier does everything", "off"),
+        )
+    ],
 }
 
 
@@ -408,6 +426,40 @@ class ConfigCog(commands.Cog):
             keys = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
             lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in keys]
             await reply(interaction, "Memory settings:\n" + "\n".join(lines))
+            return
+        await self._set(interaction, guild_id, changes)
+
+    @config.command(name="routing", description="Who researches for the stronger tiers, and the page reader.")
+    @app_commands.describe(
+        complex_research="Which tier's models search and read for complex runs before the complex model writes",
+        medium_research="Which tier's models search and read for medium runs before the medium model writes",
+        page_reader="Long pages read by the simple tier's model, which passes on notes (saves the most)",
+    )
+    @app_commands.choices(
+        complex_research=RESEARCH_CHOICES["complex"], medium_research=RESEARCH_CHOICES["medium"]
+    )
+    async def routing(
+        self,
+        interaction: discord.Interaction,
+        complex_research: app_commands.Choice[str] | None = None,
+        medium_research: app_commands.Choice[str] | None = None,
+        page_reader: bool | None = None,
+    ) -> None:
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        keys = ("research.complex", "research.medium", "reader")
+        values = (
+            complex_research.value if complex_research else None,
+            medium_research.value if medium_research else None,
+            page_reader,
+        )
+        changes: list[tuple[str, Any]] = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
+        if not changes:
+            gs = await self.store.get(guild_id)
+            limits = await self.bot.services.quotas.limits_for(guild_id)
+            lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in keys]
+            await reply(interaction, "Routing settings:\n" + "\n".join(lines))
             return
         await self._set(interaction, guild_id, changes)
 

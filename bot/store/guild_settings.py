@@ -32,6 +32,10 @@ class SettingsDefaults:
     memory_max_age_days: int | None = None
     disabled_tools: frozenset[str] = frozenset()
     """Tools off unless a server turns them on."""
+    research: Mapping[str, str] = field(default_factory=dict)
+    """ROUTER_RESEARCH_TIERS: run tier → the tier whose models do its tool steps."""
+    reader: bool = True
+    """Whether READER_MODEL reads pages at all (it is not ``off``)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class GuildSettings:
     overrides: dict[str, Any]
     """Every stored key and value, for ``/config show``."""
     disabled_by_default: frozenset[str] = frozenset()
+    research: dict[str, str | None] = field(default_factory=dict)
+    """Research tiers in force: run tier → research tier, ``None`` = the tier does its own research."""
+    reader: bool = True
+    """Whether long pages are read by the simple tier's model (READER_MODEL, unless the server says)."""
 
     def models_for(self, tier: str | None = None) -> list[str]:
         """Ordered models of ``tier`` (the default tier if ``None``); empty if the tier is unknown."""
@@ -185,6 +193,7 @@ class GuildSettingsStore:
         role_limits: dict[int, dict[str, LimitValue]] = {}
         tools: dict[str, bool] = {}
         personas: dict[int, str] = {}
+        research: dict[str, str | None] = dict(d.research)
         plain: dict[str, Any] = {}
         for key, value in raw.items():
             try:
@@ -201,6 +210,8 @@ class GuildSettingsStore:
                 tools[p.name or ""] = bool(value)
             elif p.kind == "channel_persona":
                 personas[p.target_id or 0] = value
+            elif p.kind == "research":
+                research[p.name or ""] = value
             else:
                 plain[key] = value
         default_tier = plain.get("default_tier", d.default_tier)
@@ -222,6 +233,8 @@ class GuildSettingsStore:
             memory_max_age_days=plain.get("memory.max_age_days", d.memory_max_age_days),
             overrides=dict(sorted(raw.items())),
             disabled_by_default=d.disabled_tools,
+            research=research,
+            reader=d.reader and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
         )
 
 

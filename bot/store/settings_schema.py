@@ -19,10 +19,12 @@ key                             value
 ``memory.auto_store``           on/off
 ``memory.max_items``            whole number >= 1 or ``unlimited``
 ``memory.max_age_days``         whole number >= 1 or ``unlimited``
+``research.<tier>``             a weaker tier whose models do the tier's tool steps, or ``off``
+``reader``                      on/off: long pages read by the simple tier's model
 ==============================  ==============================================================
 
 Groups for reset: ``tier``, ``limit``, ``role_limit``, ``role_limit.<role id>``, ``tool``,
-``channel_persona``, ``memory``.
+``channel_persona``, ``memory``, ``research``.
 
 Admin limits refuse ``0``: in the environment ``0`` means unlimited, and an admin typing ``0`` to block a
 role would otherwise hand it unlimited spending. They write ``unlimited`` instead.
@@ -40,11 +42,12 @@ from bot.limits import GUILD_BUDGET, USER_LIMITS
 
 ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
-GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory")
+GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research")
 MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
-    "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days"
+    "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
+    "research.<tier>, reader"
 )
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
@@ -116,7 +119,7 @@ class SettingsSchema:
         k = key.strip()
         parts = k.split(".")
         head = parts[0]
-        if k in ("default_tier", "max_steps", "channels", "persona"):
+        if k in ("default_tier", "max_steps", "channels", "persona", "reader"):
             return ParsedKey(k)
         if k in MEMORY_KEYS:
             return ParsedKey("memory", parts[1])
@@ -130,6 +133,14 @@ class SettingsSchema:
                     f"Tier name {parts[1]!r} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'.",
                 )
             return ParsedKey("tier", parts[1])
+        if head == "research" and len(parts) == 2:
+            order = self._ordered_tiers(key)
+            tier = parts[1].lower()
+            if tier not in order[1:]:
+                raise SettingError(
+                    key, f"Tier {tier!r} has no weaker tier to research on. Tiers: {', '.join(order[1:])}."
+                )
+            return ParsedKey("research", tier)
         if head == "limit" and len(parts) == 2:
             return ParsedKey("limit", self._limit_name(key, parts[1], ALL_LIMITS))
         if head == "role_limit" and len(parts) == 3:
@@ -157,6 +168,23 @@ class SettingsSchema:
             raise SettingError(
                 key, f"Unknown setting {key!r}. Reset one of: {KEY_FORMS}, or a group: {', '.join(GROUPS)}."
             ) from None
+
+    def _ordered_tiers(self, key: str) -> list[str]:
+        """The router's tiers, weakest first: research tiers need an order, so custom tiers have none."""
+        if self.known_tiers is None:
+            raise SettingError(key, "Research tiers need the router's ordered tiers; this bot has none.")
+        return list(self.known_tiers)
+
+    def _research(self, key: str, tier: str, value: Any) -> str | None:
+        choice = _text(value).lower()
+        if choice in _FALSE or choice in ("none", "self"):
+            return None
+        weaker = self._ordered_tiers(key)[: self._ordered_tiers(key).index(tier)]
+        if choice not in weaker:
+            raise SettingError(
+                key, f"{key} must be a tier weaker than {tier} ({', '.join(weaker)}) or 'off'; got {value!r}."
+            )
+        return choice
 
     def _limit_name(self, key: str, name: str, allowed: tuple[str, ...]) -> str:
         if name not in allowed:
@@ -194,8 +222,10 @@ class SettingsSchema:
             return name
         if p.kind in ("limit", "role_limit"):
             return self._limit(key, p.name or "", value)
-        if p.kind == "tool":
+        if p.kind in ("tool", "reader"):
             return _bool(key, value)
+        if p.kind == "research":
+            return self._research(key, p.name or "", value)
         if p.kind == "max_steps":
             lo, hi = self.max_steps_range
             return _int(key, value, lo, hi, f"a whole number from {lo} to {hi}")
