@@ -27,6 +27,13 @@ def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
 
 
+@pytest.fixture(autouse=True)
+def page_server_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page server is on 127.0.0.1; a 2,000-character window makes the reader's notes stand out."""
+    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
+
+
 @pytest.fixture
 async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
     async with FakeDiscord([guild]) as server:
@@ -34,15 +41,8 @@ async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
 
 
 async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_strong_model_writes(
-    fake: FakeDiscord,
-    llm: FakeLLM,
-    guild: FakeGuild,
-    web: FakeWeb,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, web: FakeWeb, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
-    monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
 
     def respond(body: dict[str, Any]) -> Reply:
         if body["model"] == "gpt-4.1-nano":
@@ -90,15 +90,8 @@ async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_str
 
 
 async def test_e2e_a_server_that_turned_the_reader_off_gets_the_page_itself(
-    fake: FakeDiscord,
-    llm: FakeLLM,
-    guild: FakeGuild,
-    web: FakeWeb,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, web: FakeWeb, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
-    monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
 
     def respond(body: dict[str, Any]) -> Reply:
         if body["model"] == "gpt-5" or any(m["role"] == "tool" for m in body["messages"]):
