@@ -54,7 +54,7 @@ import train_router  # noqa: E402
 from agent.config import AgentSettings  # noqa: E402
 from agent.events import Usage  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
-from agent.models.embedding_classifier import LinearRouter, held_out_probabilities  # noqa: E402
+from agent.models.embedding_classifier import LinearRouter, held_out_probabilities, route  # noqa: E402
 from agent.models.factory import parse_research_tiers, split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
 from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
@@ -214,7 +214,7 @@ def main() -> int:
     _, vectors, labels, groups, _ = train_router.load()
     p = held_out_probabilities(vectors, labels, groups)
     bar = LinearRouter.shipped().complex_at
-    shipped: list[Tier] = [TIERS[i] for i in train_router.decide_all(p, bar, train_router.keyword_tiers(tasks))]
+    shipped: list[Tier] = [TIERS[i] for i in route(p, bar, train_router.keyword_tiers(tasks))]
     rows = [(t["tier"], r) for t, r in zip(tasks, shipped, strict=True)]
 
     print(

@@ -28,6 +28,7 @@ from agent.models.embedding_classifier import (  # noqa: E402
     LinearRouter,
     data_sha256,
     held_out_probabilities,
+    route,
     train,
 )
 from agent.models.tiers import TIERS  # noqa: E402
@@ -48,13 +49,6 @@ def load() -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, MiniLMEmbedd
     return tasks, vectors, labels, groups, embedding
 
 
-def decide_all(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
-    """What the shipped classifier does (LinearRouter.decide) for every row at once."""
-    pred = np.minimum(keywords, 1)
-    pred[p[:, 2] >= complex_at] = 2
-    return pred
-
-
 def keyword_tiers(tasks: list[dict]) -> np.ndarray:
     return np.array([TIERS.index(heuristic_tier(t["task"])[0]) for t in tasks])
 
@@ -65,7 +59,7 @@ def choose_threshold(p: np.ndarray, labels: np.ndarray, keywords: np.ndarray, *,
     if show:
         print(f"{'complex at':>10} {'accuracy':>9} {'complex too low':>16}")
     for th in GRID:
-        pred = decide_all(p, th, keywords)
+        pred = route(p, th, keywords)
         under = float((pred[cx] < 2).mean())
         if show:
             print(f"{th:>10.2f} {(pred == labels).mean():>9.1%} {(pred[cx] < 2).sum():>8}/{cx.sum():<3} {under:>5.1%}")

@@ -106,7 +106,7 @@ async def _provider(provider: str, s: AgentSettings, client: httpx.AsyncClient) 
 
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     """Build the router as the bot does and route one ask: broken weights or embedding show here."""
-    from agent.models.factory import build_router, parse_research_tiers
+    from agent.models.factory import build_router
 
     router = build_router(s, client)
     ask = "compare three note-taking apps on price, sync and privacy"
@@ -114,7 +114,7 @@ async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     if s.router_classifier == "embedding" and decision.source != "embedding":
         why = getattr(router.classifier, "unavailable", None) or "; ".join(decision.reasons)
         raise RuntimeError(f"the embedding classifier fell back to keywords ({why})")
-    research = ", ".join(f"{k}={v}" for k, v in parse_research_tiers(s.router_research_tiers).items())
+    research = ", ".join(f"{k}={v}" for k, v in router.research.items())
     return (
         f"ROUTER_CLASSIFIER={s.router_classifier}: a test ask routed {decision.tier} "
         f"({decision.source}); research tiers: {research or 'off'}"

@@ -16,7 +16,7 @@ import httpx
 import structlog
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.factory import build_reader, build_router, parse_research_tiers
+from agent.models.factory import build_reader, build_router, parse_research_tiers, reader_enabled
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
@@ -93,7 +93,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             default_tier=bot_settings.default_tier,
             max_steps=agent_settings.agent_max_steps,
             research=parse_research_tiers(agent_settings.router_research_tiers),
-            reader=agent_settings.reader_model not in ("off", ""),
+            reader=reader_enabled(agent_settings),
         )
         known = {
             *default_prices().known_models(),

@@ -71,12 +71,12 @@ def test_weights_for_another_embedding_are_refused() -> None:
 
 def test_held_out_by_writer_few_complex_asks_go_too_low() -> None:
     """Each split scored by weights trained without it, as bench/train_router.py chose the bar."""
-    from agent.models.embedding_classifier import held_out_probabilities
-    from bench.train_router import decide_all, keyword_tiers, load
+    from agent.models.embedding_classifier import held_out_probabilities, route
+    from bench.train_router import keyword_tiers, load
 
     tasks, vectors, labels, groups, _ = load()
     p = held_out_probabilities(vectors, labels, groups)
-    pred = decide_all(p, LinearRouter.shipped().complex_at, keyword_tiers(tasks))
+    pred = route(p, LinearRouter.shipped().complex_at, keyword_tiers(tasks))
     assert (pred[labels == 2] < 2).mean() <= 0.05
     # Not "everything is complex": most simple asks stay on the cheapest tier.
     assert (pred[labels == 0] == 0).mean() >= 0.6 and (pred == labels).mean() >= 0.6

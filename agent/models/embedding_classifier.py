@@ -39,6 +39,14 @@ log = structlog.get_logger("agent.router")
 WEIGHTS_FILE = "router_classifier.json"
 
 
+def route(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
+    """The shipped rule for many asks at once (tier indices): complex at ``p[:, 2] >= complex_at``,
+    else the keywords' tier with their complex read as medium. The bench and training use it as is."""
+    out = np.minimum(keywords, TIERS.index("medium"))
+    out[p[:, 2] >= complex_at] = TIERS.index("complex")
+    return out
+
+
 @dataclass(frozen=True)
 class LinearRouter:
     """``softmax(v @ weights + bias)`` over (simple, medium, complex); complex at ``complex_at`` or more."""
@@ -57,9 +65,7 @@ class LinearRouter:
 
     def decide(self, p: np.ndarray, keywords: Tier) -> Tier:
         """Complex when its probability reaches the bar; otherwise the keywords' simple or medium."""
-        if p[2] >= self.complex_at:
-            return "complex"
-        return "medium" if keywords == "complex" else keywords
+        return TIERS[int(route(np.atleast_2d(p), self.complex_at, np.array([TIERS.index(keywords)]))[0])]
 
     def to_json(self) -> str:
         return json.dumps(

@@ -184,6 +184,11 @@ def parse_research_tiers(text: str) -> dict[str, str]:
     return validate_research(pairs, f"ROUTER_RESEARCH_TIERS={text!r}")
 
 
+def reader_enabled(settings: AgentSettings) -> bool:
+    """``READER_MODEL`` is not ``off``: the owner allows page reading at all."""
+    return settings.reader_model not in ("off", "")
+
+
 def reader_settings(settings: AgentSettings) -> ReaderSettings:
     return ReaderSettings(min_chars=settings.reader_min_chars, max_words=settings.reader_max_words)
 
@@ -196,7 +201,7 @@ def build_reader(settings: AgentSettings, router: Router, run_tier: Tier) -> Rea
     ``off`` never reads; a model spec always reads with that model.
     """
     spec = settings.reader_model
-    if spec in ("off", ""):
+    if not reader_enabled(settings):
         return None
     if spec == "auto":
         if tier_index(run_tier) <= tier_index("simple"):

@@ -381,8 +381,8 @@ class RoutedModel:
                 + ("; ".join(router.unconfigured.values()) or "check the tier settings")
             )
         self._spec = spec
-        helper = router.research.get(tier)
-        if helper is not None and tier_index(helper) < tier_index(tier):
+        helper = router.research.get(tier)  # always weaker than ``tier`` (validate_research)
+        if helper is not None:
             research = self._pick(helper)
             if research is not None and research != spec:  # one model for both jobs: nothing to split
                 self._tier, self._writer, self._spec = helper, tier, research

@@ -181,6 +181,19 @@ class ConfigCog(commands.Cog):
                 lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
         await reply(interaction, "\n".join(lines))
 
+    async def _set_or_show(
+        self, interaction: discord.Interaction, guild_id: int, heading: str, options: dict[str, Any]
+    ) -> None:
+        """Commands with several optional settings: store the ones given, or show them all if none is."""
+        changes = [(k, v) for k, v in options.items() if v is not None]
+        if changes:
+            await self._set(interaction, guild_id, changes)
+            return
+        gs = await self.store.get(guild_id)
+        limits = await self.bot.services.quotas.limits_for(guild_id)
+        lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in options]
+        await reply(interaction, f"{heading}:\n" + "\n".join(lines))
+
     # --- show -------------------------------------------------------------------------------------
 
     @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
@@ -411,23 +424,12 @@ class ConfigCog(commands.Cog):
         guild_id = await admin_guild(interaction)
         if guild_id is None:
             return
-        changes: list[tuple[str, Any]] = [
-            (k, v)
-            for k, v in (
-                ("memory.auto_store", auto_store),
-                ("memory.max_items", max_items),
-                ("memory.max_age_days", max_age_days),
-            )
-            if v is not None
-        ]
-        if not changes:
-            gs = await self.store.get(guild_id)
-            limits = await self.bot.services.quotas.limits_for(guild_id)
-            keys = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
-            lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in keys]
-            await reply(interaction, "Memory settings:\n" + "\n".join(lines))
-            return
-        await self._set(interaction, guild_id, changes)
+        await self._set_or_show(
+            interaction,
+            guild_id,
+            "Memory settings",
+            {"memory.auto_store": auto_store, "memory.max_items": max_items, "memory.max_age_days": max_age_days},
+        )
 
     @config.command(name="routing", description="Who researches for the stronger tiers, and the page reader.")
     @app_commands.describe(
@@ -448,20 +450,16 @@ class ConfigCog(commands.Cog):
         guild_id = await admin_guild(interaction)
         if guild_id is None:
             return
-        keys = ("research.complex", "research.medium", "reader")
-        values = (
-            complex_research.value if complex_research else None,
-            medium_research.value if medium_research else None,
-            page_reader,
+        await self._set_or_show(
+            interaction,
+            guild_id,
+            "Routing settings",
+            {
+                "research.complex": complex_research.value if complex_research else None,
+                "research.medium": medium_research.value if medium_research else None,
+                "reader": page_reader,
+            },
         )
-        changes: list[tuple[str, Any]] = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
-        if not changes:
-            gs = await self.store.get(guild_id)
-            limits = await self.bot.services.quotas.limits_for(guild_id)
-            lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in keys]
-            await reply(interaction, "Routing settings:\n" + "\n".join(lines))
-            return
-        await self._set(interaction, guild_id, changes)
 
     # --- reset ------------------------------------------------------------------------------------
 

@@ -179,7 +179,8 @@ class SettingsSchema:
         choice = _text(value).lower()
         if choice in _FALSE or choice in ("none", "self"):
             return None
-        weaker = self._ordered_tiers(key)[: self._ordered_tiers(key).index(tier)]
+        order = self._ordered_tiers(key)
+        weaker = order[: order.index(tier)]
         if choice not in weaker:
             raise SettingError(
                 key, f"{key} must be a tier weaker than {tier} ({', '.join(weaker)}) or 'off'; got {value!r}."
