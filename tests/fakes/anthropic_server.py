@@ -55,41 +55,14 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class FakeAnthropic:
+class FakeAnthropic(llm_server.ScriptedServer):
     def __init__(self) -> None:
-        self._queue: list[Reply] = []
-        self.requests: list[dict[str, Any]] = []
+        super().__init__()
         self.headers: list[dict[str, str]] = []
-        self.api_key: str | None = None
-        self.known_models: set[str] | None = None
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def script(self, *replies: Reply) -> None:
-        self._queue.extend(replies)
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
-    async def __aenter__(self) -> FakeAnthropic:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner:
-            await self._runner.cleanup()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.anthropic_server import Reply
+from tests.fakes.llm_server import ScriptedServer
 
 
 def google_error(
@@ -27,41 +28,16 @@ def google_error(
     return Reply(status=status, error_body=body, headers=headers or {})
 
 
-class FakeGemini:
+class FakeGemini(ScriptedServer):
+    PREFIX = "/v1beta"
+
     def __init__(self) -> None:
-        self._queue: list[Reply] = []
-        self.requests: list[dict[str, Any]] = []
+        super().__init__()
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
-        self.api_key: str | None = None
-        self.known_models: set[str] | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1beta"
-
-    def script(self, *replies: Reply) -> None:
-        self._queue.extend(replies)
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
-
-    async def __aenter__(self) -> FakeGemini:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{call}", self._generate)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner:
-            await self._runner.cleanup()
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")

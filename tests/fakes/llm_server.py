@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -64,24 +64,26 @@ def error(status: int, message: str = "error", headers: dict[str, str] | None = 
     )
 
 
-class FakeLLM:
+class ScriptedServer:
+    """What every scripted provider fake shares: a queue of replies served by an aiohttp app on 127.0.0.1.
+
+    Subclasses add their wire format's routes in :meth:`routes`; ``PREFIX`` is the base URL's path.
+    """
+
+    PREFIX = ""
+    BACKLOG = 128
+
     def __init__(self) -> None:
-        self._queue: list[Reply] = []
-        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self._queue: list[Any] = []
         self.requests: list[dict[str, Any]] = []
-        self.request_times: list[float] = []
-        self.auth_headers: list[str | None] = []
         self.api_key: str | None = None
         self.known_models: set[str] | None = None
-        self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
-        self.record = True
-        self._closing = asyncio.Event()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://127.0.0.1:{self.port}{self.PREFIX}"
 
     def script(self, *replies: Reply) -> None:
         self._queue.extend(replies)
@@ -90,21 +92,44 @@ class FakeLLM:
     def pending(self) -> int:
         return len(self._queue)
 
-    async def __aenter__(self) -> FakeLLM:
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=self.BACKLOG)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._closing.set()
         if self._runner:
             await self._runner.cleanup()
+
+
+class FakeLLM(ScriptedServer):
+    PREFIX = "/v1"
+    BACKLOG = 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.request_times: list[float] = []
+        self.auth_headers: list[str | None] = []
+        self._ids = itertools.count(1)
+        self.record = True
+        self._closing = asyncio.Event()
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()
+        await super().__aexit__(*exc)
 
     async def _models(self, request: web.Request) -> web.Response:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
