@@ -13,12 +13,18 @@ from typing import Any, Literal
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts; ``cached_tokens`` is the part of ``prompt_tokens`` served from a provider cache."""
+    """Token counts.
+
+    ``cached_tokens`` is the part of ``prompt_tokens`` served from a provider cache; ``reasoning_tokens`` the
+    part of ``completion_tokens`` a reasoning model spent thinking. Providers bill it as output but never
+    show it, so it is kept apart: on gpt-5 it can be most of a run's cost, and admins need to see that.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     requests: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -30,6 +36,7 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
             self.requests + other.requests,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
 

@@ -295,6 +295,7 @@ class Agent:
                 prompt_tokens=response.usage.prompt_tokens,
                 completion_tokens=response.usage.completion_tokens,
                 cached_tokens=response.usage.cached_tokens,
+                reasoning_tokens=response.usage.reasoning_tokens,
                 cost=round(cost.usd, 6) if cost.known else "unknown",
                 tool_calls=len(response.message.tool_calls),
             )

@@ -98,7 +98,8 @@ class TerminalRenderer:
         status = "" if result.ok else f" · status: {result.status}"
         self.console.print(
             f"[dim]{result.steps} steps · {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
-            f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''} · cost {result.cost.format()} · "
+            f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
+            f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · cost {result.cost.format()} · "
             f"models {', '.join(result.models) or '-'} · {result.duration:.1f}s{status}[/]"
         )
         if result.sources:

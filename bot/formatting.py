@@ -408,8 +408,9 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
     ]
     models = [
         f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
-        f" · {m.prompt_tokens:,} in / {m.completion_tokens:,} out tokens"
-        + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
+        f" · {m.prompt_tokens:,} in" + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
+        + f" / {m.completion_tokens:,} out" + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
+        + " tokens"
         + f" · {format_usd(m.cost_usd)}{'+' if m.unknown_cost_calls else ''}"
         for m in usage.models
     ]

@@ -100,6 +100,7 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
         if len(result.sources) > 10:
             lines.append(f"…and {len(result.sources) - 10} more")
     cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
+    reasoning = f", of which {u.reasoning_tokens:,} reasoning" if u.reasoning_tokens else ""
     status = {
         "completed": "",
         "max_iterations": " · ⏱️ step limit reached",
@@ -111,7 +112,7 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
         status = f" · ⏹️ stopped by {stopped_by}"
     lines.append(
         f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {u.total_tokens:,} tokens "
-        f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out) · {result.cost.format()} · "
+        f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · {result.cost.format()} · "
         f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
     )
     return "\n".join(lines)

@@ -277,6 +277,19 @@ async def test_usage_and_cost_are_summed(llm: FakeLLM, http: httpx.AsyncClient) 
     assert result.models == ["gpt-4o-mini"]
 
 
+async def test_reasoning_tokens_are_summed_apart_and_priced_as_output(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    llm.script(
+        tool_call("calculator", {"expression": "1"}, completion_tokens=250, reasoning_tokens=200),
+        text("one", completion_tokens=700, reasoning_tokens=600),
+    )
+    result = (await collect(make_agent(llm, http, builtin_tools(), model="gpt-5"), "go"))[-1].result
+    assert (result.usage.completion_tokens, result.usage.reasoning_tokens) == (950, 800)
+    price = default_prices().lookup("gpt-5")
+    assert result.cost.usd == pytest.approx((200 * price.input + 950 * price.output) / 1e6)
+
+
 async def test_unknown_model_cost_is_unknown_not_zero(llm: FakeLLM, http: httpx.AsyncClient) -> None:
     llm.script(text("hi"))
     result = (await collect(make_agent(llm, http, [], model="my-local-llama"), "go"))[-1].result

@@ -73,10 +73,12 @@ async def test_e2e_usage_me_after_research_shows_tokens_used_left_and_resets(
 async def test_e2e_usage_server_is_for_admins_and_breaks_down_by_user_and_model(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    llm.script(text("Everest: 8,849 m.", prompt_tokens=1200, completion_tokens=80))
+    llm.script(text("Everest: 8,849 m.", prompt_tokens=1200, completion_tokens=80, reasoning_tokens=50))
     alice = guild.member("alice")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         await research_once(fake, guild, bot, "Everest: 8,849 m.")
+        (thread,) = fake.threads(guild.channel("general"))
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content)
         refused = await run(fake, guild, "usage server", user="bob")
         stripped = await run(fake, guild, "usage server", user="admin", permissions=NO_PERMISSIONS)
         await run(fake, guild, "config limits", {"limit": "guild_budget_per_month_usd", "value": "20"})
@@ -89,7 +91,9 @@ async def test_e2e_usage_server_is_for_admins_and_breaks_down_by_user_and_model(
     top = shown.split("Top users\n", 1)[1].splitlines()[0]
     assert top.startswith(f"1. <@{alice.id}>: 1 request · 1,280 tokens · $0.0")
     models = shown.split("By provider and model\n", 1)[1].splitlines()[0]
-    assert models.startswith("`openai/gpt-4o-mini`: 1 call · 1,200 in / 80 out tokens · $0.0")
+    # The hidden thinking a reasoning model was billed for is shown apart, in the answer and per model.
+    assert models.startswith("`openai/gpt-4o-mini`: 1 call · 1,200 in / 80 out (50 reasoning) tokens · $0.0")
+    assert "(1,200 in, 80 out, of which 50 reasoning)" in footer.content
 
 
 async def test_e2e_usage_me_shows_the_most_generous_role_limit(

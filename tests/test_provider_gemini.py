@@ -185,6 +185,21 @@ async def test_usage_counts_cached_content_and_prices_it(api: FakeGemini, http: 
     )
 
 
+async def test_thinking_tokens_are_billed_as_output_and_reported_apart(
+    api: FakeGemini, http: httpx.AsyncClient
+) -> None:
+    # Gemini 2.5 reports thinking in thoughtsTokenCount, outside candidatesTokenCount: a bot that read only
+    # the candidates would bill 40 of these 340 output tokens.
+    api.script(text("hi", prompt_tokens=1000, completion_tokens=340, reasoning_tokens=300))
+    events = await collect(Agent(gemini(api, http), ToolRegistry()), "hi")
+    usage = next(e for e in events if isinstance(e, UsageEvent))
+    assert (usage.usage.completion_tokens, usage.usage.reasoning_tokens) == (340, 300)
+    price = default_prices().lookup("gemini-2.5-flash")
+    assert price is not None
+    assert usage.cost.usd == pytest.approx((1000 * price.input + 340 * price.output) / 1e6)
+    assert events[-1].result.usage.reasoning_tokens == 300
+
+
 async def test_429_waits_for_the_retry_info_delay(api: FakeGemini, http: httpx.AsyncClient) -> None:
     api.script(
         google_error(

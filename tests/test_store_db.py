@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from agent.events import Cost, Usage
+from bot.limits import Limits
 from bot.store import (
     MIGRATIONS,
     Database,
     DatabaseTooNew,
     GuildSettingsStore,
+    QuotaStore,
     SessionRecord,
     SessionStore,
     SettingsSchema,
@@ -29,13 +33,13 @@ def tables(path: Path) -> set[str]:
 async def test_empty_file_is_created_at_the_newest_version_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "data" / "agentbot.sqlite3"  # the data directory does not exist yet
     async with await Database.open(path) as db:
-        assert db.schema_version == len(MIGRATIONS) == 2
+        assert db.schema_version == len(MIGRATIONS) == 3
         (mode,) = await db.fetchone("PRAGMA journal_mode")  # type: ignore[misc]
         assert mode == "wal"
         rows = await db.conn.execute_fetchall("PRAGMA foreign_keys")
         assert next(iter(rows))[0] == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert {"sessions", "messages", "turns", "usage_ledger", "reservations", "audit_log"} <= tables(path)
 
 
@@ -55,7 +59,7 @@ async def test_a_v1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
     assert "audit_log" not in tables(path)
 
     async with await Database.open(path) as db:
-        assert db.schema_version == 2
+        assert db.schema_version == 3
         sessions = SessionStore(db)
         assert (await sessions.get("s1")).task == "why"  # type: ignore[union-attr]
         assert await sessions.history("s1") == [{"role": "user", "content": "why"}]
@@ -64,6 +68,31 @@ async def test_a_v1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
         await settings.set(1, 42, "max_steps", 9)  # the v2 audit table works on the upgraded file
         view = await settings.show(1)
         assert [(e.key, e.old, e.new, e.actor_id) for e in view.recent_changes] == [("max_steps", 7, 9, 42)]
+
+
+async def test_a_v2_file_keeps_its_usage_and_then_counts_reasoning_tokens_per_model(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    limits = Limits(None, None, None, None, None)
+    async with await Database.open(path, migrations=MIGRATIONS[:2]) as db:
+        month = datetime.now(UTC).strftime("%Y-%m")  # a call settled by the version before this one
+        await db.write(
+            "INSERT INTO usage_ledger (guild_id, user_id, provider, model, day, month, prompt_tokens,"
+            " completion_tokens, cached_tokens, cost_nusd, cost_known, at)"
+            " VALUES (1, 7, 'openai', 'gpt-5', ?, ?, 1000, 300, 0, 4000000, 1, 0)",
+            (f"{month}-01", month),
+        )
+
+    async with await Database.open(path) as db:
+        assert db.schema_version == 3
+        store = QuotaStore(db, None, limits)
+        await store.budget(1, 7, ()).settle(None, "gpt-5", "openai", Usage(2000, 900, 0, 1, 700), Cost(0.01))
+        await store.budget(1, 7, ()).settle(None, "gpt-4.1-nano", "openai", Usage(500, 50, 0, 1), Cost(0.0001))
+        await store.flush()
+        server = await store.server_usage(1)
+    by_model = {m.model: (m.calls, m.completion_tokens, m.reasoning_tokens) for m in server.models}
+    # the call made before the upgrade keeps its counts; reasoning is known from the upgrade on
+    assert by_model == {"gpt-5": (2, 1200, 700), "gpt-4.1-nano": (1, 50, 0)}
+    assert server.tokens == 1000 + 300 + 2000 + 900 + 500 + 50
 
 
 async def test_a_file_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
@@ -76,7 +105,7 @@ async def test_a_file_from_a_newer_version_is_refused_untouched(tmp_path: Path) 
     with pytest.raises(DatabaseTooNew) as err:
         await Database.open(path)
     message = str(err.value)
-    assert "schema version 7" in message and "up to version 2" in message and "newer agentbot" in message
+    assert "schema version 7" in message and "up to version 3" in message and "newer agentbot" in message
     assert path.read_bytes() == before
 
 

@@ -13,6 +13,8 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
   and on the last message (each step of a run re-reads the whole previous prefix). Usage reports
   ``prompt_tokens`` = uncached + cache writes + cache reads and ``cached_tokens`` = cache reads; cache
   writes (billed 1.25x input) are priced as plain input, so costs are slightly low on a run's first step.
+  Extended thinking is not requested, and Anthropic would fold it into ``output_tokens`` without a
+  separate count, so ``reasoning_tokens`` stays 0 here.
 
 Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` included), timeouts and an
 ``error`` event mid-stream are retried with backoff honouring ``Retry-After``; 401/403 (key), 404

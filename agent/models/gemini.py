@@ -160,11 +160,13 @@ def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def parse_usage(raw: dict[str, Any] | None) -> Usage:
     if not raw:
         return Usage(requests=1)
+    thoughts = int(raw.get("thoughtsTokenCount") or 0)
     return Usage(
         prompt_tokens=int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
-        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0),
+        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
         cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
         requests=1,
+        reasoning_tokens=thoughts,
     )
 
 

@@ -4,7 +4,9 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
 (``stream_options.include_usage``), in the last choice chunk, or not at all; cached prompt tokens are
-reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek).
+reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
+reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
+report it as ``completion_tokens_details.reasoning_tokens``.
 """
 
 from __future__ import annotations
@@ -67,11 +69,13 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage:
         return Usage(requests=1)
     details = raw.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
+    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return Usage(
         prompt_tokens=int(raw.get("prompt_tokens") or 0),
         completion_tokens=int(raw.get("completion_tokens") or 0),
         cached_tokens=int(cached or 0),
         requests=1,
+        reasoning_tokens=int(reasoning or 0),
     )
 
 

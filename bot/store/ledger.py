@@ -51,9 +51,9 @@ WHERE (:tok_lim IS NULL OR
 # The ledger's reservation_id is UNIQUE: settling one reservation twice fails loudly instead of counting twice.
 SETTLE_SQL = """
 INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day, month,
-                          prompt_tokens, completion_tokens, cached_tokens, cost_nusd, cost_known,
-                          unknown_models, at)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                          prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,
+                          cost_known, unknown_models, at)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 """
 
 RELEASE_SQL = "DELETE FROM reservations WHERE id = ?"

@@ -197,9 +197,25 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_guild ON audit_log (guild_id, id);
 """
 
+# Reasoning tokens are part of completion_tokens (already counted and priced); this only keeps them apart
+# so /usage server can show how much of a model's output was hidden thinking. A second trigger rather
+# than a rewritten rollup: both upsert, so the per-model counters come out right in either firing order.
+V3 = """
+ALTER TABLE usage_ledger ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE model_monthly ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+
+CREATE TRIGGER usage_ledger_reasoning AFTER INSERT ON usage_ledger WHEN NEW.reasoning_tokens > 0 BEGIN
+    INSERT INTO model_monthly (guild_id, month, provider, model, reasoning_tokens)
+    VALUES (NEW.guild_id, NEW.month, NEW.provider, NEW.model, NEW.reasoning_tokens)
+    ON CONFLICT (guild_id, month, provider, model) DO UPDATE SET
+        reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens;
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
+    Migration(3, "reasoning tokens per model call", V3),
 )
 
 for _i, _m in enumerate(MIGRATIONS, start=1):

@@ -144,6 +144,7 @@ class ModelTotal:
     cached_tokens: int
     cost_usd: float
     unknown_cost_calls: int
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +354,7 @@ class QuotaStore:
         )
         models = await self.db.fetchall(
             "SELECT provider, model, calls, prompt_tokens, completion_tokens, cached_tokens, cost_nusd,"
-            " unknown_cost_calls FROM model_monthly WHERE guild_id = ? AND month = ?"
+            " unknown_cost_calls, reasoning_tokens FROM model_monthly WHERE guild_id = ? AND month = ?"
             " ORDER BY cost_nusd DESC, prompt_tokens + completion_tokens DESC",
             (guild_id, month),
         )
@@ -366,7 +367,9 @@ class QuotaStore:
             budget_usd=limits.guild_budget_per_month_usd,
             resets_at=next_month(now),
             top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4]) for r in users],
-            models=[ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7]) for r in models],
+            models=[
+                ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7], r[8]) for r in models
+            ],
         )
 
 
@@ -458,6 +461,7 @@ class QuotaBudget:
                 max(0, usage.prompt_tokens),
                 max(0, usage.completion_tokens),
                 max(0, usage.cached_tokens),
+                max(0, usage.reasoning_tokens),
                 nusd,
                 int(cost.known),
                 ",".join(cost.unknown_models) or None,

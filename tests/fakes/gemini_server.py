@@ -84,7 +84,8 @@ class FakeGemini(ScriptedServer):
         version = reply.model or model
         usage = {
             "promptTokenCount": reply.prompt_tokens,
-            "candidatesTokenCount": reply.completion_tokens,
+            "candidatesTokenCount": reply.completion_tokens - reply.reasoning_tokens,
+            "thoughtsTokenCount": reply.reasoning_tokens,
             "cachedContentTokenCount": reply.cached_tokens,
             "totalTokenCount": reply.prompt_tokens + reply.completion_tokens,
         }

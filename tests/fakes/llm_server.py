@@ -35,6 +35,8 @@ class Reply:
     prompt_tokens: int = 100
     completion_tokens: int = 20
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    """The part of ``completion_tokens`` a reasoning model spent thinking."""
     fragment: int = 7
     """Stream tool-call arguments (and text) in pieces of this many characters."""
     hang: bool = False
@@ -171,6 +173,7 @@ class FakeLLM(ScriptedServer):
             "completion_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens,
             "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens},
         }
         calls = [
             {"id": f"call_{next(self._ids)}", "type": "function", "function": {"name": n, "arguments": a}}
