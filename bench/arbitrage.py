@@ -1,14 +1,15 @@
 """Routing report: classifier accuracy on a labelled task set, and what routing saves vs always-complex.
 
-    .venv/bin/python bench/arbitrage.py
+    .venv/bin/python bench/arbitrage.py [--usage-db DATA_DIR/agentbot.sqlite3]
 
-Data: ``bench/data/arbitrage_tasks.jsonl`` (300 asks written for this repo, labelled simple / medium /
+Data: ``bench/data/arbitrage_tasks.jsonl`` (540 asks written for this repo, labelled simple / medium /
 complex by the work they need). Splits, in the order they were written: ``dev`` (72), ``holdout``,
-``test`` and ``test2`` (30 + 24 + 24), then ``test3``, ``test4`` and ``test5`` (45 + 45 + 60), each
-written by a helper that never saw the router. The keywords were tuned on every split but ``test5``.
-Routing is the shipped ``ROUTER_CLASSIFIER=embedding``, each split scored by weights trained without
-it (``bench/train_router.py``), so every figure below is held out by writer; ``test5`` is blind for
-the keywords too.
+``test`` and ``test2`` (30 + 24 + 24), ``test3`` and ``test4`` (45 + 45), then ``test5`` to ``test9``
+(60 each), each written by a helper that never saw the router or the data. The keywords were tuned on
+the splits up to ``test4`` only, so they are blind on the last 300. Routing is the shipped
+``ROUTER_CLASSIFIER=embedding``, each split scored by weights trained without it
+(``bench/train_router.py``), so every figure below is held out by writer; ``test9`` was also measured
+once before it joined the training data.
 
 Cost model (no network): a run's *work* depends on the task's true tier, its *price* on the models
 that do it. Each tier's typical run is a list of tool observations, then the answer:
@@ -31,6 +32,13 @@ tier (the real run carries on from what it found, so this overstates it); a medi
 task keeps its researcher and gains the writer, so it costs the complex run. Prices: each tier's primary in
 ``agent/models/tiers.toml``, from ``agent/models/prices.json``.
 
+Reasoning: gpt-5, gpt-5-mini (the shipped complex and medium models), Gemini 2.5 Pro/Flash and gpt-oss
+think before each answer and bill it as output. How much depends on the model and the call, and no
+offline figure fits our calls, so it is priced at 0 by default: the saving reported is a floor. The
+bot records reasoning tokens per model (``/usage server``); ``--usage-db`` prices each model at its
+measured average per call. A sensitivity table shows the saving for 0 to 2,000 tokens per call, and
+the per-call average at which the target is met.
+
 Baseline, computed in the same run: every task on the complex tier's primary, with no reader (a
 one-model bot gains nothing from reading pages with the same expensive model: that costs more, as
 the "always-complex + reader" line shows). The saving is against the cheaper of the two.
@@ -38,11 +46,14 @@ the "always-complex + reader" line shows). The saving is against the cheaper of 
 
 from __future__ import annotations
 
+import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,26 +150,82 @@ LADDERS: dict[str, dict[Tier, str]] = {
 }
 
 
-def usd(model: str, usage: Usage, prices: PriceTable) -> float:
-    cost = prices.cost(model, usage)
-    if not cost.known:
-        raise SystemExit(f"no price for {model}: add it to agent/models/prices.json")
-    return cost.usd
+# Models that think before answering unless told not to: OpenAI's gpt-5 family and gpt-oss (default effort
+# "medium"), Gemini 2.5 Pro and Flash (dynamic thinking). Claude thinks only when asked; Flash-Lite,
+# gpt-4.1 and Llama do not think at all.
+REASONS_BY_DEFAULT = frozenset(
+    {"gpt-5", "gpt-5-mini", "gemini-2.5-pro", "gemini-2.5-flash", "openai/gpt-oss-20b", "openai/gpt-oss-120b"}
+)
+MIN_MEASURED_CALLS = 50
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """The price table plus the hidden reasoning each model adds to every call, billed as output.
+
+    Reasoning is the one token count this model cannot assume from the work a run does: it depends on the
+    model, the effort and the question, and no public figure fits our calls. So it is 0 unless measured
+    (``--usage-db``: a running bot's own per-model counts), and the report shows how the saving moves with it.
+    """
+
+    table: PriceTable
+    reasoning: Mapping[str, float] = field(default_factory=dict)
+
+    def usd(self, model: str, usage: Usage) -> float:
+        extra = round(self.reasoning.get(model, 0) * usage.requests)
+        cost = self.table.cost(model, replace(usage, completion_tokens=usage.completion_tokens + extra))
+        if not cost.known:
+            raise SystemExit(f"no price for {model}: add it to agent/models/prices.json")
+        return cost.usd
+
+    def thinking(self, per_call: float) -> Pricing:
+        """The same prices with every default reasoner thinking ``per_call`` tokens a call."""
+        return Pricing(self.table, dict.fromkeys(REASONS_BY_DEFAULT, per_call))
+
+
+def measured_reasoning(path: Path, table: PriceTable) -> dict[str, tuple[float, int]]:
+    """Reasoning tokens per call and calls, per model in LADDERS, from a bot's usage database.
+
+    Served names (``gpt-5-2025-08-07``) are matched to ladder names through the price table; models with
+    fewer than MIN_MEASURED_CALLS calls are left out, since a few calls say little about an average.
+    """
+    if not path.is_file():
+        raise SystemExit(f"--usage-db {path}: no such file (the bot keeps its database in DATA_DIR/agentbot.sqlite3)")
+    names = {m for lad in LADDERS.values() for m in lad.values()}
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            rows = conn.execute(
+                "SELECT model, SUM(calls), SUM(reasoning_tokens) FROM model_monthly GROUP BY model"
+            ).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise SystemExit(
+            f"--usage-db {path}: cannot read reasoning counts ({e}); it needs a database written by an "
+            "agentbot with schema version 3 or later (start the bot once to upgrade it)"
+        ) from e
+    totals: dict[str, list[int]] = {}
+    for served, calls, reasoning in rows:
+        price = table.lookup(served)
+        for name in names:
+            if price is not None and table.lookup(name) is price:
+                t = totals.setdefault(name, [0, 0])
+                t[0] += int(calls or 0)
+                t[1] += int(reasoning or 0)
+    return {m: (r / c, c) for m, (c, r) in totals.items() if c >= MIN_MEASURED_CALLS}
 
 
 def run_cost(
     true: Tier,
     model: str,
     reader: str | None,
-    prices: PriceTable,
+    prices: Pricing,
     calls: int | None = None,
     writer: str | None = None,
 ) -> float:
     agent, wrote, read = SHAPES[true].usage(reader=reader is not None, calls=calls, split=writer is not None)
     return (
-        usd(model, agent, prices)
-        + (usd(writer, wrote, prices) if writer else 0.0)
-        + (usd(reader, read, prices) if reader else 0.0)
+        prices.usd(model, agent)
+        + (prices.usd(writer, wrote) if writer else 0.0)
+        + (prices.usd(reader, read) if reader else 0.0)
     )
 
 
@@ -166,7 +233,7 @@ def task_cost(
     true: Tier,
     routed: Tier,
     ladder: dict[Tier, str],
-    prices: PriceTable,
+    prices: Pricing,
     *,
     reader: bool = True,
     research: dict[str, str] = RESEARCH,
@@ -187,7 +254,7 @@ def task_cost(
     return run(routed, calls=DEFAULT_STEP_LIMITS[routed]) + run(true)
 
 
-def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: PriceTable) -> float:
+def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: Pricing) -> float:
     """Always-complex: the cheaper of no reader and reading with the complex model itself."""
     return min(
         run_cost(true, ladder["complex"], None, prices),
@@ -196,7 +263,7 @@ def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: PriceTable) -> fl
 
 
 def costs(
-    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: PriceTable
+    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing
 ) -> tuple[float, float, float]:
     routed = sum(task_cost(t, r, ladder, prices) for t, r in rows)
     oracle = sum(task_cost(t, t, ladder, prices) for t, _ in rows)
@@ -204,9 +271,34 @@ def costs(
     return routed, oracle, baseline
 
 
+def break_even(rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing) -> int | None:
+    """The fewest reasoning tokens per call (for every default reasoner) at which routing saves the target."""
+
+    def saving(per_call: float) -> float:
+        r, _, base = costs(rows, ladder, prices.thinking(per_call))
+        return 1 - r / base
+
+    lo, hi = 0, 20_000
+    if saving(hi) < TARGET_SAVING:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if saving(mid) < TARGET_SAVING else (lo, mid)
+    return lo
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument(
+        "--usage-db",
+        type=Path,
+        help="a running bot's SQLite database: price each model's reasoning tokens per call as measured there",
+    )
+    args = ap.parse_args()
     tasks = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
-    prices = default_prices()
+    table = default_prices()
+    measured = measured_reasoning(args.usage_db, table) if args.usage_db else {}
+    prices = Pricing(table, {m: per_call for m, (per_call, _) in measured.items()})
     t0 = time.perf_counter()
     keywords: list[Tier] = [heuristic_tier(t["task"])[0] for t in tasks]
     per_task_us = (time.perf_counter() - t0) / len(tasks) * 1e6
@@ -263,6 +355,15 @@ def main() -> int:
             r, _, base = costs(part, ladder, prices)
             cells.append(f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}")
         print(f"{name:<44} {cells[0]}      {cells[1]}")
+
+    if args.usage_db:
+        print(f"\nReasoning tokens per call measured in {args.usage_db} (models with ≥ {MIN_MEASURED_CALLS} calls):")
+        for model, (per_call, calls) in sorted(measured.items()):
+            print(f"  {model:<24} {per_call:>8.0f} per call over {calls:,} calls")
+        if not measured:
+            print("  none yet: every figure below prices reasoning at 0")
+    else:
+        print("\nReasoning tokens: priced at 0 per call (not measurable offline; see --usage-db and the table below).")
 
     print("\nTypical run per tier (tokens: prompt / of which cached / completion; reader: in / out)")
     for t, shape in SHAPES.items():
@@ -337,10 +438,30 @@ def main() -> int:
         label = " / ".join(f"{w:.0%}" for w in mix) + (" (labelled)" if mix is labelled else "")
         print(f"{label:<27} {1 - r / b:>7.1%} {1 - o / b:>7.1%}")
 
+    # Reasoning models bill hidden thinking as output on every call. Always-complex makes every call on
+    # gpt-5; routing moves most of them to cheaper models or to ones that do not think, so every token
+    # of thinking per call widens the saving. How much, and what the target needs:
+    print("\nReasoning sensitivity, shipped ladder: every default reasoner thinks N tokens per call")
+    print(f"{'N per call':>10} {'saving':>7} {'oracle':>7}")
+    for per_call in (0, 100, 200, 300, 500, 1000, 2000):
+        r, o, b = costs(rows, ladder, prices.thinking(per_call))
+        print(f"{per_call:>10} {1 - r / b:>7.1%} {1 - o / b:>7.1%}")
+    needed = break_even(rows, ladder, prices)
+    print(
+        f"The {TARGET_SAVING:.0%} target needs {needed} or more reasoning tokens per call on average"
+        if needed is not None
+        else f"No amount of reasoning reaches the {TARGET_SAVING:.0%} target"
+    )
+
     acc, under, saving = figures["all"]
     _, under2, saving2 = figures[UNSEEN]
+    thinking = (
+        "reasoning as measured: " + ", ".join(f"{m} {v:.0f}/call" for m, v in sorted(prices.reasoning.items()))
+        if prices.reasoning
+        else "reasoning priced at 0"
+    )
     print(
-        f"\nAll tasks: saving {saving:.1%} (target ≥ {TARGET_SAVING:.0%}: {'met' if saving >= TARGET_SAVING else 'NOT met'}), "
+        f"\nAll tasks ({thinking}): saving {saving:.1%} (target ≥ {TARGET_SAVING:.0%}: {'met' if saving >= TARGET_SAVING else 'NOT met'}), "
         f"complex under-routed {under:.1%} (target ≤ {TARGET_UNDER:.0%}: {'met' if under <= TARGET_UNDER else 'NOT met'})"
     )
     print(
