@@ -312,7 +312,10 @@ class Agent:
                 # conversation (it may still call tools).
                 if handed.from_model != handed.to_model:
                     yield ModelSwitched(
-                        step=step, from_model=handed.from_model, to_model=handed.to_model, reason=handed.reason
+                        step=step,
+                        from_model=handed.from_model,
+                        to_model=handed.to_model,
+                        reason=handed.reason,
                     )
                 continue
             if assistant.content.strip():

@@ -190,7 +190,9 @@ def measured_reasoning(path: Path, table: PriceTable) -> dict[str, tuple[float, 
     fewer than MIN_MEASURED_CALLS calls are left out, since a few calls say little about an average.
     """
     if not path.is_file():
-        raise SystemExit(f"--usage-db {path}: no such file (the bot keeps its database in DATA_DIR/agentbot.sqlite3)")
+        raise SystemExit(
+            f"--usage-db {path}: no such file (the bot keeps its database in DATA_DIR/agentbot.sqlite3)"
+        )
     names = {m for lad in LADDERS.values() for m in lad.values()}
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
@@ -312,8 +314,10 @@ def main() -> int:
     print(
         f"Labelled tasks: {len(tasks)} ({', '.join(f'{k} {v}' for k, v in Counter(t['tier'] for t in tasks).items())})"
     )
-    print(f"Keyword classifier: {per_task_us:.0f} µs per task. Routing below: ROUTER_CLASSIFIER=embedding "
-          f"(complex at p ≥ {bar:.2f}, else the keywords), each split held out of its weights.\n")
+    print(
+        f"Keyword classifier: {per_task_us:.0f} µs per task. Routing below: ROUTER_CLASSIFIER=embedding "
+        f"(complex at p ≥ {bar:.2f}, else the keywords), each split held out of its weights.\n"
+    )
     print("Confusion matrix (rows: labelled tier, columns: routed tier)")
     print(f"{'':>10} " + " ".join(f"{t:>8}" for t in TIERS))
     matrix = Counter(rows)
@@ -353,17 +357,23 @@ def main() -> int:
             acc = sum(a == b for a, b in part) / len(part)
             cx = [b for a, b in part if a == "complex"]
             r, _, base = costs(part, ladder, prices)
-            cells.append(f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}")
+            cells.append(
+                f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}"
+            )
         print(f"{name:<44} {cells[0]}      {cells[1]}")
 
     if args.usage_db:
-        print(f"\nReasoning tokens per call measured in {args.usage_db} (models with ≥ {MIN_MEASURED_CALLS} calls):")
+        print(
+            f"\nReasoning tokens per call measured in {args.usage_db} (models with ≥ {MIN_MEASURED_CALLS} calls):"
+        )
         for model, (per_call, calls) in sorted(measured.items()):
             print(f"  {model:<24} {per_call:>8.0f} per call over {calls:,} calls")
         if not measured:
             print("  none yet: every figure below prices reasoning at 0")
     else:
-        print("\nReasoning tokens: priced at 0 per call (not measurable offline; see --usage-db and the table below).")
+        print(
+            "\nReasoning tokens: priced at 0 per call (not measurable offline; see --usage-db and the table below)."
+        )
 
     print("\nTypical run per tier (tokens: prompt / of which cached / completion; reader: in / out)")
     for t, shape in SHAPES.items():
@@ -456,7 +466,8 @@ def main() -> int:
     acc, under, saving = figures["all"]
     _, under2, saving2 = figures[UNSEEN]
     thinking = (
-        "reasoning as measured: " + ", ".join(f"{m} {v:.0f}/call" for m, v in sorted(prices.reasoning.items()))
+        "reasoning as measured: "
+        + ", ".join(f"{m} {v:.0f}/call" for m, v in sorted(prices.reasoning.items()))
         if prices.reasoning
         else "reasoning priced at 0"
     )

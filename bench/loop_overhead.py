@@ -34,15 +34,31 @@ DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the log sink for the whole ben
 # --- the baseline: a minimal ReAct loop over httpx (about 40 lines) -------------------------------
 async def minimal_session(client: Any, base_url: str, task: str) -> str:
     messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-    tools = [{"type": "function", "function": {"name": "noop", "description": "no-op",
-                                               "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "noop",
+                "description": "no-op",
+                "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}},
+            },
+        }
+    ]
     for _ in range(12):
-        r = await client.post(f"{base_url}/chat/completions",
-                              json={"model": "gpt-4o-mini", "messages": messages, "tools": tools})
+        r = await client.post(
+            f"{base_url}/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": messages, "tools": tools},
+        )
         r.raise_for_status()
         msg = r.json()["choices"][0]["message"]
         calls = msg.get("tool_calls") or []
-        messages.append({"role": "assistant", "content": msg.get("content") or "", **({"tool_calls": calls} if calls else {})})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": msg.get("content") or "",
+                **({"tool_calls": calls} if calls else {}),
+            }
+        )
         if not calls:
             return msg.get("content") or ""
         for c in calls:
@@ -94,7 +110,11 @@ async def child(variant: str, base_url: str, sessions: int, concurrent: bool) ->
 
     configure_logging("INFO", "json", DEVNULL)  # the engine logs each step, as in production
     client = make_client() if variant != "minimal-default-pool" else httpx.AsyncClient(timeout=120)
-    agent = None if variant.startswith("minimal") else make_engine(client, base_url, stream=variant == "engine-stream")
+    agent = (
+        None
+        if variant.startswith("minimal")
+        else make_engine(client, base_url, stream=variant == "engine-stream")
+    )
 
     async def one(i: int) -> str:
         if agent is None:
@@ -114,23 +134,41 @@ async def child(variant: str, base_url: str, sessions: int, concurrent: bool) ->
     await client.aclose()
     assert all(r == "done" for r in results), results[:3]
     steps = sessions * (TOOL_STEPS + 1)
-    return {"variant": variant, "wall": wall, "cpu": cpu, "steps": steps,
-            "rss_per_session_kib": max(0, peak - base_rss) / sessions}
+    return {
+        "variant": variant,
+        "wall": wall,
+        "cpu": cpu,
+        "steps": steps,
+        "rss_per_session_kib": max(0, peak - base_rss) / sessions,
+    }
 
 
 def run_child(variant: str, url: str, sessions: int, concurrent: bool) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", variant, "--url", url, "--n", str(sessions)]
         + (["--concurrent"] if concurrent else []),
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.llm_server", "--latency", str(latency), "--tool-steps", str(TOOL_STEPS)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.llm_server",
+            "--latency",
+            str(latency),
+            "--tool-steps",
+            str(TOOL_STEPS),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
@@ -154,8 +192,10 @@ def main() -> None:
     fast, fast_url = start_server(0.0)
     slow, slow_url = start_server(0.2)
     try:
-        print(f"1) per step at zero model latency: {ns.steps_sessions} sequential sessions x {TOOL_STEPS + 1} calls, "
-              f"best of {ns.repeats}")
+        print(
+            f"1) per step at zero model latency: {ns.steps_sessions} sequential sessions x {TOOL_STEPS + 1} calls, "
+            f"best of {ns.repeats}"
+        )
         rows = {}
         for variant in ("minimal", "engine-nostream", "engine-stream"):
             runs = [run_child(variant, fast_url, ns.steps_sessions, False) for _ in range(ns.repeats)]
@@ -167,18 +207,24 @@ def main() -> None:
             bw, bc = base["wall"] / base["steps"] * 1000, base["cpu"] / base["steps"] * 1000
             print(f"{v:<18}{w:>14.3f}{c:>13.3f}{w / bw:>11.2f}x{c / bc:>10.2f}x")
 
-        print(f"\n2) {ns.sessions} concurrent sessions x {TOOL_STEPS} tool steps at 200 ms model latency "
-              f"(ideal wall {(TOOL_STEPS + 1) * 0.2:.1f} s)")
+        print(
+            f"\n2) {ns.sessions} concurrent sessions x {TOOL_STEPS} tool steps at 200 ms model latency "
+            f"(ideal wall {(TOOL_STEPS + 1) * 0.2:.1f} s)"
+        )
         rows = {}
         for variant in ("minimal", "minimal-default-pool", "engine-nostream", "engine-stream"):
             rows[variant] = run_child(variant, slow_url, ns.sessions, True)
         base = rows["minimal"]
         print(f"{'variant':<22}{'wall s':>8}{'ratio':>8}{'RSS/session KiB':>17}")
         for v, r in rows.items():
-            print(f"{v:<22}{r['wall']:>8.2f}{r['wall'] / base['wall']:>7.2f}x{r['rss_per_session_kib']:>17.1f}")
-        print("\nminimal = ~40-line httpx loop with agentbot's pool limits; minimal-default-pool = same loop with "
-              "one plain httpx pool (default limits, 100 connections). Targets: engine cpu/step <= 1.3x minimal, "
-              "200-session wall <= 1.2x minimal, < 1024 KiB RSS per session.")
+            print(
+                f"{v:<22}{r['wall']:>8.2f}{r['wall'] / base['wall']:>7.2f}x{r['rss_per_session_kib']:>17.1f}"
+            )
+        print(
+            "\nminimal = ~40-line httpx loop with agentbot's pool limits; minimal-default-pool = same loop with "
+            "one plain httpx pool (default limits, 100 connections). Targets: engine cpu/step <= 1.3x minimal, "
+            "200-session wall <= 1.2x minimal, < 1024 KiB RSS per session."
+        )
     finally:
         for p in (fast, slow):
             p.terminate()

@@ -62,7 +62,9 @@ def choose_threshold(p: np.ndarray, labels: np.ndarray, keywords: np.ndarray, *,
         pred = route(p, th, keywords)
         under = float((pred[cx] < 2).mean())
         if show:
-            print(f"{th:>10.2f} {(pred == labels).mean():>9.1%} {(pred[cx] < 2).sum():>8}/{cx.sum():<3} {under:>5.1%}")
+            print(
+                f"{th:>10.2f} {(pred == labels).mean():>9.1%} {(pred[cx] < 2).sum():>8}/{cx.sum():<3} {under:>5.1%}"
+            )
         if under <= MAX_UNDER:
             best = th
     return best

@@ -256,7 +256,9 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
         return code(one_line(text, 80)) if text else "none"
     if head == "research":
         helper = gs.research.get(parts[1])
-        return f"{helper} researches, {parts[1]} writes" if helper else f"off ({parts[1]} does its own research)"
+        return (
+            f"{helper} researches, {parts[1]} writes" if helper else f"off ({parts[1]} does its own research)"
+        )
     if key == "reader":
         return "on" if gs.reader else "off"
     if key == "memory.auto_store":
@@ -306,8 +308,7 @@ def settings_embed(
     ]
     research = (
         f"Max steps: **{gs.max_steps}**{_here(gs, 'max_steps')}\n"
-        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}\n"
-        + "\n".join(routing)
+        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}\n" + "\n".join(routing)
     )
     personas = [f"Server: {code(one_line(gs.persona, 300)) if gs.persona else 'none'}"]
     personas += [
@@ -408,8 +409,10 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
     ]
     models = [
         f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
-        f" · {m.prompt_tokens:,} in" + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
-        + f" / {m.completion_tokens:,} out" + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
+        f" · {m.prompt_tokens:,} in"
+        + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
+        + f" / {m.completion_tokens:,} out"
+        + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
         + " tokens"
         + f" · {format_usd(m.cost_usd)}{'+' if m.unknown_cost_calls else ''}"
         for m in usage.models

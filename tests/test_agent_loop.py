@@ -376,8 +376,9 @@ async def test_resume_continues_after_the_checkpointed_steps(llm: FakeLLM, http:
         Message("tool", "2", tool_call_id="c1", name="calculator"),
     ]
     llm.script(text("It is 2."))
-    events = await collect(make_agent(llm, http, builtin_tools(), max_iterations=3), "add", resume=done,
-                           resume_step=1)
+    events = await collect(
+        make_agent(llm, http, builtin_tools(), max_iterations=3), "add", resume=done, resume_step=1
+    )
     result = events[-1].result
     assert result.status == "completed" and result.steps == 2 and result.text == "It is 2."
     assert [e.step for e in events if isinstance(e, StepStarted)] == [2]
@@ -387,7 +388,9 @@ async def test_resume_continues_after_the_checkpointed_steps(llm: FakeLLM, http:
 
 async def test_model_timeout_is_retried_then_the_run_finishes(llm: FakeLLM, http: httpx.AsyncClient) -> None:
     llm.script(text("too late", delay=2.0), text("on time"))
-    m = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, client=http, backoff_initial=0.01, max_attempts=3)
+    m = OpenAIChatModel(
+        "gpt-4o-mini", base_url=llm.base_url, client=http, backoff_initial=0.01, max_attempts=3
+    )
     agent = Agent(m, ToolRegistry([]), settings=ModelSettings(stream=True, timeout=0.3))
     events = await collect(agent, "hi")
     retry = next(e for e in events if isinstance(e, RetryEvent))

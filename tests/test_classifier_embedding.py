@@ -35,7 +35,10 @@ def test_the_shipped_weights_were_trained_on_the_current_labelled_set() -> None:
     [
         ("how many ounces are in a pound", "simple"),
         ("thx, that worked!", "simple"),
-        ("my docker container exits with code 137 right after starting, what does that mean and how do i fix it", "medium"),
+        (
+            "my docker container exits with code 137 right after starting, what does that mean and how do i fix it",
+            "medium",
+        ),
         ("explain how TLS handshakes work", "medium"),
         (
             "we need a new ticketing tool for a 40-person support team: go through zendesk, freshdesk, help scout "
@@ -63,7 +66,9 @@ async def test_without_its_model_the_keywords_route_and_say_so(tmp_path: Path) -
 
 def test_weights_for_another_embedding_are_refused() -> None:
     other = LinearRouter(np.zeros((384, 3), np.float32), np.zeros(3, np.float32), 0.3, "some-other-model")
-    with pytest.raises(ConfigError, match=r"trained on some-other-model.*retrain with bench/train_router\.py"):
+    with pytest.raises(
+        ConfigError, match=r"trained on some-other-model.*retrain with bench/train_router\.py"
+    ):
         EmbeddingClassifier(MiniLMEmbedding(), other)
     with pytest.raises(ConfigError, match="not a router classifier"):
         LinearRouter.from_json(json.dumps({"weights": [[1, 2]], "bias": [0, 0, 0], "tiers": list(TIERS)}))

@@ -90,5 +90,7 @@ async def test_cli_run_refuses_to_start_without_a_token_or_a_model(tmp_path: Pat
     )
     assert code != 0 and "BOT_WRITES_PER_5S='9'" in out and "less than or equal to 5" in out
     (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv-0001\nQUOTA_TOKENS_PER_DAY=lots\n")
-    code, out = await _run_cmd("run", env_extra={}, cwd=tmp_path)  # .env is read, and every module's keys checked
+    code, out = await _run_cmd(
+        "run", env_extra={}, cwd=tmp_path
+    )  # .env is read, and every module's keys checked
     assert code != 0 and "QUOTA_TOKENS_PER_DAY" in out and "'lots'" in out

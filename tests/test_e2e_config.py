@@ -447,9 +447,7 @@ async def test_e2e_config_routing_turns_research_tiers_and_the_reader_off_for_th
     task = "Compare five open-source vector databases on speed, filtering, licence and hosting, with sources"
     async with running_bot(fake, llm, tmp_path, guild, tiers_table=tiers) as bot:
         before = await run(fake, guild, "config routing")
-        changed = await run(
-            fake, guild, "config routing", {"complex_research": "off", "page_reader": False}
-        )
+        changed = await run(fake, guild, "config routing", {"complex_research": "off", "page_reader": False})
         shown = flat(await run(fake, guild, "config show"))
         fake.inject_interaction("research", {"task": task, "tier": "complex"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
@@ -461,8 +459,9 @@ async def test_e2e_config_routing_turns_research_tiers_and_the_reader_off_for_th
         )
     assert "`research.complex`: medium researches, complex writes" in before.content
     assert "`reader`: on" in before.content
-    assert "✅ `research.complex`: medium researches, complex writes → off (complex does its own research)" in (
-        changed.content
+    assert (
+        "✅ `research.complex`: medium researches, complex writes → off (complex does its own research)"
+        in (changed.content)
     )
     assert "✅ `reader`: on → off" in changed.content
     assert "Complex runs: off (complex does its own research) *(set here)*" in shown
@@ -471,4 +470,6 @@ async def test_e2e_config_routing_turns_research_tiers_and_the_reader_off_for_th
     assert {r["model"] for r in llm.requests} == {"gpt-5"}
     assert any("answered by gpt-5" in m.content for m in fake.messages(thread))
     assert gs.research == {"complex": None} and gs.reader is False
-    assert denied.content.startswith("⛔") and (await bot.services.guild_settings.get(guild.id)).reader is False
+    assert (
+        denied.content.startswith("⛔") and (await bot.services.guild_settings.get(guild.id)).reader is False
+    )

@@ -79,7 +79,9 @@ async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_str
 
     contents = [m.content for m in fake.messages(thread)]
     assert any("🧭 complex tier → gpt-5-mini researches, gpt-5 writes" in c for c in contents)
-    assert any("switched from gpt-5-mini to gpt-5 because gpt-5-mini gathered the material" in c for c in contents)
+    assert any(
+        "switched from gpt-5-mini to gpt-5 because gpt-5-mini gathered the material" in c for c in contents
+    )
     assert not any("READY-LINE" in c for c in contents)
     step = next(c for c in contents if "fetch_url" in c)
     assert "chars read by gpt-4.1-nano" in step
@@ -102,7 +104,9 @@ async def test_e2e_a_server_that_turned_the_reader_off_gets_the_page_itself(
     task = "Research and compare how otters cope with cold water across the studies on this page"
     async with running_bot(fake, llm, tmp_path, guild, tiers_table=TIERS) as bot:
         general = guild.channel("general")
-        inter = fake.inject_interaction("config routing", {"page_reader": False}, user="admin", channel=general)
+        inter = fake.inject_interaction(
+            "config routing", {"page_reader": False}, user="admin", channel=general
+        )
         await fake.wait_for(lambda: inter.original_message_id, what="the /config routing reply")
         fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general, name=None)

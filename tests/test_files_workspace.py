@@ -1,7 +1,5 @@
 """Workspace file tools: round trips, every path escape refused, the quota, and what gets attached."""
 
-
-
 from __future__ import annotations
 
 import json

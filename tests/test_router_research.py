@@ -78,7 +78,11 @@ async def test_the_writer_may_research_more_itself(llm: FakeLLM, http) -> None:
 async def test_a_failing_researcher_gives_way_to_the_writer_who_then_does_everything(
     llm: FakeLLM, http
 ) -> None:
-    llm.script(error(404, "The model gpt-5-mini does not exist"), tool_call("calculator", {"expression": "1+1"}), text("2"))
+    llm.script(
+        error(404, "The model gpt-5-mini does not exist"),
+        tool_call("calculator", {"expression": "1+1"}),
+        text("2"),
+    )
     model = Router(TIERS, builder(llm, http), research=SPLIT).at_tier("complex")
     events = await collect(Agent(model, ToolRegistry(builtin_tools())))
     assert by_model(llm) == ["gpt-5-mini", "gpt-5", "gpt-5"]
@@ -130,9 +134,14 @@ async def test_at_the_iteration_cap_the_researchers_answer_stands(llm: FakeLLM, 
 
 def test_research_tiers_setting_is_parsed_and_bad_values_name_the_key() -> None:
     assert parse_research_tiers("complex=medium") == {"complex": "medium"}
-    assert parse_research_tiers(" Complex = SIMPLE , medium=simple") == {"complex": "simple", "medium": "simple"}
+    assert parse_research_tiers(" Complex = SIMPLE , medium=simple") == {
+        "complex": "simple",
+        "medium": "simple",
+    }
     assert parse_research_tiers("off") == {} and parse_research_tiers("") == {}
-    with pytest.raises(ConfigError, match=r"ROUTER_RESEARCH_TIERS='complex=huge': expected tier=research-tier"):
+    with pytest.raises(
+        ConfigError, match=r"ROUTER_RESEARCH_TIERS='complex=huge': expected tier=research-tier"
+    ):
         parse_research_tiers("complex=huge")
     with pytest.raises(ConfigError, match="research tier must be below complex"):
         parse_research_tiers("complex=complex")

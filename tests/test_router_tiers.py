@@ -77,9 +77,16 @@ def test_server_overrides_are_validated() -> None:
 async def test_router_from_settings_skips_providers_without_a_key(http: httpx.AsyncClient) -> None:
     router = build_router(settings(), http)
     assert isinstance(router.classifier, EmbeddingClassifier)  # the default
-    assert isinstance(build_router(settings(ROUTER_CLASSIFIER="heuristic"), http).classifier, HeuristicClassifier)
+    assert isinstance(
+        build_router(settings(ROUTER_CLASSIFIER="heuristic"), http).classifier, HeuristicClassifier
+    )
     model = router.at_tier("complex")  # researches on the medium tier (ROUTER_RESEARCH_TIERS default)
-    assert (model.tier, model.name, model.provider, model.writer) == ("complex", "gpt-5-mini", "openai", "gpt-5")
+    assert (model.tier, model.name, model.provider, model.writer) == (
+        "complex",
+        "gpt-5-mini",
+        "openai",
+        "gpt-5",
+    )
     reasons = router.unconfigured
     assert any("ANTHROPIC_API_KEY is not set" in r for r in reasons.values())
     assert any("GEMINI_API_KEY is not set" in r for r in reasons.values())

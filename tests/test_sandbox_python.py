@@ -4,8 +4,6 @@ These run the real sandbox (user, mount, PID and network namespaces) with small 
 without user namespaces the first test fails and says why, rather than the rest passing vacuously.
 """
 
-
-
 from __future__ import annotations
 
 import asyncio

@@ -38,8 +38,10 @@ def test_split_reopens_a_cut_code_block_with_its_language() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("ab c.\n`é😀")), min_size=0, max_size=6000),
-       st.integers(min_value=50, max_value=2000))
+@given(
+    st.text(alphabet=st.sampled_from(list("ab c.\n`é😀")), min_size=0, max_size=6000),
+    st.integers(min_value=50, max_value=2000),
+)
 def test_split_property_no_part_too_long_and_no_word_lost(text: str, limit: int) -> None:
     parts = split_message(text, limit)
     assert all(0 < len(p) <= limit for p in parts)

@@ -86,7 +86,9 @@ async def test_a_v2_file_keeps_its_usage_and_then_counts_reasoning_tokens_per_mo
         assert db.schema_version == 3
         store = QuotaStore(db, None, limits)
         await store.budget(1, 7, ()).settle(None, "gpt-5", "openai", Usage(2000, 900, 0, 1, 700), Cost(0.01))
-        await store.budget(1, 7, ()).settle(None, "gpt-4.1-nano", "openai", Usage(500, 50, 0, 1), Cost(0.0001))
+        await store.budget(1, 7, ()).settle(
+            None, "gpt-4.1-nano", "openai", Usage(500, 50, 0, 1), Cost(0.0001)
+        )
         await store.flush()
         server = await store.server_usage(1)
     by_model = {m.model: (m.calls, m.completion_tokens, m.reasoning_tokens) for m in server.models}

@@ -209,14 +209,18 @@ async def test_with_the_routers_tier_names_only_those_tiers_are_accepted(tmp_pat
         assert (await store.get(G)).default_tier == "medium"
 
 
-async def test_research_tiers_and_the_reader_are_validated_and_sit_on_the_bots_defaults(tmp_path: Path) -> None:
+async def test_research_tiers_and_the_reader_are_validated_and_sit_on_the_bots_defaults(
+    tmp_path: Path,
+) -> None:
     schema = SettingsSchema(MODELS, TOOLS, known_tiers=("simple", "medium", "complex"))
     defaults = SettingsDefaults(default_tier="medium", research={"complex": "medium"}, reader=True)
     async with await Database.open(tmp_path / "research.sqlite3") as db:
         store = GuildSettingsStore(db, schema, defaults)
         s = await store.get(G)
         assert (s.research, s.reader) == ({"complex": "medium"}, True)
-        with pytest.raises(SettingError, match=r"research.medium must be a tier weaker than medium \(simple\)"):
+        with pytest.raises(
+            SettingError, match=r"research.medium must be a tier weaker than medium \(simple\)"
+        ):
             await store.set(G, ADMIN, "research.medium", "complex")
         with pytest.raises(SettingError, match="Tier 'simple' has no weaker tier to research on"):
             await store.set(G, ADMIN, "research.simple", "off")

@@ -85,9 +85,18 @@ class LinearRouter:
             d: dict[str, Any] = json.loads(text)
             weights = np.asarray(d["weights"], dtype=np.float32)
             bias = np.asarray(d["bias"], dtype=np.float32)
-            if d.get("tiers") != list(TIERS) or weights.ndim != 2 or weights.shape[1] != 3 or bias.shape != (3,):
-                raise ValueError("expected weights of shape (dim, 3) and a bias of 3 for simple/medium/complex")
-            return cls(weights, bias, float(d["complex_at"]), str(d["embedding_id"]), str(d.get("data_sha256", "")))
+            if (
+                d.get("tiers") != list(TIERS)
+                or weights.ndim != 2
+                or weights.shape[1] != 3
+                or bias.shape != (3,)
+            ):
+                raise ValueError(
+                    "expected weights of shape (dim, 3) and a bias of 3 for simple/medium/complex"
+                )
+            return cls(
+                weights, bias, float(d["complex_at"]), str(d["embedding_id"]), str(d.get("data_sha256", ""))
+            )
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{origin}: not a router classifier ({e})") from e
 

@@ -164,7 +164,12 @@ def _tier_pairs(
 def parse_step_limits(text: str) -> dict[str, int]:
     """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
     pairs = _tier_pairs(
-        "ROUTER_STEP_LIMITS", text, "tier=steps", "simple=3,medium=6", "steps: a whole number, 0 = no limit", str.isdigit
+        "ROUTER_STEP_LIMITS",
+        text,
+        "tier=steps",
+        "simple=3,medium=6",
+        "steps: a whole number, 0 = no limit",
+        str.isdigit,
     )
     return {t: int(v) for t, v in pairs.items()}
 

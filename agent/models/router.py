@@ -611,7 +611,9 @@ class RoutedModel:
         if self.decision is not None and self.decision.source == "requested":
             return None  # the user chose this tier (to save money, or to compare): keep to it
         if self._writer is not None:
-            return None  # researching for a stronger tier: the step limit of the serving tier is not this run's
+            return (
+                None  # researching for a stronger tier: the step limit of the serving tier is not this run's
+            )
         limit = self._router.step_limits.get(self._tier)
         if limit is None or self._calls_on_tier < limit:
             return None
@@ -621,7 +623,9 @@ class RoutedModel:
             self._writer = up
             log.info("router_writer_added", model=self.name, tier=up, steps=self._calls_on_tier)
             return None
-        return self.escalate(f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier")
+        return self.escalate(
+            f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier"
+        )
 
     def _switch(self, spec: str, why: str) -> SwitchNotice:
         old = self.name

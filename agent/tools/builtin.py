@@ -64,7 +64,11 @@ def _eval(node: ast.AST) -> Any:
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
             raise ToolRefused(f"exponent {right} is too large (limit {_MAX_EXPONENT})")
         ints = isinstance(left, int) and isinstance(right, int)
-        if isinstance(node.op, ast.Mult) and ints and left.bit_length() + right.bit_length() > _MAX_DIGITS * 4:
+        if (
+            isinstance(node.op, ast.Mult)
+            and ints
+            and left.bit_length() + right.bit_length() > _MAX_DIGITS * 4
+        ):
             raise ToolRefused("result would be too large")
         return _BINOPS[type(node.op)](left, right)
     if (

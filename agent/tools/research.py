@@ -33,10 +33,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-
 def default_of(cls: type, name: str) -> Any:
     """A dataclass field's default. ``cls.name`` is not it for slotted dataclasses (a member descriptor)."""
     return next(f.default for f in fields(cls) if f.name == name)
+
 
 @dataclass(frozen=True, slots=True)
 class ResearchToolSettings:

@@ -428,7 +428,11 @@ class ConfigCog(commands.Cog):
             interaction,
             guild_id,
             "Memory settings",
-            {"memory.auto_store": auto_store, "memory.max_items": max_items, "memory.max_age_days": max_age_days},
+            {
+                "memory.auto_store": auto_store,
+                "memory.max_items": max_items,
+                "memory.max_age_days": max_age_days,
+            },
         )
 
     @config.command(name="routing", description="Who researches for the stronger tiers, and the page reader.")

@@ -234,7 +234,8 @@ class GuildSettingsStore:
             overrides=dict(sorted(raw.items())),
             disabled_by_default=d.disabled_tools,
             research=research,
-            reader=d.reader and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
+            reader=d.reader
+            and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
         )
 
 

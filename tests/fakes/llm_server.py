@@ -262,7 +262,9 @@ class FakeLLM(ScriptedServer):
         return resp
 
 
-def react_responder(tool_steps: int, tool: str = "noop", final: str = "done") -> Callable[[dict[str, Any]], Reply]:
+def react_responder(
+    tool_steps: int, tool: str = "noop", final: str = "done"
+) -> Callable[[dict[str, Any]], Reply]:
     """Stateless script for many concurrent sessions: call ``tool`` until ``tool_steps`` results are in."""
 
     def respond(body: dict[str, Any]) -> Reply:
