@@ -44,6 +44,7 @@ async def ask(
                 temperature=settings.agent_temperature,
                 max_tokens=settings.agent_max_tokens,
                 stream=settings.agent_stream,
+                reasoning_effort=settings.reasoning_effort,
             ),
         )
         result: RunResult | None = None

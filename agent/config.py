@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent.models.reasoning import Effort
+
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the key and what it accepts."""
@@ -22,6 +24,7 @@ class AgentSettings(BaseSettings):
     agent_stream: bool = Field(True, alias="AGENT_STREAM")
     agent_temperature: float | None = Field(None, alias="AGENT_TEMPERATURE", ge=0, le=2)
     agent_max_tokens: int | None = Field(None, alias="AGENT_MAX_TOKENS", ge=1)
+    reasoning_effort: Effort | None = Field(None, alias="REASONING_EFFORT")
     model_max_attempts: int = Field(5, alias="MODEL_MAX_ATTEMPTS", ge=1, le=20)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
     log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
@@ -50,7 +53,9 @@ class AgentSettings(BaseSettings):
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
 
-    @field_validator("router_classifier", "router_default_tier", "router_max_tier", mode="before")
+    @field_validator(
+        "router_classifier", "router_default_tier", "router_max_tier", "reasoning_effort", mode="before"
+    )
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower().strip() if isinstance(v, str) else v
@@ -64,7 +69,12 @@ class AgentSettings(BaseSettings):
         return v
 
     @field_validator(
-        "agent_temperature", "agent_max_tokens", "router_tiers_file", "router_judge_model", mode="before"
+        "agent_temperature",
+        "agent_max_tokens",
+        "router_tiers_file",
+        "router_judge_model",
+        "reasoning_effort",
+        mode="before",
     )
     @classmethod
     def _empty_none(cls, v: object) -> object:

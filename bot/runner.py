@@ -479,6 +479,7 @@ class SessionRunner:
                 temperature=sv.agent_settings.agent_temperature,
                 max_tokens=sv.agent_settings.agent_max_tokens,
                 stream=sv.agent_settings.agent_stream,
+                reasoning_effort=sv.agent_settings.reasoning_effort,
             ),
         )
         return agent, ctx, "\n\n".join(extra_parts) or None

@@ -13,14 +13,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from agent.events import Usage
 from agent.messages import Message
+from agent.models.reasoning import Effort
 
 
 @dataclass(slots=True)
 class ModelSettings:
     temperature: float | None = None
     max_tokens: int | None = None
+    """A cap on the visible output; reasoning models get room to think on top (agent.models.reasoning)."""
     stream: bool = True
     timeout: float | None = None
+    reasoning_effort: Effort | None = None
+    """How hard models that think by default should think; None leaves the provider's default."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

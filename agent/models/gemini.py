@@ -51,6 +51,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.http import parse_retry_after
+from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -287,8 +288,11 @@ class GeminiModel(HTTPModel):
         config: dict[str, Any] = {}
         if s.temperature is not None:
             config["temperature"] = s.temperature
-        if s.max_tokens is not None:
-            config["maxOutputTokens"] = s.max_tokens
+        thinks = gemini_thinks(self.name)
+        if s.max_tokens is not None:  # 2.5 Pro and Flash count their thinking inside this cap
+            config["maxOutputTokens"] = s.max_tokens + (HEADROOM if thinks else 0)
+        if thinks and s.reasoning_effort is not None:
+            config["thinkingConfig"] = {"thinkingBudget": gemini_budget(self.name, s.reasoning_effort)}
         if config:
             body["generationConfig"] = config
         body.update(s.extra)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import structlog
 from httpx_sse import EventSource
 
 from agent.events import Usage
@@ -34,9 +35,12 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.http import parse_retry_after
+from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 
 _CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
 _TOOLS_RE = re.compile(r"tool|function", re.I)
+
+log = structlog.get_logger("agent.models")
 
 
 def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -138,6 +142,7 @@ class OpenAIChatModel(HTTPModel):
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
         )
+        self._warned_temperature = False
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -151,10 +156,23 @@ class OpenAIChatModel(HTTPModel):
         body: dict[str, Any] = {"model": self.name, "messages": to_wire_messages(messages)}
         if tools:
             body["tools"] = to_wire_tools(tools)
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        if s.max_tokens is not None:
-            body["max_tokens"] = s.max_tokens
+        if openai_reasons(self.name):
+            # Both would be refused with a 400: reasoning models take only the default temperature, and
+            # max_completion_tokens, which also bounds the hidden thinking.
+            if s.temperature is not None and not self._warned_temperature:
+                self._warned_temperature = True
+                log.warning(
+                    "temperature_ignored", model=self.name, reason="reasoning models take only the default"
+                )
+            if s.max_tokens is not None:
+                body["max_completion_tokens"] = s.max_tokens + HEADROOM
+            if s.reasoning_effort is not None:
+                body["reasoning_effort"] = openai_effort(self.name, s.reasoning_effort)
+        else:
+            if s.temperature is not None:
+                body["temperature"] = s.temperature
+            if s.max_tokens is not None:
+                body["max_tokens"] = s.max_tokens
         if s.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

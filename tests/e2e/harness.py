@@ -23,6 +23,7 @@ def make_bot(
     *,
     models: tuple[str, ...] = ("gpt-4o-mini",),
     tiers_table: dict[str, tuple[str, ...]] | None = None,
+    agent_env: dict[str, Any] | None = None,
     **bot_env: Any,
 ) -> AgentBot:
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,7 @@ def make_bot(
         DATA_DIR=str(data_dir),
         MODEL_MAX_ATTEMPTS=2,
         LOG_LEVEL="INFO",
+        **(agent_env or {}),
     )
     env = {"DISCORD_TOKEN": fake.token, "DISCORD_SYNC_GUILD_ID": guild.id, "MEMORY_ENABLED": False} | bot_env
     bot_settings = BotSettings(**env)
@@ -53,9 +55,12 @@ async def running_bot(
     *,
     models: tuple[str, ...] = ("gpt-4o-mini",),
     tiers_table: dict[str, tuple[str, ...]] | None = None,
+    agent_env: dict[str, Any] | None = None,
     **bot_env: Any,
 ) -> AsyncIterator[AgentBot]:
-    bot = make_bot(fake, llm, data_dir, guild, models=models, tiers_table=tiers_table, **bot_env)
+    bot = make_bot(
+        fake, llm, data_dir, guild, models=models, tiers_table=tiers_table, agent_env=agent_env, **bot_env
+    )
     async with fake.run_bot(bot):
         yield bot
 

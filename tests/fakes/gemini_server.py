@@ -70,6 +70,13 @@ class FakeGemini(ScriptedServer):
                 },
                 status=404,
             )
+        budget = ((body.get("generationConfig") or {}).get("thinkingConfig") or {}).get("thinkingBudget")
+        if budget is not None and "-pro" in model and not 128 <= budget <= 32768:
+            # what Gemini 2.5 Pro answers: it cannot switch thinking off
+            message = f"Budget {budget} is invalid. This model only works in thinking mode."
+            return web.json_response(
+                {"error": {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}}, status=400
+            )
         reply = (
             self._queue.pop(0)
             if self._queue

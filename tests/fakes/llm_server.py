@@ -66,6 +66,54 @@ def error(status: int, message: str = "error", headers: dict[str, str] | None = 
     )
 
 
+# OpenAI's reasoning models and the parameters each refuses; written from OpenAI's API reference, apart
+# from the adapter's own rules, so a test fails when the adapter sends what the real API refuses.
+REASONING_EFFORTS = {
+    **dict.fromkeys(("gpt-5", "gpt-5-mini", "gpt-5-nano"), ("minimal", "low", "medium", "high")),
+    "gpt-5.1": ("none", "low", "medium", "high"),
+    **dict.fromkeys(("o1", "o3", "o3-mini", "o4-mini"), ("low", "medium", "high")),
+}
+
+
+def openai_parameter_error(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``error`` OpenAI answers (HTTP 400) for a parameter this model does not take, else None."""
+    model = str(body.get("model", ""))
+
+    def refuse(param: str, message: str, code: str = "unsupported_value") -> dict[str, Any]:
+        return {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+
+    efforts = REASONING_EFFORTS.get(model)
+    if efforts is None:
+        if "reasoning_effort" in body:
+            return refuse(
+                "reasoning_effort",
+                "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                "unsupported_parameter",
+            )
+        return None
+    if "max_tokens" in body:
+        return refuse(
+            "max_tokens",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "unsupported_parameter",
+        )
+    if body.get("temperature", 1) != 1:
+        return refuse(
+            "temperature",
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. "
+            "Only the default (1) value is supported.",
+        )
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in efforts:
+        return refuse(
+            "reasoning_effort",
+            f"Unsupported value: 'reasoning_effort' does not support '{effort}' with this model. "
+            f"Supported values are: {', '.join(repr(e) for e in efforts)}.",
+        )
+    return None
+
+
 class ScriptedServer:
     """What every scripted provider fake shares: a queue of replies served by an aiohttp app on 127.0.0.1.
 
@@ -158,6 +206,9 @@ class FakeLLM(ScriptedServer):
             return web.json_response(
                 {"error": {"message": f"The model `{body.get('model')}` does not exist"}}, status=404
             )
+        refused = openai_parameter_error(body)
+        if refused is not None:
+            return web.json_response({"error": refused}, status=400)
         reply = self._next(body)
         if reply.hang:
             await self._closing.wait()  # until the test's server shuts down
