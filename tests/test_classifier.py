@@ -87,6 +87,18 @@ async def test_judge_decides_and_its_call_is_accounted(llm: FakeLLM, judge_model
     assert "tools" not in sent and not sent.get("stream")
 
 
+async def test_a_judge_that_thinks_by_default_is_told_to_think_as_little_as_it_can(
+    llm: FakeLLM, http: httpx.AsyncClient, judge_model: OpenAIChatModel
+) -> None:
+    nano = OpenAIChatModel("gpt-5-nano", base_url=llm.base_url, api_key="sk-j", client=http, max_attempts=1)
+    llm.script(text("complex", completion_tokens=40, reasoning_tokens=38), text("simple"))
+    assert (await JudgeClassifier(nano).classify("compare five EU AI laws")).tier == "complex"
+    assert (await JudgeClassifier(judge_model).classify("capital of Peru?")).tier == "simple"
+    thinking, plain = llm.requests
+    assert thinking["reasoning_effort"] == "minimal"
+    assert "reasoning_effort" not in plain  # gpt-4.1-nano does not think; OpenAI would refuse it
+
+
 async def test_judge_answer_without_a_tier_falls_back_to_the_heuristic(
     llm: FakeLLM, judge_model: OpenAIChatModel
 ) -> None:

@@ -342,8 +342,12 @@ class JudgeClassifier:
         ]
         response: ModelResponse | None = None
         try:
+            # Picking one word out of three needs no deliberation: a judge that thinks by default (gpt-5-nano,
+            # the cheapest OpenAI model) would bill hundreds of reasoning tokens per ask at medium effort.
             response = await final_response(
-                self.model, messages, ModelSettings(stream=False, temperature=None)
+                self.model,
+                messages,
+                ModelSettings(stream=False, temperature=None, reasoning_effort="minimal"),
             )
         except ModelError as e:
             return Classification(
