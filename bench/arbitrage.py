@@ -68,6 +68,7 @@ from agent.models.classifier import heuristic_tier  # noqa: E402
 from agent.models.embedding_classifier import LinearRouter, held_out_probabilities, route  # noqa: E402
 from agent.models.factory import parse_research_tiers, split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
+from agent.models.reasoning import gemini_thinks, openai_reasons  # noqa: E402
 from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
 from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
 
@@ -150,11 +151,14 @@ LADDERS: dict[str, dict[Tier, str]] = {
 }
 
 
-# Models that think before answering unless told not to: OpenAI's gpt-5 family and gpt-oss (default effort
-# "medium"), Gemini 2.5 Pro and Flash (dynamic thinking). Claude thinks only when asked; Flash-Lite,
-# gpt-4.1 and Llama do not think at all.
+# Models that think before answering unless told not to: what the adapters treat as such (OpenAI's
+# o-series and gpt-5 family, Gemini 2.5 Pro and Flash), plus gpt-oss, which thinks on Groq though we
+# send it no effort. Claude thinks only when asked; Flash-Lite, gpt-4.1 and Llama do not think at all.
 REASONS_BY_DEFAULT = frozenset(
-    {"gpt-5", "gpt-5-mini", "gemini-2.5-pro", "gemini-2.5-flash", "openai/gpt-oss-20b", "openai/gpt-oss-120b"}
+    m
+    for ladder in LADDERS.values()
+    for m in ladder.values()
+    if openai_reasons(m) or gemini_thinks(m) or m.startswith("openai/gpt-oss")
 )
 MIN_MEASURED_CALLS = 50
 

@@ -15,10 +15,9 @@ and Gemini 3's ``thinkingLevel`` is not mapped yet: neither gets an effort param
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Literal
 
 Effort = Literal["minimal", "low", "medium", "high"]
-EFFORTS: tuple[str, ...] = get_args(Effort)
 
 HEADROOM = 8192
 """Tokens of hidden thinking allowed on top of a cap meant for the visible output."""
