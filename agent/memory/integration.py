@@ -89,9 +89,10 @@ async def store_research(
     author: str = "",
     thread: str = "",
     *,
+    session: str = "",
     retention: RetentionPolicy | None = None,
 ) -> StoreResult | None:
-    """Keep a finished answer (kind ``research``), then apply ``retention`` if given.
+    """Keep a finished answer (kind ``research``, origin ``auto``), then apply ``retention`` if given.
 
     Returns None when there is nothing to store (no memory, no namespace, empty answer). Whether a
     server wants this at all is the caller's per-server setting.
@@ -99,7 +100,15 @@ async def store_research(
     if memory is None or namespace is None or not answer or not answer.strip():
         return None
     result = await memory.store(
-        namespace, answer, kind="research", author=author, thread=thread, task=task, sources=list(sources)
+        namespace,
+        answer,
+        kind="research",
+        author=author,
+        thread=thread,
+        task=task,
+        sources=list(sources),
+        session=session,
+        origin="auto",
     )
     if retention is not None:
         await memory.apply_retention(namespace, retention)

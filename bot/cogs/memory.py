@@ -28,7 +28,7 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -36,8 +36,21 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from agent.memory.types import KINDS, MemoryHit, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
+from bot.memory_text import (
+    day,
+    describe,
+    excerpt,
+    fit,
+    group_parents,
+    human_bytes,
+    is_manager,
+    mask_secrets,
+    may_forget,
+    parse_memory_id,
+    unavailable_text,
+)
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -53,105 +66,7 @@ FORGET_MIN_RELEVANCE = 0.4
 """Forget by query only offers memories at least this close (cosine), like ``forget_by_query``."""
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
-EXCERPT = 180
-MESSAGE_LIMIT = 2000
-
-_ID_IN_TEXT = re.compile(r"\b([0-9a-f]{16})(?:-(\d{1,4}))?\b")
-_SECRETS = (
-    (re.compile(r"(?i)(://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
-    (re.compile(r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[=:]\s*|\s+)\S+"), r"\1\2***"),
-    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}"), "***"),
-)
 KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
-
-
-# --- small helpers ---------------------------------------------------------------------------------
-
-
-def mask_secrets(text: str) -> str:
-    """An operator's error text made fit for members: credentials in URLs, tokens and keys masked."""
-    for pattern, repl in _SECRETS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-def unavailable_text(sv: Services) -> str:
-    if sv.memory_error:
-        why = mask_secrets(" ".join(sv.memory_error.split()))
-        why = (why if len(why) <= 400 else why[:399] + "…").replace("`", "'")
-        return (
-            f"🧠 Memory is unavailable on this bot: it failed to start with `{why}`. "
-            "An operator can fix that and restart the bot."
-        )
-    return "🧠 Memory is turned off on this bot (`MEMORY_ENABLED=false`). An operator can turn it on."
-
-
-def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """One line, Markdown-escaped, cut at ``limit`` characters."""
-    flat = " ".join(text.split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1].rstrip() + "…"
-    return discord.utils.escape_markdown(flat)
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def day(ts: float | None) -> str:
-    return "—" if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d")
-
-
-def parse_memory_id(value: str) -> str | None:
-    """The parent id in what a user pasted (``3f…``, `` `3f…-2` ``, ``[memory 3f…, 2026-…]``)."""
-    found = _ID_IN_TEXT.search(value.strip().lower())
-    return found.group(1) if found else None
-
-
-def is_manager(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(perms.manage_guild or perms.administrator)
-
-
-def may_forget(author: str, user_id: int, manager: bool) -> bool:
-    return manager or (bool(author) and author == str(user_id))
-
-
-def fit(lines: Iterable[str], limit: int = MESSAGE_LIMIT, tail: str = "") -> str:
-    """Join whole lines while they fit in one Discord message (with ``tail`` at the end)."""
-    out: list[str] = []
-    used = len(tail)
-    for line in lines:
-        if used + len(line) + 1 > limit:
-            break
-        out.append(line)
-        used += len(line) + 1
-    return "\n".join(out) + tail
-
-
-def describe(rec: MemoryRecord, *, relevance: float | None = None) -> list[str]:
-    """Two lines for one memory: id, date, kind (and task), then an excerpt."""
-    head = f"`{rec.parent or rec.id}` · {rec.date} · {rec.kind}"
-    if relevance is not None:
-        head += f" · {relevance:.0%} match"
-    if rec.chunks > 1:
-        head += f" · part {rec.chunk + 1}/{rec.chunks}"
-    if rec.task:
-        head += f" · task: “{excerpt(rec.task, 80)}”"
-    return [head, f"> {excerpt(rec.text)}"]
-
-
-def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecord]]:
-    """Rows by whole memory (parent id), in the order first seen."""
-    groups: dict[str, list[MemoryRecord]] = {}
-    for r in records:
-        groups.setdefault(r.parent or r.id, []).append(r)
-    return groups
 
 
 # --- confirmation buttons ----------------------------------------------------------------------------
