@@ -74,6 +74,25 @@ class MemoryRecord:
         """UTC day the memory was stored, as people cite it (``2026-11-24``)."""
         return dt.datetime.fromtimestamp(self.created, tz=dt.UTC).strftime("%Y-%m-%d")
 
+    @classmethod
+    def from_row(cls, row: dict[str, object]) -> MemoryRecord:
+        """The record of one exported row (what :meth:`to_row` wrote)."""
+        return cls(
+            id=str(row["id"]),
+            text=str(row.get("text", "")),
+            kind=str(row.get("kind", "note")),
+            created=float(row.get("created_ts") or 0.0),  # type: ignore[arg-type]
+            author=str(row.get("author", "")),
+            thread=str(row.get("thread", "")),
+            task=str(row.get("task", "")),
+            sources=tuple(str(u) for u in row.get("sources") or ()),  # type: ignore[attr-defined]
+            parent=str(row.get("parent", "")),
+            chunk=int(row.get("chunk") or 0),  # type: ignore[call-overload]
+            chunks=int(row.get("chunks") or 1),  # type: ignore[call-overload]
+            session=str(row.get("session", "")),
+            origin=str(row.get("origin", "")),
+        )
+
     def to_row(self) -> dict[str, object]:
         """A JSON-ready dict (one JSONL line of an export)."""
         return {

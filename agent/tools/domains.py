@@ -7,6 +7,7 @@ Matching is on the host name in its ASCII (IDNA/punycode) form, lower-cased, tra
 exactly as httpx normalises the URL it will connect to: ``BÜCHER.de``, ``bücher.de.`` and
 ``xn--bcher-kva.de`` are one host. A rule ``example.com`` covers ``example.com`` and every subdomain
 (``docs.example.com``), never ``badexample.com``; ``*.example.com`` and ``.example.com`` mean the same.
+A single label is a top-level domain (``gov`` covers every ``*.gov``).
 An IP address rule matches only that address. The block-list wins over the allow-list.
 """
 
@@ -42,7 +43,7 @@ def normalise_domain(rule: str) -> str:
     except (httpx.InvalidURL, UnicodeError, ValueError) as e:
         raise ValueError(f"{rule!r} is not a domain name ({e})") from None
     host = host.rstrip(".").lower()
-    if not _HOST_RE.match(host) or ("." not in host and ":" not in host and host != "localhost"):
+    if not _HOST_RE.match(host) or not host.strip(".-:"):
         raise ValueError(f"{rule!r} is not a domain name (write it like example.com)")
     return host
 

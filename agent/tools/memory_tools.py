@@ -119,6 +119,8 @@ async def remember(ctx: ToolContext, note: Annotated[str, Field(min_length=1, ma
     if not note.strip():
         raise ToolRefused("the note is empty")
     policy = _policy(ctx)
+    if policy.max_writes <= 0:
+        raise ToolRefused("saving notes is turned off on this bot; continue without it")
     if policy.writes >= policy.max_writes:
         raise ToolRefused(
             f"this run already saved {policy.writes} notes, the most one run may save; "
@@ -127,20 +129,25 @@ async def remember(ctx: ToolContext, note: Annotated[str, Field(min_length=1, ma
     urls = list(dict.fromkeys(policy.read_sources()))
     origin = "agent-web" if urls or policy.read_untrusted() else "agent"
     target = policy.private_namespace or namespace
-    result = await memory.store(
-        target,
-        note,
-        kind="note",
-        author=ctx.user_id or "",
-        thread=policy.thread,
-        session=ctx.session_id,
-        origin="private" if policy.private_namespace else origin,
-        sources=urls[:20] if origin == "agent-web" else (),
-    )
+    policy.writes += 1  # taken before the await: one step's concurrent calls cannot pass the cap together
+    try:
+        result = await memory.store(
+            target,
+            note,
+            kind="note",
+            author=ctx.user_id or "",
+            thread=policy.thread,
+            session=ctx.session_id,
+            origin="private" if policy.private_namespace else origin,
+            sources=urls[:20] if origin == "agent-web" else (),
+        )
+    except BaseException:
+        policy.writes -= 1
+        raise
     memory_id = result.ids[0] if result.ids else "?"
     if result.added == 0:
+        policy.writes -= 1
         return f"Already remembered as memory {memory_id}."
-    policy.writes += 1
     policy.stored.append(memory_id)
     retention = ctx.services.get(RETENTION_SERVICE)
     if isinstance(retention, RetentionPolicy):

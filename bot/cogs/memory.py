@@ -36,8 +36,10 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from agent.memory.types import KINDS, MemoryHit, MemoryStats, MemoryStoreError
+from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from agent.tools.memory_tools import private_namespace
 from bot.discord_sink import NO_MENTIONS
+from bot.memory_import import ImportLimits, import_attachment, private_listing
 from bot.memory_text import (
     day,
     describe,
@@ -51,6 +53,7 @@ from bot.memory_text import (
     parse_memory_id,
     unavailable_text,
 )
+from bot.run_policy import is_private
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -356,6 +359,91 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}.",
             file=discord.File(io.BytesIO(data), filename=name),
         )
+
+    # -- /memory import ----------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="import", description="Bring in memories from a /memory export file (Manage Server)."
+    )
+    @app_commands.describe(file="A .jsonl or .jsonl.gz file made by /memory export, from any server")
+    async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        if not is_manager(interaction):
+            await self._say(interaction, "🔒 Only members with **Manage Server** can import memories.")
+            return
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        limits = ImportLimits.from_settings(self.sv.bot_settings)
+        try:
+            text = await import_attachment(memory, ns, file, limits, self.sv.retention_for(gs))
+        except MemoryStoreError as e:  # the store removed what this import had added
+            await self._failed(interaction, "import memories (nothing was kept)", e)
+            return
+        await self._say(interaction, text)
+
+    # -- /memory publish ---------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="publish", description="Share a note the agent kept in this private thread with the server."
+    )
+    @app_commands.describe(id="The private note's id (leave empty to list this thread's private notes)")
+    async def publish(
+        self, interaction: discord.Interaction, id: app_commands.Range[str, 1, 100] | None = None
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        channel = interaction.channel
+        session = (
+            await self.sv.sessions.by_thread(channel.id)
+            if channel is not None and is_private(channel)
+            else None
+        )
+        if session is None:
+            await self._say(
+                interaction,
+                "🔒 Run `/memory publish` inside the private research thread whose note you want to share.",
+            )
+            return
+        private = private_namespace(ns, session.id)
+        try:
+            if id is None:
+                rows = [MemoryRecord.from_row(r) async for r in memory.export(private)]
+                await self._say(interaction, private_listing(rows))
+                return
+            parent = parse_memory_id(id)
+            rows = sorted(await memory.get(private, [parent] if parent else []), key=lambda r: r.chunk)
+            if not rows:
+                await self._say(interaction, f"🔒 This thread has no private note `{excerpt(id, 40)}`.")
+                return
+            if rows[0].author != str(interaction.user.id):
+                await self._say(
+                    interaction,
+                    "🔒 Only the member whose request saved this note can share it with the server.",
+                )
+                return
+            first = rows[0]
+            result = await memory.store(
+                ns,
+                "\n\n".join(r.text for r in rows),
+                kind=first.kind,
+                author=first.author,
+                thread=first.thread,
+                session=first.session,
+                origin="published",
+            )
+            gs = await self.sv.guild_settings.get(interaction.guild_id)
+            await memory.apply_retention(ns, self.sv.retention_for(gs))
+        except MemoryStoreError as e:
+            await self._failed(interaction, "publish the note", e)
+            return
+        log.info("memory_published", guild_id=ns, user_id=interaction.user.id, session_id=session.id)
+        new_id = result.ids[0] if result.ids else "?"
+        verb = "was already in" if result.added == 0 else "is now in"
+        await self._say(interaction, f"🧠 The note {verb} this server's memory as `{new_id}`.")
 
     # -- /memory clear -----------------------------------------------------------------------------
 
