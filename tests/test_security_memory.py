@@ -75,15 +75,14 @@ async def test_security_private_thread_notes_stay_private_until_their_requester_
         thread = await research(fake, guild, "Keep the HERON launch code in mind", "alice", private=True)
         await wait_idle(fake, bot)
         assert thread.type == 12  # a private thread
-        shown = "\n".join(m.content for m in fake.messages(thread))
-        assert "Remembered privately" in shown and "/memory publish" in shown
-
         # Nothing reaches the server's memory: not search, not export, not stats, not another session.
         found = await run_command(fake, guild, "memory search", {"query": "HERON launch code"}, "bob")
         assert "7741" not in found.content and "Nothing in this server's memory" in found.content
         export = await run_command(fake, guild, "memory export", {}, "admin")
         assert not export.attachments and "no memories" in export.content
         assert (await memory.stats(str(guild.id))).items == 0
+        shown = "\n".join(m.content for m in fake.messages(thread))
+        assert "Remembered privately" in shown and "/memory publish" in shown
         session = await bot.services.sessions.by_thread(thread.id)
         assert session is not None
         kept = [r async for r in memory.export(private_namespace(str(guild.id), session.id))]

@@ -51,6 +51,8 @@ def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
     if hit.task:
         head += f', task: "{_one_line(hit.task, 150)}"'
+    if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
+        head += ", saved by an agent after reading web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
     lines = [head, hit.text.strip() if len(hit.text) <= max_chars else hit.text[:max_chars].rstrip() + " […]"]
     if hit.sources:

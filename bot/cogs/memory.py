@@ -1,4 +1,4 @@
-"""/memory: search, forget, stats, export and clear a server's long-term memory.
+"""/memory: search, forget, stats, export, import, publish and clear a server's long-term memory.
 
 Decisions (the README's "Memory commands" section says the same to users):
 
@@ -9,6 +9,11 @@ Decisions (the README's "Memory commands" section says the same to users):
   research or note it was) or Manage Server; memories without an author (imports) need Manage
   Server. Clearing needs Manage Server, checked here and again on the button, not only by Discord's
   command permissions (which a server can override).
+* **Import** needs Manage Server (checked here); see :mod:`bot.memory_import` for what is checked.
+* **Publish** works only inside a private research thread and only for the member whose request
+  saved the note: a private thread's notes reach the server's memory only when that member asks.
+* **Provenance** (who, which session, how: automatic, agent, agent after web content, published,
+  imported) is shown under every memory listed, and is in every exported row.
 * **Replies** are ephemeral, and nothing sent here can ping (``allowed_mentions`` none).
 * **Confirmation buttons are stateless.** Their custom id carries the action, the time it was offered
   and (for forget) up to four memory ids; the click re-reads the server from the interaction and
@@ -26,9 +31,7 @@ import datetime as dt
 import gzip
 import io
 import json
-import re
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -39,6 +42,7 @@ from discord.ext import commands
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from agent.tools.memory_tools import private_namespace
 from bot.discord_sink import NO_MENTIONS
+from bot.memory_buttons import MemoryButton, confirm_view
 from bot.memory_import import ImportLimits, import_attachment, private_listing
 from bot.memory_text import (
     day,
@@ -70,65 +74,6 @@ FORGET_MIN_RELEVANCE = 0.4
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
 KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
-
-
-# --- confirmation buttons ----------------------------------------------------------------------------
-
-
-def _ts36(ts: float) -> str:
-    n, digits = int(ts), ""
-    while True:
-        n, r = divmod(n, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
-        if n == 0:
-            return digits
-
-
-class MemoryButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"agentbot:mem:(?P<action>[fcx])(?::(?P<ts>[0-9a-z]{1,8}))?(?::(?P<ids>(?:[0-9a-f]{16}){1,4}))?",
-):
-    """Forget (``f``), clear (``c``) or cancel (``x``). Registered with ``add_dynamic_items`` in
-    ``cog_load``, so clicks after a restart still reach it."""
-
-    def __init__(self, action: str, issued: int = 0, ids: Sequence[str] = ()) -> None:
-        parts = ["agentbot:mem:" + action]
-        if action != "x":
-            parts.append(_ts36(issued))
-        if ids:
-            parts.append("".join(ids))
-        label, style = {
-            "f": (f"Forget {len(ids)} memor{'y' if len(ids) == 1 else 'ies'}", discord.ButtonStyle.danger),
-            "c": ("Delete every memory of this server", discord.ButtonStyle.danger),
-            "x": ("Cancel", discord.ButtonStyle.secondary),
-        }[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=":".join(parts)))
-        self.action = action
-        self.issued = issued
-        self.ids = list(ids)
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> MemoryButton:
-        ids = match["ids"] or ""
-        return cls(
-            match["action"], int(match["ts"] or "0", 36), [ids[i : i + 16] for i in range(0, len(ids), 16)]
-        )
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("MemoryCog")  # type: ignore[attr-defined]
-        if not isinstance(cog, MemoryCog):
-            await interaction.response.edit_message(content="Memory commands are not loaded.", view=None)
-            return
-        await cog.on_button(interaction, self)
-
-
-def confirm_view(action: str, ids: Sequence[str] = (), *, now: float | None = None) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(MemoryButton(action, int(time.time() if now is None else now), ids))
-    view.add_item(MemoryButton("x"))
-    return view
 
 
 # --- the cog ---------------------------------------------------------------------------------------
