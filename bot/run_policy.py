@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from bot.runner import TurnRequest
     from bot.services import Services
 
-_MEMORY_TOOLS = frozenset({"recall", "remember"})
+_OWN_WRITES = frozenset({"remember"})
+"""Tool results that carry nothing from outside. recall is not one: it may return a note a page planted."""
 
 
 def is_private(channel: Any) -> bool:
@@ -30,8 +31,8 @@ def is_private(channel: Any) -> bool:
     return getattr(channel, "type", None) == discord.ChannelType.private_thread
 
 
-def _tool_output_seen(messages: Sequence[Message]) -> bool:
-    return any(m.role == "tool" and m.name not in _MEMORY_TOOLS for m in messages)
+def tool_output_seen(messages: Sequence[Message]) -> bool:
+    return any(m.role == "tool" and m.name not in _OWN_WRITES for m in messages)
 
 
 def turn_services(
@@ -47,7 +48,7 @@ def turn_services(
             private_namespace=private_namespace(str(s.guild_id), s.id) if is_private(req.channel) else None,
             max_writes=sv.bot_settings.memory_remember_per_run,
             read_sources=lambda: state.sources,
-            read_untrusted=lambda: _tool_output_seen(history) or _tool_output_seen(state.messages),
+            read_untrusted=lambda: tool_output_seen(history) or tool_output_seen(state.messages),
             thread=str(s.thread_id or ""),
         )
         if gs is not None:

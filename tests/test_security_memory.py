@@ -151,3 +151,39 @@ async def test_security_a_page_cannot_silently_plant_server_memories(
         export = await run_command(fake, guild, "memory export", {}, "admin")
         exported = [json.loads(line) for line in export.attachments[0].data.decode().splitlines()]
         assert {r["origin"] for r in exported} == {"agent-web", "auto"}
+
+
+async def test_security_notes_after_any_outside_content_are_marked_even_from_history(tmp_path: Path) -> None:
+    """A follow-up turn that fetched nothing itself still carries the earlier turn's page in its
+    history: its note is marked too. A note with nothing read before stays plain ``agent``."""
+    from agent.embeddings.minilm import MiniLMEmbedding
+    from agent.memory import ChromaMemory
+    from agent.messages import Message, ToolCall
+    from agent.tools.memory_tools import MEMORY_TOOLS, MemoryRunPolicy
+    from agent.tools.registry import ToolContext, ToolRegistry
+    from bot.run_policy import tool_output_seen
+
+    memory = ChromaMemory(tmp_path / "m", embedding=MiniLMEmbedding())
+    await memory.open()
+    try:
+        registry = ToolRegistry(MEMORY_TOOLS)
+        history = [
+            Message("user", "read it"),
+            Message("tool", "page text", tool_call_id="1", name="fetch_url"),
+        ]
+
+        async def save(note: str, seen: list[Message]) -> str:
+            policy = MemoryRunPolicy(read_untrusted=lambda: tool_output_seen(seen))
+            ctx = ToolContext(
+                session_id="s", namespace="1", user_id="9", services={"memory": memory, "memory_run": policy}
+            )
+            out = await registry.execute(ToolCall("c", "remember", json.dumps({"note": note})), ctx)
+            assert not out.is_error, out.output
+            return out.output
+
+        assert "after tool output" in await save("Planted by an earlier page.", history)
+        assert "marked" not in await save("Typed by the requester.", [Message("user", "hi")])
+        origins = {r["text"]: r["origin"] async for r in memory.export("1")}
+        assert origins == {"Planted by an earlier page.": "agent-web", "Typed by the requester.": "agent"}
+    finally:
+        await memory.close()

@@ -49,7 +49,7 @@ class MemoryRunPolicy:
     read_sources: Callable[[], Sequence[str]] = lambda: ()
     """URLs the run has read so far (the loop's sources)."""
     read_untrusted: Callable[[], bool] = lambda: False
-    """Whether the conversation (history included) holds any tool result besides memory's own."""
+    """Whether the conversation (history included) holds any tool result besides remember's own."""
     thread: str = ""
     """The Discord thread the run writes in (provenance)."""
     writes: int = 0
