@@ -1,4 +1,4 @@
-"""/memory import and /memory publish, the parts with no Discord command plumbing.
+"""/memory import and /memory publish: the work behind the commands, apart from Discord plumbing.
 
 Import decisions (README "Memory" says the same):
 
@@ -23,7 +23,8 @@ import structlog
 
 from agent.memory.transfer import ImportRefused, read_export
 from agent.memory.types import MemoryRecord
-from bot.memory_text import describe, excerpt, fit, human_bytes
+from agent.tools.memory_tools import private_namespace
+from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
 
 log = structlog.get_logger().bind(logger="bot.memory_import")
 
@@ -98,6 +99,38 @@ async def import_attachment(
             "(`/config memory max_items`, `max_age_days`)."
         )
     return "\n".join(lines)
+
+
+async def publish_note(
+    memory: Any, namespace: str, session_id: str, wanted: str | None, user_id: int, retention: Any
+) -> str:
+    """List a private session's notes (``wanted`` None), or copy one into the server's memory when
+    ``user_id`` is the member whose request saved it. Returns the reply."""
+    private = private_namespace(namespace, session_id)
+    if wanted is None:
+        return private_listing([MemoryRecord.from_row(r) async for r in memory.export(private)])
+    parent = parse_memory_id(wanted)
+    rows = sorted(await memory.get(private, [parent] if parent else []), key=lambda r: r.chunk)
+    if not rows:
+        return f"🔒 This thread has no private note `{excerpt(wanted, 40)}`."
+    first = rows[0]
+    if first.author != str(user_id):
+        return "🔒 Only the member whose request saved this note can share it with the server."
+    result = await memory.store(
+        namespace,
+        "\n\n".join(r.text for r in rows),
+        kind=first.kind,
+        author=first.author,
+        thread=first.thread,
+        session=first.session,
+        origin="published",
+    )
+    if retention is not None:
+        await memory.apply_retention(namespace, retention)
+    log.info("memory_published", guild_id=namespace, user_id=user_id, session_id=session_id)
+    new_id = result.ids[0] if result.ids else "?"
+    verb = "was already in" if result.added == 0 else "is now in"
+    return f"🧠 The note {verb} this server's memory as `{new_id}`."
 
 
 def private_listing(records: list[MemoryRecord], limit: int = 8) -> str:

@@ -148,6 +148,9 @@ async def test_security_a_page_cannot_silently_plant_server_memories(
         found = await run_command(fake, guild, "memory search", {"query": "trusted vendor shop"}, "admin")
         assert "saved by the agent after reading web content" in found.content and page in found.content
         assert f"<@{guild.member('alice').id}>" in found.content and session.id in found.content
+        listed = await run_command(fake, guild, "memory list", {"origin": "agent-web", "count": 10}, "admin")
+        assert "(3 in all)" in listed.content and listed.content.count(page) == 3
+        assert "Summarise" not in listed.content  # the research answer came another way
         export = await run_command(fake, guild, "memory export", {}, "admin")
         exported = [json.loads(line) for line in export.attachments[0].data.decode().splitlines()]
         assert {r["origin"] for r in exported} == {"agent-web", "auto"}

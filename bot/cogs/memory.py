@@ -40,11 +40,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
-from agent.tools.memory_tools import private_namespace
 from bot.discord_sink import NO_MENTIONS
 from bot.memory_buttons import MemoryButton, confirm_view
-from bot.memory_import import ImportLimits, import_attachment, private_listing
+from bot.memory_import import ImportLimits, import_attachment, publish_note
 from bot.memory_text import (
+    ORIGIN_LABELS,
     day,
     describe,
     excerpt,
@@ -74,6 +74,9 @@ FORGET_MIN_RELEVANCE = 0.4
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
 KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
+ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
+LIST_SCAN = 20_000
+"""Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
 
 
 # --- the cog ---------------------------------------------------------------------------------------
@@ -232,6 +235,41 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             return
         await self._say(interaction, text, view=confirm_view("f", allowed))
 
+    # -- /memory list ------------------------------------------------------------------------------
+
+    @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
+    @app_commands.describe(origin="Only memories that came this way", count="How many (1-10)")
+    @app_commands.choices(origin=ORIGIN_CHOICES)
+    async def list_(
+        self,
+        interaction: discord.Interaction,
+        origin: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 10] = 5,
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        rows: list[MemoryRecord] = []
+        try:
+            async for row in memory.export(ns):
+                if len(rows) >= LIST_SCAN:
+                    break
+                if row.get("chunk", 0) == 0 and (origin is None or row.get("origin") == origin.value):
+                    rows.append(MemoryRecord.from_row(row))
+        except MemoryStoreError as e:
+            await self._failed(interaction, "read memory", e)
+            return
+        rows.sort(key=lambda r: -r.created)
+        what = f" stored as {origin.value}" if origin else ""
+        if not rows:
+            await self._say(interaction, f"🧠 This server has no memories{what}.")
+            return
+        lines = [f"🧠 Newest memories{what} ({len(rows)} in all):"]
+        for rec in rows[:count]:
+            lines += describe(rec)
+        await self._say(interaction, fit(lines, tail="\n-# Forget one with `/memory forget id:<id>`."))
+
     # -- /memory stats -----------------------------------------------------------------------------
 
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
@@ -353,42 +391,15 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                 "🔒 Run `/memory publish` inside the private research thread whose note you want to share.",
             )
             return
-        private = private_namespace(ns, session.id)
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
         try:
-            if id is None:
-                rows = [MemoryRecord.from_row(r) async for r in memory.export(private)]
-                await self._say(interaction, private_listing(rows))
-                return
-            parent = parse_memory_id(id)
-            rows = sorted(await memory.get(private, [parent] if parent else []), key=lambda r: r.chunk)
-            if not rows:
-                await self._say(interaction, f"🔒 This thread has no private note `{excerpt(id, 40)}`.")
-                return
-            if rows[0].author != str(interaction.user.id):
-                await self._say(
-                    interaction,
-                    "🔒 Only the member whose request saved this note can share it with the server.",
-                )
-                return
-            first = rows[0]
-            result = await memory.store(
-                ns,
-                "\n\n".join(r.text for r in rows),
-                kind=first.kind,
-                author=first.author,
-                thread=first.thread,
-                session=first.session,
-                origin="published",
+            text = await publish_note(
+                memory, ns, session.id, id, interaction.user.id, self.sv.retention_for(gs)
             )
-            gs = await self.sv.guild_settings.get(interaction.guild_id)
-            await memory.apply_retention(ns, self.sv.retention_for(gs))
         except MemoryStoreError as e:
             await self._failed(interaction, "publish the note", e)
             return
-        log.info("memory_published", guild_id=ns, user_id=interaction.user.id, session_id=session.id)
-        new_id = result.ids[0] if result.ids else "?"
-        verb = "was already in" if result.added == 0 else "is now in"
-        await self._say(interaction, f"🧠 The note {verb} this server's memory as `{new_id}`.")
+        await self._say(interaction, text)
 
     # -- /memory clear -----------------------------------------------------------------------------
 
