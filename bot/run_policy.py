@@ -36,9 +36,15 @@ def tool_output_seen(messages: Sequence[Message]) -> bool:
 
 
 def turn_services(
-    sv: Services, gs: Any, req: TurnRequest, state: RunState, history: Sequence[Message]
+    sv: Services,
+    gs: Any,
+    req: TurnRequest,
+    state: RunState,
+    history: Sequence[Message],
+    recalled: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """What to add to the turn's ``ToolContext.services``."""
+    """What to add to the turn's ``ToolContext.services``. ``recalled``: the memories the automatic
+    recall put in the prompt (a note a page planted must not come back out as a plain ``agent`` one)."""
     s = req.session
     out: dict[str, Any] = {}
     if gs is not None and (gs.fetch_allow or gs.fetch_block):
@@ -48,7 +54,11 @@ def turn_services(
             private_namespace=private_namespace(str(s.guild_id), s.id) if is_private(req.channel) else None,
             max_writes=sv.bot_settings.memory_remember_per_run,
             read_sources=lambda: state.sources,
-            read_untrusted=lambda: tool_output_seen(history) or tool_output_seen(state.messages),
+            read_untrusted=lambda: (
+                tool_output_seen(history)
+                or tool_output_seen(state.messages)
+                or any(getattr(h, "origin", "") == "agent-web" for h in recalled)
+            ),
             thread=str(s.thread_id or ""),
         )
         if gs is not None:

@@ -238,7 +238,8 @@ class SessionRunner:
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             agent, ctx, extra = await self._prepare(req, gs, renderer)
-            ctx.services.update(turn_services(sv, gs, req, state, history))  # memory and fetch rules
+            recalled = ctx.services.get("memory_recalled", ())
+            ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
             await self._charge_judge(agent.model, budget)
             async with contextlib.AsyncExitStack() as stack:
                 with contextlib.suppress(Exception):
@@ -469,6 +470,7 @@ class SessionRunner:
             from agent.memory.integration import format_recalled, recall_for_task, recalled_event
 
             hits = await recall_for_task(sv.memory, str(s.guild_id), req.prompt)
+            ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
             if hits:
                 extra_parts.append(format_recalled(hits))
                 renderer.feed(recalled_event(hits))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -164,7 +165,7 @@ async def test_security_notes_after_any_outside_content_are_marked_even_from_his
     from agent.messages import Message, ToolCall
     from agent.tools.memory_tools import MEMORY_TOOLS, MemoryRunPolicy
     from agent.tools.registry import ToolContext, ToolRegistry
-    from bot.run_policy import tool_output_seen
+    from bot.run_policy import tool_output_seen, turn_services
 
     memory = ChromaMemory(tmp_path / "m", embedding=MiniLMEmbedding())
     await memory.open()
@@ -186,7 +187,23 @@ async def test_security_notes_after_any_outside_content_are_marked_even_from_his
 
         assert "after tool output" in await save("Planted by an earlier page.", history)
         assert "marked" not in await save("Typed by the requester.", [Message("user", "hi")])
+
+        # The automatic recall offered a planted note: what the run saves is marked too (no laundering).
+        sv = SimpleNamespace(memory=memory, bot_settings=SimpleNamespace(memory_remember_per_run=3))
+        req = SimpleNamespace(session=SimpleNamespace(id="s2", guild_id=1, thread_id=5), channel=None)
+        state = SimpleNamespace(sources=[], messages=[])
+        planted = [SimpleNamespace(origin="agent-web")]
+        services = turn_services(sv, None, req, state, [], planted)  # type: ignore[arg-type]
+        ctx = ToolContext(
+            session_id="s2", namespace="1", user_id="9", services={"memory": memory, **services}
+        )
+        out = await registry.execute(ToolCall("c", "remember", json.dumps({"note": "Echo of it."})), ctx)
+        assert "marked as written after tool output" in out.output
         origins = {r["text"]: r["origin"] async for r in memory.export("1")}
-        assert origins == {"Planted by an earlier page.": "agent-web", "Typed by the requester.": "agent"}
+        assert origins == {
+            "Planted by an earlier page.": "agent-web",
+            "Typed by the requester.": "agent",
+            "Echo of it.": "agent-web",
+        }
     finally:
         await memory.close()
