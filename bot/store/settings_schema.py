@@ -88,7 +88,8 @@ def matching(choices: Iterable[str], current: str, limit: int = 25) -> list[str]
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     kind: str
-    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory"""
+    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory,
+    research, reader, fetch"""
     name: str | None = None
     target_id: int | None = None
     """The role id of ``role_limit.*`` or the channel id of ``channel_persona.*``."""
