@@ -34,6 +34,14 @@ class BotSettings(BaseSettings):
     """Another Discord-compatible REST endpoint (a proxy, or the project's fake in tests)."""
     gateway_url: str | None = Field(None, alias="DISCORD_GATEWAY_URL")
 
+    # -- Memory provenance and import (issues 14.9, 17.4) --
+    memory_remember_per_run: int = Field(3, alias="MEMORY_REMEMBER_PER_RUN", ge=0, le=50)
+    """Notes the agent's ``remember`` tool may save in one run (0 turns the tool's writes off)."""
+    memory_import_max_mb: float = Field(20.0, alias="MEMORY_IMPORT_MAX_MB", gt=0, le=500)
+    """Largest /memory import file, and the most it may hold once gunzipped."""
+    memory_import_max_items: int = Field(5000, alias="MEMORY_IMPORT_MAX_ITEMS", ge=1, le=100_000)
+    """Most memories one /memory import may bring in (each is embedded again)."""
+
     @field_validator(
         "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"
     )

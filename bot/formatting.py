@@ -261,6 +261,10 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
         )
     if key == "reader":
         return "on" if gs.reader else "off"
+    if key in ("fetch.allow", "fetch.block"):
+        rules = gs.fetch_allow if key == "fetch.allow" else gs.fetch_block
+        empty = "any public domain" if key == "fetch.allow" else "none"
+        return ", ".join(code(r) for r in rules[:20]) + (" …" if len(rules) > 20 else "") if rules else empty
     if key == "memory.auto_store":
         return "on" if gs.memory_auto_store else "off"
     if key == "memory.max_items":

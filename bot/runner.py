@@ -27,6 +27,7 @@ from agent.models.base import ModelSettings
 from agent.tools.registry import ToolContext
 from bot.discord_sink import DiscordSink
 from bot.progress import ProgressRenderer
+from bot.run_policy import is_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError
 from bot.streamer import ThreadStreamer
 
@@ -237,6 +238,8 @@ class SessionRunner:
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             agent, ctx, extra = await self._prepare(req, gs, renderer)
+            recalled = ctx.services.get("memory_recalled", ())
+            ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
             await self._charge_judge(agent.model, budget)
             async with contextlib.AsyncExitStack() as stack:
                 with contextlib.suppress(Exception):
@@ -467,6 +470,7 @@ class SessionRunner:
             from agent.memory.integration import format_recalled, recall_for_task, recalled_event
 
             hits = await recall_for_task(sv.memory, str(s.guild_id), req.prompt)
+            ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
             if hits:
                 extra_parts.append(format_recalled(hits))
                 renderer.feed(recalled_event(hits))
@@ -489,7 +493,7 @@ class SessionRunner:
         s = req.session
         if sv.memory is None or s.guild_id is None:
             return
-        if getattr(req.channel, "type", None) == discord.ChannelType.private_thread:
+        if is_private(req.channel):
             return  # a private thread's research must not become searchable by the whole server
         gs = await sv.guild_settings.get(s.guild_id)
         if not gs.memory_auto_store:
@@ -505,6 +509,7 @@ class SessionRunner:
                 result.sources,
                 author=str(req.requester_id),
                 thread=str(s.thread_id or ""),
+                session=s.id,
                 retention=sv.retention_for(gs),
             )
         except Exception:

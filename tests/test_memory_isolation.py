@@ -84,7 +84,8 @@ async def test_the_tools_take_the_guild_from_the_context_only(memory: ChromaMemo
     await registry.execute(call("remember", note="Guild B's own note about dragons."), ctx_b)
     rows_a = [r async for r in memory.export(A)]
     assert [r["text"] for r in rows_a] == [SECRET]
-    assert rows_a[0]["author"] == "alice" and rows_a[0]["thread"] == "thread-a"
+    assert rows_a[0]["author"] == "alice" and rows_a[0]["session"] == "thread-a"
+    assert rows_a[0]["origin"] == "agent"
 
 
 async def test_remember_applies_the_servers_retention(memory: ChromaMemory) -> None:

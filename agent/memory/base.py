@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from agent.memory.transfer import ImportResult
 from agent.memory.types import MemoryHit, MemoryRecord, MemoryStats, NewMemory, RetentionPolicy, StoreResult
 
 
@@ -37,6 +38,8 @@ class Memory(Protocol):
         task: str = "",
         sources: Iterable[str] = (),
         created: float | None = None,
+        session: str = "",
+        origin: str = "",
     ) -> StoreResult: ...
 
     async def store_many(
@@ -66,6 +69,10 @@ class Memory(Protocol):
     def export(self, namespace: str | int) -> AsyncIterator[dict[str, Any]]: ...
 
     async def import_rows(self, namespace: str | int, rows: Iterable[Mapping[str, Any]]) -> StoreResult: ...
+
+    async def import_memories(self, namespace: str | int, memories: Sequence[NewMemory]) -> ImportResult:
+        """All or nothing: what a failed import added is removed again."""
+        ...
 
     async def clear(self, namespace: str | int) -> int: ...
 

@@ -36,6 +36,7 @@ from agent.memory import layout
 from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
 from agent.memory.scope import NamespaceScope
+from agent.memory.transfer import ImportResult
 from agent.memory.types import (
     KINDS,
     EmbeddingMismatch,
@@ -264,9 +265,21 @@ class ChromaMemory:
         task: str = "",
         sources: Iterable[str] = (),
         created: float | None = None,
+        session: str = "",
+        origin: str = "",
     ) -> StoreResult:
         """Remember one text (chunked when long). Storing the same text again adds nothing."""
-        item = NewMemory(text, kind, author, thread, task, tuple(sources), created)  # type: ignore[arg-type]
+        item = NewMemory(
+            text,
+            kind,  # type: ignore[arg-type]
+            author,
+            thread,
+            task,
+            tuple(sources),
+            created,
+            session=session,
+            origin=origin,
+        )
         return await self.store_many(namespace, [item])
 
     async def store_many(
@@ -487,30 +500,38 @@ class ChromaMemory:
                 yield to_record(r.id, r.document, r.metadata).to_row()
 
     async def import_rows(self, namespace: str | int, rows: Iterable[Mapping[str, Any]]) -> StoreResult:
-        """Store exported rows again (into any namespace, with this store's embedding): chunks of one
-        parent are joined back in order, and the original dates are kept."""
-        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for row in rows:
-            if not isinstance(row.get("text"), str):
-                raise ValueError("each exported row needs a 'text' string")
-            groups[str(row.get("parent") or row.get("id") or len(groups))].append(row)
-        items = []
-        for chunks in groups.values():
-            chunks.sort(key=lambda r: int(r.get("chunk") or 0))
-            first = chunks[0]
-            kind = str(first.get("kind") or "note")
-            items.append(
-                NewMemory(
-                    text="\n\n".join(str(c["text"]) for c in chunks),
-                    kind=kind if kind in KINDS else "note",  # type: ignore[arg-type]
-                    author=str(first.get("author") or ""),
-                    thread=str(first.get("thread") or ""),
-                    task=str(first.get("task") or ""),
-                    sources=tuple(str(s) for s in first.get("sources") or ()),
-                    created=float(first["created_ts"]) if first.get("created_ts") is not None else None,
-                )
-            )
-        return await self.store_many(namespace, items)
+        """Store exported rows again (into any namespace, with this store's embedding): every row is
+        checked first (:mod:`agent.memory.transfer`), chunks of one parent are joined back in order,
+        the original dates are kept, and a failure part-way removes what this import added."""
+        from agent.memory.transfer import plan_import
+
+        plan = plan_import(enumerate(rows, start=1), max_memories=10**6)
+        done = await self.import_memories(namespace, plan.memories)
+        return StoreResult(done.ids, done.rows, len(done.ids) - len(done.added))
+
+    async def import_memories(
+        self, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256
+    ) -> ImportResult:
+        """All or nothing: memories already here are left as they are; if a write fails, the ones this
+        call added are forgotten again before the error is raised."""
+        ns = check_namespace(namespace)
+        added_parents: list[str] = []
+        parents: list[str] = []
+        written = 0
+        try:
+            for i in range(0, len(memories), batch):
+                part = memories[i : i + batch]
+                ids = [make_rows(ns, m, 0.0)[0] for m in part]
+                known = {r.parent or r.id for r in await self.get(ns, ids)}
+                result = await self.store_many(ns, part)
+                added_parents += [p for p in result.ids if p not in known]
+                parents += result.ids
+                written += result.added
+        except BaseException:
+            if added_parents:
+                await asyncio.shield(self.forget(ns, list(dict.fromkeys(added_parents))))
+            raise
+        return ImportResult(parents, list(dict.fromkeys(added_parents)), written)
 
     # -- deletes -------------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
     if hit.task:
         head += f', task: "{_one_line(hit.task, 150)}"'
+    if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
+        head += ", saved by an agent after reading web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
     lines = [head, hit.text.strip() if len(hit.text) <= max_chars else hit.text[:max_chars].rstrip() + " […]"]
     if hit.sources:
@@ -89,9 +91,10 @@ async def store_research(
     author: str = "",
     thread: str = "",
     *,
+    session: str = "",
     retention: RetentionPolicy | None = None,
 ) -> StoreResult | None:
-    """Keep a finished answer (kind ``research``), then apply ``retention`` if given.
+    """Keep a finished answer (kind ``research``, origin ``auto``), then apply ``retention`` if given.
 
     Returns None when there is nothing to store (no memory, no namespace, empty answer). Whether a
     server wants this at all is the caller's per-server setting.
@@ -99,7 +102,15 @@ async def store_research(
     if memory is None or namespace is None or not answer or not answer.strip():
         return None
     result = await memory.store(
-        namespace, answer, kind="research", author=author, thread=thread, task=task, sources=list(sources)
+        namespace,
+        answer,
+        kind="research",
+        author=author,
+        thread=thread,
+        task=task,
+        sources=list(sources),
+        session=session,
+        origin="auto",
     )
     if retention is not None:
         await memory.apply_retention(namespace, retention)

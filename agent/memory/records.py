@@ -151,6 +151,8 @@ def make_rows(
             "parent": parent,
             "chunk": i,
             "chunks": len(chunks),
+            "session": _clip(item.session),
+            "origin": _clip(item.origin),
         }
         to_embed = f"{task}\n\n{chunk}" if task and item.kind == "research" else chunk
         rows.append((rid, chunk, to_embed, meta))
@@ -171,6 +173,8 @@ def to_record(rid: str, document: str | None, meta: Mapping[str, Any] | None) ->
         parent=str(m.get("parent", rid)),
         chunk=int(m.get("chunk", 0)),
         chunks=int(m.get("chunks", 1)),
+        session=str(m.get("session", "")),
+        origin=str(m.get("origin", "")),
     )
 
 
@@ -188,5 +192,7 @@ def to_hit(rid: str, document: str | None, meta: Mapping[str, Any] | None, relev
         parent=r.parent,
         chunk=r.chunk,
         chunks=r.chunks,
+        session=r.session,
+        origin=r.origin,
         relevance=float(relevance),
     )

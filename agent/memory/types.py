@@ -9,6 +9,15 @@ from typing import Literal
 Kind = Literal["research", "fact", "note"]
 KINDS: tuple[str, ...] = ("research", "fact", "note")
 """research: a finished research answer; fact: a fact the agent kept; note: something a user asked to keep."""
+ORIGINS: dict[str, str] = {
+    "auto": "a finished research, stored automatically",
+    "agent": "written by the agent (remember) in a run that had read no web or tool content",
+    "agent-web": "written by the agent (remember) after its run had read web or tool content",
+    "published": "shared from a private thread by its requester (/memory publish)",
+    "import": "brought in by an admin (/memory import)",
+    "private": "kept by the agent in a private thread, seen only there",
+}
+"""Where a memory came from (provenance, issue 14.9); '' on memories stored before it was recorded."""
 
 
 class MemoryStoreError(Exception):
@@ -35,6 +44,10 @@ class NewMemory:
     sources: tuple[str, ...] = ()
     created: float | None = None
     """Unix time; the store's clock when None."""
+    session: str = ""
+    """The agentbot session that stored it (provenance)."""
+    origin: str = ""
+    """One of :data:`ORIGINS` ('' when unknown)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,11 +66,32 @@ class MemoryRecord:
     """Id of the whole memory; equals ``id`` for a memory stored in one piece."""
     chunk: int = 0
     chunks: int = 1
+    session: str = ""
+    origin: str = ""
 
     @property
     def date(self) -> str:
         """UTC day the memory was stored, as people cite it (``2026-11-24``)."""
         return dt.datetime.fromtimestamp(self.created, tz=dt.UTC).strftime("%Y-%m-%d")
+
+    @classmethod
+    def from_row(cls, row: dict[str, object]) -> MemoryRecord:
+        """The record of one exported row (what :meth:`to_row` wrote)."""
+        return cls(
+            id=str(row["id"]),
+            text=str(row.get("text", "")),
+            kind=str(row.get("kind", "note")),
+            created=float(row.get("created_ts") or 0.0),  # type: ignore[arg-type]
+            author=str(row.get("author", "")),
+            thread=str(row.get("thread", "")),
+            task=str(row.get("task", "")),
+            sources=tuple(str(u) for u in row.get("sources") or ()),  # type: ignore[attr-defined]
+            parent=str(row.get("parent", "")),
+            chunk=int(row.get("chunk") or 0),  # type: ignore[call-overload]
+            chunks=int(row.get("chunks") or 1),  # type: ignore[call-overload]
+            session=str(row.get("session", "")),
+            origin=str(row.get("origin", "")),
+        )
 
     def to_row(self) -> dict[str, object]:
         """A JSON-ready dict (one JSONL line of an export)."""
@@ -72,6 +106,8 @@ class MemoryRecord:
             "author": self.author,
             "thread": self.thread,
             "sources": list(self.sources),
+            "session": self.session,
+            "origin": self.origin,
             "created": dt.datetime.fromtimestamp(self.created, tz=dt.UTC).isoformat(),
             "created_ts": self.created,
         }

@@ -20,8 +20,9 @@ import httpx
 import trafilatura
 from pydantic import Field
 
+from agent.tools import domains
 from agent.tools.netguard import GuardedTransport, LazyClient, NetGuard, Resolver
-from agent.tools.registry import Tool, ToolOutput, ToolRefused, TransientToolError, tool
+from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _HTML = ("text/html", "application/xhtml+xml")
@@ -81,21 +82,24 @@ class PageFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str) -> Page:
+    async def fetch(self, url: str, policy: domains.DomainPolicy | None = None) -> Page:
+        """``policy``: the server's domain rules, checked on every hop like the SSRF guard."""
         try:
             target = httpx.URL(url.strip())
         except (httpx.InvalidURL, TypeError) as e:
             raise ToolRefused(f"not a valid URL: {url!r} ({e})") from e
         try:
             async with asyncio.timeout(self.settings.timeout):
-                return await self._fetch(target)
+                return await self._fetch(target, policy)
         except TimeoutError as e:
             raise TransientToolError(f"fetching {url} took longer than {self.settings.timeout:g} s") from e
 
-    async def _fetch(self, url: httpx.URL) -> Page:
+    async def _fetch(self, url: httpx.URL, policy: domains.DomainPolicy | None = None) -> Page:
         client = self._client.get()
         for hop in range(self.settings.max_redirects + 1):
             self.guard.check_url(url)
+            if policy:
+                policy.check(url)
             try:
                 async with client.stream("GET", url) as resp:
                     if resp.status_code in _REDIRECTS and "location" in resp.headers:
@@ -202,7 +206,9 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
     settings = fetcher.settings
 
     @tool(timeout=settings.timeout + 15, max_attempts=2, max_output=settings.max_chars + 1000)
-    async def fetch_url(url: str, start: Annotated[int, Field(ge=0)] = 0, raw: bool = False) -> ToolOutput:
+    async def fetch_url(
+        ctx: ToolContext, url: str, start: Annotated[int, Field(ge=0)] = 0, raw: bool = False
+    ) -> ToolOutput:
         """Fetch a web page and return its readable text, title and final URL (cite that URL).
 
         Reads HTML, plain text and JSON; PDFs and other binary files are refused. Only public
@@ -213,7 +219,7 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
             start: Character offset to continue a long page from (given at the end of a cut result).
             raw: Return the page's own text instead of notes on it, when you need its exact wording.
         """
-        page = await fetcher.fetch(url)
+        page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE))
         text = render_page(page, start, settings.max_chars)
         full = None
         if not raw and len(page.text) - start > settings.max_chars:

@@ -68,6 +68,7 @@ GROUP_LABELS = {
     "channel_persona": "every channel persona",
     "memory": "every memory setting",
     "research": "every research tier",
+    "fetch": "both fetch_url domain lists",
 }
 RESEARCH_CHOICES = {
     "complex": [
@@ -463,6 +464,22 @@ class ConfigCog(commands.Cog):
                 "research.medium": medium_research.value if medium_research else None,
                 "reader": page_reader,
             },
+        )
+
+    @config.command(name="fetch", description="Which web domains fetch_url may read on this server.")
+    @app_commands.describe(
+        allow="Only these domains (and their subdomains), comma-separated; 'none' lifts the allow-list",
+        block="Never these domains (and their subdomains), comma-separated; 'none' empties the block-list",
+    )
+    async def fetch(
+        self, interaction: discord.Interaction, allow: str | None = None, block: str | None = None
+    ) -> None:
+        """Any public GET can carry data out: admins may narrow where agents read (issue 14.9)."""
+        guild_id = await admin_guild(interaction)
+        if guild_id is None:
+            return
+        await self._set_or_show(
+            interaction, guild_id, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
         )
 
     # --- reset ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""/memory: search, forget, stats, export and clear a server's long-term memory.
+"""/memory: search, forget, stats, export, import, publish and clear a server's long-term memory.
 
 Decisions (the README's "Memory commands" section says the same to users):
 
@@ -9,6 +9,11 @@ Decisions (the README's "Memory commands" section says the same to users):
   research or note it was) or Manage Server; memories without an author (imports) need Manage
   Server. Clearing needs Manage Server, checked here and again on the button, not only by Discord's
   command permissions (which a server can override).
+* **Import** needs Manage Server (checked here); see :mod:`bot.memory_import` for what is checked.
+* **Publish** works only inside a private research thread and only for the member whose request
+  saved the note: a private thread's notes reach the server's memory only when that member asks.
+* **Provenance** (who, which session, how: automatic, agent, agent after web content, published,
+  imported) is shown under every memory listed, and is in every exported row.
 * **Replies** are ephemeral, and nothing sent here can ping (``allowed_mentions`` none).
 * **Confirmation buttons are stateless.** Their custom id carries the action, the time it was offered
   and (for forget) up to four memory ids; the click re-reads the server from the interaction and
@@ -26,9 +31,7 @@ import datetime as dt
 import gzip
 import io
 import json
-import re
 import time
-from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -38,6 +41,23 @@ from discord.ext import commands
 
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
+from bot.memory_buttons import MemoryButton, confirm_view
+from bot.memory_import import ImportLimits, import_attachment, publish_note
+from bot.memory_text import (
+    ORIGIN_LABELS,
+    day,
+    describe,
+    excerpt,
+    fit,
+    group_parents,
+    human_bytes,
+    is_manager,
+    mask_secrets,
+    may_forget,
+    parse_memory_id,
+    unavailable_text,
+)
+from bot.run_policy import is_private
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -53,164 +73,10 @@ FORGET_MIN_RELEVANCE = 0.4
 """Forget by query only offers memories at least this close (cosine), like ``forget_by_query``."""
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
-EXCERPT = 180
-MESSAGE_LIMIT = 2000
-
-_ID_IN_TEXT = re.compile(r"\b([0-9a-f]{16})(?:-(\d{1,4}))?\b")
-_SECRETS = (
-    (re.compile(r"(?i)(://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
-    (re.compile(r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[=:]\s*|\s+)\S+"), r"\1\2***"),
-    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}"), "***"),
-)
 KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
-
-
-# --- small helpers ---------------------------------------------------------------------------------
-
-
-def mask_secrets(text: str) -> str:
-    """An operator's error text made fit for members: credentials in URLs, tokens and keys masked."""
-    for pattern, repl in _SECRETS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-def unavailable_text(sv: Services) -> str:
-    if sv.memory_error:
-        why = mask_secrets(" ".join(sv.memory_error.split()))
-        why = (why if len(why) <= 400 else why[:399] + "…").replace("`", "'")
-        return (
-            f"🧠 Memory is unavailable on this bot: it failed to start with `{why}`. "
-            "An operator can fix that and restart the bot."
-        )
-    return "🧠 Memory is turned off on this bot (`MEMORY_ENABLED=false`). An operator can turn it on."
-
-
-def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """One line, Markdown-escaped, cut at ``limit`` characters."""
-    flat = " ".join(text.split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1].rstrip() + "…"
-    return discord.utils.escape_markdown(flat)
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def day(ts: float | None) -> str:
-    return "—" if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d")
-
-
-def parse_memory_id(value: str) -> str | None:
-    """The parent id in what a user pasted (``3f…``, `` `3f…-2` ``, ``[memory 3f…, 2026-…]``)."""
-    found = _ID_IN_TEXT.search(value.strip().lower())
-    return found.group(1) if found else None
-
-
-def is_manager(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(perms.manage_guild or perms.administrator)
-
-
-def may_forget(author: str, user_id: int, manager: bool) -> bool:
-    return manager or (bool(author) and author == str(user_id))
-
-
-def fit(lines: Iterable[str], limit: int = MESSAGE_LIMIT, tail: str = "") -> str:
-    """Join whole lines while they fit in one Discord message (with ``tail`` at the end)."""
-    out: list[str] = []
-    used = len(tail)
-    for line in lines:
-        if used + len(line) + 1 > limit:
-            break
-        out.append(line)
-        used += len(line) + 1
-    return "\n".join(out) + tail
-
-
-def describe(rec: MemoryRecord, *, relevance: float | None = None) -> list[str]:
-    """Two lines for one memory: id, date, kind (and task), then an excerpt."""
-    head = f"`{rec.parent or rec.id}` · {rec.date} · {rec.kind}"
-    if relevance is not None:
-        head += f" · {relevance:.0%} match"
-    if rec.chunks > 1:
-        head += f" · part {rec.chunk + 1}/{rec.chunks}"
-    if rec.task:
-        head += f" · task: “{excerpt(rec.task, 80)}”"
-    return [head, f"> {excerpt(rec.text)}"]
-
-
-def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecord]]:
-    """Rows by whole memory (parent id), in the order first seen."""
-    groups: dict[str, list[MemoryRecord]] = {}
-    for r in records:
-        groups.setdefault(r.parent or r.id, []).append(r)
-    return groups
-
-
-# --- confirmation buttons ----------------------------------------------------------------------------
-
-
-def _ts36(ts: float) -> str:
-    n, digits = int(ts), ""
-    while True:
-        n, r = divmod(n, 36)
-        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[r] + digits
-        if n == 0:
-            return digits
-
-
-class MemoryButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"agentbot:mem:(?P<action>[fcx])(?::(?P<ts>[0-9a-z]{1,8}))?(?::(?P<ids>(?:[0-9a-f]{16}){1,4}))?",
-):
-    """Forget (``f``), clear (``c``) or cancel (``x``). Registered with ``add_dynamic_items`` in
-    ``cog_load``, so clicks after a restart still reach it."""
-
-    def __init__(self, action: str, issued: int = 0, ids: Sequence[str] = ()) -> None:
-        parts = ["agentbot:mem:" + action]
-        if action != "x":
-            parts.append(_ts36(issued))
-        if ids:
-            parts.append("".join(ids))
-        label, style = {
-            "f": (f"Forget {len(ids)} memor{'y' if len(ids) == 1 else 'ies'}", discord.ButtonStyle.danger),
-            "c": ("Delete every memory of this server", discord.ButtonStyle.danger),
-            "x": ("Cancel", discord.ButtonStyle.secondary),
-        }[action]
-        super().__init__(discord.ui.Button(label=label, style=style, custom_id=":".join(parts)))
-        self.action = action
-        self.issued = issued
-        self.ids = list(ids)
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> MemoryButton:
-        ids = match["ids"] or ""
-        return cls(
-            match["action"], int(match["ts"] or "0", 36), [ids[i : i + 16] for i in range(0, len(ids), 16)]
-        )
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        cog = interaction.client.get_cog("MemoryCog")  # type: ignore[attr-defined]
-        if not isinstance(cog, MemoryCog):
-            await interaction.response.edit_message(content="Memory commands are not loaded.", view=None)
-            return
-        await cog.on_button(interaction, self)
-
-
-def confirm_view(action: str, ids: Sequence[str] = (), *, now: float | None = None) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(MemoryButton(action, int(time.time() if now is None else now), ids))
-    view.add_item(MemoryButton("x"))
-    return view
+ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
+LIST_SCAN = 20_000
+"""Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
 
 
 # --- the cog ---------------------------------------------------------------------------------------
@@ -369,6 +235,41 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             return
         await self._say(interaction, text, view=confirm_view("f", allowed))
 
+    # -- /memory list ------------------------------------------------------------------------------
+
+    @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
+    @app_commands.describe(origin="Only memories that came this way", count="How many (1-10)")
+    @app_commands.choices(origin=ORIGIN_CHOICES)
+    async def list_(
+        self,
+        interaction: discord.Interaction,
+        origin: app_commands.Choice[str] | None = None,
+        count: app_commands.Range[int, 1, 10] = 5,
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        rows: list[MemoryRecord] = []
+        try:
+            async for row in memory.export(ns):
+                if len(rows) >= LIST_SCAN:
+                    break
+                if row.get("chunk", 0) == 0 and (origin is None or row.get("origin") == origin.value):
+                    rows.append(MemoryRecord.from_row(row))
+        except MemoryStoreError as e:
+            await self._failed(interaction, "read memory", e)
+            return
+        rows.sort(key=lambda r: -r.created)
+        what = f" stored as {origin.value}" if origin else ""
+        if not rows:
+            await self._say(interaction, f"🧠 This server has no memories{what}.")
+            return
+        lines = [f"🧠 Newest memories{what} ({len(rows)} in all):"]
+        for rec in rows[:count]:
+            lines += describe(rec)
+        await self._say(interaction, fit(lines, tail="\n-# Forget one with `/memory forget id:<id>`."))
+
     # -- /memory stats -----------------------------------------------------------------------------
 
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
@@ -441,6 +342,64 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}.",
             file=discord.File(io.BytesIO(data), filename=name),
         )
+
+    # -- /memory import ----------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="import", description="Bring in memories from a /memory export file (Manage Server)."
+    )
+    @app_commands.describe(file="A .jsonl or .jsonl.gz file made by /memory export, from any server")
+    async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        if not is_manager(interaction):
+            await self._say(interaction, "🔒 Only members with **Manage Server** can import memories.")
+            return
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        limits = ImportLimits.from_settings(self.sv.bot_settings)
+        try:
+            text = await import_attachment(memory, ns, file, limits, self.sv.retention_for(gs))
+        except MemoryStoreError as e:  # the store removed what this import had added
+            await self._failed(interaction, "import memories (nothing was kept)", e)
+            return
+        await self._say(interaction, text)
+
+    # -- /memory publish ---------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="publish", description="Share a note the agent kept in this private thread with the server."
+    )
+    @app_commands.describe(id="The private note's id (leave empty to list this thread's private notes)")
+    async def publish(
+        self, interaction: discord.Interaction, id: app_commands.Range[str, 1, 100] | None = None
+    ) -> None:
+        began = await self._begin(interaction)
+        if began is None:
+            return
+        memory, ns = began
+        channel = interaction.channel
+        session = (
+            await self.sv.sessions.by_thread(channel.id)
+            if channel is not None and is_private(channel)
+            else None
+        )
+        if session is None:
+            await self._say(
+                interaction,
+                "🔒 Run `/memory publish` inside the private research thread whose note you want to share.",
+            )
+            return
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        try:
+            text = await publish_note(
+                memory, ns, session.id, id, interaction.user.id, self.sv.retention_for(gs)
+            )
+        except MemoryStoreError as e:
+            await self._failed(interaction, "publish the note", e)
+            return
+        await self._say(interaction, text)
 
     # -- /memory clear -----------------------------------------------------------------------------
 

@@ -65,6 +65,11 @@ class GuildSettings:
     """Research tiers in force: run tier → research tier, ``None`` = the tier does its own research."""
     reader: bool = True
     """Whether long pages are read by the simple tier's model (READER_MODEL, unless the server says)."""
+    # -- fetch_url domain rules (issue 14.9) --
+    fetch_allow: tuple[str, ...] = ()
+    """Domains fetch_url may read (with subdomains); empty = any public domain."""
+    fetch_block: tuple[str, ...] = ()
+    """Domains fetch_url must not read (with subdomains); wins over ``fetch_allow``."""
 
     def models_for(self, tier: str | None = None) -> list[str]:
         """Ordered models of ``tier`` (the default tier if ``None``); empty if the tier is unknown."""
@@ -236,6 +241,8 @@ class GuildSettingsStore:
             research=research,
             reader=d.reader
             and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
+            fetch_allow=tuple(plain.get("fetch.allow", ())),
+            fetch_block=tuple(plain.get("fetch.block", ())),
         )
 
 

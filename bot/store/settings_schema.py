@@ -21,10 +21,12 @@ key                             value
 ``memory.max_age_days``         whole number >= 1 or ``unlimited``
 ``research.<tier>``             a weaker tier whose models do the tier's tool steps, or ``off``
 ``reader``                      on/off: long pages read by the simple tier's model
+``fetch.allow``                 domains fetch_url may read (and their subdomains); empty = any
+``fetch.block``                 domains fetch_url must not read (and their subdomains)
 ==============================  ==============================================================
 
 Groups for reset: ``tier``, ``limit``, ``role_limit``, ``role_limit.<role id>``, ``tool``,
-``channel_persona``, ``memory``, ``research``.
+``channel_persona``, ``memory``, ``research``, ``fetch``.
 
 Admin limits refuse ``0``: in the environment ``0`` means unlimited, and an admin typing ``0`` to block a
 role would otherwise hand it unlimited spending. They write ``unlimited`` instead.
@@ -42,13 +44,15 @@ from bot.limits import GUILD_BUDGET, USER_LIMITS
 
 ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
-GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research")
+GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch")
 MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
     "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
-    "research.<tier>, reader"
+    "research.<tier>, reader, fetch.allow, fetch.block"
 )
+# -- fetch_url domain rules (issue 14.9): lists of domains, see agent.tools.domains --
+FETCH_KEYS = ("fetch.allow", "fetch.block")
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
 _TRUE = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
@@ -84,7 +88,8 @@ def matching(choices: Iterable[str], current: str, limit: int = 25) -> list[str]
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     kind: str
-    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory"""
+    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory,
+    research, reader, fetch"""
     name: str | None = None
     target_id: int | None = None
     """The role id of ``role_limit.*`` or the channel id of ``channel_persona.*``."""
@@ -123,6 +128,8 @@ class SettingsSchema:
             return ParsedKey(k)
         if k in MEMORY_KEYS:
             return ParsedKey("memory", parts[1])
+        if k in FETCH_KEYS:
+            return ParsedKey("fetch", parts[1])
         if head == "tier" and len(parts) == 2:
             parts[1] = parts[1].lower()
             if self.known_tiers is not None and parts[1] not in self.known_tiers:
@@ -234,6 +241,8 @@ class SettingsSchema:
             return self._channels(key, value)
         if p.kind in ("persona", "channel_persona"):
             return self._persona(key, value)
+        if p.kind == "fetch":
+            return _domains(key, value)
         if p.name == "auto_store":
             return _bool(key, value)
         if _is_unlimited(value):
@@ -307,6 +316,25 @@ class SettingsSchema:
         if len(text) > self.persona_max_chars:
             raise SettingError(key, f"{key} is {len(text)} characters; the most is {self.persona_max_chars}.")
         return text
+
+
+def _domains(key: str, value: Any) -> list[str]:
+    """A list of normalised domains (IDNA, lower-case); ``none``/``off`` or an empty list clears it."""
+    from agent.tools.domains import MAX_RULES, normalise_domain
+
+    if _is_unlimited(value) or (isinstance(value, str) and not value.strip()):
+        return []
+    out: list[str] = []
+    for item in _split(value):
+        try:
+            rule = normalise_domain(item)
+        except ValueError as e:
+            raise SettingError(key, f"{key}: {e}.") from None
+        if rule not in out:
+            out.append(rule)
+    if len(out) > MAX_RULES:
+        raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
+    return sorted(out)
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,142 @@
+"""/memory import and /memory publish: the work behind the commands, apart from Discord plumbing.
+
+Import decisions (README "Memory" says the same):
+
+* Admins only (Manage Server, checked in the bot). The file is one made by ``/memory export`` on any
+  server and with any embedding: it has no vectors, every text is embedded again with this bot's.
+* The whole file is checked before anything is written (:mod:`agent.memory.transfer`): a bad file is
+  refused with what is wrong, by line. The attachment's size is checked before it is downloaded.
+* Writing is all or nothing (:meth:`ChromaMemory.import_memories`). Memories already here (same text,
+  as the store compares) are left alone and counted; the reply is the confirmation, with counts.
+* Imported memories keep their text, kind, task, sources, date, author and session, and are marked
+  ``import``. The server's retention then applies as after any store, and the reply says if it evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import structlog
+
+from agent.memory.transfer import ImportRefused, read_export
+from agent.memory.types import MemoryRecord
+from agent.tools.memory_tools import private_namespace
+from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
+
+log = structlog.get_logger().bind(logger="bot.memory_import")
+
+DOWNLOAD_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLimits:
+    max_bytes: int
+    max_items: int
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImportLimits:
+        return cls(int(settings.memory_import_max_mb * 1024 * 1024), int(settings.memory_import_max_items))
+
+
+async def import_attachment(
+    memory: Any, namespace: str, attachment: discord.Attachment, limits: ImportLimits, retention: Any
+) -> str:
+    """Import one export file; returns the reply (a refusal names what is wrong and changes nothing)."""
+    name = excerpt(attachment.filename, 80)
+    if attachment.size > limits.max_bytes:
+        return (
+            f"⚠️ `{name}` is {human_bytes(attachment.size)}; the most this bot imports is "
+            f"{human_bytes(limits.max_bytes)} (`MEMORY_IMPORT_MAX_MB`). Nothing was imported."
+        )
+    try:
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+            data = await attachment.read()
+    except (TimeoutError, discord.HTTPException) as e:
+        return f"⚠️ Could not download `{name}` ({type(e).__name__}); try again. Nothing was imported."
+    try:
+        plan = await asyncio.to_thread(
+            read_export,
+            data,
+            max_bytes=limits.max_bytes,
+            max_rows=limits.max_items * 20,
+            max_memories=limits.max_items,
+        )
+    except ImportRefused as e:
+        problems = "\n".join(f"- {excerpt(p, 300)}" for p in e.problems)
+        more = len(str(e)) > len("; ".join(e.problems))
+        return fit(
+            [
+                f"⚠️ `{name}` cannot be imported, so nothing was (a file made by `/memory export` is "
+                "expected: JSON lines, optionally gzip-compressed):",
+                *problems.splitlines(),
+                *(["- …and more"] if more else []),
+            ]
+        )
+    result = await memory.import_memories(namespace, plan.memories)
+    evicted = await memory.apply_retention(namespace, retention) if retention is not None else []
+    present = len(result.ids) - len(result.added)
+    log.info(
+        "memory_imported",
+        guild_id=namespace,
+        added=len(result.added),
+        present=present,
+        rows=plan.rows,
+        evicted=len(evicted),
+    )
+    lines = [
+        f"🧠 Imported `{name}`: **{len(result.added)} new memor{'y' if len(result.added) == 1 else 'ies'}** "
+        f"({plan.rows} rows read, {len(plan.memories)} memories in the file).",
+        f"Already in this server's memory, left as they were: {present}."
+        + (f" Repeated in the file, kept once: {plan.repeated}." if plan.repeated else ""),
+        f"Re-embedded with `{memory.embedding_id}`; each keeps its date, author and session, marked `import`.",
+    ]
+    if evicted:
+        lines.append(
+            f"⚠️ This server's retention then evicted {len(evicted)} of the oldest items "
+            "(`/config memory max_items`, `max_age_days`)."
+        )
+    return "\n".join(lines)
+
+
+async def publish_note(
+    memory: Any, namespace: str, session_id: str, wanted: str | None, user_id: int, retention: Any
+) -> str:
+    """List a private session's notes (``wanted`` None), or copy one into the server's memory when
+    ``user_id`` is the member whose request saved it. Returns the reply."""
+    private = private_namespace(namespace, session_id)
+    if wanted is None:
+        return private_listing([MemoryRecord.from_row(r) async for r in memory.export(private)])
+    parent = parse_memory_id(wanted)
+    rows = sorted(await memory.get(private, [parent] if parent else []), key=lambda r: r.chunk)
+    if not rows:
+        return f"🔒 This thread has no private note `{excerpt(wanted, 40)}`."
+    first = rows[0]
+    if first.author != str(user_id):
+        return "🔒 Only the member whose request saved this note can share it with the server."
+    result = await memory.store(
+        namespace,
+        "\n\n".join(r.text for r in rows),
+        kind=first.kind,
+        author=first.author,
+        thread=first.thread,
+        session=first.session,
+        origin="published",
+    )
+    if retention is not None:
+        await memory.apply_retention(namespace, retention)
+    log.info("memory_published", guild_id=namespace, user_id=user_id, session_id=session_id)
+    new_id = result.ids[0] if result.ids else "?"
+    verb = "was already in" if result.added == 0 else "is now in"
+    return f"🧠 The note {verb} this server's memory as `{new_id}`."
+
+
+def private_listing(records: list[MemoryRecord], limit: int = 8) -> str:
+    if not records:
+        return "🔒 The agent kept no private notes in this thread."
+    lines = ["🔒 Private notes of this thread (only this thread recalls them):"]
+    for rec in records[:limit]:
+        lines += describe(rec)
+    return fit(lines, tail="\n-# Share one with the server: `/memory publish id:<id>` (its requester only).")

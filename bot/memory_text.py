@@ -1,0 +1,134 @@
+"""What /memory shows: excerpts, ids, provenance lines and message fitting (no Discord calls here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import discord
+
+from agent.memory.types import MemoryRecord
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+EXCERPT = 180
+MESSAGE_LIMIT = 2000
+
+_ID_IN_TEXT = re.compile(r"\b([0-9a-f]{16})(?:-(\d{1,4}))?\b")
+_SECRETS = (
+    (re.compile(r"(?i)(://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
+    (re.compile(r"(?i)\b(bearer|token|api[_-]?key|password|secret)(\s*[=:]\s*|\s+)\S+"), r"\1\2***"),
+    (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}"), "***"),
+)
+ORIGIN_LABELS = {
+    "auto": "research, stored automatically",
+    "agent": "saved by the agent",
+    "agent-web": "⚠️ saved by the agent after reading web content",
+    "published": "published from a private thread",
+    "import": "imported",
+    "private": "private note",
+}
+
+
+def mask_secrets(text: str) -> str:
+    """An operator's error text made fit for members: credentials in URLs, tokens and keys masked."""
+    for pattern, repl in _SECRETS:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def unavailable_text(sv: Services) -> str:
+    if sv.memory_error:
+        why = mask_secrets(" ".join(sv.memory_error.split()))
+        why = (why if len(why) <= 400 else why[:399] + "…").replace("`", "'")
+        return (
+            f"🧠 Memory is unavailable on this bot: it failed to start with `{why}`. "
+            "An operator can fix that and restart the bot."
+        )
+    return "🧠 Memory is turned off on this bot (`MEMORY_ENABLED=false`). An operator can turn it on."
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """One line, Markdown-escaped, cut at ``limit`` characters."""
+    flat = " ".join(text.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1].rstrip() + "…"
+    return discord.utils.escape_markdown(flat)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def day(ts: float | None) -> str:
+    return "—" if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+def parse_memory_id(value: str) -> str | None:
+    """The parent id in what a user pasted (``3f…``, `` `3f…-2` ``, ``[memory 3f…, 2026-…]``)."""
+    found = _ID_IN_TEXT.search(value.strip().lower())
+    return found.group(1) if found else None
+
+
+def is_manager(interaction: discord.Interaction) -> bool:
+    perms = interaction.permissions
+    return bool(perms.manage_guild or perms.administrator)
+
+
+def may_forget(author: str, user_id: int, manager: bool) -> bool:
+    return manager or (bool(author) and author == str(user_id))
+
+
+def fit(lines: Iterable[str], limit: int = MESSAGE_LIMIT, tail: str = "") -> str:
+    """Join whole lines while they fit in one Discord message (with ``tail`` at the end)."""
+    out: list[str] = []
+    used = len(tail)
+    for line in lines:
+        if used + len(line) + 1 > limit:
+            break
+        out.append(line)
+        used += len(line) + 1
+    return "\n".join(out) + tail
+
+
+def provenance(rec: MemoryRecord) -> str:
+    """Who stored it, from which session, and how (issue 14.9). Mentions render but never ping here:
+    every reply goes out with ``allowed_mentions`` none."""
+    parts = [ORIGIN_LABELS.get(rec.origin, rec.origin or "origin not recorded")]
+    if rec.author.isdigit():
+        parts.append(f"by <@{rec.author}>")
+    if rec.session:
+        parts.append(f"session `{excerpt(rec.session, 40)}`")
+    if rec.thread.isdigit():
+        parts.append(f"in <#{rec.thread}>")
+    if rec.origin == "agent-web" and rec.sources:
+        parts.append("after " + " ".join(f"<{excerpt(u, 80)}>" for u in rec.sources[:2]))
+    return "-# " + " · ".join(parts)
+
+
+def describe(rec: MemoryRecord, *, relevance: float | None = None) -> list[str]:
+    """Three lines for one memory: id, date, kind (and task); an excerpt; its provenance."""
+    head = f"`{rec.parent or rec.id}` · {rec.date} · {rec.kind}"
+    if relevance is not None:
+        head += f" · {relevance:.0%} match"
+    if rec.chunks > 1:
+        head += f" · part {rec.chunk + 1}/{rec.chunks}"
+    if rec.task:
+        head += f" · task: “{excerpt(rec.task, 80)}”"
+    return [head, f"> {excerpt(rec.text)}", provenance(rec)]
+
+
+def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecord]]:
+    """Rows by whole memory (parent id), in the order first seen."""
+    groups: dict[str, list[MemoryRecord]] = {}
+    for r in records:
+        groups.setdefault(r.parent or r.id, []).append(r)
+    return groups

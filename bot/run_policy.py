@@ -1,0 +1,66 @@
+"""Per-turn rules the runner hands to tools: memory writes (privacy, provenance, a cap) and the
+server's fetch_url domain lists.
+
+Kept out of :mod:`bot.runner` so the runner only calls :func:`turn_services` once per turn. Both
+rules are made fresh for every turn from the server's settings at that moment, so a ``/config``
+change applies to the next turn without a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from agent.messages import Message
+from agent.tools import domains
+from agent.tools.memory_tools import RUN_SERVICE, MemoryRunPolicy, private_namespace
+
+if TYPE_CHECKING:
+    from agent.loop import RunState
+    from bot.runner import TurnRequest
+    from bot.services import Services
+
+_OWN_WRITES = frozenset({"remember"})
+"""Tool results that carry nothing from outside. recall is not one: it may return a note a page planted."""
+
+
+def is_private(channel: Any) -> bool:
+    """A private thread: what is said there stays there (auto-store and remember both)."""
+    return getattr(channel, "type", None) == discord.ChannelType.private_thread
+
+
+def tool_output_seen(messages: Sequence[Message]) -> bool:
+    return any(m.role == "tool" and m.name not in _OWN_WRITES for m in messages)
+
+
+def turn_services(
+    sv: Services,
+    gs: Any,
+    req: TurnRequest,
+    state: RunState,
+    history: Sequence[Message],
+    recalled: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """What to add to the turn's ``ToolContext.services``. ``recalled``: the memories the automatic
+    recall put in the prompt (a note a page planted must not come back out as a plain ``agent`` one)."""
+    s = req.session
+    out: dict[str, Any] = {}
+    if gs is not None and (gs.fetch_allow or gs.fetch_block):
+        out[domains.SERVICE] = domains.DomainPolicy(tuple(gs.fetch_allow), tuple(gs.fetch_block))
+    if sv.memory is not None and s.guild_id is not None:
+        out[RUN_SERVICE] = MemoryRunPolicy(
+            private_namespace=private_namespace(str(s.guild_id), s.id) if is_private(req.channel) else None,
+            max_writes=sv.bot_settings.memory_remember_per_run,
+            read_sources=lambda: state.sources,
+            read_untrusted=lambda: (
+                tool_output_seen(history)
+                or tool_output_seen(state.messages)
+                or any(getattr(h, "origin", "") == "agent-web" for h in recalled)
+            ),
+            thread=str(s.thread_id or ""),
+        )
+        if gs is not None:
+            out["memory_retention"] = sv.retention_for(gs)
+    return out
