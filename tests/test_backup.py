@@ -46,7 +46,7 @@ async def test_backup_while_the_bot_writes_is_consistent_and_restores(tmp_path: 
     data = tmp_path / "data"
     db = await Database.open(data / "agentbot.sqlite3")
     await db.write("CREATE TABLE backup_probe (batch INTEGER, i INTEGER)")
-    stop = asyncio.Event()
+    stop, warmed_up = asyncio.Event(), asyncio.Event()
     batches = 0
 
     async def writer() -> None:  # the running bot: whole transactions of 10 rows, non-stop
@@ -57,12 +57,13 @@ async def test_backup_while_the_bot_writes_is_consistent_and_restores(tmp_path: 
                     "INSERT INTO backup_probe VALUES (?, ?)", [(batches, i) for i in range(10)]
                 )
             batches += 1
+            if batches == 50:
+                warmed_up.set()
             await asyncio.sleep(0)
 
     task = asyncio.create_task(writer())
     try:
-        while batches < 50:
-            await asyncio.sleep(0.01)
+        await warmed_up.wait()
         code, out, err = await cli(tmp_path, data, "backup", str(tmp_path / "bk"))
     finally:
         stop.set()
@@ -100,7 +101,9 @@ async def test_backup_restores_memory_with_its_embeddings(tmp_path: Path) -> Non
         GUILD_A,
         [
             NewMemory(text="The guild's book club meets on Thursdays at 8 pm UTC.", kind="note"),
-            NewMemory(text="Our raid team needs two healers and one tank for the weekly dungeon.", kind="note"),
+            NewMemory(
+                text="Our raid team needs two healers and one tank for the weekly dungeon.", kind="note"
+            ),
         ],
     )
     await memory.store_many(GUILD_B, [NewMemory(text="Sourdough starter wants daily feeding.", kind="note")])
@@ -118,7 +121,9 @@ async def test_backup_restores_memory_with_its_embeddings(tmp_path: Path) -> Non
     await restored.open()
     try:
         after = await restored.search(GUILD_A, "when is the book club?", k=1)
-        assert [(h.id, round(h.relevance, 4)) for h in after] == [(h.id, round(h.relevance, 4)) for h in before]
+        assert [(h.id, round(h.relevance, 4)) for h in after] == [
+            (h.id, round(h.relevance, 4)) for h in before
+        ]
         assert "Thursdays" in after[0].text
         assert (await restored.stats(GUILD_B)).memories == 1  # per-server separation survives the copy
     finally:
