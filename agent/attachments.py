@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from agent.messages import ImagePart
+
 __all__ = ["AttachmentLimits", "ImagePart", "IncomingFile", "Received", "receive", "safe_filename"]
 
 TEXT_EXTENSIONS = frozenset(
@@ -118,15 +120,6 @@ class AttachmentLimits:
     pdf_max_chars: int = 300_000
     pdf_timeout: float = 20.0
     pdf_memory_mb: int = 512
-
-
-@dataclass(frozen=True, slots=True)
-class ImagePart:
-    """An image for the model: base64 data with its media type (each adapter wraps it its own way)."""
-
-    media_type: str
-    data: str
-    name: str = ""
 
 
 @dataclass(slots=True)

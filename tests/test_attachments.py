@@ -132,3 +132,41 @@ def test_attachments_filenames_are_made_safe(name: str, expected: str) -> None:
 
 def test_attachments_same_name_twice_is_kept_apart() -> None:
     assert safe_filename("data.csv", {"data.csv", "data (2).csv"}) == "data (3).csv"
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "extra", "expected"),
+    [
+        ("openai", "gpt-4.1-nano", (), True),
+        ("openai", "gpt-5-mini", (), True),
+        ("openai", "o3-mini", (), False),
+        ("openai", "openai/gpt-4o", (), True),
+        ("openai", "llama3.1", (), False),
+        ("openai", "llava:13b", ("llava*",), True),
+        ("anthropic", "claude-sonnet-4-5", (), True),
+        ("anthropic", "claude-2.1", (), False),
+        ("gemini", "gemini-2.5-flash", (), True),
+    ],
+)
+def test_attachments_vision_rules(provider: str, model: str, extra: tuple[str, ...], expected: bool) -> None:
+    from agent.models.vision import accepts_images
+
+    assert accepts_images(provider, model, extra) is expected
+
+
+def test_attachments_images_reach_each_wire_format() -> None:
+    from agent.messages import ImagePart, Message
+    from agent.models import anthropic, gemini, openai
+
+    msg = Message("user", "What is in this chart?", images=[ImagePart("image/png", "QUJD", "c.png")])
+    assert openai.to_wire_messages([msg])[0]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,QUJD"},
+    }
+    _, wire = anthropic.to_wire([msg])
+    assert {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QUJD"}} in wire[
+        0
+    ]["content"]
+    _, contents = gemini.to_wire([msg])
+    assert {"inlineData": {"mimeType": "image/png", "data": "QUJD"}} in contents[0]["parts"]
+    assert Message.from_dict(msg.to_dict()) == msg  # history keeps the image across restarts
