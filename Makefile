@@ -1,27 +1,63 @@
 # Two commands for a fresh machine with Python 3.11+: `make run` and `make test`.
-# Each creates (or refreshes) its own virtual environment in .venv first.
+# Each creates (or refreshes) its own virtual environment in .venv first, from the hashed locks:
+# requirements.lock (the bot) and requirements-dev.lock (the bot plus test tools), both compiled from
+# pyproject.toml by `make lock`. The interpreter's own pip installs them (no upgrade first: Python 3.11's
+# bundled pip 23.2 must work, as it does on a fresh machine), so every install gets the same versions.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes --quiet --no-header
 
-.PHONY: run test lint bench install
+.PHONY: run test lint lint-docker lock lock-check bench install
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "agentbot needs Python 3.11 or newer"'
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(BIN)/.installed-app: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-install: $(BIN)/.installed
+$(BIN)/.installed-dev: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@ $(BIN)/.installed-app
 
-run: $(BIN)/.installed
+install: $(BIN)/.installed-app
+
+run: $(BIN)/.installed-app
 	$(BIN)/agentbot run
 
-test: $(BIN)/.installed
+# The locks must be what pyproject.toml resolves to (the installed versions preferred, so a new release
+# on PyPI alone does not fail CI; a changed or added dependency does).
+lock-check: $(BIN)/.installed-dev
+	@tmp=$$(mktemp -d) && cp requirements.lock requirements-dev.lock $$tmp/ && \
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_ARGS) -o $$tmp/requirements.lock && \
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_ARGS) -o $$tmp/requirements-dev.lock && \
+	if diff -q requirements.lock $$tmp/requirements.lock >/dev/null && \
+	   diff -q requirements-dev.lock $$tmp/requirements-dev.lock >/dev/null; then \
+		echo "locks match pyproject.toml"; rm -rf $$tmp; \
+	else \
+		diff -u requirements.lock $$tmp/requirements.lock | head -40; \
+		diff -u requirements-dev.lock $$tmp/requirements-dev.lock | head -40; \
+		echo "requirements*.lock do not match pyproject.toml: run 'make lock' and commit both files"; \
+		rm -rf $$tmp; exit 1; \
+	fi
+
+lock: $(BIN)/.installed-dev
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_ARGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_ARGS) -o requirements-dev.lock
+
+lint-docker: $(BIN)/.installed-dev
+	$(BIN)/hadolint Dockerfile
+
+lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+test: lock-check lint lint-docker
 	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed-dev
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

@@ -20,6 +20,15 @@ class ToolCall:
     """Raw JSON text as the model wrote it; validated only when the tool runs."""
 
 
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image in a user turn: base64 data and its media type (each adapter wraps it its own way)."""
+
+    media_type: str
+    data: str
+    name: str = ""
+
+
 @dataclass(slots=True)
 class Message:
     role: Role
@@ -27,9 +36,13 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    images: list[ImagePart] = field(default_factory=list)
+    """User turns only: attached images, sent to models that can see them (:mod:`agent.models.vision`)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not self.images:
+            d.pop("images")
         if not self.tool_calls:
             d.pop("tool_calls")
         if self.tool_call_id is None:
@@ -47,6 +60,7 @@ class Message:
             tool_calls=calls,
             tool_call_id=d.get("tool_call_id"),
             name=d.get("name"),
+            images=[ImagePart(**i) for i in d.get("images") or []],
         )
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.config import ConfigError, load_agent_settings
 from agent.logs import configure_logging
+
+if TYPE_CHECKING:
+    from bot.backup import MemoryLocation
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="agentbot: research agents for Discord.")
 
@@ -166,6 +170,59 @@ def doctor() -> None:
     typer.echo(f"{len(checks) - len(failed)} ok, {len(failed)} to fix")
     if failed:
         raise typer.Exit(1)
+
+
+def _store_locations() -> tuple[Path, MemoryLocation | None]:
+    from agent.memory.chroma_store import ChromaMemory
+    from bot.backup import MemoryLocation
+    from bot.config import load_bot_settings
+
+    try:
+        data_dir = Path(load_agent_settings().data_dir)
+        if not load_bot_settings().memory_enabled:
+            return data_dir, None
+        mem = ChromaMemory.from_env(data_dir / "memory")
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+        raise
+    return data_dir, MemoryLocation(mem.path, mem.host, mem.port, mem.ssl, dict(mem._headers), mem.prefix)
+
+
+@app.command()
+def backup(
+    dest: Annotated[Path, typer.Argument(help="A new (or empty) directory for the copy.")],
+) -> None:
+    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups)."""
+    from bot.backup import BackupError
+    from bot.backup import backup as make_backup
+
+    data_dir, memory = _store_locations()
+    try:
+        report = make_backup(data_dir, dest, memory)
+    except BackupError as e:
+        _fail(str(e), 1)
+        return
+    typer.echo(f"backed up {report.summary()}")
+
+
+@app.command()
+def restore(
+    src: Annotated[Path, typer.Argument(help="A directory made by `agentbot backup`.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing database and memory collections.")
+    ] = False,
+) -> None:
+    """Put a backup back into DATA_DIR and the memory store. Stop the bot first."""
+    from bot.backup import BackupError
+    from bot.backup import restore as do_restore
+
+    data_dir, memory = _store_locations()
+    try:
+        report = do_restore(src, data_dir, memory, force=force)
+    except BackupError as e:
+        _fail(str(e), 1)
+        return
+    typer.echo(f"restored {report.summary()}")
 
 
 def main() -> None:

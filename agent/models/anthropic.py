@@ -103,6 +103,13 @@ def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
                 blocks.append(
                     {"type": "text", "text": m.content.rstrip() if role == "assistant" else m.content}
                 )
+            for i in m.images if role == "user" else ():
+                blocks.append(
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": i.media_type, "data": i.data},
+                    }
+                )
             for c in m.tool_calls if role == "assistant" else ():
                 blocks.append(
                     {

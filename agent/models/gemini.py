@@ -135,6 +135,7 @@ def to_wire(
             role = "user"
             if m.content:
                 parts.append({"text": m.content})
+            parts += [{"inlineData": {"mimeType": i.media_type, "data": i.data}} for i in m.images]
         if not parts:
             continue
         if contents and contents[-1]["role"] == role:

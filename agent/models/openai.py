@@ -47,6 +47,14 @@ def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.images and m.role == "user":
+            d["content"] = [
+                {"type": "text", "text": m.content or ""},
+                *(
+                    {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
+                    for i in m.images
+                ),
+            ]
         if m.role == "assistant" and m.tool_calls:
             d["tool_calls"] = [
                 {

@@ -298,7 +298,8 @@ class ToolRegistry:
             validated = t.args_model.model_validate(args)
         except pydantic.ValidationError as e:
             return t, None, _format_validation_error(t.name, e)
-        return t, {k: getattr(validated, k) for k in type(validated).model_fields}, None
+        kwargs = {k: getattr(validated, k) for k in type(validated).model_fields}
+        return t, kwargs | (validated.model_extra or {}), None  # extras: tools whose schema is JSON (MCP)
 
     async def execute(
         self, call: ToolCall, ctx: ToolContext, on_retry: RetryCallback | None = None

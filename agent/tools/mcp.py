@@ -1,0 +1,379 @@
+"""Tools from MCP servers (the official ``mcp`` SDK), offered to the agent beside the built-in ones.
+
+Each server's tools are namespaced ``<server>__<tool>`` and keep their JSON schemas. They are ordinary
+:class:`~agent.tools.registry.Tool` objects, so the registry gives them what every tool has: a timeout,
+an output cap, rate limits (:mod:`agent.tools.ratelimit`), per-server on/off switches, and steps that
+stream into the thread.
+
+Why each connection lives in a task of its own: the SDK's transports are anyio task groups, whose
+scopes must be left by the task that entered them; one owner task per server keeps that true while any
+run's task sends calls through the session. A server that cannot be reached (or does not answer
+``initialize`` and ``tools/list`` within ``connect_timeout``) is reported once and its tools are left
+out; a server that dies later makes its tools answer "unavailable" at once. Nothing waits on a dead
+server longer than its timeouts, so no run stalls on one.
+
+Why mcp 1.x: the 2.x line swaps httpx for a fork of its own and adds OpenTelemetry; 1.x runs on the
+httpx the project already uses, and accepts our own (SSRF-guarded) client for servers that members add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pydantic
+import structlog
+
+from agent.tools.registry import Tool, ToolOutput, ToolRefused
+
+__all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
+
+log = structlog.get_logger(__name__)
+
+SEP = "__"
+_SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+MAX_SCHEMA_BYTES = 16_000
+"""A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
+MAX_DESCRIPTION = 1000
+MAX_TOOLS_PER_SERVER = 64
+
+
+class McpConfigError(ValueError):
+    """The operator's MCP file is wrong; the message names the file, the server and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class McpServer:
+    """One server: ``url`` (streamable HTTP) or ``command`` (+ ``args``, ``env``) for stdio."""
+
+    name: str
+    url: str | None = None
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    """stdio only: added to a minimal environment (PATH, HOME, ...); the bot's own secrets never pass."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_output: int = 8000
+    tools: tuple[str, ...] | None = None
+    """Only these of the server's tools (all when None)."""
+
+    @property
+    def transport(self) -> str:
+        return "http" if self.url else "stdio"
+
+
+_KEYS = {"url", "command", "args", "env", "headers", "timeout", "connect_timeout", "max_output", "tools"}
+
+
+def _server(path: str, name: str, raw: Any) -> McpServer:
+    where = f"{path}: [servers.{name}]"
+    if not _SERVER_NAME.match(name):
+        raise McpConfigError(
+            f"{where}: a server name is 1-24 of a-z, 0-9, '_' and '-' (it prefixes tool names)"
+        )
+    if not isinstance(raw, dict):
+        raise McpConfigError(f"{where} must be a table")
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise McpConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+    url, command = raw.get("url"), raw.get("command")
+    if bool(url) == bool(command):
+        raise McpConfigError(f"{where}: give exactly one of url (streamable HTTP) or command (stdio)")
+    if url and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise McpConfigError(f"{where}: url must start with http:// or https://")
+
+    def strs(key: str) -> tuple[str, ...]:
+        v = raw.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise McpConfigError(f"{where}: {key} must be a list of strings")
+        return tuple(v)
+
+    def table(key: str) -> dict[str, str]:
+        v = raw.get(key, {})
+        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+            raise McpConfigError(f"{where}: {key} must be a table of strings")
+        return dict(v)
+
+    def num(key: str, default: float, low: float, high: float) -> float:
+        v = raw.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not low <= v <= high:
+            raise McpConfigError(f"{where}: {key} must be a number from {low:g} to {high:g}")
+        return float(v)
+
+    return McpServer(
+        name=name,
+        url=url or None,
+        command=command or None,
+        args=strs("args"),
+        env=table("env"),
+        headers=table("headers"),
+        timeout=num("timeout", 30, 1, 600),
+        connect_timeout=num("connect_timeout", 10, 1, 120),
+        max_output=int(num("max_output", 8000, 100, 100_000)),
+        tools=strs("tools") if "tools" in raw else None,
+    )
+
+
+def load_servers(path: str | os.PathLike[str]) -> list[McpServer]:
+    """Read the operator's TOML file (``MCP_SERVERS_FILE``): ``[servers.<name>]`` tables."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise McpConfigError(f"MCP_SERVERS_FILE={p}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise McpConfigError(f"MCP_SERVERS_FILE={p}: cannot read it as TOML: {e}") from None
+    servers = data.get("servers", {})
+    if not isinstance(servers, dict):
+        raise McpConfigError(f"MCP_SERVERS_FILE={p}: 'servers' must be a table of [servers.<name>] tables")
+    return [_server(str(p), name, raw) for name, raw in servers.items()]
+
+
+def tool_name(server: str, tool: str) -> str:
+    """``server__tool`` within the 64 characters providers accept; a sha256 suffix keeps cut names apart."""
+    name = f"{server}{SEP}{_UNSAFE.sub('_', tool)}"
+    if len(name) <= 64 and tool == _UNSAFE.sub("_", tool):
+        return name
+    return name[:55] + "_" + hashlib.sha256(tool.encode()).hexdigest()[:8]
+
+
+class _AnyArgs(pydantic.BaseModel):
+    """The registry's validation step passes everything through; the tool's JSON schema checks it."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+def _schema(raw: Any) -> dict[str, Any] | None:
+    schema = dict(raw) if isinstance(raw, Mapping) else {}
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    if schema.get("type") != "object" or len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        return None
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError:
+        return None
+    return schema
+
+
+def _render_result(server: str, result: Any) -> ToolOutput:
+    texts: list[str] = []
+    sources: list[str] = []
+    for part in getattr(result, "content", None) or []:
+        kind = getattr(part, "type", "")
+        if kind == "text":
+            texts.append(str(part.text))
+        elif kind == "resource_link":
+            sources.append(str(part.uri))
+            texts.append(f"[resource {part.name}: {part.uri}]")
+        elif kind == "resource":
+            res = part.resource
+            texts.append(str(getattr(res, "text", "") or f"[binary resource {res.uri}]"))
+        else:  # images and audio: the model is told what arrived, not sent bytes it may not read
+            texts.append(f"[{kind} content ({getattr(part, 'mimeType', '?')}) not shown]")
+    structured = getattr(result, "structuredContent", None)
+    if not texts and structured is not None:
+        texts.append(json.dumps(structured, ensure_ascii=False))
+    text = "\n".join(texts) or "(no output)"
+    if getattr(result, "isError", False):
+        raise ToolRefused(f"the {server} MCP server answered with an error: {text}")
+    return ToolOutput(text, sources)
+
+
+class _Connection:
+    """One live session, owned by one task from connect to close."""
+
+    def __init__(self, server: McpServer, http_client: Callable[[McpServer], httpx.AsyncClient]) -> None:
+        self.server = server
+        self._http_client = http_client
+        self.session: Any = None
+        self.tools: list[Any] = []
+        self.error: str | None = None
+        self._ready = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._own(), name=f"mcp:{self.server.name}")
+        try:
+            async with asyncio.timeout(self.server.connect_timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            self.error = f"no answer within {self.server.connect_timeout:g} s"
+            await self.close()
+
+    async def _own(self) -> None:
+        from mcp import ClientSession
+        from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+
+        s = self.server
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if s.url:
+                    client = await stack.enter_async_context(self._http_client(s))
+                    read, write, _ = await stack.enter_async_context(
+                        streamable_http_client(s.url, http_client=client)
+                    )
+                else:
+                    assert s.command is not None
+                    params = StdioServerParameters(
+                        command=s.command, args=list(s.args), env=get_default_environment() | dict(s.env)
+                    )
+                    errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - /dev/null never blocks
+                    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                session = await stack.enter_async_context(
+                    ClientSession(read, write, read_timeout_seconds=timedelta(seconds=s.timeout))
+                )
+                await session.initialize()
+                self.tools = await self._list(session)
+                self.session = session
+                self._ready.set()
+                await self._closing.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # an anyio ExceptionGroup wraps the transport's real error
+            self.error = self.error or _reason(e)
+        finally:
+            self.session = None
+            self._ready.set()
+
+    async def _list(self, session: Any) -> list[Any]:
+        tools: list[Any] = []
+        cursor = None
+        while len(tools) < MAX_TOOLS_PER_SERVER:
+            page = await session.list_tools(cursor=cursor)
+            tools += page.tools
+            cursor = getattr(page, "nextCursor", None)
+            if not cursor:
+                break
+        return tools[:MAX_TOOLS_PER_SERVER]
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> Any:
+        session = self.session
+        if session is None:
+            raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
+        try:
+            return await session.call_tool(name, arguments)
+        except (asyncio.CancelledError, ToolRefused):
+            raise
+        except Exception as e:
+            raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
+
+    async def close(self) -> None:
+        self._closing.set()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+def _reason(e: BaseException) -> str:
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _plain_client(server: McpServer) -> httpx.AsyncClient:
+    return httpx.AsyncClient(headers=dict(server.headers), timeout=httpx.Timeout(server.timeout, connect=10))
+
+
+class McpTools:
+    """Connections to a set of servers and the tools they offer. ``async with McpTools(servers) as m``."""
+
+    def __init__(
+        self,
+        servers: Iterable[McpServer],
+        *,
+        http_client: Callable[[McpServer], httpx.AsyncClient] = _plain_client,
+    ) -> None:
+        self._conns = [_Connection(s, http_client) for s in servers]
+        self.problems: dict[str, str] = {}
+        """Server name -> why its tools are left out (each reported once, at connect)."""
+
+    async def __aenter__(self) -> McpTools:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def connect(self) -> None:
+        await asyncio.gather(*(c.start() for c in self._conns))
+        for c in self._conns:
+            if c.session is None:
+                self.problems[c.server.name] = c.error or "closed"
+                log.warning("mcp_server_unavailable", server=c.server.name, reason=c.error)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._conns))
+
+    def tools(self) -> list[Tool]:
+        out: list[Tool] = []
+        for c in self._conns:
+            if c.session is None:
+                continue
+            wanted = set(c.server.tools) if c.server.tools is not None else None
+            for t in c.tools:
+                if wanted is not None and t.name not in wanted:
+                    continue
+                built = _tool(c, t)
+                if built is None:
+                    log.warning(
+                        "mcp_tool_skipped",
+                        server=c.server.name,
+                        tool=t.name,
+                        reason="schema not an object, invalid or too large",
+                    )
+                    continue
+                out.append(built)
+        return out
+
+
+def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
+    schema = _schema(getattr(mcp_tool, "inputSchema", None))
+    if schema is None:
+        return None
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    server, remote = conn.server.name, str(mcp_tool.name)
+    name = tool_name(server, remote)
+
+    async def call(**arguments: Any) -> ToolOutput:
+        problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
+        if problems:
+            where = ".".join(str(p) for p in problems[0].path) or "(arguments)"
+            raise ToolRefused(f"invalid arguments for {name}: '{where}': {problems[0].message}")
+        return _render_result(server, await conn.call(remote, arguments))
+
+    description = (mcp_tool.description or remote).strip()
+    return Tool(
+        name=name,
+        description=f"[{server} MCP server] {description}"[:MAX_DESCRIPTION],
+        parameters=schema,
+        fn=call,
+        args_model=_AnyArgs,
+        timeout=conn.server.timeout,
+        max_output=conn.server.max_output,
+        max_attempts=1,  # a call may have side effects on the server: never repeated behind its back
+    )

@@ -1,0 +1,289 @@
+"""``agentbot backup DIR`` / ``agentbot restore DIR``: a consistent copy of what a bot keeps.
+
+Why SQLite's online backup API and not a file copy: the bot writes in WAL mode, so the main file alone
+can lack committed pages that still sit in the ``-wal`` file, and a copy taken mid-checkpoint can be
+torn. ``sqlite3.Connection.backup`` copies a snapshot of committed state while the bot keeps writing
+(it restarts its page copy when a writer changes a page it already copied).
+
+Why memory is copied through Chroma's API (ids, documents, metadata *and embeddings*) and not as a
+directory: Chroma's persistent directory holds index segments that are flushed on their own schedule,
+so a copy of it taken while the bot runs is not a consistent state, and a Chroma server has no
+directory to copy at all. Copying the embeddings means a restore needs no embedding model and gives
+the same search results.
+
+A backup directory holds ``manifest.json`` (format, schema version, sizes and sha256 of every file),
+``agentbot.sqlite3`` and ``memory/<collection>.jsonl``. Restore checks every checksum before it writes
+anything, and refuses to overwrite an existing database or memory collection unless asked to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BackupError", "BackupReport", "MemoryLocation", "backup", "restore"]
+
+FORMAT = "agentbot-backup"
+FORMAT_VERSION = 1
+DB_NAME = "agentbot.sqlite3"
+PAGE = 500
+"""Rows per Chroma read/write: bounded memory whatever the store's size."""
+
+
+class BackupError(Exception):
+    """What went wrong, said for the operator; nothing was half-written."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLocation:
+    """Where the memory store lives: an embedded directory or a Chroma server."""
+
+    path: Path | None
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    prefix: str = "agentbot-mem"
+
+    def describe(self) -> str:
+        return f"Chroma server {self.host}:{self.port} (CHROMA_HOST)" if self.host else f"{self.path}"
+
+    def client(self) -> Any:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        try:
+            if self.host:
+                return chromadb.HttpClient(
+                    host=self.host,
+                    port=self.port,
+                    ssl=self.ssl,
+                    headers=self.headers or None,
+                    settings=settings,
+                )
+            assert self.path is not None
+            self.path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(self.path), settings=settings)
+        except Exception as e:  # chromadb raises ValueError/ConnectionError/its own types
+            raise BackupError(f"cannot open the memory store at {self.describe()}: {e}") from e
+
+
+@dataclass(slots=True)
+class BackupReport:
+    directory: Path
+    schema_version: int
+    database_bytes: int
+    collections: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        rows = sum(self.collections.values())
+        mem = (
+            f"{rows} memory rows in {len(self.collections)} collections" if self.collections else "no memory"
+        )
+        return (
+            f"{self.directory}: database schema v{self.schema_version} "
+            f"({self.database_bytes / 1e6:.1f} MB), {mem}"
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _backup_database(src: Path, dest: Path) -> int:
+    if not src.is_file():
+        raise BackupError(f"no database at {src}: check DATA_DIR (nothing to back up)")
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target, pages=1024)
+        version = int(target.execute("PRAGMA user_version").fetchone()[0])
+        check = target.execute("PRAGMA integrity_check").fetchone()[0]
+    except sqlite3.Error as e:
+        raise BackupError(f"could not copy {src}: {e}") from e
+    finally:
+        target.close()
+        source.close()
+    if check != "ok":
+        raise BackupError(f"the copy of {src} failed SQLite's integrity check: {check}")
+    return version
+
+
+def _collections(client: Any, prefix: str) -> list[Any]:
+    return sorted(
+        (c for c in client.list_collections() if str(c.name).startswith(prefix + "-")), key=lambda c: c.name
+    )
+
+
+def _dump_collection(col: Any, out: Path) -> int:
+    rows = 0
+    with out.open("w", encoding="utf-8") as f:
+        offset = 0
+        while True:
+            page = col.get(limit=PAGE, offset=offset, include=["documents", "metadatas", "embeddings"])
+            ids = page["ids"]
+            if not ids:
+                break
+            for i, rid in enumerate(ids):
+                emb = page["embeddings"][i]
+                line = {
+                    "id": rid,
+                    "document": page["documents"][i],
+                    "metadata": page["metadatas"][i],
+                    "embedding": [float(x) for x in emb],
+                }
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            rows += len(ids)
+            offset += len(ids)
+    return rows
+
+
+def backup(data_dir: Path, dest: Path, memory: MemoryLocation | None) -> BackupReport:
+    """Copy the database and the memory store into ``dest`` (new or empty). Safe while the bot runs.
+
+    Written into ``dest.partial`` first and renamed at the end, so an interrupted backup never looks
+    like a complete one.
+    """
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise BackupError(f"{dest} already exists and is not empty: give a new directory")
+    work = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        db_file = work / DB_NAME
+        version = _backup_database(data_dir / DB_NAME, db_file)
+        report = BackupReport(dest, version, db_file.stat().st_size)
+        files = {DB_NAME: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}}
+        collections: list[dict[str, Any]] = []
+        if memory is not None:
+            client = memory.client()
+            (work / "memory").mkdir()
+            for col in _collections(client, memory.prefix):
+                rel = f"memory/{col.name}.jsonl"
+                rows = _dump_collection(col, work / rel)
+                files[rel] = {"bytes": (work / rel).stat().st_size, "sha256": _sha256(work / rel)}
+                space = ((getattr(col, "configuration", None) or {}).get("hnsw") or {}).get("space", "l2")
+                collections.append(
+                    {"name": col.name, "metadata": dict(col.metadata or {}), "space": space, "rows": rows}
+                )
+                report.collections[col.name] = rows
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "schema_version": version,
+            "files": files,
+            "memory": {"prefix": memory.prefix, "collections": collections} if memory is not None else None,
+        }
+        (work / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if dest.exists():
+            dest.rmdir()
+        os.replace(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return report
+
+
+def _read_manifest(src: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackupError(f"{src} is not an agentbot backup (no manifest.json)") from None
+    except (OSError, ValueError) as e:
+        raise BackupError(f"{src}/manifest.json cannot be read: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError(f"{src}/manifest.json is not an agentbot backup manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BackupError(
+            f"{src} is backup format {manifest.get('format_version')}; this agentbot reads {FORMAT_VERSION}"
+        )
+    for rel, meta in dict(manifest.get("files") or {}).items():
+        path = src / rel
+        if not path.resolve().is_relative_to(src.resolve()):
+            raise BackupError(f"{src}/manifest.json names a file outside the backup: {rel!r}")
+        if not path.is_file():
+            raise BackupError(f"{path} is missing from the backup")
+        if _sha256(path) != meta.get("sha256"):
+            raise BackupError(f"{path} does not match its checksum in manifest.json: the backup is damaged")
+    return manifest
+
+
+def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            batch.append(json.loads(line))
+            if len(batch) >= PAGE:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def restore(src: Path, data_dir: Path, memory: MemoryLocation | None, *, force: bool = False) -> BackupReport:
+    """Put a backup back. Stop the bot first. Checks everything before writing; ``force`` replaces an
+    existing database (kept beside it as ``agentbot.sqlite3.before-restore``) and memory collections."""
+    manifest = _read_manifest(src)
+    target = data_dir / DB_NAME
+    if target.exists() and not force:
+        raise BackupError(f"{target} already exists: restore into an empty DATA_DIR, or pass --force")
+    mem_manifest = manifest.get("memory")
+    cols: list[dict[str, Any]] = list(mem_manifest["collections"]) if mem_manifest else []
+    client = memory.client() if (memory is not None and cols) else None
+    if cols and memory is None:
+        raise BackupError("the backup holds memory, but memory is off here (MEMORY_ENABLED=false)")
+    if client is not None and not force:
+        existing = {c.name for c in client.list_collections()}
+        clash = sorted(existing & {c["name"] for c in cols})
+        if clash:
+            raise BackupError(
+                f"the memory store at {memory.describe()} already has {', '.join(clash[:3])}: "  # type: ignore[union-attr]
+                "restore into an empty one, or pass --force"
+            )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (DB_NAME + ".restoring")
+    shutil.copyfile(src / DB_NAME, tmp)
+    if target.exists():
+        os.replace(target, data_dir / (DB_NAME + ".before-restore"))
+    for suffix in ("-wal", "-shm"):  # a stale WAL beside the restored file would be replayed into it
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(str(target) + suffix)
+    os.replace(tmp, target)
+    report = BackupReport(src, int(manifest.get("schema_version") or 0), target.stat().st_size)
+    for col_meta in cols:
+        name = col_meta["name"]
+        assert client is not None
+        with contextlib.suppress(Exception):  # absent is fine; chromadb's error type varies by version
+            client.delete_collection(name)
+        col = client.create_collection(
+            name,
+            metadata=col_meta.get("metadata") or None,
+            configuration={"hnsw": {"space": str(col_meta.get("space") or "l2")}},
+            embedding_function=None,
+        )
+        count = 0
+        for batch in _rows(src / "memory" / f"{name}.jsonl"):
+            col.add(
+                ids=[r["id"] for r in batch],
+                documents=[r["document"] for r in batch],
+                metadatas=[r["metadata"] for r in batch],
+                embeddings=[r["embedding"] for r in batch],
+            )
+            count += len(batch)
+        report.collections[name] = count
+    return report
