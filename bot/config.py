@@ -34,6 +34,19 @@ class BotSettings(BaseSettings):
     """Another Discord-compatible REST endpoint (a proxy, or the project's fake in tests)."""
     gateway_url: str | None = Field(None, alias="DISCORD_GATEWAY_URL")
 
+    # --- Store: PostgreSQL shared by several bot processes (bot/store/pg.py); empty = SQLite in DATA_DIR
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+    """``postgresql://user:password@host:5432/db``: sessions, quotas, settings and audit live there."""
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, v: object) -> object:
+        if v in ("", None):
+            return None
+        if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
+        return v
+
     @field_validator(
         "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"
     )
