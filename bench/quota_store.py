@@ -7,6 +7,12 @@ would do per call. Ratios > 1 mean the quota store is faster than that baseline.
 
 Targets (issue 4): >= 2,000 ops/s at 100 concurrent sessions; p99 check < 10 ms.
 Run: ``.venv/bin/python bench/quota_store.py`` (about 10-20 s).
+
+``--postgres``: the same store on PostgreSQL (a throwaway server started like the tests start it), 100
+concurrent sessions split over two processes, each a separate ``PgDatabase`` pool, as two shard
+processes of one bot would be. Baseline, same run: the SQLite store at 100 sessions in one process.
+Targets (scale issue): >= 5,000 reserve+settle per second across both processes, p99 of each
+reserve+settle pair and of a quota check < 10 ms.
 """
 
 from __future__ import annotations
@@ -157,5 +163,111 @@ async def main() -> None:
     print(f"target p99 check < 10 ms: {worst_p99:.3f} ms -> {'PASS' if worst_p99 < 10 else 'MISS'}")
 
 
+async def pg_worker(url: str, sessions: int, seconds: float) -> None:
+    """One of the two processes: ``sessions`` concurrent sessions for ``seconds``; prints JSON."""
+    import json
+
+    from bot.store.pg import PgDatabase
+
+    db = await PgDatabase.open(url, min_size=4, max_size=8)
+    store = QuotaStore(db, None, Limits(10**9, 10**12, 10**9, 10**6, 10**9))
+    pairs: list[float] = []
+    checks: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def session(i: int) -> None:
+        budget = store.budget(GUILD, 1000 + i % USERS, (), f"pg-{i}-{id(store)}")
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            token = await budget.reserve("m", Usage(200, 100), 0.001)
+            await budget.settle(token, "m", "bench", Usage(180, 90), Cost(0.0009))
+            pairs.append(time.perf_counter() - t)
+
+    async def checker() -> None:
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            await store.check(GUILD, 1000, ())
+            checks.append(time.perf_counter() - t)
+            await asyncio.sleep(0.001)
+
+    await asyncio.gather(checker(), *(session(i) for i in range(sessions)))
+    await store.flush()
+    await db.close()
+    print(json.dumps({"pairs": pairs, "checks": checks}))
+
+
+async def main_postgres(seconds: float = 5.0) -> None:
+    import json
+    import uuid
+
+    import asyncpg
+
+    from tests.fakes.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        name = f"bench_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(server.url())
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+        url = server.url(name)
+        from bot.store.pg import PgDatabase
+
+        await (await PgDatabase.open(url)).close()  # migrate once before the clock starts
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--pg-worker",
+                url,
+                "50",
+                str(seconds),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for _ in range(2)
+        ]
+        results = [json.loads((await p.communicate())[0]) for p in procs]
+        db = await PgDatabase.open(url)
+        (used,) = await db.fetchone("SELECT SUM(tokens) FROM usage_daily")  # type: ignore[misc]
+        (logged,) = await db.fetchone("SELECT SUM(prompt_tokens + completion_tokens) FROM usage_ledger")  # type: ignore[misc]
+        await db.close()
+    finally:
+        server.stop()
+    with tempfile.TemporaryDirectory() as tmp:  # baseline: SQLite, one process, 100 sessions
+        sdb = await Database.open(Path(tmp) / "quota.sqlite3")
+        sqlite_rate, _ = await quota_run(
+            QuotaStore(sdb, None, Limits(10**9, 10**12, 10**9, 10**6, 10**9)), 100, OPS
+        )
+        await sdb.close()
+    pairs = [x for r in results for x in r["pairs"]]
+    checks = [x for r in results for x in r["checks"]]
+    rate = len(pairs) / seconds
+    print(
+        "quota store on PostgreSQL: 100 sessions over 2 processes, reserve+settle for "
+        f"{seconds:g} s; baseline: SQLite store, 100 sessions, one process (same run)\n"
+    )
+    print(f"{'':<28} | {'ops/s':>9} | {'p50 ms':>7} | {'p99 ms':>7}")
+    print("-" * 60)
+    print(
+        f"{'PostgreSQL reserve+settle':<28} | {rate:>9,.0f} | {p(pairs, 50) * 1e3:>7.2f} | {p(pairs, 99) * 1e3:>7.2f}"
+    )
+    print(
+        f"{'PostgreSQL quota check':<28} | {len(checks) / seconds:>9,.0f} | {p(checks, 50) * 1e3:>7.2f} | "
+        f"{p(checks, 99) * 1e3:>7.2f}"
+    )
+    print(f"{'SQLite reserve+settle (base)':<28} | {sqlite_rate:>9,.0f} | {'':>7} | {'':>7}")
+    print(
+        f"\nratio PostgreSQL / SQLite: {rate / sqlite_rate:.2f}; counters {'==' if used == logged else '!='} ledger"
+    )
+    worst = max(p(pairs, 99), p(checks, 99)) * 1e3
+    print(f"target >= 5,000 ops/s: {rate:,.0f} -> {'PASS' if rate >= 5000 else 'MISS'}")
+    print(f"target p99 < 10 ms: {worst:.2f} ms -> {'PASS' if worst < 10 else 'MISS'}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--pg-worker"]:
+        asyncio.run(pg_worker(sys.argv[2], int(sys.argv[3]), float(sys.argv[4])))
+    elif "--postgres" in sys.argv:
+        asyncio.run(main_postgres())
+    else:
+        asyncio.run(main())

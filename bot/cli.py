@@ -225,6 +225,40 @@ def restore(
     typer.echo(f"restored {report.summary()}")
 
 
+@app.command("migrate-store")
+def migrate_store(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="postgresql:// URL of an empty database (default: DATABASE_URL)."),
+    ] = None,
+) -> None:
+    """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
+    from pathlib import Path
+
+    from agent.logs import register_secret
+    from bot.config import load_bot_settings
+    from bot.store.copy import copy_sqlite_to_postgres
+    from bot.store.db import StoreError
+
+    try:
+        data_dir = Path(load_agent_settings().data_dir)
+        configured = load_bot_settings().database_url
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    url = to or (configured.get_secret_value() if configured else None)
+    if not url or not url.startswith(("postgresql://", "postgres://")):
+        _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
+        return
+    register_secret(url)
+    try:
+        report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
+    except StoreError as e:
+        _fail(str(e), 1)
+        return
+    typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
+
+
 def main() -> None:
     # Every module reads its settings from the environment; .env fills in what the environment lacks.
     from dotenv import load_dotenv

@@ -41,6 +41,18 @@ class BotSettings(BaseSettings):
     """Largest /memory import file, and the most it may hold once gunzipped."""
     memory_import_max_items: int = Field(5000, alias="MEMORY_IMPORT_MAX_ITEMS", ge=1, le=100_000)
     """Most memories one /memory import may bring in (each is embedded again)."""
+    # --- Store: PostgreSQL shared by several bot processes (bot/store/pg.py); empty = SQLite in DATA_DIR
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+    """``postgresql://user:password@host:5432/db``: sessions, quotas, settings and audit live there."""
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, v: object) -> object:
+        if v in ("", None):
+            return None
+        if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
+        return v
 
     @field_validator(
         "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"

@@ -28,6 +28,8 @@ from agent.toolset import build_registry
 from bot.config import BotSettings
 from bot.limits import Limits
 from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
+from bot.store.connect import open_database
+from bot.store.pg import PgDatabase
 
 log = structlog.get_logger().bind(logger="bot.services")
 
@@ -37,7 +39,7 @@ class Services:
     agent_settings: AgentSettings
     bot_settings: BotSettings
     data_dir: Path
-    db: Database
+    db: Database | PgDatabase
     sessions: SessionStore
     quotas: QuotaStore
     guild_settings: GuildSettingsStore
@@ -81,7 +83,8 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
     data_dir = Path(agent_settings.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     env = dict(os.environ)
-    db = await Database.open(data_dir / "agentbot.sqlite3")
+    url = bot_settings.database_url
+    db = await open_database(url.get_secret_value() if url else data_dir / "agentbot.sqlite3")
     try:
         research = ResearchToolSettings.from_env(env)
         tools = build_registry(

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fakes.llm_server import FakeLLM
+from tests.fakes.postgres import PostgresServer
 from tests.fakes.web_server import FakeWeb
 
 
@@ -26,3 +29,40 @@ async def web() -> AsyncIterator[FakeWeb]:
     """Scripted web pages and search backends on 127.0.0.1."""
     async with FakeWeb() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL per test worker; each test gets a database of its own."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+StoreTarget = Callable[[], Awaitable[str]]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreTarget:
+    """The store contract: a test taking this runs once per backend. Call it for a fresh, empty
+    database's target (a SQLite path, or a PostgreSQL URL); pass that to ``open_database``."""
+    if request.param == "sqlite":
+
+        async def sqlite() -> str:
+            return str(tmp_path / f"{uuid.uuid4().hex[:8]}.sqlite3")
+
+        return sqlite
+    server: PostgresServer = request.getfixturevalue("postgres")
+
+    async def postgresql() -> str:
+        import asyncpg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(server.url())
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        return server.url(name)
+
+    return postgresql

@@ -7,7 +7,6 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +20,8 @@ from bot.store import (
     SettingsSchema,
     StoreError,
 )
+from bot.store.connect import open_database
+from tests.conftest import StoreTarget
 
 G, USER, OTHER = 1, 100, 200
 UNLIMITED = Limits.unlimited()
@@ -43,9 +44,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    async with await Database.open(tmp_path / "quota.sqlite3") as database:
-        yield database
+async def db(store_target: StoreTarget) -> AsyncIterator[Database]:
+    """Every test here runs on SQLite and on PostgreSQL (the store contract)."""
+    async with await open_database(await store_target()) as database:
+        yield database  # type: ignore[misc]
 
 
 def limits(**kw: float | None) -> Limits:

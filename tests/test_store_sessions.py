@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from agent.messages import Message, ToolCall
-from bot.store import Database, SessionNotFound, SessionRecord, SessionStore, new_session_id
+from bot.store import SessionNotFound, SessionRecord, SessionStore, new_session_id
+from bot.store.connect import open_database
+from tests.conftest import StoreTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +31,8 @@ def record(session_id: str, thread_id: int | None = 900) -> SessionRecord:
     )
 
 
-async def test_session_history_and_turns_survive_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite3"
+async def test_session_history_and_turns_survive_reopening(store_target: StoreTarget) -> None:
+    path = await store_target()
     sid = new_session_id()
     conversation = [
         Message("user", "compare sqlite and postgres"),
@@ -38,7 +40,7 @@ async def test_session_history_and_turns_survive_reopening(tmp_path: Path) -> No
         Message("tool", "results…", tool_call_id="c1", name="web_search"),
         Message("assistant", "SQLite is embedded; Postgres is a server. Ünïcode kept."),
     ]
-    async with await Database.open(path) as db:
+    async with await open_database(path) as db:
         store = SessionStore(db)
         created = await store.create(record(sid))
         assert created.created_at is not None and created.status == "idle"
@@ -50,7 +52,7 @@ async def test_session_history_and_turns_survive_reopening(tmp_path: Path) -> No
         await store.finish_turn(turn, "completed", {"text": "SQLite is embedded", "steps": 2})
         await store.set_status(sid, "done")
 
-    async with await Database.open(path) as db:
+    async with await open_database(path) as db:
         store = SessionStore(db)
         again = await store.by_thread(900)
         assert again is not None and again.id == sid
@@ -66,8 +68,8 @@ async def test_session_history_and_turns_survive_reopening(tmp_path: Path) -> No
         assert await store.running_turns() == []
 
 
-async def test_concurrent_appends_never_interleave_or_lose_messages(tmp_path: Path) -> None:
-    async with await Database.open(tmp_path / "s.sqlite3") as db:
+async def test_concurrent_appends_never_interleave_or_lose_messages(store_target: StoreTarget) -> None:
+    async with await open_database(await store_target()) as db:
         store = SessionStore(db)
         await store.create(record("s"))
 
@@ -86,8 +88,8 @@ async def test_concurrent_appends_never_interleave_or_lose_messages(tmp_path: Pa
         assert all(a[:-1] == b[:-1] for a, b in pairs)  # every batch stayed together, in order
 
 
-async def test_bad_input_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    async with await Database.open(tmp_path / "s.sqlite3") as db:
+async def test_bad_input_is_refused_with_a_clear_error(store_target: StoreTarget) -> None:
+    async with await open_database(await store_target()) as db:
         store = SessionStore(db)
         await store.create(record("s"))
         with pytest.raises(ValueError, match="idle, running, stopped, failed, done"):
@@ -114,10 +116,11 @@ CRASHING_RUN = """
 import asyncio, os, sys
 from agent.events import Usage
 from bot.limits import Limits
-from bot.store import Database, QuotaStore, SessionRecord, SessionStore
+from bot.store import QuotaStore, SessionRecord, SessionStore
+from bot.store.connect import open_database
 
 async def main():
-    db = await Database.open(sys.argv[1])
+    db = await open_database(sys.argv[1])
     store = SessionStore(db)
     await store.create(SessionRecord(id="s", guild_id=1, channel_id=10, thread_id=900, user_id=7,
                                      task="long task", tier="fast", model="m", status="running"))
@@ -133,11 +136,11 @@ asyncio.run(main())
 """
 
 
-async def test_a_run_killed_mid_turn_is_found_at_start_up(tmp_path: Path) -> None:
+async def test_a_run_killed_mid_turn_is_found_at_start_up(store_target: StoreTarget) -> None:
     from bot.limits import Limits
     from bot.store import QuotaStore
 
-    path = tmp_path / "crash.sqlite3"
+    path = await store_target()
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-c", textwrap.dedent(CRASHING_RUN), str(path)],
@@ -148,7 +151,7 @@ async def test_a_run_killed_mid_turn_is_found_at_start_up(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
 
-    async with await Database.open(path) as db:
+    async with await open_database(path) as db:
         store = SessionStore(db)
         (turn,) = await store.running_turns()
         assert (turn.session_id, turn.prompt, turn.state) == (

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from bot.store import (
-    Database,
     GuildSettingsStore,
     MissingManageGuild,
     SettingError,
@@ -17,6 +15,8 @@ from bot.store import (
     matching,
     require_manage_guild,
 )
+from bot.store.connect import open_database
+from tests.conftest import StoreTarget
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "llama-3.1-8b", "qwen2.5-72b"]
 TOOLS = ["web_search", "fetch", "python", "memory"]
@@ -31,8 +31,8 @@ ADMIN = 42
 
 
 @pytest.fixture
-async def settings(tmp_path: Path) -> AsyncIterator[GuildSettingsStore]:
-    async with await Database.open(tmp_path / "settings.sqlite3") as db:
+async def settings(store_target: StoreTarget) -> AsyncIterator[GuildSettingsStore]:
+    async with await open_database(await store_target()) as db:
         yield GuildSettingsStore(db, SettingsSchema(MODELS, TOOLS), DEFAULTS)
 
 
@@ -195,9 +195,9 @@ def test_autocomplete_puts_prefix_matches_first_and_caps_at_25() -> None:
     assert len(matching([f"m{i}" for i in range(40)], "m")) == 25
 
 
-async def test_with_the_routers_tier_names_only_those_tiers_are_accepted(tmp_path: Path) -> None:
+async def test_with_the_routers_tier_names_only_those_tiers_are_accepted(store_target: StoreTarget) -> None:
     schema = SettingsSchema(MODELS, TOOLS, known_tiers=("simple", "medium", "complex"))
-    async with await Database.open(tmp_path / "router-tiers.sqlite3") as db:
+    async with await open_database(await store_target()) as db:
         store = GuildSettingsStore(db, schema, SettingsDefaults(default_tier="medium"))
         with pytest.raises(SettingError, match=r"Unknown tier 'deep'\. Tiers: complex, medium, simple"):
             await store.set(G, ADMIN, "tier.deep", "gpt-4o")
@@ -210,11 +210,11 @@ async def test_with_the_routers_tier_names_only_those_tiers_are_accepted(tmp_pat
 
 
 async def test_research_tiers_and_the_reader_are_validated_and_sit_on_the_bots_defaults(
-    tmp_path: Path,
+    store_target: StoreTarget,
 ) -> None:
     schema = SettingsSchema(MODELS, TOOLS, known_tiers=("simple", "medium", "complex"))
     defaults = SettingsDefaults(default_tier="medium", research={"complex": "medium"}, reader=True)
-    async with await Database.open(tmp_path / "research.sqlite3") as db:
+    async with await open_database(await store_target()) as db:
         store = GuildSettingsStore(db, schema, defaults)
         s = await store.get(G)
         assert (s.research, s.reader) == ({"complex": "medium"}, True)
@@ -233,7 +233,7 @@ async def test_research_tiers_and_the_reader_are_validated_and_sit_on_the_bots_d
         assert (s.research, s.reader) == ({"complex": None, "medium": "simple"}, False)
         await store.reset(G, ADMIN, "research")
         assert (await store.get(G)).research == {"complex": "medium"}
-    async with await Database.open(tmp_path / "owner-off.sqlite3") as db:  # READER_MODEL=off wins
+    async with await open_database(await store_target()) as db:  # READER_MODEL=off wins
         store = GuildSettingsStore(db, schema, SettingsDefaults(reader=False))
         await store.set(G, ADMIN, "reader", "on")
         assert (await store.get(G)).reader is False

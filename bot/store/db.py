@@ -48,6 +48,8 @@ Params = Sequence[Any] | dict[str, Any]
 class Database:
     """Use :meth:`open` (or ``async with await Database.open(path)``), never the constructor."""
 
+    backend = "sqlite"
+
     def __init__(
         self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path, version: int
     ) -> None:

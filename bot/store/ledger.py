@@ -8,9 +8,10 @@ one kind through a single ``executemany``. Every statement still sees the effect
 so the guarantee is the same as one-by-one; what changes is the number of thread hops and commits per
 operation (see ``bench/quota_store.py``). A lone operation runs as a plain autocommit statement.
 
-Reservation ids are chosen here (counting up from the largest id in the file), so a caller cancelled while
-its reservation is queued can still release it. There is one writer per :class:`Database` (see
-:func:`ledger_for`), so two stores on one file never hand out the same id.
+Reservation ids are chosen here, so a caller cancelled while its reservation is queued can still release
+it: on SQLite counting up from the largest id in the file (one writer per :class:`Database`, see
+:func:`ledger_for`, and one process per file); on PostgreSQL from the ``reservation_ids`` sequence, taken
+in blocks, so processes sharing the database never hand out the same id.
 
 If a batch hits a constraint error (a reservation settled twice), it is rolled back and its operations
 are replayed one by one, so only the faulty one fails, with its own error.
@@ -23,29 +24,32 @@ import itertools
 import sqlite3
 import weakref
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bot.store.db import Database
+
+if TYPE_CHECKING:
+    from bot.store.pg import PgDatabase
 
 OpKind = Literal["reserve", "settle", "release"]
 
 RESERVE_SQL = """
 INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
 SELECT :id, :g, :u, :s, :model, :tokens, :cost, :now
-WHERE (:tok_lim IS NULL OR
+WHERE (CAST(:tok_lim AS BIGINT) IS NULL OR
         COALESCE((SELECT tokens FROM usage_daily WHERE guild_id = :g AND user_id = :u AND day = :day), 0)
       + COALESCE((SELECT SUM(tokens) FROM reservations
                   WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff), 0)
-      + :tokens <= :tok_lim)
-  AND (:cost_lim IS NULL OR
+      + CAST(:tokens AS BIGINT) <= CAST(:tok_lim AS BIGINT))
+  AND (CAST(:cost_lim AS BIGINT) IS NULL OR
         COALESCE((SELECT cost_nusd FROM usage_monthly WHERE guild_id = :g AND user_id = :u AND month = :month), 0)
       + COALESCE((SELECT SUM(cost_nusd) FROM reservations
                   WHERE guild_id = :g AND user_id = :u AND created_at >= :cutoff), 0)
-      + :cost <= :cost_lim)
-  AND (:guild_lim IS NULL OR
+      + CAST(:cost AS BIGINT) <= CAST(:cost_lim AS BIGINT))
+  AND (CAST(:guild_lim AS BIGINT) IS NULL OR
         COALESCE((SELECT cost_nusd FROM guild_monthly WHERE guild_id = :g AND month = :month), 0)
       + COALESCE((SELECT SUM(cost_nusd) FROM reservations WHERE guild_id = :g AND created_at >= :cutoff), 0)
-      + :cost <= :guild_lim)
+      + CAST(:cost AS BIGINT) <= CAST(:guild_lim AS BIGINT))
 """
 
 # The ledger's reservation_id is UNIQUE: settling one reservation twice fails loudly instead of counting twice.
@@ -68,10 +72,12 @@ class _Op:
     future: asyncio.Future[bool] | None
 
 
-_WRITERS: weakref.WeakKeyDictionary[Database, LedgerWriter] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[Database | PgDatabase, LedgerWriter] = weakref.WeakKeyDictionary()
+ID_BLOCK = 64
+"""Reservation ids a process takes from PostgreSQL's sequence at once."""
 
 
-def ledger_for(db: Database) -> LedgerWriter:
+def ledger_for(db: Database | PgDatabase) -> LedgerWriter:
     """The one writer of ``db`` (created on first use)."""
     writer = _WRITERS.get(db)
     if writer is None:
@@ -81,18 +87,29 @@ def ledger_for(db: Database) -> LedgerWriter:
 
 
 class LedgerWriter:
-    def __init__(self, db: Database, *, max_batch: int = 64) -> None:
+    def __init__(self, db: Database | PgDatabase, *, max_batch: int = 64) -> None:
         """``max_batch`` bounds how long one batch holds the writer (and so the wait of other writers)."""
         self.db = db
         self.max_batch = max_batch
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._next_id: int | None = None
+        self._ids: list[int] = []
         self._seed_lock = asyncio.Lock()
+        self.shared = db.backend == "postgresql"
         self.batches = 0
         self.operations = 0
 
     async def new_id(self) -> int:
+        if self.shared:
+            while not self._ids:
+                async with self._seed_lock:
+                    if not self._ids:
+                        rows = await self.db.fetchall(
+                            "SELECT nextval('reservation_ids') FROM generate_series(1, ?)", (ID_BLOCK,)
+                        )
+                        self._ids = sorted(int(r[0]) for r in rows)[::-1]
+            return self._ids.pop()
         if self._next_id is None:
             async with self._seed_lock:
                 if self._next_id is None:
@@ -147,6 +164,8 @@ class LedgerWriter:
                     op.future.set_result(outcome)
 
     async def _write(self, batch: list[_Op]) -> list[bool | BaseException]:
+        if self.shared:
+            return await self._write_shared(batch)
         async with self.db.lock:
             self.batches += 1
             self.operations += len(batch)
@@ -168,23 +187,47 @@ class LedgerWriter:
         return out
 
     async def _write_batch(self, batch: list[_Op]) -> list[bool | BaseException]:
-        conn = self.db.conn
+        conn = self.db.conn  # type: ignore[union-attr]
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            held: set[int] = set()
-            for kind, group in itertools.groupby(batch, key=lambda o: o.kind):
-                params = [op.params for op in group]
-                await conn.executemany(_SQL[kind], params)
-                if kind == "reserve":
-                    ids = [p["id"] for p in params]
-                    marks = ",".join("?" * len(ids))
-                    rows = await conn.execute_fetchall(
-                        f"SELECT id FROM reservations WHERE id IN ({marks})", ids
-                    )
-                    held.update(r[0] for r in rows)
+            out = await _run_batch(conn, batch)
             await conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 await conn.execute("ROLLBACK")
             raise
-        return [op.kind != "reserve" or op.params["id"] in held for op in batch]
+        return out
+
+    async def _write_shared(self, batch: list[_Op]) -> list[bool | BaseException]:
+        """PostgreSQL: the same batches, each in a transaction that holds the store's write lock."""
+        self.batches += 1
+        self.operations += len(batch)
+        if len(batch) > 1:
+            try:
+                async with self.db.transaction() as conn:
+                    return await _run_batch(conn, batch)
+            except sqlite3.IntegrityError:
+                pass  # replay one by one below so only the faulty operation fails
+        out: list[bool | BaseException] = []
+        for op in batch:
+            try:
+                async with self.db.transaction() as conn:
+                    cur = await conn.execute(_SQL[op.kind], op.params)
+                out.append(cur.rowcount == 1)
+            except sqlite3.Error as e:
+                out.append(e)
+        return out
+
+
+async def _run_batch(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
+    """The batch's statements in order, consecutive ones of a kind through one ``executemany``."""
+    held: set[int] = set()
+    for kind, group in itertools.groupby(batch, key=lambda o: o.kind):
+        params = [op.params for op in group]
+        await conn.executemany(_SQL[kind], params)
+        if kind == "reserve":
+            ids = [p["id"] for p in params]
+            marks = ",".join("?" * len(ids))
+            rows = await conn.execute_fetchall(f"SELECT id FROM reservations WHERE id IN ({marks})", ids)
+            held.update(r[0] for r in rows)
+    return [op.kind != "reserve" or op.params["id"] in held for op in batch]

@@ -300,12 +300,12 @@ class QuotaStore:
             if count_request:
                 await conn.execute(
                     "INSERT INTO usage_daily (guild_id, user_id, day, requests) VALUES (?,?,?,1)"
-                    " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET requests = requests + 1",
+                    " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET requests = usage_daily.requests + 1",
                     (g, user_id, day_key(now)),
                 )
                 await conn.execute(
                     "INSERT INTO usage_monthly (guild_id, user_id, month, requests) VALUES (?,?,?,1)"
-                    " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = requests + 1",
+                    " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = usage_monthly.requests + 1",
                     (g, user_id, month_key(now)),
                 )
         return decision

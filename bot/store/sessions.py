@@ -138,7 +138,7 @@ class SessionStore:
     async def by_thread(self, thread_id: int) -> SessionRecord | None:
         """The newest session posted in ``thread_id``."""
         row = await self.db.fetchone(
-            "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
             (thread_id,),
         )
         return _session(row) if row else None

@@ -1,0 +1,81 @@
+"""``agentbot migrate-store``: move a bot's SQLite store into an empty PostgreSQL database.
+
+Both sides are first brought to the newest schema by their own migrations, so the tables match column
+for column. Rows go over with ``COPY`` (asyncpg's ``copy_records_to_table``), ``sessions`` first because
+history and turns refer to it. The ledger's roll-up triggers are switched off while its rows are copied:
+the counters they maintain are copied as they are, and firing the triggers too would count every call
+twice. Open reservations and concurrency slots belong to the process that held them and are not moved.
+Identity columns and the reservation-id sequence continue after the largest copied id. Everything
+happens in one PostgreSQL transaction, checked table by table before it commits: a failed move leaves
+the target empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.store.db import Database, StoreError
+from bot.store.pg import PgDatabase
+
+__all__ = ["CopyReport", "copy_sqlite_to_postgres"]
+
+TRANSIENT = frozenset({"reservations", "active_sessions"})
+"""Held by a running process; a store that moves starts without them."""
+IDENTITY_TABLES = ("turns", "audit_log", "usage_ledger")
+
+
+@dataclass(slots=True)
+class CopyReport:
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return ", ".join(f"{t} {n:,}" for t, n in self.rows.items() if n) or "no rows"
+
+
+async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
+    if not await asyncio.to_thread(sqlite_path.is_file):
+        raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
+    src = await Database.open(sqlite_path)
+    dst = await PgDatabase.open(url)
+    try:
+        tables = [
+            r[0]
+            for r in await src.fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        tables = sorted((t for t in tables if t not in TRANSIENT), key=lambda t: (t != "sessions", t))
+        report = CopyReport()
+        async with dst.pool.acquire() as conn, conn.transaction():
+            for table in tables:
+                if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                    raise StoreError(
+                        f"the PostgreSQL database already holds {table} rows: migrate into an empty database"
+                    )
+            await conn.execute("ALTER TABLE usage_ledger DISABLE TRIGGER USER")
+            for table in tables:
+                cols = [r[1] for r in await src.fetchall(f"PRAGMA table_info({table})")]
+                rows = [tuple(r) for r in await src.fetchall(f"SELECT {', '.join(cols)} FROM {table}")]
+                if rows:
+                    await conn.copy_records_to_table(table, records=rows, columns=cols)
+                copied = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                if copied != len(rows):
+                    raise StoreError(
+                        f"{table}: {len(rows)} rows read but {copied} written; nothing was moved"
+                    )
+                report.rows[table] = len(rows)
+            await conn.execute("ALTER TABLE usage_ledger ENABLE TRIGGER USER")
+            for table in IDENTITY_TABLES:
+                await conn.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"GREATEST((SELECT max(id) FROM {table}), 1))"
+                )
+            await conn.execute(
+                "SELECT setval('reservation_ids', GREATEST((SELECT max(reservation_id) FROM usage_ledger), 1))"
+            )
+        return report
+    finally:
+        await src.close()
+        await dst.close()

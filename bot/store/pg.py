@@ -1,0 +1,261 @@
+"""PostgreSQL behind the same surface as :class:`bot.store.db.Database` (asyncpg, ``DATABASE_URL``).
+
+The store modules write SQLite-flavoured SQL (``?`` and ``:name`` placeholders, ``INSERT OR IGNORE``);
+:func:`translate` turns each statement into PostgreSQL's once (``$n`` placeholders, ``ON CONFLICT DO
+NOTHING``) and caches it, so one set of queries serves both backends and the contract suite holds both to
+the same behaviour.
+
+Why every write transaction first takes one advisory lock: SQLite gives the store a single writer, and
+its quota checks are written as single ``INSERT … SELECT … WHERE`` statements that are atomic only
+because no other writer runs at the same time. PostgreSQL's READ COMMITTED would let two processes both
+pass the same limit. ``pg_advisory_xact_lock`` restores "one writer at a time" across every process
+sharing the database, and is released by COMMIT or ROLLBACK, so a crashed process never holds it.
+Reads take no lock and see committed state, as SQLite's reader connection does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from bot.store.db import DatabaseTooNew, MigrationError, Params, StoreError
+from bot.store.pg_schema import PG_MIGRATIONS
+
+__all__ = ["PgDatabase", "translate"]
+
+WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
+_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
+_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
+_RETURNS_ID = re.compile(r"^\s*INSERT\s+INTO\s+(turns|audit_log|usage_ledger)\b", re.I)
+
+
+class PgIntegrityError(sqlite3.IntegrityError):
+    """A constraint violation, as the store's callers already catch it for SQLite."""
+
+
+@dataclass(frozen=True, slots=True)
+class Translated:
+    sql: str
+    names: tuple[str, ...] | None
+    """Parameter names in ``$n`` order for ``:name`` statements; None for ``?`` statements."""
+    returns_id: bool
+
+
+@lru_cache(maxsize=512)
+def translate(sql: str) -> Translated:
+    """SQLite-flavoured SQL → PostgreSQL's (placeholders outside string literals only)."""
+    names: list[str] = []
+    positional = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal positional
+        tok = m.group(0)
+        if tok.startswith("'") or tok == "::":
+            return tok
+        if tok == "?":
+            positional += 1
+            return f"${positional}"
+        name = m.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    out = _TOKEN.sub(sub, sql)
+    if positional and names:
+        raise ValueError("a statement mixes ? and :name placeholders")
+    if _INSERT_OR_IGNORE.match(out):
+        out = (
+            _INSERT_OR_IGNORE.sub("INSERT INTO", out, count=1).rstrip().rstrip(";")
+            + " ON CONFLICT DO NOTHING"
+        )
+    returns_id = bool(_RETURNS_ID.match(out)) and "RETURNING" not in out.upper()
+    if returns_id:
+        out = out.rstrip().rstrip(";") + " RETURNING id"
+    return Translated(out, tuple(names) if names else None, returns_id)
+
+
+def _args(t: Translated, params: Params) -> tuple[Any, ...]:
+    if t.names is not None:
+        if not isinstance(params, dict):
+            raise TypeError("this statement takes named parameters (a dict)")
+        return tuple(params[n] for n in t.names)
+    if isinstance(params, dict):
+        raise TypeError("this statement takes positional parameters")
+    return tuple(params)
+
+
+def _count(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+class Cursor:
+    """What the store reads of an aiosqlite cursor: ``rowcount``, ``lastrowid``, rows."""
+
+    def __init__(self, rowcount: int, lastrowid: int | None, rows: list[asyncpg.Record]) -> None:
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+        self._rows = rows
+
+    async def fetchall(self) -> list[asyncpg.Record]:
+        return self._rows
+
+    async def fetchone(self) -> asyncpg.Record | None:
+        return self._rows[0] if self._rows else None
+
+
+def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def wrapped(*a: Any, **kw: Any) -> Any:
+        try:
+            return await fn(*a, **kw)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            raise PgIntegrityError(str(e)) from e
+
+    return wrapped
+
+
+class PgConnection:
+    """One pooled connection, with the aiosqlite methods the store uses."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._c = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._c.is_in_transaction()
+
+    @_integrity
+    async def execute(self, sql: str, params: Params = ()) -> Cursor:
+        t = translate(sql)
+        args = _args(t, params)
+        if t.returns_id or t.sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            rows = await self._c.fetch(t.sql, *args)
+            return Cursor(len(rows), int(rows[0][0]) if t.returns_id and rows else None, rows)
+        status = await self._c.execute(t.sql, *args)
+        return Cursor(_count(status), None, [])
+
+    @_integrity
+    async def executemany(self, sql: str, seq: Sequence[Params]) -> None:
+        t = translate(sql)
+        await self._c.executemany(t.sql.removesuffix(" RETURNING id"), [_args(t, p) for p in seq])
+
+    @_integrity
+    async def execute_fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
+        t = translate(sql)
+        return list(await self._c.fetch(t.sql, *_args(t, params)))
+
+
+class PgDatabase:
+    """Use :meth:`open`. Same methods as :class:`bot.store.db.Database`."""
+
+    backend = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool, url: str, version: int) -> None:
+        self.pool = pool
+        self.path = _redact(url)
+        self.schema_version = version
+        self.lock = asyncio.Lock()
+        """Kept for the store's in-process batching; cross-process exclusion is the advisory lock."""
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
+        try:
+            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+        except (TimeoutError, OSError, asyncpg.PostgresError) as e:
+            raise StoreError(
+                f"DATABASE_URL: cannot connect to {_redact(url)}: {type(e).__name__}: {e}"
+            ) from e
+        try:
+            version = await _migrate(pool, url)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, url, version)
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._close_hooks.append(hook)
+
+    async def close(self) -> None:
+        for hook in self._close_hooks:
+            await hook()
+        await self.pool.close()
+
+    async def __aenter__(self) -> PgDatabase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgConnection]:
+        """BEGIN and the write lock in one round trip (this is the hot path of every quota write);
+        COMMIT on exit, ROLLBACK on any exception (the pool also resets a connection it gets back
+        mid-transaction, e.g. after a cancellation)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(_BEGIN)
+            try:
+                yield PgConnection(conn)
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await asyncio.shield(conn.execute("ROLLBACK"))
+                raise
+            await conn.execute("COMMIT")
+
+    async def write(self, sql: str, params: Params = ()) -> tuple[int, int | None]:
+        async with self.transaction() as conn:
+            cur = await conn.execute(sql, params)
+            return cur.rowcount, cur.lastrowid
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
+        t = translate(sql)
+        return list(await self.pool.fetch(t.sql, *_args(t, params)))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> asyncpg.Record | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+
+
+async def _migrate(pool: asyncpg.Pool, url: str) -> int:
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        async with conn.transaction():
+            # Two processes starting at once: the second waits here, then finds the work done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+            version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+            if version > len(PG_MIGRATIONS):
+                raise DatabaseTooNew(
+                    f"{_redact(url)} has schema version {version}, but this agentbot only knows up to "
+                    f"version {len(PG_MIGRATIONS)}: upgrade agentbot. The database was not changed."
+                )
+        for m in PG_MIGRATIONS:
+            if m.version <= version:
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+                    if version >= m.version:
+                        continue  # another process got here first
+                    await conn.execute(m.sql)
+                    await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
+            except asyncpg.PostgresError as e:
+                raise MigrationError(
+                    f"Upgrading {_redact(url)} to schema version {m.version} ({m.description}) failed: {e}. "
+                    f"The database is still at version {m.version - 1}."
+                ) from e
+            version = m.version
+    return version

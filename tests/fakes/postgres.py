@@ -1,0 +1,71 @@
+"""A throwaway PostgreSQL server for the tests: ``initdb`` into a temp dir, started on a free port of
+127.0.0.1, fsync off, stopped and deleted at the end.
+
+Where the server comes from: Debian's ``postgresql`` package (``initdb`` and ``pg_ctl`` on PATH or under
+``/usr/lib/postgresql/*/bin``); ``.ci/run`` installs it when missing. ``initdb`` refuses to run as root,
+so as root the cluster belongs to the ``postgres`` system user the package creates (``runuser``).
+Missing binaries are an error with the fix, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]), None
+    )
+    if not found:
+        raise RuntimeError(
+            f"PostgreSQL's {name} was not found: install the server (Debian: apt-get install postgresql) "
+            "so the store contract tests can start a throwaway one"
+        )
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="agentbot-pg-"))
+        self.port = _free_port()
+        self.user = "agentbot"
+        self._runas: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+            self._runas = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *cmd: str) -> None:
+        proc = subprocess.run([*self._runas, *cmd], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {proc.stdout[-500:]}{proc.stderr[-500:]}")
+
+    def start(self) -> PostgresServer:
+        data = str(self.dir / "data")
+        self._run(_binary("initdb"), "-D", data, "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
+        opts = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+        opts += " -c full_page_writes=off -c max_connections=200"
+        self._run(_binary("pg_ctl"), "-D", data, "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
+        return self
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        try:
+            self._run(_binary("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

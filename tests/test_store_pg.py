@@ -1,0 +1,229 @@
+"""PostgreSQL-only behaviour of the store: SQL translation, versioned migrations, several processes
+sharing one database. (Everything else is the contract suite: the store tests run on both backends.)"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.store import DatabaseTooNew, StoreError
+from bot.store.migrations import MIGRATIONS
+from bot.store.pg import PgDatabase, translate
+from bot.store.pg_schema import PG_MIGRATIONS
+from tests.fakes.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pg_both_backends_have_the_same_schema_versions() -> None:
+    assert [(m.version, m.description) for m in PG_MIGRATIONS] == [
+        (m.version, m.description) for m in MIGRATIONS
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("SELECT * FROM t WHERE a = ? AND b = ?", "SELECT * FROM t WHERE a = $1 AND b = $2"),
+        ("SELECT :g, :u WHERE x = :g", "SELECT $1, $2 WHERE x = $1"),
+        ("SELECT 'a?b :c' || ? FROM t", "SELECT 'a?b :c' || $1 FROM t"),
+        ("SELECT 'it''s ?', ?::text", "SELECT 'it''s ?', $1::text"),
+        ("INSERT OR IGNORE INTO s (a) VALUES (?)", "INSERT INTO s (a) VALUES ($1) ON CONFLICT DO NOTHING"),
+        ("INSERT INTO turns (a) VALUES (?)", "INSERT INTO turns (a) VALUES ($1) RETURNING id"),
+    ],
+)
+def test_pg_translation(sqlite: str, postgres: str) -> None:
+    assert translate(sqlite).sql == postgres
+
+
+def test_pg_translation_refuses_mixed_placeholders() -> None:
+    with pytest.raises(ValueError, match="mixes"):
+        translate("SELECT ? WHERE a = :a")
+
+
+async def test_pg_unreachable_names_the_setting_and_hides_the_password() -> None:
+    with pytest.raises(StoreError) as e:
+        await PgDatabase.open("postgresql://bot:hunter2@127.0.0.1:9/agentbot")
+    assert "DATABASE_URL" in str(e.value) and "hunter2" not in str(e.value) and "bot:***@" in str(e.value)
+
+
+async def test_pg_a_newer_schema_is_refused_unchanged(postgres: PostgresServer) -> None:
+    url = await _fresh(postgres)
+    await (await PgDatabase.open(url)).close()
+    conn = await asyncpg.connect(url)
+    await conn.execute("INSERT INTO schema_version VALUES (99)")
+    await conn.close()
+    with pytest.raises(DatabaseTooNew, match="version 99"):
+        await PgDatabase.open(url)
+
+
+async def test_pg_two_processes_migrate_once(postgres: PostgresServer) -> None:
+    url = await _fresh(postgres)
+    dbs = await asyncio.gather(PgDatabase.open(url), PgDatabase.open(url))
+    assert [d.schema_version for d in dbs] == [len(PG_MIGRATIONS)] * 2
+    rows = await dbs[0].fetchall("SELECT version FROM schema_version ORDER BY version")
+    assert [r[0] for r in rows] == list(range(1, len(PG_MIGRATIONS) + 1))
+    for d in dbs:
+        await d.close()
+
+
+CHARGER = """
+import asyncio, random, sys
+from agent.budget import BudgetExceeded
+from agent.events import Cost, Usage
+from bot.limits import Limits
+from bot.store import QuotaStore
+from bot.store.pg import PgDatabase
+
+async def main():
+    db = await PgDatabase.open(sys.argv[1])
+    store = QuotaStore(db, None, Limits(tokens_per_day=10_000))
+    rng = random.Random(int(sys.argv[2]))
+    held = refused = 0
+    settled = 0
+
+    async def charge(i):
+        nonlocal held, refused, settled
+        budget = store.budget(1, 7, (), f"p{sys.argv[2]}-{i % 5}")
+        try:
+            token = await budget.reserve("m", Usage(400, 100), None)
+        except BudgetExceeded:
+            refused += 1
+            return
+        held += 1
+        await asyncio.sleep(rng.random() / 50)
+        real = Usage(rng.randint(100, 400), rng.randint(0, 100))
+        await budget.settle(token, "m", "openai", real, Cost(0.0))
+        settled += real.total_tokens
+
+    await asyncio.gather(*(charge(i) for i in range(25)))
+    await store.flush()
+    await db.close()
+    print(held, refused, settled)
+
+asyncio.run(main())
+"""
+
+
+async def test_pg_fifty_charges_from_two_processes_never_pass_the_limit(postgres: PostgresServer) -> None:
+    url = await _fresh(postgres)
+    await (await PgDatabase.open(url)).close()
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            textwrap.dedent(CHARGER),
+            url,
+            str(seed),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for seed in (1, 2)
+    ]
+    outs = [(await p.communicate())[0].decode().split() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    held = sum(int(o[0]) for o in outs)
+    refused = sum(int(o[1]) for o in outs)
+    settled = sum(int(o[2]) for o in outs)
+    assert held + refused == 50 and refused > 0
+    db = await PgDatabase.open(url)
+    try:
+        ledger = await db.fetchone(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0), COUNT(*) FROM usage_ledger"
+        )
+        daily = await db.fetchone("SELECT tokens FROM usage_daily WHERE guild_id = 1 AND user_id = 7")
+        reserved = await db.fetchone("SELECT COUNT(*) FROM reservations")
+    finally:
+        await db.close()
+    assert ledger[0] == settled == daily[0]  # nothing lost, counters equal the ledger
+    assert ledger[1] == held and reserved[0] == 0
+    assert settled <= 10_000  # every reservation was at most what it settled, so the limit held
+
+
+async def _fresh(server: PostgresServer) -> str:
+    import uuid
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server.url())
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    return server.url(name)
+
+
+async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    from agent.events import Cost, Usage
+    from bot.limits import Limits
+    from bot.store import Database, QuotaStore, SessionRecord, SessionStore
+
+    data = tmp_path / "data"
+    db = await Database.open(data / "agentbot.sqlite3")
+    sessions = SessionStore(db)
+    await sessions.create(
+        SessionRecord(
+            id="s1", guild_id=1, channel_id=10, thread_id=900, user_id=7, task="t", tier="medium", model="m"
+        )
+    )
+    turn = await sessions.start_turn("s1", "t", 7)
+    await sessions.append_messages("s1", [{"role": "user", "content": "héllo"}], turn_id=turn)
+    await sessions.finish_turn(turn, "completed", {"text": "done"})
+    quotas = QuotaStore(db, None, Limits(tokens_per_day=100_000))
+    assert (await quotas.begin_session(1, 7, [], "s1")).allowed
+    budget = quotas.budget(1, 7, (), "s1")
+    for _ in range(3):
+        token = await budget.reserve("m", Usage(500, 100), 0.01)
+        await budget.settle(token, "m", "openai", Usage(400, 50, reasoning_tokens=20), Cost(0.004))
+    await quotas.flush()
+    before = await quotas.usage(1, 7)
+    await db.close()
+
+    url = await _fresh(postgres)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(data)}
+    agentbot = str(Path(sys.executable).with_name("agentbot"))
+    proc = await asyncio.create_subprocess_exec(
+        agentbot,
+        "migrate-store",
+        "--to",
+        url,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "usage_ledger 3" in out.decode() and "sessions 1" in out.decode()
+
+    pg = await PgDatabase.open(url)
+    try:
+        moved = SessionStore(pg)
+        assert await moved.history("s1") == [{"role": "user", "content": "héllo"}]
+        pg_quotas = QuotaStore(pg, None, Limits(tokens_per_day=100_000))
+        after = await pg_quotas.usage(1, 7)
+        assert after.item("tokens_per_day").used == before.item("tokens_per_day").used == 1350
+        assert after.item("requests_per_day").used == 1
+        assert await moved.start_turn("s1", "again", 7) > turn  # ids continue after the copied ones
+        token = await pg_quotas.budget(1, 7, (), "s1").reserve("m", Usage(10, 10), 0.0)
+        assert token > 3
+    finally:
+        await pg.close()
+
+    # A second move into the same (now filled) database is refused in one line and changes nothing.
+    proc = await asyncio.create_subprocess_exec(
+        agentbot,
+        "migrate-store",
+        "--to",
+        url,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 1 and "empty database" in err.decode() and "Traceback" not in err.decode()
