@@ -115,6 +115,11 @@ def _answer(header: dict[str, Any], body: bytes) -> dict[str, Any]:
 
 
 def main() -> None:
+    if len(sys.argv) > 1:  # the address-space cap in MiB: a page that needs more fails, the bot does not
+        import resource
+
+        cap = int(sys.argv[1]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     signal.signal(signal.SIGALRM, _alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the bot's terminal is the bot's to handle
     import trafilatura  # noqa: F401  (imported once, before the first page: ~0.3 s)
@@ -125,8 +130,11 @@ def main() -> None:
         body = read_frame(stdin, 1 << 30) if header is not None else None
         if header is None or body is None:
             return  # the bot closed the pipe (or died): nothing is left to do
+        request = json.loads(header)
         try:
-            reply = _answer(json.loads(header), body)
+            reply = _answer(request, body)
+        except MemoryError:  # RLIMIT_AS: the page needs more than the cap
+            reply = {"refused": f"{request.get('url', 'the page')} needs more memory to read than allowed"}
         except Exception as e:  # a worker that answers "failed" stays usable for the next page
             reply = {"refused": f"could not extract text: {type(e).__name__}: {e}"}
         write_frame(stdout, json.dumps(reply, ensure_ascii=False).encode())

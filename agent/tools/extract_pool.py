@@ -44,11 +44,11 @@ class _Job:
     abandoned: bool = False
 
 
-def _spawn() -> subprocess.Popen[bytes]:
+def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
     env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
     env["PYTHONPATH"] = _PACKAGE_ROOT
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.tools.extract"],
+        [sys.executable, "-m", "agent.tools.extract", str(memory_mb)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -72,8 +72,10 @@ def _shutdown(idle: list[subprocess.Popen[bytes]], executor: ThreadPoolExecutor)
 class ExtractorPool:
     """At most ``size`` pages extracted at once, each in a worker process killed at its deadline."""
 
-    def __init__(self, size: int = 2, *, max_reply: int = 64 << 20) -> None:
+    def __init__(self, size: int = 2, *, memory_mb: int = 1024, max_reply: int = 64 << 20) -> None:
         self.size = size
+        self.memory_mb = memory_mb
+        """Address space per worker (RLIMIT_AS): trafilatura peaked at 200 MB on a 2 MB table."""
         self.max_reply = max_reply
         self._idle: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
@@ -110,7 +112,7 @@ class ExtractorPool:
         if proc is not None and proc.poll() is not None:
             _stop(proc)
             proc = None
-        proc = proc or _spawn()
+        proc = proc or _spawn(self.memory_mb)
         with job.lock:
             if job.abandoned:
                 self._give_back(proc)
@@ -127,7 +129,7 @@ class ExtractorPool:
             answer = json.loads(reply)
         except (OSError, EOFError, ValueError) as e:
             _stop(proc)  # killed at the deadline, or broken: reaped here, replaced next time
-            raise ExtractionFailed(f"extraction worker stopped ({type(e).__name__})") from None
+            raise ExtractionFailed(f"the extraction worker stopped ({type(e).__name__})") from None
         with job.lock:
             job.proc = None
             if job.abandoned:
