@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from agent.config import AgentSettings
+from agent.embeddings.base import EmbeddingError
 from agent.logs import configure_logging, redact, register_secret
 from agent.models.base import ModelError
 from agent.models.http import transport_error
@@ -171,6 +172,11 @@ def test_security_model_errors_shown_to_users_carry_no_userinfo() -> None:
     assert "http://***@llm.internal:8080/v1" in err.message
     register_secret(SECRET)
     assert SECRET not in ModelError(f"401 from provider: key {SECRET} invalid").message
+    # Memory's embedding endpoint errors reach /memory replies and the doctor the same way.
+    assert (
+        str(EmbeddingError(f"cannot reach {URL}/embeddings"))
+        == "cannot reach http://***@llm.internal:8080/v1/embeddings"
+    )
 
 
 async def test_security_doctor_shows_no_base_url_password(llm: FakeLLM) -> None:
