@@ -29,7 +29,7 @@ class Check:
 
 async def _check(name: str, fn: Callable[[], Awaitable[str]]) -> Check:
     try:
-        return Check(name, True, await fn())
+        return Check(name, True, redact(await fn()))  # a base URL's userinfo is a secret too
     except Exception as e:
         return Check(name, False, redact(str(e) or type(e).__name__))
 

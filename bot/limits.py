@@ -38,6 +38,38 @@ ENV_VARS: dict[str, tuple[str, LimitValue, type]] = {
 }
 """limit -> (environment variable, default when unset, type). ``0`` or an empty value means unlimited."""
 
+# --- bounds (issue 14.11) -------------------------------------------------------------------------
+# Every limit is finite and stated: 1e300 USD or tokens was accepted and then broke every turn on the
+# server (an OverflowError turning it into integer nano-dollars or an SQLite integer), and 1e-7 USD was
+# rounded to a stored 0. The ceilings leave sums of a month's usage far inside SQLite's 64-bit integers
+# (1e6 USD is 1e15 nano-dollars); the money floor is the smallest amount the bot displays (format_usd).
+LIMIT_BOUNDS: dict[str, tuple[float, float]] = {
+    "requests_per_day": (1, 1_000_000),
+    "tokens_per_day": (1, 1_000_000_000_000),
+    "cost_per_month_usd": (0.0001, 1_000_000),
+    "concurrent_sessions": (1, 1_000),
+    GUILD_BUDGET: (0.0001, 1_000_000),
+}
+
+
+def bounds_text(limit: str) -> str:
+    """``'from $0.0001 to $1,000,000'`` or ``'from 1 to 1,000'``: the range, as a refusal states it."""
+    lo, hi = LIMIT_BOUNDS[limit]
+    if limit.endswith("_usd"):
+        return f"from ${lo:g} to ${hi:,.0f}"
+    return f"from {lo:,.0f} to {hi:,.0f}"
+
+
+def in_bounds(limit: str, value: object) -> bool:
+    """Whether a stored or parsed limit value may be used (``None`` is unlimited, always fine)."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    lo, hi = LIMIT_BOUNDS[limit]
+    return lo <= value <= hi
+
+
 Clock = Callable[[], datetime]
 
 NANO = 1_000_000_000
@@ -83,7 +115,12 @@ def _parse_env(var: str, raw: str, kind: type) -> LimitValue:
         raise ValueError(f"{var} must be {what} (0 or empty for unlimited), got {raw!r}") from None
     if value < 0 or value != value:  # NaN check
         raise ValueError(f"{var} must be {what} >= 0 (0 or empty for unlimited), got {raw!r}")
-    return None if value == 0 else value
+    if value == 0:
+        return None
+    limit = next(name for name, (v, _, _) in ENV_VARS.items() if v == var)
+    if not in_bounds(limit, value):
+        raise ValueError(f"{var} must be {what} {bounds_text(limit)} (0 or empty for unlimited), got {raw!r}")
+    return value
 
 
 def more_generous(a: LimitValue, b: LimitValue) -> LimitValue:

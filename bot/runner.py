@@ -76,13 +76,15 @@ def _new_files(workspace: Path | None, since: float) -> list[tuple[str, bytes]]:
     if workspace is None:
         return []
     from agent.tools.files import workspace_files
+    from agent.tools.safe_names import safe_name
 
     out: list[tuple[str, bytes]] = []
     for path in workspace_files(workspace):
         try:
             st = path.stat()
             if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
-                out.append((str(path.relative_to(workspace)).replace("/", "_"), path.read_bytes()))
+                name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
+                out.append((name, path.read_bytes()))
         except OSError:
             continue
         if len(out) >= MAX_ATTACHMENTS:

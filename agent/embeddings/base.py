@@ -12,9 +12,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from agent.logs import redact
+
 
 class EmbeddingError(Exception):
     """An embedding failed for a reason worth telling the operator (message is safe to log)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))  # the endpoint URL's userinfo and keys never shown (14.10)
 
 
 class EmbeddingUnavailable(EmbeddingError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from agent.events import Usage
+from agent.logs import redact
 from agent.messages import Message
 from agent.models.reasoning import Effort
 
@@ -135,6 +136,7 @@ class ModelError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
+        message = redact(message)  # shown in threads and retry notes: no keys, no URL userinfo (14.10)
         super().__init__(message)
         self.message = message
         self.provider = provider

@@ -1,26 +1,27 @@
 """fetch_url: one web page as readable text, with its title and final URL for citations.
 
 Every connection goes through the SSRF guard (:mod:`agent.tools.netguard`), redirects are followed by
-hand (at most ``max_redirects``) so each hop is checked, the body is streamed and cut at ``max_bytes``,
-and only HTML, text and JSON are read (a PDF is refused with a message the model can act on).
-Readable text comes from trafilatura (in a thread: it is CPU work).
+hand (at most ``max_redirects``) so each hop is checked, the body is streamed, decoded by hand and cut
+at ``max_bytes`` decoded bytes (:mod:`agent.tools.decoding`: no decompression bomb gets through), and
+only HTML, text and JSON are read (a PDF is refused with a message the model can act on).
+Readable text comes from trafilatura in a worker process killed at ``extract_timeout``
+(:mod:`agent.tools.extract_pool`); a page too slow to clean up comes back as plain text instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import re
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
 import httpcore
 import httpx
-import trafilatura
 from pydantic import Field
 
 from agent.tools import domains
+from agent.tools.decoding import ACCEPT_ENCODING, read_decoded
+from agent.tools.extract_pool import ExtractionFailed, ExtractorPool
 from agent.tools.netguard import GuardedTransport, LazyClient, NetGuard, Resolver
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 
@@ -43,6 +44,12 @@ class FetchSettings:
     allow_loopback: bool = False
     """Tests only: let the guard accept 127.0.0.0/8 and ::1."""
     user_agent: str = "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)"
+    # --- extraction (issue 14.6): in killable worker processes, off the shared thread pool ---
+    extract_timeout: float = 10.0
+    """Seconds to turn one body into text; at 60% of it the worker gives up on trafilatura and
+    returns the page's plain text, and at 100% it is killed and the call fails. Not retried."""
+    extract_workers: int = 2
+    """Worker processes (pages extracted at once); each is killed at its deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,8 @@ class Page:
     text: str
     content_type: str
     body_truncated: bool
+    plain: bool = False
+    """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
 
 
 class PageFetcher:
@@ -65,6 +74,9 @@ class PageFetcher:
         backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.settings = settings
+        # 1 GiB plus 20x the body: a 2 MB table peaked at 200 MB in trafilatura.
+        memory_mb = 1024 + 20 * settings.max_bytes // 2**20
+        self.extractor = ExtractorPool(settings.extract_workers, memory_mb=memory_mb)
         self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=resolver)
         self._client = LazyClient(
             lambda: httpx.AsyncClient(
@@ -75,11 +87,13 @@ class PageFetcher:
                 headers={
                     "User-Agent": settings.user_agent,
                     "Accept": "text/html,text/plain,application/json;q=0.9,*/*;q=0.5",
+                    "Accept-Encoding": ACCEPT_ENCODING,
                 },
             )
         )
 
     async def aclose(self) -> None:
+        self.extractor.close()
         await self._client.aclose()
 
     async def fetch(self, url: str, policy: domains.DomainPolicy | None = None) -> Page:
@@ -90,11 +104,29 @@ class PageFetcher:
             raise ToolRefused(f"not a valid URL: {url!r} ({e})") from e
         try:
             async with asyncio.timeout(self.settings.timeout):
-                return await self._fetch(target, policy)
+                body, charset, kind, final, truncated = await self._download(target, policy)
         except TimeoutError as e:
             raise TransientToolError(f"fetching {url} took longer than {self.settings.timeout:g} s") from e
+        return await self._extract(body, charset, kind, final, truncated)
 
-    async def _fetch(self, url: httpx.URL, policy: domains.DomainPolicy | None = None) -> Page:
+    async def _extract(self, body: bytes, charset: str | None, kind: str, url: str, truncated: bool) -> Page:
+        """Text from the body in a worker process; its deadline is final (a retry would only be as slow)."""
+        limit = self.settings.extract_timeout
+        soft = time.monotonic() + limit * 0.6
+        request = {"charset": charset, "kind": kind, "url": url, "soft_deadline_at": soft}
+        try:
+            answer = await self.extractor.extract(request, body, limit)
+        except ExtractionFailed as e:
+            raise ToolRefused(
+                f"could not turn {url} into text: {e}; the page is too costly to read. Try another source."
+            ) from None
+        if "refused" in answer:
+            raise ToolRefused(str(answer["refused"]))
+        return Page(url, answer["title"], answer["text"], kind, truncated, plain=bool(answer["fallback"]))
+
+    async def _download(
+        self, url: httpx.URL, policy: domains.DomainPolicy | None = None
+    ) -> tuple[bytes, str | None, str, str, bool]:
         client = self._client.get()
         for hop in range(self.settings.max_redirects + 1):
             self.guard.check_url(url)
@@ -109,17 +141,22 @@ class PageFetcher:
                         continue
                     _check_status(resp)
                     kind = _content_kind(resp.headers.get("content-type", ""), str(resp.url))
-                    body, truncated = await _read_capped(resp, self.settings.max_bytes)
-                    charset = resp.charset_encoding
-                    final = str(resp.url)
+                    body, truncated = await read_decoded(resp, self.settings.max_bytes, str(resp.url))
+                    return body, resp.charset_encoding, kind, str(resp.url), truncated
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+            except (httpx.RemoteProtocolError, httpx.InvalidURL) as e:
+                # httpx resolves a redirect's Location before handing the response over: a target it
+                # cannot parse raises RemoteProtocolError, or InvalidURL for ``http:127.0.0.1:80/x``.
+                if isinstance(e, httpx.InvalidURL) or "location header" in str(e):
+                    raise ToolRefused(
+                        f"{url} redirected to an address that is not a valid URL ({e})"
+                    ) from None
+                raise TransientToolError(f"could not fetch {url}: {type(e).__name__}: {e}") from e
+            except (httpx.ConnectError, httpx.ReadError) as e:
                 raise TransientToolError(f"could not fetch {url}: {type(e).__name__}: {e}") from e
             except httpx.HTTPError as e:
                 raise ToolRefused(f"could not fetch {url}: {type(e).__name__}: {e}") from e
-            title, text = await asyncio.to_thread(_extract, body, charset, kind, final)
-            return Page(final, title, text, kind, truncated)
         raise ToolRefused(f"too many redirects: gave up after {self.settings.max_redirects} (last: {url})")
 
 
@@ -150,42 +187,6 @@ def _content_kind(content_type: str, url: str) -> str:
     raise ToolRefused(f"{url} is {ctype}, which fetch_url cannot read (it reads HTML, text and JSON)")
 
 
-async def _read_capped(resp: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Read at most ``limit`` bytes, then stop: the rest of a huge body is never downloaded."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
-
-
-def _extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
-    if kind != "html":
-        text = body.decode(charset or "utf-8", errors="replace")
-        if kind == "json":
-            with contextlib.suppress(ValueError):
-                text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
-        return "", text.strip()
-    if b"\0" in body[:1024]:
-        raise ToolRefused(f"{url} sent binary data without a content type")
-    text = trafilatura.extract(
-        body, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=True
-    )
-    meta = trafilatura.extract_metadata(body)
-    title = (meta.title if meta and meta.title else "") or _title_tag(body)
-    if not text:
-        text = trafilatura.html2txt(body) or ""
-    return title.strip(), text.strip()
-
-
-def _title_tag(body: bytes) -> str:
-    m = re.search(rb"<title[^>]*>(.*?)</title>", body[:200_000], re.I | re.S)
-    return m.group(1).decode("utf-8", errors="replace").strip() if m else ""
-
-
 def render_page(page: Page, start: int, max_chars: int) -> str:
     """The page as the model sees it: a header, then one window of the text."""
     total = len(page.text)
@@ -198,6 +199,10 @@ def render_page(page: Page, start: int, max_chars: int) -> str:
         lines.append(f"[characters {start}-{end} of {total}{more}]")
     if page.body_truncated:
         lines.append("[the page was larger than the download limit; only its beginning was read]")
+    if page.plain:
+        lines.append(
+            "[the page was too slow to clean up: this is all of its text, menus and tables included]"
+        )
     lines += ["", window or "(no readable text on this page)"]
     return "\n".join(lines)
 
@@ -205,7 +210,11 @@ def render_page(page: Page, start: int, max_chars: int) -> str:
 def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
     settings = fetcher.settings
 
-    @tool(timeout=settings.timeout + 15, max_attempts=2, max_output=settings.max_chars + 1000)
+    @tool(
+        timeout=settings.timeout + settings.extract_timeout + 15,
+        max_attempts=2,
+        max_output=settings.max_chars + 1000,
+    )
     async def fetch_url(
         ctx: ToolContext, url: str, start: Annotated[int, Field(ge=0)] = 0, raw: bool = False
     ) -> ToolOutput:

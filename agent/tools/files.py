@@ -22,6 +22,7 @@ from typing import Annotated
 from pydantic import Field
 
 from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.safe_names import refuse_unsafe, shown_name
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -53,6 +54,7 @@ def split_path(path: str) -> list[str]:
         raise PathRefused("give a path relative to the workspace, e.g. 'notes.md' or 'data/table.csv'")
     if "\0" in p:
         raise PathRefused("a path cannot contain a NUL character")
+    refuse_unsafe(p)  # control, bidi and line-break characters (agent/tools/safe_names.py)
     if p.startswith(("/", "~", "\\")) or (len(p) > 1 and p[1] == ":"):
         raise PathRefused(f"{path!r} is absolute; use a path relative to the workspace, e.g. 'notes.md'")
     parts: list[str] = []
@@ -212,7 +214,7 @@ def list_entries(ws: Path, path: str, limit: int, quota: int) -> str:
         for root, dirs, files, rfd in os.fwalk(".", dir_fd=dfd, follow_symlinks=False):
             dirs.sort()
             for name in sorted(files + [d for d in dirs if _is_link(d, rfd)]):
-                rel = "/".join([*parts, os.path.normpath(os.path.join(root, name))])
+                rel = shown_name("/".join([*parts, os.path.normpath(os.path.join(root, name))]))
                 count += 1
                 if len(lines) >= limit:
                     continue

@@ -91,6 +91,9 @@ class ResearchToolSettings:
             max_redirects=env.num("FETCH_MAX_REDIRECTS", int, 5, 0, 10),
             allow_loopback=env.flag("FETCH_ALLOW_LOOPBACK", False),
             user_agent=env.text("FETCH_USER_AGENT") or default_of(FetchSettings, "user_agent"),
+            # --- extraction in killable worker processes (issue 14.6) ---
+            extract_timeout=env.num("FETCH_EXTRACT_TIMEOUT", float, 10.0, 1, 120),
+            extract_workers=env.num("FETCH_EXTRACT_WORKERS", int, 2, 1, 16),
         )
         quota = env.num("FILES_QUOTA_BYTES", int, 10 * 1024 * 1024, 1024, 10 * 1024**3)
         files = FilesSettings(

@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from agent.tools.safe_names import safe_name
 from bot.discord_sink import NO_MENTIONS
 from bot.runner import TurnRequest
 
@@ -31,7 +32,7 @@ class ThreadsCog(commands.Cog):
         if bot.user is not None:
             text = text.replace(f"<@{bot.user.id}>", "").replace(f"<@!{bot.user.id}>", "").strip()
         if not text and message.attachments:
-            text = "(attachments: " + ", ".join(a.filename for a in message.attachments) + ")"
+            text = "(attachments: " + ", ".join(safe_name(a.filename) for a in message.attachments) + ")"
         if not text:
             return
         member = message.author

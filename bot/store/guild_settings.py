@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.limits import Clock, LimitValue, to_utc, utc_now
+from bot.limits import Clock, LimitValue, in_bounds, to_utc, utc_now
 from bot.store import audit
 from bot.store.audit import AuditEntry
 from bot.store.db import Database
@@ -207,6 +207,8 @@ class GuildSettingsStore:
                 continue  # e.g. a tool this bot no longer has: kept in the table, ignored
             if p.kind == "tier":
                 tiers[p.name or ""] = list(value)
+            elif p.kind in ("limit", "role_limit") and not in_bounds(p.name or "", value):
+                continue  # stored before limits had bounds (1e300 broke every turn): the default holds
             elif p.kind == "limit":
                 limits[p.name or ""] = value
             elif p.kind == "role_limit":

@@ -9,7 +9,7 @@ key                             value
 ``default_tier``                an existing tier name
 ``limit.<limit>``               positive number or ``unlimited``; limits: requests_per_day,
                                 tokens_per_day, cost_per_month_usd, concurrent_sessions,
-                                guild_budget_per_month_usd
+                                guild_budget_per_month_usd (bounds: ``bot.limits.LIMIT_BOUNDS``)
 ``role_limit.<role id>.<limit>``  as ``limit.*`` (user limits only, not the server budget)
 ``tool.<name>``                 on/off for a known tool
 ``max_steps``                   whole number 1-50
@@ -40,7 +40,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.limits import GUILD_BUDGET, USER_LIMITS
+from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
 
 ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
@@ -288,6 +288,8 @@ class SettingsSchema:
                 f"{key} cannot be 0: write 'unlimited' for no limit, or a number above 0. "
                 "To keep people from using the bot, restrict its channels or Discord permissions.",
             )
+        if not in_bounds(name, number):
+            raise SettingError(key, f"{key} must be {what} {bounds_text(name)}, or 'unlimited'; got {raw!r}.")
         if whole:
             if number != int(number):
                 raise SettingError(key, f"{key} must be a whole number; got {raw!r}.")

@@ -7,13 +7,18 @@ Search backends answer in each service's real response shape (SearxNG JSON, Brav
 Tavily ``results``, DuckDuckGo's HTML page with ``uddg`` redirect links and an ad). Pages cover what
 fetch_url must handle: an article, plain text, JSON, a PDF, an image, a body far larger than the cap
 (the server counts what it actually sent), redirect chains, redirects to forbidden addresses, and 404,
-503 and slow answers. Every request is recorded in ``web.requests``.
+503 and slow answers. Hostile pages too: a decompression bomb (``/bomb``: 1 GiB of zeros in 233 bytes
+as ``gzip, gzip, gzip``), a flat table trafilatura needs seconds for (``/table``), a redirect to a URL
+httpx cannot parse and a made-up charset. Every request is recorded in ``web.requests``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +162,35 @@ DDG_BOT_CHECK = """<!DOCTYPE html><html><body><form id="challenge-form" action="
 <div class="anomaly-modal__title">Unfortunately, bots use DuckDuckGo too.</div></form></body></html>"""
 
 
+@functools.cache
+def gzip_bomb(mib: int, layers: int, unit: bytes = b"\0") -> bytes:
+    """``mib`` MiB of ``unit`` repeated, gzipped ``layers`` times; built in ~0.3 s for 1 GiB.
+
+    The inner layer repeats one full-flushed deflate block of 1 MiB (a valid stream: each block stands
+    alone), so the GiB is never compressed; its CRC is computed over the MiB ``mib`` times.
+    """
+    block = (unit * (2**20 // len(unit) + 1))[: 2**20]
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    piece = squeeze.compress(block) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(block, crc)
+    end = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    data = header + piece * mib + end + struct.pack("<II", crc, (mib * 2**20) & 0xFFFFFFFF)
+    for _ in range(layers - 1):
+        squeeze = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        data = squeeze.compress(data) + squeeze.flush()
+    return data
+
+
+@functools.cache
+def flat_table(kb: int) -> bytes:
+    """One table row of ``kb`` KB of ``<td>`` cells: trafilatura is quadratic on it (400 KB: ~3 s)."""
+    cells = "".join(f"<td>cell {i}</td>" for i in range(kb * 1024 // 17))
+    return f"<html><head><title>Flat table</title></head><body><table><tr>{cells}</tr></table></body></html>".encode()
+
+
 def _static(make: Any) -> Any:
     """An async handler answering every request with ``make()`` (aiohttp wants coroutine handlers)."""
 
@@ -218,8 +252,18 @@ class FakeWeb:
         r.add_get("/big", self.big)
         r.add_get("/redirect/{n}", self.redirect_chain)
         r.add_get("/redirect-to", self.redirect_to)
+        r.add_get("/raw-redirect", self.raw_redirect)
         r.add_get("/status/{code}", self.status)
         r.add_get("/slow", self.slow)
+        r.add_get("/bomb", self.bomb)
+        r.add_get("/gzip-article", self.gzip_article)
+        r.add_get("/table", self.table)
+        r.add_get(
+            "/bogus-charset",
+            _static(
+                lambda: web.Response(body=b"hello", headers={"Content-Type": "text/plain; charset=bogus"})
+            ),
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
@@ -314,6 +358,10 @@ class FakeWeb:
     async def redirect_to(self, request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
 
+    async def raw_redirect(self, request: web.Request) -> web.Response:
+        """A Location header exactly as given (aiohttp's HTTPFound would normalise or reject it)."""
+        return web.Response(status=302, headers={"Location": request.query["url"]})
+
     async def status(self, request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
         return web.Response(status=code, text=f"status {code}")
@@ -321,6 +369,22 @@ class FakeWeb:
     async def slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.query.get("s", "5")))
         return web.Response(text="late", content_type="text/plain")
+
+    async def bomb(self, request: web.Request) -> web.Response:
+        """``?layers=3&mib=1024&fill=zero|html&enc=...``: the body, and the Content-Encoding it claims."""
+        layers = int(request.query.get("layers", "3"))
+        unit = b"<p>otters swim</p>\n" if request.query.get("fill") == "html" else b"\0"
+        body = gzip_bomb(int(request.query.get("mib", "1024")), layers, unit)
+        encoding = request.query.get("enc") or ", ".join(["gzip"] * layers)
+        return web.Response(body=body, headers={"Content-Type": "text/html", "Content-Encoding": encoding})
+
+    async def gzip_article(self, request: web.Request) -> web.Response:
+        body = zlib.compress(ARTICLE.encode(), wbits=zlib.MAX_WBITS | 16)
+        return web.Response(body=body, headers={"Content-Type": "text/html", "Content-Encoding": "gzip"})
+
+    async def table(self, request: web.Request) -> web.Response:
+        body = flat_table(int(request.query.get("kb", "1024")))
+        return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
 
     def hits(self, path: str) -> int:
         return sum(1 for r in self.requests if r.path == path)

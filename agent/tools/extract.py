@@ -1,0 +1,145 @@
+"""Readable text from a fetched body, and the worker process that computes it (``python -m`` this module).
+
+Extraction is CPU work on hostile input: trafilatura is quadratic on flat tables (1 MB of ``<td>``
+took 31 s, 400 KB takes about 3 s), and a thread running it can be neither stopped nor kept from
+holding a slot of the default pool that files, Chroma and DNS share. So it runs here, in a process
+:mod:`agent.tools.extract_pool` kills at its deadline. Before that, the worker interrupts itself at a
+soft deadline and answers with plain text from lxml (about 0.3 s for 1 MB), so a slow page still comes
+back readable; the hard kill is only for code that cannot be interrupted.
+
+Wire format on stdin/stdout: frames of a 4-byte big-endian length and a payload. A request is a JSON
+header frame (``charset``, ``kind``, ``url``, ``soft_deadline_at``: a ``time.monotonic()`` instant,
+which is one system-wide clock on Linux, so time spent waiting for a worker counts) and a body frame; the reply is one
+JSON frame: ``{"title", "text", "fallback"}`` or ``{"refused": message}``. JSON, never pickle: a
+worker fed hostile pages must not be able to run code in the bot by what it answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import struct
+import sys
+import time
+from typing import IO, Any
+
+_LEN = struct.Struct(">I")
+
+
+class Unreadable(Exception):
+    """The body cannot be read as text; the message is meant for the model."""
+
+
+class _SoftDeadline(BaseException):
+    """Raised by the alarm; a BaseException so no ``except Exception`` inside a library swallows it."""
+
+
+def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
+    """(title, text) of a body already known to be HTML, JSON or text."""
+    if kind != "html":
+        try:
+            text = body.decode(charset or "utf-8", errors="replace")
+        except LookupError:
+            raise Unreadable(
+                f"{url} declares the character set {charset!r}, which is not a known text encoding"
+            ) from None
+        if kind == "json":
+            with contextlib.suppress(ValueError):
+                text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
+        return "", text.strip()
+    if b"\0" in body[:1024]:
+        raise Unreadable(f"{url} sent binary data without a content type")
+    import trafilatura
+
+    text = trafilatura.extract(
+        body, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=True
+    )
+    meta = trafilatura.extract_metadata(body)
+    title = (meta.title if meta and meta.title else "") or title_tag(body)
+    if not text:
+        text = trafilatura.html2txt(body) or ""
+    return title.strip(), text.strip()
+
+
+def plain_text(body: bytes) -> str:
+    """All of the page's text without trafilatura's boilerplate removal: linear, for slow pages."""
+    import trafilatura
+
+    return (trafilatura.html2txt(body) or "").strip()
+
+
+def title_tag(body: bytes) -> str:
+    m = re.search(rb"<title[^>]*>(.*?)</title>", body[:200_000], re.I | re.S)
+    return m.group(1).decode("utf-8", errors="replace").strip() if m else ""
+
+
+def read_frame(stream: IO[bytes], limit: int) -> bytes | None:
+    """One frame, or ``None`` at a clean end of stream; a frame over ``limit`` is a protocol error."""
+    head = stream.read(_LEN.size)
+    if not head:
+        return None
+    if len(head) < _LEN.size:
+        raise EOFError("stream ended inside a frame header")
+    (size,) = _LEN.unpack(head)
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes is over the {limit}-byte limit")
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("stream ended inside a frame")
+    return data
+
+
+def write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(_LEN.pack(len(data)) + data)
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise _SoftDeadline
+
+
+def _answer(header: dict[str, Any], body: bytes) -> dict[str, Any]:
+    args = (body, header.get("charset"), header["kind"], header["url"])
+    signal.setitimer(signal.ITIMER_REAL, max(0.01, float(header["soft_deadline_at"]) - time.monotonic()))
+    try:
+        title, text = extract(*args)
+        return {"title": title, "text": text, "fallback": False}
+    except _SoftDeadline:
+        pass
+    except Unreadable as e:
+        return {"refused": str(e)}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    return {"title": title_tag(body), "text": plain_text(body), "fallback": True}
+
+
+def main() -> None:
+    if len(sys.argv) > 1:  # the address-space cap in MiB: a page that needs more fails, the bot does not
+        import resource
+
+        cap = int(sys.argv[1]) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the bot's terminal is the bot's to handle
+    import trafilatura  # noqa: F401  (imported once, before the first page: ~0.3 s)
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        header = read_frame(stdin, 1 << 20)
+        body = read_frame(stdin, 1 << 30) if header is not None else None
+        if header is None or body is None:
+            return  # the bot closed the pipe (or died): nothing is left to do
+        request = json.loads(header)
+        try:
+            reply = _answer(request, body)
+        except MemoryError:  # RLIMIT_AS: the page needs more than the cap
+            reply = {"refused": f"{request.get('url', 'the page')} needs more memory to read than allowed"}
+        except Exception as e:  # a worker that answers "failed" stays usable for the next page
+            reply = {"refused": f"could not extract text: {type(e).__name__}: {e}"}
+        write_frame(stdout, json.dumps(reply, ensure_ascii=False).encode())
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""File names that cannot lie: no control characters, line breaks or invisible formatting characters.
+
+A name such as ``report\\u202efdp.exe`` shows as ``reportexe.pdf`` (a right-to-left override), and a
+name with a newline forges extra lines in a listing the model reads or a message the thread shows.
+Tools refuse such names when a path is given (:func:`refuse_unsafe`); names that already exist (made
+by ``run_python``, or uploaded to Discord) are shown escaped (:func:`shown_name`) or attached with the
+characters replaced (:func:`safe_name`), never passed on as they are.
+
+Unsafe: Unicode categories Cc (controls, tab and newline included), Cf (format: bidi overrides and
+isolates, zero-width characters, soft hyphen, BOM), Zl and Zp (line and paragraph separators) and Cs
+(lone surrogates).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from agent.tools.registry import ToolRefused
+
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _unsafe(ch: str) -> bool:
+    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def refuse_unsafe(path: str) -> None:
+    """Refuse a path holding any unsafe character, naming each one so the model can fix it."""
+    found = sorted({ch for ch in path if _unsafe(ch)})
+    if found:
+        codes = ", ".join(f"U+{ord(ch):04X}" for ch in found[:5])
+        raise ToolRefused(
+            f"the name {shown_name(path)} contains characters a file name must not have ({codes}): control "
+            "characters, line breaks and invisible formatting such as right-to-left overrides. Use "
+            "visible characters only, e.g. 'report.pdf'."
+        )
+
+
+def shown_name(name: str) -> str:
+    """``name`` with each unsafe character written as an escape (``\\u202e``), so it is seen."""
+    if not any(_unsafe(ch) for ch in name):
+        return name
+    return "".join(ch.encode("unicode_escape").decode("ascii") if _unsafe(ch) else ch for ch in name)
+
+
+def safe_name(name: str, fallback: str = "file") -> str:
+    """``name`` with each unsafe character replaced by ``_``: for attachments, where an escape would
+    look odd and the original name only has to be recognisable."""
+    cleaned = "".join("_" if _unsafe(ch) else ch for ch in name).strip()
+    return cleaned or fallback
