@@ -23,15 +23,18 @@ log = structlog.get_logger().bind(logger="bot.pacing")
 TYPING_EVERY = 8.0
 """Discord shows "typing…" for 10 s after one request; discord.py's own loop re-sends every 5 s,
 which for a 3-minute run is 36 requests. One every 8 s keeps it visible with 40% fewer."""
+TYPING_RETRY = 1.0
+"""When the shared budget had no room, try again this much later (the indicator is a nicety)."""
 
 
 class RestBudget:
     """A token bucket over all of one bot's REST writes (created inside the running event loop)."""
 
     def __init__(self, per_second: float) -> None:
-        # A bucket of one second's worth: a burst never goes over the per-second rate.
+        # Evenly spaced (a bucket of one): a bucket of a whole second's worth would let a burst and the
+        # steady rate share one second, up to twice the rate in a window Discord counts.
         self.per_second = per_second
-        self._limiter = AsyncLimiter(max(1.0, per_second), 1.0)
+        self._limiter = AsyncLimiter(1, 1.0 / per_second)
 
     async def acquire(self) -> None:
         await self._limiter.acquire()
@@ -58,7 +61,9 @@ async def typing_indicator(channel: Any, budget: RestBudget | None) -> AsyncIter
             if budget is None or await budget.try_acquire():
                 with contextlib.suppress(Exception):
                     await channel.typing()
-            await asyncio.sleep(TYPING_EVERY)
+                await asyncio.sleep(TYPING_EVERY)
+            else:
+                await asyncio.sleep(TYPING_RETRY)
 
     task = asyncio.create_task(loop(), name="typing")
     try:
