@@ -128,14 +128,16 @@ async def test_e2e_runs_over_the_bot_wide_cap_wait_and_say_so(
         fake.inject_interaction("research", {"task": "one"}, user="alice", channel=general)
         first = await fake.wait_for_thread(parent=general)
         await fake.wait_for(lambda: llm.requests, what="the first run's model call")
-        fake.inject_interaction("research", {"task": "two"}, user="bob", channel=general)
+        queued = fake.inject_interaction("research", {"task": "two"}, user="bob", channel=general)
         await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="the second thread")
+        reply = await answer_of(fake, queued)
         second = next(t for t in fake.threads(parent=general) if t.id != first.id)
         await fake.wait_for_message(second, lambda m: m.content == "Second answer.", within=15)
         await wait_idle(fake, bot)
         first_footer = next(m for m in fake.messages(first) if "tokens" in m.content)
         header = fake.messages(second)[0]
     assert any("waiting for a free slot" in c for c in header.contents)
+    assert reply.startswith("Queued in") and "maximum of 1 research runs" in reply
     # The second run's model call came only after the first run had answered.
     assert llm.requests[1]["messages"][-1]["content"] == "two"
     assert first_footer.t < fake.messages(second)[1].t

@@ -101,6 +101,14 @@ class ResearchCog(commands.Cog):
                 ephemeral=True,
             )
             return
+        slots = bot.runner.slots
+        if slots.full():
+            await interaction.followup.send(
+                f"Queued in {thread.mention}: the bot is already running its maximum of {slots.limit} "
+                "research runs at once; yours starts as soon as one finishes.",
+                ephemeral=True,
+            )
+            return
         await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
 
     async def _start(
