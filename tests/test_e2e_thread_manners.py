@@ -136,7 +136,11 @@ async def test_e2e_runs_over_the_bot_wide_cap_wait_and_say_so(
         await wait_idle(fake, bot)
         first_footer = next(m for m in fake.messages(first) if "tokens" in m.content)
         header = fake.messages(second)[0]
-    assert any("waiting for a free slot" in c for c in header.contents)
+    states = [
+        "waiting" if "waiting for a free slot" in c else "running" if "⏳ running" in c else "done"
+        for c in header.contents
+    ]
+    assert states == ["running", "waiting", "running", "done"]
     assert reply.startswith("Queued in") and "maximum of 1 research runs" in reply
     # The second run's model call came only after the first run had answered.
     assert llm.requests[1]["messages"][-1]["content"] == "two"

@@ -47,6 +47,8 @@ class ThreadLife:
 
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
+        self._waited: set[int] = set()
+        """Turns (by ``id``) whose header says they wait for a slot, until they start."""
 
     async def _show(self, req: TurnRequest, state: HeaderState) -> None:
         session = await self.bot.services.sessions.get(req.session.id)
@@ -54,6 +56,7 @@ class ThreadLife:
             await show_state(self.bot, session, req.channel, state, budget=self.bot.runner.rest_budget)
 
     async def waiting(self, req: TurnRequest) -> None:
+        self._waited.add(id(req))
         await self._show(req, "queued")
 
     async def started(self, req: TurnRequest) -> None:
@@ -65,7 +68,9 @@ class ThreadLife:
                 )
             except discord.HTTPException:
                 pass
-        if not req.header_written:  # a fresh header already shows "running" with its Stop button
+        waited = id(req) in self._waited
+        self._waited.discard(id(req))
+        if waited or not req.header_written:  # a fresh header already shows "running" and Stop
             await self._show(req, "running")
 
     async def ended(self, req: TurnRequest, status: str) -> None:
