@@ -29,7 +29,7 @@ from bot.discord_sink import DiscordSink
 from bot.pacing import RestBudget, RunSlots, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.store import QuotaBudget, SessionRecord, StoreError
-from bot.streamer import ThreadStreamer
+from bot.streamer import ThreadStreamer, WriteBudget
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -122,6 +122,18 @@ class SessionRunner:
         """Every session's writes share it (issue 20.6): Discord's global limit is per bot."""
         self.slots = RunSlots(services.bot_settings.max_concurrent_runs)
         self.hooks: TurnHooks | None = None
+        self._channel_budgets: dict[int, WriteBudget] = {}
+
+    def channel_budget(self, channel_id: int) -> WriteBudget:
+        """Discord's 5 writes per 5 s is per channel, not per turn: a thread's streamers and its header
+        edits share one window (idle windows are forgotten)."""
+        for cid in [c for c, b in self._channel_budgets.items() if c != channel_id and b.used() == 0]:
+            del self._channel_budgets[cid]
+        budget = self._channel_budgets.get(channel_id)
+        if budget is None:
+            budget = WriteBudget(self.sv.bot_settings.writes_per_5s, 5.0)
+            self._channel_budgets[channel_id] = budget
+        return budget
 
     # --- public API ------------------------------------------------------------------------------
     def is_running(self, session_id: str) -> bool:
@@ -287,6 +299,7 @@ class SessionRunner:
             writes=sv.bot_settings.writes_per_5s,
             name=s.id,
             on_gone=lambda reason: self._gone(w, reason),
+            budget=self.channel_budget(channel.id) if hasattr(channel, "id") else None,
         )
         w.streamer = streamer
         if req.header_written:

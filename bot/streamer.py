@@ -155,6 +155,15 @@ class WriteBudget:
             bool(self._stamps) and self.clock() - self._stamps[-1] < 2 * self.per / self.writes
         )
 
+    async def acquire(self) -> None:
+        """Wait for room, then count one write (for writers other than the streamer, e.g. the header)."""
+        for _ in range(self.writes):  # another writer may take the room first: look again
+            wait = self.wait_time()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.take()
+
     def take(self, at: float | None = None) -> None:
         """Count a write (``at`` for one made elsewhere in the same channel, e.g. the session header)."""
         self._stamps.append(self.clock() if at is None else at)
@@ -171,12 +180,14 @@ class ThreadStreamer:
         stats: WriteStats | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_gone: Callable[[str], Any] | None = None,
+        budget: WriteBudget | None = None,
     ) -> None:
         self.sink = sink
         self.on_gone = on_gone
         """Called once (with the reason) when a write finds the thread gone."""
         self.gone: str | None = None
-        self.budget = WriteBudget(writes, per)
+        self.budget = budget or WriteBudget(writes, per)
+        """The channel's write window: pass the thread's own to share it with other writers there."""
         self.stats = stats or WriteStats()
         self._messages: list[_Message] = []
         self._wake = asyncio.Event()

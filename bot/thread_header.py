@@ -17,6 +17,7 @@ import discord
 from bot.discord_sink import NO_MENTIONS
 from bot.pacing import RestBudget
 from bot.store import SessionRecord
+from bot.streamer import WriteBudget
 from bot.views import stop_view
 
 HeaderState = Literal["running", "queued", "done", "stopped", "failed", "closed"]
@@ -124,6 +125,7 @@ async def show_state(
     state: HeaderState,
     *,
     budget: RestBudget | None = None,
+    window: WriteBudget | None = None,
 ) -> bool:
     """Edit the header to show the run's state: the Stop button while running, gone once it ends.
     False when the header could not be edited (deleted, or the thread is gone)."""
@@ -131,6 +133,8 @@ async def show_state(
         return False
     text = await header_text(bot, session, channel, state)
     view = stop_view(session.id) if state == "running" else None
+    if window is not None:  # the thread's own 5 per 5 s, shared with its streamer
+        await window.acquire()
     if budget is not None:
         await budget.acquire()
     try:

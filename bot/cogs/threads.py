@@ -52,8 +52,11 @@ class ThreadLife:
 
     async def _show(self, req: TurnRequest, state: HeaderState) -> None:
         session = await self.bot.services.sessions.get(req.session.id)
-        if session is not None:
-            await show_state(self.bot, session, req.channel, state, budget=self.bot.runner.rest_budget)
+        channel = req.channel
+        if session is not None and channel is not None:
+            runner = self.bot.runner
+            window = runner.channel_budget(channel.id)  # type: ignore[attr-defined]
+            await show_state(self.bot, session, channel, state, budget=runner.rest_budget, window=window)
 
     async def waiting(self, req: TurnRequest) -> None:
         self._waited.add(id(req))
