@@ -24,7 +24,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
 from bot.store import SessionRecord, new_session_id
-from bot.views import SessionButton, stop_view
+from bot.views import SessionButton
 
 log = structlog.get_logger().bind(logger="bot.app")
 
@@ -37,9 +37,9 @@ def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:
 
 
 def _intents() -> discord.Intents:
-    intents = discord.Intents.default()
-    intents.message_content = True
-    return intents
+    """Only what the bot uses (issue 20.6): servers, channels and threads (guilds), messages in them
+    for mentions and follow-ups (guild_messages), and their text (message_content, privileged)."""
+    return discord.Intents(guilds=True, guild_messages=True, message_content=True)
 
 
 class AgentBot(commands.AutoShardedBot):
@@ -65,6 +65,11 @@ class AgentBot(commands.AutoShardedBot):
             intents=_intents(),
             help_command=None,
             allowed_mentions=NO_MENTIONS,
+            # Every command works in servers only: not installable on a user, not offered in DMs.
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+            allowed_contexts=app_commands.AppCommandContext(
+                guild=True, dm_channel=False, private_channel=False
+            ),
             **kwargs,
         )
 
@@ -146,27 +151,6 @@ class AgentBot(commands.AutoShardedBot):
             model=(models or [self.agent_settings.agent_model])[0],
         )
         return await self.services.sessions.create(rec)
-
-    async def post_header(
-        self,
-        thread: discord.Thread,
-        session: SessionRecord,
-        member: discord.abc.User,
-        *,
-        private: bool = False,
-    ) -> None:
-        gs = await self.services.guild_settings.get(session.guild_id) if session.guild_id else None
-        steps = gs.max_steps if gs else self.agent_settings.agent_max_steps
-        task = session.task if len(session.task) < 1500 else session.task[:1500] + "…"
-        quoted = "\n".join("> " + line for line in task.splitlines() or [""])
-        memory = "" if self.services.memory is not None else " · memory unavailable"
-        text = (
-            f"🔎 **Research** for {member.mention}{' (private)' if private else ''}\n{quoted}\n"
-            f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · "
-            f"reply in this thread to follow up"
-        )
-        msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS)
-        await self.services.sessions.set_header(session.id, msg.id)
 
     async def stop_session(self, interaction: discord.Interaction, session_id: str) -> None:
         """Stop, if the caller started the session or may manage threads (checked here, not by Discord)."""

@@ -54,6 +54,13 @@ class BotSettings(BaseSettings):
             raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
         return v
 
+    # --- bot-wide manners (issue 20.6): one process's share of Discord and of the model budget ---
+    max_concurrent_runs: int = Field(8, alias="BOT_MAX_CONCURRENT_RUNS", ge=1, le=1000)
+    """Turns running at once across every server; more wait in line (their thread says so)."""
+    rest_writes_per_second: float = Field(40.0, alias="BOT_REST_WRITES_PER_SECOND", gt=0, le=50)
+    """One budget for every message send/edit/delete, typing indicator and reaction of every session
+    (Discord allows about 50 requests per second per bot; the rest is left for commands)."""
+
     @field_validator(
         "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"
     )

@@ -113,6 +113,15 @@ async def reply(
         await interaction.response.send_message(**kwargs)
 
 
+async def defer_command(interaction: discord.Interaction) -> bool:
+    """A cog's ``interaction_check``: defer a slash command (ephemeral, "thinking…") before any database
+    work, so a slow or locked database never misses Discord's 3 s; :func:`reply` then sends followups.
+    Autocomplete and components pass through untouched (they cannot be deferred this way)."""
+    if interaction.type == discord.InteractionType.application_command and not interaction.response.is_done():
+        await interaction.response.defer(ephemeral=True, thinking=True)
+    return True
+
+
 # --- values ---------------------------------------------------------------------------------------
 
 

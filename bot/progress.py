@@ -121,8 +121,10 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
 class ProgressRenderer:
     """Feeds a :class:`ThreadStreamer` from agent events."""
 
-    def __init__(self, streamer: ThreadStreamer) -> None:
+    def __init__(self, streamer: ThreadStreamer, *, notify: int | None = None) -> None:
         self.s = streamer
+        self.notify = notify
+        """Who asked this turn: the answer's first message pings them (only them); all else is silent."""
         self._step: _Step | None = None
         self._text = ""
         self.final: RunResult | None = None
@@ -196,7 +198,13 @@ class ProgressRenderer:
             self.final = ev.result
 
     def finish(self, result: RunResult, *, stopped_by: str | None = None, title: str = "answer") -> None:
-        """The answer as new messages (edits notify nobody), then the footer."""
+        """The answer as new messages (edits notify nobody), then the footer.
+
+        Discord notifies members who joined a thread of every message that is not silent, and nobody
+        of an edit; so the footer, which closes the answer, is the one message of the turn that
+        notifies: it pings the person who asked (who was added to the thread), with mentions allowed
+        for them only. The answer's own text stays exactly what the model wrote.
+        """
         self.s.end_live()
         text = result.text.strip() or "(no answer)"
         if len(text) > ATTACH_OVER:
@@ -209,4 +217,7 @@ class ProgressRenderer:
         else:
             for part in split_message(text):
                 self.s.add("final", part)
-        self.s.add("final", format_footer(result, stopped_by=stopped_by))
+        footer = format_footer(result, stopped_by=stopped_by)
+        if self.notify is not None:
+            footer = footer.replace("-# ", f"-# <@{self.notify}> · ", 1)
+        self.s.add("final", footer, notify=self.notify)

@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 import structlog
@@ -26,10 +26,11 @@ from agent.messages import Message
 from agent.models.base import ModelSettings
 from agent.tools.registry import ToolContext
 from bot.discord_sink import DiscordSink
+from bot.pacing import RestBudget, RunSlots, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import is_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError
-from bot.streamer import ThreadStreamer
+from bot.streamer import ThreadStreamer, WriteBudget
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -52,6 +53,18 @@ class TurnRequest:
     count_request: bool = True
     header_written: bool = False
     """The session header was just posted in this thread: it counts against the thread's write budget."""
+    message_id: int | None = None
+    """The follow-up message that asked for this turn (its ⏳ goes when the turn starts)."""
+
+
+class TurnHooks(Protocol):
+    """What the thread shows around turns (``bot.cogs.threads``): the header's state, ⏳ reactions."""
+
+    async def waiting(self, req: TurnRequest) -> None: ...
+
+    async def started(self, req: TurnRequest) -> None: ...
+
+    async def ended(self, req: TurnRequest, status: str) -> None: ...
 
 
 class _Paused(Exception):
@@ -65,6 +78,13 @@ class _Worker:
     task: asyncio.Task[None] | None = None
     current: asyncio.Task[RunResult | None] | None = None
     stopped_by: str | None = None
+    streamer: ThreadStreamer | None = None
+    in_run: bool = False
+    """Between the turn's start and its settling: a stop may cancel it (not while it saves)."""
+    status: str | None = None
+    thread_id: int | None = None
+    closed: str | None = None
+    """Why the thread can take nothing more (deleted, archived, locked), once it is so."""
 
 
 MAX_ATTACHMENTS = 10
@@ -101,6 +121,22 @@ class SessionRunner:
         self.sv = services
         self._workers: dict[str, _Worker] = {}
         self._closing = False
+        self.rest_budget = RestBudget(services.bot_settings.rest_writes_per_second)
+        """Every session's writes share it (issue 20.6): Discord's global limit is per bot."""
+        self.slots = RunSlots(services.bot_settings.max_concurrent_runs)
+        self.hooks: TurnHooks | None = None
+        self._channel_budgets: dict[int, WriteBudget] = {}
+
+    def channel_budget(self, channel_id: int) -> WriteBudget:
+        """Discord's 5 writes per 5 s is per channel, not per turn: a thread's streamers and its header
+        edits share one window (idle windows are forgotten)."""
+        for cid in [c for c, b in self._channel_budgets.items() if c != channel_id and b.used() == 0]:
+            del self._channel_budgets[cid]
+        budget = self._channel_budgets.get(channel_id)
+        if budget is None:
+            budget = WriteBudget(self.sv.bot_settings.writes_per_5s, 5.0)
+            self._channel_budgets[channel_id] = budget
+        return budget
 
     # --- public API ------------------------------------------------------------------------------
     def is_running(self, session_id: str) -> bool:
@@ -114,7 +150,7 @@ class SessionRunner:
         sid = req.session.id
         w = self._workers.get(sid)
         if w is None or w.task is None or w.task.done():
-            w = _Worker(sid)
+            w = _Worker(sid, thread_id=req.session.thread_id)
             self._workers[sid] = w
             w.queue.append(req)
             w.task = asyncio.create_task(self._work(w), name=f"session:{sid}")
@@ -132,6 +168,33 @@ class SessionRunner:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(w.current), 30)
         return True
+
+    def close_thread(self, thread_id: int, reason: str) -> bool:
+        """The thread was deleted, archived or locked: stop its session's run without writing anything
+        more into it, and drop its queued follow-ups (nothing more is charged). False if none ran."""
+        w = next((w for w in self._workers.values() if w.thread_id == thread_id), None)
+        if w is None:
+            return False
+        self._gone(w, reason)
+        return True
+
+    def _gone(self, w: _Worker, reason: str) -> None:
+        w.queue.clear()
+        w.closed = w.closed or reason
+        if w.streamer is not None:
+            w.streamer.abandon(reason)
+        if w.in_run and w.current is not None and not w.current.done() and w.stopped_by is None:
+            w.stopped_by = reason
+            w.current.cancel()
+
+    async def _hook(self, name: str, *args: Any) -> None:
+        if self.hooks is None:
+            return
+        try:
+            async with asyncio.timeout(30):
+                await getattr(self.hooks, name)(*args)
+        except Exception:
+            log.warning("turn_hook_failed", hook=name, exc_info=True)
 
     async def shutdown(self, grace: float = 20.0) -> None:
         """Stop taking turns; running turns pause at their next step boundary (within ``grace``, else
@@ -201,14 +264,24 @@ class SessionRunner:
         while w.queue and not self._closing:
             req = w.queue.popleft()
             w.stopped_by = None
-            w.current = asyncio.create_task(self._turn(req, w), name=f"turn:{w.session_id}")
-            try:
-                await w.current
-            except asyncio.CancelledError:
-                if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-            except Exception:
-                log.exception("turn_crashed", session_id=w.session_id, error_id=error_id())
+            w.status = None
+            async with self.slots.hold(on_wait=lambda req=req: self._hook("waiting", req)):
+                if self._closing or w.closed:
+                    break
+                await self._hook("started", req)
+                w.current = asyncio.create_task(self._turn(req, w), name=f"turn:{w.session_id}")
+                try:
+                    await w.current
+                except asyncio.CancelledError:
+                    if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        raise
+                except Exception:
+                    log.exception("turn_crashed", session_id=w.session_id, error_id=error_id())
+                    w.status = "failed"
+            if w.closed:
+                await self._hook("ended", req, "closed")
+            elif not w.queue and not self._closing:
+                await self._hook("ended", req, w.status or "stopped")
         self._workers.pop(w.session_id, None)
 
     async def _turn(self, req: TurnRequest, w: _Worker) -> RunResult | None:
@@ -224,11 +297,18 @@ class SessionRunner:
         if not began.allowed:
             await channel.send(f"⛔ {began.message}", allowed_mentions=discord.AllowedMentions.none())
             return None
-        streamer = ThreadStreamer(DiscordSink(channel), writes=sv.bot_settings.writes_per_5s, name=s.id)
+        streamer = ThreadStreamer(
+            DiscordSink(channel, self.rest_budget),
+            writes=sv.bot_settings.writes_per_5s,
+            name=s.id,
+            on_gone=lambda reason: self._gone(w, reason),
+            budget=self.channel_budget(channel.id) if hasattr(channel, "id") else None,
+        )
+        w.streamer = streamer
         if req.header_written:
             streamer.budget.take()
         started_wall = time.time()
-        renderer = ProgressRenderer(streamer)
+        renderer = ProgressRenderer(streamer, notify=req.requester_id)
         state = RunState(task=req.prompt)
         turn_id: int | None = None
         result: RunResult | None = None
@@ -237,6 +317,10 @@ class SessionRunner:
             gs = await sv.guild_settings.get(s.guild_id) if s.guild_id else None
             history = [Message.from_dict(d) for d in await sv.sessions.history(s.id)]
             turn_id = await sv.sessions.start_turn(s.id, req.prompt, req.requester_id)
+            w.in_run = True
+            if w.closed:  # the thread closed while this turn was getting ready: run nothing
+                w.stopped_by = w.closed
+                raise asyncio.CancelledError
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             agent, ctx, extra = await self._prepare(req, gs, renderer)
@@ -244,8 +328,7 @@ class SessionRunner:
             ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
             await self._charge_judge(agent.model, budget)
             async with contextlib.AsyncExitStack() as stack:
-                with contextlib.suppress(Exception):
-                    await stack.enter_async_context(channel.typing())  # type: ignore[attr-defined]
+                await stack.enter_async_context(typing_indicator(channel, self.rest_budget))
                 async with asyncio.timeout(sv.bot_settings.turn_timeout):
                     async with contextlib.aclosing(
                         agent.run(
@@ -312,6 +395,8 @@ class SessionRunner:
             )
             renderer.s.add("note", result.text)
             status = "failed"
+        w.in_run = False
+        w.status = w.status or status
         await self._settle(s, turn_id, result, status, streamer)
         if result is not None and result.status == "completed":
             await self._remember(req, result)

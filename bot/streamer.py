@@ -11,7 +11,10 @@ is not there yet, or edit one whose text changed. Consequences:
   answer is not starved; the live "writing…" preview is refreshed only when nothing else waits;
 * a failed write (429 after discord.py's own retries, 5xx, a network error) is retried after
   ``retry_after`` or a backoff, for as long as it takes; sends carry a fixed nonce with
-  ``enforce_nonce``, so a retried send never creates a second message.
+  ``enforce_nonce``, so a retried send never creates a second message;
+* a write that finds the thread itself gone (deleted, archived and locked, access lost) stops all
+  writing at once: nothing queued is retried into a thread that can no longer take it, and the
+  owner's ``on_gone`` is called once so it can stop the run.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class SinkError(Exception):
         retryable: bool = True,
         retry_after: float | None = None,
         gone: bool = False,
+        thread_gone: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -58,15 +62,23 @@ class SinkError(Exception):
         self.retry_after = retry_after
         self.gone = gone
         """The target no longer exists (message or thread deleted): stop trying."""
+        self.thread_gone = thread_gone
+        """The whole thread can take no more writes (deleted, archived, access lost)."""
 
 
 class Sink(Protocol):
     """Where the streamer writes (a Discord thread in production, anything in tests)."""
 
     async def send(
-        self, content: str, *, nonce: str, files: list[tuple[str, bytes]] | None = None
+        self,
+        content: str,
+        *,
+        nonce: str,
+        files: list[tuple[str, bytes]] | None = None,
+        notify: int | None = None,
     ) -> tuple[int, str]:
-        """Send a new message; returns its id and the content it holds."""
+        """Send a new message; returns its id and the content it holds. Silent unless ``notify`` names
+        the one user this message may notify."""
         ...
 
     async def edit(self, message_id: int, content: str) -> None: ...
@@ -91,6 +103,7 @@ class _Message:
     blocks: list[Block]
     nonce: str
     files: list[tuple[str, bytes]] | None = None
+    notify: int | None = None
     id: int | None = None
     shown: str | None = None
     deleted: bool = False
@@ -142,6 +155,15 @@ class WriteBudget:
             bool(self._stamps) and self.clock() - self._stamps[-1] < 2 * self.per / self.writes
         )
 
+    async def acquire(self) -> None:
+        """Wait for room, then count one write (for writers other than the streamer, e.g. the header)."""
+        for _ in range(self.writes):  # another writer may take the room first: look again
+            wait = self.wait_time()
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.take()
+
     def take(self, at: float | None = None) -> None:
         """Count a write (``at`` for one made elsewhere in the same channel, e.g. the session header)."""
         self._stamps.append(self.clock() if at is None else at)
@@ -157,9 +179,15 @@ class ThreadStreamer:
         name: str = "",
         stats: WriteStats | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        on_gone: Callable[[str], Any] | None = None,
+        budget: WriteBudget | None = None,
     ) -> None:
         self.sink = sink
-        self.budget = WriteBudget(writes, per)
+        self.on_gone = on_gone
+        """Called once (with the reason) when a write finds the thread gone."""
+        self.gone: str | None = None
+        self.budget = budget or WriteBudget(writes, per)
+        """The channel's write window: pass the thread's own to share it with other writers there."""
         self.stats = stats or WriteStats()
         self._messages: list[_Message] = []
         self._wake = asyncio.Event()
@@ -174,18 +202,28 @@ class ThreadStreamer:
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
-    def add(self, kind: BlockKind, text: str, files: list[tuple[str, bytes]] | None = None) -> Block:
-        """A new block in a new message (it may be merged with its neighbours when the budget is short)."""
+    def add(
+        self,
+        kind: BlockKind,
+        text: str,
+        files: list[tuple[str, bytes]] | None = None,
+        *,
+        notify: int | None = None,
+    ) -> Block:
+        """A new block in a new message (it may be merged with its neighbours when the budget is short).
+        ``notify``: the one user this message notifies (the final answer); every other is silent."""
         block = Block(kind, text, time.monotonic())
+        if self.gone is not None:
+            return block  # the thread is gone: nothing more is shown
         self._pending(block, fresh=True)
-        msg = _Message([block], nonce=str(random.getrandbits(62)), files=files)
+        msg = _Message([block], nonce=str(random.getrandbits(62)), files=files, notify=notify)
         block.message = msg
         self._messages.append(msg)
         self._poke()
         return block
 
     def update(self, block: Block, text: str) -> None:
-        if text == block.text:
+        if text == block.text or self.gone is not None:
             return
         block.text = text
         fresh = not block.changed_at
@@ -243,6 +281,21 @@ class ThreadStreamer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def abandon(self, reason: str) -> None:
+        """The thread is gone (deleted, archived, locked): drop every pending write, show nothing more."""
+        if self.gone is not None:
+            return
+        self.gone = reason
+        for msg in self._messages:
+            if msg.id is None or msg.content() != msg.shown or msg.delete_wanted:
+                msg.failed = True
+        self._poke()
+        if self.on_gone is not None:
+            try:
+                self.on_gone(reason)
+            except Exception:
+                log.warning("on_gone_failed", exc_info=True)
+
     # --- the writer --------------------------------------------------------------------------------
     def _poke(self) -> None:
         self._wake.set()
@@ -286,7 +339,7 @@ class ThreadStreamer:
 
     def _merge_into(self, msg: _Message) -> None:
         """Fold the unsent step/note messages right after ``msg`` into it, within one message's room."""
-        if msg.blocks[0].kind not in ("step", "note") or msg.files:
+        if msg.blocks[0].kind not in ("step", "note") or msg.files or msg.notify:
             return
         i = self._messages.index(msg) + 1
         size = len(msg.content())
@@ -397,7 +450,7 @@ class ThreadStreamer:
             try:
                 if kind == "send":
                     msg.id, msg.shown = await self.sink.send(
-                        content or "\u200b", nonce=msg.nonce, files=msg.files
+                        content or "\u200b", nonce=msg.nonce, files=msg.files, notify=msg.notify
                     )
                 elif kind == "edit":
                     await self.sink.edit(msg.id or 0, content)
@@ -408,6 +461,12 @@ class ThreadStreamer:
                 break
             except SinkError as e:
                 self.stats.failures += 1
+                if e.thread_gone:
+                    log.warning("stream_thread_gone", op=kind, status=e.status, error=str(e))
+                    self.stats.given_up += 1
+                    msg.failed = True
+                    self.abandon(str(e))
+                    return
                 if e.gone or not e.retryable:
                     log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
                     self.stats.given_up += 1

@@ -41,10 +41,13 @@ class SessionButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         bot: AgentBot = interaction.client  # type: ignore[assignment]
-        if self.action == "stop":
-            await bot.stop_session(interaction, self.session_id)
-        else:
-            await bot.retry_session(interaction, self.session_id)
+        try:
+            if self.action == "stop":
+                await bot.stop_session(interaction, self.session_id)
+            else:
+                await bot.retry_session(interaction, self.session_id)
+        except Exception as e:  # like a slash command's error: an id to quote, only the clicker sees it
+            await bot.on_app_command_error(interaction, e)  # type: ignore[arg-type]
 
 
 def session_view(action: Action, session_id: str) -> discord.ui.View:

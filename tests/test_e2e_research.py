@@ -46,7 +46,9 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         msgs = fake.messages(thread)
         contents = [m.content for m in msgs]
         assert contents[0].startswith("🔎 **Research** for") and "> What is 6*7?" in contents[0]
-        assert msgs[0].components[0]["components"][0]["custom_id"].startswith("agentbot:stop:")
+        # The header had a Stop button while the run went on; once done, it says so and the button goes.
+        assert msgs[0].history[0].components[0]["components"][0]["custom_id"].startswith("agentbot:stop:")
+        assert msgs[0].components == [] and "✅ done <t:" in contents[0]
         step = next(i for i, c in enumerate(contents) if "calculator" in c)
         final = next(i for i, c in enumerate(contents) if c.startswith("The answer is **42**."))
         footer = next(i for i, c in enumerate(contents) if "tokens" in c)
@@ -55,9 +57,11 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         assert (
             "2 steps" in contents[footer] and "$0.0" in contents[footer] and "gpt-4o-mini" in contents[footer]
         )
-        # Nothing the model writes can ping anyone.
+        # Nothing the model writes can ping anyone; only the footer pings, and only the requester.
         assert all(m.allowed_mentions is not None and m.allowed_mentions.get("parse") == [] for m in msgs)
-        assert all(not m.pinged_user_ids for m in msgs)
+        alice = guild.member("alice").id
+        assert [m.pinged_user_ids for m in msgs if m.pinged_user_ids] == [[alice]]
+        assert msgs[footer].pinged_user_ids == [alice]
         # The interaction was deferred and answered ephemerally; the session wrote only in its thread.
         assert inter.response_type == 5
         assert f"<#{thread.id}>" in fake.message(inter.original_message_id).content
@@ -74,9 +78,10 @@ async def test_e2e_follow_up_continues_the_session_with_its_history(
         _, thread = await research(fake, guild, "What is the capital of France?")
         await fake.wait_for_message(thread, lambda m: m.content.startswith("Paris is"), within=15)
         await wait_idle(fake, bot)
+        # Someone other than the requester follows up by mentioning the bot.
         fake.inject_message(
-            thread, "bob", "How many people live there?"
-        )  # anyone in the thread may follow up
+            thread, "bob", f"<@{fake.bot_user.id}> How many people live there?", mentions=[fake.bot_user]
+        )
         fake.inject_message(thread, "otherbot", "ignore me, I am a bot")
         await fake.wait_for_message(thread, lambda m: m.content.startswith("About 2.1 million"), within=15)
         await wait_idle(fake, bot)

@@ -33,6 +33,7 @@ from agent.models.tiers import TIERS
 from bot.formatting import (
     clip,
     code,
+    defer_command,
     describe_key,
     effective_value,
     join_items,
@@ -136,6 +137,9 @@ class ConfigCog(commands.Cog):
         self.bot = bot
         self.confirm_seconds = confirm_seconds
         """How long a reset confirmation stays valid."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        return await defer_command(interaction)
 
     @property
     def store(self) -> GuildSettingsStore:

@@ -1,4 +1,11 @@
-"""/research and mentions: open a thread, post the header, start the session."""
+"""/research and mentions: open a thread, post the header, start the session.
+
+Decisions (issue 20): the bot checks its own permissions (``interaction.app_permissions``) before
+opening a thread and names exactly what is missing; a private request that Discord refuses is refused
+with the reason, never opened as a public thread instead (its research would be visible and stored
+server-wide); a thread whose header cannot be posted is deleted; the requester is added to every
+session thread, because Discord notifies only a thread's members.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_sink import NO_MENTIONS
+from bot.mentions import mentions_bot, strip_bot_mentions
 from bot.runner import TurnRequest
+from bot.thread_header import post_header
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -60,10 +69,6 @@ class ResearchCog(commands.Cog):
                 f"/research is not enabled in this channel. Try: {allowed}", ephemeral=True
             )
             return
-        decision = await bot.services.quotas.check(guild_id, member.id, roles)
-        if not decision.allowed:
-            await interaction.followup.send(f"⛔ {decision.message}", ephemeral=True)
-            return
         if isinstance(channel, discord.Thread):
             await interaction.followup.send(
                 "Use /research in a text channel: it opens its own thread.", ephemeral=True
@@ -72,68 +77,94 @@ class ResearchCog(commands.Cog):
         if not isinstance(channel, discord.TextChannel):
             await interaction.followup.send("/research works in text channels.", ephemeral=True)
             return
+        lacking = missing_permissions(interaction.app_permissions, private=private)
+        if lacking:
+            await interaction.followup.send(refusal(lacking, channel), ephemeral=True)
+            return
+        decision = await bot.services.quotas.check(guild_id, member.id, roles)
+        if not decision.allowed:
+            await interaction.followup.send(f"⛔ {decision.message}", ephemeral=True)
+            return
         chosen = (
             tier.value if tier else (gs.default_tier if gs and "default_tier" in gs.overrides else "auto")
         )
-        thread = await self._open_thread(channel, task, private)
-        if thread is None:
+        try:
+            thread = await self._open_thread(channel, task, private)
+        except discord.HTTPException as e:
+            await interaction.followup.send(thread_refusal(e, channel, private=private), ephemeral=True)
+            return
+        started = await self._start(thread, member, task, chosen, roles)
+        if not started:
             await interaction.followup.send(
-                "I could not create a thread here: I need the Create Threads and "
-                "Send Messages in Threads permissions.",
+                f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
+                f"**Send Messages in Threads** in {channel.mention}.",
                 ephemeral=True,
             )
             return
-        session = await bot.new_session(guild_id, channel.id, thread.id, member.id, task, chosen)
-        await bot.post_header(
-            thread, session, member, private=private and thread.type == discord.ChannelType.private_thread
-        )
-        if private:
+        slots = bot.runner.slots
+        if slots.full():
+            await interaction.followup.send(
+                f"Queued in {thread.mention}: the bot is already running its maximum of {slots.limit} "
+                "research runs at once; yours starts as soon as one finishes.",
+                ephemeral=True,
+            )
+            return
+        await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
+
+    async def _start(
+        self, thread: discord.Thread, member: discord.abc.User, task: str, tier: str, roles: tuple[int, ...]
+    ) -> bool:
+        """Session, header, requester added to the thread, first turn. Without a header there is no
+        session to show: the empty thread is deleted rather than left behind."""
+        bot = self.bot
+        budget = bot.runner.rest_budget
+        guild_id = thread.guild.id
+        session = await bot.new_session(guild_id, thread.parent_id, thread.id, member.id, task, tier)
+        try:
+            await post_header(bot, thread, session, budget=budget)
+        except discord.HTTPException:
+            await bot.services.sessions.set_status(session.id, "failed")
+            await budget.acquire()
             try:
-                await thread.add_user(member)
+                await thread.delete(reason="agentbot: could not post in the thread it opened")
             except discord.HTTPException:
                 pass
+            return False
+        # Discord notifies only members of a thread: the requester joins so the answer reaches them.
+        await budget.acquire()
+        try:
+            await thread.add_user(member)  # type: ignore[arg-type]
+        except discord.HTTPException:
+            pass
         bot.runner.submit(
             TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
         )
-        await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
+        return True
 
-    async def _open_thread(
-        self, channel: discord.TextChannel, task: str, private: bool
-    ) -> discord.Thread | None:
+    async def _open_thread(self, channel: discord.TextChannel, task: str, private: bool) -> discord.Thread:
+        """A thread of the kind asked for, or ``discord.HTTPException``: a private request never falls
+        back to a public thread (its research would be readable, and stored, server-wide)."""
         kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
-        try:
-            return await channel.create_thread(
-                name=thread_name(task),
-                type=kind,
-                auto_archive_duration=self.bot.bot_settings.thread_archive_minutes,
-                reason="agentbot /research",
-            )
-        except discord.Forbidden:
-            if private:  # the server may not allow private threads: fall back to public, and say so
-                try:
-                    return await channel.create_thread(
-                        name=thread_name(task),
-                        type=discord.ChannelType.public_thread,
-                        auto_archive_duration=self.bot.bot_settings.thread_archive_minutes,
-                        reason="agentbot /research (private not allowed)",
-                    )
-                except discord.HTTPException:
-                    return None
-            return None
-        except discord.HTTPException:
-            return None
+        await self.bot.runner.rest_budget.acquire()
+        return await channel.create_thread(
+            name=thread_name(task),
+            type=kind,
+            auto_archive_duration=self.bot.bot_settings.thread_archive_minutes,
+            reason="agentbot /research",
+        )
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        """A mention of the bot in an ordinary channel starts a session in a thread on that message."""
+        """A mention of the bot (or its managed role) in an ordinary channel starts a session in a thread
+        on that message."""
         bot = self.bot
         if message.author.bot or bot.user is None or message.guild is None:
             return
-        if isinstance(message.channel, discord.Thread) or bot.user not in message.mentions:
+        if isinstance(message.channel, discord.Thread) or not mentions_bot(bot, message):
             return
         if not isinstance(message.channel, discord.TextChannel):
             return
-        task = re.sub(rf"<@!?{bot.user.id}>", "", message.content).strip()
+        task = strip_bot_mentions(bot, message)
         if not task:
             await message.reply(
                 "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
@@ -142,30 +173,79 @@ class ResearchCog(commands.Cog):
         gs = await bot.services.guild_settings.get(message.guild.id)
         if not gs.channel_allowed(message.channel.id):
             return
+        lacking = missing_permissions(message.channel.permissions_for(message.guild.me), private=False)
+        if lacking:
+            try:
+                await message.reply(refusal(lacking, message.channel), allowed_mentions=NO_MENTIONS)
+            except discord.HTTPException:
+                pass
+            return
         member = message.author
         roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != message.guild.id)
         decision = await bot.services.quotas.check(message.guild.id, member.id, roles)
         if not decision.allowed:
             await message.reply(f"⛔ {decision.message}", allowed_mentions=NO_MENTIONS)
             return
+        await bot.runner.rest_budget.acquire()
         try:
             thread = await message.create_thread(
                 name=thread_name(task), auto_archive_duration=bot.bot_settings.thread_archive_minutes
             )
-        except discord.HTTPException:
+        except discord.HTTPException as e:
             await message.reply(
-                "I could not open a thread here (missing Create Threads permission?).",
-                allowed_mentions=NO_MENTIONS,
+                thread_refusal(e, message.channel, private=False), allowed_mentions=NO_MENTIONS
             )
             return
         tier = gs.default_tier if "default_tier" in gs.overrides else "auto"
-        session = await bot.new_session(
-            message.guild.id, message.channel.id, thread.id, member.id, task, tier
+        if not await self._start(thread, member, task, tier, roles):
+            await message.reply(
+                "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
+                "in Threads** here.",
+                allowed_mentions=NO_MENTIONS,
+            )
+
+
+def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[str]:
+    """The permissions a session thread needs that the bot lacks here, by their names in Discord."""
+    need = [
+        ("view_channel", "View Channel"),
+        (
+            "create_private_threads" if private else "create_public_threads",
+            "Create Private Threads" if private else "Create Public Threads",
+        ),
+        ("send_messages_in_threads", "Send Messages in Threads"),
+        ("read_message_history", "Read Message History"),
+    ]
+    if perms.administrator:
+        return []
+    return [label for attr, label in need if not getattr(perms, attr)]
+
+
+def refusal(lacking: list[str], channel: discord.abc.GuildChannel) -> str:
+    names = ", ".join(f"**{p}**" for p in lacking)
+    return (
+        f"I can't start research in {channel.mention}: I am missing {names} there. "
+        "A server admin can grant it to my role (or in this channel's permissions)."
+    )
+
+
+def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, *, private: bool) -> str:
+    """Why Discord refused a thread, in words an admin can act on."""
+    kind = "private" if private else "public"
+    if isinstance(e, discord.Forbidden):
+        perm = "Create Private Threads" if private else "Create Public Threads"
+        return (
+            f"Discord refused to open a {kind} thread in {channel.mention} ({e.text or 'Missing Permissions'}). "
+            f"I need **{perm}** and **Send Messages in Threads** there"
+            + (
+                "; I did not open a public thread instead, since this research was meant to be private."
+                if private
+                else "."
+            )
         )
-        await bot.post_header(thread, session, member)
-        bot.runner.submit(
-            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
-        )
+    return (
+        f"Discord refused to open a thread in {channel.mention} (HTTP {e.status}: {e.text}). Try again later."
+    )
 
 
 async def setup(bot: AgentBot) -> None:

@@ -1,7 +1,24 @@
-"""Follow-ups in agent threads, and /stop."""
+"""Life in an agent thread: who may continue it, what the header shows, and how a thread ends.
+
+Decisions (issue 20):
+
+* **Who starts a paid turn.** In a public thread, a message from the person who started the session
+  is a follow-up; anyone else's is only when it mentions the bot (or its managed role) or replies to
+  one of the bot's messages, so a member's "thanks!" costs nothing. A private thread's members were
+  all invited, so any of them may follow up. The first time someone else writes without asking, the
+  bot says once, silently, how to ask (per person per thread, kept in memory: after a restart someone
+  may see it once more).
+* **How a thread ends.** Deleting, archiving or locking the thread stops its run at once (nothing
+  more is written, so the thread is not reopened, and queued follow-ups are dropped); a write that
+  finds the thread gone does the same (:meth:`bot.runner.SessionRunner.close_thread`).
+* **The header** shows ⏳ while a turn runs, with the Stop button; when the session goes idle it
+  shows how the run ended, with a Discord timestamp, and the button goes. A queued follow-up's ⏳
+  reaction is removed when its turn starts.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import discord
@@ -10,16 +27,72 @@ from discord.ext import commands
 
 from agent.tools.safe_names import safe_name
 from bot.discord_sink import NO_MENTIONS
+from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.runner import TurnRequest
+from bot.thread_header import HeaderState, show_state
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
+
+QUEUED = "⏳"
+HINTS_KEPT = 10_000
+"""(thread, user) pairs remembered as already told how to ask; the oldest are forgotten first."""
+HOW_TO_ASK = (
+    "-# I only answer the person who started this research here. To ask me something, mention me "
+    "or reply to one of my messages."
+)
+
+
+class ThreadLife:
+    """The runner's :class:`~bot.runner.TurnHooks`: the header's state and ⏳ reactions."""
+
+    def __init__(self, bot: AgentBot) -> None:
+        self.bot = bot
+        self._waited: set[int] = set()
+        """Turns (by ``id``) whose header says they wait for a slot, until they start."""
+
+    async def _show(self, req: TurnRequest, state: HeaderState) -> None:
+        session = await self.bot.services.sessions.get(req.session.id)
+        channel = req.channel
+        if session is not None and channel is not None:
+            runner = self.bot.runner
+            window = runner.channel_budget(channel.id)  # type: ignore[attr-defined]
+            await show_state(self.bot, session, channel, state, budget=runner.rest_budget, window=window)
+
+    async def waiting(self, req: TurnRequest) -> None:
+        self._waited.add(id(req))
+        await self._show(req, "queued")
+
+    async def started(self, req: TurnRequest) -> None:
+        if req.message_id is not None and req.channel is not None and self.bot.user is not None:
+            await self.bot.runner.rest_budget.acquire()
+            try:
+                await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
+                    QUEUED, self.bot.user
+                )
+            except discord.HTTPException:
+                pass
+        waited = id(req) in self._waited
+        self._waited.discard(id(req))
+        if waited or not req.header_written:  # a fresh header already shows "running" and Stop
+            await self._show(req, "running")
+
+    async def ended(self, req: TurnRequest, status: str) -> None:
+        if status == "closed":
+            return  # the thread is deleted or archived: an edit would fail or reopen it
+        state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
+        await self._show(req, state)
 
 
 class ThreadsCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
+        self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
 
+    async def cog_load(self) -> None:
+        self.bot.runner.hooks = ThreadLife(self.bot)
+
+    # --- follow-ups ---------------------------------------------------------------------------------
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         bot = self.bot
@@ -28,9 +101,12 @@ class ThreadsCog(commands.Cog):
         session = await bot.services.sessions.by_thread(message.channel.id)
         if session is None:
             return
-        text = message.content.strip()
-        if bot.user is not None:
-            text = text.replace(f"<@{bot.user.id}>", "").replace(f"<@!{bot.user.id}>", "").strip()
+        private = message.channel.type == discord.ChannelType.private_thread
+        asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
+        if not (private or message.author.id == session.user_id or asked):
+            await self._tell_how_to_ask(message)
+            return
+        text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
             text = "(attachments: " + ", ".join(safe_name(a.filename) for a in message.attachments) + ")"
         if not text:
@@ -40,16 +116,54 @@ class ThreadsCog(commands.Cog):
             r.id for r in getattr(member, "roles", ()) if message.guild and r.id != message.guild.id
         )
         state = bot.runner.submit(
-            TurnRequest(session, text, member.id, member.display_name, roles, message.channel)
+            TurnRequest(
+                session,
+                text,
+                member.id,
+                member.display_name,
+                roles,
+                message.channel,
+                message_id=message.id,
+            )
         )
         if state == "queued":
+            await bot.runner.rest_budget.acquire()
             try:
-                await message.add_reaction("⏳")
+                await message.add_reaction(QUEUED)
             except discord.HTTPException:
                 await message.reply(
-                    "Queued: I'll answer this after the current step finishes.", allowed_mentions=NO_MENTIONS
+                    "Queued: I'll answer this after the current step finishes.",
+                    allowed_mentions=NO_MENTIONS,
+                    silent=True,
                 )
 
+    async def _tell_how_to_ask(self, message: discord.Message) -> None:
+        key = (message.channel.id, message.author.id)
+        if key in self._told:
+            return
+        self._told[key] = None
+        while len(self._told) > HINTS_KEPT:
+            self._told.popitem(last=False)
+        await self.bot.runner.rest_budget.acquire()
+        try:
+            await message.reply(HOW_TO_ASK, allowed_mentions=NO_MENTIONS, silent=True)
+        except discord.HTTPException:
+            pass
+
+    # --- how threads end ----------------------------------------------------------------------------
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        self.bot.runner.close_thread(payload.thread_id, "the thread was deleted")
+
+    @commands.Cog.listener()
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        meta = payload.data.get("thread_metadata") or {}
+        if meta.get("locked"):
+            self.bot.runner.close_thread(payload.thread_id, "the thread was locked")
+        elif meta.get("archived"):
+            self.bot.runner.close_thread(payload.thread_id, "the thread was archived")
+
+    # --- /stop --------------------------------------------------------------------------------------
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.formatting import reply, server_usage_embed, usage_embed
+from bot.formatting import defer_command, reply, server_usage_embed, usage_embed
 from bot.store import MissingManageGuild, require_manage_guild
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class UsageCog(commands.Cog):
 
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        return await defer_command(interaction)
 
     @usage.command(name="me", description="Your usage, what is left, and when each limit resets.")
     async def me(self, interaction: discord.Interaction) -> None:

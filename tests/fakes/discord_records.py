@@ -102,6 +102,9 @@ class MessageRecord:
     "thinking…" response) pings nobody, as on Discord."""
     pinged_role_ids: list[int] = field(default_factory=list)
     pinged_everyone: bool = False
+    notified_user_ids: list[int] = field(default_factory=list)
+    """Users Discord notifies of this new message: those it pings and a thread's members, unless it
+    was sent silently (SUPPRESS_NOTIFICATIONS); see ``discord_thread_life``."""
     reference_id: int | None = None
     interaction_id: int | None = None
     webhook_id: int | None = None

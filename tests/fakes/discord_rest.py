@@ -27,6 +27,7 @@ from tests.fakes.discord_limits import (
 )
 from tests.fakes.discord_records import RateLimitViolation, RecordedFile, RestCall
 from tests.fakes.discord_state import FakeState
+from tests.fakes.discord_thread_life import GlobalLimit
 from tests.fakes.discord_validation import ApiError
 
 API_PREFIX = re.compile(r"^/api/v(9|10)(?=/)")
@@ -111,6 +112,7 @@ class RestApi:
         self.token = token
         self.faults = faults
         self.write_limiter: ChannelWriteLimiter | None = None
+        self.global_limit: GlobalLimit | None = None
         self.routes: list[RouteSpec] = []
         self._seq = 0
 
@@ -148,6 +150,10 @@ class RestApi:
             fault = self.faults.take(call.method, call.path)
             if fault is not None:
                 return self._finish(call, Reply(fault.status, fault.body, dict(fault.headers)))
+            if route.auth and self.global_limit is not None:
+                refused = self.global_limit.check(call.t, call.method, call.path)
+                if refused is not None:
+                    return self._finish(call, Reply(*refused))
             limit_headers: dict[str, str] = {}
             if route.channel_write and self.write_limiter is not None:
                 decision = self.write_limiter.acquire(int(params["channel_id"]))

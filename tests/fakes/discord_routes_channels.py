@@ -14,6 +14,7 @@ from tests.fakes.discord_models import (
     INTENT_GUILD_MESSAGE_REACTIONS,
     INTENT_GUILDS,
     MESSAGEABLE_TYPES,
+    PUBLIC_THREAD,
     FakeChannel,
     channel_payload,
     member_payload,
@@ -25,6 +26,7 @@ from tests.fakes.discord_models import (
 from tests.fakes.discord_records import TypingRecord
 from tests.fakes.discord_rest import Reply, RestApi, RestRequest
 from tests.fakes.discord_state import FakeState
+from tests.fakes.discord_thread_life import refuse_if_archived, require_thread_permission
 from tests.fakes.discord_validation import ApiError, validate_thread_name
 
 MANAGE_MESSAGES = 1 << 13
@@ -268,6 +270,7 @@ class ChannelRoutes:
         record = self.state.message(int(req.params["channel_id"]), int(req.params["message_id"]))
         if record.author.id != self.state.bot_user.id or record.webhook_id is not None:
             raise ApiError(403, 50005, "Cannot edit a message authored by another user")
+        refuse_if_archived(self.state.channel(record.channel_id))
         self.state.edit_message(record, req.body, req.files, via="channel", call_seq=req.seq)
         return Reply(body=self.state.message_payload(record))
 
@@ -326,6 +329,7 @@ class ChannelRoutes:
         return Reply(204)
 
     async def add_reaction(self, req: RestRequest) -> Reply:
+        refuse_if_archived(self.state.channel(int(req.params["channel_id"])))
         return self._react(req, self.state.bot_user.id, True)
 
     async def remove_own_reaction(self, req: RestRequest) -> Reply:
@@ -346,6 +350,7 @@ class ChannelRoutes:
         parent = self.state.channel(int(req.params["channel_id"]))
         message = self.state.message(parent.id, int(req.params["message_id"]))
         body = req.body
+        require_thread_permission(self.state, parent, PUBLIC_THREAD)
         thread = self.state.start_thread(
             parent,
             name=body.get("name"),
@@ -363,6 +368,7 @@ class ChannelRoutes:
         body = req.body
         if req.query.get("use_nested_fields") or "message" in body:
             raise ApiError(400, 50024, "Cannot execute action on this channel type")
+        require_thread_permission(self.state, parent, body.get("type"))
         thread = self.state.start_thread(
             parent,
             name=body.get("name"),
@@ -401,6 +407,7 @@ class ChannelRoutes:
         return self._membership(self._thread(req), self.state.bot_user.id, False)
 
     async def add_thread_member(self, req: RestRequest) -> Reply:
+        refuse_if_archived(self._thread(req))
         return self._membership(self._thread(req), int(req.params["user_id"]), True)
 
     async def remove_thread_member(self, req: RestRequest) -> Reply:

@@ -124,6 +124,7 @@ from tests.fakes.discord_rest import RestApi
 from tests.fakes.discord_routes_apps import AppRoutes
 from tests.fakes.discord_routes_channels import ChannelRoutes
 from tests.fakes.discord_state import FakeState
+from tests.fakes.discord_thread_life import GlobalLimit, close_thread, delete_thread
 
 BOT_TEST_KWARGS: dict[str, Any] = {"guild_ready_timeout": 0.05}
 """Keyword arguments for ``commands.Bot``/``discord.Client`` in tests: ``on_ready`` fires 0.05 s after
@@ -502,6 +503,25 @@ class FakeDiscord:
         """
         body = {"message": message or f"{status}: fake failure", "code": code}
         return self.faults.add(Fault(method.upper(), path, status, count, body))
+
+    # ---- a thread's life and the global limit (``discord_thread_life``) ------------------------------
+
+    def archive_thread(self, thread: ChannelRef, *, locked: bool = False) -> None:
+        """A member archives (``locked``: and locks) a thread; THREAD_UPDATE reaches the bot."""
+        close_thread(self.state, self.channel(thread), archived=True, locked=locked)
+
+    def delete_thread(self, thread: ChannelRef) -> None:
+        """A member deletes a thread; THREAD_DELETE reaches the bot."""
+        delete_thread(self.state, self.channel(thread))
+
+    def enable_global_limit(self, limit: int = 50, per: float = 1.0) -> GlobalLimit:
+        """Discord's per-bot global rate limit over bot-token routes (429 ``global`` past it)."""
+        self.rest.global_limit = GlobalLimit(limit, per)
+        return self.rest.global_limit
+
+    def notified(self, message: MessageRecord) -> list[int]:
+        """Users Discord notified of ``message`` (pings and thread members, unless sent silently)."""
+        return list(message.notified_user_ids)
 
     def enable_channel_write_limit(self, limit: int = 5, per: float = 5.0) -> ChannelWriteLimiter:
         self.rest.write_limiter = ChannelWriteLimiter(limit, per)

@@ -54,6 +54,7 @@ from tests.fakes.discord_records import (
     TypingRecord,
     WriteRecord,
 )
+from tests.fakes.discord_thread_life import notify_on_create
 from tests.fakes.discord_validation import (
     ApiError,
     require_not_empty,
@@ -276,6 +277,7 @@ class FakeState:
         record.pinged_user_ids = list(record.mention_ids)
         record.pinged_role_ids = list(record.mention_role_ids)
         record.pinged_everyone = record.mention_everyone
+        notify_on_create(self, record, channel)
         self.messages[record.id] = record
         if nonce is not None:
             self._nonces[(author.id, nonce)] = record.id

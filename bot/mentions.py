@@ -1,0 +1,39 @@
+"""What counts as addressing the bot in a message: a mention of it or of its managed role, or a reply.
+
+Discord's mention picker often inserts the bot's managed role (same name as the bot) instead of the
+bot user, so both count; both are removed from the text the agent sees.
+"""
+
+from __future__ import annotations
+
+import discord
+
+
+def mentions_bot(bot: discord.Client, message: discord.Message) -> bool:
+    """A mention of the bot, or of its managed role (what Discord's mention picker often inserts)."""
+    me = bot.user
+    if me is None:
+        return False
+    if any(u.id == me.id for u in message.mentions):
+        return True
+    guild = message.guild
+    role = guild.self_role if guild is not None else None
+    return role is not None and any(r.id == role.id for r in message.role_mentions)
+
+
+def strip_bot_mentions(bot: discord.Client, message: discord.Message) -> str:
+    text = message.content
+    if bot.user is not None:
+        text = text.replace(f"<@{bot.user.id}>", "").replace(f"<@!{bot.user.id}>", "")
+    role = message.guild.self_role if message.guild is not None else None
+    if role is not None:
+        text = text.replace(f"<@&{role.id}>", "")
+    return text.strip()
+
+
+def replies_to_bot(bot: discord.Client, message: discord.Message) -> bool:
+    ref = message.reference
+    if ref is None or bot.user is None:
+        return False
+    resolved = ref.resolved
+    return isinstance(resolved, discord.Message) and resolved.author.id == bot.user.id

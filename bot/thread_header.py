@@ -1,0 +1,146 @@
+"""A session thread's header: what was asked, who may continue, and whether a run is going or done.
+
+The header is the thread's first message. While a turn runs it carries the Stop button; when the
+session goes idle it says how the last run ended, with a Discord timestamp (each reader sees their
+own time zone), and the button goes. It is always silent and mentions nobody (edits notify nobody
+anyway), and the whole message, not only the task, is cut to Discord's 2,000 characters: a long
+bulleted task grows by two characters a line once quoted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import discord
+
+from bot.discord_sink import NO_MENTIONS
+from bot.pacing import RestBudget
+from bot.store import SessionRecord
+from bot.streamer import WriteBudget
+from bot.views import stop_view
+
+HeaderState = Literal["running", "queued", "done", "stopped", "failed", "closed"]
+LIMIT = 2000
+_STATE = {
+    "running": "⏳ running",
+    "queued": "🕒 waiting for a free slot",
+    "done": "✅ done",
+    "stopped": "⏹️ stopped",
+    "failed": "⚠️ failed",
+    "closed": "🔒 closed with the thread",
+}
+
+
+def state_line(state: HeaderState, at: float | None = None) -> str:
+    if state in ("running", "queued"):
+        return f"-# {_STATE[state]}…"
+    t = int(at if at is not None else time.time())
+    return f"-# {_STATE[state]} <t:{t}:f> (<t:{t}:R>)"
+
+
+def who_continues(private: bool) -> str:
+    if private:
+        return "anyone in this private thread can reply to follow up"
+    return "the requester can reply here to follow up; others mention me or reply to me"
+
+
+def render_header(
+    session: SessionRecord,
+    *,
+    steps: int,
+    memory_ok: bool,
+    private: bool,
+    state: HeaderState = "running",
+    at: float | None = None,
+    note: str = "",
+) -> str:
+    """The header text, at most 2,000 characters whatever the task's length or shape."""
+    head = f"🔎 **Research** for <@{session.user_id}>{' (private)' if private else ''}"
+    if note:
+        head += f"\n{note}"
+    memory = "" if memory_ok else " · memory unavailable"
+    tail = (
+        f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · "
+        f"{who_continues(private)}\n{state_line(state, at)}"
+    )
+    room = LIMIT - len(head) - len(tail) - 2
+    quoted = _quote(session.task, room)
+    return f"{head}\n{quoted}\n{tail}"[:LIMIT]
+
+
+def _quote(task: str, room: int) -> str:
+    """The task as a block quote within ``room`` characters, cut with an ellipsis when it must be."""
+    out: list[str] = []
+    used = 0
+    lines = task.splitlines() or [""]
+    for i, line in enumerate(lines):
+        piece = "> " + line
+        extra = len(piece) + (1 if out else 0)
+        if used + extra > room - 2:  # keep room for "…"
+            rest = room - used - (1 if out else 0) - 3
+            if rest > 2:
+                out.append(piece[:rest] + "…")
+            elif out:
+                out[-1] = out[-1][: max(2, len(out[-1]) - 1)] + "…"
+            else:
+                out.append("> …")
+            break
+        out.append(piece)
+        used += extra
+        if i == len(lines) - 1:
+            break
+    return "\n".join(out)
+
+
+def _private(channel: Any) -> bool:
+    return getattr(channel, "type", None) == discord.ChannelType.private_thread
+
+
+async def header_text(bot: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:
+    sv = bot.services
+    gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
+    steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
+    return render_header(
+        session, steps=steps, memory_ok=sv.memory is not None, private=_private(channel), state=state, **kw
+    )
+
+
+async def post_header(
+    bot: Any, thread: discord.Thread, session: SessionRecord, *, budget: RestBudget | None = None
+) -> discord.Message:
+    """Post the header with its Stop button (raises ``discord.HTTPException`` if Discord refuses)."""
+    text = await header_text(bot, session, thread, "running")
+    if budget is not None:
+        await budget.acquire()
+    msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS, silent=True)
+    await bot.services.sessions.set_header(session.id, msg.id)
+    return msg
+
+
+async def show_state(
+    bot: Any,
+    session: SessionRecord,
+    channel: Any,
+    state: HeaderState,
+    *,
+    budget: RestBudget | None = None,
+    window: WriteBudget | None = None,
+) -> bool:
+    """Edit the header to show the run's state: the Stop button while running, gone once it ends.
+    False when the header could not be edited (deleted, or the thread is gone)."""
+    if session.header_message_id is None or channel is None:
+        return False
+    text = await header_text(bot, session, channel, state)
+    view = stop_view(session.id) if state == "running" else None
+    if window is not None:  # the thread's own 5 per 5 s, shared with its streamer
+        await window.acquire()
+    if budget is not None:
+        await budget.acquire()
+    try:
+        await channel.get_partial_message(session.header_message_id).edit(
+            content=text, view=view, allowed_mentions=NO_MENTIONS
+        )
+    except discord.HTTPException:
+        return False
+    return True
