@@ -1,0 +1,375 @@
+"""Where one bot process stops keeping up: the real bot under ramping concurrent /research sessions.
+
+    .venv/bin/python bench/bot_load.py [--levels 50,100,200,400,800] [--latency 1.0] [--steps 5]
+                                       [--guilds 40] [--budget 40]
+
+Three processes, so the bot's CPU is its own: the fake Discord plus the load driver (``--discord``), the
+scripted LLM (``--llm``), and ``agentbot run`` exactly as an operator starts it (memory on with the
+offline MiniLM embedding, quotas on but never reached, the SQLite store). The fake enforces Discord's
+per-channel limit (5 writes / 5 s) and its global limit (50 requests / s for bot-token routes, 429 with
+``global: true``; interaction responses are not counted, as on Discord). Each level starts that many
+/research sessions at once, spread over ``--guilds`` servers x 3 channels and 20 members each, and waits
+for every final answer. Each run makes ``--steps`` calculator steps, each model call answered after
+``--latency`` s, then answers.
+
+Measured per level (all clocks are CLOCK_MONOTONIC, shared by the three processes):
+
+* interaction acknowledgement: injection to the bot's first callback (Discord fails it after 3 s);
+* event -> write: the LLM writes the moment it answers a step into the calculator expression
+  (``<time> + <step>``); the delay is from then to the first Discord write showing that expression,
+  one sample per tool step; p95 over all, and the worst session's p95 (fairness);
+* writes within Discord's limits: the most writes in any 5 s window of one thread; global 429s taken,
+  and the longest run of consecutive global 429s (the bot should never take one twice in a row);
+* lost or duplicated: every session's answer must appear exactly once; duplicate nonces;
+* bot CPU per agent step: utime+stime of the bot process over the level / model calls made;
+* RSS per active session: peak RSS during the level minus RSS before it, over the sessions.
+
+Targets (scale issue): ack p99 < 0.5 s up to 300 sessions; event->write p95 <= 1.2 s while the writes
+the sessions need fit the global budget; above it no session starved (its p95 within 1.5x of
+sessions / 50 s), no global 429 twice in a row, nothing lost or duplicated; <= 3 ms bot CPU per step.
+Baseline, same run: a level of 1 session, whose delays are the pacing alone (the ratio column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAMP = re.compile(r"(\d{3,}\.\d{3}) \+ (\d+)")
+FINAL = "Final answer: the sums check out."
+CHANNELS = ("c0", "c1", "c2")
+MEMBERS = tuple(f"u{i}" for i in range(20))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+# --- the scripted LLM (its own process) ---------------------------------------------------------------
+
+
+async def serve_llm(latency: float, steps: int) -> None:
+    from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+
+    async with FakeLLM() as llm:
+        llm.record = False
+
+        def respond(body: dict[str, Any]) -> Reply:
+            done = sum(1 for m in body.get("messages", ()) if m.get("role") == "tool")
+            if done < steps:
+                reply = tool_call("calculator", {"expression": f"{time.monotonic() + latency:.3f} + {done}"})
+            else:
+                reply = text(FINAL)
+            reply.delay = latency
+            return reply
+
+        llm.responder = respond
+        print(json.dumps({"base_url": llm.base_url}), flush=True)
+        await asyncio.Event().wait()
+
+
+# --- the fake Discord and the load driver (its own process) ------------------------------------------
+
+
+async def serve_discord(guild_count: int) -> None:
+    from tests.fakes.discord_server import FakeDiscord, FakeGuild
+
+    guilds = [FakeGuild.create(f"g{i}", channels=CHANNELS, members=MEMBERS) for i in range(guild_count)]
+    async with FakeDiscord(guilds, channel_write_limit=(5, 5.0)) as fake:
+        fake.enable_global_limit(50, 1.0)
+        fake.interaction_ack_deadline = 3.0
+        print(json.dumps({"api": fake.api_url, "gateway": fake.gateway_url, "token": fake.token}), flush=True)
+        await fake.wait_ready(within=120)
+        print(json.dumps({"ready": True}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        n_level = 0
+        while line := await reader.readline():
+            cmd = json.loads(line)
+            n_level += 1
+            result = await run_level(fake, guilds, int(cmd["sessions"]), float(cmd["timeout"]), n_level)
+            print(json.dumps(result), flush=True)
+
+
+async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: int) -> dict[str, Any]:
+    writes_before = len(fake.rest.global_limit.violations)
+    calls_before = len(fake.calls())
+    records = []
+    for i in range(n):
+        g = guilds[i % len(guilds)]
+        channel = g.channel(CHANNELS[(i // len(guilds)) % len(CHANNELS)])
+        user = g.member(MEMBERS[(i // (len(guilds) * len(CHANNELS))) % len(MEMBERS)])
+        task = f"level {level} session {i}: add the numbers step by step"
+        records.append(
+            (fake.inject_interaction("research", {"task": task}, user=user, channel=channel), task)
+        )
+    started = time.monotonic()
+    threads: dict[int, Any] = {}
+    while time.monotonic() - started < wait_s:
+        await asyncio.sleep(1.0)
+        for rec, task in records:
+            if rec.id in threads:
+                continue
+            prefix = task.split(":", 1)[0] + ":"  # unique per session: "level L session I:"
+            for t in fake.threads(rec.channel_id):
+                if prefix in (t.name or ""):
+                    threads[rec.id] = t.id
+                    break
+        done = sum(1 for tid in threads.values() if _answered(fake, tid))
+        if done >= n:
+            break
+    calls = fake.calls()[calls_before:]
+    acks: list[float] = []
+    for rec, _ in records:
+        hits = [c.t for c in calls if f"/interactions/{rec.id}/" in c.path and c.method == "POST"]
+        if hits:
+            acks.append(min(hits) - rec.t)
+    delays: list[float] = []
+    per_session_p95: list[float] = []
+    window = answered = dup_answers = 0
+    for tid in threads.values():
+        mine = _delays(fake, tid)
+        delays += mine
+        if mine:
+            per_session_p95.append(pct(mine, 95))
+        window = max(window, fake.max_writes_in_window(tid, 5.0))
+        count = sum(1 for m in fake.messages(tid) if FINAL in m.content)
+        answered += count >= 1
+        dup_answers += count > 1
+    violations = fake.rest.global_limit.violations[writes_before:]
+    return {
+        "sessions": n,
+        "threads": len(threads),
+        "answered": answered,
+        "duplicate_answers": dup_answers,
+        "duplicate_nonces": len(fake.duplicates),
+        "acks": acks,
+        "unacknowledged": n - len(acks),
+        "delays": delays,
+        "worst_session_p95": max(per_session_p95, default=float("nan")),
+        "max_writes_5s": window,
+        "global_429": len(violations),
+        "global_429_in_a_row": _longest_run(calls),
+        "elapsed": time.monotonic() - started,
+    }
+
+
+def _answered(fake: Any, thread_id: int) -> bool:
+    return any(FINAL in m.content for m in fake.messages(thread_id))
+
+
+def _delays(fake: Any, thread_id: int) -> list[float]:
+    """Per tool step: from the LLM's stamp to the first write whose text shows it."""
+    first: dict[str, float] = {}
+    for m in fake.messages(thread_id, include_deleted=True):
+        for v in m.history:
+            for stamp in STAMP.finditer(v.content):
+                key = stamp.group(0)
+                if key not in first or v.t < first[key]:
+                    first[key] = v.t
+    return [max(0.0, t - float(key.split(" + ")[0])) for key, t in first.items()]
+
+
+def _longest_run(calls: list[Any]) -> int:
+    best = run = 0
+    for c in calls:
+        if c.status == 429 and isinstance(c.response, dict) and c.response.get("global"):
+            run += 1
+            best = max(best, run)
+        elif c.status:
+            run = 0
+    return best
+
+
+# --- the orchestrator ---------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _child(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        *args,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def _line(proc: asyncio.subprocess.Process, within: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    raw = await asyncio.wait_for(proc.stdout.readline(), within)
+    if not raw:
+        raise RuntimeError("a bench process ended early")
+    return json.loads(raw)
+
+
+async def orchestrate(ns: argparse.Namespace) -> int:
+    levels = [1, *(int(x) for x in ns.levels.split(","))]
+    llm = await _child("--llm", str(ns.latency), str(ns.steps))
+    discord = await _child("--discord", str(ns.guilds))
+    bot = None
+    try:
+        llm_info = await _line(llm, 30)
+        d_info = await _line(discord, 30)
+        data = Path(tempfile.mkdtemp(prefix="agentbot-load-"))
+        tiers = data / "tiers.toml"
+        tiers.write_text(
+            '[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n'
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(data),
+            "DATA_DIR": str(data),
+            "DISCORD_TOKEN": d_info["token"],
+            "DISCORD_API_BASE_URL": d_info["api"],
+            "DISCORD_GATEWAY_URL": d_info["gateway"],
+            "OPENAI_BASE_URL": llm_info["base_url"],
+            "OPENAI_API_KEY": "sk-load-bench-key-0001",
+            "AGENT_MODEL": "gpt-4o-mini",
+            "ROUTER_TIERS_FILE": str(tiers),
+            "ROUTER_CLASSIFIER": "heuristic",
+            "LOG_LEVEL": "WARNING",
+            "QUOTA_REQUESTS_PER_DAY": "1000000",
+            "QUOTA_TOKENS_PER_DAY": "1000000000000",
+            "QUOTA_COST_PER_MONTH_USD": "1000000",
+            "QUOTA_CONCURRENT_SESSIONS": "1000",
+            "GUILD_BUDGET_PER_MONTH_USD": "1000000",
+            "BOT_MAX_CONCURRENT_RUNS": "1000",
+            "BOT_REST_WRITES_PER_SECOND": str(ns.budget),
+            "PYTHON_SANDBOX": "off",
+        }
+        bot = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("agentbot")),
+            "run",
+            cwd=data,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await _line(discord, 180)
+        await asyncio.sleep(2)  # the command sync and the embedding model load settle
+        rows = []
+        for n in levels:
+            cpu0, rss0 = _cpu_seconds(bot.pid), _rss_mb(bot.pid)
+            peak = rss0
+            assert discord.stdin is not None
+            timeout = 60 + n * 15 * 1.3 / ns.budget
+            discord.stdin.write((json.dumps({"sessions": n, "timeout": timeout}) + "\n").encode())
+            await discord.stdin.drain()
+            pending = asyncio.ensure_future(_line(discord, timeout + 120))
+            while not pending.done():
+                peak = max(peak, _rss_mb(bot.pid))
+                await asyncio.wait([pending], timeout=0.5)
+            result = pending.result()
+            result["cpu_ms_per_step"] = (_cpu_seconds(bot.pid) - cpu0) * 1000 / max(1, n * (ns.steps + 1))
+            result["rss_kb_per_session"] = (peak - rss0) * 1024 / n
+            rows.append(result)
+            print(f"level {n}: done in {result['elapsed']:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        for p in (bot, discord, llm):
+            if p is not None and p.returncode is None:
+                p.terminate()
+        for p in (bot, discord, llm):
+            if p is not None:
+                await p.wait()
+    return report(rows, ns)
+
+
+def report(rows: list[dict[str, Any]], ns: argparse.Namespace) -> int:
+    base_p95 = pct(rows[0]["delays"], 95)
+    print(
+        f"bot load: {ns.steps} tool steps per run, {ns.latency:g} s per model call, {ns.guilds} servers x 3 "
+        f"channels, REST budget {ns.budget:g}/s (Discord's global limit 50/s); baseline = 1 session\n"
+    )
+    head = (
+        f"{'sessions':>8} | {'ack p50':>7} | {'ack p99':>7} | {'e2w p95':>7} | {'x base':>6} | {'worst p95':>9} | "
+        f"{'5s max':>6} | {'g429':>4} | {'in row':>6} | {'lost':>4} | {'dup':>3} | {'CPU ms/step':>11} | {'KB/session':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    fails: dict[str, int] = {}
+    for r in rows:
+        n = r["sessions"]
+        p95 = pct(r["delays"], 95)
+        lost = n - r["answered"]
+        dup = r["duplicate_answers"] + r["duplicate_nonces"]
+        print(
+            f"{n:>8} | {pct(r['acks'], 50):>7.3f} | {pct(r['acks'], 99):>7.3f} | {p95:>7.2f} | "
+            f"{p95 / base_p95:>6.2f} | {r['worst_session_p95']:>9.2f} | {r['max_writes_5s']:>6} | "
+            f"{r['global_429']:>4} | {r['global_429_in_a_row']:>6} | {lost:>4} | {dup:>3} | "
+            f"{r['cpu_ms_per_step']:>11.2f} | {r['rss_kb_per_session']:>10.0f}"
+        )
+        demand_fits = n * 15 / 60 <= ns.budget  # ~15 writes per session over ~60 s of its life
+        checks = {
+            "ack p99 < 0.5 s": n > 300 or pct(r["acks"], 99) < 0.5,
+            "event->write p95 <= 1.2 s (demand within budget)": not demand_fits or p95 <= 1.2,
+            "no session starved": demand_fits or r["worst_session_p95"] <= 1.5 * n / 50,
+            "writes <= 5 per 5 s per thread": r["max_writes_5s"] <= 5,
+            "no global 429 twice in a row": r["global_429_in_a_row"] <= 1,
+            "nothing lost or duplicated": lost == 0 and dup == 0,
+            "<= 3 ms bot CPU per step": r["cpu_ms_per_step"] <= 3.0,
+        }
+        for name, ok in checks.items():
+            if not ok and name not in fails:
+                fails[name] = n
+    print("\nfirst level where each target fails:")
+    for name in (
+        "ack p99 < 0.5 s",
+        "event->write p95 <= 1.2 s (demand within budget)",
+        "no session starved",
+        "writes <= 5 per 5 s per thread",
+        "no global 429 twice in a row",
+        "nothing lost or duplicated",
+        "<= 3 ms bot CPU per step",
+    ):
+        print(f"  {name:<50} {fails.get(name, 'holds at every level')}")
+    return 1 if fails else 0
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--llm"]:
+        asyncio.run(serve_llm(float(sys.argv[2]), int(sys.argv[3])))
+        return
+    if sys.argv[1:2] == ["--discord"]:
+        asyncio.run(serve_discord(int(sys.argv[2])))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--levels", default="50,100,200,400,800")
+    ap.add_argument("--latency", type=float, default=1.0)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--guilds", type=int, default=40)
+    ap.add_argument("--budget", type=float, default=40.0, help="BOT_REST_WRITES_PER_SECOND for the bot")
+    sys.exit(asyncio.run(orchestrate(ap.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
