@@ -552,3 +552,34 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         return render_run(run, settings, changed, usage.over(settings.quota_bytes, settings.quota_files))
 
     return [run_python]
+
+
+CONTAINER_NEEDS = (
+    "unprivileged user namespaces (kernel.unprivileged_userns_clone=1 where that sysctl exists, "
+    "user.max_user_namespaces > 0) and a seccomp/AppArmor profile that allows unshare, mount and "
+    "pivot_root inside them (Docker: --security-opt seccomp=unconfined --security-opt apparmor=unconfined, "
+    "or a profile allowing those calls)"
+)
+
+
+def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
+    """What ``agentbot doctor`` says about run_python: (works as configured, plain words)."""
+    if settings.mode == "off":
+        return True, "PYTHON_SANDBOX=off: run_python is not offered to the model"
+    if settings.mode == "rlimits":
+        return True, (
+            "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
+            "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
+            "the Discord token, other sessions' files) and use the bot's network, loopback included; only "
+            "the CPU, memory, process, file-size and time limits hold"
+        )
+    support = probe_sandbox(settings)
+    if not support.namespaces:
+        return False, (
+            f"run_python is OFF: the sandbox cannot isolate code here ({support.detail}); a container needs "
+            + CONTAINER_NEEDS
+        )
+    return True, (
+        f"namespaces: {support.detail}; code sees only the OS's libraries, the interpreter, its workspace "
+        "and a private /tmp, and has no network"
+    )
