@@ -23,15 +23,9 @@ import pytest
 from agent.messages import ToolCall
 from agent.tools import sandbox_cgroup
 from agent.tools.files import FilesSettings, file_tools
-from agent.tools.python_exec import (
-    PythonSettings,
-    _exposed,
-    plan_limits,
-    probe_sandbox,
-    python_tools,
-    sandbox_report,
-)
+from agent.tools.python_exec import probe_sandbox, python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.tools.sandbox_run import PythonSettings, exposed_paths, plan_limits
 
 LIMITS = PythonSettings(
     timeout=10, cpu_seconds=5, memory_mb=256, file_size_mb=1, max_processes=16, max_output_chars=4000
@@ -164,7 +158,7 @@ print(json.dumps({{
         outcome = await run_python(ws, code, replace(LIMITS, hide=(str(env),)))
     seen = json.loads(outcome.output.split("stdout:\n", 1)[1].split("\n", 1)[0])
     assert seen["readable"] == []  # neither the hidden .env nor the .env.bak beside it, nor the host's files
-    tops = {p.split("/")[1] for p in [*_exposed(sys.executable), str(ws)]}
+    tops = {p.split("/")[1] for p in [*exposed_paths(sys.executable), str(ws)]}
     system = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp", "var"}
     assert set(seen["root"]) <= system | tops
     assert seen["dev"] == [

@@ -18,13 +18,10 @@ The functions are synchronous; the registry runs them in a thread.
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import stat
-import threading
-import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -32,10 +29,28 @@ from typing import Annotated
 from pydantic import Field
 
 from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.workspace import (
+    DIR_FLAGS,
+    MAX_DEPTH,
+    Usage,
+    Walk,
+    human_size,
+    remove_tree,
+    workspace_lock,
+    workspace_usage,
+)
+from agent.tools.workspace import workspace_files as workspace_files  # the bot attaches these
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_DEPTH = 32
-"""Folders a path may go down. Deeper trees (only sandboxed code can make them) count as over the quota."""
+__all__ = [
+    "MAX_DEPTH",
+    "FilesSettings",
+    "PathRefused",
+    "Usage",
+    "file_tools",
+    "workspace_files",
+    "workspace_usage",
+]
+
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux filesystems
 MAX_PATH_CHARS = 1024
 
@@ -49,53 +64,8 @@ class FilesSettings:
     list_max_entries: int = 300
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What a workspace holds. ``complete`` is False when the walk stopped early (``limit`` reached)."""
-
-    bytes: int = 0
-    entries: int = 0
-    too_deep: bool = False
-    complete: bool = True
-
-    def over(self, quota_bytes: int, quota_files: int) -> str | None:
-        """Why this usage is over the quota, in words for the model; None when within it."""
-        if self.too_deep:
-            return f"it holds folders nested deeper than {MAX_DEPTH} levels"
-        if self.bytes > quota_bytes:
-            return f"it holds {human_size(self.bytes)}, over its quota of {human_size(quota_bytes)}"
-        if self.entries > quota_files:
-            more = "" if self.complete else " or more"
-            return f"it holds {self.entries}{more} files and folders, over its limit of {quota_files}"
-        return None
-
-
 class PathRefused(ToolRefused):
     """A path that would leave the workspace, follow a link or name something that is not a file."""
-
-
-class _Lock:
-    """A threading lock that can be held in a WeakValueDictionary (a bare Lock cannot)."""
-
-    __slots__ = ("__weakref__", "lock")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
-_locks: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
-_locks_guard = threading.Lock()
-
-
-@contextmanager
-def workspace_lock(ws: Path) -> Iterator[None]:
-    """Serialises quota-checked writes to one workspace across threads."""
-    with _locks_guard:
-        holder = _locks.get(str(ws))
-        if holder is None:
-            holder = _locks[str(ws)] = _Lock()
-    with holder.lock:
-        yield
 
 
 def workspace_root(ctx: ToolContext) -> Path:
@@ -145,17 +115,17 @@ def _is_link(name: str, dir_fd: int) -> bool:
 @contextmanager
 def _walk_to(ws: Path, dirs: list[str], *, create: bool) -> Iterator[int]:
     """A descriptor for the directory ``ws/dirs...``, reached without following any link."""
-    fd = os.open(ws, _DIR_FLAGS)
+    fd = os.open(ws, DIR_FLAGS)
     try:
         for i, part in enumerate(dirs):
             where = "/".join(dirs[: i + 1])
             try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise PathRefused(f"there is no directory {where!r} in the workspace") from None
                 os.mkdir(part, 0o755, dir_fd=fd)
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
                     raise PathRefused(f"{where!r} is a symbolic link; links are not followed") from None
@@ -186,106 +156,6 @@ def _open_file(dir_fd: int, name: str, shown: str, flags: int) -> int:
         os.close(fd)
         raise PathRefused(f"{shown!r} is not a regular file")
     return fd
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    path: str
-    """Relative to the workspace, with ``/`` separators."""
-    st: os.stat_result
-    name: str
-    dir_fd: int
-    """The folder holding it: valid only while the walk is at this entry."""
-
-
-class _Walk:
-    """Every entry of a workspace, depth first, iterative, by descriptor, never following a link.
-
-    At most ``MAX_DEPTH`` folders are held open at once; a folder deeper than that is reported (as an
-    entry) but not entered, and ``too_deep`` is set. ``limit`` stops the walk after that many entries.
-    """
-
-    def __init__(self, ws: Path | int, limit: int | None = None) -> None:
-        self.ws, self.limit = ws, limit
-        self.too_deep = False
-        self.complete = True
-
-    def __iter__(self) -> Iterator[Entry]:
-        try:
-            top = os.open(self.ws, _DIR_FLAGS) if not isinstance(self.ws, int) else os.dup(self.ws)
-        except OSError:
-            return
-        stack = [(top, "", os.scandir(top))]
-        count = 0
-        try:
-            while stack:
-                dfd, rel, it = stack[-1]
-                entry = next(it, None)
-                if entry is None:
-                    it.close()
-                    os.close(dfd)
-                    stack.pop()
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                count += 1
-                if self.limit is not None and count > self.limit:
-                    self.complete = False
-                    return
-                path = rel + entry.name
-                yield Entry(path, st, entry.name, dfd)
-                if not stat.S_ISDIR(st.st_mode):
-                    continue
-                if len(stack) > MAX_DEPTH:
-                    self.too_deep = True
-                    continue
-                try:
-                    nfd = os.open(entry.name, _DIR_FLAGS, dir_fd=dfd)
-                except OSError:
-                    continue
-                stack.append((nfd, path + "/", os.scandir(nfd)))
-        finally:
-            for dfd, _, it in stack:
-                it.close()
-                os.close(dfd)
-
-
-def workspace_usage(workspace: Path, limit: int | None = None) -> Usage:
-    """Bytes of regular files and the number of entries in the workspace (links count as entries).
-
-    ``limit`` stops counting past that many entries (the quota check needs no more).
-    """
-    walk = _Walk(Path(workspace), limit)
-    size = entries = 0
-    for e in walk:
-        entries += 1
-        if stat.S_ISREG(e.st.st_mode):
-            size += e.st.st_size
-    return Usage(size, entries, walk.too_deep, walk.complete)
-
-
-def regular_files(ws: Path) -> Iterator[tuple[Path, int]]:
-    for e in _Walk(ws):
-        if stat.S_ISREG(e.st.st_mode):
-            yield Path(ws, e.path), e.st.st_size
-
-
-def workspace_files(workspace: Path) -> list[Path]:
-    """Regular files of a workspace, sorted: what the bot may attach to the thread. Links are skipped."""
-    ws = Path(workspace)
-    if not ws.is_dir():
-        return []
-    return sorted(p for p, _ in regular_files(ws))
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
 
 
 def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
@@ -350,7 +220,7 @@ def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesS
 
 def _missing_entries(ws: Path, parts: list[str]) -> int:
     """How many of the path's components do not exist yet (what a write would add to the count)."""
-    fd = os.open(ws, _DIR_FLAGS)
+    fd = os.open(ws, DIR_FLAGS)
     try:
         for i, part in enumerate(parts):
             try:
@@ -372,8 +242,8 @@ def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
     count = 0
     limit = settings.list_max_entries
     with _walk_to(ws, parts, create=False) as dfd:
-        walk = _Walk(dfd, settings.quota_files * 10)
-        for e in sorted(walk, key=lambda e: e.path):
+        entries = Walk(dfd, settings.quota_files * 10)
+        for e in sorted(entries, key=lambda e: e.path):
             if stat.S_ISDIR(e.st.st_mode):
                 continue
             count += 1
@@ -397,46 +267,6 @@ def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
     return "\n".join([head, *lines]) if lines else f"{head}\n(empty)"
 
 
-_trash_names = itertools.count()
-
-
-def _remove_tree(parent_fd: int, name: str) -> int:
-    """Delete the folder ``name`` and everything in it, at any depth; returns entries removed.
-
-    Iterative with at most ``MAX_DEPTH`` open folders: a folder found deeper than that is first moved
-    up next to ``name`` (a rename inside the same folder tree) and then deleted in its own turn.
-    """
-    removed = 0
-    pending = [name]
-    while pending:
-        top = pending.pop()
-        stack = [(parent_fd, top, os.open(top, _DIR_FLAGS, dir_fd=parent_fd))]
-        while stack:
-            pfd, dname, dfd = stack[-1]
-            child = None
-            with os.scandir(dfd) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        child = entry.name
-                        break
-                    with suppress(FileNotFoundError):
-                        os.unlink(entry.name, dir_fd=dfd)
-                        removed += 1
-            if child is None:
-                stack.pop()
-                os.close(dfd)
-                os.rmdir(dname, dir_fd=pfd)
-                removed += 1
-                continue
-            if len(stack) >= MAX_DEPTH:
-                moved = f".deleting-{os.getpid()}-{next(_trash_names)}"
-                os.rename(child, moved, src_dir_fd=dfd, dst_dir_fd=parent_fd)
-                pending.append(moved)
-                continue
-            stack.append((dfd, child, os.open(child, _DIR_FLAGS, dir_fd=dfd)))
-    return removed
-
-
 def delete_entry(ws: Path, path: str) -> str:
     parts = split_path(path)
     if not parts:
@@ -449,7 +279,7 @@ def delete_entry(ws: Path, path: str) -> str:
             raise PathRefused(f"there is no file {shown!r} in the workspace") from None
         if stat.S_ISDIR(st.st_mode):
             try:
-                removed = _remove_tree(dfd, parts[-1])
+                removed = remove_tree(dfd, parts[-1])
             except OSError as e:
                 raise PathRefused(f"could not delete all of {shown!r}: {e.strerror}") from None
             return f"deleted the folder {shown} ({removed} entries)"
@@ -501,31 +331,3 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
         return delete_entry(workspace_root(ctx), path)
 
     return [read_file, write_file, list_files, delete_file]
-
-
-def give_workspace_to(ws: Path, uid: int, gid: int) -> int:
-    """Make the workspace and what is in it belong to ``uid``:``gid`` (the sandbox user of a root bot).
-
-    Called only while no run is active in this workspace (run_python holds its lock, and a run's
-    processes all die with it), and still by descriptor: each entry is changed with ``fchownat`` on
-    the folder holding it without following links; links and files with more than one name are left
-    alone, so nothing outside the workspace can be reached. Returns how many entries changed.
-    """
-    fd = os.open(ws, _DIR_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)
-    changed = 0
-    for e in _Walk(ws):
-        mode = e.st.st_mode
-        if stat.S_ISLNK(mode) or (e.st.st_uid, e.st.st_gid) == (uid, gid):
-            continue
-        if not stat.S_ISDIR(mode) and e.st.st_nlink > 1:
-            continue
-        with suppress(OSError):
-            os.chown(e.name, uid, gid, dir_fd=e.dir_fd, follow_symlinks=False)
-            changed += 1
-    return changed
