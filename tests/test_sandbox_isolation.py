@@ -119,7 +119,7 @@ async def test_sandbox_runs_in_one_workspace_take_turns(ws: Path) -> None:
     code = (
         "import os, time\n"
         "fd = os.open('busy', os.O_CREAT | os.O_EXCL | os.O_WRONLY)\n"
-        "time.sleep(0.4)\n"
+        "time.sleep(0.2)\n"
         "os.unlink('busy')\n"
         "print('alone')\n"
     )

@@ -291,8 +291,8 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
 CONTAINER_NEEDS = (
     "unprivileged user namespaces (kernel.unprivileged_userns_clone=1 where that sysctl exists, "
     "user.max_user_namespaces > 0) and a seccomp/AppArmor profile that allows unshare, mount and "
-    "pivot_root inside them (Docker: --security-opt seccomp=unconfined --security-opt apparmor=unconfined, "
-    "or a profile allowing those calls)"
+    "pivot_root inside them, and an unmasked /proc (Docker: --security-opt seccomp=unconfined "
+    "--security-opt apparmor=unconfined --security-opt systempaths=unconfined, or profiles allowing those)"
 )
 
 
