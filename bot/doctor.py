@@ -122,14 +122,14 @@ async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
 
 
 async def _sandbox() -> str:
+    from agent.tools.python_exec import sandbox_report
     from agent.tools.research import ResearchToolSettings
 
     settings = ResearchToolSettings.from_env(os.environ)
-    from agent.tools.python_exec import probe_sandbox
-
-    support = await asyncio.to_thread(probe_sandbox, settings.python)
-    mode = "namespaces (no network, private filesystem)" if support.namespaces else "limits only"
-    return f"{mode}: {support.detail}"
+    ok, detail = await asyncio.to_thread(sandbox_report, settings.python)
+    if not ok:
+        raise RuntimeError(detail)
+    return detail
 
 
 async def run_doctor() -> list[Check]:

@@ -3,9 +3,16 @@
 Paths are relative to ``ctx.workspace``. Absolute paths are refused; ``..`` may move around inside
 the workspace but never above it. Symlinks are never followed (the Python sandbox can create them):
 each path is opened one component at a time from a directory descriptor with ``O_NOFOLLOW``, so a link
-swapped in while we work cannot redirect us either. FIFOs and devices are refused. A per-session quota
-caps the bytes held (``write_file`` refuses past it). The functions are synchronous; the registry runs
-them in a thread.
+swapped in while we work cannot redirect us either. FIFOs and devices are refused.
+
+Bounds: a per-session quota of bytes *and* entries (files, folders and links all count) covers what
+every tool wrote, run_python included (:mod:`agent.tools.python_exec` checks it during a run); paths
+are at most ``MAX_DEPTH`` folders deep with names of at most ``MAX_NAME_BYTES``. Every walk here is
+iterative and descriptor-based, so a tree deeper than that (only sandboxed code can make one) is
+counted as over the quota rather than breaking later walks. Writes and their quota check hold a
+per-workspace lock, so concurrent ``write_file`` calls cannot pass the quota together.
+
+The functions are synchronous; the registry runs them in a thread.
 """
 
 from __future__ import annotations
@@ -23,13 +30,37 @@ from pydantic import Field
 
 from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
 from agent.tools.safe_names import refuse_unsafe, shown_name
+from agent.tools.workspace import (
+    DIR_FLAGS,
+    MAX_DEPTH,
+    Usage,
+    Walk,
+    human_size,
+    remove_tree,
+    workspace_lock,
+    workspace_usage,
+)
+from agent.tools.workspace import workspace_files as workspace_files  # the bot attaches these
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+__all__ = [
+    "MAX_DEPTH",
+    "FilesSettings",
+    "PathRefused",
+    "Usage",
+    "file_tools",
+    "workspace_files",
+    "workspace_usage",
+]
+
+MAX_NAME_BYTES = 255  # NAME_MAX on Linux filesystems
+MAX_PATH_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class FilesSettings:
     quota_bytes: int = 10 * 1024 * 1024
+    quota_files: int = 1000
+    """Entries (files, folders, links) a workspace may hold."""
     read_max_chars: int = 20_000
     list_max_entries: int = 300
 
@@ -55,6 +86,8 @@ def split_path(path: str) -> list[str]:
     if "\0" in p:
         raise PathRefused("a path cannot contain a NUL character")
     refuse_unsafe(p)  # control, bidi and line-break characters (agent/tools/safe_names.py)
+    if len(p) > MAX_PATH_CHARS:
+        raise PathRefused(f"the path is longer than {MAX_PATH_CHARS} characters; use a shorter one")
     if p.startswith(("/", "~", "\\")) or (len(p) > 1 and p[1] == ":"):
         raise PathRefused(f"{path!r} is absolute; use a path relative to the workspace, e.g. 'notes.md'")
     parts: list[str] = []
@@ -66,7 +99,11 @@ def split_path(path: str) -> list[str]:
                 raise PathRefused(f"{path!r} leads outside the workspace; stay inside it")
             parts.pop()
             continue
+        if len(part.encode("utf-8", errors="replace")) > MAX_NAME_BYTES:
+            raise PathRefused(f"a name in the path is longer than {MAX_NAME_BYTES} bytes; use a shorter one")
         parts.append(part)
+    if len(parts) > MAX_DEPTH:
+        raise PathRefused(f"the path is {len(parts)} levels deep; at most {MAX_DEPTH} are allowed")
     return parts
 
 
@@ -80,17 +117,17 @@ def _is_link(name: str, dir_fd: int) -> bool:
 @contextmanager
 def _walk_to(ws: Path, dirs: list[str], *, create: bool) -> Iterator[int]:
     """A descriptor for the directory ``ws/dirs...``, reached without following any link."""
-    fd = os.open(ws, _DIR_FLAGS)
+    fd = os.open(ws, DIR_FLAGS)
     try:
         for i, part in enumerate(dirs):
             where = "/".join(dirs[: i + 1])
             try:
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if not create:
                     raise PathRefused(f"there is no directory {where!r} in the workspace") from None
                 os.mkdir(part, 0o755, dir_fd=fd)
-                nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd):
                     raise PathRefused(f"{where!r} is a symbolic link; links are not followed") from None
@@ -123,39 +160,6 @@ def _open_file(dir_fd: int, name: str, shown: str, flags: int) -> int:
     return fd
 
 
-def regular_files(ws: Path) -> Iterator[tuple[Path, int]]:
-    for root, dirs, files in os.walk(ws, followlinks=False):
-        for name in files + dirs:
-            p = Path(root, name)
-            try:
-                st = p.lstat()
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield p, st.st_size
-
-
-def workspace_usage(workspace: Path) -> int:
-    """Bytes held by regular files in the workspace (links and special files count nothing)."""
-    return sum(size for _, size in regular_files(Path(workspace))) if Path(workspace).is_dir() else 0
-
-
-def workspace_files(workspace: Path) -> list[Path]:
-    """Regular files of a workspace, sorted: what the bot may attach to the thread. Links are skipped."""
-    ws = Path(workspace)
-    if not ws.is_dir():
-        return []
-    return sorted(p for p, _ in regular_files(ws))
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
 def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
     parts = split_path(path)
     if not parts:
@@ -179,78 +183,108 @@ def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -
     return f"{head}\n\n{window}"
 
 
-def write_text(ws: Path, path: str, content: str, append: bool, quota: int) -> str:
+def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesSettings) -> str:
     parts = split_path(path)
     if not parts:
         raise PathRefused("name a file to write, e.g. 'notes.md'")
     shown = "/".join(parts)
     data = content.encode("utf-8")
-    with _walk_to(ws, parts[:-1], create=True) as dfd:
-        try:
-            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-            existing = st.st_size if stat.S_ISREG(st.st_mode) else 0
-        except FileNotFoundError:
-            existing = 0
-        used = workspace_usage(ws)
-        after = used - (0 if append else existing) + len(data)
-        if after > quota:
+    quota = settings.quota_bytes
+    with workspace_lock(ws):
+        used = workspace_usage(ws, settings.quota_files + MAX_DEPTH + 1)
+        if why := used.over(quota, settings.quota_files):
+            raise ToolRefused(f"not written: the workspace is over its quota ({why}). Delete files first.")
+        new_entries = _missing_entries(ws, parts)
+        if used.entries + new_entries > settings.quota_files:
             raise ToolRefused(
-                f"not written: {shown} would bring the workspace to {human_size(after)}, over its quota of "
-                f"{human_size(quota)} ({human_size(used)} used). Delete files you no longer need first."
+                f"not written: {shown} would bring the workspace to {used.entries + new_entries} files and "
+                f"folders, over its limit of {settings.quota_files}. Delete files you no longer need first."
             )
-        mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        fd = _open_file(dfd, parts[-1], shown, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with _walk_to(ws, parts[:-1], create=True) as dfd:
+            try:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                existing = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            except FileNotFoundError:
+                existing = 0
+            after = used.bytes - (0 if append else existing) + len(data)
+            if after > quota:
+                raise ToolRefused(
+                    f"not written: {shown} would bring the workspace to {human_size(after)}, over its quota of "
+                    f"{human_size(quota)} ({human_size(used.bytes)} used). Delete files you no longer need first."
+                )
+            mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+            fd = _open_file(dfd, parts[-1], shown, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
     verb = "appended" if append else "wrote"
     return f"{verb} {human_size(len(data))} to {shown} (workspace: {human_size(after)} of {human_size(quota)} used)"
 
 
-def list_entries(ws: Path, path: str, limit: int, quota: int) -> str:
+def _missing_entries(ws: Path, parts: list[str]) -> int:
+    """How many of the path's components do not exist yet (what a write would add to the count)."""
+    fd = os.open(ws, DIR_FLAGS)
+    try:
+        for i, part in enumerate(parts):
+            try:
+                nfd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                return len(parts) - i
+            os.close(fd)
+            fd = nfd
+        return 0
+    except OSError:
+        return 0  # a link or a file in the way: the write itself says what is wrong
+    finally:
+        os.close(fd)
+
+
+def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
     parts = split_path(path) if path.strip() not in ("", ".", "./") else []
     lines: list[str] = []
     count = 0
+    limit = settings.list_max_entries
     with _walk_to(ws, parts, create=False) as dfd:
-        for root, dirs, files, rfd in os.fwalk(".", dir_fd=dfd, follow_symlinks=False):
-            dirs.sort()
-            for name in sorted(files + [d for d in dirs if _is_link(d, rfd)]):
-                rel = shown_name("/".join([*parts, os.path.normpath(os.path.join(root, name))]))
-                count += 1
-                if len(lines) >= limit:
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISLNK(st.st_mode):
-                    lines.append(f"{rel}  (symbolic link: not followed)")
-                elif stat.S_ISREG(st.st_mode):
-                    lines.append(f"{rel}  {human_size(st.st_size)}")
-                else:
-                    lines.append(f"{rel}  (special file)")
-    used = workspace_usage(ws)
-    head = f"{count} file(s); workspace uses {human_size(used)} of {human_size(quota)}"
+        entries = Walk(dfd, settings.quota_files * 10)
+        for e in sorted(entries, key=lambda e: e.path):
+            if stat.S_ISDIR(e.st.st_mode):
+                continue
+            count += 1
+            if len(lines) >= limit:
+                continue
+            rel = shown_name("/".join([*parts, e.path]))
+            if stat.S_ISLNK(e.st.st_mode):
+                lines.append(f"{rel}  (symbolic link: not followed)")
+            elif stat.S_ISREG(e.st.st_mode):
+                lines.append(f"{rel}  {human_size(e.st.st_size)}")
+            else:
+                lines.append(f"{rel}  (special file)")
+    used = workspace_usage(ws, settings.quota_files * 10)
+    head = f"{count} file(s); workspace uses {human_size(used.bytes)} of {human_size(settings.quota_bytes)}"
+    if used.entries > settings.quota_files * 0.8:
+        head += f" and {used.entries} of {settings.quota_files} files and folders"
     if count > len(lines):
         head += f" (showing the first {len(lines)})"
+    if why := used.over(settings.quota_bytes, settings.quota_files):
+        head += f"\nover quota: {why}; delete files (delete_file removes a folder with everything in it)"
     return "\n".join([head, *lines]) if lines else f"{head}\n(empty)"
 
 
 def delete_entry(ws: Path, path: str) -> str:
     parts = split_path(path)
     if not parts:
-        raise PathRefused("the workspace itself cannot be deleted; name a file in it")
+        raise PathRefused("the workspace itself cannot be deleted; name a file or folder in it")
     shown = "/".join(parts)
-    with _walk_to(ws, parts[:-1], create=False) as dfd:
+    with workspace_lock(ws), _walk_to(ws, parts[:-1], create=False) as dfd:
         try:
             st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
             raise PathRefused(f"there is no file {shown!r} in the workspace") from None
         if stat.S_ISDIR(st.st_mode):
             try:
-                os.rmdir(parts[-1], dir_fd=dfd)
-            except OSError:
-                raise PathRefused(f"the directory {shown!r} is not empty; delete its files first") from None
-            return f"deleted the empty directory {shown}"
+                removed = remove_tree(dfd, parts[-1])
+            except OSError as e:
+                raise PathRefused(f"could not delete all of {shown!r}: {e.strerror}") from None
+            return f"deleted the folder {shown} ({removed} entries)"
         os.unlink(parts[-1], dir_fd=dfd)  # unlink never follows a link: a link itself is removed
     return f"deleted {shown}"
 
@@ -278,7 +312,7 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
             content: The full text to write.
             append: Add to the end of the file instead of replacing it.
         """
-        return write_text(workspace_root(ctx), path, content, append, quota)
+        return write_text(workspace_root(ctx), path, content, append, settings)
 
     @tool
     def list_files(ctx: ToolContext, path: str = ".") -> str:
@@ -287,11 +321,11 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
         Args:
             path: A folder inside the workspace; the whole workspace by default.
         """
-        return list_entries(workspace_root(ctx), path, settings.list_max_entries, quota)
+        return list_entries(workspace_root(ctx), path, settings)
 
     @tool
     def delete_file(path: str, ctx: ToolContext) -> str:
-        """Delete a file (or an empty folder) from this session's workspace.
+        """Delete a file, or a folder with everything in it, from this session's workspace.
 
         Args:
             path: Path relative to the workspace.

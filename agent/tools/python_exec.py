@@ -1,31 +1,34 @@
 """run_python: the model's code in a separate, limited process inside the session workspace.
 
-Isolation (namespace mode, the default where the kernel allows unprivileged user namespaces; the setup
-itself is in :mod:`agent.tools.sandbox_runner`):
+Modes (``PYTHON_SANDBOX``):
 
-- **Network**: none. A new network namespace holds only a loopback interface that is down, so nothing
-  is reachable, not even the host's 127.0.0.1 (``PYTHON_NETWORK=1`` skips this namespace).
-- **Filesystem**: every mount is read-only; the workspace (the current directory) is the only
-  writable place that outlives the run; /tmp, /var/tmp and /dev/shm are private tmpfs thrown away
-  afterwards. Hidden behind empty directories: the workspace's parent (other sessions), /root, /home,
-  the bot's data directory and ``.env``, plus ``PYTHON_HIDE_PATHS``; the interpreter is bound back
-  read-only. Everything else stays *readable* with the sandbox user's rights.
-- **User**: uid 1000 inside, mapped to the bot's uid — or to an unprivileged uid (65534) when the bot
-  runs as root — with no capabilities, no_new_privs and locked securebits, so it cannot remount,
-  unhide or gain privileges through setuid programs.
-- **Processes**: a new PID namespace (the code sees only its own processes, not the bot's
-  ``/proc/<pid>/environ``); when the run ends everything it started is killed with it.
-- **Limits**: RLIMIT_CPU, RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NPROC (per namespace, so one run's fork
-  bomb cannot starve another), RLIMIT_NOFILE, no core dumps, a wall-clock timeout that kills the whole
-  process group, output capped.
-- **Environment**: only PATH, LANG, HOME (the workspace) and thread-count variables; ``python -I``
-  ignores PYTHON* variables and the user site directory.
+- ``auto`` (default): the namespace sandbox when a probe run shows it works here; otherwise run_python
+  is *off* and the model is told it is unavailable. It never degrades to weaker isolation by itself.
+- ``namespaces``: the namespace sandbox or a start-up error.
+- ``rlimits``: only when an operator sets it: resource limits and a stripped environment, no
+  isolation at all (the code reads and writes what the bot's user can and uses its network).
+- ``off``: no run_python.
 
-Not isolated: reading world-readable files outside the hidden paths; CPU and memory *pressure* on the
-host within the limits; Unix sockets reachable through the filesystem (DAC still applies); the kernel
-itself (a kernel bug is a sandbox escape). Without user namespaces (mode ``rlimits``) only the limits,
-the stripped environment and the wall-clock timeout apply: the code can use the network and read and
-write whatever the bot's user can. That is logged at start-up and said in the tool's description.
+The namespace sandbox (built by :mod:`agent.tools.sandbox_runner`):
+
+- **Filesystem**: an allow-list. A new root holds only the OS's programs and libraries (/usr, /bin,
+  /sbin, /lib*) and the interpreter's prefixes, read-only; a few /etc files; /dev with null, zero,
+  full, random, urandom; a /proc of its own; a private /tmp and /dev/shm; and the workspace, the only
+  writable place that outlives the run. The bot's directory, .env, data, /home, /root, /etc/passwd,
+  other sessions: none of it exists in there.
+- **Network**: none (a network namespace with only a loopback that is down; not even the host's
+  127.0.0.1). There is no setting to give it one: the agent reads the web with fetch_url.
+- **User**: uid 1000 inside, mapped to the bot's uid, or to ``PYTHON_SANDBOX_UID`` (65534) when the bot
+  runs as root; no capabilities, no_new_privs, locked securebits.
+- **Processes**: PID, IPC, UTS and cgroup namespaces; everything is killed when the run ends.
+- **Limits for the run as a whole** (:mod:`agent.tools.sandbox_cgroup`): memory and processes in a
+  cgroup of the run where the host gives one; else per-process limits whose product stays within the
+  memory limit. CPU seconds, file size, open files and a wall clock per process/run; output capped.
+- **Workspace quota**: a run does not start over quota; a run that passes it (bytes or entries) is
+  stopped within ``QUOTA_POLL`` seconds and told; no file can be larger than what the quota has left.
+
+Runs in one workspace take turns (a per-workspace lock): the workspace is handed to the sandbox user
+(by descriptor, :func:`agent.tools.files.give_workspace_to`) only while no run is active in it.
 """
 
 from __future__ import annotations
@@ -34,253 +37,38 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
 import signal
-import stat
-import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+import weakref
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
-from agent.tools.files import human_size, regular_files, workspace_root, workspace_usage
+from agent.tools import sandbox_cgroup
+from agent.tools.files import human_size, workspace_root
 from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.sandbox_run import (
+    PythonSettings,
+    SandboxMode,
+    SandboxRun,
+    plan_limits,
+    run_sandboxed,
+)
+from agent.tools.workspace import give_workspace_to, regular_files, workspace_usage
+
+__all__ = ["PythonSettings", "SandboxMode", "SandboxSupport", "plan_limits", "probe_sandbox", "python_tools"]
 
 log = logging.getLogger(__name__)
 
-RUNNER = str(Path(__file__).with_name("sandbox_runner.py"))
-SandboxMode = Literal["auto", "namespaces", "rlimits", "off"]
 _MAX_CODE_BYTES = 120_000  # one argv string may hold at most 128 KiB
-
-
-@dataclass(frozen=True, slots=True)
-class PythonSettings:
-    mode: SandboxMode = "auto"
-    timeout: float = 30.0
-    """Wall-clock seconds before every process of the run is killed."""
-    cpu_seconds: int = 20
-    memory_mb: int = 512
-    file_size_mb: int = 10
-    max_processes: int = 32
-    """Processes and threads the code may have at once (RLIMIT_NPROC)."""
-    max_output_chars: int = 10_000
-    tmpfs_mb: int = 64
-    network: bool = False
-    sandbox_uid: int = 65534
-    """The outside uid the code runs as when the bot itself runs as root."""
-    sandbox_gid: int = 65534
-    python: str = sys.executable
-    hide: tuple[str, ...] = field(default_factory=tuple)
-    quota_bytes: int = 10 * 1024 * 1024
-
-
-@dataclass(slots=True)
-class SandboxRun:
-    stdout: str = ""
-    stderr: str = ""
-    stdout_bytes: int = 0
-    stderr_bytes: int = 0
-    exit_code: int | None = None
-    signal: int | None = None
-    timed_out: bool = False
-    cpu_seconds: float | None = None
-    max_rss_kb: int | None = None
-    setup_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SandboxSupport:
     namespaces: bool
     detail: str
-
-
-def _exposed(python: str) -> list[str]:
-    """Directories the interpreter needs, bound back read-only if a hidden path covers them."""
-    paths = {os.path.dirname(os.path.dirname(os.path.realpath(python)))}
-    if os.path.realpath(python) == os.path.realpath(sys.executable) or python == sys.executable:
-        paths |= {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
-    return sorted(p for p in paths if p and p != "/")
-
-
-def _hidden(settings: PythonSettings, workspace: Path, *, as_root: bool) -> list[str]:
-    paths = [os.path.realpath(p) for p in settings.hide]
-    exposed = _exposed(settings.python)
-    parent = os.path.realpath(workspace.parent)
-    if parent != "/" and not any(e == parent or e.startswith(parent + "/") for e in exposed):
-        paths.append(parent)  # other sessions' workspaces
-    if as_root:
-        # The sandbox uid must reach the interpreter and the workspace: cover the first ancestor it may
-        # not traverse (e.g. /root, 0700) with an empty tmpfs; those paths are then bound back inside it.
-        for target in [*exposed, os.path.realpath(workspace)]:
-            for ancestor in reversed(Path(target).parents[:-1]) if target != "/" else ():
-                with contextlib.suppress(OSError):
-                    if not ancestor.stat().st_mode & stat.S_IXOTH:
-                        paths.append(str(ancestor))
-                        break
-    return paths
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.lchown(root, uid, gid)
-    for base, dirs, files in os.walk(root, followlinks=False):
-        for name in dirs + files:
-            with contextlib.suppress(OSError):
-                os.lchown(os.path.join(base, name), uid, gid)
-
-
-def _env(workspace: Path) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": str(workspace),
-        "TMPDIR": "/tmp",
-        "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
-async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[bytes, int]:
-    """Keep the first ``cap`` bytes, drain and count the rest so the writer never blocks."""
-    if stream is None:
-        return b"", 0
-    kept = bytearray()
-    total = 0
-    while chunk := await stream.read(65536):
-        total += len(chunk)
-        if len(kept) < cap:
-            kept += chunk[: cap - len(kept)]
-    return bytes(kept), total
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-async def run_sandboxed(
-    code: str, workspace: Path, settings: PythonSettings, *, namespaced: bool
-) -> SandboxRun:
-    """Run ``code`` once; never raises for anything the code does (that is all in the result)."""
-    root = os.geteuid() == 0
-    parent_maps = namespaced and root
-    if parent_maps:
-        await asyncio.to_thread(_chown_tree, workspace, settings.sandbox_uid, settings.sandbox_gid)
-    loop = asyncio.get_running_loop()
-    status_r, status_w = os.pipe()
-    cfg = {
-        "status_fd": status_w,
-        "namespaced": namespaced,
-        "parent_maps": parent_maps,
-        "network": settings.network,
-        "workspace": str(workspace),
-        "hide": _hidden(settings, workspace, as_root=parent_maps),
-        "expose": _exposed(settings.python),
-        "tmpfs_mb": settings.tmpfs_mb,
-        "cpu_seconds": settings.cpu_seconds,
-        "memory_bytes": settings.memory_mb * 1024 * 1024,
-        "file_bytes": max(1, min(settings.file_size_mb * 1024 * 1024, settings.quota_bytes)),
-        "max_processes": settings.max_processes,
-        "python": settings.python,
-    }
-    status = asyncio.StreamReader()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-B",
-            RUNNER,
-            json.dumps(cfg),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=str(workspace),
-            env=_env(workspace),
-            pass_fds=(status_w,),
-            start_new_session=True,
-        )
-    finally:
-        os.close(status_w)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(status), os.fdopen(status_r, "rb", 0)
-    )
-    cap = settings.max_output_chars * 2
-    out_task = asyncio.create_task(_read_capped(proc.stdout, cap))
-    err_task = asyncio.create_task(_read_capped(proc.stderr, cap))
-    run = SandboxRun()
-    lines: list[dict[str, object]] = []
-    try:
-        async with asyncio.timeout(settings.timeout):
-            if parent_maps:
-                first = await status.readline()
-                msg = _parse_status(first)
-                if msg.get("need_map"):
-                    _write_maps(proc.pid, settings)
-                else:
-                    lines.append(msg)
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                assert proc.stdin is not None
-                proc.stdin.write(code.encode("utf-8"))
-                await proc.stdin.drain()
-                proc.stdin.close()
-            await proc.wait()
-    except TimeoutError:
-        run.timed_out = True
-    except BaseException:  # cancelled (the Stop button): kill everything, then let it propagate
-        out_task.cancel()
-        err_task.cancel()
-        transport.close()
-        raise
-    finally:
-        _kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
-        if proc.returncode is None:
-            await proc.wait()
-    if not run.timed_out:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2):
-                lines += [_parse_status(x) for x in (await status.read()).splitlines()]
-    transport.close()
-    for msg in lines:
-        if "setup_error" in msg:
-            run.setup_error = str(msg["setup_error"])
-        if "exit" in msg:
-            run.exit_code = int(msg["exit"])  # type: ignore[call-overload]
-        if "signal" in msg:
-            run.signal = int(msg["signal"])  # type: ignore[call-overload]
-        if "cpu_seconds" in msg:
-            run.cpu_seconds = float(msg["cpu_seconds"])  # type: ignore[arg-type]
-            run.max_rss_kb = int(msg.get("max_rss_kb", 0))  # type: ignore[call-overload]
-    for task, attr in ((out_task, "stdout"), (err_task, "stderr")):
-        try:
-            async with asyncio.timeout(2):
-                data, total = await task
-        except TimeoutError:
-            task.cancel()
-            data, total = b"", 0
-        setattr(run, attr, data.decode("utf-8", errors="replace"))
-        setattr(run, f"{attr}_bytes", total)
-    return run
-
-
-def _parse_status(line: bytes) -> dict[str, object]:
-    try:
-        msg = json.loads(line) if line.strip() else {}
-    except ValueError:
-        return {}
-    return msg if isinstance(msg, dict) else {}
-
-
-def _write_maps(pid: int, settings: PythonSettings) -> None:
-    """Map uid 1000 inside to the unprivileged sandbox uid (and root to root, for the setup only)."""
-    with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write(f"0 0 1\n1000 {settings.sandbox_uid} 1")
-    with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write(f"0 0 1\n1000 {settings.sandbox_gid} 1")
 
 
 def _probe(settings: PythonSettings) -> SandboxSupport:
@@ -290,6 +78,8 @@ def _probe(settings: PythonSettings) -> SandboxSupport:
     try:
         ws = tmp / "ws"
         ws.mkdir()
+        if os.geteuid() == 0:
+            give_workspace_to(ws, settings.sandbox_uid, settings.sandbox_gid)
         probe = replace(settings, timeout=20.0, hide=())
         run = asyncio.run(run_sandboxed("print('ok')", ws, probe, namespaced=True))
     except OSError as e:
@@ -300,7 +90,10 @@ def _probe(settings: PythonSettings) -> SandboxSupport:
         return SandboxSupport(False, run.setup_error)
     if run.exit_code != 0 or run.stdout.strip() != "ok":
         return SandboxSupport(False, f"the probe run failed: {(run.stderr or run.stdout).strip()[-300:]}")
-    return SandboxSupport(True, "user, mount, PID and network namespaces")
+    limits = sandbox_cgroup.available() or "no cgroup for runs: per-process limits"
+    return SandboxSupport(
+        True, f"user, mount, PID, network, IPC and UTS namespaces; allow-list root; {limits}"
+    )
 
 
 @functools.cache
@@ -317,30 +110,42 @@ def probe_sandbox(settings: PythonSettings) -> SandboxSupport:
 def _notes(run: SandboxRun, s: PythonSettings) -> list[str]:
     notes = []
     err = run.stderr
-    if run.timed_out:
+    lim = run.limits or plan_limits(s, cgroup=True, quota_left=s.quota_bytes)
+    if run.over_quota:
+        notes.append(
+            f"stopped: the workspace passed its quota ({run.over_quota}); all its processes were killed"
+        )
+    elif run.timed_out:
         notes.append(
             f"stopped: the run passed the {s.timeout:g} s wall-clock limit; all its processes were killed"
         )
     elif run.signal in (signal.SIGXCPU, signal.SIGKILL) and (run.cpu_seconds or 0) >= s.cpu_seconds - 0.5:
         notes.append(f"stopped: the CPU time limit of {s.cpu_seconds} s was reached")
+    elif run.oom_killed:
+        notes.append(
+            f"stopped: the run's memory limit of {s.memory_mb} MB (all its processes together) was reached"
+        )
     elif run.signal:
         notes.append(f"the process was killed by signal {signal.Signals(run.signal).name}")
     if "MemoryError" in err or "Cannot allocate memory" in err:
-        notes.append(f"the memory limit of {s.memory_mb} MB was reached")
+        per = "" if lim.cgroup else f" ({lim.memory_bytes >> 20} MB per process)"
+        notes.append(f"the memory limit of {s.memory_mb} MB{per} was reached")
     if "Resource temporarily unavailable" in err or "can't start new thread" in err:
         notes.append(
-            f"the process limit was reached: the code may have at most {s.max_processes} processes/threads"
+            f"the process limit was reached: the code may have at most {lim.processes} processes/threads"
         )
     if "File too large" in err:
-        notes.append(f"the file size limit of {min(s.file_size_mb, s.quota_bytes >> 20)} MB was reached")
+        notes.append(f"the file size limit of {human_size(lim.file_bytes)} was reached")
     return notes
 
 
-def render_run(run: SandboxRun, s: PythonSettings, changed: list[str], usage: int) -> str:
+def render_run(run: SandboxRun, s: PythonSettings, changed: list[str], over: str | None) -> str:
     if run.timed_out:
         head = "did not finish"
     elif run.signal:
         head = f"killed ({signal.Signals(run.signal).name})"
+    elif run.over_quota:
+        head = "stopped"
     else:
         head = f"exit code {run.exit_code}"
     if run.cpu_seconds is not None:
@@ -359,10 +164,10 @@ def render_run(run: SandboxRun, s: PythonSettings, changed: list[str], usage: in
     if changed:
         parts.append("files written: " + ", ".join(changed[:20]) + (" …" if len(changed) > 20 else ""))
     parts += [f"note: {n}" for n in _notes(run, s)]
-    if usage > s.quota_bytes:
+    if over:
         parts.append(
-            f"note: the workspace now holds {human_size(usage)}, over its {human_size(s.quota_bytes)} quota; "
-            "delete files before writing more"
+            f"note: the workspace is over its quota ({over}); run_python is refused until you delete files "
+            "(delete_file removes a file, or a folder with everything in it)"
         )
     return "\n".join(parts)
 
@@ -371,14 +176,15 @@ def _snapshot(ws: Path) -> dict[str, tuple[int, int]]:
     out = {}
     for p, size in regular_files(ws):
         with contextlib.suppress(OSError):
-            out[str(p.relative_to(ws))] = (size, p.stat().st_mtime_ns)
+            out[str(p.relative_to(ws))] = (size, p.lstat().st_mtime_ns)
     return out
 
 
 def describe(settings: PythonSettings, support: SandboxSupport) -> str:
     limits = (
         f"Limits: {settings.cpu_seconds} s CPU, {settings.timeout:g} s wall-clock, {settings.memory_mb} MB "
-        f"memory, {settings.max_processes} processes, {settings.file_size_mb} MB per file; output is cut at "
+        f"memory, {settings.max_processes} processes, {settings.file_size_mb} MB per file, and the workspace "
+        f"quota ({human_size(settings.quota_bytes)}, {settings.quota_files} files); output is cut at "
         f"{settings.max_output_chars} characters."
     )
     base = (
@@ -387,12 +193,35 @@ def describe(settings: PythonSettings, support: SandboxSupport) -> str:
         "there persist, can be read with read_file and attached to the conversation. Print what you need to see. "
     )
     if support.namespaces:
-        net = "Network access is allowed. " if settings.network else "There is no network access. "
-        return base + net + "The rest of the filesystem is read-only. " + limits
+        return (
+            base + "There is no network access. Nothing outside the workspace and /tmp is writable. " + limits
+        )
     return (
-        base + limits + " WARNING: this host cannot isolate the code (" + support.detail + "): it runs with "
+        base + limits + " WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits): it runs with "
         "the bot's own rights and network; use it only for computation."
     )
+
+
+def _unavailable(detail: str) -> Tool:
+    """What the model sees when isolation does not work here: the tool exists only to say so."""
+    why = f"run_python is unavailable on this host: its sandbox cannot isolate code here ({detail})."
+
+    @tool(name="run_python", description=why + " Do not call it; compute by reasoning or other tools.")
+    def run_python(code: str) -> str:
+        """Unavailable."""
+        raise ToolRefused(why)
+
+    return run_python
+
+
+class _RunLock:
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+
+_run_locks: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
 
 
 def python_tools(settings: PythonSettings) -> list[Tool]:
@@ -400,6 +229,9 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         return []
     if settings.mode == "rlimits":
         support = SandboxSupport(False, "PYTHON_SANDBOX=rlimits")
+        log.warning(
+            "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network"
+        )
     else:
         support = probe_sandbox(settings)
         if not support.namespaces:
@@ -407,12 +239,11 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
                 raise RuntimeError(
                     f"PYTHON_SANDBOX=namespaces but namespaces do not work here: {support.detail}"
                 )
-            log.warning(
-                "run_python: no namespace isolation (%s); code runs with only resource limits", support.detail
-            )
-    if support.namespaces:
+            log.warning("run_python is off: the sandbox cannot isolate code here (%s)", support.detail)
+            return [_unavailable(support.detail)]
         log.info("run_python: sandbox uses %s", support.detail)
     namespaced = support.namespaces
+    give = namespaced and os.geteuid() == 0
 
     @tool(
         description=describe(settings, support),
@@ -432,13 +263,57 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
                 "run a short program that exec()s it"
             )
         ws = await asyncio.to_thread(workspace_root, ctx)
-        before = await asyncio.to_thread(_snapshot, ws)
-        run = await run_sandboxed(code, ws, settings, namespaced=namespaced)
-        if run.setup_error:
-            raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
-        after = await asyncio.to_thread(_snapshot, ws)
+        holder = _run_locks.setdefault(str(ws), _RunLock())
+        async with holder.lock:  # runs in one workspace take turns
+            limit = settings.quota_files + 1
+            used = await asyncio.to_thread(workspace_usage, ws, limit)
+            if why := used.over(settings.quota_bytes, settings.quota_files):
+                raise ToolRefused(
+                    f"not run: the workspace is over its quota ({why}). Delete files with delete_file (a folder "
+                    "goes with everything in it), then run again."
+                )
+            if give:
+                await asyncio.to_thread(give_workspace_to, ws, settings.sandbox_uid, settings.sandbox_gid)
+            before = await asyncio.to_thread(_snapshot, ws)
+            run = await run_sandboxed(
+                code, ws, settings, namespaced=namespaced, quota_left=settings.quota_bytes - used.bytes
+            )
+            if run.setup_error:
+                raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
+            after = await asyncio.to_thread(_snapshot, ws)
+            usage = await asyncio.to_thread(workspace_usage, ws, limit)
         changed = [f"{p} ({human_size(v[0])})" for p, v in sorted(after.items()) if before.get(p) != v]
-        usage = await asyncio.to_thread(workspace_usage, ws)
-        return render_run(run, settings, changed, usage)
+        return render_run(run, settings, changed, usage.over(settings.quota_bytes, settings.quota_files))
 
     return [run_python]
+
+
+CONTAINER_NEEDS = (
+    "unprivileged user namespaces (kernel.unprivileged_userns_clone=1 where that sysctl exists, "
+    "user.max_user_namespaces > 0) and a seccomp/AppArmor profile that allows unshare, mount and "
+    "pivot_root inside them, and an unmasked /proc (Docker: --security-opt seccomp=unconfined "
+    "--security-opt apparmor=unconfined --security-opt systempaths=unconfined, or profiles allowing those)"
+)
+
+
+def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
+    """What ``agentbot doctor`` says about run_python: (works as configured, plain words)."""
+    if settings.mode == "off":
+        return True, "PYTHON_SANDBOX=off: run_python is not offered to the model"
+    if settings.mode == "rlimits":
+        return True, (
+            "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
+            "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
+            "the Discord token, other sessions' files) and use the bot's network, loopback included; only "
+            "the CPU, memory, process, file-size and time limits hold"
+        )
+    support = probe_sandbox(settings)
+    if not support.namespaces:
+        return False, (
+            f"run_python is OFF: the sandbox cannot isolate code here ({support.detail}); a container needs "
+            + CONTAINER_NEEDS
+        )
+    return True, (
+        f"namespaces: {support.detail}; code sees only the OS's libraries, the interpreter, its workspace "
+        "and a private /tmp, and has no network"
+    )

@@ -96,8 +96,17 @@ class ResearchToolSettings:
             extract_workers=env.num("FETCH_EXTRACT_WORKERS", int, 2, 1, 16),
         )
         quota = env.num("FILES_QUOTA_BYTES", int, 10 * 1024 * 1024, 1024, 10 * 1024**3)
+        # --- workspace entry quota and sandbox network (issue 14.4, 14.7) ---
+        quota_files = env.num("FILES_QUOTA_FILES", int, 1000, 10, 1_000_000)
+        if env.flag("PYTHON_NETWORK", False):
+            raise ConfigError(
+                "PYTHON_NETWORK=1 is no longer supported: sandboxed code never has network access (the agent "
+                "reads the web with fetch_url, which refuses private addresses); remove the setting"
+            )
         files = FilesSettings(
-            quota_bytes=quota, read_max_chars=env.num("FILES_READ_MAX_CHARS", int, 20_000, 500, 500_000)
+            quota_bytes=quota,
+            quota_files=quota_files,
+            read_max_chars=env.num("FILES_READ_MAX_CHARS", int, 20_000, 500, 500_000),
         )
         data_dir = os.path.abspath(env.text("DATA_DIR") or "./data")
         hide = ("/root", "/home", os.path.abspath(".env"), data_dir, *env.items("PYTHON_HIDE_PATHS"))
@@ -110,12 +119,12 @@ class ResearchToolSettings:
             max_processes=env.num("PYTHON_MAX_PROCESSES", int, 32, 4, 4096),
             max_output_chars=env.num("PYTHON_MAX_OUTPUT_CHARS", int, 10_000, 500, 200_000),
             tmpfs_mb=env.num("PYTHON_TMPFS_MB", int, 64, 1, 4096),
-            network=env.flag("PYTHON_NETWORK", False),
             sandbox_uid=env.num("PYTHON_SANDBOX_UID", int, 65534, 1, 2**32 - 2),
             sandbox_gid=env.num("PYTHON_SANDBOX_GID", int, 65534, 1, 2**32 - 2),
             python=env.text("PYTHON_EXECUTABLE") or sys.executable,
             hide=hide,
             quota_bytes=quota,
+            quota_files=quota_files,
         )
         try:
             limits = parse_rate_limits(

@@ -1,28 +1,33 @@
 """Supervisor for one sandboxed Python run. Standard library only: it runs as ``python -I sandbox_runner.py``.
 
 ``python_exec.py`` starts it with a minimal environment, the settings as JSON in ``argv[1]``, the program
-on stdin and a status pipe on the fd named in the settings. In namespace mode it:
+on stdin and a status pipe on the fd named in the settings. It first joins the run's cgroup when the
+settings name one (:mod:`agent.tools.sandbox_cgroup`), so every process of the run is counted together.
+In namespace mode it then:
 
-1. enters new user, mount, network and PID namespaces (``unshare(2)``). The sandbox user inside is uid
-   1000, mapped to one outside uid: the bot's own uid, or, when the bot runs as root, an unprivileged uid
-   (65534 by default) so the code never runs as real root. An unprivileged bot writes that map itself;
-   a root bot's map is written by the parent, which it asks for on fd 3 (``{"need_map": true}``);
+1. enters new user, mount, PID, network, IPC, UTS and cgroup namespaces (``unshare(2)``). The sandbox
+   user inside is uid 1000, mapped to one outside uid: the bot's own uid, or, when the bot runs as root,
+   an unprivileged uid (65534 by default) so the code never runs as real root. An unprivileged bot
+   writes that map itself; a root bot's map is written by the parent, which it asks for on the status
+   pipe (``{"need_map": true}``);
 2. reads the program from stdin (the parent sends it once the map is in place);
 3. forks PID 1 of the new PID namespace, which
-   - mounts a fresh /proc (only the sandbox's own processes are visible),
-   - makes every mount read-only, puts private tmpfs on /tmp, /var/tmp and /dev/shm, covers hidden
-     paths with an empty read-only tmpfs (or /dev/null for a file), binds back read-only what must stay
-     reachable inside them (the interpreter) and binds the workspace read-write,
+   - builds a new root on an empty tmpfs holding only (an allow-list, never the host minus a
+     deny-list): /usr, /bin, /sbin and /lib* read-only (the OS's programs and libraries), the
+     interpreter's prefixes read-only, a few /etc files (``ETC``) and a passwd naming only the sandbox
+     user, a /dev with null, zero, full, random and urandom, a /proc of its own PID namespace, a
+     private /tmp and /dev/shm (tmpfs, counted in the run's memory), and the workspace read-write at
+     its own path; then ``pivot_root`` and detaches the host's filesystem, so nothing else exists,
    - drops every capability for good (bounding set, locked securebits, then ``setresuid`` to the
      sandbox user, then no_new_privs), so nothing it runs can undo those mounts,
-   - sets the resource limits (RLIMIT_NPROC is counted per user namespace and uid, so each run gets its
-     own process budget), and
+   - sets the per-process resource limits, and
    - forks ``python -I -B -c CODE``, reaps every process until that child ends, and reports its exit
-     status, CPU seconds and peak memory as one JSON line on fd 3. When PID 1 exits the kernel kills
-     whatever the code left running.
+     status, CPU seconds and peak memory as one JSON line on the status pipe. When PID 1 exits the
+     kernel kills whatever the code left running.
 
-Without namespaces (``"namespaced": false``) only the resource limits apply. Any failure before the
-user code starts is reported as ``{"setup_error": ...}`` and the code is not run.
+Without namespaces (``"namespaced": false``, only when an operator chose ``PYTHON_SANDBOX=rlimits``)
+only the limits apply. Any failure before the user code starts is reported as ``{"setup_error": ...}``
+and the code is not run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import contextlib
 import ctypes
 import json
 import os
+import platform
 import resource
 import sys
 
@@ -38,9 +44,22 @@ STATUS_FD = 3  # replaced by the config's "status_fd"
 SANDBOX_ID = 1000
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+NAMESPACES = (
+    CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
+)
+MNT_DETACH = 2
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+# What of the host the sandbox sees (read-only): the OS's programs and libraries, the interpreter's
+# prefixes (from the config), these files of /etc, and these devices. Nothing else.
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "mime.types", "fonts")
+DEVICES = ("null", "zero", "full", "random", "urandom")
 
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -65,19 +84,10 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE with their _LOCKED twins, KEEP_CAPS locked off.
 SECBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 
-_FLAG_BITS = {
-    "ro": MS_RDONLY,
-    "nosuid": MS_NOSUID,
-    "nodev": MS_NODEV,
-    "noexec": MS_NOEXEC,
-    "noatime": MS_NOATIME,
-    "nodiratime": MS_NODIRATIME,
-    "relatime": MS_RELATIME,
-}
-
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 class SetupError(Exception):
@@ -107,120 +117,130 @@ def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: s
     return 0 if rc == 0 else ctypes.get_errno()
 
 
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as three octal digits."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+def _must(err: int, what: str) -> None:
+    if err:
+        raise SetupError(f"cannot {what}: {os.strerror(err)}")
 
 
-def _mounts() -> list[tuple[str, int]]:
-    """(mount point, per-mount flags) of every mount in our namespace, in mount order."""
-    result = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            flags = 0
-            for opt in fields[5].split(","):
-                flags |= _FLAG_BITS.get(opt, 0)
-            result.append((_unescape(fields[4]), flags))
-    return result
-
-
-def _keep(flags: int) -> int:
-    """Flags a remount must repeat: clearing an inherited (locked) nosuid/nodev/noexec/atime flag fails."""
-    kept = flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME)
-    if not kept & (MS_NOATIME | MS_RELATIME):
+def _kept_flags(path: str) -> int:
+    """Flags a read-only remount of a bind must repeat: clearing a locked inherited flag fails (EPERM)."""
+    f = os.statvfs(path).f_flag
+    kept = MS_NOSUID | MS_NODEV | (MS_NOEXEC if f & os.ST_NOEXEC else 0)
+    if f & os.ST_NOATIME:
+        kept |= MS_NOATIME
+    elif f & os.ST_RELATIME:
+        kept |= MS_RELATIME
+    else:
         kept |= MS_STRICTATIME
-    return kept
+    return kept | (MS_NODIRATIME if f & os.ST_NODIRATIME else 0)
 
 
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _same_file(path: str, fd: int) -> bool:
-    try:
-        a, b = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def _bind(fd_or_path: int | str, target: str, *, writable: bool) -> None:
+    """Bind a held descriptor (or a path) onto ``target`` in the new root, read-only unless asked."""
+    src = f"/proc/self/fd/{fd_or_path}" if isinstance(fd_or_path, int) else fd_or_path
+    if os.path.isdir(src):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        open(target, "a").close()  # a mount point for a file
+    _must(_mount(src, target, None, MS_BIND), f"bind {target}")
+    flags = MS_REMOUNT | MS_BIND | _kept_flags(target) | (0 if writable else MS_RDONLY)
+    _must(_mount(None, target, None, flags), f"make {target} {'private' if writable else 'read-only'}")
 
 
-def setup_filesystem(workspace: str, hide: list[str], expose: list[str], tmpfs_mb: int) -> None:
-    """Build the sandbox's view of the filesystem; see the module docstring for the shape."""
+def _pivot_root(new_root: str) -> None:
+    number = PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise SetupError(f"pivot_root: unknown system call number on {platform.machine()}")
+    os.chdir(new_root)
+    if _libc.syscall(number, b".", b".") != 0:
+        raise SetupError(f"cannot pivot_root: {os.strerror(ctypes.get_errno())}")
+    # The old root now sits under the new one at "/": detach it, and with it every host mount.
+    _check(_libc.umount2(b".", MNT_DETACH), "cannot detach the host's filesystem")
+    os.chdir("/")
+
+
+def setup_filesystem(cfg: dict[str, object]) -> None:
+    """Build a new root that holds only what the module docstring lists, and switch to it."""
+    workspace = str(cfg["workspace"])
+    tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
-    for what, err in (
-        ("make mounts private", _mount(None, "/", None, MS_REC | MS_PRIVATE)),
-        ("mount /proc", _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+    _must(_mount(None, "/", None, MS_REC | MS_PRIVATE), "make mounts private")
+    # Hold everything to bind before covering /tmp (the workspace or the runtime may live under it).
+    runtime = [p for p in list(cfg["expose"]) if os.path.exists(p)]  # type: ignore[call-overload]
+    held = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in runtime}
+    ws_fd = os.open(workspace, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    etc = {n: os.path.realpath(f"/etc/{n}") for n in ETC if os.path.exists(f"/etc/{n}")}
+    etc_fds = {n: os.open(p, os.O_PATH | os.O_CLOEXEC) for n, p in etc.items()}
+    devices = {d: os.open(f"/dev/{d}", os.O_PATH | os.O_CLOEXEC) for d in DEVICES}
+    new = "/tmp" if os.path.isdir("/tmp") and not os.path.islink("/tmp") else "/mnt"
+    _must(_mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755"), "make the new root")
+
+    # /proc of our own PID namespace, a private /tmp, a /dev with the harmless devices only.
+    os.mkdir(f"{new}/proc")
+    _must(_mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC), "mount /proc")
+    os.mkdir(f"{new}/tmp")
+    _must(_mount("tmpfs", f"{new}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs), "mount a private /tmp")
+    os.mkdir(f"{new}/dev")
+    _must(_mount("tmpfs", f"{new}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755"), "mount /dev")
+    for name, fd in devices.items():
+        open(f"{new}/dev/{name}", "a").close()
+        _must(_mount(f"/proc/self/fd/{fd}", f"{new}/dev/{name}", None, MS_BIND), f"bind /dev/{name}")
+    os.mkdir(f"{new}/dev/shm")
+    _must(_mount("tmpfs", f"{new}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs), "mount /dev/shm")
+    for link, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
     ):
-        if err:
-            raise SetupError(f"cannot {what}: {os.strerror(err)}")
-    # Hold what must stay reachable before anything covers it.
-    held = [(p, os.open(p, os.O_PATH)) for p in expose if os.path.exists(p)]
-    ws_fd = os.open(workspace, os.O_PATH | os.O_DIRECTORY)
-    mounts = _mounts()
-    ws_flags = max(((len(p), f) for p, f in mounts if _within(workspace, p)), default=(0, 0))[1]
+        os.symlink(target, f"{new}/dev/{link}")
 
-    # 1. Every mount read-only. One we cannot reach (EACCES, ENOENT) cannot be written through either.
-    for point, flags in dict(mounts).items():
-        err = _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _keep(flags))
-        if err and not flags & MS_RDONLY and err not in (13, 2):
-            raise SetupError(f"cannot make {point} read-only: {os.strerror(err)}")
-
-    # 2. Private scratch space, gone with the namespace.
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(d) and not os.path.islink(d):
-            err = _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
-            if err:
-                raise SetupError(f"cannot mount a private {d}: {os.strerror(err)}")
-
-    # 3. Hidden paths: an empty tmpfs over a directory (read-only once the binds below are in), /dev/null
-    #    over a file. A path under an already hidden directory needs nothing more.
-    covered: list[str] = []
-    for path in sorted(set(hide), key=len):
-        if any(_within(path, c) for c in covered) or not os.path.lexists(path):
-            continue
-        if os.path.isdir(path):
-            err = _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-            covered.append(path)
-        else:
-            err = _mount("/dev/null", path, None, MS_BIND)
-        if err:
-            raise SetupError(f"cannot hide {path}: {os.strerror(err)}")
-
-    # 4. Bind back what hiding covered (read-only), then the workspace (read-write).
-    for path, fd in held:
-        if _same_file(path, fd):
-            continue
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            os.makedirs(path, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            open(path, "a").close()  # a mount point for a file
-        err = _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC) or _mount(
-            None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV
-        )
-        if err:
-            raise SetupError(f"cannot expose {path}: {os.strerror(err)}")
+    # The operating system's programs and libraries, read-only; merged-/usr links stay links.
+    for path in SYSTEM:
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), f"{new}{path}")
+        elif os.path.isdir(path):
+            _bind(path, f"{new}{path}", writable=False)
+    # The interpreter's own prefixes (a venv, a pyenv build), read-only, unless already inside one.
+    bound = [p for p in SYSTEM if os.path.isdir(p) and not os.path.islink(p)]
+    for path in sorted(runtime, key=len):
+        if not any(_within(path, b) for b in bound):
+            _bind(held[path], f"{new}{path}", writable=False)
+            bound.append(path)
+    # A few files from /etc, and a passwd naming only the sandbox user.
+    os.makedirs(f"{new}/etc", exist_ok=True)
+    with open(f"{new}/etc/passwd", "w") as f:
+        f.write(f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{workspace}:/bin/sh\n")
+    with open(f"{new}/etc/group", "w") as f:
+        f.write(f"sandbox:x:{SANDBOX_ID}:\n")
+    for name, fd in etc_fds.items():
+        _bind(fd, f"{new}/etc/{name}", writable=False)
+    os.makedirs(f"{new}/var", exist_ok=True)
+    os.symlink("../tmp", f"{new}/var/tmp")
+    # The workspace, at the same path as outside, the only writable place that outlives the run.
+    _bind(ws_fd, f"{new}{workspace}", writable=True)
+    for fd in [*held.values(), ws_fd, *etc_fds.values(), *devices.values()]:
         os.close(fd)
-    os.makedirs(workspace, exist_ok=True)
-    err = _mount(f"/proc/self/fd/{ws_fd}", workspace, None, MS_BIND) or _mount(
-        None, workspace, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | _keep(ws_flags)
-    )
-    if err:
-        raise SetupError(f"cannot bind the workspace: {os.strerror(err)}")
-    os.close(ws_fd)
-    for d in covered:
-        err = _mount(None, d, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        if err:
-            raise SetupError(f"cannot make hidden {d} read-only: {os.strerror(err)}")
+
+    _pivot_root(new)
+    for path in sorted(set(list(cfg["hide"])), key=len):  # type: ignore[call-overload]
+        if os.path.isdir(path) and not os.path.islink(path):
+            _must(
+                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755"),
+                f"hide {path}",
+            )
+        elif os.path.lexists(path) and not os.path.islink(path):
+            _must(_mount("/dev/null", path, None, MS_BIND), f"hide {path}")
+    for point in ("/", "/dev"):
+        _must(
+            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point)),
+            f"make {point} read-only",
+        )
 
 
 def become_sandbox_user(set_groups: bool) -> None:
@@ -293,12 +313,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
     try:
         if namespaced:
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-            setup_filesystem(
-                str(cfg["workspace"]),
-                list(cfg["hide"]),  # type: ignore[call-overload]
-                list(cfg["expose"]),  # type: ignore[call-overload]
-                int(cfg["tmpfs_mb"]),  # type: ignore[call-overload]
-            )
+            setup_filesystem(cfg)
+            _libc.sethostname(b"sandbox", 7)
             become_sandbox_user(set_groups=parent_maps)
         os.chdir(str(cfg["workspace"]))
         set_limits(cfg, namespaced)
@@ -340,8 +356,15 @@ def main() -> int:
     namespaced = bool(cfg["namespaced"])
     parent_maps = bool(cfg.get("parent_maps"))
     os.set_inheritable(STATUS_FD, False)
+    try:
+        for procs in cfg.get("cgroup_procs", []):  # join the run's cgroup before anything else starts
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError as e:
+        _report({"setup_error": f"cannot join the run's cgroup: {e}"})
+        return 125
     if namespaced:
-        flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | (0 if cfg.get("network") else CLONE_NEWNET)
+        flags = NAMESPACES
         if _libc.unshare(flags) != 0:
             _report({"setup_error": f"cannot create namespaces: {os.strerror(ctypes.get_errno())}"})
             return 125

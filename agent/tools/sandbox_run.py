@@ -1,0 +1,296 @@
+"""Start one sandboxed run and collect what it did: the parent side of :mod:`agent.tools.sandbox_runner`.
+
+It creates the run's cgroup (:mod:`agent.tools.sandbox_cgroup`) or falls back to per-process limits
+whose product stays within the memory limit (:func:`plan_limits`), starts the supervisor with the
+settings, writes a root bot's uid map, feeds the program, watches the workspace quota while the run
+goes on, enforces the wall clock, and kills everything the run started when it ends or is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent.tools import sandbox_cgroup
+from agent.tools.workspace import workspace_usage
+
+RUNNER = str(Path(__file__).with_name("sandbox_runner.py"))
+SandboxMode = Literal["auto", "namespaces", "rlimits", "off"]
+QUOTA_POLL = 0.05
+"""Seconds between quota checks during a run: a walk of at most quota_files entries takes ~2 ms."""
+_SUPERVISOR_TASKS = 2  # the runner and PID 1 are in the run's cgroup too
+_MIN_PROCESS_MB = 128  # without a cgroup, no process gets less address space than this
+
+
+@dataclass(frozen=True, slots=True)
+class PythonSettings:
+    mode: SandboxMode = "auto"
+    timeout: float = 30.0
+    """Wall-clock seconds before every process of the run is killed."""
+    cpu_seconds: int = 20
+    memory_mb: int = 512
+    """Memory of the whole run (all its processes and its /tmp) where a cgroup holds it."""
+    file_size_mb: int = 10
+    max_processes: int = 32
+    """Processes and threads the run may have at once."""
+    max_output_chars: int = 10_000
+    tmpfs_mb: int = 64
+    sandbox_uid: int = 65534
+    """The outside uid the code runs as when the bot itself runs as root."""
+    sandbox_gid: int = 65534
+    python: str = sys.executable
+    hide: tuple[str, ...] = field(default_factory=tuple)
+    quota_bytes: int = 10 * 1024 * 1024
+    quota_files: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """What one run gets: with a cgroup the run as a whole, else per process (product within memory)."""
+
+    memory_bytes: int
+    """RLIMIT_AS of each process."""
+    processes: int
+    """RLIMIT_NPROC (and pids.max less the supervisors)."""
+    file_bytes: int
+    cgroup: bool
+
+
+def plan_limits(s: PythonSettings, *, cgroup: bool, quota_left: int) -> RunLimits:
+    file_bytes = max(1, min(s.file_size_mb * 1024 * 1024, quota_left))
+    memory = s.memory_mb * 1024 * 1024
+    if cgroup:
+        return RunLimits(memory, s.max_processes, file_bytes, True)
+    processes = max(1, min(s.max_processes, s.memory_mb // _MIN_PROCESS_MB))
+    return RunLimits(memory // processes, processes, file_bytes, False)
+
+
+@dataclass(slots=True)
+class SandboxRun:
+    stdout: str = ""
+    stderr: str = ""
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    cpu_seconds: float | None = None
+    max_rss_kb: int | None = None
+    setup_error: str | None = None
+    over_quota: str | None = None
+    """Why the workspace passed its quota during the run (the run was stopped), or None."""
+    oom_killed: bool = False
+    limits: RunLimits | None = None
+
+
+def exposed_paths(python: str) -> list[str]:
+    """The interpreter's prefixes: bound read-only into the sandbox's new root."""
+    paths = {os.path.dirname(os.path.dirname(os.path.realpath(python)))}
+    if os.path.realpath(python) == os.path.realpath(sys.executable) or python == sys.executable:
+        paths |= {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    return sorted(p for p in paths if p and p != "/")
+
+
+def _hidden(settings: PythonSettings, workspace: Path) -> list[str]:
+    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible."""
+    keep = [*exposed_paths(settings.python), os.path.realpath(workspace)]
+    paths = [os.path.realpath(p) for p in settings.hide]
+    return [p for p in paths if not any(k == p or k.startswith(p.rstrip("/") + "/") for k in keep)]
+
+
+def _env(workspace: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(workspace),
+        "TMPDIR": "/tmp",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[bytes, int]:
+    """Keep the first ``cap`` bytes, drain and count the rest so the writer never blocks."""
+    if stream is None:
+        return b"", 0
+    kept = bytearray()
+    total = 0
+    while chunk := await stream.read(65536):
+        total += len(chunk)
+        if len(kept) < cap:
+            kept += chunk[: cap - len(kept)]
+    return bytes(kept), total
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _watch_quota(ws: Path, s: PythonSettings, pid: int, run: SandboxRun) -> None:
+    """Stop the run as soon as the workspace passes its quota of bytes or entries."""
+    while True:
+        await asyncio.sleep(QUOTA_POLL)
+        usage = await asyncio.to_thread(workspace_usage, ws, s.quota_files + 1)
+        if why := usage.over(s.quota_bytes, s.quota_files):
+            run.over_quota = why
+            _kill_group(pid)
+            return
+
+
+async def run_sandboxed(
+    code: str, workspace: Path, settings: PythonSettings, *, namespaced: bool, quota_left: int | None = None
+) -> SandboxRun:
+    """Run ``code`` once; never raises for anything the code does (that is all in the result)."""
+    parent_maps = namespaced and os.geteuid() == 0
+    group = await asyncio.to_thread(
+        sandbox_cgroup.create, settings.memory_mb * 1024 * 1024, settings.max_processes + _SUPERVISOR_TASKS
+    )
+    limits = plan_limits(
+        settings,
+        cgroup=group is not None,
+        quota_left=settings.quota_bytes if quota_left is None else quota_left,
+    )
+    try:
+        run = await _run(code, workspace, settings, namespaced, parent_maps, limits, group)
+    finally:
+        if group is not None:
+            oom = await asyncio.to_thread(group.oom_killed)
+            await asyncio.to_thread(group.remove)
+    if group is not None:
+        run.oom_killed = oom
+    run.limits = limits
+    return run
+
+
+async def _run(
+    code: str,
+    workspace: Path,
+    settings: PythonSettings,
+    namespaced: bool,
+    parent_maps: bool,
+    limits: RunLimits,
+    group: sandbox_cgroup.RunCgroup | None,
+) -> SandboxRun:
+    loop = asyncio.get_running_loop()
+    status_r, status_w = os.pipe()
+    cfg = {
+        "status_fd": status_w,
+        "namespaced": namespaced,
+        "parent_maps": parent_maps,
+        "workspace": str(workspace),
+        "hide": _hidden(settings, workspace),
+        "expose": exposed_paths(settings.python),
+        "tmpfs_mb": settings.tmpfs_mb,
+        "cpu_seconds": settings.cpu_seconds,
+        "memory_bytes": limits.memory_bytes,
+        "file_bytes": limits.file_bytes,
+        "max_processes": limits.processes,
+        "python": settings.python,
+        "cgroup_procs": group.procs_files if group else [],
+    }
+    status = asyncio.StreamReader()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-B",
+            RUNNER,
+            json.dumps(cfg),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(workspace),
+            env=_env(workspace),
+            pass_fds=(status_w,),
+            start_new_session=True,
+        )
+    finally:
+        os.close(status_w)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(status), os.fdopen(status_r, "rb", 0)
+    )
+    cap = settings.max_output_chars * 2
+    out_task = asyncio.create_task(_read_capped(proc.stdout, cap))
+    err_task = asyncio.create_task(_read_capped(proc.stderr, cap))
+    run = SandboxRun()
+    watch = asyncio.create_task(_watch_quota(workspace, settings, proc.pid, run))
+    lines: list[dict[str, object]] = []
+    try:
+        async with asyncio.timeout(settings.timeout):
+            if parent_maps:
+                first = await status.readline()
+                msg = _parse_status(first)
+                if msg.get("need_map"):
+                    _write_maps(proc.pid, settings)
+                else:
+                    lines.append(msg)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                assert proc.stdin is not None
+                proc.stdin.write(code.encode("utf-8"))
+                await proc.stdin.drain()
+                proc.stdin.close()
+            await proc.wait()
+    except TimeoutError:
+        run.timed_out = True
+    except BaseException:  # cancelled (the Stop button): kill everything, then let it propagate
+        out_task.cancel()
+        err_task.cancel()
+        transport.close()
+        raise
+    finally:
+        watch.cancel()
+        _kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
+        if proc.returncode is None:
+            await proc.wait()
+    if not run.timed_out:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                lines += [_parse_status(x) for x in (await status.read()).splitlines()]
+    transport.close()
+    for msg in lines:
+        if "setup_error" in msg:
+            run.setup_error = str(msg["setup_error"])
+        if "exit" in msg:
+            run.exit_code = int(msg["exit"])  # type: ignore[call-overload]
+        if "signal" in msg:
+            run.signal = int(msg["signal"])  # type: ignore[call-overload]
+        if "cpu_seconds" in msg:
+            run.cpu_seconds = float(msg["cpu_seconds"])  # type: ignore[arg-type]
+            run.max_rss_kb = int(msg.get("max_rss_kb", 0))  # type: ignore[call-overload]
+    for task, attr in ((out_task, "stdout"), (err_task, "stderr")):
+        try:
+            async with asyncio.timeout(2):
+                data, total = await task
+        except TimeoutError:
+            task.cancel()
+            data, total = b"", 0
+        setattr(run, attr, data.decode("utf-8", errors="replace"))
+        setattr(run, f"{attr}_bytes", total)
+    return run
+
+
+def _parse_status(line: bytes) -> dict[str, object]:
+    try:
+        msg = json.loads(line) if line.strip() else {}
+    except ValueError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
+def _write_maps(pid: int, settings: PythonSettings) -> None:
+    """Map uid 1000 inside to the unprivileged sandbox uid (and root to root, for the setup only)."""
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(f"0 0 1\n1000 {settings.sandbox_uid} 1")
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(f"0 0 1\n1000 {settings.sandbox_gid} 1")
