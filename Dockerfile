@@ -1,6 +1,10 @@
 # agentbot: the Discord bot in a small, non-root image.
 #   docker build -t agentbot .
-#   docker run --env-file .env -v agentbot-data:/data agentbot
+#   docker run --env-file .env -v agentbot-data:/data \
+#     --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
+#     agentbot
+# The three --security-opt let run_python's sandbox make its own namespaces (README: "What a container
+# needs"); without them PYTHON_SANDBOX=auto turns run_python off and says so.
 # The install is make's: the hashed requirements.lock, then the project itself without dependencies.
 # The data directory (SQLite, embedded Chroma memory, session workspaces) is the volume /data.
 
