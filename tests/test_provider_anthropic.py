@@ -22,7 +22,6 @@ from agent.models.base import (
     ModelSettings,
     ModelUnavailableError,
 )
-from agent.models.prices import default_prices
 from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, error, text, tool_call, tool_calls
@@ -116,10 +115,9 @@ async def test_usage_counts_cache_reads_and_prices_them(api: FakeAnthropic, http
         600,
         50,
     )
-    assert usage.model == "claude-sonnet-4-5"
-    price = default_prices().lookup("claude-sonnet-4-5")
-    assert price is not None and price.cached_input is not None
-    expected = (400 * price.input + 600 * price.cached_input + 50 * price.output) / 1e6
+    assert usage.model == "claude-sonnet-4-5" and usage.usage.cache_write_tokens == 100
+    # Sonnet 4.5 as published: $3 input, $3.75 5-minute cache write, $0.30 cache read, $15 output.
+    expected = (300 * 3.00 + 100 * 3.75 + 600 * 0.30 + 50 * 15.00) / 1e6
     assert usage.cost.known and usage.cost.usd == pytest.approx(expected)
 
 
