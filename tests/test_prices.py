@@ -250,6 +250,7 @@ def test_prices_file_adds_and_overrides_models_with_cache_writes_tiers_and_fees(
         ('{"models": {"x": {"input": 1}}}', "needs numeric 'input' and 'output'"),
         ('{"models": {"x": {"input": -1, "output": 1}}}', "input must be a number ≥ 0"),
         ('{"models": {"x": {"input": 1, "output": 1, "tiers": [{"input": 2}]}}}', "integer 'above'"),
+        ('{"models": {"x": {"input": 1, "output": 1, "cache_write_1h": 2}}}', "cache_write_tokens"),
     ],
 )
 def test_a_bad_prices_file_is_one_clear_line(text: str, complaint: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -107,17 +108,14 @@ class Price:
         fee = self._get("requests_kcount")
         return fee / 1000 if fee else 0.0
 
-    @property
-    def tiered(self) -> bool:
-        return any(hasattr(v, "tiers") for v in vars(self.model_price).values())
-
 
 def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
     """A ``PRICES_FILE`` entry → genai-prices ``ModelPrice``; ``tiers`` apply above a prompt size."""
     from genai_prices.types import ModelPrice, Tier, TieredPrices
+    from genai_prices.types import Usage as GUsage
 
     def num(v: Any, what: str) -> Decimal:
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{origin}: model {name!r}: {what} must be a number ≥ 0, not {v!r}")
         return Decimal(repr(float(v)))
 
@@ -144,7 +142,12 @@ def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
             cur.tiers.sort(key=lambda t: t.start)
     if entry.get("per_request") is not None:
         prices["requests_kcount"] = num(entry["per_request"], "per_request") * 1000
-    return ModelPrice(**prices)
+    model_price = ModelPrice(**prices)
+    try:  # the package checks that the prices fit together (a 1-hour write price needs a write price)
+        model_price.calc_price(GUsage(input_tokens=1))
+    except ValueError as e:
+        raise ValueError(f"{origin}: model {name!r}: {e}") from e
+    return model_price
 
 
 class PriceTable:
