@@ -35,6 +35,12 @@ from agent.events import Cost, Usage
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-\d{3}|-latest|-preview(-[\w-]+)?)$")
 _PROVIDER_PREFIX = re.compile(r"^(openai|anthropic|google|gemini|groq|deepseek|openrouter)[/:]")
+_NOT_CHAT = re.compile(
+    r"audio|realtime|transcribe|tts|image|embedding|moderation|whisper|search|live|computer-use|"
+    r"^(ada|babbage|curie|davinci|text-|chatgpt-|ft:|gpt-3\.5|gpt-4-|gpt-4$)|:|\.ft-|-\d{4}-\d{2}-\d{2}$"
+)
+"""Package models a tier cannot use (speech, images, embeddings, fine-tune stubs, legacy completions,
+dated snapshots of a listed model): left out of :meth:`PriceTable.known_models`."""
 _GENAI_PROVIDER = {"anthropic": "anthropic", "gemini": "google", "google": "google"}
 """Our wire names → genai-prices provider ids. ``openai`` means any OpenAI-compatible host: see above."""
 
@@ -260,7 +266,9 @@ class PriceTable:
                     prefixes[prov.id] + m.id
                     for m in prov.models
                     # Google's list also holds the Claude models Vertex serves: not on Gemini's API.
-                    if not m.deprecated and (prov.id != "google" or m.id.startswith("gemini"))
+                    if not m.deprecated
+                    and (prov.id != "google" or m.id.startswith("gemini"))
+                    and not _NOT_CHAT.search(m.id)
                 )
         return sorted(names)
 
