@@ -178,6 +178,11 @@ def test_servers_that_report_nothing_give_no_usage_rather_than_zero() -> None:
     # Nonsense counts from a server become 0 instead of failing the run.
     u = openai.parse_usage({"prompt_tokens": "12k", "completion_tokens": 5, "prompt_tokens_details": None})
     assert u is not None and (u.prompt_tokens, u.completion_tokens) == (0, 5)
+    # Python's json reads Infinity and NaN: a proxy that sends them must not crash the run.
+    u = gemini.parse_usage(
+        json.loads('{"promptTokenCount": -Infinity, "candidatesTokenCount": NaN, "thoughtsTokenCount": 3}')
+    )
+    assert u is not None and (u.prompt_tokens, u.completion_tokens) == (0, 3)
 
 
 def test_inconsistent_counts_are_clamped_not_raised() -> None:

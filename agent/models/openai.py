@@ -3,7 +3,8 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
-(``stream_options.include_usage``), in the last choice chunk, or not at all; cached prompt tokens are
+(``stream_options.include_usage``), in the last choice chunk, or not at all (then it is counted locally
+and marked estimated: :mod:`agent.models.tokens`); cached prompt tokens are
 reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
 reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
 report it as ``completion_tokens_details.reasoning_tokens``.

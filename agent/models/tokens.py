@@ -12,6 +12,7 @@ the same rule the pre-call budget reservation uses, so both sides of a quota agr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ def count(value: Any) -> int:
     """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1)."""
     if isinstance(value, bool):
         return 0
-    if isinstance(value, int | float) and value == value and value not in (float("inf"),):
+    if isinstance(value, int | float) and math.isfinite(value):
         return max(0, int(value))
     return 0
 
