@@ -18,6 +18,9 @@ class Usage:
     ``cached_tokens`` is the part of ``prompt_tokens`` served from a provider cache; ``reasoning_tokens`` the
     part of ``completion_tokens`` a reasoning model spent thinking. Providers bill it as output but never
     show it, so it is kept apart: on gpt-5 it can be most of a run's cost, and admins need to see that.
+    ``cache_write_tokens`` is the part of ``prompt_tokens`` written to a provider cache (Anthropic bills it
+    at 1.25x input for 5-minute entries), ``cache_write_1h_tokens`` the part of those kept an hour (2x).
+    ``estimated``: the server reported no usage, so the counts were made locally (agent.models.tokens).
     """
 
     prompt_tokens: int = 0
@@ -25,6 +28,9 @@ class Usage:
     cached_tokens: int = 0
     requests: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -37,6 +43,9 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.requests + other.requests,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            self.estimated or other.estimated,
         )
 
 

@@ -53,6 +53,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.prices import PriceTable, default_prices
+from agent.models.tokens import completion_cap, estimate_prompt
 from agent.reader import Reader, offers_raw
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
@@ -103,13 +104,6 @@ class RunState:
             duration=time.monotonic() - self.started,
             error=error,
         )
-
-
-def _estimate_tokens(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> int:
-    """About 4 characters a token: only for reserving budget, settled later with the real count."""
-    chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
-    chars += sum(len(json.dumps(t)) for t in tools) if tools else 0
-    return chars // 4 + 8 * len(messages)
 
 
 def _parse_args(raw: str) -> dict[str, Any] | None:
@@ -479,9 +473,9 @@ class Agent:
         specs: Sequence[dict[str, Any]],
         max_tokens: int | None,
     ) -> Any:
-        """Hold the estimated cost of one call; raises :class:`BudgetExceeded`."""
-        est = Usage(_estimate_tokens(messages, specs), max_tokens or 1024, 0, 1)
-        est_cost = self.prices.cost(model, est)
+        """Hold the most one call can cost (agent.models.prices.estimate); raises :class:`BudgetExceeded`."""
+        est = Usage(estimate_prompt(messages, specs), completion_cap(model, max_tokens), 0, 1, estimated=True)
+        est_cost = self.prices.estimate(model, est.prompt_tokens, est.completion_tokens)
         return await budget.reserve(model, est, est_cost.usd if est_cost.known else None)
 
     async def _read(

@@ -77,8 +77,10 @@ class TerminalRenderer:
                 f"(attempt {ev.attempt}/{ev.max_attempts}): {escape(ev.error)}[/]"
             )
         elif isinstance(ev, UsageEvent):
+            est = "estimated: " if ev.usage.estimated else ""
             c.print(
-                f"  [dim]{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, {ev.cost.format()}[/]"
+                f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
+                f"{est}{ev.cost.format()}[/]"
             )
         elif isinstance(ev, ModelSwitched):
             c.print(
@@ -96,10 +98,13 @@ class TerminalRenderer:
         self._end_text()
         u = result.usage
         status = "" if result.ok else f" · status: {result.status}"
+        # The server reported no usage for some call: its counts (and so the cost) were made locally.
+        est = "estimated: " if u.estimated else ""
         self.console.print(
-            f"[dim]{result.steps} steps · {u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
+            f"[dim]{result.steps} steps · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
             f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
-            f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · cost {result.cost.format()} · "
+            f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
+            f"cost {est}{result.cost.format()} · "
             f"models {', '.join(result.models) or '-'} · {result.duration:.1f}s{status}[/]"
         )
         if result.sources:

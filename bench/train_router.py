@@ -12,6 +12,7 @@ low is at most 5 % (the issue's bound); the shipped weights are then trained on 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,20 +24,45 @@ sys.path.insert(0, str(ROOT))
 
 from agent.embeddings.minilm import MiniLMEmbedding  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
-from agent.models.embedding_classifier import (  # noqa: E402
-    WEIGHTS_FILE,
-    LinearRouter,
-    data_sha256,
-    held_out_probabilities,
-    route,
-    train,
-)
+from agent.models.embedding_classifier import WEIGHTS_FILE, LinearRouter, route  # noqa: E402
 from agent.models.tiers import TIERS  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
 OUT = ROOT / "agent" / "data" / WEIGHTS_FILE
 MAX_UNDER = 0.05
 GRID = [round(0.15 + 0.05 * i, 2) for i in range(8)]  # 0.15 ... 0.50
+
+
+def train(
+    vectors: np.ndarray, labels: np.ndarray, *, l2: float = 1e-2, steps: int = 3000, rate: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression by full-batch gradient descent: deterministic, and a few hundred ms for 300 asks."""
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.eye(3)[np.asarray(labels)]
+    w, b = np.zeros((x.shape[1], 3)), np.zeros(3)
+    for _ in range(steps):
+        z = x @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - y) / len(x)
+        w -= rate * (x.T @ g + l2 * w)
+        b -= rate * g.sum(axis=0)
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def held_out_probabilities(vectors: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each ask's probabilities from a model trained without its group (its split, i.e. its writer)."""
+    out = np.zeros((len(labels), 3))
+    for g in np.unique(groups):
+        test = groups == g
+        w, b = train(vectors[~test], labels[~test])
+        out[test] = LinearRouter(w, b, 1.0, "").probabilities(vectors[test])
+    return out
+
+
+def data_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load() -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray, MiniLMEmbedding]:

@@ -110,9 +110,11 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     }.get(result.status, "")
     if stopped_by:
         status = f" · ⏹️ stopped by {stopped_by}"
+    est = "estimated: " if u.estimated else ""  # the server reported no usage: counted locally
     lines.append(
-        f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {u.total_tokens:,} tokens "
-        f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · {result.cost.format()} · "
+        f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {est}{u.total_tokens:,} tokens "
+        f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · "
+        f"{est}{result.cost.format()} · "
         f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
     )
     return "\n".join(lines)

@@ -10,8 +10,9 @@ import pytest
 
 from agent.config import ConfigError
 from agent.embeddings.minilm import MiniLMEmbedding
-from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter, data_sha256
+from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter, route
 from agent.models.tiers import TIERS
+from bench.train_router import data_sha256, held_out_probabilities, keyword_tiers, load
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
@@ -76,9 +77,6 @@ def test_weights_for_another_embedding_are_refused() -> None:
 
 def test_held_out_by_writer_few_complex_asks_go_too_low() -> None:
     """Each split scored by weights trained without it, as bench/train_router.py chose the bar."""
-    from agent.models.embedding_classifier import held_out_probabilities, route
-    from bench.train_router import keyword_tiers, load
-
     tasks, vectors, labels, groups, _ = load()
     p = held_out_probabilities(vectors, labels, groups)
     pred = route(p, LinearRouter.shipped().complex_at, keyword_tiers(tasks))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -94,3 +95,18 @@ async def test_cli_run_refuses_to_start_without_a_token_or_a_model(tmp_path: Pat
         "run", env_extra={}, cwd=tmp_path
     )  # .env is read, and every module's keys checked
     assert code != 0 and "QUOTA_TOKENS_PER_DAY" in out and "'lots'" in out
+
+
+async def test_cli_ask_counts_tokens_a_server_does_not_report(llm: FakeLLM, tmp_path: Path) -> None:
+    # llama-cpp-python's server sends no usage in streams: the run is counted locally and says so,
+    # instead of "0 prompt + 0 completion tokens" and a cost of $0 for a model with a known price.
+    llm.report_usage = False
+    llm.script(tool_call("calculator", {"expression": "6*7"}), text("It is 42. " * 20))
+    code, _out, err = await run_cli(llm, "what is 6*7?", tmp_path=tmp_path)
+    assert code == 0, err
+    summary = next(x for x in err.splitlines() if "completion tokens" in x)
+    found = re.search(r"(\d+) prompt \+ (\d+) completion tokens", summary)
+    assert found, summary
+    prompt, completion = int(found[1]), int(found[2])
+    assert summary.lstrip().startswith("2 steps · estimated: ") and prompt > 100 and completion >= 50
+    assert "cost estimated: $0.0" in summary and "$0.0000" not in summary

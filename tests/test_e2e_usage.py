@@ -142,3 +142,25 @@ async def test_e2e_usage_judge_classifier_tokens_count_against_the_requester(tmp
             report = await bot.services.quotas.usage(guild.id, alice.id)
     tokens = report.item("tokens_per_day")
     assert tokens.used == 50 + 1 + 100 + 20  # the judge's call and the run's
+
+
+async def test_e2e_a_server_without_usage_is_counted_and_shown_as_estimated(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.report_usage = False  # like llama-cpp-python's OpenAI-compatible streams
+    answer = "Everest is 8,849 m tall. " * 8
+    llm.script(text(answer.strip()))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await research_once(fake, guild, bot, answer.strip())
+        (thread,) = fake.threads(guild.channel("general"))
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content)
+        mine = await run(fake, guild, "usage me", user="alice")
+    shown = re.search(
+        r"estimated: ([\d,]+) tokens \(([\d,]+) in, ([\d,]+) out\) · estimated: \$(\S+)", footer.content
+    )
+    assert shown, footer.content
+    total, sent, got = (int(g.replace(",", "")) for g in shown.groups()[:3])
+    assert sent > 0 and got >= len(answer.strip()) // 4 and total == sent + got
+    assert float(shown.group(4)) > 0  # gpt-4o-mini has a price: never $0.0000
+    # The token quota charged what the footer shows.
+    assert f"**Tokens today**: {total:,} of 200,000" in line(mine, "Tokens today")

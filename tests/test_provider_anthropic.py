@@ -9,7 +9,16 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from agent.events import ErrorEvent, FinalEvent, RetryEvent, TextDelta, ToolResultEvent, UsageEvent
+from agent.events import (
+    Cost,
+    ErrorEvent,
+    FinalEvent,
+    RetryEvent,
+    TextDelta,
+    ToolResultEvent,
+    Usage,
+    UsageEvent,
+)
 from agent.loop import Agent
 from agent.messages import Message, ToolCall
 from agent.models.anthropic import AnthropicModel
@@ -22,7 +31,6 @@ from agent.models.base import (
     ModelSettings,
     ModelUnavailableError,
 )
-from agent.models.prices import default_prices
 from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, error, text, tool_call, tool_calls
@@ -116,10 +124,9 @@ async def test_usage_counts_cache_reads_and_prices_them(api: FakeAnthropic, http
         600,
         50,
     )
-    assert usage.model == "claude-sonnet-4-5"
-    price = default_prices().lookup("claude-sonnet-4-5")
-    assert price is not None and price.cached_input is not None
-    expected = (400 * price.input + 600 * price.cached_input + 50 * price.output) / 1e6
+    assert usage.model == "claude-sonnet-4-5" and usage.usage.cache_write_tokens == 100
+    # Sonnet 4.5 as published: $3 input, $3.75 5-minute cache write, $0.30 cache read, $15 output.
+    expected = (300 * 3.00 + 100 * 3.75 + 600 * 0.30 + 50 * 15.00) / 1e6
     assert usage.cost.known and usage.cost.usd == pytest.approx(expected)
 
 
@@ -232,3 +239,33 @@ async def test_tool_arguments_reassembled_from_json_fragments(
     call = chunks[-1].message.tool_calls[0]
     assert call.name == "echo" and json.loads(call.arguments) == tricky
     assert chunks[-1].finish_reason == "tool_calls"
+
+
+class RecordingBudget:
+    def __init__(self) -> None:
+        self.reserved: list[tuple[str, Usage, float | None]] = []
+        self.settled: list[tuple[Usage, Cost]] = []
+
+    async def reserve(self, model: str, estimate: Usage, estimated_cost: float | None) -> int:
+        self.reserved.append((model, estimate, estimated_cost))
+        return len(self.reserved)
+
+    async def settle(self, token: int, model: str, provider: str, usage: Usage, cost: Cost) -> None:
+        self.settled.append((usage, cost))
+
+
+async def test_reservation_prices_the_prompt_as_a_cache_write(
+    api: FakeAnthropic, http: httpx.AsyncClient
+) -> None:
+    # Each step may write its whole prompt to the cache at 1.25x input: a reservation at the plain input
+    # rate would let a budget be overshot on every Anthropic step.
+    api.script(text("hi", prompt_tokens=40, cache_write_tokens=40, completion_tokens=5))
+    budget = RecordingBudget()
+    async with contextlib.aclosing(Agent(claude(api, http), ToolRegistry()).run("hi", budget=budget)) as it:
+        events = [ev async for ev in it]
+    assert events[-1].result.ok
+    (model, est, usd), ((used, cost),) = budget.reserved[0], budget.settled
+    assert model == "claude-sonnet-4-5" and est.prompt_tokens > 0
+    # Sonnet 4.5: $3.75 per million written to the cache, $15 per million out.
+    assert usd == pytest.approx((est.prompt_tokens * 3.75 + est.completion_tokens * 15) / 1e6)
+    assert used.cache_write_tokens == 40 and cost.usd == pytest.approx((40 * 3.75 + 5 * 15) / 1e6)

@@ -9,10 +9,16 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
 * Tool-call ids from other providers (a run that fell back from OpenAI) are made to fit Anthropic's
   ``^[a-zA-Z0-9_-]+$``; arguments that are not a JSON object travel as ``{"_raw_arguments": text}`` so
   the model sees what it wrote next to the error observation.
-* Prompt caching: a ``cache_control`` breakpoint on the last tool (tools are identical for every run)
-  and on the last message (each step of a run re-reads the whole previous prefix). Usage reports
-  ``prompt_tokens`` = uncached + cache writes + cache reads and ``cached_tokens`` = cache reads; cache
-  writes (billed 1.25x input) are priced as plain input, so costs are slightly low on a run's first step.
+* Prompt caching: a ``cache_control`` breakpoint (5-minute TTL) on the last tool (tools are identical
+  for every run) and on the last message, so every step writes what is new since the previous step to
+  the cache and reads the rest from it. The API reports ``input_tokens`` (after the last breakpoint,
+  uncached), ``cache_creation_input_tokens`` (written: billed 1.25x input for 5-minute entries, 2x for
+  1-hour ones, split in ``cache_creation.ephemeral_5m/1h_input_tokens``) and ``cache_read_input_tokens``
+  (0.1x). Usage keeps all three: ``prompt_tokens`` is their sum, ``cache_write_tokens`` and
+  ``cached_tokens`` the parts, and :mod:`agent.models.prices` bills each at its rate; so *every* step
+  pays its writes (1.25x on the new tail), which is what Anthropic charges. Caching still pays: a step
+  re-sends the whole conversation, and all but the tail is read at 0.1x. Prompts below the model's
+  minimum cacheable length (1-4k tokens) are neither written nor charged extra.
   Extended thinking is not requested, and Anthropic would fold it into ``output_tokens`` without a
   separate count, so ``reasoning_tokens`` stays 0 here.
 
@@ -44,6 +50,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.http import parse_retry_after
+from agent.models.tokens import count, estimated_usage
 
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -55,6 +62,7 @@ _CONTEXT_RE = re.compile(
 )
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 _CACHE = {"type": "ephemeral"}
+_PROMPT_KEYS = ("messages", "system", "tools")
 _STOP = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -148,18 +156,23 @@ def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def parse_usage(raw: dict[str, Any] | None) -> Usage:
-    if not raw:
-        return Usage(requests=1)
-    uncached = int(raw.get("input_tokens") or 0)
-    written = int(raw.get("cache_creation_input_tokens") or 0)
-    read = int(raw.get("cache_read_input_tokens") or 0)
-    return Usage(
+def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
+    """The API's usage (None if it sent none): the three input counts are disjoint, so they add up."""
+    if not isinstance(raw, dict):
+        return None
+    uncached = count(raw.get("input_tokens"))
+    written = count(raw.get("cache_creation_input_tokens"))
+    read = count(raw.get("cache_read_input_tokens"))
+    split = raw.get("cache_creation") if isinstance(raw.get("cache_creation"), dict) else {}
+    usage = Usage(
         prompt_tokens=uncached + written + read,
-        completion_tokens=int(raw.get("output_tokens") or 0),
+        completion_tokens=count(raw.get("output_tokens")),
         cached_tokens=read,
         requests=1,
+        cache_write_tokens=written,
+        cache_write_1h_tokens=min(written, count(split.get("ephemeral_1h_input_tokens"))),
     )
+    return usage if usage.total_tokens else None
 
 
 def _message_from_blocks(blocks: Sequence[dict[str, Any]]) -> Message:
@@ -314,9 +327,10 @@ class AnthropicModel(HTTPModel):
             blocks = data["content"]
         except (ValueError, KeyError, TypeError) as e:
             raise self._bad_payload() from e
+        reply = _message_from_blocks(blocks)
         return ModelResponse(
-            message=_message_from_blocks(blocks),
-            usage=parse_usage(data.get("usage")),
+            message=reply,
+            usage=parse_usage(data.get("usage")) or estimated_usage(body, _PROMPT_KEYS, reply),
             model=data.get("model") or self.name,
             finish_reason=_STOP.get(data.get("stop_reason") or "", data.get("stop_reason")),
         )
@@ -351,9 +365,10 @@ class AnthropicModel(HTTPModel):
                     status=529 if etype == "overloaded_error" else None,
                     retryable=etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
                 )
+        reply = blocks.message()
         yield ModelResponse(
-            message=blocks.message(),
-            usage=parse_usage(usage or None),
+            message=reply,
+            usage=parse_usage(usage or None) or estimated_usage(body, _PROMPT_KEYS, reply),
             model=model_name,
             finish_reason=_STOP.get(stop or "", stop),
         )

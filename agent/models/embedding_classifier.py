@@ -13,17 +13,16 @@ where they are reliable and a mistake costs little (and "thx!" stays on the chea
 The weights ship in ``agent/data/router_classifier.json``, made by ``bench/train_router.py --write``
 from ``bench/data/arbitrage_tasks.jsonl``; the file records the data's sha256 and the embedding's id,
 so a test fails when the labelled set changes without retraining, and another embedding is refused.
+This module only routes: training lives in ``bench/train_router.py``, which ships nowhere.
 The embedding runs in a worker thread (about 5 ms); if it fails, the keywords decide and say so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,38 +102,6 @@ class LinearRouter:
     @classmethod
     def shipped(cls) -> LinearRouter:
         return cls.from_json(resources.files("agent.data").joinpath(WEIGHTS_FILE).read_text())
-
-
-def train(
-    vectors: np.ndarray, labels: np.ndarray, *, l2: float = 1e-2, steps: int = 3000, rate: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax regression by full-batch gradient descent: deterministic, and a few hundred ms for 300 asks."""
-    x = np.asarray(vectors, dtype=np.float64)
-    y = np.eye(3)[np.asarray(labels)]
-    w, b = np.zeros((x.shape[1], 3)), np.zeros(3)
-    for _ in range(steps):
-        z = x @ w + b
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        g = (p - y) / len(x)
-        w -= rate * (x.T @ g + l2 * w)
-        b -= rate * g.sum(axis=0)
-    return w.astype(np.float32), b.astype(np.float32)
-
-
-def held_out_probabilities(vectors: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Each ask's probabilities from a model trained without its group (its split, i.e. its writer)."""
-    out = np.zeros((len(labels), 3))
-    for g in np.unique(groups):
-        test = groups == g
-        w, b = train(vectors[~test], labels[~test])
-        out[test] = LinearRouter(w, b, 1.0, "").probabilities(vectors[test])
-    return out
-
-
-def data_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class EmbeddingClassifier:

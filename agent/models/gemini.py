@@ -22,6 +22,8 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
 
 Usage: ``promptTokenCount`` includes ``cachedContentTokenCount`` (implicit caching, on by default for
 2.5+); thinking tokens (``thoughtsTokenCount``) are billed as output, so they count as completion tokens.
+Pro models bill a prompt above 200k tokens at a higher rate for all its tokens: genai-prices' tiers
+(:mod:`agent.models.prices`) choose it per call from ``promptTokenCount``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from agent.models.base import (
 )
 from agent.models.http import parse_retry_after
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
+from agent.models.tokens import count, estimated_usage
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -72,6 +75,7 @@ _FINISH = {
     "MALFORMED_FUNCTION_CALL": "malformed_function_call",
 }
 _MAX_SIGNATURES = 4096
+_PROMPT_KEYS = ("contents", "systemInstruction", "tools")
 
 
 def synth_call_id(turn: int, position: int, name: str, args: str) -> str:
@@ -159,17 +163,20 @@ def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"functionDeclarations": decls}]
 
 
-def parse_usage(raw: dict[str, Any] | None) -> Usage:
-    if not raw:
-        return Usage(requests=1)
-    thoughts = int(raw.get("thoughtsTokenCount") or 0)
-    return Usage(
-        prompt_tokens=int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0),
-        completion_tokens=int(raw.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=int(raw.get("cachedContentTokenCount") or 0),
+def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
+    """``usageMetadata`` (None if absent or all zero). The prompt includes the cached part; tool-use
+    prompt tokens (a built-in tool's results) are billed as input; thoughts are billed as output."""
+    if not isinstance(raw, dict):
+        return None
+    thoughts = count(raw.get("thoughtsTokenCount"))
+    usage = Usage(
+        prompt_tokens=count(raw.get("promptTokenCount")) + count(raw.get("toolUsePromptTokenCount")),
+        completion_tokens=count(raw.get("candidatesTokenCount")) + thoughts,
+        cached_tokens=count(raw.get("cachedContentTokenCount")),
         requests=1,
         reasoning_tokens=thoughts,
     )
+    return usage if usage.total_tokens else None
 
 
 @dataclass
@@ -213,7 +220,7 @@ class _Turn:
             self.text.append(piece)
         return piece
 
-    def response(self, default_model: str) -> ModelResponse:
+    def response(self, default_model: str, body: dict[str, Any]) -> ModelResponse:
         finish = self.finish
         if self.calls and finish in (None, "STOP"):
             reason: str | None = "tool_calls"
@@ -221,9 +228,10 @@ class _Turn:
             reason = "content_filter"
         else:
             reason = _FINISH.get(finish or "", finish.lower() if finish else None)
+        reply = Message("assistant", "".join(self.text), tool_calls=list(self.calls))
         return ModelResponse(
-            message=Message("assistant", "".join(self.text), tool_calls=list(self.calls)),
-            usage=parse_usage(self.usage),
+            message=reply,
+            usage=parse_usage(self.usage) or estimated_usage(body, _PROMPT_KEYS, reply),
             model=self.model or default_model,
             finish_reason=reason,
         )
@@ -330,7 +338,7 @@ class GeminiModel(HTTPModel):
         except (ValueError, TypeError, AttributeError) as e:
             raise self._bad_payload() from e
         self._remember(reply.signatures)
-        return reply.response(self.name)
+        return reply.response(self.name, body)
 
     async def _stream_once(
         self, body: dict[str, Any], s: ModelSettings, turn: int
@@ -352,7 +360,7 @@ class GeminiModel(HTTPModel):
             if piece:
                 yield TextChunk(piece)
         self._remember(reply.signatures)
-        yield reply.response(self.name)
+        yield reply.response(self.name, body)
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         info = _error_info(text)

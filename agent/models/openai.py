@@ -3,7 +3,8 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
-(``stream_options.include_usage``), in the last choice chunk, or not at all; cached prompt tokens are
+(``stream_options.include_usage``), in the last choice chunk, or not at all (then it is counted locally
+and marked estimated: :mod:`agent.models.tokens`); cached prompt tokens are
 reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
 reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
 report it as ``completion_tokens_details.reasoning_tokens``.
@@ -36,6 +37,7 @@ from agent.models.base import (
 )
 from agent.models.http import parse_retry_after
 from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
+from agent.models.tokens import count, estimated_usage
 
 _CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
 _TOOLS_RE = re.compile(r"tool|function", re.I)
@@ -76,19 +78,30 @@ def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "function", "function": t} for t in tools]
 
 
-def parse_usage(raw: dict[str, Any] | None) -> Usage:
-    if not raw:
-        return Usage(requests=1)
+def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
+    """The server's usage, or None if it reported none (no object, or nothing but zeros)."""
+    if not isinstance(raw, dict):
+        return None
     details = raw.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") or raw.get("prompt_cache_hit_tokens") or 0
-    reasoning = (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return Usage(
-        prompt_tokens=int(raw.get("prompt_tokens") or 0),
-        completion_tokens=int(raw.get("completion_tokens") or 0),
-        cached_tokens=int(cached or 0),
-        requests=1,
-        reasoning_tokens=int(reasoning or 0),
+    cached = count(details.get("cached_tokens") if isinstance(details, dict) else None) or count(
+        raw.get("prompt_cache_hit_tokens")
     )
+    out_details = raw.get("completion_tokens_details") or {}
+    usage = Usage(
+        prompt_tokens=count(raw.get("prompt_tokens")),
+        completion_tokens=count(raw.get("completion_tokens")),
+        cached_tokens=cached,
+        requests=1,
+        reasoning_tokens=count(
+            out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
+        ),
+    )
+    return usage if usage.total_tokens else None
+
+
+def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
+    """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
+    return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
 
 
 class _ToolCallAssembler:
@@ -215,9 +228,10 @@ class OpenAIChatModel(HTTPModel):
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]
+        reply = Message("assistant", msg.get("content") or "", tool_calls=calls)
         return ModelResponse(
-            message=Message("assistant", msg.get("content") or "", tool_calls=calls),
-            usage=parse_usage(data.get("usage")),
+            message=reply,
+            usage=usage_of(data.get("usage"), body, reply),
             model=data.get("model") or self.name,
             finish_reason=choice.get("finish_reason"),
         )
@@ -296,9 +310,10 @@ class OpenAIChatModel(HTTPModel):
             raise self._transport_error(e) from e
         except httpx.TransportError as e:
             raise self._transport_error(e) from e
+        reply = Message("assistant", "".join(text), tool_calls=calls.calls())
         yield ModelResponse(
-            message=Message("assistant", "".join(text), tool_calls=calls.calls()),
-            usage=parse_usage(usage_raw),
+            message=reply,
+            usage=usage_of(usage_raw, body, reply),
             model=model_name,
             finish_reason=finish,
         )

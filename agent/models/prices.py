@@ -1,80 +1,219 @@
-"""Per-call cost from a price table kept as data (``prices.json``, overridable by ``PRICES_FILE``).
+"""Per-call cost: genai-prices' bundled data as the base, ``PRICES_FILE`` on top.
 
-A model the table does not know costs *unknown*, never 0: a bot that shows $0.00 for an unpriced
-model invites admins to trust a budget that is not being enforced.
+Where prices come from, and why:
 
-Decision: our own table rather than genai-prices, because the issue asks for a reviewable data file
-with a source and date per entry, and admins of self-hosted models need to add their own prices.
+* ``genai-prices`` (the table pydantic-ai uses) ships its data inside the package and is read from
+  there: its ``UpdatePrices`` (which downloads newer data) is never started, so pricing needs no network
+  and a price changes only when the package is upgraded. It carries what our own table could not:
+  cache writes (5-minute and 1-hour), Gemini's and Claude's tiers above 200k prompt tokens, prices that
+  change on a date or by time of day, and per-request fees.
+* ``PRICES_FILE`` adds or overrides models (self-hosted ones, models newer than the package), each entry
+  with its source and date. Its entries win over the package's.
+* A model neither knows costs *unknown*, never 0: a bot that shows $0.00 for an unpriced model invites
+  admins to trust a budget that is not being enforced.
+
+Model names are matched as the providers send them (``gpt-5-mini-2025-08-07``, ``claude-sonnet-4-5-
+20250929``); names that only one host uses (Groq's ``openai/gpt-oss-120b``, OpenRouter's ``org/model``)
+are looked up at the provider that serves ``OPENAI_BASE_URL`` when the name alone finds nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from agent.events import Cost, Usage
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-\d{3}|-latest|-preview(-[\w-]+)?)$")
-_PROVIDER_PREFIX = re.compile(r"^(openai|anthropic|google|groq|deepseek|openrouter)[/:]")
+_PROVIDER_PREFIX = re.compile(r"^(openai|anthropic|google|gemini|groq|deepseek|openrouter)[/:]")
+_NOT_CHAT = re.compile(
+    r"audio|realtime|transcribe|tts|image|embedding|moderation|whisper|search|live|computer-use|"
+    r"^(ada|babbage|curie|davinci|text-|chatgpt-|ft:|gpt-3\.5|gpt-4-|gpt-4$)|:|\.ft-|-\d{4}-\d{2}-\d{2}$"
+)
+"""Package models a tier cannot use (speech, images, embeddings, fine-tune stubs, legacy completions,
+dated snapshots of a listed model): left out of :meth:`PriceTable.known_models`."""
+_GENAI_PROVIDER = {"anthropic": "anthropic", "gemini": "google", "google": "google"}
+"""Our wire names → genai-prices provider ids. ``openai`` means any OpenAI-compatible host: see above."""
+
+# PRICES_FILE keys (USD per million tokens, per_request in USD) → genai-prices price keys.
+_FILE_KEYS = {
+    "input": "input_mtok",
+    "cached_input": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
+    "output": "output_mtok",
+    "reasoning": "output_reasoning_mtok",
+}
+
+
+def _genai() -> Any:
+    """The bundled snapshot (imported on first use: its data module takes half a second to load)."""
+    from genai_prices.data_snapshot import get_snapshot
+
+    return get_snapshot()
+
+
+def _base(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(getattr(value, "base", value))
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    input: float
-    output: float
-    cached_input: float | None = None
-    source: str = ""
+    """One model's prices (``model_price`` is genai-prices' ``ModelPrice``) and where they come from.
+
+    ``info`` is the package's model entry, whose prices may change on a date: each call is priced at
+    the prices in force when it is made.
+    """
+
+    model_price: Any
+    source: str
     date: str = ""
+    info: Any = None
+
+    def at(self, when: datetime | None) -> Any:
+        if self.info is None:
+            return self.model_price
+        return self.info.get_prices(when or datetime.now(UTC))
+
+    def _get(self, key: str) -> float | None:
+        return _base(getattr(self.model_price, key, None))
+
+    @property
+    def input(self) -> float:
+        return self._get("input_mtok") or 0.0
+
+    @property
+    def output(self) -> float:
+        return self._get("output_mtok") or 0.0
+
+    @property
+    def cached_input(self) -> float | None:
+        return self._get("cache_read_mtok")
+
+    @property
+    def cache_write(self) -> float | None:
+        return self._get("cache_write_mtok")
+
+    @property
+    def cache_write_1h(self) -> float | None:
+        return self._get("cache_write_1h_mtok")
+
+    @property
+    def per_request(self) -> float:
+        fee = self._get("requests_kcount")
+        return fee / 1000 if fee else 0.0
+
+
+def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
+    """A ``PRICES_FILE`` entry → genai-prices ``ModelPrice``; ``tiers`` apply above a prompt size."""
+    from genai_prices.types import ModelPrice, Tier, TieredPrices
+    from genai_prices.types import Usage as GUsage
+
+    def num(v: Any, what: str) -> Decimal:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{origin}: model {name!r}: {what} must be a number ≥ 0, not {v!r}")
+        return Decimal(repr(float(v)))
+
+    if "input" not in entry or "output" not in entry:
+        raise ValueError(f"{origin}: model {name!r} needs numeric 'input' and 'output' prices")
+    prices: dict[str, Any] = {
+        key: num(entry[k], k) for k, key in _FILE_KEYS.items() if entry.get(k) is not None
+    }
+    tiers = entry.get("tiers") or []
+    if not isinstance(tiers, list):
+        raise ValueError(f"{origin}: model {name!r}: 'tiers' must be a list of {{'above': N, ...}}")
+    for tier in tiers:
+        if not isinstance(tier, dict) or not isinstance(tier.get("above"), int):
+            raise ValueError(f"{origin}: model {name!r}: each tier needs an integer 'above' (prompt tokens)")
+        for k, key in _FILE_KEYS.items():
+            if tier.get(k) is None:
+                continue
+            if key not in prices:
+                raise ValueError(f"{origin}: model {name!r}: a tier prices {k!r}, which has no base price")
+            cur = prices[key]
+            if not isinstance(cur, TieredPrices):
+                cur = prices[key] = TieredPrices(base=cur, tiers=[])
+            cur.tiers.append(Tier(start=tier["above"], price=num(tier[k], f"tier {k}")))
+            cur.tiers.sort(key=lambda t: t.start)
+    if entry.get("per_request") is not None:
+        prices["requests_kcount"] = num(entry["per_request"], "per_request") * 1000
+    model_price = ModelPrice(**prices)
+    try:  # the package checks that the prices fit together (a 1-hour write price needs a write price)
+        model_price.calc_price(GUsage(input_tokens=1))
+    except ValueError as e:
+        raise ValueError(f"{origin}: model {name!r}: {e}") from e
+    return model_price
 
 
 class PriceTable:
-    def __init__(self, prices: dict[str, Price]) -> None:
-        self._prices = {k.lower(): v for k, v in prices.items()}
-        self._resolved: dict[str, Price | None] = {}
+    """Prices by model name: ``overrides`` first, then (unless ``base`` is False) genai-prices.
+
+    Args:
+        overrides: our own entries by model name (``PRICES_FILE``).
+        base: also look models up in genai-prices' bundled data.
+        endpoint: the OpenAI-compatible endpoint's URL (``OPENAI_BASE_URL``), to find host-only names.
+    """
+
+    def __init__(
+        self, overrides: dict[str, Price] | None = None, *, base: bool = True, endpoint: str | None = None
+    ) -> None:
+        self._prices = {k.lower(): v for k, v in (overrides or {}).items()}
+        self._base = base
+        self._endpoint = endpoint
+        self._resolved: dict[tuple[str, str | None], Price | None] = {}
 
     @classmethod
-    def from_json(cls, text: str, origin: str = "prices") -> PriceTable:
+    def from_json(cls, text: str, origin: str = "prices", **kwargs: Any) -> PriceTable:
+        """A table of ``{"models": {name: {"input": .., "output": .., ...}}}`` entries (see README)."""
         try:
             data = json.loads(text)
             models = data["models"]
-        except (ValueError, KeyError, TypeError) as e:
+            items = list(models.items())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{origin}: expected a JSON object with a 'models' mapping ({e})") from e
         out: dict[str, Price] = {}
-        for name, entry in models.items():
-            try:
-                out[name] = Price(
-                    input=float(entry["input"]),
-                    output=float(entry["output"]),
-                    cached_input=None if entry.get("cached_input") is None else float(entry["cached_input"]),
-                    source=str(entry.get("source", "")),
-                    date=str(entry.get("date", "")),
-                )
-            except (KeyError, TypeError, ValueError) as e:
-                raise ValueError(
-                    f"{origin}: model {name!r} needs numeric 'input' and 'output' prices ({e})"
-                ) from e
-        return cls(out)
+        for name, entry in items:
+            if not isinstance(entry, dict):
+                raise ValueError(f"{origin}: model {name!r} needs an object with 'input' and 'output' prices")
+            out[name] = Price(
+                _model_price(entry, origin, name),
+                source=str(entry.get("source") or origin),
+                date=str(entry.get("date") or ""),
+            )
+        return cls(out, **{"base": False, **kwargs})
 
     def merged(self, other: PriceTable) -> PriceTable:
-        return PriceTable({**self._prices, **other._prices})
+        """``other``'s entries over ours; the package base and endpoint stay if either table had them."""
+        return PriceTable(
+            {**self._prices, **other._prices},
+            base=self._base or other._base,
+            endpoint=other._endpoint or self._endpoint,
+        )
 
-    def lookup(self, model: str) -> Price | None:
-        """Exact name first, then without a provider prefix, then without a date/version suffix."""
+    def lookup(self, model: str, provider: str | None = None) -> Price | None:
+        """Our entries (exact, without a provider prefix, without a date suffix), then genai-prices."""
+        key = (model, provider)
         try:
-            return self._resolved[model]
+            return self._resolved[key]
         except KeyError:
             pass
-        found = self._lookup(model)
+        found = self._own(model) or (self._package(model, provider) if self._base else None)
         if len(self._resolved) < 4096:  # model names come from config and servers: a small set
-            self._resolved[model] = found
+            self._resolved[key] = found
         return found
 
-    def _lookup(self, model: str) -> Price | None:
+    def _own(self, model: str) -> Price | None:
         name = model.lower().strip()
         candidates = [name, _PROVIDER_PREFIX.sub("", name)]
         for c in list(candidates):
@@ -86,28 +225,107 @@ class PriceTable:
                 return self._prices[c]
         return None
 
-    def known_models(self) -> list[str]:
-        return sorted(self._prices)
+    def _package(self, model: str, provider: str | None) -> Price | None:
+        snap = _genai()
+        name = model.strip().lower().removeprefix("models/")  # Gemini's REST name
+        attempts: list[tuple[str | None, str | None]] = []
+        if provider in _GENAI_PROVIDER:
+            attempts.append((_GENAI_PROVIDER[provider], None))
+        attempts.append((None, None))
+        if self._endpoint:
+            attempts.append((None, self._endpoint))
+        for provider_id, url in attempts:
+            try:
+                prov, info = snap.find_provider_model(name, None, provider_id, url)
+            except LookupError:
+                continue
+            model_price = info.get_prices(datetime.now(UTC))
+            from genai_prices import __version__
 
-    def cost(self, model: str, usage: Usage) -> Cost:
+            return Price(model_price, source=f"genai-prices {__version__}: {prov.id}/{info.id}", info=info)
+        return None
+
+    def known_models(self) -> list[str]:
+        """Model specs with a price that this library can call (tier settings offer these).
+
+        Our own entries; the package's current OpenAI models and those of the host serving
+        ``OPENAI_BASE_URL`` as bare names; its Anthropic and Google models as ``anthropic:`` and
+        ``gemini:`` specs. Not the package's other hosts (Bedrock, Azure…): no adapter talks to them.
+        """
+        names = set(self._prices)
+        if not self._base:
+            return sorted(names)
+        snap = _genai()
+        prefixes = {"openai": "", "anthropic": "anthropic:", "google": "gemini:"}
+        if self._endpoint:
+            with contextlib.suppress(LookupError):
+                prefixes.setdefault(snap.find_provider(None, None, self._endpoint).id, "")
+        for prov in snap.providers:
+            if prov.id in prefixes:
+                names.update(
+                    prefixes[prov.id] + m.id
+                    for m in prov.models
+                    # Google's list also holds the Claude models Vertex serves: not on Gemini's API.
+                    if not m.deprecated
+                    and (prov.id != "google" or m.id.startswith("gemini"))
+                    and not _NOT_CHAT.search(m.id)
+                )
+        return sorted(names)
+
+    def cost(self, model: str, usage: Usage, provider: str | None = None, at: datetime | None = None) -> Cost:
+        """The price of *one call's* usage (tiers are chosen by that call's prompt size)."""
+        price = self.lookup(model, provider)
+        if price is None:
+            return Cost(0.0, (model,))
+        return Cost(_usd(price, usage, at))
+
+    def estimate(self, model: str, prompt_tokens: int, completion_tokens: int) -> Cost:
+        """An upper bound for one call before it is made, for budget reservations.
+
+        Every prompt token is priced at the dearest way it can be billed: uncached, or written to the
+        cache (Anthropic's 5-minute writes cost 1.25x input; this library never asks for 1-hour ones),
+        at the tier its size falls in; completion tokens at the output price (or the reasoning price,
+        if a model prices that apart and higher), plus any per-request fee.
+        """
         price = self.lookup(model)
         if price is None:
             return Cost(0.0, (model,))
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        cached_rate = price.cached_input if price.cached_input is not None else price.input
-        usd = (
-            (usage.prompt_tokens - cached) * price.input
-            + cached * cached_rate
-            + usage.completion_tokens * price.output
-        ) / 1_000_000
-        return Cost(usd)
+        as_input = Usage(prompt_tokens, completion_tokens, requests=1)
+        as_write = Usage(prompt_tokens, completion_tokens, requests=1, cache_write_tokens=prompt_tokens)
+        thinking = Usage(prompt_tokens, completion_tokens, requests=1, reasoning_tokens=completion_tokens)
+        return Cost(max(_usd(price, u, None) for u in (as_input, as_write, thinking)))
 
 
-@lru_cache(maxsize=4)
-def _load(override: str | None) -> PriceTable:
-    table = PriceTable.from_json(
-        resources.files("agent.models").joinpath("prices.json").read_text(), "prices.json"
+def _usd(price: Price, usage: Usage, at: datetime | None) -> float:
+    """genai-prices' arithmetic over our counts, clamped so a server's inconsistent numbers cannot fail."""
+    from genai_prices.types import ModelPrice
+    from genai_prices.types import Usage as GUsage
+
+    mp = price.at(at)
+    prompt = max(0, usage.prompt_tokens)
+    read = min(max(0, usage.cached_tokens), prompt)
+    write = min(max(0, usage.cache_write_tokens), prompt - read)
+    write_1h = min(max(0, usage.cache_write_1h_tokens), write)
+    out = max(0, usage.completion_tokens)
+    counts = GUsage(
+        input_tokens=prompt,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
+        output_tokens=out,
+        output_reasoning_tokens=min(max(0, usage.reasoning_tokens), out),
     )
+    fields = {k: v for k, v in vars(mp).items() if v is not None}
+    fee = fields.pop("requests_kcount", None)
+    usd = float(ModelPrice(**fields).calc_price(counts)["total_price"])
+    if fee:
+        usd += float(fee) / 1000 * max(0, usage.requests)
+    return usd
+
+
+@lru_cache(maxsize=8)
+def _load(override: str | None, endpoint: str | None) -> PriceTable:
+    table = PriceTable(endpoint=endpoint)
     if override:
         path = Path(override)
         try:
@@ -119,4 +337,5 @@ def _load(override: str | None) -> PriceTable:
 
 
 def default_prices() -> PriceTable:
-    return _load(os.environ.get("PRICES_FILE") or None)
+    """genai-prices with ``PRICES_FILE`` over it; bare names also looked up at ``OPENAI_BASE_URL``'s host."""
+    return _load(os.environ.get("PRICES_FILE") or None, os.environ.get("OPENAI_BASE_URL") or None)

@@ -167,6 +167,8 @@ class FakeLLM(ScriptedServer):
     def __init__(self) -> None:
         super().__init__()
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.report_usage = True
+        """False: like llama-cpp-python's server, send no ``usage`` in streams (and none in whole replies)."""
         self.request_times: list[float] = []
         self.auth_headers: list[str | None] = []
         self._ids = itertools.count(1)
@@ -242,7 +244,7 @@ class FakeLLM(ScriptedServer):
                     "choices": [
                         {"index": 0, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}
                     ],
-                    "usage": usage,
+                    **({"usage": usage} if self.report_usage else {}),
                 }
             )
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -288,7 +290,11 @@ class FakeLLM(ScriptedServer):
                     )
                 )
         out.append(chunk({}, "tool_calls" if calls else "stop"))
-        if reply.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
+        if (
+            self.report_usage
+            and reply.stream_usage
+            and (body.get("stream_options") or {}).get("include_usage")
+        ):
             out.append(
                 b"data: "
                 + json.dumps(

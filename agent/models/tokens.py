@@ -1,0 +1,90 @@
+"""Token counts made locally: for budget reservations, and for servers that report no usage.
+
+Some OpenAI-compatible servers send no usage at all (llama-cpp-python's streams, whatever
+``stream_options`` says). Counting such a call as 0 tokens would let token quotas pass it free and show
+$0 for a model with a known price, so the adapters count it here instead and mark the usage
+``estimated``, which every report shows.
+
+The count is about 4 characters a token, rounded up, plus a few tokens of framing per message: no
+tokenizer of every model ships offline, and an estimate that is labelled as one needs no more. It is
+the same rule the pre-call budget reservation uses, so both sides of a quota agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.events import Usage
+from agent.messages import Message
+from agent.models.reasoning import HEADROOM, gemini_thinks, openai_reasons
+
+CHARS_PER_TOKEN = 4
+PER_MESSAGE = 8
+"""Role markers and separators each message costs on the wire (OpenAI documents 3-4; rounded up)."""
+DEFAULT_COMPLETION = 1024
+"""Completion tokens reserved for a call that sets no cap."""
+
+
+def count(value: Any) -> int:
+    """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return max(0, int(value))
+    return 0
+
+
+def count_text(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+def estimate_prompt(messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> int:
+    """Prompt tokens of neutral messages and tool specs."""
+    chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
+    chars += sum(len(s) for s in _strings(list(tools)))
+    return -(-chars // CHARS_PER_TOKEN) + PER_MESSAGE * len(messages)
+
+
+def estimate_wire_prompt(body: dict[str, Any], message_keys: Sequence[str]) -> int:
+    """Prompt tokens of a provider request body: every text under ``message_keys`` (messages, system,
+    tools, ...), plus framing for each entry of the first key (the message list)."""
+    chars = sum(len(s) for k in message_keys for s in _strings(body.get(k)))
+    turns = body.get(message_keys[0]) if message_keys else None
+    return -(-chars // CHARS_PER_TOKEN) + PER_MESSAGE * (len(turns) if isinstance(turns, list) else 1)
+
+
+def estimate_reply(message: Message) -> int:
+    return count_text(message.content) + sum(count_text(c.name + c.arguments) for c in message.tool_calls)
+
+
+def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Message) -> Usage:
+    """What a call the server reported no usage for is counted as (reasoning, if any, stays unseen)."""
+    return Usage(
+        prompt_tokens=estimate_wire_prompt(body, message_keys),
+        completion_tokens=estimate_reply(reply),
+        requests=1,
+        estimated=True,
+    )
+
+
+def completion_cap(model: str, max_tokens: int | None) -> int:
+    """The most completion tokens one call may bill: the cap (or a default) plus thinking headroom.
+
+    Reasoning models get :data:`~agent.models.reasoning.HEADROOM` on top of a cap (the adapters send it),
+    and bill their thinking as output, so a reservation without it would undershoot.
+    """
+    thinks = openai_reasons(model) or gemini_thinks(model)
+    return (max_tokens or DEFAULT_COMPLETION) + (HEADROOM if thinks else 0)
