@@ -1,0 +1,139 @@
+"""What a run carries between steps: its state (whole steps only) and the budget hold of one model call."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.budget import Budget
+from agent.events import Cost, RunResult, RunStatus, Usage
+from agent.messages import Message
+from agent.models.base import Model
+from agent.models.prices import PriceTable
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything a run has completed so far; readable after a cancel, written only at step boundaries."""
+
+    task: str
+    messages: list[Message] = field(default_factory=list)
+    """New messages of this run (starting with the user's task); always a valid conversation."""
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Cost = field(default_factory=Cost)
+    models: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    last_text: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def start(self, task: str, resume: Sequence[Message] | None, resume_step: int) -> None:
+        """Begin ``task``, or continue after the whole steps a checkpoint kept (``resume``)."""
+        self.task = task
+        self.messages = list(resume) if resume else [Message("user", task)]
+        self.steps = resume_step if resume else 0
+        for m in self.messages:
+            if m.role == "assistant" and m.content.strip():
+                self.last_text = m.content
+
+    def add_usage(self, model: str, usage: Usage, cost: Cost) -> None:
+        self.usage = self.usage + usage
+        self.cost = self.cost + cost
+        if model not in self.models:
+            self.models.append(model)
+
+    def add_sources(self, urls: Sequence[str]) -> None:
+        for u in urls:
+            if u not in self.sources:
+                self.sources.append(u)
+
+    def result(self, status: RunStatus, text: str | None = None, error: str | None = None) -> RunResult:
+        return RunResult(
+            text=self.last_text if text is None else text,
+            status=status,
+            steps=self.steps,
+            usage=self.usage,
+            cost=self.cost,
+            models=list(self.models),
+            sources=list(self.sources),
+            messages=list(self.messages),
+            duration=time.monotonic() - self.started,
+            error=error,
+        )
+
+    def partial(self, status: RunStatus, note: str) -> RunResult:
+        """A stopped run's answer: the note, then the best partial answer (last text the model wrote)."""
+        text = note
+        if self.last_text.strip():
+            text = f"{note}\n\nBest partial answer so far:\n\n{self.last_text}"
+        return self.result(status, text, error=None if status == "max_iterations" else note)
+
+
+def estimate_tokens(messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> int:
+    """About 4 characters a token: only for reserving budget, settled later with the real count."""
+    chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
+    chars += sum(len(json.dumps(t)) for t in tools) if tools else 0
+    return chars // 4 + 8 * len(messages)
+
+
+def parse_args(raw: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(slots=True)
+class Bill:
+    """One model call's charge: nothing until :meth:`charge` is called with the response's usage."""
+
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cost: Cost = field(default_factory=Cost)
+    charged: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def charge(self, prices: PriceTable, model: str, usage: Usage) -> None:
+        self.model, self.usage, self.cost, self.charged = model, usage, prices.cost(model, usage), True
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@contextlib.asynccontextmanager
+async def hold(
+    prices: PriceTable,
+    budget: Budget | None,
+    model: Model,
+    messages: Sequence[Message],
+    specs: Sequence[dict[str, Any]],
+    max_tokens: int | None,
+) -> AsyncIterator[Bill]:
+    """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
+
+    The only place a model call meets the budget: a call that ends without :meth:`Bill.charge` (failed,
+    cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
+    The provider is read at the end: a router may have switched to another one mid-call.
+    """
+    bill = Bill(model.name)
+    if budget is None:
+        yield bill
+        return
+    est = Usage(estimate_tokens(messages, specs), max_tokens or 1024, 0, 1)
+    est_cost = prices.cost(model.name, est)
+    token = await budget.reserve(model.name, est, est_cost.usd if est_cost.known else None)
+    try:
+        yield bill
+    finally:
+        settle = budget.settle(token, bill.model, model.provider, bill.usage, bill.cost)
+        if bill.charged:
+            await settle
+        else:
+            with contextlib.suppress(Exception):
+                await settle
