@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -18,21 +17,22 @@ from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
 import pydantic
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from agent.messages import ToolCall
+from agent.retry import RetryPolicy, RetryWait
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class TransientToolError(Exception):
-    """Raise from a tool for a failure that may pass on its own (a timeout upstream, a 503)."""
+    """Raise from a tool for a failure that may pass on its own (a timeout upstream, a 503).
+
+    ``retry_after`` (seconds, e.g. from :func:`agent.retry.parse_retry_after`) makes the retry wait at
+    least that long."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ToolRefused(Exception):
@@ -315,14 +315,16 @@ class ToolRegistry:
         if t.context_param:
             call_kwargs[t.context_param] = ctx
 
+        def on_retry_wait(w: RetryWait) -> Awaitable[None] | None:
+            if on_retry is None:
+                return None
+            return on_retry(t.name, w.attempt, w.max_attempts, w.delay, _describe(w.error))
+
+        policy = RetryPolicy(t.max_attempts, t.retry_initial, t.retry_max)
         try:
-            try:
-                value = await self._invoke(t, call_kwargs)
-            except t.retry_on as first:
-                # The first attempt runs without tenacity: it costs ~35 µs a call, and most calls succeed.
-                if t.max_attempts <= 1:
-                    raise
-                value = await self._retry(t, call_kwargs, first, on_retry)
+            value = await policy.call(
+                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry_wait
+            )
         except asyncio.CancelledError:
             raise
         except ToolRefused as e:
@@ -341,38 +343,6 @@ class ToolRegistry:
             full = text  # a reader may read what the cap cuts off for the agent model
         text, truncated = cap_output(text, t.max_output)
         return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
-
-    async def _retry(
-        self, t: Tool, kwargs: dict[str, Any], first: BaseException, on_retry: RetryCallback | None
-    ) -> Any:
-        """Attempts 2..max_attempts with exponential backoff and jitter, each retry reported first."""
-
-        async def report(attempt: int, delay: float, exc: BaseException | None) -> None:
-            if on_retry is not None:
-                res = on_retry(t.name, attempt, t.max_attempts, delay, _describe(exc))
-                if inspect.isawaitable(res):
-                    await res
-
-        async def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            await report(state.attempt_number + 1, state.next_action.sleep if state.next_action else 0.0, exc)
-
-        first_delay = min(t.retry_max, t.retry_initial) + random.uniform(0, t.retry_initial)
-        await report(1, first_delay, first)
-        await asyncio.sleep(first_delay)
-        retry_types = t.retry_on
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(t.max_attempts - 1),
-            wait=wait_exponential_jitter(
-                multiplier=t.retry_initial * 2, max=t.retry_max, jitter=t.retry_initial
-            ),
-            retry=retry_if_exception(lambda e: isinstance(e, retry_types)),
-            before_sleep=before_sleep,
-            reraise=True,
-        ):
-            with attempt:
-                return await self._invoke(t, kwargs)
-        raise AssertionError("unreachable: tenacity reraises the last failure")
 
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
