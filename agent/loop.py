@@ -4,10 +4,11 @@
 watch the same run. Nothing a model or tool does raises out of it: model failures end the run with
 an ``ErrorEvent`` and a ``FinalEvent``; tool failures become observations.
 
-One step (``_step``) is: model call (``_call_model``: budget held and settled in one place), then the
-tools (``_run_tools``: each result read by the page reader if it is long, ``_read``), then the routing
-hook (``_route``: a routing model is told what the step did and answers with the switch it made). The
-step loop in ``run`` only decides whether to go on.
+One step is: the model call (``_call_model``: budget held and settled in one place, ``run_state.hold``),
+then either its tools (``_tools``: run concurrently by ``tool_step.ToolStep``, each long result read by
+the page reader) or its answer (``_answered``). Both end at the routing hook (``_route``): a routing
+model is told what the step did (:class:`StepOutcome`) and answers with the switch it made, which the
+loop passes on as a typed ``ModelSwitched`` event. ``run`` itself only decides whether to go on.
 
 Cancellation: cancel the task iterating ``run`` (the Stop button). The generator's ``finally`` cancels
 and awaits its tool tasks, so nothing is left running, and :class:`RunState` keeps only whole steps
@@ -19,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,8 +178,17 @@ class Agent:
             yield RouteDecided(step=0, route=self._routing.route)
         for step in range(st.steps + 1, self.max_iterations + 1):
             yield StepStarted(step=step, model=self.model.name)
-            async with contextlib.aclosing(self._step(run, step)) as events:
+            reply = _Reply()
+            # Streamed text goes from the model call straight to the caller: one generator layer each.
+            async with contextlib.aclosing(self._call_model(run, step, reply)) as events:
                 async for ev in events:
+                    yield ev
+            if reply.error is None and reply.message.tool_calls:
+                async with contextlib.aclosing(self._tools(run, step, reply.message)) as events:
+                    async for ev in events:
+                        yield ev
+            else:
+                for ev in self._answered(run, step, reply):
                     yield ev
             if run.end is not None:
                 yield FinalEvent(step=step, result=run.end)
@@ -187,23 +197,15 @@ class Agent:
         run.log.info("max_iterations", steps=self.max_iterations)
         yield FinalEvent(step=self.max_iterations, result=st.partial("max_iterations", note))
 
-    async def _step(self, run: _Run, step: int) -> AsyncIterator[AgentEvent]:
-        """One step: the model's turn, then its tools and the routing hook; sets ``run.end`` to stop."""
-        st, reply = run.state, _Reply()
-        async with contextlib.aclosing(self._call_model(run, step, reply)) as events:
-            async for ev in events:
-                yield ev
+    def _answered(self, run: _Run, step: int, reply: _Reply) -> Iterator[AgentEvent]:
+        """A step without tool calls: the answer (``run.end``), a hand-over, a retry of an empty answer,
+        or the error that stopped the call."""
+        st = run.state
         if reply.error is not None:
             yield ErrorEvent(step=step, message=reply.error)
             run.end = st.partial(reply.status, reply.error)
             return
         assistant = reply.message
-        st.steps = step
-        if assistant.tool_calls:
-            async with contextlib.aclosing(self._tools(run, step, assistant)) as events:
-                async for ev in events:
-                    yield ev
-            return
         empty = not assistant.content.strip()
         switch = self._route(StepOutcome(0, empty=empty, can_continue=step < self.max_iterations))
         if switch is not None and switch.kind == "hand_over":
@@ -254,6 +256,7 @@ class Agent:
             reply.error = f"{model.name} ended its answer without a response"
             return
         reply.served_by = bill.model
+        run.state.steps = step
         run.state.add_usage(bill.model, bill.usage, bill.cost)
         u = bill.usage
         run.log.info(

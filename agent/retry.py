@@ -37,6 +37,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 T = TypeVar("T")
+N = TypeVar("N")
 Retryable = Callable[[BaseException], bool]
 
 
@@ -107,11 +108,17 @@ class RetryPolicy:
         return state, RetryWait(failed, self.max_attempts, float(action), error)
 
     async def stream(
-        self, make: Callable[[], AsyncIterator[T]], retryable: Retryable
-    ) -> AsyncIterator[T | RetryWait]:
-        """Items of ``make()``, started again after a retryable failure, each retry announced first.
+        self,
+        make: Callable[[], AsyncIterator[T]],
+        retryable: Retryable,
+        notice: Callable[[RetryWait], N],
+        give_up: Callable[[Exception], Exception | None] = lambda e: None,
+    ) -> AsyncIterator[T | N]:
+        """Items of ``make()``, started again after a retryable failure, each retry announced first
+        (``notice`` turns the :class:`RetryWait` into the caller's item type).
 
-        Items yielded before a failure are void (the consumer learns it from the :class:`RetryWait`).
+        Items yielded before a failure are void (the consumer learns it from the notice). The error that
+        ends the retrying is raised, or what ``give_up`` makes of it when that is not None.
         """
         state: RetryCallState | None = None
         while True:
@@ -121,8 +128,13 @@ class RetryPolicy:
                         yield item
                 return
             except Exception as e:
-                state, wait = await self._wait_after(state, e, retryable)
-            yield wait
+                try:
+                    state, wait = await self._wait_after(state, e, retryable)
+                except Exception as final:
+                    if (instead := give_up(final)) is not None:
+                        raise instead from final
+                    raise
+            yield notice(wait)
             await asyncio.sleep(wait.delay)
 
     async def call(

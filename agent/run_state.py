@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,32 +106,44 @@ class Bill:
         return time.monotonic() - self.started
 
 
-@contextlib.asynccontextmanager
-async def hold(
-    prices: PriceTable,
-    budget: Budget | None,
-    model: Model,
-    messages: Sequence[Message],
-    specs: Sequence[dict[str, Any]],
-    max_tokens: int | None,
-) -> AsyncIterator[Bill]:
+class hold:
     """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
 
     The only place a model call meets the budget: a call that ends without :meth:`Bill.charge` (failed,
     cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
-    The provider is read at the end: a router may have switched to another one mid-call.
+    The provider is read at the end: a router may have switched to another one mid-call. A class, not
+    ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
     """
-    bill = Bill(model.name)
-    if budget is None:
-        yield bill
-        return
-    est = Usage(estimate_tokens(messages, specs), max_tokens or 1024, 0, 1)
-    est_cost = prices.cost(model.name, est)
-    token = await budget.reserve(model.name, est, est_cost.usd if est_cost.known else None)
-    try:
-        yield bill
-    finally:
-        settle = budget.settle(token, bill.model, model.provider, bill.usage, bill.cost)
+
+    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "specs", "token")
+
+    def __init__(
+        self,
+        prices: PriceTable,
+        budget: Budget | None,
+        model: Model,
+        messages: Sequence[Message],
+        specs: Sequence[dict[str, Any]],
+        max_tokens: int | None,
+    ) -> None:
+        self.prices, self.budget, self.model = prices, budget, model
+        self.messages, self.specs, self.max_tokens = messages, specs, max_tokens
+        self.bill = Bill(model.name)
+        self.token: Any = None
+
+    async def __aenter__(self) -> Bill:
+        if self.budget is not None:
+            name = self.model.name
+            est = Usage(estimate_tokens(self.messages, self.specs), self.max_tokens or 1024, 0, 1)
+            est_cost = self.prices.cost(name, est)
+            self.token = await self.budget.reserve(name, est, est_cost.usd if est_cost.known else None)
+        return self.bill
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.budget is None:
+            return
+        bill = self.bill
+        settle = self.budget.settle(self.token, bill.model, self.model.provider, bill.usage, bill.cost)
         if bill.charged:
             await settle
         else:

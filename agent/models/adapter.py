@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -167,36 +167,30 @@ class HTTPModel:
         """Extra keyword arguments for one call's attempts (Gemini numbers turns); none by default."""
         return {}
 
-    async def stream(
+    def stream(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
     ) -> AsyncIterator[ModelChunk]:
+        # The retry policy's iterator is returned as it is, not wrapped in another generator: every
+        # streamed chunk passes through each layer, and the streaming path's overhead was in the layers.
         body = self._body(messages, tools, settings)
         extra = self._call_args(messages)
+        if settings.stream:
+            make: Any = lambda: self._stream_once(body, settings, **extra)  # type: ignore[attr-defined]  # noqa: E731
+        else:
+            make = lambda: _single(self._complete_once(body, settings, **extra))  # type: ignore[attr-defined]  # noqa: E731
+        return self.retry.stream(make, _retryable, _notice, self._gave_up)
 
-        async def attempt() -> AsyncIterator[ModelChunk]:
-            if settings.stream:
-                async for chunk in self._stream_once(body, settings, **extra):  # type: ignore[attr-defined]
-                    yield chunk
-            else:
-                yield await self._complete_once(body, settings, **extra)  # type: ignore[attr-defined]
-
-        try:
-            async for item in self.retry.stream(attempt, _retryable):
-                if isinstance(item, RetryWait):
-                    error = item.error.message if isinstance(item.error, ModelError) else str(item.error)
-                    yield RetryNotice(item.attempt, item.max_attempts, item.delay, error)
-                else:
-                    yield item
-        except ModelError as e:
-            if not e.retryable:
-                raise
-            raise ModelUnavailableError(
-                f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
-                provider=self.provider,
-                model=self.name,
-                status=e.status,
-                retryable=True,
-            ) from e
+    def _gave_up(self, e: Exception) -> Exception | None:
+        """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""
+        if not isinstance(e, ModelError) or not e.retryable:
+            return None
+        return ModelUnavailableError(
+            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
+            provider=self.provider,
+            model=self.name,
+            status=e.status,
+            retryable=True,
+        )
 
     async def _sse(
         self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None
@@ -227,3 +221,12 @@ class HTTPModel:
 
 def _retryable(e: BaseException) -> bool:
     return isinstance(e, ModelError) and e.retryable
+
+
+def _notice(w: RetryWait) -> RetryNotice:
+    error = w.error.message if isinstance(w.error, ModelError) else str(w.error)
+    return RetryNotice(w.attempt, w.max_attempts, w.delay, error)
+
+
+async def _single(awaitable: Awaitable[ModelChunk]) -> AsyncIterator[ModelChunk]:
+    yield await awaitable

@@ -102,6 +102,11 @@ class Tool:
     retry_on: tuple[type[BaseException], ...] = (TransientToolError,)
     retry_initial: float = 0.5
     retry_max: float = 8.0
+    is_async: bool = field(init=False)
+    """Checked once here: ``inspect.iscoroutinefunction`` on every call was a measurable part of a step."""
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.fn)
 
     def spec(self) -> dict[str, Any]:
         """Neutral function spec; adapters wrap it in their wire format."""
@@ -347,7 +352,7 @@ class ToolRegistry:
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
         async with asyncio.timeout(t.timeout):
-            if inspect.iscoroutinefunction(t.fn):
+            if t.is_async:
                 return await t.fn(**kwargs)
             return await asyncio.to_thread(t.fn, **kwargs)
 
