@@ -29,7 +29,7 @@ researcher and gains that tier as its writer, losing nothing it found.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence, Set
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -75,12 +75,9 @@ def _with_researcher_note(messages: Sequence[Message]) -> Sequence[Message]:
     return [replace(messages[0], content=messages[0].content + RESEARCHER_NOTE), *messages[1:]]
 
 
-def _provider_key(model: Model) -> str:
-    return model.provider
-
-
-def _model_key(model: Model) -> str:
-    return f"{model.provider}:{model.name}"
+def _keys(model: Model) -> list[str]:
+    """Breaker keys: the provider, and the model on it (an unknown model cools down only itself)."""
+    return [model.provider, f"{model.provider}:{model.name}"]
 
 
 def _falls_back(e: ModelError) -> bool:
@@ -197,45 +194,25 @@ class RoutedModel:
 
     # -- choosing -------------------------------------------------------------------------------
 
-    def _tier_chain(self, tier: Tier) -> list[str]:
-        return list(self._router.tiers[tier])
-
     def _chain(self) -> list[str]:
         """Fallback order from the current tier: its models, stronger tiers, then weaker ones not left."""
-        order: list[Tier] = [self._tier]
         i, cap = tier_index(self._tier), tier_index(self.max_tier)
-        order += [t for t in TIERS[i + 1 : cap + 1]]
-        order += [t for t in reversed(TIERS[:i]) if t not in self._left]
-        out: list[str] = []
-        for t in order:
-            for s in self._router.tiers[t]:
-                if s not in out:
-                    out.append(s)
-        return out
+        order = [
+            self._tier,
+            *TIERS[i + 1 : cap + 1],
+            *(t for t in reversed(TIERS[:i]) if t not in self._left),
+        ]
+        return list(dict.fromkeys(s for t in order for s in self._router.tiers[t]))
 
-    def _keys(self, model: Model) -> list[str]:
-        return [_provider_key(model), _model_key(model)]
+    def _first_available(self, specs: Sequence[str], skip: Set[str] = frozenset()) -> str | None:
+        ok = self._router.breakers.available
+        return next(
+            (s for s in specs if s not in skip and (m := self._router.model(s)) and all(map(ok, _keys(m)))),
+            None,
+        )
 
-    def _usable(self, spec: str) -> Model | None:
-        return self._router.model(spec)
-
-    def _first_available(
-        self, specs: Sequence[str], skip: set[str] | frozenset[str] = frozenset()
-    ) -> str | None:
-        for s in specs:
-            m = self._usable(s)
-            if (
-                s not in skip
-                and m is not None
-                and all(self._router.breakers.available(k) for k in self._keys(m))
-            ):
-                return s
-        return None
-
-    def _first_buildable(
-        self, specs: Sequence[str], skip: set[str] | frozenset[str] = frozenset()
-    ) -> str | None:
-        return next((s for s in specs if s not in skip and self._usable(s) is not None), None)
+    def _first_buildable(self, specs: Sequence[str]) -> str | None:
+        return next((s for s in specs if self._router.model(s) is not None), None)
 
     def _next(self, tried: set[str]) -> str | None:
         """The next model to try after ``tried`` failed or was skipped in this call."""
@@ -246,7 +223,7 @@ class RoutedModel:
         return self._first_available(chain, tried)
 
     def _pick(self, tier: Tier, skip: frozenset[str] = frozenset()) -> str | None:
-        specs = [s for s in self._tier_chain(tier) if s not in skip]
+        specs = [s for s in self._router.tiers[tier] if s not in skip]
         return self._first_available(specs) or self._first_buildable(specs)
 
     def escalate(self, reason: str) -> SwitchNotice | None:
@@ -294,7 +271,7 @@ class RoutedModel:
             researching = self._writer is not None  # may change mid-call: fallback, overflow escalation
             sent = _with_researcher_note(messages) if researching else messages
             model = self.current
-            keys = self._keys(model)
+            keys = _keys(model)
             if not breakers.acquire(keys):
                 tried.add(self._spec)
                 wait = max(breakers.retry_in(k) for k in keys)
@@ -339,7 +316,7 @@ class RoutedModel:
                     raise
                 unknown = isinstance(e, ModelNotFoundError)
                 wait = breakers.failure(
-                    _model_key(model) if unknown else _provider_key(model),
+                    keys[1] if unknown else keys[0],
                     redact(e.message),
                     cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
                 )
@@ -413,7 +390,7 @@ class RoutedModel:
         old = self.name
         self._spec = spec
         w = self._writer
-        if w is not None and spec in self._tier_chain(w) and spec not in self._tier_chain(self._tier):
+        if w is not None and spec in self._router.tiers[w] and spec not in self._router.tiers[self._tier]:
             self._tier, self._writer = w, None  # a writer-tier model took over: it researches and writes
         log.info("router_fallback", from_model=old, to_model=self.name, reason=why)
         return self._notice(old, why, "fallback")
