@@ -32,7 +32,6 @@ from agent.events import (
     ErrorEvent,
     FinalEvent,
     ModelSwitched,
-    RetryEvent,
     RouteDecided,
     RunResult,
     RunStatus,
@@ -55,7 +54,7 @@ from agent.models.base import (
 )
 from agent.models.prices import PriceTable, default_prices
 from agent.reader import Reader
-from agent.run_state import RunState, hold, parse_args
+from agent.run_state import RunState, hold, parse_args, retry_event
 from agent.tool_step import ToolStep
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
@@ -258,41 +257,16 @@ class Agent:
         reply.served_by = bill.model
         run.state.steps = step
         run.state.add_usage(bill.model, bill.usage, bill.cost)
-        u = bill.usage
-        run.log.info(
-            "model_call",
-            step=step,
-            model=bill.model,
-            latency=round(bill.elapsed, 3),
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            cached_tokens=u.cached_tokens,
-            reasoning_tokens=u.reasoning_tokens,
-            cost=round(bill.cost.usd, 6) if bill.cost.known else "unknown",
-            tool_calls=len(reply.response.message.tool_calls),
-        )
-        yield UsageEvent(step=step, model=bill.model, usage=u, cost=bill.cost)
+        tool_calls = len(reply.response.message.tool_calls)
+        run.log.info("model_call", step=step, tool_calls=tool_calls, **bill.log_fields())
+        yield UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost)
 
     def _chunk_event(self, run: _Run, step: int, chunk: Any) -> AgentEvent:
         if isinstance(chunk, TextChunk):
             return TextDelta(step=step, text=chunk.text)
         if isinstance(chunk, RetryNotice):
-            run.log.warning(
-                "model_retry",
-                step=step,
-                model=self.model.name,
-                attempt=chunk.attempt,
-                delay=round(chunk.delay, 2),
-                error=chunk.error,
-            )
-            return RetryEvent(
-                step=step,
-                what="model",
-                attempt=chunk.attempt,
-                max_attempts=chunk.max_attempts,
-                delay=chunk.delay,
-                error=chunk.error,
-            )
+            c = chunk
+            return retry_event(run.log, step, "model", c.attempt, c.max_attempts, c.delay, c.error)
         assert isinstance(chunk, SwitchNotice)
         return self._switched(step, chunk)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.budget import Budget
-from agent.events import Cost, RunResult, RunStatus, Usage
+from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
 from agent.messages import Message
 from agent.models.base import Model
 from agent.models.prices import PriceTable
@@ -80,6 +80,16 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[dict[str, Any]]
     return chars // 4 + 8 * len(messages)
 
 
+def retry_event(
+    log: Any, step: int, what: str, attempt: int, max_attempts: int, delay: float, error: str
+) -> RetryEvent:
+    """A retry about to wait, logged and as the event the caller yields before the wait."""
+    log.warning("retry", step=step, what=what, attempt=attempt, delay=round(delay, 2), error=error)
+    return RetryEvent(
+        step=step, what=what, attempt=attempt, max_attempts=max_attempts, delay=delay, error=error
+    )
+
+
 def parse_args(raw: str) -> dict[str, Any] | None:
     try:
         value = json.loads(raw) if raw.strip() else {}
@@ -104,6 +114,20 @@ class Bill:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def log_fields(self) -> dict[str, Any]:
+        """What a log line says about the call: model, latency, tokens, cost."""
+        u, c = self.usage, self.cost
+        tokens = {
+            k: getattr(u, k)
+            for k in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+        }
+        return {
+            "model": self.model,
+            "latency": round(self.elapsed, 3),
+            **tokens,
+            "cost": round(c.usd, 6) if c.known else "unknown",
+        }
 
 
 class hold:

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agent.budget import Budget, BudgetExceeded
-from agent.events import AgentEvent, RetryEvent, ToolResultEvent, UsageEvent
+from agent.events import AgentEvent, ToolResultEvent, UsageEvent
 from agent.messages import ToolCall
 from agent.models.base import ModelError
 from agent.models.prices import PriceTable
 from agent.reader import Reader, offers_raw
-from agent.run_state import RunState, hold
-from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.retry import RetryWait
+from agent.run_state import RunState, hold, retry_event
+from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry, describe_error
 
 
 @dataclasses.dataclass(slots=True)
@@ -40,18 +41,12 @@ class ToolStep:
         queue: asyncio.Queue[AgentEvent | tuple[int, ToolOutcome]] = asyncio.Queue()
         blog = self.log
 
-        def on_retry(name: str, attempt: int, max_attempts: int, delay: float, error: str) -> None:
-            blog.warning(
-                "tool_retry", step=step, tool=name, attempt=attempt, delay=round(delay, 2), error=error
-            )
-            queue.put_nowait(
-                RetryEvent(
-                    step=step, what=name, attempt=attempt, max_attempts=max_attempts, delay=delay, error=error
-                )
-            )
+        def on_retry(call: ToolCall, w: RetryWait) -> None:
+            error = describe_error(w.error)
+            queue.put_nowait(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
 
         async def one(i: int, call: ToolCall) -> None:
-            outcome = await self.tools.execute(call, self.ctx, on_retry)
+            outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w))
             if self.reader is not None:
                 outcome = await self._read(step, call, outcome, queue.put_nowait)
             queue.put_nowait((i, outcome))
@@ -130,13 +125,9 @@ class ToolStep:
             "reader_call",
             step=step,
             tool=call.name,
-            model=bill.model,
-            latency=round(bill.elapsed, 3),
             source_chars=notes.source_chars,
             notes_chars=len(notes.observation),
-            prompt_tokens=bill.usage.prompt_tokens,
-            completion_tokens=bill.usage.completion_tokens,
-            cost=round(bill.cost.usd, 6) if bill.cost.known else "unknown",
+            **bill.log_fields(),
         )
         emit(UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost))
         return dataclasses.replace(

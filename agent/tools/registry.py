@@ -11,16 +11,18 @@ import inspect
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
+import docstring_parser
 import pydantic
 
 from agent.messages import ToolCall
-from agent.retry import RetryPolicy, RetryWait
+from agent.retry import OnRetry, RetryPolicy
 
+_TOOL_RETRY = RetryPolicy(max_attempts=3, initial=0.5, maximum=8.0)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -84,10 +86,6 @@ class ToolGuard(Protocol):
     async def check(self, tool: Tool, ctx: ToolContext) -> str | None: ...
 
 
-RetryCallback = Callable[[str, int, int, float, str], Awaitable[None] | None]
-"""(tool name, attempt that failed, max attempts, delay before next, error text)."""
-
-
 @dataclass(slots=True)
 class Tool:
     name: str
@@ -98,10 +96,8 @@ class Tool:
     context_param: str | None = None
     timeout: float = 30.0
     max_output: int = 8000
-    max_attempts: int = 3
     retry_on: tuple[type[BaseException], ...] = (TransientToolError,)
-    retry_initial: float = 0.5
-    retry_max: float = 8.0
+    retry: RetryPolicy = _TOOL_RETRY
     is_async: bool = field(init=False)
     """Checked once here: ``inspect.iscoroutinefunction`` on every call was a measurable part of a step."""
 
@@ -114,35 +110,14 @@ class Tool:
 
 
 def _doc_parts(doc: str) -> tuple[str, dict[str, str]]:
-    """Split a Google-style docstring into its summary and ``Args:`` descriptions."""
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    current: str | None = None
-    in_args = in_other = False
-    arg_indent: int | None = None
-    for line in inspect.cleandoc(doc or "").splitlines():
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if stripped in {"Args:", "Arguments:", "Parameters:"}:
-            in_args, in_other, arg_indent = True, False, None
-            continue
-        if indent == 0 and re.match(r"^[A-Z]\w*( \w+)?:$", stripped):
-            in_args, in_other = False, True  # another section (Returns:, Raises:): not for the model
-            continue
-        if in_args and stripped and indent == 0:
-            in_args = False
-        if not in_args:
-            if not in_other:
-                summary.append(line)
-            continue
-        m = re.match(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", stripped)
-        if m and (arg_indent is None or indent <= arg_indent):
-            arg_indent = indent
-            current = m.group(1)
-            params[current] = m.group(2).strip()
-        elif current and stripped:
-            params[current] = (params[current] + " " + stripped).strip()
-    return "\n".join(summary).strip(), params
+    """A Google-style docstring's summary and ``Args:`` descriptions (other sections are not for the model)."""
+    d = docstring_parser.google.parse(inspect.cleandoc(doc))
+    summary = ("\n\n" if d.blank_after_short_description else "\n").join(
+        p for p in (d.short_description, d.long_description) if p
+    )
+    return summary, {
+        p.arg_name: " ".join(ln.strip() for ln in (p.description or "").splitlines()) for p in d.params
+    }
 
 
 def _strip_titles(schema: Any) -> Any:
@@ -204,10 +179,8 @@ def tool(
             context_param=context_param,
             timeout=timeout,
             max_output=max_output,
-            max_attempts=max_attempts,
             retry_on=retry_on,
-            retry_initial=retry_initial,
-            retry_max=retry_max,
+            retry=RetryPolicy(max_attempts, retry_initial, retry_max),
         )
 
     if fn is not None:
@@ -305,9 +278,7 @@ class ToolRegistry:
             return t, None, _format_validation_error(t.name, e)
         return t, {k: getattr(validated, k) for k in type(validated).model_fields}, None
 
-    async def execute(
-        self, call: ToolCall, ctx: ToolContext, on_retry: RetryCallback | None = None
-    ) -> ToolOutcome:
+    async def execute(self, call: ToolCall, ctx: ToolContext, on_retry: OnRetry | None = None) -> ToolOutcome:
         started = time.monotonic()
         t, kwargs, problem = self.parse(call)
         if problem is not None or t is None or kwargs is None:
@@ -320,15 +291,9 @@ class ToolRegistry:
         if t.context_param:
             call_kwargs[t.context_param] = ctx
 
-        def on_retry_wait(w: RetryWait) -> Awaitable[None] | None:
-            if on_retry is None:
-                return None
-            return on_retry(t.name, w.attempt, w.max_attempts, w.delay, _describe(w.error))
-
-        policy = RetryPolicy(t.max_attempts, t.retry_initial, t.retry_max)
         try:
-            value = await policy.call(
-                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry_wait
+            value = await t.retry.call(
+                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry
             )
         except asyncio.CancelledError:
             raise
@@ -341,7 +306,7 @@ class ToolRegistry:
             return ToolOutcome(_error_json(msg), True, arguments=kwargs, duration=time.monotonic() - started)
         except Exception as e:
             return ToolOutcome(
-                _error_json(_describe(e)), True, arguments=kwargs, duration=time.monotonic() - started
+                _error_json(describe_error(e)), True, arguments=kwargs, duration=time.monotonic() - started
             )
         text, sources, full = _render(value)
         if full is None and len(text) > t.max_output:
@@ -357,7 +322,7 @@ class ToolRegistry:
             return await asyncio.to_thread(t.fn, **kwargs)
 
 
-def _describe(exc: BaseException | None) -> str:
+def describe_error(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     if isinstance(exc, TimeoutError):
