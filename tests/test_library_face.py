@@ -53,3 +53,65 @@ def test_logging_configured_after_import_applies_to_the_loop(tmp_path: Path) -> 
     call = next(e for e in logged if e["event"] == "model_call")
     assert call["logger"] == "agent.loop" and call["model"] == "scripted"
     assert "\x1b[" not in got.stdout + got.stderr  # no colour codes anywhere
+
+
+async def test_a_routing_model_hears_each_step_and_its_switch_reaches_the_caller_as_typed_data() -> None:
+    """The loop's one routing hook: facts about the step in, a typed switch out; nothing else is driven."""
+    from agent import (
+        Agent,
+        Message,
+        ModelResponse,
+        ModelSwitched,
+        RouteDecided,
+        RouteDecision,
+        StepOutcome,
+        SwitchNotice,
+        ToolCall,
+        ToolRegistry,
+        Usage,
+        tool,
+    )
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look up.
+
+        Args:
+            q: what.
+        """
+        return "found"
+
+    class TwoModels:
+        provider = "local"
+
+        def __init__(self) -> None:
+            self.name, self.heard = "small", []
+
+        @property
+        def route(self) -> RouteDecision:
+            return RouteDecision("medium", self.name, writer="big" if self.name == "small" else None)
+
+        def after_step(self, outcome: StepOutcome) -> SwitchNotice | None:
+            self.heard.append(outcome)
+            if outcome.tool_calls or self.name == "big":
+                return None
+            self.name = "big"  # the researcher said it is done: hand over to the writer
+            return SwitchNotice("small", "big", "the writer answers", "hand_over", self.route)
+
+        async def stream(self, messages, tools, settings):
+            if self.name == "big":
+                yield ModelResponse(Message("assistant", "the answer"), Usage(5, 2, 0, 1), "big")
+            elif any(m.role == "tool" for m in messages):
+                yield ModelResponse(Message("assistant", "done researching"), Usage(5, 2, 0, 1), "small")
+            else:
+                call = ToolCall("c1", "lookup", '{"q": "x"}')
+                yield ModelResponse(Message("assistant", "", tool_calls=[call]), Usage(5, 2, 0, 1), "small")
+
+    model = TwoModels()
+    events = [ev async for ev in Agent(model, ToolRegistry([lookup])).run("task")]
+    assert isinstance(events[0], RouteDecided) and events[0].route == RouteDecision("medium", "small", "big")
+    switch = next(e for e in events if isinstance(e, ModelSwitched))
+    assert (switch.kind, switch.route) == ("hand_over", RouteDecision("medium", "big", None))
+    assert [(o.tool_calls, o.empty) for o in model.heard] == [(1, False), (0, False), (0, False)]
+    result = events[-1].result
+    assert result.text == "the answer" and "done researching" not in str([m.content for m in result.messages])
