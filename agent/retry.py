@@ -109,12 +109,12 @@ class RetryPolicy:
 
     async def stream(
         self,
-        make: Callable[[], AsyncIterator[T]],
+        make: Callable[[], AsyncIterator[T] | Awaitable[T]],
         retryable: Retryable,
         notice: Callable[[RetryWait], N],
         give_up: Callable[[Exception], Exception | None] = lambda e: None,
     ) -> AsyncIterator[T | N]:
-        """Items of ``make()``, started again after a retryable failure, each retry announced first
+        """Items of ``make()`` (an async iterator, or an awaitable of one item), started again after a retryable failure, each retry announced first
         (``notice`` turns the :class:`RetryWait` into the caller's item type).
 
         Items yielded before a failure are void (the consumer learns it from the notice). The error that
@@ -123,7 +123,11 @@ class RetryPolicy:
         state: RetryCallState | None = None
         while True:
             try:
-                async with contextlib.aclosing(make()) as items:  # type: ignore[type-var]
+                made = make()
+                if inspect.isawaitable(made):  # one item: awaited here, not through another generator
+                    yield await made
+                    return
+                async with contextlib.aclosing(made) as items:
                     async for item in items:
                         yield item
                 return

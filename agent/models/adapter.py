@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -171,14 +171,12 @@ class HTTPModel:
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
     ) -> AsyncIterator[ModelChunk]:
         # The retry policy's iterator is returned as it is, not wrapped in another generator: every
-        # streamed chunk passes through each layer, and the streaming path's overhead was in the layers.
+        # streamed chunk and every wait on the socket passes through each layer, and the streaming
+        # path's overhead against a minimal client was in the layers (bench/loop_overhead.py).
         body = self._body(messages, tools, settings)
         extra = self._call_args(messages)
-        if settings.stream:
-            make: Any = lambda: self._stream_once(body, settings, **extra)  # type: ignore[attr-defined]  # noqa: E731
-        else:
-            make = lambda: _single(self._complete_once(body, settings, **extra))  # type: ignore[attr-defined]  # noqa: E731
-        return self.retry.stream(make, _retryable, _notice, self._gave_up)
+        once = self._stream_once if settings.stream else self._complete_once  # type: ignore[attr-defined]
+        return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
 
     def _gave_up(self, e: Exception) -> Exception | None:
         """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""
@@ -226,7 +224,3 @@ def _retryable(e: BaseException) -> bool:
 def _notice(w: RetryWait) -> RetryNotice:
     error = w.error.message if isinstance(w.error, ModelError) else str(w.error)
     return RetryNotice(w.attempt, w.max_attempts, w.delay, error)
-
-
-async def _single(awaitable: Awaitable[ModelChunk]) -> AsyncIterator[ModelChunk]:
-    yield await awaitable
