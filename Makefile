@@ -55,6 +55,7 @@ lint-docker: $(BIN)/.installed-dev
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: lock-check lint lint-docker
 	$(BIN)/pytest -n 2 --dist loadfile

@@ -168,19 +168,50 @@ class MemoryEvent(Event):
     ids: list[str] = field(default_factory=list)
 
 
+SwitchKind = Literal["fallback", "escalation", "hand_over"]
+
+
+@dataclass(slots=True, frozen=True)
+class RouteDecision:
+    """Where a routed run stands: typed data for headers and footers, so no one reads router internals."""
+
+    tier: str
+    """The run's tier: the one that writes the answer."""
+    model: str
+    """The model serving the next call (the researcher while a research tier serves)."""
+    writer: str | None = None
+    """The model that will write the answer while a research tier serves, else None."""
+    reasons: tuple[str, ...] = ()
+    """Why the classifier chose the tier (for the first decision)."""
+    source: str = ""
+    """``heuristic``, ``embedding``, ``judge``, ``requested`` or ``default``."""
+    judge_model: str | None = None
+    judge_usage: Usage | None = None
+    """Set when a judge model was called to classify the task: real spending to charge."""
+
+
+@dataclass(slots=True, kw_only=True)
+class RouteDecided(Event):
+    """A routed run starts (``step`` 0): the tier chosen and who researches and writes."""
+
+    route: RouteDecision
+
+
 @dataclass(slots=True, kw_only=True)
 class ModelSwitched(Event):
-    """The router moved to another model (fallback or escalation)."""
+    """The router moved to another model: fallback after errors, escalation, or the hand-over to the writer."""
 
     from_model: str
     to_model: str
     reason: str
+    kind: SwitchKind = "fallback"
+    route: RouteDecision | None = None
+    """Where the run stands after the switch (None for models that do not route)."""
 
 
 @dataclass(slots=True, kw_only=True)
 class ErrorEvent(Event):
     message: str
-    fatal: bool = True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -196,6 +227,7 @@ AgentEvent = (
     | RetryEvent
     | UsageEvent
     | MemoryEvent
+    | RouteDecided
     | ModelSwitched
     | ErrorEvent
     | FinalEvent

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -119,16 +120,20 @@ class FakeEmbeddingServer:
     def __init__(self, key: str = "sk-test-123") -> None:
         self.key = key
         self.fail_next = 0
+        self.retry_after: str | None = None
         self.requests: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append({"auth": request.headers.get("Authorization"), "input": body["input"]})
+        self.requests.append(
+            {"auth": request.headers.get("Authorization"), "input": body["input"], "at": time.monotonic()}
+        )
         if self.fail_next > 0:
             self.fail_next -= 1
-            return web.json_response({"error": "overloaded"}, status=503)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.json_response({"error": "overloaded"}, status=503, headers=headers)
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             # Some servers echo what they got; the client must not pass that on.
             return web.json_response(
@@ -203,6 +208,15 @@ async def test_endpoint_failures_are_retried_or_reported_without_the_key(server:
         await asyncio.to_thread(gone.load)
     for e in (emb, wrong, gone):
         e.close()
+
+
+async def test_an_endpoint_asking_to_retry_later_is_not_asked_sooner(server: FakeEmbeddingServer) -> None:
+    server.fail_next, server.retry_after = 1, "0.3"
+    emb = OpenAIEmbedding(server.url, "bow-64", api_key=server.key, retry_wait=0.01)
+    await asyncio.to_thread(emb.load)
+    first, second = server.requests
+    assert second["at"] - first["at"] >= 0.3
+    emb.close()
 
 
 # -- one vector space per collection ---------------------------------------------------------------

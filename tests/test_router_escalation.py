@@ -60,6 +60,8 @@ async def test_invalid_tool_calls_twice_move_the_run_up_a_tier(llm: FakeLLM, htt
     switch = next(e for e in events if isinstance(e, ModelSwitched))
     assert (switch.from_model, switch.to_model) == ("gpt-5-nano", "gpt-5-mini")
     assert switch.reason == "its tool calls were invalid twice in a row; moving up to the medium tier"
+    assert switch.kind == "escalation" and switch.route is not None
+    assert (switch.route.tier, switch.route.model, switch.route.writer) == ("medium", "gpt-5-mini", None)
     assert [r["model"] for r in llm.requests] == ["gpt-5-nano", "gpt-5-nano", "gpt-5-mini", "gpt-5-mini"]
     assert [e.model for e in events if isinstance(e, StepStarted)][2:] == ["gpt-5-mini", "gpt-5-mini"]
     assert events[-1].result.text == "2" and model.tier == "medium"
@@ -124,6 +126,10 @@ async def test_route_honours_the_users_tier_within_the_servers_limit(
     assert routed.tier == "complex" and routed.name == "gpt-5"
     assert routed.decision is not None and routed.decision.source == "heuristic"
     assert any("compare" in r for r in routed.decision.reasons)
+    # The same decision as typed data, for the thread's header (no reaching into the router).
+    route = routed.route
+    assert (route.tier, route.model, route.writer, route.source) == ("complex", "gpt-5", None, "heuristic")
+    assert route.reasons == routed.decision.reasons and route.judge_usage is None
 
     asked = await router.route(task, requested="simple")
     assert (asked.tier, asked.decision.source if asked.decision else None) == ("simple", "requested")

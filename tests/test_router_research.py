@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import ConfigError
-from agent.events import ModelSwitched, TextDelta, ToolResultEvent
+from agent.events import ModelSwitched, RouteDecided, RouteDecision, TextDelta, ToolResultEvent
 from agent.loop import Agent
 from agent.models.factory import parse_research_tiers
 from agent.models.router import Router
@@ -46,9 +46,15 @@ async def test_the_researcher_gathers_and_the_complex_model_writes_from_what_it_
     assert [m["content"] for m in writing["messages"] if m["role"] == "tool"] == ["42"]
     assert writing["messages"][-1]["role"] == "tool"
 
+    # Who researches and who writes reaches the bot as typed data: first at the start of the run...
+    assert events[0] == RouteDecided(
+        step=0, at=events[0].at, route=RouteDecision("complex", "gpt-5-mini", "gpt-5")
+    )
     switch = next(e for e in events if isinstance(e, ModelSwitched))
     assert (switch.from_model, switch.to_model) == ("gpt-5-mini", "gpt-5")
     assert switch.reason == "gpt-5-mini gathered the material; the complex tier writes the answer"
+    # ...then on every switch: after the hand-over the writer serves and no one else is to write.
+    assert switch.kind == "hand_over" and switch.route == RouteDecision("complex", "gpt-5", None)
     shown = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert "Let me work it out." in shown and "DONE-LINE" not in shown  # only text before a tool call shows
 

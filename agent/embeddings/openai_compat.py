@@ -15,15 +15,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from agent.embeddings.base import EmbeddingError, EmbeddingUnavailable, check_texts, l2_normalise
+from agent.retry import RetryPolicy, parse_retry_after
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class _Retryable(EmbeddingError):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def embeddings_url(base_url: str) -> str:
@@ -110,12 +112,8 @@ class OpenAIEmbedding:
     def _request(self, batch: list[str]) -> np.ndarray:
         # Empty strings are refused by some servers; a single space embeds to "nothing" everywhere.
         payload = {"model": self.model, "input": [t if t.strip() else " " for t in batch]}
-        for attempt in Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait_exponential_jitter(multiplier=self.retry_wait, jitter=self.retry_wait, max=8.0),
-            retry=retry_if_exception(lambda e: isinstance(e, _Retryable)),
-            reraise=True,
-        ):
+        policy = RetryPolicy(self.max_attempts, self.retry_wait, 8.0)
+        for attempt in policy.sync(lambda e: isinstance(e, _Retryable)):
             with attempt:
                 return self._post(payload, len(batch))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -134,7 +132,9 @@ class OpenAIEmbedding:
                 msg += " (check MEMORY_EMBEDDING_API_KEY)"
             elif resp.status_code == 404:
                 msg += " (check MEMORY_EMBEDDING_URL and MEMORY_EMBEDDING_MODEL)"
-            raise (_Retryable if resp.status_code in _RETRY_STATUS else EmbeddingError)(msg)
+            if resp.status_code in _RETRY_STATUS:
+                raise _Retryable(msg, parse_retry_after(resp.headers))
+            raise EmbeddingError(msg)
         try:
             data = resp.json()["data"]
             rows = sorted(data, key=lambda d: d.get("index", 0))

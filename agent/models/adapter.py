@@ -1,4 +1,5 @@
-"""What every HTTP model adapter shares: its settings, key masking, and the errors that are not wire-specific."""
+"""What every HTTP model adapter shares: its settings, key masking, the retry policy (agent.retry), and the
+one mapping from an HTTP status and error body to this library's errors."""
 
 from __future__ import annotations
 
@@ -6,16 +7,60 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 from httpx_sse import EventSource
 
 from agent.messages import Message
-from agent.models.base import ModelChunk, ModelError, ModelSettings
-from agent.models.http import transport_error, with_retries
+from agent.models.base import (
+    ContextOverflowError,
+    ModelAuthError,
+    ModelChunk,
+    ModelError,
+    ModelNotFoundError,
+    ModelSettings,
+    ModelUnavailableError,
+    RetryNotice,
+)
+from agent.models.http import transport_error
+from agent.retry import RetryPolicy, RetryWait, parse_retry_after
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
+# What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when the conversation is too long.
+_CONTEXT_RE = re.compile(
+    r"context (length|window)|maximum context|too many tokens|prompt is too long|exceed context limit"
+    r"|exceeds the maximum number of tokens|input token count",
+    re.I,
+)
+_TOOLS_RE = re.compile(r"tool|function", re.I)
+
+
+@dataclass(slots=True)
+class ErrorBody:
+    """What a provider's error body said, in the terms the one status-to-error mapping needs."""
+
+    message: str
+    kind: str = ""
+    """The provider's error type or status ("overloaded_error", "RESOURCE_EXHAUSTED"), shown in brackets."""
+    bad_key: bool = False
+    """The body says the key is wrong, whatever the status (Gemini answers 400)."""
+    retry_after: float | None = None
+    """A wait the body asks for (Gemini's RetryInfo), used when no header gives one."""
+
+
+def error_body(text: str) -> ErrorBody:
+    """``{"error": {"type", "message"}}`` (OpenAI, Anthropic and most compatible servers), a string
+    ``error``, or plain text."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return ErrorBody(text.strip()[:300] or "(no details)")
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or ""))
+    return ErrorBody((err if isinstance(err, str) else str(data))[:300])
 
 
 class HTTPModel:
@@ -23,6 +68,11 @@ class HTTPModel:
 
     WIRE: ClassVar[str] = "model"
     """How the wire format is named in messages ("Anthropic Messages")."""
+    KEY_ENV: ClassVar[str] = "the provider's API key"
+    BASE_ENV: ClassVar[str] = "the base URL"
+    MODEL_HINT: ClassVar[str] = "GET {base_url}/models lists them"
+    TOOLS_MAY_FAIL: ClassVar[bool] = False
+    """Servers of this wire may not support tool calls: say so when a 400 mentions them."""
 
     def __init__(
         self,
@@ -44,6 +94,7 @@ class HTTPModel:
         self.max_attempts = max(1, max_attempts)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.retry = RetryPolicy(self.max_attempts, backoff_initial, backoff_max)
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}({self.name!r}, base_url={self.base_url!r})"
@@ -65,8 +116,47 @@ class HTTPModel:
             retryable=True,
         )
 
+    def _error_body(self, text: str) -> ErrorBody:
+        return error_body(text)
+
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
-        raise NotImplementedError
+        """The one mapping from an HTTP status and error body to an error, for every wire format."""
+        body = self._error_body(text)
+        detail = self._mask(body.message)
+        common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
+        said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
+        if status in (401, 403) or body.bad_key:
+            return ModelAuthError(
+                f"{self.base_url} rejected the API key (HTTP {status}): check {self.KEY_ENV} and that it "
+                f"may use model '{self.name}'. Server said: {detail}",
+                **common,
+            )
+        if status == 404:
+            hint = self.MODEL_HINT.format(base_url=self.base_url)
+            return ModelNotFoundError(
+                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
+                f"({hint}) and {self.BASE_ENV}. Server said: {detail}",
+                **common,
+            )
+        if status in (408, 429) or status >= 500:
+            wait = parse_retry_after(headers)
+            return ModelError(
+                f"{self.name}: {said} from {self.base_url}: {detail}",
+                retryable=True,
+                retry_after=wait if wait is not None else body.retry_after,
+                **common,
+            )
+        if status == 413 or _CONTEXT_RE.search(detail):
+            return ContextOverflowError(
+                f"{self.name}: the conversation is too long for this model: {detail}", **common
+            )
+        if status == 400 and self.TOOLS_MAY_FAIL and _TOOLS_RE.search(detail):
+            return ModelError(
+                f"{self.name} at {self.base_url} refused the request, apparently over tool calling "
+                f"(HTTP 400): this server or model may not support tools. Server said: {detail}",
+                **common,
+            )
+        return ModelError(f"{self.name}: {said} from {self.base_url}: {detail}", **common)
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -77,24 +167,28 @@ class HTTPModel:
         """Extra keyword arguments for one call's attempts (Gemini numbers turns); none by default."""
         return {}
 
-    async def stream(
+    def stream(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], settings: ModelSettings
     ) -> AsyncIterator[ModelChunk]:
+        # The retry policy's iterator is returned as it is, not wrapped in another generator: every
+        # streamed chunk and every wait on the socket passes through each layer, and the streaming
+        # path's overhead against a minimal client was in the layers (bench/loop_overhead.py).
         body = self._body(messages, tools, settings)
         extra = self._call_args(messages)
-        async for chunk in with_retries(
-            lambda: (
-                self._stream_once(body, settings, **extra)  # type: ignore[attr-defined]
-                if settings.stream
-                else self._complete_once(body, settings, **extra)  # type: ignore[attr-defined]
-            ),
-            name=self.name,
+        once = self._stream_once if settings.stream else self._complete_once  # type: ignore[attr-defined]
+        return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
+
+    def _gave_up(self, e: Exception) -> Exception | None:
+        """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""
+        if not isinstance(e, ModelError) or not e.retryable:
+            return None
+        return ModelUnavailableError(
+            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
             provider=self.provider,
-            max_attempts=self.max_attempts,
-            initial=self.backoff_initial,
-            maximum=self.backoff_max,
-        ):
-            yield chunk
+            model=self.name,
+            status=e.status,
+            retryable=True,
+        )
 
     async def _sse(
         self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None
@@ -121,3 +215,12 @@ class HTTPModel:
                         yield sse.event, data
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+
+
+def _retryable(e: BaseException) -> bool:
+    return isinstance(e, ModelError) and e.retryable
+
+
+def _notice(w: RetryWait) -> RetryNotice:
+    error = w.error.message if isinstance(w.error, ModelError) else str(w.error)
+    return RetryNotice(w.attempt, w.max_attempts, w.delay, error)

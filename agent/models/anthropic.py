@@ -40,16 +40,12 @@ from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel
 from agent.models.base import (
-    ContextOverflowError,
-    ModelAuthError,
     ModelChunk,
     ModelError,
-    ModelNotFoundError,
     ModelResponse,
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after
 from agent.models.tokens import count, estimated_usage
 
 API_VERSION = "2023-06-01"
@@ -57,9 +53,6 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 8192
 """Anthropic requires ``max_tokens``; enough for a long research answer on every current model."""
 
-_CONTEXT_RE = re.compile(
-    r"prompt is too long|context (length|window)|exceed context limit|too many tokens", re.I
-)
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 _CACHE = {"type": "ephemeral"}
 _PROMPT_KEYS = ("messages", "system", "tools")
@@ -232,6 +225,9 @@ class _BlockAssembler:
 
 class AnthropicModel(HTTPModel):
     WIRE = "Anthropic Messages"
+    KEY_ENV = "ANTHROPIC_API_KEY"
+    BASE_ENV = "ANTHROPIC_BASE_URL"
+    MODEL_HINT = "e.g. claude-sonnet-4-5"
 
     """One Claude model behind the Messages API.
 
@@ -372,44 +368,3 @@ class AnthropicModel(HTTPModel):
             model=model_name,
             finish_reason=_STOP.get(stop or "", stop),
         )
-
-    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
-        etype, detail = _error_detail(text)
-        detail = self._mask(detail)
-        common = {"provider": self.provider, "model": self.name, "status": status}
-        if status in (401, 403):
-            return ModelAuthError(
-                f"{self.base_url} rejected the API key (HTTP {status}): check ANTHROPIC_API_KEY and that it "
-                f"may use model '{self.name}'. Server said: {detail}",
-                **common,
-            )
-        if status == 404:
-            return ModelNotFoundError(
-                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
-                f"(e.g. claude-sonnet-4-5) and ANTHROPIC_BASE_URL. Server said: {detail}",
-                **common,
-            )
-        if status == 413 or (status == 400 and _CONTEXT_RE.search(detail)):
-            return ContextOverflowError(
-                f"{self.name}: the conversation is too long for this model: {detail}", **common
-            )
-        if status in (408, 429) or status >= 500:
-            return ModelError(
-                f"{self.name}: HTTP {status} ({etype}) from {self.base_url}: {detail}",
-                retryable=True,
-                retry_after=parse_retry_after(headers),
-                **common,
-            )
-        return ModelError(f"{self.name}: HTTP {status} ({etype}) from {self.base_url}: {detail}", **common)
-
-
-def _error_detail(text: str) -> tuple[str, str]:
-    """(error type, message) from ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return "error", text.strip()[:300] or "(no details)"
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("type") or "error"), str(err.get("message") or err)[:300]
-    return "error", str(data)[:300]

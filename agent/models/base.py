@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from agent.events import Usage
+from agent.events import RouteDecision, SwitchKind, Usage
 from agent.logs import redact
 from agent.messages import Message
 from agent.models.reasoning import Effort
@@ -58,11 +58,13 @@ class ModelResponse:
 
 @dataclass(slots=True)
 class SwitchNotice:
-    """A routing model moved to another model (fallback after errors, or escalation)."""
+    """A routing model moved to another model (fallback after errors, escalation, or hand-over)."""
 
     from_model: str
     to_model: str
     reason: str
+    kind: SwitchKind = "fallback"
+    route: RouteDecision | None = None
 
 
 ModelChunk = TextChunk | RetryNotice | SwitchNotice | ModelResponse
@@ -101,26 +103,32 @@ async def final_response(
     return response
 
 
+@dataclass(slots=True, frozen=True)
+class StepOutcome:
+    """What one step did, as plain facts: a routing model decides from these whether to switch."""
+
+    tool_calls: int
+    all_invalid: bool = False
+    """Every tool call of the step had arguments that could not be read."""
+    empty: bool = False
+    """No text and no tool calls."""
+    can_continue: bool = True
+    """Another step is allowed after this one."""
+
+
 @runtime_checkable
-class Escalating(Protocol):
-    """A model that can move to a stronger one when the current one fails the task (router)."""
+class Routing(Protocol):
+    """A model that routes between models (agent.models.router): the loop tells it what each step did
+    and it answers with the switch it made, if any; its standing is typed data (:class:`RouteDecision`).
 
-    def escalate(self, reason: str) -> SwitchNotice | None:
-        """Switch to the next stronger model for the rest of the run; None when there is none."""
-        ...
+    After a step without tool calls, a ``hand_over`` or ``escalation`` notice means "ask again": the
+    reply is dropped (hand-over: a researcher's "done" line) or the empty answer is asked for again.
+    """
 
-    def after_step(self) -> SwitchNotice | None:
-        """Called after each tool step: move up when the current tier has used its step allowance.
+    @property
+    def route(self) -> RouteDecision: ...
 
-        A task still at work after the steps its tier is meant for was routed too low (the work done is
-        the best evidence of how big a task is), so a stronger model carries on with what was found.
-        """
-        ...
-
-    def hand_over(self) -> SwitchNotice | None:
-        """Called when the model answered without tools: a cheaper researcher hands the run to the model
-        that writes the answer. A notice means "ask again": the researcher's reply is dropped."""
-        ...
+    def after_step(self, outcome: StepOutcome) -> SwitchNotice | None: ...
 
 
 class ModelError(Exception):

@@ -41,27 +41,20 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel
+from agent.models.adapter import ErrorBody, HTTPModel
 from agent.models.base import (
-    ContextOverflowError,
-    ModelAuthError,
     ModelChunk,
     ModelError,
-    ModelNotFoundError,
     ModelResponse,
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
-_CONTEXT_RE = re.compile(
-    r"exceeds the maximum number of tokens|input token count|context (length|window)|too many tokens", re.I
-)
 _BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
 _VERSION_RE = re.compile(r"^gemini-(\d+)")
 _FINISH = {
@@ -239,6 +232,8 @@ class _Turn:
 
 class GeminiModel(HTTPModel):
     WIRE = "Gemini generateContent"
+    KEY_ENV = "GEMINI_API_KEY"
+    BASE_ENV = "GEMINI_BASE_URL"
 
     """One Gemini model behind the Gemini API (AI Studio key).
 
@@ -362,66 +357,26 @@ class GeminiModel(HTTPModel):
         self._remember(reply.signatures)
         yield reply.response(self.name, body)
 
-    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
-        info = _error_info(text)
-        detail = self._mask(info.message)
-        common = {"provider": self.provider, "model": self.name, "status": status}
-        if status in (401, 403) or _BAD_KEY_RE.search(f"{info.reason} {info.message}"):
-            return ModelAuthError(
-                f"{self.base_url} rejected the API key (HTTP {status}): check GEMINI_API_KEY and that it "
-                f"may use model '{self.name}'. Server said: {detail}",
-                **common,
-            )
-        if status == 404:
-            return ModelNotFoundError(
-                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
-                f"(GET {self.base_url}/models lists them) and GEMINI_BASE_URL. Server said: {detail}",
-                **common,
-            )
-        if status == 400 and _CONTEXT_RE.search(detail):
-            return ContextOverflowError(
-                f"{self.name}: the conversation is too long for this model: {detail}", **common
-            )
-        if status in (408, 429) or status >= 500:
-            retry_after = parse_retry_after(headers)
-            return ModelError(
-                f"{self.name}: HTTP {status} ({info.status}) from {self.base_url}: {detail}",
-                retryable=True,
-                retry_after=retry_after if retry_after is not None else info.retry_delay,
-                **common,
-            )
-        return ModelError(
-            f"{self.name}: HTTP {status} ({info.status}) from {self.base_url}: {detail}", **common
-        )
-
-
-@dataclass
-class _ErrorInfo:
-    message: str
-    status: str = "ERROR"
-    reason: str = ""
-    retry_delay: float | None = None
-
-
-def _error_info(text: str) -> _ErrorInfo:
-    """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _ErrorInfo(text.strip()[:300] or "(no details)")
-    if isinstance(data, list) and data:  # some proxies wrap it in a list
-        data = data[0]
-    err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict):
-        return _ErrorInfo(str(data)[:300])
-    info = _ErrorInfo(str(err.get("message") or err)[:300], str(err.get("status") or "ERROR"))
-    for d in err.get("details") or ():
-        if not isinstance(d, dict):
-            continue
-        if d.get("reason"):
-            info.reason = str(d["reason"])
-        delay = d.get("retryDelay")
-        if isinstance(delay, str) and delay.endswith("s"):
-            with contextlib.suppress(ValueError):
-                info.retry_delay = max(0.0, float(delay[:-1]))
-    return info
+    def _error_body(self, text: str) -> ErrorBody:
+        """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return ErrorBody(text.strip()[:300] or "(no details)")
+        if isinstance(data, list) and data:  # some proxies wrap it in a list
+            data = data[0]
+        err = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(err, dict):
+            return ErrorBody(str(data)[:300])
+        body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("status") or "ERROR"))
+        reason = ""
+        for d in err.get("details") or ():
+            if not isinstance(d, dict):
+                continue
+            reason = str(d.get("reason") or reason)
+            delay = d.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                with contextlib.suppress(ValueError):
+                    body.retry_after = max(0.0, float(delay[:-1]))
+        body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
+        return body

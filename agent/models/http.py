@@ -1,4 +1,4 @@
-"""One pooled httpx client for every model call, and the retry policy the adapters share.
+"""One pooled httpx client for every model call (the retry policy is agent.retry).
 
 Pool limits matter more than anything else for many concurrent sessions: with httpx's default of
 100 connections, 200 concurrent sessions queue behind each other (measured in bench/loop_overhead.py),
@@ -7,17 +7,12 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import email.utils
-import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 
-from agent.models.base import ModelChunk, ModelError, ModelUnavailableError, RetryNotice
+from agent.models.base import ModelError
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0)
 DEFAULT_SHARDS = 64
@@ -90,92 +85,6 @@ def make_client(
     return httpx.AsyncClient(
         timeout=timeout, transport=ShardedTransport(shards, per_shard), follow_redirects=False
     )
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date), or None."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    initial: float = 1.0,
-    maximum: float = 30.0,
-    retry_after: float | None = None,
-    max_retry_after: float = 120.0,
-) -> float:
-    """Exponential backoff with full jitter, but never shorter than what the server asked for.
-
-    A stream generator must tell its consumer about a retry *before* sleeping, which tenacity's
-    iterator (it sleeps inside ``__anext__``) cannot do; so streaming adapters use this small policy.
-    """
-    exp = min(maximum, initial * (2 ** (attempt - 1)))
-    delay = exp / 2 + random.uniform(0, exp / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, max_retry_after))
-    return delay
-
-
-async def _single(awaitable: Awaitable[ModelChunk]) -> AsyncIterator[ModelChunk]:
-    yield await awaitable
-
-
-async def with_retries(
-    attempt: Callable[[], AsyncIterator[ModelChunk] | Awaitable[ModelChunk]],
-    *,
-    name: str,
-    provider: str,
-    max_attempts: int,
-    initial: float,
-    maximum: float,
-) -> AsyncIterator[ModelChunk]:
-    """Run one model call, retrying what is retryable; every adapter's ``stream`` goes through here.
-
-    Each retry is announced (``RetryNotice``) before its wait, so the thread can say "retrying in 4 s"
-    while it waits; text streamed before a failure is void (the notice tells the consumer).
-    """
-    n = 0
-    while True:
-        n += 1
-        try:
-            made = attempt()
-            chunks = made if isinstance(made, AsyncIterator) else _single(made)
-            async with contextlib.aclosing(chunks) as it:
-                async for chunk in it:
-                    yield chunk
-            return
-        except ModelError as e:
-            if not e.retryable:
-                raise
-            if n >= max_attempts:
-                raise ModelUnavailableError(
-                    f"{name}: still failing after {n} attempts: {e.message}",
-                    provider=provider,
-                    model=name,
-                    status=e.status,
-                    retryable=True,
-                ) from e
-            delay = backoff_delay(n, initial=initial, maximum=maximum, retry_after=e.retry_after)
-            yield RetryNotice(n, max_attempts, delay, e.message)
-            await asyncio.sleep(delay)
 
 
 def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:

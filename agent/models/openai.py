@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,21 +25,14 @@ from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel
 from agent.models.base import (
-    ContextOverflowError,
-    ModelAuthError,
     ModelChunk,
     ModelError,
-    ModelNotFoundError,
     ModelResponse,
     ModelSettings,
     TextChunk,
 )
-from agent.models.http import parse_retry_after
 from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 from agent.models.tokens import count, estimated_usage
-
-_CONTEXT_RE = re.compile(r"context (length|window)|maximum context|too many tokens|prompt is too long", re.I)
-_TOOLS_RE = re.compile(r"tool|function", re.I)
 
 log = structlog.get_logger("agent.models")
 
@@ -140,6 +132,9 @@ class OpenAIChatModel(HTTPModel):
     """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
     WIRE = "Chat Completions"
+    KEY_ENV = "OPENAI_API_KEY (or this provider's key)"
+    BASE_ENV = "OPENAI_BASE_URL"
+    TOOLS_MAY_FAIL = True
 
     def __init__(
         self,
@@ -317,50 +312,3 @@ class OpenAIChatModel(HTTPModel):
             model=model_name,
             finish_reason=finish,
         )
-
-    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
-        detail = self._mask(_error_detail(text))
-        common = {"provider": self.provider, "model": self.name, "status": status}
-        if status in (401, 403):
-            return ModelAuthError(
-                f"{self.base_url} rejected the API key (HTTP {status}): check OPENAI_API_KEY "
-                f"(or this provider's key) and that it may use model '{self.name}'. Server said: {detail}",
-                **common,
-            )
-        if status == 404:
-            return ModelNotFoundError(
-                f"model '{self.name}' was not found at {self.base_url} (HTTP 404): check the model name "
-                f"(GET {self.base_url}/models lists them) and OPENAI_BASE_URL. Server said: {detail}",
-                **common,
-            )
-        if status == 429 or status >= 500 or status == 408:
-            return ModelError(
-                f"{self.name}: HTTP {status} from {self.base_url}: {detail}",
-                retryable=True,
-                retry_after=parse_retry_after(headers),
-                **common,
-            )
-        if _CONTEXT_RE.search(detail):
-            return ContextOverflowError(
-                f"{self.name}: the conversation is too long for this model: {detail}", **common
-            )
-        if status == 400 and _TOOLS_RE.search(detail):
-            return ModelError(
-                f"{self.name} at {self.base_url} refused the request, apparently over tool calling "
-                f"(HTTP 400): this server or model may not support tools. Server said: {detail}",
-                **common,
-            )
-        return ModelError(f"{self.name}: HTTP {status} from {self.base_url}: {detail}", **common)
-
-
-def _error_detail(text: str) -> str:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text.strip()[:300] or "(no details)"
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("message") or err)[:300]
-    if isinstance(err, str):
-        return err[:300]
-    return str(data)[:300]

@@ -9,30 +9,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
+import docstring_parser
 import pydantic
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from agent.messages import ToolCall
+from agent.retry import OnRetry, RetryPolicy
 
+_TOOL_RETRY = RetryPolicy(max_attempts=3, initial=0.5, maximum=8.0)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
 class TransientToolError(Exception):
-    """Raise from a tool for a failure that may pass on its own (a timeout upstream, a 503)."""
+    """Raise from a tool for a failure that may pass on its own (a timeout upstream, a 503).
+
+    ``retry_after`` (seconds, e.g. from :func:`agent.retry.parse_retry_after`) makes the retry wait at
+    least that long."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ToolRefused(Exception):
@@ -84,10 +86,6 @@ class ToolGuard(Protocol):
     async def check(self, tool: Tool, ctx: ToolContext) -> str | None: ...
 
 
-RetryCallback = Callable[[str, int, int, float, str], Awaitable[None] | None]
-"""(tool name, attempt that failed, max attempts, delay before next, error text)."""
-
-
 @dataclass(slots=True)
 class Tool:
     name: str
@@ -98,10 +96,13 @@ class Tool:
     context_param: str | None = None
     timeout: float = 30.0
     max_output: int = 8000
-    max_attempts: int = 3
     retry_on: tuple[type[BaseException], ...] = (TransientToolError,)
-    retry_initial: float = 0.5
-    retry_max: float = 8.0
+    retry: RetryPolicy = _TOOL_RETRY
+    is_async: bool = field(init=False)
+    """Checked once here: ``inspect.iscoroutinefunction`` on every call was a measurable part of a step."""
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.fn)
 
     def spec(self) -> dict[str, Any]:
         """Neutral function spec; adapters wrap it in their wire format."""
@@ -109,35 +110,14 @@ class Tool:
 
 
 def _doc_parts(doc: str) -> tuple[str, dict[str, str]]:
-    """Split a Google-style docstring into its summary and ``Args:`` descriptions."""
-    summary: list[str] = []
-    params: dict[str, str] = {}
-    current: str | None = None
-    in_args = in_other = False
-    arg_indent: int | None = None
-    for line in inspect.cleandoc(doc or "").splitlines():
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if stripped in {"Args:", "Arguments:", "Parameters:"}:
-            in_args, in_other, arg_indent = True, False, None
-            continue
-        if indent == 0 and re.match(r"^[A-Z]\w*( \w+)?:$", stripped):
-            in_args, in_other = False, True  # another section (Returns:, Raises:): not for the model
-            continue
-        if in_args and stripped and indent == 0:
-            in_args = False
-        if not in_args:
-            if not in_other:
-                summary.append(line)
-            continue
-        m = re.match(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$", stripped)
-        if m and (arg_indent is None or indent <= arg_indent):
-            arg_indent = indent
-            current = m.group(1)
-            params[current] = m.group(2).strip()
-        elif current and stripped:
-            params[current] = (params[current] + " " + stripped).strip()
-    return "\n".join(summary).strip(), params
+    """A Google-style docstring's summary and ``Args:`` descriptions (other sections are not for the model)."""
+    d = docstring_parser.google.parse(inspect.cleandoc(doc))
+    summary = ("\n\n" if d.blank_after_short_description else "\n").join(
+        p for p in (d.short_description, d.long_description) if p
+    )
+    return summary, {
+        p.arg_name: " ".join(ln.strip() for ln in (p.description or "").splitlines()) for p in d.params
+    }
 
 
 def _strip_titles(schema: Any) -> Any:
@@ -199,10 +179,8 @@ def tool(
             context_param=context_param,
             timeout=timeout,
             max_output=max_output,
-            max_attempts=max_attempts,
             retry_on=retry_on,
-            retry_initial=retry_initial,
-            retry_max=retry_max,
+            retry=RetryPolicy(max_attempts, retry_initial, retry_max),
         )
 
     if fn is not None:
@@ -301,9 +279,7 @@ class ToolRegistry:
         kwargs = {k: getattr(validated, k) for k in type(validated).model_fields}
         return t, kwargs | (validated.model_extra or {}), None  # extras: tools whose schema is JSON (MCP)
 
-    async def execute(
-        self, call: ToolCall, ctx: ToolContext, on_retry: RetryCallback | None = None
-    ) -> ToolOutcome:
+    async def execute(self, call: ToolCall, ctx: ToolContext, on_retry: OnRetry | None = None) -> ToolOutcome:
         started = time.monotonic()
         t, kwargs, problem = self.parse(call)
         if problem is not None or t is None or kwargs is None:
@@ -317,13 +293,9 @@ class ToolRegistry:
             call_kwargs[t.context_param] = ctx
 
         try:
-            try:
-                value = await self._invoke(t, call_kwargs)
-            except t.retry_on as first:
-                # The first attempt runs without tenacity: it costs ~35 µs a call, and most calls succeed.
-                if t.max_attempts <= 1:
-                    raise
-                value = await self._retry(t, call_kwargs, first, on_retry)
+            value = await t.retry.call(
+                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry
+            )
         except asyncio.CancelledError:
             raise
         except ToolRefused as e:
@@ -335,7 +307,7 @@ class ToolRegistry:
             return ToolOutcome(_error_json(msg), True, arguments=kwargs, duration=time.monotonic() - started)
         except Exception as e:
             return ToolOutcome(
-                _error_json(_describe(e)), True, arguments=kwargs, duration=time.monotonic() - started
+                _error_json(describe_error(e)), True, arguments=kwargs, duration=time.monotonic() - started
             )
         text, sources, full = _render(value)
         if full is None and len(text) > t.max_output:
@@ -343,47 +315,15 @@ class ToolRegistry:
         text, truncated = cap_output(text, t.max_output)
         return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
 
-    async def _retry(
-        self, t: Tool, kwargs: dict[str, Any], first: BaseException, on_retry: RetryCallback | None
-    ) -> Any:
-        """Attempts 2..max_attempts with exponential backoff and jitter, each retry reported first."""
-
-        async def report(attempt: int, delay: float, exc: BaseException | None) -> None:
-            if on_retry is not None:
-                res = on_retry(t.name, attempt, t.max_attempts, delay, _describe(exc))
-                if inspect.isawaitable(res):
-                    await res
-
-        async def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            await report(state.attempt_number + 1, state.next_action.sleep if state.next_action else 0.0, exc)
-
-        first_delay = min(t.retry_max, t.retry_initial) + random.uniform(0, t.retry_initial)
-        await report(1, first_delay, first)
-        await asyncio.sleep(first_delay)
-        retry_types = t.retry_on
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(t.max_attempts - 1),
-            wait=wait_exponential_jitter(
-                multiplier=t.retry_initial * 2, max=t.retry_max, jitter=t.retry_initial
-            ),
-            retry=retry_if_exception(lambda e: isinstance(e, retry_types)),
-            before_sleep=before_sleep,
-            reraise=True,
-        ):
-            with attempt:
-                return await self._invoke(t, kwargs)
-        raise AssertionError("unreachable: tenacity reraises the last failure")
-
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
         async with asyncio.timeout(t.timeout):
-            if inspect.iscoroutinefunction(t.fn):
+            if t.is_async:
                 return await t.fn(**kwargs)
             return await asyncio.to_thread(t.fn, **kwargs)
 
 
-def _describe(exc: BaseException | None) -> str:
+def describe_error(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     if isinstance(exc, TimeoutError):

@@ -28,6 +28,7 @@ from pydantic import Field
 from trafilatura.utils import load_html
 
 from agent.logs import redact
+from agent.retry import parse_retry_after
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 
@@ -140,7 +141,10 @@ def _json(resp: httpx.Response, backend: str) -> Any:
 def _raise_for_status(resp: httpx.Response, backend: str, hint: str = "") -> None:
     code = resp.status_code
     if code == 429 or code >= 500:
-        raise TransientToolError(f"{backend} search is unavailable (HTTP {code}); try again shortly")
+        raise TransientToolError(
+            f"{backend} search is unavailable (HTTP {code}); try again shortly",
+            retry_after=parse_retry_after(resp.headers),
+        )
     if code in (401, 403):
         raise SearchFailed(f"{backend} search refused the request (HTTP {code}){hint}")
     if code >= 400:
@@ -292,9 +296,12 @@ async def run_search(
     backend = BACKENDS[settings.backend]
     try:
         raw = await backend(client, settings, query, n)
-    except (ToolRefused, TransientToolError) as e:
+    except ToolRefused as e:
         log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
         raise type(e)(_scrub(str(e), settings)) from None
+    except TransientToolError as e:
+        log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
+        raise TransientToolError(_scrub(str(e), settings), retry_after=e.retry_after) from None
     except httpx.TimeoutException:
         raise TransientToolError(
             f"{settings.backend} search timed out after {settings.timeout:g} s"

@@ -1,0 +1,94 @@
+"""Circuit breakers per provider (and per unknown model), shared by every router of the process.
+
+Cooldown: each provider has a circuit breaker. One failure that got past the adapter's own retries opens
+it for ``cooldown`` seconds (doubling on each failed probe, up to ``max_cooldown``; a rejected key or an
+unknown model waits ``max_cooldown`` at once). After the cooldown one request is let through as a probe
+(half-open): success closes the breaker, failure opens it again. An unknown model cools down only that
+model, not its whole provider. The clock is injectable so tests need no sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: int = 0
+    open_until: float | None = None
+    probing: bool = False
+    last_error: str = ""
+
+
+class Breakers:
+    """Circuit breakers by key (a provider, or ``provider:model`` for an unknown model)."""
+
+    def __init__(
+        self,
+        *,
+        cooldown: float = 60.0,
+        max_cooldown: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if cooldown <= 0 or max_cooldown < cooldown:
+            raise ValueError("cooldown must be > 0 and max_cooldown >= cooldown")
+        self.cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self.clock = clock
+        self._b: dict[str, _Breaker] = {}
+
+    def state(self, key: str) -> BreakerState:
+        b = self._b.get(key)
+        if b is None or b.open_until is None:
+            return "closed"
+        return "open" if self.clock() < b.open_until or b.probing else "half_open"
+
+    def available(self, key: str) -> bool:
+        """Would a request be let through now (closed, or half-open with no probe in flight)?"""
+        return self.state(key) != "open"
+
+    def retry_in(self, key: str) -> float:
+        b = self._b.get(key)
+        if b is None or b.open_until is None:
+            return 0.0
+        return max(0.0, b.open_until - self.clock())
+
+    def last_error(self, key: str) -> str:
+        b = self._b.get(key)
+        return b.last_error if b else ""
+
+    def acquire(self, keys: Sequence[str]) -> bool:
+        """Take permission for one request; a half-open key becomes this request's probe."""
+        if not all(self.available(k) for k in keys):
+            return False
+        for k in keys:
+            if self.state(k) == "half_open":
+                self._b[k].probing = True
+        return True
+
+    def release(self, keys: Sequence[str]) -> None:
+        """The request ended without telling us anything (cancelled, or a request-side error)."""
+        for k in keys:
+            b = self._b.get(k)
+            if b is not None:
+                b.probing = False
+
+    def success(self, keys: Sequence[str]) -> None:
+        for k in keys:
+            self._b.pop(k, None)
+
+    def failure(self, key: str, error: str, *, cooldown: float | None = None) -> float:
+        """Open ``key``; returns the cooldown chosen (doubling per consecutive failure)."""
+        b = self._b.setdefault(key, _Breaker())
+        b.failures += 1
+        wait = cooldown if cooldown is not None else self.cooldown * 2 ** (b.failures - 1)
+        wait = min(wait, self.max_cooldown)
+        b.open_until = self.clock() + wait
+        b.probing = False
+        b.last_error = error
+        return wait

@@ -1,0 +1,176 @@
+"""What a run carries between steps: its state (whole steps only) and the budget hold of one model call."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.budget import Budget
+from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
+from agent.messages import Message
+from agent.models.base import Model
+from agent.models.prices import PriceTable
+from agent.models.tokens import completion_cap, estimate_prompt
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything a run has completed so far; readable after a cancel, written only at step boundaries."""
+
+    task: str
+    messages: list[Message] = field(default_factory=list)
+    """New messages of this run (starting with the user's task); always a valid conversation."""
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Cost = field(default_factory=Cost)
+    models: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    last_text: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def start(self, task: str, resume: Sequence[Message] | None, resume_step: int) -> None:
+        """Begin ``task``, or continue after the whole steps a checkpoint kept (``resume``)."""
+        self.task = task
+        self.messages = list(resume) if resume else [Message("user", task)]
+        self.steps = resume_step if resume else 0
+        for m in self.messages:
+            if m.role == "assistant" and m.content.strip():
+                self.last_text = m.content
+
+    def add_usage(self, model: str, usage: Usage, cost: Cost) -> None:
+        self.usage = self.usage + usage
+        self.cost = self.cost + cost
+        if model not in self.models:
+            self.models.append(model)
+
+    def add_sources(self, urls: Sequence[str]) -> None:
+        for u in urls:
+            if u not in self.sources:
+                self.sources.append(u)
+
+    def result(self, status: RunStatus, text: str | None = None, error: str | None = None) -> RunResult:
+        return RunResult(
+            text=self.last_text if text is None else text,
+            status=status,
+            steps=self.steps,
+            usage=self.usage,
+            cost=self.cost,
+            models=list(self.models),
+            sources=list(self.sources),
+            messages=list(self.messages),
+            duration=time.monotonic() - self.started,
+            error=error,
+        )
+
+    def partial(self, status: RunStatus, note: str) -> RunResult:
+        """A stopped run's answer: the note, then the best partial answer (last text the model wrote)."""
+        text = note
+        if self.last_text.strip():
+            text = f"{note}\n\nBest partial answer so far:\n\n{self.last_text}"
+        return self.result(status, text, error=None if status == "max_iterations" else note)
+
+
+def retry_event(
+    log: Any, step: int, what: str, attempt: int, max_attempts: int, delay: float, error: str
+) -> RetryEvent:
+    """A retry about to wait, logged and as the event the caller yields before the wait."""
+    log.warning("retry", step=step, what=what, attempt=attempt, delay=round(delay, 2), error=error)
+    return RetryEvent(
+        step=step, what=what, attempt=attempt, max_attempts=max_attempts, delay=delay, error=error
+    )
+
+
+def parse_args(raw: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(slots=True)
+class Bill:
+    """One model call's charge: nothing until :meth:`charge` is called with the response's usage."""
+
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cost: Cost = field(default_factory=Cost)
+    charged: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def charge(self, prices: PriceTable, model: str, usage: Usage) -> None:
+        self.model, self.usage, self.cost, self.charged = model, usage, prices.cost(model, usage), True
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def log_fields(self) -> dict[str, Any]:
+        """What a log line says about the call: model, latency, tokens, cost."""
+        u, c = self.usage, self.cost
+        tokens = {
+            k: getattr(u, k)
+            for k in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+        }
+        return {
+            "model": self.model,
+            "latency": round(self.elapsed, 3),
+            **tokens,
+            "cost": round(c.usd, 6) if c.known else "unknown",
+        }
+
+
+class hold:
+    """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
+
+    The only place a model call meets the budget: a call that ends without :meth:`Bill.charge` (failed,
+    cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
+    The provider is read at the end: a router may have switched to another one mid-call. A class, not
+    ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
+    """
+
+    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "specs", "token")
+
+    def __init__(
+        self,
+        prices: PriceTable,
+        budget: Budget | None,
+        model: Model,
+        messages: Sequence[Message],
+        specs: Sequence[dict[str, Any]],
+        max_tokens: int | None,
+    ) -> None:
+        self.prices, self.budget, self.model = prices, budget, model
+        self.messages, self.specs, self.max_tokens = messages, specs, max_tokens
+        self.bill = Bill(model.name)
+        self.token: Any = None
+
+    async def __aenter__(self) -> Bill:
+        if self.budget is not None:
+            name = self.model.name
+            # The most one call can cost, from the same price table as the bill (cache writes included).
+            est = Usage(
+                estimate_prompt(self.messages, self.specs),
+                completion_cap(name, self.max_tokens),
+                0,
+                1,
+                estimated=True,
+            )
+            est_cost = self.prices.estimate(name, est.prompt_tokens, est.completion_tokens)
+            self.token = await self.budget.reserve(name, est, est_cost.usd if est_cost.known else None)
+        return self.bill
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.budget is None:
+            return
+        bill = self.bill
+        settle = self.budget.settle(self.token, bill.model, self.model.provider, bill.usage, bill.cost)
+        if bill.charged:
+            await settle
+        else:
+            with contextlib.suppress(Exception):
+                await settle

@@ -1,0 +1,141 @@
+"""The tool half of a step: run the calls concurrently, let the page reader read long results, and
+turn each into events as it finishes (results are fed back to the model in call order by the loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from agent.budget import Budget, BudgetExceeded
+from agent.events import AgentEvent, ToolResultEvent, UsageEvent
+from agent.messages import ToolCall
+from agent.models.base import ModelError
+from agent.models.prices import PriceTable
+from agent.reader import Reader, offers_raw
+from agent.retry import RetryWait
+from agent.run_state import RunState, hold, retry_event
+from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry, describe_error
+
+
+@dataclasses.dataclass(slots=True)
+class ToolStep:
+    """What running one step's tools needs from the agent and the run."""
+
+    tools: ToolRegistry
+    reader: Reader | None
+    prices: PriceTable
+    ctx: ToolContext
+    state: RunState
+    budget: Budget | None
+    log: Any
+
+    async def run(
+        self, step: int, calls: list[ToolCall], outcomes: list[ToolOutcome | None]
+    ) -> AsyncIterator[AgentEvent]:
+        """Run ``calls`` concurrently, filling ``outcomes`` in call order; events come as they happen.
+
+        Closing the iterator (a cancelled run) cancels and awaits every tool task, so none outlives it.
+        """
+        queue: asyncio.Queue[AgentEvent | tuple[int, ToolOutcome]] = asyncio.Queue()
+        blog = self.log
+
+        def on_retry(call: ToolCall, w: RetryWait) -> None:
+            error = describe_error(w.error)
+            queue.put_nowait(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
+
+        async def one(i: int, call: ToolCall) -> None:
+            outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w))
+            if self.reader is not None:
+                outcome = await self._read(step, call, outcome, queue.put_nowait)
+            queue.put_nowait((i, outcome))
+
+        tasks = [asyncio.create_task(one(i, c), name=f"tool:{c.name}") for i, c in enumerate(calls)]
+        try:
+            remaining = len(tasks)
+            while remaining:
+                item = await queue.get()
+                if not isinstance(item, tuple):
+                    yield item
+                    continue
+                i, outcome = item
+                outcomes[i] = outcome
+                remaining -= 1
+                call = calls[i]
+                blog.info(
+                    "tool_call",
+                    step=step,
+                    tool=call.name,
+                    latency=round(outcome.duration, 3),
+                    error=outcome.is_error,
+                    truncated=outcome.truncated,
+                )
+                yield ToolResultEvent(
+                    step=step,
+                    call_id=call.id,
+                    name=call.name,
+                    output=outcome.output,
+                    is_error=outcome.is_error,
+                    duration=outcome.duration,
+                    truncated=outcome.truncated,
+                    sources=list(outcome.sources),
+                    read_by=outcome.read_by,
+                    source_chars=outcome.source_chars,
+                )
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(
+        self, step: int, call: ToolCall, outcome: ToolOutcome, emit: Callable[[AgentEvent], None]
+    ) -> ToolOutcome:
+        """The outcome with the reader's notes in place of its output, or unchanged if not read.
+
+        A reading is a model call like any other: held against the budget, charged, counted in the
+        run's usage and models. Any failure leaves the tool's own output, so nothing is lost.
+        """
+        reader = self.reader
+        text = outcome.full_text or outcome.output
+        if reader is None or not reader.wants(call.name, text, outcome.is_error, outcome.arguments):
+            return outcome
+        tool = self.tools.get(call.name)
+        task = self.state.task
+        msgs = reader.messages(task, call, text) if self.budget is not None else []
+        notes = None
+        try:
+            max_tokens = reader.model_settings().max_tokens
+            async with hold(self.prices, self.budget, reader.model, msgs, (), max_tokens) as bill:
+                notes = await reader.read(
+                    task, call, text, offers_raw=bool(tool and offers_raw(tool.parameters))
+                )
+                if notes is not None:
+                    r = notes.response
+                    bill.charge(self.prices, r.model or reader.name, r.usage)
+        except BudgetExceeded:
+            return outcome
+        except ModelError as e:
+            self.log.warning("reader_failed", step=step, tool=call.name, model=reader.name, error=e.message)
+        if notes is None:
+            return outcome
+        self.state.add_usage(bill.model, bill.usage, bill.cost)
+        self.log.info(
+            "reader_call",
+            step=step,
+            tool=call.name,
+            source_chars=notes.source_chars,
+            notes_chars=len(notes.observation),
+            **bill.log_fields(),
+        )
+        emit(UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost))
+        return dataclasses.replace(
+            outcome,
+            output=notes.observation,
+            truncated=False,
+            duration=outcome.duration + bill.elapsed,
+            full_text=None,
+            read_by=bill.model,
+            source_chars=notes.source_chars,
+        )
