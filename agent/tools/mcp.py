@@ -36,6 +36,7 @@ import jsonschema
 import pydantic
 import structlog
 
+from agent.retry import RetryPolicy
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
 
 __all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
@@ -375,5 +376,5 @@ def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
         args_model=_AnyArgs,
         timeout=conn.server.timeout,
         max_output=conn.server.max_output,
-        max_attempts=1,  # a call may have side effects on the server: never repeated behind its back
+        retry=RetryPolicy(max_attempts=1),  # a call may have side effects on the server: never repeated
     )

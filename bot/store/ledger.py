@@ -165,7 +165,8 @@ class LedgerWriter:
 
     async def _write(self, batch: list[_Op]) -> list[bool | BaseException]:
         if self.shared:
-            return await self._write_shared(batch)
+            async with self.db.lock:  # one batch at a time in this process, as on SQLite
+                return await self._write_shared(batch)
         async with self.db.lock:
             self.batches += 1
             self.operations += len(batch)
