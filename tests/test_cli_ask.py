@@ -65,7 +65,7 @@ async def test_cli_ask_reports_a_bad_key_without_printing_it(llm: FakeLLM, tmp_p
 async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
     llm.script(*[tool_call("calculator", {"expression": "1+1"}) for _ in range(3)])
     code, out, _err = await run_cli(llm, "loop", "--max-steps", "2", tmp_path=tmp_path)
-    assert code == 0
+    assert code == 3  # documented: stopped by the step limit, so a script can tell
     assert out.startswith("Stopped after 2 steps without a final answer.")
     assert len(llm.requests) == 2
 

@@ -10,7 +10,6 @@ with a source and date per entry, and admins of self-hosted models need to add t
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,5 +117,21 @@ def _load(override: str | None) -> PriceTable:
     return table
 
 
+_prices_file: str | None = None
+
+
+def use_prices_file(path: str | None) -> None:
+    """Set ``PRICES_FILE`` from the parsed settings (once, at start-up); a file that cannot be read or
+    parsed is a ConfigError naming the setting now, not on the first priced step."""
+    global _prices_file
+    from agent.config import ConfigError
+
+    try:
+        _load(path or None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _prices_file = path or None
+
+
 def default_prices() -> PriceTable:
-    return _load(os.environ.get("PRICES_FILE") or None)
+    return _load(_prices_file)
