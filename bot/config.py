@@ -44,7 +44,6 @@ class QuotaEnv(EnvSettings):
 
 
 class BotSettings(QuotaEnv):
-
     discord_token: SecretStr | None = Field(None, alias="DISCORD_TOKEN")
     shard_count: int | None = Field(None, alias="DISCORD_SHARD_COUNT", ge=1)
     """Set to run as an AutoShardedBot with this many shards (needed past 2,500 servers)."""

@@ -109,7 +109,9 @@ class ChromaMemory:
     ) -> ChromaMemory:
         """For tests and library users: ``env`` (the process environment when None) parsed as
         :class:`~agent.config.MemoryEnv`; the bot passes its parsed settings to :meth:`from_settings`."""
-        return cls.from_settings(path, parse_settings(MemoryEnv, None if env is None else dict(env)), **kwargs)
+        return cls.from_settings(
+            path, parse_settings(MemoryEnv, None if env is None else dict(env)), **kwargs
+        )
 
     @classmethod
     def from_settings(cls, path: str | Path | None, m: MemoryEnv, **kwargs: Any) -> ChromaMemory:
