@@ -9,8 +9,10 @@ documented with its default in ``.env.example`` (``tests/test_settings_documente
 
 from __future__ import annotations
 
+import os
 import sys
 import typing
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -40,16 +42,28 @@ class EnvSettings(BaseSettings):
     def _clean(cls, v: object, info: ValidationInfo) -> object:
         if not isinstance(v, str) or info.field_name is None:
             return v
-        field = cls.model_fields[info.field_name]
+        name, field = info.field_name, cls.model_fields[info.field_name]
         if v.strip() == "":
-            if info.field_name in cls.EMPTY:
-                return cls.EMPTY[info.field_name]
+            if name in cls.EMPTY:
+                return cls.EMPTY[name]
             if field.annotation is not str:
                 return field.get_default(call_default_factory=True)
+            return v
+        if name.endswith("_url") and not v.strip().lower().startswith(URL_SCHEMES):
+            raise ValueError(
+                "must be a full URL starting with http:// or https://, e.g. http://localhost:11434/v1"
+            )
+        if SecretStr in typing.get_args(field.annotation) and not v.isascii():
+            # An HTTP header carries ASCII only: a pasted key with a typographic quote or a non-breaking
+            # space otherwise fails deep inside httpx on the first call.
+            raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy it again")
         for choice in _literal_choices(field.annotation):  # case and spaces don't matter in a choice
             if isinstance(choice, str) and choice.lower() == v.strip().lower():
                 return choice
-        return v
+        return v.strip() if name.endswith("_url") else v
+
+
+URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
 
 
 def _literal_choices(annotation: Any) -> tuple[Any, ...]:
@@ -111,6 +125,13 @@ class ToolEnv(EnvSettings):
         from agent.tools.ratelimit import parse_rate_limits
 
         parse_rate_limits(v)  # ValueError names the setting and the shape
+        return v
+
+    @field_validator("python_executable")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        if v.strip() and not os.access(v.strip(), os.X_OK):
+            raise ValueError("is not an executable file; leave it empty to use the Python running agentbot")
         return v
 
     @property
@@ -187,20 +208,13 @@ class AgentSettings(ToolEnv, MemoryEnv):
             return v.lower() if v.lower() in ("auto", "off", "") else v
         return v
 
-    @field_validator("openai_base_url", "anthropic_base_url", "gemini_base_url", "memory_embedding_url")
+    @field_validator("data_dir")
     @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v and not v.strip().lower().startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://, e.g. http://localhost:11434/v1")
-        return v.strip() if v else v
-
-    @field_validator("openai_api_key", "anthropic_api_key", "gemini_api_key", "memory_embedding_api_key")
-    @classmethod
-    def _ascii_key(cls, v: SecretStr | None) -> SecretStr | None:
-        # An HTTP header carries ASCII only: a pasted key with a typographic quote or a non-breaking
-        # space otherwise fails deep inside httpx on the first call.
-        if v is not None and not v.get_secret_value().isascii():
-            raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy the key again")
+    def _data_dir(cls, v: str) -> str:
+        path = Path(v or "./data").expanduser().absolute()
+        existing = next((p for p in (path, *path.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{existing or path} is not a directory agentbot can write in")
         return v
 
     @field_validator("router_step_limits", mode="before")

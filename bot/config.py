@@ -69,13 +69,6 @@ class BotSettings(QuotaEnv):
     connect_attempts: int = Field(10, alias="DISCORD_CONNECT_ATTEMPTS", ge=0, le=10_000)
     """Gateway connects in a row that may fail (5 s apart) before the bot exits 1; 0 = keep trying."""
 
-    @field_validator("api_base_url", "gateway_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v and not v.strip().lower().startswith(("http://", "https://", "ws://", "wss://")):
-            raise ValueError("must be a full URL starting with http(s):// (REST) or ws(s):// (gateway)")
-        return v.strip() if v else v
-
     @field_validator("thread_archive_minutes")
     @classmethod
     def _archive(cls, v: int) -> int:
