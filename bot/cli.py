@@ -118,6 +118,7 @@ def ask(
 
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:
+    from agent.tools.research import ResearchToolSettings
     from bot.config import load_bot_settings
     from bot.services import check_model_configured
 
@@ -125,6 +126,8 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
         check_model_configured(agent_settings)
+        # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
+        ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
     except ConfigError as e:
         _fail(str(e))
     if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():

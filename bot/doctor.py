@@ -16,6 +16,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
+from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, load_bot_settings
 
 
@@ -175,7 +176,6 @@ async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
 
 async def _sandbox(s: AgentSettings) -> str:
     from agent.tools.python_exec import probe_sandbox
-    from agent.tools.research import ResearchToolSettings
 
     settings = ResearchToolSettings.from_settings(s, s.data_dir)
     support = await asyncio.to_thread(probe_sandbox, settings.python)
@@ -198,6 +198,7 @@ async def run_doctor() -> list[Check]:
         s = load_agent_settings()
         bs = load_bot_settings()
         providers = tier_specs(s)
+        ResearchToolSettings.from_settings(s, s.data_dir)  # combinations, e.g. searxng without a URL
     except ConfigError as e:
         return [Check("settings", False, str(e))]
     checks = [Check("settings", True, "valid")]
