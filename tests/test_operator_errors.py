@@ -134,8 +134,7 @@ def test_combinations_that_cannot_work_are_named(monkeypatch: pytest.MonkeyPatch
 
 # --- real processes -------------------------------------------------------------------------------
 
-LEAN = {  # a bound, a file and a bot-only setting (every setting went through the commands above)
-    "AGENT_MAX_STEPS": "0",
+LEAN = {  # an agent and a bot-only setting (every setting went through the commands above)
     "PRICES_FILE": "/nonexistent/prices.json",
     "DISCORD_SHARD_IDS": "zero",
 }
