@@ -65,10 +65,11 @@ async def test_doctor_names_each_model_the_endpoint_does_not_serve(
     fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
 ) -> None:
     llm.known_models = {"llama3.1"}  # an Ollama-like endpoint that serves one model
-    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1")
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}  # checks this test is not about
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", **quick)
     assert code == 0, out
     assert "ok   provider openai: serves every model the tiers name: llama3.1" in out
-    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE="hosted")
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE="hosted", **quick)
     assert code == 1
     line = next(ln for ln in out.splitlines() if ln.startswith("FAIL provider openai"))
     assert "does not serve gpt-4.1-nano (simple); gpt-5-mini (medium); gpt-5 (complex)" in line
@@ -81,11 +82,12 @@ async def test_doctor_probes_models_when_the_server_has_no_model_list(
     llm.known_models = {"llama3.1"}
     llm.models_route = False  # e.g. llama.cpp builds without GET /v1/models: a one-token call per model
     llm.responder = lambda body: text("pong")
-    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1")
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", **quick)
     assert code == 0, out
     f = tmp_path / "tiers.toml"
     f.write_text('[tiers]\ncomplex = ["qwen2.5:32b"]\n')
-    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE=str(f))
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE=str(f), **quick)
     assert code == 1 and "does not serve qwen2.5:32b (complex)" in out
 
 
