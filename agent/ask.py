@@ -14,6 +14,7 @@ from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client
 from agent.reader import Reader
 from agent.terminal import TerminalRenderer
+from agent.tools.research import ResearchToolSettings
 from agent.toolset import build_registry
 
 
@@ -37,7 +38,7 @@ async def ask(
             reader = Reader(build_model(settings.reader_model, settings, client), reader_settings(settings))
         agent = Agent(
             m,
-            build_registry(),
+            build_registry(research=ResearchToolSettings.from_settings(settings, settings.data_dir)),
             reader=reader,
             max_iterations=max_steps or settings.agent_max_steps,
             settings=ModelSettings(
@@ -54,9 +55,10 @@ async def ask(
                 if isinstance(ev, FinalEvent):
                     result = ev.result
     assert result is not None
-    out.write(result.text)
-    if not result.text.endswith("\n"):
-        out.write("\n")
-    out.flush()
+    if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
+        out.write(result.text)
+        if not result.text.endswith("\n"):
+            out.write("\n")
+        out.flush()
     renderer.summary(result)
     return result

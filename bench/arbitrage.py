@@ -70,7 +70,7 @@ from agent.config import AgentSettings  # noqa: E402
 from agent.events import Usage  # noqa: E402
 from agent.models.classifier import heuristic_tier  # noqa: E402
 from agent.models.embedding_classifier import LinearRouter, route  # noqa: E402
-from agent.models.factory import parse_research_tiers, split_spec  # noqa: E402
+from agent.models.factory import split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
 from agent.models.reasoning import gemini_thinks, openai_reasons  # noqa: E402
 from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
@@ -91,7 +91,9 @@ READER_PROMPT_TOKENS = 300  # its instructions and the task
 NOTES_TOKENS = 500  # header and notes the agent model gets instead of the page
 NOTES_OUT_TOKENS = 450
 DONE_OUT = 15  # a researcher's "I have what is needed" line (ROUTER_RESEARCH_TIERS)
-RESEARCH: dict[str, str] = parse_research_tiers(AgentSettings.model_fields["router_research_tiers"].default)
+RESEARCH: dict[str, str] = AgentSettings.model_fields["router_research_tiers"].get_default(
+    call_default_factory=True
+)
 
 
 @dataclass(frozen=True)

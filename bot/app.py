@@ -21,6 +21,7 @@ from discord.ext import commands
 from agent.config import AgentSettings
 from bot.config import BotSettings
 from bot.discord_sink import NO_MENTIONS
+from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
 from bot.store import SessionRecord, new_session_id
@@ -42,7 +43,7 @@ def _intents() -> discord.Intents:
     return discord.Intents(guilds=True, guild_messages=True, message_content=True)
 
 
-class AgentBot(commands.AutoShardedBot):
+class AgentBot(BoundedGateway, commands.AutoShardedBot):
     """Sharded only when ``DISCORD_SHARD_COUNT`` is set; otherwise one connection, as a plain Bot."""
 
     services: Services
@@ -54,6 +55,7 @@ class AgentBot(commands.AutoShardedBot):
         self.agent_settings = agent_settings
         self.bot_settings = bot_settings
         self.sync_on_start = sync
+        self.max_connect_attempts = bot_settings.connect_attempts
         if bot_settings.shard_count is None:
             kwargs.setdefault("shard_count", 1)
         else:

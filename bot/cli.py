@@ -1,64 +1,128 @@
-"""The ``agentbot`` command: ``ask`` (terminal mode), ``run`` (the Discord bot), ``sync``, ``doctor``."""
+"""The ``agentbot`` command: ``ask`` (terminal mode), ``run`` (the Discord bot), ``sync``, ``doctor``.
+
+Settings are parsed once here (environment, then ``.env``) and passed down. An operator's mistake ends
+in one line on stderr naming the setting and what to do, and a non-zero exit (see ``EXIT_CODES``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from agent.config import ConfigError, load_agent_settings
+from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import configure_logging
 
 if TYPE_CHECKING:
     from bot.backup import MemoryLocation
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="agentbot: research agents for Discord.")
+EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = """Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be
+reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit
+(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."""
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="agentbot: research agents for Discord.",
+    epilog=EXIT_CODES,
+)
+
+
+def _version() -> str:
+    try:
+        return version("agentbot")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"agentbot {_version()}")
+        raise typer.Exit(0)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    _v: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """agentbot: research agents for Discord, and in the terminal."""
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"agentbot: {message}", err=True)
+def _fail(message: str, code: int = EXIT_SETTINGS) -> NoReturn:
+    """The one way a command ends on an error: one line on stderr, a non-zero exit."""
+    typer.echo(f"agentbot: {' '.join(message.split())}", err=True)
     raise typer.Exit(code)
 
 
-@app.command()
+def _agent_settings() -> AgentSettings:
+    try:
+        return load_agent_settings()
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _require_key(settings: AgentSettings, spec: str) -> None:
+    """Fail at once, naming OPENAI_API_KEY, rather than letting api.openai.com refuse after retries."""
+    from agent.models.factory import split_spec
+
+    key = settings.openai_api_key.get_secret_value().strip() if settings.openai_api_key else ""
+    if split_spec(spec)[0] == "openai" and "api.openai.com" in settings.openai_base_url and not key:
+        _fail(
+            "OPENAI_API_KEY is not set: put your key in .env, or point OPENAI_BASE_URL at an "
+            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and set AGENT_MODEL"
+        )
+
+
+@app.command(epilog=EXIT_CODES)
 def ask(
     task: Annotated[str, typer.Argument(help="What to research or do.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", min=1, max=100)] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL.")
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            min=1,
+            max=100,
+            help="Most model calls for this run (1-100). Default: AGENT_MAX_STEPS, which defaults to 12.",
+        ),
+    ] = None,
     show_text: Annotated[
         bool, typer.Option("--show-text", help="Stream the model's words while it writes.")
     ] = False,
 ) -> None:
-    """Run one task in the terminal with every built-in tool; the answer goes to stdout."""
-    try:
-        settings = load_agent_settings()
-    except ConfigError as e:
-        _fail(str(e))
-        return
-    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
+    """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
+    on stderr (so `$(agentbot ask ...)` captures only the answer)."""
+    settings = _agent_settings()
+    _require_key(settings, model or settings.agent_model)
+    # The progress lines on stderr already show every retry, switch and error; log lines would say each
+    # twice, so logs appear only with LOG_LEVEL=DEBUG.
+    configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)
     from agent.ask import ask as run_ask
 
     try:
         result = asyncio.run(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
     except ConfigError as e:
         _fail(str(e))
-        return
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
-        return
-    if result.status == "error":
-        raise typer.Exit(1)
+        _fail("interrupted", EXIT_INTERRUPTED)
+    if result.status == "max_iterations":
+        raise typer.Exit(EXIT_STEP_LIMIT)
+    if result.status != "completed":
+        raise typer.Exit(EXIT_FAILED)
 
 
-def _bot_settings() -> tuple[object, object, str]:
+def _bot_settings() -> tuple[AgentSettings, object, str]:
+    from agent.tools.research import ResearchToolSettings
     from bot.config import load_bot_settings
     from bot.services import check_model_configured
 
@@ -66,15 +130,16 @@ def _bot_settings() -> tuple[object, object, str]:
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
         check_model_configured(agent_settings)
+        # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
+        ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
     except ConfigError as e:
         _fail(str(e))
-        raise
     if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():
         _fail(
             "DISCORD_TOKEN is not set: create an application and bot at "
             "https://discord.com/developers/applications, copy the bot token into .env (see .env.example)"
         )
-    token = bot_settings.discord_token.get_secret_value().strip()  # type: ignore[union-attr]
+    token = bot_settings.discord_token.get_secret_value().strip()
     from agent.logs import register_secret
 
     register_secret(token)
@@ -82,18 +147,23 @@ def _bot_settings() -> tuple[object, object, str]:
     return agent_settings, bot_settings, token
 
 
-async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
-    import signal
-
+def _point_discord_py(bot_settings: object) -> None:
+    """DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL for every command that talks to Discord."""
     import discord
     import yarl
-
-    from bot.app import AgentBot
 
     if bot_settings.api_base_url:  # type: ignore[attr-defined]
         discord.http.Route.BASE = bot_settings.api_base_url.rstrip("/")  # type: ignore[attr-defined]
     if bot_settings.gateway_url:  # type: ignore[attr-defined]
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(bot_settings.gateway_url)  # type: ignore[attr-defined]
+
+
+async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
+    import signal
+
+    from bot.app import AgentBot
+
+    _point_discord_py(bot_settings)
     bot = AgentBot(agent_settings, bot_settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -105,34 +175,49 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
         await bot.start(token)
 
 
-@app.command()
-def run() -> None:
-    """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
+def _discord_errors(run: object) -> None:
+    """Run ``run()`` and turn what Discord (or the way to it) answers into one line naming the setting."""
     import aiohttp
     import discord
 
-    agent_settings, bot_settings, token = _bot_settings()
+    from bot.gateway import GatewayUnreachable
+
     try:
-        asyncio.run(_run_bot(agent_settings, bot_settings, token))
+        run()  # type: ignore[operator]
     except ConfigError as e:  # found while building services (tiers file, judge or reader model)
         _fail(str(e))
     except discord.LoginFailure:
         _fail(
             "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
             "and put the new one in .env",
-            1,
-        )
-    except (OSError, aiohttp.ClientError) as e:  # DNS, refused connection, TLS: Discord is unreachable
-        _fail(
-            f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
-            1,
+            EXIT_FAILED,
         )
     except discord.PrivilegedIntentsRequired:
         _fail(
             "Discord refused the Message Content intent: enable it for this bot under Bot > Privileged "
             "Gateway Intents in the developer portal",
-            1,
+            EXIT_FAILED,
         )
+    except GatewayUnreachable as e:
+        _fail(str(e), EXIT_FAILED)
+    except discord.HTTPException as e:  # 5xx after discord.py's retries, or 404 from a wrong base URL
+        _fail(
+            f"Discord answered HTTP {e.status} ({e.text or e.response.reason}): check DISCORD_API_BASE_URL "
+            "if it is set, else Discord's status page, and try again",
+            EXIT_FAILED,
+        )
+    except (TimeoutError, OSError, aiohttp.ClientError) as e:  # DNS, refused, TLS: unreachable
+        _fail(
+            f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
+            EXIT_FAILED,
+        )
+
+
+@app.command()
+def run() -> None:
+    """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
+    agent_settings, bot_settings, token = _bot_settings()
+    _discord_errors(lambda: asyncio.run(_run_bot(agent_settings, bot_settings, token)))
 
 
 @app.command()
@@ -140,28 +225,25 @@ def sync(
     guild: Annotated[int | None, typer.Option("--guild", help="Sync to this server only.")] = None,
 ) -> None:
     """Force a slash-command sync (normally it happens at start-up, only when the commands changed)."""
-    import discord
-
     agent_settings, bot_settings, token = _bot_settings()
 
     async def go() -> bool:
         from bot.app import AgentBot
 
+        _point_discord_py(bot_settings)
         bot = AgentBot(agent_settings, bot_settings, sync=False)  # type: ignore[arg-type]
         async with bot:
             await bot.login(token)
             return await bot.sync_commands(force=True, guild_id=guild)
 
-    try:
-        asyncio.run(go())
-    except discord.LoginFailure:
-        _fail("Discord rejected DISCORD_TOKEN (401 Unauthorized)", 1)
+    _discord_errors(lambda: asyncio.run(go()))
     typer.echo(f"synced slash commands {'to server ' + str(guild) if guild else 'globally'}")
 
 
 @app.command()
 def doctor() -> None:
-    """Check settings, Discord token, database, memory, each configured provider and the sandbox."""
+    """Check settings, Discord token, database, memory, each provider (and that it serves every model
+    the tiers name) and the sandbox. Exits 1 when something needs fixing."""
     from bot.doctor import render, run_doctor
 
     checks = asyncio.run(run_doctor())
@@ -169,7 +251,7 @@ def doctor() -> None:
     failed = [c for c in checks if not c.ok]
     typer.echo(f"{len(checks) - len(failed)} ok, {len(failed)} to fix")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _store_locations() -> tuple[Path, MemoryLocation | None]:
@@ -178,13 +260,13 @@ def _store_locations() -> tuple[Path, MemoryLocation | None]:
     from bot.config import load_bot_settings
 
     try:
-        data_dir = Path(load_agent_settings().data_dir)
+        settings = load_agent_settings()
+        data_dir = Path(settings.data_dir)
         if not load_bot_settings().memory_enabled:
             return data_dir, None
-        mem = ChromaMemory.from_env(data_dir / "memory")
+        mem = ChromaMemory.from_settings(data_dir / "memory", settings)
     except (ConfigError, ValueError) as e:
         _fail(str(e))
-        raise
     return data_dir, MemoryLocation(mem.path, mem.host, mem.port, mem.ssl, dict(mem._headers), mem.prefix)
 
 
@@ -200,8 +282,7 @@ def backup(
     try:
         report = make_backup(data_dir, dest, memory)
     except BackupError as e:
-        _fail(str(e), 1)
-        return
+        _fail(str(e), EXIT_FAILED)
     typer.echo(f"backed up {report.summary()}")
 
 
@@ -220,8 +301,7 @@ def restore(
     try:
         report = do_restore(src, data_dir, memory, force=force)
     except BackupError as e:
-        _fail(str(e), 1)
-        return
+        _fail(str(e), EXIT_FAILED)
     typer.echo(f"restored {report.summary()}")
 
 
@@ -233,8 +313,6 @@ def migrate_store(
     ] = None,
 ) -> None:
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
-    from pathlib import Path
-
     from agent.logs import register_secret
     from bot.config import load_bot_settings
     from bot.store.copy import copy_sqlite_to_postgres
@@ -245,29 +323,22 @@ def migrate_store(
         configured = load_bot_settings().database_url
     except ConfigError as e:
         _fail(str(e))
-        return
     url = to or (configured.get_secret_value() if configured else None)
     if not url or not url.startswith(("postgresql://", "postgres://")):
         _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
-        return
     register_secret(url)
     try:
         report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
     except StoreError as e:
-        _fail(str(e), 1)
-        return
+        _fail(str(e), EXIT_FAILED)
     typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
 
 
 def main() -> None:
-    # Every module reads its settings from the environment; .env fills in what the environment lacks.
-    from dotenv import load_dotenv
-
-    load_dotenv(".env", override=False)
     try:
         app()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,66 @@
-"""Bot settings from the environment and ``.env`` (every one documented in ``.env.example``)."""
+"""The bot's settings: Discord, operations and quota defaults (every one documented in ``.env.example``).
+
+Parsed once at start-up next to :class:`agent.config.AgentSettings` and passed down; see there."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
-from agent.config import ConfigError, explain
+from agent import config as agent_config
+from agent.config import ConfigError, EnvSettings, explain
 
 
-class BotSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+class QuotaEnv(EnvSettings):
+    """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
 
+    EMPTY = {
+        "quota_requests_per_day": 0,
+        "quota_tokens_per_day": 0,
+        "quota_cost_per_month_usd": 0,
+        "quota_concurrent_sessions": 0,
+        "guild_budget_per_month_usd": 0,
+    }
+    quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
+    quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
+    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0, allow_inf_nan=False)
+    quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
+    guild_budget_per_month_usd: float = Field(
+        100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0, allow_inf_nan=False
+    )
+
+    @field_validator(
+        "quota_requests_per_day",
+        "quota_tokens_per_day",
+        "quota_cost_per_month_usd",
+        "quota_concurrent_sessions",
+        "guild_budget_per_month_usd",
+        mode="before",
+    )
+    @classmethod
+    def _digits(cls, v: object) -> object:
+        return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
+
+    @field_validator(
+        "quota_requests_per_day",
+        "quota_tokens_per_day",
+        "quota_cost_per_month_usd",
+        "quota_concurrent_sessions",
+        "guild_budget_per_month_usd",
+    )
+    @classmethod
+    def _bounded(cls, v: float, info: ValidationInfo) -> float:
+        """Finite, stated bounds (issue 14.11): 1e300 broke every turn, 1e-7 was stored as 0."""
+        from bot.limits import ENV_VARS, bounds_text, in_bounds
+
+        limit = next(name for name, (var, _, _) in ENV_VARS.items() if var.lower() == info.field_name)
+        if v != 0 and not in_bounds(limit, v):
+            raise ValueError(f"must be {bounds_text(limit)}, or 0 for unlimited")
+        return v
+
+
+class BotSettings(QuotaEnv):
     discord_token: SecretStr | None = Field(None, alias="DISCORD_TOKEN")
     shard_count: int | None = Field(None, alias="DISCORD_SHARD_COUNT", ge=1)
     """Set to run as an AutoShardedBot with this many shards (needed past 2,500 servers)."""
@@ -61,12 +109,9 @@ class BotSettings(BaseSettings):
     """One budget for every message send/edit/delete, typing indicator and reaction of every session
     (Discord allows about 50 requests per second per bot; the rest is left for commands)."""
 
-    @field_validator(
-        "shard_count", "sync_guild_id", "api_base_url", "gateway_url", "health_port", mode="before"
-    )
-    @classmethod
-    def _empty_none(cls, v: object) -> object:
-        return None if v == "" else v
+    # --- op-cli: start-up and stopping (issue 16.3)
+    connect_attempts: int = Field(10, alias="DISCORD_CONNECT_ATTEMPTS", ge=0, le=10_000)
+    """Gateway connects in a row that may fail (5 s apart) before the bot exits 1; 0 = keep trying."""
 
     @field_validator("thread_archive_minutes")
     @classmethod
@@ -86,30 +131,8 @@ class BotSettings(BaseSettings):
 
 
 def load_bot_settings(**overrides: object) -> BotSettings:
-    """The bot's settings, after checking every other module's settings too (quotas, tools, memory),
-    so a bad value stops start-up with its name instead of failing later inside a session."""
+    """The bot's settings from the environment and ``.env`` (parsed once, at start-up)."""
     try:
-        settings = BotSettings(**overrides)  # type: ignore[arg-type]
+        return BotSettings(**{"_env_file": agent_config.ENV_FILE, **overrides})  # type: ignore[arg-type]
     except ValidationError as e:
-        raise ConfigError(explain(e)) from e
-    check_other_settings()
-    return settings
-
-
-def check_other_settings() -> None:
-    import os
-
-    from agent.tools.research import ResearchToolSettings
-    from bot.limits import Limits
-
-    problems = []
-    for check in (lambda: Limits.from_env(os.environ), lambda: ResearchToolSettings.from_env(os.environ)):
-        try:
-            check()
-        except (ConfigError, ValueError) as e:
-            problems.append(str(e))
-    port = (os.environ.get("CHROMA_PORT") or "8000").strip()
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        problems.append(f"CHROMA_PORT={port!r}: must be a port number (1-65535)")
-    if problems:
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        raise ConfigError(explain(e)) from None

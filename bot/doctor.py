@@ -6,7 +6,6 @@ Each check is independent and never raises: a broken database must not hide a ba
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
+from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, load_bot_settings
 
 
@@ -44,11 +44,15 @@ async def _discord(bs: BotSettings, client: httpx.AsyncClient) -> str:
         r = await client.get(f"{base}/users/@me", headers={"Authorization": f"Bot {token}"})
     except httpx.HTTPError as e:
         raise ConfigError(
-            f"Discord ({base}) could not be reached ({type(e).__name__}): check the network"
+            f"Discord ({base}) could not be reached ({type(e).__name__}): check the network "
+            "or DISCORD_API_BASE_URL"
         ) from e
     if r.status_code == 401:
         raise ConfigError("Discord rejected DISCORD_TOKEN (401): reset the token and update .env")
-    r.raise_for_status()
+    if r.status_code >= 400:
+        raise ConfigError(
+            f"Discord ({base}) answered HTTP {r.status_code}: check DISCORD_API_BASE_URL, or Discord's status"
+        )
     return f"token accepted for {r.json().get('username', '?')}"
 
 
@@ -66,42 +70,91 @@ async def _memory(s: AgentSettings, bs: BotSettings) -> str:
         return "disabled (MEMORY_ENABLED=false)"
     from agent.memory.chroma_store import ChromaMemory
 
-    mem = ChromaMemory.from_env(Path(s.data_dir) / "memory")
-    await mem.open()
+    mem = ChromaMemory.from_settings(Path(s.data_dir) / "memory", s)
+    try:
+        await mem.open()
+    except Exception as e:
+        raise ConfigError(f"{s.memory_where()} could not be opened ({type(e).__name__}: {e})") from e
     try:
         return f"Chroma ready, embedding {mem.embedding_id}"
     finally:
         await mem.close()
 
 
-async def _provider(provider: str, s: AgentSettings, client: httpx.AsyncClient) -> str:
+_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+_URLS = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GEMINI_BASE_URL"}
+
+
+def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str, str]]:
+    """(key, the URL that lists the endpoint's models, headers)."""
     if provider == "openai":
         key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
-        url, headers = (
+        return (
+            key,
             f"{s.openai_base_url.rstrip('/')}/models",
             ({"Authorization": f"Bearer {key}"} if key else {}),
         )
-    elif provider == "anthropic":
+    if provider == "anthropic":
         key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
-        if not key:
-            return "skipped: ANTHROPIC_API_KEY not set (its models are left out of the tiers)"
-        url = f"{s.anthropic_base_url.rstrip('/')}/v1/models"
-        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
-    else:
-        key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
-        if not key:
-            return "skipped: GEMINI_API_KEY not set (its models are left out of the tiers)"
-        url, headers = f"{s.gemini_base_url.rstrip('/')}/models", {"x-goog-api-key": key}
+        headers = {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
+        return key, f"{s.anthropic_base_url.rstrip('/')}/v1/models?limit=1000", headers
+    key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
+    return key, f"{s.gemini_base_url.rstrip('/')}/models?pageSize=1000", {"x-goog-api-key": key or ""}
+
+
+async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:
+    """For servers without GET /models: a one-token call per model; only a 404 means "not served"."""
+    key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+    served = set()
+    for name in names:
+        r = await client.post(
+            f"{s.openai_base_url.rstrip('/')}/chat/completions",
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            json={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+        )
+        if r.status_code != 404:
+            served.add(name)
+    return served
+
+
+async def _provider(
+    provider: str, specs: dict[str, list[str]], s: AgentSettings, client: httpx.AsyncClient
+) -> str:
+    """The endpoint answers with this key and serves every model the tiers name (``specs``: model spec
+    -> the tiers naming it). A model it does not serve is named with its tiers and what to change."""
+    key, url, headers = _listing(provider, s)
+    if provider != "openai" and not key:
+        return f"skipped: {_KEYS[provider]} not set (its models are left out of the tiers)"
     register_secret(key)
     try:
         r = await client.get(url, headers=headers)
     except httpx.HTTPError as e:
-        raise ConfigError(f"{url} could not be reached ({type(e).__name__}): check the base URL") from e
+        raise ConfigError(
+            f"{url} could not be reached ({type(e).__name__}): check {_URLS[provider]} and that the server runs"
+        ) from e
     if r.status_code in (401, 403):
-        raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code})")
-    if r.status_code >= 400:
-        raise ConfigError(f"{url} answered HTTP {r.status_code}")
-    return f"{url} answered"
+        raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {_KEYS[provider]}")
+    names = {split_spec(spec)[1]: spec for spec in specs}
+    if provider == "openai" and r.status_code in (404, 405):
+        served = await _served_by_probe(s, client, list(names))
+    elif r.status_code >= 400:
+        raise ConfigError(f"{url} answered HTTP {r.status_code}: check {_URLS[provider]}")
+    else:
+        try:
+            body = r.json()
+            rows = body.get("data") or body.get("models") or []
+            served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
+        except (ValueError, AttributeError) as e:
+            raise ConfigError(f"{url} did not answer with a model list: check {_URLS[provider]}") from e
+    missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in served]
+    if missing:
+        raise ConfigError(
+            f"{url.split('?')[0].removesuffix('/models').removesuffix('/v1')} does not serve "
+            f"{'; '.join(missing)}: set AGENT_MODEL, ROUTER_TIERS_FILE or the server's tiers (/config) to "
+            f"models it serves ({', '.join(sorted(served)[:8]) or 'none listed'}"
+            f"{', ...' if len(served) > 8 else ''})"
+        )
+    return f"serves every model the tiers name: {', '.join(specs)}"
 
 
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
@@ -121,21 +174,32 @@ async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     )
 
 
-async def _sandbox() -> str:
+async def _sandbox(s: AgentSettings) -> str:
     from agent.tools.python_exec import sandbox_report
-    from agent.tools.research import ResearchToolSettings
 
-    settings = ResearchToolSettings.from_env(os.environ)
+    settings = ResearchToolSettings.from_settings(s, s.data_dir)
     ok, detail = await asyncio.to_thread(sandbox_report, settings.python)
     if not ok:
         raise RuntimeError(detail)
     return detail
 
 
+def tier_specs(s: AgentSettings) -> dict[str, dict[str, list[str]]]:
+    """provider -> model spec -> the tiers naming it (``AGENT_MODEL`` counts as ``default``)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for tier, specs in load_tiers(s.router_tiers_file, s.agent_model).items():
+        for spec in specs:
+            out.setdefault(split_spec(spec)[0], {}).setdefault(spec, []).append(tier)
+    out.setdefault(split_spec(s.agent_model)[0], {}).setdefault(s.agent_model, []).append("AGENT_MODEL")
+    return out
+
+
 async def run_doctor() -> list[Check]:
     try:
         s = load_agent_settings()
         bs = load_bot_settings()
+        providers = tier_specs(s)
+        ResearchToolSettings.from_settings(s, s.data_dir)  # combinations, e.g. searxng without a URL
     except ConfigError as e:
         return [Check("settings", False, str(e))]
     checks = [Check("settings", True, "valid")]
@@ -143,14 +207,12 @@ async def run_doctor() -> list[Check]:
         checks.append(await _check("discord", lambda: _discord(bs, client)))
         checks.append(await _check("database", lambda: _database(s)))
         checks.append(await _check("memory", lambda: _memory(s, bs)))
-        providers = sorted(
-            {split_spec(m)[0] for ms in load_tiers(s.router_tiers_file).values() for m in ms}
-            | {split_spec(s.agent_model)[0]}
-        )
-        for p in providers:
-            checks.append(await _check(f"provider {p}", lambda p=p: _provider(p, s, client)))  # type: ignore[misc]
+        for p, specs in sorted(providers.items()):
+            checks.append(
+                await _check(f"provider {p}", lambda p=p, specs=specs: _provider(p, specs, s, client))
+            )  # type: ignore[misc]
         checks.append(await _check("router", lambda: _router(s, client)))
-        checks.append(await _check("python sandbox", _sandbox))
+        checks.append(await _check("python sandbox", lambda: _sandbox(s)))
     return checks
 
 

@@ -7,12 +7,14 @@ environment, days and months in UTC) can be read and tested in one place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from bot.config import QuotaEnv
 
 LimitName = Literal["requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions"]
 USER_LIMITS: tuple[LimitName, ...] = (
@@ -95,32 +97,18 @@ class Limits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
-        """Read the defaults from the environment; unset keeps the built-in default, ``0``/empty is unlimited."""
-        env = os.environ if env is None else env
-        values: dict[str, LimitValue] = {}
-        for name, (var, default, kind) in ENV_VARS.items():
-            raw = env.get(var)
-            values[name] = default if raw is None else _parse_env(var, raw, kind)
-        return cls(**values)  # type: ignore[arg-type]
+        """For tests and library users: ``env`` (the process environment when None) parsed as
+        :class:`~bot.config.QuotaEnv`; the bot uses :meth:`from_settings` on its parsed settings."""
+        from agent.config import parse_settings
+        from bot.config import QuotaEnv
 
+        return cls.from_settings(parse_settings(QuotaEnv, None if env is None else dict(env)))
 
-def _parse_env(var: str, raw: str, kind: type) -> LimitValue:
-    text = raw.strip().replace("_", "")
-    if text == "":
-        return None
-    what = "a whole number" if kind is int else "a number"
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{var} must be {what} (0 or empty for unlimited), got {raw!r}") from None
-    if value < 0 or value != value:  # NaN check
-        raise ValueError(f"{var} must be {what} >= 0 (0 or empty for unlimited), got {raw!r}")
-    if value == 0:
-        return None
-    limit = next(name for name, (v, _, _) in ENV_VARS.items() if v == var)
-    if not in_bounds(limit, value):
-        raise ValueError(f"{var} must be {what} {bounds_text(limit)} (0 or empty for unlimited), got {raw!r}")
-    return value
+    @classmethod
+    def from_settings(cls, q: QuotaEnv) -> Limits:
+        """The defaults from the parsed settings; ``0`` means unlimited."""
+        values = {name: getattr(q, var.lower()) for name, (var, _, _) in ENV_VARS.items()}
+        return cls(**{k: (None if v == 0 else v) for k, v in values.items()})  # type: ignore[arg-type]
 
 
 def more_generous(a: LimitValue, b: LimitValue) -> LimitValue:

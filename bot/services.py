@@ -7,7 +7,6 @@ same real parts.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import httpx
 import structlog
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.factory import build_reader, build_router, parse_research_tiers, reader_enabled
+from agent.models.factory import build_reader, build_router, reader_enabled
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
@@ -82,20 +81,21 @@ class Services:
 async def build_services(agent_settings: AgentSettings, bot_settings: BotSettings) -> Services:
     data_dir = Path(agent_settings.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-    env = dict(os.environ)
     url = bot_settings.database_url
     db = await open_database(url.get_secret_value() if url else data_dir / "agentbot.sqlite3")
     try:
-        research = ResearchToolSettings.from_env(env)
+        research = ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
         tools = build_registry(
             guards=[research_guard(research)], research=research, memory=bot_settings.memory_enabled
         )
-        tiers = load_tiers(agent_settings.router_tiers_file)
+        http = make_client()
+        router = build_router(agent_settings, http)
+        tiers = load_tiers(agent_settings.router_tiers_file, agent_settings.agent_model)
         defaults = SettingsDefaults(
             tiers=tiers,
             default_tier=bot_settings.default_tier,
             max_steps=agent_settings.agent_max_steps,
-            research=parse_research_tiers(agent_settings.router_research_tiers),
+            research=dict(router.research),
             reader=reader_enabled(agent_settings),
         )
         known = {
@@ -105,8 +105,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
         }
         schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), known_tiers=TIERS)
         guild_settings = GuildSettingsStore(db, schema, defaults)
-        quotas = QuotaStore(db, guild_settings, Limits.from_env(env))
-        http = make_client()
+        quotas = QuotaStore(db, guild_settings, Limits.from_settings(bot_settings))
         await quotas.recover()
         sv = Services(
             agent_settings=agent_settings,
@@ -118,7 +117,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             guild_settings=guild_settings,
             http=http,
             tools=tools,
-            router=build_router(agent_settings, http),
+            router=router,
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
         warm = getattr(sv.router.classifier, "load", None)
@@ -131,21 +130,17 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
         try:
             from agent.memory.chroma_store import ChromaMemory
 
-            memory = ChromaMemory.from_env(data_dir / "memory", env)
+            memory = ChromaMemory.from_settings(data_dir / "memory", agent_settings)
             await memory.open()
             sv.memory = memory
         except Exception as e:  # memory is optional: the bot runs without it and says so
-            sv.memory_error = f"{type(e).__name__}: {e}"
+            sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({type(e).__name__}: {e})"
             log.error("memory_unavailable", error=sv.memory_error)
     return sv
 
 
 def check_model_configured(agent_settings: AgentSettings) -> None:
     """Refuse to start with no usable model, naming what to set."""
-    from agent.models.factory import parse_step_limits
-
-    parse_step_limits(agent_settings.router_step_limits)
-    parse_research_tiers(agent_settings.router_research_tiers)
     hosted = "api.openai.com" in agent_settings.openai_base_url
     if hosted and not agent_settings.openai_api_key:
         raise ConfigError(

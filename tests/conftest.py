@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -7,9 +8,29 @@ from pathlib import Path
 import httpx
 import pytest
 
+import agent.config
+import agent.models.prices
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.web_server import FakeWeb
+from tests.settings_names import setting_names
+
+SETTINGS = setting_names()
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tests never read the operator's ``.env`` or environment: every setting the code knows is
+    removed from the environment (subprocesses inherit that), ``.env`` is not read, and the price file
+    is the shipped one. tests/test_settings_isolation.py proves a hostile .env and environment change
+    no outcome."""
+    monkeypatch.setattr(agent.config, "ENV_FILE", None)
+    monkeypatch.setattr(agent.models.prices, "_prices_file", None)
+    monkeypatch.setattr(agent.models.prices, "_endpoint", None)
+    for key in list(os.environ):
+        if key.upper() in SETTINGS:
+            monkeypatch.delenv(key)
+    yield
 
 
 @pytest.fixture

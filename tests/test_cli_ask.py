@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -61,12 +61,29 @@ async def test_cli_ask_reports_a_bad_key_without_printing_it(llm: FakeLLM, tmp_p
     assert code == 1
     assert "rejected the API key" in err and "OPENAI_API_KEY" in err
     assert "sk-wrong-key-987654321" not in out + err
+    assert out == ""  # the error is never the answer `$(agentbot ask ...)` captures
+    assert err.count("rejected the API key") == 1  # said once: no log line repeating the progress line
+
+
+async def test_cli_ask_says_each_retry_once_and_prints_its_version(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.script(Reply(status=503, error_body={"error": {"message": "overloaded"}}), text("Fine now."))
+    code, out, err = await run_cli(llm, "hello", tmp_path=tmp_path)
+    assert (code, out) == (0, "Fine now.\n")
+    assert err.count("retrying") == 1 and err.count("overloaded") == 1, err
+    assert '"level"' not in err  # no JSON log lines beside the progress lines
+    proc = await asyncio.create_subprocess_exec(AGENTBOT, "--version", stdout=asyncio.subprocess.PIPE)
+    version, _ = await proc.communicate()
+    assert proc.returncode == 0 and version.decode().startswith("agentbot 0.")
+    proc = await asyncio.create_subprocess_exec(AGENTBOT, "ask", "--help", stdout=asyncio.subprocess.PIPE)
+    raw, _ = await proc.communicate()
+    help_text = " ".join(raw.decode().replace("│", " ").split())  # rich wraps and boxes the help
+    assert "defaults to 12" in help_text and "3 `ask` stopped at the step limit" in help_text, help_text
 
 
 async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
     llm.script(*[tool_call("calculator", {"expression": "1+1"}) for _ in range(3)])
     code, out, _err = await run_cli(llm, "loop", "--max-steps", "2", tmp_path=tmp_path)
-    assert code == 0
+    assert code == 3  # documented: stopped by the step limit, so a script can tell
     assert out.startswith("Stopped after 2 steps without a final answer.")
     assert len(llm.requests) == 2
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, text
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -56,8 +56,39 @@ async def test_doctor_all_good_exits_0(fake: FakeDiscord, llm: FakeLLM, tmp_path
         "ok   discord: token accepted" in out and "ok   database:" in out and "ok   provider openai:" in out
     )
     assert "ok   router: ROUTER_CLASSIFIER=embedding: a test ask routed complex (embedding)" in out
-    assert "research tiers: complex=medium" in out
+    assert "research tiers: off" in out  # one model on every tier: nothing to hand over to
+    assert "ok   provider openai: serves every model the tiers name: gpt-4o-mini" in out
     assert (tmp_path / "agentbot.sqlite3").exists()
+
+
+async def test_doctor_names_each_model_the_endpoint_does_not_serve(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.known_models = {"llama3.1"}  # an Ollama-like endpoint that serves one model
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}  # checks this test is not about
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", **quick)
+    assert code == 0, out
+    assert "ok   provider openai: serves every model the tiers name: llama3.1" in out
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE="hosted", **quick)
+    assert code == 1
+    line = next(ln for ln in out.splitlines() if ln.startswith("FAIL provider openai"))
+    assert "does not serve gpt-4.1-nano (simple); gpt-5-mini (medium); gpt-5 (complex)" in line
+    assert "ROUTER_TIERS_FILE" in line and "llama3.1" in line
+
+
+async def test_doctor_probes_models_when_the_server_has_no_model_list(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.known_models = {"llama3.1"}
+    llm.models_route = False  # e.g. llama.cpp builds without GET /v1/models: a one-token call per model
+    llm.responder = lambda body: text("pong")
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", **quick)
+    assert code == 0, out
+    f = tmp_path / "tiers.toml"
+    f.write_text('[tiers]\ncomplex = ["qwen2.5:32b"]\n')
+    code, out = await doctor(fake, llm, tmp_path, AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE=str(f), **quick)
+    assert code == 1 and "does not serve qwen2.5:32b (complex)" in out
 
 
 async def test_doctor_names_what_to_fix_without_printing_secrets(
@@ -70,15 +101,16 @@ async def test_doctor_names_what_to_fix_without_printing_secrets(
         tmp_path,
         DISCORD_TOKEN="wrong-discord-token-123",
         AGENT_MAX_STEPS="12",
-        ROUTER_RESEARCH_TIERS="complex=complex",
     )
     assert code == 1
     assert "FAIL discord: Discord rejected DISCORD_TOKEN (401)" in out
-    assert "FAIL router: ROUTER_RESEARCH_TIERS='complex=complex'" in out and "must be below complex" in out
     assert "FAIL provider openai:" in out and "rejected the API key" in out
     assert "wrong-discord-token-123" not in out and "sk-doctor-good-key-1" not in out
     code, out = await doctor(fake, llm, tmp_path, AGENT_MAX_STEPS="many")
     assert code == 1 and "AGENT_MAX_STEPS='many'" in out
+    code, out = await doctor(fake, llm, tmp_path, ROUTER_RESEARCH_TIERS="complex=complex")
+    assert code == 1 and "FAIL settings: ROUTER_RESEARCH_TIERS='complex=complex'" in out
+    assert "must be below complex" in out
 
 
 async def agentbot_run(llm: FakeLLM, tmp_path: Path, **extra: str) -> tuple[int, str]:

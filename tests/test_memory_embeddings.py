@@ -89,7 +89,7 @@ def test_a_model_file_with_another_hash_is_refused(tmp_path: Path) -> None:
 def test_configuration_errors_say_what_to_set() -> None:
     assert isinstance(embedding_from_env({}), MiniLMEmbedding)
     assert isinstance(embedding_from_env({"MEMORY_EMBEDDING": "multilingual"}), MultilingualEmbedding)
-    with pytest.raises(EmbeddingUnavailable, match="minilm, multilingual, openai"):
+    with pytest.raises(EmbeddingUnavailable, match="'minilm', 'multilingual' or 'openai'"):
         embedding_from_env({"MEMORY_EMBEDDING": "bert"})
     with pytest.raises(EmbeddingUnavailable, match="MEMORY_EMBEDDING_URL"):
         embedding_from_env({"MEMORY_EMBEDDING": "openai", "MEMORY_EMBEDDING_MODEL": "m"})

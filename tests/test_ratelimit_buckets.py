@@ -134,5 +134,7 @@ def test_ratelimit_settings_from_env() -> None:
     assert research_guard(ResearchToolSettings.from_env({"TOOL_RATE_LIMITS": ""})).limits == {}
     with pytest.raises(ConfigError, match="cannot read 'oops'"):
         ResearchToolSettings.from_env({"TOOL_RATE_LIMITS": "oops"})
-    with pytest.raises(ConfigError, match=r"TOOL_RATE_SERVER_MULTIPLIER='0\.5': must be between 1 and 1000"):
+    with pytest.raises(
+        ConfigError, match=r"TOOL_RATE_SERVER_MULTIPLIER='0\.5': Input should be greater than or equal to 1"
+    ):
         ResearchToolSettings.from_env({"TOOL_RATE_SERVER_MULTIPLIER": "0.5"})

@@ -74,11 +74,31 @@ def test_server_overrides_are_validated() -> None:
         merge_tiers(base, {"expert": ["gpt-5"]}, "server tiers")
 
 
+def test_with_only_agent_model_every_tier_is_that_model(tmp_path: Path) -> None:
+    s = settings(AGENT_MODEL="llama3.1", OPENAI_BASE_URL="http://localhost:11434/v1")
+    assert load_tiers(s.router_tiers_file, s.agent_model) == {t: ["llama3.1"] for t in TIERS}
+    f = tmp_path / "tiers.toml"  # an operator's partial file: the tiers it does not name stay AGENT_MODEL
+    f.write_text('[tiers]\ncomplex = ["qwen2.5:32b"]\n')
+    table = load_tiers(f, "llama3.1")
+    assert table == {"simple": ["llama3.1"], "medium": ["llama3.1"], "complex": ["qwen2.5:32b"]}
+    assert load_tiers("hosted", "llama3.1") == default_tiers()  # the shipped multi-provider table
+
+
+async def test_a_one_model_router_never_switches_or_hands_over(http: httpx.AsyncClient) -> None:
+    router = build_router(settings(AGENT_MODEL="llama3.1", ROUTER_CLASSIFIER="heuristic"), http)
+    assert router.step_limits == {} and router.research == {}
+    for tier in TIERS:
+        model = router.at_tier(tier)
+        assert (model.name, model.writer) == ("llama3.1", None)  # writer None: no hand-over
+    assert router.unconfigured == {}
+
+
 async def test_router_from_settings_skips_providers_without_a_key(http: httpx.AsyncClient) -> None:
-    router = build_router(settings(), http)
+    router = build_router(settings(ROUTER_TIERS_FILE="hosted"), http)
     assert isinstance(router.classifier, EmbeddingClassifier)  # the default
     assert isinstance(
-        build_router(settings(ROUTER_CLASSIFIER="heuristic"), http).classifier, HeuristicClassifier
+        build_router(settings(ROUTER_TIERS_FILE="hosted", ROUTER_CLASSIFIER="heuristic"), http).classifier,
+        HeuristicClassifier,
     )
     model = router.at_tier("complex")  # researches on the medium tier (ROUTER_RESEARCH_TIERS default)
     assert (model.tier, model.name, model.provider, model.writer) == (
@@ -117,7 +137,10 @@ async def test_router_settings_and_keys(http: httpx.AsyncClient, tmp_path: Path)
 async def test_judge_classifier_uses_the_cheapest_simple_model(http: httpx.AsyncClient) -> None:
     async with FakeLLM() as llm:
         llm.script(text("complex"))
-        router = build_router(settings(OPENAI_BASE_URL=llm.base_url, ROUTER_CLASSIFIER="judge"), http)
+        router = build_router(
+            settings(OPENAI_BASE_URL=llm.base_url, ROUTER_CLASSIFIER="judge", ROUTER_TIERS_FILE="hosted"),
+            http,
+        )
         assert isinstance(router.classifier, JudgeClassifier)
         decision = await router.classify("hello there")
         assert (decision.tier, decision.source) == ("complex", "judge")

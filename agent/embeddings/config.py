@@ -8,9 +8,9 @@ the server wants one).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
+from agent.config import ConfigError, MemoryEnv, parse_settings
 from agent.embeddings.base import Embedding, EmbeddingUnavailable
 
 CHOICES = ("minilm", "multilingual", "openai")
@@ -44,12 +44,21 @@ def embedding_from_config(
     raise EmbeddingUnavailable(f"MEMORY_EMBEDDING={kind!r} is not one of: {', '.join(CHOICES)}")
 
 
-def embedding_from_env(env: Mapping[str, str] | None = None) -> Embedding:
-    """The embedding the environment asks for (``os.environ`` unless ``env`` is given)."""
-    e = os.environ if env is None else env
+def embedding_from_settings(m: MemoryEnv) -> Embedding:
+    """The embedding the parsed settings (``MEMORY_EMBEDDING*``) ask for."""
     return embedding_from_config(
-        e.get("MEMORY_EMBEDDING", "minilm"),
-        url=e.get("MEMORY_EMBEDDING_URL") or None,
-        model=e.get("MEMORY_EMBEDDING_MODEL") or None,
-        api_key=e.get("MEMORY_EMBEDDING_API_KEY") or None,
+        m.memory_embedding,
+        url=m.memory_embedding_url,
+        model=m.memory_embedding_model,
+        api_key=m.memory_embedding_api_key.get_secret_value() if m.memory_embedding_api_key else None,
     )
+
+
+def embedding_from_env(env: Mapping[str, str] | None = None) -> Embedding:
+    """For tests and library users: ``env`` (the process environment when None) parsed as
+    :class:`~agent.config.MemoryEnv`; the bot passes its parsed settings to :func:`embedding_from_settings`."""
+    try:
+        m = parse_settings(MemoryEnv, None if env is None else dict(env))
+    except ConfigError as e:
+        raise EmbeddingUnavailable(str(e)) from None
+    return embedding_from_settings(m)

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -30,8 +29,9 @@ import numpy as np
 import structlog
 from chromadb.config import Settings
 
+from agent.config import MemoryEnv, parse_settings
 from agent.embeddings.base import Embedding
-from agent.embeddings.config import embedding_from_env
+from agent.embeddings.config import embedding_from_settings
 from agent.memory import layout
 from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
@@ -108,18 +108,21 @@ class ChromaMemory:
     def from_env(
         cls, path: str | Path | None, env: Mapping[str, str] | None = None, **kwargs: Any
     ) -> ChromaMemory:
+        """For tests and library users: ``env`` (the process environment when None) parsed as
+        :class:`~agent.config.MemoryEnv`; the bot passes its parsed settings to :meth:`from_settings`."""
+        return cls.from_settings(
+            path, parse_settings(MemoryEnv, None if env is None else dict(env)), **kwargs
+        )
+
+    @classmethod
+    def from_settings(cls, path: str | Path | None, m: MemoryEnv, **kwargs: Any) -> ChromaMemory:
         """``MEMORY_EMBEDDING*`` pick the embedding; ``CHROMA_HOST`` (+ ``CHROMA_PORT``, ``CHROMA_SSL``,
         ``CHROMA_TOKEN``) switch from the embedded store under ``path`` to a Chroma server."""
-        e = os.environ if env is None else env
-        host = (e.get("CHROMA_HOST") or "").strip() or None
-        port_text = (e.get("CHROMA_PORT") or "8000").strip()
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"CHROMA_PORT must be a port number, got {port_text!r}")
-        token = (e.get("CHROMA_TOKEN") or "").strip()
+        token = m.chroma_token.get_secret_value().strip() if m.chroma_token else ""
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        ssl = (e.get("CHROMA_SSL") or "").strip().lower() in {"1", "true", "yes", "on"}
-        kwargs.setdefault("embedding", embedding_from_env(e))
-        return cls(path, host=host, port=int(port_text), ssl=ssl, headers=headers, **kwargs)
+        kwargs.setdefault("embedding", embedding_from_settings(m))
+        host = (m.chroma_host or "").strip() or None
+        return cls(path, host=host, port=m.chroma_port, ssl=m.chroma_ssl, headers=headers, **kwargs)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -20,8 +20,15 @@ from agent.models.classifier import HeuristicClassifier, JudgeClassifier
 from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
-from agent.models.router import Breakers, Router, validate_research
-from agent.models.tiers import TIERS, Tier, load_tiers, merge_tiers, tier_index
+from agent.models.router import Breakers, Router
+from agent.models.tiers import (  # noqa: F401 - parse_* re-exported for older callers
+    Tier,
+    load_tiers,
+    merge_tiers,
+    parse_research_tiers,
+    parse_step_limits,
+    tier_index,
+)
 from agent.reader import Reader, ReaderSettings
 
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
@@ -110,7 +117,10 @@ def build_router(
 
     Per-server tables are then ``router.with_tiers(server_overrides)``, sharing breakers and models.
     """
-    table = merge_tiers(load_tiers(settings.router_tiers_file), tiers, "tiers")
+    table = merge_tiers(load_tiers(settings.router_tiers_file, settings.agent_model), tiers, "tiers")
+    # One model on every tier (only AGENT_MODEL set): moving up a tier or researching on a lower one
+    # would call the same model again under another name, so both are off.
+    single = len({tuple(v) for v in table.values()}) == 1
     router = Router(
         table,
         lambda spec: build_model(spec, settings, client),
@@ -121,8 +131,8 @@ def build_router(
         ),
         default_tier=settings.router_default_tier,
         max_tier=settings.router_max_tier,
-        step_limits=parse_step_limits(settings.router_step_limits),
-        research=parse_research_tiers(settings.router_research_tiers),
+        step_limits={} if single else dict(settings.router_step_limits),
+        research={} if single else dict(settings.router_research_tiers),
     )
     if settings.router_classifier == "embedding":
         from agent.embeddings.minilm import MiniLMEmbedding
@@ -142,51 +152,6 @@ def build_router(
             )
         router.classifier = JudgeClassifier(judge)
     return router
-
-
-def _tier_pairs(
-    key: str, text: str, shape: str, example: str, values: str, ok: Callable[[str], bool]
-) -> dict[str, str]:
-    """``a=b,c=d`` with tier keys: every mistake names the setting, the tiers and what a value may be."""
-    pairs: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        tier, sep, value = part.partition("=")
-        tier, value = tier.strip().lower(), value.strip().lower()
-        if not sep or tier not in TIERS or not ok(value):
-            raise ConfigError(
-                f"{key}={text!r}: expected {shape} pairs such as {example} "
-                f"(tiers: {', '.join(TIERS)}; {values})"
-            )
-        pairs[tier] = value
-    return pairs
-
-
-def parse_step_limits(text: str) -> dict[str, int]:
-    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
-    pairs = _tier_pairs(
-        "ROUTER_STEP_LIMITS",
-        text,
-        "tier=steps",
-        "simple=3,medium=6",
-        "steps: a whole number, 0 = no limit",
-        str.isdigit,
-    )
-    return {t: int(v) for t, v in pairs.items()}
-
-
-def parse_research_tiers(text: str) -> dict[str, str]:
-    """``complex=medium`` → runs of the key tier research on the value tier's models; ``off`` = none."""
-    if text.strip().lower() in ("", "off", "none"):
-        return {}
-    pairs = _tier_pairs(
-        "ROUTER_RESEARCH_TIERS",
-        text,
-        "tier=research-tier",
-        "complex=medium",
-        "the research tier must be below the run's tier; off = every tier does its own research",
-        lambda v: v in TIERS,
-    )
-    return validate_research(pairs, f"ROUTER_RESEARCH_TIERS={text!r}")
 
 
 def reader_enabled(settings: AgentSettings) -> bool:

@@ -92,4 +92,12 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
     kind = (
         "timed out" if isinstance(e, httpx.TimeoutException) else f"could not be reached ({type(e).__name__})"
     )
-    return ModelError(f"{name} at {base_url} {kind}", provider=provider, model=name, retryable=True)
+    setting = (
+        f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
+    )
+    return ModelError(
+        f"{name} at {base_url} {kind}: check {setting} and that the server runs",
+        provider=provider,
+        model=name,
+        retryable=True,
+    )

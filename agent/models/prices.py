@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -336,6 +335,25 @@ def _load(override: str | None, endpoint: str | None) -> PriceTable:
     return table
 
 
+_prices_file: str | None = None
+_endpoint: str | None = None
+
+
+def use_prices_file(path: str | None, endpoint: str | None = None) -> None:
+    """Set ``PRICES_FILE`` (and ``OPENAI_BASE_URL``, whose host prices bare model names) from the parsed
+    settings, once, at start-up; a file that cannot be read or parsed is a ConfigError naming the
+    setting now, not on the first priced step."""
+    global _prices_file, _endpoint
+    from agent.config import ConfigError
+
+    try:
+        _load(path or None, endpoint or None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _prices_file, _endpoint = path or None, endpoint or None
+
+
 def default_prices() -> PriceTable:
-    """genai-prices with ``PRICES_FILE`` over it; bare names also looked up at ``OPENAI_BASE_URL``'s host."""
-    return _load(os.environ.get("PRICES_FILE") or None, os.environ.get("OPENAI_BASE_URL") or None)
+    """genai-prices with ``PRICES_FILE`` over it; bare names also looked up at ``OPENAI_BASE_URL``'s host
+    (both as :func:`use_prices_file` set them)."""
+    return _load(_prices_file, _endpoint)

@@ -1,15 +1,17 @@
 """Model tiers: simple < medium < complex, each an ordered list of model specs (primary, fallbacks).
 
-The shipped defaults live in ``tiers.toml`` next to this module; ``ROUTER_TIERS_FILE`` replaces tiers
-from a file of the same shape, and a server's overrides (a plain ``dict[str, list[str]]`` from the
-bot's settings store) go through :func:`merge_tiers`. Partial tables are fine: tiers not named keep
-their defaults, so an admin can change just ``complex``.
+With nothing configured every tier is ``AGENT_MODEL``: an operator who points ``OPENAI_BASE_URL`` at
+Ollama and sets ``AGENT_MODEL=llama3.1`` gets exactly that model, never a name the endpoint does not
+serve. Tiers apply once someone configures them: ``ROUTER_TIERS_FILE`` (a TOML file, or ``hosted`` for
+the shipped multi-provider table in ``tiers.toml`` next to this module) and a server's overrides (a
+plain ``dict[str, list[str]]`` from the bot's settings store, through :func:`merge_tiers`). Partial
+tables are fine: tiers not named keep ``AGENT_MODEL``, so an admin can change just ``complex``.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -67,7 +69,17 @@ def _parse_toml(text: str, origin: str) -> TierTable:
     return validate_tiers(table, origin)
 
 
+HOSTED = "hosted"
+"""``ROUTER_TIERS_FILE=hosted``: the shipped table of hosted OpenAI / Gemini / Anthropic models."""
+
+
+def one_model_tiers(model: str) -> TierTable:
+    """Every tier is ``model``: routing needs nothing more than ``AGENT_MODEL``."""
+    return {t: [model.strip()] for t in TIERS}
+
+
 def default_tiers() -> TierTable:
+    """The shipped hosted table (``tiers.toml``), used when ``ROUTER_TIERS_FILE=hosted``."""
     text = resources.files("agent.models").joinpath("tiers.toml").read_text()
     table = _parse_toml(text, "tiers.toml")
     missing = [t for t in TIERS if t not in table]
@@ -86,9 +98,12 @@ def merge_tiers(
     return merged
 
 
-def load_tiers(path: str | Path | None = None) -> TierTable:
-    """The shipped tiers, with those in ``path`` (``ROUTER_TIERS_FILE``) replacing them."""
-    table = default_tiers()
+def load_tiers(path: str | Path | None = None, model: str | None = None) -> TierTable:
+    """The process's tiers: ``model`` (``AGENT_MODEL``) on every tier, with those in ``path``
+    (``ROUTER_TIERS_FILE``) replacing them. Without ``model`` the base is the hosted table."""
+    table = one_model_tiers(model) if model else default_tiers()
+    if path and str(path).strip().lower() == HOSTED:
+        return default_tiers()
     if path:
         p = Path(path)
         try:
@@ -97,3 +112,50 @@ def load_tiers(path: str | Path | None = None) -> TierTable:
             raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
         table = merge_tiers(table, _parse_toml(text, f"ROUTER_TIERS_FILE={path}"))
     return table
+
+
+def _tier_pairs(
+    key: str, text: str, shape: str, example: str, values: str, ok: Callable[[str], bool]
+) -> dict[str, str]:
+    """``a=b,c=d`` with tier keys: every mistake names the setting, the tiers and what a value may be."""
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tier, sep, value = part.partition("=")
+        tier, value = tier.strip().lower(), value.strip().lower()
+        if not sep or tier not in TIERS or not ok(value):
+            raise ConfigError(
+                f"{key}={text!r}: expected {shape} pairs such as {example} "
+                f"(tiers: {', '.join(TIERS)}; {values})"
+            )
+        pairs[tier] = value
+    return pairs
+
+
+def parse_step_limits(text: str) -> dict[str, int]:
+    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
+    pairs = _tier_pairs(
+        "ROUTER_STEP_LIMITS",
+        text,
+        "tier=steps",
+        "simple=3,medium=6",
+        "steps: a whole number, 0 = no limit",
+        str.isdigit,
+    )
+    return {t: int(v) for t, v in pairs.items()}
+
+
+def parse_research_tiers(text: str) -> dict[str, str]:
+    """``complex=medium`` → runs of the key tier research on the value tier's models; ``off`` = none."""
+    from agent.models.router import validate_research
+
+    if text.strip().lower() in ("", "off", "none"):
+        return {}
+    pairs = _tier_pairs(
+        "ROUTER_RESEARCH_TIERS",
+        text,
+        "tier=research-tier",
+        "complex=medium",
+        "the research tier must be below the run's tier; off = every tier does its own research",
+        lambda v: v in TIERS,
+    )
+    return validate_research(pairs, f"ROUTER_RESEARCH_TIERS={text!r}")

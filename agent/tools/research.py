@@ -1,36 +1,31 @@
 """The research tools in one place: settings from the environment and one function that builds them.
 
-    settings = ResearchToolSettings.from_env(os.environ)
+    settings = ResearchToolSettings.from_settings(agent_settings)   # parsed once at start-up
     registry = ToolRegistry(research_tools(settings), guards=[research_guard(settings)])
     per_server = registry.subset(enabled_tool_names)   # per-server enable/disable; guards are shared
 
-Every setting, its default and its limit are listed in :meth:`ResearchToolSettings.from_env`.
+Every setting, its default and its bounds are fields of :class:`agent.config.ToolEnv`.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, get_args
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from agent.config import ConfigError
+from agent.config import ConfigError, ToolEnv, parse_settings
 from agent.logs import register_secret
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.netguard import LazyClient
-from agent.tools.python_exec import PythonSettings, SandboxMode, python_tools
+from agent.tools.python_exec import PythonSettings, python_tools
 from agent.tools.ratelimit import DEFAULT_LIMITS, Rate, RateLimitGuard, parse_rate_limits
 from agent.tools.registry import Tool
-from agent.tools.web_search import BackendName, SearchSettings, search_tools
-
-T = TypeVar("T")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+from agent.tools.web_search import SearchSettings, search_tools
 
 
 def default_of(cls: type, name: str) -> Any:
@@ -49,132 +44,74 @@ class ResearchToolSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ResearchToolSettings:
-        """Read every research-tool setting; a bad value raises :class:`ConfigError` naming the key."""
-        env = _Env(os.environ if environ is None else environ)
-        keys = {k: env.text(k) for k in ("BRAVE_API_KEY", "TAVILY_API_KEY")}
-        searxng = env.text("SEARXNG_URL")
-        for secret in keys.values():
+        """For tests and library users: parse ``environ`` (the process environment when None) as
+        :class:`~agent.config.ToolEnv`. The bot and ``agentbot ask`` use :meth:`from_settings`."""
+        return cls.from_settings(parse_settings(ToolEnv, None if environ is None else dict(environ)))
+
+    @classmethod
+    def from_settings(cls, env: ToolEnv, data_dir: str = "./data") -> ResearchToolSettings:
+        """The tools' settings from the parsed tree; a combination that cannot work raises
+        :class:`ConfigError` naming the keys."""
+        brave = env.brave_api_key.get_secret_value() if env.brave_api_key else None
+        tavily = env.tavily_api_key.get_secret_value() if env.tavily_api_key else None
+        searxng = env.searxng_url
+        for secret in (brave, tavily):
             register_secret(secret)
         if searxng and urlsplit(searxng).password:
             register_secret(urlsplit(searxng).password)
-        default_backend = (
-            "searxng"
-            if searxng
-            else "brave"
-            if keys["BRAVE_API_KEY"]
-            else "tavily"
-            if keys["TAVILY_API_KEY"]
-            else "duckduckgo"
-        )
+        default_backend = "searxng" if searxng else "brave" if brave else "tavily" if tavily else "duckduckgo"
         search = SearchSettings(
-            backend=env.choice("SEARCH_BACKEND", get_args(BackendName), default_backend),
+            backend=env.search_backend or default_backend,
             searxng_url=searxng,
-            brave_api_key=keys["BRAVE_API_KEY"],
-            brave_url=env.text("BRAVE_SEARCH_URL") or default_of(SearchSettings, "brave_url"),
-            tavily_api_key=keys["TAVILY_API_KEY"],
-            tavily_url=env.text("TAVILY_SEARCH_URL") or default_of(SearchSettings, "tavily_url"),
-            duckduckgo_url=env.text("DUCKDUCKGO_URL") or default_of(SearchSettings, "duckduckgo_url"),
-            max_results=env.num("SEARCH_MAX_RESULTS", int, 8, 1, 20),
-            timeout=env.num("SEARCH_TIMEOUT", float, 10.0, 1, 120),
+            brave_api_key=brave,
+            brave_url=env.brave_search_url,
+            tavily_api_key=tavily,
+            tavily_url=env.tavily_search_url,
+            duckduckgo_url=env.duckduckgo_url,
+            max_results=env.search_max_results,
+            timeout=env.search_timeout,
         )
         if search.backend == "searxng" and not search.searxng_url:
             raise ConfigError("SEARCH_BACKEND=searxng needs SEARXNG_URL (e.g. http://localhost:8888)")
-        if search.backend in ("brave", "tavily") and not (
-            search.brave_api_key if search.backend == "brave" else search.tavily_api_key
-        ):
+        if search.backend in ("brave", "tavily") and not (brave if search.backend == "brave" else tavily):
             raise ConfigError(f"SEARCH_BACKEND={search.backend} needs {search.backend.upper()}_API_KEY")
         fetch = FetchSettings(
-            timeout=env.num("FETCH_TIMEOUT", float, 20.0, 1, 300),
-            max_bytes=env.num("FETCH_MAX_BYTES", int, 2_000_000, 1_000, 100_000_000),
-            max_chars=env.num("FETCH_MAX_CHARS", int, 12_000, 500, 200_000),
-            reader_chars=env.num("FETCH_READER_CHARS", int, 60_000, 1_000, 500_000),
-            max_redirects=env.num("FETCH_MAX_REDIRECTS", int, 5, 0, 10),
-            allow_loopback=env.flag("FETCH_ALLOW_LOOPBACK", False),
-            user_agent=env.text("FETCH_USER_AGENT") or default_of(FetchSettings, "user_agent"),
+            timeout=env.fetch_timeout,
+            max_bytes=env.fetch_max_bytes,
+            max_chars=env.fetch_max_chars,
+            reader_chars=env.fetch_reader_chars,
+            max_redirects=env.fetch_max_redirects,
+            allow_loopback=env.fetch_allow_loopback,
+            user_agent=env.fetch_user_agent,
             # --- extraction in killable worker processes (issue 14.6) ---
-            extract_timeout=env.num("FETCH_EXTRACT_TIMEOUT", float, 10.0, 1, 120),
-            extract_workers=env.num("FETCH_EXTRACT_WORKERS", int, 2, 1, 16),
+            extract_timeout=env.fetch_extract_timeout,
+            extract_workers=env.fetch_extract_workers,
         )
-        quota = env.num("FILES_QUOTA_BYTES", int, 10 * 1024 * 1024, 1024, 10 * 1024**3)
-        # --- workspace entry quota and sandbox network (issue 14.4, 14.7) ---
-        quota_files = env.num("FILES_QUOTA_FILES", int, 1000, 10, 1_000_000)
-        if env.flag("PYTHON_NETWORK", False):
-            raise ConfigError(
-                "PYTHON_NETWORK=1 is no longer supported: sandboxed code never has network access (the agent "
-                "reads the web with fetch_url, which refuses private addresses); remove the setting"
-            )
+        quota = env.files_quota_bytes
+        quota_files = env.files_quota_files  # entries, as well as bytes (issue 14.4)
         files = FilesSettings(
-            quota_bytes=quota,
-            quota_files=quota_files,
-            read_max_chars=env.num("FILES_READ_MAX_CHARS", int, 20_000, 500, 500_000),
+            quota_bytes=quota, quota_files=quota_files, read_max_chars=env.files_read_max_chars
         )
-        data_dir = os.path.abspath(env.text("DATA_DIR") or "./data")
-        hide = ("/root", "/home", os.path.abspath(".env"), data_dir, *env.items("PYTHON_HIDE_PATHS"))
+        extra = tuple(p.strip() for p in env.python_hide_paths.split(",") if p.strip())
+        hide = ("/root", "/home", os.path.abspath(".env"), os.path.abspath(data_dir or "./data"), *extra)
         python = PythonSettings(
-            mode=env.choice("PYTHON_SANDBOX", get_args(SandboxMode), "auto"),
-            timeout=env.num("PYTHON_TIMEOUT", float, 30.0, 1, 600),
-            cpu_seconds=env.num("PYTHON_CPU_SECONDS", int, 20, 1, 600),
-            memory_mb=env.num("PYTHON_MEMORY_MB", int, 512, 64, 65_536),
-            file_size_mb=env.num("PYTHON_FILE_SIZE_MB", int, 10, 1, 10_000),
-            max_processes=env.num("PYTHON_MAX_PROCESSES", int, 32, 4, 4096),
-            max_output_chars=env.num("PYTHON_MAX_OUTPUT_CHARS", int, 10_000, 500, 200_000),
-            tmpfs_mb=env.num("PYTHON_TMPFS_MB", int, 64, 1, 4096),
-            sandbox_uid=env.num("PYTHON_SANDBOX_UID", int, 65534, 1, 2**32 - 2),
-            sandbox_gid=env.num("PYTHON_SANDBOX_GID", int, 65534, 1, 2**32 - 2),
-            python=env.text("PYTHON_EXECUTABLE") or sys.executable,
+            mode=env.python_sandbox,
+            timeout=env.python_timeout,
+            cpu_seconds=env.python_cpu_seconds,
+            memory_mb=env.python_memory_mb,
+            file_size_mb=env.python_file_size_mb,
+            max_processes=env.python_max_processes,
+            max_output_chars=env.python_max_output_chars,
+            tmpfs_mb=env.python_tmpfs_mb,
+            sandbox_uid=env.python_sandbox_uid,
+            sandbox_gid=env.python_sandbox_gid,
+            python=env.python_path,
             hide=hide,
             quota_bytes=quota,
             quota_files=quota_files,
         )
-        try:
-            limits = parse_rate_limits(
-                env.text("TOOL_RATE_LIMITS") if "TOOL_RATE_LIMITS" in env.raw else DEFAULT_LIMITS
-            )
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        return cls(
-            search, fetch, files, python, limits, env.num("TOOL_RATE_SERVER_MULTIPLIER", float, 5.0, 1, 1000)
-        )
-
-
-class _Env:
-    def __init__(self, raw: Mapping[str, str]) -> None:
-        self.raw = raw
-
-    def text(self, key: str) -> Any:
-        value = self.raw.get(key, "").strip()
-        return value or None
-
-    def items(self, key: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in (self.raw.get(key) or "").split(",") if p.strip())
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key)
-        if value is None:
-            return default
-        if value.strip().lower() in _TRUE:
-            return True
-        if value.strip().lower() in _FALSE:
-            return False
-        raise ConfigError(f"{key}={value!r}: use 1 or 0")
-
-    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> Any:
-        value = (self.raw.get(key) or "").strip().lower() or default
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(allowed)}")
-        return value
-
-    def num(self, key: str, kind: Callable[[str], T], default: T, low: float, high: float) -> T:
-        raw = (self.raw.get(key) or "").strip()
-        if not raw:
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ConfigError(f"{key}={raw!r}: expected a number between {low:g} and {high:g}") from None
-        if not low <= value <= high:  # type: ignore[operator]
-            raise ConfigError(f"{key}={raw!r}: must be between {low:g} and {high:g}")
-        return value
+        limits = parse_rate_limits(env.tool_rate_limits)
+        return cls(search, fetch, files, python, limits, env.tool_rate_server_multiplier)
 
 
 def _search_client(settings: SearchSettings) -> LazyClient:

@@ -128,6 +128,8 @@ class ScriptedServer:
         self.requests: list[dict[str, Any]] = []
         self.api_key: str | None = None
         self.known_models: set[str] | None = None
+        self.models_route = True
+        """False: GET /v1/models answers 404, as some local servers do."""
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -184,6 +186,8 @@ class FakeLLM(ScriptedServer):
         await super().__aexit__(*exc)
 
     async def _models(self, request: web.Request) -> web.Response:
+        if not self.models_route:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         names = sorted(self.known_models or {"gpt-4o-mini"})
