@@ -19,14 +19,11 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.models.reasoning import Effort
+from agent.setting_parsers import ConfigError, parse_rate_limits, parse_research_tiers, parse_step_limits
 
 ENV_FILE: str | None = ".env"
 """The file :func:`load_agent_settings` / ``load_bot_settings`` read besides the environment. The test
 suite sets it to None (tests/conftest.py) so an operator's ``.env`` never changes a test."""
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names the key and what it accepts."""
 
 
 class EnvSettings(BaseSettings):
@@ -127,8 +124,6 @@ class ToolEnv(EnvSettings):
     @field_validator("tool_rate_limits")
     @classmethod
     def _rates(cls, v: str) -> str:
-        from agent.tools.ratelimit import parse_rate_limits
-
         parse_rate_limits(v)  # ValueError names the setting and the shape
         return v
 
@@ -237,8 +232,6 @@ class AgentSettings(ToolEnv, MemoryEnv):
     def _step_limits(cls, v: object) -> object:
         if not isinstance(v, str):
             return v
-        from agent.models.tiers import parse_step_limits
-
         return parse_step_limits(v)
 
     @field_validator("router_research_tiers", mode="before")
@@ -246,8 +239,6 @@ class AgentSettings(ToolEnv, MemoryEnv):
     def _research(cls, v: object) -> object:
         if not isinstance(v, str):
             return v
-        from agent.models.tiers import parse_research_tiers
-
         return parse_research_tiers(v)
 
 

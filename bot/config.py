@@ -6,58 +6,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from agent import config as agent_config
-from agent.config import ConfigError, EnvSettings, explain
-
-
-class QuotaEnv(EnvSettings):
-    """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
-
-    EMPTY = {
-        "quota_requests_per_day": 0,
-        "quota_tokens_per_day": 0,
-        "quota_cost_per_month_usd": 0,
-        "quota_concurrent_sessions": 0,
-        "guild_budget_per_month_usd": 0,
-    }
-    quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
-    quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
-    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0, allow_inf_nan=False)
-    quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
-    guild_budget_per_month_usd: float = Field(
-        100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0, allow_inf_nan=False
-    )
-
-    @field_validator(
-        "quota_requests_per_day",
-        "quota_tokens_per_day",
-        "quota_cost_per_month_usd",
-        "quota_concurrent_sessions",
-        "guild_budget_per_month_usd",
-        mode="before",
-    )
-    @classmethod
-    def _digits(cls, v: object) -> object:
-        return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
-
-    @field_validator(
-        "quota_requests_per_day",
-        "quota_tokens_per_day",
-        "quota_cost_per_month_usd",
-        "quota_concurrent_sessions",
-        "guild_budget_per_month_usd",
-    )
-    @classmethod
-    def _bounded(cls, v: float, info: ValidationInfo) -> float:
-        """Finite, stated bounds (issue 14.11): 1e300 broke every turn, 1e-7 was stored as 0."""
-        from bot.limits import ENV_VARS, bounds_text, in_bounds
-
-        limit = next(name for name, (var, _, _) in ENV_VARS.items() if var.lower() == info.field_name)
-        if v != 0 and not in_bounds(limit, v):
-            raise ValueError(f"must be {bounds_text(limit)}, or 0 for unlimited")
-        return v
+from agent.config import ConfigError, explain
+from bot.limits import QuotaEnv
 
 
 class BotSettings(QuotaEnv):

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from bot.config import QuotaEnv
+from pydantic import Field, ValidationInfo, field_validator
+
+from agent.config import EnvSettings
 
 LimitName = Literal["requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions"]
 USER_LIMITS: tuple[LimitName, ...] = (
@@ -100,7 +101,6 @@ class Limits:
         """For tests and library users: ``env`` (the process environment when None) parsed as
         :class:`~bot.config.QuotaEnv`; the bot uses :meth:`from_settings` on its parsed settings."""
         from agent.config import parse_settings
-        from bot.config import QuotaEnv
 
         return cls.from_settings(parse_settings(QuotaEnv, None if env is None else dict(env)))
 
@@ -252,3 +252,49 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
     else:
         raise ValueError(f"unknown limit {limit!r}; known: {', '.join(LIMIT_LABELS)}")
     return head + when
+
+
+class QuotaEnv(EnvSettings):
+    """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
+
+    EMPTY = {
+        "quota_requests_per_day": 0,
+        "quota_tokens_per_day": 0,
+        "quota_cost_per_month_usd": 0,
+        "quota_concurrent_sessions": 0,
+        "guild_budget_per_month_usd": 0,
+    }
+    quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
+    quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
+    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0, allow_inf_nan=False)
+    quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
+    guild_budget_per_month_usd: float = Field(
+        100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0, allow_inf_nan=False
+    )
+
+    @field_validator(
+        "quota_requests_per_day",
+        "quota_tokens_per_day",
+        "quota_cost_per_month_usd",
+        "quota_concurrent_sessions",
+        "guild_budget_per_month_usd",
+        mode="before",
+    )
+    @classmethod
+    def _digits(cls, v: object) -> object:
+        return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
+
+    @field_validator(
+        "quota_requests_per_day",
+        "quota_tokens_per_day",
+        "quota_cost_per_month_usd",
+        "quota_concurrent_sessions",
+        "guild_budget_per_month_usd",
+    )
+    @classmethod
+    def _bounded(cls, v: float, info: ValidationInfo) -> float:
+        """Finite, stated bounds (issue 14.11): 1e300 broke every turn, 1e-7 was stored as 0."""
+        limit = next(name for name, (var, _, _) in ENV_VARS.items() if var.lower() == info.field_name)
+        if v != 0 and not in_bounds(limit, v):
+            raise ValueError(f"must be {bounds_text(limit)}, or 0 for unlimited")
+        return v

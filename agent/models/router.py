@@ -20,6 +20,7 @@ from agent.models.classifier import Classification, Classifier
 from agent.models.prices import PriceTable
 from agent.models.routed import RoutedModel
 from agent.models.tiers import TIERS, Tier, TierTable, merge_tiers, parse_tier, tier_index, validate_tiers
+from agent.setting_parsers import validate_research
 
 __all__ = ["DEFAULT_STEP_LIMITS", "Breakers", "RoutedModel", "Router", "validate_research"]
 
@@ -169,17 +170,3 @@ class Router:
 DEFAULT_STEP_LIMITS: dict[str, int] = {"simple": 3, "medium": 6}
 """A simple task is a look-up (about 2 calls), a medium one a few reads (about 4): past these the task
 was bigger than its tier."""
-
-
-def validate_research(research: Mapping[str, str], origin: str = "research tiers") -> dict[Tier, Tier]:
-    """``{run tier: research tier}``; a research tier must be weaker than the tier it researches for."""
-    out: dict[Tier, Tier] = {}
-    for run, helper in research.items():
-        r, h = parse_tier(run, f"{origin}: run tier"), parse_tier(helper, f"{origin}: research tier")
-        if tier_index(h) >= tier_index(r):
-            raise ConfigError(
-                f"{origin}: {r}={h} would research on a tier no cheaper than the one writing; "
-                f"the research tier must be below {r} (e.g. complex=medium)"
-            )
-        out[r] = h
-    return out

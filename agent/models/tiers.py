@@ -11,28 +11,18 @@ tables are fine: tiers not named keep ``AGENT_MODEL``, so an admin can change ju
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
-from agent.config import ConfigError
-
-Tier = Literal["simple", "medium", "complex"]
-TIERS: tuple[Tier, ...] = ("simple", "medium", "complex")
-TierTable = dict[Tier, list[str]]
-
-
-def tier_index(tier: Tier) -> int:
-    return TIERS.index(tier)
-
-
-def parse_tier(value: str, what: str = "tier") -> Tier:
-    """``"Complex "`` → ``"complex"``; anything else is a :class:`ConfigError` naming the choices."""
-    v = str(value).strip().lower()
-    if v not in TIERS:
-        raise ConfigError(f"{what} {value!r} is not a tier; use one of: {', '.join(TIERS)}")
-    return cast(Tier, v)
+from agent.setting_parsers import (  # re-exported: the tier names live with the setting parsers
+    TIERS,
+    ConfigError,
+    Tier,
+    TierTable,
+    parse_tier,
+)
 
 
 def validate_tiers(raw: Mapping[str, Any], origin: str = "tiers") -> TierTable:
@@ -112,50 +102,3 @@ def load_tiers(path: str | Path | None = None, model: str | None = None) -> Tier
             raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
         table = merge_tiers(table, _parse_toml(text, f"ROUTER_TIERS_FILE={path}"))
     return table
-
-
-def _tier_pairs(
-    key: str, text: str, shape: str, example: str, values: str, ok: Callable[[str], bool]
-) -> dict[str, str]:
-    """``a=b,c=d`` with tier keys: every mistake names the setting, the tiers and what a value may be."""
-    pairs: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        tier, sep, value = part.partition("=")
-        tier, value = tier.strip().lower(), value.strip().lower()
-        if not sep or tier not in TIERS or not ok(value):
-            raise ConfigError(
-                f"{key}={text!r}: expected {shape} pairs such as {example} "
-                f"(tiers: {', '.join(TIERS)}; {values})"
-            )
-        pairs[tier] = value
-    return pairs
-
-
-def parse_step_limits(text: str) -> dict[str, int]:
-    """``simple=3,medium=6`` → model calls per tier before a run moves up; empty or 0 = no limit."""
-    pairs = _tier_pairs(
-        "ROUTER_STEP_LIMITS",
-        text,
-        "tier=steps",
-        "simple=3,medium=6",
-        "steps: a whole number, 0 = no limit",
-        str.isdigit,
-    )
-    return {t: int(v) for t, v in pairs.items()}
-
-
-def parse_research_tiers(text: str) -> dict[str, str]:
-    """``complex=medium`` → runs of the key tier research on the value tier's models; ``off`` = none."""
-    from agent.models.router import validate_research
-
-    if text.strip().lower() in ("", "off", "none"):
-        return {}
-    pairs = _tier_pairs(
-        "ROUTER_RESEARCH_TIERS",
-        text,
-        "tier=research-tier",
-        "complex=medium",
-        "the research tier must be below the run's tier; off = every tier does its own research",
-        lambda v: v in TIERS,
-    )
-    return validate_research(pairs, f"ROUTER_RESEARCH_TIERS={text!r}")

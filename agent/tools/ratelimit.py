@@ -22,47 +22,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from agent.setting_parsers import Rate
 from agent.tools.registry import Tool, ToolContext
 
 Clock = Callable[[], float]
 DEFAULT_LIMITS = "web_search=10/60,fetch_url=30/60,run_python=10/60"
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    count: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds
-
-
-def parse_rate_limits(spec: str) -> dict[str, Rate]:
-    """``"web_search=10/60, fetch_url=30/60"`` → {name: Rate}; errors name the bad item and the format."""
-    limits: dict[str, Rate] = {}
-    for item in (spec or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, rate = item.partition("=")
-        count, slash, seconds = rate.partition("/")
-        try:
-            if not sep or not slash or not name.strip():
-                raise ValueError
-            parsed = Rate(int(count), float(seconds))
-        except ValueError:
-            raise ValueError(
-                f"TOOL_RATE_LIMITS: cannot read {item!r}; write tool=calls/seconds, e.g. web_search=10/60"
-            ) from None
-        if parsed.count < 1 or not parsed.seconds > 0 or not math.isfinite(parsed.seconds):
-            raise ValueError(
-                f"TOOL_RATE_LIMITS: {item!r} needs at least 1 call per a positive number of seconds"
-            )
-        limits[name.strip()] = parsed
-    return limits
 
 
 class _Bucket:
