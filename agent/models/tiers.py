@@ -21,8 +21,27 @@ from agent.setting_parsers import (  # re-exported: the tier names live with the
     ConfigError,
     Tier,
     TierTable,
+    parse_research_tiers,
+    parse_step_limits,
     parse_tier,
+    tier_index,
 )
+
+__all__ = [
+    "HOSTED",
+    "TIERS",
+    "Tier",
+    "TierTable",
+    "default_tiers",
+    "load_tiers",
+    "merge_tiers",
+    "one_model_tiers",
+    "parse_research_tiers",
+    "parse_step_limits",
+    "parse_tier",
+    "tier_index",
+    "validate_tiers",
+]
 
 
 def validate_tiers(raw: Mapping[str, Any], origin: str = "tiers") -> TierTable:
