@@ -249,7 +249,8 @@ def explain(err: ValidationError) -> str:
     for e in err.errors(include_url=False):
         key = str(e["loc"][0]) if e["loc"] else "?"
         got = e.get("input")
-        shown = "(hidden)" if key.endswith(("_KEY", "_TOKEN")) else repr(got)
+        # Keys, tokens and URLs that may carry a password (DATABASE_URL) are never echoed.
+        shown = "(hidden)" if key.endswith(("_KEY", "_TOKEN")) or key == "DATABASE_URL" else repr(got)
         msg = str(e["msg"]).removeprefix("Value error, ")
         ctx = e.get("ctx") or {}
         allowed = ""

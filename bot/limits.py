@@ -266,11 +266,9 @@ class QuotaEnv(EnvSettings):
     }
     quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
     quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
-    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0, allow_inf_nan=False)
+    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)
     quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
-    guild_budget_per_month_usd: float = Field(
-        100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0, allow_inf_nan=False
-    )
+    guild_budget_per_month_usd: float = Field(100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0)
 
     @field_validator(
         "quota_requests_per_day",

@@ -57,7 +57,7 @@ async def test_e2e_one_model_endpoint_answers_research_a_tool_step_and_a_follow_
         thread = await fake.wait_for_thread(parent=general, name=None)
         await fake.wait_for_message(thread, lambda m: "391" in m.content and "**" in m.content, within=30)
         await wait_idle(fake, bot, within=30)
-        fake.inject_message(thread, "bob", "and doubled?")
+        fake.inject_message(thread, "alice", "and doubled?")  # the requester continues her thread
         await fake.wait_for_message(thread, lambda m: m.content.startswith("Doubled"), within=30)
         await wait_idle(fake, bot, within=30)
         contents = [m.content for m in fake.messages(thread)]

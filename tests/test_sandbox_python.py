@@ -174,7 +174,9 @@ async def test_sandbox_has_no_network_not_even_the_hosts_loopback(ws: Path, web:
 
 def test_sandbox_network_option_is_refused_with_one_line_naming_it() -> None:
     """PYTHON_NETWORK=1 used to share the host's network (loopback, private and metadata addresses)."""
-    with pytest.raises(ConfigError, match=r"^PYTHON_NETWORK=1 is no longer supported: .*remove the setting$"):
+    with pytest.raises(
+        ConfigError, match=r"^PYTHON_NETWORK='1': is no longer supported: .*remove the setting"
+    ):
         ResearchToolSettings.from_env({"PYTHON_NETWORK": "1"})
     assert not hasattr(ResearchToolSettings.from_env({"PYTHON_NETWORK": "0"}).python, "network")
 

@@ -181,10 +181,12 @@ def test_security_model_errors_shown_to_users_carry_no_userinfo() -> None:
 
 async def test_security_doctor_shows_no_base_url_password(llm: FakeLLM) -> None:
     base = llm.base_url.replace("http://", f"http://agent:{PASSWORD}@")
+    llm.api_key = "sk-the-right-key-0001"  # the check fails, so its detail names the endpoint
     settings = AgentSettings.model_validate(
-        {"OPENAI_BASE_URL": base, "OPENAI_API_KEY": llm.api_key or "sk-x"}
+        {"OPENAI_BASE_URL": base, "OPENAI_API_KEY": "sk-a-wrong-key-0002"}
     )
     async with httpx.AsyncClient() as client:
-        check = await _check("provider openai", lambda: _provider("openai", settings, client))
+        specs = {settings.agent_model: ["AGENT_MODEL"]}
+        check = await _check("provider openai", lambda: _provider("openai", specs, settings, client))
     assert PASSWORD not in check.detail
     assert "***@127.0.0.1" in check.detail
