@@ -157,9 +157,11 @@ class ThreadStreamer:
         name: str = "",
         stats: WriteStats | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        budget: WriteBudget | None = None,
     ) -> None:
+        """``budget``: the thread's own, shared by every turn and note in it (else a fresh one)."""
         self.sink = sink
-        self.budget = WriteBudget(writes, per)
+        self.budget = budget or WriteBudget(writes, per)
         self.stats = stats or WriteStats()
         self._messages: list[_Message] = []
         self._wake = asyncio.Event()

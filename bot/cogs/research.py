@@ -10,7 +10,6 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_sink import NO_MENTIONS
-from bot.runner import TurnRequest
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -51,7 +50,6 @@ class ResearchCog(commands.Cog):
         channel = interaction.channel
         member = interaction.user
         guild_id = interaction.guild_id
-        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
         gs = await bot.services.guild_settings.get(guild_id) if guild_id else None
         parent_id = getattr(channel, "parent_id", None)
         if gs is not None and channel is not None and not gs.channel_allowed(channel.id, parent_id):
@@ -60,7 +58,7 @@ class ResearchCog(commands.Cog):
                 f"/research is not enabled in this channel. Try: {allowed}", ephemeral=True
             )
             return
-        decision = await bot.services.quotas.check(guild_id, member.id, roles)
+        decision = await bot.control.may_start(guild_id, member, task)
         if not decision.allowed:
             await interaction.followup.send(f"⛔ {decision.message}", ephemeral=True)
             return
@@ -72,9 +70,6 @@ class ResearchCog(commands.Cog):
         if not isinstance(channel, discord.TextChannel):
             await interaction.followup.send("/research works in text channels.", ephemeral=True)
             return
-        chosen = (
-            tier.value if tier else (gs.default_tier if gs and "default_tier" in gs.overrides else "auto")
-        )
         thread = await self._open_thread(channel, task, private)
         if thread is None:
             await interaction.followup.send(
@@ -83,18 +78,15 @@ class ResearchCog(commands.Cog):
                 ephemeral=True,
             )
             return
-        session = await bot.new_session(guild_id, channel.id, thread.id, member.id, task, chosen)
-        await bot.post_header(
-            thread, session, member, private=private and thread.type == discord.ChannelType.private_thread
+        is_private = private and thread.type == discord.ChannelType.private_thread
+        await bot.control.start_session(
+            thread, member, task, tier.value if tier else None, private=is_private
         )
         if private:
             try:
                 await thread.add_user(member)
             except discord.HTTPException:
                 pass
-        bot.runner.submit(
-            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
-        )
         await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
 
     async def _open_thread(
@@ -142,9 +134,7 @@ class ResearchCog(commands.Cog):
         gs = await bot.services.guild_settings.get(message.guild.id)
         if not gs.channel_allowed(message.channel.id):
             return
-        member = message.author
-        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != message.guild.id)
-        decision = await bot.services.quotas.check(message.guild.id, member.id, roles)
+        decision = await bot.control.may_start(message.guild.id, message.author, task)
         if not decision.allowed:
             await message.reply(f"⛔ {decision.message}", allowed_mentions=NO_MENTIONS)
             return
@@ -158,14 +148,7 @@ class ResearchCog(commands.Cog):
                 allowed_mentions=NO_MENTIONS,
             )
             return
-        tier = gs.default_tier if "default_tier" in gs.overrides else "auto"
-        session = await bot.new_session(
-            message.guild.id, message.channel.id, thread.id, member.id, task, tier
-        )
-        await bot.post_header(thread, session, member)
-        bot.runner.submit(
-            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
-        )
+        await bot.control.start_session(thread, message.author, task, None)
 
 
 async def setup(bot: AgentBot) -> None:

@@ -38,7 +38,7 @@ class ThreadsCog(commands.Cog):
         roles = tuple(
             r.id for r in getattr(member, "roles", ()) if message.guild and r.id != message.guild.id
         )
-        state = bot.runner.submit(
+        state = await bot.runner.submit(
             TurnRequest(session, text, member.id, member.display_name, roles, message.channel)
         )
         if state == "queued":
@@ -61,7 +61,7 @@ class ThreadsCog(commands.Cog):
         if session is None:
             await interaction.response.send_message("Use /stop inside an agent thread.", ephemeral=True)
             return
-        await self.bot.stop_session(interaction, session.id)
+        await self.bot.control.stop(interaction, session.id)
 
 
 async def setup(bot: AgentBot) -> None:

@@ -28,6 +28,7 @@ from bot.store.quotas import (
     UserTotal,
 )
 from bot.store.sessions import (
+    QueuedTurn,
     SessionNotFound,
     SessionRecord,
     SessionStatus,
@@ -51,6 +52,7 @@ __all__ = [
     "MigrationError",
     "MissingManageGuild",
     "ModelTotal",
+    "QueuedTurn",
     "QuotaBudget",
     "QuotaDecision",
     "QuotaStore",

@@ -248,24 +248,33 @@ class QuotaStore:
             "active_cutoff": ts - ACTIVE_SESSION_TTL.total_seconds(),
         }
 
-    def _decide(self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool) -> QuotaDecision:
+    def _decide(
+        self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool, need_tokens: int = 0
+    ) -> QuotaDecision:
         for name in _ORDER:
             cap = limits.get(name)
             if cap is None or (name == "concurrent_sessions" and not new_session):
                 continue
             used = snap.used(name)
-            if used >= cap:
+            need = need_tokens if name == "tokens_per_day" else 0
+            if used >= cap or (need and used + need > cap):
                 return QuotaDecision(
-                    False, name, exhausted_message(name, used, cap, now), resets_at(name, now)
+                    False, name, exhausted_message(name, used, cap, now, need=need), resets_at(name, now)
                 )
         return QuotaDecision(True)
 
-    async def check(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> QuotaDecision:
-        """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically."""
+    async def check(
+        self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = (), *, need_tokens: int = 0
+    ) -> QuotaDecision:
+        """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically.
+
+        ``need_tokens``: about what one step takes; a run that cannot afford it is refused up front
+        rather than charged a request for nothing.
+        """
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self._snapshot(_gid(guild_id), user_id, now)
-        return self._decide(limits, snap, now, new_session=True)
+        return self._decide(limits, snap, now, new_session=True, need_tokens=need_tokens)
 
     async def begin_session(
         self,
@@ -275,6 +284,7 @@ class QuotaStore:
         session_id: str,
         *,
         count_request: bool = True,
+        need_tokens: int = 0,
     ) -> QuotaDecision:
         """Check and, if allowed, take a concurrency slot and count one request, atomically.
 
@@ -289,7 +299,9 @@ class QuotaStore:
                 _SNAPSHOT_SQL, self._period_params(g, user_id, now, session_id)
             )
             snap = _Snapshot.from_row(next(iter(rows)))
-            decision = self._decide(limits, snap, now, new_session=not snap.this_session_active)
+            decision = self._decide(
+                limits, snap, now, new_session=not snap.this_session_active, need_tokens=need_tokens
+            )
             if not decision.allowed:
                 return decision
             await conn.execute(
