@@ -258,6 +258,7 @@ class QuotaStore:
             used = snap.used(name)
             need = need_tokens if name == "tokens_per_day" else 0
             if used >= cap or (need and used + need > cap):
+                need = need if used < cap else 0  # named only when it is what tips over
                 return QuotaDecision(
                     False, name, exhausted_message(name, used, cap, now, need=need), resets_at(name, now)
                 )
