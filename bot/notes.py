@@ -2,7 +2,7 @@
 
 Plain data, fed to :class:`bot.progress.ProgressRenderer` like the agent's events, so everything a
 thread shows comes from an event and goes out through the thread's one paced streamer (a note sent
-beside it would be a write the pacing cannot see). ``text`` is the one line each note reads as.
+beside it would be a write the pacing cannot see). ``text`` is how each note reads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class Note:
 
 @dataclass(frozen=True)
 class Routed(Note):
-    """The router picked this turn's tier and model (follow-ups; a new session's header says it)."""
+    """Where the router sent a follow-up (a new session's header says it for the first turn)."""
 
     tier: str
     model: str
@@ -29,15 +29,13 @@ class Routed(Note):
     @property
     def text(self) -> str:
         who = f"{self.model} researches, {self.writer} writes" if self.writer else self.model
-        why = f" ({'; '.join(self.reasons[:2])})" if self.reasons else ""
-        return f"🧭 {self.tier} tier → {who}{why}"
+        return f"🧭 {self.tier} tier → {who}" + (f" ({'; '.join(self.reasons[:2])})" if self.reasons else "")
 
 
 @dataclass(frozen=True)
 class Resumed(Note):
-    """A turn left running by a crash or restart continues; ``step`` 0 means it starts over."""
-
     step: int
+    """Whole steps the interrupted turn had done (0: it starts over)."""
 
     @property
     def text(self) -> str:
@@ -48,8 +46,6 @@ class Resumed(Note):
 
 @dataclass(frozen=True)
 class QueuedRestored(Note):
-    """A follow-up queued before a restart is answered now."""
-
     prompt: str
 
     @property
@@ -72,7 +68,7 @@ class Paused(Note):
 
 @dataclass(frozen=True)
 class Refused(Note):
-    """A limit refused the turn before it started: nothing was charged; ``message`` names limit and reset."""
+    """A limit refused the turn before it started, so nothing was charged; names the limit and reset."""
 
     message: str
 
@@ -106,7 +102,4 @@ class SaveFailed(Note):
 @dataclass(frozen=True)
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
-
-    @property
-    def text(self) -> str:
-        return "📎 Files written in this turn:"
+    text: str = "📎 Files written in this turn:"

@@ -66,10 +66,6 @@ class GuildSettings:
     reader: bool = True
     """Whether long pages are read by the simple tier's model (READER_MODEL, unless the server says)."""
 
-    def models_for(self, tier: str | None = None) -> list[str]:
-        """Ordered models of ``tier`` (the default tier if ``None``); empty if the tier is unknown."""
-        return list(self.tiers.get(tier or self.default_tier, []))
-
     def tool_enabled(self, name: str) -> bool:
         return self.tools.get(name, name not in self.disabled_by_default)
 

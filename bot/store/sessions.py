@@ -162,14 +162,6 @@ class SessionStore:
     async def set_header(self, session_id: str, message_id: int) -> None:
         await self._update(session_id, "header_message_id = ?", (message_id,))
 
-    async def set_thread(self, session_id: str, thread_id: int) -> None:
-        """For when the thread is created after the session row (e.g. the header is posted first)."""
-        await self._update(session_id, "thread_id = ?", (thread_id,))
-
-    async def set_model(self, session_id: str, model: str) -> None:
-        """Record the model now serving the session (after a fallback or a tier change)."""
-        await self._update(session_id, "model = ?", (model,))
-
     async def _update(self, session_id: str, assignment: str, params: tuple[Any, ...]) -> None:
         count, _ = await self.db.write(
             f"UPDATE sessions SET {assignment}, updated_at = ? WHERE id = ?",
@@ -282,10 +274,6 @@ class SessionStore:
         )
         if count == 0:
             raise StoreError(f"no turn with id {turn_id}")
-
-    async def get_turn(self, turn_id: int) -> TurnRecord | None:
-        row = await self.db.fetchone("SELECT * FROM turns WHERE id = ?", (turn_id,))
-        return _turn(row) if row else None
 
     async def turns(self, session_id: str) -> list[TurnRecord]:
         rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
