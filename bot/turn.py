@@ -141,15 +141,19 @@ class Turn:
         sv, req, s, state = self.sv, self.req, self.req.session, self.state
         for note in req.notes:
             self.renderer.feed(note)
-        history_dicts = await sv.sessions.history(s.id)
-        began = await sv.quotas.begin_session(
-            s.guild_id,
-            req.requester_id,
-            req.role_ids,
-            s.id,
-            count_request=req.count_request,
-            need_tokens=step_need(sv, req.prompt, history_dicts),
-        )
+        try:
+            history_dicts = await sv.sessions.history(s.id)
+            began = await sv.quotas.begin_session(
+                s.guild_id,
+                req.requester_id,
+                req.role_ids,
+                s.id,
+                count_request=req.count_request,
+                need_tokens=step_need(sv, req.prompt, history_dicts),
+            )
+        except BaseException:  # the streamer's writer task must not outlive the turn
+            await self.streamer.close(within=10)
+            raise
         if not began.allowed:
             if req.queued_id is not None:
                 await sv.sessions.drop_queued(req.queued_id)
@@ -159,7 +163,6 @@ class Turn:
         started_wall = time.time()
         result: RunResult | None = None
         status = "done"
-        ctx = None
         try:
             gs = await sv.guild_settings.get(s.guild_id) if s.guild_id else None
             self.turn_id = await sv.sessions.start_turn(
