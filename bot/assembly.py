@@ -20,7 +20,6 @@ from agent.models.base import ModelSettings
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
 from agent.tools.registry import ToolContext
-from bot.notes import Routed
 from bot.store import QuotaBudget, SessionRecord
 
 if TYPE_CHECKING:
@@ -32,39 +31,41 @@ SYSTEM_ALLOWANCE = 2000
 
 @dataclass(frozen=True)
 class Route:
-    """What a routed model will run, for the header and the 🧭 note."""
+    """What a routed model will run: field for field ``agent.events.RouteDecision`` (issue 15.1, agent
+    side), which replaces this class at the merge, :func:`route_of` then returning ``model.route``."""
 
     tier: str
     model: str
-    writer: str | None
-    reasons: tuple[str, ...]
-    auto: bool = False
-    """The classifier chose the tier (the session asked for none)."""
+    """The model serving the first call (the researcher while a research tier serves)."""
+    writer: str | None = None
+    reasons: tuple[str, ...] = ()
+    source: str = ""
+    """``heuristic``, ``embedding``, ``judge`` (the classifier chose), ``requested`` or ``default``."""
     judge_model: str | None = None
     judge_usage: Usage | None = None
 
-    def note(self) -> Routed:
-        return Routed(self.tier, self.model, self.writer, self.reasons)
-
-    def header(self) -> str:
-        return f"{self.model} researches, {self.writer} writes" if self.writer else self.model
-
 
 def route_of(model: RoutedModel) -> Route:
-    """The only place the bot reads routing state off a model object. When routing decisions arrive as
-    typed data on agent events or results (issue 15.1, agent side), this is the one function to switch."""
-    decision = getattr(model, "decision", None)
-    reasons = tuple(getattr(decision, "reasons", None) or ())
-    judged = decision is not None and decision.usage is not None and bool(decision.model)
+    """The only place the bot reads routing state off a model object (see :class:`Route`)."""
+    d = model.decision
     return Route(
-        tier=str(getattr(model, "tier", "")),
+        tier=model.tier,
         model=model.name,
-        writer=getattr(model, "writer", None),
-        reasons=reasons,
-        auto=decision is not None,
-        judge_model=decision.model if judged else None,
-        judge_usage=decision.usage if judged else None,
+        writer=model.writer,
+        reasons=d.reasons if d else (),
+        source=d.source if d else "",
+        judge_model=d.model if d and d.usage is not None else None,
+        judge_usage=d.usage if d else None,
     )
+
+
+def classified(r: Route) -> bool:
+    """The classifier picked the tier (the session asked for none)."""
+    return r.source not in ("", "requested", "default")
+
+
+def who_runs(r: Route) -> str:
+    return f"{r.model} researches, {r.writer} writes" if r.writer else r.model
 
 
 async def route(sv: Services, session: SessionRecord, prompt: str, gs: Any) -> RoutedModel:
@@ -88,7 +89,7 @@ def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
 
 async def charge_judge(route: Route, budget: QuotaBudget) -> None:
     """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
-    if route.judge_model is None or route.judge_usage is None:
+    if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
         return
     cost = default_prices().cost(route.judge_model, route.judge_usage)
     try:

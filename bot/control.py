@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
-from bot.assembly import route, route_of, step_need
+from bot.assembly import classified, route, route_of, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
@@ -80,8 +80,9 @@ class SessionControl:
         if how is None:
             tier_text, model_text = tier, "chosen when the run starts"
         else:
-            why = f" ({'; '.join(how.reasons[:2])})" if how.auto and how.reasons else ""
-            tier_text, model_text = (f"{how.tier} (auto){why}" if how.auto else how.tier), how.header()
+            why = f" ({'; '.join(how.reasons[:2])})" if how.reasons else ""
+            tier_text = f"{how.tier} (auto){why}" if classified(how) else how.tier
+            model_text = who_runs(how)
         memory = "" if sv.memory is not None else " · memory unavailable"
         text = (
             f"🔎 **Research** for {member.mention}{' (private)' if private else ''}\n{quoted}\n"

@@ -25,9 +25,9 @@ from agent.events import Cost, FinalEvent, RunResult, StepStarted, ToolResultEve
 from agent.loop import RunState
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, route, route_of, step_need
+from bot.assembly import assemble, charge_judge, classified, route, route_of, step_need
 from bot.discord_sink import NO_MENTIONS, DiscordSink
-from bot.notes import FilesWritten, Note, Paused, Refused, SaveFailed, TurnFailed
+from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, TurnFailed
 from bot.progress import ProgressRenderer
 from bot.store import QuotaBudget, SessionRecord, StoreError
 from bot.streamer import ThreadStreamer, WriteBudget
@@ -172,8 +172,8 @@ class Turn:
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             model = req.model or await route(sv, s, req.prompt, gs)
             how = route_of(model)
-            if req.model is None and how.auto:  # a classified follow-up: say where it went
-                self.renderer.feed(how.note())
+            if req.model is None and classified(how):  # a classified follow-up: say where it went
+                self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             await charge_judge(how, budget)
             built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
             ctx = built.context
