@@ -71,12 +71,9 @@ def who_runs(r: Route) -> str:
 async def route(sv: Services, session: SessionRecord, prompt: str, gs: Any) -> RoutedModel:
     """The model for this turn: the session's tier if chosen, else the classifier; the server's tiers."""
     requested = session.tier if session.tier in ("simple", "medium", "complex") else None
-    return await sv.model_for(
-        dict(gs.tiers) if gs is not None else {},
-        prompt,
-        requested,
-        dict(gs.research) if gs is not None else None,
-    )
+    tiers = dict(gs.tiers) if gs is not None else {}
+    router = sv.router.with_tiers(tiers, dict(gs.research) if gs is not None else None)
+    return await router.route(prompt, requested=requested)
 
 
 def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:

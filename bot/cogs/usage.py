@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.control import roles_of
 from bot.formatting import (
     ACCENT,
     FIELD_VALUE_MAX,
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
     from bot.app import AgentBot
 
 TOP_USERS = 10
-
-
-def role_ids(interaction: discord.Interaction) -> tuple[int, ...]:
-    """The caller's roles except @everyone (whose id is the server's), as the quota check sees them."""
-    return tuple(r.id for r in getattr(interaction.user, "roles", ()) if r.id != interaction.guild_id)
 
 
 USAGE_HEADINGS: dict[str, str] = {
@@ -153,7 +149,7 @@ class UsageCog(commands.Cog):
             await reply(interaction, "/usage works in a server, not in direct messages.")
             return
         report = await self.bot.services.quotas.usage(
-            interaction.guild_id, interaction.user.id, role_ids(interaction)
+            interaction.guild_id, interaction.user.id, roles_of(interaction.user, interaction.guild_id)
         )
         who = getattr(interaction.user, "display_name", str(interaction.user))
         await reply(interaction, embed=usage_embed(report, who))
