@@ -8,6 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
 from bot.runner import TurnRequest
 
@@ -35,9 +36,7 @@ class ThreadsCog(commands.Cog):
         if not text:
             return
         member = message.author
-        roles = tuple(
-            r.id for r in getattr(member, "roles", ()) if message.guild and r.id != message.guild.id
-        )
+        roles = roles_of(member, message.guild.id if message.guild else None)
         state = await bot.runner.submit(
             TurnRequest(session, text, member.id, member.display_name, roles, message.channel)
         )
