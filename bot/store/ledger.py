@@ -164,8 +164,9 @@ class LedgerWriter:
                     op.future.set_result(outcome)
 
     async def _write(self, batch: list[_Op]) -> list[bool | BaseException]:
-        if self.shared:
-            return await self._write_shared(batch)
+        if self.shared:  # in-process, batches wait for the same lock as on SQLite (cancellation is the same)
+            async with self.db.lock:
+                return await self._write_shared(batch)
         async with self.db.lock:
             self.batches += 1
             self.operations += len(batch)
