@@ -13,7 +13,7 @@ preview). One /research, exactly as a user starts it: the header is part of the 
 Measured per run:
 
 * delay from each agent event to the first Discord write that shows it. Event times: the bench
-  swaps ``bot.runner.ProgressRenderer`` for a subclass that stamps each event as it arrives and
+  swaps ``bot.turn.ProgressRenderer`` for a subclass that stamps each event as it arrives and
   renders it unchanged (checked against the scripted server's reply times: "skew" at the end).
   Write times: the fake's message history (every create and edit with its time and text; a
   deleted preview counts, it was seen). An event is shown by the first version whose
@@ -28,7 +28,7 @@ Measured per run:
 * lost messages: every tool call, result, streamed thought, the final answer and the footer must
   appear exactly once in the thread's final text; duplicate nonces; writes refused with 429.
 
-Baseline, same run: the same bot with ``bot.runner.ThreadStreamer`` swapped for a naive writer:
+Baseline, same run: the same bot with ``bot.turn.ThreadStreamer`` swapped for a naive writer:
 one Discord write per renderer call (send, edit or delete), straight through discord.py, in order,
 no pacing or merging of its own; discord.py's rate-limit handling is its only brake. "p95/base" is
 a run's p95 over the baseline's.
@@ -59,7 +59,7 @@ from agent.logs import configure_logging  # noqa: E402
 # Before the bot's modules bind their loggers at import: its info lines would drown the table.
 configure_logging("WARNING", "json", sys.stderr)
 
-import bot.runner as runner_module  # noqa: E402
+import bot.turn as runner_module  # noqa: E402
 from agent.events import AgentEvent, FinalEvent, TextDelta, ToolCallEvent, ToolResultEvent  # noqa: E402
 from bot.progress import ProgressRenderer  # noqa: E402
 from bot.streamer import Sink, SinkError, ThreadStreamer, WriteBudget  # noqa: E402
@@ -396,7 +396,7 @@ async def run_variant(name: str, streamer_cls: type, steps: int, latency: float)
                     raise SystemExit(
                         f"{name}: the session failed, the thread says: {failure!r} (see the log above)"
                     )
-                await fake.wait_for(lambda: not bot.runner._workers, within=300, what="the session to end")
+                await fake.wait_for(lambda: not bot.runner.busy(), within=300, what="the session to end")
                 ended = time.monotonic()
             return analyse(name, fake, thread, llm, steps, latency, started, ended)
 

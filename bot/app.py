@@ -1,4 +1,7 @@
-"""The discord.py application: start-up, shared services, sessions, Stop, and error handling.
+"""The discord.py application: start-up, shared services, command sync and error handling.
+
+Sessions are started, stopped and retried by :class:`bot.control.SessionControl` (``bot.control``), which
+cogs and buttons reach as ``bot.control`` (cogs name this module for typing only).
 
 Decisions: ``allowed_mentions`` is none for the whole client (nothing the model writes can ping);
 the message-content intent is requested because follow-ups in threads are read as text (enable it in
@@ -20,11 +23,11 @@ from discord.ext import commands
 
 from agent.config import AgentSettings
 from bot.config import BotSettings
+from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
 from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
-from bot.store import SessionRecord, new_session_id
 from bot.views import SessionButton
 
 log = structlog.get_logger().bind(logger="bot.app")
@@ -48,6 +51,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     services: Services
     runner: SessionRunner
+    control: SessionControl
 
     def __init__(
         self, agent_settings: AgentSettings, bot_settings: BotSettings, *, sync: bool = True, **kwargs: Any
@@ -79,6 +83,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         self.services = await build_services(self.agent_settings, self.bot_settings)
         self.runner = SessionRunner(self.services)
+        self.control = SessionControl(self.services, self.runner)
         self.tree.on_error = self.on_app_command_error
         for name in COGS:
             try:
@@ -93,7 +98,11 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             from bot.health import start_health_server
 
             self._health = await start_health_server(
-                self, self.bot_settings.health_host, self.bot_settings.health_port
+                lambda: self.is_ready() and not self.is_closed(),
+                self.services,
+                self.runner,
+                self.bot_settings.health_host,
+                self.bot_settings.health_port,
             )
 
     async def close(self) -> None:
@@ -135,79 +144,6 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         marker.write_text(digest)
         log.info("commands_synced", scope=gid or "global", count=len(self.tree.get_commands(guild=guild)))
         return True
-
-    # --- sessions ---------------------------------------------------------------------------------
-    async def new_session(
-        self, guild_id: int | None, channel_id: int, thread_id: int | None, user_id: int, task: str, tier: str
-    ) -> SessionRecord:
-        gs = await self.services.guild_settings.get(guild_id) if guild_id else None
-        models = gs.models_for(tier) if gs else []
-        rec = SessionRecord(
-            id=new_session_id(),
-            guild_id=guild_id,
-            channel_id=channel_id,
-            thread_id=thread_id,
-            user_id=user_id,
-            task=task,
-            tier=tier,
-            model=(models or [self.agent_settings.agent_model])[0],
-        )
-        return await self.services.sessions.create(rec)
-
-    async def stop_session(self, interaction: discord.Interaction, session_id: str) -> None:
-        """Stop, if the caller started the session or may manage threads (checked here, not by Discord)."""
-        session = await self.services.sessions.get(session_id)
-        if session is None:
-            await interaction.response.send_message("This session no longer exists.", ephemeral=True)
-            return
-        perms = interaction.permissions
-        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
-            await interaction.response.send_message(
-                "Only the person who started this research, or someone with Manage Threads, can stop it.",
-                ephemeral=True,
-            )
-            return
-        if not self.runner.is_running(session_id):
-            await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
-            return
-        await interaction.response.send_message("Stopping…", ephemeral=True)
-        await self.runner.stop(
-            session_id, by=getattr(interaction.user, "display_name", str(interaction.user))
-        )
-
-    async def retry_session(self, interaction: discord.Interaction, session_id: str) -> None:
-        """Run the session's last request again (same permission rule as Stop)."""
-        from bot.runner import TurnRequest
-
-        session = await self.services.sessions.get(session_id)
-        turns = await self.services.sessions.turns(session_id) if session else []
-        if session is None or not turns:
-            await interaction.response.send_message("There is nothing to retry here.", ephemeral=True)
-            return
-        perms = interaction.permissions
-        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
-            await interaction.response.send_message(
-                "Only the person who started this research, or someone with Manage Threads, can retry it.",
-                ephemeral=True,
-            )
-            return
-        if self.runner.is_running(session_id):
-            await interaction.response.send_message("A turn is already running here.", ephemeral=True)
-            return
-        last = turns[-1]
-        await interaction.response.send_message("Retrying…", ephemeral=True)
-        member = interaction.user
-        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != interaction.guild_id)
-        self.runner.submit(
-            TurnRequest(
-                session,
-                last.prompt,
-                member.id,
-                getattr(member, "display_name", ""),
-                roles,
-                interaction.channel,
-            )
-        )  # type: ignore[arg-type]
 
     # --- errors -----------------------------------------------------------------------------------
     async def on_app_command_error(

@@ -16,7 +16,7 @@ import discord
 
 from bot.discord_sink import NO_MENTIONS
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
-from bot.store import AuditEntry, GuildSettings, LimitUsage, ServerUsage, SettingsView, UsageReport
+from bot.store import AuditEntry, GuildSettings, SettingsView
 
 DESCRIPTION_MAX = 4096
 FIELD_NAME_MAX = 256
@@ -347,103 +347,4 @@ def settings_embed(
         f"agentbot settings · {guild_name}",
         fields=fields,
         footer="Change with /config <setting> · undo with /config reset · all changes are logged",
-    )
-
-
-# --- /usage ---------------------------------------------------------------------------------------
-
-USAGE_HEADINGS: dict[str, str] = {
-    "requests_per_day": "Requests today",
-    "tokens_per_day": "Tokens today",
-    "cost_per_month_usd": "Spending this month",
-    "concurrent_sessions": "Sessions running",
-    GUILD_BUDGET: "Server budget this month",
-}
-USAGE_ORDER = (
-    "requests_per_day",
-    "tokens_per_day",
-    "cost_per_month_usd",
-    "concurrent_sessions",
-    GUILD_BUDGET,
-)
-
-
-def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
-    """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
-    plus = "+" if at_least and item.name in MONEY_LIMITS else ""
-    used = format_amount(item.name, item.used) + plus
-    mark = "⛔ " if item.exhausted else ""
-    if item.limit is None:
-        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} (unlimited)"
-    else:
-        left = item.remaining or 0.0
-        left_text = "none left" if item.exhausted else f"{format_amount(item.name, left)} left"
-        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} of {format_limit(item.name, item.limit)} · {left_text}"
-    if item.name == GUILD_BUDGET:
-        text += " (shared by the whole server)"
-    if item.resets_at is not None and item.limit is not None:
-        text += f" · resets {discord_timestamp(item.resets_at)}"
-    return text
-
-
-def usage_embed(report: UsageReport, who: str) -> discord.Embed:
-    by_name = {i.name: i for i in report.items}
-    at_least = report.unknown_cost_calls > 0
-    lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
-    footer = "Days and months are counted in UTC."
-    if at_least:
-        footer += (
-            f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
-            "used a model without a known price: spending is at least what is shown."
-        )
-    exhausted = any(by_name[n].exhausted for n in by_name)
-    return fit_embed(
-        f"Usage · {who}",
-        "\n".join(lines),
-        footer=footer,
-        colour=WARNING if exhausted else ACCENT,
-    )
-
-
-def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
-    plus = "+" if usage.unknown_cost_calls else ""
-    budget = format_limit(GUILD_BUDGET, usage.budget_usd)
-    head = (
-        f"**{usage.month}**: {usage.tokens:,} tokens · {format_usd(usage.cost_usd)}{plus} spent"
-        f" of a {budget} budget"
-    )
-    if usage.budget_usd is not None:
-        head += f" · {format_usd(max(0.0, usage.budget_usd - usage.cost_usd))} left"
-    head += f" · resets {discord_timestamp(usage.resets_at)}"
-    users = [
-        f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''} · {u.tokens:,} tokens"
-        f" · {format_usd(u.cost_usd)}{'+' if u.unknown_cost_calls else ''}"
-        for i, u in enumerate(usage.top_users, 1)
-    ]
-    models = [
-        f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
-        f" · {m.prompt_tokens:,} in"
-        + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
-        + f" / {m.completion_tokens:,} out"
-        + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
-        + " tokens"
-        + f" · {format_usd(m.cost_usd)}{'+' if m.unknown_cost_calls else ''}"
-        for m in usage.models
-    ]
-    footer = "Top users by spending · days and months in UTC."
-    if usage.unknown_cost_calls:
-        footer += (
-            f" {usage.unknown_cost_calls} call(s) had no known price: amounts marked + are lower bounds."
-        )
-    return fit_embed(
-        f"Server usage · {guild_name}",
-        head,
-        [
-            Field("Top users", join_lines(users, FIELD_VALUE_MAX) if users else "No usage yet this month."),
-            Field(
-                "By provider and model",
-                join_lines(models, FIELD_VALUE_MAX) if models else "No model calls yet this month.",
-            ),
-        ],
-        footer=footer,
     )

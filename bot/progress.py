@@ -24,6 +24,7 @@ from agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+from bot.notes import FilesWritten, Note
 from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
 
@@ -129,6 +130,7 @@ class ProgressRenderer:
         """Who asked this turn: the answer's first message pings them (only them); all else is silent."""
         self._step: _Step | None = None
         self._text = ""
+        self._error = ""
         self.final: RunResult | None = None
 
     def _show_step(self) -> None:
@@ -147,8 +149,12 @@ class ProgressRenderer:
         else:
             self.s.add("note", text)
 
-    def feed(self, ev: AgentEvent) -> None:
-        if isinstance(ev, StepStarted):
+    def feed(self, ev: AgentEvent | Note) -> None:
+        if isinstance(ev, Note):  # the bot's own notes (bot.notes): between steps, never inside one
+            self.s.end_live()
+            files = list(ev.files) if isinstance(ev, FilesWritten) else None
+            self.s.add("final" if files else "note", ev.text, files=files)
+        elif isinstance(ev, StepStarted):
             self._step = _Step(ev.step, ev.model)
             self._text = ""
         elif isinstance(ev, TextDelta):
@@ -194,6 +200,7 @@ class ProgressRenderer:
             )
         elif isinstance(ev, ErrorEvent):
             self.s.end_live()
+            self._error = ev.message.strip()
             self.s.add("note", f"⚠️ {_clip(ev.message, 500)}")
         elif isinstance(ev, FinalEvent):
             self.s.end_live()
@@ -208,7 +215,11 @@ class ProgressRenderer:
         for them only. The answer's own text stays exactly what the model wrote.
         """
         self.s.end_live()
-        text = result.text.strip() or "(no answer)"
+        text = result.text.strip()
+        if self._error and text.startswith(self._error):  # the error is shown already: say it once
+            text = text[len(self._error) :].strip()
+        elif not text:
+            text = "(no answer)"
         if len(text) > ATTACH_OVER:
             preview = split_message(text, 1500)[0]
             self.s.add(
@@ -216,7 +227,7 @@ class ProgressRenderer:
                 preview + "\n\n-# The full answer is attached as a Markdown file.",
                 files=[(f"{title}.md", text.encode())],
             )
-        else:
+        elif text:
             for part in split_message(text):
                 self.s.add("final", part)
         footer = format_footer(result, stopped_by=stopped_by)

@@ -19,8 +19,8 @@ from agent.tools.memory_tools import RUN_SERVICE, MemoryRunPolicy, private_names
 
 if TYPE_CHECKING:
     from agent.loop import RunState
-    from bot.runner import TurnRequest
     from bot.services import Services
+    from bot.turn import TurnRequest
 
 _OWN_WRITES = frozenset({"remember"})
 """Tool results that carry nothing from outside. recall is not one: it may return a note a page planted."""

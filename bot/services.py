@@ -48,17 +48,6 @@ class Services:
     memory: Any = None
     memory_error: str | None = None
 
-    async def model_for(
-        self,
-        tiers: dict[str, list[str]],
-        task: str,
-        requested: str | None,
-        research: dict[str, str | None] | None = None,
-    ) -> RoutedModel:
-        """A routed model for this task: the server's tiers and research tiers, the user's tier if given,
-        else the classifier."""
-        return await self.router.with_tiers(tiers, research).route(task, requested=requested)
-
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
         a server that turned the reader off gets none."""

@@ -182,6 +182,7 @@ class ThreadStreamer:
         on_gone: Callable[[str], Any] | None = None,
         budget: WriteBudget | None = None,
     ) -> None:
+        """``budget``: the thread's own, shared by every turn and note in it (else a fresh one)."""
         self.sink = sink
         self.on_gone = on_gone
         """Called once (with the reason) when a write finds the thread gone."""

@@ -97,8 +97,8 @@ def _private(channel: Any) -> bool:
     return getattr(channel, "type", None) == discord.ChannelType.private_thread
 
 
-async def header_text(bot: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:
-    sv = bot.services
+async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:
+    """``sv``: the bot's :class:`bot.services.Services`."""
     gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
     steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
     return render_header(
@@ -107,19 +107,26 @@ async def header_text(bot: Any, session: SessionRecord, channel: Any, state: Hea
 
 
 async def post_header(
-    bot: Any, thread: discord.Thread, session: SessionRecord, *, budget: RestBudget | None = None
+    sv: Any,
+    thread: discord.Thread,
+    session: SessionRecord,
+    *,
+    budget: RestBudget | None = None,
+    window: WriteBudget | None = None,
 ) -> discord.Message:
     """Post the header with its Stop button (raises ``discord.HTTPException`` if Discord refuses)."""
-    text = await header_text(bot, session, thread, "running")
+    text = await header_text(sv, session, thread, "running")
+    if window is not None:  # the thread's own 5 per 5 s, shared with its turns
+        await window.acquire()
     if budget is not None:
         await budget.acquire()
     msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS, silent=True)
-    await bot.services.sessions.set_header(session.id, msg.id)
+    await sv.sessions.set_header(session.id, msg.id)
     return msg
 
 
 async def show_state(
-    bot: Any,
+    sv: Any,
     session: SessionRecord,
     channel: Any,
     state: HeaderState,
@@ -131,7 +138,7 @@ async def show_state(
     False when the header could not be edited (deleted, or the thread is gone)."""
     if session.header_message_id is None or channel is None:
         return False
-    text = await header_text(bot, session, channel, state)
+    text = await header_text(sv, session, channel, state)
     view = stop_view(session.id) if state == "running" else None
     if window is not None:  # the thread's own 5 per 5 s, shared with its streamer
         await window.acquire()

@@ -1,22 +1,29 @@
 """Session buttons (Stop, Retry): one dynamic item whose custom id carries the action and the session
 id, so buttons keep working after a restart without keeping any view in memory
-(``bot.add_dynamic_items`` in ``setup_hook``)."""
+(``bot.add_dynamic_items`` in ``setup_hook``).
+
+A click goes to the client's ``control`` (:class:`SessionActions`, in the app a
+:class:`bot.control.SessionControl`): this module imports nothing of the bot's, so nothing cycles back.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import discord
-
-if TYPE_CHECKING:
-    from bot.app import AgentBot
 
 Action = Literal["stop", "retry"]
 _LOOK: dict[str, tuple[str, discord.ButtonStyle, str]] = {
     "stop": ("Stop", discord.ButtonStyle.danger, "⏹️"),
     "retry": ("Retry", discord.ButtonStyle.primary, "🔁"),
 }
+
+
+class SessionActions(Protocol):
+    async def stop(self, interaction: discord.Interaction, session_id: str) -> None: ...
+
+    async def retry(self, interaction: discord.Interaction, session_id: str) -> None: ...
 
 
 class SessionButton(
@@ -40,14 +47,14 @@ class SessionButton(
         return cls(match["action"], match["sid"])  # type: ignore[arg-type]
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        bot: AgentBot = interaction.client  # type: ignore[assignment]
+        control: SessionActions = interaction.client.control  # type: ignore[attr-defined]
         try:
             if self.action == "stop":
-                await bot.stop_session(interaction, self.session_id)
+                await control.stop(interaction, self.session_id)
             else:
-                await bot.retry_session(interaction, self.session_id)
+                await control.retry(interaction, self.session_id)
         except Exception as e:  # like a slash command's error: an id to quote, only the clicker sees it
-            await bot.on_app_command_error(interaction, e)  # type: ignore[arg-type]
+            await interaction.client.on_app_command_error(interaction, e)  # type: ignore[attr-defined]
 
 
 def session_view(action: Action, session_id: str) -> discord.ui.View:

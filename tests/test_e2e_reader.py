@@ -78,7 +78,9 @@ async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_str
     assert not any("READY-LINE" in str(m.get("content")) for m in writes[0]["messages"])
 
     contents = [m.content for m in fake.messages(thread)]
-    assert any("🧭 complex tier → gpt-5-mini researches, gpt-5 writes" in c for c in contents)
+    # The header names what runs (routed before it is posted), so no separate routing note.
+    assert "tier complex (auto" in contents[0] and "model gpt-5-mini researches, gpt-5 writes" in contents[0]
+    assert not any("🧭" in c for c in contents)
     assert any(
         "switched from gpt-5-mini to gpt-5 because gpt-5-mini gathered the material" in c for c in contents
     )

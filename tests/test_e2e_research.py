@@ -115,7 +115,7 @@ async def test_e2e_stop_button_cancels_the_running_turn(
                 refused.followup_ids[0] if refused.followup_ids else refused.original_message_id
             ).content
         )
-        assert bot.runner._workers
+        assert bot.runner.busy()
         stop = fake.inject_component(
             header.components[0]["components"][0]["custom_id"], message=header, user="alice"
         )

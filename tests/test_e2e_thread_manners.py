@@ -104,7 +104,7 @@ async def test_e2e_an_error_in_a_button_handler_answers_with_an_error_id(
         async def broken(*_: object) -> None:
             raise RuntimeError("database is locked")
 
-        monkeypatch.setattr(bot, "stop_session", broken)
+        monkeypatch.setattr(bot.control, "stop", broken)
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
         header = await fake.wait_for_message(thread)

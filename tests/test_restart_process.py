@@ -17,6 +17,7 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.test_e2e_config import flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -78,7 +79,9 @@ async def test_restart_after_kill_9_resumes_the_run_from_its_checkpoint(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     llm.script(
-        tool_call("calculator", {"expression": "6*7"}), Reply(hang=True), text("Resumed: the answer is 42.")
+        tool_call("calculator", {"expression": "6*7"}, prompt_tokens=1200, completion_tokens=30),
+        Reply(hang=True),
+        text("Resumed: the answer is 42.", prompt_tokens=1300, completion_tokens=70),
     )
     log = tmp_path / "bot.log"
     proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
@@ -103,6 +106,14 @@ async def test_restart_after_kill_9_resumes_the_run_from_its_checkpoint(
         assert roles == ["system", "user", "assistant", "tool"]
         assert llm.requests[2]["messages"][-1]["content"] == "42"
         assert fake.duplicates == []
+        # The footer counts the step done before the kill too, so it agrees with /usage (the call cut
+        # off by the kill was never answered, so neither counts it); the resume note was paced with the
+        # rest: never more than 5 writes in 5 s (4.9: the fake stamps arrival, a few ms after sending).
+        footer = next(c for c in contents if "tokens" in c)
+        assert "2 steps · 2,600 tokens (2,500 in, 100 out)" in footer
+        usage = await run(fake, guild, "usage me", user="alice")
+        assert "**Tokens today**: 2,600 of" in flat(usage)
+        assert fake.max_writes_in_window(thread, 4.9) <= 5
 
         # SIGTERM: a clean exit (0) once running turns are paused or done.
         proc.send_signal(signal.SIGTERM)
@@ -111,3 +122,54 @@ async def test_restart_after_kill_9_resumes_the_run_from_its_checkpoint(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_follow_up_queued_when_the_bot_is_killed_is_answered_after_the_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(Reply(hang=True), text("Paris."), text("About 2.1 million people."))
+    log = tmp_path / "bot.log"
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general, within=20)
+    await fake.wait_for(lambda: len(llm.requests) == 1, within=20, what="the first model call")
+    follow_up = fake.inject_message(thread, "alice", "How many people live there?")
+    # ⏳ is added once the follow-up is stored: then the kill can no longer lose it.
+    await fake.wait_for(lambda: "⏳" in fake.message(follow_up.id).reactions, within=20, what="⏳")
+    proc.kill()
+    await proc.wait()
+
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    try:
+        await fake.wait_for_message(thread, lambda m: m.content == "About 2.1 million people.", within=30)
+        await fake.wait_for(
+            lambda: sum("tokens" in m.content for m in fake.messages(thread)) == 2, what="both footers"
+        )
+        contents = [m.content for m in fake.messages(thread)]
+        note = "⏳ Answering a follow-up queued before the restart: “How many people live there?”"
+        first = next(i for i, c in enumerate(contents) if c.startswith("Paris."))
+        assert first < next(i for i, c in enumerate(contents) if c.startswith(note))
+        # Answered once, after the interrupted turn, with that turn's answer in its history.
+        assert len(llm.requests) == 3
+        convo = [(m["role"], m["content"]) for m in llm.requests[2]["messages"] if m["role"] != "system"]
+        assert convo == [
+            ("user", "Capital of France?"),
+            ("assistant", "Paris."),
+            ("user", "How many people live there?"),
+        ]
+        assert fake.duplicates == []
+        assert fake.max_writes_in_window(thread, 4.9) <= 5
+    finally:
+        proc.kill()
+        await proc.wait()
+
+    # A third start finds nothing left to answer.
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    try:
+        usage = await run(fake, guild, "usage me", user="alice")
+        assert "**Requests today**: 2 of" in flat(usage)
+        assert len(llm.requests) == 3
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -22,9 +22,9 @@ from agent.tools.files import FilesSettings, file_tools
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.safe_names import safe_name
 from bot.limits import Limits
-from bot.runner import _new_files
 from bot.store import Database, GuildSettingsStore, QuotaStore, SettingsSchema
 from bot.store.settings_schema import SettingError
+from bot.turn import _new_files
 
 G, ADMIN, USER = 1, 7, 100
 MONEY = "from $0.0001 to $1,000,000"

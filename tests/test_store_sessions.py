@@ -68,6 +68,41 @@ async def test_session_history_and_turns_survive_reopening(store_target: StoreTa
         assert await store.running_turns() == []
 
 
+async def test_a_queued_follow_up_is_kept_until_its_turn_opens(store_target: StoreTarget) -> None:
+    """Migration 4 on both backends: a follow-up queued behind a running turn survives reopening, in
+    order, and leaves the queue in the same transaction that opens its turn (never both, never neither)."""
+    path = await store_target()
+    sid = new_session_id()
+    async with await open_database(path) as db:
+        store = SessionStore(db)
+        await store.create(record(sid))
+        await store.start_turn(sid, "first", requester_id=7)
+        big_role = 2**60  # Discord ids pass 2**53: kept exactly
+        q1 = await store.queue_turn(sid, "and Ünïcode?", 8, "bob", (big_role, 3))
+        q2 = await store.queue_turn(sid, "third", 7, "alice", ())
+        await store.drop_queued(q2)
+        await store.queue_turn(sid, "fourth", 7, "alice", ())
+
+    async with await open_database(path) as db:
+        store = SessionStore(db)
+        first, fourth = await store.queued_turns()
+        assert (first.id, first.prompt, first.requester_id, first.requester_name, first.role_ids) == (
+            q1,
+            "and Ünïcode?",
+            8,
+            "bob",
+            (2**60, 3),
+        )
+        assert fourth.prompt == "fourth" and fourth.id > q1
+        turn = await store.start_turn(sid, first.prompt, first.requester_id, queued_id=first.id)
+        assert [q.prompt for q in await store.queued_turns()] == ["fourth"]
+        assert [t.prompt for t in await store.turns(sid)] == ["first", "and Ünïcode?"]
+        assert turn == (await store.turns(sid))[-1].id
+        with pytest.raises(SessionNotFound):
+            await store.start_turn("no-such-session", "x", requester_id=7, queued_id=fourth.id)
+        assert [q.prompt for q in await store.queued_turns()] == ["fourth"]  # rolled back with it
+
+
 async def test_concurrent_appends_never_interleave_or_lose_messages(store_target: StoreTarget) -> None:
     async with await open_database(await store_target()) as db:
         store = SessionStore(db)

@@ -83,7 +83,7 @@ async def test_bad_values_are_rejected_with_a_message_naming_key_and_allowed_val
 
 async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) -> None:
     s = await settings.get(G)
-    assert (s.default_tier, s.models_for(), s.max_steps) == ("fast", ["llama-3.1-8b"], 12)
+    assert (s.default_tier, list(s.tiers[s.default_tier]), s.max_steps) == ("fast", ["llama-3.1-8b"], 12)
     assert not s.tool_enabled("python") and s.tool_enabled("web_search")
 
     assert await settings.set(G, ADMIN, "tier.Fast", "qwen2.5-72b, LLAMA-3.1-8B") == [
@@ -109,7 +109,11 @@ async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) 
         "smart": ["gpt-4o", "gpt-4o-mini"],
         "deep": ["gpt-4o"],
     }
-    assert (s.default_tier, s.models_for(), s.models_for("fast")[0]) == ("deep", ["gpt-4o"], "qwen2.5-72b")
+    assert (s.default_tier, list(s.tiers[s.default_tier]), s.tiers["fast"][0]) == (
+        "deep",
+        ["gpt-4o"],
+        "qwen2.5-72b",
+    )
     assert s.tool_enabled("python") and not s.tool_enabled("web_search")
     assert s.max_steps == 20 and s.channels == (2001, 2002)
     assert s.channel_allowed(2001) and s.channel_allowed(5555, parent_id=2002) and not s.channel_allowed(3000)
@@ -176,7 +180,7 @@ async def test_default_tier_falls_back_when_its_tier_is_reset(settings: GuildSet
     await settings.set(G, ADMIN, "default_tier", "deep")
     await settings.reset(G, ADMIN, "tier.deep")
     s = await settings.get(G)
-    assert s.default_tier == "fast" and s.models_for() == ["llama-3.1-8b"]
+    assert s.default_tier == "fast" and list(s.tiers[s.default_tier]) == ["llama-3.1-8b"]
 
 
 def test_only_manage_server_or_administrator_may_change_settings() -> None:

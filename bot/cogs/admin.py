@@ -3,8 +3,9 @@
 Decisions:
 
 * The group's default permission is Manage Server, but a server can re-grant any command to anyone in
-  its integration settings, so every handler (and the reset button) checks the caller's permissions
-  again with :func:`bot.store.require_manage_guild` before reading or changing anything.
+  its integration settings, so the cog's ``interaction_check`` (and the reset button, and autocomplete,
+  which checks do not cover) checks the caller's permissions again with :func:`refusal` before reading
+  or changing anything.
 * Values are passed to the store as typed (numbers as text, so ``unlimited`` works everywhere); the
   store's schema is the one place that validates, and its message (naming the key and what is allowed)
   is shown as is. Discord-side ranges are deliberately not declared: they would be a second, drifting
@@ -21,8 +22,6 @@ Decisions:
 
 from __future__ import annotations
 
-import re
-import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -30,99 +29,41 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.models.tiers import TIERS
+from bot.cogs.config_support import (
+    CHANNEL_ACTIONS,
+    LIMIT_CHOICES,
+    RESEARCH_CHOICES,
+    RESET_CONFIRM_SECONDS,
+    ResetCancel,
+    ResetConfirm,
+    apply_changes,
+    model_choices,
+    refusal,
+    reset_choices,
+    reset_prompt,
+)
 from bot.formatting import (
     clip,
     code,
     defer_command,
     describe_key,
     effective_value,
-    join_items,
-    one_line,
     reply,
     settings_embed,
 )
-from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
+from bot.limits import GUILD_BUDGET
 from bot.store import (
-    GuildSettings,
     GuildSettingsStore,
-    MissingManageGuild,
-    SettingError,
     matching,
-    require_manage_guild,
 )
-from bot.store.settings_schema import GROUPS
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
 
-RESET_CONFIRM_SECONDS = 300
-ALL_WORDS = frozenset({"", "all", "everything", "*"})
-LIMIT_CHOICES = [
-    app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
-]
-CHANNEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")]
-GROUP_LABELS = {
-    "tier": "every tier",
-    "limit": "every server limit",
-    "role_limit": "every role limit",
-    "tool": "every tool switch",
-    "channel_persona": "every channel persona",
-    "memory": "every memory setting",
-    "research": "every research tier",
-    "fetch": "both fetch_url domain lists",
-}
-RESEARCH_CHOICES = {
-    "complex": [
-        app_commands.Choice(name=n, value=v)
-        for n, v in (
-            ("the medium tier researches, complex writes", "medium"),
-            ("the simple tier researches, complex writes", "simple"),
-            ("off: the complex tier does everything", "off"),
-        )
-    ],
-    "medium": [
-        app_commands.Choice(name=n, value=v)
-        for n, v in (
-            ("the simple tier researches, medium writes", "simple"),
-            ("off: the medium tier does everything", "off"),
-        )
-    ],
-}
 
-
-async def admin_guild(interaction: discord.Interaction) -> int | None:
-    """The server id if the caller may manage agentbot here; otherwise reply with the refusal and ``None``."""
-    if interaction.guild_id is None:
-        await reply(interaction, "/config works in a server, not in direct messages.")
-        return None
-    try:
-        require_manage_guild(interaction.permissions.value)
-    except MissingManageGuild as e:
-        await reply(interaction, f"⛔ {e}")
-        return None
+def _gid(interaction: discord.Interaction) -> int:
+    assert interaction.guild_id is not None  # ConfigCog.interaction_check refused it otherwise
     return interaction.guild_id
-
-
-def _services(interaction: discord.Interaction) -> Any:
-    return interaction.client.services  # type: ignore[attr-defined]
-
-
-def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
-    """``None`` for everything; otherwise the key or group as stored (raises :class:`SettingError`)."""
-    key = (raw or "").strip()
-    if key.lower() in ALL_WORDS:
-        return None
-    store.schema.check_reset_key(key)
-    parts = key.split(".")
-    if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
-        return key
-    if parts[0] == "role_limit" and len(parts) == 2:
-        return f"role_limit.{parts[1].strip().strip('<@&>')}"
-    return store.schema.parse_key(key).key
-
-
-def affected_keys(gs: GuildSettings, key: str | None) -> list[str]:
-    return [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
 
 
 class ConfigCog(commands.Cog):
@@ -139,6 +80,11 @@ class ConfigCog(commands.Cog):
         """How long a reset confirmation stays valid."""
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        """Every /config command, before its handler: refused ones get the reason (on_app_command_error);
+        allowed ones are deferred before any database work (issue 20.6)."""
+        why = refusal(interaction)
+        if why is not None:
+            raise app_commands.CheckFailure(why)
         return await defer_command(interaction)
 
     @property
@@ -153,38 +99,10 @@ class ConfigCog(commands.Cog):
     async def _set(
         self, interaction: discord.Interaction, guild_id: int, changes: list[tuple[str, Any]]
     ) -> None:
-        """Validate every change, then store them one by one (each audited), then say what changed."""
-        store = self.store
-        before = await store.get(guild_id)
-        try:
-            keys = [store.schema.parse_key(k).key for k, _ in changes]
-            for key, (_, value) in zip(keys, changes, strict=True):
-                store.schema.validate(key, value, tiers=list(before.tiers))
-        except SettingError as e:
-            await reply(interaction, f"⚠️ {e}")
-            return
-        limits_before = await self.bot.services.quotas.limits_for(guild_id)
-        old = {k: effective_value(before, limits_before, k) for k in keys}
-        try:
-            for key, (_, value) in zip(keys, changes, strict=True):
-                await store.set(guild_id, interaction.user.id, key, value)
-        except SettingError as e:  # e.g. a tier removed meanwhile: report, keep what was stored
-            await reply(interaction, f"⚠️ {e}")
-            return
-        after = await store.get(guild_id)
-        limits_after = await self.bot.services.quotas.limits_for(guild_id)
-        lines = []
-        for key in keys:
-            new = effective_value(after, limits_after, key)
-            if new == old[key] and key in before.overrides:
-                lines.append(f"No change: {describe_key(key)} is already {new}.")
-            elif (
-                new == old[key]
-            ):  # the default's value, now pinned here (a later default change won't move it)
-                lines.append(f"✅ {describe_key(key)}: {new} (now set for this server)")
-            else:
-                lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
-        await reply(interaction, "\n".join(lines))
+        await reply(
+            interaction,
+            await apply_changes(self.store, self.bot.services.quotas, guild_id, interaction.user.id, changes),
+        )
 
     async def _set_or_show(
         self, interaction: discord.Interaction, guild_id: int, heading: str, options: dict[str, Any]
@@ -203,9 +121,7 @@ class ConfigCog(commands.Cog):
 
     @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
     async def show(self, interaction: discord.Interaction) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         view = await self.store.show(guild_id, recent=10)
         limits = await self.bot.services.quotas.limits_for(guild_id)
         name = interaction.guild.name if interaction.guild else str(guild_id)
@@ -220,9 +136,7 @@ class ConfigCog(commands.Cog):
         models="Model names separated by commas; the first is tried first, the rest are fallbacks",
     )
     async def tier(self, interaction: discord.Interaction, tier: str, models: str) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         name = tier.strip().lower()
         routable = self.routable_tiers()
         if name not in routable:
@@ -237,9 +151,7 @@ class ConfigCog(commands.Cog):
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
     @app_commands.describe(tier="An existing tier")
     async def default_tier(self, interaction: discord.Interaction, tier: str) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set(interaction, guild_id, [("default_tier", tier)])
 
     @tier.autocomplete("tier")
@@ -247,7 +159,7 @@ class ConfigCog(commands.Cog):
     async def _tier_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None or not _may_manage(interaction):
+        if refusal(interaction) is not None:
             return []
         gs = await self.store.get(interaction.guild_id)
         known = {*gs.tiers, *self.routable_tiers()}
@@ -263,21 +175,9 @@ class ConfigCog(commands.Cog):
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         """Completes the last name of a comma-separated list, keeping the names before it."""
-        if not _may_manage(interaction):
+        if refusal(interaction) is not None:
             return []
-        head, _, last = current.rpartition(",")
-        chosen = {m.strip().lower() for m in head.split(",") if m.strip()}
-        prefix = ", ".join(m.strip() for m in head.split(",") if m.strip())
-        prefix = prefix + ", " if prefix else ""
-        known = [m for m in self.store.schema.known_models if m.lower() not in chosen]
-        out = []
-        for m in matching(known, last, limit=len(known)):
-            value = prefix + m
-            if len(value) <= 100:
-                out.append(app_commands.Choice(name=value, value=value))
-            if len(out) == 25:
-                break
-        return out
+        return model_choices(self.store.schema.known_models, current)
 
     # --- limits and tools -------------------------------------------------------------------------
 
@@ -295,9 +195,7 @@ class ConfigCog(commands.Cog):
         value: str,
         role: discord.Role | None = None,
     ) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         if role is None:
             await self._set(interaction, guild_id, [(f"limit.{limit.value}", value)])
             return
@@ -317,16 +215,14 @@ class ConfigCog(commands.Cog):
     @config.command(name="tools", description="Turn one of the agent's tools on or off on this server.")
     @app_commands.describe(tool="Tool name", enabled="On (true) or off (false)")
     async def tools(self, interaction: discord.Interaction, tool: str, enabled: bool) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set(interaction, guild_id, [(f"tool.{tool.strip()}", enabled)])
 
     @tools.autocomplete("tool")
     async def _tool_names(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None or not _may_manage(interaction):
+        if refusal(interaction) is not None:
             return []
         gs = await self.store.get(interaction.guild_id)
         return [
@@ -337,9 +233,7 @@ class ConfigCog(commands.Cog):
     @config.command(name="max-steps", description="The most reasoning steps one research turn may take.")
     @app_commands.describe(steps="A whole number (the allowed range is shown if it is out of range)")
     async def max_steps(self, interaction: discord.Interaction, steps: int) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set(interaction, guild_id, [("max_steps", steps)])
 
     # --- where and how it answers -----------------------------------------------------------------
@@ -355,9 +249,7 @@ class ConfigCog(commands.Cog):
         action: app_commands.Choice[str],
         channel: discord.TextChannel | None = None,
     ) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         gs = await self.store.get(guild_id)
         current = list(gs.channels)
         if action.value == "clear":
@@ -389,9 +281,7 @@ class ConfigCog(commands.Cog):
         channel: discord.TextChannel | None = None,
         clear: bool = False,
     ) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         key = f"channel_persona.{channel.id}" if channel else "persona"
         where = f"<#{channel.id}> and its threads" if channel else "this server"
         if clear and text:
@@ -426,9 +316,7 @@ class ConfigCog(commands.Cog):
         max_items: str | None = None,
         max_age_days: str | None = None,
     ) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set_or_show(
             interaction,
             guild_id,
@@ -456,9 +344,7 @@ class ConfigCog(commands.Cog):
         medium_research: app_commands.Choice[str] | None = None,
         page_reader: bool | None = None,
     ) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set_or_show(
             interaction,
             guild_id,
@@ -479,9 +365,7 @@ class ConfigCog(commands.Cog):
         self, interaction: discord.Interaction, allow: str | None = None, block: str | None = None
     ) -> None:
         """Any public GET can carry data out: admins may narrow where agents read (issue 14.9)."""
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
+        guild_id = _gid(interaction)
         await self._set_or_show(
             interaction, guild_id, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
         )
@@ -491,137 +375,17 @@ class ConfigCog(commands.Cog):
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")
     @app_commands.describe(setting="A setting or group (e.g. tier.medium, limit, tool); empty = everything")
     async def reset(self, interaction: discord.Interaction, setting: str | None = None) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
-        try:
-            key = canonical_reset_key(self.store, setting)
-        except SettingError as e:
-            await reply(interaction, f"⚠️ {e}")
-            return
-        gs = await self.store.get(guild_id)
-        keys = affected_keys(gs, key)
-        what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
-        if not keys:
-            await reply(interaction, f"Nothing to reset: {what} is already at the bot's default.")
-            return
-        listed = join_items([describe_key(k) for k in keys], 1500)
-        await reply(
-            interaction,
-            f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
-            f"{'s' if len(keys) != 1 else ''}: {listed}",
-            view=reset_view(key, int(time.time()) + self.confirm_seconds),
-        )
+        guild_id = _gid(interaction)
+        text, view = await reset_prompt(self.store, guild_id, setting, self.confirm_seconds)
+        await reply(interaction, text, view=view)
 
     @reset.autocomplete("setting")
     async def _reset_keys(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
-        if interaction.guild_id is None or not _may_manage(interaction):
+        if refusal(interaction) is not None:
             return []
-        gs = await self.store.get(interaction.guild_id)
-        groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
-        options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
-        options.update({k: one_line(_plain_key(k), 80) for k in gs.overrides})
-        names = matching(options, current)
-        return [
-            app_commands.Choice(name=clip(f"{options[n]} ({n})" if options[n] != n else n, 100), value=n)
-            for n in names
-            if len(n) <= 100
-        ]
-
-
-def _plain_key(key: str) -> str:
-    """Autocomplete choices cannot render mentions: name a role or channel by id."""
-    parts = key.split(".")
-    if parts[0] == "role_limit" and len(parts) == 3:
-        return f"role {parts[1]}: {LIMIT_LABELS.get(parts[2], parts[2])}"
-    if parts[0] == "channel_persona":
-        return f"persona of channel {parts[1]}"
-    return key
-
-
-def _may_manage(interaction: discord.Interaction) -> bool:
-    try:
-        require_manage_guild(interaction.permissions.value)
-    except MissingManageGuild:
-        return False
-    return True
-
-
-# --- the reset confirmation -----------------------------------------------------------------------
-
-
-class ResetConfirm(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"agentbot:cfgreset:(?P<exp>[0-9]{1,12}):(?P<key>[a-z0-9_.*-]{1,80})",
-):
-    def __init__(self, key: str | None, expires: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Reset" if key is None else "Reset it",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"agentbot:cfgreset:{expires}:{key or '*'}",
-            )
-        )
-        self.key = key
-        self.expires = expires
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ResetConfirm:
-        key = match["key"]
-        return cls(None if key == "*" else key, int(match["exp"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        guild_id = await admin_guild(interaction)
-        if guild_id is None:
-            return
-        if time.time() > self.expires:
-            await interaction.response.edit_message(
-                content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
-            )
-            return
-        store: GuildSettingsStore = _services(interaction).guild_settings
-        try:
-            removed = await store.reset(guild_id, interaction.user.id, self.key)
-        except SettingError as e:
-            await interaction.response.edit_message(content=f"⚠️ {e}", view=None)
-            return
-        if not removed:
-            text = "Nothing to reset any more: already at the bot's defaults."
-        else:
-            listed = join_items([describe_key(k) for k in removed], 1800)
-            text = (
-                f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
-            )
-        await interaction.response.edit_message(content=clip(text, 2000), view=None)
-
-
-class ResetCancel(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:cfgcancel"):
-    def __init__(self) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.secondary, custom_id="agentbot:cfgcancel"
-            )
-        )
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ResetCancel:
-        return cls()
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
-
-
-def reset_view(key: str | None, expires: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ResetConfirm(key, expires))
-    view.add_item(ResetCancel())
-    return view
+        return reset_choices(await self.store.get(interaction.guild_id), current)
 
 
 async def setup(bot: AgentBot) -> None:

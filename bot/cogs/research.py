@@ -18,8 +18,6 @@ from discord.ext import commands
 
 from bot.discord_sink import NO_MENTIONS
 from bot.mentions import mentions_bot, strip_bot_mentions
-from bot.runner import TurnRequest
-from bot.thread_header import post_header
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -60,7 +58,6 @@ class ResearchCog(commands.Cog):
         channel = interaction.channel
         member = interaction.user
         guild_id = interaction.guild_id
-        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
         gs = await bot.services.guild_settings.get(guild_id) if guild_id else None
         parent_id = getattr(channel, "parent_id", None)
         if gs is not None and channel is not None and not gs.channel_allowed(channel.id, parent_id):
@@ -81,20 +78,17 @@ class ResearchCog(commands.Cog):
         if lacking:
             await interaction.followup.send(refusal(lacking, channel), ephemeral=True)
             return
-        decision = await bot.services.quotas.check(guild_id, member.id, roles)
+        decision = await bot.control.may_start(guild_id, member, task)
         if not decision.allowed:
             await interaction.followup.send(f"⛔ {decision.message}", ephemeral=True)
             return
-        chosen = (
-            tier.value if tier else (gs.default_tier if gs and "default_tier" in gs.overrides else "auto")
-        )
         try:
             thread = await self._open_thread(channel, task, private)
         except discord.HTTPException as e:
             await interaction.followup.send(thread_refusal(e, channel, private=private), ephemeral=True)
             return
-        started = await self._start(thread, member, task, chosen, roles)
-        if not started:
+        started = await bot.control.start_session(thread, member, task, tier.value if tier else None)
+        if started is None:
             await interaction.followup.send(
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
                 f"**Send Messages in Threads** in {channel.mention}.",
@@ -110,36 +104,6 @@ class ResearchCog(commands.Cog):
             )
             return
         await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
-
-    async def _start(
-        self, thread: discord.Thread, member: discord.abc.User, task: str, tier: str, roles: tuple[int, ...]
-    ) -> bool:
-        """Session, header, requester added to the thread, first turn. Without a header there is no
-        session to show: the empty thread is deleted rather than left behind."""
-        bot = self.bot
-        budget = bot.runner.rest_budget
-        guild_id = thread.guild.id
-        session = await bot.new_session(guild_id, thread.parent_id, thread.id, member.id, task, tier)
-        try:
-            await post_header(bot, thread, session, budget=budget)
-        except discord.HTTPException:
-            await bot.services.sessions.set_status(session.id, "failed")
-            await budget.acquire()
-            try:
-                await thread.delete(reason="agentbot: could not post in the thread it opened")
-            except discord.HTTPException:
-                pass
-            return False
-        # Discord notifies only members of a thread: the requester joins so the answer reaches them.
-        await budget.acquire()
-        try:
-            await thread.add_user(member)  # type: ignore[arg-type]
-        except discord.HTTPException:
-            pass
-        bot.runner.submit(
-            TurnRequest(session, task, member.id, member.display_name, roles, thread, header_written=True)
-        )
-        return True
 
     async def _open_thread(self, channel: discord.TextChannel, task: str, private: bool) -> discord.Thread:
         """A thread of the kind asked for, or ``discord.HTTPException``: a private request never falls
@@ -181,8 +145,7 @@ class ResearchCog(commands.Cog):
                 pass
             return
         member = message.author
-        roles = tuple(r.id for r in getattr(member, "roles", ()) if r.id != message.guild.id)
-        decision = await bot.services.quotas.check(message.guild.id, member.id, roles)
+        decision = await bot.control.may_start(message.guild.id, member, task)
         if not decision.allowed:
             await message.reply(f"⛔ {decision.message}", allowed_mentions=NO_MENTIONS)
             return
@@ -196,8 +159,7 @@ class ResearchCog(commands.Cog):
                 thread_refusal(e, message.channel, private=False), allowed_mentions=NO_MENTIONS
             )
             return
-        tier = gs.default_tier if "default_tier" in gs.overrides else "auto"
-        if not await self._start(thread, member, task, tier, roles):
+        if await bot.control.start_session(thread, member, task, None) is None:
             await message.reply(
                 "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
                 "in Threads** here.",

@@ -26,6 +26,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.tools.safe_names import safe_name
+from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.runner import TurnRequest
@@ -56,8 +57,10 @@ class ThreadLife:
         channel = req.channel
         if session is not None and channel is not None:
             runner = self.bot.runner
-            window = runner.channel_budget(channel.id)  # type: ignore[attr-defined]
-            await show_state(self.bot, session, channel, state, budget=runner.rest_budget, window=window)
+            window = runner.write_budget(session.id)  # the thread's one window, shared with its turns
+            await show_state(
+                self.bot.services, session, channel, state, budget=runner.rest_budget, window=window
+            )
 
     async def waiting(self, req: TurnRequest) -> None:
         self._waited.add(id(req))
@@ -112,10 +115,8 @@ class ThreadsCog(commands.Cog):
         if not text:
             return
         member = message.author
-        roles = tuple(
-            r.id for r in getattr(member, "roles", ()) if message.guild and r.id != message.guild.id
-        )
-        state = bot.runner.submit(
+        roles = roles_of(member, message.guild.id if message.guild else None)
+        state = await bot.runner.submit(
             TurnRequest(
                 session,
                 text,
@@ -176,7 +177,7 @@ class ThreadsCog(commands.Cog):
         if session is None:
             await interaction.response.send_message("Use /stop inside an agent thread.", ephemeral=True)
             return
-        await self.bot.stop_session(interaction, session.id)
+        await self.bot.control.stop(interaction, session.id)
 
 
 async def setup(bot: AgentBot) -> None:

@@ -17,17 +17,9 @@ from bot.store.db import Database, DatabaseTooNew, MigrationError, StoreError
 from bot.store.guild_settings import GuildSettings, GuildSettingsStore, SettingsDefaults, SettingsView
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.permissions import MissingManageGuild, has_manage_guild, require_manage_guild
-from bot.store.quotas import (
-    LimitUsage,
-    ModelTotal,
-    QuotaBudget,
-    QuotaDecision,
-    QuotaStore,
-    ServerUsage,
-    UsageReport,
-    UserTotal,
-)
+from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
 from bot.store.sessions import (
+    QueuedTurn,
     SessionNotFound,
     SessionRecord,
     SessionStatus,
@@ -37,6 +29,7 @@ from bot.store.sessions import (
     new_session_id,
 )
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
+from bot.store.usage_reports import LimitUsage, ModelTotal, ServerUsage, UsageReport, UserTotal
 
 __all__ = [
     "MIGRATIONS",
@@ -51,6 +44,7 @@ __all__ = [
     "MigrationError",
     "MissingManageGuild",
     "ModelTotal",
+    "QueuedTurn",
     "QuotaBudget",
     "QuotaDecision",
     "QuotaStore",

@@ -23,7 +23,7 @@ __all__ = ["CopyReport", "copy_sqlite_to_postgres"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
-IDENTITY_TABLES = ("turns", "audit_log", "usage_ledger")
+IDENTITY_TABLES = ("turns", "audit_log", "usage_ledger", "queued_turns")
 
 
 @dataclass(slots=True)

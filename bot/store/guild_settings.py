@@ -71,10 +71,6 @@ class GuildSettings:
     fetch_block: tuple[str, ...] = ()
     """Domains fetch_url must not read (with subdomains); wins over ``fetch_allow``."""
 
-    def models_for(self, tier: str | None = None) -> list[str]:
-        """Ordered models of ``tier`` (the default tier if ``None``); empty if the tier is unknown."""
-        return list(self.tiers.get(tier or self.default_tier, []))
-
     def tool_enabled(self, name: str) -> bool:
         return self.tools.get(name, name not in self.disabled_by_default)
 

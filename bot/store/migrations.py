@@ -212,10 +212,26 @@ CREATE TRIGGER usage_ledger_reasoning AFTER INSERT ON usage_ledger WHEN NEW.reas
 END;
 """
 
+# Follow-ups that arrived while a turn ran (⏳): kept here, not only in memory, so a crash or kill -9
+# loses none; a row goes in the same transaction that opens its turn (SessionStore.start_turn).
+V4 = """
+CREATE TABLE queued_turns (
+    id             INTEGER PRIMARY KEY,
+    session_id     TEXT    NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    requester_id   INTEGER NOT NULL,
+    requester_name TEXT    NOT NULL,
+    role_ids       TEXT    NOT NULL,        -- JSON list of the requester's role ids
+    prompt         TEXT    NOT NULL,
+    created_at     REAL    NOT NULL
+);
+CREATE INDEX queued_turns_by_session ON queued_turns (session_id, id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
     Migration(3, "reasoning tokens per model call", V3),
+    Migration(4, "follow-ups queued behind a running turn", V4),
 )
 
 for _i, _m in enumerate(MIGRATIONS, start=1):

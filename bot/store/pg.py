@@ -35,7 +35,8 @@ WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write tran
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
-_RETURNS_ID = re.compile(r"^\s*INSERT\s+INTO\s+(turns|audit_log|usage_ledger)\b", re.I)
+_RETURNS_ID = re.compile(r"^\s*INSERT\s+INTO\s+(turns|audit_log|usage_ledger|queued_turns)\b", re.I)
+"""Tables with an identity ``id`` whose inserts the store reads ``lastrowid`` of (keep with ``copy.IDENTITY_TABLES``)."""
 
 
 class PgIntegrityError(sqlite3.IntegrityError):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,14 +34,12 @@ from agent.budget import BudgetExceeded
 from agent.events import Cost, Usage
 from bot.limits import (
     GUILD_BUDGET,
-    LIMIT_LABELS,
     Clock,
     Limits,
     day_key,
     exhausted_message,
     month_key,
     nano_to_usd,
-    next_month,
     resets_at,
     resolve_limits,
     to_utc,
@@ -51,13 +49,11 @@ from bot.limits import (
 from bot.store.db import Database, StoreError
 from bot.store.guild_settings import GuildSettingsStore
 from bot.store.ledger import ledger_for
+from bot.store.usage_reports import _ORDER, UsageReports, _gid
 
 RESERVATION_TTL = timedelta(hours=1)
 ACTIVE_SESSION_TTL = timedelta(hours=6)
 """A concurrency slot not released for this long (a bug, a lost task) stops counting."""
-
-# Checked and reported in this order: the limit that resets last is the one worth naming.
-_ORDER = (GUILD_BUDGET, "cost_per_month_usd", "tokens_per_day", "requests_per_day", "concurrent_sessions")
 
 _SNAPSHOT_SQL = """
 SELECT
@@ -87,79 +83,6 @@ class QuotaDecision:
     message: str = ""
     """For the user, as is: names the limit and when it resets as ``<t:UNIX:R>``."""
     resets_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LimitUsage:
-    name: str
-    used: float
-    """Counts and tokens as numbers, money in USD; tokens and money include open reservations."""
-    limit: float | None
-    resets_at: datetime | None
-
-    @property
-    def label(self) -> str:
-        return LIMIT_LABELS[self.name]
-
-    @property
-    def remaining(self) -> float | None:
-        return None if self.limit is None else max(0.0, self.limit - self.used)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.limit is not None and self.used >= self.limit
-
-
-@dataclass(frozen=True, slots=True)
-class UsageReport:
-    """The caller's /usage: one row per limit in :data:`_ORDER` order, server budget first."""
-
-    guild_id: int
-    user_id: int
-    limits: Limits
-    items: list[LimitUsage]
-    unknown_cost_calls: int
-    """Calls this month whose price was unknown: the money figures are then lower bounds."""
-
-    def item(self, name: str) -> LimitUsage:
-        return next(i for i in self.items if i.name == name)
-
-
-@dataclass(frozen=True, slots=True)
-class UserTotal:
-    user_id: int
-    requests: int
-    tokens: int
-    cost_usd: float
-    unknown_cost_calls: int
-
-
-@dataclass(frozen=True, slots=True)
-class ModelTotal:
-    provider: str
-    model: str
-    calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cost_usd: float
-    unknown_cost_calls: int
-    reasoning_tokens: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ServerUsage:
-    """/usage server: this month's totals, top users and the per-provider-and-model breakdown."""
-
-    guild_id: int
-    month: str
-    tokens: int
-    cost_usd: float
-    unknown_cost_calls: int
-    budget_usd: float | None
-    resets_at: datetime
-    top_users: list[UserTotal] = field(default_factory=list)
-    models: list[ModelTotal] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -192,15 +115,11 @@ class _Snapshot:
         return self.active
 
 
-def _gid(guild_id: int | None) -> int:
-    return 0 if guild_id is None else guild_id
-
-
 def _nano_limit(value: float | None) -> int | None:
     return None if value is None else usd_to_nano(value)
 
 
-class QuotaStore:
+class QuotaStore(UsageReports):
     """Per-user, per-server quotas; one per process, shared by every session."""
 
     def __init__(
@@ -248,24 +167,34 @@ class QuotaStore:
             "active_cutoff": ts - ACTIVE_SESSION_TTL.total_seconds(),
         }
 
-    def _decide(self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool) -> QuotaDecision:
+    def _decide(
+        self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool, need_tokens: int = 0
+    ) -> QuotaDecision:
         for name in _ORDER:
             cap = limits.get(name)
             if cap is None or (name == "concurrent_sessions" and not new_session):
                 continue
             used = snap.used(name)
-            if used >= cap:
+            need = need_tokens if name == "tokens_per_day" else 0
+            if used >= cap or (need and used + need > cap):
+                need = need if used < cap else 0  # named only when it is what tips over
                 return QuotaDecision(
-                    False, name, exhausted_message(name, used, cap, now), resets_at(name, now)
+                    False, name, exhausted_message(name, used, cap, now, need=need), resets_at(name, now)
                 )
         return QuotaDecision(True)
 
-    async def check(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> QuotaDecision:
-        """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically."""
+    async def check(
+        self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = (), *, need_tokens: int = 0
+    ) -> QuotaDecision:
+        """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically.
+
+        ``need_tokens``: about what one step takes; a run that cannot afford it is refused up front
+        rather than charged a request for nothing.
+        """
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self._snapshot(_gid(guild_id), user_id, now)
-        return self._decide(limits, snap, now, new_session=True)
+        return self._decide(limits, snap, now, new_session=True, need_tokens=need_tokens)
 
     async def begin_session(
         self,
@@ -275,6 +204,7 @@ class QuotaStore:
         session_id: str,
         *,
         count_request: bool = True,
+        need_tokens: int = 0,
     ) -> QuotaDecision:
         """Check and, if allowed, take a concurrency slot and count one request, atomically.
 
@@ -289,7 +219,9 @@ class QuotaStore:
                 _SNAPSHOT_SQL, self._period_params(g, user_id, now, session_id)
             )
             snap = _Snapshot.from_row(next(iter(rows)))
-            decision = self._decide(limits, snap, now, new_session=not snap.this_session_active)
+            decision = self._decide(
+                limits, snap, now, new_session=not snap.this_session_active, need_tokens=need_tokens
+            )
             if not decision.allowed:
                 return decision
             await conn.execute(
@@ -329,48 +261,6 @@ class QuotaStore:
     ) -> QuotaBudget:
         """An ``agent.budget.Budget`` for one run."""
         return QuotaBudget(self, guild_id, user_id, tuple(role_ids), session_id)
-
-    # --- reports ----------------------------------------------------------------------------------
-
-    async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
-        now = to_utc(self.clock())
-        limits = await self.limits_for(guild_id, role_ids)
-        snap = await self._snapshot(_gid(guild_id), user_id, now)
-        items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
-        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown)
-
-    async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
-        now = to_utc(self.clock())
-        month = month_key(now)
-        limits = await self.limits_for(guild_id)
-        total = await self.db.fetchone(
-            "SELECT tokens, cost_nusd, unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
-            (guild_id, month),
-        )
-        users = await self.db.fetchall(
-            "SELECT user_id, requests, tokens, cost_nusd, unknown_cost_calls FROM usage_monthly"
-            " WHERE guild_id = ? AND month = ? ORDER BY cost_nusd DESC, tokens DESC, requests DESC LIMIT ?",
-            (guild_id, month, top),
-        )
-        models = await self.db.fetchall(
-            "SELECT provider, model, calls, prompt_tokens, completion_tokens, cached_tokens, cost_nusd,"
-            " unknown_cost_calls, reasoning_tokens FROM model_monthly WHERE guild_id = ? AND month = ?"
-            " ORDER BY cost_nusd DESC, prompt_tokens + completion_tokens DESC",
-            (guild_id, month),
-        )
-        return ServerUsage(
-            guild_id=guild_id,
-            month=month,
-            tokens=int(total["tokens"]) if total else 0,
-            cost_usd=nano_to_usd(total["cost_nusd"]) if total else 0.0,
-            unknown_cost_calls=int(total["unknown_cost_calls"]) if total else 0,
-            budget_usd=limits.guild_budget_per_month_usd,
-            resets_at=next_month(now),
-            top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4]) for r in users],
-            models=[
-                ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7], r[8]) for r in models
-            ],
-        )
 
 
 class QuotaBudget:

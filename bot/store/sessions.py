@@ -81,6 +81,18 @@ class TurnRecord:
     checkpointed_at: datetime | None
 
 
+@dataclass(slots=True, frozen=True)
+class QueuedTurn:
+    """A follow-up waiting behind a running turn of its session."""
+
+    id: int
+    session_id: str
+    requester_id: int
+    requester_name: str
+    role_ids: tuple[int, ...]
+    prompt: str
+
+
 def _ts(dt: datetime) -> float:
     return to_utc(dt).timestamp()
 
@@ -150,14 +162,6 @@ class SessionStore:
     async def set_header(self, session_id: str, message_id: int) -> None:
         await self._update(session_id, "header_message_id = ?", (message_id,))
 
-    async def set_thread(self, session_id: str, thread_id: int) -> None:
-        """For when the thread is created after the session row (e.g. the header is posted first)."""
-        await self._update(session_id, "thread_id = ?", (thread_id,))
-
-    async def set_model(self, session_id: str, model: str) -> None:
-        """Record the model now serving the session (after a fallback or a tier change)."""
-        await self._update(session_id, "model = ?", (model,))
-
     async def _update(self, session_id: str, assignment: str, params: tuple[Any, ...]) -> None:
         count, _ = await self.db.write(
             f"UPDATE sessions SET {assignment}, updated_at = ? WHERE id = ?",
@@ -200,18 +204,56 @@ class SessionStore:
 
     # --- turns ------------------------------------------------------------------------------------
 
-    async def start_turn(self, session_id: str, prompt: str, requester_id: int) -> int:
-        """Open a turn in ``running`` state; returns its id."""
+    async def start_turn(
+        self, session_id: str, prompt: str, requester_id: int, *, queued_id: int | None = None
+    ) -> int:
+        """Open a turn in ``running`` state; returns its id. ``queued_id``: the queued follow-up it
+        answers, removed in the same transaction, so after a crash it is either queued or running."""
         try:
-            _, turn_id = await self.db.write(
-                "INSERT INTO turns (session_id, requester_id, prompt, status, started_at)"
-                " VALUES (?,?,?,'running',?)",
-                (session_id, requester_id, prompt, _ts(self.clock())),
-            )
+            async with self.db.transaction() as conn:
+                cur = await conn.execute(
+                    "INSERT INTO turns (session_id, requester_id, prompt, status, started_at)"
+                    " VALUES (?,?,?,'running',?)",
+                    (session_id, requester_id, prompt, _ts(self.clock())),
+                )
+                if queued_id is not None:
+                    await conn.execute("DELETE FROM queued_turns WHERE id = ?", (queued_id,))
         except sqlite3.IntegrityError as e:
             raise SessionNotFound(f"no session with id {session_id!r}") from e
-        assert turn_id is not None
-        return turn_id
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    # --- follow-ups queued behind a running turn ------------------------------------------------
+
+    async def queue_turn(
+        self, session_id: str, prompt: str, requester_id: int, requester_name: str, role_ids: tuple[int, ...]
+    ) -> int:
+        _, row_id = await self.db.write(
+            "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (session_id, requester_id, requester_name, json.dumps(list(role_ids)), prompt, _ts(self.clock())),
+        )
+        assert row_id is not None
+        return row_id
+
+    async def queued_turns(self) -> list[QueuedTurn]:
+        """Every queued follow-up, oldest first (at start-up: the ones a restart left waiting)."""
+        rows = await self.db.fetchall("SELECT * FROM queued_turns ORDER BY id")
+        return [
+            QueuedTurn(
+                r["id"],
+                r["session_id"],
+                r["requester_id"],
+                r["requester_name"],
+                tuple(json.loads(r["role_ids"])),
+                r["prompt"],
+            )
+            for r in rows
+        ]
+
+    async def drop_queued(self, queued_id: int) -> None:
+        """A queued follow-up that will not run (refused, or its thread is gone)."""
+        await self.db.write("DELETE FROM queued_turns WHERE id = ?", (queued_id,))
 
     async def finish_turn(self, turn_id: int, status: TurnStatus, result: dict[str, Any]) -> None:
         if status not in TURN_STATUSES or status == "running":
@@ -232,10 +274,6 @@ class SessionStore:
         )
         if count == 0:
             raise StoreError(f"no turn with id {turn_id}")
-
-    async def get_turn(self, turn_id: int) -> TurnRecord | None:
-        row = await self.db.fetchone("SELECT * FROM turns WHERE id = ?", (turn_id,))
-        return _turn(row) if row else None
 
     async def turns(self, session_id: str) -> list[TurnRecord]:
         rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))

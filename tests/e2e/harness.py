@@ -67,4 +67,4 @@ async def running_bot(
 
 async def wait_idle(fake: FakeDiscord, bot: AgentBot, *, within: float = 15.0) -> None:
     """Until no session is running and every write has landed."""
-    await fake.wait_for(lambda: not bot.runner._workers, within=within, what="sessions to finish")
+    await fake.wait_for(lambda: not bot.runner.busy(), within=within, what="sessions to finish")

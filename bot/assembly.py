@@ -1,0 +1,160 @@
+"""Building one turn's agent: the routed model, the server's tools, workspace, persona and recalled memory.
+
+The one place a session's ``Agent`` is put together (the runner only runs what this returns), plus the
+two questions asked before a run may start: which model will run (:func:`route`) and what one step
+needs (:func:`step_need`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.budget import BudgetExceeded
+from agent.events import AgentEvent, Usage
+from agent.loop import Agent
+from agent.models.base import ModelSettings
+from agent.models.prices import default_prices
+from agent.models.router import RoutedModel
+from agent.tools.registry import ToolContext
+from bot.store import QuotaBudget, SessionRecord
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+SYSTEM_ALLOWANCE = 2000
+"""Characters allowed for the system prompt, persona and recalled memories in :func:`step_need`."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a routed model will run: field for field ``agent.events.RouteDecision`` (issue 15.1, agent
+    side), which replaces this class at the merge, :func:`route_of` then returning ``model.route``."""
+
+    tier: str
+    model: str
+    """The model serving the first call (the researcher while a research tier serves)."""
+    writer: str | None = None
+    reasons: tuple[str, ...] = ()
+    source: str = ""
+    """``heuristic``, ``embedding``, ``judge`` (the classifier chose), ``requested`` or ``default``."""
+    judge_model: str | None = None
+    judge_usage: Usage | None = None
+
+
+def route_of(model: RoutedModel) -> Route:
+    """The only place the bot reads routing state off a model object (see :class:`Route`)."""
+    d = model.decision
+    return Route(
+        tier=model.tier,
+        model=model.name,
+        writer=model.writer,
+        reasons=d.reasons if d else (),
+        source=d.source if d else "",
+        judge_model=d.model if d and d.usage is not None else None,
+        judge_usage=d.usage if d else None,
+    )
+
+
+def classified(r: Route) -> bool:
+    """The classifier picked the tier (the session asked for none)."""
+    return r.source not in ("", "requested", "default")
+
+
+def who_runs(r: Route) -> str:
+    return f"{r.model} researches, {r.writer} writes" if r.writer else r.model
+
+
+async def route(sv: Services, session: SessionRecord, prompt: str, gs: Any) -> RoutedModel:
+    """The model for this turn: the session's tier if chosen, else the classifier; the server's tiers."""
+    requested = session.tier if session.tier in ("simple", "medium", "complex") else None
+    tiers = dict(gs.tiers) if gs is not None else {}
+    router = sv.router.with_tiers(tiers, dict(gs.research) if gs is not None else None)
+    return await router.route(prompt, requested=requested)
+
+
+def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
+    """Tokens one step of this turn will reserve, erring high: the conversation, the tool schemas and the
+    system prompt at ~4 characters a token, plus the answer's cap (the loop's reservation is no larger)."""
+    chars = len(prompt) + sum(len(json.dumps(m, ensure_ascii=False)) for m in history)
+    chars += sum(len(json.dumps(t)) for t in sv.tools.specs()) + SYSTEM_ALLOWANCE
+    return chars // 4 + (sv.agent_settings.agent_max_tokens or 1024)
+
+
+async def charge_judge(route: Route, budget: QuotaBudget) -> None:
+    """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
+    if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
+        return
+    cost = default_prices().cost(route.judge_model, route.judge_usage)
+    try:
+        token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
+    except BudgetExceeded:
+        return  # the call already happened; the run's own first reservation will refuse if needed
+    provider = route.judge_model.split(":", 1)[0] if ":" in route.judge_model else "openai"
+    await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
+
+
+@dataclass
+class Assembly:
+    agent: Agent
+    context: ToolContext
+    extra_system: str | None
+    events: list[AgentEvent] = field(default_factory=list)
+    """What assembling found worth showing (recalled memories), rendered before the first step."""
+
+
+async def assemble(
+    sv: Services,
+    session: SessionRecord,
+    prompt: str,
+    requester_id: int,
+    channel: Any,
+    gs: Any,
+    model: RoutedModel,
+) -> Assembly:
+    enabled = [n for n in sv.tools.names() if gs is None or gs.tool_enabled(n)]
+    if sv.memory is None or session.guild_id is None:
+        enabled = [n for n in enabled if n not in ("recall", "remember")]
+    workspace = Path(sv.data_dir) / "workspaces" / session.id
+    await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
+    ctx = ToolContext(
+        session_id=session.id,
+        namespace=str(session.guild_id) if session.guild_id else None,
+        user_id=str(requester_id),
+        workspace=workspace,
+        services={"http": sv.http, "memory": sv.memory},
+    )
+    extra: list[str] = []
+    events: list[AgentEvent] = []
+    persona = (
+        gs.persona_for(getattr(channel, "id", None), getattr(channel, "parent_id", None))
+        if gs is not None
+        else None
+    )
+    if persona:
+        extra.append(f"Server instructions: {persona}")
+    if sv.memory is not None and session.guild_id is not None:
+        from agent.memory.integration import format_recalled, recall_for_task, recalled_event
+
+        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt)
+        ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
+        if hits:
+            extra.append(format_recalled(hits))
+            events.append(recalled_event(hits))
+    a = sv.agent_settings
+    agent = Agent(
+        model,
+        sv.tools.subset(enabled),
+        reader=sv.reader_for(model, gs.reader if gs is not None else True),
+        max_iterations=gs.max_steps if gs is not None else a.agent_max_steps,
+        settings=ModelSettings(
+            temperature=a.agent_temperature,
+            max_tokens=a.agent_max_tokens,
+            stream=a.agent_stream,
+            reasoning_effort=a.reasoning_effort,
+        ),
+    )
+    return Assembly(agent, ctx, "\n\n".join(extra) or None, events)

@@ -1,0 +1,260 @@
+"""/config's logic apart from its commands (bot.cogs.admin): the permission rule, applying and reporting
+changes, choices, and reset's confirmation.
+
+Reset's buttons are dynamic items whose custom id carries the key and an expiry time, so a click works
+after a restart but not days later; a click checks the caller's permission again (a button is no command
+check).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.formatting import clip, describe_key, effective_value, join_items, one_line, reply
+from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
+from bot.store import (
+    GuildSettings,
+    GuildSettingsStore,
+    MissingManageGuild,
+    QuotaStore,
+    SettingError,
+    matching,
+    require_manage_guild,
+)
+from bot.store.settings_schema import GROUPS
+
+RESET_CONFIRM_SECONDS = 300
+ALL_WORDS = frozenset({"", "all", "everything", "*"})
+GROUP_LABELS = {
+    "tier": "every tier",
+    "limit": "every server limit",
+    "role_limit": "every role limit",
+    "tool": "every tool switch",
+    "channel_persona": "every channel persona",
+    "memory": "every memory setting",
+    "research": "every research tier",
+    "fetch": "both fetch_url domain lists",
+}
+
+
+LIMIT_CHOICES = [
+    app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
+]
+CHANNEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")]
+RESEARCH_CHOICES = {
+    "complex": [
+        app_commands.Choice(name=n, value=v)
+        for n, v in (
+            ("the medium tier researches, complex writes", "medium"),
+            ("the simple tier researches, complex writes", "simple"),
+            ("off: the complex tier does everything", "off"),
+        )
+    ],
+    "medium": [
+        app_commands.Choice(name=n, value=v)
+        for n, v in (
+            ("the simple tier researches, medium writes", "simple"),
+            ("off: the medium tier does everything", "off"),
+        )
+    ],
+}
+
+
+def refusal(interaction: discord.Interaction) -> str | None:
+    """Why the caller may not manage agentbot here, or ``None``. Discord's default permission is only a
+    default (a server can re-grant /config to anyone), so the bot checks it on every use."""
+    if interaction.guild_id is None:
+        return "/config works in a server, not in direct messages."
+    try:
+        require_manage_guild(interaction.permissions.value)
+    except MissingManageGuild as e:
+        return f"⛔ {e}"
+    return None
+
+
+def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
+    """``None`` for everything; otherwise the key or group as stored (raises :class:`SettingError`)."""
+    key = (raw or "").strip()
+    if key.lower() in ALL_WORDS:
+        return None
+    store.schema.check_reset_key(key)
+    parts = key.split(".")
+    if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
+        return key
+    if parts[0] == "role_limit" and len(parts) == 2:
+        return f"role_limit.{parts[1].strip().strip('<@&>')}"
+    return store.schema.parse_key(key).key
+
+
+def affected_keys(gs: GuildSettings, key: str | None) -> list[str]:
+    return [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
+
+
+def plain_key(key: str) -> str:
+    """Autocomplete choices cannot render mentions: name a role or channel by id."""
+    parts = key.split(".")
+    if parts[0] == "role_limit" and len(parts) == 3:
+        return f"role {parts[1]}: {LIMIT_LABELS.get(parts[2], parts[2])}"
+    if parts[0] == "channel_persona":
+        return f"persona of channel {parts[1]}"
+    return key
+
+
+class ResetConfirm(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"agentbot:cfgreset:(?P<exp>[0-9]{1,12}):(?P<key>[a-z0-9_.*-]{1,80})",
+):
+    def __init__(self, key: str | None, expires: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Reset" if key is None else "Reset it",
+                style=discord.ButtonStyle.danger,
+                custom_id=f"agentbot:cfgreset:{expires}:{key or '*'}",
+            )
+        )
+        self.key = key
+        self.expires = expires
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ResetConfirm:
+        key = match["key"]
+        return cls(None if key == "*" else key, int(match["exp"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        why = refusal(interaction)
+        if why is not None:
+            await reply(interaction, why)
+            return
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        if time.time() > self.expires:
+            await interaction.response.edit_message(
+                content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
+            )
+            return
+        store: GuildSettingsStore = interaction.client.services.guild_settings  # type: ignore[attr-defined]
+        try:
+            removed = await store.reset(guild_id, interaction.user.id, self.key)
+        except SettingError as e:
+            await interaction.response.edit_message(content=f"⚠️ {e}", view=None)
+            return
+        if not removed:
+            text = "Nothing to reset any more: already at the bot's defaults."
+        else:
+            listed = join_items([describe_key(k) for k in removed], 1800)
+            text = (
+                f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
+            )
+        await interaction.response.edit_message(content=clip(text, 2000), view=None)
+
+
+class ResetCancel(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:cfgcancel"):
+    def __init__(self) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Cancel", style=discord.ButtonStyle.secondary, custom_id="agentbot:cfgcancel"
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> ResetCancel:
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
+
+
+def reset_view(key: str | None, expires: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(ResetConfirm(key, expires))
+    view.add_item(ResetCancel())
+    return view
+
+
+async def apply_changes(
+    store: GuildSettingsStore, quotas: QuotaStore, guild_id: int, actor: int, changes: list[tuple[str, Any]]
+) -> str:
+    """Validate every change, then store them one by one (each audited); returns what changed."""
+    before = await store.get(guild_id)
+    try:
+        keys = [store.schema.parse_key(k).key for k, _ in changes]
+        for key, (_, value) in zip(keys, changes, strict=True):
+            store.schema.validate(key, value, tiers=list(before.tiers))
+    except SettingError as e:
+        return f"⚠️ {e}"
+    limits_before = await quotas.limits_for(guild_id)
+    old = {k: effective_value(before, limits_before, k) for k in keys}
+    try:
+        for key, (_, value) in zip(keys, changes, strict=True):
+            await store.set(guild_id, actor, key, value)
+    except SettingError as e:  # e.g. a tier removed meanwhile: report, keep what was stored
+        return f"⚠️ {e}"
+    after = await store.get(guild_id)
+    limits_after = await quotas.limits_for(guild_id)
+    lines = []
+    for key in keys:
+        new = effective_value(after, limits_after, key)
+        if new == old[key] and key in before.overrides:
+            lines.append(f"No change: {describe_key(key)} is already {new}.")
+        elif new == old[key]:  # the default's value, now pinned here (a later default change won't move it)
+            lines.append(f"✅ {describe_key(key)}: {new} (now set for this server)")
+        else:
+            lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
+    return "\n".join(lines)
+
+
+def model_choices(known_models: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """Completes the last name of a comma-separated list, keeping the names before it."""
+    head, _, last = current.rpartition(",")
+    chosen = {m.strip().lower() for m in head.split(",") if m.strip()}
+    prefix = ", ".join(m.strip() for m in head.split(",") if m.strip())
+    prefix = prefix + ", " if prefix else ""
+    known = [m for m in known_models if m.lower() not in chosen]
+    out = []
+    for m in matching(known, last, limit=len(known)):
+        value = prefix + m
+        if len(value) <= 100:
+            out.append(app_commands.Choice(name=value, value=value))
+        if len(out) == 25:
+            break
+    return out
+
+
+async def reset_prompt(
+    store: GuildSettingsStore, guild_id: int, setting: str | None, confirm_seconds: int
+) -> tuple[str, discord.ui.View | None]:
+    """What /config reset asks (with its buttons), or why there is nothing to ask."""
+    try:
+        key = canonical_reset_key(store, setting)
+    except SettingError as e:
+        return f"⚠️ {e}", None
+    keys = affected_keys(await store.get(guild_id), key)
+    what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
+    if not keys:
+        return f"Nothing to reset: {what} is already at the bot's default.", None
+    listed = join_items([describe_key(k) for k in keys], 1500)
+    return (
+        f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
+        f"{'s' if len(keys) != 1 else ''}: {listed}",
+        reset_view(key, int(time.time()) + confirm_seconds),
+    )
+
+
+def reset_choices(gs: GuildSettings, current: str) -> list[app_commands.Choice[str]]:
+    groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
+    options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
+    options.update({k: one_line(plain_key(k), 80) for k in gs.overrides})
+    return [
+        app_commands.Choice(name=clip(f"{options[n]} ({n})" if options[n] != n else n, 100), value=n)
+        for n in matching(options, current)
+        if len(n) <= 100
+    ]

@@ -1,0 +1,164 @@
+"""What cogs and buttons ask of sessions: start one (the one way, for /research and mentions), stop, retry.
+
+Decisions: a new session is routed before its header is posted, so the header names the model that will
+run (an auto-routed session's tier is the classifier's pick) and the first turn runs that model; the header
+is a write in the thread's budget like any other. Stop and Retry are for the requester or a member with
+Manage Threads, checked here, not only by Discord.
+
+The header is rendered by :mod:`bot.thread_header` from the session record, also when its state changes
+later, so the record keeps the tier and model as the header shows them ("medium (auto) (why)" for a
+classified session: the stored tier then names no requested tier and each follow-up is routed afresh).
+A thread whose header cannot be posted is deleted (there is no session to show), and the requester is
+added to the thread, since Discord notifies only a thread's members (issue 20).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+
+from bot.assembly import classified, route, route_of, step_need, who_runs
+from bot.runner import SessionRunner, TurnRequest
+from bot.store import QuotaDecision, SessionRecord, new_session_id
+from bot.thread_header import post_header
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = structlog.get_logger().bind(logger="bot.control")
+
+
+def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
+    return tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
+
+
+class SessionControl:
+    def __init__(self, services: Services, runner: SessionRunner) -> None:
+        self.sv = services
+        self.runner = runner
+
+    async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
+        """Whether the member's limits allow a new session that can take at least one step."""
+        return await self.sv.quotas.check(
+            guild_id, member.id, roles_of(member, guild_id), need_tokens=step_need(self.sv, task, [])
+        )
+
+    async def start_session(
+        self, thread: discord.Thread, member: Any, task: str, tier: str | None
+    ) -> SessionRecord | None:
+        """Record the session, route it, post its header in ``thread``, add the requester and start the
+        first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
+        deleted."""
+        sv = self.sv
+        guild_id = thread.guild.id if thread.guild else None
+        gs = await sv.guild_settings.get(guild_id) if guild_id else None
+        if tier is None:
+            tier = gs.default_tier if gs is not None and "default_tier" in gs.overrides else "auto"
+        parent = thread.parent_id or thread.id
+        rec = SessionRecord(
+            id=new_session_id(),
+            guild_id=guild_id,
+            channel_id=parent,
+            thread_id=thread.id,
+            user_id=member.id,
+            task=task,
+            tier=tier,
+            model="",
+        )
+        try:
+            model: Any = await route(sv, rec, task, gs)
+        except Exception:  # the turn routes again and reports what failed, with a Retry button
+            log.warning("route_failed", session_id=rec.id, exc_info=True)
+            model = None
+        how = route_of(model) if model is not None else None
+        if how is None:
+            rec.model = "chosen when the run starts"
+        else:
+            why = f" ({'; '.join(how.reasons[:2])})" if how.reasons else ""
+            rec.tier = f"{how.tier} (auto){why}" if classified(how) else how.tier
+            rec.model = who_runs(how)
+        session = await sv.sessions.create(rec)
+        rest = self.runner.rest_budget
+        try:
+            await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
+        except discord.HTTPException:
+            await sv.sessions.set_status(session.id, "failed")
+            await rest.acquire()
+            try:
+                await thread.delete(reason="agentbot: could not post in the thread it opened")
+            except discord.HTTPException:
+                pass
+            return None
+        # Discord notifies only members of a thread: the requester joins so the answer reaches them.
+        await rest.acquire()
+        try:
+            await thread.add_user(member)
+        except discord.HTTPException:
+            pass
+        name = getattr(member, "display_name", str(member))
+        await self.runner.submit(
+            TurnRequest(
+                session,
+                task,
+                member.id,
+                name,
+                roles_of(member, guild_id),
+                thread,
+                model=model,
+                header_written=True,
+            )
+        )
+        return session
+
+    async def _allowed(self, interaction: discord.Interaction, session_id: str, what: str) -> Any:
+        """The session, if the caller may act on it; otherwise the refusal is sent and ``None`` returned."""
+        session = await self.sv.sessions.get(session_id)
+        if session is None:
+            await interaction.response.send_message("This session no longer exists.", ephemeral=True)
+            return None
+        perms = interaction.permissions
+        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
+            await interaction.response.send_message(
+                f"Only the person who started this research, or someone with Manage Threads, can {what} it.",
+                ephemeral=True,
+            )
+            return None
+        return session
+
+    async def stop(self, interaction: discord.Interaction, session_id: str) -> None:
+        if await self._allowed(interaction, session_id, "stop") is None:
+            return
+        if not self.runner.is_running(session_id):
+            await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
+            return
+        await interaction.response.send_message("Stopping…", ephemeral=True)
+        await self.runner.stop(
+            session_id, by=getattr(interaction.user, "display_name", str(interaction.user))
+        )
+
+    async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
+        """Run the session's last request again (same permission rule as Stop)."""
+        session = await self._allowed(interaction, session_id, "retry")
+        if session is None:
+            return
+        turns = await self.sv.sessions.turns(session_id)
+        if not turns:
+            await interaction.response.send_message("There is nothing to retry here.", ephemeral=True)
+            return
+        if self.runner.is_running(session_id):
+            await interaction.response.send_message("A turn is already running here.", ephemeral=True)
+            return
+        await interaction.response.send_message("Retrying…", ephemeral=True)
+        member = interaction.user
+        await self.runner.submit(
+            TurnRequest(
+                session,
+                turns[-1].prompt,
+                member.id,
+                getattr(member, "display_name", ""),
+                roles_of(member, interaction.guild_id),
+                interaction.channel,  # type: ignore[arg-type]
+            )
+        )

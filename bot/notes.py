@@ -1,0 +1,105 @@
+"""The bot's own events: what the runner has to say in a thread besides the agent's events.
+
+Plain data, fed to :class:`bot.progress.ProgressRenderer` like the agent's events, so everything a
+thread shows comes from an event and goes out through the thread's one paced streamer (a note sent
+beside it would be a write the pacing cannot see). ``text`` is how each note reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Note:
+    @property
+    def text(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Routed(Note):
+    """Where the router sent a follow-up (a new session's header says it for the first turn)."""
+
+    tier: str
+    model: str
+    writer: str | None = None
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        who = f"{self.model} researches, {self.writer} writes" if self.writer else self.model
+        return f"🧭 {self.tier} tier → {who}" + (f" ({'; '.join(self.reasons[:2])})" if self.reasons else "")
+
+
+@dataclass(frozen=True)
+class Resumed(Note):
+    step: int
+    """Whole steps the interrupted turn had done (0: it starts over)."""
+
+    @property
+    def text(self) -> str:
+        if self.step:
+            return f"♻️ Interrupted by a restart: resuming from step {self.step + 1}."
+        return "♻️ Interrupted by a restart before its first step: starting again."
+
+
+@dataclass(frozen=True)
+class QueuedRestored(Note):
+    prompt: str
+
+    @property
+    def text(self) -> str:
+        quoted = " ".join(self.prompt.split())
+        quoted = quoted if len(quoted) <= 200 else quoted[:199] + "…"
+        return f"⏳ Answering a follow-up queued before the restart: “{quoted}”"
+
+
+@dataclass(frozen=True)
+class Paused(Note):
+    steps: int
+
+    @property
+    def text(self) -> str:
+        return (
+            f"⏸️ The bot is restarting: this run pauses after step {self.steps} and resumes when it is back."
+        )
+
+
+@dataclass(frozen=True)
+class Refused(Note):
+    """A limit refused the turn before it started, so nothing was charged; names the limit and reset."""
+
+    message: str
+
+    @property
+    def text(self) -> str:
+        return f"⛔ {self.message}"
+
+
+@dataclass(frozen=True)
+class TurnFailed(Note):
+    what: str
+    error_id: str
+
+    @property
+    def text(self) -> str:
+        return f"⚠️ This turn stopped: {self.what} (error id `{self.error_id}`)."
+
+
+@dataclass(frozen=True)
+class SaveFailed(Note):
+    error_id: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"⚠️ This turn's answer could not be saved to the bot's database (error id `{self.error_id}`), "
+            "so a follow-up will not see it. An admin can check `agentbot doctor`."
+        )
+
+
+@dataclass(frozen=True)
+class FilesWritten(Note):
+    files: tuple[tuple[str, bytes], ...]
+    text: str = "📎 Files written in this turn:"

@@ -1,0 +1,157 @@
+"""The quota store's reports (/usage and /usage server): read-only views of the same counters.
+
+A mixin of :class:`bot.store.quotas.QuotaStore`, kept apart so enforcement and reporting read separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.limits import (
+    GUILD_BUDGET,
+    LIMIT_LABELS,
+    Clock,
+    Limits,
+    month_key,
+    nano_to_usd,
+    next_month,
+    resets_at,
+    to_utc,
+)
+
+if TYPE_CHECKING:
+    from bot.store.db import Database
+
+# Checked and reported in this order: the limit that resets last is the one worth naming.
+_ORDER = (GUILD_BUDGET, "cost_per_month_usd", "tokens_per_day", "requests_per_day", "concurrent_sessions")
+
+
+def _gid(guild_id: int | None) -> int:
+    return 0 if guild_id is None else guild_id
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    name: str
+    used: float
+    """Counts and tokens as numbers, money in USD; tokens and money include open reservations."""
+    limit: float | None
+    resets_at: datetime | None
+
+    @property
+    def label(self) -> str:
+        return LIMIT_LABELS[self.name]
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.limit is None else max(0.0, self.limit - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """The caller's /usage: one row per limit in :data:`_ORDER` order, server budget first."""
+
+    guild_id: int
+    user_id: int
+    limits: Limits
+    items: list[LimitUsage]
+    unknown_cost_calls: int
+    """Calls this month whose price was unknown: the money figures are then lower bounds."""
+
+    def item(self, name: str) -> LimitUsage:
+        return next(i for i in self.items if i.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class UserTotal:
+    user_id: int
+    requests: int
+    tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTotal:
+    provider: str
+    model: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUsage:
+    """/usage server: this month's totals, top users and the per-provider-and-model breakdown."""
+
+    guild_id: int
+    month: str
+    tokens: int
+    cost_usd: float
+    unknown_cost_calls: int
+    budget_usd: float | None
+    resets_at: datetime
+    top_users: list[UserTotal] = field(default_factory=list)
+    models: list[ModelTotal] = field(default_factory=list)
+
+
+class UsageReports:
+    db: Database
+    clock: Clock
+
+    async def limits_for(self, guild_id: int | None, role_ids: Iterable[int] = ()) -> Limits:
+        raise NotImplementedError
+
+    async def _snapshot(self, guild_id: int, user_id: int, now: datetime, session_id: str = "") -> Any:
+        raise NotImplementedError
+
+    async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
+        now = to_utc(self.clock())
+        limits = await self.limits_for(guild_id, role_ids)
+        snap = await self._snapshot(_gid(guild_id), user_id, now)
+        items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
+        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown)
+
+    async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
+        now = to_utc(self.clock())
+        month = month_key(now)
+        limits = await self.limits_for(guild_id)
+        total = await self.db.fetchone(
+            "SELECT tokens, cost_nusd, unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
+            (guild_id, month),
+        )
+        users = await self.db.fetchall(
+            "SELECT user_id, requests, tokens, cost_nusd, unknown_cost_calls FROM usage_monthly"
+            " WHERE guild_id = ? AND month = ? ORDER BY cost_nusd DESC, tokens DESC, requests DESC LIMIT ?",
+            (guild_id, month, top),
+        )
+        models = await self.db.fetchall(
+            "SELECT provider, model, calls, prompt_tokens, completion_tokens, cached_tokens, cost_nusd,"
+            " unknown_cost_calls, reasoning_tokens FROM model_monthly WHERE guild_id = ? AND month = ?"
+            " ORDER BY cost_nusd DESC, prompt_tokens + completion_tokens DESC",
+            (guild_id, month),
+        )
+        return ServerUsage(
+            guild_id=guild_id,
+            month=month,
+            tokens=int(total["tokens"]) if total else 0,
+            cost_usd=nano_to_usd(total["cost_nusd"]) if total else 0.0,
+            unknown_cost_calls=int(total["unknown_cost_calls"]) if total else 0,
+            budget_usd=limits.guild_budget_per_month_usd,
+            resets_at=next_month(now),
+            top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4]) for r in users],
+            models=[
+                ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7], r[8]) for r in models
+            ],
+        )

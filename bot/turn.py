@@ -1,0 +1,383 @@
+"""One turn of a session: the agent's run, rendered into the thread, and what is kept of it.
+
+A stopped or timed-out turn keeps what it completed: whole steps go to the session's history, the partial
+answer is posted and marked, quota reservations are settled, and nothing half-written is stored. Each
+finished step is checkpointed with its usage, cost and duration, so a turn resumed after a crash goes on
+counting from there (its footer and ``/usage`` agree).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+import structlog
+
+from agent.events import Cost, FinalEvent, RunResult, StepStarted, ToolResultEvent, Usage
+from agent.loop import RunState
+from agent.messages import Message
+from agent.models.router import RoutedModel
+from bot.assembly import assemble, charge_judge, classified, route, route_of, step_need
+from bot.discord_sink import NO_MENTIONS, DiscordSink
+from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, TurnFailed
+from bot.pacing import RestBudget, typing_indicator
+from bot.progress import ProgressRenderer
+from bot.run_policy import is_private, turn_services
+from bot.store import QuotaBudget, SessionRecord, StoreError
+from bot.streamer import ThreadStreamer, WriteBudget
+from bot.views import retry_view
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = structlog.get_logger().bind(logger="bot.turn")
+
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
+# A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
+# same limit until it resets), only errors leave the session failed with a Retry button.
+SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
+
+
+def error_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass
+class TurnRequest:
+    session: SessionRecord
+    prompt: str
+    requester_id: int
+    requester_name: str
+    role_ids: tuple[int, ...] = ()
+    channel: discord.abc.Messageable | None = None
+    """Where the turn writes: always the session's own thread (or the DM/channel it lives in)."""
+    resume: dict[str, Any] | None = None
+    """A checkpoint (after a restart): the turn continues after its whole steps and counts on from its
+    usage, cost and duration."""
+    count_request: bool = True
+    model: RoutedModel | None = None
+    """Routed when the session started (its header names it); follow-ups are routed per turn."""
+    queued_id: int | None = None
+    """The stored queued follow-up this turn answers (removed when the turn opens)."""
+    notes: list[Note] = field(default_factory=list)
+    """Shown before the turn's own output (resumed, answering a queued follow-up)."""
+    header_written: bool = False
+    """The session header already shows "running" with Stop (just posted, or left so by the turn this
+    one resumes): no need to edit it again, one write fewer in the thread's 5 per 5 s."""
+    message_id: int | None = None
+    """The follow-up message that asked for this turn (its ⏳ goes when the turn starts)."""
+
+
+class ShuttingDown(Exception):
+    """The bot is shutting down: this turn stops at a step boundary and resumes at the next start."""
+
+
+def _new_files(workspace: Path | None, since: float) -> list[tuple[str, bytes]]:
+    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each)."""
+    if workspace is None:
+        return []
+    from agent.tools.files import workspace_files
+    from agent.tools.safe_names import safe_name
+
+    out: list[tuple[str, bytes]] = []
+    for path in workspace_files(workspace):
+        try:
+            st = path.stat()
+            if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
+                name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
+                out.append((name, path.read_bytes()))
+        except OSError:
+            continue
+        if len(out) >= MAX_ATTACHMENTS:
+            break
+    return out
+
+
+def checkpoint_of(state: RunState) -> dict[str, Any]:
+    u = state.usage
+    return {
+        "step": state.steps,
+        "messages": [m.to_dict() for m in state.messages],
+        "usage": [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.requests, u.reasoning_tokens],
+        "tokens": u.total_tokens,
+        "cost_usd": state.cost.usd,
+        "unknown_cost_models": list(state.cost.unknown_models),
+        "models": list(state.models),
+        "sources": list(state.sources),
+        "duration": time.monotonic() - state.started,
+        "at": time.time(),
+    }
+
+
+def state_from(task: str, cp: dict[str, Any] | None) -> RunState:
+    """A run state carrying a checkpoint's usage, cost, models, sources and duration (or a fresh one)."""
+    st = RunState(task=task)
+    if cp:
+        st.usage = Usage(*cp.get("usage", ()))
+        st.cost = Cost(float(cp.get("cost_usd", 0.0)), tuple(cp.get("unknown_cost_models", ())))
+        st.models = list(cp.get("models", ()))
+        st.sources = list(cp.get("sources", ()))
+        st.started -= float(cp.get("duration", 0.0))
+    return st
+
+
+class Turn:
+    def __init__(
+        self,
+        sv: Services,
+        req: TurnRequest,
+        budget: WriteBudget,
+        rest: RestBudget | None = None,
+        on_gone: Callable[[str], Any] | None = None,
+    ) -> None:
+        """``budget``: the thread's 5-per-5 s window (shared with the header and every other turn);
+        ``rest``: the bot-wide REST budget; ``on_gone``: called when a write finds the thread gone."""
+        self.sv, self.req, self.budget, self.rest = sv, req, budget, rest
+        assert req.channel is not None
+        self.channel = req.channel
+        self.streamer = ThreadStreamer(
+            DiscordSink(req.channel, rest),
+            writes=budget.writes,
+            name=req.session.id,
+            budget=budget,
+            on_gone=on_gone,
+        )
+        self.renderer = ProgressRenderer(self.streamer, notify=req.requester_id)
+        self.in_run = False
+        """Between the run's start and its settling: a closed thread may cancel it (not while it saves)."""
+        self.status: str | None = None
+        """How the turn ended for the session (done, stopped, failed), once it has."""
+        cp = req.resume
+        self.state = state_from(req.prompt, cp)
+        self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
+        self.turn_id: int | None = None
+
+    async def run(
+        self,
+        stopped_by: Callable[[], str | None],
+        closing: Callable[[], bool],
+        closed: Callable[[], str | None] = lambda: None,
+    ) -> RunResult | None:
+        """``closed()``: why the thread can take nothing more (deleted, archived, locked), once it is so;
+        the turn then stops as if stopped by that reason (``stopped_by`` returns it too)."""
+        sv, req, s, state = self.sv, self.req, self.req.session, self.state
+        for note in req.notes:
+            self.renderer.feed(note)
+        try:
+            history_dicts = await sv.sessions.history(s.id)
+            began = await sv.quotas.begin_session(
+                s.guild_id,
+                req.requester_id,
+                req.role_ids,
+                s.id,
+                count_request=req.count_request,
+                need_tokens=step_need(sv, req.prompt, history_dicts),
+            )
+        except BaseException:  # the streamer's writer task must not outlive the turn
+            await self.streamer.close(within=10)
+            raise
+        if not began.allowed:
+            if req.queued_id is not None:
+                await sv.sessions.drop_queued(req.queued_id)
+            self.renderer.feed(Refused(began.message))
+            await self.streamer.close(within=60)
+            return None
+        started_wall = time.time()
+        result: RunResult | None = None
+        status = "done"
+        try:
+            gs = await sv.guild_settings.get(s.guild_id) if s.guild_id else None
+            self.turn_id = await sv.sessions.start_turn(
+                s.id, req.prompt, req.requester_id, queued_id=req.queued_id
+            )
+            self.in_run = True
+            if closed():  # the thread closed while this turn was getting ready: run nothing
+                raise asyncio.CancelledError
+            await sv.sessions.set_status(s.id, "running")
+            budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
+            model = req.model or await route(sv, s, req.prompt, gs)
+            how = route_of(model)
+            if req.model is None and classified(how):  # a classified follow-up: say where it went
+                self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
+            await charge_judge(how, budget)
+            built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
+            ctx = built.context
+            history = [Message.from_dict(d) for d in history_dicts]
+            recalled = ctx.services.get("memory_recalled", ())
+            ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
+            for ev in built.events:
+                self.renderer.feed(ev)
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(typing_indicator(self.channel, self.rest))
+                async with asyncio.timeout(sv.bot_settings.turn_timeout):
+                    run = built.agent.run(
+                        req.prompt,
+                        history,
+                        context=ctx,
+                        budget=budget,
+                        extra_system=built.extra_system,
+                        state=state,
+                        resume=self.resume_msgs,
+                        resume_step=int(req.resume.get("step", 0)) if req.resume and self.resume_msgs else 0,
+                    )
+                    async with contextlib.aclosing(run) as events:
+                        async for ev in events:
+                            if closing() and isinstance(ev, StepStarted) and ev.step > state.steps:
+                                raise ShuttingDown  # a step boundary: nothing of this step has run yet
+                            self.renderer.feed(ev)
+                            if isinstance(ev, FinalEvent):
+                                result = ev.result
+                            elif isinstance(ev, StepStarted | ToolResultEvent):
+                                await self._checkpoint()
+            assert result is not None
+            status = SESSION_STATUS.get(result.status, "failed")
+            self.renderer.finish(result)
+            files = await asyncio.to_thread(_new_files, ctx.workspace, started_wall)
+            if files:
+                self.renderer.feed(FilesWritten(tuple(files)))
+        except (ShuttingDown, asyncio.CancelledError) as e:
+            by = stopped_by()
+            if isinstance(e, ShuttingDown) or by is None:
+                # Not a user's Stop: a shutdown (or a crash-like cancel). Keep the turn running with its
+                # checkpoint; the next start resumes it. History is untouched, so nothing is half-written.
+                await self._pause()
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return None
+            result = self._stopped(
+                f"Stopped by {by} after {state.steps} step{'s' if state.steps != 1 else ''}."
+            )
+            self.renderer.finish(result, stopped_by=by)
+            status = "stopped"
+        except TimeoutError:
+            result = self._stopped(f"Stopped after {sv.bot_settings.turn_timeout:.0f} s (time limit).")
+            self.renderer.finish(result, stopped_by="a time limit")
+            status = "stopped"
+        except Exception as e:
+            eid = error_id()
+            log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
+            what = (
+                "the bot's database refused a write (locked or out of space?)"
+                if isinstance(e, sqlite3.Error | StoreError)
+                else "something went wrong"
+            )
+            note = TurnFailed(what, eid)
+            result = state.result("error", note.text, error=type(e).__name__)
+            self.renderer.feed(note)
+            status = "failed"
+        self.in_run = False
+        self.status = status
+        await self._settle(result, status)
+        if result is not None and result.status == "completed":
+            await self._remember(result)
+        elif status == "failed" and self.streamer.gone is None:
+            await self._offer_retry()
+        return result
+
+    def _stopped(self, why: str) -> RunResult:
+        partial = self.state.last_text
+        return self.state.result(
+            "cancelled", why + (f"\n\nPartial answer so far:\n\n{partial}" if partial.strip() else "")
+        )
+
+    async def _offer_retry(self) -> None:
+        """A message with a button, so not a streamer block; it still waits its turn in the thread's budget."""
+        await self.budget.acquire()
+        if self.rest is not None:
+            await self.rest.acquire()
+        try:
+            await self.channel.send(
+                "This turn failed. You can try it again:",
+                view=retry_view(self.req.session.id),
+                allowed_mentions=NO_MENTIONS,
+                silent=True,
+            )
+        except discord.HTTPException:
+            log.warning("retry_offer_failed", session_id=self.req.session.id)
+
+    async def _settle(self, result: RunResult | None, status: str) -> None:
+        """Persist whole steps, close the turn, release the quota slot, then let the writes finish."""
+        sv, s = self.sv, self.req.session
+        try:
+            if result is not None and result.messages and status != "failed":
+                # A failed turn adds nothing: Retry runs the same request again on a clean history.
+                msgs = list(result.messages)
+                if status == "stopped":
+                    msgs.append(Message("assistant", result.text))
+                await sv.sessions.append_messages(s.id, [m.to_dict() for m in msgs])
+            if self.turn_id is not None:
+                summary: dict[str, Any] = {}
+                if result is not None:
+                    summary = {
+                        "status": result.status,
+                        "steps": result.steps,
+                        "tokens": result.usage.total_tokens,
+                        "cost_usd": result.cost.usd,
+                        "cost_known": result.cost.known,
+                        "models": result.models,
+                        "text": result.text[:4000],
+                    }
+                turn_status = result.status if result is not None else "error"
+                await sv.sessions.finish_turn(self.turn_id, turn_status, summary)
+            await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
+        except Exception as e:  # a locked or full database: say so; the answer above is still shown
+            eid = error_id()
+            log.error("turn_save_failed", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
+            self.renderer.feed(SaveFailed(eid))
+        finally:
+            try:
+                await sv.quotas.end_session(s.id)
+            except Exception:
+                log.error("quota_release_failed", session_id=s.id, exc_info=True)
+            await self.streamer.close(within=900)
+
+    async def _pause(self) -> None:
+        try:
+            await self._checkpoint()
+            self.renderer.feed(Paused(self.state.steps))
+        finally:
+            await self.sv.quotas.end_session(self.req.session.id)
+            await self.streamer.close(within=10)
+
+    async def _checkpoint(self) -> None:
+        if self.turn_id is None:
+            return
+        try:
+            await self.sv.sessions.checkpoint(self.turn_id, checkpoint_of(self.state))
+        except Exception:
+            log.warning("checkpoint_failed", turn_id=self.turn_id, exc_info=True)
+
+    async def _remember(self, result: RunResult) -> None:
+        sv, req, s = self.sv, self.req, self.req.session
+        if sv.memory is None or s.guild_id is None:
+            return
+        if is_private(req.channel):
+            return  # a private thread's research must not become searchable by the whole server
+        gs = await sv.guild_settings.get(s.guild_id)
+        if not gs.memory_auto_store:
+            return
+        from agent.memory.integration import store_research
+
+        try:
+            await store_research(
+                sv.memory,
+                str(s.guild_id),
+                req.prompt,
+                result.text,
+                result.sources,
+                author=str(req.requester_id),
+                thread=str(s.thread_id or ""),
+                session=s.id,
+                retention=sv.retention_for(gs),
+            )
+        except Exception:
+            log.warning("memory_store_failed", session_id=s.id, exc_info=True)

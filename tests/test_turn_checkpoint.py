@@ -1,0 +1,27 @@
+"""A checkpoint carries a run's usage, cost, models, sources and duration, so a resumed run counts on."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from agent.events import Cost, Usage
+from agent.loop import RunState
+from agent.messages import Message
+from bot.turn import checkpoint_of, state_from
+
+
+def test_a_resumed_state_carries_the_checkpoints_usage_cost_models_sources_and_duration() -> None:
+    st = RunState(task="t", messages=[Message("user", "t")], steps=2)
+    st.add_usage("gpt-4o-mini", Usage(1200, 30, 100, 1, 0), Cost(0.002))
+    st.add_usage("gpt-5", Usage(800, 70, 0, 1, 50), Cost(0.0, ("gpt-5",)))
+    st.add_sources(["https://example.org/a"])
+    st.started = time.monotonic() - 42.0  # the run had been going for 42 s when it was checkpointed
+    cp = json.loads(json.dumps(checkpoint_of(st)))  # as stored: JSON in SQLite
+
+    resumed = state_from("t", cp).result("completed", "done")
+    assert resumed.usage == st.usage and resumed.usage.total_tokens == 2100
+    assert resumed.cost.usd == 0.002 and resumed.cost.unknown_models == ("gpt-5",)
+    assert resumed.models == ["gpt-4o-mini", "gpt-5"] and resumed.sources == ["https://example.org/a"]
+    assert resumed.duration >= 42.0
+    assert state_from("t", None).usage.total_tokens == 0
