@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.budget import BudgetExceeded
-from agent.events import AgentEvent, Usage
+from agent.events import AgentEvent, RouteDecision
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.prices import default_prices
@@ -29,42 +29,12 @@ SYSTEM_ALLOWANCE = 2000
 """Characters allowed for the system prompt, persona and recalled memories in :func:`step_need`."""
 
 
-@dataclass(frozen=True)
-class Route:
-    """What a routed model will run: field for field ``agent.events.RouteDecision`` (issue 15.1, agent
-    side), which replaces this class at the merge, :func:`route_of` then returning ``model.route``."""
-
-    tier: str
-    model: str
-    """The model serving the first call (the researcher while a research tier serves)."""
-    writer: str | None = None
-    reasons: tuple[str, ...] = ()
-    source: str = ""
-    """``heuristic``, ``embedding``, ``judge`` (the classifier chose), ``requested`` or ``default``."""
-    judge_model: str | None = None
-    judge_usage: Usage | None = None
-
-
-def route_of(model: RoutedModel) -> Route:
-    """The only place the bot reads routing state off a model object (see :class:`Route`)."""
-    d = model.decision
-    return Route(
-        tier=model.tier,
-        model=model.name,
-        writer=model.writer,
-        reasons=d.reasons if d else (),
-        source=d.source if d else "",
-        judge_model=d.model if d and d.usage is not None else None,
-        judge_usage=d.usage if d else None,
-    )
-
-
-def classified(r: Route) -> bool:
+def classified(r: RouteDecision) -> bool:
     """The classifier picked the tier (the session asked for none)."""
     return r.source not in ("", "requested", "default")
 
 
-def who_runs(r: Route) -> str:
+def who_runs(r: RouteDecision) -> str:
     return f"{r.model} researches, {r.writer} writes" if r.writer else r.model
 
 
@@ -84,7 +54,7 @@ def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
     return chars // 4 + (sv.agent_settings.agent_max_tokens or 1024)
 
 
-async def charge_judge(route: Route, budget: QuotaBudget) -> None:
+async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> None:
     """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
         return

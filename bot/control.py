@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
-from bot.assembly import classified, route, route_of, step_need, who_runs
+from bot.assembly import classified, route, step_need, who_runs
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
@@ -72,7 +72,7 @@ class SessionControl:
         except Exception:  # the turn routes again and reports what failed, with a Retry button
             log.warning("route_failed", session_id=rec.id, exc_info=True)
             model = None
-        how = route_of(model) if model is not None else None
+        how = model.route if model is not None else None
         if how is None:
             rec.model = "chosen when the run starts"
         else:

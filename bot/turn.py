@@ -25,7 +25,7 @@ from agent.events import Cost, FinalEvent, RunResult, StepStarted, ToolResultEve
 from agent.loop import RunState
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, route, route_of, step_need
+from bot.assembly import assemble, charge_judge, classified, route, step_need
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, TurnFailed
 from bot.pacing import RestBudget, typing_indicator
@@ -205,7 +205,7 @@ class Turn:
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             model = req.model or await route(sv, s, req.prompt, gs)
-            how = route_of(model)
+            how = model.route
             if req.model is None and classified(how):  # a classified follow-up: say where it went
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             await charge_judge(how, budget)
