@@ -15,7 +15,7 @@ from agent.models.http import make_client
 from agent.reader import Reader
 from agent.terminal import TerminalRenderer
 from agent.tools.research import ResearchToolSettings
-from agent.toolset import build_registry
+from agent.toolset import build_registry, operator_mcp
 
 
 async def ask(
@@ -36,9 +36,13 @@ async def ask(
         reader = None
         if settings.reader_model not in ("auto", "off", ""):
             reader = Reader(build_model(settings.reader_model, settings, client), reader_settings(settings))
+        mcp = await operator_mcp(settings.mcp_servers_file)
+        for name, why in (mcp.problems if mcp else {}).items():
+            renderer.warn(f"MCP server {name} is left out: {why}")
+        research = ResearchToolSettings.from_settings(settings, settings.data_dir)
         agent = Agent(
             m,
-            build_registry(research=ResearchToolSettings.from_settings(settings, settings.data_dir)),
+            build_registry(research=research, extra=mcp.tools() if mcp else ()),
             reader=reader,
             max_iterations=max_steps or settings.agent_max_steps,
             settings=ModelSettings(
@@ -49,11 +53,15 @@ async def ask(
             ),
         )
         result: RunResult | None = None
-        async with contextlib.aclosing(agent.run(task)) as events:
-            async for ev in events:
-                renderer.render(ev)
-                if isinstance(ev, FinalEvent):
-                    result = ev.result
+        try:
+            async with contextlib.aclosing(agent.run(task)) as events:
+                async for ev in events:
+                    renderer.render(ev)
+                    if isinstance(ev, FinalEvent):
+                        result = ev.result
+        finally:
+            if mcp is not None:
+                await mcp.aclose()
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
         out.write(result.text)

@@ -120,6 +120,16 @@ class ToolEnv(EnvSettings):
         "web_search=10/60,fetch_url=30/60,run_python=10/60", alias="TOOL_RATE_LIMITS"
     )
     tool_rate_server_multiplier: float = Field(5.0, alias="TOOL_RATE_SERVER_MULTIPLIER", ge=1, le=1000)
+    # --- MCP servers (issue 17.1): tools from the operator's servers beside the built-in ones ---
+    mcp_servers_file: str | None = Field(None, alias="MCP_SERVERS_FILE")
+    """A TOML file of ``[servers.<name>]`` tables (stdio ``command`` or streamable-HTTP ``url``)."""
+
+    @field_validator("mcp_servers_file")
+    @classmethod
+    def _mcp_file(cls, v: str | None) -> str | None:
+        if v and not Path(v).expanduser().is_file():
+            raise ValueError("no such file (a TOML file of [servers.<name>] tables; README: MCP tools)")
+        return v
 
     @field_validator("tool_rate_limits")
     @classmethod

@@ -51,6 +51,11 @@ class TerminalRenderer:
             self.console.print()
             self._in_text = False
 
+    def warn(self, text: str) -> None:
+        """A notice before the run (e.g. an MCP server left out), said once."""
+        self._end_text()
+        self.console.print(f"[yellow]! {escape(text)}[/]")
+
     def render(self, ev: AgentEvent) -> None:
         c = self.console
         if isinstance(ev, TextDelta):

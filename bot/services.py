@@ -21,9 +21,10 @@ from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
 from agent.models.tiers import TIERS, load_tiers
 from agent.reader import Reader
+from agent.tools.mcp import McpTools
 from agent.tools.registry import ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_guard
-from agent.toolset import build_registry
+from agent.toolset import build_registry, limit_mcp_tools, operator_mcp
 from bot.config import BotSettings
 from bot.limits import Limits
 from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
@@ -47,6 +48,8 @@ class Services:
     router: Router
     memory: Any = None
     memory_error: str | None = None
+    mcp: McpTools | None = None
+    """The operator's MCP servers (MCP_SERVERS_FILE); their tools are in ``tools``."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -61,6 +64,8 @@ class Services:
         return RetentionPolicy(max_items=gs.memory_max_items, max_age_days=gs.memory_max_age_days)
 
     async def close(self) -> None:
+        if self.mcp is not None:
+            await self.mcp.aclose()
         await self.http.aclose()
         if self.memory is not None:
             await self.memory.close()
@@ -74,9 +79,15 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
     db = await open_database(url.get_secret_value() if url else data_dir / "agentbot.sqlite3")
     try:
         research = ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
+        mcp = await operator_mcp(agent_settings.mcp_servers_file)
+        mcp_tools = mcp.tools() if mcp else []
         tools = build_registry(
-            guards=[research_guard(research)], research=research, memory=bot_settings.memory_enabled
+            guards=[research_guard(research)],
+            research=research,
+            memory=bot_settings.memory_enabled,
+            extra=mcp_tools,
         )
+        limit_mcp_tools(tools, mcp_tools)
         http = make_client()
         router = build_router(agent_settings, http)
         tiers = load_tiers(agent_settings.router_tiers_file, agent_settings.agent_model)
@@ -107,6 +118,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             http=http,
             tools=tools,
             router=router,
+            mcp=mcp,
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
         warm = getattr(sv.router.classifier, "load", None)
