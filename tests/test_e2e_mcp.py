@@ -1,0 +1,108 @@
+"""MCP tools in the product, as operators and members meet them: the real bot and `agentbot ask` with
+MCP_SERVERS_FILE naming a real MCP server (the official SDK's FastMCP) run as a stdio subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+
+def servers_file(tmp_path: Path, *, down: bool = False) -> Path:
+    f = tmp_path / "mcp.toml"
+    body = (
+        "[servers.lab]\n"
+        f"command = {json.dumps(sys.executable)}\n"
+        'args = ["-m", "tests.fakes.mcp_server"]\n'
+        f"env = {{ PYTHONPATH = {json.dumps(str(ROOT))} }}\n"
+    )
+    if down:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        body += f'[servers.gone]\nurl = "http://127.0.0.1:{port}/mcp"\nconnect_timeout = 2\n'
+    f.write_text(body)
+    return f
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
+
+
+@pytest.fixture
+async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord([guild]) as server:
+        yield server
+
+
+async def test_e2e_mcp_tool_streams_into_the_thread_like_any_step(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    llm.script(tool_call("lab__lookup", {"code": "Q-9"}), text("Part Q-9 is on shelf B4 (12 in stock)."))
+    env = {"MCP_SERVERS_FILE": str(servers_file(tmp_path, down=True))}
+    async with running_bot(fake, llm, tmp_path / "data", guild, agent_env=env) as bot:
+        assert set(bot.services.mcp.problems) == {"gone"}  # down: left out, the bot still starts
+        assert "lab__lookup" in bot.services.tools.names()
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Where is part Q-9?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name=None)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+        await wait_idle(fake, bot)
+        contents = [m.content for m in fake.messages(thread)]
+    step = next(c for c in contents if "lab__lookup" in c)
+    assert "Q-9" in step and "shelf B4" in step  # the call and its result, shown as a step
+    tools_sent = {t["function"]["name"] for t in llm.requests[0]["tools"]}
+    assert "lab__lookup" in tools_sent and not any(n.startswith("gone__") for n in tools_sent)
+    assert "12 in stock" in llm.requests[1]["messages"][-1]["content"]  # the model read the tool's answer
+
+
+async def test_e2e_mcp_in_ask_and_a_missing_file_is_one_line(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.script(tool_call("lab__add", {"a": 20, "b": 22}), text("It is 42."))
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-mcp-test-key-0001",
+        "DATA_DIR": str(tmp_path / "data"),
+        "PYTHON_SANDBOX": "off",
+        "MCP_SERVERS_FILE": str(servers_file(tmp_path)),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        "What is 20 + 22?",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().strip() == "It is 42." and "lab__add" in err.decode()
+    env["MCP_SERVERS_FILE"] = str(tmp_path / "missing.toml")
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        "hi",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and out == b"" and len(lines) == 1 and "MCP_SERVERS_FILE" in lines[0]
