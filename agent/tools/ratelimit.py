@@ -9,7 +9,7 @@ from neither; a refusal tells the model how long to wait or to use another tool.
 Per-server enabling and disabling of tools is not done here: the caller builds the registry for a
 server with ``registry.subset(enabled_names)``, which shares these guards.
 
-Why not aiolimiter (dropped as a dependency): a limited call here is *refused at once* with the wait
+Why not aiolimiter here (the bot's REST budget, bot/pacing.py, uses it): a limited call here is *refused at once* with the wait
 it would need, so the model can use another tool meanwhile, and a test's clock is injected; aiolimiter
 makes callers wait on the event loop's clock and cannot say how long. Two small buckets do both.
 
