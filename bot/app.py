@@ -66,6 +66,8 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             kwargs.setdefault("shard_count", bot_settings.shard_count)
             if bot_settings.shard_ids:
                 kwargs.setdefault("shard_ids", bot_settings.shard_ids)
+        # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings would greet every start.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
             command_prefix=_no_prefix,
             intents=_intents(),
