@@ -19,7 +19,9 @@ from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
-from agent.tools.registry import ToolContext
+from agent.tools.registry import ToolContext, ToolRegistry
+from agent.toolset import limit_mcp_tools
+from bot.notes import McpLeftOut, Note
 from bot.store import QuotaBudget, SessionRecord
 
 if TYPE_CHECKING:
@@ -67,12 +69,23 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> None:
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
 
 
+async def guild_tools(
+    sv: Services, guild_id: int, servers: dict[str, str], base: ToolRegistry
+) -> tuple[ToolRegistry, dict[str, str]]:
+    """The turn's tools plus the MCP servers this server added; a name already taken keeps its tool."""
+    added, left_out = await sv.guild_mcp.tools_for(guild_id, servers)
+    fresh = [t for t in added if t.name not in base]
+    limit_mcp_tools(base, fresh)
+    tools = [t for n in base.names() if (t := base.get(n)) is not None]
+    return ToolRegistry([*tools, *fresh], base.guards), left_out
+
+
 @dataclass
 class Assembly:
     agent: Agent
     context: ToolContext
     extra_system: str | None
-    events: list[AgentEvent] = field(default_factory=list)
+    events: list[AgentEvent | Note] = field(default_factory=list)
     """What assembling found worth showing (recalled memories), rendered before the first step."""
 
 
@@ -98,7 +111,7 @@ async def assemble(
         services={"http": sv.http, "memory": sv.memory},
     )
     extra: list[str] = []
-    events: list[AgentEvent] = []
+    events: list[AgentEvent | Note] = []
     persona = (
         gs.persona_for(getattr(channel, "id", None), getattr(channel, "parent_id", None))
         if gs is not None
@@ -114,10 +127,14 @@ async def assemble(
         if hits:
             extra.append(format_recalled(hits))
             events.append(recalled_event(hits))
+    tools = sv.tools.subset(enabled)
+    if gs is not None and gs.mcp and session.guild_id is not None:
+        tools, left_out = await guild_tools(sv, session.guild_id, gs.mcp, tools)
+        events += [McpLeftOut(name, why) for name, why in left_out.items()]
     a = sv.agent_settings
     agent = Agent(
         model,
-        sv.tools.subset(enabled),
+        tools,
         reader=sv.reader_for(model, gs.reader if gs is not None else True),
         max_iterations=gs.max_steps if gs is not None else a.agent_max_steps,
         settings=ModelSettings(

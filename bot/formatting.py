@@ -14,6 +14,7 @@ from typing import Any
 
 import discord
 
+from agent.logs import redact
 from bot.discord_sink import NO_MENTIONS
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
 from bot.store import AuditEntry, GuildSettings, SettingsView
@@ -270,6 +271,9 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
         )
     if key == "reader":
         return "on" if gs.reader else "off"
+    if head == "mcp":  # a URL's user:password is a secret wherever it is shown
+        url = gs.mcp.get(parts[1]) if len(parts) > 1 else None
+        return code(redact(url)) if url else "none"
     if key in ("fetch.allow", "fetch.block"):
         rules = gs.fetch_allow if key == "fetch.allow" else gs.fetch_block
         empty = "any public domain" if key == "fetch.allow" else "none"

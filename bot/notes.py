@@ -103,3 +103,15 @@ class SaveFailed(Note):
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
     text: str = "📎 Files written in this turn:"
+
+
+@dataclass(frozen=True)
+class McpLeftOut(Note):
+    """An MCP server this server added (``/config mcp``) that could not be reached: its tools are left out."""
+
+    name: str
+    why: str
+
+    @property
+    def text(self) -> str:
+        return f"🔌 MCP server `{self.name}` is left out of this run: {self.why}"

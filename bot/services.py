@@ -7,7 +7,7 @@ same real parts.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from agent.tools.registry import ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_guard
 from agent.toolset import build_registry, limit_mcp_tools, operator_mcp
 from bot.config import BotSettings
+from bot.guild_mcp import GuildMcp
 from bot.limits import Limits
 from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
 from bot.store.connect import open_database
@@ -50,6 +51,8 @@ class Services:
     memory_error: str | None = None
     mcp: McpTools | None = None
     """The operator's MCP servers (MCP_SERVERS_FILE); their tools are in ``tools``."""
+    guild_mcp: GuildMcp = field(default_factory=GuildMcp)
+    """MCP servers each Discord server added (``/config mcp``), connected on its first turn."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -64,6 +67,7 @@ class Services:
         return RetentionPolicy(max_items=gs.memory_max_items, max_age_days=gs.memory_max_age_days)
 
     async def close(self) -> None:
+        await self.guild_mcp.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
         await self.http.aclose()
@@ -119,6 +123,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             tools=tools,
             router=router,
             mcp=mcp,
+            guild_mcp=GuildMcp(allow_loopback=agent_settings.fetch_allow_loopback),
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
         warm = getattr(sv.router.classifier, "load", None)

@@ -313,6 +313,11 @@ class McpTools:
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
 
+    @property
+    def names(self) -> list[str]:
+        """Every configured server's name, reachable or not."""
+        return [c.server.name for c in self._conns]
+
     async def __aenter__(self) -> McpTools:
         await self.connect()
         return self

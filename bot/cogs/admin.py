@@ -28,6 +28,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from agent.logs import redact
 from agent.models.tiers import TIERS
 from bot.cogs.config_support import (
     CHANNEL_ACTIONS,
@@ -56,6 +57,7 @@ from bot.store import (
     GuildSettingsStore,
     matching,
 )
+from bot.store.settings_schema import MCP_MAX_SERVERS
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -369,6 +371,43 @@ class ConfigCog(commands.Cog):
         await self._set_or_show(
             interaction, guild_id, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
         )
+
+    @config.command(
+        name="mcp", description="Add an MCP server (streamable HTTP) whose tools the agent may use here."
+    )
+    @app_commands.describe(
+        name="A short name: its tools are called <name>__<tool> (1-24 of a-z, 0-9, _ and -)",
+        url="The server's streamable-HTTP endpoint, e.g. https://mcp.example.com/mcp",
+    )
+    async def mcp(
+        self, interaction: discord.Interaction, name: str | None = None, url: str | None = None
+    ) -> None:
+        """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
+        on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
+        guild_id = _gid(interaction)
+        if name is not None and url is not None:
+            current = (await self.store.get(guild_id)).mcp
+            key = name.strip().lower()
+            operator = self.bot.services.mcp
+            if operator is not None and key in operator.names:
+                await reply(
+                    interaction, f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another."
+                )
+                return
+            if key not in current and len(current) >= MCP_MAX_SERVERS:
+                await reply(
+                    interaction,
+                    f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
+                    "`/config reset mcp.<name>` first.",
+                )
+                return
+            await self._set(interaction, guild_id, [(f"mcp.{name}", url)])
+            return
+        servers = (await self.store.get(guild_id)).mcp
+        lines = [f"`{n}`: {redact(u)}" for n, u in sorted(servers.items())] or [
+            "none (add one with name and url)"
+        ]
+        await reply(interaction, "MCP servers:\n" + "\n".join(lines))
 
     # --- reset ------------------------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class GuildSettings:
     """Domains fetch_url may read (with subdomains); empty = any public domain."""
     fetch_block: tuple[str, ...] = ()
     """Domains fetch_url must not read (with subdomains); wins over ``fetch_allow``."""
+    mcp: dict[str, str] = field(default_factory=dict)
+    """MCP servers this server added (``/config mcp``): name -> streamable-HTTP URL."""
 
     def tool_enabled(self, name: str) -> bool:
         return self.tools.get(name, name not in self.disabled_by_default)
@@ -195,6 +197,7 @@ class GuildSettingsStore:
         tools: dict[str, bool] = {}
         personas: dict[int, str] = {}
         research: dict[str, str | None] = dict(d.research)
+        mcp: dict[str, str] = {}
         plain: dict[str, Any] = {}
         for key, value in raw.items():
             try:
@@ -215,6 +218,8 @@ class GuildSettingsStore:
                 personas[p.target_id or 0] = value
             elif p.kind == "research":
                 research[p.name or ""] = value
+            elif p.kind == "mcp":
+                mcp[p.name or ""] = value
             else:
                 plain[key] = value
         default_tier = plain.get("default_tier", d.default_tier)
@@ -241,6 +246,7 @@ class GuildSettingsStore:
             and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
             fetch_allow=tuple(plain.get("fetch.allow", ())),
             fetch_block=tuple(plain.get("fetch.block", ())),
+            mcp=mcp,
         )
 
 

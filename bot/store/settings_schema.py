@@ -44,15 +44,18 @@ from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
 
 ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
-GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch")
+GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch", "mcp")
 MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
     "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
-    "research.<tier>, reader, fetch.allow, fetch.block"
+    "research.<tier>, reader, fetch.allow, fetch.block, mcp.<name>"
 )
 # -- fetch_url domain rules (issue 14.9): lists of domains, see agent.tools.domains --
 FETCH_KEYS = ("fetch.allow", "fetch.block")
+# -- MCP servers a server adds (issue 17.1): mcp.<name> = a streamable-HTTP URL, see bot/guild_mcp.py --
+MCP_MAX_SERVERS = 5
+_MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
 _TRUE = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
@@ -130,6 +133,14 @@ class SettingsSchema:
             return ParsedKey("memory", parts[1])
         if k in FETCH_KEYS:
             return ParsedKey("fetch", parts[1])
+        if head == "mcp" and len(parts) == 2:
+            name = parts[1].strip().lower()
+            if not _MCP_NAME_RE.match(name):
+                raise SettingError(
+                    key,
+                    f"MCP server name {parts[1]!r}: use 1-24 of a-z, 0-9, '_' and '-' (it prefixes tool names).",
+                )
+            return ParsedKey("mcp", name)
         if head == "tier" and len(parts) == 2:
             parts[1] = parts[1].lower()
             if self.known_tiers is not None and parts[1] not in self.known_tiers:
@@ -243,6 +254,8 @@ class SettingsSchema:
             return self._persona(key, value)
         if p.kind == "fetch":
             return _domains(key, value)
+        if p.kind == "mcp":
+            return _mcp_url(key, value)
         if p.name == "auto_store":
             return _bool(key, value)
         if _is_unlimited(value):
@@ -337,6 +350,21 @@ def _domains(key: str, value: Any) -> list[str]:
     if len(out) > MAX_RULES:
         raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
     return sorted(out)
+
+
+def _mcp_url(key: str, value: Any) -> str:
+    """A streamable-HTTP MCP endpoint. Where it points is checked by the SSRF guard when the bot connects
+    (as fetch_url's pages are): a name can resolve elsewhere later, so a check here alone would not hold."""
+    import httpx
+
+    url = _text(value)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as e:
+        raise SettingError(key, f"{key}: not a URL ({e}).") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or len(url) > 500:
+        raise SettingError(key, f"{key} must be an http:// or https:// URL of at most 500 characters.")
+    return url
 
 
 def _text(value: Any) -> str:

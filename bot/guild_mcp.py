@@ -1,0 +1,89 @@
+"""MCP servers a Discord server added with ``/config mcp``: connected on its first turn, kept for the next.
+
+Why every connection goes through the SSRF guard: the URL is a member-supplied address the bot's host
+will connect to, exactly like a page ``fetch_url`` reads, so it gets the same guard (private, loopback,
+link-local and metadata addresses refused at connect time, the checked address pinned against DNS
+rebinding). Only streamable HTTP: a stdio server runs a command on the host, which only the operator's
+file (``MCP_SERVERS_FILE``) may do.
+
+One :class:`~agent.tools.mcp.McpTools` per server (guild), rebuilt when its list changes; at most
+``max_guilds`` are kept (the least recently used is closed). A server that is down or slow is left out
+and said once, when the connection is made; its turn goes on with the other tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from agent.tools.mcp import McpServer, McpTools
+from agent.tools.netguard import GuardedTransport, NetGuard
+from agent.tools.registry import Tool
+
+__all__ = ["GuildMcp"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    servers: tuple[tuple[str, str], ...]
+    mcp: McpTools
+    tools: list[Tool] = field(default_factory=list)
+
+
+class GuildMcp:
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool = False,
+        connect_timeout: float = 5.0,
+        call_timeout: float = 30.0,
+        max_guilds: int = 200,
+    ) -> None:
+        """``allow_loopback`` follows ``FETCH_ALLOW_LOOPBACK`` (tests only, never in production)."""
+        self._guard = NetGuard(allow_loopback=allow_loopback)
+        self.connect_timeout = connect_timeout
+        self.call_timeout = call_timeout
+        self.max_guilds = max_guilds
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _client(self, server: McpServer) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=GuardedTransport(self._guard),
+            timeout=httpx.Timeout(server.timeout, connect=min(10.0, server.connect_timeout)),
+            follow_redirects=False,
+        )
+
+    async def tools_for(self, guild_id: int, servers: Mapping[str, str]) -> tuple[list[Tool], dict[str, str]]:
+        """This server's MCP tools, and the servers left out this time (name -> why; said once)."""
+        key = tuple(sorted(servers.items()))
+        async with self._locks[guild_id]:
+            entry = self._entries.get(guild_id)
+            if entry is not None and entry.servers == key:
+                self._entries.move_to_end(guild_id)
+                return entry.tools, {}
+            if entry is not None:
+                await entry.mcp.aclose()
+            mcp = McpTools(
+                [
+                    McpServer(name, url=url, timeout=self.call_timeout, connect_timeout=self.connect_timeout)
+                    for name, url in key
+                ],
+                http_client=self._client,
+            )
+            await mcp.connect()
+            entry = _Entry(key, mcp, mcp.tools())
+            self._entries[guild_id] = entry
+            while len(self._entries) > self.max_guilds:
+                _, old = self._entries.popitem(last=False)
+                await old.mcp.aclose()
+            return entry.tools, dict(mcp.problems)
+
+    async def aclose(self) -> None:
+        entries = list(self._entries.values())
+        self._entries.clear()
+        await asyncio.gather(*(e.mcp.aclose() for e in entries), return_exceptions=True)
