@@ -106,3 +106,55 @@ async def test_e2e_mcp_in_ask_and_a_missing_file_is_one_line(llm: FakeLLM, tmp_p
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 2 and out == b"" and len(lines) == 1 and "MCP_SERVERS_FILE" in lines[0]
+
+
+async def test_e2e_config_mcp_adds_a_servers_own_http_mcp_tools(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    from tests.fakes.mcp_server import HttpMcpServer
+    from tests.test_e2e_config import run
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    llm.script(tool_call("inv__lookup", {"code": "R-2"}), text("R-2 is on shelf B4."))
+    env = {"FETCH_ALLOW_LOOPBACK": True}  # the SSRF guard lets loopback through in tests only
+    with HttpMcpServer() as server:
+        async with running_bot(fake, llm, tmp_path / "data", guild, agent_env=env) as bot:
+            ok = await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            assert "mcp.inv" in ok.content or "inv" in ok.content, ok.content
+            await run(fake, guild, "config mcp", {"name": "dead", "url": f"http://127.0.0.1:{closed}/mcp"})
+            listing = await run(fake, guild, "config mcp")
+            assert "`inv`" in listing.content and "`dead`" in listing.content
+            refused = await run(fake, guild, "config mcp", {"name": "x", "url": "ftp://files"})
+            assert "http://" in refused.content  # a clear refusal naming what is allowed
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "Where is R-2?"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general, name=None)
+            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+            await wait_idle(fake, bot)
+            contents = [m.content for m in fake.messages(thread)]
+    assert any("inv__lookup" in c and "shelf B4" in c for c in contents)  # the server's own tool ran
+    assert sum("MCP server `dead` is left out" in c for c in contents) == 1  # said once, run went on
+    assert "inv__lookup" in {t["function"]["name"] for t in llm.requests[0]["tools"]}
+
+
+async def test_e2e_config_mcp_goes_through_the_ssrf_guard(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    from tests.fakes.mcp_server import HttpMcpServer
+    from tests.test_e2e_config import run
+
+    llm.script(text("Nothing to look up."))
+    with HttpMcpServer() as server:
+        async with running_bot(fake, llm, tmp_path / "data", guild) as bot:  # loopback not allowed
+            await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "anything"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general, name=None)
+            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+            await wait_idle(fake, bot)
+            contents = [m.content for m in fake.messages(thread)]
+    note = next(c for c in contents if "MCP server `inv` is left out" in c)
+    assert "127.0.0.1" in note or "loopback" in note or "not allowed" in note, note
+    assert not any(t["function"]["name"].startswith("inv__") for t in llm.requests[0].get("tools", []))
