@@ -28,7 +28,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from agent.logs import redact
 from agent.models.tiers import TIERS
 from bot.cogs.config_support import (
     CHANNEL_ACTIONS,
@@ -38,6 +37,8 @@ from bot.cogs.config_support import (
     ResetCancel,
     ResetConfirm,
     apply_changes,
+    mcp_listing,
+    mcp_refusal,
     model_choices,
     refusal,
     reset_choices,
@@ -57,7 +58,6 @@ from bot.store import (
     GuildSettingsStore,
     matching,
 )
-from bot.store.settings_schema import MCP_MAX_SERVERS
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -385,29 +385,14 @@ class ConfigCog(commands.Cog):
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
         guild_id = _gid(interaction)
-        if name is not None and url is not None:
-            current = (await self.store.get(guild_id)).mcp
-            key = name.strip().lower()
-            operator = self.bot.services.mcp
-            if operator is not None and key in operator.names:
-                await reply(
-                    interaction, f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another."
-                )
-                return
-            if key not in current and len(current) >= MCP_MAX_SERVERS:
-                await reply(
-                    interaction,
-                    f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
-                    "`/config reset mcp.<name>` first.",
-                )
-                return
-            await self._set(interaction, guild_id, [(f"mcp.{name}", url)])
+        if name is None or url is None:
+            await reply(interaction, mcp_listing((await self.store.get(guild_id)).mcp))
             return
-        servers = (await self.store.get(guild_id)).mcp
-        lines = [f"`{n}`: {redact(u)}" for n, u in sorted(servers.items())] or [
-            "none (add one with name and url)"
-        ]
-        await reply(interaction, "MCP servers:\n" + "\n".join(lines))
+        problem = mcp_refusal(name, (await self.store.get(guild_id)).mcp, self.bot.services.mcp)
+        if problem:
+            await reply(interaction, problem)
+            return
+        await self._set(interaction, guild_id, [(f"mcp.{name}", url)])
 
     # --- reset ------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from agent.logs import redact
 from bot.formatting import clip, describe_key, effective_value, join_items, one_line, reply
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import (
@@ -26,7 +27,7 @@ from bot.store import (
     matching,
     require_manage_guild,
 )
-from bot.store.settings_schema import GROUPS
+from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
@@ -258,3 +259,22 @@ def reset_choices(gs: GuildSettings, current: str) -> list[app_commands.Choice[s
         for n in matching(options, current)
         if len(n) <= 100
     ]
+
+
+def mcp_listing(servers: dict[str, str]) -> str:
+    """``/config mcp`` with no server given: this server's MCP servers, URLs without their passwords."""
+    lines = [f"`{n}`: {redact(u)}" for n, u in sorted(servers.items())]
+    return "MCP servers:\n" + ("\n".join(lines) or "none (add one with name and url)")
+
+
+def mcp_refusal(name: str, current: dict[str, str], operator: Any) -> str | None:
+    """Why a server may not add this MCP server: the name is the bot's own, or it has the most allowed."""
+    key = name.strip().lower()
+    if operator is not None and key in operator.names:
+        return f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another."
+    if key not in current and len(current) >= MCP_MAX_SERVERS:
+        return (
+            f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
+            "`/config reset mcp.<name>` first."
+        )
+    return None
