@@ -10,6 +10,12 @@ later, so the record keeps the tier and model as the header shows them ("medium 
 classified session: the stored tier then names no requested tier and each follow-up is routed afresh).
 A thread whose header cannot be posted is deleted (there is no session to show), and the requester is
 added to the thread, since Discord notifies only a thread's members (issue 20).
+
+Edit to re-run (issue 17.3): editing the message that asked for a turn restarts it if it still runs or
+waits (:meth:`SessionRunner.edited`); a finished turn gets a "Re-run with the edit" button. Only the
+message's author may press it, and only for the session's latest turn: a later turn was answered on top
+of the earlier answer, so replacing an older one would leave a conversation nobody had. A re-run is an
+ordinary turn (same limits and charges) that supersedes the old one.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import discord
 import structlog
 
 from bot.assembly import classified, route, step_need, who_runs
+from bot.discord_sink import NO_MENTIONS
+from bot.notes import RerunOffer
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
+from bot.views import rerun_view
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -46,7 +55,13 @@ class SessionControl:
         )
 
     async def start_session(
-        self, thread: discord.Thread, member: Any, task: str, tier: str | None
+        self,
+        thread: discord.Thread,
+        member: Any,
+        task: str,
+        tier: str | None,
+        *,
+        message_id: int | None = None,
     ) -> SessionRecord | None:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
         first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
@@ -108,6 +123,7 @@ class SessionControl:
                 thread,
                 model=model,
                 header_written=True,
+                message_id=message_id,
             )
         )
         return session
@@ -160,5 +176,84 @@ class SessionControl:
                 getattr(member, "display_name", ""),
                 roles_of(member, interaction.guild_id),
                 interaction.channel,  # type: ignore[arg-type]
+            )
+        )
+
+    # --- edit to re-run (issue 17.3) -------------------------------------------------------------------
+    async def edited(self, message: discord.Message, prompt: str) -> None:
+        """``message`` (not the bot's) was edited; ``prompt`` is its new text as a turn would read it.
+
+        An edit that leaves the text as it was (Discord also sends one when it unfurls a link) does
+        nothing; so does an edit of a message that asked for no turn."""
+        if not prompt or await self.runner.edited(message.id, prompt) is not None:
+            return
+        sv = self.sv
+        turn = await sv.sessions.turn_for_message(message.id)
+        if (
+            turn is None
+            or turn.requester_id != message.author.id
+            or prompt in (turn.prompt, turn.edited_prompt)
+        ):
+            return
+        session = await sv.sessions.get(turn.session_id)
+        if session is None or session.thread_id is None or message.guild is None:
+            return
+        thread: Any = message.channel if message.channel.id == session.thread_id else None
+        try:
+            thread = thread or message.guild.get_thread(session.thread_id)
+            thread = thread or await message.guild.fetch_channel(session.thread_id)
+        except discord.HTTPException:
+            return  # the thread is gone: nowhere to offer it
+        await sv.sessions.set_edited(turn.id, prompt)
+        await self.runner.write_budget(session.id).acquire()
+        await self.runner.rest_budget.acquire()
+        try:
+            await thread.send(
+                RerunOffer(prompt).text,
+                view=rerun_view(session.id, turn.id),
+                allowed_mentions=NO_MENTIONS,
+                silent=True,
+            )
+        except discord.HTTPException:
+            pass
+
+    async def rerun(self, interaction: discord.Interaction, session_id: str, turn_id: int) -> None:
+        """The "Re-run with the edit" button: only the edited message's author, only the latest turn."""
+        sv = self.sv
+        session = await sv.sessions.get(session_id)
+        turn = next((t for t in await sv.sessions.turns(session_id) if t.id == turn_id), None)
+        if session is None or turn is None:
+            await interaction.response.send_message("This session no longer exists.", ephemeral=True)
+            return
+        say = interaction.response.send_message
+        if interaction.user.id != turn.requester_id:
+            await say("Only the person who wrote the edited message can re-run it.", ephemeral=True)
+            return
+        latest = await sv.sessions.latest_turn(session_id)
+        if turn.superseded_by is not None or turn.edited_prompt is None:
+            await say("This turn was already re-run with your edit.", ephemeral=True)
+            return
+        if latest is None or latest.id != turn.id:
+            await say(
+                "Only the latest turn can be re-run: later answers were built on this one. "
+                "Ask again in a new message instead.",
+                ephemeral=True,
+            )
+            return
+        if self.runner.active(session_id):
+            await say("A turn is running here; press this again once it has finished.", ephemeral=True)
+            return
+        await say("Re-running with your edit…", ephemeral=True)
+        member = interaction.user
+        await self.runner.submit(
+            TurnRequest(
+                session,
+                turn.edited_prompt,
+                member.id,
+                getattr(member, "display_name", ""),
+                roles_of(member, interaction.guild_id),
+                interaction.channel,  # type: ignore[arg-type]
+                message_id=turn.message_id,
+                supersedes=turn.id,
             )
         )

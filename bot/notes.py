@@ -115,3 +115,36 @@ class McpLeftOut(Note):
     @property
     def text(self) -> str:
         return f"🔌 MCP server `{self.name}` is left out of this run: {self.why}"
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Superseded(Note):
+    """A re-run with an edited message began: the earlier answer above stays, marked replaced."""
+
+    prompt: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"✏️ Re-running with the edited message: “{_quote(self.prompt)}”. The earlier answer above is "
+            "superseded and left out of the conversation."
+        )
+
+
+@dataclass(frozen=True)
+class RerunOffer(Note):
+    """Shown with the "Re-run with the edit" button when a finished turn's message is edited."""
+
+    prompt: str
+
+    @property
+    def text(self) -> str:
+        return (
+            f"✏️ You edited your message to “{_quote(self.prompt)}”. Re-run that turn with the edit? "
+            "The new answer replaces the earlier one in the conversation."
+        )

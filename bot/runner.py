@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,8 @@ class _Worker:
     thread_id: int | None = None
     closed: str | None = None
     """Why the thread can take nothing more (deleted, archived, locked), once it is so."""
+    restart: TurnRequest | None = None
+    """The running turn again with its message's edit: queued first once the stopped turn has settled."""
 
 
 class SessionRunner:
@@ -109,7 +112,7 @@ class SessionRunner:
             return "started"
         if req.queued_id is None:
             req.queued_id = await self.sv.sessions.queue_turn(
-                sid, req.prompt, req.requester_id, req.requester_name, req.role_ids
+                sid, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
             )
         w.queue.append(req)
         return "queued"
@@ -124,6 +127,40 @@ class SessionRunner:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(w.current), 30)
         return True
+
+    def active(self, session_id: str) -> bool:
+        """A turn of the session is running or queued."""
+        return session_id in self._workers
+
+    async def edited(
+        self, message_id: int, prompt: str
+    ) -> Literal["restarted", "requeued", "unchanged"] | None:
+        """The message that asked for a running or queued turn was edited to ``prompt`` (issue 17.3).
+
+        A queued turn simply takes the new text (in the store too). A running one is stopped (its
+        partial answer stays in the thread, "stopped by an edit") and run again with the edit, first in
+        the queue; the stopped turn is superseded, so its steps leave the conversation. ``None``: no turn
+        here was asked by that message (it finished, or never ran)."""
+        for w in list(self._workers.values()):
+            pending = [r for r in (w.restart, *w.queue) if r is not None and r.message_id == message_id]
+            if pending:
+                if pending[0].prompt == prompt:
+                    return "unchanged"
+                pending[0].prompt = prompt
+                if pending[0].queued_id is not None:
+                    await self.sv.sessions.edit_queued(pending[0].queued_id, prompt)
+                return "requeued"
+            t = w.turn
+            if t is None or t.req.message_id != message_id or w.current is None or w.current.done():
+                continue
+            if t.req.prompt == prompt:
+                return "unchanged"
+            w.restart = dataclasses.replace(
+                t.req, prompt=prompt, resume=None, queued_id=None, notes=[], count_request=True
+            )
+            await self.stop(w.session_id, by="an edit of the message")
+            return "restarted"
+        return None
 
     def close_thread(self, thread_id: int, reason: str) -> bool:
         """The thread was deleted, archived or locked: stop its session's run without writing anything
@@ -212,6 +249,7 @@ class SessionRunner:
                     count_request=False,
                     notes=[Resumed(int(state.get("step", 0)) if has_steps else 0)],
                     header_written=True,  # the interrupted turn left its header showing "running"
+                    message_id=turn.message_id,
                 )
             )
             resumed += 1
@@ -231,6 +269,7 @@ class SessionRunner:
                     channel,
                     queued_id=q.id,
                     notes=[QueuedRestored(q.prompt)],
+                    message_id=q.message_id,
                 )
             )
             resumed += 1
@@ -290,6 +329,10 @@ class SessionRunner:
                 status = "failed"
             finally:
                 w.turn = None
+                if w.restart is not None:  # the message was edited: run it again, replacing this turn
+                    w.restart.supersedes = turn.turn_id
+                    w.queue.appendleft(w.restart)
+                    w.restart = None
         if w.closed:
             await self._hook("ended", req, "closed")
         elif not w.queue and not self._closing:

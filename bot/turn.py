@@ -27,7 +27,7 @@ from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
 from bot.discord_sink import NO_MENTIONS, DiscordSink
-from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, TurnFailed
+from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, Superseded, TurnFailed
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import is_private, turn_services
@@ -74,7 +74,10 @@ class TurnRequest:
     """The session header already shows "running" with Stop (just posted, or left so by the turn this
     one resumes): no need to edit it again, one write fewer in the thread's 5 per 5 s."""
     message_id: int | None = None
-    """The follow-up message that asked for this turn (its ⏳ goes when the turn starts)."""
+    """The message that asked for this turn (a reply or a mention): editing it re-runs the turn, and a
+    queued one's ⏳ goes when the turn starts."""
+    supersedes: int | None = None
+    """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
 
 
 class ShuttingDown(Exception):
@@ -173,7 +176,7 @@ class Turn:
         for note in req.notes:
             self.renderer.feed(note)
         try:
-            history_dicts = await sv.sessions.history(s.id)
+            history_dicts = await sv.sessions.history(s.id, without_turn=req.supersedes)
             began = await sv.quotas.begin_session(
                 s.guild_id,
                 req.requester_id,
@@ -197,8 +200,15 @@ class Turn:
         try:
             gs = await sv.guild_settings.get(s.guild_id) if s.guild_id else None
             self.turn_id = await sv.sessions.start_turn(
-                s.id, req.prompt, req.requester_id, queued_id=req.queued_id
+                s.id,
+                req.prompt,
+                req.requester_id,
+                queued_id=req.queued_id,
+                message_id=req.message_id,
+                supersedes=req.supersedes,
             )
+            if req.supersedes is not None:
+                self.renderer.feed(Superseded(req.prompt))
             self.in_run = True
             if closed():  # the thread closed while this turn was getting ready: run nothing
                 raise asyncio.CancelledError
@@ -313,7 +323,7 @@ class Turn:
                 msgs = list(result.messages)
                 if status == "stopped":
                     msgs.append(Message("assistant", result.text))
-                await sv.sessions.append_messages(s.id, [m.to_dict() for m in msgs])
+                await sv.sessions.append_messages(s.id, [m.to_dict() for m in msgs], turn_id=self.turn_id)
             if self.turn_id is not None:
                 summary: dict[str, Any] = {}
                 if result is not None:

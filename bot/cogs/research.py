@@ -159,7 +159,7 @@ class ResearchCog(commands.Cog):
                 thread_refusal(e, message.channel, private=False), allowed_mentions=NO_MENTIONS
             )
             return
-        if await bot.control.start_session(thread, member, task, None) is None:
+        if await bot.control.start_session(thread, member, task, None, message_id=message.id) is None:
             await message.reply(
                 "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
                 "in Threads** here.",

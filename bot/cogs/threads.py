@@ -67,7 +67,8 @@ class ThreadLife:
         await self._show(req, "queued")
 
     async def started(self, req: TurnRequest) -> None:
-        if req.message_id is not None and req.channel is not None and self.bot.user is not None:
+        queued = req.message_id is not None and req.queued_id is not None  # only a queued one has ⏳
+        if queued and req.channel is not None and self.bot.user is not None:
             await self.bot.runner.rest_budget.acquire()
             try:
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
@@ -137,6 +138,14 @@ class ThreadsCog(commands.Cog):
                     allowed_mentions=NO_MENTIONS,
                     silent=True,
                 )
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """Edit to re-run (issue 17.3): raw, since the edited message may not be cached."""
+        message = payload.message
+        if message.author.bot or message.guild is None:
+            return
+        await self.bot.control.edited(message, strip_bot_mentions(self.bot, message))
 
     async def _tell_how_to_ask(self, message: discord.Message) -> None:
         key = (message.channel.id, message.author.id)

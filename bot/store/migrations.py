@@ -227,11 +227,24 @@ CREATE TABLE queued_turns (
 CREATE INDEX queued_turns_by_session ON queued_turns (session_id, id);
 """
 
+# Edit to re-run (issue 17.3): a turn knows the Discord message that asked for it (a thread reply or a
+# mention; NULL for /research, whose task is a slash-command option nobody can edit), the edited text
+# waiting behind a "Re-run with the edit" button, and the turn that replaced it. A superseded turn's
+# messages stay stored but are left out of the conversation the agent sees.
+V5 = """
+ALTER TABLE turns ADD COLUMN message_id INTEGER;
+ALTER TABLE turns ADD COLUMN edited_prompt TEXT;
+ALTER TABLE turns ADD COLUMN superseded_by INTEGER;
+ALTER TABLE queued_turns ADD COLUMN message_id INTEGER;
+CREATE INDEX turns_by_message ON turns (message_id) WHERE message_id IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
     Migration(3, "reasoning tokens per model call", V3),
     Migration(4, "follow-ups queued behind a running turn", V4),
+    Migration(5, "the message that asked for each turn, edits and superseded turns", V5),
 )
 
 for _i, _m in enumerate(MIGRATIONS, start=1):

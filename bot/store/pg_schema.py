@@ -223,9 +223,19 @@ CREATE TABLE queued_turns (
 CREATE INDEX queued_turns_by_session ON queued_turns (session_id, id);
 """
 
+# SQLite's V5 (edit to re-run: the message that asked for a turn, its edit, the turn replacing it).
+V5 = """
+ALTER TABLE turns ADD COLUMN message_id BIGINT;
+ALTER TABLE turns ADD COLUMN edited_prompt TEXT;
+ALTER TABLE turns ADD COLUMN superseded_by BIGINT;
+ALTER TABLE queued_turns ADD COLUMN message_id BIGINT;
+CREATE INDEX turns_by_message ON turns (message_id) WHERE message_id IS NOT NULL;
+"""
+
 PG_MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
     Migration(3, "reasoning tokens per model call", V3),
     Migration(4, "follow-ups queued behind a running turn", V4),
+    Migration(5, "the message that asked for each turn, edits and superseded turns", V5),
 )

@@ -79,6 +79,12 @@ class TurnRecord:
     started_at: datetime
     finished_at: datetime | None
     checkpointed_at: datetime | None
+    message_id: int | None = None
+    """The Discord message that asked for this turn (a reply or a mention; ``None`` for /research)."""
+    edited_prompt: str | None = None
+    """That message's edited text, waiting behind a "Re-run with the edit" button."""
+    superseded_by: int | None = None
+    """The turn that re-ran this one with the edit: this one's messages are out of the history."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,6 +97,7 @@ class QueuedTurn:
     requester_name: str
     role_ids: tuple[int, ...]
     prompt: str
+    message_id: int | None = None
 
 
 def _ts(dt: datetime) -> float:
@@ -196,28 +203,47 @@ class SessionStore:
             )
         return base + len(rows)
 
-    async def history(self, session_id: str) -> list[dict[str, Any]]:
+    async def history(self, session_id: str, *, without_turn: int | None = None) -> list[dict[str, Any]]:
+        """The conversation the agent sees: superseded turns' messages (and ``without_turn``'s, the turn
+        a re-run is about to replace) are left out."""
         rows = await self.db.fetchall(
-            "SELECT data FROM messages WHERE session_id = ? ORDER BY seq", (session_id,)
+            "SELECT data FROM messages WHERE session_id = ? AND (turn_id IS NULL OR turn_id NOT IN"
+            " (SELECT id FROM turns WHERE session_id = ? AND (superseded_by IS NOT NULL OR id = ?)))"
+            " ORDER BY seq",
+            (session_id, session_id, without_turn if without_turn is not None else -1),
         )
         return [json.loads(r[0]) for r in rows]
 
     # --- turns ------------------------------------------------------------------------------------
 
     async def start_turn(
-        self, session_id: str, prompt: str, requester_id: int, *, queued_id: int | None = None
+        self,
+        session_id: str,
+        prompt: str,
+        requester_id: int,
+        *,
+        queued_id: int | None = None,
+        message_id: int | None = None,
+        supersedes: int | None = None,
     ) -> int:
         """Open a turn in ``running`` state; returns its id. ``queued_id``: the queued follow-up it
-        answers, removed in the same transaction, so after a crash it is either queued or running."""
+        answers, removed in the same transaction, so after a crash it is either queued or running.
+        ``supersedes``: the turn this one re-runs with an edit, marked replaced in the same transaction
+        (its messages leave the history)."""
         try:
             async with self.db.transaction() as conn:
                 cur = await conn.execute(
-                    "INSERT INTO turns (session_id, requester_id, prompt, status, started_at)"
-                    " VALUES (?,?,?,'running',?)",
-                    (session_id, requester_id, prompt, _ts(self.clock())),
+                    "INSERT INTO turns (session_id, requester_id, prompt, status, started_at, message_id)"
+                    " VALUES (?,?,?,'running',?,?)",
+                    (session_id, requester_id, prompt, _ts(self.clock()), message_id),
                 )
                 if queued_id is not None:
                     await conn.execute("DELETE FROM queued_turns WHERE id = ?", (queued_id,))
+                if supersedes is not None:
+                    await conn.execute(
+                        "UPDATE turns SET superseded_by = ?, edited_prompt = NULL WHERE id = ?",
+                        (cur.lastrowid, supersedes),
+                    )
         except sqlite3.IntegrityError as e:
             raise SessionNotFound(f"no session with id {session_id!r}") from e
         assert cur.lastrowid is not None
@@ -226,15 +252,33 @@ class SessionStore:
     # --- follow-ups queued behind a running turn ------------------------------------------------
 
     async def queue_turn(
-        self, session_id: str, prompt: str, requester_id: int, requester_name: str, role_ids: tuple[int, ...]
+        self,
+        session_id: str,
+        prompt: str,
+        requester_id: int,
+        requester_name: str,
+        role_ids: tuple[int, ...],
+        message_id: int | None = None,
     ) -> int:
         _, row_id = await self.db.write(
-            "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at)"
-            " VALUES (?,?,?,?,?,?)",
-            (session_id, requester_id, requester_name, json.dumps(list(role_ids)), prompt, _ts(self.clock())),
+            "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at,"
+            " message_id) VALUES (?,?,?,?,?,?,?)",
+            (
+                session_id,
+                requester_id,
+                requester_name,
+                json.dumps(list(role_ids)),
+                prompt,
+                _ts(self.clock()),
+                message_id,
+            ),
         )
         assert row_id is not None
         return row_id
+
+    async def edit_queued(self, queued_id: int, prompt: str) -> None:
+        """A queued follow-up's message was edited before its turn began: it takes the new text."""
+        await self.db.write("UPDATE queued_turns SET prompt = ? WHERE id = ?", (prompt, queued_id))
 
     async def queued_turns(self) -> list[QueuedTurn]:
         """Every queued follow-up, oldest first (at start-up: the ones a restart left waiting)."""
@@ -247,6 +291,7 @@ class SessionStore:
                 r["requester_name"],
                 tuple(json.loads(r["role_ids"])),
                 r["prompt"],
+                r["message_id"],
             )
             for r in rows
         ]
@@ -278,6 +323,26 @@ class SessionStore:
     async def turns(self, session_id: str) -> list[TurnRecord]:
         rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
         return [_turn(r) for r in rows]
+
+    async def turn_for_message(self, message_id: int) -> TurnRecord | None:
+        """The turn a Discord message asked for (its latest re-run, if it was re-run)."""
+        row = await self.db.fetchone(
+            "SELECT * FROM turns WHERE message_id = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1",
+            (message_id,),
+        )
+        return _turn(row) if row else None
+
+    async def latest_turn(self, session_id: str) -> TurnRecord | None:
+        """The session's last turn that was not replaced by a re-run."""
+        row = await self.db.fetchone(
+            "SELECT * FROM turns WHERE session_id = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1",
+            (session_id,),
+        )
+        return _turn(row) if row else None
+
+    async def set_edited(self, turn_id: int, prompt: str) -> None:
+        """Keep a finished turn's edited text for its "Re-run with the edit" button (the latest edit wins)."""
+        await self.db.write("UPDATE turns SET edited_prompt = ? WHERE id = ?", (prompt, turn_id))
 
     async def running_turns(self) -> list[TurnRecord]:
         """Turns still marked ``running`` — at start-up, the ones a crash or kill interrupted."""
@@ -319,4 +384,7 @@ def _turn(row: Any) -> TurnRecord:
         started_at=_dt(row["started_at"]),  # type: ignore[arg-type]
         finished_at=_dt(row["finished_at"]),
         checkpointed_at=_dt(row["checkpointed_at"]),
+        message_id=row["message_id"],
+        edited_prompt=row["edited_prompt"],
+        superseded_by=row["superseded_by"],
     )
