@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
+from agent.attachments import IncomingFile
 from bot.assembly import classified, route, step_need, who_runs
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
@@ -46,7 +47,12 @@ class SessionControl:
         )
 
     async def start_session(
-        self, thread: discord.Thread, member: Any, task: str, tier: str | None
+        self,
+        thread: discord.Thread,
+        member: Any,
+        task: str,
+        tier: str | None,
+        attachments: tuple[IncomingFile, ...] = (),
     ) -> SessionRecord | None:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
         first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
@@ -108,6 +114,7 @@ class SessionControl:
                 thread,
                 model=model,
                 header_written=True,
+                attachments=attachments,
             )
         )
         return session

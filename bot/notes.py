@@ -103,3 +103,14 @@ class SaveFailed(Note):
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
     text: str = "📎 Files written in this turn:"
+
+
+@dataclass(frozen=True)
+class AttachmentsRefused(Note):
+    """Attachments not taken (too big, unsupported type, over the quota), each with its reason (issue 17.2)."""
+
+    refused: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "📎 Not read: " + "; ".join(self.refused)
