@@ -40,7 +40,7 @@ from agent.events import (
     ToolCallEvent,
     UsageEvent,
 )
-from agent.messages import Message
+from agent.messages import ImagePart, Message
 from agent.models.base import (
     Model,
     ModelError,
@@ -151,6 +151,7 @@ class Agent:
         state: RunState | None = None,
         resume: Sequence[Message] | None = None,
         resume_step: int = 0,
+        images: Sequence[ImagePart] = (),
     ) -> AsyncIterator[AgentEvent]:
         """Yield events until a :class:`FinalEvent`.
 
@@ -165,10 +166,12 @@ class Agent:
                 the run continues after them instead of starting over, so no finished step is redone
                 or charged again.
             resume_step: how many steps those were (the iteration cap counts them).
+            images: images attached to ``task``, sent with its user message; pass them only when the
+                model accepts images (:func:`agent.models.vision.accepts_images`).
         """
         ctx = context or ToolContext(session_id=uuid.uuid4().hex[:12])
         st = state or RunState(task=task)
-        st.start(task, resume, resume_step)
+        st.start(task, resume, resume_step, images)
         blog = log.bind(logger="agent.loop", session_id=ctx.session_id)
         convo = [self._system(extra_system), *history, *st.messages]
         tools = ToolStep(self.tools, self.reader, self.prices, ctx, st, budget, blog)

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.budget import Budget
 from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
-from agent.messages import Message
+from agent.messages import ImagePart, Message
 from agent.models.base import Model
 from agent.models.prices import PriceTable
 from agent.models.tokens import completion_cap, estimate_prompt
@@ -32,10 +32,17 @@ class RunState:
     last_text: str = ""
     started: float = field(default_factory=time.monotonic)
 
-    def start(self, task: str, resume: Sequence[Message] | None, resume_step: int) -> None:
-        """Begin ``task``, or continue after the whole steps a checkpoint kept (``resume``)."""
+    def start(
+        self,
+        task: str,
+        resume: Sequence[Message] | None,
+        resume_step: int,
+        images: Sequence[ImagePart] = (),
+    ) -> None:
+        """Begin ``task`` (with the ``images`` attached to it), or continue after the whole steps a
+        checkpoint kept (``resume``, whose first message already carries them)."""
         self.task = task
-        self.messages = list(resume) if resume else [Message("user", task)]
+        self.messages = list(resume) if resume else [Message("user", task, images=list(images))]
         self.steps = resume_step if resume else 0
         for m in self.messages:
             if m.role == "assistant" and m.content.strip():

@@ -62,6 +62,16 @@ class BotSettings(QuotaEnv):
     """One budget for every message send/edit/delete, typing indicator and reaction of every session
     (Discord allows about 50 requests per second per bot; the rest is left for commands)."""
 
+    # --- Attachments (issue 17.2): files attached to /research or a follow-up, per message ---
+    attachment_max_files: int = Field(5, alias="ATTACHMENT_MAX_FILES", ge=0, le=10)
+    """Files read from one message (Discord allows 10); 0 turns attachments off."""
+    attachment_max_mb: float = Field(8.0, alias="ATTACHMENT_MAX_MB", gt=0, le=100)
+    """Largest single file; one message's files together may hold 2.5 times this (and never more than
+    is left of the workspace quota, FILES_QUOTA_BYTES)."""
+    vision_models: str = Field("", alias="VISION_MODELS")
+    """Extra models that take images, as names or ``*`` patterns (``llava*,qwen2.5vl*``): local models
+    are taken to be text-only otherwise (agent.models.vision)."""
+
     # --- op-cli: start-up and stopping (issue 16.3)
     connect_attempts: int = Field(10, alias="DISCORD_CONNECT_ATTEMPTS", ge=0, le=10_000)
     """Gateway connects in a row that may fail (5 s apart) before the bot exits 1; 0 = keep trying."""

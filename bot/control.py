@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
+from agent.attachments import IncomingFile
 from bot.assembly import classified, route, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
 from bot.notes import RerunOffer
@@ -60,6 +61,7 @@ class SessionControl:
         member: Any,
         task: str,
         tier: str | None,
+        attachments: tuple[IncomingFile, ...] = (),
         *,
         message_id: int | None = None,
     ) -> SessionRecord | None:
@@ -124,6 +126,7 @@ class SessionControl:
                 model=model,
                 header_written=True,
                 message_id=message_id,
+                attachments=attachments,
             )
         )
         return session

@@ -148,3 +148,13 @@ class RerunOffer(Note):
             f"✏️ You edited your message to “{_quote(self.prompt)}”. Re-run that turn with the edit? "
             "The new answer replaces the earlier one in the conversation."
         )
+
+
+class AttachmentsRefused(Note):
+    """Attachments not taken (too big, unsupported type, over the quota), each with its reason (issue 17.2)."""
+
+    refused: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "📎 Not read: " + "; ".join(self.refused)

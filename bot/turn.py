@@ -21,13 +21,25 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
+from agent.attachments import IncomingFile
 from agent.events import Cost, FinalEvent, RunResult, StepStarted, ToolResultEvent, Usage
 from agent.loop import RunState
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
+from bot.attach import file_stamps, sees_images, take, with_note, without_images
 from bot.discord_sink import NO_MENTIONS, DiscordSink
-from bot.notes import FilesWritten, Note, Paused, Refused, Routed, SaveFailed, Superseded, TurnFailed
+from bot.notes import (
+    AttachmentsRefused,
+    FilesWritten,
+    Note,
+    Paused,
+    Refused,
+    Routed,
+    SaveFailed,
+    Superseded,
+    TurnFailed,
+)
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import is_private, turn_services
@@ -78,14 +90,21 @@ class TurnRequest:
     queued one's ⏳ goes when the turn starts."""
     supersedes: int | None = None
     """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
+    attachments: tuple[IncomingFile, ...] = ()
+    """Files attached to the message that asked for this turn, saved when it starts (bot.attach)."""
 
 
 class ShuttingDown(Exception):
     """The bot is shutting down: this turn stops at a step boundary and resumes at the next start."""
 
 
-def _new_files(workspace: Path | None, since: float) -> list[tuple[str, bytes]]:
-    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each)."""
+def _new_files(
+    workspace: Path | None, since: float, before: dict[Path, tuple[int, int]] | None = None
+) -> list[tuple[str, bytes]]:
+    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each).
+
+    ``before``: the workspace's files as the run found them (mtime, size), unchanged ones are not the
+    agent's work (the user's own attachments, or an earlier turn's files within ``since``'s second)."""
     if workspace is None:
         return []
     from agent.tools.files import workspace_files
@@ -95,6 +114,8 @@ def _new_files(workspace: Path | None, since: float) -> list[tuple[str, bytes]]:
     for path in workspace_files(workspace):
         try:
             st = path.stat()
+            if before and before.get(path) == (st.st_mtime_ns, st.st_size):
+                continue
             if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
                 name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
                 out.append((name, path.read_bytes()))
@@ -226,11 +247,18 @@ class Turn:
             ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
             for ev in built.events:
                 self.renderer.feed(ev)
+            got = None
+            if req.attachments and ctx.workspace is not None and not self.resume_msgs:
+                vision = sees_images(sv, model.provider, model.name, how.writer)
+                got = await take(sv, req.attachments, Path(ctx.workspace), vision=vision)
+                if got.refused:
+                    self.renderer.feed(AttachmentsRefused(tuple(got.refused)))
+            before = await asyncio.to_thread(file_stamps, ctx.workspace)
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(typing_indicator(self.channel, self.rest))
                 async with asyncio.timeout(sv.bot_settings.turn_timeout):
                     run = built.agent.run(
-                        req.prompt,
+                        with_note(req.prompt, got),
                         history,
                         context=ctx,
                         budget=budget,
@@ -238,6 +266,7 @@ class Turn:
                         state=state,
                         resume=self.resume_msgs,
                         resume_step=int(req.resume.get("step", 0)) if req.resume and self.resume_msgs else 0,
+                        images=got.images if got is not None else (),
                     )
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
@@ -251,7 +280,7 @@ class Turn:
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
             self.renderer.finish(result)
-            files = await asyncio.to_thread(_new_files, ctx.workspace, started_wall)
+            files = await asyncio.to_thread(_new_files, ctx.workspace, started_wall, before)
             if files:
                 self.renderer.feed(FilesWritten(tuple(files)))
         except (ShuttingDown, asyncio.CancelledError) as e:
@@ -323,7 +352,9 @@ class Turn:
                 msgs = list(result.messages)
                 if status == "stopped":
                     msgs.append(Message("assistant", result.text))
-                await sv.sessions.append_messages(s.id, [m.to_dict() for m in msgs], turn_id=self.turn_id)
+                await sv.sessions.append_messages(
+                    s.id, [m.to_dict() for m in without_images(msgs)], turn_id=self.turn_id
+                )
             if self.turn_id is not None:
                 summary: dict[str, Any] = {}
                 if result is not None:

@@ -47,6 +47,7 @@ FREE_TEXT = {
     "PYTHON_HIDE_PATHS": "paths that need not exist",
     "HEALTH_HOST": "an interface name or address",
     "CHROMA_HOST": "a host name; one that is down is named by doctor (below)",
+    "VISION_MODELS": "model names or * patterns; an unknown name only means no images (test_bot_attach.py)",
 }
 
 

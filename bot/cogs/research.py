@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.attach import incoming
 from bot.discord_sink import NO_MENTIONS
 from bot.mentions import mentions_bot, strip_bot_mentions
 
@@ -43,6 +44,7 @@ class ResearchCog(commands.Cog):
         task="What to research",
         tier="Model tier (default: chosen per task)",
         private="Open a private thread (only you, and those you add)",
+        file="A file for the agent: text, CSV, JSON, code, PDF or an image",
     )
     @app_commands.choices(tier=TIERS)
     @app_commands.guild_only()
@@ -52,6 +54,7 @@ class ResearchCog(commands.Cog):
         task: app_commands.Range[str, 1, 4000],
         tier: app_commands.Choice[str] | None = None,
         private: bool = False,
+        file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         bot = self.bot
@@ -87,7 +90,9 @@ class ResearchCog(commands.Cog):
         except discord.HTTPException as e:
             await interaction.followup.send(thread_refusal(e, channel, private=private), ephemeral=True)
             return
-        started = await bot.control.start_session(thread, member, task, tier.value if tier else None)
+        started = await bot.control.start_session(
+            thread, member, task, tier.value if tier else None, incoming([file] if file else [])
+        )
         if started is None:
             await interaction.followup.send(
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
@@ -159,7 +164,8 @@ class ResearchCog(commands.Cog):
                 thread_refusal(e, message.channel, private=False), allowed_mentions=NO_MENTIONS
             )
             return
-        if await bot.control.start_session(thread, member, task, None, message_id=message.id) is None:
+        files = incoming(message.attachments)
+        if await bot.control.start_session(thread, member, task, None, files, message_id=message.id) is None:
             await message.reply(
                 "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
                 "in Threads** here.",

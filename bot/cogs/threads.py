@@ -26,6 +26,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.tools.safe_names import safe_name
+from bot.attach import incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
@@ -126,6 +127,7 @@ class ThreadsCog(commands.Cog):
                 roles,
                 message.channel,
                 message_id=message.id,
+                attachments=incoming(message.attachments),
             )
         )
         if state == "queued":

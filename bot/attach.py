@@ -1,0 +1,124 @@
+"""Files attached to ``/research``, a mention or a follow-up: saved into the session's workspace before the
+turn runs, and the agent told what arrived (:mod:`agent.attachments` does the reading).
+
+Decisions (issue 17.2):
+
+* **Where and when.** Files are fetched when their turn starts, into the same workspace the file tools
+  and ``run_python`` use, with the bot's own pooled httpx client. A follow-up queued across a restart
+  keeps its text but not its attachments (only the text is stored; Discord's signed attachment URLs
+  expire anyway).
+* **Limits.** ``ATTACHMENT_MAX_FILES`` per message, ``ATTACHMENT_MAX_MB`` per file, 2.5 times that per
+  message, and never more than is left of the workspace quota (bytes and entries, ``FILES_QUOTA_*``;
+  a PDF takes two entries, itself and its text).
+* **Images** go to the model only when the model that starts the turn accepts images
+  (:func:`agent.models.vision.accepts_images` plus ``VISION_MODELS``); otherwise the agent is told it
+  cannot see them. A fallback to a text-only model mid-turn is not re-checked.
+* **Bounded history.** Images stay in the user message only for the turn they arrived in (and its
+  checkpoints, so a resumed turn still sees them); the stored history keeps the text and a line saying
+  the image was shown once. The files stay in the workspace, so a later turn can still name them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.attachments import AttachmentLimits, IncomingFile, Received, receive, safe_filename
+from agent.messages import Message
+from agent.models.vision import accepts_images
+from agent.tools.files import workspace_files, workspace_usage
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+MIB = 1024 * 1024
+ENTRIES_PER_FILE = 2
+"""A PDF adds its extracted text beside it."""
+SHOWN_ONCE = (
+    "[The attached images were shown to the model in that turn only; the files stay in the workspace.]"
+)
+
+
+def incoming(attachments: Sequence[Any]) -> tuple[IncomingFile, ...]:
+    """discord.py's ``Attachment`` objects as the platform-neutral :class:`IncomingFile`."""
+    return tuple(
+        IncomingFile(a.filename, a.url, int(a.size or 0), getattr(a, "content_type", None))
+        for a in attachments
+    )
+
+
+def limits_of(sv: Services) -> AttachmentLimits:
+    b = sv.bot_settings
+    per_file = int(b.attachment_max_mb * MIB)
+    return AttachmentLimits(
+        max_files=b.attachment_max_files,
+        max_file_bytes=per_file,
+        max_message_bytes=int(per_file * 2.5),
+        max_image_bytes=min(AttachmentLimits().max_image_bytes, per_file),
+    )
+
+
+def sees_images(sv: Services, provider: str, model: str, writer: str | None = None) -> bool:
+    """Whether the turn's model, and the model that writes its answer after a hand-over, take images
+    (the writer is known by name only: its name decides, whichever provider serves it)."""
+    extra = [p for p in sv.bot_settings.vision_models.split(",") if p.strip()]
+    if writer is not None and not any(
+        accepts_images(p, writer, extra) for p in ("openai", "anthropic", "gemini")
+    ):
+        return False
+    return accepts_images(provider, model, extra)
+
+
+async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, vision: bool) -> Received:
+    """Save ``files`` into ``workspace`` within the message limits and what is left of the quota."""
+    limits = limits_of(sv)
+    a = sv.agent_settings
+    used = await asyncio.to_thread(workspace_usage, workspace, a.files_quota_files + 1)
+    bytes_left = max(0, a.files_quota_bytes - used.bytes)
+    room = max(0, a.files_quota_files - used.entries) // ENTRIES_PER_FILE
+    files = list(files)
+    if limits.max_files == 0:
+        n, why = 0, "attachments are turned off on this bot"
+    else:
+        n = room
+        why = f"the workspace holds its limit of {a.files_quota_files} files and folders; delete some first"
+    got = Received()
+    if n:
+        got = await receive(
+            files[:n], workspace, sv.http, vision=vision, limits=limits, quota_left=bytes_left
+        )
+    extra = [f"{safe_filename(f.filename)}: {why}" for f in files[n:]]
+    got.refused += extra
+    got.lines += [f"{r} (not saved)" for r in extra]
+    return got
+
+
+def with_note(prompt: str, got: Received | None) -> str:
+    """The user's message for the agent: their text, then what arrived."""
+    note = got.note() if got is not None else ""
+    return f"{prompt}\n\n{note}" if note else prompt
+
+
+def without_images(messages: Sequence[Message]) -> list[Message]:
+    """Messages for the stored history: images dropped (see the module docstring), the text kept."""
+    return [
+        replace(m, images=[], content=f"{m.content}\n\n{SHOWN_ONCE}") if m.images else m for m in messages
+    ]
+
+
+def file_stamps(workspace: Path | None) -> dict[Path, tuple[int, int]]:
+    """(mtime, size) of each workspace file when a run starts, so the files it finds there (the user's
+    attachments among them) are not sent back to the thread as the files it wrote."""
+    if workspace is None:
+        return {}
+
+    out: dict[Path, tuple[int, int]] = {}
+    for path in workspace_files(workspace):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            out[path] = (st.st_mtime_ns, st.st_size)
+    return out
