@@ -150,6 +150,7 @@ class RerunOffer(Note):
         )
 
 
+@dataclass(frozen=True)
 class AttachmentsRefused(Note):
     """Attachments not taken (too big, unsupported type, over the quota), each with its reason (issue 17.2)."""
 

@@ -232,10 +232,11 @@ def _redact(url: str) -> str:
 
 async def _migrate(pool: asyncpg.Pool, url: str) -> int:
     async with pool.acquire() as conn:
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         async with conn.transaction():
-            # Two processes starting at once: the second waits here, then finds the work done.
+            # Two processes starting at once: the second waits here, then finds the work done (even
+            # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog without it).
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
             if version > len(PG_MIGRATIONS):
                 raise DatabaseTooNew(
