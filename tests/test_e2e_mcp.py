@@ -49,6 +49,16 @@ async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
         yield server
 
 
+async def research_thread(fake: FakeDiscord, guild: FakeGuild, bot: object, task: str) -> list[str]:
+    """Alice's /research in #general, run to its footer: what the thread shows."""
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general, name=None)
+    await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+    await wait_idle(fake, bot)  # type: ignore[arg-type]
+    return [m.content for m in fake.messages(thread)]
+
+
 async def test_e2e_mcp_tool_streams_into_the_thread_like_any_step(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -128,12 +138,7 @@ async def test_e2e_config_mcp_adds_a_servers_own_http_mcp_tools(
             assert "`inv`" in listing.content and "`dead`" in listing.content
             refused = await run(fake, guild, "config mcp", {"name": "x", "url": "ftp://files"})
             assert "http://" in refused.content  # a clear refusal naming what is allowed
-            general = guild.channel("general")
-            fake.inject_interaction("research", {"task": "Where is R-2?"}, user="alice", channel=general)
-            thread = await fake.wait_for_thread(parent=general, name=None)
-            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
-            await wait_idle(fake, bot)
-            contents = [m.content for m in fake.messages(thread)]
+            contents = await research_thread(fake, guild, bot, "Where is R-2?")
     assert any("inv__lookup" in c and "shelf B4" in c for c in contents)  # the server's own tool ran
     assert sum("MCP server `dead` is left out" in c for c in contents) == 1  # said once, run went on
     assert "inv__lookup" in {t["function"]["name"] for t in llm.requests[0]["tools"]}
@@ -149,12 +154,7 @@ async def test_e2e_config_mcp_goes_through_the_ssrf_guard(
     with HttpMcpServer() as server:
         async with running_bot(fake, llm, tmp_path / "data", guild) as bot:  # loopback not allowed
             await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
-            general = guild.channel("general")
-            fake.inject_interaction("research", {"task": "anything"}, user="alice", channel=general)
-            thread = await fake.wait_for_thread(parent=general, name=None)
-            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
-            await wait_idle(fake, bot)
-            contents = [m.content for m in fake.messages(thread)]
+            contents = await research_thread(fake, guild, bot, "anything")
     note = next(c for c in contents if "MCP server `inv` is left out" in c)
     assert "127.0.0.1" in note or "loopback" in note or "not allowed" in note, note
     assert not any(t["function"]["name"].startswith("inv__") for t in llm.requests[0].get("tools", []))

@@ -145,6 +145,22 @@ async def test_pg_fifty_charges_from_two_processes_never_pass_the_limit(postgres
     assert settled <= 10_000  # every reservation was at most what it settled, so the limit held
 
 
+async def migrate_store(url: str, tmp_path: Path, data: Path) -> tuple[int, str, str]:
+    """``agentbot migrate-store --to url`` as an operator runs it: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("agentbot")),
+        "migrate-store",
+        "--to",
+        url,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(data)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
 async def _fresh(server: PostgresServer) -> str:
     import uuid
 
@@ -184,21 +200,9 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     await db.close()
 
     url = await _fresh(postgres)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(data)}
-    agentbot = str(Path(sys.executable).with_name("agentbot"))
-    proc = await asyncio.create_subprocess_exec(
-        agentbot,
-        "migrate-store",
-        "--to",
-        url,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    assert "usage_ledger 3" in out.decode() and "sessions 1" in out.decode()
+    code, out, err = await migrate_store(url, tmp_path, data)
+    assert code == 0, err
+    assert "usage_ledger 3" in out and "sessions 1" in out
 
     pg = await PgDatabase.open(url)
     try:
@@ -215,15 +219,5 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
         await pg.close()
 
     # A second move into the same (now filled) database is refused in one line and changes nothing.
-    proc = await asyncio.create_subprocess_exec(
-        agentbot,
-        "migrate-store",
-        "--to",
-        url,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 1 and "empty database" in err.decode() and "Traceback" not in err.decode()
+    code, _, err = await migrate_store(url, tmp_path, data)
+    assert code == 1 and "empty database" in err and "Traceback" not in err
