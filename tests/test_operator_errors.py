@@ -208,9 +208,14 @@ async def _discord_answering(status: int) -> web.AppRunner:
     return runner
 
 
+@pytest.mark.parametrize(
+    "status", [404, 503]
+)  # 503: discord.py does not retry it (500/502/504 it does, ~16 s)
 @pytest.mark.parametrize("command", ["run", "sync"])
-async def test_discord_answering_404_or_unreachable_is_one_line(command: str, tmp_path: Path) -> None:
-    runner = await _discord_answering(404)
+async def test_discord_answering_404_or_unreachable_is_one_line(
+    command: str, status: int, tmp_path: Path
+) -> None:
+    runner = await _discord_answering(status)
     try:
         port = runner.addresses[0][1]
         code, out, err = await agentbot(
@@ -220,7 +225,11 @@ async def test_discord_answering_404_or_unreachable_is_one_line(command: str, tm
         await runner.cleanup()
     assert code == 1 and "Traceback" not in out + err
     lines = [ln for ln in err.splitlines() if ln.startswith("agentbot:")]
-    assert len(lines) == 1 and "Discord answered HTTP 404" in lines[0] and "DISCORD_API_BASE_URL" in lines[0]
+    assert (
+        len(lines) == 1
+        and f"Discord answered HTTP {status}" in lines[0]
+        and "DISCORD_API_BASE_URL" in lines[0]
+    )
     # `sync` honours DISCORD_API_BASE_URL too: the closed port is reported, not discord.com.
     code, out, err = await agentbot(command, cwd=tmp_path)
     assert code == 1 and "could not reach Discord" in err and "Traceback" not in out + err
