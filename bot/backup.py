@@ -28,9 +28,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BackupError", "BackupReport", "MemoryLocation", "backup", "restore"]
+if TYPE_CHECKING:
+    from agent.memory.chroma_store import ChromaMemory
+
+__all__ = ["BackupError", "BackupReport", "backup", "restore"]
 
 FORMAT = "agentbot-backup"
 FORMAT_VERSION = 1
@@ -41,41 +44,6 @@ PAGE = 500
 
 class BackupError(Exception):
     """What went wrong, said for the operator; nothing was half-written."""
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryLocation:
-    """Where the memory store lives: an embedded directory or a Chroma server."""
-
-    path: Path | None
-    host: str | None = None
-    port: int = 8000
-    ssl: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
-    prefix: str = "agentbot-mem"
-
-    def describe(self) -> str:
-        return f"Chroma server {self.host}:{self.port} (CHROMA_HOST)" if self.host else f"{self.path}"
-
-    def client(self) -> Any:
-        import chromadb
-        from chromadb.config import Settings
-
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        try:
-            if self.host:
-                return chromadb.HttpClient(
-                    host=self.host,
-                    port=self.port,
-                    ssl=self.ssl,
-                    headers=self.headers or None,
-                    settings=settings,
-                )
-            assert self.path is not None
-            self.path.mkdir(parents=True, exist_ok=True)
-            return chromadb.PersistentClient(path=str(self.path), settings=settings)
-        except Exception as e:  # chromadb raises ValueError/ConnectionError/its own types
-            raise BackupError(f"cannot open the memory store at {self.describe()}: {e}") from e
 
 
 @dataclass(slots=True)
@@ -94,6 +62,13 @@ class BackupReport:
             f"{self.directory}: database schema v{self.schema_version} "
             f"({self.database_bytes / 1e6:.1f} MB), {mem}"
         )
+
+
+def _connect(memory: ChromaMemory) -> Any:
+    try:
+        return memory.connect()
+    except Exception as e:  # chromadb raises ValueError/ConnectionError/its own types
+        raise BackupError(f"cannot open the memory store at {memory.where()}: {e}") from e
 
 
 def _sha256(path: Path) -> str:
@@ -152,7 +127,7 @@ def _dump_collection(col: Any, out: Path) -> int:
     return rows
 
 
-def backup(data_dir: Path, dest: Path, memory: MemoryLocation | None) -> BackupReport:
+def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupReport:
     """Copy the database and the memory store into ``dest`` (new or empty). Safe while the bot runs.
 
     Written into ``dest.partial`` first and renamed at the end, so an interrupted backup never looks
@@ -170,7 +145,7 @@ def backup(data_dir: Path, dest: Path, memory: MemoryLocation | None) -> BackupR
         files = {DB_NAME: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}}
         collections: list[dict[str, Any]] = []
         if memory is not None:
-            client = memory.client()
+            client = _connect(memory)
             (work / "memory").mkdir()
             for col in _collections(client, memory.prefix):
                 rel = f"memory/{col.name}.jsonl"
@@ -235,7 +210,7 @@ def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def restore(src: Path, data_dir: Path, memory: MemoryLocation | None, *, force: bool = False) -> BackupReport:
+def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bool = False) -> BackupReport:
     """Put a backup back. Stop the bot first. Checks everything before writing; ``force`` replaces an
     existing database (kept beside it as ``agentbot.sqlite3.before-restore``) and memory collections."""
     manifest = _read_manifest(src)
@@ -244,7 +219,7 @@ def restore(src: Path, data_dir: Path, memory: MemoryLocation | None, *, force: 
         raise BackupError(f"{target} already exists: restore into an empty DATA_DIR, or pass --force")
     mem_manifest = manifest.get("memory")
     cols: list[dict[str, Any]] = list(mem_manifest["collections"]) if mem_manifest else []
-    client = memory.client() if (memory is not None and cols) else None
+    client = _connect(memory) if (memory is not None and cols) else None
     if cols and memory is None:
         raise BackupError("the backup holds memory, but memory is off here (MEMORY_ENABLED=false)")
     if client is not None and not force:
@@ -252,7 +227,7 @@ def restore(src: Path, data_dir: Path, memory: MemoryLocation | None, *, force: 
         clash = sorted(existing & {c["name"] for c in cols})
         if clash:
             raise BackupError(
-                f"the memory store at {memory.describe()} already has {', '.join(clash[:3])}: "  # type: ignore[union-attr]
+                f"the memory store at {memory.where()} already has {', '.join(clash[:3])}: "  # type: ignore[union-attr]
                 "restore into an empty one, or pass --force"
             )
     data_dir.mkdir(parents=True, exist_ok=True)

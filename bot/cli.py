@@ -18,7 +18,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import configure_logging
 
 if TYPE_CHECKING:
-    from bot.backup import MemoryLocation
+    from agent.memory.chroma_store import ChromaMemory
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be
@@ -254,9 +254,9 @@ def doctor() -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _store_locations() -> tuple[Path, MemoryLocation | None]:
+def _store_locations() -> tuple[Path, ChromaMemory | None]:
+    """DATA_DIR and the memory store the bot uses (not opened: backup copies rows, needs no embedding)."""
     from agent.memory.chroma_store import ChromaMemory
-    from bot.backup import MemoryLocation
     from bot.config import load_bot_settings
 
     try:
@@ -267,7 +267,7 @@ def _store_locations() -> tuple[Path, MemoryLocation | None]:
         mem = ChromaMemory.from_settings(data_dir / "memory", settings)
     except (ConfigError, ValueError) as e:
         _fail(str(e))
-    return data_dir, MemoryLocation(mem.path, mem.host, mem.port, mem.ssl, dict(mem._headers), mem.prefix)
+    return data_dir, mem
 
 
 @app.command()

@@ -145,18 +145,25 @@ class ChromaMemory:
         if client is not None and hasattr(client, "close"):
             await asyncio.to_thread(client.close)
 
+    def connect(self) -> Any:
+        """A raw chromadb client for this store (the embedded directory or the server), without loading
+        the embedding: what ``open`` uses, and what ``agentbot backup``/``restore`` copy rows through."""
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        if self.host:
+            return chromadb.HttpClient(
+                host=self.host, port=self.port, ssl=self.ssl, headers=self._headers or None, settings=settings
+            )
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(self.path), settings=settings)
+
+    def where(self) -> str:
+        return f"Chroma server {self.host}:{self.port} (CHROMA_HOST)" if self.host else str(self.path)
+
     def _open_sync(self) -> None:
         self.embedding.load()
         self._ef = AgentbotEmbeddingFunction(self.embedding)
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        if self.host:
-            self._client = chromadb.HttpClient(
-                host=self.host, port=self.port, ssl=self.ssl, headers=self._headers or None, settings=settings
-            )
-        else:
-            assert self.path is not None
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+        self._client = self.connect()
         self._scan()
 
     def _scan(self) -> None:
