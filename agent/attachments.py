@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from agent.messages import ImagePart
+from agent.tools.safe_names import unsafe_char
 
 __all__ = ["AttachmentLimits", "ImagePart", "IncomingFile", "Received", "receive", "safe_filename"]
 
@@ -150,7 +151,7 @@ def safe_filename(name: str, taken: set[str] | frozenset[str] = frozenset()) -> 
         else " "
         if ch.isspace()
         else ""
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn")
+        if unsafe_char(ch) or unicodedata.category(ch) in ("Co", "Cn")  # private-use, unassigned too
         else ch
         for ch in name
     )

@@ -91,14 +91,14 @@ class ToolEnv(EnvSettings):
     fetch_reader_chars: int = Field(60_000, alias="FETCH_READER_CHARS", ge=1_000, le=500_000)
     fetch_max_redirects: int = Field(5, alias="FETCH_MAX_REDIRECTS", ge=0, le=10)
     fetch_allow_loopback: bool = Field(False, alias="FETCH_ALLOW_LOOPBACK")
-    # --- extraction in killable worker processes (issue 14.6); workspace entries (issue 14.4) ---
+    # Extraction runs in killable worker processes (issue 14.6).
     fetch_extract_timeout: float = Field(10.0, alias="FETCH_EXTRACT_TIMEOUT", ge=1, le=120)
     fetch_extract_workers: int = Field(2, alias="FETCH_EXTRACT_WORKERS", ge=1, le=16)
-    files_quota_files: int = Field(1000, alias="FILES_QUOTA_FILES", ge=10, le=1_000_000)
     fetch_user_agent: str = Field(
         "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)", alias="FETCH_USER_AGENT"
     )
     files_quota_bytes: int = Field(10 * 1024 * 1024, alias="FILES_QUOTA_BYTES", ge=1024, le=10 * 1024**3)
+    files_quota_files: int = Field(1000, alias="FILES_QUOTA_FILES", ge=10, le=1_000_000)  # entries (14.4)
     files_read_max_chars: int = Field(20_000, alias="FILES_READ_MAX_CHARS", ge=500, le=500_000)
     python_sandbox: Literal["auto", "namespaces", "rlimits", "off"] = Field("auto", alias="PYTHON_SANDBOX")
     python_timeout: float = Field(30.0, alias="PYTHON_TIMEOUT", ge=1, le=600)

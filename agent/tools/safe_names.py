@@ -20,13 +20,14 @@ from agent.tools.registry import ToolRefused
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
-def _unsafe(ch: str) -> bool:
+def unsafe_char(ch: str) -> bool:
+    """Whether ``ch`` may not stand in a file name (the categories above)."""
     return unicodedata.category(ch) in _UNSAFE_CATEGORIES
 
 
 def refuse_unsafe(path: str) -> None:
     """Refuse a path holding any unsafe character, naming each one so the model can fix it."""
-    found = sorted({ch for ch in path if _unsafe(ch)})
+    found = sorted({ch for ch in path if unsafe_char(ch)})
     if found:
         codes = ", ".join(f"U+{ord(ch):04X}" for ch in found[:5])
         raise ToolRefused(
@@ -38,13 +39,13 @@ def refuse_unsafe(path: str) -> None:
 
 def shown_name(name: str) -> str:
     """``name`` with each unsafe character written as an escape (``\\u202e``), so it is seen."""
-    if not any(_unsafe(ch) for ch in name):
+    if not any(unsafe_char(ch) for ch in name):
         return name
-    return "".join(ch.encode("unicode_escape").decode("ascii") if _unsafe(ch) else ch for ch in name)
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unsafe_char(ch) else ch for ch in name)
 
 
 def safe_name(name: str, fallback: str = "file") -> str:
     """``name`` with each unsafe character replaced by ``_``: for attachments, where an escape would
     look odd and the original name only has to be recognisable."""
-    cleaned = "".join("_" if _unsafe(ch) else ch for ch in name).strip()
+    cleaned = "".join("_" if unsafe_char(ch) else ch for ch in name).strip()
     return cleaned or fallback
