@@ -133,6 +133,11 @@ class Received:
     """``name: why`` for each attachment not taken (shown to the user too)."""
     images: list[ImagePart] = field(default_factory=list)
 
+    def refuse(self, reasons: Sequence[str]) -> None:
+        """``name: why`` for attachments not taken: shown to the user, and told to the agent too."""
+        self.refused += reasons
+        self.lines += [f"{r} (not saved)" for r in reasons]
+
     def note(self) -> str:
         """The text appended to the user's message, for the agent."""
         if not self.lines:
@@ -257,10 +262,11 @@ async def receive(
     await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True, mode=0o700)
     taken = set(await asyncio.to_thread(lambda: {p.name for p in workspace.iterdir()}))
     budget = limits.max_message_bytes if quota_left is None else min(limits.max_message_bytes, quota_left)
+    refused: list[str] = []
     for i, f in enumerate(files):
         name = safe_filename(f.filename, taken)
         if i >= limits.max_files:
-            got.refused.append(f"{name}: only {limits.max_files} files are read per message")
+            refused.append(f"{name}: only {limits.max_files} files are read per message")
             continue
         cap = min(limits.max_file_bytes, budget)
         try:
@@ -273,8 +279,8 @@ async def receive(
             budget -= len(data)
             await _take(got, workspace, name, data, limits, vision=vision, taken=taken)
         except (ValueError, httpx.HTTPError, OSError) as e:
-            got.refused.append(f"{name}: {e}")
-    got.lines += [f"{r} (not saved)" for r in got.refused]
+            refused.append(f"{name}: {e}")
+    got.refuse(refused)
     return got
 
 

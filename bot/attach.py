@@ -91,9 +91,7 @@ async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, 
         got = await receive(
             files[:n], workspace, sv.http, vision=vision, limits=limits, quota_left=bytes_left
         )
-    extra = [f"{safe_filename(f.filename)}: {why}" for f in files[n:]]
-    got.refused += extra
-    got.lines += [f"{r} (not saved)" for r in extra]
+    got.refuse([f"{safe_filename(f.filename)}: {why}" for f in files[n:]])
     return got
 
 
