@@ -31,6 +31,7 @@ from agent.attachments import AttachmentLimits, IncomingFile, Received, receive,
 from agent.messages import Message
 from agent.models.vision import accepts_images
 from agent.tools.files import workspace_files, workspace_usage
+from agent.tools.safe_names import safe_name
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -119,4 +120,34 @@ def file_stamps(workspace: Path | None) -> dict[Path, tuple[int, int]]:
         with contextlib.suppress(OSError):
             st = path.stat()
             out[path] = (st.st_mtime_ns, st.st_size)
+    return out
+
+
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
+"""Files a turn wrote that are sent back to the thread: at most this many, each at most this big."""
+
+
+def new_files(
+    workspace: Path | None, since: float, before: dict[Path, tuple[int, int]] | None = None
+) -> list[tuple[str, bytes]]:
+    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each).
+
+    ``before``: the workspace's files as the run found them (mtime, size), unchanged ones are not the
+    agent's work (the user's own attachments, or an earlier turn's files within ``since``'s second)."""
+    if workspace is None:
+        return []
+    out: list[tuple[str, bytes]] = []
+    for path in workspace_files(workspace):
+        try:
+            st = path.stat()
+            if before and before.get(path) == (st.st_mtime_ns, st.st_size):
+                continue
+            if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
+                name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
+                out.append((name, path.read_bytes()))
+        except OSError:
+            continue
+        if len(out) >= MAX_ATTACHMENTS:
+            break
     return out

@@ -27,7 +27,7 @@ from agent.loop import RunState
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
-from bot.attach import file_stamps, sees_images, take, with_note, without_images
+from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger().bind(logger="bot.turn")
 
-MAX_ATTACHMENTS = 10
-MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.
 SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
@@ -96,34 +94,6 @@ class TurnRequest:
 
 class ShuttingDown(Exception):
     """The bot is shutting down: this turn stops at a step boundary and resumes at the next start."""
-
-
-def _new_files(
-    workspace: Path | None, since: float, before: dict[Path, tuple[int, int]] | None = None
-) -> list[tuple[str, bytes]]:
-    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each).
-
-    ``before``: the workspace's files as the run found them (mtime, size), unchanged ones are not the
-    agent's work (the user's own attachments, or an earlier turn's files within ``since``'s second)."""
-    if workspace is None:
-        return []
-    from agent.tools.files import workspace_files
-    from agent.tools.safe_names import safe_name
-
-    out: list[tuple[str, bytes]] = []
-    for path in workspace_files(workspace):
-        try:
-            st = path.stat()
-            if before and before.get(path) == (st.st_mtime_ns, st.st_size):
-                continue
-            if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
-                name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
-                out.append((name, path.read_bytes()))
-        except OSError:
-            continue
-        if len(out) >= MAX_ATTACHMENTS:
-            break
-    return out
 
 
 def checkpoint_of(state: RunState) -> dict[str, Any]:
@@ -280,7 +250,7 @@ class Turn:
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
             self.renderer.finish(result)
-            files = await asyncio.to_thread(_new_files, ctx.workspace, started_wall, before)
+            files = await asyncio.to_thread(new_files, ctx.workspace, started_wall, before)
             if files:
                 self.renderer.feed(FilesWritten(tuple(files)))
         except (ShuttingDown, asyncio.CancelledError) as e:

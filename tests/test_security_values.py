@@ -21,10 +21,10 @@ from agent.messages import ToolCall
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.safe_names import safe_name
+from bot.attach import new_files
 from bot.limits import Limits
 from bot.store import Database, GuildSettingsStore, QuotaStore, SettingsSchema
 from bot.store.settings_schema import SettingError
-from bot.turn import _new_files
 
 G, ADMIN, USER = 1, 7, 100
 MONEY = "from $0.0001 to $1,000,000"
@@ -160,6 +160,6 @@ def test_security_attachment_names_are_made_safe(tmp_path: Path) -> None:
     (tmp_path / "two\nlines.txt").write_bytes(b"y")
     os.makedirs(tmp_path / "d\u2067ir")
     (tmp_path / "d\u2067ir" / "f.txt").write_bytes(b"z")
-    names = sorted(n for n, _ in _new_files(tmp_path, time.time() - 5))
+    names = sorted(n for n, _ in new_files(tmp_path, time.time() - 5))
     assert names == ["d_ir_f.txt", "report_fdp.exe", "two_lines.txt"]
     assert safe_name("\u202e") == "_" and safe_name("") == "file"
