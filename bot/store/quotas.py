@@ -290,6 +290,8 @@ class QuotaBudget:
         cost = max(0, usd_to_nano(estimated_cost or 0.0))
         g = _gid(self.guild_id)
         limits = await store.limits_for(self.guild_id, self.role_ids)
+        usd = nano_to_usd(cost)
+        needs = ((GUILD_BUDGET, usd), ("cost_per_month_usd", usd), ("tokens_per_day", tokens))
         for _ in range(3):
             now = to_utc(store.clock())
             rid = await store.ledger.new_id()
@@ -315,15 +317,19 @@ class QuotaBudget:
                 return rid
             # Refused: read the counters once more to say which limit (the rare path, not the hot one).
             snap = await store._snapshot(g, self.user_id, now)
-            for name, need in (
-                (GUILD_BUDGET, nano_to_usd(cost)),
-                ("cost_per_month_usd", nano_to_usd(cost)),
-                ("tokens_per_day", tokens),
-            ):
+            for name, need in needs:
                 cap = limits.get(name)
                 if cap is not None and snap.used(name) + need > cap:
                     raise BudgetExceeded(exhausted_message(name, snap.used(name), cap, now, need=need))
             # The room appeared between the two reads (a settle freed it): try again.
+        # Three refusals in a row, each followed by a settle freeing room before the re-read: the limit is
+        # being hit by concurrent runs. Name the one closest to full, as of the last read (it did refuse).
+        checks = [
+            (name, cap, need) for name, need in needs if (cap := limits.get(name)) is not None and cap > 0
+        ]
+        if checks:
+            name, cap, need = max(checks, key=lambda c: (snap.used(c[0]) + c[2]) / c[1])
+            raise BudgetExceeded(exhausted_message(name, snap.used(name), cap, now, need=need))
         raise BudgetExceeded("The usage limits are too busy to check right now; try again in a moment.")
 
     async def settle(self, token: Any, model: str, provider: str, usage: Usage, cost: Cost) -> None:
