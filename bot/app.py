@@ -93,7 +93,9 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             except commands.ExtensionNotFound:
                 log.info("cog_absent", cog=name)
         self.add_dynamic_items(SessionButton)
-        if self.sync_on_start:
+        # Shard processes (issue 18.3): commands are the bot's, not a shard's, so only the process that
+        # owns shard 0 syncs them (the others would send the same list at the same moment).
+        if self.sync_on_start and self.services.owner.owns(None):
             await self.sync_commands()
         self._health = None
         if self.bot_settings.health_port:

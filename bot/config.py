@@ -53,7 +53,8 @@ class BotSettings(QuotaEnv):
             return None
         if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
-        return v
+        # Wrapped here, so the shared ``*_url`` check (http:// or https:// only) does not refuse it.
+        return SecretStr(v) if isinstance(v, str) else v
 
     # --- bot-wide manners (issue 20.6): one process's share of Discord and of the model budget ---
     max_concurrent_runs: int = Field(8, alias="BOT_MAX_CONCURRENT_RUNS", ge=1, le=1000)
@@ -90,12 +91,35 @@ class BotSettings(QuotaEnv):
             return None
         if isinstance(v, str):
             return [int(x) for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+        if isinstance(v, int) and not isinstance(v, bool):
+            return [v]  # one id: the environment's "1" arrives JSON-decoded, as 1
         return v
+
+
+# --- shard processes (issue 18.3): several `agentbot run` processes form one bot ---
+def check_shards(settings: BotSettings) -> None:
+    """A process serving only some shards shares its state with the others: without PostgreSQL each
+    would keep its own quotas and settings (and resume nothing of the others' servers). Checked after
+    parsing, since a pydantic model validator's error names no key (and would echo every value)."""
+    ids, count = settings.shard_ids, settings.shard_count
+    if not ids:
+        return
+    if count is None:
+        raise ConfigError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the shard total over every process)")
+    if bad := [i for i in ids if not 0 <= i < count]:
+        raise ConfigError(f"DISCORD_SHARD_IDS: {bad} not in 0..{count - 1} (DISCORD_SHARD_COUNT={count})")
+    if set(ids) != set(range(count)) and settings.database_url is None:
+        raise ConfigError(
+            "DISCORD_SHARD_IDS names only some shards, so other processes serve the rest and all must "
+            "share one store: set DATABASE_URL=postgresql://... (README: Scaling)"
+        )
 
 
 def load_bot_settings(**overrides: object) -> BotSettings:
     """The bot's settings from the environment and ``.env`` (parsed once, at start-up)."""
     try:
-        return BotSettings(**{"_env_file": agent_config.ENV_FILE, **overrides})  # type: ignore[arg-type]
+        settings = BotSettings(**{"_env_file": agent_config.ENV_FILE, **overrides})  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
+    check_shards(settings)
+    return settings

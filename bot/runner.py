@@ -209,6 +209,7 @@ class SessionRunner:
         """At start-up: turns left running by a crash or a restart continue from their checkpoint, then
         the follow-ups that were queued behind them are answered, in order.
 
+        Only the servers this process owns (``sv.owner``): another shard process's turns are live.
         ``fetch_channel(id)`` returns the thread or raises. A session whose thread is gone is marked
         failed and its queued follow-ups dropped. Completed steps are not redone, so not charged twice.
         """
@@ -227,7 +228,7 @@ class SessionRunner:
                     channels[session.id] = None
             return channels[session.id]
 
-        for turn in await sv.sessions.running_turns():
+        for turn in await sv.sessions.running_turns(sv.owner):
             state = turn.state or {}
             await sv.sessions.finish_turn(
                 turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
@@ -253,7 +254,7 @@ class SessionRunner:
                 )
             )
             resumed += 1
-        for q in await sv.sessions.queued_turns():
+        for q in await sv.sessions.queued_turns(sv.owner):
             session = await sv.sessions.get(q.session_id)
             channel = await channel_of(session) if session and session.thread_id else None
             if channel is None:

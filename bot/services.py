@@ -28,6 +28,7 @@ from agent.toolset import build_registry, limit_mcp_tools, operator_mcp
 from bot.config import BotSettings
 from bot.guild_mcp import GuildMcp
 from bot.limits import Limits
+from bot.shards import ShardOwnership
 from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
 from bot.store.connect import open_database
 from bot.store.pg import PgDatabase
@@ -53,6 +54,8 @@ class Services:
     """The operator's MCP servers (MCP_SERVERS_FILE); their tools are in ``tools``."""
     guild_mcp: GuildMcp = field(default_factory=GuildMcp)
     """MCP servers each Discord server added (``/config mcp``), connected on its first turn."""
+    owner: ShardOwnership = field(default_factory=ShardOwnership)
+    """The servers this process owns (its shards): only their runs are resumed here (issue 18.3)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -109,8 +112,15 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
         }
         schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), known_tiers=TIERS)
         guild_settings = GuildSettingsStore(db, schema, defaults)
+        if url is not None and guild_settings.shared:  # other shard processes may change settings
+            from bot.store.settings_sync import SettingsListener
+
+            listener = SettingsListener(url.get_secret_value(), guild_settings)
+            db.on_close(listener.close)  # type: ignore[union-attr]
+            await listener.start()
         quotas = QuotaStore(db, guild_settings, Limits.from_settings(bot_settings))
-        await quotas.recover()
+        owner = ShardOwnership.of(bot_settings.shard_count, bot_settings.shard_ids)
+        await quotas.recover(owner)
         sv = Services(
             agent_settings=agent_settings,
             bot_settings=bot_settings,
@@ -124,6 +134,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             router=router,
             mcp=mcp,
             guild_mcp=GuildMcp(allow_loopback=agent_settings.fetch_allow_loopback),
+            owner=owner,
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
         warm = getattr(sv.router.classifier, "load", None)

@@ -1,8 +1,11 @@
 """Per-server settings that admins change with /config: stored as validated overrides on top of the
 bot's own defaults, each change audited in the same transaction.
 
-Reads are cached per guild in memory (one bot process per database file) and the cache is replaced
-after every change, so the quota check on the hot path costs no query for settings.
+Reads are cached per guild in memory and the cache is replaced after every change, so the quota check
+on the hot path costs no query for settings. Shard processes sharing PostgreSQL (issue 18.3): a change
+also sends ``NOTIFY agentbot_settings`` in its transaction, and every process's
+:class:`bot.store.settings_sync.SettingsListener` drops that guild's entry when it arrives; while a
+process's listener is not connected its cache is not trusted (every read queries).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from bot.store import audit
 from bot.store.audit import AuditEntry
 from bot.store.db import Database
 from bot.store.settings_schema import GROUPS, SettingError, SettingsSchema
+
+SETTINGS_CHANNEL = "agentbot_settings"
+"""PostgreSQL NOTIFY channel; the payload is the guild id whose settings changed."""
 
 
 @dataclass(frozen=True)
@@ -112,19 +118,43 @@ class GuildSettingsStore:
         self._cache: dict[int, GuildSettings] = {}
         self._changes: dict[int, int] = {}
         """Per guild, bumped after each change: a read that raced a change is not cached."""
+        self.shared = getattr(db, "backend", "sqlite") == "postgresql"
+        """Other processes may change settings: changes are announced, and the cache is trusted only
+        while :meth:`trust` says another process's change would reach :meth:`invalidate`."""
+        self._trusted = not self.shared
+        self._epoch = 0
 
     async def get(self, guild_id: int) -> GuildSettings:
         cached = self._cache.get(guild_id)
         if cached is None:
-            seen = self._changes.get(guild_id, 0)
+            seen, epoch = self._changes.get(guild_id, 0), self._epoch
             cached = self._build(guild_id, await self._raw(guild_id))
-            if self._changes.get(guild_id, 0) == seen:
+            if self._trusted and self._changes.get(guild_id, 0) == seen and self._epoch == epoch:
                 self._cache[guild_id] = cached
         return cached
 
     def _changed(self, guild_id: int) -> None:
         self._changes[guild_id] = self._changes.get(guild_id, 0) + 1
         self._cache.pop(guild_id, None)
+
+    def invalidate(self, guild_id: int | None = None) -> None:
+        """Another process changed ``guild_id``'s settings (``None``: maybe any server's)."""
+        if guild_id is not None:
+            self._changed(guild_id)
+        else:
+            self._epoch += 1
+            self._cache.clear()
+
+    def trust(self, trusted: bool) -> None:
+        """Whether changes by other processes reach :meth:`invalidate` now (the listener is connected).
+        Either way the cache starts empty: what was cached may have changed while nobody listened."""
+        self._trusted = trusted or not self.shared
+        self.invalidate(None)
+
+    async def _announce(self, conn: Any, guild_id: int) -> None:
+        """Tell the other processes, at commit (PostgreSQL delivers a NOTIFY when its transaction commits)."""
+        if self.shared:
+            await conn.execute("SELECT pg_notify(?, ?)", (SETTINGS_CHANNEL, str(guild_id)))
 
     async def set(self, guild_id: int, actor_id: int, key: str, value: Any) -> Any:
         """Validate and store one override; returns the normalised value.
@@ -151,6 +181,7 @@ class GuildSettingsStore:
                 (guild_id, key, new_text, now, actor_id),
             )
             await audit.record(conn, guild_id, actor_id, key, old_text, new_text, now)
+            await self._announce(conn, guild_id)
         self._changed(guild_id)
         return normalised
 
@@ -176,6 +207,8 @@ class GuildSettingsStore:
             for k, old in removed:
                 await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
                 await audit.record(conn, guild_id, actor_id, k, old, None, now)
+            if removed:
+                await self._announce(conn, guild_id)
         self._changed(guild_id)
         return [k for k, _ in removed]
 

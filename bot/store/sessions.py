@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from bot.limits import Clock, to_utc, utc_now
+from bot.shards import ShardOwnership
 from bot.store.db import Database, StoreError
+
+EVERY_SHARD = ShardOwnership()
 
 SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
@@ -280,9 +283,12 @@ class SessionStore:
         """A queued follow-up's message was edited before its turn began: it takes the new text."""
         await self.db.write("UPDATE queued_turns SET prompt = ? WHERE id = ?", (prompt, queued_id))
 
-    async def queued_turns(self) -> list[QueuedTurn]:
-        """Every queued follow-up, oldest first (at start-up: the ones a restart left waiting)."""
-        rows = await self.db.fetchall("SELECT * FROM queued_turns ORDER BY id")
+    async def queued_turns(self, owner: ShardOwnership = EVERY_SHARD) -> list[QueuedTurn]:
+        """Queued follow-ups of ``owner``'s servers, oldest first (at start-up: the ones a restart left)."""
+        rows = await self.db.fetchall(
+            "SELECT q.* FROM queued_turns q JOIN sessions s ON s.id = q.session_id"
+            f" WHERE {owner.sql('s.guild_id')} ORDER BY q.id"
+        )
         return [
             QueuedTurn(
                 r["id"],
@@ -344,9 +350,13 @@ class SessionStore:
         """Keep a finished turn's edited text for its "Re-run with the edit" button (the latest edit wins)."""
         await self.db.write("UPDATE turns SET edited_prompt = ? WHERE id = ?", (prompt, turn_id))
 
-    async def running_turns(self) -> list[TurnRecord]:
-        """Turns still marked ``running`` — at start-up, the ones a crash or kill interrupted."""
-        rows = await self.db.fetchall("SELECT * FROM turns WHERE status = 'running' ORDER BY id")
+    async def running_turns(self, owner: ShardOwnership = EVERY_SHARD) -> list[TurnRecord]:
+        """``owner``'s turns still marked ``running``: at start-up, the ones a crash or kill interrupted
+        (another shard process's are live, not interrupted)."""
+        rows = await self.db.fetchall(
+            "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id"
+            f" WHERE t.status = 'running' AND {owner.sql('s.guild_id')} ORDER BY t.id"
+        )
         return [_turn(r) for r in rows]
 
 

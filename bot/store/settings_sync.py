@@ -1,0 +1,87 @@
+"""Per-server settings changed by one shard process apply in the others at once (issue 18.3).
+
+Why LISTEN/NOTIFY rather than a version check on every read: settings are read on the hot path (every
+quota check, every turn), and with a version check each read costs a round trip to PostgreSQL, about
+what reading the settings themselves costs, so the cache would save nothing; with NOTIFY a cached read
+costs no query and a change reaches the other processes within milliseconds of its commit
+(``bench/settings_reads.py`` measures both). The one risk of NOTIFY, a listener that lost its
+connection and so missed a change, is closed by :meth:`GuildSettingsStore.trust`: while the listener is
+not connected every read queries, and on reconnecting the whole cache is dropped.
+
+One dedicated connection per process (LISTEN holds its connection, so it is not taken from the pool);
+it is checked every ``ping`` seconds so a connection dropped without a FIN is noticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import structlog
+
+from bot.store.guild_settings import SETTINGS_CHANNEL, GuildSettingsStore
+
+__all__ = ["SettingsListener"]
+
+log = structlog.get_logger().bind(logger="bot.store.settings_sync")
+
+
+class SettingsListener:
+    def __init__(
+        self, url: str, store: GuildSettingsStore, *, ping: float = 30.0, retry: float = 2.0
+    ) -> None:
+        self.url = url
+        self.store = store
+        self.ping = ping
+        self.retry = retry
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, within: float = 10.0) -> None:
+        """Start listening; waits up to ``within`` seconds for the first connection (until then, and
+        whenever it is lost, settings are read from the database every time, never stale)."""
+        self._task = asyncio.create_task(self._run(), name="settings-listener")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), within)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self.store.invalidate(int(payload))
+        except ValueError:
+            self.store.invalidate(None)
+
+    async def _run(self) -> None:
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.url, timeout=10)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(SETTINGS_CHANNEL, self._on_notify)
+                self.store.trust(True)  # listening from here on: what is cached from now is kept fresh
+                self.connected.set()
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), self.ping)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=10)
+                log.warning("settings_listener_lost")
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("settings_listener_failed", error=f"{type(e).__name__}: {e}", retry_in=self.retry)
+            finally:
+                self.connected.clear()
+                self.store.trust(False)
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(self.retry)
