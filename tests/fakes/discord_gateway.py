@@ -5,6 +5,10 @@ per guild, heartbeats answered with ACKs, RESUME replaying every event the clien
 onward) then RESUMED. Frames are text JSON; discord.py only decompresses binary frames, so ``compress``
 in the URL is ignored. Events are filtered by the intents sent in IDENTIFY, and message content is
 blanked for a client without the MESSAGE_CONTENT intent, as Discord does.
+
+Sharding as Discord does it: a session that IDENTIFYs with ``shard: [i, n]`` is sent READY (listing only
+its servers), GUILD_CREATE and every other dispatch only for servers with ``(guild_id >> 22) % n == i``;
+events without a server (DMs) go to shard 0. A session without ``shard`` receives everything, as before.
 """
 
 from __future__ import annotations
@@ -66,6 +70,21 @@ class GatewaySession:
     seq: int = 0
     buffer: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
     connection: GatewayConnection | None = None
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether this session's shard carries the server's events (DMs: shard 0's)."""
+        if self.shard is None:
+            return True
+        index, count = self.shard
+        return ((guild_id or 0) >> 22) % count == index
+
+
+def guild_of(event: str, data: dict[str, Any]) -> int | None:
+    """The server a dispatch belongs to: ``guild_id``, or a guild event's own ``id``; ``None`` for DMs."""
+    gid = data.get("guild_id")
+    if gid is None and event in ("GUILD_CREATE", "GUILD_UPDATE", "GUILD_DELETE"):
+        gid = data.get("id")
+    return int(gid) if gid is not None else None
 
 
 class GatewayConnection:
@@ -180,8 +199,11 @@ class FakeGateway:
     def dispatch(
         self, event: str, data: dict[str, Any], *, intent: int, needs_content_intent: bool = False
     ) -> None:
+        guild_id = guild_of(event, data)
         for session in list(self.sessions.values()):
             if intent and not session.intents & intent:
+                continue
+            if not session.receives(guild_id):
                 continue
             payload = data
             if needs_content_intent and not session.intents & INTENT_MESSAGE_CONTENT:
@@ -262,7 +284,10 @@ class FakeGateway:
             return
         shard = data.get("shard")
         if shard is not None and not (
-            isinstance(shard, list) and len(shard) == 2 and 0 <= shard[0] < shard[1]
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(isinstance(x, int) for x in shard)
+            and 0 <= shard[0] < shard[1]
         ):
             await connection.ws.close(code=4010, message=b"Invalid shard.")
             return
@@ -271,10 +296,11 @@ class FakeGateway:
         connection.session = session
         self.identify_count += 1
         state = self.state
+        guilds = [g for g in state.guilds.values() if session.receives(g.id)]
         ready: dict[str, Any] = {
             "v": 10,
             "user": {**user_payload(state.bot_user), "verified": True, "mfa_enabled": False, "email": None},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in state.guilds.values()],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.session_id,
             "session_type": "normal",
             "resume_gateway_url": self.url,
@@ -292,7 +318,7 @@ class FakeGateway:
             ready["shard"] = shard
         self._send_dispatch(session, "READY", ready)
         joined = utcnow()
-        for guild in state.guilds.values():
+        for guild in guilds:
             members = guild.members if intents & INTENT_GUILD_MEMBERS else [state.bot_member(guild)]
             self._send_dispatch(
                 session, "GUILD_CREATE", guild_payload(guild, members=members, joined_at=joined)

@@ -80,7 +80,13 @@ class ChannelRoutes:
 
     async def gateway_bot(self, req: RestRequest) -> Reply:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return Reply(body={"url": self.state.gateway_url, "shards": 1, "session_start_limit": limit})
+        return Reply(
+            body={
+                "url": self.state.gateway_url,
+                "shards": self.state.shard_count,
+                "session_start_limit": limit,
+            }
+        )
 
     async def me(self, req: RestRequest) -> Reply:
         user = self.state.bot_user

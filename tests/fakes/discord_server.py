@@ -30,7 +30,8 @@ World (``tests.fakes.discord_models``): ``FakeGuild.create(name, channels=, memb
 bot=False)``. The bot's member and managed role are added to every guild (``bot_permissions``).
 
 Lifecycle: ``FakeDiscord(guilds, *, token, bot_user, bot_permissions, interaction_ack_deadline=3.0,
-attachment_size_limit, heartbeat_interval_ms, allowed_privileged_intents=None, channel_write_limit=None)``;
+attachment_size_limit, heartbeat_interval_ms, allowed_privileged_intents=None, channel_write_limit=None,
+shard_count=1)``;
 ``async with`` / ``start()`` / ``stop()``; ``install()`` / ``uninstall()``; ``base_url``, ``api_url``,
 ``gateway_url``; ``start_bot(bot, within=10, token=None)``, ``stop_bot(bot)``, ``run_bot(bot)`` (context
 manager); ``wait_ready()`` (gateway READY + GUILD_CREATEs sent); ``interaction_ack_deadline`` (settable).
@@ -73,7 +74,11 @@ message posts a type-18 notice in its parent; a followup while "thinking…" rep
 response; message, embed, component, command and thread-name limits answer 400/50035 like Discord.
 As on Discord, THREAD_CREATE may reach the client just after ``create_thread`` returns: use the returned
 ``Thread`` rather than ``bot.get_channel(thread.id)`` right away.
-Not modelled: channel permission overwrites, forum posts, voice, sharding beyond echoing ``shard``.
+Sharding (``shard_count`` is what GET /gateway/bot recommends): a client that IDENTIFYs with ``shard:
+[i, n]`` receives only the servers (and their events) with ``(guild_id >> 22) % n == i``, DMs on shard 0;
+several bots (or processes) with the same token each take their shards. ``shard_guild(index, count,
+name)`` builds a server that lands on a given shard.
+Not modelled: channel permission overwrites, forum posts, voice.
 """
 
 from __future__ import annotations
@@ -130,6 +135,16 @@ BOT_TEST_KWARGS: dict[str, Any] = {"guild_ready_timeout": 0.05}
 """Keyword arguments for ``commands.Bot``/``discord.Client`` in tests: ``on_ready`` fires 0.05 s after
 the last GUILD_CREATE instead of 2 s (discord.py waits that long for more guilds)."""
 
+
+def shard_guild(index: int, count: int, name: str, **create: Any) -> FakeGuild:
+    """``FakeGuild.create(name, **create)`` with an id that Discord puts on shard ``index`` of ``count``
+    (ids are time-based, so a few milliseconds of tries at most)."""
+    while True:
+        guild = FakeGuild.create(name, **create)
+        if (guild.id >> 22) % count == index:
+            return guild
+
+
 __all__ = [
     "BOT_TEST_KWARGS",
     "FakeChannel",
@@ -142,6 +157,7 @@ __all__ = [
     "InteractionRecord",
     "MessageRecord",
     "RestCall",
+    "shard_guild",
 ]
 
 ChannelRef = FakeChannel | int
@@ -161,6 +177,7 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41_250,
         allowed_privileged_intents: int | None = None,
         channel_write_limit: tuple[int, float] | None = None,
+        shard_count: int = 1,
     ) -> None:
         if not token or token != token.strip():
             raise ValueError(
@@ -177,6 +194,7 @@ class FakeDiscord:
             bot_permissions=bot_permissions,
             attachment_size_limit=attachment_size_limit,
         )
+        self.state.shard_count = shard_count
         self.faults = FaultInjector()
         self.gateway = FakeGateway(
             self.state,

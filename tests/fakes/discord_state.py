@@ -102,6 +102,8 @@ class FakeState:
         self.application_id = bot_user.id
         self.app_owner = FakeUser("app-owner")
         self.gateway_url = ""
+        self.shard_count = 1
+        """What GET /gateway/bot recommends (``FakeDiscord(shard_count=)``)."""
         self.attachment_size_limit = attachment_size_limit
         self.base_url = ""
         self.dispatch: Dispatcher = _no_dispatch
