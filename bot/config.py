@@ -63,6 +63,13 @@ class BotSettings(QuotaEnv):
     """One budget for every message send/edit/delete, typing indicator and reaction of every session
     (Discord allows about 50 requests per second per bot; the rest is left for commands)."""
 
+    # --- shard processes (issue 18.3): a limit that spans servers, so spans shard processes ---
+    requests_per_day_all_servers: int = Field(
+        0, alias="QUOTA_REQUESTS_PER_DAY_ALL_SERVERS", ge=0, le=1_000_000
+    )
+    """Requests one user may make per UTC day in every server together; 0 = no such limit (each
+    server's QUOTA_REQUESTS_PER_DAY still applies)."""
+
     # --- Attachments (issue 17.2): files attached to /research or a follow-up, per message ---
     attachment_max_files: int = Field(5, alias="ATTACHMENT_MAX_FILES", ge=0, le=10)
     """Files read from one message (Discord allows 10); 0 turns attachments off."""

@@ -118,7 +118,12 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             listener = SettingsListener(url.get_secret_value(), guild_settings)
             db.on_close(listener.close)  # type: ignore[union-attr]
             await listener.start()
-        quotas = QuotaStore(db, guild_settings, Limits.from_settings(bot_settings))
+        quotas = QuotaStore(
+            db,
+            guild_settings,
+            Limits.from_settings(bot_settings),
+            all_servers_per_day=bot_settings.requests_per_day_all_servers,
+        )
         owner = ShardOwnership.of(bot_settings.shard_count, bot_settings.shard_ids)
         await quotas.recover(owner)
         sv = Services(

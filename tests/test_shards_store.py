@@ -70,6 +70,26 @@ async def test_a_shard_process_resumes_and_recovers_only_its_own_servers(store_t
         assert len(await sessions.running_turns()) == 3
 
 
+async def test_a_limit_across_servers_holds_across_processes(store_target: StoreTarget) -> None:
+    """QUOTA_REQUESTS_PER_DAY_ALL_SERVERS=3: twelve requests at once, from two processes (two databases
+    handles) in servers on both shards, start exactly three sessions; the per-server limit is not hit."""
+    target = await store_target()
+    async with await open_database(target) as db_a, await open_database(target) as db_b:
+        limits = Limits(requests_per_day=50, concurrent_sessions=None)
+        stores = [QuotaStore(db, None, limits, all_servers_per_day=3) for db in (db_a, db_b)]
+        tries = [
+            stores[i % 2].begin_session((G0, G1)[i % 3 % 2], 7, (), f"s{i}", need_tokens=1) for i in range(12)
+        ]
+        decisions = await asyncio.gather(*tries)
+        assert sum(d.allowed for d in decisions) == 3
+        refused = next(d for d in decisions if not d.allowed)
+        assert refused.message.startswith("Daily request limit reached: you've made 3 of 3 requests today")
+        assert "in all servers together" in refused.message
+        assert not (await stores[1].check(G1, 7)).allowed
+        assert (await stores[0].check(G0, 8)).allowed  # another user is not touched
+        assert (await stores[0].usage(G0, 7)).item("requests_per_day").used <= 3
+
+
 @pytest.mark.parametrize(
     ("env", "error"),
     [

@@ -47,6 +47,7 @@ from bot.limits import (
     utc_now,
 )
 from bot.shards import ShardOwnership
+from bot.store import all_servers
 from bot.store.db import Database, StoreError
 from bot.store.guild_settings import GuildSettingsStore
 from bot.store.ledger import ledger_for
@@ -130,12 +131,15 @@ class QuotaStore(UsageReports):
         defaults: Limits | None = None,
         *,
         clock: Clock = utc_now,
+        all_servers_per_day: int | None = None,
     ) -> None:
-        """``defaults`` are usually ``Limits.from_env()``; ``settings`` adds server and role overrides."""
+        """``defaults`` are usually ``Limits.from_env()``; ``settings`` adds server and role overrides.
+        ``all_servers_per_day``: requests a user may make per day in every server together (issue 18.3)."""
         self.db = db
         self.settings = settings
         self.defaults = defaults if defaults is not None else Limits.from_env()
         self.clock = clock
+        self.all_servers_per_day = all_servers_per_day or None
         self.ledger = ledger_for(db)
 
     async def flush(self) -> None:
@@ -195,7 +199,16 @@ class QuotaStore(UsageReports):
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self._snapshot(_gid(guild_id), user_id, now)
-        return self._decide(limits, snap, now, new_session=True, need_tokens=need_tokens)
+        decision = self._decide(limits, snap, now, new_session=True, need_tokens=need_tokens)
+        return await self._all_servers(self.db.fetchall, user_id, now) if decision.allowed else decision
+
+    async def _all_servers(self, read: Any, user_id: int, now: datetime) -> QuotaDecision:
+        """``QUOTA_REQUESTS_PER_DAY_ALL_SERVERS`` (:mod:`bot.store.all_servers`)."""
+        cap = self.all_servers_per_day
+        if cap is None or (used := await all_servers.used_today(read, user_id, now)) < cap:
+            return QuotaDecision(True)
+        msg = all_servers.refusal(used, cap, now)
+        return QuotaDecision(False, "requests_per_day", msg, resets_at("requests_per_day", now))
 
     async def begin_session(
         self,
@@ -223,6 +236,8 @@ class QuotaStore(UsageReports):
             decision = self._decide(
                 limits, snap, now, new_session=not snap.this_session_active, need_tokens=need_tokens
             )
+            if decision.allowed and count_request:
+                decision = await self._all_servers(conn.execute_fetchall, user_id, now)
             if not decision.allowed:
                 return decision
             await conn.execute(
@@ -241,6 +256,8 @@ class QuotaStore(UsageReports):
                     " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = usage_monthly.requests + 1",
                     (g, user_id, month_key(now)),
                 )
+                if self.all_servers_per_day is not None:
+                    await all_servers.count(conn, user_id, now)
         return decision
 
     async def end_session(self, session_id: str) -> None:
