@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -14,6 +15,7 @@ from agent.config import ConfigError
 from agent.events import Usage
 from bot.config import load_bot_settings
 from bot.limits import Limits
+from bot.runner import SessionRunner
 from bot.shards import ShardOwnership, shard_of
 from bot.store import GuildSettingsStore, QuotaStore, SessionRecord, SessionStore, SettingsSchema
 from bot.store.connect import open_database
@@ -68,6 +70,42 @@ async def test_a_shard_process_resumes_and_recovers_only_its_own_servers(store_t
         assert not (await quotas.check(G1, 7)).allowed
         # A single process (no sharding) still owns every turn.
         assert len(await sessions.running_turns()) == 3
+
+
+async def test_at_start_up_a_shard_process_touches_only_its_own_servers_interrupted_runs(
+    store_target: StoreTarget,
+) -> None:
+    """The runner's start-up resume, wired to the process's shards: here every thread is gone, so a
+    run it owns is closed (session failed, follow-up dropped) and the other shard's are left alone."""
+    async with await open_database(await store_target()) as db:
+        sessions = SessionStore(db)
+        for sid, gid in (("s0", G0), ("s1", G1)):
+            rec = SessionRecord(
+                id=sid,
+                guild_id=gid,
+                channel_id=10,
+                thread_id=900,
+                user_id=7,
+                task="t",
+                tier="medium",
+                model="m",
+            )
+            await sessions.create(rec)
+            await sessions.start_turn(sid, "interrupted", 7)
+            await sessions.queue_turn(sid, "queued", 7, "alice", ())
+        asked: list[int] = []
+
+        async def gone(thread_id: int) -> None:
+            asked.append(thread_id)
+            raise LookupError("no such thread")
+
+        settings = load_bot_settings(_env_file=None)
+        services = SimpleNamespace(sessions=sessions, bot_settings=settings, owner=SHARD1)
+        assert await SessionRunner(services).resume_interrupted(gone) == 0  # type: ignore[arg-type]
+        assert asked == [900]
+        assert [t.session_id for t in await sessions.running_turns()] == ["s0"]
+        assert [q.session_id for q in await sessions.queued_turns()] == ["s0"]
+        assert ((await sessions.get("s0")).status, (await sessions.get("s1")).status) == ("idle", "failed")
 
 
 async def test_a_limit_across_servers_holds_across_processes(store_target: StoreTarget) -> None:
