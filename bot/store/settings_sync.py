@@ -3,8 +3,10 @@
 Why LISTEN/NOTIFY rather than a version check on every read: settings are read on the hot path (every
 quota check, every turn), and with a version check each read costs a round trip to PostgreSQL, about
 what reading the settings themselves costs, so the cache would save nothing; with NOTIFY a cached read
-costs no query and a change reaches the other processes within milliseconds of its commit
-(``bench/settings_reads.py`` measures both). The one risk of NOTIFY, a listener that lost its
+costs no query and a change reaches the other processes within milliseconds of its commit. Measured
+(``bench/settings_reads.py``, loopback PostgreSQL 15, load average 7 on 2 cores): 224 µs per read
+uncached, 204 µs with a version check, 0.2 µs cached with NOTIFY; the other process's entry was dropped
+a median 0.98 ms (max 3.5 ms) after the change began, before the change had returned in 48 of 50. The one risk of NOTIFY, a listener that lost its
 connection and so missed a change, is closed by :meth:`GuildSettingsStore.trust`: while the listener is
 not connected every read queries, and on reconnecting the whole cache is dropped.
 
