@@ -69,8 +69,9 @@ class SessionRunner:
         self._workers: dict[str, _Worker] = {}
         self._budgets: dict[str, WriteBudget] = {}
         self._closing = False
-        self.rest_budget = RestBudget(services.bot_settings.rest_writes_per_second)
-        """Every session's writes share it (issue 20.6): Discord's global limit is per bot."""
+        self.rest_budget = RestBudget(services.bot_settings.rest_writes_per_second * services.owner.share)
+        """Every session's writes share it (issue 20.6): Discord's global limit is per bot, so a shard
+        process takes its shards' share of it (issue 18.3)."""
         self.slots = RunSlots(services.bot_settings.max_concurrent_runs)
         self.hooks: TurnHooks | None = None
         self._born = time.monotonic()

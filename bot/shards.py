@@ -40,6 +40,12 @@ class ShardOwnership:
     def everything(self) -> bool:
         return self.shard_ids is None
 
+    @property
+    def share(self) -> float:
+        """This process's part of what the whole bot may use (Discord's global request limit is the
+        bot's, whatever the number of processes): its shards over all shards."""
+        return 1.0 if self.shard_ids is None else len(self.shard_ids) / self.shard_count
+
     def owns(self, guild_id: int | None) -> bool:
         return self.shard_ids is None or shard_of(guild_id, self.shard_count) in self.shard_ids
 

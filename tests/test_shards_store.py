@@ -35,6 +35,12 @@ def test_ownership_follows_discords_rule_and_direct_messages_are_shard_zeros() -
     assert SHARD1.owns(G1) and not SHARD1.owns(None)
     # One process holding every shard (or no sharding at all) owns everything, as before.
     assert ShardOwnership.of(2, [0, 1]).everything and ShardOwnership.of(None, None).owns(G1)
+    # Discord's global request limit is the bot's: a process takes its shards' share of the budget.
+    assert (SHARD0.share, ShardOwnership.of(4, [1, 3]).share, ShardOwnership.of(None, None).share) == (
+        0.5,
+        0.5,
+        1.0,
+    )
 
 
 async def test_a_shard_process_resumes_and_recovers_only_its_own_servers(store_target: StoreTarget) -> None:
@@ -101,7 +107,9 @@ async def test_at_start_up_a_shard_process_touches_only_its_own_servers_interrup
 
         settings = load_bot_settings(_env_file=None)
         services = SimpleNamespace(sessions=sessions, bot_settings=settings, owner=SHARD1)
-        assert await SessionRunner(services).resume_interrupted(gone) == 0  # type: ignore[arg-type]
+        runner = SessionRunner(services)  # type: ignore[arg-type]
+        assert runner.rest_budget.per_second == settings.rest_writes_per_second / 2
+        assert await runner.resume_interrupted(gone) == 0
         assert asked == [900]
         assert [t.session_id for t in await sessions.running_turns()] == ["s0"]
         assert [q.session_id for q in await sessions.queued_turns()] == ["s0"]
