@@ -16,7 +16,7 @@ Decisions:
 * An unknown price (``Cost.known`` false) charges the known part and counts the call in
   ``unknown_cost_calls``, so reports say "at least". With no cost estimate only token limits can stop a run.
 * Reservations older than :data:`RESERVATION_TTL` are ignored (a run that never settled, e.g. killed), and
-  :meth:`QuotaStore.recover` deletes all reservations and concurrency slots at start-up.
+  :meth:`QuotaStore.recover` deletes those of the servers this process owns at start-up.
 * One /research or follow-up turn is one request, counted by :meth:`QuotaStore.begin_session`.
 * Direct messages (``guild_id=None``) count under guild id 0 with the default limits.
 """
