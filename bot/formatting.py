@@ -127,11 +127,7 @@ async def defer_command(interaction: discord.Interaction) -> bool:
 
 
 def format_limit(name: str, value: float | None) -> str:
-    if value is None:
-        return "unlimited"
-    if name in MONEY_LIMITS:
-        return format_usd(float(value))
-    return f"{int(value):,}"
+    return "unlimited" if value is None else format_amount(name, value)
 
 
 def format_amount(name: str, value: float) -> str:

@@ -7,6 +7,7 @@ environment, days and months in UTC) can be read and tested in one place.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -32,14 +33,10 @@ GUILD_BUDGET = "guild_budget_per_month_usd"
 LimitValue = int | float | None
 """``None`` is unlimited."""
 
-ENV_VARS: dict[str, tuple[str, LimitValue, type]] = {
-    "requests_per_day": ("QUOTA_REQUESTS_PER_DAY", 50, int),
-    "tokens_per_day": ("QUOTA_TOKENS_PER_DAY", 200_000, int),
-    "cost_per_month_usd": ("QUOTA_COST_PER_MONTH_USD", 5.0, float),
-    "concurrent_sessions": ("QUOTA_CONCURRENT_SESSIONS", 2, int),
-    GUILD_BUDGET: ("GUILD_BUDGET_PER_MONTH_USD", 100.0, float),
+QUOTA_FIELDS = {
+    limit: limit if limit == GUILD_BUDGET else f"quota_{limit}" for limit in (*USER_LIMITS, GUILD_BUDGET)
 }
-"""limit -> (environment variable, default when unset, type). ``0`` or an empty value means unlimited."""
+"""limit -> its :class:`QuotaEnv` field (the environment variable is its name in capitals)."""
 
 # --- bounds (issue 14.11) -------------------------------------------------------------------------
 # Every limit is finite and stated: 1e300 USD or tokens was accepted and then broke every turn on the
@@ -107,8 +104,7 @@ class Limits:
     @classmethod
     def from_settings(cls, q: QuotaEnv) -> Limits:
         """The defaults from the parsed settings; ``0`` means unlimited."""
-        values = {name: getattr(q, var.lower()) for name, (var, _, _) in ENV_VARS.items()}
-        return cls(**{k: (None if v == 0 else v) for k, v in values.items()})  # type: ignore[arg-type]
+        return cls(**{k: getattr(q, f) or None for k, f in QUOTA_FIELDS.items()})
 
 
 def more_generous(a: LimitValue, b: LimitValue) -> LimitValue:
@@ -140,10 +136,7 @@ def resolve_limits(
     for name in USER_LIMITS:
         granted = [r[name] for r in roles if name in r]
         if granted:
-            best = granted[0]
-            for v in granted[1:]:
-                best = more_generous(best, v)
-            values[name] = best
+            values[name] = functools.reduce(more_generous, granted)
     if guild_budget is not ...:
         values[GUILD_BUDGET] = guild_budget  # type: ignore[assignment]
     return replace(defaults, **values)
@@ -257,42 +250,23 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
 class QuotaEnv(EnvSettings):
     """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
 
-    EMPTY = {
-        "quota_requests_per_day": 0,
-        "quota_tokens_per_day": 0,
-        "quota_cost_per_month_usd": 0,
-        "quota_concurrent_sessions": 0,
-        "guild_budget_per_month_usd": 0,
-    }
+    EMPTY = dict.fromkeys(QUOTA_FIELDS.values(), 0)
     quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
     quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
     quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)
     quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
     guild_budget_per_month_usd: float = Field(100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0)
 
-    @field_validator(
-        "quota_requests_per_day",
-        "quota_tokens_per_day",
-        "quota_cost_per_month_usd",
-        "quota_concurrent_sessions",
-        "guild_budget_per_month_usd",
-        mode="before",
-    )
+    @field_validator(*QUOTA_FIELDS.values(), mode="before")
     @classmethod
     def _digits(cls, v: object) -> object:
         return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
 
-    @field_validator(
-        "quota_requests_per_day",
-        "quota_tokens_per_day",
-        "quota_cost_per_month_usd",
-        "quota_concurrent_sessions",
-        "guild_budget_per_month_usd",
-    )
+    @field_validator(*QUOTA_FIELDS.values())
     @classmethod
     def _bounded(cls, v: float, info: ValidationInfo) -> float:
         """Finite, stated bounds (issue 14.11): 1e300 broke every turn, 1e-7 was stored as 0."""
-        limit = next(name for name, (var, _, _) in ENV_VARS.items() if var.lower() == info.field_name)
+        limit = next(name for name, f in QUOTA_FIELDS.items() if f == info.field_name)
         if v != 0 and not in_bounds(limit, v):
             raise ValueError(f"must be {bounds_text(limit)}, or 0 for unlimited")
         return v

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from agent.memory.types import MemoryRecord
+from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -79,8 +80,7 @@ def parse_memory_id(value: str) -> str | None:
 
 
 def is_manager(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(perms.manage_guild or perms.administrator)
+    return has_manage_guild(interaction.permissions.value)
 
 
 def may_forget(author: str, user_id: int, manager: bool) -> bool:

@@ -2,19 +2,33 @@
 
 Plain data, fed to :class:`bot.progress.ProgressRenderer` like the agent's events, so everything a
 thread shows comes from an event and goes out through the thread's one paced streamer (a note sent
-beside it would be a write the pacing cannot see). ``text`` is how each note reads.
+beside it would be a write the pacing cannot see). ``text`` is how each note reads: its ``template``
+filled from the note (``{s.field}``), or its own property where the wording depends on the values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
 class Note:
+    template: ClassVar[str]
+
     @property
     def text(self) -> str:
-        raise NotImplementedError
+        return self.template.format(s=self)
+
+    @property
+    def quoted(self) -> str:
+        """The member's message (``prompt``) on one line, cut at 200 characters."""
+        return _quote(getattr(self, "prompt", ""))
 
 
 @dataclass(frozen=True)
@@ -47,23 +61,13 @@ class Resumed(Note):
 @dataclass(frozen=True)
 class QueuedRestored(Note):
     prompt: str
-
-    @property
-    def text(self) -> str:
-        quoted = " ".join(self.prompt.split())
-        quoted = quoted if len(quoted) <= 200 else quoted[:199] + "…"
-        return f"⏳ Answering a follow-up queued before the restart: “{quoted}”"
+    template = "⏳ Answering a follow-up queued before the restart: “{s.quoted}”"
 
 
 @dataclass(frozen=True)
 class Paused(Note):
     steps: int
-
-    @property
-    def text(self) -> str:
-        return (
-            f"⏸️ The bot is restarting: this run pauses after step {self.steps} and resumes when it is back."
-        )
+    template = "⏸️ The bot is restarting: this run pauses after step {s.steps} and resumes when it is back."
 
 
 @dataclass(frozen=True)
@@ -71,38 +75,29 @@ class Refused(Note):
     """A limit refused the turn before it started, so nothing was charged; names the limit and reset."""
 
     message: str
-
-    @property
-    def text(self) -> str:
-        return f"⛔ {self.message}"
+    template = "⛔ {s.message}"
 
 
 @dataclass(frozen=True)
 class TurnFailed(Note):
     what: str
     error_id: str
-
-    @property
-    def text(self) -> str:
-        return f"⚠️ This turn stopped: {self.what} (error id `{self.error_id}`)."
+    template = "⚠️ This turn stopped: {s.what} (error id `{s.error_id}`)."
 
 
 @dataclass(frozen=True)
 class SaveFailed(Note):
     error_id: str
-
-    @property
-    def text(self) -> str:
-        return (
-            f"⚠️ This turn's answer could not be saved to the bot's database (error id `{self.error_id}`), "
-            "so a follow-up will not see it. An admin can check `agentbot doctor`."
-        )
+    template = (
+        "⚠️ This turn's answer could not be saved to the bot's database (error id `{s.error_id}`), "
+        "so a follow-up will not see it. An admin can check `agentbot doctor`."
+    )
 
 
 @dataclass(frozen=True)
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
-    text: str = "📎 Files written in this turn:"
+    template = "📎 Files written in this turn:"
 
 
 @dataclass(frozen=True)
@@ -111,15 +106,7 @@ class McpLeftOut(Note):
 
     name: str
     why: str
-
-    @property
-    def text(self) -> str:
-        return f"🔌 MCP server `{self.name}` is left out of this run: {self.why}"
-
-
-def _quote(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    template = "🔌 MCP server `{s.name}` is left out of this run: {s.why}"
 
 
 @dataclass(frozen=True)
@@ -127,13 +114,10 @@ class Superseded(Note):
     """A re-run with an edited message began: the earlier answer above stays, marked replaced."""
 
     prompt: str
-
-    @property
-    def text(self) -> str:
-        return (
-            f"✏️ Re-running with the edited message: “{_quote(self.prompt)}”. The earlier answer above is "
-            "superseded and left out of the conversation."
-        )
+    template = (
+        "✏️ Re-running with the edited message: “{s.quoted}”. The earlier answer above is "
+        "superseded and left out of the conversation."
+    )
 
 
 @dataclass(frozen=True)
@@ -141,13 +125,10 @@ class RerunOffer(Note):
     """Shown with the "Re-run with the edit" button when a finished turn's message is edited."""
 
     prompt: str
-
-    @property
-    def text(self) -> str:
-        return (
-            f"✏️ You edited your message to “{_quote(self.prompt)}”. Re-run that turn with the edit? "
-            "The new answer replaces the earlier one in the conversation."
-        )
+    template = (
+        "✏️ You edited your message to “{s.quoted}”. Re-run that turn with the edit? "
+        "The new answer replaces the earlier one in the conversation."
+    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import discord
 
 from bot.discord_sink import NO_MENTIONS
 from bot.pacing import RestBudget
+from bot.run_policy import is_private
 from bot.store import SessionRecord
 from bot.streamer import WriteBudget
 from bot.views import stop_view
@@ -93,16 +94,12 @@ def _quote(task: str, room: int) -> str:
     return "\n".join(out)
 
 
-def _private(channel: Any) -> bool:
-    return getattr(channel, "type", None) == discord.ChannelType.private_thread
-
-
 async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:
     """``sv``: the bot's :class:`bot.services.Services`."""
     gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
     steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
     return render_header(
-        session, steps=steps, memory_ok=sv.memory is not None, private=_private(channel), state=state, **kw
+        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state, **kw
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import agent.config
 import agent.models.prices
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.web_server import FakeWeb
@@ -87,3 +88,22 @@ async def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreT
         return server.url(name)
 
     return postgresql
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    """An e2e test's server; a test file whose tests need other members or roles overrides it."""
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
+
+
+@pytest.fixture
+def guilds(guild: FakeGuild) -> list[FakeGuild]:
+    """The servers the fake Discord holds; files that need two override this."""
+    return [guild]
+
+
+@pytest.fixture
+async def fake(guilds: list[FakeGuild]) -> AsyncIterator[FakeDiscord]:
+    """The fake Discord on 127.0.0.1 that the real, unmodified discord.py client connects to."""
+    async with FakeDiscord(guilds) as server:
+        yield server

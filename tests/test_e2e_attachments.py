@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -17,17 +14,6 @@ from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.sample_files import PNG_1X1, make_pdf
 
 CSV = b"month,units\njan,12\nfeb,30\n"
-
-
-@pytest.fixture
-def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 def user_message(request: dict[str, Any]) -> dict[str, Any]:

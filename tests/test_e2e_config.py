@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ def guild() -> FakeGuild:
     g.add_role("Mods", MANAGE_GUILD)
     g.add_member("mod", roles=[g.role("Mods")])
     return g
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 def flat(msg: MessageRecord) -> str:

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,6 @@ def servers_file(tmp_path: Path, *, down: bool = False) -> Path:
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def research_thread(fake: FakeDiscord, guild: FakeGuild, bot: object, task: str) -> list[str]:

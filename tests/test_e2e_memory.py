@@ -7,7 +7,6 @@ The embedding loads once per process (a few seconds), so the scenarios are group
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,9 +37,8 @@ def guild_b() -> FakeGuild:
 
 
 @pytest.fixture
-async def fake(guild_a: FakeGuild, guild_b: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild_a, guild_b]) as server:
-        yield server
+def guilds(guild_a: FakeGuild, guild_b: FakeGuild) -> list[FakeGuild]:
+    return [guild_a, guild_b]
 
 
 def _reply(fake: FakeDiscord, inter: InteractionRecord) -> MessageRecord | None:

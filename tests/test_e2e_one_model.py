@@ -7,7 +7,6 @@ run. The real discord.py bot runs against the fake Discord.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ MODEL = "llama3.1"
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def test_e2e_one_model_endpoint_answers_research_a_tool_step_and_a_follow_up(

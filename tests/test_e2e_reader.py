@@ -7,7 +7,6 @@ worth of parts on 127.0.0.1; the model server answers by model name (researcher,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,6 @@ def page_server_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """The page server is on 127.0.0.1; a 2,000-character window makes the reader's notes stand out."""
     monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
     monkeypatch.setenv("FETCH_MAX_CHARS", "2000")
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_strong_model_writes(

@@ -8,7 +8,6 @@ the conversation (the old answer stays, marked superseded) and is charged like a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from tests.test_e2e_config import flat, run
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=())
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 def said(request: dict[str, Any], role: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ def guild() -> FakeGuild:
     g = FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
     g.add_member(FakeUser("otherbot", bot=True))
     return g
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def research(fake: FakeDiscord, guild: FakeGuild, task: str, user: str = "alice"):

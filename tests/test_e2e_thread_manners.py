@@ -6,7 +6,6 @@ limit, recorded IDENTIFY intents and command payloads) and the scripted LLM, all
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -20,12 +19,6 @@ from tests.fakes.llm_server import FakeLLM, text, tool_call
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def answer_of(fake: FakeDiscord, inter) -> str:

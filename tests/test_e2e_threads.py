@@ -6,7 +6,6 @@ THREAD_UPDATE / THREAD_DELETE and archived threads) and the scripted LLM, all ov
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -21,12 +20,6 @@ from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob", "carol"), admins=())
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def research(fake: FakeDiscord, guild: FakeGuild, task: str, user: str = "alice", **options: object):

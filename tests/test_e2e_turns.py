@@ -4,10 +4,7 @@ writes stay within 5 per 5 s across turns."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -15,17 +12,6 @@ from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_e2e_config import flat, run
 
 TIERS = {"simple": ("gpt-4.1-nano",), "medium": ("gpt-4.1-mini",), "complex": ("gpt-5",)}
-
-
-@pytest.fixture
-def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def test_e2e_the_header_names_the_model_an_auto_routed_session_runs(

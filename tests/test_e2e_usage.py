@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,6 @@ def guild() -> FakeGuild:
     researchers = g.add_role("Researchers")
     g.member("alice").role_ids.append(researchers.id)
     return g
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def research_once(fake: FakeDiscord, guild: FakeGuild, bot, answer: str) -> None:

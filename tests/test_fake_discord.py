@@ -110,12 +110,6 @@ def guild() -> FakeGuild:
 
 
 @pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
-
-
-@pytest.fixture
 async def bot(fake: FakeDiscord, guild: FakeGuild) -> AsyncIterator[ProbeBot]:
     probe = ProbeBot(guild.id)
     async with fake.run_bot(probe):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,17 +9,6 @@ import pytest
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
-
-
-@pytest.fixture
-def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def research(fake: FakeDiscord, guild: FakeGuild, task: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +171,8 @@ def guild_b() -> FakeGuild:
 
 
 @pytest.fixture
-async def fake(guild_a: FakeGuild, guild_b: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild_a, guild_b]) as server:
-        yield server
+def guilds(guild_a: FakeGuild, guild_b: FakeGuild) -> list[FakeGuild]:
+    return [guild_a, guild_b]
 
 
 async def test_memory_import_e2e_export_from_one_server_into_another(

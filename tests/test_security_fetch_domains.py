@@ -8,7 +8,6 @@ through the running bot's per-turn context (real discord.py, fake Discord, page 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -96,12 +95,6 @@ async def test_security_redirects_are_checked_against_the_lists(web: FakeWeb) ->
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def test_security_config_fetch_block_reaches_fetch_url_in_a_run(

@@ -34,8 +34,10 @@ from bot.cogs.config_support import (
     LIMIT_CHOICES,
     RESEARCH_CHOICES,
     RESET_CONFIRM_SECONDS,
+    Choices,
     ResetCancel,
     ResetConfirm,
+    admins_only,
     apply_changes,
     mcp_listing,
     mcp_refusal,
@@ -98,22 +100,21 @@ class ConfigCog(commands.Cog):
         known = self.store.schema.known_tiers
         return set(known) if known is not None else set(TIERS)
 
-    async def _set(
-        self, interaction: discord.Interaction, guild_id: int, changes: list[tuple[str, Any]]
-    ) -> None:
+    async def _set(self, interaction: discord.Interaction, *changes: tuple[str, Any]) -> None:
+        quotas, user_id = self.bot.services.quotas, interaction.user.id
         await reply(
-            interaction,
-            await apply_changes(self.store, self.bot.services.quotas, guild_id, interaction.user.id, changes),
+            interaction, await apply_changes(self.store, quotas, _gid(interaction), user_id, [*changes])
         )
 
     async def _set_or_show(
-        self, interaction: discord.Interaction, guild_id: int, heading: str, options: dict[str, Any]
+        self, interaction: discord.Interaction, heading: str, options: dict[str, Any]
     ) -> None:
         """Commands with several optional settings: store the ones given, or show them all if none is."""
         changes = [(k, v) for k, v in options.items() if v is not None]
         if changes:
-            await self._set(interaction, guild_id, changes)
+            await self._set(interaction, *changes)
             return
+        guild_id = _gid(interaction)
         gs = await self.store.get(guild_id)
         limits = await self.bot.services.quotas.limits_for(guild_id)
         lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in options]
@@ -138,7 +139,6 @@ class ConfigCog(commands.Cog):
         models="Model names separated by commas; the first is tried first, the rest are fallbacks",
     )
     async def tier(self, interaction: discord.Interaction, tier: str, models: str) -> None:
-        guild_id = _gid(interaction)
         name = tier.strip().lower()
         routable = self.routable_tiers()
         if name not in routable:
@@ -148,21 +148,17 @@ class ConfigCog(commands.Cog):
                 "(The router picks among these; a tier of another name would never be used.)",
             )
             return
-        await self._set(interaction, guild_id, [(f"tier.{name}", models)])
+        await self._set(interaction, (f"tier.{name}", models))
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
     @app_commands.describe(tier="An existing tier")
     async def default_tier(self, interaction: discord.Interaction, tier: str) -> None:
-        guild_id = _gid(interaction)
-        await self._set(interaction, guild_id, [("default_tier", tier)])
+        await self._set(interaction, ("default_tier", tier))
 
     @tier.autocomplete("tier")
     @default_tier.autocomplete("tier")
-    async def _tier_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        if refusal(interaction) is not None:
-            return []
+    @admins_only
+    async def _tier_names(self, interaction: discord.Interaction, current: str) -> Choices:
         gs = await self.store.get(interaction.guild_id)
         known = {*gs.tiers, *self.routable_tiers()}
         return [
@@ -173,12 +169,9 @@ class ConfigCog(commands.Cog):
         ]
 
     @tier.autocomplete("models")
-    async def _model_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
+    @admins_only
+    async def _model_names(self, interaction: discord.Interaction, current: str) -> Choices:
         """Completes the last name of a comma-separated list, keeping the names before it."""
-        if refusal(interaction) is not None:
-            return []
         return model_choices(self.store.schema.known_models, current)
 
     # --- limits and tools -------------------------------------------------------------------------
@@ -199,7 +192,7 @@ class ConfigCog(commands.Cog):
     ) -> None:
         guild_id = _gid(interaction)
         if role is None:
-            await self._set(interaction, guild_id, [(f"limit.{limit.value}", value)])
+            await self._set(interaction, (f"limit.{limit.value}", value))
             return
         if limit.value == GUILD_BUDGET:
             await reply(
@@ -212,20 +205,16 @@ class ConfigCog(commands.Cog):
                 interaction, "⚠️ @everyone is every member: set the server limit instead (leave out `role`)."
             )
             return
-        await self._set(interaction, guild_id, [(f"role_limit.{role.id}.{limit.value}", value)])
+        await self._set(interaction, (f"role_limit.{role.id}.{limit.value}", value))
 
     @config.command(name="tools", description="Turn one of the agent's tools on or off on this server.")
     @app_commands.describe(tool="Tool name", enabled="On (true) or off (false)")
     async def tools(self, interaction: discord.Interaction, tool: str, enabled: bool) -> None:
-        guild_id = _gid(interaction)
-        await self._set(interaction, guild_id, [(f"tool.{tool.strip()}", enabled)])
+        await self._set(interaction, (f"tool.{tool.strip()}", enabled))
 
     @tools.autocomplete("tool")
-    async def _tool_names(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        if refusal(interaction) is not None:
-            return []
+    @admins_only
+    async def _tool_names(self, interaction: discord.Interaction, current: str) -> Choices:
         gs = await self.store.get(interaction.guild_id)
         return [
             app_commands.Choice(name=f"{t} ({'on' if gs.tool_enabled(t) else 'off'})", value=t)
@@ -235,8 +224,7 @@ class ConfigCog(commands.Cog):
     @config.command(name="max-steps", description="The most reasoning steps one research turn may take.")
     @app_commands.describe(steps="A whole number (the allowed range is shown if it is out of range)")
     async def max_steps(self, interaction: discord.Interaction, steps: int) -> None:
-        guild_id = _gid(interaction)
-        await self._set(interaction, guild_id, [("max_steps", steps)])
+        await self._set(interaction, ("max_steps", steps))
 
     # --- where and how it answers -----------------------------------------------------------------
 
@@ -251,11 +239,9 @@ class ConfigCog(commands.Cog):
         action: app_commands.Choice[str],
         channel: discord.TextChannel | None = None,
     ) -> None:
-        guild_id = _gid(interaction)
-        gs = await self.store.get(guild_id)
-        current = list(gs.channels)
+        current = list((await self.store.get(_gid(interaction))).channels)
         if action.value == "clear":
-            await self._set(interaction, guild_id, [("channels", [])])
+            await self._set(interaction, ("channels", []))
             return
         if channel is None:
             await reply(interaction, f"⚠️ Pick the channel to {action.value} (the `channel` option).")
@@ -268,7 +254,7 @@ class ConfigCog(commands.Cog):
                 await reply(interaction, f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
                 return
             new = [c for c in current if c != channel.id]
-        await self._set(interaction, guild_id, [("channels", new)])
+        await self._set(interaction, ("channels", new))
 
     @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
     @app_commands.describe(
@@ -289,8 +275,8 @@ class ConfigCog(commands.Cog):
         if clear and text:
             await reply(interaction, "⚠️ Give either `text` or `clear`, not both.")
             return
+        gs = await self.store.get(guild_id)
         if clear:
-            gs = await self.store.get(guild_id)
             if key not in gs.overrides:
                 await reply(interaction, f"No persona is set for {where}; nothing changed.")
                 return
@@ -298,12 +284,11 @@ class ConfigCog(commands.Cog):
             await reply(interaction, f"✅ Persona for {where} removed.")
             return
         if text is None:
-            gs = await self.store.get(guild_id)
             current = gs.channel_personas.get(channel.id) if channel else gs.persona
             shown = f"```\n{clip(current.replace('```', 'ʼʼʼ'), 1800)}\n```" if current else "none"
             await reply(interaction, f"Persona for {where}: {shown}")
             return
-        await self._set(interaction, guild_id, [(key, text)])
+        await self._set(interaction, (key, text))
 
     @config.command(name="memory", description="Long-term memory: auto-store, how many items, how long.")
     @app_commands.describe(
@@ -318,10 +303,8 @@ class ConfigCog(commands.Cog):
         max_items: str | None = None,
         max_age_days: str | None = None,
     ) -> None:
-        guild_id = _gid(interaction)
         await self._set_or_show(
             interaction,
-            guild_id,
             "Memory settings",
             {
                 "memory.auto_store": auto_store,
@@ -346,10 +329,8 @@ class ConfigCog(commands.Cog):
         medium_research: app_commands.Choice[str] | None = None,
         page_reader: bool | None = None,
     ) -> None:
-        guild_id = _gid(interaction)
         await self._set_or_show(
             interaction,
-            guild_id,
             "Routing settings",
             {
                 "research.complex": complex_research.value if complex_research else None,
@@ -367,9 +348,8 @@ class ConfigCog(commands.Cog):
         self, interaction: discord.Interaction, allow: str | None = None, block: str | None = None
     ) -> None:
         """Any public GET can carry data out: admins may narrow where agents read (issue 14.9)."""
-        guild_id = _gid(interaction)
         await self._set_or_show(
-            interaction, guild_id, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
+            interaction, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
         )
 
     @config.command(
@@ -392,7 +372,7 @@ class ConfigCog(commands.Cog):
         if problem:
             await reply(interaction, problem)
             return
-        await self._set(interaction, guild_id, [(f"mcp.{name}", url)])
+        await self._set(interaction, (f"mcp.{name}", url))
 
     # --- reset ------------------------------------------------------------------------------------
 
@@ -404,11 +384,8 @@ class ConfigCog(commands.Cog):
         await reply(interaction, text, view=view)
 
     @reset.autocomplete("setting")
-    async def _reset_keys(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        if refusal(interaction) is not None:
-            return []
+    @admins_only
+    async def _reset_keys(self, interaction: discord.Interaction, current: str) -> Choices:
         return reset_choices(await self.store.get(interaction.guild_id), current)
 
 

@@ -8,8 +8,10 @@ check).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -76,6 +78,19 @@ def refusal(interaction: discord.Interaction) -> str | None:
     except MissingManageGuild as e:
         return f"⛔ {e}"
     return None
+
+
+Choices = list[app_commands.Choice[str]]
+
+
+def admins_only(complete: Callable[[Any, discord.Interaction, str], Awaitable[Choices]]) -> Any:
+    """Autocomplete runs no command checks: it offers nothing to a caller :func:`refusal` turns away."""
+
+    @functools.wraps(complete)
+    async def guarded(cog: Any, interaction: discord.Interaction, current: str) -> Choices:
+        return [] if refusal(interaction) is not None else await complete(cog, interaction, current)
+
+    return guarded
 
 
 def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:

@@ -26,13 +26,8 @@ Decisions (the README's "Memory commands" section says the same to users):
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import gzip
-import io
-import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 import structlog
@@ -40,9 +35,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from bot.cogs.memory_share import MemoryCommands
 from bot.discord_sink import NO_MENTIONS
 from bot.memory_buttons import MemoryButton, confirm_view
-from bot.memory_import import ImportLimits, import_attachment, publish_note
 from bot.memory_text import (
     ORIGIN_LABELS,
     day,
@@ -57,11 +52,9 @@ from bot.memory_text import (
     parse_memory_id,
     unavailable_text,
 )
-from bot.run_policy import is_private
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
-    from bot.services import Services
 
 log = structlog.get_logger().bind(logger="bot.cogs.memory")
 
@@ -79,11 +72,10 @@ LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
 
 
-# --- the cog ---------------------------------------------------------------------------------------
-
-
 @app_commands.guild_only()
-class MemoryCog(commands.GroupCog, group_name="memory", group_description="This server's long-term memory"):
+class MemoryCog(
+    MemoryCommands, commands.GroupCog, group_name="memory", group_description="This server's long-term memory"
+):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self.confirm_ttl = CONFIRM_TTL
@@ -95,30 +87,6 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
 
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(MemoryButton)
-
-    # -- plumbing ----------------------------------------------------------------------------------
-
-    @property
-    def sv(self) -> Services:
-        return self.bot.services
-
-    async def _begin(self, interaction: discord.Interaction) -> tuple[Any, str] | None:
-        """Defer (ephemeral) and return (memory, namespace), or say why memory can't be used."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        if interaction.guild_id is None:  # guild_only makes this unreachable; never fall back to anything
-            await self._say(interaction, "Memory belongs to a server: use this command in one.")
-            return None
-        if self.sv.memory is None:
-            await self._say(interaction, unavailable_text(self.sv))
-            return None
-        return self.sv.memory, str(interaction.guild_id)
-
-    async def _say(self, interaction: discord.Interaction, text: str, **kwargs: Any) -> None:
-        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS, **kwargs)
-
-    async def _failed(self, interaction: discord.Interaction, what: str, e: MemoryStoreError) -> None:
-        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
-        await self._say(interaction, f"⚠️ Could not {what}: {mask_secrets(str(e))}")
 
     # -- /memory search ----------------------------------------------------------------------------
 
@@ -132,10 +100,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         kind: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
+        memory, ns = self._target(interaction)
         try:
             hits: list[MemoryHit] = await memory.search(
                 ns,
@@ -174,10 +139,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         id: app_commands.Range[str, 1, 100] | None = None,  # the option's name in Discord
         query: app_commands.Range[str, 1, 300] | None = None,
     ) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
+        memory, ns = self._target(interaction)
         if (id is None) == (query is None):
             await self._say(
                 interaction, "Give either `id` (from /memory search) or `query`, not both or neither."
@@ -246,10 +208,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         origin: app_commands.Choice[str] | None = None,
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
+        memory, ns = self._target(interaction)
         rows: list[MemoryRecord] = []
         try:
             async for row in memory.export(ns):
@@ -274,10 +233,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
 
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
     async def stats(self, interaction: discord.Interaction) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
+        memory, ns = self._target(interaction)
         try:
             st: MemoryStats = await memory.stats(ns)
         except MemoryStoreError as e:
@@ -301,114 +257,11 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         ]
         await self._say(interaction, fit(lines))
 
-    # -- /memory export ----------------------------------------------------------------------------
-
-    @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
-    async def export(self, interaction: discord.Interaction) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
-        buf = io.BytesIO()
-        rows = 0
-        try:
-            async for row in memory.export(ns):
-                buf.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-                rows += 1
-        except MemoryStoreError as e:
-            await self._failed(interaction, "export memory", e)
-            return
-        if rows == 0:
-            await self._say(interaction, "🧠 This server has no memories to export.")
-            return
-        data = buf.getvalue()
-        name = f"memory-{ns}-{dt.datetime.now(tz=dt.UTC):%Y%m%d}.jsonl"
-        limit = max(1024, interaction.filesize_limit - 64 * 1024)  # room for the multipart envelope
-        note = ""
-        if len(data) > limit:  # JSONL of text compresses well; try before giving up
-            data = await asyncio.to_thread(gzip.compress, data, 6)
-            name += ".gz"
-            note = " (gzip-compressed: it was over this server's upload limit)"
-        if len(data) > limit:
-            await self._say(
-                interaction,
-                f"🧠 The export ({rows} items) is {human_bytes(len(data))} even compressed, over this server's "
-                f"upload limit of {human_bytes(interaction.filesize_limit)}. Forget or clear old memories, "
-                "or ask an operator to export from the data directory.",
-            )
-            return
-        await self._say(
-            interaction,
-            f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}.",
-            file=discord.File(io.BytesIO(data), filename=name),
-        )
-
-    # -- /memory import ----------------------------------------------------------------------------
-
-    @app_commands.command(
-        name="import", description="Bring in memories from a /memory export file (Manage Server)."
-    )
-    @app_commands.describe(file="A .jsonl or .jsonl.gz file made by /memory export, from any server")
-    async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
-        if not is_manager(interaction):
-            await self._say(interaction, "🔒 Only members with **Manage Server** can import memories.")
-            return
-        gs = await self.sv.guild_settings.get(interaction.guild_id)
-        limits = ImportLimits.from_settings(self.sv.bot_settings)
-        try:
-            text = await import_attachment(memory, ns, file, limits, self.sv.retention_for(gs))
-        except MemoryStoreError as e:  # the store removed what this import had added
-            await self._failed(interaction, "import memories (nothing was kept)", e)
-            return
-        await self._say(interaction, text)
-
-    # -- /memory publish ---------------------------------------------------------------------------
-
-    @app_commands.command(
-        name="publish", description="Share a note the agent kept in this private thread with the server."
-    )
-    @app_commands.describe(id="The private note's id (leave empty to list this thread's private notes)")
-    async def publish(
-        self, interaction: discord.Interaction, id: app_commands.Range[str, 1, 100] | None = None
-    ) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
-        channel = interaction.channel
-        session = (
-            await self.sv.sessions.by_thread(channel.id)
-            if channel is not None and is_private(channel)
-            else None
-        )
-        if session is None:
-            await self._say(
-                interaction,
-                "🔒 Run `/memory publish` inside the private research thread whose note you want to share.",
-            )
-            return
-        gs = await self.sv.guild_settings.get(interaction.guild_id)
-        try:
-            text = await publish_note(
-                memory, ns, session.id, id, interaction.user.id, self.sv.retention_for(gs)
-            )
-        except MemoryStoreError as e:
-            await self._failed(interaction, "publish the note", e)
-            return
-        await self._say(interaction, text)
-
     # -- /memory clear -----------------------------------------------------------------------------
 
     @app_commands.command(name="clear", description="Delete every memory of this server (Manage Server).")
     async def clear(self, interaction: discord.Interaction) -> None:
-        began = await self._begin(interaction)
-        if began is None:
-            return
-        memory, ns = began
+        memory, ns = self._target(interaction)
         if not is_manager(interaction):
             await self._say(
                 interaction, "🔒 Only members with **Manage Server** can clear this server's memory."

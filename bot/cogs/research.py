@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.attach import incoming
 from bot.discord_sink import NO_MENTIONS
+from bot.formatting import reply
 from bot.mentions import mentions_bot, strip_bot_mentions
 
 if TYPE_CHECKING:
@@ -65,50 +66,46 @@ class ResearchCog(commands.Cog):
         parent_id = getattr(channel, "parent_id", None)
         if gs is not None and channel is not None and not gs.channel_allowed(channel.id, parent_id):
             allowed = ", ".join(f"<#{c}>" for c in gs.channels)
-            await interaction.followup.send(
-                f"/research is not enabled in this channel. Try: {allowed}", ephemeral=True
-            )
+            await reply(interaction, f"/research is not enabled in this channel. Try: {allowed}")
             return
         if isinstance(channel, discord.Thread):
-            await interaction.followup.send(
-                "Use /research in a text channel: it opens its own thread.", ephemeral=True
-            )
+            await reply(interaction, "Use /research in a text channel: it opens its own thread.")
             return
         if not isinstance(channel, discord.TextChannel):
-            await interaction.followup.send("/research works in text channels.", ephemeral=True)
+            await reply(interaction, "/research works in text channels.")
             return
         lacking = missing_permissions(interaction.app_permissions, private=private)
         if lacking:
-            await interaction.followup.send(refusal(lacking, channel), ephemeral=True)
+            await reply(interaction, refusal(lacking, channel))
             return
         decision = await bot.control.may_start(guild_id, member, task)
         if not decision.allowed:
-            await interaction.followup.send(f"⛔ {decision.message}", ephemeral=True)
+            await reply(interaction, f"⛔ {decision.message}")
             return
         try:
             thread = await self._open_thread(channel, task, private)
         except discord.HTTPException as e:
-            await interaction.followup.send(thread_refusal(e, channel, private=private), ephemeral=True)
+            await reply(interaction, thread_refusal(e, channel, private=private))
             return
         started = await bot.control.start_session(
             thread, member, task, tier.value if tier else None, incoming([file] if file else [])
         )
         if started is None:
-            await interaction.followup.send(
+            await reply(
+                interaction,
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
                 f"**Send Messages in Threads** in {channel.mention}.",
-                ephemeral=True,
             )
             return
         slots = bot.runner.slots
         if slots.full():
-            await interaction.followup.send(
+            await reply(
+                interaction,
                 f"Queued in {thread.mention}: the bot is already running its maximum of {slots.limit} "
                 "research runs at once; yours starts as soon as one finishes.",
-                ephemeral=True,
             )
             return
-        await interaction.followup.send(f"Started in {thread.mention}.", ephemeral=True)
+        await reply(interaction, f"Started in {thread.mention}.")
 
     async def _open_thread(self, channel: discord.TextChannel, task: str, private: bool) -> discord.Thread:
         """A thread of the kind asked for, or ``discord.HTTPException``: a private request never falls

@@ -30,7 +30,7 @@ from bot.formatting import (
     join_lines,
     reply,
 )
-from bot.limits import GUILD_BUDGET
+from bot.limits import GUILD_BUDGET, USER_LIMITS
 from bot.store import LimitUsage, MissingManageGuild, ServerUsage, UsageReport, require_manage_guild
 
 if TYPE_CHECKING:
@@ -46,13 +46,7 @@ USAGE_HEADINGS: dict[str, str] = {
     "concurrent_sessions": "Sessions running",
     GUILD_BUDGET: "Server budget this month",
 }
-USAGE_ORDER = (
-    "requests_per_day",
-    "tokens_per_day",
-    "cost_per_month_usd",
-    "concurrent_sessions",
-    GUILD_BUDGET,
-)
+USAGE_ORDER = (*USER_LIMITS, GUILD_BUDGET)
 
 
 def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
@@ -145,13 +139,13 @@ class UsageCog(commands.Cog):
         self.bot = bot
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+        if interaction.guild_id is None:  # guild_only makes this unreachable; never fall back to anything
+            raise app_commands.CheckFailure("/usage works in a server, not in direct messages.")
         return await defer_command(interaction)
 
     @usage.command(name="me", description="Your usage, what is left, and when each limit resets.")
     async def me(self, interaction: discord.Interaction) -> None:
-        if interaction.guild_id is None:
-            await reply(interaction, "/usage works in a server, not in direct messages.")
-            return
+        assert interaction.guild_id is not None  # interaction_check refused it otherwise
         report = await self.bot.services.quotas.usage(
             interaction.guild_id, interaction.user.id, roles_of(interaction.user, interaction.guild_id)
         )
@@ -160,9 +154,7 @@ class UsageCog(commands.Cog):
 
     @usage.command(name="server", description="This month's usage on this server (needs Manage Server).")
     async def server(self, interaction: discord.Interaction) -> None:
-        if interaction.guild_id is None:
-            await reply(interaction, "/usage works in a server, not in direct messages.")
-            return
+        assert interaction.guild_id is not None  # interaction_check refused it otherwise
         try:
             require_manage_guild(interaction.permissions.value)
         except MissingManageGuild:

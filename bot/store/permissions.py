@@ -6,8 +6,7 @@ anyone in its integration settings, so every handler that changes settings check
 
 from __future__ import annotations
 
-MANAGE_GUILD = 1 << 5  # 0x20
-ADMINISTRATOR = 1 << 3  # 0x8, implies every permission
+import discord
 
 
 class MissingManageGuild(PermissionError):
@@ -15,7 +14,8 @@ class MissingManageGuild(PermissionError):
 
 
 def has_manage_guild(permissions_value: int) -> bool:
-    return bool(int(permissions_value) & (MANAGE_GUILD | ADMINISTRATOR))
+    perms = discord.Permissions(int(permissions_value))
+    return perms.manage_guild or perms.administrator  # Administrator implies every permission
 
 
 def require_manage_guild(permissions_value: int | None) -> None:

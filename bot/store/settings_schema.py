@@ -34,16 +34,26 @@ role would otherwise hand it unlimited spending. They write ``unlimited`` instea
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
+from bot.limits import GUILD_BUDGET, USER_LIMITS
+from bot.store.setting_values import (
+    FALSE_WORDS,
+    SettingError,
+    domains,
+    is_unlimited,
+    limit_value,
+    mcp_url,
+    split,
+    text_of,
+    to_bool,
+    to_int,
+)
 
 ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
-INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
 GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch", "mcp")
 MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
 KEY_FORMS = (
@@ -57,19 +67,8 @@ FETCH_KEYS = ("fetch.allow", "fetch.block")
 MCP_MAX_SERVERS = 5
 _MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
-_TRUE = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
-_FALSE = frozenset({"off", "false", "no", "0", "disable", "disabled"})
 MAX_MODELS_PER_TIER = 10
 MAX_CHANNELS = 100
-
-
-class SettingError(ValueError):
-    """A setting value or key the store refuses; the message is shown to the admin as is."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
 
 
 def _listing(items: Iterable[str], limit: int = 25) -> str:
@@ -194,8 +193,8 @@ class SettingsSchema:
         return list(self.known_tiers)
 
     def _research(self, key: str, tier: str, value: Any) -> str | None:
-        choice = _text(value).lower()
-        if choice in _FALSE or choice in ("none", "self"):
+        choice = text_of(value).lower()
+        if choice in FALSE_WORDS or choice in ("none", "self"):
             return None
         order = self._ordered_tiers(key)
         weaker = order[: order.index(tier)]
@@ -235,35 +234,35 @@ class SettingsSchema:
         if p.kind == "tier":
             return self._models(key, p.name or "", value)
         if p.kind == "default_tier":
-            name = _text(value).lower()
+            name = text_of(value).lower()
             if name not in tiers:
                 raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(tiers)}.")
             return name
         if p.kind in ("limit", "role_limit"):
-            return self._limit(key, p.name or "", value)
+            return limit_value(key, p.name or "", value)
         if p.kind in ("tool", "reader"):
-            return _bool(key, value)
+            return to_bool(key, value)
         if p.kind == "research":
             return self._research(key, p.name or "", value)
         if p.kind == "max_steps":
             lo, hi = self.max_steps_range
-            return _int(key, value, lo, hi, f"a whole number from {lo} to {hi}")
+            return to_int(key, value, lo, hi, f"a whole number from {lo} to {hi}")
         if p.kind == "channels":
             return self._channels(key, value)
         if p.kind in ("persona", "channel_persona"):
             return self._persona(key, value)
         if p.kind == "fetch":
-            return _domains(key, value)
+            return domains(key, value)
         if p.kind == "mcp":
-            return _mcp_url(key, value)
+            return mcp_url(key, value)
         if p.name == "auto_store":
-            return _bool(key, value)
-        if _is_unlimited(value):
+            return to_bool(key, value)
+        if is_unlimited(value):
             return None
-        return _int(key, value, 1, 10**9, "a whole number of at least 1, or 'unlimited'")
+        return to_int(key, value, 1, 10**9, "a whole number of at least 1, or 'unlimited'")
 
     def _models(self, key: str, tier: str, value: Any) -> list[str]:
-        names = _split(value)
+        names = split(value)
         if not names:
             raise SettingError(
                 key, f"Tier {tier!r} needs at least one model. Models: {_listing(self.known_models)}."
@@ -281,36 +280,8 @@ class SettingsSchema:
             out.append(canonical)
         return out
 
-    def _limit(self, key: str, name: str, value: Any) -> int | float | None:
-        if _is_unlimited(value):
-            return None
-        whole = name in INT_LIMITS
-        what = "a whole number" if whole else "an amount in USD"
-        raw = value
-        if isinstance(value, str):
-            value = value.strip().replace(",", "").replace("_", "").lstrip("$").strip()
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            raise SettingError(key, f"{key} must be {what} or 'unlimited'; got {raw!r}.") from None
-        if math.isnan(number) or math.isinf(number) or number < 0:
-            raise SettingError(key, f"{key} must be {what} above 0, or 'unlimited'; got {raw!r}.")
-        if number == 0:
-            raise SettingError(
-                key,
-                f"{key} cannot be 0: write 'unlimited' for no limit, or a number above 0. "
-                "To keep people from using the bot, restrict its channels or Discord permissions.",
-            )
-        if not in_bounds(name, number):
-            raise SettingError(key, f"{key} must be {what} {bounds_text(name)}, or 'unlimited'; got {raw!r}.")
-        if whole:
-            if number != int(number):
-                raise SettingError(key, f"{key} must be a whole number; got {raw!r}.")
-            return int(number)
-        return round(number, 6)
-
     def _channels(self, key: str, value: Any) -> list[int]:
-        items = _split(value) if isinstance(value, str) else list(value or [])
+        items = split(value) if isinstance(value, str) else list(value or [])
         ids: list[int] = []
         for item in items:
             if isinstance(item, bool) or not isinstance(item, int | str):
@@ -331,76 +302,3 @@ class SettingsSchema:
         if len(text) > self.persona_max_chars:
             raise SettingError(key, f"{key} is {len(text)} characters; the most is {self.persona_max_chars}.")
         return text
-
-
-def _domains(key: str, value: Any) -> list[str]:
-    """A list of normalised domains (IDNA, lower-case); ``none``/``off`` or an empty list clears it."""
-    from agent.tools.domains import MAX_RULES, normalise_domain
-
-    if _is_unlimited(value) or (isinstance(value, str) and not value.strip()):
-        return []
-    out: list[str] = []
-    for item in _split(value):
-        try:
-            rule = normalise_domain(item)
-        except ValueError as e:
-            raise SettingError(key, f"{key}: {e}.") from None
-        if rule not in out:
-            out.append(rule)
-    if len(out) > MAX_RULES:
-        raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
-    return sorted(out)
-
-
-def _mcp_url(key: str, value: Any) -> str:
-    """A streamable-HTTP MCP endpoint. Where it points is checked by the SSRF guard when the bot connects
-    (as fetch_url's pages are): a name can resolve elsewhere later, so a check here alone would not hold."""
-    import httpx
-
-    url = _text(value)
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as e:
-        raise SettingError(key, f"{key}: not a URL ({e}).") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host or len(url) > 500:
-        raise SettingError(key, f"{key} must be an http:// or https:// URL of at most 500 characters.")
-    return url
-
-
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else str(value)
-
-
-def _split(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [v for v in re.split(r"[,\s]+", value.strip()) if v]
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return []
-
-
-def _is_unlimited(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in _UNLIMITED)
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = _text(value).lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise SettingError(key, f"{key} must be on or off; got {value!r}.")
-
-
-def _int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool):
-        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
-    try:
-        number = int(_text(value).replace(",", "").replace("_", "")) if not isinstance(value, int) else value
-    except ValueError:
-        raise SettingError(key, f"{key} must be {what}; got {value!r}.") from None
-    if not lo <= number <= hi:
-        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
-    return number

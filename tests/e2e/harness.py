@@ -48,19 +48,10 @@ def make_bot(
 
 @asynccontextmanager
 async def running_bot(
-    fake: FakeDiscord,
-    llm: FakeLLM,
-    data_dir: Path,
-    guild: FakeGuild,
-    *,
-    models: tuple[str, ...] = ("gpt-4o-mini",),
-    tiers_table: dict[str, tuple[str, ...]] | None = None,
-    agent_env: dict[str, Any] | None = None,
-    **bot_env: Any,
+    fake: FakeDiscord, llm: FakeLLM, data_dir: Path, guild: FakeGuild, **settings: Any
 ) -> AsyncIterator[AgentBot]:
-    bot = make_bot(
-        fake, llm, data_dir, guild, models=models, tiers_table=tiers_table, agent_env=agent_env, **bot_env
-    )
+    """:func:`make_bot` (same arguments), connected to the fake Discord until the block ends."""
+    bot = make_bot(fake, llm, data_dir, guild, **settings)
     async with fake.run_bot(bot):
         yield bot
 
