@@ -173,7 +173,9 @@ class PgDatabase:
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_session_state
+            )
         except (TimeoutError, OSError, asyncpg.PostgresError) as e:
             raise StoreError(
                 f"DATABASE_URL: cannot connect to {_redact(url)}: {type(e).__name__}: {e}"
@@ -226,6 +228,16 @@ class PgDatabase:
     async def fetchone(self, sql: str, params: Params = ()) -> asyncpg.Record | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a connection it gets back, minus the reset query.
+
+    asyncpg still rolls back an open transaction first (``Connection._reset``); its default reset query
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more round trip after every
+    pooled call, paid by the quota hot path once per batch, for state this store never leaves behind: its
+    advisory locks are transaction-scoped, and it never SETs, LISTENs or keeps a cursor open.
+    """
 
 
 def _redact(url: str) -> str:
