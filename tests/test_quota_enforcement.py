@@ -297,3 +297,56 @@ async def test_usage_reports_for_the_caller_and_the_server(db: Database, clock: 
         pytest.approx(0.11),
     )
     assert (server.budget_usd, server.resets_at) == (50.0, datetime(2025, 4, 1, tzinfo=UTC))
+
+
+async def test_reservations_queued_together_fill_the_limit_exactly_and_no_further(
+    db: Database, clock: Clock
+) -> None:
+    store = QuotaStore(db, None, limits(tokens_per_day=1000, guild_budget_per_month_usd=1.0), clock=clock)
+    budget = store.budget(G, USER)
+    first = await asyncio.gather(*(budget.reserve("m", Usage(100, 0), 0.1) for _ in range(10)))
+    assert len(set(first)) == 10  # ten of 100 tokens and $0.10: both limits exactly full, all held
+    outcomes = await asyncio.gather(
+        budget.reserve("m", Usage(1, 0), None),
+        store.budget(G, OTHER).reserve("m", Usage(1, 0), 0.01),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes] == [BudgetExceeded, BudgetExceeded]
+    assert "Daily token limit reached" in str(outcomes[0]) and "monthly budget" in str(outcomes[1])
+    # settling frees what the real usage did not take; reserves queued in the same moment share it
+    await asyncio.gather(*(budget.settle(t, "m", "p", Usage(50, 0), Cost(0.05)) for t in first))
+    tokens_only = await asyncio.gather(
+        *(budget.reserve("m", Usage(100, 0), None) for _ in range(6)), return_exceptions=True
+    )
+    assert sorted(type(o).__name__ for o in tokens_only) == ["BudgetExceeded"] + ["int"] * 5
+    budget_only = await asyncio.gather(
+        *(store.budget(G, 1000 + u).reserve("m", Usage(1, 0), 0.1) for u in range(6)), return_exceptions=True
+    )
+    assert sorted(type(o).__name__ for o in budget_only) == ["BudgetExceeded"] + ["int"] * 5
+
+
+async def test_settles_written_together_count_each_call_in_every_counter(db: Database, clock: Clock) -> None:
+    store = QuotaStore(db, None, UNLIMITED, clock=clock)
+    calls = [
+        (user, model, Usage(100, 40, 10, 1, reasoning))
+        for user in (USER, OTHER)
+        for model, reasoning in (("a", 0), ("b", 25))
+    ]
+    tokens = [await store.budget(G, user).reserve(model, usage, 0.01) for user, model, usage in calls]
+    await asyncio.gather(
+        *(
+            store.budget(G, user).settle(t, model, "p", usage, Cost(0.01))
+            for t, (user, model, usage) in zip(tokens, calls, strict=True)
+        ),
+        store.budget(G, USER).settle(None, "b", "p", Usage(5, 5), Cost(0.0, ("b",))),
+    )
+    await store.flush()
+    assert (await store.usage(G, USER)).item("tokens_per_day").used == 2 * 140 + 10
+    server = await store.server_usage(G)
+    assert server.tokens == 4 * 140 + 10 and server.unknown_cost_calls == 1
+    by_model = {
+        m.model: (m.calls, m.prompt_tokens, m.completion_tokens, m.reasoning_tokens) for m in server.models
+    }
+    assert by_model == {"a": (2, 200, 80, 0), "b": (3, 205, 85, 50)}
+    row = await db.fetchone("SELECT COUNT(*) FROM reservations")
+    assert row[0] == 0  # type: ignore[index]

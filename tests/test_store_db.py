@@ -33,13 +33,13 @@ def tables(path: Path) -> set[str]:
 async def test_empty_file_is_created_at_the_newest_version_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "data" / "agentbot.sqlite3"  # the data directory does not exist yet
     async with await Database.open(path) as db:
-        assert db.schema_version == len(MIGRATIONS) == 5
+        assert db.schema_version == len(MIGRATIONS) == 6
         (mode,) = await db.fetchone("PRAGMA journal_mode")  # type: ignore[misc]
         assert mode == "wal"
         rows = await db.conn.execute_fetchall("PRAGMA foreign_keys")
         assert next(iter(rows))[0] == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert {"sessions", "messages", "turns", "usage_ledger", "reservations", "audit_log"} <= tables(path)
 
 
@@ -59,7 +59,7 @@ async def test_a_v1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
     assert "audit_log" not in tables(path)
 
     async with await Database.open(path) as db:
-        assert db.schema_version == 5
+        assert db.schema_version == len(MIGRATIONS)
         sessions = SessionStore(db)
         assert (await sessions.get("s1")).task == "why"  # type: ignore[union-attr]
         assert await sessions.history("s1") == [{"role": "user", "content": "why"}]
@@ -83,7 +83,7 @@ async def test_a_v2_file_keeps_its_usage_and_then_counts_reasoning_tokens_per_mo
         )
 
     async with await Database.open(path) as db:
-        assert db.schema_version == 5
+        assert db.schema_version == len(MIGRATIONS)
         store = QuotaStore(db, None, limits)
         await store.budget(1, 7, ()).settle(None, "gpt-5", "openai", Usage(2000, 900, 0, 1, 700), Cost(0.01))
         await store.budget(1, 7, ()).settle(
@@ -102,12 +102,13 @@ async def test_a_file_from_a_newer_version_is_refused_untouched(tmp_path: Path) 
     async with await Database.open(path):
         pass
     with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 7")
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 2}")
     before = path.read_bytes()
     with pytest.raises(DatabaseTooNew) as err:
         await Database.open(path)
     message = str(err.value)
-    assert "schema version 7" in message and "up to version 5" in message and "newer agentbot" in message
+    newer, known = f"schema version {len(MIGRATIONS) + 2}", f"up to version {len(MIGRATIONS)}"
+    assert newer in message and known in message and "newer agentbot" in message
     assert path.read_bytes() == before
 
 

@@ -239,12 +239,17 @@ ALTER TABLE queued_turns ADD COLUMN message_id INTEGER;
 CREATE INDEX turns_by_message ON turns (message_id) WHERE message_id IS NOT NULL;
 """
 
+# PostgreSQL's V6 is a function that runs a batch of quota operations in one round trip; SQLite already
+# runs them in-process, so here the version only keeps both schemas numbered alike.
+V6 = "SELECT 1;"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
     Migration(3, "reasoning tokens per model call", V3),
     Migration(4, "follow-ups queued behind a running turn", V4),
     Migration(5, "the message that asked for each turn, edits and superseded turns", V5),
+    Migration(6, "quota operations in one round trip", V6),
 )
 
 for _i, _m in enumerate(MIGRATIONS, start=1):

@@ -10,7 +10,9 @@ its quota checks are written as single ``INSERT … SELECT … WHERE`` statement
 because no other writer runs at the same time. PostgreSQL's READ COMMITTED would let two processes both
 pass the same limit. ``pg_advisory_xact_lock`` restores "one writer at a time" across every process
 sharing the database, and is released by COMMIT or ROLLBACK, so a crashed process never holds it.
-Reads take no lock and see committed state, as SQLite's reader connection does.
+Reads take no lock and see committed state, as SQLite's reader connection does. The quota hot path
+(reservations and settlements, :mod:`bot.store.ledger`) does not take this lock: it runs as one function
+call per batch that locks only the servers (guilds) it charges (``pg_schema.V6``).
 """
 
 from __future__ import annotations
@@ -171,7 +173,9 @@ class PgDatabase:
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
         try:
-            pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_session_state
+            )
         except (TimeoutError, OSError, asyncpg.PostgresError) as e:
             raise StoreError(
                 f"DATABASE_URL: cannot connect to {_redact(url)}: {type(e).__name__}: {e}"
@@ -224,6 +228,16 @@ class PgDatabase:
     async def fetchone(self, sql: str, params: Params = ()) -> asyncpg.Record | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset of a connection it gets back, minus the reset query.
+
+    asyncpg still rolls back an open transaction first (``Connection._reset``); its default reset query
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more round trip after every
+    pooled call, paid by the quota hot path once per batch, for state this store never leaves behind: its
+    advisory locks are transaction-scoped, and it never SETs, LISTENs or keeps a cursor open.
+    """
 
 
 def _redact(url: str) -> str:

@@ -1,5 +1,6 @@
 """A throwaway PostgreSQL server for the tests: ``initdb`` into a temp dir, started on a free port of
-127.0.0.1, fsync off, stopped and deleted at the end.
+127.0.0.1, fsync off (``durable=True``: PostgreSQL's own durable defaults, as a production server runs;
+``bench/quota_store.py`` measures both), stopped and deleted at the end.
 
 Where the server comes from: Debian's ``postgresql`` package (``initdb`` and ``pg_ctl`` on PATH or under
 ``/usr/lib/postgresql/*/bin``); ``.ci/run`` installs it when missing. ``initdb`` refuses to run as root,
@@ -38,7 +39,8 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="agentbot-pg-"))
         self.port = _free_port()
         self.user = "agentbot"
@@ -56,8 +58,9 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         data = str(self.dir / "data")
         self._run(_binary("initdb"), "-D", data, "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
-        opts = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-        opts += " -c full_page_writes=off -c max_connections=200"
+        opts = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:  # tests need no crash safety: a commit then waits for no disk flush
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(_binary("pg_ctl"), "-D", data, "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
         return self
 
