@@ -25,7 +25,8 @@ from chromadb.config import Settings
 from agent.config import MemoryEnv, parse_settings
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
-from agent.memory import layout, scans, transfer
+from agent.memory import layout, scans
+from agent.memory.base import Memory
 from agent.memory.chroma_collections import PAGE, Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
 from agent.memory.types import (
@@ -39,7 +40,7 @@ from agent.memory.types import (
 )
 
 
-class ChromaMemory:
+class ChromaMemory(Memory):
     """The Chroma implementation of :class:`agent.memory.base.Memory`."""
 
     def __init__(
@@ -147,34 +148,6 @@ class ChromaMemory:
         return self._cols
 
     # -- writes --------------------------------------------------------------------------------
-
-    async def store(
-        self,
-        namespace: str | int,
-        text: str,
-        *,
-        kind: str = "note",
-        author: str = "",
-        thread: str = "",
-        task: str = "",
-        sources: Iterable[str] = (),
-        created: float | None = None,
-        session: str = "",
-        origin: str = "",
-    ) -> StoreResult:
-        """Remember one text (chunked when long). Storing the same text again adds nothing."""
-        item = NewMemory(
-            text,
-            kind,  # type: ignore[arg-type]
-            author,
-            thread,
-            task,
-            tuple(sources),
-            created,
-            session=session,
-            origin=origin,
-        )
-        return await self.store_many(namespace, [item])
 
     async def store_many(
         self, namespace: str | int, items: Sequence[NewMemory], *, vectors: np.ndarray | None = None
@@ -300,20 +273,6 @@ class ChromaMemory:
             for r in page:
                 yield to_record(r.id, r.document, r.metadata).to_row()
 
-    async def import_rows(self, namespace: str | int, rows: Iterable[Mapping[str, Any]]) -> StoreResult:
-        """Store exported rows again (into any namespace, with this store's embedding): every row is
-        checked first (:mod:`agent.memory.transfer`), chunks of one parent are joined back in order,
-        the original dates are kept, and a failure part-way removes what this import added."""
-        plan = transfer.plan_import(enumerate(rows, start=1), max_memories=10**6)
-        done = await self.import_memories(namespace, plan.memories)
-        return StoreResult(done.ids, done.rows, len(done.ids) - len(done.added))
-
-    async def import_memories(
-        self, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256
-    ) -> transfer.ImportResult:
-        """All or nothing (see :func:`agent.memory.transfer.import_memories`)."""
-        return await transfer.import_memories(self, namespace, memories, batch=batch)
-
     # -- deletes -------------------------------------------------------------------------------
 
     async def forget(self, namespace: str | int, ids: Iterable[str]) -> list[str]:
@@ -333,14 +292,6 @@ class ChromaMemory:
 
         async with self._locks[ns]:
             return await asyncio.to_thread(forget)
-
-    async def forget_by_query(
-        self, namespace: str | int, query: str, *, k: int = 5, min_relevance: float = 0.4
-    ) -> list[str]:
-        """Delete the memories that best match ``query`` (whole memories, not single chunks).
-        For a confirmation step, :meth:`search` first and :meth:`forget` the ids shown."""
-        hits = await self.search(namespace, query, k, min_relevance=min_relevance)
-        return await self.forget(namespace, list(dict.fromkeys(h.parent or h.id for h in hits)))
 
     async def clear(self, namespace: str | int) -> int:
         """Delete every memory of the namespace; returns how many rows went."""

@@ -265,11 +265,8 @@ class ToolRegistry:
         try:
             args = json.loads(raw) if raw else {}
         except json.JSONDecodeError as e:
-            return (
-                t,
-                None,
-                f"arguments for {t.name} are not valid JSON ({e.msg} at position {e.pos}); send one JSON object",
-            )
+            why = f"{e.msg} at position {e.pos}"
+            return t, None, f"arguments for {t.name} are not valid JSON ({why}); send one JSON object"
         if not isinstance(args, dict):
             return t, None, f"arguments for {t.name} must be a JSON object, got {type(args).__name__}"
         try:
@@ -283,37 +280,29 @@ class ToolRegistry:
         started = time.monotonic()
         t, kwargs, problem = self.parse(call)
         if problem is not None or t is None or kwargs is None:
-            return ToolOutcome(_error_json(problem or "invalid call"), is_error=True, duration=0.0)
+            return ToolOutcome(_error_json(problem or "invalid call"), is_error=True)
         for guard in self.guards:
             refusal = await guard.check(t, ctx)
             if refusal:
-                return ToolOutcome(_error_json(refusal), True, arguments=kwargs, duration=0.0)
-        call_kwargs = dict(kwargs)
-        if t.context_param:
-            call_kwargs[t.context_param] = ctx
-
+                return ToolOutcome(_error_json(refusal), True, arguments=kwargs)
+        call_kwargs = {**kwargs, t.context_param: ctx} if t.context_param else dict(kwargs)
         try:
             value = await t.retry.call(
                 lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry
             )
-        except asyncio.CancelledError:
-            raise
         except ToolRefused as e:
-            return ToolOutcome(
-                _error_json(str(e)), True, arguments=kwargs, duration=time.monotonic() - started
-            )
+            problem = str(e)
         except TimeoutError:
-            msg = f"{t.name} timed out after {t.timeout:g} s"
-            return ToolOutcome(_error_json(msg), True, arguments=kwargs, duration=time.monotonic() - started)
+            problem = f"{t.name} timed out after {t.timeout:g} s"
         except Exception as e:
-            return ToolOutcome(
-                _error_json(describe_error(e)), True, arguments=kwargs, duration=time.monotonic() - started
-            )
-        text, sources, full = _render(value)
-        if full is None and len(text) > t.max_output:
-            full = text  # a reader may read what the cap cuts off for the agent model
-        text, truncated = cap_output(text, t.max_output)
-        return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
+            problem = describe_error(e)
+        else:
+            text, sources, full = _render(value)
+            if full is None and len(text) > t.max_output:
+                full = text  # a reader may read what the cap cuts off for the agent model
+            text, truncated = cap_output(text, t.max_output)
+            return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
+        return ToolOutcome(_error_json(problem), True, arguments=kwargs, duration=time.monotonic() - started)
 
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
