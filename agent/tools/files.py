@@ -160,11 +160,17 @@ def _open_file(dir_fd: int, name: str, shown: str, flags: int) -> int:
     return fd
 
 
-def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
+def _entry(path: str, if_root: str) -> tuple[list[str], str]:
+    """(components, the path as shown) of a file or folder in the workspace; ``if_root`` refuses the
+    workspace itself."""
     parts = split_path(path)
     if not parts:
-        raise PathRefused("that is the workspace itself; list_files shows what it holds")
-    shown = "/".join(parts)
+        raise PathRefused(if_root)
+    return parts, "/".join(parts)
+
+
+def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
+    parts, shown = _entry(path, "that is the workspace itself; list_files shows what it holds")
     with _walk_to(ws, parts[:-1], create=False) as dfd:
         fd = _open_file(dfd, parts[-1], shown, os.O_RDONLY)
         with os.fdopen(fd, "rb") as f:
@@ -184,10 +190,7 @@ def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -
 
 
 def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesSettings) -> str:
-    parts = split_path(path)
-    if not parts:
-        raise PathRefused("name a file to write, e.g. 'notes.md'")
-    shown = "/".join(parts)
+    parts, shown = _entry(path, "name a file to write, e.g. 'notes.md'")
     data = content.encode("utf-8")
     quota = settings.quota_bytes
     with workspace_lock(ws):
@@ -270,10 +273,7 @@ def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
 
 
 def delete_entry(ws: Path, path: str) -> str:
-    parts = split_path(path)
-    if not parts:
-        raise PathRefused("the workspace itself cannot be deleted; name a file or folder in it")
-    shown = "/".join(parts)
+    parts, shown = _entry(path, "the workspace itself cannot be deleted; name a file or folder in it")
     with workspace_lock(ws), _walk_to(ws, parts[:-1], create=False) as dfd:
         try:
             st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)

@@ -282,12 +282,12 @@ async def run_search(
     backend = BACKENDS[settings.backend]
     try:
         raw = await backend(client, settings, query, n)
-    except ToolRefused as e:
-        log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
-        raise type(e)(_scrub(str(e), settings)) from None
-    except TransientToolError as e:
-        log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
-        raise TransientToolError(_scrub(str(e), settings), retry_after=e.retry_after) from None
+    except (ToolRefused, TransientToolError) as e:
+        said = _scrub(str(e), settings)
+        log.warning("web search failed: backend=%s error=%s", settings.backend, said)
+        if isinstance(e, TransientToolError):
+            raise TransientToolError(said, retry_after=e.retry_after) from None
+        raise type(e)(said) from None
     except httpx.TimeoutException:
         raise TransientToolError(
             f"{settings.backend} search timed out after {settings.timeout:g} s"
