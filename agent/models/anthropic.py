@@ -159,28 +159,14 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     return usage if usage.total_tokens else None
 
 
-def _message_from_blocks(blocks: Sequence[dict[str, Any]]) -> Message:
-    text: list[str] = []
-    calls: list[ToolCall] = []
-    for i, b in enumerate(blocks):
-        if b.get("type") == "text":
-            text.append(b.get("text") or "")
-        elif b.get("type") == "tool_use":
-            calls.append(
-                ToolCall(
-                    id=b.get("id") or f"toolu_{i}",
-                    name=b.get("name") or "",
-                    arguments=json.dumps(b.get("input") or {}),
-                )
-            )
-    return Message("assistant", "".join(text), tool_calls=calls)
-
-
 class _BlockAssembler:
-    """Collects streamed content blocks by index; tool input arrives as ``partial_json`` pieces."""
+    """Collects content blocks by index (all at once, or streamed: tool input then arrives as
+    ``partial_json`` pieces)."""
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: Sequence[dict[str, Any]] = ()) -> None:
         self._blocks: dict[int, dict[str, Any]] = {}
+        for i, block in enumerate(blocks):
+            self.start(i, block)
 
     def start(self, index: int, block: dict[str, Any]) -> None:
         self._blocks[index] = {**block, "_json": []}
@@ -285,7 +271,7 @@ class AnthropicModel(HTTPModel):
             blocks = data["content"]
         except (ValueError, KeyError, TypeError) as e:
             raise self._bad_payload() from e
-        reply = _message_from_blocks(blocks)
+        reply = _BlockAssembler(blocks).message()
         return ModelResponse(
             message=reply,
             usage=parse_usage(data.get("usage")) or estimated_usage(body, _PROMPT_KEYS, reply),

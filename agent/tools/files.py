@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.registry import Tool, ToolContext, ToolRefused, text_window, tool
 from agent.tools.safe_names import refuse_unsafe, shown_name
 from agent.tools.workspace import (
     DIR_FLAGS,
@@ -177,16 +177,10 @@ def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -
             data = f.read(max_bytes + 1)
     if b"\0" in data[:8192]:
         return f"{shown} is a binary file ({human_size(len(data))}); it cannot be shown as text. run_python can inspect it."
-    text = data[:max_bytes].decode("utf-8", errors="replace")
-    total = len(text)
-    start = min(start, total)
-    window = text[start : start + max_chars]
-    end = start + len(window)
-    head = f"{shown} ({human_size(len(data))})"
-    if start or end < total:
-        more = f"; read_file again with start={end} for more" if end < total else ""
-        head += f" [characters {start}-{end} of {total}{more}]"
-    return f"{head}\n\n{window}"
+    window, note = text_window(
+        data[:max_bytes].decode("utf-8", errors="replace"), start, max_chars, "read_file"
+    )
+    return f"{shown} ({human_size(len(data))}){' ' + note if note else ''}\n\n{window}"
 
 
 def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesSettings) -> str:

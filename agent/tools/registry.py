@@ -220,6 +220,19 @@ def cap_output(text: str, limit: int) -> tuple[str, bool]:
     return text[:limit] + note, True
 
 
+def text_window(text: str, start: int, size: int, again: str) -> tuple[str, str]:
+    """(``size`` characters of ``text`` from ``start``, a note saying which, '' when it is all);
+    ``again`` names the call that reads on ("read_file")."""
+    total = len(text)
+    start = min(max(start, 0), total)
+    window = text[start : start + size]
+    end = start + len(window)
+    if not start and end >= total:
+        return window, ""
+    more = f"; {again} again with start={end} for more" if end < total else ""
+    return window, f"[characters {start}-{end} of {total}{more}]"
+
+
 class ToolRegistry:
     """Tools by name, plus the guards that may refuse a call."""
 
