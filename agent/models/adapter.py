@@ -239,6 +239,12 @@ class HTTPModel:
             raise self._transport_error(e) from e
 
 
+def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:
+    """The system texts (Anthropic and Gemini take them apart from the turns) and the other messages."""
+    system = [m.content for m in messages if m.role == "system" and m.content.strip()]
+    return system, [m for m in messages if m.role != "system"]
+
+
 def args_object(arguments: str) -> dict[str, Any]:
     """Tool-call arguments as the JSON object Anthropic and Gemini require; anything else travels as
     ``{"_raw_arguments": text}`` so the model sees what it wrote next to the error observation."""

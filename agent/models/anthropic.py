@@ -37,7 +37,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, args_object
+from agent.models.adapter import HTTPModel, args_object, split_system
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -71,13 +71,9 @@ def _wire_id(call_id: str | None) -> str:
 
 def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
     """Neutral messages → (system text, Anthropic ``messages``) with roles merged as the API demands."""
-    system_parts: list[str] = []
+    system_parts, turns = split_system(messages)
     out: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system_parts.append(m.content)
-            continue
+    for m in turns:
         blocks: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"

@@ -41,7 +41,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import ErrorBody, HTTPModel, args_object
+from agent.models.adapter import ErrorBody, HTTPModel, args_object, split_system
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -94,14 +94,10 @@ def to_wire(
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Neutral messages → (``systemInstruction`` or None, ``contents``)."""
     signatures = signatures or {}
-    system: list[str] = []
+    system, turns = split_system(messages)
     names: dict[str, str] = {}
     contents: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system.append(m.content)
-            continue
+    for m in turns:
         parts: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"
