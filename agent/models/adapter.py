@@ -245,14 +245,18 @@ def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]
     return system, [m for m in messages if m.role != "system"]
 
 
-def args_object(arguments: str) -> dict[str, Any]:
-    """Tool-call arguments as the JSON object Anthropic and Gemini require; anything else travels as
-    ``{"_raw_arguments": text}`` so the model sees what it wrote next to the error observation."""
+def json_object(text: str, fallback: str) -> dict[str, Any]:
+    """``text`` as the JSON object Anthropic and Gemini require, else ``{fallback: text}``: the model
+    sees what it wrote next to the error observation."""
     try:
-        value = json.loads(arguments) if arguments.strip() else {}
+        value = json.loads(text)
     except ValueError:
-        return {"_raw_arguments": arguments}
-    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+        value = None
+    return value if isinstance(value, dict) else {fallback: text}
+
+
+def args_object(arguments: str) -> dict[str, Any]:
+    return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
 
 
 def _retryable(e: BaseException) -> bool:

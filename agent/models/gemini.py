@@ -41,7 +41,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import ErrorBody, HTTPModel, args_object, split_system
+from agent.models.adapter import ErrorBody, HTTPModel, args_object, json_object, split_system
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -81,14 +81,6 @@ def needs_signatures(model: str) -> bool:
     return bool(m) and int(m.group(1)) >= 3
 
 
-def _response_object(content: str) -> dict[str, Any]:
-    try:
-        value = json.loads(content)
-    except ValueError:
-        return {"result": content}
-    return value if isinstance(value, dict) else {"result": content}
-
-
 def to_wire(
     messages: Sequence[Message], signatures: dict[str, str] | None = None, *, sentinel: bool = False
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -102,7 +94,7 @@ def to_wire(
         if m.role == "tool":
             role = "user"
             name = m.name or names.get(m.tool_call_id or "", "") or "tool"
-            parts.append({"functionResponse": {"name": name, "response": _response_object(m.content)}})
+            parts.append({"functionResponse": {"name": name, "response": json_object(m.content, "result")}})
         elif m.role == "assistant":
             role = "model"
             if m.content:
