@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,23 +46,23 @@ def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) ->
         )
 
 
+@dataclass(eq=False)
 class Collections:
     """One open store's collections; made by :meth:`open`, which checks and repairs what it finds."""
 
-    def __init__(
-        self, client: Any, embedding: Embedding, *, prefix: str, buckets: int, dedicated_threshold: int
-    ) -> None:
-        self.client = client
-        self.embedding = embedding
-        self.prefix = prefix
-        self.buckets = buckets
-        self.dedicated_threshold = dedicated_threshold
-        self._ef = AgentbotEmbeddingFunction(embedding)
-        self._cache: dict[str, Any] = {}
-        self._dedicated: dict[str, str] = {}
-        """namespace -> its own collection's name (only once fully migrated)."""
-        self._counts: dict[str, int] = {}
-        """Rows per namespace in shared buckets, as far as this process knows."""
+    client: Any
+    embedding: Embedding
+    prefix: str
+    buckets: int
+    dedicated_threshold: int
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _dedicated: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    """namespace -> its own collection's name (only once fully migrated)."""
+    _counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    """Rows per namespace in shared buckets, as far as this process knows."""
+
+    def __post_init__(self) -> None:
+        self._ef = AgentbotEmbeddingFunction(self.embedding)
 
     @classmethod
     def open(cls, client: Any, embedding: Embedding, **kwargs: Any) -> Collections:
