@@ -237,19 +237,11 @@ class AgentSettings(ToolEnv, MemoryEnv):
             raise ValueError(f"{existing or path} is not a directory agentbot can write in")
         return v
 
-    @field_validator("router_step_limits", mode="before")
+    @field_validator("router_step_limits", "router_research_tiers", mode="before")
     @classmethod
-    def _step_limits(cls, v: object) -> object:
-        if not isinstance(v, str):
-            return v
-        return parse_step_limits(v)
-
-    @field_validator("router_research_tiers", mode="before")
-    @classmethod
-    def _research(cls, v: object) -> object:
-        if not isinstance(v, str):
-            return v
-        return parse_research_tiers(v)
+    def _tier_pairs(cls, v: object, info: ValidationInfo) -> object:
+        parse = parse_step_limits if info.field_name == "router_step_limits" else parse_research_tiers
+        return parse(v) if isinstance(v, str) else v
 
 
 def explain(err: ValidationError) -> str:

@@ -12,7 +12,6 @@ from rich.markup import escape
 from agent.events import (
     AgentEvent,
     ErrorEvent,
-    FinalEvent,
     MemoryEvent,
     ModelSwitched,
     RetryEvent,
@@ -96,8 +95,6 @@ class TerminalRenderer:
             c.print(f"  [magenta]{ev.action} {ev.count} memories[/]")
         elif isinstance(ev, ErrorEvent):
             c.print(f"[bold red]error:[/] {escape(ev.message)}")
-        elif isinstance(ev, FinalEvent):
-            pass
 
     def summary(self, result: RunResult) -> None:
         self._end_text()

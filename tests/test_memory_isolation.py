@@ -139,7 +139,7 @@ async def test_a_guild_moved_to_its_own_collection_stays_isolated(memory: Chroma
     assert (stats_a.layout, stats_a.items) == ("dedicated", 36)
     assert (stats_b.layout, stats_b.items) == ("shared", 1)
     # Every row of A left the shared collection (read straight from Chroma, bypassing the store).
-    shared = memory._client.get_collection(stats_b.collection)
+    shared = memory._cols.client.get_collection(stats_b.collection)
     assert shared.get(where={"ns": A}, include=[])["ids"] == []
 
     hits_a = await memory.search(A, SECRET_QUERY, k=3)
@@ -164,7 +164,7 @@ async def test_a_foreign_row_planted_in_a_guild_collection_is_never_returned(
 ) -> None:
     await memory.store_many(A, [NewMemory(f"Guild A fact number {i} about castles.") for i in range(31)])
     name = (await memory.stats(A)).collection
-    raw = memory._client.get_collection(name)
+    raw = memory._cols.client.get_collection(name)
     planted = "Guild B's planted secret about castles: GREEN-HERON-7."
     raw.add(
         ids=["ffffffffffffffff"],
@@ -187,7 +187,7 @@ async def test_an_id_held_by_another_guild_is_never_overwritten(
 ) -> None:
     await memory.store(B, "Guild B's first memory.")
     taken = record_id(A, SECRET)  # plant a row of B under the id A's text will get
-    raw = memory._client.get_collection((await memory.stats(B)).collection)
+    raw = memory._cols.client.get_collection((await memory.stats(B)).collection)
     raw.add(
         ids=[taken],
         embeddings=embedding.embed_documents(["B's row"]),

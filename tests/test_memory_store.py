@@ -215,14 +215,18 @@ async def test_an_interrupted_move_is_undone_or_finished_at_start_up(
     a, b = "400000000000000004", "500000000000000005"
     await m.store_many(a, [NewMemory(t) for t in MEMORIES[:3]])
     await m.store_many(b, [NewMemory(t) for t in MEMORIES[3:5]])
-    shared = m._client.get_collection(layout.shared_name(m.prefix, 0))
+    shared = m._cols.client.get_collection(layout.shared_name(m.prefix, 0))
     rows_a = shared.get(where={"ns": a}, include=["embeddings", "documents", "metadatas"])
     rows_b = shared.get(where={"ns": b}, include=["embeddings", "documents", "metadatas"])
     # A crashed while copying (one row copied, still marked migrating); B crashed after the switch,
     # before its rows left the shared collection.
-    half = m._collection(layout.dedicated_name(m.prefix, a), m._dedicated_meta(a, layout.STATE_MIGRATING))
+    half = m._cols.collection(
+        layout.dedicated_name(m.prefix, a), m._cols.dedicated_meta(a, layout.STATE_MIGRATING)
+    )
     half.add(ids=rows_a["ids"][:1], embeddings=rows_a["embeddings"][:1], metadatas=rows_a["metadatas"][:1])
-    done = m._collection(layout.dedicated_name(m.prefix, b), m._dedicated_meta(b, layout.STATE_READY))
+    done = m._cols.collection(
+        layout.dedicated_name(m.prefix, b), m._cols.dedicated_meta(b, layout.STATE_READY)
+    )
     done.add(
         ids=rows_b["ids"],
         embeddings=rows_b["embeddings"],
@@ -236,9 +240,12 @@ async def test_an_interrupted_move_is_undone_or_finished_at_start_up(
     stats_a, stats_b = await again.stats(a), await again.stats(b)
     assert (stats_a.layout, stats_a.items) == ("shared", 3)
     assert (stats_b.layout, stats_b.items) == ("dedicated", 2)
-    names = {c.name for c in again._client.list_collections()}
+    names = {c.name for c in again._cols.client.list_collections()}
     assert layout.dedicated_name(again.prefix, a) not in names
-    assert again._client.get_collection(layout.shared_name(again.prefix, 0)).get(where={"ns": b})["ids"] == []
+    assert (
+        again._cols.client.get_collection(layout.shared_name(again.prefix, 0)).get(where={"ns": b})["ids"]
+        == []
+    )
     assert (await again.search(b, "can python threads run in parallel", k=1))[0].text == MEMORIES[3]
     await again.close()
 

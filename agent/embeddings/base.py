@@ -7,7 +7,9 @@ model, another model file, another dimension).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -56,6 +58,20 @@ class Embedding(Protocol):
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def embed_query(self, text: str) -> np.ndarray: ...
+
+
+class PlainQuery:
+    """For embeddings that embed a query like a document (all here: no query prefix)."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        if not isinstance(text, str):
+            raise TypeError(f"query is {type(text).__name__}, not str")
+        return self.embed_documents([text])[0]  # type: ignore[attr-defined]
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

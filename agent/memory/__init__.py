@@ -34,29 +34,14 @@ from agent.memory.types import (
     StoreResult,
 )
 
+# fmt: off
 __all__ = [
-    "DEFAULT_MIN_RELEVANCE",
-    "KINDS",
-    "ChromaMemory",
-    "EmbeddingMismatch",
-    "IsolationError",
-    "Kind",
-    "Memory",
-    "MemoryHit",
-    "MemoryRecord",
-    "MemoryStats",
-    "MemoryStoreError",
-    "NamespaceError",
-    "NewMemory",
-    "RetentionPolicy",
-    "StoreResult",
-    "format_hit",
-    "format_recalled",
-    "recall_for_task",
-    "recalled_event",
-    "store_research",
-    "stored_event",
+    "DEFAULT_MIN_RELEVANCE", "KINDS", "ChromaMemory", "EmbeddingMismatch", "IsolationError", "Kind",
+    "Memory", "MemoryHit", "MemoryRecord", "MemoryStats", "MemoryStoreError", "NamespaceError", "NewMemory",
+    "RetentionPolicy", "StoreResult", "format_hit", "format_recalled", "recall_for_task", "recalled_event",
+    "store_research", "stored_event",
 ]
+# fmt: on
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory

@@ -160,39 +160,26 @@ def make_rows(
 
 
 def to_record(rid: str, document: str | None, meta: Mapping[str, Any] | None) -> MemoryRecord:
-    m = meta or {}
-    return MemoryRecord(
-        id=rid,
-        text=document or "",
-        kind=str(m.get("kind", "note")),
-        created=float(m.get("created", 0.0)),
-        author=str(m.get("author", "")),
-        thread=str(m.get("thread", "")),
-        task=str(m.get("task", "")),
-        sources=tuple(str(m.get("urls", "")).split()),
-        parent=str(m.get("parent", rid)),
-        chunk=int(m.get("chunk", 0)),
-        chunks=int(m.get("chunks", 1)),
-        session=str(m.get("session", "")),
-        origin=str(m.get("origin", "")),
-    )
+    return MemoryRecord(**_record_fields(rid, document, meta or {}))
 
 
 def to_hit(rid: str, document: str | None, meta: Mapping[str, Any] | None, relevance: float) -> MemoryHit:
-    r = to_record(rid, document, meta)
-    return MemoryHit(
-        id=r.id,
-        text=r.text,
-        kind=r.kind,
-        created=r.created,
-        author=r.author,
-        thread=r.thread,
-        task=r.task,
-        sources=r.sources,
-        parent=r.parent,
-        chunk=r.chunk,
-        chunks=r.chunks,
-        session=r.session,
-        origin=r.origin,
-        relevance=float(relevance),
-    )
+    return MemoryHit(**_record_fields(rid, document, meta or {}), relevance=float(relevance))
+
+
+def _record_fields(rid: str, document: str | None, m: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "text": document or "",
+        "kind": str(m.get("kind", "note")),
+        "created": float(m.get("created", 0.0)),
+        "author": str(m.get("author", "")),
+        "thread": str(m.get("thread", "")),
+        "task": str(m.get("task", "")),
+        "sources": tuple(str(m.get("urls", "")).split()),
+        "parent": str(m.get("parent", rid)),
+        "chunk": int(m.get("chunk", 0)),
+        "chunks": int(m.get("chunks", 1)),
+        "session": str(m.get("session", "")),
+        "origin": str(m.get("origin", "")),
+    }

@@ -73,6 +73,8 @@ class HTTPModel:
     MODEL_HINT: ClassVar[str] = "GET {base_url}/models lists them"
     TOOLS_MAY_FAIL: ClassVar[bool] = False
     """Servers of this wire may not support tool calls: say so when a 400 mentions them."""
+    KEY_HEADER: ClassVar[str] = "x-api-key"
+    HEADERS: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
 
     def __init__(
         self,
@@ -98,6 +100,26 @@ class HTTPModel:
 
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}({self.name!r}, base_url={self.base_url!r})"
+
+    def _headers(self, stream: bool = False) -> dict[str, str]:
+        h = dict(self.HEADERS)
+        if self._api_key:
+            h[self.KEY_HEADER] = self._api_key
+        if stream:
+            h["Accept"] = "text/event-stream"
+        return h
+
+    async def _post(self, url: str, body: dict[str, Any], read_timeout: float | None) -> httpx.Response:
+        """One non-streaming call: transport failures and HTTP errors become this adapter's errors."""
+        try:
+            resp = await self._client.post(
+                url, json=body, headers=self._headers(), timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        return resp
 
     def _mask(self, text: str) -> str:
         """Servers sometimes echo the key they rejected: never pass it on."""
@@ -215,6 +237,26 @@ class HTTPModel:
                         yield sse.event, data
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+
+
+def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:
+    """The system texts (Anthropic and Gemini take them apart from the turns) and the other messages."""
+    system = [m.content for m in messages if m.role == "system" and m.content.strip()]
+    return system, [m for m in messages if m.role != "system"]
+
+
+def json_object(text: str, fallback: str) -> dict[str, Any]:
+    """``text`` as the JSON object Anthropic and Gemini require, else ``{fallback: text}``: the model
+    sees what it wrote next to the error observation."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {fallback: text}
+
+
+def args_object(arguments: str) -> dict[str, Any]:
+    return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
 
 
 def _retryable(e: BaseException) -> bool:

@@ -7,8 +7,7 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
   role are merged, because the API rejects two user (or two assistant) turns in a row and wants every
   result of one assistant turn in the single user message that follows it.
 * Tool-call ids from other providers (a run that fell back from OpenAI) are made to fit Anthropic's
-  ``^[a-zA-Z0-9_-]+$``; arguments that are not a JSON object travel as ``{"_raw_arguments": text}`` so
-  the model sees what it wrote next to the error observation.
+  ``^[a-zA-Z0-9_-]+$``; arguments must be a JSON object (:func:`~agent.models.adapter.args_object`).
 * Prompt caching: a ``cache_control`` breakpoint (5-minute TTL) on the last tool (tools are identical
   for every run) and on the last message, so every step writes what is new since the previous step to
   the cache and reads the rest from it. The API reports ``input_tokens`` (after the last breakpoint,
@@ -38,7 +37,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel
+from agent.models.adapter import HTTPModel, args_object, split_system
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -70,23 +69,11 @@ def _wire_id(call_id: str | None) -> str:
     return _ID_BAD.sub("_", call_id or "") or "toolu_missing"
 
 
-def _tool_input(arguments: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        return {"_raw_arguments": arguments}
-    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
-
-
 def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
     """Neutral messages → (system text, Anthropic ``messages``) with roles merged as the API demands."""
-    system_parts: list[str] = []
+    system_parts, turns = split_system(messages)
     out: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system_parts.append(m.content)
-            continue
+    for m in turns:
         blocks: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"
@@ -117,7 +104,7 @@ def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
                         "type": "tool_use",
                         "id": _wire_id(c.id),
                         "name": c.name,
-                        "input": _tool_input(c.arguments),
+                        "input": args_object(c.arguments),
                     }
                 )
         if not blocks:
@@ -168,28 +155,14 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     return usage if usage.total_tokens else None
 
 
-def _message_from_blocks(blocks: Sequence[dict[str, Any]]) -> Message:
-    text: list[str] = []
-    calls: list[ToolCall] = []
-    for i, b in enumerate(blocks):
-        if b.get("type") == "text":
-            text.append(b.get("text") or "")
-        elif b.get("type") == "tool_use":
-            calls.append(
-                ToolCall(
-                    id=b.get("id") or f"toolu_{i}",
-                    name=b.get("name") or "",
-                    arguments=json.dumps(b.get("input") or {}),
-                )
-            )
-    return Message("assistant", "".join(text), tool_calls=calls)
-
-
 class _BlockAssembler:
-    """Collects streamed content blocks by index; tool input arrives as ``partial_json`` pieces."""
+    """Collects content blocks by index (all at once, or streamed: tool input then arrives as
+    ``partial_json`` pieces)."""
 
-    def __init__(self) -> None:
+    def __init__(self, blocks: Sequence[dict[str, Any]] = ()) -> None:
         self._blocks: dict[int, dict[str, Any]] = {}
+        for i, block in enumerate(blocks):
+            self.start(i, block)
 
     def start(self, index: int, block: dict[str, Any]) -> None:
         self._blocks[index] = {**block, "_json": []}
@@ -224,11 +197,6 @@ class _BlockAssembler:
 
 
 class AnthropicModel(HTTPModel):
-    WIRE = "Anthropic Messages"
-    KEY_ENV = "ANTHROPIC_API_KEY"
-    BASE_ENV = "ANTHROPIC_BASE_URL"
-    MODEL_HINT = "e.g. claude-sonnet-4-5"
-
     """One Claude model behind the Messages API.
 
     Args:
@@ -236,9 +204,17 @@ class AnthropicModel(HTTPModel):
         base_url: ``https://api.anthropic.com`` (a trailing ``/v1`` is accepted too).
         api_key: sent as ``x-api-key``; never logged or shown (errors mask it).
         client: the shared pooled httpx client.
+        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
         prompt_cache: add ``cache_control`` breakpoints (see the module docstring).
         default_max_tokens: used when the settings give none (the API requires a value).
     """
+
+    WIRE = "Anthropic Messages"
+    KEY_ENV = "ANTHROPIC_API_KEY"
+    BASE_ENV = "ANTHROPIC_BASE_URL"
+    MODEL_HINT = "e.g. claude-sonnet-4-5"
+    KEY_HEADER = "x-api-key"
+    HEADERS = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
 
     def __init__(
         self,
@@ -248,37 +224,15 @@ class AnthropicModel(HTTPModel):
         client: httpx.AsyncClient,
         base_url: str = DEFAULT_BASE_URL,
         provider: str = "anthropic",
-        max_attempts: int = 5,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 30.0,
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        **retry: Any,
     ) -> None:
-        base = base_url.rstrip("/")
-        super().__init__(
-            name,
-            base_url=base[:-3] if base.endswith("/v1") else base,
-            api_key=api_key,
-            client=client,
-            provider=provider,
-            max_attempts=max_attempts,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-        )
+        base = base_url.rstrip("/").removesuffix("/v1")
+        super().__init__(name, base_url=base, api_key=api_key, client=client, provider=provider, **retry)
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
-
-    @property
-    def _url(self) -> str:
-        return f"{self.base_url}/v1/messages"
-
-    def _headers(self, stream: bool) -> dict[str, str]:
-        h = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
-        if self._api_key:
-            h["x-api-key"] = self._api_key
-        if stream:
-            h["Accept"] = "text/event-stream"
-        return h
+        self._url = f"{self.base_url}/v1/messages"
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -307,23 +261,13 @@ class AnthropicModel(HTTPModel):
         return body
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
-        try:
-            resp = await self._client.post(
-                self._url,
-                json=body,
-                headers=self._headers(False),
-                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        resp = await self._post(self._url, body, s.timeout)
         try:
             data = resp.json()
             blocks = data["content"]
         except (ValueError, KeyError, TypeError) as e:
             raise self._bad_payload() from e
-        reply = _message_from_blocks(blocks)
+        reply = _BlockAssembler(blocks).message()
         return ModelResponse(
             message=reply,
             usage=parse_usage(data.get("usage")) or estimated_usage(body, _PROMPT_KEYS, reply),

@@ -14,6 +14,7 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError
 from agent.logs import register_secret
+from agent.models.adapter import HTTPModel
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import Model
 from agent.models.classifier import HeuristicClassifier, JudgeClassifier
@@ -34,18 +35,6 @@ from agent.reader import Reader, ReaderSettings
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
 
 
-def _openai(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    register_secret(key)
-    return OpenAIChatModel(
-        name,
-        base_url=settings.openai_base_url,
-        api_key=key,
-        client=client,
-        max_attempts=settings.model_max_attempts,
-    )
-
-
 def _required_key(secret: Any, env: str, spec: str) -> str:
     key = secret.get_secret_value() if secret else ""
     if not key:
@@ -53,37 +42,33 @@ def _required_key(secret: Any, env: str, spec: str) -> str:
             f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env, or remove the model "
             "from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
         )
-    register_secret(key)
     return key
 
 
-def _anthropic(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
-    key = _required_key(settings.anthropic_api_key, "ANTHROPIC_API_KEY", f"anthropic:{name}")
-    return AnthropicModel(
-        name,
-        api_key=key,
-        base_url=settings.anthropic_base_url,
-        client=client,
-        max_attempts=settings.model_max_attempts,
-    )
+def _http(cls: type[HTTPModel], provider: str, *, key_required: bool = True) -> ModelBuilder:
+    """A builder from the ``<provider>_api_key`` and ``<provider>_base_url`` settings. OpenAI-compatible
+    servers may take no key (a local llama.cpp); the hosted APIs cannot."""
 
+    def build(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
+        secret = getattr(settings, f"{provider}_api_key")
+        if key_required:
+            key: str | None = _required_key(secret, f"{provider.upper()}_API_KEY", f"{provider}:{name}")
+        else:
+            key = secret.get_secret_value() if secret else None
+        register_secret(key)
+        base_url = getattr(settings, f"{provider}_base_url")
+        return cls(
+            name, api_key=key, base_url=base_url, client=client, max_attempts=settings.model_max_attempts
+        )
 
-def _gemini(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
-    key = _required_key(settings.gemini_api_key, "GEMINI_API_KEY", f"gemini:{name}")
-    return GeminiModel(
-        name,
-        api_key=key,
-        base_url=settings.gemini_base_url,
-        client=client,
-        max_attempts=settings.model_max_attempts,
-    )
+    return build
 
 
 BUILDERS: dict[str, ModelBuilder] = {
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "gemini": _gemini,
-    "google": _gemini,
+    "openai": _http(OpenAIChatModel, "openai", key_required=False),
+    "anthropic": _http(AnthropicModel, "anthropic"),
+    "gemini": _http(GeminiModel, "gemini"),
+    "google": _http(GeminiModel, "gemini"),
 }
 
 

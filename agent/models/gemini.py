@@ -41,7 +41,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import ErrorBody, HTTPModel
+from agent.models.adapter import ErrorBody, HTTPModel, args_object, json_object, split_system
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -81,47 +81,27 @@ def needs_signatures(model: str) -> bool:
     return bool(m) and int(m.group(1)) >= 3
 
 
-def _args_object(arguments: str) -> dict[str, Any]:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
-        return {"_raw_arguments": arguments}
-    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
-
-
-def _response_object(content: str) -> dict[str, Any]:
-    try:
-        value = json.loads(content)
-    except ValueError:
-        return {"result": content}
-    return value if isinstance(value, dict) else {"result": content}
-
-
 def to_wire(
     messages: Sequence[Message], signatures: dict[str, str] | None = None, *, sentinel: bool = False
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Neutral messages → (``systemInstruction`` or None, ``contents``)."""
     signatures = signatures or {}
-    system: list[str] = []
+    system, turns = split_system(messages)
     names: dict[str, str] = {}
     contents: list[dict[str, Any]] = []
-    for m in messages:
-        if m.role == "system":
-            if m.content.strip():
-                system.append(m.content)
-            continue
+    for m in turns:
         parts: list[dict[str, Any]] = []
         if m.role == "tool":
             role = "user"
             name = m.name or names.get(m.tool_call_id or "", "") or "tool"
-            parts.append({"functionResponse": {"name": name, "response": _response_object(m.content)}})
+            parts.append({"functionResponse": {"name": name, "response": json_object(m.content, "result")}})
         elif m.role == "assistant":
             role = "model"
             if m.content:
                 parts.append({"text": m.content})
             for i, c in enumerate(m.tool_calls):
                 names[c.id] = c.name
-                part: dict[str, Any] = {"functionCall": {"name": c.name, "args": _args_object(c.arguments)}}
+                part: dict[str, Any] = {"functionCall": {"name": c.name, "args": args_object(c.arguments)}}
                 sig = signatures.get(c.id)
                 if sig:
                     part["thoughtSignature"] = sig
@@ -231,10 +211,6 @@ class _Turn:
 
 
 class GeminiModel(HTTPModel):
-    WIRE = "Gemini generateContent"
-    KEY_ENV = "GEMINI_API_KEY"
-    BASE_ENV = "GEMINI_BASE_URL"
-
     """One Gemini model behind the Gemini API (AI Studio key).
 
     Args:
@@ -242,7 +218,13 @@ class GeminiModel(HTTPModel):
         base_url: ``https://generativelanguage.googleapis.com/v1beta``.
         api_key: sent as ``x-goog-api-key``.
         client: the shared pooled httpx client.
+        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
     """
+
+    WIRE = "Gemini generateContent"
+    KEY_ENV = "GEMINI_API_KEY"
+    BASE_ENV = "GEMINI_BASE_URL"
+    KEY_HEADER = "x-goog-api-key"
 
     def __init__(
         self,
@@ -252,33 +234,15 @@ class GeminiModel(HTTPModel):
         client: httpx.AsyncClient,
         base_url: str = DEFAULT_BASE_URL,
         provider: str = "gemini",
-        max_attempts: int = 5,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 30.0,
+        **retry: Any,
     ) -> None:
-        super().__init__(
-            name.removeprefix("models/"),
-            base_url=base_url,
-            api_key=api_key,
-            client=client,
-            provider=provider,
-            max_attempts=max_attempts,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-        )
+        name = name.removeprefix("models/")
+        super().__init__(name, base_url=base_url, api_key=api_key, client=client, provider=provider, **retry)
         self._signatures: OrderedDict[str, str] = OrderedDict()
 
     def _url(self, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"{self.base_url}/models/{self.name}:{method}"
-
-    def _headers(self, stream: bool) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self._api_key:
-            h["x-goog-api-key"] = self._api_key
-        if stream:
-            h["Accept"] = "text/event-stream"
-        return h
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -313,17 +277,7 @@ class GeminiModel(HTTPModel):
         return {"turn": len(messages)}  # thought signatures are kept per turn
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings, turn: int) -> ModelResponse:
-        try:
-            resp = await self._client.post(
-                self._url(False),
-                json=body,
-                headers=self._headers(False),
-                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        resp = await self._post(self._url(False), body, s.timeout)
         reply = _Turn(turn)
         try:
             data = resp.json()

@@ -13,15 +13,9 @@ from agent.tools.registry import (
     tool,
 )
 
+# fmt: off
 __all__ = [
-    "Tool",
-    "ToolContext",
-    "ToolGuard",
-    "ToolOutcome",
-    "ToolOutput",
-    "ToolRefused",
-    "ToolRegistry",
-    "TransientToolError",
-    "cap_output",
-    "tool",
+    "Tool", "ToolContext", "ToolGuard", "ToolOutcome", "ToolOutput", "ToolRefused", "ToolRegistry",
+    "TransientToolError", "cap_output", "tool",
 ]
+# fmt: on

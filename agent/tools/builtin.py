@@ -21,26 +21,12 @@ _BINOPS: dict[type[ast.operator], Any] = {
     ast.Pow: operator.pow,
 }
 _UNARY: dict[type[ast.unaryop], Any] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCS: dict[str, Any] = {
-    "sqrt": math.sqrt,
-    "log": math.log,
-    "log10": math.log10,
-    "log2": math.log2,
-    "exp": math.exp,
-    "sin": math.sin,
-    "cos": math.cos,
-    "tan": math.tan,
-    "asin": math.asin,
-    "acos": math.acos,
-    "atan": math.atan,
-    "abs": abs,
-    "round": round,
-    "floor": math.floor,
-    "ceil": math.ceil,
-    "min": min,
-    "max": max,
-    "factorial": math.factorial,
-}
+# fmt: off
+_MATH = ("sqrt", "log", "log10", "log2", "exp", "sin", "cos", "tan", "asin", "acos", "atan", "floor", "ceil",
+         "factorial")
+_FUNCS: dict[str, Any] = {f: getattr(math, f) for f in _MATH} | {"abs": abs, "round": round, "min": min,
+                                                                 "max": max}
+# fmt: on
 _CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _MAX_EXPONENT = 10_000
 _MAX_DIGITS = 10_000

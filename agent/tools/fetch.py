@@ -19,7 +19,7 @@ import httpcore
 import httpx
 from pydantic import Field
 
-from agent.tools import domains
+from agent.tools import domains, registry
 from agent.tools.decoding import ACCEPT_ENCODING, read_decoded
 from agent.tools.extract_pool import ExtractionFailed, ExtractorPool
 from agent.tools.netguard import GuardedTransport, LazyClient, NetGuard, Resolver
@@ -189,14 +189,8 @@ def _content_kind(content_type: str, url: str) -> str:
 
 def render_page(page: Page, start: int, max_chars: int) -> str:
     """The page as the model sees it: a header, then one window of the text."""
-    total = len(page.text)
-    start = min(max(start, 0), total)
-    window = page.text[start : start + max_chars]
-    lines = [f"Title: {page.title or '(none)'}", f"URL: {page.url}"]
-    end = start + len(window)
-    if start or end < total:
-        more = f"; call fetch_url again with start={end} for more" if end < total else ""
-        lines.append(f"[characters {start}-{end} of {total}{more}]")
+    window, note = registry.text_window(page.text, start, max_chars, "call fetch_url")
+    lines = [f"Title: {page.title or '(none)'}", f"URL: {page.url}", *([note] if note else [])]
     if page.body_truncated:
         lines.append("[the page was larger than the download limit; only its beginning was read]")
     if page.plain:

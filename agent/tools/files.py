@@ -28,7 +28,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.registry import Tool, ToolContext, ToolRefused, text_window, tool
 from agent.tools.safe_names import refuse_unsafe, shown_name
 from agent.tools.workspace import (
     DIR_FLAGS,
@@ -160,34 +160,31 @@ def _open_file(dir_fd: int, name: str, shown: str, flags: int) -> int:
     return fd
 
 
-def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
+def _entry(path: str, if_root: str) -> tuple[list[str], str]:
+    """(components, the path as shown) of a file or folder in the workspace; ``if_root`` refuses the
+    workspace itself."""
     parts = split_path(path)
     if not parts:
-        raise PathRefused("that is the workspace itself; list_files shows what it holds")
-    shown = "/".join(parts)
+        raise PathRefused(if_root)
+    return parts, "/".join(parts)
+
+
+def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
+    parts, shown = _entry(path, "that is the workspace itself; list_files shows what it holds")
     with _walk_to(ws, parts[:-1], create=False) as dfd:
         fd = _open_file(dfd, parts[-1], shown, os.O_RDONLY)
         with os.fdopen(fd, "rb") as f:
             data = f.read(max_bytes + 1)
     if b"\0" in data[:8192]:
         return f"{shown} is a binary file ({human_size(len(data))}); it cannot be shown as text. run_python can inspect it."
-    text = data[:max_bytes].decode("utf-8", errors="replace")
-    total = len(text)
-    start = min(start, total)
-    window = text[start : start + max_chars]
-    end = start + len(window)
-    head = f"{shown} ({human_size(len(data))})"
-    if start or end < total:
-        more = f"; read_file again with start={end} for more" if end < total else ""
-        head += f" [characters {start}-{end} of {total}{more}]"
-    return f"{head}\n\n{window}"
+    window, note = text_window(
+        data[:max_bytes].decode("utf-8", errors="replace"), start, max_chars, "read_file"
+    )
+    return f"{shown} ({human_size(len(data))}){' ' + note if note else ''}\n\n{window}"
 
 
 def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesSettings) -> str:
-    parts = split_path(path)
-    if not parts:
-        raise PathRefused("name a file to write, e.g. 'notes.md'")
-    shown = "/".join(parts)
+    parts, shown = _entry(path, "name a file to write, e.g. 'notes.md'")
     data = content.encode("utf-8")
     quota = settings.quota_bytes
     with workspace_lock(ws):
@@ -270,10 +267,7 @@ def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
 
 
 def delete_entry(ws: Path, path: str) -> str:
-    parts = split_path(path)
-    if not parts:
-        raise PathRefused("the workspace itself cannot be deleted; name a file or folder in it")
-    shown = "/".join(parts)
+    parts, shown = _entry(path, "the workspace itself cannot be deleted; name a file or folder in it")
     with workspace_lock(ws), _walk_to(ws, parts[:-1], create=False) as dfd:
         try:
             st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)

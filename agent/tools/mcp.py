@@ -271,7 +271,7 @@ class _Connection:
             raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
         try:
             return await session.call_tool(name, arguments)
-        except (asyncio.CancelledError, ToolRefused):
+        except ToolRefused:
             raise
         except Exception as e:
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
@@ -344,16 +344,11 @@ class McpTools:
             for t in c.tools:
                 if wanted is not None and t.name not in wanted:
                     continue
-                built = _tool(c, t)
-                if built is None:
-                    log.warning(
-                        "mcp_tool_skipped",
-                        server=c.server.name,
-                        tool=t.name,
-                        reason="schema not an object, invalid or too large",
-                    )
-                    continue
-                out.append(built)
+                if (built := _tool(c, t)) is not None:
+                    out.append(built)
+                else:
+                    why = "schema not an object, invalid or too large"
+                    log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason=why)
         return out
 
 

@@ -220,6 +220,19 @@ def cap_output(text: str, limit: int) -> tuple[str, bool]:
     return text[:limit] + note, True
 
 
+def text_window(text: str, start: int, size: int, again: str) -> tuple[str, str]:
+    """(``size`` characters of ``text`` from ``start``, a note saying which, '' when it is all);
+    ``again`` names the call that reads on ("read_file")."""
+    total = len(text)
+    start = min(max(start, 0), total)
+    window = text[start : start + size]
+    end = start + len(window)
+    if not start and end >= total:
+        return window, ""
+    more = f"; {again} again with start={end} for more" if end < total else ""
+    return window, f"[characters {start}-{end} of {total}{more}]"
+
+
 class ToolRegistry:
     """Tools by name, plus the guards that may refuse a call."""
 
@@ -265,11 +278,8 @@ class ToolRegistry:
         try:
             args = json.loads(raw) if raw else {}
         except json.JSONDecodeError as e:
-            return (
-                t,
-                None,
-                f"arguments for {t.name} are not valid JSON ({e.msg} at position {e.pos}); send one JSON object",
-            )
+            why = f"{e.msg} at position {e.pos}"
+            return t, None, f"arguments for {t.name} are not valid JSON ({why}); send one JSON object"
         if not isinstance(args, dict):
             return t, None, f"arguments for {t.name} must be a JSON object, got {type(args).__name__}"
         try:
@@ -283,37 +293,29 @@ class ToolRegistry:
         started = time.monotonic()
         t, kwargs, problem = self.parse(call)
         if problem is not None or t is None or kwargs is None:
-            return ToolOutcome(_error_json(problem or "invalid call"), is_error=True, duration=0.0)
+            return ToolOutcome(_error_json(problem or "invalid call"), is_error=True)
         for guard in self.guards:
             refusal = await guard.check(t, ctx)
             if refusal:
-                return ToolOutcome(_error_json(refusal), True, arguments=kwargs, duration=0.0)
-        call_kwargs = dict(kwargs)
-        if t.context_param:
-            call_kwargs[t.context_param] = ctx
-
+                return ToolOutcome(_error_json(refusal), True, arguments=kwargs)
+        call_kwargs = {**kwargs, t.context_param: ctx} if t.context_param else dict(kwargs)
         try:
             value = await t.retry.call(
                 lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry
             )
-        except asyncio.CancelledError:
-            raise
         except ToolRefused as e:
-            return ToolOutcome(
-                _error_json(str(e)), True, arguments=kwargs, duration=time.monotonic() - started
-            )
+            problem = str(e)
         except TimeoutError:
-            msg = f"{t.name} timed out after {t.timeout:g} s"
-            return ToolOutcome(_error_json(msg), True, arguments=kwargs, duration=time.monotonic() - started)
+            problem = f"{t.name} timed out after {t.timeout:g} s"
         except Exception as e:
-            return ToolOutcome(
-                _error_json(describe_error(e)), True, arguments=kwargs, duration=time.monotonic() - started
-            )
-        text, sources, full = _render(value)
-        if full is None and len(text) > t.max_output:
-            full = text  # a reader may read what the cap cuts off for the agent model
-        text, truncated = cap_output(text, t.max_output)
-        return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
+            problem = describe_error(e)
+        else:
+            text, sources, full = _render(value)
+            if full is None and len(text) > t.max_output:
+                full = text  # a reader may read what the cap cuts off for the agent model
+            text, truncated = cap_output(text, t.max_output)
+            return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
+        return ToolOutcome(_error_json(problem), True, arguments=kwargs, duration=time.monotonic() - started)
 
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:

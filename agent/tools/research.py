@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,10 +27,13 @@ from agent.tools.ratelimit import DEFAULT_LIMITS, Rate, RateLimitGuard, parse_ra
 from agent.tools.registry import Tool
 from agent.tools.web_search import SearchSettings, search_tools
 
+T = TypeVar("T")
 
-def default_of(cls: type, name: str) -> Any:
-    """A dataclass field's default. ``cls.name`` is not it for slotted dataclasses (a member descriptor)."""
-    return next(f.default for f in fields(cls) if f.name == name)
+
+def _prefixed(env: ToolEnv, prefix: str, cls: type[T], **given: Any) -> T:
+    """``cls`` with every field not ``given`` read from the setting ``<prefix><field>``: FetchSettings
+    and PythonSettings name their fields after FETCH_* and PYTHON_* settings."""
+    return cls(**{f.name: getattr(env, prefix + f.name) for f in fields(cls) if f.name not in given}, **given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +78,7 @@ class ResearchToolSettings:
             raise ConfigError("SEARCH_BACKEND=searxng needs SEARXNG_URL (e.g. http://localhost:8888)")
         if search.backend in ("brave", "tavily") and not (brave if search.backend == "brave" else tavily):
             raise ConfigError(f"SEARCH_BACKEND={search.backend} needs {search.backend.upper()}_API_KEY")
-        fetch = FetchSettings(
-            timeout=env.fetch_timeout,
-            max_bytes=env.fetch_max_bytes,
-            max_chars=env.fetch_max_chars,
-            reader_chars=env.fetch_reader_chars,
-            max_redirects=env.fetch_max_redirects,
-            allow_loopback=env.fetch_allow_loopback,
-            user_agent=env.fetch_user_agent,
-            # --- extraction in killable worker processes (issue 14.6) ---
-            extract_timeout=env.fetch_extract_timeout,
-            extract_workers=env.fetch_extract_workers,
-        )
+        fetch = _prefixed(env, "fetch_", FetchSettings)
         quota = env.files_quota_bytes
         quota_files = env.files_quota_files  # entries, as well as bytes (issue 14.4)
         files = FilesSettings(
@@ -94,22 +86,8 @@ class ResearchToolSettings:
         )
         extra = tuple(p.strip() for p in env.python_hide_paths.split(",") if p.strip())
         hide = ("/root", "/home", os.path.abspath(".env"), os.path.abspath(data_dir or "./data"), *extra)
-        python = PythonSettings(
-            mode=env.python_sandbox,
-            timeout=env.python_timeout,
-            cpu_seconds=env.python_cpu_seconds,
-            memory_mb=env.python_memory_mb,
-            file_size_mb=env.python_file_size_mb,
-            max_processes=env.python_max_processes,
-            max_output_chars=env.python_max_output_chars,
-            tmpfs_mb=env.python_tmpfs_mb,
-            sandbox_uid=env.python_sandbox_uid,
-            sandbox_gid=env.python_sandbox_gid,
-            python=env.python_path,
-            hide=hide,
-            quota_bytes=quota,
-            quota_files=quota_files,
-        )
+        given = {"mode": env.python_sandbox, "python": env.python_path, "hide": hide, "quota_bytes": quota}
+        python = _prefixed(env, "python_", PythonSettings, **given, quota_files=quota_files)
         limits = parse_rate_limits(env.tool_rate_limits)
         return cls(search, fetch, files, python, limits, env.tool_rate_server_multiplier)
 

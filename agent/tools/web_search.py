@@ -138,6 +138,21 @@ def _json(resp: httpx.Response, backend: str) -> Any:
         raise SearchFailed(f"{backend} answered with something that is not JSON") from e
 
 
+def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:
+    """Results from a JSON API's list of result objects: title, url, the ``snippet`` key, and the
+    first of the ``dates`` keys that holds a date."""
+    return [
+        SearchResult(
+            _clean(r.get("title")),
+            str(r.get("url", "")),
+            _clean(r.get(snippet)),
+            next(filter(None, (_date(r.get(d)) for d in dates)), None),
+        )
+        for r in items or ()
+        if isinstance(r, dict)
+    ]
+
+
 def _raise_for_status(resp: httpx.Response, backend: str, hint: str = "") -> None:
     code = resp.status_code
     if code == 429 or code >= 500:
@@ -159,17 +174,7 @@ async def search_searxng(
     url = s.searxng_url.rstrip("/") + "/search"
     resp = await client.get(url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout)
     _raise_for_status(resp, "SearxNG", ": enable the json format under search.formats in its settings.yml")
-    data = _json(resp, "SearxNG")
-    return [
-        SearchResult(
-            _clean(r.get("title")),
-            str(r.get("url", "")),
-            _clean(r.get("content")),
-            _date(r.get("publishedDate")),
-        )
-        for r in data.get("results", [])
-        if isinstance(r, dict)
-    ]
+    return _results(_json(resp, "SearxNG").get("results"), "content", "publishedDate")
 
 
 async def search_brave(
@@ -184,17 +189,7 @@ async def search_brave(
         timeout=s.timeout,
     )
     _raise_for_status(resp, "Brave", ": check BRAVE_API_KEY")
-    web = _json(resp, "Brave").get("web") or {}
-    return [
-        SearchResult(
-            _clean(r.get("title")),
-            str(r.get("url", "")),
-            _clean(r.get("description")),
-            _date(r.get("page_age")) or _date(r.get("age")),
-        )
-        for r in web.get("results", [])
-        if isinstance(r, dict)
-    ]
+    return _results((_json(resp, "Brave").get("web") or {}).get("results"), "description", "page_age", "age")
 
 
 async def search_tavily(
@@ -209,16 +204,7 @@ async def search_tavily(
         timeout=s.timeout,
     )
     _raise_for_status(resp, "Tavily", ": check TAVILY_API_KEY")
-    return [
-        SearchResult(
-            _clean(r.get("title")),
-            str(r.get("url", "")),
-            _clean(r.get("content")),
-            _date(r.get("published_date")),
-        )
-        for r in _json(resp, "Tavily").get("results", [])
-        if isinstance(r, dict)
-    ]
+    return _results(_json(resp, "Tavily").get("results"), "content", "published_date")
 
 
 def _ddg_target(href: str) -> str:
@@ -296,12 +282,12 @@ async def run_search(
     backend = BACKENDS[settings.backend]
     try:
         raw = await backend(client, settings, query, n)
-    except ToolRefused as e:
-        log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
-        raise type(e)(_scrub(str(e), settings)) from None
-    except TransientToolError as e:
-        log.warning("web search failed: backend=%s error=%s", settings.backend, _scrub(str(e), settings))
-        raise TransientToolError(_scrub(str(e), settings), retry_after=e.retry_after) from None
+    except (ToolRefused, TransientToolError) as e:
+        said = _scrub(str(e), settings)
+        log.warning("web search failed: backend=%s error=%s", settings.backend, said)
+        if isinstance(e, TransientToolError):
+            raise TransientToolError(said, retry_after=e.retry_after) from None
+        raise type(e)(said) from None
     except httpx.TimeoutException:
         raise TransientToolError(
             f"{settings.backend} search timed out after {settings.timeout:g} s"

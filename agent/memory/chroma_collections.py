@@ -1,0 +1,211 @@
+"""The store's Chroma collections: which one holds a namespace, and the only maker of scopes.
+
+* **Layout.** See :mod:`agent.memory.layout`: small servers share hash buckets, a server passing
+  ``dedicated_threshold`` rows moves (with its rows) to its own collection.
+* **Isolation.** Every item call goes through :class:`~agent.memory.scope.NamespaceScope`, made only
+  by :meth:`Collections.scope`; nothing else touches rows.
+* **Embeddings.** Each collection records the embedding id and dimension that filled it; opening a
+  store whose collections were filled by another embedding raises :class:`EmbeddingMismatch`.
+* The per-namespace row counts cached here only steer search strategy and migration, never
+  correctness, so several processes may share a Chroma server as long as each namespace is written
+  by one of them (Discord shards own disjoint guilds).
+
+All methods are synchronous; the store calls them through ``asyncio.to_thread``, holding the
+namespace's write lock for anything that writes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from agent.embeddings.base import Embedding
+from agent.memory import layout
+from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
+from agent.memory.scope import NamespaceScope
+from agent.memory.types import EmbeddingMismatch, MemoryStoreError
+
+log = structlog.get_logger(__name__)
+
+PAGE = 1000
+
+
+def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) -> None:
+    stored, dim = meta.get(layout.META_EMBEDDING), meta.get(layout.META_DIM)
+    if stored != embedding.id or int(dim or -1) != embedding.dim:
+        raise EmbeddingMismatch(
+            f"memory collection {name!r} was filled by embedding {stored!r} ({dim} dimensions), but the "
+            f"configured embedding is {embedding.id!r} ({embedding.dim} dimensions); vectors of "
+            "two models do not mix. Set MEMORY_EMBEDDING back to the model that filled it, or export the "
+            "memories, point the bot at a new data directory (or collection prefix) and import them."
+        )
+
+
+@dataclass(eq=False)
+class Collections:
+    """One open store's collections; made by :meth:`open`, which checks and repairs what it finds."""
+
+    client: Any
+    embedding: Embedding
+    prefix: str
+    buckets: int
+    dedicated_threshold: int
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _dedicated: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    """namespace -> its own collection's name (only once fully migrated)."""
+    _counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    """Rows per namespace in shared buckets, as far as this process knows."""
+
+    def __post_init__(self) -> None:
+        self._ef = AgentbotEmbeddingFunction(self.embedding)
+
+    @classmethod
+    def open(cls, client: Any, embedding: Embedding, **kwargs: Any) -> Collections:
+        cols = cls(client, embedding, **kwargs)
+        cols._scan()
+        return cols
+
+    def _scan(self) -> None:
+        """Learn the layout from the collections' metadata, refuse foreign embeddings, finish or undo
+        migrations a crash interrupted."""
+        seen_buckets: set[int] = set()
+        half_migrated: list[str] = []
+        for col in self.client.list_collections():
+            name = str(col.name)
+            if not name.startswith(self.prefix + "-"):
+                continue
+            meta = dict(col.metadata or {})
+            role = meta.get(layout.META_ROLE)
+            if role not in (layout.ROLE_SHARED, layout.ROLE_DEDICATED):
+                log.warning("memory.collection.unknown", collection=name)
+                continue
+            check_embedding(self.embedding, name, meta)
+            if role == layout.ROLE_SHARED:
+                seen_buckets.add(int(meta.get(layout.META_BUCKETS, self.buckets)))
+            elif meta.get(layout.META_STATE) == layout.STATE_READY:
+                self._dedicated[str(meta[layout.META_NAMESPACE])] = name
+            else:
+                half_migrated.append(name)
+        if len(seen_buckets) > 1:
+            raise MemoryStoreError(f"shared collections disagree on the bucket count: {sorted(seen_buckets)}")
+        if seen_buckets and (existing := seen_buckets.pop()) != self.buckets:
+            log.info("memory.buckets.adopted", configured=self.buckets, existing=existing)
+            self.buckets = existing
+        for name in half_migrated:  # its rows are all still in the shared bucket
+            log.warning("memory.migration.undone", collection=name)
+            self.client.delete_collection(name)
+        for ns in self._dedicated:  # a crash between switching and cleaning leaves copies behind
+            shared = self._shared(ns)
+            if shared.has_more_than(0):
+                shared.delete_where()
+
+    # -- routing: the only maker of scopes -----------------------------------------------------
+
+    def collection(self, name: str, meta: dict[str, Any]) -> Any:
+        col = self._cache.get(name)
+        if col is None:
+            col = self.client.get_or_create_collection(
+                name=name,
+                metadata=meta,
+                configuration={"hnsw": {"space": "cosine"}},
+                embedding_function=self._ef,
+            )
+            check_embedding(
+                self.embedding, name, dict(col.metadata or {})
+            )  # another process may have made it
+            self._cache[name] = col
+        return col
+
+    def _base_meta(self) -> dict[str, Any]:
+        return {layout.META_EMBEDDING: self.embedding.id, layout.META_DIM: int(self.embedding.dim)}
+
+    def dedicated_meta(self, ns: str, state: str) -> dict[str, Any]:
+        return {
+            **self._base_meta(),
+            layout.META_ROLE: layout.ROLE_DEDICATED,
+            layout.META_NAMESPACE: ns,
+            layout.META_STATE: state,
+        }
+
+    def _shared(self, ns: str) -> NamespaceScope:
+        name = layout.shared_name(self.prefix, layout.bucket_of(ns, self.buckets))
+        meta = {**self._base_meta(), layout.META_ROLE: layout.ROLE_SHARED, layout.META_BUCKETS: self.buckets}
+        return NamespaceScope(self.collection(name, meta), ns, dedicated=False)
+
+    def scope(self, ns: str) -> NamespaceScope:
+        """The one way to reach a namespace's rows (see :mod:`agent.memory.scope`)."""
+        name = self._dedicated.get(ns)
+        if name is None:
+            return self._shared(ns)
+        return NamespaceScope(
+            self.collection(name, self.dedicated_meta(ns, layout.STATE_READY)), ns, dedicated=True
+        )
+
+    # -- counts and moves ----------------------------------------------------------------------
+
+    def count(self, scope: NamespaceScope) -> int:
+        if scope.dedicated:
+            return scope.count()
+        if scope.namespace not in self._counts:
+            self._counts[scope.namespace] = scope.count()
+        return self._counts[scope.namespace]
+
+    def added(self, scope: NamespaceScope, n: int) -> None:
+        """Count ``n`` rows just written, and move a namespace that outgrew its bucket."""
+        if scope.dedicated:
+            return
+        if scope.namespace in self._counts:
+            self._counts[scope.namespace] += n
+        if self.count(scope) > self.dedicated_threshold:
+            self._migrate(scope.namespace)
+
+    def removed(self, ns: str, n: int) -> None:
+        if ns in self._counts:
+            self._counts[ns] = max(0, self._counts[ns] - n)
+
+    def _migrate(self, ns: str) -> None:
+        """Move a namespace that outgrew its bucket into its own collection."""
+        shared = self._shared(ns)
+        name = layout.dedicated_name(self.prefix, ns)
+        meta = self.dedicated_meta(ns, layout.STATE_MIGRATING)
+        started = time.perf_counter()
+        col = self.collection(name, meta)
+        target = NamespaceScope(col, ns, dedicated=True)
+        offset = 0
+        while page := shared.get(embeddings=True, limit=PAGE, offset=offset):
+            target.upsert(
+                [r.id for r in page],
+                np.asarray([r.embedding for r in page], dtype=np.float32),
+                [r.document or "" for r in page],
+                [r.metadata for r in page],
+            )
+            offset += len(page)
+        col.modify(metadata={**meta, layout.META_STATE: layout.STATE_READY})
+        self._dedicated[ns] = name
+        shared.delete_where()
+        self._counts.pop(ns, None)
+        log.info(
+            "memory.migrated",
+            namespace=ns,
+            collection=name,
+            rows=offset,
+            seconds=time.perf_counter() - started,
+        )
+
+    def clear(self, ns: str) -> int:
+        """Delete every row of the namespace (a dedicated one loses its collection); how many went."""
+        scope = self.scope(ns)
+        if not scope.dedicated:
+            removed = len(scope.delete_where())
+        else:
+            removed = scope.count()
+            name = self._dedicated.pop(ns)
+            self._cache.pop(name, None)
+            self.client.delete_collection(name)
+        self._counts[ns] = 0
+        return removed
