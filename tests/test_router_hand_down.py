@@ -1,16 +1,21 @@
-"""Hand-down (ROUTER_HAND_DOWN_CALLS): a complex run whose researcher is done quickly is answered by the
-researcher; a run that researched longer, escalated into the complex tier, or was asked for by the user
-is answered by the complex model. Real loop, real HTTP to the scripted OpenAI-compatible server.
+"""Hand-down (ROUTER_HAND_DOWN_CALLS): an ask the classifier sent to the complex tier without being sure,
+whose researcher is done quickly, is answered by the researcher; a run that researched longer, an ask the
+classifier was sure of, one that escalated into the complex tier or one the user asked complex for is
+answered by the complex model. Real loop, real HTTP to the scripted OpenAI-compatible server, and the
+real embedding classifier (MiniLM) with weights whose odds the test sets.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from agent.config import AgentSettings
+from agent.embeddings.minilm import MiniLMEmbedding
 from agent.events import ModelSwitched, RouteDecision
 from agent.loop import Agent
 from agent.models.classifier import HeuristicClassifier
+from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter
 from agent.models.factory import build_router
 from agent.models.router import Router
 from agent.tools import ToolRegistry
@@ -22,6 +27,16 @@ SPLIT = {"complex": "medium"}
 COMPLEX_ASK = "Compare the trade-offs of Postgres and MySQL replication in depth, with sources"
 
 
+def odds(complex_p: float) -> EmbeddingClassifier:
+    """The shipped classifier's code over weights that give every ask these complex odds."""
+    rest = (1 - complex_p) / 2
+    bias = np.log(np.array([rest, rest, complex_p], dtype=np.float32))
+    weights = np.zeros((384, 3), dtype=np.float32)
+    return EmbeddingClassifier(
+        MiniLMEmbedding(), LinearRouter(weights, bias, 0.3, MiniLMEmbedding().id, sure_at=0.45)
+    )
+
+
 def by_model(llm: FakeLLM) -> list[str]:
     return [r["model"] for r in llm.requests]
 
@@ -30,7 +45,7 @@ def calculator(n: int):
     return tool_call("calculator", {"expression": f"{n}*{n}"})
 
 
-async def test_a_complex_run_researched_in_few_calls_is_answered_by_the_researcher(
+async def test_a_doubtful_complex_ask_researched_in_few_calls_is_answered_by_the_researcher(
     llm: FakeLLM, http
 ) -> None:
     llm.script(
@@ -38,9 +53,10 @@ async def test_a_complex_run_researched_in_few_calls_is_answered_by_the_research
         Reply(text="DONE-LINE: I have what is needed.", completion_tokens=9),
         text("36, written by the researcher"),
     )
-    router = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=2, classifier=HeuristicClassifier())
+    router = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=2, classifier=odds(0.40))
     model = await router.route(COMPLEX_ASK)
     assert (model.tier, model.name, model.writer) == ("complex", "gpt-5-mini", "gpt-5")
+    assert model.decision is not None and model.decision.doubtful
     events = await collect(Agent(model, ToolRegistry(builtin_tools())), COMPLEX_ASK)
 
     # No call on gpt-5: the researcher is asked again, no longer told that someone else writes.
@@ -54,30 +70,41 @@ async def test_a_complex_run_researched_in_few_calls_is_answered_by_the_research
     assert result.models == ["gpt-5-mini"]
     # Where the run ended is typed data: the medium tier, its model, no writer to come.
     assert model.route == RouteDecision(
-        "medium", "gpt-5-mini", None, model.route.reasons, "heuristic", None, None
+        "medium", "gpt-5-mini", None, model.route.reasons, "embedding", None, None
     )
     assert not [e for e in events if isinstance(e, ModelSwitched)]  # same model: nothing to announce
 
 
 async def test_research_longer_than_the_hand_down_goes_to_the_complex_writer(llm: FakeLLM, http) -> None:
     llm.script(calculator(1), calculator(2), text("done"), text("1 and 4, written by gpt-5"))
-    model = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=2).at_tier("complex")
+    router = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=2, classifier=odds(0.40))
+    model = await router.route(COMPLEX_ASK)
     events = await collect(Agent(model, ToolRegistry(builtin_tools())))
     assert by_model(llm) == ["gpt-5-mini"] * 3 + ["gpt-5"]
     assert events[-1].result.text == "1 and 4, written by gpt-5" and model.tier == "complex"
 
 
-async def test_off_by_default_the_complex_model_writes_even_after_one_call(llm: FakeLLM, http) -> None:
+@pytest.mark.parametrize(
+    ("complex_p", "hand_down"), [(0.40, 0), (0.60, 6)], ids=["hand-down off", "classifier sure"]
+)
+async def test_off_or_when_the_classifier_was_sure_the_complex_model_writes_even_after_one_call(
+    llm: FakeLLM, http, complex_p: float, hand_down: int
+) -> None:
     llm.script(text("done"), text("written by gpt-5"))
-    model = Router(TIERS, builder(llm, http), research=SPLIT).at_tier("complex")
+    router = Router(
+        TIERS, builder(llm, http), research=SPLIT, hand_down=hand_down, classifier=odds(complex_p)
+    )
+    model = await router.route(COMPLEX_ASK)
+    assert model.decision is not None and model.decision.doubtful == (complex_p < 0.45)
     events = await collect(Agent(model, ToolRegistry(builtin_tools())))
     assert by_model(llm) == ["gpt-5-mini", "gpt-5"] and events[-1].result.text == "written by gpt-5"
 
 
 async def test_a_complex_tier_the_user_asked_for_is_written_by_the_complex_model(llm: FakeLLM, http) -> None:
     llm.script(calculator(3), text("done"), text("9, written by gpt-5"))
-    router = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=6, classifier=HeuristicClassifier())
+    router = Router(TIERS, builder(llm, http), research=SPLIT, hand_down=6, classifier=odds(0.10))
     model = await router.route("what is three squared", requested="complex")
+    assert model.decision is not None and not model.decision.doubtful
     events = await collect(Agent(model, ToolRegistry(builtin_tools())))
     assert by_model(llm) == ["gpt-5-mini", "gpt-5-mini", "gpt-5"]
     assert events[-1].result.text == "9, written by gpt-5"

@@ -23,7 +23,8 @@ model writes from everything found (tools still at hand) instead of paying for e
 researcher is told not to write the answer; its text is held back until it calls a tool, so the thread
 never previews an answer that is then replaced. A run that outgrows a tier's step limit while on the
 research tier of the next one keeps its researcher and gains that tier as its writer. With a hand-down
-(``ROUTER_HAND_DOWN_CALLS``, off by default) a researcher done that soon answers itself instead.
+(``ROUTER_HAND_DOWN_CALLS``, off by default) on a run the classifier sent up without being sure, a
+researcher done within that many calls answers itself instead.
 """
 
 from __future__ import annotations
@@ -230,8 +231,8 @@ class RoutedModel:
             return None
         tier, self._writer = self._writer, None
         calls = self._calls_on_tier
-        chosen = self.decision is None or self.decision.source != "requested"
-        if chosen and tier == self.start_tier and 0 < calls <= self._router.hand_down:
+        doubted = self.decision is not None and self.decision.doubtful  # never what a user asked for
+        if doubted and tier == self.start_tier and 0 < calls <= self._router.hand_down:
             # Short research is evidence the ask was smaller than routed, as long research is of the
             # opposite (_past_step_limit). The same model answers: the loop asks again, now untold.
             log.info("router_hand_down", model=self.name, tier=self._tier, calls=calls)

@@ -41,8 +41,9 @@ class Router:
             not listed (or 0) has no limit. Default: simple 3, medium 6.
         research: ``{run tier: research tier}``: runs of the key tier do their tool steps on the value
             tier's models and hand over for the answer (module docstring). Default: none.
-        hand_down: a run routed to a tier with a researcher whose researcher is done within this many
-            calls is answered by the researcher (``ROUTER_HAND_DOWN_CALLS``); 0, the default, never.
+        hand_down: a run the classifier sent up to a tier with a researcher without being sure
+            (``Classification.doubtful``) whose researcher is done within this many calls is answered
+            by the researcher (``ROUTER_HAND_DOWN_CALLS``); 0, the default, never.
     """
 
     def __init__(
