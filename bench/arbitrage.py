@@ -455,6 +455,9 @@ def main() -> int:
                 f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}"
             )
         print(f"{name:<44} {cells[0]}      {cells[1]}")
+        print(
+            f"{'':<4}of its complex asks, answered below the complex tier after escalating: {answered_low(sel, ladder)}"
+        )
 
     if args.usage_db:
         print(

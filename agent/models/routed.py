@@ -98,6 +98,9 @@ class RoutedModel:
         self._left: set[Tier] = set()
         """Tiers this run escalated away from: they failed the task, so fallback avoids them."""
         self._calls_on_tier = 0
+        """Calls on the serving tier (a hand-down's measure of the research)."""
+        self._calls = 0
+        """Calls of the whole run (the step limits' measure of the task)."""
         self._invalid_steps = 0
         spec = self._first_available(self._chain()) or self._first_buildable(self._chain())
         if spec is None:
@@ -338,6 +341,7 @@ class RoutedModel:
                 raise
             breakers.success(keys)
             self._calls_on_tier += 1
+            self._calls += 1
             return
 
     def after_step(self, outcome: StepOutcome) -> SwitchNotice | None:
@@ -357,23 +361,23 @@ class RoutedModel:
 
     def _past_step_limit(self) -> SwitchNotice | None:
         """A task still at work after the steps its tier is meant for was routed too low (the work done is
-        the best evidence of how big a task is), so a stronger model carries on with what was found."""
+        the best evidence of how big a task is), so a stronger model carries on with what was found.
+        The run's calls count, not the tier's: a complex task routed simple has done 6 calls when it is
+        3 calls into the medium tier, and gains the complex writer there instead of ending on medium."""
         if self.decision is not None and self.decision.source == "requested":
             return None  # the user chose this tier (to save money, or to compare): keep to it
         if self._writer is not None:
             return None  # researching for a stronger tier: the serving tier's step limit is not this run's
         limit = self._router.step_limits.get(self._tier)
-        if limit is None or self._calls_on_tier < limit:
+        if limit is None or self._calls < limit:
             return None
         up = TIERS[tier_index(self._tier) + 1] if tier_index(self._tier) < tier_index(self.max_tier) else None
         if up is not None and self._router.research.get(up) == self._tier:
             # The next tier researches on this one: keep the researcher and let that tier write.
             self._writer = up
-            log.info("router_writer_added", model=self.name, tier=up, steps=self._calls_on_tier)
+            log.info("router_writer_added", model=self.name, tier=up, steps=self._calls)
             return None
-        return self.escalate(
-            f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier"
-        )
+        return self.escalate(f"it was still working after {self._calls} steps on the {self._tier} tier")
 
     def _switch(self, spec: str, why: str) -> SwitchNotice:
         old = self.name
