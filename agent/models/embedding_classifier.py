@@ -41,7 +41,7 @@ SURE_AT = 0.45
 Held out by writer (``bench/arbitrage.py``): at 0.45, 54 of the 67 medium asks routed complex fall
 below it, and 124 of the 173 complex asks routed complex are above it and keep the complex writer
 whatever their research. With ``ROUTER_HAND_DOWN_CALLS=4`` the lowest bar that keeps 95 % of the
-oracle's saving at every mix is 0.42; 0.45 leaves a margin (96.3 % at worst)."""
+oracle's saving at every mix is 0.42; 0.45 leaves a margin (96.2 % at worst)."""
 
 
 def route(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
