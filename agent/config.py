@@ -216,6 +216,10 @@ class AgentSettings(ToolEnv, MemoryEnv):
         default_factory=lambda: {"complex": "medium"}, alias="ROUTER_RESEARCH_TIERS"
     )
     """Parsed from ``complex=medium`` (``off`` = none) once, here."""
+    # --- routing hand-down (issue 19.5): 0 = off ---
+    router_hand_down_calls: int = Field(0, alias="ROUTER_HAND_DOWN_CALLS", ge=0, le=50)
+    """A run the embedding classifier sent up to the complex tier without being sure, whose researcher
+    is done within this many model calls, is answered by the researcher (README, routing)."""
     reader_model: str = Field("auto", alias="READER_MODEL")
     reader_min_chars: int = Field(4000, alias="READER_MIN_CHARS", ge=500, le=1_000_000)
     reader_max_words: int = Field(350, alias="READER_MAX_WORDS", ge=50, le=4000)

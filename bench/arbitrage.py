@@ -18,18 +18,22 @@ that do it. Each tier's typical run is a list of tool observations, then the ans
 * medium: a search, two pages, the answer: 4 calls;
 * complex: three searches and five pages, the answer: 9 calls.
 
-Every call re-sends the conversation (system prompt and tool specs 1.8-2.2k tokens, then each
-observation); the previous call's prompt is served from the provider's prompt cache. A page is 18,000
+Which model makes each call is not modelled here: the shipped router decides it. A real
+``RoutedModel`` is driven call by call through the task's run (``bench/routing_path.py``), so step
+limits, research tiers, writers and hand-downs are exactly what the product does. Every call re-sends
+the conversation (system prompt and tool specs 1.8-2.2k tokens, then each observation); the previous
+call's prompt is served from the provider's prompt cache when the same model made it. A page is 18,000
 characters of readable text (4.5k tokens); the agent model sees the first 12,000 (3k tokens,
 ``FETCH_MAX_CHARS``). With the page reader (``READER_MODEL=auto``, :mod:`agent.reader`), runs above the
-simple tier send each page to the simple tier's model instead (4.8k tokens in with its prompt, 450 out)
-and the agent model gets a 500-token header and notes. With research tiers (``ROUTER_RESEARCH_TIERS``,
-default ``complex=medium``) a complex run makes its calls on the medium model, ends them with a
-15-token "done" line, and the complex model writes the answer from the whole conversation (uncached).
-An under-routed task works on the cheaper tier until that tier's step limit (``ROUTER_STEP_LIMITS``:
-simple 3 calls, medium 6) moves it up, and is charged those calls *plus* the whole run on the right
-tier (the real run carries on from what it found, so this overstates it); a medium run of a complex
-task keeps its researcher and gains the writer, so it costs the complex run. Prices: each tier's primary in
+tier (the routed tier, as ``Services.reader_for``) send each page to the simple tier's model instead
+(4.8k tokens in with its prompt, 450 out) and the agent model gets a 500-token header and notes. With
+research tiers (``ROUTER_RESEARCH_TIERS``, default ``complex=medium``) a complex run makes its calls on
+the medium model, ends them with a 15-token "done" line, and the complex model writes the answer from
+the whole conversation (uncached). An under-routed task works on the cheaper tier until that tier's
+step limit (``ROUTER_STEP_LIMITS``: simple 3 calls, medium 6) moves it up, and carries on from what it
+found, as the router does (before this bench drove the router, it charged the whole run again on the
+right tier: the default's figures moved by 0.1 to 0.2 points). A hand-down
+(``ROUTER_HAND_DOWN_CALLS``) is printed for several N; see the note at its table. Prices: each tier's primary in
 ``agent/models/tiers.toml``, priced by :mod:`agent.models.prices` (the genai-prices package's bundled data,
 ``PRICES_FILE`` over it; Groq's model names at Groq's prices). Every Anthropic call writes its uncached
 prompt to the cache (the adapter's breakpoint on the last message), billed at 1.25x input; the other
@@ -52,19 +56,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import routing_path  # noqa: E402
 import train_router  # noqa: E402
+from routing_path import Call, Sent  # noqa: E402
 
 from agent.config import AgentSettings  # noqa: E402
 from agent.events import Usage  # noqa: E402
@@ -73,7 +82,6 @@ from agent.models.embedding_classifier import LinearRouter, route  # noqa: E402
 from agent.models.factory import split_spec  # noqa: E402
 from agent.models.prices import PriceTable, default_prices  # noqa: E402
 from agent.models.reasoning import gemini_thinks, openai_reasons  # noqa: E402
-from agent.models.router import DEFAULT_STEP_LIMITS  # noqa: E402
 from agent.models.tiers import TIERS, Tier, default_tiers  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "arbitrage_tasks.jsonl"
@@ -94,6 +102,7 @@ DONE_OUT = 15  # a researcher's "I have what is needed" line (ROUTER_RESEARCH_TI
 RESEARCH: dict[str, str] = AgentSettings.model_fields["router_research_tiers"].get_default(
     call_default_factory=True
 )
+HAND_DOWN: int = AgentSettings.model_fields["router_hand_down_calls"].get_default()
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,32 @@ class Shape:
         read_in = (PAGE_READ_TOKENS + READER_PROMPT_TOKENS) * pages
         read = Usage(read_in, NOTES_OUT_TOKENS * pages, 0, pages, 0, read_in)
         return agent, writer, read
+
+    def priced_calls(self, calls: Sequence[Call], *, reader: bool) -> tuple[dict[str, Usage], Usage]:
+        """Usage per model of ``calls`` (who made each, from the router) working through this run, and the
+        reader's. A call re-reads the previous call's prompt from the cache when the same model made it;
+        a "done" line is dropped from the conversation, so the answer after a hand-over has that prompt."""
+        per: dict[str, Usage] = {}
+        size, prev, pages, seen = self.base_prompt, ("", 0), 0, iter(self.observations)
+        for c in calls:
+            cached = prev[1] if prev[0] == c.model else 0
+            out = self.out_per_step if c.kind == "step" else DONE_OUT if c.kind == "done" else self.final_out
+            u = per.get(c.model, Usage())
+            per[c.model] = Usage(
+                u.prompt_tokens + size,
+                u.completion_tokens + out,
+                u.cached_tokens + cached,
+                u.requests + 1,
+                0,
+                u.cache_write_tokens + size - cached,
+            )
+            prev = (c.model, size)
+            if c.kind == "step":
+                page = next(seen) == "page"
+                pages += page and reader
+                size += SEARCH_TOKENS if not page else NOTES_TOKENS if reader else PAGE_SEEN_TOKENS
+        read_in = (PAGE_READ_TOKENS + READER_PROMPT_TOKENS) * pages
+        return per, Usage(read_in, NOTES_OUT_TOKENS * pages, 0, pages, 0, read_in)
 
 
 SHAPES: dict[Tier, Shape] = {
@@ -253,22 +288,18 @@ def task_cost(
     prices: Pricing,
     *,
     reader: bool = True,
-    research: dict[str, str] = RESEARCH,
+    research: Mapping[str, str] = RESEARCH,
+    hand_down: int = HAND_DOWN,
 ) -> float:
-    """What a task costs routed to ``routed``; the reader (simple tier) serves runs above simple."""
-
-    def run(tier: Tier, calls: int | None = None) -> float:
-        rd = ladder["simple"] if reader and tier != "simple" else None
-        helper = research.get(tier)
-        if helper is not None and ladder[helper] != ladder[tier]:
-            return run_cost(true, ladder[helper], rd, prices, calls, writer=ladder[tier])  # type: ignore[index]
-        return run_cost(true, ladder[tier], rd, prices, calls)
-
-    if TIERS.index(routed) >= TIERS.index(true):
-        return run(routed)
-    if research.get(true) == routed:
-        return run(true)  # past its step limit the researcher goes on and the right tier writes: no waste
-    return run(routed, calls=DEFAULT_STEP_LIMITS[routed]) + run(true)
+    """What a task costs routed to ``routed``: each call the shipped router makes for a run of the task's
+    true tier (:mod:`routing_path`), priced as it grows. The reader (simple tier) serves runs that start
+    above simple (``Services.reader_for``)."""
+    calls = routing_path.path(
+        ladder, routed, len(SHAPES[true].observations), research=research, hand_down=hand_down
+    )
+    rd = ladder["simple"] if reader and routed != "simple" else None
+    per_model, read = SHAPES[true].priced_calls(calls, reader=rd is not None)
+    return sum(prices.usd(m, u) for m, u in per_model.items()) + (prices.usd(rd, read) if rd else 0.0)
 
 
 def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: Pricing) -> float:
@@ -280,12 +311,42 @@ def baseline_cost(true: Tier, ladder: dict[Tier, str], prices: Pricing) -> float
 
 
 def costs(
-    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing
+    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing, hand_down: int = HAND_DOWN
 ) -> tuple[float, float, float]:
-    routed = sum(task_cost(t, r, ladder, prices) for t, r in rows)
-    oracle = sum(task_cost(t, t, ladder, prices) for t, _ in rows)
+    routed = sum(task_cost(t, r, ladder, prices, hand_down=hand_down) for t, r in rows)
+    oracle = sum(task_cost(t, t, ladder, prices, hand_down=hand_down) for t, _ in rows)
     baseline = sum(baseline_cost(t, ladder, prices) for t, _ in rows)
     return routed, oracle, baseline
+
+
+def mixes(
+    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing, hand_down: int = HAND_DOWN
+) -> list[tuple[str, float, float, float]]:
+    """(mix, saving, oracle's saving, share of it kept) at the labelled mix and 15 / 10 / 5 % complex:
+    each tier's per-task costs from the routed labelled set, reweighted."""
+    mean: dict[Tier, tuple[float, float, float]] = {}
+    for true in TIERS:
+        sel = [row for row in rows if row[0] == true]
+        r, o, b = costs(sel, ladder, prices, hand_down)
+        mean[true] = (r / len(sel), o / len(sel), b / len(sel))
+    labelled = tuple(sum(1 for row in rows if row[0] == t) / len(rows) for t in TIERS)
+    out = []
+    for mix in (labelled, (0.5, 0.35, 0.15), (0.6, 0.3, 0.1), (0.7, 0.25, 0.05)):
+        r, o, b = (sum(w * mean[t][i] for w, t in zip(mix, TIERS, strict=True)) for i in range(3))
+        label = " / ".join(f"{w:.0%}" for w in mix) + (" (labelled)" if mix is labelled else "")
+        out.append((label, 1 - r / b, 1 - o / b, of_oracle(r, o, b)))
+    return out
+
+
+def answered_low(rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], hand_down: int = HAND_DOWN) -> int:
+    """Complex asks whose answer a model below the complex tier writes, in the bench's run model."""
+    steps = len(SHAPES["complex"].observations)
+    return sum(
+        routing_path.path(ladder, r, steps, research=RESEARCH, hand_down=hand_down)[-1].model
+        != ladder["complex"]
+        for t, r in rows
+        if t == "complex"
+    )
 
 
 def of_oracle(routed: float, oracle: float, base: float) -> float:
@@ -324,6 +385,8 @@ def main() -> int:
         help="a running bot's SQLite database: price each model's reasoning tokens per call as measured there",
     )
     args = ap.parse_args()
+    # The router logs each escalation and hand-over it makes for the bench's stand-in runs: not news here.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     tasks = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
     table = bench_prices()
     measured = measured_reasoning(args.usage_db, table) if args.usage_db else {}
@@ -335,7 +398,11 @@ def main() -> int:
     _, vectors, labels, groups, _ = train_router.load()
     p = train_router.held_out_probabilities(vectors, labels, groups)
     bar = LinearRouter.shipped().complex_at
-    shipped: list[Tier] = [TIERS[i] for i in route(p, bar, train_router.keyword_tiers(tasks))]
+    sure = LinearRouter.shipped().sure_at
+    shipped: list[Tier] = [
+        Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure)  # type: ignore[misc]
+        for i, q in zip(route(p, bar, train_router.keyword_tiers(tasks)), p[:, 2], strict=True)
+    ]
     rows = [(t["tier"], r) for t, r in zip(tasks, shipped, strict=True)]
 
     print(
@@ -388,6 +455,9 @@ def main() -> int:
                 f"{acc:>8.1%} {sum(b != 'complex' for b in cx):>8}/{len(cx):<3} {1 - r / base:>7.1%}"
             )
         print(f"{name:<44} {cells[0]}      {cells[1]}")
+        print(
+            f"{'':<4}of its complex asks, answered below the complex tier after escalating: {answered_low(sel, ladder)}"
+        )
 
     if args.usage_db:
         print(
@@ -462,20 +532,35 @@ def main() -> int:
     # either way), so it depends on the traffic mix more than on the classifier: show that dependence.
     print("\nTraffic-mix sensitivity, shipped ladder (per-task costs of the routed labelled set, reweighted)")
     print(f"{'mix simple/medium/complex':<27} {'saving':>7} {'oracle':>7} {'of oracle':>10}")
-    mean: dict[Tier, tuple[float, float, float]] = {}
-    for true in TIERS:
-        sel = [row for row in rows if row[0] == true]
-        r, o, b = costs(sel, ladder, prices)
-        mean[true] = (r / len(sel), o / len(sel), b / len(sel))
-    labelled = tuple(sum(1 for row in rows if row[0] == t) / len(rows) for t in TIERS)
-    worst = 1.0
-    for mix in (labelled, (0.5, 0.35, 0.15), (0.6, 0.3, 0.1), (0.7, 0.25, 0.05)):
-        r = sum(w * mean[t][0] for w, t in zip(mix, TIERS, strict=True))
-        o = sum(w * mean[t][1] for w, t in zip(mix, TIERS, strict=True))
-        b = sum(w * mean[t][2] for w, t in zip(mix, TIERS, strict=True))
-        worst = min(worst, of_oracle(r, o, b))
-        label = " / ".join(f"{w:.0%}" for w in mix) + (" (labelled)" if mix is labelled else "")
-        print(f"{label:<27} {1 - r / b:>7.1%} {1 - o / b:>7.1%} {of_oracle(r, o, b):>10.1%}")
+    shares = mixes(rows, ladder, prices)
+    worst = min(share for _, _, _, share in shares)
+    for label, saving, oracle, share in shares:
+        print(f"{label:<27} {saving:>7.1%} {oracle:>7.1%} {share:>10.1%}")
+
+    # A hand-down lets the researcher answer when the classifier sent the ask up doubtful (complex odds
+    # below sure_at) and the research took at most N calls. Here every run of a tier takes its fixed
+    # number of calls (medium 4, complex 9), so from N = 4 it hands down exactly the doubtful asks that
+    # were not complex: the figure assumes call counts separate the tiers. Nothing offline measures
+    # how often a real complex ask is researched that quickly; each doubtful one that is gets the
+    # researcher's (medium) answer. That count is the risk, printed below; the default is off.
+    doubt = Counter(t for t, r in rows if getattr(r, "doubtful", False))
+    n_cx = sum(t == "complex" for t, _ in rows)
+    print(
+        f"\nHand-down (ROUTER_HAND_DOWN_CALLS, default {HAND_DOWN}): share of the oracle's saving per mix, "
+        f"and complex asks answered below complex in this model of fixed call counts"
+    )
+    print(
+        f"{'N calls':>8} " + " ".join(f"{lab.split(' (')[0]:>15}" for lab, *_ in shares) + f" {'too low':>9}"
+    )
+    for n in (0, 2, 4, 6):
+        cells = " ".join(f"{share:>15.1%}" for *_, share in mixes(rows, ladder, prices, n))
+        print(f"{n:>8} {cells} {answered_low(rows, ladder, n):>5}/{n_cx}")
+    print(
+        f"Sent up doubtful (complex odds < {sure:.2f}, held out): {doubt['medium']} of {sum(t == 'medium' for t, _ in rows)} "
+        f"medium and {doubt['simple']} simple asks, and {doubt['complex']} of {n_cx} complex asks "
+        f"({doubt['complex'] / n_cx:.0%}): with a hand-down, those complex asks get the medium model's "
+        "answer whenever their research is that short"
+    )
 
     # Reasoning models bill hidden thinking as output on every call. Always-complex makes every call on
     # gpt-5; routing moves most of them to cheaper models or to ones that do not think, so every token
@@ -509,6 +594,13 @@ def main() -> int:
     print(
         f"Unseen split {UNSEEN}: saving {saving2:.1%}, complex under-routed {under2:.1%} "
         f"({'met' if under2 <= TARGET_UNDER else 'NOT met'})"
+    )
+    worst4 = min(share for *_, share in mixes(rows, ladder, prices, 4))
+    print(
+        f"With ROUTER_HAND_DOWN_CALLS=4: at worst {worst4:.1%} of the oracle's saving "
+        f"({'met' if worst4 >= TARGET_OF_ORACLE else 'NOT met'}) if call counts separate the tiers as modelled; "
+        f"{doubt['complex']} of {n_cx} complex asks ({doubt['complex'] / n_cx:.0%}) then rely on their research "
+        "taking more than 4 calls to get the complex model's answer"
     )
     return 0
 

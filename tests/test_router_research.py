@@ -121,6 +121,29 @@ async def test_a_medium_run_that_outgrows_its_steps_keeps_its_researcher_and_gai
     assert events[-1].result.text == "1, 4, 9 and 16" and model.tier == "complex"
 
 
+async def test_a_complex_task_routed_simple_climbs_and_is_answered_by_the_complex_model(
+    llm: FakeLLM, http
+) -> None:
+    """Step limits count the run's calls: three on the simple tier, three more on the medium tier make
+    six, past medium's allowance, so the complex tier writes (before, the medium model answered)."""
+    llm.script(
+        *(tool_call("calculator", {"expression": f"{n}+{n}"}) for n in range(1, 7)),
+        text("done"),
+        text("2 to 12, by gpt-5"),
+    )
+    router = Router(TIERS, builder(llm, http), step_limits={"simple": 3, "medium": 6}, research=SPLIT)
+    model = router.at_tier("simple")
+    events = await collect(Agent(model, ToolRegistry(builtin_tools())))
+    assert by_model(llm) == ["gpt-5-nano"] * 3 + ["gpt-5-mini"] * 4 + ["gpt-5"]
+    assert [(e.from_model, e.to_model, e.kind) for e in events if isinstance(e, ModelSwitched)] == [
+        ("gpt-5-nano", "gpt-5-mini", "escalation"),
+        ("gpt-5-mini", "gpt-5", "hand_over"),
+    ]
+    result = events[-1].result
+    assert result.text == "2 to 12, by gpt-5" and result.models == ["gpt-5-nano", "gpt-5-mini", "gpt-5"]
+    assert model.tier == "complex"
+
+
 async def test_one_model_for_both_jobs_means_no_split(llm: FakeLLM, http) -> None:
     llm.script(text("just answered"))
     tiers = {"simple": ["gpt-5-mini"], "medium": ["gpt-5"], "complex": ["gpt-5"]}

@@ -14,6 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.models.base import (
+    Model,
+    ModelAuthError,
+    ModelError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+)
+
 BreakerState = Literal["closed", "open", "half_open"]
 
 
@@ -92,3 +100,30 @@ class Breakers:
         b.probing = False
         b.last_error = error
         return wait
+
+
+def breaker_keys(model: Model) -> list[str]:
+    """Breaker keys: the provider, and the model on it (an unknown model cools down only itself)."""
+    return [model.provider, f"{model.provider}:{model.name}"]
+
+
+def falls_back(e: ModelError) -> bool:
+    """An error another model may not have: the run falls back to the next model and this one cools down."""
+    return isinstance(e, ModelUnavailableError | ModelAuthError | ModelNotFoundError) or e.retryable
+
+
+def why_unavailable(model: Model, e: ModelError) -> str:
+    """Short, user-facing cause ("Y" in "switched to X because Y"); secrets already masked by adapters."""
+    if isinstance(e, ModelAuthError):
+        return f"{model.provider} rejected the API key for {model.name}"
+    if isinstance(e, ModelNotFoundError):
+        return f"{model.provider} does not know the model {model.name}"
+    if e.status:
+        what = f"HTTP {e.status}"
+    elif "timed out" in e.message:
+        what = "timeouts"
+    elif "could not be reached" in e.message:
+        what = "connection failures"
+    else:
+        what = "errors"
+    return f"{model.name} is unavailable ({what} after retries)"

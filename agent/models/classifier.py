@@ -37,6 +37,9 @@ class Classification:
     reasons: tuple[str, ...] = ()
     model: str | None = None
     usage: Usage | None = None
+    doubtful: bool = False
+    """Sent up to its tier with little confidence (the embedding's complex odds below its ``sure_at``): a
+    hand-down (``ROUTER_HAND_DOWN_CALLS``) may give the answer to the researcher if the run was short."""
 
 
 class Classifier(Protocol):

@@ -118,6 +118,7 @@ def build_router(
         max_tier=settings.router_max_tier,
         step_limits={} if single else dict(settings.router_step_limits),
         research={} if single else dict(settings.router_research_tiers),
+        hand_down=settings.router_hand_down_calls,
     )
     if settings.router_classifier == "embedding":
         from agent.embeddings.minilm import MiniLMEmbedding

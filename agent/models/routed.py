@@ -18,12 +18,13 @@ The run moves to the next tier's first available model for the rest of the run.
 
 Research tiers (``research``, ``ROUTER_RESEARCH_TIERS``, default ``complex=medium``): a run of a tier
 listed there does its tool steps (search, read, check) on the research tier's models and hands over to
-its own tier's model for the final answer, the way GPT-Researcher splits its fast and smart models. The
-expensive model then writes from everything found instead of paying for every intermediate step, and may
-still call tools itself if the material is thin. The researcher is told not to write the answer, and
-its text is held back until it calls a tool, so the thread never previews an answer that is then
-replaced. A run that outgrows a tier's step limit while on the research tier of the next one keeps its
-researcher and gains that tier as its writer, losing nothing it found.
+its own tier's model for the answer, as GPT-Researcher splits its fast and smart models: the expensive
+model writes from everything found (tools still at hand) instead of paying for every step. The
+researcher is told not to write the answer; its text is held back until it calls a tool, so the thread
+never previews an answer that is then replaced. A run that outgrows a tier's step limit while on the
+research tier of the next one keeps its researcher and gains that tier as its writer. With a hand-down
+(``ROUTER_HAND_DOWN_CALLS``, off by default) on a run the classifier sent up without being sure, a
+researcher done within that many calls answers itself instead.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from agent.models.base import (
     SwitchNotice,
     TextChunk,
 )
+from agent.models.breakers import breaker_keys, falls_back, why_unavailable
 from agent.models.classifier import Classification
 from agent.models.tiers import TIERS, Tier, tier_index
 
@@ -73,32 +75,6 @@ def _with_researcher_note(messages: Sequence[Message]) -> Sequence[Message]:
     if not messages or messages[0].role != "system":
         return [Message("system", RESEARCHER_NOTE.strip()), *messages]
     return [replace(messages[0], content=messages[0].content + RESEARCHER_NOTE), *messages[1:]]
-
-
-def _keys(model: Model) -> list[str]:
-    """Breaker keys: the provider, and the model on it (an unknown model cools down only itself)."""
-    return [model.provider, f"{model.provider}:{model.name}"]
-
-
-def _falls_back(e: ModelError) -> bool:
-    return isinstance(e, ModelUnavailableError | ModelAuthError | ModelNotFoundError) or e.retryable
-
-
-def _why(model: Model, e: ModelError) -> str:
-    """Short, user-facing cause ("Y" in "switched to X because Y"); secrets already masked by adapters."""
-    if isinstance(e, ModelAuthError):
-        return f"{model.provider} rejected the API key for {model.name}"
-    if isinstance(e, ModelNotFoundError):
-        return f"{model.provider} does not know the model {model.name}"
-    if e.status:
-        what = f"HTTP {e.status}"
-    elif "timed out" in e.message:
-        what = "timeouts"
-    elif "could not be reached" in e.message:
-        what = "connection failures"
-    else:
-        what = "errors"
-    return f"{model.name} is unavailable ({what} after retries)"
 
 
 class RoutedModel:
@@ -122,6 +98,9 @@ class RoutedModel:
         self._left: set[Tier] = set()
         """Tiers this run escalated away from: they failed the task, so fallback avoids them."""
         self._calls_on_tier = 0
+        """Calls on the serving tier (a hand-down's measure of the research)."""
+        self._calls = 0
+        """Calls of the whole run (the step limits' measure of the task)."""
         self._invalid_steps = 0
         spec = self._first_available(self._chain()) or self._first_buildable(self._chain())
         if spec is None:
@@ -207,7 +186,11 @@ class RoutedModel:
     def _first_available(self, specs: Sequence[str], skip: Set[str] = frozenset()) -> str | None:
         ok = self._router.breakers.available
         return next(
-            (s for s in specs if s not in skip and (m := self._router.model(s)) and all(map(ok, _keys(m)))),
+            (
+                s
+                for s in specs
+                if s not in skip and (m := self._router.model(s)) and all(map(ok, breaker_keys(m)))
+            ),
             None,
         )
 
@@ -245,10 +228,19 @@ class RoutedModel:
         return None
 
     def _hand_over(self) -> SwitchNotice | None:
-        """The researcher is done: the run's own tier writes the answer (None when no hand-over is due)."""
+        """The researcher is done: the run's own tier writes the answer (None when no hand-over is due),
+        or, done within the router's ``hand_down`` calls on a run routed to that tier, the researcher."""
         if self._writer is None:
             return None
         tier, self._writer = self._writer, None
+        calls = self._calls_on_tier
+        doubted = self.decision is not None and self.decision.doubtful  # never what a user asked for
+        if doubted and tier == self.start_tier and 0 < calls <= self._router.hand_down:
+            # Short research is evidence the ask was smaller than routed, as long research is of the
+            # opposite (_past_step_limit). The same model answers: the loop asks again, now untold.
+            log.info("router_hand_down", model=self.name, tier=self._tier, calls=calls)
+            why = f"{self.name} was done in {calls} calls; the {self._tier} tier answers"
+            return self._notice(self.name, why, "hand_over")
         pick = self._pick(tier)
         if pick is None:  # nothing of the writing tier can be built: the researcher's answer stands
             return None
@@ -271,7 +263,7 @@ class RoutedModel:
             researching = self._writer is not None  # may change mid-call: fallback, overflow escalation
             sent = _with_researcher_note(messages) if researching else messages
             model = self.current
-            keys = _keys(model)
+            keys = breaker_keys(model)
             if not breakers.acquire(keys):
                 tried.add(self._spec)
                 wait = max(breakers.retry_in(k) for k in keys)
@@ -311,7 +303,7 @@ class RoutedModel:
                 tried.clear()
                 continue
             except ModelError as e:
-                if not _falls_back(e):
+                if not falls_back(e):
                     breakers.release(keys)
                     raise
                 unknown = isinstance(e, ModelNotFoundError)
@@ -321,7 +313,7 @@ class RoutedModel:
                     cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
                 )
                 breakers.release(keys)
-                why = _why(model, e)
+                why = why_unavailable(model, e)
                 log.warning(
                     "router_model_failed",
                     model=model.name,
@@ -349,6 +341,7 @@ class RoutedModel:
                 raise
             breakers.success(keys)
             self._calls_on_tier += 1
+            self._calls += 1
             return
 
     def after_step(self, outcome: StepOutcome) -> SwitchNotice | None:
@@ -368,23 +361,23 @@ class RoutedModel:
 
     def _past_step_limit(self) -> SwitchNotice | None:
         """A task still at work after the steps its tier is meant for was routed too low (the work done is
-        the best evidence of how big a task is), so a stronger model carries on with what was found."""
+        the best evidence of how big a task is), so a stronger model carries on with what was found.
+        The run's calls count, not the tier's: a complex task routed simple has done 6 calls when it is
+        3 calls into the medium tier, and gains the complex writer there instead of ending on medium."""
         if self.decision is not None and self.decision.source == "requested":
             return None  # the user chose this tier (to save money, or to compare): keep to it
         if self._writer is not None:
             return None  # researching for a stronger tier: the serving tier's step limit is not this run's
         limit = self._router.step_limits.get(self._tier)
-        if limit is None or self._calls_on_tier < limit:
+        if limit is None or self._calls < limit:
             return None
         up = TIERS[tier_index(self._tier) + 1] if tier_index(self._tier) < tier_index(self.max_tier) else None
         if up is not None and self._router.research.get(up) == self._tier:
             # The next tier researches on this one: keep the researcher and let that tier write.
             self._writer = up
-            log.info("router_writer_added", model=self.name, tier=up, steps=self._calls_on_tier)
+            log.info("router_writer_added", model=self.name, tier=up, steps=self._calls)
             return None
-        return self.escalate(
-            f"it was still working after {self._calls_on_tier} steps on the {self._tier} tier"
-        )
+        return self.escalate(f"it was still working after {self._calls} steps on the {self._tier} tier")
 
     def _switch(self, spec: str, why: str) -> SwitchNotice:
         old = self.name

@@ -41,6 +41,9 @@ class Router:
             not listed (or 0) has no limit. Default: simple 3, medium 6.
         research: ``{run tier: research tier}``: runs of the key tier do their tool steps on the value
             tier's models and hand over for the answer (module docstring). Default: none.
+        hand_down: a run the classifier sent up to a tier with a researcher without being sure
+            (``Classification.doubtful``) whose researcher is done within this many calls is answered
+            by the researcher (``ROUTER_HAND_DOWN_CALLS``); 0, the default, never.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Router:
         max_tier: str = "complex",
         step_limits: Mapping[str, int] | None = None,
         research: Mapping[str, str] | None = None,
+        hand_down: int = 0,
         _models: dict[str, Model | ConfigError] | None = None,
     ) -> None:
         table = validate_tiers(dict(tiers), "router tiers")
@@ -74,6 +78,9 @@ class Router:
             if n > 0
         }
         self.research: dict[Tier, Tier] = validate_research(research or {})
+        if hand_down < 0:
+            raise ConfigError("hand-down calls must be 0 (off) or more")
+        self.hand_down = hand_down
         self._models: dict[str, Model | ConfigError] = _models if _models is not None else {}
         built = [self.model(s) for t in TIERS for s in table[t]]  # eager: start-up logs name what is skipped
         if not any(built):
@@ -103,6 +110,7 @@ class Router:
             max_tier=self.max_tier,
             step_limits=self.step_limits,
             research=merged,
+            hand_down=self.hand_down,
             _models=self._models,
         )
 
