@@ -16,7 +16,7 @@ in blocks, so processes sharing the database never hand out the same id.
 If a batch hits a constraint error (a reservation settled twice), it is rolled back and its operations
 are replayed one by one, so only the faulty one fails, with its own error.
 
-On PostgreSQL a batch is one call of the ``quota_apply`` function (``pg_schema.V6``): one round trip and
+On PostgreSQL a batch is one call of the ``quota_apply`` function (``pg_quota_v6``): one round trip and
 one commit per batch, the limit checks made atomic by a per-server lock held only while the server works.
 It is the same three statements, run set-wise where that gives the same answer (the function says why).
 """
@@ -205,7 +205,7 @@ class LedgerWriter:
 
     async def _write_shared(self, batch: list[_Op]) -> list[bool | BaseException]:
         """PostgreSQL: the whole batch in one ``quota_apply`` call (one round trip, one commit; the
-        per-server locks are taken inside it, see ``pg_schema.V6``)."""
+        per-server locks are taken inside it, see ``pg_quota_v6``)."""
         self.batches += 1
         self.operations += len(batch)
         if len(batch) > 1:
@@ -226,7 +226,7 @@ APPLY_SQL = "SELECT quota_apply($1::quota_op[])"
 
 
 def _pg_op(op: _Op) -> tuple[Any, ...]:
-    """One operation as a ``quota_op`` row (field order of the type in ``pg_schema.V6``)."""
+    """One operation as a ``quota_op`` row (field order of the type in ``pg_quota_v6``)."""
     p = op.params
     if op.kind == "reserve":
         return ("r", p["id"], p["g"], p["u"], p["s"], None, p["model"], p["day"], p["month"], p["tokens"],
