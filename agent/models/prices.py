@@ -297,29 +297,140 @@ class PriceTable:
 
 def _usd(price: Price, usage: Usage, at: datetime | None) -> float:
     """genai-prices' arithmetic over our counts, clamped so a server's inconsistent numbers cannot fail."""
-    from genai_prices.types import ModelPrice
-    from genai_prices.types import Usage as GUsage
-
     mp = price.at(at)
     prompt = max(0, usage.prompt_tokens)
     read = min(max(0, usage.cached_tokens), prompt)
     write = min(max(0, usage.cache_write_tokens), prompt - read)
-    write_1h = min(max(0, usage.cache_write_1h_tokens), write)
     out = max(0, usage.completion_tokens)
-    counts = GUsage(
-        input_tokens=prompt,
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_1h_tokens=write_1h,
-        output_tokens=out,
-        output_reasoning_tokens=min(max(0, usage.reasoning_tokens), out),
-    )
-    fields = {k: v for k, v in vars(mp).items() if v is not None}
-    fee = fields.pop("requests_kcount", None)
-    usd = float(ModelPrice(**fields).calc_price(counts)["total_price"])
+    counts = {
+        "input_tokens": prompt,
+        "cache_read_tokens": read,
+        "cache_write_tokens": write,
+        "cache_write_1h_tokens": min(max(0, usage.cache_write_1h_tokens), write),
+        "output_tokens": out,
+        "output_reasoning_tokens": min(max(0, usage.reasoning_tokens), out),
+    }
+    rates = _rates(mp)
+    usd = rates.usd(counts) if rates is not None else None
+    if usd is None:
+        usd = _package_usd(mp, counts)
+    fee = vars(mp).get("requests_kcount")  # not getattr: a missing price key costs a registry search
     if fee:
         usd += float(fee) / 1000 * max(0, usage.requests)
     return usd
+
+
+def _package_usd(mp: Any, counts: dict[str, int]) -> float:
+    """genai-prices' own ``calc_price`` (without the per-request fee, which :func:`_usd` adds per request)."""
+    from genai_prices.types import ModelPrice
+    from genai_prices.types import Usage as GUsage
+
+    fields = {k: v for k, v in vars(mp).items() if v is not None}
+    fields.pop("requests_kcount", None)
+    return float(ModelPrice(**fields).calc_price(GUsage(**counts))["total_price"])
+
+
+_PROBES = tuple(
+    {
+        "input_tokens": prompt,
+        "cache_read_tokens": prompt // 3,
+        "cache_write_tokens": prompt // 5,
+        "cache_write_1h_tokens": prompt // 11,
+        "output_tokens": 7_019,
+        "output_reasoning_tokens": 3_001,
+    }
+    for prompt in (1_009, 300_007)  # below and above the usual 200k-token tier
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rates:
+    """One ``ModelPrice`` compiled once: genai-prices' ``calc_price`` costs ~80-270 µs a call (it resolves
+    and validates the unit registry every time), once per step and three times per budget hold; this is
+    the same Decimal arithmetic in the same order, a few µs.
+
+    ``units`` are (usage key, base price, tiers highest first, per) in the order the package sums them;
+    ``leaves`` are (usage key, the priced keys nested in it) in the order the package subtracts them (a
+    cache read is part of the input, so the input rate applies to input minus reads and writes).
+    """
+
+    units: tuple[tuple[str, Decimal, tuple[tuple[int, Decimal], ...], int], ...]
+    leaves: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def compile(cls, mp: Any) -> _Rates | None:
+        """The rates of ``mp``, or None when only the package can price it (a price key it does not know,
+        prices it rejects: its own path then says why).
+
+        A priced unit :func:`_usd` does not report (web searches, audio tokens) counts 0, as the package
+        infers for it: none of the reported units overlaps another unit without nesting in it."""
+        from genai_prices.data_units import unit_data
+        from genai_prices.types import TieredPrices
+
+        by_price_key = {u.get("price_key", k): (k, u) for k, u in unit_data.items()}
+        units = []
+        for key, value in vars(mp).items():
+            if key.startswith("_") or value is None or key == "requests_kcount":
+                continue
+            usage_key, unit = by_price_key.get(key, (None, None))
+            if usage_key is None or unit is None:
+                return None
+            if isinstance(value, TieredPrices):
+                base, tiers = value.base, tuple((t.start, t.price) for t in reversed(value.tiers))
+            else:
+                base, tiers = value, ()
+            if not all(isinstance(p, Decimal) for p in (base, *(p for _, p in tiers))):
+                return None
+            units.append((usage_key, base, tiers, int(unit["per"])))
+        dims = {k: unit_data[k].get("dimensions", {}).items() for k, *_ in units}
+        order = sorted(dims, key=lambda k: (-len(dims[k]), k))
+        leaves = tuple((k, tuple(d for d in order if d != k and dims[k] <= dims[d])) for k in order)
+        rates = cls(tuple(units), leaves)
+        # Checked against the package on a prompt below and one above the usual 200k tier: it validates
+        # the prices together (a 1-hour write price needs a write price), and a package upgrade that
+        # changes its arithmetic falls back to the package instead of pricing differently.
+        try:
+            same = all(rates.usd(c) == _package_usd(mp, c) for c in _PROBES)
+        except ValueError:
+            return None
+        return rates if same else None
+
+    def usd(self, counts: dict[str, int]) -> float | None:
+        """The price of ``counts`` (None if they do not nest, which the package reports as an error)."""
+        leaf: dict[str, int] = {}
+        for key, nested in self.leaves:
+            n = counts.get(key, 0) - sum(leaf[d] for d in nested)
+            if n < 0:
+                return None
+            leaf[key] = n
+        prompt = counts["input_tokens"]
+        total = Decimal(0)
+        for key, price, tiers, per in self.units:
+            n = leaf[key]
+            if not n:  # adds nothing: the sum's value, hence the float, is the same
+                continue
+            for start, tier_price in tiers:  # every token at the highest tier the prompt is above
+                if prompt > start:
+                    price = tier_price
+                    break
+            total += price * Decimal(n) / per
+        return float(total)
+
+
+_RATES: dict[int, tuple[Any, _Rates | None]] = {}
+"""Compiled rates by ``id`` of the package's ``ModelPrice`` (kept alive beside them so the id stays its
+own). A dated price is another ``ModelPrice``, so the key changes with the date; the tier is chosen per
+call from its prompt size."""
+
+
+def _rates(mp: Any) -> _Rates | None:
+    hit = _RATES.get(id(mp))
+    if hit is not None and hit[0] is mp:
+        return hit[1]
+    rates = _Rates.compile(mp)
+    if len(_RATES) < 4096:  # one entry per model and price period in use: a small set
+        _RATES[id(mp)] = (mp, rates)
+    return rates
 
 
 @lru_cache(maxsize=8)
