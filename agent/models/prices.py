@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,15 @@ def _package_usd(mp: Any, counts: dict[str, int]) -> float:
     return float(ModelPrice(**fields).calc_price(GUsage(**counts))["total_price"])
 
 
+_REPORTED = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "output_reasoning_tokens",
+)
+"""The genai-prices usage keys :func:`_usd` reports."""
 _PROBES = tuple(
     {
         "input_tokens": prompt,
@@ -341,21 +351,28 @@ _PROBES = tuple(
     }
     for prompt in (1_009, 300_007)  # below and above the usual 200k-token tier
 )
+_EXACT = 10**25
+"""Below this many units of the common scale a sum of the package's Decimals (28 digits) is exact."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Rates:
-    """One ``ModelPrice`` compiled once: genai-prices' ``calc_price`` costs ~80-270 µs a call (it resolves
-    and validates the unit registry every time), once per step and three times per budget hold; this is
-    the same Decimal arithmetic in the same order, a few µs.
+    """One ``ModelPrice`` compiled once: genai-prices' ``calc_price`` took ~80-270 µs a call (it resolves
+    and validates the unit registry every time), once per step and three times per budget hold.
 
-    ``units`` are (usage key, base price, tiers highest first, per) in the order the package sums them;
+    The package sums exact Decimals (``price * count / per`` per unit), then makes a float of the sum.
+    Here each rate is an integer number of ``1/scale`` USD per unit, so the sum is an exact integer and
+    ``total / scale`` is that same value correctly rounded, as the package's float is: the same float,
+    in about a microsecond. Sums too large for the package's 28 digits to hold exactly go to the package.
+
+    ``units`` are (usage key, base rate, tiers highest first as (prompt tokens above, rate));
     ``leaves`` are (usage key, the priced keys nested in it) in the order the package subtracts them (a
     cache read is part of the input, so the input rate applies to input minus reads and writes).
     """
 
-    units: tuple[tuple[str, Decimal, tuple[tuple[int, Decimal], ...], int], ...]
+    units: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
     leaves: tuple[tuple[str, tuple[str, ...]], ...]
+    scale: int
 
     @classmethod
     def compile(cls, mp: Any) -> _Rates | None:
@@ -367,25 +384,41 @@ class _Rates:
         from genai_prices.data_units import unit_data
         from genai_prices.types import TieredPrices
 
-        by_price_key = {u.get("price_key", k): (k, u) for k, u in unit_data.items()}
-        units = []
+        by_price_key = {u.get("price_key", k): k for k, u in unit_data.items()}
+        priced: dict[str, tuple[Decimal, tuple[tuple[int, Decimal], ...]]] = {}
         for key, value in vars(mp).items():
             if key.startswith("_") or value is None or key == "requests_kcount":
                 continue
-            usage_key, unit = by_price_key.get(key, (None, None))
-            if usage_key is None or unit is None:
+            usage_key = by_price_key.get(key)
+            if usage_key is None:
                 return None
             if isinstance(value, TieredPrices):
                 base, tiers = value.base, tuple((t.start, t.price) for t in reversed(value.tiers))
             else:
                 base, tiers = value, ()
-            if not all(isinstance(p, Decimal) for p in (base, *(p for _, p in tiers))):
+            if not all(isinstance(p, Decimal) and p.is_finite() for p in (base, *(p for _, p in tiers))):
                 return None
-            units.append((usage_key, base, tiers, int(unit["per"])))
-        dims = {k: unit_data[k].get("dimensions", {}).items() for k, *_ in units}
+            priced[usage_key] = (base, tiers)
+        dims = {k: unit_data[k].get("dimensions", {}).items() for k in priced}
         order = sorted(dims, key=lambda k: (-len(dims[k]), k))
         leaves = tuple((k, tuple(d for d in order if d != k and dims[k] <= dims[d])) for k in order)
-        rates = cls(tuple(units), leaves)
+        # Only the reported units can count more than 0: they alone need a rate (all are per token).
+        billed = [k for k in priced if k in _REPORTED]
+        exact = [
+            Fraction(p) / int(unit_data[k]["per"])
+            for k in billed
+            for p in (priced[k][0], *(p for _, p in priced[k][1]))
+        ]
+        scale = math.lcm(1, *(f.denominator for f in exact))
+
+        def rate(k: str, p: Decimal) -> int:
+            return int(Fraction(p) / int(unit_data[k]["per"]) * scale)
+
+        units = tuple(
+            (k, rate(k, priced[k][0]), tuple((start, rate(k, p)) for start, p in priced[k][1]))
+            for k in billed
+        )
+        rates = cls(units, leaves, scale)
         # Checked against the package on a prompt below and one above the usual 200k tier: it validates
         # the prices together (a 1-hour write price needs a write price), and a package upgrade that
         # changes its arithmetic falls back to the package instead of pricing differently.
@@ -396,25 +429,27 @@ class _Rates:
         return rates if same else None
 
     def usd(self, counts: dict[str, int]) -> float | None:
-        """The price of ``counts`` (None if they do not nest, which the package reports as an error)."""
+        """The price of ``counts``; None if they do not nest (the package reports that as an error) or
+        the sum is beyond exact."""
         leaf: dict[str, int] = {}
         for key, nested in self.leaves:
-            n = counts.get(key, 0) - sum(leaf[d] for d in nested)
+            n = counts.get(key, 0)
+            for d in nested:
+                n -= leaf[d]
             if n < 0:
                 return None
             leaf[key] = n
         prompt = counts["input_tokens"]
-        total = Decimal(0)
-        for key, price, tiers, per in self.units:
+        total = 0
+        for key, rate, tiers in self.units:
             n = leaf[key]
-            if not n:  # adds nothing: the sum's value, hence the float, is the same
-                continue
-            for start, tier_price in tiers:  # every token at the highest tier the prompt is above
-                if prompt > start:
-                    price = tier_price
-                    break
-            total += price * Decimal(n) / per
-        return float(total)
+            if n:
+                for start, tier_rate in tiers:  # every token at the highest tier the prompt is above
+                    if prompt > start:
+                        rate = tier_rate
+                        break
+                total += rate * n
+        return total / self.scale if total < _EXACT else None
 
 
 _RATES: dict[int, tuple[Any, _Rates | None]] = {}
