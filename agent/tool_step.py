@@ -113,7 +113,7 @@ class ToolStep:
         notes = None
         try:
             max_tokens = reader.model_settings().max_tokens
-            async with hold(self.prices, self.budget, reader.model, msgs, (), max_tokens) as bill:
+            async with hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens) as bill:
                 notes = await reader.read(
                     task, call, text, offers_raw=bool(tool and offers_raw(tool.parameters))
                 )
