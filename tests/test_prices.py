@@ -284,7 +284,15 @@ def test_the_reservation_estimate_is_never_below_what_the_call_can_be_billed(
     cached = int(prompt * read)
     written = int((prompt - cached) * write)
     real = Usage(prompt, completion, cached, 1, int(completion * thinking), written)
-    assert BASE.estimate(model, prompt, completion).usd >= BASE.cost(model, real).usd - 1e-12
+    estimate = BASE.estimate(model, prompt, completion).usd
+    assert estimate >= BASE.cost(model, real).usd - 1e-12
+    # ... and it is exactly the dearest of those ways: all uncached, all written, all output thinking.
+    ways = (
+        Usage(prompt, completion, requests=1),
+        Usage(prompt, completion, requests=1, cache_write_tokens=prompt),
+        Usage(prompt, completion, requests=1, reasoning_tokens=completion),
+    )
+    assert estimate == max(BASE.cost(model, u).usd for u in ways)
 
 
 # (model, when, expected USD) for Usage(300_000 prompt, 10_000 completion, 100_000 cached, 50_000 written):

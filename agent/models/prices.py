@@ -290,10 +290,12 @@ class PriceTable:
         price = self.lookup(model)
         if price is None:
             return Cost(0.0, (model,))
-        as_input = Usage(prompt_tokens, completion_tokens, requests=1)
-        as_write = Usage(prompt_tokens, completion_tokens, requests=1, cache_write_tokens=prompt_tokens)
-        thinking = Usage(prompt_tokens, completion_tokens, requests=1, reasoning_tokens=completion_tokens)
-        return Cost(max(_usd(price, u, None) for u in (as_input, as_write, thinking)))
+        mp = price.at(None)
+        prompt, completion = max(0, prompt_tokens), max(0, completion_tokens)
+        as_input = dict.fromkeys(_REPORTED, 0) | {"input_tokens": prompt, "output_tokens": completion}
+        as_write = as_input | {"cache_write_tokens": prompt}
+        thinking = as_input | {"output_reasoning_tokens": completion}
+        return Cost(max(_priced(mp, counts, 1) for counts in (as_input, as_write, thinking)))
 
 
 def _usd(price: Price, usage: Usage, at: datetime | None) -> float:
@@ -311,13 +313,18 @@ def _usd(price: Price, usage: Usage, at: datetime | None) -> float:
         "output_tokens": out,
         "output_reasoning_tokens": min(max(0, usage.reasoning_tokens), out),
     }
+    return _priced(mp, counts, usage.requests)
+
+
+def _priced(mp: Any, counts: dict[str, int], requests: int) -> float:
+    """``counts`` (consistent, as :func:`_usd` makes them) at ``mp``, plus its fee for ``requests``."""
     rates = _rates(mp)
     usd = rates.usd(counts) if rates is not None else None
     if usd is None:
         usd = _package_usd(mp, counts)
     fee = vars(mp).get("requests_kcount")  # not getattr: a missing price key costs a registry search
     if fee:
-        usd += float(fee) / 1000 * max(0, usage.requests)
+        usd += float(fee) / 1000 * max(0, requests)
     return usd
 
 
