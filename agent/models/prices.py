@@ -358,8 +358,6 @@ _PROBES = tuple(
     }
     for prompt in (1_009, 300_007)  # below and above the usual 200k-token tier
 )
-_EXACT = 10**25
-"""Below this many units of the common scale a sum of the package's Decimals (28 digits) is exact."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,14 +370,17 @@ class _Rates:
     ``total / scale`` is that same value correctly rounded, as the package's float is: the same float,
     in about a microsecond. Sums too large for the package's 28 digits to hold exactly go to the package.
 
-    ``units`` are (usage key, base rate, tiers highest first as (prompt tokens above, rate));
-    ``leaves`` are (usage key, the priced keys nested in it) in the order the package subtracts them (a
-    cache read is part of the input, so the input rate applies to input minus reads and writes).
+    ``units`` are (usage key, base rate, tiers highest first as (prompt tokens above, rate)) of the
+    priced units :func:`_usd` reports; ``leaves`` are (usage key, the priced keys nested in it) in the
+    order the package subtracts them (a cache read is part of the input, so the input rate applies to
+    input minus reads and writes).
     """
 
     units: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]
     leaves: tuple[tuple[str, tuple[str, ...]], ...]
     scale: int
+    limit: int
+    """Totals from this many units of ``1/scale`` on are past the package's exact Decimals."""
 
     @classmethod
     def compile(cls, mp: Any) -> _Rates | None:
@@ -406,17 +407,26 @@ class _Rates:
             if not all(isinstance(p, Decimal) and p.is_finite() for p in (base, *(p for _, p in tiers))):
                 return None
             priced[usage_key] = (base, tiers)
-        dims = {k: unit_data[k].get("dimensions", {}).items() for k in priced}
-        order = sorted(dims, key=lambda k: (-len(dims[k]), k))
-        leaves = tuple((k, tuple(d for d in order if d != k and dims[k] <= dims[d])) for k in order)
-        # Only the reported units can count more than 0: they alone need a rate (all are per token).
+        dims = {k: unit_data[k].get("dimensions", {}).items() for k in {*priced, *_REPORTED}}
+        # Only the reported units can count more than 0: they alone need a rate (all are per token) and
+        # a place in the subtraction, unless an unreported one holds a reported one (it never does today).
         billed = [k for k in priced if k in _REPORTED]
+        if any(dims[k] < dims[r] for k in priced if k not in _REPORTED for r in _REPORTED):
+            return None
+        order = sorted(billed, key=lambda k: (-len(dims[k]), k))
+        leaves = tuple((k, tuple(d for d in order if d != k and dims[k] <= dims[d])) for k in order)
         exact = [
             Fraction(p) / int(unit_data[k]["per"])
             for k in billed
             for p in (priced[k][0], *(p for _, p in priced[k][1]))
         ]
         scale = math.lcm(1, *(f.denominator for f in exact))
+        # The package's sums are exact while they have at most 28 significant digits: in units of
+        # 1/scale, while total * (10**k // scale) < 10**28 for the least k with 10**k a multiple of scale.
+        k = next((k for k in range(64) if 10**k % scale == 0), None)
+        if k is None:
+            return None
+        limit = (10**28 - 1) // (10**k // scale) + 1
 
         def rate(k: str, p: Decimal) -> int:
             return int(Fraction(p) / int(unit_data[k]["per"]) * scale)
@@ -425,7 +435,7 @@ class _Rates:
             (k, rate(k, priced[k][0]), tuple((start, rate(k, p)) for start, p in priced[k][1]))
             for k in billed
         )
-        rates = cls(units, leaves, scale)
+        rates = cls(units, leaves, scale, limit)
         # Checked against the package on a prompt below and one above the usual 200k tier: it validates
         # the prices together (a 1-hour write price needs a write price), and a package upgrade that
         # changes its arithmetic falls back to the package instead of pricing differently.
@@ -440,7 +450,7 @@ class _Rates:
         the sum is beyond exact."""
         leaf: dict[str, int] = {}
         for key, nested in self.leaves:
-            n = counts.get(key, 0)
+            n = counts[key]
             for d in nested:
                 n -= leaf[d]
             if n < 0:
@@ -456,7 +466,7 @@ class _Rates:
                         rate = tier_rate
                         break
                 total += rate * n
-        return total / self.scale if total < _EXACT else None
+        return total / self.scale if total < self.limit else None
 
 
 _RATES: dict[int, tuple[Any, _Rates | None]] = {}
