@@ -73,9 +73,13 @@ def redact_value(value: Any, depth: int = 0) -> Any:
 
 def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for k, v in event_dict.items():
-        if type(v) in _PLAIN or k in ("exc_info", "_record", "_from_structlog"):
-            continue  # exc_info is drawn later by the exception formatter, which redacts it (see below)
-        event_dict[k] = redact_value(v)
+        if k in ("exc_info", "_record", "_from_structlog"):
+            continue  # drawn later by the exception formatter, which redacts it (see below)
+        t = type(v)
+        if t is str:  # most values: straight to the text check
+            event_dict[k] = redact(v)
+        elif t not in _PLAIN:
+            event_dict[k] = redact_value(v)
     return event_dict
 
 
