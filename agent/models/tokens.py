@@ -29,6 +29,8 @@ DEFAULT_COMPLETION = 1024
 
 def count(value: Any) -> int:
     """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1)."""
+    if type(value) is int:  # what servers send (bool is not int here): the checks below are for the rest
+        return value if value > 0 else 0
     if isinstance(value, bool):
         return 0
     if isinstance(value, int | float) and math.isfinite(value):
