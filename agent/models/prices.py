@@ -82,9 +82,12 @@ class Price:
     info: Any = None
 
     def at(self, when: datetime | None) -> Any:
-        if self.info is None:
+        info = self.info
+        if info is None:
             return self.model_price
-        return self.info.get_prices(when or datetime.now(UTC))
+        if not isinstance(info.prices, list):  # one price at all times: no clock to read
+            return info.prices
+        return info.get_prices(when or datetime.now(UTC))
 
     def _get(self, key: str) -> float | None:
         return _base(getattr(self.model_price, key, None))
