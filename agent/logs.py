@@ -71,14 +71,16 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return redact(repr(value))
 
 
+_LATER = frozenset(("exc_info", "_record", "_from_structlog"))
+"""Drawn later by the exception formatter, which redacts it (see below)."""
+
+
 def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for k, v in event_dict.items():
-        if k in ("exc_info", "_record", "_from_structlog"):
-            continue  # drawn later by the exception formatter, which redacts it (see below)
         t = type(v)
         if t is str:  # most values: straight to the text check
             event_dict[k] = redact(v)
-        elif t not in _PLAIN:
+        elif t not in _PLAIN and k not in _LATER:
             event_dict[k] = redact_value(v)
     return event_dict
 
