@@ -106,9 +106,12 @@ class _ToolCallAssembler:
         self._calls: dict[int, dict[str, Any]] = {}
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
+        calls = self._calls
         for pos, frag in enumerate(fragments):
             idx = frag.get("index", pos)
-            slot = self._calls.setdefault(idx, {"id": "", "name": "", "arguments": []})
+            slot = calls.get(idx)
+            if slot is None:  # not setdefault: that built a new slot for every fragment
+                slot = calls[idx] = {"id": "", "name": "", "arguments": []}
             if frag.get("id"):
                 slot["id"] = frag["id"]
             fn = frag.get("function") or {}
@@ -266,7 +269,7 @@ class OpenAIChatModel(HTTPModel):
                             data_s = sse.data
                             if not data_s:
                                 continue
-                            if data_s.strip() == "[DONE]":
+                            if data_s[0] != "{" and data_s.strip() == "[DONE]":  # JSON chunks: no strip
                                 # Read on to the end of the body rather than break: breaking would leave
                                 # httpx's inner byte iterators to be finalised by a stray task.
                                 continue
