@@ -13,6 +13,7 @@ rendered line itself, for anything a renderer turns into text by ``repr``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -85,6 +86,20 @@ def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, 
     return event_dict
 
 
+class _Dumps:
+    """``json.dumps(obj, default=default)`` with the encoder made once: given ``default``, json.dumps builds
+    a new ``JSONEncoder`` for every line (structlog's JSONRenderer always passes one)."""
+
+    def __init__(self) -> None:
+        self._default: Any = None
+        self._encode: Any = None
+
+    def __call__(self, obj: Any, default: Any) -> str:
+        if self._encode is None or default is not self._default:
+            self._default, self._encode = default, json.JSONEncoder(default=default).encode
+        return self._encode(obj)
+
+
 class _RedactedRenderer:
     """The last word: whatever the renderer drew, redacted once more as text."""
 
@@ -147,7 +162,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     renderer: Any = _RedactedRenderer(
         structlog.dev.ConsoleRenderer(colors=True, exception_formatter=redacted_rich_traceback)
         if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_Dumps())
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
