@@ -65,7 +65,9 @@ class Cost:
         return not self.unknown_models
 
     def __add__(self, other: Cost) -> Cost:
-        unknown = tuple(dict.fromkeys(self.unknown_models + other.unknown_models))
+        unknown = self.unknown_models
+        if other.unknown_models:  # most calls are priced: no tuple to merge
+            unknown = tuple(dict.fromkeys(unknown + other.unknown_models))
         return Cost(self.usd + other.usd, unknown)
 
     def format(self) -> str:

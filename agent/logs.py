@@ -13,6 +13,7 @@ rendered line itself, for anything a renderer turns into text by ``repr``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -45,8 +46,14 @@ def redact(text: str) -> str:
     return text
 
 
+_PLAIN = frozenset((int, float, bool, type(None)))
+"""Types that hold no text: most values of a log line (steps, tokens, latencies) return at once."""
+
+
 def redact_value(value: Any, depth: int = 0) -> Any:
     """``value`` with every string inside it redacted: containers are copied, exceptions become text."""
+    if type(value) in _PLAIN:  # first: the isinstance chain below was half of a log line's cost
+        return value
     if isinstance(value, str):
         return redact(value)
     if depth >= _MAX_DEPTH:
@@ -65,12 +72,32 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return redact(repr(value))
 
 
+_LATER = frozenset(("exc_info", "_record", "_from_structlog"))
+"""Drawn later by the exception formatter, which redacts it (see below)."""
+
+
 def _redact_processor(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for k, v in event_dict.items():
-        if k in ("exc_info", "_record", "_from_structlog"):
-            continue  # drawn later by the exception formatter, which redacts it (see below)
-        event_dict[k] = redact_value(v)
+        t = type(v)
+        if t is str:  # most values: straight to the text check
+            event_dict[k] = redact(v)
+        elif t not in _PLAIN and k not in _LATER:
+            event_dict[k] = redact_value(v)
     return event_dict
+
+
+class _Dumps:
+    """``json.dumps(obj, default=default)`` with the encoder made once: given ``default``, json.dumps builds
+    a new ``JSONEncoder`` for every line (structlog's JSONRenderer always passes one)."""
+
+    def __init__(self) -> None:
+        self._default: Any = None
+        self._encode: Any = None
+
+    def __call__(self, obj: Any, default: Any) -> str:
+        if self._encode is None or default is not self._default:
+            self._default, self._encode = default, json.JSONEncoder(default=default).encode
+        return self._encode(obj)
 
 
 class _RedactedRenderer:
@@ -135,7 +162,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     renderer: Any = _RedactedRenderer(
         structlog.dev.ConsoleRenderer(colors=True, exception_formatter=redacted_rich_traceback)
         if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_Dumps())
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

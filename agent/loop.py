@@ -53,6 +53,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.prices import PriceTable, default_prices
+from agent.models.tokens import tool_chars
 from agent.reader import Reader
 from agent.run_state import RunState, hold, parse_args, retry_event
 from agent.tool_step import ToolStep
@@ -77,6 +78,8 @@ class _Run:
     convo: list[Message]
     specs: list[dict[str, Any]]
     tools: ToolStep
+    spec_chars: int = 0
+    """The specs' characters for budget holds, counted once per run (only when there is a budget)."""
     empty_replies: int = 0
     end: RunResult | None = None
 
@@ -175,7 +178,8 @@ class Agent:
         blog = log.bind(logger="agent.loop", session_id=ctx.session_id)
         convo = [self._system(extra_system), *history, *st.messages]
         tools = ToolStep(self.tools, self.reader, self.prices, ctx, st, budget, blog)
-        run = _Run(st, convo, self.tools.specs(), tools)
+        specs = self.tools.specs()
+        run = _Run(st, convo, specs, tools, tool_chars(specs) if budget is not None else 0)
         if self._routing is not None:
             yield RouteDecided(step=0, route=self._routing.route)
         for step in range(st.steps + 1, self.max_iterations + 1):
@@ -237,7 +241,9 @@ class Agent:
         model = self.model
         try:
             async with (
-                hold(self.prices, run.budget, model, run.convo, run.specs, self.settings.max_tokens) as bill,
+                hold(
+                    self.prices, run.budget, model, run.convo, run.spec_chars, self.settings.max_tokens
+                ) as bill,
                 contextlib.aclosing(model.stream(run.convo, run.specs, self.settings)) as chunks,
             ):
                 async for chunk in chunks:

@@ -119,14 +119,13 @@ class Bill:
     def log_fields(self) -> dict[str, Any]:
         """What a log line says about the call: model, latency, tokens, cost."""
         u, c = self.usage, self.cost
-        tokens = {
-            k: getattr(u, k)
-            for k in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
-        }
         return {
             "model": self.model,
             "latency": round(self.elapsed, 3),
-            **tokens,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "cached_tokens": u.cached_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
             "cost": round(c.usd, 6) if c.known else "unknown",
         }
 
@@ -138,9 +137,10 @@ class hold:
     cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
     The provider is read at the end: a router may have switched to another one mid-call. A class, not
     ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
+    ``spec_chars`` is :func:`~agent.models.tokens.tool_chars` of the tool specs sent with the call.
     """
 
-    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "specs", "token")
+    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "spec_chars", "token")
 
     def __init__(
         self,
@@ -148,11 +148,11 @@ class hold:
         budget: Budget | None,
         model: Model,
         messages: Sequence[Message],
-        specs: Sequence[dict[str, Any]],
+        spec_chars: int,
         max_tokens: int | None,
     ) -> None:
         self.prices, self.budget, self.model = prices, budget, model
-        self.messages, self.specs, self.max_tokens = messages, specs, max_tokens
+        self.messages, self.spec_chars, self.max_tokens = messages, spec_chars, max_tokens
         self.bill = Bill(model.name)
         self.token: Any = None
 
@@ -161,7 +161,7 @@ class hold:
             name = self.model.name
             # The most one call can cost, from the same price table as the bill (cache writes included).
             est = Usage(
-                estimate_prompt(self.messages, self.specs),
+                estimate_prompt(self.messages, tools_chars=self.spec_chars),
                 completion_cap(name, self.max_tokens),
                 0,
                 1,

@@ -84,10 +84,16 @@ class ToolStep:
                     source_chars=outcome.source_chars,
                 )
         finally:
+            # Only tasks still running are cancelled and awaited: gathering finished ones too cost two
+            # more turns of the event loop on every tool step (bench/loop_overhead.py).
+            running = [t for t in tasks if not t.done()]
+            for t in running:
+                t.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             for t in tasks:
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                if not t.cancelled():
+                    t.exception()  # retrieved, as gather did: no "exception was never retrieved" later
 
     async def _read(
         self, step: int, call: ToolCall, outcome: ToolOutcome, emit: Callable[[AgentEvent], None]
@@ -107,7 +113,7 @@ class ToolStep:
         notes = None
         try:
             max_tokens = reader.model_settings().max_tokens
-            async with hold(self.prices, self.budget, reader.model, msgs, (), max_tokens) as bill:
+            async with hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens) as bill:
                 notes = await reader.read(
                     task, call, text, offers_raw=bool(tool and offers_raw(tool.parameters))
                 )

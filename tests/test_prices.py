@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +284,114 @@ def test_the_reservation_estimate_is_never_below_what_the_call_can_be_billed(
     cached = int(prompt * read)
     written = int((prompt - cached) * write)
     real = Usage(prompt, completion, cached, 1, int(completion * thinking), written)
-    assert BASE.estimate(model, prompt, completion).usd >= BASE.cost(model, real).usd - 1e-12
+    estimate = BASE.estimate(model, prompt, completion).usd
+    assert estimate >= BASE.cost(model, real).usd - 1e-12
+    # ... and it is exactly the dearest of those ways: all uncached, all written, all output thinking.
+    ways = (
+        Usage(prompt, completion, requests=1),
+        Usage(prompt, completion, requests=1, cache_write_tokens=prompt),
+        Usage(prompt, completion, requests=1, reasoning_tokens=completion),
+    )
+    assert estimate == max(BASE.cost(model, u).usd for u in ways)
+
+
+# (model, when, expected USD) for Usage(300_000 prompt, 10_000 completion, 100_000 cached, 50_000 written):
+# the rates in force when the call is made, chosen per call even though they are computed once per period.
+DATED = [
+    # deepseek-chat by time of day: $0.27 input, $0.07 cached, $1.10 output; half that 16:30-00:30 UTC.
+    # It has no cache-write price: written tokens are billed as input.
+    (
+        "deepseek-chat",
+        datetime(2026, 1, 1, 2, 0, tzinfo=UTC),
+        (200_000 * 0.27 + 100_000 * 0.07 + 10_000 * 1.1) / 1e6,
+    ),
+    (
+        "deepseek-chat",
+        datetime(2026, 1, 1, 20, 0, tzinfo=UTC),
+        (200_000 * 0.135 + 100_000 * 0.035 + 10_000 * 0.55) / 1e6,
+    ),
+    # claude-sonnet-4-6 before 2026-03-13: above 200k prompt tokens $6 / $0.60 read / $7.50 write / $22.50 out.
+    (
+        "claude-sonnet-4-6",
+        datetime(2026, 3, 1, tzinfo=UTC),
+        (150_000 * 6 + 100_000 * 0.6 + 50_000 * 7.5 + 10_000 * 22.5) / 1e6,
+    ),
+    # ... and from that date one rate at any prompt size: $3 / $0.30 / $3.75 / $15.
+    (
+        "claude-sonnet-4-6",
+        datetime(2026, 4, 1, tzinfo=UTC),
+        (150_000 * 3 + 100_000 * 0.3 + 50_000 * 3.75 + 10_000 * 15) / 1e6,
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "when", "usd"), DATED)
+def test_dated_and_time_of_day_prices_apply_at_the_time_of_the_call(
+    model: str, when: datetime, usd: float
+) -> None:
+    # Alternate the periods on one table, so rates kept from an earlier call cannot price a later one.
+    usage = Usage(300_000, 10_000, 100_000, 1, 0, 50_000)
+    for m, w, _ in DATED:
+        BASE.cost(m, usage, at=w)
+    got = BASE.cost(model, usage, at=when).usd
+    assert round(got, 2) == round(usd, 2) and got == pytest.approx(usd, rel=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    model=st.sampled_from(
+        [
+            *sorted({split_spec(s)[1] for specs in load_tiers(None).values() for s in specs}),
+            "deepseek-chat",
+            "claude-sonnet-4-6",
+            "gemini-3-pro-preview",
+            "gpt-4o-mini",
+        ]
+    ),
+    prompt=st.integers(0, 400_000),
+    read=st.floats(0, 1),
+    write=st.floats(0, 1),
+    write_1h=st.floats(0, 1),
+    completion=st.integers(0, 50_000),
+    thinking=st.floats(0, 1),
+    when=st.datetimes(datetime(2025, 6, 1), datetime(2027, 6, 1), timezones=st.just(UTC)),
+)
+def test_rates_computed_once_price_every_call_as_the_package_does(
+    model: str,
+    prompt: int,
+    read: float,
+    write: float,
+    write_1h: float,
+    completion: int,
+    thinking: float,
+    when: datetime,
+) -> None:
+    # Our per-model rates against genai-prices' own public calc_price, to the last bit: every tier, date,
+    # time of day and mix of cache reads, 5-minute and 1-hour writes and thinking.
+    import genai_prices
+
+    cached = int(prompt * read)
+    written = int((prompt - cached) * write)
+    written_1h = int(written * write_1h)
+    reasoning = int(completion * thinking)
+    usage = Usage(prompt, completion, cached, 1, reasoning, written, cache_write_1h_tokens=written_1h)
+    price = BASE.lookup(model)
+    assert price is not None and price.info is not None
+    provider = price.source.split(": ", 1)[1].split("/", 1)[0]
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=prompt,
+            cache_read_tokens=cached,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=written_1h,
+            output_tokens=completion,
+            output_reasoning_tokens=reasoning,
+        ),
+        price.info.id,
+        provider_id=provider,
+        genai_request_timestamp=when,
+    )
+    assert BASE.cost(model, usage, at=when).usd == float(expected.total_price)
 
 
 def test_prices_come_from_the_package_without_any_network() -> None:

@@ -42,6 +42,30 @@ def test_a_tiers_file_replaces_only_the_tiers_it_names(tmp_path: Path) -> None:
     assert table["simple"] == default_tiers()["simple"]
 
 
+async def test_start_up_parses_the_tiers_file_once_and_an_edit_is_seen(
+    tmp_path: Path, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.models.tiers as tiers
+
+    parsed: list[str] = []
+    real = tiers._parse_toml
+    monkeypatch.setattr(
+        tiers, "_parse_toml", lambda text, origin: parsed.append(origin) or real(text, origin)
+    )
+    f = tmp_path / "tiers.toml"
+    f.write_text('[tiers]\ncomplex = ["qwen2.5:32b"]\n')
+    # What `agentbot run` does at start-up: check the settings, build the router, read the tier defaults.
+    s = settings(AGENT_MODEL="llama3.1", ROUTER_TIERS_FILE=str(f), ROUTER_CLASSIFIER="heuristic")
+    router = build_router(s, http)
+    table = load_tiers(s.router_tiers_file, s.agent_model)
+    assert [o for o in parsed if o.startswith("ROUTER_TIERS_FILE")] == [f"ROUTER_TIERS_FILE={f}"]
+    assert router.tiers["complex"] == table["complex"] == ["qwen2.5:32b"]
+    table["complex"].append("mutated")  # a caller's copy is its own
+    assert load_tiers(f, "llama3.1")["complex"] == ["qwen2.5:32b"]
+    f.write_text('[tiers]\ncomplex = ["qwen2.5:72b-instruct"]\n')  # edited on disk: read again
+    assert load_tiers(f, "llama3.1")["complex"] == ["qwen2.5:72b-instruct"]
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [

@@ -38,10 +38,26 @@ log = structlog.get_logger("agent.models")
 
 
 def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    # Runs over the whole conversation on every call: one branch per role, each field read once.
     out: list[dict[str, Any]] = []
     for m in messages:
-        d: dict[str, Any] = {"role": m.role, "content": m.content or ""}
-        if m.images and m.role == "user":
+        role = m.role
+        d: dict[str, Any] = {"role": role, "content": m.content or ""}
+        if role == "tool":
+            d["tool_call_id"] = m.tool_call_id or ""
+            if m.name:
+                d["name"] = m.name
+        elif role == "assistant":
+            if m.tool_calls:
+                d["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                    }
+                    for c in m.tool_calls
+                ]
+        elif role == "user" and m.images:
             d["content"] = [
                 {"type": "text", "text": m.content or ""},
                 *(
@@ -49,19 +65,6 @@ def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
                     for i in m.images
                 ),
             ]
-        if m.role == "assistant" and m.tool_calls:
-            d["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                }
-                for c in m.tool_calls
-            ]
-        if m.role == "tool":
-            d["tool_call_id"] = m.tool_call_id or ""
-            if m.name:
-                d["name"] = m.name
         out.append(d)
     return out
 
@@ -103,9 +106,12 @@ class _ToolCallAssembler:
         self._calls: dict[int, dict[str, Any]] = {}
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
+        calls = self._calls
         for pos, frag in enumerate(fragments):
             idx = frag.get("index", pos)
-            slot = self._calls.setdefault(idx, {"id": "", "name": "", "arguments": []})
+            slot = calls.get(idx)
+            if slot is None:  # not setdefault: that built a new slot for every fragment
+                slot = calls[idx] = {"id": "", "name": "", "arguments": []}
             if frag.get("id"):
                 slot["id"] = frag["id"]
             fn = frag.get("function") or {}
@@ -159,12 +165,10 @@ class OpenAIChatModel(HTTPModel):
             backoff_max=backoff_max,
         )
         self._warned_temperature = False
-
-    def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self._api_key:
-            h["Authorization"] = f"Bearer {self._api_key}"
-        return h
+        # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
+        # with the JSON body.
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._sse_headers = self._auth | {"Accept": "text/event-stream"}
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -200,7 +204,7 @@ class OpenAIChatModel(HTTPModel):
             resp = await self._client.post(
                 f"{self.base_url}/chat/completions",
                 json=body,
-                headers=self._headers(),
+                headers=self._auth,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as e:
@@ -237,13 +241,12 @@ class OpenAIChatModel(HTTPModel):
         usage_raw: dict[str, Any] | None = None
         finish: str | None = None
         model_name = self.name
-        headers = self._headers() | {"Accept": "text/event-stream"}
         try:
             async with self._client.stream(
                 "POST",
                 f"{self.base_url}/chat/completions",
                 json=body,
-                headers=headers,
+                headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
                 if resp.status_code >= 400:
@@ -266,7 +269,7 @@ class OpenAIChatModel(HTTPModel):
                             data_s = sse.data
                             if not data_s:
                                 continue
-                            if data_s.strip() == "[DONE]":
+                            if data_s[0] != "{" and data_s.strip() == "[DONE]":  # JSON chunks: no strip
                                 # Read on to the end of the body rather than break: breaking would leave
                                 # httpx's inner byte iterators to be finalised by a stray task.
                                 continue

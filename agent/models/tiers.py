@@ -10,8 +10,10 @@ tables are fine: tiers not named keep ``AGENT_MODEL``, so an admin can change ju
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -89,12 +91,22 @@ def one_model_tiers(model: str) -> TierTable:
 
 def default_tiers() -> TierTable:
     """The shipped hosted table (``tiers.toml``), used when ``ROUTER_TIERS_FILE=hosted``."""
+    return _copy(_shipped())
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> TierTable:
     text = resources.files("agent.models").joinpath("tiers.toml").read_text()
     table = _parse_toml(text, "tiers.toml")
     missing = [t for t in TIERS if t not in table]
     if missing:  # a packaging mistake, not a user error
         raise ConfigError(f"tiers.toml: missing tiers {missing}")
     return table
+
+
+def _copy(table: Mapping[Tier, list[str]]) -> TierTable:
+    """Callers own what they get (the router and the bot's defaults each keep one)."""
+    return {t: list(specs) for t, specs in table.items()}
 
 
 def merge_tiers(
@@ -109,15 +121,27 @@ def merge_tiers(
 
 def load_tiers(path: str | Path | None = None, model: str | None = None) -> TierTable:
     """The process's tiers: ``model`` (``AGENT_MODEL``) on every tier, with those in ``path``
-    (``ROUTER_TIERS_FILE``) replacing them. Without ``model`` the base is the hosted table."""
-    table = one_model_tiers(model) if model else default_tiers()
+    (``ROUTER_TIERS_FILE``) replacing them. Without ``model`` the base is the hosted table.
+
+    Start-up asks three times (the settings check, the router, the bot's tier defaults): the file is
+    parsed once and parsed again only if it changed on disk."""
     if path and str(path).strip().lower() == HOSTED:
         return default_tiers()
+    table = one_model_tiers(model) if model else default_tiers()
     if path:
-        p = Path(path)
         try:
-            text = p.read_text()
+            st = os.stat(path)
         except OSError as e:
             raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
-        table = merge_tiers(table, _parse_toml(text, f"ROUTER_TIERS_FILE={path}"))
+        table = merge_tiers(table, _parse_file(str(path), st.st_mtime_ns, st.st_size))
     return table
+
+
+@lru_cache(maxsize=8)
+def _parse_file(path: str, mtime_ns: int, size: int) -> TierTable:
+    """``ROUTER_TIERS_FILE`` parsed, by path and the version on disk (``mtime_ns``, ``size``)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
+    return _parse_toml(text, f"ROUTER_TIERS_FILE={path}")
