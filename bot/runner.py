@@ -211,6 +211,9 @@ class SessionRunner:
 
         ``fetch_channel(id)`` returns the thread or raises. A session whose thread is gone is marked
         failed and its queued follow-ups dropped. Completed steps are not redone, so not charged twice.
+        Sessions this process already runs are skipped: discord.py dispatches interactions before
+        on_ready (which waits for every server, ``guild_ready_timeout`` after the last), so a /research
+        can start here first; "resuming" it ran it twice and filled its thread's write window.
         """
         sv = self.sv
         resumed = 0
@@ -229,6 +232,8 @@ class SessionRunner:
 
         for turn in await sv.sessions.running_turns():
             state = turn.state or {}
+            if self.active(turn.session_id):  # started here before on_ready: live, not interrupted
+                continue
             await sv.sessions.finish_turn(
                 turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
             )
@@ -255,6 +260,8 @@ class SessionRunner:
             resumed += 1
         for q in await sv.sessions.queued_turns():
             session = await sv.sessions.get(q.session_id)
+            if self.active(q.session_id):  # its worker here answers it already
+                continue
             channel = await channel_of(session) if session and session.thread_id else None
             if channel is None:
                 await sv.sessions.drop_queued(q.id)
