@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import statistics
 import sys
 import tempfile
@@ -154,6 +156,8 @@ async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: 
         answered += count >= 1
         dup_answers += count > 1
     violations = fake.rest.global_limit.violations[writes_before:]
+    if os.environ.get("BOT_LOAD_TIMELINE") and threads:
+        _timeline(fake, calls, next(iter(threads.values())), started)
     return {
         "sessions": n,
         "threads": len(threads),
@@ -169,6 +173,15 @@ async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: 
         "global_429_in_a_row": _longest_run(calls),
         "elapsed": time.monotonic() - started,
     }
+
+
+def _timeline(fake: Any, calls: list[Any], thread_id: int, t0: float) -> None:
+    """Every call touching one session's thread, and the stamps its writes show (to stderr)."""
+    for c in calls:
+        if str(thread_id) in c.path:
+            body = c.json.get("content", "") if isinstance(c.json, dict) else ""
+            stamps = [f"{float(m.group(1)) - t0:.2f}+{m.group(2)}" for m in STAMP.finditer(body or "")]
+            print(f"{c.t - t0:8.3f} {c.status} {c.method} {c.path[-30:]} {stamps}", file=sys.stderr)
 
 
 def _answered(fake: Any, thread_id: int) -> bool:
@@ -232,6 +245,29 @@ async def _line(proc: asyncio.subprocess.Process, within: float) -> dict[str, An
     return json.loads(raw)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_healthy(port: int, proc: asyncio.subprocess.Process, within: float) -> None:
+    """Until the bot's /healthz answers 200 (after on_ready)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the bot exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the bot was not ready within {within:.0f} s")
+
+
 async def orchestrate(ns: argparse.Namespace) -> int:
     levels = [1, *(int(x) for x in ns.levels.split(","))]
     llm = await _child("--llm", str(ns.latency), str(ns.steps))
@@ -241,6 +277,10 @@ async def orchestrate(ns: argparse.Namespace) -> int:
         llm_info = await _line(llm, 30)
         d_info = await _line(discord, 30)
         data = Path(tempfile.mkdtemp(prefix="agentbot-load-"))
+        health_port = _free_port()
+        timeline = bool(os.environ.get("BOT_LOAD_TIMELINE"))
+        if timeline:
+            print(f"bot log: {data / 'bot.log'}", file=sys.stderr)
         tiers = data / "tiers.toml"
         tiers.write_text(
             '[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n'
@@ -257,7 +297,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "AGENT_MODEL": "gpt-4o-mini",
             "ROUTER_TIERS_FILE": str(tiers),
             "ROUTER_CLASSIFIER": "heuristic",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "DEBUG" if timeline else "WARNING",
             "QUOTA_REQUESTS_PER_DAY": "1000000",
             "QUOTA_TOKENS_PER_DAY": "1000000000000",
             "QUOTA_COST_PER_MONTH_USD": "1000000",
@@ -266,6 +306,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "BOT_MAX_CONCURRENT_RUNS": "1000",
             "BOT_REST_WRITES_PER_SECOND": str(ns.budget),
             "PYTHON_SANDBOX": "off",
+            "HEALTH_PORT": str(health_port),
         }
         bot = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("agentbot")),
@@ -273,10 +314,19 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             cwd=data,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=(data / "bot.log").open("w") if timeline else asyncio.subprocess.DEVNULL,
         )
+        t0 = time.monotonic()
         await _line(discord, 180)
-        await asyncio.sleep(2)  # the command sync and the embedding model load settle
+        t1 = time.monotonic()
+        # on_ready, not the gateway's READY: discord.py fires it guild_ready_timeout after the last
+        # server, and its start-up resume must not meet the first level's sessions.
+        await _wait_healthy(health_port, bot, 180)
+        print(
+            f"bot connected in {t1 - t0:.1f} s, ready {time.monotonic() - t1:.1f} s later",
+            file=sys.stderr,
+            flush=True,
+        )
         rows = []
         for n in levels:
             cpu0, rss0 = _cpu_seconds(bot.pid), _rss_mb(bot.pid)
@@ -300,7 +350,11 @@ async def orchestrate(ns: argparse.Namespace) -> int:
                 p.terminate()
         for p in (bot, discord, llm):
             if p is not None:
-                await p.wait()
+                try:  # the bot's graceful close takes ~20 s; its figures are in already
+                    await asyncio.wait_for(p.wait(), 5)
+                except TimeoutError:
+                    p.kill()
+                    await p.wait()
     return report(rows, ns)
 
 
