@@ -16,7 +16,7 @@ import aiohttp
 import discord
 
 from bot.pacing import RestBudget
-from bot.streamer import SinkError
+from bot.stream_sink import SinkError
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
