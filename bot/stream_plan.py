@@ -52,6 +52,9 @@ class PlannedMessage:
     deleted: bool = False
     delete_wanted: bool = False
     failed: bool = False
+    attempted: bool = False
+    """A send was tried: it may have landed although it failed, so this message is only ever sent
+    again under its own nonce, never folded into another (that would show its text twice)."""
 
     def content(self) -> str:
         return "\n".join(b.text for b in self.blocks if b.text)[:2000]
@@ -180,7 +183,7 @@ class ThreadPlan:
             if nxt.deleted or (nxt.blocks[0].kind == "live"):
                 i += 1
                 continue
-            if nxt.id is not None or nxt.files or nxt.blocks[0].kind not in ("step", "note"):
+            if nxt.id is not None or nxt.files or nxt.attempted or nxt.blocks[0].kind not in ("step", "note"):
                 break
             extra = len(nxt.content()) + 1
             if size + extra > MERGE_LIMIT:
@@ -194,7 +197,7 @@ class ThreadPlan:
     def append_target(self, msg: PlannedMessage) -> PlannedMessage | None:
         """When paced, a new step joins the thread's last progress message (one edit shows both the
         previous step's result and the new step) instead of costing a send of its own."""
-        if msg.blocks[0].kind not in ("step", "note") or msg.files:
+        if msg.blocks[0].kind not in ("step", "note") or msg.files or msg.attempted:
             return None
         i = self.messages.index(msg)
         prev = next((m for m in reversed(self.messages[:i]) if not m.deleted and not m.delete_wanted), None)

@@ -5,6 +5,9 @@ A Discord thread in production (:mod:`bot.discord_sink`), anything in tests and 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 
@@ -31,8 +34,41 @@ class SinkError(Exception):
         """The whole thread can take no more writes (deleted, archived, access lost)."""
 
 
+class Grant(Protocol):
+    """A turn to write (:class:`bot.pacing.Turn` for Discord)."""
+
+    waited: bool
+    """Other writers went first: writes are scarce, so this one should carry all it can."""
+
+    def unused(self) -> None:
+        """Nothing was written in it: it goes to the next writer at once."""
+        ...
+
+
+class FreeTurn:
+    """A turn from no shared budget (a sink of its own: tests, the terminal)."""
+
+    waited = False
+
+    def unused(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def free_turn() -> AsyncIterator[Grant]:
+    yield FreeTurn()
+
+
 class Sink(Protocol):
-    """Where the streamer writes (a Discord thread in production, anything in tests)."""
+    """Where the streamer writes (a Discord thread in production, anything in tests).
+
+    Every write is made inside :meth:`turn`, which waits for this thread's turn among all the bot's
+    writers; the streamer decides *what* to write only once it has the turn, so a write that waited
+    carries every change made meanwhile."""
+
+    def turn(self) -> AbstractAsyncContextManager[Grant]:
+        """Wait for a turn to write; the write is made inside the block."""
+        ...
 
     async def send(
         self,

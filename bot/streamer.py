@@ -76,6 +76,10 @@ class ThreadStreamer:
         self._sleep = sleep
         self._closed = False
         self._flushing = 0
+        self._contended = False
+        """The last turn waited for other threads' writes (the bot-wide budget is the limit)."""
+        self._backoff = 1.0
+        """Seconds before retrying a failed write that named no wait; doubles to a minute."""
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
@@ -177,7 +181,10 @@ class ThreadStreamer:
                     async with asyncio.timeout(0.25 if plan.live is not None else None):
                         await self._wake.wait()
                 continue
-            due = plan.due_in(self.budget, now_wanted=bool(self._flushing or self._closed))
+            # After a turn that had to wait for other threads, waiting for more changes adds nothing:
+            # the next turn is seconds away and everything changed by then rides along anyway.
+            now_wanted = bool(self._flushing or self._closed or self._contended)
+            due = plan.due_in(self.budget, now_wanted=now_wanted)
             if due > 0:  # let more changes join this write; new work (a final answer) re-checks sooner
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -188,54 +195,69 @@ class ThreadStreamer:
             if wait > 0:
                 await self._sleep(wait)
                 continue  # the best next write may have changed while waiting
-            kind, msg = op
-            if self.budget.short() and kind in ("send", "edit"):
-                target = plan.append_target(msg) if kind == "send" else None
-                if target is not None:
-                    kind, msg = "edit", target
-                else:
-                    plan.merge_into(msg)  # the steps waiting behind it ride along
-            await self._write(kind, msg)
+            retry_in = 0.0
+            async with self.sink.turn() as grant:
+                # The thread's turn among all the bot's writers, which can take seconds under load:
+                # what to write is decided only now, so the write carries every change made while
+                # it waited instead of showing a stale one and queueing again for the rest.
+                op = self._next()
+                if op is None or self.gone is not None or self.budget.wait_time() > 0:
+                    grant.unused()
+                    continue
+                self._contended = grant.waited
+                kind, msg = op
+                # Scarce writes (this thread's window, or every thread's turn) carry all they can.
+                if (self.budget.short() or grant.waited) and kind in ("send", "edit"):
+                    target = plan.append_target(msg) if kind == "send" else None
+                    if target is not None:
+                        kind, msg = "edit", target
+                    else:
+                        plan.merge_into(msg)  # the steps waiting behind it ride along
+                retry_in = await self._write(kind, msg)
+            if retry_in:
+                await self._sleep(retry_in)
 
-    async def _write(self, kind: Op, msg: PlannedMessage) -> None:
+    async def _write(self, kind: Op, msg: PlannedMessage) -> float:
+        """One attempt; returns how long to wait before the writer tries again (0: done or given up).
+        A retry is a new turn: the writer picks the oldest difference again, which a failed send
+        still is (under its nonce, so a send that did land is not made twice)."""
         content = msg.content()
         pending = [b for b in msg.blocks if b.changed_at]
-        delay = 1.0
-        while True:
-            self.budget.take()
-            try:
-                if kind == "send":
-                    msg.id, msg.shown = await self.sink.send(
-                        content or "\u200b", nonce=msg.nonce, files=msg.files, notify=msg.notify
-                    )
-                elif kind == "edit":
-                    await self.sink.edit(msg.id or 0, content)
+        self.budget.take()
+        try:
+            if kind == "send":
+                msg.attempted = True
+                msg.id, msg.shown = await self.sink.send(
+                    content or "\u200b", nonce=msg.nonce, files=msg.files, notify=msg.notify
+                )
+            elif kind == "edit":
+                await self.sink.edit(msg.id or 0, content)
+                msg.shown = content
+            else:
+                await self.sink.delete(msg.id or 0)
+                msg.deleted = True
+        except SinkError as e:
+            self.stats.failures += 1
+            if e.thread_gone:
+                log.warning("stream_thread_gone", op=kind, status=e.status, error=str(e))
+                self.stats.given_up += 1
+                msg.failed = True
+                self.abandon(str(e))
+                return 0.0
+            if e.gone or not e.retryable:
+                log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
+                self.stats.given_up += 1
+                if kind == "delete" or (kind == "edit" and e.gone):
+                    msg.deleted = kind == "delete"
                     msg.shown = content
                 else:
-                    await self.sink.delete(msg.id or 0)
-                    msg.deleted = True
-                break
-            except SinkError as e:
-                self.stats.failures += 1
-                if e.thread_gone:
-                    log.warning("stream_thread_gone", op=kind, status=e.status, error=str(e))
-                    self.stats.given_up += 1
                     msg.failed = True
-                    self.abandon(str(e))
-                    return
-                if e.gone or not e.retryable:
-                    log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
-                    self.stats.given_up += 1
-                    if kind == "delete" or (kind == "edit" and e.gone):
-                        msg.deleted = kind == "delete"
-                        msg.shown = content
-                    else:
-                        msg.failed = True
-                    return
-                wait = e.retry_after if e.retry_after is not None else delay
-                delay = min(delay * 2, 60.0)
-                log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
-                await self._sleep(wait)
+                return 0.0
+            wait = e.retry_after if e.retry_after is not None else self._backoff
+            self._backoff = min(self._backoff * 2, 60.0)
+            log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
+            return max(wait, 0.001)
+        self._backoff = 1.0
         now = time.monotonic()
         self.stats.writes.append(now)
         if msg.blocks and msg.blocks[0].kind == "live":
@@ -244,3 +266,4 @@ class ThreadStreamer:
             if b.changed_at:
                 self.stats.latencies.append(now - b.changed_at)
                 b.changed_at = 0.0 if msg.content() == msg.shown or kind == "delete" else now
+        return 0.0
