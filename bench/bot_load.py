@@ -49,6 +49,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+LEVELS = (20, 50, 100, 200, 300, 400)
+QUICK = (20, 100, 300)
+TIMELINE = bool(os.environ.get("BOT_LOAD_TIMELINE"))
 STAMP = re.compile(r"(\d{3,}\.\d{3}) \+ (\d+)")
 FINAL = "Final answer: the sums check out."
 CHANNELS = ("c0", "c1", "c2")
@@ -110,73 +113,91 @@ async def serve_discord(guild_count: int) -> None:
             print(json.dumps(result), flush=True)
 
 
+NAME = re.compile(r"level (\d+) session (\d+):")
+
+
 async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: int) -> dict[str, Any]:
-    writes_before = len(fake.rest.global_limit.violations)
-    calls_before = len(fake.calls())
+    """Start ``n`` sessions at once and wait for every answer. The polling is indexed (one pass over
+    the fake's threads and new messages a second): scanning every message for every session, as the
+    fake's helpers do, cost the fake a core at 400 sessions, which the bot shares."""
+    state = fake.state
+    violations_before = len(fake.rest.global_limit.violations)
+    calls_before, writes_before, messages_before = len(state.calls), len(state.writes), len(state.messages)
     records = []
     for i in range(n):
         g = guilds[i % len(guilds)]
         channel = g.channel(CHANNELS[(i // len(guilds)) % len(CHANNELS)])
         user = g.member(MEMBERS[(i // (len(guilds) * len(CHANNELS))) % len(MEMBERS)])
         task = f"level {level} session {i}: add the numbers step by step"
-        records.append(
-            (fake.inject_interaction("research", {"task": task}, user=user, channel=channel), task)
-        )
+        records.append(fake.inject_interaction("research", {"task": task}, user=user, channel=channel))
     started = time.monotonic()
-    threads: dict[int, Any] = {}
-    while time.monotonic() - started < wait_s:
+    threads: dict[int, int] = {}  # session index -> thread id
+    answered: set[int] = set()  # thread ids
+    seen = messages_before
+    while time.monotonic() - started < wait_s and len(answered) < n:
         await asyncio.sleep(1.0)
-        for rec, task in records:
-            if rec.id in threads:
-                continue
-            prefix = task.split(":", 1)[0] + ":"  # unique per session: "level L session I:"
-            for t in fake.threads(rec.channel_id):
-                if prefix in (t.name or ""):
-                    threads[rec.id] = t.id
-                    break
-        done = sum(1 for tid in threads.values() if _answered(fake, tid))
-        if done >= n:
-            break
-    calls = fake.calls()[calls_before:]
-    acks: list[float] = []
-    for rec, _ in records:
-        hits = [c.t for c in calls if f"/interactions/{rec.id}/" in c.path and c.method == "POST"]
-        if hits:
-            acks.append(min(hits) - rec.t)
+        for t in fake.threads():
+            found = NAME.search(t.name or "")
+            if found and int(found.group(1)) == level:
+                threads.setdefault(int(found.group(2)), t.id)
+        new = list(state.messages.values())[seen:]
+        seen += len(new)
+        answered.update(m.channel_id for m in new if FINAL in m.content)
+    calls = state.calls[calls_before:]
+    first_callback: dict[str, float] = {}
+    for c in calls:
+        if c.method == "POST" and c.path.startswith("/interactions/"):
+            key = c.path.split("/")[2]
+            first_callback.setdefault(key, c.t)
+    acks = [first_callback[str(r.id)] - r.t for r in records if str(r.id) in first_callback]
+    mine: dict[int, list[Any]] = {}
+    for m in list(state.messages.values())[messages_before:]:
+        mine.setdefault(m.channel_id, []).append(m)
+    writes: dict[int, list[float]] = {}
+    for w in state.writes[writes_before:]:
+        if w.via == "channel":
+            writes.setdefault(w.channel_id, []).append(w.t)
     delays: list[float] = []
-    per_session_p95: list[float] = []
-    window = answered = dup_answers = 0
+    per_session: dict[int, float] = {}
+    window = answers = dup_answers = 0
     for tid in threads.values():
-        mine = _delays(fake, tid)
-        delays += mine
-        if mine:
-            per_session_p95.append(pct(mine, 95))
-        window = max(window, fake.max_writes_in_window(tid, 5.0))
-        count = sum(1 for m in fake.messages(tid) if FINAL in m.content)
-        answered += count >= 1
+        msgs = mine.get(tid, [])
+        session_delays = _delays(msgs)
+        delays += session_delays
+        if session_delays:
+            per_session[tid] = pct(session_delays, 95)
+        window = max(window, _max_in_window(writes.get(tid, []), 5.0))
+        count = sum(1 for m in msgs if FINAL in m.content and not m.deleted)
+        answers += count >= 1
         dup_answers += count > 1
-    violations = fake.rest.global_limit.violations[writes_before:]
-    if os.environ.get("BOT_LOAD_TIMELINE") and threads:
-        _timeline(fake, calls, next(iter(threads.values())), started)
+    bot_calls = [c for c in calls if c.route and not c.path.startswith(("/interactions/", "/webhooks/"))]
+    busy = (bot_calls[-1].t - bot_calls[0].t) if len(bot_calls) > 1 else 0.0
+    if TIMELINE and per_session:
+        worst = max(per_session, key=lambda tid: per_session[tid])
+        _timeline(calls, worst, started, f"level {level}: the session with the worst p95")
     return {
         "sessions": n,
         "threads": len(threads),
-        "answered": answered,
+        "answered": answers,
         "duplicate_answers": dup_answers,
-        "duplicate_nonces": len(fake.duplicates),
+        "duplicate_nonces": len(state.duplicates),
         "acks": acks,
         "unacknowledged": n - len(acks),
         "delays": delays,
-        "worst_session_p95": max(per_session_p95, default=float("nan")),
+        "worst_session_p95": max(per_session.values(), default=float("nan")),
         "max_writes_5s": window,
-        "global_429": len(violations),
+        "bot_requests": len(bot_calls),
+        "bot_requests_no_typing": sum(1 for c in bot_calls if not c.path.endswith("/typing")),
+        "busy": busy,
+        "global_429": len(fake.rest.global_limit.violations) - violations_before,
         "global_429_in_a_row": _longest_run(calls),
         "elapsed": time.monotonic() - started,
     }
 
 
-def _timeline(fake: Any, calls: list[Any], thread_id: int, t0: float) -> None:
+def _timeline(calls: list[Any], thread_id: int, t0: float, title: str) -> None:
     """Every call touching one session's thread, and the stamps its writes show (to stderr)."""
+    print(title, file=sys.stderr)
     for c in calls:
         if str(thread_id) in c.path:
             body = c.json.get("content", "") if isinstance(c.json, dict) else ""
@@ -184,20 +205,26 @@ def _timeline(fake: Any, calls: list[Any], thread_id: int, t0: float) -> None:
             print(f"{c.t - t0:8.3f} {c.status} {c.method} {c.path[-30:]} {stamps}", file=sys.stderr)
 
 
-def _answered(fake: Any, thread_id: int) -> bool:
-    return any(FINAL in m.content for m in fake.messages(thread_id))
-
-
-def _delays(fake: Any, thread_id: int) -> list[float]:
+def _delays(messages: list[Any]) -> list[float]:
     """Per tool step: from the LLM's stamp to the first write whose text shows it."""
     first: dict[str, float] = {}
-    for m in fake.messages(thread_id, include_deleted=True):
+    for m in messages:
         for v in m.history:
             for stamp in STAMP.finditer(v.content):
                 key = stamp.group(0)
                 if key not in first or v.t < first[key]:
                     first[key] = v.t
     return [max(0.0, t - float(key.split(" + ")[0])) for key, t in first.items()]
+
+
+def _max_in_window(times: list[float], seconds: float) -> int:
+    """The most writes inside any ``seconds``-long window (sliding)."""
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def _longest_run(calls: list[Any]) -> int:
@@ -278,7 +305,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
         d_info = await _line(discord, 30)
         data = Path(tempfile.mkdtemp(prefix="agentbot-load-"))
         health_port = _free_port()
-        timeline = bool(os.environ.get("BOT_LOAD_TIMELINE"))
+        timeline = TIMELINE or bool(os.environ.get("BOT_LOAD_TIMELINE"))
         if timeline:
             print(f"bot log: {data / 'bot.log'}", file=sys.stderr)
         tiers = data / "tiers.toml"
@@ -316,6 +343,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=(data / "bot.log").open("w") if timeline else asyncio.subprocess.DEVNULL,
         )
+        print(f"bot pid {bot.pid}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         await _line(discord, 180)
         t1 = time.monotonic()
@@ -358,15 +386,33 @@ async def orchestrate(ns: argparse.Namespace) -> int:
     return report(rows, ns)
 
 
+TARGETS = (
+    "ack p99 < 0.5 s (up to 300)",
+    "event->write p95 <= 1.2 s (demand within budget)",
+    "each session's p95 <= 1.5 x sessions/50 s (above it)",
+    "writes <= 5 per 5 s per thread",
+    "no global 429 twice in a row",
+    "nothing lost or duplicated",
+    "<= 3 ms bot CPU per step",
+)
+
+
 def report(rows: list[dict[str, Any]], ns: argparse.Namespace) -> int:
-    base_p95 = pct(rows[0]["delays"], 95)
+    base = rows[0]
+    base_p95 = pct(base["delays"], 95)
+    # What one session writes when nothing holds it back, over the time it takes: the write demand of
+    # N sessions at once is N times that (typing left out: it is skipped when the budget is short).
+    per_session = base["bot_requests_no_typing"] / max(base["busy"], 1e-9)
     print(
         f"bot load: {ns.steps} tool steps per run, {ns.latency:g} s per model call, {ns.guilds} servers x 3 "
-        f"channels, REST budget {ns.budget:g}/s (Discord's global limit 50/s); baseline = 1 session\n"
+        f"channels, REST budget {ns.budget:g}/s (Discord's global limit 50/s); baseline = 1 session: "
+        f"{base['bot_requests_no_typing']} writes in {base['busy']:.1f} s, so N sessions at once ask "
+        f"N x {per_session:.2f} writes/s\n"
     )
     head = (
-        f"{'sessions':>8} | {'ack p50':>7} | {'ack p99':>7} | {'e2w p95':>7} | {'x base':>6} | {'worst p95':>9} | "
-        f"{'5s max':>6} | {'g429':>4} | {'in row':>6} | {'lost':>4} | {'dup':>3} | {'CPU ms/step':>11} | {'KB/session':>10}"
+        f"{'sessions':>8} | {'demand/s':>8} | {'ack p50':>7} | {'ack p99':>7} | {'e2w p95':>7} | {'x base':>6} | "
+        f"{'worst p95':>9} | {'fair <=':>7} | {'writes/s':>8} | {'5s max':>6} | {'g429':>4} | {'in row':>6} | "
+        f"{'lost':>4} | {'dup':>3} | {'CPU ms/step':>11} | {'KB/session':>10}"
     )
     print(head)
     print("-" * len(head))
@@ -376,36 +422,35 @@ def report(rows: list[dict[str, Any]], ns: argparse.Namespace) -> int:
         p95 = pct(r["delays"], 95)
         lost = n - r["answered"]
         dup = r["duplicate_answers"] + r["duplicate_nonces"]
+        demand = n * per_session
+        fair = 1.5 * n / 50
+        rate = r["bot_requests"] / r["busy"] if r["busy"] else 0.0
         print(
-            f"{n:>8} | {pct(r['acks'], 50):>7.3f} | {pct(r['acks'], 99):>7.3f} | {p95:>7.2f} | "
-            f"{p95 / base_p95:>6.2f} | {r['worst_session_p95']:>9.2f} | {r['max_writes_5s']:>6} | "
-            f"{r['global_429']:>4} | {r['global_429_in_a_row']:>6} | {lost:>4} | {dup:>3} | "
-            f"{r['cpu_ms_per_step']:>11.2f} | {r['rss_kb_per_session']:>10.0f}"
+            f"{n:>8} | {demand:>8.0f} | {pct(r['acks'], 50):>7.3f} | {pct(r['acks'], 99):>7.3f} | {p95:>7.2f} | "
+            f"{p95 / base_p95:>6.2f} | {r['worst_session_p95']:>9.2f} | {fair:>7.1f} | {rate:>8.1f} | "
+            f"{r['max_writes_5s']:>6} | {r['global_429']:>4} | {r['global_429_in_a_row']:>6} | {lost:>4} | "
+            f"{dup:>3} | {r['cpu_ms_per_step']:>11.2f} | {r['rss_kb_per_session']:>10.0f}"
         )
-        demand_fits = n * 15 / 60 <= ns.budget  # ~15 writes per session over ~60 s of its life
-        checks = {
-            "ack p99 < 0.5 s": n > 300 or pct(r["acks"], 99) < 0.5,
-            "event->write p95 <= 1.2 s (demand within budget)": not demand_fits or p95 <= 1.2,
-            "no session starved": demand_fits or r["worst_session_p95"] <= 1.5 * n / 50,
-            "writes <= 5 per 5 s per thread": r["max_writes_5s"] <= 5,
-            "no global 429 twice in a row": r["global_429_in_a_row"] <= 1,
-            "nothing lost or duplicated": lost == 0 and dup == 0,
-            "<= 3 ms bot CPU per step": r["cpu_ms_per_step"] <= 3.0,
-        }
-        for name, ok in checks.items():
+        fits = demand <= ns.budget
+        checks = (
+            n > 300 or pct(r["acks"], 99) < 0.5,
+            not fits or p95 <= 1.2,
+            fits or r["worst_session_p95"] <= fair,
+            r["max_writes_5s"] <= 5,
+            r["global_429_in_a_row"] <= 1,
+            lost == 0 and dup == 0,
+            r["cpu_ms_per_step"] <= 3.0,
+        )
+        for name, ok in zip(TARGETS, checks, strict=True):
             if not ok and name not in fails:
                 fails[name] = n
+    print(
+        "\ndemand/s: writes/s the sessions would make unhindered; fair <=: the per-session p95 target; "
+        "writes/s: bot-token requests the fake took per second while the level was busy"
+    )
     print("\nfirst level where each target fails:")
-    for name in (
-        "ack p99 < 0.5 s",
-        "event->write p95 <= 1.2 s (demand within budget)",
-        "no session starved",
-        "writes <= 5 per 5 s per thread",
-        "no global 429 twice in a row",
-        "nothing lost or duplicated",
-        "<= 3 ms bot CPU per step",
-    ):
-        print(f"  {name:<50} {fails.get(name, 'holds at every level')}")
+    for name in TARGETS:
+        print(f"  {name:<55} {fails.get(name, 'holds at every level')}")
     return 1 if fails else 0
 
 
@@ -417,12 +462,19 @@ def main() -> None:
         asyncio.run(serve_discord(int(sys.argv[2])))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--levels", default="50,100,200,400,800")
+    ap.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    ap.add_argument("--quick", action="store_true", help=f"levels {','.join(map(str, QUICK))} (~3 min)")
+    ap.add_argument("--timeline", action="store_true", help="each level's worst session, call by call")
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--guilds", type=int, default=40)
     ap.add_argument("--budget", type=float, default=40.0, help="BOT_REST_WRITES_PER_SECOND for the bot")
-    sys.exit(asyncio.run(orchestrate(ap.parse_args())))
+    ns = ap.parse_args()
+    if ns.quick:
+        ns.levels = ",".join(map(str, QUICK))
+    if ns.timeline:
+        os.environ["BOT_LOAD_TIMELINE"] = "1"  # the fake's process prints it; the bot keeps a debug log
+    sys.exit(asyncio.run(orchestrate(ns)))
 
 
 if __name__ == "__main__":
