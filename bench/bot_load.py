@@ -172,6 +172,9 @@ async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: 
         dup_answers += count > 1
     bot_calls = [c for c in calls if c.route and not c.path.startswith(("/interactions/", "/webhooks/"))]
     busy = (bot_calls[-1].t - bot_calls[0].t) if len(bot_calls) > 1 else 0.0
+    per_second: dict[int, int] = {}
+    for c in bot_calls:
+        per_second[int(c.t - started)] = per_second.get(int(c.t - started), 0) + 1
     if TIMELINE and per_session:
         worst = max(per_session, key=lambda tid: per_session[tid])
         _timeline(calls, worst, started, f"level {level}: the session with the worst p95")
@@ -189,6 +192,7 @@ async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: 
         "bot_requests": len(bot_calls),
         "bot_requests_no_typing": sum(1 for c in bot_calls if not c.path.endswith("/typing")),
         "busy": busy,
+        "per_second": [per_second.get(i, 0) for i in range(int(busy) + 2)],
         "global_429": len(fake.rest.global_limit.violations) - violations_before,
         "global_429_in_a_row": _longest_run(calls),
         "elapsed": time.monotonic() - started,

@@ -20,6 +20,9 @@ import structlog
 
 log = structlog.get_logger().bind(logger="bot.pacing")
 
+CATCH_UP = 0.1
+"""Seconds of lateness a busy event loop may make up at once: at 40/s, 4 turns (44 in a second at
+most, under Discord's 50); at a low rate, less than one turn."""
 TYPING_EVERY = 8.0
 """Discord shows "typing…" for 10 s after one request; discord.py's own loop re-sends every 5 s,
 which for a 3-minute run is 36 requests. One every 8 s keeps it visible with 40% fewer."""
@@ -104,19 +107,21 @@ class RestBudget:
         return now >= self._next_at and self.in_flight < self.in_flight_limit
 
     def _take(self, now: float) -> None:
-        # A turn granted late (the event loop was busy) does not push the rest back: up to one
-        # interval of lateness is made up, or a loop running 5 ms late per turn would hand out 33 per
-        # second instead of 40. Time nobody used is not saved up: the next turn is at most one away.
-        self._next_at = max(now - self.interval, self._next_at) + self.interval
+        # A turn granted late (the event loop was busy) does not push the rest back: up to
+        # CATCH_UP seconds of lateness are made up, or a loop running late hands out fewer turns
+        # than the rate (36/s of 40 at 300 sessions when only one interval was). Idle time is not
+        # saved up beyond that, so a burst is at most CATCH_UP's worth of turns over the rate.
+        self._next_at = max(now - CATCH_UP, self._next_at) + self.interval
 
     async def _wait(self, lane: Hashable | None, *, holds: bool) -> bool:
-        """True if the turn had to wait for others."""
+        """True if other writers were ahead (not merely the spacing between two turns)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self._lanes and self._free(now):
             self._take(now)
             self.in_flight += holds
             return False
+        contended = bool(self._lanes) or self.in_flight >= self.in_flight_limit
         waiter = _Waiter(loop.create_future(), holds)
         self._lanes.setdefault(object() if lane is None else lane, deque()).append(waiter)
         self._schedule()
@@ -128,7 +133,7 @@ class RestBudget:
                 self._next_at = min(self._next_at, loop.time())
                 self._schedule()
             raise
-        return True
+        return contended
 
     def _schedule(self) -> None:
         if self._timer is not None or not self._lanes or self.in_flight >= self.in_flight_limit:

@@ -172,8 +172,14 @@ class ThreadPlan:
         return oldest.changed_at + hold - time.monotonic()
 
     # --- folding pending messages together --------------------------------------------------------
-    def merge_into(self, msg: PlannedMessage) -> None:
-        """Fold the unsent step/note messages right after ``msg`` into it, within one message's room."""
+    def merge_into(self, msg: PlannedMessage, *, finals: bool = False) -> None:
+        """Fold the unsent step/note messages right after ``msg`` into it, within one message's room;
+        with ``finals`` (writes are scarce bot-wide), the answer's unsent parts and its footer too
+        (the merged message keeps the footer's one notification: one write fewer per answer)."""
+        if msg.blocks[0].kind == "final":
+            if finals:
+                self._merge_finals(msg)
+            return
         if msg.blocks[0].kind not in ("step", "note") or msg.files or msg.notify:
             return
         i = self.messages.index(msg) + 1
@@ -193,6 +199,30 @@ class ThreadPlan:
             msg.blocks.extend(nxt.blocks)
             size += extra
             self.messages.pop(i)
+
+    def _merge_finals(self, msg: PlannedMessage) -> None:
+        if msg.files or msg.notify is not None:
+            return
+        i = self.messages.index(msg) + 1
+        size = len(msg.content())
+        while i < len(self.messages):
+            nxt = self.messages[i]
+            if nxt.deleted or nxt.blocks[0].kind == "live":
+                i += 1
+                continue
+            if nxt.id is not None or nxt.files or nxt.attempted or nxt.blocks[0].kind != "final":
+                break
+            extra = len(nxt.content()) + 1
+            if size + extra > 2000:
+                break
+            for b in nxt.blocks:
+                b.message = msg
+            msg.blocks.extend(nxt.blocks)
+            size += extra
+            self.messages.pop(i)
+            if nxt.notify is not None:
+                msg.notify = nxt.notify
+                break  # the footer closes the answer
 
     def append_target(self, msg: PlannedMessage) -> PlannedMessage | None:
         """When paced, a new step joins the thread's last progress message (one edit shows both the

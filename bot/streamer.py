@@ -212,7 +212,7 @@ class ThreadStreamer:
                     if target is not None:
                         kind, msg = "edit", target
                     else:
-                        plan.merge_into(msg)  # the steps waiting behind it ride along
+                        plan.merge_into(msg, finals=grant.waited)  # what waits behind it rides along
                 retry_in = await self._write(kind, msg)
             if retry_in:
                 await self._sleep(retry_in)

@@ -68,6 +68,7 @@ class GatedSink:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.sent: list[str] = []
+        self.notified: list[int | None] = []
         self.edits: list[str] = []
 
     @contextlib.asynccontextmanager
@@ -84,6 +85,7 @@ class GatedSink:
 
     async def send(self, content: str, *, nonce: str, files=None, notify=None) -> tuple[int, str]:
         self.sent.append(content)
+        self.notified.append(notify)
         return len(self.sent), content
 
     async def edit(self, message_id: int, content: str) -> None:
@@ -104,3 +106,15 @@ async def test_a_write_that_waited_for_its_turn_shows_every_step_made_meanwhile(
     # One send carries all three steps (it had waited); nothing is shown twice or lost.
     assert sink.sent == ["**Step 1** · calculator\n**Step 2** · calculator\n**Step 3** · calculator"]
     assert sink.edits == []
+
+
+async def test_when_writes_are_scarce_the_answer_and_its_footer_go_out_as_one_message() -> None:
+    sink = GatedSink()
+    streamer = ThreadStreamer(sink, name="t")
+    streamer.add("final", "The answer is 42.")
+    streamer.add("final", "-# <@7> · 2 steps", notify=7)
+    await asyncio.sleep(0.05)
+    sink.gate.set()
+    await streamer.close(within=10)
+    # One write instead of two; the message still notifies the asker (and only the asker).
+    assert sink.sent == ["The answer is 42.\n-# <@7> · 2 steps"] and sink.notified == [7]
