@@ -218,6 +218,7 @@ class SessionRunner:
         sv = self.sv
         resumed = 0
         channels: dict[str, Any] = {}
+        live = set(self._workers)  # not those resumed below: their queued follow-ups queue behind them
 
         async def channel_of(session: Any) -> Any:
             if session.id not in channels:
@@ -232,7 +233,7 @@ class SessionRunner:
 
         for turn in await sv.sessions.running_turns():
             state = turn.state or {}
-            if self.active(turn.session_id):  # started here before on_ready: live, not interrupted
+            if turn.session_id in live:  # started here before on_ready: live, not interrupted
                 continue
             await sv.sessions.finish_turn(
                 turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
@@ -260,7 +261,7 @@ class SessionRunner:
             resumed += 1
         for q in await sv.sessions.queued_turns():
             session = await sv.sessions.get(q.session_id)
-            if self.active(q.session_id):  # its worker here answers it already
+            if q.session_id in live:  # its worker here answers it already
                 continue
             channel = await channel_of(session) if session and session.thread_id else None
             if channel is None:
