@@ -140,7 +140,7 @@ class ThreadPlan:
             return live_candidate
         return None
 
-    def due_in(self, window: WriteBudget, *, now_wanted: bool) -> float:
+    def due_in(self, window: WriteBudget, *, now_wanted: bool, settle_only: bool = False) -> float:
         """Seconds until the oldest pending change has waited its hold (0: write now).
 
         Writing whenever the window allows spends it in a burst (5 writes in 0.4 s, then 4.6 s of
@@ -151,7 +151,10 @@ class ThreadPlan:
         old (1 s for 5 per 5 s): each write then covers at least a second of events, which keeps
         the window from running dry. A change after a lull, or into an unused window, waits only
         :data:`SETTLE`. Each write carries everything pending. A final answer, a flush or a close
-        (``now_wanted``) never wait: the answer is not held back for batching.
+        (``now_wanted``) never wait: the answer is not held back for batching. ``settle_only``: the
+        bot-wide budget, not the window, is the limit (the thread's last turn waited behind others);
+        the next turn is far off and brings everything changed by then, so only :data:`SETTLE` is
+        held (a tool call and its result still make one write).
         """
         if now_wanted:
             return 0.0
@@ -168,7 +171,7 @@ class ThreadPlan:
         if oldest is None:
             return 0.0
         spacing = window.per / window.writes
-        hold = SETTLE if oldest.gap > spacing or window.used() == 0 else spacing
+        hold = SETTLE if settle_only or oldest.gap > spacing or window.used() == 0 else spacing
         return oldest.changed_at + hold - time.monotonic()
 
     # --- folding pending messages together --------------------------------------------------------

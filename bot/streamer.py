@@ -181,10 +181,8 @@ class ThreadStreamer:
                     async with asyncio.timeout(0.25 if plan.live is not None else None):
                         await self._wake.wait()
                 continue
-            # After a turn that had to wait for other threads, waiting for more changes adds nothing:
-            # the next turn is seconds away and everything changed by then rides along anyway.
-            now_wanted = bool(self._flushing or self._closed or self._contended)
-            due = plan.due_in(self.budget, now_wanted=now_wanted)
+            now_wanted = bool(self._flushing or self._closed)
+            due = plan.due_in(self.budget, now_wanted=now_wanted, settle_only=self._contended)
             if due > 0:  # let more changes join this write; new work (a final answer) re-checks sooner
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
