@@ -1,7 +1,9 @@
 """Where one bot process stops keeping up: the real bot under ramping concurrent /research sessions.
 
-    .venv/bin/python bench/bot_load.py [--levels 50,100,200,400,800] [--latency 1.0] [--steps 5]
-                                       [--guilds 40] [--budget 40]
+    .venv/bin/python bench/bot_load.py [--quick] [--levels 20,50,100,200,300,400] [--latency 1.0]
+                                       [--steps 5] [--guilds 40] [--budget 40] [--timeline]
+
+About 3.5 minutes on 2 cores (``--quick``: 20, 100, 300 sessions, under 2).
 
 Three processes, so the bot's CPU is its own: the fake Discord plus the load driver (``--discord``), the
 scripted LLM (``--llm``), and ``agentbot run`` exactly as an operator starts it (memory on with the
@@ -25,7 +27,9 @@ Measured per level (all clocks are CLOCK_MONOTONIC, shared by the three processe
 * RSS per active session: peak RSS during the level minus RSS before it, over the sessions.
 
 Targets (scale issue): ack p99 < 0.5 s up to 300 sessions; event->write p95 <= 1.2 s while the writes
-the sessions need fit the global budget; above it no session starved (its p95 within 1.5x of
+the sessions need fit the global budget (demand: the one-session baseline's writes over its duration,
+times N; with 1 s model calls a session lives ~6 s and makes ~9 writes, so only ~27 sessions started at
+once fit 40/s); above it no session starved (its p95 within 1.5x of
 sessions / 50 s), no global 429 twice in a row, nothing lost or duplicated; <= 3 ms bot CPU per step.
 Baseline, same run: a level of 1 session, whose delays are the pacing alone (the ratio column).
 """
@@ -34,9 +38,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import socket
 import statistics
 import sys
 import tempfile
@@ -47,6 +53,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+LEVELS = (20, 50, 100, 200, 300, 400)
+QUICK = (20, 100, 300)
+TIMELINE = bool(os.environ.get("BOT_LOAD_TIMELINE"))
 STAMP = re.compile(r"(\d{3,}\.\d{3}) \+ (\d+)")
 FINAL = "Final answer: the sums check out."
 CHANNELS = ("c0", "c1", "c2")
@@ -108,83 +117,118 @@ async def serve_discord(guild_count: int) -> None:
             print(json.dumps(result), flush=True)
 
 
+NAME = re.compile(r"level (\d+) session (\d+):")
+
+
 async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: int) -> dict[str, Any]:
-    writes_before = len(fake.rest.global_limit.violations)
-    calls_before = len(fake.calls())
+    """Start ``n`` sessions at once and wait for every answer. The polling is indexed (one pass over
+    the fake's threads and new messages a second): scanning every message for every session, as the
+    fake's helpers do, cost the fake a core at 400 sessions, which the bot shares."""
+    state = fake.state
+    violations_before = len(fake.rest.global_limit.violations)
+    calls_before, writes_before, messages_before = len(state.calls), len(state.writes), len(state.messages)
     records = []
     for i in range(n):
         g = guilds[i % len(guilds)]
         channel = g.channel(CHANNELS[(i // len(guilds)) % len(CHANNELS)])
         user = g.member(MEMBERS[(i // (len(guilds) * len(CHANNELS))) % len(MEMBERS)])
         task = f"level {level} session {i}: add the numbers step by step"
-        records.append(
-            (fake.inject_interaction("research", {"task": task}, user=user, channel=channel), task)
-        )
+        records.append(fake.inject_interaction("research", {"task": task}, user=user, channel=channel))
     started = time.monotonic()
-    threads: dict[int, Any] = {}
-    while time.monotonic() - started < wait_s:
+    threads: dict[int, int] = {}  # session index -> thread id
+    answered: set[int] = set()  # thread ids
+    seen = messages_before
+    while time.monotonic() - started < wait_s and len(answered) < n:
         await asyncio.sleep(1.0)
-        for rec, task in records:
-            if rec.id in threads:
-                continue
-            prefix = task.split(":", 1)[0] + ":"  # unique per session: "level L session I:"
-            for t in fake.threads(rec.channel_id):
-                if prefix in (t.name or ""):
-                    threads[rec.id] = t.id
-                    break
-        done = sum(1 for tid in threads.values() if _answered(fake, tid))
-        if done >= n:
-            break
-    calls = fake.calls()[calls_before:]
-    acks: list[float] = []
-    for rec, _ in records:
-        hits = [c.t for c in calls if f"/interactions/{rec.id}/" in c.path and c.method == "POST"]
-        if hits:
-            acks.append(min(hits) - rec.t)
+        for t in fake.threads():
+            found = NAME.search(t.name or "")
+            if found and int(found.group(1)) == level:
+                threads.setdefault(int(found.group(2)), t.id)
+        new = list(state.messages.values())[seen:]
+        seen += len(new)
+        answered.update(m.channel_id for m in new if FINAL in m.content)
+    calls = state.calls[calls_before:]
+    first_callback: dict[str, float] = {}
+    for c in calls:
+        if c.method == "POST" and c.path.startswith("/interactions/"):
+            key = c.path.split("/")[2]
+            first_callback.setdefault(key, c.t)
+    acks = [first_callback[str(r.id)] - r.t for r in records if str(r.id) in first_callback]
+    mine: dict[int, list[Any]] = {}
+    for m in list(state.messages.values())[messages_before:]:
+        mine.setdefault(m.channel_id, []).append(m)
+    writes: dict[int, list[float]] = {}
+    for w in state.writes[writes_before:]:
+        if w.via == "channel":
+            writes.setdefault(w.channel_id, []).append(w.t)
     delays: list[float] = []
-    per_session_p95: list[float] = []
-    window = answered = dup_answers = 0
+    per_session: dict[int, float] = {}
+    window = answers = dup_answers = 0
     for tid in threads.values():
-        mine = _delays(fake, tid)
-        delays += mine
-        if mine:
-            per_session_p95.append(pct(mine, 95))
-        window = max(window, fake.max_writes_in_window(tid, 5.0))
-        count = sum(1 for m in fake.messages(tid) if FINAL in m.content)
-        answered += count >= 1
+        msgs = mine.get(tid, [])
+        session_delays = _delays(msgs)
+        delays += session_delays
+        if session_delays:
+            per_session[tid] = pct(session_delays, 95)
+        window = max(window, _max_in_window(writes.get(tid, []), 5.0))
+        count = sum(1 for m in msgs if FINAL in m.content and not m.deleted)
+        answers += count >= 1
         dup_answers += count > 1
-    violations = fake.rest.global_limit.violations[writes_before:]
+    bot_calls = [c for c in calls if c.route and not c.path.startswith(("/interactions/", "/webhooks/"))]
+    busy = (bot_calls[-1].t - bot_calls[0].t) if len(bot_calls) > 1 else 0.0
+    if TIMELINE and per_session:
+        worst = max(per_session, key=lambda tid: per_session[tid])
+        _timeline(calls, worst, started, f"level {level}: the session with the worst p95")
     return {
         "sessions": n,
         "threads": len(threads),
-        "answered": answered,
+        "answered": answers,
         "duplicate_answers": dup_answers,
-        "duplicate_nonces": len(fake.duplicates),
+        "duplicate_nonces": len(state.duplicates),
         "acks": acks,
         "unacknowledged": n - len(acks),
         "delays": delays,
-        "worst_session_p95": max(per_session_p95, default=float("nan")),
+        "worst_session_p95": max(per_session.values(), default=float("nan")),
         "max_writes_5s": window,
-        "global_429": len(violations),
+        "bot_requests": len(bot_calls),
+        "bot_requests_no_typing": sum(1 for c in bot_calls if not c.path.endswith("/typing")),
+        "busy": busy,
+        "global_429": len(fake.rest.global_limit.violations) - violations_before,
         "global_429_in_a_row": _longest_run(calls),
         "elapsed": time.monotonic() - started,
     }
 
 
-def _answered(fake: Any, thread_id: int) -> bool:
-    return any(FINAL in m.content for m in fake.messages(thread_id))
+def _timeline(calls: list[Any], thread_id: int, t0: float, title: str) -> None:
+    """Every call touching one session's thread, and the stamps its writes show (to stderr)."""
+    print(title, file=sys.stderr)
+    for c in calls:
+        if str(thread_id) in c.path:
+            body = c.json.get("content", "") if isinstance(c.json, dict) else ""
+            stamps = [f"{float(m.group(1)) - t0:.2f}+{m.group(2)}" for m in STAMP.finditer(body or "")]
+            print(f"{c.t - t0:8.3f} {c.status} {c.method} {c.path[-30:]} {stamps}", file=sys.stderr)
 
 
-def _delays(fake: Any, thread_id: int) -> list[float]:
+def _delays(messages: list[Any]) -> list[float]:
     """Per tool step: from the LLM's stamp to the first write whose text shows it."""
     first: dict[str, float] = {}
-    for m in fake.messages(thread_id, include_deleted=True):
+    for m in messages:
         for v in m.history:
             for stamp in STAMP.finditer(v.content):
                 key = stamp.group(0)
                 if key not in first or v.t < first[key]:
                     first[key] = v.t
     return [max(0.0, t - float(key.split(" + ")[0])) for key, t in first.items()]
+
+
+def _max_in_window(times: list[float], seconds: float) -> int:
+    """The most writes inside any ``seconds``-long window (sliding)."""
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 def _longest_run(calls: list[Any]) -> int:
@@ -232,6 +276,29 @@ async def _line(proc: asyncio.subprocess.Process, within: float) -> dict[str, An
     return json.loads(raw)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _wait_healthy(port: int, proc: asyncio.subprocess.Process, within: float) -> None:
+    """Until the bot's /healthz answers 200 (after on_ready)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            raise RuntimeError(f"the bot exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the bot was not ready within {within:.0f} s")
+
+
 async def orchestrate(ns: argparse.Namespace) -> int:
     levels = [1, *(int(x) for x in ns.levels.split(","))]
     llm = await _child("--llm", str(ns.latency), str(ns.steps))
@@ -241,6 +308,10 @@ async def orchestrate(ns: argparse.Namespace) -> int:
         llm_info = await _line(llm, 30)
         d_info = await _line(discord, 30)
         data = Path(tempfile.mkdtemp(prefix="agentbot-load-"))
+        health_port = _free_port()
+        timeline = TIMELINE or bool(os.environ.get("BOT_LOAD_TIMELINE"))
+        if timeline:
+            print(f"bot log: {data / 'bot.log'}", file=sys.stderr)
         tiers = data / "tiers.toml"
         tiers.write_text(
             '[tiers]\nsimple = ["gpt-4o-mini"]\nmedium = ["gpt-4o-mini"]\ncomplex = ["gpt-4o-mini"]\n'
@@ -257,7 +328,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "AGENT_MODEL": "gpt-4o-mini",
             "ROUTER_TIERS_FILE": str(tiers),
             "ROUTER_CLASSIFIER": "heuristic",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "DEBUG" if timeline else "WARNING",
             "QUOTA_REQUESTS_PER_DAY": "1000000",
             "QUOTA_TOKENS_PER_DAY": "1000000000000",
             "QUOTA_COST_PER_MONTH_USD": "1000000",
@@ -266,6 +337,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "BOT_MAX_CONCURRENT_RUNS": "1000",
             "BOT_REST_WRITES_PER_SECOND": str(ns.budget),
             "PYTHON_SANDBOX": "off",
+            "HEALTH_PORT": str(health_port),
         }
         bot = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("agentbot")),
@@ -273,10 +345,20 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             cwd=data,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=(data / "bot.log").open("w") if timeline else asyncio.subprocess.DEVNULL,
         )
+        print(f"bot pid {bot.pid}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
         await _line(discord, 180)
-        await asyncio.sleep(2)  # the command sync and the embedding model load settle
+        t1 = time.monotonic()
+        # on_ready, not the gateway's READY: discord.py fires it guild_ready_timeout after the last
+        # server, and its start-up resume must not meet the first level's sessions.
+        await _wait_healthy(health_port, bot, 180)
+        print(
+            f"bot connected in {t1 - t0:.1f} s, ready {time.monotonic() - t1:.1f} s later",
+            file=sys.stderr,
+            flush=True,
+        )
         rows = []
         for n in levels:
             cpu0, rss0 = _cpu_seconds(bot.pid), _rss_mb(bot.pid)
@@ -300,19 +382,41 @@ async def orchestrate(ns: argparse.Namespace) -> int:
                 p.terminate()
         for p in (bot, discord, llm):
             if p is not None:
-                await p.wait()
+                try:  # the bot's graceful close takes ~20 s; its figures are in already
+                    await asyncio.wait_for(p.wait(), 5)
+                except TimeoutError:
+                    p.kill()
+                    await p.wait()
     return report(rows, ns)
 
 
+TARGETS = (
+    "ack p99 < 0.5 s (up to 300)",
+    "event->write p95 <= 1.2 s (demand within budget)",
+    "each session's p95 <= 1.5 x sessions/50 s (above it)",
+    "writes <= 5 per 5 s per thread",
+    "no global 429 twice in a row",
+    "nothing lost or duplicated",
+    "<= 3 ms bot CPU per step",
+)
+
+
 def report(rows: list[dict[str, Any]], ns: argparse.Namespace) -> int:
-    base_p95 = pct(rows[0]["delays"], 95)
+    base = rows[0]
+    base_p95 = pct(base["delays"], 95)
+    # What one session writes when nothing holds it back, over the time it takes: the write demand of
+    # N sessions at once is N times that (typing left out: it is skipped when the budget is short).
+    per_session = base["bot_requests_no_typing"] / max(base["busy"], 1e-9)
     print(
         f"bot load: {ns.steps} tool steps per run, {ns.latency:g} s per model call, {ns.guilds} servers x 3 "
-        f"channels, REST budget {ns.budget:g}/s (Discord's global limit 50/s); baseline = 1 session\n"
+        f"channels, REST budget {ns.budget:g}/s (Discord's global limit 50/s); baseline = 1 session: "
+        f"{base['bot_requests_no_typing']} writes in {base['busy']:.1f} s, so N sessions at once ask "
+        f"N x {per_session:.2f} writes/s\n"
     )
     head = (
-        f"{'sessions':>8} | {'ack p50':>7} | {'ack p99':>7} | {'e2w p95':>7} | {'x base':>6} | {'worst p95':>9} | "
-        f"{'5s max':>6} | {'g429':>4} | {'in row':>6} | {'lost':>4} | {'dup':>3} | {'CPU ms/step':>11} | {'KB/session':>10}"
+        f"{'sessions':>8} | {'demand/s':>8} | {'ack p50':>7} | {'ack p99':>7} | {'e2w p95':>7} | {'x base':>6} | "
+        f"{'worst p95':>9} | {'fair <=':>7} | {'writes/s':>8} | {'5s max':>6} | {'g429':>4} | {'in row':>6} | "
+        f"{'lost':>4} | {'dup':>3} | {'CPU ms/step':>11} | {'KB/session':>10}"
     )
     print(head)
     print("-" * len(head))
@@ -322,36 +426,35 @@ def report(rows: list[dict[str, Any]], ns: argparse.Namespace) -> int:
         p95 = pct(r["delays"], 95)
         lost = n - r["answered"]
         dup = r["duplicate_answers"] + r["duplicate_nonces"]
+        demand = n * per_session
+        fair = 1.5 * n / 50
+        rate = r["bot_requests"] / r["busy"] if r["busy"] else 0.0
         print(
-            f"{n:>8} | {pct(r['acks'], 50):>7.3f} | {pct(r['acks'], 99):>7.3f} | {p95:>7.2f} | "
-            f"{p95 / base_p95:>6.2f} | {r['worst_session_p95']:>9.2f} | {r['max_writes_5s']:>6} | "
-            f"{r['global_429']:>4} | {r['global_429_in_a_row']:>6} | {lost:>4} | {dup:>3} | "
-            f"{r['cpu_ms_per_step']:>11.2f} | {r['rss_kb_per_session']:>10.0f}"
+            f"{n:>8} | {demand:>8.0f} | {pct(r['acks'], 50):>7.3f} | {pct(r['acks'], 99):>7.3f} | {p95:>7.2f} | "
+            f"{p95 / base_p95:>6.2f} | {r['worst_session_p95']:>9.2f} | {fair:>7.1f} | {rate:>8.1f} | "
+            f"{r['max_writes_5s']:>6} | {r['global_429']:>4} | {r['global_429_in_a_row']:>6} | {lost:>4} | "
+            f"{dup:>3} | {r['cpu_ms_per_step']:>11.2f} | {r['rss_kb_per_session']:>10.0f}"
         )
-        demand_fits = n * 15 / 60 <= ns.budget  # ~15 writes per session over ~60 s of its life
-        checks = {
-            "ack p99 < 0.5 s": n > 300 or pct(r["acks"], 99) < 0.5,
-            "event->write p95 <= 1.2 s (demand within budget)": not demand_fits or p95 <= 1.2,
-            "no session starved": demand_fits or r["worst_session_p95"] <= 1.5 * n / 50,
-            "writes <= 5 per 5 s per thread": r["max_writes_5s"] <= 5,
-            "no global 429 twice in a row": r["global_429_in_a_row"] <= 1,
-            "nothing lost or duplicated": lost == 0 and dup == 0,
-            "<= 3 ms bot CPU per step": r["cpu_ms_per_step"] <= 3.0,
-        }
-        for name, ok in checks.items():
+        fits = demand <= ns.budget
+        checks = (
+            n > 300 or pct(r["acks"], 99) < 0.5,
+            not fits or p95 <= 1.2,
+            fits or r["worst_session_p95"] <= fair,
+            r["max_writes_5s"] <= 5,
+            r["global_429_in_a_row"] <= 1,
+            lost == 0 and dup == 0,
+            r["cpu_ms_per_step"] <= 3.0,
+        )
+        for name, ok in zip(TARGETS, checks, strict=True):
             if not ok and name not in fails:
                 fails[name] = n
+    print(
+        "\ndemand/s: writes/s the sessions would make unhindered; fair <=: the per-session p95 target; "
+        "writes/s: bot-token requests the fake took per second while the level was busy"
+    )
     print("\nfirst level where each target fails:")
-    for name in (
-        "ack p99 < 0.5 s",
-        "event->write p95 <= 1.2 s (demand within budget)",
-        "no session starved",
-        "writes <= 5 per 5 s per thread",
-        "no global 429 twice in a row",
-        "nothing lost or duplicated",
-        "<= 3 ms bot CPU per step",
-    ):
-        print(f"  {name:<50} {fails.get(name, 'holds at every level')}")
+    for name in TARGETS:
+        print(f"  {name:<55} {fails.get(name, 'holds at every level')}")
     return 1 if fails else 0
 
 
@@ -363,12 +466,19 @@ def main() -> None:
         asyncio.run(serve_discord(int(sys.argv[2])))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--levels", default="50,100,200,400,800")
+    ap.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    ap.add_argument("--quick", action="store_true", help=f"levels {','.join(map(str, QUICK))} (~3 min)")
+    ap.add_argument("--timeline", action="store_true", help="each level's worst session, call by call")
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--guilds", type=int, default=40)
     ap.add_argument("--budget", type=float, default=40.0, help="BOT_REST_WRITES_PER_SECOND for the bot")
-    sys.exit(asyncio.run(orchestrate(ap.parse_args())))
+    ns = ap.parse_args()
+    if ns.quick:
+        ns.levels = ",".join(map(str, QUICK))
+    if ns.timeline:
+        os.environ["BOT_LOAD_TIMELINE"] = "1"  # the fake's process prints it; the bot keeps a debug log
+    sys.exit(asyncio.run(orchestrate(ns)))
 
 
 if __name__ == "__main__":

@@ -4,19 +4,20 @@ Every send goes out with link previews suppressed and carries the streamer's non
 ``enforce_nonce``, so a send retried after an error never appears twice. Mentions are off and the
 message is silent (SUPPRESS_NOTIFICATIONS: members who joined the thread are not notified once per
 step) except for the one message the streamer marks ``notify``: the final answer, which pings the
-person who asked and nobody else. Every write first takes a token from the bot-wide
-:class:`~bot.pacing.RestBudget`.
+person who asked and nobody else. Every write is made in a turn of the bot-wide
+:class:`~bot.pacing.RestBudget`, in this thread's lane (:meth:`DiscordSink.turn`).
 """
 
 from __future__ import annotations
 
 import io
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 import discord
 
 from bot.pacing import RestBudget
-from bot.streamer import SinkError
+from bot.stream_sink import Grant, SinkError, free_turn
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -65,9 +66,11 @@ class DiscordSink:
         self.channel = channel
         self.budget = budget
 
-    async def _paced(self) -> None:
-        if self.budget is not None:
-            await self.budget.acquire()
+    def turn(self) -> AbstractAsyncContextManager[Grant]:
+        """This thread's turn among all the bot's REST writers (at once without a shared budget)."""
+        if self.budget is None:
+            return free_turn()
+        return self.budget.turn(lane=self.channel.id)  # type: ignore[attr-defined]
 
     async def send(
         self,
@@ -77,7 +80,6 @@ class DiscordSink:
         files: list[tuple[str, bytes]] | None = None,
         notify: int | None = None,
     ) -> tuple[int, str]:
-        await self._paced()
         try:
             msg = await self.channel.send(
                 content,
@@ -92,14 +94,12 @@ class DiscordSink:
         return msg.id, msg.content
 
     async def edit(self, message_id: int, content: str) -> None:
-        await self._paced()
         try:
             await self._partial(message_id).edit(content=content, allowed_mentions=NO_MENTIONS)
         except (TimeoutError, discord.HTTPException, aiohttp.ClientError, OSError) as e:
             raise to_sink_error(e) from e
 
     async def delete(self, message_id: int) -> None:
-        await self._paced()
         try:
             await self._partial(message_id).delete()
         except (TimeoutError, discord.HTTPException, aiohttp.ClientError, OSError) as e:

@@ -213,10 +213,14 @@ class SessionRunner:
         Only the servers this process owns (``sv.owner``): another shard process's turns are live.
         ``fetch_channel(id)`` returns the thread or raises. A session whose thread is gone is marked
         failed and its queued follow-ups dropped. Completed steps are not redone, so not charged twice.
+        Sessions this process already runs are skipped: discord.py dispatches interactions before
+        on_ready (which waits for every server, ``guild_ready_timeout`` after the last), so a /research
+        can start here first; "resuming" it ran it twice and filled its thread's write window.
         """
         sv = self.sv
         resumed = 0
         channels: dict[str, Any] = {}
+        live = set(self._workers)  # not those resumed below: their queued follow-ups queue behind them
 
         async def channel_of(session: Any) -> Any:
             if session.id not in channels:
@@ -231,6 +235,8 @@ class SessionRunner:
 
         for turn in await sv.sessions.running_turns(sv.owner):
             state = turn.state or {}
+            if turn.session_id in live:  # started here before on_ready: live, not interrupted
+                continue
             await sv.sessions.finish_turn(
                 turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
             )
@@ -257,6 +263,8 @@ class SessionRunner:
             resumed += 1
         for q in await sv.sessions.queued_turns(sv.owner):
             session = await sv.sessions.get(q.session_id)
+            if q.session_id in live:  # its worker here answers it already
+                continue
             channel = await channel_of(session) if session and session.thread_id else None
             if channel is None:
                 await sv.sessions.drop_queued(q.id)

@@ -9,9 +9,10 @@ from neither; a refusal tells the model how long to wait or to use another tool.
 Per-server enabling and disabling of tools is not done here: the caller builds the registry for a
 server with ``registry.subset(enabled_names)``, which shares these guards.
 
-Why not aiolimiter here (the bot's REST budget, bot/pacing.py, uses it): a limited call here is *refused at once* with the wait
-it would need, so the model can use another tool meanwhile, and a test's clock is injected; aiolimiter
-makes callers wait on the event loop's clock and cannot say how long. Two small buckets do both.
+Why not a waiting limiter here (aiolimiter, or the bot's REST budget in bot/pacing.py): a limited call
+here is *refused at once* with the wait it would need, so the model can use another tool meanwhile, and
+a test's clock is injected; a waiting limiter makes callers wait on the event loop's clock and cannot
+say how long. Two small buckets do both.
 
 Config: ``TOOL_RATE_LIMITS="web_search=10/60,fetch_url=30/60"`` (calls per seconds, per user) and
 ``TOOL_RATE_SERVER_MULTIPLIER=5``. Tools not listed are not limited.
