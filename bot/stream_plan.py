@@ -180,32 +180,16 @@ class ThreadPlan:
         with ``finals`` (writes are scarce bot-wide), the answer's unsent parts and its footer too
         (the merged message keeps the footer's one notification: one write fewer per answer)."""
         if msg.blocks[0].kind == "final":
-            if finals:
-                self._merge_finals(msg)
+            if finals and not msg.files and msg.notify is None:
+                self._absorb(msg, ("final",), 2000)
             return
-        if msg.blocks[0].kind not in ("step", "note") or msg.files or msg.notify:
-            return
-        i = self.messages.index(msg) + 1
-        size = len(msg.content())
-        while i < len(self.messages):
-            nxt = self.messages[i]
-            if nxt.deleted or (nxt.blocks[0].kind == "live"):
-                i += 1
-                continue
-            if nxt.id is not None or nxt.files or nxt.attempted or nxt.blocks[0].kind not in ("step", "note"):
-                break
-            extra = len(nxt.content()) + 1
-            if size + extra > MERGE_LIMIT:
-                break
-            for b in nxt.blocks:
-                b.message = msg
-            msg.blocks.extend(nxt.blocks)
-            size += extra
-            self.messages.pop(i)
+        if msg.blocks[0].kind in ("step", "note") and not msg.files and not msg.notify:
+            self._absorb(msg, ("step", "note"), MERGE_LIMIT)
 
-    def _merge_finals(self, msg: PlannedMessage) -> None:
-        if msg.files or msg.notify is not None:
-            return
+    def _absorb(self, msg: PlannedMessage, kinds: tuple[str, ...], limit: int) -> None:
+        """Move the unsent messages of ``kinds`` that follow ``msg`` into it while they fit in ``limit``
+        characters; live blocks in between are skipped, and a message that notifies ends the run (the
+        footer closes the answer)."""
         i = self.messages.index(msg) + 1
         size = len(msg.content())
         while i < len(self.messages):
@@ -213,10 +197,10 @@ class ThreadPlan:
             if nxt.deleted or nxt.blocks[0].kind == "live":
                 i += 1
                 continue
-            if nxt.id is not None or nxt.files or nxt.attempted or nxt.blocks[0].kind != "final":
+            if nxt.id is not None or nxt.files or nxt.attempted or nxt.blocks[0].kind not in kinds:
                 break
             extra = len(nxt.content()) + 1
-            if size + extra > 2000:
+            if size + extra > limit:
                 break
             for b in nxt.blocks:
                 b.message = msg
@@ -225,7 +209,7 @@ class ThreadPlan:
             self.messages.pop(i)
             if nxt.notify is not None:
                 msg.notify = nxt.notify
-                break  # the footer closes the answer
+                break
 
     def append_target(self, msg: PlannedMessage) -> PlannedMessage | None:
         """When paced, a new step joins the thread's last progress message (one edit shows both the

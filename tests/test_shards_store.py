@@ -29,6 +29,13 @@ G0, G1 = 1000 << 22, 1001 << 22
 SHARD0, SHARD1 = ShardOwnership.of(2, [0]), ShardOwnership.of(2, [1])
 
 
+async def _create(sessions: SessionStore, sid: str, gid: int | None) -> None:
+    rec = SessionRecord(
+        id=sid, guild_id=gid, channel_id=10, thread_id=900, user_id=7, task="t", tier="medium", model="m"
+    )
+    await sessions.create(rec)
+
+
 def test_ownership_follows_discords_rule_and_direct_messages_are_shard_zeros() -> None:
     assert (shard_of(G0, 2), shard_of(G1, 2), shard_of(None, 2)) == (0, 1, 0)
     assert SHARD0.owns(G0) and SHARD0.owns(None) and not SHARD0.owns(G1)
@@ -48,17 +55,7 @@ async def test_a_shard_process_resumes_and_recovers_only_its_own_servers(store_t
         sessions = SessionStore(db)
         quotas = QuotaStore(db, None, Limits(tokens_per_day=10_000, concurrent_sessions=1))
         for sid, gid in (("s0", G0), ("s1", G1), ("dm", None)):
-            rec = SessionRecord(
-                id=sid,
-                guild_id=gid,
-                channel_id=10,
-                thread_id=900,
-                user_id=7,
-                task="t",
-                tier="medium",
-                model="m",
-            )
-            await sessions.create(rec)
+            await _create(sessions, sid, gid)
             await sessions.start_turn(sid, f"interrupted in {sid}", 7)
             await sessions.queue_turn(sid, f"queued in {sid}", 7, "alice", ())
             assert (await quotas.begin_session(gid, 7, (), sid)).allowed
@@ -86,17 +83,7 @@ async def test_at_start_up_a_shard_process_touches_only_its_own_servers_interrup
     async with await open_database(await store_target()) as db:
         sessions = SessionStore(db)
         for sid, gid in (("s0", G0), ("s1", G1)):
-            rec = SessionRecord(
-                id=sid,
-                guild_id=gid,
-                channel_id=10,
-                thread_id=900,
-                user_id=7,
-                task="t",
-                tier="medium",
-                model="m",
-            )
-            await sessions.create(rec)
+            await _create(sessions, sid, gid)
             await sessions.start_turn(sid, "interrupted", 7)
             await sessions.queue_turn(sid, "queued", 7, "alice", ())
         asked: list[int] = []
