@@ -9,25 +9,11 @@ write window, so the real run's first step appeared seconds late (found by bench
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
-
-
-@pytest.fixture
-def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def test_resume_at_ready_leaves_a_run_started_before_it_alone(

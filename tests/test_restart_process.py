@@ -10,27 +10,13 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
-
-
-@pytest.fixture
-def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
-
-
-@pytest.fixture
-async def fake(guild: FakeGuild) -> AsyncIterator[FakeDiscord]:
-    async with FakeDiscord([guild]) as server:
-        yield server
 
 
 async def start_bot_process(

@@ -13,11 +13,9 @@ import asyncio
 import os
 import signal
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -54,11 +52,7 @@ def chroma(tmp_path: Path) -> Iterator[ChromaServer]:
 
 @pytest.fixture
 async def database(postgres: PostgresServer) -> str:
-    name = f"shards_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(postgres.url())
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    return postgres.url(name)
+    return await postgres.fresh_database("shards")
 
 
 class Shards:

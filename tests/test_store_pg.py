@@ -53,7 +53,7 @@ async def test_pg_unreachable_names_the_setting_and_hides_the_password() -> None
 
 
 async def test_pg_a_newer_schema_is_refused_unchanged(postgres: PostgresServer) -> None:
-    url = await _fresh(postgres)
+    url = await postgres.fresh_database()
     await (await PgDatabase.open(url)).close()
     conn = await asyncpg.connect(url)
     await conn.execute("INSERT INTO schema_version VALUES (99)")
@@ -63,7 +63,7 @@ async def test_pg_a_newer_schema_is_refused_unchanged(postgres: PostgresServer) 
 
 
 async def test_pg_two_processes_migrate_once(postgres: PostgresServer) -> None:
-    url = await _fresh(postgres)
+    url = await postgres.fresh_database()
     dbs = await asyncio.gather(PgDatabase.open(url), PgDatabase.open(url))
     assert [d.schema_version for d in dbs] == [len(PG_MIGRATIONS)] * 2
     rows = await dbs[0].fetchall("SELECT version FROM schema_version ORDER BY version")
@@ -111,7 +111,7 @@ asyncio.run(main())
 
 
 async def test_pg_fifty_charges_from_two_processes_never_pass_the_limit(postgres: PostgresServer) -> None:
-    url = await _fresh(postgres)
+    url = await postgres.fresh_database()
     await (await PgDatabase.open(url)).close()
     procs = [
         await asyncio.create_subprocess_exec(
@@ -161,16 +161,6 @@ async def migrate_store(url: str, tmp_path: Path, data: Path) -> tuple[int, str,
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def _fresh(server: PostgresServer) -> str:
-    import uuid
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server.url())
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    return server.url(name)
-
-
 async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
@@ -199,7 +189,7 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     before = await quotas.usage(1, 7)
     await db.close()
 
-    url = await _fresh(postgres)
+    url = await postgres.fresh_database()
     code, out, err = await migrate_store(url, tmp_path, data)
     assert code == 0, err
     assert "usage_ledger 3" in out and "sessions 1" in out
