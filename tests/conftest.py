@@ -76,18 +76,7 @@ async def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreT
         return sqlite
     server: PostgresServer = request.getfixturevalue("postgres")
 
-    async def postgresql() -> str:
-        import asyncpg
-
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(server.url())
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
-        return server.url(name)
-
-    return postgresql
+    return server.fresh_database
 
 
 @pytest.fixture
