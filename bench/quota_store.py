@@ -12,7 +12,8 @@ Run: ``.venv/bin/python bench/quota_store.py`` (about 10-20 s).
 concurrent sessions split over two processes, each a separate ``PgDatabase`` pool, as two shard
 processes of one bot would be; both processes start measuring together (``ready`` / ``go``). Run twice:
 on a server with PostgreSQL's durable defaults (fsync, synchronous_commit and full_page_writes on, as
-production must run) and on the test server's fsync=off settings (for comparison only). Each run has two
+production must run; the store's quota batches still commit without waiting for their flush, see
+``bot/store/pg_quota_v6.py``) and on the test server's fsync=off settings (for comparison only). Each run has two
 phases: *saturated* (sessions reserve and settle back to back: the capacity; in a closed loop a pair's
 latency is queueing, p50 = sessions / rate by Little's law, so at 100 sessions a p99 under 10 ms would
 need over 10,000 pairs/s) and *paced* (5,000 pairs/s offered on a fixed timetable, 50 per session per
@@ -344,7 +345,8 @@ async def main_postgres(seconds: float = PG_SECONDS, rate: float = PG_RATE) -> N
         "saturated: every session reserves and settles back to back (capacity; its latency is queueing:\n"
         f"  p50 = sessions / rate by Little's law); paced: {rate:,.0f} pairs/s offered on a fixed timetable,\n"
         "  latency counted from each pair's slot. durable = PostgreSQL's defaults (fsync, synchronous_commit,\n"
-        "  full_page_writes on), as production runs; tests = the test server's fsync=off settings;\n"
+        "  full_page_writes on), as production runs (quota batches commit\n"
+        "  asynchronously, pg_quota_v6); tests = the test server's fsync=off settings;\n"
         "  both charge one guild from both processes (the worst case: they take turns on its lock);\n"
         "  1 guild per process = as shard processes run (a guild lives on one shard).\n"
         "CPU per pair: client = both bot processes; server = all PostgreSQL processes (whole run).\n"
