@@ -28,6 +28,8 @@ USER_LIMITS: tuple[LimitName, ...] = (
 """Limits that apply per user per server and that server and role overrides may change."""
 
 GUILD_BUDGET = "guild_budget_per_month_usd"
+ALL_SERVERS_REQUESTS = "requests_per_day_all_servers"
+"""QUOTA_REQUESTS_PER_DAY_ALL_SERVERS in /usage: one user's requests today in every server together."""
 """The server-wide monthly ceiling on top of every user's own limits."""
 
 LimitValue = int | float | None
@@ -207,12 +209,13 @@ LIMIT_LABELS: dict[str, str] = {
     "cost_per_month_usd": "spending per month",
     "concurrent_sessions": "sessions at once",
     GUILD_BUDGET: "server budget per month",
+    ALL_SERVERS_REQUESTS: "requests per day in all servers",
 }
 
 
 def resets_at(limit: str, now: datetime) -> datetime | None:
     """When ``limit`` starts counting from zero again; ``None`` for the concurrency limit."""
-    if limit in ("requests_per_day", "tokens_per_day"):
+    if limit in ("requests_per_day", "tokens_per_day", ALL_SERVERS_REQUESTS):
         return next_day(now)
     if limit in ("cost_per_month_usd", GUILD_BUDGET):
         return next_month(now)

@@ -13,8 +13,9 @@ import pytest
 
 from agent.config import ConfigError
 from agent.events import Usage
+from bot.cogs.usage import usage_line
 from bot.config import load_bot_settings
-from bot.limits import Limits
+from bot.limits import ALL_SERVERS_REQUESTS, Limits
 from bot.runner import SessionRunner
 from bot.shards import ShardOwnership, shard_of
 from bot.store import GuildSettingsStore, QuotaStore, SessionRecord, SessionStore, SettingsSchema
@@ -121,6 +122,13 @@ async def test_a_limit_across_servers_holds_across_processes(store_target: Store
         assert not (await stores[1].check(G1, 7)).allowed
         assert (await stores[0].check(G0, 8)).allowed  # another user is not touched
         assert (await stores[0].usage(G0, 7)).item("requests_per_day").used <= 3
+        # /usage in either server shows the limit across servers, counted from both processes.
+        report = await stores[1].usage(G1, 7)
+        line = usage_line(report.item(ALL_SERVERS_REQUESTS))
+        assert line.startswith("⛔ **Requests today in all servers**: 3 of 3 · none left · resets <t:"), line
+        assert ALL_SERVERS_REQUESTS not in {
+            i.name for i in (await QuotaStore(db_a, None, limits).usage(G0, 7)).items
+        }
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from bot.formatting import (
     join_lines,
     reply,
 )
-from bot.limits import GUILD_BUDGET, USER_LIMITS
+from bot.limits import ALL_SERVERS_REQUESTS, GUILD_BUDGET, USER_LIMITS
 from bot.store import LimitUsage, MissingManageGuild, ServerUsage, UsageReport, require_manage_guild
 
 if TYPE_CHECKING:
@@ -45,8 +45,9 @@ USAGE_HEADINGS: dict[str, str] = {
     "cost_per_month_usd": "Spending this month",
     "concurrent_sessions": "Sessions running",
     GUILD_BUDGET: "Server budget this month",
+    ALL_SERVERS_REQUESTS: "Requests today in all servers",
 }
-USAGE_ORDER = (*USER_LIMITS, GUILD_BUDGET)
+USAGE_ORDER = (USER_LIMITS[0], ALL_SERVERS_REQUESTS, *USER_LIMITS[1:], GUILD_BUDGET)
 
 
 def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.limits import (
+    ALL_SERVERS_REQUESTS,
     GUILD_BUDGET,
     LIMIT_LABELS,
     Clock,
@@ -21,6 +22,7 @@ from bot.limits import (
     resets_at,
     to_utc,
 )
+from bot.store import all_servers
 
 if TYPE_CHECKING:
     from bot.store.db import Database
@@ -109,6 +111,8 @@ class ServerUsage:
 class UsageReports:
     db: Database
     clock: Clock
+    all_servers_per_day: int | None = None
+    """``QUOTA_REQUESTS_PER_DAY_ALL_SERVERS`` (None: not set)."""
 
     async def limits_for(self, guild_id: int | None, role_ids: Iterable[int] = ()) -> Limits:
         raise NotImplementedError
@@ -121,6 +125,9 @@ class UsageReports:
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self._snapshot(_gid(guild_id), user_id, now)
         items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
+        if cap := self.all_servers_per_day:
+            used = await all_servers.used_today(self.db.fetchall, user_id, now)
+            items.append(LimitUsage(ALL_SERVERS_REQUESTS, used, cap, resets_at(ALL_SERVERS_REQUESTS, now)))
         return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown)
 
     async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
