@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
+from tests.fakes.chroma_server import ChromaServer
 
 A, B = "123456789012345678", "876543210987654321"
 
 
-def _chroma_cli() -> str:
-    beside = Path(sys.executable).with_name("chroma")
-    found = str(beside) if beside.exists() else shutil.which("chroma")
-    assert found, "the chroma CLI comes with chromadb; it should be installed beside this Python"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    data = tmp_path_factory.mktemp("chroma-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [_chroma_cli(), "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server")).start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "chroma server exited at start-up"
-            assert time.monotonic() < deadline, "chroma server did not answer within 30 s"
-            time.sleep(0.1)
-        yield port
+        yield server.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
 
 
 async def test_a_chroma_server_holds_memories_with_the_same_isolation(chroma_server: int) -> None:
