@@ -43,23 +43,26 @@ BASELINE = {
 DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the log sink for the whole benchmark process
 
 
+NOOP_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "noop",
+            "description": "no-op",
+            "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}},
+        },
+    }
+]
+"""The one tool both minimal loops offer (the engine's ``noop`` has the same schema)."""
+
+
 # --- the baseline: a minimal ReAct loop over httpx (about 40 lines) -------------------------------
 async def minimal_session(client: Any, base_url: str, task: str) -> str:
     messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "noop",
-                "description": "no-op",
-                "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}},
-            },
-        }
-    ]
     for _ in range(12):
         r = await client.post(
             f"{base_url}/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": messages, "tools": tools},
+            json={"model": "gpt-4o-mini", "messages": messages, "tools": NOOP_TOOLS},
         )
         r.raise_for_status()
         msg = r.json()["choices"][0]["message"]
@@ -84,18 +87,8 @@ async def minimal_stream_session(client: Any, base_url: str, task: str) -> str:
     from httpx_sse import aconnect_sse
 
     messages: list[dict[str, Any]] = [{"role": "user", "content": task}]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "noop",
-                "description": "no-op",
-                "parameters": {"type": "object", "properties": {"i": {"type": "integer"}}},
-            },
-        }
-    ]
     for _ in range(12):
-        body = {"model": "gpt-4o-mini", "messages": messages, "tools": tools, "stream": True}
+        body = {"model": "gpt-4o-mini", "messages": messages, "tools": NOOP_TOOLS, "stream": True}
         text: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         async with aconnect_sse(client, "POST", f"{base_url}/chat/completions", json=body) as source:
