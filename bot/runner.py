@@ -262,9 +262,9 @@ class SessionRunner:
             )
             resumed += 1
         for q in await sv.sessions.queued_turns(sv.owner):
-            session = await sv.sessions.get(q.session_id)
             if q.session_id in live:  # its worker here answers it already
                 continue
+            session = await sv.sessions.get(q.session_id)
             channel = await channel_of(session) if session and session.thread_id else None
             if channel is None:
                 await sv.sessions.drop_queued(q.id)

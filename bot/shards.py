@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ShardOwnership", "shard_of"]
+__all__ = ["EVERY_SHARD", "ShardOwnership", "shard_of"]
 
 
 def shard_of(guild_id: int | None, shard_count: int) -> int:
@@ -56,3 +56,7 @@ class ShardOwnership:
             return "1 = 1"
         ids = ", ".join(str(int(i)) for i in sorted(self.shard_ids))
         return f"((COALESCE({column}, 0) >> 22) % {int(self.shard_count)}) IN ({ids})"
+
+
+EVERY_SHARD = ShardOwnership()
+"""One process owning every server (no sharding): the default wherever ownership narrows a query."""

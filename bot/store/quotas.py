@@ -47,7 +47,7 @@ from bot.limits import (
     usd_to_nano,
     utc_now,
 )
-from bot.shards import ShardOwnership
+from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store import all_servers
 from bot.store.db import Database, StoreError
 from bot.store.guild_settings import GuildSettingsStore
@@ -265,13 +265,13 @@ class QuotaStore(UsageReports):
         """Release the concurrency slot (a no-op if it is not held)."""
         await self.db.write("DELETE FROM active_sessions WHERE session_id = ?", (session_id,))
 
-    async def recover(self, owner: ShardOwnership | None = None) -> tuple[int, int]:
+    async def recover(self, owner: ShardOwnership = EVERY_SHARD) -> tuple[int, int]:
         """At start-up: drop reservations and concurrency slots left by a previous process.
 
         Returns (reservations, slots) removed. With shard processes sharing the database, only the
         servers ``owner`` owns: the other processes' rows belong to their live runs (issue 18.3).
         """
-        where = (owner or ShardOwnership()).sql("guild_id")
+        where = owner.sql("guild_id")
         async with self.db.transaction() as conn:
             r = await conn.execute(f"DELETE FROM reservations WHERE {where}")
             a = await conn.execute(f"DELETE FROM active_sessions WHERE {where}")

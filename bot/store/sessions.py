@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from bot.limits import Clock, to_utc, utc_now
-from bot.shards import ShardOwnership
+from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store.db import Database, StoreError
-
-EVERY_SHARD = ShardOwnership()
 
 SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
