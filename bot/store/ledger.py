@@ -232,27 +232,8 @@ def _pg_op(op: _Op) -> tuple[Any, ...]:
         return ("r", p["id"], p["g"], p["u"], p["s"], None, p["model"], p["day"], p["month"], p["tokens"],
                 None, None, None, p["cost"], None, None, p["now"], p["cutoff"], p["tok_lim"], p["cost_lim"],
                 p["guild_lim"])  # fmt: skip
-    if op.kind == "settle":
-        (
-            rid,
-            g,
-            u,
-            s,
-            provider,
-            model,
-            day,
-            month,
-            prompt,
-            completion,
-            cached,
-            reasoning,
-            nusd,
-            known,
-            unk,
-            at,
-        ) = p
-        return ("s", rid, g, u, s, provider, model, day, month, prompt, completion, cached, reasoning, nusd,
-                known, unk, at, None, None, None, None)  # fmt: skip
+    if op.kind == "settle":  # its parameters are already the type's fields from id to at, in order
+        return ("s", *p, None, None, None, None)
     return ("x", p[0], *(None,) * 19)
 
 
