@@ -28,7 +28,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
-from bot.views import SessionButton
+from bot.views import Button, Handler
 
 log = structlog.get_logger().bind(logger="bot.app")
 
@@ -52,6 +52,8 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     services: Services
     runner: SessionRunner
     control: SessionControl
+    buttons: dict[str, Handler]
+    """What a click on each kind of :class:`bot.views.Button` calls; cogs add theirs in ``cog_load``."""
 
     def __init__(
         self, agent_settings: AgentSettings, bot_settings: BotSettings, *, sync: bool = True, **kwargs: Any
@@ -87,12 +89,17 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self.runner = SessionRunner(self.services)
         self.control = SessionControl(self.services, self.runner)
         self.tree.on_error = self.on_app_command_error
+        self.buttons = {
+            "stop": lambda interaction, sid: self.control.stop(interaction, sid),
+            "retry": lambda interaction, sid: self.control.retry(interaction, sid),
+            "rerun": lambda interaction, sid, turn: self.control.rerun(interaction, sid, int(turn)),
+        }
         for name in COGS:
             try:
                 await self.load_extension(name)
             except commands.ExtensionNotFound:
                 log.info("cog_absent", cog=name)
-        self.add_dynamic_items(SessionButton)
+        self.add_dynamic_items(Button)
         # Shard processes (issue 18.3): commands are the bot's, not a shard's, so only the process that
         # owns shard 0 syncs them (the others would send the same list at the same moment).
         if self.sync_on_start and self.services.owner.owns(None):

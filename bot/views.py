@@ -1,86 +1,75 @@
-"""Session buttons (Stop, Retry, Re-run with the edit): one dynamic item whose custom id carries the
-action and the session id (and, for a re-run, the turn), so buttons keep working after a restart without keeping any view in memory
-(``bot.add_dynamic_items`` in ``setup_hook``).
+"""Every button the bot posts (Stop, Retry, Re-run with the edit, and the confirmations of /memory and
+/config reset) is one dynamic item whose custom id, ``agentbot:<kind>:<arg>:…``, carries all a click
+needs: buttons keep working after a restart without any view kept in memory.
 
-A click goes to the client's ``control`` (:class:`SessionActions`, in the app a
-:class:`bot.control.SessionControl`): this module imports nothing of the bot's, so nothing cycles back.
+A click goes to the handler registered for its kind in the client's ``buttons`` (the session actions
+of :class:`bot.control.SessionControl`, and the cogs' confirmations), called with the id's arguments;
+each handler re-reads and re-checks everything. This module imports nothing of the bot's, so nothing
+cycles back.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import discord
 
-Action = Literal["stop", "retry", "rerun"]
-_LOOK: dict[str, tuple[str, discord.ButtonStyle, str]] = {
-    "stop": ("Stop", discord.ButtonStyle.danger, "⏹️"),
-    "retry": ("Retry", discord.ButtonStyle.primary, "🔁"),
-    "rerun": ("Re-run with the edit", discord.ButtonStyle.primary, "✏️"),
-}
+Handler = Callable[..., Awaitable[None]]
+"""``handler(interaction, *args)``: the custom id's arguments as strings."""
 
 
-class SessionActions(Protocol):
-    async def stop(self, interaction: discord.Interaction, session_id: str) -> None: ...
-
-    async def retry(self, interaction: discord.Interaction, session_id: str) -> None: ...
-
-    async def rerun(self, interaction: discord.Interaction, session_id: str, turn_id: int) -> None: ...
-
-
-class SessionButton(
+class Button(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"agentbot:(?P<action>stop|retry|rerun):(?P<sid>[0-9a-f]{8,64})(?::(?P<turn>[0-9]{1,19}))?",
+    template=r"agentbot:(?P<kind>[a-z]{1,16})(?::[0-9a-z_.*-]{1,80}){0,3}",
 ):
-    def __init__(self, action: Action, session_id: str, turn_id: int | None = None) -> None:
-        label, style, emoji = _LOOK[action]
-        tail = f":{turn_id}" if turn_id is not None else ""
-        super().__init__(
-            discord.ui.Button(
-                label=label, style=style, emoji=emoji, custom_id=f"agentbot:{action}:{session_id}{tail}"
-            )
-        )
-        self.action: Action = action
-        self.session_id = session_id
-        self.turn_id = turn_id
+    def __init__(
+        self,
+        custom_id: str,
+        label: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        emoji: str | None = None,
+    ) -> None:
+        super().__init__(discord.ui.Button(label=label, style=style, emoji=emoji, custom_id=custom_id))
+        _, self.kind, *self.args = custom_id.split(":")
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> SessionButton:
-        turn = int(match["turn"]) if match["turn"] else None
-        return cls(match["action"], match["sid"], turn)  # type: ignore[arg-type]
+    ) -> Button:
+        return cls(match.string)
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        control: SessionActions = interaction.client.control  # type: ignore[attr-defined]
+        client: Any = interaction.client
+        handler: Handler | None = client.buttons.get(self.kind)
         try:
-            if self.action == "stop":
-                await control.stop(interaction, self.session_id)
-            elif self.action == "rerun":
-                if self.turn_id is None:
-                    await interaction.response.send_message("This button is out of date.", ephemeral=True)
-                else:
-                    await control.rerun(interaction, self.session_id, self.turn_id)
+            if handler is None:
+                await interaction.response.edit_message(content="These commands are not loaded.", view=None)
             else:
-                await control.retry(interaction, self.session_id)
+                await handler(interaction, *self.args)
         except Exception as e:  # like a slash command's error: an id to quote, only the clicker sees it
-            await interaction.client.on_app_command_error(interaction, e)  # type: ignore[attr-defined]
+            await client.on_app_command_error(interaction, e)
 
 
-def session_view(action: Action, session_id: str, turn_id: int | None = None) -> discord.ui.View:
+def buttons_view(*buttons: Button) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(SessionButton(action, session_id, turn_id))
+    for button in buttons:
+        view.add_item(button)
     return view
 
 
 def stop_view(session_id: str) -> discord.ui.View:
-    return session_view("stop", session_id)
+    return buttons_view(Button(f"agentbot:stop:{session_id}", "Stop", discord.ButtonStyle.danger, "⏹️"))
 
 
 def retry_view(session_id: str) -> discord.ui.View:
-    return session_view("retry", session_id)
+    return buttons_view(Button(f"agentbot:retry:{session_id}", "Retry", discord.ButtonStyle.primary, "🔁"))
 
 
 def rerun_view(session_id: str, turn_id: int) -> discord.ui.View:
-    return session_view("rerun", session_id, turn_id)
+    return buttons_view(
+        Button(
+            f"agentbot:rerun:{session_id}:{turn_id}", "Re-run with the edit", discord.ButtonStyle.primary, "✏️"
+        )
+    )

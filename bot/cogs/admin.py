@@ -35,15 +35,15 @@ from bot.cogs.config_support import (
     RESEARCH_CHOICES,
     RESET_CONFIRM_SECONDS,
     Choices,
-    ResetCancel,
-    ResetConfirm,
     admins_only,
     apply_changes,
     mcp_listing,
     mcp_refusal,
     model_choices,
     refusal,
+    reset_cancelled,
     reset_choices,
+    reset_clicked,
     reset_prompt,
 )
 from bot.formatting import (
@@ -82,6 +82,13 @@ class ConfigCog(commands.Cog):
         self.bot = bot
         self.confirm_seconds = confirm_seconds
         """How long a reset confirmation stays valid."""
+
+    async def cog_load(self) -> None:
+        self.bot.buttons.update(cfgreset=reset_clicked, cfgcancel=reset_cancelled)
+
+    async def cog_unload(self) -> None:
+        for kind in ("cfgreset", "cfgcancel"):
+            self.bot.buttons.pop(kind, None)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
         """Every /config command, before its handler: refused ones get the reason (on_app_command_error);
@@ -390,9 +397,4 @@ class ConfigCog(commands.Cog):
 
 
 async def setup(bot: AgentBot) -> None:
-    bot.add_dynamic_items(ResetConfirm, ResetCancel)
     await bot.add_cog(ConfigCog(bot))
-
-
-async def teardown(bot: AgentBot) -> None:
-    bot.remove_dynamic_items(ResetConfirm, ResetCancel)

@@ -1,15 +1,13 @@
 """/config's logic apart from its commands (bot.cogs.admin): the permission rule, applying and reporting
 changes, choices, and reset's confirmation.
 
-Reset's buttons are dynamic items whose custom id carries the key and an expiry time, so a click works
-after a restart but not days later; a click checks the caller's permission again (a button is no command
-check).
+Reset's buttons carry the key and an expiry time in their custom id, so a click works after a restart
+but not days later; a click checks the caller's permission again (a button is no command check).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +28,7 @@ from bot.store import (
     require_manage_guild,
 )
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
+from bot.views import Button, buttons_view
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
@@ -121,79 +120,42 @@ def plain_key(key: str) -> str:
     return key
 
 
-class ResetConfirm(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"agentbot:cfgreset:(?P<exp>[0-9]{1,12}):(?P<key>[a-z0-9_.*-]{1,80})",
-):
-    def __init__(self, key: str | None, expires: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Reset" if key is None else "Reset it",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"agentbot:cfgreset:{expires}:{key or '*'}",
-            )
-        )
-        self.key = key
-        self.expires = expires
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ResetConfirm:
-        key = match["key"]
-        return cls(None if key == "*" else key, int(match["exp"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        why = refusal(interaction)
-        if why is not None:
-            await reply(interaction, why)
-            return
-        guild_id = interaction.guild_id
-        assert guild_id is not None
-        if time.time() > self.expires:
-            await interaction.response.edit_message(
-                content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
-            )
-            return
-        store: GuildSettingsStore = interaction.client.services.guild_settings  # type: ignore[attr-defined]
-        try:
-            removed = await store.reset(guild_id, interaction.user.id, self.key)
-        except SettingError as e:
-            await interaction.response.edit_message(content=f"⚠️ {e}", view=None)
-            return
-        if not removed:
-            text = "Nothing to reset any more: already at the bot's defaults."
-        else:
-            listed = join_items([describe_key(k) for k in removed], 1800)
-            text = (
-                f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
-            )
-        await interaction.response.edit_message(content=clip(text, 2000), view=None)
-
-
-class ResetCancel(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"agentbot:cfgcancel"):
-    def __init__(self) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel", style=discord.ButtonStyle.secondary, custom_id="agentbot:cfgcancel"
-            )
-        )
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> ResetCancel:
-        return cls()
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
-
-
 def reset_view(key: str | None, expires: int) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(ResetConfirm(key, expires))
-    view.add_item(ResetCancel())
-    return view
+    label = "Reset" if key is None else "Reset it"
+    return buttons_view(
+        Button(f"agentbot:cfgreset:{expires}:{key or '*'}", label, discord.ButtonStyle.danger),
+        Button("agentbot:cfgcancel", "Cancel"),
+    )
+
+
+async def reset_clicked(interaction: discord.Interaction, expires: str, key: str) -> None:
+    why = refusal(interaction)
+    if why is not None:
+        await reply(interaction, why)
+        return
+    guild_id = interaction.guild_id
+    assert guild_id is not None
+    if time.time() > int(expires):
+        await interaction.response.edit_message(
+            content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
+        )
+        return
+    store: GuildSettingsStore = interaction.client.services.guild_settings  # type: ignore[attr-defined]
+    try:
+        removed = await store.reset(guild_id, interaction.user.id, None if key == "*" else key)
+    except SettingError as e:
+        await interaction.response.edit_message(content=f"⚠️ {e}", view=None)
+        return
+    if not removed:
+        text = "Nothing to reset any more: already at the bot's defaults."
+    else:
+        listed = join_items([describe_key(k) for k in removed], 1800)
+        text = f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
+    await interaction.response.edit_message(content=clip(text, 2000), view=None)
+
+
+async def reset_cancelled(interaction: discord.Interaction) -> None:
+    await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
 
 
 async def apply_changes(

@@ -27,6 +27,7 @@ Decisions (the README's "Memory commands" section says the same to users):
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -37,7 +38,6 @@ from discord.ext import commands
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.cogs.memory_share import MemoryCommands
 from bot.discord_sink import NO_MENTIONS
-from bot.memory_buttons import MemoryButton, confirm_view
 from bot.memory_text import (
     ORIGIN_LABELS,
     day,
@@ -52,6 +52,7 @@ from bot.memory_text import (
     parse_memory_id,
     unavailable_text,
 )
+from bot.views import Button, buttons_view
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -83,10 +84,10 @@ class MemoryCog(
         super().__init__()
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(MemoryButton)
+        self.bot.buttons["mem"] = self.on_button
 
     async def cog_unload(self) -> None:
-        self.bot.remove_dynamic_items(MemoryButton)
+        self.bot.buttons.pop("mem", None)
 
     # -- /memory search ----------------------------------------------------------------------------
 
@@ -284,17 +285,21 @@ class MemoryCog(
 
     # -- buttons -----------------------------------------------------------------------------------
 
-    async def on_button(self, interaction: discord.Interaction, button: MemoryButton) -> None:
+    async def on_button(
+        self, interaction: discord.Interaction, action: str, issued: str = "0", ids: str = ""
+    ) -> None:
+        """A confirmation: forget (``f``, with up to four ids), clear (``c``) or cancel (``x``)."""
+
         async def done(text: str) -> None:
             await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
         await interaction.response.defer()  # an update of the prompt message itself
-        if button.action == "x":
+        if action == "x":
             await done("Cancelled: nothing was changed.")
             return
-        age = time.time() - button.issued
+        age = time.time() - int(issued)
         if not -60 <= age <= self.confirm_ttl:
-            cmd = "/memory forget" if button.action == "f" else "/memory clear"
+            cmd = "/memory forget" if action == "f" else "/memory clear"
             await done(
                 f"⌛ This confirmation expired (they last {self.confirm_ttl / 60:g} minutes). Run {cmd} again."
             )
@@ -309,7 +314,7 @@ class MemoryCog(
         ns = str(interaction.guild_id)
         manager = is_manager(interaction)
         try:
-            if button.action == "c":
+            if action == "c":
                 if not manager:
                     await done("🔒 Only members with **Manage Server** can clear this server's memory.")
                     return
@@ -319,7 +324,8 @@ class MemoryCog(
                     f"🧠 Cleared this server's memory: {removed} item{'s' if removed != 1 else ''} deleted."
                 )
                 return
-            groups = group_parents(await memory.get(ns, button.ids))
+            wanted = [ids[i : i + 16] for i in range(0, len(ids), 16)]
+            groups = group_parents(await memory.get(ns, wanted))
             mine = [
                 p for p, rows in groups.items() if may_forget(rows[0].author, interaction.user.id, manager)
             ]
@@ -331,7 +337,7 @@ class MemoryCog(
         log.info(
             "memory_forgotten", guild_id=ns, user_id=interaction.user.id, ids=mine, rows=len(removed_rows)
         )
-        gone = len(button.ids) - len(groups)
+        gone = len(wanted) - len(groups)
         parts = [
             f"🧠 Forgot {len(mine)} memor{'y' if len(mine) == 1 else 'ies'}"
             + (": " + ", ".join(f"`{p}`" for p in mine) if mine else "")
@@ -342,6 +348,20 @@ class MemoryCog(
         if len(mine) < len(groups):
             parts.append(f"{len(groups) - len(mine)} are not yours to forget (author or Manage Server only).")
         await done(" ".join(parts))
+
+
+def confirm_view(action: str, ids: Sequence[str] = ()) -> discord.ui.View:
+    """Forget (``f``) or clear (``c``), and Cancel: the custom id carries the action, the time it was
+    offered and the memories, so the click needs nothing kept in memory."""
+    label = (
+        f"Forget {len(ids)} memor{'y' if len(ids) == 1 else 'ies'}"
+        if action == "f"
+        else "Delete every memory of this server"
+    )
+    custom_id = f"agentbot:mem:{action}:{int(time.time())}" + (":" + "".join(ids) if ids else "")
+    return buttons_view(
+        Button(custom_id, label, discord.ButtonStyle.danger), Button("agentbot:mem:x", "Cancel")
+    )
 
 
 async def setup(bot: AgentBot) -> None:
