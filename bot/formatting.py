@@ -48,49 +48,30 @@ def code(text: str) -> str:
     return "`" + text.replace("`", "ʼ") + "`"
 
 
-def join_lines(lines: Iterable[str], limit: int, *, more: str = "… and {n} more") -> str:
-    """As many whole lines as fit in ``limit`` characters, then a count of the rest.
+def join_lines(items: Iterable[str], limit: int, *, sep: str = "\n", more: str = "\n… and {n} more") -> str:
+    """As many whole items (never half a mention) as fit in ``limit`` characters, then a count of the rest.
 
-    Room for the count is kept at every step, so it always fits; a first line longer than everything
+    Room for the count is kept at every step, so it always fits; a first item longer than everything
     is clipped rather than dropped.
     """
-    items = list(lines)
-    out: list[str] = []
+    items = list(items)
+    whole = sep.join(items)
+    if len(whole) <= limit:
+        return whole
+    rest = [more.format(n=n) if n else "" for n in range(len(items), -1, -1)]  # rest[i]: after i items
     used = 0
-    for i, line in enumerate(items):
-        rest = len(items) - i - 1
-        tail = len(more.format(n=rest)) + 1 if rest else 0
-        sep = 1 if out else 0
-        if used + sep + len(line) + tail <= limit:
-            out.append(line)
-            used += sep + len(line)
-        elif not out:
-            out.append(clip(line, max(1, limit - tail)))
-            used = len(out[0])
-        else:
-            out.append(more.format(n=len(items) - i))
+    for i, item in enumerate(items):  # the whole does not fit, so this breaks
+        used += len(item) + (len(sep) if i else 0)
+        if used + len(rest[i + 1]) > limit:
             break
-    return "\n".join(out)
+    if i == 0:
+        return clip(items[0], max(1, limit - len(rest[1]))) + rest[1]
+    return sep.join(items[:i]) + rest[i]
 
 
 def join_items(items: Sequence[str], limit: int) -> str:
-    """Comma-separated whole items (never half a mention) within ``limit``, then "and N more"."""
-    whole = ", ".join(items)
-    if len(whole) <= limit:
-        return whole
-    out: list[str] = []
-    used = 0
-    for i, item in enumerate(items):
-        tail = len(f" and {len(items) - i - 1} more")
-        sep = 2 if out else 0
-        if used + sep + len(item) + tail <= limit:
-            out.append(item)
-            used += sep + len(item)
-        elif not out:
-            return clip(item, max(1, limit - tail)) + f" and {len(items) - 1} more"
-        else:
-            break
-    return ", ".join(out) + f" and {len(items) - len(out)} more"
+    """Comma-separated, ending "and N more"."""
+    return join_lines(items, limit, sep=", ", more=" and {n} more")
 
 
 async def reply(
@@ -292,19 +273,17 @@ def settings_embed(
 ) -> discord.Embed:
     """``/config show``: every effective setting, what this server overrides, and the latest changes."""
     gs = view.settings
+
+    def shown(label: str, key: str, bold: bool = False) -> str:
+        value = effective_value(gs, limits, key)
+        return f"{label}: {f'**{value}**' if bold else value}{_here(gs, key)}"
+
     tiers = [
         f"**{name}**: {tier_line(models)}{_here(gs, f'tier.{name}')}"
         for name, models in sorted(gs.tiers.items())
     ]
-    tiers.append(f"Default tier: {code(gs.default_tier or 'auto')}{_here(gs, 'default_tier')}")
-    user_limits = [
-        f"{LIMIT_LABELS[n]}: **{format_limit(n, limits.get(n))}**{_here(gs, f'limit.{n}')}"
-        for n in USER_LIMITS
-    ]
-    user_limits.append(
-        f"server budget per month: **{format_limit(GUILD_BUDGET, limits.get(GUILD_BUDGET))}**"
-        f"{_here(gs, f'limit.{GUILD_BUDGET}')}"
-    )
+    tiers.append(shown("Default tier", "default_tier"))
+    user_limits = [shown(LIMIT_LABELS[n], f"limit.{n}", bold=True) for n in (*USER_LIMITS, GUILD_BUDGET)]
     roles = [
         f"<@&{rid}>: "
         + ", ".join(f"{LIMIT_LABELS[n]} {format_limit(n, v)}" for n, v in sorted(values.items()))
@@ -314,33 +293,31 @@ def settings_embed(
     on = [code(n) for n in names if gs.tool_enabled(n)]
     off = [code(n) for n in names if not gs.tool_enabled(n)]
     tools = f"On: {', '.join(on) or 'none'}\nOff: {', '.join(off) or 'none'}"
-    routing = [
-        f"Complex runs: {effective_value(gs, limits, 'research.complex')}{_here(gs, 'research.complex')}",
-        f"Medium runs: {effective_value(gs, limits, 'research.medium')}{_here(gs, 'research.medium')}",
-        f"Page reader: **{effective_value(gs, limits, 'reader')}**{_here(gs, 'reader')}",
+    research = [
+        shown("Max steps", "max_steps", bold=True),
+        shown("Answers in", "channels"),
+        shown("Complex runs", "research.complex"),
+        shown("Medium runs", "research.medium"),
+        shown("Page reader", "reader", bold=True),
     ]
-    research = (
-        f"Max steps: **{gs.max_steps}**{_here(gs, 'max_steps')}\n"
-        f"Answers in: {effective_value(gs, limits, 'channels')}{_here(gs, 'channels')}\n" + "\n".join(routing)
-    )
     personas = [f"Server: {code(one_line(gs.persona, 300)) if gs.persona else 'none'}"]
     personas += [
         f"<#{cid}>: {code(one_line(text, 120))}" for cid, text in sorted(gs.channel_personas.items())
     ]
-    memory = (
-        f"Auto-store: **{effective_value(gs, limits, 'memory.auto_store')}**{_here(gs, 'memory.auto_store')}\n"
-        f"Max items: **{effective_value(gs, limits, 'memory.max_items')}**{_here(gs, 'memory.max_items')}\n"
-        f"Max age: **{effective_value(gs, limits, 'memory.max_age_days')}**{_here(gs, 'memory.max_age_days')}"
-    )
+    memory = [
+        shown("Auto-store", "memory.auto_store", bold=True),
+        shown("Max items", "memory.max_items", bold=True),
+        shown("Max age", "memory.max_age_days", bold=True),
+    ]
     changes = [audit_line(e) for e in view.recent_changes]
     fields = [
         Field("Models (first is tried first)", join_lines(tiers, FIELD_VALUE_MAX)),
         Field("Limits per user", join_lines(user_limits, FIELD_VALUE_MAX)),
         Field("Role limits", join_lines(roles, FIELD_VALUE_MAX) if roles else "none"),
         Field("Tools", clip(tools, FIELD_VALUE_MAX)),
-        Field("Research", research),
+        Field("Research", "\n".join(research)),
         Field("Persona", join_lines(personas, FIELD_VALUE_MAX)),
-        Field("Memory", memory),
+        Field("Memory", "\n".join(memory)),
         Field("Recent changes", join_lines(changes, FIELD_VALUE_MAX) if changes else "No changes yet."),
     ]
     return fit_embed(

@@ -28,9 +28,9 @@ USER_LIMITS: tuple[LimitName, ...] = (
 """Limits that apply per user per server and that server and role overrides may change."""
 
 GUILD_BUDGET = "guild_budget_per_month_usd"
+"""The server-wide monthly ceiling on top of every user's own limits."""
 ALL_SERVERS_REQUESTS = "requests_per_day_all_servers"
 """QUOTA_REQUESTS_PER_DAY_ALL_SERVERS in /usage: one user's requests today in every server together."""
-"""The server-wide monthly ceiling on top of every user's own limits."""
 
 LimitValue = int | float | None
 """``None`` is unlimited."""
@@ -222,32 +222,30 @@ def resets_at(limit: str, now: datetime) -> datetime | None:
     return None
 
 
+_EXHAUSTED = {
+    "requests_per_day": "Daily request limit reached: you've made {used} of {cap} requests today",
+    "tokens_per_day": "Daily token limit reached: {used} of {cap} tokens used or reserved today",
+    "cost_per_month_usd": "Monthly spending limit reached: {used} of {cap} used this month",
+    GUILD_BUDGET: "This server's monthly budget is used up: {used} of {cap}",
+    "concurrent_sessions": "Too many sessions at once: you have {used} running (limit {cap}). "
+    "Wait for one to finish, or stop one",
+}
+
+
 def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, need: float = 0) -> str:
     """A sentence naming the exhausted limit, how much is used, and when it resets.
 
     ``need`` is the size of the step being refused (for a reservation), shown when it is what tips over.
     """
-    reset = resets_at(limit, now)
-    when = f" It resets {discord_timestamp(reset)}." if reset else ""
-    if limit == "requests_per_day":
-        head = f"Daily request limit reached: you've made {int(used):,} of {int(cap):,} requests today."
-    elif limit == "tokens_per_day":
-        head = f"Daily token limit reached: {int(used):,} of {int(cap):,} tokens used or reserved today"
-        head += f", and the next step needs about {int(need):,}." if need else "."
-    elif limit == "cost_per_month_usd":
-        head = f"Monthly spending limit reached: {format_usd(used)} of {format_usd(cap)} used this month"
-        head += f", and the next step costs about {format_usd(need)}." if need else "."
-    elif limit == GUILD_BUDGET:
-        head = f"This server's monthly budget is used up: {format_usd(used)} of {format_usd(cap)}"
-        head += f", and the next step costs about {format_usd(need)}." if need else "."
-    elif limit == "concurrent_sessions":
-        head = (
-            f"Too many sessions at once: you have {int(used)} running (limit {int(cap)}). "
-            "Wait for one to finish, or stop one."
-        )
-    else:
+    if limit not in _EXHAUSTED:
         raise ValueError(f"unknown limit {limit!r}; known: {', '.join(LIMIT_LABELS)}")
-    return head + when
+    money = limit.endswith("_usd")
+    amount = format_usd if money else (lambda v: f"{int(v):,}")
+    head = _EXHAUSTED[limit].format(used=amount(used), cap=amount(cap))
+    if need and limit in ("tokens_per_day", "cost_per_month_usd", GUILD_BUDGET):
+        head += f", and the next step {'costs' if money else 'needs'} about {amount(need)}"
+    reset = resets_at(limit, now)
+    return head + "." + (f" It resets {discord_timestamp(reset)}." if reset else "")
 
 
 class QuotaEnv(EnvSettings):

@@ -11,10 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-
-def _quote(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+from bot.formatting import one_line
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,7 @@ class Note:
     @property
     def quoted(self) -> str:
         """The member's message (``prompt``) on one line, cut at 200 characters."""
-        return _quote(getattr(self, "prompt", ""))
+        return one_line(getattr(self, "prompt", ""), 200)
 
 
 @dataclass(frozen=True)

@@ -72,26 +72,10 @@ def render_header(
 
 def _quote(task: str, room: int) -> str:
     """The task as a block quote within ``room`` characters, cut with an ellipsis when it must be."""
-    out: list[str] = []
-    used = 0
-    lines = task.splitlines() or [""]
-    for i, line in enumerate(lines):
-        piece = "> " + line
-        extra = len(piece) + (1 if out else 0)
-        if used + extra > room - 2:  # keep room for "…"
-            rest = room - used - (1 if out else 0) - 3
-            if rest > 2:
-                out.append(piece[:rest] + "…")
-            elif out:
-                out[-1] = out[-1][: max(2, len(out[-1]) - 1)] + "…"
-            else:
-                out.append("> …")
-            break
-        out.append(piece)
-        used += extra
-        if i == len(lines) - 1:
-            break
-    return "\n".join(out)
+    quoted = "\n".join("> " + line for line in task.splitlines() or [""])
+    if len(quoted) <= room:
+        return quoted
+    return (quoted[: room - 1].rstrip("\n> ") or "> ") + "…"
 
 
 async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:

@@ -16,6 +16,7 @@ import discord
 from discord import app_commands
 
 from agent.logs import redact
+from agent.models.tiers import TIERS
 from bot.formatting import clip, describe_key, effective_value, join_items, one_line, reply
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import (
@@ -48,22 +49,16 @@ LIMIT_CHOICES = [
     app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
 ]
 CHANNEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")]
-RESEARCH_CHOICES = {
-    "complex": [
-        app_commands.Choice(name=n, value=v)
-        for n, v in (
-            ("the medium tier researches, complex writes", "medium"),
-            ("the simple tier researches, complex writes", "simple"),
-            ("off: the complex tier does everything", "off"),
-        )
-    ],
-    "medium": [
-        app_commands.Choice(name=n, value=v)
-        for n, v in (
-            ("the simple tier researches, medium writes", "simple"),
-            ("off: the medium tier does everything", "off"),
-        )
-    ],
+RESEARCH_CHOICES = {  # weaker tiers nearest first, then off
+    tier: [
+        *(
+            app_commands.Choice(name=f"the {helper} tier researches, {tier} writes", value=helper)
+            for helper in reversed(TIERS[:i])
+        ),
+        app_commands.Choice(name=f"off: the {tier} tier does everything", value="off"),
+    ]
+    for i, tier in enumerate(TIERS)
+    if i
 }
 
 

@@ -31,7 +31,8 @@ from bot.formatting import (
     reply,
 )
 from bot.limits import ALL_SERVERS_REQUESTS, GUILD_BUDGET, USER_LIMITS
-from bot.store import LimitUsage, MissingManageGuild, ServerUsage, UsageReport, require_manage_guild
+from bot.store import LimitUsage, ServerUsage, UsageReport
+from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -156,9 +157,7 @@ class UsageCog(commands.Cog):
     @usage.command(name="server", description="This month's usage on this server (needs Manage Server).")
     async def server(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # interaction_check refused it otherwise
-        try:
-            require_manage_guild(interaction.permissions.value)
-        except MissingManageGuild:
+        if not has_manage_guild(interaction.permissions.value):
             await reply(
                 interaction,
                 "⛔ You need the Manage Server permission to see this server's usage. "
