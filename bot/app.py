@@ -10,6 +10,7 @@ the developer portal); slash commands are synced only when their definition hash
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -25,6 +26,7 @@ from agent.config import AgentSettings
 from bot.config import BotSettings
 from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
+from bot.formatting import reply
 from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
@@ -62,12 +64,9 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self.bot_settings = bot_settings
         self.sync_on_start = sync
         self.max_connect_attempts = bot_settings.connect_attempts
-        if bot_settings.shard_count is None:
-            kwargs.setdefault("shard_count", 1)
-        else:
-            kwargs.setdefault("shard_count", bot_settings.shard_count)
-            if bot_settings.shard_ids:
-                kwargs.setdefault("shard_ids", bot_settings.shard_ids)
+        kwargs.setdefault("shard_count", bot_settings.shard_count or 1)
+        if bot_settings.shard_count is not None and bot_settings.shard_ids:
+            kwargs.setdefault("shard_ids", bot_settings.shard_ids)
         # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings would greet every start.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
@@ -171,22 +170,15 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
                 exc_info=error,
             )
             text = f"Something went wrong (error id `{eid}`)."
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
-            pass
+        with contextlib.suppress(discord.HTTPException):
+            await reply(interaction, text)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         eid = uuid.uuid4().hex[:8]
         log.exception("event_failed", error_id=eid, event=event_method)
         message = next((a for a in args if isinstance(a, discord.Message)), None)
         if message is not None and not message.author.bot:
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await message.channel.send(
                     f"Something went wrong (error id `{eid}`).", allowed_mentions=NO_MENTIONS
                 )
-            except discord.HTTPException:
-                pass

@@ -55,18 +55,14 @@ class BoundedGateway:
                     error=why,
                     retry_in=RETRY_SECONDS,
                 )
-                await self._wait_or_close(RETRY_SECONDS)
+                with contextlib.suppress(TimeoutError):  # or less, once close() has been called
+                    await asyncio.wait_for(self._closing_event().wait(), RETRY_SECONDS)
                 continue
             # The same two lines as discord.py's launch_shard after a successful connect.
             shards = self._AutoShardedClient__shards
             shards[shard_id] = ret = Shard(ws, self, self._AutoShardedClient__queue.put_nowait)
             ret.launch()
             return
-
-    async def _wait_or_close(self: Any, seconds: float) -> None:
-        """Sleep ``seconds``, or less once ``close()`` has been called."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing_event().wait(), seconds)
 
     def _closing_event(self: Any) -> asyncio.Event:
         if getattr(self, "_bounded_closing", None) is None:

@@ -7,9 +7,8 @@ environment, days and months in UTC) can be read and tested in one place.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
 from typing import Literal
@@ -109,13 +108,6 @@ class Limits:
         return cls(**{k: getattr(q, f) or None for k, f in QUOTA_FIELDS.items()})
 
 
-def more_generous(a: LimitValue, b: LimitValue) -> LimitValue:
-    """Unlimited beats any number; otherwise the larger number."""
-    if a is None or b is None:
-        return None
-    return max(a, b)
-
-
 def resolve_limits(
     defaults: Limits,
     server_overrides: Mapping[str, LimitValue],
@@ -130,15 +122,12 @@ def resolve_limits(
     server value even when it is lower, so admins can restrict a role as well as widen it.
     ``guild_budget`` (``...`` = keep the default) replaces the server-wide budget.
     """
-    values = {f.name: getattr(defaults, f.name) for f in fields(Limits)}
-    for name in USER_LIMITS:
-        if name in server_overrides:
-            values[name] = server_overrides[name]
+    values = {name: server_overrides[name] for name in USER_LIMITS if name in server_overrides}
     roles = [role_overrides[r] for r in dict.fromkeys(role_ids) if r in role_overrides]
     for name in USER_LIMITS:
         granted = [r[name] for r in roles if name in r]
-        if granted:
-            values[name] = functools.reduce(more_generous, granted)
+        if granted:  # unlimited beats any number
+            values[name] = None if None in granted else max(granted)
     if guild_budget is not ...:
         values[GUILD_BUDGET] = guild_budget  # type: ignore[assignment]
     return replace(defaults, **values)

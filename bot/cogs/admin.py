@@ -78,17 +78,13 @@ class ConfigCog(commands.Cog):
         guild_only=True,
     )
 
-    def __init__(self, bot: AgentBot, *, confirm_seconds: int = RESET_CONFIRM_SECONDS) -> None:
+    def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
-        self.confirm_seconds = confirm_seconds
+        self.confirm_seconds = RESET_CONFIRM_SECONDS
         """How long a reset confirmation stays valid."""
 
     async def cog_load(self) -> None:
         self.bot.buttons.update(cfgreset=reset_clicked, cfgcancel=reset_cancelled)
-
-    async def cog_unload(self) -> None:
-        for kind in ("cfgreset", "cfgcancel"):
-            self.bot.buttons.pop(kind, None)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
         """Every /config command, before its handler: refused ones get the reason (on_app_command_error);

@@ -86,9 +86,6 @@ class MemoryCog(
     async def cog_load(self) -> None:
         self.bot.buttons["mem"] = self.on_button
 
-    async def cog_unload(self) -> None:
-        self.bot.buttons.pop("mem", None)
-
     # -- /memory search ----------------------------------------------------------------------------
 
     @app_commands.command(name="search", description="Search this server's memory by meaning.")

@@ -9,6 +9,7 @@ session thread, because Discord notifies only a thread's members.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING
 
@@ -141,10 +142,8 @@ class ResearchCog(commands.Cog):
             return
         lacking = missing_permissions(message.channel.permissions_for(message.guild.me), private=False)
         if lacking:
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await message.reply(refusal(lacking, message.channel), allowed_mentions=NO_MENTIONS)
-            except discord.HTTPException:
-                pass
             return
         member = message.author
         decision = await bot.control.may_start(message.guild.id, member, task)

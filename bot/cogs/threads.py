@@ -18,6 +18,7 @@ Decisions (issue 20):
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -71,12 +72,10 @@ class ThreadLife:
         queued = req.message_id is not None and req.queued_id is not None  # only a queued one has ⏳
         if queued and req.channel is not None and self.bot.user is not None:
             await self.bot.runner.rest_budget.acquire()
-            try:
+            with contextlib.suppress(discord.HTTPException):
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
                     QUEUED, self.bot.user
                 )
-            except discord.HTTPException:
-                pass
         waited = id(req) in self._waited
         self._waited.discard(id(req))
         if waited or not req.header_written:  # a fresh header already shows "running" and Stop
@@ -157,10 +156,8 @@ class ThreadsCog(commands.Cog):
         while len(self._told) > HINTS_KEPT:
             self._told.popitem(last=False)
         await self.bot.runner.rest_budget.acquire()
-        try:
+        with contextlib.suppress(discord.HTTPException):
             await message.reply(HOW_TO_ASK, allowed_mentions=NO_MENTIONS, silent=True)
-        except discord.HTTPException:
-            pass
 
     # --- how threads end ----------------------------------------------------------------------------
     @commands.Cog.listener()
