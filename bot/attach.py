@@ -1,21 +1,13 @@
-"""Files attached to ``/research``, a mention or a follow-up: saved into the session's workspace before the
-turn runs, and the agent told what arrived (:mod:`agent.attachments` does the reading).
+"""Files attached to ``/research``, a mention or a follow-up: saved into the session's workspace when
+the turn starts, and the agent told what arrived (:mod:`agent.attachments` reads them; README
+"Attachments" has the limits).
 
-Decisions (issue 17.2):
-
-* **Where and when.** Files are fetched when their turn starts, into the same workspace the file tools
-  and ``run_python`` use, with the bot's own pooled httpx client. A follow-up queued across a restart
-  keeps its text but not its attachments (only the text is stored; Discord's signed attachment URLs
-  expire anyway).
-* **Limits.** ``ATTACHMENT_MAX_FILES`` per message, ``ATTACHMENT_MAX_MB`` per file, 2.5 times that per
-  message, and never more than is left of the workspace quota (bytes and entries, ``FILES_QUOTA_*``;
-  a PDF takes two entries, itself and its text).
-* **Images** go to the model only when the model that starts the turn accepts images
-  (:func:`agent.models.vision.accepts_images` plus ``VISION_MODELS``); otherwise the agent is told it
-  cannot see them. A fallback to a text-only model mid-turn is not re-checked.
-* **Bounded history.** Images stay in the user message only for the turn they arrived in (and its
-  checkpoints, so a resumed turn still sees them); the stored history keeps the text and a line saying
-  the image was shown once. The files stay in the workspace, so a later turn can still name them.
+* A follow-up queued across a restart keeps its text but not its attachments: only the text is
+  stored, and Discord's signed attachment URLs expire anyway.
+* Images go to the model only when the model starting the turn accepts them; a fallback to a
+  text-only model mid-turn is not re-checked.
+* Images stay in the user message only for the turn they arrived in (and its checkpoints, so a
+  resumed turn still sees them), so the stored history does not grow by megabytes per turn.
 """
 
 from __future__ import annotations

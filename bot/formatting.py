@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import discord
+from discord.utils import MISSING
 
 from agent.logs import redact
 from bot.discord_sink import NO_MENTIONS
@@ -82,17 +83,14 @@ async def reply(
     view: discord.ui.View | None = None,
 ) -> None:
     """Ephemeral, mentioning nobody; a followup if the interaction was already answered."""
-    kwargs: dict[str, Any] = {"ephemeral": True, "allowed_mentions": NO_MENTIONS}
-    if content is not None:
-        kwargs["content"] = clip(content, 2000)
-    if embed is not None:
-        kwargs["embed"] = embed
-    if view is not None:
-        kwargs["view"] = view
-    if interaction.response.is_done():
-        await interaction.followup.send(**kwargs)
-    else:
-        await interaction.response.send_message(**kwargs)
+    done = interaction.response.is_done()
+    await (interaction.followup.send if done else interaction.response.send_message)(
+        MISSING if content is None else clip(content, 2000),
+        embed=embed or MISSING,
+        view=view or MISSING,
+        ephemeral=True,
+        allowed_mentions=NO_MENTIONS,
+    )
 
 
 async def defer_command(interaction: discord.Interaction) -> bool:

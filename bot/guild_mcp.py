@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -31,7 +31,7 @@ __all__ = ["GuildMcp"]
 class _Entry:
     servers: tuple[tuple[str, str], ...]
     mcp: McpTools
-    tools: list[Tool] = field(default_factory=list)
+    tools: list[Tool]
 
 
 class GuildMcp:

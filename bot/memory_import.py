@@ -1,15 +1,8 @@
-"""/memory import and /memory publish: the work behind the commands, apart from Discord plumbing.
+"""/memory import and /memory publish: the work behind the commands (README "Import").
 
-Import decisions (README "Memory" says the same):
-
-* Admins only (Manage Server, checked in the bot). The file is one made by ``/memory export`` on any
-  server and with any embedding: it has no vectors, every text is embedded again with this bot's.
-* The whole file is checked before anything is written (:mod:`agent.memory.transfer`): a bad file is
-  refused with what is wrong, by line. The attachment's size is checked before it is downloaded.
-* Writing is all or nothing (:meth:`ChromaMemory.import_memories`). Memories already here (same text,
-  as the store compares) are left alone and counted; the reply is the confirmation, with counts.
-* Imported memories keep their text, kind, task, sources, date, author and session, and are marked
-  ``import``. The server's retention then applies as after any store, and the reply says if it evicted.
+An export has no vectors, so every text is embedded again with this bot's embedding; the whole file
+is checked before anything is written (:mod:`agent.memory.transfer`), the attachment's size before it
+is downloaded, and writing is all or nothing (:meth:`ChromaMemory.import_memories`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from agent.memory.types import MemoryRecord
+from bot.formatting import clip, one_line
 from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def mask_secrets(text: str) -> str:
 def unavailable_text(sv: Services) -> str:
     if sv.memory_error:
         why = mask_secrets(" ".join(sv.memory_error.split()))
-        why = (why if len(why) <= 400 else why[:399] + "…").replace("`", "'")
+        why = clip(why, 400).replace("`", "'")
         return (
             f"🧠 Memory is unavailable on this bot: it failed to start with `{why}`. "
             "An operator can fix that and restart the bot."
@@ -54,10 +55,7 @@ def unavailable_text(sv: Services) -> str:
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:
     """One line, Markdown-escaped, cut at ``limit`` characters."""
-    flat = " ".join(text.split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1].rstrip() + "…"
-    return discord.utils.escape_markdown(flat)
+    return discord.utils.escape_markdown(one_line(text, limit))
 
 
 def human_bytes(n: int) -> str:

@@ -1,23 +1,14 @@
 """/config: admins steer their server (models, limits, tools, channels, persona, memory) from Discord.
 
-Decisions:
+Decisions (README "Server settings"):
 
-* The group's default permission is Manage Server, but a server can re-grant any command to anyone in
-  its integration settings, so the cog's ``interaction_check`` (and the reset button, and autocomplete,
-  which checks do not cover) checks the caller's permissions again with :func:`refusal` before reading
-  or changing anything.
-* Values are passed to the store as typed (numbers as text, so ``unlimited`` works everywhere); the
-  store's schema is the one place that validates, and its message (naming the key and what is allowed)
-  is shown as is. Discord-side ranges are deliberately not declared: they would be a second, drifting
-  copy of the schema.
-* ``tier`` accepts only the tiers the router picks from (simple, medium, complex, unless the schema
-  names others): the store would take any name, but a tier the router never picks is a silent no-op.
-* Commands that change several keys (``memory``) validate every value first, so a bad one changes
-  nothing.
-* ``reset`` asks for confirmation with buttons whose custom id carries the key and an expiry time
-  (dynamic items), so a click works after a restart but not days later.
-* Every reply is ephemeral and mentions nobody; role and channel ids render as mentions, which in an
-  ephemeral message or embed never notify.
+* Discord's Manage Server default is only a default (a server can re-grant any command), so
+  ``interaction_check``, the reset button and autocomplete (which checks do not cover) check the
+  caller again with :func:`refusal` before reading or changing anything.
+* The store's schema is the one place that validates (numbers pass as text, so ``unlimited`` works);
+  its message is shown as is. Discord-side ranges would be a second, drifting copy of the schema.
+* ``tier`` takes only the tiers the router picks from: another name would be a silent no-op.
+* Every reply is ephemeral and mentions nobody; role and channel mentions there never notify.
 """
 
 from __future__ import annotations

@@ -1,27 +1,17 @@
-"""/memory: search, forget, stats, export, import, publish and clear a server's long-term memory.
+"""/memory: search, forget, list, stats and clear a server's long-term memory (README "Memory commands").
 
-Decisions (the README's "Memory commands" section says the same to users):
+Decisions:
 
-* **Namespace.** Every call uses ``interaction.guild_id`` (the group is guild-only); no option ever
-  names a server, so nobody can read or change another server's memory from here.
-* **Who may do what.** Any member may search, see stats and export: the memory is the server's shared
-  notes, and search already shows every row. Forgetting a memory needs its author (the member whose
-  research or note it was) or Manage Server; memories without an author (imports) need Manage
-  Server. Clearing needs Manage Server, checked here and again on the button, not only by Discord's
-  command permissions (which a server can override).
-* **Import** needs Manage Server (checked here); see :mod:`bot.memory_import` for what is checked.
-* **Publish** works only inside a private research thread and only for the member whose request
-  saved the note: a private thread's notes reach the server's memory only when that member asks.
-* **Provenance** (who, which session, how: automatic, agent, agent after web content, published,
-  imported) is shown under every memory listed, and is in every exported row.
-* **Replies** are ephemeral, and nothing sent here can ping (``allowed_mentions`` none).
-* **Confirmation buttons are stateless.** Their custom id carries the action, the time it was offered
-  and (for forget) up to four memory ids; the click re-reads the server from the interaction and
-  re-checks permissions and the memories themselves. So a button keeps working across a restart, and
-  one older than ``confirm_ttl`` (10 minutes) only says it expired. Discord only delivers clicks on
-  components that are really on the message, and the message is ephemeral (only its caller sees it).
-* **Memory off or broken.** Every command says so, with the reason recorded at start-up
-  (``services.memory_error``), secrets masked.
+* **Namespace.** Always ``interaction.guild_id``; no option names a server, so nobody reaches another
+  server's memory from here.
+* **Who may do what.** Reading is everyone's (search already shows every row). Forgetting needs the
+  memory's author or Manage Server (memories without an author need Manage Server); clearing needs
+  Manage Server. Both are checked here and again on the button, not only by Discord's command
+  permissions, which a server can override.
+* **Stateless confirmations.** A button's custom id carries the action, when it was offered and the
+  memory ids; the click re-reads and re-checks everything, so it works across a restart and expires
+  after ``confirm_ttl`` (10 minutes).
+* **Memory off or broken.** Every command says so, with the start-up reason, secrets masked.
 """
 
 from __future__ import annotations

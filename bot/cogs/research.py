@@ -1,10 +1,7 @@
 """/research and mentions: open a thread, post the header, start the session.
 
-Decisions (issue 20): the bot checks its own permissions (``interaction.app_permissions``) before
-opening a thread and names exactly what is missing; a private request that Discord refuses is refused
-with the reason, never opened as a public thread instead (its research would be visible and stored
-server-wide); a thread whose header cannot be posted is deleted; the requester is added to every
-session thread, because Discord notifies only a thread's members.
+Decisions (issue 20): the bot names the permissions it lacks before opening a thread; a private
+request never falls back to a public thread (its research would be visible and stored server-wide).
 """
 
 from __future__ import annotations

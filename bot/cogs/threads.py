@@ -1,19 +1,12 @@
-"""Life in an agent thread: who may continue it, what the header shows, and how a thread ends.
+"""Life in an agent thread: who may continue it, what the header shows, and how a thread ends (README
+"What members see in a session thread").
 
-Decisions (issue 20):
-
-* **Who starts a paid turn.** In a public thread, a message from the person who started the session
-  is a follow-up; anyone else's is only when it mentions the bot (or its managed role) or replies to
-  one of the bot's messages, so a member's "thanks!" costs nothing. A private thread's members were
-  all invited, so any of them may follow up. The first time someone else writes without asking, the
-  bot says once, silently, how to ask (per person per thread, kept in memory: after a restart someone
-  may see it once more).
-* **How a thread ends.** Deleting, archiving or locking the thread stops its run at once (nothing
-  more is written, so the thread is not reopened, and queued follow-ups are dropped); a write that
-  finds the thread gone does the same (:meth:`bot.runner.SessionRunner.close_thread`).
-* **The header** shows ⏳ while a turn runs, with the Stop button; when the session goes idle it
-  shows how the run ended, with a Discord timestamp, and the button goes. A queued follow-up's ⏳
-  reaction is removed when its turn starts.
+* **Who starts a paid turn.** In a public thread the requester's messages, and others' only when they
+  mention the bot or reply to it, so a "thanks!" costs nothing; in a private thread every member was
+  invited, so anyone. Someone else writing without asking is told once how to ask (per person per
+  thread, in memory: a restart may tell them once more).
+* **How a thread ends.** Deleting, archiving or locking it stops its run at once and drops queued
+  follow-ups, and nothing more is written (which would reopen it).
 """
 
 from __future__ import annotations
