@@ -26,7 +26,7 @@ from agent.config import AgentSettings
 from bot.config import BotSettings
 from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import reply
+from bot.formatting import Refusal, reply
 from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
@@ -160,7 +160,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         eid = uuid.uuid4().hex[:8]
-        if isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
+        if isinstance(error, app_commands.CheckFailure | app_commands.TransformerError | Refusal):
             text = str(error) or "You can't use this command here."
         else:
             log.error(

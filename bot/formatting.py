@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import discord
+from discord import app_commands
 from discord.utils import MISSING
 
 from agent.logs import redact
@@ -73,6 +74,10 @@ def join_lines(items: Iterable[str], limit: int, *, sep: str = "\n", more: str =
 def join_items(items: Sequence[str], limit: int) -> str:
     """Comma-separated, ending "and N more"."""
     return join_lines(items, limit, sep=", ", more=" and {n} more")
+
+
+class Refusal(app_commands.AppCommandError):
+    """Ends a command with this message to its caller (ephemeral, shown by ``on_app_command_error``)."""
 
 
 async def reply(

@@ -8,8 +8,7 @@ is downloaded, and writing is all or nothing (:meth:`ChromaMemory.import_memorie
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import discord
 import structlog
@@ -19,30 +18,24 @@ from agent.memory.types import MemoryRecord
 from agent.tools.memory_tools import private_namespace
 from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
 
+if TYPE_CHECKING:
+    from bot.config import BotSettings
+
 log = structlog.get_logger().bind(logger="bot.memory_import")
 
 DOWNLOAD_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class ImportLimits:
-    max_bytes: int
-    max_items: int
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ImportLimits:
-        return cls(int(settings.memory_import_max_mb * 1024 * 1024), int(settings.memory_import_max_items))
-
-
 async def import_attachment(
-    memory: Any, namespace: str, attachment: discord.Attachment, limits: ImportLimits, retention: Any
+    memory: Any, namespace: str, attachment: discord.Attachment, settings: BotSettings, retention: Any
 ) -> str:
     """Import one export file; returns the reply (a refusal names what is wrong and changes nothing)."""
     name = excerpt(attachment.filename, 80)
-    if attachment.size > limits.max_bytes:
+    max_bytes = int(settings.memory_import_max_mb * 1024 * 1024)
+    if attachment.size > max_bytes:
         return (
             f"⚠️ `{name}` is {human_bytes(attachment.size)}; the most this bot imports is "
-            f"{human_bytes(limits.max_bytes)} (`MEMORY_IMPORT_MAX_MB`). Nothing was imported."
+            f"{human_bytes(max_bytes)} (`MEMORY_IMPORT_MAX_MB`). Nothing was imported."
         )
     try:
         async with asyncio.timeout(DOWNLOAD_TIMEOUT):
@@ -53,9 +46,9 @@ async def import_attachment(
         plan = await asyncio.to_thread(
             read_export,
             data,
-            max_bytes=limits.max_bytes,
-            max_rows=limits.max_items * 20,
-            max_memories=limits.max_items,
+            max_bytes=max_bytes,
+            max_rows=settings.memory_import_max_items * 20,
+            max_memories=settings.memory_import_max_items,
         )
     except ImportRefused as e:
         problems = "\n".join(f"- {excerpt(p, 300)}" for p in e.problems)

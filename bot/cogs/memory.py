@@ -26,8 +26,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
-from bot.cogs.memory_share import MemoryCommands
+from bot.cogs.memory_share import MemoryCommands, failing
 from bot.discord_sink import NO_MENTIONS
+from bot.formatting import Refusal
 from bot.memory_text import (
     ORIGIN_LABELS,
     day,
@@ -59,6 +60,7 @@ SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
 KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
 ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
+CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
 
@@ -89,7 +91,7 @@ class MemoryCog(
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
         memory, ns = self._target(interaction)
-        try:
+        with failing(interaction, "search memory"):
             hits: list[MemoryHit] = await memory.search(
                 ns,
                 query,
@@ -97,17 +99,13 @@ class MemoryCog(
                 min_relevance=SEARCH_MIN_RELEVANCE,
                 kinds=[kind.value] if kind else None,
             )
-        except MemoryStoreError as e:
-            await self._failed(interaction, "search memory", e)
-            return
         best: dict[str, MemoryHit] = {}
         for h in hits:
             best.setdefault(h.parent or h.id, h)
         shown = list(best.values())[:count]
         q = excerpt(query, 100)
         if not shown:
-            await self._say(interaction, f"🧠 Nothing in this server's memory matches “{q}”.")
-            return
+            raise Refusal(f"🧠 Nothing in this server's memory matches “{q}”.")
         lines = [f"🧠 Best matches in this server's memory for “{q}”:"]
         for h in shown:
             lines += describe(h, relevance=h.relevance)
@@ -129,41 +127,31 @@ class MemoryCog(
     ) -> None:
         memory, ns = self._target(interaction)
         if (id is None) == (query is None):
-            await self._say(
-                interaction, "Give either `id` (from /memory search) or `query`, not both or neither."
-            )
-            return
+            raise Refusal("Give either `id` (from /memory search) or `query`, not both or neither.")
         manager = is_manager(interaction)
         user_id = interaction.user.id
-        try:
-            if id is not None:
-                parent = parse_memory_id(id)
-                if parent is None:
-                    await self._say(
-                        interaction,
-                        f"“{excerpt(id, 40)}” is not a memory id: ids are 16 hex digits, as /memory search shows them.",
-                    )
-                    return
+        if id is not None:
+            parent = parse_memory_id(id)
+            if parent is None:
+                raise Refusal(
+                    f"“{excerpt(id, 40)}” is not a memory id: ids are 16 hex digits, as /memory search shows them."
+                )
+            with failing(interaction, "read memory"):
                 groups = group_parents(await memory.get(ns, [parent]))  # a chunk id counts as its memory
-                if not groups:
-                    await self._say(interaction, f"🧠 This server has no memory `{parent}`.")
-                    return
-            else:
-                assert query is not None
+            if not groups:
+                raise Refusal(f"🧠 This server has no memory `{parent}`.")
+        else:
+            assert query is not None
+            with failing(interaction, "read memory"):
                 hits = await memory.search(ns, query, 20, min_relevance=FORGET_MIN_RELEVANCE)
                 parents = list(dict.fromkeys(h.parent or h.id for h in hits))[:MAX_FORGET]
                 found = group_parents(await memory.get(ns, parents)) if parents else {}
-                groups = {p: found[p] for p in parents if p in found}  # best match first
-                if not groups:
-                    await self._say(
-                        interaction,
-                        f"🧠 Nothing in this server's memory matches “{excerpt(query, 100)}” closely enough. "
-                        "Find it with /memory search, then forget it by id.",
-                    )
-                    return
-        except MemoryStoreError as e:
-            await self._failed(interaction, "read memory", e)
-            return
+            groups = {p: found[p] for p in parents if p in found}  # best match first
+            if not groups:
+                raise Refusal(
+                    f"🧠 Nothing in this server's memory matches “{excerpt(query, 100)}” closely enough. "
+                    "Find it with /memory search, then forget it by id."
+                )
         allowed = [p for p, rows in groups.items() if may_forget(rows[0].author, user_id, manager)]
         refused = [p for p in groups if p not in allowed]
         lines: list[str] = []
@@ -179,11 +167,9 @@ class MemoryCog(
                 f"🔒 Not yours to forget ({len(refused)}): only its author or someone with Manage Server can "
                 "forget " + ", ".join(f"`{p}`" for p in refused) + "."
             )
-        text = fit(lines)
         if not allowed:
-            await self._say(interaction, text)
-            return
-        await self._say(interaction, text, view=confirm_view("f", allowed))
+            raise Refusal(fit(lines))
+        await self._say(interaction, fit(lines), view=confirm_view("f", allowed))
 
     # -- /memory list ------------------------------------------------------------------------------
 
@@ -198,20 +184,16 @@ class MemoryCog(
     ) -> None:
         memory, ns = self._target(interaction)
         rows: list[MemoryRecord] = []
-        try:
+        with failing(interaction, "read memory"):
             async for row in memory.export(ns):
                 if len(rows) >= LIST_SCAN:
                     break
                 if row.get("chunk", 0) == 0 and (origin is None or row.get("origin") == origin.value):
                     rows.append(MemoryRecord.from_row(row))
-        except MemoryStoreError as e:
-            await self._failed(interaction, "read memory", e)
-            return
         rows.sort(key=lambda r: -r.created)
         what = f" stored as {origin.value}" if origin else ""
         if not rows:
-            await self._say(interaction, f"🧠 This server has no memories{what}.")
-            return
+            raise Refusal(f"🧠 This server has no memories{what}.")
         lines = [f"🧠 Newest memories{what} ({len(rows)} in all):"]
         for rec in rows[:count]:
             lines += describe(rec)
@@ -222,11 +204,8 @@ class MemoryCog(
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
     async def stats(self, interaction: discord.Interaction) -> None:
         memory, ns = self._target(interaction)
-        try:
+        with failing(interaction, "read memory stats"):
             st: MemoryStats = await memory.stats(ns)
-        except MemoryStoreError as e:
-            await self._failed(interaction, "read memory stats", e)
-            return
         gs = await self.sv.guild_settings.get(interaction.guild_id)
         kinds = " · ".join(f"{k} {n}" for k, n in sorted(st.by_kind.items())) or "—"
         limit = f"at most {gs.memory_max_items} items" if gs.memory_max_items else "no item limit"
@@ -251,18 +230,11 @@ class MemoryCog(
     async def clear(self, interaction: discord.Interaction) -> None:
         memory, ns = self._target(interaction)
         if not is_manager(interaction):
-            await self._say(
-                interaction, "🔒 Only members with **Manage Server** can clear this server's memory."
-            )
-            return
-        try:
+            raise Refusal(CLEAR_REFUSED)
+        with failing(interaction, "read memory stats"):
             st = await memory.stats(ns)
-        except MemoryStoreError as e:
-            await self._failed(interaction, "read memory stats", e)
-            return
         if st.items == 0:
-            await self._say(interaction, "🧠 This server's memory is already empty.")
-            return
+            raise Refusal("🧠 This server's memory is already empty.")
         await self._say(
             interaction,
             f"🧠 Delete **all {st.memories} memories** of this server ({st.items} items, oldest from "
@@ -303,7 +275,7 @@ class MemoryCog(
         try:
             if action == "c":
                 if not manager:
-                    await done("🔒 Only members with **Manage Server** can clear this server's memory.")
+                    await done(CLEAR_REFUSED)
                     return
                 removed = await memory.clear(ns)
                 log.info("memory_cleared", guild_id=ns, user_id=interaction.user.id, rows=removed)

@@ -8,10 +8,12 @@ app commands along the class's MRO, so these join the one ``/memory`` group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import gzip
 import io
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -20,8 +22,8 @@ from discord import app_commands
 
 from agent.memory.types import MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import defer_command
-from bot.memory_import import ImportLimits, import_attachment, publish_note
+from bot.formatting import Refusal, defer_command
+from bot.memory_import import import_attachment, publish_note
 from bot.memory_text import human_bytes, is_manager, mask_secrets, unavailable_text
 from bot.run_policy import is_private
 
@@ -30,6 +32,16 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 log = structlog.get_logger().bind(logger="bot.cogs.memory")
+
+
+@contextlib.contextmanager
+def failing(interaction: discord.Interaction, what: str) -> Iterator[None]:
+    """A store failure ends the command saying what could not be done and why, secrets masked."""
+    try:
+        yield
+    except MemoryStoreError as e:
+        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
+        raise Refusal(f"⚠️ Could not {what}: {mask_secrets(str(e))}") from e
 
 
 class MemoryCommands:
@@ -56,25 +68,17 @@ class MemoryCommands:
     async def _say(self, interaction: discord.Interaction, text: str, **kwargs: Any) -> None:
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS, **kwargs)
 
-    async def _failed(self, interaction: discord.Interaction, what: str, e: MemoryStoreError) -> None:
-        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
-        await self._say(interaction, f"⚠️ Could not {what}: {mask_secrets(str(e))}")
-
     @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
     async def export(self, interaction: discord.Interaction) -> None:
         memory, ns = self._target(interaction)
         buf = io.BytesIO()
         rows = 0
-        try:
+        with failing(interaction, "export memory"):
             async for row in memory.export(ns):
                 buf.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
                 rows += 1
-        except MemoryStoreError as e:
-            await self._failed(interaction, "export memory", e)
-            return
         if rows == 0:
-            await self._say(interaction, "🧠 This server has no memories to export.")
-            return
+            raise Refusal("🧠 This server has no memories to export.")
         data = buf.getvalue()
         name = f"memory-{ns}-{dt.datetime.now(tz=dt.UTC):%Y%m%d}.jsonl"
         limit = max(1024, interaction.filesize_limit - 64 * 1024)  # room for the multipart envelope
@@ -84,13 +88,11 @@ class MemoryCommands:
             name += ".gz"
             note = " (gzip-compressed: it was over this server's upload limit)"
         if len(data) > limit:
-            await self._say(
-                interaction,
+            raise Refusal(
                 f"🧠 The export ({rows} items) is {human_bytes(len(data))} even compressed, over this server's "
                 f"upload limit of {human_bytes(interaction.filesize_limit)}. Forget or clear old memories, "
-                "or ask an operator to export from the data directory.",
+                "or ask an operator to export from the data directory."
             )
-            return
         await self._say(
             interaction,
             f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}.",
@@ -104,15 +106,10 @@ class MemoryCommands:
     async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
         memory, ns = self._target(interaction)
         if not is_manager(interaction):
-            await self._say(interaction, "🔒 Only members with **Manage Server** can import memories.")
-            return
+            raise Refusal("🔒 Only members with **Manage Server** can import memories.")
         gs = await self.sv.guild_settings.get(interaction.guild_id)
-        limits = ImportLimits.from_settings(self.sv.bot_settings)
-        try:
-            text = await import_attachment(memory, ns, file, limits, self.sv.retention_for(gs))
-        except MemoryStoreError as e:  # the store removed what this import had added
-            await self._failed(interaction, "import memories (nothing was kept)", e)
-            return
+        with failing(interaction, "import memories (nothing was kept)"):  # the store removed what it added
+            text = await import_attachment(memory, ns, file, self.sv.bot_settings, self.sv.retention_for(gs))
         await self._say(interaction, text)
 
     @app_commands.command(
@@ -130,17 +127,12 @@ class MemoryCommands:
             else None
         )
         if session is None:
-            await self._say(
-                interaction,
-                "🔒 Run `/memory publish` inside the private research thread whose note you want to share.",
+            raise Refusal(
+                "🔒 Run `/memory publish` inside the private research thread whose note you want to share."
             )
-            return
         gs = await self.sv.guild_settings.get(interaction.guild_id)
-        try:
+        with failing(interaction, "publish the note"):
             text = await publish_note(
                 memory, ns, session.id, id, interaction.user.id, self.sv.retention_for(gs)
             )
-        except MemoryStoreError as e:
-            await self._failed(interaction, "publish the note", e)
-            return
         await self._say(interaction, text)
