@@ -38,6 +38,7 @@ from bot.cogs.config_support import (
     reset_prompt,
 )
 from bot.formatting import (
+    Refusal,
     clip,
     code,
     defer_command,
@@ -136,12 +137,10 @@ class ConfigCog(commands.Cog):
         name = tier.strip().lower()
         routable = self.routable_tiers()
         if name not in routable:
-            await reply(
-                interaction,
+            raise Refusal(
                 f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(routable))}. "
-                "(The router picks among these; a tier of another name would never be used.)",
+                "(The router picks among these; a tier of another name would never be used.)"
             )
-            return
         await self._set(interaction, (f"tier.{name}", models))
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
@@ -189,16 +188,11 @@ class ConfigCog(commands.Cog):
             await self._set(interaction, (f"limit.{limit.value}", value))
             return
         if limit.value == GUILD_BUDGET:
-            await reply(
-                interaction,
-                "⚠️ The server budget covers the whole server, so it cannot be set per role: leave out `role`.",
+            raise Refusal(
+                "⚠️ The server budget covers the whole server, so it cannot be set per role: leave out `role`."
             )
-            return
         if role.id == guild_id:
-            await reply(
-                interaction, "⚠️ @everyone is every member: set the server limit instead (leave out `role`)."
-            )
-            return
+            raise Refusal("⚠️ @everyone is every member: set the server limit instead (leave out `role`).")
         await self._set(interaction, (f"role_limit.{role.id}.{limit.value}", value))
 
     @config.command(name="tools", description="Turn one of the agent's tools on or off on this server.")
@@ -238,15 +232,13 @@ class ConfigCog(commands.Cog):
             await self._set(interaction, ("channels", []))
             return
         if channel is None:
-            await reply(interaction, f"⚠️ Pick the channel to {action.value} (the `channel` option).")
-            return
+            raise Refusal(f"⚠️ Pick the channel to {action.value} (the `channel` option).")
         if action.value == "add":
             new = [*current, channel.id] if channel.id not in current else current
         else:
             if channel.id not in current:
                 listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
-                await reply(interaction, f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
-                return
+                raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
             new = [c for c in current if c != channel.id]
         await self._set(interaction, ("channels", new))
 
@@ -267,13 +259,11 @@ class ConfigCog(commands.Cog):
         key = f"channel_persona.{channel.id}" if channel else "persona"
         where = f"<#{channel.id}> and its threads" if channel else "this server"
         if clear and text:
-            await reply(interaction, "⚠️ Give either `text` or `clear`, not both.")
-            return
+            raise Refusal("⚠️ Give either `text` or `clear`, not both.")
         gs = await self.store.get(guild_id)
         if clear:
             if key not in gs.overrides:
-                await reply(interaction, f"No persona is set for {where}; nothing changed.")
-                return
+                raise Refusal(f"No persona is set for {where}; nothing changed.")
             await self.store.reset(guild_id, interaction.user.id, key)
             await reply(interaction, f"✅ Persona for {where} removed.")
             return
@@ -364,8 +354,7 @@ class ConfigCog(commands.Cog):
             return
         problem = mcp_refusal(name, (await self.store.get(guild_id)).mcp, self.bot.services.mcp)
         if problem:
-            await reply(interaction, problem)
-            return
+            raise Refusal(problem)
         await self._set(interaction, (f"mcp.{name}", url))
 
     # --- reset ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.attach import incoming
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import reply
+from bot.formatting import Refusal, reply
 from bot.mentions import mentions_bot, strip_bot_mentions
 
 if TYPE_CHECKING:
@@ -64,37 +64,29 @@ class ResearchCog(commands.Cog):
         parent_id = getattr(channel, "parent_id", None)
         if gs is not None and channel is not None and not gs.channel_allowed(channel.id, parent_id):
             allowed = ", ".join(f"<#{c}>" for c in gs.channels)
-            await reply(interaction, f"/research is not enabled in this channel. Try: {allowed}")
-            return
+            raise Refusal(f"/research is not enabled in this channel. Try: {allowed}")
         if isinstance(channel, discord.Thread):
-            await reply(interaction, "Use /research in a text channel: it opens its own thread.")
-            return
+            raise Refusal("Use /research in a text channel: it opens its own thread.")
         if not isinstance(channel, discord.TextChannel):
-            await reply(interaction, "/research works in text channels.")
-            return
+            raise Refusal("/research works in text channels.")
         lacking = missing_permissions(interaction.app_permissions, private=private)
         if lacking:
-            await reply(interaction, refusal(lacking, channel))
-            return
+            raise Refusal(refusal(lacking, channel))
         decision = await bot.control.may_start(guild_id, member, task)
         if not decision.allowed:
-            await reply(interaction, f"⛔ {decision.message}")
-            return
+            raise Refusal(f"⛔ {decision.message}")
         try:
             thread = await self._open_thread(channel, task, private)
         except discord.HTTPException as e:
-            await reply(interaction, thread_refusal(e, channel, private=private))
-            return
+            raise Refusal(thread_refusal(e, channel, private=private)) from e
         started = await bot.control.start_session(
             thread, member, task, tier.value if tier else None, incoming([file] if file else [])
         )
         if started is None:
-            await reply(
-                interaction,
+            raise Refusal(
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
-                f"**Send Messages in Threads** in {channel.mention}.",
+                f"**Send Messages in Threads** in {channel.mention}."
             )
-            return
         slots = bot.runner.slots
         if slots.full():
             await reply(

@@ -20,6 +20,7 @@ from bot.formatting import (
     MONEY_LIMITS,
     WARNING,
     Field,
+    Refusal,
     code,
     defer_command,
     discord_timestamp,
@@ -158,12 +159,10 @@ class UsageCog(commands.Cog):
     async def server(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None  # interaction_check refused it otherwise
         if not has_manage_guild(interaction.permissions.value):
-            await reply(
-                interaction,
+            raise Refusal(
                 "⛔ You need the Manage Server permission to see this server's usage. "
-                "Use `/usage me` for your own.",
+                "Use `/usage me` for your own."
             )
-            return
         usage = await self.bot.services.quotas.server_usage(interaction.guild_id, top=TOP_USERS)
         name = interaction.guild.name if interaction.guild else str(interaction.guild_id)
         await reply(interaction, embed=server_usage_embed(usage, name))
