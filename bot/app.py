@@ -37,17 +37,6 @@ log = structlog.get_logger().bind(logger="bot.app")
 COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
 
 
-def _no_prefix(bot: commands.Bot, message: discord.Message) -> list[str]:
-    """No text commands: everything is a slash command, and a mention starts a session instead."""
-    return []
-
-
-def _intents() -> discord.Intents:
-    """Only what the bot uses (issue 20.6): servers, channels and threads (guilds), messages in them
-    for mentions and follow-ups (guild_messages), and their text (message_content, privileged)."""
-    return discord.Intents(guilds=True, guild_messages=True, message_content=True)
-
-
 class AgentBot(BoundedGateway, commands.AutoShardedBot):
     """Sharded only when ``DISCORD_SHARD_COUNT`` is set; otherwise one connection, as a plain Bot."""
 
@@ -70,8 +59,11 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings would greet every start.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(
-            command_prefix=_no_prefix,
-            intents=_intents(),
+            # No text commands: everything is a slash command, and a mention starts a session instead.
+            command_prefix=lambda bot, message: [],
+            # Only what the bot uses (issue 20.6): servers, channels and threads (guilds), messages in
+            # them for mentions and follow-ups, and their text (message_content, privileged).
+            intents=discord.Intents(guilds=True, guild_messages=True, message_content=True),
             help_command=None,
             allowed_mentions=NO_MENTIONS,
             # Every command works in servers only: not installable on a user, not offered in DMs.

@@ -162,9 +162,7 @@ def next_day(now: datetime) -> datetime:
 def next_month(now: datetime) -> datetime:
     """The first of the next month, 00:00 UTC: when monthly limits reset."""
     now = to_utc(now)
-    if now.month == 12:
-        return datetime(now.year + 1, 1, 1, tzinfo=UTC)
-    return datetime(now.year, now.month + 1, 1, tzinfo=UTC)
+    return datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
 
 
 def discord_timestamp(dt: datetime, style: str = "R") -> str:

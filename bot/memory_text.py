@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from agent.memory.types import MemoryRecord
-from bot.formatting import clip, one_line
+from bot.formatting import clip, join_lines, one_line
 from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
@@ -87,14 +87,7 @@ def may_forget(author: str, user_id: int, manager: bool) -> bool:
 
 def fit(lines: Iterable[str], limit: int = MESSAGE_LIMIT, tail: str = "") -> str:
     """Join whole lines while they fit in one Discord message (with ``tail`` at the end)."""
-    out: list[str] = []
-    used = len(tail)
-    for line in lines:
-        if used + len(line) + 1 > limit:
-            break
-        out.append(line)
-        used += len(line) + 1
-    return "\n".join(out) + tail
+    return join_lines(lines, limit - len(tail), more="") + tail
 
 
 def provenance(rec: MemoryRecord) -> str:

@@ -101,10 +101,6 @@ def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | Non
     return store.schema.parse_key(key).key
 
 
-def affected_keys(gs: GuildSettings, key: str | None) -> list[str]:
-    return [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
-
-
 def plain_key(key: str) -> str:
     """Autocomplete choices cannot render mentions: name a role or channel by id."""
     parts = key.split(".")
@@ -188,18 +184,11 @@ async def apply_changes(
 def model_choices(known_models: list[str], current: str) -> list[app_commands.Choice[str]]:
     """Completes the last name of a comma-separated list, keeping the names before it."""
     head, _, last = current.rpartition(",")
-    chosen = {m.strip().lower() for m in head.split(",") if m.strip()}
-    prefix = ", ".join(m.strip() for m in head.split(",") if m.strip())
-    prefix = prefix + ", " if prefix else ""
-    known = [m for m in known_models if m.lower() not in chosen]
-    out = []
-    for m in matching(known, last, limit=len(known)):
-        value = prefix + m
-        if len(value) <= 100:
-            out.append(app_commands.Choice(name=value, value=value))
-        if len(out) == 25:
-            break
-    return out
+    chosen = [m.strip() for m in head.split(",") if m.strip()]
+    prefix = "".join(f"{m}, " for m in chosen)
+    known = [m for m in known_models if m.lower() not in {c.lower() for c in chosen}]
+    values = [prefix + m for m in matching(known, last, limit=len(known)) if len(prefix + m) <= 100]
+    return [app_commands.Choice(name=v, value=v) for v in values[:25]]
 
 
 async def reset_prompt(
@@ -210,7 +199,8 @@ async def reset_prompt(
         key = canonical_reset_key(store, setting)
     except SettingError as e:
         return f"⚠️ {e}", None
-    keys = affected_keys(await store.get(guild_id), key)
+    gs = await store.get(guild_id)
+    keys = [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
     what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
     if not keys:
         return f"Nothing to reset: {what} is already at the bot's default.", None

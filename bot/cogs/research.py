@@ -160,18 +160,16 @@ class ResearchCog(commands.Cog):
 
 def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[str]:
     """The permissions a session thread needs that the bot lacks here, by their names in Discord."""
-    need = [
-        ("view_channel", "View Channel"),
-        (
-            "create_private_threads" if private else "create_public_threads",
-            "Create Private Threads" if private else "Create Public Threads",
-        ),
-        ("send_messages_in_threads", "Send Messages in Threads"),
-        ("read_message_history", "Read Message History"),
-    ]
+    kind = "private" if private else "public"
+    need = (
+        "View Channel",
+        f"Create {kind.title()} Threads",
+        "Send Messages in Threads",
+        "Read Message History",
+    )
     if perms.administrator:
         return []
-    return [label for attr, label in need if not getattr(perms, attr)]
+    return [label for label in need if not getattr(perms, label.lower().replace(" ", "_"))]
 
 
 def refusal(lacking: list[str], channel: discord.abc.GuildChannel) -> str:

@@ -148,7 +148,6 @@ class UsageCog(commands.Cog):
 
     @usage.command(name="me", description="Your usage, what is left, and when each limit resets.")
     async def me(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild_id is not None  # interaction_check refused it otherwise
         report = await self.bot.services.quotas.usage(
             interaction.guild_id, interaction.user.id, roles_of(interaction.user, interaction.guild_id)
         )
@@ -157,7 +156,6 @@ class UsageCog(commands.Cog):
 
     @usage.command(name="server", description="This month's usage on this server (needs Manage Server).")
     async def server(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild_id is not None  # interaction_check refused it otherwise
         if not has_manage_guild(interaction.permissions.value):
             raise Refusal(
                 "⛔ You need the Manage Server permission to see this server's usage. "
