@@ -40,12 +40,6 @@ def state_line(state: HeaderState, at: float | None = None) -> str:
     return f"-# {_STATE[state]} <t:{t}:f> (<t:{t}:R>)"
 
 
-def who_continues(private: bool) -> str:
-    if private:
-        return "anyone in this private thread can reply to follow up"
-    return "the requester can reply here to follow up; others mention me or reply to me"
-
-
 def render_header(
     session: SessionRecord,
     *,
@@ -54,16 +48,18 @@ def render_header(
     private: bool,
     state: HeaderState = "running",
     at: float | None = None,
-    note: str = "",
 ) -> str:
     """The header text, at most 2,000 characters whatever the task's length or shape."""
     head = f"🔎 **Research** for <@{session.user_id}>{' (private)' if private else ''}"
-    if note:
-        head += f"\n{note}"
     memory = "" if memory_ok else " · memory unavailable"
+    who = (
+        "anyone in this private thread can reply to follow up"
+        if private
+        else "the requester can reply here to follow up; others mention me or reply to me"
+    )
     tail = (
-        f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · "
-        f"{who_continues(private)}\n{state_line(state, at)}"
+        f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · {who}\n"
+        f"{state_line(state, at)}"
     )
     room = LIMIT - len(head) - len(tail) - 2
     quoted = _quote(session.task, room)
@@ -78,29 +74,23 @@ def _quote(task: str, room: int) -> str:
     return (quoted[: room - 1].rstrip("\n> ") or "> ") + "…"
 
 
-async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState, **kw: Any) -> str:
+async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState) -> str:
     """``sv``: the bot's :class:`bot.services.Services`."""
     gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
     steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
     return render_header(
-        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state, **kw
+        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state
     )
 
 
 async def post_header(
-    sv: Any,
-    thread: discord.Thread,
-    session: SessionRecord,
-    *,
-    budget: RestBudget | None = None,
-    window: WriteBudget | None = None,
+    sv: Any, thread: discord.Thread, session: SessionRecord, *, budget: RestBudget, window: WriteBudget
 ) -> discord.Message:
-    """Post the header with its Stop button (raises ``discord.HTTPException`` if Discord refuses)."""
+    """Post the header with its Stop button (raises ``discord.HTTPException`` if Discord refuses).
+    ``window``: the thread's own 5 writes per 5 s, shared with its turns; ``budget``: the bot's."""
     text = await header_text(sv, session, thread, "running")
-    if window is not None:  # the thread's own 5 per 5 s, shared with its turns
-        await window.acquire()
-    if budget is not None:
-        await budget.acquire()
+    await window.acquire()
+    await budget.acquire()
     msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS, silent=True)
     await sv.sessions.set_header(session.id, msg.id)
     return msg
@@ -112,22 +102,21 @@ async def show_state(
     channel: Any,
     state: HeaderState,
     *,
-    budget: RestBudget | None = None,
-    window: WriteBudget | None = None,
+    budget: RestBudget,
+    window: WriteBudget,
 ) -> bool:
     """Edit the header to show the run's state: the Stop button while running, gone once it ends.
     False when the header could not be edited (deleted, or the thread is gone)."""
     if session.header_message_id is None or channel is None:
         return False
     text = await header_text(sv, session, channel, state)
-    view = stop_view(session.id) if state == "running" else None
-    if window is not None:  # the thread's own 5 per 5 s, shared with its streamer
-        await window.acquire()
-    if budget is not None:
-        await budget.acquire()
+    await window.acquire()
+    await budget.acquire()
     try:
         await channel.get_partial_message(session.header_message_id).edit(
-            content=text, view=view, allowed_mentions=NO_MENTIONS
+            content=text,
+            view=stop_view(session.id) if state == "running" else None,
+            allowed_mentions=NO_MENTIONS,
         )
     except discord.HTTPException:
         return False
