@@ -34,11 +34,6 @@ ALL_SERVERS_REQUESTS = "requests_per_day_all_servers"
 LimitValue = int | float | None
 """``None`` is unlimited."""
 
-QUOTA_FIELDS = {
-    limit: limit if limit == GUILD_BUDGET else f"quota_{limit}" for limit in (*USER_LIMITS, GUILD_BUDGET)
-}
-"""limit -> its :class:`QuotaEnv` field (the environment variable is its name in capitals)."""
-
 # --- bounds (issue 14.11) -------------------------------------------------------------------------
 # Every limit is finite and stated: 1e300 USD or tokens was accepted and then broke every turn on the
 # server (an OverflowError turning it into integer nano-dollars or an SQLite integer), and 1e-7 USD was
@@ -105,7 +100,7 @@ class Limits:
     @classmethod
     def from_settings(cls, q: QuotaEnv) -> Limits:
         """The defaults from the parsed settings; ``0`` means unlimited."""
-        return cls(**{k: getattr(q, f) or None for k, f in QUOTA_FIELDS.items()})
+        return cls(**{k: getattr(q, k) or None for k in LIMIT_BOUNDS})
 
 
 def resolve_limits(
@@ -238,23 +233,22 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
 class QuotaEnv(EnvSettings):
     """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
 
-    EMPTY = dict.fromkeys(QUOTA_FIELDS.values(), 0)
-    quota_requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
-    quota_tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
-    quota_cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)
-    quota_concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
+    EMPTY = dict.fromkeys(LIMIT_BOUNDS, 0)
+    requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
+    tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
+    cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)
+    concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
     guild_budget_per_month_usd: float = Field(100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0)
 
-    @field_validator(*QUOTA_FIELDS.values(), mode="before")
+    @field_validator(*LIMIT_BOUNDS, mode="before")
     @classmethod
     def _digits(cls, v: object) -> object:
         return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
 
-    @field_validator(*QUOTA_FIELDS.values())
+    @field_validator(*LIMIT_BOUNDS)
     @classmethod
     def _bounded(cls, v: float, info: ValidationInfo) -> float:
         """Finite, stated bounds (issue 14.11): 1e300 broke every turn, 1e-7 was stored as 0."""
-        limit = next(name for name, f in QUOTA_FIELDS.items() if f == info.field_name)
-        if v != 0 and not in_bounds(limit, v):
-            raise ValueError(f"must be {bounds_text(limit)}, or 0 for unlimited")
+        if v != 0 and not in_bounds(str(info.field_name), v):
+            raise ValueError(f"must be {bounds_text(str(info.field_name))}, or 0 for unlimited")
         return v
