@@ -56,13 +56,12 @@ def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
     """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
     plus = "+" if at_least and item.name in MONEY_LIMITS else ""
     used = format_amount(item.name, item.used) + plus
-    mark = "⛔ " if item.exhausted else ""
+    text = f"{'⛔ ' if item.exhausted else ''}**{USAGE_HEADINGS[item.name]}**: {used}"
     if item.limit is None:
-        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} (unlimited)"
+        text += " (unlimited)"
     else:
-        left = item.remaining or 0.0
-        left_text = "none left" if item.exhausted else f"{format_amount(item.name, left)} left"
-        text = f"{mark}**{USAGE_HEADINGS[item.name]}**: {used} of {format_limit(item.name, item.limit)} · {left_text}"
+        left = "none" if item.exhausted else format_amount(item.name, item.remaining or 0.0)
+        text += f" of {format_limit(item.name, item.limit)} · {left} left"
     if item.name == GUILD_BUDGET:
         text += " (shared by the whole server)"
     if item.resets_at is not None and item.limit is not None:
@@ -80,13 +79,8 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
             f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
             "used a model without a known price: spending is at least what is shown."
         )
-    exhausted = any(by_name[n].exhausted for n in by_name)
-    return fit_embed(
-        f"Usage · {who}",
-        "\n".join(lines),
-        footer=footer,
-        colour=WARNING if exhausted else ACCENT,
-    )
+    colour = WARNING if any(i.exhausted for i in report.items) else ACCENT
+    return fit_embed(f"Usage · {who}", "\n".join(lines), footer=footer, colour=colour)
 
 
 def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
