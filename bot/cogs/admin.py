@@ -115,8 +115,6 @@ class ConfigCog(commands.Cog):
         lines = [f"{describe_key(k)}: {effective_value(gs, limits, k)}" for k in options]
         await reply(interaction, f"{heading}:\n" + "\n".join(lines))
 
-    # --- show -------------------------------------------------------------------------------------
-
     @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
     async def show(self, interaction: discord.Interaction) -> None:
         guild_id = _gid(interaction)
@@ -356,8 +354,6 @@ class ConfigCog(commands.Cog):
         if problem:
             raise Refusal(problem)
         await self._set(interaction, (f"mcp.{name}", url))
-
-    # --- reset ------------------------------------------------------------------------------------
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")
     @app_commands.describe(setting="A setting or group (e.g. tier.medium, limit, tool); empty = everything")

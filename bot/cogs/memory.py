@@ -78,8 +78,6 @@ class MemoryCog(
     async def cog_load(self) -> None:
         self.bot.buttons["mem"] = self.on_button
 
-    # -- /memory search ----------------------------------------------------------------------------
-
     @app_commands.command(name="search", description="Search this server's memory by meaning.")
     @app_commands.describe(query="What to look for", kind="Only this kind of memory", count="How many (1-10)")
     @app_commands.choices(kind=KIND_CHOICES)
@@ -111,8 +109,6 @@ class MemoryCog(
             lines += describe(h, relevance=h.relevance)
         tail = "\n-# Forget one with `/memory forget id:<id>`."
         await self._say(interaction, fit(lines, tail=tail))
-
-    # -- /memory forget ----------------------------------------------------------------------------
 
     @app_commands.command(name="forget", description="Forget memories, by id or by what they say.")
     @app_commands.describe(
@@ -171,8 +167,6 @@ class MemoryCog(
             raise Refusal(fit(lines))
         await self._say(interaction, fit(lines), view=confirm_view("f", allowed))
 
-    # -- /memory list ------------------------------------------------------------------------------
-
     @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
     @app_commands.describe(origin="Only memories that came this way", count="How many (1-10)")
     @app_commands.choices(origin=ORIGIN_CHOICES)
@@ -199,8 +193,6 @@ class MemoryCog(
             lines += describe(rec)
         await self._say(interaction, fit(lines, tail="\n-# Forget one with `/memory forget id:<id>`."))
 
-    # -- /memory stats -----------------------------------------------------------------------------
-
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
     async def stats(self, interaction: discord.Interaction) -> None:
         memory, ns = self._target(interaction)
@@ -224,8 +216,6 @@ class MemoryCog(
         ]
         await self._say(interaction, fit(lines))
 
-    # -- /memory clear -----------------------------------------------------------------------------
-
     @app_commands.command(name="clear", description="Delete every memory of this server (Manage Server).")
     async def clear(self, interaction: discord.Interaction) -> None:
         memory, ns = self._target(interaction)
@@ -241,8 +231,6 @@ class MemoryCog(
             f"{day(st.oldest)})? This cannot be undone; `/memory export` first keeps a copy.",
             view=confirm_view("c"),
         )
-
-    # -- buttons -----------------------------------------------------------------------------------
 
     async def on_button(
         self, interaction: discord.Interaction, action: str, issued: str = "0", ids: str = ""

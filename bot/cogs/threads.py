@@ -165,7 +165,6 @@ class ThreadsCog(commands.Cog):
         elif meta.get("archived"):
             self.bot.runner.close_thread(payload.thread_id, "the thread was archived")
 
-    # --- /stop --------------------------------------------------------------------------------------
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()
     async def stop(self, interaction: discord.Interaction) -> None:
