@@ -44,17 +44,6 @@ def incoming(attachments: Sequence[Any]) -> tuple[IncomingFile, ...]:
     )
 
 
-def limits_of(sv: Services) -> AttachmentLimits:
-    b = sv.bot_settings
-    per_file = int(b.attachment_max_mb * MIB)
-    return AttachmentLimits(
-        max_files=b.attachment_max_files,
-        max_file_bytes=per_file,
-        max_message_bytes=int(per_file * 2.5),
-        max_image_bytes=min(AttachmentLimits().max_image_bytes, per_file),
-    )
-
-
 def sees_images(sv: Services, provider: str, model: str, writer: str | None = None) -> bool:
     """Whether the turn's model, and the model that writes its answer after a hand-over, take images
     (the writer is known by name only: its name decides, whichever provider serves it)."""
@@ -68,17 +57,24 @@ def sees_images(sv: Services, provider: str, model: str, writer: str | None = No
 
 async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, vision: bool) -> Received:
     """Save ``files`` into ``workspace`` within the message limits and what is left of the quota."""
-    limits = limits_of(sv)
-    a = sv.agent_settings
+    b, a = sv.bot_settings, sv.agent_settings
+    per_file = int(b.attachment_max_mb * MIB)
+    limits = AttachmentLimits(
+        max_files=b.attachment_max_files,
+        max_file_bytes=per_file,
+        max_message_bytes=int(per_file * 2.5),
+        max_image_bytes=min(AttachmentLimits().max_image_bytes, per_file),
+    )
     used = await asyncio.to_thread(workspace_usage, workspace, a.files_quota_files + 1)
     bytes_left = max(0, a.files_quota_bytes - used.bytes)
     room = max(0, a.files_quota_files - used.entries) // ENTRIES_PER_FILE
     files = list(files)
-    if limits.max_files == 0:
-        n, why = 0, "attachments are turned off on this bot"
-    else:
-        n = room
-        why = f"the workspace holds its limit of {a.files_quota_files} files and folders; delete some first"
+    n = room if limits.max_files else 0
+    why = (
+        f"the workspace holds its limit of {a.files_quota_files} files and folders; delete some first"
+        if limits.max_files
+        else "attachments are turned off on this bot"
+    )
     got = Received()
     if n:
         got = await receive(

@@ -114,11 +114,13 @@ class ResearchCog(commands.Cog):
         """A mention of the bot (or its managed role) in an ordinary channel starts a session in a thread
         on that message."""
         bot = self.bot
-        if message.author.bot or bot.user is None or message.guild is None:
-            return
-        if isinstance(message.channel, discord.Thread) or not mentions_bot(bot, message):
-            return
-        if not isinstance(message.channel, discord.TextChannel):
+        if (
+            message.author.bot
+            or message.guild is None
+            or not isinstance(message.channel, discord.TextChannel)
+        ):
+            return  # a thread is no TextChannel: its messages are follow-ups (bot.cogs.threads)
+        if not mentions_bot(bot, message):
             return
         task = strip_bot_mentions(bot, message)
         if not task:
@@ -184,15 +186,11 @@ def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, 
     """Why Discord refused a thread, in words an admin can act on."""
     kind = "private" if private else "public"
     if isinstance(e, discord.Forbidden):
-        perm = "Create Private Threads" if private else "Create Public Threads"
+        tail = "; I did not open a public thread instead, since this research was meant to be private."
         return (
             f"Discord refused to open a {kind} thread in {channel.mention} ({e.text or 'Missing Permissions'}). "
-            f"I need **{perm}** and **Send Messages in Threads** there"
-            + (
-                "; I did not open a public thread instead, since this research was meant to be private."
-                if private
-                else "."
-            )
+            f"I need **Create {kind.title()} Threads** and **Send Messages in Threads** there"
+            + (tail if private else ".")
         )
     return (
         f"Discord refused to open a thread in {channel.mention} (HTTP {e.status}: {e.text}). Try again later."
