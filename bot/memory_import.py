@@ -51,13 +51,12 @@ async def import_attachment(
             max_memories=settings.memory_import_max_items,
         )
     except ImportRefused as e:
-        problems = "\n".join(f"- {excerpt(p, 300)}" for p in e.problems)
         more = len(str(e)) > len("; ".join(e.problems))
         return fit(
             [
                 f"⚠️ `{name}` cannot be imported, so nothing was (a file made by `/memory export` is "
                 "expected: JSON lines, optionally gzip-compressed):",
-                *problems.splitlines(),
+                *(f"- {excerpt(p, 300)}" for p in e.problems),
                 *(["- …and more"] if more else []),
             ]
         )
