@@ -20,9 +20,11 @@ from agent.models.base import (
     ModelChunk,
     ModelError,
     ModelNotFoundError,
+    ModelResponse,
     ModelSettings,
     ModelUnavailableError,
     RetryNotice,
+    TextChunk,
 )
 from agent.models.http import transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
@@ -94,8 +96,6 @@ class HTTPModel:
         self._api_key = api_key
         self._client = client
         self.max_attempts = max(1, max_attempts)
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.retry = RetryPolicy(self.max_attempts, backoff_initial, backoff_max)
 
     def __repr__(self) -> str:  # never show the key
@@ -185,6 +185,14 @@ class HTTPModel:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _url(self, stream: bool) -> str:
+        raise NotImplementedError
+
+    def _reply(self, **extra: Any) -> Any:
+        """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
+        and returns its new visible text, ``response(body)`` makes the :class:`ModelResponse`."""
+        raise NotImplementedError
+
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         """Extra keyword arguments for one call's attempts (Gemini numbers turns); none by default."""
         return {}
@@ -197,8 +205,40 @@ class HTTPModel:
         # path's overhead against a minimal client was in the layers (bench/loop_overhead.py).
         body = self._body(messages, tools, settings)
         extra = self._call_args(messages)
-        once = self._stream_once if settings.stream else self._complete_once  # type: ignore[attr-defined]
+        once = self._stream_once if settings.stream else self._complete_once
         return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
+
+    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, **extra: Any) -> ModelResponse:
+        resp = await self._post(self._url(False), body, s.timeout)
+        reply = self._reply(**extra)
+        try:
+            data = resp.json()
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            reply.add("", data)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise self._bad_payload() from e
+        return reply.response(body)  # type: ignore[no-any-return]
+
+    async def _stream_once(
+        self, body: dict[str, Any], s: ModelSettings, **extra: Any
+    ) -> AsyncIterator[ModelChunk]:
+        reply = self._reply(**extra)
+        async for event, data in self._sse(self._url(True), body, self._headers(True), s.timeout):
+            piece = reply.add(event, data)
+            if piece:
+                yield TextChunk(piece)
+        yield reply.response(body)
+
+    def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:
+        """An error the server reported inside a successful response (an SSE ``error`` event)."""
+        return ModelError(
+            f"{self.name}: the server reported {what} mid-stream: {self._mask(str(message or ''))}",
+            provider=self.provider,
+            model=self.name,
+            status=status,
+            retryable=retryable,
+        )
 
     def _gave_up(self, e: Exception) -> Exception | None:
         """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""

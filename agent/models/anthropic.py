@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -38,13 +38,7 @@ import httpx
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, split_system
-from agent.models.base import (
-    ModelChunk,
-    ModelError,
-    ModelResponse,
-    ModelSettings,
-    TextChunk,
-)
+from agent.models.base import ModelResponse, ModelSettings
 from agent.models.tokens import count, estimated_usage
 
 API_VERSION = "2023-06-01"
@@ -155,35 +149,63 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     return usage if usage.total_tokens else None
 
 
-class _BlockAssembler:
-    """Collects content blocks by index (all at once, or streamed: tool input then arrives as
-    ``partial_json`` pieces)."""
+class _Reply:
+    """One reply, from the whole ``message`` object or from its stream of events: content blocks by
+    index, streamed tool input arriving as ``partial_json`` pieces."""
 
-    def __init__(self, blocks: Sequence[dict[str, Any]] = ()) -> None:
-        self._blocks: dict[int, dict[str, Any]] = {}
-        for i, block in enumerate(blocks):
-            self.start(i, block)
+    def __init__(self, owner: AnthropicModel) -> None:
+        self.owner = owner
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] = {}
+        self.model = owner.name
+        self.stop: str | None = None
 
-    def start(self, index: int, block: dict[str, Any]) -> None:
-        self._blocks[index] = {**block, "_json": []}
+    def add(self, event: str, data: dict[str, Any]) -> str:
+        whole = not event  # not streamed: the message object itself
+        kind = "message_start" if whole else data.get("type") or event
+        if kind == "message_start":
+            msg = data if whole else data.get("message") or {}
+            self.model = msg.get("model") or self.model
+            for i, block in enumerate(msg["content"] if whole else ()):
+                self.blocks[i] = {**block, "_json": []}
+            self._end(msg, msg)
+        elif kind == "content_block_start":
+            self.blocks[int(data.get("index", 0))] = {**(data.get("content_block") or {}), "_json": []}
+        elif kind == "content_block_delta":
+            return self._delta(int(data.get("index", 0)), data.get("delta") or {})
+        elif kind == "message_delta":
+            self._end(data, data.get("delta") or {})
+        elif kind == "error":
+            err = data.get("error") or {}
+            etype = err.get("type") or "error"
+            raise self.owner._midstream(
+                etype,
+                err.get("message"),
+                529 if etype == "overloaded_error" else None,
+                etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
+            )
+        return ""
 
-    def delta(self, index: int, delta: dict[str, Any]) -> str | None:
-        """Apply a delta; returns new text to stream, if any."""
-        slot = self._blocks.setdefault(index, {"type": "text", "text": "", "_json": []})
+    def _end(self, usage_in: dict[str, Any], stop_in: dict[str, Any]) -> None:
+        self.stop = stop_in.get("stop_reason") or self.stop
+        self.usage.update({k: v for k, v in (usage_in.get("usage") or {}).items() if v is not None})
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+        slot = self.blocks.setdefault(index, {"type": "text", "text": "", "_json": []})
         kind = delta.get("type")
         if kind == "text_delta":
             piece = delta.get("text") or ""
             slot["text"] = (slot.get("text") or "") + piece
-            return piece or None
+            return piece
         if kind == "input_json_delta":
             slot["_json"].append(delta.get("partial_json") or "")
-        return None
+        return ""
 
-    def message(self) -> Message:
+    def response(self, body: dict[str, Any]) -> ModelResponse:
         text: list[str] = []
         calls: list[ToolCall] = []
-        for idx in sorted(self._blocks):
-            b = self._blocks[idx]
+        for idx in sorted(self.blocks):
+            b = self.blocks[idx]
             if b.get("type") == "text":
                 text.append(b.get("text") or "")
             elif b.get("type") == "tool_use":
@@ -193,7 +215,13 @@ class _BlockAssembler:
                 calls.append(
                     ToolCall(id=b.get("id") or f"toolu_{idx}", name=b.get("name") or "", arguments=raw)
                 )
-        return Message("assistant", "".join(text), tool_calls=calls)
+        reply = Message("assistant", "".join(text), tool_calls=calls)
+        return ModelResponse(
+            message=reply,
+            usage=parse_usage(self.usage or None) or estimated_usage(body, _PROMPT_KEYS, reply),
+            model=self.model,
+            finish_reason=_STOP.get(self.stop or "", self.stop),
+        )
 
 
 class AnthropicModel(HTTPModel):
@@ -232,7 +260,6 @@ class AnthropicModel(HTTPModel):
         super().__init__(name, base_url=base, api_key=api_key, client=client, provider=provider, **retry)
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
-        self._url = f"{self.base_url}/v1/messages"
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -260,55 +287,8 @@ class AnthropicModel(HTTPModel):
         body.update(s.extra)
         return body
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
-        resp = await self._post(self._url, body, s.timeout)
-        try:
-            data = resp.json()
-            blocks = data["content"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise self._bad_payload() from e
-        reply = _BlockAssembler(blocks).message()
-        return ModelResponse(
-            message=reply,
-            usage=parse_usage(data.get("usage")) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=data.get("model") or self.name,
-            finish_reason=_STOP.get(data.get("stop_reason") or "", data.get("stop_reason")),
-        )
+    def _url(self, stream: bool) -> str:
+        return f"{self.base_url}/v1/messages"
 
-    async def _stream_once(self, body: dict[str, Any], s: ModelSettings) -> AsyncIterator[ModelChunk]:
-        blocks = _BlockAssembler()
-        usage: dict[str, Any] = {}
-        stop: str | None = None
-        model_name = self.name
-        async for event, data in self._sse(self._url, body, self._headers(True), s.timeout):
-            kind = data.get("type") or event
-            if kind == "message_start":
-                msg = data.get("message") or {}
-                model_name = msg.get("model") or model_name
-                usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
-            elif kind == "content_block_start":
-                blocks.start(int(data.get("index", 0)), data.get("content_block") or {})
-            elif kind == "content_block_delta":
-                piece = blocks.delta(int(data.get("index", 0)), data.get("delta") or {})
-                if piece:
-                    yield TextChunk(piece)
-            elif kind == "message_delta":
-                stop = (data.get("delta") or {}).get("stop_reason") or stop
-                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-            elif kind == "error":
-                err = data.get("error") or {}
-                etype = err.get("type") or "error"
-                raise ModelError(
-                    f"{self.name}: the server reported {etype} mid-stream: {self._mask(str(err.get('message') or ''))}",
-                    provider=self.provider,
-                    model=self.name,
-                    status=529 if etype == "overloaded_error" else None,
-                    retryable=etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
-                )
-        reply = blocks.message()
-        yield ModelResponse(
-            message=reply,
-            usage=parse_usage(usage or None) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=model_name,
-            finish_reason=_STOP.get(stop or "", stop),
-        )
+    def _reply(self, **extra: Any) -> _Reply:
+        return _Reply(self)

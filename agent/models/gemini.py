@@ -33,7 +33,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +42,7 @@ import httpx
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import ErrorBody, HTTPModel, args_object, json_object, split_system
-from agent.models.base import (
-    ModelChunk,
-    ModelError,
-    ModelResponse,
-    ModelSettings,
-    TextChunk,
-)
+from agent.models.base import ModelResponse, ModelSettings
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
 
@@ -156,6 +150,7 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
 class _Turn:
     """One reply being assembled from one or many ``GenerateContentResponse`` objects."""
 
+    owner: GeminiModel
     turn: int
     text: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
@@ -165,8 +160,12 @@ class _Turn:
     model: str | None = None
     blocked: str | None = None
 
-    def add(self, data: dict[str, Any]) -> str:
-        """Fold one response object in; returns the new visible text."""
+    def add(self, _event: str, data: dict[str, Any]) -> str:
+        if "error" in data and not data.get("candidates"):
+            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+            code = int(err.get("code") or 500)
+            what = f"an error ({err.get('status') or code})"
+            raise self.owner._midstream(what, err.get("message"), code, code == 429 or code >= 500)
         if data.get("usageMetadata"):
             self.usage = data["usageMetadata"]
         self.model = data.get("modelVersion") or self.model
@@ -193,7 +192,8 @@ class _Turn:
             self.text.append(piece)
         return piece
 
-    def response(self, default_model: str, body: dict[str, Any]) -> ModelResponse:
+    def response(self, body: dict[str, Any]) -> ModelResponse:
+        self.owner._remember(self.signatures)
         finish = self.finish
         if self.calls and finish in (None, "STOP"):
             reason: str | None = "tool_calls"
@@ -205,7 +205,7 @@ class _Turn:
         return ModelResponse(
             message=reply,
             usage=parse_usage(self.usage) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=self.model or default_model,
+            model=self.model or self.owner.name,
             finish_reason=reason,
         )
 
@@ -276,40 +276,8 @@ class GeminiModel(HTTPModel):
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"turn": len(messages)}  # thought signatures are kept per turn
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, turn: int) -> ModelResponse:
-        resp = await self._post(self._url(False), body, s.timeout)
-        reply = _Turn(turn)
-        try:
-            data = resp.json()
-            if not isinstance(data, dict):
-                raise TypeError("not an object")
-            reply.add(data)
-        except (ValueError, TypeError, AttributeError) as e:
-            raise self._bad_payload() from e
-        self._remember(reply.signatures)
-        return reply.response(self.name, body)
-
-    async def _stream_once(
-        self, body: dict[str, Any], s: ModelSettings, turn: int
-    ) -> AsyncIterator[ModelChunk]:
-        reply = _Turn(turn)
-        async for _event, data in self._sse(self._url(True), body, self._headers(True), s.timeout):
-            if "error" in data and not data.get("candidates"):
-                err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-                code = int(err.get("code") or 500)
-                raise ModelError(
-                    f"{self.name}: the server reported an error mid-stream "
-                    f"({err.get('status') or code}): {self._mask(str(err.get('message') or ''))}",
-                    provider=self.provider,
-                    model=self.name,
-                    status=code,
-                    retryable=code == 429 or code >= 500,
-                )
-            piece = reply.add(data)
-            if piece:
-                yield TextChunk(piece)
-        self._remember(reply.signatures)
-        yield reply.response(self.name, body)
+    def _reply(self, turn: int) -> _Turn:  # type: ignore[override]
+        return _Turn(self, turn)
 
     def _error_body(self, text: str) -> ErrorBody:
         """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
