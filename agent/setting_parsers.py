@@ -10,13 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-# fmt: off
-__all__ = [
-    "TIERS", "ConfigError", "Rate", "Tier", "TierTable", "parse_rate_limits", "parse_research_tiers",
-    "parse_step_limits", "parse_tier", "tier_index", "validate_research",
-]
-# fmt: on
-
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the key and what it accepts."""

@@ -37,6 +37,7 @@ _CONTEXT_RE = re.compile(
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)
+_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
 
 
 @dataclass(slots=True)
@@ -53,16 +54,30 @@ class ErrorBody:
 
 
 def error_body(text: str) -> ErrorBody:
-    """``{"error": {"type", "message"}}`` (OpenAI, Anthropic and most compatible servers), a string
-    ``error``, or plain text."""
+    """``{"error": {"type" or "status", "message", "details"}}`` (OpenAI, Anthropic, Google and most
+    compatible servers; some proxies wrap it in a list), a string ``error``, or plain text. Google's
+    ``details`` say why (ErrorInfo's reason) and how long to wait (RetryInfo)."""
     try:
         data = json.loads(text)
     except ValueError:
         return ErrorBody(text.strip()[:300] or "(no details)")
+    if isinstance(data, list) and data:
+        data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or ""))
-    return ErrorBody((err if isinstance(err, str) else str(data))[:300])
+    if not isinstance(err, dict):
+        return ErrorBody((err if isinstance(err, str) else str(data))[:300])
+    body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or err.get("status") or ""))
+    reason = ""
+    for d in err.get("details") or ():
+        if not isinstance(d, dict):
+            continue
+        reason = str(d.get("reason") or reason)
+        delay = d.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            with contextlib.suppress(ValueError):
+                body.retry_after = max(0.0, float(delay[:-1]))
+    body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
+    return body
 
 
 class HTTPModel:
@@ -138,12 +153,9 @@ class HTTPModel:
             retryable=True,
         )
 
-    def _error_body(self, text: str) -> ErrorBody:
-        return error_body(text)
-
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         """The one mapping from an HTTP status and error body to an error, for every wire format."""
-        body = self._error_body(text)
+        body = error_body(text)
         detail = self._mask(body.message)
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")

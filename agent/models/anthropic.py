@@ -20,10 +20,6 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
   minimum cacheable length (1-4k tokens) are neither written nor charged extra.
   Extended thinking is not requested, and Anthropic would fold it into ``output_tokens`` without a
   separate count, so ``reasoning_tokens`` stays 0 here.
-
-Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` included), timeouts and an
-``error`` event mid-stream are retried with backoff honouring ``Retry-After``; 401/403 (key), 404
-(model), 400/413 "prompt is too long" (context) fail at once with what to fix.
 """
 
 from __future__ import annotations
@@ -225,17 +221,8 @@ class _Reply:
 
 
 class AnthropicModel(HTTPModel):
-    """One Claude model behind the Messages API.
-
-    Args:
-        name: the model id (``claude-sonnet-4-5``).
-        base_url: ``https://api.anthropic.com`` (a trailing ``/v1`` is accepted too).
-        api_key: sent as ``x-api-key``; never logged or shown (errors mask it).
-        client: the shared pooled httpx client.
-        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
-        prompt_cache: add ``cache_control`` breakpoints (see the module docstring).
-        default_max_tokens: used when the settings give none (the API requires a value).
-    """
+    """One Claude model behind the Messages API; ``prompt_cache`` adds the breakpoints the module
+    docstring describes, ``default_max_tokens`` goes when the settings give none (the API requires one)."""
 
     WIRE = "Anthropic Messages"
     KEY_ENV = "ANTHROPIC_API_KEY"

@@ -35,26 +35,19 @@ from agent.reader import Reader, ReaderSettings
 ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
 
 
-def _required_key(secret: Any, env: str, spec: str) -> str:
-    key = secret.get_secret_value() if secret else ""
-    if not key:
-        raise ConfigError(
-            f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env, or remove the model "
-            "from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
-        )
-    return key
-
-
 def _http(cls: type[HTTPModel], provider: str, *, key_required: bool = True) -> ModelBuilder:
     """A builder from the ``<provider>_api_key`` and ``<provider>_base_url`` settings. OpenAI-compatible
     servers may take no key (a local llama.cpp); the hosted APIs cannot."""
 
     def build(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
         secret = getattr(settings, f"{provider}_api_key")
-        if key_required:
-            key: str | None = _required_key(secret, f"{provider.upper()}_API_KEY", f"{provider}:{name}")
-        else:
-            key = secret.get_secret_value() if secret else None
+        key = secret.get_secret_value() if secret else None
+        if key_required and not key:
+            env = f"{provider.upper()}_API_KEY"
+            raise ConfigError(
+                f"{env} is not set, so model '{provider}:{name}' cannot be used: set {env} in .env, or remove "
+                "the model from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
+            )
         register_secret(key)
         base_url = getattr(settings, f"{provider}_base_url")
         return cls(

@@ -28,7 +28,6 @@ Pro models bill a prompt above 200k tokens at a higher rate for all its tokens: 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -41,7 +40,7 @@ import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import ErrorBody, HTTPModel, args_object, json_object, split_system
+from agent.models.adapter import HTTPModel, args_object, json_object, split_system
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
@@ -49,7 +48,6 @@ from agent.models.tokens import count, estimated_usage
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
-_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
 _VERSION_RE = re.compile(r"^gemini-(\d+)")
 _FINISH = {
     "STOP": "stop",
@@ -118,8 +116,6 @@ def to_wire(
 
 
 def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not tools:
-        return []
     decls = []
     for t in tools:
         d: dict[str, Any] = {"name": t["name"], "description": t.get("description") or t["name"]}
@@ -211,15 +207,7 @@ class _Turn:
 
 
 class GeminiModel(HTTPModel):
-    """One Gemini model behind the Gemini API (AI Studio key).
-
-    Args:
-        name: the model id (``gemini-2.5-flash``; a ``models/`` prefix is accepted).
-        base_url: ``https://generativelanguage.googleapis.com/v1beta``.
-        api_key: sent as ``x-goog-api-key``.
-        client: the shared pooled httpx client.
-        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
-    """
+    """One Gemini model behind the Gemini API (AI Studio key); ``models/gemini-2.5-flash`` is accepted."""
 
     WIRE = "Gemini generateContent"
     KEY_ENV = "GEMINI_API_KEY"
@@ -278,27 +266,3 @@ class GeminiModel(HTTPModel):
 
     def _reply(self, turn: int) -> _Turn:  # type: ignore[override]
         return _Turn(self, turn)
-
-    def _error_body(self, text: str) -> ErrorBody:
-        """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return ErrorBody(text.strip()[:300] or "(no details)")
-        if isinstance(data, list) and data:  # some proxies wrap it in a list
-            data = data[0]
-        err = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(err, dict):
-            return ErrorBody(str(data)[:300])
-        body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("status") or "ERROR"))
-        reason = ""
-        for d in err.get("details") or ():
-            if not isinstance(d, dict):
-                continue
-            reason = str(d.get("reason") or reason)
-            delay = d.get("retryDelay")
-            if isinstance(delay, str) and delay.endswith("s"):
-                with contextlib.suppress(ValueError):
-                    body.retry_after = max(0.0, float(delay[:-1]))
-        body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
-        return body

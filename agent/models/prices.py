@@ -104,19 +104,6 @@ class Price:
     def cached_input(self) -> float | None:
         return self._get("cache_read_mtok")
 
-    @property
-    def cache_write(self) -> float | None:
-        return self._get("cache_write_mtok")
-
-    @property
-    def cache_write_1h(self) -> float | None:
-        return self._get("cache_write_1h_mtok")
-
-    @property
-    def per_request(self) -> float:
-        fee = self._get("requests_kcount")
-        return fee / 1000 if fee else 0.0
-
 
 def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
     """A ``PRICES_FILE`` entry → genai-prices ``ModelPrice``; ``tiers`` apply above a prompt size."""
@@ -160,13 +147,8 @@ def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
 
 
 class PriceTable:
-    """Prices by model name: ``overrides`` first, then (unless ``base`` is False) genai-prices.
-
-    Args:
-        overrides: our own entries by model name (``PRICES_FILE``).
-        base: also look models up in genai-prices' bundled data.
-        endpoint: the OpenAI-compatible endpoint's URL (``OPENAI_BASE_URL``), to find host-only names.
-    """
+    """Prices by model name: ``overrides`` (``PRICES_FILE``) first, then (unless ``base`` is False)
+    genai-prices, where ``endpoint`` (``OPENAI_BASE_URL``) finds the names only its host uses."""
 
     def __init__(
         self, overrides: dict[str, Price] | None = None, *, base: bool = True, endpoint: str | None = None

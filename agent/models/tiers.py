@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agent.setting_parsers import (  # re-exported: the tier names live with the setting parsers
+from agent.setting_parsers import (  # noqa: F401 - re-exported: the tier names live with the setting parsers
     TIERS,
     ConfigError,
     Tier,
@@ -28,22 +28,6 @@ from agent.setting_parsers import (  # re-exported: the tier names live with the
     parse_tier,
     tier_index,
 )
-
-__all__ = [
-    "HOSTED",
-    "TIERS",
-    "Tier",
-    "TierTable",
-    "default_tiers",
-    "load_tiers",
-    "merge_tiers",
-    "one_model_tiers",
-    "parse_research_tiers",
-    "parse_step_limits",
-    "parse_tier",
-    "tier_index",
-    "validate_tiers",
-]
 
 
 def validate_tiers(raw: Mapping[str, Any], origin: str = "tiers") -> TierTable:
