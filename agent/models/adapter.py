@@ -92,22 +92,24 @@ class HTTPModel:
     """Servers of this wire may not support tool calls: say so when a 400 mentions them."""
     KEY_HEADER: ClassVar[str] = "x-api-key"
     HEADERS: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
+    DEFAULT_BASE_URL: ClassVar[str] = ""
+    PROVIDER: ClassVar[str] = ""
 
     def __init__(
         self,
         name: str,
         *,
-        base_url: str,
         api_key: str | None,
         client: httpx.AsyncClient,
-        provider: str,
+        base_url: str | None = None,
+        provider: str | None = None,
         max_attempts: int = 5,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
         self.name = name
-        self.provider = provider
-        self.base_url = base_url.rstrip("/")
+        self.provider = provider or self.PROVIDER
+        self.base_url = (base_url or self.DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key
         self._client = client
         self.max_attempts = max(1, max_attempts)

@@ -29,8 +29,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, split_system
@@ -230,21 +228,19 @@ class AnthropicModel(HTTPModel):
     MODEL_HINT = "e.g. claude-sonnet-4-5"
     KEY_HEADER = "x-api-key"
     HEADERS = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    PROVIDER = "anthropic"
 
     def __init__(
         self,
         name: str,
         *,
-        api_key: str | None,
-        client: httpx.AsyncClient,
-        base_url: str = DEFAULT_BASE_URL,
-        provider: str = "anthropic",
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
-        **retry: Any,
+        **kwargs: Any,
     ) -> None:
-        base = base_url.rstrip("/").removesuffix("/v1")
-        super().__init__(name, base_url=base, api_key=api_key, client=client, provider=provider, **retry)
+        super().__init__(name, **kwargs)
+        self.base_url = self.base_url.removesuffix("/v1")
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
 

@@ -36,8 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, json_object, split_system
@@ -213,19 +211,11 @@ class GeminiModel(HTTPModel):
     KEY_ENV = "GEMINI_API_KEY"
     BASE_ENV = "GEMINI_BASE_URL"
     KEY_HEADER = "x-goog-api-key"
+    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    PROVIDER = "gemini"
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_key: str | None,
-        client: httpx.AsyncClient,
-        base_url: str = DEFAULT_BASE_URL,
-        provider: str = "gemini",
-        **retry: Any,
-    ) -> None:
-        name = name.removeprefix("models/")
-        super().__init__(name, base_url=base_url, api_key=api_key, client=client, provider=provider, **retry)
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name.removeprefix("models/"), **kwargs)
         self._signatures: OrderedDict[str, str] = OrderedDict()
 
     def _url(self, stream: bool) -> str:

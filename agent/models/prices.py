@@ -62,12 +62,6 @@ def _genai() -> Any:
     return get_snapshot()
 
 
-def _base(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(getattr(value, "base", value))
-
-
 @dataclass(frozen=True, slots=True)
 class Price:
     """One model's prices (``model_price`` is genai-prices' ``ModelPrice``) and where they come from.
@@ -90,7 +84,8 @@ class Price:
         return info.get_prices(when or datetime.now(UTC))
 
     def _get(self, key: str) -> float | None:
-        return _base(getattr(self.model_price, key, None))
+        value = getattr(self.model_price, key, None)  # tiered prices: the base tier's
+        return None if value is None else float(getattr(value, "base", value))
 
     @property
     def input(self) -> float:

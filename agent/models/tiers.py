@@ -75,7 +75,7 @@ def one_model_tiers(model: str) -> TierTable:
 
 def default_tiers() -> TierTable:
     """The shipped hosted table (``tiers.toml``), used when ``ROUTER_TIERS_FILE=hosted``."""
-    return _copy(_shipped())
+    return {t: list(specs) for t, specs in _shipped().items()}  # callers own their copy
 
 
 @lru_cache(maxsize=1)
@@ -86,11 +86,6 @@ def _shipped() -> TierTable:
     if missing:  # a packaging mistake, not a user error
         raise ConfigError(f"tiers.toml: missing tiers {missing}")
     return table
-
-
-def _copy(table: Mapping[Tier, list[str]]) -> TierTable:
-    """Callers own what they get (the router and the bot's defaults each keep one)."""
-    return {t: list(specs) for t, specs in table.items()}
 
 
 def merge_tiers(
