@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -126,18 +126,6 @@ class HTTPModel:
             h["Accept"] = "text/event-stream"
         return h
 
-    async def _post(self, url: str, body: dict[str, Any], read_timeout: float | None) -> httpx.Response:
-        """One non-streaming call: transport failures and HTTP errors become this adapter's errors."""
-        try:
-            resp = await self._client.post(
-                url, json=body, headers=self._headers(), timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
-        return resp
-
     def _mask(self, text: str) -> str:
         """Servers sometimes echo the key they rejected: never pass it on."""
         if self._api_key:
@@ -223,7 +211,17 @@ class HTTPModel:
         return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
 
     async def _complete_once(self, body: dict[str, Any], s: ModelSettings, **extra: Any) -> ModelResponse:
-        resp = await self._post(self._url(False), body, s.timeout)
+        try:
+            resp = await self._client.post(
+                self._url(False),
+                json=body,
+                headers=self._headers(),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
         reply = self._reply(**extra)
         try:
             data = resp.json()
@@ -237,11 +235,31 @@ class HTTPModel:
     async def _stream_once(
         self, body: dict[str, Any], s: ModelSettings, **extra: Any
     ) -> AsyncIterator[ModelChunk]:
+        """Each server-sent event folded into the reply as it comes; a malformed event is retryable."""
         reply = self._reply(**extra)
-        async for event, data in self._sse(self._url(True), body, self._headers(True), s.timeout):
-            piece = reply.add(event, data)
-            if piece:
-                yield TextChunk(piece)
+        timeout = s.timeout or httpx.USE_CLIENT_DEFAULT
+        try:
+            async with self._client.stream(
+                "POST", self._url(True), json=body, headers=self._headers(True), timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async for sse in events:
+                        if not sse.data:
+                            continue
+                        try:
+                            data = json.loads(sse.data)
+                        except ValueError as e:
+                            raise self._bad_payload() from e
+                        if not isinstance(data, dict):
+                            raise self._bad_payload()
+                        piece = reply.add(sse.event, data)
+                        if piece:
+                            yield TextChunk(piece)
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
         yield reply.response(body)
 
     def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:
@@ -266,37 +284,24 @@ class HTTPModel:
             retryable=True,
         )
 
-    async def _sse(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """POST and yield each server-sent event as (event name, JSON object); HTTP and transport
-        failures become this adapter's errors, a malformed event a retryable one."""
-        try:
-            async with self._client.stream(
-                "POST", url, json=body, headers=headers, timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
-                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
-                    async for sse in events:
-                        if not sse.data:
-                            continue
-                        try:
-                            data = json.loads(sse.data)
-                        except ValueError as e:
-                            raise self._bad_payload() from e
-                        if not isinstance(data, dict):
-                            raise self._bad_payload()
-                        yield sse.event, data
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:
     """The system texts (Anthropic and Gemini take them apart from the turns) and the other messages."""
     system = [m.content for m in messages if m.role == "system" and m.content.strip()]
     return system, [m for m in messages if m.role != "system"]
+
+
+def merge_turns(turns: Iterable[tuple[str, list[dict[str, Any]]]], key: str) -> list[dict[str, Any]]:
+    """(role, parts) turns, those with no parts left out and consecutive ones of a role joined: Anthropic
+    and Gemini reject two turns of one role in a row (and pair a turn's tool calls with the next turn's
+    results)."""
+    out: list[dict[str, Any]] = []
+    for role, parts in turns:
+        if out and parts and out[-1]["role"] == role:
+            out[-1][key].extend(parts)
+        elif parts:
+            out.append({"role": role, key: parts})
+    return out
 
 
 def json_object(text: str, fallback: str) -> dict[str, Any]:

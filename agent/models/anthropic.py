@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, args_object, split_system
+from agent.models.adapter import HTTPModel, args_object, merge_turns, split_system
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.tokens import count, estimated_usage
 
@@ -57,57 +57,35 @@ def _wire_id(call_id: str | None) -> str:
     return _ID_BAD.sub("_", call_id or "") or "toolu_missing"
 
 
+def _blocks(m: Message) -> tuple[str, list[dict[str, Any]]]:
+    if m.role == "tool":
+        result = {
+            "type": "tool_result",
+            "tool_use_id": _wire_id(m.tool_call_id),
+            "content": m.content or "(no output)",
+        }
+        return "user", [result]
+    blocks: list[dict[str, Any]] = []
+    if m.content.strip():
+        # Trailing whitespace on an assistant turn is rejected by the API.
+        blocks.append({"type": "text", "text": m.content.rstrip() if m.role == "assistant" else m.content})
+    for i in m.images if m.role == "user" else ():
+        blocks.append(
+            {"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": i.data}}
+        )
+    for c in m.tool_calls if m.role == "assistant" else ():
+        blocks.append(
+            {"type": "tool_use", "id": _wire_id(c.id), "name": c.name, "input": args_object(c.arguments)}
+        )
+    return m.role, blocks
+
+
 def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
     """Neutral messages → (system text, Anthropic ``messages``) with roles merged as the API demands."""
     system_parts, turns = split_system(messages)
-    out: list[dict[str, Any]] = []
-    for m in turns:
-        blocks: list[dict[str, Any]] = []
-        if m.role == "tool":
-            role = "user"
-            blocks.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": _wire_id(m.tool_call_id),
-                    "content": m.content or "(no output)",
-                }
-            )
-        else:
-            role = m.role
-            if m.content.strip():
-                # Trailing whitespace on an assistant turn is rejected by the API.
-                blocks.append(
-                    {"type": "text", "text": m.content.rstrip() if role == "assistant" else m.content}
-                )
-            for i in m.images if role == "user" else ():
-                blocks.append(
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": i.media_type, "data": i.data},
-                    }
-                )
-            for c in m.tool_calls if role == "assistant" else ():
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": _wire_id(c.id),
-                        "name": c.name,
-                        "input": args_object(c.arguments),
-                    }
-                )
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            prev = out[-1]["content"]
-            # tool_result blocks must come first in a user message.
-            if role == "user" and blocks[0]["type"] == "tool_result":
-                results = [b for b in prev if b["type"] == "tool_result"]
-                others = [b for b in prev if b["type"] != "tool_result"]
-                out[-1]["content"] = results + blocks + others
-            else:
-                prev.extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+    out = merge_turns(map(_blocks, turns), "content")
+    for turn in out:  # tool_result blocks must come first in a user message
+        turn["content"].sort(key=lambda b: b["type"] != "tool_result")
     if out and out[0]["role"] != "user":
         out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
     return "\n\n".join(system_parts), out

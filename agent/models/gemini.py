@@ -38,7 +38,7 @@ from typing import Any
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, args_object, json_object, split_system
+from agent.models.adapter import HTTPModel, args_object, json_object, merge_turns, split_system
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
@@ -78,7 +78,7 @@ def to_wire(
     signatures = signatures or {}
     system, turns = split_system(messages)
     names: dict[str, str] = {}
-    contents: list[dict[str, Any]] = []
+    wire: list[tuple[str, list[dict[str, Any]]]] = []
     for m in turns:
         parts: list[dict[str, Any]] = []
         if m.role == "tool":
@@ -103,14 +103,9 @@ def to_wire(
             if m.content:
                 parts.append({"text": m.content})
             parts += [{"inlineData": {"mimeType": i.media_type, "data": i.data}} for i in m.images]
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        wire.append((role, parts))
     instruction = {"parts": [{"text": "\n\n".join(system)}]} if system else None
-    return instruction, contents
+    return instruction, merge_turns(wire, "parts")
 
 
 def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
