@@ -104,10 +104,7 @@ class Rate:
 def parse_rate_limits(spec: str) -> dict[str, Rate]:
     """``"web_search=10/60, fetch_url=30/60"`` → {name: Rate}; errors name the bad item and the format."""
     limits: dict[str, Rate] = {}
-    for item in (spec or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in filter(None, (p.strip() for p in (spec or "").split(","))):
         name, sep, rate = item.partition("=")
         count, slash, seconds = rate.partition("/")
         try:

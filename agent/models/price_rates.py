@@ -15,8 +15,6 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["REPORTED", "Rates", "package_usd", "rates_of"]
-
 
 def package_usd(mp: Any, counts: dict[str, int]) -> float:
     """genai-prices' own ``calc_price`` (without the per-request fee, which :func:`agent.models.prices._usd` adds per request)."""

@@ -184,10 +184,8 @@ class PriceTable:
     def lookup(self, model: str, provider: str | None = None) -> Price | None:
         """Our entries (exact, without a provider prefix, without a date suffix), then genai-prices."""
         key = (model, provider)
-        try:
+        if key in self._resolved:
             return self._resolved[key]
-        except KeyError:
-            pass
         found = self._own(model) or (self._package(model, provider) if self._base else None)
         if len(self._resolved) < 4096:  # model names come from config and servers: a small set
             self._resolved[key] = found
@@ -195,12 +193,8 @@ class PriceTable:
 
     def _own(self, model: str) -> Price | None:
         name = model.lower().strip()
-        candidates = [name, _PROVIDER_PREFIX.sub("", name)]
-        for c in list(candidates):
-            stripped = _DATE_SUFFIX.sub("", c)
-            if stripped != c:
-                candidates.append(stripped)
-        for c in candidates:
+        bare = _PROVIDER_PREFIX.sub("", name)
+        for c in (name, bare, _DATE_SUFFIX.sub("", name), _DATE_SUFFIX.sub("", bare)):
             if c in self._prices:
                 return self._prices[c]
         return None
