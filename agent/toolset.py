@@ -14,13 +14,15 @@ from agent.tools.research import ResearchToolSettings, research_tools
 
 
 def build_registry(
-    research: ResearchToolSettings,
+    research: ResearchToolSettings | None = None,
     guards: Iterable[ToolGuard] = (),
     memory: bool = False,
     extra: Iterable[Tool] = (),
 ) -> ToolRegistry:
     """Built-in and research tools, ``recall``/``remember`` when the caller provides a memory service (the
-    bot does, per guild; the terminal has no guild), and ``extra`` ones (the operator's MCP servers')."""
+    bot does, per guild; the terminal has no guild), and ``extra`` ones (the operator's MCP servers').
+    Library users may leave ``research`` out: the tool settings are then parsed from the environment."""
+    research = research or ResearchToolSettings.from_env()
     memory_tools = [recall, remember] if memory else []
     return ToolRegistry([*builtin_tools(), *research_tools(research), *memory_tools, *extra], list(guards))
 
