@@ -269,23 +269,21 @@ def explain(err: ValidationError) -> str:
 SettingsT = typing.TypeVar("SettingsT", bound=BaseSettings)
 
 
-def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None) -> SettingsT:
-    """``cls`` from the environment and :data:`ENV_FILE`, or, given ``overrides``, from them alone
-    (a mapping of env names, as tests and library users pass). A bad value is a :class:`ConfigError`."""
+def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None, **init: Any) -> SettingsT:
+    """``cls`` from the environment and :data:`ENV_FILE` (``init`` over them), or, given ``overrides``,
+    from them alone (a mapping of env names, as tests and library users pass). A bad value is a
+    :class:`ConfigError`."""
     try:
         if overrides is not None:
             return cls.model_validate(overrides)
-        return cls(_env_file=ENV_FILE)  # type: ignore[call-arg]
+        return cls(**{"_env_file": ENV_FILE, **init})
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
 
 
-def load_agent_settings(**overrides: object) -> AgentSettings:
+def load_agent_settings(**overrides: Any) -> AgentSettings:
     """Parse the agent's settings once (environment, then ``.env``) and check the files they name."""
-    try:
-        settings = AgentSettings(**{"_env_file": ENV_FILE, **overrides})  # type: ignore[arg-type]
-    except ValidationError as e:
-        raise ConfigError(explain(e)) from None
+    settings = parse_settings(AgentSettings, **overrides)
     from agent.models.prices import use_prices_file
     from agent.models.tiers import load_tiers
 

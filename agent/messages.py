@@ -40,16 +40,8 @@ class Message:
     """User turns only: attached images, sent to models that can see them (:mod:`agent.models.vision`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if not self.images:
-            d.pop("images")
-        if not self.tool_calls:
-            d.pop("tool_calls")
-        if self.tool_call_id is None:
-            d.pop("tool_call_id")
-        if self.name is None:
-            d.pop("name")
-        return d
+        """Without the empty optional fields (no images, no tool calls, no tool call id, no name)."""
+        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Message:
@@ -62,11 +54,3 @@ class Message:
             name=d.get("name"),
             images=[ImagePart(**i) for i in d.get("images") or []],
         )
-
-
-def system(text: str) -> Message:
-    return Message("system", text)
-
-
-def user(text: str) -> Message:
-    return Message("user", text)

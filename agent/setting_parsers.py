@@ -10,13 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
 
-# fmt: off
-__all__ = [
-    "TIERS", "ConfigError", "Rate", "Tier", "TierTable", "parse_rate_limits", "parse_research_tiers",
-    "parse_step_limits", "parse_tier", "tier_index", "validate_research",
-]
-# fmt: on
-
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the key and what it accepts."""
@@ -111,10 +104,7 @@ class Rate:
 def parse_rate_limits(spec: str) -> dict[str, Rate]:
     """``"web_search=10/60, fetch_url=30/60"`` → {name: Rate}; errors name the bad item and the format."""
     limits: dict[str, Rate] = {}
-    for item in (spec or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in filter(None, (p.strip() for p in (spec or "").split(","))):
         name, sep, rate = item.partition("=")
         count, slash, seconds = rate.partition("/")
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from agent.setting_parsers import ConfigError, Rate
@@ -14,27 +13,18 @@ from agent.tools.registry import Tool, ToolGuard, ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_tools
 
 
-def all_tools(research: ResearchToolSettings, *, memory: bool = False) -> list[Tool]:
-    """Built-in and research tools, plus ``recall``/``remember`` when the caller provides a memory service
-    (the bot does, per guild; the terminal has no guild, so no memory)."""
-    tools = [*builtin_tools(), *research_tools(research)]
-    if memory:
-        tools += [recall, remember]
-    return tools
-
-
 def build_registry(
-    enabled: Iterable[str] | None = None,
-    guards: Iterable[ToolGuard] = (),
     research: ResearchToolSettings | None = None,
+    guards: Iterable[ToolGuard] = (),
     memory: bool = False,
     extra: Iterable[Tool] = (),
 ) -> ToolRegistry:
-    """``research`` defaults to the settings in the environment; pass them when you already parsed them.
-    ``extra``: more tools beside the built-in ones (the operator's MCP servers' tools)."""
-    settings = research or ResearchToolSettings.from_env(os.environ)
-    reg = ToolRegistry([*all_tools(settings, memory=memory), *extra], list(guards))
-    return reg.subset(enabled) if enabled is not None else reg
+    """Built-in and research tools, ``recall``/``remember`` when the caller provides a memory service (the
+    bot does, per guild; the terminal has no guild), and ``extra`` ones (the operator's MCP servers').
+    Library users may leave ``research`` out: the tool settings are then parsed from the environment."""
+    research = research or ResearchToolSettings.from_env()
+    memory_tools = [recall, remember] if memory else []
+    return ToolRegistry([*builtin_tools(), *research_tools(research), *memory_tools, *extra], list(guards))
 
 
 MCP_DEFAULT_RATE = Rate(30, 60.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,9 +20,11 @@ from agent.models.base import (
     ModelChunk,
     ModelError,
     ModelNotFoundError,
+    ModelResponse,
     ModelSettings,
     ModelUnavailableError,
     RetryNotice,
+    TextChunk,
 )
 from agent.models.http import transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
@@ -35,6 +37,7 @@ _CONTEXT_RE = re.compile(
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)
+_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
 
 
 @dataclass(slots=True)
@@ -51,16 +54,30 @@ class ErrorBody:
 
 
 def error_body(text: str) -> ErrorBody:
-    """``{"error": {"type", "message"}}`` (OpenAI, Anthropic and most compatible servers), a string
-    ``error``, or plain text."""
+    """``{"error": {"type" or "status", "message", "details"}}`` (OpenAI, Anthropic, Google and most
+    compatible servers; some proxies wrap it in a list), a string ``error``, or plain text. Google's
+    ``details`` say why (ErrorInfo's reason) and how long to wait (RetryInfo)."""
     try:
         data = json.loads(text)
     except ValueError:
         return ErrorBody(text.strip()[:300] or "(no details)")
+    if isinstance(data, list) and data:
+        data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or ""))
-    return ErrorBody((err if isinstance(err, str) else str(data))[:300])
+    if not isinstance(err, dict):
+        return ErrorBody((err if isinstance(err, str) else str(data))[:300])
+    body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or err.get("status") or ""))
+    reason = ""
+    for d in err.get("details") or ():
+        if not isinstance(d, dict):
+            continue
+        reason = str(d.get("reason") or reason)
+        delay = d.get("retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            with contextlib.suppress(ValueError):
+                body.retry_after = max(0.0, float(delay[:-1]))
+    body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
+    return body
 
 
 class HTTPModel:
@@ -75,27 +92,27 @@ class HTTPModel:
     """Servers of this wire may not support tool calls: say so when a 400 mentions them."""
     KEY_HEADER: ClassVar[str] = "x-api-key"
     HEADERS: ClassVar[dict[str, str]] = {"Content-Type": "application/json"}
+    DEFAULT_BASE_URL: ClassVar[str] = ""
+    PROVIDER: ClassVar[str] = ""
 
     def __init__(
         self,
         name: str,
         *,
-        base_url: str,
         api_key: str | None,
         client: httpx.AsyncClient,
-        provider: str,
+        base_url: str | None = None,
+        provider: str | None = None,
         max_attempts: int = 5,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
         self.name = name
-        self.provider = provider
-        self.base_url = base_url.rstrip("/")
+        self.provider = provider or self.PROVIDER
+        self.base_url = (base_url or self.DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key
         self._client = client
         self.max_attempts = max(1, max_attempts)
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self.retry = RetryPolicy(self.max_attempts, backoff_initial, backoff_max)
 
     def __repr__(self) -> str:  # never show the key
@@ -108,18 +125,6 @@ class HTTPModel:
         if stream:
             h["Accept"] = "text/event-stream"
         return h
-
-    async def _post(self, url: str, body: dict[str, Any], read_timeout: float | None) -> httpx.Response:
-        """One non-streaming call: transport failures and HTTP errors become this adapter's errors."""
-        try:
-            resp = await self._client.post(
-                url, json=body, headers=self._headers(), timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
-        return resp
 
     def _mask(self, text: str) -> str:
         """Servers sometimes echo the key they rejected: never pass it on."""
@@ -138,12 +143,9 @@ class HTTPModel:
             retryable=True,
         )
 
-    def _error_body(self, text: str) -> ErrorBody:
-        return error_body(text)
-
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         """The one mapping from an HTTP status and error body to an error, for every wire format."""
-        body = self._error_body(text)
+        body = error_body(text)
         detail = self._mask(body.message)
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
@@ -185,6 +187,14 @@ class HTTPModel:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _url(self, stream: bool) -> str:
+        raise NotImplementedError
+
+    def _reply(self, **extra: Any) -> Any:
+        """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
+        and returns its new visible text, ``response(body)`` makes the :class:`ModelResponse`."""
+        raise NotImplementedError
+
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         """Extra keyword arguments for one call's attempts (Gemini numbers turns); none by default."""
         return {}
@@ -197,29 +207,40 @@ class HTTPModel:
         # path's overhead against a minimal client was in the layers (bench/loop_overhead.py).
         body = self._body(messages, tools, settings)
         extra = self._call_args(messages)
-        once = self._stream_once if settings.stream else self._complete_once  # type: ignore[attr-defined]
+        once = self._stream_once if settings.stream else self._complete_once
         return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
 
-    def _gave_up(self, e: Exception) -> Exception | None:
-        """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""
-        if not isinstance(e, ModelError) or not e.retryable:
-            return None
-        return ModelUnavailableError(
-            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
-            provider=self.provider,
-            model=self.name,
-            status=e.status,
-            retryable=True,
-        )
+    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, **extra: Any) -> ModelResponse:
+        try:
+            resp = await self._client.post(
+                self._url(False),
+                json=body,
+                headers=self._headers(),
+                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e) from e
+        if resp.status_code >= 400:
+            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        reply = self._reply(**extra)
+        try:
+            data = resp.json()
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            reply.add("", data)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise self._bad_payload() from e
+        return reply.response(body)  # type: ignore[no-any-return]
 
-    async def _sse(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], read_timeout: float | None
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """POST and yield each server-sent event as (event name, JSON object); HTTP and transport
-        failures become this adapter's errors, a malformed event a retryable one."""
+    async def _stream_once(
+        self, body: dict[str, Any], s: ModelSettings, **extra: Any
+    ) -> AsyncIterator[ModelChunk]:
+        """Each server-sent event folded into the reply as it comes; a malformed event is retryable."""
+        reply = self._reply(**extra)
+        timeout = s.timeout or httpx.USE_CLIENT_DEFAULT
         try:
             async with self._client.stream(
-                "POST", url, json=body, headers=headers, timeout=read_timeout or httpx.USE_CLIENT_DEFAULT
+                "POST", self._url(True), json=body, headers=self._headers(True), timeout=timeout
             ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
@@ -234,15 +255,53 @@ class HTTPModel:
                             raise self._bad_payload() from e
                         if not isinstance(data, dict):
                             raise self._bad_payload()
-                        yield sse.event, data
+                        piece = reply.add(sse.event, data)
+                        if piece:
+                            yield TextChunk(piece)
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+        yield reply.response(body)
+
+    def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:
+        """An error the server reported inside a successful response (an SSE ``error`` event)."""
+        return ModelError(
+            f"{self.name}: the server reported {what} mid-stream: {self._mask(str(message or ''))}",
+            provider=self.provider,
+            model=self.name,
+            status=status,
+            retryable=retryable,
+        )
+
+    def _gave_up(self, e: Exception) -> Exception | None:
+        """A retryable error that outlasted the attempts becomes ``ModelUnavailableError`` (router falls back)."""
+        if not isinstance(e, ModelError) or not e.retryable:
+            return None
+        return ModelUnavailableError(
+            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
+            provider=self.provider,
+            model=self.name,
+            status=e.status,
+            retryable=True,
+        )
 
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:
     """The system texts (Anthropic and Gemini take them apart from the turns) and the other messages."""
     system = [m.content for m in messages if m.role == "system" and m.content.strip()]
     return system, [m for m in messages if m.role != "system"]
+
+
+def merge_turns(turns: Iterable[tuple[str, list[dict[str, Any]]]], key: str) -> list[dict[str, Any]]:
+    """(role, parts) turns, those with no parts left out and consecutive ones of a role joined: Anthropic
+    and Gemini reject two turns of one role in a row (and pair a turn's tool calls with the next turn's
+    results)."""
+    out: list[dict[str, Any]] = []
+    for role, parts in turns:
+        if out and parts and out[-1]["role"] == role:
+            out[-1][key].extend(parts)
+        elif parts:
+            out.append({"role": role, key: parts})
+    return out
 
 
 def json_object(text: str, fallback: str) -> dict[str, Any]:

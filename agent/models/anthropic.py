@@ -20,31 +20,19 @@ Mapping to the neutral :class:`~agent.messages.Message` list, and why:
   minimum cacheable length (1-4k tokens) are neither written nor charged extra.
   Extended thinking is not requested, and Anthropic would fold it into ``output_tokens`` without a
   separate count, so ``reasoning_tokens`` stays 0 here.
-
-Errors follow the OpenAI adapter: 429, 408, 5xx (529 ``overloaded_error`` included), timeouts and an
-``error`` event mid-stream are retried with backoff honouring ``Retry-After``; 401/403 (key), 404
-(model), 400/413 "prompt is too long" (context) fail at once with what to fix.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import httpx
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, args_object, split_system
-from agent.models.base import (
-    ModelChunk,
-    ModelError,
-    ModelResponse,
-    ModelSettings,
-    TextChunk,
-)
+from agent.models.adapter import HTTPModel, args_object, merge_turns, split_system
+from agent.models.base import ModelResponse, ModelSettings
 from agent.models.tokens import count, estimated_usage
 
 API_VERSION = "2023-06-01"
@@ -69,57 +57,35 @@ def _wire_id(call_id: str | None) -> str:
     return _ID_BAD.sub("_", call_id or "") or "toolu_missing"
 
 
+def _blocks(m: Message) -> tuple[str, list[dict[str, Any]]]:
+    if m.role == "tool":
+        result = {
+            "type": "tool_result",
+            "tool_use_id": _wire_id(m.tool_call_id),
+            "content": m.content or "(no output)",
+        }
+        return "user", [result]
+    blocks: list[dict[str, Any]] = []
+    if m.content.strip():
+        # Trailing whitespace on an assistant turn is rejected by the API.
+        blocks.append({"type": "text", "text": m.content.rstrip() if m.role == "assistant" else m.content})
+    for i in m.images if m.role == "user" else ():
+        blocks.append(
+            {"type": "image", "source": {"type": "base64", "media_type": i.media_type, "data": i.data}}
+        )
+    for c in m.tool_calls if m.role == "assistant" else ():
+        blocks.append(
+            {"type": "tool_use", "id": _wire_id(c.id), "name": c.name, "input": args_object(c.arguments)}
+        )
+    return m.role, blocks
+
+
 def to_wire(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
     """Neutral messages → (system text, Anthropic ``messages``) with roles merged as the API demands."""
     system_parts, turns = split_system(messages)
-    out: list[dict[str, Any]] = []
-    for m in turns:
-        blocks: list[dict[str, Any]] = []
-        if m.role == "tool":
-            role = "user"
-            blocks.append(
-                {
-                    "type": "tool_result",
-                    "tool_use_id": _wire_id(m.tool_call_id),
-                    "content": m.content or "(no output)",
-                }
-            )
-        else:
-            role = m.role
-            if m.content.strip():
-                # Trailing whitespace on an assistant turn is rejected by the API.
-                blocks.append(
-                    {"type": "text", "text": m.content.rstrip() if role == "assistant" else m.content}
-                )
-            for i in m.images if role == "user" else ():
-                blocks.append(
-                    {
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": i.media_type, "data": i.data},
-                    }
-                )
-            for c in m.tool_calls if role == "assistant" else ():
-                blocks.append(
-                    {
-                        "type": "tool_use",
-                        "id": _wire_id(c.id),
-                        "name": c.name,
-                        "input": args_object(c.arguments),
-                    }
-                )
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            prev = out[-1]["content"]
-            # tool_result blocks must come first in a user message.
-            if role == "user" and blocks[0]["type"] == "tool_result":
-                results = [b for b in prev if b["type"] == "tool_result"]
-                others = [b for b in prev if b["type"] != "tool_result"]
-                out[-1]["content"] = results + blocks + others
-            else:
-                prev.extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+    out = merge_turns(map(_blocks, turns), "content")
+    for turn in out:  # tool_result blocks must come first in a user message
+        turn["content"].sort(key=lambda b: b["type"] != "tool_result")
     if out and out[0]["role"] != "user":
         out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(conversation continues)"}]})
     return "\n\n".join(system_parts), out
@@ -155,35 +121,63 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     return usage if usage.total_tokens else None
 
 
-class _BlockAssembler:
-    """Collects content blocks by index (all at once, or streamed: tool input then arrives as
-    ``partial_json`` pieces)."""
+class _Reply:
+    """One reply, from the whole ``message`` object or from its stream of events: content blocks by
+    index, streamed tool input arriving as ``partial_json`` pieces."""
 
-    def __init__(self, blocks: Sequence[dict[str, Any]] = ()) -> None:
-        self._blocks: dict[int, dict[str, Any]] = {}
-        for i, block in enumerate(blocks):
-            self.start(i, block)
+    def __init__(self, owner: AnthropicModel) -> None:
+        self.owner = owner
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] = {}
+        self.model = owner.name
+        self.stop: str | None = None
 
-    def start(self, index: int, block: dict[str, Any]) -> None:
-        self._blocks[index] = {**block, "_json": []}
+    def add(self, event: str, data: dict[str, Any]) -> str:
+        whole = not event  # not streamed: the message object itself
+        kind = "message_start" if whole else data.get("type") or event
+        if kind == "message_start":
+            msg = data if whole else data.get("message") or {}
+            self.model = msg.get("model") or self.model
+            for i, block in enumerate(msg["content"] if whole else ()):
+                self.blocks[i] = {**block, "_json": []}
+            self._end(msg, msg)
+        elif kind == "content_block_start":
+            self.blocks[int(data.get("index", 0))] = {**(data.get("content_block") or {}), "_json": []}
+        elif kind == "content_block_delta":
+            return self._delta(int(data.get("index", 0)), data.get("delta") or {})
+        elif kind == "message_delta":
+            self._end(data, data.get("delta") or {})
+        elif kind == "error":
+            err = data.get("error") or {}
+            etype = err.get("type") or "error"
+            raise self.owner._midstream(
+                etype,
+                err.get("message"),
+                529 if etype == "overloaded_error" else None,
+                etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
+            )
+        return ""
 
-    def delta(self, index: int, delta: dict[str, Any]) -> str | None:
-        """Apply a delta; returns new text to stream, if any."""
-        slot = self._blocks.setdefault(index, {"type": "text", "text": "", "_json": []})
+    def _end(self, usage_in: dict[str, Any], stop_in: dict[str, Any]) -> None:
+        self.stop = stop_in.get("stop_reason") or self.stop
+        self.usage.update({k: v for k, v in (usage_in.get("usage") or {}).items() if v is not None})
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> str:
+        slot = self.blocks.setdefault(index, {"type": "text", "text": "", "_json": []})
         kind = delta.get("type")
         if kind == "text_delta":
             piece = delta.get("text") or ""
             slot["text"] = (slot.get("text") or "") + piece
-            return piece or None
+            return piece
         if kind == "input_json_delta":
             slot["_json"].append(delta.get("partial_json") or "")
-        return None
+        return ""
 
-    def message(self) -> Message:
+    def response(self, body: dict[str, Any]) -> ModelResponse:
         text: list[str] = []
         calls: list[ToolCall] = []
-        for idx in sorted(self._blocks):
-            b = self._blocks[idx]
+        for idx in sorted(self.blocks):
+            b = self.blocks[idx]
             if b.get("type") == "text":
                 text.append(b.get("text") or "")
             elif b.get("type") == "tool_use":
@@ -193,21 +187,18 @@ class _BlockAssembler:
                 calls.append(
                     ToolCall(id=b.get("id") or f"toolu_{idx}", name=b.get("name") or "", arguments=raw)
                 )
-        return Message("assistant", "".join(text), tool_calls=calls)
+        reply = Message("assistant", "".join(text), tool_calls=calls)
+        return ModelResponse(
+            message=reply,
+            usage=parse_usage(self.usage or None) or estimated_usage(body, _PROMPT_KEYS, reply),
+            model=self.model,
+            finish_reason=_STOP.get(self.stop or "", self.stop),
+        )
 
 
 class AnthropicModel(HTTPModel):
-    """One Claude model behind the Messages API.
-
-    Args:
-        name: the model id (``claude-sonnet-4-5``).
-        base_url: ``https://api.anthropic.com`` (a trailing ``/v1`` is accepted too).
-        api_key: sent as ``x-api-key``; never logged or shown (errors mask it).
-        client: the shared pooled httpx client.
-        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
-        prompt_cache: add ``cache_control`` breakpoints (see the module docstring).
-        default_max_tokens: used when the settings give none (the API requires a value).
-    """
+    """One Claude model behind the Messages API; ``prompt_cache`` adds the breakpoints the module
+    docstring describes, ``default_max_tokens`` goes when the settings give none (the API requires one)."""
 
     WIRE = "Anthropic Messages"
     KEY_ENV = "ANTHROPIC_API_KEY"
@@ -215,24 +206,21 @@ class AnthropicModel(HTTPModel):
     MODEL_HINT = "e.g. claude-sonnet-4-5"
     KEY_HEADER = "x-api-key"
     HEADERS = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    PROVIDER = "anthropic"
 
     def __init__(
         self,
         name: str,
         *,
-        api_key: str | None,
-        client: httpx.AsyncClient,
-        base_url: str = DEFAULT_BASE_URL,
-        provider: str = "anthropic",
         prompt_cache: bool = True,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
-        **retry: Any,
+        **kwargs: Any,
     ) -> None:
-        base = base_url.rstrip("/").removesuffix("/v1")
-        super().__init__(name, base_url=base, api_key=api_key, client=client, provider=provider, **retry)
+        super().__init__(name, **kwargs)
+        self.base_url = self.base_url.removesuffix("/v1")
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
-        self._url = f"{self.base_url}/v1/messages"
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -260,55 +248,8 @@ class AnthropicModel(HTTPModel):
         body.update(s.extra)
         return body
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
-        resp = await self._post(self._url, body, s.timeout)
-        try:
-            data = resp.json()
-            blocks = data["content"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise self._bad_payload() from e
-        reply = _BlockAssembler(blocks).message()
-        return ModelResponse(
-            message=reply,
-            usage=parse_usage(data.get("usage")) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=data.get("model") or self.name,
-            finish_reason=_STOP.get(data.get("stop_reason") or "", data.get("stop_reason")),
-        )
+    def _url(self, stream: bool) -> str:
+        return f"{self.base_url}/v1/messages"
 
-    async def _stream_once(self, body: dict[str, Any], s: ModelSettings) -> AsyncIterator[ModelChunk]:
-        blocks = _BlockAssembler()
-        usage: dict[str, Any] = {}
-        stop: str | None = None
-        model_name = self.name
-        async for event, data in self._sse(self._url, body, self._headers(True), s.timeout):
-            kind = data.get("type") or event
-            if kind == "message_start":
-                msg = data.get("message") or {}
-                model_name = msg.get("model") or model_name
-                usage.update({k: v for k, v in (msg.get("usage") or {}).items() if v is not None})
-            elif kind == "content_block_start":
-                blocks.start(int(data.get("index", 0)), data.get("content_block") or {})
-            elif kind == "content_block_delta":
-                piece = blocks.delta(int(data.get("index", 0)), data.get("delta") or {})
-                if piece:
-                    yield TextChunk(piece)
-            elif kind == "message_delta":
-                stop = (data.get("delta") or {}).get("stop_reason") or stop
-                usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
-            elif kind == "error":
-                err = data.get("error") or {}
-                etype = err.get("type") or "error"
-                raise ModelError(
-                    f"{self.name}: the server reported {etype} mid-stream: {self._mask(str(err.get('message') or ''))}",
-                    provider=self.provider,
-                    model=self.name,
-                    status=529 if etype == "overloaded_error" else None,
-                    retryable=etype in ("overloaded_error", "api_error", "rate_limit_error", "timeout_error"),
-                )
-        reply = blocks.message()
-        yield ModelResponse(
-            message=reply,
-            usage=parse_usage(usage or None) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=model_name,
-            finish_reason=_STOP.get(stop or "", stop),
-        )
+    def _reply(self, **extra: Any) -> _Reply:
+        return _Reply(self)

@@ -1,14 +1,13 @@
 """Build a :class:`Model` from a spec string such as ``gpt-4o-mini`` or ``openai:gpt-4o-mini``.
 
-A bare name means the OpenAI-compatible endpoint in ``OPENAI_BASE_URL``. Other wire formats register
-a builder in ``BUILDERS`` under their prefix.
+A bare name means the OpenAI-compatible endpoint in ``OPENAI_BASE_URL``; the other wire formats are
+named by their prefix in ``WIRES``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 
@@ -32,44 +31,13 @@ from agent.models.tiers import (  # noqa: F401 - parse_* re-exported for older c
 )
 from agent.reader import Reader, ReaderSettings
 
-ModelBuilder = Callable[[str, AgentSettings, httpx.AsyncClient], Model]
-
-
-def _required_key(secret: Any, env: str, spec: str) -> str:
-    key = secret.get_secret_value() if secret else ""
-    if not key:
-        raise ConfigError(
-            f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env, or remove the model "
-            "from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
-        )
-    return key
-
-
-def _http(cls: type[HTTPModel], provider: str, *, key_required: bool = True) -> ModelBuilder:
-    """A builder from the ``<provider>_api_key`` and ``<provider>_base_url`` settings. OpenAI-compatible
-    servers may take no key (a local llama.cpp); the hosted APIs cannot."""
-
-    def build(name: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
-        secret = getattr(settings, f"{provider}_api_key")
-        if key_required:
-            key: str | None = _required_key(secret, f"{provider.upper()}_API_KEY", f"{provider}:{name}")
-        else:
-            key = secret.get_secret_value() if secret else None
-        register_secret(key)
-        base_url = getattr(settings, f"{provider}_base_url")
-        return cls(
-            name, api_key=key, base_url=base_url, client=client, max_attempts=settings.model_max_attempts
-        )
-
-    return build
-
-
-BUILDERS: dict[str, ModelBuilder] = {
-    "openai": _http(OpenAIChatModel, "openai", key_required=False),
-    "anthropic": _http(AnthropicModel, "anthropic"),
-    "gemini": _http(GeminiModel, "gemini"),
-    "google": _http(GeminiModel, "gemini"),
+WIRES: dict[str, tuple[type[HTTPModel], str]] = {
+    "openai": (OpenAIChatModel, "openai"),
+    "anthropic": (AnthropicModel, "anthropic"),
+    "gemini": (GeminiModel, "gemini"),
+    "google": (GeminiModel, "gemini"),
 }
+"""Spec prefix → (adapter, the provider whose ``<provider>_api_key`` / ``_base_url`` settings it uses)."""
 
 
 def split_spec(spec: str) -> tuple[str, str]:
@@ -77,18 +45,29 @@ def split_spec(spec: str) -> tuple[str, str]:
     spec = spec.strip()
     if ":" in spec:
         prefix, _, name = spec.partition(":")
-        if prefix in BUILDERS:
+        if prefix in WIRES:
             return prefix, name
     return "openai", spec
 
 
-def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient, **_: Any) -> Model:
-    provider, name = split_spec(spec)
+def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
+    prefix, name = split_spec(spec)
     if not name:
         raise ConfigError(
             f"model spec {spec!r} names no model; use e.g. 'gpt-4o-mini' or 'openai:gpt-4o-mini'"
         )
-    return BUILDERS[provider](name, settings, client)
+    cls, provider = WIRES[prefix]
+    secret = getattr(settings, f"{provider}_api_key")
+    key = secret.get_secret_value() if secret else None
+    if provider != "openai" and not key:  # a local OpenAI-compatible server may take none; hosted APIs not
+        env = f"{provider.upper()}_API_KEY"
+        raise ConfigError(
+            f"{env} is not set, so model '{provider}:{name}' cannot be used: set {env} in .env, or remove "
+            "the model from the tiers (ROUTER_TIERS_FILE / the server's tier settings)"
+        )
+    register_secret(key)
+    base_url = getattr(settings, f"{provider}_base_url")
+    return cls(name, api_key=key, base_url=base_url, client=client, max_attempts=settings.model_max_attempts)
 
 
 def build_router(

@@ -28,34 +28,24 @@ Pro models bill a prompt above 200k tokens at a higher rate for all its tokens: 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import ErrorBody, HTTPModel, args_object, json_object, split_system
-from agent.models.base import (
-    ModelChunk,
-    ModelError,
-    ModelResponse,
-    ModelSettings,
-    TextChunk,
-)
+from agent.models.adapter import HTTPModel, args_object, json_object, merge_turns, split_system
+from agent.models.base import ModelResponse, ModelSettings
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
-_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
 _VERSION_RE = re.compile(r"^gemini-(\d+)")
 _FINISH = {
     "STOP": "stop",
@@ -88,7 +78,7 @@ def to_wire(
     signatures = signatures or {}
     system, turns = split_system(messages)
     names: dict[str, str] = {}
-    contents: list[dict[str, Any]] = []
+    wire: list[tuple[str, list[dict[str, Any]]]] = []
     for m in turns:
         parts: list[dict[str, Any]] = []
         if m.role == "tool":
@@ -113,19 +103,12 @@ def to_wire(
             if m.content:
                 parts.append({"text": m.content})
             parts += [{"inlineData": {"mimeType": i.media_type, "data": i.data}} for i in m.images]
-        if not parts:
-            continue
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        wire.append((role, parts))
     instruction = {"parts": [{"text": "\n\n".join(system)}]} if system else None
-    return instruction, contents
+    return instruction, merge_turns(wire, "parts")
 
 
 def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not tools:
-        return []
     decls = []
     for t in tools:
         d: dict[str, Any] = {"name": t["name"], "description": t.get("description") or t["name"]}
@@ -156,6 +139,7 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
 class _Turn:
     """One reply being assembled from one or many ``GenerateContentResponse`` objects."""
 
+    owner: GeminiModel
     turn: int
     text: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
@@ -165,8 +149,12 @@ class _Turn:
     model: str | None = None
     blocked: str | None = None
 
-    def add(self, data: dict[str, Any]) -> str:
-        """Fold one response object in; returns the new visible text."""
+    def add(self, _event: str, data: dict[str, Any]) -> str:
+        if "error" in data and not data.get("candidates"):
+            err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+            code = int(err.get("code") or 500)
+            what = f"an error ({err.get('status') or code})"
+            raise self.owner._midstream(what, err.get("message"), code, code == 429 or code >= 500)
         if data.get("usageMetadata"):
             self.usage = data["usageMetadata"]
         self.model = data.get("modelVersion") or self.model
@@ -193,7 +181,8 @@ class _Turn:
             self.text.append(piece)
         return piece
 
-    def response(self, default_model: str, body: dict[str, Any]) -> ModelResponse:
+    def response(self, body: dict[str, Any]) -> ModelResponse:
+        self.owner._remember(self.signatures)
         finish = self.finish
         if self.calls and finish in (None, "STOP"):
             reason: str | None = "tool_calls"
@@ -205,39 +194,23 @@ class _Turn:
         return ModelResponse(
             message=reply,
             usage=parse_usage(self.usage) or estimated_usage(body, _PROMPT_KEYS, reply),
-            model=self.model or default_model,
+            model=self.model or self.owner.name,
             finish_reason=reason,
         )
 
 
 class GeminiModel(HTTPModel):
-    """One Gemini model behind the Gemini API (AI Studio key).
-
-    Args:
-        name: the model id (``gemini-2.5-flash``; a ``models/`` prefix is accepted).
-        base_url: ``https://generativelanguage.googleapis.com/v1beta``.
-        api_key: sent as ``x-goog-api-key``.
-        client: the shared pooled httpx client.
-        retry: ``max_attempts``, ``backoff_initial``, ``backoff_max`` (see :class:`HTTPModel`).
-    """
+    """One Gemini model behind the Gemini API (AI Studio key); ``models/gemini-2.5-flash`` is accepted."""
 
     WIRE = "Gemini generateContent"
     KEY_ENV = "GEMINI_API_KEY"
     BASE_ENV = "GEMINI_BASE_URL"
     KEY_HEADER = "x-goog-api-key"
+    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    PROVIDER = "gemini"
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        api_key: str | None,
-        client: httpx.AsyncClient,
-        base_url: str = DEFAULT_BASE_URL,
-        provider: str = "gemini",
-        **retry: Any,
-    ) -> None:
-        name = name.removeprefix("models/")
-        super().__init__(name, base_url=base_url, api_key=api_key, client=client, provider=provider, **retry)
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(name.removeprefix("models/"), **kwargs)
         self._signatures: OrderedDict[str, str] = OrderedDict()
 
     def _url(self, stream: bool) -> str:
@@ -276,61 +249,5 @@ class GeminiModel(HTTPModel):
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"turn": len(messages)}  # thought signatures are kept per turn
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, turn: int) -> ModelResponse:
-        resp = await self._post(self._url(False), body, s.timeout)
-        reply = _Turn(turn)
-        try:
-            data = resp.json()
-            if not isinstance(data, dict):
-                raise TypeError("not an object")
-            reply.add(data)
-        except (ValueError, TypeError, AttributeError) as e:
-            raise self._bad_payload() from e
-        self._remember(reply.signatures)
-        return reply.response(self.name, body)
-
-    async def _stream_once(
-        self, body: dict[str, Any], s: ModelSettings, turn: int
-    ) -> AsyncIterator[ModelChunk]:
-        reply = _Turn(turn)
-        async for _event, data in self._sse(self._url(True), body, self._headers(True), s.timeout):
-            if "error" in data and not data.get("candidates"):
-                err = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-                code = int(err.get("code") or 500)
-                raise ModelError(
-                    f"{self.name}: the server reported an error mid-stream "
-                    f"({err.get('status') or code}): {self._mask(str(err.get('message') or ''))}",
-                    provider=self.provider,
-                    model=self.name,
-                    status=code,
-                    retryable=code == 429 or code >= 500,
-                )
-            piece = reply.add(data)
-            if piece:
-                yield TextChunk(piece)
-        self._remember(reply.signatures)
-        yield reply.response(self.name, body)
-
-    def _error_body(self, text: str) -> ErrorBody:
-        """Google's ``{"error": {"code", "message", "status", "details": [ErrorInfo, RetryInfo...]}}``."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return ErrorBody(text.strip()[:300] or "(no details)")
-        if isinstance(data, list) and data:  # some proxies wrap it in a list
-            data = data[0]
-        err = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(err, dict):
-            return ErrorBody(str(data)[:300])
-        body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("status") or "ERROR"))
-        reason = ""
-        for d in err.get("details") or ():
-            if not isinstance(d, dict):
-                continue
-            reason = str(d.get("reason") or reason)
-            delay = d.get("retryDelay")
-            if isinstance(delay, str) and delay.endswith("s"):
-                with contextlib.suppress(ValueError):
-                    body.retry_after = max(0.0, float(delay[:-1]))
-        body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
-        return body
+    def _reply(self, turn: int) -> _Turn:  # type: ignore[override]
+        return _Turn(self, turn)

@@ -15,8 +15,6 @@ import httpx
 from agent.models.base import ModelError
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0)
-DEFAULT_SHARDS = 64
-DEFAULT_PER_SHARD = 4
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -28,11 +26,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     of 4 (bench/loop_overhead.py; ideal 1.2 s, the rest is CPU on 2 cores). It is still one client.
     """
 
-    def __init__(
-        self, shards: int = DEFAULT_SHARDS, per_shard: int = DEFAULT_PER_SHARD, keepalive_expiry: float = 30.0
-    ) -> None:
+    def __init__(self, shards: int = 64, per_shard: int = 4) -> None:
         limits = httpx.Limits(
-            max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=keepalive_expiry
+            max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
         ssl_context = httpx.create_ssl_context()
@@ -76,15 +72,9 @@ class _Released(httpx.AsyncByteStream):
                 self._busy[self._index] -= 1
 
 
-def make_client(
-    timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-    shards: int = DEFAULT_SHARDS,
-    per_shard: int = DEFAULT_PER_SHARD,
-) -> httpx.AsyncClient:
+def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
-    return httpx.AsyncClient(
-        timeout=timeout, transport=ShardedTransport(shards, per_shard), follow_redirects=False
-    )
+    return httpx.AsyncClient(timeout=timeout, transport=ShardedTransport(), follow_redirects=False)
 
 
 def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:

@@ -15,8 +15,6 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["REPORTED", "Rates", "package_usd", "rates_of"]
-
 
 def package_usd(mp: Any, counts: dict[str, int]) -> float:
     """genai-prices' own ``calc_price`` (without the per-request fee, which :func:`agent.models.prices._usd` adds per request)."""
@@ -52,18 +50,15 @@ _PROBES = tuple(
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """One ``ModelPrice`` compiled once: genai-prices' ``calc_price`` took ~80-270 µs a call (it resolves
-    and validates the unit registry every time), once per step and three times per budget hold.
-
-    The package sums exact Decimals (``price * count / per`` per unit), then makes a float of the sum.
+    """One ``ModelPrice`` compiled once. The package sums exact Decimals (``price * count / per`` per unit), then makes a float of the sum.
     Here each rate is an integer number of ``1/scale`` USD per unit, so the sum is an exact integer and
     ``total / scale`` is that same value correctly rounded, as the package's float is: the same float,
     in about a microsecond. Sums too large for the package's 28 digits to hold exactly go to the package.
 
-    ``units`` are (usage key, base rate, tiers highest first as (prompt tokens above, rate)) of the
-    priced units :func:`agent.models.prices._usd` reports; ``leaves`` are (usage key, the priced keys nested in it) in the
-    order the package subtracts them (a cache read is part of the input, so the input rate applies to
-    input minus reads and writes).
+    ``units`` are (usage key, base rate, tiers highest first as (prompt tokens above, rate)) of the priced
+    units :data:`REPORTED`; ``leaves`` are (usage key, the priced keys nested in it) in the order the
+    package subtracts them (a cache read is part of the input, so the input rate applies to input minus
+    reads and writes).
     """
 
     units: tuple[tuple[str, int, tuple[tuple[int, int], ...]], ...]

@@ -62,12 +62,6 @@ def _genai() -> Any:
     return get_snapshot()
 
 
-def _base(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(getattr(value, "base", value))
-
-
 @dataclass(frozen=True, slots=True)
 class Price:
     """One model's prices (``model_price`` is genai-prices' ``ModelPrice``) and where they come from.
@@ -90,7 +84,8 @@ class Price:
         return info.get_prices(when or datetime.now(UTC))
 
     def _get(self, key: str) -> float | None:
-        return _base(getattr(self.model_price, key, None))
+        value = getattr(self.model_price, key, None)  # tiered prices: the base tier's
+        return None if value is None else float(getattr(value, "base", value))
 
     @property
     def input(self) -> float:
@@ -103,19 +98,6 @@ class Price:
     @property
     def cached_input(self) -> float | None:
         return self._get("cache_read_mtok")
-
-    @property
-    def cache_write(self) -> float | None:
-        return self._get("cache_write_mtok")
-
-    @property
-    def cache_write_1h(self) -> float | None:
-        return self._get("cache_write_1h_mtok")
-
-    @property
-    def per_request(self) -> float:
-        fee = self._get("requests_kcount")
-        return fee / 1000 if fee else 0.0
 
 
 def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
@@ -160,13 +142,8 @@ def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
 
 
 class PriceTable:
-    """Prices by model name: ``overrides`` first, then (unless ``base`` is False) genai-prices.
-
-    Args:
-        overrides: our own entries by model name (``PRICES_FILE``).
-        base: also look models up in genai-prices' bundled data.
-        endpoint: the OpenAI-compatible endpoint's URL (``OPENAI_BASE_URL``), to find host-only names.
-    """
+    """Prices by model name: ``overrides`` (``PRICES_FILE``) first, then (unless ``base`` is False)
+    genai-prices, where ``endpoint`` (``OPENAI_BASE_URL``) finds the names only its host uses."""
 
     def __init__(
         self, overrides: dict[str, Price] | None = None, *, base: bool = True, endpoint: str | None = None
@@ -207,10 +184,8 @@ class PriceTable:
     def lookup(self, model: str, provider: str | None = None) -> Price | None:
         """Our entries (exact, without a provider prefix, without a date suffix), then genai-prices."""
         key = (model, provider)
-        try:
+        if key in self._resolved:
             return self._resolved[key]
-        except KeyError:
-            pass
         found = self._own(model) or (self._package(model, provider) if self._base else None)
         if len(self._resolved) < 4096:  # model names come from config and servers: a small set
             self._resolved[key] = found
@@ -218,12 +193,8 @@ class PriceTable:
 
     def _own(self, model: str) -> Price | None:
         name = model.lower().strip()
-        candidates = [name, _PROVIDER_PREFIX.sub("", name)]
-        for c in list(candidates):
-            stripped = _DATE_SUFFIX.sub("", c)
-            if stripped != c:
-                candidates.append(stripped)
-        for c in candidates:
+        bare = _PROVIDER_PREFIX.sub("", name)
+        for c in (name, bare, _DATE_SUFFIX.sub("", name), _DATE_SUFFIX.sub("", bare)):
             if c in self._prices:
                 return self._prices[c]
         return None

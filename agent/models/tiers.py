@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from agent.setting_parsers import (  # re-exported: the tier names live with the setting parsers
+from agent.setting_parsers import (  # noqa: F401 - re-exported: the tier names live with the setting parsers
     TIERS,
     ConfigError,
     Tier,
@@ -28,22 +28,6 @@ from agent.setting_parsers import (  # re-exported: the tier names live with the
     parse_tier,
     tier_index,
 )
-
-__all__ = [
-    "HOSTED",
-    "TIERS",
-    "Tier",
-    "TierTable",
-    "default_tiers",
-    "load_tiers",
-    "merge_tiers",
-    "one_model_tiers",
-    "parse_research_tiers",
-    "parse_step_limits",
-    "parse_tier",
-    "tier_index",
-    "validate_tiers",
-]
 
 
 def validate_tiers(raw: Mapping[str, Any], origin: str = "tiers") -> TierTable:
@@ -91,7 +75,7 @@ def one_model_tiers(model: str) -> TierTable:
 
 def default_tiers() -> TierTable:
     """The shipped hosted table (``tiers.toml``), used when ``ROUTER_TIERS_FILE=hosted``."""
-    return _copy(_shipped())
+    return {t: list(specs) for t, specs in _shipped().items()}  # callers own their copy
 
 
 @lru_cache(maxsize=1)
@@ -102,11 +86,6 @@ def _shipped() -> TierTable:
     if missing:  # a packaging mistake, not a user error
         raise ConfigError(f"tiers.toml: missing tiers {missing}")
     return table
-
-
-def _copy(table: Mapping[Tier, list[str]]) -> TierTable:
-    """Callers own what they get (the router and the bot's defaults each keep one)."""
-    return {t: list(specs) for t, specs in table.items()}
 
 
 def merge_tiers(

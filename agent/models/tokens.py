@@ -29,17 +29,13 @@ DEFAULT_COMPLETION = 1024
 
 def count(value: Any) -> int:
     """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1)."""
-    if type(value) is int:  # what servers send (bool is not int here): the checks below are for the rest
-        return value if value > 0 else 0
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int | float) and math.isfinite(value):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return max(0, int(value))
     return 0
 
 
-def count_text(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
+def _tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -65,26 +61,20 @@ def estimate_prompt(
     counted once: walking the bot's specs took ~100 µs on every budget hold, and they do not change."""
     chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
     chars += tool_chars(tools) if tools_chars is None else tools_chars
-    return -(-chars // CHARS_PER_TOKEN) + PER_MESSAGE * len(messages)
-
-
-def estimate_wire_prompt(body: dict[str, Any], message_keys: Sequence[str]) -> int:
-    """Prompt tokens of a provider request body: every text under ``message_keys`` (messages, system,
-    tools, ...), plus framing for each entry of the first key (the message list)."""
-    chars = sum(len(s) for k in message_keys for s in _strings(body.get(k)))
-    turns = body.get(message_keys[0]) if message_keys else None
-    return -(-chars // CHARS_PER_TOKEN) + PER_MESSAGE * (len(turns) if isinstance(turns, list) else 1)
-
-
-def estimate_reply(message: Message) -> int:
-    return count_text(message.content) + sum(count_text(c.name + c.arguments) for c in message.tool_calls)
+    return _tokens(chars) + PER_MESSAGE * len(messages)
 
 
 def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Message) -> Usage:
-    """What a call the server reported no usage for is counted as (reasoning, if any, stays unseen)."""
+    """What a call the server reported no usage for is counted as (reasoning, if any, stays unseen): every
+    text of the request body under ``message_keys`` (messages, system, tools, ...) with framing for each
+    entry of the first (the message list), and the reply's text and tool calls."""
+    chars = sum(len(s) for k in message_keys for s in _strings(body.get(k)))
+    turns = body.get(message_keys[0])
+    framing = PER_MESSAGE * (len(turns) if isinstance(turns, list) else 1)
+    replied = (reply.content, *(c.name + c.arguments for c in reply.tool_calls))
     return Usage(
-        prompt_tokens=estimate_wire_prompt(body, message_keys),
-        completion_tokens=estimate_reply(reply),
+        prompt_tokens=_tokens(chars) + framing,
+        completion_tokens=sum(_tokens(len(text)) for text in replied),
         requests=1,
         estimated=True,
     )

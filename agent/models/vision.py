@@ -12,8 +12,6 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 
-__all__ = ["accepts_images"]
-
 _OPENAI = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-4-turbo", "o1", "o3", "o4")
 _OPENAI_TEXT_ONLY = ("o1-mini", "o1-preview", "o3-mini", "gpt-5-chat-audio")
 
