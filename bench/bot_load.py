@@ -338,6 +338,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "BOT_REST_WRITES_PER_SECOND": str(ns.budget),
             "PYTHON_SANDBOX": "off",
             "HEALTH_PORT": str(health_port),
+            **dict(kv.split("=", 1) for kv in ns.env),
         }
         bot = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).with_name("agentbot")),
@@ -473,6 +474,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--guilds", type=int, default=40)
     ap.add_argument("--budget", type=float, default=40.0, help="BOT_REST_WRITES_PER_SECOND for the bot")
+    ap.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the bot (e.g. MEMORY_ENABLED=false)"
+    )
     ns = ap.parse_args()
     if ns.quick:
         ns.levels = ",".join(map(str, QUICK))

@@ -8,7 +8,8 @@ model, another model file, another dimension).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -90,3 +91,64 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"text #{i} is {type(t).__name__}, not str")
     return out
+
+
+class Coalescer:
+    """Concurrent embed calls (each in its own worker thread) run as one batch.
+
+    Measured on the MiniLM int8 model (one intra-op thread): a 13-token query alone costs 5.3 ms of
+    CPU, in a batch of 8 such queries 3.4 ms each; sessions started together recall and store at
+    the same moments. No call waits for a batch to fill: whoever finds the model idle runs every
+    text queued so far at once, then hands the model to the oldest call that queued meanwhile (the
+    others block their worker threads only while a batch they could not join is running).
+    """
+
+    def __init__(self, run: Callable[[list[str]], np.ndarray]) -> None:
+        self._run = run
+        self._lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._busy = False
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        job = _Job(texts)
+        with self._lock:
+            self._queue.append(job)
+            job.leads = not self._busy
+            self._busy = True
+        if not job.leads:
+            job.done.wait()
+        if job.leads:  # the model is ours: run what is queued (this call's texts among it)
+            with self._lock:
+                jobs, self._queue = self._queue, []
+            try:
+                rows = self._run([t for j in jobs for t in j.texts])
+                at = 0
+                for j in jobs:
+                    j.rows, at = rows[at : at + len(j.texts)], at + len(j.texts)
+            except BaseException as e:
+                for j in jobs:
+                    j.error = e
+            finally:
+                with self._lock:
+                    if self._queue:
+                        self._queue[0].leads = True
+                    self._busy = bool(self._queue)
+                    woken = self._queue[:1]
+                for j in [*jobs, *woken]:
+                    if j is not job:
+                        j.done.set()
+        if job.error is not None:
+            raise job.error
+        assert job.rows is not None
+        return job.rows
+
+
+class _Job:
+    __slots__ = ("done", "error", "leads", "rows", "texts")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.done = threading.Event()
+        self.leads = False
+        self.rows: np.ndarray | None = None
+        self.error: BaseException | None = None
