@@ -9,8 +9,8 @@ difference real: send a message that is not there yet, or edit one whose text ch
 * nothing is reordered: messages are sent in the order they were created, by one task;
 * when the budget is short, several pending step messages are merged into one send, so the final
   answer is not starved; the live "writing…" preview is refreshed only when nothing else waits;
-* a failed write (429 after discord.py's own retries, 5xx, a network error) is retried after
-  ``retry_after`` or a backoff, for as long as it takes; sends carry a fixed nonce with
+* a failed write (429 after discord.py's own retries, 5xx, a network error) is retried, for as long
+  as it takes, after the wait of the one retry policy (:data:`WRITE_RETRY`); sends carry a fixed nonce with
   ``enforce_nonce``, so a retried send never creates a second message;
 * a write that finds the thread itself gone (deleted, archived and locked, access lost) stops all
   writing at once: nothing queued is retried into a thread that can no longer take it, and the
@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from agent.retry import RetryPolicy
 from bot.stream_plan import Block, BlockKind, Op, PlannedMessage, ThreadPlan
 from bot.stream_sink import Sink, SinkError
 from bot.write_window import WriteBudget
@@ -35,6 +36,11 @@ from bot.write_window import WriteBudget
 __all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget", "WriteStats"]
 
 log = structlog.get_logger().bind(logger="bot.streamer")
+
+WRITE_RETRY = RetryPolicy(initial=1.0, maximum=60.0)
+"""1 s doubling to a minute, never sooner than Discord's ``retry_after``; its jitter keeps threads that
+failed together (a Discord outage) from all retrying at the same moment. Never given up: the writer
+stops only when the write is refused for good or the thread is gone."""
 
 
 @dataclass
@@ -78,8 +84,8 @@ class ThreadStreamer:
         self._flushing = 0
         self._contended = False
         """The last turn waited for other threads' writes (the bot-wide budget is the limit)."""
-        self._backoff = 1.0
-        """Seconds before retrying a failed write that named no wait; doubles to a minute."""
+        self._failures = 0
+        """Writes failed in a row (the retry policy's attempt number)."""
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
@@ -251,11 +257,11 @@ class ThreadStreamer:
                 else:
                     msg.failed = True
                 return 0.0
-            wait = e.retry_after if e.retry_after is not None else self._backoff
-            self._backoff = min(self._backoff * 2, 60.0)
+            self._failures += 1
+            wait = WRITE_RETRY.wait(self._failures, e)
             log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
             return max(wait, 0.001)
-        self._backoff = 1.0
+        self._failures = 0
         now = time.monotonic()
         self.stats.writes.append(now)
         if msg.blocks and msg.blocks[0].kind == "live":
