@@ -68,7 +68,7 @@ def test_concurrent_calls_share_one_model_run_and_each_gets_its_own_rows(minilm:
     np.testing.assert_allclose(np.array(together), np.array(alone), atol=1e-4)
 
     # While one batch runs, calls queue; the next run takes all of them at once. An error reaches
-    # every call of its batch (none hangs), and the calls queued behind it still run.
+    # every call of its batch (none hangs), and later calls still run.
     release, runs = threading.Event(), []
 
     def run(batch: list[str]) -> np.ndarray:
@@ -91,7 +91,7 @@ def test_concurrent_calls_share_one_model_run_and_each_gets_its_own_rows(minilm:
         for f in queued:
             with pytest.raises(ValueError, match="bad text"):
                 f.result(5)
-        assert runs == [["first"], ["ab", "bad", "c"]]
+        assert runs[0] == ["first"] and sorted(runs[1]) == ["ab", "bad", "c"] and len(runs) == 2
         assert coalesce(["xyz"]).tolist() == [[3.0]]
 
 
