@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -33,7 +32,7 @@ from bot.stream_plan import Block, BlockKind, Op, PlannedMessage, ThreadPlan
 from bot.stream_sink import Sink, SinkError
 from bot.write_window import WriteBudget
 
-__all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget", "WriteStats"]
+__all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget"]
 
 log = structlog.get_logger().bind(logger="bot.streamer")
 
@@ -41,17 +40,6 @@ WRITE_RETRY = RetryPolicy(initial=1.0, maximum=60.0)
 """1 s doubling to a minute, never sooner than Discord's ``retry_after``; its jitter keeps threads that
 failed together (a Discord outage) from all retrying at the same moment. Never given up: the writer
 stops only when the write is refused for good or the thread is gone."""
-
-
-@dataclass
-class WriteStats:
-    """What a benchmark or test wants to know about pacing."""
-
-    writes: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    """Seconds from a block change to the write that showed it."""
-    failures: int = 0
-    given_up: int = 0
 
 
 class ThreadStreamer:
@@ -62,7 +50,6 @@ class ThreadStreamer:
         writes: int = 5,
         per: float = 5.0,
         name: str = "",
-        stats: WriteStats | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_gone: Callable[[str], Any] | None = None,
         budget: WriteBudget | None = None,
@@ -74,7 +61,6 @@ class ThreadStreamer:
         self.gone: str | None = None
         self.budget = budget or WriteBudget(writes, per)
         """The channel's write window: pass the thread's own to share it with other writers there."""
-        self.stats = stats or WriteStats()
         self._plan = ThreadPlan()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -241,16 +227,13 @@ class ThreadStreamer:
                 await self.sink.delete(msg.id or 0)
                 msg.deleted = True
         except SinkError as e:
-            self.stats.failures += 1
             if e.thread_gone:
                 log.warning("stream_thread_gone", op=kind, status=e.status, error=str(e))
-                self.stats.given_up += 1
                 msg.failed = True
                 self.abandon(str(e))
                 return 0.0
             if e.gone or not e.retryable:
                 log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
-                self.stats.given_up += 1
                 if kind == "delete" or (kind == "edit" and e.gone):
                     msg.deleted = kind == "delete"
                     msg.shown = content
@@ -263,11 +246,10 @@ class ThreadStreamer:
             return max(wait, 0.001)
         self._failures = 0
         now = time.monotonic()
-        self.stats.writes.append(now)
         if msg.blocks and msg.blocks[0].kind == "live":
             self._plan.live_written_at = now
+        settled = kind == "delete" or msg.content() == msg.shown
         for b in pending:
             if b.changed_at:
-                self.stats.latencies.append(now - b.changed_at)
-                b.changed_at = 0.0 if msg.content() == msg.shown or kind == "delete" else now
+                b.changed_at = 0.0 if settled else now
         return 0.0
