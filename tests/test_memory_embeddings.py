@@ -95,6 +95,27 @@ def test_concurrent_calls_share_one_model_run_and_each_gets_its_own_rows(minilm:
         assert coalesce(["xyz"]).tolist() == [[3.0]]
 
 
+def test_a_query_embedded_again_is_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router and memory recall both embed a turn's prompt: the second one reuses the first."""
+    router, memory = MiniLMEmbedding(), MiniLMEmbedding()
+    ask = f"What changed in the release notes? {time.time()}"
+    first = router.embed_query(ask)
+    runs: list[list[str]] = []
+    real = MiniLMEmbedding._embed
+    monkeypatch.setattr(
+        MiniLMEmbedding, "_embed", lambda self, items: runs.append(items) or real(self, items)
+    )
+    memory._coalesced = Coalescer(memory._embed)
+    again = memory.embed_query(ask)
+    np.testing.assert_array_equal(again, first)
+    again[:] = 0  # a caller's change stays in its copy
+    assert runs == [] and float(np.linalg.norm(memory.embed_query(ask))) > 0.99
+    memory.embed_query(ask + " (edited)")
+    assert runs == [[ask + " (edited)"]]
+    with pytest.raises(TypeError, match="not str"):
+        memory.embed_query(["a list"])  # type: ignore[arg-type]
+
+
 def test_minilm_cuts_texts_at_256_tokens(minilm: MiniLMEmbedding) -> None:
     base = " ".join(f"word{i % 50}" for i in range(400))
     np.testing.assert_allclose(
