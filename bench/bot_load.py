@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bot_load.py [--quick] [--levels 20,50,100,200,300,400] [--latency 1.0]
                                        [--steps 5] [--guilds 40] [--budget 40] [--timeline]
+                                       [--env KEY=VALUE ...]  (e.g. MEMORY_ENABLED=false: memory's share)
 
 About 3.5 minutes on 2 cores (``--quick``: 20, 100, 300 sessions, under 2).
 
