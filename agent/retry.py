@@ -10,7 +10,9 @@ at least that long, up to ``max_retry_after``. Three ways to drive it, one per k
   each wait, so the consumer can show "retrying in 4 s" while it waits - tenacity's own iterator sleeps
   inside ``__anext__``, where a generator cannot yield;
 * :meth:`RetryPolicy.call` for an async call (tools, Discord writes), with an ``on_retry`` notice;
-* :meth:`RetryPolicy.sync` for blocking code in worker threads (embeddings).
+* :meth:`RetryPolicy.sync` for blocking code in worker threads (embeddings);
+* :meth:`RetryPolicy.wait` for a caller that keeps its own loop: the bot's streamer retries a failed
+  Discord write as a new turn of its writer (which may carry newer text), for as long as it takes.
 
 The first attempt runs without tenacity: it costs ~35 µs a call, and most calls succeed.
 """
@@ -79,14 +81,25 @@ class RetryPolicy:
     maximum: float = 30.0
     max_retry_after: float = 120.0
 
-    def _kwargs(self, retryable: Retryable) -> dict[str, Any]:
+    def _wait(self) -> _AtLeastRetryAfter:
         base = wait_exponential_jitter(multiplier=self.initial, max=self.maximum, jitter=self.initial)
+        return _AtLeastRetryAfter(base, self.max_retry_after)
+
+    def _kwargs(self, retryable: Retryable) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(max(1, self.max_attempts)),
-            "wait": _AtLeastRetryAfter(base, self.max_retry_after),
+            "wait": self._wait(),
             "retry": retry_if_exception(retryable),
             "reraise": True,
         }
+
+    def wait(self, attempt: int, error: BaseException) -> float:
+        """Seconds to wait after attempt ``attempt`` (1 = the first) failed with ``error``: the backoff
+        with jitter, never shorter than the error's ``retry_after``. ``max_attempts`` is the caller's."""
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        state.set_exception((type(error), error, error.__traceback__))
+        return float(self._wait()(state))
 
     def sync(self, retryable: Retryable) -> Retrying:
         """A tenacity ``Retrying`` for blocking code: ``for attempt in policy.sync(...): with attempt: ...``."""

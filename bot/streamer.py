@@ -9,8 +9,8 @@ difference real: send a message that is not there yet, or edit one whose text ch
 * nothing is reordered: messages are sent in the order they were created, by one task;
 * when the budget is short, several pending step messages are merged into one send, so the final
   answer is not starved; the live "writing…" preview is refreshed only when nothing else waits;
-* a failed write (429 after discord.py's own retries, 5xx, a network error) is retried after
-  ``retry_after`` or a backoff, for as long as it takes; sends carry a fixed nonce with
+* a failed write (429 after discord.py's own retries, 5xx, a network error) is retried, for as long
+  as it takes, after the wait of the one retry policy (:data:`WRITE_RETRY`); sends carry a fixed nonce with
   ``enforce_nonce``, so a retried send never creates a second message;
 * a write that finds the thread itself gone (deleted, archived and locked, access lost) stops all
   writing at once: nothing queued is retried into a thread that can no longer take it, and the
@@ -23,29 +23,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from agent.retry import RetryPolicy
 from bot.stream_plan import Block, BlockKind, Op, PlannedMessage, ThreadPlan
 from bot.stream_sink import Sink, SinkError
 from bot.write_window import WriteBudget
 
-__all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget", "WriteStats"]
+__all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget"]
 
 log = structlog.get_logger().bind(logger="bot.streamer")
 
-
-@dataclass
-class WriteStats:
-    """What a benchmark or test wants to know about pacing."""
-
-    writes: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    """Seconds from a block change to the write that showed it."""
-    failures: int = 0
-    given_up: int = 0
+WRITE_RETRY = RetryPolicy(initial=1.0, maximum=60.0)
+"""1 s doubling to a minute, never sooner than Discord's ``retry_after``; its jitter keeps threads that
+failed together (a Discord outage) from all retrying at the same moment. Never given up: the writer
+stops only when the write is refused for good or the thread is gone."""
 
 
 class ThreadStreamer:
@@ -56,7 +50,6 @@ class ThreadStreamer:
         writes: int = 5,
         per: float = 5.0,
         name: str = "",
-        stats: WriteStats | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         on_gone: Callable[[str], Any] | None = None,
         budget: WriteBudget | None = None,
@@ -68,7 +61,6 @@ class ThreadStreamer:
         self.gone: str | None = None
         self.budget = budget or WriteBudget(writes, per)
         """The channel's write window: pass the thread's own to share it with other writers there."""
-        self.stats = stats or WriteStats()
         self._plan = ThreadPlan()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -78,8 +70,8 @@ class ThreadStreamer:
         self._flushing = 0
         self._contended = False
         """The last turn waited for other threads' writes (the bot-wide budget is the limit)."""
-        self._backoff = 1.0
-        """Seconds before retrying a failed write that named no wait; doubles to a minute."""
+        self._failures = 0
+        """Writes failed in a row (the retry policy's attempt number)."""
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
@@ -235,33 +227,29 @@ class ThreadStreamer:
                 await self.sink.delete(msg.id or 0)
                 msg.deleted = True
         except SinkError as e:
-            self.stats.failures += 1
             if e.thread_gone:
                 log.warning("stream_thread_gone", op=kind, status=e.status, error=str(e))
-                self.stats.given_up += 1
                 msg.failed = True
                 self.abandon(str(e))
                 return 0.0
             if e.gone or not e.retryable:
                 log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
-                self.stats.given_up += 1
                 if kind == "delete" or (kind == "edit" and e.gone):
                     msg.deleted = kind == "delete"
                     msg.shown = content
                 else:
                     msg.failed = True
                 return 0.0
-            wait = e.retry_after if e.retry_after is not None else self._backoff
-            self._backoff = min(self._backoff * 2, 60.0)
+            self._failures += 1
+            wait = WRITE_RETRY.wait(self._failures, e)
             log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
             return max(wait, 0.001)
-        self._backoff = 1.0
+        self._failures = 0
         now = time.monotonic()
-        self.stats.writes.append(now)
         if msg.blocks and msg.blocks[0].kind == "live":
             self._plan.live_written_at = now
+        settled = kind == "delete" or msg.content() == msg.shown
         for b in pending:
             if b.changed_at:
-                self.stats.latencies.append(now - b.changed_at)
-                b.changed_at = 0.0 if msg.content() == msg.shown or kind == "delete" else now
+                b.changed_at = 0.0 if settled else now
         return 0.0

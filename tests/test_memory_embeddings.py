@@ -7,8 +7,10 @@ import asyncio
 import hashlib
 import re
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from aiohttp import web
 from chromadb.config import Settings
 
 from agent.embeddings import EmbeddingUnavailable, embedding_from_env
+from agent.embeddings.base import Coalescer
 from agent.embeddings.minilm import MiniLMEmbedding, _default_model_path
 from agent.embeddings.multilingual import MultilingualEmbedding
 from agent.embeddings.openai_compat import OpenAIEmbedding
@@ -55,6 +58,62 @@ def test_minilm_vectors_do_not_depend_on_their_batch(minilm: MiniLMEmbedding) ->
     related = minilm.embed_query("Steps to recover a forgotten login password")
     unrelated = minilm.embed_query("The weather in Paris is sunny today")
     assert float(alone @ related) > 0.5 > float(alone @ unrelated)
+
+
+def test_concurrent_calls_share_one_model_run_and_each_gets_its_own_rows(minilm: MiniLMEmbedding) -> None:
+    texts = [f"question number {i} about {'long ' * (i % 7)}passwords" for i in range(24)]
+    alone = [minilm.embed_query(t) for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(minilm.embed_query, texts))
+    np.testing.assert_allclose(np.array(together), np.array(alone), atol=1e-4)
+
+    # While one batch runs, calls queue; the next run takes all of them at once. An error reaches
+    # every call of its batch (none hangs), and later calls still run.
+    release, runs = threading.Event(), []
+
+    def run(batch: list[str]) -> np.ndarray:
+        runs.append(batch)
+        if batch == ["first"]:
+            release.wait(5)
+        if "bad" in batch:
+            raise ValueError("bad text")
+        return np.array([[float(len(t))] for t in batch])
+
+    coalesce = Coalescer(run)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(coalesce, ["first"])
+        while not runs:
+            time.sleep(0.01)
+        queued = [pool.submit(coalesce, t) for t in (["ab"], ["bad", "c"])]
+        time.sleep(0.2)
+        release.set()
+        assert first.result(5).tolist() == [[5.0]]
+        for f in queued:
+            with pytest.raises(ValueError, match="bad text"):
+                f.result(5)
+        assert runs[0] == ["first"] and sorted(runs[1]) == ["ab", "bad", "c"] and len(runs) == 2
+        assert coalesce(["xyz"]).tolist() == [[3.0]]
+
+
+def test_a_query_embedded_again_is_not_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router and memory recall both embed a turn's prompt: the second one reuses the first."""
+    router, memory = MiniLMEmbedding(), MiniLMEmbedding()
+    ask = f"What changed in the release notes? {time.time()}"
+    first = router.embed_query(ask)
+    runs: list[list[str]] = []
+    real = MiniLMEmbedding._embed
+    monkeypatch.setattr(
+        MiniLMEmbedding, "_embed", lambda self, items: runs.append(items) or real(self, items)
+    )
+    memory._coalesced = Coalescer(memory._embed)
+    again = memory.embed_query(ask)
+    np.testing.assert_array_equal(again, first)
+    again[:] = 0  # a caller's change stays in its copy
+    assert runs == [] and float(np.linalg.norm(memory.embed_query(ask))) > 0.99
+    memory.embed_query(ask + " (edited)")
+    assert runs == [[ask + " (edited)"]]
+    with pytest.raises(TypeError, match="not str"):
+        memory.embed_query(["a list"])  # type: ignore[arg-type]
 
 
 def test_minilm_cuts_texts_at_256_tokens(minilm: MiniLMEmbedding) -> None:

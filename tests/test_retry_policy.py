@@ -1,17 +1,21 @@
-"""One retry policy (agent.retry) for model calls, tools and embeddings: each retry announced before its
-wait, and never sooner than the server's Retry-After / retry-after-ms."""
+"""One retry policy (agent.retry) for model calls, tools, embeddings and Discord writes: each retry
+announced before its wait, and never sooner than the server's Retry-After / retry-after-ms."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 
 from agent.events import RetryEvent, ToolResultEvent
 from agent.loop import Agent
-from agent.retry import parse_retry_after
+from agent.retry import RetryPolicy, parse_retry_after
 from agent.tools import ToolRegistry, TransientToolError, tool
+from bot.stream_sink import FreeTurn, Grant, SinkError
+from bot.streamer import WRITE_RETRY, ThreadStreamer
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_agent_loop import collect, make_agent
 
@@ -73,3 +77,42 @@ async def test_a_tool_that_keeps_failing_reports_after_its_attempts(
     result = next(e for e in events if isinstance(e, ToolResultEvent))
     assert result.is_error and "HTTP 503" in result.output
     assert isinstance(agent.tools, ToolRegistry)
+
+
+class FlakySink:
+    """A thread whose sends fail with these errors first."""
+
+    def __init__(self, *errors: SinkError) -> None:
+        self.errors, self.sent = list(errors), []
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[Grant]:
+        yield FreeTurn()
+
+    async def send(self, content: str, *, nonce: str, files=None, notify=None) -> tuple[int, str]:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append(content)
+        return 1, content
+
+    async def edit(self, message_id: int, content: str) -> None: ...
+
+    async def delete(self, message_id: int) -> None: ...
+
+
+async def test_a_failing_discord_write_waits_as_the_one_policy_says_and_lands_once() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    outage = [SinkError("HTTP 502", status=502) for _ in range(3)]
+    sink = FlakySink(*outage, SinkError("HTTP 429", status=429, retry_after=20.0))
+    streamer = ThreadStreamer(sink, name="t", sleep=sleep, writes=100)
+    streamer.add("step", "**Step 1** · calculator")
+    await streamer.close(within=10)
+    assert sink.sent == ["**Step 1** · calculator"]
+    # 1, 2, 4 s plus up to 1 s of jitter each; then never sooner than Discord asked.
+    assert [int(w) for w in waits[:3]] == [1, 2, 4] and waits[3] == 20.0
+    assert WRITE_RETRY.wait(20, outage[0]) <= 61.0  # doubling stops at a minute (plus jitter)
+    assert RetryPolicy(max_retry_after=30).wait(1, SinkError("x", retry_after=500)) <= 30.0 + 1.0

@@ -25,3 +25,13 @@ def test_a_resumed_state_carries_the_checkpoints_usage_cost_models_sources_and_d
     assert resumed.models == ["gpt-4o-mini", "gpt-5"] and resumed.sources == ["https://example.org/a"]
     assert resumed.duration >= 42.0
     assert state_from("t", None).usage.total_tokens == 0
+
+
+def test_checkpoints_kept_between_steps_show_the_history_as_it_is_now() -> None:
+    st = RunState(task="t", messages=[Message("user", "t")], steps=1)
+    seen: list[tuple[Message, dict[str, object]]] = []
+    assert checkpoint_of(st, seen)["messages"] == [{"role": "user", "content": "t"}]
+    st.messages += [Message("assistant", "", tool_call_id=None), Message("tool", "4", tool_call_id="c1")]
+    assert checkpoint_of(st, seen)["messages"] == checkpoint_of(st)["messages"]
+    st.messages = [Message("user", "other")]  # a new list (a resumed or restarted run): nothing stale
+    assert checkpoint_of(st, seen)["messages"] == [{"role": "user", "content": "other"}]

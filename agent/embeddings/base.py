@@ -8,9 +8,10 @@ model, another model file, another dimension).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -90,3 +91,49 @@ def check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"text #{i} is {type(t).__name__}, not str")
     return out
+
+
+class Coalescer:
+    """Concurrent embed calls (each in its own worker thread) run as one batch.
+
+    Measured on the MiniLM int8 model (one intra-op thread): a 13-token query alone costs 5.3 ms of
+    CPU, in a batch of 8 such queries 3.4 ms each; sessions started together recall and store at
+    the same moments (at 300 sessions half the texts went in runs of 4 to 6). No call waits for a
+    batch to fill: one run at a time, and whoever gets the model next runs every text queued
+    meanwhile; a call whose texts already ran returns their rows.
+    """
+
+    def __init__(self, run: Callable[[list[str]], np.ndarray]) -> None:
+        self._run = run
+        self._running, self._queuing = threading.Lock(), threading.Lock()
+        self._queue: list[_Job] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        job = _Job(texts)
+        with self._queuing:
+            self._queue.append(job)
+        with self._running:
+            if not job.done:
+                with self._queuing:
+                    jobs, self._queue = self._queue, []
+                try:
+                    rows, at = self._run([t for j in jobs for t in j.texts]), 0
+                    for j in jobs:
+                        j.rows, at = rows[at : at + len(j.texts)], at + len(j.texts)
+                except BaseException as e:
+                    for j in jobs:
+                        j.error = e
+                for j in jobs:
+                    j.done = True
+        if job.error is not None:
+            raise job.error
+        return job.rows
+
+
+class _Job:
+    __slots__ = ("done", "error", "rows", "texts")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts, self.done = texts, False
+        self.rows: Any = None
+        self.error: BaseException | None = None
