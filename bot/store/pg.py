@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from bot.store.db import DatabaseTooNew, MigrationError, Params, StoreError
-from bot.store.pg_schema import PG_MIGRATIONS
+from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate"]
 
@@ -37,8 +37,7 @@ WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write tran
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
-_RETURNS_ID = re.compile(r"^\s*INSERT\s+INTO\s+(turns|audit_log|usage_ledger|queued_turns)\b", re.I)
-"""Tables with an identity ``id`` whose inserts the store reads ``lastrowid`` of (keep with ``copy.IDENTITY_TABLES``)."""
+_RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
