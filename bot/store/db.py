@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiosqlite
 
@@ -45,7 +45,35 @@ class MigrationError(StoreError):
 Params = Sequence[Any] | dict[str, Any]
 
 
-class Database:
+class Closing:
+    """What both backends share: hooks run at the start of :meth:`close` (e.g. to flush queued writes),
+    and ``async with``."""
+
+    def __init__(self) -> None:
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._close_hooks.append(hook)
+
+    async def close(self) -> None:
+        for hook in self._close_hooks:
+            await hook()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Database(Closing):
     """Use :meth:`open` (or ``async with await Database.open(path)``), never the constructor."""
 
     backend = "sqlite"
@@ -53,6 +81,7 @@ class Database:
     def __init__(
         self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path, version: int
     ) -> None:
+        super().__init__()
         self.conn = conn
         """The writer. Use it only inside :meth:`transaction` (or while holding :attr:`lock`)."""
         self.reader = reader
@@ -61,11 +90,6 @@ class Database:
         self.lock = asyncio.Lock()
         """Held by every write; hold it yourself only through :meth:`transaction` or :meth:`write`
         (not re-entrant: never open a transaction inside another)."""
-        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
-
-    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` at the start of :meth:`close` (e.g. to flush queued writes)."""
-        self._close_hooks.append(hook)
 
     @classmethod
     async def open(
@@ -121,17 +145,10 @@ class Database:
         return cls(conn, reader, p, version)
 
     async def close(self) -> None:
-        for hook in self._close_hooks:
-            await hook()
+        await super().close()
         async with self.lock:
             await self.reader.close()
             await self.conn.close()
-
-    async def __aenter__(self) -> Database:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -155,10 +172,6 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.reader.execute_fetchall(sql, params)
-        return next(iter(rows), None)
 
 
 async def _user_version(conn: aiosqlite.Connection) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.db import DatabaseTooNew, MigrationError, Params, StoreError
+from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate"]
@@ -100,19 +100,16 @@ def _count(status: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+@dataclass(slots=True)
 class Cursor:
-    """What the store reads of an aiosqlite cursor: ``rowcount``, ``lastrowid``, rows."""
+    """What the store reads of an aiosqlite cursor."""
 
-    def __init__(self, rowcount: int, lastrowid: int | None, rows: list[asyncpg.Record]) -> None:
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
-        self._rows = rows
-
-    async def fetchall(self) -> list[asyncpg.Record]:
-        return self._rows
+    rowcount: int
+    lastrowid: int | None
+    rows: list[asyncpg.Record]
 
     async def fetchone(self) -> asyncpg.Record | None:
-        return self._rows[0] if self._rows else None
+        return self.rows[0] if self.rows else None
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -156,18 +153,18 @@ class PgConnection:
         return list(await self._c.fetch(t.sql, *_args(t, params)))
 
 
-class PgDatabase:
+class PgDatabase(Closing):
     """Use :meth:`open`. Same methods as :class:`bot.store.db.Database`."""
 
     backend = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, url: str, version: int) -> None:
+        super().__init__()
         self.pool = pool
         self.path = _redact(url)
         self.schema_version = version
         self.lock = asyncio.Lock()
         """Kept for the store's in-process batching; cross-process exclusion is the advisory lock."""
-        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
@@ -186,19 +183,9 @@ class PgDatabase:
             raise
         return cls(pool, url, version)
 
-    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
-        self._close_hooks.append(hook)
-
     async def close(self) -> None:
-        for hook in self._close_hooks:
-            await hook()
+        await super().close()
         await self.pool.close()
-
-    async def __aenter__(self) -> PgDatabase:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgConnection]:
@@ -223,10 +210,6 @@ class PgDatabase:
     async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
         t = translate(sql)
         return list(await self.pool.fetch(t.sql, *_args(t, params)))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> asyncpg.Record | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:
