@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from agent.events import RunStatus
 from bot.limits import Clock, to_utc, utc_now
 from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store.db import Database, StoreError
@@ -21,18 +22,7 @@ from bot.store.db import Database, StoreError
 SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
 
-TurnStatus = Literal[
-    "running",
-    "done",
-    "stopped",
-    "failed",
-    "interrupted",
-    "completed",
-    "max_iterations",
-    "cancelled",
-    "error",
-    "budget",
-]
+TurnStatus = Literal["running", "done", "stopped", "failed", "interrupted", RunStatus]
 """``running`` while the agent works. A finished turn takes the session vocabulary (``done``, ``stopped``,
 ``failed``) or the run's own ``agent.events.RunStatus`` (``completed``, ``max_iterations``, ``cancelled``,
 ``error``, ``budget``), whichever the caller finds more useful; ``interrupted`` is for a turn found still
