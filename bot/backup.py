@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -107,24 +108,15 @@ def _collections(client: Any, prefix: str) -> list[Any]:
 def _dump_collection(col: Any, out: Path) -> int:
     rows = 0
     with out.open("w", encoding="utf-8") as f:
-        offset = 0
         while True:
-            page = col.get(limit=PAGE, offset=offset, include=["documents", "metadatas", "embeddings"])
-            ids = page["ids"]
-            if not ids:
-                break
-            for i, rid in enumerate(ids):
-                emb = page["embeddings"][i]
-                line = {
-                    "id": rid,
-                    "document": page["documents"][i],
-                    "metadata": page["metadatas"][i],
-                    "embedding": [float(x) for x in emb],
-                }
+            page = col.get(limit=PAGE, offset=rows, include=["documents", "metadatas", "embeddings"])
+            if not page["ids"]:
+                return rows
+            columns = (page["ids"], page["documents"], page["metadatas"], page["embeddings"])
+            for rid, doc, meta, emb in zip(*columns, strict=True):
+                line = {"id": rid, "document": doc, "metadata": meta, "embedding": [float(x) for x in emb]}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
-            rows += len(ids)
-            offset += len(ids)
-    return rows
+            rows += len(page["ids"])
 
 
 def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupReport:
@@ -199,15 +191,9 @@ def _read_manifest(src: Path) -> dict[str, Any]:
 
 
 def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as f:
-        for line in f:
-            batch.append(json.loads(line))
-            if len(batch) >= PAGE:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+        while batch := [json.loads(line) for line in itertools.islice(f, PAGE)]:
+            yield batch
 
 
 def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bool = False) -> BackupReport:
