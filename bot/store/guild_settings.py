@@ -192,17 +192,13 @@ class GuildSettingsStore:
             key = key.strip()
             self.schema.check_reset_key(key)
         now = to_utc(self.clock()).timestamp()
+        prefix = "" if key is None else key + "."  # no key: every key starts with ""
         async with self.db.transaction() as conn:
-            if key is None:
-                rows = await conn.execute_fetchall(
-                    "SELECT key, value FROM guild_settings WHERE guild_id = ? ORDER BY key", (guild_id,)
-                )
-            else:
-                rows = await conn.execute_fetchall(
-                    "SELECT key, value FROM guild_settings WHERE guild_id = ?"
-                    " AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY key",
-                    (guild_id, key, len(key) + 1, key + "."),
-                )
+            rows = await conn.execute_fetchall(
+                "SELECT key, value FROM guild_settings WHERE guild_id = ?"
+                " AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY key",
+                (guild_id, key, len(prefix), prefix),
+            )
             removed = [(r[0], r[1]) for r in rows]
             for k, old in removed:
                 await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
