@@ -73,11 +73,8 @@ def _connect(memory: ChromaMemory) -> Any:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _backup_database(src: Path, dest: Path) -> int:
