@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -113,7 +113,7 @@ class Database(Closing):
             conn.row_factory = sqlite3.Row
             try:
                 await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-                version = await _user_version(conn)
+                version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"{p} is not an agentbot database (SQLite says: {e}).") from e
             known = len(migrations)
@@ -172,11 +172,6 @@ class Database(Closing):
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
-
-
-async def _user_version(conn: aiosqlite.Connection) -> int:
-    rows: Iterable[sqlite3.Row] = await conn.execute_fetchall("PRAGMA user_version")
-    return int(next(iter(rows))[0])
 
 
 async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
