@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pg_both_backends_have_the_same_schema_versions() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))  # 1..N, in order
     assert [(m.version, m.description) for m in PG_MIGRATIONS] == [
         (m.version, m.description) for m in MIGRATIONS
     ]
