@@ -180,7 +180,7 @@ class GuildSettingsStore:
                 " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                 (guild_id, key, new_text, now, actor_id),
             )
-            await audit.record(conn, guild_id, actor_id, key, old_text, new_text, now)
+            await conn.execute(audit.INSERT, (guild_id, actor_id, key, old_text, new_text, now))
             await self._announce(conn, guild_id)
         self._changed(guild_id)
         return normalised
@@ -202,7 +202,7 @@ class GuildSettingsStore:
             removed = [(r[0], r[1]) for r in rows]
             for k, old in removed:
                 await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
-                await audit.record(conn, guild_id, actor_id, k, old, None, now)
+                await conn.execute(audit.INSERT, (guild_id, actor_id, k, old, None, now))
             if removed:
                 await self._announce(conn, guild_id)
         self._changed(guild_id)
