@@ -128,10 +128,6 @@ class PgConnection:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._c = conn
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._c.is_in_transaction()
-
     @_integrity
     async def execute(self, sql: str, params: Params = ()) -> Cursor:
         t = translate(sql)
