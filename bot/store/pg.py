@@ -106,10 +106,6 @@ class Cursor:
 
     rowcount: int
     lastrowid: int | None
-    rows: list[asyncpg.Record]
-
-    async def fetchone(self) -> asyncpg.Record | None:
-        return self.rows[0] if self.rows else None
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -134,9 +130,9 @@ class PgConnection:
         args = _args(t, params)
         if t.returns_id or t.sql.lstrip().upper().startswith(("SELECT", "WITH")):
             rows = await self._c.fetch(t.sql, *args)
-            return Cursor(len(rows), int(rows[0][0]) if t.returns_id and rows else None, rows)
+            return Cursor(len(rows), int(rows[0][0]) if t.returns_id and rows else None)
         status = await self._c.execute(t.sql, *args)
-        return Cursor(_count(status), None, [])
+        return Cursor(_count(status), None)
 
     @_integrity
     async def executemany(self, sql: str, seq: Sequence[Params]) -> None:

@@ -170,13 +170,14 @@ class SessionStore:
             raise ValueError("append_messages takes Message.to_dict() dicts, each with a 'role'")
         rows = [_json(m, "each message") for m in messages]
         async with self.db.transaction() as conn:
-            cur = await conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
-            if await cur.fetchone() is None:
-                raise SessionNotFound(f"no session with id {session_id!r}")
-            rows_seq = await conn.execute_fetchall(
-                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?", (session_id,)
+            found = await conn.execute_fetchall(  # no row: no such session
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?) FROM sessions"
+                " WHERE id = ?",
+                (session_id, session_id),
             )
-            base = int(next(iter(rows_seq))[0])
+            if not found:
+                raise SessionNotFound(f"no session with id {session_id!r}")
+            base = int(next(iter(found))[0])
             await conn.executemany(
                 "INSERT INTO messages (session_id, seq, turn_id, data) VALUES (?,?,?,?)",
                 [(session_id, base + i, turn_id, data) for i, data in enumerate(rows, start=1)],
