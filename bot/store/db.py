@@ -18,6 +18,7 @@ mid-run in the same file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -107,12 +108,14 @@ class Database(Closing):
         """
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit BEGINs; transactions are explicit (see transaction()).
-        conn = await aiosqlite.connect(p, isolation_level=None)
-        try:
+        busy = f"PRAGMA busy_timeout = {int(busy_timeout_ms)};"
+        async with contextlib.AsyncExitStack() as opened:  # closes what was opened if anything fails
+            # isolation_level=None: no implicit BEGINs; transactions are explicit (see transaction()).
+            conn = await aiosqlite.connect(p, isolation_level=None)
+            opened.push_async_callback(conn.close)
             conn.row_factory = sqlite3.Row
             try:
-                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                await conn.execute(busy)
                 version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"{p} is not an agentbot database (SQLite says: {e}).") from e
@@ -123,25 +126,18 @@ class Database(Closing):
                     f"{known}: it was written by a newer agentbot. Upgrade agentbot, or point it at "
                     "another data directory. The file was not changed."
                 )
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.executescript(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            )
             for m in migrations:
                 if m.version > version:
                     await _apply(conn, p, m)
                     version = m.version
             reader = await aiosqlite.connect(p, isolation_level=None)
-        except BaseException:
-            await conn.close()
-            raise
-        try:
+            opened.push_async_callback(reader.close)
             reader.row_factory = sqlite3.Row
-            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await reader.execute("PRAGMA query_only = ON")
-        except BaseException:
-            await reader.close()
-            await conn.close()
-            raise
+            await reader.executescript(busy + " PRAGMA query_only = ON;")
+            opened.pop_all()
         return cls(conn, reader, p, version)
 
     async def close(self) -> None:
