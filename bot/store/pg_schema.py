@@ -71,6 +71,5 @@ RESERVATION_IDS = "CREATE SEQUENCE reservation_ids;"
 # it), then releases (a cancelled caller's release can follow its own reserve in the same batch).
 PG_MIGRATIONS: tuple[Migration, ...] = (
     replace(MIGRATIONS[0], sql=to_postgres(MIGRATIONS[0].sql) + RESERVATION_IDS),
-    *(replace(m, sql=to_postgres(m.sql)) for m in MIGRATIONS[1:5]),
-    replace(MIGRATIONS[5], sql=V6),
+    *(replace(m, sql=V6 if m.version == 6 else to_postgres(m.sql)) for m in MIGRATIONS[1:]),
 )
