@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -72,11 +73,8 @@ def _connect(memory: ChromaMemory) -> Any:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _backup_database(src: Path, dest: Path) -> int:
@@ -107,24 +105,15 @@ def _collections(client: Any, prefix: str) -> list[Any]:
 def _dump_collection(col: Any, out: Path) -> int:
     rows = 0
     with out.open("w", encoding="utf-8") as f:
-        offset = 0
         while True:
-            page = col.get(limit=PAGE, offset=offset, include=["documents", "metadatas", "embeddings"])
-            ids = page["ids"]
-            if not ids:
-                break
-            for i, rid in enumerate(ids):
-                emb = page["embeddings"][i]
-                line = {
-                    "id": rid,
-                    "document": page["documents"][i],
-                    "metadata": page["metadatas"][i],
-                    "embedding": [float(x) for x in emb],
-                }
+            page = col.get(limit=PAGE, offset=rows, include=["documents", "metadatas", "embeddings"])
+            if not page["ids"]:
+                return rows
+            columns = (page["ids"], page["documents"], page["metadatas"], page["embeddings"])
+            for rid, doc, meta, emb in zip(*columns, strict=True):
+                line = {"id": rid, "document": doc, "metadata": meta, "embedding": [float(x) for x in emb]}
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
-            rows += len(ids)
-            offset += len(ids)
-    return rows
+            rows += len(page["ids"])
 
 
 def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupReport:
@@ -199,15 +188,9 @@ def _read_manifest(src: Path) -> dict[str, Any]:
 
 
 def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as f:
-        for line in f:
-            batch.append(json.loads(line))
-            if len(batch) >= PAGE:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+        while batch := [json.loads(line) for line in itertools.islice(f, PAGE)]:
+            yield batch
 
 
 def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bool = False) -> BackupReport:

@@ -33,16 +33,12 @@ app = typer.Typer(
 )
 
 
-def _version() -> str:
-    try:
-        return version("agentbot")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-        return "unknown"
-
-
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"agentbot {_version()}")
+        try:
+            typer.echo(f"agentbot {version('agentbot')}")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+            typer.echo("agentbot unknown")
         raise typer.Exit(0)
 
 

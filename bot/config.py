@@ -1,4 +1,5 @@
-"""The bot's settings: Discord, operations and quota defaults (every one documented in ``.env.example``).
+"""The bot's settings: Discord, operations and quota defaults (every one documented, with its default, in
+``.env.example``: the fields here say only what that does not).
 
 Parsed once at start-up next to :class:`agent.config.AgentSettings` and passed down; see there."""
 
@@ -16,20 +17,15 @@ from bot.limits import QuotaEnv
 class BotSettings(QuotaEnv):
     discord_token: SecretStr | None = Field(None, alias="DISCORD_TOKEN")
     shard_count: int | None = Field(None, alias="DISCORD_SHARD_COUNT", ge=1)
-    """Set to run as an AutoShardedBot with this many shards (needed past 2,500 servers)."""
     shard_ids: list[int] | None = Field(None, alias="DISCORD_SHARD_IDS")
-    """This process's shards, e.g. ``[0,1]``, when several processes split the shards."""
     sync_guild_id: int | None = Field(None, alias="DISCORD_SYNC_GUILD_ID")
-    """Sync slash commands to this server only (instant; for development) instead of globally."""
     turn_timeout: float = Field(900.0, alias="BOT_TURN_TIMEOUT_SECONDS", gt=0)
     writes_per_5s: int = Field(5, alias="BOT_WRITES_PER_5S", ge=1, le=5)
     thread_archive_minutes: int = Field(1440, alias="BOT_THREAD_ARCHIVE_MINUTES")
     default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="DEFAULT_TIER")
     memory_enabled: bool = Field(True, alias="MEMORY_ENABLED")
     shutdown_grace: float = Field(20.0, alias="BOT_SHUTDOWN_GRACE_SECONDS", ge=0)
-    """On SIGTERM, how long running turns get to reach a step boundary before they are paused."""
     health_port: int | None = Field(None, alias="HEALTH_PORT", ge=1, le=65535)
-    """Serve GET /healthz on this port (off when empty)."""
     health_host: str = Field("127.0.0.1", alias="HEALTH_HOST")
     api_base_url: str | None = Field(None, alias="DISCORD_API_BASE_URL")
     """Another Discord-compatible REST endpoint (a proxy, or the project's fake in tests)."""
@@ -37,11 +33,8 @@ class BotSettings(QuotaEnv):
 
     # -- Memory provenance and import (issues 14.9, 17.4) --
     memory_remember_per_run: int = Field(3, alias="MEMORY_REMEMBER_PER_RUN", ge=0, le=50)
-    """Notes the agent's ``remember`` tool may save in one run (0 turns the tool's writes off)."""
     memory_import_max_mb: float = Field(20.0, alias="MEMORY_IMPORT_MAX_MB", gt=0, le=500)
-    """Largest /memory import file, and the most it may hold once gunzipped."""
     memory_import_max_items: int = Field(5000, alias="MEMORY_IMPORT_MAX_ITEMS", ge=1, le=100_000)
-    """Most memories one /memory import may bring in (each is embedded again)."""
     # --- Store: PostgreSQL shared by several bot processes (bot/store/pg.py); empty = SQLite in DATA_DIR
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
     """``postgresql://user:password@host:5432/db``: sessions, quotas, settings and audit live there."""
@@ -58,31 +51,22 @@ class BotSettings(QuotaEnv):
 
     # --- bot-wide manners (issue 20.6): one process's share of Discord and of the model budget ---
     max_concurrent_runs: int = Field(8, alias="BOT_MAX_CONCURRENT_RUNS", ge=1, le=1000)
-    """Turns running at once across every server; more wait in line (their thread says so)."""
     rest_writes_per_second: float = Field(40.0, alias="BOT_REST_WRITES_PER_SECOND", gt=0, le=50)
-    """One budget for every message send/edit/delete, typing indicator and reaction of every session
-    (Discord allows about 50 requests per second per bot; the rest is left for commands)."""
 
     # --- shard processes (issue 18.3): a limit that spans servers, so spans shard processes ---
     requests_per_day_all_servers: int = Field(
         0, alias="QUOTA_REQUESTS_PER_DAY_ALL_SERVERS", ge=0, le=1_000_000
     )
-    """Requests one user may make per UTC day in every server together; 0 = no such limit (each
-    server's QUOTA_REQUESTS_PER_DAY still applies)."""
 
     # --- Attachments (issue 17.2): files attached to /research or a follow-up, per message ---
     attachment_max_files: int = Field(5, alias="ATTACHMENT_MAX_FILES", ge=0, le=10)
-    """Files read from one message (Discord allows 10); 0 turns attachments off."""
     attachment_max_mb: float = Field(8.0, alias="ATTACHMENT_MAX_MB", gt=0, le=100)
-    """Largest single file; one message's files together may hold 2.5 times this (and never more than
-    is left of the workspace quota, FILES_QUOTA_BYTES)."""
     vision_models: str = Field("", alias="VISION_MODELS")
     """Extra models that take images, as names or ``*`` patterns (``llava*,qwen2.5vl*``): local models
     are taken to be text-only otherwise (agent.models.vision)."""
 
     # --- op-cli: start-up and stopping (issue 16.3)
     connect_attempts: int = Field(10, alias="DISCORD_CONNECT_ATTEMPTS", ge=0, le=10_000)
-    """Gateway connects in a row that may fail (5 s apart) before the bot exits 1; 0 = keep trying."""
 
     @field_validator("thread_archive_minutes")
     @classmethod

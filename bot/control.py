@@ -170,17 +170,18 @@ class SessionControl:
             await interaction.response.send_message("A turn is already running here.", ephemeral=True)
             return
         await interaction.response.send_message("Retrying…", ephemeral=True)
+        await self._pressed(interaction, session, turns[-1].prompt)
+
+    async def _pressed(
+        self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
+    ) -> None:
+        """A turn a button asked for: the member who pressed it is its requester."""
         member = interaction.user
+        name = getattr(member, "display_name", "")
+        roles = roles_of(member, interaction.guild_id)
         await self.runner.submit(
-            TurnRequest(
-                session,
-                turns[-1].prompt,
-                member.id,
-                getattr(member, "display_name", ""),
-                roles_of(member, interaction.guild_id),
-                interaction.channel,  # type: ignore[arg-type]
-            )
-        )
+            TurnRequest(session, prompt, member.id, name, roles, interaction.channel, **more)
+        )  # type: ignore[arg-type]
 
     # --- edit to re-run (issue 17.3) -------------------------------------------------------------------
     async def edited(self, message: discord.Message, prompt: str) -> None:
@@ -247,16 +248,6 @@ class SessionControl:
             await say("A turn is running here; press this again once it has finished.", ephemeral=True)
             return
         await say("Re-running with your edit…", ephemeral=True)
-        member = interaction.user
-        await self.runner.submit(
-            TurnRequest(
-                session,
-                turn.edited_prompt,
-                member.id,
-                getattr(member, "display_name", ""),
-                roles_of(member, interaction.guild_id),
-                interaction.channel,  # type: ignore[arg-type]
-                message_id=turn.message_id,
-                supersedes=turn.id,
-            )
+        await self._pressed(
+            interaction, session, turn.edited_prompt, message_id=turn.message_id, supersedes=turn.id
         )

@@ -104,12 +104,12 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
 
 async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:
     """For servers without GET /models: a one-token call per model; only a 404 means "not served"."""
-    key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+    _, models, headers = _listing("openai", s)
     served = set()
     for name in names:
         r = await client.post(
-            f"{s.openai_base_url.rstrip('/')}/chat/completions",
-            headers={"Authorization": f"Bearer {key}"} if key else {},
+            models.removesuffix("/models") + "/chat/completions",
+            headers=headers,
             json={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
         )
         if r.status_code != 404:

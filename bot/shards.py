@@ -37,10 +37,6 @@ class ShardOwnership:
         return cls(shard_count, None if ids >= set(range(shard_count)) else ids)
 
     @property
-    def everything(self) -> bool:
-        return self.shard_ids is None
-
-    @property
     def share(self) -> float:
         """This process's part of what the whole bot may use (Discord's global request limit is the
         bot's, whatever the number of processes): its shards over all shards."""

@@ -42,7 +42,7 @@ def test_ownership_follows_discords_rule_and_direct_messages_are_shard_zeros() -
     assert SHARD0.owns(G0) and SHARD0.owns(None) and not SHARD0.owns(G1)
     assert SHARD1.owns(G1) and not SHARD1.owns(None)
     # One process holding every shard (or no sharding at all) owns everything, as before.
-    assert ShardOwnership.of(2, [0, 1]).everything and ShardOwnership.of(None, None).owns(G1)
+    assert ShardOwnership.of(2, [0, 1]).shard_ids is None and ShardOwnership.of(None, None).owns(G1)
     # Discord's global request limit is the bot's: a process takes its shards' share of the budget.
     assert (SHARD0.share, ShardOwnership.of(4, [1, 3]).share, ShardOwnership.of(None, None).share) == (
         0.5,

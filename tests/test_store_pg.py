@@ -21,9 +21,39 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pg_both_backends_have_the_same_schema_versions() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))  # 1..N, in order
     assert [(m.version, m.description) for m in PG_MIGRATIONS] == [
         (m.version, m.description) for m in MIGRATIONS
     ]
+
+
+async def test_pg_translated_schema_has_sqlites_columns(postgres: PostgresServer, tmp_path: Path) -> None:
+    """PostgreSQL's migrations are SQLite's translated (``pg_schema.to_postgres``): every table has the
+    same columns in the same order (migrate-store's COPY relies on it) and the same NOT NULLs, in types
+    wide enough for Discord ids, with identity ids exactly where the store reads ``lastrowid``."""
+    from bot.store import Database
+    from bot.store.pg_schema import IDENTITY_TABLES
+
+    wide = {"INTEGER": "bigint", "REAL": "double precision", "TEXT": "text"}
+    want: dict[str, list[tuple[str, str, bool]]] = {}
+    async with await Database.open(tmp_path / "s.sqlite3") as lite:
+        for (table,) in await lite.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for c in await lite.fetchall(f"PRAGMA table_info({table})"):
+                want.setdefault(table, []).append((c["name"], wide[c["type"]], not (c["notnull"] or c["pk"])))
+    url = await postgres.fresh_database()
+    await (await PgDatabase.open(url)).close()
+    conn = await asyncpg.connect(url)
+    rows = await conn.fetch(
+        "SELECT table_name, column_name, data_type, is_nullable = 'YES', is_identity = 'YES'"
+        " FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_version'"
+        " ORDER BY table_name, ordinal_position"
+    )
+    await conn.close()
+    got: dict[str, list[tuple[str, str, bool]]] = {}
+    for r in rows:
+        got.setdefault(r[0], []).append((r[1], r[2], r[3]))
+    assert got == want
+    assert {r[0] for r in rows if r[4]} == set(IDENTITY_TABLES)
 
 
 @pytest.mark.parametrize(

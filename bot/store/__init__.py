@@ -1,35 +1,26 @@
-"""The bot's SQLite store: sessions and history, quotas and usage, server settings and their audit log.
+"""The bot's store (SQLite, or PostgreSQL with DATABASE_URL): sessions and history, quotas and usage,
+server settings and their audit log.
 
-Open one :class:`Database` per process and build the stores on it::
+Open one database per process (:func:`bot.store.connect.open_database`) and build the stores on it::
 
-    db = await Database.open(data_dir / "agentbot.sqlite3")
+    db = await open_database(database_url or data_dir / "agentbot.sqlite3")
     settings = GuildSettingsStore(db, SettingsSchema(known_models, known_tools), SettingsDefaults(...))
-    quotas = QuotaStore(db, settings, Limits.from_env())
+    quotas = QuotaStore(db, settings, Limits.from_settings(bot_settings))
     await quotas.recover()            # once at start-up
     sessions = SessionStore(db)
 """
 
 from __future__ import annotations
 
-from bot.limits import Limits
 from bot.store.audit import AuditEntry
-from bot.store.db import Database, DatabaseTooNew, MigrationError, StoreError
+from bot.store.db import Database, DatabaseTooNew, StoreError
 from bot.store.guild_settings import GuildSettings, GuildSettingsStore, SettingsDefaults, SettingsView
-from bot.store.migrations import MIGRATIONS, Migration
-from bot.store.permissions import MissingManageGuild, has_manage_guild, require_manage_guild
+from bot.store.migrations import MIGRATIONS
+from bot.store.permissions import MissingManageGuild, require_manage_guild
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
-from bot.store.sessions import (
-    QueuedTurn,
-    SessionNotFound,
-    SessionRecord,
-    SessionStatus,
-    SessionStore,
-    TurnRecord,
-    TurnStatus,
-    new_session_id,
-)
+from bot.store.sessions import SessionNotFound, SessionRecord, SessionStore, new_session_id
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
-from bot.store.usage_reports import LimitUsage, ModelTotal, ServerUsage, UsageReport, UserTotal
+from bot.store.usage_reports import LimitUsage, ServerUsage, UsageReport
 
 __all__ = [
     "MIGRATIONS",
@@ -39,30 +30,20 @@ __all__ = [
     "GuildSettings",
     "GuildSettingsStore",
     "LimitUsage",
-    "Limits",
-    "Migration",
-    "MigrationError",
     "MissingManageGuild",
-    "ModelTotal",
-    "QueuedTurn",
     "QuotaBudget",
     "QuotaDecision",
     "QuotaStore",
     "ServerUsage",
     "SessionNotFound",
     "SessionRecord",
-    "SessionStatus",
     "SessionStore",
     "SettingError",
     "SettingsDefaults",
     "SettingsSchema",
     "SettingsView",
     "StoreError",
-    "TurnRecord",
-    "TurnStatus",
     "UsageReport",
-    "UserTotal",
-    "has_manage_guild",
     "matching",
     "new_session_id",
     "require_manage_guild",

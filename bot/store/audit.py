@@ -1,6 +1,6 @@
 """The audit log of admin changes: who changed which setting, from what, to what, and when.
 
-Rows are written inside the same transaction as the change itself (:func:`record` takes the open
+Rows are written inside the same transaction as the change itself (:data:`INSERT` on the open
 connection), so a change without its audit row cannot exist.
 """
 
@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import aiosqlite
 
 from bot.store.db import Database
 
@@ -32,20 +30,8 @@ class AuditEntry:
     """``False`` when that side was "no override" (default), to tell it apart from an explicit ``null``."""
 
 
-async def record(
-    conn: aiosqlite.Connection,
-    guild_id: int,
-    actor_id: int,
-    key: str,
-    old: str | None,
-    new: str | None,
-    at: float,
-) -> None:
-    """Append one row; ``old``/``new`` are the stored JSON texts (``None`` = no override)."""
-    await conn.execute(
-        "INSERT INTO audit_log (guild_id, actor_id, key, old_value, new_value, at) VALUES (?,?,?,?,?,?)",
-        (guild_id, actor_id, key, old, new, at),
-    )
+INSERT = "INSERT INTO audit_log (guild_id, actor_id, key, old_value, new_value, at) VALUES (?,?,?,?,?,?)"
+"""One row: guild, actor, key, old and new stored JSON texts (``None`` = no override), Unix time."""
 
 
 async def recent(db: Database, guild_id: int, limit: int = 10) -> list[AuditEntry]:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
+from bot.store.pg_schema import IDENTITY_TABLES
 
 __all__ = ["CopyReport", "copy_sqlite_to_postgres"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
-IDENTITY_TABLES = ("turns", "audit_log", "usage_ledger", "queued_turns")
 
 
 @dataclass(slots=True)

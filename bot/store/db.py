@@ -18,12 +18,13 @@ mid-run in the same file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiosqlite
 
@@ -45,7 +46,35 @@ class MigrationError(StoreError):
 Params = Sequence[Any] | dict[str, Any]
 
 
-class Database:
+class Closing:
+    """What both backends share: hooks run at the start of :meth:`close` (e.g. to flush queued writes),
+    and ``async with``."""
+
+    def __init__(self) -> None:
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        self._close_hooks.append(hook)
+
+    async def close(self) -> None:
+        for hook in self._close_hooks:
+            await hook()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+
+class Database(Closing):
     """Use :meth:`open` (or ``async with await Database.open(path)``), never the constructor."""
 
     backend = "sqlite"
@@ -53,6 +82,7 @@ class Database:
     def __init__(
         self, conn: aiosqlite.Connection, reader: aiosqlite.Connection, path: Path, version: int
     ) -> None:
+        super().__init__()
         self.conn = conn
         """The writer. Use it only inside :meth:`transaction` (or while holding :attr:`lock`)."""
         self.reader = reader
@@ -61,11 +91,6 @@ class Database:
         self.lock = asyncio.Lock()
         """Held by every write; hold it yourself only through :meth:`transaction` or :meth:`write`
         (not re-entrant: never open a transaction inside another)."""
-        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
-
-    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Run ``hook`` at the start of :meth:`close` (e.g. to flush queued writes)."""
-        self._close_hooks.append(hook)
 
     @classmethod
     async def open(
@@ -83,13 +108,15 @@ class Database:
         """
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit BEGINs; transactions are explicit (see transaction()).
-        conn = await aiosqlite.connect(p, isolation_level=None)
-        try:
+        busy = f"PRAGMA busy_timeout = {int(busy_timeout_ms)};"
+        async with contextlib.AsyncExitStack() as opened:  # closes what was opened if anything fails
+            # isolation_level=None: no implicit BEGINs; transactions are explicit (see transaction()).
+            conn = await aiosqlite.connect(p, isolation_level=None)
+            opened.push_async_callback(conn.close)
             conn.row_factory = sqlite3.Row
             try:
-                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-                version = await _user_version(conn)
+                await conn.execute(busy)
+                version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"{p} is not an agentbot database (SQLite says: {e}).") from e
             known = len(migrations)
@@ -99,39 +126,25 @@ class Database:
                     f"{known}: it was written by a newer agentbot. Upgrade agentbot, or point it at "
                     "another data directory. The file was not changed."
                 )
-            await conn.execute("PRAGMA journal_mode = WAL")
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.executescript(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            )
             for m in migrations:
                 if m.version > version:
                     await _apply(conn, p, m)
                     version = m.version
             reader = await aiosqlite.connect(p, isolation_level=None)
-        except BaseException:
-            await conn.close()
-            raise
-        try:
+            opened.push_async_callback(reader.close)
             reader.row_factory = sqlite3.Row
-            await reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await reader.execute("PRAGMA query_only = ON")
-        except BaseException:
-            await reader.close()
-            await conn.close()
-            raise
+            await reader.executescript(busy + " PRAGMA query_only = ON;")
+            opened.pop_all()
         return cls(conn, reader, p, version)
 
     async def close(self) -> None:
-        for hook in self._close_hooks:
-            await hook()
+        await super().close()
         async with self.lock:
             await self.reader.close()
             await self.conn.close()
-
-    async def __aenter__(self) -> Database:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -155,15 +168,6 @@ class Database:
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.reader.execute_fetchall(sql, params)
-        return next(iter(rows), None)
-
-
-async def _user_version(conn: aiosqlite.Connection) -> int:
-    rows: Iterable[sqlite3.Row] = await conn.execute_fetchall("PRAGMA user_version")
-    return int(next(iter(rows))[0])
 
 
 async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:

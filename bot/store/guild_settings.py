@@ -19,7 +19,7 @@ from bot.limits import Clock, LimitValue, in_bounds, to_utc, utc_now
 from bot.store import audit
 from bot.store.audit import AuditEntry
 from bot.store.db import Database
-from bot.store.settings_schema import GROUPS, SettingError, SettingsSchema
+from bot.store.settings_schema import SettingError, SettingsSchema
 
 SETTINGS_CHANNEL = "agentbot_settings"
 """PostgreSQL NOTIFY channel; the payload is the guild id whose settings changed."""
@@ -180,7 +180,7 @@ class GuildSettingsStore:
                 " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                 (guild_id, key, new_text, now, actor_id),
             )
-            await audit.record(conn, guild_id, actor_id, key, old_text, new_text, now)
+            await conn.execute(audit.INSERT, (guild_id, actor_id, key, old_text, new_text, now))
             await self._announce(conn, guild_id)
         self._changed(guild_id)
         return normalised
@@ -192,21 +192,17 @@ class GuildSettingsStore:
             key = key.strip()
             self.schema.check_reset_key(key)
         now = to_utc(self.clock()).timestamp()
+        prefix = "" if key is None else key + "."  # no key: every key starts with ""
         async with self.db.transaction() as conn:
-            if key is None:
-                rows = await conn.execute_fetchall(
-                    "SELECT key, value FROM guild_settings WHERE guild_id = ? ORDER BY key", (guild_id,)
-                )
-            else:
-                rows = await conn.execute_fetchall(
-                    "SELECT key, value FROM guild_settings WHERE guild_id = ?"
-                    " AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY key",
-                    (guild_id, key, len(key) + 1, key + "."),
-                )
+            rows = await conn.execute_fetchall(
+                "SELECT key, value FROM guild_settings WHERE guild_id = ?"
+                " AND (key = ? OR substr(key, 1, ?) = ?) ORDER BY key",
+                (guild_id, key, len(prefix), prefix),
+            )
             removed = [(r[0], r[1]) for r in rows]
             for k, old in removed:
                 await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
-                await audit.record(conn, guild_id, actor_id, k, old, None, now)
+                await conn.execute(audit.INSERT, (guild_id, actor_id, k, old, None, now))
             if removed:
                 await self._announce(conn, guild_id)
         self._changed(guild_id)
@@ -224,37 +220,32 @@ class GuildSettingsStore:
 
     def _build(self, guild_id: int, raw: dict[str, Any]) -> GuildSettings:
         d = self.defaults
-        tiers = {name: list(models) for name, models in d.tiers.items()}
-        limits: dict[str, LimitValue] = {}
+        named: dict[str, dict[Any, Any]] = {
+            "tier": {name: list(models) for name, models in d.tiers.items()},
+            "limit": {},
+            "tool": {},
+            "research": dict(d.research),
+            "mcp": {},
+        }
         role_limits: dict[int, dict[str, LimitValue]] = {}
-        tools: dict[str, bool] = {}
         personas: dict[int, str] = {}
-        research: dict[str, str | None] = dict(d.research)
-        mcp: dict[str, str] = {}
         plain: dict[str, Any] = {}
-        for key, value in raw.items():
+        for key, value in raw.items():  # stored values were validated: only where they go differs
             try:
                 p = self.schema.parse_key(key)
             except SettingError:
                 continue  # e.g. a tool this bot no longer has: kept in the table, ignored
-            if p.kind == "tier":
-                tiers[p.name or ""] = list(value)
-            elif p.kind in ("limit", "role_limit") and not in_bounds(p.name or "", value):
+            if p.kind in ("limit", "role_limit") and not in_bounds(p.name or "", value):
                 continue  # stored before limits had bounds (1e300 broke every turn): the default holds
-            elif p.kind == "limit":
-                limits[p.name or ""] = value
-            elif p.kind == "role_limit":
+            if p.kind == "role_limit":
                 role_limits.setdefault(p.target_id or 0, {})[p.name or ""] = value
-            elif p.kind == "tool":
-                tools[p.name or ""] = bool(value)
             elif p.kind == "channel_persona":
                 personas[p.target_id or 0] = value
-            elif p.kind == "research":
-                research[p.name or ""] = value
-            elif p.kind == "mcp":
-                mcp[p.name or ""] = value
+            elif p.kind in named:
+                named[p.kind][p.name] = value
             else:
                 plain[key] = value
+        tiers = named["tier"]
         default_tier = plain.get("default_tier", d.default_tier)
         if default_tier not in tiers and default_tier not in (self.schema.known_tiers or ()):
             default_tier = d.default_tier  # its tier was reset: back to the bot's default
@@ -262,9 +253,9 @@ class GuildSettingsStore:
             guild_id=guild_id,
             tiers=tiers,
             default_tier=default_tier,
-            limits=limits,
+            limits=named["limit"],
             role_limits=role_limits,
-            tools=tools,
+            tools=named["tool"],
             max_steps=plain.get("max_steps", d.max_steps),
             channels=tuple(plain.get("channels", ())),
             persona=plain.get("persona", d.persona),
@@ -274,13 +265,10 @@ class GuildSettingsStore:
             memory_max_age_days=plain.get("memory.max_age_days", d.memory_max_age_days),
             overrides=dict(sorted(raw.items())),
             disabled_by_default=d.disabled_tools,
-            research=research,
+            research=named["research"],
             reader=d.reader
             and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
             fetch_allow=tuple(plain.get("fetch.allow", ())),
             fetch_block=tuple(plain.get("fetch.block", ())),
-            mcp=mcp,
+            mcp=named["mcp"],
         )
-
-
-__all__ = ["GROUPS", "GuildSettings", "GuildSettingsStore", "SettingsDefaults", "SettingsView"]

@@ -28,8 +28,8 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.db import DatabaseTooNew, MigrationError, Params, StoreError
-from bot.store.pg_schema import PG_MIGRATIONS
+from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError
+from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate"]
 
@@ -37,8 +37,7 @@ WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write tran
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
-_RETURNS_ID = re.compile(r"^\s*INSERT\s+INTO\s+(turns|audit_log|usage_ledger|queued_turns)\b", re.I)
-"""Tables with an identity ``id`` whose inserts the store reads ``lastrowid`` of (keep with ``copy.IDENTITY_TABLES``)."""
+_RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -101,19 +100,12 @@ def _count(status: str) -> int:
     return int(tail) if tail.isdigit() else -1
 
 
+@dataclass(slots=True)
 class Cursor:
-    """What the store reads of an aiosqlite cursor: ``rowcount``, ``lastrowid``, rows."""
+    """What the store reads of an aiosqlite cursor."""
 
-    def __init__(self, rowcount: int, lastrowid: int | None, rows: list[asyncpg.Record]) -> None:
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
-        self._rows = rows
-
-    async def fetchall(self) -> list[asyncpg.Record]:
-        return self._rows
-
-    async def fetchone(self) -> asyncpg.Record | None:
-        return self._rows[0] if self._rows else None
+    rowcount: int
+    lastrowid: int | None
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -132,19 +124,15 @@ class PgConnection:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._c = conn
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._c.is_in_transaction()
-
     @_integrity
     async def execute(self, sql: str, params: Params = ()) -> Cursor:
         t = translate(sql)
         args = _args(t, params)
         if t.returns_id or t.sql.lstrip().upper().startswith(("SELECT", "WITH")):
             rows = await self._c.fetch(t.sql, *args)
-            return Cursor(len(rows), int(rows[0][0]) if t.returns_id and rows else None, rows)
+            return Cursor(len(rows), int(rows[0][0]) if t.returns_id and rows else None)
         status = await self._c.execute(t.sql, *args)
-        return Cursor(_count(status), None, [])
+        return Cursor(_count(status), None)
 
     @_integrity
     async def executemany(self, sql: str, seq: Sequence[Params]) -> None:
@@ -157,18 +145,18 @@ class PgConnection:
         return list(await self._c.fetch(t.sql, *_args(t, params)))
 
 
-class PgDatabase:
+class PgDatabase(Closing):
     """Use :meth:`open`. Same methods as :class:`bot.store.db.Database`."""
 
     backend = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, url: str, version: int) -> None:
+        super().__init__()
         self.pool = pool
         self.path = _redact(url)
         self.schema_version = version
         self.lock = asyncio.Lock()
         """Kept for the store's in-process batching; cross-process exclusion is the advisory lock."""
-        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
@@ -187,19 +175,9 @@ class PgDatabase:
             raise
         return cls(pool, url, version)
 
-    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
-        self._close_hooks.append(hook)
-
     async def close(self) -> None:
-        for hook in self._close_hooks:
-            await hook()
+        await super().close()
         await self.pool.close()
-
-    async def __aenter__(self) -> PgDatabase:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgConnection]:
@@ -224,10 +202,6 @@ class PgDatabase:
     async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
         t = translate(sql)
         return list(await self.pool.fetch(t.sql, *_args(t, params)))
-
-    async def fetchone(self, sql: str, params: Params = ()) -> asyncpg.Record | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:

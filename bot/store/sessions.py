@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
+from agent.events import RunStatus
 from bot.limits import Clock, to_utc, utc_now
 from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store.db import Database, StoreError
@@ -21,18 +22,7 @@ from bot.store.db import Database, StoreError
 SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
 SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
 
-TurnStatus = Literal[
-    "running",
-    "done",
-    "stopped",
-    "failed",
-    "interrupted",
-    "completed",
-    "max_iterations",
-    "cancelled",
-    "error",
-    "budget",
-]
+TurnStatus = Literal["running", "done", "stopped", "failed", "interrupted", RunStatus]
 """``running`` while the agent works. A finished turn takes the session vocabulary (``done``, ``stopped``,
 ``failed``) or the run's own ``agent.events.RunStatus`` (``completed``, ``max_iterations``, ``cancelled``,
 ``error``, ``budget``), whichever the caller finds more useful; ``interrupted`` is for a turn found still
@@ -65,6 +55,12 @@ class SessionRecord:
     created_at: datetime | None = None
     """Filled by :meth:`SessionStore.create` when left ``None``."""
     updated_at: datetime | None = None
+
+
+_COLUMNS = [f.name for f in fields(SessionRecord)]
+_INSERT_SESSION = (
+    f"INSERT INTO sessions ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
+)
 
 
 @dataclass(slots=True)
@@ -127,25 +123,11 @@ class SessionStore:
         """Insert a new session; returns it with timestamps filled. A duplicate id is an error."""
         _check_status(rec.status)
         now = self.clock()
-        rec = replace(rec, created_at=rec.created_at or now, updated_at=rec.updated_at or now)
+        created, updated = rec.created_at or now, rec.updated_at or now
+        rec = replace(rec, created_at=created, updated_at=updated)
         try:
             await self.db.write(
-                "INSERT INTO sessions (id, guild_id, channel_id, thread_id, user_id, task, tier, model, status,"
-                " header_message_id, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    rec.id,
-                    rec.guild_id,
-                    rec.channel_id,
-                    rec.thread_id,
-                    rec.user_id,
-                    rec.task,
-                    rec.tier,
-                    rec.model,
-                    rec.status,
-                    rec.header_message_id,
-                    _ts(rec.created_at),  # type: ignore[arg-type]
-                    _ts(rec.updated_at),  # type: ignore[arg-type]
-                ),
+                _INSERT_SESSION, asdict(rec) | {"created_at": _ts(created), "updated_at": _ts(updated)}
             )
         except sqlite3.IntegrityError as e:
             raise StoreError(f"a session with id {rec.id!r} already exists") from e
@@ -188,13 +170,14 @@ class SessionStore:
             raise ValueError("append_messages takes Message.to_dict() dicts, each with a 'role'")
         rows = [_json(m, "each message") for m in messages]
         async with self.db.transaction() as conn:
-            cur = await conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
-            if await cur.fetchone() is None:
-                raise SessionNotFound(f"no session with id {session_id!r}")
-            rows_seq = await conn.execute_fetchall(
-                "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?", (session_id,)
+            found = await conn.execute_fetchall(  # no row: no such session
+                "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?) FROM sessions"
+                " WHERE id = ?",
+                (session_id, session_id),
             )
-            base = int(next(iter(rows_seq))[0])
+            if not found:
+                raise SessionNotFound(f"no session with id {session_id!r}")
+            base = int(next(iter(found))[0])
             await conn.executemany(
                 "INSERT INTO messages (session_id, seq, turn_id, data) VALUES (?,?,?,?)",
                 [(session_id, base + i, turn_id, data) for i, data in enumerate(rows, start=1)],
@@ -288,15 +271,7 @@ class SessionStore:
             f" WHERE {owner.sql('s.guild_id')} ORDER BY q.id"
         )
         return [
-            QueuedTurn(
-                r["id"],
-                r["session_id"],
-                r["requester_id"],
-                r["requester_name"],
-                tuple(json.loads(r["role_ids"])),
-                r["prompt"],
-                r["message_id"],
-            )
+            QueuedTurn(**{**_columns(r, exclude="created_at"), "role_ids": tuple(json.loads(r["role_ids"]))})
             for r in rows
         ]
 
@@ -363,36 +338,22 @@ def _check_status(status: str) -> None:
         raise ValueError(f"session status must be one of {', '.join(SESSION_STATUSES)}; got {status!r}")
 
 
+def _columns(row: Any, exclude: str = "") -> dict[str, Any]:
+    """A row (SQLite's or asyncpg's) by column name: the records' fields are named as the columns."""
+    return {k: row[k] for k in row.keys() if k != exclude}  # noqa: SIM118 (a Row iterates values)
+
+
 def _session(row: Any) -> SessionRecord:
     return SessionRecord(
-        id=row["id"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        thread_id=row["thread_id"],
-        user_id=row["user_id"],
-        task=row["task"],
-        tier=row["tier"],
-        model=row["model"],
-        status=row["status"],
-        header_message_id=row["header_message_id"],
-        created_at=_dt(row["created_at"]),
-        updated_at=_dt(row["updated_at"]),
+        **{**_columns(row), "created_at": _dt(row["created_at"]), "updated_at": _dt(row["updated_at"])}
     )
 
 
 def _turn(row: Any) -> TurnRecord:
     return TurnRecord(
-        id=row["id"],
-        session_id=row["session_id"],
-        requester_id=row["requester_id"],
-        prompt=row["prompt"],
-        status=row["status"],
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-        state=json.loads(row["state"]) if row["state"] is not None else None,
-        started_at=_dt(row["started_at"]),  # type: ignore[arg-type]
-        finished_at=_dt(row["finished_at"]),
-        checkpointed_at=_dt(row["checkpointed_at"]),
-        message_id=row["message_id"],
-        edited_prompt=row["edited_prompt"],
-        superseded_by=row["superseded_by"],
+        **{
+            **_columns(row),
+            **{k: None if row[k] is None else json.loads(row[k]) for k in ("result", "state")},
+            **{k: _dt(row[k]) for k in ("started_at", "finished_at", "checkpointed_at")},
+        }
     )

@@ -114,14 +114,10 @@ def to_bool(key: str, value: Any) -> bool:
 
 
 def to_int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool):
-        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
     try:
-        number = (
-            int(text_of(value).replace(",", "").replace("_", "")) if not isinstance(value, int) else value
-        )
+        number = value if isinstance(value, int) else int(text_of(value).replace(",", "").replace("_", ""))
     except ValueError:
-        raise SettingError(key, f"{key} must be {what}; got {value!r}.") from None
-    if not lo <= number <= hi:
+        number = None
+    if isinstance(value, bool) or number is None or not lo <= number <= hi:
         raise SettingError(key, f"{key} must be {what}; got {value!r}.")
     return number

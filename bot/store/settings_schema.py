@@ -1,32 +1,8 @@
 """What a server setting may hold, checked before anything is written.
 
-Settings are flat keys (one row and one audit entry each), so ``reset`` can target one key or a group:
-
-==============================  ==============================================================
-key                             value
-==============================  ==============================================================
-``tier.<name>``                 ordered list of known models (first is tried first), 1-10
-``default_tier``                an existing tier name
-``limit.<limit>``               positive number or ``unlimited``; limits: requests_per_day,
-                                tokens_per_day, cost_per_month_usd, concurrent_sessions,
-                                guild_budget_per_month_usd (bounds: ``bot.limits.LIMIT_BOUNDS``)
-``role_limit.<role id>.<limit>``  as ``limit.*`` (user limits only, not the server budget)
-``tool.<name>``                 on/off for a known tool
-``max_steps``                   whole number 1-50
-``channels``                    channel ids where the bot answers; empty list = everywhere
-``persona``                     server system prompt, 1-4000 characters
-``channel_persona.<channel id>``  system prompt for one channel and the threads under it
-``memory.auto_store``           on/off
-``memory.max_items``            whole number >= 1 or ``unlimited``
-``memory.max_age_days``         whole number >= 1 or ``unlimited``
-``research.<tier>``             a weaker tier whose models do the tier's tool steps, or ``off``
-``reader``                      on/off: long pages read by the simple tier's model
-``fetch.allow``                 domains fetch_url may read (and their subdomains); empty = any
-``fetch.block``                 domains fetch_url must not read (and their subdomains)
-==============================  ==============================================================
-
-Groups for reset: ``tier``, ``limit``, ``role_limit``, ``role_limit.<role id>``, ``tool``,
-``channel_persona``, ``memory``, ``research``, ``fetch``.
+Settings are flat keys (:data:`KEY_FORMS`; one row and one audit entry each), so ``reset`` can target
+one key or a group (:data:`GROUPS`). What each value accepts is README's /config table, enforced by
+:meth:`SettingsSchema.validate` with a message naming the key and what it allows.
 
 Admin limits refuse ``0``: in the environment ``0`` means unlimited, and an admin typing ``0`` to block a
 role would otherwise hand it unlimited spending. They write ``unlimited`` instead.
