@@ -329,13 +329,69 @@ def mixes(
         sel = [row for row in rows if row[0] == true]
         r, o, b = costs(sel, ladder, prices, hand_down)
         mean[true] = (r / len(sel), o / len(sel), b / len(sel))
-    labelled = tuple(sum(1 for row in rows if row[0] == t) / len(rows) for t in TIERS)
     out = []
-    for mix in (labelled, (0.5, 0.35, 0.15), (0.6, 0.3, 0.1), (0.7, 0.25, 0.05)):
+    for label, mix in mix_weights(rows):
         r, o, b = (sum(w * mean[t][i] for w, t in zip(mix, TIERS, strict=True)) for i in range(3))
-        label = " / ".join(f"{w:.0%}" for w in mix) + (" (labelled)" if mix is labelled else "")
         out.append((label, 1 - r / b, 1 - o / b, of_oracle(r, o, b)))
     return out
+
+
+def mix_weights(rows: Sequence[tuple[Tier, Tier]]) -> list[tuple[str, tuple[float, ...]]]:
+    """The traffic mixes the target holds at: the labelled set's, then 15 / 10 / 5 % complex."""
+    labelled = tuple(sum(1 for row in rows if row[0] == t) / len(rows) for t in TIERS)
+    return [
+        (" / ".join(f"{w:.0%}" for w in mix) + (" (labelled)" if mix is labelled else ""), mix)
+        for mix in (labelled, (0.5, 0.35, 0.15), (0.6, 0.3, 0.1), (0.7, 0.25, 0.05))
+    ]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One bucket of asks (labelled tier, routed tier) and what it costs beyond the oracle."""
+
+    true: Tier
+    routed: Tier
+    asks: int
+    extra: float
+    """USD per ask above the oracle's cost for the same ask."""
+    calls: str
+    """Who made the calls of such a run, in order (escalations and hand-overs show as model changes)."""
+    lost: tuple[float, ...]
+    """Share of the oracle's saving this bucket loses, per mix of :func:`mix_weights`."""
+
+
+def losses(
+    rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], prices: Pricing, hand_down: int = HAND_DOWN
+) -> list[Loss]:
+    """Where routing loses the oracle's saving: each (labelled, routed) bucket's extra cost, reweighted
+    per mix as :func:`mixes` does, as a share of the oracle's saving at that mix. The shares add up to
+    one minus the "of oracle" figure."""
+    per_tier = {t: [row for row in rows if row[0] == t] for t in TIERS}
+    oracle = {t: task_cost(t, t, ladder, prices, hand_down=hand_down) for t in TIERS}
+    base = {t: baseline_cost(t, ladder, prices) for t in TIERS}
+    weights = [mix for _, mix in mix_weights(rows)]
+    saving = [sum(w * (base[t] - oracle[t]) for w, t in zip(mix, TIERS, strict=True)) for mix in weights]
+    buckets: dict[tuple[Tier, Tier], list[float]] = {}
+    for t, r in rows:
+        extra = task_cost(t, r, ladder, prices, hand_down=hand_down) - oracle[t]
+        buckets.setdefault((t, r), []).append(extra)
+    out = []
+    for (t, r), extras in buckets.items():
+        steps = len(SHAPES[t].observations)
+        calls = routing_path.path(ladder, r, steps, research=RESEARCH, hand_down=hand_down)
+        runs: list[list] = []
+        for c in calls:
+            if runs and runs[-1][0] == c.model:
+                runs[-1][1] += 1
+            else:
+                runs.append([c.model, 1])
+        share = tuple(
+            mix[TIERS.index(t)] * sum(extras) / len(per_tier[t]) / s
+            for mix, s in zip(weights, saving, strict=True)
+        )
+        path = " > ".join(f"{m} x{n}" for m, n in runs)
+        out.append(Loss(t, str(r), len(extras), sum(extras) / len(extras), path, share))  # type: ignore[arg-type]
+    return sorted(out, key=lambda loss: -loss.lost[-1])
 
 
 def answered_low(rows: list[tuple[Tier, Tier]], ladder: dict[Tier, str], hand_down: int = HAND_DOWN) -> int:
@@ -397,13 +453,19 @@ def main() -> int:
     # The shipped classifier, each split scored by weights trained without it (bench/train_router.py).
     _, vectors, labels, groups, _ = train_router.load()
     p = train_router.held_out_probabilities(vectors, labels, groups)
+    kw = train_router.keyword_tiers(tasks)
     bar = LinearRouter.shipped().complex_at
     sure = LinearRouter.shipped().sure_at
     shipped: list[Tier] = [
         Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure)  # type: ignore[misc]
-        for i, q in zip(route(p, bar, train_router.keyword_tiers(tasks)), p[:, 2], strict=True)
+        for i, q in zip(route(p, bar, kw), p[:, 2], strict=True)
     ]
     rows = [(t["tier"], r) for t, r in zip(tasks, shipped, strict=True)]
+    # The same, with the bar also chosen without each split (the shipped bar saw every split's odds).
+    nested = [
+        (t["tier"], Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure))
+        for t, i, q in zip(tasks, train_router.nested_routes(p, labels, kw, groups), p[:, 2], strict=True)
+    ]
 
     print(
         f"Labelled tasks: {len(tasks)} ({', '.join(f'{k} {v}' for k, v in Counter(t['tier'] for t in tasks).items())})"
@@ -537,6 +599,31 @@ def main() -> int:
     for label, saving, oracle, share in shares:
         print(f"{label:<27} {saving:>7.1%} {oracle:>7.1%} {share:>10.1%}")
 
+    # Where the rest goes: which asks, routed where, cost more than the oracle's choice, and how much of
+    # its saving that is at each mix (a bucket's extra cost per ask times its share of the traffic).
+    print(
+        "\nWhere the oracle's saving is lost, shipped ladder: per labelled x routed tier, the extra cost per "
+        "ask over the oracle's tier and the share of the oracle's saving lost at each mix"
+    )
+    print(
+        f"{'labelled':>8} {'routed':>8} {'asks':>5} {'extra/ask':>10}  {'calls (model x calls)':<52} "
+        + " ".join(f"{lab.split(' (')[0]:>15}" for lab, *_ in shares)
+    )
+    buckets = losses(rows, ladder, prices)
+    for b in buckets:
+        if b.true != b.routed:
+            cells = " ".join(f"{x:>15.1%}" for x in b.lost)
+            print(f"{b.true:>8} {b.routed:>8} {b.asks:>5} {b.extra:>10.5f}  {b.calls:<52} {cells}")
+    totals = [sum(b.lost[i] for b in buckets) for i in range(len(shares))]
+    print(f"{'all':>8} {'':>8} {len(rows):>5} {'':>10}  {'':<52} " + " ".join(f"{x:>15.1%}" for x in totals))
+    big = buckets[0]
+    per_ask = [x / big.asks for x in big.lost]
+    fewer = max(0, *(-(-(tot - (1 - TARGET_OF_ORACLE)) // p) for tot, p in zip(totals, per_ask, strict=True)))
+    print(
+        f"{TARGET_OF_ORACLE:.0%} at every mix, the rest unchanged, needs {int(fewer)} fewer of the "
+        f"{big.asks} {big.true} asks routed {big.routed}, with no more complex asks routed too low"
+    )
+
     # A hand-down lets the researcher answer when the classifier sent the ask up doubtful (complex odds
     # below sure_at) and the research took at most N calls. Here every run of a tier takes its fixed
     # number of calls (medium 4, complex 9), so from N = 4 it hands down exactly the doubtful asks that
@@ -594,6 +681,12 @@ def main() -> int:
     print(
         f"Unseen split {UNSEEN}: saving {saving2:.1%}, complex under-routed {under2:.1%} "
         f"({'met' if under2 <= TARGET_UNDER else 'NOT met'})"
+    )
+    n_worst = min(share for *_, share in mixes(nested, ladder, prices))
+    n_under = sum(t == "complex" and r != "complex" for t, r in nested)
+    print(
+        f"Bar chosen without each split too (nested): at worst {n_worst:.1%} of the oracle's saving, "
+        f"complex under-routed {n_under}/{n_cx} ({n_under / n_cx:.1%})"
     )
     worst4 = min(share for *_, share in mixes(rows, ladder, prices, 4))
     print(

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.arbitrage import LADDERS, SHAPES, Pricing, Sent, bench_prices, routing_path, task_cost
+from bench.arbitrage import (
+    LADDERS,
+    SHAPES,
+    Pricing,
+    Sent,
+    bench_prices,
+    losses,
+    mixes,
+    routing_path,
+    task_cost,
+)
 
 LADDER = LADDERS["OpenAI only"]  # gpt-4.1-nano / gpt-5-mini / gpt-5
 RESEARCH = {"complex": "medium"}
@@ -45,3 +55,25 @@ def test_a_run_on_its_own_tier_costs_what_its_typical_run_costs(tier: str) -> No
     expected = prices.usd(LADDER[tier], agent) + (prices.usd(rd, read) if rd else 0.0)  # type: ignore[index]
     got = task_cost(tier, tier, LADDER, prices, research={})  # type: ignore[arg-type]
     assert got == pytest.approx(expected, rel=1e-12) and got > 0
+
+
+def test_the_loss_table_accounts_for_all_of_the_gap_to_the_oracle() -> None:
+    """Each bucket's share of the oracle's saving lost adds up, per mix, to what the mix table misses."""
+    prices = Pricing(bench_prices())
+    rows = [
+        *[("simple", "simple")] * 5,
+        ("simple", "medium"),
+        *[("medium", "medium")] * 3,
+        ("medium", "complex"),
+        *[("complex", "complex")] * 4,
+        ("complex", "medium"),
+    ]
+    table = losses(rows, LADDER, prices)  # type: ignore[arg-type]
+    for i, (_, _, _, kept) in enumerate(mixes(rows, LADDER, prices)):  # type: ignore[arg-type]
+        assert sum(b.lost[i] for b in table) == pytest.approx(1 - kept, abs=1e-12)
+    worst = table[0]  # sorted by what they lose at the 5 % complex mix
+    assert (worst.true, worst.routed, worst.asks) == ("medium", "complex", 1) and worst.lost[-1] > 0
+    assert worst.calls == "gpt-5-mini x4 > gpt-5 x1"  # the researcher's calls, then the complex writer
+    # Routed where the oracle would: nothing lost.
+    right = [r for r in rows if r[0] == r[1]]
+    assert all(b.extra == 0 and max(b.lost) == 0 for b in losses(right, LADDER, prices))  # type: ignore[arg-type]
