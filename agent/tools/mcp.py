@@ -271,8 +271,6 @@ class _Connection:
             raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
         try:
             return await session.call_tool(name, arguments)
-        except ToolRefused:
-            raise
         except Exception as e:
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
 
