@@ -8,10 +8,10 @@ import time
 
 import httpx
 
+from agent import ToolRegistry, TransientToolError, tool
 from agent.events import RetryEvent, ToolResultEvent
 from agent.loop import Agent
 from agent.retry import parse_retry_after
-from agent.tools import ToolRegistry, TransientToolError, tool
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_agent_loop import collect, make_agent
 
