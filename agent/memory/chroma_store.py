@@ -1,12 +1,7 @@
-"""Per-namespace long-term memory over Chroma: store, search, forget, stats, export, retention.
-
-* **Client.** An embedded ``PersistentClient`` under the data directory the caller gives; a Chroma
-  server (``HttpClient``) when a host is given (``CHROMA_HOST``), for deployments that outgrow one
-  machine. Chroma is synchronous: every call goes through ``asyncio.to_thread``.
-* **Collections** (layout, isolation, embedding checks) are :mod:`agent.memory.chroma_collections`;
-  the scans behind search, stats and retention are :mod:`agent.memory.scans`.
-* **Writes** of one namespace are serialised by an asyncio lock (dedup checks, migration, retention);
-  reads never wait.
+"""Per-namespace long-term memory over Chroma: an embedded ``PersistentClient`` under the data directory,
+or a Chroma server (``CHROMA_HOST``) for deployments that outgrow one machine. Chroma is synchronous:
+every call goes through ``asyncio.to_thread``. Writes of one namespace are serialised by an asyncio
+lock (dedup checks, migration, retention); reads never wait.
 """
 
 from __future__ import annotations

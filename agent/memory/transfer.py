@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.memory.records import MAX_FIELD, MAX_TEXT, check_memory
+from agent.memory.records import MAX_FIELD, MAX_TEXT
 from agent.memory.types import KINDS, MemoryStoreError, NewMemory
 
 MAX_PROBLEMS = 10
@@ -208,7 +208,6 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             session=first.get("session") or "",
             origin="import",
         )
-        check_memory(item)
         memories.append(item)
     if problems:
         raise ImportRefused(problems)

@@ -196,7 +196,6 @@ def _unavailable(detail: str) -> Tool:
 
     @tool(name="run_python", description=why + " Do not call it; compute by reasoning or other tools.")
     def run_python(code: str) -> str:
-        """Unavailable."""
         raise ToolRefused(why)
 
     return run_python

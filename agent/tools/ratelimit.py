@@ -24,9 +24,7 @@ import math
 import time
 from collections.abc import Callable
 
-from agent.setting_parsers import Rate, parse_rate_limits
-
-__all__ = ["DEFAULT_LIMITS", "Rate", "RateLimitGuard", "parse_rate_limits"]
+from agent.setting_parsers import Rate
 from agent.tools.registry import Tool, ToolContext
 
 Clock = Callable[[], float]
