@@ -17,7 +17,7 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
-from agent.config import MemoryEnv, parse_settings
+from agent.config import MemoryEnv
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
 from agent.memory import layout, scans
@@ -75,16 +75,6 @@ class ChromaMemory:
         self._cols: Collections | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._open_lock = asyncio.Lock()
-
-    @classmethod
-    def from_env(
-        cls, path: str | Path | None, env: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> ChromaMemory:
-        """For tests and library users: ``env`` (the process environment when None) parsed as
-        :class:`~agent.config.MemoryEnv`; the bot passes its parsed settings to :meth:`from_settings`."""
-        return cls.from_settings(
-            path, parse_settings(MemoryEnv, None if env is None else dict(env)), **kwargs
-        )
 
     @classmethod
     def from_settings(cls, path: str | Path | None, m: MemoryEnv, **kwargs: Any) -> ChromaMemory:
