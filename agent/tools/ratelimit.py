@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.setting_parsers import Rate
 from agent.tools.registry import Tool, ToolContext
@@ -31,14 +32,12 @@ Clock = Callable[[], float]
 DEFAULT_LIMITS = "web_search=10/60,fetch_url=30/60,run_python=10/60"
 
 
+@dataclass(slots=True)
 class _Bucket:
-    __slots__ = ("capacity", "rate", "tokens", "updated")
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.tokens = capacity
-        self.updated = now
+    capacity: float
+    rate: float
+    tokens: float
+    updated: float
 
     def refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
@@ -73,7 +72,8 @@ class RateLimitGuard:
         if b is None:
             if len(self._buckets) >= self._max_buckets:
                 self._prune(now)
-            b = self._buckets[key] = _Bucket(rate.count * scale, rate.per_second * scale, now)
+            full = rate.count * scale
+            b = self._buckets[key] = _Bucket(full, rate.per_second * scale, full, now)
         b.refill(now)
         return b
 
