@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import os
@@ -161,11 +160,7 @@ def render_run(run: SandboxRun, s: PythonSettings, changed: list[str], over: str
 
 
 def _snapshot(ws: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for p, size in regular_files(ws):
-        with contextlib.suppress(OSError):
-            out[str(p.relative_to(ws))] = (size, p.lstat().st_mtime_ns)
-    return out
+    return {str(p.relative_to(ws)): (st.st_size, st.st_mtime_ns) for p, st in regular_files(ws)}
 
 
 def describe(settings: PythonSettings, support: SandboxSupport) -> str:

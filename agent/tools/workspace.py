@@ -140,10 +140,10 @@ def workspace_usage(workspace: Path, limit: int | None = None) -> Usage:
     return Usage(size, entries, walk.too_deep, walk.complete)
 
 
-def regular_files(ws: Path) -> Iterator[tuple[Path, int]]:
+def regular_files(ws: Path) -> Iterator[tuple[Path, os.stat_result]]:
     for e in Walk(ws):
         if stat.S_ISREG(e.st.st_mode):
-            yield Path(ws, e.path), e.st.st_size
+            yield Path(ws, e.path), e.st
 
 
 def workspace_files(workspace: Path) -> list[Path]:
