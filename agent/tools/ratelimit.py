@@ -2,12 +2,8 @@
 
 Each limited tool has two buckets per call: one per (server, user, tool) with the configured rate, and
 one per (server, tool) holding ``server_multiplier`` times as much, so one busy user cannot spend the
-whole server's allowance and a busy server cannot hammer an API. A bucket of ``count/seconds`` starts
-full and refills continuously at ``count`` tokens per ``seconds``. A call takes one token from both or
+whole server's allowance and a busy server cannot hammer an API. A call takes one token from both or
 from neither; a refusal tells the model how long to wait or to use another tool.
-
-Per-server enabling and disabling of tools is not done here: the caller builds the registry for a
-server with ``registry.subset(enabled_names)``, which shares these guards.
 
 Why not a waiting limiter here (aiolimiter, or the bot's REST budget in bot/pacing.py): a limited call
 here is *refused at once* with the wait it would need, so the model can use another tool meanwhile, and
