@@ -54,7 +54,7 @@ from agent.models.routed import RoutedModel
 from agent.models.router import Breakers, Router
 from agent.reader import Reader
 from agent.run_state import RunState
-from agent.tools import (
+from agent.tools.registry import (
     Tool,
     ToolContext,
     ToolGuard,

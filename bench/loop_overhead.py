@@ -122,10 +122,10 @@ async def minimal_stream_session(client: Any, base_url: str, task: str) -> str:
 
 # --- the engine -----------------------------------------------------------------------------------
 def make_engine(client: Any, base_url: str, stream: bool) -> Any:
+    from agent import ToolRegistry, tool
     from agent.loop import Agent
     from agent.models.base import ModelSettings
     from agent.models.openai import OpenAIChatModel
-    from agent.tools import ToolRegistry, tool
 
     @tool
     async def noop(i: int = 0) -> str:

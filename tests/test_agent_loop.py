@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 
+from agent import ToolRegistry, TransientToolError, tool
 from agent.events import (
     ErrorEvent,
     FinalEvent,
@@ -23,7 +24,6 @@ from agent.loop import Agent, RunState
 from agent.models.base import ModelSettings
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
-from agent.tools import ToolRegistry, TransientToolError, tool
 from agent.tools.builtin import builtin_tools
 from tests.fakes.llm_server import FakeLLM, error, text, tool_call, tool_calls
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.events import ToolCallEvent, ToolResultEvent
 from agent.messages import ToolCall
-from agent.tools import ToolRegistry
 from agent.tools.mcp import McpConfigError, McpServer, McpTools, load_servers
 from agent.tools.registry import ToolContext
 from tests.fakes.llm_server import FakeLLM, text, tool_call

@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from chromadb.config import Settings
 
+from agent.config import MemoryEnv, parse_settings
 from agent.embeddings import EmbeddingUnavailable, embedding_from_env
 from agent.embeddings.base import Coalescer
 from agent.embeddings.minilm import MiniLMEmbedding, _default_model_path
@@ -159,9 +160,7 @@ def test_configuration_errors_say_what_to_set() -> None:
             {"MEMORY_EMBEDDING": "openai", "MEMORY_EMBEDDING_URL": "ftp://x", "MEMORY_EMBEDDING_MODEL": "m"}
         )
     with pytest.raises(ValueError, match="CHROMA_PORT"):
-        ChromaMemory.from_env(
-            None, {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": "http"}, embedding=MiniLMEmbedding()
-        )
+        parse_settings(MemoryEnv, {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": "http"})
 
 
 # -- an OpenAI-compatible server on 127.0.0.1 -------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.config import MemoryEnv, parse_settings
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from tests.fakes.chroma_server import ChromaServer
@@ -25,7 +26,9 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 async def test_a_chroma_server_holds_memories_with_the_same_isolation(chroma_server: int) -> None:
     embedding = MiniLMEmbedding()
     env = {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": str(chroma_server)}
-    memory = ChromaMemory.from_env(None, env, embedding=embedding, buckets=2, dedicated_threshold=12)
+    memory = ChromaMemory.from_settings(
+        None, parse_settings(MemoryEnv, env), embedding=embedding, buckets=2, dedicated_threshold=12
+    )
     await memory.open()
     secret = await memory.store(A, "Guild A's vault code is 4417.", kind="fact")
     await memory.store(B, "Guild B raids on Wednesdays.")
@@ -39,7 +42,9 @@ async def test_a_chroma_server_holds_memories_with_the_same_isolation(chroma_ser
     await memory.close()
 
     # A second client (another bot process, say) sees the same memories and layout.
-    again = ChromaMemory.from_env(None, env, embedding=embedding, buckets=2, dedicated_threshold=12)
+    again = ChromaMemory.from_settings(
+        None, parse_settings(MemoryEnv, env), embedding=embedding, buckets=2, dedicated_threshold=12
+    )
     await again.open()
     assert (await again.stats(A)).items == 13 and (await again.stats(B)).items == 1
     assert (await again.search(A, "what is the code for the vault", k=1))[0].id == secret.ids[0]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.events import (
     Cost,
     ErrorEvent,
@@ -31,7 +32,6 @@ from agent.models.base import (
     ModelSettings,
     ModelUnavailableError,
 )
-from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, error, text, tool_call, tool_calls
 

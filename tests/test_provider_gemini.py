@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.events import FinalEvent, RetryEvent, TextDelta, ToolCallEvent, ToolResultEvent, UsageEvent
 from agent.loop import Agent
 from agent.messages import Message, ToolCall
@@ -21,7 +22,6 @@ from agent.models.base import (
 )
 from agent.models.gemini import SKIP_SIGNATURE, GeminiModel
 from agent.models.prices import default_prices
-from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes.anthropic_server import Reply, text, tool_call, tool_calls
 from tests.fakes.gemini_server import FakeGemini, google_error

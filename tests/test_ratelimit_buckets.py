@@ -8,7 +8,8 @@ import pytest
 
 from agent.config import ConfigError
 from agent.messages import ToolCall
-from agent.tools.ratelimit import Rate, RateLimitGuard, parse_rate_limits
+from agent.setting_parsers import Rate, parse_rate_limits
+from agent.tools.ratelimit import RateLimitGuard
 from agent.tools.registry import ToolContext, ToolRegistry, tool
 from agent.tools.research import ResearchToolSettings, research_guard
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.reasoning import HEADROOM
-from agent.tools import ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.anthropic_server import text as gemini_text
 from tests.fakes.discord_server import FakeDiscord, FakeGuild

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from agent import ToolRegistry, TransientToolError, tool
 from agent.events import RetryEvent, ToolResultEvent
 from agent.loop import Agent
 from agent.retry import RetryPolicy, parse_retry_after
-from agent.tools import ToolRegistry, TransientToolError, tool
 from bot.stream_sink import FreeTurn, Grant, SinkError
 from bot.streamer import WRITE_RETRY, ThreadStreamer
 from tests.fakes.llm_server import FakeLLM, text, tool_call

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.events import ErrorEvent, ModelSwitched, StepStarted
 from agent.loop import Agent
 from agent.models.anthropic import AnthropicModel
@@ -15,7 +16,6 @@ from agent.models.base import Model
 from agent.models.classifier import HeuristicClassifier
 from agent.models.openai import OpenAIChatModel
 from agent.models.router import Router
-from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes import anthropic_server as anth
 from tests.fakes.anthropic_server import FakeAnthropic

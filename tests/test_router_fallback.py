@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from agent import ToolRegistry
 from agent.config import ConfigError
 from agent.events import ErrorEvent, FinalEvent, ModelSwitched, RetryEvent, StepStarted, UsageEvent
 from agent.loop import Agent
@@ -22,7 +23,6 @@ from agent.models.base import Model, ModelError, ModelResponse, ModelSettings, S
 from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.router import Breakers, Router
-from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes import anthropic_server as anth
 from tests.fakes.anthropic_server import FakeAnthropic

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent import ToolRegistry
 from agent.config import AgentSettings
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.events import ModelSwitched, RouteDecision
@@ -18,7 +19,6 @@ from agent.models.classifier import HeuristicClassifier
 from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter
 from agent.models.factory import build_router
 from agent.models.router import Router
-from agent.tools import ToolRegistry
 from agent.tools.builtin import builtin_tools
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_router_escalation import TIERS, builder, collect

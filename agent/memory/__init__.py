@@ -1,5 +1,5 @@
-"""Per-server long-term memory: a :class:`Memory` interface, its Chroma implementation, and the
-helpers the agent uses to recall before a run and store after it.
+"""Per-server long-term memory: the Chroma store, and the helpers the agent uses to recall before a
+run and store after it.
 
 ``ChromaMemory`` is imported on first use: chromadb takes about half a second to import, which the
 terminal mode and the tools should not pay unless memory is on.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.memory.base import Memory
 from agent.memory.integration import (
     DEFAULT_MIN_RELEVANCE,
     format_hit,
@@ -17,7 +16,6 @@ from agent.memory.integration import (
     recall_for_task,
     recalled_event,
     store_research,
-    stored_event,
 )
 from agent.memory.scope import IsolationError
 from agent.memory.types import (
@@ -37,9 +35,9 @@ from agent.memory.types import (
 # fmt: off
 __all__ = [
     "DEFAULT_MIN_RELEVANCE", "KINDS", "ChromaMemory", "EmbeddingMismatch", "IsolationError", "Kind",
-    "Memory", "MemoryHit", "MemoryRecord", "MemoryStats", "MemoryStoreError", "NamespaceError", "NewMemory",
+    "MemoryHit", "MemoryRecord", "MemoryStats", "MemoryStoreError", "NamespaceError", "NewMemory",
     "RetentionPolicy", "StoreResult", "format_hit", "format_recalled", "recall_for_task", "recalled_event",
-    "store_research", "stored_event",
+    "store_research",
 ]
 # fmt: on
 

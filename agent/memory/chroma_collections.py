@@ -1,17 +1,8 @@
-"""The store's Chroma collections: which one holds a namespace, and the only maker of scopes.
-
-* **Layout.** See :mod:`agent.memory.layout`: small servers share hash buckets, a server passing
-  ``dedicated_threshold`` rows moves (with its rows) to its own collection.
-* **Isolation.** Every item call goes through :class:`~agent.memory.scope.NamespaceScope`, made only
-  by :meth:`Collections.scope`; nothing else touches rows.
-* **Embeddings.** Each collection records the embedding id and dimension that filled it; opening a
-  store whose collections were filled by another embedding raises :class:`EmbeddingMismatch`.
-* The per-namespace row counts cached here only steer search strategy and migration, never
-  correctness, so several processes may share a Chroma server as long as each namespace is written
-  by one of them (Discord shards own disjoint guilds).
-
-All methods are synchronous; the store calls them through ``asyncio.to_thread``, holding the
-namespace's write lock for anything that writes.
+"""The store's Chroma collections (:mod:`agent.memory.layout`): which one holds a namespace, and the only
+maker of scopes (:mod:`agent.memory.scope`). Each collection records the embedding that filled it, and
+another embedding is refused (:class:`EmbeddingMismatch`). The per-namespace row counts cached here
+only steer search strategy and migration, never correctness, so several processes may share a Chroma
+server as long as each namespace is written by one of them (Discord shards own disjoint guilds).
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Per-namespace long-term memory over Chroma: store, search, forget, stats, export, retention.
-
-* **Client.** An embedded ``PersistentClient`` under the data directory the caller gives; a Chroma
-  server (``HttpClient``) when a host is given (``CHROMA_HOST``), for deployments that outgrow one
-  machine. Chroma is synchronous: every call goes through ``asyncio.to_thread``.
-* **Collections** (layout, isolation, embedding checks) are :mod:`agent.memory.chroma_collections`;
-  the scans behind search, stats and retention are :mod:`agent.memory.scans`.
-* **Writes** of one namespace are serialised by an asyncio lock (dedup checks, migration, retention);
-  reads never wait.
+"""Per-namespace long-term memory over Chroma: an embedded ``PersistentClient`` under the data directory,
+or a Chroma server (``CHROMA_HOST``) for deployments that outgrow one machine. Chroma is synchronous:
+every call goes through ``asyncio.to_thread``. Writes of one namespace are serialised by an asyncio
+lock (dedup checks, migration, retention); reads never wait.
 """
 
 from __future__ import annotations
@@ -16,20 +11,21 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import chromadb
 import numpy as np
 from chromadb.config import Settings
 
-from agent.config import MemoryEnv, parse_settings
+from agent.config import MemoryEnv
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
 from agent.memory import layout, scans
-from agent.memory.base import Memory
 from agent.memory.chroma_collections import PAGE, Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
+from agent.memory.transfer import ImportResult
 from agent.memory.types import (
+    Kind,
     MemoryHit,
     MemoryRecord,
     MemoryStats,
@@ -40,8 +36,9 @@ from agent.memory.types import (
 )
 
 
-class ChromaMemory(Memory):
-    """The Chroma implementation of :class:`agent.memory.base.Memory`."""
+class ChromaMemory:
+    """The memory store the agent, the tools and the bot use. Every method takes the namespace (the
+    Discord guild id) explicitly, and no namespace can read, change or count another's memories."""
 
     def __init__(
         self,
@@ -78,16 +75,6 @@ class ChromaMemory(Memory):
         self._cols: Collections | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._open_lock = asyncio.Lock()
-
-    @classmethod
-    def from_env(
-        cls, path: str | Path | None, env: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> ChromaMemory:
-        """For tests and library users: ``env`` (the process environment when None) parsed as
-        :class:`~agent.config.MemoryEnv`; the bot passes its parsed settings to :meth:`from_settings`."""
-        return cls.from_settings(
-            path, parse_settings(MemoryEnv, None if env is None else dict(env)), **kwargs
-        )
 
     @classmethod
     def from_settings(cls, path: str | Path | None, m: MemoryEnv, **kwargs: Any) -> ChromaMemory:
@@ -148,6 +135,26 @@ class ChromaMemory(Memory):
         return self._cols
 
     # -- writes --------------------------------------------------------------------------------
+
+    async def store(
+        self,
+        namespace: str | int,
+        text: str,
+        *,
+        kind: str = "note",
+        author: str = "",
+        thread: str = "",
+        task: str = "",
+        sources: Iterable[str] = (),
+        created: float | None = None,
+        session: str = "",
+        origin: str = "",
+    ) -> StoreResult:
+        """Remember one text (chunked when long). Storing the same text again adds nothing."""
+        item = NewMemory(
+            text, cast(Kind, kind), author, thread, task, tuple(sources), created, session, origin
+        )
+        return await self.store_many(namespace, [item])
 
     async def store_many(
         self, namespace: str | int, items: Sequence[NewMemory], *, vectors: np.ndarray | None = None
@@ -273,6 +280,30 @@ class ChromaMemory(Memory):
             for r in page:
                 yield to_record(r.id, r.document, r.metadata).to_row()
 
+    async def import_memories(
+        self, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256
+    ) -> ImportResult:
+        """All or nothing: memories already here are left as they are; if a write fails, the ones this
+        call added are forgotten again before the error is raised."""
+        ns = check_namespace(namespace)
+        added_parents: list[str] = []
+        parents: list[str] = []
+        written = 0
+        try:
+            for i in range(0, len(memories), batch):
+                part = memories[i : i + batch]
+                ids = [make_rows(ns, m, 0.0)[0] for m in part]
+                known = {r.parent or r.id for r in await self.get(ns, ids)}
+                result = await self.store_many(ns, part)
+                added_parents += [p for p in result.ids if p not in known]
+                parents += result.ids
+                written += result.added
+        except BaseException:
+            if added_parents:
+                await asyncio.shield(self.forget(ns, list(dict.fromkeys(added_parents))))
+            raise
+        return ImportResult(parents, list(dict.fromkeys(added_parents)), written)
+
     # -- deletes -------------------------------------------------------------------------------
 
     async def forget(self, namespace: str | int, ids: Iterable[str]) -> list[str]:
@@ -292,6 +323,14 @@ class ChromaMemory(Memory):
 
         async with self._locks[ns]:
             return await asyncio.to_thread(forget)
+
+    async def forget_by_query(
+        self, namespace: str | int, query: str, *, k: int = 5, min_relevance: float = 0.4
+    ) -> list[str]:
+        """Delete the memories that best match ``query`` (whole memories, not single chunks).
+        For a confirmation step, :meth:`search` first and :meth:`forget` the ids shown."""
+        hits = await self.search(namespace, query, k, min_relevance=min_relevance)
+        return await self.forget(namespace, list(dict.fromkeys(h.parent or h.id for h in hits)))
 
     async def clear(self, namespace: str | int) -> int:
         """Delete every memory of the namespace; returns how many rows went."""

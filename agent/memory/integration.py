@@ -8,12 +8,15 @@ decides (the bot stores after the answer is posted, so a failure there loses not
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
 from agent.events import MemoryEvent
-from agent.memory.base import Memory
 from agent.memory.types import MemoryHit, RetentionPolicy, StoreResult
+
+if TYPE_CHECKING:
+    from agent.memory.chroma_store import ChromaMemory
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +28,7 @@ MAX_HIT_CHARS = 1200
 
 
 async def recall_for_task(
-    memory: Memory | None,
+    memory: ChromaMemory | None,
     namespace: str | int | None,
     task: str,
     k: int = 5,
@@ -83,7 +86,7 @@ def format_recalled(hits: Sequence[MemoryHit], max_chars: int = 6000) -> str:
 
 
 async def store_research(
-    memory: Memory | None,
+    memory: ChromaMemory | None,
     namespace: str | int | None,
     task: str,
     answer: str,
@@ -120,7 +123,3 @@ async def store_research(
 def recalled_event(hits: Sequence[MemoryHit], step: int = 0) -> MemoryEvent:
     """The event that lets a thread show "recalled 3 memories"."""
     return MemoryEvent(step=step, action="recalled", count=len(hits), ids=[h.id for h in hits])
-
-
-def stored_event(result: StoreResult, step: int = 0) -> MemoryEvent:
-    return MemoryEvent(step=step, action="stored", count=len(result.ids), ids=list(result.ids))

@@ -173,13 +173,8 @@ def _record_fields(rid: str, document: str | None, m: Mapping[str, Any]) -> dict
         "text": document or "",
         "kind": str(m.get("kind", "note")),
         "created": float(m.get("created", 0.0)),
-        "author": str(m.get("author", "")),
-        "thread": str(m.get("thread", "")),
-        "task": str(m.get("task", "")),
         "sources": tuple(str(m.get("urls", "")).split()),
         "parent": str(m.get("parent", rid)),
         "chunk": int(m.get("chunk", 0)),
         "chunks": int(m.get("chunks", 1)),
-        "session": str(m.get("session", "")),
-        "origin": str(m.get("origin", "")),
-    }
+    } | {k: str(m.get(k, "")) for k in ("author", "thread", "task", "session", "origin")}

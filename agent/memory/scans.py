@@ -61,30 +61,26 @@ def with_parents(scope: NamespaceScope, ids: list[str]) -> list[Row]:
 
 
 def stats(scope: NamespaceScope, dim: int) -> MemoryStats:
-    items = size = offset = 0
+    size = offset = 0
     parents: set[str] = set()
     kinds: Counter[str] = Counter()
-    oldest: float | None = None
-    newest: float | None = None
+    dates: list[float] = []
     while page := scope.get(limit=PAGE, offset=offset):
         offset += len(page)
         for r in page:
-            items += 1
             m = r.metadata
             parents.add(str(m.get("parent", r.id)))
             kinds[str(m.get("kind", "note"))] += 1
-            created = float(m.get("created", 0.0))
-            oldest = created if oldest is None else min(oldest, created)
-            newest = created if newest is None else max(newest, created)
+            dates.append(float(m.get("created", 0.0)))
             size += len((r.document or "").encode()) + sum(len(str(v)) for v in m.values())
-    size += items * (2 * dim * 4 + ROW_OVERHEAD_BYTES)
+    size += len(dates) * (2 * dim * 4 + ROW_OVERHEAD_BYTES)
     return MemoryStats(
         namespace=scope.namespace,
-        items=items,
+        items=len(dates),
         memories=len(parents),
         bytes_estimate=size,
-        oldest=oldest,
-        newest=newest,
+        oldest=min(dates, default=None),
+        newest=max(dates, default=None),
         by_kind=dict(kinds),
         layout="dedicated" if scope.dedicated else "shared",
         collection=scope.name,

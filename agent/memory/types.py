@@ -79,18 +79,15 @@ class MemoryRecord:
         """The record of one exported row (what :meth:`to_row` wrote)."""
         return cls(
             id=str(row["id"]),
-            text=str(row.get("text", "")),
             kind=str(row.get("kind", "note")),
             created=float(row.get("created_ts") or 0.0),  # type: ignore[arg-type]
-            author=str(row.get("author", "")),
-            thread=str(row.get("thread", "")),
-            task=str(row.get("task", "")),
             sources=tuple(str(u) for u in row.get("sources") or ()),  # type: ignore[attr-defined]
-            parent=str(row.get("parent", "")),
             chunk=int(row.get("chunk") or 0),  # type: ignore[call-overload]
             chunks=int(row.get("chunks") or 1),  # type: ignore[call-overload]
-            session=str(row.get("session", "")),
-            origin=str(row.get("origin", "")),
+            **{
+                k: str(row.get(k, ""))
+                for k in ("text", "author", "thread", "task", "parent", "session", "origin")
+            },
         )
 
     def to_row(self) -> dict[str, object]:

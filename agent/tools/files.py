@@ -7,11 +7,8 @@ swapped in while we work cannot redirect us either. FIFOs and devices are refuse
 
 Bounds: a per-session quota of bytes *and* entries (files, folders and links all count) covers what
 every tool wrote, run_python included (:mod:`agent.tools.python_exec` checks it during a run); paths
-are at most ``MAX_DEPTH`` folders deep with names of at most ``MAX_NAME_BYTES``. Every walk here is
-iterative and descriptor-based, so a tree deeper than that (only sandboxed code can make one) is
-counted as over the quota rather than breaking later walks. Writes and their quota check hold a
-per-workspace lock, so concurrent ``write_file`` calls cannot pass the quota together.
-
+are at most ``MAX_DEPTH`` folders deep with names of at most ``MAX_NAME_BYTES``. Writes and their quota
+check hold a per-workspace lock, so concurrent ``write_file`` calls cannot pass the quota together.
 The functions are synchronous; the registry runs them in a thread.
 """
 
@@ -33,7 +30,6 @@ from agent.tools.safe_names import refuse_unsafe, shown_name
 from agent.tools.workspace import (
     DIR_FLAGS,
     MAX_DEPTH,
-    Usage,
     Walk,
     human_size,
     remove_tree,
@@ -41,16 +37,6 @@ from agent.tools.workspace import (
     workspace_usage,
 )
 from agent.tools.workspace import workspace_files as workspace_files  # the bot attaches these
-
-__all__ = [
-    "MAX_DEPTH",
-    "FilesSettings",
-    "PathRefused",
-    "Usage",
-    "file_tools",
-    "workspace_files",
-    "workspace_usage",
-]
 
 MAX_NAME_BYTES = 255  # NAME_MAX on Linux filesystems
 MAX_PATH_CHARS = 1024
@@ -161,8 +147,7 @@ def _open_file(dir_fd: int, name: str, shown: str, flags: int) -> int:
 
 
 def _entry(path: str, if_root: str) -> tuple[list[str], str]:
-    """(components, the path as shown) of a file or folder in the workspace; ``if_root`` refuses the
-    workspace itself."""
+    """(components, the path as shown); ``if_root`` refuses the workspace itself."""
     parts = split_path(path)
     if not parts:
         raise PathRefused(if_root)

@@ -1,9 +1,7 @@
 """Tools from MCP servers (the official ``mcp`` SDK), offered to the agent beside the built-in ones.
 
-Each server's tools are namespaced ``<server>__<tool>`` and keep their JSON schemas. They are ordinary
-:class:`~agent.tools.registry.Tool` objects, so the registry gives them what every tool has: a timeout,
-an output cap, rate limits (:mod:`agent.tools.ratelimit`), per-server on/off switches, and steps that
-stream into the thread.
+Each server's tools are namespaced ``<server>__<tool>``, keep their JSON schemas, and are ordinary
+:class:`~agent.tools.registry.Tool` objects (timeout, output cap, rate limits, per-server switches).
 
 Why each connection lives in a task of its own: the SDK's transports are anyio task groups, whose
 scopes must be left by the task that entered them; one owner task per server keeps that true while any
@@ -271,8 +269,6 @@ class _Connection:
             raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
         try:
             return await session.call_tool(name, arguments)
-        except ToolRefused:
-            raise
         except Exception as e:
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
 

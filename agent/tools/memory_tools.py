@@ -2,12 +2,7 @@
 
 The namespace comes only from the :class:`ToolContext` the runner fills (the guild the session runs
 in), never from the model's arguments: there is no argument a model could set to read or write
-another server's memory. The memory store itself is ``ctx.services["memory"]``; when the runner also
-puts the server's :class:`~agent.memory.RetentionPolicy` in ``ctx.services["memory_retention"]``,
-``remember`` applies it after saving.
-
-What the model writes is bounded by a :class:`MemoryRunPolicy` (``ctx.services["memory_run"]``, one
-per run; a default one is made when the caller gave none):
+another server's memory. What the model writes is bounded by a :class:`MemoryRunPolicy`:
 
 * **Private sessions** (``private_namespace`` set): ``remember`` writes only there, a scope of the
   session's own that server-wide search, export and recall never read. The requester shares a note

@@ -77,12 +77,8 @@ async def system_resolver(host: str, port: int) -> list[str]:
     """Resolve through the event loop's getaddrinfo (a thread), never blocking the loop."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: list[str] = []
-    for *_, sockaddr in infos:
-        addr = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
-        if addr not in seen:
-            seen.append(addr)
-    return seen
+    # Each address once, in the resolver's order, without an IPv6 zone id.
+    return list(dict.fromkeys(str(sockaddr[0]).split("%", 1)[0] for *_, sockaddr in infos))
 
 
 class NetGuard:

@@ -9,33 +9,20 @@ Modes (``PYTHON_SANDBOX``):
   isolation at all (the code reads and writes what the bot's user can and uses its network).
 - ``off``: no run_python.
 
-The namespace sandbox (built by :mod:`agent.tools.sandbox_runner`):
-
-- **Filesystem**: an allow-list. A new root holds only the OS's programs and libraries (/usr, /bin,
-  /sbin, /lib*) and the interpreter's prefixes, read-only; a few /etc files; /dev with null, zero,
-  full, random, urandom; a /proc of its own; a private /tmp and /dev/shm; and the workspace, the only
-  writable place that outlives the run. The bot's directory, .env, data, /home, /root, /etc/passwd,
-  other sessions: none of it exists in there.
-- **Network**: none (a network namespace with only a loopback that is down; not even the host's
-  127.0.0.1). There is no setting to give it one: the agent reads the web with fetch_url.
-- **User**: uid 1000 inside, mapped to the bot's uid, or to ``PYTHON_SANDBOX_UID`` (65534) when the bot
-  runs as root; no capabilities, no_new_privs, locked securebits.
-- **Processes**: PID, IPC, UTS and cgroup namespaces; everything is killed when the run ends.
-- **Limits for the run as a whole** (:mod:`agent.tools.sandbox_cgroup`): memory and processes in a
-  cgroup of the run where the host gives one; else per-process limits whose product stays within the
-  memory limit. CPU seconds, file size, open files and a wall clock per process/run; output capped.
-- **Workspace quota**: a run does not start over quota; a run that passes it (bytes or entries) is
-  stopped within ``QUOTA_POLL`` seconds and told; no file can be larger than what the quota has left.
+The namespace sandbox (:mod:`agent.tools.sandbox_runner` builds it, :mod:`agent.tools.sandbox_run`
+starts and bounds it) gives the code an allow-listed root in which only the workspace is writable and
+outlives the run, no network at all (not even the host's 127.0.0.1; there is no setting to give it
+one: the agent reads the web with fetch_url), no capabilities, and limits on the run as a whole. A run
+does not start over the workspace quota; one that passes it is stopped within ``QUOTA_POLL`` seconds.
 
 Runs in one workspace take turns (a per-workspace lock): the workspace is handed to the sandbox user
-(by descriptor, :func:`agent.tools.files.give_workspace_to`) only while no run is active in it.
+(by descriptor, :func:`agent.tools.workspace.give_workspace_to`) only while no run is active in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import os
@@ -56,7 +43,7 @@ from agent.tools.sandbox_run import (
     plan_limits,
     run_sandboxed,
 )
-from agent.tools.workspace import give_workspace_to, regular_files, workspace_usage
+from agent.tools.workspace import Held, give_workspace_to, regular_files, workspace_usage
 
 __all__ = ["PythonSettings", "SandboxMode", "SandboxSupport", "plan_limits", "probe_sandbox", "python_tools"]
 
@@ -173,11 +160,7 @@ def render_run(run: SandboxRun, s: PythonSettings, changed: list[str], over: str
 
 
 def _snapshot(ws: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for p, size in regular_files(ws):
-        with contextlib.suppress(OSError):
-            out[str(p.relative_to(ws))] = (size, p.lstat().st_mtime_ns)
-    return out
+    return {str(p.relative_to(ws)): (st.st_size, st.st_mtime_ns) for p, st in regular_files(ws)}
 
 
 def describe(settings: PythonSettings, support: SandboxSupport) -> str:
@@ -208,20 +191,12 @@ def _unavailable(detail: str) -> Tool:
 
     @tool(name="run_python", description=why + " Do not call it; compute by reasoning or other tools.")
     def run_python(code: str) -> str:
-        """Unavailable."""
         raise ToolRefused(why)
 
     return run_python
 
 
-class _RunLock:
-    __slots__ = ("__weakref__", "lock")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-
-
-_run_locks: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
+_run_locks: weakref.WeakValueDictionary[str, Held] = weakref.WeakValueDictionary()
 
 
 def python_tools(settings: PythonSettings) -> list[Tool]:
@@ -263,7 +238,7 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
                 "run a short program that exec()s it"
             )
         ws = await asyncio.to_thread(workspace_root, ctx)
-        holder = _run_locks.setdefault(str(ws), _RunLock())
+        holder = _run_locks.setdefault(str(ws), Held(asyncio.Lock()))
         async with holder.lock:  # runs in one workspace take turns
             limit = settings.quota_files + 1
             used = await asyncio.to_thread(workspace_usage, ws, limit)

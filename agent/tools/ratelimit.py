@@ -2,12 +2,8 @@
 
 Each limited tool has two buckets per call: one per (server, user, tool) with the configured rate, and
 one per (server, tool) holding ``server_multiplier`` times as much, so one busy user cannot spend the
-whole server's allowance and a busy server cannot hammer an API. A bucket of ``count/seconds`` starts
-full and refills continuously at ``count`` tokens per ``seconds``. A call takes one token from both or
+whole server's allowance and a busy server cannot hammer an API. A call takes one token from both or
 from neither; a refusal tells the model how long to wait or to use another tool.
-
-Per-server enabling and disabling of tools is not done here: the caller builds the registry for a
-server with ``registry.subset(enabled_names)``, which shares these guards.
 
 Why not a waiting limiter here (aiolimiter, or the bot's REST budget in bot/pacing.py): a limited call
 here is *refused at once* with the wait it would need, so the model can use another tool meanwhile, and
@@ -23,24 +19,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from agent.setting_parsers import Rate, parse_rate_limits
-
-__all__ = ["DEFAULT_LIMITS", "Rate", "RateLimitGuard", "parse_rate_limits"]
+from agent.setting_parsers import Rate
 from agent.tools.registry import Tool, ToolContext
 
 Clock = Callable[[], float]
 DEFAULT_LIMITS = "web_search=10/60,fetch_url=30/60,run_python=10/60"
 
 
+@dataclass(slots=True)
 class _Bucket:
-    __slots__ = ("capacity", "rate", "tokens", "updated")
-
-    def __init__(self, capacity: float, rate: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = rate
-        self.tokens = capacity
-        self.updated = now
+    capacity: float
+    rate: float
+    tokens: float
+    updated: float
 
     def refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
@@ -75,7 +68,8 @@ class RateLimitGuard:
         if b is None:
             if len(self._buckets) >= self._max_buckets:
                 self._prune(now)
-            b = self._buckets[key] = _Bucket(rate.count * scale, rate.per_second * scale, now)
+            full = rate.count * scale
+            b = self._buckets[key] = _Bucket(full, rate.per_second * scale, full, now)
         b.refill(now)
         return b
 

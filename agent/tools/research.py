@@ -19,11 +19,12 @@ import httpx
 
 from agent.config import ConfigError, ToolEnv, parse_settings
 from agent.logs import register_secret
+from agent.setting_parsers import Rate, parse_rate_limits
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.netguard import LazyClient
 from agent.tools.python_exec import PythonSettings, python_tools
-from agent.tools.ratelimit import DEFAULT_LIMITS, Rate, RateLimitGuard, parse_rate_limits
+from agent.tools.ratelimit import DEFAULT_LIMITS, RateLimitGuard
 from agent.tools.registry import Tool
 from agent.tools.web_search import SearchSettings, search_tools
 

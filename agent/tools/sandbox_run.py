@@ -1,10 +1,6 @@
-"""Start one sandboxed run and collect what it did: the parent side of :mod:`agent.tools.sandbox_runner`.
-
-It creates the run's cgroup (:mod:`agent.tools.sandbox_cgroup`) or falls back to per-process limits
-whose product stays within the memory limit (:func:`plan_limits`), starts the supervisor with the
-settings, writes a root bot's uid map, feeds the program, watches the workspace quota while the run
-goes on, enforces the wall clock, and kills everything the run started when it ends or is cancelled.
-"""
+"""The parent side of :mod:`agent.tools.sandbox_runner`: one run's cgroup (else per-process limits whose
+product stays within the memory limit), a root bot's uid map, the workspace quota watched during the
+run, the wall clock, and everything the run started killed when it ends or is cancelled."""
 
 from __future__ import annotations
 
@@ -120,7 +116,7 @@ def _env(workspace: Path) -> dict[str, str]:
 
 
 async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[bytes, int]:
-    """Keep the first ``cap`` bytes, drain and count the rest so the writer never blocks."""
+    """The first ``cap`` bytes and the total; the rest is drained so the writer never blocks."""
     if stream is None:
         return b"", 0
     kept = bytearray()
@@ -138,7 +134,6 @@ def _kill_group(pid: int) -> None:
 
 
 async def _watch_quota(ws: Path, s: PythonSettings, pid: int, run: SandboxRun) -> None:
-    """Stop the run as soon as the workspace passes its quota of bytes or entries."""
     while True:
         await asyncio.sleep(QUOTA_POLL)
         usage = await asyncio.to_thread(workspace_usage, ws, s.quota_files + 1)

@@ -113,19 +113,11 @@ def _date(value: Any) -> str | None:
 
 
 def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
-    seen: set[str] = set()
-    out: list[SearchResult] = []
+    first: dict[str, SearchResult] = {}
     for r in results:
-        if not r.url.startswith(("http://", "https://")):
-            continue
-        key = normalise_url(r.url)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(r)
-        if len(out) >= limit:
-            break
-    return out
+        if r.url.startswith(("http://", "https://")):
+            first.setdefault(normalise_url(r.url), r)
+    return list(first.values())[:limit]
 
 
 # ---------------------------------------------------------------- backends
@@ -234,9 +226,7 @@ def parse_duckduckgo(page: str) -> list[SearchResult]:
             continue  # an ad or an internal link
         snippet = div.xpath('.//*[contains(@class, "result__snippet")]')
         extras = div.xpath('.//div[contains(@class, "result__extras__url")]/span[last()]')
-        date = (
-            _date(extras[0].text_content().strip()) if extras and extras[0].text_content().strip() else None
-        )
+        date = _date(extras[0].text_content().strip()) if extras else None
         results.append(
             SearchResult(
                 _clean(links[0].text_content()),

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_DEPTH = 32
@@ -44,26 +45,25 @@ class Usage:
         return None
 
 
-class _Lock:
-    """A threading lock that can be held in a WeakValueDictionary (a bare Lock cannot)."""
+class Held:
+    """A lock that can be held in a WeakValueDictionary (a bare Lock cannot)."""
 
     __slots__ = ("__weakref__", "lock")
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
 
 
-_locks: weakref.WeakValueDictionary[str, _Lock] = weakref.WeakValueDictionary()
+_locks: weakref.WeakValueDictionary[str, Held] = weakref.WeakValueDictionary()
 _locks_guard = threading.Lock()
 
 
 @contextmanager
 def workspace_lock(ws: Path) -> Iterator[None]:
-    """Serialises quota-checked writes to one workspace across threads."""
     with _locks_guard:
         holder = _locks.get(str(ws))
         if holder is None:
-            holder = _locks[str(ws)] = _Lock()
+            holder = _locks[str(ws)] = Held(threading.Lock())
     with holder.lock:
         yield
 
@@ -79,11 +79,8 @@ class Entry:
 
 
 class Walk:
-    """Every entry of a workspace, depth first, iterative, by descriptor, never following a link.
-
-    At most ``MAX_DEPTH`` folders are held open at once; a folder deeper than that is reported (as an
-    entry) but not entered, and ``too_deep`` is set. ``limit`` stops the walk after that many entries.
-    """
+    """Every entry of a workspace, depth first. A folder deeper than ``MAX_DEPTH`` is reported (as an
+    entry) but not entered, and ``too_deep`` is set. ``limit`` stops the walk after that many entries."""
 
     def __init__(self, ws: Path | int, limit: int | None = None) -> None:
         self.ws, self.limit = ws, limit
@@ -133,10 +130,7 @@ class Walk:
 
 
 def workspace_usage(workspace: Path, limit: int | None = None) -> Usage:
-    """Bytes of regular files and the number of entries in the workspace (links count as entries).
-
-    ``limit`` stops counting past that many entries (the quota check needs no more).
-    """
+    """Bytes of regular files and entries (links count); ``limit``: the quota check needs no more."""
     walk = Walk(Path(workspace), limit)
     size = entries = 0
     for e in walk:
@@ -146,10 +140,10 @@ def workspace_usage(workspace: Path, limit: int | None = None) -> Usage:
     return Usage(size, entries, walk.too_deep, walk.complete)
 
 
-def regular_files(ws: Path) -> Iterator[tuple[Path, int]]:
+def regular_files(ws: Path) -> Iterator[tuple[Path, os.stat_result]]:
     for e in Walk(ws):
         if stat.S_ISREG(e.st.st_mode):
-            yield Path(ws, e.path), e.st.st_size
+            yield Path(ws, e.path), e.st
 
 
 def workspace_files(workspace: Path) -> list[Path]:
@@ -161,22 +155,17 @@ def workspace_files(workspace: Path) -> list[Path]:
 
 
 def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024 or unit == "MB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
 _trash_names = itertools.count()
 
 
 def remove_tree(parent_fd: int, name: str) -> int:
-    """Delete the folder ``name`` and everything in it, at any depth; returns entries removed.
-
-    Iterative with at most ``MAX_DEPTH`` open folders: a folder found deeper than that is first moved
-    up next to ``name`` (a rename inside the same folder tree) and then deleted in its own turn.
-    """
+    """Delete the folder ``name`` with everything in it; returns entries removed. A folder deeper than
+    ``MAX_DEPTH`` is first moved up next to ``name`` and then deleted in its own turn."""
     removed = 0
     pending = [name]
     while pending:
@@ -209,13 +198,11 @@ def remove_tree(parent_fd: int, name: str) -> int:
 
 
 def give_workspace_to(ws: Path, uid: int, gid: int) -> int:
-    """Make the workspace and what is in it belong to ``uid``:``gid`` (the sandbox user of a root bot).
+    """Make the workspace belong to ``uid``:``gid`` (the sandbox user of a root bot); entries changed.
 
-    Called only while no run is active in this workspace (run_python holds its lock, and a run's
-    processes all die with it), and still by descriptor: each entry is changed with ``fchownat`` on
-    the folder holding it without following links; links and files with more than one name are left
-    alone, so nothing outside the workspace can be reached. Returns how many entries changed.
-    """
+    Called only while no run is active in it (run_python holds its lock), and still by descriptor
+    without following links; links and files with more than one name are left alone, so nothing
+    outside the workspace can be reached."""
     fd = os.open(ws, DIR_FLAGS)
     try:
         st = os.fstat(fd)
