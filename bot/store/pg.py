@@ -166,8 +166,6 @@ class PgDatabase:
         self.pool = pool
         self.path = _redact(url)
         self.schema_version = version
-        self.lock = asyncio.Lock()
-        """Kept for the store's in-process batching; cross-process exclusion is the advisory lock."""
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
