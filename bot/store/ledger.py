@@ -100,6 +100,7 @@ class LedgerWriter:
         self._flusher: asyncio.Task[None] | None = None
         self._next_id: int | None = None
         self._ids: list[int] = []
+        self._ids_task: asyncio.Task[None] | None = None
         self._seed_lock = asyncio.Lock()
         self.shared = db.backend == "postgresql"
         self.batches = 0
@@ -107,13 +108,12 @@ class LedgerWriter:
 
     async def new_id(self) -> int:
         if self.shared:
+            # The next block is taken while half of this one is left: a reserve that waited for it would
+            # wait a round trip, and so would every reserve queued behind it meanwhile.
+            if len(self._ids) <= ID_BLOCK // 2:
+                self._take_ids()
             while not self._ids:
-                async with self._seed_lock:
-                    if not self._ids:
-                        rows = await self.db.fetchall(
-                            "SELECT nextval('reservation_ids') FROM generate_series(1, ?)", (ID_BLOCK,)
-                        )
-                        self._ids = sorted(int(r[0]) for r in rows)[::-1]
+                await asyncio.shield(self._take_ids())
             return self._ids.pop()
         if self._next_id is None:
             async with self._seed_lock:
@@ -126,6 +126,20 @@ class LedgerWriter:
         rid = self._next_id
         self._next_id += 1
         return rid
+
+    def _take_ids(self) -> asyncio.Task[None]:
+        """The task taking the next block of ids (a new one unless one is under way)."""
+        if self._ids_task is None or self._ids_task.done():
+
+            async def take() -> None:
+                sql = "SELECT nextval('reservation_ids') FROM generate_series(1, ?)"
+                rows = await self.db.fetchall(sql, (ID_BLOCK,))
+                self._ids = sorted([*self._ids, *(int(r[0]) for r in rows)], reverse=True)
+
+            self._ids_task = asyncio.get_running_loop().create_task(take())
+            # a failure reaches the reserves waiting for ids; with none waiting, the next block retries
+            self._ids_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._ids_task
 
     def submit(self, kind: OpKind, params: Any, *, wait: bool = True) -> asyncio.Future[bool] | None:
         """Queue one operation; the future resolves to whether it took effect (a reserve: was it held).
@@ -140,7 +154,9 @@ class LedgerWriter:
         return fut
 
     async def flush(self) -> None:
-        """Wait until every queued operation is written."""
+        """Wait until every queued operation is written (and the ids being taken are in)."""
+        if self._ids_task is not None:
+            await asyncio.wait([self._ids_task])
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
