@@ -251,7 +251,14 @@ async def test_a_cancelled_reservation_is_released(db: Database, clock: Clock) -
     blocker = asyncio.Event()
 
     async def hold_writer() -> None:
-        async with db.lock:  # keep the writer busy so the reservation is still queued when cancelled
+        """Keep the writer busy, so the reservation is still being written when it is cancelled."""
+        if db.backend == "sqlite":
+            async with db.lock:
+                await blocker.wait()
+            return
+        # PostgreSQL: the batch waits inside quota_apply for this server's lock, as behind another process
+        async with db.pool.acquire() as conn, conn.transaction():  # type: ignore[attr-defined]
+            await conn.execute("SELECT pg_advisory_xact_lock(1903521652, hashint8($1::bigint))", G)
             await blocker.wait()
 
     await store.ledger.new_id()  # seeded: reserve() now queues its write without any other wait

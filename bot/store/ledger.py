@@ -24,6 +24,7 @@ It is the same three statements, run set-wise where that gives the same answer (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import sqlite3
 import weakref
@@ -99,6 +100,7 @@ class LedgerWriter:
         self._flusher: asyncio.Task[None] | None = None
         self._next_id: int | None = None
         self._ids: list[int] = []
+        self._ids_task: asyncio.Task[None] | None = None
         self._seed_lock = asyncio.Lock()
         self.shared = db.backend == "postgresql"
         self.batches = 0
@@ -106,13 +108,12 @@ class LedgerWriter:
 
     async def new_id(self) -> int:
         if self.shared:
+            # The next block is taken while half of this one is left: a reserve that waited for it would
+            # wait a round trip, and so would every reserve queued behind it meanwhile.
+            if len(self._ids) <= ID_BLOCK // 2:
+                self._take_ids()
             while not self._ids:
-                async with self._seed_lock:
-                    if not self._ids:
-                        rows = await self.db.fetchall(
-                            "SELECT nextval('reservation_ids') FROM generate_series(1, ?)", (ID_BLOCK,)
-                        )
-                        self._ids = sorted(int(r[0]) for r in rows)[::-1]
+                await asyncio.shield(self._take_ids())
             return self._ids.pop()
         if self._next_id is None:
             async with self._seed_lock:
@@ -125,6 +126,20 @@ class LedgerWriter:
         rid = self._next_id
         self._next_id += 1
         return rid
+
+    def _take_ids(self) -> asyncio.Task[None]:
+        """The task taking the next block of ids (a new one unless one is under way)."""
+        if self._ids_task is None or self._ids_task.done():
+
+            async def take() -> None:
+                sql = "SELECT nextval('reservation_ids') FROM generate_series(1, ?)"
+                rows = await self.db.fetchall(sql, (ID_BLOCK,))
+                self._ids = sorted([*self._ids, *(int(r[0]) for r in rows)], reverse=True)
+
+            self._ids_task = asyncio.get_running_loop().create_task(take())
+            # a failure reaches the reserves waiting for ids; with none waiting, the next block retries
+            self._ids_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._ids_task
 
     def submit(self, kind: OpKind, params: Any, *, wait: bool = True) -> asyncio.Future[bool] | None:
         """Queue one operation; the future resolves to whether it took effect (a reserve: was it held).
@@ -139,38 +154,46 @@ class LedgerWriter:
         return fut
 
     async def flush(self) -> None:
-        """Wait until every queued operation is written."""
+        """Wait until every queued operation is written (and the ids being taken are in)."""
+        if self._ids_task is not None:
+            await asyncio.wait([self._ids_task])
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
     async def _flush(self) -> None:
         while self._pending:
-            await asyncio.sleep(0)  # let the sessions woken by the last batch queue their next operation
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            try:
-                results = await self._write(batch)
-            except BaseException as e:
-                failed = batch if not isinstance(e, asyncio.CancelledError) else batch + self._pending
-                for op in failed:
-                    if op.future is not None and not op.future.done():
-                        op.future.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    self._pending.clear()
-                    raise
-                continue
-            for op, outcome in zip(batch, results, strict=True):
-                if op.future is None or op.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    op.future.set_exception(outcome)
-                else:
-                    op.future.set_result(outcome)
+            # PostgreSQL: one pooled connection for as long as batches keep coming (acquiring and resetting
+            # one per batch cost the client ~50 us a batch), a fresh one after a failed batch
+            hold = self.db.pool.acquire() if self.shared else contextlib.nullcontext()  # type: ignore[union-attr]
+            async with hold as conn:
+                while self._pending:
+                    await asyncio.sleep(
+                        0
+                    )  # let the sessions woken by the last batch queue their next operation
+                    batch = self._pending[: self.max_batch]
+                    del self._pending[: self.max_batch]
+                    try:
+                        results = await self._write(batch, conn)
+                    except BaseException as e:
+                        failed = batch if not isinstance(e, asyncio.CancelledError) else batch + self._pending
+                        for op in failed:
+                            if op.future is not None and not op.future.done():
+                                op.future.set_exception(e)
+                        if isinstance(e, asyncio.CancelledError):
+                            self._pending.clear()
+                            raise
+                        break
+                    for op, outcome in zip(batch, results, strict=True):
+                        if op.future is None or op.future.done():
+                            continue
+                        if isinstance(outcome, BaseException):
+                            op.future.set_exception(outcome)
+                        else:
+                            op.future.set_result(outcome)
 
-    async def _write(self, batch: list[_Op]) -> list[bool | BaseException]:
-        if self.shared:
-            async with self.db.lock:  # one batch at a time in this process, as on SQLite
-                return await self._write_shared(batch)
+    async def _write(self, batch: list[_Op], conn: Any) -> list[bool | BaseException]:
+        if self.shared:  # one batch at a time in this process all the same: there is one flusher
+            return await self._write_shared(batch, conn)
         async with self.db.lock:
             self.batches += 1
             self.operations += len(batch)
@@ -203,20 +226,20 @@ class LedgerWriter:
             raise
         return out
 
-    async def _write_shared(self, batch: list[_Op]) -> list[bool | BaseException]:
+    async def _write_shared(self, batch: list[_Op], conn: Any) -> list[bool | BaseException]:
         """PostgreSQL: the whole batch in one ``quota_apply`` call (one round trip, one commit; the
         per-server locks are taken inside it, see ``pg_quota_v6``)."""
         self.batches += 1
         self.operations += len(batch)
         if len(batch) > 1:
             try:
-                return await _apply(self.db, batch)
+                return await _apply(conn, batch)
             except sqlite3.IntegrityError:
                 pass  # replay one by one below so only the faulty operation fails
         out: list[bool | BaseException] = []
         for op in batch:
             try:
-                out.extend(await _apply(self.db, [op]))
+                out.extend(await _apply(conn, [op]))
             except sqlite3.Error as e:
                 out.append(e)
         return out
@@ -237,13 +260,13 @@ def _pg_op(op: _Op) -> tuple[Any, ...]:
     return ("x", p[0], *(None,) * 19)
 
 
-async def _apply(db: Any, batch: list[_Op]) -> list[bool | BaseException]:
+async def _apply(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
     import asyncpg  # only with DATABASE_URL set: SQLite stores never import it
 
     from bot.store.pg import PgIntegrityError
 
     try:
-        codes = await db.pool.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
+        codes = await conn.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
     except asyncpg.IntegrityConstraintViolationError as e:  # the backstop behind the function's own check
         raise PgIntegrityError(str(e)) from e
     return [

@@ -155,8 +155,6 @@ class PgDatabase(Closing):
         self.pool = pool
         self.path = _redact(url)
         self.schema_version = version
-        self.lock = asyncio.Lock()
-        """Kept for the store's in-process batching; cross-process exclusion is the advisory lock."""
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:

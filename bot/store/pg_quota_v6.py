@@ -94,6 +94,9 @@ DECLARE
     i   INTEGER := 0;
     res SMALLINT[] := array_fill(1::SMALLINT, ARRAY[cardinality(ops)]);
     dup BIGINT[];
+    has_s BOOLEAN;
+    has_r BOOLEAN;
+    has_x BOOLEAN;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     FOR k IN SELECT DISTINCT hashint8(o.guild_id) FROM unnest(ops) o WHERE o.guild_id IS NOT NULL ORDER BY 1
@@ -101,20 +104,26 @@ BEGIN
         PERFORM pg_advisory_xact_lock(1903521652, k);  -- 'quot': its own key space, one lock per server
     END LOOP;
 
-    SELECT array_agg(o.ordinality) INTO dup FROM unnest(ops) WITH ORDINALITY o
-    WHERE o.kind = 's' AND o.id IS NOT NULL
-      AND EXISTS (SELECT 1 FROM usage_ledger WHERE reservation_id = o.id);
-    INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day, month,
-                              prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,
-                              cost_known, unknown_models, at)
-    SELECT o.id, o.guild_id, o.user_id, o.session_id, o.provider, o.model, o.day, o.month, o.tokens,
-           o.completion, o.cached, o.reasoning, o.cost_nusd, o.cost_known, o.unknown_models, o.at
-    FROM unnest(ops) WITH ORDINALITY o
-    WHERE o.kind = 's' AND o.ordinality <> ALL (COALESCE(dup, '{}'))
-    ORDER BY o.ordinality;
-    FOREACH k IN ARRAY COALESCE(dup, '{}') LOOP
-        res[k] := 2;
-    END LOOP;
+    -- Only the statements the batch's kinds need: an INSERT of no rows still fires the statement
+    -- trigger's five statements (measured: a lone reserve's call 320 -> 200 us of server time).
+    SELECT bool_or(o.kind = 's'), bool_or(o.kind = 'r'), bool_or(o.kind = 'x') INTO has_s, has_r, has_x
+    FROM unnest(ops) o;
+    IF has_s THEN
+        SELECT array_agg(o.ordinality) INTO dup FROM unnest(ops) WITH ORDINALITY o
+        WHERE o.kind = 's' AND o.id IS NOT NULL
+          AND EXISTS (SELECT 1 FROM usage_ledger WHERE reservation_id = o.id);
+        INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day, month,
+                                  prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,
+                                  cost_known, unknown_models, at)
+        SELECT o.id, o.guild_id, o.user_id, o.session_id, o.provider, o.model, o.day, o.month, o.tokens,
+               o.completion, o.cached, o.reasoning, o.cost_nusd, o.cost_known, o.unknown_models, o.at
+        FROM unnest(ops) WITH ORDINALITY o
+        WHERE o.kind = 's' AND o.ordinality <> ALL (COALESCE(dup, '{}'))
+        ORDER BY o.ordinality;
+        FOREACH k IN ARRAY COALESCE(dup, '{}') LOOP
+            res[k] := 2;
+        END LOOP;
+    END IF;
 
     -- Reserves, fast path: every reserve of the batch checked at once against the counters plus the
     -- reserves before it in the batch (window sums in submission order). If all of them fit, holding them
@@ -122,62 +131,66 @@ BEGIN
     -- the open reservations are summed once per user and per server instead of once per call. The
     -- batch's earliest cutoff counts at least the reservations each call's own cutoff would, so this only
     -- errs towards the exact path below, which runs when any reserve does not fit.
-    IF EXISTS (
-        WITH r AS (SELECT o.*, o.ordinality AS pos FROM unnest(ops) WITH ORDINALITY o WHERE o.kind = 'r'),
-        cut AS (SELECT MIN(cutoff) AS c FROM r),
-        ru AS (SELECT v.guild_id, v.user_id, SUM(v.tokens) AS tok, SUM(v.cost_nusd) AS cost
-               FROM reservations v, cut
-               WHERE (v.guild_id, v.user_id) IN (SELECT guild_id, user_id FROM r) AND v.created_at >= cut.c
-               GROUP BY v.guild_id, v.user_id),
-        rg AS (SELECT v.guild_id, SUM(v.cost_nusd) AS cost FROM reservations v, cut
-               WHERE v.guild_id IN (SELECT guild_id FROM r) AND v.created_at >= cut.c GROUP BY v.guild_id),
-        chk AS (
-            SELECT (r.tok_lim IS NULL OR COALESCE(d.tokens, 0) + COALESCE(ru.tok, 0)
-                       + SUM(r.tokens) OVER (PARTITION BY r.guild_id, r.user_id ORDER BY r.pos) <= r.tok_lim)
-               AND (r.cost_lim IS NULL OR COALESCE(m.cost_nusd, 0) + COALESCE(ru.cost, 0)
-                       + SUM(r.cost_nusd) OVER (PARTITION BY r.guild_id, r.user_id ORDER BY r.pos) <= r.cost_lim)
-               AND (r.guild_lim IS NULL OR COALESCE(gm.cost_nusd, 0) + COALESCE(rg.cost, 0)
-                       + SUM(r.cost_nusd) OVER (PARTITION BY r.guild_id ORDER BY r.pos) <= r.guild_lim) AS fits
-            FROM r
-            LEFT JOIN usage_daily d ON d.guild_id = r.guild_id AND d.user_id = r.user_id AND d.day = r.day
-            LEFT JOIN usage_monthly m ON m.guild_id = r.guild_id AND m.user_id = r.user_id AND m.month = r.month
-            LEFT JOIN guild_monthly gm ON gm.guild_id = r.guild_id AND gm.month = r.month
-            LEFT JOIN ru ON ru.guild_id = r.guild_id AND ru.user_id = r.user_id
-            LEFT JOIN rg ON rg.guild_id = r.guild_id)
-        SELECT 1 FROM chk WHERE NOT fits
-    ) THEN
-        FOREACH op IN ARRAY ops LOOP
-            i := i + 1;
-            CONTINUE WHEN op.kind <> 'r';
+    IF has_r THEN
+        IF EXISTS (
+            WITH r AS (SELECT o.*, o.ordinality AS pos FROM unnest(ops) WITH ORDINALITY o WHERE o.kind = 'r'),
+            cut AS (SELECT MIN(cutoff) AS c FROM r),
+            ru AS (SELECT v.guild_id, v.user_id, SUM(v.tokens) AS tok, SUM(v.cost_nusd) AS cost
+                   FROM reservations v, cut
+                   WHERE (v.guild_id, v.user_id) IN (SELECT guild_id, user_id FROM r) AND v.created_at >= cut.c
+                   GROUP BY v.guild_id, v.user_id),
+            rg AS (SELECT v.guild_id, SUM(v.cost_nusd) AS cost FROM reservations v, cut
+                   WHERE v.guild_id IN (SELECT guild_id FROM r) AND v.created_at >= cut.c GROUP BY v.guild_id),
+            chk AS (
+                SELECT (r.tok_lim IS NULL OR COALESCE(d.tokens, 0) + COALESCE(ru.tok, 0)
+                           + SUM(r.tokens) OVER (PARTITION BY r.guild_id, r.user_id ORDER BY r.pos) <= r.tok_lim)
+                   AND (r.cost_lim IS NULL OR COALESCE(m.cost_nusd, 0) + COALESCE(ru.cost, 0)
+                           + SUM(r.cost_nusd) OVER (PARTITION BY r.guild_id, r.user_id ORDER BY r.pos) <= r.cost_lim)
+                   AND (r.guild_lim IS NULL OR COALESCE(gm.cost_nusd, 0) + COALESCE(rg.cost, 0)
+                           + SUM(r.cost_nusd) OVER (PARTITION BY r.guild_id ORDER BY r.pos) <= r.guild_lim) AS fits
+                FROM r
+                LEFT JOIN usage_daily d ON d.guild_id = r.guild_id AND d.user_id = r.user_id AND d.day = r.day
+                LEFT JOIN usage_monthly m ON m.guild_id = r.guild_id AND m.user_id = r.user_id AND m.month = r.month
+                LEFT JOIN guild_monthly gm ON gm.guild_id = r.guild_id AND gm.month = r.month
+                LEFT JOIN ru ON ru.guild_id = r.guild_id AND ru.user_id = r.user_id
+                LEFT JOIN rg ON rg.guild_id = r.guild_id)
+            SELECT 1 FROM chk WHERE NOT fits
+        ) THEN
+            FOREACH op IN ARRAY ops LOOP
+                i := i + 1;
+                CONTINUE WHEN op.kind <> 'r';
+                INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
+                SELECT op.id, op.guild_id, op.user_id, op.session_id, op.model, op.tokens, op.cost_nusd, op.at
+                WHERE (op.tok_lim IS NULL OR
+                        COALESCE((SELECT tokens FROM usage_daily
+                                  WHERE guild_id = op.guild_id AND user_id = op.user_id AND day = op.day), 0)
+                      + COALESCE((SELECT SUM(tokens) FROM reservations
+                                  WHERE guild_id = op.guild_id AND user_id = op.user_id AND created_at >= op.cutoff), 0)
+                      + op.tokens <= op.tok_lim)
+                  AND (op.cost_lim IS NULL OR
+                        COALESCE((SELECT cost_nusd FROM usage_monthly
+                                  WHERE guild_id = op.guild_id AND user_id = op.user_id AND month = op.month), 0)
+                      + COALESCE((SELECT SUM(cost_nusd) FROM reservations
+                                  WHERE guild_id = op.guild_id AND user_id = op.user_id AND created_at >= op.cutoff), 0)
+                      + op.cost_nusd <= op.cost_lim)
+                  AND (op.guild_lim IS NULL OR
+                        COALESCE((SELECT cost_nusd FROM guild_monthly WHERE guild_id = op.guild_id AND month = op.month), 0)
+                      + COALESCE((SELECT SUM(cost_nusd) FROM reservations
+                                  WHERE guild_id = op.guild_id AND created_at >= op.cutoff), 0)
+                      + op.cost_nusd <= op.guild_lim);
+                GET DIAGNOSTICS n = ROW_COUNT;
+                res[i] := n;
+            END LOOP;
+        ELSE
             INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
-            SELECT op.id, op.guild_id, op.user_id, op.session_id, op.model, op.tokens, op.cost_nusd, op.at
-            WHERE (op.tok_lim IS NULL OR
-                    COALESCE((SELECT tokens FROM usage_daily
-                              WHERE guild_id = op.guild_id AND user_id = op.user_id AND day = op.day), 0)
-                  + COALESCE((SELECT SUM(tokens) FROM reservations
-                              WHERE guild_id = op.guild_id AND user_id = op.user_id AND created_at >= op.cutoff), 0)
-                  + op.tokens <= op.tok_lim)
-              AND (op.cost_lim IS NULL OR
-                    COALESCE((SELECT cost_nusd FROM usage_monthly
-                              WHERE guild_id = op.guild_id AND user_id = op.user_id AND month = op.month), 0)
-                  + COALESCE((SELECT SUM(cost_nusd) FROM reservations
-                              WHERE guild_id = op.guild_id AND user_id = op.user_id AND created_at >= op.cutoff), 0)
-                  + op.cost_nusd <= op.cost_lim)
-              AND (op.guild_lim IS NULL OR
-                    COALESCE((SELECT cost_nusd FROM guild_monthly WHERE guild_id = op.guild_id AND month = op.month), 0)
-                  + COALESCE((SELECT SUM(cost_nusd) FROM reservations
-                              WHERE guild_id = op.guild_id AND created_at >= op.cutoff), 0)
-                  + op.cost_nusd <= op.guild_lim);
-            GET DIAGNOSTICS n = ROW_COUNT;
-            res[i] := n;
-        END LOOP;
-    ELSE
-        INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
-        SELECT o.id, o.guild_id, o.user_id, o.session_id, o.model, o.tokens, o.cost_nusd, o.at
-        FROM unnest(ops) o WHERE o.kind = 'r';
+            SELECT o.id, o.guild_id, o.user_id, o.session_id, o.model, o.tokens, o.cost_nusd, o.at
+            FROM unnest(ops) o WHERE o.kind = 'r';
+        END IF;
     END IF;
 
-    DELETE FROM reservations WHERE id IN (SELECT o.id FROM unnest(ops) o WHERE o.kind = 'x');
+    IF has_x THEN
+        DELETE FROM reservations WHERE id IN (SELECT o.id FROM unnest(ops) o WHERE o.kind = 'x');
+    END IF;
     RETURN res;
 END $$;
 """
