@@ -22,12 +22,12 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from agent.events import Cost, FinalEvent, RunResult, StepStarted, ToolResultEvent, Usage
-from agent.loop import RunState
+from agent.events import FinalEvent, RunResult, StepStarted, ToolResultEvent
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
+from bot.checkpoint import checkpoint_of, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -94,44 +94,6 @@ class TurnRequest:
 
 class ShuttingDown(Exception):
     """The bot is shutting down: this turn stops at a step boundary and resumes at the next start."""
-
-
-def checkpoint_of(
-    state: RunState, seen: list[tuple[Message, dict[str, Any]]] | None = None
-) -> dict[str, Any]:
-    """``seen``: the messages already converted, kept by the caller between checkpoints. Messages are
-    only appended, never changed, and converting the whole history again at every step was 60% of a
-    checkpoint's CPU at 200 sessions (``dataclasses.asdict``)."""
-    seen = [] if seen is None else seen
-    msgs, n = state.messages, 0
-    while n < min(len(seen), len(msgs)) and seen[n][0] is msgs[n]:
-        n += 1
-    seen[n:] = [(m, m.to_dict()) for m in msgs[n:]]
-    u = state.usage
-    return {
-        "step": state.steps,
-        "messages": [d for _, d in seen],
-        "usage": [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.requests, u.reasoning_tokens],
-        "tokens": u.total_tokens,
-        "cost_usd": state.cost.usd,
-        "unknown_cost_models": list(state.cost.unknown_models),
-        "models": list(state.models),
-        "sources": list(state.sources),
-        "duration": time.monotonic() - state.started,
-        "at": time.time(),
-    }
-
-
-def state_from(task: str, cp: dict[str, Any] | None) -> RunState:
-    """A run state carrying a checkpoint's usage, cost, models, sources and duration (or a fresh one)."""
-    st = RunState(task=task)
-    if cp:
-        st.usage = Usage(*cp.get("usage", ()))
-        st.cost = Cost(float(cp.get("cost_usd", 0.0)), tuple(cp.get("unknown_cost_models", ())))
-        st.models = list(cp.get("models", ()))
-        st.sources = list(cp.get("sources", ()))
-        st.started -= float(cp.get("duration", 0.0))
-    return st
 
 
 class Turn:

@@ -8,7 +8,7 @@ import time
 from agent.events import Cost, Usage
 from agent.loop import RunState
 from agent.messages import Message
-from bot.turn import checkpoint_of, state_from
+from bot.checkpoint import checkpoint_of, state_from
 
 
 def test_a_resumed_state_carries_the_checkpoints_usage_cost_models_sources_and_duration() -> None:
