@@ -37,7 +37,7 @@ __all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBu
 log = structlog.get_logger().bind(logger="bot.streamer")
 
 WRITE_RETRY = RetryPolicy(initial=1.0, maximum=60.0)
-"""1 s doubling to a minute, never sooner than Discord's ``retry_after``; its jitter keeps threads that
+"""For a failed write that named no wait: 1 s doubling to a minute; its jitter keeps threads that
 failed together (a Discord outage) from all retrying at the same moment. Never given up: the writer
 stops only when the write is refused for good or the thread is gone."""
 
@@ -241,7 +241,9 @@ class ThreadStreamer:
                     msg.failed = True
                 return 0.0
             self._failures += 1
-            wait = WRITE_RETRY.wait(self._failures, e)
+            # Discord's 429 names the exact moment its bucket refills: waiting longer only delays the
+            # thread (the pacing already spreads writes), so a named wait is taken as is.
+            wait = e.retry_after if e.retry_after is not None else WRITE_RETRY.wait(self._failures, e)
             log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
             return max(wait, 0.001)
         self._failures = 0

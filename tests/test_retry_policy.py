@@ -107,12 +107,13 @@ async def test_a_failing_discord_write_waits_as_the_one_policy_says_and_lands_on
         waits.append(seconds)
 
     outage = [SinkError("HTTP 502", status=502) for _ in range(3)]
-    sink = FlakySink(*outage, SinkError("HTTP 429", status=429, retry_after=20.0))
+    limited = [SinkError("HTTP 429", status=429, retry_after=w) for w in (20.0, 0.3)]
+    sink = FlakySink(*outage, *limited)
     streamer = ThreadStreamer(sink, name="t", sleep=sleep, writes=100)
     streamer.add("step", "**Step 1** · calculator")
     await streamer.close(within=10)
     assert sink.sent == ["**Step 1** · calculator"]
-    # 1, 2, 4 s plus up to 1 s of jitter each; then never sooner than Discord asked.
-    assert [int(w) for w in waits[:3]] == [1, 2, 4] and waits[3] == 20.0
+    # 1, 2, 4 s plus up to 1 s of jitter each; then exactly what Discord asked, short or long.
+    assert [int(w) for w in waits[:3]] == [1, 2, 4] and waits[3:] == [20.0, 0.3]
     assert WRITE_RETRY.wait(20, outage[0]) <= 61.0  # doubling stops at a minute (plus jitter)
     assert RetryPolicy(max_retry_after=30).wait(1, SinkError("x", retry_after=500)) <= 30.0 + 1.0
