@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,31 +17,6 @@ from agent.reader import Reader, offers_raw
 from agent.retry import RetryWait
 from agent.run_state import RunState, hold, parse_args, retry_event
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry, describe_error
-
-
-class _Inbox:
-    """What the tool tasks report to the one generator waiting on them, in order: ``asyncio.Queue`` without
-    the bookkeeping for many getters, putters and ``join`` (a fifth of a tool step's own cost)."""
-
-    __slots__ = ("items", "waiter")
-
-    def __init__(self) -> None:
-        self.items: deque[AgentEvent | tuple[int, ToolOutcome]] = deque()
-        self.waiter: asyncio.Future[None] | None = None
-
-    def put(self, item: AgentEvent | tuple[int, ToolOutcome]) -> None:
-        self.items.append(item)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def get(self) -> AgentEvent | tuple[int, ToolOutcome]:
-        while not self.items:
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-        return self.items.popleft()
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,26 +49,26 @@ class ToolStep:
                 step=step, call_id=call.id, name=call.name, arguments=args, raw_arguments=call.arguments
             )
         outcomes: list[ToolOutcome | None] = [None] * len(calls)
-        inbox = _Inbox()
+        queue: asyncio.Queue[AgentEvent | tuple[int, ToolOutcome]] = asyncio.Queue()
 
         def on_retry(call: ToolCall, w: RetryWait) -> None:
             error = describe_error(w.error)
-            inbox.put(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
+            queue.put_nowait(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
 
         async def one(i: int, call: ToolCall) -> None:
             outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w))
             if self.reader is not None:
-                outcome = await self._read(step, call, outcome, inbox.put)
-            inbox.put((i, outcome))
+                outcome = await self._read(step, call, outcome, queue.put_nowait)
+            queue.put_nowait((i, outcome))
 
         tasks = [asyncio.create_task(one(i, c), name=f"tool:{c.name}") for i, c in enumerate(calls)]
         try:
             # One turn of the event loop lets every task start, and a tool that needs no I/O is done
-            # by then: waiting on the inbox at once cost a second turn on every tool step.
+            # by then: waiting on the queue at once cost a second turn on every tool step.
             await asyncio.sleep(0)
             remaining = len(tasks)
             while remaining:
-                item = await inbox.get()
+                item = await queue.get()
                 if not isinstance(item, tuple):
                     yield item
                     continue
