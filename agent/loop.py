@@ -5,8 +5,8 @@ watch the same run. Nothing a model or tool does raises out of it: model failure
 an ``ErrorEvent`` and a ``FinalEvent``; tool failures become observations.
 
 One step is: the model call (``_call_model``: budget held and settled in one place, ``run_state.hold``),
-then either its tools (``_tools``: run concurrently by ``tool_step.ToolStep``, each long result read by
-the page reader) or its answer (``_answered``). Both end at the routing hook (``_route``): a routing
+then either its tools (``tool_step.ToolStep``: announced, run concurrently, each long result read by
+the page reader, fed back) or its answer (``_answered``). Both end at the routing hook (``_route``): a routing
 model is told what the step did (:class:`StepOutcome`) and answers with the switch it made, which the
 loop passes on as a typed ``ModelSwitched`` event. ``run`` itself only decides whether to go on.
 
@@ -37,7 +37,6 @@ from agent.events import (
     RunStatus,
     StepStarted,
     TextDelta,
-    ToolCallEvent,
     UsageEvent,
 )
 from agent.messages import ImagePart, Message
@@ -55,9 +54,9 @@ from agent.models.base import (
 from agent.models.prices import PriceTable, default_prices
 from agent.models.tokens import tool_chars
 from agent.reader import Reader
-from agent.run_state import RunState, hold, parse_args, retry_event
+from agent.run_state import RunState, hold, retry_event
 from agent.tool_step import ToolStep
-from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.tools.registry import ToolContext, ToolRegistry
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "Agent", "RunState"]  # RunState lives in agent.run_state
 
@@ -190,9 +189,12 @@ class Agent:
                 async for ev in events:
                     yield ev
             if reply.error is None and reply.message.tool_calls:
-                async with contextlib.aclosing(self._tools(run, step, reply.message)) as events:
+                # The tools' events come straight from ToolStep (announced, run, fed back), then route.
+                async with contextlib.aclosing(run.tools.run(step, reply.message, run.convo)) as events:
                     async for ev in events:
                         yield ev
+                if (switch := self._route(run.tools.outcome)) is not None:
+                    yield self._switched(step, switch)
             else:
                 for ev in self._answered(run, step, reply):
                     yield ev
@@ -278,34 +280,6 @@ class Agent:
             return retry_event(run.log, step, "model", c.attempt, c.max_attempts, c.delay, c.error)
         assert isinstance(chunk, SwitchNotice)
         return self._switched(step, chunk)
-
-    async def _tools(self, run: _Run, step: int, assistant: Message) -> AsyncIterator[AgentEvent]:
-        """Announce each call, run them concurrently, feed results back in call order, then route."""
-        calls, st = assistant.tool_calls, run.state
-        if assistant.content.strip():
-            st.last_text = assistant.content
-        for call in calls:
-            args = parse_args(call.arguments)
-            yield ToolCallEvent(
-                step=step, call_id=call.id, name=call.name, arguments=args, raw_arguments=call.arguments
-            )
-        outcomes: list[ToolOutcome | None] = [None] * len(calls)
-        async with contextlib.aclosing(run.tools.run(step, calls, outcomes)) as events:
-            async for ev in events:
-                yield ev
-        tool_msgs = [
-            Message("tool", o.output if o else "", tool_call_id=c.id, name=c.name)
-            for c, o in zip(calls, outcomes, strict=True)
-        ]
-        run.convo += [assistant, *tool_msgs]
-        st.messages += [assistant, *tool_msgs]
-        for o in outcomes:
-            if o is not None:
-                st.add_sources(o.sources)
-        invalid = all(o is not None and o.is_error and o.arguments is None for o in outcomes)
-        switch = self._route(StepOutcome(len(calls), all_invalid=invalid))
-        if switch is not None:
-            yield self._switched(step, switch)
 
     def _route(self, outcome: StepOutcome) -> SwitchNotice | None:
         """The routing hook: a routing model hears what the step did and answers with its switch."""

@@ -1,5 +1,5 @@
-"""The tool half of a step: run the calls concurrently, let the page reader read long results, and
-turn each into events as it finishes (results are fed back to the model in call order by the loop)."""
+"""The tool half of a step: announce the calls, run them concurrently (the page reader reading long
+results), turn each into events as it finishes, and feed the results back to the model in call order."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from agent.budget import Budget, BudgetExceeded
-from agent.events import AgentEvent, ToolResultEvent, UsageEvent
-from agent.messages import ToolCall
-from agent.models.base import ModelError
+from agent.events import AgentEvent, ToolCallEvent, ToolResultEvent, UsageEvent
+from agent.messages import Message, ToolCall
+from agent.models.base import ModelError, StepOutcome
 from agent.models.prices import PriceTable
 from agent.reader import Reader, offers_raw
 from agent.retry import RetryWait
-from agent.run_state import RunState, hold, retry_event
+from agent.run_state import RunState, hold, parse_args, retry_event
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry, describe_error
 
 
@@ -30,16 +30,26 @@ class ToolStep:
     state: RunState
     budget: Budget | None
     log: Any
+    outcome: StepOutcome = dataclasses.field(default_factory=lambda: StepOutcome(0))
+    """What the last step's tools did, for the routing hook."""
 
-    async def run(
-        self, step: int, calls: list[ToolCall], outcomes: list[ToolOutcome | None]
-    ) -> AsyncIterator[AgentEvent]:
-        """Run ``calls`` concurrently, filling ``outcomes`` in call order; events come as they happen.
+    async def run(self, step: int, assistant: Message, convo: list[Message]) -> AsyncIterator[AgentEvent]:
+        """Announce ``assistant``'s calls, run them concurrently (events come as they happen), then append
+        the turn and its results in call order to ``convo`` and the run state, and set :attr:`outcome`.
 
-        Closing the iterator (a cancelled run) cancels and awaits every tool task, so none outlives it.
+        Closing the iterator (a cancelled run) cancels and awaits every tool task, so none outlives it,
+        and appends nothing: history keeps whole steps only.
         """
+        calls, st, blog = assistant.tool_calls, self.state, self.log
+        if assistant.content.strip():
+            st.last_text = assistant.content
+        for call in calls:
+            args = parse_args(call.arguments)
+            yield ToolCallEvent(
+                step=step, call_id=call.id, name=call.name, arguments=args, raw_arguments=call.arguments
+            )
+        outcomes: list[ToolOutcome | None] = [None] * len(calls)
         queue: asyncio.Queue[AgentEvent | tuple[int, ToolOutcome]] = asyncio.Queue()
-        blog = self.log
 
         def on_retry(call: ToolCall, w: RetryWait) -> None:
             error = describe_error(w.error)
@@ -53,6 +63,9 @@ class ToolStep:
 
         tasks = [asyncio.create_task(one(i, c), name=f"tool:{c.name}") for i, c in enumerate(calls)]
         try:
+            # One turn of the event loop lets every task start, and a tool that needs no I/O is done
+            # by then: waiting on the queue at once cost a second turn on every tool step.
+            await asyncio.sleep(0)
             remaining = len(tasks)
             while remaining:
                 item = await queue.get()
@@ -94,6 +107,17 @@ class ToolStep:
             for t in tasks:
                 if not t.cancelled():
                     t.exception()  # retrieved, as gather did: no "exception was never retrieved" later
+        tool_msgs = [
+            Message("tool", o.output if o else "", tool_call_id=c.id, name=c.name)
+            for c, o in zip(calls, outcomes, strict=True)
+        ]
+        convo += [assistant, *tool_msgs]
+        st.messages += [assistant, *tool_msgs]
+        for o in outcomes:
+            if o is not None:
+                st.add_sources(o.sources)
+        invalid = all(o is not None and o.is_error and o.arguments is None for o in outcomes)
+        self.outcome = StepOutcome(len(calls), all_invalid=invalid)
 
     async def _read(
         self, step: int, call: ToolCall, outcome: ToolOutcome, emit: Callable[[AgentEvent], None]

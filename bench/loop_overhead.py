@@ -1,6 +1,6 @@
 """Engine overhead against minimal ~40-line httpx ReAct loops, measured in the same run.
 
-    .venv/bin/python bench/loop_overhead.py [--steps-sessions 40] [--sessions 200] [--repeats 3]
+    .venv/bin/python bench/loop_overhead.py [--steps-sessions 40] [--sessions 200] [--repeats 5]
         [--concurrent-repeats 3]
 
 Each engine variant is compared with the minimal loop of the same transport: ``engine-nostream`` with
@@ -13,6 +13,10 @@ with httpx-sse and deltas assembled, the least any streaming client does).
 
 The scripted server runs in its own process so its CPU is not counted; each measurement runs in a
 fresh child process so peak RSS belongs to that variant alone.
+
+On a shared machine one run is noise, so every repeat runs each variant right next to its baseline, in
+the opposite order every other repeat (a machine getting busier or quieter favours neither side), and a
+ratio is the median of the per-repeat ratios; the times shown are each variant's median repeat.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -210,6 +215,23 @@ def run_child(variant: str, url: str, sessions: int, concurrent: bool) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure(
+    variants: tuple[str, ...], url: str, sessions: int, concurrent: bool, repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Every variant ``repeats`` times, interleaved, in the opposite order every other repeat."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for i in range(repeats):
+        for variant in variants if i % 2 == 0 else variants[::-1]:
+            runs[variant].append(run_child(variant, url, sessions, concurrent))
+    return runs
+
+
+def ratio(runs: dict[str, list[dict[str, Any]]], variant: str, key: str) -> float:
+    """The median over repeats of ``variant``'s ``key`` against its baseline's in the same repeat."""
+    base = runs[BASELINE[variant]]
+    return statistics.median(r[key] / b[key] for r, b in zip(runs[variant], base, strict=True))
+
+
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
@@ -238,7 +260,7 @@ def main() -> None:
     ap.add_argument("--concurrent", action="store_true")
     ap.add_argument("--steps-sessions", type=int, default=40)
     ap.add_argument("--sessions", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--concurrent-repeats", type=int, default=3)
     ns = ap.parse_args()
     if ns.child:
@@ -250,38 +272,29 @@ def main() -> None:
     try:
         print(
             f"1) per step at zero model latency: {ns.steps_sessions} sequential sessions x {TOOL_STEPS + 1} calls, "
-            f"best of {ns.repeats}"
+            f"median of {ns.repeats}"
         )
-        rows = {}
         variants = ("minimal", "engine-nostream", "minimal-stream", "engine-stream")
-        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-        for _ in range(ns.repeats):  # interleaved, so a busy moment on the machine hits every variant
-            for variant in variants:
-                runs[variant].append(run_child(variant, fast_url, ns.steps_sessions, False))
-        rows = {v: min(rs, key=lambda r: r["cpu"]) for v, rs in runs.items()}
+        runs = measure(variants, fast_url, ns.steps_sessions, False, ns.repeats)
         print(f"{'variant':<18}{'wall/step ms':>14}{'cpu/step ms':>13}{'wall ratio':>12}{'cpu ratio':>11}")
-        for v, r in rows.items():
-            base = rows[BASELINE[v]]
-            w, c = r["wall"] / r["steps"] * 1000, r["cpu"] / r["steps"] * 1000
-            bw, bc = base["wall"] / base["steps"] * 1000, base["cpu"] / base["steps"] * 1000
-            print(f"{v:<18}{w:>14.3f}{c:>13.3f}{w / bw:>11.2f}x{c / bc:>10.2f}x")
+        for v, rs in runs.items():
+            w = statistics.median(r["wall"] / r["steps"] for r in rs) * 1000
+            c = statistics.median(r["cpu"] / r["steps"] for r in rs) * 1000
+            print(
+                f"{v:<18}{w:>14.3f}{c:>13.3f}{ratio(runs, v, 'wall'):>11.2f}x{ratio(runs, v, 'cpu'):>10.2f}x"
+            )
 
         print(
             f"\n2) {ns.sessions} concurrent sessions x {TOOL_STEPS} tool steps at 200 ms model latency "
-            f"(ideal wall {(TOOL_STEPS + 1) * 0.2:.1f} s), best of {ns.concurrent_repeats}"
+            f"(ideal wall {(TOOL_STEPS + 1) * 0.2:.1f} s), median of {ns.concurrent_repeats}"
         )
-        variants = ("minimal", "minimal-default-pool", "engine-nostream", "minimal-stream", "engine-stream")
-        runs = {v: [] for v in variants}
-        for _ in range(ns.concurrent_repeats):  # interleaved too: on a shared machine one run is noise
-            for variant in variants:
-                runs[variant].append(run_child(variant, slow_url, ns.sessions, True))
-        rows = {v: min(rs, key=lambda r: r["wall"]) for v, rs in runs.items()}
+        variants = ("minimal-default-pool", "minimal", "engine-nostream", "minimal-stream", "engine-stream")
+        runs = measure(variants, slow_url, ns.sessions, True, ns.concurrent_repeats)
         print(f"{'variant':<22}{'wall s':>8}{'ratio':>8}{'RSS/session KiB':>17}")
-        for v, r in rows.items():
-            base = rows[BASELINE[v]]
-            print(
-                f"{v:<22}{r['wall']:>8.2f}{r['wall'] / base['wall']:>7.2f}x{r['rss_per_session_kib']:>17.1f}"
-            )
+        for v, rs in runs.items():
+            wall = statistics.median(r["wall"] for r in rs)
+            rss = statistics.median(r["rss_per_session_kib"] for r in rs)
+            print(f"{v:<22}{wall:>8.2f}{ratio(runs, v, 'wall'):>7.2f}x{rss:>17.1f}")
         print(
             "\nminimal = ~40-line httpx loop with agentbot's pool limits; minimal-default-pool = same loop with "
             "one plain httpx pool (default limits, 100 connections); minimal-stream = the same loop streaming "

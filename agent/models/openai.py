@@ -77,21 +77,13 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     """The server's usage, or None if it reported none (no object, or nothing but zeros)."""
     if not isinstance(raw, dict):
         return None
-    details = raw.get("prompt_tokens_details") or {}
-    cached = count(details.get("cached_tokens") if isinstance(details, dict) else None) or count(
-        raw.get("prompt_cache_hit_tokens")
-    )
-    out_details = raw.get("completion_tokens_details") or {}
-    usage = Usage(
-        prompt_tokens=count(raw.get("prompt_tokens")),
-        completion_tokens=count(raw.get("completion_tokens")),
-        cached_tokens=cached,
-        requests=1,
-        reasoning_tokens=count(
-            out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None
-        ),
-    )
-    return usage if usage.total_tokens else None
+    prompt, completion = count(raw.get("prompt_tokens")), count(raw.get("completion_tokens"))
+    if not prompt and not completion:
+        return None
+    details, out_details = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")
+    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    reasoning = count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(prompt, completion, cached or count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
 
 
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
