@@ -149,6 +149,14 @@ async def run_level(fake: Any, guilds: list[Any], n: int, wait_s: float, level: 
         new = list(state.messages.values())[seen:]
         seen += len(new)
         answered.update(m.channel_id for m in new if FINAL in m.content)
+    # A level ends when the bot has been quiet for 1.5 s, so its trailing writes (the header's "done" edit
+    # after the answer) count here: they used to land in the next level and made the one-session
+    # baseline after the warm-up read 11 writes instead of 9.
+    last, quiet_since = len(state.calls), time.monotonic()
+    while time.monotonic() - quiet_since < 1.5 and time.monotonic() - started < wait_s + 10:
+        await asyncio.sleep(0.25)
+        if len(state.calls) != last:
+            last, quiet_since = len(state.calls), time.monotonic()
     calls = state.calls[calls_before:]
     first_callback: dict[str, float] = {}
     for c in calls:
