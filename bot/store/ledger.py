@@ -167,9 +167,8 @@ class LedgerWriter:
             hold = self.db.pool.acquire() if self.shared else contextlib.nullcontext()  # type: ignore[union-attr]
             async with hold as conn:
                 while self._pending:
-                    await asyncio.sleep(
-                        0
-                    )  # let the sessions woken by the last batch queue their next operation
+                    # let the sessions woken by the last batch queue their next operation
+                    await asyncio.sleep(0)
                     batch = self._pending[: self.max_batch]
                     del self._pending[: self.max_batch]
                     try:
