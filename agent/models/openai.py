@@ -199,9 +199,7 @@ class OpenAIChatModel(HTTPModel):
                 headers=self._auth,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             )
-        except httpx.TimeoutException as e:
-            raise self._transport_error(e) from e
-        except httpx.TransportError as e:
+        except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         if resp.status_code >= 400:
             raise self._status_error(resp.status_code, resp.headers, resp.text)
@@ -276,13 +274,8 @@ class OpenAIChatModel(HTTPModel):
                                 ) from e
                             if "error" in data and not data.get("choices"):
                                 err = data["error"]
-                                msg_text = err.get("message") if isinstance(err, dict) else str(err)
-                                raise ModelError(
-                                    f"{self.name}: the server reported an error mid-stream: {msg_text}",
-                                    provider=self.provider,
-                                    model=self.name,
-                                    retryable=True,
-                                )
+                                msg_text = err.get("message") if isinstance(err, dict) else err
+                                raise self._midstream("an error", msg_text, None, True)
                             model_name = data.get("model") or model_name
                             if data.get("usage"):
                                 usage_raw = data["usage"]
@@ -296,9 +289,7 @@ class OpenAIChatModel(HTTPModel):
                                     calls.add(delta["tool_calls"])
                                 if choice.get("finish_reason"):
                                     finish = choice["finish_reason"]
-        except httpx.TimeoutException as e:
-            raise self._transport_error(e) from e
-        except httpx.TransportError as e:
+        except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         reply = Message("assistant", "".join(text), tool_calls=calls.calls())
         yield ModelResponse(
