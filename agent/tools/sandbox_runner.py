@@ -111,15 +111,11 @@ def _check(rc: int, what: str) -> None:
         raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
-def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> int:
+def _mount(
+    what: str, src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     enc = [s.encode() if s is not None else None for s in (src, target, fstype, data)]
-    rc = _libc.mount(enc[0], enc[1], enc[2], flags, enc[3])
-    return 0 if rc == 0 else ctypes.get_errno()
-
-
-def _must(err: int, what: str) -> None:
-    if err:
-        raise SetupError(f"cannot {what}: {os.strerror(err)}")
+    _check(_libc.mount(enc[0], enc[1], enc[2], flags, enc[3]), f"cannot {what}")
 
 
 def _kept_flags(path: str) -> int:
@@ -147,9 +143,9 @@ def _bind(fd_or_path: int | str, target: str, *, writable: bool) -> None:
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         open(target, "a").close()  # a mount point for a file
-    _must(_mount(src, target, None, MS_BIND), f"bind {target}")
+    _mount(f"bind {target}", src, target, None, MS_BIND)
     flags = MS_REMOUNT | MS_BIND | _kept_flags(target) | (0 if writable else MS_RDONLY)
-    _must(_mount(None, target, None, flags), f"make {target} {'private' if writable else 'read-only'}")
+    _mount(f"make {target} {'private' if writable else 'read-only'}", None, target, None, flags)
 
 
 def _pivot_root(new_root: str) -> None:
@@ -157,8 +153,7 @@ def _pivot_root(new_root: str) -> None:
     if number is None:
         raise SetupError(f"pivot_root: unknown system call number on {platform.machine()}")
     os.chdir(new_root)
-    if _libc.syscall(number, b".", b".") != 0:
-        raise SetupError(f"cannot pivot_root: {os.strerror(ctypes.get_errno())}")
+    _check(_libc.syscall(number, b".", b"."), "cannot pivot_root")
     # The old root now sits under the new one at "/": detach it, and with it every host mount.
     _check(_libc.umount2(b".", MNT_DETACH), "cannot detach the host's filesystem")
     os.chdir("/")
@@ -169,7 +164,7 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     workspace = str(cfg["workspace"])
     tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
-    _must(_mount(None, "/", None, MS_REC | MS_PRIVATE), "make mounts private")
+    _mount("make mounts private", None, "/", None, MS_REC | MS_PRIVATE)
     # Hold everything to bind before covering /tmp (the workspace or the runtime may live under it).
     runtime = [p for p in list(cfg["expose"]) if os.path.exists(p)]  # type: ignore[call-overload]
     held = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in runtime}
@@ -178,27 +173,23 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     etc_fds = {n: os.open(p, os.O_PATH | os.O_CLOEXEC) for n, p in etc.items()}
     devices = {d: os.open(f"/dev/{d}", os.O_PATH | os.O_CLOEXEC) for d in DEVICES}
     new = "/tmp" if os.path.isdir("/tmp") and not os.path.islink("/tmp") else "/mnt"
-    _must(_mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755"), "make the new root")
+    _mount("make the new root", "tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
 
     # /proc of our own PID namespace, a private /tmp, a /dev with the harmless devices only.
     os.mkdir(f"{new}/proc")
-    _must(_mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC), "mount /proc")
+    _mount("mount /proc", "proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.mkdir(f"{new}/tmp")
-    _must(_mount("tmpfs", f"{new}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs), "mount a private /tmp")
+    _mount("mount a private /tmp", "tmpfs", f"{new}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
     os.mkdir(f"{new}/dev")
-    _must(_mount("tmpfs", f"{new}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755"), "mount /dev")
+    _mount("mount /dev", "tmpfs", f"{new}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for name, fd in devices.items():
         open(f"{new}/dev/{name}", "a").close()
-        _must(_mount(f"/proc/self/fd/{fd}", f"{new}/dev/{name}", None, MS_BIND), f"bind /dev/{name}")
+        _mount(f"bind /dev/{name}", f"/proc/self/fd/{fd}", f"{new}/dev/{name}", None, MS_BIND)
     os.mkdir(f"{new}/dev/shm")
-    _must(_mount("tmpfs", f"{new}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs), "mount /dev/shm")
-    for link, target in (
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ):
-        os.symlink(target, f"{new}/dev/{link}")
+    _mount("mount /dev/shm", "tmpfs", f"{new}/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
+    os.symlink("/proc/self/fd", f"{new}/dev/fd")
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{fd}", f"{new}/dev/{name}")
 
     # The operating system's programs and libraries, read-only; merged-/usr links stay links.
     for path in SYSTEM:
@@ -230,16 +221,18 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     _pivot_root(new)
     for path in sorted(set(list(cfg["hide"])), key=len):  # type: ignore[call-overload]
         if os.path.isdir(path) and not os.path.islink(path):
-            _must(
-                _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755"),
-                f"hide {path}",
+            _mount(
+                f"hide {path}", "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755"
             )
         elif os.path.lexists(path) and not os.path.islink(path):
-            _must(_mount("/dev/null", path, None, MS_BIND), f"hide {path}")
+            _mount(f"hide {path}", "/dev/null", path, None, MS_BIND)
     for point in ("/", "/dev"):
-        _must(
-            _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point)),
+        _mount(
             f"make {point} read-only",
+            None,
+            point,
+            None,
+            MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point),
         )
 
 
