@@ -18,12 +18,10 @@ import structlog
 from agent.embeddings.base import Embedding
 from agent.memory import layout
 from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
-from agent.memory.scope import NamespaceScope
+from agent.memory.scope import PAGE, NamespaceScope, Row
 from agent.memory.types import EmbeddingMismatch, MemoryStoreError
 
 log = structlog.get_logger(__name__)
-
-PAGE = 1000
 
 
 def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) -> None:
@@ -136,6 +134,21 @@ class Collections:
         return NamespaceScope(
             self.collection(name, self.dedicated_meta(ns, layout.STATE_READY)), ns, dedicated=True
         )
+
+    def nearest(
+        self, ns: str, vector: np.ndarray, k: int, where: dict[str, Any] | None, exact_max: int
+    ) -> list[Row]:
+        """The ``k`` rows closest to ``vector``. A small namespace in a shared bucket is scanned exactly
+        (see :meth:`NamespaceScope.exact`)."""
+        scope = self.scope(ns)
+        if scope.dedicated:
+            return scope.query(vector, k, where)
+        n = self.count(scope)
+        if n == 0:
+            return []
+        if n <= exact_max:
+            return scope.exact(vector, k, where)
+        return scope.query(vector, min(k, n), where)
 
     # -- counts and moves ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import chromadb
 import numpy as np
@@ -20,11 +20,13 @@ from chromadb.config import Settings
 from agent.config import MemoryEnv
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
-from agent.memory import layout, scans
-from agent.memory.chroma_collections import PAGE, Collections
+from agent.memory import layout
+from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
+from agent.memory.scope import PAGE
 from agent.memory.transfer import ImportResult
 from agent.memory.types import (
+    KINDS,
     Kind,
     MemoryHit,
     MemoryRecord,
@@ -34,6 +36,8 @@ from agent.memory.types import (
     RetentionPolicy,
     StoreResult,
 )
+
+T = TypeVar("T")
 
 
 class ChromaMemory:
@@ -133,6 +137,17 @@ class ChromaMemory:
         if self._cols is None:
             raise MemoryStoreError("memory store is not open: await memory.open() at start-up")
         return self._cols
+
+    async def _in_thread(
+        self, namespace: str | int, fn: Callable[[Collections, str], T], *, write: bool = False
+    ) -> T:
+        """``fn(collections, namespace)`` in a worker thread; a write holds the namespace's lock."""
+        ns = check_namespace(namespace)
+        cols = self._open()
+        if not write:
+            return await asyncio.to_thread(fn, cols, ns)
+        async with self._locks[ns]:
+            return await asyncio.to_thread(fn, cols, ns)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -247,28 +262,30 @@ class ChromaMemory:
         ns = check_namespace(namespace)
         if not 1 <= int(k) <= 100:
             raise ValueError("k must be between 1 and 100")
-        where = scans.kinds_where(kinds)
+        where = None
+        if kinds is not None:
+            wanted = list(dict.fromkeys(kinds))
+            if not wanted or any(kd not in KINDS for kd in wanted):
+                raise ValueError(f"kinds must be a non-empty subset of {', '.join(KINDS)}")
+            where = {"kind": {"$in": wanted}}
         cols = self._open()
 
         vec = np.asarray(vector, dtype=np.float32)
-        rows = await asyncio.to_thread(scans.nearest, cols, ns, vec, int(k), where, self.exact_search_max)
+        rows = await asyncio.to_thread(cols.nearest, ns, vec, int(k), where, self.exact_search_max)
         hits = [to_hit(r.id, r.document, r.metadata, 1.0 - float(r.distance or 0.0)) for r in rows]
         return [h for h in hits if h.relevance >= min_relevance]
 
     async def get(self, namespace: str | int, ids: Iterable[str]) -> list[MemoryRecord]:
         """The rows of these ids (a parent id brings all its chunks), in order of parent and chunk."""
-        ns = check_namespace(namespace)
+        check_namespace(namespace)
         wanted = list(dict.fromkeys(check_id(i) for i in ids))
-        cols = self._open()
-        rows = await asyncio.to_thread(lambda: scans.with_parents(cols.scope(ns), wanted))
+        rows = await self._in_thread(namespace, lambda cols, ns: cols.scope(ns).with_parents(wanted))
         return sorted(
             (to_record(r.id, r.document, r.metadata) for r in rows), key=lambda r: (r.parent, r.chunk)
         )
 
     async def stats(self, namespace: str | int) -> MemoryStats:
-        ns = check_namespace(namespace)
-        cols = self._open()
-        return await asyncio.to_thread(lambda: scans.stats(cols.scope(ns), self.embedding.dim))
+        return await self._in_thread(namespace, lambda cols, ns: cols.scope(ns).stats(self.embedding.dim))
 
     async def export(self, namespace: str | int) -> AsyncIterator[dict[str, Any]]:
         """Every row of the namespace as a JSON-ready dict (one JSONL line each), page by page."""
@@ -309,20 +326,18 @@ class ChromaMemory:
     async def forget(self, namespace: str | int, ids: Iterable[str]) -> list[str]:
         """Delete memories by id (a parent id takes its chunks along). Returns the row ids deleted;
         ids of other namespaces, or unknown ones, delete nothing."""
-        ns = check_namespace(namespace)
+        check_namespace(namespace)
         wanted = list(dict.fromkeys(check_id(i) for i in ids))
-        cols = self._open()
-        if not wanted:
-            return []
 
-        def forget() -> list[str]:
+        def forget(cols: Collections, ns: str) -> list[str]:
+            if not wanted:
+                return []
             scope = cols.scope(ns)
             removed = scope.delete(wanted) + scope.delete_where({"parent": {"$in": wanted}})
             cols.removed(ns, len(removed))
             return sorted(set(removed))
 
-        async with self._locks[ns]:
-            return await asyncio.to_thread(forget)
+        return await self._in_thread(namespace, forget, write=True)
 
     async def forget_by_query(
         self, namespace: str | int, query: str, *, k: int = 5, min_relevance: float = 0.4
@@ -334,26 +349,20 @@ class ChromaMemory:
 
     async def clear(self, namespace: str | int) -> int:
         """Delete every memory of the namespace; returns how many rows went."""
-        ns = check_namespace(namespace)
-        cols = self._open()
-        async with self._locks[ns]:
-            return await asyncio.to_thread(cols.clear, ns)
+        return await self._in_thread(namespace, Collections.clear, write=True)
 
     async def apply_retention(
         self, namespace: str | int, policy: RetentionPolicy, *, now: float | None = None
     ) -> list[str]:
         """Evict what the policy no longer allows, oldest first, whole memories at a time. Call after
         storing. Returns the row ids evicted."""
-        ns = check_namespace(namespace)
-        cols = self._open()
-        if policy.max_items is None and policy.max_age_days is None:
-            return []
         at = self._clock() if now is None else now
 
-        def evict() -> list[str]:
-            removed = scans.evict(cols.scope(ns), policy, at)
+        def evict(cols: Collections, ns: str) -> list[str]:
+            if policy.max_items is None and policy.max_age_days is None:
+                return []
+            removed = cols.scope(ns).evict(policy, at)
             cols.removed(ns, len(removed))
             return removed
 
-        async with self._locks[ns]:
-            return await asyncio.to_thread(evict)
+        return await self._in_thread(namespace, evict, write=True)

@@ -12,11 +12,13 @@ item call goes through it:
 * deletes by id first resolve which ids this namespace owns, so a guessed id of another server
   deletes nothing; writes refuse an id another namespace already holds (ids are 64-bit hashes).
 
-All methods are synchronous: the store calls them through ``asyncio.to_thread``.
+Statistics and retention eviction read through the scope too. All methods are synchronous: the
+store calls them through ``asyncio.to_thread`` (eviction with the namespace's write lock held).
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +26,15 @@ import numpy as np
 import structlog
 
 from agent.memory.records import NS_KEY
+from agent.memory.types import MemoryStats, RetentionPolicy
 
 log = structlog.get_logger(__name__)
+
+PAGE = 1000
+ROW_OVERHEAD_BYTES = 100
+"""Per-row disk cost besides text, metadata and the vector, which Chroma keeps twice (SQLite and the
+HNSW index); :meth:`NamespaceScope.stats` estimates with it. bench/memory_recall.py compares the
+estimate with the bytes really on disk."""
 
 
 class IsolationError(RuntimeError):
@@ -207,3 +216,70 @@ class NamespaceScope:
                 return removed
             self.collection.delete(ids=ids)
             removed.extend(ids)
+
+    # -- reads and eviction over whole memories -------------------------------------------------
+
+    def with_parents(self, ids: list[str]) -> list[Row]:
+        """The rows of these ids, and every chunk of those that are parents."""
+        if not ids:
+            return []
+        found = {r.id: r for r in self.get(ids=ids)}
+        for r in self.get(where={"parent": {"$in": ids}}):
+            found.setdefault(r.id, r)
+        return list(found.values())
+
+    def stats(self, dim: int) -> MemoryStats:
+        size = offset = 0
+        parents: set[str] = set()
+        kinds: Counter[str] = Counter()
+        dates: list[float] = []
+        while page := self.get(limit=PAGE, offset=offset):
+            offset += len(page)
+            for r in page:
+                m = r.metadata
+                parents.add(str(m.get("parent", r.id)))
+                kinds[str(m.get("kind", "note"))] += 1
+                dates.append(float(m.get("created", 0.0)))
+                size += len((r.document or "").encode()) + sum(len(str(v)) for v in m.values())
+        size += len(dates) * (2 * dim * 4 + ROW_OVERHEAD_BYTES)
+        return MemoryStats(
+            namespace=self.namespace,
+            items=len(dates),
+            memories=len(parents),
+            bytes_estimate=size,
+            oldest=min(dates, default=None),
+            newest=max(dates, default=None),
+            by_kind=dict(kinds),
+            layout="dedicated" if self.dedicated else "shared",
+            collection=self.name,
+        )
+
+    def evict(self, policy: RetentionPolicy, now: float) -> list[str]:
+        """Delete what ``policy`` no longer allows, oldest whole memories first; the row ids deleted."""
+        removed: list[str] = []
+        if policy.max_age_days is not None:
+            removed += self.delete_where({"created": {"$lt": now - policy.max_age_days * 86400.0}})
+        if policy.max_items is not None and self.has_more_than(policy.max_items):
+            groups: dict[str, list[str]] = defaultdict(list)
+            created: dict[str, float] = {}
+            offset = 0
+            while page := self.get(documents=False, limit=PAGE * 5, offset=offset):
+                offset += len(page)
+                for r in page:
+                    parent = str(r.metadata.get("parent", r.id))
+                    groups[parent].append(r.id)
+                    created[parent] = min(
+                        created.get(parent, float("inf")), float(r.metadata.get("created", 0.0))
+                    )
+            remaining = sum(len(v) for v in groups.values())
+            doomed: list[str] = []
+            for parent in sorted(groups, key=lambda p: (created[p], p)):
+                if remaining <= policy.max_items:
+                    break
+                doomed += groups[parent]
+                remaining -= len(groups[parent])
+            for i in range(0, len(doomed), PAGE * 5):
+                removed += self.delete(doomed[i : i + PAGE * 5])
+        if removed:
+            log.info("memory.retention.evicted", namespace=self.namespace, rows=len(removed))
+        return removed
