@@ -96,8 +96,8 @@ class Tool:
     context_param: str | None = None
     timeout: float = 30.0
     max_output: int = 8000
-    retry_on: tuple[type[BaseException], ...] = (TransientToolError,)
     retry: RetryPolicy = _TOOL_RETRY
+    """Only :class:`TransientToolError` is retried: anything else a tool raises is not transient."""
     is_async: bool = field(init=False)
     """Checked once here: ``inspect.iscoroutinefunction`` on every call was a measurable part of a step."""
 
@@ -136,14 +136,12 @@ def tool(
     timeout: float = 30.0,
     max_output: int = 8000,
     max_attempts: int = 3,
-    retry_on: tuple[type[BaseException], ...] = (TransientToolError,),
     retry_initial: float = 0.5,
     retry_max: float = 8.0,
 ) -> Any:
     """Make a :class:`Tool` from a typed function (sync or async).
 
     The JSON Schema comes from the type hints, descriptions from the docstring's ``Args:`` section.
-    ``retry_on`` lists the exception types that are transient for this tool; only those are retried.
     """
 
     def build(f: Callable[..., Any]) -> Tool:
@@ -179,7 +177,6 @@ def tool(
             context_param=context_param,
             timeout=timeout,
             max_output=max_output,
-            retry_on=retry_on,
             retry=RetryPolicy(max_attempts, retry_initial, retry_max),
         )
 
@@ -301,7 +298,7 @@ class ToolRegistry:
         call_kwargs = {**kwargs, t.context_param: ctx} if t.context_param else dict(kwargs)
         try:
             value = await t.retry.call(
-                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, t.retry_on), on_retry
+                lambda: self._invoke(t, call_kwargs), lambda e: isinstance(e, TransientToolError), on_retry
             )
         except ToolRefused as e:
             problem = str(e)
