@@ -57,7 +57,6 @@ class Page:
     url: str
     title: str
     text: str
-    content_type: str
     body_truncated: bool
     plain: bool = False
     """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
@@ -122,7 +121,7 @@ class PageFetcher:
             ) from None
         if "refused" in answer:
             raise ToolRefused(str(answer["refused"]))
-        return Page(url, answer["title"], answer["text"], kind, truncated, plain=bool(answer["fallback"]))
+        return Page(url, answer["title"], answer["text"], truncated, plain=bool(answer["fallback"]))
 
     async def _download(
         self, url: httpx.URL, policy: domains.DomainPolicy | None = None
@@ -145,15 +144,13 @@ class PageFetcher:
                     return body, resp.charset_encoding, kind, str(resp.url), truncated
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
-            except (httpx.RemoteProtocolError, httpx.InvalidURL) as e:
+            except (httpx.RemoteProtocolError, httpx.InvalidURL, httpx.ConnectError, httpx.ReadError) as e:
                 # httpx resolves a redirect's Location before handing the response over: a target it
                 # cannot parse raises RemoteProtocolError, or InvalidURL for ``http:127.0.0.1:80/x``.
                 if isinstance(e, httpx.InvalidURL) or "location header" in str(e):
                     raise ToolRefused(
                         f"{url} redirected to an address that is not a valid URL ({e})"
                     ) from None
-                raise TransientToolError(f"could not fetch {url}: {type(e).__name__}: {e}") from e
-            except (httpx.ConnectError, httpx.ReadError) as e:
                 raise TransientToolError(f"could not fetch {url}: {type(e).__name__}: {e}") from e
             except httpx.HTTPError as e:
                 raise ToolRefused(f"could not fetch {url}: {type(e).__name__}: {e}") from e
