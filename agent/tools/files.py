@@ -154,54 +154,6 @@ def _entry(path: str, if_root: str) -> tuple[list[str], str]:
     return parts, "/".join(parts)
 
 
-def read_text(ws: Path, path: str, start: int, max_chars: int, max_bytes: int) -> str:
-    parts, shown = _entry(path, "that is the workspace itself; list_files shows what it holds")
-    with _walk_to(ws, parts[:-1], create=False) as dfd:
-        fd = _open_file(dfd, parts[-1], shown, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(max_bytes + 1)
-    if b"\0" in data[:8192]:
-        return f"{shown} is a binary file ({human_size(len(data))}); it cannot be shown as text. run_python can inspect it."
-    window, note = text_window(
-        data[:max_bytes].decode("utf-8", errors="replace"), start, max_chars, "read_file"
-    )
-    return f"{shown} ({human_size(len(data))}){' ' + note if note else ''}\n\n{window}"
-
-
-def write_text(ws: Path, path: str, content: str, append: bool, settings: FilesSettings) -> str:
-    parts, shown = _entry(path, "name a file to write, e.g. 'notes.md'")
-    data = content.encode("utf-8")
-    quota = settings.quota_bytes
-    with workspace_lock(ws):
-        used = workspace_usage(ws, settings.quota_files + MAX_DEPTH + 1)
-        if why := used.over(quota, settings.quota_files):
-            raise ToolRefused(f"not written: the workspace is over its quota ({why}). Delete files first.")
-        new_entries = _missing_entries(ws, parts)
-        if used.entries + new_entries > settings.quota_files:
-            raise ToolRefused(
-                f"not written: {shown} would bring the workspace to {used.entries + new_entries} files and "
-                f"folders, over its limit of {settings.quota_files}. Delete files you no longer need first."
-            )
-        with _walk_to(ws, parts[:-1], create=True) as dfd:
-            try:
-                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-                existing = st.st_size if stat.S_ISREG(st.st_mode) else 0
-            except FileNotFoundError:
-                existing = 0
-            after = used.bytes - (0 if append else existing) + len(data)
-            if after > quota:
-                raise ToolRefused(
-                    f"not written: {shown} would bring the workspace to {human_size(after)}, over its quota of "
-                    f"{human_size(quota)} ({human_size(used.bytes)} used). Delete files you no longer need first."
-                )
-            mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-            fd = _open_file(dfd, parts[-1], shown, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-    verb = "appended" if append else "wrote"
-    return f"{verb} {human_size(len(data))} to {shown} (workspace: {human_size(after)} of {human_size(quota)} used)"
-
-
 def _missing_entries(ws: Path, parts: list[str]) -> int:
     """How many of the path's components do not exist yet (what a write would add to the count)."""
     fd = os.open(ws, DIR_FLAGS)
@@ -220,54 +172,6 @@ def _missing_entries(ws: Path, parts: list[str]) -> int:
         os.close(fd)
 
 
-def list_entries(ws: Path, path: str, settings: FilesSettings) -> str:
-    parts = split_path(path) if path.strip() not in ("", ".", "./") else []
-    lines: list[str] = []
-    count = 0
-    limit = settings.list_max_entries
-    with _walk_to(ws, parts, create=False) as dfd:
-        entries = Walk(dfd, settings.quota_files * 10)
-        for e in sorted(entries, key=lambda e: e.path):
-            if stat.S_ISDIR(e.st.st_mode):
-                continue
-            count += 1
-            if len(lines) >= limit:
-                continue
-            rel = shown_name("/".join([*parts, e.path]))
-            if stat.S_ISLNK(e.st.st_mode):
-                lines.append(f"{rel}  (symbolic link: not followed)")
-            elif stat.S_ISREG(e.st.st_mode):
-                lines.append(f"{rel}  {human_size(e.st.st_size)}")
-            else:
-                lines.append(f"{rel}  (special file)")
-    used = workspace_usage(ws, settings.quota_files * 10)
-    head = f"{count} file(s); workspace uses {human_size(used.bytes)} of {human_size(settings.quota_bytes)}"
-    if used.entries > settings.quota_files * 0.8:
-        head += f" and {used.entries} of {settings.quota_files} files and folders"
-    if count > len(lines):
-        head += f" (showing the first {len(lines)})"
-    if why := used.over(settings.quota_bytes, settings.quota_files):
-        head += f"\nover quota: {why}; delete files (delete_file removes a folder with everything in it)"
-    return "\n".join([head, *lines]) if lines else f"{head}\n(empty)"
-
-
-def delete_entry(ws: Path, path: str) -> str:
-    parts, shown = _entry(path, "the workspace itself cannot be deleted; name a file or folder in it")
-    with workspace_lock(ws), _walk_to(ws, parts[:-1], create=False) as dfd:
-        try:
-            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            raise PathRefused(f"there is no file {shown!r} in the workspace") from None
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                removed = remove_tree(dfd, parts[-1])
-            except OSError as e:
-                raise PathRefused(f"could not delete all of {shown!r}: {e.strerror}") from None
-            return f"deleted the folder {shown} ({removed} entries)"
-        os.unlink(parts[-1], dir_fd=dfd)  # unlink never follows a link: a link itself is removed
-    return f"deleted {shown}"
-
-
 def file_tools(settings: FilesSettings) -> list[Tool]:
     quota = settings.quota_bytes
 
@@ -279,7 +183,18 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
             path: Path relative to the workspace, e.g. 'notes.md' or 'data/out.csv'.
             start: Character offset to continue a long file from.
         """
-        return read_text(workspace_root(ctx), path, start, settings.read_max_chars, quota)
+        ws = workspace_root(ctx)
+        parts, shown = _entry(path, "that is the workspace itself; list_files shows what it holds")
+        with _walk_to(ws, parts[:-1], create=False) as dfd:
+            fd = _open_file(dfd, parts[-1], shown, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(quota + 1)
+        if b"\0" in data[:8192]:
+            return f"{shown} is a binary file ({human_size(len(data))}); it cannot be shown as text. run_python can inspect it."
+        window, note = text_window(
+            data[:quota].decode("utf-8", errors="replace"), start, settings.read_max_chars, "read_file"
+        )
+        return f"{shown} ({human_size(len(data))}){' ' + note if note else ''}\n\n{window}"
 
     @tool
     def write_file(path: str, content: str, ctx: ToolContext, append: bool = False) -> str:
@@ -291,7 +206,39 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
             content: The full text to write.
             append: Add to the end of the file instead of replacing it.
         """
-        return write_text(workspace_root(ctx), path, content, append, settings)
+        ws = workspace_root(ctx)
+        parts, shown = _entry(path, "name a file to write, e.g. 'notes.md'")
+        data = content.encode("utf-8")
+        with workspace_lock(ws):
+            used = workspace_usage(ws, settings.quota_files + MAX_DEPTH + 1)
+            if why := used.over(quota, settings.quota_files):
+                raise ToolRefused(
+                    f"not written: the workspace is over its quota ({why}). Delete files first."
+                )
+            new_entries = _missing_entries(ws, parts)
+            if used.entries + new_entries > settings.quota_files:
+                raise ToolRefused(
+                    f"not written: {shown} would bring the workspace to {used.entries + new_entries} files and "
+                    f"folders, over its limit of {settings.quota_files}. Delete files you no longer need first."
+                )
+            with _walk_to(ws, parts[:-1], create=True) as dfd:
+                try:
+                    st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                    existing = st.st_size if stat.S_ISREG(st.st_mode) else 0
+                except FileNotFoundError:
+                    existing = 0
+                after = used.bytes - (0 if append else existing) + len(data)
+                if after > quota:
+                    raise ToolRefused(
+                        f"not written: {shown} would bring the workspace to {human_size(after)}, over its quota of "
+                        f"{human_size(quota)} ({human_size(used.bytes)} used). Delete files you no longer need first."
+                    )
+                mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+                fd = _open_file(dfd, parts[-1], shown, mode)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+        verb = "appended" if append else "wrote"
+        return f"{verb} {human_size(len(data))} to {shown} (workspace: {human_size(after)} of {human_size(quota)} used)"
 
     @tool
     def list_files(ctx: ToolContext, path: str = ".") -> str:
@@ -300,7 +247,37 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
         Args:
             path: A folder inside the workspace; the whole workspace by default.
         """
-        return list_entries(workspace_root(ctx), path, settings)
+        ws = workspace_root(ctx)
+        parts = split_path(path) if path.strip() not in ("", ".", "./") else []
+        lines: list[str] = []
+        count = 0
+        limit = settings.list_max_entries
+        with _walk_to(ws, parts, create=False) as dfd:
+            entries = Walk(dfd, settings.quota_files * 10)
+            for e in sorted(entries, key=lambda e: e.path):
+                if stat.S_ISDIR(e.st.st_mode):
+                    continue
+                count += 1
+                if len(lines) >= limit:
+                    continue
+                rel = shown_name("/".join([*parts, e.path]))
+                if stat.S_ISLNK(e.st.st_mode):
+                    lines.append(f"{rel}  (symbolic link: not followed)")
+                elif stat.S_ISREG(e.st.st_mode):
+                    lines.append(f"{rel}  {human_size(e.st.st_size)}")
+                else:
+                    lines.append(f"{rel}  (special file)")
+        used = workspace_usage(ws, settings.quota_files * 10)
+        head = (
+            f"{count} file(s); workspace uses {human_size(used.bytes)} of {human_size(settings.quota_bytes)}"
+        )
+        if used.entries > settings.quota_files * 0.8:
+            head += f" and {used.entries} of {settings.quota_files} files and folders"
+        if count > len(lines):
+            head += f" (showing the first {len(lines)})"
+        if why := used.over(settings.quota_bytes, settings.quota_files):
+            head += f"\nover quota: {why}; delete files (delete_file removes a folder with everything in it)"
+        return "\n".join([head, *lines]) if lines else f"{head}\n(empty)"
 
     @tool
     def delete_file(path: str, ctx: ToolContext) -> str:
@@ -309,6 +286,20 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
         Args:
             path: Path relative to the workspace.
         """
-        return delete_entry(workspace_root(ctx), path)
+        ws = workspace_root(ctx)
+        parts, shown = _entry(path, "the workspace itself cannot be deleted; name a file or folder in it")
+        with workspace_lock(ws), _walk_to(ws, parts[:-1], create=False) as dfd:
+            try:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise PathRefused(f"there is no file {shown!r} in the workspace") from None
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    removed = remove_tree(dfd, parts[-1])
+                except OSError as e:
+                    raise PathRefused(f"could not delete all of {shown!r}: {e.strerror}") from None
+                return f"deleted the folder {shown} ({removed} entries)"
+            os.unlink(parts[-1], dir_fd=dfd)  # unlink never follows a link: a link itself is removed
+        return f"deleted {shown}"
 
     return [read_file, write_file, list_files, delete_file]
