@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Kind = Literal["research", "fact", "note"]
@@ -92,22 +92,8 @@ class MemoryRecord:
 
     def to_row(self) -> dict[str, object]:
         """A JSON-ready dict (one JSONL line of an export)."""
-        return {
-            "id": self.id,
-            "parent": self.parent,
-            "chunk": self.chunk,
-            "chunks": self.chunks,
-            "kind": self.kind,
-            "text": self.text,
-            "task": self.task,
-            "author": self.author,
-            "thread": self.thread,
-            "sources": list(self.sources),
-            "session": self.session,
-            "origin": self.origin,
-            "created": dt.datetime.fromtimestamp(self.created, tz=dt.UTC).isoformat(),
-            "created_ts": self.created,
-        }
+        created = dt.datetime.fromtimestamp(self.created, tz=dt.UTC).isoformat()
+        return asdict(self) | {"sources": list(self.sources), "created": created, "created_ts": self.created}
 
 
 @dataclass(slots=True, frozen=True)
