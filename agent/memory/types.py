@@ -9,15 +9,6 @@ from typing import Literal
 Kind = Literal["research", "fact", "note"]
 KINDS: tuple[str, ...] = ("research", "fact", "note")
 """research: a finished research answer; fact: a fact the agent kept; note: something a user asked to keep."""
-ORIGINS: dict[str, str] = {
-    "auto": "a finished research, stored automatically",
-    "agent": "written by the agent (remember) in a run that had read no web or tool content",
-    "agent-web": "written by the agent (remember) after its run had read web or tool content",
-    "published": "shared from a private thread by its requester (/memory publish)",
-    "import": "brought in by an admin (/memory import)",
-    "private": "kept by the agent in a private thread, seen only there",
-}
-"""Where a memory came from (provenance, issue 14.9); '' on memories stored before it was recorded."""
 
 
 class MemoryStoreError(Exception):
@@ -47,7 +38,7 @@ class NewMemory:
     session: str = ""
     """The agentbot session that stored it (provenance)."""
     origin: str = ""
-    """One of :data:`ORIGINS` ('' when unknown)."""
+    """Provenance (issue 14.9): auto, agent, agent-web, published, import or private; '' when unknown."""
 
 
 @dataclass(slots=True, frozen=True)
