@@ -23,6 +23,8 @@ from agent.memory.types import EmbeddingMismatch, MemoryStoreError
 
 log = structlog.get_logger(__name__)
 
+EXACT_SEARCH_MAX = 200
+
 
 def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) -> None:
     stored, dim = meta.get(layout.META_EMBEDDING), meta.get(layout.META_DIM)
@@ -135,18 +137,16 @@ class Collections:
             self.collection(name, self.dedicated_meta(ns, layout.STATE_READY)), ns, dedicated=True
         )
 
-    def nearest(
-        self, ns: str, vector: np.ndarray, k: int, where: dict[str, Any] | None, exact_max: int
-    ) -> list[Row]:
-        """The ``k`` rows closest to ``vector``. A small namespace in a shared bucket is scanned exactly
-        (see :meth:`NamespaceScope.exact`)."""
+    def nearest(self, ns: str, vector: np.ndarray, k: int, where: dict[str, Any] | None) -> list[Row]:
+        """The ``k`` rows closest to ``vector``. A namespace of at most ``EXACT_SEARCH_MAX`` rows in a
+        shared bucket is scanned exactly (see :meth:`NamespaceScope.exact`)."""
         scope = self.scope(ns)
         if scope.dedicated:
             return scope.query(vector, k, where)
         n = self.count(scope)
         if n == 0:
             return []
-        if n <= exact_max:
+        if n <= EXACT_SEARCH_MAX:
             return scope.exact(vector, k, where)
         return scope.query(vector, min(k, n), where)
 

@@ -53,10 +53,8 @@ class ChromaMemory:
         port: int = 8000,
         ssl: bool = False,
         headers: Mapping[str, str] | None = None,
-        prefix: str = "agentbot-mem",
         buckets: int = 16,
         dedicated_threshold: int = 2000,
-        exact_search_max: int = 200,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if path is None and not host:
@@ -70,10 +68,9 @@ class ChromaMemory:
         self.port = int(port)
         self.ssl = ssl
         self._headers = dict(headers or {})
-        self.prefix = layout.check_prefix(prefix)
+        self.prefix = layout.PREFIX
         self.buckets = buckets
         self.dedicated_threshold = dedicated_threshold
-        self.exact_search_max = exact_search_max
         self.embedding = embedding
         self._clock = clock
         self._cols: Collections | None = None
@@ -271,7 +268,7 @@ class ChromaMemory:
         cols = self._open()
 
         vec = np.asarray(vector, dtype=np.float32)
-        rows = await asyncio.to_thread(cols.nearest, ns, vec, int(k), where, self.exact_search_max)
+        rows = await asyncio.to_thread(cols.nearest, ns, vec, int(k), where)
         hits = [to_hit(r.id, r.document, r.metadata, 1.0 - float(r.distance or 0.0)) for r in rows]
         return [h for h in hits if h.relevance >= min_relevance]
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import hashlib
 import re
 
-_PREFIX_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,100}[a-zA-Z0-9]$")
 _PLAIN_NS_RE = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,62}[a-zA-Z0-9])?$")
 
+PREFIX = "agentbot-mem"
 META_EMBEDDING = "agentbot_embedding"
 META_DIM = "agentbot_dim"
 META_ROLE = "agentbot_role"
@@ -33,15 +33,6 @@ ROLE_SHARED = "shared"
 ROLE_DEDICATED = "dedicated"
 STATE_MIGRATING = "migrating"
 STATE_READY = "ready"
-
-
-def check_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise ValueError(
-            f"collection prefix {prefix!r} must be 3 to 102 characters of [a-zA-Z0-9._-], "
-            "starting and ending with a letter or digit"
-        )
-    return prefix
 
 
 def shared_name(prefix: str, bucket: int) -> str:
