@@ -12,12 +12,6 @@ import resource
 import sys
 
 
-def _limit(memory_mb: int, cpu_seconds: int) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
 def extract(path: str, max_pages: int, max_chars: int) -> dict[str, object]:
     import logging
 
@@ -49,7 +43,9 @@ def extract(path: str, max_pages: int, max_chars: int) -> dict[str, object]:
 
 def main() -> None:
     path, max_pages, max_chars, memory_mb, cpu = sys.argv[1:6]
-    _limit(int(memory_mb), int(cpu))
+    resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20, int(memory_mb) << 20))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu)))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     print(json.dumps(extract(path, int(max_pages), int(max_chars))))
 
 

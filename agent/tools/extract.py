@@ -58,9 +58,7 @@ def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str,
     )
     meta = trafilatura.extract_metadata(body)
     title = (meta.title if meta and meta.title else "") or title_tag(body)
-    if not text:
-        text = trafilatura.html2txt(body) or ""
-    return title.strip(), text.strip()
+    return title.strip(), (text or plain_text(body)).strip()
 
 
 def plain_text(body: bytes) -> str:

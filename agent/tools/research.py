@@ -93,10 +93,6 @@ class ResearchToolSettings:
         return cls(search, fetch, files, python, limits, env.tool_rate_server_multiplier)
 
 
-def _search_client(settings: SearchSettings) -> LazyClient:
-    return LazyClient(lambda: httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout, connect=5.0)))
-
-
 def research_tools(
     settings: ResearchToolSettings,
     *,
@@ -111,8 +107,10 @@ def research_tools(
     absent with ``PYTHON_SANDBOX=off``; building it probes the sandbox once (about 0.1 s).
     """
     fetcher = fetcher or PageFetcher(settings.fetch)
+    timeout = httpx.Timeout(settings.search.timeout, connect=5.0)
+    search_client = search_client or LazyClient(lambda: httpx.AsyncClient(timeout=timeout))
     return [
-        *search_tools(settings.search, search_client or _search_client(settings.search)),
+        *search_tools(settings.search, search_client),
         *fetch_tools(fetcher),
         *file_tools(settings.files),
         *python_tools(settings.python),
