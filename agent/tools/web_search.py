@@ -52,9 +52,6 @@ class SearchSettings:
     """Most results one call may return (the model asks for up to this many)."""
     timeout: float = 10.0
 
-    def secrets(self) -> list[str]:
-        return [s for s in (self.brave_api_key, self.tavily_api_key) if s]
-
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
@@ -290,7 +287,7 @@ async def run_search(
 
 
 def _scrub(text: str, settings: SearchSettings) -> str:
-    for secret in settings.secrets():
+    for secret in filter(None, (settings.brave_api_key, settings.tavily_api_key)):
         text = text.replace(secret, "***")
     return redact(text)
 
