@@ -86,6 +86,7 @@ async def reply(
     *,
     embed: discord.Embed | None = None,
     view: discord.ui.View | None = None,
+    file: discord.File | None = None,
 ) -> None:
     """Ephemeral, mentioning nobody; a followup if the interaction was already answered."""
     done = interaction.response.is_done()
@@ -93,6 +94,7 @@ async def reply(
         MISSING if content is None else clip(content, 2000),
         embed=embed or MISSING,
         view=view or MISSING,
+        file=file or MISSING,
         ephemeral=True,
         allowed_mentions=NO_MENTIONS,
     )
