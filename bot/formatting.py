@@ -9,7 +9,6 @@ drops instead of failing. A clipped reply that says "… and 3 more" is better t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -168,25 +167,19 @@ def audit_line(entry: AuditEntry) -> str:
 # --- embeds ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    name: str
-    value: str
-    inline: bool = False
-
-
 def fit_embed(
     title: str,
     description: str = "",
-    fields: Sequence[Field] = (),
+    fields: Sequence[tuple[str, str | list[str]]] = (),
     *,
     footer: str | None = None,
     colour: discord.Colour = ACCENT,
 ) -> discord.Embed:
     """An embed that Discord accepts whatever the content: parts clipped, surplus fields dropped.
 
-    The total budget goes to the title, footer and description first, then fields in order; a field
-    that no longer fits is cut to what remains, and fields after that are dropped with a note.
+    A field given as lines keeps as many whole lines as fit (:func:`join_lines`). The total budget goes
+    to the title, footer and description first, then fields in order; a field that no longer fits is
+    cut to what remains, and fields after that are dropped with a note.
     """
     title = clip(title, TITLE_MAX)
     footer_text = clip(footer, FOOTER_MAX) if footer else ""
@@ -195,15 +188,17 @@ def fit_embed(
     room -= len(description)
     embed = discord.Embed(title=title, description=description or None, colour=colour)
     dropped = 0
-    for f in fields:
-        name = clip(f.name or "\u200b", FIELD_NAME_MAX)
-        value = clip(f.value or "—", FIELD_VALUE_MAX)
+    for name, value in fields:
+        name = clip(name or "\u200b", FIELD_NAME_MAX)
+        if isinstance(value, list):
+            value = join_lines(value, FIELD_VALUE_MAX)
+        value = clip(value or "—", FIELD_VALUE_MAX)
         if len(embed.fields) >= FIELDS_MAX or room < len(name) + 20:
             dropped += 1
             continue
         if len(name) + len(value) > room:
             value = clip(value, room - len(name))
-        embed.add_field(name=name, value=value, inline=f.inline)
+        embed.add_field(name=name, value=value, inline=False)
         room -= len(name) + len(value)
     if dropped:
         note = f"{dropped} section{'s' if dropped != 1 else ''} left out (too long for Discord)"
@@ -315,15 +310,15 @@ def settings_embed(
         shown("Max age", "memory.max_age_days", bold=True),
     ]
     changes = [audit_line(e) for e in view.recent_changes]
-    fields = [
-        Field("Models (first is tried first)", join_lines(tiers, FIELD_VALUE_MAX)),
-        Field("Limits per user", join_lines(user_limits, FIELD_VALUE_MAX)),
-        Field("Role limits", join_lines(roles, FIELD_VALUE_MAX) if roles else "none"),
-        Field("Tools", clip(tools, FIELD_VALUE_MAX)),
-        Field("Research", "\n".join(research)),
-        Field("Persona", join_lines(personas, FIELD_VALUE_MAX)),
-        Field("Memory", "\n".join(memory)),
-        Field("Recent changes", join_lines(changes, FIELD_VALUE_MAX) if changes else "No changes yet."),
+    fields: list[tuple[str, str | list[str]]] = [
+        ("Models (first is tried first)", tiers),
+        ("Limits per user", user_limits),
+        ("Role limits", roles or "none"),
+        ("Tools", tools),
+        ("Research", research),
+        ("Persona", personas),
+        ("Memory", memory),
+        ("Recent changes", changes or "No changes yet."),
     ]
     return fit_embed(
         f"agentbot settings · {guild_name}",
