@@ -27,7 +27,7 @@ import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, defer_command, reply
 from bot.memory_import import export_file, import_attachment, publish_note
@@ -62,7 +62,6 @@ FORGET_MIN_RELEVANCE = 0.4
 """Forget by query only offers memories at least this close (cosine), like ``forget_by_query``."""
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
-KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
 ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
 CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
@@ -157,12 +156,11 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
 
     @app_commands.command(name="search", description="Search this server's memory by meaning.")
     @app_commands.describe(query="What to look for", kind="Only this kind of memory", count="How many (1-10)")
-    @app_commands.choices(kind=KIND_CHOICES)
     async def search(
         self,
         interaction: discord.Interaction,
         query: app_commands.Range[str, 1, 300],
-        kind: app_commands.Choice[str] | None = None,
+        kind: Kind | None = None,
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
         memory, ns = self._target(interaction)
@@ -172,7 +170,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                 query,
                 min(100, count * 3),  # chunks of one memory collapse into one line
                 min_relevance=SEARCH_MIN_RELEVANCE,
-                kinds=[kind.value] if kind else None,
+                kinds=[kind] if kind else None,
             )
         best: dict[str, MemoryHit] = {}
         for h in hits:
