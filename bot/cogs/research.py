@@ -97,7 +97,11 @@ class ResearchCog(commands.Cog):
         server-wide)."""
         lacking = missing_permissions(perms, private=private)
         if lacking:
-            raise Refusal(refusal(lacking, channel))
+            names = ", ".join(f"**{p}**" for p in lacking)
+            raise Refusal(
+                f"I can't start research in {channel.mention}: I am missing {names} there. "
+                "A server admin can grant it to my role (or in this channel's permissions)."
+            )
         decision = await self.bot.control.may_start(channel.guild.id, member, task)
         if not decision.allowed:
             raise Refusal(f"⛔ {decision.message}")
@@ -166,14 +170,6 @@ def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[st
     if perms.administrator:
         return []
     return [label for label in need if not getattr(perms, label.lower().replace(" ", "_"))]
-
-
-def refusal(lacking: list[str], channel: discord.abc.GuildChannel) -> str:
-    names = ", ".join(f"**{p}**" for p in lacking)
-    return (
-        f"I can't start research in {channel.mention}: I am missing {names} there. "
-        "A server admin can grant it to my role (or in this channel's permissions)."
-    )
 
 
 def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, *, private: bool) -> str:
