@@ -34,7 +34,6 @@ WARNING = discord.Colour.orange()
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, ending in "…" when cut."""
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 1)] + "…"
@@ -71,7 +70,6 @@ def join_lines(items: Iterable[str], limit: int, *, sep: str = "\n", more: str =
 
 
 def join_items(items: Sequence[str], limit: int) -> str:
-    """Comma-separated, ending "and N more"."""
     return join_lines(items, limit, sep=", ", more=" and {n} more")
 
 
@@ -218,42 +216,37 @@ def tier_line(models: Sequence[str]) -> str:
 
 def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
     """What ``key`` is in force right now (an override or the bot's default), as an admin reads it."""
-    parts = key.split(".")
-    head = parts[0]
+    head, _, name = key.partition(".")
     if head == "tier":
-        models = gs.tiers.get(parts[1])
-        return tier_line(models) if models else "not defined"
+        return tier_line(gs.tiers[name]) if gs.tiers.get(name) else "not defined"
     if head == "default_tier":
         return code(gs.default_tier or "auto")
     if head == "limit":
-        return format_limit(parts[1], limits.get(parts[1]))
+        return format_limit(name, limits.get(name))
     if head == "role_limit":
-        values = gs.role_limits.get(int(parts[1]), {})
-        return format_limit(parts[2], values[parts[2]]) if parts[2] in values else "no role limit"
+        role, _, limit = name.partition(".")
+        values = gs.role_limits.get(int(role), {})
+        return format_limit(limit, values[limit]) if limit in values else "no role limit"
     if head == "tool":
-        return "on" if gs.tool_enabled(parts[1]) else "off"
+        return "on" if gs.tool_enabled(name) else "off"
     if head == "max_steps":
         return str(gs.max_steps)
     if head == "channels":
         return ", ".join(f"<#{c}>" for c in gs.channels) or "every channel"
-    if head == "persona":
-        return code(one_line(gs.persona, 80)) if gs.persona else "none"
-    if head == "channel_persona":
-        text = gs.channel_personas.get(int(parts[1]))
+    if head in ("persona", "channel_persona"):
+        text = gs.channel_personas.get(int(name)) if name else gs.persona
         return code(one_line(text, 80)) if text else "none"
     if head == "research":
-        helper = gs.research.get(parts[1])
-        return (
-            f"{helper} researches, {parts[1]} writes" if helper else f"off ({parts[1]} does its own research)"
-        )
+        helper = gs.research.get(name)
+        return f"{helper} researches, {name} writes" if helper else f"off ({name} does its own research)"
     if key == "reader":
         return "on" if gs.reader else "off"
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown
-        url = gs.mcp.get(parts[1]) if len(parts) > 1 else None
+        url = gs.mcp.get(name)
         return code(redact(url)) if url else "none"
-    if key in ("fetch.allow", "fetch.block"):
-        rules = gs.fetch_allow if key == "fetch.allow" else gs.fetch_block
-        empty = "any public domain" if key == "fetch.allow" else "none"
+    if head == "fetch":
+        rules = gs.fetch_allow if name == "allow" else gs.fetch_block
+        empty = "any public domain" if name == "allow" else "none"
         return ", ".join(code(r) for r in rules[:20]) + (" …" if len(rules) > 20 else "") if rules else empty
     if key == "memory.auto_store":
         return "on" if gs.memory_auto_store else "off"
