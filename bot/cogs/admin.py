@@ -27,8 +27,8 @@ from bot.cogs.config_support import (
     Choices,
     admins_only,
     apply_changes,
+    check_mcp_name,
     mcp_listing,
-    mcp_refusal,
     model_choices,
     refusal,
     reset_cancelled,
@@ -337,13 +337,11 @@ class ConfigCog(commands.Cog):
     ) -> None:
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
-        guild_id = _gid(interaction)
+        servers = (await self.store.get(_gid(interaction))).mcp
         if name is None or url is None:
-            await reply(interaction, mcp_listing((await self.store.get(guild_id)).mcp))
+            await reply(interaction, mcp_listing(servers))
             return
-        problem = mcp_refusal(name, (await self.store.get(guild_id)).mcp, self.bot.services.mcp)
-        if problem:
-            raise Refusal(problem)
+        check_mcp_name(name, servers, self.bot.services.mcp)
         await self._set(interaction, (f"mcp.{name}", url))
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")

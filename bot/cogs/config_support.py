@@ -15,7 +15,7 @@ from discord import app_commands
 
 from agent.logs import redact
 from agent.models.tiers import TIERS
-from bot.formatting import clip, describe_key, effective_value, join_items, one_line, reply
+from bot.formatting import Refusal, clip, describe_key, effective_value, join_items, one_line
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import (
     GuildSettings,
@@ -112,8 +112,7 @@ def reset_view(key: str | None, expires: int) -> discord.ui.View:
 async def reset_clicked(interaction: discord.Interaction, expires: str, key: str) -> None:
     why = refusal(interaction)
     if why is not None:
-        await reply(interaction, why)
-        return
+        raise Refusal(why)  # answered privately by on_app_command_error, like a command's refusal
     guild_id = interaction.guild_id
     assert guild_id is not None
     if time.time() > int(expires):
@@ -219,14 +218,13 @@ def mcp_listing(servers: dict[str, str]) -> str:
     return "MCP servers:\n" + ("\n".join(lines) or "none (add one with name and url)")
 
 
-def mcp_refusal(name: str, current: dict[str, str], operator: Any) -> str | None:
-    """Why a server may not add this MCP server: the name is the bot's own, or it has the most allowed."""
+def check_mcp_name(name: str, current: dict[str, str], operator: Any) -> None:
+    """Refuses a name that is one of the bot's own MCP servers, or a new one past the most allowed."""
     key = name.strip().lower()
     if operator is not None and key in operator.names:
-        return f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another."
+        raise Refusal(f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another.")
     if key not in current and len(current) >= MCP_MAX_SERVERS:
-        return (
+        raise Refusal(
             f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
             "`/config reset mcp.<name>` first."
         )
-    return None
