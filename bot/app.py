@@ -86,10 +86,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             "rerun": lambda interaction, sid, turn: self.control.rerun(interaction, sid, int(turn)),
         }
         for name in COGS:
-            try:
-                await self.load_extension(name)
-            except commands.ExtensionNotFound:
-                log.info("cog_absent", cog=name)
+            await self.load_extension(name)
         self.add_dynamic_items(Button)
         # Shard processes (issue 18.3): commands are the bot's, not a shard's, so only the process that
         # owns shard 0 syncs them (the others would send the same list at the same moment).

@@ -37,7 +37,6 @@ SHOWN_ONCE = (
 
 
 def incoming(attachments: Sequence[Any]) -> tuple[IncomingFile, ...]:
-    """discord.py's ``Attachment`` objects as the platform-neutral :class:`IncomingFile`."""
     return tuple(
         IncomingFile(a.filename, a.url, int(a.size or 0), getattr(a, "content_type", None))
         for a in attachments
@@ -85,7 +84,6 @@ async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, 
 
 
 def with_note(prompt: str, got: Received | None) -> str:
-    """The user's message for the agent: their text, then what arrived."""
     note = got.note() if got is not None else ""
     return f"{prompt}\n\n{note}" if note else prompt
 

@@ -9,7 +9,6 @@ drops instead of failing. A clipped reply that says "… and 3 more" is better t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import discord
@@ -35,7 +34,6 @@ WARNING = discord.Colour.orange()
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, ending in "…" when cut."""
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 1)] + "…"
@@ -72,7 +70,6 @@ def join_lines(items: Iterable[str], limit: int, *, sep: str = "\n", more: str =
 
 
 def join_items(items: Sequence[str], limit: int) -> str:
-    """Comma-separated, ending "and N more"."""
     return join_lines(items, limit, sep=", ", more=" and {n} more")
 
 
@@ -86,6 +83,7 @@ async def reply(
     *,
     embed: discord.Embed | None = None,
     view: discord.ui.View | None = None,
+    file: discord.File | None = None,
 ) -> None:
     """Ephemeral, mentioning nobody; a followup if the interaction was already answered."""
     done = interaction.response.is_done()
@@ -93,6 +91,7 @@ async def reply(
         MISSING if content is None else clip(content, 2000),
         embed=embed or MISSING,
         view=view or MISSING,
+        file=file or MISSING,
         ephemeral=True,
         allowed_mentions=NO_MENTIONS,
     )
@@ -166,25 +165,19 @@ def audit_line(entry: AuditEntry) -> str:
 # --- embeds ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
-    name: str
-    value: str
-    inline: bool = False
-
-
 def fit_embed(
     title: str,
     description: str = "",
-    fields: Sequence[Field] = (),
+    fields: Sequence[tuple[str, str | list[str]]] = (),
     *,
     footer: str | None = None,
     colour: discord.Colour = ACCENT,
 ) -> discord.Embed:
     """An embed that Discord accepts whatever the content: parts clipped, surplus fields dropped.
 
-    The total budget goes to the title, footer and description first, then fields in order; a field
-    that no longer fits is cut to what remains, and fields after that are dropped with a note.
+    A field given as lines keeps as many whole lines as fit (:func:`join_lines`). The total budget goes
+    to the title, footer and description first, then fields in order; a field that no longer fits is
+    cut to what remains, and fields after that are dropped with a note.
     """
     title = clip(title, TITLE_MAX)
     footer_text = clip(footer, FOOTER_MAX) if footer else ""
@@ -193,15 +186,17 @@ def fit_embed(
     room -= len(description)
     embed = discord.Embed(title=title, description=description or None, colour=colour)
     dropped = 0
-    for f in fields:
-        name = clip(f.name or "\u200b", FIELD_NAME_MAX)
-        value = clip(f.value or "—", FIELD_VALUE_MAX)
+    for name, value in fields:
+        name = clip(name or "\u200b", FIELD_NAME_MAX)
+        if isinstance(value, list):
+            value = join_lines(value, FIELD_VALUE_MAX)
+        value = clip(value or "—", FIELD_VALUE_MAX)
         if len(embed.fields) >= FIELDS_MAX or room < len(name) + 20:
             dropped += 1
             continue
         if len(name) + len(value) > room:
             value = clip(value, room - len(name))
-        embed.add_field(name=name, value=value, inline=f.inline)
+        embed.add_field(name=name, value=value, inline=False)
         room -= len(name) + len(value)
     if dropped:
         note = f"{dropped} section{'s' if dropped != 1 else ''} left out (too long for Discord)"
@@ -221,42 +216,37 @@ def tier_line(models: Sequence[str]) -> str:
 
 def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
     """What ``key`` is in force right now (an override or the bot's default), as an admin reads it."""
-    parts = key.split(".")
-    head = parts[0]
+    head, _, name = key.partition(".")
     if head == "tier":
-        models = gs.tiers.get(parts[1])
-        return tier_line(models) if models else "not defined"
+        return tier_line(gs.tiers[name]) if gs.tiers.get(name) else "not defined"
     if head == "default_tier":
         return code(gs.default_tier or "auto")
     if head == "limit":
-        return format_limit(parts[1], limits.get(parts[1]))
+        return format_limit(name, limits.get(name))
     if head == "role_limit":
-        values = gs.role_limits.get(int(parts[1]), {})
-        return format_limit(parts[2], values[parts[2]]) if parts[2] in values else "no role limit"
+        role, _, limit = name.partition(".")
+        values = gs.role_limits.get(int(role), {})
+        return format_limit(limit, values[limit]) if limit in values else "no role limit"
     if head == "tool":
-        return "on" if gs.tool_enabled(parts[1]) else "off"
+        return "on" if gs.tool_enabled(name) else "off"
     if head == "max_steps":
         return str(gs.max_steps)
     if head == "channels":
         return ", ".join(f"<#{c}>" for c in gs.channels) or "every channel"
-    if head == "persona":
-        return code(one_line(gs.persona, 80)) if gs.persona else "none"
-    if head == "channel_persona":
-        text = gs.channel_personas.get(int(parts[1]))
+    if head in ("persona", "channel_persona"):
+        text = gs.channel_personas.get(int(name)) if name else gs.persona
         return code(one_line(text, 80)) if text else "none"
     if head == "research":
-        helper = gs.research.get(parts[1])
-        return (
-            f"{helper} researches, {parts[1]} writes" if helper else f"off ({parts[1]} does its own research)"
-        )
+        helper = gs.research.get(name)
+        return f"{helper} researches, {name} writes" if helper else f"off ({name} does its own research)"
     if key == "reader":
         return "on" if gs.reader else "off"
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown
-        url = gs.mcp.get(parts[1]) if len(parts) > 1 else None
+        url = gs.mcp.get(name)
         return code(redact(url)) if url else "none"
-    if key in ("fetch.allow", "fetch.block"):
-        rules = gs.fetch_allow if key == "fetch.allow" else gs.fetch_block
-        empty = "any public domain" if key == "fetch.allow" else "none"
+    if head == "fetch":
+        rules = gs.fetch_allow if name == "allow" else gs.fetch_block
+        empty = "any public domain" if name == "allow" else "none"
         return ", ".join(code(r) for r in rules[:20]) + (" …" if len(rules) > 20 else "") if rules else empty
     if key == "memory.auto_store":
         return "on" if gs.memory_auto_store else "off"
@@ -313,15 +303,15 @@ def settings_embed(
         shown("Max age", "memory.max_age_days", bold=True),
     ]
     changes = [audit_line(e) for e in view.recent_changes]
-    fields = [
-        Field("Models (first is tried first)", join_lines(tiers, FIELD_VALUE_MAX)),
-        Field("Limits per user", join_lines(user_limits, FIELD_VALUE_MAX)),
-        Field("Role limits", join_lines(roles, FIELD_VALUE_MAX) if roles else "none"),
-        Field("Tools", clip(tools, FIELD_VALUE_MAX)),
-        Field("Research", "\n".join(research)),
-        Field("Persona", join_lines(personas, FIELD_VALUE_MAX)),
-        Field("Memory", "\n".join(memory)),
-        Field("Recent changes", join_lines(changes, FIELD_VALUE_MAX) if changes else "No changes yet."),
+    fields: list[tuple[str, str | list[str]]] = [
+        ("Models (first is tried first)", tiers),
+        ("Limits per user", user_limits),
+        ("Role limits", roles or "none"),
+        ("Tools", tools),
+        ("Research", research),
+        ("Persona", personas),
+        ("Memory", memory),
+        ("Recent changes", changes or "No changes yet."),
     ]
     return fit_embed(
         f"agentbot settings · {guild_name}",

@@ -11,19 +11,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import EllipsisType
-from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from agent.config import EnvSettings
 
-LimitName = Literal["requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions"]
-USER_LIMITS: tuple[LimitName, ...] = (
-    "requests_per_day",
-    "tokens_per_day",
-    "cost_per_month_usd",
-    "concurrent_sessions",
-)
+USER_LIMITS = ("requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions")
 """Limits that apply per user per server and that server and role overrides may change."""
 
 GUILD_BUDGET = "guild_budget_per_month_usd"
@@ -239,11 +232,6 @@ class QuotaEnv(EnvSettings):
     cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)
     concurrent_sessions: int = Field(2, alias="QUOTA_CONCURRENT_SESSIONS", ge=0)
     guild_budget_per_month_usd: float = Field(100.0, alias="GUILD_BUDGET_PER_MONTH_USD", ge=0)
-
-    @field_validator(*LIMIT_BOUNDS, mode="before")
-    @classmethod
-    def _digits(cls, v: object) -> object:
-        return v.replace("_", "").strip() if isinstance(v, str) else v  # 200_000 reads as in Python
 
     @field_validator(*LIMIT_BOUNDS)
     @classmethod

@@ -1,4 +1,4 @@
-"""/memory import and /memory publish: the work behind the commands (README "Import").
+"""/memory export, import and publish: the work behind the commands (README "Import").
 
 An export has no vectors, so every text is embedded again with this bot's embedding; the whole file
 is checked before anything is written (:mod:`agent.memory.transfer`), the attachment's size before it
@@ -8,6 +8,10 @@ is downloaded, and writing is all or nothing (:meth:`ChromaMemory.import_memorie
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import gzip
+import io
+import json
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -24,6 +28,36 @@ if TYPE_CHECKING:
 log = structlog.get_logger().bind(logger="bot.memory_import")
 
 DOWNLOAD_TIMEOUT = 60.0
+
+
+async def export_file(memory: Any, namespace: str, upload_limit: int) -> tuple[str, discord.File | None]:
+    """The server's memories as JSON lines, gzip-compressed if over the upload limit, and the reply
+    (without a file: why there is none)."""
+    buf = io.BytesIO()
+    rows = 0
+    async for row in memory.export(namespace):
+        buf.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        rows += 1
+    if rows == 0:
+        return "🧠 This server has no memories to export.", None
+    data = buf.getvalue()
+    name = f"memory-{namespace}-{dt.datetime.now(tz=dt.UTC):%Y%m%d}.jsonl"
+    limit = max(1024, upload_limit - 64 * 1024)  # room for the multipart envelope
+    note = ""
+    if len(data) > limit:  # JSONL of text compresses well; try before giving up
+        data = await asyncio.to_thread(gzip.compress, data, 6)
+        name += ".gz"
+        note = " (gzip-compressed: it was over this server's upload limit)"
+    if len(data) > limit:
+        return (
+            f"🧠 The export ({rows} items) is {human_bytes(len(data))} even compressed, over this server's "
+            f"upload limit of {human_bytes(upload_limit)}. Forget or clear old memories, "
+            "or ask an operator to export from the data directory."
+        ), None
+    text = (
+        f"🧠 {rows} item{'s' if rows != 1 else ''} of this server's memory, one JSON object per line{note}."
+    )
+    return text, discord.File(io.BytesIO(data), filename=name)
 
 
 async def import_attachment(

@@ -118,7 +118,6 @@ def describe(rec: MemoryRecord, *, relevance: float | None = None) -> list[str]:
 
 
 def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecord]]:
-    """Rows by whole memory (parent id), in the order first seen."""
     groups: dict[str, list[MemoryRecord]] = {}
     for r in records:
         groups.setdefault(r.parent or r.id, []).append(r)

@@ -13,7 +13,7 @@ Decisions (README "Server settings"):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -21,15 +21,14 @@ from discord.ext import commands
 
 from agent.models.tiers import TIERS
 from bot.cogs.config_support import (
-    CHANNEL_ACTIONS,
     LIMIT_CHOICES,
     RESEARCH_CHOICES,
     RESET_CONFIRM_SECONDS,
     Choices,
     admins_only,
     apply_changes,
+    check_mcp_name,
     mcp_listing,
-    mcp_refusal,
     model_choices,
     refusal,
     reset_cancelled,
@@ -90,11 +89,6 @@ class ConfigCog(commands.Cog):
     def store(self) -> GuildSettingsStore:
         return self.bot.services.guild_settings
 
-    def routable_tiers(self) -> set[str]:
-        """Tiers the router can pick: the schema's if it names them, else the router's own."""
-        known = self.store.schema.known_tiers
-        return set(known) if known is not None else set(TIERS)
-
     async def _set(self, interaction: discord.Interaction, *changes: tuple[str, Any]) -> None:
         quotas, user_id = self.bot.services.quotas, interaction.user.id
         await reply(
@@ -133,10 +127,9 @@ class ConfigCog(commands.Cog):
     )
     async def tier(self, interaction: discord.Interaction, tier: str, models: str) -> None:
         name = tier.strip().lower()
-        routable = self.routable_tiers()
-        if name not in routable:
+        if name not in TIERS:
             raise Refusal(
-                f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(routable))}. "
+                f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(TIERS))}. "
                 "(The router picks among these; a tier of another name would never be used.)"
             )
         await self._set(interaction, (f"tier.{name}", models))
@@ -151,7 +144,7 @@ class ConfigCog(commands.Cog):
     @admins_only
     async def _tier_names(self, interaction: discord.Interaction, current: str) -> Choices:
         gs = await self.store.get(interaction.guild_id)
-        known = {*gs.tiers, *self.routable_tiers()}
+        known = {*gs.tiers, *TIERS}
         return [
             app_commands.Choice(
                 name=clip(f"{t}: {', '.join(gs.tiers.get(t, [])) or 'no models'}", 100), value=t
@@ -162,7 +155,6 @@ class ConfigCog(commands.Cog):
     @tier.autocomplete("models")
     @admins_only
     async def _model_names(self, interaction: discord.Interaction, current: str) -> Choices:
-        """Completes the last name of a comma-separated list, keeping the names before it."""
         return model_choices(self.store.schema.known_models, current)
 
     # --- limits and tools -------------------------------------------------------------------------
@@ -218,20 +210,19 @@ class ConfigCog(commands.Cog):
         name="channels", description="Where /research and mentions are answered (none = everywhere)."
     )
     @app_commands.describe(action="add or remove a channel, or clear the list", channel="The channel")
-    @app_commands.choices(action=CHANNEL_ACTIONS)
     async def channels(
         self,
         interaction: discord.Interaction,
-        action: app_commands.Choice[str],
+        action: Literal["add", "remove", "clear"],
         channel: discord.TextChannel | None = None,
     ) -> None:
         current = list((await self.store.get(_gid(interaction))).channels)
-        if action.value == "clear":
+        if action == "clear":
             await self._set(interaction, ("channels", []))
             return
         if channel is None:
-            raise Refusal(f"⚠️ Pick the channel to {action.value} (the `channel` option).")
-        if action.value == "add":
+            raise Refusal(f"⚠️ Pick the channel to {action} (the `channel` option).")
+        if action == "add":
             new = [*current, channel.id] if channel.id not in current else current
         else:
             if channel.id not in current:
@@ -346,13 +337,11 @@ class ConfigCog(commands.Cog):
     ) -> None:
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
-        guild_id = _gid(interaction)
+        servers = (await self.store.get(_gid(interaction))).mcp
         if name is None or url is None:
-            await reply(interaction, mcp_listing((await self.store.get(guild_id)).mcp))
+            await reply(interaction, mcp_listing(servers))
             return
-        problem = mcp_refusal(name, (await self.store.get(guild_id)).mcp, self.bot.services.mcp)
-        if problem:
-            raise Refusal(problem)
+        check_mcp_name(name, servers, self.bot.services.mcp)
         await self._set(interaction, (f"mcp.{name}", url))
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")

@@ -7,9 +7,7 @@ but not days later; a click checks the caller's permission again (a button is no
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -17,7 +15,7 @@ from discord import app_commands
 
 from agent.logs import redact
 from agent.models.tiers import TIERS
-from bot.formatting import clip, describe_key, effective_value, join_items, one_line, reply
+from bot.formatting import Refusal, clip, describe_key, effective_value, join_items, one_line
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import (
     GuildSettings,
@@ -48,7 +46,6 @@ GROUP_LABELS = {
 LIMIT_CHOICES = [
     app_commands.Choice(name=f"{LIMIT_LABELS[n]} ({n})", value=n) for n in (*USER_LIMITS, GUILD_BUDGET)
 ]
-CHANNEL_ACTIONS = [app_commands.Choice(name=a, value=a) for a in ("add", "remove", "clear")]
 RESEARCH_CHOICES = {  # weaker tiers nearest first, then off
     tier: [
         *(
@@ -75,16 +72,9 @@ def refusal(interaction: discord.Interaction) -> str | None:
 
 
 Choices = list[app_commands.Choice[str]]
-
-
-def admins_only(complete: Callable[[Any, discord.Interaction, str], Awaitable[Choices]]) -> Any:
-    """Autocomplete runs no command checks: it offers nothing to a caller :func:`refusal` turns away."""
-
-    @functools.wraps(complete)
-    async def guarded(cog: Any, interaction: discord.Interaction, current: str) -> Choices:
-        return [] if refusal(interaction) is not None else await complete(cog, interaction, current)
-
-    return guarded
+admins_only = app_commands.check(lambda interaction: refusal(interaction) is None)
+"""For autocomplete, which runs none of the command's checks, only its own: nothing for a caller
+:func:`refusal` turns away (discord.py answers with no choices)."""
 
 
 def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
@@ -122,8 +112,7 @@ def reset_view(key: str | None, expires: int) -> discord.ui.View:
 async def reset_clicked(interaction: discord.Interaction, expires: str, key: str) -> None:
     why = refusal(interaction)
     if why is not None:
-        await reply(interaction, why)
-        return
+        raise Refusal(why)  # answered privately by on_app_command_error, like a command's refusal
     guild_id = interaction.guild_id
     assert guild_id is not None
     if time.time() > int(expires):
@@ -181,7 +170,7 @@ async def apply_changes(
     return "\n".join(lines)
 
 
-def model_choices(known_models: list[str], current: str) -> list[app_commands.Choice[str]]:
+def model_choices(known_models: list[str], current: str) -> Choices:
     """Completes the last name of a comma-separated list, keeping the names before it."""
     head, _, last = current.rpartition(",")
     chosen = [m.strip() for m in head.split(",") if m.strip()]
@@ -212,7 +201,7 @@ async def reset_prompt(
     )
 
 
-def reset_choices(gs: GuildSettings, current: str) -> list[app_commands.Choice[str]]:
+def reset_choices(gs: GuildSettings, current: str) -> Choices:
     groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
     options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
     options.update({k: one_line(plain_key(k), 80) for k in gs.overrides})
@@ -229,14 +218,13 @@ def mcp_listing(servers: dict[str, str]) -> str:
     return "MCP servers:\n" + ("\n".join(lines) or "none (add one with name and url)")
 
 
-def mcp_refusal(name: str, current: dict[str, str], operator: Any) -> str | None:
-    """Why a server may not add this MCP server: the name is the bot's own, or it has the most allowed."""
+def check_mcp_name(name: str, current: dict[str, str], operator: Any) -> None:
+    """Refuses a name that is one of the bot's own MCP servers, or a new one past the most allowed."""
     key = name.strip().lower()
     if operator is not None and key in operator.names:
-        return f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another."
+        raise Refusal(f"⚠️ `{key}` is the name of one of the bot's own MCP servers; pick another.")
     if key not in current and len(current) >= MCP_MAX_SERVERS:
-        return (
+        raise Refusal(
             f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
             "`/config reset mcp.<name>` first."
         )
-    return None

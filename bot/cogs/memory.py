@@ -1,13 +1,14 @@
-"""/memory: search, forget, list, stats and clear a server's long-term memory (README "Memory commands").
+"""/memory: search, forget, list, stats, clear, export, import and publish a server's long-term memory
+(README "Memory commands").
 
 Decisions:
 
 * **Namespace.** Always ``interaction.guild_id``; no option names a server, so nobody reaches another
   server's memory from here.
 * **Who may do what.** Reading is everyone's (search already shows every row). Forgetting needs the
-  memory's author or Manage Server (memories without an author need Manage Server); clearing needs
-  Manage Server. Both are checked here and again on the button, not only by Discord's command
-  permissions, which a server can override.
+  memory's author or Manage Server (memories without an author need Manage Server); clearing and
+  importing need Manage Server. Both are checked here and again on the button, not only by Discord's
+  command permissions, which a server can override.
 * **Stateless confirmations.** A button's custom id carries the action, when it was offered and the
   memory ids; the click re-reads and re-checks everything, so it works across a restart and expires
   after ``confirm_ttl`` (10 minutes).
@@ -16,19 +17,20 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import discord
 import structlog
 from discord import app_commands
 from discord.ext import commands
 
-from agent.memory.types import KINDS, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
-from bot.cogs.memory_share import MemoryCommands, failing
+from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal
+from bot.formatting import Refusal, defer_command, reply
+from bot.memory_import import export_file, import_attachment, publish_note
 from bot.memory_text import (
     ORIGIN_LABELS,
     day,
@@ -43,10 +45,12 @@ from bot.memory_text import (
     parse_memory_id,
     unavailable_text,
 )
+from bot.run_policy import is_private
 from bot.views import Button, buttons_view
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
+    from bot.services import Services
 
 log = structlog.get_logger().bind(logger="bot.cogs.memory")
 
@@ -58,17 +62,24 @@ FORGET_MIN_RELEVANCE = 0.4
 """Forget by query only offers memories at least this close (cosine), like ``forget_by_query``."""
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
-KIND_CHOICES = [app_commands.Choice(name=k, value=k) for k in KINDS]
 ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
 CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
 
 
+@contextlib.contextmanager
+def failing(interaction: discord.Interaction, what: str) -> Iterator[None]:
+    """A store failure ends the command saying what could not be done and why, secrets masked."""
+    try:
+        yield
+    except MemoryStoreError as e:
+        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
+        raise Refusal(f"⚠️ Could not {what}: {mask_secrets(str(e))}") from e
+
+
 @app_commands.guild_only()
-class MemoryCog(
-    MemoryCommands, commands.GroupCog, group_name="memory", group_description="This server's long-term memory"
-):
+class MemoryCog(commands.GroupCog, group_name="memory", group_description="This server's long-term memory"):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self.confirm_ttl = CONFIRM_TTL
@@ -78,14 +89,78 @@ class MemoryCog(
     async def cog_load(self) -> None:
         self.bot.buttons["mem"] = self.on_button
 
+    @property
+    def sv(self) -> Services:
+        return self.bot.services
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Every /memory command: deferred (ephemeral) before any store work, refused with the reason
+        (shown by ``on_app_command_error``) while memory is off or failed to start."""
+        await defer_command(interaction)
+        if interaction.guild_id is None:  # guild_only makes this unreachable; never fall back to anything
+            raise app_commands.CheckFailure("Memory belongs to a server: use this command in one.")
+        if self.sv.memory is None:
+            raise app_commands.CheckFailure(unavailable_text(self.sv))
+        return True
+
+    def _target(self, interaction: discord.Interaction) -> tuple[Any, str]:
+        """The memory and this server's namespace (``interaction_check`` made sure both exist)."""
+        return self.sv.memory, str(interaction.guild_id)
+
+    @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
+    async def export(self, interaction: discord.Interaction) -> None:
+        memory, ns = self._target(interaction)
+        with failing(interaction, "export memory"):
+            text, file = await export_file(memory, ns, interaction.filesize_limit)
+        if file is None:
+            raise Refusal(text)
+        await reply(interaction, text, file=file)
+
+    @app_commands.command(
+        name="import", description="Bring in memories from a /memory export file (Manage Server)."
+    )
+    @app_commands.describe(file="A .jsonl or .jsonl.gz file made by /memory export, from any server")
+    async def import_(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        memory, ns = self._target(interaction)
+        if not is_manager(interaction):
+            raise Refusal("🔒 Only members with **Manage Server** can import memories.")
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        with failing(interaction, "import memories (nothing was kept)"):  # the store removed what it added
+            text = await import_attachment(memory, ns, file, self.sv.bot_settings, self.sv.retention_for(gs))
+        await reply(interaction, text)
+
+    @app_commands.command(
+        name="publish", description="Share a note the agent kept in this private thread with the server."
+    )
+    @app_commands.describe(id="The private note's id (leave empty to list this thread's private notes)")
+    async def publish(
+        self, interaction: discord.Interaction, id: app_commands.Range[str, 1, 100] | None = None
+    ) -> None:
+        memory, ns = self._target(interaction)
+        channel = interaction.channel
+        session = (
+            await self.sv.sessions.by_thread(channel.id)
+            if channel is not None and is_private(channel)
+            else None
+        )
+        if session is None:
+            raise Refusal(
+                "🔒 Run `/memory publish` inside the private research thread whose note you want to share."
+            )
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        with failing(interaction, "publish the note"):
+            text = await publish_note(
+                memory, ns, session.id, id, interaction.user.id, self.sv.retention_for(gs)
+            )
+        await reply(interaction, text)
+
     @app_commands.command(name="search", description="Search this server's memory by meaning.")
     @app_commands.describe(query="What to look for", kind="Only this kind of memory", count="How many (1-10)")
-    @app_commands.choices(kind=KIND_CHOICES)
     async def search(
         self,
         interaction: discord.Interaction,
         query: app_commands.Range[str, 1, 300],
-        kind: app_commands.Choice[str] | None = None,
+        kind: Kind | None = None,
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
         memory, ns = self._target(interaction)
@@ -95,7 +170,7 @@ class MemoryCog(
                 query,
                 min(100, count * 3),  # chunks of one memory collapse into one line
                 min_relevance=SEARCH_MIN_RELEVANCE,
-                kinds=[kind.value] if kind else None,
+                kinds=[kind] if kind else None,
             )
         best: dict[str, MemoryHit] = {}
         for h in hits:
@@ -108,7 +183,7 @@ class MemoryCog(
         for h in shown:
             lines += describe(h, relevance=h.relevance)
         tail = "\n-# Forget one with `/memory forget id:<id>`."
-        await self._say(interaction, fit(lines, tail=tail))
+        await reply(interaction, fit(lines, tail=tail))
 
     @app_commands.command(name="forget", description="Forget memories, by id or by what they say.")
     @app_commands.describe(
@@ -165,7 +240,7 @@ class MemoryCog(
             )
         if not allowed:
             raise Refusal(fit(lines))
-        await self._say(interaction, fit(lines), view=confirm_view("f", allowed))
+        await reply(interaction, fit(lines), view=confirm_view("f", allowed))
 
     @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
     @app_commands.describe(origin="Only memories that came this way", count="How many (1-10)")
@@ -191,7 +266,7 @@ class MemoryCog(
         lines = [f"🧠 Newest memories{what} ({len(rows)} in all):"]
         for rec in rows[:count]:
             lines += describe(rec)
-        await self._say(interaction, fit(lines, tail="\n-# Forget one with `/memory forget id:<id>`."))
+        await reply(interaction, fit(lines, tail="\n-# Forget one with `/memory forget id:<id>`."))
 
     @app_commands.command(name="stats", description="How much this server remembers, and how it is kept.")
     async def stats(self, interaction: discord.Interaction) -> None:
@@ -214,7 +289,7 @@ class MemoryCog(
             f"Retention: {limit}, {age}, oldest first · finished research is "
             f"{'stored' if gs.memory_auto_store else 'not stored'} automatically",
         ]
-        await self._say(interaction, fit(lines))
+        await reply(interaction, fit(lines))
 
     @app_commands.command(name="clear", description="Delete every memory of this server (Manage Server).")
     async def clear(self, interaction: discord.Interaction) -> None:
@@ -225,7 +300,7 @@ class MemoryCog(
             st = await memory.stats(ns)
         if st.items == 0:
             raise Refusal("🧠 This server's memory is already empty.")
-        await self._say(
+        await reply(
             interaction,
             f"🧠 Delete **all {st.memories} memories** of this server ({st.items} items, oldest from "
             f"{day(st.oldest)})? This cannot be undone; `/memory export` first keeps a copy.",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
@@ -21,8 +21,6 @@ from bot.mentions import mentions_bot, strip_bot_mentions
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
-
-TIERS = [app_commands.Choice(name=t, value=t) for t in ("simple", "medium", "complex")]
 
 
 def thread_name(task: str) -> str:
@@ -45,49 +43,35 @@ class ResearchCog(commands.Cog):
         private="Open a private thread (only you, and those you add)",
         file="A file for the agent: text, CSV, JSON, code, PDF or an image",
     )
-    @app_commands.choices(tier=TIERS)
     @app_commands.guild_only()
     async def research(
         self,
         interaction: discord.Interaction,
         task: app_commands.Range[str, 1, 4000],
-        tier: app_commands.Choice[str] | None = None,
+        tier: Literal["simple", "medium", "complex"] | None = None,
         private: bool = False,
         file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        bot = self.bot
         channel = interaction.channel
-        member = interaction.user
-        guild_id = interaction.guild_id
-        gs = await bot.services.guild_settings.get(guild_id) if guild_id else None
+        gs = await self.bot.services.guild_settings.get(interaction.guild_id)
         parent_id = getattr(channel, "parent_id", None)
-        if gs is not None and channel is not None and not gs.channel_allowed(channel.id, parent_id):
+        if channel is not None and not gs.channel_allowed(channel.id, parent_id):
             allowed = ", ".join(f"<#{c}>" for c in gs.channels)
             raise Refusal(f"/research is not enabled in this channel. Try: {allowed}")
         if isinstance(channel, discord.Thread):
             raise Refusal("Use /research in a text channel: it opens its own thread.")
         if not isinstance(channel, discord.TextChannel):
             raise Refusal("/research works in text channels.")
-        lacking = missing_permissions(interaction.app_permissions, private=private)
-        if lacking:
-            raise Refusal(refusal(lacking, channel))
-        decision = await bot.control.may_start(guild_id, member, task)
-        if not decision.allowed:
-            raise Refusal(f"⛔ {decision.message}")
-        try:
-            thread = await self._open_thread(channel, task, private)
-        except discord.HTTPException as e:
-            raise Refusal(thread_refusal(e, channel, private=private)) from e
-        started = await bot.control.start_session(
-            thread, member, task, tier.value if tier else None, incoming([file] if file else [])
-        )
-        if started is None:
+        member = interaction.user
+        thread = await self._open_thread(channel, member, task, interaction.app_permissions, private=private)
+        files = incoming([file] if file else [])
+        if await self.bot.control.start_session(thread, member, task, tier, files) is None:
             raise Refusal(
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
                 f"**Send Messages in Threads** in {channel.mention}."
             )
-        slots = bot.runner.slots
+        slots = self.bot.runner.slots
         if slots.full():
             await reply(
                 interaction,
@@ -97,28 +81,51 @@ class ResearchCog(commands.Cog):
             return
         await reply(interaction, f"Started in {thread.mention}.")
 
-    async def _open_thread(self, channel: discord.TextChannel, task: str, private: bool) -> discord.Thread:
-        """A thread of the kind asked for, or ``discord.HTTPException``: a private request never falls
-        back to a public thread (its research would be readable, and stored, server-wide)."""
-        kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
+    async def _open_thread(
+        self,
+        channel: discord.TextChannel,
+        member: discord.Member | discord.User,
+        task: str,
+        perms: discord.Permissions,
+        *,
+        private: bool,
+        message: discord.Message | None = None,
+    ) -> discord.Thread:
+        """What /research and a mention share: the bot's permissions, the member's quota, then a thread of
+        the kind asked for (on ``message`` for a mention); else :class:`Refusal` with what they read. A
+        private request never falls back to a public thread (its research would be readable, and stored,
+        server-wide)."""
+        lacking = missing_permissions(perms, private=private)
+        if lacking:
+            names = ", ".join(f"**{p}**" for p in lacking)
+            raise Refusal(
+                f"I can't start research in {channel.mention}: I am missing {names} there. "
+                "A server admin can grant it to my role (or in this channel's permissions)."
+            )
+        decision = await self.bot.control.may_start(channel.guild.id, member, task)
+        if not decision.allowed:
+            raise Refusal(f"⛔ {decision.message}")
+        archive = self.bot.bot_settings.thread_archive_minutes
         await self.bot.runner.rest_budget.acquire()
-        return await channel.create_thread(
-            name=thread_name(task),
-            type=kind,
-            auto_archive_duration=self.bot.bot_settings.thread_archive_minutes,
-            reason="agentbot /research",
-        )
+        try:
+            if message is not None:
+                return await message.create_thread(name=thread_name(task), auto_archive_duration=archive)
+            return await channel.create_thread(
+                name=thread_name(task),
+                type=discord.ChannelType.private_thread if private else discord.ChannelType.public_thread,
+                auto_archive_duration=archive,
+                reason="agentbot /research",
+            )
+        except discord.HTTPException as e:
+            raise Refusal(thread_refusal(e, channel, private=private)) from e
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         """A mention of the bot (or its managed role) in an ordinary channel starts a session in a thread
         on that message."""
         bot = self.bot
-        if (
-            message.author.bot
-            or message.guild is None
-            or not isinstance(message.channel, discord.TextChannel)
-        ):
+        channel = message.channel
+        if message.author.bot or message.guild is None or not isinstance(channel, discord.TextChannel):
             return  # a thread is no TextChannel: its messages are follow-ups (bot.cogs.threads)
         if not mentions_bot(bot, message):
             return
@@ -128,31 +135,22 @@ class ResearchCog(commands.Cog):
                 "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
             )
             return
-        gs = await bot.services.guild_settings.get(message.guild.id)
-        if not gs.channel_allowed(message.channel.id):
+        if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
             return
-        lacking = missing_permissions(message.channel.permissions_for(message.guild.me), private=False)
-        if lacking:
-            with contextlib.suppress(discord.HTTPException):
-                await message.reply(refusal(lacking, message.channel), allowed_mentions=NO_MENTIONS)
-            return
-        member = message.author
-        decision = await bot.control.may_start(message.guild.id, member, task)
-        if not decision.allowed:
-            await message.reply(f"⛔ {decision.message}", allowed_mentions=NO_MENTIONS)
-            return
-        await bot.runner.rest_budget.acquire()
+        perms = channel.permissions_for(message.guild.me)
         try:
-            thread = await message.create_thread(
-                name=thread_name(task), auto_archive_duration=bot.bot_settings.thread_archive_minutes
+            thread = await self._open_thread(
+                channel, message.author, task, perms, private=False, message=message
             )
-        except discord.HTTPException as e:
-            await message.reply(
-                thread_refusal(e, message.channel, private=False), allowed_mentions=NO_MENTIONS
-            )
+        except Refusal as e:
+            with contextlib.suppress(discord.HTTPException):  # it may be the reply Discord refuses
+                await message.reply(str(e), allowed_mentions=NO_MENTIONS)
             return
         files = incoming(message.attachments)
-        if await bot.control.start_session(thread, member, task, None, files, message_id=message.id) is None:
+        if (
+            await bot.control.start_session(thread, message.author, task, None, files, message_id=message.id)
+            is None
+        ):
             await message.reply(
                 "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
                 "in Threads** here.",
@@ -172,14 +170,6 @@ def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[st
     if perms.administrator:
         return []
     return [label for label in need if not getattr(perms, label.lower().replace(" ", "_"))]
-
-
-def refusal(lacking: list[str], channel: discord.abc.GuildChannel) -> str:
-    names = ", ".join(f"**{p}**" for p in lacking)
-    return (
-        f"I can't start research in {channel.mention}: I am missing {names} there. "
-        "A server admin can grant it to my role (or in this channel's permissions)."
-    )
 
 
 def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, *, private: bool) -> str:

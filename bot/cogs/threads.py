@@ -23,6 +23,7 @@ from agent.tools.safe_names import safe_name
 from bot.attach import incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
+from bot.formatting import Refusal
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.runner import TurnRequest
 from bot.thread_header import HeaderState, show_state
@@ -175,8 +176,7 @@ class ThreadsCog(commands.Cog):
             else None
         )
         if session is None:
-            await interaction.response.send_message("Use /stop inside an agent thread.", ephemeral=True)
-            return
+            raise Refusal("Use /stop inside an agent thread.")
         await self.bot.control.stop(interaction, session.id)
 
 

@@ -16,10 +16,8 @@ from discord.ext import commands
 from bot.control import roles_of
 from bot.formatting import (
     ACCENT,
-    FIELD_VALUE_MAX,
     MONEY_LIMITS,
     WARNING,
-    Field,
     Refusal,
     code,
     defer_command,
@@ -28,7 +26,6 @@ from bot.formatting import (
     format_amount,
     format_limit,
     format_usd,
-    join_lines,
     reply,
 )
 from bot.limits import ALL_SERVERS_REQUESTS, GUILD_BUDGET, USER_LIMITS
@@ -117,11 +114,8 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
         f"Server usage · {guild_name}",
         head,
         [
-            Field("Top users", join_lines(users, FIELD_VALUE_MAX) if users else "No usage yet this month."),
-            Field(
-                "By provider and model",
-                join_lines(models, FIELD_VALUE_MAX) if models else "No model calls yet this month.",
-            ),
+            ("Top users", users or "No usage yet this month."),
+            ("By provider and model", models or "No model calls yet this month."),
         ],
         footer=footer,
     )
