@@ -108,18 +108,14 @@ class ToolEnv(EnvSettings):
     python_max_output_chars: int = Field(10_000, ge=500, le=200_000)
     python_tmpfs_mb: int = Field(64, ge=1, le=4096)
     python_network: bool = False
-    """Removed (issue 14.7): sandboxed code never has network; 1 is refused at start-up."""
     python_sandbox_uid: int = Field(65534, ge=1, le=2**32 - 2)
     python_sandbox_gid: int = Field(65534, ge=1, le=2**32 - 2)
     python_executable: str = ""
-    """Empty = the interpreter running agentbot (``sys.executable``)."""
     python_hide_paths: str = ""
-    """Comma-separated extra paths the sandbox hides, besides /root, /home, .env and DATA_DIR."""
     tool_rate_limits: str = "web_search=10/60,fetch_url=30/60,run_python=10/60"
     tool_rate_server_multiplier: float = Field(5.0, ge=1, le=1000)
     # --- MCP servers (issue 17.1): tools from the operator's servers beside the built-in ones ---
     mcp_servers_file: str | None = None
-    """A TOML file of ``[servers.<name>]`` tables (stdio ``command`` or streamable-HTTP ``url``)."""
 
     @field_validator("mcp_servers_file")
     @classmethod
@@ -206,15 +202,11 @@ class AgentSettings(ToolEnv, MemoryEnv):
     router_step_limits: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=lambda: {"simple": 3, "medium": 6}
     )
-    """Parsed from ``simple=3,medium=6`` once, here."""
     router_research_tiers: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=lambda: {"complex": "medium"}
     )
-    """Parsed from ``complex=medium`` (``off`` = none) once, here."""
     # --- routing hand-down (issue 19.5): 0 = off ---
     router_hand_down_calls: int = Field(0, ge=0, le=50)
-    """A run the embedding classifier sent up to the complex tier without being sure, whose researcher
-    is done within this many model calls, is answered by the researcher (README, routing)."""
     reader_model: str = "auto"
     reader_min_chars: int = Field(4000, ge=500, le=1_000_000)
     reader_max_words: int = Field(350, ge=50, le=4000)
