@@ -30,7 +30,10 @@ class EnvSettings(BaseSettings):
     """Base of every settings model: no ``.env`` unless asked for, and an empty value means the default
     (``KEY=`` in ``.env.example`` reads as "unset"), except for the fields listed in ``EMPTY``."""
 
-    model_config = SettingsConfigDict(env_file=None, env_file_encoding="utf-8", extra="ignore")
+    # A field reads the environment variable of its name in capitals (``agent_model`` <- AGENT_MODEL).
+    model_config = SettingsConfigDict(
+        env_file=None, env_file_encoding="utf-8", extra="ignore", alias_generator=str.upper
+    )
     EMPTY: ClassVar[dict[str, object]] = {}
     """field -> the value an empty string stands for, where it is not the default."""
 
@@ -74,55 +77,45 @@ def _literal_choices(annotation: Any) -> tuple[Any, ...]:
 class ToolEnv(EnvSettings):
     """The research tools' settings (web search, fetch, files, the Python sandbox, tool rate limits)."""
 
-    search_backend: Literal["searxng", "brave", "tavily", "duckduckgo"] | None = Field(
-        None, alias="SEARCH_BACKEND"
-    )
-    searxng_url: str | None = Field(None, alias="SEARXNG_URL")
-    brave_api_key: SecretStr | None = Field(None, alias="BRAVE_API_KEY")
-    tavily_api_key: SecretStr | None = Field(None, alias="TAVILY_API_KEY")
-    brave_search_url: str = Field("https://api.search.brave.com/res/v1/web/search", alias="BRAVE_SEARCH_URL")
-    tavily_search_url: str = Field("https://api.tavily.com/search", alias="TAVILY_SEARCH_URL")
-    duckduckgo_url: str = Field("https://html.duckduckgo.com/html/", alias="DUCKDUCKGO_URL")
-    search_max_results: int = Field(8, alias="SEARCH_MAX_RESULTS", ge=1, le=20)
-    search_timeout: float = Field(10.0, alias="SEARCH_TIMEOUT", ge=1, le=120)
-    fetch_timeout: float = Field(20.0, alias="FETCH_TIMEOUT", ge=1, le=300)
-    fetch_max_bytes: int = Field(2_000_000, alias="FETCH_MAX_BYTES", ge=1_000, le=100_000_000)
-    fetch_max_chars: int = Field(12_000, alias="FETCH_MAX_CHARS", ge=500, le=200_000)
-    fetch_reader_chars: int = Field(60_000, alias="FETCH_READER_CHARS", ge=1_000, le=500_000)
-    fetch_max_redirects: int = Field(5, alias="FETCH_MAX_REDIRECTS", ge=0, le=10)
-    fetch_allow_loopback: bool = Field(False, alias="FETCH_ALLOW_LOOPBACK")
+    search_backend: Literal["searxng", "brave", "tavily", "duckduckgo"] | None = None
+    searxng_url: str | None = None
+    brave_api_key: SecretStr | None = None
+    tavily_api_key: SecretStr | None = None
+    brave_search_url: str = "https://api.search.brave.com/res/v1/web/search"
+    tavily_search_url: str = "https://api.tavily.com/search"
+    duckduckgo_url: str = "https://html.duckduckgo.com/html/"
+    search_max_results: int = Field(8, ge=1, le=20)
+    search_timeout: float = Field(10.0, ge=1, le=120)
+    fetch_timeout: float = Field(20.0, ge=1, le=300)
+    fetch_max_bytes: int = Field(2_000_000, ge=1_000, le=100_000_000)
+    fetch_max_chars: int = Field(12_000, ge=500, le=200_000)
+    fetch_reader_chars: int = Field(60_000, ge=1_000, le=500_000)
+    fetch_max_redirects: int = Field(5, ge=0, le=10)
+    fetch_allow_loopback: bool = False
     # Extraction runs in killable worker processes (issue 14.6).
-    fetch_extract_timeout: float = Field(10.0, alias="FETCH_EXTRACT_TIMEOUT", ge=1, le=120)
-    fetch_extract_workers: int = Field(2, alias="FETCH_EXTRACT_WORKERS", ge=1, le=16)
-    fetch_user_agent: str = Field(
-        "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)", alias="FETCH_USER_AGENT"
-    )
-    files_quota_bytes: int = Field(10 * 1024 * 1024, alias="FILES_QUOTA_BYTES", ge=1024, le=10 * 1024**3)
-    files_quota_files: int = Field(1000, alias="FILES_QUOTA_FILES", ge=10, le=1_000_000)  # entries (14.4)
-    files_read_max_chars: int = Field(20_000, alias="FILES_READ_MAX_CHARS", ge=500, le=500_000)
-    python_sandbox: Literal["auto", "namespaces", "rlimits", "off"] = Field("auto", alias="PYTHON_SANDBOX")
-    python_timeout: float = Field(30.0, alias="PYTHON_TIMEOUT", ge=1, le=600)
-    python_cpu_seconds: int = Field(20, alias="PYTHON_CPU_SECONDS", ge=1, le=600)
-    python_memory_mb: int = Field(512, alias="PYTHON_MEMORY_MB", ge=64, le=65_536)
-    python_file_size_mb: int = Field(10, alias="PYTHON_FILE_SIZE_MB", ge=1, le=10_000)
-    python_max_processes: int = Field(32, alias="PYTHON_MAX_PROCESSES", ge=4, le=4096)
-    python_max_output_chars: int = Field(10_000, alias="PYTHON_MAX_OUTPUT_CHARS", ge=500, le=200_000)
-    python_tmpfs_mb: int = Field(64, alias="PYTHON_TMPFS_MB", ge=1, le=4096)
-    python_network: bool = Field(False, alias="PYTHON_NETWORK")
-    """Removed (issue 14.7): sandboxed code never has network; 1 is refused at start-up."""
-    python_sandbox_uid: int = Field(65534, alias="PYTHON_SANDBOX_UID", ge=1, le=2**32 - 2)
-    python_sandbox_gid: int = Field(65534, alias="PYTHON_SANDBOX_GID", ge=1, le=2**32 - 2)
-    python_executable: str = Field("", alias="PYTHON_EXECUTABLE")
-    """Empty = the interpreter running agentbot (``sys.executable``)."""
-    python_hide_paths: str = Field("", alias="PYTHON_HIDE_PATHS")
-    """Comma-separated extra paths the sandbox hides, besides /root, /home, .env and DATA_DIR."""
-    tool_rate_limits: str = Field(
-        "web_search=10/60,fetch_url=30/60,run_python=10/60", alias="TOOL_RATE_LIMITS"
-    )
-    tool_rate_server_multiplier: float = Field(5.0, alias="TOOL_RATE_SERVER_MULTIPLIER", ge=1, le=1000)
+    fetch_extract_timeout: float = Field(10.0, ge=1, le=120)
+    fetch_extract_workers: int = Field(2, ge=1, le=16)
+    fetch_user_agent: str = "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)"
+    files_quota_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=10 * 1024**3)
+    files_quota_files: int = Field(1000, ge=10, le=1_000_000)  # entries (14.4)
+    files_read_max_chars: int = Field(20_000, ge=500, le=500_000)
+    python_sandbox: Literal["auto", "namespaces", "rlimits", "off"] = "auto"
+    python_timeout: float = Field(30.0, ge=1, le=600)
+    python_cpu_seconds: int = Field(20, ge=1, le=600)
+    python_memory_mb: int = Field(512, ge=64, le=65_536)
+    python_file_size_mb: int = Field(10, ge=1, le=10_000)
+    python_max_processes: int = Field(32, ge=4, le=4096)
+    python_max_output_chars: int = Field(10_000, ge=500, le=200_000)
+    python_tmpfs_mb: int = Field(64, ge=1, le=4096)
+    python_network: bool = False
+    python_sandbox_uid: int = Field(65534, ge=1, le=2**32 - 2)
+    python_sandbox_gid: int = Field(65534, ge=1, le=2**32 - 2)
+    python_executable: str = ""
+    python_hide_paths: str = ""
+    tool_rate_limits: str = "web_search=10/60,fetch_url=30/60,run_python=10/60"
+    tool_rate_server_multiplier: float = Field(5.0, ge=1, le=1000)
     # --- MCP servers (issue 17.1): tools from the operator's servers beside the built-in ones ---
-    mcp_servers_file: str | None = Field(None, alias="MCP_SERVERS_FILE")
-    """A TOML file of ``[servers.<name>]`` tables (stdio ``command`` or streamable-HTTP ``url``)."""
+    mcp_servers_file: str | None = None
 
     @field_validator("mcp_servers_file")
     @classmethod
@@ -162,14 +155,14 @@ class ToolEnv(EnvSettings):
 class MemoryEnv(EnvSettings):
     """Long-term memory: the embedding and, optionally, a Chroma server."""
 
-    memory_embedding: Literal["minilm", "multilingual", "openai"] = Field("minilm", alias="MEMORY_EMBEDDING")
-    memory_embedding_url: str | None = Field(None, alias="MEMORY_EMBEDDING_URL")
-    memory_embedding_model: str | None = Field(None, alias="MEMORY_EMBEDDING_MODEL")
-    memory_embedding_api_key: SecretStr | None = Field(None, alias="MEMORY_EMBEDDING_API_KEY")
-    chroma_host: str | None = Field(None, alias="CHROMA_HOST")
-    chroma_port: int = Field(8000, alias="CHROMA_PORT", ge=1, le=65535)
-    chroma_ssl: bool = Field(False, alias="CHROMA_SSL")
-    chroma_token: SecretStr | None = Field(None, alias="CHROMA_TOKEN")
+    memory_embedding: Literal["minilm", "multilingual", "openai"] = "minilm"
+    memory_embedding_url: str | None = None
+    memory_embedding_model: str | None = None
+    memory_embedding_api_key: SecretStr | None = None
+    chroma_host: str | None = None
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    chroma_ssl: bool = False
+    chroma_token: SecretStr | None = None
 
     def memory_where(self) -> str:
         """Where memory lives, naming the settings that put it there (for error messages)."""
@@ -182,47 +175,41 @@ class MemoryEnv(EnvSettings):
 class AgentSettings(ToolEnv, MemoryEnv):
     EMPTY: ClassVar[dict[str, object]] = {"router_step_limits": {}, "router_research_tiers": {}}
 
-    openai_base_url: str = Field("https://api.openai.com/v1", alias="OPENAI_BASE_URL")
-    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
-    agent_model: str = Field("gpt-4o-mini", alias="AGENT_MODEL")
-    agent_max_steps: int = Field(12, alias="AGENT_MAX_STEPS", ge=1, le=100)
-    agent_stream: bool = Field(True, alias="AGENT_STREAM")
-    agent_temperature: float | None = Field(None, alias="AGENT_TEMPERATURE", ge=0, le=2)
-    agent_max_tokens: int | None = Field(None, alias="AGENT_MAX_TOKENS", ge=1)
-    reasoning_effort: Effort | None = Field(None, alias="REASONING_EFFORT")
-    model_max_attempts: int = Field(5, alias="MODEL_MAX_ATTEMPTS", ge=1, le=20)
-    prices_file: str | None = Field(None, alias="PRICES_FILE")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
-    log_format: Literal["auto", "json", "console"] = Field("auto", alias="LOG_FORMAT")
-    data_dir: str = Field("./data", alias="DATA_DIR")
-    anthropic_api_key: SecretStr | None = Field(None, alias="ANTHROPIC_API_KEY")
-    anthropic_base_url: str = Field("https://api.anthropic.com", alias="ANTHROPIC_BASE_URL")
-    gemini_api_key: SecretStr | None = Field(None, alias="GEMINI_API_KEY")
-    gemini_base_url: str = Field("https://generativelanguage.googleapis.com/v1beta", alias="GEMINI_BASE_URL")
-    router_tiers_file: str | None = Field(None, alias="ROUTER_TIERS_FILE")
-    router_classifier: Literal["embedding", "heuristic", "judge", "off"] = Field(
-        "embedding", alias="ROUTER_CLASSIFIER"
-    )
-    router_judge_model: str | None = Field(None, alias="ROUTER_JUDGE_MODEL")
-    router_default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="ROUTER_DEFAULT_TIER")
-    router_max_tier: Literal["simple", "medium", "complex"] = Field("complex", alias="ROUTER_MAX_TIER")
-    router_cooldown: float = Field(60.0, alias="ROUTER_COOLDOWN", gt=0)
-    router_max_cooldown: float = Field(900.0, alias="ROUTER_MAX_COOLDOWN", gt=0)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    agent_model: str = "gpt-4o-mini"
+    agent_max_steps: int = Field(12, ge=1, le=100)
+    agent_stream: bool = True
+    agent_temperature: float | None = Field(None, ge=0, le=2)
+    agent_max_tokens: int | None = Field(None, ge=1)
+    reasoning_effort: Effort | None = None
+    model_max_attempts: int = Field(5, ge=1, le=20)
+    prices_file: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    data_dir: str = "./data"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com/v1beta"
+    router_tiers_file: str | None = None
+    router_classifier: Literal["embedding", "heuristic", "judge", "off"] = "embedding"
+    router_judge_model: str | None = None
+    router_default_tier: Literal["simple", "medium", "complex"] = "medium"
+    router_max_tier: Literal["simple", "medium", "complex"] = "complex"
+    router_cooldown: float = Field(60.0, gt=0)
+    router_max_cooldown: float = Field(900.0, gt=0)
     router_step_limits: Annotated[dict[str, int], NoDecode] = Field(
-        default_factory=lambda: {"simple": 3, "medium": 6}, alias="ROUTER_STEP_LIMITS"
+        default_factory=lambda: {"simple": 3, "medium": 6}
     )
-    """Parsed from ``simple=3,medium=6`` once, here."""
     router_research_tiers: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=lambda: {"complex": "medium"}, alias="ROUTER_RESEARCH_TIERS"
+        default_factory=lambda: {"complex": "medium"}
     )
-    """Parsed from ``complex=medium`` (``off`` = none) once, here."""
     # --- routing hand-down (issue 19.5): 0 = off ---
-    router_hand_down_calls: int = Field(0, alias="ROUTER_HAND_DOWN_CALLS", ge=0, le=50)
-    """A run the embedding classifier sent up to the complex tier without being sure, whose researcher
-    is done within this many model calls, is answered by the researcher (README, routing)."""
-    reader_model: str = Field("auto", alias="READER_MODEL")
-    reader_min_chars: int = Field(4000, alias="READER_MIN_CHARS", ge=500, le=1_000_000)
-    reader_max_words: int = Field(350, alias="READER_MAX_WORDS", ge=50, le=4000)
+    router_hand_down_calls: int = Field(0, ge=0, le=50)
+    reader_model: str = "auto"
+    reader_min_chars: int = Field(4000, ge=500, le=1_000_000)
+    reader_max_words: int = Field(350, ge=50, le=4000)
 
     @field_validator("reader_model", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ bot's streamer) Discord writes.
 All of it is tenacity: ``stop_after_attempt``, exponential backoff with jitter
 (``wait_exponential_jitter``), and never a shorter wait than the server asked for: an exception with a
 ``retry_after`` (seconds, from ``Retry-After`` / ``retry-after-ms``, see :func:`parse_retry_after`) waits
-at least that long, up to ``max_retry_after``. Three ways to drive it, one per kind of caller:
+at least that long, up to ``max_retry_after``. Four ways to drive it, one per kind of caller:
 
 * :meth:`RetryPolicy.stream` for async iterators (model streams): it yields a :class:`RetryWait` *before*
   each wait, so the consumer can show "retrying in 4 s" while it waits - tenacity's own iterator sleeps
@@ -36,7 +36,6 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
-from tenacity.wait import wait_base
 
 T = TypeVar("T")
 N = TypeVar("N")
@@ -56,21 +55,6 @@ class RetryWait:
 OnRetry = Callable[[RetryWait], Awaitable[None] | None]
 
 
-class _AtLeastRetryAfter(wait_base):
-    """The backoff, but never shorter than the failed call's ``retry_after`` (capped)."""
-
-    def __init__(self, base: wait_base, cap: float) -> None:
-        self.base, self.cap = base, cap
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        delay = self.base(retry_state)
-        outcome = retry_state.outcome
-        asked = getattr(outcome.exception(), "retry_after", None) if outcome and outcome.failed else None
-        if isinstance(asked, int | float) and asked > 0:
-            delay = max(delay, min(float(asked), self.cap))
-        return delay
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long to retry: ``initial`` seconds doubling up to ``maximum``, plus up to
@@ -81,9 +65,18 @@ class RetryPolicy:
     maximum: float = 30.0
     max_retry_after: float = 120.0
 
-    def _wait(self) -> _AtLeastRetryAfter:
+    def _wait(self) -> Callable[[RetryCallState], float]:
         base = wait_exponential_jitter(multiplier=self.initial, max=self.maximum, jitter=self.initial)
-        return _AtLeastRetryAfter(base, self.max_retry_after)
+
+        def wait(state: RetryCallState) -> float:
+            """The backoff, but never shorter than the failed call's ``retry_after`` (capped)."""
+            failed = state.outcome.exception() if state.outcome and state.outcome.failed else None
+            asked = getattr(failed, "retry_after", None)
+            if isinstance(asked, int | float) and asked > 0:
+                return max(base(state), min(float(asked), self.max_retry_after))
+            return float(base(state))
+
+        return wait
 
     def _kwargs(self, retryable: Retryable) -> dict[str, Any]:
         return {

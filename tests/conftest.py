@@ -26,8 +26,7 @@ def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     is the shipped one. tests/test_settings_isolation.py proves a hostile .env and environment change
     no outcome."""
     monkeypatch.setattr(agent.config, "ENV_FILE", None)
-    monkeypatch.setattr(agent.models.prices, "_prices_file", None)
-    monkeypatch.setattr(agent.models.prices, "_endpoint", None)
+    monkeypatch.setattr(agent.models.prices, "_default", agent.models.prices.PriceTable())
     for key in list(os.environ):
         if key.upper() in SETTINGS:
             monkeypatch.delenv(key)

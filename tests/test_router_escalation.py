@@ -186,7 +186,7 @@ async def test_a_tier_the_user_asked_for_is_not_left_for_taking_steps(
 
 def test_step_limits_setting_is_parsed_and_bad_values_name_the_key() -> None:
     from agent.config import ConfigError
-    from agent.models.factory import parse_step_limits
+    from agent.setting_parsers import parse_step_limits
 
     assert parse_step_limits("simple=2, MEDIUM=0") == {"simple": 2, "medium": 0}
     assert parse_step_limits("") == {}

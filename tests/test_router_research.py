@@ -12,8 +12,8 @@ from agent import ToolRegistry
 from agent.config import ConfigError
 from agent.events import ModelSwitched, RouteDecided, RouteDecision, TextDelta, ToolResultEvent
 from agent.loop import Agent
-from agent.models.factory import parse_research_tiers
 from agent.models.router import Router
+from agent.setting_parsers import parse_research_tiers
 from agent.tools.builtin import builtin_tools
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.test_router_escalation import TIERS, builder, collect

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import EventSource, ServerSentEvent
 
 from agent.messages import Message
 from agent.models.base import (
@@ -20,7 +20,6 @@ from agent.models.base import (
     ModelChunk,
     ModelError,
     ModelNotFoundError,
-    ModelResponse,
     ModelSettings,
     ModelUnavailableError,
     RetryNotice,
@@ -210,52 +209,38 @@ class HTTPModel:
         once = self._stream_once if settings.stream else self._complete_once
         return self.retry.stream(lambda: once(body, settings, **extra), _retryable, _notice, self._gave_up)
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings, **extra: Any) -> ModelResponse:
-        try:
-            resp = await self._client.post(
-                self._url(False),
-                json=body,
-                headers=self._headers(),
-                timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
-        reply = self._reply(**extra)
-        try:
-            data = resp.json()
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            reply.add("", data)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise self._bad_payload() from e
-        return reply.response(body)  # type: ignore[no-any-return]
+    def _complete_once(
+        self, body: dict[str, Any], s: ModelSettings, **extra: Any
+    ) -> AsyncIterator[ModelChunk]:
+        return self._stream_once(body, s, **extra)  # ``s.stream`` is False: one JSON response
 
     async def _stream_once(
         self, body: dict[str, Any], s: ModelSettings, **extra: Any
     ) -> AsyncIterator[ModelChunk]:
-        """Each server-sent event folded into the reply as it comes; a malformed event is retryable."""
+        """The response object, or each server-sent event as it comes, folded into the reply; a malformed
+        one is retryable."""
         reply = self._reply(**extra)
         timeout = s.timeout or httpx.USE_CLIENT_DEFAULT
         try:
             async with self._client.stream(
-                "POST", self._url(True), json=body, headers=self._headers(True), timeout=timeout
+                "POST", self._url(s.stream), json=body, headers=self._headers(s.stream), timeout=timeout
             ) as resp:
-                if resp.status_code >= 400:
+                if resp.status_code >= 400 or not s.stream:
                     await resp.aread()
+                if resp.status_code >= 400:
                     raise self._status_error(resp.status_code, resp.headers, resp.text)
-                async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
+                async with contextlib.aclosing(events) as events:
                     async for sse in events:
-                        if not sse.data:
+                        if s.stream and not sse.data:
                             continue
                         try:
                             data = json.loads(sse.data)
-                        except ValueError as e:
+                            if not isinstance(data, dict):
+                                raise TypeError("not a JSON object")
+                            piece = reply.add(sse.event if s.stream else "", data)
+                        except (ValueError, KeyError, TypeError, AttributeError) as e:
                             raise self._bad_payload() from e
-                        if not isinstance(data, dict):
-                            raise self._bad_payload()
-                        piece = reply.add(sse.event, data)
                         if piece:
                             yield TextChunk(piece)
         except httpx.HTTPError as e:
@@ -316,6 +301,11 @@ def json_object(text: str, fallback: str) -> dict[str, Any]:
 
 def args_object(arguments: str) -> dict[str, Any]:
     return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
+
+
+async def _one(text: str) -> AsyncIterator[ServerSentEvent]:
+    """A whole (not streamed) response as the one event of a stream."""
+    yield ServerSentEvent(data=text)
 
 
 def _retryable(e: BaseException) -> bool:

@@ -35,8 +35,6 @@ from agent.models.adapter import HTTPModel, args_object, merge_turns, split_syst
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.tokens import count, estimated_usage
 
-API_VERSION = "2023-06-01"
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 8192
 """Anthropic requires ``max_tokens``; enough for a long research answer on every current model."""
 
@@ -204,9 +202,8 @@ class AnthropicModel(HTTPModel):
     KEY_ENV = "ANTHROPIC_API_KEY"
     BASE_ENV = "ANTHROPIC_BASE_URL"
     MODEL_HINT = "e.g. claude-sonnet-4-5"
-    KEY_HEADER = "x-api-key"
-    HEADERS = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
-    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    HEADERS = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+    DEFAULT_BASE_URL = "https://api.anthropic.com"
     PROVIDER = "anthropic"
 
     def __init__(

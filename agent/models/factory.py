@@ -21,14 +21,7 @@ from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
 from agent.models.router import Breakers, Router
-from agent.models.tiers import (  # noqa: F401 - parse_* re-exported for older callers
-    Tier,
-    load_tiers,
-    merge_tiers,
-    parse_research_tiers,
-    parse_step_limits,
-    tier_index,
-)
+from agent.models.tiers import Tier, load_tiers, merge_tiers, tier_index
 from agent.reader import Reader, ReaderSettings
 
 WIRES: dict[str, tuple[type[HTTPModel], str]] = {

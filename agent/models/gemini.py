@@ -43,7 +43,6 @@ from agent.models.base import ModelResponse, ModelSettings
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 _VERSION_RE = re.compile(r"^gemini-(\d+)")
@@ -206,7 +205,7 @@ class GeminiModel(HTTPModel):
     KEY_ENV = "GEMINI_API_KEY"
     BASE_ENV = "GEMINI_BASE_URL"
     KEY_HEADER = "x-goog-api-key"
-    DEFAULT_BASE_URL = DEFAULT_BASE_URL
+    DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
     PROVIDER = "gemini"
 
     def __init__(self, name: str, **kwargs: Any) -> None:

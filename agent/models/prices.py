@@ -26,7 +26,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +301,6 @@ def _priced(mp: Any, counts: dict[str, int], requests: int) -> float:
     return usd
 
 
-@lru_cache(maxsize=8)
 def _load(override: str | None, endpoint: str | None) -> PriceTable:
     table = PriceTable(endpoint=endpoint)
     if override:
@@ -315,25 +313,23 @@ def _load(override: str | None, endpoint: str | None) -> PriceTable:
     return table
 
 
-_prices_file: str | None = None
-_endpoint: str | None = None
+_default = PriceTable()
 
 
 def use_prices_file(path: str | None, endpoint: str | None = None) -> None:
     """Set ``PRICES_FILE`` (and ``OPENAI_BASE_URL``, whose host prices bare model names) from the parsed
     settings, once, at start-up; a file that cannot be read or parsed is a ConfigError naming the
     setting now, not on the first priced step."""
-    global _prices_file, _endpoint
+    global _default
     from agent.config import ConfigError
 
     try:
-        _load(path or None, endpoint or None)
+        _default = _load(path or None, endpoint or None)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    _prices_file, _endpoint = path or None, endpoint or None
 
 
 def default_prices() -> PriceTable:
     """genai-prices with ``PRICES_FILE`` over it; bare names also looked up at ``OPENAI_BASE_URL``'s host
     (both as :func:`use_prices_file` set them)."""
-    return _load(_prices_file, _endpoint)
+    return _default

@@ -68,11 +68,6 @@ HOSTED = "hosted"
 """``ROUTER_TIERS_FILE=hosted``: the shipped table of hosted OpenAI / Gemini / Anthropic models."""
 
 
-def one_model_tiers(model: str) -> TierTable:
-    """Every tier is ``model``: routing needs nothing more than ``AGENT_MODEL``."""
-    return {t: [model.strip()] for t in TIERS}
-
-
 def default_tiers() -> TierTable:
     """The shipped hosted table (``tiers.toml``), used when ``ROUTER_TIERS_FILE=hosted``."""
     return {t: list(specs) for t, specs in _shipped().items()}  # callers own their copy
@@ -106,7 +101,7 @@ def load_tiers(path: str | Path | None = None, model: str | None = None) -> Tier
     parsed once and parsed again only if it changed on disk."""
     if path and str(path).strip().lower() == HOSTED:
         return default_tiers()
-    table = one_model_tiers(model) if model else default_tiers()
+    table = {t: [model.strip()] for t in TIERS} if model else default_tiers()
     if path:
         try:
             st = os.stat(path)

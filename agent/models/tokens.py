@@ -54,14 +54,11 @@ def tool_chars(tools: Sequence[dict[str, Any]]) -> int:
     return sum(len(s) for s in _strings(list(tools)))
 
 
-def estimate_prompt(
-    messages: Sequence[Message], tools: Sequence[dict[str, Any]] = (), *, tools_chars: int | None = None
-) -> int:
+def estimate_prompt(messages: Sequence[Message], *, tools_chars: int = 0) -> int:
     """Prompt tokens of neutral messages and tool specs. A run passes its specs' :func:`tool_chars`,
     counted once: walking the bot's specs took ~100 µs on every budget hold, and they do not change."""
     chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
-    chars += tool_chars(tools) if tools_chars is None else tools_chars
-    return _tokens(chars) + PER_MESSAGE * len(messages)
+    return _tokens(chars + tools_chars) + PER_MESSAGE * len(messages)
 
 
 def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Message) -> Usage:
