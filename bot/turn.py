@@ -27,7 +27,7 @@ from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
-from bot.checkpoint import checkpoint_of, state_from
+from bot.checkpoint import checkpoint_of, message_dicts, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -299,7 +299,7 @@ class Turn:
                 if status == "stopped":
                     msgs.append(Message("assistant", result.text))
                 await sv.sessions.append_messages(
-                    s.id, [m.to_dict() for m in without_images(msgs)], turn_id=self.turn_id
+                    s.id, message_dicts(without_images(msgs), self._converted), turn_id=self.turn_id
                 )
             if self.turn_id is not None:
                 summary: dict[str, Any] = {}
