@@ -22,7 +22,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from agent.events import FinalEvent, RunResult, StepStarted, ToolResultEvent
+from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
@@ -214,6 +214,7 @@ class Turn:
                         resume_step=int(req.resume.get("step", 0)) if req.resume and self.resume_msgs else 0,
                         images=got.images if got is not None else (),
                     )
+                    running = 0  # this step's tool calls still running
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
                             if closing() and isinstance(ev, StepStarted) and ev.step > state.steps:
@@ -221,7 +222,17 @@ class Turn:
                             self.renderer.feed(ev)
                             if isinstance(ev, FinalEvent):
                                 result = ev.result
-                            elif isinstance(ev, StepStarted | ToolResultEvent):
+                            elif isinstance(ev, ToolCallEvent):
+                                running += 1
+                            elif isinstance(ev, ToolResultEvent):
+                                running -= 1
+                                # The step's model call is saved while other calls still run; after the
+                                # last one the whole step follows at once (the next StepStarted, with no
+                                # wait between): saving both was half of all checkpoint writes.
+                                if running > 0:
+                                    await self._checkpoint()
+                            elif isinstance(ev, StepStarted):
+                                running = 0
                                 await self._checkpoint()
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
