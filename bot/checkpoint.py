@@ -37,6 +37,13 @@ def checkpoint_of(
     }
 
 
+def message_dicts(msgs: list[Message], seen: list[tuple[Message, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``msgs`` as stored dicts, reusing the checkpoints' conversions of the same message objects (the
+    history a turn saves at its end was converted once more, message by message, otherwise)."""
+    done = {id(m): d for m, d in seen}  # ``seen`` holds the messages, so their ids stay theirs
+    return [done.get(id(m)) or m.to_dict() for m in msgs]
+
+
 def state_from(task: str, cp: dict[str, Any] | None) -> RunState:
     """A run state carrying a checkpoint's usage, cost, models, sources and duration (or a fresh one)."""
     st = RunState(task=task)

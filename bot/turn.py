@@ -22,12 +22,12 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from agent.events import FinalEvent, RunResult, StepStarted, ToolResultEvent
+from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
-from bot.checkpoint import checkpoint_of, state_from
+from bot.checkpoint import checkpoint_of, message_dicts, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -214,6 +214,7 @@ class Turn:
                         resume_step=int(req.resume.get("step", 0)) if req.resume and self.resume_msgs else 0,
                         images=got.images if got is not None else (),
                     )
+                    running = 0  # this step's tool calls still running
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
                             if closing() and isinstance(ev, StepStarted) and ev.step > state.steps:
@@ -221,7 +222,17 @@ class Turn:
                             self.renderer.feed(ev)
                             if isinstance(ev, FinalEvent):
                                 result = ev.result
-                            elif isinstance(ev, StepStarted | ToolResultEvent):
+                            elif isinstance(ev, ToolCallEvent):
+                                running += 1
+                            elif isinstance(ev, ToolResultEvent):
+                                running -= 1
+                                # The step's model call is saved while other calls still run; after the
+                                # last one the whole step follows at once (the next StepStarted, with no
+                                # wait between): saving both was half of all checkpoint writes.
+                                if running > 0:
+                                    await self._checkpoint()
+                            elif isinstance(ev, StepStarted):
+                                running = 0
                                 await self._checkpoint()
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
@@ -299,7 +310,7 @@ class Turn:
                 if status == "stopped":
                     msgs.append(Message("assistant", result.text))
                 await sv.sessions.append_messages(
-                    s.id, [m.to_dict() for m in without_images(msgs)], turn_id=self.turn_id
+                    s.id, message_dicts(without_images(msgs), self._converted), turn_id=self.turn_id
                 )
             if self.turn_id is not None:
                 summary: dict[str, Any] = {}

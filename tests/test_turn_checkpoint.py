@@ -8,7 +8,7 @@ import time
 from agent.events import Cost, Usage
 from agent.loop import RunState
 from agent.messages import Message
-from bot.checkpoint import checkpoint_of, state_from
+from bot.checkpoint import checkpoint_of, message_dicts, state_from
 
 
 def test_a_resumed_state_carries_the_checkpoints_usage_cost_models_sources_and_duration() -> None:
@@ -35,3 +35,14 @@ def test_checkpoints_kept_between_steps_show_the_history_as_it_is_now() -> None:
     assert checkpoint_of(st, seen)["messages"] == checkpoint_of(st)["messages"]
     st.messages = [Message("user", "other")]  # a new list (a resumed or restarted run): nothing stale
     assert checkpoint_of(st, seen)["messages"] == [{"role": "user", "content": "other"}]
+
+
+def test_the_history_saved_at_a_turns_end_is_each_message_as_it_is_whether_checkpointed_or_not() -> None:
+    st = RunState(task="t", messages=[Message("user", "t"), Message("tool", "4", tool_call_id="c1")], steps=1)
+    seen: list[tuple[Message, dict[str, object]]] = []
+    checkpoint_of(st, seen)
+    answer = Message("assistant", "the answer")  # never checkpointed: the run ended with it
+    replaced = Message("user", "t (images dropped)")  # a copy made for the stored history
+    saved = message_dicts([st.messages[1], replaced, answer], seen)
+    assert saved == [m.to_dict() for m in (st.messages[1], replaced, answer)]
+    assert saved[0] is seen[1][1]  # the checkpoint's conversion, not a second one

@@ -1,0 +1,43 @@
+"""What a turn saves for a resume, end to end (real discord.py, fake Discord, scripted LLM, real SQLite):
+a step's model call is on record while its slower tool calls still run, and a finished step is saved
+whole (bench/bot_load.py: one checkpoint per step where the last tool result and the next step's start
+used to write one each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text, tool_calls
+from tests.fakes.web_server import FakeWeb
+
+
+@pytest.fixture(autouse=True)
+def page_server_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
+
+
+async def test_e2e_a_steps_model_call_is_saved_while_a_slow_tool_of_the_step_still_runs(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, web: FakeWeb, tmp_path: Path
+) -> None:
+    llm.script(
+        tool_calls(("calculator", {"expression": "6 * 7"}), ("fetch_url", {"url": web.url("/slow?s=3")})),
+        text("Forty-two, and the page was late."),
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Six times seven?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "42" in m.content, within=15)  # the fast call's result
+        session = next(iter(bot.runner._workers))
+        turn = (await bot.services.sessions.turns(session))[-1]
+        assert turn.status == "running" and turn.state is not None
+        # A crash now would resume with the step's call counted in the footer and /usage.
+        assert turn.state["usage"][3] == 1 and turn.state["step"] == 1
+        await fake.wait_for_message(thread, lambda m: "Forty-two" in m.content, within=20)
+        await wait_idle(fake, bot)
+        history = await bot.services.sessions.history(session)
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "tool", "assistant"]
