@@ -12,9 +12,14 @@ Open one database per process (:func:`bot.store.connect.open_database`) and buil
 
 from __future__ import annotations
 
-from bot.store.audit import AuditEntry
 from bot.store.db import Database, DatabaseTooNew, StoreError
-from bot.store.guild_settings import GuildSettings, GuildSettingsStore, SettingsDefaults, SettingsView
+from bot.store.guild_settings import (
+    AuditEntry,
+    GuildSettings,
+    GuildSettingsStore,
+    SettingsDefaults,
+    SettingsView,
+)
 from bot.store.migrations import MIGRATIONS
 from bot.store.permissions import MissingManageGuild, require_manage_guild
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
