@@ -30,7 +30,7 @@ from bot.guild_mcp import GuildMcp
 from bot.limits import Limits
 from bot.shards import ShardOwnership
 from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
-from bot.store.connect import open_database
+from bot.store.db import open_database
 from bot.store.pg import PgDatabase
 
 log = structlog.get_logger().bind(logger="bot.services")

@@ -20,7 +20,7 @@ from bot.store import (
     SettingsSchema,
     StoreError,
 )
-from bot.store.connect import open_database
+from bot.store.db import open_database
 from tests.conftest import StoreTarget
 
 G, USER, OTHER = 1, 100, 200

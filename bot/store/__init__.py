@@ -1,7 +1,7 @@
 """The bot's store (SQLite, or PostgreSQL with DATABASE_URL): sessions and history, quotas and usage,
 server settings and their audit log.
 
-Open one database per process (:func:`bot.store.connect.open_database`) and build the stores on it::
+Open one database per process (:func:`bot.store.db.open_database`) and build the stores on it::
 
     db = await open_database(database_url or data_dir / "agentbot.sqlite3")
     settings = GuildSettingsStore(db, SettingsSchema(known_models, known_tools), SettingsDefaults(...))
