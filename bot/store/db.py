@@ -24,14 +24,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import aiosqlite
 
 from bot.store.migrations import MIGRATIONS, Migration
-
-if TYPE_CHECKING:
-    from bot.store.pg import PgDatabase
 
 
 class StoreError(Exception):
@@ -171,15 +168,6 @@ class Database(Closing):
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
-
-
-async def open_database(target: str | os.PathLike[str]) -> Database | PgDatabase:
-    """A SQLite file path, or a ``postgresql://`` URL (``DATABASE_URL``); both migrate to the newest schema."""
-    if str(target).startswith(("postgresql://", "postgres://")):
-        from bot.store.pg import PgDatabase
-
-        return await PgDatabase.open(str(target))
-    return await Database.open(target)
 
 
 async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
