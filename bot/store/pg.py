@@ -218,32 +218,25 @@ def _redact(url: str) -> str:
 
 async def _migrate(pool: asyncpg.Pool, url: str) -> int:
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            # Two processes starting at once: the second waits here, then finds the work done (even
-            # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog without it).
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-            if version > len(PG_MIGRATIONS):
-                raise DatabaseTooNew(
-                    f"{_redact(url)} has schema version {version}, but this agentbot only knows up to "
-                    f"version {len(PG_MIGRATIONS)}: upgrade agentbot. The database was not changed."
-                )
         for m in PG_MIGRATIONS:
-            if m.version <= version:
-                continue
             try:
                 async with conn.transaction():
+                    # Two processes starting at once: the second waits here, then finds the work done (even
+                    # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog without it).
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                     version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-                    if version >= m.version:
-                        continue  # another process got here first
-                    await conn.execute(m.sql)
-                    await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
+                    if version > len(PG_MIGRATIONS):
+                        raise DatabaseTooNew(
+                            f"{_redact(url)} has schema version {version}, but this agentbot only knows up to "
+                            f"version {len(PG_MIGRATIONS)}: upgrade agentbot. The database was not changed."
+                        )
+                    if version < m.version:  # else done before, or by another process meanwhile
+                        await conn.execute(m.sql)
+                        await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
             except asyncpg.PostgresError as e:
                 raise MigrationError(
                     f"Upgrading {_redact(url)} to schema version {m.version} ({m.description}) failed: {e}. "
                     f"The database is still at version {m.version - 1}."
                 ) from e
-            version = m.version
-    return version
+    return len(PG_MIGRATIONS)
