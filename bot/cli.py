@@ -71,8 +71,8 @@ def _failing(*errors: type[Exception], code: int = EXIT_SETTINGS) -> Iterator[No
 
 def _agent_settings() -> AgentSettings:
     with _failing(ConfigError):
-        return load_agent_settings()
-    raise AssertionError("unreachable")  # pragma: no cover - for the type checker
+        settings = load_agent_settings()
+    return settings
 
 
 def _require_key(settings: AgentSettings, spec: str) -> None:
@@ -263,12 +263,12 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     from agent.memory.chroma_store import ChromaMemory
     from bot.config import load_bot_settings
 
+    settings = _agent_settings()
+    data_dir = Path(settings.data_dir)
     with _failing(ConfigError, ValueError):
-        settings = load_agent_settings()
-        data_dir = Path(settings.data_dir)
         enabled = load_bot_settings().memory_enabled
-        return data_dir, ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
-    raise AssertionError("unreachable")  # pragma: no cover - for the type checker
+        memory = ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
+    return data_dir, memory
 
 
 @app.command()
