@@ -1,9 +1,9 @@
 """PostgreSQL behind the same surface as :class:`bot.store.db.Database` (asyncpg, ``DATABASE_URL``).
 
-The store modules write SQLite-flavoured SQL (``?`` and ``:name`` placeholders, ``INSERT OR IGNORE``);
-:func:`translate` turns each statement into PostgreSQL's once (``$n`` placeholders, ``ON CONFLICT DO
-NOTHING``) and caches it, so one set of queries serves both backends and the contract suite holds both to
-the same behaviour.
+The store modules write SQL both dialects read, with SQLite's ``?`` and ``:name`` placeholders;
+:func:`translate` turns each statement's placeholders into PostgreSQL's ``$n`` once (and has inserts into
+identity tables return their id) and caches it, so one set of queries serves both backends and the
+contract suite holds both to the same behaviour.
 
 Why every write transaction first takes one advisory lock: SQLite gives the store a single writer, and
 its quota checks are written as single ``INSERT … SELECT … WHERE`` statements that are atomic only
@@ -36,7 +36,6 @@ __all__ = ["PgDatabase", "translate"]
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
-_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
 
 
@@ -74,11 +73,6 @@ def translate(sql: str) -> Translated:
     out = _TOKEN.sub(sub, sql)
     if positional and names:
         raise ValueError("a statement mixes ? and :name placeholders")
-    if _INSERT_OR_IGNORE.match(out):
-        out = (
-            _INSERT_OR_IGNORE.sub("INSERT INTO", out, count=1).rstrip().rstrip(";")
-            + " ON CONFLICT DO NOTHING"
-        )
     returns_id = bool(_RETURNS_ID.match(out)) and "RETURNING" not in out.upper()
     if returns_id:
         out = out.rstrip().rstrip(";") + " RETURNING id"
