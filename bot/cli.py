@@ -7,7 +7,9 @@ in one line on stderr naming the setting and what to do, and a non-zero exit (se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -58,11 +60,19 @@ def _fail(message: str, code: int = EXIT_SETTINGS) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _agent_settings() -> AgentSettings:
+@contextlib.contextmanager
+def _failing(*errors: type[Exception], code: int = EXIT_SETTINGS) -> Iterator[None]:
+    """Inside it, any of ``errors`` ends the command through :func:`_fail` (its message as is)."""
     try:
-        return load_agent_settings()
-    except ConfigError as e:
-        _fail(str(e))
+        yield
+    except errors as e:
+        _fail(str(e), code)
+
+
+def _agent_settings() -> AgentSettings:
+    with _failing(ConfigError):
+        settings = load_agent_settings()
+    return settings
 
 
 def _require_key(settings: AgentSettings, spec: str) -> None:
@@ -122,14 +132,12 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
     from bot.config import load_bot_settings
     from bot.services import check_model_configured
 
-    try:
+    with _failing(ConfigError):
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
         check_model_configured(agent_settings)
         # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
         ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
-    except ConfigError as e:
-        _fail(str(e))
     if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():
         _fail(
             "DISCORD_TOKEN is not set: create an application and bot at "
@@ -255,15 +263,12 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     from agent.memory.chroma_store import ChromaMemory
     from bot.config import load_bot_settings
 
-    try:
-        settings = load_agent_settings()
-        data_dir = Path(settings.data_dir)
-        if not load_bot_settings().memory_enabled:
-            return data_dir, None
-        mem = ChromaMemory.from_settings(data_dir / "memory", settings)
-    except (ConfigError, ValueError) as e:
-        _fail(str(e))
-    return data_dir, mem
+    settings = _agent_settings()
+    data_dir = Path(settings.data_dir)
+    with _failing(ConfigError, ValueError):
+        enabled = load_bot_settings().memory_enabled
+        memory = ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
+    return data_dir, memory
 
 
 @app.command()
@@ -275,10 +280,8 @@ def backup(
     from bot.backup import backup as make_backup
 
     data_dir, memory = _store_locations()
-    try:
+    with _failing(BackupError, code=EXIT_FAILED):
         report = make_backup(data_dir, dest, memory)
-    except BackupError as e:
-        _fail(str(e), EXIT_FAILED)
     typer.echo(f"backed up {report.summary()}")
 
 
@@ -294,10 +297,8 @@ def restore(
     from bot.backup import restore as do_restore
 
     data_dir, memory = _store_locations()
-    try:
+    with _failing(BackupError, code=EXIT_FAILED):
         report = do_restore(src, data_dir, memory, force=force)
-    except BackupError as e:
-        _fail(str(e), EXIT_FAILED)
     typer.echo(f"restored {report.summary()}")
 
 
@@ -314,19 +315,15 @@ def migrate_store(
     from bot.store.copy import copy_sqlite_to_postgres
     from bot.store.db import StoreError
 
-    try:
-        data_dir = Path(load_agent_settings().data_dir)
+    data_dir = Path(_agent_settings().data_dir)
+    with _failing(ConfigError):
         configured = load_bot_settings().database_url
-    except ConfigError as e:
-        _fail(str(e))
     url = to or (configured.get_secret_value() if configured else None)
     if not url or not url.startswith(("postgresql://", "postgres://")):
         _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
-    try:
+    with _failing(StoreError, code=EXIT_FAILED):
         report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
-    except StoreError as e:
-        _fail(str(e), EXIT_FAILED)
     typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
 
 

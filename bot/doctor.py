@@ -81,25 +81,23 @@ async def _memory(s: AgentSettings, bs: BotSettings) -> str:
         await mem.close()
 
 
-_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
-_URLS = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GEMINI_BASE_URL"}
+_LISTINGS = {  # provider: the path that lists its models, and how the key is sent
+    "openai": ("/models", lambda key: {"Authorization": f"Bearer {key}"} if key else {}),
+    "anthropic": (
+        "/v1/models?limit=1000",
+        lambda key: {"x-api-key": key or "", "anthropic-version": "2023-06-01"},
+    ),
+    "gemini": ("/models?pageSize=1000", lambda key: {"x-goog-api-key": key or ""}),
+}
 
 
 def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str, str]]:
-    """(key, the URL that lists the endpoint's models, headers)."""
-    if provider == "openai":
-        key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
-        return (
-            key,
-            f"{s.openai_base_url.rstrip('/')}/models",
-            ({"Authorization": f"Bearer {key}"} if key else {}),
-        )
-    if provider == "anthropic":
-        key = s.anthropic_api_key.get_secret_value() if s.anthropic_api_key else None
-        headers = {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
-        return key, f"{s.anthropic_base_url.rstrip('/')}/v1/models?limit=1000", headers
-    key = s.gemini_api_key.get_secret_value() if s.gemini_api_key else None
-    return key, f"{s.gemini_base_url.rstrip('/')}/models?pageSize=1000", {"x-goog-api-key": key or ""}
+    """(key, the URL that lists the endpoint's models, headers); settings are named ``<provider>_api_key``
+    and ``<provider>_base_url`` (``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` ...)."""
+    secret = getattr(s, f"{provider}_api_key")
+    key = secret.get_secret_value() if secret else None
+    path, headers = _LISTINGS[provider]
+    return key, getattr(s, f"{provider}_base_url").rstrip("/") + path, headers(key)
 
 
 async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:
@@ -123,29 +121,30 @@ async def _provider(
     """The endpoint answers with this key and serves every model the tiers name (``specs``: model spec
     -> the tiers naming it). A model it does not serve is named with its tiers and what to change."""
     key, url, headers = _listing(provider, s)
+    name = provider.upper()
     if provider != "openai" and not key:
-        return f"skipped: {_KEYS[provider]} not set (its models are left out of the tiers)"
+        return f"skipped: {name}_API_KEY not set (its models are left out of the tiers)"
     register_secret(key)
     try:
         r = await client.get(url, headers=headers)
     except httpx.HTTPError as e:
         raise ConfigError(
-            f"{url} could not be reached ({type(e).__name__}): check {_URLS[provider]} and that the server runs"
+            f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
     if r.status_code in (401, 403):
-        raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {_KEYS[provider]}")
+        raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code in (404, 405):
         served = await _served_by_probe(s, client, list(names))
     elif r.status_code >= 400:
-        raise ConfigError(f"{url} answered HTTP {r.status_code}: check {_URLS[provider]}")
+        raise ConfigError(f"{url} answered HTTP {r.status_code}: check {name}_BASE_URL")
     else:
         try:
             body = r.json()
             rows = body.get("data") or body.get("models") or []
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
-            raise ConfigError(f"{url} did not answer with a model list: check {_URLS[provider]}") from e
+            raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
     missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in served]
     if missing:
         raise ConfigError(

@@ -29,8 +29,15 @@ from bot.config import BotSettings
 from bot.guild_mcp import GuildMcp
 from bot.limits import Limits
 from bot.shards import ShardOwnership
-from bot.store import Database, GuildSettingsStore, QuotaStore, SessionStore, SettingsDefaults, SettingsSchema
-from bot.store.connect import open_database
+from bot.store import (
+    Database,
+    GuildSettingsStore,
+    QuotaStore,
+    SessionStore,
+    SettingsDefaults,
+    SettingsSchema,
+    open_database,
+)
 from bot.store.pg import PgDatabase
 
 log = structlog.get_logger().bind(logger="bot.services")

@@ -19,8 +19,8 @@ from bot.store import (
     QuotaStore,
     SettingsSchema,
     StoreError,
+    open_database,
 )
-from bot.store.connect import open_database
 from tests.conftest import StoreTarget
 
 G, USER, OTHER = 1, 100, 200

@@ -18,8 +18,14 @@ from bot.config import load_bot_settings
 from bot.limits import ALL_SERVERS_REQUESTS, Limits
 from bot.runner import SessionRunner
 from bot.shards import ShardOwnership, shard_of
-from bot.store import GuildSettingsStore, QuotaStore, SessionRecord, SessionStore, SettingsSchema
-from bot.store.connect import open_database
+from bot.store import (
+    GuildSettingsStore,
+    QuotaStore,
+    SessionRecord,
+    SessionStore,
+    SettingsSchema,
+    open_database,
+)
 from bot.store.pg import PgDatabase
 from bot.store.settings_sync import SettingsListener
 from tests.conftest import StoreTarget

@@ -63,7 +63,6 @@ async def test_pg_translated_schema_has_sqlites_columns(postgres: PostgresServer
         ("SELECT :g, :u WHERE x = :g", "SELECT $1, $2 WHERE x = $1"),
         ("SELECT 'a?b :c' || ? FROM t", "SELECT 'a?b :c' || $1 FROM t"),
         ("SELECT 'it''s ?', ?::text", "SELECT 'it''s ?', $1::text"),
-        ("INSERT OR IGNORE INTO s (a) VALUES (?)", "INSERT INTO s (a) VALUES ($1) ON CONFLICT DO NOTHING"),
         ("INSERT INTO turns (a) VALUES (?)", "INSERT INTO turns (a) VALUES ($1) RETURNING id"),
     ],
 )

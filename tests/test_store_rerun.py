@@ -4,8 +4,7 @@ conversation the agent sees while keeping them stored."""
 
 from __future__ import annotations
 
-from bot.store import SessionRecord, SessionStore, new_session_id
-from bot.store.connect import open_database
+from bot.store import SessionRecord, SessionStore, new_session_id, open_database
 from tests.conftest import StoreTarget
 
 BIG = 2**60  # Discord ids pass 2**53: kept exactly

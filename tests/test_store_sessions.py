@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.messages import Message, ToolCall
-from bot.store import SessionNotFound, SessionRecord, SessionStore, new_session_id
-from bot.store.connect import open_database
+from bot.store import SessionNotFound, SessionRecord, SessionStore, new_session_id, open_database
 from tests.conftest import StoreTarget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +151,7 @@ import asyncio, os, sys
 from agent.events import Usage
 from bot.limits import Limits
 from bot.store import QuotaStore, SessionRecord, SessionStore
-from bot.store.connect import open_database
+from bot.store import open_database
 
 async def main():
     db = await open_database(sys.argv[1])

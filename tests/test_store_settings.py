@@ -13,9 +13,9 @@ from bot.store import (
     SettingsDefaults,
     SettingsSchema,
     matching,
+    open_database,
     require_manage_guild,
 )
-from bot.store.connect import open_database
 from tests.conftest import StoreTarget
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "llama-3.1-8b", "qwen2.5-72b"]

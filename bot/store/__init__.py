@@ -1,7 +1,7 @@
 """The bot's store (SQLite, or PostgreSQL with DATABASE_URL): sessions and history, quotas and usage,
 server settings and their audit log.
 
-Open one database per process (:func:`bot.store.connect.open_database`) and build the stores on it::
+Open one database per process (:func:`open_database`) and build the stores on it::
 
     db = await open_database(database_url or data_dir / "agentbot.sqlite3")
     settings = GuildSettingsStore(db, SettingsSchema(known_models, known_tools), SettingsDefaults(...))
@@ -12,15 +12,26 @@ Open one database per process (:func:`bot.store.connect.open_database`) and buil
 
 from __future__ import annotations
 
-from bot.store.audit import AuditEntry
+import os
+from typing import TYPE_CHECKING
+
 from bot.store.db import Database, DatabaseTooNew, StoreError
-from bot.store.guild_settings import GuildSettings, GuildSettingsStore, SettingsDefaults, SettingsView
+from bot.store.guild_settings import (
+    AuditEntry,
+    GuildSettings,
+    GuildSettingsStore,
+    SettingsDefaults,
+    SettingsView,
+)
 from bot.store.migrations import MIGRATIONS
 from bot.store.permissions import MissingManageGuild, require_manage_guild
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
 from bot.store.sessions import SessionNotFound, SessionRecord, SessionStore, new_session_id
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
 from bot.store.usage_reports import LimitUsage, ServerUsage, UsageReport
+
+if TYPE_CHECKING:
+    from bot.store.pg import PgDatabase
 
 __all__ = [
     "MIGRATIONS",
@@ -46,5 +57,15 @@ __all__ = [
     "UsageReport",
     "matching",
     "new_session_id",
+    "open_database",
     "require_manage_guild",
 ]
+
+
+async def open_database(target: str | os.PathLike[str]) -> Database | PgDatabase:
+    """A SQLite file path, or a ``postgresql://`` URL (``DATABASE_URL``); both migrate to the newest schema."""
+    if str(target).startswith(("postgresql://", "postgres://")):
+        from bot.store.pg import PgDatabase
+
+        return await PgDatabase.open(str(target))
+    return await Database.open(target)

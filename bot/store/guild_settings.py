@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.limits import Clock, LimitValue, in_bounds, to_utc, utc_now
-from bot.store import audit
-from bot.store.audit import AuditEntry
 from bot.store.db import Database
 from bot.store.settings_schema import SettingError, SettingsSchema
 
@@ -42,6 +41,11 @@ class SettingsDefaults:
     """ROUTER_RESEARCH_TIERS: run tier → the tier whose models do its tool steps."""
     reader: bool = True
     """Whether READER_MODEL reads pages at all (it is not ``off``)."""
+
+
+_NOT_PLAIN = ("tiers", "research", "reader", "disabled_tools")
+_FROM_DEFAULTS = [f.name for f in fields(SettingsDefaults) if f.name not in _NOT_PLAIN]
+"""The defaults a plain key overrides (``max_steps``, ``memory.max_items`` ...)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,26 @@ class GuildSettings:
             if cid is not None and cid in self.channel_personas:
                 return self.channel_personas[cid]
         return self.persona
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who changed which setting, from what, to what, and when; written in the change's own transaction,
+    so a change without its audit row cannot exist."""
+
+    id: int
+    guild_id: int
+    actor_id: int
+    key: str
+    old: Any
+    new: Any
+    at: datetime
+    old_set: bool = True
+    new_set: bool = True
+    """``False`` when that side was "no override" (default), to tell it apart from an explicit ``null``."""
+
+
+_AUDIT = "INSERT INTO audit_log (guild_id, actor_id, key, old_value, new_value, at) VALUES (?,?,?,?,?,?)"
 
 
 @dataclass(frozen=True)
@@ -180,7 +204,7 @@ class GuildSettingsStore:
                 " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                 (guild_id, key, new_text, now, actor_id),
             )
-            await conn.execute(audit.INSERT, (guild_id, actor_id, key, old_text, new_text, now))
+            await conn.execute(_AUDIT, (guild_id, actor_id, key, old_text, new_text, now))
             await self._announce(conn, guild_id)
         self._changed(guild_id)
         return normalised
@@ -202,17 +226,31 @@ class GuildSettingsStore:
             removed = [(r[0], r[1]) for r in rows]
             for k, old in removed:
                 await conn.execute("DELETE FROM guild_settings WHERE guild_id = ? AND key = ?", (guild_id, k))
-                await conn.execute(audit.INSERT, (guild_id, actor_id, k, old, None, now))
+                await conn.execute(_AUDIT, (guild_id, actor_id, k, old, None, now))
             if removed:
                 await self._announce(conn, guild_id)
         self._changed(guild_id)
         return [k for k, _ in removed]
 
     async def show(self, guild_id: int, *, recent: int = 10) -> SettingsView:
-        return SettingsView(await self.get(guild_id), await audit.recent(self.db, guild_id, recent))
+        return SettingsView(await self.get(guild_id), await self.history(guild_id, recent))
 
     async def history(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
-        return await audit.recent(self.db, guild_id, limit)
+        """Newest first."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM audit_log WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)
+        )
+        return [
+            AuditEntry(
+                *(r[k] for k in ("id", "guild_id", "actor_id", "key")),
+                old=None if r["old_value"] is None else json.loads(r["old_value"]),
+                new=None if r["new_value"] is None else json.loads(r["new_value"]),
+                at=datetime.fromtimestamp(r["at"], UTC),
+                old_set=r["old_value"] is not None,
+                new_set=r["new_value"] is not None,
+            )
+            for r in rows
+        ]
 
     async def _raw(self, guild_id: int) -> dict[str, Any]:
         rows = await self.db.fetchall("SELECT key, value FROM guild_settings WHERE guild_id = ?", (guild_id,))
@@ -220,15 +258,15 @@ class GuildSettingsStore:
 
     def _build(self, guild_id: int, raw: dict[str, Any]) -> GuildSettings:
         d = self.defaults
-        named: dict[str, dict[Any, Any]] = {
+        families: dict[str, dict[Any, Any]] = {
             "tier": {name: list(models) for name, models in d.tiers.items()},
             "limit": {},
+            "role_limit": {},
             "tool": {},
+            "channel_persona": {},
             "research": dict(d.research),
             "mcp": {},
         }
-        role_limits: dict[int, dict[str, LimitValue]] = {}
-        personas: dict[int, str] = {}
         plain: dict[str, Any] = {}
         for key, value in raw.items():  # stored values were validated: only where they go differs
             try:
@@ -238,37 +276,27 @@ class GuildSettingsStore:
             if p.kind in ("limit", "role_limit") and not in_bounds(p.name or "", value):
                 continue  # stored before limits had bounds (1e300 broke every turn): the default holds
             if p.kind == "role_limit":
-                role_limits.setdefault(p.target_id or 0, {})[p.name or ""] = value
-            elif p.kind == "channel_persona":
-                personas[p.target_id or 0] = value
-            elif p.kind in named:
-                named[p.kind][p.name] = value
-            else:
-                plain[key] = value
-        tiers = named["tier"]
-        default_tier = plain.get("default_tier", d.default_tier)
-        if default_tier not in tiers and default_tier not in (self.schema.known_tiers or ()):
-            default_tier = d.default_tier  # its tier was reset: back to the bot's default
+                families[p.kind].setdefault(p.target_id, {})[p.name] = value
+            elif p.kind in families:
+                families[p.kind][p.target_id or p.name] = value
+            else:  # a plain key: its field is named like it (memory.max_items -> memory_max_items)
+                plain[key.replace(".", "_")] = tuple(value) if isinstance(value, list) else value
+        own = {"channels": (), **{f: getattr(d, f) for f in _FROM_DEFAULTS}, **plain}
+        if own["default_tier"] not in families["tier"] and own["default_tier"] not in (
+            self.schema.known_tiers or ()
+        ):
+            own["default_tier"] = d.default_tier  # its tier was reset: back to the bot's default
+        own["reader"] = d.reader and bool(own.get("reader", True))  # READER_MODEL=off wins
         return GuildSettings(
             guild_id=guild_id,
-            tiers=tiers,
-            default_tier=default_tier,
-            limits=named["limit"],
-            role_limits=role_limits,
-            tools=named["tool"],
-            max_steps=plain.get("max_steps", d.max_steps),
-            channels=tuple(plain.get("channels", ())),
-            persona=plain.get("persona", d.persona),
-            channel_personas=personas,
-            memory_auto_store=plain.get("memory.auto_store", d.memory_auto_store),
-            memory_max_items=plain.get("memory.max_items", d.memory_max_items),
-            memory_max_age_days=plain.get("memory.max_age_days", d.memory_max_age_days),
+            tiers=families["tier"],
+            limits=families["limit"],
+            role_limits=families["role_limit"],
+            tools=families["tool"],
+            channel_personas=families["channel_persona"],
+            research=families["research"],
+            mcp=families["mcp"],
             overrides=dict(sorted(raw.items())),
             disabled_by_default=d.disabled_tools,
-            research=named["research"],
-            reader=d.reader
-            and bool(plain.get("reader", True)),  # READER_MODEL=off wins: the owner's cost call
-            fetch_allow=tuple(plain.get("fetch.allow", ())),
-            fetch_block=tuple(plain.get("fetch.block", ())),
-            mcp=named["mcp"],
+            **own,
         )

@@ -1,9 +1,9 @@
 """PostgreSQL behind the same surface as :class:`bot.store.db.Database` (asyncpg, ``DATABASE_URL``).
 
-The store modules write SQLite-flavoured SQL (``?`` and ``:name`` placeholders, ``INSERT OR IGNORE``);
-:func:`translate` turns each statement into PostgreSQL's once (``$n`` placeholders, ``ON CONFLICT DO
-NOTHING``) and caches it, so one set of queries serves both backends and the contract suite holds both to
-the same behaviour.
+The store modules write SQL both dialects read, with SQLite's ``?`` and ``:name`` placeholders;
+:func:`translate` turns each statement's placeholders into PostgreSQL's ``$n`` once (and has inserts into
+identity tables return their id) and caches it, so one set of queries serves both backends and the
+contract suite holds both to the same behaviour.
 
 Why every write transaction first takes one advisory lock: SQLite gives the store a single writer, and
 its quota checks are written as single ``INSERT … SELECT … WHERE`` statements that are atomic only
@@ -36,7 +36,6 @@ __all__ = ["PgDatabase", "translate"]
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
-_INSERT_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\b", re.I)
 _RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
 
 
@@ -74,11 +73,6 @@ def translate(sql: str) -> Translated:
     out = _TOKEN.sub(sub, sql)
     if positional and names:
         raise ValueError("a statement mixes ? and :name placeholders")
-    if _INSERT_OR_IGNORE.match(out):
-        out = (
-            _INSERT_OR_IGNORE.sub("INSERT INTO", out, count=1).rstrip().rstrip(";")
-            + " ON CONFLICT DO NOTHING"
-        )
     returns_id = bool(_RETURNS_ID.match(out)) and "RETURNING" not in out.upper()
     if returns_id:
         out = out.rstrip().rstrip(";") + " RETURNING id"
@@ -218,32 +212,25 @@ def _redact(url: str) -> str:
 
 async def _migrate(pool: asyncpg.Pool, url: str) -> int:
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            # Two processes starting at once: the second waits here, then finds the work done (even
-            # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog without it).
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-            if version > len(PG_MIGRATIONS):
-                raise DatabaseTooNew(
-                    f"{_redact(url)} has schema version {version}, but this agentbot only knows up to "
-                    f"version {len(PG_MIGRATIONS)}: upgrade agentbot. The database was not changed."
-                )
         for m in PG_MIGRATIONS:
-            if m.version <= version:
-                continue
             try:
                 async with conn.transaction():
+                    # Two processes starting at once: the second waits here, then finds the work done (even
+                    # CREATE TABLE IF NOT EXISTS races on PostgreSQL's catalog without it).
                     await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+                    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
                     version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-                    if version >= m.version:
-                        continue  # another process got here first
-                    await conn.execute(m.sql)
-                    await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
+                    if version > len(PG_MIGRATIONS):
+                        raise DatabaseTooNew(
+                            f"{_redact(url)} has schema version {version}, but this agentbot only knows up to "
+                            f"version {len(PG_MIGRATIONS)}: upgrade agentbot. The database was not changed."
+                        )
+                    if version < m.version:  # else done before, or by another process meanwhile
+                        await conn.execute(m.sql)
+                        await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
             except asyncpg.PostgresError as e:
                 raise MigrationError(
                     f"Upgrading {_redact(url)} to schema version {m.version} ({m.description}) failed: {e}. "
                     f"The database is still at version {m.version - 1}."
                 ) from e
-            version = m.version
-    return version
+    return len(PG_MIGRATIONS)

@@ -1,8 +1,8 @@
 """The PostgreSQL schema: :mod:`bot.store.migrations` (SQLite's) in PostgreSQL's dialect, version for version.
 
 Never edit a released migration: add the next one in ``migrations.py`` (and, where PostgreSQL needs
-more than the translation, here); the contract suite (``tests/test_store_contract.py``) runs every store
-test on both backends, and a test checks that both lists have the same versions. Differences from
+more than the translation, here); the contract suite (every test taking the ``store_target`` fixture)
+runs on both backends, and a test checks that both lists have the same versions. Differences from
 SQLite, made by :func:`to_postgres`: Discord ids are BIGINT (they pass 2**53), times DOUBLE PRECISION,
 row ids identity columns; each SQLite trigger is a PL/pgSQL function. The version is kept in
 ``schema_version`` (SQLite: ``PRAGMA user_version``).

@@ -242,8 +242,8 @@ class QuotaStore(UsageReports):
             if not decision.allowed:
                 return decision
             await conn.execute(
-                "INSERT OR IGNORE INTO active_sessions (session_id, guild_id, user_id, started_at)"
-                " VALUES (?,?,?,?)",
+                "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at)"
+                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                 (session_id, g, user_id, now.timestamp()),
             )
             if count_request:

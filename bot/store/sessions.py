@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from agent.events import RunStatus
 from bot.limits import Clock, to_utc, utc_now
@@ -61,6 +62,8 @@ _COLUMNS = [f.name for f in fields(SessionRecord)]
 _INSERT_SESSION = (
     f"INSERT INTO sessions ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
 )
+_LATEST_TURN = "SELECT * FROM turns WHERE {} = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1"
+_R = TypeVar("_R")
 
 
 @dataclass(slots=True)
@@ -134,16 +137,16 @@ class SessionStore:
         return rec
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        row = await self.db.fetchone("SELECT * FROM sessions WHERE id = ?", (session_id,))
-        return _session(row) if row else None
+        return await self._one(_session, "SELECT * FROM sessions WHERE id = ?", session_id)
 
     async def by_thread(self, thread_id: int) -> SessionRecord | None:
         """The newest session posted in ``thread_id``."""
-        row = await self.db.fetchone(
-            "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
-            (thread_id,),
-        )
-        return _session(row) if row else None
+        sql = "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, id DESC LIMIT 1"
+        return await self._one(_session, sql, thread_id)
+
+    async def _one(self, make: Callable[[Any], _R], sql: str, *params: Any) -> _R | None:
+        row = await self.db.fetchone(sql, params)
+        return make(row) if row else None
 
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
         _check_status(status)
@@ -244,18 +247,18 @@ class SessionStore:
         role_ids: tuple[int, ...],
         message_id: int | None = None,
     ) -> int:
+        row = (
+            session_id,
+            requester_id,
+            requester_name,
+            json.dumps(list(role_ids)),
+            prompt,
+            _ts(self.clock()),
+        )
         _, row_id = await self.db.write(
             "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at,"
             " message_id) VALUES (?,?,?,?,?,?,?)",
-            (
-                session_id,
-                requester_id,
-                requester_name,
-                json.dumps(list(role_ids)),
-                prompt,
-                _ts(self.clock()),
-                message_id,
-            ),
+            (*row, message_id),
         )
         assert row_id is not None
         return row_id
@@ -305,19 +308,11 @@ class SessionStore:
 
     async def turn_for_message(self, message_id: int) -> TurnRecord | None:
         """The turn a Discord message asked for (its latest re-run, if it was re-run)."""
-        row = await self.db.fetchone(
-            "SELECT * FROM turns WHERE message_id = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1",
-            (message_id,),
-        )
-        return _turn(row) if row else None
+        return await self._one(_turn, _LATEST_TURN.format("message_id"), message_id)
 
     async def latest_turn(self, session_id: str) -> TurnRecord | None:
         """The session's last turn that was not replaced by a re-run."""
-        row = await self.db.fetchone(
-            "SELECT * FROM turns WHERE session_id = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1",
-            (session_id,),
-        )
-        return _turn(row) if row else None
+        return await self._one(_turn, _LATEST_TURN.format("session_id"), session_id)
 
     async def set_edited(self, turn_id: int, prompt: str) -> None:
         """Keep a finished turn's edited text for its "Re-run with the edit" button (the latest edit wins)."""

@@ -10,41 +10,139 @@ role would otherwise hand it unlimited spending. They write ``unlimited`` instea
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.limits import GUILD_BUDGET, USER_LIMITS
-from bot.store.setting_values import (
-    FALSE_WORDS,
-    SettingError,
-    domains,
-    is_unlimited,
-    limit_value,
-    mcp_url,
-    split,
-    text_of,
-    to_bool,
-    to_int,
-)
+from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
 
-ALL_LIMITS: tuple[str, ...] = (*USER_LIMITS, GUILD_BUDGET)
 GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch", "mcp")
-MEMORY_KEYS = ("memory.auto_store", "memory.max_items", "memory.max_age_days")
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
     "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
     "research.<tier>, reader, fetch.allow, fetch.block, mcp.<name>"
 )
-# -- fetch_url domain rules (issue 14.9): lists of domains, see agent.tools.domains --
-FETCH_KEYS = ("fetch.allow", "fetch.block")
+PLAIN_KEYS = frozenset(k for k in KEY_FORMS.split(", ") if "<" not in k)
 # -- MCP servers a server adds (issue 17.1): mcp.<name> = a streamable-HTTP URL, see bot/guild_mcp.py --
 MCP_MAX_SERVERS = 5
 _MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 MAX_MODELS_PER_TIER = 10
 MAX_CHANNELS = 100
+INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
+_UNLIMITED = frozenset({"unlimited", "none", "no limit", "off", "infinite", "inf", "∞"})
+TRUE_WORDS = frozenset({"on", "true", "yes", "1", "enable", "enabled"})
+FALSE_WORDS = frozenset({"off", "false", "no", "0", "disable", "disabled"})
+
+
+class SettingError(ValueError):
+    """A setting value or key the store refuses; the message is shown to the admin as is."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def limit_value(key: str, name: str, value: Any) -> int | float | None:
+    if is_unlimited(value):
+        return None
+    whole = name in INT_LIMITS
+    what = "a whole number" if whole else "an amount in USD"
+    raw = value
+    if isinstance(value, str):
+        value = value.strip().replace(",", "").replace("_", "").lstrip("$").strip()
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise SettingError(key, f"{key} must be {what} or 'unlimited'; got {raw!r}.") from None
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        raise SettingError(key, f"{key} must be {what} above 0, or 'unlimited'; got {raw!r}.")
+    if number == 0:
+        raise SettingError(
+            key,
+            f"{key} cannot be 0: write 'unlimited' for no limit, or a number above 0. "
+            "To keep people from using the bot, restrict its channels or Discord permissions.",
+        )
+    if not in_bounds(name, number):
+        raise SettingError(key, f"{key} must be {what} {bounds_text(name)}, or 'unlimited'; got {raw!r}.")
+    if whole:
+        if number != int(number):
+            raise SettingError(key, f"{key} must be a whole number; got {raw!r}.")
+        return int(number)
+    return round(number, 6)
+
+
+def domains(key: str, value: Any) -> list[str]:
+    """A list of normalised domains (IDNA, lower-case); ``none``/``off`` or an empty list clears it."""
+    from agent.tools.domains import MAX_RULES, normalise_domain
+
+    if is_unlimited(value) or (isinstance(value, str) and not value.strip()):
+        return []
+    out: list[str] = []
+    for item in split(value):
+        try:
+            rule = normalise_domain(item)
+        except ValueError as e:
+            raise SettingError(key, f"{key}: {e}.") from None
+        if rule not in out:
+            out.append(rule)
+    if len(out) > MAX_RULES:
+        raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
+    return sorted(out)
+
+
+def mcp_url(key: str, value: Any) -> str:
+    """A streamable-HTTP MCP endpoint. Where it points is checked by the SSRF guard when the bot connects
+    (as fetch_url's pages are): a name can resolve elsewhere later, so a check here alone would not hold."""
+    import httpx
+
+    url = text_of(value)
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as e:
+        raise SettingError(key, f"{key}: not a URL ({e}).") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or len(url) > 500:
+        raise SettingError(key, f"{key} must be an http:// or https:// URL of at most 500 characters.")
+    return url
+
+
+def text_of(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else str(value)
+
+
+def split(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\s]+", value.strip()) if v]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return []
+
+
+def is_unlimited(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _UNLIMITED)
+
+
+def to_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = text_of(value).lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise SettingError(key, f"{key} must be on or off; got {value!r}.")
+
+
+def to_int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
+    try:
+        number = value if isinstance(value, int) else int(text_of(value).replace(",", "").replace("_", ""))
+    except ValueError:
+        number = None
+    if isinstance(value, bool) or number is None or not lo <= number <= hi:
+        raise SettingError(key, f"{key} must be {what}; got {value!r}.")
+    return number
 
 
 def _listing(items: Iterable[str], limit: int = 25) -> str:
@@ -66,8 +164,7 @@ def matching(choices: Iterable[str], current: str, limit: int = 25) -> list[str]
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
     kind: str
-    """tier, default_tier, limit, role_limit, tool, max_steps, channels, persona, channel_persona, memory,
-    research, reader, fetch"""
+    """A family (tier, limit, role_limit, tool, channel_persona, research, mcp) or a plain key itself."""
     name: str | None = None
     target_id: int | None = None
     """The role id of ``role_limit.*`` or the channel id of ``channel_persona.*``."""
@@ -79,9 +176,7 @@ class ParsedKey:
             return f"role_limit.{self.target_id}.{self.name}"
         if self.kind == "channel_persona":
             return f"channel_persona.{self.target_id}"
-        if self.name is None:
-            return self.kind
-        return f"{self.kind}.{self.name}"
+        return self.kind if self.name is None else f"{self.kind}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -100,49 +195,23 @@ class SettingsSchema:
 
     def parse_key(self, key: str) -> ParsedKey:
         k = key.strip()
-        parts = k.split(".")
-        head = parts[0]
-        if k in ("default_tier", "max_steps", "channels", "persona", "reader"):
+        if k in PLAIN_KEYS:
             return ParsedKey(k)
-        if k in MEMORY_KEYS:
-            return ParsedKey("memory", parts[1])
-        if k in FETCH_KEYS:
-            return ParsedKey("fetch", parts[1])
-        if head == "mcp" and len(parts) == 2:
-            name = parts[1].strip().lower()
-            if not _MCP_NAME_RE.match(name):
-                raise SettingError(
-                    key,
-                    f"MCP server name {parts[1]!r}: use 1-24 of a-z, 0-9, '_' and '-' (it prefixes tool names).",
-                )
-            return ParsedKey("mcp", name)
-        if head == "tier" and len(parts) == 2:
-            parts[1] = parts[1].lower()
-            if self.known_tiers is not None and parts[1] not in self.known_tiers:
-                raise SettingError(key, f"Unknown tier {parts[1]!r}. Tiers: {_listing(self.known_tiers)}.")
-            if not _TIER_RE.match(parts[1]):
-                raise SettingError(
-                    key,
-                    f"Tier name {parts[1]!r} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'.",
-                )
-            return ParsedKey("tier", parts[1])
-        if head == "research" and len(parts) == 2:
-            order = self._ordered_tiers(key)
-            tier = parts[1].lower()
-            if tier not in order[1:]:
-                raise SettingError(
-                    key, f"Tier {tier!r} has no weaker tier to research on. Tiers: {', '.join(order[1:])}."
-                )
-            return ParsedKey("research", tier)
-        if head == "limit" and len(parts) == 2:
-            return ParsedKey("limit", self._limit_name(key, parts[1], ALL_LIMITS))
-        if head == "role_limit" and len(parts) == 3:
-            name = self._limit_name(key, parts[2], USER_LIMITS)
-            return ParsedKey("role_limit", name, self._snowflake(key, parts[1]))
-        if head == "tool" and len(parts) == 2:
-            return ParsedKey("tool", self._tool(key, parts[1]))
-        if head == "channel_persona" and len(parts) == 2:
-            return ParsedKey("channel_persona", target_id=self._snowflake(key, parts[1]))
+        head, *parts = k.split(".")
+        if head == "role_limit" and len(parts) == 2:
+            name = self._limit_name(key, parts[1], USER_LIMITS)
+            return ParsedKey(head, name, self._snowflake(key, parts[0]))
+        if head == "channel_persona" and len(parts) == 1:
+            return ParsedKey(head, target_id=self._snowflake(key, parts[0]))
+        names: dict[str, Callable[[str, str], str]] = {
+            "mcp": self._mcp_name,
+            "tier": self._tier,
+            "research": self._research_tier,
+            "limit": lambda k, n: self._limit_name(k, n, (*USER_LIMITS, GUILD_BUDGET)),
+            "tool": self._tool,
+        }
+        if head in names and len(parts) == 1:
+            return ParsedKey(head, names[head](key, parts[0]))
         raise SettingError(key, f"Unknown setting {key!r}. Settings: {KEY_FORMS}.")
 
     def check_reset_key(self, key: str) -> None:
@@ -162,23 +231,36 @@ class SettingsSchema:
                 key, f"Unknown setting {key!r}. Reset one of: {KEY_FORMS}, or a group: {', '.join(GROUPS)}."
             ) from None
 
+    def _mcp_name(self, key: str, name: str) -> str:
+        if not _MCP_NAME_RE.match(name.strip().lower()):
+            raise SettingError(
+                key, f"MCP server name {name!r}: use 1-24 of a-z, 0-9, '_' and '-' (it prefixes tool names)."
+            )
+        return name.strip().lower()
+
+    def _tier(self, key: str, name: str) -> str:
+        name = name.lower()
+        if self.known_tiers is not None and name not in self.known_tiers:
+            raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(self.known_tiers)}.")
+        if not _TIER_RE.match(name):
+            raise SettingError(
+                key, f"Tier name {name!r} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'."
+            )
+        return name
+
+    def _research_tier(self, key: str, name: str) -> str:
+        order, tier = self._ordered_tiers(key), name.lower()
+        if tier not in order[1:]:
+            raise SettingError(
+                key, f"Tier {tier!r} has no weaker tier to research on. Tiers: {', '.join(order[1:])}."
+            )
+        return tier
+
     def _ordered_tiers(self, key: str) -> list[str]:
         """The router's tiers, weakest first: research tiers need an order, so custom tiers have none."""
         if self.known_tiers is None:
             raise SettingError(key, "Research tiers need the router's ordered tiers; this bot has none.")
         return list(self.known_tiers)
-
-    def _research(self, key: str, tier: str, value: Any) -> str | None:
-        choice = text_of(value).lower()
-        if choice in FALSE_WORDS or choice in ("none", "self"):
-            return None
-        order = self._ordered_tiers(key)
-        weaker = order[: order.index(tier)]
-        if choice not in weaker:
-            raise SettingError(
-                key, f"{key} must be a tier weaker than {tier} ({', '.join(weaker)}) or 'off'; got {value!r}."
-            )
-        return choice
 
     def _limit_name(self, key: str, name: str, allowed: tuple[str, ...]) -> str:
         if name not in allowed:
@@ -205,37 +287,48 @@ class SettingsSchema:
 
         ``tiers`` are the tier names that exist (for ``default_tier``), besides :attr:`known_tiers`.
         """
-        tiers = {*tiers, *(self.known_tiers or ())}
         p = self.parse_key(key)
-        if p.kind == "tier":
-            return self._models(key, p.name or "", value)
-        if p.kind == "default_tier":
-            name = text_of(value).lower()
-            if name not in tiers:
-                raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(tiers)}.")
-            return name
-        if p.kind in ("limit", "role_limit"):
-            return limit_value(key, p.name or "", value)
-        if p.kind in ("tool", "reader"):
-            return to_bool(key, value)
-        if p.kind == "research":
-            return self._research(key, p.name or "", value)
-        if p.kind == "max_steps":
-            lo, hi = self.max_steps_range
-            return to_int(key, value, lo, hi, f"a whole number from {lo} to {hi}")
-        if p.kind == "channels":
-            return self._channels(key, value)
-        if p.kind in ("persona", "channel_persona"):
-            return self._persona(key, value)
-        if p.kind == "fetch":
-            return domains(key, value)
-        if p.kind == "mcp":
-            return mcp_url(key, value)
-        if p.name == "auto_store":
-            return to_bool(key, value)
-        if is_unlimited(value):
+        name, (lo, hi) = p.name or "", self.max_steps_range
+        checks: dict[str, Callable[[], Any]] = {
+            "tier": lambda: self._models(key, name, value),
+            "default_tier": lambda: self._default_tier(key, value, {*tiers, *(self.known_tiers or ())}),
+            "limit": lambda: limit_value(key, name, value),
+            "role_limit": lambda: limit_value(key, name, value),
+            "tool": lambda: to_bool(key, value),
+            "reader": lambda: to_bool(key, value),
+            "memory.auto_store": lambda: to_bool(key, value),
+            "research": lambda: self._research(key, name, value),
+            "max_steps": lambda: to_int(key, value, lo, hi, f"a whole number from {lo} to {hi}"),
+            "channels": lambda: self._channels(key, value),
+            "persona": lambda: self._persona(key, value),
+            "channel_persona": lambda: self._persona(key, value),
+            "fetch.allow": lambda: domains(key, value),
+            "fetch.block": lambda: domains(key, value),
+            "mcp": lambda: mcp_url(key, value),
+        }
+        if p.kind in checks:
+            return checks[p.kind]()
+        if is_unlimited(value):  # memory.max_items, memory.max_age_days
             return None
         return to_int(key, value, 1, 10**9, "a whole number of at least 1, or 'unlimited'")
+
+    def _default_tier(self, key: str, value: Any, tiers: Collection[str]) -> str:
+        name = text_of(value).lower()
+        if name not in tiers:
+            raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(tiers)}.")
+        return name
+
+    def _research(self, key: str, tier: str, value: Any) -> str | None:
+        choice = text_of(value).lower()
+        if choice in FALSE_WORDS or choice in ("none", "self"):
+            return None
+        order = self._ordered_tiers(key)
+        weaker = order[: order.index(tier)]
+        if choice not in weaker:
+            raise SettingError(
+                key, f"{key} must be a tier weaker than {tier} ({', '.join(weaker)}) or 'off'; got {value!r}."
+            )
+        return choice
 
     def _models(self, key: str, tier: str, value: Any) -> list[str]:
         names = split(value)
