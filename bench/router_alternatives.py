@@ -227,7 +227,7 @@ def main() -> int:
     prices = arbitrage.Pricing(arbitrage.bench_prices())
     fits = learners(x, labels, groups, below, prices, inner="--inner" in sys.argv)
     print(
-        f"{'learner':<40} {'medium up':>9} {'simple up':>9} {'too low':>8} "
+        f"{'learner':<44} {'medium up':>9} {'simple up':>9} {'too low':>8} "
         f"{'of oracle, worst mix':>20} {'nested: worst':>13} {'too low':>8}"
     )
     for name, fit in fits.items():
@@ -240,7 +240,7 @@ def main() -> int:
             nested[test] = np.where(score[test] >= cut, 2, below[test])
         cx = labels == 2
         print(
-            f"{name:<40} {((labels == 1) & (pred == 2)).sum():>9} {((labels == 0) & (pred == 2)).sum():>9} "
+            f"{name:<44} {((labels == 1) & (pred == 2)).sum():>9} {((labels == 0) & (pred == 2)).sum():>9} "
             f"{(pred[cx] < 2).sum():>4}/{cx.sum()} {worst_share(labels, pred, prices):>20.1%} "
             f"{worst_share(labels, nested, prices):>13.1%} {(nested[cx] < 2).sum():>4}/{cx.sum()}",
             flush=True,
