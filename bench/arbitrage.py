@@ -623,6 +623,18 @@ def main() -> int:
         f"{TARGET_OF_ORACLE:.0%} at every mix, the rest unchanged, needs {int(fewer)} fewer of the "
         f"{big.asks} {big.true} asks routed {big.routed}, with no more complex asks routed too low"
     )
+    # The most any complex-vs-rest classifier could keep under the shipped rule (keywords below the bar):
+    # what is left between it and the target is all the room there is for asks sent up by mistake.
+    perfect = [
+        (t["tier"], "complex" if t["tier"] == "complex" else TIERS[min(k, 1)])
+        for t, k in zip(tasks, kw, strict=True)
+    ]
+    ceiling = min(share for *_, share in mixes(perfect, ladder, prices))  # type: ignore[arg-type]
+    print(
+        f"Every complex ask routed complex and no other (a perfect complex detector, keywords below): "
+        f"{ceiling:.1%} at worst; each {big.true} ask routed {big.routed} costs {big.lost[-1] / big.asks:.2%} "
+        f"of the oracle's saving at the last mix"
+    )
 
     # A hand-down lets the researcher answer when the classifier sent the ask up doubtful (complex odds
     # below sure_at) and the research took at most N calls. Here every run of a tier takes its fixed
