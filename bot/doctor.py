@@ -114,6 +114,11 @@ async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: l
         )
         if r.status_code != 404:
             served.add(name)
+        elif name.lower() not in r.text.lower():  # servers name a model they lack; this is no API
+            raise ConfigError(
+                f"no Chat Completions API at {s.openai_base_url} (HTTP 404: its path was not found): "
+                "check OPENAI_BASE_URL (its path usually ends in /v1, as in http://localhost:11434/v1)"
+            )
     return served
 
 

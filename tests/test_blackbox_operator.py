@@ -45,3 +45,23 @@ async def test_an_env_file_that_is_not_utf8_is_one_line_not_a_traceback(
     line = next(x for x in said if ".env" in x)
     assert "UTF-8" in line, said
     assert llm.requests == []
+
+
+async def test_an_endpoint_url_without_v1_is_named_as_the_problem_not_the_model(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Ollama's docs give http://localhost:11434 as its address; its OpenAI API lives under /v1, and
+    # POST /chat/completions at the root answers a plain 404 page.
+    llm.script(text("never asked"))
+    root = llm.base_url.removesuffix("/v1")
+    env = {"OPENAI_BASE_URL": root, "AGENT_MODEL": "llama3.1"}
+    code, out, err = await agentbot(tmp_path, "ask", "hello", env=env)
+    assert code == 1 and out == ""
+    line = next(x for x in err.splitlines() if "OPENAI_BASE_URL" in x)
+    assert "/v1" in line, line  # what to fix
+    assert "model 'llama3.1' was not found" not in line, line
+    # doctor says the same, instead of "does not serve llama3.1 (none listed)"
+    code, out, _ = await agentbot(tmp_path, "doctor", env=env | {"MEMORY_ENABLED": "false"})
+    line = next(x for x in out.splitlines() if "provider openai" in x)
+    assert code == 1 and line.startswith("FAIL") and "OPENAI_BASE_URL" in line and "/v1" in line, line
+    assert "does not serve" not in line, line

@@ -132,6 +132,7 @@ class OpenAIChatModel(HTTPModel):
     WIRE = "Chat Completions"
     KEY_ENV = "OPENAI_API_KEY (or this provider's key)"
     BASE_ENV = "OPENAI_BASE_URL"
+    DEFAULT_BASE_URL = "https://api.openai.com/v1"
     TOOLS_MAY_FAIL = True
 
     def __init__(
