@@ -226,7 +226,10 @@ class Agent:
             st.last_text = assistant.content
             run.convo.append(assistant)
             st.messages.append(assistant)
-            run.end = st.result("completed", assistant.content)
+            answer = assistant.content
+            if reply.response is not None and reply.response.finish_reason == "length":
+                answer += f"\n\n{CUT_NOTE}"  # a cut answer is not passed off as a whole one
+            run.end = st.result("completed", answer)
             return
         if switch is not None:
             yield self._switched(step, switch)
@@ -295,6 +298,12 @@ class Agent:
             kind=n.kind,
             route=n.route,
         )
+
+
+CUT_NOTE = (
+    "*(Cut off here: the model reached its output limit, AGENT_MAX_TOKENS or the server's own; "
+    "ask it to continue.)*"
+)
 
 
 @dataclass(slots=True)
