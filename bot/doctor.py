@@ -151,7 +151,9 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {_URLS[provider]}") from e
-    missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in served]
+    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag.
+    known = served | {m.removesuffix(":latest") for m in served}
+    missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(
             f"{url.split('?')[0].removesuffix('/models').removesuffix('/v1')} does not serve "
