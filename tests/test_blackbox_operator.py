@@ -65,3 +65,15 @@ async def test_an_endpoint_url_without_v1_is_named_as_the_problem_not_the_model(
     line = next(x for x in out.splitlines() if "provider openai" in x)
     assert code == 1 and line.startswith("FAIL") and "OPENAI_BASE_URL" in line and "/v1" in line, line
     assert "does not serve" not in line, line
+
+
+async def test_a_backup_into_a_place_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data"), "MEMORY_ENABLED": "false"}
+    code, _, err = await agentbot(tmp_path, "doctor", env=env)  # creates and migrates the database
+    assert (tmp_path / "data" / "agentbot.sqlite3").exists(), err
+    (tmp_path / "a-file").write_text("not a directory")
+    for dest in (tmp_path / "a-file" / "backup", Path("/proc/agentbot-backup/today")):
+        code, out, err = await agentbot(tmp_path, "backup", str(dest), env=env)
+        assert code == 1 and out == ""
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-1500:]
+        assert str(dest) in err, err
