@@ -203,6 +203,8 @@ def _discord_errors(run: object) -> None:
             EXIT_FAILED,
         )
     except (TimeoutError, OSError, aiohttp.ClientError) as e:  # DNS, refused, TLS: unreachable
+        if isinstance(e, OSError) and e.filename:  # the disk, not the network (a read-only DATA_DIR)
+            _fail(f"cannot write {e.filename} ({e.strerror}): check DATA_DIR", EXIT_FAILED)
         _fail(
             f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
             EXIT_FAILED,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, text
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
@@ -77,3 +78,24 @@ async def test_a_backup_into_a_place_that_cannot_be_written_is_one_line(tmp_path
         assert code == 1 and out == ""
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-1500:]
         assert str(dest) in err, err
+
+
+async def test_run_with_a_data_dir_it_cannot_create_names_data_dir_not_discord(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    # /proc passes a writability check as root, yet nothing can be created in it (as on a read-only mount).
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "DATA_DIR": "/proc/agentbot-data",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "MEMORY_ENABLED": "false",
+    }
+    code, _, err = await agentbot(tmp_path, "run", env=env)
+    assert code != 0
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert "DATA_DIR" in line and "/proc/agentbot-data" in line, line
+    assert "could not reach Discord" not in line, line  # Discord was reached; the disk was the problem
