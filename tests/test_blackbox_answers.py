@@ -3,7 +3,10 @@ endpoints on 127.0.0.1 that end their replies the ways real servers do."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from aiohttp import web
 
 from tests.fakes import anthropic_server as gem
 from tests.fakes.gemini_server import FakeGemini
@@ -54,3 +57,39 @@ async def test_a_thinking_model_that_spends_its_whole_cap_names_agent_max_tokens
     line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert "AGENT_MAX_TOKENS" in line, err
     assert len(llm.requests) == 1
+
+
+async def test_a_stream_cut_before_its_end_is_retried_not_passed_off_as_the_answer(tmp_path: Path) -> None:
+    # A proxy's read timeout ends the chunked body cleanly: no finish_reason, no [DONE].
+    calls = 0
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        pieces = [("The whole ans", None)] if calls == 1 else [("The whole answer.", None), ("", "stop")]
+        for piece, finish in pieces:
+            delta = {"content": piece} if piece else {}
+            chunk = {"id": "c", "object": "chat.completion.chunk", "model": "llama3.1"}
+            chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        if calls > 1:
+            await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "AGENT_MODEL": "llama3.1"}
+        code, out, err = await agentbot(tmp_path, "ask", "hello", env=env)
+    finally:
+        await runner.cleanup()
+    assert (code, out) == (0, "The whole answer.\n"), err
+    assert calls == 2 and "retrying" in err
