@@ -93,3 +93,19 @@ async def test_a_stream_cut_before_its_end_is_retried_not_passed_off_as_the_answ
         await runner.cleanup()
     assert (code, out) == (0, "The whole answer.\n"), err
     assert calls == 2 and "retrying" in err
+
+
+async def test_a_cheap_priced_call_never_shows_as_free(llm: FakeLLM, tmp_path: Path) -> None:
+    # 100 + 20 tokens of gpt-4o-mini cost $0.000027: rounded to 4 places that read "$0.0000".
+    llm.script(text("Paris.", prompt_tokens=100, completion_tokens=20))
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-test-key-0001",
+        "AGENT_MODEL": "gpt-4o-mini",
+    }
+    code, out, err = await agentbot(tmp_path, "ask", "Capital of France?", env=env)
+    assert (code, out) == (0, "Paris.\n"), err
+    assert "$0.0000 " not in err and "$0.0000\n" not in err, err
+    summary = err.strip().splitlines()[-1]
+    shown = float(summary.split("cost $")[1].split()[0])
+    assert 0 < shown < 0.0001, summary
