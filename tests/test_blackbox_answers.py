@@ -107,5 +107,6 @@ async def test_a_cheap_priced_call_never_shows_as_free(llm: FakeLLM, tmp_path: P
     assert (code, out) == (0, "Paris.\n"), err
     assert "$0.0000 " not in err and "$0.0000\n" not in err, err
     summary = err.strip().splitlines()[-1]
+    assert summary.startswith("1 step · "), summary  # not "1 steps"
     shown = float(summary.split("cost $")[1].split()[0])
     assert 0 < shown < 0.0001, summary
