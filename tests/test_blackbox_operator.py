@@ -99,3 +99,23 @@ async def test_run_with_a_data_dir_it_cannot_create_names_data_dir_not_discord(
     line = err.strip().splitlines()[-1]
     assert "DATA_DIR" in line and "/proc/agentbot-data" in line, line
     assert "could not reach Discord" not in line, line  # Discord was reached; the disk was the problem
+
+
+@pytest.mark.parametrize("command", [["run"], ["sync", "--guild", "123456789012345678"]])
+async def test_a_server_id_the_bot_is_not_in_is_named_not_blamed_on_the_api_url(
+    command: list[str], fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DISCORD_SYNC_GUILD_ID": "123456789012345678",  # a server the bot was never invited to
+        "MEMORY_ENABLED": "false",
+    }
+    code, _, err = await agentbot(tmp_path, *command, env=env)
+    assert code == 1 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert ("--guild" if command[0] == "sync" else "DISCORD_SYNC_GUILD_ID") in line, line
+    assert "DISCORD_API_BASE_URL" not in line, line  # the URL was right: Discord answered
