@@ -266,6 +266,16 @@ def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None
         return cls(**{"_env_file": ENV_FILE, **init})
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(not_utf8(e)) from None
+
+
+def not_utf8(e: UnicodeDecodeError) -> str:
+    """A ``.env`` saved as UTF-16 (Notepad's "Unicode") or Latin-1 fails inside python-dotenv's read."""
+    return (
+        f"{ENV_FILE} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+        "save it as UTF-8 (see .env.example)"
+    )
 
 
 def load_agent_settings(**overrides: Any) -> AgentSettings:

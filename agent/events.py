@@ -71,11 +71,13 @@ class Cost:
         return Cost(self.usd + other.usd, unknown)
 
     def format(self) -> str:
+        # A priced call never reads as free: 120 tokens of gpt-4o-mini ($0.000027) would round to $0.0000.
+        usd = f"${self.usd:.4f}" if self.usd == 0 or self.usd >= 0.0001 else f"${self.usd:.6f}"
         if not self.unknown_models:
-            return f"${self.usd:.4f}"
+            return usd
         if self.usd == 0:
             return "unknown (no price for " + ", ".join(self.unknown_models) + ")"
-        return f"at least ${self.usd:.4f} (no price for " + ", ".join(self.unknown_models) + ")"
+        return f"at least {usd} (no price for " + ", ".join(self.unknown_models) + ")"
 
 
 RunStatus = Literal["completed", "max_iterations", "cancelled", "error", "budget"]

@@ -226,7 +226,16 @@ class Agent:
             st.last_text = assistant.content
             run.convo.append(assistant)
             st.messages.append(assistant)
-            run.end = st.result("completed", assistant.content)
+            answer = assistant.content
+            if reply.response is not None and reply.response.finish_reason == "length":
+                answer += f"\n\n{CUT_NOTE}"  # a cut answer is not passed off as a whole one
+            run.end = st.result("completed", answer)
+            return
+        finish = reply.response.finish_reason if reply.response is not None else None
+        if switch is None and finish in EMPTY_BECAUSE:  # asking again would pay for the same nothing
+            msg = f"{reply.served_by} wrote no answer: {EMPTY_BECAUSE[finish]}"
+            yield ErrorEvent(step=step, message=msg)
+            run.end = st.partial("error", msg)
             return
         if switch is not None:
             yield self._switched(step, switch)
@@ -295,6 +304,17 @@ class Agent:
             kind=n.kind,
             route=n.route,
         )
+
+
+CUT_NOTE = (
+    "*(Cut off here: the model reached its output limit, AGENT_MAX_TOKENS or the server's own; "
+    "ask it to continue.)*"
+)
+
+EMPTY_BECAUSE = {
+    "length": "it spent its whole output limit (thinking, most likely); raise AGENT_MAX_TOKENS",
+    "content_filter": "its provider's content filter blocked it; rephrase the request",
+}
 
 
 @dataclass(slots=True)

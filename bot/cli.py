@@ -205,12 +205,21 @@ def _discord_errors(run: object) -> None:
     except GatewayUnreachable as e:
         _fail(str(e), EXIT_FAILED)
     except discord.HTTPException as e:  # 5xx after discord.py's retries, or 404 from a wrong base URL
+        if e.code in (10004, 50001):  # Unknown Guild / Missing Access: Discord answered; the id is wrong
+            _fail(
+                f"Discord answered HTTP {e.status} ({e.text}) for the server to sync commands to: check "
+                "DISCORD_SYNC_GUILD_ID (or sync's --guild): the bot must be in that server, invited with "
+                "the bot and applications.commands scopes",
+                EXIT_FAILED,
+            )
         _fail(
             f"Discord answered HTTP {e.status} ({e.text or e.response.reason}): check DISCORD_API_BASE_URL "
             "if it is set, else Discord's status page, and try again",
             EXIT_FAILED,
         )
     except (TimeoutError, OSError, aiohttp.ClientError) as e:  # DNS, refused, TLS: unreachable
+        if isinstance(e, OSError) and e.filename:  # the disk, not the network (a read-only DATA_DIR)
+            _fail(f"cannot write {e.filename} ({e.strerror}): check DATA_DIR", EXIT_FAILED)
         _fail(
             f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
             EXIT_FAILED,

@@ -112,5 +112,7 @@ def load_bot_settings(**overrides: object) -> BotSettings:
         settings = BotSettings(**{"_env_file": agent_config.ENV_FILE, **overrides})  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(agent_config.not_utf8(e)) from None
     check_shards(settings)
     return settings

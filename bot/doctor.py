@@ -112,6 +112,11 @@ async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: l
         )
         if r.status_code != 404:
             served.add(name)
+        elif name.lower() not in r.text.lower():  # servers name a model they lack; this is no API
+            raise ConfigError(
+                f"no Chat Completions API at {s.openai_base_url} (HTTP 404: its path was not found): "
+                "check OPENAI_BASE_URL (its path usually ends in /v1, as in http://localhost:11434/v1)"
+            )
     return served
 
 
@@ -145,7 +150,9 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
-    missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in served]
+    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag.
+    known = served | {m.removesuffix(":latest") for m in served}
+    missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(
             f"{url.split('?')[0].removesuffix('/models').removesuffix('/v1')} does not serve "

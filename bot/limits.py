@@ -171,6 +171,8 @@ def nano_to_usd(nano: int) -> float:
 
 def format_usd(usd: float) -> str:
     """Cents for ordinary amounts, more digits for the fractions of a cent small models cost."""
+    if usd != 0 and abs(usd) < 0.0001:  # one short cheap turn: never "$0.0000", which reads as free
+        return f"${usd:.6f}"
     if usd != 0 and abs(usd) < 0.01:
         return f"${usd:.4f}"
     return f"${usd:,.2f}"

@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
@@ -152,6 +153,16 @@ class HTTPModel:
             return ModelAuthError(
                 f"{self.base_url} rejected the API key (HTTP {status}): check {self.KEY_ENV} and that it "
                 f"may use model '{self.name}'. Server said: {detail}",
+                **common,
+            )
+        if status == 404 and self.name.lower() not in text.lower():
+            # Every server tried names the model it does not know (OpenAI, Ollama, vLLM, Anthropic,
+            # Gemini); a 404 that does not ("404 page not found") is a path with no API: the base URL.
+            want = urlsplit(self.DEFAULT_BASE_URL).path
+            hint = f" (its path usually ends in {want}, as in {self.DEFAULT_BASE_URL})" if want else ""
+            return ModelNotFoundError(
+                f"no {self.WIRE} API at {self.base_url} (HTTP 404: its path was not found): check "
+                f"{self.BASE_ENV}{hint}, then the model name '{self.name}'. Server said: {detail}",
                 **common,
             )
         if status == 404:

@@ -132,6 +132,7 @@ class OpenAIChatModel(HTTPModel):
     WIRE = "Chat Completions"
     KEY_ENV = "OPENAI_API_KEY (or this provider's key)"
     BASE_ENV = "OPENAI_BASE_URL"
+    DEFAULT_BASE_URL = "https://api.openai.com/v1"
     TOOLS_MAY_FAIL = True
 
     def __init__(
@@ -230,6 +231,7 @@ class OpenAIChatModel(HTTPModel):
         calls = _ToolCallAssembler()
         usage_raw: dict[str, Any] | None = None
         finish: str | None = None
+        done = False  # a stream that ends with neither [DONE] nor a finish_reason was cut off
         model_name = self.name
         try:
             async with self._client.stream(
@@ -253,6 +255,7 @@ class OpenAIChatModel(HTTPModel):
                     text.append(msg.get("content") or "")
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
                     usage_raw = data.get("usage")
+                    done = True
                 else:
                     async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
                         async for sse in events:
@@ -262,6 +265,7 @@ class OpenAIChatModel(HTTPModel):
                             if data_s[0] != "{" and data_s.strip() == "[DONE]":  # JSON chunks: no strip
                                 # Read on to the end of the body rather than break: breaking would leave
                                 # httpx's inner byte iterators to be finalised by a stray task.
+                                done = True
                                 continue
                             try:
                                 data = json.loads(data_s)
@@ -291,6 +295,14 @@ class OpenAIChatModel(HTTPModel):
                                     finish = choice["finish_reason"]
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
+        if not done and finish is None:  # a proxy's read timeout ends the body cleanly mid-answer
+            raise ModelError(
+                f"{self.name}: the stream stopped before the answer was finished (no finish_reason, "
+                "no [DONE]; a proxy's timeout?)",
+                provider=self.provider,
+                model=self.name,
+                retryable=True,
+            )
         reply = Message("assistant", "".join(text), tool_calls=calls.calls())
         yield ModelResponse(
             message=reply,

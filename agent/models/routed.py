@@ -307,10 +307,17 @@ class RoutedModel:
                     breakers.release(keys)
                     raise
                 unknown = isinstance(e, ModelNotFoundError)
-                wait = breakers.failure(
-                    keys[1] if unknown else keys[0],
-                    redact(e.message),
-                    cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
+                tried.add(self._spec)
+                # An unknown model with nothing to fall back to cools nothing down: the operator's fix
+                # (`ollama pull`) needs no restart, and a cooldown would refuse the next turn for 15 min.
+                wait = (
+                    0.0
+                    if unknown and self._next(tried) is None
+                    else breakers.failure(
+                        keys[1] if unknown else keys[0],
+                        redact(e.message),
+                        cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
+                    )
                 )
                 breakers.release(keys)
                 why = why_unavailable(model, e)
@@ -321,7 +328,6 @@ class RoutedModel:
                     cooldown=round(wait, 1),
                     error=e.message,
                 )
-                tried.add(self._spec)
                 nxt = self._next(tried)
                 if nxt is None:
                     if isinstance(e, ModelUnavailableError):

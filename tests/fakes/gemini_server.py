@@ -107,7 +107,7 @@ class FakeGemini(ScriptedServer):
             cand: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
             out: dict[str, Any] = {"candidates": [cand], "modelVersion": version}
             if last:
-                cand["finishReason"] = "STOP"
+                cand["finishReason"] = reply.finish or "STOP"
                 out["usageMetadata"] = usage
             return out
 

@@ -45,6 +45,8 @@ class Reply:
     model: str | None = None
     split_writes: bool = False
     """Write each SSE chunk separately (so fragments cross TCP reads) instead of all at once."""
+    finish: str | None = None
+    """The ``finish_reason`` sent instead of ``stop`` / ``tool_calls`` (``length``: cut at the output cap)."""
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -246,7 +248,11 @@ class FakeLLM(ScriptedServer):
                     "object": "chat.completion",
                     "model": model,
                     "choices": [
-                        {"index": 0, "message": msg, "finish_reason": "tool_calls" if calls else "stop"}
+                        {
+                            "index": 0,
+                            "message": msg,
+                            "finish_reason": reply.finish or ("tool_calls" if calls else "stop"),
+                        }
                     ],
                     **({"usage": usage} if self.report_usage else {}),
                 }
@@ -293,7 +299,7 @@ class FakeLLM(ScriptedServer):
                         }
                     )
                 )
-        out.append(chunk({}, "tool_calls" if calls else "stop"))
+        out.append(chunk({}, reply.finish or ("tool_calls" if calls else "stop")))
         if (
             self.report_usage
             and reply.stream_usage
