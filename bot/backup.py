@@ -216,15 +216,20 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
                 f"the memory store at {memory.where()} already has {', '.join(clash[:3])}: "  # type: ignore[union-attr]
                 "restore into an empty one, or pass --force"
             )
-    data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / (DB_NAME + ".restoring")
-    shutil.copyfile(src / DB_NAME, tmp)
-    if target.exists():
-        os.replace(target, data_dir / (DB_NAME + ".before-restore"))
-    for suffix in ("-wal", "-shm"):  # a stale WAL beside the restored file would be replayed into it
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(str(target) + suffix)
-    os.replace(tmp, target)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / DB_NAME, tmp)
+        if target.exists():
+            os.replace(target, data_dir / (DB_NAME + ".before-restore"))
+        for suffix in ("-wal", "-shm"):  # a stale WAL beside the restored file would be replayed into it
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(str(target) + suffix)
+        os.replace(tmp, target)
+    except OSError as e:  # read-only, no permission, a file in the way, a disk that fills up
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BackupError(f"cannot write the database into {data_dir}: {e.strerror}: check DATA_DIR") from e
     report = BackupReport(src, int(manifest.get("schema_version") or 0), target.stat().st_size)
     for col_meta in cols:
         name = col_meta["name"]

@@ -78,6 +78,14 @@ async def test_a_backup_into_a_place_that_cannot_be_written_is_one_line(tmp_path
         assert code == 1 and out == ""
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-1500:]
         assert str(dest) in err, err
+    # and putting a good backup back into a DATA_DIR that cannot be created names DATA_DIR
+    code, _, err = await agentbot(tmp_path, "backup", str(tmp_path / "good"), env=env)
+    assert code == 0, err
+    bad = env | {"DATA_DIR": "/proc/agentbot-restore"}
+    code, out, err = await agentbot(tmp_path, "restore", str(tmp_path / "good"), env=bad)
+    assert code == 1 and out == ""
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-1500:]
+    assert "DATA_DIR" in err and "/proc/agentbot-restore" in err, err
 
 
 async def test_run_with_a_data_dir_it_cannot_create_names_data_dir_not_discord(
