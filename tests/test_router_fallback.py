@@ -180,6 +180,33 @@ async def test_an_unknown_model_cools_down_alone_not_its_provider(world: World) 
     assert world.breakers.state("gemini") == "closed"
 
 
+async def test_a_base_url_with_no_api_is_named_as_the_reason_not_the_model(world: World) -> None:
+    # Ollama's root (no /v1) answers "404: Not Found" without naming the model: the URL is wrong.
+    world.claude.script(anth.text("from haiku"))
+    build = world.build
+
+    def wrong_path(spec: str) -> Model:
+        if ":" in spec:
+            return build(spec)
+        return OpenAIChatModel(
+            spec, api_key=OPENAI_KEY, base_url=world.oai.base_url.removesuffix("/v1"), client=world.http
+        )
+
+    router = Router(
+        {
+            "simple": ["gpt-5-nano"],
+            "medium": ["gpt-5-mini", "anthropic:claude-haiku-4-5"],
+            "complex": ["gpt-5"],
+        },
+        wrong_path,
+        breakers=world.breakers,
+    )
+    got = await chunks_of(router.at_tier("medium"))
+    switch = next(c for c in got if isinstance(c, SwitchNotice))
+    assert switch.reason == "openai has no API at its base URL (for gpt-5-mini)"
+    assert got[-1].message.content == "from haiku"
+
+
 async def test_text_streamed_before_a_failure_is_followed_by_a_switch(world: World) -> None:
     world.claude.script(
         anth.Reply(text="The first half of a", cut=True, fragment=99),

@@ -116,6 +116,8 @@ def why_unavailable(model: Model, e: ModelError) -> str:
     """Short, user-facing cause ("Y" in "switched to X because Y"); secrets already masked by adapters."""
     if isinstance(e, ModelAuthError):
         return f"{model.provider} rejected the API key for {model.name}"
+    if isinstance(e, ModelNotFoundError) and e.message.startswith("no "):  # the adapter's wrong-path 404
+        return f"{model.provider} has no API at its base URL (for {model.name})"
     if isinstance(e, ModelNotFoundError):
         return f"{model.provider} does not know the model {model.name}"
     if e.status:
