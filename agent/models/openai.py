@@ -108,13 +108,18 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     """The server's usage, or None if it reported none (no object, or nothing but zeros)."""
     if not isinstance(raw, dict):
         return None
-    prompt, completion = count(raw.get("prompt_tokens")), count(raw.get("completion_tokens"))
+    prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
     if not prompt and not completion:
         return None
     details, out_details = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")
-    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    reasoning = count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
-    return Usage(prompt, completion, cached or count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    reasoning = _count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(prompt, completion, cached or _count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
+
+
+def _count(value: Any) -> int:
+    # Servers send plain non-negative ints: those skip count()'s checks (it runs ~5 times per call).
+    return value if type(value) is int and value >= 0 else count(value)
 
 
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
