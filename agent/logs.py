@@ -17,6 +17,8 @@ import json
 import logging
 import re
 import sys
+import time
+from datetime import UTC, datetime
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import IO, Any
 
@@ -155,12 +157,31 @@ def redacted_rich_traceback(sio: IO[str], exc_info: Any) -> None:
     )
 
 
+class _UtcStamp:
+    """``structlog.processors.TimeStamper(fmt="iso", utc=True)``, the same text (``2026-12-05T07:40:00.123456Z``,
+    no fraction at a whole second), with the date and time of the current second made once: formatting a
+    whole ``datetime`` was about a sixth of a log line's instructions, on every line."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second, self._prefix = -1, ""
+
+    def __call__(self, _: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        second, micro = divmod(time.time_ns() // 1000, 1_000_000)  # floored, as datetime.now is
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        event_dict["timestamp"] = f"{self._prefix}.{micro:06d}Z" if micro else self._prefix + "Z"
+        return event_dict
+
+
 def shared_native(fmt: str = "json") -> list[Any]:
     """Processors for our own log calls: JSON lines get their traceback as text before redaction."""
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcStamp(),
         *([structlog.processors.format_exc_info] if fmt == "json" else []),
         _redact_processor,
     ]
@@ -180,7 +201,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcStamp(),
         _redact_processor,
     ]
     # Our own lines go straight to the stream (about 4x cheaper per line than through stdlib logging);
