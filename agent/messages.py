@@ -38,10 +38,26 @@ class Message:
     name: str | None = None
     images: list[ImagePart] = field(default_factory=list)
     """User turns only: attached images, sent to models that can see them (:mod:`agent.models.vision`)."""
+    wire: Any = field(default=None, init=False, repr=False, compare=False)
+    """A wire format's cache of this message (``agent.models.openai``), never stored or compared.
+
+    A message is not changed once it is in a conversation (runs only append), and every model call
+    sends the whole conversation: converting and JSON-encoding each message once instead of on every
+    call was the largest part of the engine's per-step overhead that grows with the history
+    (bench/loop_overhead.py). ``dataclasses.replace`` makes a copy without it."""
 
     def to_dict(self) -> dict[str, Any]:
         """Without the empty optional fields (no images, no tool calls, no tool call id, no name)."""
-        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
+        d: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            d["tool_calls"] = [asdict(c) for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            d["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            d["name"] = self.name
+        if self.images:
+            d["images"] = [asdict(i) for i in self.images]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Message:

@@ -43,8 +43,8 @@ class ToolStep:
         calls, st, blog = assistant.tool_calls, self.state, self.log
         if assistant.content.strip():
             st.last_text = assistant.content
-        for call in calls:
-            args = parse_args(call.arguments)
+        parsed = [parse_args(call.arguments) for call in calls]  # read once: for the event and the tool
+        for call, args in zip(calls, parsed, strict=True):
             yield ToolCallEvent(
                 step=step, call_id=call.id, name=call.name, arguments=args, raw_arguments=call.arguments
             )
@@ -56,7 +56,7 @@ class ToolStep:
             queue.put_nowait(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
 
         async def one(i: int, call: ToolCall) -> None:
-            outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w))
+            outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w), parsed[i])
             if self.reader is not None:
                 outcome = await self._read(step, call, outcome, queue.put_nowait)
             queue.put_nowait((i, outcome))

@@ -396,3 +396,26 @@ async def test_model_timeout_is_retried_then_the_run_finishes(llm: FakeLLM, http
     retry = next(e for e in events if isinstance(e, RetryEvent))
     assert "timed out" in retry.error
     assert events[-1].result.text == "on time" and events[-1].result.status == "completed"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_history_reaches_the_model_whole_and_unchanged_on_every_call(
+    llm: FakeLLM, http: httpx.AsyncClient, stream: bool
+) -> None:
+    """Each message's wire form is made once and reused on later calls (agent.models.openai): what the
+    server receives must still be the whole conversation, exactly, and a stored turn carries no cache."""
+    from agent.messages import Message
+
+    llm.script(tool_call("calculator", {"expression": "6*7"}), text("Réponse : 42 ✓"), text("Oui."))
+    agent = make_agent(llm, http, builtin_tools(), stream=stream)
+    first = await agent.ask("Combien font 6×7 ?")
+    second = await agent.ask("Sûr ?", history=first.messages)
+    sent = [r["messages"] for r in llm.requests]
+    assert sent[1][:-2] == sent[0] and sent[1][-1]["content"] == "42"
+    # The second turn resends the first turn as it was sent, then the new question.
+    turn_one = [*sent[1][1:], {"role": "assistant", "content": "Réponse : 42 ✓"}]
+    assert sent[2][1:] == [*turn_one, {"role": "user", "content": "Sûr ?"}]
+    assert second.text == "Oui."
+    stored = [m.to_dict() for m in first.messages]
+    assert all(set(d) <= {"role", "content", "tool_calls", "tool_call_id", "name"} for d in stored)
+    assert [Message.from_dict(d) for d in stored] == first.messages

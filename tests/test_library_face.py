@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import agent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,3 +117,32 @@ async def test_a_routing_model_hears_each_step_and_its_switch_reaches_the_caller
     assert [(o.tool_calls, o.empty) for o in model.heard] == [(1, False), (0, False), (0, False)]
     result = events[-1].result
     assert result.text == "the answer" and "done researching" not in str([m.content for m in result.messages])
+
+
+def test_log_timestamps_read_as_structlog_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Log lines keep the timestamp text structlog's ISO UTC stamper writes (agent.logs makes it itself,
+    the date and time of each second once), fractions and whole seconds alike, across second changes."""
+    import io
+    from datetime import UTC, datetime
+
+    import structlog
+
+    from agent import logs
+
+    out = io.StringIO()
+    logs.configure_logging("INFO", "json", stream=out)
+    instants = [1_764_921_599_999_999_999, 1_764_921_600_000_000_000, 1_764_921_600_000_123_999]
+    instants += [1_764_921_600_987_654_321, 1_764_921_661_000_001_000]
+    for ns in instants:
+        monkeypatch.setattr(logs.time, "time_ns", lambda ns=ns: ns)
+        structlog.get_logger().info("tick")
+    got = [json.loads(line)["timestamp"] for line in out.getvalue().splitlines()]
+    # What structlog.processors.TimeStamper(fmt="iso", utc=True) writes at each instant.
+    want = [
+        datetime.fromtimestamp(ns // 10**9, UTC)
+        .replace(microsecond=ns // 1000 % 10**6)
+        .isoformat()
+        .replace("+00:00", "Z")
+        for ns in instants
+    ]
+    assert got == want and want[1].endswith(":00Z") and want[0].endswith(".999999Z")

@@ -37,36 +37,67 @@ from agent.models.tokens import count, estimated_usage
 log = structlog.get_logger("agent.models")
 
 
-def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    # Runs over the whole conversation on every call: one branch per role, each field read once.
-    out: list[dict[str, Any]] = []
-    for m in messages:
-        role = m.role
-        d: dict[str, Any] = {"role": role, "content": m.content or ""}
-        if role == "tool":
-            d["tool_call_id"] = m.tool_call_id or ""
-            if m.name:
-                d["name"] = m.name
-        elif role == "assistant":
-            if m.tool_calls:
-                d["tool_calls"] = [
-                    {
-                        "id": c.id,
-                        "type": "function",
-                        "function": {"name": c.name, "arguments": c.arguments or "{}"},
-                    }
-                    for c in m.tool_calls
-                ]
-        elif role == "user" and m.images:
-            d["content"] = [
-                {"type": "text", "text": m.content or ""},
-                *(
-                    {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
-                    for i in m.images
-                ),
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+"""The JSON httpx's ``json=`` writes (the same options, so the same text), with the encoder made once:
+httpx makes a new one for every request."""
+
+
+class _Wire:
+    """One message in this wire format, as a dict (for local token counts) and as its JSON text."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data, self.text = data, _encode(data)
+
+
+def _wire(m: Message) -> _Wire:
+    """``m``'s wire form, made on its first call and kept on the message (:attr:`Message.wire`): every
+    call sends the whole conversation, and converting and encoding all of it again on every step was
+    the part of the engine's overhead that grows with the history."""
+    w = m.wire
+    if type(w) is _Wire:
+        return w
+    role = m.role
+    d: dict[str, Any] = {"role": role, "content": m.content or ""}
+    if role == "tool":
+        d["tool_call_id"] = m.tool_call_id or ""
+        if m.name:
+            d["name"] = m.name
+    elif role == "assistant":
+        if m.tool_calls:
+            d["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                }
+                for c in m.tool_calls
             ]
-        out.append(d)
-    return out
+    elif role == "user" and m.images:
+        d["content"] = [
+            {"type": "text", "text": m.content or ""},
+            *(
+                {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
+                for i in m.images
+            ),
+        ]
+    w = m.wire = _Wire(d)
+    return w
+
+
+def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    return [_wire(m).data for m in messages]
+
+
+def encode_body(body: dict[str, Any], messages: Sequence[Message], s: ModelSettings) -> bytes:
+    """``body`` as JSON with ``messages`` spliced in from each message's cached text: the same JSON as
+    encoding the whole body (``messages`` goes last). ``messages`` set through ``s.extra`` is sent as is."""
+    if "messages" in s.extra:
+        return _encode(body).encode()
+    rest = _encode({k: v for k, v in body.items() if k != "messages"})
+    head = rest[:-1] + "," if len(rest) > 2 else "{"
+    return (head + '"messages":[' + ",".join([_wire(m).text for m in messages]) + "]}").encode()
 
 
 def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -77,13 +108,18 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
     """The server's usage, or None if it reported none (no object, or nothing but zeros)."""
     if not isinstance(raw, dict):
         return None
-    prompt, completion = count(raw.get("prompt_tokens")), count(raw.get("completion_tokens"))
+    prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
     if not prompt and not completion:
         return None
     details, out_details = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")
-    cached = count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    reasoning = count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
-    return Usage(prompt, completion, cached or count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    reasoning = _count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(prompt, completion, cached or _count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
+
+
+def _count(value: Any) -> int:
+    # Servers send plain non-negative ints: those skip count()'s checks (it runs ~5 times per call).
+    return value if type(value) is int and value >= 0 else count(value)
 
 
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
@@ -160,8 +196,11 @@ class OpenAIChatModel(HTTPModel):
         self._warned_temperature = False
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
-        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._sse_headers = self._auth | {"Accept": "text/event-stream"}
+        # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
+        self._json_headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._json_headers["Authorization"] = f"Bearer {api_key}"
+        self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -192,12 +231,17 @@ class OpenAIChatModel(HTTPModel):
         body.update(s.extra)
         return body
 
-    async def _complete_once(self, body: dict[str, Any], s: ModelSettings) -> ModelResponse:
+    def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
+        return {"messages": messages}
+
+    async def _complete_once(
+        self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
+    ) -> ModelResponse:
         try:
             resp = await self._client.post(
                 f"{self.base_url}/chat/completions",
-                json=body,
-                headers=self._auth,
+                content=encode_body(body, messages, s),
+                headers=self._json_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TransportError as e:  # timeouts included
@@ -226,7 +270,9 @@ class OpenAIChatModel(HTTPModel):
             finish_reason=choice.get("finish_reason"),
         )
 
-    async def _stream_once(self, body: dict[str, Any], s: ModelSettings) -> AsyncIterator[ModelChunk]:
+    async def _stream_once(
+        self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
+    ) -> AsyncIterator[ModelChunk]:
         text: list[str] = []
         calls = _ToolCallAssembler()
         usage_raw: dict[str, Any] | None = None
@@ -237,7 +283,7 @@ class OpenAIChatModel(HTTPModel):
             async with self._client.stream(
                 "POST",
                 f"{self.base_url}/chat/completions",
-                json=body,
+                content=encode_body(body, messages, s),
                 headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
