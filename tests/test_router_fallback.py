@@ -221,6 +221,8 @@ async def test_text_streamed_before_a_failure_is_followed_by_a_switch(world: Wor
     after_switch = [c.text for c in got[kinds.index("SwitchNotice") :] if isinstance(c, TextChunk)]
     assert "".join(after_switch) == got[-1].message.content == "A whole answer."
     assert got[-1].model == "gemini-2.5-flash"
+    retry = got[kinds.index("RetryNotice")]
+    assert "dropped the connection mid-answer" in retry.error, retry.error  # not "could not be reached"
     switch = got[kinds.index("SwitchNotice")]
     assert switch.reason == "claude-haiku-4-5 is unavailable (connection failures after retries)"
 

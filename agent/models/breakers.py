@@ -124,7 +124,7 @@ def why_unavailable(model: Model, e: ModelError) -> str:
         what = f"HTTP {e.status}"
     elif "timed out" in e.message:
         what = "timeouts"
-    elif "could not be reached" in e.message:
+    elif "could not be reached" in e.message or "dropped the connection" in e.message:
         what = "connection failures"
     else:
         what = "errors"

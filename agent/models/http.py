@@ -79,9 +79,12 @@ def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.Async
 
 def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:
     """A timeout or connection failure, said plainly, and retryable."""
-    kind = (
-        "timed out" if isinstance(e, httpx.TimeoutException) else f"could not be reached ({type(e).__name__})"
-    )
+    if isinstance(e, httpx.TimeoutException):
+        kind = "timed out"
+    elif isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):  # connected, then cut mid-answer
+        kind = f"dropped the connection mid-answer ({type(e).__name__})"
+    else:
+        kind = f"could not be reached ({type(e).__name__})"
     setting = (
         f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
     )
