@@ -252,7 +252,8 @@ class SessionControl:
         if self.runner.active(session_id):
             await say("A turn is running here; press this again once it has finished.", ephemeral=True)
             return
-        await say("Re-running with your edit…", ephemeral=True)
+        # Submitted before anything else is awaited, so a second press sees this turn as active.
         await self._pressed(
             interaction, session, turn.edited_prompt, message_id=turn.message_id, supersedes=turn.id
         )
+        await say("Re-running with your edit…", ephemeral=True)

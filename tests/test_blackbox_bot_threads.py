@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, error, text
@@ -76,3 +77,36 @@ async def test_retry_pressed_twice_or_after_it_worked_runs_the_failed_turn_once(
     answers = [r["data"] for i in (first, second, late) for r in i.responses]
     assert all(a.get("flags") == 64 for a in answers)  # each answer is for the presser only
     assert [a["content"] for a in answers].count("Retrying…") == 1, answers
+
+
+async def test_re_run_with_the_edit_pressed_twice_runs_the_edit_once(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A double click on "Re-run with the edit" neither answers twice nor puts the question twice
+    into the conversation."""
+    llm.script(text("Paris."), text("I know no Spian."), text("Madrid."), text("Madrid again."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        follow = fake.inject_message(thread, "alice", "And of Spian?")
+        await fake.wait_for_message(thread, lambda m: m.content == "I know no Spian.", within=15)
+        await wait_idle(fake, bot)
+        edit_message(fake, follow, "And of Spain?")
+        offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("✏️ You edited"), within=15)
+        button = offer.components[0]["components"][0]["custom_id"]
+        first = fake.inject_component(button, message=offer, user="alice")
+        second = fake.inject_component(button, message=offer, user="alice")
+        await fake.wait_for(lambda: first.responses and second.responses, what="both clicks answered")
+        await fake.wait_for_message(thread, lambda m: m.content == "Madrid.", within=15)
+        await wait_idle(fake, bot)
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None
+        history = await bot.services.sessions.history(session.id)
+    assert "Madrid again." not in [m.content for m in fake.messages(thread)]
+    assert len(llm.requests) == 3
+    assert [m["content"] for m in history] == ["Capital of France?", "Paris.", "And of Spain?", "Madrid."]
+    answers = [r["data"] for i in (first, second) for r in i.responses]
+    assert all(a.get("flags") == 64 for a in answers)
+    assert [a["content"] for a in answers].count("Re-running with your edit…") == 1, answers
