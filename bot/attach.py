@@ -2,8 +2,8 @@
 the turn starts, and the agent told what arrived (:mod:`agent.attachments` reads them; README
 "Attachments" has the limits).
 
-* A follow-up queued across a restart keeps its text but not its attachments: only the text is
-  stored, and Discord's signed attachment URLs expire anyway.
+* A follow-up queued across a restart: only its text is stored (Discord's signed attachment URLs
+  expire), so the runner fetches its message again at start-up for the files it carries.
 * Images go to the model only when the model starting the turn accepts them; a fallback to a
   text-only model mid-turn is not re-checked.
 * Images stay in the user message only for the turn they arrived in (and its checkpoints, so a

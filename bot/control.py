@@ -162,15 +162,20 @@ class SessionControl:
         session = await self._allowed(interaction, session_id, "retry")
         if session is None:
             return
-        turns = await self.sv.sessions.turns(session_id)
-        if not turns:
-            await interaction.response.send_message("There is nothing to retry here.", ephemeral=True)
+        latest = await self.sv.sessions.latest_turn(session_id)
+        say = interaction.response.send_message
+        if latest is None:
+            await say("There is nothing to retry here.", ephemeral=True)
             return
-        if self.runner.is_running(session_id):
-            await interaction.response.send_message("A turn is already running here.", ephemeral=True)
+        if self.runner.active(session_id):  # a double click: the first press's turn is already queued
+            await say("A turn is already running here.", ephemeral=True)
             return
-        await interaction.response.send_message("Retrying…", ephemeral=True)
-        await self._pressed(interaction, session, turns[-1].prompt)
+        if latest.status != "error":  # an old button, pressed after the retry (or a later turn) answered
+            await say("The last turn did not fail, so there is nothing to retry.", ephemeral=True)
+            return
+        # Submitted before anything else is awaited, so a second press sees this turn as active.
+        await self._pressed(interaction, session, latest.prompt)
+        await say("Retrying…", ephemeral=True)
 
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
@@ -247,7 +252,8 @@ class SessionControl:
         if self.runner.active(session_id):
             await say("A turn is running here; press this again once it has finished.", ephemeral=True)
             return
-        await say("Re-running with your edit…", ephemeral=True)
+        # Submitted before anything else is awaited, so a second press sees this turn as active.
         await self._pressed(
             interaction, session, turn.edited_prompt, message_id=turn.message_id, supersedes=turn.id
         )
+        await say("Re-running with your edit…", ephemeral=True)

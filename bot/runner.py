@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from agent.attachments import IncomingFile
 from agent.events import RunResult
+from bot.attach import incoming
 from bot.notes import QueuedRestored, Resumed
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
@@ -309,6 +311,7 @@ class SessionRunner:
                     queued_id=q.id,
                     notes=[QueuedRestored(q.prompt)],
                     message_id=q.message_id,
+                    attachments=await self._files_of(channel, q.message_id),
                 )
             )
             resumed += 1
@@ -316,6 +319,18 @@ class SessionRunner:
         return resumed
 
     # --- internals -------------------------------------------------------------------------------
+    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...]:
+        """The files on a queued follow-up's message, read again from Discord after a restart (only its
+        text is stored, and the signed URLs it had expire): without them the turn ran as if none came."""
+        if message_id is None:
+            return ()
+        await self.rest_budget.acquire()
+        try:
+            message = await channel.fetch_message(message_id)
+        except Exception:  # deleted, or no access: the text alone is answered, as before
+            return ()
+        return incoming(message.attachments)
+
     def _inherit_window(self, session_id: str) -> None:
         """A process cannot see what the one before it wrote: a thread it takes over counts its window
         as full when this process began (the header and a step just before a kill made 6 writes in 5 s)."""

@@ -74,12 +74,14 @@ def _quote(task: str, room: int) -> str:
     return (quoted[: room - 1].rstrip("\n> ") or "> ") + "…"
 
 
-async def header_text(sv: Any, session: SessionRecord, channel: Any, state: HeaderState) -> str:
-    """``sv``: the bot's :class:`bot.services.Services`."""
+async def header_text(
+    sv: Any, session: SessionRecord, channel: Any, state: HeaderState, at: float | None = None
+) -> str:
+    """``sv``: the bot's :class:`bot.services.Services`; ``at``: when the state began (default: now)."""
     gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
     steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
     return render_header(
-        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state
+        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state, at=at
     )
 
 
@@ -104,12 +106,13 @@ async def show_state(
     *,
     budget: RestBudget,
     window: WriteBudget,
+    at: float | None = None,
 ) -> bool:
     """Edit the header to show the run's state: the Stop button while running, gone once it ends.
     False when the header could not be edited (deleted, or the thread is gone)."""
     if session.header_message_id is None or channel is None:
         return False
-    text = await header_text(sv, session, channel, state)
+    text = await header_text(sv, session, channel, state, at)
     await window.acquire()
     await budget.acquire()
     try:

@@ -160,6 +160,7 @@ class Turn:
                 await sv.sessions.drop_queued(req.queued_id)
             self.renderer.feed(Refused(began.message))
             await self.streamer.close(within=60)
+            self.status = "refused"  # nothing ran: the thread's header goes back to the last turn's state
             return None
         started_wall = time.time()
         result: RunResult | None = None

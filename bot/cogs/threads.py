@@ -48,15 +48,29 @@ class ThreadLife:
         self._waited: set[int] = set()
         """Turns (by ``id``) whose header says they wait for a slot, until they start."""
 
-    async def _show(self, req: TurnRequest, state: HeaderState) -> None:
+    async def _show(self, req: TurnRequest, state: HeaderState, at: float | None = None) -> None:
         session = await self.bot.services.sessions.get(req.session.id)
         channel = req.channel
         if session is not None and channel is not None:
             runner = self.bot.runner
             window = runner.write_budget(session.id)  # the thread's one window, shared with its turns
             await show_state(
-                self.bot.services, session, channel, state, budget=runner.rest_budget, window=window
+                self.bot.services, session, channel, state, budget=runner.rest_budget, window=window, at=at
             )
+
+    async def _last_state(self, req: TurnRequest) -> tuple[HeaderState, float | None]:
+        """The state (and its time) of the session's last turn that ran: a refused turn ran nothing."""
+        last = await self.bot.services.sessions.latest_turn(req.session.id)
+        if last is None or last.finished_at is None:
+            return "stopped", None
+        state: HeaderState = (
+            "done"
+            if last.status in ("completed", "max_iterations", "budget", "done")
+            else "failed"
+            if last.status in ("error", "failed")
+            else "stopped"
+        )
+        return state, last.finished_at.timestamp()
 
     async def waiting(self, req: TurnRequest) -> None:
         self._waited.add(id(req))
@@ -78,6 +92,9 @@ class ThreadLife:
     async def ended(self, req: TurnRequest, status: str) -> None:
         if status == "closed":
             return  # the thread is deleted or archived: an edit would fail or reopen it
+        if status == "refused":
+            await self._show(req, *await self._last_state(req))
+            return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         await self._show(req, state)
 
