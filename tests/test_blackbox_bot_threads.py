@@ -12,7 +12,7 @@ from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
+from tests.fakes.llm_server import FakeLLM, error, text
 
 
 async def test_a_follow_up_refused_by_a_quota_leaves_the_header_saying_done(
@@ -108,33 +108,3 @@ async def test_re_run_with_the_edit_pressed_twice_runs_the_edit_once(
     answers = [r["data"] for i in (first, second) for r in i.responses]
     assert all(a.get("flags") == 64 for a in answers)
     assert [a["content"] for a in answers].count("Re-running with your edit…") == 1, answers
-
-
-async def test_a_file_on_a_follow_up_queued_across_a_restart_still_reaches_the_agent(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
-) -> None:
-    """The follow-up waited behind a run when the bot restarted: its answer reads the file it carried,
-    not the text alone as if nothing had been attached."""
-    csv = b"month,units\njan,12\nfeb,30\n"
-    llm.script(
-        tool_call("calculator", {"expression": "2+3"}),
-        Reply(hang=True),
-        text("Five."),
-        tool_call("read_file", {"path": "sales.csv"}),
-        text("February sold 30."),
-    )
-    async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2):
-        general = guild.channel("general")
-        fake.inject_interaction("research", {"task": "What is 2+3?"}, user="alice", channel=general)
-        thread = await fake.wait_for_thread(parent=general)
-        await fake.wait_for(lambda: len(llm.requests) == 2, what="step 2's model call", within=10)
-        fake.inject_message(thread, "alice", "And this file?", attachments=[("sales.csv", csv)])
-        await fake.wait_for(
-            lambda: any("⏳" in r for m in fake.messages(thread) for r in m.reactions), what="⏳ on it"
-        )
-    async with running_bot(fake, llm, tmp_path, guild) as bot:
-        await fake.wait_for_message(thread, lambda m: m.content == "February sold 30.", within=15)
-        await wait_idle(fake, bot)
-    asked = [m for m in llm.requests[3]["messages"] if m["role"] == "user"][-1]["content"]
-    assert "And this file?" in asked and "sales.csv (" in asked, asked
-    assert "feb,30" in llm.requests[4]["messages"][-1]["content"]
