@@ -71,13 +71,18 @@ class Cost:
         return Cost(self.usd + other.usd, unknown)
 
     def format(self) -> str:
-        # A priced call never reads as free: 120 tokens of gpt-4o-mini ($0.000027) would round to $0.0000.
-        usd = f"${self.usd:.4f}" if self.usd == 0 or self.usd >= 0.0001 else f"${self.usd:.6f}"
+        usd = usd_text(self.usd)
         if not self.unknown_models:
             return usd
         if self.usd == 0:
             return "unknown (no price for " + ", ".join(self.unknown_models) + ")"
         return f"at least {usd} (no price for " + ", ".join(self.unknown_models) + ")"
+
+
+def usd_text(usd: float) -> str:
+    """Dollars to four places, six for a non-zero amount below $0.0001: a priced call never reads as
+    free (120 tokens of gpt-4o-mini, $0.000027, would round to $0.0000)."""
+    return f"${usd:.6f}" if usd != 0 and abs(usd) < 0.0001 else f"${usd:.4f}"
 
 
 RunStatus = Literal["completed", "max_iterations", "cancelled", "error", "budget"]

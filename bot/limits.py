@@ -15,6 +15,7 @@ from types import EllipsisType
 from pydantic import Field, ValidationInfo, field_validator
 
 from agent.config import EnvSettings
+from agent.events import usd_text
 
 USER_LIMITS = ("requests_per_day", "tokens_per_day", "cost_per_month_usd", "concurrent_sessions")
 """Limits that apply per user per server and that server and role overrides may change."""
@@ -171,10 +172,8 @@ def nano_to_usd(nano: int) -> float:
 
 def format_usd(usd: float) -> str:
     """Cents for ordinary amounts, more digits for the fractions of a cent small models cost."""
-    if usd != 0 and abs(usd) < 0.0001:  # one short cheap turn: never "$0.0000", which reads as free
-        return f"${usd:.6f}"
     if usd != 0 and abs(usd) < 0.01:
-        return f"${usd:.4f}"
+        return usd_text(usd)
     return f"${usd:,.2f}"
 
 
