@@ -23,6 +23,7 @@ from agent.models.base import (
     ModelNotFoundError,
     ModelSettings,
     ModelUnavailableError,
+    NoApiAtURLError,
     RetryNotice,
     TextChunk,
 )
@@ -160,7 +161,7 @@ class HTTPModel:
             # Gemini); a 404 that does not ("404 page not found") is a path with no API: the base URL.
             want = urlsplit(self.DEFAULT_BASE_URL).path
             hint = f" (its path usually ends in {want}, as in {self.DEFAULT_BASE_URL})" if want else ""
-            return ModelNotFoundError(
+            return NoApiAtURLError(
                 f"no {self.WIRE} API at {self.base_url} (HTTP 404: its path was not found): check "
                 f"{self.BASE_ENV}{hint}, then the model name '{self.name}'. Server said: {detail}",
                 **common,

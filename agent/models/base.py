@@ -162,6 +162,10 @@ class ModelNotFoundError(ModelError):
     """The server does not know the model (or the base URL is wrong)."""
 
 
+class NoApiAtURLError(ModelNotFoundError):
+    """A 404 that names no model: nothing answers at that path, so the base URL is what to fix."""
+
+
 class ContextOverflowError(ModelError):
     """The conversation is longer than the model's context window."""
 

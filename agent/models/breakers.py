@@ -20,6 +20,7 @@ from agent.models.base import (
     ModelError,
     ModelNotFoundError,
     ModelUnavailableError,
+    NoApiAtURLError,
 )
 
 BreakerState = Literal["closed", "open", "half_open"]
@@ -116,7 +117,7 @@ def why_unavailable(model: Model, e: ModelError) -> str:
     """Short, user-facing cause ("Y" in "switched to X because Y"); secrets already masked by adapters."""
     if isinstance(e, ModelAuthError):
         return f"{model.provider} rejected the API key for {model.name}"
-    if isinstance(e, ModelNotFoundError) and e.message.startswith("no "):  # the adapter's wrong-path 404
+    if isinstance(e, NoApiAtURLError):
         return f"{model.provider} has no API at its base URL (for {model.name})"
     if isinstance(e, ModelNotFoundError):
         return f"{model.provider} does not know the model {model.name}"
