@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from agent.events import Usage
 from agent.messages import Message
-from agent.models.base import Model, ModelError, ModelResponse, ModelSettings, final_response
+from agent.models.base import Model, ModelError, ModelSettings, final_response
 from agent.models.tiers import TIERS, Tier
 
 
@@ -343,7 +343,6 @@ class JudgeClassifier:
             Message("system", JUDGE_PROMPT),
             Message("user", task[: self.max_task_chars]),
         ]
-        response: ModelResponse | None = None
         try:
             # Picking one word out of three needs no deliberation: a judge that thinks by default (gpt-5-nano,
             # the cheapest OpenAI model) would bill hundreds of reasoning tokens per ask at medium effort.
@@ -353,32 +352,17 @@ class JudgeClassifier:
                 ModelSettings(stream=False, temperature=None, reasoning_effort="minimal"),
             )
         except ModelError as e:
-            return Classification(
-                heuristic.tier, "heuristic", (*heuristic.reasons, f"judge failed: {e.status or 'error'}")
-            )
+            return replace(heuristic, reasons=(*heuristic.reasons, f"judge failed: {e.status or 'error'}"))
         if response is None:
             return heuristic
+        judged = replace(heuristic, model=response.model, usage=response.usage)
         m = _TIER_WORD.search(response.message.content)
         if not m:
-            return Classification(
-                heuristic.tier,
-                "heuristic",
-                (*heuristic.reasons, "judge gave no tier"),
-                response.model,
-                response.usage,
-            )
+            return replace(judged, reasons=(*heuristic.reasons, "judge gave no tier"))
         tier: Tier = m.group(1).lower()  # type: ignore[assignment]
         if (
             TIERS.index(tier) < TIERS.index("complex")
             and signals(task).complex_score >= self.keep_complex_score
         ):
-            return Classification(
-                "complex",
-                "heuristic",
-                (*heuristic.reasons, f"judge said {tier}"),
-                response.model,
-                response.usage,
-            )
-        return Classification(
-            tier, "judge", (f"{response.model} said {tier}",), response.model, response.usage
-        )
+            return replace(judged, tier="complex", reasons=(*heuristic.reasons, f"judge said {tier}"))
+        return replace(judged, tier=tier, source="judge", reasons=(f"{response.model} said {tier}",))
