@@ -127,7 +127,7 @@ async def publish_note(
     ``user_id`` is the member whose request saved it. Returns the reply."""
     private = private_namespace(namespace, session_id)
     if wanted is None:
-        return private_listing([MemoryRecord.from_row(r) async for r in memory.export(private)])
+        return private_listing([r async for r in memory.records(private)])
     parent = parse_memory_id(wanted)
     rows = sorted(await memory.get(private, [parent] if parent else []), key=lambda r: r.chunk)
     if not rows:

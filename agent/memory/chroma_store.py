@@ -284,15 +284,20 @@ class ChromaMemory:
     async def stats(self, namespace: str | int) -> MemoryStats:
         return await self._in_thread(namespace, lambda cols, ns: cols.scope(ns).stats(self.embedding.dim))
 
-    async def export(self, namespace: str | int) -> AsyncIterator[dict[str, Any]]:
-        """Every row of the namespace as a JSON-ready dict (one JSONL line each), page by page."""
+    async def records(self, namespace: str | int) -> AsyncIterator[MemoryRecord]:
+        """Every row of the namespace, page by page."""
         ns = check_namespace(namespace)
         cols = self._open()
         offset = 0
         while page := await asyncio.to_thread(lambda o=offset: cols.scope(ns).get(limit=PAGE, offset=o)):
             offset += len(page)
             for r in page:
-                yield to_record(r.id, r.document, r.metadata).to_row()
+                yield to_record(r.id, r.document, r.metadata)
+
+    async def export(self, namespace: str | int) -> AsyncIterator[dict[str, Any]]:
+        """Every row of the namespace as a JSON-ready dict (one JSONL line each)."""
+        async for record in self.records(namespace):
+            yield record.to_row()
 
     async def import_memories(
         self, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256

@@ -65,22 +65,6 @@ class MemoryRecord:
         """UTC day the memory was stored, as people cite it (``2026-11-24``)."""
         return dt.datetime.fromtimestamp(self.created, tz=dt.UTC).strftime("%Y-%m-%d")
 
-    @classmethod
-    def from_row(cls, row: dict[str, object]) -> MemoryRecord:
-        """The record of one exported row (what :meth:`to_row` wrote)."""
-        return cls(
-            id=str(row["id"]),
-            kind=str(row.get("kind", "note")),
-            created=float(row.get("created_ts") or 0.0),  # type: ignore[arg-type]
-            sources=tuple(str(u) for u in row.get("sources") or ()),  # type: ignore[attr-defined]
-            chunk=int(row.get("chunk") or 0),  # type: ignore[call-overload]
-            chunks=int(row.get("chunks") or 1),  # type: ignore[call-overload]
-            **{
-                k: str(row.get(k, ""))
-                for k in ("text", "author", "thread", "task", "parent", "session", "origin")
-            },
-        )
-
     def to_row(self) -> dict[str, object]:
         """A JSON-ready dict (one JSONL line of an export)."""
         created = dt.datetime.fromtimestamp(self.created, tz=dt.UTC).isoformat()

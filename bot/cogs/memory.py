@@ -254,11 +254,11 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         memory, ns = self._target(interaction)
         rows: list[MemoryRecord] = []
         with failing(interaction, "read memory"):
-            async for row in memory.export(ns):
+            async for rec in memory.records(ns):
                 if len(rows) >= LIST_SCAN:
                     break
-                if row.get("chunk", 0) == 0 and (origin is None or row.get("origin") == origin.value):
-                    rows.append(MemoryRecord.from_row(row))
+                if rec.chunk == 0 and (origin is None or rec.origin == origin.value):
+                    rows.append(rec)
         rows.sort(key=lambda r: -r.created)
         what = f" stored as {origin.value}" if origin else ""
         if not rows:
