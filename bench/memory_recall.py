@@ -8,8 +8,8 @@ Method. 1000 synthetic but varied sentences are embedded once with the real Mini
 also the throughput figure); the vectors of the bulk memories are those plus Gaussian noise
 (re-normalised, cosine about 0.86 to their source), each stored with its own text, so the HNSW
 graphs see 1000 loose clusters rather than random points. Recall is timed with
-``search_by_vector`` (the store's whole path: worker thread, Chroma, result conversion) so that
-embedding is reported apart; "embedded query" adds the query's embedding (``search``).
+``search`` given a vector (the store's whole path: worker thread, Chroma, result conversion) so that
+embedding is reported apart; "embedded query" adds the query's embedding (``search`` given text).
 
 Scenarios: one guild grown to 1k, 10k and 50k memories (1k lives in a shared bucket, the larger
 sizes in the guild's own collection); 500 servers of 20 memories plus one of 1500 in 16 shared
@@ -159,11 +159,11 @@ def pct(samples: list[float], q: float) -> float:
 
 
 async def timed_searches(memory: ChromaMemory, ns: str, vectors: np.ndarray) -> list[float]:
-    await memory.search_by_vector(ns, vectors[0], 5)  # warm: loads the collection's index
+    await memory.search(ns, vectors[0], 5)  # warm: loads the collection's index
     out = []
     for v in vectors:
         t = time.perf_counter()
-        await memory.search_by_vector(ns, v, 5)
+        await memory.search(ns, v, 5)
         out.append(time.perf_counter() - t)
     return out
 
@@ -252,7 +252,7 @@ async def main() -> None:
         small_rate = SERVERS * PER_SERVER / (time.perf_counter() - t)
         await bulk_store(many, "8" * 18, all_texts[SERVERS * PER_SERVER :], vecs[SERVERS * PER_SERVER :])
         for s in range(0, SERVERS, 7):  # touch every bucket, as a busy bot would
-            await many.search_by_vector(f"9{s:017d}", qvecs[0], 5)
+            await many.search(f"9{s:017d}", qvecs[0], 5)
         small = await timed_searches(many, f"9{7:017d}", qvecs)
         medium = await timed_searches(many, "8" * 18, qvecs)
         gc.collect()

@@ -232,31 +232,17 @@ class ChromaMemory:
     async def search(
         self,
         namespace: str | int,
-        query: str,
+        query: str | np.ndarray,
         k: int = 5,
         *,
         min_relevance: float = 0.0,
         kinds: Iterable[str] | None = None,
     ) -> list[MemoryHit]:
-        """This namespace's memories closest in meaning to ``query``, best first."""
+        """This namespace's memories closest in meaning to ``query``, best first. ``query`` may be a
+        vector of this store's embedding (benchmarks time embedding and search apart)."""
         ns = check_namespace(namespace)
-        if not isinstance(query, str) or not query.strip():
+        if not isinstance(query, np.ndarray) and (not isinstance(query, str) or not query.strip()):
             raise ValueError("search needs a non-empty query")
-        self._open()
-        vector = await asyncio.to_thread(self.embedding.embed_query, query)
-        return await self.search_by_vector(ns, vector, k, min_relevance=min_relevance, kinds=kinds)
-
-    async def search_by_vector(
-        self,
-        namespace: str | int,
-        vector: np.ndarray,
-        k: int = 5,
-        *,
-        min_relevance: float = 0.0,
-        kinds: Iterable[str] | None = None,
-    ) -> list[MemoryHit]:
-        """:meth:`search` with the query already embedded (benchmarks time the two apart)."""
-        ns = check_namespace(namespace)
         if not 1 <= int(k) <= 100:
             raise ValueError("k must be between 1 and 100")
         where = None
@@ -266,8 +252,9 @@ class ChromaMemory:
                 raise ValueError(f"kinds must be a non-empty subset of {', '.join(KINDS)}")
             where = {"kind": {"$in": wanted}}
         cols = self._open()
-
-        vec = np.asarray(vector, dtype=np.float32)
+        if isinstance(query, str):
+            query = await asyncio.to_thread(self.embedding.embed_query, query)
+        vec = np.asarray(query, dtype=np.float32)
         rows = await asyncio.to_thread(cols.nearest, ns, vec, int(k), where)
         hits = [to_hit(r.id, r.document, r.metadata, 1.0 - float(r.distance or 0.0)) for r in rows]
         return [h for h in hits if h.relevance >= min_relevance]
