@@ -151,10 +151,6 @@ class RoutedModel:
         return self._router
 
     @property
-    def spec(self) -> str:
-        return self._spec
-
-    @property
     def current(self) -> Model:
         m = self._router.model(self._spec)
         assert m is not None  # only buildable specs are ever chosen

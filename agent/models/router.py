@@ -95,12 +95,7 @@ class Router:
 
         ``research`` overrides the research tiers per run tier; ``None`` as a value turns one off.
         """
-        merged: dict[str, str] = dict(self.research)
-        for tier, helper in (research or {}).items():
-            if helper is None:
-                merged.pop(tier, None)
-            else:
-                merged[tier] = helper
+        merged = {t: h for t, h in {**self.research, **(research or {})}.items() if h is not None}
         return Router(
             merge_tiers(self.tiers, overrides, "server tiers"),
             self.build,
