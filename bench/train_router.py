@@ -107,6 +107,21 @@ def nested_routes(p: np.ndarray, labels: np.ndarray, keywords: np.ndarray, group
     return out
 
 
+def weights_json(model: LinearRouter) -> str:
+    """What :meth:`LinearRouter.from_json` reads back (the shipped ``router_classifier.json``)."""
+    return json.dumps(
+        {
+            "embedding_id": model.embedding_id,
+            "data_sha256": model.data_sha256,
+            "complex_at": model.complex_at,
+            "sure_at": model.sure_at,
+            "tiers": list(TIERS),
+            "bias": [round(float(x), 6) for x in model.bias],
+            "weights": [[round(float(x), 6) for x in row] for row in model.weights],
+        }
+    )
+
+
 def main() -> int:
     tasks, vectors, labels, groups, embedding = load()
     p = held_out_probabilities(vectors, labels, groups)
@@ -115,8 +130,7 @@ def main() -> int:
     print(f"\nchosen: complex at {th:.2f} (highest with at most {MAX_UNDER:.0%} of complex asks too low)")
     if "--write" in sys.argv:
         w, b = train(vectors, labels)
-        model = LinearRouter(w, b, th, embedding.id, data_sha256(DATA))
-        OUT.write_text(model.to_json() + "\n")
+        OUT.write_text(weights_json(LinearRouter(w, b, th, embedding.id, data_sha256(DATA))) + "\n")
         print(f"wrote {OUT.relative_to(ROOT)}")
     return 0
 

@@ -10,7 +10,7 @@ make that cheap: a complex run researches on the medium tier's model, so an over
 only for the stronger model's write-up. Below the bar the keywords choose between simple and medium,
 where they are reliable and a mistake costs little (and "thx!" stays on the cheapest model).
 
-The weights ship in ``agent/data/router_classifier.json``, made by ``bench/train_router.py --write``
+The weights ship in ``agent/data/router_classifier.json``, written by ``bench/train_router.py --write``
 from ``bench/data/arbitrage_tasks.jsonl``; the file records the data's sha256 and the embedding's id,
 so a test fails when the labelled set changes without retraining, and another embedding is refused.
 This module only routes: training lives in ``bench/train_router.py``, which ships nowhere.
@@ -72,19 +72,6 @@ class LinearRouter:
     def decide(self, p: np.ndarray, keywords: Tier) -> Tier:
         """Complex when its probability reaches the bar; otherwise the keywords' simple or medium."""
         return TIERS[int(route(np.atleast_2d(p), self.complex_at, np.array([TIERS.index(keywords)]))[0])]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "embedding_id": self.embedding_id,
-                "data_sha256": self.data_sha256,
-                "complex_at": self.complex_at,
-                "sure_at": self.sure_at,
-                "tiers": list(TIERS),
-                "bias": [round(float(x), 6) for x in self.bias],
-                "weights": [[round(float(x), 6) for x in row] for row in self.weights],
-            }
-        )
 
     @classmethod
     def from_json(cls, text: str, origin: str = WEIGHTS_FILE) -> LinearRouter:
