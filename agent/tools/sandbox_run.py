@@ -23,6 +23,7 @@ QUOTA_POLL = 0.05
 """Seconds between quota checks during a run: a walk of at most quota_files entries takes ~2 ms."""
 _SUPERVISOR_TASKS = 2  # the runner and PID 1 are in the run's cgroup too
 _MIN_PROCESS_MB = 128  # without a cgroup, no process gets less address space than this
+_STATUS = frozenset({"setup_error", "exit_code", "signal", "cpu_seconds", "max_rss_kb"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,16 +254,9 @@ async def _run(
             async with asyncio.timeout(2):
                 lines += [_parse_status(x) for x in (await status.read()).splitlines()]
     transport.close()
-    for msg in lines:
-        if "setup_error" in msg:
-            run.setup_error = str(msg["setup_error"])
-        if "exit" in msg:
-            run.exit_code = int(msg["exit"])  # type: ignore[call-overload]
-        if "signal" in msg:
-            run.signal = int(msg["signal"])  # type: ignore[call-overload]
-        if "cpu_seconds" in msg:
-            run.cpu_seconds = float(msg["cpu_seconds"])  # type: ignore[arg-type]
-            run.max_rss_kb = int(msg.get("max_rss_kb", 0))  # type: ignore[call-overload]
+    for msg in lines:  # the runner names SandboxRun's fields (its status fd is closed to the code)
+        for key in _STATUS.intersection(msg):
+            setattr(run, key, msg[key])
     for task, attr in ((out_task, "stdout"), (err_task, "stderr")):
         try:
             async with asyncio.timeout(2):

@@ -333,7 +333,7 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             if os.WIFSIGNALED(wstatus):
                 status["signal"] = os.WTERMSIG(wstatus)
             else:
-                status["exit"] = os.WEXITSTATUS(wstatus)
+                status["exit_code"] = os.WEXITSTATUS(wstatus)
             break
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     status["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
