@@ -97,6 +97,13 @@ async def reply(
     )
 
 
+def is_manager(interaction: discord.Interaction) -> bool:
+    """Manage Server, or Administrator (which implies every permission). A command's default permission
+    is only a default (a server can re-grant it to anyone), so handlers check again."""
+    perms = interaction.permissions
+    return perms.manage_guild or perms.administrator
+
+
 async def defer_command(interaction: discord.Interaction) -> bool:
     """A cog's ``interaction_check``: defer a slash command (ephemeral, "thinking…") before any database
     work, so a slow or locked database never misses Discord's 3 s; :func:`reply` then sends followups.

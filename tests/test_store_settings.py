@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
+import discord
 import pytest
 
+from bot.cogs.config_support import refusal
 from bot.store import (
     GuildSettingsStore,
-    MissingManageGuild,
     SettingError,
     SettingsDefaults,
     SettingsSchema,
     matching,
     open_database,
-    require_manage_guild,
 )
 from tests.conftest import StoreTarget
 
@@ -185,11 +187,14 @@ async def test_default_tier_falls_back_when_its_tier_is_reset(settings: GuildSet
 
 def test_only_manage_server_or_administrator_may_change_settings() -> None:
     send_messages, manage_guild, administrator = 0x800, 0x20, 0x8
-    require_manage_guild(send_messages | manage_guild)
-    require_manage_guild(administrator)
-    for value in (0, send_messages, None):
-        with pytest.raises(MissingManageGuild, match="Manage Server permission"):
-            require_manage_guild(value)
+
+    def caller(value: int) -> Any:
+        return SimpleNamespace(guild_id=G, permissions=discord.Permissions(value))
+
+    assert refusal(caller(send_messages | manage_guild)) is None
+    assert refusal(caller(administrator)) is None
+    for value in (0, send_messages):
+        assert "Manage Server permission" in (refusal(caller(value)) or "")
 
 
 def test_autocomplete_puts_prefix_matches_first_and_caps_at_25() -> None:

@@ -15,17 +15,9 @@ from discord import app_commands
 
 from agent.logs import redact
 from agent.models.tiers import TIERS
-from bot.formatting import Refusal, clip, describe_key, effective_value, join_items, one_line
+from bot.formatting import Refusal, clip, describe_key, effective_value, is_manager, join_items, one_line
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
-from bot.store import (
-    GuildSettings,
-    GuildSettingsStore,
-    MissingManageGuild,
-    QuotaStore,
-    SettingError,
-    matching,
-    require_manage_guild,
-)
+from bot.store import GuildSettings, GuildSettingsStore, QuotaStore, SettingError, matching
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
 from bot.views import Button, buttons_view
 
@@ -64,10 +56,8 @@ def refusal(interaction: discord.Interaction) -> str | None:
     default (a server can re-grant /config to anyone), so the bot checks it on every use."""
     if interaction.guild_id is None:
         return "/config works in a server, not in direct messages."
-    try:
-        require_manage_guild(interaction.permissions.value)
-    except MissingManageGuild as e:
-        return f"⛔ {e}"
+    if not is_manager(interaction):
+        return "⛔ You need the Manage Server permission to change agentbot's settings on this server."
     return None
 
 

@@ -29,7 +29,7 @@ from discord.ext import commands
 
 from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, defer_command, reply
+from bot.formatting import Refusal, defer_command, is_manager, reply
 from bot.memory_import import export_file, import_attachment, publish_note
 from bot.memory_text import (
     ORIGIN_LABELS,
@@ -39,7 +39,6 @@ from bot.memory_text import (
     fit,
     group_parents,
     human_bytes,
-    is_manager,
     mask_secrets,
     may_forget,
     parse_memory_id,

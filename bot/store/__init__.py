@@ -24,7 +24,6 @@ from bot.store.guild_settings import (
     SettingsView,
 )
 from bot.store.migrations import MIGRATIONS
-from bot.store.permissions import MissingManageGuild, require_manage_guild
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
 from bot.store.sessions import SessionNotFound, SessionRecord, SessionStore, new_session_id
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
@@ -41,7 +40,6 @@ __all__ = [
     "GuildSettings",
     "GuildSettingsStore",
     "LimitUsage",
-    "MissingManageGuild",
     "QuotaBudget",
     "QuotaDecision",
     "QuotaStore",
@@ -58,7 +56,6 @@ __all__ = [
     "matching",
     "new_session_id",
     "open_database",
-    "require_manage_guild",
 ]
 
 
