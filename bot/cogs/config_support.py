@@ -67,20 +67,6 @@ admins_only = app_commands.check(lambda interaction: refusal(interaction) is Non
 :func:`refusal` turns away (discord.py answers with no choices)."""
 
 
-def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
-    """``None`` for everything; otherwise the key or group as stored (raises :class:`SettingError`)."""
-    key = (raw or "").strip()
-    if key.lower() in ALL_WORDS:
-        return None
-    store.schema.check_reset_key(key)
-    parts = key.split(".")
-    if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
-        return key
-    if parts[0] == "role_limit" and len(parts) == 2:
-        return f"role_limit.{parts[1].strip().strip('<@&>')}"
-    return store.schema.parse_key(key).key
-
-
 def plain_key(key: str) -> str:
     """Autocomplete choices cannot render mentions: name a role or channel by id."""
     parts = key.split(".")
@@ -174,8 +160,8 @@ async def reset_prompt(
     store: GuildSettingsStore, guild_id: int, setting: str | None, confirm_seconds: int
 ) -> tuple[str, discord.ui.View | None]:
     """What /config reset asks (with its buttons), or why there is nothing to ask."""
-    try:
-        key = canonical_reset_key(store, setting)
+    try:  # no setting (or "all"): everything
+        key = None if (setting or "").strip().lower() in ALL_WORDS else store.schema.reset_key(setting or "")
     except SettingError as e:
         return f"⚠️ {e}", None
     gs = await store.get(guild_id)

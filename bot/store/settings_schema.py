@@ -214,18 +214,17 @@ class SettingsSchema:
             return ParsedKey(head, names[head](key, parts[0]))
         raise SettingError(key, f"Unknown setting {key!r}. Settings: {KEY_FORMS}.")
 
-    def check_reset_key(self, key: str) -> None:
-        """A key ``reset`` accepts: any valid key, a group, or ``role_limit.<role id>``."""
-        if key in GROUPS:
-            return
+    def reset_key(self, key: str) -> str:
+        """The key or group ``reset`` removes, as stored: any valid key, a group, ``role_limit.<role id>``,
+        or ``tool.<name>`` (a tool the bot no longer has may still hold an override worth clearing)."""
+        key = key.strip()
         parts = key.split(".")
+        if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
+            return key
         if parts[0] == "role_limit" and len(parts) == 2:
-            self._snowflake(key, parts[1])
-            return
-        if parts[0] == "tool" and len(parts) == 2:
-            return  # a tool the bot no longer has may still hold an override worth clearing
+            return f"role_limit.{self._snowflake(key, parts[1])}"
         try:
-            self.parse_key(key)
+            return self.parse_key(key).key
         except SettingError:
             raise SettingError(
                 key, f"Unknown setting {key!r}. Reset one of: {KEY_FORMS}, or a group: {', '.join(GROUPS)}."
