@@ -80,7 +80,7 @@ async def test_bad_values_are_rejected_with_a_message_naming_key_and_allowed_val
     with pytest.raises(SettingError) as err:
         await settings.set(G, ADMIN, key, value)
     assert expected in str(err.value)
-    assert (await settings.show(G)).recent_changes == []  # nothing stored, nothing audited
+    assert await settings.history(G) == []  # nothing stored, nothing audited
 
 
 async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) -> None:
@@ -135,13 +135,13 @@ async def test_every_change_is_audited_and_shown_newest_first(settings: GuildSet
     await settings.set(G, ADMIN, "max_steps", 5)  # no change: no audit row
     await settings.set(G, 43, "max_steps", 8)
     await settings.set(G, 43, "persona", "Be brief.")
-    view = await settings.show(G)
-    assert [(e.actor_id, e.key, e.old, e.new) for e in view.recent_changes] == [
+    changes = await settings.history(G)
+    assert [(e.actor_id, e.key, e.old, e.new) for e in changes] == [
         (43, "persona", None, "Be brief."),
         (43, "max_steps", 5, 8),
         (ADMIN, "max_steps", None, 5),
     ]
-    assert view.recent_changes[-1].old_set is False and view.settings.max_steps == 8
+    assert changes[-1].old_set is False and (await settings.get(G)).max_steps == 8
 
 
 async def test_reset_one_key_a_group_or_everything(settings: GuildSettingsStore) -> None:
@@ -165,7 +165,7 @@ async def test_reset_one_key_a_group_or_everything(settings: GuildSettingsStore)
     assert await settings.reset(G, 9) == ["role_limit.78.requests_per_day"]
     assert (await settings.get(G)).overrides == {}
 
-    latest = (await settings.show(G, recent=1)).recent_changes[0]
+    latest = (await settings.history(G, 1))[0]
     assert (latest.actor_id, latest.key, latest.old, latest.new, latest.new_set) == (
         9,
         "role_limit.78.requests_per_day",

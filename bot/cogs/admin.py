@@ -112,10 +112,10 @@ class ConfigCog(commands.Cog):
     @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
     async def show(self, interaction: discord.Interaction) -> None:
         guild_id = _gid(interaction)
-        view = await self.store.show(guild_id, recent=10)
+        gs, changes = await self.store.get(guild_id), await self.store.history(guild_id, 10)
         limits = await self.bot.services.quotas.limits_for(guild_id)
         name = interaction.guild.name if interaction.guild else str(guild_id)
-        embed = settings_embed(view, limits, self.store.schema.known_tools, name)
+        embed = settings_embed(gs, changes, limits, self.store.schema.known_tools, name)
         await reply(interaction, embed=embed)
 
     # --- models -----------------------------------------------------------------------------------

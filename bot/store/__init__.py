@@ -21,7 +21,6 @@ from bot.store.guild_settings import (
     GuildSettings,
     GuildSettingsStore,
     SettingsDefaults,
-    SettingsView,
 )
 from bot.store.migrations import MIGRATIONS
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
@@ -50,7 +49,6 @@ __all__ = [
     "SettingError",
     "SettingsDefaults",
     "SettingsSchema",
-    "SettingsView",
     "StoreError",
     "UsageReport",
     "matching",

@@ -101,14 +101,6 @@ class AuditEntry:
 _AUDIT = "INSERT INTO audit_log (guild_id, actor_id, key, old_value, new_value, at) VALUES (?,?,?,?,?,?)"
 
 
-@dataclass(frozen=True)
-class SettingsView:
-    """What ``/config show`` renders."""
-
-    settings: GuildSettings
-    recent_changes: list[AuditEntry]
-
-
 class GuildSettingsStore:
     def __init__(
         self,
@@ -213,9 +205,6 @@ class GuildSettingsStore:
                 await self._announce(conn, guild_id)
         self._changed(guild_id)
         return [k for k, _ in removed]
-
-    async def show(self, guild_id: int, *, recent: int = 10) -> SettingsView:
-        return SettingsView(await self.get(guild_id), await self.history(guild_id, recent))
 
     async def history(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
         """Newest first."""
