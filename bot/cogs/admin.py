@@ -31,7 +31,6 @@ from bot.cogs.config_support import (
     mcp_listing,
     model_choices,
     refusal,
-    reset_cancelled,
     reset_choices,
     reset_clicked,
     reset_prompt,
@@ -75,7 +74,7 @@ class ConfigCog(commands.Cog):
         """How long a reset confirmation stays valid."""
 
     async def cog_load(self) -> None:
-        self.bot.buttons.update(cfgreset=reset_clicked, cfgcancel=reset_cancelled)
+        self.bot.buttons["cfgreset"] = reset_clicked
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
         """Every /config command, before its handler: refused ones get the reason (on_app_command_error);

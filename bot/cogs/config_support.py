@@ -7,7 +7,6 @@ but not days later; a click checks the caller's permission again (a button is no
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import discord
@@ -19,7 +18,7 @@ from bot.formatting import Refusal, clip, describe_key, effective_value, is_mana
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import GuildSettings, GuildSettingsStore, QuotaStore, SettingError, matching
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
-from bot.views import Button, buttons_view
+from bot.views import confirm_view, confirmation_open
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
@@ -77,24 +76,13 @@ def plain_key(key: str) -> str:
     return key
 
 
-def reset_view(key: str | None, expires: int) -> discord.ui.View:
-    label = "Reset" if key is None else "Reset it"
-    return buttons_view(
-        Button(f"agentbot:cfgreset:{expires}:{key or '*'}", label, discord.ButtonStyle.danger),
-        Button("agentbot:cfgcancel", "Cancel"),
-    )
-
-
-async def reset_clicked(interaction: discord.Interaction, expires: str, key: str) -> None:
+async def reset_clicked(interaction: discord.Interaction, expires: str, key: str = "") -> None:
     why = refusal(interaction)
     if why is not None:
         raise Refusal(why)  # answered privately by on_app_command_error, like a command's refusal
     guild_id = interaction.guild_id
     assert guild_id is not None
-    if time.time() > int(expires):
-        await interaction.response.edit_message(
-            content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
-        )
+    if not await confirmation_open(interaction, expires, "/config reset"):
         return
     store: GuildSettingsStore = interaction.client.services.guild_settings  # type: ignore[attr-defined]
     try:
@@ -108,10 +96,6 @@ async def reset_clicked(interaction: discord.Interaction, expires: str, key: str
         listed = join_items([describe_key(k) for k in removed], 1800)
         text = f"✅ Reset {len(removed)} setting{'s' if len(removed) != 1 else ''} to the defaults: {listed}"
     await interaction.response.edit_message(content=clip(text, 2000), view=None)
-
-
-async def reset_cancelled(interaction: discord.Interaction) -> None:
-    await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
 
 
 async def apply_changes(
@@ -173,7 +157,7 @@ async def reset_prompt(
     return (
         f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
         f"{'s' if len(keys) != 1 else ''}: {listed}",
-        reset_view(key, int(time.time()) + confirm_seconds),
+        confirm_view("cfgreset", "Reset" if key is None else "Reset it", confirm_seconds, key or "*"),
     )
 
 
