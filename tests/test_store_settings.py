@@ -9,7 +9,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.cogs.config_support import refusal
+from bot.cogs.config_support import refusal, reset_choices
 from bot.store import (
     GuildSettingsStore,
     SettingError,
@@ -195,6 +195,12 @@ def test_only_manage_server_or_administrator_may_change_settings() -> None:
     assert refusal(caller(administrator)) is None
     for value in (0, send_messages):
         assert "Manage Server permission" in (refusal(caller(value)) or "")
+
+
+def test_reset_autocomplete_offers_the_mcp_group_once_a_server_added_one() -> None:
+    gs = SettingsDefaults(overrides={"mcp.docs": "https://mcp.example.com/mcp", "max_steps": 5})
+    choices = {c.value: c.name for c in reset_choices(gs, "")}  # raised KeyError: 'mcp' before
+    assert choices["mcp"] == "every MCP server (mcp)" and "max_steps" in choices and "all" in choices
 
 
 def test_autocomplete_puts_prefix_matches_first_and_caps_at_25() -> None:

@@ -22,16 +22,6 @@ from bot.views import confirm_view, confirmation_open
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
-GROUP_LABELS = {
-    "tier": "every tier",
-    "limit": "every server limit",
-    "role_limit": "every role limit",
-    "tool": "every tool switch",
-    "channel_persona": "every channel persona",
-    "memory": "every memory setting",
-    "research": "every research tier",
-    "fetch": "both fetch_url domain lists",
-}
 
 
 LIMIT_CHOICES = [
@@ -150,7 +140,7 @@ async def reset_prompt(
         return f"⚠️ {e}", None
     gs = await store.get(guild_id)
     keys = [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
-    what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
+    what = "every setting" if key is None else GROUPS.get(key, describe_key(key))
     if not keys:
         return f"Nothing to reset: {what} is already at the bot's default.", None
     listed = join_items([describe_key(k) for k in keys], 1500)
@@ -163,7 +153,7 @@ async def reset_prompt(
 
 def reset_choices(gs: GuildSettings, current: str) -> Choices:
     groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
-    options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
+    options = {"all": "everything", **{g: GROUPS[g] for g in groups}}
     options.update({k: one_line(plain_key(k), 80) for k in gs.overrides})
     return [
         app_commands.Choice(name=clip(f"{options[n]} ({n})" if options[n] != n else n, 100), value=n)

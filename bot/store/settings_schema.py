@@ -18,7 +18,17 @@ from typing import Any
 
 from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
 
-GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch", "mcp")
+GROUPS = {  # what ``reset <group>`` removes, as /config reset names it
+    "tier": "every tier",
+    "limit": "every server limit",
+    "role_limit": "every role limit",
+    "tool": "every tool switch",
+    "channel_persona": "every channel persona",
+    "memory": "every memory setting",
+    "research": "every research tier",
+    "fetch": "both fetch_url domain lists",
+    "mcp": "every MCP server",
+}
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
     "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
