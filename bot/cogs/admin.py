@@ -143,12 +143,11 @@ class ConfigCog(commands.Cog):
     @admins_only
     async def _tier_names(self, interaction: discord.Interaction, current: str) -> Choices:
         gs = await self.store.get(interaction.guild_id)
-        known = {*gs.tiers, *TIERS}
         return [
             app_commands.Choice(
                 name=clip(f"{t}: {', '.join(gs.tiers.get(t, [])) or 'no models'}", 100), value=t
             )
-            for t in matching(known, current)
+            for t in matching(TIERS, current)
         ]
 
     @tier.autocomplete("models")

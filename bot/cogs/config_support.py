@@ -96,7 +96,7 @@ async def apply_changes(
     try:
         keys = [store.schema.parse_key(k).key for k, _ in changes]
         for key, (_, value) in zip(keys, changes, strict=True):
-            store.schema.validate(key, value, tiers=list(before.tiers))
+            store.schema.validate(key, value)
     except SettingError as e:
         return f"⚠️ {e}"
     limits_before = await quotas.limits_for(guild_id)

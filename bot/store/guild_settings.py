@@ -162,8 +162,7 @@ class GuildSettingsStore:
         already holds changes nothing and writes no audit row.
         """
         key = self.schema.parse_key(key).key
-        current = await self.get(guild_id)
-        normalised = self.schema.validate(key, value, tiers=list(current.tiers))
+        normalised = self.schema.validate(key, value)
         new_text = json.dumps(normalised, ensure_ascii=False)
         now = to_utc(self.clock()).timestamp()
         async with self.db.transaction() as conn:
@@ -253,7 +252,7 @@ class GuildSettingsStore:
             else:  # a plain key: its field is named like it (memory.max_items -> memory_max_items)
                 plain[key.replace(".", "_")] = tuple(value) if isinstance(value, list) else value
         plain["reader"] = d.reader and bool(plain.get("reader", True))  # READER_MODEL=off wins
-        gs = replace(
+        return replace(
             d,
             guild_id=guild_id,
             tiers=families["tier"],
@@ -266,6 +265,3 @@ class GuildSettingsStore:
             overrides=dict(sorted(raw.items())),
             **plain,
         )
-        if gs.default_tier not in gs.tiers and gs.default_tier not in (self.schema.known_tiers or ()):
-            gs = replace(gs, default_tier=d.default_tier)  # its tier was reset: back to the bot's default
-        return gs
