@@ -71,7 +71,7 @@ async def confirmation_open(interaction: discord.Interaction, expires: str, comm
     """Whether a click on :func:`confirm_view` goes on; a Cancel or an expired one is answered here."""
     if expires == "x":
         text = "Cancelled; nothing changed."
-    elif time.time() > int(expires):
+    elif not expires.isdigit() or time.time() > int(expires):  # not a number: a button of an older bot
         text = f"This confirmation has expired; nothing changed. Run {command} again."
     else:
         return True
