@@ -19,6 +19,7 @@ from typing import Any
 
 import discord
 import structlog
+import yarl
 from discord import app_commands
 from discord.ext import commands
 
@@ -56,6 +57,11 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         kwargs.setdefault("shard_count", bot_settings.shard_count or 1)
         if bot_settings.shard_count is not None and bot_settings.shard_ids:
             kwargs.setdefault("shard_ids", bot_settings.shard_ids)
+        # DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL: another Discord-compatible endpoint (a proxy, a fake).
+        if bot_settings.api_base_url:
+            discord.http.Route.BASE = bot_settings.api_base_url.rstrip("/")
+        if bot_settings.gateway_url:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(bot_settings.gateway_url)
         # The bot has no voice: discord.py's "PyNaCl/davey is not installed" warnings would greet every start.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(

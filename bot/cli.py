@@ -151,23 +151,11 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
     return agent_settings, bot_settings, token
 
 
-def _point_discord_py(bot_settings: object) -> None:
-    """DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL for every command that talks to Discord."""
-    import discord
-    import yarl
-
-    if bot_settings.api_base_url:  # type: ignore[attr-defined]
-        discord.http.Route.BASE = bot_settings.api_base_url.rstrip("/")  # type: ignore[attr-defined]
-    if bot_settings.gateway_url:  # type: ignore[attr-defined]
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(bot_settings.gateway_url)  # type: ignore[attr-defined]
-
-
 async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
     import signal
 
     from bot.app import AgentBot
 
-    _point_discord_py(bot_settings)
     bot = AgentBot(agent_settings, bot_settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -243,7 +231,6 @@ def sync(
     async def go() -> bool:
         from bot.app import AgentBot
 
-        _point_discord_py(bot_settings)
         bot = AgentBot(agent_settings, bot_settings, sync=False)  # type: ignore[arg-type]
         async with bot:
             await bot.login(token)

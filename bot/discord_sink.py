@@ -17,7 +17,7 @@ import aiohttp
 import discord
 
 from bot.pacing import RestBudget
-from bot.stream_sink import Grant, SinkError, free_turn
+from bot.stream_sink import Grant, SinkError
 
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -62,14 +62,12 @@ def to_sink_error(e: BaseException) -> SinkError:
 
 
 class DiscordSink:
-    def __init__(self, channel: discord.abc.Messageable, budget: RestBudget | None = None) -> None:
+    def __init__(self, channel: discord.abc.Messageable, budget: RestBudget) -> None:
         self.channel = channel
         self.budget = budget
 
     def turn(self) -> AbstractAsyncContextManager[Grant]:
-        """This thread's turn among all the bot's REST writers (at once without a shared budget)."""
-        if self.budget is None:
-            return free_turn()
+        """This thread's turn among all the bot's REST writers."""
         return self.budget.turn(lane=self.channel.id)  # type: ignore[attr-defined]
 
     async def send(

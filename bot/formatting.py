@@ -18,7 +18,7 @@ from discord.utils import MISSING
 from agent.logs import redact
 from bot.discord_sink import NO_MENTIONS
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
-from bot.store import AuditEntry, GuildSettings, SettingsView
+from bot.store import AuditEntry, GuildSettings
 
 DESCRIPTION_MAX = 4096
 FIELD_NAME_MAX = 256
@@ -95,6 +95,13 @@ async def reply(
         ephemeral=True,
         allowed_mentions=NO_MENTIONS,
     )
+
+
+def is_manager(interaction: discord.Interaction) -> bool:
+    """Manage Server, or Administrator (which implies every permission). A command's default permission
+    is only a default (a server can re-grant it to anyone), so handlers check again."""
+    perms = interaction.permissions
+    return perms.manage_guild or perms.administrator
 
 
 async def defer_command(interaction: discord.Interaction) -> bool:
@@ -262,10 +269,13 @@ def _here(gs: GuildSettings, key: str) -> str:
 
 
 def settings_embed(
-    view: SettingsView, limits: Limits, tool_names: Iterable[str], guild_name: str
+    gs: GuildSettings,
+    recent_changes: list[AuditEntry],
+    limits: Limits,
+    tool_names: Iterable[str],
+    guild_name: str,
 ) -> discord.Embed:
     """``/config show``: every effective setting, what this server overrides, and the latest changes."""
-    gs = view.settings
 
     def shown(label: str, key: str, bold: bool = False) -> str:
         value = effective_value(gs, limits, key)
@@ -302,7 +312,7 @@ def settings_embed(
         shown("Max items", "memory.max_items", bold=True),
         shown("Max age", "memory.max_age_days", bold=True),
     ]
-    changes = [audit_line(e) for e in view.recent_changes]
+    changes = [audit_line(e) for e in recent_changes]
     fields: list[tuple[str, str | list[str]]] = [
         ("Models (first is tried first)", tiers),
         ("Limits per user", user_limits),

@@ -227,7 +227,8 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
 class QuotaEnv(EnvSettings):
     """Default quotas per user per server (``bot.limits``); 0 or empty = unlimited."""
 
-    EMPTY = dict.fromkeys(LIMIT_BOUNDS, 0)
+    EMPTY = dict.fromkeys(LIMIT_BOUNDS, 0)  # read by EnvSettings: an empty value means 0 (unlimited)
+
     requests_per_day: int = Field(50, alias="QUOTA_REQUESTS_PER_DAY", ge=0)
     tokens_per_day: int = Field(200_000, alias="QUOTA_TOKENS_PER_DAY", ge=0)
     cost_per_month_usd: float = Field(5.0, alias="QUOTA_COST_PER_MONTH_USD", ge=0)

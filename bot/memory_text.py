@@ -11,7 +11,6 @@ import discord
 
 from agent.memory.types import MemoryRecord
 from bot.formatting import clip, join_lines, one_line
-from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -75,10 +74,6 @@ def parse_memory_id(value: str) -> str | None:
     """The parent id in what a user pasted (``3f…``, `` `3f…-2` ``, ``[memory 3f…, 2026-…]``)."""
     found = _ID_IN_TEXT.search(value.strip().lower())
     return found.group(1) if found else None
-
-
-def is_manager(interaction: discord.Interaction) -> bool:
-    return has_manage_guild(interaction.permissions.value)
 
 
 def may_forget(author: str, user_id: int, manager: bool) -> bool:

@@ -19,7 +19,7 @@ from agent.models.factory import build_reader, build_router, reader_enabled
 from agent.models.http import make_client
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
-from agent.models.tiers import TIERS, load_tiers
+from agent.models.tiers import load_tiers
 from agent.reader import Reader
 from agent.tools.mcp import McpTools
 from agent.tools.registry import ToolRegistry
@@ -117,7 +117,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             agent_settings.agent_model,
             *(m for ms in tiers.values() for m in ms),
         }
-        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), known_tiers=TIERS)
+        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names())
         guild_settings = GuildSettingsStore(db, schema, defaults)
         if url is not None and guild_settings.shared:  # other shard processes may change settings
             from bot.store.settings_sync import SettingsListener

@@ -5,8 +5,6 @@ A Discord thread in production (:mod:`bot.discord_sink`), anything in tests and 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -46,17 +44,12 @@ class Grant(Protocol):
 
 
 class FreeTurn:
-    """A turn from no shared budget (a sink of its own: tests, the terminal)."""
+    """A turn from no shared budget (a sink of its own, in tests)."""
 
     waited = False
 
     def unused(self) -> None:
         pass
-
-
-@contextlib.asynccontextmanager
-async def free_turn() -> AsyncIterator[Grant]:
-    yield FreeTurn()
 
 
 class Sink(Protocol):

@@ -11,6 +11,7 @@ cycles back.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,6 +58,25 @@ def buttons_view(*buttons: Button) -> discord.ui.View:
     for button in buttons:
         view.add_item(button)
     return view
+
+
+def confirm_view(kind: str, label: str, seconds: float, *args: str) -> discord.ui.View:
+    """A confirmation (/config reset, /memory forget and clear): a danger button whose custom id carries
+    when it expires and ``args``, and Cancel (``x``), so a click works across a restart but not days later."""
+    ok = ":".join(("agentbot", kind, str(int(time.time() + seconds)), *args))
+    return buttons_view(Button(ok, label, discord.ButtonStyle.danger), Button(f"agentbot:{kind}:x", "Cancel"))
+
+
+async def confirmation_open(interaction: discord.Interaction, expires: str, command: str) -> bool:
+    """Whether a click on :func:`confirm_view` goes on; a Cancel or an expired one is answered here."""
+    if expires == "x":
+        text = "Cancelled; nothing changed."
+    elif not expires.isdigit() or time.time() > int(expires):  # not a number: a button of an older bot
+        text = f"This confirmation has expired; nothing changed. Run {command} again."
+    else:
+        return True
+    await interaction.response.edit_message(content=text, view=None)
+    return False
 
 
 def stop_view(session_id: str) -> discord.ui.View:

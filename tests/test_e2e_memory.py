@@ -191,10 +191,10 @@ async def test_e2e_memory_forget_and_clear_confirm_check_permissions_and_survive
         assert await memory.get(b, [record_id(b, book)])  # server B's copy is untouched
 
         # An admin may forget anyone's memory; an old confirmation only says it expired.
-        prompt = await command(fake, guild_a, "memory forget", {"id": raid_id}, "admin")
         cog = bot.get_cog("MemoryCog")  # loaded as an extension: its own module object, so no isinstance
         assert cog is not None and cog.confirm_ttl == 600.0
-        cog.confirm_ttl = 0.0
+        cog.confirm_ttl = -1.0  # a confirmation clicked after it expired
+        prompt = await command(fake, guild_a, "memory forget", {"id": raid_id}, "admin")
         assert "expired" in await click(fake, prompt, "Forget", "admin")
         assert await memory.get(a, [raid_id])
         cog.confirm_ttl = 600.0

@@ -66,8 +66,8 @@ async def test_a_v1_file_is_upgraded_and_keeps_its_data(tmp_path: Path) -> None:
         settings = GuildSettingsStore(db, SCHEMA)
         assert (await settings.get(1)).max_steps == 7
         await settings.set(1, 42, "max_steps", 9)  # the v2 audit table works on the upgraded file
-        view = await settings.show(1)
-        assert [(e.key, e.old, e.new, e.actor_id) for e in view.recent_changes] == [("max_steps", 7, 9, 42)]
+        changes = await settings.history(1)
+        assert [(e.key, e.old, e.new, e.actor_id) for e in changes] == [("max_steps", 7, 9, 42)]
 
 
 async def test_a_v2_file_keeps_its_usage_and_then_counts_reasoning_tokens_per_model(tmp_path: Path) -> None:

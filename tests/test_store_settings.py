@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
 
+import discord
 import pytest
 
+from bot.cogs.config_support import refusal, reset_choices
 from bot.store import (
     GuildSettingsStore,
-    MissingManageGuild,
     SettingError,
     SettingsDefaults,
     SettingsSchema,
     matching,
     open_database,
-    require_manage_guild,
 )
 from tests.conftest import StoreTarget
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "llama-3.1-8b", "qwen2.5-72b"]
 TOOLS = ["web_search", "fetch", "python", "memory"]
 DEFAULTS = SettingsDefaults(
-    tiers={"fast": ["llama-3.1-8b"], "smart": ["gpt-4o", "gpt-4o-mini"]},
-    default_tier="fast",
+    tiers={"simple": ["llama-3.1-8b"], "medium": ["gpt-4o-mini"], "complex": ["gpt-4o", "gpt-4o-mini"]},
+    default_tier="simple",
     max_steps=12,
     disabled_tools=frozenset({"python"}),
 )
@@ -40,15 +42,14 @@ async def settings(store_target: StoreTarget) -> AsyncIterator[GuildSettingsStor
     ("key", "value", "expected"),
     [
         (
-            "tier.fast",
+            "tier.simple",
             "gpt-5-ultra",
             "Unknown model 'gpt-5-ultra'. Models: gpt-4o, gpt-4o-mini, llama-3.1-8b, qwen2.5-72b",
         ),
-        ("tier.fast", [], "needs at least one model"),
-        ("tier.fast", "gpt-4o, GPT-4O", "listed twice"),
-        ("tier.Big Tier", "gpt-4o", "Tier name 'big tier' is not allowed"),
-        ("tier.big!", "gpt-4o", "Tier name 'big!' is not allowed"),
-        ("default_tier", "turbo", "Unknown tier 'turbo'. Tiers: fast, smart"),
+        ("tier.simple", [], "needs at least one model"),
+        ("tier.simple", "gpt-4o, GPT-4O", "listed twice"),
+        ("tier.Big Tier", "gpt-4o", "Unknown tier 'big tier'. Tiers: complex, medium, simple"),
+        ("default_tier", "turbo", "Unknown tier 'turbo'. Tiers: complex, medium, simple"),
         ("tool.shell", "on", "Unknown tool 'shell'. Tools: fetch, memory, python, web_search"),
         ("tool.fetch", "maybe", "tool.fetch must be on or off"),
         ("max_steps", 0, "max_steps must be a whole number from 1 to 50"),
@@ -78,20 +79,20 @@ async def test_bad_values_are_rejected_with_a_message_naming_key_and_allowed_val
     with pytest.raises(SettingError) as err:
         await settings.set(G, ADMIN, key, value)
     assert expected in str(err.value)
-    assert (await settings.show(G)).recent_changes == []  # nothing stored, nothing audited
+    assert await settings.history(G) == []  # nothing stored, nothing audited
 
 
 async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) -> None:
     s = await settings.get(G)
-    assert (s.default_tier, list(s.tiers[s.default_tier]), s.max_steps) == ("fast", ["llama-3.1-8b"], 12)
+    assert (s.default_tier, list(s.tiers[s.default_tier]), s.max_steps) == ("simple", ["llama-3.1-8b"], 12)
     assert not s.tool_enabled("python") and s.tool_enabled("web_search")
 
-    assert await settings.set(G, ADMIN, "tier.Fast", "qwen2.5-72b, LLAMA-3.1-8B") == [
+    assert await settings.set(G, ADMIN, "tier.Simple", "qwen2.5-72b, LLAMA-3.1-8B") == [
         "qwen2.5-72b",
         "llama-3.1-8b",
     ]
-    await settings.set(G, ADMIN, "tier.deep", ["gpt-4o"])
-    await settings.set(G, ADMIN, "default_tier", "deep")
+    await settings.set(G, ADMIN, "tier.medium", ["gpt-4o"])
+    await settings.set(G, ADMIN, "default_tier", "medium")
     await settings.set(G, ADMIN, "tool.python", "on")
     await settings.set(G, ADMIN, "tool.web_search", False)
     await settings.set(G, ADMIN, "max_steps", "20")
@@ -105,12 +106,12 @@ async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) 
 
     s = await settings.get(G)
     assert s.tiers == {
-        "fast": ["qwen2.5-72b", "llama-3.1-8b"],
-        "smart": ["gpt-4o", "gpt-4o-mini"],
-        "deep": ["gpt-4o"],
+        "simple": ["qwen2.5-72b", "llama-3.1-8b"],
+        "medium": ["gpt-4o"],
+        "complex": ["gpt-4o", "gpt-4o-mini"],
     }
-    assert (s.default_tier, list(s.tiers[s.default_tier]), s.tiers["fast"][0]) == (
-        "deep",
+    assert (s.default_tier, list(s.tiers[s.default_tier]), s.tiers["simple"][0]) == (
+        "medium",
         ["gpt-4o"],
         "qwen2.5-72b",
     )
@@ -125,7 +126,7 @@ async def test_overrides_apply_on_top_of_defaults(settings: GuildSettingsStore) 
     assert "role_limit.77.cost_per_month_usd" in s.overrides  # stored under the canonical key
 
     other = await settings.get(G + 1)  # another server is untouched
-    assert other.default_tier == "fast" and other.max_steps == 12 and other.persona is None
+    assert other.default_tier == "simple" and other.max_steps == 12 and other.persona is None
 
 
 async def test_every_change_is_audited_and_shown_newest_first(settings: GuildSettingsStore) -> None:
@@ -133,18 +134,18 @@ async def test_every_change_is_audited_and_shown_newest_first(settings: GuildSet
     await settings.set(G, ADMIN, "max_steps", 5)  # no change: no audit row
     await settings.set(G, 43, "max_steps", 8)
     await settings.set(G, 43, "persona", "Be brief.")
-    view = await settings.show(G)
-    assert [(e.actor_id, e.key, e.old, e.new) for e in view.recent_changes] == [
+    changes = await settings.history(G)
+    assert [(e.actor_id, e.key, e.old, e.new) for e in changes] == [
         (43, "persona", None, "Be brief."),
         (43, "max_steps", 5, 8),
         (ADMIN, "max_steps", None, 5),
     ]
-    assert view.recent_changes[-1].old_set is False and view.settings.max_steps == 8
+    assert changes[-1].old_set is False and (await settings.get(G)).max_steps == 8
 
 
 async def test_reset_one_key_a_group_or_everything(settings: GuildSettingsStore) -> None:
-    await settings.set(G, ADMIN, "tier.fast", "gpt-4o")
-    await settings.set(G, ADMIN, "tier.smart", "gpt-4o-mini")
+    await settings.set(G, ADMIN, "tier.simple", "gpt-4o")
+    await settings.set(G, ADMIN, "tier.complex", "gpt-4o-mini")
     await settings.set(G, ADMIN, "max_steps", 30)
     await settings.set(G, ADMIN, "role_limit.77.tokens_per_day", 10)
     await settings.set(G, ADMIN, "role_limit.77.requests_per_day", 3)
@@ -157,13 +158,13 @@ async def test_reset_one_key_a_group_or_everything(settings: GuildSettingsStore)
         "role_limit.77.tokens_per_day",
     ]
     assert (await settings.get(G)).role_limits == {78: {"requests_per_day": 4}}
-    assert await settings.reset(G, 9, "tier") == ["tier.fast", "tier.smart"]
-    assert (await settings.get(G)).tiers == {"fast": ["llama-3.1-8b"], "smart": ["gpt-4o", "gpt-4o-mini"]}
+    assert await settings.reset(G, 9, "tier") == ["tier.complex", "tier.simple"]
+    assert (await settings.get(G)).tiers == DEFAULTS.tiers
     assert await settings.reset(G, 9, "max_steps") == []  # already at default
     assert await settings.reset(G, 9) == ["role_limit.78.requests_per_day"]
     assert (await settings.get(G)).overrides == {}
 
-    latest = (await settings.show(G, recent=1)).recent_changes[0]
+    latest = (await settings.history(G, 1))[0]
     assert (latest.actor_id, latest.key, latest.old, latest.new, latest.new_set) == (
         9,
         "role_limit.78.requests_per_day",
@@ -175,21 +176,32 @@ async def test_reset_one_key_a_group_or_everything(settings: GuildSettingsStore)
         await settings.reset(G, 9, "colours")
 
 
-async def test_default_tier_falls_back_when_its_tier_is_reset(settings: GuildSettingsStore) -> None:
-    await settings.set(G, ADMIN, "tier.deep", "gpt-4o")
-    await settings.set(G, ADMIN, "default_tier", "deep")
-    await settings.reset(G, ADMIN, "tier.deep")
+async def test_a_default_tier_whose_override_is_reset_runs_the_bots_models(
+    settings: GuildSettingsStore,
+) -> None:
+    await settings.set(G, ADMIN, "tier.medium", "gpt-4o")
+    await settings.set(G, ADMIN, "default_tier", "medium")
+    await settings.reset(G, ADMIN, "tier.medium")
     s = await settings.get(G)
-    assert s.default_tier == "fast" and list(s.tiers[s.default_tier]) == ["llama-3.1-8b"]
+    assert s.default_tier == "medium" and list(s.tiers[s.default_tier]) == ["gpt-4o-mini"]
 
 
 def test_only_manage_server_or_administrator_may_change_settings() -> None:
     send_messages, manage_guild, administrator = 0x800, 0x20, 0x8
-    require_manage_guild(send_messages | manage_guild)
-    require_manage_guild(administrator)
-    for value in (0, send_messages, None):
-        with pytest.raises(MissingManageGuild, match="Manage Server permission"):
-            require_manage_guild(value)
+
+    def caller(value: int) -> Any:
+        return SimpleNamespace(guild_id=G, permissions=discord.Permissions(value))
+
+    assert refusal(caller(send_messages | manage_guild)) is None
+    assert refusal(caller(administrator)) is None
+    for value in (0, send_messages):
+        assert "Manage Server permission" in (refusal(caller(value)) or "")
+
+
+def test_reset_autocomplete_offers_the_mcp_group_once_a_server_added_one() -> None:
+    gs = SettingsDefaults(overrides={"mcp.docs": "https://mcp.example.com/mcp", "max_steps": 5})
+    choices = {c.value: c.name for c in reset_choices(gs, "")}  # raised KeyError: 'mcp' before
+    assert choices["mcp"] == "every MCP server (mcp)" and "max_steps" in choices and "all" in choices
 
 
 def test_autocomplete_puts_prefix_matches_first_and_caps_at_25() -> None:

@@ -31,7 +31,6 @@ from bot.cogs.config_support import (
     mcp_listing,
     model_choices,
     refusal,
-    reset_cancelled,
     reset_choices,
     reset_clicked,
     reset_prompt,
@@ -75,7 +74,7 @@ class ConfigCog(commands.Cog):
         """How long a reset confirmation stays valid."""
 
     async def cog_load(self) -> None:
-        self.bot.buttons.update(cfgreset=reset_clicked, cfgcancel=reset_cancelled)
+        self.bot.buttons["cfgreset"] = reset_clicked
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
         """Every /config command, before its handler: refused ones get the reason (on_app_command_error);
@@ -112,10 +111,10 @@ class ConfigCog(commands.Cog):
     @config.command(name="show", description="Show this server's agentbot settings and recent changes.")
     async def show(self, interaction: discord.Interaction) -> None:
         guild_id = _gid(interaction)
-        view = await self.store.show(guild_id, recent=10)
+        gs, changes = await self.store.get(guild_id), await self.store.history(guild_id, 10)
         limits = await self.bot.services.quotas.limits_for(guild_id)
         name = interaction.guild.name if interaction.guild else str(guild_id)
-        embed = settings_embed(view, limits, self.store.schema.known_tools, name)
+        embed = settings_embed(gs, changes, limits, self.store.schema.known_tools, name)
         await reply(interaction, embed=embed)
 
     # --- models -----------------------------------------------------------------------------------
@@ -144,12 +143,11 @@ class ConfigCog(commands.Cog):
     @admins_only
     async def _tier_names(self, interaction: discord.Interaction, current: str) -> Choices:
         gs = await self.store.get(interaction.guild_id)
-        known = {*gs.tiers, *TIERS}
         return [
             app_commands.Choice(
                 name=clip(f"{t}: {', '.join(gs.tiers.get(t, [])) or 'no models'}", 100), value=t
             )
-            for t in matching(known, current)
+            for t in matching(TIERS, current)
         ]
 
     @tier.autocomplete("models")

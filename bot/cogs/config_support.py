@@ -7,7 +7,6 @@ but not days later; a click checks the caller's permission again (a button is no
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import discord
@@ -15,32 +14,14 @@ from discord import app_commands
 
 from agent.logs import redact
 from agent.models.tiers import TIERS
-from bot.formatting import Refusal, clip, describe_key, effective_value, join_items, one_line
+from bot.formatting import Refusal, clip, describe_key, effective_value, is_manager, join_items, one_line
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
-from bot.store import (
-    GuildSettings,
-    GuildSettingsStore,
-    MissingManageGuild,
-    QuotaStore,
-    SettingError,
-    matching,
-    require_manage_guild,
-)
+from bot.store import GuildSettings, GuildSettingsStore, QuotaStore, SettingError, matching
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
-from bot.views import Button, buttons_view
+from bot.views import confirm_view, confirmation_open
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
-GROUP_LABELS = {
-    "tier": "every tier",
-    "limit": "every server limit",
-    "role_limit": "every role limit",
-    "tool": "every tool switch",
-    "channel_persona": "every channel persona",
-    "memory": "every memory setting",
-    "research": "every research tier",
-    "fetch": "both fetch_url domain lists",
-}
 
 
 LIMIT_CHOICES = [
@@ -64,10 +45,8 @@ def refusal(interaction: discord.Interaction) -> str | None:
     default (a server can re-grant /config to anyone), so the bot checks it on every use."""
     if interaction.guild_id is None:
         return "/config works in a server, not in direct messages."
-    try:
-        require_manage_guild(interaction.permissions.value)
-    except MissingManageGuild as e:
-        return f"⛔ {e}"
+    if not is_manager(interaction):
+        return "⛔ You need the Manage Server permission to change agentbot's settings on this server."
     return None
 
 
@@ -75,20 +54,6 @@ Choices = list[app_commands.Choice[str]]
 admins_only = app_commands.check(lambda interaction: refusal(interaction) is None)
 """For autocomplete, which runs none of the command's checks, only its own: nothing for a caller
 :func:`refusal` turns away (discord.py answers with no choices)."""
-
-
-def canonical_reset_key(store: GuildSettingsStore, raw: str | None) -> str | None:
-    """``None`` for everything; otherwise the key or group as stored (raises :class:`SettingError`)."""
-    key = (raw or "").strip()
-    if key.lower() in ALL_WORDS:
-        return None
-    store.schema.check_reset_key(key)
-    parts = key.split(".")
-    if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
-        return key
-    if parts[0] == "role_limit" and len(parts) == 2:
-        return f"role_limit.{parts[1].strip().strip('<@&>')}"
-    return store.schema.parse_key(key).key
 
 
 def plain_key(key: str) -> str:
@@ -101,24 +66,13 @@ def plain_key(key: str) -> str:
     return key
 
 
-def reset_view(key: str | None, expires: int) -> discord.ui.View:
-    label = "Reset" if key is None else "Reset it"
-    return buttons_view(
-        Button(f"agentbot:cfgreset:{expires}:{key or '*'}", label, discord.ButtonStyle.danger),
-        Button("agentbot:cfgcancel", "Cancel"),
-    )
-
-
-async def reset_clicked(interaction: discord.Interaction, expires: str, key: str) -> None:
+async def reset_clicked(interaction: discord.Interaction, expires: str, key: str = "") -> None:
     why = refusal(interaction)
     if why is not None:
         raise Refusal(why)  # answered privately by on_app_command_error, like a command's refusal
     guild_id = interaction.guild_id
     assert guild_id is not None
-    if time.time() > int(expires):
-        await interaction.response.edit_message(
-            content="This confirmation has expired; nothing changed. Run /config reset again.", view=None
-        )
+    if not await confirmation_open(interaction, expires, "/config reset"):
         return
     store: GuildSettingsStore = interaction.client.services.guild_settings  # type: ignore[attr-defined]
     try:
@@ -134,10 +88,6 @@ async def reset_clicked(interaction: discord.Interaction, expires: str, key: str
     await interaction.response.edit_message(content=clip(text, 2000), view=None)
 
 
-async def reset_cancelled(interaction: discord.Interaction) -> None:
-    await interaction.response.edit_message(content="Cancelled; nothing changed.", view=None)
-
-
 async def apply_changes(
     store: GuildSettingsStore, quotas: QuotaStore, guild_id: int, actor: int, changes: list[tuple[str, Any]]
 ) -> str:
@@ -146,7 +96,7 @@ async def apply_changes(
     try:
         keys = [store.schema.parse_key(k).key for k, _ in changes]
         for key, (_, value) in zip(keys, changes, strict=True):
-            store.schema.validate(key, value, tiers=list(before.tiers))
+            store.schema.validate(key, value)
     except SettingError as e:
         return f"⚠️ {e}"
     limits_before = await quotas.limits_for(guild_id)
@@ -184,26 +134,26 @@ async def reset_prompt(
     store: GuildSettingsStore, guild_id: int, setting: str | None, confirm_seconds: int
 ) -> tuple[str, discord.ui.View | None]:
     """What /config reset asks (with its buttons), or why there is nothing to ask."""
-    try:
-        key = canonical_reset_key(store, setting)
+    try:  # no setting (or "all"): everything
+        key = None if (setting or "").strip().lower() in ALL_WORDS else store.schema.reset_key(setting or "")
     except SettingError as e:
         return f"⚠️ {e}", None
     gs = await store.get(guild_id)
     keys = [k for k in gs.overrides if key is None or k == key or k.startswith(key + ".")]
-    what = "every setting" if key is None else GROUP_LABELS.get(key, describe_key(key))
+    what = "every setting" if key is None else GROUPS.get(key, describe_key(key))
     if not keys:
         return f"Nothing to reset: {what} is already at the bot's default.", None
     listed = join_items([describe_key(k) for k in keys], 1500)
     return (
         f"Reset {what} to the bot's defaults? This removes {len(keys)} override"
         f"{'s' if len(keys) != 1 else ''}: {listed}",
-        reset_view(key, int(time.time()) + confirm_seconds),
+        confirm_view("cfgreset", "Reset" if key is None else "Reset it", confirm_seconds, key or "*"),
     )
 
 
 def reset_choices(gs: GuildSettings, current: str) -> Choices:
     groups = [g for g in GROUPS if any(k.startswith(g + ".") for k in gs.overrides)]
-    options = {"all": "everything", **{g: GROUP_LABELS[g] for g in groups}}
+    options = {"all": "everything", **{g: GROUPS[g] for g in groups}}
     options.update({k: one_line(plain_key(k), 80) for k in gs.overrides})
     return [
         app_commands.Choice(name=clip(f"{options[n]} ({n})" if options[n] != n else n, 100), value=n)

@@ -9,17 +9,16 @@ Decisions:
   memory's author or Manage Server (memories without an author need Manage Server); clearing and
   importing need Manage Server. Both are checked here and again on the button, not only by Discord's
   command permissions, which a server can override.
-* **Stateless confirmations.** A button's custom id carries the action, when it was offered and the
-  memory ids; the click re-reads and re-checks everything, so it works across a restart and expires
-  after ``confirm_ttl`` (10 minutes).
+* **Stateless confirmations** (:func:`bot.views.confirm_view`): a button's custom id carries the
+  action, when it expires (``confirm_ttl``, 10 minutes) and the memory ids; the click re-reads and
+  re-checks everything, so it works across a restart.
 * **Memory off or broken.** Every command says so, with the start-up reason, secrets masked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -29,7 +28,7 @@ from discord.ext import commands
 
 from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, defer_command, reply
+from bot.formatting import Refusal, defer_command, is_manager, reply
 from bot.memory_import import export_file, import_attachment, publish_note
 from bot.memory_text import (
     ORIGIN_LABELS,
@@ -39,14 +38,13 @@ from bot.memory_text import (
     fit,
     group_parents,
     human_bytes,
-    is_manager,
     mask_secrets,
     may_forget,
     parse_memory_id,
     unavailable_text,
 )
 from bot.run_policy import is_private
-from bot.views import Button, buttons_view
+from bot.views import confirm_view, confirmation_open
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -240,7 +238,12 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             )
         if not allowed:
             raise Refusal(fit(lines))
-        await reply(interaction, fit(lines), view=confirm_view("f", allowed))
+        label = f"Forget {len(allowed)} memor{'y' if len(allowed) == 1 else 'ies'}"
+        await reply(
+            interaction,
+            fit(lines),
+            view=confirm_view("mem", label, self.confirm_ttl, "f", "".join(allowed)),
+        )
 
     @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
     @app_commands.describe(origin="Only memories that came this way", count="How many (1-10)")
@@ -304,28 +307,21 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             interaction,
             f"🧠 Delete **all {st.memories} memories** of this server ({st.items} items, oldest from "
             f"{day(st.oldest)})? This cannot be undone; `/memory export` first keeps a copy.",
-            view=confirm_view("c"),
+            view=confirm_view("mem", "Delete every memory of this server", self.confirm_ttl, "c"),
         )
 
     async def on_button(
-        self, interaction: discord.Interaction, action: str, issued: str = "0", ids: str = ""
+        self, interaction: discord.Interaction, expires: str, action: str = "", ids: str = ""
     ) -> None:
-        """A confirmation: forget (``f``, with up to four ids), clear (``c``) or cancel (``x``)."""
+        """A confirmation: forget (``f``, with up to four ids) or clear (``c``)."""
 
         async def done(text: str) -> None:
             await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
+        command = "/memory forget" if action == "f" else "/memory clear"
+        if not await confirmation_open(interaction, expires, command):
+            return
         await interaction.response.defer()  # an update of the prompt message itself
-        if action == "x":
-            await done("Cancelled: nothing was changed.")
-            return
-        age = time.time() - int(issued)
-        if not -60 <= age <= self.confirm_ttl:
-            cmd = "/memory forget" if action == "f" else "/memory clear"
-            await done(
-                f"⌛ This confirmation expired (they last {self.confirm_ttl / 60:g} minutes). Run {cmd} again."
-            )
-            return
         memory = self.sv.memory
         if memory is None:
             await done(unavailable_text(self.sv))
@@ -370,20 +366,6 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         if len(mine) < len(groups):
             parts.append(f"{len(groups) - len(mine)} are not yours to forget (author or Manage Server only).")
         await done(" ".join(parts))
-
-
-def confirm_view(action: str, ids: Sequence[str] = ()) -> discord.ui.View:
-    """Forget (``f``) or clear (``c``), and Cancel: the custom id carries the action, the time it was
-    offered and the memories, so the click needs nothing kept in memory."""
-    label = (
-        f"Forget {len(ids)} memor{'y' if len(ids) == 1 else 'ies'}"
-        if action == "f"
-        else "Delete every memory of this server"
-    )
-    custom_id = f"agentbot:mem:{action}:{int(time.time())}" + (":" + "".join(ids) if ids else "")
-    return buttons_view(
-        Button(custom_id, label, discord.ButtonStyle.danger), Button("agentbot:mem:x", "Cancel")
-    )
 
 
 async def setup(bot: AgentBot) -> None:

@@ -26,11 +26,11 @@ from bot.formatting import (
     format_amount,
     format_limit,
     format_usd,
+    is_manager,
     reply,
 )
 from bot.limits import ALL_SERVERS_REQUESTS, GUILD_BUDGET, USER_LIMITS
 from bot.store import LimitUsage, ServerUsage, UsageReport
-from bot.store.permissions import has_manage_guild
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -144,7 +144,7 @@ class UsageCog(commands.Cog):
 
     @usage.command(name="server", description="This month's usage on this server (needs Manage Server).")
     async def server(self, interaction: discord.Interaction) -> None:
-        if not has_manage_guild(interaction.permissions.value):
+        if not is_manager(interaction):
             raise Refusal(
                 "⛔ You need the Manage Server permission to see this server's usage. "
                 "Use `/usage me` for your own."

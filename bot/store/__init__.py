@@ -21,10 +21,8 @@ from bot.store.guild_settings import (
     GuildSettings,
     GuildSettingsStore,
     SettingsDefaults,
-    SettingsView,
 )
 from bot.store.migrations import MIGRATIONS
-from bot.store.permissions import MissingManageGuild, require_manage_guild
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
 from bot.store.sessions import SessionNotFound, SessionRecord, SessionStore, new_session_id
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
@@ -41,7 +39,6 @@ __all__ = [
     "GuildSettings",
     "GuildSettingsStore",
     "LimitUsage",
-    "MissingManageGuild",
     "QuotaBudget",
     "QuotaDecision",
     "QuotaStore",
@@ -52,13 +49,11 @@ __all__ = [
     "SettingError",
     "SettingsDefaults",
     "SettingsSchema",
-    "SettingsView",
     "StoreError",
     "UsageReport",
     "matching",
     "new_session_id",
     "open_database",
-    "require_manage_guild",
 ]
 
 

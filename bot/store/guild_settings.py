@@ -11,8 +11,7 @@ process's listener is not connected its cache is not trusted (every read queries
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,56 +24,36 @@ SETTINGS_CHANNEL = "agentbot_settings"
 
 
 @dataclass(frozen=True)
-class SettingsDefaults:
-    """The bot's own configuration, which a server's overrides sit on."""
+class GuildSettings:
+    """The effective settings of one server: the bot's own (:data:`SettingsDefaults`, guild id 0) with
+    the server's overrides on top."""
 
-    tiers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    guild_id: int = 0
+    tiers: dict[str, list[str]] = field(default_factory=dict)
     default_tier: str = ""
+    limits: dict[str, LimitValue] = field(default_factory=dict)
+    """Server overrides of user limits and of ``guild_budget_per_month_usd`` (absent = env default)."""
+    role_limits: dict[int, dict[str, LimitValue]] = field(default_factory=dict)
+    tools: dict[str, bool] = field(default_factory=dict)
+    """Per-tool overrides; see :meth:`tool_enabled`."""
     max_steps: int = 12
+    channels: tuple[int, ...] = ()
+    """Where /research and mentions are answered; empty means every channel."""
     persona: str | None = None
+    channel_personas: dict[int, str] = field(default_factory=dict)
     memory_auto_store: bool = True
     memory_max_items: int | None = 1000
     memory_max_age_days: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Every stored key and value, for ``/config show``."""
     disabled_tools: frozenset[str] = frozenset()
     """Tools off unless a server turns them on."""
-    research: Mapping[str, str] = field(default_factory=dict)
-    """ROUTER_RESEARCH_TIERS: run tier → the tier whose models do its tool steps."""
-    reader: bool = True
-    """Whether READER_MODEL reads pages at all (it is not ``off``)."""
-
-
-_NOT_PLAIN = ("tiers", "research", "reader", "disabled_tools")
-_FROM_DEFAULTS = [f.name for f in fields(SettingsDefaults) if f.name not in _NOT_PLAIN]
-"""The defaults a plain key overrides (``max_steps``, ``memory.max_items`` ...)."""
-
-
-@dataclass(frozen=True)
-class GuildSettings:
-    """The effective settings of one server (defaults merged with its overrides)."""
-
-    guild_id: int
-    tiers: dict[str, list[str]]
-    default_tier: str
-    limits: dict[str, LimitValue]
-    """Server overrides of user limits and of ``guild_budget_per_month_usd`` (absent = env default)."""
-    role_limits: dict[int, dict[str, LimitValue]]
-    tools: dict[str, bool]
-    """Per-tool overrides; see :meth:`tool_enabled`."""
-    max_steps: int
-    channels: tuple[int, ...]
-    """Where /research and mentions are answered; empty means every channel."""
-    persona: str | None
-    channel_personas: dict[int, str]
-    memory_auto_store: bool
-    memory_max_items: int | None
-    memory_max_age_days: int | None
-    overrides: dict[str, Any]
-    """Every stored key and value, for ``/config show``."""
-    disabled_by_default: frozenset[str] = frozenset()
     research: dict[str, str | None] = field(default_factory=dict)
-    """Research tiers in force: run tier → research tier, ``None`` = the tier does its own research."""
+    """Research tiers in force: run tier → research tier, ``None`` = the tier does its own research
+    (the bot's: ROUTER_RESEARCH_TIERS)."""
     reader: bool = True
-    """Whether long pages are read by the simple tier's model (READER_MODEL, unless the server says)."""
+    """Whether long pages are read by the simple tier's model (READER_MODEL, unless ``off`` or the
+    server says)."""
     # -- fetch_url domain rules (issue 14.9) --
     fetch_allow: tuple[str, ...] = ()
     """Domains fetch_url may read (with subdomains); empty = any public domain."""
@@ -84,7 +63,7 @@ class GuildSettings:
     """MCP servers this server added (``/config mcp``): name -> streamable-HTTP URL."""
 
     def tool_enabled(self, name: str) -> bool:
-        return self.tools.get(name, name not in self.disabled_by_default)
+        return self.tools.get(name, name not in self.disabled_tools)
 
     def channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
         """A thread counts as its parent channel (pass the thread's ``parent_id``)."""
@@ -96,6 +75,10 @@ class GuildSettings:
             if cid is not None and cid in self.channel_personas:
                 return self.channel_personas[cid]
         return self.persona
+
+
+SettingsDefaults = GuildSettings
+"""The bot's own configuration, which a server's overrides sit on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +99,6 @@ class AuditEntry:
 
 
 _AUDIT = "INSERT INTO audit_log (guild_id, actor_id, key, old_value, new_value, at) VALUES (?,?,?,?,?,?)"
-
-
-@dataclass(frozen=True)
-class SettingsView:
-    """What ``/config show`` renders."""
-
-    settings: GuildSettings
-    recent_changes: list[AuditEntry]
 
 
 class GuildSettingsStore:
@@ -187,8 +162,7 @@ class GuildSettingsStore:
         already holds changes nothing and writes no audit row.
         """
         key = self.schema.parse_key(key).key
-        current = await self.get(guild_id)
-        normalised = self.schema.validate(key, value, tiers=list(current.tiers))
+        normalised = self.schema.validate(key, value)
         new_text = json.dumps(normalised, ensure_ascii=False)
         now = to_utc(self.clock()).timestamp()
         async with self.db.transaction() as conn:
@@ -213,8 +187,7 @@ class GuildSettingsStore:
         """Remove overrides: all (``key=None``), one key, or a group (``tier``, ``limit``, ``role_limit``,
         ``role_limit.<role id>``, ``tool``, ``channel_persona``, ``memory``). Returns the keys removed."""
         if key is not None:
-            key = key.strip()
-            self.schema.check_reset_key(key)
+            key = self.schema.reset_key(key)
         now = to_utc(self.clock()).timestamp()
         prefix = "" if key is None else key + "."  # no key: every key starts with ""
         async with self.db.transaction() as conn:
@@ -231,9 +204,6 @@ class GuildSettingsStore:
                 await self._announce(conn, guild_id)
         self._changed(guild_id)
         return [k for k, _ in removed]
-
-    async def show(self, guild_id: int, *, recent: int = 10) -> SettingsView:
-        return SettingsView(await self.get(guild_id), await self.history(guild_id, recent))
 
     async def history(self, guild_id: int, limit: int = 25) -> list[AuditEntry]:
         """Newest first."""
@@ -281,13 +251,9 @@ class GuildSettingsStore:
                 families[p.kind][p.target_id or p.name] = value
             else:  # a plain key: its field is named like it (memory.max_items -> memory_max_items)
                 plain[key.replace(".", "_")] = tuple(value) if isinstance(value, list) else value
-        own = {"channels": (), **{f: getattr(d, f) for f in _FROM_DEFAULTS}, **plain}
-        if own["default_tier"] not in families["tier"] and own["default_tier"] not in (
-            self.schema.known_tiers or ()
-        ):
-            own["default_tier"] = d.default_tier  # its tier was reset: back to the bot's default
-        own["reader"] = d.reader and bool(own.get("reader", True))  # READER_MODEL=off wins
-        return GuildSettings(
+        plain["reader"] = d.reader and bool(plain.get("reader", True))  # READER_MODEL=off wins
+        return replace(
+            d,
             guild_id=guild_id,
             tiers=families["tier"],
             limits=families["limit"],
@@ -297,6 +263,5 @@ class GuildSettingsStore:
             research=families["research"],
             mcp=families["mcp"],
             overrides=dict(sorted(raw.items())),
-            disabled_by_default=d.disabled_tools,
-            **own,
+            **plain,
         )

@@ -247,18 +247,11 @@ class SessionStore:
         role_ids: tuple[int, ...],
         message_id: int | None = None,
     ) -> int:
-        row = (
-            session_id,
-            requester_id,
-            requester_name,
-            json.dumps(list(role_ids)),
-            prompt,
-            _ts(self.clock()),
-        )
+        roles, now = json.dumps(list(role_ids)), _ts(self.clock())
         _, row_id = await self.db.write(
             "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at,"
             " message_id) VALUES (?,?,?,?,?,?,?)",
-            (*row, message_id),
+            (session_id, requester_id, requester_name, roles, prompt, now, message_id),
         )
         assert row_id is not None
         return row_id
@@ -286,18 +279,19 @@ class SessionStore:
         if status not in TURN_STATUSES or status == "running":
             allowed = ", ".join(s for s in TURN_STATUSES if s != "running")
             raise ValueError(f"finish_turn status must be one of {allowed}; got {status!r}")
-        count, _ = await self.db.write(
-            "UPDATE turns SET status = ?, result = ?, finished_at = ? WHERE id = ?",
-            (status, _json(result, "the turn result"), _ts(self.clock()), turn_id),
-        )
-        if count == 0:
-            raise StoreError(f"no turn with id {turn_id}")
+        result_text = _json(result, "the turn result")
+        await self._update_turn(turn_id, "status = ?, result = ?, finished_at = ?", status, result_text)
 
     async def checkpoint(self, turn_id: int, state: dict[str, Any]) -> None:
         """Replace the turn's saved state (only the latest is kept)."""
+        await self._update_turn(
+            turn_id, "state = ?, checkpointed_at = ?", _json(state, "the checkpoint state")
+        )
+
+    async def _update_turn(self, turn_id: int, assignment: str, *params: Any) -> None:
+        """``assignment``'s last ``?`` is the time now."""
         count, _ = await self.db.write(
-            "UPDATE turns SET state = ?, checkpointed_at = ? WHERE id = ?",
-            (_json(state, "the checkpoint state"), _ts(self.clock()), turn_id),
+            f"UPDATE turns SET {assignment} WHERE id = ?", (*params, _ts(self.clock()), turn_id)
         )
         if count == 0:
             raise StoreError(f"no turn with id {turn_id}")

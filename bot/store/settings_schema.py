@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.models.tiers import TIERS
 from bot.limits import GUILD_BUDGET, USER_LIMITS, bounds_text, in_bounds
 
-GROUPS = ("tier", "limit", "role_limit", "tool", "channel_persona", "memory", "research", "fetch", "mcp")
+GROUPS = {  # what ``reset <group>`` removes, as /config reset names it
+    "tier": "every tier",
+    "limit": "every server limit",
+    "role_limit": "every role limit",
+    "tool": "every tool switch",
+    "channel_persona": "every channel persona",
+    "memory": "every memory setting",
+    "research": "every research tier",
+    "fetch": "both fetch_url domain lists",
+    "mcp": "every MCP server",
+}
 KEY_FORMS = (
     "tier.<name>, default_tier, limit.<limit>, role_limit.<role id>.<limit>, tool.<name>, max_steps, "
     "channels, persona, channel_persona.<channel id>, memory.auto_store, memory.max_items, memory.max_age_days, "
@@ -28,7 +39,6 @@ PLAIN_KEYS = frozenset(k for k in KEY_FORMS.split(", ") if "<" not in k)
 # -- MCP servers a server adds (issue 17.1): mcp.<name> = a streamable-HTTP URL, see bot/guild_mcp.py --
 MCP_MAX_SERVERS = 5
 _MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
-_TIER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 MAX_MODELS_PER_TIER = 10
 MAX_CHANNELS = 100
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
@@ -185,9 +195,9 @@ class SettingsSchema:
 
     known_models: Collection[str]
     known_tools: Collection[str]
-    known_tiers: Collection[str] | None = None
-    """The tier names the router understands (e.g. ``agent.models.tiers.TIERS``); ``None`` lets a server
-    define tiers of its own, named like ``[a-z0-9_-]{1,32}``."""
+    known_tiers: Sequence[str] = TIERS
+    """The router's tiers, weakest first (research tiers need the order); the bot's tiers file and every
+    server name only these (a tier of another name would never be picked)."""
     max_steps_range: tuple[int, int] = (1, 50)
     persona_max_chars: int = 4000
 
@@ -214,18 +224,17 @@ class SettingsSchema:
             return ParsedKey(head, names[head](key, parts[0]))
         raise SettingError(key, f"Unknown setting {key!r}. Settings: {KEY_FORMS}.")
 
-    def check_reset_key(self, key: str) -> None:
-        """A key ``reset`` accepts: any valid key, a group, or ``role_limit.<role id>``."""
-        if key in GROUPS:
-            return
+    def reset_key(self, key: str) -> str:
+        """The key or group ``reset`` removes, as stored: any valid key, a group, ``role_limit.<role id>``,
+        or ``tool.<name>`` (a tool the bot no longer has may still hold an override worth clearing)."""
+        key = key.strip()
         parts = key.split(".")
+        if key in GROUPS or (parts[0] == "tool" and len(parts) == 2):
+            return key
         if parts[0] == "role_limit" and len(parts) == 2:
-            self._snowflake(key, parts[1])
-            return
-        if parts[0] == "tool" and len(parts) == 2:
-            return  # a tool the bot no longer has may still hold an override worth clearing
+            return f"role_limit.{self._snowflake(key, parts[1])}"
         try:
-            self.parse_key(key)
+            return self.parse_key(key).key
         except SettingError:
             raise SettingError(
                 key, f"Unknown setting {key!r}. Reset one of: {KEY_FORMS}, or a group: {', '.join(GROUPS)}."
@@ -240,27 +249,17 @@ class SettingsSchema:
 
     def _tier(self, key: str, name: str) -> str:
         name = name.lower()
-        if self.known_tiers is not None and name not in self.known_tiers:
+        if name not in self.known_tiers:
             raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(self.known_tiers)}.")
-        if not _TIER_RE.match(name):
-            raise SettingError(
-                key, f"Tier name {name!r} is not allowed: use 1-32 lowercase letters, digits, '-' or '_'."
-            )
         return name
 
     def _research_tier(self, key: str, name: str) -> str:
-        order, tier = self._ordered_tiers(key), name.lower()
+        order, tier = self.known_tiers, name.lower()
         if tier not in order[1:]:
             raise SettingError(
                 key, f"Tier {tier!r} has no weaker tier to research on. Tiers: {', '.join(order[1:])}."
             )
         return tier
-
-    def _ordered_tiers(self, key: str) -> list[str]:
-        """The router's tiers, weakest first: research tiers need an order, so custom tiers have none."""
-        if self.known_tiers is None:
-            raise SettingError(key, "Research tiers need the router's ordered tiers; this bot has none.")
-        return list(self.known_tiers)
 
     def _limit_name(self, key: str, name: str, allowed: tuple[str, ...]) -> str:
         if name not in allowed:
@@ -282,16 +281,13 @@ class SettingsSchema:
 
     # --- values -----------------------------------------------------------------------------------
 
-    def validate(self, key: str, value: Any, *, tiers: Collection[str] = ()) -> Any:
-        """Return the normalised, JSON-able value for ``key`` or raise :class:`SettingError`.
-
-        ``tiers`` are the tier names that exist (for ``default_tier``), besides :attr:`known_tiers`.
-        """
+    def validate(self, key: str, value: Any) -> Any:
+        """Return the normalised, JSON-able value for ``key`` or raise :class:`SettingError`."""
         p = self.parse_key(key)
         name, (lo, hi) = p.name or "", self.max_steps_range
         checks: dict[str, Callable[[], Any]] = {
             "tier": lambda: self._models(key, name, value),
-            "default_tier": lambda: self._default_tier(key, value, {*tiers, *(self.known_tiers or ())}),
+            "default_tier": lambda: self._tier(key, text_of(value)),
             "limit": lambda: limit_value(key, name, value),
             "role_limit": lambda: limit_value(key, name, value),
             "tool": lambda: to_bool(key, value),
@@ -312,18 +308,11 @@ class SettingsSchema:
             return None
         return to_int(key, value, 1, 10**9, "a whole number of at least 1, or 'unlimited'")
 
-    def _default_tier(self, key: str, value: Any, tiers: Collection[str]) -> str:
-        name = text_of(value).lower()
-        if name not in tiers:
-            raise SettingError(key, f"Unknown tier {name!r}. Tiers: {_listing(tiers)}.")
-        return name
-
     def _research(self, key: str, tier: str, value: Any) -> str | None:
         choice = text_of(value).lower()
         if choice in FALSE_WORDS or choice in ("none", "self"):
             return None
-        order = self._ordered_tiers(key)
-        weaker = order[: order.index(tier)]
+        weaker = self.known_tiers[: self.known_tiers.index(tier)]
         if choice not in weaker:
             raise SettingError(
                 key, f"{key} must be a tier weaker than {tier} ({', '.join(weaker)}) or 'off'; got {value!r}."
