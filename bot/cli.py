@@ -262,7 +262,13 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     settings = _agent_settings()
     data_dir = Path(settings.data_dir)
     with _failing(ConfigError, ValueError):
-        enabled = load_bot_settings().memory_enabled
+        bot_settings = load_bot_settings()
+        enabled = bot_settings.memory_enabled
+        if bot_settings.database_url is not None:  # DATA_DIR's SQLite file, if any, is not the store
+            raise ConfigError(
+                "DATABASE_URL is set, so the store is in PostgreSQL: back it up with pg_dump and restore it "
+                "with pg_restore (backup and restore copy DATA_DIR's SQLite store; README: Backups)"
+            )
         memory = ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
     return data_dir, memory
 
