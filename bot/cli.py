@@ -329,11 +329,28 @@ def migrate_store(
     typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
 
 
+# click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+_CLICK_ERROR: type[Exception] = _USAGE_ERROR.__mro__[1]
+
+
 def main() -> None:
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `agentbot`: the help
+            typer.echo(ctx.get_help())
+        else:  # a wrong option or argument is one line, like a wrong setting
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"agentbot: {' '.join(e.format_message().split())}{where}", err=True)  # type: ignore[attr-defined]
+        sys.exit(EXIT_SETTINGS)
+    except _CLICK_ERROR as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,28 @@ async def test_doctor_reports_a_bad_setting_as_its_failing_check_and_exits_1(tmp
     code, out, err = await agentbot(tmp_path, "doctor", env=BAD)
     assert code == 1, (code, out, err)
     assert any(line.startswith("FAIL settings") and "AGENT_MAX_STEPS" in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["ask", "hi", "--max-steps", "0"], "--max-steps"),  # README: --max-steps 1-100
+        (["ask", "hi", "--max-steps", "101"], "--max-steps"),
+        (["ask", "hi", "--max-steps", "many"], "--max-steps"),
+        (["ask"], "TASK"),
+        (["ask", "hi", "--steps", "3"], "--steps"),
+        (["restore"], "SRC"),
+    ],
+)
+async def test_a_wrong_option_is_one_line_naming_it_with_exit_2(
+    args: list[str], named: str, tmp_path: Path
+) -> None:
+    # README, `agentbot ask` exit codes: "2 a setting or option is wrong (one line naming it)".
+    code, out, err = await agentbot(tmp_path, *args, env={"MEMORY_ENABLED": "false"})
+    assert code == 2 and out == "", (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and named.lower() in err.lower(), err
+
+
+async def test_no_command_still_shows_the_help(tmp_path: Path) -> None:
+    code, out, err = await agentbot(tmp_path)
+    assert "Usage" in out + err and "ask" in out + err and "migrate-store" in out + err
