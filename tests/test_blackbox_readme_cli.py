@@ -52,4 +52,4 @@ async def test_a_wrong_option_is_one_line_naming_it_with_exit_2(
 
 async def test_no_command_still_shows_the_help(tmp_path: Path) -> None:
     code, out, err = await agentbot(tmp_path)
-    assert "Usage" in out + err and "ask" in out + err and "migrate-store" in out + err
+    assert code == 2 and "Usage" in out + err and "ask" in out + err and "migrate-store" in out + err
