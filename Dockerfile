@@ -1,8 +1,12 @@
 # agentbot: the Discord bot in a small, non-root image.
 #   docker build -t agentbot .
-#   docker run --env-file .env -v agentbot-data:/data \
+#   docker run --env-file .env -e DATA_DIR=/data -e HEALTH_HOST=0.0.0.0 -e HEALTH_PORT=8080 \
+#     -v agentbot-data:/data \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
 #     agentbot
+# The three -e come after --env-file and win over it: a .env copied from .env.example sets DATA_DIR=./data
+# (the container's own layer, lost with it) and an empty HEALTH_PORT (/healthz off, so HEALTHCHECK fails),
+# which would override this image's ENV below. compose.yaml sets them in each service's environment.
 # The three --security-opt let run_python's sandbox make its own namespaces (README: "What a container
 # needs"); without them PYTHON_SANDBOX=auto turns run_python off and says so.
 # The install is make's: the hashed requirements.lock, then the project itself without dependencies.

@@ -262,7 +262,13 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     settings = _agent_settings()
     data_dir = Path(settings.data_dir)
     with _failing(ConfigError, ValueError):
-        enabled = load_bot_settings().memory_enabled
+        bot_settings = load_bot_settings()
+        enabled = bot_settings.memory_enabled
+        if bot_settings.database_url is not None:  # DATA_DIR's SQLite file, if any, is not the store
+            raise ConfigError(
+                "DATABASE_URL is set, so the store is in PostgreSQL: back it up with pg_dump and restore it "
+                "with pg_restore (backup and restore copy DATA_DIR's SQLite store; README: Backups)"
+            )
         memory = ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
     return data_dir, memory
 
@@ -323,11 +329,28 @@ def migrate_store(
     typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
 
 
+# click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+_CLICK_ERROR: type[Exception] = _USAGE_ERROR.__mro__[1]
+
+
 def main() -> None:
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except _USAGE_ERROR as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `agentbot`: the help
+            typer.echo(ctx.get_help())
+        else:  # a wrong option or argument is one line, like a wrong setting
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            typer.echo(f"agentbot: {' '.join(e.format_message().split())}{where}", err=True)  # type: ignore[attr-defined]
+        sys.exit(EXIT_SETTINGS)
+    except _CLICK_ERROR as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 if __name__ == "__main__":

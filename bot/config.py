@@ -5,8 +5,6 @@ Parsed once at start-up next to :class:`agent.config.AgentSettings` and passed d
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from agent import config as agent_config
@@ -22,7 +20,6 @@ class BotSettings(QuotaEnv):
     turn_timeout: float = Field(900.0, alias="BOT_TURN_TIMEOUT_SECONDS", gt=0)
     writes_per_5s: int = Field(5, alias="BOT_WRITES_PER_5S", ge=1, le=5)
     thread_archive_minutes: int = Field(1440, alias="BOT_THREAD_ARCHIVE_MINUTES")
-    default_tier: Literal["simple", "medium", "complex"] = Field("medium", alias="DEFAULT_TIER")
     memory_enabled: bool = Field(True, alias="MEMORY_ENABLED")
     shutdown_grace: float = Field(20.0, alias="BOT_SHUTDOWN_GRACE_SECONDS", ge=0)
     health_port: int | None = Field(None, alias="HEALTH_PORT", ge=1, le=65535)

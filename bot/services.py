@@ -107,7 +107,6 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
         tiers = load_tiers(agent_settings.router_tiers_file, agent_settings.agent_model)
         defaults = SettingsDefaults(
             tiers=tiers,
-            default_tier=bot_settings.default_tier,
             max_steps=agent_settings.agent_max_steps,
             research=dict(router.research),
             reader=reader_enabled(agent_settings),
