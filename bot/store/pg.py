@@ -12,7 +12,7 @@ pass the same limit. ``pg_advisory_xact_lock`` restores "one writer at a time" a
 sharing the database, and is released by COMMIT or ROLLBACK, so a crashed process never holds it.
 Reads take no lock and see committed state, as SQLite's reader connection does. The quota hot path
 (reservations and settlements, :mod:`bot.store.ledger`) does not take this lock: it runs as one function
-call per batch that locks only the servers (guilds) it charges (``pg_quota_v6``).
+call per batch that locks only the servers (guilds) its reserves charge (``pg_quota_v6``).
 """
 
 from __future__ import annotations

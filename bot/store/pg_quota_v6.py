@@ -19,6 +19,16 @@ Never edit it once released: the next change is version 7.
 # through each flush. The cost, a decision: a crash of PostgreSQL itself (not of the bot, and never
 # corruption) can forget the last ~0.6 s of charges (3 x wal_writer_delay). Quota charges are already
 # estimates until settled, and the next durable commit of any kind flushes them.
+#
+# Only reserves take the per-server lock, and only after the batch's settles: a reserve's check is one
+# statement, so it reads one committed state, in which another process's settle (one transaction: its
+# reservation gone and its usage counted) is either wholly in or wholly out; and a settle may take a
+# counter past a limit anyway (real usage above the estimate is charged in full). What settles need is
+# that no increment is lost, which the upserts' row locks give; every roll-up upsert takes its rows in
+# key order and the tables in one order, and a batch holding the server lock waits for no row lock (its
+# reserves only insert new rows), so two batches never deadlock. Two processes charging one server then
+# queue for each other only from the counter upserts to the commit (the server's month row is the last
+# one taken), no longer for the whole call.
 V6 = """
 CREATE TYPE quota_op AS (
     kind           TEXT,             -- 'r' reserve, 's' settle, 'x' release
@@ -54,32 +64,32 @@ BEGIN
     DELETE FROM reservations WHERE id IN (SELECT reservation_id FROM new_rows);
     INSERT INTO usage_daily AS t (guild_id, user_id, day, tokens, cost_nusd)
     SELECT guild_id, user_id, day, SUM(prompt_tokens + completion_tokens), SUM(cost_nusd)
-    FROM new_rows GROUP BY guild_id, user_id, day
+    FROM new_rows GROUP BY guild_id, user_id, day ORDER BY 1, 2, 3
     ON CONFLICT (guild_id, user_id, day) DO UPDATE SET
         tokens = t.tokens + excluded.tokens, cost_nusd = t.cost_nusd + excluded.cost_nusd;
     INSERT INTO usage_monthly AS t (guild_id, user_id, month, tokens, cost_nusd, unknown_cost_calls)
     SELECT guild_id, user_id, month, SUM(prompt_tokens + completion_tokens), SUM(cost_nusd), SUM(1 - cost_known)
-    FROM new_rows GROUP BY guild_id, user_id, month
+    FROM new_rows GROUP BY guild_id, user_id, month ORDER BY 1, 2, 3
     ON CONFLICT (guild_id, user_id, month) DO UPDATE SET
-        tokens = t.tokens + excluded.tokens, cost_nusd = t.cost_nusd + excluded.cost_nusd,
-        unknown_cost_calls = t.unknown_cost_calls + excluded.unknown_cost_calls;
-    INSERT INTO guild_monthly AS t (guild_id, month, tokens, cost_nusd, unknown_cost_calls)
-    SELECT guild_id, month, SUM(prompt_tokens + completion_tokens), SUM(cost_nusd), SUM(1 - cost_known)
-    FROM new_rows GROUP BY guild_id, month
-    ON CONFLICT (guild_id, month) DO UPDATE SET
         tokens = t.tokens + excluded.tokens, cost_nusd = t.cost_nusd + excluded.cost_nusd,
         unknown_cost_calls = t.unknown_cost_calls + excluded.unknown_cost_calls;
     INSERT INTO model_monthly AS t (guild_id, month, provider, model, calls, prompt_tokens, completion_tokens,
                                     cached_tokens, reasoning_tokens, cost_nusd, unknown_cost_calls)
     SELECT guild_id, month, provider, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
            SUM(cached_tokens), SUM(reasoning_tokens), SUM(cost_nusd), SUM(1 - cost_known)
-    FROM new_rows GROUP BY guild_id, month, provider, model
+    FROM new_rows GROUP BY guild_id, month, provider, model ORDER BY 1, 2, 3, 4
     ON CONFLICT (guild_id, month, provider, model) DO UPDATE SET
         calls = t.calls + excluded.calls, prompt_tokens = t.prompt_tokens + excluded.prompt_tokens,
         completion_tokens = t.completion_tokens + excluded.completion_tokens,
         cached_tokens = t.cached_tokens + excluded.cached_tokens,
         reasoning_tokens = t.reasoning_tokens + excluded.reasoning_tokens,
         cost_nusd = t.cost_nusd + excluded.cost_nusd,
+        unknown_cost_calls = t.unknown_cost_calls + excluded.unknown_cost_calls;
+    INSERT INTO guild_monthly AS t (guild_id, month, tokens, cost_nusd, unknown_cost_calls)
+    SELECT guild_id, month, SUM(prompt_tokens + completion_tokens), SUM(cost_nusd), SUM(1 - cost_known)
+    FROM new_rows GROUP BY guild_id, month ORDER BY 1, 2
+    ON CONFLICT (guild_id, month) DO UPDATE SET
+        tokens = t.tokens + excluded.tokens, cost_nusd = t.cost_nusd + excluded.cost_nusd,
         unknown_cost_calls = t.unknown_cost_calls + excluded.unknown_cost_calls;
     RETURN NULL;
 END $$;
@@ -99,11 +109,6 @@ DECLARE
     has_x BOOLEAN;
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR k IN SELECT DISTINCT hashint8(o.guild_id) FROM unnest(ops) o WHERE o.guild_id IS NOT NULL ORDER BY 1
-    LOOP
-        PERFORM pg_advisory_xact_lock(1903521652, k);  -- 'quot': its own key space, one lock per server
-    END LOOP;
-
     -- Only the statements the batch's kinds need: an INSERT of no rows still fires the statement
     -- trigger's five statements (measured: a lone reserve's call 320 -> 200 us of server time).
     SELECT bool_or(o.kind = 's'), bool_or(o.kind = 'r'), bool_or(o.kind = 'x') INTO has_s, has_r, has_x
@@ -132,6 +137,9 @@ BEGIN
     -- batch's earliest cutoff counts at least the reservations each call's own cutoff would, so this only
     -- errs towards the exact path below, which runs when any reserve does not fit.
     IF has_r THEN
+        FOR k IN SELECT DISTINCT hashint8(o.guild_id) FROM unnest(ops) o WHERE o.kind = 'r' ORDER BY 1 LOOP
+            PERFORM pg_advisory_xact_lock(1903521652, k);  -- 'quot': its own key space, one lock per server
+        END LOOP;
         IF EXISTS (
             WITH r AS (SELECT o.*, o.ordinality AS pos FROM unnest(ops) WITH ORDINALITY o WHERE o.kind = 'r'),
             cut AS (SELECT MIN(cutoff) AS c FROM r),

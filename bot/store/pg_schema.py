@@ -63,7 +63,8 @@ RESERVATION_IDS = "CREATE SEQUENCE reservation_ids;"
 # through five round trips). The lock is per server (guild): every counter a reservation checks (the
 # user's day and month, the server's month, the open reservations) is keyed by guild_id, so servers never
 # wait for each other, and the store's global write lock (sessions, settings) is not taken.
-# Transaction-level advisory locks in key order (two batches never deadlock); the function is VOLATILE, so
+# Transaction-level advisory locks in key order (two batches never deadlock), taken for a batch's reserves
+# after its settles (pg_quota_v6 says why settles need none); the function is VOLATILE, so
 # each statement sees what the previous holder committed: READ COMMITTED, no serialization failures, no
 # retries. Every operation in a batch was submitted while the others were still waiting for an answer, so
 # any order is a valid serial order; the function runs settles first (one INSERT for all of them: their

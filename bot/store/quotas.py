@@ -5,8 +5,8 @@ How the guarantee holds under concurrency: a reservation is one ``INSERT … SEL
 removes the reservation and adds the real usage to every counter. Each is a single SQLite statement (so
 atomic) run under the database's write lock, so 50 or 500 concurrent steps can never both see the same
 room, and no counter update can be lost. Under load they are group-committed (:mod:`bot.store.ledger`);
-see ``bench/quota_store.py`` for the figures. On PostgreSQL a batch is one function call that holds a
-per-server lock while it runs, so the same holds across processes (``pg_quota_v6``).
+see ``bench/quota_store.py`` for the figures. On PostgreSQL a batch is one function call whose reserves
+hold a per-server lock, so the same holds across processes (``pg_quota_v6``).
 
 Decisions:
 
