@@ -333,6 +333,7 @@ class McpTools:
 
     def tools(self) -> list[Tool]:
         out: list[Tool] = []
+        seen: set[str] = set()
         for c in self._conns:
             if c.session is None:
                 continue
@@ -340,7 +341,12 @@ class McpTools:
             for t in c.tools:
                 if wanted is not None and t.name not in wanted:
                     continue
-                if (built := _tool(c, t)) is not None:
+                if (built := _tool(c, t)) is not None and built.name in seen:
+                    # A server listing a name twice (or "a"'s "_x" beside "a_"'s "x") would make the
+                    # registry refuse the whole set, and every run with it: the first one is kept.
+                    log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason="name taken")
+                elif built is not None:
+                    seen.add(built.name)
                     out.append(built)
                 else:
                     why = "schema not an object, invalid or too large"
