@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.mcp_hostile import FloodingHttpMcp
 from tests.test_blackbox_operator import agentbot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +46,20 @@ async def test_mcp_tool_names_that_collide_are_offered_once_and_the_run_goes_on(
     names = [t["function"]["name"] for t in llm.requests[0]["tools"]]
     assert len(names) == len(set(names)) and "h__echo" in names and "h___x" in names, names
     assert "echo: hello" in llm.requests[1]["messages"][-1]["content"]
+
+
+async def test_mcp_http_server_flooding_an_answer_is_cut_off_not_held_in_memory(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Its answer never ends: the bot read all of it until the call's timeout (1.9 GB in 8 s, where a
+    # /config mcp server's call may take 30 s), so one server's admin could take the bot down for all.
+    llm.script(tool_call("fl__flood", {"text": "go"}), tool_call("fl__echo", {"text": "hi"}), text("Done."))
+    async with FloodingHttpMcp() as server:
+        servers = tmp_path / "mcp.toml"
+        servers.write_text(f'[servers.fl]\nurl = "{server.url}"\ntimeout = 3\n')
+        env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "llama3.1", "MCP_SERVERS_FILE": str(servers)}
+        code, out, err = await agentbot(tmp_path, "ask", "Flood me", env=env)
+    assert (code, out) == (0, "Done.\n"), err[-3000:]
+    assert server.sent < 64 * 2**20, f"the bot read {server.sent >> 20} MiB of one answer"
+    flood, echo = (m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool")
+    assert "error" in flood and echo == "echo: hi"  # the call failed; the server's other tools still work

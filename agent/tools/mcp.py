@@ -35,6 +35,7 @@ import pydantic
 import structlog
 
 from agent.retry import RetryPolicy
+from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
 
 __all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
@@ -48,6 +49,8 @@ MAX_SCHEMA_BYTES = 16_000
 """A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
+MAX_RESPONSE_BYTES = 8 * 2**20
+"""Most bytes of one HTTP answer from a server (64 tools with 16 KB schemas fit many times over)."""
 
 
 class McpConfigError(ValueError):
@@ -293,7 +296,11 @@ def _reason(e: BaseException) -> str:
 
 
 def _plain_client(server: McpServer) -> httpx.AsyncClient:
-    return httpx.AsyncClient(headers=dict(server.headers), timeout=httpx.Timeout(server.timeout, connect=10))
+    return httpx.AsyncClient(
+        headers=dict(server.headers),
+        timeout=httpx.Timeout(server.timeout, connect=10),
+        transport=CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES),
+    )
 
 
 class McpTools:
