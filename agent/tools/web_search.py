@@ -85,9 +85,11 @@ def normalise_url(url: str) -> str:
     return urlunsplit(("", netloc, path, query, ""))
 
 
-def _clean(text: str | None) -> str:
+def _clean(text: Any) -> str:
     """Plain text from a snippet that may hold tags (<strong>) and entities."""
-    if not text:
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)  # a site titled "2024" comes through some engines as a number
+    if not text or not isinstance(text, str):
         return ""
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", text))).strip()
 
@@ -113,7 +115,11 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
     first: dict[str, SearchResult] = {}
     for r in results:
         if r.url.startswith(("http://", "https://")):
-            first.setdefault(normalise_url(r.url), r)
+            try:
+                key = normalise_url(r.url)
+            except ValueError:  # a port out of range, a broken IPv6 host: not a page to read
+                continue
+            first.setdefault(key, r)
     return list(first.values())[:limit]
 
 
@@ -122,9 +128,12 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
 
 def _json(resp: httpx.Response, backend: str) -> Any:
     try:
-        return resp.json()
+        data = resp.json()
     except ValueError as e:
         raise SearchFailed(f"{backend} answered with something that is not JSON") from e
+    if not isinstance(data, dict):
+        raise SearchFailed(f"{backend} answered with JSON that is not a results object")
+    return data
 
 
 def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:

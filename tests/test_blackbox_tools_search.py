@@ -1,0 +1,69 @@
+"""web_search as users meet it when the search service answers oddly, through the installed
+``agentbot ask`` with SEARCH_BACKEND=searxng pointing at a scripted SearxNG on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.test_blackbox_operator import agentbot
+
+
+@asynccontextmanager
+async def searxng(answer: Callable[[], web.StreamResponse]) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/search", lambda _r: answer())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def search_once(llm: FakeLLM, tmp_path: Path, url: str) -> tuple[str, str]:
+    """One web_search step through `agentbot ask`: (what the model read, stderr)."""
+    llm.script(tool_call("web_search", {"query": "otters"}), text("Done."))
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "llama3.1",
+        "PYTHON_SANDBOX": "off",
+        "SEARCH_BACKEND": "searxng",
+        "SEARXNG_URL": url,
+    }
+    code, out, err = await agentbot(tmp_path, "ask", "Find otters", env=env)
+    assert (code, out) == (0, "Done.\n"), err[-3000:]
+    seen: Any = llm.requests[1]["messages"][-1]["content"]
+    return seen, err
+
+
+async def test_search_one_malformed_result_does_not_lose_the_others(llm: FakeLLM, tmp_path: Path) -> None:
+    # Engines behind a SearxNG pass on what sites publish: a port out of range, a broken IPv6 host, a
+    # number as a title. Each one made the whole search fail with a ValueError/TypeError.
+    results = [
+        {"url": "http://otters.example:99999/a", "title": "Bad port", "content": "x"},
+        {"url": "http://[::1/b", "title": "Bad host", "content": "x"},
+        {"url": "https://otters.example/2024", "title": 2024, "content": ["not", "text"]},
+        {"url": "https://otters.example/ok", "title": "Otters are back", "content": "Four hundred pairs."},
+    ]
+    async with searxng(lambda: web.json_response({"results": results})) as url:
+        seen, _ = await search_once(llm, tmp_path, url)
+    assert "error" not in seen, seen
+    assert "Otters are back" in seen and "https://otters.example/2024" in seen
+    assert "99999" not in seen and "[::1" not in seen
+
+
+async def test_search_json_without_a_results_object_is_a_clear_error(llm: FakeLLM, tmp_path: Path) -> None:
+    async with searxng(
+        lambda: web.Response(text=json.dumps(["a", "list"]), content_type="application/json")
+    ) as url:
+        seen, err = await search_once(llm, tmp_path, url)
+    assert "AttributeError" not in seen and "SearxNG" in seen, seen
