@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -67,3 +68,24 @@ async def test_search_json_without_a_results_object_is_a_clear_error(llm: FakeLL
     ) as url:
         seen, err = await search_once(llm, tmp_path, url)
     assert "AttributeError" not in seen and "SearxNG" in seen, seen
+
+
+async def test_search_endless_answer_is_cut_off_not_read_whole(llm: FakeLLM, tmp_path: Path) -> None:
+    # A public SearxNG instance (run by anyone) that never stops answering: the bot read it all.
+    sent = 0
+
+    class Endless(web.StreamResponse):
+        async def prepare(self, request: web.BaseRequest) -> Any:
+            nonlocal sent
+            writer = await super().prepare(request)
+            await self.write(b'{"results": [{"title": "')
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                while sent < 2**30:
+                    await self.write(b"x" * 2**20)
+                    sent += 2**20
+            return writer
+
+    async with searxng(lambda: Endless(headers={"Content-Type": "application/json"})) as url:
+        seen, _ = await search_once(llm, tmp_path, url)
+    assert sent < 64 * 2**20, f"the bot read {sent >> 20} MiB of one search answer"
+    assert "search service" in seen and "4 MiB" in seen, seen

@@ -126,6 +126,25 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
 # ---------------------------------------------------------------- backends
 
 
+MAX_ANSWER_BYTES = 4 * 2**20
+"""Most bytes of one search answer read (a results page is tens of KB; a public SearxNG instance is
+anyone's server, and one that never stops answering was read whole)."""
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    """The backend's answer, read but never past :data:`MAX_ANSWER_BYTES` decoded bytes."""
+    async with client.stream(method, url, **kw) as resp:
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                host = resp.url.host
+                raise SearchFailed(f"the search service at {host} answered with more than 4 MiB; gave up")
+    drop = {"content-encoding", "content-length", "transfer-encoding"}  # the body is already decoded
+    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in drop]
+    return httpx.Response(resp.status_code, headers=headers, content=bytes(body), request=resp.request)
+
+
 def _json(resp: httpx.Response, backend: str) -> Any:
     try:
         data = resp.json()
@@ -170,7 +189,9 @@ async def search_searxng(
     if not s.searxng_url:
         raise SearchFailed("SEARCH_BACKEND is searxng but SEARXNG_URL is not set")
     url = s.searxng_url.rstrip("/") + "/search"
-    resp = await client.get(url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout)
+    resp = await _send(
+        client, "GET", url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout
+    )
     _raise_for_status(resp, "SearxNG", ": enable the json format under search.formats in its settings.yml")
     return _results(_json(resp, "SearxNG").get("results"), "content", "publishedDate")
 
@@ -180,7 +201,9 @@ async def search_brave(
 ) -> list[SearchResult]:
     if not s.brave_api_key:
         raise SearchFailed("SEARCH_BACKEND is brave but BRAVE_API_KEY is not set")
-    resp = await client.get(
+    resp = await _send(
+        client,
+        "GET",
         s.brave_url,
         params={"q": query, "count": min(20, max(n * 2, n))},
         headers={"X-Subscription-Token": s.brave_api_key, "Accept": "application/json"},
@@ -195,7 +218,9 @@ async def search_tavily(
 ) -> list[SearchResult]:
     if not s.tavily_api_key:
         raise SearchFailed("SEARCH_BACKEND is tavily but TAVILY_API_KEY is not set")
-    resp = await client.post(
+    resp = await _send(
+        client,
+        "POST",
         s.tavily_url,
         json={"query": query, "max_results": min(20, max(n * 2, n)), "search_depth": "basic"},
         headers={"Authorization": f"Bearer {s.tavily_api_key}"},
@@ -247,7 +272,9 @@ def parse_duckduckgo(page: str) -> list[SearchResult]:
 async def search_duckduckgo(
     client: httpx.AsyncClient, s: SearchSettings, query: str, n: int
 ) -> list[SearchResult]:
-    resp = await client.post(
+    resp = await _send(
+        client,
+        "POST",
         s.duckduckgo_url,
         data={"q": query, "b": ""},
         headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"},
