@@ -63,3 +63,19 @@ async def test_mcp_http_server_flooding_an_answer_is_cut_off_not_held_in_memory(
     assert server.sent < 64 * 2**20, f"the bot read {server.sent >> 20} MiB of one answer"
     flood, echo = (m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool")
     assert "error" in flood and echo == "echo: hi"  # the call failed; the server's other tools still work
+
+
+async def test_mcp_schema_regexes_cannot_freeze_the_bot(llm: FakeLLM, tmp_path: Path) -> None:
+    # The schema's "^(a+)+$" (as pattern, and as a patternProperties name under additionalProperties
+    # false) ran on the bot's event loop: 30 a's and a '!' froze every run of every server for minutes.
+    attack = "a" * 30 + "!"
+    llm.script(tool_call("h__find", {"text": attack, "b" * 30 + "!": "x"}), text("Done."))
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "llama3.1",
+        "PYTHON_SANDBOX": "off",
+        "MCP_SERVERS_FILE": str(hostile_file(tmp_path, "h")),
+    }
+    code, out, err = await agentbot(tmp_path, "ask", "Find it", env=env)
+    assert (code, out) == (0, "Done.\n"), err[-3000:]
+    assert f"find: {attack}" in llm.requests[1]["messages"][-1]["content"]  # the server judged it

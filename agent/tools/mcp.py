@@ -361,11 +361,30 @@ class McpTools:
         return out
 
 
+def _validator(schema: dict[str, Any]) -> Any:
+    """A validator for the arguments that runs none of the server's regexes.
+
+    Why: they would run on the bot's event loop, where ``^(a+)+$`` against 30 a's and a '!' froze every
+    run of every server for minutes. ``pattern`` is left to the server (it checks its own arguments),
+    and with ``patternProperties`` anywhere, so are the keywords that match property names by them.
+    """
+    base = jsonschema.validators.validator_for(schema)
+    names_by_regex = "patternProperties" in json.dumps(schema)
+    skip = ["pattern", "patternProperties"]
+    if names_by_regex:
+        skip += ["additionalProperties", "unevaluatedProperties"]
+    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema)
+
+
+def _unchecked(*_: Any) -> None:
+    return None
+
+
 def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
     schema = _schema(getattr(mcp_tool, "inputSchema", None))
     if schema is None:
         return None
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(schema)
     server, remote = conn.server.name, str(mcp_tool.name)
     name = tool_name(server, remote)
 

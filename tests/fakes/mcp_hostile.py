@@ -1,8 +1,9 @@
 """A broken or hostile MCP server (the SDK's low-level server over stdio), for the black-box tool tests.
 
 ``python -m tests.fakes.mcp_hostile`` lists tools whose names collide once namespaced (the same name
-twice, and ``_x`` beside a server named with a trailing ``_``), a tool that dies mid-call, and a plain
-``echo`` that works, so a test can check that what is broken never takes down what is not.
+twice, and ``_x`` beside a server named with a trailing ``_``), a tool that dies mid-call, one whose
+schema holds catastrophic regexes, and a plain ``echo`` that works, so a test can check that what is
+broken never takes down what is not. :class:`FloodingHttpMcp` is a streamable-HTTP one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 _OBJ = {"type": "object", "properties": {"text": {"type": "string"}}}
+_REDOS = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "pattern": "^(a+)+$"}},
+    "patternProperties": {"^(b+)+$": {"type": "string"}},
+    "additionalProperties": False,
+}
+"""Backtracking regexes: 30 a's and a '!' take minutes to reject, wherever they are checked."""
 
 
 def build() -> Server:
@@ -30,6 +38,7 @@ def build() -> Server:
             types.Tool(name="echo", description="The same name again.", inputSchema=_OBJ),
             types.Tool(name="_x", description="Collides with server 'h_' tool 'x'.", inputSchema=_OBJ),
             types.Tool(name="die", description="Exits mid-call.", inputSchema=_OBJ),
+            types.Tool(name="find", description="A catastrophic pattern.", inputSchema=_REDOS),
         ]
 
     @server.call_tool(validate_input=False)
