@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.mcp_hostile import FloodingHttpMcp
 from tests.test_blackbox_operator import agentbot
@@ -79,3 +81,41 @@ async def test_mcp_schema_regexes_cannot_freeze_the_bot(llm: FakeLLM, tmp_path: 
     code, out, err = await agentbot(tmp_path, "ask", "Find it", env=env)
     assert (code, out) == (0, "Done.\n"), err[-3000:]
     assert f"find: {attack}" in llm.requests[1]["messages"][-1]["content"]  # the server judged it
+
+
+async def test_mcp_schema_refs_to_urls_are_never_fetched_by_the_bot(llm: FakeLLM, tmp_path: Path) -> None:
+    # jsonschema fetched a "$ref": "http://..." with urllib, on the event loop, without the SSRF guard
+    # or a timeout: a server's schema could make the bot GET its metadata or internal addresses, or
+    # freeze it on an address that never answers.
+    fetched: list[str] = []
+
+    async def schema(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        return web.json_response({"type": "string"})
+
+    app = web.Application()
+    app.router.add_get("/latest/meta-data/", schema)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    servers = hostile_file(tmp_path, "h")
+    servers.write_text(
+        servers.read_text().replace(" }", f', HOSTILE_REF = "http://127.0.0.1:{port}/latest/meta-data/" }}')
+    )
+    llm.script(tool_call("h__ref", {"text": "x"}), text("Done."))
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "llama3.1",
+        "PYTHON_SANDBOX": "off",
+        "MCP_SERVERS_FILE": str(servers),
+    }
+    try:
+        code, out, err = await agentbot(tmp_path, "ask", "Use ref", env=env)
+    finally:
+        await runner.cleanup()
+    assert (code, out) == (0, "Done.\n"), err[-3000:]
+    assert fetched == []
+    said = llm.requests[1]["messages"][-1]["content"]
+    assert "error" in said and f"127.0.0.1:{port}" in said, said  # the model is told why

@@ -33,6 +33,7 @@ import httpx
 import jsonschema
 import pydantic
 import structlog
+from referencing import Registry  # jsonschema's own resolver library
 
 from agent.retry import RetryPolicy
 from agent.tools.netguard import CappedTransport
@@ -362,7 +363,7 @@ class McpTools:
 
 
 def _validator(schema: dict[str, Any]) -> Any:
-    """A validator for the arguments that runs none of the server's regexes.
+    """A validator for the arguments that runs none of the server's regexes and fetches nothing.
 
     Why: they would run on the bot's event loop, where ``^(a+)+$`` against 30 a's and a '!' froze every
     run of every server for minutes. ``pattern`` is left to the server (it checks its own arguments),
@@ -373,7 +374,9 @@ def _validator(schema: dict[str, Any]) -> Any:
     skip = ["pattern", "patternProperties"]
     if names_by_regex:
         skip += ["additionalProperties", "unevaluatedProperties"]
-    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema)
+    # An empty registry: jsonschema's default fetches a "$ref": "http://..." (or file://) with urllib,
+    # on the event loop, past the SSRF guard and without a timeout. Such a ref is an error instead.
+    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema, registry=Registry())
 
 
 def _unchecked(*_: Any) -> None:

@@ -2,8 +2,9 @@
 
 ``python -m tests.fakes.mcp_hostile`` lists tools whose names collide once namespaced (the same name
 twice, and ``_x`` beside a server named with a trailing ``_``), a tool that dies mid-call, one whose
-schema holds catastrophic regexes, and a plain ``echo`` that works, so a test can check that what is
-broken never takes down what is not. :class:`FloodingHttpMcp` is a streamable-HTTP one.
+schema holds catastrophic regexes, one whose schema refers to a URL, and a plain ``echo`` that works,
+so a test can check that what is broken never takes down what is not. :class:`FloodingHttpMcp` is a
+streamable-HTTP one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ _REDOS = {
 """Backtracking regexes: 30 a's and a '!' take minutes to reject, wherever they are checked."""
 
 
+def _remote_ref() -> dict[str, object]:
+    """A schema whose argument is described at ``HOSTILE_REF`` (a URL the server's author chose)."""
+    target = os.environ.get("HOSTILE_REF", "http://169.254.169.254/latest/meta-data/")
+    return {"type": "object", "properties": {"text": {"$ref": target}}}
+
+
 def build() -> Server:
     server: Server = Server("hostile")
 
@@ -39,6 +46,7 @@ def build() -> Server:
             types.Tool(name="_x", description="Collides with server 'h_' tool 'x'.", inputSchema=_OBJ),
             types.Tool(name="die", description="Exits mid-call.", inputSchema=_OBJ),
             types.Tool(name="find", description="A catastrophic pattern.", inputSchema=_REDOS),
+            types.Tool(name="ref", description="A schema elsewhere.", inputSchema=_remote_ref()),
         ]
 
     @server.call_tool(validate_input=False)
