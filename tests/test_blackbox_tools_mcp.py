@@ -119,3 +119,20 @@ async def test_mcp_schema_refs_to_urls_are_never_fetched_by_the_bot(llm: FakeLLM
     assert fetched == []
     said = llm.requests[1]["messages"][-1]["content"]
     assert "error" in said and f"127.0.0.1:{port}" in said, said  # the model is told why
+
+
+async def test_mcp_http_answer_that_cannot_be_read_fails_the_call_at_once(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A proxy's HTML error page sent as application/json: the SDK drops the answer and the call waited
+    # for its whole timeout (30 s by default), on every call, stalling the run.
+    llm.script(tool_call("fl__garbage", {"text": "x"}), tool_call("fl__echo", {"text": "hi"}), text("Done."))
+    async with FloodingHttpMcp() as server:
+        servers = tmp_path / "mcp.toml"
+        servers.write_text(f'[servers.fl]\nurl = "{server.url}"\ntimeout = 20\n')
+        env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "llama3.1", "MCP_SERVERS_FILE": str(servers)}
+        code, out, err = await agentbot(tmp_path, "ask", "Try it", env=env)
+    assert (code, out) == (0, "Done.\n"), err[-3000:]
+    garbage, echo = (m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool")
+    assert "could not be read" in garbage and "timed out" not in garbage, garbage
+    assert echo == "echo: hi"

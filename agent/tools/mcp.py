@@ -209,6 +209,8 @@ class _Connection:
         self.error: str | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
+        self._unreadable: set[asyncio.Future[str]] = set()
+        """One per call in flight over HTTP, told when an answer could not be read (see :meth:`call`)."""
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -241,7 +243,12 @@ class _Connection:
                     errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - /dev/null never blocks
                     read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
                 session = await stack.enter_async_context(
-                    ClientSession(read, write, read_timeout_seconds=timedelta(seconds=s.timeout))
+                    ClientSession(
+                        read,
+                        write,
+                        read_timeout_seconds=timedelta(seconds=s.timeout),
+                        message_handler=self._on_message if s.url else None,
+                    )
                 )
                 await session.initialize()
                 self.tools = await self._list(session)
@@ -267,14 +274,36 @@ class _Connection:
                 break
         return tools[:MAX_TOOLS_PER_SERVER]
 
+    async def _on_message(self, message: Any) -> None:
+        """Over HTTP, an exception here is an answer the SDK could not read (not JSON, a wrong content
+        type, past the size cap) and dropped: its call would wait out its whole timeout. The calls in
+        flight are failed instead (which one it was is not known; usually there is one)."""
+        if isinstance(message, Exception):
+            for unreadable in self._unreadable:
+                if not unreadable.done():
+                    unreadable.set_result(_reason(message))
+
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
         session = self.session
         if session is None:
             raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
+        unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._unreadable.add(unreadable)
+        task = asyncio.ensure_future(session.call_tool(name, arguments))
         try:
-            return await session.call_tool(name, arguments)
+            await asyncio.wait({task, unreadable}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                why = unreadable.result()
+                raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({why})")
+            return task.result()
+        except ToolRefused:
+            raise
         except Exception as e:
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
+        finally:
+            self._unreadable.discard(unreadable)
+            if not task.done():
+                task.cancel()
 
     async def close(self) -> None:
         self._closing.set()

@@ -91,7 +91,15 @@ class FloodingHttpMcp:
             }
         elif method == "tools/list":
             tool = {"name": "flood", "description": "Answers forever.", "inputSchema": _OBJ}
-            result = {"tools": [tool, {**tool, "name": "echo", "description": "Echo."}]}
+            result = {
+                "tools": [
+                    tool,
+                    {**tool, "name": "echo", "description": "Echo."},
+                    {**tool, "name": "garbage", "description": "Answers with what is not JSON."},
+                ]
+            }
+        elif method == "tools/call" and msg["params"]["name"] == "garbage":
+            return web.Response(text="<html>502 Bad Gateway</html>", content_type="application/json")
         elif method == "tools/call" and msg["params"]["name"] == "echo":
             result = {"content": [{"type": "text", "text": "echo: " + msg["params"]["arguments"]["text"]}]}
         elif method == "tools/call":
