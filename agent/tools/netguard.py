@@ -7,7 +7,7 @@ not public, and then connects to the very address it checked. There is no second
 check and connect, so a DNS-rebinding name cannot swap a private address in.
 
 Refused: loopback (unless ``allow_loopback``, a test setting), private (RFC 1918, unique-local
-fc00::/7), carrier-grade NAT, link-local (169.254/16, fe80::/10), cloud metadata endpoints
+fc00::/7, and the deprecated site-local fec0::/10), carrier-grade NAT, link-local (169.254/16, fe80::/10), cloud metadata endpoints
 (169.254.169.254, fd00:ec2::254, 100.100.100.200, ``metadata.google.internal``…), multicast, reserved,
 unspecified (0.0.0.0, ::) and anything else that is not globally routable, including the same addresses
 wrapped in IPv6 (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002::/16, NAT64 64:ff9b::/96). Unix sockets and
@@ -62,6 +62,8 @@ def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
         return "an unspecified address"
     if ip.is_link_local:
         return "a link-local address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return "a site-local address"  # fec0::/10, IPv6's old private range, which ipaddress calls global
     if ip.is_multicast:
         return "a multicast address"
     if ip.is_private:
