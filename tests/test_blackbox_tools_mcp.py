@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.mcp_hostile import FloodingHttpMcp
 from tests.test_blackbox_operator import agentbot
@@ -136,3 +138,34 @@ async def test_mcp_http_answer_that_cannot_be_read_fails_the_call_at_once(
     garbage, echo = (m["content"] for m in llm.requests[2]["messages"] if m["role"] == "tool")
     assert "could not be read" in garbage and "timed out" not in garbage, garbage
     assert echo == "echo: hi"
+
+
+async def test_mcp_server_restarted_between_turns_works_again(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # A server's own MCP server was redeployed: its new process does not know the bot's session, and
+    # every later call answered "Session terminated" until the bot itself was restarted.
+    from tests.fakes.mcp_server import HttpMcpServer
+    from tests.test_e2e_config import run
+
+    llm.script(
+        tool_call("inv__add", {"a": 1, "b": 2}),
+        text("It is 3."),
+        tool_call("inv__add", {"a": 20, "b": 22}),
+        text("It is 42."),
+    )
+    env = {"FETCH_ALLOW_LOOPBACK": True}
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path / "data", guild, agent_env=env) as bot:
+        with HttpMcpServer() as server:
+            await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            fake.inject_interaction("research", {"task": "What is 1 + 2?"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for_message(thread, lambda m: "It is 3." in m.content, within=30)
+            await wait_idle(fake, bot)
+        with HttpMcpServer(server.port):  # the same address, a new process
+            fake.inject_message(thread, "alice", "And 20 + 22?")
+            await fake.wait_for_message(thread, lambda m: "It is 42." in m.content, within=30)
+            await wait_idle(fake, bot)
+    step = [m.content for m in fake.messages(thread) if "inv__add" in m.content][-1]
+    assert "a=20" in step and "42" in step and "Session terminated" not in step, step

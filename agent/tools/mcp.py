@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -198,6 +199,16 @@ def _render_result(server: str, result: Any) -> ToolOutput:
     return ToolOutput(text, sources)
 
 
+RECONNECT_EVERY = 30.0
+"""Seconds between attempts to reconnect a server whose session died (its calls answer at once between)."""
+_SESSION_TERMINATED = 32600
+"""The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
+
+
+class _SessionGone(Exception):
+    """The server no longer knows the session; the call was not run."""
+
+
 class _Connection:
     """One live session, owned by one task from connect to close."""
 
@@ -212,6 +223,8 @@ class _Connection:
         self._unreadable: set[asyncio.Future[str]] = set()
         """One per call in flight over HTTP, told when an answer could not be read (see :meth:`call`)."""
         self._task: asyncio.Task[None] | None = None
+        self._reconnecting = asyncio.Lock()
+        self._retry_at = 0.0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._own(), name=f"mcp:{self.server.name}")
@@ -283,10 +296,36 @@ class _Connection:
                 if not unreadable.done():
                     unreadable.set_result(_reason(message))
 
+    async def _reconnect(self, stale: Any) -> None:
+        """A new session: the server restarted (it answers that it no longer knows ``stale``, so a call
+        on it never ran) or the old session died (``stale`` None: tried at most every RECONNECT_EVERY s).
+        Without this a redeployed server's tools failed until the bot itself restarted."""
+        async with self._reconnecting:
+            if self.session is not None and self.session is not stale:
+                return  # another call has reconnected
+            if stale is None and time.monotonic() < self._retry_at:
+                return
+            self._retry_at = time.monotonic() + RECONNECT_EVERY
+            await self.close()
+            self._ready, self._closing, self.error = asyncio.Event(), asyncio.Event(), None
+            await self.start()
+
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
-        session = self.session
-        if session is None:
-            raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
+        if self.session is None:
+            await self._reconnect(None)
+        for _ in range(2):
+            session = self.session
+            if session is None:
+                raise ToolRefused(
+                    f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})"
+                )
+            try:
+                return await self._call(session, name, arguments)
+            except _SessionGone:
+                await self._reconnect(session)
+        raise ToolRefused(f"the {self.server.name} MCP server does not keep a session; try again later")
+
+    async def _call(self, session: Any, name: str, arguments: dict[str, Any]) -> Any:
         unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._unreadable.add(unreadable)
         task = asyncio.ensure_future(session.call_tool(name, arguments))
@@ -299,6 +338,8 @@ class _Connection:
         except ToolRefused:
             raise
         except Exception as e:
+            if getattr(getattr(e, "error", None), "code", None) == _SESSION_TERMINATED:
+                raise _SessionGone from None
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
         finally:
             self._unreadable.discard(unreadable)
