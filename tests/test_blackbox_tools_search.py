@@ -66,7 +66,7 @@ async def test_search_json_without_a_results_object_is_a_clear_error(llm: FakeLL
     async with searxng(
         lambda: web.Response(text=json.dumps(["a", "list"]), content_type="application/json")
     ) as url:
-        seen, err = await search_once(llm, tmp_path, url)
+        seen, _ = await search_once(llm, tmp_path, url)
     assert "AttributeError" not in seen and "SearxNG" in seen, seen
 
 
