@@ -65,7 +65,14 @@ class HttpMcpServer:
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         app = build().streamable_http_app()
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="error",
+                lifespan="on",
+                timeout_graceful_shutdown=1,  # a client's open stream must not hold the test for 10 s
+            )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
