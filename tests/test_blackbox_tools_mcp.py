@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
+from agent.tools.registry import ToolRefused
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -169,3 +171,18 @@ async def test_mcp_server_restarted_between_turns_works_again(
             await wait_idle(fake, bot)
     step = [m.content for m in fake.messages(thread) if "inv__add" in m.content][-1]
     assert "a=20" in step and "42" in step and "Session terminated" not in step, step
+
+
+async def test_mcp_tools_closed_with_the_bot_never_start_their_server_again(tmp_path: Path) -> None:
+    # A call still running while the bot shuts down finds its server closed: it must not reconnect
+    # (for stdio: spawn the server again) after the bot has let go of it.
+    from agent.tools.mcp import McpTools, load_servers
+
+    mcp = McpTools(load_servers(hostile_file(tmp_path, "h")))
+    await mcp.connect()
+    echo = next(t for t in mcp.tools() if t.name == "h__echo")
+    assert (await echo.fn(text="a")).text == "echo: a"
+    await mcp.aclose()
+    with pytest.raises(ToolRefused, match="unavailable"):
+        await echo.fn(text="b")
+    await mcp.aclose()  # nothing was started again: nothing to wait for

@@ -225,6 +225,8 @@ class _Connection:
         self._task: asyncio.Task[None] | None = None
         self._reconnecting = asyncio.Lock()
         self._retry_at = 0.0
+        self.closed = False
+        """Closed for good (:meth:`McpTools.aclose`): a late call must not start a server again."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._own(), name=f"mcp:{self.server.name}")
@@ -301,8 +303,8 @@ class _Connection:
         on it never ran) or the old session died (``stale`` None: tried at most every RECONNECT_EVERY s).
         Without this a redeployed server's tools failed until the bot itself restarted."""
         async with self._reconnecting:
-            if self.session is not None and self.session is not stale:
-                return  # another call has reconnected
+            if self.closed or (self.session is not None and self.session is not stale):
+                return  # closed for good, or another call has reconnected
             if stale is None and time.monotonic() < self._retry_at:
                 return
             self._retry_at = time.monotonic() + RECONNECT_EVERY
@@ -407,6 +409,8 @@ class McpTools:
                 log.warning("mcp_server_unavailable", server=c.server.name, reason=c.error)
 
     async def aclose(self) -> None:
+        for c in self._conns:
+            c.closed = True
         await asyncio.gather(*(c.close() for c in self._conns))
 
     def tools(self) -> list[Tool]:
