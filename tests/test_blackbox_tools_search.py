@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_blackbox_operator import agentbot
 
@@ -89,3 +91,25 @@ async def test_search_endless_answer_is_cut_off_not_read_whole(llm: FakeLLM, tmp
         seen, _ = await search_once(llm, tmp_path, url)
     assert sent < 64 * 2**20, f"the bot read {sent >> 20} MiB of one search answer"
     assert "search service" in seen and "4 MiB" in seen, seen
+
+
+async def test_search_result_urls_cannot_write_links_into_the_footer(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # Result URLs go to the answer's Sources as <url>. One holding '>' and a line break (from a
+    # SearxNG instance anyone may run) ended the <...> and put a masked link in the bot's own voice.
+    evil = "https://otters.example/a>\n[Claim your free Nitro](https://phish.example/login)"
+    results = [{"url": evil, "title": "Otters", "content": "x"}]
+    llm.script(tool_call("web_search", {"query": "otters"}), text("Otters are back."))
+    async with searxng(lambda: web.json_response({"results": results})) as url:
+        env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": url}
+        async with running_bot(fake, llm, tmp_path, guild, agent_env=env) as bot:
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "otters"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+            await wait_idle(fake, bot)
+    shown = "\n".join(m.content for m in fake.messages(thread))
+    assert "[Claim your free Nitro](" not in shown, shown  # no masked link: the URL is shown whole
+    assert not any(line.startswith("[Claim") for line in shown.splitlines()), shown
+    assert "<https://otters.example/a%3E%0A[Claim%20your%20free%20Nitro]" in shown, shown

@@ -19,9 +19,9 @@ import html
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from pydantic import Field
@@ -31,6 +31,7 @@ from agent.logs import redact
 from agent.retry import parse_retry_after
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
+from agent.tools.safe_names import unsafe_char
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,12 @@ def _date(value: Any) -> str | None:
     return value[:40]
 
 
+def shown_url(url: str) -> str:
+    """``url`` with whitespace, ``<>"`` and invisible or control characters percent-encoded: a result URL
+    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice."""
+    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
+
+
 def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
     first: dict[str, SearchResult] = {}
     for r in results:
@@ -119,7 +126,7 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
                 key = normalise_url(r.url)
             except ValueError:  # a port out of range, a broken IPv6 host: not a page to read
                 continue
-            first.setdefault(key, r)
+            first.setdefault(key, replace(r, url=shown_url(r.url)))
     return list(first.values())[:limit]
 
 
