@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import contextlib
 import json
 import sys
@@ -137,14 +138,32 @@ def _kind(name: str, head: bytes) -> tuple[str, str | None]:
     return "other", None
 
 
-def _is_text(data: bytes) -> bool:
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32", "UTF-32"),  # before UTF-16: its mark begins with UTF-16 LE's
+    (codecs.BOM_UTF32_BE, "utf-32", "UTF-32"),
+    (codecs.BOM_UTF16_LE, "utf-16", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "utf-16", "UTF-16"),
+)
+
+
+def _as_utf8(data: bytes) -> tuple[bytes, str] | None:
+    """The text as UTF-8 (what ``read_file`` reads) and the encoding it came in ('' for UTF-8), or
+    None when it is not text. Windows programs write text as UTF-16 with a byte-order mark (Notepad's
+    and Excel's "Unicode") or as Windows-1252 (Excel's CSV): both used to be refused as unsupported."""
+    for bom, codec, shown in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError:
+                return None
+            return None if "\0" in text else (text.encode("utf-8"), shown)
     if b"\0" in data:
-        return False
+        return None
     try:
         data.decode("utf-8-sig")
+        return data, ""
     except UnicodeDecodeError:
-        return False
-    return True
+        return data.decode("cp1252", errors="replace").encode("utf-8"), "Windows-1252"
 
 
 async def _download(client: httpx.AsyncClient, f: IncomingFile, cap: int) -> bytes:
@@ -225,8 +244,7 @@ async def receive(
                     + (" and the workspace quota" if quota_left is not None and quota_left < f.size else "")
                 )
             data = await _download(client, f, cap)
-            budget -= len(data)
-            await _take(got, workspace, name, data, limits, vision=vision, taken=taken)
+            budget -= await _take(got, workspace, name, data, limits, vision=vision, taken=taken, room=cap)
         except (ValueError, httpx.HTTPError, OSError) as e:
             refused.append(f"{name}: {e}")
     got.refuse(refused)
@@ -242,23 +260,30 @@ async def _take(
     *,
     vision: bool,
     taken: set[str],
-) -> None:
+    room: int,
+) -> int:
+    """Saves ``data``; returns the bytes written (the PDF's text file not counted, as before)."""
     kind, media = _kind(name, data[:16])
-    if kind == "other" or (kind == "text" and not _is_text(data)):
+    converted = _as_utf8(data) if kind == "text" else (data, "")
+    if kind == "other" or converted is None:
         raise ValueError(f"unsupported type: attach {KINDS_HINT}")
+    data, came_as = converted
+    if len(data) > room:
+        raise ValueError(f"converted to UTF-8 it is {_mb(len(data))}, over the {_mb(room)} left")
     path = workspace / name
     await asyncio.to_thread(path.write_bytes, data)
     taken.add(name)
     got.saved.append(name)
     size = _mb(len(data))
     if kind == "text":
-        got.lines.append(f"{name} ({size}, text): read it with read_file")
+        was = f", converted to UTF-8 from {came_as}" if came_as else ""
+        got.lines.append(f"{name} ({size}, text{was}): read it with read_file")
     elif kind == "pdf":
         try:
             text, pages = await _pdf_text(path, limits)
         except ValueError as e:
             got.lines.append(f"{name} ({size}, PDF): saved, but {e}")
-            return
+            return len(data)
         txt = safe_filename(name + ".txt", taken)
         await asyncio.to_thread((workspace / txt).write_text, text, encoding="utf-8")
         taken.add(txt)
@@ -276,3 +301,4 @@ async def _take(
     else:
         got.images.append(ImagePart(media or "image/png", base64.b64encode(data).decode("ascii"), name))
         got.lines.append(f"{name} ({size}, image): shown to you with this message")
+    return len(data)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ import httpx
 import jsonschema
 import pydantic
 import structlog
+from referencing import Registry  # jsonschema's own resolver library
 
 from agent.retry import RetryPolicy
+from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
 
 __all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
@@ -48,6 +51,8 @@ MAX_SCHEMA_BYTES = 16_000
 """A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
+MAX_RESPONSE_BYTES = 8 * 2**20
+"""Most bytes of one HTTP answer from a server (64 tools with 16 KB schemas fit many times over)."""
 
 
 class McpConfigError(ValueError):
@@ -194,6 +199,16 @@ def _render_result(server: str, result: Any) -> ToolOutput:
     return ToolOutput(text, sources)
 
 
+RECONNECT_EVERY = 30.0
+"""Seconds between attempts to reconnect a server whose session died (its calls answer at once between)."""
+_SESSION_TERMINATED = 32600
+"""The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
+
+
+class _SessionGone(Exception):
+    """The server no longer knows the session; the call was not run."""
+
+
 class _Connection:
     """One live session, owned by one task from connect to close."""
 
@@ -205,7 +220,13 @@ class _Connection:
         self.error: str | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
+        self._unreadable: set[asyncio.Future[str]] = set()
+        """One per call in flight over HTTP, told when an answer could not be read (see :meth:`call`)."""
         self._task: asyncio.Task[None] | None = None
+        self._reconnecting = asyncio.Lock()
+        self._retry_at = 0.0
+        self.closed = False
+        """Closed for good (:meth:`McpTools.aclose`): a late call must not start a server again."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._own(), name=f"mcp:{self.server.name}")
@@ -237,7 +258,12 @@ class _Connection:
                     errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - /dev/null never blocks
                     read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
                 session = await stack.enter_async_context(
-                    ClientSession(read, write, read_timeout_seconds=timedelta(seconds=s.timeout))
+                    ClientSession(
+                        read,
+                        write,
+                        read_timeout_seconds=timedelta(seconds=s.timeout),
+                        message_handler=self._on_message if s.url else None,
+                    )
                 )
                 await session.initialize()
                 self.tools = await self._list(session)
@@ -263,14 +289,64 @@ class _Connection:
                 break
         return tools[:MAX_TOOLS_PER_SERVER]
 
+    async def _on_message(self, message: Any) -> None:
+        """Over HTTP, an exception here is an answer the SDK could not read (not JSON, a wrong content
+        type, past the size cap) and dropped: its call would wait out its whole timeout. The calls in
+        flight are failed instead (which one it was is not known; usually there is one)."""
+        if isinstance(message, Exception):
+            for unreadable in self._unreadable:
+                if not unreadable.done():
+                    unreadable.set_result(_reason(message))
+
+    async def _reconnect(self, stale: Any) -> None:
+        """A new session: the server restarted (it answers that it no longer knows ``stale``, so a call
+        on it never ran) or the old session died (``stale`` None: tried at most every RECONNECT_EVERY s).
+        Without this a redeployed server's tools failed until the bot itself restarted."""
+        async with self._reconnecting:
+            if self.closed or (self.session is not None and self.session is not stale):
+                return  # closed for good, or another call has reconnected
+            if stale is None and time.monotonic() < self._retry_at:
+                return
+            self._retry_at = time.monotonic() + RECONNECT_EVERY
+            await self.close()
+            self._ready, self._closing, self.error = asyncio.Event(), asyncio.Event(), None
+            await self.start()
+
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
-        session = self.session
-        if session is None:
-            raise ToolRefused(f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})")
+        if self.session is None:
+            await self._reconnect(None)
+        for _ in range(2):
+            session = self.session
+            if session is None:
+                raise ToolRefused(
+                    f"the {self.server.name} MCP server is unavailable ({self.error or 'closed'})"
+                )
+            try:
+                return await self._call(session, name, arguments)
+            except _SessionGone:
+                await self._reconnect(session)
+        raise ToolRefused(f"the {self.server.name} MCP server does not keep a session; try again later")
+
+    async def _call(self, session: Any, name: str, arguments: dict[str, Any]) -> Any:
+        unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._unreadable.add(unreadable)
+        task = asyncio.ensure_future(session.call_tool(name, arguments))
         try:
-            return await session.call_tool(name, arguments)
+            await asyncio.wait({task, unreadable}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                why = unreadable.result()
+                raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({why})")
+            return task.result()
+        except ToolRefused:
+            raise
         except Exception as e:
+            if getattr(getattr(e, "error", None), "code", None) == _SESSION_TERMINATED:
+                raise _SessionGone from None
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
+        finally:
+            self._unreadable.discard(unreadable)
+            if not task.done():
+                task.cancel()
 
     async def close(self) -> None:
         self._closing.set()
@@ -293,7 +369,11 @@ def _reason(e: BaseException) -> str:
 
 
 def _plain_client(server: McpServer) -> httpx.AsyncClient:
-    return httpx.AsyncClient(headers=dict(server.headers), timeout=httpx.Timeout(server.timeout, connect=10))
+    return httpx.AsyncClient(
+        headers=dict(server.headers),
+        timeout=httpx.Timeout(server.timeout, connect=10),
+        transport=CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES),
+    )
 
 
 class McpTools:
@@ -329,10 +409,13 @@ class McpTools:
                 log.warning("mcp_server_unavailable", server=c.server.name, reason=c.error)
 
     async def aclose(self) -> None:
+        for c in self._conns:
+            c.closed = True
         await asyncio.gather(*(c.close() for c in self._conns))
 
     def tools(self) -> list[Tool]:
         out: list[Tool] = []
+        seen: set[str] = set()
         for c in self._conns:
             if c.session is None:
                 continue
@@ -340,7 +423,12 @@ class McpTools:
             for t in c.tools:
                 if wanted is not None and t.name not in wanted:
                     continue
-                if (built := _tool(c, t)) is not None:
+                if (built := _tool(c, t)) is not None and built.name in seen:
+                    # A server listing a name twice (or "a"'s "_x" beside "a_"'s "x") would make the
+                    # registry refuse the whole set, and every run with it: the first one is kept.
+                    log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason="name taken")
+                elif built is not None:
+                    seen.add(built.name)
                     out.append(built)
                 else:
                     why = "schema not an object, invalid or too large"
@@ -348,11 +436,32 @@ class McpTools:
         return out
 
 
+def _validator(schema: dict[str, Any]) -> Any:
+    """A validator for the arguments that runs none of the server's regexes and fetches nothing.
+
+    Why: they would run on the bot's event loop, where ``^(a+)+$`` against 30 a's and a '!' froze every
+    run of every server for minutes. ``pattern`` is left to the server (it checks its own arguments),
+    and with ``patternProperties`` anywhere, so are the keywords that match property names by them.
+    """
+    base = jsonschema.validators.validator_for(schema)
+    names_by_regex = "patternProperties" in json.dumps(schema)
+    skip = ["pattern", "patternProperties"]
+    if names_by_regex:
+        skip += ["additionalProperties", "unevaluatedProperties"]
+    # An empty registry: jsonschema's default fetches a "$ref": "http://..." (or file://) with urllib,
+    # on the event loop, past the SSRF guard and without a timeout. Such a ref is an error instead.
+    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema, registry=Registry())
+
+
+def _unchecked(*_: Any) -> None:
+    return None
+
+
 def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
     schema = _schema(getattr(mcp_tool, "inputSchema", None))
     if schema is None:
         return None
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = _validator(schema)
     server, remote = conn.server.name, str(mcp_tool.name)
     name = tool_name(server, remote)
 

@@ -7,7 +7,7 @@ not public, and then connects to the very address it checked. There is no second
 check and connect, so a DNS-rebinding name cannot swap a private address in.
 
 Refused: loopback (unless ``allow_loopback``, a test setting), private (RFC 1918, unique-local
-fc00::/7), carrier-grade NAT, link-local (169.254/16, fe80::/10), cloud metadata endpoints
+fc00::/7, and the deprecated site-local fec0::/10), carrier-grade NAT, link-local (169.254/16, fe80::/10), cloud metadata endpoints
 (169.254.169.254, fd00:ec2::254, 100.100.100.200, ``metadata.google.internal``…), multicast, reserved,
 unspecified (0.0.0.0, ::) and anything else that is not globally routable, including the same addresses
 wrapped in IPv6 (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002::/16, NAT64 64:ff9b::/96). Unix sockets and
@@ -62,6 +62,8 @@ def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
         return "an unspecified address"
     if ip.is_link_local:
         return "a link-local address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return "a site-local address"  # fec0::/10, IPv6's old private range, which ipaddress calls global
     if ip.is_multicast:
         return "a multicast address"
     if ip.is_private:
@@ -204,3 +206,49 @@ class LazyClient:
         if self._client is not None and not self._client.is_closed:
             await self._client.aclose()
         self._client = None
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """Any transport whose responses end in an error past ``limit`` bytes, for servers that are not
+    trusted to stop: an MCP server a member added streamed 1.9 GB into the bot in 8 s of one call.
+
+    Bodies are asked for and taken only uncompressed, so the bytes counted are the bytes kept (httpx
+    inflates after the transport, where no cap could look: a gzip bomb would pass a raw count).
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, limit: int) -> None:
+        self._inner = inner
+        self.limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["Accept-Encoding"] = "identity"
+        response = await self._inner.handle_async_request(request)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            await response.aclose()
+            raise httpx.RemoteProtocolError(
+                f"the server sent a {encoding} body it was not asked for", request=request
+            )
+        response.stream = _CappedStream(response.stream, self.limit, request)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: Any, limit: int, request: httpx.Request) -> None:
+        self._inner, self._limit, self._request = inner, limit, request
+
+    async def __aiter__(self) -> Any:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise httpx.ReadError(
+                    f"the server's answer passed the {self._limit // 2**20} MiB limit", request=self._request
+                )
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

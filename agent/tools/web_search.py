@@ -19,9 +19,9 @@ import html
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from pydantic import Field
@@ -31,6 +31,7 @@ from agent.logs import redact
 from agent.retry import parse_retry_after
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
+from agent.tools.safe_names import unsafe_char
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,11 @@ def normalise_url(url: str) -> str:
     return urlunsplit(("", netloc, path, query, ""))
 
 
-def _clean(text: str | None) -> str:
+def _clean(text: Any) -> str:
     """Plain text from a snippet that may hold tags (<strong>) and entities."""
-    if not text:
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        text = str(text)  # a site titled "2024" comes through some engines as a number
+    if not text or not isinstance(text, str):
         return ""
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", "", text))).strip()
 
@@ -109,22 +112,54 @@ def _date(value: Any) -> str | None:
     return value[:40]
 
 
+def shown_url(url: str) -> str:
+    """``url`` with whitespace, ``<>"`` and invisible or control characters percent-encoded: a result URL
+    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice."""
+    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
+
+
 def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
     first: dict[str, SearchResult] = {}
     for r in results:
         if r.url.startswith(("http://", "https://")):
-            first.setdefault(normalise_url(r.url), r)
+            try:
+                key = normalise_url(r.url)
+            except ValueError:  # a port out of range, a broken IPv6 host: not a page to read
+                continue
+            first.setdefault(key, replace(r, url=shown_url(r.url)))
     return list(first.values())[:limit]
 
 
 # ---------------------------------------------------------------- backends
 
 
+MAX_ANSWER_BYTES = 4 * 2**20
+"""Most bytes of one search answer read (a results page is tens of KB; a public SearxNG instance is
+anyone's server, and one that never stops answering was read whole)."""
+
+
+async def _send(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    """The backend's answer, read but never past :data:`MAX_ANSWER_BYTES` decoded bytes."""
+    async with client.stream(method, url, **kw) as resp:
+        body = bytearray()
+        async for chunk in resp.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                host = resp.url.host
+                raise SearchFailed(f"the search service at {host} answered with more than 4 MiB; gave up")
+    drop = {"content-encoding", "content-length", "transfer-encoding"}  # the body is already decoded
+    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in drop]
+    return httpx.Response(resp.status_code, headers=headers, content=bytes(body), request=resp.request)
+
+
 def _json(resp: httpx.Response, backend: str) -> Any:
     try:
-        return resp.json()
+        data = resp.json()
     except ValueError as e:
         raise SearchFailed(f"{backend} answered with something that is not JSON") from e
+    if not isinstance(data, dict):
+        raise SearchFailed(f"{backend} answered with JSON that is not a results object")
+    return data
 
 
 def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:
@@ -161,7 +196,9 @@ async def search_searxng(
     if not s.searxng_url:
         raise SearchFailed("SEARCH_BACKEND is searxng but SEARXNG_URL is not set")
     url = s.searxng_url.rstrip("/") + "/search"
-    resp = await client.get(url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout)
+    resp = await _send(
+        client, "GET", url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout
+    )
     _raise_for_status(resp, "SearxNG", ": enable the json format under search.formats in its settings.yml")
     return _results(_json(resp, "SearxNG").get("results"), "content", "publishedDate")
 
@@ -171,7 +208,9 @@ async def search_brave(
 ) -> list[SearchResult]:
     if not s.brave_api_key:
         raise SearchFailed("SEARCH_BACKEND is brave but BRAVE_API_KEY is not set")
-    resp = await client.get(
+    resp = await _send(
+        client,
+        "GET",
         s.brave_url,
         params={"q": query, "count": min(20, max(n * 2, n))},
         headers={"X-Subscription-Token": s.brave_api_key, "Accept": "application/json"},
@@ -186,7 +225,9 @@ async def search_tavily(
 ) -> list[SearchResult]:
     if not s.tavily_api_key:
         raise SearchFailed("SEARCH_BACKEND is tavily but TAVILY_API_KEY is not set")
-    resp = await client.post(
+    resp = await _send(
+        client,
+        "POST",
         s.tavily_url,
         json={"query": query, "max_results": min(20, max(n * 2, n)), "search_depth": "basic"},
         headers={"Authorization": f"Bearer {s.tavily_api_key}"},
@@ -238,7 +279,9 @@ def parse_duckduckgo(page: str) -> list[SearchResult]:
 async def search_duckduckgo(
     client: httpx.AsyncClient, s: SearchSettings, query: str, n: int
 ) -> list[SearchResult]:
-    resp = await client.post(
+    resp = await _send(
+        client,
+        "POST",
         s.duckduckgo_url,
         data={"q": query, "b": ""},
         headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"},

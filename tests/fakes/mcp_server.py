@@ -56,14 +56,23 @@ def build(name: str = "lab") -> FastMCP:
 class HttpMcpServer:
     """The same server over streamable HTTP at ``self.url`` (127.0.0.1, a free port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        """``port``: a given one, to restart a server where its clients knew it."""
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            s.bind(("127.0.0.1", port))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         app = build().streamable_http_app()
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="error",
+                lifespan="on",
+                timeout_graceful_shutdown=1,  # a client's open stream must not hold the test for 10 s
+            )
         )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
