@@ -28,7 +28,7 @@ import structlog
 from agent.attachments import IncomingFile
 from agent.events import RunResult
 from bot.attach import incoming
-from bot.notes import QueuedRestored, Resumed
+from bot.notes import NotStarted, QueuedRestored, Resumed
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
 from bot.turn import Turn, TurnRequest, error_id
@@ -85,6 +85,8 @@ class _Worker:
     """Why the thread can take nothing more (deleted, archived, locked), once it is so."""
     restart: TurnRequest | None = None
     """The running turn again with its message's edit: queued first once the stopped turn has settled."""
+    waiting: asyncio.Event | None = None
+    """Set by a Stop while the next turn waits for a run slot (so it never starts); None once it runs."""
 
 
 class SessionRunner:
@@ -105,6 +107,10 @@ class SessionRunner:
     def is_running(self, session_id: str) -> bool:
         w = self._workers.get(session_id)
         return bool(w and w.current and not w.current.done())
+
+    def stoppable(self, session_id: str) -> bool:
+        """A turn runs, or waits for a run slot (a Stop then keeps it from starting)."""
+        return self.is_running(session_id) or bool((w := self._workers.get(session_id)) and w.waiting)
 
     def running(self) -> int:
         """Turns running now (for the health report)."""
@@ -152,6 +158,10 @@ class SessionRunner:
     async def stop(self, session_id: str, by: str) -> bool:
         """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
         w = self._workers.get(session_id)
+        if w is not None and w.waiting is not None and w.stopped_by is None:
+            w.stopped_by = by  # it waits for a run slot: it stops waiting and never starts
+            w.waiting.set()
+            return True
         if w is None or w.current is None or w.current.done():
             return False
         w.stopped_by = by
@@ -356,9 +366,20 @@ class SessionRunner:
         """One turn, in a run slot; the hooks say when it waits, starts and how the session ends."""
         w.stopped_by = None
         status: str | None = None
-        async with self.slots.hold(on_wait=lambda: self._hook("waiting", req)):
+        w.waiting = asyncio.Event()
+        async with self.slots.hold(on_wait=lambda: self._hook("waiting", req), unless=w.waiting):
+            w.waiting = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed
+                return
+            if w.stopped_by is not None:  # stopped while it waited for a slot: nothing ran or is charged
+                if req.queued_id is not None:
+                    await self.sv.sessions.drop_queued(req.queued_id)
+                turn = Turn(self.sv, req, self.write_budget(w.session_id), self.rest_budget)
+                turn.renderer.feed(NotStarted(w.stopped_by))
+                await turn.streamer.close(within=60)
+                if not w.queue:
+                    await self._hook("ended", req, "stopped")
                 return
             await self._hook("started", req)
             turn = w.turn = Turn(
