@@ -299,6 +299,9 @@ class SessionRunner:
                     notes=[Resumed(int(state.get("step", 0)) if has_steps else 0)],
                     header_written=True,  # the interrupted turn left its header showing "running"
                     message_id=turn.message_id,
+                    attachments=()
+                    if has_steps
+                    else tuple(IncomingFile(*f) for f in state.get("attachments", ())),
                 )
             )
             resumed += 1

@@ -175,6 +175,9 @@ class Turn:
                 message_id=req.message_id,
                 supersedes=req.supersedes,
             )
+            if req.attachments and not self.resume_msgs:  # a kill before step 1 re-runs it with them
+                files = [[f.filename, f.url, f.size, f.content_type] for f in req.attachments]
+                await sv.sessions.checkpoint(self.turn_id, {"attachments": files})
             if req.supersedes is not None:
                 self.renderer.feed(Superseded(req.prompt))
             self.in_run = True
