@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import discord
 import structlog
 
 from agent.attachments import IncomingFile
@@ -204,6 +205,17 @@ class SessionRunner:
             return "restarted"
         return None
 
+    async def withdrawn(self, message_id: int) -> bool:
+        """The message that asked for a queued turn was deleted: the turn is dropped unanswered, so
+        nothing is charged (a running one goes on: its answer may already be half-written)."""
+        for w in list(self._workers.values()):
+            for req in [r for r in w.queue if r.message_id == message_id]:
+                w.queue.remove(req)
+                if req.queued_id is not None:
+                    await self.sv.sessions.drop_queued(req.queued_id)
+                return True
+        return False
+
     def close_thread(self, thread_id: int, reason: str) -> bool:
         """The thread was deleted, archived or locked: stop its session's run without writing anything
         more into it, and drop its queued follow-ups (nothing more is charged; stored ones are dropped
@@ -310,7 +322,8 @@ class SessionRunner:
                 continue
             session = await sv.sessions.get(q.session_id)
             channel = await channel_of(session) if session and session.thread_id else None
-            if channel is None:
+            files = await self._files_of(channel, q.message_id) if channel is not None else None
+            if files is None:  # its thread is gone, or its message was deleted: withdrawn
                 await sv.sessions.drop_queued(q.id)
                 continue
             await self.submit(
@@ -324,7 +337,7 @@ class SessionRunner:
                     queued_id=q.id,
                     notes=[QueuedRestored(q.prompt)],
                     message_id=q.message_id,
-                    attachments=await self._files_of(channel, q.message_id),
+                    attachments=files,
                 )
             )
             resumed += 1
@@ -332,15 +345,18 @@ class SessionRunner:
         return resumed
 
     # --- internals -------------------------------------------------------------------------------
-    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...]:
+    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...] | None:
         """The files on a queued follow-up's message, read again from Discord after a restart (only its
-        text is stored, and the signed URLs it had expire): without them the turn ran as if none came."""
+        text is stored, and the signed URLs it had expire): without them the turn ran as if none came.
+        None: the message was deleted meanwhile (its question withdrawn)."""
         if message_id is None:
             return ()
         await self.rest_budget.acquire()
         try:
             message = await channel.fetch_message(message_id)
-        except Exception:  # deleted, or no access: the text alone is answered, as before
+        except discord.NotFound:
+            return None
+        except Exception:  # no access: the text alone is answered, as before
             return ()
         return incoming(message.attachments)
 

@@ -159,6 +159,11 @@ class ThreadsCog(commands.Cog):
             return
         await self.bot.control.edited(message, strip_bot_mentions(self.bot, message))
 
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A queued follow-up whose message is deleted is withdrawn (raw: it may not be cached)."""
+        await self.bot.runner.withdrawn(payload.message_id)
+
     async def _tell_how_to_ask(self, message: discord.Message) -> None:
         key = (message.channel.id, message.author.id)
         if key in self._told:
