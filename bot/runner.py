@@ -367,6 +367,21 @@ class SessionRunner:
         for _ in range(budget.writes - budget.used()):
             budget.take(at=self._born)
 
+    async def _wait(self, req: TurnRequest) -> None:
+        """The turn waits for a run slot: stored like a queued follow-up first, so a restart answers it
+        (it was in memory only, and its header said "waiting" forever)."""
+        if req.queued_id is None:
+            with contextlib.suppress(Exception):
+                req.queued_id = await self.sv.sessions.queue_turn(
+                    req.session.id,
+                    req.prompt,
+                    req.requester_id,
+                    req.requester_name,
+                    req.role_ids,
+                    req.message_id,
+                )
+        await self._hook("waiting", req)
+
     async def _work(self, w: _Worker) -> None:
         try:
             while w.queue and not self._closing and not w.closed:
@@ -386,7 +401,7 @@ class SessionRunner:
         w.stopped_by = None
         status: str | None = None
         w.waiting = asyncio.Event()
-        async with self.slots.hold(on_wait=lambda: self._hook("waiting", req), unless=w.waiting):
+        async with self.slots.hold(on_wait=lambda: self._wait(req), unless=w.waiting):
             w.waiting = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed

@@ -1,13 +1,14 @@
-"""Restarts as members meet them: `agentbot run` killed with SIGKILL against the fake Discord and the
-scripted model, then started again."""
+"""Restarts as members meet them: `agentbot run` killed with SIGKILL (or the in-process bot stopped)
+against the fake Discord and the scripted model, then started again."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, Reply, text
 from tests.test_restart_process import start_bot_process
 
 
@@ -42,3 +43,27 @@ async def test_a_turn_killed_before_its_first_step_still_reads_its_file_after_th
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_a_run_waiting_for_a_free_slot_when_the_bot_restarts_is_answered_after_it(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """At the bot-wide cap a second /research waits for a slot; the bot restarts meanwhile. It was
+    kept only in memory: after the restart its header said "waiting for a free slot" forever and
+    nothing answered it."""
+    llm.script(Reply(hang=True), text("First, resumed."), text("Second answer."))
+    general = guild.channel("general")
+    settings = {"BOT_MAX_CONCURRENT_RUNS": 1, "BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
+    async with running_bot(fake, llm, tmp_path, guild, **settings):
+        fake.inject_interaction("research", {"task": "one"}, user="alice", channel=general)
+        await fake.wait_for(lambda: llm.requests, what="the first run's model call")
+        fake.inject_interaction("research", {"task": "two"}, user="alice", channel=general)
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="the second thread")
+        second = fake.threads(parent=general)[-1]
+        await fake.wait_for_message(second, lambda m: "waiting for a free slot" in m.content, within=10)
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
+        await fake.wait_for_message(second, lambda m: m.content == "Second answer.", within=20)
+        await wait_idle(fake, bot)
+        header = fake.messages(second)[0].content
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["one", "one", "two"]
+    assert "✅ done" in header, header

@@ -51,13 +51,14 @@ async def test_a_run_waiting_for_a_free_slot_can_be_stopped_and_never_starts(
         await fake.wait_for_message(first, lambda m: m.content == "First answer.", within=15)
         await wait_idle(fake, bot)
         turns = [await bot.services.sessions.turns(s.id) for s in await sessions_of(bot, threads)]
+        queued = await bot.services.sessions.queued_turns()
     assert answers(stop) == ["Stopping…"] and answers(click) == ["Stopping…"]
     for user in ("bob", "carol"):
         shown = [m.content for m in fake.messages(threads[user])]
         assert "⏹️ stopped" in shown[0], shown
         assert any("Stopped by" in c and "before it started" in c for c in shown[1:]), shown
     assert len(llm.requests) == 1  # neither waiting run asked the model once the slot freed
-    assert turns == [[], []]  # nothing ran, so nothing to charge or resume
+    assert turns == [[], []] and queued == []  # nothing ran, nothing to charge or answer after a restart
 
 
 async def sessions_of(bot, threads) -> list:
