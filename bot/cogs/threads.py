@@ -115,6 +115,7 @@ class ThreadsCog(commands.Cog):
             return
         session = await bot.services.sessions.by_thread(message.channel.id)
         if session is None:
+            await self._not_here(message)
             return
         private = message.channel.type == discord.ChannelType.private_thread
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
@@ -150,6 +151,24 @@ class ThreadsCog(commands.Cog):
                     allowed_mentions=NO_MENTIONS,
                     silent=True,
                 )
+
+    async def _not_here(self, message: discord.Message) -> None:
+        """A mention in a thread that is no session: Discord opens no thread inside a thread, so say
+        where to ask instead of staying silent (where the server allows the bot)."""
+        thread = message.channel
+        if message.guild is None or not mentions_bot(self.bot, message):
+            return
+        gs = await self.bot.services.guild_settings.get(message.guild.id)
+        if not gs.channel_allowed(thread.id, getattr(thread, "parent_id", None)):
+            return
+        await self.bot.runner.rest_budget.acquire()
+        with contextlib.suppress(discord.HTTPException):
+            await message.reply(
+                "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
+                "and I'll open a thread for it.",
+                allowed_mentions=NO_MENTIONS,
+                silent=True,
+            )
 
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
