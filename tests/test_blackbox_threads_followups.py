@@ -27,8 +27,8 @@ async def test_a_queued_follow_up_deleted_before_its_turn_is_not_answered_or_cha
         stars = fake.inject_message(thread, "alice", "and the stars?")
         await fake.wait_for(lambda: "⏳" in fake.message(stars.id).reactions, what="all three queued")
         fake.state.delete_message(fake.message(moon.id), via="user")  # while the bot runs
-        async with asyncio.timeout(10):
-            while len(await bot.services.sessions.queued_turns()) != 2:
+        async with asyncio.timeout(10):  # the store is the only sign: nothing is shown for it
+            while len(await bot.services.sessions.queued_turns()) != 2:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     fake.state.delete_message(fake.message(stars.id), via="user")  # while the bot is down
     async with running_bot(fake, llm, tmp_path, guild) as bot:
