@@ -23,7 +23,7 @@ from agent.tools.safe_names import safe_name
 from bot.attach import incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal
+from bot.formatting import Refusal, tell
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.runner import TurnRequest
 from bot.thread_header import HeaderState, show_state
@@ -121,6 +121,13 @@ class ThreadsCog(commands.Cog):
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
         if not (private or message.author.id == session.user_id or asked):
             await self._tell_how_to_ask(message)
+            return
+        me = message.guild.me if message.guild else None
+        if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
+            await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
+            await tell(
+                message, "I can't answer here: I am missing **Send Messages in Threads** in this thread."
+            )
             return
         text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
