@@ -88,6 +88,8 @@ class _Worker:
     """The running turn again with its message's edit: queued first once the stopped turn has settled."""
     waiting: asyncio.Event | None = None
     """Set by a Stop while the next turn waits for a run slot (so it never starts); None once it runs."""
+    pending: TurnRequest | None = None
+    """The turn waiting for a run slot (an edit of its message changes what it will run)."""
 
 
 class SessionRunner:
@@ -185,7 +187,9 @@ class SessionRunner:
         the queue; the stopped turn is superseded, so its steps leave the conversation. ``None``: no turn
         here was asked by that message (it finished, or never ran)."""
         for w in list(self._workers.values()):
-            pending = [r for r in (w.restart, *w.queue) if r is not None and r.message_id == message_id]
+            pending = [
+                r for r in (w.restart, w.pending, *w.queue) if r is not None and r.message_id == message_id
+            ]
             if pending:
                 if pending[0].prompt == prompt:
                     return "unchanged"
@@ -400,9 +404,9 @@ class SessionRunner:
         """One turn, in a run slot; the hooks say when it waits, starts and how the session ends."""
         w.stopped_by = None
         status: str | None = None
-        w.waiting = asyncio.Event()
+        w.waiting, w.pending = asyncio.Event(), req
         async with self.slots.hold(on_wait=lambda: self._wait(req), unless=w.waiting):
-            w.waiting = None
+            w.waiting = w.pending = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed
                 return

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
 
@@ -38,3 +41,29 @@ async def test_a_queued_follow_up_deleted_before_its_turn_is_not_answered_or_cha
     asked = [r["messages"][-1]["content"] for r in llm.requests]
     assert asked == ["tides", "tides", "and the sun?"]
     assert queued == []
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
+
+
+async def test_editing_a_request_that_waits_for_a_free_slot_runs_the_edit(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """At the bot-wide cap a mention waits for a slot and its author fixes a typo meanwhile: the old
+    text ran, and the edit was neither taken nor offered for a re-run."""
+    llm.script(text("First answer.", delay=1.5), text("Madrid."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, BOT_MAX_CONCURRENT_RUNS=1) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        await fake.wait_for(lambda: llm.requests, what="the first run's model call")
+        asked = fake.inject_message(general, "bob", f"<@{bot.user.id}> Capital of Spian?")
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="the second thread")
+        second = fake.threads(parent=general)[-1]
+        await fake.wait_for_message(second, lambda m: "waiting for a free slot" in m.content, within=10)
+        edit_message(fake, asked, f"<@{bot.user.id}> Capital of Spain?")
+        await fake.wait_for_message(second, lambda m: m.content == "Madrid.", within=15)
+        await wait_idle(fake, bot)
+    assert llm.requests[1]["messages"][-1]["content"] == "Capital of Spain?"
+    assert "Spian" not in str(llm.requests[1]["messages"])
