@@ -211,8 +211,11 @@ class SessionRunner:
 
     async def withdrawn(self, message_id: int) -> bool:
         """The message that asked for a queued turn was deleted: the turn is dropped unanswered, so
-        nothing is charged (a running one goes on: its answer may already be half-written)."""
+        nothing is charged (one waiting for a slot says it stopped; a running one goes on: its answer
+        may already be half-written)."""
         for w in list(self._workers.values()):
+            if w.pending is not None and w.pending.message_id == message_id:  # waiting for a slot
+                return await self.stop(w.session_id, by="the deletion of its message")
             for req in [r for r in w.queue if r.message_id == message_id]:
                 w.queue.remove(req)
                 if req.queued_id is not None:

@@ -52,8 +52,9 @@ async def test_editing_a_request_that_waits_for_a_free_slot_runs_the_edit(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """At the bot-wide cap a mention waits for a slot and its author fixes a typo meanwhile: the old
-    text ran, and the edit was neither taken nor offered for a re-run."""
-    llm.script(text("First answer.", delay=1.5), text("Madrid."))
+    text ran, and the edit was neither taken nor offered for a re-run. Another waiting mention is
+    deleted: it ran all the same, into its thread."""
+    llm.script(text("First answer.", delay=1.5), text("Madrid."), text("Never mind."))
     general = guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild, BOT_MAX_CONCURRENT_RUNS=1) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
@@ -63,7 +64,14 @@ async def test_editing_a_request_that_waits_for_a_free_slot_runs_the_edit(
         second = fake.threads(parent=general)[-1]
         await fake.wait_for_message(second, lambda m: "waiting for a free slot" in m.content, within=10)
         edit_message(fake, asked, f"<@{bot.user.id}> Capital of Spain?")
+        gone = fake.inject_message(general, "alice", f"<@{bot.user.id}> never mind this")
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 3, what="the third thread")
+        third = fake.threads(parent=general)[-1]
+        await fake.wait_for_message(third, lambda m: "waiting for a free slot" in m.content, within=10)
+        fake.state.delete_message(fake.message(gone.id), via="user")
         await fake.wait_for_message(second, lambda m: m.content == "Madrid.", within=15)
         await wait_idle(fake, bot)
+    assert len(llm.requests) == 2
+    assert any("before it started" in m.content for m in fake.messages(third))
     assert llm.requests[1]["messages"][-1]["content"] == "Capital of Spain?"
     assert "Spian" not in str(llm.requests[1]["messages"])
