@@ -358,13 +358,18 @@ class SessionRunner:
         None: the message was deleted meanwhile (its question withdrawn)."""
         if message_id is None:
             return ()
-        await self.rest_budget.acquire()
-        try:
-            message = await channel.fetch_message(message_id)
-        except discord.NotFound:
+        where = [channel, *([p] if (p := getattr(channel, "parent", None)) is not None else [])]
+        for place in where:  # a mention that opened the thread is in its parent channel
+            await self.rest_budget.acquire()
+            try:
+                message = await place.fetch_message(message_id)
+                break
+            except discord.NotFound:
+                continue
+            except Exception:  # no access: the text alone is answered, as before
+                return ()
+        else:
             return None
-        except Exception:  # no access: the text alone is answered, as before
-            return ()
         return incoming(message.attachments)
 
     def _inherit_window(self, session_id: str) -> None:

@@ -48,16 +48,16 @@ async def test_a_turn_killed_before_its_first_step_still_reads_its_file_after_th
 async def test_a_run_waiting_for_a_free_slot_when_the_bot_restarts_is_answered_after_it(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """At the bot-wide cap a second /research waits for a slot; the bot restarts meanwhile. It was
-    kept only in memory: after the restart its header said "waiting for a free slot" forever and
-    nothing answered it."""
+    """At the bot-wide cap a mention waits for a slot; the bot restarts meanwhile. It was kept only in
+    memory: after the restart its header said "waiting for a free slot" forever and nothing answered
+    it. (Its message is in the channel, not the thread: the restart must find it there.)"""
     llm.script(Reply(hang=True), text("First, resumed."), text("Second answer."))
     general = guild.channel("general")
     settings = {"BOT_MAX_CONCURRENT_RUNS": 1, "BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
-    async with running_bot(fake, llm, tmp_path, guild, **settings):
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
         fake.inject_interaction("research", {"task": "one"}, user="alice", channel=general)
         await fake.wait_for(lambda: llm.requests, what="the first run's model call")
-        fake.inject_interaction("research", {"task": "two"}, user="alice", channel=general)
+        fake.inject_message(general, "alice", f"<@{bot.user.id}> two")
         await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="the second thread")
         second = fake.threads(parent=general)[-1]
         await fake.wait_for_message(second, lambda m: "waiting for a free slot" in m.content, within=10)
