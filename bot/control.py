@@ -149,7 +149,7 @@ class SessionControl:
     async def stop(self, interaction: discord.Interaction, session_id: str) -> None:
         if await self._allowed(interaction, session_id, "stop") is None:
             return
-        if not self.runner.is_running(session_id):
+        if not self.runner.stoppable(session_id):
             await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
             return
         await interaction.response.send_message("Stopping…", ephemeral=True)

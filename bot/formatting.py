@@ -104,6 +104,25 @@ def is_manager(interaction: discord.Interaction) -> bool:
     return perms.manage_guild or perms.administrator
 
 
+async def tell(message: discord.Message, text: str) -> None:
+    """Answer a member's message with a reply; where the bot may not post, in a DM instead, so a
+    refusal is never lost in silence (a DM the member does not accept is given up)."""
+    try:
+        await message.reply(text, allowed_mentions=NO_MENTIONS)
+        return
+    except discord.Forbidden:
+        pass
+    except discord.HTTPException:
+        return
+    where = getattr(message.channel, "mention", "there")
+    try:
+        await message.author.send(
+            f"{text}\n-# (I can't post in {where}, so I'm telling you here.)", allowed_mentions=NO_MENTIONS
+        )
+    except discord.HTTPException:
+        pass
+
+
 async def defer_command(interaction: discord.Interaction) -> bool:
     """A cog's ``interaction_check``: defer a slash command (ephemeral, "thinking…") before any database
     work, so a slow or locked database never misses Discord's 3 s; :func:`reply` then sends followups.

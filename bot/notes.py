@@ -62,6 +62,14 @@ class QueuedRestored(Note):
 
 
 @dataclass(frozen=True)
+class NotStarted(Note):
+    """A Stop while the turn waited for a run slot: it never ran, so nothing was charged."""
+
+    by: str
+    template = "⏹️ Stopped by {s.by} before it started: nothing ran and nothing was charged."
+
+
+@dataclass(frozen=True)
 class Paused(Note):
     steps: int
     template = "⏸️ The bot is restarting: this run pauses after step {s.steps} and resumes when it is back."

@@ -210,14 +210,38 @@ class RunSlots:
         return self.running >= self.limit
 
     @contextlib.asynccontextmanager
-    async def hold(self, on_wait: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[None]:
-        """Hold a slot while the block runs; ``on_wait`` is awaited once if this turn has to wait."""
+    async def hold(
+        self, on_wait: Callable[[], Awaitable[None]] | None = None, unless: asyncio.Event | None = None
+    ) -> AsyncIterator[None]:
+        """Hold a slot while the block runs; ``on_wait`` is awaited once if this turn has to wait.
+        ``unless``: once set, stop waiting and run the block without a slot (a /stop of a waiting turn:
+        the block sees it stopped and runs nothing)."""
         if self._sem.locked() and on_wait is not None:
             with contextlib.suppress(Exception):
                 await on_wait()
-        async with self._sem:
-            self.running += 1
+        if unless is not None and self._sem.locked():
+            acquire = asyncio.ensure_future(self._sem.acquire())
+            told = asyncio.ensure_future(unless.wait())
             try:
-                yield
+                await asyncio.wait((acquire, told), return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                if acquire.done() and not acquire.cancelled():
+                    self._sem.release()
+                raise
             finally:
-                self.running -= 1
+                told.cancel()
+                if not acquire.done():  # a slot granted meanwhile goes back to the semaphore
+                    acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+            if acquire.cancelled():
+                yield
+                return
+        else:
+            await self._sem.acquire()
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._sem.release()

@@ -124,8 +124,10 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
 class ProgressRenderer:
     """Feeds a :class:`ThreadStreamer` from agent events."""
 
-    def __init__(self, streamer: ThreadStreamer, *, notify: int | None = None) -> None:
+    def __init__(self, streamer: ThreadStreamer, *, notify: int | None = None, attach: bool = True) -> None:
         self.s = streamer
+        self.attach = attach
+        """The bot may attach files here; else long answers are split and written files only named."""
         self.notify = notify
         """Who asked this turn: the answer's first message pings them (only them); all else is silent."""
         self._step: _Step | None = None
@@ -153,6 +155,10 @@ class ProgressRenderer:
         if isinstance(ev, Note):  # the bot's own notes (bot.notes): between steps, never inside one
             self.s.end_live()
             files = list(ev.files) if isinstance(ev, FilesWritten) else None
+            if files and not self.attach:
+                names = ", ".join(f"`{name}`" for name, _ in files)
+                self.s.add("note", f"{ev.text} {names} (not attached: I need **Attach Files** here)")
+                return
             self.s.add("final" if files else "note", ev.text, files=files)
         elif isinstance(ev, StepStarted):
             self._step = _Step(ev.step, ev.model)
@@ -220,7 +226,7 @@ class ProgressRenderer:
             text = text[len(self._error) :].strip()
         elif not text:
             text = "(no answer)"
-        if len(text) > ATTACH_OVER:
+        if len(text) > ATTACH_OVER and self.attach:
             preview = split_message(text, 1500)[0]
             self.s.add(
                 "final",

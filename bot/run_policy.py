@@ -31,6 +31,17 @@ def is_private(channel: Any) -> bool:
     return getattr(channel, "type", None) == discord.ChannelType.private_thread
 
 
+def can_attach(channel: Any) -> bool:
+    """Whether the bot may attach files where the turn writes (a refused upload loses its message)."""
+    guild = getattr(channel, "guild", None)
+    if guild is None:
+        return True  # a DM
+    try:
+        return channel.permissions_for(guild.me).attach_files
+    except (discord.ClientException, AttributeError):  # the parent channel is not cached: try it
+        return True
+
+
 def tool_output_seen(messages: Sequence[Message]) -> bool:
     return any(m.role == "tool" and m.name not in _OWN_WRITES for m in messages)
 

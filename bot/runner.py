@@ -23,12 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import discord
 import structlog
 
 from agent.attachments import IncomingFile
 from agent.events import RunResult
 from bot.attach import incoming
-from bot.notes import QueuedRestored, Resumed
+from bot.notes import NotStarted, QueuedRestored, Resumed
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
 from bot.turn import Turn, TurnRequest, error_id
@@ -85,6 +86,10 @@ class _Worker:
     """Why the thread can take nothing more (deleted, archived, locked), once it is so."""
     restart: TurnRequest | None = None
     """The running turn again with its message's edit: queued first once the stopped turn has settled."""
+    waiting: asyncio.Event | None = None
+    """Set by a Stop while the next turn waits for a run slot (so it never starts); None once it runs."""
+    pending: TurnRequest | None = None
+    """The turn waiting for a run slot (an edit of its message changes what it will run)."""
 
 
 class SessionRunner:
@@ -105,6 +110,10 @@ class SessionRunner:
     def is_running(self, session_id: str) -> bool:
         w = self._workers.get(session_id)
         return bool(w and w.current and not w.current.done())
+
+    def stoppable(self, session_id: str) -> bool:
+        """A turn runs, or waits for a run slot (a Stop then keeps it from starting)."""
+        return self.is_running(session_id) or bool((w := self._workers.get(session_id)) and w.waiting)
 
     def running(self) -> int:
         """Turns running now (for the health report)."""
@@ -152,6 +161,10 @@ class SessionRunner:
     async def stop(self, session_id: str, by: str) -> bool:
         """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
         w = self._workers.get(session_id)
+        if w is not None and w.waiting is not None and w.stopped_by is None:
+            w.stopped_by = by  # it waits for a run slot: it stops waiting and never starts
+            w.waiting.set()
+            return True
         if w is None or w.current is None or w.current.done():
             return False
         w.stopped_by = by
@@ -174,7 +187,9 @@ class SessionRunner:
         the queue; the stopped turn is superseded, so its steps leave the conversation. ``None``: no turn
         here was asked by that message (it finished, or never ran)."""
         for w in list(self._workers.values()):
-            pending = [r for r in (w.restart, *w.queue) if r is not None and r.message_id == message_id]
+            pending = [
+                r for r in (w.restart, w.pending, *w.queue) if r is not None and r.message_id == message_id
+            ]
             if pending:
                 if pending[0].prompt == prompt:
                     return "unchanged"
@@ -193,6 +208,20 @@ class SessionRunner:
             await self.stop(w.session_id, by="an edit of the message")
             return "restarted"
         return None
+
+    async def withdrawn(self, message_id: int) -> bool:
+        """The message that asked for a queued turn was deleted: the turn is dropped unanswered, so
+        nothing is charged (one waiting for a slot says it stopped; a running one goes on: its answer
+        may already be half-written)."""
+        for w in list(self._workers.values()):
+            if w.pending is not None and w.pending.message_id == message_id:  # waiting for a slot
+                return await self.stop(w.session_id, by="the deletion of its message")
+            for req in [r for r in w.queue if r.message_id == message_id]:
+                w.queue.remove(req)
+                if req.queued_id is not None:
+                    await self.sv.sessions.drop_queued(req.queued_id)
+                return True
+        return False
 
     def close_thread(self, thread_id: int, reason: str) -> bool:
         """The thread was deleted, archived or locked: stop its session's run without writing anything
@@ -289,6 +318,9 @@ class SessionRunner:
                     notes=[Resumed(int(state.get("step", 0)) if has_steps else 0)],
                     header_written=True,  # the interrupted turn left its header showing "running"
                     message_id=turn.message_id,
+                    attachments=()
+                    if has_steps
+                    else tuple(IncomingFile(*f) for f in state.get("attachments", ())),
                 )
             )
             resumed += 1
@@ -297,7 +329,8 @@ class SessionRunner:
                 continue
             session = await sv.sessions.get(q.session_id)
             channel = await channel_of(session) if session and session.thread_id else None
-            if channel is None:
+            files = await self._files_of(channel, q.message_id) if channel is not None else None
+            if files is None:  # its thread is gone, or its message was deleted: withdrawn
                 await sv.sessions.drop_queued(q.id)
                 continue
             await self.submit(
@@ -311,7 +344,7 @@ class SessionRunner:
                     queued_id=q.id,
                     notes=[QueuedRestored(q.prompt)],
                     message_id=q.message_id,
-                    attachments=await self._files_of(channel, q.message_id),
+                    attachments=files,
                 )
             )
             resumed += 1
@@ -319,16 +352,24 @@ class SessionRunner:
         return resumed
 
     # --- internals -------------------------------------------------------------------------------
-    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...]:
+    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...] | None:
         """The files on a queued follow-up's message, read again from Discord after a restart (only its
-        text is stored, and the signed URLs it had expire): without them the turn ran as if none came."""
+        text is stored, and the signed URLs it had expire): without them the turn ran as if none came.
+        None: the message was deleted meanwhile (its question withdrawn)."""
         if message_id is None:
             return ()
-        await self.rest_budget.acquire()
-        try:
-            message = await channel.fetch_message(message_id)
-        except Exception:  # deleted, or no access: the text alone is answered, as before
-            return ()
+        where = [channel, *([p] if (p := getattr(channel, "parent", None)) is not None else [])]
+        for place in where:  # a mention that opened the thread is in its parent channel
+            await self.rest_budget.acquire()
+            try:
+                message = await place.fetch_message(message_id)
+                break
+            except discord.NotFound:
+                continue
+            except Exception:  # no access: the text alone is answered, as before
+                return ()
+        else:
+            return None
         return incoming(message.attachments)
 
     def _inherit_window(self, session_id: str) -> None:
@@ -337,6 +378,21 @@ class SessionRunner:
         budget = self.write_budget(session_id)
         for _ in range(budget.writes - budget.used()):
             budget.take(at=self._born)
+
+    async def _wait(self, req: TurnRequest) -> None:
+        """The turn waits for a run slot: stored like a queued follow-up first, so a restart answers it
+        (it was in memory only, and its header said "waiting" forever)."""
+        if req.queued_id is None:
+            with contextlib.suppress(Exception):
+                req.queued_id = await self.sv.sessions.queue_turn(
+                    req.session.id,
+                    req.prompt,
+                    req.requester_id,
+                    req.requester_name,
+                    req.role_ids,
+                    req.message_id,
+                )
+        await self._hook("waiting", req)
 
     async def _work(self, w: _Worker) -> None:
         try:
@@ -356,9 +412,20 @@ class SessionRunner:
         """One turn, in a run slot; the hooks say when it waits, starts and how the session ends."""
         w.stopped_by = None
         status: str | None = None
-        async with self.slots.hold(on_wait=lambda: self._hook("waiting", req)):
+        w.waiting, w.pending = asyncio.Event(), req
+        async with self.slots.hold(on_wait=lambda: self._wait(req), unless=w.waiting):
+            w.waiting = w.pending = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed
+                return
+            if w.stopped_by is not None:  # stopped while it waited for a slot: nothing ran or is charged
+                if req.queued_id is not None:
+                    await self.sv.sessions.drop_queued(req.queued_id)
+                turn = Turn(self.sv, req, self.write_budget(w.session_id), self.rest_budget)
+                turn.renderer.feed(NotStarted(w.stopped_by))
+                await turn.streamer.close(within=60)
+                if not w.queue:
+                    await self._hook("ended", req, "stopped")
                 return
             await self._hook("started", req)
             turn = w.turn = Turn(

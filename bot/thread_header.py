@@ -118,7 +118,7 @@ async def show_state(
     try:
         await channel.get_partial_message(session.header_message_id).edit(
             content=text,
-            view=stop_view(session.id) if state == "running" else None,
+            view=stop_view(session.id) if state in ("running", "queued") else None,
             allowed_mentions=NO_MENTIONS,
         )
     except discord.HTTPException:

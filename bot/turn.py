@@ -42,7 +42,7 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import is_private, turn_services
+from bot.run_policy import can_attach, is_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.views import retry_view
@@ -117,7 +117,9 @@ class Turn:
             budget=budget,
             on_gone=on_gone,
         )
-        self.renderer = ProgressRenderer(self.streamer, notify=req.requester_id)
+        self.renderer = ProgressRenderer(
+            self.streamer, notify=req.requester_id, attach=can_attach(req.channel)
+        )
         self.in_run = False
         """Between the run's start and its settling: a closed thread may cancel it (not while it saves)."""
         self.status: str | None = None
@@ -175,6 +177,9 @@ class Turn:
                 message_id=req.message_id,
                 supersedes=req.supersedes,
             )
+            if req.attachments and not self.resume_msgs:  # a kill before step 1 re-runs it with them
+                files = [[f.filename, f.url, f.size, f.content_type] for f in req.attachments]
+                await sv.sessions.checkpoint(self.turn_id, {"attachments": files})
             if req.supersedes is not None:
                 self.renderer.feed(Superseded(req.prompt))
             self.in_run = True

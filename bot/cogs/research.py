@@ -6,7 +6,6 @@ request never falls back to a public thread (its research would be visible and s
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -16,7 +15,7 @@ from discord.ext import commands
 
 from bot.attach import incoming
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, reply
+from bot.formatting import Refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
 
 if TYPE_CHECKING:
@@ -143,8 +142,7 @@ class ResearchCog(commands.Cog):
                 channel, message.author, task, perms, private=False, message=message
             )
         except Refusal as e:
-            with contextlib.suppress(discord.HTTPException):  # it may be the reply Discord refuses
-                await message.reply(str(e), allowed_mentions=NO_MENTIONS)
+            await tell(message, str(e))  # a DM when the reply itself is refused
             return
         files = incoming(message.attachments)
         if (

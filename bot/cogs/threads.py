@@ -23,7 +23,7 @@ from agent.tools.safe_names import safe_name
 from bot.attach import incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal
+from bot.formatting import Refusal, tell
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.runner import TurnRequest
 from bot.thread_header import HeaderState, show_state
@@ -115,11 +115,19 @@ class ThreadsCog(commands.Cog):
             return
         session = await bot.services.sessions.by_thread(message.channel.id)
         if session is None:
+            await self._not_here(message)
             return
         private = message.channel.type == discord.ChannelType.private_thread
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
         if not (private or message.author.id == session.user_id or asked):
             await self._tell_how_to_ask(message)
+            return
+        me = message.guild.me if message.guild else None
+        if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
+            await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
+            await tell(
+                message, "I can't answer here: I am missing **Send Messages in Threads** in this thread."
+            )
             return
         text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
@@ -151,6 +159,24 @@ class ThreadsCog(commands.Cog):
                     silent=True,
                 )
 
+    async def _not_here(self, message: discord.Message) -> None:
+        """A mention in a thread that is no session: Discord opens no thread inside a thread, so say
+        where to ask instead of staying silent (where the server allows the bot)."""
+        thread = message.channel
+        if message.guild is None or not mentions_bot(self.bot, message):
+            return
+        gs = await self.bot.services.guild_settings.get(message.guild.id)
+        if not gs.channel_allowed(thread.id, getattr(thread, "parent_id", None)):
+            return
+        await self.bot.runner.rest_budget.acquire()
+        with contextlib.suppress(discord.HTTPException):
+            await message.reply(
+                "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
+                "and I'll open a thread for it.",
+                allowed_mentions=NO_MENTIONS,
+                silent=True,
+            )
+
     @commands.Cog.listener()
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         """Edit to re-run (issue 17.3): raw, since the edited message may not be cached."""
@@ -158,6 +184,11 @@ class ThreadsCog(commands.Cog):
         if message.author.bot or message.guild is None:
             return
         await self.bot.control.edited(message, strip_bot_mentions(self.bot, message))
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A queued follow-up whose message is deleted is withdrawn (raw: it may not be cached)."""
+        await self.bot.runner.withdrawn(payload.message_id)
 
     async def _tell_how_to_ask(self, message: discord.Message) -> None:
         key = (message.channel.id, message.author.id)

@@ -132,6 +132,9 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/attachments/"):
+            self.state.attachment_downloads += 1
+            if self.state.attachment_gate is not None:
+                await self.state.attachment_gate.wait()
             return self._attachment(request)
         call = await self._record(request)
         try:

@@ -30,6 +30,9 @@ from tests.fakes.discord_thread_life import refuse_if_archived, require_thread_p
 from tests.fakes.discord_validation import ApiError, validate_thread_name
 
 MANAGE_MESSAGES = 1 << 13
+SEND_MESSAGES = 1 << 11
+ATTACH_FILES = 1 << 15
+SEND_MESSAGES_IN_THREADS = 1 << 38
 
 
 class ChannelRoutes:
@@ -261,6 +264,7 @@ class ChannelRoutes:
 
     async def send_message(self, req: RestRequest) -> Reply:
         channel = self._text_channel(req)
+        self._require_send_permission(channel, files=bool(req.files))
         record = self.state.create_message(
             channel, self.state.bot_user, req.body, req.files, via="channel", call_seq=req.seq
         )
@@ -297,6 +301,19 @@ class ChannelRoutes:
         for record in records:
             self.state.delete_message(record, via="channel", call_seq=req.seq)
         return Reply(204)
+
+    def _require_send_permission(self, channel: FakeChannel, *, files: bool) -> None:
+        """The bot's role (guild-level, as the fake models it) must allow the post: Send Messages (Send
+        Messages in Threads in a thread), and Attach Files when it carries files."""
+        guild = self.state.guild_of(channel)
+        if guild is None:
+            return
+        have = guild.permissions_of(self.state.bot_member(guild))
+        need = (SEND_MESSAGES_IN_THREADS if channel.is_thread else SEND_MESSAGES) | (
+            ATTACH_FILES if files else 0
+        )
+        if have & need != need:
+            raise ApiError(403, 50013, "Missing Permissions")
 
     def _require_delete_permission(self, author_id: int, channel_id: int) -> None:
         if author_id == self.state.bot_user.id:

@@ -121,6 +121,11 @@ class FakeState:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}
         self.loose_attachments: dict[int, StoredAttachment] = {}
         """Attachments not (yet) in a message: attachment options of injected slash commands."""
+        self.attachment_downloads = 0
+        """Requests for attachment bytes, counted when they arrive (before :attr:`attachment_gate`)."""
+        self.attachment_gate: asyncio.Event | None = None
+        """When set to an unset event, attachment downloads wait for it (a slow CDN: a test kills the bot
+        mid-download)."""
         self.internal_errors: list[str] = []
         """Exceptions inside the fake's own handlers: a bug in the fake, re-raised when it stops."""
         self._nonces: dict[tuple[int, str], int] = {}
