@@ -29,6 +29,7 @@ from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, reply
 from bot.gateway import BoundedGateway
+from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
 from bot.views import Button, Handler
@@ -126,7 +127,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         if getattr(self, "_resumed_once", False):
             return
         self._resumed_once = True
-        n = await self.runner.resume_interrupted(self.fetch_channel)
+        n = await resume_interrupted(self.runner, self.fetch_channel)
         log.info("ready", user=str(self.user), guilds=len(self.guilds), resumed_turns=n)
 
     # --- commands sync ----------------------------------------------------------------------------

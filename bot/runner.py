@@ -19,17 +19,13 @@ import dataclasses
 import gc
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import discord
 import structlog
 
-from agent.attachments import IncomingFile
 from agent.events import RunResult
-from bot.attach import incoming
-from bot.notes import NotStarted, QueuedRestored, Resumed
+from bot.notes import NotStarted
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
 from bot.turn import Turn, TurnRequest, error_id
@@ -110,6 +106,10 @@ class SessionRunner:
     def is_running(self, session_id: str) -> bool:
         w = self._workers.get(session_id)
         return bool(w and w.current and not w.current.done())
+
+    def live_sessions(self) -> set[str]:
+        """The sessions this process runs now (a worker each): at start-up these are not interrupted."""
+        return set(self._workers)
 
     def stoppable(self, session_id: str) -> bool:
         """A turn runs, or waits for a run slot (a Stop then keeps it from starting)."""
@@ -266,113 +266,7 @@ class SessionRunner:
         if pending:
             await asyncio.wait(pending, timeout=15)
 
-    async def resume_interrupted(self, fetch_channel: Callable[[int], Awaitable[Any]]) -> int:
-        """At start-up: turns left running by a crash or a restart continue from their checkpoint, then
-        the follow-ups that were queued behind them are answered, in order.
-
-        Only the servers this process owns (``sv.owner``): another shard process's turns are live.
-        ``fetch_channel(id)`` returns the thread or raises. A session whose thread is gone is marked
-        failed and its queued follow-ups dropped. Completed steps are not redone, so not charged twice.
-        Sessions this process already runs are skipped: discord.py dispatches interactions before
-        on_ready (which waits for every server, ``guild_ready_timeout`` after the last), so a /research
-        can start here first; "resuming" it ran it twice and filled its thread's write window.
-        """
-        sv = self.sv
-        resumed = 0
-        channels: dict[str, Any] = {}
-        live = set(self._workers)  # not those resumed below: their queued follow-ups queue behind them
-
-        async def channel_of(session: Any) -> Any:
-            if session.id not in channels:
-                self._inherit_window(session.id)
-                try:
-                    channels[session.id] = await fetch_channel(session.thread_id)
-                except Exception:  # the thread is gone: nowhere to resume or answer
-                    log.warning("resume_thread_gone", session_id=session.id, thread_id=session.thread_id)
-                    await sv.sessions.set_status(session.id, "failed")
-                    channels[session.id] = None
-            return channels[session.id]
-
-        for turn in await sv.sessions.running_turns(sv.owner):
-            state = turn.state or {}
-            if turn.session_id in live:  # started here before on_ready: live, not interrupted
-                continue
-            await sv.sessions.finish_turn(
-                turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)}
-            )
-            session = await sv.sessions.get(turn.session_id)
-            channel = await channel_of(session) if session and session.thread_id else None
-            if channel is None:
-                continue
-            has_steps = bool(state.get("messages"))
-            await self.submit(
-                TurnRequest(
-                    session,  # type: ignore[arg-type]
-                    turn.prompt,
-                    turn.requester_id,
-                    str(turn.requester_id),
-                    (),
-                    channel,
-                    resume=state if has_steps else None,
-                    count_request=False,
-                    notes=[Resumed(int(state.get("step", 0)) if has_steps else 0)],
-                    header_written=True,  # the interrupted turn left its header showing "running"
-                    message_id=turn.message_id,
-                    attachments=()
-                    if has_steps
-                    else tuple(IncomingFile(*f) for f in state.get("attachments", ())),
-                )
-            )
-            resumed += 1
-        for q in await sv.sessions.queued_turns(sv.owner):
-            if q.session_id in live:  # its worker here answers it already
-                continue
-            session = await sv.sessions.get(q.session_id)
-            channel = await channel_of(session) if session and session.thread_id else None
-            files = await self._files_of(channel, q.message_id) if channel is not None else None
-            if files is None:  # its thread is gone, or its message was deleted: withdrawn
-                await sv.sessions.drop_queued(q.id)
-                continue
-            await self.submit(
-                TurnRequest(
-                    session,  # type: ignore[arg-type]
-                    q.prompt,
-                    q.requester_id,
-                    q.requester_name,
-                    q.role_ids,
-                    channel,
-                    queued_id=q.id,
-                    notes=[QueuedRestored(q.prompt)],
-                    message_id=q.message_id,
-                    attachments=files,
-                )
-            )
-            resumed += 1
-        settle_heap()
-        return resumed
-
-    # --- internals -------------------------------------------------------------------------------
-    async def _files_of(self, channel: Any, message_id: int | None) -> tuple[IncomingFile, ...] | None:
-        """The files on a queued follow-up's message, read again from Discord after a restart (only its
-        text is stored, and the signed URLs it had expire): without them the turn ran as if none came.
-        None: the message was deleted meanwhile (its question withdrawn)."""
-        if message_id is None:
-            return ()
-        where = [channel, *([p] if (p := getattr(channel, "parent", None)) is not None else [])]
-        for place in where:  # a mention that opened the thread is in its parent channel
-            await self.rest_budget.acquire()
-            try:
-                message = await place.fetch_message(message_id)
-                break
-            except discord.NotFound:
-                continue
-            except Exception:  # no access: the text alone is answered, as before
-                return ()
-        else:
-            return None
-        return incoming(message.attachments)
-
-    def _inherit_window(self, session_id: str) -> None:
+    def inherit_window(self, session_id: str) -> None:
         """A process cannot see what the one before it wrote: a thread it takes over counts its window
         as full when this process began (the header and a step just before a kill made 6 writes in 5 s)."""
         budget = self.write_budget(session_id)

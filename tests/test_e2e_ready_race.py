@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.resume import resume_interrupted
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -29,7 +30,7 @@ async def test_resume_at_ready_leaves_a_run_started_before_it_alone(
         thread = await fake.wait_for_thread(parent=general, name=None)
         await fake.wait_for(lambda: llm.requests, within=10, what="the run's first model call")
         # What on_ready does when it comes after the interaction.
-        assert await bot.runner.resume_interrupted(bot.fetch_channel) == 0
+        assert await resume_interrupted(bot.runner, bot.fetch_channel) == 0
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
         contents = [m.content for m in fake.messages(thread)]

@@ -16,6 +16,7 @@ from agent.events import Usage
 from bot.cogs.usage import usage_line
 from bot.config import load_bot_settings
 from bot.limits import ALL_SERVERS_REQUESTS, Limits
+from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.shards import ShardOwnership, shard_of
 from bot.store import (
@@ -103,7 +104,7 @@ async def test_at_start_up_a_shard_process_touches_only_its_own_servers_interrup
         services = SimpleNamespace(sessions=sessions, bot_settings=settings, owner=SHARD1)
         runner = SessionRunner(services)  # type: ignore[arg-type]
         assert runner.rest_budget.per_second == settings.rest_writes_per_second / 2
-        assert await runner.resume_interrupted(gone) == 0
+        assert await resume_interrupted(runner, gone) == 0
         assert asked == [900]
         assert [t.session_id for t in await sessions.running_turns()] == ["s0"]
         assert [q.session_id for q in await sessions.queued_turns()] == ["s0"]
