@@ -122,6 +122,14 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else count(value)
 
 
+def arguments_text(value: Any) -> str:
+    """A tool call's ``arguments`` as the JSON text OpenAI sends: some servers and proxies send the
+    object itself, which joined or parsed as text ended the run in a TypeError."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return _encode(value)
+
+
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
     """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
     return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
@@ -148,7 +156,7 @@ class _ToolCallAssembler:
                 # Most servers send the name once; some repeat it whole in every fragment.
                 slot["name"] += name
             if fn.get("arguments"):
-                slot["arguments"].append(fn["arguments"])
+                slot["arguments"].append(arguments_text(fn["arguments"]))
 
     def calls(self) -> list[ToolCall]:
         out = []
@@ -258,7 +266,7 @@ class OpenAIChatModel(HTTPModel):
             ToolCall(
                 id=c.get("id") or f"call_{i}",
                 name=(c.get("function") or {}).get("name", ""),
-                arguments=(c.get("function") or {}).get("arguments") or "",
+                arguments=arguments_text((c.get("function") or {}).get("arguments")),
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]

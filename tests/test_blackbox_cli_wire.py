@@ -1,0 +1,112 @@
+"""``agentbot ask`` against OpenAI-compatible servers that answer in odd but real ways (proxies, local
+servers, OpenRouter), each a loopback server whose next answers are written byte for byte by the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.test_blackbox_operator import agentbot
+
+Answer = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+class RawServer:
+    """``/v1/chat/completions`` answering with the next scripted handler; every request body kept."""
+
+    def __init__(self) -> None:
+        self.answers: list[Answer] = []
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        if not self.answers:
+            return web.json_response({"error": {"message": "script exhausted"}}, status=500)
+        return await self.answers.pop(0)(request, body)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"OPENAI_BASE_URL": self.url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"} | extra
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServer]:
+    server = RawServer()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server._chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    yield server
+    await runner.cleanup()
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "llama3.1",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def sse(*chunks: dict[str, Any], sep: str = "\n") -> Answer:
+    async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for c in chunks:
+            await resp.write(f"data: {json.dumps(c)}{sep}{sep}".encode())
+        await resp.write(f"data: [DONE]{sep}{sep}".encode())
+        return resp
+
+    return answer
+
+
+def whole(message: dict[str, Any], finish: str = "stop", **extra: Any) -> Answer:
+    async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        choice = {"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}
+        return web.json_response({"id": "c", "object": "chat.completion", "choices": [choice], **extra})
+
+    return answer
+
+
+def said(text: str) -> Answer:
+    return sse(chunk({"content": text}), chunk({}, "stop"))
+
+
+def call(name: str, arguments: Any, index: int = 0, id: str | None = "call_a") -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "index": index,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+    if id is not None:
+        c["id"] = id
+    return c
+
+
+async def test_tool_arguments_sent_as_an_object_run_the_tool(raw: RawServer, tmp_path: Path) -> None:
+    # Some servers and proxies send ``arguments`` as a JSON object instead of the string OpenAI sends.
+    expr = {"expression": "2**32"}
+    raw.answers += [
+        sse(chunk({"role": "assistant", "tool_calls": [call("calculator", expr)]}), chunk({}, "tool_calls")),
+        said("4294967296"),
+        whole({"content": None, "tool_calls": [call("calculator", expr)]}, "tool_calls"),
+        whole({"content": "4294967296"}),
+    ]
+    for stream in ("true", "false"):
+        code, out, err = await agentbot(tmp_path, "ask", "2**32?", env=raw.env(AGENT_STREAM=stream))
+        assert (code, out) == (0, "4294967296\n"), err[-1500:]
+        assert "Traceback" not in err
+        tool_result = raw.requests[-1]["messages"][-1]
+        assert tool_result["role"] == "tool" and tool_result["content"] == "4294967296", tool_result
+        sent = raw.requests[-1]["messages"][-2]["tool_calls"][0]["function"]["arguments"]
+        assert json.loads(sent) == expr  # sent back as the string the API expects
