@@ -110,3 +110,26 @@ async def test_tool_arguments_sent_as_an_object_run_the_tool(raw: RawServer, tmp
         assert tool_result["role"] == "tool" and tool_result["content"] == "4294967296", tool_result
         sent = raw.requests[-1]["messages"][-2]["tool_calls"][0]["function"]["arguments"]
         assert json.loads(sent) == expr  # sent back as the string the API expects
+
+
+async def test_parallel_tool_calls_streamed_whole_at_one_index_stay_two_calls(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # Some servers stream each parallel call whole, every one at index 0 (or with no index), with its own id.
+    first = call("calculator", '{"expression": "2**32"}', id="call_1")
+    second = call("calculator", '{"expression": "3*3"}', id="call_2")
+    third = call("calculator", '{"expression": "1+1"}', id="call_3")
+    del third["index"]
+    raw.answers += [
+        sse(
+            chunk({"role": "assistant", "tool_calls": [first]}),
+            chunk({"tool_calls": [second]}),
+            chunk({"tool_calls": [third]}),
+            chunk({}, "tool_calls"),
+        ),
+        said("4294967296, 9 and 2"),
+    ]
+    code, out, err = await agentbot(tmp_path, "ask", "2**32, 3*3 and 1+1?", env=raw.env())
+    assert (code, out) == (0, "4294967296, 9 and 2\n"), err[-1500:]
+    results = [m["content"] for m in raw.requests[-1]["messages"] if m["role"] == "tool"]
+    assert results == ["4294967296", "9", "2"], err  # not one call with '{...}{...}' as arguments

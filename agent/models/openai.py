@@ -136,20 +136,26 @@ def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -
 
 
 class _ToolCallAssembler:
-    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order."""
+    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order.
+
+    A fragment with a new id at an index already in use starts a new call: some servers stream each of
+    several parallel calls whole at index 0 (or with no index), which were joined into one call."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: list[dict[str, Any]] = []
+        self._at: dict[int, dict[str, Any]] = {}  # index -> the call it is filling
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
-        calls = self._calls
+        at = self._at
         for pos, frag in enumerate(fragments):
             idx = frag.get("index", pos)
-            slot = calls.get(idx)
-            if slot is None:  # not setdefault: that built a new slot for every fragment
-                slot = calls[idx] = {"id": "", "name": "", "arguments": []}
-            if frag.get("id"):
-                slot["id"] = frag["id"]
+            slot = at.get(idx)
+            fid = frag.get("id")
+            if slot is None or (fid and slot["id"] and fid != slot["id"]):
+                slot = at[idx] = {"id": "", "name": "", "arguments": [], "index": idx}
+                self._calls.append(slot)
+            if fid:
+                slot["id"] = fid
             fn = frag.get("function") or {}
             name = fn.get("name")
             if name and name != slot["name"]:
@@ -159,15 +165,11 @@ class _ToolCallAssembler:
                 slot["arguments"].append(arguments_text(fn["arguments"]))
 
     def calls(self) -> list[ToolCall]:
-        out = []
-        for idx in sorted(self._calls):
-            slot = self._calls[idx]
-            out.append(
-                ToolCall(
-                    id=slot["id"] or f"call_{idx}", name=slot["name"], arguments="".join(slot["arguments"])
-                )
-            )
-        return out
+        ordered = sorted(self._calls, key=lambda slot: slot["index"])  # stable: arrival order within one
+        return [
+            ToolCall(id=slot["id"] or f"call_{n}", name=slot["name"], arguments="".join(slot["arguments"]))
+            for n, slot in enumerate(ordered)
+        ]
 
 
 class OpenAIChatModel(HTTPModel):
