@@ -133,3 +133,24 @@ async def test_parallel_tool_calls_streamed_whole_at_one_index_stay_two_calls(
     assert (code, out) == (0, "4294967296, 9 and 2\n"), err[-1500:]
     results = [m["content"] for m in raw.requests[-1]["messages"] if m["role"] == "tool"]
     assert results == ["4294967296", "9", "2"], err  # not one call with '{...}{...}' as arguments
+
+
+def page(status: int, text: str, content_type: str) -> Answer:
+    async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return web.Response(status=status, text=text, content_type=content_type)
+
+    return answer
+
+
+async def test_a_200_that_is_not_json_is_one_error_line_not_a_traceback(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # A proxy's login page, or a JSON value that is not an object, answered with 200 to a streamed call.
+    raw.answers += [page(200, "<html><body>Sign in to the proxy</body></html>", "text/html")]
+    raw.answers += [page(200, "[1, 2]", "application/json")]
+    for _ in range(2):
+        code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env(MODEL_MAX_ATTEMPTS="1"))
+        assert code == 1 and out == "", err[-1500:]
+        assert "Traceback" not in err and "Error:" not in err, err[-1500:]
+        line = next(x for x in err.splitlines() if x.startswith("error:"))
+        assert "not Chat Completions JSON" in line, line

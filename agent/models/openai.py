@@ -304,8 +304,11 @@ class OpenAIChatModel(HTTPModel):
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.
                     await resp.aread()
-                    data = json.loads(resp.text)
-                    msg = ((data.get("choices") or [{}])[0]).get("message") or {}
+                    try:  # a proxy's HTML page, or JSON that is not an object, was a traceback
+                        data = json.loads(resp.text)
+                        msg = ((data.get("choices") or [{}])[0]).get("message") or {}
+                    except (ValueError, AttributeError, IndexError) as e:
+                        raise self._bad_payload() from e
                     if msg.get("content"):
                         yield TextChunk(msg["content"])
                     text.append(msg.get("content") or "")
