@@ -154,3 +154,34 @@ async def test_a_200_that_is_not_json_is_one_error_line_not_a_traceback(
         assert "Traceback" not in err and "Error:" not in err, err[-1500:]
         line = next(x for x in err.splitlines() if x.startswith("error:"))
         assert "not Chat Completions JSON" in line, line
+
+
+def error_200(message: str, code: int | None = None) -> Answer:
+    async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        err: dict[str, Any] = {"message": message} | ({"code": code} if code is not None else {})
+        return web.json_response({"error": err})
+
+    return answer
+
+
+async def test_an_error_sent_with_http_200_is_shown_and_retried_by_its_code(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # OpenRouter (and some proxies) answer HTTP 200 with {"error": {"code", "message"}} and no choices.
+    raw.answers += [error_200("Rate limit exceeded: free-models-per-day", 429), said("Paris.")]
+    code, out, err = await agentbot(tmp_path, "ask", "Capital of France?", env=raw.env())
+    assert (code, out) == (0, "Paris.\n"), err[-1500:]
+    assert "Rate limit exceeded" in err and "retrying" in err, err
+    raw.requests.clear()
+    raw.answers += [error_200("No auth credentials found", 401), said("never")]
+    for stream in ("true", "false"):
+        code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env(AGENT_STREAM=stream))
+        assert code == 1 and out == "", err[-1500:]
+        line = next(x for x in err.splitlines() if x.startswith("error:"))
+        assert "No auth credentials found" in line and "OPENAI_API_KEY" in line, line
+        assert "empty answer" not in err and "estimated" not in err, err  # nothing was answered or billed
+        raw.answers[:] = [error_200("No auth credentials found", 401)]
+    assert len(raw.requests) == 2  # a refused key is not asked again
+    raw.answers[:] = [error_200("Upstream idle timeout")]  # no code: said as it is, retryable
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env(MODEL_MAX_ATTEMPTS="1"))
+    assert code == 1 and out == "" and "Upstream idle timeout" in err and "HTTP 200" in err, err[-1500:]

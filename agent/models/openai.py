@@ -23,7 +23,7 @@ from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel
+from agent.models.adapter import HTTPModel, error_body
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -244,6 +244,23 @@ class OpenAIChatModel(HTTPModel):
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"messages": messages}
 
+    def _error_with_200(self, data: Any, resp: httpx.Response) -> ModelError | None:
+        """OpenRouter and some proxies answer HTTP 200 with ``{"error": {"code", "message"}}`` and no
+        choices: read as an empty answer, it hid the server's message and was asked again. Its ``code``
+        (an HTTP status) decides as a real status would; without one it is retryable."""
+        if not isinstance(data, dict) or data.get("choices") or "error" not in data:
+            return None
+        err = data["error"]
+        code = err.get("code") if isinstance(err, dict) else None
+        if isinstance(code, int) and 400 <= code < 600:
+            return self._status_error(code, resp.headers, resp.text)
+        return ModelError(
+            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {self._mask(error_body(resp.text).message)}",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+        )
+
     async def _complete_once(
         self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
     ) -> ModelResponse:
@@ -260,6 +277,8 @@ class OpenAIChatModel(HTTPModel):
             raise self._status_error(resp.status_code, resp.headers, resp.text)
         try:
             data = resp.json()
+            if (refused := self._error_with_200(data, resp)) is not None:
+                raise refused
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
         except (ValueError, AttributeError, IndexError) as e:
@@ -306,6 +325,8 @@ class OpenAIChatModel(HTTPModel):
                     await resp.aread()
                     try:  # a proxy's HTML page, or JSON that is not an object, was a traceback
                         data = json.loads(resp.text)
+                        if (refused := self._error_with_200(data, resp)) is not None:
+                            raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError) as e:
                         raise self._bad_payload() from e
