@@ -53,10 +53,17 @@ class EnvSettings(BaseSettings):
             raise ValueError(
                 "must be a full URL starting with http:// or https://, e.g. http://localhost:11434/v1"
             )
-        if SecretStr in typing.get_args(field.annotation) and not v.isascii():
-            # An HTTP header carries ASCII only: a pasted key with a typographic quote or a non-breaking
-            # space otherwise fails deep inside httpx on the first call.
-            raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy it again")
+        if SecretStr in typing.get_args(field.annotation):
+            if not v.isascii():
+                # An HTTP header carries ASCII only: a pasted key with a typographic quote or a
+                # non-breaking space otherwise fails deep inside httpx on the first call.
+                raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy it again")
+            # A trailing newline or space (env files, YAML blocks, copied lines) made every call fail
+            # in httpx as "could not be reached"; a line break inside is a mistake to name.
+            v = v.strip()
+            if not v.isprintable():
+                raise ValueError("contains a line break or control character; copy it again as one line")
+            return v
         for choice in _literal_choices(field.annotation):  # case and spaces don't matter in a choice
             if isinstance(choice, str) and choice.lower() == v.strip().lower():
                 return choice
