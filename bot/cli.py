@@ -76,15 +76,11 @@ def _agent_settings() -> AgentSettings:
 
 
 def _require_key(settings: AgentSettings, spec: str) -> None:
-    """Fail at once, naming OPENAI_API_KEY, rather than letting api.openai.com refuse after retries."""
-    from agent.models.factory import split_spec
+    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries."""
+    from agent.models.factory import missing_key
 
-    key = settings.openai_api_key.get_secret_value().strip() if settings.openai_api_key else ""
-    if split_spec(spec)[0] == "openai" and "api.openai.com" in settings.openai_base_url and not key:
-        _fail(
-            "OPENAI_API_KEY is not set: put your key in .env, or point OPENAI_BASE_URL at an "
-            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and set AGENT_MODEL"
-        )
+    if (problem := missing_key(settings, spec)) is not None:
+        _fail(problem)
 
 
 @app.command(epilog=EXIT_CODES)

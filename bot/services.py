@@ -169,10 +169,9 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
 
 
 def check_model_configured(agent_settings: AgentSettings) -> None:
-    """Refuse to start with no usable model, naming what to set."""
-    hosted = "api.openai.com" in agent_settings.openai_base_url
-    if hosted and not agent_settings.openai_api_key:
-        raise ConfigError(
-            "no model is configured: set OPENAI_API_KEY (and AGENT_MODEL), or point OPENAI_BASE_URL at an "
-            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1)"
-        )
+    """Refuse to start when ``AGENT_MODEL`` cannot be called for want of its provider's key, naming it
+    (an Anthropic- or Gemini-only set-up needs no OpenAI key)."""
+    from agent.models.factory import missing_key
+
+    if (problem := missing_key(agent_settings, agent_settings.agent_model)) is not None:
+        raise ConfigError(problem)

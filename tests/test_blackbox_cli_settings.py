@@ -26,3 +26,29 @@ async def test_a_key_pasted_with_a_trailing_newline_or_space_still_works(
     )
     assert code == 2 and out == "", err
     assert len(err.strip().splitlines()) == 1 and "OPENAI_API_KEY" in err and "key-0001" not in err, err
+
+
+async def test_an_anthropic_or_gemini_only_setup_starts_and_a_bare_claude_name_is_pointed_out(
+    tmp_path: Path,
+) -> None:
+    base = {"MEMORY_ENABLED": "false"}
+    for key, spec in (
+        ("ANTHROPIC_API_KEY", "anthropic:claude-sonnet-4-5"),
+        ("GEMINI_API_KEY", "gemini:gemini-2.5-flash"),
+    ):
+        env = base | {key: "sk-ant-test-0001" if "ANTHROPIC" in key else "AIzaTest0001", "AGENT_MODEL": spec}
+        code, _, err = await agentbot(tmp_path, "run", env=env)
+        # No OpenAI key is needed for a model on another API: the next thing missing is the Discord token.
+        assert code == 2 and "DISCORD_TOKEN is not set" in err, err
+        assert "OPENAI_API_KEY" not in err, err
+    # The key is there but the name has no prefix, so it would go to OPENAI_BASE_URL: say how to write it.
+    env = base | {"ANTHROPIC_API_KEY": "sk-ant-test-0001", "AGENT_MODEL": "claude-sonnet-4-5"}
+    for command in ("ask", "run"):
+        code, out, err = await agentbot(tmp_path, command, *(["hi"] if command == "ask" else []), env=env)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "anthropic:claude-sonnet-4-5" in err, err
+    # A provider's model without that provider's key names the key, for ask and run alike.
+    env = base | {"AGENT_MODEL": "gemini:gemini-2.5-flash"}
+    for command in ("ask", "run"):
+        code, out, err = await agentbot(tmp_path, command, *(["hi"] if command == "ask" else []), env=env)
+        assert code == 2 and "GEMINI_API_KEY is not set" in err and "OPENAI_API_KEY" not in err, err
