@@ -52,3 +52,34 @@ async def test_an_anthropic_or_gemini_only_setup_starts_and_a_bare_claude_name_i
     for command in ("ask", "run"):
         code, out, err = await agentbot(tmp_path, command, *(["hi"] if command == "ask" else []), env=env)
         assert code == 2 and "GEMINI_API_KEY is not set" in err and "OPENAI_API_KEY" not in err, err
+
+
+async def test_price_and_tier_files_saved_by_windows_editors_are_read_or_named(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Notepad saves UTF-8 with a byte-order mark; a Latin-1 editor writes "é" as one byte.
+    prices = '{"models": {"my-llama": {"input": 1000, "output": 2000, "source": "GPU bill, café"}}}'
+    tiers = '[tiers]\nsimple = ["my-llama"]  # café\nmedium = ["my-llama"]\ncomplex = ["my-llama"]\n'
+    (tmp_path / "bom-prices.json").write_bytes(b"\xef\xbb\xbf" + prices.encode())
+    (tmp_path / "bom-tiers.toml").write_bytes(b"\xef\xbb\xbf" + tiers.encode())
+    (tmp_path / "latin1-prices.json").write_bytes(prices.encode("latin-1"))
+    (tmp_path / "latin1-tiers.toml").write_bytes(tiers.encode("latin-1"))
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "my-llama",
+        "MEMORY_ENABLED": "false",
+        "PRICES_FILE": str(tmp_path / "bom-prices.json"),
+        "ROUTER_TIERS_FILE": str(tmp_path / "bom-tiers.toml"),
+    }
+    llm.script(text("pong", prompt_tokens=100, completion_tokens=20))
+    code, out, err = await agentbot(tmp_path, "ask", "ping", env=env)
+    assert (code, out) == (0, "pong\n"), err[-1500:]
+    assert "cost $0.1400" in err, err  # 100 x $1000/M + 20 x $2000/M, from the file
+    for setting, name in (("PRICES_FILE", "latin1-prices.json"), ("ROUTER_TIERS_FILE", "latin1-tiers.toml")):
+        bad = env | {setting: str(tmp_path / name)}
+        code, out, err = await agentbot(tmp_path, "ask", "ping", env=bad)
+        assert code == 2 and out == "" and "Traceback" not in err, err[-1500:]
+        assert len(err.strip().splitlines()) == 1 and setting in err and "UTF-8" in err, err
+        code, out, err = await agentbot(tmp_path, "doctor", env=bad)
+        assert code == 1 and "Traceback" not in out + err, err[-1500:]
+        assert f"FAIL settings: {setting}" in out and "UTF-8" in out, out
