@@ -6,6 +6,7 @@ Each check is independent and never raises: a broken database must not hide a ba
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ async def _memory(s: AgentSettings, bs: BotSettings) -> str:
         await mem.close()
 
 
+_DATED = re.compile(r"-\d{8}$")
+
 _LISTINGS = {  # provider: the path that lists its models, and how the key is sent
     "openai": ("/models", lambda key: {"Authorization": f"Bearer {key}"} if key else {}),
     "anthropic": (
@@ -150,8 +153,9 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
-    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag.
-    known = served | {m.removesuffix(":latest") for m in served}
+    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag;
+    # Anthropic lists dated ids only (claude-sonnet-4-5-20250929) and serves the alias without the date.
+    known = served | {m.removesuffix(":latest") for m in served} | {_DATED.sub("", m) for m in served}
     missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(

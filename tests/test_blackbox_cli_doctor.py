@@ -1,0 +1,64 @@
+"""``agentbot doctor`` against loopback servers that list their models the way the real APIs do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.test_blackbox_operator import agentbot
+
+# Anthropic's GET /v1/models lists dated ids only; its Messages API takes the aliases too.
+CLAUDES = ["claude-haiku-4-5-20251001", "claude-sonnet-4-5-20250929", "claude-opus-4-1-20250805"]
+
+
+async def _anthropic_models(request: web.Request) -> web.Response:
+    if request.headers.get("x-api-key") != "sk-ant-test-0001":
+        return web.json_response({"type": "error", "error": {"type": "authentication_error"}}, status=401)
+    rows = [{"type": "model", "id": m, "display_name": m} for m in CLAUDES]
+    return web.json_response(
+        {"data": rows, "has_more": False, "first_id": CLAUDES[0], "last_id": CLAUDES[-1]}
+    )
+
+
+@pytest.fixture
+async def anthropic_url() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/v1/models", _anthropic_models)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+def _env(anthropic_url: str, model: str) -> dict[str, str]:
+    return {
+        "ANTHROPIC_BASE_URL": anthropic_url,
+        "ANTHROPIC_API_KEY": "sk-ant-test-0001",
+        "AGENT_MODEL": model,
+        "MEMORY_ENABLED": "false",
+        "ROUTER_CLASSIFIER": "heuristic",
+        "PYTHON_SANDBOX": "off",
+    }
+
+
+def _provider_line(out: str) -> str:
+    return next(x for x in out.splitlines() if "provider anthropic" in x)
+
+
+async def test_doctor_accepts_anthropic_aliases_of_the_dated_models_it_lists(
+    anthropic_url: str, tmp_path: Path
+) -> None:
+    code, out, _err = await agentbot(
+        tmp_path, "doctor", env=_env(anthropic_url, "anthropic:claude-sonnet-4-5")
+    )
+    line = _provider_line(out)
+    assert line.startswith("ok"), line  # not "does not serve anthropic:claude-sonnet-4-5"
+    # A model Anthropic does not have is still named.
+    code, out, _ = await agentbot(tmp_path, "doctor", env=_env(anthropic_url, "anthropic:claude-sonnet-9"))
+    line = _provider_line(out)
+    assert code == 1 and line.startswith("FAIL") and "claude-sonnet-9" in line, line
