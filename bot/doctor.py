@@ -100,7 +100,10 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
     secret = getattr(s, f"{provider}_api_key")
     key = secret.get_secret_value() if secret else None
     path, headers = _LISTINGS[provider]
-    return key, getattr(s, f"{provider}_base_url").rstrip("/") + path, headers(key)
+    base = getattr(s, f"{provider}_base_url").rstrip("/")
+    if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
+        base = base.removesuffix("/v1")
+    return key, base + path, headers(key)
 
 
 async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:

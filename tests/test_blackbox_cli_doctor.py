@@ -62,3 +62,13 @@ async def test_doctor_accepts_anthropic_aliases_of_the_dated_models_it_lists(
     code, out, _ = await agentbot(tmp_path, "doctor", env=_env(anthropic_url, "anthropic:claude-sonnet-9"))
     line = _provider_line(out)
     assert code == 1 and line.startswith("FAIL") and "claude-sonnet-9" in line, line
+
+
+async def test_doctor_takes_an_anthropic_base_url_ending_in_v1_as_ask_does(
+    anthropic_url: str, tmp_path: Path
+) -> None:
+    # The adapter calls {ANTHROPIC_BASE_URL without /v1}/v1/messages, so ".../v1" works for ask and run.
+    env = _env(anthropic_url + "/v1", "anthropic:claude-haiku-4-5")
+    _, out, _ = await agentbot(tmp_path, "doctor", env=env)
+    line = _provider_line(out)
+    assert line.startswith("ok"), line  # not "/v1/v1/models answered HTTP 404"
