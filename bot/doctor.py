@@ -134,6 +134,10 @@ async def _provider(
     key, url, headers = _listing(provider, s)
     name = provider.upper()
     if provider != "openai" and not key:
+        if any("AGENT_MODEL" in tiers for tiers in specs.values()):  # nothing else would run
+            raise ConfigError(
+                f"{name}_API_KEY is not set, and AGENT_MODEL is one of its models: set it in .env"
+            )
         return f"skipped: {name}_API_KEY not set (its models are left out of the tiers)"
     register_secret(key)
     try:

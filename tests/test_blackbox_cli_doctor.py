@@ -72,3 +72,10 @@ async def test_doctor_takes_an_anthropic_base_url_ending_in_v1_as_ask_does(
     _, out, _ = await agentbot(tmp_path, "doctor", env=env)
     line = _provider_line(out)
     assert line.startswith("ok"), line  # not "/v1/v1/models answered HTTP 404"
+
+
+async def test_doctor_fails_the_provider_of_agent_model_when_its_key_is_missing(tmp_path: Path) -> None:
+    env = {"AGENT_MODEL": "gemini:gemini-2.5-flash", "MEMORY_ENABLED": "false", "PYTHON_SANDBOX": "off"}
+    code, out, _ = await agentbot(tmp_path, "doctor", env=env)
+    line = next(x for x in out.splitlines() if "provider gemini" in x)
+    assert code == 1 and line.startswith("FAIL") and "GEMINI_API_KEY" in line, line  # not "ok ... skipped"
