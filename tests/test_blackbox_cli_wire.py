@@ -185,3 +185,24 @@ async def test_an_error_sent_with_http_200_is_shown_and_retried_by_its_code(
     raw.answers[:] = [error_200("Upstream idle timeout")]  # no code: said as it is, retryable
     code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env(MODEL_MAX_ATTEMPTS="1"))
     assert code == 1 and out == "" and "Upstream idle timeout" in err and "HTTP 200" in err, err[-1500:]
+
+
+async def test_content_sent_as_a_list_of_parts_is_the_answer(raw: RawServer, tmp_path: Path) -> None:
+    # Mistral's reasoning models (and some proxies) send content as typed parts, thinking apart from text.
+    parts = [
+        {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+        {"type": "text", "text": "Paris."},
+    ]
+    raw.answers += [
+        sse(
+            chunk({"role": "assistant", "content": parts[:1]}),
+            chunk({"content": parts[1:]}),
+            chunk({}, "stop"),
+        ),
+        whole({"content": parts}),
+    ]
+    for stream in ("true", "false"):
+        code, out, err = await agentbot(
+            tmp_path, "ask", "Capital of France?", env=raw.env(AGENT_STREAM=stream)
+        )
+        assert (code, out) == (0, "Paris.\n"), err[-1500:]

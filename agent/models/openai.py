@@ -130,6 +130,21 @@ def arguments_text(value: Any) -> str:
     return _encode(value)
 
 
+def content_text(value: Any) -> str:
+    """A message's ``content`` as text: a string, or the ``text`` parts of a list of typed parts
+    (Mistral's reasoning models send ``[{"type": "thinking", ...}, {"type": "text", "text": ...}]``),
+    whose thinking is not part of the answer. A list was an AttributeError traceback."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            p["text"]
+            for p in value
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
     """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
     return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
@@ -291,7 +306,7 @@ class OpenAIChatModel(HTTPModel):
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]
-        reply = Message("assistant", msg.get("content") or "", tool_calls=calls)
+        reply = Message("assistant", content_text(msg.get("content")), tool_calls=calls)
         return ModelResponse(
             message=reply,
             usage=usage_of(data.get("usage"), body, reply),
@@ -330,9 +345,10 @@ class OpenAIChatModel(HTTPModel):
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError) as e:
                         raise self._bad_payload() from e
-                    if msg.get("content"):
-                        yield TextChunk(msg["content"])
-                    text.append(msg.get("content") or "")
+                    whole = content_text(msg.get("content"))
+                    if whole:
+                        yield TextChunk(whole)
+                    text.append(whole)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
                     usage_raw = data.get("usage")
                     done = True
@@ -366,6 +382,8 @@ class OpenAIChatModel(HTTPModel):
                             for choice in data.get("choices") or ():
                                 delta = choice.get("delta") or {}
                                 piece = delta.get("content")
+                                if piece and type(piece) is not str:
+                                    piece = content_text(piece)
                                 if piece:
                                     text.append(piece)
                                     yield TextChunk(piece)
