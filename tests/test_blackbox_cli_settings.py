@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, text
 from tests.test_blackbox_operator import agentbot
 
@@ -83,3 +84,20 @@ async def test_price_and_tier_files_saved_by_windows_editors_are_read_or_named(
         code, out, err = await agentbot(tmp_path, "doctor", env=bad)
         assert code == 1 and "Traceback" not in out + err, err[-1500:]
         assert f"FAIL settings: {setting}" in out and "UTF-8" in out, out
+
+
+async def test_a_discord_token_pasted_with_its_bot_prefix_is_accepted(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    # The HTTP header is "Authorization: Bot <token>", and guides show it so; pasting it whole was
+    # "Discord rejected DISCORD_TOKEN (401): reset the token", which does not help.
+    env = {
+        "DISCORD_TOKEN": f"Bot {fake.token}",
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "MEMORY_ENABLED": "false",
+        "PYTHON_SANDBOX": "off",
+        "ROUTER_CLASSIFIER": "heuristic",
+    }
+    _, out, err = await agentbot(tmp_path, "doctor", env=env)
+    line = next(x for x in out.splitlines() if x.split(":")[0].endswith("discord"))
+    assert line.startswith("ok"), line + err
