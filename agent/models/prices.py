@@ -204,7 +204,11 @@ class PriceTable:
         attempts: list[tuple[str | None, str | None]] = []
         if provider in _GENAI_PROVIDER:
             attempts.append((_GENAI_PROVIDER[provider], None))
-        attempts.append((None, None))
+        if ":" not in name or name.startswith("ft:"):
+            # A tagged name (Ollama's deepseek-r1:7b) is a model on the operator's own server: the
+            # package's hosted-API patterns priced it as DeepSeek's API. Only the host serving it
+            # (OpenRouter's :free names) may price it; OpenAI's fine-tunes (ft:...) are hosted.
+            attempts.append((None, None))
         if self._endpoint:
             attempts.append((None, self._endpoint))
         for provider_id, url in attempts:
