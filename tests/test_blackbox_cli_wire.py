@@ -206,3 +206,13 @@ async def test_content_sent_as_a_list_of_parts_is_the_answer(raw: RawServer, tmp
             tmp_path, "ask", "Capital of France?", env=raw.env(AGENT_STREAM=stream)
         )
         assert (code, out) == (0, "Paris.\n"), err[-1500:]
+
+
+async def test_a_proxys_html_error_page_is_said_in_words_not_markup(raw: RawServer, tmp_path: Path) -> None:
+    style = "<style>" + "body{font-family:sans-serif;margin:0 auto;}" * 20 + "</style>"
+    html = f"<!DOCTYPE html><html><head>{style}<title>502 Bad Gateway</title></head><body><h1>502</h1></body></html>"
+    raw.answers += [page(502, html, "text/html")]
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env(MODEL_MAX_ATTEMPTS="1"))
+    assert code == 1 and out == ""
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "502 Bad Gateway" in line and "<" not in line and "font-family" not in line, line

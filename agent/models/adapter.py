@@ -61,7 +61,7 @@ def error_body(text: str) -> ErrorBody:
     try:
         data = json.loads(text)
     except ValueError:
-        return ErrorBody(text.strip()[:300] or "(no details)")
+        return ErrorBody(_page_text(text)[:300] or "(no details)")
     if isinstance(data, list) and data:
         data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
@@ -79,6 +79,19 @@ def error_body(text: str) -> ErrorBody:
                 body.retry_after = max(0.0, float(delay[:-1]))
     body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
     return body
+
+
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_MARKUP_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", re.I | re.S)
+
+
+def _page_text(text: str) -> str:
+    """A proxy's HTML error page (nginx, Cloudflare) in words: its title, else its text without tags;
+    the first 300 characters of markup were all an operator saw."""
+    if "<" not in text[:200]:
+        return text.strip()
+    title = _TITLE_RE.search(text)
+    return " ".join((title.group(1) if title else _MARKUP_RE.sub(" ", text)).split())
 
 
 class HTTPModel:
