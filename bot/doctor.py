@@ -126,6 +126,25 @@ async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: l
     return served
 
 
+async def _key_accepted(
+    s: AgentSettings, client: httpx.AsyncClient, models: str, headers: dict[str, str], name: str
+) -> None:
+    """Where GET /models is public (OpenRouter), the list passed a wrong or missing key. A chat call
+    without messages costs nothing (refused before any model runs) and servers check the key first."""
+    try:
+        r = await client.post(
+            models.removesuffix("/models") + "/chat/completions", headers=headers, json={"model": name}
+        )
+    except httpx.HTTPError:
+        return  # the list answered; a flaky second request proves nothing about the key
+    if r.status_code in (401, 403):
+        said = "is not set" if "Authorization" not in headers else f"was rejected (HTTP {r.status_code})"
+        raise ConfigError(
+            f"{s.openai_base_url} lists its models to anyone, but OPENAI_API_KEY {said} for chat: "
+            "check OPENAI_API_KEY"
+        )
+
+
 async def _provider(
     provider: str, specs: dict[str, list[str]], s: AgentSettings, client: httpx.AsyncClient
 ) -> str:
@@ -149,6 +168,8 @@ async def _provider(
     if r.status_code in (401, 403):
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
+    if provider == "openai" and r.status_code < 400:
+        await _key_accepted(s, client, url, headers, next(iter(names)))
     if provider == "openai" and r.status_code in (404, 405):
         served = await _served_by_probe(s, client, list(names))
     elif r.status_code >= 400:

@@ -79,3 +79,44 @@ async def test_doctor_fails_the_provider_of_agent_model_when_its_key_is_missing(
     code, out, _ = await agentbot(tmp_path, "doctor", env=env)
     line = next(x for x in out.splitlines() if "provider gemini" in x)
     assert code == 1 and line.startswith("FAIL") and "GEMINI_API_KEY" in line, line  # not "ok ... skipped"
+
+
+async def _public_models(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"data": [{"id": "openai/gpt-4o-mini"}, {"id": "meta-llama/llama-3.1-8b-instruct"}]}
+    )
+
+
+async def _keyed_chat(request: web.Request) -> web.Response:
+    if request.headers.get("Authorization") != "Bearer sk-or-v1-good":
+        return web.json_response({"error": {"message": "No auth credentials found", "code": 401}}, status=401)
+    body = await request.json()
+    if not body.get("messages"):
+        return web.json_response({"error": {"message": "messages: required", "code": 400}}, status=400)
+    return web.json_response(
+        {"error": {"message": "doctor should not pay for a call", "code": 500}}, status=500
+    )
+
+
+async def test_doctor_checks_the_key_where_the_model_list_is_public(tmp_path: Path) -> None:
+    # OpenRouter lists its models to anyone: the list alone passed a wrong or missing key.
+    app = web.Application()
+    app.router.add_get("/api/v1/models", _public_models)
+    app.router.add_post("/api/v1/chat/completions", _keyed_chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v1"  # type: ignore[union-attr]
+    env = {"OPENAI_BASE_URL": url, "AGENT_MODEL": "openai/gpt-4o-mini", "MEMORY_ENABLED": "false"}
+    env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    try:
+        lines = {}
+        for key in ("sk-or-v1-good", "sk-or-v1-revoked", ""):
+            _, out, _ = await agentbot(tmp_path, "doctor", env=env | {"OPENAI_API_KEY": key})
+            lines[key] = next(x for x in out.splitlines() if "provider openai" in x)
+    finally:
+        await runner.cleanup()
+    assert lines["sk-or-v1-good"].startswith("ok"), lines
+    for key in ("sk-or-v1-revoked", ""):
+        assert lines[key].startswith("FAIL") and "OPENAI_API_KEY" in lines[key], lines
