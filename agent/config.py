@@ -214,6 +214,8 @@ class AgentSettings(ToolEnv, MemoryEnv):
     )
     # --- routing hand-down (issue 19.5): 0 = off ---
     router_hand_down_calls: int = Field(0, ge=0, le=50)
+    # --- qacli: how long a model may send nothing (a CPU-only server reading a long prompt) ---
+    model_timeout: float = Field(120.0, ge=1, le=3600)
     reader_model: str = "auto"
     reader_min_chars: int = Field(4000, ge=500, le=1_000_000)
     reader_max_words: int = Field(350, ge=50, le=4000)

@@ -16,7 +16,7 @@ import structlog
 
 from agent.config import AgentSettings, ConfigError
 from agent.models.factory import build_reader, build_router, reader_enabled
-from agent.models.http import make_client
+from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
 from agent.models.tiers import TIERS, load_tiers
@@ -102,7 +102,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             extra=mcp_tools,
         )
         limit_mcp_tools(tools, mcp_tools)
-        http = make_client()
+        http = make_client(timeouts(agent_settings.model_timeout))
         router = build_router(agent_settings, http)
         tiers = load_tiers(agent_settings.router_tiers_file, agent_settings.agent_model)
         defaults = SettingsDefaults(

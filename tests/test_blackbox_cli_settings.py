@@ -101,3 +101,23 @@ async def test_a_discord_token_pasted_with_its_bot_prefix_is_accepted(
     _, out, err = await agentbot(tmp_path, "doctor", env=env)
     line = next(x for x in out.splitlines() if x.split(":")[0].endswith("discord"))
     assert line.startswith("ok"), line + err
+
+
+async def test_a_model_slower_than_the_read_timeout_names_model_timeout(llm: FakeLLM, tmp_path: Path) -> None:
+    # A CPU-only Ollama reading a long prompt (or loading a model) sends nothing for minutes; the fixed
+    # 120 s wait said "check OPENAI_BASE_URL and that the server runs", and nothing could lengthen it.
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "llama3.1",
+        "MEMORY_ENABLED": "false",
+        "MODEL_MAX_ATTEMPTS": "1",
+        "MODEL_TIMEOUT": "1",
+    }
+    llm.script(text("late", delay=2.5))
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=env)
+    assert code == 1 and out == "", err[-1500:]
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "MODEL_TIMEOUT" in line and "1 s" in line, line
+    llm.script(text("late", delay=2.5))
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=env | {"MODEL_TIMEOUT": "10"})
+    assert (code, out) == (0, "late\n"), err[-1500:]
