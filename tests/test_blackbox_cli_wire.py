@@ -216,3 +216,27 @@ async def test_a_proxys_html_error_page_is_said_in_words_not_markup(raw: RawServ
     assert code == 1 and out == ""
     line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert "502 Bad Gateway" in line and "<" not in line and "font-family" not in line, line
+
+
+def refuse(status: int, body: dict[str, Any]) -> Answer:
+    async def answer(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(body, status=status)
+
+    return answer
+
+
+async def test_error_bodies_of_vllm_and_fastapi_servers_are_said_plainly(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # vLLM's errors are top-level ({"object": "error", "message", "type", "code"}); FastAPI's {"detail"}.
+    raw.answers += [
+        refuse(
+            400, {"object": "error", "message": "Input is invalid: tool_choice", "type": "BadRequestError"}
+        ),
+        refuse(400, {"detail": "Unsupported parameter: stream_options"}),
+    ]
+    for want in ("Server said: Input is invalid: tool_choice", "Unsupported parameter: stream_options"):
+        code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env())
+        assert code == 1 and out == ""
+        line = next(x for x in err.splitlines() if x.startswith("error:"))
+        assert want in line and "{'" not in line, line  # not a Python dict's repr

@@ -65,6 +65,11 @@ def error_body(text: str) -> ErrorBody:
     if isinstance(data, list) and data:
         data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict) and isinstance(data, dict) and not isinstance(err, str):
+        # vLLM's errors are top-level ({"object": "error", "message", "type"}); FastAPI's {"detail"}.
+        said = data.get("message") or data.get("detail")
+        if isinstance(said, str):
+            return ErrorBody(said[:300], str(data.get("type") or ""))
     if not isinstance(err, dict):
         return ErrorBody((err if isinstance(err, str) else str(data))[:300])
     body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or err.get("status") or ""))
