@@ -121,3 +121,9 @@ async def test_a_model_slower_than_the_read_timeout_names_model_timeout(llm: Fak
     llm.script(text("late", delay=2.5))
     code, out, err = await agentbot(tmp_path, "ask", "hi", env=env | {"MODEL_TIMEOUT": "10"})
     assert (code, out) == (0, "late\n"), err[-1500:]
+
+
+async def test_a_provider_prefix_written_with_a_capital_is_still_that_provider(tmp_path: Path) -> None:
+    env = {"AGENT_MODEL": "Gemini:gemini-2.5-flash", "MEMORY_ENABLED": "false"}
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=env)
+    assert code == 2 and out == "" and "GEMINI_API_KEY is not set" in err, err  # not OPENAI_API_KEY

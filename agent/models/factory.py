@@ -38,8 +38,8 @@ def split_spec(spec: str) -> tuple[str, str]:
     spec = spec.strip()
     if ":" in spec:
         prefix, _, name = spec.partition(":")
-        if prefix in WIRES:
-            return prefix, name
+        if prefix.lower() in WIRES:  # "Gemini:gemini-2.5-flash" went to OPENAI_BASE_URL
+            return prefix.lower(), name
     return "openai", spec
 
 
