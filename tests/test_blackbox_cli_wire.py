@@ -240,3 +240,32 @@ async def test_error_bodies_of_vllm_and_fastapi_servers_are_said_plainly(
         assert code == 1 and out == ""
         line = next(x for x in err.splitlines() if x.startswith("error:"))
         assert want in line and "{'" not in line, line  # not a Python dict's repr
+
+
+async def test_tool_calls_without_ids_get_ids_unique_in_the_conversation(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # Some local servers send no tool-call id; every step's first call became "call_0", and proxies in
+    # front of Anthropic (and Mistral's API) refuse a conversation with a tool_call id used twice.
+    async def strict(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        ids = [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
+        if len(ids) != len(set(ids)):
+            return web.json_response(
+                {"error": {"message": f"tool_use ids must be unique: {ids}"}}, status=400
+            )
+        return await answers.pop(0)(request, body)
+
+    step = sse(
+        chunk({"role": "assistant", "tool_calls": [call("calculator", '{"expression": "1+1"}', id=None)]})
+    )
+    answers = [step, step, said("2 and 2")]
+    raw.answers += [strict, strict, strict]
+    for stream in ("true", "false"):
+        code, out, err = await agentbot(tmp_path, "ask", "1+1 twice", env=raw.env(AGENT_STREAM=stream))
+        assert (code, out) == (0, "2 and 2\n"), err[-1500:]
+        whole_step = whole(
+            {"content": None, "tool_calls": [call("calculator", '{"expression": "1+1"}', id=None)]},
+            "tool_calls",
+        )
+        answers[:] = [whole_step, whole_step, whole({"content": "2 and 2"})]
+        raw.answers[:] = [strict, strict, strict]

@@ -179,10 +179,14 @@ class _ToolCallAssembler:
             if fn.get("arguments"):
                 slot["arguments"].append(arguments_text(fn["arguments"]))
 
-    def calls(self) -> list[ToolCall]:
+    def calls(self, turn: int) -> list[ToolCall]:
+        """Whole calls; one without an id gets ``call_<turn>_<n>`` (``turn``: the conversation's length),
+        unique in the conversation: "call_0" on every step was refused by proxies in front of Anthropic."""
         ordered = sorted(self._calls, key=lambda slot: slot["index"])  # stable: arrival order within one
         return [
-            ToolCall(id=slot["id"] or f"call_{n}", name=slot["name"], arguments="".join(slot["arguments"]))
+            ToolCall(
+                id=slot["id"] or f"call_{turn}_{n}", name=slot["name"], arguments="".join(slot["arguments"])
+            )
             for n, slot in enumerate(ordered)
         ]
 
@@ -300,7 +304,7 @@ class OpenAIChatModel(HTTPModel):
             raise self._bad_payload() from e
         calls = [
             ToolCall(
-                id=c.get("id") or f"call_{i}",
+                id=c.get("id") or f"call_{len(messages)}_{i}",
                 name=(c.get("function") or {}).get("name", ""),
                 arguments=arguments_text((c.get("function") or {}).get("arguments")),
             )
@@ -401,7 +405,7 @@ class OpenAIChatModel(HTTPModel):
                 model=self.name,
                 retryable=True,
             )
-        reply = Message("assistant", "".join(text), tool_calls=calls.calls())
+        reply = Message("assistant", "".join(text), tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply),
