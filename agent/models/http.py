@@ -88,7 +88,7 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
     if isinstance(e, httpx.ReadTimeout):
         waited = _read_timeout(e)
         return ModelError(
-            f"{name} at {base_url} sent nothing for {waited} (ReadTimeout): a model still loading, or a "
+            f"{name} at {base_url} timed out: nothing for {waited} (ReadTimeout); a model still loading, or a "
             "long prompt on a slow machine, needs a larger MODEL_TIMEOUT; else check that the server runs",
             provider=provider,
             model=name,
