@@ -269,3 +269,22 @@ async def test_tool_calls_without_ids_get_ids_unique_in_the_conversation(
         )
         answers[:] = [whole_step, whole_step, whole({"content": "2 and 2"})]
         raw.answers[:] = [strict, strict, strict]
+
+
+async def test_a_reasoning_models_think_block_is_not_part_of_the_answer(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # vLLM without --reasoning-parser, llama.cpp with --reasoning-format none and older Ollama leave
+    # DeepSeek-R1 / Qwen3 thinking in the content; R1's template opens <think> in the prompt itself.
+    raw.answers += [
+        sse(
+            chunk({"content": "<think>\nThe user asks for"}),
+            chunk({"content": " a capital.\n</think>\n\nParis."}),
+        ),
+        whole({"content": "Okay, France's capital is Paris.\n</think>\n\nParis."}),
+    ]
+    for stream in ("true", "false"):
+        code, out, err = await agentbot(
+            tmp_path, "ask", "Capital of France?", env=raw.env(AGENT_STREAM=stream)
+        )
+        assert (code, out) == (0, "Paris.\n"), err[-1500:]

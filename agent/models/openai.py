@@ -145,6 +145,19 @@ def content_text(value: Any) -> str:
     return ""
 
 
+def without_thinking(text: str) -> str:
+    """``text`` without a leading ``<think>...</think>`` block: vLLM without a reasoning parser,
+    llama.cpp with ``--reasoning-format none`` and older Ollama leave DeepSeek-R1's or Qwen3's thinking
+    in the content (R1's template opens ``<think>`` in the prompt, so only the closing tag may come).
+    It is not the answer, and sent back it is a waste the model's makers advise against."""
+    if "</think>" not in text:
+        return text
+    head, _, tail = text.partition("</think>")
+    if head.lstrip().startswith("<think>") or "<think>" not in head:
+        return tail.lstrip()
+    return text
+
+
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
     """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
     return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
@@ -310,7 +323,7 @@ class OpenAIChatModel(HTTPModel):
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]
-        reply = Message("assistant", content_text(msg.get("content")), tool_calls=calls)
+        reply = Message("assistant", without_thinking(content_text(msg.get("content"))), tool_calls=calls)
         return ModelResponse(
             message=reply,
             usage=usage_of(data.get("usage"), body, reply),
@@ -405,7 +418,7 @@ class OpenAIChatModel(HTTPModel):
                 model=self.name,
                 retryable=True,
             )
-        reply = Message("assistant", "".join(text), tool_calls=calls.calls(len(messages)))
+        reply = Message("assistant", without_thinking("".join(text)), tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply),
