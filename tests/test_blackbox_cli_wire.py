@@ -288,3 +288,25 @@ async def test_a_reasoning_models_think_block_is_not_part_of_the_answer(
             tmp_path, "ask", "Capital of France?", env=raw.env(AGENT_STREAM=stream)
         )
         assert (code, out) == (0, "Paris.\n"), err[-1500:]
+
+
+async def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # Azure OpenAI before api-version 2024-09 and some proxies refuse the usage request in streams.
+    async def picky(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if "stream_options" in body:
+            message = "Unrecognized request argument supplied: stream_options"
+            return web.json_response(
+                {"error": {"message": message, "type": "invalid_request_error"}}, status=400
+            )
+        return await answers.pop(0)(request, body)
+
+    answers = [
+        sse(chunk({"role": "assistant", "tool_calls": [call("calculator", '{"expression": "2**10"}')]})),
+        said("1024"),
+    ]
+    raw.answers += [picky] * 3
+    code, out, err = await agentbot(tmp_path, "ask", "2**10?", env=raw.env())
+    assert (code, out) == (0, "1024\n"), err[-1500:]
+    assert ["stream_options" in b for b in raw.requests] == [True, False, False]  # remembered for step 2

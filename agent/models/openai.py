@@ -3,7 +3,8 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
-(``stream_options.include_usage``), in the last choice chunk, or not at all (then it is counted locally
+(``stream_options.include_usage``; a server that refuses those is asked without them), in the last
+choice chunk, or not at all (then it is counted locally
 and marked estimated: :mod:`agent.models.tokens`); cached prompt tokens are
 reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
 reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
@@ -236,6 +237,7 @@ class OpenAIChatModel(HTTPModel):
             backoff_max=backoff_max,
         )
         self._warned_temperature = False
+        self._stream_options = True  # False once the server refused them
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
         # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
@@ -269,7 +271,8 @@ class OpenAIChatModel(HTTPModel):
                 body["max_tokens"] = s.max_tokens
         if s.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if self._stream_options:
+                body["stream_options"] = {"include_usage": True}
         body.update(s.extra)
         return body
 
@@ -350,6 +353,22 @@ class OpenAIChatModel(HTTPModel):
             ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
+                    if (
+                        resp.status_code in (400, 422)
+                        and "stream_options" in body
+                        and "stream_options" in resp.text
+                    ):
+                        # Azure before api-version 2024-09 and some proxies refuse the usage request: ask
+                        # again without it at once (usage is then counted locally), and from now on.
+                        self._stream_options = False
+                        body.pop("stream_options")
+                        raise ModelError(
+                            f"{self.name}: the server refused stream_options; asking without them",
+                            provider=self.provider,
+                            model=self.name,
+                            retryable=True,
+                            retry_after=0.01,
+                        )
                     raise self._status_error(resp.status_code, resp.headers, resp.text)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
