@@ -3,6 +3,7 @@ servers: what was pasted, typed or mixed up, and what the command says about it.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord
@@ -127,3 +128,28 @@ async def test_a_provider_prefix_written_with_a_capital_is_still_that_provider(t
     env = {"AGENT_MODEL": "Gemini:gemini-2.5-flash", "MEMORY_ENABLED": "false"}
     code, out, err = await agentbot(tmp_path, "ask", "hi", env=env)
     assert code == 2 and out == "" and "GEMINI_API_KEY is not set" in err, err  # not OPENAI_API_KEY
+
+
+async def test_run_with_a_health_port_in_use_names_health_port_not_discord(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "MEMORY_ENABLED": "false",
+        "HEALTH_PORT": str(port),
+    }
+    try:
+        code, _, err = await agentbot(tmp_path, "run", env=env)
+    finally:
+        taken.close()
+    assert code == 2 and "Traceback" not in err, err[-1500:]
+    line = err.strip().splitlines()[-1]
+    assert "HEALTH_PORT" in line and str(port) in line and "Discord" not in line, line
