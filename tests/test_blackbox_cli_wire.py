@@ -310,3 +310,23 @@ async def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
     code, out, err = await agentbot(tmp_path, "ask", "2**10?", env=raw.env())
     assert (code, out) == (0, "1024\n"), err[-1500:]
     assert ["stream_options" in b for b in raw.requests] == [True, False, False]  # remembered for step 2
+
+
+async def test_an_account_out_of_credit_is_said_at_once_not_retried(raw: RawServer, tmp_path: Path) -> None:
+    # OpenAI answers 429 insufficient_quota (retrying never helps); OpenRouter and DeepSeek answer 402.
+    message = "You exceeded your current quota, please check your plan and billing details."
+    raw.answers += [
+        refuse(
+            429, {"error": {"message": message, "type": "insufficient_quota", "code": "insufficient_quota"}}
+        ),
+        refuse(
+            402, {"error": {"message": "Insufficient credits. Add more using https://x/credits", "code": 402}}
+        ),
+    ]
+    for said_ in (message, "Insufficient credits"):
+        raw.requests.clear()
+        code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env())
+        assert code == 1 and out == "", err[-1500:]
+        assert "retrying" not in err and len(raw.requests) == 1, err  # not 16 s of retries first
+        line = next(x for x in err.splitlines() if x.startswith("error:"))
+        assert said_ in line and "OPENAI_API_KEY" in line, line

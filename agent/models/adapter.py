@@ -191,6 +191,15 @@ class HTTPModel:
                 f"({hint}) and {self.BASE_ENV}. Server said: {detail}",
                 **common,
             )
+        if status == 402 or (status == 429 and body.kind == "insufficient_quota"):
+            # Out of credit (OpenAI's 429 insufficient_quota, OpenRouter's and DeepSeek's 402): retrying
+            # never helps, so it is not retried; another provider's model may still serve (the router).
+            return ModelUnavailableError(
+                f"{self.name}: the account of {self.KEY_ENV} is out of credit or quota at {self.base_url} "
+                f"(HTTP {status}): check its plan and billing. Server said: {detail}",
+                retryable=False,
+                **common,
+            )
         if status in (408, 429) or status >= 500:
             wait = parse_retry_after(headers)
             return ModelError(
