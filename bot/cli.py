@@ -255,6 +255,9 @@ def doctor() -> None:
     the tiers name) and the sandbox. Exits 1 when something needs fixing."""
     from bot.doctor import render, run_doctor
 
+    # The report says each problem once; log lines (one per model a key is missing for) said them
+    # again, on stdout, before it.
+    configure_logging("CRITICAL")
     checks = asyncio.run(run_doctor())
     typer.echo(render(checks))
     failed = [c for c in checks if not c.ok]

@@ -120,3 +120,19 @@ async def test_doctor_checks_the_key_where_the_model_list_is_public(tmp_path: Pa
     assert lines["sk-or-v1-good"].startswith("ok"), lines
     for key in ("sk-or-v1-revoked", ""):
         assert lines[key].startswith("FAIL") and "OPENAI_API_KEY" in lines[key], lines
+
+
+async def test_doctor_prints_its_checks_only_not_log_lines_saying_them_again(tmp_path: Path) -> None:
+    # The shipped tiers with only an OpenAI key: each unconfigured model was a log warning on stdout
+    # before the report that already says "skipped: ANTHROPIC_API_KEY not set".
+    env = {
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "ROUTER_TIERS_FILE": str(Path(__file__).parents[1] / "agent" / "models" / "tiers.toml"),
+        "MEMORY_ENABLED": "false",
+        "ROUTER_CLASSIFIER": "heuristic",
+        "PYTHON_SANDBOX": "off",
+    }
+    _, out, err = await agentbot(tmp_path, "doctor", env=env)
+    assert "router_model_unconfigured" not in out + err, out + err
+    *checks, total = out.strip().splitlines()
+    assert all(x.startswith(("ok   ", "FAIL ")) for x in checks) and total.endswith("to fix"), out
