@@ -330,3 +330,20 @@ async def test_an_account_out_of_credit_is_said_at_once_not_retried(raw: RawServ
         assert "retrying" not in err and len(raw.requests) == 1, err  # not 16 s of retries first
         line = next(x for x in err.splitlines() if x.startswith("error:"))
         assert said_ in line and "OPENAI_API_KEY" in line, line
+
+
+async def test_openrouters_mid_stream_error_is_retried_not_passed_off_as_the_answer(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # OpenRouter's documented mid-stream error: an "error" object beside a choice whose finish_reason
+    # is "error"; the half answer before it was printed as if whole.
+    broken = chunk({"content": ""}, "error") | {
+        "error": {"code": "server_error", "message": "Provider disconnected"}
+    }
+    raw.answers += [
+        sse(chunk({"content": "The three causes were"}), broken),
+        said("The three causes were A, B and C."),
+    ]
+    code, out, err = await agentbot(tmp_path, "ask", "Why?", env=raw.env())
+    assert (code, out) == (0, "The three causes were A, B and C.\n"), err[-1500:]
+    assert "Provider disconnected" in err and "retrying" in err, err

@@ -408,7 +408,11 @@ class OpenAIChatModel(HTTPModel):
                                     model=self.name,
                                     retryable=True,
                                 ) from e
-                            if "error" in data and not data.get("choices"):
+                            # OpenRouter's mid-stream error comes beside a choice whose finish_reason is
+                            # "error": the text before it is not the whole answer.
+                            if data.get("error") and (
+                                not data.get("choices") or data["choices"][0].get("finish_reason") == "error"
+                            ):
                                 err = data["error"]
                                 msg_text = err.get("message") if isinstance(err, dict) else err
                                 raise self._midstream("an error", msg_text, None, True)
