@@ -61,6 +61,8 @@ class EnvSettings(BaseSettings):
             # A trailing newline or space (env files, YAML blocks, copied lines) made every call fail
             # in httpx as "could not be reached"; a line break inside is a mistake to name.
             v = v.strip()
+            if name.endswith("_api_key") and v[:7].lower() == "bearer ":  # pasted as the header shows it
+                v = v[7:].strip()
             if not v.isprintable():
                 raise ValueError("contains a line break or control character; copy it again as one line")
             return v

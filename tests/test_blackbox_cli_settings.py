@@ -18,7 +18,7 @@ async def test_a_key_pasted_with_a_trailing_newline_or_space_still_works(
     # copied terminal lines keep a trailing newline or space, which no HTTP header may carry.
     llm.api_key = "sk-test-key-0001"
     env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "gpt-4o-mini", "MEMORY_ENABLED": "false"}
-    for pasted in ("sk-test-key-0001\n", " sk-test-key-0001 "):
+    for pasted in ("sk-test-key-0001\n", " sk-test-key-0001 ", "Bearer sk-test-key-0001"):
         llm.script(text("pong"))
         code, out, err = await agentbot(tmp_path, "ask", "ping", env=env | {"OPENAI_API_KEY": pasted})
         assert (code, out) == (0, "pong\n"), err[-1500:]
