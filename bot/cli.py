@@ -104,6 +104,8 @@ def ask(
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
+    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
+        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
     settings = _agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each

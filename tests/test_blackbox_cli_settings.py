@@ -153,3 +153,13 @@ async def test_run_with_a_health_port_in_use_names_health_port_not_discord(
     assert code == 2 and "Traceback" not in err, err[-1500:]
     line = err.strip().splitlines()[-1]
     assert "HEALTH_PORT" in line and str(port) in line and "Discord" not in line, line
+
+
+async def test_an_empty_task_is_refused_before_any_paid_call(llm: FakeLLM, tmp_path: Path) -> None:
+    # `agentbot ask "$QUESTION"` with the variable unset sent an empty message and paid for the reply.
+    env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
+    for task in ("", "  \n"):
+        code, out, err = await agentbot(tmp_path, "ask", task, env=env)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "task" in err, err
+    assert llm.requests == []
