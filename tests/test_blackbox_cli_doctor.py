@@ -136,3 +136,42 @@ async def test_doctor_prints_its_checks_only_not_log_lines_saying_them_again(tmp
     assert "router_model_unconfigured" not in out + err, out + err
     *checks, total = out.strip().splitlines()
     assert all(x.startswith(("ok   ", "FAIL ")) for x in checks) and total.endswith("to fix"), out
+
+
+async def _llamacpp_models(request: web.Request) -> web.Response:
+    row = {"id": "/models/Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "object": "model", "owned_by": "llamacpp"}
+    return web.json_response({"object": "list", "data": [row]})
+
+
+async def _any_model_chat(request: web.Request) -> web.Response:
+    body = await request.json()  # llama.cpp's server answers with its one model whatever the name
+    reply = {"role": "assistant", "content": "ok"}
+    return web.json_response(
+        {
+            "choices": [{"index": 0, "message": reply, "finish_reason": "length"}],
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+    )
+
+
+async def test_doctor_accepts_any_name_on_a_server_that_serves_one_model_under_any_name(
+    tmp_path: Path,
+) -> None:
+    # llama.cpp's llama-server lists its GGUF path and answers a call for "llama3.1" (or any name).
+    app = web.Application()
+    app.router.add_get("/v1/models", _llamacpp_models)
+    app.router.add_post("/v1/chat/completions", _any_model_chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    env = {"OPENAI_BASE_URL": url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
+    env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    try:
+        _, out, _ = await agentbot(tmp_path, "doctor", env=env)
+    finally:
+        await runner.cleanup()
+    line = next(x for x in out.splitlines() if "provider openai" in x)
+    assert line.startswith("ok"), line  # not "does not serve llama3.1 (/models/Meta-Llama-...gguf)"
