@@ -6,6 +6,7 @@ importing the routers and tools that later use the values (import-linter keeps t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -20,7 +21,7 @@ def read_setting_file(path: str, setting: str) -> str:
     without the byte-order mark Windows editors write; anything else is a :class:`ConfigError` naming
     the setting (a Latin-1 file was a UnicodeDecodeError traceback, a marked one "invalid JSON")."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(os.path.expanduser(path), encoding="utf-8-sig") as f:  # ~ in .env is not expanded
             return f.read()
     except OSError as e:
         raise ConfigError(f"{setting}={path}: cannot read it ({e.strerror})") from e

@@ -163,3 +163,23 @@ async def test_an_empty_task_is_refused_before_any_paid_call(llm: FakeLLM, tmp_p
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert "task" in err, err
     assert llm.requests == []
+
+
+async def test_price_and_tier_files_given_from_the_home_directory_are_found(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A .env line is not expanded by a shell: PRICES_FILE=~/prices.json was "No such file" (MCP_SERVERS_FILE
+    # already took ~).
+    (tmp_path / "prices.json").write_text('{"models": {"my-llama": {"input": 1000, "output": 2000}}}')
+    (tmp_path / "tiers.toml").write_text('[tiers]\nsimple = ["my-llama"]\n')
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "my-llama",
+        "MEMORY_ENABLED": "false",
+        "PRICES_FILE": "~/prices.json",  # HOME is tmp_path
+        "ROUTER_TIERS_FILE": "~/tiers.toml",
+    }
+    llm.script(text("pong", prompt_tokens=100, completion_tokens=20))
+    code, out, err = await agentbot(tmp_path, "ask", "ping", env=env)
+    assert (code, out) == (0, "pong\n"), err[-1500:]
+    assert "cost $0.1400" in err, err

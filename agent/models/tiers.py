@@ -105,7 +105,7 @@ def load_tiers(path: str | Path | None = None, model: str | None = None) -> Tier
     table = {t: [model.strip()] for t in TIERS} if model else default_tiers()
     if path:
         try:
-            st = os.stat(path)
+            st = os.stat(os.path.expanduser(path))
         except OSError as e:
             raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
         table = merge_tiers(table, _parse_file(str(path), st.st_mtime_ns, st.st_size))
