@@ -347,3 +347,20 @@ async def test_openrouters_mid_stream_error_is_retried_not_passed_off_as_the_ans
     code, out, err = await agentbot(tmp_path, "ask", "Why?", env=raw.env())
     assert (code, out) == (0, "The three causes were A, B and C.\n"), err[-1500:]
     assert "Provider disconnected" in err and "retrying" in err, err
+
+
+async def test_a_rate_limit_for_longer_than_agentbot_waits_is_said_at_once(
+    raw: RawServer, tmp_path: Path
+) -> None:
+    # A daily quota (OpenRouter's free models, Gemini's free tier) asks for hours: four capped 120 s
+    # waits came first, eight minutes before the same error.
+    async def daily(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        error = {"error": {"message": "Rate limit exceeded: free-models-per-day", "code": 429}}
+        return web.json_response(error, status=429, headers={"Retry-After": "36000"})
+
+    raw.answers += [daily, said("never")]
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=raw.env())
+    assert code == 1 and out == "" and "retrying" not in err, err[-1500:]
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "free-models-per-day" in line and "10 h" in line, line
+    assert len(raw.requests) == 1

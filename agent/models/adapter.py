@@ -202,10 +202,20 @@ class HTTPModel:
             )
         if status in (408, 429) or status >= 500:
             wait = parse_retry_after(headers)
+            wait = wait if wait is not None else body.retry_after
+            if wait is not None and wait > self.retry.max_retry_after:
+                # A daily quota asks for hours: waiting the capped 120 s four times only delayed this.
+                return ModelUnavailableError(
+                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {_duration(wait)} "
+                    f"before trying again, longer than agentbot waits: {detail}",
+                    retryable=False,
+                    retry_after=wait,
+                    **common,
+                )
             return ModelError(
                 f"{self.name}: {said} from {self.base_url}: {detail}",
                 retryable=True,
-                retry_after=wait if wait is not None else body.retry_after,
+                retry_after=wait,
                 **common,
             )
         if status == 413 or _CONTEXT_RE.search(detail):
@@ -307,6 +317,13 @@ class HTTPModel:
             status=e.status,
             retryable=True,
         )
+
+
+def _duration(seconds: float) -> str:
+    """``36000`` → "10 h", ``600`` → "10 min"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:
