@@ -153,7 +153,7 @@ async def test_a_200_that_is_not_json_is_one_error_line_not_a_traceback(
         assert code == 1 and out == "", err[-1500:]
         assert "Traceback" not in err and "Error:" not in err, err[-1500:]
         line = next(x for x in err.splitlines() if x.startswith("error:"))
-        assert "not Chat Completions JSON" in line, line
+        assert "not Chat Completions JSON" in line and "1 attempts" not in line, line
 
 
 def error_200(message: str, code: int | None = None) -> Answer:

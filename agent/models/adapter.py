@@ -311,7 +311,8 @@ class HTTPModel:
         if not isinstance(e, ModelError) or not e.retryable:
             return None
         return ModelUnavailableError(
-            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
+            f"{self.name}: still failing after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
+            f"{e.message}",
             provider=self.provider,
             model=self.name,
             status=e.status,
