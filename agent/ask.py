@@ -11,7 +11,7 @@ from agent.events import FinalEvent, RunResult
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
-from agent.models.http import make_client
+from agent.models.http import make_client, timeouts
 from agent.reader import Reader
 from agent.terminal import TerminalRenderer
 from agent.tools.research import ResearchToolSettings
@@ -30,7 +30,7 @@ async def ask(
 ) -> RunResult:
     out = out or sys.stdout
     renderer = TerminalRenderer(err, show_text=show_text)
-    async with make_client() as client:
+    async with make_client(timeouts(settings.model_timeout)) as client:
         m = build_model(model or settings.agent_model, settings, client)
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
         reader = None

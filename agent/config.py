@@ -53,10 +53,19 @@ class EnvSettings(BaseSettings):
             raise ValueError(
                 "must be a full URL starting with http:// or https://, e.g. http://localhost:11434/v1"
             )
-        if SecretStr in typing.get_args(field.annotation) and not v.isascii():
-            # An HTTP header carries ASCII only: a pasted key with a typographic quote or a non-breaking
-            # space otherwise fails deep inside httpx on the first call.
-            raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy it again")
+        if SecretStr in typing.get_args(field.annotation):
+            if not v.isascii():
+                # An HTTP header carries ASCII only: a pasted key with a typographic quote or a
+                # non-breaking space otherwise fails deep inside httpx on the first call.
+                raise ValueError("contains a non-ASCII character (a pasted quote or space?); copy it again")
+            # A trailing newline or space (env files, YAML blocks, copied lines) made every call fail
+            # in httpx as "could not be reached"; a line break inside is a mistake to name.
+            v = v.strip()
+            if name.endswith("_api_key") and v[:7].lower() == "bearer ":  # pasted as the header shows it
+                v = v[7:].strip()
+            if not v.isprintable():
+                raise ValueError("contains a line break or control character; copy it again as one line")
+            return v
         for choice in _literal_choices(field.annotation):  # case and spaces don't matter in a choice
             if isinstance(choice, str) and choice.lower() == v.strip().lower():
                 return choice
@@ -207,6 +216,8 @@ class AgentSettings(ToolEnv, MemoryEnv):
     )
     # --- routing hand-down (issue 19.5): 0 = off ---
     router_hand_down_calls: int = Field(0, ge=0, le=50)
+    # --- qacli: how long a model may send nothing (a CPU-only server reading a long prompt) ---
+    model_timeout: float = Field(120.0, ge=1, le=3600)
     reader_model: str = "auto"
     reader_min_chars: int = Field(4000, ge=500, le=1_000_000)
     reader_max_words: int = Field(350, ge=50, le=4000)

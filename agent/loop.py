@@ -267,7 +267,7 @@ class Agent:
                     async for chunk in chunks:
                         if isinstance(chunk, ModelResponse):
                             reply.response = chunk
-                            bill.charge(self.prices, chunk.model or model.name, chunk.usage)
+                            bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             yield self._chunk_event(run, step, chunk)
                 finally:

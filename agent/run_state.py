@@ -109,8 +109,14 @@ class Bill:
     charged: bool = False
     started: float = field(default_factory=time.monotonic)
 
-    def charge(self, prices: PriceTable, model: str, usage: Usage) -> None:
-        self.model, self.usage, self.cost, self.charged = model, usage, prices.cost(model, usage), True
+    def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
+        """Priced by the name the server reported (a dated snapshot, OpenRouter's actual model), else by
+        ``asked``, the name called: servers report their own name for an alias (vLLM's first
+        --served-model-name, LiteLLM), and a PRICES_FILE entry for the called name read as unknown."""
+        cost = prices.cost(model, usage)
+        if not cost.known and asked and asked != model and (alt := prices.cost(asked, usage)).known:
+            cost = alt
+        self.model, self.usage, self.cost, self.charged = model, usage, cost, True
 
     @property
     def elapsed(self) -> float:

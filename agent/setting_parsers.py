@@ -6,6 +6,7 @@ importing the routers and tools that later use the values (import-linter keeps t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -13,6 +14,22 @@ from typing import Literal, cast
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the key and what it accepts."""
+
+
+def read_setting_file(path: str, setting: str) -> str:
+    """The text of a file a setting names (``PRICES_FILE``, ``ROUTER_TIERS_FILE``): UTF-8, with or
+    without the byte-order mark Windows editors write; anything else is a :class:`ConfigError` naming
+    the setting (a Latin-1 file was a UnicodeDecodeError traceback, a marked one "invalid JSON")."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8-sig") as f:  # ~ in .env is not expanded
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{setting}={path}: cannot read it ({e.strerror})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{setting}={path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+            "save it as UTF-8"
+        ) from None
 
 
 Tier = Literal["simple", "medium", "complex"]

@@ -143,7 +143,7 @@ class ToolStep:
                 )
                 if notes is not None:
                     r = notes.response
-                    bill.charge(self.prices, r.model or reader.name, r.usage)
+                    bill.charge(self.prices, r.model or reader.name, r.usage, reader.name)
         except BudgetExceeded:
             return outcome
         except ModelError as e:

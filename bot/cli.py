@@ -76,15 +76,11 @@ def _agent_settings() -> AgentSettings:
 
 
 def _require_key(settings: AgentSettings, spec: str) -> None:
-    """Fail at once, naming OPENAI_API_KEY, rather than letting api.openai.com refuse after retries."""
-    from agent.models.factory import split_spec
+    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries."""
+    from agent.models.factory import missing_key
 
-    key = settings.openai_api_key.get_secret_value().strip() if settings.openai_api_key else ""
-    if split_spec(spec)[0] == "openai" and "api.openai.com" in settings.openai_base_url and not key:
-        _fail(
-            "OPENAI_API_KEY is not set: put your key in .env, or point OPENAI_BASE_URL at an "
-            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and set AGENT_MODEL"
-        )
+    if (problem := missing_key(settings, spec)) is not None:
+        _fail(problem)
 
 
 @app.command(epilog=EXIT_CODES)
@@ -108,6 +104,8 @@ def ask(
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
+    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
+        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
     settings = _agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
@@ -246,6 +244,9 @@ def doctor() -> None:
     the tiers name) and the sandbox. Exits 1 when something needs fixing."""
     from bot.doctor import render, run_doctor
 
+    # The report says each problem once; log lines (one per model a key is missing for) said them
+    # again, on stdout, before it.
+    configure_logging("CRITICAL")
     checks = asyncio.run(run_doctor())
     typer.echo(render(checks))
     failed = [c for c in checks if not c.ok]

@@ -65,6 +65,14 @@ class BotSettings(QuotaEnv):
     # --- op-cli: start-up and stopping (issue 16.3)
     connect_attempts: int = Field(10, alias="DISCORD_CONNECT_ATTEMPTS", ge=0, le=10_000)
 
+    @field_validator("discord_token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        # Pasted as the header shows it ("Bot MTE..."): Discord then saw "Bot Bot MTE..." and refused it.
+        if v is not None and v.get_secret_value()[:4].lower() == "bot ":
+            return SecretStr(v.get_secret_value()[4:].strip())
+        return v
+
     @field_validator("thread_archive_minutes")
     @classmethod
     def _archive(cls, v: int) -> int:

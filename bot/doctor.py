@@ -6,6 +6,7 @@ Each check is independent and never raises: a broken database must not hide a ba
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ async def _memory(s: AgentSettings, bs: BotSettings) -> str:
         await mem.close()
 
 
+_DATED = re.compile(r"-\d{8}$")
+
 _LISTINGS = {  # provider: the path that lists its models, and how the key is sent
     "openai": ("/models", lambda key: {"Authorization": f"Bearer {key}"} if key else {}),
     "anthropic": (
@@ -97,7 +100,10 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
     secret = getattr(s, f"{provider}_api_key")
     key = secret.get_secret_value() if secret else None
     path, headers = _LISTINGS[provider]
-    return key, getattr(s, f"{provider}_base_url").rstrip("/") + path, headers(key)
+    base = getattr(s, f"{provider}_base_url").rstrip("/")
+    if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
+        base = base.removesuffix("/v1")
+    return key, base + path, headers(key)
 
 
 async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:
@@ -120,6 +126,25 @@ async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: l
     return served
 
 
+async def _key_accepted(
+    s: AgentSettings, client: httpx.AsyncClient, models: str, headers: dict[str, str], name: str
+) -> None:
+    """Where GET /models is public (OpenRouter), the list passed a wrong or missing key. A chat call
+    without messages costs nothing (refused before any model runs) and servers check the key first."""
+    try:
+        r = await client.post(
+            models.removesuffix("/models") + "/chat/completions", headers=headers, json={"model": name}
+        )
+    except httpx.HTTPError:
+        return  # the list answered; a flaky second request proves nothing about the key
+    if r.status_code in (401, 403):
+        said = "is not set" if "Authorization" not in headers else f"was rejected (HTTP {r.status_code})"
+        raise ConfigError(
+            f"{s.openai_base_url} lists its models to anyone, but OPENAI_API_KEY {said} for chat: "
+            "check OPENAI_API_KEY"
+        )
+
+
 async def _provider(
     provider: str, specs: dict[str, list[str]], s: AgentSettings, client: httpx.AsyncClient
 ) -> str:
@@ -128,6 +153,10 @@ async def _provider(
     key, url, headers = _listing(provider, s)
     name = provider.upper()
     if provider != "openai" and not key:
+        if any("AGENT_MODEL" in tiers for tiers in specs.values()):  # nothing else would run
+            raise ConfigError(
+                f"{name}_API_KEY is not set, and AGENT_MODEL is one of its models: set it in .env"
+            )
         return f"skipped: {name}_API_KEY not set (its models are left out of the tiers)"
     register_secret(key)
     try:
@@ -139,6 +168,8 @@ async def _provider(
     if r.status_code in (401, 403):
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
+    if provider == "openai" and r.status_code < 400:
+        await _key_accepted(s, client, url, headers, next(iter(names)))
     if provider == "openai" and r.status_code in (404, 405):
         served = await _served_by_probe(s, client, list(names))
     elif r.status_code >= 400:
@@ -150,8 +181,13 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
-    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag.
-    known = served | {m.removesuffix(":latest") for m in served}
+    # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag;
+    # Anthropic lists dated ids only (claude-sonnet-4-5-20250929) and serves the alias without the date.
+    known = served | {m.removesuffix(":latest") for m in served} | {_DATED.sub("", m) for m in served}
+    if provider == "openai" and r.status_code < 400 and (unlisted := [n for n in names if n not in known]):
+        # llama.cpp's server lists its GGUF path and answers any name: a one-token call decides (only a
+        # 404 means "not served"), as for servers without a list.
+        known |= await _served_by_probe(s, client, unlisted)
     missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(

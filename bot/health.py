@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agent.config import ConfigError
+
 if TYPE_CHECKING:
     from bot.runner import SessionRunner
     from bot.services import Services
@@ -45,5 +47,12 @@ async def start_health_server(
     app.router.add_get("/healthz", handler)
     site_runner = web.AppRunner(app, access_log=None)
     await site_runner.setup()
-    await web.TCPSite(site_runner, host, port).start()
+    try:
+        await web.TCPSite(site_runner, host, port).start()
+    except OSError as e:  # was "could not reach Discord (OSError ...): check the network"
+        await site_runner.cleanup()
+        raise ConfigError(
+            f"HEALTH_PORT={port}: cannot listen on {host}:{port} ({e.strerror or e}): another process "
+            "uses it; choose a free port, or leave HEALTH_PORT empty"
+        ) from None
     return site_runner

@@ -16,7 +16,7 @@ import structlog
 
 from agent.config import AgentSettings, ConfigError
 from agent.models.factory import build_reader, build_router, reader_enabled
-from agent.models.http import make_client
+from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
 from agent.models.tiers import load_tiers
@@ -102,7 +102,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             extra=mcp_tools,
         )
         limit_mcp_tools(tools, mcp_tools)
-        http = make_client()
+        http = make_client(timeouts(agent_settings.model_timeout))
         router = build_router(agent_settings, http)
         tiers = load_tiers(agent_settings.router_tiers_file, agent_settings.agent_model)
         defaults = SettingsDefaults(
@@ -168,10 +168,9 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
 
 
 def check_model_configured(agent_settings: AgentSettings) -> None:
-    """Refuse to start with no usable model, naming what to set."""
-    hosted = "api.openai.com" in agent_settings.openai_base_url
-    if hosted and not agent_settings.openai_api_key:
-        raise ConfigError(
-            "no model is configured: set OPENAI_API_KEY (and AGENT_MODEL), or point OPENAI_BASE_URL at an "
-            "OpenAI-compatible server such as Ollama (http://localhost:11434/v1)"
-        )
+    """Refuse to start when ``AGENT_MODEL`` cannot be called for want of its provider's key, naming it
+    (an Anthropic- or Gemini-only set-up needs no OpenAI key)."""
+    from agent.models.factory import missing_key
+
+    if (problem := missing_key(agent_settings, agent_settings.agent_model)) is not None:
+        raise ConfigError(problem)

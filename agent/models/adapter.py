@@ -61,10 +61,15 @@ def error_body(text: str) -> ErrorBody:
     try:
         data = json.loads(text)
     except ValueError:
-        return ErrorBody(text.strip()[:300] or "(no details)")
+        return ErrorBody(_page_text(text)[:300] or "(no details)")
     if isinstance(data, list) and data:
         data = data[0]
     err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict) and isinstance(data, dict) and not isinstance(err, str):
+        # vLLM's errors are top-level ({"object": "error", "message", "type"}); FastAPI's {"detail"}.
+        said = data.get("message") or data.get("detail")
+        if isinstance(said, str):
+            return ErrorBody(said[:300], str(data.get("type") or ""))
     if not isinstance(err, dict):
         return ErrorBody((err if isinstance(err, str) else str(data))[:300])
     body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or err.get("status") or ""))
@@ -79,6 +84,19 @@ def error_body(text: str) -> ErrorBody:
                 body.retry_after = max(0.0, float(delay[:-1]))
     body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
     return body
+
+
+_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_MARKUP_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", re.I | re.S)
+
+
+def _page_text(text: str) -> str:
+    """A proxy's HTML error page (nginx, Cloudflare) in words: its title, else its text without tags;
+    the first 300 characters of markup were all an operator saw."""
+    if "<" not in text[:200]:
+        return text.strip()
+    title = _TITLE_RE.search(text)
+    return " ".join((title.group(1) if title else _MARKUP_RE.sub(" ", text)).split())
 
 
 class HTTPModel:
@@ -173,12 +191,31 @@ class HTTPModel:
                 f"({hint}) and {self.BASE_ENV}. Server said: {detail}",
                 **common,
             )
+        if status == 402 or (status == 429 and body.kind == "insufficient_quota"):
+            # Out of credit (OpenAI's 429 insufficient_quota, OpenRouter's and DeepSeek's 402): retrying
+            # never helps, so it is not retried; another provider's model may still serve (the router).
+            return ModelUnavailableError(
+                f"{self.name}: the account of {self.KEY_ENV} is out of credit or quota at {self.base_url} "
+                f"(HTTP {status}): check its plan and billing. Server said: {detail}",
+                retryable=False,
+                **common,
+            )
         if status in (408, 429) or status >= 500:
             wait = parse_retry_after(headers)
+            wait = wait if wait is not None else body.retry_after
+            if wait is not None and wait > self.retry.max_retry_after:
+                # A daily quota asks for hours: waiting the capped 120 s four times only delayed this.
+                return ModelUnavailableError(
+                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {_duration(wait)} "
+                    f"before trying again, longer than agentbot waits: {detail}",
+                    retryable=False,
+                    retry_after=wait,
+                    **common,
+                )
             return ModelError(
                 f"{self.name}: {said} from {self.base_url}: {detail}",
                 retryable=True,
-                retry_after=wait if wait is not None else body.retry_after,
+                retry_after=wait,
                 **common,
             )
         if status == 413 or _CONTEXT_RE.search(detail):
@@ -274,12 +311,20 @@ class HTTPModel:
         if not isinstance(e, ModelError) or not e.retryable:
             return None
         return ModelUnavailableError(
-            f"{self.name}: still failing after {self.max_attempts} attempts: {e.message}",
+            f"{self.name}: still failing after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
+            f"{e.message}",
             provider=self.provider,
             model=self.name,
             status=e.status,
             retryable=True,
         )
+
+
+def _duration(seconds: float) -> str:
+    """``36000`` → "10 h", ``600`` → "10 min"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:

@@ -38,9 +38,36 @@ def split_spec(spec: str) -> tuple[str, str]:
     spec = spec.strip()
     if ":" in spec:
         prefix, _, name = spec.partition(":")
-        if prefix in WIRES:
-            return prefix, name
+        if prefix.lower() in WIRES:  # "Gemini:gemini-2.5-flash" went to OPENAI_BASE_URL
+            return prefix.lower(), name
     return "openai", spec
+
+
+def missing_key(settings: AgentSettings, spec: str) -> str | None:
+    """Why ``spec`` cannot be called for want of a key, said before any call, else None: its provider's
+    key is unset, or a bare name would go to OpenAI's own endpoint without ``OPENAI_API_KEY`` (a Claude
+    or Gemini name written without its prefix is pointed out when that provider's key is set)."""
+    prefix, name = split_spec(spec)
+    provider = WIRES[prefix][1]
+    secret = getattr(settings, f"{provider}_api_key")
+    if secret is not None and secret.get_secret_value().strip():
+        return None
+    if provider != "openai":
+        env = f"{provider.upper()}_API_KEY"
+        return f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env"
+    if "api.openai.com" not in settings.openai_base_url:
+        return None  # a local server may take no key
+    for start, other in (("claude", "anthropic"), ("gemini", "gemini")):
+        if name.lower().startswith(start) and getattr(settings, f"{other}_api_key") is not None:
+            return (
+                f"model '{name}' has no provider prefix, so it would be called at OPENAI_BASE_URL "
+                f"({settings.openai_base_url}), where OPENAI_API_KEY is not set: write {other}:{name} "
+                f"(e.g. AGENT_MODEL={other}:{name}) to use {other.upper()}_API_KEY"
+            )
+    return (
+        "OPENAI_API_KEY is not set: put your key in .env, or point OPENAI_BASE_URL at an "
+        "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and set AGENT_MODEL"
+    )
 
 
 def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:

@@ -14,7 +14,13 @@ import httpx
 
 from agent.models.base import ModelError
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=60.0)
+
+def timeouts(read: float = 120.0) -> httpx.Timeout:
+    """The client's timeouts; ``read`` (``MODEL_TIMEOUT``) is how long a model may send nothing."""
+    return httpx.Timeout(connect=10.0, read=read, write=30.0, pool=60.0)
+
+
+DEFAULT_TIMEOUT = timeouts()
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -79,6 +85,15 @@ def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.Async
 
 def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:
     """A timeout or connection failure, said plainly, and retryable."""
+    if isinstance(e, httpx.ReadTimeout):
+        waited = _read_timeout(e)
+        return ModelError(
+            f"{name} at {base_url} timed out: nothing for {waited} (ReadTimeout); a model still loading, or a "
+            "long prompt on a slow machine, needs a larger MODEL_TIMEOUT; else check that the server runs",
+            provider=provider,
+            model=name,
+            retryable=True,
+        )
     if isinstance(e, httpx.TimeoutException):
         kind = "timed out"
     elif isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):  # connected, then cut mid-answer
@@ -94,3 +109,10 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         model=name,
         retryable=True,
     )
+
+
+def _read_timeout(e: httpx.ReadTimeout) -> str:
+    try:
+        return f"{e.request.extensions['timeout']['read']:g} s"
+    except (RuntimeError, KeyError, TypeError, ValueError):
+        return "the read timeout"

@@ -3,7 +3,8 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
-(``stream_options.include_usage``), in the last choice chunk, or not at all (then it is counted locally
+(``stream_options.include_usage``; a server that refuses those is asked without them), in the last
+choice chunk, or not at all (then it is counted locally
 and marked estimated: :mod:`agent.models.tokens`); cached prompt tokens are
 reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
 reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
@@ -23,7 +24,7 @@ from httpx_sse import EventSource
 
 from agent.events import Usage
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel
+from agent.models.adapter import HTTPModel, error_body
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -122,44 +123,86 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value >= 0 else count(value)
 
 
+def arguments_text(value: Any) -> str:
+    """A tool call's ``arguments`` as the JSON text OpenAI sends: some servers and proxies send the
+    object itself, which joined or parsed as text ended the run in a TypeError."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return _encode(value)
+
+
+def content_text(value: Any) -> str:
+    """A message's ``content`` as text: a string, or the ``text`` parts of a list of typed parts
+    (Mistral's reasoning models send ``[{"type": "thinking", ...}, {"type": "text", "text": ...}]``),
+    whose thinking is not part of the answer. A list was an AttributeError traceback."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            p["text"]
+            for p in value
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def without_thinking(text: str) -> str:
+    """``text`` without a leading ``<think>...</think>`` block: vLLM without a reasoning parser,
+    llama.cpp with ``--reasoning-format none`` and older Ollama leave DeepSeek-R1's or Qwen3's thinking
+    in the content (R1's template opens ``<think>`` in the prompt, so only the closing tag may come).
+    It is not the answer, and sent back it is a waste the model's makers advise against."""
+    if "</think>" not in text:
+        return text
+    head, _, tail = text.partition("</think>")
+    if head.lstrip().startswith("<think>") or "<think>" not in head:
+        return tail.lstrip()
+    return text
+
+
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
     """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
     return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
 
 
 class _ToolCallAssembler:
-    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order."""
+    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order.
+
+    A fragment with a new id at an index already in use starts a new call: some servers stream each of
+    several parallel calls whole at index 0 (or with no index), which were joined into one call."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, Any]] = {}
+        self._calls: list[dict[str, Any]] = []
+        self._at: dict[int, dict[str, Any]] = {}  # index -> the call it is filling
 
     def add(self, fragments: list[dict[str, Any]]) -> None:
-        calls = self._calls
+        at = self._at
         for pos, frag in enumerate(fragments):
             idx = frag.get("index", pos)
-            slot = calls.get(idx)
-            if slot is None:  # not setdefault: that built a new slot for every fragment
-                slot = calls[idx] = {"id": "", "name": "", "arguments": []}
-            if frag.get("id"):
-                slot["id"] = frag["id"]
+            slot = at.get(idx)
+            fid = frag.get("id")
+            if slot is None or (fid and slot["id"] and fid != slot["id"]):
+                slot = at[idx] = {"id": "", "name": "", "arguments": [], "index": idx}
+                self._calls.append(slot)
+            if fid:
+                slot["id"] = fid
             fn = frag.get("function") or {}
             name = fn.get("name")
             if name and name != slot["name"]:
                 # Most servers send the name once; some repeat it whole in every fragment.
                 slot["name"] += name
             if fn.get("arguments"):
-                slot["arguments"].append(fn["arguments"])
+                slot["arguments"].append(arguments_text(fn["arguments"]))
 
-    def calls(self) -> list[ToolCall]:
-        out = []
-        for idx in sorted(self._calls):
-            slot = self._calls[idx]
-            out.append(
-                ToolCall(
-                    id=slot["id"] or f"call_{idx}", name=slot["name"], arguments="".join(slot["arguments"])
-                )
+    def calls(self, turn: int) -> list[ToolCall]:
+        """Whole calls; one without an id gets ``call_<turn>_<n>`` (``turn``: the conversation's length),
+        unique in the conversation: "call_0" on every step was refused by proxies in front of Anthropic."""
+        ordered = sorted(self._calls, key=lambda slot: slot["index"])  # stable: arrival order within one
+        return [
+            ToolCall(
+                id=slot["id"] or f"call_{turn}_{n}", name=slot["name"], arguments="".join(slot["arguments"])
             )
-        return out
+            for n, slot in enumerate(ordered)
+        ]
 
 
 class OpenAIChatModel(HTTPModel):
@@ -194,6 +237,7 @@ class OpenAIChatModel(HTTPModel):
             backoff_max=backoff_max,
         )
         self._warned_temperature = False
+        self._stream_options = True  # False once the server refused them
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
         # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
@@ -227,12 +271,30 @@ class OpenAIChatModel(HTTPModel):
                 body["max_tokens"] = s.max_tokens
         if s.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if self._stream_options:
+                body["stream_options"] = {"include_usage": True}
         body.update(s.extra)
         return body
 
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"messages": messages}
+
+    def _error_with_200(self, data: Any, resp: httpx.Response) -> ModelError | None:
+        """OpenRouter and some proxies answer HTTP 200 with ``{"error": {"code", "message"}}`` and no
+        choices: read as an empty answer, it hid the server's message and was asked again. Its ``code``
+        (an HTTP status) decides as a real status would; without one it is retryable."""
+        if not isinstance(data, dict) or data.get("choices") or "error" not in data:
+            return None
+        err = data["error"]
+        code = err.get("code") if isinstance(err, dict) else None
+        if isinstance(code, int) and 400 <= code < 600:
+            return self._status_error(code, resp.headers, resp.text)
+        return ModelError(
+            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {self._mask(error_body(resp.text).message)}",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+        )
 
     async def _complete_once(
         self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
@@ -250,19 +312,21 @@ class OpenAIChatModel(HTTPModel):
             raise self._status_error(resp.status_code, resp.headers, resp.text)
         try:
             data = resp.json()
+            if (refused := self._error_with_200(data, resp)) is not None:
+                raise refused
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
         except (ValueError, AttributeError, IndexError) as e:
             raise self._bad_payload() from e
         calls = [
             ToolCall(
-                id=c.get("id") or f"call_{i}",
+                id=c.get("id") or f"call_{len(messages)}_{i}",
                 name=(c.get("function") or {}).get("name", ""),
-                arguments=(c.get("function") or {}).get("arguments") or "",
+                arguments=arguments_text((c.get("function") or {}).get("arguments")),
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]
-        reply = Message("assistant", msg.get("content") or "", tool_calls=calls)
+        reply = Message("assistant", without_thinking(content_text(msg.get("content"))), tool_calls=calls)
         return ModelResponse(
             message=reply,
             usage=usage_of(data.get("usage"), body, reply),
@@ -289,16 +353,38 @@ class OpenAIChatModel(HTTPModel):
             ) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
+                    if (
+                        resp.status_code in (400, 422)
+                        and "stream_options" in body
+                        and "stream_options" in resp.text
+                    ):
+                        # Azure before api-version 2024-09 and some proxies refuse the usage request: ask
+                        # again without it at once (usage is then counted locally), and from now on.
+                        self._stream_options = False
+                        body.pop("stream_options")
+                        raise ModelError(
+                            f"{self.name}: the server refused stream_options; asking without them",
+                            provider=self.provider,
+                            model=self.name,
+                            retryable=True,
+                            retry_after=0.01,
+                        )
                     raise self._status_error(resp.status_code, resp.headers, resp.text)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.
                     await resp.aread()
-                    data = json.loads(resp.text)
-                    msg = ((data.get("choices") or [{}])[0]).get("message") or {}
-                    if msg.get("content"):
-                        yield TextChunk(msg["content"])
-                    text.append(msg.get("content") or "")
+                    try:  # a proxy's HTML page, or JSON that is not an object, was a traceback
+                        data = json.loads(resp.text)
+                        if (refused := self._error_with_200(data, resp)) is not None:
+                            raise refused
+                        msg = ((data.get("choices") or [{}])[0]).get("message") or {}
+                    except (ValueError, AttributeError, IndexError) as e:
+                        raise self._bad_payload() from e
+                    whole = content_text(msg.get("content"))
+                    if whole:
+                        yield TextChunk(whole)
+                    text.append(whole)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
                     usage_raw = data.get("usage")
                     done = True
@@ -322,7 +408,11 @@ class OpenAIChatModel(HTTPModel):
                                     model=self.name,
                                     retryable=True,
                                 ) from e
-                            if "error" in data and not data.get("choices"):
+                            # OpenRouter's mid-stream error comes beside a choice whose finish_reason is
+                            # "error": the text before it is not the whole answer.
+                            if data.get("error") and (
+                                not data.get("choices") or data["choices"][0].get("finish_reason") == "error"
+                            ):
                                 err = data["error"]
                                 msg_text = err.get("message") if isinstance(err, dict) else err
                                 raise self._midstream("an error", msg_text, None, True)
@@ -332,6 +422,8 @@ class OpenAIChatModel(HTTPModel):
                             for choice in data.get("choices") or ():
                                 delta = choice.get("delta") or {}
                                 piece = delta.get("content")
+                                if piece and type(piece) is not str:
+                                    piece = content_text(piece)
                                 if piece:
                                     text.append(piece)
                                     yield TextChunk(piece)
@@ -349,7 +441,7 @@ class OpenAIChatModel(HTTPModel):
                 model=self.name,
                 retryable=True,
             )
-        reply = Message("assistant", "".join(text), tool_calls=calls.calls())
+        reply = Message("assistant", without_thinking("".join(text)), tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply),

@@ -26,11 +26,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from agent.events import Cost, Usage
 from agent.models.price_rates import REPORTED, package_usd, rates_of
+from agent.setting_parsers import read_setting_file
 
 _DATE_SUFFIX = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|-\d{3}|-latest|-preview(-[\w-]+)?)$")
 _PROVIDER_PREFIX = re.compile(r"^(openai|anthropic|google|gemini|groq|deepseek|openrouter)[/:]")
@@ -204,7 +204,11 @@ class PriceTable:
         attempts: list[tuple[str | None, str | None]] = []
         if provider in _GENAI_PROVIDER:
             attempts.append((_GENAI_PROVIDER[provider], None))
-        attempts.append((None, None))
+        if ":" not in name or name.startswith("ft:"):
+            # A tagged name (Ollama's deepseek-r1:7b) is a model on the operator's own server: the
+            # package's hosted-API patterns priced it as DeepSeek's API. Only the host serving it
+            # (OpenRouter's :free names) may price it; OpenAI's fine-tunes (ft:...) are hosted.
+            attempts.append((None, None))
         if self._endpoint:
             attempts.append((None, self._endpoint))
         for provider_id, url in attempts:
@@ -304,11 +308,7 @@ def _priced(mp: Any, counts: dict[str, int], requests: int) -> float:
 def _load(override: str | None, endpoint: str | None) -> PriceTable:
     table = PriceTable(endpoint=endpoint)
     if override:
-        path = Path(override)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise ValueError(f"PRICES_FILE={override}: cannot read it ({e.strerror})") from e
+        text = read_setting_file(override, "PRICES_FILE")  # a ConfigError, so a ValueError
         table = table.merged(PriceTable.from_json(text, f"PRICES_FILE={override}"))
     return table
 

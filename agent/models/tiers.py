@@ -26,6 +26,7 @@ from agent.setting_parsers import (  # noqa: F401 - re-exported: the tier names 
     parse_research_tiers,
     parse_step_limits,
     parse_tier,
+    read_setting_file,
     tier_index,
 )
 
@@ -104,7 +105,7 @@ def load_tiers(path: str | Path | None = None, model: str | None = None) -> Tier
     table = {t: [model.strip()] for t in TIERS} if model else default_tiers()
     if path:
         try:
-            st = os.stat(path)
+            st = os.stat(os.path.expanduser(path))
         except OSError as e:
             raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
         table = merge_tiers(table, _parse_file(str(path), st.st_mtime_ns, st.st_size))
@@ -114,8 +115,5 @@ def load_tiers(path: str | Path | None = None, model: str | None = None) -> Tier
 @lru_cache(maxsize=8)
 def _parse_file(path: str, mtime_ns: int, size: int) -> TierTable:
     """``ROUTER_TIERS_FILE`` parsed, by path and the version on disk (``mtime_ns``, ``size``)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"ROUTER_TIERS_FILE={path}: cannot read it ({e.strerror})") from e
+    text = read_setting_file(path, "ROUTER_TIERS_FILE")
     return _parse_toml(text, f"ROUTER_TIERS_FILE={path}")
