@@ -156,10 +156,10 @@ def test_attachments_vision_rules(provider: str, model: str, extra: tuple[str, .
 
 def test_attachments_images_reach_each_wire_format() -> None:
     from agent.messages import ImagePart, Message
-    from agent.models import anthropic, gemini, openai
+    from agent.models import anthropic, gemini, openai_wire
 
     msg = Message("user", "What is in this chart?", images=[ImagePart("image/png", "QUJD", "c.png")])
-    assert openai.to_wire_messages([msg])[0]["content"][1] == {
+    assert openai_wire.to_wire_messages([msg])[0]["content"][1] == {
         "type": "image_url",
         "image_url": {"url": "data:image/png;base64,QUJD"},
     }

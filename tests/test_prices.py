@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import Usage
-from agent.models import anthropic, gemini, openai
+from agent.models import anthropic, gemini, openai_wire
 from agent.models.factory import split_spec
 from agent.models.prices import PriceTable
 from agent.models.tiers import load_tiers
@@ -144,7 +144,7 @@ def priced(model: str, usage: Usage | None) -> float:
 
 @pytest.mark.parametrize(("model", "raw", "usd"), OPENAI)
 def test_openai_usage_priced_to_the_cent(model: str, raw: dict[str, Any], usd: float) -> None:
-    got = priced(model, openai.parse_usage(raw))
+    got = priced(model, openai_wire.parse_usage(raw))
     assert round(got, 2) == round(usd, 2) and got == pytest.approx(usd, rel=1e-9)
 
 
@@ -172,12 +172,14 @@ def test_gemini_usage_with_thoughts_and_tiers_priced_to_the_cent(
 
 def test_servers_that_report_nothing_give_no_usage_rather_than_zero() -> None:
     # None tells the adapter to count locally; a usage of zeros would let the call pass quotas for free.
-    assert openai.parse_usage(None) is None
-    assert openai.parse_usage({"prompt_tokens": 0, "completion_tokens": 0}) is None
+    assert openai_wire.parse_usage(None) is None
+    assert openai_wire.parse_usage({"prompt_tokens": 0, "completion_tokens": 0}) is None
     assert anthropic.parse_usage({}) is None
     assert gemini.parse_usage({"totalTokenCount": 0}) is None
     # Nonsense counts from a server become 0 instead of failing the run.
-    u = openai.parse_usage({"prompt_tokens": "12k", "completion_tokens": 5, "prompt_tokens_details": None})
+    u = openai_wire.parse_usage(
+        {"prompt_tokens": "12k", "completion_tokens": 5, "prompt_tokens_details": None}
+    )
     assert u is not None and (u.prompt_tokens, u.completion_tokens) == (0, 5)
     # Python's json reads Infinity and NaN: a proxy that sends them must not crash the run.
     u = gemini.parse_usage(

@@ -1,0 +1,184 @@
+"""The OpenAI Chat Completions wire format: messages and tools as the API takes them, usage as servers
+report it, and the odd but legal shapes real servers send (arguments as objects, content as parts,
+``<think>`` blocks, parallel calls streamed at one index).
+
+Why apart from the adapter (``openai.py``): these are pure functions of JSON, tested on their own, and
+the adapter is the HTTP conversation around them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agent.events import Usage
+from agent.messages import Message, ToolCall
+from agent.models.base import ModelSettings
+from agent.models.tokens import count, estimated_usage
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+"""The JSON httpx's ``json=`` writes (the same options, so the same text), with the encoder made once:
+httpx makes a new one for every request."""
+
+
+class _Wire:
+    """One message in this wire format, as a dict (for local token counts) and as its JSON text."""
+
+    __slots__ = ("data", "text")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data, self.text = data, _encode(data)
+
+
+def _wire(m: Message) -> _Wire:
+    """``m``'s wire form, made on its first call and kept on the message (:attr:`Message.wire`): every
+    call sends the whole conversation, and converting and encoding all of it again on every step was
+    the part of the engine's overhead that grows with the history."""
+    w = m.wire
+    if type(w) is _Wire:
+        return w
+    role = m.role
+    d: dict[str, Any] = {"role": role, "content": m.content or ""}
+    if role == "tool":
+        d["tool_call_id"] = m.tool_call_id or ""
+        if m.name:
+            d["name"] = m.name
+    elif role == "assistant":
+        if m.tool_calls:
+            d["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                }
+                for c in m.tool_calls
+            ]
+    elif role == "user" and m.images:
+        d["content"] = [
+            {"type": "text", "text": m.content or ""},
+            *(
+                {"type": "image_url", "image_url": {"url": f"data:{i.media_type};base64,{i.data}"}}
+                for i in m.images
+            ),
+        ]
+    w = m.wire = _Wire(d)
+    return w
+
+
+def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    return [_wire(m).data for m in messages]
+
+
+def encode_body(body: dict[str, Any], messages: Sequence[Message], s: ModelSettings) -> bytes:
+    """``body`` as JSON with ``messages`` spliced in from each message's cached text: the same JSON as
+    encoding the whole body (``messages`` goes last). ``messages`` set through ``s.extra`` is sent as is."""
+    if "messages" in s.extra:
+        return _encode(body).encode()
+    rest = _encode({k: v for k, v in body.items() if k != "messages"})
+    head = rest[:-1] + "," if len(rest) > 2 else "{"
+    return (head + '"messages":[' + ",".join([_wire(m).text for m in messages]) + "]}").encode()
+
+
+def to_wire_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": t} for t in tools]
+
+
+def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
+    """The server's usage, or None if it reported none (no object, or nothing but zeros)."""
+    if not isinstance(raw, dict):
+        return None
+    prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
+    if not prompt and not completion:
+        return None
+    details, out_details = raw.get("prompt_tokens_details"), raw.get("completion_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    reasoning = _count(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(prompt, completion, cached or _count(raw.get("prompt_cache_hit_tokens")), 1, reasoning)
+
+
+def _count(value: Any) -> int:
+    # Servers send plain non-negative ints: those skip count()'s checks (it runs ~5 times per call).
+    return value if type(value) is int and value >= 0 else count(value)
+
+
+def arguments_text(value: Any) -> str:
+    """A tool call's ``arguments`` as the JSON text OpenAI sends: some servers and proxies send the
+    object itself, which joined or parsed as text ended the run in a TypeError."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return _encode(value)
+
+
+def content_text(value: Any) -> str:
+    """A message's ``content`` as text: a string, or the ``text`` parts of a list of typed parts
+    (Mistral's reasoning models send ``[{"type": "thinking", ...}, {"type": "text", "text": ...}]``),
+    whose thinking is not part of the answer. A list was an AttributeError traceback."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            p["text"]
+            for p in value
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def without_thinking(text: str) -> str:
+    """``text`` without a leading ``<think>...</think>`` block: vLLM without a reasoning parser,
+    llama.cpp with ``--reasoning-format none`` and older Ollama leave DeepSeek-R1's or Qwen3's thinking
+    in the content (R1's template opens ``<think>`` in the prompt, so only the closing tag may come).
+    It is not the answer, and sent back it is a waste the model's makers advise against."""
+    if "</think>" not in text:
+        return text
+    head, _, tail = text.partition("</think>")
+    if head.lstrip().startswith("<think>") or "<think>" not in head:
+        return tail.lstrip()
+    return text
+
+
+def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
+    """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
+    return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
+
+
+class ToolCallAssembler:
+    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order.
+
+    A fragment with a new id at an index already in use starts a new call: some servers stream each of
+    several parallel calls whole at index 0 (or with no index), which were joined into one call."""
+
+    def __init__(self) -> None:
+        self._calls: list[dict[str, Any]] = []
+        self._at: dict[int, dict[str, Any]] = {}  # index -> the call it is filling
+
+    def add(self, fragments: list[dict[str, Any]]) -> None:
+        at = self._at
+        for pos, frag in enumerate(fragments):
+            idx = frag.get("index", pos)
+            slot = at.get(idx)
+            fid = frag.get("id")
+            if slot is None or (fid and slot["id"] and fid != slot["id"]):
+                slot = at[idx] = {"id": "", "name": "", "arguments": [], "index": idx}
+                self._calls.append(slot)
+            if fid:
+                slot["id"] = fid
+            fn = frag.get("function") or {}
+            name = fn.get("name")
+            if name and name != slot["name"]:
+                # Most servers send the name once; some repeat it whole in every fragment.
+                slot["name"] += name
+            if fn.get("arguments"):
+                slot["arguments"].append(arguments_text(fn["arguments"]))
+
+    def calls(self, turn: int) -> list[ToolCall]:
+        """Whole calls; one without an id gets ``call_<turn>_<n>`` (``turn``: the conversation's length),
+        unique in the conversation: "call_0" on every step was refused by proxies in front of Anthropic."""
+        ordered = sorted(self._calls, key=lambda slot: slot["index"])  # stable: arrival order within one
+        return [
+            ToolCall(
+                id=slot["id"] or f"call_{turn}_{n}", name=slot["name"], arguments="".join(slot["arguments"])
+            )
+            for n, slot in enumerate(ordered)
+        ]
