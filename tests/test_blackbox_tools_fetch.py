@@ -3,6 +3,7 @@ served on 127.0.0.1 (FETCH_ALLOW_LOOPBACK=1 lets the first hop reach them; every
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,14 @@ from tests.test_blackbox_operator import agentbot
 async def pages(routes: dict[str, Callable[[], web.StreamResponse]]) -> AsyncIterator[str]:
     app = web.Application()
     for path, answer in routes.items():
-        app.router.add_get(path, lambda _r, answer=answer: answer())
+
+        async def page(
+            _r: web.Request, answer: Callable[[], web.StreamResponse] = answer
+        ) -> web.StreamResponse:
+            got = answer()
+            return await got if inspect.isawaitable(got) else got
+
+        app.router.add_get(path, page)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

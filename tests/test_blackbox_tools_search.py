@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +22,12 @@ from tests.test_blackbox_operator import agentbot
 @asynccontextmanager
 async def searxng(answer: Callable[[], web.StreamResponse]) -> AsyncIterator[str]:
     app = web.Application()
-    app.router.add_get("/search", lambda _r: answer())
+
+    async def search(_r: web.Request) -> web.StreamResponse:
+        got = answer()
+        return await got if inspect.isawaitable(got) else got
+
+    app.router.add_get("/search", search)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -124,8 +124,8 @@ class FloodingHttpMcp:
     async def __aenter__(self) -> FloodingHttpMcp:
         app = web.Application()
         app.router.add_post("/mcp", self._post)
-        app.router.add_get("/mcp", lambda _r: web.Response(status=405))
-        app.router.add_delete("/mcp", lambda _r: web.Response(status=200))
+        app.router.add_get("/mcp", _not_allowed)
+        app.router.add_delete("/mcp", _session_ended)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -136,3 +136,11 @@ class FloodingHttpMcp:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()  # type: ignore[attr-defined]
+
+
+async def _not_allowed(_r: web.Request) -> web.Response:
+    return web.Response(status=405)
+
+
+async def _session_ended(_r: web.Request) -> web.Response:
+    return web.Response(status=200)
