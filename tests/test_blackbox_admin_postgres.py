@@ -1,0 +1,58 @@
+"""The bot on PostgreSQL when PostgreSQL goes away and comes back: the real discord.py bot on the fake
+Discord, the scripted LLM, and a throwaway PostgreSQL of the test's own that it stops and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.postgres import PostgresServer
+from tests.test_e2e_config import flat, run
+
+
+@pytest.fixture
+def server() -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test's own: the test stops and restarts it."""
+    pg = PostgresServer().start()
+    yield pg
+    pg.stop()
+
+
+async def test_pg_a_run_caught_by_a_postgresql_restart_finishes_once_it_is_back_charging_every_call(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, server: PostgresServer
+) -> None:
+    """PostgreSQL stopped while a step's model call was out: the step's charge could not be written.
+    Before the fix the run then waited forever (until some other run happened to charge something),
+    its thread showing nothing more; now the charge is written once PostgreSQL is back and the run ends."""
+    calls: list[dict[str, Any]] = []
+
+    def respond(body: dict[str, Any]) -> Reply:
+        calls.append(body)
+        if len(calls) == 1:
+            server.halt()  # the outage starts while the first model call is answered
+            return tool_call("current_time", {}, prompt_tokens=100, completion_tokens=20)
+        return text("It is now.", prompt_tokens=100, completion_tokens=20)
+
+    llm.responder = respond
+    url = await server.fresh_database()
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, DATABASE_URL=url) as bot:
+        fake.inject_interaction("research", {"task": "What time is it?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: calls, what="the first model call")
+        await asyncio.sleep(1.5)  # the run tries to charge the call while PostgreSQL is down
+        await asyncio.to_thread(server.resume)
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    assert len(calls) == 2
+    assert "240 tokens" in footer.content, footer.content
+    assert re.search(r"\*\*Tokens today\*\*: 240 of", usage), usage  # both calls charged, nothing lost
