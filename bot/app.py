@@ -30,6 +30,7 @@ from bot.formatting import Refusal, reply
 from bot.gateway import BoundedGateway
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
+from bot.store import StoreUnavailable
 from bot.views import Button, Handler
 
 log = structlog.get_logger().bind(logger="bot.app")
@@ -149,8 +150,15 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         eid = uuid.uuid4().hex[:8]
+        original = getattr(error, "original", None)
         if isinstance(error, app_commands.CheckFailure | app_commands.TransformerError | Refusal):
             text = str(error) or "You can't use this command here."
+        elif isinstance(original, StoreUnavailable):  # PostgreSQL restarting or down: say so, no traceback
+            log.warning("command_store_unavailable", error_id=eid, error=str(original))
+            text = (
+                "⚠️ The bot's database cannot be reached right now, so nothing was done and nothing was "
+                f"charged. Please try again in a minute (error id `{eid}`)."
+            )
         else:
             log.error(
                 "command_failed",

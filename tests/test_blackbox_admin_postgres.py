@@ -56,3 +56,37 @@ async def test_pg_a_run_caught_by_a_postgresql_restart_finishes_once_it_is_back_
     assert len(calls) == 2
     assert "240 tokens" in footer.content, footer.content
     assert re.search(r"\*\*Tokens today\*\*: 240 of", usage), usage  # both calls charged, nothing lost
+
+
+async def test_pg_commands_while_postgresql_is_down_say_so_clearly_and_work_again_when_it_is_back(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, server: PostgresServer
+) -> None:
+    """Before: "Something went wrong (error id …)" for every command (and a traceback in the log per use),
+    which tells a member nothing; now they read that the database cannot be reached and nothing was done."""
+    llm.script(text("Paris.", prompt_tokens=100, completion_tokens=20))
+    url = await server.fresh_database()
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, DATABASE_URL=url) as bot:
+        await run(fake, guild, "config max-steps", {"steps": 5})
+        await asyncio.to_thread(server.halt)
+        down = {
+            "research": flat(
+                await run(fake, guild, "research", {"task": "Capital of France?"}, user="alice")
+            ),
+            "usage me": flat(await run(fake, guild, "usage me", user="alice")),
+            "config show": flat(await run(fake, guild, "config show")),
+            "config max-steps": flat(await run(fake, guild, "config max-steps", {"steps": 9})),
+        }
+        assert not fake.threads(parent=general) and not llm.requests
+        await asyncio.to_thread(server.resume)
+        show = flat(await run(fake, guild, "config show"))
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    for command, said in down.items():
+        assert "database" in said and "try again" in said.lower(), (command, said)
+        assert "Something went wrong" not in said, (command, said)
+    assert "Max steps: **5** *(set here)*" in show  # the change made while it was down was not half-made
+    assert re.search(r"\*\*Requests today\*\*: 1 of", usage), usage  # the refused /research charged nothing
