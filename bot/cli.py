@@ -275,8 +275,16 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     settings = _agent_settings()
     data_dir = Path(settings.data_dir)
     with _failing(ConfigError, ValueError):
-        enabled = load_bot_settings().memory_enabled
-        memory = ChromaMemory.from_settings(data_dir / "memory", settings) if enabled else None
+        bot_settings = load_bot_settings()
+        memory = (
+            ChromaMemory.from_settings(data_dir / "memory", settings) if bot_settings.memory_enabled else None
+        )
+    if bot_settings.database_url is not None:  # else a stale SQLite file (left by migrate-store) was copied
+        _fail(
+            "DATABASE_URL is set, so the store is in PostgreSQL, which backup and restore do not copy "
+            "(they copy DATA_DIR's SQLite store): back PostgreSQL up with pg_dump and restore it with "
+            "pg_restore (README: Backups)"
+        )
     return data_dir, memory
 
 
