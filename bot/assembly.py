@@ -56,6 +56,21 @@ def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
     return chars // 4 + (sv.agent_settings.agent_max_tokens or 1024)
 
 
+def step_cost(sv: Services, need_tokens: int) -> float:
+    """The least one step of ``need_tokens`` (:func:`step_need`) can cost in USD: priced as a reservation
+    prices it, on the cheapest priced model of any tier (0 when none has a price), so a run with less
+    money left than this is refused before it counts a request, never one that could afford a step."""
+    prices, answer = default_prices(), sv.agent_settings.agent_max_tokens or 1024
+    costs = [
+        c.usd
+        for specs in sv.router.tiers.values()
+        for spec in specs
+        if (m := sv.router.model(spec)) is not None
+        and (c := prices.estimate(m.name, max(0, need_tokens - answer), answer)).known
+    ]
+    return min(costs, default=0.0)
+
+
 async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> None:
     """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:

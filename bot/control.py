@@ -26,7 +26,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from bot.assembly import classified, route, step_need, who_runs
+from bot.assembly import classified, route, step_cost, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
 from bot.notes import RerunOffer
 from bot.runner import SessionRunner, TurnRequest
@@ -51,8 +51,13 @@ class SessionControl:
 
     async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
         """Whether the member's limits allow a new session that can take at least one step."""
+        need = step_need(self.sv, task, [])
         return await self.sv.quotas.check(
-            guild_id, member.id, roles_of(member, guild_id), need_tokens=step_need(self.sv, task, [])
+            guild_id,
+            member.id,
+            roles_of(member, guild_id),
+            need_tokens=need,
+            need_usd=step_cost(self.sv, need),
         )
 
     async def start_session(

@@ -25,7 +25,7 @@ from agent.attachments import IncomingFile
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, route, step_need
+from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
 from bot.checkpoint import checkpoint_of, message_dicts, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
@@ -144,13 +144,15 @@ class Turn:
             self.renderer.feed(note)
         try:
             history_dicts = await sv.sessions.history(s.id, without_turn=req.supersedes)
+            need = step_need(sv, req.prompt, history_dicts)
             began = await sv.quotas.begin_session(
                 s.guild_id,
                 req.requester_id,
                 req.role_ids,
                 s.id,
                 count_request=req.count_request,
-                need_tokens=step_need(sv, req.prompt, history_dicts),
+                need_tokens=need,
+                need_usd=step_cost(sv, need),
             )
         except BaseException:  # the streamer's writer task must not outlive the turn
             await self.streamer.close(within=10)
