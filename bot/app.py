@@ -172,7 +172,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         eid = uuid.uuid4().hex[:8]
-        log.exception("event_failed", error_id=eid, event=event_method)
+        log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own
         message = next((a for a in args if isinstance(a, discord.Message)), None)
         if message is not None and not message.author.bot:
             with contextlib.suppress(discord.HTTPException):

@@ -4,6 +4,7 @@ Discord, the scripted LLM, and a throwaway PostgreSQL of the test's own that it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ def server() -> Iterator[PostgresServer]:
     """A PostgreSQL of this test's own: the test stops and restarts it."""
     pg = PostgresServer().start()
     yield pg
-    pg.stop()
+    with contextlib.suppress(RuntimeError):  # already stopped by the test: its files go all the same
+        pg.stop()
 
 
 async def test_pg_a_run_caught_by_a_postgresql_restart_finishes_once_it_is_back_charging_every_call(
@@ -90,3 +92,25 @@ async def test_pg_commands_while_postgresql_is_down_say_so_clearly_and_work_agai
         assert "Something went wrong" not in said, (command, said)
     assert "Max steps: **5** *(set here)*" in show  # the change made while it was down was not half-made
     assert re.search(r"\*\*Requests today\*\*: 1 of", usage), usage  # the refused /research charged nothing
+
+
+async def test_pg_a_follow_up_while_postgresql_is_down_is_answered_with_what_happened(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, server: PostgresServer
+) -> None:
+    """A follow-up the bot cannot take used to vanish without a word: the bot's handler for failing events
+    itself failed (``log.exception(..., event=...)`` collides with structlog's own ``event`` argument), so
+    nothing was said in the thread and nothing was logged."""
+    llm.script(text("Paris."), text("Berlin."))
+    url = await server.fresh_database()
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, DATABASE_URL=url) as bot:
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        await wait_idle(fake, bot)
+        await asyncio.to_thread(server.halt)
+        fake.inject_message(thread, "alice", "And Germany?")
+        said = await fake.wait_for_message(
+            thread, lambda m: m.author.id != guild.member("alice").id and "error id" in m.content
+        )
+    assert said.allowed_mentions is not None and said.allowed_mentions.get("parse") == []
