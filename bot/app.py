@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -172,10 +173,16 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         eid = uuid.uuid4().hex[:8]
-        log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own
+        text = f"Something went wrong (error id `{eid}`)."
+        if isinstance(error := sys.exc_info()[1], StoreUnavailable):  # PostgreSQL restarting or down
+            log.warning("event_store_unavailable", error_id=eid, handler=event_method, error=str(error))
+            text = (
+                "⚠️ I can't reach my database right now, so I couldn't take this message: please send it "
+                f"again in a minute (error id `{eid}`)."
+            )
+        else:
+            log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own
         message = next((a for a in args if isinstance(a, discord.Message)), None)
         if message is not None and not message.author.bot:
             with contextlib.suppress(discord.HTTPException):
-                await message.channel.send(
-                    f"Something went wrong (error id `{eid}`).", allowed_mentions=NO_MENTIONS
-                )
+                await message.channel.send(text, allowed_mentions=NO_MENTIONS)

@@ -99,7 +99,9 @@ async def test_pg_a_follow_up_while_postgresql_is_down_is_answered_with_what_hap
 ) -> None:
     """A follow-up the bot cannot take used to vanish without a word: the bot's handler for failing events
     itself failed (``log.exception(..., event=...)`` collides with structlog's own ``event`` argument), so
-    nothing was said in the thread and nothing was logged."""
+    nothing was said in the thread and nothing was logged. Then it said only "Something went wrong"; now
+    the member reads that the message was not taken because the database cannot be reached, and to send
+    it again."""
     llm.script(text("Paris."), text("Berlin."))
     url = await server.fresh_database()
     general = guild.channel("general")
@@ -114,3 +116,5 @@ async def test_pg_a_follow_up_while_postgresql_is_down_is_answered_with_what_hap
             thread, lambda m: m.author.id != guild.member("alice").id and "error id" in m.content
         )
     assert said.allowed_mentions is not None and said.allowed_mentions.get("parse") == []
+    # and it says what happened and what to do, not "Something went wrong"
+    assert "database" in said.content and "send it again" in said.content, said.content
