@@ -1,0 +1,49 @@
+"""/config as admins meet it: the real discord.py bot on the fake Discord, the scripted LLM, a real
+SQLite store. What is set is shown back, and what is accepted works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text
+from tests.test_e2e_config import run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
+
+
+async def test_a_tier_of_models_the_bot_cannot_call_is_refused_instead_of_breaking_every_run(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Every model the price package knows is offered, including other providers' models this bot has no
+    key for. Such a tier used to be accepted ("✅"), and then every /research on the server failed with
+    "something went wrong (error id …)", each counting a request. Now /config says why it cannot be used
+    and changes nothing."""
+    llm.script(text("Paris."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        refused = await run(
+            fake, guild, "config tier", {"tier": "simple", "models": "anthropic:claude-3-5-haiku-latest"}
+        )
+        mixed = await run(
+            fake,
+            guild,
+            "config tier",
+            {"tier": "medium", "models": "gpt-4o-mini, anthropic:claude-3-5-haiku-latest"},
+        )
+        gs = await bot.services.guild_settings.get(guild.id)
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        await wait_idle(fake, bot)
+    for msg in (refused, mixed):
+        assert msg.content.startswith("⚠️"), msg.content
+        assert "anthropic:claude-3-5-haiku-latest" in msg.content and "ANTHROPIC_API_KEY" in msg.content
+        assert "nothing changed" in msg.content.lower(), msg.content
+    assert gs.overrides == {}
