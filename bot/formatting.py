@@ -302,6 +302,8 @@ def settings_embed(
         shown("Max items", "memory.max_items", bold=True),
         shown("Max age", "memory.max_age_days", bold=True),
     ]
+    web = [shown("fetch_url may read", "fetch.allow"), shown("fetch_url never reads", "fetch.block")]
+    web += [f"MCP {code(n)}: {effective_value(gs, limits, f'mcp.{n}')}" for n in sorted(gs.mcp)]
     changes = [audit_line(e) for e in view.recent_changes]
     fields: list[tuple[str, str | list[str]]] = [
         ("Models (first is tried first)", tiers),
@@ -311,6 +313,7 @@ def settings_embed(
         ("Research", research),
         ("Persona", personas),
         ("Memory", memory),
+        ("Web and MCP", web),
         ("Recent changes", changes or "No changes yet."),
     ]
     return fit_embed(

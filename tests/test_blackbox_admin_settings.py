@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text
-from tests.test_e2e_config import run
+from tests.test_e2e_config import flat, run
 
 
 @pytest.fixture
@@ -47,3 +47,22 @@ async def test_a_tier_of_models_the_bot_cannot_call_is_refused_instead_of_breaki
         assert "anthropic:claude-3-5-haiku-latest" in msg.content and "ANTHROPIC_API_KEY" in msg.content
         assert "nothing changed" in msg.content.lower(), msg.content
     assert gs.overrides == {}
+
+
+async def test_config_show_lists_the_fetch_domains_and_mcp_servers_set_here(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """/config show is "the effective settings": it left out where fetch_url may read and the server's MCP
+    servers, so an admin reading it saw no sign of an allow-list that made every other site unreadable
+    (once the change had left the 10 recent ones)."""
+    async with running_bot(fake, llm, tmp_path, guild):
+        await run(
+            fake, guild, "config fetch", {"allow": "docs.python.org, BÜCHER.de", "block": "evil.example"}
+        )
+        await run(fake, guild, "config mcp", {"name": "wiki", "url": "https://mcp.example.com/mcp"})
+        for steps in range(1, 11):  # ten later changes push those out of "Recent changes"
+            await run(fake, guild, "config max-steps", {"steps": steps})
+        shown = flat(await run(fake, guild, "config show"))
+    assert "`docs.python.org`" in shown and "`xn--bcher-kva.de`" in shown, shown
+    assert "`evil.example`" in shown, shown
+    assert "`wiki`" in shown and "https://mcp.example.com/mcp" in shown, shown
