@@ -135,6 +135,8 @@ def format_setting(key: str, value: Any, *, present: bool = True) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "every channel"
     if head in ("persona", "channel_persona"):
         return code(one_line(str(value), 60))
+    if head == "mcp":  # a URL's user:password is a secret wherever it is shown, the audit lines too
+        return code(one_line(redact(str(value)), 80))
     if head in ("limit", "role_limit"):
         return format_limit(key.split(".")[-1], value)
     if isinstance(value, list):

@@ -66,3 +66,18 @@ async def test_config_show_lists_the_fetch_domains_and_mcp_servers_set_here(
     assert "`docs.python.org`" in shown and "`xn--bcher-kva.de`" in shown, shown
     assert "`evil.example`" in shown, shown
     assert "`wiki`" in shown and "https://mcp.example.com/mcp" in shown, shown
+
+
+async def test_an_mcp_servers_password_never_shows_in_the_change_reply_or_the_audit_lines(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A URL's user:password is a secret wherever it is shown (README), and /config mcp's own listing hides
+    it; but /config show's "Recent changes" wrote the stored URL out whole, to every admin, ever after."""
+    url = "https://bot:hunter2@mcp.example.com/mcp"
+    async with running_bot(fake, llm, tmp_path, guild):
+        added = flat(await run(fake, guild, "config mcp", {"name": "wiki", "url": url}))
+        listed = flat(await run(fake, guild, "config mcp"))
+        shown = flat(await run(fake, guild, "config show"))
+    for text_ in (added, listed, shown):
+        assert "hunter2" not in text_, text_
+    assert "mcp.example.com" in shown and "`mcp.wiki`: default →" in shown, shown
