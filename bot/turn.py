@@ -22,7 +22,9 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
+from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
+from agent.logs import redact
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
@@ -267,6 +269,8 @@ class Turn:
             what = (
                 "the bot's database refused a write (locked or out of space?)"
                 if isinstance(e, sqlite3.Error | StoreError)
+                else redact(str(e))  # e.g. a server's tier names a model whose key the operator removed
+                if isinstance(e, ConfigError)
                 else "something went wrong"
             )
             note = TurnFailed(what, eid)

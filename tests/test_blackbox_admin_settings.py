@@ -81,3 +81,24 @@ async def test_an_mcp_servers_password_never_shows_in_the_change_reply_or_the_au
     for text_ in (added, listed, shown):
         assert "hunter2" not in text_, text_
     assert "mcp.example.com" in shown and "`mcp.wiki`: default →" in shown, shown
+
+
+async def test_a_server_whose_tiers_the_bot_can_no_longer_call_is_told_why_runs_fail(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Tiers set while the bot had a provider's key, then the operator removed it: every run on the server
+    stopped with "something went wrong (error id …)", which neither the member nor an admin can act on.
+    The thread now says which model cannot be used and why."""
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        for tier in ("simple", "medium", "complex"):  # stored as /config stored it back then
+            await bot.services.guild_settings.set(
+                guild.id, 1, f"tier.{tier}", "anthropic:claude-3-5-haiku-latest"
+            )
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        note = await fake.wait_for_message(thread, lambda m: m.content.startswith("⚠️ This turn stopped"))
+        await wait_idle(fake, bot)
+    assert "something went wrong" not in note.content, note.content
+    assert "anthropic:claude-3-5-haiku-latest" in note.content and "ANTHROPIC_API_KEY" in note.content
+    assert llm.requests == []
