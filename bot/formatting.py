@@ -221,8 +221,8 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
     head, _, name = key.partition(".")
     if head == "tier":
         return tier_line(gs.tiers[name]) if gs.tiers.get(name) else "not defined"
-    if head == "default_tier":
-        return code(gs.default_tier or "auto")
+    if head == "default_tier":  # without an override /research lets the router choose (bot.control)
+        return code(gs.default_tier) if "default_tier" in gs.overrides else "auto (chosen per task)"
     if head == "limit":
         return format_limit(name, limits.get(name))
     if head == "role_limit":

@@ -102,3 +102,26 @@ async def test_a_server_whose_tiers_the_bot_can_no_longer_call_is_told_why_runs_
     assert "something went wrong" not in note.content, note.content
     assert "anthropic:claude-3-5-haiku-latest" in note.content and "ANTHROPIC_API_KEY" in note.content
     assert llm.requests == []
+
+
+async def test_config_show_says_the_tier_is_chosen_per_task_until_a_default_tier_is_set(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With no default tier set, /research lets the router choose per task ("tier simple (auto)" in the
+    header), yet /config show said "Default tier: `medium`" (the bot's DEFAULT_TIER, which only applies
+    once a server sets one), so admins read a tier that no run used."""
+    llm.script(text("Paris."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        before = flat(await run(fake, guild, "config show"))
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        await wait_idle(fake, bot)
+        header = fake.messages(thread)[0].content
+        changed = await run(fake, guild, "config default-tier", {"tier": "complex"})
+        after = flat(await run(fake, guild, "config show"))
+    assert "(auto)" in header, header
+    assert "Default tier: auto" in before and "`medium`" not in before.split("Default tier")[1][:40], before
+    assert changed.content.startswith("✅ `default_tier`: auto"), changed.content
+    assert "Default tier: `complex` *(set here)*" in after, after
