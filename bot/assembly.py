@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.budget import BudgetExceeded
-from agent.events import AgentEvent, RouteDecision
+from agent.events import AgentEvent, Cost, RouteDecision
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.prices import default_prices
@@ -71,17 +71,19 @@ def step_cost(sv: Services, need_tokens: int) -> float:
     return min(costs, default=0.0)
 
 
-async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> None:
-    """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
+async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None:
+    """A judge classifier's call is real spending: it goes on the requester's quota like any other.
+    Returns what was charged, which the turn adds to its own usage so the footer matches /usage."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
-        return
+        return None
     cost = default_prices().cost(route.judge_model, route.judge_usage)
     try:
         token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
-        return  # the call already happened; the run's own first reservation will refuse if needed
+        return None  # the call already happened; the run's own first reservation will refuse if needed
     provider = route.judge_model.split(":", 1)[0] if ":" in route.judge_model else "openai"
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
+    return cost
 
 
 async def guild_tools(

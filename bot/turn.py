@@ -23,7 +23,7 @@ import structlog
 
 from agent.attachments import IncomingFile
 from agent.config import ConfigError
-from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
+from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.logs import redact
 from agent.messages import Message
 from agent.models.router import RoutedModel
@@ -190,7 +190,8 @@ class Turn:
             how = model.route
             if req.model is None and classified(how):  # a classified follow-up: say where it went
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
-            await charge_judge(how, budget)
+            if (judged := await charge_judge(how, budget)) is not None:
+                state.add_usage(how.judge_model or "", how.judge_usage or Usage(), judged)
             built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
             ctx = built.context
             history = [Message.from_dict(d) for d in history_dicts]

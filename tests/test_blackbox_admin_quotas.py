@@ -44,3 +44,27 @@ async def test_a_run_that_cannot_afford_one_step_is_refused_before_it_opens_a_th
     assert "the next step costs about $0.0" in refusal.content, refusal.content
     assert fake.threads(parent=general) == [] and llm.requests == []
     assert re.search(r"\*\*Requests today\*\*: 0 of 50", usage), usage
+
+
+async def test_the_footer_counts_the_judge_call_that_usage_charges(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With the judge classifier, the judge's call is charged to the requester (in /usage), but the turn's
+    footer left it out: "120 tokens · $0.000027" in the thread against 171 tokens and $0.000035 in /usage."""
+    llm.script(
+        text("simple", prompt_tokens=50, completion_tokens=1),  # the judge
+        text("Hi!", prompt_tokens=100, completion_tokens=20),
+    )
+    general = guild.channel("general")
+    judge = {"ROUTER_CLASSIFIER": "judge", "ROUTER_JUDGE_MODEL": "gpt-4o-mini"}
+    async with running_bot(fake, llm, tmp_path, guild, agent_env=judge) as bot:
+        fake.inject_interaction("research", {"task": "say hi"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=15)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    tokens = re.search(r"\*\*Tokens today\*\*: (\d+) of", usage)
+    spent = re.search(r"\*\*Spending this month\*\*: (\$[\d.]+) of", usage)
+    assert tokens and spent, usage
+    assert tokens.group(1) == "171", usage
+    assert f" {tokens.group(1)} tokens (150 in, 21 out) · {spent.group(1)} " in footer.content, footer.content
