@@ -1,5 +1,5 @@
 """The bot on PostgreSQL when PostgreSQL goes away and comes back: the real discord.py bot on the fake
-Discord, the scripted LLM, and a throwaway PostgreSQL of the test's own that it stops and restarts."""
+Discord, the scripted LLM, and the test worker's throwaway PostgreSQL, which the tests stop and restart."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from tests.test_e2e_config import flat, run
 
 
 @pytest.fixture
-def server() -> Iterator[PostgresServer]:
-    """A PostgreSQL of this test's own: the test stops and restarts it."""
-    pg = PostgresServer().start()
-    yield pg
-    with contextlib.suppress(RuntimeError):  # already stopped by the test: its files go all the same
-        pg.stop()
+def server(postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """This worker's throwaway PostgreSQL (tests of a worker run one at a time): the test stops and
+    restarts it, and whatever happened the next test finds it running (its databases kept)."""
+    yield postgres
+    with contextlib.suppress(RuntimeError):  # pg_ctl refuses to start a running server: nothing to do
+        postgres.resume()
 
 
 async def test_pg_a_run_caught_by_a_postgresql_restart_finishes_once_it_is_back_charging_every_call(
