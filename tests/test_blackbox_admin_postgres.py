@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,3 +119,29 @@ async def test_pg_a_follow_up_while_postgresql_is_down_is_answered_with_what_hap
     assert said.allowed_mentions is not None and said.allowed_mentions.get("parse") == []
     # and it says what happened and what to do, not "Something went wrong"
     assert "database" in said.content and "send it again" in said.content, said.content
+
+
+async def test_pg_research_that_cannot_record_its_session_leaves_no_empty_thread(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, server: PostgresServer
+) -> None:
+    """PostgreSQL went away after /research had opened its thread (here while the judge classifier chose
+    the tier) and before the session was recorded: the member was told, but an empty thread named after
+    the task stayed in the channel for good. The thread is now removed, as when its header cannot be
+    posted."""
+    calls: list[dict[str, Any]] = []
+
+    def respond(body: dict[str, Any]) -> Reply:
+        calls.append(body)
+        if len(calls) == 1:  # the judge: the outage starts while it answers
+            threading.Thread(target=server.halt).start()
+            return text("simple", prompt_tokens=5, completion_tokens=1, delay=2.0)
+        return text("Hi!")
+
+    llm.responder = respond
+    url = await server.fresh_database()
+    general = guild.channel("general")
+    judge = {"ROUTER_CLASSIFIER": "judge", "ROUTER_JUDGE_MODEL": "gpt-4o-mini"}
+    async with running_bot(fake, llm, tmp_path, guild, DATABASE_URL=url, agent_env=judge):
+        said = flat(await run(fake, guild, "research", {"task": "say hi"}, user="alice"))
+        await fake.wait_for(lambda: not fake.threads(parent=general), what="the empty thread to go")
+    assert "database" in said, said
