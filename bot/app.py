@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from bot.gateway import BoundedGateway
 from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
+from bot.store import StoreUnavailable
 from bot.views import Button, Handler
 
 log = structlog.get_logger().bind(logger="bot.app")
@@ -156,8 +158,15 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         eid = uuid.uuid4().hex[:8]
+        original = getattr(error, "original", None)
         if isinstance(error, app_commands.CheckFailure | app_commands.TransformerError | Refusal):
             text = str(error) or "You can't use this command here."
+        elif isinstance(original, StoreUnavailable):  # PostgreSQL restarting or down: say so, no traceback
+            log.warning("command_store_unavailable", error_id=eid, error=str(original))
+            text = (
+                "⚠️ The bot's database cannot be reached right now, so nothing was done and nothing was "
+                f"charged. Please try again in a minute (error id `{eid}`)."
+            )
         else:
             log.error(
                 "command_failed",
@@ -171,10 +180,16 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         eid = uuid.uuid4().hex[:8]
-        log.exception("event_failed", error_id=eid, event=event_method)
+        text = f"Something went wrong (error id `{eid}`)."
+        if isinstance(error := sys.exc_info()[1], StoreUnavailable):  # PostgreSQL restarting or down
+            log.warning("event_store_unavailable", error_id=eid, handler=event_method, error=str(error))
+            text = (
+                "⚠️ I can't reach my database right now, so I couldn't take this message: please send it "
+                f"again in a minute (error id `{eid}`)."
+            )
+        else:
+            log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own
         message = next((a for a in args if isinstance(a, discord.Message)), None)
         if message is not None and not message.author.bot:
             with contextlib.suppress(discord.HTTPException):
-                await message.channel.send(
-                    f"Something went wrong (error id `{eid}`).", allowed_mentions=NO_MENTIONS
-                )
+                await message.channel.send(text, allowed_mentions=NO_MENTIONS)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.budget import BudgetExceeded
-from agent.events import AgentEvent, RouteDecision
+from agent.events import AgentEvent, Cost, RouteDecision
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.prices import default_prices
@@ -56,17 +56,34 @@ def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
     return chars // 4 + (sv.agent_settings.agent_max_tokens or 1024)
 
 
-async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> None:
-    """A judge classifier's call is real spending: it goes on the requester's quota like any other."""
+def step_cost(sv: Services, need_tokens: int) -> float:
+    """The least one step of ``need_tokens`` (:func:`step_need`) can cost in USD: priced as a reservation
+    prices it, on the cheapest priced model of any tier (0 when none has a price), so a run with less
+    money left than this is refused before it counts a request, never one that could afford a step."""
+    prices, answer = default_prices(), sv.agent_settings.agent_max_tokens or 1024
+    costs = [
+        c.usd
+        for specs in sv.router.tiers.values()
+        for spec in specs
+        if (m := sv.router.model(spec)) is not None
+        and (c := prices.estimate(m.name, max(0, need_tokens - answer), answer)).known
+    ]
+    return min(costs, default=0.0)
+
+
+async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None:
+    """A judge classifier's call is real spending: it goes on the requester's quota like any other.
+    Returns what was charged, which the turn adds to its own usage so the footer matches /usage."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
-        return
+        return None
     cost = default_prices().cost(route.judge_model, route.judge_usage)
     try:
         token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
-        return  # the call already happened; the run's own first reservation will refuse if needed
+        return None  # the call already happened; the run's own first reservation will refuse if needed
     provider = route.judge_model.split(":", 1)[0] if ":" in route.judge_model else "openai"
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
+    return cost
 
 
 async def guild_tools(

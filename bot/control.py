@@ -26,7 +26,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from bot.assembly import classified, route, step_need, who_runs
+from bot.assembly import classified, route, step_cost, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
 from bot.notes import RerunOffer
 from bot.runner import SessionRunner, TurnRequest
@@ -51,8 +51,13 @@ class SessionControl:
 
     async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
         """Whether the member's limits allow a new session that can take at least one step."""
+        need = step_need(self.sv, task, [])
         return await self.sv.quotas.check(
-            guild_id, member.id, roles_of(member, guild_id), need_tokens=step_need(self.sv, task, [])
+            guild_id,
+            member.id,
+            roles_of(member, guild_id),
+            need_tokens=need,
+            need_usd=step_cost(self.sv, need),
         )
 
     async def start_session(
@@ -96,17 +101,17 @@ class SessionControl:
             why = f" ({'; '.join(how.reasons[:2])})" if how.reasons else ""
             rec.tier = f"{how.tier} (auto){why}" if classified(how) else how.tier
             rec.model = who_runs(how)
-        session = await sv.sessions.create(rec)
         rest = self.runner.rest_budget
+        try:
+            session = await sv.sessions.create(rec)
+        except Exception:  # e.g. the database went away: no empty thread stays behind (the caller says why)
+            await self._drop_thread(thread, "could not record the session of the thread it opened")
+            raise
         try:
             await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
         except discord.HTTPException:
             await sv.sessions.set_status(session.id, "failed")
-            await rest.acquire()
-            try:
-                await thread.delete(reason="agentbot: could not post in the thread it opened")
-            except discord.HTTPException:
-                pass
+            await self._drop_thread(thread, "could not post in the thread it opened")
             return None
         # Discord notifies only members of a thread: the requester joins so the answer reaches them.
         await rest.acquire()
@@ -130,6 +135,13 @@ class SessionControl:
             )
         )
         return session
+
+    async def _drop_thread(self, thread: discord.Thread, why: str) -> None:
+        await self.runner.rest_budget.acquire()
+        try:
+            await thread.delete(reason=f"agentbot: {why}")
+        except discord.HTTPException:
+            pass
 
     async def _allowed(self, interaction: discord.Interaction, session_id: str, what: str) -> Any:
         """The session, if the caller may act on it; otherwise the refusal is sent and ``None`` returned."""

@@ -161,6 +161,8 @@ def format_setting(key: str, value: Any, *, present: bool = True) -> str:
         return ", ".join(f"<#{c}>" for c in value) or "every channel"
     if head in ("persona", "channel_persona"):
         return code(one_line(str(value), 60))
+    if head == "mcp":  # a URL's user:password is a secret wherever it is shown, the audit lines too
+        return code(one_line(redact(str(value)), 80))
     if head in ("limit", "role_limit"):
         return format_limit(key.split(".")[-1], value)
     if isinstance(value, list):
@@ -245,8 +247,8 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
     head, _, name = key.partition(".")
     if head == "tier":
         return tier_line(gs.tiers[name]) if gs.tiers.get(name) else "not defined"
-    if head == "default_tier":
-        return code(gs.default_tier or "auto")
+    if head == "default_tier":  # without an override /research lets the router choose (bot.control)
+        return code(gs.default_tier) if "default_tier" in gs.overrides else "auto (chosen per task)"
     if head == "limit":
         return format_limit(name, limits.get(name))
     if head == "role_limit":
@@ -331,6 +333,8 @@ def settings_embed(
         shown("Max items", "memory.max_items", bold=True),
         shown("Max age", "memory.max_age_days", bold=True),
     ]
+    web = [shown("fetch_url may read", "fetch.allow"), shown("fetch_url never reads", "fetch.block")]
+    web += [f"MCP {code(n)}: {effective_value(gs, limits, f'mcp.{n}')}" for n in sorted(gs.mcp)]
     changes = [audit_line(e) for e in recent_changes]
     fields: list[tuple[str, str | list[str]]] = [
         ("Models (first is tried first)", tiers),
@@ -340,6 +344,7 @@ def settings_embed(
         ("Research", research),
         ("Persona", personas),
         ("Memory", memory),
+        ("Web and MCP", web),
         ("Recent changes", changes or "No changes yet."),
     ]
     return fit_embed(

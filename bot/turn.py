@@ -22,10 +22,12 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent
+from agent.config import ConfigError
+from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
+from agent.logs import redact
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, route, step_need
+from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
 from bot.checkpoint import checkpoint_of, message_dicts, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
@@ -146,13 +148,15 @@ class Turn:
             self.renderer.feed(note)
         try:
             history_dicts = await sv.sessions.history(s.id, without_turn=req.supersedes)
+            need = step_need(sv, req.prompt, history_dicts)
             began = await sv.quotas.begin_session(
                 s.guild_id,
                 req.requester_id,
                 req.role_ids,
                 s.id,
                 count_request=req.count_request,
-                need_tokens=step_need(sv, req.prompt, history_dicts),
+                need_tokens=need,
+                need_usd=step_cost(sv, need),
             )
         except BaseException:  # the streamer's writer task must not outlive the turn
             await self.streamer.close(within=10)
@@ -191,7 +195,8 @@ class Turn:
             how = model.route
             if req.model is None and classified(how):  # a classified follow-up: say where it went
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
-            await charge_judge(how, budget)
+            if (judged := await charge_judge(how, budget)) is not None:
+                state.add_usage(how.judge_model or "", how.judge_usage or Usage(), judged)
             built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
             ctx = built.context
             history = [Message.from_dict(d) for d in history_dicts]
@@ -270,6 +275,8 @@ class Turn:
             what = (
                 "the bot's database refused a write (locked or out of space?)"
                 if isinstance(e, sqlite3.Error | StoreError)
+                else redact(str(e))  # e.g. a server's tier names a model whose key the operator removed
+                if isinstance(e, ConfigError)
                 else "something went wrong"
             )
             note = TurnFailed(what, eid)

@@ -48,6 +48,7 @@ from bot.formatting import (
 from bot.limits import GUILD_BUDGET
 from bot.store import (
     GuildSettingsStore,
+    SettingError,
     matching,
 )
 
@@ -131,7 +132,21 @@ class ConfigCog(commands.Cog):
                 f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(TIERS))}. "
                 "(The router picks among these; a tier of another name would never be used.)"
             )
+        self._refuse_unusable(f"tier.{name}", models)
         await self._set(interaction, (f"tier.{name}", models))
+
+    def _refuse_unusable(self, key: str, models: str) -> None:
+        """A model the bot cannot call (its provider has no key here) would fail every run on the tier:
+        every model the price package knows passes the schema, so ask the router, which builds them."""
+        try:
+            chosen = self.store.schema.validate(key, models)
+        except SettingError:
+            return  # _set reports it
+        router = self.bot.services.router
+        for model in chosen:
+            if router.model(model) is None:
+                why = router.unconfigured.get(model, "its provider is not configured")
+                raise Refusal(f"⚠️ {code(model)} cannot be used by this bot: {why}. Nothing changed.")
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
     @app_commands.describe(tier="An existing tier")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from bot.store.db import Database, DatabaseTooNew, StoreError
+from bot.store.db import Database, DatabaseTooNew, StoreError, StoreUnavailable
 from bot.store.guild_settings import (
     AuditEntry,
     GuildSettings,
@@ -50,6 +50,7 @@ __all__ = [
     "SettingsDefaults",
     "SettingsSchema",
     "StoreError",
+    "StoreUnavailable",
     "UsageReport",
     "matching",
     "new_session_id",

@@ -35,6 +35,10 @@ class StoreError(Exception):
     """Base of the store's own errors; messages are meant for the operator as is."""
 
 
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached (PostgreSQL restarting or down): nothing was read or written."""
+
+
 class DatabaseTooNew(StoreError):
     """The file was written by a newer agentbot; opening it could corrupt what the newer code expects."""
 

@@ -28,8 +28,11 @@ import contextlib
 import itertools
 import sqlite3
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
 
 from bot.store.db import Database
 
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
     from bot.store.pg import PgDatabase
 
 OpKind = Literal["reserve", "settle", "release"]
+log = structlog.get_logger().bind(logger="bot.store.ledger")
+UNREACHABLE_GIVE_UP = 300.0
+"""Seconds queued charges wait for an unreachable PostgreSQL before they fail."""
 
 RESERVE_SQL = """
 INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
@@ -164,8 +170,7 @@ class LedgerWriter:
         while self._pending:
             # PostgreSQL: one pooled connection for as long as batches keep coming (acquiring and resetting
             # one per batch cost the client ~50 us a batch), a fresh one after a failed batch
-            hold = self.db.pool.acquire() if self.shared else contextlib.nullcontext()  # type: ignore[union-attr]
-            async with hold as conn:
+            async with self._connection() as conn:
                 while self._pending:
                     # let the sessions woken by the last batch queue their next operation
                     await asyncio.sleep(0)
@@ -189,6 +194,36 @@ class LedgerWriter:
                             op.future.set_exception(outcome)
                         else:
                             op.future.set_result(outcome)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """PostgreSQL: a pooled connection, waiting while the server cannot be reached (a restart, an
+        outage). The queued charges stay queued meanwhile: a flusher that died on a refused connection left
+        its callers waiting for ever, a run stuck mid-step until some other run charged something. After
+        :data:`UNREACHABLE_GIVE_UP` seconds they fail with the error instead."""
+        if not self.shared:
+            yield None
+            return
+        loop, delay = asyncio.get_running_loop(), 0.25
+        deadline = loop.time() + UNREACHABLE_GIVE_UP
+        while True:
+            try:
+                conn = await self.db.pool.acquire()  # type: ignore[union-attr]
+                break
+            except Exception as e:
+                if loop.time() >= deadline:
+                    for op in self._pending:
+                        if op.future is not None and not op.future.done():
+                            op.future.set_exception(e)
+                    self._pending.clear()
+                    raise
+                log.warning("quota_store_unreachable", error=f"{type(e).__name__}: {e}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        try:
+            yield conn
+        finally:
+            await self.db.pool.release(conn)  # type: ignore[union-attr]
 
     async def _write(self, batch: list[_Op], conn: Any) -> list[bool | BaseException]:
         if self.shared:  # one batch at a time in this process all the same: there is one flusher

@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import asyncpg
 
-from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError
+from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError, StoreUnavailable
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate"]
@@ -102,10 +102,25 @@ class Cursor:
     lastrowid: int | None
 
 
+UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
+"""Refused or lost connections, a server shutting down or starting up, no answer in time."""
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """A server that cannot be reached becomes :class:`StoreUnavailable`, which the bot tells users as such
+    (it was "Something went wrong" and a traceback per command while PostgreSQL restarted)."""
+    try:
+        yield
+    except UNREACHABLE as e:
+        raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
+
+
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapped(*a: Any, **kw: Any) -> Any:
         try:
-            return await fn(*a, **kw)
+            with _reachable():
+                return await fn(*a, **kw)
         except asyncpg.IntegrityConstraintViolationError as e:
             raise PgIntegrityError(str(e)) from e
 
@@ -176,15 +191,16 @@ class PgDatabase(Closing):
         """BEGIN and the write lock in one round trip (this is the hot path of every quota write);
         COMMIT on exit, ROLLBACK on any exception (the pool also resets a connection it gets back
         mid-transaction, e.g. after a cancellation)."""
-        async with self.pool.acquire() as conn:
-            await conn.execute(_BEGIN)
-            try:
-                yield PgConnection(conn)
-            except BaseException:
-                if not conn.is_closed() and conn.is_in_transaction():
-                    await asyncio.shield(conn.execute("ROLLBACK"))
-                raise
-            await conn.execute("COMMIT")
+        with _reachable():
+            async with self.pool.acquire() as conn:
+                await conn.execute(_BEGIN)
+                try:
+                    yield PgConnection(conn)
+                except BaseException:
+                    if not conn.is_closed() and conn.is_in_transaction():
+                        await asyncio.shield(conn.execute("ROLLBACK"))
+                    raise
+                await conn.execute("COMMIT")
 
     async def write(self, sql: str, params: Params = ()) -> tuple[int, int | None]:
         async with self.transaction() as conn:
@@ -193,7 +209,8 @@ class PgDatabase(Closing):
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
         t = translate(sql)
-        return list(await self.pool.fetch(t.sql, *_args(t, params)))
+        with _reachable():
+            return list(await self.pool.fetch(t.sql, *_args(t, params)))
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:

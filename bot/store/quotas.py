@@ -174,14 +174,22 @@ class QuotaStore(UsageReports):
         }
 
     def _decide(
-        self, limits: Limits, snap: _Snapshot, now: datetime, *, new_session: bool, need_tokens: int = 0
+        self,
+        limits: Limits,
+        snap: _Snapshot,
+        now: datetime,
+        *,
+        new_session: bool,
+        need_tokens: int = 0,
+        need_usd: float = 0.0,
     ) -> QuotaDecision:
         for name in _ORDER:
             cap = limits.get(name)
             if cap is None or (name == "concurrent_sessions" and not new_session):
                 continue
             used = snap.used(name)
-            need = need_tokens if name == "tokens_per_day" else 0
+            need = {"tokens_per_day": need_tokens, "cost_per_month_usd": need_usd, GUILD_BUDGET: need_usd}
+            need = need.get(name, 0)
             if used >= cap or (need and used + need > cap):
                 need = need if used < cap else 0  # named only when it is what tips over
                 return QuotaDecision(
@@ -190,17 +198,25 @@ class QuotaStore(UsageReports):
         return QuotaDecision(True)
 
     async def check(
-        self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = (), *, need_tokens: int = 0
+        self,
+        guild_id: int | None,
+        user_id: int,
+        role_ids: Iterable[int] = (),
+        *,
+        need_tokens: int = 0,
+        need_usd: float = 0.0,
     ) -> QuotaDecision:
         """May this user start a session now? Read-only; :meth:`begin_session` re-checks atomically.
 
-        ``need_tokens``: about what one step takes; a run that cannot afford it is refused up front
-        rather than charged a request for nothing.
+        ``need_tokens`` and ``need_usd``: about what one step takes; a run that cannot afford it is refused
+        up front rather than charged a request for nothing.
         """
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self._snapshot(_gid(guild_id), user_id, now)
-        decision = self._decide(limits, snap, now, new_session=True, need_tokens=need_tokens)
+        decision = self._decide(
+            limits, snap, now, new_session=True, need_tokens=need_tokens, need_usd=need_usd
+        )
         return await self._all_servers(self.db.fetchall, user_id, now) if decision.allowed else decision
 
     async def _all_servers(self, read: Any, user_id: int, now: datetime) -> QuotaDecision:
@@ -220,6 +236,7 @@ class QuotaStore(UsageReports):
         *,
         count_request: bool = True,
         need_tokens: int = 0,
+        need_usd: float = 0.0,
     ) -> QuotaDecision:
         """Check and, if allowed, take a concurrency slot and count one request, atomically.
 
@@ -235,7 +252,12 @@ class QuotaStore(UsageReports):
             )
             snap = _Snapshot.from_row(next(iter(rows)))
             decision = self._decide(
-                limits, snap, now, new_session=not snap.this_session_active, need_tokens=need_tokens
+                limits,
+                snap,
+                now,
+                new_session=not snap.this_session_active,
+                need_tokens=need_tokens,
+                need_usd=need_usd,
             )
             if decision.allowed and count_request:
                 decision = await self._all_servers(conn.execute_fetchall, user_id, now)

@@ -59,11 +59,20 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         data = str(self.dir / "data")
         self._run(_binary("initdb"), "-D", data, "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
+        self.resume()
+        return self
+
+    def halt(self) -> None:
+        """An outage: the server stops (its connections are closed) and keeps its data for :meth:`resume`."""
+        self._run(_binary("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """(Re)starts the server on the same port and data."""
+        data = str(self.dir / "data")
         opts = f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not self.durable:  # tests need no crash safety: a commit then waits for no disk flush
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(_binary("pg_ctl"), "-D", data, "-o", opts, "-l", str(self.dir / "log"), "-w", "start")
-        return self
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
