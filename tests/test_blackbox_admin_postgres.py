@@ -145,3 +145,23 @@ async def test_pg_research_that_cannot_record_its_session_leaves_no_empty_thread
         said = flat(await run(fake, guild, "research", {"task": "say hi"}, user="alice"))
         await fake.wait_for(lambda: not fake.threads(parent=general), what="the empty thread to go")
     assert "database" in said, said
+
+
+async def test_pg_stopping_during_an_outage_gives_up_queued_charges_soon_instead_of_waiting_minutes(
+    server: PostgresServer,
+) -> None:
+    """A SIGTERM while PostgreSQL is down and a charge is queued: the store's close waited out the 5-minute
+    reconnect window before the bot could exit. Now it gives the outage CLOSING_GIVE_UP (10 s) more, then the
+    charge fails (its caller and the log are told) and the store closes."""
+    from bot.store import open_database
+    from bot.store.ledger import ledger_for
+
+    db = await open_database(await server.fresh_database())
+    ledger = ledger_for(db)
+    await asyncio.to_thread(server.halt)
+    charge = ledger.submit("release", (1,))
+    assert charge is not None
+    await asyncio.sleep(0.5)  # the writer is retrying the refused connection
+    assert not charge.done()  # an outage alone does not fail a queued charge
+    await asyncio.wait_for(db.close(), timeout=60)  # would be about 300 s before the fix
+    assert charge.done() and isinstance(charge.exception(), Exception)

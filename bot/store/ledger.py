@@ -43,6 +43,9 @@ OpKind = Literal["reserve", "settle", "release"]
 log = structlog.get_logger().bind(logger="bot.store.ledger")
 UNREACHABLE_GIVE_UP = 300.0
 """Seconds queued charges wait for an unreachable PostgreSQL before they fail."""
+CLOSING_GIVE_UP = 10.0
+"""Once the bot is stopping, the most that queued charges still wait for an unreachable PostgreSQL: a
+SIGTERM during an outage otherwise waited out :data:`UNREACHABLE_GIVE_UP` (5 minutes) before exiting."""
 
 RESERVE_SQL = """
 INSERT INTO reservations (id, guild_id, user_id, session_id, model, tokens, cost_nusd, created_at)
@@ -93,7 +96,7 @@ def ledger_for(db: Database | PgDatabase) -> LedgerWriter:
     writer = _WRITERS.get(db)
     if writer is None:
         writer = _WRITERS[db] = LedgerWriter(db)
-        db.on_close(writer.flush)
+        db.on_close(writer.close)
     return writer
 
 
@@ -111,6 +114,8 @@ class LedgerWriter:
         self.shared = db.backend == "postgresql"
         self.batches = 0
         self.operations = 0
+        self._give_up_at: float | None = None
+        """Set by :meth:`close`: when waiting for an unreachable server ends."""
 
     async def new_id(self) -> int:
         if self.shared:
@@ -166,6 +171,13 @@ class LedgerWriter:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
 
+    async def close(self) -> None:
+        """Write what is queued, waiting at most :data:`CLOSING_GIVE_UP` more for an unreachable server
+        (what cannot be written then fails, and is logged, rather than holding the shutdown)."""
+        self._give_up_at = asyncio.get_running_loop().time() + CLOSING_GIVE_UP
+        with contextlib.suppress(Exception):  # logged as quota_charges_not_written; each caller got it too
+            await self.flush()
+
     async def _flush(self) -> None:
         while self._pending:
             # PostgreSQL: one pooled connection for as long as batches keep coming (acquiring and resetting
@@ -211,13 +223,17 @@ class LedgerWriter:
                 conn = await self.db.pool.acquire()  # type: ignore[union-attr]
                 break
             except Exception as e:
-                if loop.time() >= deadline:
+                if loop.time() >= min(deadline, self._give_up_at or deadline):
+                    lost = len(self._pending)
+                    log.error("quota_charges_not_written", queued=lost, error=f"{type(e).__name__}: {e}")
                     for op in self._pending:
                         if op.future is not None and not op.future.done():
                             op.future.set_exception(e)
                     self._pending.clear()
                     raise
                 log.warning("quota_store_unreachable", error=f"{type(e).__name__}: {e}", retry_in=delay)
+                if self._give_up_at is not None:  # stopping: wake for the closing deadline, not later
+                    delay = max(0.0, min(delay, self._give_up_at - loop.time()))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         try:

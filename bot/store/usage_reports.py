@@ -117,13 +117,13 @@ class UsageReports:
     async def limits_for(self, guild_id: int | None, role_ids: Iterable[int] = ()) -> Limits:
         raise NotImplementedError
 
-    async def _snapshot(self, guild_id: int, user_id: int, now: datetime, session_id: str = "") -> Any:
+    async def snapshot(self, guild_id: int, user_id: int, now: datetime, session_id: str = "") -> Any:
         raise NotImplementedError
 
     async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
-        snap = await self._snapshot(_gid(guild_id), user_id, now)
+        snap = await self.snapshot(_gid(guild_id), user_id, now)
         items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
         if cap := self.all_servers_per_day:
             used = await all_servers.used_today(self.db.fetchall, user_id, now)
