@@ -114,6 +114,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             )
 
     async def close(self) -> None:
+        self._closing = True
         runner = getattr(self, "runner", None)
         if runner is not None:
             await runner.shutdown(self.bot_settings.shutdown_grace)
@@ -180,6 +181,14 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         eid = uuid.uuid4().hex[:8]
+        if getattr(self, "_closing", False):
+            # Stopping: the store closes while the gateway still delivers events, so a message handled now
+            # fails on it. Said nothing, as for a message sent while the bot is down (a member read
+            # "Something went wrong" under a message in a thread that was not even a session).
+            log.info(
+                "event_during_shutdown", error_id=eid, handler=event_method, error=repr(sys.exc_info()[1])
+            )
+            return
         text = f"Something went wrong (error id `{eid}`)."
         if isinstance(error := sys.exc_info()[1], StoreUnavailable):  # PostgreSQL restarting or down
             log.warning("event_store_unavailable", error_id=eid, handler=event_method, error=str(error))
