@@ -148,13 +148,15 @@ async def test_pg_research_that_cannot_record_its_session_leaves_no_empty_thread
 
 
 async def test_pg_stopping_during_an_outage_gives_up_queued_charges_soon_instead_of_waiting_minutes(
-    server: PostgresServer,
+    server: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A SIGTERM while PostgreSQL is down and a charge is queued: the store's close waited out the 5-minute
     reconnect window before the bot could exit. Now it gives the outage CLOSING_GIVE_UP (10 s) more, then the
     charge fails (its caller and the log are told) and the store closes."""
-    from bot.store import open_database
+    from bot.store import ledger, open_database
     from bot.store.ledger import ledger_for
+
+    monkeypatch.setattr(ledger, "CLOSING_GIVE_UP", 1.0)  # the mechanism, without 10 s of the suite
 
     db = await open_database(await server.fresh_database())
     ledger = ledger_for(db)
