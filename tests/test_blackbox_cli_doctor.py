@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 # Anthropic's GET /v1/models lists dated ids only; its Messages API takes the aliases too.
@@ -27,12 +28,8 @@ async def _anthropic_models(request: web.Request) -> web.Response:
 async def anthropic_url() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/v1/models", _anthropic_models)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    await runner.cleanup()
+    async with served(app) as url:
+        yield url
 
 
 def _env(anthropic_url: str, model: str) -> dict[str, str]:
@@ -94,20 +91,17 @@ async def test_doctor_checks_the_key_where_the_model_list_is_public(tmp_path: Pa
     app = web.Application()
     app.router.add_get("/api/v1/models", _public_models)
     app.router.add_post("/api/v1/chat/completions", _keyed_chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v1"  # type: ignore[union-attr]
-    env = {"OPENAI_BASE_URL": url, "AGENT_MODEL": "openai/gpt-4o-mini", "MEMORY_ENABLED": "false"}
-    env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
-    try:
+    async with served(app) as url:
+        env = {
+            "OPENAI_BASE_URL": f"{url}/api/v1",
+            "AGENT_MODEL": "openai/gpt-4o-mini",
+            "MEMORY_ENABLED": "false",
+        }
+        env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
         lines = {}
         for key in ("sk-or-v1-good", "sk-or-v1-revoked"):
             _, out, _ = await agentbot(tmp_path, "doctor", env=env | {"OPENAI_API_KEY": key})
             lines[key] = next(x for x in out.splitlines() if "provider openai" in x)
-    finally:
-        await runner.cleanup()
     assert lines["sk-or-v1-good"].startswith("ok"), lines
     assert lines["sk-or-v1-revoked"].startswith("FAIL") and "OPENAI_API_KEY" in lines["sk-or-v1-revoked"], (
         lines
@@ -154,16 +148,9 @@ async def test_doctor_accepts_any_name_on_a_server_that_serves_one_model_under_a
     app = web.Application()
     app.router.add_get("/v1/models", _llamacpp_models)
     app.router.add_post("/v1/chat/completions", _any_model_chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
-    env = {"OPENAI_BASE_URL": url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
-    env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
-    try:
+    async with served(app) as url:
+        env = {"OPENAI_BASE_URL": f"{url}/v1", "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
+        env |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
         _, out, _ = await agentbot(tmp_path, "doctor", env=env)
-    finally:
-        await runner.cleanup()
     line = next(x for x in out.splitlines() if "provider openai" in x)
     assert line.startswith("ok"), line  # not "does not serve llama3.1 (/models/Meta-Llama-...gguf)"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 Answer = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
@@ -40,13 +41,9 @@ async def raw() -> AsyncIterator[RawServer]:
     server = RawServer()
     app = web.Application()
     app.router.add_post("/v1/chat/completions", server._chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
-    yield server
-    await runner.cleanup()
+    async with served(app) as url:
+        server.url = f"{url}/v1"
+        yield server
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 
@@ -26,14 +27,8 @@ async def pages(routes: dict[str, Callable[[], web.StreamResponse]]) -> AsyncIte
             return await got if inspect.isawaitable(got) else got
 
         app.router.add_get(path, page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    finally:
-        await runner.cleanup()
+    async with served(app) as url:
+        yield url
 
 
 async def fetch_once(llm: FakeLLM, tmp_path: Path, url: str) -> str:

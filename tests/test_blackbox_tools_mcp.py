@@ -15,6 +15,7 @@ from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.mcp_hostile import FloodingHttpMcp
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,30 +100,23 @@ async def test_mcp_schema_refs_to_urls_are_never_fetched_by_the_bot(llm: FakeLLM
 
     app = web.Application()
     app.router.add_get("/latest/meta-data/", schema)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    servers = hostile_file(tmp_path, "h")
-    servers.write_text(
-        servers.read_text().replace(" }", f', HOSTILE_REF = "http://127.0.0.1:{port}/latest/meta-data/" }}')
-    )
-    llm.script(tool_call("h__ref", {"text": "x"}), text("Done."))
-    env = {
-        "OPENAI_BASE_URL": llm.base_url,
-        "AGENT_MODEL": "llama3.1",
-        "PYTHON_SANDBOX": "off",
-        "MCP_SERVERS_FILE": str(servers),
-    }
-    try:
+    async with served(app) as base:
+        servers = hostile_file(tmp_path, "h")
+        servers.write_text(
+            servers.read_text().replace(" }", f', HOSTILE_REF = "{base}/latest/meta-data/" }}')
+        )
+        llm.script(tool_call("h__ref", {"text": "x"}), text("Done."))
+        env = {
+            "OPENAI_BASE_URL": llm.base_url,
+            "AGENT_MODEL": "llama3.1",
+            "PYTHON_SANDBOX": "off",
+            "MCP_SERVERS_FILE": str(servers),
+        }
         code, out, err = await agentbot(tmp_path, "ask", "Use ref", env=env)
-    finally:
-        await runner.cleanup()
     assert (code, out) == (0, "Done.\n"), err[-3000:]
     assert fetched == []
     said = llm.requests[1]["messages"][-1]["content"]
-    assert "error" in said and f"127.0.0.1:{port}" in said, said  # the model is told why
+    assert "error" in said and base.removeprefix("http://") in said, said  # the model is told why
 
 
 async def test_mcp_http_answer_that_cannot_be_read_fails_the_call_at_once(

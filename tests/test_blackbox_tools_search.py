@@ -16,6 +16,7 @@ from aiohttp import web
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 
@@ -28,14 +29,8 @@ async def searxng(answer: Callable[[], web.StreamResponse]) -> AsyncIterator[str
         return await got if inspect.isawaitable(got) else got
 
     app.router.add_get("/search", search)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    finally:
-        await runner.cleanup()
+    async with served(app) as url:
+        yield url
 
 
 async def search_once(llm: FakeLLM, tmp_path: Path, url: str) -> tuple[str, str]:
