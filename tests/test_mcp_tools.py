@@ -133,6 +133,17 @@ def test_mcp_config_errors_name_the_file_and_key(tmp_path: Path, body: str, expe
         load_servers(tmp_path / "missing.toml")
 
 
+def test_mcp_config_saved_by_windows_editors_is_read_or_named(tmp_path: Path) -> None:
+    """Notepad's UTF-8 starts with a byte-order mark, which TOML refuses ("Invalid statement"); a Latin-1
+    file is one line naming the setting, as PRICES_FILE and ROUTER_TIERS_FILE are."""
+    f = tmp_path / "mcp.toml"
+    f.write_text("[servers.a]\nurl = 'http://x/mcp'\n", encoding="utf-8-sig")
+    assert [s.url for s in load_servers(f)] == ["http://x/mcp"]
+    f.write_bytes(b"[servers.a]\nurl = 'http://x/caf\xe9'\n")
+    with pytest.raises(McpConfigError, match=r"MCP_SERVERS_FILE=.*not UTF-8 text.*save it as UTF-8"):
+        load_servers(f)
+
+
 def test_mcp_config_reads_both_transports(tmp_path: Path) -> None:
     f = tmp_path / "mcp.toml"
     f.write_text(

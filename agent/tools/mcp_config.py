@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.setting_parsers import ConfigError, read_setting_file
+
 __all__ = ["McpConfigError", "McpServer", "load_servers"]
 
 _SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
@@ -100,11 +102,15 @@ def _server(path: str, name: str, raw: Any) -> McpServer:
 def load_servers(path: str | os.PathLike[str]) -> list[McpServer]:
     """Read the operator's TOML file (``MCP_SERVERS_FILE``): ``[servers.<name>]`` tables."""
     p = Path(path)
+    try:  # the one reader of files settings name: UTF-8 with or without Notepad's byte-order mark
+        text = read_setting_file(str(p), "MCP_SERVERS_FILE")
+    except ConfigError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise McpConfigError(f"MCP_SERVERS_FILE={p}: no such file") from None
+        raise McpConfigError(str(e)) from None
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise McpConfigError(f"MCP_SERVERS_FILE={p}: no such file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise McpConfigError(f"MCP_SERVERS_FILE={p}: cannot read it as TOML: {e}") from None
     servers = data.get("servers", {})
     if not isinstance(servers, dict):
