@@ -19,6 +19,8 @@ from aiohttp import web
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
+from tests.fakes.served import served
+
 _OBJ = {"type": "object", "properties": {"text": {"type": "string"}}}
 _REDOS = {
     "type": "object",
@@ -126,16 +128,12 @@ class FloodingHttpMcp:
         app.router.add_post("/mcp", self._post)
         app.router.add_get("/mcp", _not_allowed)
         app.router.add_delete("/mcp", _session_ended)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/mcp"  # type: ignore[union-attr]
+        self._stack = contextlib.AsyncExitStack()
+        self.url = f"{await self._stack.enter_async_context(served(app))}/mcp"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()  # type: ignore[attr-defined]
+        await self._stack.aclose()
 
 
 async def _not_allowed(_r: web.Request) -> web.Response:
