@@ -226,9 +226,9 @@ class Agent:
         switch = self._route(StepOutcome(0, empty=empty, can_continue=step < self.max_iterations))
         if switch is not None and switch.kind == "hand_over":
             # The researcher is done: its reply says only that, and the writer answers from the same
-            # conversation (it may still call tools).
-            if switch.from_model != switch.to_model:
-                yield self._switched(step, switch)
+            # conversation (it may still call tools). A hand-down (same model) is shown too: the thread
+            # was told a stronger model would write.
+            yield self._switched(step, switch)
             return
         if not empty:
             st.last_text = assistant.content

@@ -86,6 +86,8 @@ class TerminalRenderer:
                 f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
                 f"{est}{ev.cost.format()}[/]"
             )
+        elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down
+            c.print(f"  [yellow]{escape(ev.reason)}[/]")
         elif isinstance(ev, ModelSwitched):
             c.print(
                 f"  [yellow]switched from {escape(ev.from_model)} to {escape(ev.to_model)} "

@@ -197,7 +197,12 @@ class ProgressRenderer:
         elif isinstance(ev, ModelSwitched):
             self._text = ""
             self.s.end_live()
-            self._note(f"🔀 switched from {ev.from_model} to {ev.to_model} because {_clip(ev.reason, 200)}")
+            if ev.from_model == ev.to_model:  # a hand-down: the researcher writes the answer itself
+                self._note(f"🧭 {_clip(ev.reason, 200)}")
+            else:
+                self._note(
+                    f"🔀 switched from {ev.from_model} to {ev.to_model} because {_clip(ev.reason, 200)}"
+                )
         elif isinstance(ev, MemoryEvent):
             self.s.add(
                 "note",

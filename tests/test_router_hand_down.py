@@ -20,7 +20,10 @@ from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter
 from agent.models.factory import build_router
 from agent.models.router import Router
 from agent.tools.builtin import builtin_tools
+from bot.progress import ProgressRenderer
+from bot.streamer import ThreadStreamer
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.test_pacing_fair import GatedSink
 from tests.test_router_escalation import TIERS, builder, collect
 
 SPLIT = {"complex": "medium"}
@@ -72,7 +75,21 @@ async def test_a_doubtful_complex_ask_researched_in_few_calls_is_answered_by_the
     assert model.route == RouteDecision(
         "medium", "gpt-5-mini", None, model.route.reasons, "embedding", None, None
     )
-    assert not [e for e in events if isinstance(e, ModelSwitched)]  # same model: nothing to announce
+    # The thread was told gpt-5 would write: the hand-down is announced, with how to get the complex tier.
+    (switch,) = [e for e in events if isinstance(e, ModelSwitched)]
+    assert (switch.from_model, switch.to_model, switch.kind) == ("gpt-5-mini", "gpt-5-mini", "hand_over")
+    assert "in 2 calls" in switch.reason and "complex tier" in switch.reason
+    # In the thread: one line naming who answers and why, not "switched from gpt-5-mini to gpt-5-mini".
+    sink = GatedSink()
+    sink.gate.set()
+    streamer = ThreadStreamer(sink, name="t")
+    renderer = ProgressRenderer(streamer, attach=False)
+    for event in events:
+        renderer.feed(event)
+    await streamer.close(within=10)
+    shown = "\n".join(sink.sent + sink.edits)
+    assert "🧭 gpt-5-mini finished its research in 2 calls, so it writes the answer itself" in shown
+    assert "switched from" not in shown
 
 
 async def test_research_longer_than_the_hand_down_goes_to_the_complex_writer(llm: FakeLLM, http) -> None:

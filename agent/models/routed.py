@@ -235,7 +235,10 @@ class RoutedModel:
             # Short research is evidence the ask was smaller than routed, as long research is of the
             # opposite (_past_step_limit). The same model answers: the loop asks again, now untold.
             log.info("router_hand_down", model=self.name, tier=self._tier, calls=calls)
-            why = f"{self.name} was done in {calls} calls; the {self._tier} tier answers"
+            why = (
+                f"{self.name} finished its research in {calls} calls, so it writes the answer itself "
+                f"(ask for the {tier} tier to have that tier write it)"
+            )
             return self._notice(self.name, why, "hand_over")
         pick = self._pick(tier)
         if pick is None:  # nothing of the writing tier can be built: the researcher's answer stands
