@@ -313,10 +313,12 @@ def _pg_op(op: _Op) -> tuple[Any, ...]:
 async def _apply(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
     import asyncpg  # only with DATABASE_URL set: SQLite stores never import it
 
-    from bot.store.pg import PgIntegrityError
+    from bot.store.pg import PgIntegrityError, reachable
 
     try:
-        codes = await conn.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
+        # A dead connection is the store being unavailable; not tried again: a charge is not idempotent.
+        with reachable():
+            codes = await conn.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
     except asyncpg.IntegrityConstraintViolationError as e:  # the backstop behind the function's own check
         raise PgIntegrityError(str(e)) from e
     return [
