@@ -216,11 +216,14 @@ class LedgerWriter:
         if not self.shared:
             yield None
             return
+        from bot.store.pg import reachable  # only with DATABASE_URL set
+
         loop, delay = asyncio.get_running_loop(), 0.25
         deadline = loop.time() + UNREACHABLE_GIVE_UP
         while True:
             try:
-                conn = await self.db.pool.acquire()  # type: ignore[union-attr]
+                with reachable():  # the charges it fails are then the store being unavailable, said as such
+                    conn = await self.db.pool.acquire()  # type: ignore[union-attr]
                 break
             except Exception as e:
                 if loop.time() >= min(deadline, self._give_up_at or deadline):
