@@ -28,7 +28,7 @@ from agent.config import AgentSettings
 from bot.config import BotSettings
 from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, reply
+from bot.formatting import DmLimit, Refusal, reply
 from bot.gateway import BoundedGateway
 from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
@@ -57,6 +57,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self.bot_settings = bot_settings
         self.sync_on_start = sync
         self.max_connect_attempts = bot_settings.connect_attempts
+        self.dm_limit = DmLimit()  # bot.formatting.tell's "I can't post there" DMs, bounded
         kwargs.setdefault("shard_count", bot_settings.shard_count or 1)
         if bot_settings.shard_count is not None and bot_settings.shard_ids:
             kwargs.setdefault("shard_ids", bot_settings.shard_ids)

@@ -8,6 +8,8 @@ drops instead of failing. A clipped reply that says "… and 3 more" is better t
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -104,15 +106,46 @@ def is_manager(interaction: discord.Interaction) -> bool:
     return perms.manage_guild or perms.administrator
 
 
-async def tell(message: discord.Message, text: str) -> None:
+DM_WINDOW = 3600.0
+"""One "I can't post there" DM per member per channel per hour. Each message of a member who keeps
+posting where the bot may not answer was a DM of the same refusal: once tells them, and an hour is
+longer than a conversation yet short enough that someone back later (the permission still missing) is
+told again rather than met with silence."""
+DMS_KEPT = 10_000
+"""(member, channel) pairs remembered; the oldest are forgotten first (in memory: a restart may DM again)."""
+
+
+class DmLimit:
+    """Who was DMed about which channel, and when: at most one such DM per ``window``."""
+
+    def __init__(self, window: float = DM_WINDOW, kept: int = DMS_KEPT) -> None:
+        self.window, self.kept = window, kept
+        self._sent: OrderedDict[tuple[int, int], float] = OrderedDict()  # oldest first
+
+    def allow(self, member_id: int, channel_id: int) -> bool:
+        """Whether to DM now; a yes is remembered (also when the DM then fails: asking again costs a write)."""
+        key, now = (member_id, channel_id), time.monotonic()
+        sent = self._sent.get(key)
+        if sent is not None and now - sent < self.window:
+            return False
+        self._sent[key] = now
+        self._sent.move_to_end(key)
+        while len(self._sent) > self.kept:
+            self._sent.popitem(last=False)
+        return True
+
+
+async def tell(message: discord.Message, text: str, dms: DmLimit) -> None:
     """Answer a member's message with a reply; where the bot may not post, in a DM instead, so a
-    refusal is never lost in silence (a DM the member does not accept is given up)."""
+    refusal is never lost in silence (a DM the member does not accept is given up; ``dms`` bounds them)."""
     try:
         await message.reply(text, allowed_mentions=NO_MENTIONS)
         return
     except discord.Forbidden:
         pass
     except discord.HTTPException:
+        return
+    if not dms.allow(message.author.id, message.channel.id):
         return
     where = getattr(message.channel, "mention", "there")
     try:

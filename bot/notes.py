@@ -8,10 +8,14 @@ filled from the note (``{s.field}``), or its own property where the wording depe
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import ClassVar
 
+from agent.config import ConfigError
+from agent.logs import redact
 from bot.formatting import one_line
+from bot.store import StoreError, StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,19 @@ class TurnFailed(Note):
     what: str
     error_id: str
     template = "⚠️ This turn stopped: {s.what} (error id `{s.error_id}`)."
+
+    @classmethod
+    def of(cls, e: Exception, error_id: str) -> TurnFailed:
+        """The note for the error that ended a turn, in words a member can act on."""
+        if isinstance(e, StoreUnavailable):  # PostgreSQL restarting or down: a moment, not a full disk
+            what = "the bot's database cannot be reached right now; please try again in a minute"
+        elif isinstance(e, sqlite3.Error | StoreError):
+            what = "the bot's database refused a write (locked or out of space?)"
+        elif isinstance(e, ConfigError):  # e.g. a server's tier names a model whose key the operator removed
+            what = redact(str(e))
+        else:
+            what = "something went wrong"
+        return cls(what, error_id)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -22,9 +21,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
-from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
-from agent.logs import redact
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
@@ -45,7 +42,7 @@ from bot.notes import (
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import can_attach, is_private, turn_services
-from bot.store import QuotaBudget, SessionRecord, StoreError
+from bot.store import QuotaBudget, SessionRecord
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.views import retry_view
 
@@ -272,14 +269,7 @@ class Turn:
         except Exception as e:
             eid = error_id()
             log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
-            what = (
-                "the bot's database refused a write (locked or out of space?)"
-                if isinstance(e, sqlite3.Error | StoreError)
-                else redact(str(e))  # e.g. a server's tier names a model whose key the operator removed
-                if isinstance(e, ConfigError)
-                else "something went wrong"
-            )
-            note = TurnFailed(what, eid)
+            note = TurnFailed.of(e, eid)
             result = state.result("error", note.text, error=type(e).__name__)
             self.renderer.feed(note)
             status = "failed"

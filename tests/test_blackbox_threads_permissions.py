@@ -7,11 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import discord
+import pytest
 
+from bot.formatting import DmLimit
 from tests.e2e.harness import running_bot, wait_idle
-from tests.fakes.discord_models import INTENT_GUILDS, role_payload
+from tests.fakes.discord_models import INTENT_GUILDS, FakeChannel, role_payload
+from tests.fakes.discord_records import RestCall
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
 
 
 def forbid(guild: FakeGuild, fake: FakeDiscord | None = None, **perms: bool) -> None:
@@ -58,6 +66,10 @@ async def test_without_send_permissions_the_member_is_told_once_in_a_dm_and_noth
     one DM naming the missing permission; nothing runs."""
     llm.script(text("First answer."), text("Nobody sees this."))
     general = guild.channel("general")
+
+    def refused(channel: FakeChannel) -> list[RestCall]:
+        return [c for c in fake.calls("POST", f"/channels/{channel.id}/messages") if c.status == 403]
+
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
@@ -69,7 +81,24 @@ async def test_without_send_permissions_the_member_is_told_once_in_a_dm_and_noth
         first = await fake.wait_for_message(dm, within=10)
         fake.inject_message(thread, "alice", "more please")
         second = await fake.wait_for_message(dm, lambda m: m.id != first.id, within=10)
+        # She keeps posting in both: no DM per message (one per channel per hour); bob is told for himself.
+        fake.inject_message(general, "alice", f"<@{bot.user.id}> hello?")
+        fake.inject_message(thread, "alice", "anyone?")
+        await fake.wait_for(lambda: len(refused(general)) == 2 and len(refused(thread)) == 2, within=10)
+        fake.inject_message(thread, "bob", f"<@{bot.user.id}> me too")
+        bobs = fake.state.open_dm(fake.state.user(guild.member("bob").user.id))
+        await fake.wait_for_message(bobs, within=10)
         await wait_idle(fake, bot)
     assert "**Create Public Threads**" in first.content, first.content
     assert "**Send Messages in Threads**" in second.content and f"<#{thread.id}>" in second.content
     assert len(fake.messages(dm)) == 2 and len(llm.requests) == 1
+    assert len(fake.messages(bobs)) == 1
+
+
+def test_dms_about_a_channel_are_forgotten_after_the_window_and_beyond_the_bound() -> None:
+    bounded = DmLimit(kept=2)
+    assert [bounded.allow(m, 7) for m in (1, 1, 2, 3)] == [True, False, True, True]
+    assert bounded.allow(1, 7) and not bounded.allow(3, 7)  # member 1 was the oldest, forgotten first
+    assert bounded.allow(3, 8)  # another channel
+    expired = DmLimit(window=0.0)
+    assert expired.allow(1, 7) and expired.allow(1, 7)

@@ -11,9 +11,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.store import DatabaseTooNew, StoreError
+from agent.events import Usage
+from bot.limits import Limits
+from bot.store import DatabaseTooNew, QuotaStore, StoreError, StoreUnavailable
 from bot.store.migrations import MIGRATIONS
-from bot.store.pg import PgDatabase, translate
+from bot.store.pg import PgDatabase, reachable, translate
 from bot.store.pg_schema import PG_MIGRATIONS
 from tests.fakes.postgres import PostgresServer
 
@@ -240,3 +242,34 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     # A second move into the same (now filled) database is refused in one line and changes nothing.
     code, _, err = await migrate_store(url, tmp_path, data)
     assert code == 1 and "empty database" in err and "Traceback" not in err
+
+
+async def test_pg_pooled_connections_from_before_a_restart_are_replaced_or_named_unavailable(
+    postgres: PostgresServer,
+) -> None:
+    """Right after a PostgreSQL restart the pool's connections are dead (ConnectionDoesNotExistError,
+    InternalClientError, ProtocolError); a member read "Something went wrong". A read, and a write whose
+    BEGIN found the connection dead, now run again on a fresh connection; a charge (not safe twice) is
+    the store being unavailable, which the bot words as such."""
+    url = await postgres.fresh_database()
+    db = await PgDatabase.open(url, min_size=2, max_size=2)
+    store = QuotaStore(db, None, Limits(tokens_per_day=10_000))
+    try:
+        await store.budget(1, 7, (), "s").reserve("m", Usage(10, 10), None)
+        await store.flush()
+        # Restarted while the loop is busy (as when a restart is not yet noticed): the pooled one is dead.
+        postgres.halt()
+        postgres.resume()
+        assert [tuple(r) for r in await db.fetchall("SELECT 1")] == [(1,)]
+        postgres.halt()
+        postgres.resume()
+        await db.write("DELETE FROM reservations")
+        postgres.halt()
+        postgres.resume()
+        with pytest.raises(StoreUnavailable):
+            await store.budget(1, 7, (), "s").reserve("m", Usage(10, 10), None)
+        for error in (asyncpg.InternalClientError("x"), asyncpg.ProtocolError("x")):
+            with pytest.raises(StoreUnavailable), reachable():
+                raise error
+    finally:
+        await db.close()

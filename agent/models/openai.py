@@ -32,6 +32,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.openai_wire import (
+    ThinkFilter,
     ToolCallAssembler,
     arguments_text,
     content_text,
@@ -78,6 +79,7 @@ class OpenAIChatModel(HTTPModel):
             backoff_max=backoff_max,
         )
         self._warned_temperature = False
+        self._think_opened = False  # it sent a bare </think>: its template opens the block in the prompt
         self._stream_options = True  # False once the server refused them
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
@@ -178,7 +180,7 @@ class OpenAIChatModel(HTTPModel):
     async def _stream_once(
         self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
     ) -> AsyncIterator[ModelChunk]:
-        text: list[str] = []
+        think = ThinkFilter(opened=self._think_opened)  # the live text and the answer, one filter
         calls = ToolCallAssembler()
         usage_raw: dict[str, Any] | None = None
         finish: str | None = None
@@ -222,10 +224,8 @@ class OpenAIChatModel(HTTPModel):
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError) as e:
                         raise self._bad_payload() from e
-                    whole = content_text(msg.get("content"))
-                    if whole:
-                        yield TextChunk(whole)
-                    text.append(whole)
+                    if shown := think.feed(content_text(msg.get("content"))):
+                        yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
                     usage_raw = data.get("usage")
                     done = True
@@ -265,9 +265,8 @@ class OpenAIChatModel(HTTPModel):
                                 piece = delta.get("content")
                                 if piece and type(piece) is not str:
                                     piece = content_text(piece)
-                                if piece:
-                                    text.append(piece)
-                                    yield TextChunk(piece)
+                                if piece and (shown := think.feed(piece)):
+                                    yield TextChunk(shown)
                                 if delta.get("tool_calls"):
                                     calls.add(delta["tool_calls"])
                                 if choice.get("finish_reason"):
@@ -282,7 +281,10 @@ class OpenAIChatModel(HTTPModel):
                 model=self.name,
                 retryable=True,
             )
-        reply = Message("assistant", without_thinking("".join(text)), tool_calls=calls.calls(len(messages)))
+        if rest := think.end():
+            yield TextChunk(rest)
+        self._think_opened = self._think_opened or think.bare_close
+        reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply),

@@ -125,17 +125,101 @@ def content_text(value: Any) -> str:
     return ""
 
 
+_OPEN, _CLOSE = "<think>", "</think>"
+_START, _THINKING, _AFTER, _PLAIN, _ANSWER = range(5)
+
+
+class ThinkFilter:
+    """A reply's text without its ``<think>...</think>`` block, as it streams (what to show now, from
+    :meth:`feed` and :meth:`end`) and whole (:attr:`text`, the answer): one filter for both, so the live
+    view never shows what the answer drops. vLLM without a reasoning parser, llama.cpp with
+    ``--reasoning-format none`` and older Ollama leave DeepSeek-R1's or Qwen3's thinking in the content;
+    it is not the answer, and sent back it is a waste the model's makers advise against.
+
+    Decisions: a block counts only where the reply opens with it (after any whitespace): a ``<think>``
+    after answer text is the answer talking about the tag and is kept. A bare ``</think>`` with no
+    ``<think>`` before it closes a block the server's template opened in the prompt (R1's does): the text
+    before it is dropped from the answer, but it was shown live, as nothing told it apart then; the model
+    is then filtered with ``opened=True`` (:attr:`bare_close`), which holds its text back until the
+    ``</think>`` (a reply without one is all answer). A block that never closes (the output cap reached
+    mid-thought) leaves an empty answer, which the loop explains, rather than raw thinking. Tags split
+    across chunks are held back until they are whole."""
+
+    __slots__ = ("_held", "_kept", "_mode", "_opened", "bare_close")
+
+    def __init__(self, *, opened: bool = False) -> None:
+        self._mode = _THINKING if opened else _START
+        self._opened = opened
+        self._held = ""  # a partial tag (or, in an assumed block, its text) not decided yet
+        self._kept: list[str] = []  # the answer so far
+        self.bare_close = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self._kept)
+
+    def feed(self, piece: str) -> str:
+        """``piece`` of the stream in; the part of it (and of what was held back) to show now out."""
+        mode = self._mode
+        if mode == _ANSWER:
+            self._kept.append(piece)
+            return piece
+        if mode == _START:
+            held = self._held + piece
+            head = held.lstrip()
+            if head.startswith(_OPEN):
+                self._mode, self._held = _THINKING, ""
+                return self.feed(head[len(_OPEN) :])
+            if not head or _OPEN.startswith(head):
+                self._held = held
+                return ""
+            self._mode, self._held = _PLAIN, ""
+            return self.feed(held)
+        if mode == _THINKING:
+            seen = len(self._held)
+            held = self._held + piece
+            at = held.find(_CLOSE, max(0, seen - len(_CLOSE) + 1))
+            if at < 0:
+                # Only a partial closing tag is worth keeping, unless the block may turn out to be the answer.
+                self._held = held if self._opened else held[-(len(_CLOSE) - 1) :]
+                return ""
+            self._mode, self._held = _AFTER, ""
+            return self.feed(held[at + len(_CLOSE) :])
+        if mode == _AFTER:
+            piece = piece.lstrip()
+            if not piece:
+                return ""
+            self._mode = _ANSWER
+            return self.feed(piece)
+        # _PLAIN: an answer so far, unless a bare </think> shows it was thinking.
+        seen = self._held + piece  # _held: the end of the text so far, where a split tag would start
+        self._kept.append(piece)
+        if _CLOSE not in seen:
+            self._held = seen[-(len(_CLOSE) - 1) :]
+            return piece
+        self._held = ""
+        head, _, rest = self.text.partition(_CLOSE)
+        if _OPEN in head:
+            self._mode = _ANSWER
+            return piece
+        self.bare_close, self._kept, self._mode = True, [], _AFTER
+        return self.feed(rest)
+
+    def end(self) -> str:
+        """What was held back and turns out to be answer, once the reply is over."""
+        held, self._held = self._held, ""
+        if self._mode == _START or (self._mode == _THINKING and self._opened):
+            self._kept.append(held)
+            return held
+        return ""
+
+
 def without_thinking(text: str) -> str:
-    """``text`` without a leading ``<think>...</think>`` block: vLLM without a reasoning parser,
-    llama.cpp with ``--reasoning-format none`` and older Ollama leave DeepSeek-R1's or Qwen3's thinking
-    in the content (R1's template opens ``<think>`` in the prompt, so only the closing tag may come).
-    It is not the answer, and sent back it is a waste the model's makers advise against."""
-    if "</think>" not in text:
-        return text
-    head, _, tail = text.partition("</think>")
-    if head.lstrip().startswith("<think>") or "<think>" not in head:
-        return tail.lstrip()
-    return text
+    """``text`` without its ``<think>...</think>`` block (:class:`ThinkFilter`)."""
+    f = ThinkFilter()
+    f.feed(text)
+    f.end()
+    return f.text
 
 
 def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:

@@ -142,7 +142,7 @@ class ResearchCog(commands.Cog):
                 channel, message.author, task, perms, private=False, message=message
             )
         except Refusal as e:
-            await tell(message, str(e))  # a DM when the reply itself is refused
+            await tell(message, str(e), bot.dm_limit)  # a DM when the reply itself is refused
             return
         files = incoming(message.attachments)
         if (

@@ -126,7 +126,9 @@ class ThreadsCog(commands.Cog):
         if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
             await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
             await tell(
-                message, "I can't answer here: I am missing **Send Messages in Threads** in this thread."
+                message,
+                "I can't answer here: I am missing **Send Messages in Threads** in this thread.",
+                bot.dm_limit,
             )
             return
         text = strip_bot_mentions(bot, message)

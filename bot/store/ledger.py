@@ -216,11 +216,14 @@ class LedgerWriter:
         if not self.shared:
             yield None
             return
+        from bot.store.pg import reachable  # only with DATABASE_URL set
+
         loop, delay = asyncio.get_running_loop(), 0.25
         deadline = loop.time() + UNREACHABLE_GIVE_UP
         while True:
             try:
-                conn = await self.db.pool.acquire()  # type: ignore[union-attr]
+                with reachable():  # the charges it fails are then the store being unavailable, said as such
+                    conn = await self.db.pool.acquire()  # type: ignore[union-attr]
                 break
             except Exception as e:
                 if loop.time() >= min(deadline, self._give_up_at or deadline):
@@ -313,10 +316,12 @@ def _pg_op(op: _Op) -> tuple[Any, ...]:
 async def _apply(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
     import asyncpg  # only with DATABASE_URL set: SQLite stores never import it
 
-    from bot.store.pg import PgIntegrityError
+    from bot.store.pg import PgIntegrityError, reachable
 
     try:
-        codes = await conn.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
+        # A dead connection is the store being unavailable; not tried again: a charge is not idempotent.
+        with reachable():
+            codes = await conn.fetchval(APPLY_SQL, [_pg_op(op) for op in batch])
     except asyncpg.IntegrityConstraintViolationError as e:  # the backstop behind the function's own check
         raise PgIntegrityError(str(e)) from e
     return [

@@ -18,6 +18,7 @@ call per batch that locks only the servers (guilds) its reserves charge (``pg_qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -102,12 +103,29 @@ class Cursor:
     lastrowid: int | None
 
 
-UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError)
-"""Refused or lost connections, a server shutting down or starting up, no answer in time."""
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError among them
+    asyncpg.OperatorInterventionError,
+    asyncpg.InternalClientError,  # ProtocolError among them: a pooled connection from before a restart
+)
+"""Refused or lost connections, a server shutting down or starting up, no answer in time, and the errors
+of a pooled connection that outlived its server (right after a restart, they read "Something went wrong")."""
+LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.IdleSessionTimeoutError,
+)
+"""A connection that died under a statement, which is then safe to try again on a fresh one; a statement
+that took too long (TimeoutError, an OSError; QueryCanceledError) is not: it would only take as long again."""
 
 
 @contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     """A server that cannot be reached becomes :class:`StoreUnavailable`, which the bot tells users as such
     (it was "Something went wrong" and a traceback per command while PostgreSQL restarted)."""
     try:
@@ -119,7 +137,7 @@ def _reachable() -> Iterator[None]:
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapped(*a: Any, **kw: Any) -> Any:
         try:
-            with _reachable():
+            with reachable():
                 return await fn(*a, **kw)
         except asyncpg.IntegrityConstraintViolationError as e:
             raise PgIntegrityError(str(e)) from e
@@ -186,21 +204,37 @@ class PgDatabase(Closing):
         await super().close()
         await self.pool.close()
 
+    async def _dead(self, conn: asyncpg.Connection) -> None:
+        """``conn`` failed as a connection: it and every other pooled one are from before the server
+        restarted (or went away), so none is handed out again; the next use gets a fresh one."""
+        with contextlib.suppress(asyncpg.InterfaceError):  # a lost one is already closed and given back
+            conn.terminate()
+        await self.pool.expire_connections()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PgConnection]:
         """BEGIN and the write lock in one round trip (this is the hot path of every quota write);
         COMMIT on exit, ROLLBACK on any exception (the pool also resets a connection it gets back
-        mid-transaction, e.g. after a cancellation)."""
-        with _reachable():
-            async with self.pool.acquire() as conn:
-                await conn.execute(_BEGIN)
-                try:
-                    yield PgConnection(conn)
-                except BaseException:
-                    if not conn.is_closed() and conn.is_in_transaction():
-                        await asyncio.shield(conn.execute("ROLLBACK"))
-                    raise
-                await conn.execute("COMMIT")
+        mid-transaction, e.g. after a cancellation). A BEGIN that fails on a dead connection is tried once
+        more on a fresh one: nothing was written, so that is safe for every write."""
+        with reachable():
+            for retry in (False, True):
+                async with self.pool.acquire() as conn:
+                    try:
+                        await conn.execute(_BEGIN)
+                    except LOST as e:
+                        if retry or isinstance(e, TimeoutError):
+                            raise
+                        await self._dead(conn)
+                        continue
+                    try:
+                        yield PgConnection(conn)
+                    except BaseException:
+                        if not conn.is_closed() and conn.is_in_transaction():
+                            await asyncio.shield(conn.execute("ROLLBACK"))
+                        raise
+                    await conn.execute("COMMIT")
+                    return
 
     async def write(self, sql: str, params: Params = ()) -> tuple[int, int | None]:
         async with self.transaction() as conn:
@@ -208,9 +242,19 @@ class PgDatabase(Closing):
             return cur.rowcount, cur.lastrowid
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
+        """A read, tried once more on a fresh connection if the first one was dead (a read is safe twice)."""
         t = translate(sql)
-        with _reachable():
-            return list(await self.pool.fetch(t.sql, *_args(t, params)))
+        args = _args(t, params)
+        with reachable():
+            for retry in (False, True):
+                async with self.pool.acquire() as conn:
+                    try:
+                        return list(await conn.fetch(t.sql, *args))
+                    except LOST as e:
+                        if retry or isinstance(e, TimeoutError):
+                            raise
+                        await self._dead(conn)
+        raise AssertionError  # not reached: the second attempt returns or raises
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:
