@@ -1,0 +1,62 @@
+"""fetch_url as a hostile or odd web server drives it: pages on 127.0.0.1 (loopback allowed for tests)."""
+
+from __future__ import annotations
+
+import codecs
+
+import pytest
+from aiohttp import web
+
+from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.tools.registry import ToolRefused
+from tests.fakes.served import served
+
+_HTML = (
+    "<html><head>{meta}<title>Loutres d’Europe</title></head><body><article>"
+    "<p>Les loutres de la Baltique comptent plus de quatre cents couples nicheurs, "
+    "d’après des pièges photographiques posés sur 212 sites — ≈ 3 % de plus qu’en 2021.</p>"
+    "</article></body></html>"
+)
+
+
+_PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 8
+
+
+def _page(body: bytes, content_type: str) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _wide_pages() -> web.Application:
+    meta16 = '<meta charset="utf-16">'
+    routes = {
+        # Notepad's "Unicode": UTF-16 LE with a byte-order mark and no charset anywhere.
+        "/bom": lambda: _page(codecs.BOM_UTF16_LE + _HTML.format(meta="").encode("utf-16-le"), "text/html"),
+        # The server states it; big-endian, no mark.
+        "/header": lambda: _page(_HTML.format(meta="").encode("utf-16-be"), "text/html; charset=UTF-16"),
+        # Only the page itself says so.
+        "/meta": lambda: _page(_HTML.format(meta=meta16).encode("utf-16-le"), "text/html"),
+        "/utf32": lambda: _page(_HTML.format(meta="").encode("utf-32"), "text/html"),
+        # Real binary dressed up as UTF-16 HTML stays refused.
+        "/binary": lambda: _page(codecs.BOM_UTF16_LE + _PNG, "text/html"),
+        "/binary-declared": lambda: _page(_PNG, "text/html; charset=utf-16"),
+    }
+    app = web.Application()
+    for path, make in routes.items():
+        app.router.add_get(path, lambda _r, make=make: make())
+    return app
+
+
+async def test_blackbox_security_utf16_and_utf32_html_pages_are_read_and_binary_still_refused() -> None:
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, extract_workers=1))
+    try:
+        async with served(_wide_pages()) as base:
+            for path in ("/bom", "/header", "/meta", "/utf32"):
+                page = await fetcher.fetch(base + path)
+                assert page.title == "Loutres d’Europe", path
+                assert "quatre cents couples nicheurs" in page.text, path
+                assert "≈ 3 % de plus" in page.text, path
+            for path in ("/binary", "/binary-declared"):
+                with pytest.raises(ToolRefused, match="binary data"):
+                    await fetcher.fetch(base + path)
+    finally:
+        await fetcher.aclose()
