@@ -48,6 +48,9 @@ MAX_SCHEMA_BYTES = 16_000
 """A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
+MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
+"""``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
+tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
 MAX_RESPONSE_BYTES = 8 * 2**20
 """Most bytes of one HTTP answer from a server (64 tools with 16 KB schemas fit many times over)."""
 
@@ -107,6 +110,10 @@ RECONNECT_EVERY = 30.0
 """Seconds between attempts to reconnect a server whose session died (its calls answer at once between)."""
 _SESSION_TERMINATED = 32600
 """The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
+
+
+class McpListError(Exception):
+    """A server's ``tools/list`` broke a bound; the message is the reason shown for leaving it out."""
 
 
 class _SessionGone(Exception):
@@ -185,12 +192,24 @@ class _Connection:
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
         cursor = None
-        while len(tools) < MAX_TOOLS_PER_SERVER:
+        for _ in range(MAX_TOOL_PAGES):
             page = await session.list_tools(cursor=cursor)
             tools += page.tools
             cursor = getattr(page, "nextCursor", None)
-            if not cursor:
+            if not cursor or len(tools) >= MAX_TOOLS_PER_SERVER:
                 break
+        else:
+            # Half a list could lack the very tool the operator wanted: say so instead of offering it.
+            raise McpListError(
+                f"its tool list never ended (still more after {MAX_TOOL_PAGES} pages, {len(tools)} tools)"
+            )
+        if cursor or len(tools) > MAX_TOOLS_PER_SERVER:
+            log.warning(
+                "mcp_tools_cut",
+                server=self.server.name,
+                reason=f"MCP server {self.server.name} lists more than {MAX_TOOLS_PER_SERVER} tools; "
+                f"only its first {MAX_TOOLS_PER_SERVER} are offered",
+            )
         return tools[:MAX_TOOLS_PER_SERVER]
 
     async def _on_message(self, message: Any) -> None:
@@ -268,6 +287,8 @@ class _Connection:
 def _reason(e: BaseException) -> str:
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
+    if isinstance(e, McpListError):
+        return str(e)
     text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
