@@ -61,3 +61,16 @@ async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_
     assert len(full_pages) == -(-MAX_TOOLS_PER_SERVER // 10)
     cut = [e for e in logs if e["event"] == "mcp_tools_cut"]
     assert [e["server"] for e in cut] == ["many"] and "MCP server many lists more than" in cut[0]["reason"]
+
+
+async def test_blackbox_security_mcp_url_password_never_shown_in_why_a_server_is_left_out() -> None:
+    # `agentbot ask` printed "MCP server sec is left out: ... for url 'http://bob:HUNTER2PASS@...'"
+    # (the logs were redacted, the line in the terminal and a /config mcp server's problem were not).
+    app = web.Application()
+    app.router.add_route("*", "/mcp", lambda _r: web.Response(status=401, text="who are you"))
+    async with served(app) as base:
+        url = base.replace("http://", "http://bob:HUNTER2PASS@") + "/mcp"
+        async with McpTools([McpServer("sec", url=url, connect_timeout=10)]) as mcp:
+            problems = dict(mcp.problems)
+    assert "401" in problems["sec"]
+    assert "HUNTER2PASS" not in problems["sec"] and "***@127.0.0.1" in problems["sec"]

@@ -33,6 +33,7 @@ import pydantic
 import structlog
 from referencing import Registry  # jsonschema's own resolver library
 
+from agent.logs import redact
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
 from agent.tools.netguard import CappedTransport
@@ -289,7 +290,8 @@ def _reason(e: BaseException) -> str:
         e = e.exceptions[0]
     if isinstance(e, McpListError):
         return str(e)
-    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    # httpx names the URL in its errors, password included: this text reaches the thread and the model.
+    text = redact(str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
