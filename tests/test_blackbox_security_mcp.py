@@ -74,3 +74,17 @@ async def test_blackbox_security_mcp_url_password_never_shown_in_why_a_server_is
             problems = dict(mcp.problems)
     assert "401" in problems["sec"]
     assert "HUNTER2PASS" not in problems["sec"] and "***@127.0.0.1" in problems["sec"]
+
+
+async def test_blackbox_security_mcp_url_query_key_never_shown_or_logged() -> None:
+    # Hosted MCP servers often take their key in the URL (?api_key=...): the SDK logged it at debug
+    # level and httpx named it in the error that became the server's problem line.
+    app = web.Application()
+    app.router.add_route("*", "/mcp", lambda _r: web.Response(status=403, text="bad key"))
+    async with served(app) as base:
+        url = f"{base}/mcp?api_key=QKEY-7f3a9c21e0"
+        with capture_logs() as logs:
+            async with McpTools([McpServer("hosted", url=url, connect_timeout=10)]) as mcp:
+                problems = dict(mcp.problems)
+    assert "403" in problems["hosted"] and "QKEY-7f3a9c21e0" not in problems["hosted"]
+    assert "QKEY-7f3a9c21e0" not in str(logs)

@@ -33,7 +33,7 @@ import pydantic
 import structlog
 from referencing import Registry  # jsonschema's own resolver library
 
-from agent.logs import redact
+from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
 from agent.tools.netguard import CappedTransport
@@ -295,6 +295,14 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _register_secrets(server: McpServer) -> None:
+    """A server URL's query is its key as often as not (``?api_key=...`` is how many hosted MCP servers
+    take theirs), and the SDK logs the URL and httpx names it in every error: the whole query is a
+    secret (a password in the URL is redacted anyway)."""
+    if server.url and "?" in server.url:
+        register_secret(server.url.split("?", 1)[1].split("#", 1)[0])
+
+
 def _plain_client(server: McpServer) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         headers=dict(server.headers),
@@ -313,6 +321,8 @@ class McpTools:
         http_client: Callable[[McpServer], httpx.AsyncClient] = _plain_client,
     ) -> None:
         self._conns = [_Connection(s, http_client) for s in servers]
+        for c in self._conns:
+            _register_secrets(c.server)
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
 
