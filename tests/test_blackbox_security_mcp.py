@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from agent.messages import ToolCall
 from agent.tools.mcp import MAX_TOOL_PAGES, MAX_TOOLS_PER_SERVER, McpServer, McpTools
+from agent.tools.registry import MAX_SOURCES, ToolContext, ToolRegistry
 from tests.fakes.served import served
 
 _OBJ = {"type": "object", "properties": {"text": {"type": "string"}}}
 
 
-def _pager(per_page: int, pages: list[int]) -> web.Application:
-    """tools/list answers ``per_page`` tools a page, every page with a ``nextCursor``: it never ends."""
+def _json_mcp(
+    list_tools: Callable[[], dict[str, Any]], call: Callable[[], dict[str, Any]] | None = None
+) -> web.Application:
+    """A streamable-HTTP MCP server answering plain JSON: ``list_tools`` makes each tools/list result."""
 
     async def post(request: web.Request) -> web.Response:
         msg = await request.json()
@@ -23,13 +30,12 @@ def _pager(per_page: int, pages: list[int]) -> web.Application:
             result = {
                 "protocolVersion": msg["params"]["protocolVersion"],
                 "capabilities": {"tools": {}},
-                "serverInfo": {"name": "pager", "version": "1"},
+                "serverInfo": {"name": "hostile", "version": "1"},
             }
+        elif msg["method"] == "tools/call" and call is not None:
+            result = call()
         else:
-            n = len(pages)
-            pages.append(n)
-            tools = [{"name": f"t{n}_{i}", "inputSchema": _OBJ} for i in range(per_page)]
-            result = {"tools": tools, "nextCursor": f"c{n + 1}"}
+            result = list_tools()
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
 
     app = web.Application()
@@ -37,6 +43,18 @@ def _pager(per_page: int, pages: list[int]) -> web.Application:
     app.router.add_get("/mcp", lambda _r: web.Response(status=405))
     app.router.add_delete("/mcp", lambda _r: web.Response(status=200))
     return app
+
+
+def _pager(per_page: int, pages: list[int]) -> web.Application:
+    """tools/list answers ``per_page`` tools a page, every page with a ``nextCursor``: it never ends."""
+
+    def page() -> dict[str, Any]:
+        n = len(pages)
+        pages.append(n)
+        tools = [{"name": f"t{n}_{i}", "inputSchema": _OBJ} for i in range(per_page)]
+        return {"tools": tools, "nextCursor": f"c{n + 1}"}
+
+    return _json_mcp(page)
 
 
 async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_named() -> None:
@@ -88,3 +106,18 @@ async def test_blackbox_security_mcp_url_query_key_never_shown_or_logged() -> No
                 problems = dict(mcp.problems)
     assert "403" in problems["hosted"] and "QKEY-7f3a9c21e0" not in problems["hosted"]
     assert "QKEY-7f3a9c21e0" not in str(logs)
+
+
+async def test_blackbox_security_mcp_answer_with_a_flood_of_links_cites_a_bounded_few() -> None:
+    # Every resource link of an answer became a source of the run, de-duplicated one by one against all
+    # before them: 20,000 took 4.4 s of the event loop, and the 8 MB answer cap allows 130,000.
+    links = [
+        {"type": "resource_link", "uri": f"https://example.org/r/{i}", "name": f"r{i}"} for i in range(2_000)
+    ]
+    tools = {"tools": [{"name": "links", "inputSchema": _OBJ}]}
+    async with served(_json_mcp(lambda: tools, lambda: {"content": links})) as base:
+        server = McpServer("ln", url=f"{base}/mcp", connect_timeout=10, max_output=2000)
+        async with McpTools([server]) as mcp:
+            out = await ToolRegistry(mcp.tools()).execute(ToolCall("c", "ln__links", "{}"), ToolContext())
+    assert not out.is_error and out.truncated  # the text is cut at the tool's output cap as before
+    assert out.sources == [f"https://example.org/r/{i}" for i in range(MAX_SOURCES)]
