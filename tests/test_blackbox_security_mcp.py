@@ -110,7 +110,7 @@ async def test_blackbox_security_mcp_url_query_key_never_shown_or_logged() -> No
 
 async def test_blackbox_security_mcp_answer_with_a_flood_of_links_cites_a_bounded_few() -> None:
     # Every resource link of an answer became a source of the run, de-duplicated one by one against all
-    # before them: 20,000 took 4.4 s of the event loop, and the 8 MB answer cap allows 130,000.
+    # before them: 20,000 took 4.4 s of the event loop, and an 8 MB answer held 130,000.
     links = [
         {"type": "resource_link", "uri": f"https://example.org/r/{i}", "name": f"r{i}"} for i in range(2_000)
     ]
@@ -121,3 +121,14 @@ async def test_blackbox_security_mcp_answer_with_a_flood_of_links_cites_a_bounde
             out = await ToolRegistry(mcp.tools()).execute(ToolCall("c", "ln__links", "{}"), ToolContext())
     assert not out.is_error and out.truncated  # the text is cut at the tool's output cap as before
     assert out.sources == [f"https://example.org/r/{i}" for i in range(MAX_SOURCES)]
+
+
+async def test_blackbox_security_mcp_answer_over_2_mib_is_refused_not_parsed_on_the_event_loop() -> None:
+    # The SDK parses an answer on the bot's event loop: 8 MiB of links held every server's runs 1.6 s.
+    tools = {"tools": [{"name": "big", "inputSchema": _OBJ}]}
+    big = {"content": [{"type": "text", "text": "x" * (2 * 2**20 + 1000)}]}
+    async with served(_json_mcp(lambda: tools, lambda: big)) as base:
+        mcp = McpTools([McpServer("bg", url=f"{base}/mcp", connect_timeout=10)])
+        async with mcp:
+            out = await ToolRegistry(mcp.tools()).execute(ToolCall("c", "bg__big", "{}"), ToolContext())
+    assert out.is_error and "passed the 2 MiB limit" in out.output, out.output[:300]
