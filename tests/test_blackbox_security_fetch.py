@@ -7,6 +7,7 @@ import codecs
 import pytest
 from aiohttp import web
 
+from agent.tools.domains import DomainPolicy
 from agent.tools.fetch import FetchSettings, PageFetcher
 from agent.tools.registry import ToolRefused
 from tests.fakes.served import served
@@ -58,5 +59,24 @@ async def test_blackbox_security_utf16_and_utf32_html_pages_are_read_and_binary_
             for path in ("/binary", "/binary-declared"):
                 with pytest.raises(ToolRefused, match="binary data"):
                     await fetcher.fetch(base + path)
+    finally:
+        await fetcher.aclose()
+
+
+async def test_blackbox_security_blocked_ip_is_refused_however_the_address_is_spelled() -> None:
+    # An admin's block of 127.0.0.1 (here the page's own address) was matched on the spelling only:
+    # 2130706433, 0x7f000001, 127.1 and [::ffff:127.0.0.1] reached the blocked address.
+    app = web.Application()
+    app.router.add_get(
+        "/", lambda _r: _page(b"<html><title>Internal</title><p>secret</p></html>", "text/html")
+    )
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, extract_workers=1))
+    policy = DomainPolicy.of(block=["127.0.0.1"])
+    try:
+        async with served(app) as base:
+            port = base.rsplit(":", 1)[1]
+            for host in ("2130706433", "0x7f000001", "127.1", "[::ffff:127.0.0.1]", "127.0.0.1"):
+                with pytest.raises(ToolRefused, match=r"admins blocked 127\.0\.0\.1"):
+                    await fetcher.fetch(f"http://{host}:{port}/", policy)
     finally:
         await fetcher.aclose()
