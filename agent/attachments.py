@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from agent.messages import ImagePart
+from agent.tools.extract_pool import minimal_env
 from agent.tools.safe_names import unsafe_char
 
 __all__ = ["AttachmentLimits", "ImagePart", "IncomingFile", "Received", "receive", "safe_filename"]
@@ -198,6 +199,7 @@ async def _pdf_text(path: Path, limits: AttachmentLimits) -> tuple[str, int]:
         str(int(limits.pdf_timeout)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
+        env=minimal_env(),  # it parses hostile PDFs: no API keys or bot token to read
     )
     try:
         async with asyncio.timeout(limits.pdf_timeout + 2):

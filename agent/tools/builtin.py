@@ -51,6 +51,15 @@ def _eval(node: ast.AST) -> Any:
             raise ToolRefused(f"exponent {right} is too large (limit {_MAX_EXPONENT})")
         ints = isinstance(left, int) and isinstance(right, int)
         if (
+            isinstance(node.op, ast.Pow)
+            and ints
+            and right > 0
+            and left.bit_length() * right > _MAX_DIGITS * 4
+        ):
+            # Checked before computing: CPython's big-int pow holds the GIL, so "(9**9999)**9999" froze
+            # the bot's event loop (every server) for minutes while its timeout could not even fire.
+            raise ToolRefused("result would be too large")
+        if (
             isinstance(node.op, ast.Mult)
             and ints
             and left.bit_length() + right.bit_length() > _MAX_DIGITS * 4

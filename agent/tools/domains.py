@@ -13,7 +13,9 @@ An IP address rule matches only that address. The block-list wins over the allow
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -45,11 +47,29 @@ def normalise_domain(rule: str) -> str:
     host = host.rstrip(".").lower()
     if not _HOST_RE.match(host) or not host.strip(".-:"):
         raise ValueError(f"{rule!r} is not a domain name (write it like example.com)")
-    return host
+    return _address(host) or host
 
 
 def host_of(url: httpx.URL) -> str:
-    return url.raw_host.decode("ascii", errors="replace").rstrip(".").lower()
+    host = url.raw_host.decode("ascii", errors="replace").rstrip(".").lower()
+    return _address(host) or host
+
+
+def _address(host: str) -> str | None:
+    """An IP address in one spelling, or None for a name. The resolver connects to ``16909060``,
+    ``0x1020304``, ``1.2.772`` and ``::ffff:1.2.3.4`` alike as 1.2.3.4 (glibc's inet_aton forms), so
+    a rule blocking 1.2.3.4 must see them so too: each of them went past it."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not re.fullmatch(r"[0-9a-fx.]+", host):
+            return None
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 def _covers(rule: str, host: str) -> bool:

@@ -16,6 +16,7 @@ worker fed hostile pages must not be able to run code in the bot by what it answ
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import re
@@ -36,8 +37,57 @@ class _SoftDeadline(BaseException):
     """Raised by the alarm; a BaseException so no ``except Exception`` inside a library swallows it."""
 
 
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: its mark begins with UTF-16 LE's
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_WIDE_META = re.compile(rb"charset\s*=\s*[\"']?\s*(utf-?(?:16|32)(?:-?[bl]e)?)", re.I)
+
+
+def _wide_codec(body: bytes, charset: str | None) -> str | None:
+    """The UTF-16/32 codec the body is in, from its byte-order mark, the Content-Type charset or a
+    ``<meta charset>`` (read with the zero bytes dropped), else None. Without a mark the body must hold
+    zero bytes as UTF-16 markup does: a UTF-8 page that wrongly declares UTF-16 stays UTF-8, as in browsers."""
+    for bom, codec in _WIDE_BOMS:
+        if body.startswith(bom):
+            return codec
+    head = body[:4096]
+    if b"\0" not in head:
+        return None
+    declared = (charset or "").lower().replace("_", "-")
+    if not re.fullmatch(r"utf-?(16|32)(-?[bl]e)?", declared):
+        m = _WIDE_META.search(head.replace(b"\0", b""))
+        if m is None:
+            return None
+        declared = m.group(1).decode().lower()
+    bits = "32" if "32" in declared else "16"
+    if declared.endswith(("le", "be")):
+        return f"utf-{bits}-{declared[-2:]}"
+    # No mark and no stated order: ASCII markup has its zero byte first in big-endian text.
+    step = int(bits) // 8
+    first_zero = sum(1 for i in range(0, len(head) - step + 1, step) if head[i] == 0)
+    return f"utf-{bits}-be" if first_zero * 2 > len(head) // step else f"utf-{bits}-le"
+
+
+def as_utf8(body: bytes, charset: str | None, url: str) -> tuple[bytes, str | None]:
+    """A UTF-16/32 body (Windows tools save HTML so) as UTF-8 with its charset; other bodies as they are.
+    It used to be refused as binary for its zero bytes. Bytes that do not decode stay refused."""
+    codec = _wide_codec(body, charset)
+    if codec is None:
+        return body, charset
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        raise Unreadable(f"{url} sent binary data, not {codec.upper()} text") from None
+    if "\0" in text:
+        raise Unreadable(f"{url} sent binary data, not {codec.upper()} text")
+    return text.lstrip("\ufeff").encode("utf-8"), "utf-8"
+
+
 def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
-    """(title, text) of a body already known to be HTML, JSON or text."""
+    """(title, text) of a body already known to be HTML, JSON or text (UTF-16/32 already made UTF-8)."""
     if kind != "html":
         try:
             text = body.decode(charset or "utf-8", errors="replace")
@@ -98,10 +148,10 @@ def _alarm(_signum: int, _frame: Any) -> None:
 
 
 def _answer(header: dict[str, Any], body: bytes) -> dict[str, Any]:
-    args = (body, header.get("charset"), header["kind"], header["url"])
     signal.setitimer(signal.ITIMER_REAL, max(0.01, float(header["soft_deadline_at"]) - time.monotonic()))
     try:
-        title, text = extract(*args)
+        body, charset = as_utf8(body, header.get("charset"), header["url"])
+        title, text = extract(body, charset, header["kind"], header["url"])
         return {"title": title, "text": text, "fallback": False}
     except _SoftDeadline:
         pass

@@ -44,8 +44,13 @@ class _Job:
     abandoned: bool = False
 
 
+def minimal_env() -> dict[str, str]:
+    """All a child that parses hostile input gets of the bot's environment: never API keys or the token."""
+    return {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+
+
 def _spawn(memory_mb: int) -> subprocess.Popen[bytes]:
-    env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+    env = minimal_env()
     env["PYTHONPATH"] = _PACKAGE_ROOT
     return subprocess.Popen(
         [sys.executable, "-m", "agent.tools.extract", str(memory_mb)],

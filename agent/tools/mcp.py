@@ -33,6 +33,7 @@ import pydantic
 import structlog
 from referencing import Registry  # jsonschema's own resolver library
 
+from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
 from agent.tools.netguard import CappedTransport
@@ -48,8 +49,13 @@ MAX_SCHEMA_BYTES = 16_000
 """A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
-MAX_RESPONSE_BYTES = 8 * 2**20
-"""Most bytes of one HTTP answer from a server (64 tools with 16 KB schemas fit many times over)."""
+MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
+"""``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
+tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
+MAX_RESPONSE_BYTES = 2 * 2**20
+"""Most bytes of one HTTP answer from a server: 64 tools with 16 KB schemas (1 MiB) fit, and a call's
+text is cut to its ``max_output`` anyway. The SDK parses an answer on the event loop: 8 MiB of resource
+links held it 1.6 s per call (load 10), 2 MiB 0.13 s."""
 
 
 def tool_name(server: str, tool: str) -> str:
@@ -107,6 +113,10 @@ RECONNECT_EVERY = 30.0
 """Seconds between attempts to reconnect a server whose session died (its calls answer at once between)."""
 _SESSION_TERMINATED = 32600
 """The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
+
+
+class McpListError(Exception):
+    """A server's ``tools/list`` broke a bound; the message is the reason shown for leaving it out."""
 
 
 class _SessionGone(Exception):
@@ -185,12 +195,24 @@ class _Connection:
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
         cursor = None
-        while len(tools) < MAX_TOOLS_PER_SERVER:
+        for _ in range(MAX_TOOL_PAGES):
             page = await session.list_tools(cursor=cursor)
             tools += page.tools
             cursor = getattr(page, "nextCursor", None)
-            if not cursor:
+            if not cursor or len(tools) >= MAX_TOOLS_PER_SERVER:
                 break
+        else:
+            # Half a list could lack the very tool the operator wanted: say so instead of offering it.
+            raise McpListError(
+                f"its tool list never ended (still more after {MAX_TOOL_PAGES} pages, {len(tools)} tools)"
+            )
+        if cursor or len(tools) > MAX_TOOLS_PER_SERVER:
+            log.warning(
+                "mcp_tools_cut",
+                server=self.server.name,
+                reason=f"MCP server {self.server.name} lists more than {MAX_TOOLS_PER_SERVER} tools; "
+                f"only its first {MAX_TOOLS_PER_SERVER} are offered",
+            )
         return tools[:MAX_TOOLS_PER_SERVER]
 
     async def _on_message(self, message: Any) -> None:
@@ -268,8 +290,19 @@ class _Connection:
 def _reason(e: BaseException) -> str:
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
-    text = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+    if isinstance(e, McpListError):
+        return str(e)
+    # httpx names the URL in its errors, password included: this text reaches the thread and the model.
+    text = redact(str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _register_secrets(server: McpServer) -> None:
+    """A server URL's query is its key as often as not (``?api_key=...`` is how many hosted MCP servers
+    take theirs), and the SDK logs the URL and httpx names it in every error: the whole query is a
+    secret (a password in the URL is redacted anyway)."""
+    if server.url and "?" in server.url:
+        register_secret(server.url.split("?", 1)[1].split("#", 1)[0])
 
 
 def _plain_client(server: McpServer) -> httpx.AsyncClient:
@@ -290,6 +323,8 @@ class McpTools:
         http_client: Callable[[McpServer], httpx.AsyncClient] = _plain_client,
     ) -> None:
         self._conns = [_Connection(s, http_client) for s in servers]
+        for c in self._conns:
+            _register_secrets(c.server)
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
 

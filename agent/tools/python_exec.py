@@ -36,6 +36,7 @@ from pathlib import Path
 from agent.tools import sandbox_cgroup
 from agent.tools.files import human_size, workspace_root
 from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.safe_names import shown_name
 from agent.tools.sandbox_run import (
     PythonSettings,
     SandboxMode,
@@ -257,7 +258,10 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
                 raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
             after = await asyncio.to_thread(_snapshot, ws)
             usage = await asyncio.to_thread(workspace_usage, ws, limit)
-        changed = [f"{p} ({human_size(v[0])})" for p, v in sorted(after.items()) if before.get(p) != v]
+        # Names the code chose: a newline, bidi override or ESC must not forge lines in the thread or terminal.
+        changed = [
+            f"{shown_name(p)} ({human_size(v[0])})" for p, v in sorted(after.items()) if before.get(p) != v
+        ]
         return render_run(run, settings, changed, usage.over(settings.quota_bytes, settings.quota_files))
 
     return [run_python]

@@ -196,9 +196,15 @@ def _format_validation_error(tool_name: str, err: pydantic.ValidationError) -> s
     return f"invalid arguments for {tool_name}: " + "; ".join(problems)
 
 
+MAX_SOURCES = 20
+"""Sources one call may cite (web_search returns at most 20 results). An MCP server's answer listed
+130,000 resource links in its 8 MB, and the run's de-duplication of sources is quadratic: the event
+loop stood still for minutes, for every server."""
+
+
 def _render(value: Any) -> tuple[str, list[str], str | None]:
     if isinstance(value, ToolOutput):
-        return value.text, list(value.sources), value.full_text
+        return value.text, list(value.sources[:MAX_SOURCES]), value.full_text
     if isinstance(value, str):
         return value, [], None
     if value is None:
