@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import ClassVar
 
+import discord
+
 from agent.config import ConfigError
 from agent.logs import redact
 from bot.formatting import one_line
@@ -161,4 +163,6 @@ class AttachmentsRefused(Note):
 
     @property
     def text(self) -> str:
-        return "📎 Not read: " + "; ".join(self.refused)
+        # The names are the uploader's: '<@&id>' or '**' in one would render as a role or bold text.
+        shown = (discord.utils.escape_mentions(discord.utils.escape_markdown(r)) for r in self.refused)
+        return "📎 Not read: " + "; ".join(shown)

@@ -122,6 +122,7 @@ async def test_e2e_a_too_big_file_and_an_unsupported_type_are_refused_in_the_thr
                 ("notes.md", b"# Notes\nkeep me\n"),
                 ("big.csv", b"a,b\n" + b"1,2\n" * 5000),
                 ("tool.exe", b"MZ\x90\x00\x03" + bytes(200)),
+                ("<@&123456789012345678>**loud**.bin", b"\x00\x01" * 50),
             ],
         )
         thread = await fake.wait_for_thread(parent=general)
@@ -132,6 +133,8 @@ async def test_e2e_a_too_big_file_and_an_unsupported_type_are_refused_in_the_thr
     (refused,) = [m.content for m in fake.messages(thread) if "📎 Not read" in m.content]
     assert "big.csv: it is 20 KB, over the 10 KB" in refused
     assert "tool.exe: unsupported type" in refused
+    # An uploader's name is shown as typed, not rendered as a role mention or bold text.
+    assert "<@\u200b&123456789012345678>\\*\\*loud\\*\\*.bin: unsupported type" in refused
     told = user_text(llm.requests[0])
     assert "notes.md (" in told and "big.csv: it is 20 KB" in told and "tool.exe: unsupported type" in told
     assert session is not None
