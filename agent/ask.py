@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+import uuid
+from pathlib import Path
 from typing import TextIO
+
+from rich.markup import escape
 
 from agent.config import AgentSettings
 from agent.events import FinalEvent, RunResult
@@ -14,7 +19,9 @@ from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
 from agent.terminal import TerminalRenderer
+from agent.tools.registry import ToolContext
 from agent.tools.research import ResearchToolSettings
+from agent.tools.workspace import workspace_files
 from agent.toolset import build_registry, operator_mcp
 
 
@@ -52,9 +59,15 @@ async def ask(
                 reasoning_effort=settings.reasoning_effort,
             ),
         )
+        # The files and Python tools work in a workspace of this run's own under DATA_DIR (as the bot's
+        # sessions do), never the current directory: the sandbox may hand it to another user.
+        session = uuid.uuid4().hex[:12]
+        context = ToolContext(
+            session_id=session, workspace=Path(settings.data_dir, "workspaces", f"ask-{session}")
+        )
         result: RunResult | None = None
         try:
-            async with contextlib.aclosing(agent.run(task)) as events:
+            async with contextlib.aclosing(agent.run(task, context=context)) as events:
                 async for ev in events:
                     renderer.render(ev)
                     if isinstance(ev, FinalEvent):
@@ -62,6 +75,7 @@ async def ask(
         finally:
             if mcp is not None:
                 await mcp.aclose()
+            _keep_files(context.workspace, renderer)
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
         out.write(result.text)
@@ -70,3 +84,14 @@ async def ask(
         out.flush()
     renderer.summary(result)
     return result
+
+
+def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:
+    """Say where the files the run wrote are kept; a workspace left without files is removed."""
+    if workspace is None or not workspace.is_dir():
+        return
+    files = workspace_files(workspace)
+    if not files:
+        shutil.rmtree(workspace, ignore_errors=True)
+        return
+    renderer.console.print(f"[dim]files ({len(files)}) kept in {escape(str(workspace.resolve()))}[/]")
