@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -113,6 +114,11 @@ def ask(
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)
     from agent.ask import ask as run_ask
 
+    # `kill`, `timeout` and a closed terminal stop the run as Ctrl-C does (asyncio.run cancels it), so
+    # a tool's processes are killed: by default the process died at once and left run_python's sandbox
+    # running with no one to enforce its time limit.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         result = asyncio.run(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
     except ConfigError as e:
