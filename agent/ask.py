@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import uuid
@@ -78,12 +79,22 @@ async def ask(
             _keep_files(context.workspace, renderer)
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
-        out.write(result.text)
-        if not result.text.endswith("\n"):
-            out.write("\n")
-        out.flush()
+        try:
+            out.write(result.text)
+            if not result.text.endswith("\n"):
+                out.write("\n")
+            out.flush()
+        except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
+            renderer.summary(result)
+            with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            raise AnswerNotWritten(f"cannot write the answer to standard output ({e.strerror or e})") from e
     renderer.summary(result)
     return result
+
+
+class AnswerNotWritten(Exception):
+    """The run ended but its answer could not be written out (the message says why, in one line)."""
 
 
 def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:

@@ -112,6 +112,7 @@ def ask(
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
     # twice, so logs appear only with LOG_LEVEL=DEBUG.
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)
+    from agent.ask import AnswerNotWritten
     from agent.ask import ask as run_ask
 
     # `kill`, `timeout` and a closed terminal stop the run as Ctrl-C does (asyncio.run cancels it), so
@@ -123,6 +124,8 @@ def ask(
         result = asyncio.run(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
     except ConfigError as e:
         _fail(str(e))
+    except AnswerNotWritten as e:
+        _fail(str(e), EXIT_FAILED)
     except KeyboardInterrupt:
         _fail("interrupted", EXIT_INTERRUPTED)
     if result.status == "max_iterations":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 
@@ -13,7 +14,12 @@ AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
 
 async def ask_cli(
-    llm: FakeLLM, tmp_path: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+    llm: FakeLLM,
+    tmp_path: Path,
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    stdout: Any = asyncio.subprocess.PIPE,
 ) -> tuple[int, str, str]:
     """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
     base = {
@@ -32,11 +38,11 @@ async def ask_cli(
         cwd=tmp_path,
         env=base | (env or {}),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return proc.returncode or 0, (out or b"").decode(), err.decode()
 
 
 async def test_files_and_python_work_in_a_workspace_the_user_is_told_about(
