@@ -84,7 +84,7 @@ class TerminalRenderer:
             est = "estimated: " if ev.usage.estimated else ""
             c.print(
                 f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
-                f"{est}{ev.cost.format()}[/]"
+                f"{est}{escape(ev.cost.format())}[/]"
             )
         elif isinstance(ev, ModelSwitched):
             c.print(
@@ -106,8 +106,8 @@ class TerminalRenderer:
             f"[dim]{result.steps} step{'' if result.steps == 1 else 's'} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
             f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
             f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
-            f"cost {est}{result.cost.format()} · "
-            f"models {', '.join(result.models) or '-'} · {result.duration:.1f}s{status}[/]"
+            f"cost {est}{escape(result.cost.format())} · "
+            f"models {escape(', '.join(result.models)) or '-'} · {result.duration:.1f}s{status}[/]"
         )
         if result.sources:
-            self.console.print("[dim]sources: " + " ".join(result.sources) + "[/]")
+            self.console.print("[dim]sources: " + escape(" ".join(result.sources)) + "[/]")

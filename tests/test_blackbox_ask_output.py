@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.fakes.llm_server import FakeLLM, text
+from aiohttp import web
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
 from tests.test_blackbox_ask_tools import ask_cli
 
 
@@ -19,3 +22,25 @@ async def test_an_answer_that_cannot_be_written_is_one_line_and_the_run_is_still
     lines = err.strip().splitlines()
     assert lines[-2].startswith("1 step · 1000 prompt + 100 completion tokens"), err
     assert lines[-1] == "agentbot: cannot write the answer to standard output (No space left on device)", err
+
+
+async def test_names_and_links_with_brackets_are_shown_as_they_are(llm: FakeLLM, tmp_path: Path) -> None:
+    # The summary went through rich markup unescaped: "[disambiguation]" in a source vanished, so the
+    # link shown led elsewhere, and a server-reported model name holding "[/]" crashed the run with a
+    # MarkupError traceback after the answer.
+    link = "https://en.wikipedia.org/wiki/Otter_[disambiguation]"
+    app = web.Application()
+    app.router.add_get(
+        "/search",
+        lambda _r: web.json_response({"results": [{"url": link, "title": "Otter", "content": "x"}]}),
+    )
+    llm.script(
+        tool_call("web_search", {"query": "otter"}, model="team[/]llama"),
+        text("Otters.", model="team[/]llama"),
+    )
+    async with served(app) as searx:
+        env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": searx}
+        code, out, err = await ask_cli(llm, tmp_path, "otters?", env=env)
+    assert (code, out) == (0, "Otters.\n"), err
+    assert f"sources: {link}" in err, err
+    assert "models team[/]llama · " in err, err
