@@ -19,7 +19,7 @@ from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
-from agent.terminal import TerminalRenderer
+from agent.terminal import TerminalRenderer, without_controls
 from agent.tools.registry import ToolContext
 from agent.tools.research import ResearchToolSettings
 from agent.tools.workspace import workspace_files
@@ -80,7 +80,7 @@ async def ask(
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
         try:
-            out.write(result.text)
+            out.write(without_controls(result.text))
             if not result.text.endswith("\n"):
                 out.write("\n")
             out.flush()

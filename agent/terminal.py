@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
 from agent.events import (
     AgentEvent,
@@ -22,6 +23,20 @@ from agent.events import (
     ToolResultEvent,
     UsageEvent,
 )
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def without_controls(text: str) -> str:
+    """``text`` without terminal control characters (newlines and tabs stay): what tools, pages,
+    servers and the model say reaches a terminal as text, never as an escape sequence that retitles
+    the window, clears the screen or (OSC 52) writes the user's clipboard."""
+    return _CONTROLS.sub("", text)
+
+
+def escape(text: str) -> str:
+    """Safe to print through rich: markup escaped, control characters removed."""
+    return escape_markup(without_controls(text))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:

@@ -44,3 +44,31 @@ async def test_names_and_links_with_brackets_are_shown_as_they_are(llm: FakeLLM,
     assert (code, out) == (0, "Otters.\n"), err
     assert f"sources: {link}" in err, err
     assert "models team[/]llama · " in err, err
+
+
+async def test_control_sequences_from_pages_and_the_model_never_reach_the_terminal(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A page (through a tool's output) or the model could retitle the window, clear the screen or,
+    # with OSC 52, write the user's clipboard: every escape reached stderr and stdout as bytes.
+    hostile = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b]0;owned\x07\x1b[2J\x9b31m\r"
+    app = web.Application()
+    app.router.add_get(
+        "/search",
+        lambda _r: web.json_response(
+            {
+                "results": [
+                    {"url": "https://otters.example/", "title": "Otters", "content": f"sea {hostile}otters"}
+                ]
+            }
+        ),
+    )
+    llm.script(tool_call("web_search", {"query": "otter"}), text(f"Sea {hostile}otters\tholt\n"))
+    async with served(app) as searx:
+        env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": searx}
+        code, out, err = await ask_cli(llm, tmp_path, "otters?", "--show-text", env=env)
+    assert code == 0, err
+    for said in (out, err):
+        assert not any(c in said for c in "\x1b\x07\x9b\r"), repr(said)
+    assert out == "Sea ]52;c;ZWNobyBwd25lZA==]0;owned[2J31motters\tholt\n"  # the rest of the answer as is
+    assert "sea ]52;c" in err and "Sea ]52;c" in err  # the tool's output and the streamed words
