@@ -86,7 +86,14 @@ def _require_key(settings: AgentSettings, spec: str) -> None:
 
 @app.command(epilog=EXIT_CODES)
 def ask(
-    task: Annotated[str, typer.Argument(help="What to research or do.")],
+    task: Annotated[
+        str | None,
+        typer.Argument(
+            help="What to research or do. `-` or none (with input piped) reads it from standard input, "
+            "e.g. agentbot ask < question.txt.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL.")
     ] = None,
@@ -105,8 +112,7 @@ def ask(
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
-    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
-        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
+    task = _task_text(task)
     settings = _agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
@@ -132,6 +138,32 @@ def ask(
         raise typer.Exit(EXIT_STEP_LIMIT)
     if result.status != "completed":
         raise typer.Exit(EXIT_FAILED)
+
+
+MAX_STDIN_BYTES = 8 * 1024 * 1024
+"""The longest task read from standard input: more text than the largest context window (2M tokens)."""
+
+
+def _task_text(task: str | None) -> str:
+    """The argument, or standard input when it is ``-`` or absent and something is piped in. An argument
+    never reads stdin: ``while read q; do agentbot ask "$q"; done < questions`` keeps its questions."""
+    if task is None or task == "-":
+        if sys.stdin is None or (task is None and sys.stdin.isatty()):
+            _fail('give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in')
+        raw = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(raw) > MAX_STDIN_BYTES:
+            _fail(
+                f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
+            )
+        try:
+            task = raw.decode()
+        except UnicodeDecodeError as e:
+            _fail(
+                f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"
+            )
+    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
+        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
+    return task
 
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:

@@ -1,0 +1,78 @@
+"""Where ``agentbot ask`` takes its task from: the argument, or standard input (a pipe, a file, `-`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import pty
+from pathlib import Path
+
+import pytest
+import typer
+
+from tests.fakes.llm_server import FakeLLM, text
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli
+
+
+async def test_the_task_can_come_from_a_pipe_in_any_script(llm: FakeLLM, tmp_path: Path) -> None:
+    # `agentbot ask < question.txt` ended in "Missing argument 'task'", and `agentbot ask -` sent the
+    # model a paid question reading "-": a task longer than the OS allows an argument (128 KB) could
+    # not be asked at all.
+    task = "ما هي عاصمة فرنسا؟ 🇫🇷\nAnswer in one word, e.g. «Paris».\n" + "context " * 20_000
+    llm.script(text("باريس 🇫🇷"), text("Paris"))
+    code, out, err = await ask_cli(llm, tmp_path, stdin=task.encode())
+    assert (code, out) == (0, "باريس 🇫🇷\n"), err
+    code, out, err = await ask_cli(llm, tmp_path, "-", stdin=task.encode())
+    assert (code, out) == (0, "Paris\n"), err
+    assert [r["messages"][-1]["content"] for r in llm.requests] == [task, task]
+
+
+async def test_no_task_anywhere_is_one_line_and_no_paid_call(llm: FakeLLM, tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        cases = {  # what stdin holds: what the one line says
+            b"": "the task is empty",
+            b"caf\xe9?": "is not UTF-8",
+            terminal: "give the task as the argument",
+        }
+        for stdin, said in cases.items():
+            if isinstance(stdin, int):  # a terminal: nothing is piped, so the task is missing
+                code, out, err = await _ask_from(llm, tmp_path, stdin)
+            else:
+                code, out, err = await ask_cli(llm, tmp_path, stdin=stdin)
+            assert (code, out) == (2, ""), (stdin, err)
+            assert len(err.strip().splitlines()) == 1 and said in err, (stdin, err)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert llm.requests == []
+
+
+async def _ask_from(llm: FakeLLM, tmp_path: Path, stdin_fd: int) -> tuple[int, str, str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPENAI_BASE_URL": llm.base_url}
+    env |= {"OPENAI_API_KEY": "sk-ask-test-key-0001", "DATA_DIR": str(tmp_path / "data")}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        cwd=tmp_path,
+        env=env,
+        stdin=stdin_fd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def test_a_task_piped_in_is_read_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `yes | agentbot ask` (or a wrong file) would otherwise fill the memory before any check.
+    from bot import cli
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y\n" * (cli.MAX_STDIN_BYTES // 2 + 1))))
+    with pytest.raises(typer.Exit) as stopped:
+        cli._task_text("-")
+    assert stopped.value.exit_code == 2
+    assert "over 8 MB" in capsys.readouterr().err
