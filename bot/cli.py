@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES = """Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be
-reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit
-(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."""
+EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
+    "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
+    "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
+    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -107,7 +109,7 @@ def ask(
         ),
     ] = None,
     show_text: Annotated[
-        bool, typer.Option("--show-text", help="Stream the model's words while it writes.")
+        bool, typer.Option("--show-text", metavar="", help="Stream the model's words while it writes.")
     ] = False,
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors

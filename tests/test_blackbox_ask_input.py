@@ -76,3 +76,20 @@ def test_a_task_piped_in_is_read_up_to_a_bound(
         cli._task_text("-")
     assert stopped.value.exit_code == 2
     assert "over 8 MB" in capsys.readouterr().err
+
+
+async def test_help_shows_flags_as_flags_and_the_exit_codes_as_one_paragraph(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "80", "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", "--help", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+    lines = raw.decode().splitlines()
+    # "--show-text <bool>" read as taking a value: `--show-text true` then failed on "extra argument (true)"
+    flag = next(line for line in lines if "--show-text" in line)
+    assert "<bool>" not in flag, flag
+    # The exit codes kept the source's line breaks: at 80 columns, lines of 12 characters in between.
+    start = next(i for i, line in enumerate(lines) if "Exit codes:" in line)
+    paragraph = [line.strip() for line in lines[start:] if line.strip()]
+    assert all(len(line) > 60 for line in paragraph[:-1]), paragraph
+    assert "130 interrupted" in paragraph[-1] and "standard input" in raw.decode()
