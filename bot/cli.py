@@ -115,6 +115,8 @@ def ask(
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
     task = _task_text(task)
+    if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
+        _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = _agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each

@@ -49,6 +49,18 @@ async def test_no_task_anywhere_is_one_line_and_no_paid_call(llm: FakeLLM, tmp_p
     assert llm.requests == []
 
 
+async def test_odd_arguments_are_named_in_one_line(llm: FakeLLM, tmp_path: Path) -> None:
+    cases = {  # arguments: what the one line says
+        # `-m "$MODEL"` with MODEL unset ran the default model, silently
+        ("-m", "", "question"): "--model is empty",
+    }
+    for args, said in cases.items():
+        code, out, err = await ask_cli(llm, tmp_path, *args)
+        assert (code, out) == (2, ""), (args, err)
+        assert len(err.strip().splitlines()) == 1 and said in err, (args, err)
+    assert llm.requests == []
+
+
 async def _ask_from(llm: FakeLLM, tmp_path: Path, stdin_fd: int) -> tuple[int, str, str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPENAI_BASE_URL": llm.base_url}
     env |= {"OPENAI_API_KEY": "sk-ask-test-key-0001", "DATA_DIR": str(tmp_path / "data")}
