@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -389,6 +390,14 @@ def main() -> None:
             typer.echo(ctx.get_help())
         else:  # a wrong option or argument is one line, like a wrong setting
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            name = getattr(e, "option_name", None)
+            if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
+                # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options
+                task = next((a for a in sys.argv[1:] if a.startswith(name) and " " in a), None)
+                if task is not None:
+                    where = (
+                        f": a task starting with '-' goes after --, e.g. agentbot ask -- {shlex.quote(task)}"
+                    )
             typer.echo(f"agentbot: {' '.join(e.format_message().split())}{where}", err=True)  # type: ignore[attr-defined]
         sys.exit(EXIT_SETTINGS)
     except _CLICK_ERROR as e:

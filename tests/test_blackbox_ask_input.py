@@ -53,6 +53,8 @@ async def test_odd_arguments_are_named_in_one_line(llm: FakeLLM, tmp_path: Path)
     cases = {  # arguments: what the one line says
         # `-m "$MODEL"` with MODEL unset ran the default model, silently
         ("-m", "", "question"): "--model is empty",
+        # a task starting with "-" was only "No such option: -5"
+        ("-5 degrees in Fahrenheit?",): "agentbot ask -- '-5 degrees in Fahrenheit?'",
     }
     for args, said in cases.items():
         code, out, err = await ask_cli(llm, tmp_path, *args)
