@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,12 +14,13 @@ from typing import TextIO
 from rich.markup import escape
 
 from agent.config import AgentSettings
-from agent.events import FinalEvent, RunResult
+from agent.events import FinalEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
+from agent.run_state import RunState
 from agent.terminal import TerminalRenderer, without_controls
 from agent.tools.registry import ToolContext
 from agent.tools.research import ResearchToolSettings
@@ -67,16 +69,26 @@ async def ask(
             session_id=session, workspace=Path(settings.data_dir, "workspaces", f"ask-{session}")
         )
         result: RunResult | None = None
+        state, cancelled, calling = RunState(task=task), False, False
         try:
-            async with contextlib.aclosing(agent.run(task, context=context)) as events:
+            async with contextlib.aclosing(agent.run(task, context=context, state=state)) as events:
                 async for ev in events:
                     renderer.render(ev)
+                    if isinstance(ev, StepStarted | UsageEvent):
+                        calling = isinstance(ev, StepStarted)
                     if isinstance(ev, FinalEvent):
                         result = ev.result
+        except asyncio.CancelledError:  # Ctrl-C: what the calls so far cost is still said, last
+            cancelled = True
+            raise
         finally:
             if mcp is not None:
                 await mcp.aclose()
             _keep_files(context.workspace, renderer)
+            if cancelled:
+                renderer.summary(state.result("cancelled", ""))
+                if calling:  # it may still be billed: the total is a lower bound, never a false $0
+                    renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
         try:

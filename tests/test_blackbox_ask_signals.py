@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_blackbox_ask_tools import AGENTBOT
 
 
@@ -25,17 +26,14 @@ def _processes_naming(fragment: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
-    sig: signal.Signals, llm: FakeLLM, tmp_path: Path
-) -> None:
-    llm.script(
-        tool_call(
-            "run_python",
-            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
-        ),
-        text("never reached"),
-    )
+async def _stopped(
+    llm: FakeLLM,
+    tmp_path: Path,
+    sig: signal.Signals,
+    after: bytes,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[int, str, str]:
+    """``agentbot ask``, sent ``sig`` once stderr shows ``after`` (and ``ready`` returned)."""
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -56,25 +54,59 @@ async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
     )
     assert proc.stderr is not None
     seen = b""
-    while b"run_python(" not in seen:
+    while after not in seen:
         line = await asyncio.wait_for(proc.stderr.readline(), 60)
         assert line, seen
         seen += line
-    workspace = str(tmp_path / "data" / "workspaces")
-    for _ in range(200):  # the sandbox has started once the code's first write is there
-        if list(Path(workspace).glob("*/half.txt")):
-            break
-        await asyncio.sleep(0.05)
-    assert _processes_naming(workspace), "the sandbox never started"
+    if ready is not None:
+        await ready()
     proc.send_signal(sig)
     out, rest = await asyncio.wait_for(proc.communicate(), 60)
-    err = (seen + rest).decode()
+    return proc.returncode or 0, out.decode(), (seen + rest).decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
+    sig: signal.Signals, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.script(
+        tool_call(
+            "run_python",
+            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
+        ),
+        text("never reached"),
+    )
+    workspace = str(tmp_path / "data" / "workspaces")
+
+    async def sandbox_started() -> None:
+        for _ in range(200):  # the sandbox has started once the code's first write is there
+            if list(Path(workspace).glob("*/half.txt")):
+                break
+            await asyncio.sleep(0.05)
+        assert _processes_naming(workspace), "the sandbox never started"
+
+    code, out, err = await _stopped(llm, tmp_path, sig, b"run_python(", sandbox_started)
     left = _processes_naming(workspace)
     for pid in left:  # never leave them behind, even when the assertion below fails
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert out == b"" and "Traceback" not in err, err
+    assert code == 130, err
+    assert out == "" and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "agentbot: interrupted", err
+    # What the run had spent is still said: the step's call was paid for before the signal.
+    assert "100 prompt + 20 completion tokens · cost $0.000027" in err.strip().splitlines()[-2], err
+    assert "not counted" not in err  # no model call was under way
     assert left == [], f"sandboxed code still running after {sig.name}: {left}"
     assert len(llm.requests) == 1  # nothing more was asked (or paid for) after the signal
+
+
+async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLLM, tmp_path: Path) -> None:
+    # Stopped while the provider was answering, the total read "cost $0.0000": a paid call as free.
+    llm.script(Reply(hang=True))
+    code, out, err = await _stopped(llm, tmp_path, signal.SIGINT, b"step 1")
+    assert (code, out) == (130, ""), err
+    said = err.strip().splitlines()
+    assert (
+        said[-3].startswith("0 steps · 0 prompt + 0 completion tokens") and "status: cancelled" in said[-3]
+    ), err
+    assert said[-2:] == ["not counted: the model call in progress when stopped", "agentbot: interrupted"], err
