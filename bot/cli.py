@@ -11,10 +11,10 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -23,6 +23,8 @@ from agent.logs import configure_logging
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
@@ -126,23 +128,33 @@ def ask(
     from agent.ask import AnswerNotWritten
     from agent.ask import ask as run_ask
 
-    # `kill`, `timeout` and a closed terminal stop the run as Ctrl-C does (asyncio.run cancels it), so
-    # a tool's processes are killed: by default the process died at once and left run_python's sandbox
-    # running with no one to enforce its time limit.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
-        result = asyncio.run(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
+        result = asyncio.run(
+            _stoppable(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
+        )
     except ConfigError as e:
         _fail(str(e))
     except AnswerNotWritten as e:
         _fail(str(e), EXIT_FAILED)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         _fail("interrupted", EXIT_INTERRUPTED)
     if result.status == "max_iterations":
         raise typer.Exit(EXIT_STEP_LIMIT)
     if result.status != "completed":
         raise typer.Exit(EXIT_FAILED)
+
+
+async def _stoppable(run: Coroutine[Any, Any, T]) -> T:
+    """``run``, cancelled by SIGTERM or SIGHUP (`kill`, `timeout`, a closed terminal) as Ctrl-C cancels
+    it, so the processes its tools started are killed: by default the process died at once and left
+    run_python's sandbox running with no one to enforce its time limit. (Not by re-raising SIGINT: a
+    script's background job ignores that.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    return await run
 
 
 MAX_STDIN_BYTES = 8 * 1024 * 1024

@@ -51,6 +51,9 @@ async def _stopped(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Sent SIGTERM, it runs as a script's background job (`agentbot ask ... & kill $!`), in which
+        # the shell has SIGINT ignored: a SIGTERM turned into SIGINT was then ignored too.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == signal.SIGTERM else None,
     )
     assert proc.stderr is not None
     seen = b""
