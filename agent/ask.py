@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import shutil
 import sys
+import uuid
+from pathlib import Path
 from typing import TextIO
 
+from rich.markup import escape
+
 from agent.config import AgentSettings
-from agent.events import FinalEvent, RunResult
+from agent.events import FinalEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
-from agent.terminal import TerminalRenderer
+from agent.run_state import RunState
+from agent.terminal import TerminalRenderer, without_controls
+from agent.tools.registry import ToolContext
 from agent.tools.research import ResearchToolSettings
+from agent.tools.workspace import workspace_files
 from agent.toolset import build_registry, operator_mcp
 
 
@@ -52,21 +62,59 @@ async def ask(
                 reasoning_effort=settings.reasoning_effort,
             ),
         )
+        # The files and Python tools work in a workspace of this run's own under DATA_DIR (as the bot's
+        # sessions do), never the current directory: the sandbox may hand it to another user.
+        session = uuid.uuid4().hex[:12]
+        context = ToolContext(
+            session_id=session, workspace=Path(settings.data_dir, "workspaces", f"ask-{session}")
+        )
         result: RunResult | None = None
+        state, cancelled, calling = RunState(task=task), False, False
         try:
-            async with contextlib.aclosing(agent.run(task)) as events:
+            async with contextlib.aclosing(agent.run(task, context=context, state=state)) as events:
                 async for ev in events:
                     renderer.render(ev)
+                    if isinstance(ev, StepStarted | UsageEvent):
+                        calling = isinstance(ev, StepStarted)
                     if isinstance(ev, FinalEvent):
                         result = ev.result
+        except asyncio.CancelledError:  # Ctrl-C: what the calls so far cost is still said, last
+            cancelled = True
+            raise
         finally:
             if mcp is not None:
                 await mcp.aclose()
+            _keep_files(context.workspace, renderer)
+            if cancelled:
+                renderer.summary(state.result("cancelled", ""))
+                if calling:  # it may still be billed: the total is a lower bound, never a false $0
+                    renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
-        out.write(result.text)
-        if not result.text.endswith("\n"):
-            out.write("\n")
-        out.flush()
+        try:
+            out.write(without_controls(result.text))
+            if not result.text.endswith("\n"):
+                out.write("\n")
+            out.flush()
+        except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
+            renderer.summary(result)
+            with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            raise AnswerNotWritten(f"cannot write the answer to standard output ({e.strerror or e})") from e
     renderer.summary(result)
     return result
+
+
+class AnswerNotWritten(Exception):
+    """The run ended but its answer could not be written out (the message says why, in one line)."""
+
+
+def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:
+    """Say where the files the run wrote are kept; a workspace left without files is removed."""
+    if workspace is None or not workspace.is_dir():
+        return
+    files = workspace_files(workspace)
+    if not files:
+        shutil.rmtree(workspace, ignore_errors=True)
+        return
+    renderer.console.print(f"[dim]files ({len(files)}) kept in {escape(str(workspace.resolve()))}[/]")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
 from agent.events import (
     AgentEvent,
@@ -22,6 +23,20 @@ from agent.events import (
     ToolResultEvent,
     UsageEvent,
 )
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def without_controls(text: str) -> str:
+    """``text`` without terminal control characters (newlines and tabs stay): what tools, pages,
+    servers and the model say reaches a terminal as text, never as an escape sequence that retitles
+    the window, clears the screen or (OSC 52) writes the user's clipboard."""
+    return _CONTROLS.sub("", text)
+
+
+def escape(text: str) -> str:
+    """Safe to print through rich: markup escaped, control characters removed."""
+    return escape_markup(without_controls(text))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
@@ -84,7 +99,7 @@ class TerminalRenderer:
             est = "estimated: " if ev.usage.estimated else ""
             c.print(
                 f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
-                f"{est}{ev.cost.format()}[/]"
+                f"{est}{escape(ev.cost.format())}[/]"
             )
         elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down
             c.print(f"  [yellow]{escape(ev.reason)}[/]")
@@ -108,8 +123,8 @@ class TerminalRenderer:
             f"[dim]{result.steps} step{'' if result.steps == 1 else 's'} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
             f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
             f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
-            f"cost {est}{result.cost.format()} · "
-            f"models {', '.join(result.models) or '-'} · {result.duration:.1f}s{status}[/]"
+            f"cost {est}{escape(result.cost.format())} · "
+            f"models {escape(', '.join(result.models)) or '-'} · {result.duration:.1f}s{status}[/]"
         )
         if result.sources:
-            self.console.print("[dim]sources: " + " ".join(result.sources) + "[/]")
+            self.console.print("[dim]sources: " + escape(" ".join(result.sources)) + "[/]")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -22,10 +24,14 @@ from agent.logs import configure_logging
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
+T = TypeVar("T")
+
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES = """Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be
-reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit
-(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."""
+EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
+    "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
+    "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
+    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -85,7 +91,14 @@ def _require_key(settings: AgentSettings, spec: str) -> None:
 
 @app.command(epilog=EXIT_CODES)
 def ask(
-    task: Annotated[str, typer.Argument(help="What to research or do.")],
+    task: Annotated[
+        str | None,
+        typer.Argument(
+            help="What to research or do. `-` or none (with input piped) reads it from standard input, "
+            "e.g. agentbot ask < question.txt.",
+            show_default=False,
+        ),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL.")
     ] = None,
@@ -99,30 +112,75 @@ def ask(
         ),
     ] = None,
     show_text: Annotated[
-        bool, typer.Option("--show-text", help="Stream the model's words while it writes.")
+        bool, typer.Option("--show-text", metavar="", help="Stream the model's words while it writes.")
     ] = False,
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
-    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
-        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
+    task = _task_text(task)
+    if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
+        _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = _agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
     # twice, so logs appear only with LOG_LEVEL=DEBUG.
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)
+    from agent.ask import AnswerNotWritten
     from agent.ask import ask as run_ask
 
     try:
-        result = asyncio.run(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
+        result = asyncio.run(
+            _stoppable(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
+        )
     except ConfigError as e:
         _fail(str(e))
-    except KeyboardInterrupt:
+    except AnswerNotWritten as e:
+        _fail(str(e), EXIT_FAILED)
+    except (KeyboardInterrupt, asyncio.CancelledError):
         _fail("interrupted", EXIT_INTERRUPTED)
     if result.status == "max_iterations":
         raise typer.Exit(EXIT_STEP_LIMIT)
     if result.status != "completed":
         raise typer.Exit(EXIT_FAILED)
+
+
+async def _stoppable(run: Coroutine[Any, Any, T]) -> T:
+    """``run``, cancelled by SIGTERM or SIGHUP (`kill`, `timeout`, a closed terminal) as Ctrl-C cancels
+    it, so the processes its tools started are killed: by default the process died at once and left
+    run_python's sandbox running with no one to enforce its time limit. (Not by re-raising SIGINT: a
+    script's background job ignores that.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    return await run
+
+
+MAX_STDIN_BYTES = 8 * 1024 * 1024
+"""The longest task read from standard input: more text than the largest context window (2M tokens)."""
+
+
+def _task_text(task: str | None) -> str:
+    """The argument, or standard input when it is ``-`` or absent and something is piped in. An argument
+    never reads stdin: ``while read q; do agentbot ask "$q"; done < questions`` keeps its questions."""
+    if task is None or task == "-":
+        if sys.stdin is None or (task is None and sys.stdin.isatty()):
+            _fail('give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in')
+        raw = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(raw) > MAX_STDIN_BYTES:
+            _fail(
+                f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
+            )
+        try:
+            task = raw.decode()
+        except UnicodeDecodeError as e:
+            _fail(
+                f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"
+            )
+    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
+        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
+    return task
 
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:
@@ -344,6 +402,14 @@ def main() -> None:
             typer.echo(ctx.get_help())
         else:  # a wrong option or argument is one line, like a wrong setting
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            name = getattr(e, "option_name", None)
+            if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
+                # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options
+                task = next((a for a in sys.argv[1:] if a.startswith(name) and " " in a), None)
+                if task is not None:
+                    where = (
+                        f": a task starting with '-' goes after --, e.g. agentbot ask -- {shlex.quote(task)}"
+                    )
             typer.echo(f"agentbot: {' '.join(e.format_message().split())}{where}", err=True)  # type: ignore[attr-defined]
         sys.exit(EXIT_SETTINGS)
     except _CLICK_ERROR as e:

@@ -1,0 +1,109 @@
+"""Where ``agentbot ask`` takes its task from: the argument, or standard input (a pipe, a file, `-`)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import pty
+from pathlib import Path
+
+import pytest
+import typer
+
+from tests.fakes.llm_server import FakeLLM, text
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli
+
+
+async def test_the_task_can_come_from_a_pipe_in_any_script(llm: FakeLLM, tmp_path: Path) -> None:
+    # `agentbot ask < question.txt` ended in "Missing argument 'task'", and `agentbot ask -` sent the
+    # model a paid question reading "-": a task longer than the OS allows an argument (128 KB) could
+    # not be asked at all.
+    task = "ما هي عاصمة فرنسا؟ 🇫🇷\nAnswer in one word, e.g. «Paris».\n" + "context " * 20_000
+    llm.script(text("باريس 🇫🇷"), text("Paris"))
+    code, out, err = await ask_cli(llm, tmp_path, stdin=task.encode())
+    assert (code, out) == (0, "باريس 🇫🇷\n"), err
+    code, out, err = await ask_cli(llm, tmp_path, "-", stdin=task.encode())
+    assert (code, out) == (0, "Paris\n"), err
+    assert [r["messages"][-1]["content"] for r in llm.requests] == [task, task]
+
+
+async def test_no_task_anywhere_is_one_line_and_no_paid_call(llm: FakeLLM, tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    try:
+        cases = {  # what stdin holds: what the one line says
+            b"": "the task is empty",
+            b"caf\xe9?": "is not UTF-8",
+            terminal: "give the task as the argument",
+        }
+        for stdin, said in cases.items():
+            if isinstance(stdin, int):  # a terminal: nothing is piped, so the task is missing
+                code, out, err = await _ask_from(llm, tmp_path, stdin)
+            else:
+                code, out, err = await ask_cli(llm, tmp_path, stdin=stdin)
+            assert (code, out) == (2, ""), (stdin, err)
+            assert len(err.strip().splitlines()) == 1 and said in err, (stdin, err)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert llm.requests == []
+
+
+async def test_odd_arguments_are_named_in_one_line(llm: FakeLLM, tmp_path: Path) -> None:
+    cases = {  # arguments: what the one line says
+        # `-m "$MODEL"` with MODEL unset ran the default model, silently
+        ("-m", "", "question"): "--model is empty",
+        # a task starting with "-" was only "No such option: -5"
+        ("-5 degrees in Fahrenheit?",): "agentbot ask -- '-5 degrees in Fahrenheit?'",
+    }
+    for args, said in cases.items():
+        code, out, err = await ask_cli(llm, tmp_path, *args)
+        assert (code, out) == (2, ""), (args, err)
+        assert len(err.strip().splitlines()) == 1 and said in err, (args, err)
+    assert llm.requests == []
+
+
+async def _ask_from(llm: FakeLLM, tmp_path: Path, stdin_fd: int) -> tuple[int, str, str]:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPENAI_BASE_URL": llm.base_url}
+    env |= {"OPENAI_API_KEY": "sk-ask-test-key-0001", "DATA_DIR": str(tmp_path / "data")}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        cwd=tmp_path,
+        env=env,
+        stdin=stdin_fd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def test_a_task_piped_in_is_read_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `yes | agentbot ask` (or a wrong file) would otherwise fill the memory before any check.
+    from bot import cli
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y\n" * (cli.MAX_STDIN_BYTES // 2 + 1))))
+    with pytest.raises(typer.Exit) as stopped:
+        cli._task_text("-")
+    assert stopped.value.exit_code == 2
+    assert "over 8 MB" in capsys.readouterr().err
+
+
+async def test_help_shows_flags_as_flags_and_the_exit_codes_as_one_paragraph(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "80", "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", "--help", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+    lines = raw.decode().splitlines()
+    # "--show-text <bool>" read as taking a value: `--show-text true` then failed on "extra argument (true)"
+    flag = next(line for line in lines if "--show-text" in line)
+    assert "<bool>" not in flag, flag
+    # The exit codes kept the source's line breaks: at 80 columns, lines of 12 characters in between.
+    start = next(i for i, line in enumerate(lines) if "Exit codes:" in line)
+    paragraph = [line.strip() for line in lines[start:] if line.strip()]
+    assert all(len(line) > 60 for line in paragraph[:-1]), paragraph
+    assert "130 interrupted" in paragraph[-1] and "standard input" in raw.decode()

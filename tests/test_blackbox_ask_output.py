@@ -1,0 +1,74 @@
+"""What ``agentbot ask`` prints, and where, when its output goes to a script, a pipe or a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
+from tests.test_blackbox_ask_tools import ask_cli
+
+
+async def test_an_answer_that_cannot_be_written_is_one_line_and_the_run_is_still_summed_up(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # `agentbot ask ... > answer.md` on a full disk: a traceback (exit 120) and no tokens or cost said.
+    llm.script(text("The answer.", prompt_tokens=1000, completion_tokens=100))
+    with open("/dev/full", "w") as full:
+        code, _, err = await ask_cli(llm, tmp_path, "question", stdout=full)
+    assert code == 1 and "Traceback" not in err and "Exception ignored" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-2].startswith("1 step · 1000 prompt + 100 completion tokens"), err
+    assert lines[-1] == "agentbot: cannot write the answer to standard output (No space left on device)", err
+
+
+async def test_names_and_links_with_brackets_are_shown_as_they_are(llm: FakeLLM, tmp_path: Path) -> None:
+    # The summary went through rich markup unescaped: "[disambiguation]" in a source vanished, so the
+    # link shown led elsewhere, and a server-reported model name holding "[/]" crashed the run with a
+    # MarkupError traceback after the answer.
+    link = "https://en.wikipedia.org/wiki/Otter_[disambiguation]"
+    app = web.Application()
+    app.router.add_get(
+        "/search",
+        lambda _r: web.json_response({"results": [{"url": link, "title": "Otter", "content": "x"}]}),
+    )
+    llm.script(
+        tool_call("web_search", {"query": "otter"}, model="team[/]llama"),
+        text("Otters.", model="team[/]llama"),
+    )
+    async with served(app) as searx:
+        env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": searx}
+        code, out, err = await ask_cli(llm, tmp_path, "otters?", env=env)
+    assert (code, out) == (0, "Otters.\n"), err
+    assert f"sources: {link}" in err, err
+    assert "models team[/]llama · " in err, err
+
+
+async def test_control_sequences_from_pages_and_the_model_never_reach_the_terminal(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A page (through a tool's output) or the model could retitle the window, clear the screen or,
+    # with OSC 52, write the user's clipboard: every escape reached stderr and stdout as bytes.
+    hostile = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b]0;owned\x07\x1b[2J\x9b31m\r"
+    app = web.Application()
+    app.router.add_get(
+        "/search",
+        lambda _r: web.json_response(
+            {
+                "results": [
+                    {"url": "https://otters.example/", "title": "Otters", "content": f"sea {hostile}otters"}
+                ]
+            }
+        ),
+    )
+    llm.script(tool_call("web_search", {"query": "otter"}), text(f"Sea {hostile}otters\tholt\n"))
+    async with served(app) as searx:
+        env = {"SEARCH_BACKEND": "searxng", "SEARXNG_URL": searx}
+        code, out, err = await ask_cli(llm, tmp_path, "otters?", "--show-text", env=env)
+    assert code == 0, err
+    for said in (out, err):
+        assert not any(c in said for c in "\x1b\x07\x9b\r"), repr(said)
+    assert out == "Sea ]52;c;ZWNobyBwd25lZA==]0;owned[2J31motters\tholt\n"  # the rest of the answer as is
+    assert "sea ]52;c" in err and "Sea ]52;c" in err  # the tool's output and the streamed words

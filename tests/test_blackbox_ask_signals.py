@@ -1,0 +1,115 @@
+"""Stopping ``agentbot ask`` from outside while a tool runs: Ctrl-C, ``kill``, ``timeout``, a closed terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.test_blackbox_ask_tools import AGENTBOT
+
+
+def _processes_naming(fragment: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if fragment.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # it ended while we looked
+            pass
+    return found
+
+
+async def _stopped(
+    llm: FakeLLM,
+    tmp_path: Path,
+    sig: signal.Signals,
+    after: bytes,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[int, str, str]:
+    """``agentbot ask``, sent ``sig`` once stderr shows ``after`` (and ``ready`` returned)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path / "data"),
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-ask-test-key-0001",
+        "MEMORY_ENABLED": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        "loop forever",
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        # Sent SIGTERM, it runs as a script's background job (`agentbot ask ... & kill $!`), in which
+        # the shell has SIGINT ignored: a SIGTERM turned into SIGINT was then ignored too.
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sig == signal.SIGTERM else None,
+    )
+    assert proc.stderr is not None
+    seen = b""
+    while after not in seen:
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line, seen
+        seen += line
+    if ready is not None:
+        await ready()
+    proc.send_signal(sig)
+    out, rest = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), (seen + rest).decode()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
+    sig: signal.Signals, llm: FakeLLM, tmp_path: Path
+) -> None:
+    llm.script(
+        tool_call(
+            "run_python",
+            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
+        ),
+        text("never reached"),
+    )
+    workspace = str(tmp_path / "data" / "workspaces")
+
+    async def sandbox_started() -> None:
+        for _ in range(200):  # the sandbox has started once the code's first write is there
+            if list(Path(workspace).glob("*/half.txt")):
+                break
+            await asyncio.sleep(0.05)
+        assert _processes_naming(workspace), "the sandbox never started"
+
+    code, out, err = await _stopped(llm, tmp_path, sig, b"run_python(", sandbox_started)
+    left = _processes_naming(workspace)
+    for pid in left:  # never leave them behind, even when the assertion below fails
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert code == 130, err
+    assert out == "" and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "agentbot: interrupted", err
+    # What the run had spent is still said: the step's call was paid for before the signal.
+    assert "100 prompt + 20 completion tokens · cost $0.000027" in err.strip().splitlines()[-2], err
+    assert "not counted" not in err  # no model call was under way
+    assert left == [], f"sandboxed code still running after {sig.name}: {left}"
+    assert len(llm.requests) == 1  # nothing more was asked (or paid for) after the signal
+
+
+async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLLM, tmp_path: Path) -> None:
+    # Stopped while the provider was answering, the total read "cost $0.0000": a paid call as free.
+    llm.script(Reply(hang=True))
+    code, out, err = await _stopped(llm, tmp_path, signal.SIGINT, b"step 1")
+    assert (code, out) == (130, ""), err
+    said = err.strip().splitlines()
+    assert (
+        said[-3].startswith("0 steps · 0 prompt + 0 completion tokens") and "status: cancelled" in said[-3]
+    ), err
+    assert said[-2:] == ["not counted: the model call in progress when stopped", "agentbot: interrupted"], err

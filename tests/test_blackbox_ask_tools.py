@@ -1,0 +1,82 @@
+"""``agentbot ask`` with its tools, driven as a terminal user runs it: the real command in a subprocess,
+the scripted OpenAI-compatible server on 127.0.0.1, a temp directory as the working directory."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+
+async def ask_cli(
+    llm: FakeLLM,
+    tmp_path: Path,
+    *args: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    stdout: Any = asyncio.subprocess.PIPE,
+) -> tuple[int, str, str]:
+    """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-ask-test-key-0001",
+        "MEMORY_ENABLED": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        *args,
+        cwd=tmp_path,
+        env=base | (env or {}),
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    return proc.returncode or 0, (out or b"").decode(), err.decode()
+
+
+async def test_files_and_python_work_in_a_workspace_the_user_is_told_about(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # `ask` offered write_file and run_python, then refused every call: "this session has no workspace".
+    llm.script(
+        tool_call("write_file", {"path": "data.csv", "content": "a,b\n1,2\n"}),
+        tool_call(
+            "run_python",
+            {"code": "print(open('data.csv').read().count(','))\nopen('out.txt','w').write('3')"},
+        ),
+        text("Done: out.txt holds the answer."),
+    )
+    code, out, err = await ask_cli(llm, tmp_path, "make a csv and count its commas")
+    assert (code, out) == (0, "Done: out.txt holds the answer.\n"), err
+    assert "✗" not in err and "no workspace" not in err, err
+    assert "✓ run_python" in err and "stdout: 2" in err, err
+    kept = next(line for line in err.splitlines() if line.startswith("files"))
+    where = Path(kept.split(" kept in ")[1])
+    assert where.parent == tmp_path / "data" / "workspaces", kept  # under DATA_DIR, not the current directory
+    assert sorted(p.name for p in where.iterdir()) == ["data.csv", "out.txt"]
+    assert (where / "out.txt").read_text() == "3"
+    assert not (tmp_path / "data.csv").exists()
+    assert err.strip().splitlines()[-1].startswith("3 steps · ")  # the summary stays the last line
+
+
+def test_a_workspace_left_without_files_is_removed(tmp_path: Path) -> None:
+    import io
+
+    from agent.ask import _keep_files
+    from agent.terminal import TerminalRenderer
+
+    err = io.StringIO()
+    (tmp_path / "ws" / "empty-folder").mkdir(parents=True)  # list_files made it, nothing was written
+    _keep_files(tmp_path / "ws", TerminalRenderer(err))
+    assert not (tmp_path / "ws").exists() and err.getvalue() == ""
