@@ -113,3 +113,34 @@ async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLL
         said[-3].startswith("0 steps · 0 prompt + 0 completion tokens") and "status: cancelled" in said[-3]
     ), err
     assert said[-2:] == ["not counted: the model call in progress when stopped", "agentbot: interrupted"], err
+
+
+async def test_a_killed_ask_takes_its_sandboxed_code_along(llm: FakeLLM, tmp_path: Path) -> None:
+    # kill -9 (or the OOM killer) gives agentbot no chance to stop the sandbox: it must die by itself.
+    llm.script(
+        tool_call(
+            "run_python",
+            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
+        ),
+        text("never reached"),
+    )
+    workspace = str(tmp_path / "data" / "workspaces")
+
+    async def sandbox_started() -> None:
+        for _ in range(200):
+            if list(Path(workspace).glob("*/half.txt")):
+                break
+            await asyncio.sleep(0.05)
+        assert _processes_naming(workspace), "the sandbox never started"
+
+    code, _, _ = await _stopped(llm, tmp_path, signal.SIGKILL, b"run_python(", sandbox_started)
+    assert code == -signal.SIGKILL
+    for _ in range(100):  # the kernel kills them as their parents go; give it a moment
+        if not _processes_naming(workspace):
+            break
+        await asyncio.sleep(0.05)
+    left = _processes_naming(workspace)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == [], f"sandboxed code still running after agentbot was killed: {left}"

@@ -305,10 +305,13 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
     """Set up (when namespaced: as PID 1), run the code, reap, report. Returns our exit status."""
     try:
         if namespaced:
-            _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
             setup_filesystem(cfg)
             _libc.sethostname(b"sandbox", 7)
             become_sandbox_user(set_groups=parent_maps)
+            # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
+            # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
+            # line cannot be seen from here.)
+            _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
         os.chdir(str(cfg["workspace"]))
         set_limits(cfg, namespaced)
         child = os.fork()
@@ -317,6 +320,7 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
         return 125
     if child == 0:
         try:
+            _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)  # without namespaces: dies with the runner
             exe = str(cfg["python"])
             os.execve(exe, [exe, "-I", "-B", "-u", "-c", code], dict(os.environ))
         except OSError as e:
@@ -349,6 +353,11 @@ def main() -> int:
     namespaced = bool(cfg["namespaced"])
     parent_maps = bool(cfg.get("parent_maps"))
     os.set_inheritable(STATUS_FD, False)
+    # Die with the bot: killed with -9 (or OOM), it cannot stop us, and the code would run on unbounded.
+    # PID 1 of the namespace dies with us in turn, taking the whole PID namespace along.
+    _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if os.getppid() == 1:  # the bot died before the line above
+        return 125
     try:
         for procs in cfg.get("cgroup_procs", []):  # join the run's cgroup before anything else starts
             with open(procs, "w") as f:
