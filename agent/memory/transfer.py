@@ -88,7 +88,9 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for each non-blank line; every line must be a JSON object."""
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split at "\n" only: JSON escapes it inside strings, but not U+2028, U+2029 or NEL, where
+    # str.splitlines also splits (an export holding them was refused as "not JSON").
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         if len(rows) >= max_rows:

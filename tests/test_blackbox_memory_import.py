@@ -1,0 +1,28 @@
+"""Black-box: /memory import files as an admin brings them (own exports, hand-edited or hostile files).
+The file checks run without an embedding, so these tests are fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.memory.transfer import ImportRefused, read_export
+from agent.memory.types import MemoryRecord
+
+LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_rows": 100_000, "max_memories": 5000}
+
+
+def exported(*texts: str) -> bytes:
+    """Rows as /memory export writes them (bot.memory_import.export_file: ensure_ascii=False)."""
+    rows = [
+        MemoryRecord(id=f"{i:016x}", text=t, kind="note", created=1.7e9).to_row() for i, t in enumerate(texts)
+    ]
+    return b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in rows)
+
+
+def test_blackbox_memory_an_export_holding_unicode_line_separators_imports_back() -> None:
+    # Pasted web text and model answers carry U+2028/U+2029 and NEL; JSON leaves them unescaped.
+    texts = ("Step one\u2028step two\u2029done.", "Prices\x85 went up.", "Plain note.")
+    plan = read_export(exported(*texts), **LIMITS)
+    assert [m.text for m in plan.memories] == list(texts) and plan.rows == 3
