@@ -26,3 +26,12 @@ def test_blackbox_memory_an_export_holding_unicode_line_separators_imports_back(
     texts = ("Step one\u2028step two\u2029done.", "Prices\x85 went up.", "Plain note.")
     plan = read_export(exported(*texts), **LIMITS)
     assert [m.text for m in plan.memories] == list(texts) and plan.rows == 3
+
+
+@pytest.mark.parametrize(
+    "nested", ["[" * 100_000 + "]" * 100_000, '{"text": "x", "a": ' + "[" * 100_000 + "]" * 100_000 + "}"]
+)
+def test_blackbox_memory_deeply_nested_json_is_refused_by_line(nested: str) -> None:
+    data = exported("A fine first note.") + nested.encode() + b"\n"  # 400 KB, far below the size limit
+    with pytest.raises(ImportRefused, match=r"line 2 is not JSON \(nested too deeply\)"):
+        read_export(data, **LIMITS)

@@ -100,6 +100,9 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
         except ValueError as e:
             problems.append(f"line {number} is not JSON ({e.args[0] if e.args else e})")
             continue
+        except RecursionError:  # json's scanner recurses per level: "[" * 100_000 is a 200 KB file
+            problems.append(f"line {number} is not JSON (nested too deeply)")
+            continue
         if not isinstance(row, dict):
             problems.append(f"line {number} is not a JSON object")
             continue
