@@ -35,3 +35,13 @@ def test_blackbox_memory_deeply_nested_json_is_refused_by_line(nested: str) -> N
     data = exported("A fine first note.") + nested.encode() + b"\n"  # 400 KB, far below the size limit
     with pytest.raises(ImportRefused, match=r"line 2 is not JSON \(nested too deeply\)"):
         read_export(data, **LIMITS)
+
+
+def test_blackbox_memory_a_lone_surrogate_is_refused_before_anything_is_written() -> None:
+    # json.loads turns "\ud800" into a str that no UTF-8 encoder takes: it passed the checks and then
+    # failed the import at its first write, after the file had been called importable.
+    good = json.dumps({"text": "A fine note."}).encode()
+    for field in ('"text": "half an emoji \\ud83d"', '"text": "ok", "author": "\\udc00"'):
+        data = good + b"\n" + ("{" + field + "}").encode() + b"\n"
+        with pytest.raises(ImportRefused, match="line 2: holds a lone UTF-16 surrogate"):
+            read_export(data, **LIMITS)

@@ -117,6 +117,10 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _row_problem(row: Mapping[str, Any]) -> str | None:
+    try:  # json.loads accepts "\ud800"; such a text fails at the first write, after this check said yes
+        json.dumps(row, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return "holds a lone UTF-16 surrogate (half a character, such as \\ud800), which cannot be stored"
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         return "'text' must be non-empty text"
