@@ -45,3 +45,9 @@ def test_blackbox_memory_a_lone_surrogate_is_refused_before_anything_is_written(
         data = good + b"\n" + ("{" + field + "}").encode() + b"\n"
         with pytest.raises(ImportRefused, match="line 2: holds a lone UTF-16 surrogate"):
             read_export(data, **LIMITS)
+
+
+def test_blackbox_memory_an_export_saved_again_by_notepad_imports() -> None:
+    # An admin removes a memory in Notepad before importing: UTF-8 with a byte-order mark, CRLF.
+    data = b"\xef\xbb\xbf" + exported("First note.", "Second note.").replace(b"\n", b"\r\n")
+    assert [m.text for m in read_export(data, **LIMITS).memories] == ["First note.", "Second note."]

@@ -77,7 +77,7 @@ def decode_export(data: bytes, *, max_bytes: int) -> str:
             raise ImportRefused(["the gzip file is cut short (download it again)"])
         data = out
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Notepad) is dropped, not "not JSON"
     except UnicodeDecodeError as e:
         raise ImportRefused(
             [f"the file is not UTF-8 text (byte {e.start}); attach the .jsonl export"]
