@@ -215,7 +215,8 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             sources=tuple(u.strip() for u in first.get("sources") or () if u.strip()),
             created=_created(first)[0],
             session=first.get("session") or "",
-            origin="import",
+            # a note a page may have asked for stays one: recall labels only agent-web "unverified"
+            origin="agent-web" if first.get("origin") == "agent-web" else "import",
         )
         memories.append(item)
     if problems:
