@@ -139,7 +139,8 @@ async def assemble(
     if sv.memory is not None and session.guild_id is not None:
         from agent.memory.integration import format_recalled, recall_for_task, recalled_event
 
-        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt)
+        retention = sv.retention_for(gs) if gs is not None else None
+        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt, retention=retention)
         ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
         if hits:
             extra.append(format_recalled(hits))

@@ -99,6 +99,11 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             raise app_commands.CheckFailure("Memory belongs to a server: use this command in one.")
         if self.sv.memory is None:
             raise app_commands.CheckFailure(unavailable_text(self.sv))
+        # Retention holds whenever memory is shown, not only after the next write: a new max_age_days
+        # or max_items, or days passing on a quiet server, left expired memories listed and counted.
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        with failing(interaction, "apply this server's memory retention"):
+            await self.sv.memory.apply_retention(str(interaction.guild_id), self.sv.retention_for(gs))
         return True
 
     def _target(self, interaction: discord.Interaction) -> tuple[Any, str]:
