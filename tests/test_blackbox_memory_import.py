@@ -4,9 +4,12 @@ The file checks run without an embedding, so these tests are fast."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.memory import ChromaMemory
 from agent.memory.transfer import ImportRefused, read_export
 from agent.memory.types import MemoryRecord
 
@@ -66,3 +69,24 @@ def test_blackbox_memory_a_note_planted_by_a_page_stays_unverified_through_expor
     web, plain = read_export(data, **LIMITS).memories
     assert (web.origin, web.sources) == ("agent-web", ("https://pages.example/otters",))
     assert plain.origin == "import"  # every other memory is marked as imported
+
+
+async def test_blackbox_memory_a_long_text_without_spaces_reimports_as_the_same_memory(
+    tmp_path: Path,
+) -> None:
+    # Chinese or Japanese prose, a long URL or base64: no whitespace, so the chunker cuts inside it.
+    text = "今天天气很好我们去公园散步然后回家吃饭。" * 150  # 3,000 characters, one "sentence"
+    memory = ChromaMemory(tmp_path / "m", embedding=MiniLMEmbedding())
+    await memory.open()
+    try:
+        stored = await memory.store("1", text, kind="research", task="日记")
+        data = b"".join(
+            [json.dumps(r, ensure_ascii=False).encode() + b"\n" async for r in memory.export("1")]
+        )
+        assert data.count(b"\n") > 1  # kept in chunks
+        (back,) = read_export(data, **LIMITS).memories
+        assert back.text == text  # not cut apart by blank lines
+        again = await memory.import_memories("1", [back])
+        assert again.added == [] and again.ids == stored.ids  # already here: not stored twice
+    finally:
+        await memory.close()

@@ -198,7 +198,10 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
                 f"part{'s' if len(missing) > 1 else ''} {', '.join(str(m + 1) for m in missing[:5])}"
             )
             continue
-        text = "\n\n".join(str(parts[i][1]["text"]).strip() for i in range(expected))
+        text = "".join(
+            ("" if i == 0 or parts[i][1].get("glued") is True else "\n\n") + str(parts[i][1]["text"]).strip()
+            for i in range(expected)
+        )
         if len(text) > MAX_TEXT:
             problems.append(f"line {first_line}: memory {parent} is over {MAX_TEXT:,} characters")
             continue
