@@ -3,13 +3,17 @@ The file checks run without an embedding, so these tests are fast."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.embeddings.minilm import MiniLMEmbedding
-from agent.memory import ChromaMemory
+from agent.memory import ChromaMemory, NewMemory
 from agent.memory.transfer import ImportRefused, read_export
 from agent.memory.types import MemoryRecord
 
@@ -88,5 +92,39 @@ async def test_blackbox_memory_a_long_text_without_spaces_reimports_as_the_same_
         assert back.text == text  # not cut apart by blank lines
         again = await memory.import_memories("1", [back])
         assert again.added == [] and again.ids == stored.ids  # already here: not stored twice
+    finally:
+        await memory.close()
+
+
+class _Logged(MiniLMEmbedding):
+    """The real embedding, noting the texts of each call as it finishes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished: list[list[str]] = []
+        self.started = threading.Event()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        self.started.set()
+        rows = super().embed_documents(texts)
+        self.finished.append(list(texts))
+        return rows
+
+
+async def test_blackbox_memory_a_big_import_does_not_hold_up_another_servers_recall(tmp_path: Path) -> None:
+    embedding = _Logged()
+    memory = ChromaMemory(tmp_path / "m", embedding=embedding)
+    await memory.open()
+    try:
+        notes = [
+            NewMemory(f"Imported note {i}: the mill on the river was repaired in spring.") for i in range(200)
+        ]
+        big = asyncio.create_task(memory.import_memories("1", notes))
+        await asyncio.to_thread(embedding.started.wait, 10)  # server 1's import is embedding
+        await memory.search("2", "when do ferries leave")  # server 2 asks meanwhile
+        query_done = len(embedding.finished)
+        await big
+        assert query_done < len(embedding.finished), "server 2 waited for the whole import"
+        assert (await memory.stats("1")).memories == 200
     finally:
         await memory.close()

@@ -39,6 +39,10 @@ from agent.memory.types import (
 
 T = TypeVar("T")
 
+EMBED_SLICE = 32
+"""Texts embedded per call when storing. The embedding runs one call at a time, so an import embedded
+in one call made every other server's recall and search wait for all of it (a 20 MB file: minutes)."""
+
 
 class ChromaMemory:
     """The memory store the agent, the tools and the bot use. Every method takes the namespace (the
@@ -212,7 +216,12 @@ class ChromaMemory:
         if vectors is not None:
             matrix = np.asarray([given[r[0]] for r in new], dtype=np.float32)
         else:  # embedded outside the lock: it may take seconds, and reads of this guild never wait
-            matrix = await self._call(self.embedding.embed_documents, [r[2] for r in new])
+            texts = [r[2] for r in new]
+            parts = [
+                await self._call(self.embedding.embed_documents, texts[i : i + EMBED_SLICE])
+                for i in range(0, len(texts), EMBED_SLICE)
+            ]
+            matrix = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if matrix.shape != (len(new), self.embedding.dim):
             raise MemoryStoreError(
                 f"embedding returned {matrix.shape}, expected ({len(new)}, {self.embedding.dim})"
