@@ -27,6 +27,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from agent.tools.memory_tools import private_namespace
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, defer_command, is_manager, reply
 from bot.memory_import import export_file, import_attachment, publish_note
@@ -109,6 +110,15 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
     def _target(self, interaction: discord.Interaction) -> tuple[Any, str]:
         """The memory and this server's namespace (``interaction_check`` made sure both exist)."""
         return self.sv.memory, str(interaction.guild_id)
+
+    async def _private_scope(self, interaction: discord.Interaction) -> str | None:
+        """Inside a private research thread, the scope of its notes; None anywhere else. Always derived
+        from the channel the command or button is used in, never from an option or a custom id."""
+        channel = interaction.channel
+        if channel is None or not is_private(channel):
+            return None
+        session = await self.sv.sessions.by_thread(channel.id)
+        return private_namespace(str(interaction.guild_id), session.id) if session is not None else None
 
     @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
     async def export(self, interaction: discord.Interaction) -> None:
@@ -210,12 +220,16 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                 raise Refusal(
                     f"“{excerpt(id, 40)}” is not a memory id: ids are 16 hex digits, as /memory search shows them."
                 )
+            scope = "f"
             with failing(interaction, "read memory"):
                 groups = group_parents(await memory.get(ns, [parent]))  # a chunk id counts as its memory
+                if not groups and (private := await self._private_scope(interaction)):
+                    groups, scope = group_parents(await memory.get(private, [parent])), "p"  # its own note
             if not groups:
                 raise Refusal(f"🧠 This server has no memory `{parent}`.")
         else:
             assert query is not None
+            scope = "f"
             with failing(interaction, "read memory"):
                 hits = await memory.search(ns, query, 20, min_relevance=FORGET_MIN_RELEVANCE)
                 parents = list(dict.fromkeys(h.parent or h.id for h in hits))[:MAX_FORGET]
@@ -247,7 +261,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         await reply(
             interaction,
             fit(lines),
-            view=confirm_view("mem", label, self.confirm_ttl, "f", "".join(allowed)),
+            view=confirm_view("mem", label, self.confirm_ttl, scope, "".join(allowed)),
         )
 
     @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
@@ -318,12 +332,13 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
     async def on_button(
         self, interaction: discord.Interaction, expires: str, action: str = "", ids: str = ""
     ) -> None:
-        """A confirmation: forget (``f``, with up to four ids) or clear (``c``)."""
+        """A confirmation: forget (``f``, with up to four ids; ``p`` for the notes of the private thread it
+        is clicked in) or clear (``c``)."""
 
         async def done(text: str) -> None:
             await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
-        command = "/memory forget" if action == "f" else "/memory clear"
+        command = "/memory clear" if action == "c" else "/memory forget"
         if not await confirmation_open(interaction, expires, command):
             return
         await interaction.response.defer()  # an update of the prompt message itself
@@ -347,6 +362,12 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                     f"🧠 Cleared this server's memory: {removed} item{'s' if removed != 1 else ''} deleted."
                 )
                 return
+            if action == "p":
+                private = await self._private_scope(interaction)
+                if private is None:
+                    await done("🔒 Forget a private note inside its private thread.")
+                    return
+                ns = private
             wanted = [ids[i : i + 16] for i in range(0, len(ids), 16)]
             groups = group_parents(await memory.get(ns, wanted))
             mine = [
