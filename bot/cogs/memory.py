@@ -62,6 +62,7 @@ FORGET_MIN_RELEVANCE = 0.4
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
 ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
+BLANK_QUERY = "Give a `query` with words in it (it held only spaces)."
 CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
@@ -177,6 +178,8 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
         memory, ns = self._target(interaction)
+        if not query.strip():  # Discord trims ASCII spaces, not U+3000; the store refuses a blank query
+            raise Refusal(BLANK_QUERY)
         with failing(interaction, "search memory"):
             hits: list[MemoryHit] = await memory.search(
                 ns,
@@ -212,6 +215,8 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         memory, ns = self._target(interaction)
         if (id is None) == (query is None):
             raise Refusal("Give either `id` (from /memory search) or `query`, not both or neither.")
+        if query is not None and not query.strip():
+            raise Refusal(BLANK_QUERY)
         manager = is_manager(interaction)
         user_id = interaction.user.id
         if id is not None:
