@@ -103,8 +103,9 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             raise app_commands.CheckFailure(unavailable_text(self.sv))
         # Retention holds whenever memory is shown, not only after the next write: a new max_age_days
         # or max_items, or days passing on a quiet server, left expired memories listed and counted.
+        # A store failing here is left to the command's own step, which names what it could not do.
         gs = await self.sv.guild_settings.get(interaction.guild_id)
-        with failing(interaction, "apply this server's memory retention"):
+        with contextlib.suppress(MemoryStoreError):
             await self.sv.memory.apply_retention(str(interaction.guild_id), self.sv.retention_for(gs))
         return True
 
