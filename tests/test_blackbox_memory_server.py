@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ConfigError, MemoryEnv, parse_settings
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -55,3 +56,17 @@ async def test_blackbox_memory_commands_say_so_when_the_chroma_server_goes_away(
             await wait_idle(fake, bot)
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("host", ["http://chroma", "https://chroma.internal", "chroma:8000", "chroma/api"])
+def test_blackbox_memory_a_url_in_chroma_host_is_one_line_naming_the_settings(host: str) -> None:
+    # "http://chroma" with CHROMA_PORT=8000 failed as "Could not connect to a Chroma server. Are you
+    # sure it is running?" while the server ran; "chroma:8000" as "Invalid port: '8000:8000'".
+    with pytest.raises(ConfigError) as err:
+        parse_settings(MemoryEnv, {"CHROMA_HOST": host, "CHROMA_PORT": "8000"})
+    message = str(err.value)
+    assert (
+        message.startswith(f"CHROMA_HOST={host!r}:") and "CHROMA_PORT" in message and "CHROMA_SSL" in message
+    )
+    for fine in ("chroma", "10.0.0.5", "::1", "chroma.internal"):
+        assert parse_settings(MemoryEnv, {"CHROMA_HOST": fine}).chroma_host == fine
