@@ -173,6 +173,18 @@ class MemoryEnv(EnvSettings):
     chroma_ssl: bool = False
     chroma_token: SecretStr | None = None
 
+    @field_validator("chroma_host")
+    @classmethod
+    def _host_only(cls, v: str | None) -> str | None:
+        # chromadb reads "http://chroma" as a URL on port 80 and "chroma:8000" as port "8000:8000":
+        # both failed at start-up as if the server were down
+        if v and ("/" in v or (":" in v and v.count(":") == 1)):
+            raise ValueError(
+                "must be a host name or IP address only (e.g. chroma or 10.0.0.5): put the port in "
+                "CHROMA_PORT and use CHROMA_SSL=1 for https"
+            )
+        return v
+
     def memory_where(self) -> str:
         """Where memory lives, naming the settings that put it there (for error messages)."""
         if self.chroma_host:

@@ -118,6 +118,8 @@ async def assemble(
     enabled = [n for n in sv.tools.names() if gs is None or gs.tool_enabled(n)]
     if sv.memory is None or session.guild_id is None:
         enabled = [n for n in enabled if n not in ("recall", "remember")]
+    if sv.bot_settings.memory_remember_per_run == 0:  # it could only refuse, at the cost of a step
+        enabled = [n for n in enabled if n != "remember"]
     workspace = Path(sv.data_dir) / "workspaces" / session.id
     await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
     ctx = ToolContext(
@@ -139,7 +141,8 @@ async def assemble(
     if sv.memory is not None and session.guild_id is not None:
         from agent.memory.integration import format_recalled, recall_for_task, recalled_event
 
-        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt)
+        retention = sv.retention_for(gs) if gs is not None else None
+        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt, retention=retention)
         ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
         if hits:
             extra.append(format_recalled(hits))

@@ -142,7 +142,8 @@ async def publish_note(
         author=first.author,
         thread=first.thread,
         session=first.session,
-        origin="published",
+        sources=first.sources,
+        origin="agent-web" if first.origin == "agent-web" else "published",  # still unverified
     )
     if retention is not None:
         await memory.apply_retention(namespace, retention)

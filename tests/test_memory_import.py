@@ -93,7 +93,12 @@ def test_memory_import_joins_chunks_in_order_and_keeps_provenance() -> None:
     plan = read_export(gzip.compress(data), **LIMITS)
     assert [m.text for m in plan.memories] == ["First half,\n\nsecond half.", "Another note."]
     first = plan.memories[0]
-    assert (first.author, first.session, first.origin, first.created) == ("42", "s1", "import", 1.7e9)
+    assert (first.author, first.session, first.origin, first.created) == (
+        "42",
+        "s1",
+        "agent-web",
+        1.7e9,
+    )  # still unverified
     assert (plan.rows, plan.repeated) == (4, 1)
 
 

@@ -26,14 +26,25 @@ log = structlog.get_logger(__name__)
 EXACT_SEARCH_MAX = 200
 
 
+def _setting_of(embedding_id: str) -> str:
+    """The settings that give an embedding of this id (what the operator sets to open the store again)."""
+    if embedding_id.startswith("openai-compatible:"):
+        return f"MEMORY_EMBEDDING=openai and MEMORY_EMBEDDING_MODEL={embedding_id.split(':', 1)[1]}"
+    if embedding_id.startswith("use-multilingual"):
+        return "MEMORY_EMBEDDING=multilingual"
+    return (
+        "MEMORY_EMBEDDING=minilm" if embedding_id.startswith("minilm") else "MEMORY_EMBEDDING to that model"
+    )
+
+
 def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) -> None:
     stored, dim = meta.get(layout.META_EMBEDDING), meta.get(layout.META_DIM)
     if stored != embedding.id or int(dim or -1) != embedding.dim:
         raise EmbeddingMismatch(
             f"memory collection {name!r} was filled by embedding {stored!r} ({dim} dimensions), but the "
             f"configured embedding is {embedding.id!r} ({embedding.dim} dimensions); vectors of "
-            "two models do not mix. Set MEMORY_EMBEDDING back to the model that filled it, or export the "
-            "memories, point the bot at a new data directory (or collection prefix) and import them."
+            f"two models do not mix. Set {_setting_of(str(stored))} again; to switch models, /memory export "
+            "with it, then start on a new DATA_DIR (or Chroma server) and /memory import the file."
         )
 
 

@@ -39,6 +39,10 @@ from agent.memory.types import (
 
 T = TypeVar("T")
 
+EMBED_SLICE = 32
+"""Texts embedded per call when storing. The embedding runs one call at a time, so an import embedded
+in one call made every other server's recall and search wait for all of it (a 20 MB file: minutes)."""
+
 
 class ChromaMemory:
     """The memory store the agent, the tools and the bot use. Every method takes the namespace (the
@@ -135,6 +139,18 @@ class ChromaMemory:
             raise MemoryStoreError("memory store is not open: await memory.open() at start-up")
         return self._cols
 
+    async def _call(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """``fn(*args)`` in a worker thread. Chroma and the embedding fail with their own errors (httpx's
+        ConnectError when the Chroma server is down, chromadb's InternalError for a read-only or damaged
+        directory): they become :class:`MemoryStoreError`, which every caller handles and /memory shows
+        (they used to end each command with "Something went wrong")."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except MemoryStoreError:
+            raise
+        except Exception as e:
+            raise MemoryStoreError(f"the memory store failed ({type(e).__name__}: {e})") from e
+
     async def _in_thread(
         self, namespace: str | int, fn: Callable[[Collections, str], T], *, write: bool = False
     ) -> T:
@@ -142,9 +158,9 @@ class ChromaMemory:
         ns = check_namespace(namespace)
         cols = self._open()
         if not write:
-            return await asyncio.to_thread(fn, cols, ns)
+            return await self._call(fn, cols, ns)
         async with self._locks[ns]:
-            return await asyncio.to_thread(fn, cols, ns)
+            return await self._call(fn, cols, ns)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -193,20 +209,25 @@ class ChromaMemory:
         if not rows:
             return StoreResult([], 0, 0)
 
-        known = set(await asyncio.to_thread(lambda: cols.scope(ns).owned_ids(list(rows))))
+        known = set(await self._call(lambda: cols.scope(ns).owned_ids(list(rows))))
         new = [r for rid, r in rows.items() if rid not in known]
         if not new:
             return StoreResult(parents, 0, len(rows))
         if vectors is not None:
             matrix = np.asarray([given[r[0]] for r in new], dtype=np.float32)
         else:  # embedded outside the lock: it may take seconds, and reads of this guild never wait
-            matrix = await asyncio.to_thread(self.embedding.embed_documents, [r[2] for r in new])
+            texts = [r[2] for r in new]
+            parts = [
+                await self._call(self.embedding.embed_documents, texts[i : i + EMBED_SLICE])
+                for i in range(0, len(texts), EMBED_SLICE)
+            ]
+            matrix = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if matrix.shape != (len(new), self.embedding.dim):
             raise MemoryStoreError(
                 f"embedding returned {matrix.shape}, expected ({len(new)}, {self.embedding.dim})"
             )
         async with self._locks[ns]:
-            written = await asyncio.to_thread(self._write_sync, cols, ns, new, matrix)
+            written = await self._call(self._write_sync, cols, ns, new, matrix)
         return StoreResult(parents, written, len(rows) - written)
 
     @staticmethod
@@ -253,9 +274,9 @@ class ChromaMemory:
             where = {"kind": {"$in": wanted}}
         cols = self._open()
         if isinstance(query, str):
-            query = await asyncio.to_thread(self.embedding.embed_query, query)
+            query = await self._call(self.embedding.embed_query, query)
         vec = np.asarray(query, dtype=np.float32)
-        rows = await asyncio.to_thread(cols.nearest, ns, vec, int(k), where)
+        rows = await self._call(cols.nearest, ns, vec, int(k), where)
         hits = [to_hit(r.id, r.document, r.metadata, 1.0 - float(r.distance or 0.0)) for r in rows]
         return [h for h in hits if h.relevance >= min_relevance]
 
@@ -276,7 +297,7 @@ class ChromaMemory:
         ns = check_namespace(namespace)
         cols = self._open()
         offset = 0
-        while page := await asyncio.to_thread(lambda o=offset: cols.scope(ns).get(limit=PAGE, offset=o)):
+        while page := await self._call(lambda o=offset: cols.scope(ns).get(limit=PAGE, offset=o)):
             offset += len(page)
             for r in page:
                 yield to_record(r.id, r.document, r.metadata)

@@ -33,11 +33,15 @@ async def recall_for_task(
     task: str,
     k: int = 5,
     min_relevance: float = DEFAULT_MIN_RELEVANCE,
+    retention: RetentionPolicy | None = None,
 ) -> list[MemoryHit]:
-    """The namespace's memories most relevant to ``task``; empty without memory, namespace or task."""
+    """The namespace's memories most relevant to ``task``; empty without memory, namespace or task.
+    ``retention`` is applied first, so nothing it no longer allows is recalled before the next write."""
     if memory is None or namespace is None or not task or not task.strip():
         return []
     try:
+        if retention is not None:
+            await memory.apply_retention(namespace, retention)
         return await memory.search(namespace, task, k, min_relevance=min_relevance)
     except Exception as e:  # recall must never stop a run; CancelledError is not an Exception
         log.warning("memory.recall.failed", namespace=str(namespace), error=f"{type(e).__name__}: {e}")

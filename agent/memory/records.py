@@ -62,49 +62,53 @@ def record_id(namespace: str, text: str) -> str:
     return digest[:ID_HEX]
 
 
-def _split_long(paragraph: str) -> list[str]:
-    """Cut an oversized paragraph at sentence ends, and hard where a sentence is itself too long."""
-    pieces: list[str] = []
-    current = ""
+def _split_long(paragraph: str) -> list[tuple[str, bool]]:
+    """Cut an oversized paragraph at sentence ends, and hard where a sentence is itself too long.
+    Each piece comes with whether it continues the previous one with no space between (a hard cut)."""
+    pieces: list[tuple[str, bool]] = []
+    current, glued = "", False
     for sentence in re.split(r"(?<=[.!?。])\s+|\n", paragraph):
         while len(sentence) > CHUNK_MAX:
             cut = sentence.rfind(" ", 0, CHUNK_TARGET)
             cut = cut if cut > CHUNK_TARGET // 2 else CHUNK_TARGET
             if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(sentence[:cut].strip())
+                pieces.append((current, glued))
+                current, glued = "", False
+            pieces.append((sentence[:cut].strip(), glued))
+            glued = not sentence[cut - 1].isspace() and not sentence[cut].isspace()
             sentence = sentence[cut:].strip()
         if current and len(current) + 1 + len(sentence) > CHUNK_TARGET:
-            pieces.append(current)
-            current = sentence
+            pieces.append((current, glued))
+            current, glued = sentence, False
         else:
             current = f"{current} {sentence}".strip() if current else sentence
     if current:
-        pieces.append(current)
-    return [p for p in pieces if p]
+        pieces.append((current, glued))
+    return [p for p in pieces if p[0]]
 
 
-def chunk_text(text: str) -> list[str]:
-    """Paragraph-packed chunks of about ``CHUNK_TARGET`` characters; short texts stay whole."""
+def chunk_text(text: str) -> list[tuple[str, bool]]:
+    """Paragraph-packed chunks of about ``CHUNK_TARGET`` characters; short texts stay whole. Each comes
+    with whether it continues the previous chunk with no space between (text without spaces, cut hard):
+    an export carries it, so an import joins the chunks back into the same text, and the same id."""
     text = text.strip()
     if len(text) <= CHUNK_MAX:
-        return [text]
-    paragraphs: list[str] = []
+        return [(text, False)]
+    paragraphs: list[tuple[str, bool]] = []
     for para in re.split(r"\n\s*\n", text):
         para = para.strip()
         if para:
-            paragraphs.extend([para] if len(para) <= CHUNK_MAX else _split_long(para))
-    chunks: list[str] = []
-    current = ""
-    for para in paragraphs:
-        if current and len(current) + 2 + len(para) > CHUNK_TARGET:
-            chunks.append(current)
-            current = para
+            paragraphs.extend([(para, False)] if len(para) <= CHUNK_MAX else _split_long(para))
+    chunks: list[tuple[str, bool]] = []
+    current, glued = "", False
+    for para, para_glued in paragraphs:
+        if current and (para_glued or len(current) + 2 + len(para) > CHUNK_TARGET):
+            chunks.append((current, glued))
+            current, glued = para, para_glued
         else:
             current = f"{current}\n\n{para}" if current else para
     if current:
-        chunks.append(current)
+        chunks.append((current, glued))
     return chunks
 
 
@@ -138,7 +142,7 @@ def make_rows(
     )
     task = _clip(item.task)
     rows = []
-    for i, chunk in enumerate(chunks):
+    for i, (chunk, glued) in enumerate(chunks):
         rid = parent if len(chunks) == 1 else f"{parent}-{i}"
         meta: dict[str, Any] = {
             NS_KEY: namespace,
@@ -154,6 +158,8 @@ def make_rows(
             "session": _clip(item.session),
             "origin": _clip(item.origin),
         }
+        if glued:
+            meta["glued"] = True
         to_embed = f"{task}\n\n{chunk}" if task and item.kind == "research" else chunk
         rows.append((rid, chunk, to_embed, meta))
     return parent, rows
@@ -177,4 +183,5 @@ def _record_fields(rid: str, document: str | None, m: Mapping[str, Any]) -> dict
         "parent": str(m.get("parent", rid)),
         "chunk": int(m.get("chunk", 0)),
         "chunks": int(m.get("chunks", 1)),
+        "glued": bool(m.get("glued", False)),
     } | {k: str(m.get(k, "")) for k in ("author", "thread", "task", "session", "origin")}

@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 
 from agent.memory.records import NS_KEY
-from agent.memory.types import MemoryStats, RetentionPolicy
+from agent.memory.types import MemoryStats, MemoryStoreError, RetentionPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ HNSW index); :meth:`NamespaceScope.stats` estimates with it. bench/memory_recall
 estimate with the bytes really on disk."""
 
 
-class IsolationError(RuntimeError):
+class IsolationError(MemoryStoreError):
     """Code tried to write a row of one namespace through another namespace's scope."""
 
 

@@ -77,7 +77,7 @@ def decode_export(data: bytes, *, max_bytes: int) -> str:
             raise ImportRefused(["the gzip file is cut short (download it again)"])
         data = out
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Notepad) is dropped, not "not JSON"
     except UnicodeDecodeError as e:
         raise ImportRefused(
             [f"the file is not UTF-8 text (byte {e.start}); attach the .jsonl export"]
@@ -88,7 +88,9 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for each non-blank line; every line must be a JSON object."""
     rows: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split at "\n" only: JSON escapes it inside strings, but not U+2028, U+2029 or NEL, where
+    # str.splitlines also splits (an export holding them was refused as "not JSON").
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         if len(rows) >= max_rows:
@@ -97,6 +99,9 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
             row = json.loads(line)
         except ValueError as e:
             problems.append(f"line {number} is not JSON ({e.args[0] if e.args else e})")
+            continue
+        except RecursionError:  # json's scanner recurses per level: "[" * 100_000 is a 200 KB file
+            problems.append(f"line {number} is not JSON (nested too deeply)")
             continue
         if not isinstance(row, dict):
             problems.append(f"line {number} is not a JSON object")
@@ -112,6 +117,10 @@ def parse_rows(text: str, *, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _row_problem(row: Mapping[str, Any]) -> str | None:
+    try:  # json.loads accepts "\ud800"; such a text fails at the first write, after this check said yes
+        json.dumps(row, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return "holds a lone UTF-16 surrogate (half a character, such as \\ud800), which cannot be stored"
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
         return "'text' must be non-empty text"
@@ -189,7 +198,10 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
                 f"part{'s' if len(missing) > 1 else ''} {', '.join(str(m + 1) for m in missing[:5])}"
             )
             continue
-        text = "\n\n".join(str(parts[i][1]["text"]).strip() for i in range(expected))
+        text = "".join(
+            ("" if i == 0 or parts[i][1].get("glued") is True else "\n\n") + str(parts[i][1]["text"]).strip()
+            for i in range(expected)
+        )
         if len(text) > MAX_TEXT:
             problems.append(f"line {first_line}: memory {parent} is over {MAX_TEXT:,} characters")
             continue
@@ -206,7 +218,8 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             sources=tuple(u.strip() for u in first.get("sources") or () if u.strip()),
             created=_created(first)[0],
             session=first.get("session") or "",
-            origin="import",
+            # a note a page may have asked for stays one: recall labels only agent-web "unverified"
+            origin="agent-web" if first.get("origin") == "agent-web" else "import",
         )
         memories.append(item)
     if problems:

@@ -59,6 +59,8 @@ class MemoryRecord:
     chunks: int = 1
     session: str = ""
     origin: str = ""
+    glued: bool = False
+    """This chunk continues the previous one with no space between (a text without spaces, cut hard)."""
 
     @property
     def date(self) -> str:

@@ -133,7 +133,8 @@ async def remember(ctx: ToolContext, note: Annotated[str, Field(min_length=1, ma
             author=ctx.user_id or "",
             thread=policy.thread,
             session=ctx.session_id,
-            origin="private" if policy.private_namespace else origin,
+            # a private note after outside content is agent-web too: publishing must not launder it
+            origin="private" if policy.private_namespace and origin == "agent" else origin,
             sources=urls[:20] if origin == "agent-web" else (),
         )
     except BaseException:
@@ -147,17 +148,17 @@ async def remember(ctx: ToolContext, note: Annotated[str, Field(min_length=1, ma
     retention = ctx.services.get(RETENTION_SERVICE)
     if isinstance(retention, RetentionPolicy):
         await memory.apply_retention(target, retention)
-    if policy.private_namespace:
-        return (
-            f"🧠 Remembered privately as memory {memory_id}: only this private thread can recall it. "
-            f"Its requester can share it with the server with /memory publish id:{memory_id}."
-        )
     marked = ""
     if origin == "agent-web":
         marked = (
             f", marked as written after reading {len(urls)} web source(s)"
             if urls
             else ", marked as written after tool output"
+        )
+    if policy.private_namespace:
+        return (
+            f"🧠 Remembered privately as memory {memory_id}{marked}: only this private thread can recall it. "
+            f"Its requester can share it with the server with /memory publish id:{memory_id}."
         )
     return f"🧠 Remembered as memory {memory_id} for this server (by the agent{marked})."
 

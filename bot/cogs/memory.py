@@ -27,6 +27,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from agent.memory.types import Kind, MemoryHit, MemoryRecord, MemoryStats, MemoryStoreError
+from agent.tools.memory_tools import private_namespace
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, defer_command, is_manager, reply
 from bot.memory_import import export_file, import_attachment, publish_note
@@ -61,6 +62,7 @@ FORGET_MIN_RELEVANCE = 0.4
 SEARCH_MIN_RELEVANCE = 0.15
 """Search hides matches below this: with MiniLM they share little more than the language."""
 ORIGIN_CHOICES = [app_commands.Choice(name=f"{o}: {label}", value=o) for o, label in ORIGIN_LABELS.items()]
+BLANK_QUERY = "Give a `query` with words in it (it held only spaces)."
 CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
@@ -99,11 +101,26 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
             raise app_commands.CheckFailure("Memory belongs to a server: use this command in one.")
         if self.sv.memory is None:
             raise app_commands.CheckFailure(unavailable_text(self.sv))
+        # Retention holds whenever memory is shown, not only after the next write: a new max_age_days
+        # or max_items, or days passing on a quiet server, left expired memories listed and counted.
+        # A store failing here is left to the command's own step, which names what it could not do.
+        gs = await self.sv.guild_settings.get(interaction.guild_id)
+        with contextlib.suppress(MemoryStoreError):
+            await self.sv.memory.apply_retention(str(interaction.guild_id), self.sv.retention_for(gs))
         return True
 
     def _target(self, interaction: discord.Interaction) -> tuple[Any, str]:
         """The memory and this server's namespace (``interaction_check`` made sure both exist)."""
         return self.sv.memory, str(interaction.guild_id)
+
+    async def _private_scope(self, interaction: discord.Interaction) -> str | None:
+        """Inside a private research thread, the scope of its notes; None anywhere else. Always derived
+        from the channel the command or button is used in, never from an option or a custom id."""
+        channel = interaction.channel
+        if channel is None or not is_private(channel):
+            return None
+        session = await self.sv.sessions.by_thread(channel.id)
+        return private_namespace(str(interaction.guild_id), session.id) if session is not None else None
 
     @app_commands.command(name="export", description="Download this server's memories as a JSONL file.")
     async def export(self, interaction: discord.Interaction) -> None:
@@ -162,6 +179,8 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         count: app_commands.Range[int, 1, 10] = 5,
     ) -> None:
         memory, ns = self._target(interaction)
+        if not query.strip():  # Discord trims ASCII spaces, not U+3000; the store refuses a blank query
+            raise Refusal(BLANK_QUERY)
         with failing(interaction, "search memory"):
             hits: list[MemoryHit] = await memory.search(
                 ns,
@@ -197,6 +216,8 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         memory, ns = self._target(interaction)
         if (id is None) == (query is None):
             raise Refusal("Give either `id` (from /memory search) or `query`, not both or neither.")
+        if query is not None and not query.strip():
+            raise Refusal(BLANK_QUERY)
         manager = is_manager(interaction)
         user_id = interaction.user.id
         if id is not None:
@@ -205,12 +226,16 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                 raise Refusal(
                     f"“{excerpt(id, 40)}” is not a memory id: ids are 16 hex digits, as /memory search shows them."
                 )
+            scope = "f"
             with failing(interaction, "read memory"):
                 groups = group_parents(await memory.get(ns, [parent]))  # a chunk id counts as its memory
+                if not groups and (private := await self._private_scope(interaction)):
+                    groups, scope = group_parents(await memory.get(private, [parent])), "p"  # its own note
             if not groups:
                 raise Refusal(f"🧠 This server has no memory `{parent}`.")
         else:
             assert query is not None
+            scope = "f"
             with failing(interaction, "read memory"):
                 hits = await memory.search(ns, query, 20, min_relevance=FORGET_MIN_RELEVANCE)
                 parents = list(dict.fromkeys(h.parent or h.id for h in hits))[:MAX_FORGET]
@@ -242,7 +267,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         await reply(
             interaction,
             fit(lines),
-            view=confirm_view("mem", label, self.confirm_ttl, "f", "".join(allowed)),
+            view=confirm_view("mem", label, self.confirm_ttl, scope, "".join(allowed)),
         )
 
     @app_commands.command(name="list", description="The newest memories, with who stored them and how.")
@@ -313,12 +338,13 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
     async def on_button(
         self, interaction: discord.Interaction, expires: str, action: str = "", ids: str = ""
     ) -> None:
-        """A confirmation: forget (``f``, with up to four ids) or clear (``c``)."""
+        """A confirmation: forget (``f``, with up to four ids; ``p`` for the notes of the private thread it
+        is clicked in) or clear (``c``)."""
 
         async def done(text: str) -> None:
             await interaction.edit_original_response(content=text, view=None, allowed_mentions=NO_MENTIONS)
 
-        command = "/memory forget" if action == "f" else "/memory clear"
+        command = "/memory clear" if action == "c" else "/memory forget"
         if not await confirmation_open(interaction, expires, command):
             return
         await interaction.response.defer()  # an update of the prompt message itself
@@ -342,6 +368,12 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
                     f"🧠 Cleared this server's memory: {removed} item{'s' if removed != 1 else ''} deleted."
                 )
                 return
+            if action == "p":
+                private = await self._private_scope(interaction)
+                if private is None:
+                    await done("🔒 Forget a private note inside its private thread.")
+                    return
+                ns = private
             wanted = [ids[i : i + 16] for i in range(0, len(ids), 16)]
             groups = group_parents(await memory.get(ns, wanted))
             mine = [
