@@ -15,6 +15,7 @@ import hashlib
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ from bot.views import Button, Handler
 log = structlog.get_logger().bind(logger="bot.app")
 
 COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
+
+
+_BY_A_BOT: dict[str, Callable[[tuple[Any, ...]], discord.Message]] = {
+    "message": lambda args: args[0],
+    "message_edit": lambda args: args[1],
+    "raw_message_edit": lambda args: args[0].message,
+}
+"""The message of each event :meth:`AgentBot.dispatch` skips when a bot wrote it."""
 
 
 class AgentBot(BoundedGateway, commands.AutoShardedBot):
@@ -83,6 +92,14 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             ),
             **kwargs,
         )
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        """Messages written by bots (the bot's own posts and edits, echoed by the gateway: one or two
+        per agent step) are not dispatched: every listener returns at once for them, and dispatching
+        started a task per listener, 2.5 per agent step (``bench/bot_load.py``)."""
+        if event_name in _BY_A_BOT and _BY_A_BOT[event_name](args).author.bot:
+            return
+        super().dispatch(event_name, *args, **kwargs)
 
     # --- start-up and shutdown --------------------------------------------------------------------
     async def setup_hook(self) -> None:
