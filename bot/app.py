@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,31 @@ _BY_A_BOT: dict[str, Callable[[tuple[Any, ...]], discord.Message]] = {
     "raw_message_edit": lambda args: args[0].message,
 }
 """The message of each event :meth:`AgentBot.dispatch` skips when a bot wrote it."""
+
+
+BUCKET_SWEEP_SECONDS = 60.0
+"""How often discord.py may look for idle rate-limit buckets to drop (see :func:`sweep_buckets_at_most`)."""
+
+
+def sweep_buckets_at_most(http: discord.http.HTTPClient, every: float, clock: Callable[[], float]) -> None:
+    """Let ``http`` sweep its rate-limit buckets at most once every ``every`` seconds.
+
+    discord.py scans all of them for the idle ones (5 minutes without a request) each time it makes a
+    new one, once it holds 256: each session's thread makes about five (its messages, edits, typing,
+    members), so at a few hundred sessions that was a scan of ~2,000 buckets (0.3 ms) per new bucket,
+    ~0.25 ms per agent step in ``bench/bot_load.py``. Once a minute drops the same buckets, a minute
+    later at most."""
+    sweep = http._try_clear_expired_ratelimits
+    last: float | None = None
+
+    def at_most_every() -> None:
+        nonlocal last
+        now = clock()
+        if last is None or now - last >= every:
+            last = now
+            sweep()
+
+    http._try_clear_expired_ratelimits = at_most_every  # type: ignore[method-assign]
 
 
 class AgentBot(BoundedGateway, commands.AutoShardedBot):
@@ -92,6 +118,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             ),
             **kwargs,
         )
+        sweep_buckets_at_most(self.http, BUCKET_SWEEP_SECONDS, time.monotonic)
 
     def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
         """Messages written by bots (the bot's own posts and edits, echoed by the gateway: one or two
