@@ -37,7 +37,8 @@ async def test_e2e_a_steps_model_call_is_saved_while_a_slow_tool_of_the_step_sti
         record = None
         for _ in range(300):
             record = record or await bot.services.sessions.by_thread(thread.id)
-            turn = (await bot.services.sessions.turns(record.id))[-1] if record else None
+            turns = await bot.services.sessions.turns(record.id) if record else []
+            turn = turns[-1] if turns else None  # the session is stored a moment before its turn
             if turn is not None and turn.state and turn.state.get("step") == 1:
                 break
             await asyncio.sleep(0.05)
