@@ -63,7 +63,9 @@ def sweep_buckets_at_most(http: discord.http.HTTPClient, every: float, clock: Ca
     members), so at a few hundred sessions that was a scan of ~2,000 buckets (0.3 ms) per new bucket,
     ~0.25 ms per agent step in ``bench/bot_load.py``. Once a minute drops the same buckets, a minute
     later at most."""
-    sweep = http._try_clear_expired_ratelimits
+    sweep = getattr(http, "_try_clear_expired_ratelimits", None)  # private: a later discord.py may lack it
+    if sweep is None:
+        return
     last: float | None = None
 
     def at_most_every() -> None:
