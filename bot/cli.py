@@ -171,11 +171,14 @@ def _discord_errors(run: object) -> None:
     import discord
 
     from bot.gateway import GatewayUnreachable
+    from bot.store.db import StoreError
 
     try:
         run()  # type: ignore[operator]
     except ConfigError as e:  # found while building services (tiers file, judge or reader model)
         _fail(str(e))
+    except StoreError as e:  # DATABASE_URL unreachable or refused, a store too new: it names what to fix
+        _fail(str(e), EXIT_FAILED)
     except discord.LoginFailure:
         _fail(
             "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
