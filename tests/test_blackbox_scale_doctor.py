@@ -43,6 +43,10 @@ async def test_doctor_checks_the_postgresql_store_database_url_names(
     assert "s3cret" not in database.detail
     assert not (tmp_path / "agentbot.sqlite3").exists()  # the SQLite file is not the store here
 
+    monkeypatch.setenv("DATABASE_URL", postgres.url("no_such_database"))
+    database = next(c for c in await run_doctor() if c.name == "database")
+    assert not database.ok and 'database "no_such_database" does not exist' in database.detail
+
     url = await postgres.fresh_database("doctor")
     monkeypatch.setenv("DATABASE_URL", url)
     database = next(c for c in await run_doctor() if c.name == "database")
