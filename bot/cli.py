@@ -232,7 +232,7 @@ def sync(
     async def go() -> bool:
         from bot.app import AgentBot
 
-        bot = AgentBot(agent_settings, bot_settings, sync=False)  # type: ignore[arg-type]
+        bot = AgentBot(agent_settings, bot_settings, sync=False, serve=False)  # type: ignore[arg-type]
         async with bot:
             await bot.login(token)
             return await bot.sync_commands(force=True, guild_id=guild)
