@@ -145,7 +145,8 @@ async def build_services(
             all_servers_per_day=bot_settings.requests_per_day_all_servers,
         )
         owner = ShardOwnership.of(bot_settings.shard_count, bot_settings.shard_ids)
-        await quotas.recover(owner)
+        if serving:  # else they are a running bot's (``agentbot sync`` next to it), not left behind
+            await quotas.recover(owner)
         sv = Services(
             agent_settings=agent_settings,
             bot_settings=bot_settings,

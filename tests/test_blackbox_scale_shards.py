@@ -52,7 +52,9 @@ async def test_a_shard_in_two_processes_or_two_shard_counts_refuse_to_start(
             await services(tmp_path, "three", DATABASE_URL=url, DISCORD_SHARD_COUNT=3, DISCORD_SHARD_IDS=[2])
         assert str(counts.value).startswith("DISCORD_SHARD_COUNT=3, but another agentbot process")
         assert "runs with DISCORD_SHARD_COUNT=2" in str(counts.value)
-        with pytest.raises(ConfigError, match=r"DISCORD_SHARD_COUNT=1 \(not set\), but"):  # a second, unsharded bot
+        with pytest.raises(
+            ConfigError, match=r"DISCORD_SHARD_COUNT=1 \(not set\), but"
+        ):  # a second, unsharded bot
             await services(tmp_path, "plain", DATABASE_URL=url)
         # The refused ones took nothing over: shard 0's live run still holds its slot.
         assert await zero.db.fetchall("SELECT session_id FROM active_sessions") == [("live",)]
@@ -65,3 +67,24 @@ async def test_a_shard_in_two_processes_or_two_shard_counts_refuse_to_start(
         await zero.close()
     # Stopped, its shard is free for the next process (a restart, or a re-shard with every process down).
     await (await services(tmp_path, "again", DATABASE_URL=url, DISCORD_SHARD_COUNT=3)).close()
+
+
+async def test_agentbot_sync_next_to_a_running_bot_leaves_its_live_runs_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``agentbot sync`` logs in and builds the bot's services while the bot runs; it used to clear
+    the "left by a previous process" quota reservations and concurrency slots, which were the running
+    bot's, so a user at the concurrency limit could start one more run."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shards-claim-0001")
+    running = await services(tmp_path, "bot")
+    try:
+        await running.db.write(
+            "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at) VALUES (?, ?, ?, ?)",
+            ("live", ZERO_GUILD, 7, time.time()),
+        )
+        await (await services(tmp_path, "bot", serving=False)).close()
+        assert [tuple(r) for r in await running.db.fetchall("SELECT session_id FROM active_sessions")] == [
+            ("live",)
+        ]
+    finally:
+        await running.close()
