@@ -328,9 +328,28 @@ def migrate_store(
     if not url or not url.startswith(("postgresql://", "postgres://")):
         _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
+    memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
     with _failing(StoreError, code=EXIT_FAILED):
         report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
-    typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
+    typer.echo(f"moved {report.summary()}{memory}; set DATABASE_URL to that database and start the bot")
+
+
+def _moved_memory(data_dir: Path) -> str:
+    """With ``CHROMA_HOST`` set, DATA_DIR's embedded memory goes to that server with the store (shard
+    processes share memory only there); what moved, for migrate-store's report."""
+    from agent.memory.chroma_store import ChromaMemory
+    from bot.backup import BackupError, move_memory
+    from bot.config import load_bot_settings
+
+    settings = _agent_settings()
+    with _failing(ConfigError):
+        enabled = load_bot_settings().memory_enabled
+    if not enabled or not (settings.chroma_host or "").strip():
+        return ""
+    with _failing(BackupError, code=EXIT_FAILED):
+        moved = move_memory(data_dir, ChromaMemory.from_settings(data_dir / "memory", settings))
+    rows = sum(moved.values())
+    return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
 
 
 # click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).
