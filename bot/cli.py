@@ -127,12 +127,13 @@ def ask(
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:
     from agent.tools.research import ResearchToolSettings
-    from bot.config import load_bot_settings
+    from bot.config import check_shard_memory, load_bot_settings
     from bot.services import check_model_configured
 
     with _failing(ConfigError):
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
+        check_shard_memory(bot_settings, agent_settings.chroma_host)
         check_model_configured(agent_settings)
         # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
         ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)

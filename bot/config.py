@@ -111,6 +111,19 @@ def check_shards(settings: BotSettings) -> None:
         )
 
 
+def check_shard_memory(settings: BotSettings, chroma_host: str | None) -> None:
+    """Memory is kept per server, and a server's process changes with the shard count (or when
+    processes are merged): memory under one process's own DATA_DIR is lost to the next owner, silently.
+    So a process with only some shards keeps memory in the Chroma server they all share, or none."""
+    ids, count = settings.shard_ids, settings.shard_count
+    partial = bool(ids) and count is not None and set(ids) != set(range(count))
+    if partial and settings.memory_enabled and not (chroma_host or "").strip():
+        raise ConfigError(
+            "DISCORD_SHARD_IDS names only some shards, so memory must live where every process reads it: "
+            "set CHROMA_HOST to the Chroma server they share, or MEMORY_ENABLED=false (README: Scaling)"
+        )
+
+
 def load_bot_settings(**overrides: object) -> BotSettings:
     """The bot's settings from the environment and ``.env`` (parsed once, at start-up)."""
     try:

@@ -18,7 +18,7 @@ from agent.logs import redact, register_secret
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
-from bot.config import BotSettings, load_bot_settings
+from bot.config import BotSettings, check_shard_memory, load_bot_settings
 
 
 @dataclass
@@ -242,6 +242,7 @@ async def run_doctor() -> list[Check]:
     try:
         s = load_agent_settings()
         bs = load_bot_settings()
+        check_shard_memory(bs, s.chroma_host)
         providers = tier_specs(s)
         ResearchToolSettings.from_settings(s, s.data_dir)  # combinations, e.g. searxng without a URL
     except ConfigError as e:

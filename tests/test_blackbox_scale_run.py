@@ -31,3 +31,18 @@ async def test_run_with_a_wrong_database_url_says_so_in_one_line(
     assert code == 1, out
     assert "Traceback" not in out and "s3cret" not in out, out
     assert out.strip().splitlines()[-1].startswith("agentbot: DATABASE_URL: cannot connect to postgresql://")
+
+
+async def test_a_shard_process_with_memory_in_its_own_data_dir_is_refused(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """README: every shard process uses the same Chroma server. With the embedded store each process kept
+    its servers' memory in its own DATA_DIR, and a re-shard or a merge of processes lost it silently."""
+    shard = {"DISCORD_TOKEN": "some-token-123456", "DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "1"}
+    url = f"postgresql://agentbot@127.0.0.1:{_closed_port()}/agentbot"
+    code, out = await agentbot_run(llm, tmp_path, DATABASE_URL=url, MEMORY_ENABLED="true", **shard)
+    assert code == 2 and "Traceback" not in out, out
+    assert out.strip().splitlines()[-1] == (
+        "agentbot: DISCORD_SHARD_IDS names only some shards, so memory must live where every process reads "
+        "it: set CHROMA_HOST to the Chroma server they share, or MEMORY_ENABLED=false (README: Scaling)"
+    )
