@@ -104,6 +104,8 @@ def check_shards(settings: BotSettings) -> None:
         raise ConfigError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the shard total over every process)")
     if bad := [i for i in ids if not 0 <= i < count]:
         raise ConfigError(f"DISCORD_SHARD_IDS: {bad} not in 0..{count - 1} (DISCORD_SHARD_COUNT={count})")
+    if twice := sorted({i for i in ids if ids.count(i) > 1}):  # discord.py then never became ready
+        raise ConfigError(f"DISCORD_SHARD_IDS: {twice} listed more than once; give each shard id once")
     if set(ids) != set(range(count)) and settings.database_url is None:
         raise ConfigError(
             "DISCORD_SHARD_IDS names only some shards, so other processes serve the rest and all must "

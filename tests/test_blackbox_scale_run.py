@@ -46,3 +46,16 @@ async def test_a_shard_process_with_memory_in_its_own_data_dir_is_refused(
         "agentbot: DISCORD_SHARD_IDS names only some shards, so memory must live where every process reads "
         "it: set CHROMA_HOST to the Chroma server they share, or MEMORY_ENABLED=false (README: Scaling)"
     )
+
+
+async def test_a_shard_id_listed_twice_is_named_instead_of_never_getting_ready(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """``DISCORD_SHARD_IDS=0,0,1`` (a copy-paste slip): the process connected and never became ready,
+    its health check never passed, and nothing said why."""
+    shard = {"DISCORD_TOKEN": "some-token-123456", "DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "0,0,1"}
+    code, out = await agentbot_run(llm, tmp_path, **shard)
+    assert code == 2 and "Traceback" not in out, out
+    assert out.strip().splitlines()[-1] == (
+        "agentbot: DISCORD_SHARD_IDS: [0] listed more than once; give each shard id once"
+    )
