@@ -43,6 +43,9 @@ class BotSettings(QuotaEnv):
             return None
         if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
+        if isinstance(v, str) and v.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+            # Parsed as a host, the password's tail was printed as part of "cannot connect to ..."
+            raise ValueError("its user or password holds an @ that is not percent-encoded: write @ as %40")
         # Wrapped here, so the shared ``*_url`` check (http:// or https:// only) does not refuse it.
         return SecretStr(v) if isinstance(v, str) else v
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from agent.logs import redact
+from bot.store.pg import _redact
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
+from tests.test_blackbox_operator import agentbot
 from tests.test_doctor import agentbot_run
 
 
@@ -59,3 +62,26 @@ async def test_a_shard_id_listed_twice_is_named_instead_of_never_getting_ready(
     assert out.strip().splitlines()[-1] == (
         "agentbot: DISCORD_SHARD_IDS: [0] listed more than once; give each shard id once"
     )
+
+
+async def test_a_database_password_with_a_raw_at_sign_is_named_and_never_printed(tmp_path: Path) -> None:
+    """A password with an unencoded ``@`` (``Tr0ub@dor``): start-up said "cannot connect to
+    postgresql://agentbot:***@dor@127.0.0.1..." (the rest of the password, on the terminal and in logs),
+    and blamed DNS."""
+    url = "postgresql://agentbot:Tr0ub@dor99@127.0.0.1:5432/agentbot"
+    code, out, err = await agentbot(
+        tmp_path,
+        "run",
+        env={"DATABASE_URL": url, "DISCORD_TOKEN": "x-123456", "OPENAI_API_KEY": "sk-x-123456"},
+    )
+    assert code == 2 and out == "", out
+    assert err.strip() == (
+        "agentbot: DATABASE_URL=(hidden): its user or password holds an @ that is not percent-encoded: "
+        "write @ as %40 (fix it in .env or the environment; see .env.example)"
+    )
+    code, out, err = await agentbot(tmp_path, "migrate-store", "--to", url, env={"DATA_DIR": str(tmp_path)})
+    assert code == 1 and "Traceback" not in err, err
+    assert "dor99" not in err and "Tr0ub" not in err, err
+    # Wherever else such a URL is quoted (a log line, a store error), it is masked up to its last @.
+    for hidden in (redact(f"failed: {url}: gaierror"), _redact(url)):
+        assert "dor99" not in hidden and "Tr0ub" not in hidden and "@127.0.0.1:5432/agentbot" in hidden
