@@ -88,3 +88,30 @@ async def test_agentbot_sync_next_to_a_running_bot_leaves_its_live_runs_alone(
         ]
     finally:
         await running.close()
+
+
+async def test_the_bot_wide_cap_on_running_turns_holds_across_shard_processes(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BOT_MAX_CONCURRENT_RUNS is "turns running at once across all servers" (.env.example): with two
+    shard processes each ran that many, twice the cap. Each now takes its shards' share, as with
+    BOT_REST_WRITES_PER_SECOND; a process always keeps at least one."""
+    from bot.runner import SessionRunner
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-shards-claim-0001")
+    url = await postgres.fresh_database("cap")
+    limits = {}
+    for count, ids, cap in ((2, [1], 8), (3, [0, 2], 8), (4, [3], 2)):
+        sv = await services(
+            tmp_path,
+            f"cap{count}",
+            DATABASE_URL=url,
+            DISCORD_SHARD_COUNT=count,
+            DISCORD_SHARD_IDS=ids,
+            BOT_MAX_CONCURRENT_RUNS=cap,
+        )
+        try:
+            limits[count] = SessionRunner(sv).slots.limit
+        finally:
+            await sv.close()
+    assert limits == {2: 4, 3: 5, 4: 1}
