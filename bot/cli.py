@@ -166,6 +166,13 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
         await bot.start(token)
 
 
+_GATEWAY_CLOSED = {
+    4010: "Discord refused the shard (4010 Invalid shard): check DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS",
+    4011: "Discord requires this bot to shard (4011 Sharding required): set DISCORD_SHARD_COUNT, about one "
+    "shard per 1,000 servers, in every process (README: Scaling)",
+}
+
+
 def _discord_errors(run: object) -> None:
     """Run ``run()`` and turn what Discord (or the way to it) answers into one line naming the setting."""
     import aiohttp
@@ -194,6 +201,11 @@ def _discord_errors(run: object) -> None:
         )
     except GatewayUnreachable as e:
         _fail(str(e), EXIT_FAILED)
+    except discord.ConnectionClosed as e:  # the gateway's own close codes that discord.py does not retry
+        _fail(
+            _GATEWAY_CLOSED.get(e.code, f"Discord closed the gateway connection with code {e.code}"),
+            EXIT_FAILED,
+        )
     except discord.HTTPException as e:  # 5xx after discord.py's retries, or 404 from a wrong base URL
         if e.code in (10004, 50001):  # Unknown Guild / Missing Access: Discord answered; the id is wrong
             _fail(

@@ -3,6 +3,8 @@ settings end start-up with one line naming the setting, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from bot.store.pg import _redact
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_operator import agentbot
-from tests.test_doctor import agentbot_run
+from tests.test_doctor import AGENTBOT, agentbot_run
 
 
 def _closed_port() -> int:
@@ -85,3 +87,43 @@ async def test_a_database_password_with_a_raw_at_sign_is_named_and_never_printed
     # Wherever else such a URL is quoted (a log line, a store error), it is masked up to its last @.
     for hidden in (redact(f"failed: {url}: gaierror"), _redact(url)):
         assert "dor99" not in hidden and "Tr0ub" not in hidden and "@127.0.0.1:5432/agentbot" in hidden
+
+
+async def test_discord_requiring_more_shards_is_one_line_naming_the_setting(
+    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A bot that grew past what its shard count carries: Discord closes the gateway with 4011
+    ("Sharding required"), which discord.py does not retry; `agentbot run` printed a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_"))}
+    env |= {
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-shards-4011-0001",
+        "DATA_DIR": str(tmp_path),
+        "MEMORY_ENABLED": "false",
+        "PYTHON_SANDBOX": "off",
+        "ROUTER_CLASSIFIER": "heuristic",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await fake.wait_for(lambda: fake.gateway.connected, within=60, what="the bot's gateway session")
+        await fake.gateway.drop(code=4011)
+        out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    assert out.strip().splitlines()[-1] == (
+        "agentbot: Discord requires this bot to shard (4011 Sharding required): set DISCORD_SHARD_COUNT, "
+        "about one shard per 1,000 servers, in every process (README: Scaling)"
+    )
