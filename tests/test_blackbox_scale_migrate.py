@@ -64,3 +64,25 @@ async def test_migrate_store_moves_embedded_memory_to_the_chroma_server_once(
     code, out, err = await agentbot(tmp_path, "migrate-store", env=env)  # run twice by mistake
     assert code == 1 and "already holds" in err, err
     assert await memories(data, **server) == {g: [n] for g, n in NOTES.items()}  # nothing twice
+
+
+async def test_migrate_store_refuses_while_the_bot_has_the_store_open(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """README: stop the bot first. Run while it ran, the move copied what the store held at that
+    moment and said "moved": everything the bot wrote afterwards stayed in a file it no longer reads."""
+    data = tmp_path / "data"
+    running = await Database.open(data / "agentbot.sqlite3")  # as `agentbot run` holds it
+    url = await postgres.fresh_database("busy")
+    env = {"DATA_DIR": str(data), "DATABASE_URL": url, "MEMORY_ENABLED": "false"}
+    try:
+        await GuildSettingsStore(running, SCHEMA).set(101, 2, "max_steps", 4)
+        code, out, err = await agentbot(tmp_path, "migrate-store", env=env)
+        assert code == 1 and out == "", out
+        assert err.strip().endswith(
+            "agentbot.sqlite3 is open in another process (a running bot?): stop the bot, then move it"
+        ), err
+    finally:
+        await running.close()
+    code, out, err = await agentbot(tmp_path, "migrate-store", env=env)  # stopped: it moves
+    assert code == 0 and "guild_settings 1" in out, err
