@@ -331,7 +331,7 @@ def migrate_store(
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
     from agent.logs import register_secret
     from bot.config import load_bot_settings
-    from bot.store.copy import copy_sqlite_to_postgres
+    from bot.store.copy import check_not_open, copy_sqlite_to_postgres
     from bot.store.db import StoreError
 
     data_dir = Path(_agent_settings().data_dir)
@@ -341,6 +341,8 @@ def migrate_store(
     if not url or not url.startswith(("postgresql://", "postgres://")):
         _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
+    with _failing(StoreError, code=EXIT_FAILED):
+        check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
     memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
     with _failing(StoreError, code=EXIT_FAILED):
         report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))

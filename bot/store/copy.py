@@ -22,7 +22,7 @@ from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
 
-__all__ = ["CopyReport", "copy_sqlite_to_postgres"]
+__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
@@ -56,14 +56,18 @@ def _open_elsewhere(sqlite_path: Path) -> bool:
         os.close(fd)
 
 
-async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
-    if not await asyncio.to_thread(sqlite_path.is_file):
-        raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
-    if await asyncio.to_thread(_open_elsewhere, sqlite_path):
+def check_not_open(sqlite_path: Path) -> None:
+    if _open_elsewhere(sqlite_path):
         # Copied now, whatever the bot writes after the copy (and during it) would be lost with the file.
         raise StoreError(
             f"{sqlite_path} is open in another process (a running bot?): stop the bot, then move it"
         )
+
+
+async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
+    if not await asyncio.to_thread(sqlite_path.is_file):
+        raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
+    await asyncio.to_thread(check_not_open, sqlite_path)
     src = await Database.open(sqlite_path)
     dst = await PgDatabase.open(url)
     try:
