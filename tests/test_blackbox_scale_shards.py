@@ -59,6 +59,8 @@ async def test_a_shard_in_two_processes_or_two_shard_counts_refuse_to_start(
         # The refused ones took nothing over: shard 0's live run still holds its slot.
         assert await zero.db.fetchall("SELECT session_id FROM active_sessions") == [("live",)]
 
+        # A host that dies leaves its connection to PostgreSQL's keepalives: a minute, not the OS's two hours.
+        assert await zero.shard_claim._conn.fetchval("SHOW tcp_keepalives_idle") in ("30", "30s")
         # `agentbot sync` next to the running bot serves no shard, so it is not refused.
         await (await services(tmp_path, "sync", serving=False, DATABASE_URL=url)).close()
         one = await services(tmp_path, "one", DATABASE_URL=url, DISCORD_SHARD_COUNT=2, DISCORD_SHARD_IDS=[1])

@@ -28,6 +28,11 @@ SHARD_LOCKS = 0x6167_5301
 COUNT_LOCKS = 0x6167_5302
 """The advisory lock space of shard counts; the second key is the count."""
 
+KEEPALIVE = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+"""A process that dies with its host (not a killed process, whose socket the kernel closes) would hold
+its shards until PostgreSQL notices the dead connection: with the system's TCP defaults, two hours.
+Set for this connection, PostgreSQL notices within about a minute, and a restarted process can start."""
+
 _OTHER_COUNTS = """
 SELECT DISTINCT objid::bigint FROM pg_locks
  WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::bigint::oid AND objid <> $2::bigint::oid
@@ -46,7 +51,7 @@ class ShardClaim:
         count = shard_count or 1
         ids = sorted(set(shard_ids)) if shard_ids else list(range(count))
         try:
-            conn = await asyncpg.connect(url)
+            conn = await asyncpg.connect(url, server_settings=KEEPALIVE)
         except (OSError, TimeoutError, asyncpg.PostgresError) as e:
             raise StoreError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {e})") from e
         try:
@@ -66,7 +71,8 @@ class ShardClaim:
                 raise ConfigError(
                     f"DISCORD_SHARD_IDS: shard {', '.join(map(str, taken))} of {count} is already served by "
                     "another agentbot process sharing this DATABASE_URL, and two processes on one shard "
-                    "answer everything twice: give each shard id to exactly one process (README: Scaling)"
+                    "answer everything twice: give each shard id to exactly one process (one that died "
+                    "with its host holds it for up to a minute more; README: Scaling)"
                 )
         except BaseException:
             await conn.close()
