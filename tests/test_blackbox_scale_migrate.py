@@ -13,6 +13,7 @@ import pytest
 from agent.config import load_agent_settings
 from agent.memory.chroma_store import ChromaMemory
 from bot.store import Database, GuildSettingsStore, SettingsSchema
+from bot.store.pg import PgDatabase
 from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.postgres import PostgresServer
 from tests.test_blackbox_operator import agentbot
@@ -84,5 +85,8 @@ async def test_migrate_store_refuses_while_the_bot_has_the_store_open(
         ), err
     finally:
         await running.close()
-    code, out, err = await agentbot(tmp_path, "migrate-store", env=env)  # stopped: it moves
-    assert code == 0 and "guild_settings 1" in out, err
+    pg = await PgDatabase.open(url)
+    try:  # nothing was moved
+        assert await pg.fetchall("SELECT * FROM guild_settings") == []
+    finally:
+        await pg.close()

@@ -81,9 +81,6 @@ async def test_a_database_password_with_a_raw_at_sign_is_named_and_never_printed
         "agentbot: DATABASE_URL=(hidden): its user or password holds an @ that is not percent-encoded: "
         "write @ as %40 (fix it in .env or the environment; see .env.example)"
     )
-    code, out, err = await agentbot(tmp_path, "migrate-store", "--to", url, env={"DATA_DIR": str(tmp_path)})
-    assert code == 1 and "Traceback" not in err, err
-    assert "dor99" not in err and "Tr0ub" not in err, err
     # Wherever else such a URL is quoted (a log line, a store error), it is masked up to its last @.
     for hidden in (redact(f"failed: {url}: gaierror"), _redact(url)):
         assert "dor99" not in hidden and "Tr0ub" not in hidden and "@127.0.0.1:5432/agentbot" in hidden
