@@ -27,7 +27,7 @@ import structlog
 _SECRETS: set[str] = set()
 _ORDERED: tuple[str, ...] = ()
 """The secrets, longest first, so one that contains another is replaced whole."""
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#]+@")  # to the last @: a raw @ in a password
 _MAX_DEPTH = 8
 
 

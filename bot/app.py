@@ -88,11 +88,19 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     """What a click on each kind of :class:`bot.views.Button` calls; cogs add theirs in ``cog_load``."""
 
     def __init__(
-        self, agent_settings: AgentSettings, bot_settings: BotSettings, *, sync: bool = True, **kwargs: Any
+        self,
+        agent_settings: AgentSettings,
+        bot_settings: BotSettings,
+        *,
+        sync: bool = True,
+        serve: bool = True,
+        **kwargs: Any,
     ) -> None:
         self.agent_settings = agent_settings
         self.bot_settings = bot_settings
         self.sync_on_start = sync
+        self.serve = serve
+        """False for ``agentbot sync``: it logs in next to a running bot and serves no shard."""
         self.max_connect_attempts = bot_settings.connect_attempts
         self.dm_limit = DmLimit()  # bot.formatting.tell's "I can't post there" DMs, bounded
         kwargs.setdefault("shard_count", bot_settings.shard_count or 1)
@@ -132,7 +140,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     # --- start-up and shutdown --------------------------------------------------------------------
     async def setup_hook(self) -> None:
-        self.services = await build_services(self.agent_settings, self.bot_settings)
+        self.services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
         self.runner = SessionRunner(self.services)
         self.control = SessionControl(self.services, self.runner)
         self.tree.on_error = self.on_app_command_error

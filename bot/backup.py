@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
-__all__ = ["BackupError", "BackupReport", "backup", "restore"]
+__all__ = ["BackupError", "BackupReport", "backup", "move_memory", "restore"]
 
 FORMAT = "agentbot-backup"
 FORMAT_VERSION = 1
@@ -253,3 +253,50 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
             count += len(batch)
         report.collections[name] = count
     return report
+
+
+# --- scaling out (issue 18.4): `agentbot migrate-store` moves the embedded memory to the Chroma server ---
+def move_memory(data_dir: Path, server: ChromaMemory) -> dict[str, int]:
+    """Copy the embedded memory store under ``DATA_DIR/memory`` into the Chroma server ``server`` names
+    (``CHROMA_HOST``); {collection: rows}. Without it, a bot moved to shard processes with a Chroma
+    server silently started with no memory. Rows keep their ids, which are content hashes, and are
+    upserted: a collection the server already has is merged, never duplicated. A collection the server
+    holds with other metadata (another embedding) is refused before anything is written."""
+    from agent.memory.chroma_store import ChromaMemory
+
+    if not server.host or not (data_dir / "memory").is_dir():
+        return {}
+    source = _collections(
+        _connect(ChromaMemory(data_dir / "memory", embedding=server.embedding)), server.prefix
+    )
+    client = _connect(server)
+    existing = {c.name: c for c in _collections(client, server.prefix)}
+    for col in source:
+        there = existing.get(col.name)
+        if there is not None and dict(there.metadata or {}) != dict(col.metadata or {}):
+            raise BackupError(
+                f"the memory store at {server.where()} already has {col.name} with other settings "
+                f"({there.metadata} here, {col.metadata} in {data_dir / 'memory'}): nothing was moved"
+            )
+    moved: dict[str, int] = {}
+    for col in source:
+        space = ((getattr(col, "configuration", None) or {}).get("hnsw") or {}).get("space", "l2")
+        target = client.get_or_create_collection(
+            col.name,
+            metadata=dict(col.metadata or {}) or None,
+            configuration={"hnsw": {"space": space}},
+            embedding_function=None,
+        )
+        rows = 0
+        while page := col.get(limit=PAGE, offset=rows, include=["documents", "metadatas", "embeddings"]):
+            if not page["ids"]:
+                break
+            target.upsert(
+                ids=page["ids"],
+                documents=page["documents"],
+                metadatas=page["metadatas"],
+                embeddings=page["embeddings"],
+            )
+            rows += len(page["ids"])
+        moved[col.name] = rows
+    return moved

@@ -185,12 +185,13 @@ def _task_text(task: str | None) -> str:
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:
     from agent.tools.research import ResearchToolSettings
-    from bot.config import load_bot_settings
+    from bot.config import check_shard_memory, load_bot_settings
     from bot.services import check_model_configured
 
     with _failing(ConfigError):
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
+        check_shard_memory(bot_settings, agent_settings.chroma_host)
         check_model_configured(agent_settings)
         # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
         ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
@@ -223,17 +224,27 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
         await bot.start(token)
 
 
+_GATEWAY_CLOSED = {
+    4010: "Discord refused the shard (4010 Invalid shard): check DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS",
+    4011: "Discord requires this bot to shard (4011 Sharding required): set DISCORD_SHARD_COUNT, about one "
+    "shard per 1,000 servers, in every process (README: Scaling)",
+}
+
+
 def _discord_errors(run: object) -> None:
     """Run ``run()`` and turn what Discord (or the way to it) answers into one line naming the setting."""
     import aiohttp
     import discord
 
     from bot.gateway import GatewayUnreachable
+    from bot.store.db import StoreError
 
     try:
         run()  # type: ignore[operator]
     except ConfigError as e:  # found while building services (tiers file, judge or reader model)
         _fail(str(e))
+    except StoreError as e:  # DATABASE_URL unreachable or refused, a store too new: it names what to fix
+        _fail(str(e), EXIT_FAILED)
     except discord.LoginFailure:
         _fail(
             "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
@@ -248,6 +259,11 @@ def _discord_errors(run: object) -> None:
         )
     except GatewayUnreachable as e:
         _fail(str(e), EXIT_FAILED)
+    except discord.ConnectionClosed as e:  # the gateway's own close codes that discord.py does not retry
+        _fail(
+            _GATEWAY_CLOSED.get(e.code, f"Discord closed the gateway connection with code {e.code}"),
+            EXIT_FAILED,
+        )
     except discord.HTTPException as e:  # 5xx after discord.py's retries, or 404 from a wrong base URL
         if e.code in (10004, 50001):  # Unknown Guild / Missing Access: Discord answered; the id is wrong
             _fail(
@@ -287,7 +303,7 @@ def sync(
     async def go() -> bool:
         from bot.app import AgentBot
 
-        bot = AgentBot(agent_settings, bot_settings, sync=False)  # type: ignore[arg-type]
+        bot = AgentBot(agent_settings, bot_settings, sync=False, serve=False)  # type: ignore[arg-type]
         async with bot:
             await bot.login(token)
             return await bot.sync_commands(force=True, guild_id=guild)
@@ -373,7 +389,7 @@ def migrate_store(
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
     from agent.logs import register_secret
     from bot.config import load_bot_settings
-    from bot.store.copy import copy_sqlite_to_postgres
+    from bot.store.copy import check_not_open, copy_sqlite_to_postgres
     from bot.store.db import StoreError
 
     data_dir = Path(_agent_settings().data_dir)
@@ -384,8 +400,29 @@ def migrate_store(
         _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
     with _failing(StoreError, code=EXIT_FAILED):
+        check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
+    memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
+    with _failing(StoreError, code=EXIT_FAILED):
         report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
-    typer.echo(f"moved {report.summary()}; set DATABASE_URL to that database and start the bot")
+    typer.echo(f"moved {report.summary()}{memory}; set DATABASE_URL to that database and start the bot")
+
+
+def _moved_memory(data_dir: Path) -> str:
+    """With ``CHROMA_HOST`` set, DATA_DIR's embedded memory goes to that server with the store (shard
+    processes share memory only there); what moved, for migrate-store's report."""
+    from agent.memory.chroma_store import ChromaMemory
+    from bot.backup import BackupError, move_memory
+    from bot.config import load_bot_settings
+
+    settings = _agent_settings()
+    with _failing(ConfigError):
+        enabled = load_bot_settings().memory_enabled
+    if not enabled or not (settings.chroma_host or "").strip():
+        return ""
+    with _failing(BackupError, code=EXIT_FAILED):
+        moved = move_memory(data_dir, ChromaMemory.from_settings(data_dir / "memory", settings))
+    rows = sum(moved.values())
+    return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
 
 
 # click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).

@@ -43,6 +43,9 @@ class BotSettings(QuotaEnv):
             return None
         if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
+        if isinstance(v, str) and v.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
+            # Parsed as a host, the password's tail was printed as part of "cannot connect to ..."
+            raise ValueError("its user or password holds an @ that is not percent-encoded: write @ as %40")
         # Wrapped here, so the shared ``*_url`` check (http:// or https:// only) does not refuse it.
         return SecretStr(v) if isinstance(v, str) else v
 
@@ -104,10 +107,25 @@ def check_shards(settings: BotSettings) -> None:
         raise ConfigError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the shard total over every process)")
     if bad := [i for i in ids if not 0 <= i < count]:
         raise ConfigError(f"DISCORD_SHARD_IDS: {bad} not in 0..{count - 1} (DISCORD_SHARD_COUNT={count})")
+    if twice := sorted({i for i in ids if ids.count(i) > 1}):  # discord.py then never became ready
+        raise ConfigError(f"DISCORD_SHARD_IDS: {twice} listed more than once; give each shard id once")
     if set(ids) != set(range(count)) and settings.database_url is None:
         raise ConfigError(
             "DISCORD_SHARD_IDS names only some shards, so other processes serve the rest and all must "
             "share one store: set DATABASE_URL=postgresql://... (README: Scaling)"
+        )
+
+
+def check_shard_memory(settings: BotSettings, chroma_host: str | None) -> None:
+    """Memory is kept per server, and a server's process changes with the shard count (or when
+    processes are merged): memory under one process's own DATA_DIR is lost to the next owner, silently.
+    So a process with only some shards keeps memory in the Chroma server they all share, or none."""
+    ids, count = settings.shard_ids, settings.shard_count
+    partial = bool(ids) and count is not None and set(ids) != set(range(count))
+    if partial and settings.memory_enabled and not (chroma_host or "").strip():
+        raise ConfigError(
+            "DISCORD_SHARD_IDS names only some shards, so memory must live where every process reads it: "
+            "set CHROMA_HOST to the Chroma server they share, or MEMORY_ENABLED=false (README: Scaling)"
         )
 
 

@@ -18,7 +18,7 @@ from agent.logs import redact, register_secret
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
-from bot.config import BotSettings, load_bot_settings
+from bot.config import BotSettings, check_shard_memory, load_bot_settings
 
 
 @dataclass
@@ -57,13 +57,15 @@ async def _discord(bs: BotSettings, client: httpx.AsyncClient) -> str:
     return f"token accepted for {r.json().get('username', '?')}"
 
 
-async def _database(s: AgentSettings) -> str:
-    from bot.store import Database
+async def _database(s: AgentSettings, bs: BotSettings) -> str:
+    """The store the bot would open: PostgreSQL with ``DATABASE_URL`` (it checked DATA_DIR's SQLite file
+    whatever DATABASE_URL said, so an unreachable PostgreSQL passed), else DATA_DIR's SQLite file."""
+    from bot.store import open_database
 
-    path = Path(s.data_dir) / "agentbot.sqlite3"
-    db = await Database.open(path)
+    url = bs.database_url.get_secret_value() if bs.database_url else None
+    db = await open_database(url or Path(s.data_dir) / "agentbot.sqlite3")
     await db.close()
-    return f"{path} opened and migrated"
+    return f"{db.path} opened and migrated"
 
 
 async def _memory(s: AgentSettings, bs: BotSettings) -> str:
@@ -240,6 +242,7 @@ async def run_doctor() -> list[Check]:
     try:
         s = load_agent_settings()
         bs = load_bot_settings()
+        check_shard_memory(bs, s.chroma_host)
         providers = tier_specs(s)
         ResearchToolSettings.from_settings(s, s.data_dir)  # combinations, e.g. searxng without a URL
     except ConfigError as e:
@@ -247,7 +250,7 @@ async def run_doctor() -> list[Check]:
     checks = [Check("settings", True, "valid")]
     async with httpx.AsyncClient(timeout=10) as client:
         checks.append(await _check("discord", lambda: _discord(bs, client)))
-        checks.append(await _check("database", lambda: _database(s)))
+        checks.append(await _check("database", lambda: _database(s, bs)))
         checks.append(await _check("memory", lambda: _memory(s, bs)))
         for p, specs in sorted(providers.items()):
             checks.append(

@@ -98,7 +98,9 @@ class SessionRunner:
         self.rest_budget = RestBudget(services.bot_settings.rest_writes_per_second * services.owner.share)
         """Every session's writes share it (issue 20.6): Discord's global limit is per bot, so a shard
         process takes its shards' share of it (issue 18.3)."""
-        self.slots = RunSlots(services.bot_settings.max_concurrent_runs)
+        share = services.bot_settings.max_concurrent_runs * services.owner.share
+        self.slots = RunSlots(max(1, int(share + 1e-9)))
+        """The bot-wide cap on running turns, this process's shards' share of it, as the REST budget."""
         self.hooks: TurnHooks | None = None
         self._born = time.monotonic()
 

@@ -63,6 +63,8 @@ class Services:
     """MCP servers each Discord server added (``/config mcp``), connected on its first turn."""
     owner: ShardOwnership = field(default_factory=ShardOwnership)
     """The servers this process owns (its shards): only their runs are resumed here (issue 18.3)."""
+    shard_claim: Any = None
+    """With PostgreSQL, this process's hold on its shard ids (:class:`bot.store.shard_claim.ShardClaim`)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -84,14 +86,26 @@ class Services:
         if self.memory is not None:
             await self.memory.close()
         await self.db.close()
+        if self.shard_claim is not None:  # last: queued writes are flushed before another may take over
+            await self.shard_claim.close()
 
 
-async def build_services(agent_settings: AgentSettings, bot_settings: BotSettings) -> Services:
+async def build_services(
+    agent_settings: AgentSettings, bot_settings: BotSettings, *, serving: bool = True
+) -> Services:
+    """``serving``: for ``agentbot run``, which serves its shards; ``agentbot sync`` builds the same
+    services next to a running bot and must not claim its shards."""
     data_dir = Path(agent_settings.data_dir)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     url = bot_settings.database_url
     db = await open_database(url.get_secret_value() if url else data_dir / "agentbot.sqlite3")
+    claim = None
     try:
+        if url is not None and serving:  # before anything takes over the shards' runs (bot.resume)
+            from bot.store.shard_claim import ShardClaim
+
+            shards = bot_settings.shard_count, bot_settings.shard_ids
+            claim = await ShardClaim.take(url.get_secret_value(), *shards)
         research = ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
         mcp = await operator_mcp(agent_settings.mcp_servers_file)
         mcp_tools = mcp.tools() if mcp else []
@@ -131,7 +145,8 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             all_servers_per_day=bot_settings.requests_per_day_all_servers,
         )
         owner = ShardOwnership.of(bot_settings.shard_count, bot_settings.shard_ids)
-        await quotas.recover(owner)
+        if serving:  # else they are a running bot's (``agentbot sync`` next to it), not left behind
+            await quotas.recover(owner)
         sv = Services(
             agent_settings=agent_settings,
             bot_settings=bot_settings,
@@ -146,6 +161,7 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             mcp=mcp,
             guild_mcp=GuildMcp(allow_loopback=agent_settings.fetch_allow_loopback),
             owner=owner,
+            shard_claim=claim,
         )
         build_reader(agent_settings, sv.router, "complex")  # a bad READER_MODEL stops start-up, named
         warm = getattr(sv.router.classifier, "load", None)
@@ -153,6 +169,8 @@ async def build_services(agent_settings: AgentSettings, bot_settings: BotSetting
             await asyncio.to_thread(warm)
     except BaseException:
         await db.close()
+        if claim is not None:
+            await claim.close()
         raise
     if bot_settings.memory_enabled:
         try:

@@ -13,6 +13,8 @@ the target empty.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
 
-__all__ = ["CopyReport", "copy_sqlite_to_postgres"]
+__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
@@ -34,9 +36,38 @@ class CopyReport:
         return ", ".join(f"{t} {n:,}" for t, n in self.rows.items() if n) or "no rows"
 
 
+def _open_elsewhere(sqlite_path: Path) -> bool:
+    """Whether another process has the store open (a running bot). Every SQLite connection to a WAL
+    database holds a shared lock on one byte of its ``-shm`` file (the "dead man switch", offset 128)
+    for as long as it is open; an exclusive lock on that byte is refused while one does. Checked before
+    this process opens the store itself (POSIX locks never conflict within one process)."""
+    try:
+        fd = os.open(f"{sqlite_path}-shm", os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 128)
+        return False
+    finally:
+        os.close(fd)
+
+
+def check_not_open(sqlite_path: Path) -> None:
+    if _open_elsewhere(sqlite_path):
+        # Copied now, whatever the bot writes after the copy (and during it) would be lost with the file.
+        raise StoreError(
+            f"{sqlite_path} is open in another process (a running bot?): stop the bot, then move it"
+        )
+
+
 async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
     if not await asyncio.to_thread(sqlite_path.is_file):
         raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
+    await asyncio.to_thread(check_not_open, sqlite_path)
     src = await Database.open(sqlite_path)
     dst = await PgDatabase.open(url)
     try:

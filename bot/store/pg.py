@@ -268,7 +268,7 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    return re.sub(r"://([^:/@]*):[^\s/?#]*@", r"://\1:***@", url)  # to the last @: a raw @ in a password
 
 
 async def _migrate(pool: asyncpg.Pool, url: str) -> int:
