@@ -5,13 +5,14 @@ sorting files by their number of tests (``--loadscope-reorder``, its default). T
 two-test files last, and those are the slow ones (processes started, killed and restarted; two shard
 processes): on 2 cores the suite ended with one worker running them while the others sat idle. Handing
 out the slowest files first (longest processing time first) lets the many small files fill the gaps at
-the end. Measured on the 2-core machine under load (load average 7-10, so about 3x a quiet machine's
-figures; only their order matters): the same files on 6 workers, simulated, end 9 % sooner
-(472 s of the busiest worker down to 430 s), and the run ends with the small files.
+the end. Measured on the 2-core machine shared with other runs (load average 6-15), ``-n 6``: the six
+workers finished 78 s apart before (the last 78 s ran only the shard, restart, settings-isolation and
+run-stopping files on one to five workers), 14 s apart with this order, ending on the small files;
+the per-file times below, replayed on 6 workers, end 9 % sooner (472 s for the busiest down to 430).
 
-``SECONDS`` holds each slow file's total test time in seconds (two runs of
-``pytest -n 6 --dist loadfile --durations=0``, per-file sums, averaged). A file not
-listed (a new one) counts ``UNLISTED_PER_TEST`` seconds a test: rather early than last, where a slow
+``SECONDS`` holds each file's total test time in seconds: per-file sums of two runs of
+``pytest -n 6 --dist loadfile --durations=0`` under that load, averaged (about 3x a quiet machine's
+figures; only their order matters). A file not listed (a new one) counts ``UNLISTED_PER_TEST`` seconds a test: rather early than last, where a slow
 one would hold up the end. Re-measure when a file's time changes much; a stale figure only costs balance,
 never a result.
 """
