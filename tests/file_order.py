@@ -7,7 +7,8 @@ processes): on 2 cores the suite ended with one worker running them while the ot
 out the slowest files first (longest processing time first) lets the many small files fill the gaps at
 the end. Measured on the 2-core machine shared with other runs (load average 6-15), ``-n 6``: the six
 workers finished 78 s apart before (the last 78 s ran only the shard, restart, settings-isolation and
-run-stopping files on one to five workers), 14 s apart with this order, ending on the small files;
+run-stopping files on one to five workers), 14 s apart with this order, ending on the small files.
+Back to back at load 3.6-6: 3:07 wall with xdist's order (workers 19 s apart), 2:57 with this one (1 s);
 the per-file times below, replayed on 6 workers, end 9 % sooner (472 s for the busiest down to 430).
 
 ``SECONDS`` holds each file's total test time in seconds: per-file sums of two runs of
