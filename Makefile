@@ -60,6 +60,7 @@ lint: $(BIN)/.installed-dev
 # Six workers on two cores: the end-to-end tests mostly wait on Discord's real-time write pacing (5 per 5 s),
 # not on the CPU. Measured on this 2-core machine: -n 2 took 3:07 wall (2:02 CPU), -n 4 took 2:07; with
 # 1,286 tests (2026-12-05) -n 4 took 3:00-3:04 and -n 6 2:49-2:55.
+# Files go to the workers slowest first (tests/file_order.py), so the run does not end on one worker.
 test: lock-check lint lint-docker
 	$(BIN)/pytest -n 6 --dist loadfile
 

@@ -14,6 +14,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.web_server import FakeWeb
+from tests.file_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401 (hooks: slowest files first)
 from tests.settings_names import setting_names
 
 SETTINGS = setting_names()

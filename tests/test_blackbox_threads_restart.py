@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
-from tests.test_restart_process import start_bot_process
+from tests.test_restart_process import _no_bot_left_running, start_bot_process  # noqa: F401 (fixture)
 
 
 async def test_a_turn_killed_before_its_first_step_still_reads_its_file_after_the_restart(

@@ -10,13 +10,30 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+_started: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_bot_left_running() -> AsyncIterator[None]:
+    """A test that fails before it kills its `agentbot run` leaves none behind (seen: one still running
+    21 minutes later, eating the CPU of every test after it)."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def start_bot_process(
@@ -51,6 +68,7 @@ async def start_bot_process(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log.open("ab"),
     )
+    _started.append(proc)
     await fake.wait_for(
         lambda: fake.identify_count > before or proc.returncode is not None,
         within=30,
