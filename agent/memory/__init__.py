@@ -17,10 +17,10 @@ from agent.memory.integration import (
     recalled_event,
     store_research,
 )
-from agent.memory.scope import IsolationError
 from agent.memory.types import (
     KINDS,
     EmbeddingMismatch,
+    IsolationError,
     Kind,
     MemoryHit,
     MemoryRecord,

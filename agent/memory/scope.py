@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 
 from agent.memory.records import NS_KEY
-from agent.memory.types import MemoryStats, MemoryStoreError, RetentionPolicy
+from agent.memory.types import IsolationError, MemoryStats, RetentionPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +35,6 @@ ROW_OVERHEAD_BYTES = 100
 """Per-row disk cost besides text, metadata and the vector, which Chroma keeps twice (SQLite and the
 HNSW index); :meth:`NamespaceScope.stats` estimates with it. bench/memory_recall.py compares the
 estimate with the bytes really on disk."""
-
-
-class IsolationError(MemoryStoreError):
-    """Code tried to write a row of one namespace through another namespace's scope."""
 
 
 @dataclass(slots=True)

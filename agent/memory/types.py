@@ -15,6 +15,10 @@ class MemoryStoreError(Exception):
     """A memory operation failed; the message is safe to show an operator."""
 
 
+class IsolationError(MemoryStoreError):
+    """Code tried to write a row of one namespace through another namespace's scope."""
+
+
 class NamespaceError(MemoryStoreError, ValueError):
     """The namespace (guild id) is missing or malformed."""
 

@@ -25,7 +25,6 @@ from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urluns
 
 import httpx
 from pydantic import Field
-from trafilatura.utils import load_html
 
 from agent.logs import redact
 from agent.retry import parse_retry_after
@@ -248,6 +247,8 @@ def _ddg_target(href: str) -> str:
 
 
 def parse_duckduckgo(page: str) -> list[SearchResult]:
+    from trafilatura.utils import load_html  # here: importing trafilatura is 85 ms of every CLI start
+
     tree = load_html(page)
     if tree is None:
         return []
