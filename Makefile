@@ -61,8 +61,11 @@ lint: $(BIN)/.installed-dev
 # not on the CPU. Measured on this 2-core machine: -n 2 took 3:07 wall (2:02 CPU), -n 4 took 2:07; with
 # 1,286 tests (2026-12-05) -n 4 took 3:00-3:04 and -n 6 2:49-2:55.
 # Files go to the workers slowest first (tests/file_order.py), so the run does not end on one worker.
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set (it is on these machines): the suite starts
+# ~190 agentbot processes, and each compiled agent/ and bot/ afresh (0.2 s of CPU per start), and each
+# worker re-rewrote every test file's asserts (~4 s). __pycache__ is git-ignored.
 test: lock-check lint lint-docker
-	$(BIN)/pytest -n 6 --dist loadfile
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest -n 6 --dist loadfile
 
 bench: $(BIN)/.installed-dev
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
