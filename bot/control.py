@@ -226,8 +226,7 @@ class SessionControl:
         except discord.HTTPException:
             return  # the thread is gone: nowhere to offer it
         await sv.sessions.set_edited(turn.id, prompt)
-        await self.runner.write_budget(session.id).acquire()
-        await self.runner.rest_budget.acquire()
+        await self.runner.write_budget(session.id).acquire(self.runner.rest_budget)
         try:
             await thread.send(
                 RerunOffer(prompt).text,

@@ -213,7 +213,7 @@ class ThreadStreamer:
         still is (under its nonce, so a send that did land is not made twice)."""
         content = msg.content()
         pending = [b for b in msg.blocks if b.changed_at]
-        self.budget.take()
+        at = self.budget.take()
         try:
             if kind == "send":
                 msg.attempted = True
@@ -246,6 +246,8 @@ class ThreadStreamer:
             wait = e.retry_after if e.retry_after is not None else WRITE_RETRY.wait(self._failures, e)
             log.info("stream_write_retry", op=kind, status=e.status, wait=round(wait, 2))
             return max(wait, 0.001)
+        finally:  # counted from when it ended: it may have waited in discord.py's own rate limiter
+            self.budget.retime(at)
         self._failures = 0
         now = time.monotonic()
         if msg.blocks and msg.blocks[0].kind == "live":

@@ -91,8 +91,7 @@ async def post_header(
     """Post the header with its Stop button (raises ``discord.HTTPException`` if Discord refuses).
     ``window``: the thread's own 5 writes per 5 s, shared with its turns; ``budget``: the bot's."""
     text = await header_text(sv, session, thread, "running")
-    await window.acquire()
-    await budget.acquire()
+    await window.acquire(budget)
     msg = await thread.send(text, view=stop_view(session.id), allowed_mentions=NO_MENTIONS, silent=True)
     await sv.sessions.set_header(session.id, msg.id)
     return msg
@@ -113,8 +112,7 @@ async def show_state(
     if session.header_message_id is None or channel is None:
         return False
     text = await header_text(sv, session, channel, state, at)
-    await window.acquire()
-    await budget.acquire()
+    await window.acquire(budget)
     try:
         await channel.get_partial_message(session.header_message_id).edit(
             content=text,

@@ -290,9 +290,7 @@ class Turn:
 
     async def _offer_retry(self) -> None:
         """A message with a button, so not a streamer block; it still waits its turn in the thread's budget."""
-        await self.budget.acquire()
-        if self.rest is not None:
-            await self.rest.acquire()
+        await self.budget.acquire(self.rest)
         try:
             await self.channel.send(
                 "This turn failed. You can try it again:",

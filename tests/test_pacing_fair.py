@@ -118,3 +118,25 @@ async def test_when_writes_are_scarce_the_answer_and_its_footer_go_out_as_one_me
     await streamer.close(within=10)
     # One write instead of two; the message still notifies the asker (and only the asker).
     assert sink.sent == ["The answer is 42.\n-# <@7> · 2 steps"] and sink.notified == [7]
+
+
+async def test_a_write_that_waited_for_the_bot_wide_turn_counts_in_its_thread_from_when_it_went() -> None:
+    # Discord counts a thread's 5 writes per 5 s as they arrive. A header edit counted before a 2 s
+    # wait for the bot-wide turn let the thread's next writes go as if it had gone 2 s earlier.
+    from bot.write_window import WriteBudget
+
+    now = [0.0]
+    window = WriteBudget(clock=lambda: now[0])
+
+    class BotWide:
+        async def acquire(self) -> None:
+            now[0] += 2.0  # every other thread's writes go first
+
+    for _ in range(4):
+        window.take()  # four writes at 0 s
+    await window.acquire(BotWide())  # the fifth goes at 2 s
+    now[0] = 5.5
+    assert window.used() == 1 and window.wait_time() == 0  # room again, the fifth still counted
+    for _ in range(4):
+        window.take()
+    assert window.wait_time() > 0  # a sixth would land within 5 s of the fifth: it waits until 7 s
