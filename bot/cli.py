@@ -11,10 +11,10 @@ import contextlib
 import shlex
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -24,7 +24,6 @@ from agent.logs import configure_logging
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
-T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
@@ -117,7 +116,10 @@ def ask(
 ) -> None:
     """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
     on stderr (so `$(agentbot ask ...)` captures only the answer)."""
-    task = _task_text(task)
+    from bot.ask_input import TaskError, stoppable, task_text
+
+    with _failing(TaskError):
+        task = task_text(task)
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = _agent_settings()
@@ -130,7 +132,7 @@ def ask(
 
     try:
         result = asyncio.run(
-            _stoppable(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
+            stoppable(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
         )
     except ConfigError as e:
         _fail(str(e))
@@ -142,45 +144,6 @@ def ask(
         raise typer.Exit(EXIT_STEP_LIMIT)
     if result.status != "completed":
         raise typer.Exit(EXIT_FAILED)
-
-
-async def _stoppable(run: Coroutine[Any, Any, T]) -> T:
-    """``run``, cancelled by SIGTERM or SIGHUP (`kill`, `timeout`, a closed terminal) as Ctrl-C cancels
-    it, so the processes its tools started are killed: by default the process died at once and left
-    run_python's sandbox running with no one to enforce its time limit. (Not by re-raising SIGINT: a
-    script's background job ignores that.)"""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
-    return await run
-
-
-MAX_STDIN_BYTES = 8 * 1024 * 1024
-"""The longest task read from standard input: more text than the largest context window (2M tokens)."""
-
-
-def _task_text(task: str | None) -> str:
-    """The argument, or standard input when it is ``-`` or absent and something is piped in. An argument
-    never reads stdin: ``while read q; do agentbot ask "$q"; done < questions`` keeps its questions."""
-    if task is None or task == "-":
-        if sys.stdin is None or (task is None and sys.stdin.isatty()):
-            _fail('give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in')
-        raw = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
-        if len(raw) > MAX_STDIN_BYTES:
-            _fail(
-                f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
-            )
-        try:
-            task = raw.decode()
-        except UnicodeDecodeError as e:
-            _fail(
-                f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"
-            )
-    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
-        _fail('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
-    return task
 
 
 def _bot_settings() -> tuple[AgentSettings, object, str]:
@@ -209,7 +172,6 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
 
 
 async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
-    import signal
 
     from bot.app import AgentBot
 
@@ -224,66 +186,17 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
         await bot.start(token)
 
 
-_GATEWAY_CLOSED = {
-    4010: "Discord refused the shard (4010 Invalid shard): check DISCORD_SHARD_COUNT and DISCORD_SHARD_IDS",
-    4011: "Discord requires this bot to shard (4011 Sharding required): set DISCORD_SHARD_COUNT, about one "
-    "shard per 1,000 servers, in every process (README: Scaling)",
-}
-
-
 def _discord_errors(run: object) -> None:
     """Run ``run()`` and turn what Discord (or the way to it) answers into one line naming the setting."""
-    import aiohttp
-    import discord
-
-    from bot.gateway import GatewayUnreachable
-    from bot.store.db import StoreError
+    from bot.discord_errors import explain
 
     try:
         run()  # type: ignore[operator]
-    except ConfigError as e:  # found while building services (tiers file, judge or reader model)
-        _fail(str(e))
-    except StoreError as e:  # DATABASE_URL unreachable or refused, a store too new: it names what to fix
-        _fail(str(e), EXIT_FAILED)
-    except discord.LoginFailure:
-        _fail(
-            "Discord rejected DISCORD_TOKEN (401 Unauthorized): reset the bot token in the developer portal "
-            "and put the new one in .env",
-            EXIT_FAILED,
-        )
-    except discord.PrivilegedIntentsRequired:
-        _fail(
-            "Discord refused the Message Content intent: enable it for this bot under Bot > Privileged "
-            "Gateway Intents in the developer portal",
-            EXIT_FAILED,
-        )
-    except GatewayUnreachable as e:
-        _fail(str(e), EXIT_FAILED)
-    except discord.ConnectionClosed as e:  # the gateway's own close codes that discord.py does not retry
-        _fail(
-            _GATEWAY_CLOSED.get(e.code, f"Discord closed the gateway connection with code {e.code}"),
-            EXIT_FAILED,
-        )
-    except discord.HTTPException as e:  # 5xx after discord.py's retries, or 404 from a wrong base URL
-        if e.code in (10004, 50001):  # Unknown Guild / Missing Access: Discord answered; the id is wrong
-            _fail(
-                f"Discord answered HTTP {e.status} ({e.text}) for the server to sync commands to: check "
-                "DISCORD_SYNC_GUILD_ID (or sync's --guild): the bot must be in that server, invited with "
-                "the bot and applications.commands scopes",
-                EXIT_FAILED,
-            )
-        _fail(
-            f"Discord answered HTTP {e.status} ({e.text or e.response.reason}): check DISCORD_API_BASE_URL "
-            "if it is set, else Discord's status page, and try again",
-            EXIT_FAILED,
-        )
-    except (TimeoutError, OSError, aiohttp.ClientError) as e:  # DNS, refused, TLS: unreachable
-        if isinstance(e, OSError) and e.filename:  # the disk, not the network (a read-only DATA_DIR)
-            _fail(f"cannot write {e.filename} ({e.strerror}): check DATA_DIR", EXIT_FAILED)
-        _fail(
-            f"could not reach Discord ({type(e).__name__}: {e}): check the network, or DISCORD_API_BASE_URL",
-            EXIT_FAILED,
-        )
+    except Exception as e:
+        said = explain(e)
+        if said is None:
+            raise
+        _fail(said[0], EXIT_FAILED if said[1] else EXIT_SETTINGS)
 
 
 @app.command()

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import discord
+import structlog
 
-from agent.memory.types import MemoryRecord
-from bot.formatting import clip, join_lines, one_line
+from agent.memory.types import MemoryRecord, MemoryStoreError
+from bot.formatting import Refusal, clip, join_lines, one_line
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+log = structlog.get_logger().bind(logger="bot.cogs.memory")
 
 EXCERPT = 180
 MESSAGE_LIMIT = 2000
@@ -117,3 +121,13 @@ def group_parents(records: Sequence[MemoryRecord]) -> dict[str, list[MemoryRecor
     for r in records:
         groups.setdefault(r.parent or r.id, []).append(r)
     return groups
+
+
+@contextlib.contextmanager
+def failing(interaction: discord.Interaction, what: str) -> Iterator[None]:
+    """A store failure ends a /memory command saying what could not be done and why, secrets masked."""
+    try:
+        yield
+    except MemoryStoreError as e:
+        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
+        raise Refusal(f"⚠️ Could not {what}: {mask_secrets(str(e))}") from e

@@ -9,7 +9,6 @@ import pty
 from pathlib import Path
 
 import pytest
-import typer
 
 from tests.fakes.llm_server import FakeLLM, text
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli
@@ -83,13 +82,11 @@ def test_a_task_piped_in_is_read_up_to_a_bound(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `yes | agentbot ask` (or a wrong file) would otherwise fill the memory before any check.
-    from bot import cli
+    from bot.ask_input import MAX_STDIN_BYTES, TaskError, task_text
 
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y\n" * (cli.MAX_STDIN_BYTES // 2 + 1))))
-    with pytest.raises(typer.Exit) as stopped:
-        cli._task_text("-")
-    assert stopped.value.exit_code == 2
-    assert "over 8 MB" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"y\n" * (MAX_STDIN_BYTES // 2 + 1))))
+    with pytest.raises(TaskError, match="over 8 MB"):
+        task_text("-")
 
 
 async def test_help_shows_flags_as_flags_and_the_exit_codes_as_one_paragraph(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
+import agent.tools.mcp
 from agent.messages import ToolCall
 from agent.tools.mcp import MAX_TOOL_PAGES, MAX_TOOLS_PER_SERVER, McpServer, McpTools
 from agent.tools.registry import MAX_SOURCES, ToolContext, ToolRegistry
@@ -45,6 +48,15 @@ def _json_mcp(
     return app
 
 
+@pytest.fixture
+def mcp_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """What agent.tools.mcp logs. Through a fresh logger: the module's own, once bound by an earlier test
+    in this worker, keeps that test's processors and would log past the capture."""
+    with capture_logs() as logs:
+        monkeypatch.setattr(agent.tools.mcp, "log", structlog.get_logger("agent.tools.mcp"))
+        yield logs
+
+
 def _pager(per_page: int, pages: list[int]) -> web.Application:
     """tools/list answers ``per_page`` tools a page, every page with a ``nextCursor``: it never ends."""
 
@@ -57,7 +69,9 @@ def _pager(per_page: int, pages: list[int]) -> web.Application:
     return _json_mcp(page)
 
 
-async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_named() -> None:
+async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_named(
+    mcp_logs: list[dict[str, Any]],
+) -> None:
     empty_pages: list[int] = []
     full_pages: list[int] = []
     async with served(_pager(0, empty_pages)) as empty, served(_pager(10, full_pages)) as full:
@@ -65,9 +79,8 @@ async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_
             McpServer("pager", url=f"{empty}/mcp", connect_timeout=20),
             McpServer("many", url=f"{full}/mcp", connect_timeout=20),
         ]
-        with capture_logs() as logs:
-            async with McpTools(servers) as mcp:
-                problems, names = dict(mcp.problems), [t.name for t in mcp.tools()]
+        async with McpTools(servers) as mcp:
+            problems, names = dict(mcp.problems), [t.name for t in mcp.tools()]
     # The endless one is left out with a reason that says so, after a bounded number of pages.
     assert list(problems) == ["pager"]
     assert (
@@ -77,7 +90,7 @@ async def test_blackbox_security_mcp_endless_or_huge_tool_lists_are_bounded_and_
     # The long one is cut at the tool cap, read no further, and the cut is one line naming the server.
     assert len(names) == MAX_TOOLS_PER_SERVER and all(n.startswith("many__") for n in names)
     assert len(full_pages) == -(-MAX_TOOLS_PER_SERVER // 10)
-    cut = [e for e in logs if e["event"] == "mcp_tools_cut"]
+    cut = [e for e in mcp_logs if e["event"] == "mcp_tools_cut"]
     assert [e["server"] for e in cut] == ["many"] and "MCP server many lists more than" in cut[0]["reason"]
 
 
@@ -94,18 +107,19 @@ async def test_blackbox_security_mcp_url_password_never_shown_in_why_a_server_is
     assert "HUNTER2PASS" not in problems["sec"] and "***@127.0.0.1" in problems["sec"]
 
 
-async def test_blackbox_security_mcp_url_query_key_never_shown_or_logged() -> None:
+async def test_blackbox_security_mcp_url_query_key_never_shown_or_logged(
+    mcp_logs: list[dict[str, Any]],
+) -> None:
     # Hosted MCP servers often take their key in the URL (?api_key=...): the SDK logged it at debug
     # level and httpx named it in the error that became the server's problem line.
     app = web.Application()
     app.router.add_route("*", "/mcp", lambda _r: web.Response(status=403, text="bad key"))
     async with served(app) as base:
         url = f"{base}/mcp?api_key=QKEY-7f3a9c21e0"
-        with capture_logs() as logs:
-            async with McpTools([McpServer("hosted", url=url, connect_timeout=10)]) as mcp:
-                problems = dict(mcp.problems)
+        async with McpTools([McpServer("hosted", url=url, connect_timeout=10)]) as mcp:
+            problems = dict(mcp.problems)
     assert "403" in problems["hosted"] and "QKEY-7f3a9c21e0" not in problems["hosted"]
-    assert "QKEY-7f3a9c21e0" not in str(logs)
+    assert mcp_logs and "QKEY-7f3a9c21e0" not in str(mcp_logs)  # logged, and never the key
 
 
 async def test_blackbox_security_mcp_answer_with_a_flood_of_links_cites_a_bounded_few() -> None:

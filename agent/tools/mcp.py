@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +33,7 @@ import structlog
 from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
+from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
 
@@ -43,8 +43,6 @@ log = structlog.get_logger(__name__)
 
 SEP = "__"
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-MAX_SCHEMA_BYTES = 16_000
-"""A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
 MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
@@ -68,45 +66,6 @@ class _AnyArgs(pydantic.BaseModel):
     """The registry's validation step passes everything through; the tool's JSON schema checks it."""
 
     model_config = pydantic.ConfigDict(extra="allow")
-
-
-def _schema(raw: Any) -> dict[str, Any] | None:
-    schema = dict(raw) if isinstance(raw, Mapping) else {}
-    schema.setdefault("type", "object")
-    schema.setdefault("properties", {})
-    if schema.get("type") != "object" or len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
-        return None
-    import jsonschema  # here: 31 ms of every CLI start, for operators who configured MCP servers
-
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError:
-        return None
-    return schema
-
-
-def _render_result(server: str, result: Any) -> ToolOutput:
-    texts: list[str] = []
-    sources: list[str] = []
-    for part in getattr(result, "content", None) or []:
-        kind = getattr(part, "type", "")
-        if kind == "text":
-            texts.append(str(part.text))
-        elif kind == "resource_link":
-            sources.append(str(part.uri))
-            texts.append(f"[resource {part.name}: {part.uri}]")
-        elif kind == "resource":
-            res = part.resource
-            texts.append(str(getattr(res, "text", "") or f"[binary resource {res.uri}]"))
-        else:  # images and audio: the model is told what arrived, not sent bytes it may not read
-            texts.append(f"[{kind} content ({getattr(part, 'mimeType', '?')}) not shown]")
-    structured = getattr(result, "structuredContent", None)
-    if not texts and structured is not None:
-        texts.append(json.dumps(structured, ensure_ascii=False))
-    text = "\n".join(texts) or "(no output)"
-    if getattr(result, "isError", False):
-        raise ToolRefused(f"the {server} MCP server answered with an error: {text}")
-    return ToolOutput(text, sources)
 
 
 RECONNECT_EVERY = 30.0
@@ -375,35 +334,11 @@ class McpTools:
         return out
 
 
-def _validator(schema: dict[str, Any]) -> Any:
-    """A validator for the arguments that runs none of the server's regexes and fetches nothing.
-
-    Why: they would run on the bot's event loop, where ``^(a+)+$`` against 30 a's and a '!' froze every
-    run of every server for minutes. ``pattern`` is left to the server (it checks its own arguments),
-    and with ``patternProperties`` anywhere, so are the keywords that match property names by them.
-    """
-    import jsonschema
-    from referencing import Registry  # jsonschema's own resolver library
-
-    base = jsonschema.validators.validator_for(schema)
-    names_by_regex = "patternProperties" in json.dumps(schema)
-    skip = ["pattern", "patternProperties"]
-    if names_by_regex:
-        skip += ["additionalProperties", "unevaluatedProperties"]
-    # An empty registry: jsonschema's default fetches a "$ref": "http://..." (or file://) with urllib,
-    # on the event loop, past the SSRF guard and without a timeout. Such a ref is an error instead.
-    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema, registry=Registry())
-
-
-def _unchecked(*_: Any) -> None:
-    return None
-
-
 def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
-    schema = _schema(getattr(mcp_tool, "inputSchema", None))
+    schema = checked_schema(getattr(mcp_tool, "inputSchema", None))
     if schema is None:
         return None
-    validator = _validator(schema)
+    validator = arguments_validator(schema)
     server, remote = conn.server.name, str(mcp_tool.name)
     name = tool_name(server, remote)
 
@@ -412,7 +347,7 @@ def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
         if problems:
             where = ".".join(str(p) for p in problems[0].path) or "(arguments)"
             raise ToolRefused(f"invalid arguments for {name}: '{where}': {problems[0].message}")
-        return _render_result(server, await conn.call(remote, arguments))
+        return render_result(server, await conn.call(remote, arguments))
 
     description = (mcp_tool.description or remote).strip()
     return Tool(

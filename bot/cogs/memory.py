@@ -18,7 +18,6 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -36,6 +35,7 @@ from bot.memory_text import (
     day,
     describe,
     excerpt,
+    failing,
     fit,
     group_parents,
     human_bytes,
@@ -66,16 +66,6 @@ BLANK_QUERY = "Give a `query` with words in it (it held only spaces)."
 CLEAR_REFUSED = "🔒 Only members with **Manage Server** can clear this server's memory."
 LIST_SCAN = 20_000
 """Rows /memory list reads at most (newest first needs them all; retention keeps servers far below)."""
-
-
-@contextlib.contextmanager
-def failing(interaction: discord.Interaction, what: str) -> Iterator[None]:
-    """A store failure ends the command saying what could not be done and why, secrets masked."""
-    try:
-        yield
-    except MemoryStoreError as e:
-        log.warning("memory_command_failed", what=what, guild_id=interaction.guild_id, error=str(e))
-        raise Refusal(f"⚠️ Could not {what}: {mask_secrets(str(e))}") from e
 
 
 @app_commands.guild_only()

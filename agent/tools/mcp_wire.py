@@ -1,0 +1,77 @@
+"""What an MCP server sends about its tools, checked before the model sees it: a tool's input schema (valid
+and not too large), a validator for the model's arguments that runs none of the server's regexes, and
+a call's result as text and sources."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from agent.tools.registry import ToolOutput, ToolRefused
+
+MAX_SCHEMA_BYTES = 16_000
+"""A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
+
+
+def checked_schema(raw: Any) -> dict[str, Any] | None:
+    schema = dict(raw) if isinstance(raw, Mapping) else {}
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    if schema.get("type") != "object" or len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        return None
+    import jsonschema  # here: 31 ms of every CLI start, for operators who configured MCP servers
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError:
+        return None
+    return schema
+
+
+def render_result(server: str, result: Any) -> ToolOutput:
+    texts: list[str] = []
+    sources: list[str] = []
+    for part in getattr(result, "content", None) or []:
+        kind = getattr(part, "type", "")
+        if kind == "text":
+            texts.append(str(part.text))
+        elif kind == "resource_link":
+            sources.append(str(part.uri))
+            texts.append(f"[resource {part.name}: {part.uri}]")
+        elif kind == "resource":
+            res = part.resource
+            texts.append(str(getattr(res, "text", "") or f"[binary resource {res.uri}]"))
+        else:  # images and audio: the model is told what arrived, not sent bytes it may not read
+            texts.append(f"[{kind} content ({getattr(part, 'mimeType', '?')}) not shown]")
+    structured = getattr(result, "structuredContent", None)
+    if not texts and structured is not None:
+        texts.append(json.dumps(structured, ensure_ascii=False))
+    text = "\n".join(texts) or "(no output)"
+    if getattr(result, "isError", False):
+        raise ToolRefused(f"the {server} MCP server answered with an error: {text}")
+    return ToolOutput(text, sources)
+
+
+def arguments_validator(schema: dict[str, Any]) -> Any:
+    """A validator for the arguments that runs none of the server's regexes and fetches nothing.
+
+    Why: they would run on the bot's event loop, where ``^(a+)+$`` against 30 a's and a '!' froze every
+    run of every server for minutes. ``pattern`` is left to the server (it checks its own arguments),
+    and with ``patternProperties`` anywhere, so are the keywords that match property names by them.
+    """
+    import jsonschema
+    from referencing import Registry  # jsonschema's own resolver library
+
+    base = jsonschema.validators.validator_for(schema)
+    names_by_regex = "patternProperties" in json.dumps(schema)
+    skip = ["pattern", "patternProperties"]
+    if names_by_regex:
+        skip += ["additionalProperties", "unevaluatedProperties"]
+    # An empty registry: jsonschema's default fetches a "$ref": "http://..." (or file://) with urllib,
+    # on the event loop, past the SSRF guard and without a timeout. Such a ref is an error instead.
+    return jsonschema.validators.extend(base, dict.fromkeys(skip, _unchecked))(schema, registry=Registry())
+
+
+def _unchecked(*_: Any) -> None:
+    return None

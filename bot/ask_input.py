@@ -1,0 +1,57 @@
+"""What ``agentbot ask`` reads and heeds besides its options: the task (argument or standard input) and
+the signals that stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class TaskError(ValueError):
+    """No usable task: the message says what to give instead."""
+
+
+async def stoppable(run: Coroutine[Any, Any, T]) -> T:
+    """``run``, cancelled by SIGTERM or SIGHUP (`kill`, `timeout`, a closed terminal) as Ctrl-C cancels
+    it, so the processes its tools started are killed: by default the process died at once and left
+    run_python's sandbox running with no one to enforce its time limit. (Not by re-raising SIGINT: a
+    script's background job ignores that.)"""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    return await run
+
+
+MAX_STDIN_BYTES = 8 * 1024 * 1024
+"""The longest task read from standard input: more text than the largest context window (2M tokens)."""
+
+
+def task_text(task: str | None) -> str:
+    """The argument, or standard input when it is ``-`` or absent and something is piped in. An argument
+    never reads stdin: ``while read q; do agentbot ask "$q"; done < questions`` keeps its questions."""
+    if task is None or task == "-":
+        if sys.stdin is None or (task is None and sys.stdin.isatty()):
+            raise TaskError(
+                'give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in'
+            )
+        raw = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(raw) > MAX_STDIN_BYTES:
+            raise TaskError(
+                f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
+            )
+        try:
+            task = raw.decode()
+        except UnicodeDecodeError as e:
+            raise TaskError(
+                f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"
+            ) from None
+    if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
+        raise TaskError('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
+    return task
