@@ -68,10 +68,8 @@ async def _stopped(
     return proc.returncode or 0, out.decode(), (seen + rest).decode()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
-    sig: signal.Signals, llm: FakeLLM, tmp_path: Path
-) -> None:
+def _sandbox_that_runs_forever(llm: FakeLLM, tmp_path: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """The model runs code that never ends; the workspaces' folder, and a wait until the code runs."""
     llm.script(
         tool_call(
             "run_python",
@@ -87,6 +85,15 @@ async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
                 break
             await asyncio.sleep(0.05)
         assert _processes_naming(workspace), "the sandbox never started"
+
+    return workspace, sandbox_started
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
+    sig: signal.Signals, llm: FakeLLM, tmp_path: Path
+) -> None:
+    workspace, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
 
     code, out, err = await _stopped(llm, tmp_path, sig, b"run_python(", sandbox_started)
     left = _processes_naming(workspace)
@@ -117,21 +124,7 @@ async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLL
 
 async def test_a_killed_ask_takes_its_sandboxed_code_along(llm: FakeLLM, tmp_path: Path) -> None:
     # kill -9 (or the OOM killer) gives agentbot no chance to stop the sandbox: it must die by itself.
-    llm.script(
-        tool_call(
-            "run_python",
-            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
-        ),
-        text("never reached"),
-    )
-    workspace = str(tmp_path / "data" / "workspaces")
-
-    async def sandbox_started() -> None:
-        for _ in range(200):
-            if list(Path(workspace).glob("*/half.txt")):
-                break
-            await asyncio.sleep(0.05)
-        assert _processes_naming(workspace), "the sandbox never started"
+    workspace, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
 
     code, _, _ = await _stopped(llm, tmp_path, signal.SIGKILL, b"run_python(", sandbox_started)
     assert code == -signal.SIGKILL
