@@ -366,11 +366,12 @@ class ChromaMemory:
     ) -> list[str]:
         """Evict what the policy no longer allows, oldest first, whole memories at a time. Call after
         storing. Returns the row ids evicted."""
+        if policy.max_items is None and policy.max_age_days is None:
+            check_namespace(namespace)  # refused as before, without the thread hop and write lock
+            return []  # that every run's recall would otherwise pay for nothing
         at = self._clock() if now is None else now
 
         def evict(cols: Collections, ns: str) -> list[str]:
-            if policy.max_items is None and policy.max_age_days is None:
-                return []
             removed = cols.scope(ns).evict(policy, at)
             cols.removed(ns, len(removed))
             return removed
