@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 import agent.config
 import agent.models.prices
@@ -31,7 +33,15 @@ def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.upper() in SETTINGS:
             monkeypatch.delenv(key)
+    # A CLI command invoked in-process configures logging for the whole worker (`doctor` at CRITICAL):
+    # later tests' log captures then received nothing, so their "never logs the key" checks could not
+    # fail. Each test gets back the logging it started with.
+    config, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
