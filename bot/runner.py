@@ -147,18 +147,25 @@ class SessionRunner:
             raise RuntimeError("the bot is shutting down")
         sid = req.session.id
         w = self._workers.get(sid)
-        if w is None or w.task is None or w.task.done():
-            w = _Worker(sid, thread_id=req.session.thread_id)
-            self._workers[sid] = w
-            w.queue.append(req)
-            w.task = asyncio.create_task(self._work(w), name=f"session:{sid}")
-            return "started"
-        if req.queued_id is None:
+        if self._alive(w) and req.queued_id is None:
             req.queued_id = await self.sv.sessions.queue_turn(
                 sid, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
             )
+            # The running turn may have ended while the follow-up was stored: queued behind a worker
+            # that had already left, it was never answered (its ⏳ stayed; seen under load in CI).
+            w = self._workers.get(sid)
+        if not self._alive(w):
+            w = _Worker(sid, thread_id=req.session.thread_id)
+            self._workers[sid] = w
+            w.queue.append(req)  # a stored one keeps its id: its turn takes it out of the store
+            w.task = asyncio.create_task(self._work(w), name=f"session:{sid}")
+            return "started"
         w.queue.append(req)
         return "queued"
+
+    @staticmethod
+    def _alive(w: _Worker | None) -> bool:
+        return w is not None and w.task is not None and not w.task.done()
 
     async def stop(self, session_id: str, by: str) -> bool:
         """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
@@ -174,6 +181,12 @@ class SessionRunner:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(w.current), 30)
         return True
+
+    def queued(self, message_id: int) -> bool:
+        """The turn that message asked for waits: queued, or for a run slot."""
+        return any(
+            r.message_id == message_id for w in self._workers.values() for r in (w.pending, *w.queue) if r
+        )
 
     def active(self, session_id: str) -> bool:
         """A turn of the session is running or queued."""

@@ -75,3 +75,32 @@ async def test_editing_a_request_that_waits_for_a_free_slot_runs_the_edit(
     assert any("before it started" in m.content for m in fake.messages(third))
     assert llm.requests[1]["messages"][-1]["content"] == "Capital of Spain?"
     assert "Spian" not in str(llm.requests[1]["messages"])
+
+
+async def test_a_follow_up_stored_while_the_running_turn_ends_is_answered_and_loses_its_mark(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A follow-up is stored before it is queued. When the running turn ended during that write (a
+    slow disk or database), the follow-up was queued behind a worker that had left: ⏳ stayed and it was
+    never answered (seen in CI under load)."""
+    llm.script(text("Tides.", delay=1.0), text("Moon."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        store, runner = bot.services.sessions, bot.runner
+        queue_turn = store.queue_turn
+
+        async def slow_store(session_id: str, *args: object) -> int:
+            while runner.active(session_id):  # the write outlasts the running turn
+                await asyncio.sleep(0.02)
+            return await queue_turn(session_id, *args)
+
+        store.queue_turn = slow_store  # type: ignore[method-assign]
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        moon = fake.inject_message(thread, "alice", "and the moon?")
+        await fake.wait_for_message(thread, lambda m: m.content == "Moon.", within=15)
+        await wait_idle(fake, bot)
+        queued = await store.queued_turns()
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["tides", "and the moon?"]
+    assert queued == [] and not fake.message(moon.id).reactions.get("⏳")

@@ -160,6 +160,12 @@ class ThreadsCog(commands.Cog):
                     allowed_mentions=NO_MENTIONS,
                     silent=True,
                 )
+                return
+            if not bot.runner.queued(message.id) and bot.user is not None:
+                # Its turn started while the mark was on its way (the REST budget can wait seconds):
+                # the turn's start found no mark to take off, and ⏳ stayed on an answered message.
+                with contextlib.suppress(discord.HTTPException):
+                    await message.remove_reaction(QUEUED, bot.user)
 
     async def _not_here(self, message: discord.Message) -> None:
         """A mention in a thread that is no session: Discord opens no thread inside a thread, so say
