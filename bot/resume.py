@@ -66,7 +66,7 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                 turn.prompt,
                 turn.requester_id,
                 str(turn.requester_id),
-                (),
+                await _roles_of(channel, turn.requester_id),
                 channel,
                 resume=state if has_steps else None,
                 count_request=False,
@@ -105,6 +105,21 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
         resumed += 1
     settle_heap()
     return resumed
+
+
+async def _roles_of(channel: Any, user_id: int) -> tuple[int, ...]:
+    """The requester's roles now: a turn keeps no roles of its own, and without them a member whose
+    role allows more than the server's limits was refused on resuming (their research lost)."""
+    guild = getattr(channel, "guild", None)
+    if guild is None:
+        return ()
+    member = guild.get_member(user_id)
+    if member is None:
+        try:
+            member = await guild.fetch_member(user_id)
+        except discord.HTTPException:  # left the server: the server's own limits apply
+            return ()
+    return tuple(r.id for r in member.roles if r.id != guild.id)
 
 
 async def _files_of(

@@ -1,0 +1,50 @@
+"""Members and admins of a server meet sessions across restarts, limits and roles: the real discord.py
+bot on the fake Discord, the scripted model on 127.0.0.1 (found by the black-box QA of the bot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.test_e2e_config import flat, run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    g = FakeGuild.create("Lab", channels=("general",), members=("bob",))
+    g.add_member("alice", roles=[g.add_role("Pro")])
+    return g
+
+
+async def test_a_run_resumed_after_a_restart_keeps_the_requesters_role_limits(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The server allows 1,000 tokens a day, alice's role 50,000. Her run paused by a restart after a
+    3,030-token step was refused on resuming ("3,030 of 1,000 tokens"), her research lost: the resumed
+    turn was checked without her roles."""
+    llm.script(
+        tool_call("calculator", {"expression": "6*7"}, prompt_tokens=3000, completion_tokens=30),
+        Reply(hang=True),
+        text("Resumed: 42.", prompt_tokens=3100, completion_tokens=30),
+    )
+    settings = {"BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, **settings):
+        await run(fake, guild, "config limits", {"limit": "tokens_per_day", "value": "1000"})
+        pro = {"limit": "tokens_per_day", "value": "50000", "role": guild.role("Pro")}
+        await run(fake, guild, "config limits", pro)
+        fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="step 2's model call")
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
+        await fake.wait_for_message(thread, lambda m: m.content == "Resumed: 42.", within=15)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    shown = [m.content for m in fake.messages(thread)]
+    assert not any("limit reached" in c for c in shown), shown
+    assert any("2 steps · 6,160 tokens" in c for c in shown), shown
+    assert "**Tokens today**: 6,160 of 50,000" in usage, usage
