@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
@@ -20,16 +21,18 @@ def guild() -> FakeGuild:
     return g
 
 
-async def test_a_run_resumed_after_a_restart_keeps_the_requesters_role_limits(
+async def test_a_restart_keeps_the_requesters_role_limits_and_a_follow_up_edited_meanwhile(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """The server allows 1,000 tokens a day, alice's role 50,000. Her run paused by a restart after a
     3,030-token step was refused on resuming ("3,030 of 1,000 tokens"), her research lost: the resumed
-    turn was checked without her roles."""
+    turn was checked without her roles. The follow-up she had queued (⏳) and edited while the bot was
+    down was answered with its old text (the restart fetched the message for its files, not its text)."""
     llm.script(
         tool_call("calculator", {"expression": "6*7"}, prompt_tokens=3000, completion_tokens=30),
         Reply(hang=True),
         text("Resumed: 42.", prompt_tokens=3100, completion_tokens=30),
+        text("Six times eight is 48.", prompt_tokens=200, completion_tokens=10),
     )
     settings = {"BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
     general = guild.channel("general")
@@ -40,11 +43,16 @@ async def test_a_run_resumed_after_a_restart_keeps_the_requesters_role_limits(
         fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
         await fake.wait_for(lambda: len(llm.requests) == 2, what="step 2's model call")
+        follow_up = fake.inject_message(thread, "alice", "And 6*9?")
+        await fake.wait_for(lambda: "⏳" in fake.message(follow_up.id).reactions, what="⏳")
+    edit_message(fake, follow_up, "And 6*8?")  # the bot is down: no event reaches it
     async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
-        await fake.wait_for_message(thread, lambda m: m.content == "Resumed: 42.", within=15)
+        await fake.wait_for_message(thread, lambda m: m.content == "Six times eight is 48.", within=20)
         await wait_idle(fake, bot)
         usage = flat(await run(fake, guild, "usage me", user="alice"))
     shown = [m.content for m in fake.messages(thread)]
     assert not any("limit reached" in c for c in shown), shown
     assert any("2 steps · 6,160 tokens" in c for c in shown), shown
-    assert "**Tokens today**: 6,160 of 50,000" in usage, usage
+    assert any(c.startswith("⏳ Answering a follow-up queued before the restart: “And 6*8?”") for c in shown)
+    assert [r["messages"][-1]["content"] for r in llm.requests][-1] == "And 6*8?"
+    assert "**Tokens today**: 6,370 of 50,000" in usage, usage
