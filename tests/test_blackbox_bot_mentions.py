@@ -1,0 +1,40 @@
+"""Mentions and the first moments of a session thread, as members meet them: the real discord.py bot on
+the fake Discord, the scripted model on 127.0.0.1 (found by the black-box QA of the bot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text
+from tests.test_e2e_config import run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general", "bots"), members=("alice",))
+
+
+async def test_a_channel_the_admins_left_out_gets_no_reply_to_a_mention(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With /config channels set to #bots, a bare mention in #general was still answered there ("Ask me
+    something after the mention"), while a mention with a question was rightly ignored."""
+    llm.script(text("Hello from #bots."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await run(fake, guild, "config channels", {"action": "add", "channel": guild.channel("bots")})
+        general, bots = guild.channel("general"), guild.channel("bots")
+        fake.inject_message(general, "alice", f"<@{bot.user.id}>")
+        fake.inject_message(general, "alice", f"<@{bot.user.id}> hello?")
+        fake.inject_message(bots, "alice", f"<@{bot.user.id}>")  # the hint still comes where it may
+        await fake.wait_for_message(bots, lambda m: m.content.startswith("Ask me something"))
+        fake.inject_message(bots, "alice", f"<@{bot.user.id}> hello?")
+        thread = await fake.wait_for_thread(parent=bots)
+        await fake.wait_for_message(thread, lambda m: m.content == "Hello from #bots.")
+        await wait_idle(fake, bot)
+    assert [m.content for m in fake.messages(general) if m.author.bot and m.visible] == []
+    assert fake.threads(parent=general) == []
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["hello?"]
