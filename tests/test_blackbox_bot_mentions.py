@@ -38,3 +38,28 @@ async def test_a_channel_the_admins_left_out_gets_no_reply_to_a_mention(
     assert [m.content for m in fake.messages(general) if m.author.bot and m.visible] == []
     assert fake.threads(parent=general) == []
     assert [r["messages"][-1]["content"] for r in llm.requests] == ["hello?"]
+
+
+async def test_a_follow_up_posted_while_the_new_thread_is_routed_is_answered(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread is open (members see it) while its session is routed, here by a judge model taking a
+    second: a message the requester posted there meanwhile was taken for one in no session and dropped
+    without a word. It is now answered after the first turn, as any follow-up queued behind it."""
+    monkeypatch.setenv("ROUTER_CLASSIFIER", "judge")
+    monkeypatch.setenv("ROUTER_JUDGE_MODEL", "gpt-4o-mini")
+    llm.script(
+        text("simple", delay=0.5, prompt_tokens=50, completion_tokens=1),
+        text("Paris."),
+        text("simple", prompt_tokens=50, completion_tokens=1),  # the follow-up is routed too
+        text("About 2.1 million."),
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        fake.inject_message(thread, "alice", "And how many live there?")
+        await fake.wait_for_message(thread, lambda m: m.content == "About 2.1 million.", within=15)
+        await wait_idle(fake, bot)
+    asked = [r["messages"][-1]["content"] for r in (llm.requests[1], llm.requests[3])]
+    assert asked == ["Capital of France?", "And how many live there?"]
