@@ -1,5 +1,5 @@
-"""Mentions and the first moments of a session thread, as members meet them: the real discord.py bot on
-the fake Discord, the scripted model on 127.0.0.1 (found by the black-box QA of the bot)."""
+"""Mentions, and members writing in session threads, as they meet them: the real discord.py bot on the
+fake Discord, the scripted model on 127.0.0.1 (found by the black-box QA of the bot)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_e2e_config import run
 
 
 @pytest.fixture
 def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general", "bots"), members=("alice",))
+    return FakeGuild.create("Lab", channels=("general", "bots"), members=("alice", "bob", "carol", "dave"))
 
 
 async def test_a_channel_the_admins_left_out_gets_no_reply_to_a_mention(
@@ -63,3 +63,26 @@ async def test_a_follow_up_posted_while_the_new_thread_is_routed_is_answered(
         await wait_idle(fake, bot)
     asked = [r["messages"][-1]["content"] for r in (llm.requests[1], llm.requests[3])]
     assert asked == ["Capital of France?", "And how many live there?"]
+
+
+async def test_members_chatting_during_a_run_keep_the_thread_within_five_writes_in_five_seconds(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Each member who writes in someone else's public thread without asking is told once how to ask;
+    those replies were written outside the thread's window: three members chatting while a run
+    streamed made 8 writes in 5 s."""
+    steps = [tool_call("calculator", {"expression": f"{i}*2"}, delay=0.2) for i in range(5)]
+    llm.script(*steps, text("Done."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "many steps"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) >= 2, what="step 2")
+        for member in ("bob", "carol", "dave", "bob"):
+            fake.inject_message(thread, member, "cool!")
+        await fake.wait_for_message(thread, lambda m: m.content == "Done.", within=20)
+        await wait_idle(fake, bot)
+    hints = [m for m in fake.messages(thread) if m.content.startswith("-# I only answer the person")]
+    assert len(hints) == 3  # once per member
+    assert fake.max_writes_in_window(thread, 4.9) <= 5
+    assert len(llm.requests) == 6  # nobody's "cool!" started a turn
