@@ -353,5 +353,7 @@ class SessionRunner:
                     w.restart = None
         if w.closed:
             await self._hook("ended", req, "closed")
-        elif not w.queue and not self._closing:
+        elif not w.queue and (not self._closing or status is not None):
+            # Shutting down, a paused turn (no status) keeps "running" for the next start to resume; one
+            # that ended meanwhile says so (its header said "running" with a Stop button for good).
             await self._hook("ended", req, status or "stopped")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import running_bot, wait_idle
+from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
@@ -56,3 +56,21 @@ async def test_a_restart_keeps_the_requesters_role_limits_and_a_follow_up_edited
     assert any(c.startswith("⏳ Answering a follow-up queued before the restart: “And 6*8?”") for c in shown)
     assert [r["messages"][-1]["content"] for r in llm.requests][-1] == "And 6*8?"
     assert "**Tokens today**: 6,370 of 50,000" in usage, usage
+
+
+async def test_a_turn_that_ends_while_the_bot_stops_leaves_its_header_done(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The bot is stopped (SIGTERM) while a turn's last model call runs; the turn ends within the grace
+    period, but its header said "⏳ running…" with a Stop button for good, also after the restart."""
+    llm.script(Reply(text="Paris.", delay=1))
+    bot = make_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=5)
+    await fake.start_bot(bot)
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general)
+    await fake.wait_for(lambda: llm.requests, what="the model call")
+    await fake.stop_bot(bot)
+    header = fake.messages(thread)[0]
+    assert "Paris." in [m.content for m in fake.messages(thread)]
+    assert "✅ done" in header.content and header.components == [], header.content
