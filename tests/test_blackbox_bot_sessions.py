@@ -3,6 +3,7 @@ bot on the fake Discord, the scripted model on 127.0.0.1 (found by the black-box
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -58,19 +59,31 @@ async def test_a_restart_keeps_the_requesters_role_limits_and_a_follow_up_edited
     assert "**Tokens today**: 6,370 of 50,000" in usage, usage
 
 
-async def test_a_turn_that_ends_while_the_bot_stops_leaves_its_header_done(
+async def test_a_turn_that_ends_while_the_bot_stops_leaves_its_header_done_and_a_follow_up_kept(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """The bot is stopped (SIGTERM) while a turn's last model call runs; the turn ends within the grace
-    period, but its header said "⏳ running…" with a Stop button for good, also after the restart."""
-    llm.script(Reply(text="Paris.", delay=1))
+    period, but its header said "⏳ running…" with a Stop button for good, also after the restart. A
+    follow-up posted during the grace period was dropped without a word, and never answered."""
+    llm.script(Reply(text="Paris.", delay=1), text("About 2.1 million."))
     bot = make_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=5)
     await fake.start_bot(bot)
     general = guild.channel("general")
     fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
     thread = await fake.wait_for_thread(parent=general)
     await fake.wait_for(lambda: llm.requests, what="the model call")
-    await fake.stop_bot(bot)
+    stopping = asyncio.create_task(fake.stop_bot(bot))
+    await fake.wait_for(lambda: bot.runner.busy() and bot.runner._closing, what="the bot to be stopping")
+    follow_up = fake.inject_message(thread, "alice", "How many live there?")
+    await fake.wait_for(lambda: "⏳" in fake.message(follow_up.id).reactions, what="⏳: it is kept")
+    await stopping
     header = fake.messages(thread)[0]
     assert "Paris." in [m.content for m in fake.messages(thread)]
     assert "✅ done" in header.content and header.components == [], header.content
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await fake.wait_for_message(thread, lambda m: m.content == "About 2.1 million.", within=15)
+        await wait_idle(fake, bot)
+    assert [r["messages"][-1]["content"] for r in llm.requests] == [
+        "Capital of France?",
+        "How many live there?",
+    ]
