@@ -20,6 +20,7 @@ ordinary turn (same limits and charges) that supersedes the old one.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -48,6 +49,9 @@ class SessionControl:
     def __init__(self, services: Services, runner: SessionRunner) -> None:
         self.sv = services
         self.runner = runner
+        self.starting: dict[int, asyncio.Event] = {}
+        """Threads just opened whose session is not recorded yet (routing can take a model call): a
+        message posted there meanwhile waits for it instead of being taken for one in no session."""
 
     async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
         """Whether the member's limits allow a new session that can take at least one step."""
@@ -73,6 +77,22 @@ class SessionControl:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
         first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
         deleted."""
+        ready = self.starting[thread.id] = asyncio.Event()  # before any await: see ``starting``
+        try:
+            return await self._start_session(thread, member, task, tier, attachments, message_id)
+        finally:
+            del self.starting[thread.id]
+            ready.set()
+
+    async def _start_session(
+        self,
+        thread: discord.Thread,
+        member: Any,
+        task: str,
+        tier: str | None,
+        attachments: tuple[IncomingFile, ...],
+        message_id: int | None,
+    ) -> SessionRecord | None:
         sv = self.sv
         guild_id = thread.guild.id if thread.guild else None
         gs = await sv.guild_settings.get(guild_id) if guild_id else None

@@ -22,9 +22,14 @@ def mentions_bot(bot: discord.Client, message: discord.Message) -> bool:
 
 
 def strip_bot_mentions(bot: discord.Client, message: discord.Message) -> str:
+    return strip_mentions_of(bot.user.id if bot.user is not None else None, message)
+
+
+def strip_mentions_of(me_id: int | None, message: discord.Message) -> str:
+    """The message's text without mentions of the bot (user ``me_id``) or of its managed role."""
     text = message.content
-    if bot.user is not None:
-        text = text.replace(f"<@{bot.user.id}>", "").replace(f"<@!{bot.user.id}>", "")
+    if me_id is not None:
+        text = text.replace(f"<@{me_id}>", "").replace(f"<@!{me_id}>", "")
     role = message.guild.self_role if message.guild is not None else None
     if role is not None:
         text = text.replace(f"<@&{role.id}>", "")

@@ -15,6 +15,7 @@ import structlog
 
 from agent.attachments import IncomingFile
 from bot.attach import incoming
+from bot.mentions import strip_mentions_of
 from bot.notes import QueuedRestored, Resumed
 from bot.runner import SessionRunner, TurnRequest, settle_heap
 
@@ -66,7 +67,7 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                 turn.prompt,
                 turn.requester_id,
                 str(turn.requester_id),
-                (),
+                await _roles_of(channel, turn.requester_id),
                 channel,
                 resume=state if has_steps else None,
                 count_request=False,
@@ -84,20 +85,23 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
             continue
         session = await sv.sessions.get(q.session_id)
         channel = await channel_of(session) if session and session.thread_id else None
-        files = await _files_of(runner, channel, q.message_id) if channel is not None else None
-        if files is None:  # its thread is gone, or its message was deleted: withdrawn
+        found = await _message_of(runner, channel, q.message_id, q.prompt) if channel is not None else None
+        if found is None:  # its thread is gone, or its message was deleted: withdrawn
             await sv.sessions.drop_queued(q.id)
             continue
+        files, prompt = found
+        if prompt != q.prompt:  # edited while the bot was down (no event came for it)
+            await sv.sessions.edit_queued(q.id, prompt)
         await runner.submit(
             TurnRequest(
                 session,  # type: ignore[arg-type]
-                q.prompt,
+                prompt,
                 q.requester_id,
                 q.requester_name,
                 q.role_ids,
                 channel,
                 queued_id=q.id,
-                notes=[QueuedRestored(q.prompt)],
+                notes=[QueuedRestored(prompt)],
                 message_id=q.message_id,
                 attachments=files,
             )
@@ -107,14 +111,30 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
     return resumed
 
 
-async def _files_of(
-    runner: SessionRunner, channel: Any, message_id: int | None
-) -> tuple[IncomingFile, ...] | None:
-    """The files on a queued follow-up's message, read again from Discord after a restart (only its
-    text is stored, and the signed URLs it had expire): without them the turn ran as if none came.
+async def _roles_of(channel: Any, user_id: int) -> tuple[int, ...]:
+    """The requester's roles now: a turn keeps no roles of its own, and without them a member whose
+    role allows more than the server's limits was refused on resuming (their research lost)."""
+    guild = getattr(channel, "guild", None)
+    if guild is None:
+        return ()
+    member = guild.get_member(user_id)
+    if member is None:
+        try:
+            member = await guild.fetch_member(user_id)
+        except discord.HTTPException:  # left the server: the server's own limits apply
+            return ()
+    return tuple(r.id for r in member.roles if r.id != guild.id)
+
+
+async def _message_of(
+    runner: SessionRunner, channel: Any, message_id: int | None, prompt: str
+) -> tuple[tuple[IncomingFile, ...], str] | None:
+    """The files and text of a queued follow-up's message, read again from Discord after a restart
+    (only its text is stored, and the signed URLs it had expire): without them the turn ran as if no
+    file came, and answered the stored text though the member had edited it while the bot was down.
     None: the message was deleted meanwhile (its question withdrawn)."""
     if message_id is None:
-        return ()
+        return (), prompt
     where = [channel, *([p] if (p := getattr(channel, "parent", None)) is not None else [])]
     for place in where:  # a mention that opened the thread is in its parent channel
         await runner.rest_budget.acquire()
@@ -124,7 +144,8 @@ async def _files_of(
         except discord.NotFound:
             continue
         except Exception:  # no access: the text alone is answered, as before
-            return ()
+            return (), prompt
     else:
         return None
-    return incoming(message.attachments)
+    me = getattr(getattr(channel, "guild", None), "me", None)
+    return incoming(message.attachments), strip_mentions_of(me.id if me else None, message) or prompt

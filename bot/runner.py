@@ -142,10 +142,15 @@ class SessionRunner:
         return budget
 
     async def submit(self, req: TurnRequest) -> Literal["started", "queued"]:
-        """Start the turn, or queue it behind the session's running one (stored, so it survives a crash)."""
-        if self._closing:
-            raise RuntimeError("the bot is shutting down")
+        """Start the turn, or queue it behind the session's running one (stored, so it survives a crash);
+        while the bot stops, only store it."""
         sid = req.session.id
+        if self._closing:  # stored for the next start to answer: raising here lost it without a word
+            if req.queued_id is None:
+                req.queued_id = await self.sv.sessions.queue_turn(
+                    sid, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
+                )
+            return "queued"
         w = self._workers.get(sid)
         if self._alive(w) and req.queued_id is None:
             req.queued_id = await self.sv.sessions.queue_turn(
@@ -366,5 +371,7 @@ class SessionRunner:
                     w.restart = None
         if w.closed:
             await self._hook("ended", req, "closed")
-        elif not w.queue and not self._closing:
+        elif not w.queue and (not self._closing or status is not None):
+            # Shutting down, a paused turn (no status) keeps "running" for the next start to resume; one
+            # that ended meanwhile says so (its header said "running" with a Stop button for good).
             await self._hook("ended", req, status or "stopped")

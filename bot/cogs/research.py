@@ -128,13 +128,13 @@ class ResearchCog(commands.Cog):
             return  # a thread is no TextChannel: its messages are follow-ups (bot.cogs.threads)
         if not mentions_bot(bot, message):
             return
+        if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
+            return  # not even a hint: the server's admins keep the bot out of this channel
         task = strip_bot_mentions(bot, message)
         if not task:
             await message.reply(
                 "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
             )
-            return
-        if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
             return
         perms = channel.permissions_for(message.guild.me)
         try:

@@ -113,6 +113,8 @@ class ThreadsCog(commands.Cog):
         bot = self.bot
         if message.author.bot or not isinstance(message.channel, discord.Thread):
             return
+        if (starting := bot.control.starting.get(message.channel.id)) is not None:
+            await starting.wait()  # the thread was just opened: its session is being recorded
         session = await bot.services.sessions.by_thread(message.channel.id)
         if session is None:
             await self._not_here(message)
@@ -120,7 +122,7 @@ class ThreadsCog(commands.Cog):
         private = message.channel.type == discord.ChannelType.private_thread
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
         if not (private or message.author.id == session.user_id or asked):
-            await self._tell_how_to_ask(message)
+            await self._tell_how_to_ask(message, session.id)
             return
         me = message.guild.me if message.guild else None
         if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
@@ -155,6 +157,7 @@ class ThreadsCog(commands.Cog):
             try:
                 await message.add_reaction(QUEUED)
             except discord.HTTPException:
+                await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
                 await message.reply(
                     "Queued: I'll answer this after the current step finishes.",
                     allowed_mentions=NO_MENTIONS,
@@ -198,14 +201,17 @@ class ThreadsCog(commands.Cog):
         """A queued follow-up whose message is deleted is withdrawn (raw: it may not be cached)."""
         await self.bot.runner.withdrawn(payload.message_id)
 
-    async def _tell_how_to_ask(self, message: discord.Message) -> None:
+    async def _tell_how_to_ask(self, message: discord.Message, session_id: str) -> None:
         key = (message.channel.id, message.author.id)
         if key in self._told:
             return
         self._told[key] = None
         while len(self._told) > HINTS_KEPT:
             self._told.popitem(last=False)
-        await self.bot.runner.rest_budget.acquire()
+        # A write in the thread like the run's own: outside its window, a few members chatting during a
+        # run made 9 writes in 5 s.
+        runner = self.bot.runner
+        await runner.write_budget(session_id).acquire(runner.rest_budget)
         with contextlib.suppress(discord.HTTPException):
             await message.reply(HOW_TO_ASK, allowed_mentions=NO_MENTIONS, silent=True)
 
