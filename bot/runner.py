@@ -146,16 +146,11 @@ class SessionRunner:
         while the bot stops, only store it."""
         sid = req.session.id
         if self._closing:  # stored for the next start to answer: raising here lost it without a word
-            if req.queued_id is None:
-                req.queued_id = await self.sv.sessions.queue_turn(
-                    sid, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
-                )
+            await self._store(req)
             return "queued"
         w = self._workers.get(sid)
         if self._alive(w) and req.queued_id is None:
-            req.queued_id = await self.sv.sessions.queue_turn(
-                sid, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
-            )
+            await self._store(req)
             # The running turn may have ended while the follow-up was stored: queued behind a worker
             # that had already left, it was never answered (its ⏳ stayed; seen under load in CI).
             w = self._workers.get(sid)
@@ -171,6 +166,13 @@ class SessionRunner:
     @staticmethod
     def _alive(w: _Worker | None) -> bool:
         return w is not None and w.task is not None and not w.task.done()
+
+    async def _store(self, req: TurnRequest) -> None:
+        """Keep a turn that waits in the store, so the next start answers it after a crash."""
+        if req.queued_id is None:
+            req.queued_id = await self.sv.sessions.queue_turn(
+                req.session.id, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
+            )
 
     async def stop(self, session_id: str, by: str) -> bool:
         """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
@@ -296,16 +298,8 @@ class SessionRunner:
     async def _wait(self, req: TurnRequest) -> None:
         """The turn waits for a run slot: stored like a queued follow-up first, so a restart answers it
         (it was in memory only, and its header said "waiting" forever)."""
-        if req.queued_id is None:
-            with contextlib.suppress(Exception):
-                req.queued_id = await self.sv.sessions.queue_turn(
-                    req.session.id,
-                    req.prompt,
-                    req.requester_id,
-                    req.requester_name,
-                    req.role_ids,
-                    req.message_id,
-                )
+        with contextlib.suppress(Exception):
+            await self._store(req)
         await self._hook("waiting", req)
 
     async def _work(self, w: _Worker) -> None:
