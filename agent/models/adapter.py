@@ -240,7 +240,8 @@ class HTTPModel:
 
     def _reply(self, **extra: Any) -> Any:
         """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
-        and returns its new visible text, ``response(body)`` makes the :class:`ModelResponse`."""
+        and returns its new visible text, ``finished`` says whether its stop reason came, ``response(body)``
+        makes the :class:`ModelResponse`."""
         raise NotImplementedError
 
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
@@ -294,6 +295,15 @@ class HTTPModel:
                             yield TextChunk(piece)
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+        if s.stream and not reply.finished:
+            # A proxy's read timeout can end the body cleanly mid-answer: the text so far is not the answer.
+            raise ModelError(
+                f"{self.name}: the stream stopped before the answer was finished (no stop reason; a "
+                "proxy's timeout?)",
+                provider=self.provider,
+                model=self.name,
+                retryable=True,
+            )
         yield reply.response(body)
 
     def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:
