@@ -113,11 +113,24 @@ async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: l
     _, models, headers = _listing("openai", s)
     served = set()
     for name in names:
-        r = await client.post(
-            models.removesuffix("/models") + "/chat/completions",
-            headers=headers,
-            json={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
-        )
+        try:
+            # As long as a run waits (MODEL_TIMEOUT): a CPU-only server loads the model on this first call.
+            r = await client.post(
+                models.removesuffix("/models") + "/chat/completions",
+                headers=headers,
+                json={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+                timeout=s.model_timeout,
+            )
+        except httpx.TimeoutException as e:
+            raise ConfigError(
+                f"{s.openai_base_url} sent nothing for {s.model_timeout:g} s to a one-token call to {name}: "
+                "check that the server runs, or raise MODEL_TIMEOUT if it loads the model for longer"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ConfigError(
+                f"{s.openai_base_url} could not be reached for a one-token call to {name} "
+                f"({type(e).__name__}): check OPENAI_BASE_URL and that the server runs"
+            ) from e
         if r.status_code != 404:
             served.add(name)
         elif name.lower() not in r.text.lower():  # servers name a model they lack; this is no API

@@ -1,0 +1,44 @@
+"""``agentbot doctor``'s checks against servers an operator really runs, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.config import AgentSettings, ConfigError, parse_settings
+from bot.doctor import _provider
+from tests.fakes.served import served
+
+
+async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_stays_silent(
+    tmp_path: Path,
+) -> None:
+    # llama.cpp lists its GGUF file, not the name asked for, so doctor makes a one-token call; a
+    # CPU-only server answers it only once the model is loaded. doctor gave up at its own 10 s with
+    # "FAIL provider openai: ReadTimeout" for a server `ask` (MODEL_TIMEOUT, 120 s) used fine.
+    silent = asyncio.Event()
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "/models/qwen2.5-7b-q4_k_m.gguf"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        if silent.is_set():
+            await asyncio.Event().wait()  # never answers
+        await asyncio.sleep(0.3)  # loading the model
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": "p"}}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url, httpx.AsyncClient(timeout=0.1) as client:  # doctor's own, shortened
+        env = {"OPENAI_BASE_URL": f"{url}/v1", "MODEL_TIMEOUT": "1", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        specs = {"llama": ["AGENT_MODEL"]}
+        assert "serves every model" in await _provider("openai", specs, s, client)
+        silent.set()
+        with pytest.raises(ConfigError, match=r"sent nothing for 1 s .* raise MODEL_TIMEOUT"):
+            await _provider("openai", specs, s, client)
