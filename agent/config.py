@@ -42,6 +42,10 @@ class EnvSettings(BaseSettings):
     def _clean(cls, v: object, info: ValidationInfo) -> object:
         if not isinstance(v, str) or info.field_name is None:
             return v
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+            # `docker run --env-file .env` keeps the quotes .env (python-dotenv) and compose strip: the
+            # model was asked for with them (and the 404 blamed OPENAI_BASE_URL), a URL or number refused.
+            v = v[1:-1]
         name, field = info.field_name, cls.model_fields[info.field_name]
         if v.strip() == "":
             if name in cls.EMPTY:
