@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
-from agent.config import AgentSettings, parse_settings
-from bot.config import BotSettings
+import pytest
+
+import agent.config
+from agent.config import AgentSettings, ConfigError, load_agent_settings, parse_settings
+from bot.config import BotSettings, load_bot_settings
+from tests.settings_names import ROOT
 
 
 def test_values_quoted_as_in_env_files_reach_agentbot_without_their_quotes(tmp_path: Path) -> None:
@@ -28,3 +34,36 @@ def test_values_quoted_as_in_env_files_reach_agentbot_without_their_quotes(tmp_p
     assert bot.requests_per_day == 7
     # A quote inside a value is the value's own.
     assert parse_settings(AgentSettings, {"FETCH_USER_AGENT": 'bot "x" 1'}).fetch_user_agent == 'bot "x" 1'
+
+
+def test_a_misspelt_setting_in_env_is_named_with_the_setting_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ignored without a word, AGENT_MAX_STEP=3 left runs at 12 steps and QUOTA_COST_PER_MONTH=1 every
+    # member at $5 a month; OPENAI_API_BASE (LangChain's name) sent an Ollama set-up to api.openai.com.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(agent.config, "ENV_FILE", ".env")
+    env = Path(".env")
+    for line, said in [
+        (
+            "AGENT_MAX_STEP=3",
+            "AGENT_MAX_STEP in .env is not a setting (it would be ignored): did you mean AGENT_MAX_STEPS?",
+        ),
+        ("OPENAI_API_BASE=http://localhost:11434/v1", "did you mean OPENAI_BASE_URL?"),
+    ]:
+        env.write_text(f"AGENT_MODEL=llama3.1\n{line}\n")
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_agent_settings()
+    env.write_text("QUOTA_COST_PER_MONTH=1\n")
+    load_agent_settings()  # `ask` has no quotas
+    with pytest.raises(ConfigError, match="did you mean QUOTA_COST_PER_MONTH_USD"):
+        load_bot_settings()
+    # The shipped example, with compose's POSTGRES_PASSWORD and a name in lower case, is all settings.
+    example = (ROOT / ".env.example").read_text().replace("# POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=x")
+    env.write_text(example + "agent_max_steps=3\n")
+    assert load_agent_settings().agent_max_steps == 3
+    load_bot_settings()
+    # `ask` checks only the agent's names: none of the bot's may look like a misspelt one of them.
+    agent_names = {f.alias for f in AgentSettings.model_fields.values()}
+    for name in {f.alias for f in BotSettings.model_fields.values()} - agent_names:
+        assert not difflib.get_close_matches(str(name), agent_names, cutoff=0.8), name
