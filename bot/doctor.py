@@ -15,6 +15,7 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
+from agent.models.adapter import error_body
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
@@ -180,7 +181,8 @@ async def _provider(
         raise ConfigError(
             f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
-    if r.status_code in (401, 403):
+    if r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key):
+        # Gemini answers a wrong key with 400 API_KEY_INVALID, which read as a wrong GEMINI_BASE_URL.
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code < 400:

@@ -42,3 +42,25 @@ async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_
         silent.set()
         with pytest.raises(ConfigError, match=r"sent nothing for 1 s .* raise MODEL_TIMEOUT"):
             await _provider("openai", specs, s, client)
+
+
+async def test_a_wrong_gemini_key_is_named_as_the_key_not_the_base_url(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Google answers a wrong key with HTTP 400 API_KEY_INVALID (not 401), on ListModels too.
+    async def models(request: web.Request) -> web.Response:
+        error = {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+        return web.json_response({"error": error}, status=400)
+
+    app = web.Application()
+    app.router.add_get("/v1beta/models", models)
+    async with served(app) as url:
+        env = {"GEMINI_BASE_URL": f"{url}/v1beta", "GEMINI_API_KEY": "AIza-wrong", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        with pytest.raises(ConfigError, match=r"rejected the API key .*check GEMINI_API_KEY$"):
+            await _provider("gemini", {"gemini:gemini-2.5-flash": ["AGENT_MODEL"]}, s, http)
