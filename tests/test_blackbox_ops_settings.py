@@ -10,6 +10,7 @@ import pytest
 
 import agent.config
 from agent.config import AgentSettings, ConfigError, load_agent_settings, parse_settings
+from agent.models.prices import PriceTable
 from bot.config import BotSettings, load_bot_settings
 from tests.settings_names import ROOT
 
@@ -67,3 +68,17 @@ def test_a_misspelt_setting_in_env_is_named_with_the_setting_meant(
     agent_names = {f.alias for f in AgentSettings.model_fields.values()}
     for name in {f.alias for f in BotSettings.model_fields.values()} - agent_names:
         assert not difflib.get_close_matches(str(name), agent_names, cutoff=0.8), name
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ('"cache_read": 0.02', "'cache_read' is no price this file takes"),  # Anthropic's word for it
+        ('"per_call": 0.001', "'per_call' is no price"),
+        ('"tiers": [{"above": 200000, "input": 0.4, "outptu": 0.9}]', "a tier's 'outptu' is no price"),
+    ],
+)
+def test_a_misspelt_price_in_prices_file_is_named_not_left_unpriced(entry: str, named: str) -> None:
+    text = '{"models": {"my-llama": {"input": 0.2, "output": 0.6, ' + entry + "}}}"
+    with pytest.raises(ValueError, match=f"PRICES_FILE=p.json: model 'my-llama': {re.escape(named)}"):
+        PriceTable.from_json(text, "PRICES_FILE=p.json")
