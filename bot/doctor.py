@@ -208,7 +208,7 @@ async def _provider(
     missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(
-            f"{url.split('?')[0].removesuffix('/models').removesuffix('/v1')} does not serve "
+            f"{getattr(s, f'{provider}_base_url')} does not serve "
             f"{'; '.join(missing)}: set AGENT_MODEL, ROUTER_TIERS_FILE or the server's tiers (/config) to "
             f"models it serves ({', '.join(sorted(served)[:8]) or 'none listed'}"
             f"{', ...' if len(served) > 8 else ''})"

@@ -64,3 +64,26 @@ async def test_a_wrong_gemini_key_is_named_as_the_key_not_the_base_url(
         s = parse_settings(AgentSettings, env)
         with pytest.raises(ConfigError, match=r"rejected the API key .*check GEMINI_API_KEY$"):
             await _provider("gemini", {"gemini:gemini-2.5-flash": ["AGENT_MODEL"]}, s, http)
+
+
+async def test_a_model_ollama_lacks_is_named_with_the_base_url_as_the_operator_set_it(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # It said "http://127.0.0.1:PORT does not serve llama3.1", without the /v1 the operator had set
+    # right, while every other message says a path usually ends in /v1.
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "llama3.1:8b"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        error = {"message": 'model "llama3.1" not found, try pulling it first', "type": "api_error"}
+        return web.json_response({"error": error}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url:
+        s = parse_settings(AgentSettings, {"OPENAI_BASE_URL": f"{url}/v1", "DATA_DIR": str(tmp_path)})
+        with pytest.raises(ConfigError) as e:
+            await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
+    assert str(e.value).startswith(f"{url}/v1 does not serve llama3.1 (AGENT_MODEL)"), e.value
+    assert str(e.value).endswith("(llama3.1:8b)")
