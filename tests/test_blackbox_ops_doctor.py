@@ -87,3 +87,35 @@ async def test_a_model_ollama_lacks_is_named_with_the_base_url_as_the_operator_s
             await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
     assert str(e.value).startswith(f"{url}/v1 does not serve llama3.1 (AGENT_MODEL)"), e.value
     assert str(e.value).endswith("(llama3.1:8b)")
+
+
+async def test_an_anthropic_gateway_without_a_model_list_is_checked_with_a_one_token_call(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Anthropic-compatible gateways (DeepSeek's, z.ai's, LiteLLM's) serve POST /v1/messages but no
+    # GET /v1/models: doctor failed them ("answered HTTP 404: check ANTHROPIC_BASE_URL") while runs worked.
+    asked: list[str] = []
+
+    async def messages(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        asked.append(model)
+        if model != "glm-4.6":
+            error = {"type": "not_found_error", "message": f"model: {model}"}
+            return web.json_response({"type": "error", "error": error}, status=404)
+        return web.json_response({"type": "message", "content": [{"type": "text", "text": "p"}]})
+
+    app = web.Application()
+    app.router.add_post("/api/anthropic/v1/messages", messages)
+    async with served(app) as url:
+        env = {
+            "ANTHROPIC_BASE_URL": f"{url}/api/anthropic",
+            "ANTHROPIC_API_KEY": "k",
+            "DATA_DIR": str(tmp_path),
+        }
+        s = parse_settings(AgentSettings, env)
+        assert "serves every model" in await _provider(
+            "anthropic", {"anthropic:glm-4.6": ["AGENT_MODEL"]}, s, http
+        )
+        with pytest.raises(ConfigError, match=r"does not serve anthropic:glm-5 \(complex\)"):
+            await _provider("anthropic", {"anthropic:glm-5": ["complex"]}, s, http)
+    assert asked == ["glm-4.6", "glm-5"]
