@@ -156,7 +156,10 @@ class HTTPModel:
 
     def _bad_payload(self) -> ModelError:
         return ModelError(
-            f"{self.name}: the server sent a response that is not {self.WIRE} JSON",
+            # Mostly a web page answering 200 (Open WebUI's or LM Studio's address, a captive portal):
+            # the setting to check is the base URL, which the message did not say.
+            f"{self.name}: {self.base_url} sent a response that is not {self.WIRE} JSON: check that "
+            f"{self.BASE_ENV} is the API's address, not a web page's",
             provider=self.provider,
             model=self.name,
             retryable=True,
