@@ -9,6 +9,7 @@ documented with its default in ``.env.example`` (``tests/test_settings_documente
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import typing
@@ -42,6 +43,10 @@ class EnvSettings(BaseSettings):
     def _clean(cls, v: object, info: ValidationInfo) -> object:
         if not isinstance(v, str) or info.field_name is None:
             return v
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+            # `docker run --env-file .env` keeps the quotes .env (python-dotenv) and compose strip: the
+            # model was asked for with them (and the 404 blamed OPENAI_BASE_URL), a URL or number refused.
+            v = v[1:-1]
         name, field = info.field_name, cls.model_fields[info.field_name]
         if v.strip() == "":
             if name in cls.EMPTY:
@@ -301,9 +306,34 @@ def not_utf8(e: UnicodeDecodeError) -> str:
     )
 
 
+MEANT = {"OPENAI_API_BASE": "OPENAI_BASE_URL"}
+"""Names other tools read for a setting of ours (LangChain's and the old openai library's base URL)."""
+
+
+def check_env_names(*models: type[BaseSettings]) -> None:
+    """A name in :data:`ENV_FILE` that is no setting of ``models`` but nearly one (``AGENT_MAX_STEP``,
+    ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
+    ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass."""
+    if ENV_FILE is None or not os.path.isfile(ENV_FILE):
+        return
+    from dotenv import dotenv_values
+
+    known = {f.alias for m in models for f in m.model_fields.values() if f.alias}
+    for name in dotenv_values(ENV_FILE, encoding="utf-8"):
+        if (upper := name.upper()) in known:
+            continue
+        meant = MEANT.get(upper) or next(iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None)
+        if meant:
+            raise ConfigError(
+                f"{name} in {ENV_FILE} is not a setting (it would be ignored): did you mean {meant}? "
+                "Rename or remove it (see .env.example)"
+            )
+
+
 def load_agent_settings(**overrides: Any) -> AgentSettings:
     """Parse the agent's settings once (environment, then ``.env``) and check the files they name."""
     settings = parse_settings(AgentSettings, **overrides)
+    check_env_names(AgentSettings)  # no name of the bot's is near one of these (tests check it)
     from agent.models.prices import use_prices_file
     from agent.models.tiers import load_tiers
 

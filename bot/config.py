@@ -137,5 +137,6 @@ def load_bot_settings(**overrides: object) -> BotSettings:
         raise ConfigError(explain(e)) from None
     except UnicodeDecodeError as e:
         raise ConfigError(agent_config.not_utf8(e)) from None
+    agent_config.check_env_names(agent_config.AgentSettings, BotSettings)
     check_shards(settings)
     return settings

@@ -15,6 +15,7 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
+from agent.models.adapter import error_body
 from agent.models.factory import split_spec
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
@@ -108,22 +109,68 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
     return key, base + path, headers(key)
 
 
-async def _served_by_probe(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> set[str]:
-    """For servers without GET /models: a one-token call per model; only a 404 means "not served"."""
-    _, models, headers = _listing("openai", s)
+_PROBES = {  # provider: the path of a one-token call after the base URL, and its body
+    "openai": (
+        "/chat/completions",
+        lambda name: {"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+    ),
+    "anthropic": (
+        "/v1/messages",
+        lambda name: {"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+    ),
+    "gemini": (
+        "/models/{name}:generateContent",
+        lambda name: {
+            "contents": [{"parts": [{"text": "ping"}]}],
+            "generationConfig": {"maxOutputTokens": 1},
+        },
+    ),
+}
+
+
+async def _served_by_probe(
+    s: AgentSettings, client: httpx.AsyncClient, names: list[str], provider: str = "openai"
+) -> set[str]:
+    """For servers without a model list (Anthropic- and Gemini-compatible gateways have none either): a
+    one-token call per model; only a 404 means "not served"."""
+    _, _, headers = _listing(provider, s)
+    base = getattr(s, f"{provider}_base_url").rstrip("/")
+    if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
+        base = base.removesuffix("/v1")
+    path, body = _PROBES[provider]
+    setting = f"{provider.upper()}_BASE_URL"
     served = set()
     for name in names:
-        r = await client.post(
-            models.removesuffix("/models") + "/chat/completions",
-            headers=headers,
-            json={"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
-        )
+        try:
+            # As long as a run waits (MODEL_TIMEOUT): a CPU-only server loads the model on this first call.
+            r = await client.post(
+                base + path.format(name=name.removeprefix("models/")),
+                headers=headers,
+                json=body(name),
+                timeout=s.model_timeout,
+            )
+        except httpx.TimeoutException as e:
+            raise ConfigError(
+                f"{base} sent nothing for {s.model_timeout:g} s to a one-token call to {name}: "
+                "check that the server runs, or raise MODEL_TIMEOUT if it loads the model for longer"
+            ) from e
+        except httpx.HTTPError as e:
+            raise ConfigError(
+                f"{base} could not be reached for a one-token call to {name} "
+                f"({type(e).__name__}): check {setting} and that the server runs"
+            ) from e
         if r.status_code != 404:
             served.add(name)
         elif name.lower() not in r.text.lower():  # servers name a model they lack; this is no API
+            hint = (
+                " (its path usually ends in /v1, as in http://localhost:11434/v1)"
+                if provider == "openai"
+                else ""
+            )
+            wire = "Chat Completions" if provider == "openai" else provider.capitalize()
             raise ConfigError(
-                f"no Chat Completions API at {s.openai_base_url} (HTTP 404: its path was not found): "
-                "check OPENAI_BASE_URL (its path usually ends in /v1, as in http://localhost:11434/v1)"
+                f"no {wire} API at {getattr(s, f'{provider}_base_url')} (HTTP 404: its path was not found): "
+                f"check {setting}{hint}"
             )
     return served
 
@@ -167,13 +214,14 @@ async def _provider(
         raise ConfigError(
             f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
-    if r.status_code in (401, 403):
+    if r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key):
+        # Gemini answers a wrong key with 400 API_KEY_INVALID, which read as a wrong GEMINI_BASE_URL.
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code < 400:
         await _key_accepted(s, client, url, headers, next(iter(names)))
-    if provider == "openai" and r.status_code in (404, 405):
-        served = await _served_by_probe(s, client, list(names))
+    if r.status_code in (404, 405):
+        served = await _served_by_probe(s, client, list(names), provider)
     elif r.status_code >= 400:
         raise ConfigError(f"{url} answered HTTP {r.status_code}: check {name}_BASE_URL")
     else:
@@ -193,7 +241,7 @@ async def _provider(
     missing = [f"{names[n]} ({', '.join(specs[names[n]])})" for n in names if n not in known]
     if missing:
         raise ConfigError(
-            f"{url.split('?')[0].removesuffix('/models').removesuffix('/v1')} does not serve "
+            f"{getattr(s, f'{provider}_base_url')} does not serve "
             f"{'; '.join(missing)}: set AGENT_MODEL, ROUTER_TIERS_FILE or the server's tiers (/config) to "
             f"models it serves ({', '.join(sorted(served)[:8]) or 'none listed'}"
             f"{', ...' if len(served) > 8 else ''})"

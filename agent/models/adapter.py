@@ -34,7 +34,7 @@ SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when the conversation is too long.
 _CONTEXT_RE = re.compile(
     r"context (length|window)|maximum context|too many tokens|prompt is too long|exceed context limit"
-    r"|exceeds the maximum number of tokens|input token count",
+    r"|exceeds the maximum number of tokens|input token count|exceeds the available context size",
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)
@@ -156,7 +156,10 @@ class HTTPModel:
 
     def _bad_payload(self) -> ModelError:
         return ModelError(
-            f"{self.name}: the server sent a response that is not {self.WIRE} JSON",
+            # Mostly a web page answering 200 (Open WebUI's or LM Studio's address, a captive portal):
+            # the setting to check is the base URL, which the message did not say.
+            f"{self.name}: {self.base_url} sent a response that is not {self.WIRE} JSON: check that "
+            f"{self.BASE_ENV} is the API's address, not a web page's",
             provider=self.provider,
             model=self.name,
             retryable=True,
@@ -240,7 +243,8 @@ class HTTPModel:
 
     def _reply(self, **extra: Any) -> Any:
         """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
-        and returns its new visible text, ``response(body)`` makes the :class:`ModelResponse`."""
+        and returns its new visible text, ``finished`` says whether its stop reason came, ``response(body)``
+        makes the :class:`ModelResponse`."""
         raise NotImplementedError
 
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
@@ -294,6 +298,15 @@ class HTTPModel:
                             yield TextChunk(piece)
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
+        if s.stream and not reply.finished:
+            # A proxy's read timeout can end the body cleanly mid-answer: the text so far is not the answer.
+            raise ModelError(
+                f"{self.name}: the stream stopped before the answer was finished (no stop reason; a "
+                "proxy's timeout?)",
+                provider=self.provider,
+                model=self.name,
+                retryable=True,
+            )
         yield reply.response(body)
 
     def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:

@@ -156,6 +156,10 @@ class _Reply:
             )
         return ""
 
+    @property
+    def finished(self) -> bool:
+        return self.stop is not None
+
     def _end(self, usage_in: dict[str, Any], stop_in: dict[str, Any]) -> None:
         self.stop = stop_in.get("stop_reason") or self.stop
         self.usage.update({k: v for k, v in (usage_in.get("usage") or {}).items() if v is not None})

@@ -180,6 +180,10 @@ class _Turn:
             self.text.append(piece)
         return piece
 
+    @property
+    def finished(self) -> bool:
+        return self.finish is not None or self.blocked is not None
+
     def response(self, body: dict[str, Any]) -> ModelResponse:
         self.owner._remember(self.signatures)
         finish = self.finish

@@ -111,6 +111,16 @@ def _model_price(entry: dict[str, Any], origin: str, name: str) -> Any:
 
     if "input" not in entry or "output" not in entry:
         raise ValueError(f"{origin}: model {name!r} needs numeric 'input' and 'output' prices")
+    # A misspelt price ("cache_read", "per_call") was ignored without a word: those tokens went unpriced.
+    for where, keys, allowed in [
+        ("", entry, {*_FILE_KEYS, "tiers", "per_request", "source", "date"}),
+        *(("a tier's ", t, {*_FILE_KEYS, "above"}) for t in entry.get("tiers") or () if isinstance(t, dict)),
+    ]:
+        if unknown := sorted(set(keys) - allowed):
+            raise ValueError(
+                f"{origin}: model {name!r}: {where}{', '.join(map(repr, unknown))} is no price this file "
+                f"takes ({', '.join(sorted(allowed))})"
+            )
     prices: dict[str, Any] = {
         key: num(entry[k], k) for k, key in _FILE_KEYS.items() if entry.get(k) is not None
     }

@@ -1,0 +1,121 @@
+"""``agentbot doctor``'s checks against servers an operator really runs, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.config import AgentSettings, ConfigError, parse_settings
+from bot.doctor import _provider
+from tests.fakes.served import served
+
+
+async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_stays_silent(
+    tmp_path: Path,
+) -> None:
+    # llama.cpp lists its GGUF file, not the name asked for, so doctor makes a one-token call; a
+    # CPU-only server answers it only once the model is loaded. doctor gave up at its own 10 s with
+    # "FAIL provider openai: ReadTimeout" for a server `ask` (MODEL_TIMEOUT, 120 s) used fine.
+    silent = asyncio.Event()
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "/models/qwen2.5-7b-q4_k_m.gguf"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        if silent.is_set():
+            await asyncio.Event().wait()  # never answers
+        await asyncio.sleep(0.3)  # loading the model
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": "p"}}]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url, httpx.AsyncClient(timeout=0.1) as client:  # doctor's own, shortened
+        env = {"OPENAI_BASE_URL": f"{url}/v1", "MODEL_TIMEOUT": "1", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        specs = {"llama": ["AGENT_MODEL"]}
+        assert "serves every model" in await _provider("openai", specs, s, client)
+        silent.set()
+        with pytest.raises(ConfigError, match=r"sent nothing for 1 s .* raise MODEL_TIMEOUT"):
+            await _provider("openai", specs, s, client)
+
+
+async def test_a_wrong_gemini_key_is_named_as_the_key_not_the_base_url(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Google answers a wrong key with HTTP 400 API_KEY_INVALID (not 401), on ListModels too.
+    async def models(request: web.Request) -> web.Response:
+        error = {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+        return web.json_response({"error": error}, status=400)
+
+    app = web.Application()
+    app.router.add_get("/v1beta/models", models)
+    async with served(app) as url:
+        env = {"GEMINI_BASE_URL": f"{url}/v1beta", "GEMINI_API_KEY": "AIza-wrong", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        with pytest.raises(ConfigError, match=r"rejected the API key .*check GEMINI_API_KEY$"):
+            await _provider("gemini", {"gemini:gemini-2.5-flash": ["AGENT_MODEL"]}, s, http)
+
+
+async def test_a_model_ollama_lacks_is_named_with_the_base_url_as_the_operator_set_it(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # It said "http://127.0.0.1:PORT does not serve llama3.1", without the /v1 the operator had set
+    # right, while every other message says a path usually ends in /v1.
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "llama3.1:8b"}]})
+
+    async def chat(request: web.Request) -> web.Response:
+        error = {"message": 'model "llama3.1" not found, try pulling it first', "type": "api_error"}
+        return web.json_response({"error": error}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url:
+        s = parse_settings(AgentSettings, {"OPENAI_BASE_URL": f"{url}/v1", "DATA_DIR": str(tmp_path)})
+        with pytest.raises(ConfigError) as e:
+            await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
+    assert str(e.value).startswith(f"{url}/v1 does not serve llama3.1 (AGENT_MODEL)"), e.value
+    assert str(e.value).endswith("(llama3.1:8b)")
+
+
+async def test_an_anthropic_gateway_without_a_model_list_is_checked_with_a_one_token_call(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Anthropic-compatible gateways (DeepSeek's, z.ai's, LiteLLM's) serve POST /v1/messages but no
+    # GET /v1/models: doctor failed them ("answered HTTP 404: check ANTHROPIC_BASE_URL") while runs worked.
+    asked: list[str] = []
+
+    async def messages(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        asked.append(model)
+        if model != "glm-4.6":
+            error = {"type": "not_found_error", "message": f"model: {model}"}
+            return web.json_response({"type": "error", "error": error}, status=404)
+        return web.json_response({"type": "message", "content": [{"type": "text", "text": "p"}]})
+
+    app = web.Application()
+    app.router.add_post("/api/anthropic/v1/messages", messages)
+    async with served(app) as url:
+        env = {
+            "ANTHROPIC_BASE_URL": f"{url}/api/anthropic",
+            "ANTHROPIC_API_KEY": "k",
+            "DATA_DIR": str(tmp_path),
+        }
+        s = parse_settings(AgentSettings, env)
+        assert "serves every model" in await _provider(
+            "anthropic", {"anthropic:glm-4.6": ["AGENT_MODEL"]}, s, http
+        )
+        with pytest.raises(ConfigError, match=r"does not serve anthropic:glm-5 \(complex\)"):
+            await _provider("anthropic", {"anthropic:glm-5": ["complex"]}, s, http)
+    assert asked == ["glm-4.6", "glm-5"]

@@ -1,0 +1,61 @@
+"""Error bodies of the servers operators run, as they send them, read by the adapters over real HTTP on
+127.0.0.1."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.messages import Message
+from agent.models.base import ContextOverflowError, ModelError, ModelSettings
+from agent.models.openai import OpenAIChatModel
+from tests.fakes.served import served
+
+
+async def test_llama_cpps_context_overflow_is_a_context_overflow(http: httpx.AsyncClient) -> None:
+    # llama.cpp's server (llama-server, --ctx-size 4096): the router escalates a conversation that
+    # outgrew a model to a bigger tier only when it is told so; this was a plain failed call.
+    body = {
+        "error": {
+            "code": 400,
+            "message": "request (4476 tokens) exceeds the available context size (4096 tokens), try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 4476,
+            "n_ctx": 4096,
+        }
+    }
+
+    async def chat(request: web.Request) -> web.Response:
+        return web.json_response(body, status=400)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url:
+        model = OpenAIChatModel("qwen2.5-7b", base_url=f"{url}/v1", client=http, max_attempts=1)
+        with pytest.raises(ContextOverflowError, match="too long"):
+            async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=False)):
+                pass
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_web_page_answering_200_names_the_base_url_setting(
+    http: httpx.AsyncClient, stream: bool
+) -> None:
+    # OPENAI_BASE_URL at Open WebUI's address (port 3000 or 8080) rather than the model server's: its
+    # page answers 200, and the error said only "not Chat Completions JSON".
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            text="<!doctype html><title>Open WebUI</title><div id=app></div>", content_type="text/html"
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", page)
+    async with served(app) as url:
+        model = OpenAIChatModel("llama3.1", base_url=f"{url}/v1", client=http, max_attempts=1)
+        with pytest.raises(ModelError) as e:
+            async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=stream)):
+                pass
+    assert f"{url}/v1 sent a response that is not Chat Completions JSON: check that OPENAI_BASE_URL" in str(
+        e.value
+    )
