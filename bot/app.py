@@ -10,6 +10,7 @@ the developer portal); slash commands are synced only when their definition hash
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -143,6 +144,10 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self.services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
         self.runner = SessionRunner(self.services)
         self.control = SessionControl(self.services, self.runner)
+        self.lost_shards: str | None = None
+        """Why this process stopped: another took its shards while PostgreSQL was unreachable."""
+        if self.services.shard_claim is not None:
+            self.services.shard_claim.watch(self._shards_lost)
         self.tree.on_error = self.on_app_command_error
         self.buttons = {
             "stop": lambda interaction, sid: self.control.stop(interaction, sid),
@@ -167,6 +172,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
                 self.bot_settings.health_host,
                 self.bot_settings.health_port,
             )
+
+    def _shards_lost(self, why: str) -> None:
+        """Another process serves these shards now: two would answer everything twice, so this one stops
+        (``agentbot run`` then exits with ``why`` as its one line)."""
+        self.lost_shards = why
+        self._stopping = asyncio.create_task(self.close(), name="shards-lost")
 
     async def close(self) -> None:
         self._closing = True
