@@ -25,8 +25,8 @@ from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, Tool
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
-from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
-from bot.checkpoint import checkpoint_of, message_dicts, state_from
+from bot.attach import file_stamps, new_files, sees_images, take, with_note
+from bot.checkpoint import checkpoint_of, closing_writes, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -36,13 +36,15 @@ from bot.notes import (
     Refused,
     Routed,
     SaveFailed,
+    SaveWaiting,
     Superseded,
     TurnFailed,
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import can_attach, is_private, turn_services
-from bot.store import QuotaBudget, SessionRecord
+from bot.store import QuotaBudget, SessionRecord, StoreUnavailable
+from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.views import retry_view
 
@@ -54,6 +56,9 @@ log = structlog.get_logger().bind(logger="bot.turn")
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.
 SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
+SAVE_WAITS = 300.0
+"""Seconds a turn's closing writes wait for an unreachable PostgreSQL, as queued charges do
+(``bot.store.ledger.UNREACHABLE_GIVE_UP``); then the next start closes the turn as after a crash."""
 
 
 def error_id() -> str:
@@ -127,6 +132,8 @@ class Turn:
         self.state = state_from(req.prompt, cp)
         self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
         self.turn_id: int | None = None
+        self.error: Exception | None = None
+        """What ended the turn as failed, if anything did."""
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
@@ -268,7 +275,11 @@ class Turn:
             status = "stopped"
         except Exception as e:
             eid = error_id()
-            log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
+            self.error = e
+            if isinstance(e, StoreUnavailable):  # an outage, not a bug: one line (a traceback took seconds)
+                log.error("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid, error=str(e))
+            else:
+                log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
             note = TurnFailed.of(e, eid)
             result = state.result("error", note.text, error=type(e).__name__)
             self.renderer.feed(note)
@@ -302,42 +313,44 @@ class Turn:
             log.warning("retry_offer_failed", session_id=self.req.session.id)
 
     async def _settle(self, result: RunResult | None, status: str) -> None:
-        """Persist whole steps, close the turn, release the quota slot, then let the writes finish."""
+        """Persist whole steps, close the turn, release the quota slot, then let the writes finish.
+
+        With PostgreSQL unreachable, the first write that says so ends the attempt (each later one would
+        fail the same way, and each used to log a traceback: 4 s apiece on a busy machine): the thread is
+        told once, then the same writes, from the one that failed, are made once the database is back
+        (``when_reachable``), so nothing is lost and the concurrency slot is given back."""
         sv, s = self.sv, self.req.session
+        writes = closing_writes(sv.sessions, s.id, self.turn_id, result, status, self._converted)
+        waiting = False
         try:
-            if result is not None and result.messages and status != "failed":
-                # A failed turn adds nothing: Retry runs the same request again on a clean history.
-                msgs = list(result.messages)
-                if status == "stopped":
-                    msgs.append(Message("assistant", result.text))
-                await sv.sessions.append_messages(
-                    s.id, message_dicts(without_images(msgs), self._converted), turn_id=self.turn_id
-                )
-            if self.turn_id is not None:
-                summary: dict[str, Any] = {}
-                if result is not None:
-                    summary = {
-                        "status": result.status,
-                        "steps": result.steps,
-                        "tokens": result.usage.total_tokens,
-                        "cost_usd": result.cost.usd,
-                        "cost_known": result.cost.known,
-                        "models": result.models,
-                        "text": result.text[:4000],
-                    }
-                turn_status = result.status if result is not None else "error"
-                await sv.sessions.finish_turn(self.turn_id, turn_status, summary)
-            await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
+            await writes()
+        except StoreUnavailable as e:
+            waiting = True
+            log.error("turn_save_waiting", session_id=s.id, error=str(e))
+            if not isinstance(self.error, StoreUnavailable):  # else the turn's own note said it already
+                self.renderer.feed(SaveWaiting())
         except Exception as e:  # a locked or full database: say so; the answer above is still shown
             eid = error_id()
             log.error("turn_save_failed", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
             self.renderer.feed(SaveFailed(eid))
         finally:
-            try:
-                await sv.quotas.end_session(s.id)
-            except Exception:
-                log.error("quota_release_failed", session_id=s.id, exc_info=True)
+            if not waiting:
+                try:
+                    await sv.quotas.end_session(s.id)
+                except Exception:
+                    log.error("quota_release_failed", session_id=s.id, exc_info=True)
             await self.streamer.close(within=900)
+        if waiting:
+
+            async def then_release() -> None:
+                await writes()
+                await sv.quotas.end_session(s.id)
+
+            try:
+                await when_reachable(then_release, give_up=SAVE_WAITS)
+                log.info("turn_saved_after_outage", session_id=s.id)
+            except Exception as e:  # as after a crash: the next start finds the turn and closes it
+                log.error("turn_save_failed", session_id=s.id, error=f"{type(e).__name__}: {e}")
 
     async def _pause(self) -> None:
         try:

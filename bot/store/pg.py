@@ -32,7 +32,7 @@ import asyncpg
 from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError, StoreUnavailable
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
-__all__ = ["PgDatabase", "translate"]
+__all__ = ["PgDatabase", "translate", "when_reachable"]
 
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
@@ -132,6 +132,22 @@ def reachable() -> Iterator[None]:
         yield
     except UNREACHABLE as e:
         raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
+
+
+async def when_reachable(fn: Callable[[], Awaitable[Any]], *, give_up: float, most: float = 5.0) -> Any:
+    """``fn()`` once the database can be reached again: tried after 0.25 s, then twice as long each time
+    (at most ``most`` seconds apart), and its :class:`StoreUnavailable` raised after ``give_up`` seconds.
+    For writes that must not be lost to a PostgreSQL restart but need not hold anything up meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + give_up, 0.25
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return await fn()
+        except StoreUnavailable:
+            if loop.time() + delay >= deadline:
+                raise
+            delay = min(delay * 2, most)
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
