@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sqlite3
 import sys
 import time
 import uuid
@@ -234,6 +235,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
                 "⚠️ The bot's database cannot be reached right now, so nothing was done and nothing was "
                 f"charged. Please try again in a minute (error id `{eid}`)."
             )
+        elif isinstance(original, sqlite3.OperationalError):  # SQLite's disk full or locked: no traceback
+            log.error("command_store_refused", error_id=eid, error=str(original))
+            text = (
+                "⚠️ The bot's database refused a write (out of space or locked?), so nothing was done. "
+                f"Please tell an admin (error id `{eid}`)."
+            )
         else:
             log.error(
                 "command_failed",
@@ -261,6 +268,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             text = (
                 "⚠️ I can't reach my database right now, so I couldn't take this message: please send it "
                 f"again in a minute (error id `{eid}`)."
+            )
+        elif isinstance(error, sqlite3.OperationalError):  # SQLite's disk full or locked
+            log.error("event_store_refused", error_id=eid, handler=event_method, error=str(error))
+            text = (
+                "⚠️ My database refused a write (out of space or locked?), so I couldn't take this message: "
+                f"please tell an admin (error id `{eid}`)."
             )
         else:
             log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own

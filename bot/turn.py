@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from bot.notes import (
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import can_attach, is_private, turn_services
-from bot.store import QuotaBudget, SessionRecord, StoreUnavailable
+from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.views import retry_view
@@ -56,9 +57,7 @@ log = structlog.get_logger().bind(logger="bot.turn")
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.
 SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
-SAVE_WAITS = 300.0
-"""Seconds a turn's closing writes wait for an unreachable PostgreSQL, as queued charges do
-(``bot.store.ledger.UNREACHABLE_GIVE_UP``); then the next start closes the turn as after a crash."""
+SAVE_WAITS = 300.0  # s a turn's closing writes wait for PostgreSQL, as queued charges do (bot.store.ledger)
 
 
 def error_id() -> str:
@@ -132,8 +131,7 @@ class Turn:
         self.state = state_from(req.prompt, cp)
         self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
         self.turn_id: int | None = None
-        self.error: Exception | None = None
-        """What ended the turn as failed, if anything did."""
+        self.error: Exception | None = None  # what ended the turn as failed, if anything did
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
@@ -162,6 +160,15 @@ class Turn:
                 need_tokens=need,
                 need_usd=step_cost(sv, need),
             )
+        except (StoreError, sqlite3.Error) as e:  # a full disk, PostgreSQL down: nothing ran; say so
+            eid = error_id()
+            log.error("turn_not_started", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
+            self.renderer.feed(TurnFailed.of(e, eid))  # it used to end in silence (a runner traceback)
+            await self.streamer.close(within=60)
+            self.status = (
+                "refused"  # the header goes back to the last turn's state; a queued one stays queued
+            )
+            return None
         except BaseException:  # the streamer's writer task must not outlive the turn
             await self.streamer.close(within=10)
             raise
@@ -313,12 +320,9 @@ class Turn:
             log.warning("retry_offer_failed", session_id=self.req.session.id)
 
     async def _settle(self, result: RunResult | None, status: str) -> None:
-        """Persist whole steps, close the turn, release the quota slot, then let the writes finish.
-
-        With PostgreSQL unreachable, the first write that says so ends the attempt (each later one would
-        fail the same way, and each used to log a traceback: 4 s apiece on a busy machine): the thread is
-        told once, then the same writes, from the one that failed, are made once the database is back
-        (``when_reachable``), so nothing is lost and the concurrency slot is given back."""
+        """Persist whole steps, close the turn, release the quota slot, then let the writes finish. With
+        PostgreSQL unreachable the first failing write ends the attempt (the thread is told once) and the
+        rest, from it, are made once it is back (README: Scaling): nothing is lost, the slot is freed."""
         sv, s = self.sv, self.req.session
         writes = closing_writes(sv.sessions, s.id, self.turn_id, result, status, self._converted)
         waiting = False
