@@ -37,9 +37,9 @@ async def test_a_store_refusing_writes_is_said_as_such_to_commands_and_follow_up
             fake.inject_message(thread, "alice", "And Germany?")
             refused = await fake.wait_for_message(thread, lambda m: "refused a write" in m.content, within=15)
             assert "locked or out of space?" in refused.content
-            await wait_idle(fake, bot)
         finally:
             holder.rollback()
             holder.close()
-        fake.inject_message(thread, "alice", "And Germany, now?")
-        await fake.wait_for_message(thread, lambda m: m.content == "Berlin.", within=15)
+        fake.inject_interaction("research", {"task": "Capital of Germany?"}, user="alice", channel=general)
+        again = await fake.wait_for_thread(parent=general, name="🔎 Capital of Germany?")
+        await fake.wait_for_message(again, lambda m: m.content == "Berlin.", within=15)
