@@ -224,4 +224,6 @@ class FileClaim:
         """Nothing to watch: the lock lasts as long as the process."""
 
     async def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
