@@ -95,9 +95,10 @@ def exposed_paths(python: str) -> list[str]:
     return sorted(p for p in paths if p and p != "/")
 
 
-def _hidden(settings: PythonSettings, workspace: Path) -> list[str]:
-    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible."""
-    keep = [*exposed_paths(settings.python), os.path.realpath(workspace)]
+def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
+    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible
+    (the workspace where the code sees it, ``inside``, included)."""
+    keep = [*exposed_paths(settings.python), os.path.realpath(workspace), inside]
     paths = [os.path.realpath(p) for p in settings.hide]
     return [p for p in paths if not any(k == p or k.startswith(p.rstrip("/") + "/") for k in keep)]
 
@@ -207,7 +208,7 @@ async def _run(
         "parent_maps": parent_maps,
         "workspace": str(workspace),
         "inside": inside,
-        "hide": _hidden(settings, workspace),
+        "hide": _hidden(settings, workspace, inside),
         "expose": exposed_paths(settings.python),
         "tmpfs_mb": settings.tmpfs_mb,
         "cpu_seconds": settings.cpu_seconds,
