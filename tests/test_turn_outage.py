@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,32 @@ async def test_a_turn_failed_by_an_outage_says_it_once_and_is_closed_when_postgr
     mine = [e for e in logs if e.get("logger") == "bot.turn" or e["event"].startswith("turn_")]
     assert [e["event"] for e in mine] == ["turn_failed", "turn_save_waiting", "turn_saved_after_outage"], mine
     assert "exc_info" not in mine[0] and "cannot be reached" in mine[0]["error"]  # one line, no traceback
+
+
+async def test_the_pools_reconnection_tries_during_an_outage_are_one_line_each(
+    postgres: PostgresServer,
+) -> None:
+    """asyncpg's pool re-opens its floor of connections after an outage and logged every failed try with
+    a traceback (1 to 60 s apart, for the whole outage, in every process): now one line, the error named."""
+    from bot.store.pg import PgDatabase
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    pool_log = logging.getLogger("asyncpg.pool")
+    pool_log.addHandler(handler)
+    db = await PgDatabase.open(await postgres.fresh_database())
+    try:
+        await asyncio.to_thread(postgres.halt)
+        async with asyncio.timeout(30):  # a hang guard: the pool notices its lost connections and retries
+            while not records:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        pool_log.removeHandler(handler)
+        await asyncio.to_thread(postgres.resume)
+        await db.close()
+    said = records[0]
+    assert said.exc_info is None and said.getMessage().startswith(
+        "Failed to restore the pool connection floor"
+    )
+    assert "Connect" in said.getMessage(), said.getMessage()  # ConnectionRefusedError / CannotConnectNowError

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -188,6 +189,25 @@ class PgConnection:
         return list(await self._c.fetch(t.sql, *_args(t, params)))
 
 
+class _PoolFloorInOneLine(logging.Filter):
+    """asyncpg's pool (0.32) reconnects its ``min_size`` floor after an outage and logs each failed try
+    with a traceback, every 1 to 60 s for as long as PostgreSQL is away: per process, pages of log, and
+    in console format seconds of rendering each, blocking the event loop. Unreachable is said in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        e = record.exc_info[1] if record.exc_info else None
+        if e is not None and isinstance(e, UNREACHABLE):
+            record.msg, record.args = f"{record.getMessage()}: {type(e).__name__}: {e}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _pool_log_in_one_line() -> None:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _PoolFloorInOneLine) for f in pool_log.filters):
+        pool_log.addFilter(_PoolFloorInOneLine())
+
+
 class PgDatabase(Closing):
     """Use :meth:`open`. Same methods as :class:`bot.store.db.Database`."""
 
@@ -201,6 +221,7 @@ class PgDatabase(Closing):
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
+        _pool_log_in_one_line()
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_session_state
