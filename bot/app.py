@@ -10,9 +10,11 @@ the developer portal); slash commands are synced only when their definition hash
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
+import sqlite3
 import sys
 import time
 import uuid
@@ -143,6 +145,10 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self.services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
         self.runner = SessionRunner(self.services)
         self.control = SessionControl(self.services, self.runner)
+        self.lost_shards: str | None = None
+        """Why this process stopped: another took its shards while PostgreSQL was unreachable."""
+        if self.services.shard_claim is not None:
+            self.services.shard_claim.watch(self._shards_lost)
         self.tree.on_error = self.on_app_command_error
         self.buttons = {
             "stop": lambda interaction, sid: self.control.stop(interaction, sid),
@@ -167,6 +173,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
                 self.bot_settings.health_host,
                 self.bot_settings.health_port,
             )
+
+    def _shards_lost(self, why: str) -> None:
+        """Another process serves these shards now: two would answer everything twice, so this one stops
+        (``agentbot run`` then exits with ``why`` as its one line)."""
+        self.lost_shards = why
+        self._stopping = asyncio.create_task(self.close(), name="shards-lost")
 
     async def close(self) -> None:
         self._closing = True
@@ -223,6 +235,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
                 "⚠️ The bot's database cannot be reached right now, so nothing was done and nothing was "
                 f"charged. Please try again in a minute (error id `{eid}`)."
             )
+        elif isinstance(original, sqlite3.OperationalError):  # SQLite's disk full or locked: no traceback
+            log.error("command_store_refused", error_id=eid, error=str(original))
+            text = (
+                "⚠️ The bot's database refused a write (out of space or locked?), so nothing was done. "
+                f"Please tell an admin (error id `{eid}`)."
+            )
         else:
             log.error(
                 "command_failed",
@@ -250,6 +268,12 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             text = (
                 "⚠️ I can't reach my database right now, so I couldn't take this message: please send it "
                 f"again in a minute (error id `{eid}`)."
+            )
+        elif isinstance(error, sqlite3.OperationalError):  # SQLite's disk full or locked
+            log.error("event_store_refused", error_id=eid, handler=event_method, error=str(error))
+            text = (
+                "⚠️ My database refused a write (out of space or locked?), so I couldn't take this message: "
+                f"please tell an admin (error id `{eid}`)."
             )
         else:
             log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own

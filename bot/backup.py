@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.store.copy import open_elsewhere
+
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
@@ -203,6 +205,9 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
     target = data_dir / DB_NAME
     if target.exists() and not force:
         raise BackupError(f"{target} already exists: restore into an empty DATA_DIR, or pass --force")
+    if target.exists() and open_elsewhere(target):  # --force under a running bot: it kept writing into
+        # the replaced file (its WAL deleted under it) and overwrote the restore with its next checkpoint
+        raise BackupError(f"{target} is open in another process (a running bot?): stop the bot, then restore")
     mem_manifest = manifest.get("memory")
     cols: list[dict[str, Any]] = list(mem_manifest["collections"]) if mem_manifest else []
     client = _connect(memory) if (memory is not None and cols) else None

@@ -4,11 +4,14 @@ from there, counting its earlier usage, cost and duration (so its footer and ``/
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.events import Cost, Usage
+from agent.events import Cost, RunResult, Usage
 from agent.loop import RunState
 from agent.messages import Message
+from bot.attach import without_images
+from bot.store import SessionStore
 
 
 def checkpoint_of(
@@ -54,3 +57,47 @@ def state_from(task: str, cp: dict[str, Any] | None) -> RunState:
         st.sources = list(cp.get("sources", ()))
         st.started -= float(cp.get("duration", 0.0))
     return st
+
+
+def closing_writes(
+    sessions: SessionStore,
+    session_id: str,
+    turn_id: int | None,
+    result: RunResult | None,
+    status: str,
+    seen: list[tuple[Message, dict[str, Any]]],
+) -> Callable[[], Awaitable[None]]:
+    """The writes that close a turn (its whole steps, its summary, the session's status), as one call that
+    goes on from the first not yet made: after a database outage it is called again, and what was
+    written is never written twice."""
+    steps: list[Callable[[], Awaitable[Any]]] = []
+    if result is not None and result.messages and status != "failed":
+        # A failed turn adds nothing: Retry runs the same request again on a clean history.
+        msgs = list(result.messages)
+        if status == "stopped":
+            msgs.append(Message("assistant", result.text))
+        dicts = message_dicts(without_images(msgs), seen)
+        steps.append(lambda: sessions.append_messages(session_id, dicts, turn_id=turn_id))
+    if turn_id is not None:
+        summary: dict[str, Any] = {}
+        if result is not None:
+            summary = {
+                "status": result.status,
+                "steps": result.steps,
+                "tokens": result.usage.total_tokens,
+                "cost_usd": result.cost.usd,
+                "cost_known": result.cost.known,
+                "models": result.models,
+                "text": result.text[:4000],
+            }
+        turn_status = result.status if result is not None else "error"
+        steps.append(lambda: sessions.finish_turn(turn_id, turn_status, summary))
+    session_status = "idle" if status in ("done", "stopped") else "failed"
+    steps.append(lambda: sessions.set_status(session_id, session_status))
+
+    async def go_on() -> None:
+        while steps:
+            await steps[0]()
+            del steps[0]
+
+    return go_on

@@ -184,6 +184,10 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
             pass
     async with bot:
         await bot.start(token)
+    if lost := getattr(bot, "lost_shards", None):  # another process took its shards (README: Scaling)
+        from bot.store import StoreError
+
+        raise StoreError(lost)
 
 
 def _discord_errors(run: object) -> None:

@@ -126,6 +126,8 @@ async def publish_note(
     """List a private session's notes (``wanted`` None), or copy one into the server's memory when
     ``user_id`` is the member whose request saved it. Returns the reply."""
     private = private_namespace(namespace, session_id)
+    if retention is not None:  # a private thread's notes are otherwise evicted only when it saves one
+        await memory.apply_retention(private, retention)
     if wanted is None:
         return private_listing([r async for r in memory.records(private)])
     parent = parse_memory_id(wanted)

@@ -119,6 +119,14 @@ class SaveFailed(Note):
 
 
 @dataclass(frozen=True)
+class SaveWaiting(Note):
+    template = (
+        "⚠️ The bot's database cannot be reached right now: this turn is saved as soon as it is back "
+        "(until then a follow-up may not see it)."
+    )
+
+
+@dataclass(frozen=True)
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
     template = "📎 Files written in this turn:"

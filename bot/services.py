@@ -64,7 +64,8 @@ class Services:
     owner: ShardOwnership = field(default_factory=ShardOwnership)
     """The servers this process owns (its shards): only their runs are resumed here (issue 18.3)."""
     shard_claim: Any = None
-    """With PostgreSQL, this process's hold on its shard ids (:class:`bot.store.shard_claim.ShardClaim`)."""
+    """This process's hold on its shard ids (PostgreSQL, :class:`bot.store.shard_claim.ShardClaim`) or on
+    its SQLite store (:class:`bot.store.shard_claim.FileClaim`)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -106,6 +107,10 @@ async def build_services(
 
             shards = bot_settings.shard_count, bot_settings.shard_ids
             claim = await ShardClaim.take(url.get_secret_value(), *shards)
+        elif serving:
+            from bot.store.shard_claim import FileClaim
+
+            claim = FileClaim.take(data_dir / "agentbot.sqlite3")
         research = ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
         mcp = await operator_mcp(agent_settings.mcp_servers_file)
         mcp_tools = mcp.tools() if mcp else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -25,8 +26,8 @@ from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, Tool
 from agent.messages import Message
 from agent.models.router import RoutedModel
 from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
-from bot.attach import file_stamps, new_files, sees_images, take, with_note, without_images
-from bot.checkpoint import checkpoint_of, message_dicts, state_from
+from bot.attach import file_stamps, new_files, sees_images, take, with_note
+from bot.checkpoint import checkpoint_of, closing_writes, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -36,13 +37,15 @@ from bot.notes import (
     Refused,
     Routed,
     SaveFailed,
+    SaveWaiting,
     Superseded,
     TurnFailed,
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import can_attach, is_private, turn_services
-from bot.store import QuotaBudget, SessionRecord
+from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
+from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.views import retry_view
 
@@ -54,6 +57,7 @@ log = structlog.get_logger().bind(logger="bot.turn")
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.
 SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
+SAVE_WAITS = 300.0  # s a turn's closing writes wait for PostgreSQL, as queued charges do (bot.store.ledger)
 
 
 def error_id() -> str:
@@ -127,6 +131,7 @@ class Turn:
         self.state = state_from(req.prompt, cp)
         self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
         self.turn_id: int | None = None
+        self.error: Exception | None = None  # what ended the turn as failed, if anything did
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
@@ -155,6 +160,15 @@ class Turn:
                 need_tokens=need,
                 need_usd=step_cost(sv, need),
             )
+        except (StoreError, sqlite3.Error) as e:  # a full disk, PostgreSQL down: nothing ran; say so
+            eid = error_id()
+            log.error("turn_not_started", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
+            self.renderer.feed(TurnFailed.of(e, eid))  # it used to end in silence (a runner traceback)
+            await self.streamer.close(within=60)
+            self.status = (
+                "refused"  # the header goes back to the last turn's state; a queued one stays queued
+            )
+            return None
         except BaseException:  # the streamer's writer task must not outlive the turn
             await self.streamer.close(within=10)
             raise
@@ -268,7 +282,11 @@ class Turn:
             status = "stopped"
         except Exception as e:
             eid = error_id()
-            log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
+            self.error = e
+            if isinstance(e, StoreUnavailable):  # an outage, not a bug: one line (a traceback took seconds)
+                log.error("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid, error=str(e))
+            else:
+                log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)
             note = TurnFailed.of(e, eid)
             result = state.result("error", note.text, error=type(e).__name__)
             self.renderer.feed(note)
@@ -302,42 +320,41 @@ class Turn:
             log.warning("retry_offer_failed", session_id=self.req.session.id)
 
     async def _settle(self, result: RunResult | None, status: str) -> None:
-        """Persist whole steps, close the turn, release the quota slot, then let the writes finish."""
+        """Persist whole steps, close the turn, release the quota slot, then let the writes finish. With
+        PostgreSQL unreachable the first failing write ends the attempt (the thread is told once) and the
+        rest, from it, are made once it is back (README: Scaling): nothing is lost, the slot is freed."""
         sv, s = self.sv, self.req.session
+        writes = closing_writes(sv.sessions, s.id, self.turn_id, result, status, self._converted)
+        waiting = False
         try:
-            if result is not None and result.messages and status != "failed":
-                # A failed turn adds nothing: Retry runs the same request again on a clean history.
-                msgs = list(result.messages)
-                if status == "stopped":
-                    msgs.append(Message("assistant", result.text))
-                await sv.sessions.append_messages(
-                    s.id, message_dicts(without_images(msgs), self._converted), turn_id=self.turn_id
-                )
-            if self.turn_id is not None:
-                summary: dict[str, Any] = {}
-                if result is not None:
-                    summary = {
-                        "status": result.status,
-                        "steps": result.steps,
-                        "tokens": result.usage.total_tokens,
-                        "cost_usd": result.cost.usd,
-                        "cost_known": result.cost.known,
-                        "models": result.models,
-                        "text": result.text[:4000],
-                    }
-                turn_status = result.status if result is not None else "error"
-                await sv.sessions.finish_turn(self.turn_id, turn_status, summary)
-            await sv.sessions.set_status(s.id, "idle" if status in ("done", "stopped") else "failed")
+            await writes()
+        except StoreUnavailable as e:
+            waiting = True
+            log.error("turn_save_waiting", session_id=s.id, error=str(e))
+            if not isinstance(self.error, StoreUnavailable):  # else the turn's own note said it already
+                self.renderer.feed(SaveWaiting())
         except Exception as e:  # a locked or full database: say so; the answer above is still shown
             eid = error_id()
             log.error("turn_save_failed", session_id=s.id, error_id=eid, error=f"{type(e).__name__}: {e}")
             self.renderer.feed(SaveFailed(eid))
         finally:
-            try:
-                await sv.quotas.end_session(s.id)
-            except Exception:
-                log.error("quota_release_failed", session_id=s.id, exc_info=True)
+            if not waiting:
+                try:
+                    await sv.quotas.end_session(s.id)
+                except Exception:
+                    log.error("quota_release_failed", session_id=s.id, exc_info=True)
             await self.streamer.close(within=900)
+        if waiting:
+
+            async def then_release() -> None:
+                await writes()
+                await sv.quotas.end_session(s.id)
+
+            try:
+                await when_reachable(then_release, give_up=SAVE_WAITS)
+                log.info("turn_saved_after_outage", session_id=s.id)
+            except Exception as e:  # as after a crash: the next start finds the turn and closes it
+                log.error("turn_save_failed", session_id=s.id, error=f"{type(e).__name__}: {e}")
 
     async def _pause(self) -> None:
         try:

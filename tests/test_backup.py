@@ -144,3 +144,22 @@ async def test_damaged_backup_is_refused_before_anything_is_written(tmp_path: Pa
     assert not (fresh / "agentbot.sqlite3").exists()
     code, _, err = await cli(tmp_path, fresh, "restore", str(tmp_path / "nowhere"))
     assert code == 1 and "not an agentbot backup" in err
+
+
+async def test_restore_refuses_while_a_bot_has_the_store_open(tmp_path: Path) -> None:
+    """README: stop the bot first. ``restore --force`` under a running bot replaced the file and deleted
+    its WAL while the bot kept both open: the bot went on writing into the old file (its next checkpoint
+    could overwrite the restored one), and the operator read "restored"."""
+    data = tmp_path / "data"
+    running = await Database.open(data / "agentbot.sqlite3")  # as `agentbot run` holds it
+    try:
+        await running.write("CREATE TABLE backup_probe (n INTEGER)")
+        assert (await cli(tmp_path, data, "backup", str(tmp_path / "bk")))[0] == 0
+        await running.write("INSERT INTO backup_probe VALUES (1)")
+        code, out, err = await cli(tmp_path, data, "restore", "--force", str(tmp_path / "bk"))
+        assert code == 1 and out == "", out
+        assert err.strip().endswith("is open in another process (a running bot?): stop the bot, then restore")
+        assert [tuple(r) for r in await running.fetchall("SELECT n FROM backup_probe")] == [(1,)]  # untouched
+    finally:
+        await running.close()
+    assert not (data / "agentbot.sqlite3.before-restore").exists()

@@ -85,11 +85,16 @@ async def test_agentbot_sync_next_to_a_running_bot_leaves_its_live_runs_alone(
             ("live", ZERO_GUILD, 7, time.time()),
         )
         await (await services(tmp_path, "bot", serving=False)).close()
+        # A second `agentbot run` on the same DATA_DIR (SQLite) used to start, recover the first one's live
+        # runs as interrupted (dropping this slot) and answer everything twice: refused, naming DATA_DIR.
+        with pytest.raises(ConfigError, match=r"^DATA_DIR: another agentbot run already serves .*agentbot"):
+            await services(tmp_path, "bot")
         assert [tuple(r) for r in await running.db.fetchall("SELECT session_id FROM active_sessions")] == [
             ("live",)
         ]
     finally:
         await running.close()
+    await (await services(tmp_path, "bot")).close()  # stopped, its store is free for the next start
 
 
 async def test_the_bot_wide_cap_on_running_turns_holds_across_shard_processes(

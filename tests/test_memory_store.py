@@ -394,3 +394,62 @@ async def test_bad_input_gets_clear_errors(
         await closed.search(GUILD, "q")
     assert await memory.store(int(GUILD), "int guild ids are the same namespace") is not None
     assert (await memory.stats(GUILD)).items == 1
+
+
+async def test_a_runs_recall_sees_only_what_retention_keeps_without_the_write_lock(
+    memory: ChromaMemory, clock: Clock
+) -> None:
+    """Retention used to run before every recall too (a write, under the namespace's lock, so a run's
+    recall waited behind a memory import's batch). Recall now reads only what retention keeps, deletes
+    nothing, and retention runs once, after the run stores its answer."""
+    policy = RetentionPolicy(max_items=2, max_age_days=30)
+    now = 1_790_000_000.0
+    for text, days in zip(MEMORIES[:4], (40, 3, 2, 1), strict=True):
+        clock.now = now - days * DAY
+        await memory.store(GUILD, text)
+    clock.now = now
+    async with memory._locks[GUILD]:  # what an import holds while it writes a batch
+        async with asyncio.timeout(20):  # a hang guard (it waited here for ever), not a timing
+            seen = {
+                h.text
+                for q in MEMORIES[:4]
+                for h in await recall_for_task(memory, GUILD, q, k=4, min_relevance=0.0, retention=policy)
+            }
+    # 40 days old: expired; of the three left, the oldest is past max_items.
+    assert seen == set(MEMORIES[2:4])
+    assert (await memory.stats(GUILD)).items == 4  # nothing deleted by a read
+    await store_research(memory, GUILD, "task", MEMORIES[5], retention=policy)
+    assert {r["text"] async for r in memory.export(GUILD)} == {MEMORIES[3], MEMORIES[5]}
+
+
+async def test_a_private_threads_expired_notes_are_never_recalled_or_listed(
+    memory: ChromaMemory, clock: Clock
+) -> None:
+    """A private thread's notes were evicted only when that thread saved another note: one that never
+    wrote again kept recalling (and listing) notes past the server's max_age_days."""
+    from agent.messages import ToolCall
+    from agent.tools.memory_tools import MEMORY_TOOLS, MemoryRunPolicy, private_namespace
+    from agent.tools.registry import ToolContext, ToolRegistry
+    from bot.memory_import import publish_note
+
+    private = private_namespace(GUILD, "s1")
+    clock.now = 1_790_000_000.0
+    await memory.store(private, MEMORIES[0], kind="note", author="7")
+    await memory.store(private, MEMORIES[1], kind="note", author="7")
+    clock.now += 20 * DAY
+    fresh = await memory.store(private, MEMORIES[2], kind="note", author="7")
+    clock.now += 15 * DAY  # the first two are 35 days old now, the third 15
+    policy = RetentionPolicy(max_age_days=30)
+    services = {
+        "memory": memory,
+        "memory_retention": policy,
+        "memory_run": MemoryRunPolicy(private_namespace=private),
+    }
+    ctx = ToolContext(namespace=GUILD, services=services)
+    for q in MEMORIES[:3]:
+        out = await ToolRegistry(MEMORY_TOOLS).execute(ToolCall("r", "recall", json.dumps({"query": q})), ctx)
+        assert MEMORIES[0] not in out.output and MEMORIES[1] not in out.output
+    assert MEMORIES[2] in out.output
+    listed = await publish_note(memory, GUILD, "s1", None, 7, policy)
+    assert fresh.ids[0] in listed and "borrow checker" not in listed and "VACUUM" not in listed
+    assert [r["text"] async for r in memory.export(private)] == [MEMORIES[2]]

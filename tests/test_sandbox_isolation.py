@@ -158,7 +158,7 @@ print(json.dumps({{
         outcome = await run_python(ws, code, replace(LIMITS, hide=(str(env),)))
     seen = json.loads(outcome.output.split("stdout:\n", 1)[1].split("\n", 1)[0])
     assert seen["readable"] == []  # neither the hidden .env nor the .env.bak beside it, nor the host's files
-    tops = {p.split("/")[1] for p in [*exposed_paths(sys.executable), str(ws)]}
+    tops = {p.split("/")[1] for p in [*exposed_paths(sys.executable), "/workspace"]}
     system = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "etc", "dev", "proc", "tmp", "var"}
     assert set(seen["root"]) <= system | tops
     assert seen["dev"] == [
@@ -185,7 +185,7 @@ print(json.dumps({{
         "mime.types",
         "fonts",
     }
-    assert seen["passwd"] == f"sandbox:x:1000:1000:sandbox:{ws}:/bin/sh\n"
+    assert seen["passwd"] == "sandbox:x:1000:1000:sandbox:/workspace:/bin/sh\n"
     venv = Path(sys.prefix).resolve()
     assert seen["repo"] == ([venv.name] if venv.parent == REPO else None)  # the bot's own files: absent
     assert seen["sys"] is None and seen["home"] is None

@@ -61,15 +61,26 @@ def test_sandbox_namespaces_work_here_and_the_description_says_no_network() -> N
     assert "1 s CPU, 2.5 s wall-clock, 128 MB memory, 16 processes" in tool.description
 
 
-async def test_sandbox_runs_code_in_the_workspace_and_reports_output_and_files(ws: Path) -> None:
-    outcome = await run_python(
-        ws, "import os\nprint(os.getcwd())\nopen('result.csv', 'w').write('a,b\\n1,2\\n')"
-    )
-    assert not outcome.is_error
+WHERE_AM_I = """
+import os, pwd
+print(os.getcwd(), os.environ["HOME"], os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir)
+print(*sorted(line.split()[4] for line in open("/proc/self/mountinfo")))
+open("result.csv", "w").write("a,b\\n1,2\\n")
+open(os.path.expanduser("~/home.txt"), "w").write("kept")
+"""
+
+
+async def test_sandbox_runs_code_in_a_neutral_workspace_path_and_reports_output_and_files(ws: Path) -> None:
+    """The code sees its workspace as /workspace (current directory, HOME, passwd, mount point): the
+    host's data directory path used to show in all four, the layout of the machine the bot runs on."""
+    outcome = await run_python(ws, WHERE_AM_I)
+    assert not outcome.is_error, outcome.output
     assert outcome.output.startswith("exit code 0 · CPU ")
-    assert f"stdout:\n{ws}" in outcome.output
-    assert "files written: result.csv (8 B)" in outcome.output
-    assert (ws / "result.csv").read_text() == "a,b\n1,2\n"
+    assert "stdout:\n/workspace /workspace /workspace /workspace\n" in outcome.output
+    mount_points = outcome.output.split("\n")[2].split()
+    assert "/workspace" in mount_points and not any(str(ws.parent) in p for p in mount_points)
+    assert "files written: home.txt (4 B), result.csv (8 B)" in outcome.output
+    assert (ws / "result.csv").read_text() == "a,b\n1,2\n" and (ws / "home.txt").read_text() == "kept"
 
 
 async def test_sandbox_errors_come_back_as_tracebacks(ws: Path) -> None:

@@ -23,7 +23,7 @@ from agent.embeddings.config import embedding_from_settings
 from agent.memory import layout
 from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
-from agent.memory.scope import PAGE
+from agent.memory.scope import PAGE, Row
 from agent.memory.transfer import ImportResult
 from agent.memory.types import (
     KINDS,
@@ -258,9 +258,14 @@ class ChromaMemory:
         *,
         min_relevance: float = 0.0,
         kinds: Iterable[str] | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> list[MemoryHit]:
         """This namespace's memories closest in meaning to ``query``, best first. ``query`` may be a
-        vector of this store's embedding (benchmarks time embedding and search apart)."""
+        vector of this store's embedding (benchmarks time embedding and search apart).
+
+        ``retention``: only what it keeps is searched, without deleting the rest (that waits for the next
+        write, :meth:`apply_retention`): a run's recall never takes the namespace's write lock, so it
+        never waits behind a memory import's batch, and still never sees what retention removes."""
         ns = check_namespace(namespace)
         if not isinstance(query, np.ndarray) and (not isinstance(query, str) or not query.strip()):
             raise ValueError("search needs a non-empty query")
@@ -276,7 +281,16 @@ class ChromaMemory:
         if isinstance(query, str):
             query = await self._call(self.embedding.embed_query, query)
         vec = np.asarray(query, dtype=np.float32)
-        rows = await self._call(cols.nearest, ns, vec, int(k), where)
+        at = self._clock()
+
+        def nearest(cols: Collections, ns: str) -> list[Row]:
+            kept = cols.scope(ns).kept_where(retention, at) if retention is not None else None
+            both = [w for w in (where, kept) if w]
+            return cols.nearest(
+                ns, vec, int(k), both[0] if len(both) == 1 else {"$and": both} if both else None
+            )
+
+        rows = await self._call(nearest, cols, ns)
         hits = [to_hit(r.id, r.document, r.metadata, 1.0 - float(r.distance or 0.0)) for r in rows]
         return [h for h in hits if h.relevance >= min_relevance]
 

@@ -36,13 +36,12 @@ async def recall_for_task(
     retention: RetentionPolicy | None = None,
 ) -> list[MemoryHit]:
     """The namespace's memories most relevant to ``task``; empty without memory, namespace or task.
-    ``retention`` is applied first, so nothing it no longer allows is recalled before the next write."""
+    Only what ``retention`` keeps is recalled, read-only: the run applies retention once, after it
+    stores (:func:`store_research`), and recall never waits behind the namespace's write lock."""
     if memory is None or namespace is None or not task or not task.strip():
         return []
     try:
-        if retention is not None:
-            await memory.apply_retention(namespace, retention)
-        return await memory.search(namespace, task, k, min_relevance=min_relevance)
+        return await memory.search(namespace, task, k, min_relevance=min_relevance, retention=retention)
     except Exception as e:  # recall must never stop a run; CancelledError is not an Exception
         log.warning("memory.recall.failed", namespace=str(namespace), error=f"{type(e).__name__}: {e}")
         return []

@@ -250,30 +250,51 @@ class NamespaceScope:
             collection=self.name,
         )
 
+    def _over(self, max_items: int) -> list[tuple[float, list[str]]]:
+        """The whole memories (their ``created`` and row ids) past ``max_items`` rows, oldest first."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        created: dict[str, float] = {}
+        offset = 0
+        while page := self.get(documents=False, limit=PAGE * 5, offset=offset):
+            offset += len(page)
+            for r in page:
+                parent = str(r.metadata.get("parent", r.id))
+                groups[parent].append(r.id)
+                created[parent] = min(
+                    created.get(parent, float("inf")), float(r.metadata.get("created", 0.0))
+                )
+        remaining = sum(len(v) for v in groups.values())
+        over: list[tuple[float, list[str]]] = []
+        for parent in sorted(groups, key=lambda p: (created[p], p)):
+            if remaining <= max_items:
+                break
+            over.append((created[parent], groups[parent]))
+            remaining -= len(groups[parent])
+        return over
+
+    def kept_where(self, policy: RetentionPolicy, now: float) -> dict[str, Any] | None:
+        """A filter on the rows ``policy`` keeps, for reads that must not see what :meth:`evict` would
+        delete without waiting to delete it (a run's recall). Past ``max_items`` (rare: a lowered limit,
+        an import between its batch and its eviction) it reads every row's date, and keeps only rows newer
+        than the newest memory eviction would take; memories of that same second go with it."""
+        clauses: list[dict[str, Any]] = []
+        if (oldest := policy.oldest_kept(now)) is not None:
+            clauses.append({"created": {"$gte": oldest}})
+        if (
+            policy.max_items is not None
+            and self.has_more_than(policy.max_items)
+            and (over := self._over(policy.max_items))
+        ):
+            clauses.append({"created": {"$gt": over[-1][0]}})
+        return None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
     def evict(self, policy: RetentionPolicy, now: float) -> list[str]:
         """Delete what ``policy`` no longer allows, oldest whole memories first; the row ids deleted."""
         removed: list[str] = []
-        if policy.max_age_days is not None:
-            removed += self.delete_where({"created": {"$lt": now - policy.max_age_days * 86400.0}})
+        if (oldest := policy.oldest_kept(now)) is not None:
+            removed += self.delete_where({"created": {"$lt": oldest}})
         if policy.max_items is not None and self.has_more_than(policy.max_items):
-            groups: dict[str, list[str]] = defaultdict(list)
-            created: dict[str, float] = {}
-            offset = 0
-            while page := self.get(documents=False, limit=PAGE * 5, offset=offset):
-                offset += len(page)
-                for r in page:
-                    parent = str(r.metadata.get("parent", r.id))
-                    groups[parent].append(r.id)
-                    created[parent] = min(
-                        created.get(parent, float("inf")), float(r.metadata.get("created", 0.0))
-                    )
-            remaining = sum(len(v) for v in groups.values())
-            doomed: list[str] = []
-            for parent in sorted(groups, key=lambda p: (created[p], p)):
-                if remaining <= policy.max_items:
-                    break
-                doomed += groups[parent]
-                remaining -= len(groups[parent])
+            doomed = [row for _, rows in self._over(policy.max_items) for row in rows]
             for i in range(0, len(doomed), PAGE * 5):
                 removed += self.delete(doomed[i : i + PAGE * 5])
         if removed:

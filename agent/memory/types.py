@@ -121,3 +121,7 @@ class RetentionPolicy:
             raise ValueError("max_items must be 0 or more (None for no limit)")
         if self.max_age_days is not None and self.max_age_days <= 0:
             raise ValueError("max_age_days must be more than 0 (None for no limit)")
+
+    def oldest_kept(self, now: float) -> float | None:
+        """The earliest ``created`` time the age limit keeps at ``now`` (None: no age limit)."""
+        return None if self.max_age_days is None else now - self.max_age_days * 86400.0

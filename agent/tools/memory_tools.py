@@ -88,10 +88,14 @@ async def recall(
         k: How many memories to return, 1 to 10.
     """
     memory, namespace = _memory_and_namespace(ctx)
-    hits = await memory.search(namespace, query, k, min_relevance=RECALL_MIN_RELEVANCE)
+    # What retention no longer keeps is never recalled, even where nothing was written since it expired
+    # (a private thread's notes are evicted only when that thread saves one).
+    retention = ctx.services.get(RETENTION_SERVICE)
+    kept = retention if isinstance(retention, RetentionPolicy) else None
+    hits = await memory.search(namespace, query, k, min_relevance=RECALL_MIN_RELEVANCE, retention=kept)
     private = _policy(ctx).private_namespace
     if private:
-        hits += await memory.search(private, query, k, min_relevance=RECALL_MIN_RELEVANCE)
+        hits += await memory.search(private, query, k, min_relevance=RECALL_MIN_RELEVANCE, retention=kept)
         hits = sorted(hits, key=lambda h: -h.relevance)[:k]
     if not hits:
         return ToolOutput("No memory on this server matches that query.")

@@ -95,19 +95,40 @@ def exposed_paths(python: str) -> list[str]:
     return sorted(p for p in paths if p and p != "/")
 
 
-def _hidden(settings: PythonSettings, workspace: Path) -> list[str]:
-    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible."""
-    keep = [*exposed_paths(settings.python), os.path.realpath(workspace)]
+def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
+    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible
+    (the workspace where the code sees it, ``inside``, included)."""
+    keep = [*exposed_paths(settings.python), os.path.realpath(workspace), inside]
     paths = [os.path.realpath(p) for p in settings.hide]
     return [p for p in paths if not any(k == p or k.startswith(p.rstrip("/") + "/") for k in keep)]
 
 
-def _env(workspace: Path) -> dict[str, str]:
+INSIDE = ("/workspace", "/sandbox/workspace")
+"""Where the code sees its workspace (its HOME and current directory) in namespace mode: a neutral path,
+so nothing in the sandbox (``HOME``, ``os.getcwd()``, /proc/self/mountinfo's mount points) names the
+host's layout (the data directory's path). The second is for an interpreter installed under /workspace."""
+
+
+def inside_path(settings: PythonSettings, workspace: Path, namespaced: bool) -> str:
+    """The workspace's path as the code sees it: :data:`INSIDE` unless the interpreter lives there (it is
+    bound first, the workspace would cover it); without namespaces nothing can move it, so the host's."""
+    if not namespaced:
+        return str(workspace)
+    exposed = exposed_paths(settings.python)
+    clear = (p for p in INSIDE if not any(_nested(p, e) or _nested(e, p) for e in exposed))
+    return next(clear, str(workspace))
+
+
+def _nested(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _env(home: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "HOME": str(workspace),
+        "HOME": home,
         "TMPDIR": "/tmp",
         "MPLBACKEND": "Agg",
         "OMP_NUM_THREADS": "1",
@@ -180,12 +201,14 @@ async def _run(
 ) -> SandboxRun:
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
+    inside = inside_path(settings, workspace, namespaced)
     cfg = {
         "status_fd": status_w,
         "namespaced": namespaced,
         "parent_maps": parent_maps,
         "workspace": str(workspace),
-        "hide": _hidden(settings, workspace),
+        "inside": inside,
+        "hide": _hidden(settings, workspace, inside),
         "expose": exposed_paths(settings.python),
         "tmpfs_mb": settings.tmpfs_mb,
         "cpu_seconds": settings.cpu_seconds,
@@ -207,7 +230,7 @@ async def _run(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=str(workspace),
-            env=_env(workspace),
+            env=_env(inside),
             pass_fds=(status_w,),
             start_new_session=True,
         )

@@ -17,7 +17,7 @@ In namespace mode it then:
      interpreter's prefixes read-only, a few /etc files (``ETC``) and a passwd naming only the sandbox
      user, a /dev with null, zero, full, random and urandom, a /proc of its own PID namespace, a
      private /tmp and /dev/shm (tmpfs, counted in the run's memory), and the workspace read-write at
-     its own path; then ``pivot_root`` and detaches the host's filesystem, so nothing else exists,
+     a neutral path (``"inside"``: /workspace, never the host's); then ``pivot_root`` and detaches the host's filesystem, so nothing else exists,
    - drops every capability for good (bounding set, locked securebits, then ``setresuid`` to the
      sandbox user, then no_new_privs), so nothing it runs can undo those mounts,
    - sets the per-process resource limits, and
@@ -161,7 +161,7 @@ def _pivot_root(new_root: str) -> None:
 
 def setup_filesystem(cfg: dict[str, object]) -> None:
     """Build a new root that holds only what the module docstring lists, and switch to it."""
-    workspace = str(cfg["workspace"])
+    workspace, inside = str(cfg["workspace"]), str(cfg["inside"])
     tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
     _mount("make mounts private", None, "/", None, MS_REC | MS_PRIVATE)
@@ -206,15 +206,15 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     # A few files from /etc, and a passwd naming only the sandbox user.
     os.makedirs(f"{new}/etc", exist_ok=True)
     with open(f"{new}/etc/passwd", "w") as f:
-        f.write(f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{workspace}:/bin/sh\n")
+        f.write(f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{inside}:/bin/sh\n")
     with open(f"{new}/etc/group", "w") as f:
         f.write(f"sandbox:x:{SANDBOX_ID}:\n")
     for name, fd in etc_fds.items():
         _bind(fd, f"{new}/etc/{name}", writable=False)
     os.makedirs(f"{new}/var", exist_ok=True)
     os.symlink("../tmp", f"{new}/var/tmp")
-    # The workspace, at the same path as outside, the only writable place that outlives the run.
-    _bind(ws_fd, f"{new}{workspace}", writable=True)
+    # The workspace, the only writable place that outlives the run, where the code sees it.
+    _bind(ws_fd, f"{new}{inside}", writable=True)
     for fd in [*held.values(), ws_fd, *etc_fds.values(), *devices.values()]:
         os.close(fd)
 
@@ -312,7 +312,7 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
             # line cannot be seen from here.)
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
-        os.chdir(str(cfg["workspace"]))
+        os.chdir(str(cfg["inside"]))  # the host's path without namespaces (nothing moved it)
         set_limits(cfg, namespaced)
         child = os.fork()
     except (SetupError, OSError, ValueError) as e:

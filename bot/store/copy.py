@@ -22,7 +22,7 @@ from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
 
-__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres"]
+__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
@@ -36,7 +36,7 @@ class CopyReport:
         return ", ".join(f"{t} {n:,}" for t, n in self.rows.items() if n) or "no rows"
 
 
-def _open_elsewhere(sqlite_path: Path) -> bool:
+def open_elsewhere(sqlite_path: Path) -> bool:
     """Whether another process has the store open (a running bot). Every SQLite connection to a WAL
     database holds a shared lock on one byte of its ``-shm`` file (the "dead man switch", offset 128)
     for as long as it is open; an exclusive lock on that byte is refused while one does. Checked before
@@ -57,7 +57,7 @@ def _open_elsewhere(sqlite_path: Path) -> bool:
 
 
 def check_not_open(sqlite_path: Path) -> None:
-    if _open_elsewhere(sqlite_path):
+    if open_elsewhere(sqlite_path):
         # Copied now, whatever the bot writes after the copy (and during it) would be lost with the file.
         raise StoreError(
             f"{sqlite_path} is open in another process (a running bot?): stop the bot, then move it"

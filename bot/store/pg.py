@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -32,7 +33,7 @@ import asyncpg
 from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError, StoreUnavailable
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
-__all__ = ["PgDatabase", "translate"]
+__all__ = ["PgDatabase", "translate", "when_reachable"]
 
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
@@ -134,6 +135,22 @@ def reachable() -> Iterator[None]:
         raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
 
 
+async def when_reachable(fn: Callable[[], Awaitable[Any]], *, give_up: float, most: float = 5.0) -> Any:
+    """``fn()`` once the database can be reached again: tried after 0.25 s, then twice as long each time
+    (at most ``most`` seconds apart), and its :class:`StoreUnavailable` raised after ``give_up`` seconds.
+    For writes that must not be lost to a PostgreSQL restart but need not hold anything up meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + give_up, 0.25
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return await fn()
+        except StoreUnavailable:
+            if loop.time() + delay >= deadline:
+                raise
+            delay = min(delay * 2, most)
+
+
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def wrapped(*a: Any, **kw: Any) -> Any:
         try:
@@ -172,6 +189,25 @@ class PgConnection:
         return list(await self._c.fetch(t.sql, *_args(t, params)))
 
 
+class _PoolFloorInOneLine(logging.Filter):
+    """asyncpg's pool (0.32) reconnects its ``min_size`` floor after an outage and logs each failed try
+    with a traceback, every 1 to 60 s for as long as PostgreSQL is away: per process, pages of log, and
+    in console format seconds of rendering each, blocking the event loop. Unreachable is said in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        e = record.exc_info[1] if record.exc_info else None
+        if e is not None and isinstance(e, UNREACHABLE):
+            record.msg, record.args = f"{record.getMessage()}: {type(e).__name__}: {e}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _pool_log_in_one_line() -> None:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _PoolFloorInOneLine) for f in pool_log.filters):
+        pool_log.addFilter(_PoolFloorInOneLine())
+
+
 class PgDatabase(Closing):
     """Use :meth:`open`. Same methods as :class:`bot.store.db.Database`."""
 
@@ -185,6 +221,7 @@ class PgDatabase(Closing):
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
+        _pool_log_in_one_line()
         try:
             pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_session_state

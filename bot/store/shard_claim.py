@@ -1,4 +1,4 @@
-"""Each shard id in exactly one process, and one shard count for all (issue 18.3), checked at start-up.
+"""Each shard id in exactly one process, and one shard count for all (issue 18.3), for as long as it runs.
 
 Why: two processes on one shard both get its servers' events from Discord and answer everything twice,
 and the one starting later takes the other's live runs for interrupted ones (it resumes them again and
@@ -11,17 +11,40 @@ process whose shard id is taken, or that finds a lock on another count, refuses 
 setting. The locks go with the connection, so a killed process never leaves one behind. A process
 without shard settings serves shard 0 of 1, so a second bot on the same database is refused too.
 Only ``agentbot run`` claims shards: ``agentbot sync`` or ``doctor`` next to a running bot serve none.
-If the connection is lost later (a PostgreSQL restart), the locks are gone until the next start.
+
+The locks also go when the connection is lost (a PostgreSQL restart, a network cut): :meth:`ShardClaim.watch`
+notices (the connection's end, or a check every ``CHECK_EVERY`` seconds), reconnects every
+``RETRY_EVERY`` seconds and takes the same locks again. If another process took one meanwhile (it
+started while this one was cut off), this process has lost the shard: it says so in one line and stops
+(``agentbot run`` exits 1; README: Scaling). Its own old session, still holding the locks on a server
+that has not noticed the cut yet, is ended first, so a network blip does not read as a takeover.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import asyncpg
+import structlog
 
 from agent.config import ConfigError
-from bot.store.db import StoreError
+from bot.store.db import StoreError, StoreUnavailable
+from bot.store.pg import UNREACHABLE
 
-__all__ = ["ShardClaim"]
+__all__ = ["FileClaim", "ShardClaim"]
+
+log = structlog.get_logger().bind(logger="bot.store.shard_claim")
+
+CHECK_EVERY = 5.0
+"""Seconds between checks of an idle lock connection; a lost socket is noticed at once."""
+RETRY_EVERY = 1.0
+"""Seconds between reconnection attempts while PostgreSQL is unreachable: a process starting right after
+PostgreSQL comes back races this one for its shards (the winner keeps them, the other stops)."""
 
 SHARD_LOCKS = 0x6167_5301
 """The advisory lock space (first key) of shard ids; the second key is the id."""
@@ -33,6 +56,12 @@ KEEPALIVE = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_
 its shards until PostgreSQL notices the dead connection: with the system's TCP defaults, two hours.
 Set for this connection, PostgreSQL notices within about a minute, and a restarted process can start."""
 
+_HOLDER = """
+SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+   AND classid = $1::bigint::oid AND objid = $2::bigint::oid
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
 _OTHER_COUNTS = """
 SELECT DISTINCT objid::bigint FROM pg_locks
  WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::bigint::oid AND objid <> $2::bigint::oid
@@ -41,43 +70,160 @@ SELECT DISTINCT objid::bigint FROM pg_locks
 
 
 class ShardClaim:
-    """Use :meth:`take`; :meth:`close` releases the claim (closing its connection)."""
+    """Use :meth:`take`; :meth:`watch` keeps the claim; :meth:`close` releases it (closing its connection)."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
+    def __init__(self, conn: asyncpg.Connection, url: str, shard_count: int | None, ids: list[int]) -> None:
+        self._conn, self._url, self._setting, self._ids = conn, url, shard_count, ids
+        self._count = shard_count or 1
+        self._cut = asyncio.Event()
+        conn.add_termination_listener(lambda _c: self._cut.set())
+        self._watch: asyncio.Task[None] | None = None
 
     @classmethod
     async def take(cls, url: str, shard_count: int | None, shard_ids: list[int] | None) -> ShardClaim:
         count = shard_count or 1
         ids = sorted(set(shard_ids)) if shard_ids else list(range(count))
+        conn = await _connect(url)
         try:
-            conn = await asyncpg.connect(url, server_settings=KEEPALIVE)
-        except (OSError, TimeoutError, asyncpg.PostgresError) as e:
-            raise StoreError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {e})") from e
-        try:
-            await conn.execute("SELECT pg_advisory_lock_shared($1, $2)", COUNT_LOCKS, count)
-            if others := [r[0] for r in await conn.fetch(_OTHER_COUNTS, COUNT_LOCKS, count)]:
-                raise ConfigError(
-                    f"DISCORD_SHARD_COUNT={shard_count or '1 (not set)'}, but another agentbot process sharing this DATABASE_URL "
-                    f"runs with DISCORD_SHARD_COUNT={others[0]}: every process needs the same count (to "
-                    "change it, stop them all and start them all with the new one; README: Scaling)"
-                )
-            taken = [
-                i
-                for i in ids
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", SHARD_LOCKS, i)
-            ]
-            if taken:
-                raise ConfigError(
-                    f"DISCORD_SHARD_IDS: shard {', '.join(map(str, taken))} of {count} is already served by "
-                    "another agentbot process sharing this DATABASE_URL, and two processes on one shard "
-                    "answer everything twice: give each shard id to exactly one process (one that died "
-                    "with its host holds it for up to a minute more; README: Scaling)"
-                )
+            await _claim(conn, shard_count, ids)
         except BaseException:
             await conn.close()
             raise
-        return cls(conn)
+        return cls(conn, url, shard_count, ids)
+
+    def watch(self, on_lost: Callable[[str], object]) -> None:
+        """Keep the claim while the process runs; ``on_lost(why)`` once another process took a shard."""
+        self._watch = asyncio.create_task(self._keep(on_lost), name="shard-claim")
+
+    async def _keep(self, on_lost: Callable[[str], object]) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_EVERY):
+                    await self._cut.wait()
+            if await self._alive():
+                continue
+            log.warning("shard_claim_connection_lost", shards=self._ids, shard_count=self._count)
+            while True:
+                try:
+                    why = await self.retake()
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(RETRY_EVERY)
+            if why is not None:
+                log.error("shard_claim_lost", error=why)
+                on_lost(why)
+                return
+            log.info("shard_claim_retaken", shards=self._ids, shard_count=self._count)
+
+    async def _alive(self) -> bool:
+        if self._conn.is_closed():
+            return False
+        try:
+            await self._conn.fetchval("SELECT 1", timeout=CHECK_EVERY)
+        except (*UNREACHABLE, asyncpg.InterfaceError):
+            return False
+        return True
+
+    async def retake(self) -> str | None:
+        """Take the locks again on a new connection after the old one was lost. Returns why this
+        process lost its claim (another took a shard, or runs another count), None when taken again;
+        raises :class:`StoreUnavailable` while PostgreSQL cannot be reached."""
+        stale = self._conn.get_server_pid()
+        try:
+            conn = await _connect(self._url)
+        except StoreError as e:
+            raise StoreUnavailable(str(e)) from e
+        try:
+            await _claim(conn, self._setting, self._ids, stale=stale)
+        except ConfigError as e:
+            await conn.close()
+            return (
+                f"{e} — this process lost the claim while its connection to PostgreSQL was down, "
+                "so it stops serving these shards"
+            )
+        except (*UNREACHABLE, asyncpg.PostgresError) as e:
+            conn.terminate()
+            raise StoreUnavailable(f"{type(e).__name__}: {e}") from e
+        self._conn.terminate()
+        self._conn, self._cut = conn, asyncio.Event()
+        conn.add_termination_listener(lambda _c: self._cut.set())
+        return None
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await self._conn.close()
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, server_settings=KEEPALIVE)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as e:
+        raise StoreError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {e})") from e
+
+
+async def _claim(conn: asyncpg.Connection, shard_count: int | None, ids: list[int], stale: int = 0) -> None:
+    """Take the count's shared lock and every shard's lock on ``conn``, or raise ConfigError naming the
+    setting. A lock held by ``stale`` (this process's own lost session, which the server may not have
+    noticed yet) is freed by ending that session."""
+    count = shard_count or 1
+    await conn.execute("SELECT pg_advisory_lock_shared($1, $2)", COUNT_LOCKS, count)
+    if others := [r[0] for r in await conn.fetch(_OTHER_COUNTS, COUNT_LOCKS, count)]:
+        raise ConfigError(
+            f"DISCORD_SHARD_COUNT={shard_count or '1 (not set)'}, but another agentbot process sharing this DATABASE_URL "
+            f"runs with DISCORD_SHARD_COUNT={others[0]}: every process needs the same count (to "
+            "change it, stop them all and start them all with the new one; README: Scaling)"
+        )
+    taken = []
+    for i in ids:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", SHARD_LOCKS, i):
+            continue
+        if stale and await conn.fetchval(_HOLDER, SHARD_LOCKS, i) == stale:
+            await conn.execute("SELECT pg_terminate_backend($1)", stale)  # its locks go as it exits
+            with contextlib.suppress(TimeoutError):
+                await conn.execute("SELECT pg_advisory_lock($1, $2)", SHARD_LOCKS, i, timeout=10)
+                continue
+        taken.append(i)
+    if taken:
+        raise ConfigError(
+            f"DISCORD_SHARD_IDS: shard {', '.join(map(str, taken))} of {count} is already served by "
+            "another agentbot process sharing this DATABASE_URL, and two processes on one shard "
+            "answer everything twice: give each shard id to exactly one process (one that died "
+            "with its host holds it for up to a minute more; README: Scaling)"
+        )
+
+
+class FileClaim:
+    """The same rule for the embedded SQLite store: one ``agentbot run`` per store file. A second one on
+    the same ``DATA_DIR`` started, recovered the first one's live runs as interrupted (dropping their
+    quota reservations and concurrency slots, resuming them a second time) and answered everything
+    twice. An exclusive ``flock`` on a file beside the store, held for as long as the process runs (the
+    kernel drops it with the process); ``agentbot sync`` and ``doctor`` take none."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def take(cls, store: Path) -> FileClaim:
+        fd = os.open(f"{store}.run-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"DATA_DIR: another agentbot run already serves {store}, and two bots on one store "
+                "answer everything twice and take each other's runs for interrupted ones: stop the other "
+                "one, or give this one its own DATA_DIR (several processes share a DATABASE_URL instead; "
+                "README: Scaling)"
+            ) from None
+        return cls(fd)
+
+    def watch(self, on_lost: Callable[[str], object]) -> None:
+        """Nothing to watch: the lock lasts as long as the process."""
+
+    async def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
