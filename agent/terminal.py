@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
+from rich.style import Style
 
 from agent.events import (
     AgentEvent,
@@ -59,6 +60,10 @@ class TerminalRenderer:
         self.console = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
         self.show_text = show_text
         self._in_text = False
+        # The streamed words are written straight to the file, dimmed as rich would dim them: rich's
+        # print costs ~0.25 ms per call, so a 200 KB answer's ~30,000 deltas took 6.6 s instead of 0.7 s.
+        on, _, off = Style(dim=True).render("\0").partition("\0")
+        self._dim = (on, off) if self.console.color_system is not None else ("", "")
 
     def _end_text(self) -> None:
         if self._in_text:
@@ -74,7 +79,8 @@ class TerminalRenderer:
         c = self.console
         if isinstance(ev, TextDelta):
             if self.show_text:
-                c.print(escape(ev.text), end="", style="dim")
+                c.file.write(f"{self._dim[0]}{without_controls(ev.text)}{self._dim[1]}")
+                c.file.flush()
                 self._in_text = True
             return
         self._end_text()
