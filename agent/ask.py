@@ -91,22 +91,57 @@ async def ask(
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
+        text = without_controls(result.text)
+        text, unwritable = _encodable(text if text.endswith("\n") else text + "\n", out)
+        if unwritable:
+            renderer.warn(
+                f"the answer has {unwritable} character{'s' * (unwritable > 1)} that standard output's "
+                f"encoding ({getattr(out, 'encoding', '?')}) cannot carry, written as \\u escapes: for the "
+                "text as it is, use a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONIOENCODING=utf-8"
+            )
         try:
-            out.write(without_controls(result.text))
-            if not result.text.endswith("\n"):
-                out.write("\n")
+            out.write(text)
             out.flush()
         except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
             renderer.summary(result)
             with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-            raise AnswerNotWritten(f"cannot write the answer to standard output ({e.strerror or e})") from e
+            raise AnswerNotWritten(
+                f"cannot write the answer to standard output ({e.strerror or e})",
+                reader_gone=isinstance(e, BrokenPipeError),
+            ) from e
     renderer.summary(result)
     return result
 
 
 class AnswerNotWritten(Exception):
-    """The run ended but its answer could not be written out (the message says why, in one line)."""
+    """The run ended but its answer could not be written out (the message says why, in one line).
+    ``reader_gone``: the pipe's reader has read all it wanted (`| head -1`), which is no error to say."""
+
+    def __init__(self, message: str, *, reader_gone: bool = False) -> None:
+        super().__init__(message)
+        self.reader_gone = reader_gone
+
+
+def _encodable(text: str, out: TextIO) -> tuple[str, int]:
+    """``text`` as ``out``'s encoding can carry it, and how many characters it could not: those are
+    written as Python escapes (``\\u2713``), never a UnicodeEncodeError traceback that lost the paid-for
+    answer (PYTHONIOENCODING=ascii, a Latin-1 locale). The escapes keep every character recoverable."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text, 0
+    except UnicodeEncodeError:
+        bad = [c for c in set(text) if not _fits(c, encoding)]
+        return text.encode(encoding, "backslashreplace").decode(encoding), sum(map(text.count, bad))
+
+
+def _fits(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sys
 from typing import Any, TextIO
@@ -53,11 +55,48 @@ def short_output(output: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _Progress:
+    """Standard error as progress writes it: once a write fails (its reader gone, `2>&1 | head`, or a
+    full disk), the rest of progress is dropped. It ended the run at its first line, and the answer,
+    which stdout could still take, was lost."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._failed = False
+
+    def write(self, text: str) -> int:
+        if not self._failed:
+            try:
+                return self._file.write(text)
+            except OSError:
+                self._fail()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._failed:
+            try:
+                self._file.flush()
+            except OSError:
+                self._fail()
+
+    def _fail(self) -> None:
+        self._failed = True
+        # What the stream still holds goes nowhere at exit, not into a failed flush (exit status 120).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._file.fileno())
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: what rich asks the file
+        return getattr(self._file, name)
+
+
 class TerminalRenderer:
     """Shows each step as it happens; ``show_text`` streams the model's words while it writes."""
 
     def __init__(self, err: TextIO | None = None, show_text: bool = False) -> None:
-        self.console = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        err = err or sys.stderr
+        if err is None:  # `2>&-`: rich would fall back to stdout and mix progress into the answer
+            err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        self.console = Console(file=_Progress(err), highlight=False, soft_wrap=True)
         self.show_text = show_text
         self._in_text = False
         # The streamed words are written straight to the file, dimmed as rich would dim them: rich's

@@ -26,10 +26,12 @@ if TYPE_CHECKING:
 
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, what `yes | head -1` leaves for `yes`
 EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
     "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
     "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
-    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."
+    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted; 141 the "
+    "reader of `ask`'s output stopped reading (`| head -1`)."
 )
 
 app = typer.Typer(
@@ -120,6 +122,8 @@ def ask(
 
     with _failing(TaskError):
         task = task_text(task)
+    if sys.stdout is None:  # `>&-`: said before the run is paid for, not as a traceback after it
+        _fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = _agent_settings()
@@ -137,6 +141,8 @@ def ask(
     except ConfigError as e:
         _fail(str(e))
     except AnswerNotWritten as e:
+        if e.reader_gone:  # quietly, as Unix tools do: `| head` has what it wanted
+            raise typer.Exit(EXIT_READER_GONE) from None
         _fail(str(e), EXIT_FAILED)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _fail("interrupted", EXIT_INTERRUPTED)

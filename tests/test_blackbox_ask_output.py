@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,36 @@ def test_streamed_words_are_written_as_they_come_without_a_rich_render_each(
         shown = err.getvalue()
         assert shown.replace(dim, "").replace("\x1b[0m", "") == "".join(words).replace("\x1b]0;x\x07", "]0;x")
         assert shown.startswith(f"{dim}Otters ")  # dimmed on a terminal, as rich's style="dim" did
+
+
+async def test_closed_and_narrow_outputs_are_one_line_or_quiet_and_the_answer_goes_where_it_can(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Each was a Python traceback: `>&-` after the run was paid for (AttributeError), an ASCII or
+    # Latin-1 terminal (UnicodeEncodeError, the answer lost), `| head -1` ("cannot write" as an error),
+    # a stderr whose reader went away ended the run at its first progress line, answer lost, and
+    # with stderr closed (`2>&-`) the progress lines went into the answer on stdout.
+    answer = "Café ✓ 中文\n"
+    llm.script(*[text(answer)] * 4)
+    gone_out, gone_err = os.pipe(), os.pipe()
+    os.close(gone_out[0])
+    os.close(gone_err[0])
+    (tmp_path / "a").mkdir()
+    closed, ascii_, piped, no_err, err_closed = await asyncio.gather(
+        ask_cli(llm, tmp_path / "a", "q", preexec_fn=lambda: os.close(1)),
+        ask_cli(llm, tmp_path, "q", env={"PYTHONIOENCODING": "ascii"}),
+        ask_cli(llm, tmp_path, "q", stdout=gone_out[1]),
+        ask_cli(llm, tmp_path, "q", "--show-text", stderr=gone_err[1]),
+        ask_cli(llm, tmp_path, "q", preexec_fn=lambda: os.close(2)),
+    )
+    os.close(gone_out[1])
+    os.close(gone_err[1])
+    assert closed[0] == 2 and closed[2] == (
+        "agentbot: standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md\n"
+    )
+    assert ascii_[:2] == (0, "Caf\\xe9 \\u2713 \\u4e2d\\u6587\n"), ascii_[2]
+    assert "the answer has 4 characters that standard output's encoding (ascii) cannot carry" in ascii_[2]
+    assert piped[0] == 141 and "Traceback" not in piped[2] and "agentbot:" not in piped[2], piped[2]
+    assert piped[2].strip().splitlines()[-1].startswith("1 step · 100 prompt")  # what it cost, still said
+    assert no_err[:2] == err_closed[:2] == (0, answer)
+    assert len(llm.requests) == 4  # `>&-` is said before the run, never paid for

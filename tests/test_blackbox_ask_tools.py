@@ -20,6 +20,8 @@ async def ask_cli(
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
     stdout: Any = asyncio.subprocess.PIPE,
+    stderr: Any = asyncio.subprocess.PIPE,
+    preexec_fn: Any = None,
 ) -> tuple[int, str, str]:
     """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
     base = {
@@ -39,10 +41,11 @@ async def ask_cli(
         env=base | (env or {}),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        preexec_fn=preexec_fn,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-    return proc.returncode or 0, (out or b"").decode(), err.decode()
+    return proc.returncode or 0, (out or b"").decode(), (err or b"").decode()
 
 
 async def test_files_and_python_work_in_a_workspace_the_user_is_told_about(
