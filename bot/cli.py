@@ -20,6 +20,7 @@ import typer
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import configure_logging
+from bot.cli_help import FLAG, Command, Group
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
@@ -35,6 +36,7 @@ EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wrap
 )
 
 app = typer.Typer(
+    cls=Group,
     add_completion=False,
     no_args_is_help=True,
     help="agentbot: research agents for Discord.",
@@ -55,7 +57,13 @@ def _show_version(value: bool) -> None:
 def _root(
     _v: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            metavar=FLAG,
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """agentbot: research agents for Discord, and in the terminal."""
@@ -90,34 +98,33 @@ def _require_key(settings: AgentSettings, spec: str) -> None:
         _fail(problem)
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(cls=Command, epilog=EXIT_CODES)
 def ask(
-    task: Annotated[
-        str | None,
-        typer.Argument(
-            help="What to research or do. `-` or none (with input piped) reads it from standard input, "
-            "e.g. agentbot ask < question.txt.",
-            show_default=False,
-        ),
-    ] = None,
+    task: Annotated[str | None, typer.Argument(metavar="TASK", hidden=True, show_default=False)] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL.")
+        str | None,
+        typer.Option(
+            "--model", "-m", metavar="MODEL", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL."
+        ),
     ] = None,
     max_steps: Annotated[
         int | None,
         typer.Option(
             "--max-steps",
+            metavar="N",
             min=1,
             max=100,
             help="Most model calls for this run (1-100). Default: AGENT_MAX_STEPS, which defaults to 12.",
         ),
     ] = None,
     show_text: Annotated[
-        bool, typer.Option("--show-text", metavar="", help="Stream the model's words while it writes.")
+        bool, typer.Option("--show-text", metavar=FLAG, help="Stream the model's words while it writes.")
     ] = False,
 ) -> None:
-    """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
-    on stderr (so `$(agentbot ask ...)` captures only the answer)."""
+    """Run one task in the terminal with every built-in tool: the answer on stdout, progress on stderr.
+
+    TASK is what to research or do; `-`, or none with input piped, reads it from standard input (agentbot ask < question.txt). Only the answer goes to standard output, so `$(agentbot ask ...)` captures nothing else.
+    """
     from bot.ask_input import TaskError, stoppable, task_text
 
     with _failing(TaskError):
@@ -205,16 +212,18 @@ def _discord_errors(run: object) -> None:
         _fail(said[0], EXIT_FAILED if said[1] else EXIT_SETTINGS)
 
 
-@app.command()
+@app.command(cls=Command)
 def run() -> None:
     """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
     agent_settings, bot_settings, token = _bot_settings()
     _discord_errors(lambda: asyncio.run(_run_bot(agent_settings, bot_settings, token)))
 
 
-@app.command()
+@app.command(cls=Command)
 def sync(
-    guild: Annotated[int | None, typer.Option("--guild", help="Sync to this server only.")] = None,
+    guild: Annotated[
+        int | None, typer.Option("--guild", metavar="SERVER_ID", help="Sync to this server only.")
+    ] = None,
 ) -> None:
     """Force a slash-command sync (normally it happens at start-up, only when the commands changed)."""
     agent_settings, bot_settings, token = _bot_settings()
@@ -231,10 +240,12 @@ def sync(
     typer.echo(f"synced slash commands {'to server ' + str(guild) if guild else 'globally'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def doctor() -> None:
-    """Check settings, Discord token, database, memory, each provider (and that it serves every model
-    the tiers name) and the sandbox. Exits 1 when something needs fixing."""
+    """Check settings, the Discord token, database, memory, each provider and the sandbox.
+
+    Each provider is also asked whether it serves every model the tiers name. Exits 1 when something needs fixing.
+    """
     from bot.doctor import render, run_doctor
 
     # The report says each problem once; log lines (one per model a key is missing for) said them
@@ -267,11 +278,12 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     return data_dir, memory
 
 
-@app.command()
-def backup(
-    dest: Annotated[Path, typer.Argument(help="A new (or empty) directory for the copy.")],
-) -> None:
-    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups)."""
+@app.command(cls=Command)
+def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -> None:
+    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups).
+
+    DEST is a new (or empty) directory for the copy.
+    """
     from bot.backup import BackupError
     from bot.backup import backup as make_backup
 
@@ -281,14 +293,18 @@ def backup(
     typer.echo(f"backed up {report.summary()}")
 
 
-@app.command()
+@app.command(cls=Command)
 def restore(
-    src: Annotated[Path, typer.Argument(help="A directory made by `agentbot backup`.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", hidden=True)],
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing database and memory collections.")
+        bool,
+        typer.Option("--force", metavar=FLAG, help="Replace an existing database and memory collections."),
     ] = False,
 ) -> None:
-    """Put a backup back into DATA_DIR and the memory store. Stop the bot first."""
+    """Put a backup back into DATA_DIR and the memory store. Stop the bot first.
+
+    SRC is a directory made by `agentbot backup`.
+    """
     from bot.backup import BackupError
     from bot.backup import restore as do_restore
 
@@ -298,11 +314,13 @@ def restore(
     typer.echo(f"restored {report.summary()}")
 
 
-@app.command("migrate-store")
+@app.command("migrate-store", cls=Command)
 def migrate_store(
     to: Annotated[
         str | None,
-        typer.Option("--to", help="postgresql:// URL of an empty database (default: DATABASE_URL)."),
+        typer.Option(
+            "--to", metavar="URL", help="postgresql:// URL of an empty database (default: DATABASE_URL)."
+        ),
     ] = None,
 ) -> None:
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""

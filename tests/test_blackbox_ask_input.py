@@ -104,3 +104,31 @@ async def test_help_shows_flags_as_flags_and_the_exit_codes_as_one_paragraph(tmp
     paragraph = [line.strip() for line in lines[start:] if line.strip()]
     assert all(len(line) > 60 for line in paragraph[:-1]), paragraph
     assert "130 interrupted; 141" in " ".join(paragraph) and "standard input" in raw.decode()
+
+
+def test_every_commands_help_names_values_and_shows_flags_as_flags() -> None:
+    # typer's rich help put a type after every parameter: `--help <bool>`, `--version <bool>`,
+    # `--force <bool>` (as if each took a value), `task <str>`, `--max-steps <int range>`, `dest <path>`;
+    # and the command list kept the docstrings' line breaks, so `ask` and `doctor` broke mid-sentence.
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    group = typer.main.get_command(app)
+    names = list(group.commands)  # type: ignore[attr-defined]
+    assert {"ask", "doctor", "backup", "restore"} <= set(names)
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    shown = {name: runner.invoke(app, [name, "--help"], env=env).output for name in names}
+    shown["agentbot"] = runner.invoke(app, ["--help"], env=env).output
+    for name, said in shown.items():
+        assert "--help " in said and not re.findall(r"<[a-z][a-z ]*>", said), (name, said)
+    assert re.search(r"--max-steps +N \[1<=x<=100\] +Most model calls", shown["ask"]), shown["ask"]
+    assert "Usage: root ask [OPTIONS] [TASK]" in shown["ask"] and "TASK is what to research" in shown["ask"]
+    for name in names:  # each command's summary is whole on its line of the list
+        summary = group.commands[name].help.split("\n\n")[0]  # type: ignore[attr-defined]
+        assert "\n" not in summary.strip(), (name, summary)
+        assert any(line.strip(" │").endswith(summary) for line in shown["agentbot"].splitlines()), name
