@@ -132,3 +132,23 @@ def test_every_commands_help_names_values_and_shows_flags_as_flags() -> None:
         summary = group.commands[name].help.split("\n\n")[0]  # type: ignore[attr-defined]
         assert "\n" not in summary.strip(), (name, summary)
         assert any(line.strip(" │").endswith(summary) for line in shown["agentbot"].splitlines()), name
+
+
+async def test_a_task_typed_under_a_non_utf8_locale_reaches_the_model_as_typed(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # With LC_ALL=C and PYTHONUTF8=0 the argument's bytes past ASCII arrived as surrogates: a
+    # UnicodeEncodeError traceback when the request was encoded. Latin-1 bytes are one line instead.
+    llm.script(text("Paris"))
+    env = {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    (tmp_path / "b").mkdir()
+    (ok, out, err), (bad, _, said) = await asyncio.gather(
+        ask_cli(llm, tmp_path, "Où est la tour ✓?", env=env),
+        ask_cli(llm, tmp_path / "b", "caf\udce9", env=env),  # the bytes b"caf\xe9", not UTF-8
+    )
+    assert (ok, out) == (0, "Paris\n"), err
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["Où est la tour ✓?"]
+    assert bad == 2 and said.strip().splitlines() == [
+        "agentbot: the task argument is not UTF-8 text (byte 3): convert it, e.g. with iconv, "
+        "or set a UTF-8 locale (LANG=C.UTF-8)"
+    ], said
