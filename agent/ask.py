@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TextIO
@@ -14,7 +15,7 @@ from typing import TextIO
 from rich.markup import escape
 
 from agent.config import AgentSettings
-from agent.events import FinalEvent, RunResult, StepStarted, UsageEvent
+from agent.events import FinalEvent, RetryEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
@@ -70,12 +71,15 @@ async def ask(
         )
         result: RunResult | None = None
         state, cancelled, calling = RunState(task=task), False, False
+        retry_at = 0.0  # while a failed model call waits to be retried, no call is under way
         try:
             async with contextlib.aclosing(agent.run(task, context=context, state=state)) as events:
                 async for ev in events:
                     renderer.render(ev)
                     if isinstance(ev, StepStarted | UsageEvent):
                         calling = isinstance(ev, StepStarted)
+                    elif isinstance(ev, RetryEvent) and ev.what == "model":
+                        retry_at = ev.at + ev.delay
                     if isinstance(ev, FinalEvent):
                         result = ev.result
         except asyncio.CancelledError:  # Ctrl-C: what the calls so far cost is still said, last
@@ -87,7 +91,9 @@ async def ask(
             _keep_files(context.workspace, renderer)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
-                if calling:  # it may still be billed: the total is a lower bound, never a false $0
+                if (
+                    calling and time.monotonic() >= retry_at
+                ):  # it may still be billed: the total is a lower bound, never a false $0
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
