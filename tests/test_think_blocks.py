@@ -15,7 +15,7 @@ from agent import ToolRegistry
 from agent.events import TextDelta
 from agent.loop import Agent
 from agent.models.openai import OpenAIChatModel
-from agent.models.openai_wire import HOLD_CHARS, ThinkFilter
+from agent.models.openai_wire import HOLD_CHARS, HOLD_SECONDS, ThinkFilter
 from agent.terminal import TerminalRenderer
 from agent.tools.builtin import builtin_tools
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -70,13 +70,18 @@ def test_a_bare_closing_tag_drops_r1s_reasoning_and_a_model_known_for_it_is_held
 
 def test_a_reply_that_never_closes_a_block_is_held_back_only_up_to_a_bound() -> None:
     # Holding every plain reply back until its end would leave a model that never thinks unseen while
-    # it writes: past HOLD_CHARS the text is shown as it comes.
-    f = ThinkFilter()
+    # it writes: past HOLD_CHARS characters or HOLD_SECONDS the text is shown as it comes.
     line = "An answer, no thinking at all.\n"
+    f = ThinkFilter(clock=lambda: 0.0)  # the characters' bound alone
     held = HOLD_CHARS // len(line)  # lines that fit in the bound
     shown = [f.feed(line) for _ in range(held + 3)]
     assert not any(shown[:held]) and shown[held] == line * (held + 1) and shown[-1] == line
     assert f.end() == "" and f.text == "".join(shown) == line * len(shown)
+    now = [100.0]  # the time's bound: a slow model's first words are seen within HOLD_SECONDS
+    f = ThinkFilter(clock=lambda: now[0])
+    assert f.feed("Slowly ") == "" and f.feed("written ") == ""
+    now[0] += HOLD_SECONDS
+    assert f.feed("words.") == "Slowly written words." and f.feed(" More.") == " More."
     # Thinking longer than the bound shows live (nothing told it apart), yet never reaches the answer.
     f = ThinkFilter()
     live = f.feed("x" * (HOLD_CHARS + 1)) + f.feed("</think>Paris.") + f.end()
