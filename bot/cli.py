@@ -37,6 +37,7 @@ EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wrap
 
 app = typer.Typer(
     cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},  # `-h` was "No such option"
     add_completion=False,
     no_args_is_help=True,
     help="agentbot: research agents for Discord.",

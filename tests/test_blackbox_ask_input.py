@@ -128,6 +128,7 @@ def test_every_commands_help_names_values_and_shows_flags_as_flags() -> None:
         assert "--help " in said and not re.findall(r"<[a-z][a-z ]*>", said), (name, said)
     assert re.search(r"--max-steps +N \[1<=x<=100\] +Most model calls", shown["ask"]), shown["ask"]
     assert "Usage: root ask [OPTIONS] [TASK]" in shown["ask"] and "TASK is what to research" in shown["ask"]
+    assert runner.invoke(app, ["ask", "-h"], env=env).output == shown["ask"]  # was "No such option: -h"
     for name in names:  # each command's summary is whole on its line of the list
         summary = group.commands[name].help.split("\n\n")[0]  # type: ignore[attr-defined]
         assert "\n" not in summary.strip(), (name, summary)
