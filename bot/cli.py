@@ -376,7 +376,9 @@ def main() -> None:
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `agentbot`: the help
             typer.echo(ctx.get_help())
         else:  # a wrong option or argument is one line, like a wrong setting
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            # The parser's errors (`-m` with no value) come without a context: the command is argv's first.
+            path = ctx.command_path if ctx is not None else " ".join(["agentbot", *sys.argv[1:2]])
+            where = f" (see `{path} --help`)"
             name = getattr(e, "option_name", None)
             if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
                 # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options

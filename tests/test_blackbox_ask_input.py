@@ -153,3 +153,18 @@ async def test_a_task_typed_under_a_non_utf8_locale_reaches_the_model_as_typed(
         "agentbot: the task argument is not UTF-8 text (byte 3): convert it, e.g. with iconv, "
         "or set a UTF-8 locale (LANG=C.UTF-8)"
     ], said
+
+
+def test_an_option_left_without_its_value_points_to_the_commands_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `agentbot ask -m` said only "Option '-m' requires an argument.": the parser's errors have no context.
+    from bot.cli import main
+
+    monkeypatch.setattr("sys.argv", ["agentbot", "ask", "What is 2**32?", "-m"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "agentbot: Option '-m' requires an argument. (see `agentbot ask --help`)\n"
+    )
