@@ -41,6 +41,8 @@ async def ask(
 ) -> RunResult:
     out = out or sys.stdout
     renderer = TerminalRenderer(err, show_text=show_text)
+    if show_text and not settings.agent_stream:  # it showed nothing, and said nothing of why
+        renderer.warn("--show-text shows no words while AGENT_STREAM=false asks for whole replies")
     async with make_client(timeouts(settings.model_timeout)) as client:
         m = build_model(model or settings.agent_model, settings, client)
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.

@@ -141,3 +141,20 @@ async def test_closed_and_narrow_outputs_are_one_line_or_quiet_and_the_answer_go
     assert piped[2].strip().splitlines()[-1].startswith("1 step · 100 prompt")  # what it cost, still said
     assert no_err[:2] == err_closed[:2] == (0, answer)
     assert len(llm.requests) == 4  # `>&-` is said before the run, never paid for
+
+
+async def test_show_text_without_streaming_says_why_it_shows_no_words(llm: FakeLLM, tmp_path: Path) -> None:
+    # With AGENT_STREAM=false (a server that cannot stream), `--show-text` silently showed nothing.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-t", AGENT_STREAM=False, DATA_DIR=str(tmp_path)
+    )
+    llm.script(text("Whole."))
+    out, err = io.StringIO(), io.StringIO()
+    await ask("q", settings, show_text=True, out=out, err=err)
+    assert out.getvalue() == "Whole.\n"
+    assert err.getvalue().startswith(
+        "! --show-text shows no words while AGENT_STREAM=false asks for whole replies\n"
+    )
