@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TextIO
@@ -14,7 +15,7 @@ from typing import TextIO
 from rich.markup import escape
 
 from agent.config import AgentSettings
-from agent.events import FinalEvent, RunResult, StepStarted, UsageEvent
+from agent.events import FinalEvent, RetryEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, reader_settings
@@ -40,6 +41,8 @@ async def ask(
 ) -> RunResult:
     out = out or sys.stdout
     renderer = TerminalRenderer(err, show_text=show_text)
+    if show_text and not settings.agent_stream:  # it showed nothing, and said nothing of why
+        renderer.warn("--show-text shows no words while AGENT_STREAM=false asks for whole replies")
     async with make_client(timeouts(settings.model_timeout)) as client:
         m = build_model(model or settings.agent_model, settings, client)
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
@@ -70,12 +73,15 @@ async def ask(
         )
         result: RunResult | None = None
         state, cancelled, calling = RunState(task=task), False, False
+        retry_at = 0.0  # while a failed model call waits to be retried, no call is under way
         try:
             async with contextlib.aclosing(agent.run(task, context=context, state=state)) as events:
                 async for ev in events:
                     renderer.render(ev)
                     if isinstance(ev, StepStarted | UsageEvent):
                         calling = isinstance(ev, StepStarted)
+                    elif isinstance(ev, RetryEvent) and ev.what == "model":
+                        retry_at = ev.at + ev.delay
                     if isinstance(ev, FinalEvent):
                         result = ev.result
         except asyncio.CancelledError:  # Ctrl-C: what the calls so far cost is still said, last
@@ -87,26 +93,63 @@ async def ask(
             _keep_files(context.workspace, renderer)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
-                if calling:  # it may still be billed: the total is a lower bound, never a false $0
+                if (
+                    calling and time.monotonic() >= retry_at
+                ):  # it may still be billed: the total is a lower bound, never a false $0
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
+        text = without_controls(result.text)
+        text, unwritable = _encodable(text if text.endswith("\n") else text + "\n", out)
+        if unwritable:
+            renderer.warn(
+                f"the answer has {unwritable} character{'s' * (unwritable > 1)} that standard output's "
+                f"encoding ({getattr(out, 'encoding', '?')}) cannot carry, written as \\u escapes: for the "
+                "text as it is, use a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONIOENCODING=utf-8"
+            )
         try:
-            out.write(without_controls(result.text))
-            if not result.text.endswith("\n"):
-                out.write("\n")
+            out.write(text)
             out.flush()
         except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
             renderer.summary(result)
             with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
-            raise AnswerNotWritten(f"cannot write the answer to standard output ({e.strerror or e})") from e
+            raise AnswerNotWritten(
+                f"cannot write the answer to standard output ({e.strerror or e})",
+                reader_gone=isinstance(e, BrokenPipeError),
+            ) from e
     renderer.summary(result)
     return result
 
 
 class AnswerNotWritten(Exception):
-    """The run ended but its answer could not be written out (the message says why, in one line)."""
+    """The run ended but its answer could not be written out (the message says why, in one line).
+    ``reader_gone``: the pipe's reader has read all it wanted (`| head -1`), which is no error to say."""
+
+    def __init__(self, message: str, *, reader_gone: bool = False) -> None:
+        super().__init__(message)
+        self.reader_gone = reader_gone
+
+
+def _encodable(text: str, out: TextIO) -> tuple[str, int]:
+    """``text`` as ``out``'s encoding can carry it, and how many characters it could not: those are
+    written as Python escapes (``\\u2713``), never a UnicodeEncodeError traceback that lost the paid-for
+    answer (PYTHONIOENCODING=ascii, a Latin-1 locale). The escapes keep every character recoverable."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text, 0
+    except UnicodeEncodeError:
+        bad = [c for c in set(text) if not _fits(c, encoding)]
+        return text.encode(encoding, "backslashreplace").decode(encoding), sum(map(text.count, bad))
+
+
+def _fits(char: str, encoding: str) -> bool:
+    try:
+        char.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:

@@ -209,7 +209,10 @@ class Agent:
             if run.end is not None:
                 yield FinalEvent(step=step, result=run.end)
                 return
-        note = f"Stopped after {self.max_iterations} steps without a final answer."
+        n = self.max_iterations
+        note = (
+            f"Stopped after {n} step{'s' * (n > 1)} without a final answer."  # `--max-steps 1`: not "1 steps"
+        )
         run.log.info("max_iterations", steps=self.max_iterations)
         yield FinalEvent(step=self.max_iterations, result=st.partial("max_iterations", note))
 

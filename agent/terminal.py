@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sys
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
+from rich.style import Style
 
 from agent.events import (
     AgentEvent,
@@ -52,13 +55,54 @@ def short_output(output: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class _Progress:
+    """Standard error as progress writes it: once a write fails (its reader gone, `2>&1 | head`, or a
+    full disk), the rest of progress is dropped. It ended the run at its first line, and the answer,
+    which stdout could still take, was lost."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._failed = False
+
+    def write(self, text: str) -> int:
+        if not self._failed:
+            try:
+                return self._file.write(text)
+            except OSError:
+                self._fail()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._failed:
+            try:
+                self._file.flush()
+            except OSError:
+                self._fail()
+
+    def _fail(self) -> None:
+        self._failed = True
+        # What the stream still holds goes nowhere at exit, not into a failed flush (exit status 120).
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._file.fileno())
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: what rich asks the file
+        return getattr(self._file, name)
+
+
 class TerminalRenderer:
     """Shows each step as it happens; ``show_text`` streams the model's words while it writes."""
 
     def __init__(self, err: TextIO | None = None, show_text: bool = False) -> None:
-        self.console = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        err = err or sys.stderr
+        if err is None:  # `2>&-`: rich would fall back to stdout and mix progress into the answer
+            err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        self.console = Console(file=_Progress(err), highlight=False, soft_wrap=True)
         self.show_text = show_text
         self._in_text = False
+        # The streamed words are written straight to the file, dimmed as rich would dim them: rich's
+        # print costs ~0.25 ms per call, so a 200 KB answer's ~30,000 deltas took 6.6 s instead of 0.7 s.
+        on, _, off = Style(dim=True).render("\0").partition("\0")
+        self._dim = (on, off) if self.console.color_system is not None else ("", "")
 
     def _end_text(self) -> None:
         if self._in_text:
@@ -74,7 +118,8 @@ class TerminalRenderer:
         c = self.console
         if isinstance(ev, TextDelta):
             if self.show_text:
-                c.print(escape(ev.text), end="", style="dim")
+                c.file.write(f"{self._dim[0]}{without_controls(ev.text)}{self._dim[1]}")
+                c.file.flush()
                 self._in_text = True
             return
         self._end_text()

@@ -4,6 +4,7 @@ the signals that stop it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Coroutine
@@ -52,6 +53,27 @@ def task_text(task: str | None) -> str:
             raise TaskError(
                 f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"
             ) from None
+    else:
+        task = _argument_text(task)
     if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
         raise TaskError('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
     return task
+
+
+def _argument_text(task: str) -> str:
+    """The argument as the text the user typed. Under a locale Python does not read as UTF-8
+    (``LC_ALL=C`` with ``PYTHONUTF8=0``), its bytes past ASCII arrive as surrogates, which ended the run
+    in a UnicodeEncodeError traceback when the request was encoded: they are UTF-8 (what terminals
+    send), or else one line says so, as for standard input."""
+    try:
+        task.encode()
+        return task
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(task).decode()
+    except UnicodeError as e:
+        raise TaskError(
+            f"the task argument is not UTF-8 text (byte {getattr(e, 'start', '?')}): "
+            "convert it, e.g. with iconv, or set a UTF-8 locale (LANG=C.UTF-8)"
+        ) from None

@@ -20,19 +20,24 @@ import typer
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import configure_logging
+from bot.cli_help import FLAG, Command, Group
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
 
 
 EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, what `yes | head -1` leaves for `yes`
 EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
     "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
     "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
-    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted."
+    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted; 141 the "
+    "reader of `ask`'s output stopped reading (`| head -1`)."
 )
 
 app = typer.Typer(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},  # `-h` was "No such option"
     add_completion=False,
     no_args_is_help=True,
     help="agentbot: research agents for Discord.",
@@ -53,7 +58,13 @@ def _show_version(value: bool) -> None:
 def _root(
     _v: Annotated[
         bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            metavar=FLAG,
+            help="Print the version and exit.",
+        ),
     ] = False,
 ) -> None:
     """agentbot: research agents for Discord, and in the terminal."""
@@ -88,38 +99,39 @@ def _require_key(settings: AgentSettings, spec: str) -> None:
         _fail(problem)
 
 
-@app.command(epilog=EXIT_CODES)
+@app.command(cls=Command, epilog=EXIT_CODES)
 def ask(
-    task: Annotated[
-        str | None,
-        typer.Argument(
-            help="What to research or do. `-` or none (with input piped) reads it from standard input, "
-            "e.g. agentbot ask < question.txt.",
-            show_default=False,
-        ),
-    ] = None,
+    task: Annotated[str | None, typer.Argument(metavar="TASK", hidden=True, show_default=False)] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL.")
+        str | None,
+        typer.Option(
+            "--model", "-m", metavar="MODEL", help="Model spec, e.g. gpt-4o-mini. Default: AGENT_MODEL."
+        ),
     ] = None,
     max_steps: Annotated[
         int | None,
         typer.Option(
             "--max-steps",
+            metavar="N",
             min=1,
             max=100,
             help="Most model calls for this run (1-100). Default: AGENT_MAX_STEPS, which defaults to 12.",
         ),
     ] = None,
     show_text: Annotated[
-        bool, typer.Option("--show-text", metavar="", help="Stream the model's words while it writes.")
+        bool, typer.Option("--show-text", metavar=FLAG, help="Stream the model's words while it writes.")
     ] = False,
 ) -> None:
-    """Run one task in the terminal with every built-in tool: the answer on stdout, progress and errors
-    on stderr (so `$(agentbot ask ...)` captures only the answer)."""
+    """Run one task in the terminal with every built-in tool: the answer on stdout, progress on stderr.
+
+    TASK is what to research or do; `-`, or none with input piped, reads it from standard input (agentbot ask < question.txt). Only the answer goes to standard output, so `$(agentbot ask ...)` captures nothing else.
+    """
     from bot.ask_input import TaskError, stoppable, task_text
 
     with _failing(TaskError):
         task = task_text(task)
+    if sys.stdout is None:  # `>&-`: said before the run is paid for, not as a traceback after it
+        _fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = _agent_settings()
@@ -137,6 +149,8 @@ def ask(
     except ConfigError as e:
         _fail(str(e))
     except AnswerNotWritten as e:
+        if e.reader_gone:  # quietly, as Unix tools do: `| head` has what it wanted
+            raise typer.Exit(EXIT_READER_GONE) from None
         _fail(str(e), EXIT_FAILED)
     except (KeyboardInterrupt, asyncio.CancelledError):
         _fail("interrupted", EXIT_INTERRUPTED)
@@ -203,16 +217,18 @@ def _discord_errors(run: object) -> None:
         _fail(said[0], EXIT_FAILED if said[1] else EXIT_SETTINGS)
 
 
-@app.command()
+@app.command(cls=Command)
 def run() -> None:
     """Start the Discord bot (reads .env). SIGTERM finishes running steps, then exits 0."""
     agent_settings, bot_settings, token = _bot_settings()
     _discord_errors(lambda: asyncio.run(_run_bot(agent_settings, bot_settings, token)))
 
 
-@app.command()
+@app.command(cls=Command)
 def sync(
-    guild: Annotated[int | None, typer.Option("--guild", help="Sync to this server only.")] = None,
+    guild: Annotated[
+        int | None, typer.Option("--guild", metavar="SERVER_ID", help="Sync to this server only.")
+    ] = None,
 ) -> None:
     """Force a slash-command sync (normally it happens at start-up, only when the commands changed)."""
     agent_settings, bot_settings, token = _bot_settings()
@@ -229,10 +245,12 @@ def sync(
     typer.echo(f"synced slash commands {'to server ' + str(guild) if guild else 'globally'}")
 
 
-@app.command()
+@app.command(cls=Command)
 def doctor() -> None:
-    """Check settings, Discord token, database, memory, each provider (and that it serves every model
-    the tiers name) and the sandbox. Exits 1 when something needs fixing."""
+    """Check settings, the Discord token, database, memory, each provider and the sandbox.
+
+    Each provider is also asked whether it serves every model the tiers name. Exits 1 when something needs fixing.
+    """
     from bot.doctor import render, run_doctor
 
     # The report says each problem once; log lines (one per model a key is missing for) said them
@@ -265,11 +283,12 @@ def _store_locations() -> tuple[Path, ChromaMemory | None]:
     return data_dir, memory
 
 
-@app.command()
-def backup(
-    dest: Annotated[Path, typer.Argument(help="A new (or empty) directory for the copy.")],
-) -> None:
-    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups)."""
+@app.command(cls=Command)
+def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -> None:
+    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups).
+
+    DEST is a new (or empty) directory for the copy.
+    """
     from bot.backup import BackupError
     from bot.backup import backup as make_backup
 
@@ -279,14 +298,18 @@ def backup(
     typer.echo(f"backed up {report.summary()}")
 
 
-@app.command()
+@app.command(cls=Command)
 def restore(
-    src: Annotated[Path, typer.Argument(help="A directory made by `agentbot backup`.")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", hidden=True)],
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing database and memory collections.")
+        bool,
+        typer.Option("--force", metavar=FLAG, help="Replace an existing database and memory collections."),
     ] = False,
 ) -> None:
-    """Put a backup back into DATA_DIR and the memory store. Stop the bot first."""
+    """Put a backup back into DATA_DIR and the memory store. Stop the bot first.
+
+    SRC is a directory made by `agentbot backup`.
+    """
     from bot.backup import BackupError
     from bot.backup import restore as do_restore
 
@@ -296,11 +319,13 @@ def restore(
     typer.echo(f"restored {report.summary()}")
 
 
-@app.command("migrate-store")
+@app.command("migrate-store", cls=Command)
 def migrate_store(
     to: Annotated[
         str | None,
-        typer.Option("--to", help="postgresql:// URL of an empty database (default: DATABASE_URL)."),
+        typer.Option(
+            "--to", metavar="URL", help="postgresql:// URL of an empty database (default: DATABASE_URL)."
+        ),
     ] = None,
 ) -> None:
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
@@ -355,7 +380,9 @@ def main() -> None:
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `agentbot`: the help
             typer.echo(ctx.get_help())
         else:  # a wrong option or argument is one line, like a wrong setting
-            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            # The parser's errors (`-m` with no value) come without a context: the command is argv's first.
+            path = ctx.command_path if ctx is not None else " ".join(["agentbot", *sys.argv[1:2]])
+            where = f" (see `{path} --help`)"
             name = getattr(e, "option_name", None)
             if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
                 # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options

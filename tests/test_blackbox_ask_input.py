@@ -103,4 +103,68 @@ async def test_help_shows_flags_as_flags_and_the_exit_codes_as_one_paragraph(tmp
     start = next(i for i, line in enumerate(lines) if "Exit codes:" in line)
     paragraph = [line.strip() for line in lines[start:] if line.strip()]
     assert all(len(line) > 60 for line in paragraph[:-1]), paragraph
-    assert "130 interrupted" in paragraph[-1] and "standard input" in raw.decode()
+    assert "130 interrupted; 141" in " ".join(paragraph) and "standard input" in raw.decode()
+
+
+def test_every_commands_help_names_values_and_shows_flags_as_flags() -> None:
+    # typer's rich help put a type after every parameter: `--help <bool>`, `--version <bool>`,
+    # `--force <bool>` (as if each took a value), `task <str>`, `--max-steps <int range>`, `dest <path>`;
+    # and the command list kept the docstrings' line breaks, so `ask` and `doctor` broke mid-sentence.
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    group = typer.main.get_command(app)
+    names = list(group.commands)  # type: ignore[attr-defined]
+    assert {"ask", "doctor", "backup", "restore"} <= set(names)
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+    shown = {name: runner.invoke(app, [name, "--help"], env=env).output for name in names}
+    shown["agentbot"] = runner.invoke(app, ["--help"], env=env).output
+    for name, said in shown.items():
+        assert "--help " in said and not re.findall(r"<[a-z][a-z ]*>", said), (name, said)
+    assert re.search(r"--max-steps +N \[1<=x<=100\] +Most model calls", shown["ask"]), shown["ask"]
+    assert "Usage: root ask [OPTIONS] [TASK]" in shown["ask"] and "TASK is what to research" in shown["ask"]
+    assert runner.invoke(app, ["ask", "-h"], env=env).output == shown["ask"]  # was "No such option: -h"
+    for name in names:  # each command's summary is whole on its line of the list
+        summary = group.commands[name].help.split("\n\n")[0]  # type: ignore[attr-defined]
+        assert "\n" not in summary.strip(), (name, summary)
+        assert any(line.strip(" │").endswith(summary) for line in shown["agentbot"].splitlines()), name
+
+
+async def test_a_task_typed_under_a_non_utf8_locale_reaches_the_model_as_typed(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # With LC_ALL=C and PYTHONUTF8=0 the argument's bytes past ASCII arrived as surrogates: a
+    # UnicodeEncodeError traceback when the request was encoded. Latin-1 bytes are one line instead.
+    llm.script(text("Paris"))
+    env = {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    (tmp_path / "b").mkdir()
+    (ok, out, err), (bad, _, said) = await asyncio.gather(
+        ask_cli(llm, tmp_path, "Où est la tour ✓?", env=env),
+        ask_cli(llm, tmp_path / "b", "caf\udce9", env=env),  # the bytes b"caf\xe9", not UTF-8
+    )
+    assert (ok, out) == (0, "Paris\n"), err
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["Où est la tour ✓?"]
+    assert bad == 2 and said.strip().splitlines() == [
+        "agentbot: the task argument is not UTF-8 text (byte 3): convert it, e.g. with iconv, "
+        "or set a UTF-8 locale (LANG=C.UTF-8)"
+    ], said
+
+
+def test_an_option_left_without_its_value_points_to_the_commands_help(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `agentbot ask -m` said only "Option '-m' requires an argument.": the parser's errors have no context.
+    from bot.cli import main
+
+    monkeypatch.setattr("sys.argv", ["agentbot", "ask", "What is 2**32?", "-m"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "agentbot: Option '-m' requires an argument. (see `agentbot ask --help`)\n"
+    )

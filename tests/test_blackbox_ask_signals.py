@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.test_blackbox_ask_tools import AGENTBOT
 
 
@@ -137,3 +137,15 @@ async def test_a_killed_ask_takes_its_sandboxed_code_along(llm: FakeLLM, tmp_pat
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert left == [], f"sandboxed code still running after agentbot was killed: {left}"
+
+
+async def test_a_signal_while_a_refused_call_waits_to_be_retried_counts_no_call_in_progress(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Stopped while waiting out a 429's Retry-After, it said a call was in progress and not counted:
+    # nothing was being asked, so nothing can still be billed.
+    llm.script(error(429, "slow down", headers={"Retry-After": "30"}), text("never reached"))
+    code, out, err = await _stopped(llm, tmp_path, signal.SIGINT, b"retrying")
+    assert (code, out) == (130, ""), err
+    assert "not counted" not in err and err.strip().splitlines()[-1] == "agentbot: interrupted", err
+    assert len(llm.requests) == 1

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
@@ -20,6 +22,8 @@ async def ask_cli(
     stdin: bytes | None = None,
     env: dict[str, str] | None = None,
     stdout: Any = asyncio.subprocess.PIPE,
+    stderr: Any = asyncio.subprocess.PIPE,
+    preexec_fn: Any = None,
 ) -> tuple[int, str, str]:
     """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
     base = {
@@ -39,10 +43,11 @@ async def ask_cli(
         env=base | (env or {}),
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
+        preexec_fn=preexec_fn,
     )
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-    return proc.returncode or 0, (out or b"").decode(), err.decode()
+    return proc.returncode or 0, (out or b"").decode(), (err or b"").decode()
 
 
 async def test_files_and_python_work_in_a_workspace_the_user_is_told_about(
@@ -80,3 +85,16 @@ def test_a_workspace_left_without_files_is_removed(tmp_path: Path) -> None:
     (tmp_path / "ws" / "empty-folder").mkdir(parents=True)  # list_files made it, nothing was written
     _keep_files(tmp_path / "ws", TerminalRenderer(err))
     assert not (tmp_path / "ws").exists() and err.getvalue() == ""
+
+
+async def test_one_step_is_said_as_one_step(llm: FakeLLM, http: httpx.AsyncClient) -> None:
+    # `agentbot ask --max-steps 1` on a task that needs a tool: "Stopped after 1 steps ...".
+    from agent.loop import Agent
+    from agent.models.openai import OpenAIChatModel
+    from agent.tools.builtin import builtin_tools
+    from agent.tools.registry import ToolRegistry
+
+    llm.script(tool_call("calculator", {"expression": "2+2"}))
+    model = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, api_key="sk-t", client=http, max_attempts=1)
+    result = await Agent(model, ToolRegistry(builtin_tools()), max_iterations=1).ask("2+2?")
+    assert (result.status, result.text) == ("max_iterations", "Stopped after 1 step without a final answer.")

@@ -9,7 +9,8 @@ the adapter is the HTTP conversation around them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.events import Usage
@@ -128,6 +129,14 @@ def content_text(value: Any) -> str:
 _OPEN, _CLOSE = "<think>", "</think>"
 _START, _THINKING, _AFTER, _PLAIN, _ANSWER = range(5)
 
+HOLD_CHARS, HOLD_SECONDS = 2_000, 3.0
+"""How much of a reply that opens without ``<think>`` is held back from the live view, in case a bare
+``</think>`` shows it was thinking (:class:`ThinkFilter`): at most 2,000 characters (~500 tokens) and
+3 s from its first words, whichever ends first. A model that does not think is then seen writing
+within 3 s (a hosted one writes ~1,200 characters in that time, so held by characters alone most
+answers showed only when done, and ``--show-text`` showed nothing live); R1's first thought is hidden
+when it is that short, and beyond it shows live (but never in the answer) as it did before."""
+
 
 class ThinkFilter:
     """A reply's text without its ``<think>...</think>`` block, as it streams (what to show now, from
@@ -139,19 +148,36 @@ class ThinkFilter:
     Decisions: a block counts only where the reply opens with it (after any whitespace): a ``<think>``
     after answer text is the answer talking about the tag and is kept. A bare ``</think>`` with no
     ``<think>`` before it closes a block the server's template opened in the prompt (R1's does): the text
-    before it is dropped from the answer, but it was shown live, as nothing told it apart then; the model
-    is then filtered with ``opened=True`` (:attr:`bare_close`), which holds its text back until the
-    ``</think>`` (a reply without one is all answer). A block that never closes (the output cap reached
-    mid-thought) leaves an empty answer, which the loop explains, rather than raw thinking. Tags split
-    across chunks are held back until they are whole."""
+    before it is dropped from the answer. Live, the start of a reply that does not open with ``<think>``
+    is held back until a ``</think>`` shows it to be thinking (never shown) or the bound
+    (:data:`HOLD_CHARS`, :data:`HOLD_SECONDS` by ``clock``) or the reply's end shows it to be answer
+    (shown at once): bounded, so a model that never thinks is still seen writing; thinking longer than
+    the bound shows live but never reaches the answer. The model is then filtered with ``opened=True`` (:attr:`bare_close`), which holds its
+    text back until the ``</think>``, however long (a reply without one is all answer). A block that
+    never closes (the output cap reached mid-thought) leaves an empty answer, which the loop explains,
+    rather than raw thinking. Tags split across chunks are held back until they are whole."""
 
-    __slots__ = ("_held", "_kept", "_mode", "_opened", "bare_close")
+    __slots__ = (
+        "_clock",
+        "_held",
+        "_kept",
+        "_mode",
+        "_opened",
+        "_pending",
+        "_pending_chars",
+        "_pending_since",
+        "bare_close",
+    )
 
-    def __init__(self, *, opened: bool = False) -> None:
+    def __init__(self, *, opened: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self._mode = _THINKING if opened else _START
         self._opened = opened
         self._held = ""  # a partial tag (or, in an assumed block, its text) not decided yet
         self._kept: list[str] = []  # the answer so far
+        self._pending: list[str] | None = []  # the start of a plain reply, not shown yet (None: shown)
+        self._pending_chars = 0
+        self._pending_since: float | None = None
+        self._clock = clock
         self.bare_close = False
 
     @property
@@ -196,14 +222,30 @@ class ThinkFilter:
         self._kept.append(piece)
         if _CLOSE not in seen:
             self._held = seen[-(len(_CLOSE) - 1) :]
-            return piece
+            return self._show(piece)
         self._held = ""
         head, _, rest = self.text.partition(_CLOSE)
         if _OPEN in head:
             self._mode = _ANSWER
-            return piece
-        self.bare_close, self._kept, self._mode = True, [], _AFTER
+            return self._show(piece, at_once=True)
+        # Thinking: what was held back of it is never shown.
+        self.bare_close, self._kept, self._mode, self._pending = True, [], _AFTER, None
         return self.feed(rest)
+
+    def _show(self, piece: str, *, at_once: bool = False) -> str:
+        """``piece`` of a plain reply, held back while the reply is short enough to be thinking."""
+        pending = self._pending
+        if pending is None:
+            return piece
+        pending.append(piece)
+        self._pending_chars += len(piece)
+        now = self._clock()
+        if self._pending_since is None:
+            self._pending_since = now
+        if not at_once and self._pending_chars <= HOLD_CHARS and now - self._pending_since < HOLD_SECONDS:
+            return ""
+        self._pending = None
+        return "".join(pending)
 
     def end(self) -> str:
         """What was held back and turns out to be answer, once the reply is over."""
@@ -211,6 +253,8 @@ class ThinkFilter:
         if self._mode == _START or (self._mode == _THINKING and self._opened):
             self._kept.append(held)
             return held
+        if self._mode == _PLAIN:
+            return self._show("", at_once=True)
         return ""
 
 
