@@ -90,7 +90,7 @@ async def test_a_follow_up_stored_while_the_running_turn_ends_is_answered_and_lo
         queue_turn = store.queue_turn
 
         async def slow_store(session_id: str, *args: object) -> int:
-            while runner.active(session_id):  # the write outlasts the running turn
+            while runner.active(session_id):  # noqa: ASYNC110 (the write outlasts the running turn)
                 await asyncio.sleep(0.02)
             return await queue_turn(session_id, *args)
 
