@@ -140,7 +140,9 @@ async def test_fetch_security_slow_extraction_does_not_starve_the_default_pool(w
 async def test_fetch_security_slow_page_comes_back_as_plain_text_once_not_retried(web: FakeWeb) -> None:
     # Clean-up gives way to plain text at 60% of the deadline (6 s): trafilatura alone needs 12 s or more
     # for this page, and the plain text keeps 4 s even on a loaded machine (at 6 s it missed at load 15).
-    slow = PageFetcher(FetchSettings(allow_loopback=True, timeout=10, extract_timeout=10, max_bytes=2_000_000))
+    slow = PageFetcher(
+        FetchSettings(allow_loopback=True, timeout=10, extract_timeout=10, max_bytes=2_000_000)
+    )
     try:
         outcome = await fetch_tool(slow, url=web.url("/table?kb=1024"))
     finally:
