@@ -9,7 +9,10 @@ complex by the work they need). Splits, in the order they were written: ``dev`` 
 the splits up to ``test4`` only, so they are blind on the last 300. Routing is the shipped
 ``ROUTER_CLASSIFIER=embedding``, each split scored by weights trained without it
 (``bench/train_router.py``), so every figure below is held out by writer; ``test9`` was also measured
-once before it joined the training data.
+once before it joined the training data. ``bench/data/router_blind.jsonl`` (60 asks, 20 per tier) is
+never trained on: the shipped weights and bar themselves are scored on it (written after the router's
+errors on the labelled set had been read, but before anything scored these asks; six of its simple
+asks are near-paraphrases of labelled ones, none of its complex asks is).
 
 Cost model (no network): a run's *work* depends on the task's true tier, its *price* on the models
 that do it. Each tier's typical run is a list of tool observations, then the answer:
