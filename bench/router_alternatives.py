@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/router_alternatives.py            # ~2 min alone on 2 cores
     .venv/bin/python bench/router_alternatives.py --inner    # also choose k by inner CV (~6 min more)
+    .venv/bin/python bench/router_alternatives.py --limits   # only the shipped learner's limits (~1 min)
 
 Why this exists: routing keeps 86-91 % of the oracle's saving where the issue asks for 95 %, and the
 loss is medium asks sent to the complex tier (``bench/arbitrage.py``). Each row here replaces the
@@ -15,6 +16,11 @@ learner's score (not every score is a probability), so the shipped row differs s
 ``bench/arbitrage.py``'s 0.01 grid (86.0 % instead of 85.5 % nested).
 
 Nothing here ships: none reached both bounds (see README, "Multi-model routing").
+
+``--limits`` asks why, of the shipped learner itself: trained on fewer of the other writers' asks
+(does more data of this kind help?), scored by random folds instead of writers (is it the writers'
+styles?), and fitted on the very asks it is scored on (what the features can separate at all, with
+the shipped penalty). Each row uses the same bar rule and prices as the table above.
 """
 
 from __future__ import annotations
@@ -219,12 +225,50 @@ def worst_share(labels: np.ndarray, pred: np.ndarray, prices: arbitrage.Pricing)
     return min(s for *_, s in arbitrage.mixes(rows, arbitrage.LADDERS["shipped tiers.toml"], prices))
 
 
+def limits(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, np.ndarray]:
+    """The shipped learner's complex odds under other splits of the same asks (``--limits``), each row a
+    score for every ask. Fits take 1500 steps (the shipped 3000 move no row by more than a few asks)."""
+
+    def fit(mask: np.ndarray) -> np.ndarray:
+        return _p_complex(softmax(x[mask], y[mask], steps=1500), x)
+
+    rows: dict[str, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    for share in (0.5, 0.7, 0.85):
+        for draw in range(3):
+
+            def fewer(mask: np.ndarray, share: float = share) -> np.ndarray:
+                keep = np.zeros(len(mask), bool)
+                idx = np.flatnonzero(mask)
+                keep[rng.choice(idx, int(len(idx) * share), replace=False)] = True
+                return fit(keep)
+
+            rows[f"by writer, {share:.0%} of the other asks, draw {draw + 1}"] = held_out(fewer, groups)
+    rows["by writer, all the other asks (shipped)"] = held_out(fit, groups)
+    rows["10 random folds (writers mixed)"] = held_out(fit, np.random.default_rng(1).integers(0, 10, len(y)))
+    rows["fitted on the asks it scores (no holding out)"] = fit(np.ones(len(y), bool))
+    return rows
+
+
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     tasks, vectors, labels, groups, _ = train_router.load()
     x = np.asarray(vectors, dtype=np.float64)
     below = np.minimum(train_router.keyword_tiers(tasks), 1)
     prices = arbitrage.Pricing(arbitrage.bench_prices())
+    if "--limits" in sys.argv:
+        print(
+            f"{'shipped softmax, scored':<52} {'medium up':>9} {'simple up':>9} {'too low':>8} {'of oracle, worst':>16}"
+        )
+        for name, score in limits(x, labels, groups).items():
+            pred = np.where(score >= bar(score, labels, below), 2, below)
+            cx = labels == 2
+            print(
+                f"{name:<52} {((labels == 1) & (pred == 2)).sum():>9} {((labels == 0) & (pred == 2)).sum():>9} "
+                f"{(pred[cx] < 2).sum():>4}/{cx.sum()} {worst_share(labels, pred, prices):>16.1%}",
+                flush=True,
+            )
+        return 0
     fits = learners(x, labels, groups, below, prices, inner="--inner" in sys.argv)
     print(
         f"{'learner':<44} {'medium up':>9} {'simple up':>9} {'too low':>8} "
