@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_models import INTENT_GUILD_MESSAGES
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import run
@@ -78,3 +79,26 @@ async def test_a_new_thread_keeps_an_early_follow_up_and_chatting_members_within
     hints = [m for m in fake.messages(thread) if m.content.startswith("-# I only answer the person")]
     assert len(hints) == 3  # once per member
     assert fake.max_writes_in_window(thread, 4.9) <= 5
+
+
+async def test_queued_follow_ups_purged_by_a_moderator_are_withdrawn(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Deleting a queued (⏳) follow-up withdraws it; a moderator's purge of several messages comes as
+    one MESSAGE_DELETE_BULK, which the bot ignored: the deleted questions were answered and charged."""
+    llm.script(Reply(text="Paris.", delay=1), text("never asked"), text("never asked either"))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        queued = [fake.inject_message(thread, "alice", text) for text in ("spam", "more spam")]
+        await fake.wait_for(lambda: all("⏳" in fake.message(m.id).reactions for m in queued), what="⏳")
+        for m in queued:
+            m.deleted = True
+        ids = [str(m.id) for m in queued]
+        payload = {"ids": ids, "channel_id": str(thread.id), "guild_id": str(guild.id)}
+        fake.state.dispatch("MESSAGE_DELETE_BULK", payload, intent=INTENT_GUILD_MESSAGES)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.")
+        await wait_idle(fake, bot)
+    assert len(llm.requests) == 1
