@@ -201,6 +201,13 @@ class ThreadsCog(commands.Cog):
         """A queued follow-up whose message is deleted is withdrawn (raw: it may not be cached)."""
         await self.bot.runner.withdrawn(payload.message_id)
 
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        """A moderator's purge comes as one event: its queued follow-ups are withdrawn as one by one
+        (they were answered, and charged, though their messages were gone)."""
+        for message_id in payload.message_ids:
+            await self.bot.runner.withdrawn(message_id)
+
     async def _tell_how_to_ask(self, message: discord.Message, session_id: str) -> None:
         key = (message.channel.id, message.author.id)
         if key in self._told:
