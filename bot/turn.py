@@ -345,13 +345,9 @@ class Turn:
                     log.error("quota_release_failed", session_id=s.id, exc_info=True)
             await self.streamer.close(within=900)
         if waiting:
-
-            async def then_release() -> None:
-                await writes()
-                await sv.quotas.end_session(s.id)
-
             try:
-                await when_reachable(then_release, give_up=SAVE_WAITS)
+                await when_reachable(writes, give_up=SAVE_WAITS)
+                await when_reachable(lambda: sv.quotas.end_session(s.id), give_up=SAVE_WAITS)
                 log.info("turn_saved_after_outage", session_id=s.id)
             except Exception as e:  # as after a crash: the next start finds the turn and closes it
                 log.error("turn_save_failed", session_id=s.id, error=f"{type(e).__name__}: {e}")
