@@ -121,6 +121,10 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             # Only what the bot uses (issue 20.6): servers, channels and threads (guilds), messages in
             # them for mentions and follow-ups, and their text (message_content, privileged).
             intents=discord.Intents(guilds=True, guild_messages=True, message_content=True),
+            # No message cache: every listener takes raw events (edits, deletes) or the message itself,
+            # and with discord.py's default cache of 1,000 each gateway echo of the bot's own edits and
+            # deletes (one or two per agent step) scanned it for the id, then copied and updated the hit.
+            max_messages=None,
             help_command=None,
             allowed_mentions=NO_MENTIONS,
             # Every command works in servers only: not installable on a user, not offered in DMs.

@@ -160,3 +160,48 @@ async def test_a_compressed_body_is_decoded_and_the_connection_kept() -> None:
             answers = [(await _ask(model, stream=False)).content for _ in range(3)]
         assert answers == ["sept"] * 3
         assert len(connections) == 1
+
+
+async def test_a_cookie_the_server_sets_is_sent_back() -> None:
+    """A load balancer's affinity cookie still reaches the next call (the client's jar skips only
+    responses that set none)."""
+    body = json.dumps({"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}).encode()
+    seen: list[bytes] = []
+
+    async def sticky(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            seen.append(next((h for h in head.split(b"\r\n") if h.lower().startswith(b"cookie:")), b""))
+            cookie = b"Set-Cookie: lb=node-7; Path=/\r\n" if len(seen) == 1 else b""
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + cookie
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+
+    async for base_url, _ in _raw_server(sticky):
+        async with make_client() as client:
+            model = _model(base_url, client)
+            for _ in range(3):
+                await _ask(model, stream=False)
+    assert seen == [b"", b"Cookie: lb=node-7", b"Cookie: lb=node-7"]
+
+
+async def test_each_call_sends_its_own_tool_specs() -> None:
+    """Tool specs are encoded once and reused (agent.models.openai_wire._tools_text): a call with other
+    specs, or the same schema under a new description, still sends exactly its own."""
+    schema = {"type": "object", "properties": {"expression": {"type": "string"}}}
+    calc = {"name": "calculator", "description": "Evaluate", "parameters": schema}
+    clock = {"name": "current_time", "description": "Now", "parameters": {"type": "object"}}
+    offered = [[calc, clock], [calc], [calc, clock], [dict(calc, description="Evaluate exactly"), clock]]
+    async with FakeLLM() as llm, make_client() as client:
+        llm.script(*(text("ok") for _ in offered))
+        model = _model(llm.base_url, client)
+        for tools in offered:
+            async for _ in model.stream([Message("user", "hi")], tools, ModelSettings(stream=True)):
+                pass
+    assert [[t["function"] for t in r["tools"]] for r in llm.requests] == offered
+    assert llm.requests[0]["messages"] == [{"role": "user", "content": "hi"}]

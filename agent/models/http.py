@@ -8,6 +8,7 @@ so the default pool is sized for a few hundred concurrent streams.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar
 from typing import Any
 
 import httpx
@@ -78,9 +79,30 @@ class _Released(httpx.AsyncByteStream):
                 self._busy[self._index] -= 1
 
 
+class _CookieJar(CookieJar):
+    """The standard jar, which skips responses that set no cookie.
+
+    httpx hands every response to its jar, and the jar first copies all the response's headers into an
+    ``email.message.Message`` to look for ``Set-Cookie``: about 8% of a streamed model call's CPU (a
+    cProfile of 2,000 calls), for model APIs that almost never set one. Responses that do set cookies
+    (a load balancer's affinity cookie) are kept exactly as before."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        headers = getattr(getattr(response, "response", None), "headers", None)  # httpx's adapter
+        if (
+            isinstance(headers, httpx.Headers)
+            and "set-cookie" not in headers
+            and "set-cookie2" not in headers
+        ):
+            return
+        super().extract_cookies(response, request)
+
+
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
-    return httpx.AsyncClient(timeout=timeout, transport=ShardedTransport(), follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=timeout, transport=ShardedTransport(), follow_redirects=False, cookies=_CookieJar()
+    )
 
 
 def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: str) -> ModelError:

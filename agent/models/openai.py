@@ -88,6 +88,14 @@ class OpenAIChatModel(HTTPModel):
         if api_key:
             self._json_headers["Authorization"] = f"Bearer {api_key}"
         self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
+        self._url: tuple[str, httpx.URL] | None = None
+
+    def _endpoint(self) -> httpx.URL:
+        """``/chat/completions`` as a parsed URL, made once per base URL: httpx parses a string URL on
+        every request (~35 µs, a third of building the request; ``bench/bot_load.py``)."""
+        if self._url is None or self._url[0] != self.base_url:
+            self._url = (self.base_url, httpx.URL(f"{self.base_url}/chat/completions"))
+        return self._url[1]
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -144,7 +152,7 @@ class OpenAIChatModel(HTTPModel):
     ) -> ModelResponse:
         try:
             resp = await self._client.post(
-                f"{self.base_url}/chat/completions",
+                self._endpoint(),
                 content=encode_body(body, messages, s),
                 headers=self._json_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
@@ -189,7 +197,7 @@ class OpenAIChatModel(HTTPModel):
         try:
             async with self._client.stream(
                 "POST",
-                f"{self.base_url}/chat/completions",
+                self._endpoint(),
                 content=encode_body(body, messages, s),
                 headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
