@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import sys
 import time
@@ -93,9 +94,8 @@ async def ask(
             _keep_files(context.workspace, renderer)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
-                if (
-                    calling and time.monotonic() >= retry_at
-                ):  # it may still be billed: the total is a lower bound, never a false $0
+                # A call under way may still be billed: the total is a lower bound, never a false $0.
+                if calling and time.monotonic() >= retry_at:
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
@@ -108,8 +108,7 @@ async def ask(
                 "text as it is, use a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONIOENCODING=utf-8"
             )
         try:
-            out.write(text)
-            out.flush()
+            _write_all(out, text)
         except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
             renderer.summary(result)
             with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
@@ -150,6 +149,29 @@ def _fits(char: str, encoding: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _write_all(out: TextIO, text: str) -> None:
+    """``text`` written out whole. To a non-blocking descriptor (a terminal a crashed program left
+    O_NONBLOCK, a parent's pipe) Python's text stream drops what the pipe cannot take at once without a
+    word: 64 KB of a 300 KB answer arrived, exit 0. There each part waits until it can be written; the
+    flag is left as it is, as the descriptor is shared with whoever set it."""
+    try:
+        fd = out.fileno()
+        whole = os.get_blocking(fd)
+    except (AttributeError, OSError, ValueError):  # not a file (io.StringIO in tests, a wrapper)
+        whole = True
+    if whole:
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    left = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8"))
+    while left:
+        try:
+            left = left[os.write(fd, left) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:

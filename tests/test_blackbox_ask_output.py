@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from pathlib import Path
@@ -158,3 +159,34 @@ async def test_show_text_without_streaming_says_why_it_shows_no_words(llm: FakeL
     assert err.getvalue().startswith(
         "! --show-text shows no words while AGENT_STREAM=false asks for whole replies\n"
     )
+
+
+async def test_a_long_answer_reaches_a_non_blocking_stdout_whole(llm: FakeLLM, tmp_path: Path) -> None:
+    # A terminal a crashed program left O_NONBLOCK, or a parent's non-blocking pipe: Python's stdout
+    # dropped what the pipe could not take at once, silently, so 64 KB of the answer arrived, exit 0.
+    import fcntl
+    import termios
+
+    answer = "".join(f"line {i:06d} of a long answer\n" for i in range(10_000))  # 300 KB, > a pipe
+    llm.script(text(answer, fragment=50_000))
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    os.set_blocking(read_end, False)
+    run = asyncio.ensure_future(ask_cli(llm, tmp_path, "q", stdout=write_end))
+
+    def queued() -> int:
+        return int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+    got, full = bytearray(), False
+    for _ in range(6000):  # at most a minute, in 10 ms polls
+        full = full or queued() >= 65_536  # once the pipe is full, the writer must wait for us
+        if full:
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(read_end, 1 << 20)
+        if run.done() and not queued():
+            break
+        await asyncio.sleep(0.01)
+    os.close(read_end)
+    os.close(write_end)
+    code, _, err = await run
+    assert code == 0 and got.decode() == answer, (len(got), err)
