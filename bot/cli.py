@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import typer
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import configure_logging
-from bot.cli_help import FLAG, Command, Group
+from bot.cli_help import CLICK_ERROR, FLAG, USAGE_ERROR, Command, Group, usage_line
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
@@ -367,33 +366,17 @@ def _moved_memory(data_dir: Path) -> str:
     return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
 
 
-# click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).
-_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
-_CLICK_ERROR: type[Exception] = _USAGE_ERROR.__mro__[1]
-
-
 def main() -> None:
     try:
         code = app(standalone_mode=False)
-    except _USAGE_ERROR as e:
+    except USAGE_ERROR as e:
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `agentbot`: the help
             typer.echo(ctx.get_help())
         else:  # a wrong option or argument is one line, like a wrong setting
-            # The parser's errors (`-m` with no value) come without a context: the command is argv's first.
-            path = ctx.command_path if ctx is not None else " ".join(["agentbot", *sys.argv[1:2]])
-            where = f" (see `{path} --help`)"
-            name = getattr(e, "option_name", None)
-            if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
-                # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options
-                task = next((a for a in sys.argv[1:] if a.startswith(name) and " " in a), None)
-                if task is not None:
-                    where = (
-                        f": a task starting with '-' goes after --, e.g. agentbot ask -- {shlex.quote(task)}"
-                    )
-            typer.echo(f"agentbot: {' '.join(e.format_message().split())}{where}", err=True)  # type: ignore[attr-defined]
+            typer.echo(f"agentbot: {usage_line(e, sys.argv)}", err=True)
         sys.exit(EXIT_SETTINGS)
-    except _CLICK_ERROR as e:
+    except CLICK_ERROR as e:
         e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except (KeyboardInterrupt, typer.Abort):

@@ -6,12 +6,14 @@ The decisions: an option that takes a value names it (``--model MODEL``, ``--max
 shows nothing after it (``metavar=""``, which this module gives the help option as well); an argument
 is named in the usage line (``[TASK]``) and explained in its command's help, as typer gives no way to
 show an argument without a type. Each command's first help paragraph is one line, as the command list
-shows it with its line breaks kept."""
+shows it with its line breaks kept. A wrong option or argument is one line pointing to the help."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
+import typer
 from typer.core import TyperCommand, TyperGroup
 
 FLAG = ""
@@ -32,3 +34,23 @@ class Command(_FlagHelp, TyperCommand):
 
 class Group(_FlagHelp, TyperGroup):
     """The command group, likewise."""
+
+
+# click's UsageError and ClickException, wherever this typer takes click from (0.29 vendors its own copy).
+USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+CLICK_ERROR: type[Exception] = USAGE_ERROR.__mro__[1]
+
+
+def usage_line(e: Exception, argv: list[str]) -> str:
+    """A usage error as one line, like a wrong setting, with where to look."""
+    ctx = getattr(e, "ctx", None)
+    # The parser's errors (`-m` with no value) come without a context: the command is argv's first.
+    path = ctx.command_path if ctx is not None else " ".join(["agentbot", *argv[1:2]])
+    where = f" (see `{path} --help`)"
+    name = getattr(e, "option_name", None)
+    if type(e).__name__ == "NoSuchOption" and name and not name.startswith("--"):
+        # `agentbot ask "-5 degrees in F?"`: a task starting with "-" reads as options
+        task = next((a for a in argv[1:] if a.startswith(name) and " " in a), None)
+        if task is not None:
+            where = f": a task starting with '-' goes after --, e.g. agentbot ask -- {shlex.quote(task)}"
+    return f"{' '.join(e.format_message().split())}{where}"  # type: ignore[attr-defined]
