@@ -321,7 +321,9 @@ class SessionRunner:
         w.stopped_by = None
         status: str | None = None
         w.waiting, w.pending = asyncio.Event(), req
-        async with self.slots.hold(on_wait=lambda: self._wait(req), unless=w.waiting):
+        async with self.slots.hold(
+            on_wait=lambda: self._wait(req), unless=w.waiting, key=req.session.guild_id
+        ):
             w.waiting = w.pending = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed
