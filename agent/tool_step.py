@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,17 @@ from agent.reader import Reader, offers_raw
 from agent.retry import RetryWait
 from agent.run_state import RunState, hold, parse_args, retry_event
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry, describe_error
+
+MAX_CALLS_PER_STEP = 16
+"""Tool calls one step runs; the rest are answered "not run". A prompt-injected model asked for 200
+read_file calls at once: all ran, and their results made the next request over 1 MB (rate limits
+cover only a few tools). 16 is far above the handful of parallel calls a research step makes."""
+_TOO_MANY = json.dumps(
+    {
+        "error": f"not run: one step may make at most {MAX_CALLS_PER_STEP} tool calls; make the ones you "
+        "still need in the next step"
+    }
+)
 
 
 @dataclasses.dataclass(slots=True)
@@ -56,6 +68,9 @@ class ToolStep:
             queue.put_nowait(retry_event(blog, step, call.name, w.attempt, w.max_attempts, w.delay, error))
 
         async def one(i: int, call: ToolCall) -> None:
+            if i >= MAX_CALLS_PER_STEP:
+                queue.put_nowait((i, ToolOutcome(_TOO_MANY, is_error=True)))
+                return
             outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w), parsed[i])
             if self.reader is not None:
                 outcome = await self._read(step, call, outcome, queue.put_nowait)

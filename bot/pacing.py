@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import OrderedDict, deque
+import itertools
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
@@ -205,49 +206,79 @@ async def typing_indicator(channel: Any, budget: RestBudget | None) -> AsyncIter
 
 
 class RunSlots:
-    """At most ``limit`` turns run at once, bot-wide; the rest wait in arrival order."""
+    """At most ``limit`` turns run at once, bot-wide. A freed slot goes to the waiting turn whose server
+    (``key``) holds the fewest slots, then whose server was served longest ago, then in arrival order:
+    with one bot-wide FIFO, one busy server filled every slot and its queue, and another server's first
+    request waited behind all of it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._sem = asyncio.Semaphore(limit)
         self.running = 0
+        self._held: Counter[Hashable] = Counter()
+        self._waiting: list[tuple[int, Hashable, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+        self._served: dict[Hashable, int] = {}
+        """When each server last got a slot (one entry per server the bot is in)."""
 
     def full(self) -> bool:
         return self.running >= self.limit
 
+    def _take(self, key: Hashable) -> None:
+        self.running += 1
+        self._held[key] += 1
+        self._served[key] = next(self._arrivals)
+
+    def _release(self, key: Hashable) -> None:
+        self.running -= 1
+        self._held[key] -= 1
+        if self._held[key] <= 0:
+            del self._held[key]
+        self._grant()
+
+    def _grant(self) -> None:
+        while self.running < self.limit and self._waiting:
+            first = min(self._waiting, key=lambda w: (self._held[w[1]], self._served.get(w[1], -1), w[0]))
+            self._waiting.remove(first)
+            if not first[2].done():
+                self._take(first[1])
+                first[2].set_result(None)
+
     @contextlib.asynccontextmanager
     async def hold(
-        self, on_wait: Callable[[], Awaitable[None]] | None = None, unless: asyncio.Event | None = None
+        self,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+        unless: asyncio.Event | None = None,
+        key: Hashable = None,
     ) -> AsyncIterator[None]:
         """Hold a slot while the block runs; ``on_wait`` is awaited once if this turn has to wait.
         ``unless``: once set, stop waiting and run the block without a slot (a /stop of a waiting turn:
-        the block sees it stopped and runs nothing)."""
-        if self._sem.locked() and on_wait is not None:
+        the block sees it stopped and runs nothing). ``key``: the turn's server."""
+        if self.full() and on_wait is not None:
             with contextlib.suppress(Exception):
                 await on_wait()
-        if unless is not None and self._sem.locked():
-            acquire = asyncio.ensure_future(self._sem.acquire())
-            told = asyncio.ensure_future(unless.wait())
+        if self.running < self.limit and not self._waiting:
+            self._take(key)
+        else:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            me = (next(self._arrivals), key, granted)
+            self._waiting.append(me)
+            told = asyncio.ensure_future(unless.wait()) if unless is not None else None
             try:
-                await asyncio.wait((acquire, told), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([granted] + ([told] if told else []), return_when=asyncio.FIRST_COMPLETED)
             except BaseException:
-                if acquire.done() and not acquire.cancelled():
-                    self._sem.release()
+                if granted.done():
+                    self._release(key)
                 raise
             finally:
-                told.cancel()
-                if not acquire.done():  # a slot granted meanwhile goes back to the semaphore
-                    acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
-            if acquire.cancelled():
+                if told is not None:
+                    told.cancel()
+                if not granted.done():
+                    granted.cancel()
+                    self._waiting.remove(me)
+            if granted.cancelled():
                 yield
                 return
-        else:
-            await self._sem.acquire()
-        self.running += 1
         try:
             yield
         finally:
-            self.running -= 1
-            self._sem.release()
+            self._release(key)

@@ -31,6 +31,21 @@ def is_private(channel: Any) -> bool:
     return getattr(channel, "type", None) == discord.ChannelType.private_thread
 
 
+def keeps_memory(channel: Any) -> bool:
+    """Whether what is said here stays in the session's own memory scope: a private thread, or a
+    thread (or channel) the server's @everyone cannot view. A public thread in a hidden #staff channel
+    was stored server-wide, where every member's /memory search, export and recall read it."""
+    if is_private(channel):
+        return True
+    guild = getattr(channel, "guild", None)
+    if guild is None:
+        return False
+    try:
+        return not channel.permissions_for(guild.default_role).view_channel
+    except (discord.ClientException, AttributeError):  # the parent channel is not cached: stay private
+        return True
+
+
 def can_attach(channel: Any) -> bool:
     """Whether the bot may attach files where the turn writes (a refused upload loses its message)."""
     guild = getattr(channel, "guild", None)
@@ -62,7 +77,7 @@ def turn_services(
         out[domains.SERVICE] = domains.DomainPolicy(tuple(gs.fetch_allow), tuple(gs.fetch_block))
     if sv.memory is not None and s.guild_id is not None:
         out[RUN_SERVICE] = MemoryRunPolicy(
-            private_namespace=private_namespace(str(s.guild_id), s.id) if is_private(req.channel) else None,
+            private_namespace=private_namespace(str(s.guild_id), s.id) if keeps_memory(req.channel) else None,
             max_writes=sv.bot_settings.memory_remember_per_run,
             read_sources=lambda: state.sources,
             read_untrusted=lambda: (

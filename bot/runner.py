@@ -5,7 +5,7 @@ arrives while a turn runs is stored before it is queued, so a crash or ``kill -9
 start answers it after resuming the turn it waited for. Each thread has one write budget shared by all
 its turns, notes and the header, so turn boundaries and resumes stay within 5 writes per 5 s too.
 
-Bot-wide (issue 20.6): at most ``BOT_MAX_CONCURRENT_RUNS`` turns run at once (the rest wait in order),
+Bot-wide (issue 20.6): at most ``BOT_MAX_CONCURRENT_RUNS`` turns run at once (the rest wait, fair between servers),
 and every session's writes share one REST budget (``BOT_REST_WRITES_PER_SECOND``). What a thread shows
 around turns (the header's state, ⏳ reactions) is the cogs' business: the runner only calls its
 :class:`TurnHooks`. A thread that is deleted, archived or locked stops its session (:meth:`close_thread`).
@@ -321,7 +321,9 @@ class SessionRunner:
         w.stopped_by = None
         status: str | None = None
         w.waiting, w.pending = asyncio.Event(), req
-        async with self.slots.hold(on_wait=lambda: self._wait(req), unless=w.waiting):
+        async with self.slots.hold(
+            on_wait=lambda: self._wait(req), unless=w.waiting, key=req.session.guild_id
+        ):
             w.waiting = w.pending = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed

@@ -43,7 +43,7 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import can_attach, is_private, turn_services
+from bot.run_policy import can_attach, keeps_memory, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
@@ -375,8 +375,8 @@ class Turn:
         sv, req, s = self.sv, self.req, self.req.session
         if sv.memory is None or s.guild_id is None:
             return
-        if is_private(req.channel):
-            return  # a private thread's research must not become searchable by the whole server
+        if keeps_memory(req.channel):
+            return  # a private (or hidden) thread's research must not become searchable by the whole server
         gs = await sv.guild_settings.get(s.guild_id)
         if not gs.memory_auto_store:
             return

@@ -7,6 +7,7 @@ decides (the bot stores after the answer is posted, so a failure there loses not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -52,15 +53,21 @@ def _one_line(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
+_FORGED_HEADER = re.compile(r"\[(\s*memory\b)", re.IGNORECASE)
+"""A memory's text opening a header of its own: a planted note posed as a second, unmarked memory."""
+
+
 def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
-    """One memory as the model sees it: id and date first, so it can cite them."""
+    """One memory as the model sees it: id and date first, so it can cite them. Only the bot writes a
+    ``[memory …]`` header: the same words in the text are defused to ``(memory``."""
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
     if hit.task:
         head += f', task: "{_one_line(hit.task, 150)}"'
     if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
         head += ", saved by an agent after reading web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
-    lines = [head, hit.text.strip() if len(hit.text) <= max_chars else hit.text[:max_chars].rstrip() + " […]"]
+    text = _FORGED_HEADER.sub(r"(\1", hit.text)
+    lines = [head, text.strip() if len(text) <= max_chars else text[:max_chars].rstrip() + " […]"]
     if hit.sources:
         lines.append("sources: " + " ".join(hit.sources[:8]))
     return "\n".join(lines)
