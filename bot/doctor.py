@@ -246,7 +246,33 @@ async def _provider(
             f"models it serves ({', '.join(sorted(served)[:8]) or 'none listed'}"
             f"{', ...' if len(served) > 8 else ''})"
         )
+    if provider == "openai" and (toolless := await _ollama_without_tools(s, client, list(names))):
+        raise ConfigError(
+            f"{s.openai_base_url} is Ollama, and {', '.join(toolless)} cannot call tools (every run "
+            "gives the model its tools, and Ollama refuses them with HTTP 400): use a model whose "
+            "`ollama show` lists tools, e.g. llama3.1 or qwen2.5"
+        )
     return f"serves every model the tiers name: {', '.join(specs)}"
+
+
+async def _ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> list[str]:
+    """The models an Ollama server says cannot call tools (gemma2, phi3, the first deepseek-r1 tags): it
+    lists them, so they passed here, and every run then failed at its first step. Only a server that
+    answers Ollama's ``/api/version`` is asked, and only its own capability list counts."""
+    root = s.openai_base_url.rstrip("/").removesuffix("/v1")
+    try:
+        version = await client.get(f"{root}/api/version")
+        if version.status_code != 200 or "version" not in version.json():
+            return []
+        toolless = []
+        for name in names:
+            shown = await client.post(f"{root}/api/show", json={"model": name})
+            caps = shown.json().get("capabilities") if shown.status_code == 200 else None
+            if isinstance(caps, list) and "completion" in caps and "tools" not in caps:
+                toolless.append(name)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []  # not Ollama, or one too old to say
+    return toolless
 
 
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:

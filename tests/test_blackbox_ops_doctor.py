@@ -119,3 +119,31 @@ async def test_an_anthropic_gateway_without_a_model_list_is_checked_with_a_one_t
         with pytest.raises(ConfigError, match=r"does not serve anthropic:glm-5 \(complex\)"):
             await _provider("anthropic", {"anthropic:glm-5": ["complex"]}, s, http)
     assert asked == ["glm-4.6", "glm-5"]
+
+
+async def test_an_ollama_model_that_cannot_call_tools_fails_doctor_before_every_run_does(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Ollama lists gemma2 like any model and refuses a call with tools (HTTP 400 "does not support
+    # tools"): doctor said ok, and every run then failed at its first step.
+    capabilities = {"gemma2": ["completion"], "llama3.1": ["completion", "tools"]}
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": f"{m}:latest"} for m in capabilities]})
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.13.5"})
+
+    async def show(request: web.Request) -> web.Response:
+        name = (await request.json())["model"].removesuffix(":latest")
+        return web.json_response({"capabilities": capabilities[name], "details": {"family": name}})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/api/version", version)
+    app.router.add_post("/api/show", show)
+    async with served(app) as url:
+        s = parse_settings(AgentSettings, {"OPENAI_BASE_URL": f"{url}/v1", "DATA_DIR": str(tmp_path)})
+        assert "serves every model" in await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
+        with pytest.raises(ConfigError, match=r"is Ollama, and gemma2 cannot call tools"):
+            await _provider("openai", {"gemma2": ["AGENT_MODEL"], "llama3.1": ["complex"]}, s, http)
