@@ -17,6 +17,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
 from agent.models.factory import split_spec
+from agent.models.http import tls_problem
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
@@ -211,6 +212,8 @@ async def _provider(
     try:
         r = await client.get(url, headers=headers)
     except httpx.HTTPError as e:
+        if (tls := tls_problem(e, f"{name}_BASE_URL")) is not None:
+            raise ConfigError(f"{getattr(s, f'{provider}_base_url')} {tls}") from e
         raise ConfigError(
             f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
