@@ -20,14 +20,14 @@ async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_
     # llama.cpp lists its GGUF file, not the name asked for, so doctor makes a one-token call; a
     # CPU-only server answers it only once the model is loaded. doctor gave up at its own 10 s with
     # "FAIL provider openai: ReadTimeout" for a server `ask` (MODEL_TIMEOUT, 120 s) used fine.
-    silent = asyncio.Event()
+    silent, released = asyncio.Event(), asyncio.Event()
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "/models/qwen2.5-7b-q4_k_m.gguf"}]})
 
     async def chat(request: web.Request) -> web.Response:
         if silent.is_set():
-            await asyncio.Event().wait()  # never answers
+            await released.wait()  # answers nothing until the test is over
         await asyncio.sleep(0.3)  # loading the model
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": "p"}}]})
 
@@ -42,6 +42,7 @@ async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_
         silent.set()
         with pytest.raises(ConfigError, match=r"sent nothing for 1 s .* raise MODEL_TIMEOUT"):
             await _provider("openai", specs, s, client)
+        released.set()  # else the server's shutdown waits 60 s for the handler
 
 
 async def test_a_wrong_gemini_key_is_named_as_the_key_not_the_base_url(
