@@ -237,6 +237,8 @@ async def _provider(
     # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag;
     # Anthropic lists dated ids only (claude-sonnet-4-5-20250929) and serves the alias without the date.
     known = served | {m.removesuffix(":latest") for m in served} | {_DATED.sub("", m) for m in served}
+    if provider == "gemini":  # Google's docs write models/gemini-2.5-flash, which GeminiModel accepts
+        known |= {f"models/{m}" for m in known}
     if provider == "openai" and r.status_code < 400 and (unlisted := [n for n in names if n not in known]):
         # llama.cpp's server lists its GGUF path and answers any name: a one-token call decides (only a
         # 404 means "not served"), as for servers without a list.

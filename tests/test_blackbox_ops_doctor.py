@@ -148,3 +148,24 @@ async def test_an_ollama_model_that_cannot_call_tools_fails_doctor_before_every_
         assert "serves every model" in await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
         with pytest.raises(ConfigError, match=r"is Ollama, and gemma2 cannot call tools"):
             await _provider("openai", {"gemma2": ["AGENT_MODEL"], "llama3.1": ["complex"]}, s, http)
+
+
+async def test_a_gemini_model_named_as_googles_docs_write_it_is_served(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Google's docs and AI Studio's "Get code" write models/gemini-2.5-flash, which runs accept; doctor
+    # said the endpoint "does not serve gemini:models/gemini-2.5-flash", listing gemini-2.5-flash.
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"models": [{"name": "models/gemini-2.5-flash"}, {"name": "models/gemini-2.0-flash"}]}
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1beta/models", models)
+    async with served(app) as url:
+        env = {"GEMINI_BASE_URL": f"{url}/v1beta", "GEMINI_API_KEY": "AIza-k", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        specs = {"gemini:models/gemini-2.5-flash": ["AGENT_MODEL"], "gemini:gemini-2.0-flash": ["simple"]}
+        assert "serves every model" in await _provider("gemini", specs, s, http)
+        with pytest.raises(ConfigError, match=r"does not serve gemini:models/gemini-9 \(complex\)"):
+            await _provider("gemini", {"gemini:models/gemini-9": ["complex"]}, s, http)
