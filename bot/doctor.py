@@ -17,6 +17,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
 from agent.models.factory import split_spec
+from agent.models.http import tls_problem
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
@@ -211,6 +212,8 @@ async def _provider(
     try:
         r = await client.get(url, headers=headers)
     except httpx.HTTPError as e:
+        if (tls := tls_problem(e, f"{name}_BASE_URL")) is not None:
+            raise ConfigError(f"{getattr(s, f'{provider}_base_url')} {tls}") from e
         raise ConfigError(
             f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
@@ -234,6 +237,8 @@ async def _provider(
     # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag;
     # Anthropic lists dated ids only (claude-sonnet-4-5-20250929) and serves the alias without the date.
     known = served | {m.removesuffix(":latest") for m in served} | {_DATED.sub("", m) for m in served}
+    if provider == "gemini":  # Google's docs write models/gemini-2.5-flash, which GeminiModel accepts
+        known |= {f"models/{m}" for m in known}
     if provider == "openai" and r.status_code < 400 and (unlisted := [n for n in names if n not in known]):
         # llama.cpp's server lists its GGUF path and answers any name: a one-token call decides (only a
         # 404 means "not served"), as for servers without a list.
@@ -246,7 +251,33 @@ async def _provider(
             f"models it serves ({', '.join(sorted(served)[:8]) or 'none listed'}"
             f"{', ...' if len(served) > 8 else ''})"
         )
+    if provider == "openai" and (toolless := await _ollama_without_tools(s, client, list(names))):
+        raise ConfigError(
+            f"{s.openai_base_url} is Ollama, and {', '.join(toolless)} cannot call tools (every run "
+            "gives the model its tools, and Ollama refuses them with HTTP 400): use a model whose "
+            "`ollama show` lists tools, e.g. llama3.1 or qwen2.5"
+        )
     return f"serves every model the tiers name: {', '.join(specs)}"
+
+
+async def _ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> list[str]:
+    """The models an Ollama server says cannot call tools (gemma2, phi3, the first deepseek-r1 tags): it
+    lists them, so they passed here, and every run then failed at its first step. Only a server that
+    answers Ollama's ``/api/version`` is asked, and only its own capability list counts."""
+    root = s.openai_base_url.rstrip("/").removesuffix("/v1")
+    try:
+        version = await client.get(f"{root}/api/version")
+        if version.status_code != 200 or "version" not in version.json():
+            return []
+        toolless = []
+        for name in names:
+            shown = await client.post(f"{root}/api/show", json={"model": name})
+            caps = shown.json().get("capabilities") if shown.status_code == 200 else None
+            if isinstance(caps, list) and "completion" in caps and "tools" not in caps:
+                toolless.append(name)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []  # not Ollama, or one too old to say
+    return toolless
 
 
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:

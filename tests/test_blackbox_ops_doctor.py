@@ -20,14 +20,14 @@ async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_
     # llama.cpp lists its GGUF file, not the name asked for, so doctor makes a one-token call; a
     # CPU-only server answers it only once the model is loaded. doctor gave up at its own 10 s with
     # "FAIL provider openai: ReadTimeout" for a server `ask` (MODEL_TIMEOUT, 120 s) used fine.
-    silent = asyncio.Event()
+    silent, released = asyncio.Event(), asyncio.Event()
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "/models/qwen2.5-7b-q4_k_m.gguf"}]})
 
     async def chat(request: web.Request) -> web.Response:
         if silent.is_set():
-            await asyncio.Event().wait()  # never answers
+            await released.wait()  # answers nothing until the test is over
         await asyncio.sleep(0.3)  # loading the model
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": "p"}}]})
 
@@ -42,6 +42,7 @@ async def test_the_model_probe_waits_model_timeout_and_names_it_when_the_server_
         silent.set()
         with pytest.raises(ConfigError, match=r"sent nothing for 1 s .* raise MODEL_TIMEOUT"):
             await _provider("openai", specs, s, client)
+        released.set()  # else the server's shutdown waits 60 s for the handler
 
 
 async def test_a_wrong_gemini_key_is_named_as_the_key_not_the_base_url(
@@ -119,3 +120,52 @@ async def test_an_anthropic_gateway_without_a_model_list_is_checked_with_a_one_t
         with pytest.raises(ConfigError, match=r"does not serve anthropic:glm-5 \(complex\)"):
             await _provider("anthropic", {"anthropic:glm-5": ["complex"]}, s, http)
     assert asked == ["glm-4.6", "glm-5"]
+
+
+async def test_an_ollama_model_that_cannot_call_tools_fails_doctor_before_every_run_does(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Ollama lists gemma2 like any model and refuses a call with tools (HTTP 400 "does not support
+    # tools"): doctor said ok, and every run then failed at its first step.
+    capabilities = {"gemma2": ["completion"], "llama3.1": ["completion", "tools"]}
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": f"{m}:latest"} for m in capabilities]})
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.13.5"})
+
+    async def show(request: web.Request) -> web.Response:
+        name = (await request.json())["model"].removesuffix(":latest")
+        return web.json_response({"capabilities": capabilities[name], "details": {"family": name}})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/api/version", version)
+    app.router.add_post("/api/show", show)
+    async with served(app) as url:
+        s = parse_settings(AgentSettings, {"OPENAI_BASE_URL": f"{url}/v1", "DATA_DIR": str(tmp_path)})
+        assert "serves every model" in await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
+        with pytest.raises(ConfigError, match=r"is Ollama, and gemma2 cannot call tools"):
+            await _provider("openai", {"gemma2": ["AGENT_MODEL"], "llama3.1": ["complex"]}, s, http)
+
+
+async def test_a_gemini_model_named_as_googles_docs_write_it_is_served(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # Google's docs and AI Studio's "Get code" write models/gemini-2.5-flash, which runs accept; doctor
+    # said the endpoint "does not serve gemini:models/gemini-2.5-flash", listing gemini-2.5-flash.
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"models": [{"name": "models/gemini-2.5-flash"}, {"name": "models/gemini-2.0-flash"}]}
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1beta/models", models)
+    async with served(app) as url:
+        env = {"GEMINI_BASE_URL": f"{url}/v1beta", "GEMINI_API_KEY": "AIza-k", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        specs = {"gemini:models/gemini-2.5-flash": ["AGENT_MODEL"], "gemini:gemini-2.0-flash": ["simple"]}
+        assert "serves every model" in await _provider("gemini", specs, s, http)
+        with pytest.raises(ConfigError, match=r"does not serve gemini:models/gemini-9 \(complex\)"):
+            await _provider("gemini", {"gemini:models/gemini-9": ["complex"]}, s, http)

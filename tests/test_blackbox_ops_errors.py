@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import httpx
 import pytest
 from aiohttp import web
 
+from agent.config import AgentSettings, ConfigError, parse_settings
 from agent.messages import Message
-from agent.models.base import ContextOverflowError, ModelError, ModelSettings
+from agent.models.base import ContextOverflowError, ModelError, ModelSettings, ModelUnavailableError
 from agent.models.openai import OpenAIChatModel
+from bot.doctor import _provider
 from tests.fakes.served import served
 
 
@@ -59,3 +64,31 @@ async def test_a_web_page_answering_200_names_the_base_url_setting(
     assert f"{url}/v1 sent a response that is not Chat Completions JSON: check that OPENAI_BASE_URL" in str(
         e.value
     )
+
+
+async def test_https_to_a_plain_http_server_says_to_write_http_at_once(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Ollama, llama.cpp and vLLM serve plain HTTP; OPENAI_BASE_URL=https://... was "could not be reached
+    # (ConnectError): check OPENAI_BASE_URL and that the server runs", retried for 18 s, while it ran.
+    asked = 0
+
+    async def chat(request: web.Request) -> web.Response:
+        nonlocal asked
+        asked += 1
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url:
+        https = url.replace("http://", "https://") + "/v1"
+        model = OpenAIChatModel("llama3.1", base_url=https, client=http, max_attempts=3, backoff_initial=0.01)
+        with pytest.raises(
+            ModelUnavailableError, match="answered plain HTTP to https://: write http:// in OPENAI_BASE_URL"
+        ):
+            async for _ in model.stream([Message("user", "x")], [], ModelSettings()):
+                pass
+        s = parse_settings(AgentSettings, {"OPENAI_BASE_URL": https, "DATA_DIR": str(tmp_path)})
+        with pytest.raises(ConfigError, match=f"^{re.escape(https)} answered plain HTTP to https://"):
+            await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
+    assert asked == 0

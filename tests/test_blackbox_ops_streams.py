@@ -90,3 +90,24 @@ async def test_a_stream_cut_short_by_a_proxy_is_retried_not_taken_as_the_answer(
                 got.append(chunk)
     assert not any(isinstance(c, ModelResponse) for c in got)  # the half sentence is no answer
     assert asked == 2  # retried, as a dropped connection is
+
+
+async def test_an_anthropic_gateway_stream_ending_with_message_stop_but_no_stop_reason_is_the_answer(
+    http: httpx.AsyncClient,
+) -> None:
+    # Some gateways in front of Claude leave stop_reason out of message_delta; message_stop still ends
+    # the message, so the answer is whole and is not retried as cut short.
+    async def answer(request: web.Request) -> web.StreamResponse:
+        ending = [
+            b'event: message_delta\ndata: {"type": "message_delta", "delta": {}, "usage": {"output_tokens": 4}}\n\n'
+        ]
+        ending.append(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+        return await _cut_short([*_anthropic_events(), *ending], request)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    async with served(app) as url:
+        model = AnthropicModel("claude-sonnet-4-5", base_url=url, api_key="k", client=http, max_attempts=1)
+        chunks = [c async for c in model.stream([Message("user", "capital of France?")], [], ModelSettings())]
+    final = chunks[-1]
+    assert isinstance(final, ModelResponse) and final.message.content == "The capital of France"

@@ -129,6 +129,7 @@ class _Reply:
         self.usage: dict[str, Any] = {}
         self.model = owner.name
         self.stop: str | None = None
+        self.stopped = False  # message_stop came: the end, even from a gateway that sends no stop_reason
 
     def add(self, event: str, data: dict[str, Any]) -> str:
         whole = not event  # not streamed: the message object itself
@@ -145,6 +146,8 @@ class _Reply:
             return self._delta(int(data.get("index", 0)), data.get("delta") or {})
         elif kind == "message_delta":
             self._end(data, data.get("delta") or {})
+        elif kind == "message_stop":
+            self.stopped = True
         elif kind == "error":
             err = data.get("error") or {}
             etype = err.get("type") or "error"
@@ -158,7 +161,7 @@ class _Reply:
 
     @property
     def finished(self) -> bool:
-        return self.stop is not None
+        return self.stop is not None or self.stopped
 
     def _end(self, usage_in: dict[str, Any], stop_in: dict[str, Any]) -> None:
         self.stop = stop_in.get("stop_reason") or self.stop

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from agent.models.base import ModelError
+from agent.models.base import ModelError, ModelUnavailableError
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -116,21 +116,39 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
             model=name,
             retryable=True,
         )
+    setting = (
+        f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
+    )
+    if (tls := tls_problem(e, setting)) is not None:  # no retry mends these: fall back at once
+        return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)
     if isinstance(e, httpx.TimeoutException):
         kind = "timed out"
     elif isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):  # connected, then cut mid-answer
         kind = f"dropped the connection mid-answer ({type(e).__name__})"
     else:
         kind = f"could not be reached ({type(e).__name__})"
-    setting = (
-        f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
-    )
     return ModelError(
         f"{name} at {base_url} {kind}: check {setting} and that the server runs",
         provider=provider,
         model=name,
         retryable=True,
     )
+
+
+def tls_problem(e: BaseException, setting: str) -> str | None:
+    """An https:// URL's failure said with what to change ("could not be reached: check that the server
+    runs" sent operators to a server that ran): https to a plain-HTTP server (Ollama, llama.cpp and vLLM
+    serve http://), or a certificate this machine does not trust (a self-signed or company CA)."""
+    said = str(e)
+    if "WRONG_VERSION_NUMBER" in said or "record layer failure" in said:
+        return f"answered plain HTTP to https://: write http:// in {setting}"
+    if "CERTIFICATE_VERIFY_FAILED" in said:
+        why = said.partition("certificate verify failed:")[2].partition("(_ssl")[0].strip() or "not trusted"
+        return (
+            f"has a TLS certificate this machine does not trust ({why}): point the environment variable "
+            f"SSL_CERT_FILE (not .env) at the CA bundle that signed it, or check {setting}"
+        )
+    return None
 
 
 def _read_timeout(e: httpx.ReadTimeout) -> str:
