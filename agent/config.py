@@ -313,15 +313,16 @@ MEANT = {"OPENAI_API_BASE": "OPENAI_BASE_URL"}
 def check_env_names(*models: type[BaseSettings]) -> None:
     """A name in :data:`ENV_FILE` that is no setting of ``models`` but nearly one (``AGENT_MAX_STEP``,
     ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
-    ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass."""
+    ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
+    so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
     if ENV_FILE is None or not os.path.isfile(ENV_FILE):
         return
     from dotenv import dotenv_values
 
     known = {f.alias for m in models for f in m.model_fields.values() if f.alias}
     for name in dotenv_values(ENV_FILE, encoding="utf-8"):
-        if (upper := name.upper()) in known:
-            continue
+        if (upper := name.upper()) in known or any(upper.startswith(f"{k}_") for k in known):
+            continue  # a setting, or a deliberate variant of one kept aside (DISCORD_TOKEN_OLD)
         meant = MEANT.get(upper) or next(iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None)
         if meant:
             raise ConfigError(

@@ -61,9 +61,9 @@ def test_a_misspelt_setting_in_env_is_named_with_the_setting_meant(
         load_bot_settings()
     # The shipped example, with compose's POSTGRES_PASSWORD and a name in lower case, is all settings.
     example = (ROOT / ".env.example").read_text().replace("# POSTGRES_PASSWORD=", "POSTGRES_PASSWORD=x")
-    env.write_text(example + "agent_max_steps=3\n")
+    env.write_text(example + "agent_max_steps=3\nDISCORD_TOKEN_OLD=kept-aside\nOPENAI_API_KEY_BACKUP=k\n")
     assert load_agent_settings().agent_max_steps == 3
-    load_bot_settings()
+    load_bot_settings()  # a setting's name with a suffix is a value kept aside on purpose, not a typo
     # `ask` checks only the agent's names: none of the bot's may look like a misspelt one of them.
     agent_names = {f.alias for f in AgentSettings.model_fields.values()}
     for name in {f.alias for f in BotSettings.model_fields.values()} - agent_names:
