@@ -362,6 +362,9 @@ class SessionRunner:
                 if w.restart is not None:  # the message was edited: run it again, replacing this turn
                     w.restart.supersedes = turn.turn_id
                     w.queue.appendleft(w.restart)
+                    if self._closing:  # the next start answers the edit (in memory only, it was lost)
+                        with contextlib.suppress(Exception):
+                            await self._store(w.restart)
                     w.restart = None
         if w.closed:
             await self._hook("ended", req, "closed")

@@ -1,0 +1,42 @@
+"""Members meet sessions at the edges (shutdown, lost permissions, a cooling provider, two starts at once,
+another member's Retry): the real discord.py bot on the fake Discord, the scripted model on 127.0.0.1
+(found by the second black-box QA pass of the bot)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import make_bot, running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
+
+
+async def test_an_edit_that_restarts_a_turn_while_the_bot_stops_is_answered_after_the_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A question edited while its turn ran and the bot was stopping: the turn stopped for the edit,
+    but the edit lived in memory only, so the next start answered nothing and the edit was lost."""
+    llm.script(Reply(text="Old answer.", delay=1.5), text("About 2.1 million."))
+    bot = make_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=5)
+    await fake.start_bot(bot)
+    general = guild.channel("general")
+    asked = fake.inject_message(general, "alice", f"<@{bot.user.id}> How old is Paris?")
+    thread = await fake.wait_for_thread(parent=general)
+    await fake.wait_for(lambda: llm.requests, what="the model call")
+    stopping = asyncio.create_task(fake.stop_bot(bot))
+    await fake.wait_for(lambda: bot.runner._closing, what="the bot to be stopping")
+    edit_message(fake, asked, f"<@{bot.user.id}> How many live in Paris?")
+    await stopping
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await fake.wait_for_message(thread, lambda m: m.content == "About 2.1 million.", within=15)
+        await wait_idle(fake, bot)
+    assert llm.requests[-1]["messages"][-1]["content"] == "How many live in Paris?"
