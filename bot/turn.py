@@ -25,7 +25,7 @@ from agent.attachments import IncomingFile
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
+from bot.assembly import assemble, charge_judge, classified, cooling_for, route, step_cost, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note
 from bot.checkpoint import checkpoint_of, closing_writes, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
@@ -47,7 +47,7 @@ from bot.run_policy import can_attach, is_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
-from bot.views import retry_view
+from bot.views import retry_offer
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -132,6 +132,7 @@ class Turn:
         self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
         self.turn_id: int | None = None
         self.error: Exception | None = None  # what ended the turn as failed, if anything did
+        self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
@@ -202,7 +203,7 @@ class Turn:
                 raise asyncio.CancelledError
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
-            model = req.model or await route(sv, s, req.prompt, gs)
+            model = self.model = req.model or await route(sv, s, req.prompt, gs)
             how = model.route
             if req.model is None and classified(how):  # a classified follow-up: say where it went
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
@@ -308,11 +309,12 @@ class Turn:
 
     async def _offer_retry(self) -> None:
         """A message with a button, so not a streamer block; it still waits its turn in the thread's budget."""
+        text, view = retry_offer(self.req.session.id, cooling_for(self.model))
         await self.budget.acquire(self.rest)
         try:
             await self.channel.send(
-                "This turn failed. You can try it again:",
-                view=retry_view(self.req.session.id),
+                text,
+                view=view,
                 allowed_mentions=NO_MENTIONS,
                 silent=True,
             )

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.fakes.llm_server import FakeLLM, Reply, error, text
 
 
 @pytest.fixture
@@ -40,3 +40,21 @@ async def test_an_edit_that_restarts_a_turn_while_the_bot_stops_is_answered_afte
         await fake.wait_for_message(thread, lambda m: m.content == "About 2.1 million.", within=15)
         await wait_idle(fake, bot)
     assert llm.requests[-1]["messages"][-1]["content"] == "How many live in Paris?"
+
+
+async def test_a_turn_failed_while_the_provider_cools_down_says_when_to_ask_again_instead_of_retry(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A rejected key opens the provider's circuit breaker for 15 minutes: the failed turn offered a
+    Retry that could only fail again until then."""
+    llm.script(error(401, "Incorrect API key provided"))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        note = await fake.wait_for_message(
+            thread, lambda m: m.content.startswith("This turn failed"), within=10
+        )
+        await wait_idle(fake, bot)
+    assert "cooling down" in note.content and "ask again <t:" in note.content, note.content
+    assert note.components == [], note.components
