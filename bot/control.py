@@ -53,15 +53,20 @@ class SessionControl:
         """Threads just opened whose session is not recorded yet (routing can take a model call): a
         message posted there meanwhile waits for it instead of being taken for one in no session."""
 
-    async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
-        """Whether the member's limits allow a new session that can take at least one step."""
-        need = step_need(self.sv, task, [])
-        return await self.sv.quotas.check(
-            guild_id,
-            member.id,
-            roles_of(member, guild_id),
-            need_tokens=need,
-            need_usd=step_cost(self.sv, need),
+    async def may_start(
+        self, guild_id: int | None, member: Any, task: str, session_id: str | None = None
+    ) -> QuotaDecision:
+        """Whether the member's limits allow a new session that can take at least one step. With
+        ``session_id``, the new session's concurrency slot is taken with the check, atomically (two
+        /research at the same instant both passed a read-only check, and the second was refused inside
+        its own thread): :meth:`start_session` with that id keeps it, and gives it back if it fails."""
+        need, roles = step_need(self.sv, task, []), roles_of(member, guild_id)
+        usd = step_cost(self.sv, need)
+        decision = await self.sv.quotas.check(guild_id, member.id, roles, need_tokens=need, need_usd=usd)
+        if not decision.allowed or session_id is None:
+            return decision
+        return await self.sv.quotas.begin_session(
+            guild_id, member.id, roles, session_id, count_request=False, need_tokens=need, need_usd=usd
         )
 
     async def start_session(
@@ -73,16 +78,24 @@ class SessionControl:
         attachments: tuple[IncomingFile, ...] = (),
         *,
         message_id: int | None = None,
+        session_id: str | None = None,
     ) -> SessionRecord | None:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
         first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
-        deleted."""
+        deleted. ``session_id``: the id :meth:`may_start` took a slot for (released if this fails)."""
         ready = self.starting[thread.id] = asyncio.Event()  # before any await: see ``starting``
+        sid = session_id or new_session_id()
         try:
-            return await self._start_session(thread, member, task, tier, attachments, message_id)
+            started = await self._start_session(thread, member, task, tier, attachments, message_id, sid)
+        except Exception:
+            await self.sv.quotas.end_session(sid)
+            raise
         finally:
             del self.starting[thread.id]
             ready.set()
+        if started is None:  # no turn will release the slot ``may_start`` took
+            await self.sv.quotas.end_session(sid)
+        return started
 
     async def _start_session(
         self,
@@ -92,6 +105,7 @@ class SessionControl:
         tier: str | None,
         attachments: tuple[IncomingFile, ...],
         message_id: int | None,
+        session_id: str,
     ) -> SessionRecord | None:
         sv = self.sv
         guild_id = thread.guild.id if thread.guild else None
@@ -100,7 +114,7 @@ class SessionControl:
             tier = gs.default_tier if gs is not None and "default_tier" in gs.overrides else "auto"
         parent = thread.parent_id or thread.id
         rec = SessionRecord(
-            id=new_session_id(),
+            id=session_id,
             guild_id=guild_id,
             channel_id=parent,
             thread_id=thread.id,

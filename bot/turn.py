@@ -174,6 +174,7 @@ class Turn:
             await self.streamer.close(within=10)
             raise
         if not began.allowed:
+            await sv.quotas.end_session(s.id)  # a new session's slot, taken when it started
             if req.queued_id is not None:
                 await sv.sessions.drop_queued(req.queued_id)
             self.renderer.feed(Refused(began.message))

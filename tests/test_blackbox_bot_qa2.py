@@ -13,6 +13,7 @@ from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text
+from tests.test_e2e_config import answer, flat
 
 
 @pytest.fixture
@@ -58,3 +59,31 @@ async def test_a_turn_failed_while_the_provider_cools_down_says_when_to_ask_agai
         await wait_idle(fake, bot)
     assert "cooling down" in note.content and "ask again <t:" in note.content, note.content
     assert note.components == [], note.components
+
+
+async def test_two_research_runs_started_at_the_same_instant_take_one_slot_and_one_thread(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one session at once allowed, both passed the check: the second thread opened, its run was
+    refused inside it and its header said "stopped" after the reply had said "Started"."""
+    monkeypatch.setenv("QUOTA_CONCURRENT_SESSIONS", "1")
+    llm.script(Reply(text="Tides follow the moon.", delay=0.5), text("Waves follow the wind."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        first, second = (
+            fake.inject_interaction("research", {"task": t}, user="alice", channel=general)
+            for t in ("tides", "waves")
+        )
+        replies = [flat(await answer(fake, i)) for i in (first, second)]
+        await fake.wait_for_message(fake.threads(general)[0], lambda m: "Tides" in m.content, within=10)
+        await wait_idle(fake, bot)
+        assert len(fake.threads(general)) == 1, [t.name for t in fake.threads(general)]
+        # The slot is given back when the run ends: the next one starts.
+        third = fake.inject_interaction("research", {"task": "waves"}, user="alice", channel=general)
+        assert flat(await answer(fake, third)).startswith("Started in")
+        await wait_idle(fake, bot)
+    started = [r for r in replies if r.startswith("Started in")]
+    refused = [r for r in replies if "Too many sessions at once" in r]
+    assert len(started) == 1 and len(refused) == 1, replies
+    assert refused[0].count("limit 1") == 1, refused
+    assert len(llm.requests) == 2
