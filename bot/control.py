@@ -2,8 +2,8 @@
 
 Decisions: a new session is routed before its header is posted, so the header names the model that will
 run (an auto-routed session's tier is the classifier's pick) and the first turn runs that model; the header
-is a write in the thread's budget like any other. Stop and Retry are for the requester or a member with
-Manage Threads, checked here, not only by Discord.
+is a write in the thread's budget like any other. Stop is for the requester or a member with Manage
+Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
 
 The header is rendered by :mod:`bot.thread_header` from the session record, also when its state changes
 later, so the record keeps the tier and model as the header shows them ("medium (auto) (why)" for a
@@ -204,12 +204,22 @@ class SessionControl:
         )
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
-        """Run the session's last request again (same permission rule as Stop)."""
-        session = await self._allowed(interaction, session_id, "retry")
-        if session is None:
-            return
+        """Run the session's failed last turn again. Only the member who asked that turn may (README:
+        Retry button): the retry is their request again, charged to them under their limits, so
+        neither the session's requester nor a moderator spends it for them."""
+        session = await self.sv.sessions.get(session_id)
         latest = await self.sv.sessions.latest_turn(session_id)
         say = interaction.response.send_message
+        if session is None:
+            await say("This session no longer exists.", ephemeral=True)
+            return
+        if latest is not None and latest.requester_id != interaction.user.id:
+            await say(
+                "Only the member who asked this turn can retry it (a retry is charged to them). "
+                "You can ask in a new message instead.",
+                ephemeral=True,
+            )
+            return
         if latest is None:
             await say("There is nothing to retry here.", ephemeral=True)
             return

@@ -13,7 +13,7 @@ from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text
-from tests.test_e2e_config import answer, flat
+from tests.test_e2e_config import answer, flat, run
 
 
 @pytest.fixture
@@ -87,3 +87,31 @@ async def test_two_research_runs_started_at_the_same_instant_take_one_slot_and_o
     assert len(started) == 1 and len(refused) == 1, replies
     assert refused[0].count("limit 1") == 1, refused
     assert len(llm.requests) == 2
+
+
+async def test_only_the_member_who_asked_a_failed_follow_up_can_retry_it_and_is_charged(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Bob's follow-up in alice's session failed: bob could not press its Retry, and alice's press
+    ran it charged to her."""
+    llm.script(text("Tides follow the moon."), error(400, "bad request"), text("Spring tides are higher."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "Tides follow" in m.content, within=10)
+        await wait_idle(fake, bot)
+        fake.inject_message(thread, "bob", f"<@{bot.user.id}> And spring tides?")
+        offer = await fake.wait_for_message(thread, lambda m: "try it again" in m.content, within=10)
+        await wait_idle(fake, bot)
+        (custom_id,) = [c["custom_id"] for row in offer.components for c in row["components"]]
+        by_alice = fake.inject_component(custom_id, message=offer, user="alice")
+        await fake.wait_for(lambda: by_alice.responses, what="alice's click answered")
+        by_bob = fake.inject_component(custom_id, message=offer, user="bob")
+        await fake.wait_for_message(thread, lambda m: m.content == "Spring tides are higher.", within=10)
+        await wait_idle(fake, bot)
+        usage = {u: flat(await run(fake, guild, "usage me", user=u)) for u in ("alice", "bob")}
+    assert "Only the member who asked this turn" in by_alice.responses[0]["data"]["content"]
+    assert by_bob.responses[0]["data"]["content"] == "Retrying…"
+    assert "**Requests today**: 1 " in usage["alice"], usage["alice"]
+    assert "**Requests today**: 2 " in usage["bob"], usage["bob"]
