@@ -42,6 +42,20 @@ def can_attach(channel: Any) -> bool:
         return True
 
 
+POST_REFUSED = "a missing permission (Send Messages in Threads)"
+
+
+def can_post(channel: Any) -> bool:
+    """Whether the bot may still post where the turn writes, as the gateway last told it (an admin
+    may take it away mid-run: the run then stops at its next step, bot.turn)."""
+    if not isinstance(channel, discord.Thread):
+        return True  # a DM, or a channel the turn was started in: a refused send says so (bot.streamer)
+    try:
+        return channel.permissions_for(channel.guild.me).send_messages_in_threads
+    except (discord.ClientException, AttributeError):  # the parent channel is not cached: try it
+        return True
+
+
 def tool_output_seen(messages: Sequence[Message]) -> bool:
     return any(m.role == "tool" and m.name not in _OWN_WRITES for m in messages)
 

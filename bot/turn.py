@@ -43,7 +43,7 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import can_attach, is_private, turn_services
+from bot.run_policy import POST_REFUSED, can_attach, can_post, is_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
@@ -241,8 +241,12 @@ class Turn:
                     running = 0  # this step's tool calls still running
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
-                            if closing() and isinstance(ev, StepStarted) and ev.step > state.steps:
-                                raise ShuttingDown  # a step boundary: nothing of this step has run yet
+                            if isinstance(ev, StepStarted) and ev.step > state.steps:  # a step boundary
+                                if closing():
+                                    raise ShuttingDown  # nothing of this step has run yet
+                                if self.streamer.refused or not can_post(self.channel):  # nothing shows
+                                    self.streamer.refused = POST_REFUSED  # stopped "by" it, below
+                                    raise asyncio.CancelledError
                             self.renderer.feed(ev)
                             if isinstance(ev, FinalEvent):
                                 result = ev.result
@@ -265,7 +269,7 @@ class Turn:
             if files:
                 self.renderer.feed(FilesWritten(tuple(files)))
         except (ShuttingDown, asyncio.CancelledError) as e:
-            by = stopped_by()
+            by = stopped_by() or self.streamer.refused
             if isinstance(e, ShuttingDown) or by is None:
                 # Not a user's Stop: a shutdown (or a crash-like cancel). Keep the turn running with its
                 # checkpoint; the next start resumes it. History is untouched, so nothing is half-written.

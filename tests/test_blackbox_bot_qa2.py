@@ -12,7 +12,8 @@ import pytest
 from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, error, text
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
+from tests.test_blackbox_threads_permissions import forbid
 from tests.test_e2e_config import answer, flat, run
 
 
@@ -115,3 +116,33 @@ async def test_only_the_member_who_asked_a_failed_follow_up_can_retry_it_and_is_
     assert by_bob.responses[0]["data"]["content"] == "Retrying…"
     assert "**Requests today**: 1 " in usage["alice"], usage["alice"]
     assert "**Requests today**: 2 " in usage["bob"], usage["bob"]
+
+
+async def test_a_run_whose_thread_refuses_its_messages_stops_at_the_next_step_and_the_member_is_told(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """An admin took Send Messages in Threads away mid-run: every write was given up in silence while
+    the run went on to its end, charged in full."""
+    calc = {"expression": "6*7"}
+    llm.script(
+        tool_call("calculator", calc, delay=0.5),
+        tool_call("calculator", calc, delay=0.5),
+        tool_call("calculator", calc),
+        text("Nobody sees this."),
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        forbid(guild, fake, send_messages_in_threads=True)
+        dm = fake.state.open_dm(fake.state.user(guild.member("alice").user.id))
+        told = await fake.wait_for_message(dm, within=10)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+        header = fake.messages(thread)[0]
+    assert len(llm.requests) <= 2, len(llm.requests)  # stopped at a step boundary, not run to its end
+    assert "**Send Messages in Threads**" in told.content and f"<#{thread.id}>" in told.content
+    assert len(fake.messages(dm)) == 1
+    assert f"**Tokens today**: {120 * len(llm.requests)} " in usage, usage
+    assert "stopped" in header.content, header.content
