@@ -17,6 +17,7 @@ from agent.budget import BudgetExceeded
 from agent.events import AgentEvent, Cost, RouteDecision
 from agent.loop import Agent
 from agent.models.base import ModelSettings
+from agent.models.breakers import breaker_keys
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
 from agent.tools.registry import ToolContext, ToolRegistry
@@ -34,6 +35,16 @@ SYSTEM_ALLOWANCE = 2000
 def classified(r: RouteDecision) -> bool:
     """The classifier picked the tier (the session asked for none)."""
     return r.source not in ("", "requested", "default")
+
+
+def cooling_for(model: RoutedModel | None) -> float:
+    """Seconds until some model of the run's router may be called again (0: one may now). A failed
+    turn's Retry before then meets the same open circuit breaker (up to 15 min after a rejected key)."""
+    if model is None:
+        return 0.0
+    r = model.router
+    built = [m for specs in r.tiers.values() for s in specs if (m := r.model(s)) is not None]
+    return min((max(r.breakers.retry_in(k) for k in breaker_keys(m)) for m in built), default=0.0)
 
 
 def who_runs(r: RouteDecision) -> str:

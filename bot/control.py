@@ -2,8 +2,8 @@
 
 Decisions: a new session is routed before its header is posted, so the header names the model that will
 run (an auto-routed session's tier is the classifier's pick) and the first turn runs that model; the header
-is a write in the thread's budget like any other. Stop and Retry are for the requester or a member with
-Manage Threads, checked here, not only by Discord.
+is a write in the thread's budget like any other. Stop is for the requester or a member with Manage
+Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
 
 The header is rendered by :mod:`bot.thread_header` from the session record, also when its state changes
 later, so the record keeps the tier and model as the header shows them ("medium (auto) (why)" for a
@@ -53,15 +53,20 @@ class SessionControl:
         """Threads just opened whose session is not recorded yet (routing can take a model call): a
         message posted there meanwhile waits for it instead of being taken for one in no session."""
 
-    async def may_start(self, guild_id: int | None, member: Any, task: str) -> QuotaDecision:
-        """Whether the member's limits allow a new session that can take at least one step."""
-        need = step_need(self.sv, task, [])
-        return await self.sv.quotas.check(
-            guild_id,
-            member.id,
-            roles_of(member, guild_id),
-            need_tokens=need,
-            need_usd=step_cost(self.sv, need),
+    async def may_start(
+        self, guild_id: int | None, member: Any, task: str, session_id: str | None = None
+    ) -> QuotaDecision:
+        """Whether the member's limits allow a new session that can take at least one step. With
+        ``session_id``, the new session's concurrency slot is taken with the check, atomically (two
+        /research at the same instant both passed a read-only check, and the second was refused inside
+        its own thread): :meth:`start_session` with that id keeps it, and gives it back if it fails."""
+        need, roles = step_need(self.sv, task, []), roles_of(member, guild_id)
+        usd = step_cost(self.sv, need)
+        decision = await self.sv.quotas.check(guild_id, member.id, roles, need_tokens=need, need_usd=usd)
+        if not decision.allowed or session_id is None:
+            return decision
+        return await self.sv.quotas.begin_session(
+            guild_id, member.id, roles, session_id, count_request=False, need_tokens=need, need_usd=usd
         )
 
     async def start_session(
@@ -73,16 +78,24 @@ class SessionControl:
         attachments: tuple[IncomingFile, ...] = (),
         *,
         message_id: int | None = None,
+        session_id: str | None = None,
     ) -> SessionRecord | None:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
         first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
-        deleted."""
+        deleted. ``session_id``: the id :meth:`may_start` took a slot for (released if this fails)."""
         ready = self.starting[thread.id] = asyncio.Event()  # before any await: see ``starting``
+        sid = session_id or new_session_id()
         try:
-            return await self._start_session(thread, member, task, tier, attachments, message_id)
+            started = await self._start_session(thread, member, task, tier, attachments, message_id, sid)
+        except Exception:
+            await self.sv.quotas.end_session(sid)
+            raise
         finally:
             del self.starting[thread.id]
             ready.set()
+        if started is None:  # no turn will release the slot ``may_start`` took
+            await self.sv.quotas.end_session(sid)
+        return started
 
     async def _start_session(
         self,
@@ -92,6 +105,7 @@ class SessionControl:
         tier: str | None,
         attachments: tuple[IncomingFile, ...],
         message_id: int | None,
+        session_id: str,
     ) -> SessionRecord | None:
         sv = self.sv
         guild_id = thread.guild.id if thread.guild else None
@@ -100,7 +114,7 @@ class SessionControl:
             tier = gs.default_tier if gs is not None and "default_tier" in gs.overrides else "auto"
         parent = thread.parent_id or thread.id
         rec = SessionRecord(
-            id=new_session_id(),
+            id=session_id,
             guild_id=guild_id,
             channel_id=parent,
             thread_id=thread.id,
@@ -190,12 +204,22 @@ class SessionControl:
         )
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
-        """Run the session's last request again (same permission rule as Stop)."""
-        session = await self._allowed(interaction, session_id, "retry")
-        if session is None:
-            return
+        """Run the session's failed last turn again. Only the member who asked that turn may (README:
+        Retry button): the retry is their request again, charged to them under their limits, so
+        neither the session's requester nor a moderator spends it for them."""
+        session = await self.sv.sessions.get(session_id)
         latest = await self.sv.sessions.latest_turn(session_id)
         say = interaction.response.send_message
+        if session is None:
+            await say("This session no longer exists.", ephemeral=True)
+            return
+        if latest is not None and latest.requester_id != interaction.user.id:
+            await say(
+                "Only the member who asked this turn can retry it (a retry is charged to them). "
+                "You can ask in a new message instead.",
+                ephemeral=True,
+            )
+            return
         if latest is None:
             await say("There is nothing to retry here.", ephemeral=True)
             return

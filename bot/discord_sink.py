@@ -52,7 +52,9 @@ def to_sink_error(e: BaseException) -> SinkError:
     if isinstance(e, discord.NotFound):
         return SinkError("the message no longer exists", status=404, retryable=False, gone=True)
     if isinstance(e, discord.Forbidden):
-        return SinkError(f"missing permission: {e.text}", status=403, retryable=False, gone=True)
+        return SinkError(
+            f"missing permission: {e.text}", status=403, retryable=False, gone=True, forbidden=True
+        )
     if isinstance(e, discord.HTTPException):
         retryable = e.status == 429 or e.status >= 500
         return SinkError(

@@ -145,11 +145,16 @@ async def tell(message: discord.Message, text: str, dms: DmLimit) -> None:
         pass
     except discord.HTTPException:
         return
-    if not dms.allow(message.author.id, message.channel.id):
+    await tell_in_dm(message.author, message.channel, text, dms)
+
+
+async def tell_in_dm(member: discord.abc.User, channel: Any, text: str, dms: DmLimit) -> None:
+    """What the bot cannot post in ``channel``, told to ``member`` in a DM (one per channel per window)."""
+    if not dms.allow(member.id, channel.id):
         return
-    where = getattr(message.channel, "mention", "there")
+    where = getattr(channel, "mention", "there")
     try:
-        await message.author.send(
+        await member.send(
             f"{text}\n-# (I can't post in {where}, so I'm telling you here.)", allowed_mentions=NO_MENTIONS
         )
     except discord.HTTPException:

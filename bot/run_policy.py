@@ -31,7 +31,7 @@ def is_private(channel: Any) -> bool:
     return getattr(channel, "type", None) == discord.ChannelType.private_thread
 
 
-def keeps_memory(channel: Any) -> bool:
+def memory_stays_private(channel: Any) -> bool:
     """Whether what is said here stays in the session's own memory scope: a private thread, or a
     thread (or channel) the server's @everyone cannot view. A public thread in a hidden #staff channel
     was stored server-wide, where every member's /memory search, export and recall read it."""
@@ -57,6 +57,20 @@ def can_attach(channel: Any) -> bool:
         return True
 
 
+POST_REFUSED = "a missing permission (Send Messages in Threads)"
+
+
+def can_post(channel: Any) -> bool:
+    """Whether the bot may still post where the turn writes, as the gateway last told it (an admin
+    may take it away mid-run: the run then stops at its next step, bot.turn)."""
+    if not isinstance(channel, discord.Thread):
+        return True  # a DM, or a channel the turn was started in: a refused send says so (bot.streamer)
+    try:
+        return channel.permissions_for(channel.guild.me).send_messages_in_threads
+    except (discord.ClientException, AttributeError):  # the parent channel is not cached: try it
+        return True
+
+
 def tool_output_seen(messages: Sequence[Message]) -> bool:
     return any(m.role == "tool" and m.name not in _OWN_WRITES for m in messages)
 
@@ -77,7 +91,7 @@ def turn_services(
         out[domains.SERVICE] = domains.DomainPolicy(tuple(gs.fetch_allow), tuple(gs.fetch_block))
     if sv.memory is not None and s.guild_id is not None:
         out[RUN_SERVICE] = MemoryRunPolicy(
-            private_namespace=private_namespace(str(s.guild_id), s.id) if keeps_memory(req.channel) else None,
+            private_namespace=private_namespace(str(s.guild_id), s.id) if memory_stays_private(req.channel) else None,
             max_writes=sv.bot_settings.memory_remember_per_run,
             read_sources=lambda: state.sources,
             read_untrusted=lambda: (

@@ -327,8 +327,11 @@ class SessionRunner:
             w.waiting = w.pending = None
             if self._closing or w.closed:
                 w.queue.appendleft(req)  # kept (and stored) for the next start, or dropped if closed
+                if w.closed:  # a new session's slot, taken at its start (the next start drops the rest)
+                    await self.sv.quotas.end_session(w.session_id)
                 return
             if w.stopped_by is not None:  # stopped while it waited for a slot: nothing ran or is charged
+                await self.sv.quotas.end_session(w.session_id)  # a new session's slot (taken at its start)
                 if req.queued_id is not None:
                     await self.sv.sessions.drop_queued(req.queued_id)
                 turn = Turn(self.sv, req, self.write_budget(w.session_id), self.rest_budget)
@@ -364,6 +367,9 @@ class SessionRunner:
                 if w.restart is not None:  # the message was edited: run it again, replacing this turn
                     w.restart.supersedes = turn.turn_id
                     w.queue.appendleft(w.restart)
+                    if self._closing:  # the next start answers the edit (in memory only, it was lost)
+                        with contextlib.suppress(Exception):
+                            await self._store(w.restart)
                     w.restart = None
         if w.closed:
             await self._hook("ended", req, "closed")

@@ -21,6 +21,7 @@ class SinkError(Exception):
         retry_after: float | None = None,
         gone: bool = False,
         thread_gone: bool = False,
+        forbidden: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -30,6 +31,8 @@ class SinkError(Exception):
         """The target no longer exists (message or thread deleted): stop trying."""
         self.thread_gone = thread_gone
         """The whole thread can take no more writes (deleted, archived, access lost)."""
+        self.forbidden = forbidden
+        """Discord refused it for a missing permission (403): a send there will not land until it is given."""
 
 
 class Grant(Protocol):

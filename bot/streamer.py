@@ -72,6 +72,9 @@ class ThreadStreamer:
         """The last turn waited for other threads' writes (the bot-wide budget is the limit)."""
         self._failures = 0
         """Writes failed in a row (the retry policy's attempt number)."""
+        self.refused: str | None = None
+        """Why a send was refused for a missing permission, once one was: the turn stops at its next step
+        boundary (nothing it writes can be shown, and each step is charged)."""
         self._task = asyncio.create_task(self._writer(), name=f"streamer:{name}")
 
     # --- what the session wants shown -----------------------------------------------------------
@@ -234,6 +237,8 @@ class ThreadStreamer:
                 return 0.0
             if e.gone or not e.retryable:
                 log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
+                if e.forbidden and kind == "send":
+                    self.refused = self.refused or "a missing permission to post here"
                 if kind == "delete" or (kind == "edit" and e.gone):
                     msg.deleted = kind == "delete"
                     msg.shown = content

@@ -25,7 +25,7 @@ from agent.attachments import IncomingFile
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, route, step_cost, step_need
+from bot.assembly import assemble, charge_judge, classified, cooling_for, route, step_cost, step_need
 from bot.attach import file_stamps, new_files, sees_images, take, with_note
 from bot.checkpoint import checkpoint_of, closing_writes, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
@@ -43,11 +43,11 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import can_attach, keeps_memory, turn_services
+from bot.run_policy import POST_REFUSED, can_attach, can_post, memory_stays_private, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
-from bot.views import retry_view
+from bot.views import retry_offer
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -132,6 +132,7 @@ class Turn:
         self.resume_msgs = [Message.from_dict(d) for d in (cp or {}).get("messages") or ()] or None
         self.turn_id: int | None = None
         self.error: Exception | None = None  # what ended the turn as failed, if anything did
+        self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
@@ -173,6 +174,7 @@ class Turn:
             await self.streamer.close(within=10)
             raise
         if not began.allowed:
+            await sv.quotas.end_session(s.id)  # a new session's slot, taken when it started
             if req.queued_id is not None:
                 await sv.sessions.drop_queued(req.queued_id)
             self.renderer.feed(Refused(began.message))
@@ -202,7 +204,7 @@ class Turn:
                 raise asyncio.CancelledError
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
-            model = req.model or await route(sv, s, req.prompt, gs)
+            model = self.model = req.model or await route(sv, s, req.prompt, gs)
             how = model.route
             if req.model is None and classified(how):  # a classified follow-up: say where it went
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
@@ -239,8 +241,12 @@ class Turn:
                     running = 0  # this step's tool calls still running
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
-                            if closing() and isinstance(ev, StepStarted) and ev.step > state.steps:
-                                raise ShuttingDown  # a step boundary: nothing of this step has run yet
+                            if isinstance(ev, StepStarted) and ev.step > state.steps:  # a step boundary
+                                if closing():
+                                    raise ShuttingDown  # nothing of this step has run yet
+                                if self.streamer.refused or not can_post(self.channel):  # nothing shows
+                                    self.streamer.refused = POST_REFUSED  # stopped "by" it, below
+                                    raise asyncio.CancelledError
                             self.renderer.feed(ev)
                             if isinstance(ev, FinalEvent):
                                 result = ev.result
@@ -263,7 +269,7 @@ class Turn:
             if files:
                 self.renderer.feed(FilesWritten(tuple(files)))
         except (ShuttingDown, asyncio.CancelledError) as e:
-            by = stopped_by()
+            by = stopped_by() or self.streamer.refused
             if isinstance(e, ShuttingDown) or by is None:
                 # Not a user's Stop: a shutdown (or a crash-like cancel). Keep the turn running with its
                 # checkpoint; the next start resumes it. History is untouched, so nothing is half-written.
@@ -308,11 +314,12 @@ class Turn:
 
     async def _offer_retry(self) -> None:
         """A message with a button, so not a streamer block; it still waits its turn in the thread's budget."""
+        text, view = retry_offer(self.req.session.id, cooling_for(self.model))
         await self.budget.acquire(self.rest)
         try:
             await self.channel.send(
-                "This turn failed. You can try it again:",
-                view=retry_view(self.req.session.id),
+                text,
+                view=view,
                 allowed_mentions=NO_MENTIONS,
                 silent=True,
             )
@@ -375,7 +382,7 @@ class Turn:
         sv, req, s = self.sv, self.req, self.req.session
         if sv.memory is None or s.guild_id is None:
             return
-        if keeps_memory(req.channel):
+        if memory_stays_private(req.channel):
             return  # a private (or hidden) thread's research must not become searchable by the whole server
         gs = await sv.guild_settings.get(s.guild_id)
         if not gs.memory_auto_store:

@@ -87,6 +87,16 @@ def retry_view(session_id: str) -> discord.ui.View:
     return buttons_view(Button(f"agentbot:retry:{session_id}", "Retry", discord.ButtonStyle.primary, "🔁"))
 
 
+def retry_offer(session_id: str, cooling: float) -> tuple[str, discord.ui.View | None]:
+    """What a failed turn offers: Retry, or while every model cools down after errors (``cooling``
+    seconds; up to 15 min after a rejected key) when to ask again, since a Retry would fail until then
+    (as quota refusals say when they reset)."""
+    if cooling <= 0:
+        return "This turn failed. You can try it again:", retry_view(session_id)
+    when = f"<t:{int(time.time() + cooling) + 1}:R>"
+    return f"This turn failed, and the model provider is cooling down after errors: ask again {when}.", None
+
+
 def rerun_view(session_id: str, turn_id: int) -> discord.ui.View:
     return buttons_view(
         Button(

@@ -44,7 +44,7 @@ from bot.memory_text import (
     parse_memory_id,
     unavailable_text,
 )
-from bot.run_policy import keeps_memory
+from bot.run_policy import memory_stays_private
 from bot.views import confirm_view, confirmation_open
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         """Inside a private research thread, the scope of its notes; None anywhere else. Always derived
         from the channel the command or button is used in, never from an option or a custom id."""
         channel = interaction.channel
-        if channel is None or not keeps_memory(channel):
+        if channel is None or not memory_stays_private(channel):
             return None
         session = await self.sv.sessions.by_thread(channel.id)
         return private_namespace(str(interaction.guild_id), session.id) if session is not None else None
@@ -145,7 +145,7 @@ class MemoryCog(commands.GroupCog, group_name="memory", group_description="This 
         channel = interaction.channel
         session = (
             await self.sv.sessions.by_thread(channel.id)
-            if channel is not None and keeps_memory(channel)
+            if channel is not None and memory_stays_private(channel)
             else None
         )
         if session is None:

@@ -17,6 +17,7 @@ from bot.attach import incoming
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
+from bot.store import new_session_id
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -62,10 +63,11 @@ class ResearchCog(commands.Cog):
             raise Refusal("Use /research in a text channel: it opens its own thread.")
         if not isinstance(channel, discord.TextChannel):
             raise Refusal("/research works in text channels.")
-        member = interaction.user
-        thread = await self._open_thread(channel, member, task, interaction.app_permissions, private=private)
+        member, sid = interaction.user, new_session_id()
+        perms = interaction.app_permissions
+        thread = await self._open_thread(channel, member, task, perms, private=private, session_id=sid)
         files = incoming([file] if file else [])
-        if await self.bot.control.start_session(thread, member, task, tier, files) is None:
+        if await self.bot.control.start_session(thread, member, task, tier, files, session_id=sid) is None:
             raise Refusal(
                 f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
                 f"**Send Messages in Threads** in {channel.mention}."
@@ -88,12 +90,14 @@ class ResearchCog(commands.Cog):
         perms: discord.Permissions,
         *,
         private: bool,
+        session_id: str,
         message: discord.Message | None = None,
     ) -> discord.Thread:
         """What /research and a mention share: the bot's permissions, the member's quota, then a thread of
         the kind asked for (on ``message`` for a mention); else :class:`Refusal` with what they read. A
         private request never falls back to a public thread (its research would be readable, and stored,
-        server-wide)."""
+        server-wide). The member's concurrency slot is taken for ``session_id`` with the check, so two
+        requests at the same instant cannot both pass it; it is given back if no thread opens."""
         lacking = missing_permissions(perms, private=private)
         if lacking:
             names = ", ".join(f"**{p}**" for p in lacking)
@@ -101,12 +105,12 @@ class ResearchCog(commands.Cog):
                 f"I can't start research in {channel.mention}: I am missing {names} there. "
                 "A server admin can grant it to my role (or in this channel's permissions)."
             )
-        decision = await self.bot.control.may_start(channel.guild.id, member, task)
+        decision = await self.bot.control.may_start(channel.guild.id, member, task, session_id)
         if not decision.allowed:
             raise Refusal(f"⛔ {decision.message}")
         archive = self.bot.bot_settings.thread_archive_minutes
-        await self.bot.runner.rest_budget.acquire()
         try:
+            await self.bot.runner.rest_budget.acquire()
             if message is not None:
                 return await message.create_thread(name=thread_name(task), auto_archive_duration=archive)
             return await channel.create_thread(
@@ -115,8 +119,11 @@ class ResearchCog(commands.Cog):
                 auto_archive_duration=archive,
                 reason="agentbot /research",
             )
-        except discord.HTTPException as e:
-            raise Refusal(thread_refusal(e, channel, private=private)) from e
+        except Exception as e:
+            await self.bot.services.quotas.end_session(session_id)  # no thread: the slot goes back
+            if isinstance(e, discord.HTTPException):
+                raise Refusal(thread_refusal(e, channel, private=private)) from e
+            raise
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -136,17 +143,19 @@ class ResearchCog(commands.Cog):
                 "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
             )
             return
-        perms = channel.permissions_for(message.guild.me)
+        perms, sid = channel.permissions_for(message.guild.me), new_session_id()
         try:
             thread = await self._open_thread(
-                channel, message.author, task, perms, private=False, message=message
+                channel, message.author, task, perms, private=False, session_id=sid, message=message
             )
         except Refusal as e:
             await tell(message, str(e), bot.dm_limit)  # a DM when the reply itself is refused
             return
         files = incoming(message.attachments)
         if (
-            await bot.control.start_session(thread, message.author, task, None, files, message_id=message.id)
+            await bot.control.start_session(
+                thread, message.author, task, None, files, message_id=message.id, session_id=sid
+            )
             is None
         ):
             await message.reply(

@@ -23,8 +23,9 @@ from agent.tools.safe_names import safe_name
 from bot.attach import incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, tell
+from bot.formatting import Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
+from bot.run_policy import can_post
 from bot.runner import TurnRequest
 from bot.thread_header import HeaderState, show_state
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from bot.app import AgentBot
 
 QUEUED = "⏳"
+CANNOT_POST = "I am missing **Send Messages in Threads**"
 HINTS_KEPT = 10_000
 """(thread, user) pairs remembered as already told how to ask; the oldest are forgotten first."""
 HOW_TO_ASK = (
@@ -97,6 +99,15 @@ class ThreadLife:
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         await self._show(req, state)
+        thread = req.channel
+        if isinstance(thread, discord.Thread) and not can_post(thread):  # the turn stopped (bot.turn)
+            with contextlib.suppress(discord.HTTPException):
+                member = self.bot.get_user(req.requester_id) or await self.bot.fetch_user(req.requester_id)
+                text = (
+                    f"I can no longer post in {thread.mention} ({CANNOT_POST} there): your research in "
+                    "it stopped at its next step, charged only for what it had done."
+                )
+                await tell_in_dm(member, thread, text, self.bot.dm_limit)
 
 
 class ThreadsCog(commands.Cog):
@@ -127,11 +138,7 @@ class ThreadsCog(commands.Cog):
         me = message.guild.me if message.guild else None
         if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
             await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
-            await tell(
-                message,
-                "I can't answer here: I am missing **Send Messages in Threads** in this thread.",
-                bot.dm_limit,
-            )
+            await tell(message, f"I can't answer here: {CANNOT_POST} in this thread.", bot.dm_limit)
             return
         text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
