@@ -1,5 +1,5 @@
 """Per-turn rules the runner hands to tools: memory writes (privacy, provenance, a cap) and the
-server's fetch_url domain lists.
+server's fetch_url domain lists; and whether a finished run's answer goes into the server's memory.
 
 Kept out of :mod:`bot.runner` so the runner only calls :func:`turn_services` once per turn. Both
 rules are made fresh for every turn from the server's settings at that moment, so a ``/config``
@@ -12,15 +12,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
+import structlog
 
 from agent.messages import Message
 from agent.tools import domains
 from agent.tools.memory_tools import RUN_SERVICE, MemoryRunPolicy, private_namespace
 
 if TYPE_CHECKING:
+    from agent.events import RunResult
     from agent.loop import RunState
     from bot.services import Services
     from bot.turn import TurnRequest
+
+log = structlog.get_logger().bind(logger="bot.run_policy")
 
 _OWN_WRITES = frozenset({"remember"})
 """Tool results that carry nothing from outside. recall is not one: it may return a note a page planted."""
@@ -91,7 +95,9 @@ def turn_services(
         out[domains.SERVICE] = domains.DomainPolicy(tuple(gs.fetch_allow), tuple(gs.fetch_block))
     if sv.memory is not None and s.guild_id is not None:
         out[RUN_SERVICE] = MemoryRunPolicy(
-            private_namespace=private_namespace(str(s.guild_id), s.id) if memory_stays_private(req.channel) else None,
+            private_namespace=private_namespace(str(s.guild_id), s.id)
+            if memory_stays_private(req.channel)
+            else None,
             max_writes=sv.bot_settings.memory_remember_per_run,
             read_sources=lambda: state.sources,
             read_untrusted=lambda: (
@@ -104,3 +110,30 @@ def turn_services(
         if gs is not None:
             out["memory_retention"] = sv.retention_for(gs)
     return out
+
+
+async def remember_answer(sv: Services, req: TurnRequest, result: RunResult) -> None:
+    """A completed run's answer into the server's memory, when the server stores answers and the
+    channel's research may be seen by the whole server. A failure is logged: the answer is already shown."""
+    s = req.session
+    if sv.memory is None or s.guild_id is None or memory_stays_private(req.channel):
+        return  # a private (or hidden) thread's research must not become searchable by the whole server
+    gs = await sv.guild_settings.get(s.guild_id)
+    if not gs.memory_auto_store:
+        return
+    from agent.memory.integration import store_research
+
+    try:
+        await store_research(
+            sv.memory,
+            str(s.guild_id),
+            req.prompt,
+            result.text,
+            result.sources,
+            author=str(req.requester_id),
+            thread=str(s.thread_id or ""),
+            session=s.id,
+            retention=sv.retention_for(gs),
+        )
+    except Exception:
+        log.warning("memory_store_failed", session_id=s.id, exc_info=True)

@@ -43,7 +43,7 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import POST_REFUSED, can_attach, can_post, memory_stays_private, turn_services
+from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, turn_services
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
@@ -301,7 +301,7 @@ class Turn:
         self.status = status
         await self._settle(result, status)
         if result is not None and result.status == "completed":
-            await self._remember(result)
+            await remember_answer(self.sv, self.req, result)
         elif status == "failed" and self.streamer.gone is None:
             await self._offer_retry()
         return result
@@ -317,12 +317,7 @@ class Turn:
         text, view = retry_offer(self.req.session.id, cooling_for(self.model))
         await self.budget.acquire(self.rest)
         try:
-            await self.channel.send(
-                text,
-                view=view,
-                allowed_mentions=NO_MENTIONS,
-                silent=True,
-            )
+            await self.channel.send(text, view=view, allowed_mentions=NO_MENTIONS, silent=True)
         except discord.HTTPException:
             log.warning("retry_offer_failed", session_id=self.req.session.id)
 
@@ -377,29 +372,3 @@ class Turn:
             self._saved = key
         except Exception:
             log.warning("checkpoint_failed", turn_id=self.turn_id, exc_info=True)
-
-    async def _remember(self, result: RunResult) -> None:
-        sv, req, s = self.sv, self.req, self.req.session
-        if sv.memory is None or s.guild_id is None:
-            return
-        if memory_stays_private(req.channel):
-            return  # a private (or hidden) thread's research must not become searchable by the whole server
-        gs = await sv.guild_settings.get(s.guild_id)
-        if not gs.memory_auto_store:
-            return
-        from agent.memory.integration import store_research
-
-        try:
-            await store_research(
-                sv.memory,
-                str(s.guild_id),
-                req.prompt,
-                result.text,
-                result.sources,
-                author=str(req.requester_id),
-                thread=str(s.thread_id or ""),
-                session=s.id,
-                retention=sv.retention_for(gs),
-            )
-        except Exception:
-            log.warning("memory_store_failed", session_id=s.id, exc_info=True)
