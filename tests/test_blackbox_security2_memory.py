@@ -46,7 +46,11 @@ async def test_research_in_a_channel_members_cannot_see_stays_out_of_the_server_
     # member's /memory search, /memory export and runs' recall read them.
     guild = fake.guilds[0]
     staff = guild.channel("staff")
-    staff.permission_overwrites = [{"id": str(guild.id), "type": 0, "allow": "0", "deny": str(1 << 10)}]
+    view = str(1 << 10)  # hidden from @everyone; the bot is let in, as admins do for a bot in #staff
+    staff.permission_overwrites = [
+        {"id": str(guild.id), "type": 0, "allow": "0", "deny": view},
+        {"id": str(fake.bot_user.id), "type": 1, "allow": view, "deny": "0"},
+    ]
     llm.script(
         tool_call("remember", {"note": "Layoffs are planned for March."}),
         text("The staff bonus pool is 40k this year."),
