@@ -104,3 +104,32 @@ async def test_a_follow_up_stored_while_the_running_turn_ends_is_answered_and_lo
         queued = await store.queued_turns()
     assert [r["messages"][-1]["content"] for r in llm.requests] == ["tides", "and the moon?"]
     assert queued == [] and not fake.message(moon.id).reactions.get("⏳")
+
+
+async def test_a_queued_mark_that_lands_after_its_turn_started_is_taken_off(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The ⏳ goes on after a wait for the bot-wide REST budget. When the queued turn started during that
+    wait, its start found no mark to take off, and ⏳ stayed on an answered message."""
+    llm.script(text("Tides.", delay=1.0), text("Moon."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        runner, moon_id = bot.runner, 0
+        acquire = runner.rest_budget.acquire
+
+        async def late_mark(*args: object) -> None:
+            task = asyncio.current_task()
+            if moon_id and task is not None and task.get_name() == "discord.py: on_message":
+                while runner.queued(moon_id):  # noqa: ASYNC110 (the mark waits until its turn has started)
+                    await asyncio.sleep(0.02)
+            await acquire(*args)  # type: ignore[arg-type]
+
+        runner.rest_budget.acquire = late_mark  # type: ignore[method-assign]
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        moon_id = fake.inject_message(thread, "alice", "and the moon?").id
+        await fake.wait_for_message(thread, lambda m: m.content == "Moon.", within=15)
+        await wait_idle(fake, bot)
+        await fake.wait_for(lambda: "⏳" in fake.message(moon_id).reactions, what="the late mark")
+    assert not fake.message(moon_id).reactions.get("⏳")
