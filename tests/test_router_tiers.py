@@ -11,7 +11,7 @@ from agent.config import ConfigError, load_agent_settings
 from agent.logs import redact
 from agent.models.classifier import HeuristicClassifier, JudgeClassifier
 from agent.models.embedding_classifier import EmbeddingClassifier
-from agent.models.factory import build_model, build_router, split_spec
+from agent.models.factory import build_model, build_router, missing_key, split_spec
 from agent.models.prices import default_prices
 from agent.models.tiers import TIERS, default_tiers, load_tiers, merge_tiers
 from tests.fakes.llm_server import FakeLLM, text
@@ -177,6 +177,16 @@ def test_bad_router_settings_are_named() -> None:
         settings(ROUTER_MAX_TIER="ultra")
     with pytest.raises(ConfigError, match="ROUTER_CLASSIFIER"):
         settings(ROUTER_CLASSIFIER="magic")
+
+
+async def test_a_misspelt_provider_prefix_is_named_not_sent_as_a_model_name(http: httpx.AsyncClient) -> None:
+    # "antrhopic:claude-sonnet-4" went to OPENAI_BASE_URL as a model name, whose 404 blamed the base URL.
+    for spec, meant in (("antrhopic:claude-sonnet-4", "anthropic:"), ("gemni:gemini-2.5-flash", "gemini:")):
+        with pytest.raises(ConfigError, match=f"is no provider; did you mean {meant}"):
+            build_model(spec, settings(), http)
+        assert f"did you mean {meant}" in (missing_key(settings(), spec) or "")
+    for tagged in ("llama3.1:8b", "qwen2.5:7b", "gemma:2b", "mistral:latest"):  # Ollama's names pass
+        assert build_model(tagged, settings(), http).name == tagged
 
 
 async def test_a_provider_without_a_key_cannot_be_built(http: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ named by their prefix in ``WIRES``.
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable
 
@@ -43,10 +44,29 @@ def split_spec(spec: str) -> tuple[str, str]:
     return "openai", spec
 
 
+def misspelt_prefix(spec: str) -> str | None:
+    """Why ``spec``'s prefix looks like a provider's misspelt (``antrhopic:claude-sonnet-4``), else None:
+    taken for a bare name, it went to OPENAI_BASE_URL, whose 404 blamed the base URL. Model names with a
+    tag (``llama3.1:8b``, ``qwen2.5:7b``) are like no provider and pass."""
+    prefix, sep, _ = spec.strip().partition(":")
+    if not sep or prefix.lower() in WIRES:
+        return None
+    near = difflib.get_close_matches(prefix.lower(), WIRES, n=1, cutoff=0.8)
+    if not near:
+        return None
+    return (
+        f"model spec {spec!r}: {prefix!r} is no provider; did you mean {near[0]}:? "
+        f"(providers: {', '.join(WIRES)}; a name without one goes to OPENAI_BASE_URL)"
+    )
+
+
 def missing_key(settings: AgentSettings, spec: str) -> str | None:
     """Why ``spec`` cannot be called for want of a key, said before any call, else None: its provider's
     key is unset, or a bare name would go to OpenAI's own endpoint without ``OPENAI_API_KEY`` (a Claude
-    or Gemini name written without its prefix is pointed out when that provider's key is set)."""
+    or Gemini name written without its prefix is pointed out when that provider's key is set), or its
+    provider prefix is misspelt."""
+    if (why := misspelt_prefix(spec)) is not None:
+        return why
     prefix, name = split_spec(spec)
     provider = WIRES[prefix][1]
     secret = getattr(settings, f"{provider}_api_key")
@@ -71,6 +91,8 @@ def missing_key(settings: AgentSettings, spec: str) -> str | None:
 
 
 def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient) -> Model:
+    if (why := misspelt_prefix(spec)) is not None:
+        raise ConfigError(why)
     prefix, name = split_spec(spec)
     if not name:
         raise ConfigError(
