@@ -133,7 +133,8 @@ async def _served_by_probe(
     s: AgentSettings, client: httpx.AsyncClient, names: list[str], provider: str = "openai"
 ) -> set[str]:
     """For servers without a model list (Anthropic- and Gemini-compatible gateways have none either): a
-    one-token call per model; only a 404 means "not served"."""
+    one-token call per model; only a 404 means "not served", and a refused key, an account without credit
+    or a failing server are named (each was counted as served, so doctor said ok and every run failed)."""
     _, _, headers = _listing(provider, s)
     base = getattr(s, f"{provider}_base_url").rstrip("/")
     if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
@@ -160,6 +161,22 @@ async def _served_by_probe(
                 f"{base} could not be reached for a one-token call to {name} "
                 f"({type(e).__name__}): check {setting} and that the server runs"
             ) from e
+        key_env = f"{provider.upper()}_API_KEY"
+        if r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key):
+            raise ConfigError(
+                f"{base} rejected the API key on a one-token call to {name} (HTTP {r.status_code}): "
+                f"check {key_env}"
+            )
+        if r.status_code == 402:  # counted as served, an account out of credit passed and every run failed
+            raise ConfigError(
+                f"{base} refused a one-token call to {name} with HTTP 402 (payment required): add credit to "
+                f"the account of {key_env}"
+            )
+        if r.status_code >= 500:
+            raise ConfigError(
+                f"{base} failed a one-token call to {name} (HTTP {r.status_code}): the server has a "
+                "problem; check its logs, then run doctor again"
+            )
         if r.status_code != 404:
             served.add(name)
         elif name.lower() not in r.text.lower():  # servers name a model they lack; this is no API

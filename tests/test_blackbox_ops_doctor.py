@@ -122,6 +122,35 @@ async def test_an_anthropic_gateway_without_a_model_list_is_checked_with_a_one_t
     assert asked == ["glm-4.6", "glm-5"]
 
 
+async def test_a_one_token_call_refused_for_the_key_credit_or_a_failing_server_is_named(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    # A gateway without a model list answered the one-token call 401, 402 or 500: doctor counted the
+    # model as served and said ok, and every run then failed.
+    status = {"glm-key": 401, "glm-credit": 402, "glm-down": 503}
+
+    async def messages(request: web.Request) -> web.Response:
+        model = (await request.json())["model"]
+        error = {"type": "error", "message": "no"}
+        return web.json_response({"type": "error", "error": error}, status=status[model])
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    async with served(app) as url:
+        env = {"ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "k", "DATA_DIR": str(tmp_path)}
+        s = parse_settings(AgentSettings, env)
+        for model, said in (
+            (
+                "glm-key",
+                r"rejected the API key on a one-token call to glm-key \(HTTP 401\): check ANTHROPIC_API_KEY",
+            ),
+            ("glm-credit", r"HTTP 402 \(payment required\): add credit to the account of ANTHROPIC_API_KEY"),
+            ("glm-down", r"failed a one-token call to glm-down \(HTTP 503\)"),
+        ):
+            with pytest.raises(ConfigError, match=said):
+                await _provider("anthropic", {f"anthropic:{model}": ["AGENT_MODEL"]}, s, http)
+
+
 async def test_an_ollama_model_that_cannot_call_tools_fails_doctor_before_every_run_does(
     tmp_path: Path, http: httpx.AsyncClient
 ) -> None:
