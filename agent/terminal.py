@@ -37,9 +37,15 @@ def without_controls(text: str) -> str:
     return _CONTROLS.sub("", text)
 
 
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+"""Direction overrides and isolates: in a progress line they reorder what follows, so a page or model
+could make a tool's arguments or a file name read as something else (\u202e: "txt.exe" shows "exe.txt")."""
+
+
 def escape(text: str) -> str:
-    """Safe to print through rich: markup escaped, control characters removed."""
-    return escape_markup(without_controls(text))
+    """Safe to print through rich as one progress line: markup escaped, control characters and direction
+    overrides removed (the answer on stdout keeps its text as written, less control characters)."""
+    return escape_markup(_BIDI.sub("", without_controls(text)))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:

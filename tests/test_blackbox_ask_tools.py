@@ -98,3 +98,23 @@ async def test_one_step_is_said_as_one_step(llm: FakeLLM, http: httpx.AsyncClien
     model = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, api_key="sk-t", client=http, max_attempts=1)
     result = await Agent(model, ToolRegistry(builtin_tools()), max_iterations=1).ask("2+2?")
     assert (result.status, result.text) == ("max_iterations", "Stopped after 1 step without a final answer.")
+
+
+def test_progress_lines_drop_direction_overrides_that_would_disguise_a_tool_call() -> None:
+    # U+202E in a tool's arguments (from a page or the model) reversed the rest of the progress line.
+    import io
+
+    from agent.events import ToolCallEvent, ToolResultEvent
+    from agent.terminal import TerminalRenderer
+
+    err = io.StringIO()
+    renderer = TerminalRenderer(err)
+    name = "invoice\u202egpj.exe"
+    renderer.render(
+        ToolCallEvent(step=1, call_id="c", name="read_file", arguments={"path": name}, raw_arguments="")
+    )
+    renderer.render(ToolResultEvent(step=1, call_id="c", name="read_file", output=f"read \u2067{name}\u2069"))
+    shown = err.getvalue()
+    assert "invoicegpj.exe" in shown and not any(
+        c in shown for c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    )
