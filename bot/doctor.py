@@ -129,6 +129,11 @@ _PROBES = {  # provider: the path of a one-token call after the base URL, and it
 }
 
 
+def _key_refused(r: httpx.Response) -> bool:
+    """The endpoint refused the key: 401/403, or Gemini's 400 API_KEY_INVALID (read as a wrong base URL)."""
+    return r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key)
+
+
 async def _served_by_probe(
     s: AgentSettings, client: httpx.AsyncClient, names: list[str], provider: str = "openai"
 ) -> set[str]:
@@ -162,7 +167,7 @@ async def _served_by_probe(
                 f"({type(e).__name__}): check {setting} and that the server runs"
             ) from e
         key_env = f"{provider.upper()}_API_KEY"
-        if r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key):
+        if _key_refused(r):
             raise ConfigError(
                 f"{base} rejected the API key on a one-token call to {name} (HTTP {r.status_code}): "
                 f"check {key_env}"
@@ -234,8 +239,7 @@ async def _provider(
         raise ConfigError(
             f"{url} could not be reached ({type(e).__name__}): check {name}_BASE_URL and that the server runs"
         ) from e
-    if r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key):
-        # Gemini answers a wrong key with 400 API_KEY_INVALID, which read as a wrong GEMINI_BASE_URL.
+    if _key_refused(r):
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code < 400:
