@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.llm_server import FakeLLM, text
-from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
 async def test_the_task_can_come_from_a_pipe_in_any_script(llm: FakeLLM, tmp_path: Path) -> None:
@@ -63,8 +63,7 @@ async def test_odd_arguments_are_named_in_one_line(llm: FakeLLM, tmp_path: Path)
 
 
 async def _ask_from(llm: FakeLLM, tmp_path: Path, stdin_fd: int) -> tuple[int, str, str]:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPENAI_BASE_URL": llm.base_url}
-    env |= {"OPENAI_API_KEY": "sk-ask-test-key-0001", "DATA_DIR": str(tmp_path / "data")}
+    env = ask_env(llm, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,
         "ask",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
-from tests.test_blackbox_ask_tools import AGENTBOT
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
 
 
 def _processes_naming(fragment: str) -> list[int]:
@@ -34,14 +34,7 @@ async def _stopped(
     ready: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, str, str]:
     """``agentbot ask``, sent ``sig`` once stderr shows ``after`` (and ``ready`` returned)."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DATA_DIR": str(tmp_path / "data"),
-        "OPENAI_BASE_URL": llm.base_url,
-        "OPENAI_API_KEY": "sk-ask-test-key-0001",
-        "MEMORY_ENABLED": "false",
-    }
+    env = ask_env(llm, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,
         "ask",

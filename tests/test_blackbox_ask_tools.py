@@ -15,6 +15,18 @@ from tests.fakes.llm_server import FakeLLM, text, tool_call
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
 
+def ask_env(llm: FakeLLM, tmp_path: Path) -> dict[str, str]:
+    """The only settings an ``agentbot ask`` under test sees: the scripted model, a data directory of its own."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path / "data"),
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-ask-test-key-0001",
+        "MEMORY_ENABLED": "false",
+    }
+
+
 async def ask_cli(
     llm: FakeLLM,
     tmp_path: Path,
@@ -26,15 +38,7 @@ async def ask_cli(
     preexec_fn: Any = None,
 ) -> tuple[int, str, str]:
     """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
-    base = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "DATA_DIR": str(tmp_path / "data"),
-        "COLUMNS": "200",
-        "OPENAI_BASE_URL": llm.base_url,
-        "OPENAI_API_KEY": "sk-ask-test-key-0001",
-        "MEMORY_ENABLED": "false",
-    }
+    base = ask_env(llm, tmp_path) | {"COLUMNS": "200"}
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,
         "ask",
