@@ -109,6 +109,8 @@ class ToolEnv(EnvSettings):
     # Extraction runs in killable worker processes (issue 14.6).
     fetch_extract_timeout: float = Field(10.0, ge=1, le=120)
     fetch_extract_workers: int = Field(2, ge=1, le=16)
+    # Fair extraction: seconds a page may wait for a free worker (the deadline counts from its start).
+    fetch_extract_wait: float = Field(30.0, ge=1, le=600)
     fetch_user_agent: str = "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)"
     files_quota_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=10 * 1024**3)
     files_quota_files: int = Field(1000, ge=10, le=1_000_000)  # entries (14.4)

@@ -9,6 +9,11 @@ on the worker's pipe (no CPU work, so no GIL held), and when the deadline passes
 the worker, the pipe ends and the thread returns at once. A killed worker is replaced on the next
 page (about 0.5 s to start and import trafilatura). Workers get a minimal environment (no API keys or
 bot token) and leave when the bot's end of their pipe closes, so a dying bot leaves none behind.
+
+The workers are shared fairly between servers (:class:`~agent.tools.fair_slots.FairSlots`, keyed by
+the caller's server), and a page's deadline counts from when a worker takes it: measured from the
+request, one server's many slow pages made another server's page fail while it was still queued.
+The time a page may wait for a worker is bounded separately, with its own error.
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import weakref
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.tools.extract import read_frame, write_frame
+from agent.tools.fair_slots import FairSlots
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT")
@@ -33,6 +41,10 @@ _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT")
 
 class ExtractionFailed(Exception):
     """The worker did not answer: killed at the deadline, or it died."""
+
+
+class ExtractionBusy(ExtractionFailed):
+    """No worker came free within the wait bound: every one stayed busy with other pages."""
 
 
 @dataclass(eq=False)
@@ -77,8 +89,14 @@ def _shutdown(idle: list[subprocess.Popen[bytes]], executor: ThreadPoolExecutor)
 class ExtractorPool:
     """At most ``size`` pages extracted at once, each in a worker process killed at its deadline."""
 
-    def __init__(self, size: int = 2, *, memory_mb: int = 1024, max_reply: int = 64 << 20) -> None:
+    def __init__(
+        self, size: int = 2, *, memory_mb: int = 1024, max_reply: int = 64 << 20, max_wait: float = 30.0
+    ) -> None:
         self.size = size
+        self.max_wait = max_wait
+        """Seconds a page may wait for a free worker before :class:`ExtractionBusy`."""
+        self.slots = FairSlots(size)
+        """Who may use a worker now: as many as there are executor threads, so a page never queues there."""
         self.memory_mb = memory_mb
         """Address space per worker (RLIMIT_AS): trafilatura peaked at 200 MB on a 2 MB table."""
         self.max_reply = max_reply
@@ -91,10 +109,35 @@ class ExtractorPool:
         """Stop the idle workers; a busy one is stopped when its page ends."""
         self._finalizer()
 
-    async def extract(self, request: dict[str, Any], body: bytes, deadline: float) -> dict[str, Any]:
-        """The worker's JSON reply, or :class:`ExtractionFailed` once ``deadline`` seconds have passed."""
+    async def extract(
+        self,
+        request: dict[str, Any],
+        body: bytes,
+        deadline: float,
+        *,
+        key: Hashable = "",
+        soft_after: float | None = None,
+    ) -> dict[str, Any]:
+        """The worker's JSON reply, or :class:`ExtractionFailed` once ``deadline`` seconds have passed
+        since a worker took the page (:class:`ExtractionBusy` if none came free within ``max_wait``).
+        ``key``: the caller's server, for fair sharing. ``soft_after``: seconds after the start at which
+        the worker returns plain text instead (``soft_deadline_at`` in the request)."""
+        try:
+            await self.slots.acquire(key, self.max_wait)
+        except TimeoutError:
+            raise ExtractionBusy(
+                f"no extraction worker came free within {self.max_wait:g} s (all {self.size} were busy "
+                "with other pages)"
+            ) from None
+        if soft_after is not None:
+            request = {**request, "soft_deadline_at": time.monotonic() + soft_after}
         job = _Job(json.dumps(request).encode(), body)
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, job)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, job)
+        except BaseException:
+            self.slots.release(key)
+            raise
+        future.add_done_callback(lambda _f: self.slots.release(key))
         try:
             async with asyncio.timeout(deadline):
                 return await future  # cancelling it also drops a job still waiting for a thread

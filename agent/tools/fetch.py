@@ -11,7 +11,7 @@ Readable text comes from trafilatura in a worker process killed at ``extract_tim
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,7 +21,7 @@ from pydantic import Field
 
 from agent.tools import domains, registry
 from agent.tools.decoding import ACCEPT_ENCODING, read_decoded
-from agent.tools.extract_pool import ExtractionFailed, ExtractorPool
+from agent.tools.extract_pool import ExtractionBusy, ExtractionFailed, ExtractorPool
 from agent.tools.netguard import GuardedTransport, LazyClient, NetGuard, Resolver
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 
@@ -50,6 +50,9 @@ class FetchSettings:
     returns the page's plain text, and at 100% it is killed and the call fails. Not retried."""
     extract_workers: int = 2
     """Worker processes (pages extracted at once); each is killed at its deadline."""
+    # --- fair extraction: a page's deadline starts when a worker takes it; its wait is bounded ---
+    extract_wait: float = 30.0
+    """Seconds a page may wait for a free extraction worker (shared fairly between servers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,9 @@ class PageFetcher:
         self.settings = settings
         # 1 GiB plus 20x the body: a 2 MB table peaked at 200 MB in trafilatura.
         memory_mb = 1024 + 20 * settings.max_bytes // 2**20
-        self.extractor = ExtractorPool(settings.extract_workers, memory_mb=memory_mb)
+        self.extractor = ExtractorPool(
+            settings.extract_workers, memory_mb=memory_mb, max_wait=settings.extract_wait
+        )
         self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=resolver)
         self._client = LazyClient(
             lambda: httpx.AsyncClient(
@@ -95,8 +100,11 @@ class PageFetcher:
         self.extractor.close()
         await self._client.aclose()
 
-    async def fetch(self, url: str, policy: domains.DomainPolicy | None = None) -> Page:
-        """``policy``: the server's domain rules, checked on every hop like the SSRF guard."""
+    async def fetch(
+        self, url: str, policy: domains.DomainPolicy | None = None, *, key: Hashable = ""
+    ) -> Page:
+        """``policy``: the server's domain rules, checked on every hop like the SSRF guard. ``key``: the
+        server asking, so the extraction workers are shared fairly between servers."""
         try:
             target = httpx.URL(url.strip())
         except (httpx.InvalidURL, TypeError) as e:
@@ -106,15 +114,20 @@ class PageFetcher:
                 body, charset, kind, final, truncated = await self._download(target, policy)
         except TimeoutError as e:
             raise TransientToolError(f"fetching {url} took longer than {self.settings.timeout:g} s") from e
-        return await self._extract(body, charset, kind, final, truncated)
+        return await self._extract(body, charset, kind, final, truncated, key)
 
-    async def _extract(self, body: bytes, charset: str | None, kind: str, url: str, truncated: bool) -> Page:
+    async def _extract(
+        self, body: bytes, charset: str | None, kind: str, url: str, truncated: bool, key: Hashable
+    ) -> Page:
         """Text from the body in a worker process; its deadline is final (a retry would only be as slow)."""
         limit = self.settings.extract_timeout
-        soft = time.monotonic() + limit * 0.6
-        request = {"charset": charset, "kind": kind, "url": url, "soft_deadline_at": soft}
+        request = {"charset": charset, "kind": kind, "url": url}
         try:
-            answer = await self.extractor.extract(request, body, limit)
+            answer = await self.extractor.extract(request, body, limit, key=key, soft_after=limit * 0.6)
+        except ExtractionBusy as e:
+            raise ToolRefused(
+                f"{url} was downloaded but not read: {e}. Try again later or use another source."
+            ) from None
         except ExtractionFailed as e:
             raise ToolRefused(
                 f"could not turn {url} into text: {e}; the page is too costly to read. Try another source."
@@ -198,11 +211,19 @@ def render_page(page: Page, start: int, max_chars: int) -> str:
     return "\n".join(lines)
 
 
+def server_key(ctx: ToolContext) -> str:
+    """Whose turn it is at the extraction workers: the Discord server; a DM's member; '' in
+    ``agentbot ask`` (one server)."""
+    if ctx.namespace:
+        return f"server:{ctx.namespace}"
+    return f"user:{ctx.user_id}" if ctx.user_id else ""
+
+
 def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
     settings = fetcher.settings
 
     @tool(
-        timeout=settings.timeout + settings.extract_timeout + 15,
+        timeout=settings.timeout + settings.extract_wait + settings.extract_timeout + 15,
         max_attempts=2,
         max_output=settings.max_chars + 1000,
     )
@@ -219,7 +240,7 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
             start: Character offset to continue a long page from (given at the end of a cut result).
             raw: Return the page's own text instead of notes on it, when you need its exact wording.
         """
-        page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE))
+        page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE), key=server_key(ctx))
         text = render_page(page, start, settings.max_chars)
         full = None
         if not raw and len(page.text) - start > settings.max_chars:
