@@ -30,6 +30,7 @@ _SECRETS = (
 )
 ORIGIN_LABELS = {
     "auto": "research, stored automatically",
+    "auto-web": "⚠️ research, stored automatically, built from web content",
     "agent": "saved by the agent",
     "agent-web": "⚠️ saved by the agent after reading web content",
     "published": "published from a private thread",
@@ -99,7 +100,7 @@ def provenance(rec: MemoryRecord) -> str:
         parts.append(f"session `{excerpt(rec.session, 40)}`")
     if rec.thread.isdigit():
         parts.append(f"in <#{rec.thread}>")
-    if rec.origin == "agent-web" and rec.sources:
+    if rec.unverified and rec.sources:
         parts.append("after " + " ".join(f"<{excerpt(u, 80)}>" for u in rec.sources[:2]))
     return "-# " + " · ".join(parts)
 

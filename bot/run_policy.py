@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
+from agent.memory.types import unverified
 from agent.messages import Message
 from agent.tools import domains
 from agent.tools.memory_tools import RUN_SERVICE, MemoryRunPolicy, private_namespace
@@ -103,7 +104,7 @@ def turn_services(
             read_untrusted=lambda: (
                 tool_output_seen(history)
                 or tool_output_seen(state.messages)
-                or any(getattr(h, "origin", "") == "agent-web" for h in recalled)
+                or any(unverified(getattr(h, "origin", ""), getattr(h, "sources", ())) for h in recalled)
             ),
             thread=str(s.thread_id or ""),
         )
@@ -112,9 +113,13 @@ def turn_services(
     return out
 
 
-async def remember_answer(sv: Services, req: TurnRequest, result: RunResult) -> None:
+async def remember_answer(
+    sv: Services, req: TurnRequest, result: RunResult, services: dict[str, Any] | None = None
+) -> None:
     """A completed run's answer into the server's memory, when the server stores answers and the
-    channel's research may be seen by the whole server. A failure is logged: the answer is already shown."""
+    channel's research may be seen by the whole server. A failure is logged: the answer is already shown.
+    ``services``: the turn's tool services; its memory policy says whether the run read anything from
+    outside (pages, tool output, an unverified memory), and then the answer is stored as unverified."""
     s = req.session
     if sv.memory is None or s.guild_id is None or memory_stays_private(req.channel):
         return  # a private (or hidden) thread's research must not become searchable by the whole server
@@ -123,6 +128,10 @@ async def remember_answer(sv: Services, req: TurnRequest, result: RunResult) -> 
         return
     from agent.memory.integration import store_research
 
+    policy = (services or {}).get(RUN_SERVICE)
+    from_web = tool_output_seen(result.messages) or (
+        isinstance(policy, MemoryRunPolicy) and policy.read_untrusted()
+    )
     try:
         await store_research(
             sv.memory,
@@ -134,6 +143,7 @@ async def remember_answer(sv: Services, req: TurnRequest, result: RunResult) -> 
             thread=str(s.thread_id or ""),
             session=s.id,
             retention=sv.retention_for(gs),
+            from_web=from_web,
         )
     except Exception:
         log.warning("memory_store_failed", session_id=s.id, exc_info=True)

@@ -134,6 +134,7 @@ class Turn:
         self.error: Exception | None = None  # what ended the turn as failed, if anything did
         self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
+        self.services: dict[str, Any] = {}
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
         again (each of a step's tool results used to save the same state once more)."""
@@ -215,6 +216,7 @@ class Turn:
             history = [Message.from_dict(d) for d in history_dicts]
             recalled = ctx.services.get("memory_recalled", ())
             ctx.services.update(turn_services(sv, gs, req, state, history, recalled))  # memory, fetch rules
+            self.services = ctx.services  # the auto-store reads its memory policy (bot.run_policy)
             for ev in built.events:
                 self.renderer.feed(ev)
             got = None
@@ -301,7 +303,7 @@ class Turn:
         self.status = status
         await self._settle(result, status)
         if result is not None and result.status == "completed":
-            await remember_answer(self.sv, self.req, result)
+            await remember_answer(self.sv, self.req, result, self.services)
         elif status == "failed" and self.streamer.gone is None:
             await self._offer_retry()
         return result

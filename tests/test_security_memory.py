@@ -137,7 +137,7 @@ async def test_security_a_page_cannot_silently_plant_server_memories(
             assert r["author"] == str(guild.member("alice").id) and r["session"] == session.id
             assert r["thread"] == str(thread.id)
         research_row = next(r for r in rows if r["kind"] == "research")
-        assert research_row["origin"] == "auto" and research_row["session"] == session.id
+        assert research_row["origin"] == "auto-web" and research_row["session"] == session.id
 
         found = await run_command(fake, guild, "memory search", {"query": "trusted vendor shop"}, "admin")
         assert "saved by the agent after reading web content" in found.content and page in found.content
@@ -147,7 +147,7 @@ async def test_security_a_page_cannot_silently_plant_server_memories(
         assert "Summarise" not in listed.content  # the research answer came another way
         export = await run_command(fake, guild, "memory export", {}, "admin")
         exported = [json.loads(line) for line in export.attachments[0].data.decode().splitlines()]
-        assert {r["origin"] for r in exported} == {"agent-web", "auto"}
+        assert {r["origin"] for r in exported} == {"agent-web", "auto-web"}
 
 
 async def test_security_notes_after_any_outside_content_are_marked_even_from_history(tmp_path: Path) -> None:

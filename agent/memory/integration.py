@@ -65,6 +65,8 @@ def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
         head += f', task: "{_one_line(hit.task, 150)}"'
     if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
         head += ", saved by an agent after reading web pages: unverified"
+    elif hit.unverified:  # an answer stored automatically, built from pages: what they said is in it
+        head += ", an earlier answer built from web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
     text = _FORGED_HEADER.sub(r"(\1", hit.text)
     lines = [head, text.strip() if len(text) <= max_chars else text[:max_chars].rstrip() + " […]"]
@@ -106,14 +108,18 @@ async def store_research(
     *,
     session: str = "",
     retention: RetentionPolicy | None = None,
+    from_web: bool = False,
 ) -> StoreResult | None:
-    """Keep a finished answer (kind ``research``, origin ``auto``), then apply ``retention`` if given.
+    """Keep a finished answer (kind ``research``), then apply ``retention`` if given. Its origin is
+    ``auto``, or ``auto-web`` when ``from_web`` (the run read web pages or tool output, or recalled an
+    unverified memory): recall then marks it unverified, as it does a note saved after reading pages.
 
     Returns None when there is nothing to store (no memory, no namespace, empty answer). Whether a
     server wants this at all is the caller's per-server setting.
     """
     if memory is None or namespace is None or not answer or not answer.strip():
         return None
+    urls = list(sources)
     result = await memory.store(
         namespace,
         answer,
@@ -121,9 +127,9 @@ async def store_research(
         author=author,
         thread=thread,
         task=task,
-        sources=list(sources),
+        sources=urls,
         session=session,
-        origin="auto",
+        origin="auto-web" if from_web or urls else "auto",
     )
     if retention is not None:
         await memory.apply_retention(namespace, retention)

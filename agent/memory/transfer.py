@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.memory.records import MAX_FIELD, MAX_TEXT
-from agent.memory.types import KINDS, MemoryStoreError, NewMemory
+from agent.memory.types import KINDS, MemoryStoreError, NewMemory, unverified
 
 MAX_PROBLEMS = 10
 MAX_SOURCES = 50
@@ -162,6 +162,14 @@ def _created(row: Mapping[str, Any]) -> tuple[float | None, str | None]:
     return float(ts), None
 
 
+def _imported_origin(row: Mapping[str, Any]) -> str:
+    """``import``, unless the exported memory may carry what a page said: it stays marked unverified."""
+    origin = str(row.get("origin") or "")
+    if unverified(origin, tuple(row.get("sources") or ())):
+        return "agent-web" if origin == "agent-web" else "auto-web"
+    return "import"
+
+
 def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memories: int) -> ImportPlan:
     """Check every row, join chunks back into memories; raise :class:`ImportRefused` on any problem."""
     problems: list[str] = []
@@ -218,8 +226,8 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             sources=tuple(u.strip() for u in first.get("sources") or () if u.strip()),
             created=_created(first)[0],
             session=first.get("session") or "",
-            # a note a page may have asked for stays one: recall labels only agent-web "unverified"
-            origin="agent-web" if first.get("origin") == "agent-web" else "import",
+            # a note a page may have asked for stays one: recall labels only these "unverified"
+            origin=_imported_origin(first),
         )
         memories.append(item)
     if problems:

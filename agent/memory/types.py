@@ -42,7 +42,18 @@ class NewMemory:
     session: str = ""
     """The agentbot session that stored it (provenance)."""
     origin: str = ""
-    """Provenance (issue 14.9): auto, agent, agent-web, published, import or private; '' when unknown."""
+    """Provenance (issue 14.9): auto, auto-web, agent, agent-web, published, import or private; '' when
+    unknown."""
+
+
+WEB_ORIGINS = frozenset({"agent-web", "auto-web"})
+"""Written by a run after it read web pages or tool output: what a page said may be in it."""
+
+
+def unverified(origin: str, sources: tuple[str, ...] | list[str] = ()) -> bool:
+    """Whether a memory may carry what a web page said, so it must never come back looking like a fact.
+    An ``auto`` answer with sources was stored before answers built from pages became ``auto-web``."""
+    return origin in WEB_ORIGINS or (origin == "auto" and bool(sources))
 
 
 @dataclass(slots=True, frozen=True)
@@ -65,6 +76,10 @@ class MemoryRecord:
     origin: str = ""
     glued: bool = False
     """This chunk continues the previous one with no space between (a text without spaces, cut hard)."""
+
+    @property
+    def unverified(self) -> bool:
+        return unverified(self.origin, self.sources)
 
     @property
     def date(self) -> str:
