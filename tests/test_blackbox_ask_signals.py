@@ -16,10 +16,13 @@ from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
 
 
 def _processes_naming(fragment: str) -> list[int]:
+    """Processes whose command line names ``fragment``, or that work in it (the sandbox's supervisor:
+    its settings, the workspace's path among them, are on its stdin, never its command line)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if fragment.encode() in cmdline.read_bytes():
+            cwd = os.readlink(cmdline.parent / "cwd")
+            if fragment.encode() in cmdline.read_bytes() or cwd.startswith(fragment):
                 found.append(int(cmdline.parent.name))
         except OSError:  # it ended while we looked
             pass
@@ -63,14 +66,10 @@ async def _stopped(
 
 def _sandbox_that_runs_forever(llm: FakeLLM, tmp_path: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
     """The model runs code that never ends; the workspaces' folder, and a wait until the code runs."""
-    llm.script(
-        tool_call(
-            "run_python",
-            {"code": "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"},
-        ),
-        text("never reached"),
-    )
     workspace = str(tmp_path / "data" / "workspaces")
+    forever = "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"
+    # The comment puts this test's path on the code's command line, where _processes_naming finds it.
+    llm.script(tool_call("run_python", {"code": f"# {workspace}\n{forever}"}), text("never reached"))
 
     async def sandbox_started() -> None:
         for _ in range(200):  # the sandbox has started once the code's first write is there

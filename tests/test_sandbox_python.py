@@ -83,6 +83,62 @@ async def test_sandbox_runs_code_in_a_neutral_workspace_path_and_reports_output_
     assert (ws / "result.csv").read_text() == "a,b\n1,2\n" and (ws / "home.txt").read_text() == "kept"
 
 
+PROC_VIEWS = """
+import os
+needles = [bytes.fromhex(h).decode() for h in {needles!r}]  # hex: the code itself is in /proc/self/cmdline
+views = {{}}
+for p in ("/proc/self/mountinfo", "/proc/self/mounts", "/proc/1/mountinfo", "/proc/1/cmdline",
+          "/proc/self/cgroup", "/proc/1/cgroup", "/proc/self/environ", "/proc/1/environ"):
+    try:
+        views[p] = open(p, "rb").read().decode(errors="replace")
+    except OSError as e:
+        views[p] = "unreadable: " + e.strerror
+views["cwd"] = os.getcwd() + " " + os.readlink("/proc/self/cwd")
+print("host paths shown:", sorted((p, n) for p, v in views.items() for n in needles if n in v))
+print("workspace mount:", *[line.split()[3:5] for line in views["/proc/self/mountinfo"].splitlines()
+                            if line.split()[4] == "/workspace"])
+print("cwd:", views["cwd"])
+open("kept.txt", "w").write("still written to the workspace")
+"""
+
+
+async def test_sandbox_proc_names_no_host_path_of_the_workspace_or_the_bot(ws: Path) -> None:
+    """/proc/self/mountinfo showed the workspace's host path (a bind mount's source), and /proc/1/cmdline
+    (PID 1 is a fork of the runner) the runner's settings: the workspace, hidden paths and cgroup."""
+    hidden = ws.parent / "secret-data"
+    hidden.mkdir()
+    settings = replace(LIMITS, hide=(str(hidden),), timeout=10)
+    bot_code = str(Path(__file__).parents[1] / "agent")
+    needles = [n.encode().hex() for n in (str(ws.parent), "secret-data", "cgroup.procs", bot_code)]
+    outcome = await run_python(ws, PROC_VIEWS.format(needles=needles), settings)
+    assert outcome.output.startswith("exit code 0"), outcome.output
+    assert "host paths shown: []" in outcome.output, outcome.output
+    assert "workspace mount: ['/', '/workspace']" in outcome.output  # the root of a mount of its own
+    assert "cwd: /workspace /workspace" in outcome.output
+    assert (ws / "kept.txt").read_text() == "still written to the workspace"
+    # No overlay work directory is left beside it.
+    assert sorted(p.name for p in ws.parent.iterdir()) == ["s1", "secret-data"]
+
+
+async def test_sandbox_that_cannot_hide_the_workspace_path_says_so(
+    ws: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where overlayfs cannot be mounted the workspace is bound as before, and the operator is told:
+    the probe's detail (doctor, the start-up log) and a warning when a run goes without it."""
+    from agent.tools import python_exec, sandbox_run
+
+    monkeypatch.setattr(sandbox_run, "_overlay_work", lambda _ws: None)
+    monkeypatch.setattr(python_exec, "_told", set())
+    settings = replace(LIMITS, timeout=2.4)  # settings of its own: the probe is cached per settings
+    why = "the workspace's host path shows in /proc/self/mountinfo here"
+    support = await asyncio.to_thread(probe_sandbox, settings)
+    assert support.namespaces and f"WARNING: {why}" in support.detail
+    with caplog.at_level("WARNING", logger="agent.tools.python_exec"):
+        outcome = await run_python(ws, "print('still runs')", settings)
+    assert "stdout:\nstill runs" in outcome.output
+    assert [r.getMessage() for r in caplog.records if why in r.getMessage()], caplog.text
+
+
 async def test_sandbox_errors_come_back_as_tracebacks(ws: Path) -> None:
     outcome = await run_python(ws, "print('before')\n1/0")
     assert not outcome.is_error  # the tool worked; the code failed, and the model reads why

@@ -57,6 +57,8 @@ _MAX_CODE_BYTES = 120_000  # one argv string may hold at most 128 KiB
 class SandboxSupport:
     namespaces: bool
     detail: str
+    notice: str | None = None
+    """A protection the probe run went without here (logged as a warning at start-up; doctor says it)."""
 
 
 def _probe(settings: PythonSettings) -> SandboxSupport:
@@ -79,9 +81,22 @@ def _probe(settings: PythonSettings) -> SandboxSupport:
     if run.exit_code != 0 or run.stdout.strip() != "ok":
         return SandboxSupport(False, f"the probe run failed: {(run.stderr or run.stdout).strip()[-300:]}")
     limits = sandbox_cgroup.available() or "no cgroup for runs: per-process limits"
+    shown = f"; WARNING: {run.notice}" if run.notice else ""
     return SandboxSupport(
-        True, f"user, mount, PID, network, IPC and UTS namespaces; allow-list root; {limits}"
+        True,
+        f"user, mount, PID, network, IPC and UTS namespaces; allow-list root; {limits}{shown}",
+        run.notice,
     )
+
+
+_told: set[str] = set()
+
+
+def _tell_operator(notice: str | None) -> None:
+    """A protection a run went without is logged (once per reason), never dropped silently."""
+    if notice and notice not in _told:
+        _told.add(notice)
+        log.warning("run_python: %s", notice)
 
 
 @functools.cache
@@ -218,6 +233,7 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
             log.warning("run_python is off: the sandbox cannot isolate code here (%s)", support.detail)
             return [_unavailable(support.detail)]
         log.info("run_python: sandbox uses %s", support.detail)
+        _tell_operator(support.notice)
     namespaced = support.namespaces
     give = namespaced and os.geteuid() == 0
 
@@ -256,6 +272,7 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
             )
             if run.setup_error:
                 raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
+            _tell_operator(run.notice)
             after = await asyncio.to_thread(_snapshot, ws)
             usage = await asyncio.to_thread(workspace_usage, ws, limit)
         # Names the code chose: a newline, bidi override or ESC must not forge lines in the thread or terminal.

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,13 +20,14 @@ from typing import Literal
 from agent.tools import sandbox_cgroup
 from agent.tools.workspace import workspace_usage
 
-RUNNER = str(Path(__file__).with_name("sandbox_runner.py"))
+RUNNER = Path(__file__).with_name("sandbox_runner.py")
+_RUNNER_SOURCE: list[str] = []
 SandboxMode = Literal["auto", "namespaces", "rlimits", "off"]
 QUOTA_POLL = 0.05
 """Seconds between quota checks during a run: a walk of at most quota_files entries takes ~2 ms."""
 _SUPERVISOR_TASKS = 2  # the runner and PID 1 are in the run's cgroup too
 _MIN_PROCESS_MB = 128  # without a cgroup, no process gets less address space than this
-_STATUS = frozenset({"setup_error", "exit_code", "signal", "cpu_seconds", "max_rss_kb"})
+_STATUS = frozenset({"setup_error", "exit_code", "signal", "cpu_seconds", "max_rss_kb", "notice"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,8 @@ class SandboxRun:
     """Why the workspace passed its quota during the run (the run was stopped), or None."""
     oom_killed: bool = False
     limits: RunLimits | None = None
+    notice: str | None = None
+    """A protection this host could not give the run (it ran without it), in words for the operator."""
 
 
 def exposed_paths(python: str) -> list[str]:
@@ -178,9 +184,12 @@ async def run_sandboxed(
         cgroup=group is not None,
         quota_left=settings.quota_bytes if quota_left is None else quota_left,
     )
+    work = await asyncio.to_thread(_overlay_work, workspace) if namespaced else None
     try:
-        run = await _run(code, workspace, settings, namespaced, parent_maps, limits, group)
+        run = await _run(code, workspace, settings, namespaced, parent_maps, limits, group, work)
     finally:
+        if work is not None:
+            await asyncio.to_thread(_remove_tree, work)
         if group is not None:
             oom = await asyncio.to_thread(group.oom_killed)
             await asyncio.to_thread(group.remove)
@@ -188,6 +197,33 @@ async def run_sandboxed(
         run.oom_killed = oom
     run.limits = limits
     return run
+
+
+def _overlay_work(workspace: Path) -> str | None:
+    """An empty directory beside the workspace (overlayfs needs its work directory on the same
+    filesystem as the writable layer, outside it); None if none can be made there (the run says so)."""
+    prefix = f".{workspace.name}.overlay-"
+    for stale in workspace.parent.glob(glob.escape(prefix) + "*"):  # left by a bot killed mid-run
+        _remove_tree(str(stale))  # runs in one workspace take turns: none of these is in use
+    try:
+        return tempfile.mkdtemp(prefix=prefix, dir=workspace.parent)
+    except OSError:
+        return None
+
+
+def _remove_tree(path: str) -> None:
+    """Remove an overlay work directory: overlayfs leaves a mode-000 ``work`` inside it."""
+    for root, dirs, _files in os.walk(path):
+        for d in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _runner_source() -> str:
+    if not _RUNNER_SOURCE:
+        _RUNNER_SOURCE.append(RUNNER.read_text(encoding="utf-8"))
+    return _RUNNER_SOURCE[0]
 
 
 async def _run(
@@ -198,12 +234,14 @@ async def _run(
     parent_maps: bool,
     limits: RunLimits,
     group: sandbox_cgroup.RunCgroup | None,
+    overlay_work: str | None,
 ) -> SandboxRun:
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
     inside = inside_path(settings, workspace, namespaced)
+    # On the runner's stdin, never its command line: the code can read /proc/1/cmdline.
     cfg = {
-        "status_fd": status_w,
+        "overlay_work": overlay_work,
         "namespaced": namespaced,
         "parent_maps": parent_maps,
         "workspace": str(workspace),
@@ -224,8 +262,9 @@ async def _run(
             sys.executable,
             "-I",
             "-B",
-            RUNNER,
-            json.dumps(cfg),
+            "-c",
+            _runner_source(),  # not its path: that names where the bot is installed
+            str(status_w),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -245,6 +284,8 @@ async def _run(
     run = SandboxRun()
     watch = asyncio.create_task(_watch_quota(workspace, settings, proc.pid, run))
     lines: list[dict[str, object]] = []
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(cfg).encode() + b"\n")  # the runner reads it first; the code follows
     try:
         async with asyncio.timeout(settings.timeout):
             if parent_maps:
@@ -255,7 +296,6 @@ async def _run(
                 else:
                     lines.append(msg)
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                assert proc.stdin is not None
                 proc.stdin.write(code.encode("utf-8"))
                 await proc.stdin.drain()
                 proc.stdin.close()

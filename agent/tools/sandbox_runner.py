@@ -1,8 +1,11 @@
-"""Supervisor for one sandboxed Python run. Standard library only: it runs as ``python -I sandbox_runner.py``.
+"""Supervisor for one sandboxed Python run. Standard library only: it runs as ``python -I -c <this file>``.
 
-``python_exec.py`` starts it with a minimal environment, the settings as JSON in ``argv[1]``, the program
-on stdin and a status pipe on the fd named in the settings. It first joins the run's cgroup when the
-settings name one (:mod:`agent.tools.sandbox_cgroup`), so every process of the run is counted together.
+``python_exec.py`` starts it with a minimal environment, the status pipe's fd number in ``argv[1]``, and
+on stdin the settings as one JSON line followed by the program. Nothing else is on its command line,
+which the code can read (``/proc/1/cmdline`` is PID 1, a fork of this runner): the settings name the
+workspace's host path, the hidden paths and the cgroup's, and this file's own path names the bot's.
+It first joins the run's cgroup when the settings name one (:mod:`agent.tools.sandbox_cgroup`), so
+every process of the run is counted together.
 In namespace mode it then:
 
 1. enters new user, mount, PID, network, IPC, UTS and cgroup namespaces (``unshare(2)``). The sandbox
@@ -17,7 +20,12 @@ In namespace mode it then:
      interpreter's prefixes read-only, a few /etc files (``ETC``) and a passwd naming only the sandbox
      user, a /dev with null, zero, full, random and urandom, a /proc of its own PID namespace, a
      private /tmp and /dev/shm (tmpfs, counted in the run's memory), and the workspace read-write at
-     a neutral path (``"inside"``: /workspace, never the host's); then ``pivot_root`` and detaches the host's filesystem, so nothing else exists,
+     a neutral path (``"inside"``: /workspace, never the host's); then ``pivot_root`` and detaches the host's filesystem, so nothing else exists.
+     The workspace is an overlay whose only writable layer is the workspace directory itself, named
+     by descriptor: a bind mount's entry in /proc/self/mountinfo shows its source's path on the host
+     (the data directory's); the overlay's shows ``/`` and ``/proc/self/fd/N``. Where overlayfs cannot
+     be mounted (an old kernel, a data directory on overlayfs or NFS) the workspace is bound as
+     before and the run says so on the status pipe (``{"notice": ...}``), never silently,
    - drops every capability for good (bounding set, locked securebits, then ``setresuid`` to the
      sandbox user, then no_new_privs), so nothing it runs can undo those mounts,
    - sets the per-process resource limits, and
@@ -159,8 +167,29 @@ def _pivot_root(new_root: str) -> None:
     os.chdir("/")
 
 
-def setup_filesystem(cfg: dict[str, object]) -> None:
-    """Build a new root that holds only what the module docstring lists, and switch to it."""
+def _mount_workspace(ws_fd: int, lower_fd: int, work_fd: int | str, target: str) -> str | None:
+    """The workspace at ``target`` without its host path in the mount table; else a bind, and why
+    (``work_fd``: the overlay's work directory, or why there is none)."""
+    os.makedirs(target, exist_ok=True)
+    if isinstance(work_fd, int):
+        fds = {"lowerdir": lower_fd, "upperdir": ws_fd, "workdir": work_fd}
+        # userxattr: overlayfs's own marks as user.overlay.* (trusted.* needs the host's root): without it a
+        # directory could not be renamed at the workspace's top (EXDEV).
+        layers = ",".join(f"{k}=/proc/self/fd/{fd}" for k, fd in fds.items()) + ",userxattr"
+        try:
+            _mount("mount it as an overlay", "overlay", target, "overlay", MS_NOSUID | MS_NODEV, layers)
+            return None
+        except SetupError as e:
+            why = str(e)
+    else:
+        why = work_fd
+    _bind(ws_fd, target, writable=True)
+    return f"the workspace's host path shows in /proc/self/mountinfo here ({why})"
+
+
+def setup_filesystem(cfg: dict[str, object]) -> str | None:
+    """Build a new root that holds only what the module docstring lists, and switch to it. Returns
+    what could not be hidden here (for the status pipe), or None."""
     workspace, inside = str(cfg["workspace"]), str(cfg["inside"])
     tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
@@ -169,6 +198,14 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     runtime = [p for p in list(cfg["expose"]) if os.path.exists(p)]  # type: ignore[call-overload]
     held = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in runtime}
     ws_fd = os.open(workspace, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    work_fd: int | str = "no overlay work directory could be made beside the workspace"
+    if cfg.get("overlay_work"):
+        try:
+            work_fd = os.open(
+                str(cfg["overlay_work"]), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+        except OSError as e:
+            work_fd = f"its overlay work directory: {e.strerror}"
     etc = {n: os.path.realpath(f"/etc/{n}") for n in ETC if os.path.exists(f"/etc/{n}")}
     etc_fds = {n: os.open(p, os.O_PATH | os.O_CLOEXEC) for n, p in etc.items()}
     devices = {d: os.open(f"/dev/{d}", os.O_PATH | os.O_CLOEXEC) for d in DEVICES}
@@ -179,6 +216,8 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     os.mkdir(f"{new}/proc")
     _mount("mount /proc", "proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.mkdir(f"{new}/tmp")
+    # The overlay's empty lower layer: this directory, once /tmp covers it, is reachable by no path.
+    lower_fd = os.open(f"{new}/tmp", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     _mount("mount a private /tmp", "tmpfs", f"{new}/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs)
     os.mkdir(f"{new}/dev")
     _mount("mount /dev", "tmpfs", f"{new}/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
@@ -214,8 +253,9 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
     os.makedirs(f"{new}/var", exist_ok=True)
     os.symlink("../tmp", f"{new}/var/tmp")
     # The workspace, the only writable place that outlives the run, where the code sees it.
-    _bind(ws_fd, f"{new}{inside}", writable=True)
-    for fd in [*held.values(), ws_fd, *etc_fds.values(), *devices.values()]:
+    notice = _mount_workspace(ws_fd, lower_fd, work_fd, f"{new}{inside}")
+    opened = [*held.values(), ws_fd, lower_fd, *etc_fds.values(), *devices.values()]
+    for fd in [*opened, *([work_fd] if isinstance(work_fd, int) else [])]:
         os.close(fd)
 
     _pivot_root(new)
@@ -234,6 +274,7 @@ def setup_filesystem(cfg: dict[str, object]) -> None:
             None,
             MS_REMOUNT | MS_BIND | MS_RDONLY | _kept_flags(point),
         )
+    return notice
 
 
 def become_sandbox_user(set_groups: bool) -> None:
@@ -305,7 +346,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
     """Set up (when namespaced: as PID 1), run the code, reap, report. Returns our exit status."""
     try:
         if namespaced:
-            setup_filesystem(cfg)
+            if notice := setup_filesystem(cfg):
+                _report({"notice": notice})
             _libc.sethostname(b"sandbox", 7)
             become_sandbox_user(set_groups=parent_maps)
             # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
@@ -348,8 +390,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
 
 def main() -> int:
     global STATUS_FD
-    cfg = json.loads(sys.argv[1])
-    STATUS_FD = int(cfg.get("status_fd", STATUS_FD))
+    STATUS_FD = int(sys.argv[1])
+    cfg = json.loads(sys.stdin.buffer.readline())  # the program follows on stdin (read below)
     namespaced = bool(cfg["namespaced"])
     parent_maps = bool(cfg.get("parent_maps"))
     os.set_inheritable(STATUS_FD, False)
