@@ -205,8 +205,8 @@ _EXHAUSTED = {
     "tokens_per_day": "Daily token limit reached: {used} of {cap} tokens used or reserved today",
     "cost_per_month_usd": "Monthly spending limit reached: {used} of {cap} used this month",
     GUILD_BUDGET: "This server's monthly budget is used up: {used} of {cap}",
-    "concurrent_sessions": "Too many sessions at once: you have {used} running (limit {cap}). "
-    "Wait for one to finish, or stop one",
+    "concurrent_sessions": "Too many sessions at once: you have {used} running or waiting for a free "
+    "slot (limit {cap}). Wait for one to finish, or stop one",
 }
 
 

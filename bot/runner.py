@@ -263,6 +263,10 @@ class SessionRunner:
             w.stopped_by = reason
             if w.turn is not None and w.turn.in_run and w.current is not None and not w.current.done():
                 w.current.cancel()
+        if w.waiting is not None:
+            # Waiting for a run slot, it held its member's session slot and its place in line until a
+            # slot freed (minutes when the bot is full): the member could start nothing new meanwhile.
+            w.waiting.set()
 
     async def _hook(self, name: str, *args: Any) -> None:
         if self.hooks is None:

@@ -121,7 +121,10 @@ async def test_begin_session_counts_requests_and_concurrency_atomically(db: Data
     assert [d.allowed for d in decisions].count(True) == 2
     refused = next(d for d in decisions if not d.allowed)
     assert refused.limit == "concurrent_sessions" and refused.resets_at is None
-    assert "Too many sessions at once: you have 2 running (limit 2)" in refused.message
+    assert (
+        "Too many sessions at once: you have 2 running or waiting for a free slot (limit 2)"
+        in refused.message
+    )
 
     # Which two won is up to the database's scheduling (PostgreSQL orders concurrent transactions freely).
     running = [f"s{i}" for i, d in enumerate(decisions) if d.allowed]
