@@ -4,12 +4,19 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from aiohttp import web
+
 from agent.config import AgentSettings
+from agent.messages import ToolCall
+from agent.tools.registry import ToolContext, ToolRegistry
 from bot.config import BotSettings
 from bot.doctor import _check, _database
+from bot.guild_mcp import GuildMcp
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
 from tests.test_blackbox_ask_tools import ask_cli
 
 
@@ -35,3 +42,68 @@ async def test_a_database_password_given_as_a_url_parameter_is_never_shown(tmp_p
     )
     assert not check.ok and "S3CRET" not in check.detail, check.detail
     assert "127.0.0.1:1/agentbot?sslmode=disable&password=***" in check.detail  # the rest stays readable
+
+
+def _pushing_mcp(gets: list[int]) -> web.Application:
+    """A streamable-HTTP MCP server with a session whose GET stream pushes 1 MiB of log notifications,
+    closes and asks to be reopened at once (``retry: 0``): the SDK reopened it forever."""
+    head = {"mcp-session-id": "s1"}
+    note = json.dumps(
+        {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x" * 200}}
+    )
+
+    async def post(request: web.Request) -> web.Response:
+        msg = await request.json()
+        rid, method = msg.get("id"), msg.get("method")
+        if rid is None:
+            return web.Response(status=202, headers=head)
+        if method == "initialize":
+            info = {"name": "push", "version": "1"}
+            result = {
+                "protocolVersion": msg["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": info,
+            }
+        elif method == "tools/call":
+            result = {"content": [{"type": "text", "text": "echo: " + msg["params"]["arguments"]["text"]}]}
+        else:
+            result = {
+                "tools": [
+                    {
+                        "name": "echo",
+                        "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+                    }
+                ]
+            }
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result}, headers=head)
+
+    async def get(request: web.Request) -> web.StreamResponse:
+        gets.append(1)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **head})
+        await resp.prepare(request)
+        await resp.write(b"retry: 0\n\n" + f"data: {note}\n\n".encode() * 4000)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/mcp", post)
+    app.router.add_get("/mcp", get)
+    app.router.add_delete("/mcp", lambda _r: web.Response(status=200))
+    return app
+
+
+async def test_an_mcp_server_cannot_keep_the_bot_reading_what_it_pushes() -> None:
+    # A /config mcp server answered the SDK's GET (its stream for server-initiated messages) with 1 MiB
+    # of notifications, closed it and asked for it again at once: the bot's event loop parsed them
+    # without end, between turns too, while its tools worked as if nothing happened.
+    gets: list[int] = []
+    guild_mcp = GuildMcp(allow_loopback=True)
+    async with served(_pushing_mcp(gets)) as base:
+        try:
+            tools, left_out = await guild_mcp.tools_for(1, {"push": f"{base}/mcp"})
+            registry = ToolRegistry(tools)
+            call = ToolCall(id="c1", name="push__echo", arguments='{"text": "hi"}')
+            out = await registry.execute(call, ToolContext())
+        finally:
+            await guild_mcp.aclose()
+    assert (left_out, out.is_error, out.output) == ({}, False, "echo: hi")
+    assert gets == []  # never opened, so nothing pushed is read
