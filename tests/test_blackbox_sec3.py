@@ -4,14 +4,17 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from agent.config import AgentSettings
 from agent.messages import ToolCall
-from agent.tools.registry import ToolContext, ToolRegistry
+from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from bot.config import BotSettings
 from bot.doctor import _check, _database
 from bot.guild_mcp import GuildMcp
@@ -107,3 +110,27 @@ async def test_an_mcp_server_cannot_keep_the_bot_reading_what_it_pushes() -> Non
             await guild_mcp.aclose()
     assert (left_out, out.is_error, out.output) == ({}, False, "echo: hi")
     assert gets == []  # never opened, so nothing pushed is read
+
+
+async def test_a_gzip_body_of_endless_empty_members_is_refused() -> None:
+    # 2 MB of 20-byte empty gzip members (100,000): each member's end copied the rest of its network
+    # chunk, so one such page cost 0.6 s of the bot's event loop (30x a normal page), within fetch_url's
+    # rate limit many times a minute per server. A few members, as some servers send, still read whole.
+    few = b"".join(gzip.compress(f"<p>part {i} of the otter survey</p>".encode()) for i in range(3))
+    bodies = {"/few": few, "/endless": gzip.compress(b"") * 100_000}
+
+    async def page(request: web.Request) -> web.Response:
+        body = bodies[request.path]
+        return web.Response(body=body, content_type="text/html", headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/{name}", page)
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=10))
+    async with served(app) as base:
+        try:
+            read = await fetcher.fetch(f"{base}/few")
+            with pytest.raises(ToolRefused, match="more than 1000 gzip members"):
+                await fetcher.fetch(f"{base}/endless")
+        finally:
+            await fetcher.aclose()
+    assert all(f"part {i} of the otter survey" in read.text for i in range(3))
