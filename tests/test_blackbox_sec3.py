@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.config import AgentSettings
 from agent.messages import ToolCall
+from agent.tools.builtin import calculator
 from agent.tools.fetch import FetchSettings, PageFetcher
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from bot.config import BotSettings
@@ -134,3 +135,17 @@ async def test_a_gzip_body_of_endless_empty_members_is_refused() -> None:
         finally:
             await fetcher.aclose()
     assert all(f"part {i} of the otter survey" in read.text for i in range(3))
+
+
+async def test_the_calculator_refuses_rounding_to_an_absurd_number_of_digits() -> None:
+    # round(5, -10**9) computed 10**(10**9) holding the GIL: a page asking the model for it froze the
+    # whole bot (every server) for hours; the tool's 5 s timeout cannot fire while the GIL is held.
+    registry = ToolRegistry([calculator])
+    for expression, shown in (
+        ("round(5, -10**5)", None),
+        ("round(1234.5678, 2)", "1234.57"),
+        ("round(1500, -3)", "2000"),
+    ):
+        call = ToolCall(id="c", name="calculator", arguments=json.dumps({"expression": expression}))
+        out = await registry.execute(call, ToolContext())
+        assert out.output == (shown or '{"error": "round\'s digits are too many (limit 10000)"}'), expression
