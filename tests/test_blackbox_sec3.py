@@ -15,7 +15,9 @@ from agent.config import AgentSettings
 from agent.messages import ToolCall
 from agent.tools.builtin import calculator
 from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.tools.python_exec import python_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
+from agent.tools.sandbox_run import PythonSettings
 from bot.config import BotSettings
 from bot.doctor import _check, _database
 from bot.guild_mcp import GuildMcp
@@ -149,3 +151,18 @@ async def test_the_calculator_refuses_rounding_to_an_absurd_number_of_digits() -
         call = ToolCall(id="c", name="calculator", arguments=json.dumps({"expression": expression}))
         out = await registry.execute(call, ToolContext())
         assert out.output == (shown or '{"error": "round\'s digits are too many (limit 10000)"}'), expression
+
+
+async def test_sandboxed_code_cannot_read_the_hosts_paths_in_its_supervisors_command_line(
+    tmp_path: Path,
+) -> None:
+    # PID 1 of the sandbox is the supervisor's fork, started with its settings as JSON in argv: the
+    # code read /proc/1/cmdline and got the host's workspace path, where .env is and the run's cgroups.
+    workspace = tmp_path / "data" / "workspaces" / "s1"
+    workspace.mkdir(parents=True)
+    registry = ToolRegistry(python_tools(PythonSettings(timeout=10, cpu_seconds=5, memory_mb=256)))
+    code = "import os\nfor p in os.listdir('/proc'):\n    if p.isdigit(): print(p, open(f'/proc/{p}/cmdline').read())"
+    call = ToolCall(id="c", name="run_python", arguments=json.dumps({"code": code}))
+    out = await registry.execute(call, ToolContext(session_id="s1", workspace=workspace))
+    assert not out.is_error and "sandbox_runner.py" in out.output, out.output  # PID 1 read
+    assert str(tmp_path) not in out.output and ".env" not in out.output and "cgroup" not in out.output

@@ -225,7 +225,6 @@ async def _run(
             "-I",
             "-B",
             RUNNER,
-            json.dumps(cfg),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -245,6 +244,10 @@ async def _run(
     run = SandboxRun()
     watch = asyncio.create_task(_watch_quota(workspace, settings, proc.pid, run))
     lines: list[dict[str, object]] = []
+    assert proc.stdin is not None
+    # On stdin, not argv: the code inherits the runner's argv, so /proc/1/cmdline showed it the host's
+    # workspace path, where .env is and the run's cgroups.
+    proc.stdin.write(json.dumps(cfg).encode() + b"\n")
     try:
         async with asyncio.timeout(settings.timeout):
             if parent_maps:
@@ -255,7 +258,6 @@ async def _run(
                 else:
                     lines.append(msg)
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                assert proc.stdin is not None
                 proc.stdin.write(code.encode("utf-8"))
                 await proc.stdin.drain()
                 proc.stdin.close()

@@ -1,7 +1,7 @@
 """Supervisor for one sandboxed Python run. Standard library only: it runs as ``python -I sandbox_runner.py``.
 
-``python_exec.py`` starts it with a minimal environment, the settings as JSON in ``argv[1]``, the program
-on stdin and a status pipe on the fd named in the settings. It first joins the run's cgroup when the
+``python_exec.py`` starts it with a minimal environment, the settings as one JSON line on stdin (never
+in argv, which the code could read in /proc/1/cmdline), the program after it and a status pipe on the fd named in the settings. It first joins the run's cgroup when the
 settings name one (:mod:`agent.tools.sandbox_cgroup`), so every process of the run is counted together.
 In namespace mode it then:
 
@@ -348,7 +348,7 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
 
 def main() -> int:
     global STATUS_FD
-    cfg = json.loads(sys.argv[1])
+    cfg = json.loads(sys.stdin.buffer.readline())  # the first line; the code follows once mapped
     STATUS_FD = int(cfg.get("status_fd", STATUS_FD))
     namespaced = bool(cfg["namespaced"])
     parent_maps = bool(cfg.get("parent_maps"))
