@@ -4,6 +4,7 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -11,8 +12,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+import agent.models.http
 from agent.config import AgentSettings
-from agent.messages import ToolCall
+from agent.messages import Message, ToolCall
+from agent.models.base import ModelSettings, ModelUnavailableError, final_response
+from agent.models.http import make_client
+from agent.models.openai import OpenAIChatModel
 from agent.tools.builtin import calculator
 from agent.tools.fetch import FetchSettings, PageFetcher
 from agent.tools.python_exec import python_tools
@@ -166,3 +171,39 @@ async def test_sandboxed_code_cannot_read_the_hosts_paths_in_its_supervisors_com
     out = await registry.execute(call, ToolContext(session_id="s1", workspace=workspace))
     assert not out.is_error and "sandbox_runner.py" in out.output, out.output  # PID 1 read
     assert str(tmp_path) not in out.output and ".env" not in out.output and "cgroup" not in out.output
+
+
+async def test_a_model_server_streaming_without_end_is_cut_at_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A provider (or gateway) that streamed an answer without end, ignoring max_tokens, took
+    # `agentbot ask` to 1 GB in 18 s; a bot turn may last 15 minutes, so every server went down with it.
+    # Also one endless line (no newline at all): the SSE reader buffers a line whole.
+    monkeypatch.setattr(
+        agent.models.http, "MAX_RESPONSE_BYTES", 2**20, raising=False
+    )  # 128 MiB in production
+    event = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "blah " * 200}}]}) + "\n\n"
+    asked: list[str] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        asked.append(request.path)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        piece = (event * 50).encode() if request.path.startswith("/events") else b"data: " + b"x" * 50_000
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            for _ in range(400):  # 20 MB, far past the bound: the client must stop reading first
+                await resp.write(piece)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", chat)
+    async with served(app) as base, make_client() as client:
+        for kind in ("events", "line"):
+            model = OpenAIChatModel(
+                "m", base_url=f"{base}/{kind}/v1", api_key="sk-x", client=client, max_attempts=3
+            )
+            with pytest.raises(
+                ModelUnavailableError, match="sent more than 1 MiB in one answer without finishing"
+            ):
+                await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
+    assert asked == ["/events/v1/chat/completions", "/line/v1/chat/completions"]  # not retried
