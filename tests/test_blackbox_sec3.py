@@ -4,9 +4,12 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import json
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from agent.models.base import ModelSettings, ModelUnavailableError, final_respon
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
 from agent.tools.builtin import calculator
-from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.python_exec import python_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from agent.tools.sandbox_run import PythonSettings
@@ -207,3 +210,40 @@ async def test_a_model_server_streaming_without_end_is_cut_at_a_bound(
             ):
                 await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
     assert asked == ["/events/v1/chat/completions", "/line/v1/chat/completions"]  # not retried
+
+
+async def test_one_servers_hanging_fetches_leave_other_servers_room_to_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Members of one server fetched 20 names whose name server never answers: the guard's 16 lookup
+    # threads (and the client's 20 connections, as a host that accepts and never answers does) were all
+    # theirs for the whole timeout, so another server's fetch_url waited behind them and timed out; at
+    # one server's rate limit it never stopped.
+    released, other_started = threading.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def resolver(host: object, *args: object, **kw: object) -> object:
+        if str(host).endswith(".slow.test"):
+            released.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        loop.call_soon_threadsafe(other_started.set)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    fetcher = PageFetcher(FetchSettings(timeout=30, extract_workers=1))
+    registry = ToolRegistry(fetch_tools(fetcher))
+
+    async def fetch(server: str, host: str) -> object:
+        call = ToolCall(id="c", name="fetch_url", arguments=json.dumps({"url": f"http://{host}/"}))
+        return await registry.execute(call, ToolContext(namespace=server))
+
+    hostile = [asyncio.create_task(fetch("1", f"a{i}.slow.test")) for i in range(20)]
+    try:
+        await asyncio.sleep(0)  # the hostile lookups are queued first
+        other = asyncio.create_task(fetch("2", "docs.example.org"))
+        await asyncio.wait_for(other_started.wait(), 10)  # its lookup ran while theirs still hang
+        assert "cannot resolve the host docs.example.org" in (await other).output
+    finally:
+        released.set()
+        await asyncio.gather(*hostile, return_exceptions=True)
+        await fetcher.aclose()

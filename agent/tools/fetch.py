@@ -11,7 +11,9 @@ Readable text comes from trafilatura in a worker process killed at ``extract_tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -62,6 +64,36 @@ class Page:
     """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
 
 
+FETCHES_PER_SERVER = 4
+"""Fetches one server (a tool context's ``namespace``) may have in flight; the rest wait their turn. The
+client's connections and the guard's DNS threads are shared by every server: 20 fetches of names whose
+name server never answers (or of a host that accepts and never answers) took them all for their whole
+timeout, and every other server's fetch_url timed out behind them, at one server's rate limit without end."""
+
+
+class _PerServer:
+    """One semaphore per server while it has fetches waiting or running; none kept for an idle one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, server: str | None) -> AsyncIterator[None]:
+        if server is None:  # the terminal: one user
+            yield
+            return
+        sem, users = self._slots.setdefault(server, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._slots[server]
+
+
 class PageFetcher:
     """Fetches and extracts pages through a guarded client of its own (never a shared one)."""
 
@@ -77,6 +109,7 @@ class PageFetcher:
         memory_mb = 1024 + 20 * settings.max_bytes // 2**20
         self.extractor = ExtractorPool(settings.extract_workers, memory_mb=memory_mb)
         self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=resolver)
+        self.per_server = _PerServer(FETCHES_PER_SERVER)
         self._client = LazyClient(
             lambda: httpx.AsyncClient(
                 transport=GuardedTransport(self.guard, inner=backend),
@@ -219,7 +252,8 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
             start: Character offset to continue a long page from (given at the end of a cut result).
             raw: Return the page's own text instead of notes on it, when you need its exact wording.
         """
-        page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE))
+        async with fetcher.per_server.hold(ctx.namespace):
+            page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE))
         text = render_page(page, start, settings.max_chars)
         full = None
         if not raw and len(page.text) - start > settings.max_chars:
