@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 import agent.models.http
+from agent.attachments import IncomingFile, receive
 from agent.config import AgentSettings
 from agent.messages import Message, ToolCall
 from agent.models.base import ModelSettings, ModelUnavailableError, final_response
@@ -247,3 +248,25 @@ async def test_one_servers_hanging_fetches_leave_other_servers_room_to_fetch(
         released.set()
         await asyncio.gather(*hostile, return_exceptions=True)
         await fetcher.aclose()
+
+
+async def test_an_attachment_the_cdn_would_compress_is_saved_as_sent(tmp_path: Path) -> None:
+    # Attachments are read raw (so the cap counts the bytes kept, and no gzip bomb inflates), but the
+    # request still offered gzip: a CDN that compresses text (as Cloudflare does) had its gzip bytes
+    # saved as the member's notes.csv, and the model read them as Windows-1252 garbage.
+    text = b"month,units\njan,12\nfeb,30\n" * 50
+    offered: list[str] = []
+
+    async def cdn(request: web.Request) -> web.Response:
+        offered.append(request.headers.get("Accept-Encoding", ""))
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(body=gzip.compress(text), headers={"Content-Encoding": "gzip"})
+        return web.Response(body=text)
+
+    app = web.Application()
+    app.router.add_get("/notes.csv", cdn)
+    async with served(app) as base, make_client() as client:  # the bot's shared client downloads them
+        got = await receive(
+            [IncomingFile("notes.csv", f"{base}/notes.csv", len(text))], tmp_path, client, vision=False
+        )
+    assert got.refused == [] and (tmp_path / "notes.csv").read_bytes() == text, offered
