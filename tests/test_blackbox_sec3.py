@@ -270,3 +270,29 @@ async def test_an_attachment_the_cdn_would_compress_is_saved_as_sent(tmp_path: P
             [IncomingFile("notes.csv", f"{base}/notes.csv", len(text))], tmp_path, client, vision=False
         )
     assert got.refused == [] and (tmp_path / "notes.csv").read_bytes() == text, offered
+
+
+async def test_a_json_page_cannot_grow_past_its_body_when_made_readable() -> None:
+    # fetch_url indents JSON for the model: 122 KB nested 900 deep became 55 MB of indentation in the
+    # bot's process (+150 MB RSS per call; 4 per server at once); past json's recursion limit the page
+    # was refused outright ("could not extract text: RecursionError").
+    bodies = {
+        "/deep": b"[" * 900 + b"0," * 60_000 + b"0" + b"]" * 900,
+        "/deeper": b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        "/plain": b'{"otters": [1, 2]}',
+    }
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=bodies[request.path], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{name}", page)
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=10))
+    async with served(app) as base:
+        try:
+            deep, deeper, plain = [await fetcher.fetch(f"{base}{path}") for path in bodies]
+        finally:
+            await fetcher.aclose()
+    assert len(deep.text) <= 2 * len(bodies["/deep"]) + 1000 and deep.text.count("0") == 60_001
+    assert deeper.text == bodies["/deeper"].decode()  # as sent, rather than refused
+    assert plain.text == '{\n "otters": [\n  1,\n  2\n ]\n}'  # small JSON is still indented
