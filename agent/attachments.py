@@ -172,7 +172,9 @@ async def _download(client: httpx.AsyncClient, f: IncomingFile, cap: int) -> byt
     if not f.url.startswith(("https://", "http://")):
         raise ValueError("the attachment has no http(s) address")
     buf = bytearray()
-    async with client.stream("GET", f.url, follow_redirects=False, timeout=30) as resp:
+    # Raw bytes, so ask for them: a CDN offered gzip sends it, and the compressed bytes were saved.
+    plain = {"Accept-Encoding": "identity"}
+    async with client.stream("GET", f.url, headers=plain, follow_redirects=False, timeout=30) as resp:
         if resp.status_code != 200:
             raise ValueError(f"downloading it failed (HTTP {resp.status_code})")
         async for chunk in resp.aiter_raw():

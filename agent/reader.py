@@ -118,6 +118,6 @@ def offers_raw(parameters: dict[str, Any]) -> bool:
 def _args(raw: str) -> str:
     try:
         value = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw[:300]
     return json.dumps(value, ensure_ascii=False)[:300]

@@ -94,7 +94,7 @@ def retry_event(
 def parse_args(raw: str) -> dict[str, Any] | None:
     try:
         value = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # json raises RecursionError on deep nesting ("[" * 100_000)
         return None
     return value if isinstance(value, dict) else None
 

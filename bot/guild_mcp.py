@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from agent.tools.mcp import MAX_RESPONSE_BYTES, McpServer, McpTools
+from agent.tools.mcp import MAX_RESPONSE_BYTES, McpServer, McpTools, NoServerStream
 from agent.tools.netguard import CappedTransport, GuardedTransport, NetGuard
 from agent.tools.registry import Tool
 
@@ -53,7 +53,7 @@ class GuildMcp:
 
     def _client(self, server: McpServer) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            transport=CappedTransport(GuardedTransport(self._guard), MAX_RESPONSE_BYTES),
+            transport=NoServerStream(CappedTransport(GuardedTransport(self._guard), MAX_RESPONSE_BYTES)),
             timeout=httpx.Timeout(server.timeout, connect=min(10.0, server.connect_timeout)),
             follow_redirects=False,
         )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -65,30 +66,38 @@ async def _stopped(
 
 
 def _sandbox_that_runs_forever(llm: FakeLLM, tmp_path: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """The model runs code that never ends; the workspaces' folder, and a wait until the code runs."""
+    """The model runs code that never ends; a marker in its command line (the sandbox's own command line
+    no longer names the host's workspace), and a wait until the code runs."""
+    marker = f"forever-{uuid.uuid4().hex}"
+    llm.script(
+        tool_call(
+            "run_python",
+            {
+                "code": f"# {marker}\nopen('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"
+            },
+        ),
+        text("never reached"),
+    )
     workspace = str(tmp_path / "data" / "workspaces")
-    forever = "open('half.txt', 'w').write('x')\nimport time\nwhile True: time.sleep(0.05)"
-    # The comment puts this test's path on the code's command line, where _processes_naming finds it.
-    llm.script(tool_call("run_python", {"code": f"# {workspace}\n{forever}"}), text("never reached"))
 
     async def sandbox_started() -> None:
         for _ in range(200):  # the sandbox has started once the code's first write is there
             if list(Path(workspace).glob("*/half.txt")):
                 break
             await asyncio.sleep(0.05)
-        assert _processes_naming(workspace), "the sandbox never started"
+        assert _processes_naming(marker), "the sandbox never started"
 
-    return workspace, sandbox_started
+    return marker, sandbox_started
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
     sig: signal.Signals, llm: FakeLLM, tmp_path: Path
 ) -> None:
-    workspace, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
+    marker, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
 
     code, out, err = await _stopped(llm, tmp_path, sig, b"run_python(", sandbox_started)
-    left = _processes_naming(workspace)
+    left = _processes_naming(marker)
     for pid in left:  # never leave them behind, even when the assertion below fails
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -116,15 +125,15 @@ async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLL
 
 async def test_a_killed_ask_takes_its_sandboxed_code_along(llm: FakeLLM, tmp_path: Path) -> None:
     # kill -9 (or the OOM killer) gives agentbot no chance to stop the sandbox: it must die by itself.
-    workspace, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
+    marker, sandbox_started = _sandbox_that_runs_forever(llm, tmp_path)
 
     code, _, _ = await _stopped(llm, tmp_path, signal.SIGKILL, b"run_python(", sandbox_started)
     assert code == -signal.SIGKILL
     for _ in range(100):  # the kernel kills them as their parents go; give it a moment
-        if not _processes_naming(workspace):
+        if not _processes_naming(marker):
             break
         await asyncio.sleep(0.05)
-    left = _processes_naming(workspace)
+    left = _processes_naming(marker)
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

@@ -364,7 +364,7 @@ def json_object(text: str, fallback: str) -> dict[str, Any]:
     sees what it wrote next to the error observation."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a model's "[" * 100_000 nests past json's recursion limit
         value = None
     return value if isinstance(value, dict) else {fallback: text}
 

@@ -22,6 +22,15 @@ def timeouts(read: float = 120.0) -> httpx.Timeout:
 
 
 DEFAULT_TIMEOUT = timeouts()
+MAX_RESPONSE_BYTES = 128 * 2**20
+"""Most bytes of one response body: a server that streamed without end (ignoring ``max_tokens``, or
+hostile) took ``agentbot ask`` to 1 GB in 18 s, and the bot, whose turn may last 15 minutes, would have
+run out of memory for every server. Past every real answer (a 100k-token reasoning stream is about
+25 MB of events) and the largest attachment this client downloads (``ATTACHMENT_MAX_MB`` <= 100)."""
+
+
+class ResponseTooLarge(httpx.ReadError):
+    """A body passed :data:`MAX_RESPONSE_BYTES`; reading it again would end the same way."""
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -67,7 +76,14 @@ class _Released(httpx.AsyncByteStream):
         self._inner, self._busy, self._index, self._open = inner, busy, index, True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
         async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge(
+                    f"sent more than {MAX_RESPONSE_BYTES // 2**20} MiB in one answer without finishing it "
+                    "(a server ignoring max_tokens?); the rest was not read"
+                )
             yield chunk
 
     async def aclose(self) -> None:
@@ -119,6 +135,8 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
     setting = (
         f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
     )
+    if isinstance(e, ResponseTooLarge):
+        return ModelUnavailableError(f"{name} at {base_url} {e}", provider=provider, model=name)
     if (tls := tls_problem(e, setting)) is not None:  # no retry mends these: fall back at once
         return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)
     if isinstance(e, httpx.TimeoutException):

@@ -75,6 +75,15 @@ def _eval(node: ast.AST) -> Any:
         args = [_eval(a) for a in node.args]
         if node.func.id == "factorial" and args and args[0] > 5000:
             raise ToolRefused("factorial argument too large (limit 5000)")
+        if (
+            node.func.id == "round"
+            and len(args) > 1
+            and isinstance(args[1], int)
+            and abs(args[1]) > _MAX_DIGITS
+        ):
+            # round(5, -10**9) computes 10**(10**9) inside CPython, holding the GIL: the bot froze like
+            # the pow above, for every server, and the tool's timeout could not fire.
+            raise ToolRefused(f"round's digits are too many (limit {_MAX_DIGITS})")
         return _FUNCS[node.func.id](*args)
     allowed = (
         "numbers, + - * / // % **, parentheses, " + ", ".join(sorted(_FUNCS)) + ", " + ", ".join(_CONSTS)

@@ -11,7 +11,8 @@ Readable text comes from trafilatura in a worker process killed at ``extract_tim
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import contextlib
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -65,6 +66,36 @@ class Page:
     """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
 
 
+FETCHES_PER_SERVER = 4
+"""Fetches one server (a tool context's ``namespace``) may have in flight; the rest wait their turn. The
+client's connections and the guard's DNS threads are shared by every server: 20 fetches of names whose
+name server never answers (or of a host that accepts and never answers) took them all for their whole
+timeout, and every other server's fetch_url timed out behind them, at one server's rate limit without end."""
+
+
+class _PerServer:
+    """One semaphore per server while it has fetches waiting or running; none kept for an idle one."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[Hashable, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, server: Hashable | None) -> AsyncIterator[None]:
+        if server is None:  # the terminal: one user
+            yield
+            return
+        sem, users = self._slots.setdefault(server, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            async with sem:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._slots[server]
+
+
 class PageFetcher:
     """Fetches and extracts pages through a guarded client of its own (never a shared one)."""
 
@@ -82,6 +113,7 @@ class PageFetcher:
             settings.extract_workers, memory_mb=memory_mb, max_wait=settings.extract_wait
         )
         self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=resolver)
+        self.per_server = _PerServer(FETCHES_PER_SERVER)
         self._client = LazyClient(
             lambda: httpx.AsyncClient(
                 transport=GuardedTransport(self.guard, inner=backend),
@@ -240,7 +272,9 @@ def fetch_tools(fetcher: PageFetcher) -> list[Tool]:
             start: Character offset to continue a long page from (given at the end of a cut result).
             raw: Return the page's own text instead of notes on it, when you need its exact wording.
         """
-        page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE), key=server_key(ctx))
+        key = server_key(ctx)
+        async with fetcher.per_server.hold(key or None):  # the terminal: no cap
+            page = await fetcher.fetch(url, ctx.services.get(domains.SERVICE), key=key)
         text = render_page(page, start, settings.max_chars)
         full = None
         if not raw and len(page.text) - start > settings.max_chars:

@@ -264,11 +264,32 @@ def _register_secrets(server: McpServer) -> None:
         register_secret(server.url.split("?", 1)[1].split("#", 1)[0])
 
 
+class NoServerStream(httpx.AsyncBaseTransport):
+    """Never opens the stream a streamable-HTTP server pushes its own messages on (the SDK's GET):
+    answers it 405 here, which the protocol allows a server to say, so the SDK gives it up.
+
+    Nothing here reads server-initiated messages, and the SDK reopens that stream at once whenever the
+    server closes it cleanly (its ``retry:`` field sets the delay, 0 included): a hostile server that
+    sent 1 MiB of log notifications per GET and closed kept the bot's event loop parsing them for as
+    long as its connection was kept, between turns too (a third of a core in the measure, per server)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(405, request=request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def _plain_client(server: McpServer) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         headers=dict(server.headers),
         timeout=httpx.Timeout(server.timeout, connect=10),
-        transport=CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES),
+        transport=NoServerStream(CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES)),
     )
 
 

@@ -286,8 +286,8 @@ class ToolRegistry:
             raw = call.arguments.strip() if call.arguments else ""
             try:
                 args = json.loads(raw) if raw else {}
-            except json.JSONDecodeError as e:
-                why = f"{e.msg} at position {e.pos}"
+            except (json.JSONDecodeError, RecursionError) as e:  # deep nesting raises RecursionError
+                why = f"{e.msg} at position {e.pos}" if isinstance(e, ValueError) else "nested too deeply"
                 return t, None, f"arguments for {t.name} are not valid JSON ({why}); send one JSON object"
         if not isinstance(args, dict):
             return t, None, f"arguments for {t.name} must be a JSON object, got {type(args).__name__}"

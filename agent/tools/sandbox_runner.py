@@ -48,7 +48,7 @@ import platform
 import resource
 import sys
 
-STATUS_FD = 3  # replaced by the config's "status_fd"
+STATUS_FD = 3  # replaced by argv[1], the status pipe python_exec passes
 SANDBOX_ID = 1000
 
 CLONE_NEWNS = 0x00020000

@@ -305,7 +305,10 @@ async def _no_session_state(conn: asyncpg.Connection) -> None:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]*):[^\s/?#]*@", r"://\1:***@", url)  # to the last @: a raw @ in a password
+    url = re.sub(r"://([^:/@]*):[^\s/?#]*@", r"://\1:***@", url)  # to the last @: a raw @ in a password
+    # libpq and asyncpg also take the password as a parameter (``...db?password=...``): shown whole by
+    # doctor ("... opened and migrated") and in "cannot connect to ..." before this.
+    return re.sub(r"(?i)([?&]password=)[^&#\s]*", r"\1***", url)
 
 
 async def _migrate(pool: asyncpg.Pool, url: str) -> int:
