@@ -64,7 +64,7 @@ def short_observation(ev: ToolResultEvent) -> str:
     if ev.is_error:
         try:
             text = json.loads(text).get("error", text)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # an MCP server's own error text
             pass
     links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
     line = _clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS)

@@ -19,7 +19,8 @@ import agent.models.http
 from agent.attachments import IncomingFile, receive
 from agent.config import AgentSettings
 from agent.messages import Message, ToolCall
-from agent.models.base import ModelSettings, ModelUnavailableError, final_response
+from agent.models.anthropic import AnthropicModel
+from agent.models.base import ModelError, ModelSettings, ModelUnavailableError, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
 from agent.tools.builtin import calculator
@@ -301,3 +302,41 @@ async def test_a_json_page_cannot_grow_past_its_body_when_made_readable() -> Non
     assert len(deep.text) <= 2 * len(bodies["/deep"]) + 1000 and deep.text.count("0") == 20_001
     assert deeper.text == bodies["/deeper"].decode()  # as sent, rather than refused
     assert plain.text == '{\n "otters": [\n  1,\n  2\n ]\n}'  # small JSON is still indented
+
+
+async def test_a_gateway_answering_json_nested_past_the_parsers_limit_is_a_model_error() -> None:
+    # json raises RecursionError, not ValueError, on "[" * 100_000: a hostile gateway's stream chunk,
+    # whole body or error body ended the run with a traceback instead of the model's error.
+    deep = '{"choices": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    paths: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        paths.append(kind)
+        if kind == "error":
+            return web.Response(status=400, text=deep, content_type="application/json")
+        if kind == "body":
+            return web.Response(text=deep, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"data: {deep}\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", answer)
+    app.router.add_post("/{kind}/v1/messages", answer)
+    async with served(app) as base, make_client() as client:
+        for kind in ("stream", "body", "error"):
+            for model in (
+                OpenAIChatModel(
+                    "m", base_url=f"{base}/{kind}/v1", api_key="k", client=client, max_attempts=1
+                ),
+                AnthropicModel(
+                    "claude-x", base_url=f"{base}/{kind}", api_key="k", client=client, max_attempts=1
+                ),
+            ):
+                with pytest.raises(ModelError):  # not RecursionError's traceback
+                    await final_response(
+                        model, [Message("user", "hi")], ModelSettings(stream=kind == "stream")
+                    )
+    assert len(paths) == 6

@@ -134,7 +134,7 @@ class OpenAIEmbedding(PlainQuery):
             data = resp.json()["data"]
             rows = sorted(data, key=lambda d: d.get("index", 0))
             vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise EmbeddingError(f"{self.url} did not answer in the OpenAI embeddings format: {e}") from e
         if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] == 0:
             raise EmbeddingError(f"{self.url} returned {vectors.shape} vectors for {n} texts")

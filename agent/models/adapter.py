@@ -60,7 +60,7 @@ def error_body(text: str) -> ErrorBody:
     ``details`` say why (ErrorInfo's reason) and how long to wait (RetryInfo)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a hostile gateway's "[" * 100_000 nests past json's limit
         return ErrorBody(_page_text(text)[:300] or "(no details)")
     if isinstance(data, list) and data:
         data = data[0]
@@ -292,7 +292,7 @@ class HTTPModel:
                             if not isinstance(data, dict):
                                 raise TypeError("not a JSON object")
                             piece = reply.add(sse.event if s.stream else "", data)
-                        except (ValueError, KeyError, TypeError, AttributeError) as e:
+                        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                             raise self._bad_payload() from e
                         if piece:
                             yield TextChunk(piece)

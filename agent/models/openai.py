@@ -167,7 +167,7 @@ class OpenAIChatModel(HTTPModel):
                 raise refused
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
-        except (ValueError, AttributeError, IndexError) as e:
+        except (ValueError, AttributeError, IndexError, RecursionError) as e:
             raise self._bad_payload() from e
         calls = [
             ToolCall(
@@ -230,7 +230,7 @@ class OpenAIChatModel(HTTPModel):
                         if (refused := self._error_with_200(data, resp)) is not None:
                             raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
-                    except (ValueError, AttributeError, IndexError) as e:
+                    except (ValueError, AttributeError, IndexError, RecursionError) as e:
                         raise self._bad_payload() from e
                     if shown := think.feed(content_text(msg.get("content"))):
                         yield TextChunk(shown)
@@ -250,7 +250,7 @@ class OpenAIChatModel(HTTPModel):
                                 continue
                             try:
                                 data = json.loads(data_s)
-                            except ValueError as e:
+                            except (ValueError, RecursionError) as e:  # deep nesting: RecursionError
                                 raise ModelError(
                                     f"{self.name}: malformed stream chunk from the server",
                                     provider=self.provider,

@@ -154,7 +154,7 @@ async def _send(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> 
 def _json(resp: httpx.Response, backend: str) -> Any:
     try:
         data = resp.json()
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise SearchFailed(f"{backend} answered with something that is not JSON") from e
     if not isinstance(data, dict):
         raise SearchFailed(f"{backend} answered with JSON that is not a results object")
