@@ -2,8 +2,8 @@
 
 Decisions: a new session is routed before its header is posted, so the header names the model that will
 run (an auto-routed session's tier is the classifier's pick) and the first turn runs that model; the header
-is a write in the thread's budget like any other. Stop is for the requester or a member with Manage
-Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
+is a write in the thread's budget like any other. Stop is for the requester, the member who asked the running
+turn (it is charged to them), or a member with Manage Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
 
 The header is rendered by :mod:`bot.thread_header` from the session record, also when its state changes
 later, so the record keeps the tier and model as the header shows them ("medium (auto) (why)" for a
@@ -183,10 +183,13 @@ class SessionControl:
         if session is None:
             await interaction.response.send_message("This session no longer exists.", ephemeral=True)
             return None
-        perms = interaction.permissions
-        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
+        perms, asker = interaction.permissions, self.runner.asked_by(session_id)
+        if interaction.user.id not in (session.user_id, asker) and not (
+            perms.manage_threads or perms.administrator
+        ):
             await interaction.response.send_message(
-                f"Only the person who started this research, or someone with Manage Threads, can {what} it.",
+                f"Only the person who started this research, the member who asked the running turn, or "
+                f"someone with Manage Threads, can {what} it.",
                 ephemeral=True,
             )
             return None
