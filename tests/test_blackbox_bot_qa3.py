@@ -10,7 +10,8 @@ import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_calls
+from tests.fakes.web_server import FakeWeb
 
 
 @pytest.fixture
@@ -47,3 +48,32 @@ async def test_the_member_who_asked_the_running_follow_up_can_stop_it_and_a_byst
     assert by_bob.responses[0]["data"]["content"] == "Stopping…"
     assert "Nobody reads this." not in [m.content for m in fake.messages(thread)], stopped.content
     assert "⏹️ stopped" in fake.messages(thread)[0].content
+
+
+async def test_a_long_answer_with_code_and_long_source_urls_keeps_fences_links_and_the_footer_whole(
+    fake: FakeDiscord, llm: FakeLLM, web: FakeWeb, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Pages read at long URLs (tracking queries) made the footer's source list pass 2,000 characters:
+    it was cut there, mid-link, and with it the usage line and the requester's ping (the one
+    notification of the answer)."""
+    urls = [web.url(f"/plain?ref={i}&utm=" + "x" * 700) for i in range(3)]
+    code = "\n".join(f"    print('line {i}', {'y' * 40!r})" for i in range(40))
+    words = "Tides rise and fall twice a day. " * 40
+    answer = f"{words}\n\n```python\ndef tides():\n{code}\n```\n\n{words}\n\nThat is all."
+    llm.script(tool_calls(*[("fetch_url", {"url": u}) for u in urls]), text(answer))
+    async with running_bot(fake, llm, tmp_path, guild, agent_env={"FETCH_ALLOW_LOOPBACK": True}) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        footer = await fake.wait_for_message(thread, lambda m: "**Sources**" in m.content, within=20)
+        await wait_idle(fake, bot)
+    parts = [m.content for m in fake.messages(thread) if "Tides rise" in m.content or "print(" in m.content]
+    assert all(len(m.content) <= 2000 for m in fake.messages(thread))
+    assert len(parts) >= 3 and all(p.count("```") % 2 == 0 for p in parts), [p[-80:] for p in parts]
+    assert parts[-1].endswith("That is all.")
+    alice = guild.member("alice").user.id
+    assert f"<@{alice}>" in footer.content and " tokens (" in footer.content, footer.content[-300:]
+    assert footer.allowed_mentions == {"users": [alice], "parse": []}, footer.allowed_mentions
+    listed = [line for line in footer.content.splitlines() if line[:1].isdigit()]
+    assert listed and all(line.endswith(">") and "<http" in line for line in listed), listed
+    assert footer.content.count("…and ") == (len(listed) < 3)
