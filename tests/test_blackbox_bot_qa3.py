@@ -77,3 +77,24 @@ async def test_a_long_answer_with_code_and_long_source_urls_keeps_fences_links_a
     listed = [line for line in footer.content.splitlines() if line[:1].isdigit()]
     assert listed and all(line.endswith(">") and "<http" in line for line in listed), listed
     assert footer.content.count("…and ") == (len(listed) < 3)
+
+
+async def test_renaming_a_session_thread_starts_no_turn(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Discord announces a rename with a system message by the renamer whose text is the new name: when
+    the requester renamed their thread, the bot took the name for a question and ran a paid turn on it."""
+    llm.script(text("Tides follow the moon."), text("Waves follow the wind."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "Tides follow" in m.content, within=10)
+        await wait_idle(fake, bot)
+        alice = fake.state.user(guild.member("alice").user.id)
+        fake.state.create_message(thread, alice, {"content": "Tide notes"}, via="injected", message_type=4)
+        fake.inject_message(thread, "alice", "And waves?")
+        await fake.wait_for_message(thread, lambda m: "Waves follow" in m.content, within=10)
+        await wait_idle(fake, bot)
+    asked = [r["messages"][-1]["content"] for r in llm.requests]
+    assert asked == ["tides", "And waves?"], asked

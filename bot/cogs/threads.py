@@ -124,6 +124,8 @@ class ThreadsCog(commands.Cog):
         bot = self.bot
         if message.author.bot or not isinstance(message.channel, discord.Thread):
             return
+        if message.is_system():  # a rename's notice carries the new name as its text: no question
+            return
         if (starting := bot.control.starting.get(message.channel.id)) is not None:
             await starting.wait()  # the thread was just opened: its session is being recorded
         session = await bot.services.sessions.by_thread(message.channel.id)
