@@ -232,8 +232,10 @@ class SessionControl:
         if latest.status != "error":  # an old button, pressed after the retry (or a later turn) answered
             await say("The last turn did not fail, so there is nothing to retry.", ephemeral=True)
             return
+        # The same request again, tied to its message: an edit of it then re-runs the retry (the latest
+        # turn); untied, the edit's re-run button refused ("only the latest turn").
         # Submitted before anything else is awaited, so a second press sees this turn as active.
-        await self._pressed(interaction, session, latest.prompt)
+        await self._pressed(interaction, session, latest.prompt, message_id=latest.message_id)
         await say("Retrying…", ephemeral=True)
 
     async def _pressed(

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_calls
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_calls
 from tests.fakes.web_server import FakeWeb
+from tests.test_e2e_attachments import CSV, user_text
 
 
 @pytest.fixture
@@ -98,3 +100,33 @@ async def test_renaming_a_session_thread_starts_no_turn(
         await wait_idle(fake, bot)
     asked = [r["messages"][-1]["content"] for r in llm.requests]
     assert asked == ["tides", "And waves?"], asked
+
+
+async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A question failed and was retried: editing the message afterwards offered a re-run that always
+    refused ("only the latest turn"), since the retry was not tied to the message."""
+    llm.script(error(400, "bad request"), text("42 units."), text("Jan: 12."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        mention = f"<@{bot.user.id}> "
+        asked = fake.inject_message(
+            general, "alice", mention + "Sum the units", attachments=[("data.csv", CSV)]
+        )
+        thread = await fake.wait_for_thread(parent=general)
+        offer = await fake.wait_for_message(thread, lambda m: "try it again" in m.content, within=10)
+        await wait_idle(fake, bot)
+        fake.inject_component(offer.components[0]["components"][0]["custom_id"], message=offer, user="alice")
+        await fake.wait_for_message(thread, lambda m: m.content == "42 units.", within=10)
+        await wait_idle(fake, bot)
+        edit_message(fake, asked, mention + "Units in January?")
+        offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("✏️ You edited"), within=10)
+        rerun = fake.inject_component(
+            offer.components[0]["components"][0]["custom_id"], message=offer, user="alice"
+        )
+        await fake.wait_for(lambda: rerun.responses, what="the re-run's answer")
+        assert rerun.responses[0]["data"]["content"] == "Re-running with your edit…", rerun.responses
+        await fake.wait_for_message(thread, lambda m: m.content == "Jan: 12.", within=10)
+        await wait_idle(fake, bot)
+    assert user_text(llm.requests[-1]).startswith("Units in January?")
