@@ -45,6 +45,11 @@ def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
     return tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
 
 
+def files_of(turn: Any) -> tuple[IncomingFile, ...]:
+    """The files a turn's message brought (kept in its checkpoints), for running its request again."""
+    return tuple(IncomingFile(*f) for f in (turn.state or {}).get("attachments", ()))
+
+
 class SessionControl:
     def __init__(self, services: Services, runner: SessionRunner) -> None:
         self.sv = services
@@ -235,7 +240,10 @@ class SessionControl:
         # The same request again, tied to its message: an edit of it then re-runs the retry (the latest
         # turn); untied, the edit's re-run button refused ("only the latest turn").
         # Submitted before anything else is awaited, so a second press sees this turn as active.
-        await self._pressed(interaction, session, latest.prompt, message_id=latest.message_id)
+        # Its files too: the failed turn's messages, which told the model of them, leave the history.
+        await self._pressed(
+            interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
+        )
         await say("Retrying…", ephemeral=True)
 
     async def _pressed(
@@ -314,6 +322,11 @@ class SessionControl:
             return
         # Submitted before anything else is awaited, so a second press sees this turn as active.
         await self._pressed(
-            interaction, session, turn.edited_prompt, message_id=turn.message_id, supersedes=turn.id
+            interaction,
+            session,
+            turn.edited_prompt,
+            message_id=turn.message_id,
+            supersedes=turn.id,
+            attachments=files_of(turn),  # the superseded turn's mention of them leaves the history
         )
         await say("Re-running with your edit…", ephemeral=True)

@@ -105,8 +105,9 @@ async def test_renaming_a_session_thread_starts_no_turn(
 async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """A question failed and was retried: editing the message afterwards offered a re-run that always
-    refused ("only the latest turn"), since the retry was not tied to the message."""
+    """A question with a CSV failed and was retried: the retry ran on its text alone (the model never
+    heard of the file), and editing the message afterwards offered a re-run that always refused ("only
+    the latest turn"), since the retry was not tied to the message; a re-run also dropped the file."""
     llm.script(error(400, "bad request"), text("42 units."), text("Jan: 12."))
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         general = guild.channel("general")
@@ -129,4 +130,6 @@ async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
         assert rerun.responses[0]["data"]["content"] == "Re-running with your edit…", rerun.responses
         await fake.wait_for_message(thread, lambda m: m.content == "Jan: 12.", within=10)
         await wait_idle(fake, bot)
-    assert user_text(llm.requests[-1]).startswith("Units in January?")
+    retried, edited = (user_text(r) for r in llm.requests[1:])
+    assert retried.startswith("Sum the units") and ".csv" in retried, retried
+    assert edited.startswith("Units in January?") and ".csv" in edited, edited
