@@ -14,6 +14,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_calls
 from tests.fakes.web_server import FakeWeb
 from tests.test_e2e_attachments import CSV, user_text
+from tests.test_e2e_config import flat, run
 
 
 @pytest.fixture
@@ -21,6 +22,16 @@ def guild() -> FakeGuild:
     return FakeGuild.create(
         "Lab", channels=("general",), members=("alice", "bob", "carol"), admins=("admin",)
     )
+
+
+@pytest.fixture
+def other() -> FakeGuild:
+    return FakeGuild.create("Other", channels=("general",), members=("dave",), admins=("boss",))
+
+
+@pytest.fixture
+def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
+    return [guild, other]
 
 
 async def test_the_member_who_asked_the_running_follow_up_can_stop_it_and_a_bystander_cannot(
@@ -133,3 +144,29 @@ async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
     retried, edited = (user_text(r) for r in llm.requests[1:])
     assert retried.startswith("Sum the units") and ".csv" in retried, retried
     assert edited.startswith("Units in January?") and ".csv" in edited, edited
+
+
+async def test_an_admin_goes_back_to_auto_routing_on_one_server_only(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
+) -> None:
+    """`/config show` calls the unset default tier "auto (chosen per task)", but `default-tier tier:auto`
+    was refused as an unknown tier (only `/config reset` went back)."""
+    async with running_bot(fake, llm, tmp_path, guild):
+        replies = [
+            flat(await run(fake, guild, command, options))
+            for command, options in [
+                ("config default-tier", {"tier": "medium"}),
+                ("config default-tier", {"tier": "auto"}),
+                ("config default-tier", {"tier": "Auto"}),
+            ]
+        ]
+        await run(fake, other, "config default-tier", {"tier": "complex"}, user="boss")
+        shown = {
+            g.name: flat(await run(fake, g, "config show", user=u))
+            for g, u in [(guild, "admin"), (other, "boss")]
+        }
+    assert replies[1] == "✅ Default tier: auto (chosen per task).", replies
+    assert replies[2].startswith("No change"), replies
+    assert "Default tier: auto (chosen per task)" in shown["Lab"]
+    assert "`default_tier`: `medium` → default" in shown["Lab"], shown["Lab"]
+    assert "Default tier: `complex` *(set here)*" in shown["Other"], shown["Other"]

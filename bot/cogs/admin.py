@@ -149,8 +149,15 @@ class ConfigCog(commands.Cog):
                 raise Refusal(f"⚠️ {code(model)} cannot be used by this bot: {why}. Nothing changed.")
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
-    @app_commands.describe(tier="An existing tier")
+    @app_commands.describe(tier="An existing tier, or auto (chosen per task)")
     async def default_tier(self, interaction: discord.Interaction, tier: str) -> None:
+        if tier.strip().lower() == "auto":  # what /config show calls the default: no override
+            guild_id = _gid(interaction)
+            if "default_tier" not in (await self.store.get(guild_id)).overrides:
+                raise Refusal("No change: the default tier is already auto (chosen per task).")
+            await self.store.reset(guild_id, interaction.user.id, "default_tier")
+            await reply(interaction, "✅ Default tier: auto (chosen per task).")
+            return
         await self._set(interaction, ("default_tier", tier))
 
     @tier.autocomplete("tier")
