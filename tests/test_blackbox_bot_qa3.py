@@ -146,11 +146,12 @@ async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
     assert edited.startswith("Units in January?") and ".csv" in edited, edited
 
 
-async def test_an_admin_goes_back_to_auto_routing_on_one_server_only(
+async def test_an_admin_goes_back_to_auto_routing_and_half_an_mcp_server_is_refused_on_one_server_only(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
 ) -> None:
     """`/config show` calls the unset default tier "auto (chosen per task)", but `default-tier tier:auto`
-    was refused as an unknown tier (only `/config reset` went back)."""
+    was refused as an unknown tier; `/config mcp name:docs` without a url answered with the (empty)
+    list, as if the server had been added."""
     async with running_bot(fake, llm, tmp_path, guild):
         replies = [
             flat(await run(fake, guild, command, options))
@@ -158,6 +159,7 @@ async def test_an_admin_goes_back_to_auto_routing_on_one_server_only(
                 ("config default-tier", {"tier": "medium"}),
                 ("config default-tier", {"tier": "auto"}),
                 ("config default-tier", {"tier": "Auto"}),
+                ("config mcp", {"name": "docs"}),
             ]
         ]
         await run(fake, other, "config default-tier", {"tier": "complex"}, user="boss")
@@ -167,6 +169,7 @@ async def test_an_admin_goes_back_to_auto_routing_on_one_server_only(
         }
     assert replies[1] == "✅ Default tier: auto (chosen per task).", replies
     assert replies[2].startswith("No change"), replies
+    assert "Give both `name` and `url`" in replies[3], replies
     assert "Default tier: auto (chosen per task)" in shown["Lab"]
     assert "`default_tier`: `medium` → default" in shown["Lab"], shown["Lab"]
     assert "Default tier: `complex` *(set here)*" in shown["Other"], shown["Other"]

@@ -358,6 +358,11 @@ class ConfigCog(commands.Cog):
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
         servers = (await self.store.get(_gid(interaction))).mcp
+        if (name is None) != (url is None):  # one alone was dropped in silence, the list shown instead
+            raise Refusal(
+                "⚠️ Give both `name` and `url` to add an MCP server (no options lists them; "
+                "`/config reset setting:mcp.<name>` removes one)."
+            )
         if name is None or url is None:
             await reply(interaction, mcp_listing(servers))
             return
