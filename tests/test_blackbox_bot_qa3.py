@@ -92,15 +92,17 @@ async def test_a_long_answer_with_code_and_long_source_urls_keeps_fences_links_a
     assert footer.content.count("…and ") == (len(listed) < 3)
 
 
-async def test_renaming_a_session_thread_starts_no_turn(
+async def test_a_mention_with_only_a_file_starts_a_session_and_renaming_its_thread_starts_no_turn(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """Discord announces a rename with a system message by the renamer whose text is the new name: when
-    the requester renamed their thread, the bot took the name for a question and ran a paid turn on it."""
+    """A mention carrying only a CSV was told "Ask me something after the mention" (a follow-up with only
+    a file was taken). Discord announces a rename with a system message by the renamer whose text is the
+    new name: when the requester renamed their thread, the bot took the name for a question and ran a
+    paid turn on it."""
     llm.script(text("Tides follow the moon."), text("Waves follow the wind."))
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         general = guild.channel("general")
-        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        fake.inject_message(general, "alice", f"<@{bot.user.id}>", attachments=[("data.csv", CSV)])
         thread = await fake.wait_for_thread(parent=general)
         await fake.wait_for_message(thread, lambda m: "Tides follow" in m.content, within=10)
         await wait_idle(fake, bot)
@@ -109,8 +111,9 @@ async def test_renaming_a_session_thread_starts_no_turn(
         fake.inject_message(thread, "alice", "And waves?")
         await fake.wait_for_message(thread, lambda m: "Waves follow" in m.content, within=10)
         await wait_idle(fake, bot)
-    asked = [r["messages"][-1]["content"] for r in llm.requests]
-    assert asked == ["tides", "And waves?"], asked
+    first, *rest = (user_text(r) for r in llm.requests)
+    assert first.startswith("(attachments: data.csv)") and "read it with read_file" in first, first
+    assert rest == ["And waves?"], rest
 
 
 async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(

@@ -19,8 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from agent.tools.safe_names import safe_name
-from bot.attach import incoming
+from bot.attach import files_only, incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, tell, tell_in_dm
@@ -144,7 +143,7 @@ class ThreadsCog(commands.Cog):
             return
         text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
-            text = "(attachments: " + ", ".join(safe_name(a.filename) for a in message.attachments) + ")"
+            text = files_only(message.attachments)
         if not text:
             return
         member = message.author
