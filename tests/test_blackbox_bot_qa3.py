@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_calls
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call, tool_calls
 from tests.fakes.web_server import FakeWeb
 from tests.test_e2e_attachments import CSV, user_text
 from tests.test_e2e_config import flat, run
@@ -176,3 +176,27 @@ async def test_an_admin_goes_back_to_auto_routing_and_half_an_mcp_server_is_refu
     assert "Default tier: auto (chosen per task)" in shown["Lab"]
     assert "`default_tier`: `medium` → default" in shown["Lab"], shown["Lab"]
     assert "Default tier: `complex` *(set here)*" in shown["Other"], shown["Other"]
+
+
+async def test_steps_after_a_moderator_deletes_a_progress_message_still_show(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A moderator deleted the message showing step 1: every later step joined that message, each edit
+    found it gone, and steps 2 and 3 never showed (only the answer did)."""
+    llm.script(
+        tool_call("calculator", {"expression": "6*7"}),
+        tool_call("calculator", {"expression": "1+1"}, delay=1.5),
+        tool_call("calculator", {"expression": "2+2"}, delay=1.5),
+        text("The answer."),
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "sums"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        step = await fake.wait_for_message(thread, lambda m: "**Step 1**" in m.content, within=10)
+        fake.state.delete_message(step, via="injected")
+        await fake.wait_for_message(thread, lambda m: m.content == "The answer.", within=15)
+        await wait_idle(fake, bot)
+    shown = "\n".join(m.content for m in fake.messages(thread))
+    assert "**Step 2**" in shown and '`expression="2+2"`\n↳' in shown, shown
+    assert "**Step 1**" not in shown  # what the moderator deleted is not posted again
