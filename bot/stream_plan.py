@@ -217,7 +217,9 @@ class ThreadPlan:
         its last write) get a message of their own."""
         msg.deleted = True
         shown = msg.shown or ""
-        unseen = [b for b in msg.blocks if b.text and b.text.split("\n", 1)[0] not in shown]
+        unseen = [
+            b for b in msg.blocks if b.kind != "live" and b.text and b.text.split("\n", 1)[0] not in shown
+        ]
         if unseen:
             rest = PlannedMessage(unseen, nonce=str(random.getrandbits(62)))
             for b in unseen:
