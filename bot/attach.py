@@ -43,6 +43,11 @@ def incoming(attachments: Sequence[Any]) -> tuple[IncomingFile, ...]:
     )
 
 
+def files_only(attachments: Sequence[Any]) -> str:
+    """The request of a message that brings files and no words (a mention with a PDF, a bare upload)."""
+    return "(attachments: " + ", ".join(safe_name(a.filename) for a in attachments) + ")"
+
+
 def sees_images(sv: Services, provider: str, model: str, writer: str | None = None) -> bool:
     """Whether the turn's model, and the model that writes its answer after a hand-over, take images
     (the writer is known by name only: its name decides, whichever provider serves it)."""

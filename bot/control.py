@@ -2,8 +2,8 @@
 
 Decisions: a new session is routed before its header is posted, so the header names the model that will
 run (an auto-routed session's tier is the classifier's pick) and the first turn runs that model; the header
-is a write in the thread's budget like any other. Stop is for the requester or a member with Manage
-Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
+is a write in the thread's budget like any other. Stop is for the requester, the member who asked the running
+turn (it is charged to them), or a member with Manage Threads, Retry for the member who asked the failed turn (charged to them), checked here, not only by Discord.
 
 The header is rendered by :mod:`bot.thread_header` from the session record, also when its state changes
 later, so the record keeps the tier and model as the header shows them ("medium (auto) (why)" for a
@@ -43,6 +43,11 @@ log = structlog.get_logger().bind(logger="bot.control")
 
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
     return tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
+
+
+def files_of(turn: Any) -> tuple[IncomingFile, ...]:
+    """The files a turn's message brought (kept in its checkpoints), for running its request again."""
+    return tuple(IncomingFile(*f) for f in (turn.state or {}).get("attachments", ()))
 
 
 class SessionControl:
@@ -183,10 +188,13 @@ class SessionControl:
         if session is None:
             await interaction.response.send_message("This session no longer exists.", ephemeral=True)
             return None
-        perms = interaction.permissions
-        if interaction.user.id != session.user_id and not (perms.manage_threads or perms.administrator):
+        perms, asker = interaction.permissions, self.runner.asked_by(session_id)
+        if interaction.user.id not in (session.user_id, asker) and not (
+            perms.manage_threads or perms.administrator
+        ):
             await interaction.response.send_message(
-                f"Only the person who started this research, or someone with Manage Threads, can {what} it.",
+                f"Only the person who started this research, the member who asked the running turn, or "
+                f"someone with Manage Threads, can {what} it.",
                 ephemeral=True,
             )
             return None
@@ -229,8 +237,13 @@ class SessionControl:
         if latest.status != "error":  # an old button, pressed after the retry (or a later turn) answered
             await say("The last turn did not fail, so there is nothing to retry.", ephemeral=True)
             return
+        # The same request again, tied to its message: an edit of it then re-runs the retry (the latest
+        # turn); untied, the edit's re-run button refused ("only the latest turn").
         # Submitted before anything else is awaited, so a second press sees this turn as active.
-        await self._pressed(interaction, session, latest.prompt)
+        # Its files too: the failed turn's messages, which told the model of them, leave the history.
+        await self._pressed(
+            interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
+        )
         await say("Retrying…", ephemeral=True)
 
     async def _pressed(
@@ -309,6 +322,11 @@ class SessionControl:
             return
         # Submitted before anything else is awaited, so a second press sees this turn as active.
         await self._pressed(
-            interaction, session, turn.edited_prompt, message_id=turn.message_id, supersedes=turn.id
+            interaction,
+            session,
+            turn.edited_prompt,
+            message_id=turn.message_id,
+            supersedes=turn.id,
+            attachments=files_of(turn),  # the superseded turn's mention of them leaves the history
         )
         await say("Re-running with your edit…", ephemeral=True)

@@ -29,6 +29,8 @@ from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
 
 ATTACH_OVER = 6000
+FOOTER_ROOM = 1950
+"""Discord's 2,000 characters, less the requester's ping the renderer puts into the footer."""
 OBSERVATION_CHARS = 280
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
 
@@ -94,12 +96,6 @@ class _Step:
 
 def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     u = result.usage
-    lines = []
-    if result.sources:
-        lines.append("**Sources**")
-        lines.extend(f"{i}. <{url}>" for i, url in enumerate(result.sources[:10], 1))
-        if len(result.sources) > 10:
-            lines.append(f"…and {len(result.sources) - 10} more")
     cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
     reasoning = f", of which {u.reasoning_tokens:,} reasoning" if u.reasoning_tokens else ""
     status = {
@@ -112,13 +108,28 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     if stopped_by:
         status = f" · ⏹️ stopped by {stopped_by}"
     est = "estimated: " if u.estimated else ""  # the server reported no usage: counted locally
-    lines.append(
+    usage = (
         f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {est}{u.total_tokens:,} tokens "
         f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · "
         f"{est}{result.cost.format()} · "
         f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
     )
-    return "\n".join(lines)
+    return "\n".join([*_sources(result.sources, FOOTER_ROOM - len(usage)), usage])
+
+
+def _sources(urls: list[str], room: int) -> list[str]:
+    """Up to 10 sources that fit ``room`` whole: long URLs (tracking queries) pushed the footer past
+    Discord's 2,000 characters, where it was cut, link and usage line and the requester's ping with it."""
+    lines: list[str] = []
+    room -= len("**Sources**\n") + len("…and 9999 more\n")
+    for url in urls[:10]:
+        line = f"{len(lines) + 1}. <{url}>"
+        if len(line) + 1 <= room:
+            lines.append(line)
+            room -= len(line) + 1
+    if len(urls) > len(lines):
+        lines.append(f"…and {len(urls) - len(lines)} more")
+    return ["**Sources**", *lines] if lines or urls else []
 
 
 class ProgressRenderer:

@@ -117,6 +117,12 @@ class SessionRunner:
         """A turn runs, or waits for a run slot (a Stop then keeps it from starting)."""
         return self.is_running(session_id) or bool((w := self._workers.get(session_id)) and w.waiting)
 
+    def asked_by(self, session_id: str) -> int | None:
+        """Who asked the turn that runs (or waits for a slot) now: it is charged to them, so they may stop it."""
+        w = self._workers.get(session_id)
+        req = w and (w.pending or (w.turn.req if w.turn else None))
+        return req.requester_id if req else None
+
     def running(self) -> int:
         """Turns running now (for the health report)."""
         return sum(1 for sid in list(self._workers) if self.is_running(sid))

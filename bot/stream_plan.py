@@ -211,6 +211,22 @@ class ThreadPlan:
                 msg.notify = nxt.notify
                 break
 
+    def vanished(self, msg: PlannedMessage) -> None:
+        """Someone (a moderator) deleted ``msg``: nothing more goes into it (each later step joined it,
+        and the edit showing it found no message), and the blocks it never showed (steps joined since
+        its last write) get a message of their own."""
+        msg.deleted = True
+        shown = msg.shown or ""
+        unseen = [
+            b for b in msg.blocks if b.kind != "live" and b.text and b.text.split("\n", 1)[0] not in shown
+        ]
+        if unseen:
+            rest = PlannedMessage(unseen, nonce=str(random.getrandbits(62)))
+            for b in unseen:
+                b.message = rest
+            msg.blocks = [b for b in msg.blocks if b.message is msg]
+            self.messages.insert(self.messages.index(msg) + 1, rest)
+
     def append_target(self, msg: PlannedMessage) -> PlannedMessage | None:
         """When paced, a new step joins the thread's last progress message (one edit shows both the
         previous step's result and the new step) instead of costing a send of its own."""

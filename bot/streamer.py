@@ -239,7 +239,9 @@ class ThreadStreamer:
                 log.warning("stream_write_given_up", op=kind, status=e.status, error=str(e))
                 if e.forbidden and kind == "send":
                     self.refused = self.refused or "a missing permission to post here"
-                if kind == "delete" or (kind == "edit" and e.gone):
+                if kind == "edit" and e.gone and not e.forbidden:
+                    self._plan.vanished(msg)  # deleted by someone (a moderator)
+                elif kind == "delete" or (kind == "edit" and e.gone):
                     msg.deleted = kind == "delete"
                     msg.shown = content
                 else:

@@ -135,6 +135,7 @@ class Turn:
         self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
         self.services: dict[str, Any] = {}
+        self._files: dict[str, Any] = {}
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
         again (each of a step's tool results used to save the same state once more)."""
@@ -197,7 +198,8 @@ class Turn:
             )
             if req.attachments and not self.resume_msgs:  # a kill before step 1 re-runs it with them
                 files = [[f.filename, f.url, f.size, f.content_type] for f in req.attachments]
-                await sv.sessions.checkpoint(self.turn_id, {"attachments": files})
+                self._files = {"attachments": files}  # kept in every checkpoint: a Retry sends them again
+                await sv.sessions.checkpoint(self.turn_id, self._files)
             if req.supersedes is not None:
                 self.renderer.feed(Superseded(req.prompt))
             self.in_run = True
@@ -370,7 +372,7 @@ class Turn:
         if self.turn_id is None or (key == self._saved and not force):
             return
         try:
-            await self.sv.sessions.checkpoint(self.turn_id, checkpoint_of(st, self._converted))
+            await self.sv.sessions.checkpoint(self.turn_id, checkpoint_of(st, self._converted) | self._files)
             self._saved = key
         except Exception:
             log.warning("checkpoint_failed", turn_id=self.turn_id, exc_info=True)

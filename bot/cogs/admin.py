@@ -149,8 +149,15 @@ class ConfigCog(commands.Cog):
                 raise Refusal(f"⚠️ {code(model)} cannot be used by this bot: {why}. Nothing changed.")
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
-    @app_commands.describe(tier="An existing tier")
+    @app_commands.describe(tier="An existing tier, or auto (chosen per task)")
     async def default_tier(self, interaction: discord.Interaction, tier: str) -> None:
+        if tier.strip().lower() == "auto":  # what /config show calls the default: no override
+            guild_id = _gid(interaction)
+            if "default_tier" not in (await self.store.get(guild_id)).overrides:
+                raise Refusal("No change: the default tier is already auto (chosen per task).")
+            await self.store.reset(guild_id, interaction.user.id, "default_tier")
+            await reply(interaction, "✅ Default tier: auto (chosen per task).")
+            return
         await self._set(interaction, ("default_tier", tier))
 
     @tier.autocomplete("tier")
@@ -351,6 +358,11 @@ class ConfigCog(commands.Cog):
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
         servers = (await self.store.get(_gid(interaction))).mcp
+        if (name is None) != (url is None):  # one alone was dropped in silence, the list shown instead
+            raise Refusal(
+                "⚠️ Give both `name` and `url` to add an MCP server (no options lists them; "
+                "`/config reset setting:mcp.<name>` removes one)."
+            )
         if name is None or url is None:
             await reply(interaction, mcp_listing(servers))
             return

@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.attach import incoming
+from bot.attach import files_only, incoming
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
@@ -137,7 +137,9 @@ class ResearchCog(commands.Cog):
             return
         if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
             return  # not even a hint: the server's admins keep the bot out of this channel
-        task = strip_bot_mentions(bot, message)
+        task = strip_bot_mentions(bot, message) or (
+            files_only(message.attachments) if message.attachments else ""
+        )
         if not task:
             await message.reply(
                 "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS

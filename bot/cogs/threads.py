@@ -19,8 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from agent.tools.safe_names import safe_name
-from bot.attach import incoming
+from bot.attach import files_only, incoming
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, tell, tell_in_dm
@@ -124,6 +123,8 @@ class ThreadsCog(commands.Cog):
         bot = self.bot
         if message.author.bot or not isinstance(message.channel, discord.Thread):
             return
+        if message.is_system():  # a rename's notice carries the new name as its text: no question
+            return
         if (starting := bot.control.starting.get(message.channel.id)) is not None:
             await starting.wait()  # the thread was just opened: its session is being recorded
         session = await bot.services.sessions.by_thread(message.channel.id)
@@ -142,7 +143,7 @@ class ThreadsCog(commands.Cog):
             return
         text = strip_bot_mentions(bot, message)
         if not text and message.attachments:
-            text = "(attachments: " + ", ".join(safe_name(a.filename) for a in message.attachments) + ")"
+            text = files_only(message.attachments)
         if not text:
             return
         member = message.author
