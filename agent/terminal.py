@@ -44,8 +44,10 @@ could make a tool's arguments or a file name read as something else (\u202e: "tx
 
 def escape(text: str) -> str:
     """Safe to print through rich as one progress line: markup escaped, control characters and direction
-    overrides removed (the answer on stdout keeps its text as written, less control characters)."""
-    return escape_markup(_BIDI.sub("", without_controls(text)))
+    overrides removed, line breaks and tabs made single spaces (the answer on stdout keeps its text as
+    written, less control characters). A tool name or unparsable arguments from the model with a line
+    break in them printed lines of their own: "✓ run_python 0.01s: sandbox check passed", a fake step."""
+    return escape_markup(" ".join(_BIDI.sub("", without_controls(text)).split()))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
