@@ -4,9 +4,12 @@ codes and the files left behind, against the scripted model on 127.0.0.1."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
+from tests.fakes.llm_server import FakeLLM
+from tests.test_blackbox_ask_tools import ask_cli
 
 
 def test_a_line_break_from_the_model_cannot_forge_a_progress_line() -> None:
@@ -28,3 +31,30 @@ def test_a_line_break_from_the_model_cannot_forge_a_progress_line() -> None:
     lines = err.getvalue().splitlines()
     assert [line.split()[:1] for line in lines] == [["→"], ["→"], ["✓"], ["error:"]], lines
     assert "sandbox check passed" in lines[0]  # shown, as text on the call's own line
+
+
+SIGINT_AT = """
+import importlib.abc, os, signal, sys
+
+class _CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["SIGINT_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+"""
+
+
+async def test_ctrl_c_before_the_run_starts_is_one_line_and_130(llm: FakeLLM, tmp_path: Path) -> None:
+    # Ctrl-C while the command loads (about a second of imports) printed a 30-line traceback; while
+    # `agentbot ask` waited for its task on stdin it ended with 130 and said nothing at all.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SIGINT_AT)
+    for module in ("agent.config", "bot.ask_input"):  # loading the command; reading the task
+        env = {"PYTHONPATH": str(hook), "SIGINT_AT": module}
+        code, out, err = await ask_cli(llm, tmp_path, stdin=b"2+2?", env=env)
+        assert (code, out, err) == (130, "", "agentbot: interrupted\n"), module
+    assert llm.requests == []
