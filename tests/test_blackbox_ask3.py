@@ -4,7 +4,11 @@ codes and the files left behind, against the scripted model on 127.0.0.1."""
 from __future__ import annotations
 
 import io
+import shlex
+import sys
 from pathlib import Path
+
+import pytest
 
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
@@ -58,3 +62,19 @@ async def test_ctrl_c_before_the_run_starts_is_one_line_and_130(llm: FakeLLM, tm
         code, out, err = await ask_cli(llm, tmp_path, stdin=b"2+2?", env=env)
         assert (code, out, err) == (130, "", "agentbot: interrupted\n"), module
     assert llm.requests == []
+
+
+def test_a_task_typed_without_quotes_is_shown_quoted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `agentbot ask What is the capital of France?` said only "Got unexpected extra argument(s) (is the
+    # capital of France?)": the usual first try of the command, with no hint that the task needs quotes.
+    from bot.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["agentbot", "ask", "-m", "gpt-4o", "What's", "the", "capital?"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    out, err = capsys.readouterr()
+    assert (stop.value.code, out) == (2, "")
+    assert err.startswith("agentbot: the task is several arguments: quote it as one, e.g. agentbot ask ")
+    assert shlex.split(err.split("e.g. ")[1].split(" (see")[0]) == ["agentbot", "ask", "What's the capital?"]
