@@ -3,17 +3,23 @@ codes and the files left behind, against the scripted model on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import io
+import os
 import shlex
+import struct
 import sys
+import termios
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
 
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
-from tests.fakes.llm_server import FakeLLM
-from tests.test_blackbox_ask_tools import ask_cli
+from tests.fakes.llm_server import FakeLLM, text
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
 def test_a_line_break_from_the_model_cannot_forge_a_progress_line() -> None:
@@ -78,3 +84,32 @@ def test_a_task_typed_without_quotes_is_shown_quoted(
     assert (stop.value.code, out) == (2, "")
     assert err.startswith("agentbot: the task is several arguments: quote it as one, e.g. agentbot ask ")
     assert shlex.split(err.split("e.g. ")[1].split(" (see")[0]) == ["agentbot", "ask", "What's the capital?"]
+
+
+async def test_a_task_from_a_non_blocking_pipe_is_read_whole(llm: FakeLLM, tmp_path: Path) -> None:
+    # A parent that set O_NONBLOCK on the pipe (Node's child_process does): ask read what had arrived so
+    # far and paid the model to answer half the question (or, before the first byte, a TypeError).
+    llm.script(text("Paris"))
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", cwd=tmp_path, env=ask_env(llm, tmp_path), stdin=read_end, stdout=PIPE, stderr=PIPE
+    )
+    os.close(read_end)
+    try:
+        os.write(write_end, b"What is the capital ")
+        for _ in range(3000):  # until ask has read the first half (30 s at most)
+            if not _unread(write_end):
+                break
+            await asyncio.sleep(0.01)
+        os.write(write_end, b"of France?")
+    finally:
+        os.close(write_end)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out) == (0, b"Paris\n"), err.decode()[-2000:]
+    assert llm.requests[0]["messages"][-1]["content"] == "What is the capital of France?"
+
+
+def _unread(fd: int) -> int:
+    """Bytes written into a pipe that its reader has not read yet."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
