@@ -113,3 +113,18 @@ async def test_a_task_from_a_non_blocking_pipe_is_read_whole(llm: FakeLLM, tmp_p
 def _unread(fd: int) -> int:
     """Bytes written into a pipe that its reader has not read yet."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def test_a_key_in_env_with_its_quote_left_open_is_named_not_called_unset(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # python-dotenv skipped the line with a warning of its own, printed twice, and then ask said
+    # "OPENAI_API_KEY is not set: put your key in .env", which is where it was.
+    (tmp_path / ".env").write_text(
+        'AGENT_MAX_STEPS=4\nOPENAI_API_KEY="sk-proj-secret-0042\nAGENT_STREAM=true\n'
+    )
+    code, out, err = await ask_cli(llm, tmp_path, "2+2?", env={"OPENAI_API_KEY": ""})
+    assert (code, out) == (2, "")
+    assert err.startswith("agentbot: .env line 2 (OPENAI_API_KEY) cannot be read: close its quote"), err
+    assert len(err.splitlines()) == 1 and "secret" not in err
+    assert llm.requests == []
