@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -69,9 +70,9 @@ async def ask(
         # The files and Python tools work in a workspace of this run's own under DATA_DIR (as the bot's
         # sessions do), never the current directory: the sandbox may hand it to another user.
         session = uuid.uuid4().hex[:12]
-        context = ToolContext(
-            session_id=session, workspace=Path(settings.data_dir, "workspaces", f"ask-{session}")
-        )
+        workspace = Path(settings.data_dir, "workspaces", f"ask-{session}")
+        context = ToolContext(session_id=session, workspace=workspace)
+        made = [p for p in workspace.parents[:2] if not p.exists()]  # removed again if left empty
         result: RunResult | None = None
         state, cancelled, calling = RunState(task=task), False, False
         retry_at = 0.0  # while a failed model call waits to be retried, no call is under way
@@ -91,7 +92,7 @@ async def ask(
         finally:
             if mcp is not None:
                 await mcp.aclose()
-            _keep_files(context.workspace, renderer)
+            _keep_files(context.workspace, renderer, made)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
                 # A call under way may still be billed: the total is a lower bound, never a false $0.
@@ -174,12 +175,17 @@ def _write_all(out: TextIO, text: str) -> None:
             select.select([], [fd], [])
 
 
-def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:
-    """Say where the files the run wrote are kept; a workspace left without files is removed."""
+def _keep_files(workspace: Path | None, renderer: TerminalRenderer, made: Sequence[Path] = ()) -> None:
+    """Say where the files the run wrote are kept; a workspace left without files is removed, and so
+    are the folders of ``made`` (the run's own) left empty: with the default DATA_DIR (``./data``) one
+    list_files left ``data/workspaces/`` in whatever directory the user asked from."""
     if workspace is None or not workspace.is_dir():
         return
     files = workspace_files(workspace)
     if not files:
         shutil.rmtree(workspace, ignore_errors=True)
+        for folder in made:  # deepest first; one another run is using is not empty and stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         return
     renderer.console.print(f"[dim]files ({len(files)}) kept in {escape(str(workspace.resolve()))}[/]")

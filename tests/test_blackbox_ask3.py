@@ -18,7 +18,7 @@ import pytest
 
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
@@ -128,3 +128,15 @@ async def test_a_key_in_env_with_its_quote_left_open_is_named_not_called_unset(
     assert err.startswith("agentbot: .env line 2 (OPENAI_API_KEY) cannot be read: close its quote"), err
     assert len(err.splitlines()) == 1 and "secret" not in err
     assert llm.requests == []
+
+
+async def test_a_run_that_keeps_no_files_leaves_no_folders_where_it_was_asked(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # With the default DATA_DIR (./data), one list_files left an empty data/workspaces/ in whatever
+    # directory the user ran ask from; the workspace itself was removed, its parents were not.
+    (tmp_path / "notes.txt").write_text("mine")
+    llm.script(tool_call("list_files", {}), text("The workspace is empty."))
+    code, out, err = await ask_cli(llm, tmp_path, "What is in the workspace?", env={"DATA_DIR": "./data"})
+    assert (code, out) == (0, "The workspace is empty.\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
