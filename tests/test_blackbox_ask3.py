@@ -14,11 +14,14 @@ import termios
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
+import httpx
 import pytest
 
+from agent import Agent, OpenAIChatModel
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from agent.toolset import build_registry
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
@@ -140,3 +143,17 @@ async def test_a_run_that_keeps_no_files_leaves_no_folders_where_it_was_asked(
     code, out, err = await ask_cli(llm, tmp_path, "What is in the workspace?", env={"DATA_DIR": "./data"})
     assert (code, out) == (0, "The workspace is empty.\n"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+async def test_a_tool_call_cut_off_at_the_output_limit_says_so(llm: FakeLLM, http: httpx.AsyncClient) -> None:
+    # The model writing a long report with write_file reached AGENT_MAX_TOKENS inside the arguments; it
+    # was told only "not valid JSON (Unterminated string...)", so it sent the same long call again, cut
+    # again, every step until the step limit, and the user never learnt why.
+    cut = '{"path": "report.md", "content": "# Report\\n\\nThe otters of the Baltic'
+    llm.script(Reply(tool_calls=[("write_file", cut)], finish="length"), text("Written in parts."))
+    model = OpenAIChatModel("gpt-4o-mini", base_url=llm.base_url, api_key="sk-t", client=http, max_attempts=1)
+    agent = Agent(model, build_registry(), max_iterations=3)
+    results = [ev async for ev in agent.run("Write the report") if isinstance(ev, ToolResultEvent)]
+    assert [r.is_error for r in results] == [True]
+    assert "output limit (AGENT_MAX_TOKENS" in results[0].output and "append" in results[0].output
+    assert llm.requests[1]["messages"][-1]["content"] == results[0].output  # what the model was told
