@@ -26,9 +26,9 @@ from agent.reader import Reader
 from agent.run_state import RunState
 from agent.terminal import TerminalRenderer, without_controls
 from agent.tools.registry import ToolContext
-from agent.tools.research import ResearchToolSettings
+from agent.tools.research import ResearchToolSettings, research_guard
 from agent.tools.workspace import workspace_files
-from agent.toolset import build_registry, operator_mcp
+from agent.toolset import build_registry, limit_mcp_tools, operator_mcp
 
 
 async def ask(
@@ -55,9 +55,14 @@ async def ask(
         for name, why in (mcp.problems if mcp else {}).items():
             renderer.warn(f"MCP server {name} is left out: {why}")
         research = ResearchToolSettings.from_settings(settings, settings.data_dir)
+        # TOOL_RATE_LIMITS hold here as in the bot: without them one run could make 16 web searches a
+        # step on the operator's search key, or run 16 sandboxes at once.
+        mcp_tools = mcp.tools() if mcp else []
+        tools = build_registry(research=research, guards=[research_guard(research)], extra=mcp_tools)
+        limit_mcp_tools(tools, mcp_tools)
         agent = Agent(
             m,
-            build_registry(research=research, extra=mcp.tools() if mcp else ()),
+            tools,
             reader=reader,
             max_iterations=max_steps or settings.agent_max_steps,
             settings=ModelSettings(

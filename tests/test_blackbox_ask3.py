@@ -21,7 +21,7 @@ from agent import Agent, OpenAIChatModel
 from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
 from agent.terminal import TerminalRenderer
 from agent.toolset import build_registry
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call, tool_calls
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
@@ -157,3 +157,25 @@ async def test_a_tool_call_cut_off_at_the_output_limit_says_so(llm: FakeLLM, htt
     assert [r.is_error for r in results] == [True]
     assert "output limit (AGENT_MAX_TOKENS" in results[0].output and "append" in results[0].output
     assert llm.requests[1]["messages"][-1]["content"] == results[0].output  # what the model was told
+
+
+async def test_tool_rate_limits_hold_in_ask_as_in_the_bot(llm: FakeLLM, tmp_path: Path) -> None:
+    # ask built its tools without the rate-limit guard: TOOL_RATE_LIMITS had no effect, so one run could
+    # make 16 web searches a step on the operator's search key, or start 16 sandboxes at once.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url,
+        OPENAI_API_KEY="sk-t",
+        DATA_DIR=str(tmp_path),
+        TOOL_RATE_LIMITS="calculator=1/600",
+    )
+    llm.script(
+        tool_calls(("calculator", {"expression": "1+1"}), ("calculator", {"expression": "2+2"})), text("2")
+    )
+    out, err = io.StringIO(), io.StringIO()
+    await ask("1+1, and 2+2?", settings, out=out, err=err)
+    told = [m["content"] for m in llm.requests[1]["messages"] if m["role"] == "tool"]
+    assert told[0] == "2" and "rate limit: calculator is limited to 1 calls per 600 s" in told[1], told
+    assert "✗ calculator" in err.getvalue() and out.getvalue() == "2\n"
