@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
+import re
 import select
 import shutil
 import sys
@@ -105,12 +107,17 @@ async def ask(
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
-        text = without_controls(result.text)
+        text = _paired(without_controls(result.text))
         text, unwritable = _encodable(text if text.endswith("\n") else text + "\n", out)
-        if unwritable:
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        if unwritable and codecs.lookup(encoding).name == "utf-8":  # only a lone surrogate is left
+            renderer.warn(
+                f"the answer has {unwritable} broken character(s) from the server, written as \\u escapes"
+            )
+        elif unwritable:
             renderer.warn(
                 f"the answer has {unwritable} character{'s' * (unwritable > 1)} that standard output's "
-                f"encoding ({getattr(out, 'encoding', '?')}) cannot carry, written as \\u escapes: for the "
+                f"encoding ({encoding}) cannot carry, written as \\u escapes: for the "
                 "text as it is, use a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONIOENCODING=utf-8"
             )
         try:
@@ -134,6 +141,19 @@ class AnswerNotWritten(Exception):
     def __init__(self, message: str, *, reader_gone: bool = False) -> None:
         super().__init__(message)
         self.reader_gone = reader_gone
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _paired(text: str) -> str:
+    """``text`` with UTF-16 surrogate halves joined into the characters they encode. A server that split
+    an emoji's pair across two stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``) left two halves no
+    encoding can write: the emoji reached the terminal as ``\\ud83d\\ude00``, with advice to switch
+    to a UTF-8 locale that was already in use. A lone half stays (written as its escape)."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _encodable(text: str, out: TextIO) -> tuple[str, int]:

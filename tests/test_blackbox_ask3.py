@@ -179,3 +179,20 @@ async def test_tool_rate_limits_hold_in_ask_as_in_the_bot(llm: FakeLLM, tmp_path
     told = [m["content"] for m in llm.requests[1]["messages"] if m["role"] == "tool"]
     assert told[0] == "2" and "rate limit: calculator is limited to 1 calls per 600 s" in told[1], told
     assert "✗ calculator" in err.getvalue() and out.getvalue() == "2\n"
+
+
+async def test_an_emoji_split_across_stream_events_reaches_the_terminal_whole(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A server that split an emoji's UTF-16 pair across two events ("\ud83d", then "\ude00") left two
+    # halves no encoding can write: 😀 was printed as \ud83d\ude00, with advice to use a UTF-8 locale.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    settings = AgentSettings(OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-t", DATA_DIR=str(tmp_path))  # type: ignore[call-arg]
+    llm.script(text("Done \ud83d\ude00, and a half \udc00.", fragment=1))
+    out, err = io.StringIO(), io.StringIO()
+    await ask("Smile", settings, out=out, err=err)
+    assert out.getvalue() == "Done 😀, and a half \\udc00.\n"
+    assert "! the answer has 1 broken character(s) from the server" in err.getvalue()
+    assert "locale" not in err.getvalue()
