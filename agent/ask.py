@@ -18,11 +18,11 @@ from typing import TextIO
 
 from rich.markup import escape
 
-from agent.config import AgentSettings
+from agent.config import AgentSettings, ConfigError
 from agent.events import FinalEvent, RetryEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
-from agent.models.factory import build_model, reader_settings
+from agent.models.factory import build_model, missing_key, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
 from agent.run_state import RunState
@@ -51,8 +51,10 @@ async def ask(
         m = build_model(model or settings.agent_model, settings, client)
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
         reader = None
-        if settings.reader_model not in ("auto", "off", ""):
-            reader = Reader(build_model(settings.reader_model, settings, client), reader_settings(settings))
+        if (spec := settings.reader_model) not in ("auto", "off", ""):
+            if (why := missing_key(settings, spec)) is not None:  # named: it blamed the tiers, unused here
+                raise ConfigError(f"READER_MODEL={spec}: {why}, or set READER_MODEL=off")
+            reader = Reader(build_model(spec, settings, client), reader_settings(settings))
         mcp = await operator_mcp(settings.mcp_servers_file)
         for name, why in (mcp.problems if mcp else {}).items():
             renderer.warn(f"MCP server {name} is left out: {why}")

@@ -196,3 +196,20 @@ async def test_an_emoji_split_across_stream_events_reaches_the_terminal_whole(
     assert out.getvalue() == "Done 😀, and a half \\udc00.\n"
     assert "! the answer has 1 broken character(s) from the server" in err.getvalue()
     assert "locale" not in err.getvalue()
+
+
+async def test_a_reader_model_without_its_key_is_named_as_the_reader(llm: FakeLLM, tmp_path: Path) -> None:
+    # READER_MODEL=anthropic:... without ANTHROPIC_API_KEY said "remove the model from the tiers
+    # (ROUTER_TIERS_FILE ...)": ask has no tiers, and nothing named READER_MODEL.
+    from agent.ask import ask
+    from agent.config import AgentSettings, ConfigError
+
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url, DATA_DIR=str(tmp_path), READER_MODEL="anthropic:claude-haiku-4-5"
+    )
+    with pytest.raises(ConfigError) as refused:
+        await ask("Read this page", settings, out=io.StringIO(), err=io.StringIO())
+    assert str(refused.value).startswith(
+        "READER_MODEL=anthropic:claude-haiku-4-5: ANTHROPIC_API_KEY is not set"
+    )
+    assert "tiers" not in str(refused.value) and llm.requests == []
