@@ -27,7 +27,8 @@ async def stoppable(run: Coroutine[Any, Any, T]) -> T:
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup agentbot ask ...` keeps running on logout
+            loop.add_signal_handler(sig, task.cancel)
     return await run
 
 

@@ -8,6 +8,7 @@ import fcntl
 import io
 import os
 import shlex
+import signal
 import struct
 import sys
 import termios
@@ -213,3 +214,24 @@ async def test_a_reader_model_without_its_key_is_named_as_the_reader(llm: FakeLL
         "READER_MODEL=anthropic:claude-haiku-4-5: ANTHROPIC_API_KEY is not set"
     )
     assert "tiers" not in str(refused.value) and llm.requests == []
+
+
+async def test_nohup_keeps_ask_running_when_the_terminal_hangs_up(llm: FakeLLM, tmp_path: Path) -> None:
+    # ask caught SIGHUP to stop cleanly, over the SIG_IGN that `nohup` set: `nohup agentbot ask ... &`
+    # was stopped at logout, the one thing nohup is for.
+    llm.script(text("Still here.", delay=0.5))
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", "Research this overnight", cwd=tmp_path, env=ask_env(llm, tmp_path),
+        stdin=asyncio.subprocess.DEVNULL, stdout=PIPE, stderr=PIPE, preexec_fn=nohup,
+    )  # fmt: skip
+    for _ in range(3000):  # until the model is asked (30 s at most)
+        if llm.requests:
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGHUP)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out) == (0, b"Still here.\n"), err.decode()[-2000:]
