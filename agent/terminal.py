@@ -58,6 +58,11 @@ def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+NAME_CHARS = 64
+"""A tool name as a progress line shows it: the longest a provider accepts (OpenAI's 64). The model's
+made-up names are not bounded: an unknown tool of 50,000 characters filled the terminal twice."""
+
+
 def short_output(output: str, limit: int = 160) -> str:
     text = " ".join(output.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -134,10 +139,14 @@ class TerminalRenderer:
         if isinstance(ev, StepStarted):
             c.print(f"[bold cyan]step {ev.step}[/] · {escape(ev.model)}")
         elif isinstance(ev, ToolCallEvent):
-            c.print(f"  → [bold]{escape(ev.name)}[/]({escape(short_args(ev.arguments, ev.raw_arguments))})")
+            c.print(
+                f"  → [bold]{escape(short_output(ev.name, NAME_CHARS))}[/]({escape(short_args(ev.arguments, ev.raw_arguments))})"
+            )
         elif isinstance(ev, ToolResultEvent):
             mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
-            c.print(f"  {mark} {escape(ev.name)} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
+            c.print(
+                f"  {mark} {escape(short_output(ev.name, NAME_CHARS))} {ev.duration:.2f}s: {escape(short_output(ev.output))}"
+            )
             if ev.read_by:
                 c.print(
                     f"    [dim]{ev.source_chars:,} chars read by {escape(ev.read_by)}, "

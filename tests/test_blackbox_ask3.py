@@ -235,3 +235,14 @@ async def test_nohup_keeps_ask_running_when_the_terminal_hangs_up(llm: FakeLLM, 
     proc.send_signal(signal.SIGHUP)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert (proc.returncode, out) == (0, b"Still here.\n"), err.decode()[-2000:]
+
+
+def test_a_made_up_tool_name_of_any_length_takes_one_short_line() -> None:
+    # An unknown tool named with 50,000 characters was printed whole, on its call and on its result.
+    err = io.StringIO()
+    renderer = TerminalRenderer(err)
+    name = "x" * 50_000
+    renderer.render(ToolCallEvent(step=1, call_id="a", name=name, arguments={}, raw_arguments="{}"))
+    renderer.render(ToolResultEvent(step=1, call_id="a", name=name, output="unknown tool", is_error=True))
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 2 and all(len(line) < 120 for line in lines), [len(line) for line in lines]
