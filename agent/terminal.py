@@ -139,14 +139,12 @@ class TerminalRenderer:
         if isinstance(ev, StepStarted):
             c.print(f"[bold cyan]step {ev.step}[/] · {escape(ev.model)}")
         elif isinstance(ev, ToolCallEvent):
-            c.print(
-                f"  → [bold]{escape(short_output(ev.name, NAME_CHARS))}[/]({escape(short_args(ev.arguments, ev.raw_arguments))})"
-            )
+            name, args = escape(short_output(ev.name, NAME_CHARS)), short_args(ev.arguments, ev.raw_arguments)
+            c.print(f"  → [bold]{name}[/]({escape(args)})")
         elif isinstance(ev, ToolResultEvent):
             mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
-            c.print(
-                f"  {mark} {escape(short_output(ev.name, NAME_CHARS))} {ev.duration:.2f}s: {escape(short_output(ev.output))}"
-            )
+            name = escape(short_output(ev.name, NAME_CHARS))
+            c.print(f"  {mark} {name} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
             if ev.read_by:
                 c.print(
                     f"    [dim]{ev.source_chars:,} chars read by {escape(ev.read_by)}, "
