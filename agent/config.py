@@ -312,9 +312,13 @@ def check_env_lines() -> None:
         bad = next((b.original for b in parse_stream(f) if b.error), None)
     if bad is not None:
         name = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)\s*=", bad.string)
+        fix = (
+            "close its quote, or write the value without quotes"
+            if name
+            else "write it as NAME=value, or start a comment with #"
+        )
         raise ConfigError(
-            f"{ENV_FILE} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: close its quote, "
-            "or write the value without quotes (see .env.example)"
+            f"{ENV_FILE} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
         )
 
 
