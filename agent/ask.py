@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import os
+import re
 import select
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from rich.markup import escape
 
-from agent.config import AgentSettings
+from agent.config import AgentSettings, ConfigError
 from agent.events import FinalEvent, RetryEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
 from agent.models.base import ModelSettings
-from agent.models.factory import build_model, reader_settings
+from agent.models.factory import build_model, missing_key, reader_settings
 from agent.models.http import make_client, timeouts
 from agent.reader import Reader
 from agent.run_state import RunState
 from agent.terminal import TerminalRenderer, without_controls
 from agent.tools.registry import ToolContext
-from agent.tools.research import ResearchToolSettings
+from agent.tools.research import ResearchToolSettings, research_guard
 from agent.tools.workspace import workspace_files
-from agent.toolset import build_registry, operator_mcp
+from agent.toolset import build_registry, limit_mcp_tools, operator_mcp
 
 
 async def ask(
@@ -48,15 +51,22 @@ async def ask(
         m = build_model(model or settings.agent_model, settings, client)
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
         reader = None
-        if settings.reader_model not in ("auto", "off", ""):
-            reader = Reader(build_model(settings.reader_model, settings, client), reader_settings(settings))
+        if (spec := settings.reader_model) not in ("auto", "off", ""):
+            if (why := missing_key(settings, spec)) is not None:  # named: it blamed the tiers, unused here
+                raise ConfigError(f"READER_MODEL={spec}: {why}, or set READER_MODEL=off")
+            reader = Reader(build_model(spec, settings, client), reader_settings(settings))
         mcp = await operator_mcp(settings.mcp_servers_file)
         for name, why in (mcp.problems if mcp else {}).items():
             renderer.warn(f"MCP server {name} is left out: {why}")
         research = ResearchToolSettings.from_settings(settings, settings.data_dir)
+        # TOOL_RATE_LIMITS hold here as in the bot: without them one run could make 16 web searches a
+        # step on the operator's search key, or run 16 sandboxes at once.
+        mcp_tools = mcp.tools() if mcp else []
+        tools = build_registry(research=research, guards=[research_guard(research)], extra=mcp_tools)
+        limit_mcp_tools(tools, mcp_tools)
         agent = Agent(
             m,
-            build_registry(research=research, extra=mcp.tools() if mcp else ()),
+            tools,
             reader=reader,
             max_iterations=max_steps or settings.agent_max_steps,
             settings=ModelSettings(
@@ -69,9 +79,9 @@ async def ask(
         # The files and Python tools work in a workspace of this run's own under DATA_DIR (as the bot's
         # sessions do), never the current directory: the sandbox may hand it to another user.
         session = uuid.uuid4().hex[:12]
-        context = ToolContext(
-            session_id=session, workspace=Path(settings.data_dir, "workspaces", f"ask-{session}")
-        )
+        workspace = Path(settings.data_dir, "workspaces", f"ask-{session}")
+        context = ToolContext(session_id=session, workspace=workspace)
+        made = [p for p in workspace.parents[:2] if not p.exists()]  # removed again if left empty
         result: RunResult | None = None
         state, cancelled, calling = RunState(task=task), False, False
         retry_at = 0.0  # while a failed model call waits to be retried, no call is under way
@@ -91,7 +101,7 @@ async def ask(
         finally:
             if mcp is not None:
                 await mcp.aclose()
-            _keep_files(context.workspace, renderer)
+            _keep_files(context.workspace, renderer, made)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
                 # A call under way may still be billed: the total is a lower bound, never a false $0.
@@ -99,12 +109,17 @@ async def ask(
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
-        text = without_controls(result.text)
+        text = _paired(without_controls(result.text))
         text, unwritable = _encodable(text if text.endswith("\n") else text + "\n", out)
-        if unwritable:
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        if unwritable and codecs.lookup(encoding).name == "utf-8":  # only a lone surrogate is left
+            renderer.warn(
+                f"the answer has {unwritable} broken character(s) from the server, written as \\u escapes"
+            )
+        elif unwritable:
             renderer.warn(
                 f"the answer has {unwritable} character{'s' * (unwritable > 1)} that standard output's "
-                f"encoding ({getattr(out, 'encoding', '?')}) cannot carry, written as \\u escapes: for the "
+                f"encoding ({encoding}) cannot carry, written as \\u escapes: for the "
                 "text as it is, use a UTF-8 locale (e.g. LANG=C.UTF-8) or PYTHONIOENCODING=utf-8"
             )
         try:
@@ -128,6 +143,19 @@ class AnswerNotWritten(Exception):
     def __init__(self, message: str, *, reader_gone: bool = False) -> None:
         super().__init__(message)
         self.reader_gone = reader_gone
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _paired(text: str) -> str:
+    """``text`` with UTF-16 surrogate halves joined into the characters they encode. A server that split
+    an emoji's pair across two stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``) left two halves no
+    encoding can write: the emoji reached the terminal as ``\\ud83d\\ude00``, with advice to switch
+    to a UTF-8 locale that was already in use. A lone half stays (written as its escape)."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _encodable(text: str, out: TextIO) -> tuple[str, int]:
@@ -174,12 +202,17 @@ def _write_all(out: TextIO, text: str) -> None:
             select.select([], [fd], [])
 
 
-def _keep_files(workspace: Path | None, renderer: TerminalRenderer) -> None:
-    """Say where the files the run wrote are kept; a workspace left without files is removed."""
+def _keep_files(workspace: Path | None, renderer: TerminalRenderer, made: Sequence[Path] = ()) -> None:
+    """Say where the files the run wrote are kept; a workspace left without files is removed, and so
+    are the folders of ``made`` (the run's own) left empty: with the default DATA_DIR (``./data``) one
+    list_files left ``data/workspaces/`` in whatever directory the user asked from."""
     if workspace is None or not workspace.is_dir():
         return
     files = workspace_files(workspace)
     if not files:
         shutil.rmtree(workspace, ignore_errors=True)
+        for folder in made:  # deepest first; one another run is using is not empty and stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         return
     renderer.console.print(f"[dim]files ({len(files)}) kept in {escape(str(workspace.resolve()))}[/]")

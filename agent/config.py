@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -293,11 +294,34 @@ def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None
     try:
         if overrides is not None:
             return cls.model_validate(overrides)
+        check_env_lines()
         return cls(**{"_env_file": ENV_FILE, **init})
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
     except UnicodeDecodeError as e:
         raise ConfigError(not_utf8(e)) from None
+
+
+def check_env_lines() -> None:
+    """A line of :data:`ENV_FILE` python-dotenv cannot read (a quote left open) is a :class:`ConfigError`
+    naming the line and its setting, never its value: dotenv skipped it with a warning of its own, twice,
+    and the setting read as unset ("OPENAI_API_KEY is not set: put your key in .env", where it was)."""
+    if ENV_FILE is None or not os.path.isfile(ENV_FILE):
+        return
+    from dotenv.parser import parse_stream
+
+    with open(ENV_FILE, encoding="utf-8") as f:
+        bad = next((b.original for b in parse_stream(f) if b.error), None)
+    if bad is not None:
+        name = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)\s*=", bad.string)
+        fix = (
+            "close its quote, or write the value without quotes"
+            if name
+            else "write it as NAME=value, or start a comment with #"
+        )
+        raise ConfigError(
+            f"{ENV_FILE} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
+        )
 
 
 def not_utf8(e: UnicodeDecodeError) -> str:

@@ -195,7 +195,8 @@ class Agent:
                 await events.aclose()
             if reply.error is None and reply.message.tool_calls:
                 # The tools' events come straight from ToolStep (announced, run, fed back), then route.
-                events = run.tools.run(step, reply.message, run.convo)
+                cut = reply.response is not None and reply.response.finish_reason == "length"
+                events = run.tools.run(step, reply.message, run.convo, cut)
                 try:
                     async for ev in events:
                         yield ev

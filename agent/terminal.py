@@ -44,8 +44,10 @@ could make a tool's arguments or a file name read as something else (\u202e: "tx
 
 def escape(text: str) -> str:
     """Safe to print through rich as one progress line: markup escaped, control characters and direction
-    overrides removed (the answer on stdout keeps its text as written, less control characters)."""
-    return escape_markup(_BIDI.sub("", without_controls(text)))
+    overrides removed, line breaks and tabs made single spaces (the answer on stdout keeps its text as
+    written, less control characters). A tool name or unparsable arguments from the model with a line
+    break in them printed lines of their own: "✓ run_python 0.01s: sandbox check passed", a fake step."""
+    return escape_markup(" ".join(_BIDI.sub("", without_controls(text)).split()))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
@@ -54,6 +56,11 @@ def short_args(args: dict[str, Any] | None, raw: str, limit: int = 120) -> str:
     else:
         text = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+NAME_CHARS = 64
+"""A tool name as a progress line shows it: the longest a provider accepts (OpenAI's 64). The model's
+made-up names are not bounded: an unknown tool of 50,000 characters filled the terminal twice."""
 
 
 def short_output(output: str, limit: int = 160) -> str:
@@ -132,10 +139,12 @@ class TerminalRenderer:
         if isinstance(ev, StepStarted):
             c.print(f"[bold cyan]step {ev.step}[/] · {escape(ev.model)}")
         elif isinstance(ev, ToolCallEvent):
-            c.print(f"  → [bold]{escape(ev.name)}[/]({escape(short_args(ev.arguments, ev.raw_arguments))})")
+            name, args = escape(short_output(ev.name, NAME_CHARS)), short_args(ev.arguments, ev.raw_arguments)
+            c.print(f"  → [bold]{name}[/]({escape(args)})")
         elif isinstance(ev, ToolResultEvent):
             mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
-            c.print(f"  {mark} {escape(ev.name)} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
+            name = escape(short_output(ev.name, NAME_CHARS))
+            c.print(f"  {mark} {name} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
             if ev.read_by:
                 c.print(
                     f"    [dim]{ev.source_chars:,} chars read by {escape(ev.read_by)}, "

@@ -30,6 +30,16 @@ _TOO_MANY = json.dumps(
     }
 )
 
+_CUT_CALL = json.dumps(
+    {
+        "error": "not run: your reply reached its output limit (AGENT_MAX_TOKENS or the server's own) inside "
+        "this call's arguments, so they were cut off. Send less in one call, e.g. a long file in parts "
+        "with write_file(append=true)"
+    }
+)
+"""For a call whose arguments are not JSON because the reply was cut (``finish_reason`` length): "not
+valid JSON (Unterminated string)" made the model send the same long call again, cut again, every step."""
+
 
 @dataclasses.dataclass(slots=True)
 class ToolStep:
@@ -45,7 +55,9 @@ class ToolStep:
     outcome: StepOutcome = dataclasses.field(default_factory=lambda: StepOutcome(0))
     """What the last step's tools did, for the routing hook."""
 
-    async def run(self, step: int, assistant: Message, convo: list[Message]) -> AsyncIterator[AgentEvent]:
+    async def run(
+        self, step: int, assistant: Message, convo: list[Message], cut: bool = False
+    ) -> AsyncIterator[AgentEvent]:
         """Announce ``assistant``'s calls, run them concurrently (events come as they happen), then append
         the turn and its results in call order to ``convo`` and the run state, and set :attr:`outcome`.
 
@@ -70,6 +82,9 @@ class ToolStep:
         async def one(i: int, call: ToolCall) -> None:
             if i >= MAX_CALLS_PER_STEP:
                 queue.put_nowait((i, ToolOutcome(_TOO_MANY, is_error=True)))
+                return
+            if cut and parsed[i] is None:  # ``cut``: the reply stopped at its output limit
+                queue.put_nowait((i, ToolOutcome(_CUT_CALL, is_error=True)))
                 return
             outcome = await self.tools.execute(call, self.ctx, lambda w: on_retry(call, w), parsed[i])
             if self.reader is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import sys
 from collections.abc import Coroutine
@@ -26,7 +27,8 @@ async def stoppable(run: Coroutine[Any, Any, T]) -> T:
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup agentbot ask ...` keeps running on logout
+            loop.add_signal_handler(sig, task.cancel)
     return await run
 
 
@@ -42,7 +44,7 @@ def task_text(task: str | None) -> str:
             raise TaskError(
                 'give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in'
             )
-        raw = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:
             raise TaskError(
                 f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
@@ -58,6 +60,33 @@ def task_text(task: str | None) -> str:
     if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
         raise TaskError('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
     return task
+
+
+def _read_stdin(limit: int) -> bytes:
+    """Standard input up to ``limit`` bytes, waiting for all of it. From a non-blocking pipe (a parent's
+    that set O_NONBLOCK, as Node's child_process does) Python's read returned what had arrived so far,
+    so the model was paid to answer half a question, or None before the first byte (a TypeError
+    traceback). The flag is left as it is: the descriptor is shared with whoever set it."""
+    try:
+        fd = sys.stdin.fileno()
+        whole = os.get_blocking(fd)
+    except (AttributeError, OSError, ValueError):  # not a file (a test's stand-in)
+        whole = True
+    if whole:
+        return sys.stdin.buffer.read(limit)
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        try:
+            part = os.read(fd, min(1 << 20, limit - size))
+        except BlockingIOError:
+            select.select([fd], [], [])
+            continue
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _argument_text(task: str) -> str:

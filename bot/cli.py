@@ -15,11 +15,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import typer
+try:  # Ctrl-C while the command loads (about a second of imports) was a 30-line traceback
+    import typer
 
-from agent.config import AgentSettings, ConfigError, load_agent_settings
-from agent.logs import configure_logging
-from bot.cli_help import CLICK_ERROR, FLAG, USAGE_ERROR, Command, Group, usage_line
+    from agent.config import AgentSettings, ConfigError, load_agent_settings
+    from agent.logs import configure_logging
+    from bot.cli_help import CLICK_ERROR, FLAG, USAGE_ERROR, Command, Group, usage_line
+except KeyboardInterrupt:
+    sys.stderr.write("agentbot: interrupted\n")
+    raise SystemExit(130) from None
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
@@ -152,7 +156,7 @@ def ask(
             raise typer.Exit(EXIT_READER_GONE) from None
         _fail(str(e), EXIT_FAILED)
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _fail("interrupted", EXIT_INTERRUPTED)
+        raise KeyboardInterrupt from None  # said by main, as before a run
     if result.status == "max_iterations":
         raise typer.Exit(EXIT_STEP_LIMIT)
     if result.status != "completed":
@@ -380,7 +384,9 @@ def main() -> None:
         e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(EXIT_INTERRUPTED)
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:  # typer's answer to Ctrl-C in any command (`ask` reading stdin): said
+        typer.echo("agentbot: interrupted", err=True)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

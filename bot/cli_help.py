@@ -10,6 +10,7 @@ shows it with its line breaks kept. A wrong option or argument is one line point
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -53,4 +54,10 @@ def usage_line(e: Exception, argv: list[str]) -> str:
         task = next((a for a in argv[1:] if a.startswith(name) and " " in a), None)
         if task is not None:
             where = f": a task starting with '-' goes after --, e.g. agentbot ask -- {shlex.quote(task)}"
+    task = ctx.params.get("task") if ctx is not None and ctx.command.name == "ask" else None
+    extra = re.fullmatch(r"Got unexpected extra argument(?:\(s\)|s)? \((.*)\)", e.format_message(), re.S)
+    if isinstance(task, str) and extra:  # `agentbot ask What is 2+2?`: the shell split it into words
+        # Not joined back: the shell has already expanded what it could (`*`, `?`, `~`) in the words.
+        words = shlex.quote(f"{task} {extra[1]}")
+        return f"the task is several arguments: quote it as one, e.g. agentbot ask {words}{where}"
     return f"{' '.join(e.format_message().split())}{where}"  # type: ignore[attr-defined]
