@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from agent import Agent, OpenAIChatModel
-from agent.events import ErrorEvent, ToolCallEvent, ToolResultEvent
+from agent.events import Cost, ErrorEvent, RunResult, ToolCallEvent, ToolResultEvent, Usage
 from agent.terminal import TerminalRenderer
 from agent.toolset import build_registry
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call, tool_calls
@@ -246,3 +246,29 @@ def test_a_made_up_tool_name_of_any_length_takes_one_short_line() -> None:
     renderer.render(ToolResultEvent(step=1, call_id="a", name=name, output="unknown tool", is_error=True))
     lines = err.getvalue().splitlines()
     assert len(lines) == 2 and all(len(line) < 120 for line in lines), [len(line) for line in lines]
+
+
+def test_an_unknown_cost_of_locally_counted_tokens_is_not_called_an_estimate() -> None:
+    # A local model with no price, behind a server that reports no usage: the footer read
+    # "cost estimated: unknown (no price for llama3)", as if a price had been guessed.
+    err = io.StringIO()
+    usage = Usage(prompt_tokens=120, completion_tokens=30, requests=1, estimated=True)
+    TerminalRenderer(err).summary(
+        RunResult(
+            text="ok",
+            status="completed",
+            steps=1,
+            usage=usage,
+            cost=Cost(0.0, ("llama3",)),
+            models=["llama3"],
+        )
+    )
+    TerminalRenderer(err).summary(
+        RunResult(
+            text="ok", status="completed", steps=1, usage=usage, cost=Cost(0.0012), models=["gpt-4o-mini"]
+        )
+    )
+    first, second = err.getvalue().splitlines()
+    assert "estimated: 120 prompt + 30 completion tokens" in first
+    assert "cost unknown (no price for llama3)" in first
+    assert "cost estimated: $0.0012" in second
