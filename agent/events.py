@@ -70,13 +70,15 @@ class Cost:
             unknown = tuple(dict.fromkeys(unknown + other.unknown_models))
         return Cost(self.usd + other.usd, unknown)
 
-    def format(self) -> str:
-        usd = usd_text(self.usd)
+    def format(self, *, estimated: bool = False) -> str:
+        """``estimated``: the tokens were counted locally, so a known price gives an estimate; an unknown
+        cost stays just unknown ("estimated: unknown" read as if a price had been guessed)."""
+        est, usd = "estimated: " if estimated else "", usd_text(self.usd)
         if not self.unknown_models:
-            return usd
+            return est + usd
         if self.usd == 0:
             return "unknown (no price for " + ", ".join(self.unknown_models) + ")"
-        return f"at least {usd} (no price for " + ", ".join(self.unknown_models) + ")"
+        return f"{est}at least {usd} (no price for " + ", ".join(self.unknown_models) + ")"
 
 
 def usd_text(usd: float) -> str:

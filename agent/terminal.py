@@ -15,7 +15,6 @@ from rich.style import Style
 
 from agent.events import (
     AgentEvent,
-    Cost,
     ErrorEvent,
     MemoryEvent,
     ModelSwitched,
@@ -103,12 +102,6 @@ class _Progress:
         return getattr(self._file, name)
 
 
-def _cost_text(cost: Cost, est: str) -> str:
-    """``est`` marks a cost made from locally counted tokens; an unknown cost is not an estimate of one
-    ("cost estimated: unknown (no price for llama3)" read as if a price had been guessed)."""
-    return escape(cost.format() if cost.usd == 0 and cost.unknown_models else est + cost.format())
-
-
 class TerminalRenderer:
     """Shows each step as it happens; ``show_text`` streams the model's words while it writes."""
 
@@ -166,7 +159,7 @@ class TerminalRenderer:
             est = "estimated: " if ev.usage.estimated else ""
             c.print(
                 f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
-                f"{_cost_text(ev.cost, est)}[/]"
+                f"{escape(ev.cost.format(estimated=ev.usage.estimated))}[/]"
             )
         elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down
             c.print(f"  [yellow]{escape(ev.reason)}[/]")
@@ -190,7 +183,7 @@ class TerminalRenderer:
             f"[dim]{result.steps} step{'' if result.steps == 1 else 's'} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
             f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
             f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
-            f"cost {_cost_text(result.cost, est)} · "
+            f"cost {escape(result.cost.format(estimated=u.estimated))} · "
             f"models {escape(', '.join(result.models)) or '-'} · {result.duration:.1f}s{status}[/]"
         )
         if result.sources:

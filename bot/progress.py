@@ -111,7 +111,7 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     usage = (
         f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {est}{u.total_tokens:,} tokens "
         f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · "
-        f"{est}{result.cost.format()} · "
+        f"{result.cost.format(estimated=u.estimated)} · "
         f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
     )
     return "\n".join([*_sources(result.sources, FOOTER_ROOM - len(usage)), usage])
