@@ -237,15 +237,9 @@ class ChromaMemory:
         """Write the rows still missing (another store of the same text may have won the race while
         we embedded); return how many were written."""
         scope = cols.scope(ns)  # again: a migration may have finished while we embedded
-        ids = [r[0] for r in new]
-        fresh = set(ids) - set(scope.owned_ids(ids))
-        keep = [i for i, rid in enumerate(ids) if rid in fresh]
-        if not keep:
-            return 0
-        scope.upsert(
-            [ids[i] for i in keep], matrix[keep], [new[i][1] for i in keep], [new[i][3] for i in keep]
-        )
-        cols.added(scope, len(keep))
+        keep = scope.write_new([r[0] for r in new], matrix, [r[1] for r in new], [r[3] for r in new])
+        if keep:
+            cols.added(scope, len(keep))
         return len(keep)
 
     # -- reads ---------------------------------------------------------------------------------

@@ -193,6 +193,39 @@ class NamespaceScope:
             metadatas=metadatas,
         )
 
+    def write_new(
+        self, ids: list[str], vectors: np.ndarray, documents: list[str], metadatas: list[dict[str, Any]]
+    ) -> list[int]:
+        """Write the rows this namespace does not hold yet; the positions written. Like ``owned_ids``
+        then :meth:`upsert`, with one read for both checks (which ids are ours, which another
+        namespace's) instead of two: a Chroma read costs about 0.45 ms of CPU however small, and every
+        run stores its answer through here."""
+        for m in metadatas:
+            if m.get(NS_KEY) != self.namespace:
+                raise IsolationError(
+                    f"refusing to write a row of namespace {m.get(NS_KEY)!r} into {self.namespace!r}"
+                )
+        if not ids:
+            return []
+        held = self.collection.get(ids=ids, include=["metadatas"])
+        owners = {
+            i: (m or {}).get(NS_KEY) for i, m in zip(held["ids"], held["metadatas"] or [], strict=False)
+        }
+        keep = [k for k, rid in enumerate(ids) if owners.get(rid) != self.namespace]
+        clash = [ids[k] for k in keep if ids[k] in owners]
+        if clash:  # held, not by us: another namespace's id (see upsert)
+            raise IsolationError(
+                f"memory id {clash[0]} is taken by another namespace in {self.name}; not written"
+            )
+        if keep:
+            self.collection.upsert(
+                ids=[ids[k] for k in keep],
+                embeddings=np.asarray(vectors, dtype=np.float32)[keep],
+                documents=[documents[k] for k in keep],
+                metadatas=[metadatas[k] for k in keep],
+            )
+        return keep
+
     def delete(self, ids: list[str]) -> list[str]:
         """Delete the given ids that belong to this namespace; return those actually deleted.
 
