@@ -124,9 +124,8 @@ async def store_research(
         sources=list(sources),
         session=session,
         origin="auto",
+        retention=retention,  # applied in the write's own worker-thread call
     )
-    if retention is not None:
-        await memory.apply_retention(namespace, retention)
     return result
 
 
