@@ -336,6 +336,14 @@ async def test_store_research_applies_the_retention_it_is_given(memory: ChromaMe
     assert {r["text"] async for r in memory.export(GUILD)} == {MEMORIES[1], MEMORIES[2]}
     assert await store_research(memory, None, "t", "answer") is None
     assert await store_research(memory, GUILD, "t", "   ") is None
+    # an answer already kept writes nothing, and retention still applies (it runs in the write's own
+    # worker-thread call when something is written, on its own otherwise)
+    clock.now += 40 * DAY
+    again = await store_research(
+        memory, GUILD, "task 2", MEMORIES[2], retention=RetentionPolicy(max_age_days=30)
+    )
+    assert again is not None and again.added == 0
+    assert [r["text"] async for r in memory.export(GUILD)] == []
 
 
 async def test_stats_export_and_import(memory: ChromaMemory, clock: Clock) -> None:

@@ -177,18 +177,27 @@ class ChromaMemory:
         created: float | None = None,
         session: str = "",
         origin: str = "",
+        retention: RetentionPolicy | None = None,
     ) -> StoreResult:
-        """Remember one text (chunked when long). Storing the same text again adds nothing."""
+        """Remember one text (chunked when long). Storing the same text again adds nothing.
+        ``retention``: applied afterwards, as :meth:`apply_retention` would."""
         item = NewMemory(
             text, cast(Kind, kind), author, thread, task, tuple(sources), created, session, origin
         )
-        return await self.store_many(namespace, [item])
+        return await self.store_many(namespace, [item], retention=retention)
 
     async def store_many(
-        self, namespace: str | int, items: Sequence[NewMemory], *, vectors: np.ndarray | None = None
+        self,
+        namespace: str | int,
+        items: Sequence[NewMemory],
+        *,
+        vectors: np.ndarray | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> StoreResult:
         """Remember several texts in one pass. ``vectors`` (one per item, from this store's embedding)
-        skips embedding; it is for imports and benchmarks, and needs every item to fit in one chunk."""
+        skips embedding; it is for imports and benchmarks, and needs every item to fit in one chunk.
+        ``retention``: applied afterwards, as :meth:`apply_retention` would, in the same worker-thread
+        call and hold of the namespace's lock as the write (a run's answer: one hop fewer)."""
         ns = check_namespace(namespace)
         cols = self._open()
         if vectors is not None and len(vectors) != len(items):
@@ -207,11 +216,13 @@ class ChromaMemory:
             for row in item_rows:
                 rows.setdefault(row[0], row)
         if not rows:
+            await self._retain(ns, retention)
             return StoreResult([], 0, 0)
 
         known = set(await self._call(lambda: cols.scope(ns).owned_ids(list(rows))))
         new = [r for rid, r in rows.items() if rid not in known]
         if not new:
+            await self._retain(ns, retention)
             return StoreResult(parents, 0, len(rows))
         if vectors is not None:
             matrix = np.asarray([given[r[0]] for r in new], dtype=np.float32)
@@ -226,9 +237,21 @@ class ChromaMemory:
             raise MemoryStoreError(
                 f"embedding returned {matrix.shape}, expected ({len(new)}, {self.embedding.dim})"
             )
+        at = self._clock()
+
+        def write(cols: Collections, ns: str) -> int:
+            written = self._write_sync(cols, ns, new, matrix)
+            if retention is not None:
+                self._evict_sync(cols, ns, retention, at)
+            return written
+
         async with self._locks[ns]:
-            written = await self._call(self._write_sync, cols, ns, new, matrix)
+            written = await self._call(write, cols, ns)
         return StoreResult(parents, written, len(rows) - written)
+
+    async def _retain(self, ns: str, retention: RetentionPolicy | None) -> None:
+        if retention is not None:
+            await self.apply_retention(ns, retention)
 
     @staticmethod
     def _write_sync(
@@ -237,15 +260,9 @@ class ChromaMemory:
         """Write the rows still missing (another store of the same text may have won the race while
         we embedded); return how many were written."""
         scope = cols.scope(ns)  # again: a migration may have finished while we embedded
-        ids = [r[0] for r in new]
-        fresh = set(ids) - set(scope.owned_ids(ids))
-        keep = [i for i, rid in enumerate(ids) if rid in fresh]
-        if not keep:
-            return 0
-        scope.upsert(
-            [ids[i] for i in keep], matrix[keep], [new[i][1] for i in keep], [new[i][3] for i in keep]
-        )
-        cols.added(scope, len(keep))
+        keep = scope.write_new([r[0] for r in new], matrix, [r[1] for r in new], [r[3] for r in new])
+        if keep:
+            cols.added(scope, len(keep))
         return len(keep)
 
     # -- reads ---------------------------------------------------------------------------------
@@ -278,12 +295,13 @@ class ChromaMemory:
                 raise ValueError(f"kinds must be a non-empty subset of {', '.join(KINDS)}")
             where = {"kind": {"$in": wanted}}
         cols = self._open()
-        if isinstance(query, str):
-            query = await self._call(self.embedding.embed_query, query)
-        vec = np.asarray(query, dtype=np.float32)
+        text = query if isinstance(query, str) else None
+        given = None if isinstance(query, str) else np.asarray(query, dtype=np.float32)
         at = self._clock()
 
         def nearest(cols: Collections, ns: str) -> list[Row]:
+            # the query's embedding in the same worker-thread call as the search: one hop a recall
+            vec = given if text is None else np.asarray(self.embedding.embed_query(text), dtype=np.float32)
             kept = cols.scope(ns).kept_where(retention, at) if retention is not None else None
             both = [w for w in (where, kept) if w]
             return cols.nearest(
@@ -384,10 +402,12 @@ class ChromaMemory:
             check_namespace(namespace)  # refused as before, without the thread hop and write lock
             return []  # that every run's recall would otherwise pay for nothing
         at = self._clock() if now is None else now
+        return await self._in_thread(
+            namespace, lambda cols, ns: self._evict_sync(cols, ns, policy, at), write=True
+        )
 
-        def evict(cols: Collections, ns: str) -> list[str]:
-            removed = cols.scope(ns).evict(policy, at)
-            cols.removed(ns, len(removed))
-            return removed
-
-        return await self._in_thread(namespace, evict, write=True)
+    @staticmethod
+    def _evict_sync(cols: Collections, ns: str, policy: RetentionPolicy, at: float) -> list[str]:
+        removed = cols.scope(ns).evict(policy, at)
+        cols.removed(ns, len(removed))
+        return removed

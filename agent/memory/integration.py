@@ -130,9 +130,8 @@ async def store_research(
         sources=urls,
         session=session,
         origin="auto-web" if from_web or urls else "auto",
+        retention=retention,  # applied in the write's own worker-thread call
     )
-    if retention is not None:
-        await memory.apply_retention(namespace, retention)
     return result
 
 

@@ -146,18 +146,20 @@ class NamespaceScope:
         """Exact nearest rows by scanning this namespace's vectors.
 
         For small namespaces in a shared bucket: faster there than a filtered HNSW search (which
-        walks most of the graph when few rows pass), and it never misses a row.
+        walks most of the graph when few rows pass), and it never misses a row. The documents come
+        with the vectors in the one read: they add nothing measurable to it (200 rows: 16-17 ms of CPU
+        either way, the vectors' conversion), while a second read for the best ``k`` cost 0.7-1.2 ms.
         """
-        candidates = self.get(where=where, documents=False, embeddings=True)
+        candidates = self.get(where=where, documents=True, embeddings=True)
         if not candidates:
             return []
         matrix = np.asarray([c.embedding for c in candidates], dtype=np.float32)
         sims = matrix @ np.asarray(vector, dtype=np.float32)
-        top = np.argsort(-sims)[:k]
-        best = {candidates[i].id: float(1.0 - sims[i]) for i in top}
-        rows = self.get(ids=list(best))
-        for row in rows:
-            row.distance = best[row.id]
+        rows = []
+        for i in np.argsort(-sims)[:k]:
+            row = candidates[i]
+            row.distance, row.embedding = float(1.0 - sims[i]), None
+            rows.append(row)
         rows.sort(key=lambda r: r.distance if r.distance is not None else 2.0)
         return rows
 
@@ -192,6 +194,39 @@ class NamespaceScope:
             documents=documents,
             metadatas=metadatas,
         )
+
+    def write_new(
+        self, ids: list[str], vectors: np.ndarray, documents: list[str], metadatas: list[dict[str, Any]]
+    ) -> list[int]:
+        """Write the rows this namespace does not hold yet; the positions written. Like ``owned_ids``
+        then :meth:`upsert`, with one read for both checks (which ids are ours, which another
+        namespace's) instead of two: a Chroma read costs about 0.45 ms of CPU however small, and every
+        run stores its answer through here."""
+        for m in metadatas:
+            if m.get(NS_KEY) != self.namespace:
+                raise IsolationError(
+                    f"refusing to write a row of namespace {m.get(NS_KEY)!r} into {self.namespace!r}"
+                )
+        if not ids:
+            return []
+        held = self.collection.get(ids=ids, include=["metadatas"])
+        owners = {
+            i: (m or {}).get(NS_KEY) for i, m in zip(held["ids"], held["metadatas"] or [], strict=False)
+        }
+        keep = [k for k, rid in enumerate(ids) if owners.get(rid) != self.namespace]
+        clash = [ids[k] for k in keep if ids[k] in owners]
+        if clash:  # held, not by us: another namespace's id (see upsert)
+            raise IsolationError(
+                f"memory id {clash[0]} is taken by another namespace in {self.name}; not written"
+            )
+        if keep:
+            self.collection.upsert(
+                ids=[ids[k] for k in keep],
+                embeddings=np.asarray(vectors, dtype=np.float32)[keep],
+                documents=[documents[k] for k in keep],
+                metadatas=[metadatas[k] for k in keep],
+            )
+        return keep
 
     def delete(self, ids: list[str]) -> list[str]:
         """Delete the given ids that belong to this namespace; return those actually deleted.
