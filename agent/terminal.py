@@ -110,6 +110,8 @@ class TerminalRenderer:
         if err is None:  # `2>&-`: rich would fall back to stdout and mix progress into the answer
             err = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
         self.console = Console(file=_Progress(err), highlight=False, soft_wrap=True)
+        if self.console.width < 1:  # COLUMNS=0 (some CI shells export it): rich printed nothing at all
+            self.console.width = 80
         self.show_text = show_text
         self._in_text = False
         # The streamed words are written straight to the file, dimmed as rich would dim them: rich's

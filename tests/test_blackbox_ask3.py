@@ -272,3 +272,15 @@ def test_an_unknown_cost_of_locally_counted_tokens_is_not_called_an_estimate() -
     assert "estimated: 120 prompt + 30 completion tokens" in first
     assert "cost unknown (no price for llama3)" in first
     assert "cost estimated: $0.0012" in second
+
+
+def test_progress_lines_show_when_columns_is_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some CI shells export COLUMNS=0: rich took it as a width of 0 and every progress line vanished.
+    monkeypatch.setenv("COLUMNS", "0")
+    err = io.StringIO()
+    TerminalRenderer(err).render(
+        ToolCallEvent(
+            step=1, call_id="a", name="calculator", arguments={"expression": "6*7"}, raw_arguments=""
+        )
+    )
+    assert "calculator" in err.getvalue()
