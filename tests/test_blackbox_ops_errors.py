@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import httpx
@@ -92,3 +93,23 @@ async def test_https_to_a_plain_http_server_says_to_write_http_at_once(
         with pytest.raises(ConfigError, match=f"^{re.escape(https)} answered plain HTTP to https://"):
             await _provider("openai", {"llama3.1": ["AGENT_MODEL"]}, s, http)
     assert asked == 0
+
+
+async def test_an_mcp_stdio_server_that_dies_at_start_is_named_with_its_last_stderr_line() -> None:
+    # Its stderr went to /dev/null: an operator saw only "Connection closed" for a server whose own
+    # last line said what to fix. The token it was given and echoes back is never shown.
+    from agent.tools.mcp import McpServer, McpTools
+
+    code = (
+        "import os, sys\n"
+        "sys.stderr.write('starting with token ' + os.environ['WEATHER_TOKEN'] + '\\n' + 'x' * 100_000 + '\\n')\n"
+        "sys.stderr.write(\"ModuleNotFoundError: No module named 'mcp_weather' (token \" + os.environ['WEATHER_TOKEN'] + ')\\n')\n"
+        "sys.exit(1)\n"
+    )
+    server = McpServer(
+        name="weather", command=sys.executable, args=("-c", code), env={"WEATHER_TOKEN": "wt-12345678"}
+    )
+    async with McpTools([server]) as tools:
+        why = tools.problems["weather"]
+    assert "its last stderr line: ModuleNotFoundError: No module named 'mcp_weather' (token ***)" in why, why
+    assert "wt-12345678" not in why

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +32,7 @@ import structlog
 from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
+from agent.tools.mcp_stderr import StderrTail
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
@@ -116,6 +116,7 @@ class _Connection:
         from mcp.client.streamable_http import streamable_http_client
 
         s = self.server
+        stderr: StderrTail | None = None
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if s.url:
@@ -128,8 +129,9 @@ class _Connection:
                     params = StdioServerParameters(
                         command=s.command, args=list(s.args), env=get_default_environment() | dict(s.env)
                     )
-                    errlog = stack.enter_context(open(os.devnull, "w"))  # noqa: ASYNC230, SIM115 - /dev/null never blocks
-                    read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                    stderr = StderrTail()
+                    stack.callback(stderr.close)
+                    read, write = await stack.enter_async_context(stdio_client(params, errlog=stderr.file))
                 session = await stack.enter_async_context(
                     ClientSession(
                         read,
@@ -147,6 +149,8 @@ class _Connection:
             raise
         except BaseException as e:  # an anyio ExceptionGroup wraps the transport's real error
             self.error = self.error or _reason(e)
+            if stderr is not None and (said := stderr.last_line(hide=s.env.values())):
+                self.error += f"; its last stderr line: {said}"
         finally:
             self.session = None
             self._ready.set()

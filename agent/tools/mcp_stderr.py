@@ -1,0 +1,57 @@
+"""The last thing an MCP stdio server wrote to stderr, kept to say why it stopped.
+
+A server that died at start was reported as "Connection closed" (its stderr went to /dev/null), while
+its last line said what to fix ("ModuleNotFoundError: No module named 'mcp_weather'", npm's "404 Not
+Found"). The pipe is drained as it is written, so a chatty server neither blocks on a full pipe nor
+grows the bot's memory: only the last ``KEEP`` bytes are held."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+
+from agent.logs import redact
+
+KEEP = 2048
+
+
+class StderrTail:
+    """A pipe for a child's stderr (``file``), read on the event loop as data arrives."""
+
+    def __init__(self) -> None:
+        self._r, w = os.pipe()
+        os.set_blocking(self._r, False)
+        self.file = os.fdopen(w, "w")
+        self._tail = bytearray()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._r, self._drain)
+        self._open = True
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while chunk := os.read(self._r, 65536):
+                self._tail += chunk
+                del self._tail[:-KEEP]
+
+    def last_line(self, hide: Iterable[str] = ()) -> str:
+        """The last non-blank line, without registered secrets or the values in ``hide`` (the server's
+        own environment: a token it was given and echoes back)."""
+        if self._open:
+            self._drain()
+        lines = [x.strip() for x in self._tail.decode(errors="replace").splitlines() if x.strip()]
+        line = lines[-1] if lines else ""
+        for value in hide:
+            if len(value) >= 4:
+                line = line.replace(value, "***")
+        return redact(line)[:300]
+
+    def close(self) -> None:
+        """Read what is left, then close both ends (the child holds its own copy of the write end)."""
+        if self._open:
+            self._drain()
+            self._open = False
+            self._loop.remove_reader(self._r)
+            os.close(self._r)
+            self.file.close()
