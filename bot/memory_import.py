@@ -2,7 +2,7 @@
 
 An export has no vectors, so every text is embedded again with this bot's embedding; the whole file
 is checked before anything is written (:mod:`agent.memory.transfer`), the attachment's size before it
-is downloaded, and writing is all or nothing (:meth:`ChromaMemory.import_memories`).
+is downloaded, and writing is all or nothing (:func:`agent.memory.transfer.import_memories`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
-from agent.memory.transfer import ImportRefused, read_export
+from agent.memory.transfer import ImportRefused, import_memories, read_export
 from agent.memory.types import MemoryRecord
 from agent.tools.memory_tools import private_namespace
 from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
@@ -94,7 +94,7 @@ async def import_attachment(
                 *(["- …and more"] if more else []),
             ]
         )
-    result = await memory.import_memories(namespace, plan.memories)
+    result = await import_memories(memory, namespace, plan.memories)
     evicted = await memory.apply_retention(namespace, retention) if retention is not None else []
     present = len(result.ids) - len(result.added)
     log.info(

@@ -14,7 +14,7 @@ import pytest
 
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
-from agent.memory.transfer import ImportRefused, read_export
+from agent.memory.transfer import ImportRefused, import_memories, read_export
 from agent.memory.types import MemoryRecord
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_rows": 100_000, "max_memories": 5000}
@@ -90,7 +90,7 @@ async def test_blackbox_memory_a_long_text_without_spaces_reimports_as_the_same_
         assert data.count(b"\n") > 1  # kept in chunks
         (back,) = read_export(data, **LIMITS).memories
         assert back.text == text  # not cut apart by blank lines
-        again = await memory.import_memories("1", [back])
+        again = await import_memories(memory, "1", [back])
         assert again.added == [] and again.ids == stored.ids  # already here: not stored twice
     finally:
         await memory.close()
@@ -119,7 +119,7 @@ async def test_blackbox_memory_a_big_import_does_not_hold_up_another_servers_rec
         notes = [
             NewMemory(f"Imported note {i}: the mill on the river was repaired in spring.") for i in range(100)
         ]
-        big = asyncio.create_task(memory.import_memories("1", notes))
+        big = asyncio.create_task(import_memories(memory, "1", notes))
         await asyncio.to_thread(embedding.started.wait, 10)  # server 1's import is embedding
         await memory.search("2", "when do ferries leave")  # server 2 asks meanwhile
         query_done = len(embedding.finished)

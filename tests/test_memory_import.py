@@ -18,7 +18,7 @@ import pytest
 
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, MemoryStoreError
-from agent.memory.transfer import ImportRefused, read_export
+from agent.memory.transfer import ImportRefused, import_memories, read_export
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
@@ -137,12 +137,12 @@ async def test_memory_import_into_another_embedding_and_rollback_on_failure(
         await source.store("1", LONG, kind="research", task="ferries")
         exported = lines(*[r async for r in source.export("1")])
         plan = read_export(exported, **LIMITS)
-        done = await target.import_memories("2", plan.memories)
+        done = await import_memories(target, "2", plan.memories)
         assert len(done.added) == 3 and (await target.stats("2")).memories == 3
         rows = [r async for r in target.export("2")]
         assert {r["origin"] for r in rows} == {"import"} and {r["task"] for r in rows} == {"", "ferries"}
         assert await target.search("2", "tide tables ferry timetable", k=1)  # searchable in its vectors
-        again = await target.import_memories("2", plan.memories)
+        again = await import_memories(target, "2", plan.memories)
         assert again.added == [] and len(again.ids) == 3
 
         # A failure while writing the second batch: the first batch's new memories go again.
@@ -158,7 +158,7 @@ async def test_memory_import_into_another_embedding_and_rollback_on_failure(
 
         monkeypatch.setattr(target, "store_many", failing)
         with pytest.raises(MemoryStoreError, match="disk full"):
-            await target.import_memories("3", plan.memories, batch=2)
+            await import_memories(target, "3", plan.memories, batch=2)
         assert (await target.stats("3")).items == 0
     finally:
         await source.close()

@@ -27,7 +27,7 @@ from agent.memory import (
     store_research,
 )
 from agent.memory.records import record_id
-from agent.memory.transfer import plan_import
+from agent.memory.transfer import import_memories, plan_import
 
 GUILD = "100000000000000001"
 DAY = 86400.0
@@ -362,7 +362,7 @@ async def test_stats_export_and_import(memory: ChromaMemory, clock: Clock) -> No
 
     other = "555"
     plan = plan_import(enumerate((json.loads(line) for line in lines), 1), max_memories=10)
-    imported = await memory.import_memories(other, plan.memories)
+    imported = await import_memories(memory, other, plan.memories)
     assert imported.rows == 2
     hits = await memory.search(other, "why won't the compiler let me borrow something mutably twice", k=1)
     assert hits[0].text == MEMORIES[0] and hits[0].sources == ("https://a.example/x",)

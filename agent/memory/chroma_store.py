@@ -24,7 +24,6 @@ from agent.memory import layout
 from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
 from agent.memory.scope import PAGE, Row
-from agent.memory.transfer import ImportResult
 from agent.memory.types import (
     KINDS,
     Kind,
@@ -338,30 +337,6 @@ class ChromaMemory:
         """Every row of the namespace as a JSON-ready dict (one JSONL line each)."""
         async for record in self.records(namespace):
             yield record.to_row()
-
-    async def import_memories(
-        self, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256
-    ) -> ImportResult:
-        """All or nothing: memories already here are left as they are; if a write fails, the ones this
-        call added are forgotten again before the error is raised."""
-        ns = check_namespace(namespace)
-        added_parents: list[str] = []
-        parents: list[str] = []
-        written = 0
-        try:
-            for i in range(0, len(memories), batch):
-                part = memories[i : i + batch]
-                ids = [make_rows(ns, m, 0.0)[0] for m in part]
-                known = {r.parent or r.id for r in await self.get(ns, ids)}
-                result = await self.store_many(ns, part)
-                added_parents += [p for p in result.ids if p not in known]
-                parents += result.ids
-                written += result.added
-        except BaseException:
-            if added_parents:
-                await asyncio.shield(self.forget(ns, list(dict.fromkeys(added_parents))))
-            raise
-        return ImportResult(parents, list(dict.fromkeys(added_parents)), written)
 
     # -- deletes -------------------------------------------------------------------------------
 

@@ -13,16 +13,20 @@ by line, so nothing is half-imported for a reason the file already showed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.memory.records import MAX_FIELD, MAX_TEXT
+from agent.memory.records import MAX_FIELD, MAX_TEXT, check_namespace, make_rows
 from agent.memory.types import KINDS, MemoryStoreError, NewMemory, unverified
+
+if TYPE_CHECKING:
+    from agent.memory.chroma_store import ChromaMemory
 
 MAX_PROBLEMS = 10
 MAX_SOURCES = 50
@@ -245,3 +249,28 @@ def read_export(data: bytes, *, max_bytes: int, max_rows: int, max_memories: int
     """Decode, parse and check a whole export file (see the module docstring)."""
     text = decode_export(data, max_bytes=max_bytes)
     return plan_import(parse_rows(text, max_rows=max_rows), max_memories=max_memories)
+
+
+async def import_memories(
+    memory: ChromaMemory, namespace: str | int, memories: Sequence[NewMemory], *, batch: int = 256
+) -> ImportResult:
+    """All or nothing: memories already here are left as they are; if a write fails, the ones this
+    call added are forgotten again before the error is raised."""
+    ns = check_namespace(namespace)
+    added_parents: list[str] = []
+    parents: list[str] = []
+    written = 0
+    try:
+        for i in range(0, len(memories), batch):
+            part = memories[i : i + batch]
+            ids = [make_rows(ns, m, 0.0)[0] for m in part]
+            known = {r.parent or r.id for r in await memory.get(ns, ids)}
+            result = await memory.store_many(ns, part)
+            added_parents += [p for p in result.ids if p not in known]
+            parents += result.ids
+            written += result.added
+    except BaseException:
+        if added_parents:
+            await asyncio.shield(memory.forget(ns, list(dict.fromkeys(added_parents))))
+        raise
+    return ImportResult(parents, list(dict.fromkeys(added_parents)), written)

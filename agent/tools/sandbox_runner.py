@@ -1,41 +1,19 @@
 """Supervisor for one sandboxed Python run. Standard library only: it runs as ``python -I -c <this file>``.
 
-``python_exec.py`` starts it with a minimal environment, the status pipe's fd number in ``argv[1]``, and
-on stdin the settings as one JSON line followed by the program. Nothing else is on its command line,
-which the code can read (``/proc/1/cmdline`` is PID 1, a fork of this runner): the settings name the
-workspace's host path, the hidden paths and the cgroup's, and this file's own path names the bot's.
-It first joins the run's cgroup when the settings name one (:mod:`agent.tools.sandbox_cgroup`), so
-every process of the run is counted together.
-In namespace mode it then:
-
-1. enters new user, mount, PID, network, IPC, UTS and cgroup namespaces (``unshare(2)``). The sandbox
-   user inside is uid 1000, mapped to one outside uid: the bot's own uid, or, when the bot runs as root,
-   an unprivileged uid (65534 by default) so the code never runs as real root. An unprivileged bot
-   writes that map itself; a root bot's map is written by the parent, which it asks for on the status
-   pipe (``{"need_map": true}``);
-2. reads the program from stdin (the parent sends it once the map is in place);
-3. forks PID 1 of the new PID namespace, which
-   - builds a new root on an empty tmpfs holding only (an allow-list, never the host minus a
-     deny-list): /usr, /bin, /sbin and /lib* read-only (the OS's programs and libraries), the
-     interpreter's prefixes read-only, a few /etc files (``ETC``) and a passwd naming only the sandbox
-     user, a /dev with null, zero, full, random and urandom, a /proc of its own PID namespace, a
-     private /tmp and /dev/shm (tmpfs, counted in the run's memory), and the workspace read-write at
-     a neutral path (``"inside"``: /workspace, never the host's); then ``pivot_root`` and detaches the host's filesystem, so nothing else exists.
-     The workspace is an overlay whose only writable layer is the workspace directory itself, named
-     by descriptor: a bind mount's entry in /proc/self/mountinfo shows its source's path on the host
-     (the data directory's); the overlay's shows ``/`` and ``/proc/self/fd/N``. Where overlayfs cannot
-     be mounted (an old kernel, a data directory on overlayfs or NFS) the workspace is bound as
-     before and the run says so on the status pipe (``{"notice": ...}``), never silently,
-   - drops every capability for good (bounding set, locked securebits, then ``setresuid`` to the
-     sandbox user, then no_new_privs), so nothing it runs can undo those mounts,
-   - sets the per-process resource limits, and
-   - forks ``python -I -B -c CODE``, reaps every process until that child ends, and reports its exit
-     status, CPU seconds and peak memory as one JSON line on the status pipe. When PID 1 exits the
-     kernel kills whatever the code left running.
-
-Without namespaces (``"namespaced": false``, only when an operator chose ``PYTHON_SANDBOX=rlimits``)
-only the limits apply. Any failure before the user code starts is reported as ``{"setup_error": ...}``
-and the code is not run.
+``python_exec.py`` starts it with a minimal environment, the status pipe's fd in ``argv[1]``, and on
+stdin the settings (one JSON line) then the program. Nothing else goes on its command line, which the
+code can read (``/proc/1/cmdline`` is PID 1, a fork of this runner): the settings name host paths.
+It joins the run's cgroup when the settings name one (:mod:`agent.tools.sandbox_cgroup`). In
+namespace mode it then enters new user, mount, PID, network, IPC, UTS and cgroup namespaces (the
+sandbox user, uid 1000 inside, maps to the bot's uid or, for a root bot, an unprivileged one, written
+by the parent on ``{"need_map": true}``), reads the program, and forks PID 1 of the new PID namespace,
+which builds the allow-listed root README's run_python section describes (:func:`setup_filesystem`;
+the workspace an overlay named by descriptor so /proc/self/mountinfo shows no host path, or a bind
+mount and a ``{"notice": ...}`` where overlayfs cannot be mounted), drops every capability for good,
+sets the per-process limits and forks ``python -I -B -c CODE``, reaping every process until it ends
+and reporting exit status, CPU seconds and peak memory as one JSON line on the status pipe; when PID 1
+exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``)
+only the limits apply. A failure before the code starts is ``{"setup_error": ...}``; the code never runs.
 """
 
 from __future__ import annotations
@@ -51,13 +29,9 @@ import sys
 STATUS_FD = 3  # replaced by argv[1], the status pipe python_exec passes
 SANDBOX_ID = 1000
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
+# unshare(2) flags, from <linux/sched.h>
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x02000000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = (
     CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP
 )
@@ -69,26 +43,14 @@ SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "mime.types", "fonts")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
-MS_RDONLY = 1
-MS_NOSUID = 2
-MS_NODEV = 4
-MS_NOEXEC = 8
-MS_REMOUNT = 32
-MS_NOATIME = 1024
-MS_NODIRATIME = 2048
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-MS_RELATIME = 1 << 21
-MS_STRICTATIME = 1 << 24
+# mount(2) flags, from <sys/mount.h>
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC = 1024, 2048, 4096, 16384
+MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_CAPBSET_DROP = 24
-PR_SET_SECUREBITS = 28
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
+# prctl(2) options, from <linux/prctl.h>
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS = 1, 4, 24, 28
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE with their _LOCKED twins, KEEP_CAPS locked off.
 SECBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 
