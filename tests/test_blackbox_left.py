@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 
-from agent.messages import ToolCall
+import pytest
+from aiohttp import web
+
+import agent.models.http
+from agent.messages import Message, ToolCall
+from agent.models.base import ModelSettings, ModelUnavailableError, final_response
+from agent.models.http import make_client
+from agent.models.openai import OpenAIChatModel
 from agent.setting_parsers import Rate
 from agent.tools.ratelimit import RateLimitGuard
 from agent.tools.registry import ToolContext, ToolRegistry, tool
 from agent.toolset import limit_mcp_tools
+from tests.fakes.served import served
 
 
 @tool
@@ -38,3 +47,55 @@ async def test_mcp_tool_names_do_not_pile_up_in_the_rate_table_and_keep_their_li
 
     assert [await call("srv_renamed") for _ in range(31)] == [False] * 30 + [True]
     assert [await call("srv_pinned") for _ in range(2)] == [False, True]
+
+
+async def test_a_gzipped_model_answer_is_capped_after_inflating_and_plain_gzip_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model client counted MAX_RESPONSE_BYTES of raw bytes while httpx inflated gzip with no limit
+    after that count: 20 KB of gzip became 20 MB of answer (a 128 MiB cap let a few MB of stacked gzip
+    become gigabytes). Decoded bytes are counted now; an ordinary gzipped answer still reads."""
+    monkeypatch.setattr(agent.models.http, "MAX_RESPONSE_BYTES", 2**20)  # 128 MiB in production
+    event = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "blah " * 200}}]}) + "\n\n"
+    bomb = gzip.compress((event * 20_000).encode())  # 20 MB inside, about 60 KB on the wire
+    ok = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "zipped hello"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    bodies = {
+        "bomb": ({"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}, bomb),
+        "plain": (
+            {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+            gzip.compress(json.dumps(ok).encode()),
+        ),
+        "stacked": (
+            {"Content-Type": "application/json", "Content-Encoding": "gzip, gzip"},
+            gzip.compress(gzip.compress(json.dumps(ok).encode())),
+        ),
+    }
+
+    async def chat(request: web.Request) -> web.Response:
+        headers, body = bodies[request.match_info["kind"]]
+        return web.Response(body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", chat)
+    async with served(app) as base, make_client() as client:
+
+        def model(kind: str) -> OpenAIChatModel:
+            return OpenAIChatModel(
+                "m", base_url=f"{base}/{kind}/v1", api_key="sk-x", client=client, max_attempts=1
+            )
+
+        hi = [Message("user", "hi")]
+        answer = await final_response(model("plain"), hi, ModelSettings(stream=False))
+        assert answer.message.content == "zipped hello"
+        with pytest.raises(ModelUnavailableError, match="sent more than 1 MiB in one answer"):
+            await final_response(model("bomb"), hi, ModelSettings(stream=True))
+        with pytest.raises(ModelUnavailableError, match="sent a body encoded gzip, gzip, which this client"):
+            await final_response(model("stacked"), hi, ModelSettings(stream=False))
