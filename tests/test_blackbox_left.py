@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 import agent.models.http
+from agent.events import StepStarted, TextDelta, ToolCallEvent
 from agent.messages import Message, ToolCall
 from agent.models.base import ModelSettings, ModelUnavailableError, final_response
 from agent.models.http import make_client
@@ -18,6 +19,7 @@ from agent.setting_parsers import Rate
 from agent.tools.ratelimit import RateLimitGuard
 from agent.tools.registry import ToolContext, ToolRegistry, tool
 from agent.toolset import limit_mcp_tools
+from bot.progress import ProgressRenderer
 from tests.fakes.served import served
 
 
@@ -99,3 +101,40 @@ async def test_a_gzipped_model_answer_is_capped_after_inflating_and_plain_gzip_s
             await final_response(model("bomb"), hi, ModelSettings(stream=True))
         with pytest.raises(ModelUnavailableError, match="sent a body encoded gzip, gzip, which this client"):
             await final_response(model("stacked"), hi, ModelSettings(stream=False))
+
+
+class _Shown:
+    """What the renderer hands the thread streamer: the live preview's texts and the blocks."""
+
+    def __init__(self) -> None:
+        self.lives: list[str] = []
+        self.blocks: list[str] = []
+
+    def live(self, text: str) -> None:
+        self.lives.append(text)
+
+    def end_live(self) -> str:
+        return ""
+
+    def add(self, kind: str, text: str, **_: object) -> str:
+        self.blocks.append(text)
+        return text
+
+    def update(self, block: object, text: str) -> None:
+        self.blocks.append(text)
+
+
+def test_the_live_preview_costs_the_same_per_piece_however_long_the_answer() -> None:
+    """Each streamed piece rebuilt the whole text so far for the preview (the streamer keeps its last
+    1,900 characters): CPU in the square of the answer's length. The preview shows the same tail, and a
+    step's thought is still the whole text."""
+    shown = _Shown()
+    renderer = ProgressRenderer(shown)  # type: ignore[arg-type]
+    renderer.feed(StepStarted(step=1, model="m"))
+    for _ in range(20_000):
+        renderer.feed(TextDelta(step=1, text="word "))
+    full = "✍️ " + "word " * 20_000
+    assert max(len(t) for t in shown.lives) <= 2_100
+    assert shown.lives[-1][-1900:] == full[-1900:]
+    renderer.feed(ToolCallEvent(step=1, call_id="c", name="clock", arguments={}, raw_arguments="{}"))
+    assert "💭 word word" in shown.blocks[-1] and "(cut, 99,999 chars)" in shown.blocks[-1]
