@@ -20,6 +20,7 @@ from agent.tools.ratelimit import RateLimitGuard
 from agent.tools.registry import ToolContext, ToolRegistry, tool
 from agent.toolset import limit_mcp_tools
 from bot.progress import ProgressRenderer
+from bot.store.settings_schema import SettingError, SettingsSchema
 from tests.fakes.served import served
 
 
@@ -138,3 +139,28 @@ def test_the_live_preview_costs_the_same_per_piece_however_long_the_answer() -> 
     assert shown.lives[-1][-1900:] == full[-1900:]
     renderer.feed(ToolCallEvent(step=1, call_id="c", name="clock", arguments={}, raw_arguments="{}"))
     assert "💭 word word" in shown.blocks[-1] and "(cut, 99,999 chars)" in shown.blocks[-1]
+
+
+def test_config_fetch_refuses_what_is_not_a_domain_and_names_it() -> None:
+    """``/config fetch allow:exa mple.com`` stored the rules ``exa`` (a whole top-level domain) and
+    ``mple.com``; ``@everyone`` (anything before an @ was dropped) stored ``everyone``."""
+    schema = SettingsSchema(known_models=["m"], known_tools=["fetch_url"])
+    refused = {
+        "exa mple.com": "'exa mple.com' is not a domain name (a space inside it?); separate domains with commas",
+        "docs.rs, exa mple.com": "'exa mple.com' is not a domain name",
+        "@everyone": "'@everyone' is not a domain name (it holds an @",
+        "admin@example.com": "'admin@example.com' is not a domain name",
+        "a..b": "'a..b' is not a domain name",
+    }
+    for value, said in refused.items():
+        with pytest.raises(SettingError) as caught:
+            schema.validate("fetch.allow", value)
+        assert said in str(caught.value) and "fetch.allow" in str(caught.value)
+    # Valid lists read as before: commas, spaces between whole names, wildcards, IDNA, TLD rules, URLs.
+    assert schema.validate("fetch.allow", "Example.COM, *.BÜCHER.de  docs.rs,gov, https://x.org/p") == [
+        "docs.rs",
+        "example.com",
+        "gov",
+        "x.org",
+        "xn--bcher-kva.de",
+    ]

@@ -91,7 +91,7 @@ def domains(key: str, value: Any) -> list[str]:
     if is_unlimited(value) or (isinstance(value, str) and not value.strip()):
         return []
     out: list[str] = []
-    for item in split(value):
+    for item in _domain_entries(key, value):
         try:
             rule = normalise_domain(item)
         except ValueError as e:
@@ -101,6 +101,24 @@ def domains(key: str, value: Any) -> list[str]:
     if len(out) > MAX_RULES:
         raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
     return sorted(out)
+
+
+def _domain_entries(key: str, value: Any) -> list[str]:
+    """Commas separate domains, and spaces between whole names (``a.com b.com``); a space inside a name
+    is refused, never read as two rules: ``exa mple.com`` became ``exa`` (a top-level domain) and
+    ``mple.com``."""
+    if not isinstance(value, str):
+        return split(value)
+    out: list[str] = []
+    for entry in value.split(","):
+        words = entry.split()
+        if len(words) > 1 and not all("." in w.lstrip("*.") or ":" in w for w in words):
+            raise SettingError(
+                key,
+                f"{key}: {entry.strip()!r} is not a domain name (a space inside it?); separate domains with commas.",
+            )
+        out.extend(words)
+    return out
 
 
 def mcp_url(key: str, value: Any) -> str:
