@@ -164,3 +164,21 @@ def test_config_fetch_refuses_what_is_not_a_domain_and_names_it() -> None:
         "x.org",
         "xn--bcher-kva.de",
     ]
+
+
+def test_a_persona_with_text_direction_overrides_or_invisible_characters_is_refused() -> None:
+    """A persona holding U+202E showed one text in /config and said another; zero-width and tag
+    characters hid words altogether. Line breaks, emoji joiners and bidirectional writing still pass."""
+    schema = SettingsSchema(known_models=["m"], known_tools=[])
+    for key in ("persona", "channel_persona.123"):
+        for hidden, code in (
+            ("Be kind \u202eylno hsilgnE", "U+202E"),
+            ("Be \u2067kind\u2069", "U+2067, U+2069"),
+            ("Be\u200b kind", "U+200B"),
+            ("Be kind\U000e0041", "U+E0041"),
+        ):
+            with pytest.raises(SettingError) as caught:
+                schema.validate(key, hidden)
+            assert f"{key} contains invisible characters ({code})" in str(caught.value)
+    fine = "Answer briefly.\n\tUse 👨\u200d👩\u200d👧 emoji.\nمی\u200cخواهم \u200fשלום\u200e ok"
+    assert schema.validate("persona", fine) == fine
