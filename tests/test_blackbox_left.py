@@ -16,9 +16,12 @@ from agent.models.base import ModelSettings, ModelUnavailableError, final_respon
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
 from agent.setting_parsers import Rate
+from agent.tools.mcp import McpTools
+from agent.tools.mcp_config import McpServer
 from agent.tools.ratelimit import RateLimitGuard
 from agent.tools.registry import ToolContext, ToolRegistry, tool
 from agent.toolset import limit_mcp_tools
+from bot.notes import McpLeftOut
 from bot.progress import ProgressRenderer
 from bot.store.settings_schema import SettingError, SettingsSchema
 from tests.fakes.served import served
@@ -182,3 +185,29 @@ def test_a_persona_with_text_direction_overrides_or_invisible_characters_is_refu
             assert f"{key} contains invisible characters ({code})" in str(caught.value)
     fine = "Answer briefly.\n\tUse 👨\u200d👩\u200d👧 emoji.\nمی\u200cخواهم \u200fשלום\u200e ok"
     assert schema.validate("persona", fine) == fine
+
+
+async def test_an_mcp_servers_error_text_is_shown_not_rendered_in_the_thread() -> None:
+    """The "left out of this run" note carried the server's own error text into the thread as Markdown:
+    bold, a masked link to a page of its choosing, @everyone."""
+    said = "**PWNED** [click here](https://evil.example) @everyone"
+
+    async def rpc(request: web.Request) -> web.Response:
+        if request.method != "POST":
+            return web.Response(status=405)
+        msg = await request.json()
+        error = {"code": -32000, "message": said}
+        return web.json_response({"jsonrpc": "2.0", "id": msg.get("id"), "error": error})
+
+    app = web.Application()
+    app.router.add_route("*", "/mcp", rpc)
+    async with served(app) as base:
+        mcp = McpTools([McpServer("h", url=f"{base}/mcp", connect_timeout=5)])
+        await mcp.connect()
+        await mcp.aclose()
+    (why,) = mcp.problems.values()
+    shown = McpLeftOut("h", why).text
+    assert shown == (
+        "🔌 MCP server `h` is left out of this run: McpError: "
+        "\\*\\*PWNED\\*\\* \\[click here](https://evil.example) @\u200beveryone"
+    )
