@@ -46,8 +46,9 @@ async def operator_mcp(path: str | None) -> McpTools | None:
 
 
 def limit_mcp_tools(registry: ToolRegistry, tools: Iterable[Tool]) -> None:
-    """Give MCP tools the default rate limit where the operator set none for them."""
-    for guard in registry.guards:
-        if isinstance(guard, RateLimitGuard):
-            for t in tools:
-                guard.limits.setdefault(t.name, MCP_DEFAULT_RATE)
+    """Give MCP tools the default rate limit where the operator set none for them (TOOL_RATE_LIMITS
+    still wins by name). The default goes on the tool itself, so the guard's table does not gain an
+    entry per server's tool name for the life of the process."""
+    if any(isinstance(guard, RateLimitGuard) for guard in registry.guards):
+        for t in tools:
+            t.default_rate = MCP_DEFAULT_RATE

@@ -20,6 +20,12 @@ from bot.formatting import one_line
 from bot.store import StoreError, StoreUnavailable
 
 
+def untrusted(text: str) -> str:
+    """Text someone outside the bot chose (an uploader's file name, an MCP server's error), shown as
+    written: ``**``, ``[link](url)`` or ``<@&id>`` in it would render as formatting, a link or a role."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
 @dataclass(frozen=True)
 class Note:
     template: ClassVar[str]
@@ -138,7 +144,12 @@ class McpLeftOut(Note):
 
     name: str
     why: str
-    template = "🔌 MCP server `{s.name}` is left out of this run: {s.why}"
+    template = "🔌 MCP server `{s.name}` is left out of this run: {s.shown_why}"
+
+    @property
+    def shown_why(self) -> str:
+        """The reason may be the MCP server's own error text: its Markdown is shown, not rendered."""
+        return untrusted(one_line(self.why, 300))
 
 
 @dataclass(frozen=True)
@@ -172,5 +183,5 @@ class AttachmentsRefused(Note):
     @property
     def text(self) -> str:
         # The names are the uploader's: '<@&id>' or '**' in one would render as a role or bold text.
-        shown = (discord.utils.escape_mentions(discord.utils.escape_markdown(r)) for r in self.refused)
+        shown = (untrusted(r) for r in self.refused)
         return "📎 Not read: " + "; ".join(shown)

@@ -6,6 +6,7 @@ when each block reaches Discord.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ ATTACH_OVER = 6000
 FOOTER_ROOM = 1950
 """Discord's 2,000 characters, less the requester's ping the renderer puts into the footer."""
 OBSERVATION_CHARS = 280
+LIVE_TAIL = 2000
+"""Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
+whole text on every streamed piece made a long answer cost CPU in the square of its length."""
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
 
 
@@ -142,9 +146,14 @@ class ProgressRenderer:
         self.notify = notify
         """Who asked this turn: the answer's first message pings them (only them); all else is silent."""
         self._step: _Step | None = None
-        self._text = ""
+        self._words = io.StringIO()
+        """The step's streamed words (appended in place), read only when a step keeps them as its thought."""
+        self._tail = ""
         self._error = ""
         self.final: RunResult | None = None
+
+    def _drop_text(self) -> None:
+        self._words, self._tail = io.StringIO(), ""
 
     def _show_step(self) -> None:
         st = self._step
@@ -173,15 +182,16 @@ class ProgressRenderer:
             self.s.add("final" if files else "note", ev.text, files=files)
         elif isinstance(ev, StepStarted):
             self._step = _Step(ev.step, ev.model)
-            self._text = ""
+            self._drop_text()
         elif isinstance(ev, TextDelta):
-            self._text += ev.text
-            self.s.live("✍️ " + self._text)
+            self._words.write(ev.text)
+            self._tail = (self._tail + ev.text)[-LIVE_TAIL:]
+            self.s.live("✍️ " + self._tail)
         elif isinstance(ev, ToolCallEvent):
             st = self._step or _Step(ev.step, "?")
             self._step = st
-            if self._text.strip() and not st.thought:
-                st.thought = self._text
+            if not st.thought and (text := self._words.getvalue()).strip():
+                st.thought = text
                 self.s.end_live()
             st.calls[ev.call_id] = [f"🔧 **{ev.name}** {_code(short_args(ev.arguments, ev.raw_arguments))}"]
             self._show_step()
@@ -199,14 +209,14 @@ class ProgressRenderer:
                 self._note(f"{ev.name}: {line}")
         elif isinstance(ev, RetryEvent):
             if ev.what == "model":
-                self._text = ""
+                self._drop_text()
                 self.s.end_live()
             self._note(
                 f"↻ retrying {ev.what} in {ev.delay:.1f}s (attempt {ev.attempt}/{ev.max_attempts}): "
                 f"{_clip(ev.error, 200)}"
             )
         elif isinstance(ev, ModelSwitched):
-            self._text = ""
+            self._drop_text()
             self.s.end_live()
             if ev.from_model == ev.to_model:  # a hand-down: the researcher writes the answer itself
                 self._note(f"🧭 {_clip(ev.reason, 200)}")

@@ -7,12 +7,14 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from typing import Any
 
 import httpx
 
+from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError
 
 
@@ -29,8 +31,12 @@ run out of memory for every server. Past every real answer (a 100k-token reasoni
 25 MB of events) and the largest attachment this client downloads (``ATTACHMENT_MAX_MB`` <= 100)."""
 
 
-class ResponseTooLarge(httpx.ReadError):
-    """A body passed :data:`MAX_RESPONSE_BYTES`; reading it again would end the same way."""
+class ResponseRefused(httpx.ReadError):
+    """A body this client will not read; reading it again would end the same way."""
+
+
+class ResponseTooLarge(ResponseRefused):
+    """A body passed :data:`MAX_RESPONSE_BYTES` (decoded bytes, whatever the encoding)."""
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -61,7 +67,10 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         except BaseException:
             self._busy[i] -= 1
             raise
-        response.stream = _Released(response.stream, self._busy, i)  # type: ignore[arg-type]
+        layers = encoding_layers(response.headers)
+        if layers:  # inflated here, under the cap: httpx's own decoder has no output limit (agent.inflate)
+            del response.headers["content-encoding"]
+        response.stream = _Released(response.stream, self._busy, i, layers)  # type: ignore[arg-type]
         return response
 
     async def aclose(self) -> None:
@@ -72,19 +81,43 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 class _Released(httpx.AsyncByteStream):
     """Marks the pool free again when the response body is closed (read or abandoned)."""
 
-    def __init__(self, inner: Any, busy: list[int], index: int) -> None:
+    def __init__(self, inner: Any, busy: list[int], index: int, encodings: list[str] | None = None) -> None:
         self._inner, self._busy, self._index, self._open = inner, busy, index, True
+        self._encodings = encodings
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._encodings:
+            async for piece in self._inflated(self._encodings):
+                yield piece
+            return
         seen = 0
         async for chunk in self._inner:
             seen += len(chunk)
             if seen > MAX_RESPONSE_BYTES:
-                raise ResponseTooLarge(
-                    f"sent more than {MAX_RESPONSE_BYTES // 2**20} MiB in one answer without finishing it "
-                    "(a server ignoring max_tokens?); the rest was not read"
-                )
+                raise _too_large()
             yield chunk
+
+    async def _inflated(self, encodings: list[str]) -> AsyncIterator[bytes]:
+        """The body inflated with :class:`~agent.inflate.Inflater`, the decoded bytes counted against
+        :data:`MAX_RESPONSE_BYTES` (a raw count let 1 MiB of gzip become 1 GiB in memory)."""
+        if len(encodings) > 1 or encodings[0] not in READABLE:
+            raise ResponseRefused(
+                f"sent a body encoded {', '.join(encodings)}, which this client does not read (it asks "
+                f"for {ACCEPT_ENCODING} only; stacked encodings are a common decompression bomb)"
+            )
+        inflater = Inflater(encodings[0])
+        raw = made = 0
+        async for chunk in self._inner:
+            raw += len(chunk)
+            try:
+                piece = inflater.feed(chunk, MAX_RESPONSE_BYTES + 1 - made)
+            except zlib.error as e:
+                raise ResponseRefused(f"sent a corrupt {encodings[0]} body ({e})") from None
+            made += len(piece)
+            if made > MAX_RESPONSE_BYTES or raw > MAX_RESPONSE_BYTES:
+                raise _too_large()
+            if piece:
+                yield piece
 
     async def aclose(self) -> None:
         try:
@@ -93,6 +126,13 @@ class _Released(httpx.AsyncByteStream):
             if self._open:
                 self._open = False
                 self._busy[self._index] -= 1
+
+
+def _too_large() -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"sent more than {MAX_RESPONSE_BYTES // 2**20} MiB in one answer without finishing it "
+        "(a server ignoring max_tokens?); the rest was not read"
+    )
 
 
 class _CookieJar(CookieJar):
@@ -117,7 +157,11 @@ class _CookieJar(CookieJar):
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
     return httpx.AsyncClient(
-        timeout=timeout, transport=ShardedTransport(), follow_redirects=False, cookies=_CookieJar()
+        timeout=timeout,
+        transport=ShardedTransport(),
+        follow_redirects=False,
+        cookies=_CookieJar(),
+        headers={"Accept-Encoding": ACCEPT_ENCODING},  # not br/zstd, should those packages be installed
     )
 
 
@@ -135,7 +179,7 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
     setting = (
         f"{provider.upper()}_BASE_URL" if provider in ("openai", "anthropic", "gemini") else "the base URL"
     )
-    if isinstance(e, ResponseTooLarge):
+    if isinstance(e, ResponseRefused):
         return ModelUnavailableError(f"{name} at {base_url} {e}", provider=provider, model=name)
     if (tls := tls_problem(e, setting)) is not None:  # no retry mends these: fall back at once
         return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)

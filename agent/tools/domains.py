@@ -36,6 +36,8 @@ def normalise_domain(rule: str) -> str:
     Raises ``ValueError`` naming the entry when it is not a host name or IP address.
     """
     text = rule.strip()
+    if "@" in text:  # a URL's user part was dropped: "@everyone" became the rule "everyone"
+        raise ValueError(f"{rule!r} is not a domain name (it holds an @; write it like example.com)")
     if text.startswith(("*.", ".")):
         text = text.lstrip("*").lstrip(".")
     if "://" not in text:
@@ -45,9 +47,18 @@ def normalise_domain(rule: str) -> str:
     except (httpx.InvalidURL, UnicodeError, ValueError) as e:
         raise ValueError(f"{rule!r} is not a domain name ({e})") from None
     host = host.rstrip(".").lower()
-    if not _HOST_RE.match(host) or not host.strip(".-:"):
+    address = _address(host)
+    if not _HOST_RE.match(host) or not host.strip(".-:") or (address is None and not _labels_ok(host)):
         raise ValueError(f"{rule!r} is not a domain name (write it like example.com)")
-    return _address(host) or host
+    return address or host
+
+
+def _labels_ok(host: str) -> bool:
+    """DNS labels: 1-63 characters, none empty (``a..b``) or starting or ending with ``-``."""
+    return all(
+        0 < len(label) <= 63 and not label.startswith("-") and not label.endswith("-")
+        for label in host.split(".")
+    )
 
 
 def host_of(url: httpx.URL) -> str:

@@ -81,7 +81,7 @@ class RateLimitGuard:
                 del self._buckets[key]
 
     async def check(self, tool: Tool, ctx: ToolContext) -> str | None:
-        rate = self.limits.get(tool.name)
+        rate = self.limits.get(tool.name) or tool.default_rate
         if rate is None:
             return None
         now = self._clock()

@@ -21,6 +21,7 @@ import pydantic
 
 from agent.messages import ToolCall
 from agent.retry import OnRetry, RetryPolicy
+from agent.setting_parsers import Rate
 
 _TOOL_RETRY = RetryPolicy(max_attempts=3, initial=0.5, maximum=8.0)
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -98,6 +99,9 @@ class Tool:
     max_output: int = 8000
     retry: RetryPolicy = _TOOL_RETRY
     """Only :class:`TransientToolError` is retried: anything else a tool raises is not transient."""
+    default_rate: Rate | None = None
+    """The rate limit when ``TOOL_RATE_LIMITS`` names none for this tool (MCP tools get one). Kept on
+    the tool, not in the guard's table: per-server MCP names would pile up there for the process's life."""
     is_async: bool = field(init=False)
     """Checked once here: ``inspect.iscoroutinefunction`` on every call was a measurable part of a step."""
 

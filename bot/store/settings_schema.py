@@ -91,7 +91,7 @@ def domains(key: str, value: Any) -> list[str]:
     if is_unlimited(value) or (isinstance(value, str) and not value.strip()):
         return []
     out: list[str] = []
-    for item in split(value):
+    for item in _domain_entries(key, value):
         try:
             rule = normalise_domain(item)
         except ValueError as e:
@@ -101,6 +101,32 @@ def domains(key: str, value: Any) -> list[str]:
     if len(out) > MAX_RULES:
         raise SettingError(key, f"{key} holds at most {MAX_RULES} domains; got {len(out)}.")
     return sorted(out)
+
+
+def _domain_entries(key: str, value: Any) -> list[str]:
+    """Commas separate domains, and spaces between whole names (``a.com b.com``); a space inside a name
+    is refused, never read as two rules: ``exa mple.com`` became ``exa`` (a top-level domain) and
+    ``mple.com``."""
+    if not isinstance(value, str):
+        return split(value)
+    out: list[str] = []
+    for entry in value.split(","):
+        words = entry.split()
+        if len(words) > 1 and not all("." in w.lstrip("*.") or ":" in w for w in words):
+            raise SettingError(
+                key,
+                f"{key}: {entry.strip()!r} is not a domain name (a space inside it?); separate domains with commas.",
+            )
+        out.extend(words)
+    return out
+
+
+_PERSONA_KEEPS = frozenset("\n\r\t\u200c\u200d\u200e\u200f\u061c")
+"""Invisible characters real text needs: line breaks and tabs, the joiners of emoji sequences and
+Persian or Indic spelling (ZWNJ, ZWJ), and the left-to-right/right-to-left/Arabic marks of bidirectional
+writing, which move no text the way overrides and isolates (U+202A-E, U+2066-9) do. Every other control,
+format (Cf: overrides, isolates, zero-width space, BOM, tag characters), line or paragraph separator
+character is refused in a persona, as in a file name (:mod:`agent.tools.safe_names`)."""
 
 
 def mcp_url(key: str, value: Any) -> str:
@@ -356,7 +382,17 @@ class SettingsSchema:
             raise SettingError(
                 key, f"{key} must be text (1-{self.persona_max_chars} characters); use reset to remove it."
             )
+        from agent.tools.safe_names import unsafe_char
+
         text = value.strip()
         if len(text) > self.persona_max_chars:
             raise SettingError(key, f"{key} is {len(text)} characters; the most is {self.persona_max_chars}.")
+        if found := sorted({ch for ch in text if unsafe_char(ch) and ch not in _PERSONA_KEEPS}):
+            codes = ", ".join(f"U+{ord(ch):04X}" for ch in found[:5])
+            raise SettingError(
+                key,
+                f"{key} contains invisible characters ({codes}): text-direction overrides, zero-width, "
+                "control or other formatting characters make it show one text and say another. "
+                "Type it again without them (line breaks are fine).",
+            )
         return text
