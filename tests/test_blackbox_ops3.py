@@ -1,0 +1,72 @@
+"""An operator's first contact with agentbot, its deployment and its growth (third round): providers'
+own usage shapes, the store's upgrades, logs and the files an operator is handed. Each test failed before
+the fix it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.served import served
+from tests.test_blackbox_operator import agentbot
+
+
+def _sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    } | extra
+
+
+# llama.cpp's llama-server ends a stream with ``timings`` (no ``usage`` unless asked in its own way);
+# Groq puts a stream's usage in ``x_groq.usage`` on the last chunk. Shapes from their servers' answers.
+_LLAMA_CPP = _sse(
+    _chunk({"role": "assistant", "content": "Paris."}),
+    _chunk({}, "stop", timings={"cache_n": 200, "prompt_n": 800, "prompt_ms": 90.1, "predicted_n": 100}),
+)
+_GROQ = _sse(
+    _chunk({"role": "assistant", "content": "Paris."}, x_groq={"id": "req_01"}),
+    _chunk(
+        {},
+        "stop",
+        x_groq={
+            "id": "req_01",
+            "usage": {"queue_time": 0.01, "prompt_tokens": 1000, "completion_tokens": 100},
+        },
+    ),
+)
+
+
+async def test_llama_cpp_timings_and_groq_x_groq_usage_are_exact_counts_not_estimates(tmp_path: Path) -> None:
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        stream = _LLAMA_CPP if body["model"] == "llama" else _GROQ
+        return web.Response(body=stream, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        '{"models": {"llama": {"input": 100, "output": 1000}, "groq-llama": {"input": 100, "output": 1000}}}'
+    )
+    async with served(app) as base:
+        for model in ("llama", "groq-llama"):
+            env = {
+                "OPENAI_BASE_URL": f"{base}/v1",
+                "AGENT_MODEL": model,
+                "PRICES_FILE": str(prices),
+                "MEMORY_ENABLED": "false",
+            }
+            code, out, err = await agentbot(tmp_path, "ask", "Capital of France?", env=env)
+            assert (code, out) == (0, "Paris.\n"), err[-1500:]
+            summary = err.strip().splitlines()[-1]
+            # 1000 in at $100/M + 100 out at $1000/M: exactly $0.2, counted as the server reported it.
+            assert "estimated" not in summary and "cost $0.2000" in summary, (model, summary)
+            assert "1,000" in summary or "1000" in summary, summary
