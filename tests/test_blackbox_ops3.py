@@ -8,8 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+import pytest
 from aiohttp import web
 
+from bot.store.db import Database, StoreError
 from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
@@ -70,3 +73,21 @@ async def test_llama_cpp_timings_and_groq_x_groq_usage_are_exact_counts_not_esti
             # 1000 in at $100/M + 100 out at $1000/M: exactly $0.2, counted as the server reported it.
             assert "estimated" not in summary and "cost $0.2000" in summary, (model, summary)
             assert "1,000" in summary or "1000" in summary, summary
+
+
+async def test_a_store_the_bot_may_only_read_is_refused_at_start_naming_write_access(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A volume restored as root, a bind mount owned by another user, a read-only mount: SQLite opens such
+    # a file read-only without a word, so doctor said "opened and migrated" and `agentbot run` started,
+    # then died on its first write with a 200-line traceback. Opened read-only as SQLite does then:
+    path = tmp_path / "agentbot.sqlite3"
+    await (await Database.open(path)).close()
+    connect = aiosqlite.connect
+    monkeypatch.setattr(
+        "bot.store.db.aiosqlite.connect", lambda p, **kw: connect(f"file:{p}?mode=ro", uri=True, **kw)
+    )
+    with pytest.raises(StoreError) as refused:
+        await Database.open(path)
+    assert f"{path} cannot be written" in str(refused.value)
+    assert "write access" in str(refused.value) and "DATA_DIR" in str(refused.value)
