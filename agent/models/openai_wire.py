@@ -321,9 +321,8 @@ def reported_usage(data: dict[str, Any]) -> dict[str, Any] | None:
     out). Both were ignored, so those calls were counted locally and shown as estimated."""
     if usage := data.get("usage"):
         return usage
-    if (groq := data.get("x_groq")) is not None:
-        if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
-            return groq["usage"]
+    if isinstance(groq := data.get("x_groq"), dict) and isinstance(groq.get("usage"), dict):
+        return groq["usage"]
     if isinstance(t := data.get("timings"), dict) and "predicted_n" in t:
         cache = t.get("cache_n")
         cached = cache if type(cache) is int and cache > 0 else 0
