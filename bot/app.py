@@ -40,7 +40,7 @@ from bot.services import Services, build_services
 from bot.store import StoreUnavailable
 from bot.views import Button, Handler
 
-log = structlog.get_logger().bind(logger="bot.app")
+log = structlog.get_logger("bot.app")
 
 COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
 

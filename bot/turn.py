@@ -52,7 +52,7 @@ from bot.views import retry_offer
 if TYPE_CHECKING:
     from bot.services import Services
 
-log = structlog.get_logger().bind(logger="bot.turn")
+log = structlog.get_logger("bot.turn")
 
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.

@@ -4,7 +4,10 @@ the fix it names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,10 @@ import pytest
 from aiohttp import web
 
 from bot.store.db import Database, StoreError
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM
 from tests.fakes.served import served
-from tests.test_blackbox_operator import agentbot
+from tests.test_blackbox_operator import AGENTBOT, agentbot
 
 
 def _sse(*chunks: dict[str, Any]) -> bytes:
@@ -91,3 +96,49 @@ async def test_a_store_the_bot_may_only_read_is_refused_at_start_naming_write_ac
         await Database.open(path)
     assert f"{path} cannot be written" in str(refused.value)
     assert "write access" in str(refused.value) and "DATA_DIR" in str(refused.value)
+
+
+async def test_run_logs_every_line_as_json_on_stderr_even_from_modules_loaded_before_logging(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # The bot's services and the quota ledger are imported while the settings are checked, before logging
+    # is set up; their loggers were bound then, so "memory_unavailable" (a Chroma server down) went to
+    # stdout as console text: not in the JSON log a collector reads, never filtered, never redacted.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "OPENAI_API_KEY": "sk-ops3-log-test-0001",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DISCORD_SYNC_GUILD_ID": str(guild.id),
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(_closed_port()),
+        "LOG_FORMAT": "json",
+        "PYTHON_SANDBOX": "off",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await fake.wait_for(
+            lambda: fake.identify_count > 0 or proc.returncode is not None, within=30, what="login"
+        )
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out.decode() == ""
+    lines = [json.loads(line) for line in err.decode().splitlines()]  # every line is JSON
+    memory = next(rec for rec in lines if rec["event"] == "memory_unavailable")
+    assert memory["level"] == "error" and "CHROMA_HOST" in memory["error"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
