@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import pytest
 from aiohttp import web
 
 from bot.store.db import Database, StoreError
+from bot.store.pg import PgDatabase
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
+from tests.fakes.postgres import PostgresServer
 from tests.fakes.served import served
 from tests.test_blackbox_operator import AGENTBOT, agentbot
 
@@ -142,3 +145,26 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_a_postgresql_user_that_may_not_create_tables_is_told_how_to_grant_it(
+    postgres: PostgresServer,
+) -> None:
+    # PostgreSQL 15's usual set-up: CREATE DATABASE agentbot; GRANT ALL ON DATABASE agentbot TO agentbot.
+    # Since 15 that user may not create tables in schema public: start-up said "permission denied for
+    # schema public" and not what to do.
+    import asyncpg
+
+    url = await postgres.fresh_database("ops3")
+    role = f"op_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        await admin.execute(f"GRANT ALL ON DATABASE {url.rsplit('/', 1)[1]} TO {role}")
+    finally:
+        await admin.close()
+    with pytest.raises(StoreError) as refused:
+        await PgDatabase.open(url.replace(f"//{postgres.user}@", f"//{role}@"))
+    said = str(refused.value)
+    assert "permission denied for schema public" in said
+    assert "DATABASE_URL's user" in said and "GRANT CREATE ON SCHEMA public" in said
