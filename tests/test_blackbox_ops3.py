@@ -168,3 +168,12 @@ async def test_a_postgresql_user_that_may_not_create_tables_is_told_how_to_grant
     said = str(refused.value)
     assert "permission denied for schema public" in said
     assert "DATABASE_URL's user" in said and "GRANT CREATE ON SCHEMA public" in said
+
+
+async def test_doctor_says_an_unset_openai_key_is_unset_as_run_and_ask_do(tmp_path: Path) -> None:
+    # A fresh .env from .env.example: `run` and `ask` say "OPENAI_API_KEY is not set", while doctor asked
+    # api.openai.com and reported "rejected the API key (HTTP 401)" (offline: "could not be reached").
+    env = {"MEMORY_ENABLED": "false", "PYTHON_SANDBOX": "off", "ROUTER_CLASSIFIER": "heuristic"}
+    code, out, err = await agentbot(tmp_path, "doctor", env=env)
+    provider = next(line for line in out.splitlines() if line.startswith("FAIL provider openai"))
+    assert code == 1 and "OPENAI_API_KEY is not set" in provider, out + err
