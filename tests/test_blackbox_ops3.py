@@ -16,6 +16,9 @@ import aiosqlite
 import pytest
 from aiohttp import web
 
+from agent.events import Usage
+from agent.run_state import RunState
+from bot.checkpoint import checkpoint_of, state_from
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -177,3 +180,15 @@ async def test_doctor_says_an_unset_openai_key_is_unset_as_run_and_ask_do(tmp_pa
     code, out, err = await agentbot(tmp_path, "doctor", env=env)
     provider = next(line for line in out.splitlines() if line.startswith("FAIL provider openai"))
     assert code == 1 and "OPENAI_API_KEY is not set" in provider, out + err
+
+
+def test_a_checkpoint_keeps_estimated_counts_and_cache_writes_for_the_resumed_turn() -> None:
+    # A turn on llama-cpp-python (no usage reported: counted locally) or Anthropic (cache writes) resumed
+    # after a crash: its footer and /usage read the checkpoint, which kept only the first five counts,
+    # so the estimated counts of the steps before the crash came back as exact ones.
+    state = RunState(task="t")
+    state.usage = Usage(1000, 100, 0, 2, 0, cache_write_tokens=300, cache_write_1h_tokens=100, estimated=True)
+    back = state_from("t", json.loads(json.dumps(checkpoint_of(state))))
+    assert back.usage == state.usage
+    old = {"usage": [1000, 100, 50, 2, 10]}  # a checkpoint written before this change still reads
+    assert state_from("t", old).usage == Usage(1000, 100, 50, 2, 10)
