@@ -192,3 +192,41 @@ def test_a_checkpoint_keeps_estimated_counts_and_cache_writes_for_the_resumed_tu
     assert back.usage == state.usage
     old = {"usage": [1000, 100, 50, 2, 10]}  # a checkpoint written before this change still reads
     assert state_from("t", old).usage == Usage(1000, 100, 50, 2, 10)
+
+
+async def test_sigterm_while_the_bot_starts_up_exits_at_once_with_0(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # `docker compose restart` (or a deploy) seconds after a start: SIGTERM came while the store, the
+    # tools, the classifier and memory were being built. close() found nothing to close, start-up went on
+    # to sync commands over the closed HTTP session (a traceback), and the store's thread kept the process
+    # alive until SIGKILL.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-ops3-start-test-0001",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DISCORD_SYNC_GUILD_ID": str(guild.id),
+        "MEMORY_ENABLED": "false",
+        "LOG_FORMAT": "json",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        # The tools are built inside the services (the run_python line), before the classifier loads.
+        while b"agent.tools.python_exec" not in (line := await asyncio.wait_for(proc.stderr.readline(), 30)):
+            assert line, "agentbot run ended before building its tools"
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err and fake.identify_count == 0
