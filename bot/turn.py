@@ -22,6 +22,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
+from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
 from agent.models.router import RoutedModel
@@ -289,7 +290,7 @@ class Turn:
         except Exception as e:
             eid = error_id()
             self.error = e
-            if isinstance(e, StoreUnavailable):  # an outage, not a bug: one line (a traceback took seconds)
+            if isinstance(e, StoreUnavailable | ConfigError):  # an outage or the set-up, not a bug: one line
                 log.error("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid, error=str(e))
             else:
                 log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)

@@ -14,15 +14,19 @@ from typing import Any
 
 import aiosqlite
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from agent.events import Usage
 from agent.run_state import RunState
+from bot import turn
 from bot.checkpoint import checkpoint_of, state_from
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
+from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, text
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.served import served
 from tests.test_blackbox_operator import AGENTBOT, agentbot
@@ -230,3 +234,26 @@ async def test_sigterm_while_the_bot_starts_up_exits_at_once_with_0(
             await proc.wait()
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"Traceback" not in err and fake.identify_count == 0
+
+
+async def test_a_workspace_that_cannot_be_made_is_said_to_the_member_and_logged_in_one_line(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DATA_DIR/workspaces on a full disk, a read-only mount, or owned by root from an earlier run: every
+    # turn ended "something went wrong" with a traceback in the log. (A file in its place fails the same
+    # mkdir as root can.)
+    (tmp_path / "workspaces").write_text("not a directory")
+    llm.script(text("Paris."))
+    with capture_logs() as logs:
+        monkeypatch.setattr(turn, "log", structlog.get_logger("bot.turn"))
+        async with running_bot(fake, llm, tmp_path, guild):
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            failed = await fake.wait_for_message(
+                thread, lambda m: "This turn stopped" in m.content, within=15
+            )
+    assert "cannot create this session's workspace (Not a directory)" in failed.content
+    assert "DATA_DIR/workspaces" in failed.content and str(tmp_path) not in failed.content
+    line = next(rec for rec in logs if rec["event"] == "turn_failed")
+    assert "exc_info" not in line and "workspace" in line["error"]
