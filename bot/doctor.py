@@ -67,7 +67,7 @@ async def _database(s: AgentSettings, bs: BotSettings) -> str:
     url = bs.database_url.get_secret_value() if bs.database_url else None
     db = await open_database(url or Path(s.data_dir) / "agentbot.sqlite3")
     await db.close()
-    return f"{db.path} opened and migrated"
+    return f"{db.path} opened and migrated (schema version {db.schema_version})"  # CHANGELOG points here
 
 
 async def _memory(s: AgentSettings, bs: BotSettings) -> str:

@@ -23,6 +23,7 @@ from agent.run_state import RunState
 from bot import turn
 from bot.checkpoint import checkpoint_of, state_from
 from bot.store.db import Database, StoreError
+from bot.store.migrations import MIGRATIONS
 from bot.store.pg import PgDatabase
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -184,6 +185,8 @@ async def test_doctor_says_an_unset_openai_key_is_unset_as_run_and_ask_do(tmp_pa
     code, out, err = await agentbot(tmp_path, "doctor", env=env)
     provider = next(line for line in out.splitlines() if line.startswith("FAIL provider openai"))
     assert code == 1 and "OPENAI_API_KEY is not set" in provider, out + err
+    # CHANGELOG's upgrade notes send operators to doctor for the store's schema version; it never said it.
+    assert f"opened and migrated (schema version {len(MIGRATIONS)})" in out, out
 
 
 def test_a_checkpoint_keeps_estimated_counts_and_cache_writes_for_the_resumed_turn() -> None:
