@@ -5,9 +5,12 @@ the fix it names."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from structlog.testing import capture_logs
 from agent.events import Usage
 from agent.run_state import RunState
 from bot import turn
+from bot.backup import DB_NAME, backup, restore
 from bot.checkpoint import checkpoint_of, state_from
 from bot.store.db import Database, StoreError
 from bot.store.migrations import MIGRATIONS
@@ -260,3 +264,24 @@ async def test_a_workspace_that_cannot_be_made_is_said_to_the_member_and_logged_
     assert "DATA_DIR/workspaces" in failed.content and str(tmp_path) not in failed.content
     line = next(rec for rec in logs if rec["event"] == "turn_failed")
     assert "exc_info" not in line and "workspace" in line["error"]
+
+
+async def test_restore_force_after_a_crash_keeps_the_replaced_store_whole(tmp_path: Path) -> None:
+    # The bot was killed (its last commits still in agentbot.sqlite3-wal), the operator restores a backup
+    # with --force, which keeps the old store as agentbot.sqlite3.before-restore: its WAL was deleted, so
+    # the kept copy silently lacked everything since the last checkpoint.
+    data, saved = tmp_path / "data", tmp_path / "backup"
+    await (await Database.open(data / DB_NAME)).close()
+    backup(data, saved, None)
+    killed = (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_autocheckpoint = 0');"
+        "c.execute(\"INSERT INTO audit_log (guild_id, actor_id, key, at) VALUES (1, 2, 'limits', 0)\");"
+        "c.commit(); os._exit(0)"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", killed, str(data / DB_NAME))
+    assert await proc.wait() == 0 and (data / f"{DB_NAME}-wal").stat().st_size > 0
+    restore(saved, data, None, force=True)
+    with contextlib.closing(sqlite3.connect(data / f"{DB_NAME}.before-restore")) as kept:
+        assert kept.execute("SELECT key FROM audit_log").fetchall() == [("limits",)]
+    with contextlib.closing(sqlite3.connect(data / DB_NAME)) as restored:
+        assert restored.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
