@@ -16,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import httpx
 import pytest
 import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
 from agent.events import Usage
+from agent.messages import Message
+from agent.models.base import ContextOverflowError, ModelSettings
+from agent.models.openai import OpenAIChatModel
 from agent.run_state import RunState
 from bot import turn
 from bot.backup import DB_NAME, backup, restore
@@ -285,3 +289,29 @@ async def test_restore_force_after_a_crash_keeps_the_replaced_store_whole(tmp_pa
         assert kept.execute("SELECT key FROM audit_log").fetchall() == [("limits",)]
     with contextlib.closing(sqlite3.connect(data / DB_NAME)) as restored:
         assert restored.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
+
+
+async def test_groqs_context_overflow_is_a_context_overflow(http: httpx.AsyncClient) -> None:
+    # Groq (and Cerebras) name no context length: the router moves a conversation that outgrew a model to
+    # a bigger tier only when told it is too long; this was a plain failed call.
+    body = {
+        "error": {
+            "message": "Please reduce the length of the messages or completion.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+
+    async def chat(request: web.Request) -> web.Response:
+        return web.json_response(body, status=400)
+
+    app = web.Application()
+    app.router.add_post("/openai/v1/chat/completions", chat)
+    async with served(app) as url:
+        model = OpenAIChatModel(
+            "llama-3.1-8b-instant", base_url=f"{url}/openai/v1", client=http, max_attempts=1
+        )
+        with pytest.raises(ContextOverflowError, match="too long"):
+            async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=False)):
+                pass
