@@ -27,7 +27,7 @@ from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelSettings
 from agent.models.openai import OpenAIChatModel
 from agent.run_state import RunState
-from bot import turn
+from bot import cli, turn
 from bot.backup import DB_NAME, backup, restore
 from bot.checkpoint import checkpoint_of, state_from
 from bot.store.db import Database, StoreError
@@ -315,3 +315,33 @@ async def test_groqs_context_overflow_is_a_context_overflow(http: httpx.AsyncCli
         with pytest.raises(ContextOverflowError, match="too long"):
             async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=False)):
                 pass
+
+
+def test_a_crash_of_run_is_one_redacted_json_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Anything unforeseen that escaped `agentbot run` was typer's rich traceback box: 170 lines of
+    # box-drawing amid JSON lines a log collector splits into 170 records, and never redacted.
+    token = "MTA4.ops3-crash-token.secret-part-0001"
+    for name, value in {
+        "DISCORD_TOKEN": token,
+        "OPENAI_API_KEY": "sk-ops3-crash-0001",
+        "DATA_DIR": str(tmp_path),
+        "LOG_FORMAT": "json",
+        "MEMORY_ENABLED": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    async def crash(*_: object) -> None:
+        raise RuntimeError(f"unforeseen, while holding {token}")
+
+    monkeypatch.setattr(cli, "_run_bot", crash)
+    monkeypatch.setattr(sys, "argv", ["agentbot", "run"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines()]  # every line is JSON
+    crashed = lines[-1]
+    assert crashed["event"] == "crashed" and crashed["level"] == "critical"
+    assert "RuntimeError: unforeseen, while holding ***" in crashed["exception"] and token not in err
