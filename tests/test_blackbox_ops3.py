@@ -345,3 +345,12 @@ def test_a_crash_of_run_is_one_redacted_json_log_line(
     crashed = lines[-1]
     assert crashed["event"] == "crashed" and crashed["level"] == "critical"
     assert "RuntimeError: unforeseen, while holding ***" in crashed["exception"] and token not in err
+
+
+async def test_an_env_that_is_a_directory_is_named_not_ignored(tmp_path: Path) -> None:
+    # `docker run -v $PWD/.env:/home/agentbot/.env` with the file missing on the host makes a directory
+    # there; it was read as empty, so every setting was ignored and ask said "put your key in .env".
+    (tmp_path / ".env").mkdir()
+    code, out, err = await agentbot(tmp_path, "ask", "hi")
+    assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / '.env'} is not a file" in err and "directory" in err
