@@ -354,3 +354,17 @@ async def test_an_env_that_is_a_directory_is_named_not_ignored(tmp_path: Path) -
     code, out, err = await agentbot(tmp_path, "ask", "hi")
     assert (code, out) == (2, "") and len(err.strip().splitlines()) == 1, err
     assert f"{tmp_path / '.env'} is not a file" in err and "directory" in err
+
+
+async def test_memory_turned_off_by_the_operator_is_not_announced_as_unavailable(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # MEMORY_ENABLED=false is a choice; every thread header said "memory unavailable", as for an outage.
+    llm.script(text("Paris."))
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=False):
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Paris.", within=15)
+        header = fake.messages(thread)[0].content
+    assert header.startswith("🔎 **Research**") and "memory" not in header
