@@ -341,8 +341,14 @@ def check_env_names(*models: type[BaseSettings]) -> None:
     ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
     ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
     so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
-    if ENV_FILE is None or not os.path.isfile(ENV_FILE):
+    if ENV_FILE is None or not os.path.lexists(ENV_FILE):
         return
+    if not os.path.isfile(ENV_FILE):  # read as empty: every setting in it was ignored without a word
+        raise ConfigError(
+            f"{os.path.abspath(ENV_FILE)} is not a file (a directory, or a link to nothing: Docker makes a "
+            "directory where a bind-mounted file is missing), so its settings would be ignored: make it "
+            "the file of settings (see .env.example), or remove it"
+        )
     from dotenv import dotenv_values
 
     known = {f.alias for m in models for f in m.model_fields.values() if f.alias}

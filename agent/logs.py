@@ -176,9 +176,28 @@ class _UtcStamp:
         return event_dict
 
 
+class _NamedWriteLoggerFactory:
+    """``structlog.WriteLoggerFactory`` whose loggers keep the name given to ``get_logger(NAME)``."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> structlog.WriteLogger:
+        out = structlog.WriteLogger(self._file)
+        out.name = args[0] if args and isinstance(args[0], str) else None  # type: ignore[attr-defined]
+        return out
+
+
+def _add_name(logger: Any, _: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    if "logger" not in event_dict and (name := getattr(logger, "name", None)):
+        event_dict["logger"] = name
+    return event_dict
+
+
 def shared_native(fmt: str = "json") -> list[Any]:
     """Processors for our own log calls: JSON lines get their traceback as text before redaction."""
     return [
+        _add_name,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _UtcStamp(),
@@ -188,7 +207,12 @@ def shared_native(fmt: str = "json") -> list[Any]:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None) -> None:
-    """Route structlog and stdlib logging (discord.py, httpx) through one renderer."""
+    """Route structlog and stdlib logging (discord.py, httpx) through one renderer.
+
+    A module's logger is ``structlog.get_logger("its.name")``, lazy and named here (``logger`` in each
+    line): ``.bind(logger=...)`` at import built it from the configuration of that moment, so modules
+    imported before this call (the bot's services, the quota ledger) wrote console text to stdout,
+    unfiltered and unredacted."""
     stream = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
@@ -209,7 +233,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     structlog.configure(
         processors=[*shared_native(fmt), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=_NamedWriteLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

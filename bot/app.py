@@ -40,7 +40,7 @@ from bot.services import Services, build_services
 from bot.store import StoreUnavailable
 from bot.views import Button, Handler
 
-log = structlog.get_logger().bind(logger="bot.app")
+log = structlog.get_logger("bot.app")
 
 COGS = ("bot.cogs.research", "bot.cogs.threads", "bot.cogs.admin", "bot.cogs.usage", "bot.cogs.memory")
 
@@ -146,7 +146,14 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     # --- start-up and shutdown --------------------------------------------------------------------
     async def setup_hook(self) -> None:
-        self.services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
+        services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
+        if self.is_closed():
+            # SIGTERM while the services were built (seconds: the store, the classifier, memory): close()
+            # found none to close, and what was built went on to sync with a closed HTTP session, a
+            # traceback, and a process kept alive by the store's thread until SIGKILL.
+            await services.close()
+            return
+        self.services = services
         self.runner = SessionRunner(self.services)
         self.control = SessionControl(self.services, self.runner)
         self.lost_shards: str | None = None
@@ -162,6 +169,8 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         for name in COGS:
             await self.load_extension(name)
         self.add_dynamic_items(Button)
+        if self.is_closed():  # SIGTERM meanwhile: close() closed the services; Discord is not called
+            return
         # Shard processes (issue 18.3): commands are the bot's, not a shard's, so only the process that
         # owns shard 0 syncs them (the others would send the same list at the same moment).
         if self.sync_on_start and self.services.owner.owns(None):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.budget import BudgetExceeded
+from agent.config import ConfigError
 from agent.events import AgentEvent, Cost, RouteDecision
 from agent.loop import Agent
 from agent.models.base import ModelSettings
@@ -132,7 +133,13 @@ async def assemble(
     if sv.bot_settings.memory_remember_per_run == 0:  # it could only refuse, at the cost of a step
         enabled = [n for n in enabled if n != "remember"]
     workspace = Path(sv.data_dir) / "workspaces" / session.id
-    await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
+    except OSError as e:  # a full disk, a read-only or foreign-owned DATA_DIR: "something went wrong"
+        raise ConfigError(
+            f"the bot cannot create this session's workspace ({e.strerror or e}): an admin can check "
+            "DATA_DIR/workspaces on the bot's host (space, owner, read-only mount)"
+        ) from None
     ctx = ToolContext(
         session_id=session.id,
         namespace=str(session.guild_id) if session.guild_id else None,

@@ -226,7 +226,14 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
         data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / DB_NAME, tmp)
         if target.exists():
-            os.replace(target, data_dir / (DB_NAME + ".before-restore"))
+            kept = data_dir / (DB_NAME + ".before-restore")
+            for suffix in ("-wal", "-shm"):  # an earlier restore's would be replayed into this one
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(str(kept) + suffix)
+            os.replace(target, kept)
+            # After a crash the WAL holds the latest commits: the kept copy was missing them.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(str(target) + "-wal", str(kept) + "-wal")
         for suffix in ("-wal", "-shm"):  # a stale WAL beside the restored file would be replayed into it
             with contextlib.suppress(FileNotFoundError):
                 os.remove(str(target) + suffix)

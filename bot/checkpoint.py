@@ -29,7 +29,18 @@ def checkpoint_of(
     return {
         "step": state.steps,
         "messages": [d for _, d in seen],
-        "usage": [u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.requests, u.reasoning_tokens],
+        # Usage's fields in order (a checkpoint of five, from before cache writes, still reads): without
+        # the last three a turn resumed after a crash showed its estimated counts as exact.
+        "usage": [
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.requests,
+            u.reasoning_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.estimated,
+        ],
         "tokens": u.total_tokens,
         "cost_usd": state.cost.usd,
         "unknown_cost_models": list(state.cost.unknown_models),

@@ -389,6 +389,15 @@ def main() -> None:
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except (KeyboardInterrupt, typer.Abort):
         code = EXIT_INTERRUPTED
+    except Exception:
+        import structlog
+
+        if not structlog.is_configured():
+            raise
+        # A bug, once logging is set up: one log line (JSON off a terminal, the traceback as text,
+        # secrets redacted), not typer's 170-line box of unredacted text in the middle of the JSON log.
+        structlog.get_logger("bot.cli").critical("crashed", exc_info=True)
+        sys.exit(EXIT_FAILED)
     if code == EXIT_INTERRUPTED:  # typer's answer to Ctrl-C in any command (`ask` reading stdin): said
         typer.echo("agentbot: interrupted", err=True)
     sys.exit(code if isinstance(code, int) else EXIT_OK)

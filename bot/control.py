@@ -38,7 +38,7 @@ from bot.views import rerun_view
 if TYPE_CHECKING:
     from bot.services import Services
 
-log = structlog.get_logger().bind(logger="bot.control")
+log = structlog.get_logger("bot.control")
 
 
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ import httpx
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
-from agent.models.factory import split_spec
+from agent.models.factory import missing_key, split_spec
 from agent.models.http import tls_problem
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
@@ -67,7 +67,7 @@ async def _database(s: AgentSettings, bs: BotSettings) -> str:
     url = bs.database_url.get_secret_value() if bs.database_url else None
     db = await open_database(url or Path(s.data_dir) / "agentbot.sqlite3")
     await db.close()
-    return f"{db.path} opened and migrated"
+    return f"{db.path} opened and migrated (schema version {db.schema_version})"  # CHANGELOG points here
 
 
 async def _memory(s: AgentSettings, bs: BotSettings) -> str:
@@ -230,6 +230,8 @@ async def _provider(
                 f"{name}_API_KEY is not set, and AGENT_MODEL is one of its models: set it in .env"
             )
         return f"skipped: {name}_API_KEY not set (its models are left out of the tiers)"
+    if provider == "openai" and not key and (why := missing_key(s, next(iter(specs)))) is not None:
+        raise ConfigError(why)  # as run and ask say it: OpenAI's 401 read "rejected the API key"
     register_secret(key)
     try:
         r = await client.get(url, headers=headers)

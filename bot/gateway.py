@@ -17,7 +17,7 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.shard import Shard
 
-log = structlog.get_logger().bind(logger="bot.gateway")
+log = structlog.get_logger("bot.gateway")
 
 RETRY_SECONDS = 5.0
 """discord.py's own pause between connect attempts."""

@@ -25,7 +25,7 @@ from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
 if TYPE_CHECKING:
     from bot.config import BotSettings
 
-log = structlog.get_logger().bind(logger="bot.memory_import")
+log = structlog.get_logger("bot.memory_import")
 
 DOWNLOAD_TIMEOUT = 60.0
 

@@ -17,7 +17,7 @@ from bot.formatting import Refusal, clip, join_lines, one_line
 if TYPE_CHECKING:
     from bot.services import Services
 
-log = structlog.get_logger().bind(logger="bot.cogs.memory")
+log = structlog.get_logger("bot.cogs.memory")
 
 EXCERPT = 180
 MESSAGE_LIMIT = 2000

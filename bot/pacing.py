@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger().bind(logger="bot.pacing")
+log = structlog.get_logger("bot.pacing")
 
 CATCH_UP = 0.1
 """Seconds of lateness a busy event loop may make up at once: at 40/s, 4 turns (44 in a second at

@@ -21,7 +21,7 @@ from bot.runner import SessionRunner, TurnRequest, settle_heap
 
 __all__ = ["resume_interrupted"]
 
-log = structlog.get_logger().bind(logger="bot.resume")
+log = structlog.get_logger("bot.resume")
 
 
 async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int], Awaitable[Any]]) -> int:

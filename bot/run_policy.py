@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bot.services import Services
     from bot.turn import TurnRequest
 
-log = structlog.get_logger().bind(logger="bot.run_policy")
+log = structlog.get_logger("bot.run_policy")
 
 _OWN_WRITES = frozenset({"remember"})
 """Tool results that carry nothing from outside. recall is not one: it may return a note a page planted."""

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionRunner", "TurnHooks", "TurnRequest"]
 
-log = structlog.get_logger().bind(logger="bot.runner")
+log = structlog.get_logger("bot.runner")
 
 
 YOUNG_GC_THRESHOLD = 10_000

@@ -40,7 +40,7 @@ from bot.store import (
 )
 from bot.store.pg import PgDatabase
 
-log = structlog.get_logger().bind(logger="bot.services")
+log = structlog.get_logger("bot.services")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from bot.write_window import WriteBudget
 
 __all__ = ["Block", "BlockKind", "Sink", "SinkError", "ThreadStreamer", "WriteBudget"]
 
-log = structlog.get_logger().bind(logger="bot.streamer")
+log = structlog.get_logger("bot.streamer")
 
 WRITE_RETRY = RetryPolicy(initial=1.0, maximum=60.0)
 """For a failed write that named no wait: 1 s doubling to a minute; its jitter keeps threads that

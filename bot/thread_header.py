@@ -80,8 +80,10 @@ async def header_text(
     """``sv``: the bot's :class:`bot.services.Services`; ``at``: when the state began (default: now)."""
     gs = await sv.guild_settings.get(session.guild_id) if session.guild_id else None
     steps = gs.max_steps if gs else sv.agent_settings.agent_max_steps
+    # Memory turned off by the operator is no fault to announce: "memory unavailable" read as an outage.
+    memory_ok = sv.memory is not None or not sv.bot_settings.memory_enabled
     return render_header(
-        session, steps=steps, memory_ok=sv.memory is not None, private=is_private(channel), state=state, at=at
+        session, steps=steps, memory_ok=memory_ok, private=is_private(channel), state=state, at=at
     )
 
 

@@ -22,6 +22,7 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
+from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
 from agent.models.router import RoutedModel
@@ -52,7 +53,7 @@ from bot.views import retry_offer
 if TYPE_CHECKING:
     from bot.services import Services
 
-log = structlog.get_logger().bind(logger="bot.turn")
+log = structlog.get_logger("bot.turn")
 
 # A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
 # same limit until it resets), only errors leave the session failed with a Retry button.
@@ -293,7 +294,7 @@ class Turn:
         except Exception as e:
             eid = error_id()
             self.error = e
-            if isinstance(e, StoreUnavailable):  # an outage, not a bug: one line (a traceback took seconds)
+            if isinstance(e, StoreUnavailable | ConfigError):  # an outage or the set-up, not a bug: one line
                 log.error("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid, error=str(e))
             else:
                 log.exception("turn_failed", session_id=s.id, guild_id=s.guild_id, error_id=eid)

@@ -34,7 +34,8 @@ SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when the conversation is too long.
 _CONTEXT_RE = re.compile(
     r"context (length|window)|maximum context|too many tokens|prompt is too long|exceed context limit"
-    r"|exceeds the maximum number of tokens|input token count|exceeds the available context size",
+    r"|exceeds the maximum number of tokens|input token count|exceeds the available context size"
+    r"|reduce the length of the messages",  # Groq and Cerebras say only this (code context_length_exceeded)
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)

@@ -37,6 +37,7 @@ from agent.models.openai_wire import (
     arguments_text,
     content_text,
     encode_body,
+    reported_usage,
     to_wire_messages,
     to_wire_tools,
     usage_of,
@@ -180,7 +181,7 @@ class OpenAIChatModel(HTTPModel):
         reply = Message("assistant", without_thinking(content_text(msg.get("content"))), tool_calls=calls)
         return ModelResponse(
             message=reply,
-            usage=usage_of(data.get("usage"), body, reply),
+            usage=usage_of(reported_usage(data), body, reply),
             model=data.get("model") or self.name,
             finish_reason=choice.get("finish_reason"),
         )
@@ -235,7 +236,7 @@ class OpenAIChatModel(HTTPModel):
                     if shown := think.feed(content_text(msg.get("content"))):
                         yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
-                    usage_raw = data.get("usage")
+                    usage_raw = reported_usage(data)
                     done = True
                 else:
                     async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
@@ -266,8 +267,8 @@ class OpenAIChatModel(HTTPModel):
                                 msg_text = err.get("message") if isinstance(err, dict) else err
                                 raise self._midstream("an error", msg_text, None, True)
                             model_name = data.get("model") or model_name
-                            if data.get("usage"):
-                                usage_raw = data["usage"]
+                            if usage := reported_usage(data):
+                                usage_raw = usage
                             for choice in data.get("choices") or ():
                                 delta = choice.get("delta") or {}
                                 piece = delta.get("content")

@@ -314,6 +314,27 @@ def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -
     return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
 
 
+def reported_usage(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The usage a reply or stream chunk reports, in OpenAI's shape: ``usage``, else Groq's
+    ``x_groq.usage`` (its streams' only count when ``include_usage`` is not honoured), else llama.cpp
+    server's ``timings`` (``prompt_n`` evaluated + ``cache_n`` reused prompt tokens, ``predicted_n``
+    out). Both were ignored, so those calls were counted locally and shown as estimated."""
+    if usage := data.get("usage"):
+        return usage
+    if isinstance(groq := data.get("x_groq"), dict) and isinstance(groq.get("usage"), dict):
+        return groq["usage"]
+    if isinstance(t := data.get("timings"), dict) and "predicted_n" in t:
+        cache = t.get("cache_n")
+        cached = cache if type(cache) is int and cache > 0 else 0
+        prompt = t.get("prompt_n")
+        return {
+            "prompt_tokens": (prompt if type(prompt) is int and prompt > 0 else 0) + cached,
+            "completion_tokens": t.get("predicted_n"),
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
+    return None
+
+
 class ToolCallAssembler:
     """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order.
 

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from bot.app import AgentBot
     from bot.services import Services
 
-log = structlog.get_logger().bind(logger="bot.cogs.memory")
+log = structlog.get_logger("bot.cogs.memory")
 
 CONFIRM_TTL = 600.0
 """Seconds a confirmation button stays valid."""

@@ -137,6 +137,7 @@ class Database(Closing):
                 if m.version > version:
                     await _apply(conn, p, m)
                     version = m.version
+            await _check_writable(conn, p, version)
             reader = await aiosqlite.connect(p, isolation_level=None)
             opened.push_async_callback(reader.close)
             reader.row_factory = sqlite3.Row
@@ -172,6 +173,27 @@ class Database(Closing):
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
+
+
+async def _check_writable(conn: aiosqlite.Connection, path: Path, version: int) -> None:
+    """Refuse a file this process may only read. SQLite opens a file it may not write (owned by root
+    while the bot runs as another user, a read-only mount) read-only without a word, so the bot started
+    and its first write, clearing old reservations, was a 200-line traceback; ``doctor`` said ok. The
+    probe writes the version the file already has, in a transaction rolled back; a store locked by
+    another writer is left for later (its writes say so when they come)."""
+    try:
+        await conn.execute("BEGIN IMMEDIATE")
+        await conn.execute(f"PRAGMA user_version = {int(version)}")
+    except sqlite3.OperationalError as e:
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_READONLY:
+            return
+        raise StoreError(
+            f"{path} cannot be written ({e}): give the user running agentbot write access to it, its "
+            "-wal and -shm files and its directory (DATA_DIR), or mount it read-write"
+        ) from None
+    finally:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
 
 
 async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:

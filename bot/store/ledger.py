@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from bot.store.pg import PgDatabase
 
 OpKind = Literal["reserve", "settle", "release"]
-log = structlog.get_logger().bind(logger="bot.store.ledger")
+log = structlog.get_logger("bot.store.ledger")
 UNREACHABLE_GIVE_UP = 300.0
 """Seconds queued charges wait for an unreachable PostgreSQL before they fail."""
 CLOSING_GIVE_UP = 10.0

@@ -330,8 +330,16 @@ async def _migrate(pool: asyncpg.Pool, url: str) -> int:
                         await conn.execute(m.sql)
                         await conn.execute("INSERT INTO schema_version VALUES ($1)", m.version)
             except asyncpg.PostgresError as e:
+                # PostgreSQL 15 no longer lets every user create tables in schema public: a user granted
+                # ALL on a database someone else owns was told "permission denied" and nothing more.
+                fix = (
+                    " DATABASE_URL's user may not create tables there: make it the database's owner "
+                    "(ALTER DATABASE ... OWNER TO that user) or GRANT CREATE ON SCHEMA public TO it."
+                    if isinstance(e, asyncpg.InsufficientPrivilegeError)
+                    else ""
+                )
                 raise MigrationError(
                     f"Upgrading {_redact(url)} to schema version {m.version} ({m.description}) failed: {e}. "
-                    f"The database is still at version {m.version - 1}."
+                    f"The database is still at version {m.version - 1}.{fix}"
                 ) from e
     return len(PG_MIGRATIONS)

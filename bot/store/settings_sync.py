@@ -27,7 +27,7 @@ from bot.store.guild_settings import SETTINGS_CHANNEL, GuildSettingsStore
 
 __all__ = ["SettingsListener"]
 
-log = structlog.get_logger().bind(logger="bot.store.settings_sync")
+log = structlog.get_logger("bot.store.settings_sync")
 
 
 class SettingsListener:

@@ -38,7 +38,7 @@ from bot.store.pg import UNREACHABLE
 
 __all__ = ["FileClaim", "ShardClaim"]
 
-log = structlog.get_logger().bind(logger="bot.store.shard_claim")
+log = structlog.get_logger("bot.store.shard_claim")
 
 CHECK_EVERY = 5.0
 """Seconds between checks of an idle lock connection; a lost socket is noticed at once."""
