@@ -7,36 +7,38 @@ in one line on stderr naming the setting and what to do, and a non-zero exit (se
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import sys
-from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 try:  # Ctrl-C while the command loads (about a second of imports) was a 30-line traceback
     import typer
 
     from agent.config import AgentSettings, ConfigError, load_agent_settings
     from agent.logs import configure_logging
-    from bot.cli_help import CLICK_ERROR, FLAG, USAGE_ERROR, Command, Group, usage_line
+    from bot.cli_help import (
+        CLICK_ERROR,
+        EXIT_CODES,
+        EXIT_FAILED,
+        EXIT_INTERRUPTED,
+        EXIT_OK,
+        EXIT_READER_GONE,
+        EXIT_SETTINGS,
+        EXIT_STEP_LIMIT,
+        FLAG,
+        USAGE_ERROR,
+        Command,
+        Group,
+        agent_settings,
+        fail,
+        failing,
+        usage_line,
+    )
+    from bot.cli_store import add_store_commands
 except KeyboardInterrupt:
     sys.stderr.write("agentbot: interrupted\n")
     raise SystemExit(130) from None
-
-if TYPE_CHECKING:
-    from agent.memory.chroma_store import ChromaMemory
-
-
-EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_READER_GONE = 141  # 128 + SIGPIPE, what `yes | head -1` leaves for `yes`
-EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
-    "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
-    "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
-    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted; 141 the "
-    "reader of `ask`'s output stopped reading (`| head -1`)."
-)
 
 app = typer.Typer(
     cls=Group,
@@ -73,33 +75,12 @@ def _root(
     """agentbot: research agents for Discord, and in the terminal."""
 
 
-def _fail(message: str, code: int = EXIT_SETTINGS) -> NoReturn:
-    """The one way a command ends on an error: one line on stderr, a non-zero exit."""
-    typer.echo(f"agentbot: {' '.join(message.split())}", err=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def _failing(*errors: type[Exception], code: int = EXIT_SETTINGS) -> Iterator[None]:
-    """Inside it, any of ``errors`` ends the command through :func:`_fail` (its message as is)."""
-    try:
-        yield
-    except errors as e:
-        _fail(str(e), code)
-
-
-def _agent_settings() -> AgentSettings:
-    with _failing(ConfigError):
-        settings = load_agent_settings()
-    return settings
-
-
 def _require_key(settings: AgentSettings, spec: str) -> None:
     """Fail at once, naming the key, rather than letting api.openai.com refuse after retries."""
     from agent.models.factory import missing_key
 
     if (problem := missing_key(settings, spec)) is not None:
-        _fail(problem)
+        fail(problem)
 
 
 @app.command(cls=Command, epilog=EXIT_CODES)
@@ -131,13 +112,13 @@ def ask(
     """
     from bot.ask_input import TaskError, stoppable, task_text
 
-    with _failing(TaskError):
+    with failing(TaskError):
         task = task_text(task)
     if sys.stdout is None:  # `>&-`: said before the run is paid for, not as a traceback after it
-        _fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
+        fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
-        _fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
-    settings = _agent_settings()
+        fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
+    settings = agent_settings()
     _require_key(settings, model or settings.agent_model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
     # twice, so logs appear only with LOG_LEVEL=DEBUG.
@@ -150,11 +131,11 @@ def ask(
             stoppable(run_ask(task, settings, model=model, max_steps=max_steps, show_text=show_text))
         )
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     except AnswerNotWritten as e:
         if e.reader_gone:  # quietly, as Unix tools do: `| head` has what it wanted
             raise typer.Exit(EXIT_READER_GONE) from None
-        _fail(str(e), EXIT_FAILED)
+        fail(str(e), EXIT_FAILED)
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise KeyboardInterrupt from None  # said by main, as before a run
     if result.status == "max_iterations":
@@ -168,7 +149,7 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
     from bot.config import check_shard_memory, load_bot_settings
     from bot.services import check_model_configured
 
-    with _failing(ConfigError):
+    with failing(ConfigError):
         agent_settings = load_agent_settings()
         bot_settings = load_bot_settings()
         check_shard_memory(bot_settings, agent_settings.chroma_host)
@@ -176,7 +157,7 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
         # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
         ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
     if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():
-        _fail(
+        fail(
             "DISCORD_TOKEN is not set: create an application and bot at "
             "https://discord.com/developers/applications, copy the bot token into .env (see .env.example)"
         )
@@ -217,7 +198,7 @@ def _discord_errors(run: object) -> None:
         said = explain(e)
         if said is None:
             raise
-        _fail(said[0], EXIT_FAILED if said[1] else EXIT_SETTINGS)
+        fail(said[0], EXIT_FAILED if said[1] else EXIT_SETTINGS)
 
 
 @app.command(cls=Command)
@@ -267,111 +248,7 @@ def doctor() -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _store_locations() -> tuple[Path, ChromaMemory | None]:
-    """DATA_DIR and the memory store the bot uses (not opened: backup copies rows, needs no embedding)."""
-    from bot.config import load_bot_settings
-
-    settings = _agent_settings()
-    data_dir = Path(settings.data_dir)
-    with _failing(ConfigError, ValueError):
-        bot_settings = load_bot_settings()
-        enabled = bot_settings.memory_enabled
-        if bot_settings.database_url is not None:  # DATA_DIR's SQLite file, if any, is not the store
-            raise ConfigError(
-                "DATABASE_URL is set, so the store is in PostgreSQL: back it up with pg_dump and restore it "
-                "with pg_restore (backup and restore copy DATA_DIR's SQLite store; README: Backups)"
-            )
-        if not enabled:  # chromadb is not imported at all (0.6 s of CPU per command, measured)
-            return data_dir, None
-        from agent.memory.chroma_store import ChromaMemory
-
-        memory = ChromaMemory.from_settings(data_dir / "memory", settings)
-    return data_dir, memory
-
-
-@app.command(cls=Command)
-def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -> None:
-    """Copy the database and the memory store into DEST; safe while the bot runs (README: Backups).
-
-    DEST is a new (or empty) directory for the copy.
-    """
-    from bot.backup import BackupError
-    from bot.backup import backup as make_backup
-
-    data_dir, memory = _store_locations()
-    with _failing(BackupError, code=EXIT_FAILED):
-        report = make_backup(data_dir, dest, memory)
-    typer.echo(f"backed up {report.summary()}")
-
-
-@app.command(cls=Command)
-def restore(
-    src: Annotated[Path, typer.Argument(metavar="SRC", hidden=True)],
-    force: Annotated[
-        bool,
-        typer.Option("--force", metavar=FLAG, help="Replace an existing database and memory collections."),
-    ] = False,
-) -> None:
-    """Put a backup back into DATA_DIR and the memory store. Stop the bot first.
-
-    SRC is a directory made by `agentbot backup`.
-    """
-    from bot.backup import BackupError
-    from bot.backup import restore as do_restore
-
-    data_dir, memory = _store_locations()
-    with _failing(BackupError, code=EXIT_FAILED):
-        report = do_restore(src, data_dir, memory, force=force)
-    typer.echo(f"restored {report.summary()}")
-
-
-@app.command("migrate-store", cls=Command)
-def migrate_store(
-    to: Annotated[
-        str | None,
-        typer.Option(
-            "--to", metavar="URL", help="postgresql:// URL of an empty database (default: DATABASE_URL)."
-        ),
-    ] = None,
-) -> None:
-    """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
-    from agent.logs import register_secret
-    from bot.config import load_bot_settings
-    from bot.store.copy import check_not_open, copy_sqlite_to_postgres
-    from bot.store.db import StoreError
-
-    data_dir = Path(_agent_settings().data_dir)
-    with _failing(ConfigError):
-        configured = load_bot_settings().database_url
-    url = to or (configured.get_secret_value() if configured else None)
-    if not url or not url.startswith(("postgresql://", "postgres://")):
-        _fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
-    register_secret(url)
-    with _failing(StoreError, code=EXIT_FAILED):
-        check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
-    memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
-    with _failing(StoreError, code=EXIT_FAILED):
-        report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
-    typer.echo(f"moved {report.summary()}{memory}; set DATABASE_URL to that database and start the bot")
-
-
-def _moved_memory(data_dir: Path) -> str:
-    """With ``CHROMA_HOST`` set, DATA_DIR's embedded memory goes to that server with the store (shard
-    processes share memory only there); what moved, for migrate-store's report."""
-    from bot.backup import BackupError, move_memory
-    from bot.config import load_bot_settings
-
-    settings = _agent_settings()
-    with _failing(ConfigError):
-        enabled = load_bot_settings().memory_enabled
-    if not enabled or not (settings.chroma_host or "").strip():
-        return ""
-    from agent.memory.chroma_store import ChromaMemory
-
-    with _failing(BackupError, code=EXIT_FAILED):
-        moved = move_memory(data_dir, ChromaMemory.from_settings(data_dir / "memory", settings))
-    rows = sum(moved.values())
-    return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
+add_store_commands(app)
 
 
 def main() -> None:

@@ -6,16 +6,52 @@ The decisions: an option that takes a value names it (``--model MODEL``, ``--max
 shows nothing after it (``metavar=""``, which this module gives the help option as well); an argument
 is named in the usage line (``[TASK]``) and explained in its command's help, as typer gives no way to
 show an argument without a type. Each command's first help paragraph is one line, as the command list
-shows it with its line breaks kept. A wrong option or argument is one line pointing to the help."""
+shows it with its line breaks kept. A wrong option or argument is one line pointing to the help, and
+every command ends on an error the same way: one line on stderr and an exit code from ``EXIT_CODES``."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
+from agent.config import AgentSettings, ConfigError, load_agent_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_SETTINGS, EXIT_STEP_LIMIT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE, what `yes | head -1` leaves for `yes`
+EXIT_CODES = (  # one paragraph: help keeps line breaks as written, so this wraps to the terminal's width
+    "Exit codes: 0 answered; 1 the run failed (the provider or Discord refused or could not be "
+    "reached); 2 a setting or option is wrong (the message names it); 3 `ask` stopped at the step limit "
+    "(--max-steps / AGENT_MAX_STEPS; its partial answer is still printed); 130 interrupted; 141 the "
+    "reader of `ask`'s output stopped reading (`| head -1`)."
+)
+
+
+def fail(message: str, code: int = EXIT_SETTINGS) -> NoReturn:
+    """The one way a command ends on an error: one line on stderr, a non-zero exit."""
+    typer.echo(f"agentbot: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def failing(*errors: type[Exception], code: int = EXIT_SETTINGS) -> Iterator[None]:
+    """Inside it, any of ``errors`` ends the command through :func:`_fail` (its message as is)."""
+    try:
+        yield
+    except errors as e:
+        fail(str(e), code)
+
+
+def agent_settings() -> AgentSettings:
+    with failing(ConfigError):
+        settings = load_agent_settings()
+    return settings
+
 
 FLAG = ""
 """The metavar of a flag: nothing after its name."""
