@@ -35,7 +35,10 @@ SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0
 _CONTEXT_RE = re.compile(
     r"context (length|window)|maximum context|too many tokens|prompt is too long|exceed context limit"
     r"|exceeds the maximum number of tokens|input token count|exceeds the available context size"
-    r"|reduce the length of the messages",  # Groq and Cerebras say only this (code context_length_exceeded)
+    r"|reduce the length of the messages"  # Groq and Cerebras say only this (code context_length_exceeded)
+    # Text Generation Inference (Together, Hugging Face's router): its validation errors name no context.
+    r"|`inputs` tokens \+ `max_new_tokens` must be|`inputs` must have less than \d+ tokens"
+    r"|longer than the maximum model length",  # vLLM's "The decoder prompt (length N) is longer than ..."
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)

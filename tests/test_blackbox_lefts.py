@@ -1,0 +1,82 @@
+"""Leftovers QA named: each test failed before its fix."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.messages import Message
+from agent.models.base import ContextOverflowError, ModelSettings
+from agent.models.openai import OpenAIChatModel
+from tests.fakes.served import served
+
+# What self-hosted and hosted OpenAI-compatible servers answer when the conversation outgrew the model,
+# as their sources word it; the router moves such a run to a bigger tier only when it recognises one.
+_OVERFLOWS = {
+    "tgi-total (Together, HF router)": (
+        422,
+        {
+            "error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+            "Given: 4000 `inputs` tokens and 512 `max_new_tokens`",
+            "error_type": "validation",
+        },
+    ),
+    "tgi-input": (
+        422,
+        {"error": "Input validation error: `inputs` must have less than 4095 tokens. Given: 5000"},
+    ),
+    "vllm-decoder-prompt": (
+        400,
+        {
+            "object": "error",
+            "message": "The decoder prompt (length 9000) is longer than the maximum model length of 8192. "
+            "Make sure that `max_model_len` is no smaller than the number of text tokens.",
+            "type": "BadRequestError",
+        },
+    ),
+    "vllm-max-context": (
+        400,
+        {
+            "object": "error",
+            "message": "This model's maximum context length is 8192 tokens. However, you requested 9000 "
+            "tokens (8000 in the messages, 1000 in the completion).",
+            "type": "BadRequestError",
+        },
+    ),
+    "llama.cpp": (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": "the request exceeds the available context size, try increasing it",
+            }
+        },
+    ),
+    "ollama": (400, {"error": "the input length exceeds the context length"}),
+    "lm-studio": (
+        400,
+        {
+            "error": "Trying to keep the first 5000 tokens when context the overflows. However, the model is "
+            "loaded with context length of only 4096 tokens, which is not enough."
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("server", list(_OVERFLOWS))
+async def test_every_servers_context_overflow_wording_is_a_context_overflow(
+    http: httpx.AsyncClient, server: str
+) -> None:
+    status, body = _OVERFLOWS[server]
+
+    async def chat(request: web.Request) -> web.Response:
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as url:
+        model = OpenAIChatModel("m", base_url=f"{url}/v1", client=http, max_attempts=1)
+        with pytest.raises(ContextOverflowError, match="too long"):
+            async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=False)):
+                pass
