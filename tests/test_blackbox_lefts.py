@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from aiohttp import web
@@ -9,6 +11,8 @@ from aiohttp import web
 from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelSettings
 from agent.models.openai import OpenAIChatModel
+from bot.store.db import Database, StoreError
+from bot.store.migrations import Migration
 from tests.fakes.served import served
 
 # What self-hosted and hosted OpenAI-compatible servers answer when the conversation outgrew the model,
@@ -80,3 +84,19 @@ async def test_every_servers_context_overflow_wording_is_a_context_overflow(
         with pytest.raises(ContextOverflowError, match="too long"):
             async for _ in model.stream([Message("user", "x")], [], ModelSettings(stream=False)):
                 pass
+
+
+async def test_a_full_disk_at_start_up_says_to_check_free_space_on_data_dir(tmp_path: Path) -> None:
+    # A full disk at start-up said only SQLite's "database or disk is full" or, for an existing store,
+    # "... is not an agentbot database (SQLite says: disk I/O error)" (seen on a full tmpfs DATA_DIR). A
+    # page limit makes real SQLite refuse to grow the file here as a full disk does.
+    full = Migration(1, "needs more pages than the disk has", "PRAGMA max_page_count = 2;" + _TABLES)
+    with pytest.raises(StoreError) as refused:
+        await Database.open(tmp_path / "agentbot.sqlite3", migrations=[full])
+    said = str(refused.value)
+    assert (
+        "database or disk is full" in said and f"free space on the disk holding DATA_DIR ({tmp_path}" in said
+    )
+
+
+_TABLES = "".join(f"CREATE TABLE t{i} (x TEXT);" for i in range(8))

@@ -122,6 +122,8 @@ class Database(Closing):
                 await conn.execute(busy)
                 version = int(next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0])
             except sqlite3.DatabaseError as e:
+                if _disk_trouble(e):  # a full disk said "is not an agentbot database (... disk I/O error)"
+                    raise StoreError(f"{p} cannot be opened (SQLite says: {e}): {_disk_hint(p)}") from e
                 raise StoreError(f"{p} is not an agentbot database (SQLite says: {e}).") from e
             known = len(migrations)
             if version > known:
@@ -130,14 +132,19 @@ class Database(Closing):
                     f"{known}: it was written by a newer agentbot. Upgrade agentbot, or point it at "
                     "another data directory. The file was not changed."
                 )
-            await conn.executescript(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-            )
-            for m in migrations:
-                if m.version > version:
-                    await _apply(conn, p, m)
-                    version = m.version
-            await _check_writable(conn, p, version)
+            try:
+                await conn.executescript(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                )
+                for m in migrations:
+                    if m.version > version:
+                        await _apply(conn, p, m)
+                        version = m.version
+                await _check_writable(conn, p, version)
+            except sqlite3.OperationalError as e:
+                if not _disk_trouble(e):
+                    raise
+                raise StoreError(f"{p} cannot be written (SQLite says: {e}): {_disk_hint(p)}") from e
             reader = await aiosqlite.connect(p, isolation_level=None)
             opened.push_async_callback(reader.close)
             reader.row_factory = sqlite3.Row
@@ -196,6 +203,18 @@ async def _check_writable(conn: aiosqlite.Connection, path: Path, version: int) 
             await conn.execute("ROLLBACK")
 
 
+def _disk_trouble(e: sqlite3.Error) -> bool:
+    """SQLite's "disk I/O error" or "database or disk is full": on a full disk (a full tmpfs as DATA_DIR)
+    a new store said the second, an existing one the first, and neither names space."""
+    return getattr(e, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL)
+
+
+def _disk_hint(path: Path) -> str:
+    return (
+        f"check free space on the disk holding DATA_DIR ({path.parent}, e.g. `df -h`) and that it is writable"
+    )
+
+
 async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
     # The version bump rides in the same transaction as the DDL: all or nothing.
     script = f"BEGIN IMMEDIATE;\n{m.sql}\nPRAGMA user_version = {m.version};\nCOMMIT;"
@@ -204,7 +223,8 @@ async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
     except sqlite3.Error as e:
         if conn.in_transaction:
             await conn.execute("ROLLBACK")
+        said = f"{e} ({_disk_hint(path)})" if _disk_trouble(e) else str(e)
         raise MigrationError(
-            f"Upgrading {path} to schema version {m.version} ({m.description}) failed: {e}. "
+            f"Upgrading {path} to schema version {m.version} ({m.description}) failed: {said}. "
             f"The file is still at version {m.version - 1}."
         ) from e
