@@ -33,6 +33,11 @@ SYSTEM_ALLOWANCE = 2000
 """Characters allowed for the system prompt, persona and recalled memories in :func:`step_need`."""
 
 
+class WorkspaceUnavailable(ConfigError):
+    """DATA_DIR/workspaces cannot be written (a full disk, a read-only or foreign-owned mount): every
+    turn fails the same way until an admin fixes the host, so no Retry is offered."""
+
+
 def classified(r: RouteDecision) -> bool:
     """The classifier picked the tier (the session asked for none)."""
     return r.source not in ("", "requested", "default")
@@ -136,7 +141,7 @@ async def assemble(
     try:
         await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
     except OSError as e:  # a full disk, a read-only or foreign-owned DATA_DIR: "something went wrong"
-        raise ConfigError(
+        raise WorkspaceUnavailable(
             f"the bot cannot create this session's workspace ({e.strerror or e}): an admin can check "
             "DATA_DIR/workspaces on the bot's host (space, owner, read-only mount)"
         ) from None

@@ -26,7 +26,16 @@ from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
 from agent.models.router import RoutedModel
-from bot.assembly import assemble, charge_judge, classified, cooling_for, route, step_cost, step_need
+from bot.assembly import (
+    WorkspaceUnavailable,
+    assemble,
+    charge_judge,
+    classified,
+    cooling_for,
+    route,
+    step_cost,
+    step_need,
+)
 from bot.attach import file_stamps, new_files, sees_images, take, with_note
 from bot.checkpoint import checkpoint_of, closing_writes, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
@@ -319,7 +328,11 @@ class Turn:
 
     async def _offer_retry(self) -> None:
         """A message with a button, so not a streamer block; it still waits its turn in the thread's budget."""
-        text, view = retry_offer(self.req.session.id, cooling_for(self.model))
+        text, view = retry_offer(
+            self.req.session.id,
+            cooling_for(self.model),
+            host_broken=isinstance(self.error, WorkspaceUnavailable),
+        )
         await self.budget.acquire(self.rest)
         try:
             await self.channel.send(text, view=view, allowed_mentions=NO_MENTIONS, silent=True)

@@ -87,10 +87,18 @@ def retry_view(session_id: str) -> discord.ui.View:
     return buttons_view(Button(f"agentbot:retry:{session_id}", "Retry", discord.ButtonStyle.primary, "🔁"))
 
 
-def retry_offer(session_id: str, cooling: float) -> tuple[str, discord.ui.View | None]:
+def retry_offer(
+    session_id: str, cooling: float, *, host_broken: bool = False
+) -> tuple[str, discord.ui.View | None]:
     """What a failed turn offers: Retry, or while every model cools down after errors (``cooling``
     seconds; up to 15 min after a rejected key) when to ask again, since a Retry would fail until then
-    (as quota refusals say when they reset)."""
+    (as quota refusals say when they reset). ``host_broken`` (the session's workspace cannot be made):
+    no Retry either, it fails the same way until an admin fixes the bot's host."""
+    if host_broken:
+        return (
+            "This turn failed and would fail the same way until an admin fixes the bot's host: ask again then.",
+            None,
+        )
     if cooling <= 0:
         return "This turn failed. You can try it again:", retry_view(session_id)
     when = f"<t:{int(time.time() + cooling) + 1}:R>"

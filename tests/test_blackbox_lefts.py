@@ -13,6 +13,9 @@ from agent.models.base import ContextOverflowError, ModelSettings
 from agent.models.openai import OpenAIChatModel
 from bot.store.db import Database, StoreError
 from bot.store.migrations import Migration
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text
 from tests.fakes.served import served
 
 # What self-hosted and hosted OpenAI-compatible servers answer when the conversation outgrew the model,
@@ -100,3 +103,22 @@ async def test_a_full_disk_at_start_up_says_to_check_free_space_on_data_dir(tmp_
 
 
 _TABLES = "".join(f"CREATE TABLE t{i} (x TEXT);" for i in range(8))
+
+
+async def test_a_turn_failed_for_a_workspace_that_cannot_be_made_offers_no_retry(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # DATA_DIR/workspaces unwritable (full disk, read-only, foreign owner; a file in its place fails the
+    # same mkdir as root can): the failed turn offered Retry, which could only fail the same way.
+    (tmp_path / "workspaces").write_text("not a directory")
+    llm.script(text("Paris."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        note = await fake.wait_for_message(
+            thread, lambda m: m.content.startswith("This turn failed"), within=15
+        )
+        await wait_idle(fake, bot)
+    assert "admin" in note.content and note.components == [], (note.content, note.components)
+    assert llm.requests == []
