@@ -88,6 +88,8 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     control: SessionControl
     buttons: dict[str, Handler]
     """What a click on each kind of :class:`bot.views.Button` calls; cogs add theirs in ``cog_load``."""
+    stop_reason: str | None = None
+    """What asked the bot to stop (a signal, lost shards), logged as shutdown starts."""
 
     def __init__(
         self,
@@ -190,14 +192,18 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     def _shards_lost(self, why: str) -> None:
         """Another process serves these shards now: two would answer everything twice, so this one stops
         (``agentbot run`` then exits with ``why`` as its one line)."""
-        self.lost_shards = why
+        self.lost_shards = self.stop_reason = why
         self._stopping = asyncio.create_task(self.close(), name="shards-lost")
 
     async def close(self) -> None:
+        first = not getattr(self, "_closing", False)  # discord.py closes again on the way out
         self._closing = True
+        if first:  # nothing was logged at shutdown: an operator could not tell a stop from a hang
+            log.info("shutdown_started", reason=self.stop_reason or "closed")
+        paused = 0
         runner = getattr(self, "runner", None)
         if runner is not None:
-            await runner.shutdown(self.bot_settings.shutdown_grace)
+            paused = await runner.shutdown(self.bot_settings.shutdown_grace)
         health = getattr(self, "_health", None)
         if health is not None:
             await health.cleanup()
@@ -205,6 +211,8 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         if services is not None:
             await services.close()
         await super().close()
+        if first:
+            log.info("shutdown_done", paused_runs=paused)
 
     async def on_ready(self) -> None:
         if getattr(self, "_resumed_once", False):

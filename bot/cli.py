@@ -10,7 +10,7 @@ import asyncio
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 try:  # Ctrl-C while the command loads (about a second of imports) was a 30-line traceback
     import typer
@@ -169,6 +169,12 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
     return agent_settings, bot_settings, token
 
 
+def _stop(bot: Any, sig: signal.Signals) -> None:
+    """SIGTERM or SIGINT: the bot pauses its runs and closes (it logs "shutdown_started" with the signal)."""
+    bot.stop_reason = f"{sig.name} received"
+    bot._stopping = asyncio.create_task(bot.close(), name=f"stop-on-{sig.name}")
+
+
 async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> None:
 
     from bot.app import AgentBot
@@ -177,7 +183,7 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+            loop.add_signal_handler(sig, _stop, bot, sig)
         except NotImplementedError:  # pragma: no cover - not on Linux
             pass
     async with bot:

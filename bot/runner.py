@@ -283,20 +283,22 @@ class SessionRunner:
         except Exception:
             log.warning("turn_hook_failed", hook=name, exc_info=True)
 
-    async def shutdown(self, grace: float = 20.0) -> None:
+    async def shutdown(self, grace: float = 20.0) -> int:
         """Stop taking turns; running turns pause at their next step boundary (within ``grace``, else
         where they are), keeping their checkpoint so the next start resumes them. Queued follow-ups stay
-        in the store for the next start."""
+        in the store for the next start. Returns how many turns were running (paused for the next start)."""
         self._closing = True
+        paused = sum(1 for w in self._workers.values() if w.current and not w.current.done())
         tasks = [w.task for w in self._workers.values() if w.task and not w.task.done()]
         if not tasks:
-            return
+            return paused
         _done, pending = await asyncio.wait(tasks, timeout=grace)
         for w in self._workers.values():
             if w.current and not w.current.done():
                 w.current.cancel()
         if pending:
             await asyncio.wait(pending, timeout=15)
+        return paused
 
     def inherit_window(self, session_id: str) -> None:
         """A process cannot see what the one before it wrote: a thread it takes over counts its window

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelSettings
 from agent.models.openai import OpenAIChatModel
+from bot import app, cli
 from bot.store.db import Database, StoreError
 from bot.store.migrations import Migration
 from tests.e2e.harness import running_bot, wait_idle
@@ -122,3 +126,25 @@ async def test_a_turn_failed_for_a_workspace_that_cannot_be_made_offers_no_retry
         await wait_idle(fake, bot)
     assert "admin" in note.content and note.components == [], (note.content, note.components)
     assert llm.requests == []
+
+
+async def test_shutdown_on_sigterm_logs_its_start_and_end_with_the_runs_it_paused(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `agentbot run` said nothing between SIGTERM and exit: an operator could not tell a stop from a hang,
+    # nor whether runs were paused for the next start.
+    llm.script(text("Paris.", delay=2))
+    with capture_logs() as logs:
+        monkeypatch.setattr(app, "log", structlog.get_logger("bot.app"))
+        async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0) as bot:
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+            await fake.wait_for(lambda: len(llm.requests) == 1, what="the model call")
+            cli._stop(bot, signal.SIGTERM)
+            await bot._stopping
+    said = [
+        (rec["event"], rec.get("reason"), rec.get("paused_runs"))
+        for rec in logs
+        if "shutdown" in rec["event"]
+    ]
+    assert said == [("shutdown_started", "SIGTERM received", None), ("shutdown_done", None, 1)], said
