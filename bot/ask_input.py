@@ -4,11 +4,12 @@ the signals that stop it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -44,7 +45,8 @@ def task_text(task: str | None) -> str:
             raise TaskError(
                 'give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in'
             )
-        raw = _read_stdin(MAX_STDIN_BYTES + 1)
+        with _interruptible():
+            raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:
             raise TaskError(
                 f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
@@ -60,6 +62,27 @@ def task_text(task: str | None) -> str:
     if not task.strip():  # `agentbot ask "$Q"` with Q unset: an empty message is still a paid call
         raise TaskError('the task is empty: give it as the argument, e.g. agentbot ask "What is 2**32?"')
     return task
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM or SIGHUP while waiting for standard input end ``ask`` as Ctrl-C does (130, "agentbot:
+    interrupted"): the default killed it without a word. Raised here, not as a re-sent SIGINT, which a
+    script's background job ignores; an ignored signal stays ignored (``nohup``)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            with contextlib.suppress(ValueError):  # not the main thread (a test's caller): as before
+                before[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _read_stdin(limit: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text
 from tests.fakes.served import served
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
 
 # What self-hosted and hosted OpenAI-compatible servers answer when the conversation outgrew the model,
 # as their sources word it; the router moves such a run to a bigger tier only when it recognises one.
@@ -148,3 +150,31 @@ async def test_shutdown_on_sigterm_logs_its_start_and_end_with_the_runs_it_pause
         if "shutdown" in rec["event"]
     ]
     assert said == [("shutdown_started", "SIGTERM received", None), ("shutdown_done", None, 1)], said
+
+
+async def test_sigterm_while_ask_waits_for_standard_input_is_interrupted_in_one_line(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # `agentbot ask < fifo` (or a pipe whose writer stalls), then `kill`: SIGTERM's default ended it
+    # silently (-15), where Ctrl-C says "agentbot: interrupted" and exits 130.
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "ask",
+        env=ask_env(llm, tmp_path),
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    status = Path(f"/proc/{proc.pid}/status")
+    sigterm_caught = 1 << (signal.SIGTERM - 1)
+    for _ in range(600):  # until it handles SIGTERM, i.e. it waits on standard input
+        caught = next(ln for ln in status.read_text().splitlines() if ln.startswith("SigCgt:"))
+        if int(caught.split()[1], 16) & sigterm_caught:
+            break
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert (proc.returncode, out) == (130, b""), err
+    assert err.decode().strip().splitlines()[-1] == "agentbot: interrupted", err
+    assert llm.requests == []
