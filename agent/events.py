@@ -147,6 +147,8 @@ class ToolResultEvent(Event):
     read_by: str | None = None
     """Set when ``output`` is a reader model's notes on a longer result (see :mod:`agent.reader`)."""
     source_chars: int = 0
+    reader_failed: str | None = None
+    """Why the reader model failed on this result (the agent got the result itself instead)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -152,6 +152,11 @@ class TerminalRenderer:
                     f"    [dim]{ev.source_chars:,} chars read by {escape(ev.read_by)}, "
                     f"{len(ev.output):,} of notes[/]"
                 )
+            elif ev.reader_failed:
+                c.print(
+                    "    [yellow]the page reader (READER_MODEL) failed, so the agent reads the result "
+                    f"itself: {escape(short_output(ev.reader_failed))}[/]"
+                )
         elif isinstance(ev, RetryEvent):
             c.print(
                 f"  [yellow]↻ retrying {escape(ev.what)} in {ev.delay:.1f}s "

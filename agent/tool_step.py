@@ -125,6 +125,7 @@ class ToolStep:
                     sources=list(outcome.sources),
                     read_by=outcome.read_by,
                     source_chars=outcome.source_chars,
+                    reader_failed=outcome.reader_failed,
                 )
         finally:
             # Only tasks still running are cancelled and awaited: gathering finished ones too cost two
@@ -178,6 +179,7 @@ class ToolStep:
             return outcome
         except ModelError as e:
             self.log.warning("reader_failed", step=step, tool=call.name, model=reader.name, error=e.message)
+            return dataclasses.replace(outcome, reader_failed=e.message)  # only logged, ask said nothing
         if notes is None:
             return outcome
         self.state.add_usage(bill.model, bill.usage, bill.cost)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import signal
 from pathlib import Path
 
@@ -15,14 +17,19 @@ from structlog.testing import capture_logs
 from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelSettings
 from agent.models.openai import OpenAIChatModel
+from agent.terminal import TerminalRenderer
+from agent.tools.fetch import FetchSettings, PageFetcher
 from bot import app, cli
 from bot.store.db import Database, StoreError
 from bot.store.migrations import Migration
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, error, text, tool_call
 from tests.fakes.served import served
+from tests.fakes.web_server import FakeWeb
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
+from tests.test_reader import agent_with_reader
+from tests.test_reader import run as run_agent
 
 # What self-hosted and hosted OpenAI-compatible servers answer when the conversation outgrew the model,
 # as their sources word it; the router moves such a run to a bigger tier only when it recognises one.
@@ -178,3 +185,22 @@ async def test_sigterm_while_ask_waits_for_standard_input_is_interrupted_in_one_
     assert (proc.returncode, out) == (130, b""), err
     assert err.decode().strip().splitlines()[-1] == "agentbot: interrupted", err
     assert llm.requests == []
+
+
+async def test_a_failing_page_reader_is_one_progress_line_in_ask(
+    llm: FakeLLM, http: httpx.AsyncClient, web: FakeWeb
+) -> None:
+    # READER_MODEL refusing a page was only logged, and ask shows logs only with LOG_LEVEL=DEBUG: the run
+    # went on with the whole page (paid at the agent model's price) without a word on the terminal.
+    llm.script(tool_call("fetch_url", {"url": web.url("/long")}), text("ok"))
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_chars=2_000, reader_chars=60_000))
+    async with FakeLLM() as reader_llm, contextlib.aclosing(fetcher):
+        reader_llm.script(error(400, "model overloaded with nonsense"))
+        events = await run_agent(agent_with_reader(llm, reader_llm, http, fetcher))
+    err = io.StringIO()
+    renderer = TerminalRenderer(err)
+    for ev in events:
+        renderer.render(ev)
+    lines = [ln for ln in err.getvalue().splitlines() if "reader" in ln]
+    assert len(lines) == 1 and "READER_MODEL" in lines[0] and "overloaded with nonsense" in lines[0], lines
+    assert events[-1].result.ok

@@ -79,6 +79,8 @@ class ToolOutcome:
     """The reader model whose notes replaced ``output`` (see :mod:`agent.reader`)."""
     source_chars: int = 0
     """How long the result the reader read was."""
+    reader_failed: str | None = None
+    """Why the reader model could not read it (``output`` is then the tool's own, as without a reader)."""
 
 
 class ToolGuard(Protocol):
