@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any
 
 import structlog
+
+from agent.tools.fair_slots import FairSlots
 
 log = structlog.get_logger("bot.pacing")
 
@@ -205,43 +206,13 @@ async def typing_indicator(channel: Any, budget: RestBudget | None) -> AsyncIter
             await task
 
 
-class RunSlots:
-    """At most ``limit`` turns run at once, bot-wide. A freed slot goes to the waiting turn whose server
-    (``key``) holds the fewest slots, then whose server was served longest ago, then in arrival order:
-    with one bot-wide FIFO, one busy server filled every slot and its queue, and another server's first
-    request waited behind all of it."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-        self._held: Counter[Hashable] = Counter()
-        self._waiting: list[tuple[int, Hashable, asyncio.Future[None]]] = []
-        self._arrivals = itertools.count()
-        self._served: dict[Hashable, int] = {}
-        """When each server last got a slot (one entry per server the bot is in)."""
+class RunSlots(FairSlots):
+    """At most ``limit`` turns run at once, bot-wide, shared fairly between servers (``key``) as
+    :class:`~agent.tools.fair_slots.FairSlots` shares them: with one bot-wide FIFO, one busy server
+    filled every slot and its queue, and another server's first request waited behind all of it."""
 
     def full(self) -> bool:
         return self.running >= self.limit
-
-    def _take(self, key: Hashable) -> None:
-        self.running += 1
-        self._held[key] += 1
-        self._served[key] = next(self._arrivals)
-
-    def _release(self, key: Hashable) -> None:
-        self.running -= 1
-        self._held[key] -= 1
-        if self._held[key] <= 0:
-            del self._held[key]
-        self._grant()
-
-    def _grant(self) -> None:
-        while self.running < self.limit and self._waiting:
-            first = min(self._waiting, key=lambda w: (self._held[w[1]], self._served.get(w[1], -1), w[0]))
-            self._waiting.remove(first)
-            if not first[2].done():
-                self._take(first[1])
-                first[2].set_result(None)
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -267,7 +238,7 @@ class RunSlots:
                 await asyncio.wait([granted] + ([told] if told else []), return_when=asyncio.FIRST_COMPLETED)
             except BaseException:
                 if granted.done():
-                    self._release(key)
+                    self.release(key)
                 raise
             finally:
                 if told is not None:
@@ -275,10 +246,11 @@ class RunSlots:
                 if not granted.done():
                     granted.cancel()
                     self._waiting.remove(me)
+                    self._forget(key)
             if granted.cancelled():
                 yield
                 return
         try:
             yield
         finally:
-            self._release(key)
+            self.release(key)

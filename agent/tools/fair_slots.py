@@ -2,8 +2,8 @@
 
 A freed slot goes to the waiting key holding the fewest slots, then the key served longest ago, then in
 arrival order. With one first-come queue, one server that fetched many slow pages held every extraction
-worker and queued the other servers' pages behind all of them (the same shape as the bot's run slots,
-``bot.pacing.RunSlots``, which cannot be imported from the agent library).
+worker and queued the other servers' pages behind all of them. The bot's run slots
+(``bot.pacing.RunSlots``) are these slots with a wait that a /stop can end.
 """
 
 from __future__ import annotations
