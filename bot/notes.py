@@ -70,7 +70,14 @@ class Resumed(Note):
 @dataclass(frozen=True)
 class QueuedRestored(Note):
     prompt: str
-    template = "⏳ Answering a follow-up queued before the restart: “{s.quoted}”"
+    first: bool = False
+    """The session's own request, which waited for a run slot: no follow-up (its header quotes it)."""
+
+    @property
+    def text(self) -> str:
+        if self.first:
+            return "⏳ Starting this research, which was waiting for a free slot before the restart."
+        return f"⏳ Answering a follow-up queued before the restart: “{self.quoted}”"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,52 @@
+"""Members of a Discord server across a restart, at their limits and past the step limit: the real
+discord.py bot on the fake Discord, the scripted model on 127.0.0.1 (found by the fourth black-box QA
+pass of the bot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+
+
+async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_thread_what_it_does(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """One run slot: alice's research runs (a follow-up queued behind it), bob's waits for the slot,
+    and the bot restarts. Bob's research, never started, was announced as "Answering a follow-up
+    queued before the restart: <his own task>" (he had asked no follow-up); alice's paused run said
+    it "pauses after step 0"."""
+    llm.script(Reply(hang=True), text("Tides: the moon."), text("Waves: the wind."), text("Salt: rocks."))
+    settings = {"BOT_SHUTDOWN_GRACE_SECONDS": 0.2, "BOT_MAX_CONCURRENT_RUNS": 1}
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, **settings):
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        tides = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="alice's model call")
+        fake.inject_interaction("research", {"task": "salt"}, user="bob", channel=general)
+        salt = await fake.wait_for_thread(parent=general, name="🔎 salt")
+        await fake.wait_for_message(salt, lambda m: "waiting for a free slot" in m.content, within=10)
+        follow_up = fake.inject_message(tides, "alice", "And waves?")
+        await fake.wait_for(lambda: "⏳" in fake.message(follow_up.id).reactions, what="⏳")
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
+        await fake.wait_for(lambda: len(llm.requests) == 4, what="every turn's model call", within=20)
+        await wait_idle(fake, bot)
+    said = {t.name: [m.content for m in fake.messages(t)] for t in (tides, salt)}
+    assert not any("follow-up" in c for c in said["🔎 salt"]), said["🔎 salt"]
+    assert any("was waiting for a free slot before the restart" in c for c in said["🔎 salt"])
+    assert any(
+        c.startswith("⏳ Answering a follow-up queued before the restart: “And waves?”")
+        for c in said["🔎 tides"]
+    )
+    for thread in (tides, salt):
+        header = fake.messages(thread)[0]
+        assert "✅ done" in header.content and header.components == [], header.content
