@@ -91,7 +91,11 @@ class NotStarted(Note):
 @dataclass(frozen=True)
 class Paused(Note):
     steps: int
-    template = "⏸️ The bot is restarting: this run pauses after step {s.steps} and resumes when it is back."
+
+    @property
+    def text(self) -> str:
+        at = f"after step {self.steps}" if self.steps else "before its first step"  # not "after step 0"
+        return f"⏸️ The bot is restarting: this run pauses {at} and resumes when it is back."
 
 
 @dataclass(frozen=True)

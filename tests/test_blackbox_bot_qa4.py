@@ -47,6 +47,8 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
         c.startswith("⏳ Answering a follow-up queued before the restart: “And waves?”")
         for c in said["🔎 tides"]
     )
+    assert "⏸️ The bot is restarting: this run pauses before its first step" in "".join(said["🔎 tides"])
+    assert not any("step 0" in c for c in said["🔎 tides"]), said["🔎 tides"]
     for thread in (tides, salt):
         header = fake.messages(thread)[0]
         assert "✅ done" in header.content and header.components == [], header.content
