@@ -103,7 +103,13 @@ class Refused(Note):
     """A limit refused the turn before it started, so nothing was charged; names the limit and reset."""
 
     message: str
-    template = "⛔ {s.message}"
+    asker: int | None = None
+    """Who asked, when not the session's requester: in a shared thread "you've made 1 of 1 requests"
+    under nobody's name read as the requester's own limit."""
+
+    @property
+    def text(self) -> str:
+        return f"⛔ <@{self.asker}>: {self.message}" if self.asker else f"⛔ {self.message}"
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,14 @@ import pytest
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.test_e2e_config import flat, run
 
 
 @pytest.fixture
 def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    g = FakeGuild.create("Lab", channels=("general",), members=("bob",), admins=("admin",))
+    g.add_member("alice", roles=[g.add_role("Pro")])
+    return g
 
 
 async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_thread_what_it_does(
@@ -52,3 +55,34 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
     for thread in (tides, salt):
         header = fake.messages(thread)[0]
         assert "✅ done" in header.content and header.components == [], header.content
+
+
+async def test_two_members_follow_up_at_once_and_the_one_at_his_limit_is_named_and_not_charged(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Alice and bob follow up in alice's thread at the same moment; bob has used his one request of
+    the day. The refusal said "you've made 1 of 1 requests today" under nobody's name, right beside
+    alice's answer: it read as alice's own limit."""
+    llm.script(text("Salt: rocks."), text("Tides: the moon."), text("Waves: the wind."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await run(fake, guild, "config limits", {"limit": "requests_per_day", "value": "1"})
+        pro = {"limit": "requests_per_day", "value": "10", "role": guild.role("Pro")}
+        await run(fake, guild, "config limits", pro)
+        fake.inject_interaction("research", {"task": "salt"}, user="bob", channel=general)
+        await fake.wait_for(lambda: llm.requests, what="bob's research")
+        await wait_idle(fake, bot)
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        tides = await fake.wait_for_thread(parent=general, name="🔎 tides")
+        await fake.wait_for_message(tides, lambda m: m.content == "Tides: the moon.", within=10)
+        await wait_idle(fake, bot)
+        fake.inject_message(tides, "alice", "And waves?")
+        fake.inject_message(tides, "bob", f"<@{bot.user.id}> And rocks?")
+        refused = await fake.wait_for_message(tides, lambda m: m.content.startswith("⛔"), within=10)
+        await fake.wait_for_message(tides, lambda m: m.content == "Waves: the wind.", within=10)
+        await wait_idle(fake, bot)
+        usage = flat(await run(fake, guild, "usage me", user="bob"))
+    bob = guild.member("bob").user.id
+    assert refused.content.startswith(f"⛔ <@{bob}>: Daily request limit reached"), refused.content
+    assert refused.components == [] and refused.allowed_mentions == {"parse": []}, refused.allowed_mentions
+    assert "**Requests today**: 1 of 1" in usage and len(llm.requests) == 3, usage
