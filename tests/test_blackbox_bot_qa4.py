@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 
 
@@ -62,19 +62,22 @@ async def test_two_members_follow_up_at_once_and_the_one_at_his_limit_is_named_a
 ) -> None:
     """Alice and bob follow up in alice's thread at the same moment; bob has used his one request of
     the day. The refusal said "you've made 1 of 1 requests today" under nobody's name, right beside
-    alice's answer: it read as alice's own limit."""
-    llm.script(text("Salt: rocks."), text("Tides: the moon."), text("Waves: the wind."))
+    alice's answer: it read as alice's own limit. Alice's research had reached the step limit: she was
+    not told that a follow-up goes on from it (it does: the model gets the steps' results)."""
+    calc = tool_call("calculator", {"expression": "6*7"})
+    llm.script(text("Salt: rocks."), calc, text("Waves: the wind."))
     general = guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         await run(fake, guild, "config limits", {"limit": "requests_per_day", "value": "1"})
         pro = {"limit": "requests_per_day", "value": "10", "role": guild.role("Pro")}
         await run(fake, guild, "config limits", pro)
+        await run(fake, guild, "config max-steps", {"steps": 1})
         fake.inject_interaction("research", {"task": "salt"}, user="bob", channel=general)
         await fake.wait_for(lambda: llm.requests, what="bob's research")
         await wait_idle(fake, bot)
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         tides = await fake.wait_for_thread(parent=general, name="🔎 tides")
-        await fake.wait_for_message(tides, lambda m: m.content == "Tides: the moon.", within=10)
+        limit = await fake.wait_for_message(tides, lambda m: "step limit" in m.content, within=10)
         await wait_idle(fake, bot)
         fake.inject_message(tides, "alice", "And waves?")
         fake.inject_message(tides, "bob", f"<@{bot.user.id}> And rocks?")
@@ -86,3 +89,5 @@ async def test_two_members_follow_up_at_once_and_the_one_at_his_limit_is_named_a
     assert refused.content.startswith(f"⛔ <@{bob}>: Daily request limit reached"), refused.content
     assert refused.components == [] and refused.allowed_mentions == {"parse": []}, refused.allowed_mentions
     assert "**Requests today**: 1 of 1" in usage and len(llm.requests) == 3, usage
+    assert "⏱️ step limit reached: a follow-up here goes on from it" in limit.content, limit.content
+    assert [m["content"] for m in llm.requests[-1]["messages"][-2:]] == ["42", "And waves?"]
