@@ -35,6 +35,7 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         tides = await fake.wait_for_thread(parent=general)
         await fake.wait_for(lambda: llm.requests, what="alice's model call")
+        running = await run(fake, guild, "usage me", user="alice")
         fake.inject_interaction("research", {"task": "salt"}, user="bob", channel=general)
         salt = await fake.wait_for_thread(parent=general, name="🔎 salt")
         await fake.wait_for_message(salt, lambda m: "waiting for a free slot" in m.content, within=10)
@@ -43,6 +44,8 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
     async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
         await fake.wait_for(lambda: len(llm.requests) == 4, what="every turn's model call", within=20)
         await wait_idle(fake, bot)
+    # Her tokens today showed the step's reservation (no footer had any such number) unexplained.
+    assert "include what your running research may use next" in flat(running), flat(running)
     said = {t.name: [m.content for m in fake.messages(t)] for t in (tides, salt)}
     assert not any("follow-up" in c for c in said["🔎 salt"]), said["🔎 salt"]
     assert any("was waiting for a free slot before the restart" in c for c in said["🔎 salt"])
