@@ -70,7 +70,14 @@ class Resumed(Note):
 @dataclass(frozen=True)
 class QueuedRestored(Note):
     prompt: str
-    template = "⏳ Answering a follow-up queued before the restart: “{s.quoted}”"
+    first: bool = False
+    """The session's own request, which waited for a run slot: no follow-up (its header quotes it)."""
+
+    @property
+    def text(self) -> str:
+        if self.first:
+            return "⏳ Starting this research, which was waiting for a free slot before the restart."
+        return f"⏳ Answering a follow-up queued before the restart: “{self.quoted}”"
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,11 @@ class NotStarted(Note):
 @dataclass(frozen=True)
 class Paused(Note):
     steps: int
-    template = "⏸️ The bot is restarting: this run pauses after step {s.steps} and resumes when it is back."
+
+    @property
+    def text(self) -> str:
+        at = f"after step {self.steps}" if self.steps else "before its first step"  # not "after step 0"
+        return f"⏸️ The bot is restarting: this run pauses {at} and resumes when it is back."
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,13 @@ class Refused(Note):
     """A limit refused the turn before it started, so nothing was charged; names the limit and reset."""
 
     message: str
-    template = "⛔ {s.message}"
+    asker: int | None = None
+    """Who asked, when not the session's requester: in a shared thread "you've made 1 of 1 requests"
+    under nobody's name read as the requester's own limit."""
+
+    @property
+    def text(self) -> str:
+        return f"⛔ <@{self.asker}>: {self.message}" if self.asker else f"⛔ {self.message}"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     reasoning = f", of which {u.reasoning_tokens:,} reasoning" if u.reasoning_tokens else ""
     status = {
         "completed": "",
-        "max_iterations": " · ⏱️ step limit reached",
+        "max_iterations": " · ⏱️ step limit reached: a follow-up here goes on from it",  # it does (history)
         "budget": " · 💸 stopped by a limit",
         "error": " · ⚠️ failed",
         "cancelled": " · ⏹️ stopped",

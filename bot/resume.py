@@ -80,9 +80,12 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
             )
         )
         resumed += 1
+    started: set[str] = set()  # sessions with a turn: their queued requests are follow-ups
     for q in await sv.sessions.queued_turns(sv.owner):
         if q.session_id in live:  # its worker here answers it already
             continue
+        first = q.session_id not in started and await sv.sessions.latest_turn(q.session_id) is None
+        started.add(q.session_id)
         session = await sv.sessions.get(q.session_id)
         channel = await channel_of(session) if session and session.thread_id else None
         found = await _message_of(runner, channel, q.message_id, q.prompt) if channel is not None else None
@@ -101,7 +104,7 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                 q.role_ids,
                 channel,
                 queued_id=q.id,
-                notes=[QueuedRestored(prompt)],
+                notes=[QueuedRestored(prompt, first)],
                 message_id=q.message_id,
                 attachments=files,
             )

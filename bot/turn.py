@@ -189,7 +189,8 @@ class Turn:
             await sv.quotas.end_session(s.id)  # a new session's slot, taken when it started
             if req.queued_id is not None:
                 await sv.sessions.drop_queued(req.queued_id)
-            self.renderer.feed(Refused(began.message))
+            asker = req.requester_id if req.requester_id != s.user_id else None
+            self.renderer.feed(Refused(began.message, asker))
             await self.streamer.close(within=60)
             self.status = "refused"  # nothing ran: the thread's header goes back to the last turn's state
             return None

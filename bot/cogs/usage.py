@@ -71,6 +71,11 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
     at_least = report.unknown_cost_calls > 0
     lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
     footer = "Days and months are counted in UTC."
+    running = by_name.get("concurrent_sessions")
+    if running is not None and running.used > 0:  # a step's reservation: more than any footer showed
+        footer += (
+            " Tokens and spending include what your running research may use next; the rest is given back."
+        )
     if at_least:
         footer += (
             f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
