@@ -1,0 +1,44 @@
+"""Hostile Discord members against the real bot (discord.py on the fake Discord, the scripted model on
+127.0.0.1), found by the fourth black-box security QA. Each test failed before the fix its comment names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply
+
+HOSTILE_NICK = "[nitro](https://e.vil)\u202egnp.exe"
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    lab = FakeGuild.create("Lab", channels=("general",), members=("alice",))
+    lab.add_member("mallory", nick=HOSTILE_NICK)
+    return lab
+
+
+async def test_a_hostile_nickname_that_stops_a_run_is_shown_as_plain_visible_text(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # Stop wrote the presser's nickname as is into the stop note and the footer ("stopped by …"):
+    # its masked link rendered as a link in the bot's message, and a right-to-left override reversed
+    # the rest of the line. The note is also the stored history the model reads next turn.
+    llm.script(Reply(hang=True))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="mallory", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        header = await fake.wait_for_message(thread)
+        await fake.wait_for(lambda: len(llm.requests) == 1, what="the model call")
+        stop = header.components[0]["components"][0]["custom_id"]
+        fake.inject_component(stop, message=header, user="mallory")
+        await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=10)
+        await wait_idle(fake, bot)
+        shown = "\n".join(m.content for m in fake.messages(thread) if m.author.id == bot.user.id)
+    assert "\u202e" not in shown, shown
+    assert shown.count("[nitro](") == shown.count("\\[nitro](") == 2, shown  # escaped: no link
+    assert "stopped by \\[nitro](https://e.vil)" in shown  # still recognisable
