@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.cogs.threads import QUEUED
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply
+from tests.fakes.llm_server import FakeLLM, Reply, text
 
 HOSTILE_NICK = "[nitro](https://e.vil)\u202egnp.exe"
 
@@ -42,3 +43,30 @@ async def test_a_hostile_nickname_that_stops_a_run_is_shown_as_plain_visible_tex
     assert "\u202e" not in shown, shown
     assert shown.count("[nitro](") == shown.count("\\[nitro](") == 2, shown  # escaped: no link
     assert "stopped by \\[nitro](https://e.vil)" in shown  # still recognisable
+
+
+async def test_a_member_flooding_a_thread_does_not_hold_up_other_threads_writes(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # Each follow-up posted while a turn runs is queued and marked ⏳ with a REST write taken without
+    # a lane: every message became a lane of its own in the bot's round-robin REST budget, so 24 of
+    # them went ahead of every other thread's (and server's) writes, which waited for the whole flood.
+    llm.script(Reply(hang=True), text("Otters hold hands while sleeping."))
+    general = guild.channel("general")
+    async with running_bot(
+        fake, llm, tmp_path, guild, BOT_REST_WRITES_PER_SECOND=10, BOT_SHUTDOWN_GRACE_SECONDS=0
+    ) as bot:
+        fake.inject_interaction(
+            "research", {"task": "tides", "tier": "simple"}, user="mallory", channel=general
+        )
+        flooded = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) == 1, what="the hanging model call")
+        flood = [fake.inject_message(flooded, "mallory", f"more {i}") for i in range(24)]
+        await fake.wait_for(lambda: bot.runner.rest_budget.waiting() >= 16, what="the flood queued")
+        fake.inject_interaction(
+            "research", {"task": "otters", "tier": "simple"}, user="alice", channel=general
+        )
+        other = await fake.wait_for_thread(parent=general, name="🔎 otters", within=30)
+        await fake.wait_for_message(other, lambda m: "tokens" in m.content, within=30)
+        marked = sum(1 for m in flood if m.reactions.get(QUEUED))
+    assert marked < 16, f"alice's answer waited for {marked} of the flood's 24 ⏳ marks"

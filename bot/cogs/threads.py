@@ -80,7 +80,7 @@ class ThreadLife:
     async def started(self, req: TurnRequest) -> None:
         queued = req.message_id is not None and req.queued_id is not None  # only a queued one has ⏳
         if queued and req.channel is not None and self.bot.user is not None:
-            await self.bot.runner.rest_budget.acquire()
+            await self.bot.runner.rest_budget.acquire(req.channel.id)
             with contextlib.suppress(discord.HTTPException):
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
                     QUEUED, self.bot.user
@@ -138,7 +138,9 @@ class ThreadsCog(commands.Cog):
             return
         me = message.guild.me if message.guild else None
         if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
-            await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
+            await bot.runner.rest_budget.acquire(
+                message.channel.id
+            )  # nothing could be shown: run (and charge) nothing
             await tell(message, f"I can't answer here: {CANNOT_POST} in this thread.", bot.dm_limit)
             return
         text = strip_bot_mentions(bot, message)
@@ -161,7 +163,9 @@ class ThreadsCog(commands.Cog):
             )
         )
         if state == "queued":
-            await bot.runner.rest_budget.acquire()
+            # In the thread's lane, as its streamer's writes: a lane per message let a member's flood of
+            # follow-ups go ahead of every other thread's writes in the round-robin REST budget.
+            await bot.runner.rest_budget.acquire(message.channel.id)
             try:
                 await message.add_reaction(QUEUED)
             except discord.HTTPException:
@@ -187,7 +191,7 @@ class ThreadsCog(commands.Cog):
         gs = await self.bot.services.guild_settings.get(message.guild.id)
         if not gs.channel_allowed(thread.id, getattr(thread, "parent_id", None)):
             return
-        await self.bot.runner.rest_budget.acquire()
+        await self.bot.runner.rest_budget.acquire(thread.id)
         with contextlib.suppress(discord.HTTPException):
             await message.reply(
                 "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
