@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cogs.threads import QUEUED
+from bot.cogs.threads import QUEUE_FULL, QUEUED
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
@@ -45,14 +45,18 @@ async def test_a_hostile_nickname_that_stops_a_run_is_shown_as_plain_visible_tex
     assert "stopped by \\[nitro](https://e.vil)" in shown  # still recognisable
 
 
-async def test_a_member_flooding_a_thread_does_not_hold_up_other_threads_writes(
+async def test_members_flooding_a_thread_neither_queue_without_end_nor_hold_up_other_threads(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    # Each follow-up posted while a turn runs is queued and marked ⏳ with a REST write taken without
-    # a lane: every message became a lane of its own in the bot's round-robin REST budget, so 24 of
-    # them went ahead of every other thread's (and server's) writes, which waited for the whole flood.
+    # Every follow-up posted while a turn ran was queued, without a bound: 300 messages were 300 turns
+    # to run or refuse (each refusal a message in the thread). Each was marked ⏳ with a REST write taken
+    # without a lane, so each became a lane of its own in the bot's round-robin REST budget and a flood
+    # went ahead of every other thread's (and server's) writes, thread creation included.
     llm.script(Reply(hang=True), text("Otters hold hands while sleeping."))
     general = guild.channel("general")
+    crowd = [f"m{i}" for i in range(4)]
+    for name in crowd:
+        guild.add_member(name)
     async with running_bot(
         fake, llm, tmp_path, guild, BOT_REST_WRITES_PER_SECOND=10, BOT_SHUTDOWN_GRACE_SECONDS=0
     ) as bot:
@@ -61,7 +65,9 @@ async def test_a_member_flooding_a_thread_does_not_hold_up_other_threads_writes(
         )
         flooded = await fake.wait_for_thread(parent=general)
         await fake.wait_for(lambda: len(llm.requests) == 1, what="the hanging model call")
-        flood = [fake.inject_message(flooded, "mallory", f"more {i}") for i in range(24)]
+        own = [fake.inject_message(flooded, "mallory", f"more {i}") for i in range(7)]
+        ping = f"<@{bot.user.id}>"
+        flood = own + [fake.inject_message(flooded, m, f"{ping} more {i}") for i in range(5) for m in crowd]
         await fake.wait_for(lambda: bot.runner.rest_budget.waiting() >= 16, what="the flood queued")
         fake.inject_interaction(
             "research", {"task": "otters", "tier": "simple"}, user="alice", channel=general
@@ -69,4 +75,9 @@ async def test_a_member_flooding_a_thread_does_not_hold_up_other_threads_writes(
         other = await fake.wait_for_thread(parent=general, name="🔎 otters", within=30)
         await fake.wait_for_message(other, lambda m: "tokens" in m.content, within=30)
         marked = sum(1 for m in flood if m.reactions.get(QUEUED))
-    assert marked < 16, f"alice's answer waited for {marked} of the flood's 24 ⏳ marks"
+        await fake.wait_for(lambda: sum(1 for m in flood if m.reactions.get(QUEUED)) == 25, within=10)
+        await fake.wait_for_message(flooded, lambda m: m.content == QUEUE_FULL)
+    assert marked < 16, f"alice's answer waited for {marked} of the flood's 25 ⏳ marks"
+    assert [bool(m.reactions.get(QUEUED)) for m in own] == [True] * 5 + [False] * 2
+    told = [m for m in fake.messages(flooded) if m.content == QUEUE_FULL]
+    assert [m.reference_id for m in told] == [own[5].id]  # once, not for the 7th

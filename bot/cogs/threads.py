@@ -25,7 +25,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.run_policy import can_post
-from bot.runner import TurnRequest
+from bot.runner import FOLLOW_UPS_WAITING, TurnRequest
 from bot.thread_header import HeaderState, show_state
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 QUEUED = "⏳"
 CANNOT_POST = "I am missing **Send Messages in Threads**"
 HINTS_KEPT = 10_000
+QUEUE_FULL = (
+    f"⏳ You already have {FOLLOW_UPS_WAITING} follow-ups waiting here; I'll answer those first. "
+    "Ask this again once they are answered."
+)
 """(thread, user) pairs remembered as already told how to ask; the oldest are forgotten first."""
 HOW_TO_ASK = (
     "-# I only answer the person who started this research here. To ask me something, mention me "
@@ -113,6 +117,8 @@ class ThreadsCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._full: OrderedDict[tuple[int, int], None] = OrderedDict()
+        """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING)."""
 
     async def cog_load(self) -> None:
         self.bot.runner.hooks = ThreadLife(self.bot)
@@ -162,6 +168,17 @@ class ThreadsCog(commands.Cog):
                 attachments=incoming(message.attachments),
             )
         )
+        key = (message.channel.id, member.id)
+        if state == "full":  # told once, until one of theirs is queued again
+            if key not in self._full:
+                self._full[key] = None
+                while len(self._full) > HINTS_KEPT:
+                    self._full.popitem(last=False)
+                await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
+                with contextlib.suppress(discord.HTTPException):
+                    await message.reply(QUEUE_FULL, allowed_mentions=NO_MENTIONS, silent=True)
+            return
+        self._full.pop(key, None)
         if state == "queued":
             # In the thread's lane, as its streamer's writes: a lane per message let a member's flood of
             # follow-ups go ahead of every other thread's writes in the round-robin REST budget.
