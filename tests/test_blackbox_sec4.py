@@ -4,13 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
+from aiohttp import web
 
+from agent.attachments import IncomingFile
+from agent.config import AgentSettings
+from bot.attach import from_discord, take
 from bot.cogs.threads import QUEUE_FULL, QUEUED
+from bot.config import BotSettings
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.fakes.served import served
 
 HOSTILE_NICK = "[nitro](https://e.vil)\u202egnp.exe"
 
@@ -81,3 +89,23 @@ async def test_members_flooding_a_thread_neither_queue_without_end_nor_hold_up_o
     assert [bool(m.reactions.get(QUEUED)) for m in own] == [True] * 5 + [False] * 2
     told = [m for m in fake.messages(flooded) if m.content == QUEUE_FULL]
     assert [m.reference_id for m in told] == [own[5].id]  # once, not for the 7th
+
+
+async def test_an_attachment_address_outside_discord_is_never_requested(tmp_path: Path) -> None:
+    # The bot downloaded whatever address an attachment carried with its own HTTP client, which follows
+    # no SSRF guard (loopback, private networks and 169.254.169.254 included). Files come from Discord's
+    # file servers; an address anywhere else is refused without a request.
+    hits: list[str] = []
+
+    async def secret(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="root:x:0:0")
+
+    app = web.Application()
+    app.router.add_get("/{name}", secret)
+    async with served(app) as base, httpx.AsyncClient() as http:
+        sv = SimpleNamespace(bot_settings=BotSettings(), agent_settings=AgentSettings(), http=http)
+        got = await take(sv, [IncomingFile("passwd.txt", f"{base}/passwd", 10)], tmp_path, vision=False)
+    assert (hits, got.refused) == ([], ["passwd.txt: it is not on Discord's file server"])
+    assert from_discord("https://cdn.discordapp.com/attachments/1/2/a.txt")
+    assert not from_discord("http://cdn.discordapp.com/attachments/1/2/a.txt")  # not over plain http
