@@ -12,9 +12,12 @@ from aiohttp import web
 
 from agent.attachments import IncomingFile
 from agent.config import AgentSettings
+from agent.events import Cost, RunResult, Usage
+from agent.memory.transfer import _row_problem
 from bot.attach import from_discord, take
 from bot.cogs.threads import QUEUE_FULL, QUEUED
 from bot.config import BotSettings
+from bot.progress import format_footer
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
@@ -109,3 +112,16 @@ async def test_an_attachment_address_outside_discord_is_never_requested(tmp_path
     assert (hits, got.refused) == ([], ["passwd.txt: it is not on Discord's file server"])
     assert from_discord("https://cdn.discordapp.com/attachments/1/2/a.txt")
     assert not from_discord("http://cdn.discordapp.com/attachments/1/2/a.txt")  # not over plain http
+
+
+def test_a_source_url_from_an_imported_memory_cannot_write_markdown_in_the_footer() -> None:
+    # A /memory import file's sources only had to hold no space: "https://a.example/x>\n## …" passed,
+    # and every answer that recalled the memory showed its sources in the footer as ``<url>``, where
+    # ``>`` and the line break ended the link and put a heading and a masked link in the bot's voice.
+    planted = "https://a.example/x>\n##\u202eFREE\u00a0NITRO\u00a0[claim](https://evil.example)"
+    assert _row_problem({"text": "otters", "sources": [planted]}) is None  # what import accepts
+    result = RunResult("", "completed", 1, Usage(), Cost(), ["m"], sources=[planted])
+    footer = format_footer(result)
+    source = footer.splitlines()[1]
+    assert source.startswith("1. <https://a.example/x%3E%0A##%E2%80%AEFREE") and source.endswith(">"), footer
+    assert source.count(">") == 1 and "\u202e" not in footer and len(footer.splitlines()) == 3
