@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import discord
 
 from agent.attachments import AttachmentLimits, IncomingFile, Received, receive, safe_filename
 from agent.messages import Message
@@ -34,6 +37,20 @@ ENTRIES_PER_FILE = 2
 SHOWN_ONCE = (
     "[The attached images were shown to the model in that turn only; the files stay in the workspace.]"
 )
+
+
+DISCORD_FILE_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+
+
+def from_discord(url: str) -> bool:
+    """Whether ``url`` is on Discord's file servers, or the API's own server (where a local fake Discord
+    serves them). Only those are downloaded: the bot's HTTP client reaches any address, loopback and the
+    cloud metadata service included, so a file address from anywhere else (a future path that takes one
+    from message text or an embed, a forged payload) must not become a request from the bot's host."""
+    parts, api = urlsplit(url), urlsplit(discord.http.Route.BASE)
+    if parts.scheme == "https" and parts.hostname in DISCORD_FILE_HOSTS:
+        return True
+    return (parts.scheme, parts.netloc) == (api.scheme, api.netloc)
 
 
 def incoming(attachments: Sequence[Any]) -> tuple[IncomingFile, ...]:
@@ -80,10 +97,17 @@ async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, 
         else "attachments are turned off on this bot"
     )
     got = Received()
+    elsewhere = [f for f in files[:n] if not from_discord(f.url)]
     if n:
         got = await receive(
-            files[:n], workspace, sv.http, vision=vision, limits=limits, quota_left=bytes_left
+            [f for f in files[:n] if f not in elsewhere],
+            workspace,
+            sv.http,
+            vision=vision,
+            limits=limits,
+            quota_left=bytes_left,
         )
+    got.refuse([f"{safe_filename(f.filename)}: it is not on Discord's file server" for f in elsewhere])
     got.refuse([f"{safe_filename(f.filename)}: {why}" for f in files[n:]])
     return got
 

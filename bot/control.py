@@ -27,9 +27,10 @@ import discord
 import structlog
 
 from agent.attachments import IncomingFile
+from agent.tools.safe_names import safe_name
 from bot.assembly import classified, route, step_cost, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
-from bot.notes import RerunOffer
+from bot.notes import RerunOffer, untrusted
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
@@ -207,9 +208,10 @@ class SessionControl:
             await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
             return
         await interaction.response.send_message("Stopping…", ephemeral=True)
-        await self.runner.stop(
-            session_id, by=getattr(interaction.user, "display_name", str(interaction.user))
-        )
+        # The nickname goes into the stop note (the history the model reads) and the footer: shown as
+        # written, never as a masked link, a mention or a right-to-left override of the line.
+        name = getattr(interaction.user, "display_name", str(interaction.user))
+        await self.runner.stop(session_id, by=untrusted(safe_name(name, "a member")))
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
         """Run the session's failed last turn again. Only the member who asked that turn may (README:

@@ -25,6 +25,7 @@ from agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+from agent.tools.web_search import shown_url
 from bot.notes import FilesWritten, Note
 from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
@@ -127,7 +128,9 @@ def _sources(urls: list[str], room: int) -> list[str]:
     lines: list[str] = []
     room -= len("**Sources**\n") + len("…and 9999 more\n")
     for url in urls[:10]:
-        line = f"{len(lines) + 1}. <{url}>"
+        # Every producer's URL (a search API's, an MCP server's, an imported memory's) is shown encoded:
+        # ``>`` and a line break in one ended the link and put a heading or a masked link in the footer.
+        line = f"{len(lines) + 1}. <{shown_url(url)}>"
         if len(line) + 1 <= room:
             lines.append(line)
             room -= len(line) + 1

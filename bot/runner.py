@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import gc
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 __all__ = ["SessionRunner", "TurnHooks", "TurnRequest"]
 
 log = structlog.get_logger("bot.runner")
+
+FOLLOW_UPS_WAITING = 5
+"""Follow-ups one member may have queued in one session. Each waits in memory and the store and is then
+run or refused (a refusal is a message in the thread): a member posting 300 follow-ups during one turn
+queued 300 turns. Five is more than a conversation asks ahead of an answer."""
 
 
 YOUNG_GC_THRESHOLD = 10_000
@@ -82,6 +87,8 @@ class _Worker:
     """Why the thread can take nothing more (deleted, archived, locked), once it is so."""
     restart: TurnRequest | None = None
     """The running turn again with its message's edit: queued first once the stopped turn has settled."""
+    arriving: Counter[int] = field(default_factory=Counter)
+    """Follow-ups being stored, by member: counted as waiting before they reach ``queue``."""
     waiting: asyncio.Event | None = None
     """Set by a Stop while the next turn waits for a run slot (so it never starts); None once it runs."""
     pending: TurnRequest | None = None
@@ -147,16 +154,25 @@ class SessionRunner:
             budget = self._budgets[session_id] = WriteBudget(self.sv.bot_settings.writes_per_5s)
         return budget
 
-    async def submit(self, req: TurnRequest) -> Literal["started", "queued"]:
+    async def submit(self, req: TurnRequest) -> Literal["started", "queued", "full"]:
         """Start the turn, or queue it behind the session's running one (stored, so it survives a crash);
-        while the bot stops, only store it."""
+        while the bot stops, only store it. ``"full"``: the requester already has
+        :data:`FOLLOW_UPS_WAITING` turns queued in the session, and this one is dropped."""
         sid = req.session.id
         if self._closing:  # stored for the next start to answer: raising here lost it without a word
             await self._store(req)
             return "queued"
         w = self._workers.get(sid)
         if self._alive(w) and req.queued_id is None:
-            await self._store(req)
+            assert w is not None
+            who = req.requester_id
+            if sum(r.requester_id == who for r in w.queue) + w.arriving[who] >= FOLLOW_UPS_WAITING:
+                return "full"
+            w.arriving[who] += 1  # before the await: a flood's messages arrive together
+            try:
+                await self._store(req)
+            finally:
+                w.arriving[who] -= 1
             # The running turn may have ended while the follow-up was stored: queued behind a worker
             # that had already left, it was never answered (its ⏳ stayed; seen under load in CI).
             w = self._workers.get(sid)

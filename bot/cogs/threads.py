@@ -25,7 +25,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.run_policy import can_post
-from bot.runner import TurnRequest
+from bot.runner import FOLLOW_UPS_WAITING, TurnRequest
 from bot.thread_header import HeaderState, show_state
 
 if TYPE_CHECKING:
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 QUEUED = "⏳"
 CANNOT_POST = "I am missing **Send Messages in Threads**"
 HINTS_KEPT = 10_000
+QUEUE_FULL = (
+    f"⏳ You already have {FOLLOW_UPS_WAITING} follow-ups waiting here; I'll answer those first. "
+    "Ask this again once they are answered."
+)
 """(thread, user) pairs remembered as already told how to ask; the oldest are forgotten first."""
 HOW_TO_ASK = (
     "-# I only answer the person who started this research here. To ask me something, mention me "
@@ -80,7 +84,7 @@ class ThreadLife:
     async def started(self, req: TurnRequest) -> None:
         queued = req.message_id is not None and req.queued_id is not None  # only a queued one has ⏳
         if queued and req.channel is not None and self.bot.user is not None:
-            await self.bot.runner.rest_budget.acquire()
+            await self.bot.runner.rest_budget.acquire(req.channel.id)
             with contextlib.suppress(discord.HTTPException):
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
                     QUEUED, self.bot.user
@@ -113,6 +117,8 @@ class ThreadsCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._full: OrderedDict[tuple[int, int], None] = OrderedDict()
+        """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING)."""
 
     async def cog_load(self) -> None:
         self.bot.runner.hooks = ThreadLife(self.bot)
@@ -138,7 +144,9 @@ class ThreadsCog(commands.Cog):
             return
         me = message.guild.me if message.guild else None
         if me is not None and not message.channel.permissions_for(me).send_messages_in_threads:
-            await bot.runner.rest_budget.acquire()  # nothing could be shown: run (and charge) nothing
+            await bot.runner.rest_budget.acquire(
+                message.channel.id
+            )  # nothing could be shown: run (and charge) nothing
             await tell(message, f"I can't answer here: {CANNOT_POST} in this thread.", bot.dm_limit)
             return
         text = strip_bot_mentions(bot, message)
@@ -160,8 +168,21 @@ class ThreadsCog(commands.Cog):
                 attachments=incoming(message.attachments),
             )
         )
+        key = (message.channel.id, member.id)
+        if state == "full":  # told once, until one of theirs is queued again
+            if key not in self._full:
+                self._full[key] = None
+                while len(self._full) > HINTS_KEPT:
+                    self._full.popitem(last=False)
+                await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
+                with contextlib.suppress(discord.HTTPException):
+                    await message.reply(QUEUE_FULL, allowed_mentions=NO_MENTIONS, silent=True)
+            return
+        self._full.pop(key, None)
         if state == "queued":
-            await bot.runner.rest_budget.acquire()
+            # In the thread's lane, as its streamer's writes: a lane per message let a member's flood of
+            # follow-ups go ahead of every other thread's writes in the round-robin REST budget.
+            await bot.runner.rest_budget.acquire(message.channel.id)
             try:
                 await message.add_reaction(QUEUED)
             except discord.HTTPException:
@@ -187,7 +208,7 @@ class ThreadsCog(commands.Cog):
         gs = await self.bot.services.guild_settings.get(message.guild.id)
         if not gs.channel_allowed(thread.id, getattr(thread, "parent_id", None)):
             return
-        await self.bot.runner.rest_budget.acquire()
+        await self.bot.runner.rest_budget.acquire(thread.id)
         with contextlib.suppress(discord.HTTPException):
             await message.reply(
                 "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
