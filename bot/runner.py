@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -41,27 +40,6 @@ FOLLOW_UPS_WAITING = 5
 """Follow-ups one member may have queued in one session. Each waits in memory and the store and is then
 run or refused (a refusal is a message in the thread): a member posting 300 follow-ups during one turn
 queued 300 turns. Five is more than a conversation asks ahead of an answer."""
-
-
-YOUNG_GC_THRESHOLD = 10_000
-"""Allocations between collections of the youngest generation (Python's default is 700)."""
-_heap_settled = False
-
-
-def settle_heap() -> None:
-    """Once per process, when start-up is over: what it loaded (discord.py's caches, chromadb,
-    onnxruntime, the tokenizer: ~180k objects) lives as long as the process, so it is frozen out of the
-    garbage collector's sweeps, and young collections run less often. Measured at 100 sessions
-    (bench/bot_load.py, gc callbacks): collections took 0.39 ms of CPU per agent step (179 of them,
-    one full collection of 127 ms among them); with this 0.08 ms (9 young ones). Anything frozen is
-    never collected, so only what start-up left alive is, once."""
-    global _heap_settled
-    if _heap_settled:
-        return
-    _heap_settled = True
-    gc.collect()  # what start-up dropped is freed, not frozen
-    gc.freeze()
-    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class TurnHooks(Protocol):
