@@ -119,7 +119,8 @@ def test_a_source_url_from_an_imported_memory_cannot_write_markdown_in_the_foote
     # and every answer that recalled the memory showed its sources in the footer as ``<url>``, where
     # ``>`` and the line break ended the link and put a heading and a masked link in the bot's voice.
     planted = "https://a.example/x>\n##\u202eFREE\u00a0NITRO\u00a0[claim](https://evil.example)"
-    assert _row_problem({"text": "otters", "sources": [planted]}) is None  # what import accepts
+    # Import now refuses it too; a memory kept before that (or a source from elsewhere) is shown safely.
+    assert "'sources' must hold URLs" in str(_row_problem({"text": "otters", "sources": [planted]}))
     result = RunResult("", "completed", 1, Usage(), Cost(), ["m"], sources=[planted])
     footer = format_footer(result)
     source = footer.splitlines()[1]

@@ -54,6 +54,12 @@ def row(text: str, **extra: Any) -> dict[str, Any]:
         (lines(row("")), "line 1: 'text' must be non-empty"),
         (lines(row("x", created_ts=float("1e300"))), "not a date between 1970 and 2100"),
         (lines(row("x", sources=["a b"])), "'sources' must hold URLs"),
+        # ">" and a line break ended a footer's link and wrote a heading after it in the bot's voice
+        (
+            lines(row("x", sources=["https://a.example/x>\n##[claim](https://evil.example)"])),
+            "'sources' must hold URLs",
+        ),
+        (lines(row("x", sources=["https://a.example/<x>"])), "'sources' must hold URLs"),
         (lines(row("x", author=7)), "'author' must be text"),
         (lines(row("part one", parent="p", chunk=0, chunks=3)), "lacks parts 2, 3"),
         (lines(row("a", parent="p", chunks=2), row("b", parent="p", chunks=2)), "differs from line 1"),

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ MAX_CHUNKS = 1000
 _GZIP_MAGIC = b"\x1f\x8b"
 _LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()
 _STRINGS = ("id", "parent", "author", "thread", "task", "session", "origin", "created")
+
+_NOT_IN_URL = re.compile(r"[\s<>\x00-\x1f\x7f]")
 
 
 class ImportRefused(MemoryStoreError):
@@ -144,8 +147,9 @@ def _row_problem(row: Mapping[str, Any]) -> str | None:
     sources = row.get("sources", [])
     if not isinstance(sources, list) or len(sources) > MAX_SOURCES:
         return f"'sources' must be a list of at most {MAX_SOURCES} URLs"
-    if any(not isinstance(u, str) or len(u) > 2000 or " " in u.strip() for u in sources):
-        return "'sources' must hold URLs (text without spaces)"
+    if any(not isinstance(u, str) or len(u) > 2000 or _NOT_IN_URL.search(u.strip()) for u in sources):
+        # A line break, "<" or ">" ended a footer's link and wrote Markdown after it in the bot's voice.
+        return "'sources' must hold URLs (text without spaces, line breaks, control characters, < or >)"
     return _created(row)[1]
 
 
