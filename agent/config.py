@@ -305,9 +305,16 @@ def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None
 def check_env_lines() -> None:
     """A line of :data:`ENV_FILE` python-dotenv cannot read (a quote left open) is a :class:`ConfigError`
     naming the line and its setting, never its value: dotenv skipped it with a warning of its own, twice,
-    and the setting read as unset ("OPENAI_API_KEY is not set: put your key in .env", where it was)."""
-    if ENV_FILE is None or not os.path.isfile(ENV_FILE):
+    and the setting read as unset ("OPENAI_API_KEY is not set: put your key in .env", where it was).
+    Checked at every parse (:func:`parse_settings`), so no reader of settings meets a bad ``.env`` first."""
+    if ENV_FILE is None or not os.path.lexists(ENV_FILE):
         return
+    if not os.path.isfile(ENV_FILE):  # read as empty: every setting in it was ignored without a word
+        raise ConfigError(
+            f"{os.path.abspath(ENV_FILE)} is not a file (a directory, or a link to nothing: Docker makes a "
+            "directory where a bind-mounted file is missing), so its settings would be ignored: make it "
+            "the file of settings (see .env.example), or remove it"
+        )
     from dotenv.parser import parse_stream
 
     with open(ENV_FILE, encoding="utf-8") as f:
@@ -341,14 +348,8 @@ def check_env_names(*models: type[BaseSettings]) -> None:
     ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
     ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
     so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
-    if ENV_FILE is None or not os.path.lexists(ENV_FILE):
+    if ENV_FILE is None or not os.path.isfile(ENV_FILE):  # not a file: refused by check_env_lines
         return
-    if not os.path.isfile(ENV_FILE):  # read as empty: every setting in it was ignored without a word
-        raise ConfigError(
-            f"{os.path.abspath(ENV_FILE)} is not a file (a directory, or a link to nothing: Docker makes a "
-            "directory where a bind-mounted file is missing), so its settings would be ignored: make it "
-            "the file of settings (see .env.example), or remove it"
-        )
     from dotenv import dotenv_values
 
     known = {f.alias for m in models for f in m.model_fields.values() if f.alias}

@@ -5,10 +5,10 @@ Parsed once at start-up next to :class:`agent.config.AgentSettings` and passed d
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from agent import config as agent_config
-from agent.config import ConfigError, explain
+from agent.config import ConfigError
 from bot.limits import QuotaEnv
 
 
@@ -131,12 +131,7 @@ def check_shard_memory(settings: BotSettings, chroma_host: str | None) -> None:
 
 def load_bot_settings(**overrides: object) -> BotSettings:
     """The bot's settings from the environment and ``.env`` (parsed once, at start-up)."""
-    try:
-        settings = BotSettings(**{"_env_file": agent_config.ENV_FILE, **overrides})  # type: ignore[arg-type]
-    except ValidationError as e:
-        raise ConfigError(explain(e)) from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(agent_config.not_utf8(e)) from None
+    settings = agent_config.parse_settings(BotSettings, **overrides)
     agent_config.check_env_names(agent_config.AgentSettings, BotSettings)
     check_shards(settings)
     return settings
