@@ -21,7 +21,13 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.models.reasoning import Effort
-from agent.setting_parsers import ConfigError, parse_rate_limits, parse_research_tiers, parse_step_limits
+from agent.setting_parsers import (
+    ConfigError,
+    parse_dns_servers,
+    parse_rate_limits,
+    parse_research_tiers,
+    parse_step_limits,
+)
 
 ENV_FILE: str | None = ".env"
 """The file :func:`load_agent_settings` / ``load_bot_settings`` read besides the environment. The test
@@ -113,6 +119,15 @@ class ToolEnv(EnvSettings):
     # Fair extraction: seconds a page may wait for a free worker (the deadline counts from its start).
     fetch_extract_wait: float = Field(30.0, ge=1, le=600)
     fetch_user_agent: str = "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)"
+    # --- DNS without threads (agent/tools/netguard.py DnsResolver): the name servers fetch_url asks ---
+    fetch_dns_servers: str = ""
+
+    @field_validator("fetch_dns_servers")
+    @classmethod
+    def _dns_servers(cls, v: str) -> str:
+        parse_dns_servers(v)  # ValueError names the entry
+        return v
+
     files_quota_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=10 * 1024**3)
     files_quota_files: int = Field(1000, ge=10, le=1_000_000)  # entries (14.4)
     files_read_max_chars: int = Field(20_000, ge=500, le=500_000)

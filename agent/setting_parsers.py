@@ -5,6 +5,7 @@ importing the routers and tools that later use the values (import-linter keeps t
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -138,3 +139,27 @@ def parse_rate_limits(spec: str) -> dict[str, Rate]:
             )
         limits[name.strip()] = parsed
     return limits
+
+
+def parse_dns_servers(value: str) -> list[tuple[str, int]]:
+    """``FETCH_DNS_SERVERS``: comma-separated IP addresses, each with an optional port (ValueError names the
+    entry that is not one)."""
+    servers = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        host, port = entry, 53
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else -1 if rest else 53
+        elif entry.count(":") == 1:
+            host, _, p = entry.partition(":")
+            port = int(p) if p.isdigit() else -1
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            port = -1
+        if not 0 < port < 65536:
+            raise ValueError(f"{entry!r} is not an IP address with an optional port (such as 9.9.9.9:53)")
+        servers.append((host, port))
+    return servers

@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import gzip
 import json
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from agent.tools.sandbox_run import PythonSettings
 from bot.config import BotSettings
 from bot.doctor import _check, _database
 from bot.guild_mcp import GuildMcp
+from tests.fakes.dns_server import serving_dns
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_ask_tools import ask_cli
@@ -219,41 +218,31 @@ async def test_a_model_server_streaming_without_end_is_cut_at_a_bound(
     assert asked == ["/events/v1/chat/completions", "/line/v1/chat/completions"]  # not retried
 
 
-async def test_one_servers_hanging_fetches_leave_other_servers_room_to_fetch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_one_servers_hanging_fetches_leave_other_servers_room_to_fetch() -> None:
     # Members of one server fetched 20 names whose name server never answers: the guard's 16 lookup
     # threads (and the client's 20 connections, as a host that accepts and never answers does) were all
     # theirs for the whole timeout, so another server's fetch_url waited behind them and timed out; at
     # one server's rate limit it never stopped.
-    released, other_started = threading.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
+    async with serving_dns({}) as dns:
+        fetcher = PageFetcher(
+            FetchSettings(timeout=30, extract_workers=1, dns_servers=f"127.0.0.1:{dns.port}")
+        )
+        registry = ToolRegistry(fetch_tools(fetcher))
 
-    def resolver(host: object, *args: object, **kw: object) -> object:
-        if str(host).endswith(".slow.test"):
-            released.wait(30)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        loop.call_soon_threadsafe(other_started.set)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        async def fetch(server: str, host: str) -> object:
+            call = ToolCall(id="c", name="fetch_url", arguments=json.dumps({"url": f"http://{host}/"}))
+            return await registry.execute(call, ToolContext(namespace=server))
 
-    monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    fetcher = PageFetcher(FetchSettings(timeout=30, extract_workers=1))
-    registry = ToolRegistry(fetch_tools(fetcher))
-
-    async def fetch(server: str, host: str) -> object:
-        call = ToolCall(id="c", name="fetch_url", arguments=json.dumps({"url": f"http://{host}/"}))
-        return await registry.execute(call, ToolContext(namespace=server))
-
-    hostile = [asyncio.create_task(fetch("1", f"a{i}.slow.test")) for i in range(20)]
-    try:
-        await asyncio.sleep(0)  # the hostile lookups are queued first
-        other = asyncio.create_task(fetch("2", "docs.example.org"))
-        await asyncio.wait_for(other_started.wait(), 10)  # its lookup ran while theirs still hang
-        assert "cannot resolve the host docs.example.org" in (await other).output
-    finally:
-        released.set()
-        await asyncio.gather(*hostile, return_exceptions=True)
-        await fetcher.aclose()
+        hostile = [asyncio.create_task(fetch("1", f"a{i}.hang.test")) for i in range(20)]
+        try:
+            await asyncio.sleep(0)  # the hostile lookups are queued first
+            other = await asyncio.wait_for(fetch("2", "docs.example.org"), 10)  # theirs still hang
+            assert "cannot resolve the host docs.example.org" in other.output
+        finally:
+            for t in hostile:
+                t.cancel()
+            await asyncio.gather(*hostile, return_exceptions=True)
+            await fetcher.aclose()
 
 
 async def test_an_attachment_the_cdn_would_compress_is_saved_as_sent(tmp_path: Path) -> None:

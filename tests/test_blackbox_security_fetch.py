@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import os
-import socket
-import threading
 
 import pytest
 from aiohttp import web
@@ -14,6 +12,7 @@ from aiohttp import web
 from agent.tools.domains import DomainPolicy
 from agent.tools.fetch import FetchSettings, PageFetcher
 from agent.tools.registry import ToolRefused
+from tests.fakes.dns_server import serving_dns
 from tests.fakes.served import served
 
 _HTML = (
@@ -86,33 +85,22 @@ async def test_blackbox_security_blocked_ip_is_refused_however_the_address_is_sp
         await fetcher.aclose()
 
 
-async def test_blackbox_security_hosts_whose_dns_never_answers_do_not_starve_the_bot(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_blackbox_security_hosts_whose_dns_never_answers_do_not_starve_the_bot() -> None:
     # Names whose name server never answers held the default pool's threads for the resolver's whole
     # timeout: eight such fetches made every other asyncio.to_thread of the bot (files, memory) wait.
-    released = threading.Event()
-    started: list[object] = []
-    loop, busy = asyncio.get_running_loop(), asyncio.Event()
+    # Lookups now hold no thread at all (netguard.DnsResolver).
     default_pool = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default size
-    real = socket.getaddrinfo
-
-    def never_answers(host: object, *args: object, **kw: object) -> object:
-        if str(host).endswith(".slow.test"):
-            started.append(host)
-            if len(started) == min(default_pool, 16):  # every thread the lookups may have is taken
-                loop.call_soon_threadsafe(busy.set)
-            released.wait(30)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", never_answers)
-    fetcher = PageFetcher(FetchSettings(timeout=30, extract_workers=1))
-    fetches = [asyncio.create_task(fetcher.fetch(f"http://a{i}.slow.test/")) for i in range(default_pool + 2)]
-    try:
-        await asyncio.wait_for(busy.wait(), 10)
-        assert await asyncio.wait_for(asyncio.to_thread(lambda: "done"), 10) == "done"
-    finally:
-        released.set()
-        await asyncio.gather(*fetches, return_exceptions=True)
-        await fetcher.aclose()
+    async with serving_dns({}) as dns:
+        settings = FetchSettings(timeout=30, extract_workers=1, dns_servers=f"127.0.0.1:{dns.port}")
+        fetcher = PageFetcher(settings)
+        fetches = [
+            asyncio.create_task(fetcher.fetch(f"http://a{i}.hang.test/")) for i in range(default_pool + 2)
+        ]
+        try:
+            await dns.wait_asked(default_pool + 2)  # every lookup is waiting for its answer
+            assert await asyncio.wait_for(asyncio.to_thread(lambda: "done"), 10) == "done"
+        finally:
+            for t in fetches:
+                t.cancel()
+            await asyncio.gather(*fetches, return_exceptions=True)
+            await fetcher.aclose()

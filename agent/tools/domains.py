@@ -47,7 +47,7 @@ def normalise_domain(rule: str) -> str:
     except (httpx.InvalidURL, UnicodeError, ValueError) as e:
         raise ValueError(f"{rule!r} is not a domain name ({e})") from None
     host = host.rstrip(".").lower()
-    address = _address(host)
+    address = literal_address(host)
     if not _HOST_RE.match(host) or not host.strip(".-:") or (address is None and not _labels_ok(host)):
         raise ValueError(f"{rule!r} is not a domain name (write it like example.com)")
     return address or host
@@ -63,10 +63,10 @@ def _labels_ok(host: str) -> bool:
 
 def host_of(url: httpx.URL) -> str:
     host = url.raw_host.decode("ascii", errors="replace").rstrip(".").lower()
-    return _address(host) or host
+    return literal_address(host) or host
 
 
-def _address(host: str) -> str | None:
+def literal_address(host: str) -> str | None:
     """An IP address in one spelling, or None for a name. The resolver connects to ``16909060``,
     ``0x1020304``, ``1.2.772`` and ``::ffff:1.2.3.4`` alike as 1.2.3.4 (glibc's inet_aton forms), so
     a rule blocking 1.2.3.4 must see them so too: each of them went past it."""

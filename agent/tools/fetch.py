@@ -23,7 +23,7 @@ from pydantic import Field
 from agent.tools import domains, registry
 from agent.tools.decoding import ACCEPT_ENCODING, read_decoded
 from agent.tools.extract_pool import ExtractionBusy, ExtractionFailed, ExtractorPool
-from agent.tools.netguard import GuardedTransport, LazyClient, NetGuard, Resolver
+from agent.tools.netguard import DnsResolver, GuardedTransport, LazyClient, NetGuard, Resolver
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -45,6 +45,8 @@ class FetchSettings:
     allow_loopback: bool = False
     """Tests only: let the guard accept 127.0.0.0/8 and ::1."""
     user_agent: str = "Mozilla/5.0 (compatible; agentbot/0.1; +research assistant)"
+    dns_servers: str = ""
+    """Name servers the guard asks (``ip[:port]``, comma-separated); empty: ``/etc/resolv.conf``'s."""
     # --- extraction (issue 14.6): in killable worker processes, off the shared thread pool ---
     extract_timeout: float = 10.0
     """Seconds to turn one body into text; at 60% of it the worker gives up on trafilatura and
@@ -68,9 +70,9 @@ class Page:
 
 FETCHES_PER_SERVER = 4
 """Fetches one server (a tool context's ``namespace``) may have in flight; the rest wait their turn. The
-client's connections and the guard's DNS threads are shared by every server: 20 fetches of names whose
-name server never answers (or of a host that accepts and never answers) took them all for their whole
-timeout, and every other server's fetch_url timed out behind them, at one server's rate limit without end."""
+client's connections (and, before lookups moved onto the loop, 16 DNS threads) are shared by every server:
+20 fetches of a host that accepts and never answers (or of names whose name server never answers) took them
+all for their whole timeout, and every other server's fetch_url timed out behind them, at one server's rate limit without end."""
 
 
 class _PerServer:
@@ -112,11 +114,16 @@ class PageFetcher:
         self.extractor = ExtractorPool(
             settings.extract_workers, memory_mb=memory_mb, max_wait=settings.extract_wait
         )
-        self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=resolver)
+        # A lookup ends with the connect timeout: no thread is held while it waits (netguard.DnsResolver).
+        lookups = resolver or DnsResolver(settings.dns_servers, lifetime=min(5.0, settings.timeout))
+        self.guard = NetGuard(allow_loopback=settings.allow_loopback, resolver=lookups)
         self.per_server = _PerServer(FETCHES_PER_SERVER)
         self._client = LazyClient(
             lambda: httpx.AsyncClient(
-                transport=GuardedTransport(self.guard, inner=backend),
+                # No pool-wide cap: a connection being made (its lookup included) holds a pool slot, so
+                # 20 let five hostile servers' hanging names (4 each) stall every other server's fetches.
+                # Fetches in flight are bounded by FETCHES_PER_SERVER per server and by the run slots.
+                transport=GuardedTransport(self.guard, inner=backend, max_connections=None),
                 timeout=httpx.Timeout(settings.timeout, connect=min(5.0, settings.timeout)),
                 follow_redirects=False,
                 trust_env=False,

@@ -17,16 +17,16 @@ proxies are never used by the guarded client (``trust_env=False``).
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpcore
 import httpx
 
+from agent.setting_parsers import parse_dns_servers
+from agent.tools.domains import literal_address
 from agent.tools.registry import ToolRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -77,21 +77,64 @@ def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | Non
     return None
 
 
-_DNS_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="netguard-dns")
-"""Lookups of hosts the model names: a host whose name server never answers holds a thread for the
-resolver's whole timeout (glibc: 5 s per try and server). On the default pool (6 threads on 2 cores)
-eight such fetches made every ``asyncio.to_thread`` of the bot (files, memory) wait 7.6 s; here they
-only wait for each other. Waiting threads cost no CPU, so 16 lookups may be in flight."""
+class DnsResolver:
+    """Resolves with dnspython's asyncio resolver: a lookup is a UDP exchange on the event loop, never a
+    thread. getaddrinfo cannot be cancelled, so a name whose name server never answers held a thread of
+    a shared pool (16) for the C resolver's whole timeout: five hostile servers' fetches (4 each) filled it
+    and every other server's fetch_url waited behind them. Here a hanging lookup costs one socket and one
+    timer, and ends at ``lifetime``. ``/etc/hosts`` is not read (its names are local, so refused anyway);
+    ``localhost`` is loopback by definition (RFC 6761).
 
+    ``servers``: ``FETCH_DNS_SERVERS`` (``ip`` or ``ip:port``, ``[v6]:port``); empty: ``/etc/resolv.conf``."""
 
-async def system_resolver(host: str, port: int) -> list[str]:
-    """Resolve with getaddrinfo on the guard's own threads, never blocking the loop or its default pool."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.run_in_executor(
-        _DNS_POOL, functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    )
-    # Each address once, in the resolver's order, without an IPv6 zone id.
-    return list(dict.fromkeys(str(sockaddr[0]).split("%", 1)[0] for *_, sockaddr in infos))
+    def __init__(self, servers: str = "", *, lifetime: float = 5.0) -> None:
+        self.servers = parse_dns_servers(servers)
+        self.lifetime = lifetime
+        self._resolver: Any = None
+        self._ready = asyncio.Lock()
+
+    async def _get(self) -> Any:
+        async with self._ready:
+            if self._resolver is None:  # dnspython's import (~60 ms) and resolv.conf read stay off the loop
+                self._resolver = await asyncio.to_thread(self._make)
+        return self._resolver
+
+    def _make(self) -> Any:
+        import dns.asyncresolver
+        import dns.nameserver
+        import dns.resolver
+
+        resolver = dns.asyncresolver.Resolver(configure=not self.servers)
+        if self.servers:
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in self.servers]
+        resolver.lifetime = self.lifetime
+        resolver.timeout = min(2.0, self.lifetime)  # per try: a second server or try gets its turn
+        resolver.cache = dns.resolver.LRUCache(512)  # bounded; the connection still goes to a checked address
+        return resolver
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        if host == "localhost" or host.endswith(".localhost"):
+            return ["127.0.0.1", "::1"]
+        import dns.exception
+        import dns.resolver
+
+        try:
+            answers = await (await self._get()).resolve_name(host)
+        except dns.resolver.NoResolverConfiguration as e:
+            raise socket.gaierror(socket.EAI_FAIL, "no name server is configured (/etc/resolv.conf)") from e
+        except dns.resolver.NXDOMAIN as e:
+            raise socket.gaierror(socket.EAI_NONAME, "no such name") from e
+        except dns.resolver.NoAnswer as e:
+            raise socket.gaierror(socket.EAI_NODATA, "the name has no address") from e
+        except dns.resolver.LifetimeTimeout as e:
+            raise socket.gaierror(
+                socket.EAI_AGAIN, f"its name server did not answer within {self.lifetime:g} s"
+            ) from e
+        except dns.exception.DNSException as e:  # SERVFAIL, refused, malformed answers
+            raise socket.gaierror(socket.EAI_FAIL, "its name servers failed to answer") from e
+        # IPv4 first, as getaddrinfo orders them where IPv6 has no route; each once, without a zone id.
+        found = list(dict.fromkeys(a.split("%", 1)[0] for a in answers.addresses()))
+        return sorted(found, key=lambda a: ":" in a)
 
 
 class NetGuard:
@@ -99,7 +142,7 @@ class NetGuard:
 
     def __init__(self, *, allow_loopback: bool = False, resolver: Resolver | None = None) -> None:
         self.allow_loopback = allow_loopback
-        self._resolver = resolver or system_resolver
+        self._resolver = resolver or DnsResolver()
 
     def check_url(self, url: httpx.URL) -> None:
         """Refuse before any network use: only http(s) URLs with a host, and no metadata host names."""
@@ -118,21 +161,24 @@ class NetGuard:
         name = host.strip("[]").rstrip(".").lower()
         if name in METADATA_HOSTNAMES:
             raise BlockedAddress(f"refused {name}: it is a cloud metadata endpoint")
-        literal = True
         try:
-            addresses = [str(ipaddress.ip_address(name))]
-        except ValueError:
-            literal = False
+            literal: str | None = str(ipaddress.ip_address(name))
+        except ValueError:  # glibc's spellings too (``2130706433``): getaddrinfo read them so, as browsers do
+            literal = literal_address(name)
+        if literal is not None:
+            addresses = [literal]
+        else:
             try:
                 addresses = await self._resolver(name, port)
             except (socket.gaierror, UnicodeError) as e:
-                raise BlockedAddress(f"cannot resolve the host {name}: {e}") from e
+                why = e.strerror if isinstance(e, OSError) and e.strerror else e  # not "[Errno -2] …"
+                raise BlockedAddress(f"cannot resolve the host {name}: {why}") from e
         if not addresses:
             raise BlockedAddress(f"the host {name} has no address")
         for addr in addresses:
             problem = address_problem(ipaddress.ip_address(addr), allow_loopback=self.allow_loopback)
             if problem:
-                shown = name if literal else f"{name} (which resolves to {addr})"
+                shown = name if literal is not None else f"{name} (which resolves to {addr})"
                 raise BlockedAddress(
                     f"refused to connect to {shown}: it is {problem}. Only public internet addresses can be fetched."
                 )
@@ -183,11 +229,17 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     construction; pyproject pins httpx below 0.29, and the SSRF tests fail loudly if this stops working.
     """
 
-    def __init__(self, guard: NetGuard, *, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        guard: NetGuard,
+        *,
+        inner: httpcore.AsyncNetworkBackend | None = None,
+        max_connections: int | None = 20,
+    ) -> None:
         super().__init__(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=20,
+            max_connections=max_connections,
             max_keepalive_connections=10,
             keepalive_expiry=30.0,
             network_backend=GuardedBackend(guard, inner),

@@ -1,0 +1,62 @@
+"""The gaps the last closing note named, each driven as its user meets it: fetch_url's lookups under
+hostile name servers, /usage me during a run, a restart, the reader in the thread, members' text in
+thread names, the channels allow-list on buttons, and SIGTERM at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from aiohttp import web
+
+from agent.messages import ToolCall
+from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
+from agent.tools.registry import ToolContext, ToolRegistry
+from tests.fakes.dns_server import serving_dns
+from tests.fakes.served import served
+
+
+async def test_hanging_name_servers_of_many_servers_leave_other_servers_fetches_running() -> None:
+    """Six servers each fetch 4 pages whose name server never answers (24 lookups: the 16 shared DNS
+    threads were full at 5 servers, and every other server's fetch_url waited behind them). Another
+    server's page is fetched meanwhile; each hanging fetch ends with its own reason; the SSRF rules
+    still hold for what the name server answers."""
+    app = web.Application()
+    app.router.add_get(
+        "/article", lambda _: web.Response(text="Otters hold hands.", content_type="text/plain")
+    )
+    records = {"docs.test": ["127.0.0.1"], "inside.test": ["10.1.2.3"]}
+    async with serving_dns(records) as dns, served(app) as base:
+        settings = FetchSettings(timeout=3, allow_loopback=True, dns_servers=f"127.0.0.1:{dns.port}")
+        fetcher = PageFetcher(settings)
+        registry = ToolRegistry(fetch_tools(fetcher))
+
+        async def fetch(server: str, url: str) -> str:
+            call = ToolCall(id="c", name="fetch_url", arguments=json.dumps({"url": url}))
+            return (await registry.execute(call, ToolContext(namespace=server))).output
+
+        threads = threading.active_count()
+        hostile = [
+            asyncio.create_task(fetch(f"hostile{s}", f"http://p{i}.s{s}.hang.test/"))
+            for s in range(6)
+            for i in range(4)
+        ]
+        try:
+            await dns.wait_asked(24)
+            port = base.rsplit(":", 1)[1]
+            page = await fetch("other", f"http://docs.test:{port}/article")
+            assert "Otters hold hands." in page, page
+            assert not any(t.done() for t in hostile), [t.result() for t in hostile if t.done()]
+            assert threading.active_count() <= threads + 2  # no thread per lookup
+            inside = await fetch("other", "http://inside.test/")
+            assert "inside.test (which resolves to 10.1.2.3)" in inside and "private" in inside, inside
+            missing = await fetch("other", "http://nowhere.test/")
+            assert "cannot resolve the host nowhere.test: no such name" in missing, missing
+            for out in await asyncio.gather(*hostile):
+                assert "did not answer" in out, out
+        finally:
+            for t in hostile:
+                t.cancel()
+            await asyncio.gather(*hostile, return_exceptions=True)
+            await fetcher.aclose()
