@@ -6,11 +6,30 @@ in one line on stderr naming the setting and what to do, and a non-zero exit (se
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+
+_early_sigterm: list[int] = []
+_loading = [True]
+
+
+def _terminated_while_loading(signum: int, frame: object) -> None:
+    """SIGTERM before a command's own handling is in place (the first ~2 s are imports): the default
+    action killed the process with -15. It is noted, and acted on where the command can end cleanly
+    (an exception raised mid-import was a traceback): ``run`` exits 0 having started nothing, as a
+    SIGTERM later in start-up does; the other commands end as Ctrl-C ends them (130)."""
+    if _loading[0] or sys.argv[1:2] == ["run"]:
+        _early_sigterm.append(signum)
+        return
+    raise KeyboardInterrupt
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # first, before the imports; an ignored one stays so
+    signal.signal(signal.SIGTERM, _terminated_while_loading)
+
+import asyncio  # noqa: E402 - after the handler, which must be in place first
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
 
 try:  # Ctrl-C while the command loads (about a second of imports) was a 30-line traceback
     import typer
@@ -186,6 +205,8 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
             loop.add_signal_handler(sig, _stop, bot, sig)
         except NotImplementedError:  # pragma: no cover - not on Linux
             pass
+    if _early_sigterm:  # it came while the command loaded: nothing has started, so nothing to stop
+        return
     async with bot:
         await bot.start(token)
     if lost := getattr(bot, "lost_shards", None):  # another process took its shards (README: Scaling)
@@ -258,6 +279,10 @@ add_store_commands(app)
 
 
 def main() -> None:
+    _loading[0] = False
+    if _early_sigterm and sys.argv[1:2] != ["run"]:
+        typer.echo("agentbot: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     try:
         code = app(standalone_mode=False)
     except USAGE_ERROR as e:

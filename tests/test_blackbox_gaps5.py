@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import threading
+from pathlib import Path
 
 from aiohttp import web
 
@@ -15,6 +18,8 @@ from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRegistry
 from tests.fakes.dns_server import serving_dns
 from tests.fakes.served import served
+
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
 
 async def test_hanging_name_servers_of_many_servers_leave_other_servers_fetches_running() -> None:
@@ -60,3 +65,36 @@ async def test_hanging_name_servers_of_many_servers_leave_other_servers_fetches_
                 t.cancel()
             await asyncio.gather(*hostile, return_exceptions=True)
             await fetcher.aclose()
+
+
+async def test_sigterm_while_agentbot_run_is_still_importing_exits_cleanly(tmp_path: Path) -> None:
+    """`docker compose restart` right after a start: SIGTERM in the first ~2 s (the imports, before
+    the bot's own handler) killed the process with -15; later in start-up it exits 0."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path),
+        "OPENAI_API_KEY": "sk-gaps5-start-test-0001",
+        "DISCORD_TOKEN": "gaps5.token.never-used",
+        "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
+        "MEMORY_ENABLED": "false",
+        "PYTHONPROFILEIMPORTTIME": "1",  # each import is a line on stderr: SIGTERM lands mid-imports
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        while (line := await asyncio.wait_for(proc.stderr.readline(), 30)).split(b"|")[
+            -1
+        ].strip() != b"typer":
+            assert line, "agentbot run ended before importing typer"
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = [x for x in err.decode().splitlines() if not x.startswith("import time:")]
+    assert proc.returncode == 0, lines[-20:]
+    assert not any("Traceback" in x for x in lines), lines
