@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import discord
 
+from agent.tools.safe_names import visible_text
 from bot.discord_sink import NO_MENTIONS
 from bot.pacing import RestBudget
 from bot.run_policy import is_private
@@ -62,7 +63,7 @@ def render_header(
         f"{state_line(state, at)}"
     )
     room = LIMIT - len(head) - len(tail) - 2
-    quoted = _quote(session.task, room)
+    quoted = _quote(visible_text(session.task), room)  # no direction overrides or invisible characters
     return f"{head}\n{quoted}\n{tail}"[:LIMIT]
 
 

@@ -16,7 +16,10 @@ from aiohttp import web
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRegistry
+from tests.e2e.harness import running_bot
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.dns_server import serving_dns
+from tests.fakes.llm_server import FakeLLM, Reply
 from tests.fakes.served import served
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
@@ -98,3 +101,21 @@ async def test_sigterm_while_agentbot_run_is_still_importing_exits_cleanly(tmp_p
     lines = [x for x in err.decode().splitlines() if not x.startswith("import time:")]
     assert proc.returncode == 0, lines[-20:]
     assert not any("Traceback" in x for x in lines), lines
+
+
+async def test_a_running_research_shows_the_members_text_without_hidden_characters_and_its_usage_apart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A task written with a right-to-left override, an isolate and a zero-width space: the thread's
+    name and its header's quote kept them, so they showed one text and said another (the persona check
+    already refused them). A ZWJ emoji and line breaks are real text and stay."""
+    llm.script(Reply(hang=True))
+    task = "Why do \u202eslaet\u202c tides\u200b turn? \u2067x\u2069 👩\u200d🔬\nSecond line"
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2):
+        fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the model call")
+        header = fake.messages(thread)[0].content
+    assert thread.name == "🔎 Why do slaet tides turn? x 👩\u200d🔬", repr(thread.name)
+    assert "> Why do slaet tides turn? x 👩\u200d🔬\n> Second line" in header, repr(header)

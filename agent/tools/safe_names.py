@@ -25,6 +25,23 @@ def unsafe_char(ch: str) -> bool:
     return unicodedata.category(ch) in _UNSAFE_CATEGORIES
 
 
+TEXT_KEEPS = frozenset("\n\r\t\u200c\u200d\u200e\u200f\u061c")
+"""Invisible characters real text needs (unlike a file name): line breaks and tabs, the joiners of emoji
+sequences and Persian or Indic spelling (ZWNJ, ZWJ), and the left-to-right/right-to-left/Arabic marks of
+bidirectional writing, which move no text the way overrides and isolates (U+202A-E, U+2066-9) do."""
+
+
+def hidden_in_text(ch: str) -> bool:
+    """A character that makes text show one thing and say another: every unsafe one but :data:`TEXT_KEEPS`
+    (refused in a persona; dropped from a thread's name and header)."""
+    return unsafe_char(ch) and ch not in TEXT_KEEPS
+
+
+def visible_text(text: str) -> str:
+    """``text`` without the characters :func:`hidden_in_text` names."""
+    return "".join(ch for ch in text if not hidden_in_text(ch))
+
+
 def refuse_unsafe(path: str) -> None:
     """Refuse a path holding any unsafe character, naming each one so the model can fix it."""
     found = sorted({ch for ch in path if unsafe_char(ch)})

@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from agent.tools.safe_names import visible_text
 from bot.attach import files_only, incoming
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import Refusal, reply, tell
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 
 
 def thread_name(task: str) -> str:
-    """Discord allows 100 characters; the task's first line, tidied, reads best."""
+    """Discord allows 100 characters; the task's first line, tidied, reads best. Direction overrides
+    and invisible characters are dropped: the name must read as what it says."""
+    task = visible_text(task)
     first = re.sub(r"\s+", " ", task.strip().splitlines()[0] if task.strip() else "research")
     first = re.sub(r"<@[!&]?\d+>", "", first).strip() or "research"
     return ("🔎 " + first)[:95]

@@ -121,14 +121,6 @@ def _domain_entries(key: str, value: Any) -> list[str]:
     return out
 
 
-_PERSONA_KEEPS = frozenset("\n\r\t\u200c\u200d\u200e\u200f\u061c")
-"""Invisible characters real text needs: line breaks and tabs, the joiners of emoji sequences and
-Persian or Indic spelling (ZWNJ, ZWJ), and the left-to-right/right-to-left/Arabic marks of bidirectional
-writing, which move no text the way overrides and isolates (U+202A-E, U+2066-9) do. Every other control,
-format (Cf: overrides, isolates, zero-width space, BOM, tag characters), line or paragraph separator
-character is refused in a persona, as in a file name (:mod:`agent.tools.safe_names`)."""
-
-
 def mcp_url(key: str, value: Any) -> str:
     """A streamable-HTTP MCP endpoint. Where it points is checked by the SSRF guard when the bot connects
     (as fetch_url's pages are): a name can resolve elsewhere later, so a check here alone would not hold."""
@@ -382,12 +374,12 @@ class SettingsSchema:
             raise SettingError(
                 key, f"{key} must be text (1-{self.persona_max_chars} characters); use reset to remove it."
             )
-        from agent.tools.safe_names import unsafe_char
+        from agent.tools.safe_names import hidden_in_text  # line breaks, ZWJ and LRM/RLM are kept
 
         text = value.strip()
         if len(text) > self.persona_max_chars:
             raise SettingError(key, f"{key} is {len(text)} characters; the most is {self.persona_max_chars}.")
-        if found := sorted({ch for ch in text if unsafe_char(ch) and ch not in _PERSONA_KEEPS}):
+        if found := sorted({ch for ch in text if hidden_in_text(ch)}):
             codes = ", ".join(f"U+{ord(ch):04X}" for ch in found[:5])
             raise SettingError(
                 key,
