@@ -45,7 +45,7 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
         await fake.wait_for(lambda: len(llm.requests) == 4, what="every turn's model call", within=20)
         await wait_idle(fake, bot)
     # Her tokens today showed the step's reservation (no footer had any such number) unexplained.
-    assert "include what your running research may use next" in flat(running), flat(running)
+    assert "what your running research may use next" in flat(running), flat(running)
     said = {t.name: [m.content for m in fake.messages(t)] for t in (tides, salt)}
     assert not any("follow-up" in c for c in said["🔎 salt"]), said["🔎 salt"]
     assert any("was waiting for a free slot before the restart" in c for c in said["🔎 salt"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.dns_server import serving_dns
 from tests.fakes.llm_server import FakeLLM, Reply
 from tests.fakes.served import served
+from tests.test_e2e_config import flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -108,7 +110,8 @@ async def test_a_running_research_shows_the_members_text_without_hidden_characte
 ) -> None:
     """A task written with a right-to-left override, an isolate and a zero-width space: the thread's
     name and its header's quote kept them, so they showed one text and said another (the persona check
-    already refused them). A ZWJ emoji and line breaks are real text and stay."""
+    already refused them). A ZWJ emoji and line breaks are real text and stay. /usage me meanwhile
+    shows the running step's reservation apart from what is spent."""
     llm.script(Reply(hang=True))
     task = "Why do \u202eslaet\u202c tides\u200b turn? \u2067x\u2069 👩\u200d🔬\nSecond line"
     general = guild.channel("general")
@@ -117,5 +120,10 @@ async def test_a_running_research_shows_the_members_text_without_hidden_characte
         thread = await fake.wait_for_thread(parent=general)
         await fake.wait_for(lambda: llm.requests, what="the model call")
         header = fake.messages(thread)[0].content
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
     assert thread.name == "🔎 Why do slaet tides turn? x 👩\u200d🔬", repr(thread.name)
     assert "> Why do slaet tides turn? x 👩\u200d🔬\n> Second line" in header, repr(header)
+    # /usage me during the run counted the step's reservation as tokens used (no footer had that number):
+    # nothing is spent yet, and the reservation is shown apart.
+    assert re.search(r"\*\*Tokens today\*\*: 0 \(\+ [\d,]+ reserved by a running request\)", usage), usage
+    assert "what it does not use is given back" in usage, usage

@@ -52,7 +52,9 @@ USAGE_ORDER = (USER_LIMITS[0], ALL_SERVERS_REQUESTS, *USER_LIMITS[1:], GUILD_BUD
 def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
     """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
     plus = "+" if at_least and item.name in MONEY_LIMITS else ""
-    used = format_amount(item.name, item.used) + plus
+    used = format_amount(item.name, item.used - item.reserved) + plus
+    if item.reserved > 0:  # what is spent, and apart what a running step holds (it counts against the limit)
+        used += f" (+ {format_amount(item.name, item.reserved)} reserved by a running request)"
     text = f"{'⛔ ' if item.exhausted else ''}**{USAGE_HEADINGS[item.name]}**: {used}"
     if item.limit is None:
         text += " (unlimited)"
@@ -71,11 +73,8 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
     at_least = report.unknown_cost_calls > 0
     lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
     footer = "Days and months are counted in UTC."
-    running = by_name.get("concurrent_sessions")
-    if running is not None and running.used > 0:  # a step's reservation: more than any footer showed
-        footer += (
-            " Tokens and spending include what your running research may use next; the rest is given back."
-        )
+    if any(i.reserved > 0 for i in report.items):
+        footer += " Reserved: what your running research may use next; what it does not use is given back."
     if at_least:
         footer += (
             f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "

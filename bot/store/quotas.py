@@ -113,6 +113,16 @@ class _Snapshot:
             return nano_to_usd(self.guild_cost + self.guild_reserved)
         return self.active
 
+    def reserved(self, limit: str) -> float:
+        """The part of :meth:`used` that running steps hold, not yet spent (given back if unused)."""
+        if limit == "tokens_per_day":
+            return self.reserved_tokens
+        if limit == "cost_per_month_usd":
+            return nano_to_usd(self.reserved_cost)
+        if limit == GUILD_BUDGET:
+            return nano_to_usd(self.guild_reserved)
+        return 0.0
+
 
 class QuotaStore(UsageReports):
     """Per-user, per-server quotas; one per process, shared by every session."""

@@ -42,6 +42,8 @@ class LimitUsage:
     """Counts and tokens as numbers, money in USD; tokens and money include open reservations."""
     limit: float | None
     resets_at: datetime | None
+    reserved: float = 0.0
+    """The part of ``used`` running steps hold: not spent, and given back when a step uses less."""
 
     @property
     def label(self) -> str:
@@ -124,7 +126,9 @@ class UsageReports:
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self.snapshot(_gid(guild_id), user_id, now)
-        items = [LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now)) for n in _ORDER]
+        items = [
+            LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now), snap.reserved(n)) for n in _ORDER
+        ]
         if cap := self.all_servers_per_day:
             used = await all_servers.used_today(self.db.fetchall, user_id, now)
             items.append(LimitUsage(ALL_SERVERS_REQUESTS, used, cap, resets_at(ALL_SERVERS_REQUESTS, now)))
