@@ -85,9 +85,16 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
     for q in await sv.sessions.queued_turns(sv.owner):
         if q.session_id in live:  # its worker here answers it already
             continue
-        first = q.session_id not in started and await sv.sessions.latest_turn(q.session_id) is None
-        started.add(q.session_id)
         session = await sv.sessions.get(q.session_id)
+        # The session's own request: its first, by its requester, with its task's text. A session whose
+        # request a limit refused has no turn either, and its follow-up is not that request.
+        first = (
+            q.session_id not in started
+            and session is not None
+            and (q.requester_id, q.prompt) == (session.user_id, session.task)
+            and await sv.sessions.latest_turn(q.session_id) is None
+        )
+        started.add(q.session_id)
         channel = await channel_of(session) if session and session.thread_id else None
         found = await _message_of(runner, channel, q.message_id, q.prompt) if channel is not None else None
         if found is None:  # its thread is gone, or its message was deleted: withdrawn

@@ -12,17 +12,18 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRegistry
-from tests.e2e.harness import running_bot
+from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.dns_server import serving_dns
-from tests.fakes.llm_server import FakeLLM, Reply
+from tests.fakes.llm_server import FakeLLM, Reply, text
 from tests.fakes.served import served
-from tests.test_e2e_config import flat, run
+from tests.test_e2e_config import click, flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -127,3 +128,43 @@ async def test_a_running_research_shows_the_members_text_without_hidden_characte
     # nothing is spent yet, and the reservation is shown apart.
     assert re.search(r"\*\*Tokens today\*\*: 0 \(\+ [\d,]+ reserved by a running request\)", usage), usage
     assert "what it does not use is given back" in usage, usage
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    g = FakeGuild.create("Lab", channels=("general",), members=("bob",), admins=("admin",))
+    g.add_member("alice", roles=[g.add_role("Pro")])
+    return g
+
+
+async def test_a_follow_up_in_a_session_whose_request_was_refused_is_announced_as_one_after_a_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """One run slot. Bob's research waits for it, and a token limit refuses it when it starts; his
+    follow-up then waits for the slot across a restart. It was announced as "Starting this research"
+    (the session had no turn, so it was taken for the session's own request)."""
+    llm.script(Reply(hang=True), Reply(hang=True), text("Waves: the wind."))
+    settings = {"BOT_SHUTDOWN_GRACE_SECONDS": 0.2, "BOT_MAX_CONCURRENT_RUNS": 1}
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        tides = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="alice's model call")
+        fake.inject_interaction("research", {"task": "salt"}, user="bob", channel=general)
+        salt = await fake.wait_for_thread(parent=general, name="🔎 salt")
+        await fake.wait_for_message(salt, lambda m: "waiting for a free slot" in m.content, within=10)
+        await run(fake, guild, "config limits", {"limit": "tokens_per_day", "value": "1"})
+        pro = {"limit": "tokens_per_day", "value": "1000000", "role": guild.role("Pro")}
+        await run(fake, guild, "config limits", pro)
+        await click(fake, fake.messages(tides)[0], "Stop", user="alice")
+        await fake.wait_for_message(salt, lambda m: m.content.startswith("⛔"), within=10)
+        fake.inject_message(tides, "alice", "And waves?")
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="alice's follow-up running")
+        rocks = fake.inject_message(salt, "bob", "And rocks?")
+        await fake.wait_for(lambda: bot.runner.queued(rocks.id), what="bob's follow-up waiting for the slot")
+    async with running_bot(fake, llm, tmp_path, guild, **settings) as bot:
+        await fake.wait_for_message(salt, lambda m: "before the restart" in m.content, within=20)
+        await wait_idle(fake, bot)
+    said = [m.content for m in fake.messages(salt)]
+    assert any(c.startswith("⏳ Answering a follow-up queued before the restart: “And rocks?”") for c in said)
+    assert not any("Starting this research" in c for c in said), said
