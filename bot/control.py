@@ -30,6 +30,7 @@ from agent.attachments import IncomingFile
 from agent.tools.safe_names import safe_name
 from bot.assembly import classified, route, step_cost, step_need, who_runs
 from bot.discord_sink import NO_MENTIONS
+from bot.formatting import channel_refusal
 from bot.notes import RerunOffer, untrusted
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaDecision, SessionRecord, new_session_id
@@ -239,6 +240,9 @@ class SessionControl:
         if latest.status != "error":  # an old button, pressed after the retry (or a later turn) answered
             await say("The last turn did not fail, so there is nothing to retry.", ephemeral=True)
             return
+        if refused := await self._channel_refusal(session):
+            await say(refused, ephemeral=True)
+            return
         # The same request again, tied to its message: an edit of it then re-runs the retry (the latest
         # turn); untied, the edit's re-run button refused ("only the latest turn").
         # Submitted before anything else is awaited, so a second press sees this turn as active.
@@ -247,6 +251,13 @@ class SessionControl:
             interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
         )
         await say("Retrying…", ephemeral=True)
+
+    async def _channel_refusal(self, session: SessionRecord) -> str | None:
+        """/research's refusal where ``/config channels`` no longer lists the session's channel: a
+        Retry or Re-run starts work as a new request does (follow-ups in the thread still go on)."""
+        if session.guild_id is None:
+            return None
+        return channel_refusal(await self.sv.guild_settings.get(session.guild_id), session.channel_id)
 
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
@@ -284,6 +295,8 @@ class SessionControl:
             thread = thread or await message.guild.fetch_channel(session.thread_id)
         except discord.HTTPException:
             return  # the thread is gone: nowhere to offer it
+        if await self._channel_refusal(session):  # no offer its button would refuse
+            return
         await sv.sessions.set_edited(turn.id, prompt)
         await self.runner.write_budget(session.id).acquire(self.runner.rest_budget)
         try:
@@ -321,6 +334,9 @@ class SessionControl:
             return
         if self.runner.active(session_id):
             await say("A turn is running here; press this again once it has finished.", ephemeral=True)
+            return
+        if refused := await self._channel_refusal(session):
+            await say(refused, ephemeral=True)
             return
         # Submitted before anything else is awaited, so a second press sees this turn as active.
         await self._pressed(

@@ -19,9 +19,10 @@ from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.dns_server import serving_dns
-from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.fakes.llm_server import FakeLLM, Reply, error, text
 from tests.fakes.served import served
 from tests.test_e2e_config import click, flat, run
 
@@ -132,7 +133,7 @@ async def test_a_running_research_shows_the_members_text_without_hidden_characte
 
 @pytest.fixture
 def guild() -> FakeGuild:
-    g = FakeGuild.create("Lab", channels=("general",), members=("bob",), admins=("admin",))
+    g = FakeGuild.create("Lab", channels=("general", "lab"), members=("bob",), admins=("admin",))
     g.add_member("alice", roles=[g.add_role("Pro")])
     return g
 
@@ -168,3 +169,37 @@ async def test_a_follow_up_in_a_session_whose_request_was_refused_is_announced_a
     said = [m.content for m in fake.messages(salt)]
     assert any(c.startswith("⏳ Answering a follow-up queued before the restart: “And rocks?”") for c in said)
     assert not any("Starting this research" in c for c in said), said
+
+
+async def test_retry_and_re_run_are_refused_in_a_channel_taken_off_the_allowed_list(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """An admin limits the bot to #lab. A failed turn's Retry, and a re-run of an edited question, in
+    threads under #general still ran (new sessions are refused there); they now give /research's
+    refusal, and nothing runs."""
+    llm.script(error(400, "bad request"), text("I know no Spian."), text("never asked"))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "first"}, user="alice", channel=general)
+        failed = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(failed, lambda m: "try it again" in m.content, within=10)
+        await wait_idle(fake, bot)
+        asked = fake.inject_message(general, "alice", f"<@{bot.user.id}> Capital of Spian?")
+        answered = await fake.wait_for_thread(parent=general, name="🔎 Capital of Spian?")
+        await fake.wait_for_message(answered, lambda m: m.content == "I know no Spian.", within=15)
+        await wait_idle(fake, bot)
+        edit_message(fake, asked, f"<@{bot.user.id}> Capital of Spain?")
+        offer = await fake.wait_for_message(answered, lambda m: m.content.startswith("✏️ You edited"))
+        await run(fake, guild, "config channels", {"action": "add", "channel": guild.channel("lab")})
+        retry = next(m for m in fake.messages(failed) if m.components and "try it again" in m.content)
+        said = [
+            await click(fake, retry, "Retry", user="alice"),
+            await click(fake, offer, "Re-run with the edit", user="alice"),
+        ]
+        await wait_idle(fake, bot)
+    lab = guild.channel("lab").id
+    for inter in said:
+        assert [r["data"]["content"] for r in inter.responses] == [
+            f"/research is not enabled in this channel. Try: <#{lab}>"
+        ]
+    assert len(llm.requests) == 2

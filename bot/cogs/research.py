@@ -16,7 +16,7 @@ from discord.ext import commands
 from agent.tools.safe_names import visible_text
 from bot.attach import files_only, incoming
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, reply, tell
+from bot.formatting import Refusal, channel_refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
 from bot.store import new_session_id
 
@@ -59,9 +59,8 @@ class ResearchCog(commands.Cog):
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
         parent_id = getattr(channel, "parent_id", None)
-        if channel is not None and not gs.channel_allowed(channel.id, parent_id):
-            allowed = ", ".join(f"<#{c}>" for c in gs.channels)
-            raise Refusal(f"/research is not enabled in this channel. Try: {allowed}")
+        if channel is not None and (refused := channel_refusal(gs, channel.id, parent_id)):
+            raise Refusal(refused)
         if isinstance(channel, discord.Thread):
             raise Refusal("Use /research in a text channel: it opens its own thread.")
         if not isinstance(channel, discord.TextChannel):
