@@ -205,6 +205,10 @@ class ProgressRenderer:
                 line += " (output was cut for the model)"
             if ev.read_by:
                 line += f" · 📄 {ev.source_chars:,} chars read by {ev.read_by}, {len(ev.output):,} of notes"
+            elif ev.reader_failed:  # as `agentbot ask` says it, but the provider's words (its address) stay
+                line += (
+                    "\n⚠️ the page reader failed (the bot's log says why), so the agent reads the page itself"
+                )
             if self._step and ev.call_id in self._step.calls:
                 self._step.calls[ev.call_id].append(line)
                 self._show_step()

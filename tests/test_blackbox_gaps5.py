@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,8 +23,9 @@ from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.dns_server import serving_dns
-from tests.fakes.llm_server import FakeLLM, Reply, error, text
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.fakes.served import served
+from tests.fakes.web_server import FakeWeb
 from tests.test_e2e_config import click, flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
@@ -203,3 +205,31 @@ async def test_retry_and_re_run_are_refused_in_a_channel_taken_off_the_allowed_l
             f"/research is not enabled in this channel. Try: <#{lab}>"
         ]
     assert len(llm.requests) == 2
+
+
+async def test_a_failing_page_reader_is_shown_in_the_thread(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, web: FakeWeb, tmp_path: Path
+) -> None:
+    """READER_MODEL refusing a long page: `agentbot ask` said so, the thread's progress did not (the
+    whole page went to the agent's model, at its price, without a word). The reason, with the provider's
+    address, stays in the operator's log (reader_failed), as other provider errors do."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["model"] == "reader-model":
+            return error(400, "reader overloaded with *nonsense*")
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return tool_call("fetch_url", {"url": web.url("/long")})
+        return text("Read it myself.")
+
+    llm.responder = respond
+    reader = {"READER_MODEL": "reader-model", "FETCH_ALLOW_LOOPBACK": True, "FETCH_MAX_CHARS": 2000}
+    async with running_bot(fake, llm, tmp_path, guild, agent_env=reader) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "otters"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("Read it myself."), within=20)
+        await wait_idle(fake, bot)
+    step = next(m.content for m in fake.messages(thread) if "fetch_url" in m.content)
+    # One line under the call; the provider's words (and its address) are for the operator's log.
+    assert "\n⚠️ the page reader failed (the bot's log says why), so the agent reads the page" in step, step
+    assert "nonsense" not in step and llm.base_url.split("/v1")[0] not in step, step
