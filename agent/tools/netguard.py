@@ -91,12 +91,22 @@ class DnsResolver:
         self.servers = parse_dns_servers(servers)
         self.lifetime = lifetime
         self._resolver: Any = None
-        self._ready = asyncio.Lock()
+        self._making: asyncio.Future[Any] | None = None
 
     async def _get(self) -> Any:
-        async with self._ready:
-            if self._resolver is None:  # dnspython's import (~60 ms) and resolv.conf read stay off the loop
-                self._resolver = await asyncio.to_thread(self._make)
+        """dnspython's import (~60 ms) and the resolv.conf read run once, off the loop; lookups meanwhile
+        wait for that one build (a guard is made before any loop runs, so no lock bound to one)."""
+        if self._resolver is None:
+            loop = asyncio.get_running_loop()
+            if self._making is None or self._making.get_loop() is not loop:
+                self._making = loop.run_in_executor(None, self._make)
+            making = self._making
+            try:
+                self._resolver = await asyncio.shield(making)
+            except BaseException:
+                if making.done() and self._making is making:  # a failed build is tried again next time
+                    self._making = None
+                raise
         return self._resolver
 
     def _make(self) -> Any:
