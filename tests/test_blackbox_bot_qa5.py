@@ -1,0 +1,57 @@
+"""Members and admins of Discord servers where the fifth black-box QA pass of the bot looked: threads
+closed while the bot was down, ... : the real discord.py bot on the fake Discord, the scripted model
+on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+import bot.app
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.test_e2e_config import flat, run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+
+
+async def test_threads_archived_or_locked_while_the_bot_was_down_are_not_reopened_or_charged(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice's and bob's runs are interrupted by a restart, each with a follow-up queued. While the bot
+    is down alice archives her thread and a moderator locks bob's. After the restart the bot resumed
+    both: alice's archived thread was reopened by the resumed run's messages and her follow-up was
+    answered, and bob's locked thread got a paid model call whose answer nobody could see."""
+    calc = tool_call("calculator", {"expression": "1+1"})
+    llm.script(calc, calc, Reply(hang=True), Reply(hang=True), *[text("never shown")] * 4)
+    settings = {"BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
+    general = guild.channel("general")
+    threads = []
+    async with running_bot(fake, llm, tmp_path, guild, **settings):
+        for user in ("alice", "bob"):
+            fake.inject_interaction("research", {"task": f"tides for {user}"}, user=user, channel=general)
+            threads.append(await fake.wait_for_thread(parent=general, name=f"🔎 tides for {user}"))
+        await fake.wait_for(lambda: len(llm.requests) == 4, what="both runs' second step", within=15)
+        for user, thread in zip(("alice", "bob"), threads, strict=True):
+            follow_up = fake.inject_message(thread, user, "And waves?")
+            await fake.wait_for(lambda m=follow_up: "⏳" in fake.message(m.id).reactions, what="⏳")
+    writes = [len(fake.writes(t)) for t in threads]
+    fake.archive_thread(threads[0])
+    fake.archive_thread(threads[1], locked=True)
+    with capture_logs() as logs:
+        monkeypatch.setattr(bot.app, "log", structlog.get_logger("bot.app"))
+        async with running_bot(fake, llm, tmp_path, guild, **settings) as agentbot:
+            await fake.wait_for(lambda: any(e["event"] == "ready" for e in logs), what="resumed")
+            await wait_idle(fake, agentbot)
+            usage = flat(await run(fake, guild, "usage me", user="alice"))
+    assert threads[0].archived and threads[1].locked
+    assert [len(fake.writes(t)) for t in threads] == writes  # not one message more in either
+    assert len(llm.requests) == 4  # nothing resumed, no follow-up answered: nothing more charged
+    assert "**Sessions running**: 0 of" in usage and "**Requests today**: 1 of" in usage, usage
