@@ -11,6 +11,8 @@ import structlog
 from structlog.testing import capture_logs
 
 import bot.app
+from bot.store import SessionRecord
+from bot.thread_header import render_header
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
@@ -55,3 +57,12 @@ async def test_threads_archived_or_locked_while_the_bot_was_down_are_not_reopene
     assert [len(fake.writes(t)) for t in threads] == writes  # not one message more in either
     assert len(llm.requests) == 4  # nothing resumed, no follow-up answered: nothing more charged
     assert "**Sessions running**: 0 of" in usage and "**Requests today**: 1 of" in usage, usage
+
+
+def test_a_header_under_a_one_step_limit_says_one_step() -> None:
+    """An admin set `/config max-steps steps:1`: every header then read "up to 1 steps"."""
+    session = SessionRecord(
+        id="a" * 32, guild_id=1, channel_id=2, thread_id=3, user_id=4, task="t", tier="auto", model="m"
+    )
+    one, two = (render_header(session, steps=n, memory_ok=True, private=False) for n in (1, 2))
+    assert " · up to 1 step · " in one and " · up to 2 steps · " in two, one
