@@ -66,3 +66,20 @@ def test_a_header_under_a_one_step_limit_says_one_step() -> None:
     )
     one, two = (render_header(session, steps=n, memory_ok=True, private=False) for n in (1, 2))
     assert " · up to 1 step · " in one and " · up to 2 steps · " in two, one
+
+
+async def test_research_asked_as_the_bot_stops_is_answered_after_the_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """SIGTERM while a member's /research was opening its thread: the store closed under the command,
+    the member's "thinking…" never got an answer (a traceback in the log), and nothing ran later."""
+    llm.script(text("Tides follow the moon."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild):
+        asked = fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+    assert flat(fake.message(asked.original_message_id)) == f"Started in <#{thread.id}>."
+    async with running_bot(fake, llm, tmp_path, guild) as agentbot:
+        await fake.wait_for_message(thread, lambda m: m.content == "Tides follow the moon.", within=15)
+        await wait_idle(fake, agentbot)
+    assert "✅ done" in fake.messages(thread)[0].content
