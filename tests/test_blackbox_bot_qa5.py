@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
 import bot.app
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter
 from bot.store import SessionRecord
 from bot.thread_header import render_header
 from tests.e2e.harness import running_bot, wait_idle
@@ -83,3 +86,15 @@ async def test_research_asked_as_the_bot_stops_is_answered_after_the_restart(
         await fake.wait_for_message(thread, lambda m: m.content == "Tides follow the moon.", within=15)
         await wait_idle(fake, agentbot)
     assert "✅ done" in fake.messages(thread)[0].content
+
+
+async def test_a_task_routed_complex_is_not_explained_as_a_short_look_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A two-word task the embedding sent to the complex tier: the header read "tier complex (auto)
+    (complex 31% (≥ 30% routes complex), medium 36%; a short look-up or chat)", the keywords' reason
+    for a tier that was not chosen."""
+    classifier = EmbeddingClassifier(MiniLMEmbedding())
+    monkeypatch.setattr(LinearRouter, "probabilities", lambda self, v: np.array([[0.1, 0.2, 0.7]]))
+    decided = await classifier.classify("volcano facts")
+    assert decided.tier == "complex" and "a short look-up or chat" not in decided.reasons, decided
