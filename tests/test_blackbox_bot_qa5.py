@@ -17,6 +17,7 @@ from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter
 from bot.store import SessionRecord
 from bot.thread_header import render_header
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
@@ -98,3 +99,25 @@ async def test_a_task_routed_complex_is_not_explained_as_a_short_look_up(
     monkeypatch.setattr(LinearRouter, "probabilities", lambda self, v: np.array([[0.1, 0.2, 0.7]]))
     decided = await classifier.classify("volcano facts")
     assert decided.tier == "complex" and "a short look-up or chat" not in decided.reasons, decided
+
+
+async def test_a_typo_fixed_right_after_posting_is_what_the_agent_answers(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A member fixes a typo the moment they post, while the bot is still taking the message (a
+    follow-up being queued, a mention opening its thread): the edit found nothing to edit yet and was
+    dropped, so the agent answered the text with the typo, and no re-run was offered."""
+    llm.script(Reply(text="Tides: the moon.", delay=1.5), text("Waves: the wind."), text("Salt: rocks."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as agentbot:
+        mention = f"<@{agentbot.user.id}> "
+        asked = fake.inject_message(general, "alice", mention + "tdies?")
+        edit_message(fake, asked, mention + "tides?")
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        follow_up = fake.inject_message(thread, "alice", "And wvaes?")
+        edit_message(fake, follow_up, "And waves?")
+        await fake.wait_for(lambda: len(llm.requests) >= 2, what="the follow-up's turn", within=15)
+        await wait_idle(fake, agentbot)
+    asked = [r["messages"][-1]["content"] for r in llm.requests]
+    assert "tides?" in asked and asked[-1] == "And waves?" and "And wvaes?" not in asked, asked

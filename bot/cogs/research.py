@@ -127,6 +127,10 @@ class ResearchCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        with self.bot.control.taking(message.id):
+            await self._mentioned(message)
+
+    async def _mentioned(self, message: discord.Message) -> None:
         """A mention of the bot (or its managed role) in an ordinary channel starts a session in a thread
         on that message."""
         bot = self.bot

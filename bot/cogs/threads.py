@@ -126,6 +126,10 @@ class ThreadsCog(commands.Cog):
     # --- follow-ups ---------------------------------------------------------------------------------
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        with self.bot.control.taking(message.id):
+            await self._follow_up(message)
+
+    async def _follow_up(self, message: discord.Message) -> None:
         bot = self.bot
         if message.author.bot or not isinstance(message.channel, discord.Thread):
             return
