@@ -79,6 +79,11 @@ class SessionControl:
             if not takers:
                 del self._taking[message_id]
 
+    async def taken(self, message_id: int) -> None:
+        """Until the cogs have taken the message (an edit or a deletion of it acts on what they made)."""
+        for taking in [*self._taking.get(message_id, ())]:
+            await taking.wait()
+
     async def may_start(
         self, guild_id: int | None, member: Any, task: str, session_id: str | None = None
     ) -> QuotaDecision:
@@ -285,8 +290,7 @@ class SessionControl:
 
         An edit that leaves the text as it was (Discord also sends one when it unfurls a link) does
         nothing; so does an edit of a message that asked for no turn."""
-        for taking in [*self._taking.get(message.id, ())]:
-            await taking.wait()
+        await self.taken(message.id)
         if not prompt or await self.runner.edited(message.id, prompt) is not None:
             return
         sv = self.sv

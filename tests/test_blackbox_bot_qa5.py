@@ -121,3 +121,24 @@ async def test_a_typo_fixed_right_after_posting_is_what_the_agent_answers(
         await wait_idle(fake, agentbot)
     asked = [r["messages"][-1]["content"] for r in llm.requests]
     assert "tides?" in asked and asked[-1] == "And waves?" and "And wvaes?" not in asked, asked
+
+
+async def test_a_follow_up_deleted_right_after_posting_is_not_answered(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Posted in the wrong thread and deleted at once, while the bot was still queueing it: the
+    deletion found nothing queued yet, so the deleted question was answered and charged."""
+    llm.script(Reply(text="Tides: the moon.", delay=1.5), text("Never asked."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as agentbot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first model call")
+        oops = fake.inject_message(thread, "alice", "wrong thread, sorry")
+        fake.state.delete_message(oops, via="injected")
+        await fake.wait_for_message(thread, lambda m: m.content == "Tides: the moon.", within=15)
+        await wait_idle(fake, agentbot)
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    assert len(llm.requests) == 1 and "**Requests today**: 1 of" in usage, usage
+    shown = [m.content for m in fake.messages(thread)]
+    assert shown[1:] == ["Tides: the moon.", shown[-1]] and "tokens" in shown[-1], shown
