@@ -1,6 +1,7 @@
 """Members and admins of Discord servers where the fifth black-box QA pass of the bot looked: threads
-closed while the bot was down, ... : the real discord.py bot on the fake Discord, the scripted model
-on 127.0.0.1."""
+closed while the bot was down, a /research asked as the bot stops, typos fixed and messages deleted the
+moment they are posted, the header's words: the real discord.py bot on the fake Discord, the scripted
+model on 127.0.0.1."""
 
 from __future__ import annotations
 
