@@ -21,7 +21,7 @@ from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
-from tests.test_e2e_config import flat, run
+from tests.test_e2e_config import answer, flat, run
 
 
 @pytest.fixture
@@ -143,3 +143,19 @@ async def test_a_follow_up_deleted_right_after_posting_is_not_answered(
     assert len(llm.requests) == 1 and "**Requests today**: 1 of" in usage, usage
     shown = [m.content for m in fake.messages(thread)]
     assert shown[1:] == ["Tides: the moon.", shown[-1]] and "tokens" in shown[-1], shown
+
+
+async def test_research_with_a_task_of_only_blank_characters_is_refused_before_anything_is_charged(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Discord trims ASCII spaces from a command's text, not U+3000 or a line of tabs: `/research
+    task:"　"` opened a thread named "🔎 research", counted a request and paid a model call on nothing
+    (a bare mention is asked for words; /memory search refuses such a query)."""
+    async with running_bot(fake, llm, tmp_path, guild):
+        asked = fake.inject_interaction(
+            "research", {"task": "\u3000\t\u3000"}, user="alice", channel=guild.channel("general")
+        )
+        refused = flat(await answer(fake, asked))
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+    assert "what to research" in refused and fake.threads() == [], refused
+    assert llm.requests == [] and "**Requests today**: 0 of" in usage, usage

@@ -53,6 +53,8 @@ class ResearchCog(commands.Cog):
         file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        if not task.strip():  # Discord trims ASCII spaces, not U+3000 or tabs: nothing to research
+            raise Refusal("Tell me what to research: the task held only blank characters.")
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
         parent_id = getattr(channel, "parent_id", None)
