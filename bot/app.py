@@ -204,6 +204,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         runner = getattr(self, "runner", None)
         if runner is not None:
             paused = await runner.shutdown(self.bot_settings.shutdown_grace)
+        await _handlers_done(HANDLERS_GRACE)
         health = getattr(self, "_health", None)
         if health is not None:
             await health.cleanup()
@@ -302,3 +303,22 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         if message is not None and not message.author.bot:
             with contextlib.suppress(discord.HTTPException):
                 await message.channel.send(text, allowed_mentions=NO_MENTIONS)
+
+
+HANDLERS_GRACE = 5.0
+"""Seconds a stop waits for commands and messages already being handled (a /research opening its thread,
+a follow-up being stored): the store closed under them, so the member's /research got no answer at all
+and a follow-up posted as the bot stopped was lost, with a traceback in the log."""
+
+
+async def _handlers_done(within: float) -> None:
+    me = asyncio.current_task()
+    busy = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not me
+        and not t.done()
+        and (t.get_name() == "CommandTree-invoker" or t.get_name().startswith("discord.py: on_"))
+    ]
+    if busy:
+        await asyncio.wait(busy, timeout=within)

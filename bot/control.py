@@ -21,6 +21,8 @@ ordinary turn (same limits and charges) that supersedes the old one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -59,6 +61,29 @@ class SessionControl:
         self.starting: dict[int, asyncio.Event] = {}
         """Threads just opened whose session is not recorded yet (routing can take a model call): a
         message posted there meanwhile waits for it instead of being taken for one in no session."""
+        self._taking: dict[int, set[asyncio.Event]] = {}
+        """Members' messages being taken (a follow-up queued, a mention opening its session): an edit
+        arriving meanwhile waits for it (it found nothing to edit, and the typo was answered)."""
+
+    @contextlib.contextmanager
+    def taking(self, message_id: int) -> Iterator[None]:
+        """Around a cog's handling of a new message, entered before its first await (each cog's
+        listener for it is one taker)."""
+        done = asyncio.Event()
+        self._taking.setdefault(message_id, set()).add(done)
+        try:
+            yield
+        finally:
+            done.set()
+            takers = self._taking[message_id]
+            takers.discard(done)
+            if not takers:
+                del self._taking[message_id]
+
+    async def taken(self, message_id: int) -> None:
+        """Until the cogs have taken the message (an edit or a deletion of it acts on what they made)."""
+        for taking in [*self._taking.get(message_id, ())]:
+            await taking.wait()
 
     async def may_start(
         self, guild_id: int | None, member: Any, task: str, session_id: str | None = None
@@ -276,6 +301,7 @@ class SessionControl:
 
         An edit that leaves the text as it was (Discord also sends one when it unfurls a link) does
         nothing; so does an edit of a message that asked for no turn."""
+        await self.taken(message.id)
         if not prompt or await self.runner.edited(message.id, prompt) is not None:
             return
         sv = self.sv

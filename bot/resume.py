@@ -50,6 +50,15 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                 log.warning("resume_thread_gone", session_id=session.id, thread_id=session.thread_id)
                 await sv.sessions.set_status(session.id, "failed")
                 channels[session.id] = None
+            else:
+                # Archived or locked while the bot was down: closed, as when it happens during a run
+                # (bot.cogs.threads): a resumed run's first message reopened an archived thread.
+                if getattr(channels[session.id], "archived", False) or getattr(
+                    channels[session.id], "locked", False
+                ):
+                    log.info("resume_thread_closed", session_id=session.id, thread_id=session.thread_id)
+                    await sv.sessions.set_status(session.id, "idle")
+                    channels[session.id] = None
         return channels[session.id]
 
     for turn in await sv.sessions.running_turns(sv.owner):

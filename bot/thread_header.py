@@ -58,9 +58,9 @@ def render_header(
         if private
         else "the requester can reply here to follow up; others mention me or reply to me"
     )
+    limit = f"up to {steps} step{'s' if steps != 1 else ''}"
     tail = (
-        f"-# tier {session.tier} · model {session.model} · up to {steps} steps{memory} · {who}\n"
-        f"{state_line(state, at)}"
+        f"-# tier {session.tier} · model {session.model} · {limit}{memory} · {who}\n{state_line(state, at)}"
     )
     room = LIMIT - len(head) - len(tail) - 2
     quoted = _quote(visible_text(session.task), room)  # no direction overrides or invisible characters

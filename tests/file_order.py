@@ -40,6 +40,7 @@ SECONDS: dict[str, int] = {
     "test_classifier_embedding.py": 92,
     "test_blackbox_operator.py": 84,
     "test_blackbox_bot_qa4.py": 67,
+    "test_blackbox_bot_qa5.py": 45,
     "test_shards_e2e.py": 67,
     "test_blackbox_threads_restart.py": 65,
     "test_doctor.py": 63,

@@ -146,4 +146,7 @@ class EmbeddingClassifier:
         tier = self.model.decide(p, words.tier)
         odds = f"complex {p[2]:.0%} (≥ {self.model.complex_at:.0%} routes complex), medium {p[1]:.0%}"
         doubtful = tier == "complex" and float(p[2]) < self.model.sure_at
-        return Classification(tier, "embedding", (odds, *words.reasons), doubtful=doubtful)
+        # The keywords' reasons explain their own guess: beside another tier they read as nonsense
+        # ("tier complex … a short look-up or chat" in a session header).
+        reasons = words.reasons if words.tier == tier else ()
+        return Classification(tier, "embedding", (odds, *reasons), doubtful=doubtful)

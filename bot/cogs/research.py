@@ -56,6 +56,8 @@ class ResearchCog(commands.Cog):
         file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        if not task.strip():  # Discord trims ASCII spaces, not U+3000 or tabs: nothing to research
+            raise Refusal("Tell me what to research: the task held only blank characters.")
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
         parent_id = getattr(channel, "parent_id", None)
@@ -129,6 +131,10 @@ class ResearchCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        with self.bot.control.taking(message.id):
+            await self._mentioned(message)
+
+    async def _mentioned(self, message: discord.Message) -> None:
         """A mention of the bot (or its managed role) in an ordinary channel starts a session in a thread
         on that message."""
         bot = self.bot

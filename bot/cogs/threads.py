@@ -126,6 +126,10 @@ class ThreadsCog(commands.Cog):
     # --- follow-ups ---------------------------------------------------------------------------------
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        with self.bot.control.taking(message.id):
+            await self._follow_up(message)
+
+    async def _follow_up(self, message: discord.Message) -> None:
         bot = self.bot
         if message.author.bot or not isinstance(message.channel, discord.Thread):
             return
@@ -185,6 +189,8 @@ class ThreadsCog(commands.Cog):
             await bot.runner.rest_budget.acquire(message.channel.id)
             try:
                 await message.add_reaction(QUEUED)
+            except discord.NotFound:  # deleted already: withdrawn once this ends (on_raw_message_delete)
+                return
             except discord.HTTPException:
                 await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
                 await message.reply(
@@ -228,6 +234,7 @@ class ThreadsCog(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """A queued follow-up whose message is deleted is withdrawn (raw: it may not be cached)."""
+        await self.bot.control.taken(payload.message_id)  # deleted at once: it is being queued
         await self.bot.runner.withdrawn(payload.message_id)
 
     @commands.Cog.listener()
