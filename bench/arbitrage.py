@@ -455,7 +455,8 @@ def main() -> int:
     per_task_us = (time.perf_counter() - t0) / len(tasks) * 1e6
     # The shipped classifier, each split scored by weights trained without it (bench/train_router.py).
     _, vectors, labels, groups, embedding = train_router.load()
-    p = train_router.held_out_probabilities(vectors, labels, groups)
+    texts = [t["task"] for t in tasks]
+    p = train_router.held_out_probabilities(vectors, labels, groups, texts, train_router.shipped_scale())
     kw = train_router.keyword_tiers(tasks)
     bar = LinearRouter.shipped().complex_at
     sure = LinearRouter.shipped().sure_at

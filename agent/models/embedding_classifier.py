@@ -1,4 +1,4 @@
-"""Routing by meaning: whether an ask is complex comes from its MiniLM sentence embedding.
+"""Routing by meaning: whether an ask is complex comes from its MiniLM sentence embedding and its words.
 
 Why not only keywords: the heuristic in :mod:`agent.models.classifier` scores 95 % on the 240 asks it
 was tuned on but 66 % on 300 asks written afterwards by five helpers who never saw it, and routed 21
@@ -9,6 +9,9 @@ keeps complex asks from going too low, at the price of sending some medium asks 
 make that cheap: a complex run researches on the medium tier's model, so an over-routed medium ask pays
 only for the stronger model's write-up. Below the bar the keywords choose between simple and medium,
 where they are reliable and a mistake costs little (and "thx!" stays on the cheapest model).
+Beside the embedding, the ask's words and word pairs (:class:`Lexicon`) separate medium from complex
+better than either alone: at the same bound on complex asks too low, 48 non-complex asks go up
+instead of 80, held out by writer.
 
 The weights ship in ``agent/data/router_classifier.json``, written by ``bench/train_router.py --write``
 from ``bench/data/arbitrage_tasks.jsonl``; the file records the data's sha256 and the embedding's id,
@@ -20,7 +23,10 @@ The embedding runs in a worker thread (about 5 ms); if it fails, the keywords de
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -38,10 +44,11 @@ log = structlog.get_logger("agent.router")
 WEIGHTS_FILE = "router_classifier.json"
 SURE_AT = 0.45
 """Complex odds from which an ask routed complex is never handed down (``ROUTER_HAND_DOWN_CALLS``).
-Held out by writer (``bench/arbitrage.py``): at 0.45, 54 of the 67 medium asks routed complex fall
-below it, and 124 of the 173 complex asks routed complex are above it and keep the complex writer
-whatever their research. With ``ROUTER_HAND_DOWN_CALLS=4`` the lowest bar that keeps 95 % of the
-oracle's saving at every mix is 0.42; 0.45 leaves a margin (96.2 % at worst)."""
+Held out by writer (``bench/arbitrage.py``, embedding and words): at 0.45, 33 of the 43 medium asks
+routed complex fall below it, and 146 of the 175 complex asks routed complex are above it and keep
+the complex writer whatever their research. Chosen with the embedding alone, where 0.42 was the
+lowest bar keeping 95 % of the oracle's saving at every mix with ``ROUTER_HAND_DOWN_CALLS=4``; with
+the words it keeps 96.7 % at worst there."""
 
 
 def route(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
@@ -52,9 +59,55 @@ def route(p: np.ndarray, complex_at: float, keywords: np.ndarray) -> np.ndarray:
     return out
 
 
+_WORD = re.compile(r"[a-zà-ÿ0-9']+")
+
+
+def ask_words(text: str) -> list[str]:
+    """An ask's lower-cased words and word pairs ("step_by"): the lexical features' vocabulary."""
+    w = _WORD.findall(text.lower())
+    return w + [f"{a}_{b}" for a, b in itertools.pairwise(w)]
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Words and word pairs beside the embedding: tf-idf, each ask's vector of unit length, times ``scale``.
+
+    Why: MiniLM's mean-pooled vector blurs what separates a medium ask from a complex one (a scope,
+    "with sources", "step by step", "each"); with these beside it, held out by writer, 56 instead of 77
+    non-complex asks go up at the same 3 % of complex asks too low (``bench/train_router.py``). The
+    words come from the labelled asks (seen in at least two), so an ask's cost is a dict look-up per word.
+    """
+
+    vocabulary: Mapping[str, int]
+    idf: np.ndarray
+    scale: float
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], scale: float, min_asks: int = 2) -> Lexicon:
+        seen: dict[str, int] = {}
+        for t in texts:
+            for w in set(ask_words(t)):
+                seen[w] = seen.get(w, 0) + 1
+        kept = sorted(w for w, n in seen.items() if n >= min_asks)
+        idf = np.array([np.log((1 + len(texts)) / (1 + seen[w])) + 1 for w in kept], dtype=np.float64)
+        return cls({w: i for i, w in enumerate(kept)}, idf, scale)
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.vocabulary)), dtype=np.float64)
+        for row, text in enumerate(texts):
+            for w in ask_words(text):
+                i = self.vocabulary.get(w)
+                if i is not None:
+                    out[row, i] += 1
+        out = np.log1p(out) * self.idf
+        norm = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norm, 1e-12) * self.scale
+
+
 @dataclass(frozen=True)
 class LinearRouter:
-    """``softmax(v @ weights + bias)`` over (simple, medium, complex); complex at ``complex_at`` or more."""
+    """``softmax(features @ weights + bias)`` over (simple, medium, complex); complex at ``complex_at`` or
+    more. The features are the ask's embedding, then its :class:`Lexicon` vector when there is one."""
 
     weights: np.ndarray
     bias: np.ndarray
@@ -62,9 +115,22 @@ class LinearRouter:
     embedding_id: str
     data_sha256: str = ""
     sure_at: float = SURE_AT
+    lexicon: Lexicon | None = None
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        z = np.atleast_2d(vectors) @ self.weights + self.bias
+    def features(self, vectors: np.ndarray, texts: Sequence[str] = ()) -> np.ndarray:
+        vectors = np.atleast_2d(vectors)
+        if self.lexicon is None:
+            return vectors
+        if len(texts) != len(vectors):
+            raise ValueError("these weights need each ask's text beside its embedding")
+        return np.hstack([vectors, self.lexicon.vectors(texts)])
+
+    def probabilities(self, vectors: np.ndarray, texts: Sequence[str] = ()) -> np.ndarray:
+        return self.odds(self.features(vectors, texts))
+
+    def odds(self, features: np.ndarray) -> np.ndarray:
+        """(simple, medium, complex) probabilities of each row of :meth:`features`."""
+        z = np.atleast_2d(features) @ self.weights + self.bias
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
@@ -88,6 +154,13 @@ class LinearRouter:
                 raise ValueError(
                     "expected weights of shape (dim, 3) and a bias of 3 for simple/medium/complex"
                 )
+            lexicon = None
+            if (lex := d.get("lexicon")) is not None:
+                vocabulary = {str(w): i for i, w in enumerate(lex["words"])}
+                idf = np.asarray(lex["idf"], dtype=np.float64)
+                if idf.shape != (len(vocabulary),) or len(vocabulary) != len(lex["words"]):
+                    raise ValueError("the lexicon needs one idf per distinct word")
+                lexicon = Lexicon(vocabulary, idf, float(lex["scale"]))
             return cls(
                 weights,
                 bias,
@@ -95,6 +168,7 @@ class LinearRouter:
                 str(d["embedding_id"]),
                 str(d.get("data_sha256", "")),
                 float(d.get("sure_at", SURE_AT)),
+                lexicon,
             )
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"{origin}: not a router classifier ({e})") from e
@@ -129,20 +203,22 @@ class EmbeddingClassifier:
             self.unavailable = f"{type(e).__name__}: {e}"
             log.error("router_embedding_unavailable", error=self.unavailable, using="keywords")
 
-    def _embed(self, task: str) -> np.ndarray | None:
+    def _features(self, task: str) -> np.ndarray | None:
         self.load()
-        return None if self.unavailable is not None else self.embedding.embed_query(task)
+        if self.unavailable is not None:
+            return None
+        return self.model.features(self.embedding.embed_query(task), [task])
 
     async def classify(self, task: str) -> Classification:
         words = self._heuristic.classify_now(task)
         try:
-            vector = await asyncio.to_thread(self._embed, task)
+            vector = await asyncio.to_thread(self._features, task)
         except Exception as e:  # one text failed to embed: keywords route this ask
             log.warning("router_embedding_failed", error=f"{type(e).__name__}: {e}")
             vector = None
         if vector is None:
             return Classification(words.tier, "heuristic", (*words.reasons, "embedding failed"))
-        p = self.model.probabilities(vector)[0]
+        p = self.model.odds(vector)[0]
         tier = self.model.decide(p, words.tier)
         odds = f"complex {p[2]:.0%} (≥ {self.model.complex_at:.0%} routes complex), medium {p[1]:.0%}"
         doubtful = tier == "complex" and float(p[2]) < self.model.sure_at
