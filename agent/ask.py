@@ -105,7 +105,7 @@ async def ask(
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
                 # A call under way may still be billed: the total is a lower bound, never a false $0.
-                if calling and time.monotonic() >= retry_at:
+                if (calling and time.monotonic() >= retry_at) or (reader is not None and reader.stopped):
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer

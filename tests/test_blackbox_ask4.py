@@ -1,0 +1,54 @@
+"""``agentbot ask`` driven as terminal users drive it (fourth QA pass): what the terminal says when a run
+is stopped or summed up, against the scripted model and pages on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from pathlib import Path
+
+from aiohttp import web
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.served import served
+
+
+async def test_ctrl_c_while_the_page_reader_reads_says_its_call_is_not_counted(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # READER_MODEL set, Ctrl-C while it read a long page: the summary counted the steps so far and said
+    # nothing of the reader's call under way, which the provider may still bill (README: "with a note
+    # when a model call was under way and so is not counted"); only the agent's own calls were tracked.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    app = web.Application()
+
+    async def notes(_: web.Request) -> web.Response:
+        return web.Response(text="Otters swim. " * 800)
+
+    app.router.add_get("/notes.txt", notes)
+    async with served(app) as site:
+        llm.script(tool_call("fetch_url", {"url": f"{site}/notes.txt"}), text("notes", hang=True))
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=llm.base_url,
+            OPENAI_API_KEY="sk-t",
+            DATA_DIR=str(tmp_path),
+            READER_MODEL="gpt-4.1-nano",
+            FETCH_ALLOW_LOOPBACK=True,
+            PYTHON_SANDBOX="off",
+        )
+        err = io.StringIO()
+        run = asyncio.ensure_future(ask("Summarise the notes", settings, out=io.StringIO(), err=err))
+        for _ in range(3000):  # until the reader's call has reached the server (30 s at most)
+            if len(llm.requests) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [r["model"] for r in llm.requests] == ["gpt-4o-mini", "gpt-4.1-nano"], err.getvalue()
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+    lines = err.getvalue().splitlines()
+    assert "status: cancelled" in lines[-2] and "→ fetch_url" in lines[-3], lines
+    assert lines[-1] == "not counted: the model call in progress when stopped", lines
