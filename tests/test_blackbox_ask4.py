@@ -52,3 +52,22 @@ async def test_ctrl_c_while_the_page_reader_reads_says_its_call_is_not_counted(
     lines = err.getvalue().splitlines()
     assert "status: cancelled" in lines[-2] and "→ fetch_url" in lines[-3], lines
     assert lines[-1] == "not counted: the model call in progress when stopped", lines
+
+
+async def test_the_total_cost_keeps_the_precision_of_the_step_costs_it_sums(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Five steps of gpt-4o-mini, each said as $0.000027, were summed up as "cost $0.0001": the total read
+    # 26% under what the steps add up to ($0.000135), since amounts from $0.0001 kept only four places.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-t", DATA_DIR=str(tmp_path), PYTHON_SANDBOX="off"
+    )
+    llm.script(*[tool_call("calculator", {"expression": f"{i}*7"}) for i in range(4)], text("Done."))
+    err = io.StringIO()
+    await ask("Times seven, four times", settings, out=io.StringIO(), err=err)
+    lines = err.getvalue().splitlines()
+    assert [line.strip() for line in lines if "tokens, $" in line] == ["100+20 tokens, $0.000027"] * 5
+    assert lines[-1].startswith("5 steps · 500 prompt + 100 completion tokens · cost $0.00014 · "), lines
