@@ -71,3 +71,26 @@ async def test_the_total_cost_keeps_the_precision_of_the_step_costs_it_sums(
     lines = err.getvalue().splitlines()
     assert [line.strip() for line in lines if "tokens, $" in line] == ["100+20 tokens, $0.000027"] * 5
     assert lines[-1].startswith("5 steps · 500 prompt + 100 completion tokens · cost $0.00014 · "), lines
+
+
+async def test_read_file_shows_the_whole_window_it_says_it_read(llm: FakeLLM, tmp_path: Path) -> None:
+    # A 30,000-character file: read_file said "[characters 0-20000 of 30000; read_file again with
+    # start=20000 for more]", but the tool's output cap (8,000, the default for every tool) cut the
+    # window there, so a model paging as told never read characters 8,000-20,000 (a PDF attachment's
+    # text in the bot lost the same).
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-t", DATA_DIR=str(tmp_path), PYTHON_SANDBOX="off"
+    )
+    lines = "".join(f"line {i:05d}\n" for i in range(2500))  # 11 characters a line: 27,500 in all
+    llm.script(
+        tool_call("write_file", {"path": "notes.txt", "content": lines}),
+        tool_call("read_file", {"path": "notes.txt"}),
+        text("Read."),
+    )
+    await ask("Read the notes", settings, out=io.StringIO(), err=io.StringIO())
+    told = llm.requests[2]["messages"][-1]["content"]
+    assert "read_file again with start=20000" in told and "truncated" not in told, told[-300:]
+    assert told.endswith(lines[:20000]), told[-300:]  # line 01818, cut at character 20,000
