@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from pathlib import Path
 
 from aiohttp import web
 
+from agent.messages import ToolCall
+from agent.tools.builtin import calculator
+from agent.tools.registry import ToolContext, ToolRegistry
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.served import served
 
@@ -94,3 +98,25 @@ async def test_read_file_shows_the_whole_window_it_says_it_read(llm: FakeLLM, tm
     told = llm.requests[2]["messages"][-1]["content"]
     assert "read_file again with start=20000" in told and "truncated" not in told, told[-300:]
     assert told.endswith(lines[:20000]), told[-300:]  # line 01818, cut at character 20,000
+
+
+async def _calculate(expression: str) -> str:
+    call = ToolCall(id="c", name="calculator", arguments=json.dumps({"expression": expression}))
+    return (await ToolRegistry([calculator]).execute(call, ToolContext())).output
+
+
+async def test_the_calculator_answers_decimal_sums_as_a_calculator_shows_them() -> None:
+    # "Evaluate an arithmetic expression exactly", the model is told, and README says "exact arithmetic":
+    # 100*1.1 came back 110.00000000000001 and 0.1+0.2 as 0.30000000000000004 (binary floats), which
+    # the model passed on to the user; an overflow came back as "inf", an answer, not an error.
+    shown = {e: await _calculate(e) for e in ("0.1+0.2", "100*1.1", "3.3/1.1", "19.99*3", "2**0.5", "1/3")}
+    assert shown == {
+        "0.1+0.2": "0.3",
+        "100*1.1": "110",
+        "3.3/1.1": "3",
+        "19.99*3": "59.97",
+        "2**0.5": "1.4142135623731",
+        "1/3": "0.333333333333333",
+    }
+    for overflow in ("1e308*10", "1e308*10 - 1e308*10"):
+        assert "too large" in await _calculate(overflow), overflow

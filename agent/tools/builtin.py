@@ -112,8 +112,12 @@ def calculator(expression: str) -> str:
         raise ToolRefused("division by zero") from e
     except (ValueError, OverflowError, TypeError) as e:
         raise ToolRefused(f"cannot evaluate: {e}") from e
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        value = int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):  # 1e308*10 came back "inf", read as an answer
+            raise ToolRefused("the result is too large for floating point")
+        # 15 significant digits, as a calculator shows: every digit a float holds read 100*1.1 as
+        # 110.00000000000001 and 0.1+0.2 as 0.30000000000000004, which the model passed on.
+        return f"{value:.15g}"
     return str(value)
 
 
