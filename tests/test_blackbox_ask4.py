@@ -120,3 +120,10 @@ async def test_the_calculator_answers_decimal_sums_as_a_calculator_shows_them() 
     }
     for overflow in ("1e308*10", "1e308*10 - 1e308*10"):
         assert "too large" in await _calculate(overflow), overflow
+
+
+async def test_a_result_too_long_to_print_is_said_in_the_calculators_words() -> None:
+    # 10**5000 (allowed: under the 10,000-digit bound) came back "ValueError: Exceeds the limit (4300
+    # digits) for integer string conversion; use sys.set_int_max_str_digits()", advice to the model.
+    assert await _calculate("10**5000") == '{"error": "the result has more than 4,300 digits"}'
+    assert len(await _calculate("7**4000")) == 3381  # shorter ones are shown whole

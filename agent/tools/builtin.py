@@ -6,6 +6,7 @@ import ast
 import datetime as dt
 import math
 import operator
+import sys
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -118,7 +119,10 @@ def calculator(expression: str) -> str:
         # 15 significant digits, as a calculator shows: every digit a float holds read 100*1.1 as
         # 110.00000000000001 and 0.1+0.2 as 0.30000000000000004, which the model passed on.
         return f"{value:.15g}"
-    return str(value)
+    try:
+        return str(value)
+    except ValueError as e:  # Python's own message told the model to call sys.set_int_max_str_digits()
+        raise ToolRefused(f"the result has more than {sys.get_int_max_str_digits():,} digits") from e
 
 
 @tool(timeout=5)
