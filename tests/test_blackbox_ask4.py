@@ -127,3 +127,44 @@ async def test_a_result_too_long_to_print_is_said_in_the_calculators_words() -> 
     # digits) for integer string conversion; use sys.set_int_max_str_digits()", advice to the model.
     assert await _calculate("10**5000") == '{"error": "the result has more than 4,300 digits"}'
     assert len(await _calculate("7**4000")) == 3381  # shorter ones are shown whole
+
+
+async def test_a_search_shows_the_model_every_result_the_operator_allows(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # SEARCH_MAX_RESULTS=20 (its documented top) and the model asking for 20: the tool's fixed 6,000-
+    # character cap cut the list after 11 ordinary results, while the run's sources listed all 20.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    async def search(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        "url": f"https://news{i}.example.org/2024/03/baltic-otters-return",
+                        "title": f"Otters return to the Baltic coast ({i})",
+                        "content": "Surveys counted four hundred breeding pairs along the coast. " * 6,
+                    }
+                    for i in range(20)
+                ]
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/search", search)
+    async with served(app) as searx:
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=llm.base_url,
+            OPENAI_API_KEY="sk-t",
+            DATA_DIR=str(tmp_path),
+            PYTHON_SANDBOX="off",
+            SEARCH_BACKEND="searxng",
+            SEARXNG_URL=searx,
+            SEARCH_MAX_RESULTS=20,
+        )
+        llm.script(tool_call("web_search", {"query": "baltic otters", "max_results": 20}), text("Otters."))
+        result = await ask("Baltic otters?", settings, out=io.StringIO(), err=io.StringIO())
+    told = llm.requests[1]["messages"][-1]["content"]
+    assert "truncated" not in told and "news19.example.org" in told, told[-300:]
+    assert len(result.sources) == 20
