@@ -7,8 +7,12 @@ import asyncio
 import contextlib
 import io
 import json
+import os
+import pty
+import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from agent.messages import ToolCall
@@ -168,3 +172,22 @@ async def test_a_search_shows_the_model_every_result_the_operator_allows(
     told = llm.requests[1]["messages"][-1]["content"]
     assert "truncated" not in told and "news19.example.org" in told, told[-300:]
     assert len(result.sources) == 20
+
+
+def test_a_task_typed_at_the_terminal_after_a_dash_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `agentbot ask -` at a prompt waited for standard input without a word, as if it hung: nothing
+    # said that it reads the task as typed until Ctrl-D.
+    from bot.ask_input import task_text
+
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"What is 2+2?\n\x04")  # the line, then Ctrl-D at the start of the next
+        with open(terminal, closefd=False) as typed:  # the test closes the terminal itself
+            monkeypatch.setattr(sys, "stdin", typed)
+            assert task_text("-") == "What is 2+2?\n"
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert capsys.readouterr().err == "agentbot: type the task, then Ctrl-D on a line of its own\n"
