@@ -191,3 +191,49 @@ def test_a_task_typed_at_the_terminal_after_a_dash_is_asked_for(
         os.close(controller)
         os.close(terminal)
     assert capsys.readouterr().err == "agentbot: type the task, then Ctrl-D on a line of its own\n"
+
+
+class _SlowToStop:
+    """The operator's MCP servers as ``ask`` sees them, one of which takes its time to stop (a server
+    run with ``docker run -i``, or one that ignores the end of its input: the SDK then waits, sends
+    SIGTERM and waits again, seconds in all)."""
+
+    problems: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+
+    def tools(self) -> list[object]:
+        return []
+
+    async def aclose(self) -> None:
+        self.stopping.set()
+        await asyncio.sleep(3600)
+
+
+async def test_the_answer_is_out_before_mcp_servers_are_stopped(
+    llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With an MCP server slow to stop, the paid answer waited on stdout for seconds after it arrived,
+    # and a Ctrl-C meanwhile ended the command with "interrupted" alone: no answer, no tokens or cost.
+    import agent.ask
+    from agent.config import AgentSettings
+
+    servers = _SlowToStop()
+
+    async def operator_mcp(_: object) -> _SlowToStop:
+        return servers
+
+    monkeypatch.setattr(agent.ask, "operator_mcp", operator_mcp)
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=llm.base_url, OPENAI_API_KEY="sk-t", DATA_DIR=str(tmp_path), PYTHON_SANDBOX="off"
+    )
+    llm.script(text("Otters hold hands."))
+    out, err = io.StringIO(), io.StringIO()
+    run = asyncio.ensure_future(agent.ask.ask("Otters?", settings, out=out, err=err))
+    await asyncio.wait_for(servers.stopping.wait(), 30)
+    run.cancel()  # Ctrl-C while the servers stop
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    assert out.getvalue() == "Otters hold hands.\n"
+    assert err.getvalue().splitlines()[-1].startswith("1 step · 100 prompt + 20 completion tokens"), err
