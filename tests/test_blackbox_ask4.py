@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from agent.events import Cost, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import ToolCall
 from agent.tools.builtin import calculator
 from agent.tools.registry import ToolContext, ToolRegistry
@@ -237,3 +238,29 @@ async def test_the_answer_is_out_before_mcp_servers_are_stopped(
         await run
     assert out.getvalue() == "Otters hold hands.\n"
     assert err.getvalue().splitlines()[-1].startswith("1 step · 100 prompt + 20 completion tokens"), err
+
+
+def test_the_page_readers_tokens_are_said_as_the_readers() -> None:
+    # READER_MODEL set: under "step 1 · gpt-4o-mini" came "100+20 tokens" and then, between the page's
+    # call and its result, "5000+300 tokens, $0.0006" with no name: read as the step's model's, and not
+    # to be found in that model's usage at the provider.
+    from agent.events import StepStarted, UsageEvent
+    from agent.terminal import TerminalRenderer
+
+    err = io.StringIO()
+    renderer = TerminalRenderer(err)
+    for ev in (
+        StepStarted(step=1, model="gpt-4o-mini"),
+        UsageEvent(step=1, model="gpt-4o-mini", usage=Usage(100, 20), cost=Cost(0.000027)),
+        ToolCallEvent(
+            step=1, call_id="a", name="fetch_url", arguments={"url": "https://a.example/"}, raw_arguments=""
+        ),
+        UsageEvent(step=1, model="gpt-4.1-nano", usage=Usage(5000, 300), cost=Cost(0.00062)),
+        ToolResultEvent(
+            step=1, call_id="a", name="fetch_url", output="notes", read_by="gpt-4.1-nano", source_chars=46135
+        ),
+    ):
+        renderer.render(ev)
+    lines = [line.strip() for line in err.getvalue().splitlines()]
+    assert lines[1] == "100+20 tokens, $0.000027"
+    assert lines[3] == "gpt-4.1-nano (page reader): 5000+300 tokens, $0.00062", lines
