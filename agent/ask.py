@@ -99,13 +99,13 @@ async def ask(
             cancelled = True
             raise
         finally:
-            if mcp is not None:
+            if mcp is not None and (result is None or cancelled):  # else once the answer is out
                 await mcp.aclose()
             _keep_files(context.workspace, renderer, made)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
                 # A call under way may still be billed: the total is a lower bound, never a false $0.
-                if calling and time.monotonic() >= retry_at:
+                if (calling and time.monotonic() >= retry_at) or (reader is not None and reader.stopped):
                     renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
@@ -126,6 +126,8 @@ async def ask(
             _write_all(out, text)
         except OSError as e:  # a full disk, a reader gone (`| head`): the run is paid for, so sum it up
             renderer.summary(result)
+            if mcp is not None:
+                await mcp.aclose()
             with contextlib.suppress(OSError, ValueError):  # what is left unflushed goes nowhere at exit
                 os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
             raise AnswerNotWritten(
@@ -133,6 +135,8 @@ async def ask(
                 reader_gone=isinstance(e, BrokenPipeError),
             ) from e
     renderer.summary(result)
+    if mcp is not None:  # after the answer: a server slow to stop (`docker run -i`) held it back for
+        await mcp.aclose()  # seconds, and a Ctrl-C meanwhile lost it and what it cost
     return result
 
 

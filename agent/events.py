@@ -83,8 +83,14 @@ class Cost:
 
 def usd_text(usd: float) -> str:
     """Dollars to four places, six for a non-zero amount below $0.0001: a priced call never reads as
-    free (120 tokens of gpt-4o-mini, $0.000027, would round to $0.0000)."""
-    return f"${usd:.6f}" if usd != 0 and abs(usd) < 0.0001 else f"${usd:.4f}"
+    free (120 tokens of gpt-4o-mini, $0.000027, would round to $0.0000); five below $0.001, so a total
+    keeps two digits like the steps it sums (five steps at $0.000027 read "$0.0001", 26% short)."""
+    if usd != 0 and abs(usd) < 0.0001:
+        return f"${usd:.6f}"
+    if abs(usd) < 0.001:
+        text = f"{usd:.5f}"
+        return "$" + (text[:-1] if text.endswith("0") else text)  # $0.0001 as before, not $0.00010
+    return f"${usd:.4f}"
 
 
 RunStatus = Literal["completed", "max_iterations", "cancelled", "error", "budget"]

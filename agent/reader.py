@@ -18,6 +18,7 @@ read in parallel and a Stop cancels reading with the tool.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,8 @@ class Reader:
     def __init__(self, model: Model, settings: ReaderSettings | None = None) -> None:
         self.model = model
         self.settings = settings or ReaderSettings()
+        self.stopped = 0
+        """Readings cancelled under way: never counted, yet perhaps billed (``agentbot ask`` says so)."""
 
     @property
     def name(self) -> str:
@@ -99,7 +102,13 @@ class Reader:
 
     async def read(self, task: str, call: ToolCall, text: str, *, offers_raw: bool) -> Notes | None:
         """Notes on ``text``, or None when the reader wrote nothing. Raises :class:`ModelError`."""
-        response = await final_response(self.model, self.messages(task, call, text), self.model_settings())
+        try:
+            response = await final_response(
+                self.model, self.messages(task, call, text), self.model_settings()
+            )
+        except asyncio.CancelledError:
+            self.stopped += 1
+            raise
         if response is None or not response.message.content.strip():
             return None
         notes = response.message.content.strip()

@@ -114,6 +114,7 @@ class TerminalRenderer:
             self.console.width = 80
         self.show_text = show_text
         self._in_text = False
+        self._running = 0  # tools of this step without a result: a model call meanwhile is the reader's
         # The streamed words are written straight to the file, dimmed as rich would dim them: rich's
         # print costs ~0.25 ms per call, so a 200 KB answer's ~30,000 deltas took 6.6 s instead of 0.7 s.
         on, _, off = Style(dim=True).render("\0").partition("\0")
@@ -139,11 +140,14 @@ class TerminalRenderer:
             return
         self._end_text()
         if isinstance(ev, StepStarted):
+            self._running = 0
             c.print(f"[bold cyan]step {ev.step}[/] · {escape(ev.model)}")
         elif isinstance(ev, ToolCallEvent):
+            self._running += 1
             name, args = escape(short_output(ev.name, NAME_CHARS)), short_args(ev.arguments, ev.raw_arguments)
             c.print(f"  → [bold]{name}[/]({escape(args)})")
         elif isinstance(ev, ToolResultEvent):
+            self._running = max(0, self._running - 1)
             mark = "[red]✗[/]" if ev.is_error else "[green]✓[/]"
             name = escape(short_output(ev.name, NAME_CHARS))
             c.print(f"  {mark} {name} {ev.duration:.2f}s: {escape(short_output(ev.output))}")
@@ -164,8 +168,10 @@ class TerminalRenderer:
             )
         elif isinstance(ev, UsageEvent):
             est = "estimated: " if ev.usage.estimated else ""
+            # Named: under the step's model it read as that model's, and its usage at the provider.
+            who = f"{escape(ev.model)} (page reader): " if self._running else ""
             c.print(
-                f"  [dim]{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
+                f"  [dim]{who}{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
                 f"{escape(ev.cost.format(estimated=ev.usage.estimated))}[/]"
             )
         elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down

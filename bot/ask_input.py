@@ -45,6 +45,9 @@ def task_text(task: str | None) -> str:
             raise TaskError(
                 'give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in'
             )
+        if sys.stdin.isatty() and sys.stderr is not None:  # `ask -` at a prompt waited as if it hung
+            sys.stderr.write("agentbot: type the task, then Ctrl-D on a line of its own\n")
+            sys.stderr.flush()
         with _interruptible():
             raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:

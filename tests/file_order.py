@@ -131,6 +131,7 @@ SECONDS: dict[str, int] = {
     "test_router_fallback.py": 6,
     "test_e2e_ready_race.py": 6,
     "test_blackbox_readme_backups.py": 6,
+    "test_blackbox_ask4.py": 6,
     "test_blackbox_memory_commands.py": 4,
     "test_files_quota.py": 4,
     "test_reasoning_models.py": 4,

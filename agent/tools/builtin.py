@@ -6,6 +6,7 @@ import ast
 import datetime as dt
 import math
 import operator
+import sys
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -112,9 +113,16 @@ def calculator(expression: str) -> str:
         raise ToolRefused("division by zero") from e
     except (ValueError, OverflowError, TypeError) as e:
         raise ToolRefused(f"cannot evaluate: {e}") from e
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        value = int(value)
-    return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):  # 1e308*10 came back "inf", read as an answer
+            raise ToolRefused("the result is too large for floating point")
+        # 15 significant digits, as a calculator shows: every digit a float holds read 100*1.1 as
+        # 110.00000000000001 and 0.1+0.2 as 0.30000000000000004, which the model passed on.
+        return f"{value:.15g}"
+    try:
+        return str(value)
+    except ValueError as e:  # Python's own message told the model to call sys.set_int_max_str_digits()
+        raise ToolRefused(f"the result has more than {sys.get_int_max_str_digits():,} digits") from e
 
 
 @tool(timeout=5)

@@ -175,7 +175,9 @@ def _missing_entries(ws: Path, parts: list[str]) -> int:
 def file_tools(settings: FilesSettings) -> list[Tool]:
     quota = settings.quota_bytes
 
-    @tool
+    # The window (FILES_READ_MAX_CHARS) and its header fit the output cap: the default 8,000 cut a
+    # 20,000-character window, and the model, told to go on at 20,000, never read the part between.
+    @tool(max_output=settings.read_max_chars + 2000)
     def read_file(path: str, ctx: ToolContext, start: Annotated[int, Field(ge=0)] = 0) -> str:
         """Read a text file from this session's workspace.
 

@@ -352,7 +352,9 @@ def render_results(query: str, results: list[SearchResult]) -> str:
 def search_tools(settings: SearchSettings, client: LazyClient) -> list[Tool]:
     top = max(1, settings.max_results)
 
-    @tool(timeout=settings.timeout * 2 + 5, max_output=6000)
+    # Room for every result the operator allows (a title, a URL, 400 characters of snippet each): a
+    # fixed 6,000 cut SEARCH_MAX_RESULTS=20 after 11 results, while the run listed all 20 as sources.
+    @tool(timeout=settings.timeout * 2 + 5, max_output=max(6000, top * 1000))
     async def web_search(
         query: Annotated[str, Field(min_length=1, max_length=400)],
         ctx: ToolContext,
