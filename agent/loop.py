@@ -127,7 +127,10 @@ class Agent:
         self._routing = model if isinstance(model, Routing) else None
 
     def _system(self, extra: str | None) -> Message:
-        text = self.system_prompt.replace("{today}", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
+        # The machine's own zone, named: in a terminal it is the user's (a Tokyo morning read as UTC was
+        # yesterday to the model); a bot's host or container is UTC unless its operator set TZ.
+        now = dt.datetime.now().astimezone()
+        text = self.system_prompt.replace("{today}", f"{now:%Y-%m-%d} ({now:%Z})")
         if extra:
             text += "\n\n" + extra
         return Message("system", text)

@@ -419,3 +419,22 @@ async def test_history_reaches_the_model_whole_and_unchanged_on_every_call(
     stored = [m.to_dict() for m in first.messages]
     assert all(set(d) <= {"role", "content", "tool_calls", "tool_call_id", "name"} for d in stored)
     assert [Message.from_dict(d) for d in stored] == first.messages
+
+
+async def test_the_model_is_told_todays_date_in_the_machines_own_zone(
+    llm: FakeLLM, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A terminal user's date, not UTC's: just after midnight in Tokyo the model was told yesterday."""
+    import datetime as dt
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        llm.script(text("ok"))
+        await collect(make_agent(llm, http, []), "what day is it?")
+        tokyo = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).strftime("%Y-%m-%d")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert f"Today is {tokyo} (JST)." in llm.requests[0]["messages"][0]["content"]
