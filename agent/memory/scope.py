@@ -155,20 +155,20 @@ class NamespaceScope:
         """Exact nearest rows by scanning this namespace's vectors.
 
         For small namespaces in a shared bucket: faster there than a filtered HNSW search (which
-        walks most of the graph when few rows pass), and it never misses a row. The documents come
-        with the vectors in the one read: they add nothing measurable to it (200 rows: 16-17 ms of CPU
-        either way, the vectors' conversion), while a second read for the best ``k`` cost 0.7-1.2 ms.
+        walks most of the graph when few rows pass), and it never misses a row. The scan reads the
+        vectors alone; the best ``k`` rows' documents and metadata (checked as every read's are) come
+        in a second read by id: Chroma turns each row's metadata into a Python dict, and for 200 rows
+        with 1,000-character documents that made one read 7.7 ms of CPU against 5.2 ms for both.
         """
-        candidates = self.get(where=where, documents=True, embeddings=True)
-        if not candidates:
+        r = self.collection.get(where=self.where(where), include=["embeddings"])
+        ids = list(r["ids"])
+        if not ids:
             return []
-        matrix = np.asarray([c.embedding for c in candidates], dtype=np.float32)
-        sims = matrix @ np.asarray(vector, dtype=np.float32)
-        rows = []
-        for i in np.argsort(-sims)[:k]:
-            row = candidates[i]
-            row.distance, row.embedding = float(1.0 - sims[i]), None
-            rows.append(row)
+        sims = np.asarray(r["embeddings"], dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
+        best = {ids[i]: float(sims[i]) for i in np.argsort(-sims)[:k]}
+        rows = self.get(ids=list(best))
+        for row in rows:
+            row.distance = 1.0 - best[row.id]
         rows.sort(key=lambda r: r.distance if r.distance is not None else 2.0)
         return rows
 
