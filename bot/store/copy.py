@@ -4,10 +4,10 @@ Both sides are first brought to the newest schema by their own migrations, so th
 for column. Rows go over with ``COPY`` (asyncpg's ``copy_records_to_table``), ``sessions`` first because
 history and turns refer to it, then ``turns``, which running turns' checkpointed steps refer to. The
 ledger's roll-up triggers are switched off while its rows are copied: the counters they maintain are
-copied as they are, and firing the triggers too would count every call twice. Open reservations and concurrency slots belong to the process that held them and are not moved.
-Identity columns and the reservation-id sequence continue after the largest copied id. Everything
-happens in one PostgreSQL transaction, checked table by table before it commits: a failed move leaves
-the target empty.
+copied as they are, and firing the triggers too would count every call twice. Open reservations and
+concurrency slots belong to the process that held them and are not moved. Identity columns and the
+reservation-id sequence continue after the largest copied id. Everything happens in one PostgreSQL
+transaction, checked table by table before it commits: a failed move leaves the target empty.
 """
 
 from __future__ import annotations
