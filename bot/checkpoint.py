@@ -17,18 +17,29 @@ from bot.store import SessionStore
 def checkpoint_of(
     state: RunState, seen: list[tuple[Message, dict[str, Any]]] | None = None
 ) -> dict[str, Any]:
-    """``seen``: the messages already converted, kept by the caller between checkpoints. Messages are
-    only appended, never changed, and converting the whole history again at every step was 60% of a
-    checkpoint's CPU at 200 sessions (``dataclasses.asdict``)."""
+    """The whole checkpoint, messages included (what a stored one reads back as)."""
     seen = [] if seen is None else seen
-    msgs, n = state.messages, 0
+    convert(state.messages, seen)
+    return checkpoint_meta(state) | {"messages": [d for _, d in seen]}
+
+
+def convert(msgs: list[Message], seen: list[tuple[Message, dict[str, Any]]]) -> int:
+    """Bring ``seen`` (the messages already converted, kept by the caller between checkpoints) up to
+    ``msgs``; returns how many of them it already held. Messages are only appended, never changed, and
+    converting the whole history again at every step was 60% of a checkpoint's CPU at 200 sessions
+    (``dataclasses.asdict``)."""
+    n = 0
     while n < min(len(seen), len(msgs)) and seen[n][0] is msgs[n]:
         n += 1
     seen[n:] = [(m, m.to_dict()) for m in msgs[n:]]
+    return n
+
+
+def checkpoint_meta(state: RunState) -> dict[str, Any]:
+    """A checkpoint without its messages, which the store keeps one row each (a step saves its own)."""
     u = state.usage
     return {
         "step": state.steps,
-        "messages": [d for _, d in seen],
         # Usage's fields in order (a checkpoint of five, from before cache writes, still reads): without
         # the last three a turn resumed after a crash showed its estimated counts as exact.
         "usage": [

@@ -37,7 +37,7 @@ from bot.assembly import (
     step_need,
 )
 from bot.attach import file_stamps, new_files, sees_images, take, with_note
-from bot.checkpoint import checkpoint_of, closing_writes, state_from
+from bot.checkpoint import checkpoint_meta, closing_writes, convert, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
@@ -144,6 +144,8 @@ class Turn:
         self.error: Exception | None = None  # what ended the turn as failed, if anything did
         self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
+        self._stored = 0
+        """How many of ``_converted`` this turn's checkpoints hold: a step saves only the messages after."""
         self.services: dict[str, Any] = {}
         self._files: dict[str, Any] = {}
         self._saved: tuple[int, int, int] | None = None
@@ -386,8 +388,14 @@ class Turn:
         key = (st.steps, len(st.messages), st.usage.requests)
         if self.turn_id is None or (key == self._saved and not force):
             return
+        start = min(self._stored, convert(st.messages, self._converted))  # a replaced message: from it
         try:
-            await self.sv.sessions.checkpoint(self.turn_id, checkpoint_of(st, self._converted) | self._files)
-            self._saved = key
+            await self.sv.sessions.checkpoint(
+                self.turn_id,
+                checkpoint_meta(st) | self._files,
+                messages=[d for _, d in self._converted[start:]],
+                start=start,
+            )
+            self._saved, self._stored = key, len(self._converted)
         except Exception:
             log.warning("checkpoint_failed", turn_id=self.turn_id, exc_info=True)

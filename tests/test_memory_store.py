@@ -346,6 +346,35 @@ async def test_store_research_applies_the_retention_it_is_given(memory: ChromaMe
     assert [r["text"] async for r in memory.export(GUILD)] == []
 
 
+async def test_a_runs_recall_and_stored_answer_read_chroma_twice_each(
+    memory: ChromaMemory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a run costs memory, in Chroma calls (each read ~1 ms of CPU however small): its recall reads
+    the vectors, then the best rows by id; its answer's store reads which ids exist once, then writes.
+    Retention's "past max_items?" comes from the row count the store keeps (it was a read at each)."""
+    from chromadb.api.models.Collection import Collection
+
+    policy = RetentionPolicy(max_items=2)
+    await store_research(memory, GUILD, "warm-up", MEMORIES[0], retention=policy)  # counts the rows once
+    calls: list[str] = []
+    for name in ("get", "query", "upsert", "delete", "count"):
+        real = getattr(Collection, name)
+        monkeypatch.setattr(
+            Collection, name, lambda self, *a, _n=name, _r=real, **k: calls.append(_n) or _r(self, *a, **k)
+        )
+    recalled = await recall_for_task(memory, GUILD, MEMORIES[0], min_relevance=0.0, retention=policy)
+    assert [h.text for h in recalled] == [MEMORIES[0]] and calls == ["get", "get"]
+    calls.clear()
+    clock.now += 1
+    await store_research(memory, GUILD, "task 1", MEMORIES[1], retention=policy)
+    assert calls == ["get", "upsert"]  # two memories: nothing to evict, and no read to learn it
+    calls.clear()
+    clock.now += 1
+    await store_research(memory, GUILD, "task 2", MEMORIES[2], retention=policy)
+    assert calls[:2] == ["get", "upsert"] and calls[-1] == "delete"  # the third evicts the first
+    assert {r["text"] async for r in memory.export(GUILD)} == {MEMORIES[1], MEMORIES[2]}
+
+
 async def test_stats_export_and_import(memory: ChromaMemory, clock: Clock) -> None:
     clock.now = 1_790_000_000.0
     await memory.store(GUILD, MEMORIES[0], kind="fact", author="alice", sources=["https://a.example/x"])

@@ -210,6 +210,8 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     turn = await sessions.start_turn("s1", "t", 7)
     await sessions.append_messages("s1", [{"role": "user", "content": "héllo"}], turn_id=turn)
     await sessions.finish_turn(turn, "completed", {"text": "done"})
+    running = await sessions.start_turn("s1", "more", 7)  # stopped mid-run: moved with its checkpoint
+    await sessions.checkpoint(running, {"step": 1}, messages=[{"role": "user", "content": "more"}])
     quotas = QuotaStore(db, None, Limits(tokens_per_day=100_000))
     assert (await quotas.begin_session(1, 7, [], "s1")).allowed
     budget = quotas.budget(1, 7, (), "s1")
@@ -229,11 +231,13 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
     try:
         moved = SessionStore(pg)
         assert await moved.history("s1") == [{"role": "user", "content": "héllo"}]
+        (resumable,) = await moved.running_turns()
+        assert resumable.state == {"step": 1, "messages": [{"role": "user", "content": "more"}]}
         pg_quotas = QuotaStore(pg, None, Limits(tokens_per_day=100_000))
         after = await pg_quotas.usage(1, 7)
         assert after.item("tokens_per_day").used == before.item("tokens_per_day").used == 1350
         assert after.item("requests_per_day").used == 1
-        assert await moved.start_turn("s1", "again", 7) > turn  # ids continue after the copied ones
+        assert await moved.start_turn("s1", "again", 7) > running  # ids continue after the copied ones
         token = await pg_quotas.budget(1, 7, (), "s1").reserve("m", Usage(10, 10), 0.0)
         assert token > 3
     finally:

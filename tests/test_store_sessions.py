@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from agent.messages import Message, ToolCall
-from bot.store import SessionNotFound, SessionRecord, SessionStore, new_session_id, open_database
+from bot.store import (
+    SessionNotFound,
+    SessionRecord,
+    SessionStore,
+    StoreError,
+    new_session_id,
+    open_database,
+)
 from tests.conftest import StoreTarget
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +107,42 @@ async def test_a_queued_follow_up_is_kept_until_its_turn_opens(store_target: Sto
         with pytest.raises(SessionNotFound):
             await store.start_turn("no-such-session", "x", requester_id=7, queued_id=fourth.id)
         assert [q.prompt for q in await store.queued_turns()] == ["fourth"]  # rolled back with it
+
+
+async def test_a_checkpoint_saves_only_a_steps_new_messages_and_reads_back_whole(
+    store_target: StoreTarget,
+) -> None:
+    """Migration 7 on both backends: each step's checkpoint writes its own messages (one row each), a
+    running turn reads back all of them in order, a replaced message wins over the stale row, and the
+    rows go when the turn ends (its messages are then in the history)."""
+    path = await store_target()
+    msgs = [{"role": "user", "content": "task"}, *({"role": "tool", "content": f"r{i} Ü"} for i in range(4))]
+    async with await open_database(path) as db:
+        store = SessionStore(db)
+        await store.create(record("s"))
+        turn = await store.start_turn("s", "task", requester_id=7)
+        await store.checkpoint(turn, {"attachments": [["a.txt", "u", 1, None]]})  # before step 1
+        await store.checkpoint(turn, {"step": 1}, messages=msgs[:3])
+        await store.checkpoint(turn, {"step": 2}, messages=msgs[3:], start=3)
+        with pytest.raises(StoreError, match="no turn"):
+            await store.checkpoint(turn + 99, {"step": 1}, messages=msgs[:1])
+
+    async with await open_database(path) as db:  # as after a crash
+        store = SessionStore(db)
+        (running,) = await store.running_turns()
+        assert running.state == {"step": 2, "messages": msgs}
+        steps = await db.fetchall("SELECT seq, data FROM turn_steps WHERE turn_id = ? ORDER BY seq", (turn,))
+        assert [r[0] for r in steps] == [1, 2, 3, 4, 5]  # each message once
+        # a history replaced from its second message on, shorter than before: no stale row shows
+        await store.checkpoint(turn, {"step": 3}, messages=[{"role": "user", "content": "new"}], start=1)
+        assert (await store.latest_turn("s")).state == {
+            "step": 3,
+            "messages": [msgs[0], {"role": "user", "content": "new"}],
+        }  # type: ignore[union-attr]
+        await store.finish_turn(turn, "completed", {})
+        assert await db.fetchall("SELECT seq FROM turn_steps") == []
+        (done,) = await store.turns("s")
+        assert done.state == {"step": 3}
 
 
 async def test_concurrent_appends_never_interleave_or_lose_messages(store_target: StoreTarget) -> None:

@@ -1,8 +1,9 @@
 """The store's Chroma collections (:mod:`agent.memory.layout`): which one holds a namespace, and the only
 maker of scopes (:mod:`agent.memory.scope`). Each collection records the embedding that filled it, and
 another embedding is refused (:class:`EmbeddingMismatch`). The per-namespace row counts cached here
-only steer search strategy and migration, never correctness, so several processes may share a Chroma
-server as long as each namespace is written by one of them (Discord shards own disjoint guilds).
+steer search strategy and migration, and tell retention whether a namespace is past ``max_items``
+without a read; they are exact as long as each namespace is written by one process (Discord shards own
+disjoint guilds), which is also what lets several processes share a Chroma server.
 """
 
 from __future__ import annotations

@@ -78,6 +78,9 @@ class ChromaMemory:
         self._clock = clock
         self._cols: Collections | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._writes: defaultdict[str, int] = defaultdict(int)
+        """Per namespace: locked writes finished (stores, forgets, evictions). A store whose namespace
+        saw none between its first read and its write skips reading the same ids again."""
         self._open_lock = asyncio.Lock()
 
     @classmethod
@@ -159,7 +162,10 @@ class ChromaMemory:
         if not write:
             return await self._call(fn, cols, ns)
         async with self._locks[ns]:
-            return await self._call(fn, cols, ns)
+            try:
+                return await self._call(fn, cols, ns)
+            finally:
+                self._writes[ns] += 1
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -218,8 +224,12 @@ class ChromaMemory:
             await self._retain(ns, retention)
             return StoreResult([], 0, 0)
 
-        known = set(await self._call(lambda: cols.scope(ns).owned_ids(list(rows))))
-        new = [r for rid, r in rows.items() if rid not in known]
+        # Which ids exist, and whose: ours are skipped (not embedded again); another namespace's fail at
+        # the write. Read once: unless this namespace was written meanwhile, the write reuses it (one
+        # Chroma read fewer per run's answer, ~1 ms of CPU).
+        writes_before = self._writes[ns]
+        owners = await self._call(lambda: cols.scope(ns).owners(list(rows)))
+        new = [r for rid, r in rows.items() if owners.get(rid) != ns]
         if not new:
             await self._retain(ns, retention)
             return StoreResult(parents, 0, len(rows))
@@ -238,14 +248,18 @@ class ChromaMemory:
             )
         at = self._clock()
 
-        def write(cols: Collections, ns: str) -> int:
-            written = self._write_sync(cols, ns, new, matrix)
+        def write(cols: Collections, ns: str, owners: dict[str, str | None] | None) -> int:
+            written = self._write_sync(cols, ns, new, matrix, owners)
             if retention is not None:
                 self._evict_sync(cols, ns, retention, at)
             return written
 
         async with self._locks[ns]:
-            written = await self._call(write, cols, ns)
+            try:
+                unchanged = self._writes[ns] == writes_before
+                written = await self._call(write, cols, ns, owners if unchanged else None)
+            finally:
+                self._writes[ns] += 1
         return StoreResult(parents, written, len(rows) - written)
 
     async def _retain(self, ns: str, retention: RetentionPolicy | None) -> None:
@@ -254,12 +268,17 @@ class ChromaMemory:
 
     @staticmethod
     def _write_sync(
-        cols: Collections, ns: str, new: list[tuple[str, str, str, dict[str, Any]]], matrix: np.ndarray
+        cols: Collections,
+        ns: str,
+        new: list[tuple[str, str, str, dict[str, Any]]],
+        matrix: np.ndarray,
+        owners: dict[str, str | None] | None = None,
     ) -> int:
         """Write the rows still missing (another store of the same text may have won the race while
-        we embedded); return how many were written."""
+        we embedded: ``owners`` is then ``None`` and they are read again); return how many were written."""
         scope = cols.scope(ns)  # again: a migration may have finished while we embedded
-        keep = scope.write_new([r[0] for r in new], matrix, [r[1] for r in new], [r[3] for r in new])
+        ids, docs, metas = [r[0] for r in new], [r[1] for r in new], [r[3] for r in new]
+        keep = scope.write_new(ids, matrix, docs, metas, owners)
         if keep:
             cols.added(scope, len(keep))
         return len(keep)
@@ -301,7 +320,10 @@ class ChromaMemory:
         def nearest(cols: Collections, ns: str) -> list[Row]:
             # the query's embedding in the same worker-thread call as the search: one hop a recall
             vec = given if text is None else np.asarray(self.embedding.embed_query(text), dtype=np.float32)
-            kept = cols.scope(ns).kept_where(retention, at) if retention is not None else None
+            kept = None
+            if retention is not None:  # the row count the search needs anyway tells if max_items is passed
+                scope = cols.scope(ns)
+                kept = scope.kept_where(retention, at, cols.count(scope))
             both = [w for w in (where, kept) if w]
             return cols.nearest(
                 ns, vec, int(k), both[0] if len(both) == 1 else {"$and": both} if both else None
@@ -383,6 +405,7 @@ class ChromaMemory:
 
     @staticmethod
     def _evict_sync(cols: Collections, ns: str, policy: RetentionPolicy, at: float) -> list[str]:
-        removed = cols.scope(ns).evict(policy, at)
+        scope = cols.scope(ns)
+        removed = scope.evict(policy, at, cols.count(scope) if policy.max_items is not None else None)
         cols.removed(ns, len(removed))
         return removed

@@ -2,12 +2,12 @@
 
 Both sides are first brought to the newest schema by their own migrations, so the tables match column
 for column. Rows go over with ``COPY`` (asyncpg's ``copy_records_to_table``), ``sessions`` first because
-history and turns refer to it. The ledger's roll-up triggers are switched off while its rows are copied:
-the counters they maintain are copied as they are, and firing the triggers too would count every call
-twice. Open reservations and concurrency slots belong to the process that held them and are not moved.
-Identity columns and the reservation-id sequence continue after the largest copied id. Everything
-happens in one PostgreSQL transaction, checked table by table before it commits: a failed move leaves
-the target empty.
+history and turns refer to it, then ``turns``, which running turns' checkpointed steps refer to. The
+ledger's roll-up triggers are switched off while its rows are copied: the counters they maintain are
+copied as they are, and firing the triggers too would count every call twice. Open reservations and
+concurrency slots belong to the process that held them and are not moved. Identity columns and the
+reservation-id sequence continue after the largest copied id. Everything happens in one PostgreSQL
+transaction, checked table by table before it commits: a failed move leaves the target empty.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ __all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_else
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
+REFERRED = {"sessions": 0, "turns": 1}
+"""Copied first, in this order: other tables' rows refer to theirs (``turn_steps`` to ``turns``)."""
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
-        tables = sorted((t for t in tables if t not in TRANSIENT), key=lambda t: (t != "sessions", t))
+        tables = sorted((t for t in tables if t not in TRANSIENT), key=lambda t: (REFERRED.get(t, 2), t))
         report = CopyReport()
         async with dst.pool.acquire() as conn, conn.transaction():
             for table in tables:

@@ -177,9 +177,31 @@ class Database(Closing):
             cur = await self.conn.execute(sql, params)
             return cur.rowcount, cur.lastrowid
 
+    async def write_many(self, statements: Sequence[tuple[str, Sequence[Params]]]) -> list[int]:
+        """Statements, each run once per parameter set, in one transaction; the rows each changed. One hop
+        to the writer's thread: :meth:`transaction` costs one per statement plus ``BEGIN`` and ``COMMIT``
+        (a step's checkpoint: 4 instead of 1). aiosqlite has no public call running a function on its
+        thread; ``_execute`` is the one its own methods use (aiosqlite is pinned below 0.23)."""
+        async with self.lock:
+            return list(await self.conn._execute(_write_many, self.conn, statements))
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Committed state only (the read-only connection)."""
         return list(await self.reader.execute_fetchall(sql, params))
+
+
+def _write_many(conn: aiosqlite.Connection, statements: Sequence[tuple[str, Sequence[Params]]]) -> list[int]:
+    """:meth:`Database.write_many` on the writer's own thread."""
+    raw = conn._conn
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        counts = [raw.executemany(sql, seq).rowcount for sql, seq in statements]
+        raw.execute("COMMIT")
+    except BaseException:
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
+        raise
+    return counts
 
 
 async def _check_writable(conn: aiosqlite.Connection, path: Path, version: int) -> None:

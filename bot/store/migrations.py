@@ -243,6 +243,24 @@ CREATE INDEX turns_by_message ON turns (message_id) WHERE message_id IS NOT NULL
 # runs them in-process, so here the version only keeps both schemas numbered alike.
 V6 = "SELECT 1;"
 
+# A running turn's checkpoint keeps its messages one row each, so a step appends only its own messages:
+# the whole history in ``turns.state`` was encoded again and rewritten at every step (quadratic in a
+# run's length). ``turns.state`` keeps the rest (step, usage, cost) and how many rows are current
+# (``message_count``; rows past it are left over from a replaced history). A turn that stops running has
+# its rows dropped (its messages go to ``messages`` with the turn's end): nothing reads them after.
+V7 = """
+CREATE TABLE turn_steps (
+    turn_id INTEGER NOT NULL REFERENCES turns (id) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,
+    data    TEXT    NOT NULL,               -- agent.messages.Message.to_dict() as JSON
+    PRIMARY KEY (turn_id, seq)
+) WITHOUT ROWID;
+
+CREATE TRIGGER turn_steps_done AFTER UPDATE OF status ON turns WHEN NEW.status <> 'running' BEGIN
+    DELETE FROM turn_steps WHERE turn_id = NEW.id;
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
@@ -250,4 +268,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "follow-ups queued behind a running turn", V4),
     Migration(5, "the message that asked for each turn, edits and superseded turns", V5),
     Migration(6, "quota operations in one round trip", V6),
+    Migration(7, "a running turn's checkpointed messages one row each", V7),
 )

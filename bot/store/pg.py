@@ -278,6 +278,20 @@ class PgDatabase(Closing):
             cur = await conn.execute(sql, params)
             return cur.rowcount, cur.lastrowid
 
+    async def write_many(self, statements: Sequence[tuple[str, Sequence[Params]]]) -> list[int]:
+        """As :meth:`bot.store.db.Database.write_many`: one transaction (a statement with several parameter
+        sets counts one changed row per set)."""
+        counts: list[int] = []
+        async with self.transaction() as conn:
+            for sql, seq in statements:
+                if len(seq) == 1:
+                    counts.append((await conn.execute(sql, seq[0])).rowcount)
+                else:
+                    if seq:
+                        await conn.executemany(sql, seq)
+                    counts.append(len(seq))
+        return counts
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[asyncpg.Record]:
         """A read, tried once more on a fresh connection if the first one was dead (a read is safe twice)."""
         t = translate(sql)

@@ -70,7 +70,23 @@ RESERVATION_IDS = "CREATE SEQUENCE reservation_ids;"
 # any order is a valid serial order; the function runs settles first (one INSERT for all of them: their
 # freed room is then seen by the reserves), then reserves in submission order (each sees the ones before
 # it), then releases (a cancelled caller's release can follow its own reserve in the same batch).
+# V7's trigger fires on an UPDATE (to_postgres translates only the ledger's INSERT triggers): written here.
+V7 = (
+    to_postgres(MIGRATIONS[6].sql.split("CREATE TRIGGER")[0])
+    + """
+CREATE FUNCTION turn_steps_done() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM turn_steps WHERE turn_id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER turn_steps_done AFTER UPDATE OF status ON turns FOR EACH ROW
+    WHEN (NEW.status <> 'running') EXECUTE FUNCTION turn_steps_done();
+"""
+)
+_OWN = {6: V6, 7: V7}
+"""Versions whose PostgreSQL SQL is written here rather than translated."""
+
 PG_MIGRATIONS: tuple[Migration, ...] = (
     replace(MIGRATIONS[0], sql=to_postgres(MIGRATIONS[0].sql) + RESERVATION_IDS),
-    *(replace(m, sql=V6 if m.version == 6 else to_postgres(m.sql)) for m in MIGRATIONS[1:]),
+    *(replace(m, sql=_OWN.get(m.version) or to_postgres(m.sql)) for m in MIGRATIONS[1:]),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_args
@@ -64,6 +64,12 @@ _INSERT_SESSION = (
 )
 _LATEST_TURN = "SELECT * FROM turns WHERE {} = ? AND superseded_by IS NULL ORDER BY id DESC LIMIT 1"
 _R = TypeVar("_R")
+STEP_COUNT = "message_count"
+"""In a stored checkpoint: how many ``turn_steps`` rows are its messages (rows past it are left over)."""
+_SAVE_STEP = (
+    "INSERT INTO turn_steps (turn_id, seq, data) VALUES (?,?,?)"
+    " ON CONFLICT (turn_id, seq) DO UPDATE SET data = excluded.data"
+)
 
 
 @dataclass(slots=True)
@@ -282,11 +288,29 @@ class SessionStore:
         result_text = _json(result, "the turn result")
         await self._update_turn(turn_id, "status = ?, result = ?, finished_at = ?", status, result_text)
 
-    async def checkpoint(self, turn_id: int, state: dict[str, Any]) -> None:
-        """Replace the turn's saved state (only the latest is kept)."""
-        await self._update_turn(
-            turn_id, "state = ?, checkpointed_at = ?", _json(state, "the checkpoint state")
-        )
+    async def checkpoint(
+        self, turn_id: int, state: dict[str, Any], *, messages: Sequence[dict[str, Any]] = (), start: int = 0
+    ) -> None:
+        """Replace the turn's saved state (only the latest is kept). ``messages``: the run's messages from
+        position ``start`` on, those before it saved by an earlier checkpoint of this turn; a step saves
+        only its own (each one row of ``turn_steps``, see migration 7), and the state read back while the
+        turn runs holds all of them as ``"messages"``."""
+        if messages or start:
+            state = {**state, STEP_COUNT: start + len(messages)}
+        now = _ts(self.clock())
+        try:
+            (count, _) = await self.db.write_many(
+                [
+                    ("UPDATE turns SET state = ?, checkpointed_at = ? WHERE id = ?",
+                     [(_json(state, "the checkpoint state"), now, turn_id)]),
+                    (_SAVE_STEP, [(turn_id, start + i, _json(m, "each message"))
+                                  for i, m in enumerate(messages, start=1)]),
+                ]
+            )  # fmt: skip
+        except sqlite3.IntegrityError:  # a step of no turn
+            count = 0
+        if count == 0:
+            raise StoreError(f"no turn with id {turn_id}")
 
     async def _update_turn(self, turn_id: int, assignment: str, *params: Any) -> None:
         """``assignment``'s last ``?`` is the time now."""
@@ -298,15 +322,31 @@ class SessionStore:
 
     async def turns(self, session_id: str) -> list[TurnRecord]:
         rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
-        return [_turn(r) for r in rows]
+        return [await self._with_steps(_turn(r)) for r in rows]
 
     async def turn_for_message(self, message_id: int) -> TurnRecord | None:
         """The turn a Discord message asked for (its latest re-run, if it was re-run)."""
-        return await self._one(_turn, _LATEST_TURN.format("message_id"), message_id)
+        return await self._one_turn(_LATEST_TURN.format("message_id"), message_id)
 
     async def latest_turn(self, session_id: str) -> TurnRecord | None:
         """The session's last turn that was not replaced by a re-run."""
-        return await self._one(_turn, _LATEST_TURN.format("session_id"), session_id)
+        return await self._one_turn(_LATEST_TURN.format("session_id"), session_id)
+
+    async def _one_turn(self, sql: str, *params: Any) -> TurnRecord | None:
+        turn = await self._one(_turn, sql, *params)
+        return await self._with_steps(turn) if turn is not None else None
+
+    async def _with_steps(self, turn: TurnRecord) -> TurnRecord:
+        """A running turn's checkpointed messages into its state (a finished turn's rows are gone: its
+        messages are in the history)."""
+        count = turn.state.pop(STEP_COUNT, None) if turn.state else None
+        if count is not None and turn.status == "running":
+            rows = await self.db.fetchall(
+                "SELECT data FROM turn_steps WHERE turn_id = ? AND seq <= ? ORDER BY seq", (turn.id, count)
+            )
+            assert turn.state is not None
+            turn.state["messages"] = [json.loads(r[0]) for r in rows]
+        return turn
 
     async def set_edited(self, turn_id: int, prompt: str) -> None:
         """Keep a finished turn's edited text for its "Re-run with the edit" button (the latest edit wins)."""
@@ -319,7 +359,7 @@ class SessionStore:
             "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id"
             f" WHERE t.status = 'running' AND {owner.sql('s.guild_id')} ORDER BY t.id"
         )
-        return [_turn(r) for r in rows]
+        return [await self._with_steps(_turn(r)) for r in rows]
 
 
 def _check_status(status: str) -> None:
