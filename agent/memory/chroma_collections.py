@@ -20,7 +20,7 @@ from agent.embeddings.base import Embedding
 from agent.memory import layout
 from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
 from agent.memory.scope import PAGE, NamespaceScope, Row
-from agent.memory.types import EmbeddingMismatch, MemoryStoreError
+from agent.memory.types import EmbeddingMismatch, MemoryStoreError, RetentionPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -183,6 +183,29 @@ class Collections:
     def removed(self, ns: str, n: int) -> None:
         if ns in self._counts:
             self._counts[ns] = max(0, self._counts[ns] - n)
+
+    def write_new(
+        self,
+        ns: str,
+        new: list[tuple[str, str, str, dict[str, Any]]],
+        matrix: np.ndarray,
+        owners: dict[str, str | None] | None = None,
+    ) -> int:
+        """Write the rows still missing (another store of the same text may have won the race while
+        they were embedded: ``owners`` is then ``None`` and they are read again); return how many."""
+        scope = self.scope(ns)  # again: a migration may have finished while they were embedded
+        ids, docs, metas = [r[0] for r in new], [r[1] for r in new], [r[3] for r in new]
+        keep = scope.write_new(ids, matrix, docs, metas, owners)
+        if keep:
+            self.added(scope, len(keep))
+        return len(keep)
+
+    def evict(self, ns: str, policy: RetentionPolicy, at: float) -> list[str]:
+        """Apply a retention policy to one namespace; returns the row ids evicted."""
+        scope = self.scope(ns)
+        removed = scope.evict(policy, at, self.count(scope) if policy.max_items is not None else None)
+        self.removed(ns, len(removed))
+        return removed
 
     def _migrate(self, ns: str) -> None:
         """Move a namespace that outgrew its bucket into its own collection."""

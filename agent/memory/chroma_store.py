@@ -249,9 +249,9 @@ class ChromaMemory:
         at = self._clock()
 
         def write(cols: Collections, ns: str, owners: dict[str, str | None] | None) -> int:
-            written = self._write_sync(cols, ns, new, matrix, owners)
+            written = cols.write_new(ns, new, matrix, owners)
             if retention is not None:
-                self._evict_sync(cols, ns, retention, at)
+                cols.evict(ns, retention, at)
             return written
 
         async with self._locks[ns]:
@@ -265,23 +265,6 @@ class ChromaMemory:
     async def _retain(self, ns: str, retention: RetentionPolicy | None) -> None:
         if retention is not None:
             await self.apply_retention(ns, retention)
-
-    @staticmethod
-    def _write_sync(
-        cols: Collections,
-        ns: str,
-        new: list[tuple[str, str, str, dict[str, Any]]],
-        matrix: np.ndarray,
-        owners: dict[str, str | None] | None = None,
-    ) -> int:
-        """Write the rows still missing (another store of the same text may have won the race while
-        we embedded: ``owners`` is then ``None`` and they are read again); return how many were written."""
-        scope = cols.scope(ns)  # again: a migration may have finished while we embedded
-        ids, docs, metas = [r[0] for r in new], [r[1] for r in new], [r[3] for r in new]
-        keep = scope.write_new(ids, matrix, docs, metas, owners)
-        if keep:
-            cols.added(scope, len(keep))
-        return len(keep)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -399,13 +382,4 @@ class ChromaMemory:
             check_namespace(namespace)  # refused as before, without the thread hop and write lock
             return []  # that every run's recall would otherwise pay for nothing
         at = self._clock() if now is None else now
-        return await self._in_thread(
-            namespace, lambda cols, ns: self._evict_sync(cols, ns, policy, at), write=True
-        )
-
-    @staticmethod
-    def _evict_sync(cols: Collections, ns: str, policy: RetentionPolicy, at: float) -> list[str]:
-        scope = cols.scope(ns)
-        removed = scope.evict(policy, at, cols.count(scope) if policy.max_items is not None else None)
-        cols.removed(ns, len(removed))
-        return removed
+        return await self._in_thread(namespace, lambda cols, ns: cols.evict(ns, policy, at), write=True)
