@@ -76,8 +76,16 @@ def short_observation(ev: ToolResultEvent) -> str:
     links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
     line = _clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS)
     if links:
-        line += " · " + " ".join(f"<{u}>" for u in links)
+        line += " · " + " ".join(shown_source(u) for u in links)
     return line
+
+
+def shown_source(url: str) -> str:
+    """A source as a thread shows it: a web address as ``<url>``, anything else as code. An MCP server's
+    resource link may have any scheme, which pydantic leaves as sent: ``<x:> [claim](https://…) <x:>``
+    is no link to Discord, so the masked link inside it rendered in the bot's voice."""
+    shown = shown_url(url)
+    return f"<{shown}>" if shown.startswith(("http://", "https://")) else f"`{shown}`"
 
 
 @dataclass
@@ -130,7 +138,7 @@ def _sources(urls: list[str], room: int) -> list[str]:
     for url in urls[:10]:
         # Every producer's URL (a search API's, an MCP server's, an imported memory's) is shown encoded:
         # ``>`` and a line break in one ended the link and put a heading or a masked link in the footer.
-        line = f"{len(lines) + 1}. <{shown_url(url)}>"
+        line = f"{len(lines) + 1}. {shown_source(url)}"
         if len(line) + 1 <= room:
             lines.append(line)
             room -= len(line) + 1
