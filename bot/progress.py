@@ -51,6 +51,16 @@ def _code(text: str) -> str:
     return "`" + text.replace("`", "ʼ") + "`"
 
 
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What providers accept as a tool name, and all a registered tool's name can be."""
+
+
+def _tool_name(name: str) -> str:
+    """A tool's name in bold; any other name the model made up, as code: a prompt-injected model called
+    "x** [claim](https://…)", a line break and "# FREE": the link and heading rendered in the step line."""
+    return f"**{name}**" if _TOOL_NAME.fullmatch(name) else _code(_clip(name, 80))
+
+
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 160) -> str:
     if args is None:
         return _clip(raw or "(invalid arguments)", limit)
@@ -204,7 +214,9 @@ class ProgressRenderer:
             if not st.thought and (text := self._words.getvalue()).strip():
                 st.thought = text
                 self.s.end_live()
-            st.calls[ev.call_id] = [f"🔧 **{ev.name}** {_code(short_args(ev.arguments, ev.raw_arguments))}"]
+            st.calls[ev.call_id] = [
+                f"🔧 {_tool_name(ev.name)} {_code(short_args(ev.arguments, ev.raw_arguments))}"
+            ]
             self._show_step()
         elif isinstance(ev, ToolResultEvent):
             mark = "⚠️" if ev.is_error else "↳"

@@ -5,12 +5,18 @@ black-box security QA. Each test failed before the fix its comment names."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import pytest
 
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.messages import ToolCall
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
 from bot.progress import format_footer, short_observation
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_security_mcp import _OBJ, _json_mcp
 
@@ -37,3 +43,38 @@ async def test_an_mcp_resource_link_cannot_write_a_masked_link_in_the_bots_voice
     for shown in (short_observation(ev), footer):
         assert "](https://evil.example)" not in re.sub("`[^`]*`", "", shown), shown  # only as code
         assert "<https://example.org/otters>" in shown, shown  # web addresses stay links
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",))
+
+
+PLANTED = "x** [claim nitro](https://evil.example) <@&1>\n# FREE NITRO\n-# small"
+
+
+def _formatting_outside_code(text: str) -> list[str]:
+    """Masked links, headings and subtext lines that render in ``text`` (code spans show as written)."""
+    plain = re.sub("`[^`]*`", "", text)
+    return re.findall(r"\]\(https?://[^)]*\)|^#+ .*|^-# small.*", plain, flags=re.M)
+
+
+async def test_a_hostile_model_cannot_write_links_or_headings_in_the_bots_step_lines(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # A prompt-injected model called a tool named "x** [claim nitro](https://evil.example)\n# FREE
+    # NITRO": the step message showed it as '🔧 **name**', so the masked link, a heading and a subtext
+    # line rendered in the bot's own step line under the thread's header.
+    llm.script(tool_call(PLANTED, "{}"), Reply(text="Done."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+        shown = [m.content for m in fake.messages(thread) if m.author.id == bot.user.id]
+    step = next(m for m in shown if m.startswith("**Step 1**"))
+    assert _formatting_outside_code(step) == [], step
+    assert "`x** [claim nitro](https://evil.example) <@&1> # FREE NITRO -# small`" in step  # as written
+    told = llm.requests[1]["messages"][-1]["content"]
+    assert "unknown tool" in told  # and the model is told, as before
