@@ -59,13 +59,15 @@ def _formatting_outside_code(text: str) -> list[str]:
     return re.findall(r"\]\(https?://[^)]*\)|^#+ .*|^-# small.*", plain, flags=re.M)
 
 
-async def test_a_hostile_model_cannot_write_links_or_headings_in_the_bots_step_lines(
+async def test_a_hostile_model_or_provider_cannot_write_links_or_headings_in_the_bots_lines(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     # A prompt-injected model called a tool named "x** [claim nitro](https://evil.example)\n# FREE
     # NITRO": the step message showed it as '🔧 **name**', so the masked link, a heading and a subtext
     # line rendered in the bot's own step line under the thread's header.
-    llm.script(tool_call(PLANTED, "{}"), Reply(text="Done."))
+    # The provider's reported model name (any server between the bot and the model may set it) was
+    # the footer's model list as written: the same link and heading in the message that pings the asker.
+    llm.script(tool_call(PLANTED, "{}"), Reply(text="Done.", model=PLANTED))
     general = guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
@@ -76,5 +78,7 @@ async def test_a_hostile_model_cannot_write_links_or_headings_in_the_bots_step_l
     step = next(m for m in shown if m.startswith("**Step 1**"))
     assert _formatting_outside_code(step) == [], step
     assert "`x** [claim nitro](https://evil.example) <@&1> # FREE NITRO -# small`" in step  # as written
+    footer = next(m for m in shown if "tokens" in m)
+    assert _formatting_outside_code(footer) == [] and "· gpt-4o-mini ·" in footer, footer  # the name asked
     told = llm.requests[1]["messages"][-1]["content"]
     assert "unknown tool" in told  # and the model is told, as before
