@@ -11,6 +11,7 @@ import pytest
 
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.messages import ToolCall
+from agent.models.tokens import MAX_REPORTED_TOKENS
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
 from bot.progress import format_footer, short_observation
@@ -82,3 +83,21 @@ async def test_a_hostile_model_or_provider_cannot_write_links_or_headings_in_the
     assert _formatting_outside_code(footer) == [] and "· gpt-4o-mini ·" in footer, footer  # the name asked
     told = llm.requests[1]["messages"][-1]["content"]
     assert "unknown tool" in told  # and the model is told, as before
+
+
+async def test_a_provider_reporting_absurd_usage_cannot_fail_the_turn(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # A server (or a gateway in front of it) reported 10**400 prompt tokens: the cost became inf and
+    # the quota ledger's conversion raised OverflowError, so the answer was lost ("something went
+    # wrong", a traceback in the log). Counts are bounded where they are read, so the answer stands.
+    llm.script(Reply(text="Otters hold hands.", prompt_tokens=10**400, completion_tokens=10**30))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        footer = await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+        shown = [m.content for m in fake.messages(thread) if m.author.id == bot.user.id]
+    assert "Otters hold hands." in shown and "inf" not in footer.content, shown
+    assert f"{MAX_REPORTED_TOKENS:,} in" in footer.content, footer.content
