@@ -33,6 +33,10 @@ from bot.streamer import Block, ThreadStreamer
 ATTACH_OVER = 6000
 FOOTER_ROOM = 1950
 """Discord's 2,000 characters, less the requester's ping the renderer puts into the footer."""
+ANSWER_FILE_BYTES = 8 * 1024 * 1024
+"""Most of an answer attached as a file, as bot.attach's files written: Discord takes 10 MiB on any server.
+A server that ignored max_tokens sent more, the message with the file and its preview was refused (413)
+and given up, and the member saw no answer at all."""
 OBSERVATION_CHARS = 280
 LIVE_TAIL = 2000
 """Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
@@ -45,6 +49,10 @@ def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + f"… (cut, {len(text):,} chars)"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n // 1024} KB"
 
 
 def _code(text: str) -> str:
@@ -277,11 +285,12 @@ class ProgressRenderer:
             text = "(no answer)"
         if len(text) > ATTACH_OVER and self.attach:
             preview = split_message(text, 1500)[0]
-            self.s.add(
-                "final",
-                preview + "\n\n-# The full answer is attached as a Markdown file.",
-                files=[(f"{title}.md", text.encode())],
-            )
+            data = text.encode()
+            said = "The full answer is attached as a Markdown file."
+            if len(data) > ANSWER_FILE_BYTES:
+                said = f"The answer is attached as a Markdown file, cut at {_size(ANSWER_FILE_BYTES)} of {_size(len(data))}."
+                data = data[:ANSWER_FILE_BYTES].decode(errors="ignore").encode()
+            self.s.add("final", f"{preview}\n\n-# {said}", files=[(f"{title}.md", data)])
         elif text:
             for part in split_message(text):
                 self.s.add("final", part)

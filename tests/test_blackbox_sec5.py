@@ -14,6 +14,7 @@ from agent.messages import ToolCall
 from agent.models.tokens import MAX_REPORTED_TOKENS
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
+from bot import progress
 from bot.progress import format_footer, short_observation
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -101,3 +102,24 @@ async def test_a_provider_reporting_absurd_usage_cannot_fail_the_turn(
         shown = [m.content for m in fake.messages(thread) if m.author.id == bot.user.id]
     assert "Otters hold hands." in shown and "inf" not in footer.content, shown
     assert f"{MAX_REPORTED_TOKENS:,} in" in footer.content, footer.content
+
+
+async def test_an_answer_larger_than_discord_takes_is_attached_cut_not_lost(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that ignored max_tokens streamed an answer larger than the server's upload limit: the
+    # message carrying its preview and the .md file was refused (413) and given up, so the member saw
+    # "✅ done" and a footer, and no answer at all. The file is now cut to a size Discord takes.
+    monkeypatch.setattr(progress, "ANSWER_FILE_BYTES", 512 * 1024, raising=False)  # 8 MiB in production
+    fake.state.attachment_size_limit = 1024 * 1024  # 10 MiB on Discord
+    llm.script(Reply(text="Otters hold hands. " * 80_000, fragment=400_000))  # 1.4 MiB
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+        answer = next(m for m in fake.messages(thread) if m.attachments)
+    assert answer.content.startswith("Otters hold hands.") and "cut at 512 KB of 1.4 MB" in answer.content
+    (file,) = answer.attachments
+    assert file.filename == "answer.md" and len(file.data) == 512 * 1024, file
