@@ -26,7 +26,7 @@ from agent.events import (
     ToolResultEvent,
 )
 from agent.tools.web_search import shown_url
-from bot.notes import FilesWritten, Note
+from bot.notes import FilesWritten, Note, untrusted
 from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
 
@@ -244,7 +244,7 @@ class ProgressRenderer:
                 self.s.end_live()
             self._note(
                 f"↻ retrying {ev.what} in {ev.delay:.1f}s (attempt {ev.attempt}/{ev.max_attempts}): "
-                f"{_clip(ev.error, 200)}"
+                f"{untrusted(_clip(ev.error, 200))}"  # a server's words: a reason phrase held a masked link
             )
         elif isinstance(ev, ModelSwitched):
             self._drop_text()

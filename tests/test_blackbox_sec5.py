@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.messages import ToolCall
@@ -56,34 +57,53 @@ PLANTED = "x** [claim nitro](https://evil.example) <@&1>\n# FREE NITRO\n-# small
 
 
 def _formatting_outside_code(text: str) -> list[str]:
-    """Masked links, headings and subtext lines that render in ``text`` (code spans show as written)."""
+    """Masked links, headings and subtext lines that render in ``text`` (code spans and escaped
+    brackets show as written)."""
     plain = re.sub("`[^`]*`", "", text)
-    return re.findall(r"\]\(https?://[^)]*\)|^#+ .*|^-# small.*", plain, flags=re.M)
+    return re.findall(r"(?<!\\)\[[^\]]*\]\(https?://[^)]*\)|^#+ .*|^-# small.*", plain, flags=re.M)
 
 
-async def test_a_hostile_model_or_provider_cannot_write_links_or_headings_in_the_bots_lines(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+async def test_a_hostile_model_provider_or_page_cannot_write_links_or_headings_in_the_bots_lines(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A prompt-injected model called a tool named "x** [claim nitro](https://evil.example)\n# FREE
     # NITRO": the step message showed it as '🔧 **name**', so the masked link, a heading and a subtext
     # line rendered in the bot's own step line under the thread's header.
     # The provider's reported model name (any server between the bot and the model may set it) was
     # the footer's model list as written: the same link and heading in the message that pings the asker.
-    llm.script(tool_call(PLANTED, "{}"), Reply(text="Done.", model=PLANTED))
+    # A page answered 503 with the reason phrase "[Verify your account](https://evil.example)": the
+    # retry note ("↻ retrying fetch_url …: HTTP 503 <reason> from <host>") showed it as a masked link.
+    hits: list[int] = []
+
+    async def page(request: web.Request) -> web.Response:
+        hits.append(1)
+        if len(hits) == 1:
+            return web.Response(status=503, reason="[Verify your account](https://evil.example)")
+        return web.Response(text="Otters hold hands while sleeping.")
+
+    app = web.Application()
+    app.router.add_get("/otters", page)
+    monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
     general = guild.channel("general")
-    async with running_bot(fake, llm, tmp_path, guild) as bot:
+    async with served(app) as base, running_bot(fake, llm, tmp_path, guild) as bot:
+        llm.script(
+            tool_call(PLANTED, "{}"),
+            tool_call("fetch_url", {"url": f"{base}/otters"}),
+            Reply(text="Done.", model=PLANTED),
+        )
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
         await wait_idle(fake, bot)
         shown = [m.content for m in fake.messages(thread) if m.author.id == bot.user.id]
+    assert [_formatting_outside_code(m) for m in shown] == [[]] * len(shown), shown
     step = next(m for m in shown if m.startswith("**Step 1**"))
-    assert _formatting_outside_code(step) == [], step
+    assert "HTTP 503 \\[Verify your account](https://evil.example)" in "\n".join(shown)  # as written
     assert "`x** [claim nitro](https://evil.example) <@&1> # FREE NITRO -# small`" in step  # as written
     footer = next(m for m in shown if "tokens" in m)
     assert _formatting_outside_code(footer) == [] and "· gpt-4o-mini ·" in footer, footer  # the name asked
     told = llm.requests[1]["messages"][-1]["content"]
-    assert "unknown tool" in told  # and the model is told, as before
+    assert "unknown tool" in told and len(hits) == 2  # the model is told, and the retry read the page
 
 
 async def test_a_provider_reporting_absurd_usage_cannot_fail_the_turn(
