@@ -4,6 +4,7 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from agent.messages import ToolCall
 from agent.models.tokens import MAX_REPORTED_TOKENS
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
+from agent.tools.research import ResearchToolSettings, research_tools
+from agent.tools.web_search import SearchSettings
 from bot import progress
 from bot.progress import format_footer, short_observation
 from tests.e2e.harness import running_bot, wait_idle
@@ -143,3 +146,30 @@ async def test_an_answer_larger_than_discord_takes_is_attached_cut_not_lost(
     assert answer.content.startswith("Otters hold hands.") and "cut at 512 KB of 1.4 MB" in answer.content
     (file,) = answer.attachments
     assert file.filename == "answer.md" and len(file.data) == 512 * 1024, file
+
+
+async def test_a_search_service_cannot_inflate_a_bomb_in_ask_or_library_use() -> None:
+    # `agentbot ask` (and any library user who shares no client) searched with a plain httpx client,
+    # whose decoder inflates each network chunk whole: a SearxNG instance (a public one is anyone's
+    # server) answering 270 bytes of "Content-Encoding: gzip, gzip, gzip" took the process to 2.1 GB
+    # before the 4 MiB answer cap could look. The bot's shared client refused it; now both do.
+    from tests.fakes.web_server import gzip_bomb
+    from tests.test_fetch_security import MB, _peak_growth, _reset_peak
+
+    bomb = gzip_bomb(512, 3)
+
+    async def search(_request: web.Request) -> web.Response:
+        headers = {"Content-Encoding": "gzip, gzip, gzip", "Content-Type": "application/json"}
+        return web.Response(body=bomb, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/search", search)
+    async with served(app) as base:
+        settings = ResearchToolSettings(search=SearchSettings(backend="searxng", searxng_url=base))
+        tools = [t for t in research_tools(settings) if t.name == "web_search"]
+        call = ToolCall("c", "web_search", json.dumps({"query": "otters"}))
+        baseline = _reset_peak()
+        out = await ToolRegistry(tools).execute(call, ToolContext())  # no shared client, as in ask
+        growth = _peak_growth(baseline)
+    assert out.is_error and "stacked encodings" in out.output, out.output
+    assert growth < 50 * MB, f"the process grew by {growth / MB:.0f} MB"
