@@ -158,7 +158,10 @@ async def test_a_search_service_cannot_inflate_a_bomb_in_ask_or_library_use() ->
 
     bomb = gzip_bomb(512, 3)
 
+    asked: list[int] = []
+
     async def search(_request: web.Request) -> web.Response:
+        asked.append(1)
         headers = {"Content-Encoding": "gzip, gzip, gzip", "Content-Type": "application/json"}
         return web.Response(body=bomb, headers=headers)
 
@@ -172,4 +175,5 @@ async def test_a_search_service_cannot_inflate_a_bomb_in_ask_or_library_use() ->
         out = await ToolRegistry(tools).execute(call, ToolContext())  # no shared client, as in ask
         growth = _peak_growth(baseline)
     assert out.is_error and "stacked encodings" in out.output, out.output
+    assert len(asked) == 1  # refused, not asked again twice (each after a wait) for the same bomb
     assert growth < 50 * MB, f"the process grew by {growth / MB:.0f} MB"
