@@ -21,10 +21,12 @@ from agent.tools.web_search import SearchSettings
 from bot import progress
 from bot.progress import format_footer, short_observation
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_security_mcp import _OBJ, _json_mcp
+from tests.test_e2e_rerun import said, session_with_follow_up
 
 
 async def test_an_mcp_resource_link_cannot_write_a_masked_link_in_the_bots_voice() -> None:
@@ -177,3 +179,28 @@ async def test_a_search_service_cannot_inflate_a_bomb_in_ask_or_library_use() ->
     assert out.is_error and "stacked encodings" in out.output, out.output
     assert len(asked) == 1  # refused, not asked again twice (each after a wait) for the same bomb
     assert growth < 50 * MB, f"the process grew by {growth / MB:.0f} MB"
+
+
+async def test_editing_a_message_over_and_over_keeps_one_re_run_offer(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # Each edit of a message that asked a finished turn posted a new "✏️ You edited your message…"
+    # offer with a button: edits are not held back by slowmode, quotas or the follow-up cap, so a member
+    # editing in a loop had the bot post without end in the thread (12 edits, 12 offers, one per write
+    # of the thread's window). One offer now follows the latest edit, and re-runs that.
+    llm.script(text("Paris."), text("Berlin."), text("Rome."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        thread, follow = await session_with_follow_up(fake, guild, "And of Germany?")
+        await fake.wait_for_message(thread, lambda m: m.content == "Berlin.", within=15)
+        await wait_idle(fake, bot)
+        for i in range(12):
+            edit_message(fake, follow, f"And of Italy? ({i})")
+        last = "“And of Italy? (11)”"
+        await fake.wait_for_message(thread, lambda m: last in m.content, within=15)
+        await wait_idle(fake, bot)
+        offers = [m for m in fake.messages(thread) if m.content.startswith("✏️ You edited")]
+        assert len(offers) == 1, [m.content for m in offers]
+        button = offers[0].components[0]["components"][0]["custom_id"]
+        fake.inject_component(button, message=offers[0], user="alice")
+        await fake.wait_for_message(thread, lambda m: m.content == "Rome.", within=15)
+    assert said(llm.requests[2], "user") == ["Capital of France?", "And of Italy? (11)"]
