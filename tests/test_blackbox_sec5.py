@@ -4,7 +4,9 @@ black-box security QA. Each test failed before the fix its comment names."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
+from agent.logs import configure_logging
 from agent.messages import ToolCall
 from agent.models.tokens import MAX_REPORTED_TOKENS
 from agent.tools.mcp import McpServer, McpTools
@@ -204,3 +207,24 @@ async def test_editing_a_message_over_and_over_keeps_one_re_run_offer(
         fake.inject_component(button, message=offers[0], user="alice")
         await fake.wait_for_message(thread, lambda m: m.content == "Rome.", within=15)
     assert said(llm.requests[2], "user") == ["Capital of France?", "And of Italy? (11)"]
+
+
+def test_an_interaction_token_never_reaches_a_debug_log() -> None:
+    # At LOG_LEVEL=DEBUG discord.py logged every interaction answer as "Webhook ID … with POST
+    # https://discord.com/api/v10/interactions/<id>/<token>/callback has returned …": an interaction
+    # (or webhook) token lets whoever reads the log post as the bot in that channel for 15 minutes,
+    # mentions allowed. The token part of such an address is redacted like any secret.
+    token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDpzZWNyZXRzZWNyZXRzZWNyZXQ"
+    logged = io.StringIO()
+    configure_logging("DEBUG", "json", stream=logged)
+    api = "https://discord.com/api/v10"
+    webhooks = logging.getLogger("discord.webhook.async_")
+    fmt = "Webhook ID %s with %s %s has returned status code %s"
+    webhooks.debug(fmt, 1, "POST", f"{api}/interactions/1234567890/{token}/callback?with_response=1", 200)
+    webhooks.debug(fmt, 1, "PATCH", f"{api}/webhooks/1234567890/{token}/messages/@original", 200)
+    lines = logged.getvalue().splitlines()
+    assert len(lines) == 2 and token not in logged.getvalue(), lines
+    assert (
+        "/interactions/1234567890/***/callback" in lines[0]
+        and "/webhooks/1234567890/***/messages" in lines[1]
+    )
