@@ -9,10 +9,15 @@ import json
 import logging
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import structlog
 from aiohttp import web
+from structlog.testing import capture_logs
 
+import bot.services
+from agent.config import load_agent_settings
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.logs import configure_logging
 from agent.messages import ToolCall
@@ -22,7 +27,10 @@ from agent.tools.registry import ToolContext, ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_tools
 from agent.tools.web_search import SearchSettings
 from bot import progress
+from bot.config import load_bot_settings
+from bot.health import health
 from bot.progress import format_footer, short_observation
+from bot.services import build_services
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -228,3 +236,42 @@ def test_an_interaction_token_never_reaches_a_debug_log() -> None:
         "/interactions/1234567890/***/callback" in lines[0]
         and "/webhooks/1234567890/***/messages" in lines[1]
     )
+
+
+async def test_a_chroma_server_echoing_its_token_cannot_put_it_in_logs_or_the_health_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Chroma server (or the proxy in front of it) that refused the bot said what it got, as some do:
+    # "invalid credentials Bearer <CHROMA_TOKEN>". That text became the memory's start-up error, logged
+    # as it was (CHROMA_TOKEN was no registered secret) and served by GET /healthz to whoever reaches it.
+    token = "ctok-SECRET-0b9f27c1"
+
+    async def refuse(request: web.Request) -> web.Response:
+        said = f"invalid credentials {request.headers.get('Authorization')}"
+        return web.json_response({"error": "Unauthorized", "message": said}, status=401)
+
+    async def embed(request: web.Request) -> web.Response:  # a remote embedding: no model to load here
+        texts = (await request.json())["input"]
+        return web.json_response({"data": [{"index": i, "embedding": [1.0, 0.5]} for i in range(len(texts))]})
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", embed)
+    app.router.add_route("*", "/{path:.*}", refuse)
+    async with served(app) as base:
+        port = base.rsplit(":", 1)[1]
+        chroma = {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": port, "CHROMA_TOKEN": token}
+        chroma |= {"MEMORY_EMBEDDING": "openai", "MEMORY_EMBEDDING_URL": f"{base}/v1"}
+        chroma |= {"MEMORY_EMBEDDING_MODEL": "e"}
+        agent = load_agent_settings(
+            DATA_DIR=str(tmp_path), PYTHON_SANDBOX="off", ROUTER_CLASSIFIER="heuristic", **chroma
+        )
+        with capture_logs() as logs:
+            monkeypatch.setattr(bot.services, "log", structlog.get_logger("bot.services"))
+            sv = await build_services(agent, load_bot_settings(MEMORY_ENABLED=True), serving=False)
+    try:
+        _, report = await health(True, sv, SimpleNamespace(running=lambda: 0))  # type: ignore[arg-type]
+    finally:
+        await sv.close()
+    assert "401" in str(sv.memory_error) or "Unauthorized" in str(sv.memory_error), sv.memory_error
+    shown = [str(logs), str(report), str(sv.memory_error)]
+    assert [token in s for s in shown] == [False, False, False], shown
