@@ -37,7 +37,10 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_security_mcp import _OBJ, _json_mcp
+from tests.test_e2e_config import run
 from tests.test_e2e_rerun import said, session_with_follow_up
+
+VIEW_CHANNEL, READ_MESSAGE_HISTORY, USE_APPLICATION_COMMANDS = 1 << 10, 1 << 16, 1 << 31
 
 
 async def test_an_mcp_resource_link_cannot_write_a_masked_link_in_the_bots_voice() -> None:
@@ -275,3 +278,21 @@ async def test_a_chroma_server_echoing_its_token_cannot_put_it_in_logs_or_the_he
     assert "401" in str(sv.memory_error) or "Unauthorized" in str(sv.memory_error), sv.memory_error
     shown = [str(logs), str(report), str(sv.memory_error)]
     assert [token in s for s in shown] == [False, False, False], shown
+
+
+async def test_a_member_who_cannot_post_in_a_channel_cannot_post_there_through_research(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # /research checked the bot's permissions in the channel, never the member's: a member who may read
+    # #announcements but not post there (or one an admin muted by taking Send Messages) had the bot
+    # open a thread in it, quoting whatever they wrote in its header, and the agent's answer below.
+    llm.script(Reply(text="Anything at all."))
+    general = guild.channel("general")
+    reader = VIEW_CHANNEL | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS  # no Send Messages
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        reply = (
+            await run(fake, guild, "research", {"task": "FREE NITRO"}, user="alice", permissions=reader)
+        ).content
+        await wait_idle(fake, bot)
+    assert "you can't post in this channel" in reply and "**Send Messages**" in reply, reply
+    assert fake.calls("POST", f"/channels/{general.id}/threads") == [] and llm.requests == []
