@@ -38,7 +38,6 @@ from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_security_mcp import _OBJ, _json_mcp
 from tests.test_e2e_config import run
-from tests.test_e2e_rerun import said, session_with_follow_up
 
 VIEW_CHANNEL, READ_MESSAGE_HISTORY, USE_APPLICATION_COMMANDS = 1 << 10, 1 << 16, 1 << 31
 
@@ -202,22 +201,24 @@ async def test_editing_a_message_over_and_over_keeps_one_re_run_offer(
     # offer with a button: edits are not held back by slowmode, quotas or the follow-up cap, so a member
     # editing in a loop had the bot post without end in the thread (12 edits, 12 offers, one per write
     # of the thread's window). One offer now follows the latest edit, and re-runs that.
-    llm.script(text("Paris."), text("Berlin."), text("Rome."))
+    llm.script(text("Paris."))
+    me, general = fake.bot_user, guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
-        thread, follow = await session_with_follow_up(fake, guild, "And of Germany?")
-        await fake.wait_for_message(thread, lambda m: m.content == "Berlin.", within=15)
+        ask = fake.inject_message(general, "alice", f"<@{me.id}> Capital of France?", mentions=[me])
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
         for i in range(12):
-            edit_message(fake, follow, f"And of Italy? ({i})")
-        last = "“And of Italy? (11)”"
+            edit_message(fake, ask, f"<@{me.id}> Capital of Italy? ({i})")
+        last = "“Capital of Italy? (11)”"
         await fake.wait_for_message(thread, lambda m: last in m.content, within=15)
         await wait_idle(fake, bot)
-        offers = [m for m in fake.messages(thread) if m.content.startswith("✏️ You edited")]
-        assert len(offers) == 1, [m.content for m in offers]
-        button = offers[0].components[0]["components"][0]["custom_id"]
-        fake.inject_component(button, message=offers[0], user="alice")
-        await fake.wait_for_message(thread, lambda m: m.content == "Rome.", within=15)
-    assert said(llm.requests[2], "user") == ["Capital of France?", "And of Italy? (11)"]
+        offers = [m.content for m in fake.messages(thread) if m.content.startswith("✏️ You edited")]
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None
+        (turn,) = await bot.services.sessions.turns(session.id)
+    assert len(offers) == 1 and last in offers[0], offers
+    assert turn.edited_prompt == "Capital of Italy? (11)"  # what its button re-runs
 
 
 def test_an_interaction_token_never_reaches_a_debug_log() -> None:
