@@ -34,7 +34,7 @@ from bot.services import build_services
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_calls
 from tests.fakes.served import served
 from tests.test_blackbox_security_mcp import _OBJ, _json_mcp
 from tests.test_e2e_config import run
@@ -105,8 +105,7 @@ async def test_a_hostile_model_provider_or_page_cannot_write_links_or_headings_i
     general = guild.channel("general")
     async with served(app) as base, running_bot(fake, llm, tmp_path, guild) as bot:
         llm.script(
-            tool_call(PLANTED, "{}"),
-            tool_call("fetch_url", {"url": f"{base}/otters"}),
+            tool_calls((PLANTED, "{}"), ("fetch_url", {"url": f"{base}/otters"})),
             Reply(text="Done.", model=PLANTED),
         )
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
@@ -120,7 +119,7 @@ async def test_a_hostile_model_provider_or_page_cannot_write_links_or_headings_i
     assert "`x** [claim nitro](https://evil.example) <@&1> # FREE NITRO -# small`" in step  # as written
     footer = next(m for m in shown if "tokens" in m)
     assert _formatting_outside_code(footer) == [] and "· gpt-4o-mini ·" in footer, footer  # the name asked
-    told = llm.requests[1]["messages"][-1]["content"]
+    told = str(llm.requests[1]["messages"][-2:])
     assert "unknown tool" in told and len(hits) == 2  # the model is told, and the retry read the page
 
 
