@@ -20,7 +20,10 @@ import bot.services
 from agent.config import load_agent_settings
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.logs import configure_logging
-from agent.messages import ToolCall
+from agent.messages import Message, ToolCall
+from agent.models.base import ModelSettings, final_response
+from agent.models.http import make_client
+from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import MAX_REPORTED_TOKENS
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
@@ -296,3 +299,29 @@ async def test_a_member_who_cannot_post_in_a_channel_cannot_post_there_through_r
         await wait_idle(fake, bot)
     assert "you can't post in this channel" in reply and "**Send Messages**" in reply, reply
     assert fake.calls("POST", f"/channels/{general.id}/threads") == [] and llm.requests == []
+
+
+async def test_a_stream_with_tool_call_indexes_of_mixed_types_is_read_not_a_crash() -> None:
+    # A gateway sent one streamed tool call at index "a" (or null) and the next at index 0: ordering the
+    # calls compared a str with an int, and the TypeError ended the run with a traceback ("something
+    # went wrong" in the thread) instead of running the calls.
+    def chunk(idx: object, call_id: str) -> bytes:
+        call = {"index": idx, "id": call_id, "type": "function"}
+        call["function"] = {"name": "calculator", "arguments": '{"expression": "1+1"}'}
+        return ("data: " + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})).encode()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        for piece in (chunk("a", "c1"), chunk(None, "c2"), chunk(0, "c3")):
+            await resp.write(piece + b"\n\n")
+        await resp.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as base, make_client() as client:
+        model = OpenAIChatModel("m", base_url=f"{base}/v1", api_key="k", client=client, max_attempts=1)
+        reply = await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
+    assert sorted(c.id for c in reply.message.tool_calls) == ["c1", "c2", "c3"]

@@ -348,7 +348,9 @@ class ToolCallAssembler:
     def add(self, fragments: list[dict[str, Any]]) -> None:
         at = self._at
         for pos, frag in enumerate(fragments):
-            idx = frag.get("index", pos)
+            idx = frag.get("index")
+            if type(idx) is not int:  # "a" or null beside 0: ordering them raised TypeError, ending the run
+                idx = pos
             slot = at.get(idx)
             fid = frag.get("id")
             if slot is None or (fid and slot["id"] and fid != slot["id"]):
