@@ -120,7 +120,7 @@ class Bill:
         """Priced by the name the server reported (a dated snapshot, OpenRouter's actual model), else by
         ``asked``, the name called: servers report their own name for an alias (vLLM's first
         --served-model-name, LiteLLM), and a PRICES_FILE entry for the called name read as unknown."""
-        if asked and not _MODEL_NAME.fullmatch(model):
+        if asked and not (isinstance(model, str) and _MODEL_NAME.fullmatch(model)):
             model = asked  # a name no model has: shown in the footer and /usage, kept in the ledger
         cost = prices.cost(model, usage)
         if not cost.known and asked and asked != model and (alt := prices.cost(asked, usage)).known:

@@ -21,10 +21,12 @@ from agent.config import load_agent_settings
 from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.logs import configure_logging
 from agent.messages import Message, ToolCall
-from agent.models.base import ModelSettings, final_response
+from agent.models.base import ModelError, ModelSettings, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
+from agent.models.prices import default_prices
 from agent.models.tokens import MAX_REPORTED_TOKENS
+from agent.run_state import Bill
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.registry import ToolContext, ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_tools
@@ -325,3 +327,37 @@ async def test_a_stream_with_tool_call_indexes_of_mixed_types_is_read_not_a_cras
         model = OpenAIChatModel("m", base_url=f"{base}/v1", api_key="k", client=client, max_attempts=1)
         reply = await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
     assert sorted(c.id for c in reply.message.tool_calls) == ["c1", "c2", "c3"]
+
+
+async def test_stream_chunks_of_another_shape_are_a_model_error_not_a_crash() -> None:
+    # The OpenAI-compatible stream read each chunk as the expected shape: a gateway's {"choices": "x"},
+    # [1], a tool call that is a number, or a name that is a number ended the run with AttributeError
+    # or TypeError (a traceback; "something went wrong" in the thread). The same shapes in a whole JSON
+    # body were already a model error. A reported model name that is a list was kept as the model's name.
+    shapes = [
+        {"choices": "x"},
+        [1, 2],
+        {"choices": [{"delta": {"tool_calls": [1]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": 5}}]}}]},
+        {"error": "down", "choices": {"a": 1}},
+    ]
+    sent: list[object] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"data: {json.dumps(shapes[len(sent)])}\n\n".encode())
+        sent.append(1)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as base, make_client() as client:
+        model = OpenAIChatModel("m", base_url=f"{base}/v1", api_key="k", client=client, max_attempts=1)
+        for _ in shapes:
+            with pytest.raises(ModelError):
+                await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
+    assert len(sent) == len(shapes)
+    bill = Bill("m")
+    bill.charge(default_prices(), ["not", "a", "name"], Usage(), "m")  # type: ignore[arg-type]
+    assert bill.model == "m"
