@@ -22,6 +22,7 @@ from agent.events import Cost, RunResult, ToolResultEvent, Usage
 from agent.logs import configure_logging
 from agent.messages import Message, ToolCall
 from agent.models.base import ModelError, ModelSettings, final_response
+from agent.models.gemini import GeminiModel
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
@@ -358,6 +359,22 @@ async def test_stream_chunks_of_another_shape_are_a_model_error_not_a_crash() ->
             with pytest.raises(ModelError):
                 await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
     assert len(sent) == len(shapes)
+    # Gemini's stream: a functionCall named with a number failed later, when the reply was counted.
+    call = {"functionCall": {"name": 5, "args": {}}}
+    gemini_chunk = {"candidates": [{"content": {"parts": [call]}, "finishReason": "STOP"}]}
+
+    async def gemini(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(f"data: {json.dumps(gemini_chunk)}\n\n".encode())
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", gemini)
+    async with served(app) as base, make_client() as client:
+        model = GeminiModel("gemini-2.0-flash", base_url=base, api_key="k", client=client, max_attempts=1)
+        with pytest.raises(ModelError):
+            await final_response(model, [Message("user", "hi")], ModelSettings(stream=True))
     bill = Bill("m")
     bill.charge(default_prices(), ["not", "a", "name"], Usage(), "m")  # type: ignore[arg-type]
     assert bill.model == "m"
