@@ -100,10 +100,11 @@ def parse_args(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_MODEL_NAME = re.compile(r"[\w.:/@+-]{1,200}")
-"""A model name as servers report theirs (``openai/gpt-4o-mini``, ``llama3.1:8b``, ``claude-x@2024``).
-Any server between the bot and the model can set it: one sent a masked link and a heading, which the
-thread's footer showed in the bot's words, and a name per call would grow the usage ledger."""
+_MODEL_NAME = re.compile(r"[\w.:/@+\[\]-]{1,200}")
+"""A model name as servers report theirs (``openai/gpt-4o-mini``, ``llama3.1:8b``, ``claude-x@2024``,
+``team[/]llama``). Any server between the bot and the model can set it: one sent a masked link and a
+heading, which the thread's footer showed in the bot's words. Without spaces and parentheses neither
+can be written."""
 
 
 @dataclass(slots=True)
