@@ -28,6 +28,9 @@ _SECRETS: set[str] = set()
 _ORDERED: tuple[str, ...] = ()
 """The secrets, longest first, so one that contains another is replaced whole."""
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#]+@")  # to the last @: a raw @ in a password
+_HOOK_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}")
+"""The token in a webhook's or an interaction's address: discord.py logs each answer's URL at debug
+level, and the token lets whoever reads it post as the bot there (mentions allowed) for 15 minutes."""
 _MAX_DEPTH = 8
 
 
@@ -46,6 +49,8 @@ def redact(text: str) -> str:
             text = text.replace(s, "***")
     if "@" in text:
         text = _USERINFO.sub(r"\1***@", text)
+    if "/webhooks/" in text or "/interactions/" in text:
+        text = _HOOK_TOKEN.sub(r"\1***", text)
     return text
 
 

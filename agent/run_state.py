@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,13 @@ def parse_args(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+_MODEL_NAME = re.compile(r"[\w.:/@+\[\]-]{1,200}")
+"""A model name as servers report theirs (``openai/gpt-4o-mini``, ``llama3.1:8b``, ``claude-x@2024``,
+``team[/]llama``). Any server between the bot and the model can set it: one sent a masked link and a
+heading, which the thread's footer showed in the bot's words. Without spaces and parentheses neither
+can be written."""
+
+
 @dataclass(slots=True)
 class Bill:
     """One model call's charge: nothing until :meth:`charge` is called with the response's usage."""
@@ -113,6 +121,8 @@ class Bill:
         """Priced by the name the server reported (a dated snapshot, OpenRouter's actual model), else by
         ``asked``, the name called: servers report their own name for an alias (vLLM's first
         --served-model-name, LiteLLM), and a PRICES_FILE entry for the called name read as unknown."""
+        if asked and not (isinstance(model, str) and _MODEL_NAME.fullmatch(model)):
+            model = asked  # a name no model has: shown in the footer and /usage, kept in the ledger
         cost = prices.cost(model, usage)
         if not cost.known and asked and asked != model and (alt := prices.cost(asked, usage)).known:
             cost = alt

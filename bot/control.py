@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +55,18 @@ def files_of(turn: Any) -> tuple[IncomingFile, ...]:
     return tuple(IncomingFile(*f) for f in (turn.state or {}).get("attachments", ()))
 
 
+OFFERS_KEPT = 1000
+"""Re-run offers remembered to be edited (in memory: after a restart an edit posts one more)."""
+
+
 class SessionControl:
     def __init__(self, services: Services, runner: SessionRunner) -> None:
         self.sv = services
         self.runner = runner
+        self._offers: OrderedDict[int, discord.Message] = OrderedDict()
+        """Each turn's re-run offer (by turn id), edited by later edits of its message."""
+        self._offering: set[int] = set()
+        """Turns whose offer is being written: an edit meanwhile is shown by that write."""
         self.starting: dict[int, asyncio.Event] = {}
         """Threads just opened whose session is not recorded yet (routing can take a model call): a
         message posted there meanwhile waits for it instead of being taken for one in no session."""
@@ -324,16 +333,45 @@ class SessionControl:
         if await self._channel_refusal(session):  # no offer its button would refuse
             return
         await sv.sessions.set_edited(turn.id, prompt)
-        await self.runner.write_budget(session.id).acquire(self.runner.rest_budget)
+        # One offer per turn, showing the latest edit: edits pass no slowmode, quota or follow-up cap,
+        # and each posted an offer of its own (a member editing in a loop had the bot post without end).
+        if turn.id in self._offering:
+            return  # the offer being written reads the newest edit before it is done
+        self._offering.add(turn.id)
         try:
-            await thread.send(
-                RerunOffer(prompt).text,
-                view=rerun_view(session.id, turn.id),
-                allowed_mentions=NO_MENTIONS,
-                silent=True,
-            )
-        except discord.HTTPException:
-            pass
+            await self._offer(thread, session.id, turn.id)
+        finally:
+            self._offering.discard(turn.id)
+
+    async def _offer(self, thread: Any, session_id: str, turn_id: int) -> None:
+        """Post the turn's re-run offer, or edit it, until it shows the turn's newest edit."""
+        written: str | None = None
+        while True:
+            turn = next((t for t in await self.sv.sessions.turns(session_id) if t.id == turn_id), None)
+            if turn is None or not turn.edited_prompt or turn.edited_prompt == written:
+                return
+            await self.runner.write_budget(session_id).acquire(self.runner.rest_budget)
+            turn = next((t for t in await self.sv.sessions.turns(session_id) if t.id == turn_id), turn)
+            written = turn.edited_prompt or ""
+            shown = self._offers.get(turn_id)
+            try:
+                if shown is not None:
+                    try:
+                        await shown.edit(content=RerunOffer(written).text)
+                    except discord.NotFound:  # deleted (by a moderator): the next round posts it again
+                        self._offers.pop(turn_id, None)
+                        written = None
+                else:
+                    self._offers[turn_id] = await thread.send(
+                        RerunOffer(written).text,
+                        view=rerun_view(session_id, turn_id),
+                        allowed_mentions=NO_MENTIONS,
+                        silent=True,
+                    )
+                    while len(self._offers) > OFFERS_KEPT:
+                        self._offers.popitem(last=False)
+            except discord.HTTPException:
+                return
 
     async def rerun(self, interaction: discord.Interaction, session_id: str, turn_id: int) -> None:
         """The "Re-run with the edit" button: only the edited message's author, only the latest turn."""

@@ -26,13 +26,17 @@ from agent.events import (
     ToolResultEvent,
 )
 from agent.tools.web_search import shown_url
-from bot.notes import FilesWritten, Note
+from bot.notes import FilesWritten, Note, untrusted
 from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
 
 ATTACH_OVER = 6000
 FOOTER_ROOM = 1950
 """Discord's 2,000 characters, less the requester's ping the renderer puts into the footer."""
+ANSWER_FILE_BYTES = 8 * 1024 * 1024
+"""Most of an answer attached as a file, as bot.attach's files written: Discord takes 10 MiB on any server.
+A server that ignored max_tokens sent more, the message with the file and its preview was refused (413)
+and given up, and the member saw no answer at all."""
 OBSERVATION_CHARS = 280
 LIVE_TAIL = 2000
 """Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
@@ -47,8 +51,22 @@ def _clip(text: str, limit: int) -> str:
     return text[: limit - 1] + f"… (cut, {len(text):,} chars)"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n // 1024} KB"
+
+
 def _code(text: str) -> str:
     return "`" + text.replace("`", "ʼ") + "`"
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What providers accept as a tool name, and all a registered tool's name can be."""
+
+
+def _tool_name(name: str) -> str:
+    """A tool's name in bold; any other name the model made up, as code: a prompt-injected model called
+    "x** [claim](https://…)", a line break and "# FREE": the link and heading rendered in the step line."""
+    return f"**{name}**" if _TOOL_NAME.fullmatch(name) else _code(_clip(name, 80))
 
 
 def short_args(args: dict[str, Any] | None, raw: str, limit: int = 160) -> str:
@@ -76,8 +94,16 @@ def short_observation(ev: ToolResultEvent) -> str:
     links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
     line = _clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS)
     if links:
-        line += " · " + " ".join(f"<{u}>" for u in links)
+        line += " · " + " ".join(shown_source(u) for u in links)
     return line
+
+
+def shown_source(url: str) -> str:
+    """A source as a thread shows it: a web address as ``<url>``, anything else as code. An MCP server's
+    resource link may have any scheme, which pydantic leaves as sent: ``<x:> [claim](https://…) <x:>``
+    is no link to Discord, so the masked link inside it rendered in the bot's voice."""
+    shown = shown_url(url)
+    return f"<{shown}>" if shown.startswith(("http://", "https://")) else f"`{shown}`"
 
 
 @dataclass
@@ -130,7 +156,7 @@ def _sources(urls: list[str], room: int) -> list[str]:
     for url in urls[:10]:
         # Every producer's URL (a search API's, an MCP server's, an imported memory's) is shown encoded:
         # ``>`` and a line break in one ended the link and put a heading or a masked link in the footer.
-        line = f"{len(lines) + 1}. <{shown_url(url)}>"
+        line = f"{len(lines) + 1}. {shown_source(url)}"
         if len(line) + 1 <= room:
             lines.append(line)
             room -= len(line) + 1
@@ -196,7 +222,9 @@ class ProgressRenderer:
             if not st.thought and (text := self._words.getvalue()).strip():
                 st.thought = text
                 self.s.end_live()
-            st.calls[ev.call_id] = [f"🔧 **{ev.name}** {_code(short_args(ev.arguments, ev.raw_arguments))}"]
+            st.calls[ev.call_id] = [
+                f"🔧 {_tool_name(ev.name)} {_code(short_args(ev.arguments, ev.raw_arguments))}"
+            ]
             self._show_step()
         elif isinstance(ev, ToolResultEvent):
             mark = "⚠️" if ev.is_error else "↳"
@@ -220,7 +248,7 @@ class ProgressRenderer:
                 self.s.end_live()
             self._note(
                 f"↻ retrying {ev.what} in {ev.delay:.1f}s (attempt {ev.attempt}/{ev.max_attempts}): "
-                f"{_clip(ev.error, 200)}"
+                f"{untrusted(_clip(ev.error, 200))}"  # a server's words: a reason phrase held a masked link
             )
         elif isinstance(ev, ModelSwitched):
             self._drop_text()
@@ -261,11 +289,12 @@ class ProgressRenderer:
             text = "(no answer)"
         if len(text) > ATTACH_OVER and self.attach:
             preview = split_message(text, 1500)[0]
-            self.s.add(
-                "final",
-                preview + "\n\n-# The full answer is attached as a Markdown file.",
-                files=[(f"{title}.md", text.encode())],
-            )
+            data = text.encode()
+            said = "The full answer is attached as a Markdown file."
+            if len(data) > ANSWER_FILE_BYTES:
+                said = f"The answer is attached as a Markdown file, cut at {_size(ANSWER_FILE_BYTES)} of {_size(len(data))}."
+                data = data[:ANSWER_FILE_BYTES].decode(errors="ignore").encode()
+            self.s.add("final", f"{preview}\n\n-# {said}", files=[(f"{title}.md", data)])
         elif text:
             for part in split_message(text):
                 self.s.add("final", part)

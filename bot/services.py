@@ -15,6 +15,7 @@ import httpx
 import structlog
 
 from agent.config import AgentSettings, ConfigError
+from agent.logs import redact
 from agent.models.factory import build_reader, build_router, reader_enabled
 from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
@@ -185,7 +186,8 @@ async def build_services(
             await memory.open()
             sv.memory = memory
         except Exception as e:  # memory is optional: the bot runs without it and says so
-            sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({type(e).__name__}: {e})"
+            why = redact(f"{type(e).__name__}: {e}")  # also served by /healthz, which redacts nothing
+            sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({why})"
             log.error("memory_unavailable", error=sv.memory_error)
     return sv
 

@@ -20,6 +20,7 @@ from chromadb.config import Settings
 from agent.config import MemoryEnv
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
+from agent.logs import register_secret
 from agent.memory import layout
 from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
@@ -88,6 +89,7 @@ class ChromaMemory:
         """``MEMORY_EMBEDDING*`` pick the embedding; ``CHROMA_HOST`` (+ ``CHROMA_PORT``, ``CHROMA_SSL``,
         ``CHROMA_TOKEN``) switch from the embedded store under ``path`` to a Chroma server."""
         token = m.chroma_token.get_secret_value().strip() if m.chroma_token else ""
+        register_secret(token)  # a server refusing it may say what it got: that text is logged and shown
         headers = {"Authorization": f"Bearer {token}"} if token else None
         kwargs.setdefault("embedding", embedding_from_settings(m))
         host = (m.chroma_host or "").strip() or None

@@ -170,6 +170,9 @@ class _Turn:
                     args = json.dumps(fc.get("args") or {}, ensure_ascii=False)
                     name = fc.get("name") or ""
                     cid = fc.get("id") or synth_call_id(self.turn, len(self.calls), name, args)
+                    # A name or id that is no text is a bad payload here, not a TypeError when the reply is counted.
+                    if not isinstance(name, str) or not isinstance(cid, str):
+                        raise TypeError("a functionCall whose name or id is not text")
                     self.calls.append(ToolCall(id=cid, name=name, arguments=args))
                     if part.get("thoughtSignature"):
                         self.signatures[cid] = part["thoughtSignature"]

@@ -258,28 +258,32 @@ class OpenAIChatModel(HTTPModel):
                                     model=self.name,
                                     retryable=True,
                                 ) from e
-                            # OpenRouter's mid-stream error comes beside a choice whose finish_reason is
-                            # "error": the text before it is not the whole answer.
-                            if data.get("error") and (
-                                not data.get("choices") or data["choices"][0].get("finish_reason") == "error"
-                            ):
-                                err = data["error"]
-                                msg_text = err.get("message") if isinstance(err, dict) else err
-                                raise self._midstream("an error", msg_text, None, True)
-                            model_name = data.get("model") or model_name
-                            if usage := reported_usage(data):
-                                usage_raw = usage
-                            for choice in data.get("choices") or ():
-                                delta = choice.get("delta") or {}
-                                piece = delta.get("content")
-                                if piece and type(piece) is not str:
-                                    piece = content_text(piece)
-                                if piece and (shown := think.feed(piece)):
-                                    yield TextChunk(shown)
-                                if delta.get("tool_calls"):
-                                    calls.add(delta["tool_calls"])
-                                if choice.get("finish_reason"):
-                                    finish = choice["finish_reason"]
+                            try:  # a chunk of another shape ([1], "x", a number for a name)
+                                # OpenRouter's mid-stream error comes beside a choice whose finish_reason is
+                                # "error": the text before it is not the whole answer.
+                                if data.get("error") and (
+                                    not data.get("choices")
+                                    or data["choices"][0].get("finish_reason") == "error"
+                                ):
+                                    err = data["error"]
+                                    msg_text = err.get("message") if isinstance(err, dict) else err
+                                    raise self._midstream("an error", msg_text, None, True)
+                                model_name = data.get("model") or model_name
+                                if usage := reported_usage(data):
+                                    usage_raw = usage
+                                for choice in data.get("choices") or ():
+                                    delta = choice.get("delta") or {}
+                                    piece = delta.get("content")
+                                    if piece and type(piece) is not str:
+                                        piece = content_text(piece)
+                                    if piece and (shown := think.feed(piece)):
+                                        yield TextChunk(shown)
+                                    if delta.get("tool_calls"):
+                                        calls.add(delta["tool_calls"])
+                                    if choice.get("finish_reason"):
+                                        finish = choice["finish_reason"]
+                            except (AttributeError, TypeError, KeyError, IndexError) as e:  # was a traceback
+                                raise self._bad_payload() from e
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         if not done and finish is None:  # a proxy's read timeout ends the body cleanly mid-answer

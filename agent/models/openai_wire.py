@@ -16,7 +16,7 @@ from typing import Any
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.base import ModelSettings
-from agent.models.tokens import count, estimated_usage
+from agent.models.tokens import MAX_REPORTED_TOKENS, count, estimated_usage
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 """The JSON httpx's ``json=`` writes (the same options, so the same text), with the encoder made once:
@@ -143,7 +143,7 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
 
 def _count(value: Any) -> int:
     # Servers send plain non-negative ints: those skip count()'s checks (it runs ~5 times per call).
-    return value if type(value) is int and value >= 0 else count(value)
+    return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else count(value)
 
 
 def arguments_text(value: Any) -> str:
@@ -348,7 +348,9 @@ class ToolCallAssembler:
     def add(self, fragments: list[dict[str, Any]]) -> None:
         at = self._at
         for pos, frag in enumerate(fragments):
-            idx = frag.get("index", pos)
+            idx = frag.get("index")
+            if type(idx) is not int:  # "a" or null beside 0: ordering them raised TypeError, ending the run
+                idx = pos
             slot = at.get(idx)
             fid = frag.get("id")
             if slot is None or (fid and slot["id"] and fid != slot["id"]):

@@ -27,11 +27,19 @@ DEFAULT_COMPLETION = 1024
 """Completion tokens reserved for a call that sets no cap."""
 
 
+MAX_REPORTED_TOKENS = 10**9
+"""Most tokens one count a server reports may stand for (100 times the largest context window): one
+reported 10**400, its cost became inf and the quota ledger's conversion failed the turn."""
+
+
 def count(value: Any) -> int:
-    """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return max(0, int(value))
-    return 0
+    """A token count from a server's JSON: a non-negative int, 0 for anything else (null, "12k", -1),
+    at most :data:`MAX_REPORTED_TOKENS`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    if isinstance(value, float) and not math.isfinite(value):  # (an int past float's range is fine here)
+        return 0
+    return min(MAX_REPORTED_TOKENS, max(0, int(value)))
 
 
 def _tokens(chars: int) -> int:

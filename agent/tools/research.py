@@ -19,6 +19,7 @@ import httpx
 
 from agent.config import ConfigError, ToolEnv, parse_settings
 from agent.logs import register_secret
+from agent.models.http import make_client
 from agent.setting_parsers import Rate, parse_rate_limits
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.files import FilesSettings, file_tools
@@ -108,7 +109,10 @@ def research_tools(
     """
     fetcher = fetcher or PageFetcher(settings.fetch)
     timeout = httpx.Timeout(settings.search.timeout, connect=5.0)
-    search_client = search_client or LazyClient(lambda: httpx.AsyncClient(timeout=timeout))
+    # The models' client (decoded bytes capped as they inflate, stacked encodings refused), not a plain
+    # one: httpx inflates a chunk whole, and 270 bytes of gzip, gzip, gzip from a search service took
+    # `agentbot ask` to 2.1 GB before the answer cap could look.
+    search_client = search_client or LazyClient(lambda: make_client(timeout))
     return [
         *search_tools(settings.search, search_client),
         *fetch_tools(fetcher),

@@ -27,6 +27,7 @@ import httpx
 from pydantic import Field
 
 from agent.logs import redact
+from agent.models.http import ResponseRefused
 from agent.retry import parse_retry_after
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
@@ -323,6 +324,8 @@ async def run_search(
         raise TransientToolError(
             f"{settings.backend} search timed out after {settings.timeout:g} s"
         ) from None
+    except ResponseRefused as e:  # a bomb or an endless body: asking again gets the same
+        raise SearchFailed(_scrub(f"{settings.backend} search failed: {e}", settings)) from None
     except httpx.HTTPError as e:
         msg = _scrub(f"{settings.backend} search failed: {type(e).__name__}: {e}", settings)
         log.warning("web search failed: %s", msg)

@@ -67,6 +67,11 @@ class ResearchCog(commands.Cog):
             raise Refusal("Use /research in a text channel: it opens its own thread.")
         if not isinstance(channel, discord.TextChannel):
             raise Refusal("/research works in text channels.")
+        if not interaction.permissions.send_messages:  # else the bot posts where the member may not
+            raise Refusal(
+                "/research posts in this channel for you, and you can't post in this channel "
+                "(you lack **Send Messages** here): use it where you can."
+            )
         member, sid = interaction.user, new_session_id()
         perms = interaction.app_permissions
         thread = await self._open_thread(channel, member, task, perms, private=private, session_id=sid)

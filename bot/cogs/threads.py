@@ -117,8 +117,9 @@ class ThreadsCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
-        self._full: OrderedDict[tuple[int, int], None] = OrderedDict()
-        """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING)."""
+        self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
+        """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
+        the message that was told."""
 
     async def cog_load(self) -> None:
         self.bot.runner.hooks = ThreadLife(self.bot)
@@ -175,14 +176,17 @@ class ThreadsCog(commands.Cog):
         key = (message.channel.id, member.id)
         if state == "full":  # told once, until one of theirs is queued again
             if key not in self._full:
-                self._full[key] = None
+                self._full[key] = message.id
                 while len(self._full) > HINTS_KEPT:
                     self._full.popitem(last=False)
                 await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
                 with contextlib.suppress(discord.HTTPException):
                     await message.reply(QUEUE_FULL, allowed_mentions=NO_MENTIONS, silent=True)
             return
-        self._full.pop(key, None)
+        # Only a follow-up sent after the one told resets it: under load the 5th of a flood was stored
+        # (queued) after the 6th was refused, and the 7th was told again.
+        if self._full.get(key, 0) < message.id:
+            self._full.pop(key, None)
         if state == "queued":
             # In the thread's lane, as its streamer's writes: a lane per message let a member's flood of
             # follow-ups go ahead of every other thread's writes in the round-robin REST budget.
