@@ -41,7 +41,7 @@ OBSERVATION_CHARS = 280
 LIVE_TAIL = 2000
 """Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
 whole text on every streamed piece made a long answer cost CPU in the square of its length."""
-_URL = re.compile(r"https?://[^\s<>\"')\]]+")
+_URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -92,7 +92,9 @@ def short_observation(ev: ToolResultEvent) -> str:
         except (ValueError, AttributeError, RecursionError):  # an MCP server's own error text
             pass
     links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
-    line = _clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS)
+    # A page's (or MCP server's) own words, escaped: "**FREE NITRO** [claim](HTTPS://…)" rendered bold
+    # and as a masked link in the bot's voice (the address pattern missed the upper-case scheme).
+    line = untrusted(_clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS))
     if links:
         line += " · " + " ".join(shown_source(u) for u in links)
     return line

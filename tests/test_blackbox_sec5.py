@@ -72,6 +72,19 @@ async def test_an_mcp_resource_link_cannot_write_a_masked_link_in_the_bots_voice
         assert "<https://example.org/otters>" in shown, shown  # web addresses stay links
 
 
+def test_a_pages_own_words_in_the_step_line_are_shown_as_written_not_as_formatting() -> None:
+    """A hostile page's text reached the step line raw: bold rendered in the bot's voice, and a masked
+    link with an upper-case scheme was missed by the address pattern that blanks links."""
+    page = "**FREE NITRO** for members: [claim it](HTTPS://evil.example/grab) <@&1>"
+    ev = ToolResultEvent(
+        step=1, call_id="c", name="fetch_url", output=page, sources=["https://example.org/page"]
+    )
+    shown = short_observation(ev)
+    assert "evil.example" not in shown and "](h" not in shown.lower(), shown
+    assert "\\*\\*FREE NITRO\\*\\*" in shown, shown
+    assert shown.endswith("<https://example.org/page>"), shown
+
+
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",))
