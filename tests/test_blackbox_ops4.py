@@ -5,10 +5,14 @@ the fix its commit names."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import socket
 from pathlib import Path
 
 from bot.store.db import Database
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_operator import AGENTBOT
 
 
@@ -52,3 +56,48 @@ async def test_migrate_store_to_a_database_it_cannot_reach_says_so_and_exits(tmp
     assert code == 1 and out == "" and "Traceback" not in err, err[-1500:]
     assert len(err.strip().splitlines()) == 1 and "cannot connect" in err, err
     assert ":pw@" not in err, err  # the password is never printed
+
+
+def _run_env(fake: FakeDiscord, llm: FakeLLM, tmp_path: Path, guild: FakeGuild) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path),
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": "sk-ops4-run-test-0001",
+        "DISCORD_TOKEN": fake.token,
+        "DISCORD_API_BASE_URL": fake.api_url,
+        "DISCORD_GATEWAY_URL": fake.gateway_url,
+        "DISCORD_SYNC_GUILD_ID": str(guild.id),
+        "MEMORY_ENABLED": "false",
+        "LOG_FORMAT": "json",
+    }
+
+
+async def test_a_closed_terminal_stops_run_as_sigterm_does(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # `make run` in an SSH session or a terminal tab that is then closed: SIGHUP killed the bot on the spot,
+    # exit 129 with not one log line, its running turns cut mid-step instead of paused at a step boundary
+    # as SIGTERM and Ctrl-C do (and as `agentbot ask` treats SIGHUP).
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        "run",
+        cwd=tmp_path,
+        env=_run_env(fake, llm, tmp_path, guild),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        while b'"ready"' not in (line := await asyncio.wait_for(proc.stderr.readline(), 30)):
+            assert line, "agentbot run ended before it was ready"
+        proc.send_signal(signal.SIGHUP)
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
+    stopped = [json.loads(x) for x in err.decode().splitlines() if "shutdown_started" in x]
+    assert stopped and "SIGHUP" in stopped[0]["reason"], err.decode()[-2000:]
