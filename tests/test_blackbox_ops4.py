@@ -101,3 +101,39 @@ async def test_a_closed_terminal_stops_run_as_sigterm_does(
     assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
     stopped = [json.loads(x) for x in err.decode().splitlines() if "shutdown_started" in x]
     assert stopped and "SIGHUP" in stopped[0]["reason"], err.decode()[-2000:]
+
+
+async def test_sigterm_while_postgresql_does_not_answer_stops_the_bot_at_once(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # A PostgreSQL host that takes the connection and says nothing (a firewall, a server stuck in
+    # recovery): SIGTERM logged "shutdown_done", then the bot waited out asyncpg's 60 s connect timeout,
+    # past compose's 30 s stop grace period, so every `docker compose stop` ended in SIGKILL.
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = _run_env(fake, llm, tmp_path, guild) | {
+        "DATABASE_URL": f"postgresql://a:b@127.0.0.1:{port}/agentbot"
+    }
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await asyncio.wait_for(connected.wait(), 30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        server.close()
+        for writer in held:
+            writer.close()
+    assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
+    assert b"Traceback" not in err and fake.identify_count == 0, err.decode()[-2000:]
