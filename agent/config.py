@@ -180,6 +180,10 @@ class MemoryEnv(EnvSettings):
     chroma_port: int = Field(8000, ge=1, le=65535)
     chroma_ssl: bool = False
     chroma_token: SecretStr | None = None
+    # --- a Chroma server that stops answering (qaops) ---
+    # chromadb's HTTP client waits forever: a server that took the connection and said nothing hung
+    # start-up, doctor, backups and SIGTERM for good. Seconds per request to the Chroma server.
+    chroma_timeout: int = Field(30, ge=1, le=600)
 
     @field_validator("chroma_host")
     @classmethod

@@ -137,3 +137,31 @@ async def test_sigterm_while_postgresql_does_not_answer_stops_the_bot_at_once(
             writer.close()
     assert proc.returncode == 0, (proc.returncode, err.decode()[-2000:])
     assert b"Traceback" not in err and fake.identify_count == 0, err.decode()[-2000:]
+
+
+async def test_a_chroma_server_that_takes_the_connection_and_never_answers_is_named(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A Chroma container still loading, or a proxy in front of one that is down: TCP accepted (compose's
+    # health check passes on that alone), no HTTP answer. chromadb's client waits forever, so doctor,
+    # backup and the bot's start-up hung without a word, and SIGTERM could not end them.
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(60)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(port),
+        "CHROMA_TIMEOUT": "1",
+    }
+    try:
+        code, out, err = await _agentbot(tmp_path, "doctor", env=env, within=30)
+    finally:
+        server.close()
+    assert code == 1 and "Traceback" not in out + err, (out + err)[-2000:]
+    line = next(x for x in out.splitlines() if "CHROMA_HOST" in x)
+    assert line.startswith("FAIL") and str(port) in line and "CHROMA_TIMEOUT" in line, out
