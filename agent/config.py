@@ -52,9 +52,9 @@ class EnvSettings(BaseSettings):
         if v.strip() == "":
             if name in cls.EMPTY:
                 return cls.EMPTY[name]
-            if field.annotation is not str:
-                return field.get_default(call_default_factory=True)
-            return v
+            # str fields too: DATA_DIR= put the store in the current directory, AGENT_MODEL= named no
+            # model, OPENAI_BASE_URL= skipped the missing-key check (compose's ${VAR} of an unset VAR)
+            return field.get_default(call_default_factory=True)
         if name.endswith("_url") and not v.strip().lower().startswith(URL_SCHEMES):
             raise ValueError(
                 "must be a full URL starting with http:// or https://, e.g. http://localhost:11434/v1"
@@ -91,6 +91,8 @@ def _literal_choices(annotation: Any) -> tuple[Any, ...]:
 
 class ToolEnv(EnvSettings):
     """The research tools' settings (web search, fetch, files, the Python sandbox, tool rate limits)."""
+
+    EMPTY: ClassVar[dict[str, object]] = {"tool_rate_limits": ""}  # no limits
 
     search_backend: Literal["searxng", "brave", "tavily", "duckduckgo"] | None = None
     searxng_url: str | None = None
@@ -206,7 +208,12 @@ class MemoryEnv(EnvSettings):
 
 
 class AgentSettings(ToolEnv, MemoryEnv):
-    EMPTY: ClassVar[dict[str, object]] = {"router_step_limits": {}, "router_research_tiers": {}}
+    EMPTY: ClassVar[dict[str, object]] = {
+        **ToolEnv.EMPTY,
+        "router_step_limits": {},
+        "router_research_tiers": {},
+        "reader_model": "",  # off
+    }
 
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None

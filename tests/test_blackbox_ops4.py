@@ -165,3 +165,27 @@ async def test_a_chroma_server_that_takes_the_connection_and_never_answers_is_na
     assert code == 1 and "Traceback" not in out + err, (out + err)[-2000:]
     line = next(x for x in out.splitlines() if "CHROMA_HOST" in x)
     assert line.startswith("FAIL") and str(port) in line and "CHROMA_TIMEOUT" in line, out
+
+
+async def test_an_empty_value_is_the_documented_default_for_every_setting(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # .env.example: "an empty value means the default". Blanked in .env, or empty from compose's
+    # `${VAR}` of an unset variable: DATA_DIR= put the database in the current directory instead of
+    # ./data, AGENT_MODEL= stopped `ask` ("model spec '' names no model"), and OPENAI_BASE_URL= skipped
+    # the missing-key check (ask called OpenAI without a key) while doctor called "/models".
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / ".env").write_text("DATA_DIR=\nAGENT_MODEL=\nOPENAI_BASE_URL=\nFETCH_USER_AGENT=\n")
+    env = {"DATA_DIR": "", "MEMORY_ENABLED": "false"}
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"}
+    code, out, err = await _agentbot(cwd, "ask", "hello", env=env)
+    assert code == 2 and out == "" and "OPENAI_API_KEY is not set" in err, err
+    (cwd / ".env").write_text(f"DATA_DIR=\nAGENT_MODEL=\nOPENAI_BASE_URL={llm.base_url}\n")
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "doctor", cwd=cwd, env=base | env, stdout=asyncio.subprocess.PIPE
+    )
+    said = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+    assert (cwd / "data" / "agentbot.sqlite3").is_file(), said  # DATA_DIR's default, ./data
+    assert not (cwd / "agentbot.sqlite3").exists()
+    assert "gpt-4o-mini" in said, said  # AGENT_MODEL's default is the model checked
