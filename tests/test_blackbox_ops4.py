@@ -10,7 +10,10 @@ import signal
 import socket
 from pathlib import Path
 
-from bot.store.db import Database
+import pytest
+
+from bot.store.db import Database, StoreError
+from bot.store.pg import PgDatabase
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_operator import AGENTBOT
@@ -189,3 +192,21 @@ async def test_an_empty_value_is_the_documented_default_for_every_setting(
     assert (cwd / "data" / "agentbot.sqlite3").is_file(), said  # DATA_DIR's default, ./data
     assert not (cwd / "agentbot.sqlite3").exists()
     assert "gpt-4o-mini" in said, said  # AGENT_MODEL's default is the model checked
+
+
+async def test_a_postgresql_host_that_never_answers_is_named_within_seconds(tmp_path: Path) -> None:
+    # doctor (and run, migrate-store) said nothing for a minute, then "cannot connect to ...: TimeoutError: ".
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(90)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(StoreError) as caught:
+            # asyncpg's default connect timeout (60 s) ends in wait_for's TimeoutError, not a StoreError
+            await asyncio.wait_for(PgDatabase.open(f"postgresql://a:secret@127.0.0.1:{port}/agentbot"), 40)
+    finally:
+        server.close()
+    said = str(caught.value)
+    assert f"127.0.0.1:{port}" in said and "no answer within" in said and "secret" not in said, said
