@@ -187,6 +187,9 @@ async def build_services(
         except Exception as e:  # memory is optional: the bot runs without it and says so
             sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({type(e).__name__}: {e})"
             log.error("memory_unavailable", error=sv.memory_error)
+        except BaseException:  # SIGTERM meanwhile: the open store's thread kept the process alive for good
+            await sv.close()
+            raise
     return sv
 
 

@@ -106,12 +106,14 @@ async def test_a_closed_terminal_stops_run_as_sigterm_does(
     assert stopped and "SIGHUP" in stopped[0]["reason"], err.decode()[-2000:]
 
 
-async def test_sigterm_while_postgresql_does_not_answer_stops_the_bot_at_once(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+@pytest.mark.parametrize("store", ["postgresql", "chroma"])
+async def test_sigterm_while_a_store_does_not_answer_stops_the_bot_at_once(
+    store: str, fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     # A PostgreSQL host that takes the connection and says nothing (a firewall, a server stuck in
     # recovery): SIGTERM logged "shutdown_done", then the bot waited out asyncpg's 60 s connect timeout,
-    # past compose's 30 s stop grace period, so every `docker compose stop` ended in SIGKILL.
+    # past compose's 30 s stop grace period, so every `docker compose stop` ended in SIGKILL. The same
+    # while memory's Chroma server did not answer: the store, already open, kept the process alive.
     connected = asyncio.Event()
     held: list[asyncio.StreamWriter] = []
 
@@ -121,9 +123,16 @@ async def test_sigterm_while_postgresql_does_not_answer_stops_the_bot_at_once(
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    env = _run_env(fake, llm, tmp_path, guild) | {
-        "DATABASE_URL": f"postgresql://a:b@127.0.0.1:{port}/agentbot"
-    }
+    env = _run_env(fake, llm, tmp_path, guild) | (
+        {"DATABASE_URL": f"postgresql://a:b@127.0.0.1:{port}/agentbot"}
+        if store == "postgresql"
+        else {
+            "MEMORY_ENABLED": "true",
+            "CHROMA_HOST": "127.0.0.1",
+            "CHROMA_PORT": str(port),
+            "CHROMA_TIMEOUT": "3",
+        }
+    )
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT, "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
