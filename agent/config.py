@@ -264,7 +264,13 @@ class AgentSettings(ToolEnv, MemoryEnv):
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, v: str) -> str:
-        path = Path(v or "./data").expanduser().absolute()
+        try:
+            path = Path(v or "./data").expanduser().absolute()
+        except FileNotFoundError:  # a typer box of traceback, from a shell left in a deleted directory
+            raise ValueError(
+                "is relative, and the current directory no longer exists (deleted or replaced): cd into "
+                "it again, or give an absolute path"
+            ) from None
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"{existing or path} is not a directory agentbot can write in")
@@ -282,7 +288,7 @@ def explain(err: ValidationError) -> str:
     is allowed. Secrets' values are never echoed."""
     parts = []
     for e in err.errors(include_url=False):
-        key = str(e["loc"][0]) if e["loc"] else "?"
+        key = str(e["loc"][0]).upper() if e["loc"] else "?"  # a default's error says the field's name
         got = e.get("input")
         # Keys, tokens and URLs that may carry a password (DATABASE_URL) are never echoed.
         shown = "(hidden)" if key.endswith(("_KEY", "_TOKEN")) or key == "DATABASE_URL" else repr(got)

@@ -219,3 +219,18 @@ async def test_a_postgresql_host_that_never_answers_is_named_within_seconds(tmp_
         server.close()
     said = str(caught.value)
     assert f"127.0.0.1:{port}" in said and "no answer within" in said and "secret" not in said, said
+
+
+async def test_a_shell_left_in_a_deleted_directory_gets_one_line_naming_data_dir(tmp_path: Path) -> None:
+    # `rm -rf agentbot && git clone ...` in one terminal, `agentbot ask` in another still inside the old
+    # directory: typer's box of traceback (FileNotFoundError from os.getcwd) instead of a line.
+    gone = tmp_path / "old-checkout"
+    gone.mkdir()
+    script = f'cd "{gone}" && rmdir "{gone}" && exec "{AGENTBOT}" ask hello'
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", script, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and out == b"", err.decode()[-1500:]
+    assert len(err.decode().strip().splitlines()) == 1 and "DATA_DIR" in err.decode(), err.decode()[-1500:]
