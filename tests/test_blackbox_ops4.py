@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.store import pg
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -203,12 +204,15 @@ async def test_an_empty_value_is_the_documented_default_for_every_setting(
     assert "gpt-4o-mini" in said, said  # AGENT_MODEL's default is the model checked
 
 
-async def test_a_postgresql_host_that_never_answers_is_named_within_seconds(tmp_path: Path) -> None:
+async def test_a_postgresql_host_that_never_answers_is_named_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # doctor (and run, migrate-store) said nothing for a minute, then "cannot connect to ...: TimeoutError: ".
     async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(90)
         writer.close()
 
+    monkeypatch.setattr(pg, "CONNECT_TIMEOUT", 1.0)  # 10 s in production; the test needs not wait them
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
