@@ -45,7 +45,7 @@ def task_text(task: str | None) -> str:
             raise TaskError(
                 'give the task as the argument, e.g. agentbot ask "What is 2**32?", or pipe it in'
             )
-        with _interruptible():
+        with interruptible():
             raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:
             raise TaskError(
@@ -65,9 +65,9 @@ def task_text(task: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM or SIGHUP while waiting for standard input end ``ask`` as Ctrl-C does (130, "agentbot:
-    interrupted"): the default killed it without a word. Raised here, not as a re-sent SIGINT, which a
+def interruptible() -> Iterator[None]:
+    """SIGTERM or SIGHUP while waiting for standard input (or while ``backup`` copies) end ``ask`` as
+    Ctrl-C does (130, "agentbot: interrupted"): the default killed it without a word (or a cleanup). Raised here, not as a re-sent SIGINT, which a
     script's background job ignores; an ignored signal stays ignored (``nohup``)."""
 
     def interrupt(signum: int, frame: object) -> None:

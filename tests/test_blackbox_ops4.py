@@ -8,6 +8,7 @@ import asyncio
 import json
 import signal
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,34 @@ async def test_a_shell_left_in_a_deleted_directory_gets_one_line_naming_data_dir
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and out == b"", err.decode()[-1500:]
     assert len(err.decode().strip().splitlines()) == 1 and "DATA_DIR" in err.decode(), err.decode()[-1500:]
+
+
+async def test_a_backup_stopped_by_sigterm_leaves_no_partial_copy(tmp_path: Path) -> None:
+    # `timeout 10m agentbot backup /backups/$(date +%F)` from cron, or a container stopped meanwhile: the
+    # default SIGTERM ended the process where it stood and left DEST.partial, a copy of every member's
+    # sessions, beside the backups for good (each day's under a new name). It ends as Ctrl-C does now.
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "agentbot.sqlite3") as db:  # big enough that the copy takes a while
+        db.execute("CREATE TABLE filler (b BLOB)")
+        db.executemany("INSERT INTO filler VALUES (randomblob(1048576))", [()] * 100)
+    dest = tmp_path / "backups" / "today"
+    partial = dest.with_name("today.partial")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(data), "MEMORY_ENABLED": "false"}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "backup", str(dest), cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        for _ in range(10_000):  # the copy starts in .partial: a file system has no event to wait on
+            if partial.exists() or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130, (proc.returncode, err.decode()[-1500:])
+    assert not partial.exists() and not dest.exists()
+    assert err.decode().strip() == "agentbot: interrupted", err.decode()[-1500:]
