@@ -58,9 +58,9 @@ class EnvSettings(BaseSettings):
         if v.strip() == "":
             if name in cls.EMPTY:
                 return cls.EMPTY[name]
-            if field.annotation is not str:
-                return field.get_default(call_default_factory=True)
-            return v
+            # str fields too: DATA_DIR= put the store in the current directory, AGENT_MODEL= named no
+            # model, OPENAI_BASE_URL= skipped the missing-key check (compose's ${VAR} of an unset VAR)
+            return field.get_default(call_default_factory=True)
         if name.endswith("_url") and not v.strip().lower().startswith(URL_SCHEMES):
             raise ValueError(
                 "must be a full URL starting with http:// or https://, e.g. http://localhost:11434/v1"
@@ -97,6 +97,8 @@ def _literal_choices(annotation: Any) -> tuple[Any, ...]:
 
 class ToolEnv(EnvSettings):
     """The research tools' settings (web search, fetch, files, the Python sandbox, tool rate limits)."""
+
+    EMPTY: ClassVar[dict[str, object]] = {"tool_rate_limits": ""}  # no limits
 
     search_backend: Literal["searxng", "brave", "tavily", "duckduckgo"] | None = None
     searxng_url: str | None = None
@@ -195,6 +197,10 @@ class MemoryEnv(EnvSettings):
     chroma_port: int = Field(8000, ge=1, le=65535)
     chroma_ssl: bool = False
     chroma_token: SecretStr | None = None
+    # --- a Chroma server that stops answering (qaops) ---
+    # chromadb's HTTP client waits forever: a server that took the connection and said nothing hung
+    # start-up, doctor, backups and SIGTERM for good. Seconds per request to the Chroma server.
+    chroma_timeout: int = Field(30, ge=1, le=600)
 
     @field_validator("chroma_host")
     @classmethod
@@ -217,7 +223,12 @@ class MemoryEnv(EnvSettings):
 
 
 class AgentSettings(ToolEnv, MemoryEnv):
-    EMPTY: ClassVar[dict[str, object]] = {"router_step_limits": {}, "router_research_tiers": {}}
+    EMPTY: ClassVar[dict[str, object]] = {
+        **ToolEnv.EMPTY,
+        "router_step_limits": {},
+        "router_research_tiers": {},
+        "reader_model": "",  # off
+    }
 
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
@@ -268,7 +279,13 @@ class AgentSettings(ToolEnv, MemoryEnv):
     @field_validator("data_dir")
     @classmethod
     def _data_dir(cls, v: str) -> str:
-        path = Path(v or "./data").expanduser().absolute()
+        try:
+            path = Path(v or "./data").expanduser().absolute()
+        except FileNotFoundError:  # a typer box of traceback, from a shell left in a deleted directory
+            raise ValueError(
+                "is relative, and the current directory no longer exists (deleted or replaced): cd into "
+                "it again, or give an absolute path"
+            ) from None
         existing = next((p for p in (path, *path.parents) if p.exists()), None)
         if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"{existing or path} is not a directory agentbot can write in")
@@ -286,7 +303,7 @@ def explain(err: ValidationError) -> str:
     is allowed. Secrets' values are never echoed."""
     parts = []
     for e in err.errors(include_url=False):
-        key = str(e["loc"][0]) if e["loc"] else "?"
+        key = str(e["loc"][0]).upper() if e["loc"] else "?"  # a default's error says the field's name
         got = e.get("input")
         # Keys, tokens and URLs that may carry a password (DATABASE_URL) are never echoed.
         shown = "(hidden)" if key.endswith(("_KEY", "_TOKEN")) or key == "DATABASE_URL" else repr(got)

@@ -148,7 +148,17 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
 
     # --- start-up and shutdown --------------------------------------------------------------------
     async def setup_hook(self) -> None:
-        services = await build_services(self.agent_settings, self.bot_settings, serving=self.serve)
+        # A task close() can cancel: SIGTERM while PostgreSQL or a Chroma server did not answer waited for
+        # the connect timeout (60 s, past Docker's stop grace period) before the bot stopped.
+        self._building = asyncio.ensure_future(
+            build_services(self.agent_settings, self.bot_settings, serving=self.serve)
+        )
+        try:
+            services = await self._building
+        except asyncio.CancelledError:
+            if not getattr(self, "_closing", False):
+                raise
+            return
         if self.is_closed():
             # SIGTERM while the services were built (seconds: the store, the classifier, memory): close()
             # found none to close, and what was built went on to sync with a closed HTTP session, a
@@ -201,6 +211,9 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         if first:  # nothing was logged at shutdown: an operator could not tell a stop from a hang
             log.info("shutdown_started", reason=self.stop_reason or "closed")
         paused = 0
+        building = getattr(self, "_building", None)
+        if building is not None and not building.done():
+            building.cancel()
         runner = getattr(self, "runner", None)
         if runner is not None:
             paused = await runner.shutdown(self.bot_settings.shutdown_grace)

@@ -48,7 +48,7 @@ def task_text(task: str | None) -> str:
         if sys.stdin.isatty() and sys.stderr is not None:  # `ask -` at a prompt waited as if it hung
             sys.stderr.write("agentbot: type the task, then Ctrl-D on a line of its own\n")
             sys.stderr.flush()
-        with _interruptible():
+        with interruptible():
             raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:
             raise TaskError(
@@ -68,9 +68,9 @@ def task_text(task: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM or SIGHUP while waiting for standard input end ``ask`` as Ctrl-C does (130, "agentbot:
-    interrupted"): the default killed it without a word. Raised here, not as a re-sent SIGINT, which a
+def interruptible() -> Iterator[None]:
+    """SIGTERM or SIGHUP while waiting for standard input (or while ``backup`` copies) end ``ask`` as
+    Ctrl-C does (130, "agentbot: interrupted"): the default killed it without a word (or a cleanup). Raised here, not as a re-sent SIGINT, which a
     script's background job ignores; an ignored signal stays ignored (``nohup``)."""
 
     def interrupt(signum: int, frame: object) -> None:

@@ -189,7 +189,8 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
 
 
 def _stop(bot: Any, sig: signal.Signals) -> None:
-    """SIGTERM or SIGINT: the bot pauses its runs and closes (it logs "shutdown_started" with the signal)."""
+    """SIGTERM, SIGINT or SIGHUP (a closed terminal): the bot pauses its runs and closes (it logs
+    "shutdown_started" with the signal)."""
     bot.stop_reason = f"{sig.name} received"
     bot._stopping = asyncio.create_task(bot.close(), name=f"stop-on-{sig.name}")
 
@@ -200,7 +201,7 @@ async def _run_bot(agent_settings: object, bot_settings: object, token: str) -> 
 
     bot = AgentBot(agent_settings, bot_settings)  # type: ignore[arg-type]
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(sig, _stop, bot, sig)
         except NotImplementedError:  # pragma: no cover - not on Linux

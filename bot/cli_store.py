@@ -42,11 +42,14 @@ def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -
 
     DEST is a new (or empty) directory for the copy.
     """
+    from bot.ask_input import interruptible
     from bot.backup import BackupError
     from bot.backup import backup as make_backup
 
     data_dir, memory = _store_locations()
-    with failing(BackupError, code=EXIT_FAILED):
+    # SIGTERM/SIGHUP (cron's `timeout`, a container stopped) end it as Ctrl-C does, so DEST.partial is
+    # removed: the default left it, a copy of every session, beside the backups for good.
+    with failing(BackupError, code=EXIT_FAILED), interruptible():
         report = make_backup(data_dir, dest, memory)
     typer.echo(f"backed up {report.summary()}")
 

@@ -189,6 +189,9 @@ async def build_services(
             why = redact(f"{type(e).__name__}: {e}")  # also served by /healthz, which redacts nothing
             sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({why})"
             log.error("memory_unavailable", error=sv.memory_error)
+        except BaseException:  # SIGTERM meanwhile: the open store's thread kept the process alive for good
+            await sv.close()
+            raise
     return sv
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.config import Settings
 
@@ -60,6 +61,7 @@ class ChromaMemory:
         buckets: int = 16,
         dedicated_threshold: int = 2000,
         clock: Callable[[], float] = time.time,
+        timeout: int = 30,
     ) -> None:
         if path is None and not host:
             raise ValueError("ChromaMemory needs a data directory (path) or a Chroma server (host)")
@@ -77,6 +79,7 @@ class ChromaMemory:
         self.dedicated_threshold = dedicated_threshold
         self.embedding = embedding
         self._clock = clock
+        self.timeout = timeout
         self._cols: Collections | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._writes: defaultdict[str, int] = defaultdict(int)
@@ -93,6 +96,7 @@ class ChromaMemory:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         kwargs.setdefault("embedding", embedding_from_settings(m))
         host = (m.chroma_host or "").strip() or None
+        kwargs.setdefault("timeout", m.chroma_timeout)
         return cls(path, host=host, port=m.chroma_port, ssl=m.chroma_ssl, headers=headers, **kwargs)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -128,9 +132,26 @@ class ChromaMemory:
         the embedding: what ``open`` uses, and what ``agentbot backup``/``restore`` copy rows through."""
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         if self.host:
-            return chromadb.HttpClient(
+            # chromadb's HTTP client waits forever (timeout=None), from its first request in the
+            # constructor on: a server that takes the connection and says nothing is found here, within
+            # CHROMA_TIMEOUT, and every later request gets that timeout too.
+            scheme = "https" if self.ssl else "http"
+            try:
+                httpx.get(f"{scheme}://{self.host}:{self.port}/api/v2/heartbeat", timeout=self.timeout)
+            except httpx.TimeoutException as e:
+                raise MemoryStoreError(
+                    f"{self.where()} took the connection but did not answer within {self.timeout} s "
+                    "(CHROMA_TIMEOUT): is it still starting, or is something else on that port?"
+                ) from e
+            except httpx.HTTPError:
+                pass  # chromadb says what is wrong (refused, TLS, ...) in its own words, as before
+            client = chromadb.HttpClient(
                 host=self.host, port=self.port, ssl=self.ssl, headers=self._headers or None, settings=settings
             )
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if isinstance(session, httpx.Client):
+                session.timeout = httpx.Timeout(self.timeout)
+            return client
         assert self.path is not None
         self.path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(self.path), settings=settings)

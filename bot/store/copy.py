@@ -71,7 +71,11 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
         raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
     await asyncio.to_thread(check_not_open, sqlite_path)
     src = await Database.open(sqlite_path)
-    dst = await PgDatabase.open(url)
+    try:  # a target that cannot be reached left the SQLite store open, and its thread hung the command
+        dst = await PgDatabase.open(url)
+    except BaseException:
+        await src.close()
+        raise
     try:
         tables = [
             r[0]

@@ -35,6 +35,9 @@ from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate", "when_reachable"]
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection may take: PostgreSQL answers in milliseconds, and asyncpg's default (60 s)
+kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing."""
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
@@ -224,12 +227,18 @@ class PgDatabase(Closing):
         _pool_log_in_one_line()
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60, reset=_no_session_state
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                reset=_no_session_state,
+                timeout=CONNECT_TIMEOUT,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as e:
-            raise StoreError(
-                f"DATABASE_URL: cannot connect to {_redact(url)}: {type(e).__name__}: {e}"
-            ) from e
+            why = f"{type(e).__name__}: {e}"
+            if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
+                why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
+            raise StoreError(f"DATABASE_URL: cannot connect to {_redact(url)}: {why}") from e
         try:
             version = await _migrate(pool, url)
         except BaseException:
