@@ -9,9 +9,7 @@ documented with its default in ``.env.example`` (``tests/test_settings_documente
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import sys
 import typing
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agent.env_file import check_env_lines, check_env_names, not_utf8
 from agent.models.reasoning import Effort
 from agent.setting_parsers import (
     ConfigError,
@@ -326,80 +325,18 @@ def parse_settings(cls: type[SettingsT], overrides: dict[str, Any] | None = None
     try:
         if overrides is not None:
             return cls.model_validate(overrides)
-        check_env_lines()
+        check_env_lines(ENV_FILE)
         return cls(**{"_env_file": ENV_FILE, **init})
     except ValidationError as e:
         raise ConfigError(explain(e)) from None
     except UnicodeDecodeError as e:
-        raise ConfigError(not_utf8(e)) from None
-
-
-def check_env_lines() -> None:
-    """A line of :data:`ENV_FILE` python-dotenv cannot read (a quote left open) is a :class:`ConfigError`
-    naming the line and its setting, never its value: dotenv skipped it with a warning of its own, twice,
-    and the setting read as unset ("OPENAI_API_KEY is not set: put your key in .env", where it was).
-    Checked at every parse (:func:`parse_settings`), so no reader of settings meets a bad ``.env`` first."""
-    if ENV_FILE is None or not os.path.lexists(ENV_FILE):
-        return
-    if not os.path.isfile(ENV_FILE):  # read as empty: every setting in it was ignored without a word
-        raise ConfigError(
-            f"{os.path.abspath(ENV_FILE)} is not a file (a directory, or a link to nothing: Docker makes a "
-            "directory where a bind-mounted file is missing), so its settings would be ignored: make it "
-            "the file of settings (see .env.example), or remove it"
-        )
-    from dotenv.parser import parse_stream
-
-    with open(ENV_FILE, encoding="utf-8") as f:
-        bad = next((b.original for b in parse_stream(f) if b.error), None)
-    if bad is not None:
-        name = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)\s*=", bad.string)
-        fix = (
-            "close its quote, or write the value without quotes"
-            if name
-            else "write it as NAME=value, or start a comment with #"
-        )
-        raise ConfigError(
-            f"{ENV_FILE} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
-        )
-
-
-def not_utf8(e: UnicodeDecodeError) -> str:
-    """A ``.env`` saved as UTF-16 (Notepad's "Unicode") or Latin-1 fails inside python-dotenv's read."""
-    return (
-        f"{ENV_FILE} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
-        "save it as UTF-8 (see .env.example)"
-    )
-
-
-MEANT = {"OPENAI_API_BASE": "OPENAI_BASE_URL"}
-"""Names other tools read for a setting of ours (LangChain's and the old openai library's base URL)."""
-
-
-def check_env_names(*models: type[BaseSettings]) -> None:
-    """A name in :data:`ENV_FILE` that is no setting of ``models`` but nearly one (``AGENT_MAX_STEP``,
-    ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
-    ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
-    so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
-    if ENV_FILE is None or not os.path.isfile(ENV_FILE):  # not a file: refused by check_env_lines
-        return
-    from dotenv import dotenv_values
-
-    known = {f.alias for m in models for f in m.model_fields.values() if f.alias}
-    for name in dotenv_values(ENV_FILE, encoding="utf-8"):
-        if (upper := name.upper()) in known or any(upper.startswith(f"{k}_") for k in known):
-            continue  # a setting, or a deliberate variant of one kept aside (DISCORD_TOKEN_OLD)
-        meant = MEANT.get(upper) or next(iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None)
-        if meant:
-            raise ConfigError(
-                f"{name} in {ENV_FILE} is not a setting (it would be ignored): did you mean {meant}? "
-                "Rename or remove it (see .env.example)"
-            )
+        raise ConfigError(not_utf8(e, ENV_FILE)) from None
 
 
 def load_agent_settings(**overrides: Any) -> AgentSettings:
     """Parse the agent's settings once (environment, then ``.env``) and check the files they name."""
     settings = parse_settings(AgentSettings, **overrides)
-    check_env_names(AgentSettings)  # no name of the bot's is near one of these (tests check it)
+    check_env_names(ENV_FILE, AgentSettings)  # no name of the bot's is near one of these (tests check it)
     from agent.models.prices import use_prices_file
     from agent.models.tiers import load_tiers
 

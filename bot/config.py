@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from agent import config as agent_config
 from agent.config import ConfigError
+from agent.env_file import check_env_names
 from bot.limits import QuotaEnv
 
 
@@ -132,6 +133,6 @@ def check_shard_memory(settings: BotSettings, chroma_host: str | None) -> None:
 def load_bot_settings(**overrides: object) -> BotSettings:
     """The bot's settings from the environment and ``.env`` (parsed once, at start-up)."""
     settings = agent_config.parse_settings(BotSettings, **overrides)
-    agent_config.check_env_names(agent_config.AgentSettings, BotSettings)
+    check_env_names(agent_config.ENV_FILE, agent_config.AgentSettings, BotSettings)
     check_shards(settings)
     return settings

@@ -13,16 +13,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import chromadb
-import httpx
 import numpy as np
-from chromadb.config import Settings
 
 from agent.config import MemoryEnv
 from agent.embeddings.base import Embedding
 from agent.embeddings.config import embedding_from_settings
 from agent.logs import register_secret
 from agent.memory import layout
+from agent.memory.chroma_client import chroma_client, server_name
 from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
 from agent.memory.scope import PAGE, Row
@@ -130,34 +128,17 @@ class ChromaMemory:
     def connect(self) -> Any:
         """A raw chromadb client for this store (the embedded directory or the server), without loading
         the embedding: what ``open`` uses, and what ``agentbot backup``/``restore`` copy rows through."""
-        settings = Settings(anonymized_telemetry=False, allow_reset=False)
-        if self.host:
-            # chromadb's HTTP client waits forever (timeout=None), from its first request in the
-            # constructor on: a server that takes the connection and says nothing is found here, within
-            # CHROMA_TIMEOUT, and every later request gets that timeout too.
-            scheme = "https" if self.ssl else "http"
-            try:
-                httpx.get(f"{scheme}://{self.host}:{self.port}/api/v2/heartbeat", timeout=self.timeout)
-            except httpx.TimeoutException as e:
-                raise MemoryStoreError(
-                    f"{self.where()} took the connection but did not answer within {self.timeout} s "
-                    "(CHROMA_TIMEOUT): is it still starting, or is something else on that port?"
-                ) from e
-            except httpx.HTTPError:
-                pass  # chromadb says what is wrong (refused, TLS, ...) in its own words, as before
-            client = chromadb.HttpClient(
-                host=self.host, port=self.port, ssl=self.ssl, headers=self._headers or None, settings=settings
-            )
-            session = getattr(getattr(client, "_server", None), "_session", None)
-            if isinstance(session, httpx.Client):
-                session.timeout = httpx.Timeout(self.timeout)
-            return client
-        assert self.path is not None
-        self.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(self.path), settings=settings)
+        return chroma_client(
+            self.path,
+            host=self.host,
+            port=self.port,
+            ssl=self.ssl,
+            headers=self._headers,
+            timeout=self.timeout,
+        )
 
     def where(self) -> str:
-        return f"Chroma server {self.host}:{self.port} (CHROMA_HOST)" if self.host else str(self.path)
+        return server_name(self.host, self.port) if self.host else str(self.path)
 
     def _open(self) -> Collections:
         if self._cols is None:

@@ -1,0 +1,77 @@
+"""Checks of the ``.env`` file itself, before and after pydantic-settings reads it: python-dotenv skips
+what it cannot read (and a name that is no setting) with at most a warning, so the default ruled where
+the operator meant their own value. ``env_file`` is ``agent.config.ENV_FILE`` (None in tests)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+
+from pydantic_settings import BaseSettings
+
+from agent.setting_parsers import ConfigError
+
+__all__ = ["MEANT", "check_env_lines", "check_env_names", "not_utf8"]
+
+
+def check_env_lines(env_file: str | None) -> None:
+    """A line of ``env_file`` python-dotenv cannot read (a quote left open) is a :class:`ConfigError`
+    naming the line and its setting, never its value: dotenv skipped it with a warning of its own, twice,
+    and the setting read as unset ("OPENAI_API_KEY is not set: put your key in .env", where it was).
+    Checked at every parse (``agent.config.parse_settings``), so no reader of settings meets a bad ``.env`` first."""
+    if env_file is None or not os.path.lexists(env_file):
+        return
+    if not os.path.isfile(env_file):  # read as empty: every setting in it was ignored without a word
+        raise ConfigError(
+            f"{os.path.abspath(env_file)} is not a file (a directory, or a link to nothing: Docker makes a "
+            "directory where a bind-mounted file is missing), so its settings would be ignored: make it "
+            "the file of settings (see .env.example), or remove it"
+        )
+    from dotenv.parser import parse_stream
+
+    with open(env_file, encoding="utf-8") as f:
+        bad = next((b.original for b in parse_stream(f) if b.error), None)
+    if bad is not None:
+        name = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)\s*=", bad.string)
+        fix = (
+            "close its quote, or write the value without quotes"
+            if name
+            else "write it as NAME=value, or start a comment with #"
+        )
+        raise ConfigError(
+            f"{env_file} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
+        )
+
+
+def not_utf8(e: UnicodeDecodeError, env_file: str | None) -> str:
+    """A ``.env`` saved as UTF-16 (Notepad's "Unicode") or Latin-1 fails inside python-dotenv's read."""
+    return (
+        f"{env_file} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+        "save it as UTF-8 (see .env.example)"
+    )
+
+
+MEANT = {"OPENAI_API_BASE": "OPENAI_BASE_URL"}
+"""Names other tools read for a setting of ours (LangChain's and the old openai library's base URL)."""
+
+
+def check_env_names(env_file: str | None, *models: type[BaseSettings]) -> None:
+    """A name in ``env_file`` that is no setting of ``models`` but nearly one (``AGENT_MAX_STEP``,
+    ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
+    ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
+    so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
+    if env_file is None or not os.path.isfile(env_file):  # not a file: refused by check_env_lines
+        return
+    from dotenv import dotenv_values
+
+    known = {f.alias for m in models for f in m.model_fields.values() if f.alias}
+    for name in dotenv_values(env_file, encoding="utf-8"):
+        if (upper := name.upper()) in known or any(upper.startswith(f"{k}_") for k in known):
+            continue  # a setting, or a deliberate variant of one kept aside (DISCORD_TOKEN_OLD)
+        meant = MEANT.get(upper) or next(iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None)
+        if meant:
+            raise ConfigError(
+                f"{name} in {env_file} is not a setting (it would be ignored): did you mean {meant}? "
+                "Rename or remove it (see .env.example)"
+            )
