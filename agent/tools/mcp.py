@@ -108,7 +108,7 @@ class _Connection:
                 await self._ready.wait()
         except TimeoutError:
             self.error = f"no answer within {self.server.connect_timeout:g} s"
-            await self.close()
+            await self.close(wait=0)
 
     async def _own(self) -> None:
         from mcp import ClientSession
@@ -237,12 +237,15 @@ class _Connection:
             if not task.done():
                 task.cancel()
 
-    async def close(self) -> None:
+    async def close(self, *, wait: float = 5) -> None:
+        """Let the server's task end its session (up to ``wait`` s), then cancel it. A server that never
+        finished the handshake is not waited for: it was stuck in ``initialize``, not watching for the
+        close, so ``ask`` said it was left out 5 s after its 10 s had run out."""
         self._closing.set()
         task, self._task = self._task, None
         if task is not None and not task.done():
             try:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(wait):
                     await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
