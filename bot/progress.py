@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,8 +246,16 @@ class ProgressRenderer:
             self.s.end_live()
             self.final = ev.result
 
-    def finish(self, result: RunResult, *, stopped_by: str | None = None, title: str = "answer") -> None:
-        """The answer as new messages (edits notify nobody), then the footer.
+    def finish(
+        self,
+        result: RunResult,
+        *,
+        stopped_by: str | None = None,
+        title: str = "answer",
+        shown: Callable[[str], bool] = lambda text: False,
+    ) -> None:
+        """The answer as new messages (edits notify nobody), then the footer; those ``shown`` already
+        (posted before a restart, ``bot.turn_end``) are not posted again.
 
         Discord notifies members who joined a thread of every message that is not silent, and nobody
         of an edit; so the footer, which closes the answer, is the one message of the turn that
@@ -260,16 +269,15 @@ class ProgressRenderer:
         elif not text:
             text = "(no answer)"
         if len(text) > ATTACH_OVER and self.attach:
-            preview = split_message(text, 1500)[0]
-            self.s.add(
-                "final",
-                preview + "\n\n-# The full answer is attached as a Markdown file.",
-                files=[(f"{title}.md", text.encode())],
-            )
+            preview = split_message(text, 1500)[0] + "\n\n-# The full answer is attached as a Markdown file."
+            if not shown(preview):
+                self.s.add("final", preview, files=[(f"{title}.md", text.encode())])
         elif text:
             for part in split_message(text):
-                self.s.add("final", part)
+                if not shown(part):
+                    self.s.add("final", part)
         footer = format_footer(result, stopped_by=stopped_by)
         if self.notify is not None:
             footer = footer.replace("-# ", f"-# <@{self.notify}> · ", 1)
-        self.s.add("final", footer, notify=self.notify)
+        if not shown(footer):
+            self.s.add("final", footer, notify=self.notify)
