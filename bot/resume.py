@@ -19,7 +19,7 @@ from bot.attach import incoming
 from bot.mentions import strip_mentions_of
 from bot.notes import QueuedRestored, Resumed
 from bot.runner import SessionRunner, TurnRequest
-from bot.turn_end import ended
+from bot.turn_end import STOPPED_BY, ended
 
 __all__ = ["resume_interrupted"]
 
@@ -64,6 +64,8 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
 
     for turn in await sv.sessions.running_turns(sv.owner):
         state = turn.state or {}
+        if stopped := (turn.result or {}).get(STOPPED_BY):  # Stop was pressed just before the kill
+            state = state | {STOPPED_BY: stopped}
         if turn.session_id in live:  # started here before on_ready: live, not interrupted
             continue
         # One that had ended (its answer saved, bot.turn_end) closes as itself: it stays running until then.

@@ -57,7 +57,7 @@ from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, 
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
-from bot.turn_end import FINAL, ended, final_of, is_shown, result_of, shown_in
+from bot.turn_end import FINAL, STOPPED_BY, ended, final_of, is_shown, result_of, shown_in
 from bot.views import retry_offer
 
 if TYPE_CHECKING:
@@ -329,17 +329,21 @@ class Turn:
 
     async def _close_ended(self) -> RunResult:
         """A turn that ended before a restart (``bot.turn_end``): its saved answer delivered (what the
-        thread shows of it already is not posted again). Nothing runs and nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
+        thread shows of it already is not posted again), or its saved stop honoured. Nothing runs and nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
         cp, st = self.req.resume or {}, self.state
         st.start(self.req.prompt, self.resume_msgs, int(cp.get("step", 0)))
         self.turn_id = cp.get("turn_id")
         if self.rest is not None:
             await self.rest.acquire()
         contents = await shown_in(self.channel, cp.get("since"))
-        self._final = {FINAL: cp[FINAL]}
-        result = result_of(st, cp[FINAL])
-        self.status = SESSION_STATUS.get(result.status, "done")
-        self.renderer.finish(result, shown=lambda text: is_shown(text, contents))
+        by = None if cp.get(FINAL) else str(cp[STOPPED_BY])
+        if by is None:
+            self._final = {FINAL: cp[FINAL]}
+            result = result_of(st, cp[FINAL])
+        else:  # stopped by its member just before the kill: ends as the Stop would have ended it
+            result = self._stopped_by(by)
+        self.status = SESSION_STATUS.get(result.status, "stopped")
+        self.renderer.finish(result, stopped_by=by, shown=lambda text: is_shown(text, contents))
         await self._settle(result, self.status)
         return result
 

@@ -3,8 +3,9 @@
 A turn's answer is kept in its checkpoint under :data:`FINAL` before it is posted (its last model call
 is paid already), and the turn stays open until the thread shows the answer and its footer; so a
 ``kill -9`` right after the answer shows cannot run (and charge) the turn again: the next start
-delivers what the thread lacks of the saved answer. A crash before it was saved resumes the turn from
-its last whole step, as any other.
+delivers what the thread lacks of the saved answer. Likewise a member's Stop is saved on the running
+turn before "Stopping…" is said, and the next start ends that turn as stopped instead of running it on.
+A crash before either was saved resumes the turn from its last whole step, as any other.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from agent.run_state import RunState
 
 FINAL = "final"
 """Checkpoint key: the run's answer, saved before it is shown; the rest of the checkpoint is its state."""
+STOPPED_BY = "stopped_by"
+"""Who stopped the turn: saved in the running turn's result before the member is told "Stopping…"
+(``SessionStore.request_stop``), and passed to the resumed turn under this key."""
 SHOWN_LOOKBACK = 100
 """Thread messages read back to find what of an answer a killed process had already posted (Discord's
 page size): an answer is at most a few messages and its footer, posted as the turn ended."""
 
 
 def ended(cp: dict[str, Any] | None) -> bool:
-    """The resumed checkpoint says the turn ended (answered): close it, run nothing."""
-    return bool(cp and cp.get(FINAL))
+    """The resumed checkpoint says the turn ended (answered, or stopped): close it, run nothing."""
+    return bool(cp and (cp.get(FINAL) or cp.get(STOPPED_BY)))
 
 
 def final_of(result: RunResult) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 from tests.test_restart_process import _no_bot_left_running, start_bot_process  # noqa: F401 (fixture)
 
@@ -56,3 +56,45 @@ async def test_a_kill_between_the_answer_and_its_footer_delivers_the_footer_with
     assert len(footers) == 1 and contents.index(footers[0]) > contents.index(shown("The answer")[0])
     assert "2 steps · 720 tokens (550 in, 170 out)" in footers[0], footers
     assert "**Tokens today**: 720 of" in flat(usage)
+
+
+async def test_a_kill_just_after_stopping_is_said_keeps_the_run_stopped_after_the_restart(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Stop is pressed during step 2 and the bot is killed the instant it answers "Stopping…". The
+    stop was saved only after that reply: the restart resumed the run, asked the model again and
+    charged it. Now the stop is saved first: the restart closes the turn as stopped by its member,
+    with step 1's partial work, and asks the model nothing."""
+    llm.script(
+        tool_call("calculator", {"expression": "6*7"}, prompt_tokens=250, completion_tokens=50),
+        Reply(hang=True),
+        text("Resumed although stopped.", prompt_tokens=300, completion_tokens=120),
+    )
+    log = tmp_path / "bot.log"
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general, within=20)
+    await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
+    header = fake.messages(thread)[0]
+    (row,) = header.components
+    click = fake.inject_component(row["components"][0]["custom_id"], message=header, user="alice")
+    await fake.wait_for(lambda: click.responses, within=20, what="the reply to Stop")
+    proc.kill()
+    await proc.wait()
+    assert [r["data"].get("content") for r in click.responses] == ["Stopping…"]
+
+    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    try:
+        await fake.wait_for(lambda: "⏹️ stopped" in fake.messages(thread)[0].content, within=30, what="stop")
+        await fake.wait_for(lambda: [m for m in fake.messages(thread) if "tokens" in m.content], within=20)
+        contents = [m.content for m in fake.messages(thread)]
+        usage = await run(fake, guild, "usage me", user="alice")
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert len(llm.requests) == 2, contents  # nothing ran after the stop
+    assert any(c.startswith("Stopped by alice after 1 step.") for c in contents), contents
+    (footer,) = [c for c in contents if "tokens" in c]
+    assert "1 step · 300 tokens" in footer and "stopped by alice" in footer, footer
+    assert "**Tokens today**: 300 of" in flat(usage)
