@@ -329,7 +329,8 @@ class Turn:
 
     async def _close_ended(self) -> RunResult:
         """A turn that ended before a restart (``bot.turn_end``): its saved answer delivered (what the
-        thread shows of it already is not posted again), or its saved stop honoured. Nothing runs and nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
+        thread shows of it already is not posted again), or its saved stop honoured. Nothing runs and
+        nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
         cp, st = self.req.resume or {}, self.state
         st.start(self.req.prompt, self.resume_msgs, int(cp.get("step", 0)))
         self.turn_id = cp.get("turn_id")
