@@ -242,11 +242,17 @@ class SessionControl:
         if not self.runner.stoppable(session_id):
             await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
             return
-        await interaction.response.send_message("Stopping…", ephemeral=True)
         # The nickname goes into the stop note (the history the model reads) and the footer: shown as
         # written, never as a masked link, a mention or a right-to-left override of the line.
         name = getattr(interaction.user, "display_name", str(interaction.user))
-        await self.runner.stop(session_id, by=untrusted(safe_name(name, "a member")))
+        say = interaction.response.send_message
+        # "Stopping…" only once the stop is saved (a kill -9 right after it must not run the turn on).
+        if not await self.runner.stop(
+            session_id,
+            by=untrusted(safe_name(name, "a member")),
+            said=lambda: say("Stopping…", ephemeral=True),
+        ):  # it ended meanwhile
+            await say("Nothing is running in this session.", ephemeral=True)
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
         """Run the session's failed last turn again. Only the member who asked that turn may (README:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,8 +276,16 @@ class ProgressRenderer:
             self.s.end_live()
             self.final = ev.result
 
-    def finish(self, result: RunResult, *, stopped_by: str | None = None, title: str = "answer") -> None:
-        """The answer as new messages (edits notify nobody), then the footer.
+    def finish(
+        self,
+        result: RunResult,
+        *,
+        stopped_by: str | None = None,
+        title: str = "answer",
+        shown: Callable[[str], bool] = lambda text: False,
+    ) -> None:
+        """The answer as new messages (edits notify nobody), then the footer; those ``shown`` already
+        (posted before a restart, ``bot.turn_end``) are not posted again.
 
         Discord notifies members who joined a thread of every message that is not silent, and nobody
         of an edit; so the footer, which closes the answer, is the one message of the turn that
@@ -296,11 +305,14 @@ class ProgressRenderer:
             if len(data) > ANSWER_FILE_BYTES:
                 said = f"The answer is attached as a Markdown file, cut at {_size(ANSWER_FILE_BYTES)} of {_size(len(data))}."
                 data = data[:ANSWER_FILE_BYTES].decode(errors="ignore").encode()
-            self.s.add("final", f"{preview}\n\n-# {said}", files=[(f"{title}.md", data)])
+            if not shown(f"{preview}\n\n-# {said}"):
+                self.s.add("final", f"{preview}\n\n-# {said}", files=[(f"{title}.md", data)])
         elif text:
             for part in split_message(text):
-                self.s.add("final", part)
+                if not shown(part):
+                    self.s.add("final", part)
         footer = format_footer(result, stopped_by=stopped_by)
         if self.notify is not None:
             footer = footer.replace("-# ", f"-# <@{self.notify}> · ", 1)
-        self.s.add("final", footer, notify=self.notify)
+        if not shown(footer):
+            self.s.add("final", footer, notify=self.notify)

@@ -19,6 +19,7 @@ from bot.attach import incoming
 from bot.mentions import strip_mentions_of
 from bot.notes import QueuedRestored, Resumed
 from bot.runner import SessionRunner, TurnRequest
+from bot.turn_end import STOPPED_BY, ended
 
 __all__ = ["resume_interrupted"]
 
@@ -63,11 +64,17 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
 
     for turn in await sv.sessions.running_turns(sv.owner):
         state = turn.state or {}
+        if stopped := (turn.result or {}).get(STOPPED_BY):  # Stop was pressed just before the kill
+            state = state | {STOPPED_BY: stopped}
         if turn.session_id in live:  # started here before on_ready: live, not interrupted
             continue
-        await sv.sessions.finish_turn(turn.id, "interrupted", {"resumed": True, "step": state.get("step", 0)})
+        # One that had ended (its answer saved, bot.turn_end) closes as itself: it stays running until then.
+        end = {"turn_id": turn.id, "since": turn.started_at.timestamp()} if ended(state) else None
         session = await sv.sessions.get(turn.session_id)
         channel = await channel_of(session) if session and session.thread_id else None
+        if end is None or channel is None:
+            interrupted = {"resumed": True, "step": state.get("step", 0)}
+            await sv.sessions.finish_turn(turn.id, "interrupted", interrupted)
         if channel is None:
             continue
         has_steps = bool(state.get("messages"))
@@ -79,9 +86,9 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                 str(turn.requester_id),
                 await _roles_of(channel, turn.requester_id),
                 channel,
-                resume=state if has_steps else None,
+                resume=state | end if end else state if has_steps else None,
                 count_request=False,
-                notes=[Resumed(int(state.get("step", 0)) if has_steps else 0)],
+                notes=[] if end else [Resumed(int(state.get("step", 0)) if has_steps else 0)],
                 header_written=True,  # the interrupted turn left its header showing "running"
                 message_id=turn.message_id,
                 attachments=()

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -174,19 +175,33 @@ class SessionRunner:
                 req.session.id, req.prompt, req.requester_id, req.requester_name, req.role_ids, req.message_id
             )
 
-    async def stop(self, session_id: str, by: str) -> bool:
-        """Cancel the running turn; returns once it has posted what it had (False if none ran)."""
+    async def stop(self, session_id: str, by: str, said: Callable[[], Awaitable[Any]] | None = None) -> bool:
+        """Cancel the running turn; returns once it has posted what it had (False if none ran).
+        ``said`` (the member's "Stopping…") is awaited once the stop is saved: said first, a kill -9
+        in that instant left the turn running in the store, and the next start ran (and charged) it on."""
         w = self._workers.get(session_id)
         if w is not None and w.waiting is not None and w.stopped_by is None:
             w.stopped_by = by  # it waits for a run slot: it stops waiting and never starts
             w.waiting.set()
+            if said is not None:
+                await said()
             return True
         if w is None or w.current is None or w.current.done():
             return False
         w.stopped_by = by
+        if w.turn is not None and w.turn.turn_id is not None:
+            try:
+                async with asyncio.timeout(2):  # the member is answered within Discord's 3 s
+                    await self.sv.sessions.request_stop(w.turn.turn_id, by)
+            except Exception:  # an outage: the stop still happens here, only a kill now would lose it
+                log.warning("stop_not_saved", session_id=session_id, exc_info=True)
         w.current.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(asyncio.shield(w.current), 30)
+        try:
+            if said is not None:
+                await said()
+        finally:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(w.current), 30)
         return True
 
     def queued(self, message_id: int) -> bool:

@@ -57,6 +57,7 @@ from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, 
 from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
+from bot.turn_end import FINAL, STOPPED_BY, ended, final_of, is_shown, result_of, shown_in
 from bot.views import retry_offer
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ class Turn:
         """How many of ``_converted`` this turn's checkpoints hold: a step saves only the messages after."""
         self.services: dict[str, Any] = {}
         self._files: dict[str, Any] = {}
+        self._final: dict[str, Any] = {}
+        """The answer, in every checkpoint from just before it is shown (``bot.turn_end``)."""
         self._saved: tuple[int, int, int] | None = None
         """What the last checkpoint held (steps, messages, model calls): an unchanged state is not saved
         again (each of a step's tool results used to save the same state once more)."""
@@ -163,6 +166,8 @@ class Turn:
         sv, req, s, state = self.sv, self.req, self.req.session, self.state
         for note in req.notes:
             self.renderer.feed(note)
+        if ended(req.resume):
+            return await self._close_ended()
         try:
             history_dicts = await sv.sessions.history(s.id, without_turn=req.supersedes)
             need = step_need(sv, req.prompt, history_dicts)
@@ -281,6 +286,9 @@ class Turn:
                                 await self._checkpoint()
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
+            if status == "done":  # paid for: saved before it shows, so a kill now cannot pay it again
+                self._final = {FINAL: final_of(result)}
+                await self._checkpoint(force=True)
             self.renderer.finish(result)
             files = await asyncio.to_thread(new_files, ctx.workspace, started_wall, before)
             if files:
@@ -294,9 +302,7 @@ class Turn:
                 if isinstance(e, asyncio.CancelledError):
                     raise
                 return None
-            result = self._stopped(
-                f"Stopped by {by} after {state.steps} step{'s' if state.steps != 1 else ''}."
-            )
+            result = self._stopped_by(by)
             self.renderer.finish(result, stopped_by=by)
             status = "stopped"
         except TimeoutError:
@@ -322,6 +328,31 @@ class Turn:
         elif status == "failed" and self.streamer.gone is None:
             await self._offer_retry()
         return result
+
+    async def _close_ended(self) -> RunResult:
+        """A turn that ended before a restart (``bot.turn_end``): its saved answer delivered (what the
+        thread shows of it already is not posted again), or its saved stop honoured. Nothing runs and
+        nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
+        cp, st = self.req.resume or {}, self.state
+        st.start(self.req.prompt, self.resume_msgs, int(cp.get("step", 0)))
+        self.turn_id = cp.get("turn_id")
+        if self.rest is not None:
+            await self.rest.acquire()
+        contents = await shown_in(self.channel, cp.get("since"))
+        by = None if cp.get(FINAL) else str(cp[STOPPED_BY])
+        if by is None:
+            self._final = {FINAL: cp[FINAL]}
+            result = result_of(st, cp[FINAL])
+        else:  # stopped by its member just before the kill: ends as the Stop would have ended it
+            result = self._stopped_by(by)
+        self.status = SESSION_STATUS.get(result.status, "stopped")
+        self.renderer.finish(result, stopped_by=by, shown=lambda text: is_shown(text, contents))
+        await self._settle(result, self.status)
+        return result
+
+    def _stopped_by(self, by: str) -> RunResult:
+        steps = self.state.steps
+        return self._stopped(f"Stopped by {by} after {steps} step{'s' if steps != 1 else ''}.")
 
     def _stopped(self, why: str) -> RunResult:
         partial = self.state.last_text
@@ -349,6 +380,8 @@ class Turn:
         sv, s = self.sv, self.req.session
         writes = closing_writes(sv.sessions, s.id, self.turn_id, result, status, self._converted)
         waiting = False
+        if self._final:  # the turn stays open (resumable, see bot.turn_end) until its answer is shown
+            await self.streamer.flush(within=900)
         try:
             await writes()
         except StoreUnavailable as e:
@@ -392,7 +425,7 @@ class Turn:
         try:
             await self.sv.sessions.checkpoint(
                 self.turn_id,
-                checkpoint_meta(st) | self._files,
+                checkpoint_meta(st) | self._files | self._final,
                 messages=[d for _, d in self._converted[start:]],
                 start=start,
             )

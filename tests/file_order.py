@@ -41,6 +41,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_operator.py": 84,
     "test_blackbox_bot_qa4.py": 67,
     "test_blackbox_bot_qa5.py": 45,
+    "test_blackbox_resume5.py": 45,  # 2 tests, 4 `agentbot run` starts: 42 s at load 17 (-n 2)
     "test_shards_e2e.py": 67,
     "test_blackbox_threads_restart.py": 65,
     "test_doctor.py": 63,

@@ -97,7 +97,7 @@ async def test_a_task_routed_complex_is_not_explained_as_a_short_look_up(
     (complex 31% (≥ 30% routes complex), medium 36%; a short look-up or chat)", the keywords' reason
     for a tier that was not chosen."""
     classifier = EmbeddingClassifier(MiniLMEmbedding())
-    monkeypatch.setattr(LinearRouter, "probabilities", lambda self, v: np.array([[0.1, 0.2, 0.7]]))
+    monkeypatch.setattr(LinearRouter, "odds", lambda self, features: np.array([[0.1, 0.2, 0.7]]))
     decided = await classifier.classify("volcano facts")
     assert decided.tier == "complex" and "a short look-up or chat" not in decided.reasons, decided
 

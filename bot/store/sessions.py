@@ -288,6 +288,15 @@ class SessionStore:
         result_text = _json(result, "the turn result")
         await self._update_turn(turn_id, "status = ?, result = ?, finished_at = ?", status, result_text)
 
+    async def request_stop(self, turn_id: int, by: str) -> None:
+        """A member stopped the running turn: kept in its result (empty while it runs) before they are
+        told, so a kill before the turn has settled still ends it as stopped at the next start
+        (``bot.turn_end``). A turn that has finished meanwhile keeps its own result."""
+        await self.db.write(
+            "UPDATE turns SET result = ? WHERE id = ? AND status = 'running'",
+            (_json({"stopped_by": by}, "the stop"), turn_id),
+        )
+
     async def checkpoint(
         self, turn_id: int, state: dict[str, Any], *, messages: Sequence[dict[str, Any]] = (), start: int = 0
     ) -> None:

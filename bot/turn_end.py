@@ -1,0 +1,82 @@
+"""A turn that ended before a restart could close it, closed at the next start without a model call.
+
+A turn's answer is kept in its checkpoint under :data:`FINAL` before it is posted (its last model call
+is paid already), and the turn stays open until the thread shows the answer and its footer; so a
+``kill -9`` right after the answer shows cannot run (and charge) the turn again: the next start
+delivers what the thread lacks of the saved answer. Likewise a member's Stop is saved on the running
+turn before "Stopping…" is said, and the next start ends that turn as stopped instead of running it on.
+A crash before either was saved resumes the turn from its last whole step, as any other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import discord
+
+from agent.events import RunResult
+from agent.run_state import RunState
+
+FINAL = "final"
+"""Checkpoint key: the run's answer, saved before it is shown; the rest of the checkpoint is its state."""
+STOPPED_BY = "stopped_by"
+"""Who stopped the turn: saved in the running turn's result before the member is told "Stopping…"
+(``SessionStore.request_stop``), and passed to the resumed turn under this key."""
+SHOWN_LOOKBACK = 100
+"""Thread messages read back to find what of an answer a killed process had already posted (Discord's
+page size): an answer is at most a few messages and its footer, posted as the turn ended."""
+
+
+def ended(cp: dict[str, Any] | None) -> bool:
+    """The resumed checkpoint says the turn ended (answered, or stopped): close it, run nothing."""
+    return bool(cp and (cp.get(FINAL) or cp.get(STOPPED_BY)))
+
+
+def final_of(result: RunResult) -> dict[str, Any]:
+    """What a checkpoint adds to its state to rebuild ``result`` as it was shown (its footer's duration
+    too, so a footer posted before the kill is recognised)."""
+    return {"text": result.text, "status": result.status, "duration": result.duration, "error": result.error}
+
+
+def result_of(state: RunState, final: dict[str, Any]) -> RunResult:
+    """The answer a checkpoint kept, with the usage, cost and steps it was shown (and charged) with."""
+    return RunResult(
+        text=final["text"],
+        status=final["status"],
+        steps=state.steps,
+        usage=state.usage,
+        cost=state.cost,
+        models=list(state.models),
+        sources=list(state.sources),
+        messages=list(state.messages),
+        duration=float(final.get("duration", 0.0)),
+        error=final.get("error"),
+    )
+
+
+async def shown_in(channel: Any, since: float | None) -> list[str]:
+    """The bot's messages in the thread since the turn began: the store cannot tell whether the killed
+    process posted the answer (the kill can land between the post and any write), the thread can.
+    Nothing read (no access, an outage): nothing is taken as shown, and the answer is posted again
+    rather than lost."""
+    me = getattr(getattr(channel, "guild", None), "me", None)
+    after = dt.datetime.fromtimestamp(since, dt.UTC) if since else None
+    try:
+        return [
+            m.content
+            async for m in channel.history(limit=SHOWN_LOOKBACK, after=after)
+            if me is None or m.author.id == me.id
+        ]
+    except (discord.HTTPException, AttributeError):
+        return []
+
+
+def is_shown(text: str, contents: list[str]) -> bool:
+    """``text`` is one whole block of a message the bot posted (the streamer joins blocks with a line
+    break into one message when writes are scarce)."""
+    t = text.strip()
+    return any(
+        c == t or c.startswith(t + "\n") or c.endswith("\n" + t) or f"\n{t}\n" in c
+        for c in (c.strip() for c in contents)
+    )
