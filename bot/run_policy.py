@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from agent.events import RunResult
     from agent.loop import RunState
     from bot.services import Services
-    from bot.turn import TurnRequest
+    from bot.turn_request import TurnRequest
 
 log = structlog.get_logger("bot.run_policy")
 

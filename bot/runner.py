@@ -5,9 +5,9 @@ arrives while a turn runs is stored before it is queued, so a crash or ``kill -9
 start answers it after resuming the turn it waited for. Each thread has one write budget shared by all
 its turns, notes and the header, so turn boundaries and resumes stay within 5 writes per 5 s too.
 
-Bot-wide (issue 20.6): at most ``BOT_MAX_CONCURRENT_RUNS`` turns run at once (the rest wait, fair between servers),
-and every session's writes share one REST budget (``BOT_REST_WRITES_PER_SECOND``). What a thread shows
-around turns (the header's state, ⏳ reactions) is the cogs' business: the runner only calls its
+Bot-wide (issue 20.6): at most ``BOT_MAX_CONCURRENT_RUNS`` turns run at once (the rest wait, fair between
+servers), and every session's writes share one REST budget (``BOT_REST_WRITES_PER_SECOND``). What a thread
+shows around turns (the header's state, ⏳ reactions) is the cogs' business: the runner only calls its
 :class:`TurnHooks`. A thread that is deleted, archived or locked stops its session (:meth:`close_thread`).
 """
 
@@ -28,7 +28,8 @@ from agent.events import RunResult
 from bot.notes import NotStarted
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
-from bot.turn import Turn, TurnRequest, error_id
+from bot.turn import Turn
+from bot.turn_request import TurnRequest, error_id
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -176,9 +177,8 @@ class SessionRunner:
             )
 
     async def stop(self, session_id: str, by: str, said: Callable[[], Awaitable[Any]] | None = None) -> bool:
-        """Cancel the running turn; returns once it has posted what it had (False if none ran).
-        ``said`` (the member's "Stopping…") is awaited once the stop is saved: said first, a kill -9
-        in that instant left the turn running in the store, and the next start ran (and charged) it on."""
+        """Cancel the running turn; returns once it has posted what it had (False if none ran). ``said`` (the
+        member's "Stopping…") waits for the stop to be saved: said first, a kill -9 then ran it on, charged."""
         w = self._workers.get(session_id)
         if w is not None and w.waiting is not None and w.stopped_by is None:
             w.stopped_by = by  # it waits for a run slot: it stops waiting and never starts

@@ -12,16 +12,13 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import discord
 import structlog
 
-from agent.attachments import IncomingFile
 from agent.config import ConfigError
 from agent.events import FinalEvent, RunResult, StepStarted, ToolCallEvent, ToolResultEvent, Usage
 from agent.messages import Message
@@ -42,7 +39,6 @@ from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
     FilesWritten,
-    Note,
     Paused,
     Refused,
     Routed,
@@ -54,10 +50,11 @@ from bot.notes import (
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, turn_services
-from bot.store import QuotaBudget, SessionRecord, StoreError, StoreUnavailable
+from bot.store import QuotaBudget, StoreError, StoreUnavailable
 from bot.store.pg import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.turn_end import FINAL, STOPPED_BY, ended, final_of, is_shown, result_of, shown_in
+from bot.turn_request import TurnRequest, error_id
 from bot.views import retry_offer
 
 if TYPE_CHECKING:
@@ -69,41 +66,6 @@ log = structlog.get_logger("bot.turn")
 # same limit until it resets), only errors leave the session failed with a Retry button.
 SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
 SAVE_WAITS = 300.0  # s a turn's closing writes wait for PostgreSQL, as queued charges do (bot.store.ledger)
-
-
-def error_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-@dataclass
-class TurnRequest:
-    session: SessionRecord
-    prompt: str
-    requester_id: int
-    requester_name: str
-    role_ids: tuple[int, ...] = ()
-    channel: discord.abc.Messageable | None = None
-    """Where the turn writes: always the session's own thread (or the DM/channel it lives in)."""
-    resume: dict[str, Any] | None = None
-    """A checkpoint (after a restart): the turn continues after its whole steps and counts on from its
-    usage, cost and duration."""
-    count_request: bool = True
-    model: RoutedModel | None = None
-    """Routed when the session started (its header names it); follow-ups are routed per turn."""
-    queued_id: int | None = None
-    """The stored queued follow-up this turn answers (removed when the turn opens)."""
-    notes: list[Note] = field(default_factory=list)
-    """Shown before the turn's own output (resumed, answering a queued follow-up)."""
-    header_written: bool = False
-    """The session header already shows "running" with Stop (just posted, or left so by the turn this
-    one resumes): no need to edit it again, one write fewer in the thread's 5 per 5 s."""
-    message_id: int | None = None
-    """The message that asked for this turn (a reply or a mention): editing it re-runs the turn, and a
-    queued one's ⏳ goes when the turn starts."""
-    supersedes: int | None = None
-    """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
-    attachments: tuple[IncomingFile, ...] = ()
-    """Files attached to the message that asked for this turn, saved when it starts (bot.attach)."""
 
 
 class ShuttingDown(Exception):

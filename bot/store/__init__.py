@@ -24,7 +24,8 @@ from bot.store.guild_settings import (
 )
 from bot.store.migrations import MIGRATIONS
 from bot.store.quotas import QuotaBudget, QuotaDecision, QuotaStore
-from bot.store.sessions import SessionNotFound, SessionRecord, SessionStore, new_session_id
+from bot.store.session_records import SessionNotFound, SessionRecord, new_session_id
+from bot.store.sessions import SessionStore
 from bot.store.settings_schema import SettingError, SettingsSchema, matching
 from bot.store.usage_reports import LimitUsage, ServerUsage, UsageReport
 

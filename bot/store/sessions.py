@@ -9,54 +9,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar, get_args
+from dataclasses import asdict, fields, replace
+from typing import Any, TypeVar
 
-from agent.events import RunStatus
-from bot.limits import Clock, to_utc, utc_now
+from bot.limits import Clock, utc_now
 from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store.db import Database, StoreError
-
-SessionStatus = Literal["idle", "running", "stopped", "failed", "done"]
-SESSION_STATUSES: tuple[str, ...] = get_args(SessionStatus)
-
-TurnStatus = Literal["running", "done", "stopped", "failed", "interrupted", RunStatus]
-"""``running`` while the agent works. A finished turn takes the session vocabulary (``done``, ``stopped``,
-``failed``) or the run's own ``agent.events.RunStatus`` (``completed``, ``max_iterations``, ``cancelled``,
-``error``, ``budget``), whichever the caller finds more useful; ``interrupted`` is for a turn found still
-``running`` after a crash and not resumed."""
-TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
-
-
-class SessionNotFound(StoreError):
-    pass
-
-
-def new_session_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(slots=True, kw_only=True)
-class SessionRecord:
-    """Keyword-only, so the optional fields can keep the documented order."""
-
-    id: str
-    guild_id: int | None
-    channel_id: int
-    thread_id: int | None = None
-    user_id: int
-    task: str
-    tier: str
-    model: str
-    status: SessionStatus = "idle"
-    header_message_id: int | None = None
-    created_at: datetime | None = None
-    """Filled by :meth:`SessionStore.create` when left ``None``."""
-    updated_at: datetime | None = None
-
+from bot.store.session_records import (
+    TURN_STATUSES,
+    QueuedTurn,
+    SessionNotFound,
+    SessionRecord,
+    SessionStatus,
+    TurnRecord,
+    TurnStatus,
+    check_status,
+    columns,
+    session_of,
+    to_ts,
+    turn_of,
+)
 
 _COLUMNS = [f.name for f in fields(SessionRecord)]
 _INSERT_SESSION = (
@@ -70,48 +43,6 @@ _SAVE_STEP = (
     "INSERT INTO turn_steps (turn_id, seq, data) VALUES (?,?,?)"
     " ON CONFLICT (turn_id, seq) DO UPDATE SET data = excluded.data"
 )
-
-
-@dataclass(slots=True)
-class TurnRecord:
-    id: int
-    session_id: str
-    requester_id: int
-    prompt: str
-    status: TurnStatus
-    result: dict[str, Any] | None
-    state: dict[str, Any] | None
-    """The latest :meth:`SessionStore.checkpoint`, or ``None`` if none was written."""
-    started_at: datetime
-    finished_at: datetime | None
-    checkpointed_at: datetime | None
-    message_id: int | None = None
-    """The Discord message that asked for this turn (a reply or a mention; ``None`` for /research)."""
-    edited_prompt: str | None = None
-    """That message's edited text, waiting behind a "Re-run with the edit" button."""
-    superseded_by: int | None = None
-    """The turn that re-ran this one with the edit: this one's messages are out of the history."""
-
-
-@dataclass(slots=True, frozen=True)
-class QueuedTurn:
-    """A follow-up waiting behind a running turn of its session."""
-
-    id: int
-    session_id: str
-    requester_id: int
-    requester_name: str
-    role_ids: tuple[int, ...]
-    prompt: str
-    message_id: int | None = None
-
-
-def _ts(dt: datetime) -> float:
-    return to_utc(dt).timestamp()
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def _json(value: Any, what: str) -> str:
@@ -130,32 +61,32 @@ class SessionStore:
 
     async def create(self, rec: SessionRecord) -> SessionRecord:
         """Insert a new session; returns it with timestamps filled. A duplicate id is an error."""
-        _check_status(rec.status)
+        check_status(rec.status)
         now = self.clock()
         created, updated = rec.created_at or now, rec.updated_at or now
         rec = replace(rec, created_at=created, updated_at=updated)
         try:
             await self.db.write(
-                _INSERT_SESSION, asdict(rec) | {"created_at": _ts(created), "updated_at": _ts(updated)}
+                _INSERT_SESSION, asdict(rec) | {"created_at": to_ts(created), "updated_at": to_ts(updated)}
             )
         except sqlite3.IntegrityError as e:
             raise StoreError(f"a session with id {rec.id!r} already exists") from e
         return rec
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._one(_session, "SELECT * FROM sessions WHERE id = ?", session_id)
+        return await self._one(session_of, "SELECT * FROM sessions WHERE id = ?", session_id)
 
     async def by_thread(self, thread_id: int) -> SessionRecord | None:
         """The newest session posted in ``thread_id``."""
         sql = "SELECT * FROM sessions WHERE thread_id = ? ORDER BY created_at DESC, id DESC LIMIT 1"
-        return await self._one(_session, sql, thread_id)
+        return await self._one(session_of, sql, thread_id)
 
     async def _one(self, make: Callable[[Any], _R], sql: str, *params: Any) -> _R | None:
         row = await self.db.fetchone(sql, params)
         return make(row) if row else None
 
     async def set_status(self, session_id: str, status: SessionStatus) -> None:
-        _check_status(status)
+        check_status(status)
         await self._update(session_id, "status = ?", (status,))
 
     async def set_header(self, session_id: str, message_id: int) -> None:
@@ -164,7 +95,7 @@ class SessionStore:
     async def _update(self, session_id: str, assignment: str, params: tuple[Any, ...]) -> None:
         count, _ = await self.db.write(
             f"UPDATE sessions SET {assignment}, updated_at = ? WHERE id = ?",
-            (*params, _ts(self.clock()), session_id),
+            (*params, to_ts(self.clock()), session_id),
         )
         if count == 0:
             raise SessionNotFound(f"no session with id {session_id!r}")
@@ -192,7 +123,7 @@ class SessionStore:
                 [(session_id, base + i, turn_id, data) for i, data in enumerate(rows, start=1)],
             )
             await conn.execute(
-                "UPDATE sessions SET updated_at = ? WHERE id = ?", (_ts(self.clock()), session_id)
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (to_ts(self.clock()), session_id)
             )
         return base + len(rows)
 
@@ -228,7 +159,7 @@ class SessionStore:
                 cur = await conn.execute(
                     "INSERT INTO turns (session_id, requester_id, prompt, status, started_at, message_id)"
                     " VALUES (?,?,?,'running',?,?)",
-                    (session_id, requester_id, prompt, _ts(self.clock()), message_id),
+                    (session_id, requester_id, prompt, to_ts(self.clock()), message_id),
                 )
                 if queued_id is not None:
                     await conn.execute("DELETE FROM queued_turns WHERE id = ?", (queued_id,))
@@ -253,7 +184,7 @@ class SessionStore:
         role_ids: tuple[int, ...],
         message_id: int | None = None,
     ) -> int:
-        roles, now = json.dumps(list(role_ids)), _ts(self.clock())
+        roles, now = json.dumps(list(role_ids)), to_ts(self.clock())
         _, row_id = await self.db.write(
             "INSERT INTO queued_turns (session_id, requester_id, requester_name, role_ids, prompt, created_at,"
             " message_id) VALUES (?,?,?,?,?,?,?)",
@@ -273,7 +204,7 @@ class SessionStore:
             f" WHERE {owner.sql('s.guild_id')} ORDER BY q.id"
         )
         return [
-            QueuedTurn(**{**_columns(r, exclude="created_at"), "role_ids": tuple(json.loads(r["role_ids"]))})
+            QueuedTurn(**{**columns(r, exclude="created_at"), "role_ids": tuple(json.loads(r["role_ids"]))})
             for r in rows
         ]
 
@@ -306,7 +237,7 @@ class SessionStore:
         turn runs holds all of them as ``"messages"``."""
         if messages or start:
             state = {**state, STEP_COUNT: start + len(messages)}
-        now = _ts(self.clock())
+        now = to_ts(self.clock())
         try:
             (count, _) = await self.db.write_many(
                 [
@@ -324,14 +255,14 @@ class SessionStore:
     async def _update_turn(self, turn_id: int, assignment: str, *params: Any) -> None:
         """``assignment``'s last ``?`` is the time now."""
         count, _ = await self.db.write(
-            f"UPDATE turns SET {assignment} WHERE id = ?", (*params, _ts(self.clock()), turn_id)
+            f"UPDATE turns SET {assignment} WHERE id = ?", (*params, to_ts(self.clock()), turn_id)
         )
         if count == 0:
             raise StoreError(f"no turn with id {turn_id}")
 
     async def turns(self, session_id: str) -> list[TurnRecord]:
         rows = await self.db.fetchall("SELECT * FROM turns WHERE session_id = ? ORDER BY id", (session_id,))
-        return [await self._with_steps(_turn(r)) for r in rows]
+        return [await self._with_steps(turn_of(r)) for r in rows]
 
     async def turn_for_message(self, message_id: int) -> TurnRecord | None:
         """The turn a Discord message asked for (its latest re-run, if it was re-run)."""
@@ -342,7 +273,7 @@ class SessionStore:
         return await self._one_turn(_LATEST_TURN.format("session_id"), session_id)
 
     async def _one_turn(self, sql: str, *params: Any) -> TurnRecord | None:
-        turn = await self._one(_turn, sql, *params)
+        turn = await self._one(turn_of, sql, *params)
         return await self._with_steps(turn) if turn is not None else None
 
     async def _with_steps(self, turn: TurnRecord) -> TurnRecord:
@@ -368,30 +299,4 @@ class SessionStore:
             "SELECT t.* FROM turns t JOIN sessions s ON s.id = t.session_id"
             f" WHERE t.status = 'running' AND {owner.sql('s.guild_id')} ORDER BY t.id"
         )
-        return [await self._with_steps(_turn(r)) for r in rows]
-
-
-def _check_status(status: str) -> None:
-    if status not in SESSION_STATUSES:
-        raise ValueError(f"session status must be one of {', '.join(SESSION_STATUSES)}; got {status!r}")
-
-
-def _columns(row: Any, exclude: str = "") -> dict[str, Any]:
-    """A row (SQLite's or asyncpg's) by column name: the records' fields are named as the columns."""
-    return {k: row[k] for k in row.keys() if k != exclude}  # noqa: SIM118 (a Row iterates values)
-
-
-def _session(row: Any) -> SessionRecord:
-    return SessionRecord(
-        **{**_columns(row), "created_at": _dt(row["created_at"]), "updated_at": _dt(row["updated_at"])}
-    )
-
-
-def _turn(row: Any) -> TurnRecord:
-    return TurnRecord(
-        **{
-            **_columns(row),
-            **{k: None if row[k] is None else json.loads(row[k]) for k in ("result", "state")},
-            **{k: _dt(row[k]) for k in ("started_at", "finished_at", "checkpointed_at")},
-        }
-    )
+        return [await self._with_steps(turn_of(r)) for r in rows]
