@@ -184,8 +184,18 @@ async def _download(client: httpx.AsyncClient, f: IncomingFile, cap: int) -> byt
     return bytes(buf)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+def _mb(n: int, places: int = 0) -> str:
+    return f"{n / 1024 / 1024:.{places}f} MB" if n >= 1024 * 1024 else f"{n / 1024:.{places}f} KB"
+
+
+def _apart(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes, with a decimal when whole units would show a file just over a limit as the limit
+    ("it is 10 KB, over the 10 KB limit")."""
+    for places in (0, 1, 2):
+        shown = _mb(size, places), _mb(limit, places)
+        if shown[0] != shown[1]:
+            return shown[0], shown[1].replace(".0 ", " ").replace(".00 ", " ")  # "10 KB", not "10.0 KB"
+    return f"{size:,} bytes", f"{limit:,} bytes"
 
 
 async def _pdf_text(path: Path, limits: AttachmentLimits) -> tuple[str, int]:
@@ -243,8 +253,11 @@ async def receive(
         cap = min(limits.max_file_bytes, budget)
         try:
             if f.size > cap:
+                size, most = _apart(f.size, cap)
                 raise ValueError(
-                    f"it is {_mb(f.size)}, over the {_mb(cap)} left for this message"
+                    f"it is {size}, over the {most} limit per file"
+                    if cap == limits.max_file_bytes
+                    else f"it is {size}, over the {most} left for this message"
                     + (" and the workspace quota" if quota_left is not None and quota_left < f.size else "")
                 )
             data = await _download(client, f, cap)
