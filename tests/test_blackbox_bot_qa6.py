@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+import bot.guild_mcp
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.mcp_server import HttpMcpServer
 from tests.test_e2e_attachments import user_text
+from tests.test_e2e_config import run
+from tests.test_security_memory import research
 
 
 @pytest.fixture
@@ -46,3 +50,43 @@ async def test_several_files_in_a_reply_and_one_just_over_the_limit_are_told_apa
     told = user_text(llm.requests[1])
     assert all(f"{n} (" in told for n in ("cfg.json", "ci.yaml", "run.py")), told
     assert "big.csv: it is 10.2 KB, over the 10 KB limit per file" in refused, refused
+
+
+@pytest.fixture
+def other() -> FakeGuild:
+    return FakeGuild.create("Other", channels=("general",), members=("dave",), admins=("boss",))
+
+
+@pytest.fixture
+def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
+    return [guild, other]
+
+
+async def test_a_servers_mcp_server_down_on_its_first_turn_is_used_once_it_is_up(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    guild: FakeGuild,
+    other: FakeGuild,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An admin adds the lab's inventory server with `/config mcp` before it is deployed: the first
+    run says it is left out. Once it is up, every later run went on without its tools, saying
+    nothing, until the bot restarted or the admin removed and added it again."""
+    monkeypatch.setattr(bot.guild_mcp, "RETRY_EVERY", 0.0)  # 30 s in production
+    llm.script(text("No inventory."), tool_call("inv__lookup", {"code": "R-2"}), text("R-2: shelf B4."))
+    llm.script(text("Other server."))
+    server = HttpMcpServer()  # its port, not listening yet
+    async with running_bot(fake, llm, tmp_path, guild, agent_env={"FETCH_ALLOW_LOOPBACK": True}) as agentbot:
+        await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+        first = [m.content for m in fake.messages(await research(fake, guild, "Where is R-2?", "alice"))]
+        await wait_idle(fake, agentbot)
+        with server:
+            second = [m.content for m in fake.messages(await research(fake, guild, "And R-2?", "bob"))]
+            await wait_idle(fake, agentbot)
+            elsewhere = [m.content for m in fake.messages(await research(fake, other, "R-2?", "dave"))]
+            await wait_idle(fake, agentbot)
+    offered = [{t["function"]["name"] for t in r.get("tools", [])} for r in llm.requests]
+    assert sum("MCP server `inv` is left out" in c for c in first) == 1, first
+    assert "inv__lookup" in offered[1] and any("shelf B4" in c for c in second), second
+    assert not any("left out" in c for c in second + elsewhere) and "inv__lookup" not in offered[-1]
