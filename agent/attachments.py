@@ -291,7 +291,7 @@ async def _take(
     await asyncio.to_thread(path.write_bytes, data)
     taken.add(name)
     got.saved.append(name)
-    size = _mb(len(data))
+    size = _mb(len(data)) if len(data) >= 1024 else f"{len(data)} bytes"  # "0 KB" read as empty
     if kind == "text":
         was = f", converted to UTF-8 from {came_as}" if came_as else ""
         got.lines.append(f"{name} ({size}, text{was}): read it with read_file")
