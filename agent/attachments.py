@@ -238,8 +238,12 @@ async def receive(
     vision: bool,
     limits: AttachmentLimits = AttachmentLimits(),
     quota_left: int | None = None,
+    readable: bool = True,
 ) -> Received:
-    """Save what can be used; refuse the rest with a reason. Never raises for a bad file."""
+    """Save what can be used; refuse the rest with a reason. Never raises for a bad file.
+
+    ``readable``: whether the agent has ``read_file``; without it (switched off for a server) it was
+    told to read the files with a tool it did not have, and its failed call showed in the thread."""
     got = Received()
     await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True, mode=0o700)
     taken = set(await asyncio.to_thread(lambda: {p.name for p in workspace.iterdir()}))
@@ -261,7 +265,9 @@ async def receive(
                     + (" and the workspace quota" if quota_left is not None and quota_left < f.size else "")
                 )
             data = await _download(client, f, cap)
-            budget -= await _take(got, workspace, name, data, limits, vision=vision, taken=taken, room=cap)
+            budget -= await _take(
+                got, workspace, name, data, limits, vision=vision, taken=taken, room=cap, readable=readable
+            )
         except (ValueError, httpx.HTTPError, OSError) as e:
             refused.append(f"{name}: {e}")
     got.refuse(refused)
@@ -278,6 +284,7 @@ async def _take(
     vision: bool,
     taken: set[str],
     room: int,
+    readable: bool = True,
 ) -> int:
     """Saves ``data``; returns the bytes written (the PDF's text file not counted, as before)."""
     kind, media = _kind(name, data[:16])
@@ -292,9 +299,10 @@ async def _take(
     taken.add(name)
     got.saved.append(name)
     size = _mb(len(data)) if len(data) >= 1024 else f"{len(data)} bytes"  # "0 KB" read as empty
+    read = "read it with read_file" if readable else "saved, but read_file is not among your tools"
     if kind == "text":
         was = f", converted to UTF-8 from {came_as}" if came_as else ""
-        got.lines.append(f"{name} ({size}, text{was}): read it with read_file")
+        got.lines.append(f"{name} ({size}, text{was}): {read}")
     elif kind == "pdf":
         try:
             text, pages = await _pdf_text(path, limits)
@@ -306,9 +314,7 @@ async def _take(
         taken.add(txt)
         got.saved.append(txt)
         empty = " (no text layer: it may be scanned images)" if not text.strip() else ""
-        got.lines.append(
-            f"{name} ({size}, PDF, {pages} pages): its text is in {txt}{empty}; read it with read_file"
-        )
+        got.lines.append(f"{name} ({size}, PDF, {pages} pages): its text is in {txt}{empty}; {read}")
     elif not vision:
         got.lines.append(f"{name} ({size}, image): saved, but the model in use cannot see images")
     elif len(data) > limits.max_image_bytes:

@@ -121,3 +121,20 @@ async def test_a_file_stays_with_its_message_when_the_message_is_edited_while_ru
     assert "a (2).csv (26 bytes, text)" in restarted and "0 KB" not in restarted + queued, restarted
     assert restarted.startswith("Units in Jan?") and "a (2).csv (" in restarted, restarted
     assert queued.startswith("Units in Feb?") and "b.csv (" in queued, queued
+
+
+async def test_a_file_sent_where_the_admins_turned_read_file_off_is_not_promised_to_the_agent(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """An admin turned `read_file` off with `/config tools`; alice attaches a CSV to /research. The
+    agent was told "a.csv: read it with read_file", called it, and the thread showed the step failing
+    with "unknown tool 'read_file'"."""
+    llm.script(text("I cannot open it here."))
+    async with running_bot(fake, llm, tmp_path, guild) as agentbot:
+        await run(fake, guild, "config tools", {"tool": "read_file", "enabled": False})
+        shown = await research(fake, guild, "Sum it", "alice", file=("a.csv", CSV))
+        await wait_idle(fake, agentbot)
+    told = user_text(llm.requests[0])
+    assert "read_file" not in {t["function"]["name"] for t in llm.requests[0]["tools"]}
+    assert "a.csv (26 bytes, text): saved, but read_file is not among your tools" in told, told
+    assert not any("unknown tool" in m.content for m in fake.messages(shown))
