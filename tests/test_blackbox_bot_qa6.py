@@ -15,7 +15,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.mcp_server import HttpMcpServer
 from tests.test_e2e_attachments import CSV, user_text
-from tests.test_e2e_config import run
+from tests.test_e2e_config import flat, run
 from tests.test_security_memory import research
 
 
@@ -138,3 +138,25 @@ async def test_a_file_sent_where_the_admins_turned_read_file_off_is_not_promised
     assert "read_file" not in {t["function"]["name"] for t in llm.requests[0]["tools"]}
     assert "a.csv (26 bytes, text): saved, but read_file is not among your tools" in told, told
     assert not any("unknown tool" in m.content for m in fake.messages(shown))
+
+
+async def test_an_admin_switches_off_one_tool_of_the_servers_own_mcp_server(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The inventory server the admin added offers a `broken` tool they want gone: `/config tools
+    tool:inv__broken enabled:false` answered "Unknown tool 'inv__broken'", so the only way to drop one
+    tool was to drop the whole server (issue 17: per-server on/off switches as for built-in tools)."""
+    llm.script(text("Shelf B4."))
+    with HttpMcpServer() as server:
+        async with running_bot(
+            fake, llm, tmp_path, guild, agent_env={"FETCH_ALLOW_LOOPBACK": True}
+        ) as agentbot:
+            await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            off = flat(await run(fake, guild, "config tools", {"tool": "inv__broken", "enabled": False}))
+            typo = flat(await run(fake, guild, "config tools", {"tool": "inv__lokup", "enabled": False}))
+            await research(fake, guild, "Where is R-2?", "alice")
+            await wait_idle(fake, agentbot)
+    offered = {t["function"]["name"] for t in llm.requests[0]["tools"]}
+    assert "`tool.inv__broken`: on → off" in off, off
+    assert "Unknown tool 'inv__lokup'" in typo and "inv__lookup" in typo, typo
+    assert "inv__lookup" in offered and "inv__broken" not in offered, offered
