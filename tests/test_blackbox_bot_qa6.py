@@ -160,3 +160,27 @@ async def test_an_admin_switches_off_one_tool_of_the_servers_own_mcp_server(
     assert "`tool.inv__broken`: on → off" in off, off
     assert "Unknown tool 'inv__lokup'" in typo and "inv__lookup" in typo, typo
     assert "inv__lookup" in offered and "inv__broken" not in offered, offered
+
+
+async def test_an_answer_replaced_by_a_re_run_leaves_the_servers_memory(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Alice asked about "Frnace", fixed the typo and pressed "Re-run with the edit". The thread marks
+    the first answer superseded, but it stayed in the server's memory: `/memory list` showed "I know no
+    country called Frnace." beside the real answer, and later runs recalled it."""
+    llm.script(text("I know no country called Frnace."), text("Paris is the capital of France."))
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as agentbot:
+        general = guild.channel("general")
+        mention = f"<@{agentbot.user.id}> "
+        asked = fake.inject_message(general, "alice", mention + "What is the capital of Frnace?")
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
+        await wait_idle(fake, agentbot)
+        edit_message(fake, asked, mention + "What is the capital of France?")
+        offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("✏️ You edited"), within=15)
+        fake.inject_component(offer.components[0]["components"][0]["custom_id"], message=offer, user="alice")
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("Paris"), within=15)
+        await wait_idle(fake, agentbot)
+        listed = flat(await run(fake, guild, "memory list", user="bob"))
+    assert "Paris is the capital of France." in listed and "Frnace" not in listed, listed
+    assert "I know no country called Frnace." in [m.content for m in fake.messages(thread)]  # still shown
