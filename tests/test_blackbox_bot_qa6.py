@@ -184,3 +184,38 @@ async def test_an_answer_replaced_by_a_re_run_leaves_the_servers_memory(
         listed = flat(await run(fake, guild, "memory list", user="bob"))
     assert "Paris is the capital of France." in listed and "Frnace" not in listed, listed
     assert "I know no country called Frnace." in [m.content for m in fake.messages(thread)]  # still shown
+
+
+async def test_an_import_says_which_memories_stay_unverified_and_another_server_recalls_them(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
+) -> None:
+    """The Other server's admin imports Lab's export: one answer built from a web page, one member's
+    note. The reply said every memory was "marked `import`", while `/memory list` then showed the
+    research still marked as built from web content (on purpose: it is recalled as unverified)."""
+    llm.script(text("Feed it daily."))
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as agentbot:
+        memory, lab = agentbot.services.memory, str(guild.id)
+        assert memory is not None, agentbot.services.memory_error
+        await memory.store(
+            lab,
+            "A sourdough starter wants flour and water daily.",
+            kind="research",
+            sources=["https://bread.example/starter"],
+            origin="auto-web",
+            task="starter",
+        )
+        await memory.store(lab, "Our club bakes on Saturdays.", kind="note", origin="agent")
+        export = (await run(fake, guild, "memory export")).attachments[0]
+        done = flat(
+            await run(fake, other, "memory import", {"file": (export.filename, export.data)}, user="boss")
+        )
+        shown = [
+            m.content
+            for m in fake.messages(await research(fake, other, "How to feed a sourdough starter?", "dave"))
+        ]
+        await wait_idle(fake, agentbot)
+    assert "**2 new memories**" in done, done
+    assert "marked `import` (1 built from web pages or tool output keep that mark instead" in done, done
+    assert any("recalled 1 memory" in c for c in shown), shown
+    system = llm.requests[0]["messages"][0]["content"]
+    assert "sourdough starter wants flour" in system and "unverified" in system, system
