@@ -154,12 +154,14 @@ async def test_an_admin_switches_off_one_tool_of_the_servers_own_mcp_server(
             await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
             off = flat(await run(fake, guild, "config tools", {"tool": "inv__broken", "enabled": False}))
             typo = flat(await run(fake, guild, "config tools", {"tool": "inv__lokup", "enabled": False}))
+            show = flat(await run(fake, guild, "config show"))
             await research(fake, guild, "Where is R-2?", "alice")
             await wait_idle(fake, agentbot)
     offered = {t["function"]["name"] for t in llm.requests[0]["tools"]}
     assert "`tool.inv__broken`: on → off" in off, off
     assert "Unknown tool 'inv__lokup'" in typo and "inv__lookup" in typo, typo
     assert "inv__lookup" in offered and "inv__broken" not in offered, offered
+    assert "Off: `inv__broken`" in show, show  # /config show lists what the admin switched off
 
 
 async def test_an_answer_replaced_by_a_re_run_leaves_the_servers_memory(
