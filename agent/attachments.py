@@ -184,8 +184,18 @@ async def _download(client: httpx.AsyncClient, f: IncomingFile, cap: int) -> byt
     return bytes(buf)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+def _mb(n: int, places: int = 0) -> str:
+    return f"{n / 1024 / 1024:.{places}f} MB" if n >= 1024 * 1024 else f"{n / 1024:.{places}f} KB"
+
+
+def _apart(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes, with a decimal when whole units would show a file just over a limit as the limit
+    ("it is 10 KB, over the 10 KB limit")."""
+    for places in (0, 1, 2):
+        shown = _mb(size, places), _mb(limit, places)
+        if shown[0] != shown[1]:
+            return shown[0], shown[1].replace(".0 ", " ").replace(".00 ", " ")  # "10 KB", not "10.0 KB"
+    return f"{size:,} bytes", f"{limit:,} bytes"
 
 
 async def _pdf_text(path: Path, limits: AttachmentLimits) -> tuple[str, int]:
@@ -228,8 +238,12 @@ async def receive(
     vision: bool,
     limits: AttachmentLimits = AttachmentLimits(),
     quota_left: int | None = None,
+    readable: bool = True,
 ) -> Received:
-    """Save what can be used; refuse the rest with a reason. Never raises for a bad file."""
+    """Save what can be used; refuse the rest with a reason. Never raises for a bad file.
+
+    ``readable``: whether the agent has ``read_file``; without it (switched off for a server) it was
+    told to read the files with a tool it did not have, and its failed call showed in the thread."""
     got = Received()
     await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True, mode=0o700)
     taken = set(await asyncio.to_thread(lambda: {p.name for p in workspace.iterdir()}))
@@ -243,12 +257,17 @@ async def receive(
         cap = min(limits.max_file_bytes, budget)
         try:
             if f.size > cap:
+                size, most = _apart(f.size, cap)
                 raise ValueError(
-                    f"it is {_mb(f.size)}, over the {_mb(cap)} left for this message"
+                    f"it is {size}, over the {most} limit per file"
+                    if cap == limits.max_file_bytes
+                    else f"it is {size}, over the {most} left for this message"
                     + (" and the workspace quota" if quota_left is not None and quota_left < f.size else "")
                 )
             data = await _download(client, f, cap)
-            budget -= await _take(got, workspace, name, data, limits, vision=vision, taken=taken, room=cap)
+            budget -= await _take(
+                got, workspace, name, data, limits, vision=vision, taken=taken, room=cap, readable=readable
+            )
         except (ValueError, httpx.HTTPError, OSError) as e:
             refused.append(f"{name}: {e}")
     got.refuse(refused)
@@ -265,6 +284,7 @@ async def _take(
     vision: bool,
     taken: set[str],
     room: int,
+    readable: bool = True,
 ) -> int:
     """Saves ``data``; returns the bytes written (the PDF's text file not counted, as before)."""
     kind, media = _kind(name, data[:16])
@@ -278,10 +298,11 @@ async def _take(
     await asyncio.to_thread(path.write_bytes, data)
     taken.add(name)
     got.saved.append(name)
-    size = _mb(len(data))
+    size = _mb(len(data)) if len(data) >= 1024 else f"{len(data)} bytes"  # "0 KB" read as empty
+    read = "read it with read_file" if readable else "saved, but read_file is not among your tools"
     if kind == "text":
         was = f", converted to UTF-8 from {came_as}" if came_as else ""
-        got.lines.append(f"{name} ({size}, text{was}): read it with read_file")
+        got.lines.append(f"{name} ({size}, text{was}): {read}")
     elif kind == "pdf":
         try:
             text, pages = await _pdf_text(path, limits)
@@ -293,9 +314,7 @@ async def _take(
         taken.add(txt)
         got.saved.append(txt)
         empty = " (no text layer: it may be scanned images)" if not text.strip() else ""
-        got.lines.append(
-            f"{name} ({size}, PDF, {pages} pages): its text is in {txt}{empty}; read it with read_file"
-        )
+        got.lines.append(f"{name} ({size}, PDF, {pages} pages): its text is in {txt}{empty}; {read}")
     elif not vision:
         got.lines.append(f"{name} ({size}, image): saved, but the model in use cannot see images")
     elif len(data) > limits.max_image_bytes:

@@ -104,11 +104,12 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
 
 
 async def guild_tools(
-    sv: Services, guild_id: int, servers: dict[str, str], base: ToolRegistry
+    sv: Services, guild_id: int, gs: Any, base: ToolRegistry
 ) -> tuple[ToolRegistry, dict[str, str]]:
-    """The turn's tools plus the MCP servers this server added; a name already taken keeps its tool."""
-    added, left_out = await sv.guild_mcp.tools_for(guild_id, servers)
-    fresh = [t for t in added if t.name not in base]
+    """The turn's tools plus the MCP servers this server added, less those its admins switched off;
+    a name already taken keeps its tool."""
+    added, left_out = await sv.guild_mcp.tools_for(guild_id, gs.mcp)
+    fresh = [t for t in added if t.name not in base and gs.tool_enabled(t.name)]  # /config tools
     limit_mcp_tools(base, fresh)
     tools = [t for n in base.names() if (t := base.get(n)) is not None]
     return ToolRegistry([*tools, *fresh], base.guards), left_out
@@ -172,7 +173,7 @@ async def assemble(
             events.append(recalled_event(hits))
     tools = sv.tools.subset(enabled)
     if gs is not None and gs.mcp and session.guild_id is not None:
-        tools, left_out = await guild_tools(sv, session.guild_id, gs.mcp, tools)
+        tools, left_out = await guild_tools(sv, session.guild_id, gs, tools)
         events += [McpLeftOut(name, why) for name, why in left_out.items()]
     a = sv.agent_settings
     agent = Agent(

@@ -76,7 +76,9 @@ def sees_images(sv: Services, provider: str, model: str, writer: str | None = No
     return accepts_images(provider, model, extra)
 
 
-async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, vision: bool) -> Received:
+async def take(
+    sv: Services, files: Sequence[IncomingFile], workspace: Path, *, vision: bool, readable: bool = True
+) -> Received:
     """Save ``files`` into ``workspace`` within the message limits and what is left of the quota."""
     b, a = sv.bot_settings, sv.agent_settings
     per_file = int(b.attachment_max_mb * MIB)
@@ -104,6 +106,7 @@ async def take(sv: Services, files: Sequence[IncomingFile], workspace: Path, *, 
             workspace,
             sv.http,
             vision=vision,
+            readable=readable,
             limits=limits,
             quota_left=bytes_left,
         )

@@ -359,7 +359,7 @@ def settings_embed(
         + ", ".join(f"{LIMIT_LABELS[n]} {format_limit(n, v)}" for n, v in sorted(values.items()))
         for rid, values in sorted(gs.role_limits.items())
     ]
-    names = sorted(tool_names)
+    names = sorted({*tool_names, *(n for n in gs.tools if "__" in n)})  # + its own MCP servers' switched
     on = [code(n) for n in names if gs.tool_enabled(n)]
     off = [code(n) for n in names if not gs.tool_enabled(n)]
     tools = f"On: {', '.join(on) or 'none'}\nOff: {', '.join(off) or 'none'}"

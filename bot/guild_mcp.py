@@ -8,15 +8,18 @@ file (``MCP_SERVERS_FILE``) may do.
 
 One :class:`~agent.tools.mcp.McpTools` per server (guild), rebuilt when its list changes; at most
 ``max_guilds`` are kept (the least recently used is closed). A server that is down or slow is left out
-and said once, when the connection is made; its turn goes on with the other tools.
+and said once, when the connection is made; its turn goes on with the other tools. A later turn tries
+it again (at most every ``RETRY_EVERY`` s, silently): one down on the first turn used to stay left out
+until the bot restarted, though the admin had since started it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -26,12 +29,21 @@ from agent.tools.registry import Tool
 
 __all__ = ["GuildMcp"]
 
+RETRY_EVERY = 30.0
+"""Seconds between tries of a server left out, as a dead server's calls reconnect (agent.tools.mcp)."""
+
 
 @dataclass(slots=True)
 class _Entry:
     servers: tuple[tuple[str, str], ...]
     mcp: McpTools
     tools: list[Tool]
+    retried: list[McpTools] = field(default_factory=list)
+    """Connections of servers left out at first and up on a later try."""
+    retry_at: float = 0.0
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(m.aclose() for m in (self.mcp, *self.retried)), return_exceptions=True)
 
 
 class GuildMcp:
@@ -65,25 +77,44 @@ class GuildMcp:
             entry = self._entries.get(guild_id)
             if entry is not None and entry.servers == key:
                 self._entries.move_to_end(guild_id)
+                await self._retry(entry)
                 return entry.tools, {}
             if entry is not None:
-                await entry.mcp.aclose()
-            mcp = McpTools(
-                [
-                    McpServer(name, url=url, timeout=self.call_timeout, connect_timeout=self.connect_timeout)
-                    for name, url in key
-                ],
-                http_client=self._client,
-            )
-            await mcp.connect()
-            entry = _Entry(key, mcp, mcp.tools())
+                await entry.aclose()
+            mcp = await self._connect(key)
+            entry = _Entry(key, mcp, mcp.tools(), retry_at=time.monotonic() + RETRY_EVERY)
             self._entries[guild_id] = entry
             while len(self._entries) > self.max_guilds:
                 _, old = self._entries.popitem(last=False)
-                await old.mcp.aclose()
+                await old.aclose()
             return entry.tools, dict(mcp.problems)
+
+    async def _connect(self, servers: tuple[tuple[str, str], ...]) -> McpTools:
+        mcp = McpTools(
+            [
+                McpServer(name, url=url, timeout=self.call_timeout, connect_timeout=self.connect_timeout)
+                for name, url in servers
+            ],
+            http_client=self._client,
+        )
+        await mcp.connect()
+        return mcp
+
+    async def _retry(self, entry: _Entry) -> None:
+        """Connects the servers still left out, when it is time; the ones up join the entry's tools."""
+        up = {n for m in (entry.mcp, *entry.retried) for n in m.names if n not in m.problems}
+        down = tuple((n, u) for n, u in entry.servers if n not in up)
+        if not down or time.monotonic() < entry.retry_at:
+            return
+        entry.retry_at = time.monotonic() + RETRY_EVERY
+        mcp = await self._connect(down)
+        if len(mcp.problems) == len(down):
+            await mcp.aclose()
+            return
+        entry.retried.append(mcp)
+        entry.tools = [*entry.tools, *mcp.tools()]
 
     async def aclose(self) -> None:
         entries = list(self._entries.values())
         self._entries.clear()
-        await asyncio.gather(*(e.mcp.aclose() for e in entries), return_exceptions=True)
+        await asyncio.gather(*(e.aclose() for e in entries), return_exceptions=True)

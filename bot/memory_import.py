@@ -110,7 +110,13 @@ async def import_attachment(
         f"({plan.rows} rows read, {len(plan.memories)} memories in the file).",
         f"Already in this server's memory, left as they were: {present}."
         + (f" Repeated in the file, kept once: {plan.repeated}." if plan.repeated else ""),
-        f"Re-embedded with `{memory.embedding_id}`; each keeps its date, author and session, marked `import`.",
+        f"Re-embedded with `{memory.embedding_id}`; each keeps its date, author and session, marked `import`"
+        + (
+            f" ({web} built from web pages or tool output keep that mark instead, so they are still "
+            "recalled as unverified)."
+            if (web := sum(m.origin != "import" for m in plan.memories))
+            else "."
+        ),
     ]
     if evicted:
         lines.append(

@@ -123,6 +123,8 @@ async def remember_answer(
     s = req.session
     if sv.memory is None or s.guild_id is None or memory_stays_private(req.channel):
         return  # a private (or hidden) thread's research must not become searchable by the whole server
+    if req.supersedes is not None:
+        await _forget_superseded(sv, req)
     gs = await sv.guild_settings.get(s.guild_id)
     if not gs.memory_auto_store:
         return
@@ -147,3 +149,26 @@ async def remember_answer(
         )
     except Exception:
         log.warning("memory_store_failed", session_id=s.id, exc_info=True)
+
+
+async def _forget_superseded(sv: Services, req: TurnRequest) -> None:
+    """A re-run with an edit replaces its turn in the server's memory too: the replaced answer, stored
+    when it finished, answered the text with the typo and was recalled by later runs as if current.
+    Only that session's memory of that turn's task and answer goes (found by its content id; an answer
+    past the 4,000 characters a turn's summary keeps is not found and stays)."""
+    from agent.memory.records import record_id
+
+    s, ns, memory = req.session, str(req.session.guild_id), sv.memory
+    if memory is None:
+        return
+    old = next((t for t in await sv.sessions.turns(s.id) if t.id == req.supersedes), None)
+    text = str((old.result or {}).get("text") or "") if old is not None else ""
+    if old is None or not text.strip():
+        return
+    try:
+        found = await memory.get(ns, [record_id(ns, text)])
+        mine = {r.parent or r.id for r in found if r.session == s.id and r.task == old.prompt}
+        if mine:
+            await memory.forget(ns, list(mine))
+    except Exception:
+        log.warning("memory_forget_superseded_failed", session_id=s.id, exc_info=True)

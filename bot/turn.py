@@ -204,7 +204,8 @@ class Turn:
             got = None
             if req.attachments and ctx.workspace is not None and not self.resume_msgs:
                 vision = sees_images(sv, model.provider, model.name, how.writer)
-                got = await take(sv, req.attachments, Path(ctx.workspace), vision=vision)
+                readable = "read_file" in built.agent.tools.names()  # /config tools can turn it off
+                got = await take(sv, req.attachments, Path(ctx.workspace), vision=vision, readable=readable)
                 if got.refused:
                     self.renderer.feed(AttachmentsRefused(tuple(got.refused)))
             before = await asyncio.to_thread(file_stamps, ctx.workspace)

@@ -49,7 +49,7 @@ def _services(memory: ChromaMemory) -> SimpleNamespace:
 
 def _turn(prompt: str) -> SimpleNamespace:
     session = SimpleNamespace(id=f"s-{len(prompt)}", guild_id=int(GUILD), thread_id=77)
-    return SimpleNamespace(session=session, channel=None, prompt=prompt, requester_id=5)
+    return SimpleNamespace(session=session, channel=None, prompt=prompt, requester_id=5, supersedes=None)
 
 
 def _result(text: str, sources: list[str], messages: list[Message]) -> RunResult:

@@ -208,7 +208,17 @@ class ConfigCog(commands.Cog):
     @config.command(name="tools", description="Turn one of the agent's tools on or off on this server.")
     @app_commands.describe(tool="Tool name", enabled="On (true) or off (false)")
     async def tools(self, interaction: discord.Interaction, tool: str, enabled: bool) -> None:
-        await self._set(interaction, (f"tool.{tool.strip()}", enabled))
+        name, known, guild_id = tool.strip(), self.store.schema.known_tools, _gid(interaction)
+        servers = (await self.store.get(guild_id)).mcp
+        if name not in known and "__" in name:  # a tool of one of this server's own MCP servers?
+            mine = (await self.bot.services.guild_mcp.tools_for(guild_id, servers))[0] if servers else []
+            offered = sorted(t.name for t in mine)
+            if name not in offered:
+                raise Refusal(
+                    f"⚠️ Unknown tool {name!r}. Tools: {', '.join(sorted(known))}; of this server's "
+                    f"MCP servers: {', '.join(offered) or 'none'}."
+                )
+        await self._set(interaction, (f"tool.{name}", enabled))
 
     @tools.autocomplete("tool")
     @admins_only

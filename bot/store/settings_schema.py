@@ -39,6 +39,8 @@ PLAIN_KEYS = frozenset(k for k in KEY_FORMS.split(", ") if "<" not in k)
 # -- MCP servers a server adds (issue 17.1): mcp.<name> = a streamable-HTTP URL, see bot/guild_mcp.py --
 MCP_MAX_SERVERS = 5
 _MCP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
+MCP_TOOL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,23}__[A-Za-z0-9_-]{1,60}")
+"""``tool.<server>__<tool>`` of a server's own MCP server: /config tools checks the server offers it."""
 MAX_MODELS_PER_TIER = 10
 MAX_CHANNELS = 100
 INT_LIMITS = frozenset({"requests_per_day", "tokens_per_day", "concurrent_sessions"})
@@ -293,7 +295,7 @@ class SettingsSchema:
         return int(digits)
 
     def _tool(self, key: str, name: str) -> str:
-        if name in self.known_tools:
+        if name in self.known_tools or MCP_TOOL_RE.fullmatch(name):
             return name
         raise SettingError(key, f"Unknown tool {name!r}. Tools: {_listing(self.known_tools)}.")
 
