@@ -36,9 +36,14 @@ async def test_a_kill_between_the_answer_and_its_footer_delivers_the_footer_with
     def shown(start: str) -> list[str]:
         return [m.content for m in fake.messages(thread) if m.content.startswith(start)]
 
+    def kill_as_the_answer_lands() -> None:  # inside the answer's request: the bot never reads its reply
+        if proc.returncode is None and shown("The answer is 42."):
+            proc.kill()
+
+    fake.state.on_change.append(kill_as_the_answer_lands)
     await fake.wait_for(lambda: shown("The answer is 42."), within=20, what="the answer")
-    proc.kill()  # checked on the fake's every change: the bot has not even read the reply to that post
     await proc.wait()
+    fake.state.on_change.clear()
     assert not [m for m in fake.messages(thread) if "tokens" in m.content]  # the footer had not shown
 
     proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
@@ -78,10 +83,18 @@ async def test_a_kill_just_after_stopping_is_said_keeps_the_run_stopped_after_th
     await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
     header = fake.messages(thread)[0]
     (row,) = header.components
+    holder: list = []
+
+    def kill_as_stopping_is_said() -> None:  # inside the reply's request, as with the answer above
+        if proc.returncode is None and holder and holder[0].responses:
+            proc.kill()
+
+    fake.state.on_change.append(kill_as_stopping_is_said)
     click = fake.inject_component(row["components"][0]["custom_id"], message=header, user="alice")
+    holder.append(click)
     await fake.wait_for(lambda: click.responses, within=20, what="the reply to Stop")
-    proc.kill()
     await proc.wait()
+    fake.state.on_change.clear()
     assert [r["data"].get("content") for r in click.responses] == ["Stopping…"]
 
     proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)

@@ -130,6 +130,9 @@ class FakeState:
         """Exceptions inside the fake's own handlers: a bug in the fake, re-raised when it stops."""
         self._nonces: dict[tuple[int, str], int] = {}
         self._waiters: list[asyncio.Future[None]] = []
+        self.on_change: list[Callable[[], None]] = []
+        """Called at once on every change, inside the request that made it (before its answer is sent):
+        a test that must act at an exact moment (kill the bot as a message lands) does it here."""
         for guild in guilds:
             self.add_guild(guild, bot_permissions)
 
@@ -188,6 +191,8 @@ class FakeState:
     # ---- change notification -------------------------------------------------------------------------
 
     def changed(self) -> None:
+        for hook in [*self.on_change]:
+            hook()
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
