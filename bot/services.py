@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -39,7 +39,9 @@ from bot.store import (
     SettingsSchema,
     open_database,
 )
-from bot.store.pg import PgDatabase
+
+if TYPE_CHECKING:  # asyncpg (~60 ms) is imported only when DATABASE_URL names PostgreSQL
+    from bot.store.pg import PgDatabase
 
 log = structlog.get_logger("bot.services")
 
@@ -66,7 +68,7 @@ class Services:
     """The servers this process owns (its shards): only their runs are resumed here (issue 18.3)."""
     shard_claim: Any = None
     """This process's hold on its shard ids (PostgreSQL, :class:`bot.store.shard_claim.ShardClaim`) or on
-    its SQLite store (:class:`bot.store.shard_claim.FileClaim`)."""
+    its SQLite store (:class:`bot.store.file_claim.FileClaim`)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
@@ -109,7 +111,7 @@ async def build_services(
             shards = bot_settings.shard_count, bot_settings.shard_ids
             claim = await ShardClaim.take(url.get_secret_value(), *shards)
         elif serving:
-            from bot.store.shard_claim import FileClaim
+            from bot.store.file_claim import FileClaim
 
             claim = FileClaim.take(data_dir / "agentbot.sqlite3")
         research = ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)

@@ -51,7 +51,7 @@ from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, turn_services
 from bot.store import QuotaBudget, StoreError, StoreUnavailable
-from bot.store.pg import when_reachable
+from bot.store.db import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.turn_end import FINAL, STOPPED_BY, ended, final_of, is_shown, result_of, shown_in
 from bot.turn_request import TurnRequest, error_id

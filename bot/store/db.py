@@ -250,3 +250,19 @@ async def _apply(conn: aiosqlite.Connection, path: Path, m: Migration) -> None:
             f"Upgrading {path} to schema version {m.version} ({m.description}) failed: {said}. "
             f"The file is still at version {m.version - 1}."
         ) from e
+
+
+async def when_reachable(fn: Callable[[], Awaitable[Any]], *, give_up: float, most: float = 5.0) -> Any:
+    """``fn()`` once the database can be reached again: tried after 0.25 s, then twice as long each time
+    (at most ``most`` seconds apart), and its :class:`StoreUnavailable` raised after ``give_up`` seconds.
+    For writes that must not be lost to a PostgreSQL restart but need not hold anything up meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + give_up, 0.25
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            return await fn()
+        except StoreUnavailable:
+            if loop.time() + delay >= deadline:
+                raise
+            delay = min(delay * 2, most)

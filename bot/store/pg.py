@@ -30,7 +30,15 @@ from typing import Any
 
 import asyncpg
 
-from bot.store.db import Closing, DatabaseTooNew, MigrationError, Params, StoreError, StoreUnavailable
+from bot.store.db import (
+    Closing,
+    DatabaseTooNew,
+    MigrationError,
+    Params,
+    StoreError,
+    StoreUnavailable,
+    when_reachable,
+)
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate", "when_reachable"]
@@ -136,22 +144,6 @@ def reachable() -> Iterator[None]:
         yield
     except UNREACHABLE as e:
         raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
-
-
-async def when_reachable(fn: Callable[[], Awaitable[Any]], *, give_up: float, most: float = 5.0) -> Any:
-    """``fn()`` once the database can be reached again: tried after 0.25 s, then twice as long each time
-    (at most ``most`` seconds apart), and its :class:`StoreUnavailable` raised after ``give_up`` seconds.
-    For writes that must not be lost to a PostgreSQL restart but need not hold anything up meanwhile."""
-    loop = asyncio.get_running_loop()
-    deadline, delay = loop.time() + give_up, 0.25
-    while True:
-        await asyncio.sleep(delay)
-        try:
-            return await fn()
-        except StoreUnavailable:
-            if loop.time() + delay >= deadline:
-                raise
-            delay = min(delay * 2, most)
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
