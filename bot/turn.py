@@ -343,7 +343,9 @@ class Turn:
         sv, s = self.sv, self.req.session
         writes = closing_writes(sv.sessions, s.id, self.turn_id, result, status, self._converted)
         waiting = False
-        if self._final:  # the turn stays open (resumable, see bot.turn_end) until its answer is shown
+        # The turn stays open (resumable, see bot.turn_end) until its answer, or a member's stop, is shown:
+        # closed first, a kill before the footer left the header "running" (with Stop) for good.
+        if self._final or status == "stopped":
             await self.streamer.flush(within=900)
         try:
             await writes()

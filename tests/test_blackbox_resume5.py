@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
@@ -63,8 +65,9 @@ async def test_a_kill_between_the_answer_and_its_footer_delivers_the_footer_with
     assert "**Tokens today**: 720 of" in flat(usage)
 
 
+@pytest.mark.parametrize("moment", ["as Stopping is said", "after the stop's note"])
 async def test_a_kill_just_after_stopping_is_said_keeps_the_run_stopped_after_the_restart(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, moment: str
 ) -> None:
     """Stop is pressed during step 2 and the bot is killed the instant it answers "Stopping…". The
     stop was saved only after that reply: the restart resumed the run, asked the model again and
@@ -83,18 +86,13 @@ async def test_a_kill_just_after_stopping_is_said_keeps_the_run_stopped_after_th
     await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
     header = fake.messages(thread)[0]
     (row,) = header.components
-    holder: list = []
-
-    def kill_as_stopping_is_said() -> None:  # inside the reply's request, as with the answer above
-        if proc.returncode is None and holder and holder[0].responses:
-            proc.kill()
-
-    fake.state.on_change.append(kill_as_stopping_is_said)
     click = fake.inject_component(row["components"][0]["custom_id"], message=header, user="alice")
-    holder.append(click)
     await fake.wait_for(lambda: click.responses, within=20, what="the reply to Stop")
+    if moment == "after the stop's note":  # before its footer: the turn used to be closed by then, and
+        n = len(fake.messages(thread))  # the header stayed "running", with Stop, for good
+        await fake.wait_for(lambda: len(fake.messages(thread)) > n, within=20, what="the stop's note")
+    proc.kill()
     await proc.wait()
-    fake.state.on_change.clear()
     assert [r["data"].get("content") for r in click.responses] == ["Stopping…"]
 
     proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
