@@ -99,7 +99,8 @@ def migrate_store(
         check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
     memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
     with failing(StoreError, code=EXIT_FAILED):
-        report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url))
+        setting = "--to" if to else "DATABASE_URL"  # the error names where the operator gave the URL
+        report = asyncio.run(copy_sqlite_to_postgres(data_dir / "agentbot.sqlite3", url, setting))
     typer.echo(f"moved {report.summary()}{memory}; set DATABASE_URL to that database and start the bot")
 
 

@@ -66,13 +66,13 @@ def check_not_open(sqlite_path: Path) -> None:
         )
 
 
-async def copy_sqlite_to_postgres(sqlite_path: Path, url: str) -> CopyReport:
+async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "DATABASE_URL") -> CopyReport:
     if not await asyncio.to_thread(sqlite_path.is_file):
         raise StoreError(f"no SQLite store at {sqlite_path}: check DATA_DIR")
     await asyncio.to_thread(check_not_open, sqlite_path)
     src = await Database.open(sqlite_path)
     try:  # a target that cannot be reached left the SQLite store open, and its thread hung the command
-        dst = await PgDatabase.open(url)
+        dst = await PgDatabase.open(url, setting=setting)
     except BaseException:
         await src.close()
         raise

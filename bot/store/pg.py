@@ -215,7 +215,10 @@ class PgDatabase(Closing):
         self.schema_version = version
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> PgDatabase:
+    async def open(
+        cls, url: str, *, min_size: int = 2, max_size: int = 10, setting: str = "DATABASE_URL"
+    ) -> PgDatabase:
+        """``setting``: where the URL came from, as the error names it (``migrate-store --to``)."""
         _pool_log_in_one_line()
         try:
             pool = await asyncpg.create_pool(
@@ -230,7 +233,7 @@ class PgDatabase(Closing):
             why = f"{type(e).__name__}: {e}"
             if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
                 why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
-            raise StoreError(f"DATABASE_URL: cannot connect to {_redact(url)}: {why}") from e
+            raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}") from e
         try:
             version = await _migrate(pool, url)
         except BaseException:
