@@ -128,11 +128,11 @@ def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupRep
         raise BackupError(f"{dest} already exists and is not empty: give a new directory")
     work = dest.with_name(dest.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    try:
-        work.mkdir(parents=True)
-    except OSError as e:  # read-only, no permission, a file in the way
-        raise BackupError(f"cannot create {dest}: {e.strerror}: give a directory you can write") from e
-    try:
+    try:  # made inside: a SIGTERM just after the mkdir (cron's `timeout`) left the empty .partial behind
+        try:
+            work.mkdir(parents=True)
+        except OSError as e:  # read-only, no permission, a file in the way
+            raise BackupError(f"cannot create {dest}: {e.strerror}: give a directory you can write") from e
         db_file = work / DB_NAME
         version = _backup_database(data_dir / DB_NAME, db_file)
         report = BackupReport(dest, version, db_file.stat().st_size)
