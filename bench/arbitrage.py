@@ -457,24 +457,23 @@ def main() -> int:
     _, vectors, labels, groups, embedding = train_router.load()
     texts = [t["task"] for t in tasks]
     p = train_router.held_out_probabilities(vectors, labels, groups, texts, train_router.shipped_scale())
-    kw = train_router.keyword_tiers(tasks)
     bar = LinearRouter.shipped().complex_at
     sure = LinearRouter.shipped().sure_at
     shipped: list[Tier] = [
         Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure)  # type: ignore[misc]
-        for i, q in zip(route(p, bar, kw), p[:, 2], strict=True)
+        for i, q in zip(route(p, bar), p[:, 2], strict=True)
     ]
     rows = [(t["tier"], r) for t, r in zip(tasks, shipped, strict=True)]
     # The same, with the bar also chosen without each split (the shipped bar saw every split's odds).
     nested = [
         (t["tier"], Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure))
-        for t, i, q in zip(tasks, train_router.nested_routes(p, labels, kw, groups), p[:, 2], strict=True)
+        for t, i, q in zip(tasks, train_router.nested_routes(p, labels, groups), p[:, 2], strict=True)
     ]
     # The shipped weights and bar themselves on asks no training ever saw (bench/data/router_blind.jsonl).
-    b_tasks, b_p, b_kw = train_router.blind(embedding)
+    b_tasks, b_p = train_router.blind(embedding)
     b_rows = [
         (t["tier"], Sent(TIERS[i], doubtful=TIERS[i] == "complex" and q < sure))
-        for t, i, q in zip(b_tasks, route(b_p, bar, b_kw), b_p[:, 2], strict=True)
+        for t, i, q in zip(b_tasks, route(b_p, bar), b_p[:, 2], strict=True)
     ]
 
     print(
@@ -482,7 +481,7 @@ def main() -> int:
     )
     print(
         f"Keyword classifier: {per_task_us:.0f} µs per task. Routing below: ROUTER_CLASSIFIER=embedding "
-        f"(complex at p ≥ {bar:.2f}, else the keywords), each split held out of its weights.\n"
+        f"(complex at p ≥ {bar:.2f}, else the likelier of simple and medium), each split held out of its weights.\n"
     )
     print("Confusion matrix (rows: labelled tier, columns: routed tier)")
     print(f"{'':>10} " + " ".join(f"{t:>8}" for t in TIERS))
@@ -513,7 +512,7 @@ def main() -> int:
     print("\nClassifiers compared (saving with the shipped ladder, reader and research tiers)")
     print(f"{'classifier':<44} {'all: accuracy':>13} {'complex too low':>16} {'saving':>7}   {UNSEEN}: same")
     for name, routed in (
-        ("embedding + keywords (shipped, held out)", shipped),
+        ("embedding + words (shipped, held out)", shipped),
         ("keywords only (ROUTER_CLASSIFIER=heuristic)", keywords),
     ):
         sel = [(t["tier"], r) for t, r in zip(tasks, routed, strict=True)]
@@ -633,15 +632,16 @@ def main() -> int:
         f"{TARGET_OF_ORACLE:.0%} at every mix, the rest unchanged, needs {int(fewer)} fewer of the "
         f"{big.asks} {big.true} asks routed {big.routed}, with no more complex asks routed too low"
     )
-    # The most any complex-vs-rest classifier could keep under the shipped rule (keywords below the bar):
-    # what is left between it and the target is all the room there is for asks sent up by mistake.
+    # The most any complex-vs-rest classifier could keep under the shipped rule (the likelier of simple and
+    # medium below the bar): what is left between it and the target is all the room there is for asks
+    # sent up by mistake.
     perfect = [
-        (t["tier"], "complex" if t["tier"] == "complex" else TIERS[min(k, 1)])
-        for t, k in zip(tasks, kw, strict=True)
+        (t["tier"], "complex" if t["tier"] == "complex" else TIERS[int(q[1] > q[0])])
+        for t, q in zip(tasks, p, strict=True)
     ]
     ceiling = min(share for *_, share in mixes(perfect, ladder, prices))  # type: ignore[arg-type]
     print(
-        f"Every complex ask routed complex and no other (a perfect complex detector, keywords below): "
+        f"Every complex ask routed complex and no other (a perfect complex detector, simple or medium as the classifier says): "
         f"{ceiling:.1%} at worst; each {big.true} ask routed {big.routed} costs {big.lost[-1] / big.asks:.2%} "
         f"of the oracle's saving at the last mix"
     )

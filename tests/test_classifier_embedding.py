@@ -12,13 +12,19 @@ from agent.config import ConfigError
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.models.embedding_classifier import EmbeddingClassifier, LinearRouter, route
 from agent.models.tiers import TIERS
+from bench.arbitrage import LADDERS, Pricing, bench_prices, mixes
 from bench.train_router import (
+    BLIND,
+    CACHE,
+    DATA,
     blind,
+    cache_key,
     data_sha256,
+    embedded,
     held_out_probabilities,
-    keyword_tiers,
     load,
     nested_routes,
+    read_tasks,
     shipped_scale,
     weights_json,
 )
@@ -97,12 +103,18 @@ def test_held_out_by_writer_few_complex_asks_go_too_low() -> None:
     """Each split scored by weights trained without it, as bench/train_router.py chose the bar."""
     tasks, vectors, labels, groups, _ = load()
     p = held_out_probabilities(vectors, labels, groups, [t["task"] for t in tasks], shipped_scale())
-    pred = route(p, LinearRouter.shipped().complex_at, keyword_tiers(tasks))
+    pred = route(p, LinearRouter.shipped().complex_at)
     assert (pred[labels == 2] < 2).mean() <= 0.03  # the issue's bound
     # Not "everything is complex": most simple asks stay on the cheapest tier.
     assert (pred[labels == 0] == 0).mean() >= 0.6 and (pred == labels).mean() >= 0.6
+    # What that saves, priced as bench/arbitrage.py does: the keywords below the bar and a 10x stronger
+    # penalty sent 43 medium and 46 simple asks up a tier and kept 91.3 % of the oracle's saving at 5 %
+    # complex traffic (the worst mix); now 34 and 21 (92.9 %). The issue's target is 95 %.
+    rows = [(TIERS[t], TIERS[r]) for t, r in zip(labels, pred, strict=True)]
+    shares = [share for *_, share in mixes(rows, LADDERS["shipped tiers.toml"], Pricing(bench_prices()))]
+    assert min(shares) >= 0.925, shares
     # The bar too chosen without each split (nested): the bound still holds, so it was not fitted to them.
-    nested = nested_routes(p, labels, keyword_tiers(tasks), groups)
+    nested = nested_routes(p, labels, groups)
     assert (nested[labels == 2] < 2).mean() <= 0.03
 
 
@@ -112,9 +124,28 @@ def test_the_shipped_weights_and_bar_on_asks_no_training_saw() -> None:
     labelled = {
         json.loads(line)["task"].casefold() for line in TASKS.read_text().splitlines() if line.strip()
     }
-    tasks, p, kw = blind(MiniLMEmbedding())
+    tasks, p = blind(MiniLMEmbedding())
     assert not labelled & {t["task"].casefold() for t in tasks}, "a blind ask joined the training data"
     labels = np.array([TIERS.index(t["tier"]) for t in tasks])
-    pred = route(p, LinearRouter.shipped().complex_at, kw)
+    pred = route(p, LinearRouter.shipped().complex_at)
     assert (pred[labels == 2] < 2).mean() <= 0.03  # the issue's bound: none of the 20
     assert (pred[labels == 0] == 0).mean() >= 0.6 and (pred == labels).mean() >= 0.7
+
+
+def test_the_cached_vectors_are_the_embeddings_of_the_current_asks(classifier: EmbeddingClassifier) -> None:
+    """The held-out tables above read bench/data/router_embeddings.npz instead of embedding 600 asks: it
+    must be made from the current data files by the shipped embedding, and hold what it embeds today."""
+    embedding = classifier.embedding
+    for path in (DATA, BLIND):
+        assert str(np.load(CACHE)[f"{path.stem}_key"]) == cache_key(path, embedding), (
+            f"{path.name} changed: run bench/train_router.py --write"
+        )
+        cached, tasks = embedded(path, embedding), read_tasks(path)
+        assert cached.shape == (len(tasks), embedding.dim)
+        picks = [
+            0,
+            len(tasks) // 2,
+            len(tasks) - 1,
+        ]  # a few, embedded now: the cache is not stale or shuffled
+        now = np.asarray(embedding.embed_documents([tasks[i]["task"] for i in picks]))
+        assert np.abs(cached[picks] - now).max() < 2e-3
