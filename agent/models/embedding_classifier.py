@@ -48,7 +48,7 @@ Held out by writer (``bench/arbitrage.py``, embedding and words): at 0.45, 18 of
 routed complex fall below it, and 158 of the 173 complex asks routed complex are above it and keep
 the complex writer whatever their research. Chosen with the embedding alone, where 0.42 was the
 lowest bar keeping 95 % of the oracle's saving at every mix with ``ROUTER_HAND_DOWN_CALLS=4``; with
-the words it keeps 96.7 % at worst there."""
+the words it keeps 96.3 % at worst there."""
 
 
 def route(p: np.ndarray, complex_at: float) -> np.ndarray:
