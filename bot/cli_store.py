@@ -84,7 +84,7 @@ def migrate_store(
 ) -> None:
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
     from agent.logs import register_secret
-    from bot.config import load_bot_settings
+    from bot.config import load_bot_settings, postgres_url_problem
     from bot.store.copy import check_not_open, copy_sqlite_to_postgres
     from bot.store.db import StoreError
 
@@ -95,6 +95,8 @@ def migrate_store(
     if not url or not url.startswith(("postgresql://", "postgres://")):
         fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
+    if to and (problem := postgres_url_problem(to)) is not None:  # as DATABASE_URL's is, never a traceback
+        fail(f"--to: {problem}")
     with failing(StoreError, code=EXIT_FAILED):
         check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
     memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
