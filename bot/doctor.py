@@ -303,6 +303,25 @@ async def _ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, nam
     return toolless
 
 
+async def _mcp(s: AgentSettings) -> str:
+    """Connect to the operator's MCP servers as ``run`` and ``ask`` do: a file they refuse (bad TOML, a
+    server with both url and command) passed doctor, and so did a server that is down or never answers."""
+    from agent.toolset import operator_mcp
+
+    mcp = await operator_mcp(s.mcp_servers_file)
+    if mcp is None:
+        return "none (MCP_SERVERS_FILE not set)"
+    try:
+        if mcp.problems:
+            raise RuntimeError(
+                "; ".join(f"{name} is left out: {why}" for name, why in mcp.problems.items())
+                + f": check its entry in {s.mcp_servers_file} and that the server runs"
+            )
+        return f"{len(mcp.tools())} tools from {', '.join(mcp.names) or 'no servers'}"
+    finally:
+        await mcp.aclose()
+
+
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     """Build the router as the bot does and route one ask: broken weights or embedding show here."""
     from agent.models.factory import build_router
@@ -358,6 +377,7 @@ async def run_doctor() -> list[Check]:
             checks.append(
                 await _check(f"provider {p}", lambda p=p, specs=specs: _provider(p, specs, s, client))
             )  # type: ignore[misc]
+        checks.append(await _check("mcp", lambda: _mcp(s)))
         checks.append(await _check("router", lambda: _router(s, client)))
         checks.append(await _check("python sandbox", lambda: _sandbox(s)))
     return checks

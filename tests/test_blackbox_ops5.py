@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError
+from agent.toolset import operator_mcp
 from bot.config import load_bot_settings
 from bot.store.db import Database
+from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_ops4 import _agentbot
 
 
@@ -50,3 +52,29 @@ async def test_migrate_store_to_a_url_asyncpg_cannot_use_is_one_line_naming_to(t
     assert err.strip().splitlines() == [
         "agentbot: --to: its port '99999' is not a number from 1 to 65535 (PostgreSQL's is 5432)"
     ], err
+
+
+async def test_doctor_connects_to_the_operators_mcp_servers_and_names_one_that_is_down(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # doctor had no MCP check: a file that run and ask refuse (bad TOML, url and command both) and a
+    # server that dies at start both passed with "ok", and the operator learnt it from the first run.
+    (tmp_path / "mcp.toml").write_text('[servers.inventory]\ncommand = "/bin/false"\n')
+    env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
+    code, out, err = await _agentbot(
+        tmp_path, "doctor", env=env | {"MCP_SERVERS_FILE": "mcp.toml"}, within=60
+    )
+    assert code == 1 and "Traceback" not in out + err, out + err[-1500:]
+    line = next((x for x in out.splitlines() if x.startswith("FAIL mcp:")), None)
+    assert line is not None and "inventory is left out" in line and "mcp.toml" in line, out
+
+
+async def test_a_servers_table_misspelt_in_the_mcp_file_is_named_not_read_as_no_servers(
+    tmp_path: Path,
+) -> None:
+    # `[server.lab]` (one s): the file read as holding no server, so run and ask went on without its tools
+    # and without a word.
+    (tmp_path / "mcp.toml").write_text('[server.lab]\ncommand = "lab-mcp"\n')
+    with pytest.raises(ConfigError) as refused:
+        await operator_mcp(str(tmp_path / "mcp.toml"))
+    assert "unknown table [server]" in str(refused.value) and "[servers.<name>]" in str(refused.value)
