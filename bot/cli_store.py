@@ -52,6 +52,12 @@ def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -
     with failing(BackupError, code=EXIT_FAILED), interruptible():
         report = make_backup(data_dir, dest, memory)
     typer.echo(f"backed up {report.summary()}")
+    if memory is None and any((data_dir / "memory").glob("*")):  # "no memory" read as none to copy
+        typer.echo(
+            f"agentbot: {data_dir / 'memory'} was not copied: MEMORY_ENABLED=false; run the backup with "
+            "MEMORY_ENABLED=true to include the memory stored there",
+            err=True,
+        )
 
 
 def restore(
@@ -122,7 +128,13 @@ def _moved_memory(data_dir: Path) -> str:
     with failing(BackupError, code=EXIT_FAILED):
         moved = move_memory(data_dir, ChromaMemory.from_settings(data_dir / "memory", settings))
     rows = sum(moved.values())
-    return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
+    n = len(moved)
+    where = settings.memory_where()
+    return (
+        f"; memory {rows:,} row{'s' * (rows != 1)} in {n} collection{'s' * (n != 1)} to {where}"
+        if moved
+        else ""
+    )
 
 
 def add_store_commands(app: typer.Typer) -> None:

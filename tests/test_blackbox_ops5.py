@@ -4,15 +4,20 @@ commit names."""
 
 from __future__ import annotations
 
+import asyncio
+import resource
 from pathlib import Path
 
 import pytest
 
 from agent.config import ConfigError
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.memory import ChromaMemory, NewMemory
 from agent.toolset import operator_mcp
 from bot.config import load_bot_settings
 from bot.store.db import Database
 from tests.fakes.llm_server import FakeLLM
+from tests.test_blackbox_operator import AGENTBOT
 from tests.test_blackbox_ops4 import _agentbot
 
 
@@ -78,3 +83,58 @@ async def test_a_servers_table_misspelt_in_the_mcp_file_is_named_not_read_as_no_
     with pytest.raises(ConfigError) as refused:
         await operator_mcp(str(tmp_path / "mcp.toml"))
     assert "unknown table [server]" in str(refused.value) and "[servers.<name>]" in str(refused.value)
+
+
+async def _agentbot_limited(cwd: Path, *args: str, env: dict[str, str], file_bytes: int) -> tuple[int, str]:
+    """``agentbot ARGS`` that may write no file past ``file_bytes`` (RLIMIT_FSIZE: a disk that fills up
+    mid-write, as writes then fail with EFBIG; Python ignores SIGXFSZ). Its stderr comes back."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "DATA_DIR": str(cwd / "data")}
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        *args,
+        cwd=cwd,
+        env=base | env,
+        preexec_fn=limit,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, err.decode()
+
+
+async def test_a_backup_onto_a_disk_that_fills_up_is_one_line_naming_where_it_wrote(tmp_path: Path) -> None:
+    # The memory rows' file on a full disk: a traceback box (OSError: File too large), exit 1. The
+    # database's copy there: "could not copy DATA_DIR/agentbot.sqlite3: disk I/O error", which read as
+    # the live store being broken. With memory off, "no memory" hid the memory left out.
+    data = tmp_path / "data"
+    await (await Database.open(data / "agentbot.sqlite3")).close()
+    memory = ChromaMemory(data / "memory", embedding=MiniLMEmbedding())
+    await memory.open()
+    notes = [
+        NewMemory(text=f"Raid night {i}: the guild meets at {i % 12 + 1} pm UTC.", kind="note")
+        for i in range(24)
+    ]
+    await memory.store_many("100000000000000001", notes)
+    await memory.close()
+    db_bytes = (
+        (data / "agentbot.sqlite3").stat().st_size
+    )  # the copy fits, the memory rows (~8 KB each) do not
+
+    code, err = await _agentbot_limited(tmp_path, "backup", "bk", env={}, file_bytes=db_bytes + 16384)
+    assert code == 1 and "Traceback" not in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and "cannot write the backup into " in err, err
+    assert "bk: File too large" in err and not (tmp_path / "bk.partial").exists(), err
+
+    code, err = await _agentbot_limited(tmp_path, "backup", "bk", env={}, file_bytes=db_bytes // 2)
+    assert code == 1 and "Traceback" not in err, err[-2000:]
+    assert "agentbot.sqlite3 into bk: " in err and "is there room there?" in err, err
+
+    code, out, err = await _agentbot(
+        tmp_path, "backup", "bk", env={"MEMORY_ENABLED": "false", "DATA_DIR": str(data)}
+    )
+    assert code == 0 and "no memory" in out, out + err
+    assert "memory was not copied: MEMORY_ENABLED=false" in err, err
