@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError
+import agent.config
+from agent.config import ConfigError, load_agent_settings
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from agent.toolset import operator_mcp
@@ -138,3 +139,18 @@ async def test_a_backup_onto_a_disk_that_fills_up_is_one_line_naming_where_it_wr
     )
     assert code == 0 and "no memory" in out, out + err
     assert "memory was not copied: MEMORY_ENABLED=false" in err, err
+
+
+@pytest.mark.parametrize("name", ["CHROMA_URL", "CHROMA_SERVER_HOST"])
+def test_a_chroma_server_named_as_other_tools_name_it_is_pointed_to_chroma_host(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CHROMA_URL=http://chroma:8000 was met with "did you mean CHROMA_SSL?"; Chroma's own client setting
+    # CHROMA_SERVER_HOST passed without a word, and memory went on in the embedded store.
+    env = tmp_path / ".env"
+    env.write_text(f"{name}=chroma\n")
+    monkeypatch.setattr(agent.config, "ENV_FILE", str(env))
+    with pytest.raises(ConfigError) as refused:
+        load_agent_settings()
+    assert f"{name} in {env} is not a setting" in str(refused.value), refused.value
+    assert "did you mean CHROMA_HOST (the host name alone: the port goes in CHROMA_PORT" in str(refused.value)
