@@ -47,6 +47,13 @@ from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 
 log = structlog.get_logger("agent.models")
 
+_LLAMA_NO_TOOLS = {
+    "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
+    "run offers them)",
+    "cannot use tools with stream": "set AGENT_STREAM=false, or update the llama.cpp server (this build "
+    "cannot stream with tools)",
+}
+
 
 class OpenAIChatModel(HTTPModel):
     """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
@@ -97,6 +104,22 @@ class OpenAIChatModel(HTTPModel):
         if self._url is None or self._url[0] != self.base_url:
             self._url = (self.base_url, httpx.URL(f"{self.base_url}/chat/completions"))
         return self._url[1]
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        """llama.cpp's server refuses every request offering tools with HTTP 500 without ``--jinja`` (and,
+        in builds before mid-2025, when streamed): retried as a 5xx, each run waited ~17 s to end with the
+        server's words and no fix."""
+        said = text.lower()
+        fix = next((f for refusal, f in _LLAMA_NO_TOOLS.items() if refusal in said), None)
+        if fix is None:
+            return super()._status_error(status, headers, text)
+        return ModelError(
+            f"{self.name} at {self.base_url} cannot take tools (HTTP {status}): {fix}. "
+            f"Server said: {self._mask(error_body(text).message)}",
+            provider=self.provider,
+            model=self.name,
+            status=status,
+        )
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
