@@ -6,6 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import pytest
+
+from agent.messages import Message
+from agent.models.base import ModelError, ModelSettings
+from agent.models.openai import OpenAIChatModel
 from tests.fakes.llm_server import FakeLLM, error
 from tests.test_blackbox_operator import agentbot
 
@@ -22,4 +28,20 @@ async def test_llama_cpp_refusing_tools_says_to_start_it_with_jinja_at_once(
     code, out, err = await agentbot(tmp_path, "ask", "hi", env=env | {"MODEL_MAX_ATTEMPTS": "2"})
     assert code == 1 and out == "" and "Traceback" not in err, err[-2000:]
     assert len(llm.requests) == 1, err  # not retried: the same words would come back
-    assert "cannot take tools (HTTP 500): start llama-server with --jinja" in err, err
+    assert "refused the request (HTTP 500): start llama-server with --jinja" in err, err
+
+
+async def test_ollama_without_memory_for_the_model_is_said_at_once(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    # `ollama pull llama3.1:70b` on a 16 GB laptop: every call answers HTTP 500 "model requires more system
+    # memory (40.1 GiB) than is available (11.2 GiB)", and each was retried for ~17 s before failing.
+    llm.script(*[error(500, "model requires more system memory (40.1 GiB) than is available (11.2 GiB)")] * 3)
+    model = OpenAIChatModel(
+        "llama3.1:70b", base_url=llm.base_url, client=http, max_attempts=3, backoff_initial=0.01
+    )
+    with pytest.raises(ModelError) as failed:
+        async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+            pass
+    assert len(llm.requests) == 1 and not failed.value.retryable
+    assert "too little memory for the model: use a smaller one" in str(failed.value), failed.value

@@ -47,11 +47,13 @@ from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 
 log = structlog.get_logger("agent.models")
 
-_LLAMA_NO_TOOLS = {
+_REFUSALS = {  # HTTP 500s local servers send for what no retry changes: the words, then the fix
     "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
     "run offers them)",
     "cannot use tools with stream": "set AGENT_STREAM=false, or update the llama.cpp server (this build "
     "cannot stream with tools)",
+    "requires more system memory": "this machine has too little memory for the model: use a smaller one (or "
+    "a smaller quantization)",
 }
 
 
@@ -107,14 +109,14 @@ class OpenAIChatModel(HTTPModel):
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
         """llama.cpp's server refuses every request offering tools with HTTP 500 without ``--jinja`` (and,
-        in builds before mid-2025, when streamed): retried as a 5xx, each run waited ~17 s to end with the
-        server's words and no fix."""
+        in builds before mid-2025, when streamed); Ollama a model larger than the machine's memory: retried
+        as a 5xx, each run waited ~17 s to end with the server's words and no fix."""
         said = text.lower()
-        fix = next((f for refusal, f in _LLAMA_NO_TOOLS.items() if refusal in said), None)
+        fix = next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
         if fix is None:
             return super()._status_error(status, headers, text)
         return ModelError(
-            f"{self.name} at {self.base_url} cannot take tools (HTTP {status}): {fix}. "
+            f"{self.name} at {self.base_url} refused the request (HTTP {status}): {fix}. "
             f"Server said: {self._mask(error_body(text).message)}",
             provider=self.provider,
             model=self.name,
