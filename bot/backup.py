@@ -201,6 +201,16 @@ def _read_manifest(src: Path) -> dict[str, Any]:
     return manifest
 
 
+def _restored_from(target: Path, manifest: dict[str, Any]) -> bool:
+    """``target`` is this backup's database as an earlier restore left it, untouched since (no WAL). A
+    restore --force repeated after one stopped in its memory rows (Ctrl-C, a Chroma server gone) kept
+    that copy as ``.before-restore``, over the store the first one had kept: the store was lost."""
+    wal = Path(f"{target}-wal")
+    if wal.exists() and wal.stat().st_size:
+        return False
+    return _sha256(target) == str((manifest.get("files") or {}).get(DB_NAME, {}).get("sha256"))
+
+
 def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
     with path.open(encoding="utf-8") as f:
         while batch := [json.loads(line) for line in itertools.islice(f, PAGE)]:
@@ -234,7 +244,7 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / DB_NAME, tmp)
-        if target.exists():
+        if target.exists() and not _restored_from(target, manifest):
             kept = data_dir / (DB_NAME + ".before-restore")
             for suffix in ("-wal", "-shm"):  # an earlier restore's would be replayed into this one
                 with contextlib.suppress(FileNotFoundError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from agent.config import ConfigError, load_agent_settings
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from agent.toolset import operator_mcp
+from bot.backup import backup
 from bot.config import load_bot_settings
 from bot.store.db import Database
 from tests.fakes.llm_server import FakeLLM
@@ -154,3 +156,28 @@ def test_a_chroma_server_named_as_other_tools_name_it_is_pointed_to_chroma_host(
         load_agent_settings()
     assert f"{name} in {env} is not a setting" in str(refused.value), refused.value
     assert "did you mean CHROMA_HOST (the host name alone: the port goes in CHROMA_PORT" in str(refused.value)
+
+
+async def test_a_restore_force_repeated_keeps_the_store_the_first_one_replaced(tmp_path: Path) -> None:
+    # `restore --force` stopped in its memory rows (Ctrl-C on a long restore, the Chroma server gone)
+    # and run again: the second moved the first one's fresh copy of the backup over
+    # agentbot.sqlite3.before-restore, and the store it held, the one before any restore, was gone.
+    live = tmp_path / "data"
+    db = await Database.open(live / "agentbot.sqlite3")
+    await db.write("CREATE TABLE before_restore_probe (note TEXT)")
+    await db.write("INSERT INTO before_restore_probe VALUES ('the store before the restore')")
+    await db.close()
+    old = tmp_path / "old"
+    await (await Database.open(old / "agentbot.sqlite3")).close()
+    assert backup(old, tmp_path / "bk", None).collections == {}
+    env = {"MEMORY_ENABLED": "false", "DATA_DIR": str(live)}
+    for _ in range(2):
+        code, out, err = await _agentbot(tmp_path, "restore", "--force", "bk", env=env)
+        assert code == 0 and out.startswith("restored "), out + err
+    kept = sqlite3.connect(live / "agentbot.sqlite3.before-restore")
+    try:
+        assert kept.execute("SELECT note FROM before_restore_probe").fetchall() == [
+            ("the store before the restore",)
+        ]
+    finally:
+        kept.close()
