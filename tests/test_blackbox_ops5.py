@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from agent.toolset import operator_mcp
 from bot.backup import backup
 from bot.config import load_bot_settings
 from bot.store.db import Database
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply
 from tests.test_blackbox_operator import AGENTBOT
-from tests.test_blackbox_ops4 import _agentbot
+from tests.test_blackbox_ops4 import _agentbot, _run_env
 
 
 @pytest.mark.parametrize(
@@ -181,3 +183,40 @@ async def test_a_restore_force_repeated_keeps_the_store_the_first_one_replaced(t
         ]
     finally:
         kept.close()
+
+
+async def test_a_second_ctrl_c_ends_the_wait_for_running_turns(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # `make run` in a terminal, Ctrl-C, and Ctrl-C again: the second was ignored and the bot sat out
+    # BOT_SHUTDOWN_GRACE_SECONDS (20 s by default) waiting for a model call, without a word.
+    llm.script(Reply(hang=True))
+    log = tmp_path / "run.log"
+    env = _run_env(fake, llm, tmp_path, guild) | {
+        "BOT_SHUTDOWN_GRACE_SECONDS": "600",
+        "PYTHON_SANDBOX": "off",
+    }
+    with log.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(AGENTBOT, "run", cwd=tmp_path, env=env, stderr=sink)
+    try:
+        ready = lambda: fake.identify_count > 0 and fake.commands(guild)  # noqa: E731
+        await fake.wait_for(ready, within=30, what="the bot to connect")
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, within=20)
+        await fake.wait_for(lambda: len(llm.requests) == 1, within=20, what="the model call under way")
+        proc.send_signal(signal.SIGINT)
+        await fake.wait_for(lambda: b"shutdown_started" in log.read_bytes(), within=20, what="the first stop")
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 60)  # the grace is 600 s
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, _tail(log)
+    assert b"shutdown_now" in log.read_bytes() and b"shutdown_done" in log.read_bytes(), _tail(log)
+    assert any("resumes when it is back" in m.content for m in fake.messages(thread)), _tail(log)
+
+
+def _tail(log: Path) -> str:
+    return log.read_bytes().decode(errors="replace")[-2000:]
