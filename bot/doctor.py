@@ -18,6 +18,7 @@ from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
 from agent.models.factory import missing_key, split_spec
 from agent.models.http import tls_problem
+from agent.models.openai import refusal_fix
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
@@ -111,9 +112,14 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
 
 
 _PROBES = {  # provider: the path of a one-token call after the base URL, and its body
-    "openai": (
+    "openai": (  # with a tool, as every run has: llama.cpp without --jinja refuses only those
         "/chat/completions",
-        lambda name: {"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+        lambda name: {
+            "model": name,
+            "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 1,
+            "tools": [{"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}],
+        },
     ),
     "anthropic": (
         "/v1/messages",
@@ -177,6 +183,8 @@ async def _served_by_probe(
                 f"{base} refused a one-token call to {name} with HTTP 402 (payment required): add credit to "
                 f"the account of {key_env}"
             )
+        if r.status_code >= 500 and provider == "openai" and (fix := refusal_fix(r.text)) is not None:
+            raise ConfigError(f"{base} refused a one-token call to {name} (HTTP {r.status_code}): {fix}")
         if r.status_code >= 500:
             raise ConfigError(
                 f"{base} failed a one-token call to {name} (HTTP {r.status_code}): the server has a "

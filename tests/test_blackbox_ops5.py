@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 import agent.config
 from agent.config import ConfigError, load_agent_settings
@@ -22,6 +23,7 @@ from bot.config import load_bot_settings
 from bot.store.db import Database
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply
+from tests.fakes.served import served
 from tests.test_blackbox_operator import AGENTBOT
 from tests.test_blackbox_ops4 import _agentbot, _run_env
 
@@ -64,19 +66,34 @@ async def test_migrate_store_to_a_url_asyncpg_cannot_use_is_one_line_naming_to(t
     ], err
 
 
-async def test_doctor_connects_to_the_operators_mcp_servers_and_names_one_that_is_down(
-    llm: FakeLLM, tmp_path: Path
-) -> None:
+async def _llama_server(request: web.Request) -> web.StreamResponse:
+    """llama.cpp's server as `llama-server -m model.gguf` starts it (no --jinja): it lists its file, answers
+    any model name, and refuses every request offering tools with HTTP 500."""
+    if request.method == "GET":
+        return web.json_response({"object": "list", "data": [{"id": "/models/llama-3.1-8b-q4_k_m.gguf"}]})
+    if "tools" in await request.json():
+        error = {"code": 500, "message": "tools param requires --jinja flag", "type": "server_error"}
+        return web.json_response({"error": error}, status=500)
+    choice = {"index": 0, "message": {"role": "assistant", "content": "p"}, "finish_reason": "length"}
+    return web.json_response({"object": "chat.completion", "choices": [choice]})
+
+
+async def test_doctor_names_an_mcp_server_that_is_down_and_llama_cpp_refusing_tools(tmp_path: Path) -> None:
     # doctor had no MCP check: a file that run and ask refuse (bad TOML, url and command both) and a
     # server that dies at start both passed with "ok", and the operator learnt it from the first run.
+    # Its one-token call offered no tool, so llama-server without --jinja passed too, and every run failed.
     (tmp_path / "mcp.toml").write_text('[servers.inventory]\ncommand = "/bin/false"\n')
-    env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
-    code, out, err = await _agentbot(
-        tmp_path, "doctor", env=env | {"MCP_SERVERS_FILE": "mcp.toml"}, within=60
-    )
+    app = web.Application()
+    app.router.add_route("*", "/v1/{path:.*}", _llama_server)
+    async with served(app) as url:
+        env = {"OPENAI_BASE_URL": f"{url}/v1", "AGENT_MODEL": "llama3.1", "MEMORY_ENABLED": "false"}
+        code, out, err = await _agentbot(
+            tmp_path, "doctor", env=env | {"MCP_SERVERS_FILE": "mcp.toml"}, within=60
+        )
     assert code == 1 and "Traceback" not in out + err, out + err[-1500:]
-    line = next((x for x in out.splitlines() if x.startswith("FAIL mcp:")), None)
-    assert line is not None and "inventory is left out" in line and "mcp.toml" in line, out
+    failed = {x.split(":", 1)[0]: x for x in out.splitlines() if x.startswith("FAIL ")}
+    assert "inventory is left out" in failed.get("FAIL mcp", "") and "mcp.toml" in failed["FAIL mcp"], out
+    assert "start llama-server with --jinja" in failed.get("FAIL provider openai", ""), out
 
 
 async def test_a_servers_table_misspelt_in_the_mcp_file_is_named_not_read_as_no_servers(

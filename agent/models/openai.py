@@ -57,6 +57,13 @@ _REFUSALS = {  # HTTP 500s local servers send for what no retry changes: the wor
 }
 
 
+def refusal_fix(text: str) -> str | None:
+    """What to do about an error body no retry changes (llama.cpp refusing tools, Ollama short of
+    memory), or None; ``agentbot doctor`` says it too."""
+    said = text.lower()
+    return next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
+
+
 class OpenAIChatModel(HTTPModel):
     """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
 
@@ -111,9 +118,7 @@ class OpenAIChatModel(HTTPModel):
         """llama.cpp's server refuses every request offering tools with HTTP 500 without ``--jinja`` (and,
         in builds before mid-2025, when streamed); Ollama a model larger than the machine's memory: retried
         as a 5xx, each run waited ~17 s to end with the server's words and no fix."""
-        said = text.lower()
-        fix = next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
-        if fix is None:
+        if (fix := refusal_fix(text)) is None:
             return super()._status_error(status, headers, text)
         return ModelError(
             f"{self.name} at {self.base_url} refused the request (HTTP {status}): {fix}. "
