@@ -17,6 +17,8 @@ import agent.config
 from agent.config import ConfigError, load_agent_settings
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
+from agent.memory.chroma_client import chroma_client
+from agent.memory.types import MemoryStoreError
 from agent.toolset import operator_mcp
 from bot.backup import backup
 from bot.config import load_bot_settings
@@ -237,3 +239,23 @@ async def test_a_second_ctrl_c_ends_the_wait_for_running_turns(
 
 def _tail(log: Path) -> str:
     return log.read_bytes().decode(errors="replace")[-2000:]
+
+
+async def test_chroma_ssl_to_a_plain_http_server_says_to_turn_chroma_ssl_off() -> None:
+    # CHROMA_SSL=1 (copied from a hosted setup) to compose's plain-HTTP Chroma: doctor, backup and the bot
+    # said "Could not connect to a Chroma server. Are you sure it is running?" of a server that ran.
+    async def heartbeat(request: web.Request) -> web.Response:
+        return web.json_response({"nanosecond heartbeat": 1})
+
+    app = web.Application()
+    app.router.add_get("/api/v2/heartbeat", heartbeat)
+    async with served(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with pytest.raises(MemoryStoreError) as refused:
+            await asyncio.to_thread(
+                chroma_client, None, host="127.0.0.1", port=port, ssl=True, headers=None, timeout=10
+            )
+    assert str(refused.value) == (
+        f"Chroma server 127.0.0.1:{port} (CHROMA_HOST) answered plain HTTP to https: set CHROMA_SSL=0, "
+        "or serve it over TLS"
+    )
