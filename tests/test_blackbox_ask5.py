@@ -45,3 +45,19 @@ async def test_ollama_without_memory_for_the_model_is_said_at_once(
             pass
     assert len(llm.requests) == 1 and not failed.value.retryable
     assert "too little memory for the model: use a smaller one" in str(failed.value), failed.value
+
+
+async def test_openrouter_without_a_tool_provider_for_the_model_is_not_blamed_on_the_base_url(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    # OpenRouter answers HTTP 404 "No endpoints found that support tool use" for a model none of whose
+    # providers takes tools (many :free ones): ask said "no Chat Completions API at URL (HTTP 404: its path
+    # was not found): check OPENAI_BASE_URL", and the operator checked a base URL that was right.
+    said = "No endpoints found that support tool use. To learn more about provider routing, visit: ..."
+    llm.script(error(404, said))
+    model = OpenAIChatModel("deepseek/deepseek-r1:free", base_url=llm.base_url, client=http, max_attempts=1)
+    with pytest.raises(ModelError) as failed:
+        async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+            pass
+    assert "no provider of this model takes tools" in str(failed.value), failed.value
+    assert "OPENAI_BASE_URL" not in str(failed.value) and not failed.value.retryable

@@ -47,13 +47,16 @@ from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 
 log = structlog.get_logger("agent.models")
 
-_REFUSALS = {  # HTTP 500s local servers send for what no retry changes: the words, then the fix
+_REFUSALS = {  # errors no retry changes, by their words (mostly local servers' HTTP 500s), and the fix
     "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
     "run offers them)",
     "cannot use tools with stream": "set AGENT_STREAM=false, or update the llama.cpp server (this build "
     "cannot stream with tools)",
     "requires more system memory": "this machine has too little memory for the model: use a smaller one (or "
     "a smaller quantization)",
+    # OpenRouter's 404 for a model none of whose providers takes tools: it read as a wrong OPENAI_BASE_URL
+    "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
+    "offers them: pick a model that supports tool calling",
 }
 
 
