@@ -52,8 +52,16 @@ def not_utf8(e: UnicodeDecodeError, env_file: str | None) -> str:
     )
 
 
-MEANT = {"OPENAI_API_BASE": "OPENAI_BASE_URL"}
-"""Names other tools read for a setting of ours (LangChain's and the old openai library's base URL)."""
+_CHROMA_HOST = "CHROMA_HOST (the host name alone: the port goes in CHROMA_PORT, https is CHROMA_SSL=1)"
+MEANT = {
+    "OPENAI_API_BASE": "OPENAI_BASE_URL",
+    "CHROMA_URL": _CHROMA_HOST,
+    "CHROMA_SERVER_HOST": _CHROMA_HOST,
+    "CHROMA_SERVER_HTTP_PORT": "CHROMA_PORT",
+}
+"""Names other tools read for a setting of ours (LangChain's and the old openai library's base URL,
+Chroma's client settings). CHROMA_URL was asked "did you mean CHROMA_SSL?", and Chroma's own names
+passed unseen: memory stayed in the embedded store beside the Chroma server the operator ran."""
 
 
 def check_env_names(env_file: str | None, *models: type[BaseSettings]) -> None:

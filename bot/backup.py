@@ -58,8 +58,11 @@ class BackupReport:
 
     def summary(self) -> str:
         rows = sum(self.collections.values())
+        n = len(self.collections)
         mem = (
-            f"{rows} memory rows in {len(self.collections)} collections" if self.collections else "no memory"
+            f"{rows} memory row{'s' * (rows != 1)} in {n} collection{'s' * (n != 1)}"
+            if self.collections
+            else "no memory"
         )
         return (
             f"{self.directory}: database schema v{self.schema_version} "
@@ -79,7 +82,8 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _backup_database(src: Path, dest: Path) -> int:
+def _backup_database(src: Path, dest: Path, shown: Path) -> int:
+    """``src`` copied to ``dest``; ``shown``: the directory the operator named (``dest`` is in its .partial)."""
     if not src.is_file():
         raise BackupError(f"no database at {src}: check DATA_DIR (nothing to back up)")
     source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
@@ -88,8 +92,8 @@ def _backup_database(src: Path, dest: Path) -> int:
         source.backup(target, pages=1024)
         version = int(target.execute("PRAGMA user_version").fetchone()[0])
         check = target.execute("PRAGMA integrity_check").fetchone()[0]
-    except sqlite3.Error as e:
-        raise BackupError(f"could not copy {src}: {e}") from e
+    except sqlite3.Error as e:  # "disk I/O error" read as the live store's when it was the copy's disk
+        raise BackupError(f"could not copy {src} into {shown}: {e}: is there room there?") from e
     finally:
         target.close()
         source.close()
@@ -134,7 +138,7 @@ def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupRep
         except OSError as e:  # read-only, no permission, a file in the way
             raise BackupError(f"cannot create {dest}: {e.strerror}: give a directory you can write") from e
         db_file = work / DB_NAME
-        version = _backup_database(data_dir / DB_NAME, db_file)
+        version = _backup_database(data_dir / DB_NAME, db_file, dest)
         report = BackupReport(dest, version, db_file.stat().st_size)
         files = {DB_NAME: {"bytes": db_file.stat().st_size, "sha256": _sha256(db_file)}}
         collections: list[dict[str, Any]] = []
@@ -162,6 +166,11 @@ def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupRep
         if dest.exists():
             dest.rmdir()
         os.replace(work, dest)
+    except OSError as e:  # the memory rows or the manifest on a disk that fills up: a traceback box
+        shutil.rmtree(work, ignore_errors=True)
+        raise BackupError(
+            f"cannot write the backup into {dest}: {e.strerror or e}: is there room there?"
+        ) from e
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -190,6 +199,16 @@ def _read_manifest(src: Path) -> dict[str, Any]:
         if _sha256(path) != meta.get("sha256"):
             raise BackupError(f"{path} does not match its checksum in manifest.json: the backup is damaged")
     return manifest
+
+
+def _restored_from(target: Path, manifest: dict[str, Any]) -> bool:
+    """``target`` is this backup's database as an earlier restore left it, untouched since (no WAL). A
+    restore --force repeated after one stopped in its memory rows (Ctrl-C, a Chroma server gone) kept
+    that copy as ``.before-restore``, over the store the first one had kept: the store was lost."""
+    wal = Path(f"{target}-wal")
+    if wal.exists() and wal.stat().st_size:
+        return False
+    return _sha256(target) == str((manifest.get("files") or {}).get(DB_NAME, {}).get("sha256"))
 
 
 def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
@@ -225,7 +244,7 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / DB_NAME, tmp)
-        if target.exists():
+        if target.exists() and not _restored_from(target, manifest):
             kept = data_dir / (DB_NAME + ".before-restore")
             for suffix in ("-wal", "-shm"):  # an earlier restore's would be replayed into this one
                 with contextlib.suppress(FileNotFoundError):

@@ -207,7 +207,16 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
 
 def _stop(bot: Any, sig: signal.Signals) -> None:
     """SIGTERM, SIGINT or SIGHUP (a closed terminal): the bot pauses its runs and closes (it logs
-    "shutdown_started" with the signal)."""
+    "shutdown_started" with the signal). A second one while it waits for running turns ends that wait:
+    Ctrl-C twice sat out BOT_SHUTDOWN_GRACE_SECONDS (20 s) without a word. The turns pause where they
+    are (their checkpoints hold the steps done), as when the grace runs out, and resume at the next start."""
+    stopping, runner = getattr(bot, "_stopping", None), getattr(bot, "runner", None)
+    if stopping is not None and not stopping.done() and runner is not None:
+        import structlog
+
+        structlog.get_logger("bot.cli").info("shutdown_now", reason=f"{sig.name} received again")
+        bot._stopping_now = asyncio.create_task(runner.shutdown(0), name=f"stop-now-on-{sig.name}")
+        return
     bot.stop_reason = f"{sig.name} received"
     bot._stopping = asyncio.create_task(bot.close(), name=f"stop-on-{sig.name}")
 

@@ -52,6 +52,12 @@ def backup(dest: Annotated[Path, typer.Argument(metavar="DEST", hidden=True)]) -
     with failing(BackupError, code=EXIT_FAILED), interruptible():
         report = make_backup(data_dir, dest, memory)
     typer.echo(f"backed up {report.summary()}")
+    if memory is None and any((data_dir / "memory").glob("*")):  # "no memory" read as none to copy
+        typer.echo(
+            f"agentbot: {data_dir / 'memory'} was not copied: MEMORY_ENABLED=false; run the backup with "
+            "MEMORY_ENABLED=true to include the memory stored there",
+            err=True,
+        )
 
 
 def restore(
@@ -84,7 +90,7 @@ def migrate_store(
 ) -> None:
     """Copy DATA_DIR's SQLite store into an empty PostgreSQL database (README: Scaling). Stop the bot first."""
     from agent.logs import register_secret
-    from bot.config import load_bot_settings
+    from bot.config import load_bot_settings, postgres_url_problem
     from bot.store.copy import check_not_open, copy_sqlite_to_postgres
     from bot.store.db import StoreError
 
@@ -95,6 +101,8 @@ def migrate_store(
     if not url or not url.startswith(("postgresql://", "postgres://")):
         fail("give the target as --to postgresql://user:password@host/db, or set DATABASE_URL")
     register_secret(url)
+    if to and (problem := postgres_url_problem(to)) is not None:  # as DATABASE_URL's is, never a traceback
+        fail(f"--to: {problem}")
     with failing(StoreError, code=EXIT_FAILED):
         check_not_open(data_dir / "agentbot.sqlite3")  # before memory too: a running bot writes both
     memory = _moved_memory(data_dir)  # first: repeating it merges (content-hash ids), never duplicates
@@ -120,7 +128,13 @@ def _moved_memory(data_dir: Path) -> str:
     with failing(BackupError, code=EXIT_FAILED):
         moved = move_memory(data_dir, ChromaMemory.from_settings(data_dir / "memory", settings))
     rows = sum(moved.values())
-    return f"; memory {rows:,} rows in {len(moved)} collections to {settings.memory_where()}" if moved else ""
+    n = len(moved)
+    where = settings.memory_where()
+    return (
+        f"; memory {rows:,} row{'s' * (rows != 1)} in {n} collection{'s' * (n != 1)} to {where}"
+        if moved
+        else ""
+    )
 
 
 def add_store_commands(app: typer.Typer) -> None:

@@ -5,12 +5,46 @@ Parsed once at start-up next to :class:`agent.config.AgentSettings` and passed d
 
 from __future__ import annotations
 
+import re
+from urllib.parse import parse_qs
+
 from pydantic import Field, SecretStr, field_validator
 
 from agent import config as agent_config
 from agent.config import ConfigError
 from agent.env_file import check_env_names
 from bot.limits import QuotaEnv
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def postgres_url_problem(url: str) -> str | None:
+    """What is wrong with a ``postgresql://`` URL before any connection is tried (``DATABASE_URL``,
+    ``migrate-store --to``), or None. asyncpg's own parse errors came out as a traceback box from
+    migrate-store and as "FAIL database: connect(): port must be 0-65535." from doctor, naming no setting."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return "must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)"
+    rest = url.split("://", 1)[1]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if authority.count("@") > 1:
+        # Parsed as a host, the password's tail was printed as part of "cannot connect to ..."
+        return "its user or password holds an @ that is not percent-encoded: write @ as %40"
+    if "@" not in authority and "@" in rest.split("?")[0]:  # a generated password's / ends the host
+        return "its user or password holds a / ? or # that is not percent-encoded: write / as %2F"
+    for host in authority.rpartition("@")[2].split(","):  # asyncpg takes host1:5432,host2:5433
+        if host.startswith("["):
+            address, bracket, port = host[1:].partition("]")
+            port = port.removeprefix(":")
+            if not bracket or not address:
+                return f"its host {host!r} is not an IPv6 address in brackets, e.g. [::1]:5432"
+        else:
+            port = host.partition(":")[2]
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            return f"its port {port!r} is not a number from 1 to 65535 (PostgreSQL's is 5432)"
+    modes = parse_qs(rest.partition("?")[2].partition("#")[0]).get("sslmode", [])
+    if any(m not in _SSLMODES for m in modes):
+        return f"sslmode={modes[0]} is not one of {', '.join(_SSLMODES)}"
+    return None
 
 
 class BotSettings(QuotaEnv):
@@ -42,11 +76,8 @@ class BotSettings(QuotaEnv):
     def _database_url(cls, v: object) -> object:
         if v in ("", None):
             return None
-        if isinstance(v, str) and not v.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must be a postgresql:// URL (leave empty for the SQLite file in DATA_DIR)")
-        if isinstance(v, str) and v.split("://", 1)[1].split("/", 1)[0].count("@") > 1:
-            # Parsed as a host, the password's tail was printed as part of "cannot connect to ..."
-            raise ValueError("its user or password holds an @ that is not percent-encoded: write @ as %40")
+        if isinstance(v, str) and (problem := postgres_url_problem(v)) is not None:
+            raise ValueError(problem)
         # Wrapped here, so the shared ``*_url`` check (http:// or https:// only) does not refuse it.
         return SecretStr(v) if isinstance(v, str) else v
 

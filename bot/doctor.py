@@ -18,6 +18,7 @@ from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
 from agent.models.factory import missing_key, split_spec
 from agent.models.http import tls_problem
+from agent.models.openai import refusal_fix
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
@@ -111,9 +112,14 @@ def _listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str
 
 
 _PROBES = {  # provider: the path of a one-token call after the base URL, and its body
-    "openai": (
+    "openai": (  # with a tool, as every run has: llama.cpp without --jinja refuses only those
         "/chat/completions",
-        lambda name: {"model": name, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1},
+        lambda name: {
+            "model": name,
+            "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 1,
+            "tools": [{"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}],
+        },
     ),
     "anthropic": (
         "/v1/messages",
@@ -177,6 +183,8 @@ async def _served_by_probe(
                 f"{base} refused a one-token call to {name} with HTTP 402 (payment required): add credit to "
                 f"the account of {key_env}"
             )
+        if r.status_code >= 500 and provider == "openai" and (fix := refusal_fix(r.text)) is not None:
+            raise ConfigError(f"{base} refused a one-token call to {name} (HTTP {r.status_code}): {fix}")
         if r.status_code >= 500:
             raise ConfigError(
                 f"{base} failed a one-token call to {name} (HTTP {r.status_code}): the server has a "
@@ -303,6 +311,25 @@ async def _ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, nam
     return toolless
 
 
+async def _mcp(s: AgentSettings) -> str:
+    """Connect to the operator's MCP servers as ``run`` and ``ask`` do: a file they refuse (bad TOML, a
+    server with both url and command) passed doctor, and so did a server that is down or never answers."""
+    from agent.toolset import operator_mcp
+
+    mcp = await operator_mcp(s.mcp_servers_file)
+    if mcp is None:
+        return "none (MCP_SERVERS_FILE not set)"
+    try:
+        if mcp.problems:
+            raise RuntimeError(
+                "; ".join(f"{name} is left out: {why}" for name, why in mcp.problems.items())
+                + f": check its entry in {s.mcp_servers_file} and that the server runs"
+            )
+        return f"{len(mcp.tools())} tools from {', '.join(mcp.names) or 'no servers'}"
+    finally:
+        await mcp.aclose()
+
+
 async def _router(s: AgentSettings, client: httpx.AsyncClient) -> str:
     """Build the router as the bot does and route one ask: broken weights or embedding show here."""
     from agent.models.factory import build_router
@@ -358,6 +385,7 @@ async def run_doctor() -> list[Check]:
             checks.append(
                 await _check(f"provider {p}", lambda p=p, specs=specs: _provider(p, specs, s, client))
             )  # type: ignore[misc]
+        checks.append(await _check("mcp", lambda: _mcp(s)))
         checks.append(await _check("router", lambda: _router(s, client)))
         checks.append(await _check("python sandbox", lambda: _sandbox(s)))
     return checks

@@ -11,6 +11,7 @@ import httpx
 from chromadb.config import Settings
 
 from agent.memory.types import MemoryStoreError
+from agent.models.http import tls_problem
 
 __all__ = ["chroma_client", "server_name"]
 
@@ -46,8 +47,13 @@ def chroma_client(
             f"{server_name(host, port)} took the connection but did not answer within {timeout:g} s "
             "(CHROMA_TIMEOUT): is it still starting, or is something else on that port?"
         ) from e
-    except httpx.HTTPError:
-        pass  # chromadb says what is wrong (refused, TLS, ...) in its own words, as before
+    except httpx.HTTPError as e:
+        # chromadb says what is wrong (refused, ...) in its own words, except for TLS: CHROMA_SSL=1 to a
+        # plain-HTTP server was "Could not connect to a Chroma server. Are you sure it is running?"
+        if ssl and (tls := tls_problem(e, "CHROMA_SSL")) is not None:
+            if tls.startswith("answered plain HTTP"):
+                tls = "answered plain HTTP to https: set CHROMA_SSL=0, or serve it over TLS"
+            raise MemoryStoreError(f"{server_name(host, port)} {tls}") from e
     client = chromadb.HttpClient(host=host, port=port, ssl=ssl, headers=headers or None, settings=settings)
     session = getattr(getattr(client, "_server", None), "_session", None)
     if isinstance(session, httpx.Client):

@@ -47,6 +47,25 @@ from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
 
 log = structlog.get_logger("agent.models")
 
+_REFUSALS = {  # errors no retry changes, by their words (mostly local servers' HTTP 500s), and the fix
+    "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
+    "run offers them)",
+    "cannot use tools with stream": "set AGENT_STREAM=false, or update the llama.cpp server (this build "
+    "cannot stream with tools)",
+    "requires more system memory": "this machine has too little memory for the model: use a smaller one (or "
+    "a smaller quantization)",
+    # OpenRouter's 404 for a model none of whose providers takes tools: it read as a wrong OPENAI_BASE_URL
+    "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
+    "offers them: pick a model that supports tool calling",
+}
+
+
+def refusal_fix(text: str) -> str | None:
+    """What to do about an error body no retry changes (llama.cpp refusing tools, Ollama short of
+    memory), or None; ``agentbot doctor`` says it too."""
+    said = text.lower()
+    return next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
+
 
 class OpenAIChatModel(HTTPModel):
     """One model behind an OpenAI-compatible ``/chat/completions`` endpoint."""
@@ -97,6 +116,20 @@ class OpenAIChatModel(HTTPModel):
         if self._url is None or self._url[0] != self.base_url:
             self._url = (self.base_url, httpx.URL(f"{self.base_url}/chat/completions"))
         return self._url[1]
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        """llama.cpp's server refuses every request offering tools with HTTP 500 without ``--jinja`` (and,
+        in builds before mid-2025, when streamed); Ollama a model larger than the machine's memory: retried
+        as a 5xx, each run waited ~17 s to end with the server's words and no fix."""
+        if (fix := refusal_fix(text)) is None:
+            return super()._status_error(status, headers, text)
+        return ModelError(
+            f"{self.name} at {self.base_url} refused the request (HTTP {status}): {fix}. "
+            f"Server said: {self._mask(error_body(text).message)}",
+            provider=self.provider,
+            model=self.name,
+            status=status,
+        )
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings

@@ -112,6 +112,10 @@ def load_servers(path: str | os.PathLike[str]) -> list[McpServer]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise McpConfigError(f"MCP_SERVERS_FILE={p}: cannot read it as TOML: {e}") from None
+    if unknown := sorted(set(data) - {"servers"}):  # `[server.x]`: read as no servers, without a word
+        raise McpConfigError(
+            f"MCP_SERVERS_FILE={p}: unknown table [{unknown[0]}]: the file holds [servers.<name>] tables"
+        )
     servers = data.get("servers", {})
     if not isinstance(servers, dict):
         raise McpConfigError(f"MCP_SERVERS_FILE={p}: 'servers' must be a table of [servers.<name>] tables")

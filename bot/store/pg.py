@@ -229,7 +229,8 @@ class PgDatabase(Closing):
                 reset=_no_session_state,
                 timeout=CONNECT_TIMEOUT,
             )
-        except (TimeoutError, OSError, asyncpg.PostgresError) as e:
+        except (TimeoutError, OSError, ValueError, OverflowError, asyncpg.PostgresError) as e:
+            # ValueError, OverflowError: a URL asyncpg cannot use (checked earlier by postgres_url_problem)
             why = f"{type(e).__name__}: {e}"
             if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
                 why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
