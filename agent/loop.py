@@ -225,8 +225,8 @@ class Agent:
         or the error that stopped the call."""
         st = run.state
         if reply.error is not None:
-            yield ErrorEvent(step=step, message=reply.error)
-            run.end = st.partial(reply.status, reply.error)
+            yield ErrorEvent(step=step, message=reply.error, quoted=reply.quoted)
+            run.end = st.partial(reply.status, reply.error, at=step)
             return
         assistant = reply.message
         empty = not assistant.content.strip()
@@ -250,7 +250,7 @@ class Agent:
         if switch is None and finish in EMPTY_BECAUSE:  # asking again would pay for the same nothing
             msg = f"{reply.served_by} wrote no answer: {EMPTY_BECAUSE[finish]}"
             yield ErrorEvent(step=step, message=msg)
-            run.end = st.partial("error", msg)
+            run.end = st.partial("error", msg, at=step)
             return
         if switch is not None:
             yield self._switched(step, switch)
@@ -260,7 +260,7 @@ class Agent:
             return
         msg = f"{reply.served_by} returned an empty answer twice"
         yield ErrorEvent(step=step, message=msg)
-        run.end = st.partial("error", msg)
+        run.end = st.partial("error", msg, at=step)
 
     async def _call_model(self, run: _Run, step: int, reply: _Reply) -> AsyncIterator[AgentEvent]:
         """Stream one model call into events and ``reply``; the budget holds and settles it in one place."""
@@ -285,7 +285,7 @@ class Agent:
             return
         except ModelError as e:
             run.log.error("model_error", step=step, model=model.name, status=e.status, error=e.message)
-            reply.error = e.message
+            reply.error, reply.quoted = e.message, e.quoted
             return
         if reply.response is None:
             reply.error = f"{model.name} ended its answer without a response"
@@ -340,6 +340,7 @@ class _Reply:
     response: ModelResponse | None = None
     served_by: str = ""
     error: str | None = None
+    quoted: tuple[str, ...] = ()
     status: RunStatus = "error"
 
     @property

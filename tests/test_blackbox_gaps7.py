@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.discord_server import FakeDiscord
-from tests.fakes.llm_server import FakeLLM
-from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, error, text, tool_call
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_cli, ask_env
 
 
 def _processes_naming(marker: str) -> list[int]:
@@ -99,3 +100,90 @@ async def test_a_stdio_server_writing_without_end_is_left_out_with_the_reason() 
     async with McpTools([McpServer("flood", command="sh", args=("-c", flood), connect_timeout=10)]) as mcp:
         assert mcp.tools() == []
         assert "message of more than 2,097,152 bytes" in mcp.problems["flood"], mcp.problems
+
+
+SLEEPER = "import time\ntime.sleep(60)"
+PROVIDER_SAID = "**PWNED** [click here](https://evil.example) <@&123456789012345678> @everyone"
+
+
+async def test_a_providers_error_text_shows_as_written_and_a_failure_at_step_1_is_said(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A provider (or a proxy before it) answering 400 with Markdown in its error body: the thread's
+    error note rendered it in the bot's voice (bold, a masked link, a role and @everyone mentions); the
+    footer summed the run up as "0 steps". The bot's own words around it still render."""
+    llm.script(error(400, PROVIDER_SAID), tool_call("run_python", {"code": SLEEPER}), text("It slept."))
+    async with running_bot(fake, llm, tmp_path, guild, agent_env={"PYTHON_TIMEOUT": 1}) as bot:
+        general = guild.channel("general")
+        shown, steps = [], []
+        for n, task in enumerate(("Summarise otters", "Sleep a while"), 1):
+            fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
+            await fake.wait_for(lambda n=n: len(fake.threads(general)) == n, what=f"thread {n}")
+            thread = fake.threads(general)[-1]
+            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+            await wait_idle(fake, bot)
+            (shown if not shown else steps).extend(m.content for m in fake.messages(thread))
+    # The second run's timed-out code is a failed call here as in `ask` (below): ⚠️, not ↳.
+    step = next(c for c in steps if "run_python" in c)
+    assert "\n⚠️ " in step and "did not finish" in step, step
+    note = next(c for c in shown if c.startswith("⚠️"))
+    assert (
+        "\\*\\*PWNED\\*\\* \\[click here](https://evil.example) <@\u200b&123456789012345678> @\u200beveryone"
+        in note
+    ), note
+    assert note.startswith("⚠️ gpt-4o-mini: HTTP 400 (test) from http://127.0.0.1:"), note
+    footer = next(c for c in shown if c.startswith("-# "))
+    assert "· stopped at step 1 by the error above · 0 tokens (0 in, 0 out)" in footer, footer
+    assert "· no model answered ·" in footer, footer
+    assert "0 steps" not in footer, footer
+
+
+async def test_ask_says_a_failure_at_step_1_as_such_not_as_0_steps(llm: FakeLLM, tmp_path: Path) -> None:
+    llm.script(error(400, PROVIDER_SAID))
+    code, out, err = await ask_cli(llm, tmp_path, "Summarise otters")
+    said = err.strip().splitlines()
+    assert code == 1 and out == "", err
+    assert said[-2].startswith("error: gpt-4o-mini: HTTP 400 (test) from http://127.0.0.1:"), err
+    assert said[-2].endswith(PROVIDER_SAID), err  # a terminal renders no Markdown: shown as written
+    assert said[-1].startswith("stopped at step 1 by the error above · 0 prompt + 0 completion"), err
+    assert "status: error" in said[-1], err
+
+
+@pytest.mark.parametrize("command", ["ask", "run"])
+async def test_a_key_set_empty_in_the_environment_is_named_as_hiding_the_one_in_env(
+    command: str, tmp_path: Path
+) -> None:
+    """``export OPENAI_API_KEY=`` (or a Compose ``${DISCORD_TOKEN}`` of a shell without it) hides the
+    value in .env, as README's rule says; the error said "put your key in .env", where it was."""
+    name = "OPENAI_API_KEY" if command == "ask" else "DISCORD_TOKEN"
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-in-dotenv-0001\nDISCORD_TOKEN=token-in-dotenv\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path / "data"), name: ""}
+    log = tmp_path / "agentbot.log"
+    with log.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            AGENTBOT,
+            command,
+            *(["hello"] if command == "ask" else []),
+            cwd=tmp_path,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
+        )
+        code = await asyncio.wait_for(proc.wait(), 60)
+    said = log.read_text()
+    assert code == 2 and len(said.strip().splitlines()) == 1, said[-3000:]
+    assert f"{name} is set but empty in the environment, which hides its value in .env" in said, said
+    assert f"unset {name}" in said and "put your key in .env" not in said, said
+    assert "sk-in-dotenv" not in said and "token-in-dotenv" not in said, said
+
+
+async def test_ask_shows_run_python_code_that_did_not_finish_as_failed(llm: FakeLLM, tmp_path: Path) -> None:
+    """Code stopped at PYTHON_TIMEOUT showed "✓ run_python 1.2s: did not finish": the tool worked, the
+    code did not. It is ✗ now, as the thread shows it ⚠️ (above); the model reads the same text."""
+    llm.script(tool_call("run_python", {"code": SLEEPER}), text("It slept."))
+    code, out, err = await ask_cli(llm, tmp_path, "Sleep a while", env={"PYTHON_TIMEOUT": "1"})
+    assert code == 0 and out == "It slept.\n", err
+    (line,) = [x for x in err.splitlines() if "run_python " in x and "s: " in x]
+    assert line.lstrip().startswith("✗ run_python") and ": did not finish" in line, err
+    assert "did not finish" in llm.requests[1]["messages"][-1]["content"]

@@ -174,6 +174,7 @@ class HTTPModel:
         body = error_body(text)
         detail = self._mask(body.message)
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
+        common["quoted"] = (detail, body.kind)
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
         if status in (401, 403) or body.bad_key:
             return ModelAuthError(
@@ -317,6 +318,7 @@ class HTTPModel:
         """An error the server reported inside a successful response (an SSE ``error`` event)."""
         return ModelError(
             f"{self.name}: the server reported {what} mid-stream: {self._mask(str(message or ''))}",
+            quoted=(self._mask(str(message or "")), what),
             provider=self.provider,
             model=self.name,
             status=status,
@@ -330,6 +332,7 @@ class HTTPModel:
         return ModelUnavailableError(
             f"{self.name}: still failing after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
             f"{e.message}",
+            quoted=e.quoted,
             provider=self.provider,
             model=self.name,
             status=e.status,

@@ -141,8 +141,10 @@ class OpenAIChatModel(HTTPModel):
         code = err.get("code") if isinstance(err, dict) else None
         if isinstance(code, int) and 400 <= code < 600:
             return self._status_error(code, resp.headers, resp.text)
+        said = self._mask(error_body(resp.text).message)
         return ModelError(
-            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {self._mask(error_body(resp.text).message)}",
+            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {said}",
+            quoted=(said,),
             provider=self.provider,
             model=self.name,
             retryable=True,
