@@ -14,8 +14,11 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from agent.messages import Message
+from agent.models.base import ModelResponse, ModelSettings
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, error, text, tool_call
@@ -187,3 +190,44 @@ async def test_ask_shows_run_python_code_that_did_not_finish_as_failed(llm: Fake
     (line,) = [x for x in err.splitlines() if "run_python " in x and "s: " in x]
     assert line.lstrip().startswith("✗ run_python") and ": did not finish" in line, err
     assert "did not finish" in llm.requests[1]["messages"][-1]["content"]
+
+
+async def test_an_answer_far_past_max_tokens_is_cut_and_marked_not_read_whole(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """A server ignoring max_tokens (AGENT_MAX_TOKENS=100) streamed 1 MB of tool-call arguments, then
+    1 MB of answer: both were read whole (up to 128 MiB), kept, and the call run. Reading stops at 1,600
+    characters (16 a token): the call is cut and not run, the answer is cut and says so."""
+    big = 1_000_000
+    llm.script(
+        tool_call("write_file", {"path": "big.txt", "content": "x" * big}, fragment=8192),
+        text("y" * big, fragment=8192),
+    )
+    code, out, err = await ask_cli(llm, tmp_path, "Write a lot", env={"AGENT_MAX_TOKENS": "100"})
+    assert code == 0, err
+    assert out.startswith("yyy") and len(out) < 12_000, (len(out), err[-2000:])
+    assert out.rstrip().endswith("ask it to continue.)*"), out[-300:]
+    fed_back = llm.requests[1]["messages"][-1]["content"]
+    assert "not run: your reply reached its output limit" in fed_back, fed_back
+    assert not list((tmp_path / "data").rglob("big.txt"))
+    assert len(json.dumps(llm.requests[1]["messages"])) < 50_000  # the cut call was not sent back whole
+
+
+@pytest.mark.parametrize("wire", ["anthropic", "gemini"])
+async def test_other_wires_cut_an_answer_far_past_max_tokens(wire: str, http: httpx.AsyncClient) -> None:
+    """The same bound on the Anthropic and Gemini wires: a 1 MB answer to max_tokens=100 ends cut
+    (``length``, as the loop marks it) after about 1,600 characters, not read whole."""
+    from agent.models.anthropic import AnthropicModel
+    from agent.models.gemini import GeminiModel
+    from tests.fakes import anthropic_server, gemini_server
+
+    fake = anthropic_server if wire == "anthropic" else gemini_server
+    async with anthropic_server.FakeAnthropic() if wire == "anthropic" else gemini_server.FakeGemini() as api:
+        api.script(fake.Reply(text="y" * 1_000_000, fragment=8192))
+        cls = AnthropicModel if wire == "anthropic" else GeminiModel
+        name = "claude-haiku-4-5" if wire == "anthropic" else "gemini-2.0-flash"
+        model = cls(name, api_key="test-key-0001", base_url=api.base_url, client=http, max_attempts=1)
+        chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(max_tokens=100))]
+    response = chunks[-1]
+    assert isinstance(response, ModelResponse) and response.finish_reason == "length"
+    assert 1_600 < len(response.message.content) < 12_000, len(response.message.content)

@@ -27,6 +27,7 @@ from agent.models.base import (
     RetryNotice,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, answer_cut
 from agent.models.http import transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
 
@@ -249,7 +250,7 @@ class HTTPModel:
     def _reply(self, **extra: Any) -> Any:
         """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
         and returns its new visible text, ``finished`` says whether its stop reason came, ``response(body)``
-        makes the :class:`ModelResponse`."""
+        makes the :class:`ModelResponse`; ``size`` and ``cut()`` bound it (:mod:`agent.models.bounds`)."""
         raise NotImplementedError
 
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
@@ -278,6 +279,7 @@ class HTTPModel:
         """The response object, or each server-sent event as it comes, folded into the reply; a malformed
         one is retryable."""
         reply = self._reply(**extra)
+        most = answer_chars(self.name, s.max_tokens)
         timeout = s.timeout or httpx.USE_CLIENT_DEFAULT
         try:
             async with self._client.stream(
@@ -301,6 +303,10 @@ class HTTPModel:
                             raise self._bad_payload() from e
                         if piece:
                             yield TextChunk(piece)
+                        if s.stream and reply.size > most:  # the server ignores max_tokens: cut here
+                            reply.cut()
+                            answer_cut(self.name, most)
+                            break
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
         if s.stream and not reply.finished:

@@ -31,6 +31,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -197,6 +198,7 @@ class OpenAIChatModel(HTTPModel):
         finish: str | None = None
         done = False  # a stream that ends with neither [DONE] nor a finish_reason was cut off
         model_name = self.name
+        kept, most = 0, answer_chars(self.name, s.max_tokens)  # text and arguments read, and the bound
         try:
             async with self._client.stream(
                 "POST",
@@ -280,12 +282,18 @@ class OpenAIChatModel(HTTPModel):
                                         piece = content_text(piece)
                                     if piece and (shown := think.feed(piece)):
                                         yield TextChunk(shown)
+                                    kept += len(piece or "")
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
+                                        kept += sum(map(fragment_chars, delta["tool_calls"]))
                                     if choice.get("finish_reason"):
                                         finish = choice["finish_reason"]
                             except (AttributeError, TypeError, KeyError, IndexError) as e:  # was a traceback
                                 raise self._bad_payload() from e
+                            if kept > most:  # the server ignores max_tokens: the answer ends here, cut
+                                finish, done = "length", True
+                                answer_cut(self.name, most)
+                                break
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         if not done and finish is None:  # a proxy's read timeout ends the body cleanly mid-answer
