@@ -64,6 +64,7 @@ SECONDS: dict[str, int] = {
     "test_e2e_attachments.py": 48,
     "test_blackbox_ask_signals.py": 47,
     "test_blackbox_ask_output.py": 46,
+    "test_blackbox_gaps7.py": 45,
     "test_blackbox_bot_mentions.py": 42,
     "test_blackbox_ask3.py": 40,
     "test_settings_isolation.py": 40,
