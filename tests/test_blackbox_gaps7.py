@@ -207,6 +207,7 @@ async def test_an_answer_far_past_max_tokens_is_cut_and_marked_not_read_whole(
     assert code == 0, err
     assert out.startswith("yyy") and len(out) < 12_000, (len(out), err[-2000:])
     assert out.rstrip().endswith("ask it to continue.)*"), out[-300:]
+    assert "estimated: " in err.strip().splitlines()[-1], err  # counted from what was read
     fed_back = llm.requests[1]["messages"][-1]["content"]
     assert "not run: your reply reached its output limit" in fed_back, fed_back
     assert not list((tmp_path / "data").rglob("big.txt"))
@@ -231,3 +232,4 @@ async def test_other_wires_cut_an_answer_far_past_max_tokens(wire: str, http: ht
     response = chunks[-1]
     assert isinstance(response, ModelResponse) and response.finish_reason == "length"
     assert 1_600 < len(response.message.content) < 12_000, len(response.message.content)
+    assert response.usage.estimated and response.usage.completion_tokens >= 400  # what was read, not 1

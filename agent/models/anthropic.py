@@ -135,6 +135,7 @@ class _Reply:
 
     def cut(self) -> None:
         self.stop = "max_tokens"
+        self.usage = {}  # its counts so far (output: 1) would bill what was read as free: estimated instead
 
     def add(self, event: str, data: dict[str, Any]) -> str:
         whole = not event  # not streamed: the message object itself

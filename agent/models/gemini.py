@@ -152,6 +152,7 @@ class _Turn:
 
     def cut(self) -> None:
         self.finish = "MAX_TOKENS"
+        self.usage = None  # the counts so far are not the answer's: estimated from what was read instead
 
     def add(self, _event: str, data: dict[str, Any]) -> str:
         if "error" in data and not data.get("candidates"):
