@@ -51,6 +51,7 @@ from agent.models.base import (
     SwitchNotice,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, bounded
 from agent.models.prices import PriceTable, default_prices
 from agent.models.tokens import tool_chars
 from agent.reader import Reader
@@ -273,7 +274,9 @@ class Agent:
                 try:
                     async for chunk in chunks:
                         if isinstance(chunk, ModelResponse):
-                            reply.response = chunk
+                            reply.response = chunk = bounded(
+                                chunk, answer_chars(model.name, self.settings.max_tokens)
+                            )
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             yield self._chunk_event(run, step, chunk)

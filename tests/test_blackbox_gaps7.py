@@ -233,3 +233,14 @@ async def test_other_wires_cut_an_answer_far_past_max_tokens(wire: str, http: ht
     assert isinstance(response, ModelResponse) and response.finish_reason == "length"
     assert 1_600 < len(response.message.content) < 12_000, len(response.message.content)
     assert response.usage.estimated and response.usage.completion_tokens >= 400  # what was read, not 1
+
+
+async def test_a_whole_answer_far_past_max_tokens_is_cut_too(llm: FakeLLM, tmp_path: Path) -> None:
+    """AGENT_STREAM=false reads an answer whole (the 128 MiB body cap holds): 1 MB to a cap of 100
+    tokens was printed, kept and checkpointed whole. It is cut at the same bound, marked as cut."""
+    llm.script(text("z" * 1_000_000))
+    env = {"AGENT_MAX_TOKENS": "100", "AGENT_STREAM": "false"}
+    code, out, err = await ask_cli(llm, tmp_path, "Write a lot", env=env)
+    assert code == 0, err
+    assert out.startswith("zzz") and len(out) < 12_000, (len(out), err[-2000:])
+    assert out.rstrip().endswith("ask it to continue.)*"), out[-300:]

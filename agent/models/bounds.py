@@ -10,10 +10,12 @@ whose cut-off tool calls are not run, as for any answer the server itself cut (R
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
+from agent.models.base import ModelResponse
 from agent.models.tokens import completion_cap
 
 log = structlog.get_logger("agent.models")
@@ -37,6 +39,28 @@ def fragment_chars(fragment: Any) -> int:
     """The characters of arguments (and name) one streamed OpenAI tool-call fragment brings."""
     fn = fragment.get("function") or {}
     return len(str(fn.get("arguments") or "")) + len(str(fn.get("name") or ""))
+
+
+def bounded(response: ModelResponse, most: int) -> ModelResponse:
+    """``response`` cut at ``most`` characters as a streamed answer is, for one read whole
+    (``AGENT_STREAM=false``, or a server answering a stream with one JSON body), which the adapters
+    cannot stop reading midway: its text is cut, the call it ends in keeps its arguments cut (not run:
+    the model is told) and later calls are left out. The usage stays what the server reported: it billed
+    the whole answer."""
+    msg = response.message
+    size = len(msg.content) + sum(len(c.arguments) for c in msg.tool_calls)
+    if size <= most or response.finish_reason == "length":  # within, or cut already (and said so)
+        return response
+    left = most - len(msg.content[:most])
+    calls = []
+    for call in msg.tool_calls:
+        if left <= 0:
+            break
+        calls.append(replace(call, arguments=call.arguments[:left]))
+        left -= len(call.arguments)
+    answer_cut(response.model, most)
+    cut = replace(msg, content=msg.content[:most], tool_calls=calls)
+    return replace(response, message=cut, finish_reason="length")
 
 
 def answer_cut(model: str, most: int) -> None:
