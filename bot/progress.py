@@ -299,8 +299,12 @@ class ProgressRenderer:
         """
         self.s.end_live()
         text = result.text.strip()
-        if self._error and text.startswith(self._error):  # the error is shown already: say it once
-            text = text[len(self._error) :].strip()
+        error = self._error or (result.error or "").strip()  # the latter: a saved answer after a restart
+        if error and text.startswith(error):  # said once, as a note: a provider's words never as the answer
+            text = text[len(error) :].strip()
+            note = f"⚠️ {untrusted(_clip(error, 500))}"
+            if not self._error and not shown(note):
+                self.s.add("note", note)
         elif not text:
             text = "(no answer)"
         if len(text) > ATTACH_OVER and self.attach:

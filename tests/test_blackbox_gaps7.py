@@ -244,3 +244,23 @@ async def test_a_whole_answer_far_past_max_tokens_is_cut_too(llm: FakeLLM, tmp_p
     assert code == 0, err
     assert out.startswith("zzz") and len(out) < 12_000, (len(out), err[-2000:])
     assert out.rstrip().endswith("ask it to continue.)*"), out[-300:]
+
+
+def test_a_limit_stopped_turns_saved_answer_after_a_restart_says_the_limit_once_as_a_note() -> None:
+    """A turn a limit stopped, killed after its end was saved and before it was posted: the restart
+    posted the limit's note glued to the partial answer, as the answer (the note, shown before the
+    kill, twice). The note is said once, as the note it was; the partial answer follows."""
+    from agent.events import Cost, RunResult, Usage
+    from bot.progress import ProgressRenderer
+    from tests.test_blackbox_left import _Shown
+
+    note = "This server's monthly budget is used up: $5.00 of $5.00. It resets <t:1767225600:R>."
+    text = f"{note}\n\nBest partial answer so far:\n\nOtters **hold** hands."
+    result = RunResult(text, "budget", 2, Usage(), Cost(), ["m"], error=note, stopped_at=3)
+    for before_kill in ([], [f"⚠️ {note}"]):
+        shown = _Shown()
+        renderer = ProgressRenderer(shown)  # type: ignore[arg-type]
+        renderer.finish(result, shown=lambda t, before=before_kill: t in before)
+        notes = [f"⚠️ {note}"] if not before_kill else []
+        assert shown.blocks[:-1] == [*notes, "Best partial answer so far:\n\nOtters **hold** hands."]
+        assert "2 steps, stopped at step 3 by the limit above" in shown.blocks[-1], shown.blocks
