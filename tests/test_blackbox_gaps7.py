@@ -264,3 +264,19 @@ def test_a_limit_stopped_turns_saved_answer_after_a_restart_says_the_limit_once_
         notes = [f"⚠️ {note}"] if not before_kill else []
         assert shown.blocks[:-1] == [*notes, "Best partial answer so far:\n\nOtters **hold** hands."]
         assert "2 steps, stopped at step 3 by the limit above" in shown.blocks[-1], shown.blocks
+
+
+async def test_the_judges_reported_model_name_never_reaches_the_routing_note(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    """The judge's routing reason named the model its server reported ("**x** [win](https://evil)"),
+    shown in the thread's routing note as Markdown in the bot's words; it names the model called."""
+    from agent.models.classifier import JudgeClassifier
+    from agent.models.openai import OpenAIChatModel
+    from bot.notes import Routed
+
+    llm.script(text("simple", model="**PWNED** [win](https://evil.example)"))
+    judge = OpenAIChatModel("gpt-4.1-nano", base_url=llm.base_url, api_key="sk-j-0001", client=http)
+    decision = await JudgeClassifier(judge).classify("capital of Peru?")
+    assert decision.reasons == ("gpt-4.1-nano said simple",)
+    assert "PWNED" not in Routed("simple", "gpt-4.1-nano", reasons=decision.reasons).text
