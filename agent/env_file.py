@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings
 
 from agent.setting_parsers import ConfigError
 
-__all__ = ["MEANT", "check_env_lines", "check_env_names", "not_utf8"]
+__all__ = ["MEANT", "check_env_lines", "check_env_names", "hidden_by_environment", "not_utf8"]
 
 
 def check_env_lines(env_file: str | None) -> None:
@@ -42,6 +42,28 @@ def check_env_lines(env_file: str | None) -> None:
         raise ConfigError(
             f"{env_file} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
         )
+
+
+def hidden_by_environment(name: str, env_file: str | None) -> str | None:
+    """Why ``name`` reads as unset although ``env_file`` gives it a value: the environment sets it empty
+    (``export OPENAI_API_KEY=``, a Compose ``${OPENAI_API_KEY}`` of a shell without it), and the
+    environment wins over ``.env`` (README: Settings). "Put your key in .env" sent the operator to a file
+    that already had it. None in any other case."""
+    value = os.environ.get(name)
+    if value is None or value.strip() or env_file is None or not os.path.isfile(env_file):
+        return None
+    from dotenv import dotenv_values
+
+    try:
+        in_file = (dotenv_values(env_file).get(name) or "").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not in_file:
+        return None
+    return (
+        f"{name} is set but empty in the environment, which hides its value in {env_file} (the environment "
+        f"wins over .env): unset it (unset {name}) or remove it from the container's environment"
+    )
 
 
 def not_utf8(e: UnicodeDecodeError, env_file: str | None) -> str:

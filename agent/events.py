@@ -111,10 +111,22 @@ class RunResult:
     """The conversation added by this run (user task, assistant turns, tool results): the next turn's history."""
     duration: float = 0.0
     error: str | None = None
+    stopped_at: int | None = None
+    """The step an error or a limit stopped the run at (its call not counted in ``steps``)."""
 
     @property
     def ok(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def steps_said(self) -> str:
+        """How far the run got, as its summary says it: a failure at step 1 read "0 steps"."""
+        done = f"{self.steps} step{'' if self.steps == 1 else 's'}"
+        if self.stopped_at is None:
+            return done
+        why = "the limit above" if self.status == "budget" else "the error above"
+        stopped = f"stopped at step {self.stopped_at} by {why}"
+        return stopped if self.steps == 0 else f"{done}, {stopped}"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -231,6 +243,9 @@ class ModelSwitched(Event):
 @dataclass(slots=True, kw_only=True)
 class ErrorEvent(Event):
     message: str
+    quoted: tuple[str, ...] = ()
+    """The parts of ``message`` that are a server's own words (a provider's error text), which a
+    renderer shows as written (``ModelError.quoted``)."""
 
 
 @dataclass(slots=True, kw_only=True)

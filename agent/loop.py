@@ -51,6 +51,7 @@ from agent.models.base import (
     SwitchNotice,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, bounded
 from agent.models.prices import PriceTable, default_prices
 from agent.models.tokens import tool_chars
 from agent.reader import Reader
@@ -225,8 +226,8 @@ class Agent:
         or the error that stopped the call."""
         st = run.state
         if reply.error is not None:
-            yield ErrorEvent(step=step, message=reply.error)
-            run.end = st.partial(reply.status, reply.error)
+            yield ErrorEvent(step=step, message=reply.error, quoted=reply.quoted)
+            run.end = st.partial(reply.status, reply.error, at=step)
             return
         assistant = reply.message
         empty = not assistant.content.strip()
@@ -250,7 +251,7 @@ class Agent:
         if switch is None and finish in EMPTY_BECAUSE:  # asking again would pay for the same nothing
             msg = f"{reply.served_by} wrote no answer: {EMPTY_BECAUSE[finish]}"
             yield ErrorEvent(step=step, message=msg)
-            run.end = st.partial("error", msg)
+            run.end = st.partial("error", msg, at=step)
             return
         if switch is not None:
             yield self._switched(step, switch)
@@ -260,7 +261,7 @@ class Agent:
             return
         msg = f"{reply.served_by} returned an empty answer twice"
         yield ErrorEvent(step=step, message=msg)
-        run.end = st.partial("error", msg)
+        run.end = st.partial("error", msg, at=step)
 
     async def _call_model(self, run: _Run, step: int, reply: _Reply) -> AsyncIterator[AgentEvent]:
         """Stream one model call into events and ``reply``; the budget holds and settles it in one place."""
@@ -273,7 +274,9 @@ class Agent:
                 try:
                     async for chunk in chunks:
                         if isinstance(chunk, ModelResponse):
-                            reply.response = chunk
+                            reply.response = chunk = bounded(
+                                chunk, answer_chars(model.name, self.settings.max_tokens)
+                            )
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             yield self._chunk_event(run, step, chunk)
@@ -285,7 +288,7 @@ class Agent:
             return
         except ModelError as e:
             run.log.error("model_error", step=step, model=model.name, status=e.status, error=e.message)
-            reply.error = e.message
+            reply.error, reply.quoted = e.message, e.quoted
             return
         if reply.response is None:
             reply.error = f"{model.name} ended its answer without a response"
@@ -340,6 +343,7 @@ class _Reply:
     response: ModelResponse | None = None
     served_by: str = ""
     error: str | None = None
+    quoted: tuple[str, ...] = ()
     status: RunStatus = "error"
 
     @property

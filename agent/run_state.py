@@ -74,12 +74,15 @@ class RunState:
             error=error,
         )
 
-    def partial(self, status: RunStatus, note: str) -> RunResult:
-        """A stopped run's answer: the note, then the best partial answer (last text the model wrote)."""
+    def partial(self, status: RunStatus, note: str, at: int | None = None) -> RunResult:
+        """A stopped run's answer: the note, then the best partial answer (last text the model wrote).
+        ``at``: the step an error or a limit stopped it at."""
         text = note
         if self.last_text.strip():
             text = f"{note}\n\nBest partial answer so far:\n\n{self.last_text}"
-        return self.result(status, text, error=None if status == "max_iterations" else note)
+        result = self.result(status, text, error=None if status == "max_iterations" else note)
+        result.stopped_at = at
+        return result
 
 
 def retry_event(

@@ -193,7 +193,7 @@ class TerminalRenderer:
         # The server reported no usage for some call: its counts (and so the cost) were made locally.
         est = "estimated: " if u.estimated else ""
         self.console.print(
-            f"[dim]{result.steps} step{'' if result.steps == 1 else 's'} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
+            f"[dim]{result.steps_said} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
             f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
             f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
             f"cost {escape(result.cost.format(estimated=u.estimated))} · "

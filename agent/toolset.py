@@ -41,7 +41,11 @@ async def operator_mcp(path: str | None) -> McpTools | None:
     except McpConfigError as e:
         raise ConfigError(str(e)) from None
     mcp = McpTools(servers)
-    await mcp.connect()
+    try:
+        await mcp.connect()
+    except BaseException:  # cancelled (Ctrl-C, SIGTERM): the servers started so far are stopped
+        await mcp.aclose()
+        raise
     return mcp
 
 

@@ -193,6 +193,11 @@ def _bot_settings() -> tuple[AgentSettings, object, str]:
         # Combinations (SEARCH_BACKEND=searxng without SEARXNG_URL) are named before Discord is contacted.
         ResearchToolSettings.from_settings(agent_settings, agent_settings.data_dir)
     if bot_settings.discord_token is None or not bot_settings.discord_token.get_secret_value().strip():
+        import agent.config
+        from agent.env_file import hidden_by_environment
+
+        if (why := hidden_by_environment("DISCORD_TOKEN", agent.config.ENV_FILE)) is not None:
+            fail(why)
         fail(
             "DISCORD_TOKEN is not set: create an application and bot at "
             "https://discord.com/developers/applications, copy the bot token into .env (see .env.example)"

@@ -8,7 +8,9 @@ filled from the note (``{s.field}``), or its own property where the wording depe
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,6 +26,15 @@ def untrusted(text: str) -> str:
     """Text someone outside the bot chose (an uploader's file name, an MCP server's error), shown as
     written: ``**``, ``[link](url)`` or ``<@&id>`` in it would render as formatting, a link or a role."""
     return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def with_quoted(text: str, quoted: Iterable[str]) -> str:
+    """``text`` (the bot's words) with each of ``quoted`` (a provider's error text in it) shown as written:
+    escaping the whole note would turn its own backticked setting names into stray backticks."""
+    parts = sorted({q for q in quoted if q}, key=len, reverse=True)
+    if not parts:
+        return text
+    return re.sub("|".join(map(re.escape, parts)), lambda m: untrusted(m.group()), text)
 
 
 @dataclass(frozen=True)

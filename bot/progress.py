@@ -27,7 +27,7 @@ from agent.events import (
     ToolResultEvent,
 )
 from agent.tools.web_search import shown_url
-from bot.notes import FilesWritten, Note, untrusted
+from bot.notes import FilesWritten, Note, untrusted, with_quoted
 from bot.splitting import split_message
 from bot.streamer import Block, ThreadStreamer
 
@@ -143,12 +143,17 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
         status = f" · ⏹️ stopped by {stopped_by}"
     est = "estimated: " if u.estimated else ""  # the server reported no usage: counted locally
     usage = (
-        f"-# {result.steps} step{'s' if result.steps != 1 else ''} · {est}{u.total_tokens:,} tokens "
+        f"-# {result.steps_said} · {est}{u.total_tokens:,} tokens "
         f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · "
         f"{result.cost.format(estimated=u.estimated)} · "
-        f"{', '.join(result.models) or 'no model call'} · {result.duration:.1f}s{status}"
+        f"{', '.join(result.models) or _no_model(result)} · {result.duration:.1f}s{status}"
     )
     return "\n".join([*_sources(result.sources, FOOTER_ROOM - len(usage)), usage])
+
+
+def _no_model(result: RunResult) -> str:
+    """A call that failed at step 1 was made (and maybe waited for, retried): "no model call" was false."""
+    return "no model answered" if result.status == "error" and result.stopped_at else "no model call"
 
 
 def _sources(urls: list[str], room: int) -> list[str]:
@@ -271,7 +276,7 @@ class ProgressRenderer:
         elif isinstance(ev, ErrorEvent):
             self.s.end_live()
             self._error = ev.message.strip()
-            self.s.add("note", f"⚠️ {_clip(ev.message, 500)}")
+            self.s.add("note", f"⚠️ {_clip(with_quoted(ev.message, ev.quoted), 500)}")
         elif isinstance(ev, FinalEvent):
             self.s.end_live()
             self.final = ev.result
@@ -294,8 +299,12 @@ class ProgressRenderer:
         """
         self.s.end_live()
         text = result.text.strip()
-        if self._error and text.startswith(self._error):  # the error is shown already: say it once
-            text = text[len(self._error) :].strip()
+        error = self._error or (result.error or "").strip()  # the latter: a saved answer after a restart
+        if error and text.startswith(error):  # said once, as a note: a provider's words never as the answer
+            text = text[len(error) :].strip()
+            note = f"⚠️ {untrusted(_clip(error, 500))}"
+            if not self._error and not shown(note):
+                self.s.add("note", note)
         elif not text:
             text = "(no answer)"
         if len(text) > ATTACH_OVER and self.attach:

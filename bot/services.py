@@ -103,7 +103,7 @@ async def build_services(
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     url = bot_settings.database_url
     db = await open_database(url.get_secret_value() if url else data_dir / "agentbot.sqlite3")
-    claim = None
+    claim = mcp = http = None
     try:
         if url is not None and serving:  # before anything takes over the shards' runs (bot.resume)
             from bot.store.shard_claim import ShardClaim
@@ -175,7 +175,11 @@ async def build_services(
         warm = getattr(sv.router.classifier, "load", None)
         if callable(warm):  # the embedding router: loaded now, not on the first /research
             await asyncio.to_thread(warm)
-    except BaseException:
+    except BaseException:  # SIGTERM mid-start-up included: nothing built is left open
+        if mcp is not None:
+            await mcp.aclose()
+        if http is not None:
+            await http.aclose()
         await db.close()
         if claim is not None:
             await claim.close()

@@ -36,7 +36,13 @@ def ended(cp: dict[str, Any] | None) -> bool:
 def final_of(result: RunResult) -> dict[str, Any]:
     """What a checkpoint adds to its state to rebuild ``result`` as it was shown (its footer's duration
     too, so a footer posted before the kill is recognised)."""
-    return {"text": result.text, "status": result.status, "duration": result.duration, "error": result.error}
+    return {
+        "text": result.text,
+        "status": result.status,
+        "duration": result.duration,
+        "error": result.error,
+        "stopped_at": result.stopped_at,
+    }
 
 
 def result_of(state: RunState, final: dict[str, Any]) -> RunResult:
@@ -52,6 +58,7 @@ def result_of(state: RunState, final: dict[str, Any]) -> RunResult:
         messages=list(state.messages),
         duration=float(final.get("duration", 0.0)),
         error=final.get("error"),
+        stopped_at=final.get("stopped_at"),
     )
 
 

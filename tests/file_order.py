@@ -48,6 +48,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_bot_qa4.py": 69,
     "test_backup.py": 67,
     "test_blackbox_bot_qa2.py": 63,
+    "test_blackbox_gaps7.py": 60,
     "test_blackbox_gaps5.py": 59,
     "test_blackbox_ask_input.py": 59,
     "test_blackbox_operator.py": 58,

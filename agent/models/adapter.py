@@ -27,6 +27,7 @@ from agent.models.base import (
     RetryNotice,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, answer_cut
 from agent.models.http import transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
 
@@ -174,6 +175,7 @@ class HTTPModel:
         body = error_body(text)
         detail = self._mask(body.message)
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
+        common["quoted"] = (detail, body.kind)
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
         if status in (401, 403) or body.bad_key:
             return ModelAuthError(
@@ -248,7 +250,7 @@ class HTTPModel:
     def _reply(self, **extra: Any) -> Any:
         """A new reply of this wire: ``add(event, data)`` folds in one response object or stream event
         and returns its new visible text, ``finished`` says whether its stop reason came, ``response(body)``
-        makes the :class:`ModelResponse`."""
+        makes the :class:`ModelResponse`; ``size`` and ``cut()`` bound it (:mod:`agent.models.bounds`)."""
         raise NotImplementedError
 
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
@@ -277,6 +279,7 @@ class HTTPModel:
         """The response object, or each server-sent event as it comes, folded into the reply; a malformed
         one is retryable."""
         reply = self._reply(**extra)
+        most = answer_chars(self.name, s.max_tokens)
         timeout = s.timeout or httpx.USE_CLIENT_DEFAULT
         try:
             async with self._client.stream(
@@ -300,6 +303,10 @@ class HTTPModel:
                             raise self._bad_payload() from e
                         if piece:
                             yield TextChunk(piece)
+                        if s.stream and reply.size > most:  # the server ignores max_tokens: cut here
+                            reply.cut()
+                            answer_cut(self.name, most)
+                            break
         except httpx.HTTPError as e:
             raise self._transport_error(e) from e
         if s.stream and not reply.finished:
@@ -317,6 +324,7 @@ class HTTPModel:
         """An error the server reported inside a successful response (an SSE ``error`` event)."""
         return ModelError(
             f"{self.name}: the server reported {what} mid-stream: {self._mask(str(message or ''))}",
+            quoted=(self._mask(str(message or "")), what),
             provider=self.provider,
             model=self.name,
             status=status,
@@ -330,6 +338,7 @@ class HTTPModel:
         return ModelUnavailableError(
             f"{self.name}: still failing after {self.max_attempts} attempt{'s' if self.max_attempts > 1 else ''}: "
             f"{e.message}",
+            quoted=e.quoted,
             provider=self.provider,
             model=self.name,
             status=e.status,

@@ -130,6 +130,12 @@ class _Reply:
         self.model = owner.name
         self.stop: str | None = None
         self.stopped = False  # message_stop came: the end, even from a gateway that sends no stop_reason
+        self.size = 0
+        """Characters of text and tool input streamed so far (agent.models.bounds)."""
+
+    def cut(self) -> None:
+        self.stop = "max_tokens"
+        self.usage = {}  # its counts so far (output: 1) would bill what was read as free: estimated instead
 
     def add(self, event: str, data: dict[str, Any]) -> str:
         whole = not event  # not streamed: the message object itself
@@ -173,9 +179,11 @@ class _Reply:
         if kind == "text_delta":
             piece = delta.get("text") or ""
             slot["text"] = (slot.get("text") or "") + piece
+            self.size += len(piece)
             return piece
         if kind == "input_json_delta":
             slot["_json"].append(delta.get("partial_json") or "")
+            self.size += len(slot["_json"][-1])
         return ""
 
     def response(self, body: dict[str, Any]) -> ModelResponse:

@@ -7,7 +7,7 @@ Model protocol is the example: test doubles implement the same Protocol.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -143,10 +143,14 @@ class ModelError(Exception):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        quoted: Iterable[str] = (),
     ) -> None:
         message = redact(message)  # shown in threads and retry notes: no keys, no URL userinfo (14.10)
         super().__init__(message)
         self.message = message
+        self.quoted = tuple(q for q in map(redact, quoted) if q.strip() and q in message)
+        """The parts of ``message`` that are the server's own words (its error text and type): a thread
+        shows them as written, never as Markdown, links or mentions in the bot's voice."""
         self.provider = provider
         self.model = model
         self.status = status

@@ -365,4 +365,6 @@ class JudgeClassifier:
             and signals(task).complex_score >= self.keep_complex_score
         ):
             return replace(judged, tier="complex", reasons=(*heuristic.reasons, f"judge said {tier}"))
-        return replace(judged, tier=tier, source="judge", reasons=(f"{response.model} said {tier}",))
+        # The name called, not the one the server reported (any proxy sets that; a masked link in it
+        # showed in the thread's routing note, in the bot's words).
+        return replace(judged, tier=tier, source="judge", reasons=(f"{self.model.name} said {tier}",))

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 import httpx
 
+import agent.config
 from agent.config import AgentSettings, ConfigError
+from agent.env_file import hidden_by_environment
 from agent.logs import register_secret
 from agent.models.adapter import HTTPModel
 from agent.models.anthropic import AnthropicModel
@@ -72,8 +74,12 @@ def missing_key(settings: AgentSettings, spec: str) -> str | None:
     secret = getattr(settings, f"{provider}_api_key")
     if secret is not None and secret.get_secret_value().strip():
         return None
+    env = f"{provider.upper()}_API_KEY"
+    if (why := hidden_by_environment(env, agent.config.ENV_FILE)) is not None and (
+        provider != "openai" or "api.openai.com" in settings.openai_base_url
+    ):
+        return f"model '{spec}' cannot be used: {why}"
     if provider != "openai":
-        env = f"{provider.upper()}_API_KEY"
         return f"{env} is not set, so model '{spec}' cannot be used: set {env} in .env"
     if "api.openai.com" not in settings.openai_base_url:
         return None  # a local server may take no key

@@ -147,6 +147,12 @@ class _Turn:
     finish: str | None = None
     model: str | None = None
     blocked: str | None = None
+    size: int = 0
+    """Characters of text and call arguments so far (agent.models.bounds)."""
+
+    def cut(self) -> None:
+        self.finish = "MAX_TOKENS"
+        self.usage = None  # the counts so far are not the answer's: estimated from what was read instead
 
     def add(self, _event: str, data: dict[str, Any]) -> str:
         if "error" in data and not data.get("candidates"):
@@ -174,6 +180,7 @@ class _Turn:
                     if not isinstance(name, str) or not isinstance(cid, str):
                         raise TypeError("a functionCall whose name or id is not text")
                     self.calls.append(ToolCall(id=cid, name=name, arguments=args))
+                    self.size += len(args)
                     if part.get("thoughtSignature"):
                         self.signatures[cid] = part["thoughtSignature"]
                 elif part.get("text") and not part.get("thought"):
@@ -181,6 +188,7 @@ class _Turn:
         piece = "".join(new)
         if piece:
             self.text.append(piece)
+            self.size += len(piece)
         return piece
 
     @property

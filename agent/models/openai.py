@@ -31,6 +31,7 @@ from agent.models.base import (
     ModelSettings,
     TextChunk,
 )
+from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -174,8 +175,10 @@ class OpenAIChatModel(HTTPModel):
         code = err.get("code") if isinstance(err, dict) else None
         if isinstance(code, int) and 400 <= code < 600:
             return self._status_error(code, resp.headers, resp.text)
+        said = self._mask(error_body(resp.text).message)
         return ModelError(
-            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {self._mask(error_body(resp.text).message)}",
+            f"{self.name}: {self.base_url} answered HTTP 200 with an error: {said}",
+            quoted=(said,),
             provider=self.provider,
             model=self.name,
             retryable=True,
@@ -228,6 +231,7 @@ class OpenAIChatModel(HTTPModel):
         finish: str | None = None
         done = False  # a stream that ends with neither [DONE] nor a finish_reason was cut off
         model_name = self.name
+        kept, most = 0, answer_chars(self.name, s.max_tokens)  # text and arguments read, and the bound
         try:
             async with self._client.stream(
                 "POST",
@@ -311,12 +315,18 @@ class OpenAIChatModel(HTTPModel):
                                         piece = content_text(piece)
                                     if piece and (shown := think.feed(piece)):
                                         yield TextChunk(shown)
+                                    kept += len(piece or "")
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
+                                        kept += sum(map(fragment_chars, delta["tool_calls"]))
                                     if choice.get("finish_reason"):
                                         finish = choice["finish_reason"]
                             except (AttributeError, TypeError, KeyError, IndexError) as e:  # was a traceback
                                 raise self._bad_payload() from e
+                            if kept > most:  # the server ignores max_tokens: the answer ends here, cut
+                                finish, done = "length", True
+                                answer_cut(self.name, most)
+                                break
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         if not done and finish is None:  # a proxy's read timeout ends the body cleanly mid-answer

@@ -333,6 +333,7 @@ class RoutedModel:
                         raise
                     raise ModelUnavailableError(
                         f"{why}, and no other model is available: {e.message}",
+                        quoted=e.quoted,
                         provider=model.provider,
                         model=model.name,
                         status=e.status,

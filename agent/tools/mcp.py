@@ -33,6 +33,7 @@ from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
 from agent.tools.mcp_stderr import StderrTail
+from agent.tools.mcp_stdio import stdio_transport
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
@@ -49,7 +50,7 @@ MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
 """``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
 tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
 MAX_RESPONSE_BYTES = 2 * 2**20
-"""Most bytes of one HTTP answer from a server: 64 tools with 16 KB schemas (1 MiB) fit, and a call's
+"""Most bytes of one HTTP answer (or stdio message line) from a server: 64 tools with 16 KB schemas (1 MiB) fit, and a call's
 text is cut to its ``max_output`` anyway. The SDK parses an answer on the event loop: 8 MiB of resource
 links held it 1.6 s per call (load 10), 2 MiB 0.13 s."""
 
@@ -109,10 +110,13 @@ class _Connection:
         except TimeoutError:
             self.error = f"no answer within {self.server.connect_timeout:g} s"
             await self.close(wait=0)
+        except asyncio.CancelledError:  # Ctrl-C or SIGTERM mid-handshake: the owner task was left running
+            await self.close(wait=0)
+            raise
 
     async def _own(self) -> None:
         from mcp import ClientSession
-        from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
+        from mcp.client.stdio import StdioServerParameters, get_default_environment
         from mcp.client.streamable_http import streamable_http_client
 
         s = self.server
@@ -131,7 +135,9 @@ class _Connection:
                     )
                     stderr = StderrTail()
                     stack.callback(stderr.close)
-                    read, write = await stack.enter_async_context(stdio_client(params, errlog=stderr.file))
+                    read, write = await stack.enter_async_context(
+                        stdio_transport(params, stderr.file, max_line=MAX_RESPONSE_BYTES)
+                    )
                 session = await stack.enter_async_context(
                     ClientSession(
                         read,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agent.tools import sandbox_cgroup
 from agent.tools.files import human_size, workspace_root
-from agent.tools.registry import Tool, ToolContext, ToolRefused, tool
+from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, tool
 from agent.tools.safe_names import shown_name
 from agent.tools.sandbox_run import (
     PythonSettings,
@@ -243,7 +243,7 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         max_attempts=1,
         max_output=settings.max_output_chars * 2 + 2000,
     )
-    async def run_python(code: str, ctx: ToolContext) -> str:
+    async def run_python(code: str, ctx: ToolContext) -> ToolOutput:
         """Run Python code.
 
         Args:
@@ -279,7 +279,8 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         changed = [
             f"{shown_name(p)} ({human_size(v[0])})" for p, v in sorted(after.items()) if before.get(p) != v
         ]
-        return render_run(run, settings, changed, usage.over(settings.quota_bytes, settings.quota_files))
+        text = render_run(run, settings, changed, usage.over(settings.quota_bytes, settings.quota_files))
+        return ToolOutput(text, failed=run.timed_out or bool(run.signal) or bool(run.over_quota))
 
     return [run_python]
 

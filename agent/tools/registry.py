@@ -64,6 +64,9 @@ class ToolOutput:
     full_text: str | None = None
     """More of the result than ``text`` (one window of it) holds: what a reader model reads, when the
     run has one (:mod:`agent.reader`). The agent model itself only ever gets ``text``."""
+    failed: bool = False
+    """The tool ran but what it ran did not (code that did not finish, or was killed): shown as a failed
+    call (``ask``'s ✗, the thread's ⚠️), not a ✓ beside "did not finish". ``text`` still says why."""
 
 
 @dataclass(slots=True)
@@ -336,7 +339,8 @@ class ToolRegistry:
             if full is None and len(text) > t.max_output:
                 full = text  # a reader may read what the cap cuts off for the agent model
             text, truncated = cap_output(text, t.max_output)
-            return ToolOutcome(text, False, truncated, sources, kwargs, time.monotonic() - started, full)
+            failed = isinstance(value, ToolOutput) and value.failed
+            return ToolOutcome(text, failed, truncated, sources, kwargs, time.monotonic() - started, full)
         return ToolOutcome(_error_json(problem), True, arguments=kwargs, duration=time.monotonic() - started)
 
     @staticmethod

@@ -1,0 +1,121 @@
+"""A stdio MCP server's process and its message streams, ended with its whole process group.
+
+Why not the SDK's ``stdio_client``: it starts the server in a process group of its own (so a Ctrl-C in
+the terminal does not reach it) and kills that group only when it is left normally. Left by a
+cancellation (Ctrl-C or SIGTERM while a server was slow to answer its handshake, a server that ran out
+its ``connect_timeout``), it killed the process it started and nothing else: a server started through a
+wrapper (``sh -c``, ``npx``, ``uvx``) kept running after ``agentbot`` had exited, once per start-up.
+Here the group is killed on every way out, and a message line is bounded (the SDK's grew without end
+while a server wrote no newline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+import anyio
+import anyio.abc
+import mcp.types as types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.client.stdio import StdioServerParameters
+from mcp.shared.message import SessionMessage
+
+STOP_WAIT = 2.0
+"""Seconds a server gets to exit once its stdin is closed, then again once its group is sent SIGTERM
+(the MCP specification's shutdown, as the SDK does it)."""
+
+
+class MessageTooLong(Exception):
+    """The server wrote a line longer than the bound without ending it."""
+
+
+@contextlib.asynccontextmanager
+async def stdio_transport(
+    params: StdioServerParameters, errlog: TextIO, *, max_line: int
+) -> AsyncIterator[
+    tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+]:
+    """The server started in a new session (its own process group), with read and write streams for
+    ``ClientSession``. Left normally it is stopped as the specification says; left any other way
+    (cancelled, an error) its group is killed at once. Either way no process of its group is left."""
+    process = await anyio.open_process(
+        [params.command, *params.args],
+        env=params.env,
+        cwd=params.cwd,
+        stderr=errlog,
+        start_new_session=True,
+    )
+    incoming, read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
+    write, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_from_server, process, incoming, max_line)
+            tg.start_soon(_to_server, process, outgoing)
+            yield read, write
+            await _stop(process)
+            tg.cancel_scope.cancel()
+    finally:
+        _signal_group(process.pid, signal.SIGKILL)  # at once, before any await a cancellation could cut
+        for stream in (incoming, read, write, outgoing):
+            stream.close()
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """Close the server's stdin and let it exit; then SIGTERM to its group; the caller kills what is left."""
+    if process.stdin is not None:
+        with contextlib.suppress(Exception):  # already closed, or the server is gone
+            await process.stdin.aclose()
+    with anyio.move_on_after(STOP_WAIT):
+        await process.wait()
+    if _signal_group(process.pid, signal.SIGTERM):  # what it started (``npx``'s node) goes with it
+        with anyio.move_on_after(STOP_WAIT):
+            await process.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group; False when no process of it is left. The group's id stays
+    taken while any member lives, so it cannot name another program's processes."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def _from_server(
+    process: anyio.abc.Process, incoming: MemoryObjectSendStream[SessionMessage | Exception], max_line: int
+) -> None:
+    assert process.stdout is not None
+    buffer = b""
+    async with incoming:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            async for chunk in process.stdout:
+                *lines, buffer = (buffer + chunk).split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    if len(line) > max_line:
+                        raise MessageTooLong(f"the server sent a message of {len(line):,} bytes")
+                    try:
+                        message = types.JSONRPCMessage.model_validate_json(line)
+                    except Exception as e:  # the session says what it could not read, and goes on
+                        await incoming.send(e)
+                        continue
+                    await incoming.send(SessionMessage(message))
+                if len(buffer) > max_line:  # a line without an end: the connection ends, saying why
+                    raise MessageTooLong(f"the server sent a message of more than {max_line:,} bytes")
+
+
+async def _to_server(process: anyio.abc.Process, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:
+    assert process.stdin is not None
+    async with outgoing:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            async for message in outgoing:
+                line = message.message.model_dump_json(by_alias=True, exclude_none=True) + "\n"
+                await process.stdin.send(line.encode())
