@@ -79,10 +79,10 @@ async def test_a_saved_answer_delivered_after_a_kill_brings_its_files_and_enters
     contents = [m.content for m in messages]
     assert len(llm.requests) == 2 and len(shown("Tides follow the moon.")) == 1, contents
     (footer,) = [c for c in contents if "tokens" in c]
-    (files,) = [m for m in messages if m.content.startswith("📎 Files written in this turn:")]
-    assert [a.filename for a in files.attachments] == ["notes.md"], files
-    assert contents.index(files.content) > contents.index(footer), contents
     assert "Tides follow the moon." in listed and "Why do tides turn?" in listed, listed
+    files = [m for m in messages if m.content.startswith("📎 Files written in this turn:")]
+    assert [a.filename for f in files for a in f.attachments] == ["notes.md"], contents
+    assert contents.index(files[0].content) > contents.index(footer), contents
 
 
 async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_restart(
