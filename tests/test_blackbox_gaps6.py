@@ -129,6 +129,44 @@ async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_
     assert "1 step · 300 tokens" in footer and "stopped by alice" in footer, footer
 
 
+async def test_a_run_stopped_by_the_time_limit_and_killed_before_it_closed_is_not_run_again(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """BOT_TURN_TIMEOUT_SECONDS ends a run whose model never answers; the bot is killed as its footer
+    lands. Nothing marked the turn ended, so the restart ran it again ("♻️ … starting again"), paid a
+    second model call and posted a second footer."""
+    llm.script(Reply(hang=True), text("Run again after its time limit."))
+    log, data = tmp_path / "bot.log", tmp_path / "data"
+    proc = await start_bot_process(fake, llm, data, guild, log, BOT_TURN_TIMEOUT_SECONDS="2")
+    general = guild.channel("general")
+    fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+    thread = await fake.wait_for_thread(parent=general, within=20)
+
+    def footers() -> list[str]:
+        return [m.content for m in fake.messages(thread) if "tokens" in m.content]
+
+    def kill_as_the_footer_lands() -> None:
+        if proc.returncode is None and footers():
+            proc.kill()
+
+    fake.state.on_change.append(kill_as_the_footer_lands)
+    await fake.wait_for(footers, within=30, what="the timed-out run's footer")
+    await proc.wait()
+    fake.state.on_change.clear()
+
+    def ended() -> bool:
+        return any(s in fake.messages(thread)[0].content for s in ("⏹️ stopped", "✅ done"))
+
+    async with running_bot(fake, llm, data, guild) as bot:
+        await fake.wait_for(ended, within=30, what="the turn's end")
+        await wait_idle(fake, bot)
+    contents = [m.content for m in fake.messages(thread)]
+    assert len(llm.requests) == 1 and not any(c.startswith("♻️") for c in contents), contents
+    assert "⏹️ stopped" in contents[0], contents[0]
+    (footer,) = footers()
+    assert "stopped by a time limit" in footer, footer
+
+
 async def test_a_stop_of_a_run_waiting_for_a_slot_holds_across_a_kill_just_after_stopping_is_said(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
