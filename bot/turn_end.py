@@ -124,9 +124,9 @@ async def close_ended(turn: Turn) -> RunResult:
     turn.renderer.finish(result, stopped_by=by, shown=lambda text: is_shown(text, contents))
     workspace = workspace_of(turn.sv, req.session.id)
     files = await asyncio.to_thread(file_contents, workspace, list(final.get("files") or ()))
-    if files and not is_shown(FilesWritten.template, contents):
+    if files and not any(FilesWritten.template in c for c in contents):  # named only, if not attached
         turn.renderer.feed(FilesWritten(tuple(files)))
     await turn._settle(result, turn.status)
     if result.status == "completed":
-        await remember_answer(turn.sv, req, result, from_web=bool(final.get("from_web")))
+        await remember_answer(turn.sv, req, result, from_web=final.get("from_web"))  # None: from its messages
     return result
