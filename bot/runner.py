@@ -176,6 +176,7 @@ class SessionRunner:
                 with contextlib.suppress(Exception):  # kept until it settled, a kill -9 right after the
                     async with asyncio.timeout(2):  # reply had the restart answer it
                         await self.sv.sessions.drop_queued(w.pending.queued_id)
+                        await self.sv.sessions.set_status(session_id, "stopped")  # bot.resume: its header
             w.waiting.set()
             if said is not None:
                 await said()
@@ -354,6 +355,8 @@ class SessionRunner:
                 await turn.streamer.close(within=60)
                 if not w.queue:
                     await self._hook("ended", req, "stopped")
+                with contextlib.suppress(Exception):  # the header says it now (see stop)
+                    await self.sv.sessions.set_status(w.session_id, "idle")
                 return
             await self._hook("started", req)
             turn = w.turn = Turn(

@@ -172,7 +172,9 @@ async def test_a_stop_of_a_run_waiting_for_a_slot_holds_across_a_kill_just_after
 ) -> None:
     """One run slot: Alice's run holds it, Bob's research waits. Bob presses Stop and the bot is
     killed the instant it answers "Stopping…". His stored request was dropped only later, as the
-    waiting run settled: the restart answered it ("Starting this research…") and charged him."""
+    waiting run settled: the restart answered it ("Starting this research…") and charged him. Dropped
+    first, the header then kept "🕒 waiting for a free slot" (with Stop) for good: the restart now
+    shows it stopped."""
 
     def respond(body: dict[str, Any]) -> Reply:
         asked = " ".join(str(m.get("content")) for m in body["messages"] if m["role"] == "user")
@@ -216,6 +218,9 @@ async def test_a_stop_of_a_run_waiting_for_a_slot_holds_across_a_kill_just_after
     llm.responder = respond
     async with running_bot(fake, llm, data, guild, BOT_MAX_CONCURRENT_RUNS=1) as bot:
         await fake.wait_for(lambda: len(llm.requests) >= 2, within=30, what="alice's resumed run")
+        await fake.wait_for(
+            lambda: "⏹️ stopped" in fake.messages(salt)[0].content, within=20, what="salt's header"
+        )
         await wait_idle(fake, bot)
         usage = flat(await run(fake, guild, "usage me", user="bob"))
     said = [m.content for m in fake.messages(salt)]
