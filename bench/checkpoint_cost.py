@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from agent.loop import RunState  # noqa: E402
 from agent.messages import Message, ToolCall  # noqa: E402
-from bot.checkpoint import checkpoint_meta, checkpoint_of, convert  # noqa: E402
+from bot.checkpoint import checkpoint_meta, convert  # noqa: E402
 from bot.store import SessionRecord, SessionStore, open_database  # noqa: E402
+from tests.checkpoints import checkpoint_of  # noqa: E402
 
 
 async def one_run(path: Path, steps: int, result_kb: int, whole: bool) -> list[float]:

@@ -124,6 +124,11 @@ class Assembly:
     """What assembling found worth showing (recalled memories), rendered before the first step."""
 
 
+def workspace_of(sv: Services, session_id: str) -> Path:
+    """A session's workspace: its turns' files, kept between them."""
+    return Path(sv.data_dir) / "workspaces" / session_id
+
+
 async def assemble(
     sv: Services,
     session: SessionRecord,
@@ -138,7 +143,7 @@ async def assemble(
         enabled = [n for n in enabled if n not in ("recall", "remember")]
     if sv.bot_settings.memory_remember_per_run == 0:  # it could only refuse, at the cost of a step
         enabled = [n for n in enabled if n != "remember"]
-    workspace = Path(sv.data_dir) / "workspaces" / session.id
+    workspace = workspace_of(sv, session.id)
     try:
         await asyncio.to_thread(workspace.mkdir, parents=True, exist_ok=True)
     except OSError as e:  # a full disk, a read-only or foreign-owned DATA_DIR: "something went wrong"

@@ -146,26 +146,51 @@ MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
 """Files a turn wrote that are sent back to the thread: at most this many, each at most this big."""
 
 
-def new_files(
+def new_paths(
     workspace: Path | None, since: float, before: dict[Path, tuple[int, int]] | None = None
-) -> list[tuple[str, bytes]]:
-    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each).
+) -> list[str]:
+    """Files the agent wrote in its workspace during this turn, to attach (at most 10, 8 MB each), as
+    paths within it (kept with a saved answer: a restart that delivers it attaches them too).
 
     ``before``: the workspace's files as the run found them (mtime, size), unchanged ones are not the
     agent's work (the user's own attachments, or an earlier turn's files within ``since``'s second)."""
     if workspace is None:
         return []
-    out: list[tuple[str, bytes]] = []
+    out: list[str] = []
     for path in workspace_files(workspace):
         try:
             st = path.stat()
             if before and before.get(path) == (st.st_mtime_ns, st.st_size):
                 continue
             if st.st_mtime >= since - 1 and st.st_size <= MAX_ATTACHMENT_BYTES:
-                name = safe_name(str(path.relative_to(workspace)).replace("/", "_"))  # no bidi/newlines
-                out.append((name, path.read_bytes()))
+                out.append(str(path.relative_to(workspace)))
         except OSError:
             continue
         if len(out) >= MAX_ATTACHMENTS:
             break
     return out
+
+
+def file_contents(workspace: Path | None, files: list[str]) -> list[tuple[str, bytes]]:
+    """:func:`new_paths`' files as attachments (name, bytes); one gone or grown past 8 MB is left out."""
+    out: list[tuple[str, bytes]] = []
+    if workspace is None:
+        return out
+    for rel in files:
+        path = workspace / rel
+        try:
+            if path.stat().st_size <= MAX_ATTACHMENT_BYTES and path.resolve().is_relative_to(
+                workspace.resolve()
+            ):
+                name = safe_name(rel.replace("/", "_"))  # no bidi/newlines
+                out.append((name, path.read_bytes()))
+        except OSError:
+            continue
+    return out
+
+
+def new_files(
+    workspace: Path | None, since: float, before: dict[Path, tuple[int, int]] | None = None
+) -> list[tuple[str, bytes]]:
+    """:func:`new_paths` read as attachments."""
+    return file_contents(workspace, new_paths(workspace, since, before))

@@ -14,15 +14,6 @@ from bot.attach import without_images
 from bot.store import SessionStore
 
 
-def checkpoint_of(
-    state: RunState, seen: list[tuple[Message, dict[str, Any]]] | None = None
-) -> dict[str, Any]:
-    """The whole checkpoint, messages included (what a stored one reads back as)."""
-    seen = [] if seen is None else seen
-    convert(state.messages, seen)
-    return checkpoint_meta(state) | {"messages": [d for _, d in seen]}
-
-
 def convert(msgs: list[Message], seen: list[tuple[Message, dict[str, Any]]]) -> int:
     """Bring ``seen`` (the messages already converted, kept by the caller between checkpoints) up to
     ``msgs``; returns how many of them it already held. Messages are only appended, never changed, and

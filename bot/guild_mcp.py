@@ -62,6 +62,8 @@ class GuildMcp:
         self.max_guilds = max_guilds
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._connecting: set[asyncio.Task[tuple[list[Tool], dict[str, str]]]] = set()
+        """Connections :meth:`tool_names` stopped waiting for: each ends within its connect timeout."""
 
     def _client(self, server: McpServer) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -89,6 +91,20 @@ class GuildMcp:
                 await old.aclose()
             return entry.tools, dict(mcp.problems)
 
+    async def tool_names(self, guild_id: int, servers: Mapping[str, str], within: float) -> list[str]:
+        """The names of this server's MCP tools, sorted, if known within ``within`` seconds (``/config
+        tools`` autocomplete, which Discord waits 3 s for): a connection not made by then goes on, and a
+        later keystroke finds it made."""
+        if not servers:
+            return []
+        task = asyncio.ensure_future(self.tools_for(guild_id, servers))
+        self._connecting.add(task)
+        task.add_done_callback(lambda t: self._connecting.discard(t) or t.cancelled() or t.exception())
+        done, _ = await asyncio.wait({task}, timeout=within)
+        if not done or task.exception() is not None:
+            return []
+        return sorted(t.name for t in task.result()[0])
+
     async def _connect(self, servers: tuple[tuple[str, str], ...]) -> McpTools:
         mcp = McpTools(
             [
@@ -115,6 +131,7 @@ class GuildMcp:
         entry.tools = [*entry.tools, *mcp.tools()]
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._connecting, return_exceptions=True)
         entries = list(self._entries.values())
         self._entries.clear()
         await asyncio.gather(*(e.aclose() for e in entries), return_exceptions=True)

@@ -8,6 +8,7 @@ is downloaded, and writing is all or nothing (:func:`agent.memory.transfer.impor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gzip
 import io
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
-from agent.memory.transfer import ImportRefused, import_memories, read_export
-from agent.memory.types import MemoryRecord
+from agent.memory.records import check_namespace, record_id
+from agent.memory.transfer import ImportPlan, ImportRefused, import_memories, read_export
+from agent.memory.types import MemoryRecord, NewMemory
 from agent.tools.memory_tools import private_namespace
-from bot.memory_text import describe, excerpt, fit, human_bytes, parse_memory_id
+from bot.memory_text import FROM_ELSEWHERE, describe, excerpt, fit, human_bytes, parse_memory_id
 
 if TYPE_CHECKING:
     from bot.config import BotSettings
@@ -94,7 +96,7 @@ async def import_attachment(
                 *(["- …and more"] if more else []),
             ]
         )
-    result = await import_memories(memory, namespace, plan.memories)
+    result = await import_memories(memory, namespace, as_here(plan, namespace))
     evicted = await memory.apply_retention(namespace, retention) if retention is not None else []
     present = len(result.ids) - len(result.added)
     log.info(
@@ -124,6 +126,16 @@ async def import_attachment(
             "(`/config memory max_items`, `max_age_days`)."
         )
     return "\n".join(lines)
+
+
+def as_here(plan: ImportPlan, namespace: str) -> list[NewMemory]:
+    """The plan's memories, those of another server's export without their thread: its link pointed
+    to that server's thread, which these members cannot open (/memory shows them as from elsewhere)."""
+    ns = check_namespace(namespace)
+    return [
+        m if exported == record_id(ns, m.text) else dataclasses.replace(m, thread=FROM_ELSEWHERE)
+        for m, exported in zip(plan.memories, plan.exported, strict=True)
+    ]
 
 
 async def publish_note(

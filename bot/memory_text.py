@@ -37,6 +37,9 @@ ORIGIN_LABELS = {
     "import": "imported",
     "private": "private note",
 }
+FROM_ELSEWHERE = "elsewhere"
+"""The thread of a memory imported from another server's export (``bot.memory_import.as_here``):
+that server's thread was a dead link here."""
 
 
 def mask_secrets(text: str) -> str:
@@ -100,6 +103,8 @@ def provenance(rec: MemoryRecord) -> str:
         parts.append(f"session `{excerpt(rec.session, 40)}`")
     if rec.thread.isdigit():
         parts.append(f"in <#{rec.thread}>")
+    elif rec.thread == FROM_ELSEWHERE:
+        parts.append("imported from another server")
     if rec.unverified and rec.sources:
         parts.append("after " + " ".join(f"<{excerpt(u, 80)}>" for u in rec.sources[:2]))
     return "-# " + " · ".join(parts)

@@ -47,8 +47,9 @@ class Note:
 
     @property
     def quoted(self) -> str:
-        """The member's message (``prompt``) on one line, cut at 200 characters."""
-        return one_line(getattr(self, "prompt", ""), 200)
+        """The member's message (``prompt``) on one line, cut at 200 characters, shown as written: a
+        masked link or ``**`` in an edited message rendered in the bot's re-run and superseded notes."""
+        return untrusted(one_line(getattr(self, "prompt", ""), 200))
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,13 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
             )
         )
         resumed += 1
+    for session in await sv.sessions.stopped_waiting(sv.owner):  # its header still said "waiting"
+        if session.id in live or not session.thread_id or (channel := await channel_of(session)) is None:
+            continue
+        if runner.hooks is not None:
+            stopped = TurnRequest(session, session.task, session.user_id, "", (), channel)
+            await runner.hooks.ended(stopped, "stopped")
+        await sv.sessions.set_status(session.id, "idle")
     started: set[str] = set()  # sessions with a turn: their queued requests are follow-ups
     for q in await sv.sessions.queued_turns(sv.owner):
         if q.session_id in live:  # its worker here answers it already

@@ -113,13 +113,26 @@ def turn_services(
     return out
 
 
+def read_outside(result: RunResult, services: dict[str, Any] | None) -> bool:
+    """Whether the run read anything from outside (pages, tool output, an unverified memory), as the
+    turn's tool services' memory policy saw it: its answer is then stored as unverified."""
+    policy = (services or {}).get(RUN_SERVICE)
+    return tool_output_seen(result.messages) or (
+        isinstance(policy, MemoryRunPolicy) and policy.read_untrusted()
+    )
+
+
 async def remember_answer(
-    sv: Services, req: TurnRequest, result: RunResult, services: dict[str, Any] | None = None
+    sv: Services,
+    req: TurnRequest,
+    result: RunResult,
+    services: dict[str, Any] | None = None,
+    from_web: bool | None = None,
 ) -> None:
     """A completed run's answer into the server's memory, when the server stores answers and the
     channel's research may be seen by the whole server. A failure is logged: the answer is already shown.
-    ``services``: the turn's tool services; its memory policy says whether the run read anything from
-    outside (pages, tool output, an unverified memory), and then the answer is stored as unverified."""
+    ``services``: the turn's tool services, for :func:`read_outside`; ``from_web``: what it said when
+    the answer was saved (a restart that delivers the saved answer has no services)."""
     s = req.session
     if sv.memory is None or s.guild_id is None or memory_stays_private(req.channel):
         return  # a private (or hidden) thread's research must not become searchable by the whole server
@@ -130,10 +143,8 @@ async def remember_answer(
         return
     from agent.memory.integration import store_research
 
-    policy = (services or {}).get(RUN_SERVICE)
-    from_web = tool_output_seen(result.messages) or (
-        isinstance(policy, MemoryRunPolicy) and policy.read_untrusted()
-    )
+    if from_web is None:
+        from_web = read_outside(result, services)
     try:
         await store_research(
             sv.memory,

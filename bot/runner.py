@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -29,7 +29,7 @@ from bot.notes import NotStarted
 from bot.pacing import RestBudget, RunSlots
 from bot.streamer import WriteBudget
 from bot.turn import Turn
-from bot.turn_request import TurnRequest, error_id
+from bot.turn_request import TurnHooks, TurnRequest, error_id
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -42,16 +42,6 @@ FOLLOW_UPS_WAITING = 5
 """Follow-ups one member may have queued in one session. Each waits in memory and the store and is then
 run or refused (a refusal is a message in the thread): a member posting 300 follow-ups during one turn
 queued 300 turns. Five is more than a conversation asks ahead of an answer."""
-
-
-class TurnHooks(Protocol):
-    """What the thread shows around turns (``bot.cogs.threads``): the header's state, ⏳ reactions."""
-
-    async def waiting(self, req: TurnRequest) -> None: ...
-
-    async def started(self, req: TurnRequest) -> None: ...
-
-    async def ended(self, req: TurnRequest, status: str) -> None: ...
 
 
 @dataclass
@@ -182,6 +172,11 @@ class SessionRunner:
         w = self._workers.get(session_id)
         if w is not None and w.waiting is not None and w.stopped_by is None:
             w.stopped_by = by  # it waits for a run slot: it stops waiting and never starts
+            if w.pending is not None and w.pending.queued_id is not None:  # dropped before "Stopping…":
+                with contextlib.suppress(Exception):  # kept until it settled, a kill -9 right after the
+                    async with asyncio.timeout(2):  # reply had the restart answer it
+                        await self.sv.sessions.drop_queued(w.pending.queued_id)
+                        await self.sv.sessions.set_status(session_id, "stopped")  # bot.resume: its header
             w.waiting.set()
             if said is not None:
                 await said()
@@ -360,6 +355,8 @@ class SessionRunner:
                 await turn.streamer.close(within=60)
                 if not w.queue:
                     await self._hook("ended", req, "stopped")
+                with contextlib.suppress(Exception):  # the header says it now (see stop)
+                    await self.sv.sessions.set_status(w.session_id, "idle")
                 return
             await self._hook("started", req)
             turn = w.turn = Turn(

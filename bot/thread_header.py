@@ -16,6 +16,7 @@ import discord
 
 from agent.tools.safe_names import visible_text
 from bot.discord_sink import NO_MENTIONS
+from bot.notes import untrusted
 from bot.pacing import RestBudget
 from bot.run_policy import is_private
 from bot.store import SessionRecord
@@ -63,7 +64,9 @@ def render_header(
         f"-# tier {session.tier} · model {session.model} · {limit}{memory} · {who}\n{state_line(state, at)}"
     )
     room = LIMIT - len(head) - len(tail) - 2
-    quoted = _quote(visible_text(session.task), room)  # no direction overrides or invisible characters
+    # No direction overrides or invisible characters; the member's words as written, never a masked
+    # link or a heading in the bot's header.
+    quoted = _quote(untrusted(visible_text(session.task)), room)
     return f"{head}\n{quoted}\n{tail}"[:LIMIT]
 
 

@@ -33,7 +33,7 @@ from bot.assembly import (
     step_cost,
     step_need,
 )
-from bot.attach import file_stamps, new_files, sees_images, take, with_note
+from bot.attach import file_contents, file_stamps, new_paths, sees_images, take, with_note
 from bot.checkpoint import checkpoint_meta, closing_writes, convert, state_from
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
@@ -49,11 +49,11 @@ from bot.notes import (
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
-from bot.run_policy import POST_REFUSED, can_attach, can_post, remember_answer, turn_services
+from bot.run_policy import POST_REFUSED, can_attach, can_post, read_outside, remember_answer, turn_services
 from bot.store import QuotaBudget, StoreError, StoreUnavailable
 from bot.store.db import when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
-from bot.turn_end import FINAL, STOPPED_BY, ended, final_of, is_shown, result_of, shown_in
+from bot.turn_end import FINAL, SESSION_STATUS, close_ended, ended, final_of
 from bot.turn_request import TurnRequest, error_id
 from bot.views import retry_offer
 
@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("bot.turn")
 
-# A run's status → the session's: a limit or the step cap ends a turn normally (a Retry would meet the
-# same limit until it resets), only errors leave the session failed with a Retry button.
-SESSION_STATUS = {"completed": "done", "max_iterations": "done", "budget": "done"}
 SAVE_WAITS = 300.0  # s a turn's closing writes wait for PostgreSQL, as queued charges do (bot.store.ledger)
 
 
@@ -129,7 +126,7 @@ class Turn:
         for note in req.notes:
             self.renderer.feed(note)
         if ended(req.resume):
-            return await self._close_ended()
+            return await close_ended(self)
         try:
             history_dicts = await sv.sessions.history(s.id, without_turn=req.supersedes)
             need = step_need(sv, req.prompt, history_dicts)
@@ -249,13 +246,13 @@ class Turn:
                                 await self._checkpoint()
             assert result is not None
             status = SESSION_STATUS.get(result.status, "failed")
+            files = await asyncio.to_thread(new_paths, ctx.workspace, started_wall, before)
             if status == "done":  # paid for: saved before it shows, so a kill now cannot pay it again
-                self._final = {FINAL: final_of(result)}
-                await self._checkpoint(force=True)
+                await self._keep(result, files=files, from_web=read_outside(result, self.services))
             self.renderer.finish(result)
-            files = await asyncio.to_thread(new_files, ctx.workspace, started_wall, before)
             if files:
-                self.renderer.feed(FilesWritten(tuple(files)))
+                got_files = await asyncio.to_thread(file_contents, ctx.workspace, files)
+                self.renderer.feed(FilesWritten(tuple(got_files)))
         except (ShuttingDown, asyncio.CancelledError) as e:
             by = stopped_by() or self.streamer.refused
             if isinstance(e, ShuttingDown) or by is None:
@@ -266,10 +263,12 @@ class Turn:
                     raise
                 return None
             result = self._stopped_by(by)
+            await self._keep(result, by=by)
             self.renderer.finish(result, stopped_by=by)
             status = "stopped"
         except TimeoutError:
             result = self._stopped(f"Stopped after {sv.bot_settings.turn_timeout:.0f} s (time limit).")
+            await self._keep(result, by="a time limit")
             self.renderer.finish(result, stopped_by="a time limit")
             status = "stopped"
         except Exception as e:
@@ -292,26 +291,11 @@ class Turn:
             await self._offer_retry()
         return result
 
-    async def _close_ended(self) -> RunResult:
-        """A turn that ended before a restart (``bot.turn_end``): its saved answer delivered (what the
-        thread shows of it already is not posted again), or its saved stop honoured. Nothing runs and
-        nothing more is charged; it closes as the interrupted turn itself, so a second kill finds it so."""
-        cp, st = self.req.resume or {}, self.state
-        st.start(self.req.prompt, self.resume_msgs, int(cp.get("step", 0)))
-        self.turn_id = cp.get("turn_id")
-        if self.rest is not None:
-            await self.rest.acquire()
-        contents = await shown_in(self.channel, cp.get("since"))
-        by = None if cp.get(FINAL) else str(cp[STOPPED_BY])
-        if by is None:
-            self._final = {FINAL: cp[FINAL]}
-            result = result_of(st, cp[FINAL])
-        else:  # stopped by its member just before the kill: ends as the Stop would have ended it
-            result = self._stopped_by(by)
-        self.status = SESSION_STATUS.get(result.status, "stopped")
-        self.renderer.finish(result, stopped_by=by, shown=lambda text: is_shown(text, contents))
-        await self._settle(result, self.status)
-        return result
+    async def _keep(self, result: RunResult, **more: Any) -> None:
+        """The turn's end (its answer, or its stop) saved as it will be shown, before it is: a kill
+        before the footer cannot run it again, nor show a second footer (``bot.turn_end``)."""
+        self._final = {FINAL: final_of(result, **more)}
+        await self._checkpoint(force=True)
 
     def _stopped_by(self, by: str) -> RunResult:
         steps = self.state.steps

@@ -1,11 +1,11 @@
 """What a turn is asked to do: plain data the runner builds (a /research, a follow-up, a resume after a
-restart, a re-run) and :class:`bot.turn.Turn` carries out."""
+restart, a re-run) and :class:`bot.turn.Turn` carries out; and the hooks the runner calls around turns."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 
@@ -14,7 +14,7 @@ from agent.models.router import RoutedModel
 from bot.notes import Note
 from bot.store import SessionRecord
 
-__all__ = ["TurnRequest", "error_id"]
+__all__ = ["TurnHooks", "TurnRequest", "error_id"]
 
 
 def error_id() -> str:
@@ -50,3 +50,13 @@ class TurnRequest:
     """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
     attachments: tuple[IncomingFile, ...] = ()
     """Files attached to the message that asked for this turn, saved when it starts (bot.attach)."""
+
+
+class TurnHooks(Protocol):
+    """What the thread shows around turns (``bot.cogs.threads``): the header's state, ⏳ reactions."""
+
+    async def waiting(self, req: TurnRequest) -> None: ...
+
+    async def started(self, req: TurnRequest) -> None: ...
+
+    async def ended(self, req: TurnRequest, status: str) -> None: ...

@@ -29,7 +29,7 @@ from agent.models.openai import OpenAIChatModel
 from agent.run_state import RunState
 from bot import cli, turn
 from bot.backup import DB_NAME, backup, restore
-from bot.checkpoint import checkpoint_of, state_from
+from bot.checkpoint import checkpoint_meta, state_from
 from bot.store.db import Database, StoreError
 from bot.store.migrations import MIGRATIONS
 from bot.store.pg import PgDatabase
@@ -203,7 +203,7 @@ def test_a_checkpoint_keeps_estimated_counts_and_cache_writes_for_the_resumed_tu
     # so the estimated counts of the steps before the crash came back as exact ones.
     state = RunState(task="t")
     state.usage = Usage(1000, 100, 0, 2, 0, cache_write_tokens=300, cache_write_1h_tokens=100, estimated=True)
-    back = state_from("t", json.loads(json.dumps(checkpoint_of(state))))
+    back = state_from("t", json.loads(json.dumps(checkpoint_meta(state))))
     assert back.usage == state.usage
     old = {"usage": [1000, 100, 50, 2, 10]}  # a checkpoint written before this change still reads
     assert state_from("t", old).usage == Usage(1000, 100, 50, 2, 10)

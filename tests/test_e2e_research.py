@@ -38,7 +38,7 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         await wait_idle(fake, bot)
         msgs = fake.messages(thread)
         contents = [m.content for m in msgs]
-        assert contents[0].startswith("🔎 **Research** for") and "> What is 6*7?" in contents[0]
+        assert contents[0].startswith("🔎 **Research** for") and "> What is 6\\*7?" in contents[0]
         # The header had a Stop button while the run went on; once done, it says so and the button goes.
         assert msgs[0].history[0].components[0]["components"][0]["custom_id"].startswith("agentbot:stop:")
         assert msgs[0].components == [] and "✅ done <t:" in contents[0]

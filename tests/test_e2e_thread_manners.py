@@ -83,7 +83,7 @@ async def test_e2e_a_long_multi_line_task_keeps_the_header_within_2000_character
         await wait_idle(fake, bot)
         header = fake.messages(thread)[0]
     assert header.contents and all(len(c) <= 2000 for c in header.contents)
-    assert "> - point 0" in header.content and "…" in header.content and "✅ done" in header.content
+    assert "> \\- point 0" in header.content and "…" in header.content and "✅ done" in header.content
     assert len(header.contents) >= 2  # posted, then finished: both fit
 
 

@@ -37,8 +37,9 @@ async def _no_bot_left_running() -> AsyncIterator[None]:
 
 
 async def start_bot_process(
-    fake: FakeDiscord, llm: FakeLLM, data: Path, guild: FakeGuild, log: Path
+    fake: FakeDiscord, llm: FakeLLM, data: Path, guild: FakeGuild, log: Path, **settings: str
 ) -> asyncio.subprocess.Process:
+    """``settings``: more of the bot's environment, or other values for these."""
     data.mkdir(exist_ok=True)
     tiers = data / "tiers.toml"
     tiers.write_text(
@@ -58,7 +59,7 @@ async def start_bot_process(
         "LOG_FORMAT": "json",
         "BOT_SHUTDOWN_GRACE_SECONDS": "1",
         "PYTHON_SANDBOX": "off",
-    }
+    } | settings
     before = fake.identify_count
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,

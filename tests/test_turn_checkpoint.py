@@ -8,7 +8,8 @@ import time
 from agent.events import Cost, Usage
 from agent.loop import RunState
 from agent.messages import Message
-from bot.checkpoint import checkpoint_of, message_dicts, state_from
+from bot.checkpoint import message_dicts, state_from
+from tests.checkpoints import checkpoint_of
 
 
 def test_a_resumed_state_carries_the_checkpoints_usage_cost_models_sources_and_duration() -> None:

@@ -20,7 +20,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.memory.records import MAX_FIELD, MAX_TEXT, check_namespace, make_rows
@@ -56,6 +56,9 @@ class ImportPlan:
     """Rows (chunks) read from the file."""
     repeated: int
     """Memories the file held more than once (kept once)."""
+    exported: list[str] = field(default_factory=list)
+    """Each memory's id in the file: a content id of the namespace that exported it, so another
+    server's export differs from what this one's would be (``records.record_id``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,7 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             problems.append(f"line {number}: part {chunk + 1} of memory {parent} differs from line {seen[0]}")
         group.setdefault(chunk, (number, row))
     memories: list[NewMemory] = []
+    exported: list[str] = []
     texts: set[str] = set()
     repeated = 0
     for parent in order:
@@ -238,6 +242,7 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
             origin=_imported_origin(first),
         )
         memories.append(item)
+        exported.append(parent)
     if problems:
         raise ImportRefused(problems)
     if len(memories) > max_memories:
@@ -246,7 +251,7 @@ def plan_import(numbered: Iterable[tuple[int, Mapping[str, Any]]], *, max_memori
                 f"the file holds {len(memories):,} memories; the most this bot imports at once is {max_memories:,}"
             ]
         )
-    return ImportPlan(memories, rows, repeated)
+    return ImportPlan(memories, rows, repeated, exported)
 
 
 def read_export(data: bytes, *, max_bytes: int, max_rows: int, max_memories: int) -> ImportPlan:

@@ -223,10 +223,11 @@ class ConfigCog(commands.Cog):
     @tools.autocomplete("tool")
     @admins_only
     async def _tool_names(self, interaction: discord.Interaction, current: str) -> Choices:
-        gs = await self.store.get(interaction.guild_id)
+        gs = await self.store.get(interaction.guild_id)  # this server's MCP tools too (typing one worked)
+        mine = await self.bot.services.guild_mcp.tool_names(_gid(interaction), gs.mcp, within=2.0)
         return [
             app_commands.Choice(name=f"{t} ({'on' if gs.tool_enabled(t) else 'off'})", value=t)
-            for t in matching(self.store.schema.known_tools, current)
+            for t in matching([*self.store.schema.known_tools, *mine], current)
         ]
 
     @config.command(name="max-steps", description="The most reasoning steps one research turn may take.")

@@ -292,6 +292,12 @@ class SessionStore:
         """Keep a finished turn's edited text for its "Re-run with the edit" button (the latest edit wins)."""
         await self.db.write("UPDATE turns SET edited_prompt = ? WHERE id = ?", (prompt, turn_id))
 
+    async def stopped_waiting(self, owner: ShardOwnership = EVERY_SHARD) -> list[SessionRecord]:
+        """``owner``'s sessions whose turn a member stopped while it waited for a run slot, and whose
+        header had not said so yet when the bot was killed (``SessionRunner.stop``)."""
+        sql = f"SELECT * FROM sessions WHERE status = 'stopped' AND {owner.sql('guild_id')} ORDER BY id"
+        return [session_of(r) for r in await self.db.fetchall(sql)]
+
     async def running_turns(self, owner: ShardOwnership = EVERY_SHARD) -> list[TurnRecord]:
         """``owner``'s turns still marked ``running``: at start-up, the ones a crash or kill interrupted
         (another shard process's are live, not interrupted)."""
