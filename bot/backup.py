@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.store.copy import open_elsewhere
+from bot.store.migrations import MIGRATIONS
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
@@ -221,6 +222,13 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
     """Put a backup back. Stop the bot first. Checks everything before writing; ``force`` replaces an
     existing database (kept beside it as ``agentbot.sqlite3.before-restore``) and memory collections."""
     manifest = _read_manifest(src)
+    if (version := int(manifest.get("schema_version") or 0)) > len(MIGRATIONS):
+        # It was put in place ("restored ... schema v8"), and the bot then refused to start on it.
+        raise BackupError(
+            f"{src} holds database schema version {version}, but this agentbot knows up to {len(MIGRATIONS)}: "
+            "it was made by a newer agentbot; upgrade agentbot, then restore (CHANGELOG.md lists each "
+            "release's schema version). Nothing was written"
+        )
     target = data_dir / DB_NAME
     if target.exists() and not force:
         raise BackupError(f"{target} already exists: restore into an empty DATA_DIR, or pass --force")
