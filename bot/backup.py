@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.store.copy import open_elsewhere
+from bot.store.migrations import MIGRATIONS
 
 if TYPE_CHECKING:
     from agent.memory.chroma_store import ChromaMemory
@@ -211,6 +212,23 @@ def _restored_from(target: Path, manifest: dict[str, Any]) -> bool:
     return _sha256(target) == str((manifest.get("files") or {}).get(DB_NAME, {}).get("sha256"))
 
 
+def _same_embedding(cols: list[dict[str, Any]], memory: ChromaMemory) -> None:
+    """The backup's memory was embedded by the model MEMORY_EMBEDDING names here (its family: the id's
+    weights hash is known only once the model loads). Restored anyway, the bot then refused to start
+    ("EmbeddingMismatch"), with the database already replaced."""
+    from agent.memory.chroma_collections import setting_of
+
+    family = memory.embedding_id.split("@")[0]
+    for col in cols:
+        stored = str((col.get("metadata") or {}).get("agentbot_embedding") or "")
+        if stored and stored.split("@")[0] != family:
+            raise BackupError(
+                f"the backup's memory was embedded by {stored.split('@')[0]!r}, but this agentbot is set to "
+                f"{family!r}: set {setting_of(stored)} as the bot that made the backup had it, then restore. "
+                "Nothing was written"
+            )
+
+
 def _rows(path: Path) -> Iterator[list[dict[str, Any]]]:
     with path.open(encoding="utf-8") as f:
         while batch := [json.loads(line) for line in itertools.islice(f, PAGE)]:
@@ -221,6 +239,13 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
     """Put a backup back. Stop the bot first. Checks everything before writing; ``force`` replaces an
     existing database (kept beside it as ``agentbot.sqlite3.before-restore``) and memory collections."""
     manifest = _read_manifest(src)
+    if (version := int(manifest.get("schema_version") or 0)) > len(MIGRATIONS):
+        # It was put in place ("restored ... schema v8"), and the bot then refused to start on it.
+        raise BackupError(
+            f"{src} holds database schema version {version}, but this agentbot knows up to {len(MIGRATIONS)}: "
+            "it was made by a newer agentbot; upgrade agentbot, then restore (CHANGELOG.md lists each "
+            "release's schema version). Nothing was written"
+        )
     target = data_dir / DB_NAME
     if target.exists() and not force:
         raise BackupError(f"{target} already exists: restore into an empty DATA_DIR, or pass --force")
@@ -229,6 +254,8 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
         raise BackupError(f"{target} is open in another process (a running bot?): stop the bot, then restore")
     mem_manifest = manifest.get("memory")
     cols: list[dict[str, Any]] = list(mem_manifest["collections"]) if mem_manifest else []
+    if memory is not None:
+        _same_embedding(cols, memory)
     client = _connect(memory) if (memory is not None and cols) else None
     if cols and memory is None:
         raise BackupError("the backup holds memory, but memory is off here (MEMORY_ENABLED=false)")

@@ -186,7 +186,7 @@ SECONDS: dict[str, int] = {
     "test_thread_header.py": 1,
     "test_blackbox_readme_deploy.py": 1,
     "test_blackbox_memory_embedding.py": 1,
-    "test_blackbox_ops5.py": 21,
+    "test_blackbox_ops5.py": 27,
     "test_blackbox_ask5.py": 3,
 }
 

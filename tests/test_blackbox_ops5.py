@@ -5,6 +5,8 @@ commit names."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import resource
 import signal
 import sqlite3
@@ -20,7 +22,7 @@ from agent.memory import ChromaMemory, NewMemory
 from agent.memory.chroma_client import chroma_client
 from agent.memory.types import MemoryStoreError
 from agent.toolset import operator_mcp
-from bot.backup import backup
+from bot.backup import BackupError, backup, restore
 from bot.config import load_bot_settings
 from bot.store.db import Database
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -259,3 +261,52 @@ async def test_chroma_ssl_to_a_plain_http_server_says_to_turn_chroma_ssl_off() -
         f"Chroma server 127.0.0.1:{port} (CHROMA_HOST) answered plain HTTP to https: set CHROMA_SSL=0, "
         "or serve it over TLS"
     )
+
+
+async def test_a_backup_from_a_newer_agentbot_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    # Restoring a newer release's backup with an older agentbot said "restored ... schema v8" and put it in
+    # place (with --force, moving the working store aside); the bot then refused to start on it.
+    await (await Database.open(tmp_path / "old" / "agentbot.sqlite3")).close()
+    backup(tmp_path / "old", tmp_path / "bk", None)
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    newer = manifest["schema_version"] + 1
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest | {"schema_version": newer}))
+    with pytest.raises(BackupError) as refused:
+        restore(tmp_path / "bk", tmp_path / "data", None, force=True)
+    assert f"holds database schema version {newer}, but this agentbot knows up to {newer - 1}" in str(
+        refused.value
+    )
+    assert "upgrade agentbot" in str(refused.value) and not (tmp_path / "data").exists()
+
+
+async def test_a_backup_embedded_by_another_model_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A MiniLM bot's backup restored where MEMORY_EMBEDDING=multilingual: "restored ... 1 memory row", the
+    # database replaced, and the bot then refused to start (EmbeddingMismatch) until the operator set it back.
+    await (await Database.open(tmp_path / "old" / "agentbot.sqlite3")).close()
+    backup(tmp_path / "old", tmp_path / "bk", None)
+    manifest = json.loads((tmp_path / "bk" / "manifest.json").read_text())
+    (tmp_path / "bk" / "memory").mkdir()
+    (tmp_path / "bk" / "memory" / "agentbot-mem-shared-000.jsonl").write_bytes(b"")
+    manifest["files"]["memory/agentbot-mem-shared-000.jsonl"] = {
+        "bytes": 0,
+        "sha256": hashlib.sha256().hexdigest(),
+    }
+    embedded = {"agentbot_embedding": "minilm-l6-v2-int8@8199be6f699a", "agentbot_dim": 384}
+    manifest["memory"] = {
+        "prefix": "agentbot-mem",
+        "collections": [
+            {"name": "agentbot-mem-shared-000", "metadata": embedded, "space": "cosine", "rows": 0}
+        ],
+    }
+    (tmp_path / "bk" / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MEMORY_EMBEDDING", "multilingual")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    here = ChromaMemory.from_settings(tmp_path / "data" / "memory", load_agent_settings())
+    with pytest.raises(BackupError) as refused:
+        restore(tmp_path / "bk", tmp_path / "data", here)
+    assert "embedded by 'minilm-l6-v2-int8', but this agentbot is set to 'use-multilingual-v3'" in str(
+        refused.value
+    )
+    assert "set MEMORY_EMBEDDING=minilm" in str(refused.value) and not (tmp_path / "data").exists()

@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 EXACT_SEARCH_MAX = 200
 
 
-def _setting_of(embedding_id: str) -> str:
+def setting_of(embedding_id: str) -> str:
     """The settings that give an embedding of this id (what the operator sets to open the store again)."""
     if embedding_id.startswith("openai-compatible:"):
         return f"MEMORY_EMBEDDING=openai and MEMORY_EMBEDDING_MODEL={embedding_id.split(':', 1)[1]}"
@@ -44,7 +44,7 @@ def check_embedding(embedding: Embedding, name: str, meta: Mapping[str, Any]) ->
         raise EmbeddingMismatch(
             f"memory collection {name!r} was filled by embedding {stored!r} ({dim} dimensions), but the "
             f"configured embedding is {embedding.id!r} ({embedding.dim} dimensions); vectors of "
-            f"two models do not mix. Set {_setting_of(str(stored))} again; to switch models, /memory export "
+            f"two models do not mix. Set {setting_of(str(stored))} again; to switch models, /memory export "
             "with it, then start on a new DATA_DIR (or Chroma server) and /memory import the file."
         )
 
