@@ -42,14 +42,15 @@ def fragment_chars(fragment: Any) -> int:
 
 
 def bounded(response: ModelResponse, most: int) -> ModelResponse:
-    """``response`` cut at ``most`` characters as a streamed answer is, for one read whole
-    (``AGENT_STREAM=false``, or a server answering a stream with one JSON body), which the adapters
-    cannot stop reading midway: its text is cut, the call it ends in keeps its arguments cut (not run:
-    the model is told) and later calls are left out. The usage stays what the server reported: it billed
-    the whole answer."""
+    """``response`` cut at ``most`` characters: one read whole (``AGENT_STREAM=false``, or a server
+    answering a stream with one JSON body), which the adapters cannot stop reading midway, and the last
+    streamed piece an adapter read past the bound (one event may hold megabytes). Its text is cut, the
+    call it ends in keeps its arguments cut (not run: the model is told) and later calls are left out.
+    The usage stays what the adapter made of it (what the server reported, or an estimate of what was
+    read)."""
     msg = response.message
     size = len(msg.content) + sum(len(c.arguments) for c in msg.tool_calls)
-    if size <= most or response.finish_reason == "length":  # within, or cut already (and said so)
+    if size <= most:
         return response
     left = most - len(msg.content[:most])
     calls = []
@@ -58,7 +59,8 @@ def bounded(response: ModelResponse, most: int) -> ModelResponse:
             break
         calls.append(replace(call, arguments=call.arguments[:left]))
         left -= len(call.arguments)
-    answer_cut(response.model, most)
+    if response.finish_reason != "length":  # else an adapter stopped reading it, and said so
+        answer_cut(response.model, most)
     cut = replace(msg, content=msg.content[:most], tool_calls=calls)
     return replace(response, message=cut, finish_reason="length")
 
