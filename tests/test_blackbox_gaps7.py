@@ -79,7 +79,12 @@ async def test_a_start_up_stopped_while_an_mcp_server_handshakes_leaves_no_serve
             await asyncio.sleep(0.05)
         assert len(_processes_naming(marker)) == 2, log.read_text()[-3000:]
         proc.send_signal(signal.SIGINT if command == "ask" else signal.SIGTERM)
-        code = await asyncio.wait_for(proc.wait(), 60)
+        try:
+            code = await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            raise AssertionError(
+                f"agentbot {command} still running 60 s after the signal: {log.read_text()[-3000:]}"
+            ) from None
     finally:
         if proc.returncode is None:
             proc.kill()

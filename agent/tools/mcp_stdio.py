@@ -11,6 +11,7 @@ while a server wrote no newline).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -42,13 +43,7 @@ async def stdio_transport(
     """The server started in a new session (its own process group), with read and write streams for
     ``ClientSession``. Left normally it is stopped as the specification says; left any other way
     (cancelled, an error) its group is killed at once. Either way no process of its group is left."""
-    process = await anyio.open_process(
-        [params.command, *params.args],
-        env=params.env,
-        cwd=params.cwd,
-        stderr=errlog,
-        start_new_session=True,
-    )
+    process = await _spawn(params, errlog)
     incoming, read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
     try:
@@ -64,6 +59,38 @@ async def stdio_transport(
             stream.close()
         with anyio.CancelScope(shield=True):
             await process.aclose()
+
+
+async def _spawn(params: StdioServerParameters, errlog: TextIO) -> anyio.abc.Process:
+    """The server's process, started whole even when a cancellation arrives meanwhile. Python 3.11's own
+    clean-up for a cancelled start kills the process it started and then waits for its pipes to close,
+    which a server's child (``sh -c``'s, ``npx``'s) holds open: Ctrl-C at that moment hung ``ask`` until
+    the server ended (3 of 36 Ctrl-C's in a loaded loop, for the server's whole 300 s). Here the start
+    finishes (a fork and two pipes), then its whole group is killed and the cancellation goes on."""
+    spawn = asyncio.ensure_future(
+        anyio.open_process(
+            [params.command, *params.args],
+            env=params.env,
+            cwd=params.cwd,
+            stderr=errlog,
+            start_new_session=True,
+        )
+    )
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            process = await asyncio.shield(spawn)
+            break
+        except asyncio.CancelledError as e:
+            if spawn.cancelled():  # not ours to hold back
+                raise
+            cancelled = e
+    if cancelled is not None:
+        _signal_group(process.pid, signal.SIGKILL)
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+        raise cancelled
+    return process
 
 
 async def _stop(process: anyio.abc.Process) -> None:
