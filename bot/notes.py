@@ -36,8 +36,9 @@ class Note:
 
     @property
     def quoted(self) -> str:
-        """The member's message (``prompt``) on one line, cut at 200 characters."""
-        return one_line(getattr(self, "prompt", ""), 200)
+        """The member's message (``prompt``) on one line, cut at 200 characters, shown as written: a
+        masked link or a role mention in it rendered as the bot's own words."""
+        return untrusted(one_line(getattr(self, "prompt", ""), 200))
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,9 @@ class ProgressRenderer:
         elif isinstance(ev, ErrorEvent):
             self.s.end_live()
             self._error = ev.message.strip()
-            self.s.add("note", f"⚠️ {_clip(ev.message, 500)}")
+            self.s.add(
+                "note", f"⚠️ {untrusted(_clip(ev.message, 500))}"
+            )  # a provider's words: shown as written
         elif isinstance(ev, FinalEvent):
             self.s.end_live()
             self.final = ev.result
