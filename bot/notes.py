@@ -16,6 +16,7 @@ import discord
 
 from agent.config import ConfigError
 from agent.logs import redact
+from agent.tools.safe_names import visible_text
 from bot.formatting import one_line
 from bot.store import StoreError, StoreUnavailable
 
@@ -38,7 +39,7 @@ class Note:
     def quoted(self) -> str:
         """The member's message (``prompt``) on one line, cut at 200 characters, shown as written: a
         masked link or a role mention in it rendered as the bot's own words."""
-        return untrusted(one_line(getattr(self, "prompt", ""), 200))
+        return untrusted(one_line(visible_text(getattr(self, "prompt", "")), 200))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from agent.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
+from agent.tools.safe_names import visible_text
 from agent.tools.web_search import shown_url
 from bot.notes import FilesWritten, Note, untrusted
 from bot.splitting import split_message
@@ -46,7 +47,9 @@ _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    """One line of at most ``limit`` characters, without direction overrides or invisible characters:
+    a page's (or a prompt-injected model's) U+202E made a step line's address read as another one."""
+    text = " ".join(visible_text(text).split())
     if len(text) <= limit:
         return text
     return text[: limit - 1] + f"… (cut, {len(text):,} chars)"

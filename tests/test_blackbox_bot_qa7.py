@@ -9,11 +9,14 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, error, text
+from tests.fakes.llm_server import FakeLLM, error, text, tool_call
+from tests.fakes.served import served
+from tests.test_e2e_config import answer
 
 PLANTED = "[Verify your account](https://evil.example) **now** <@&1>"
 
@@ -35,7 +38,8 @@ async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_
     "[Verify your account](https://evil.example) **now**": the turn's failure note showed it as a
     masked link and bold in the bot's voice, under the thread's header (the retry note escaped the
     same words). A member who edited a finished mention to carry a masked link had the bot's
-    "✏️ You edited your message to “…”" offer render that link as the bot's own."""
+    "✏️ You edited your message to “…”" offer render that link as the bot's own, and a U+202E in it
+    turned the rest of the bot's sentence right to left."""
     general, me = guild.channel("general"), fake.bot_user
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         llm.script(error(400, PLANTED))
@@ -49,7 +53,7 @@ async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_
         thread = await fake.wait_for_thread(parent=general, name="🔎 Capital of Frnace?")
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
-        edit_message(fake, ask, f"<@{me.id}> Capital of {PLANTED}?")
+        edit_message(fake, ask, f"<@{me.id}> Capital of {PLANTED} \u202egnp.exe?")
         offer = await fake.wait_for_message(thread, lambda m: m.content.startswith("✏️ You edited"))
         await wait_idle(fake, bot)
         mine = [m.content for t in (failed, thread) for m in fake.messages(t) if m.author.id == me.id]
@@ -57,3 +61,45 @@ async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_
     assert "\\[Verify your account](https://evil.example) \\*\\*now\\*\\*" in note, note  # as written
     assert "\\[Verify your account](https://evil.example) \\*\\*now\\*\\*" in offer.content, offer.content
     assert [rendered_links(c) for c in mine] == [[]] * len(mine), mine
+    assert "\u202e" not in offer.content and "gnp.exe?”. Re-run" in offer.content, offer.content
+
+
+BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200b]")
+
+
+async def test_invisible_characters_neither_start_a_paid_run_nor_turn_a_step_line_around(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A member sent /research with a task of zero-width spaces (and mentioned the bot with nothing
+    but a U+2066): the blank-task refusal let them through, so the bot opened a thread "🔎 research"
+    and ran, and charged, an agent on an invisible question. A page (or a prompt-injected model) put a
+    U+202E in the address it fetched and in its text: the step line showed
+    "…/?https://bank.example" for an address that says "…/?elpmaxe.knab//:sptth", and the page's
+    words after the override read backwards in the bot's line."""
+    general, me = guild.channel("general"), fake.bot_user
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="Otters \u202eyawa yats\u202c hold hands while sleeping.")
+
+    app = web.Application()
+    app.router.add_get("/otters", page)
+    async with (
+        served(app) as base,
+        running_bot(fake, llm, tmp_path, guild, agent_env={"FETCH_ALLOW_LOOPBACK": True}) as bot,
+    ):
+        blank = fake.inject_interaction("research", {"task": "\u200b\u200b"}, user="alice", channel=general)
+        refused = (await answer(fake, blank)).content
+        fake.inject_message(general, "bob", f"<@{me.id}> \u2066\u200b", mentions=[me])
+        hint = await fake.wait_for_message(general, lambda m: not m.ephemeral and m.author.id == me.id)
+
+        llm.script(tool_call("fetch_url", {"url": f"{base}/otters?\u202elpmaxe.knab//:sptth"}), text("Done."))
+        fake.inject_interaction("research", {"task": "otters"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name="🔎 otters")
+        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+        step = next((m.content for m in fake.messages(thread) if m.content.startswith("**Step 1**")), "")
+    assert "Tell me what to research" in refused, refused
+    assert hint.content.startswith("Ask me something after the mention"), hint.content
+    assert [t.name for t in fake.threads(parent=general)] == ["🔎 otters"]  # no run on nothing
+    assert len(llm.requests) == 2, len(llm.requests)  # the otters run's two calls, nothing else
+    assert not BIDI.search(step) and "lpmaxe.knab" in step and "yawa yats" in step, step

@@ -56,7 +56,7 @@ class ResearchCog(commands.Cog):
         file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if not task.strip():  # Discord trims ASCII spaces, not U+3000 or tabs: nothing to research
+        if not visible_text(task).strip():  # Discord trims ASCII spaces, not U+3000, tabs or U+200B
             raise Refusal("Tell me what to research: the task held only blank characters.")
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
