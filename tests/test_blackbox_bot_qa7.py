@@ -16,7 +16,7 @@ from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, error, text, tool_call
 from tests.fakes.served import served
-from tests.test_e2e_config import answer
+from tests.test_e2e_config import answer, flat, run
 
 PLANTED = "[Verify your account](https://evil.example) **now** <@&1>"
 
@@ -103,3 +103,19 @@ async def test_invisible_characters_neither_start_a_paid_run_nor_turn_a_step_lin
     assert [t.name for t in fake.threads(parent=general)] == ["🔎 otters"]  # no run on nothing
     assert len(llm.requests) == 2, len(llm.requests)  # the otters run's two calls, nothing else
     assert not BIDI.search(step) and "lpmaxe.knab" in step and "yawa yats" in step, step
+
+
+async def test_an_admin_reads_an_emptied_domain_list_in_the_recent_changes(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """An admin set `/config fetch allow:none block:none`, then a block-list: `/config show`'s recent
+    changes read "`fetch.allow`: default → " and "`fetch.block`:  → `example.com`", an arrow to
+    nothing and from nothing, where the reply had said "any public domain" and "none"."""
+    async with running_bot(fake, llm, tmp_path, guild):
+        await run(fake, guild, "config fetch", {"allow": "none", "block": "none"})
+        await run(fake, guild, "config fetch", {"block": "example.com"})
+        show = flat(await run(fake, guild, "config show"))
+    changes = show.split("Recent changes", 1)[1]
+    assert "`fetch.allow`: default → any domain\n" in changes, changes
+    assert "`fetch.block`: default → none\n" in changes, changes
+    assert "`fetch.block`: none → `example.com`" in changes, changes
