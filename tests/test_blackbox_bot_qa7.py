@@ -14,7 +14,7 @@ from aiohttp import web
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, error, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.fakes.served import served
 from tests.test_e2e_config import answer, flat, run
 
@@ -119,3 +119,25 @@ async def test_an_admin_reads_an_emptied_domain_list_in_the_recent_changes(
     assert "`fetch.allow`: default → any domain\n" in changes, changes
     assert "`fetch.block`: default → none\n" in changes, changes
     assert "`fetch.block`: none → `example.com`" in changes, changes
+
+
+async def test_a_run_stopped_during_its_model_call_does_not_claim_it_made_none(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Alice pressed Stop while her run's first model call was under way (the provider had the request
+    and may bill it): the footer read "0 tokens · $0.0000 · no model call · ⏹️ stopped by alice", as if
+    nothing had been asked of the provider. `agentbot ask` says such a call is not counted; so does the
+    thread now."""
+    general = guild.channel("general")
+    llm.script(Reply(hang=True))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the model call")
+        header = fake.messages(thread)[0]
+        stop = header.components[0]["components"][0]["custom_id"]
+        fake.inject_component(stop, message=header, user="alice")
+        footer = await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
+        await wait_idle(fake, bot)
+    assert "no model call finished" in footer.content, footer.content
+    assert footer.content.endswith("⏹️ stopped by alice · the model call under way was not counted")
