@@ -141,3 +141,36 @@ async def test_a_run_stopped_during_its_model_call_does_not_claim_it_made_none(
         await wait_idle(fake, bot)
     assert "no model call finished" in footer.content, footer.content
     assert footer.content.endswith("⏹️ stopped by alice · the model call under way was not counted")
+
+
+async def test_a_member_over_their_limit_cannot_make_the_bot_flood_a_channel_with_refusals(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Bob used his one request of the day, then mentioned the bot twelve times in #general (and sent
+    six bare mentions): the bot replied to every one, twelve "⛔ Daily request limit reached" and six
+    "Ask me something" messages in the channel, each a write outside the bot-wide REST budget that
+    every server's threads share. A member is now told once a minute per channel; alice, who asks
+    meanwhile, is answered as ever."""
+    general, me = guild.channel("general"), fake.bot_user
+    llm.responder = lambda body: text("Paris.")
+    async with running_bot(fake, llm, tmp_path, guild, QUOTA_REQUESTS_PER_DAY=1) as bot:
+        fake.inject_message(general, "bob", f"<@{me.id}> Capital of France?", mentions=[me])
+        first = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(first, lambda m: "tokens" in m.content, within=15)
+        await wait_idle(fake, bot)
+        for i in range(12):
+            fake.inject_message(general, "bob", f"<@{me.id}> And Italy? ({i})", mentions=[me])
+            fake.inject_message(general, "bob", f"<@{me.id}>", mentions=[me]) if i % 2 else None
+        fake.inject_message(general, "alice", f"<@{me.id}> Capital of Spain?", mentions=[me])
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="alice's thread")
+        spain = fake.threads(parent=general)[1]
+
+        def said() -> list[str]:
+            return [m.content for m in fake.messages(general) if m.author.id == me.id]
+
+        await fake.wait_for(lambda: {c[:2] for c in said()} == {"⛔ ", "As"}, what="both answers to bob")
+        await fake.wait_for_message(spain, lambda m: "tokens" in m.content, within=15)
+        await wait_idle(fake, bot)
+    said = said()
+    assert sum(c.startswith("⛔ Daily request limit reached") for c in said) == 1, said
+    assert sum(c.startswith("Ask me something after the mention") for c in said) == 1, said
