@@ -23,7 +23,9 @@ PLANTED = "[Verify your account](https://evil.example) **now** <@&1>"
 
 @pytest.fixture
 def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    g = FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    g.add_thread(g.channel("general"), "chat", owner=g.member("bob").user)  # a thread that is no session
+    return g
 
 
 def rendered_links(text: str) -> list[str]:
@@ -44,7 +46,7 @@ async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         llm.script(error(400, PLANTED))
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
-        failed = await fake.wait_for_thread(parent=general)
+        failed = await fake.wait_for_thread(parent=general, name="🔎 tides")
         await fake.wait_for_message(failed, lambda m: "failed" in m.content and "tokens" in m.content)
         await wait_idle(fake, bot)
 
@@ -100,7 +102,7 @@ async def test_invisible_characters_neither_start_a_paid_run_nor_turn_a_step_lin
         step = next((m.content for m in fake.messages(thread) if m.content.startswith("**Step 1**")), "")
     assert "Tell me what to research" in refused, refused
     assert hint.content.startswith("Ask me something after the mention"), hint.content
-    assert [t.name for t in fake.threads(parent=general)] == ["🔎 otters"]  # no run on nothing
+    assert [t.name for t in fake.threads(parent=general)] == ["chat", "🔎 otters"]  # no run on nothing
     assert len(llm.requests) == 2, len(llm.requests)  # the otters run's two calls, nothing else
     assert not BIDI.search(step) and "lpmaxe.knab" in step and "yawa yats" in step, step
 
@@ -132,7 +134,7 @@ async def test_a_run_stopped_during_its_model_call_does_not_claim_it_made_none(
     llm.script(Reply(hang=True))
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
-        thread = await fake.wait_for_thread(parent=general)
+        thread = await fake.wait_for_thread(parent=general, name="🔎 tides")
         await fake.wait_for(lambda: llm.requests, what="the model call")
         header = fake.messages(thread)[0]
         stop = header.components[0]["components"][0]["custom_id"]
@@ -147,30 +149,33 @@ async def test_a_member_over_their_limit_cannot_make_the_bot_flood_a_channel_wit
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """Bob used his one request of the day, then mentioned the bot twelve times in #general (and sent
-    six bare mentions): the bot replied to every one, twelve "⛔ Daily request limit reached" and six
-    "Ask me something" messages in the channel, each a write outside the bot-wide REST budget that
-    every server's threads share. A member is now told once a minute per channel; alice, who asks
-    meanwhile, is answered as ever."""
-    general, me = guild.channel("general"), fake.bot_user
+    six bare mentions, and six in a thread of his own): the bot replied to every one, twelve "⛔ Daily
+    request limit reached" and six "Ask me something" messages in the channel (each a write outside
+    the bot-wide REST budget that every server's threads share) and six "I can't start research inside
+    a thread". A member is now told once a minute per channel; alice, asking meanwhile, is answered."""
+    general, me, (chat,) = guild.channel("general"), fake.bot_user, guild.threads
     llm.responder = lambda body: text("Paris.")
     async with running_bot(fake, llm, tmp_path, guild, QUOTA_REQUESTS_PER_DAY=1) as bot:
         fake.inject_message(general, "bob", f"<@{me.id}> Capital of France?", mentions=[me])
-        first = await fake.wait_for_thread(parent=general)
+        first = await fake.wait_for_thread(parent=general, name="🔎 Capital of France?")
         await fake.wait_for_message(first, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
         for i in range(12):
             fake.inject_message(general, "bob", f"<@{me.id}> And Italy? ({i})", mentions=[me])
             fake.inject_message(general, "bob", f"<@{me.id}>", mentions=[me]) if i % 2 else None
+            fake.inject_message(chat, "bob", f"<@{me.id}> tides? ({i})", mentions=[me]) if i % 2 else None
         fake.inject_message(general, "alice", f"<@{me.id}> Capital of Spain?", mentions=[me])
-        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="alice's thread")
-        spain = fake.threads(parent=general)[1]
+        spain = await fake.wait_for_thread(parent=general, name="🔎 Capital of Spain?", within=10)
 
         def said() -> list[str]:
             return [m.content for m in fake.messages(general) if m.author.id == me.id]
 
         await fake.wait_for(lambda: {c[:2] for c in said()} == {"⛔ ", "As"}, what="both answers to bob")
+        await fake.wait_for_message(chat, lambda m: m.author.id == me.id, within=10)
         await fake.wait_for_message(spain, lambda m: "tokens" in m.content, within=15)
         await wait_idle(fake, bot)
     said = said()
     assert sum(c.startswith("⛔ Daily request limit reached") for c in said) == 1, said
     assert sum(c.startswith("Ask me something after the mention") for c in said) == 1, said
+    in_chat = [m.content for m in fake.messages(chat) if m.author.id == me.id]
+    assert len(in_chat) == 1 and "inside a thread" in in_chat[0], in_chat
