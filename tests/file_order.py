@@ -103,6 +103,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_ollama.py": 20,
     "test_blackbox_lefts.py": 19,
     "test_e2e_streaming.py": 19,
+    "test_blackbox_bot_qa7.py": 19,
     "test_e2e_one_model.py": 18,
     "test_memory_server.py": 18,
     "test_e2e_checkpoints.py": 18,
