@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
+from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.fakes.served import served
@@ -123,26 +125,41 @@ async def test_an_admin_reads_an_emptied_domain_list_in_the_recent_changes(
     assert "`fetch.block`: none → `example.com`" in changes, changes
 
 
-async def test_a_run_stopped_during_its_model_call_does_not_claim_it_made_none(
+async def test_a_stop_says_what_it_stopped_and_stops_an_edits_re_run_too(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """Alice pressed Stop while her run's first model call was under way (the provider had the request
     and may bill it): the footer read "0 tokens · $0.0000 · no model call · ⏹️ stopped by alice", as if
-    nothing had been asked of the provider. `agentbot ask` says such a call is not counted; so does the
-    thread now."""
-    general = guild.channel("general")
-    llm.script(Reply(hang=True))
+    nothing had been asked of the provider (`agentbot ask` says such a call is not counted; so does the
+    thread now). Then she fixed a typo in a mention while its turn ran and pressed Stop at once: the
+    thread said "Stopping…" and "Stopped by alice", then re-ran the edit anyway and answered it,
+    charged. A Stop after an edit now drops the edit's re-run."""
+    general, me = guild.channel("general"), fake.bot_user
+    llm.script(Reply(hang=True), Reply(hang=True), Reply(text="Edited answer.", delay=1))
+
+    async def stop_in(thread: Any) -> MessageRecord:
+        header = fake.messages(thread)[0]
+        stop = header.components[0]["components"][0]["custom_id"]
+        fake.inject_component(stop, message=header, user="alice")
+        return await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
+
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general, name="🔎 tides")
         await fake.wait_for(lambda: llm.requests, what="the model call")
-        header = fake.messages(thread)[0]
-        stop = header.components[0]["components"][0]["custom_id"]
-        fake.inject_component(stop, message=header, user="alice")
-        footer = await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
+        footer = await stop_in(thread)
         await wait_idle(fake, bot)
+
+        ask = fake.inject_message(general, "alice", f"<@{me.id}> Capital of Frnace?", mentions=[me])
+        edited = await fake.wait_for_thread(parent=general, name="🔎 Capital of Frnace?")
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="the mention's model call")
+        edit_message(fake, ask, f"<@{me.id}> Capital of France?")
+        await stop_in(edited)
+        await wait_idle(fake, bot)
+        shown = [m.content for m in fake.messages(edited)]
     assert "no model call finished" in footer.content, footer.content
     assert footer.content.endswith("⏹️ stopped by alice · the model call under way was not counted")
+    assert "Edited answer." not in shown and not any("Re-running" in c for c in shown), shown
 
 
 async def test_a_member_over_their_limit_cannot_make_the_bot_flood_a_channel_with_refusals(
