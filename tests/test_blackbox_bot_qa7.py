@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bot.store import StoreUnavailable
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_records import MessageRecord
@@ -19,6 +20,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.fakes.served import served
 from tests.test_e2e_config import answer, flat, run
+from tests.test_security_memory import research
 
 PLANTED = "[Verify your account](https://evil.example) **now** <@&1>"
 
@@ -196,3 +198,36 @@ async def test_a_member_over_their_limit_cannot_make_the_bot_flood_a_channel_wit
     assert sum(c.startswith("Ask me something after the mention") for c in said) == 1, said
     in_chat = [m.content for m in fake.messages(chat) if m.author.id == me.id]
     assert len(in_chat) == 1 and "inside a thread" in in_chat[0], in_chat
+
+
+async def test_a_database_outage_is_said_only_where_someone_spoke_to_the_bot(
+    fake: FakeDiscord,
+    llm: FakeLLM,
+    guild: FakeGuild,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the database could not be reached (PostgreSQL restarting), every message in every thread
+    of the server, bob's lunch plans in his own thread included, got the bot's "⚠️ I can't reach my
+    database right now, so I couldn't take this message" under it: the bot looks up whether a thread
+    is a session for every message in any thread. It is said now only where someone spoke to the bot
+    (a mention, a reply to it, or a thread the bot opened), as before."""
+    (chat,), looked_up = guild.threads, []
+    llm.script(text("Paris."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        session = await research(fake, guild, "Capital of France?", "alice")
+        await wait_idle(fake, bot)
+
+        async def unreachable(thread_id: int) -> None:
+            looked_up.append(thread_id)
+            raise StoreUnavailable("the database cannot be reached")
+
+        monkeypatch.setattr(bot.services.sessions, "by_thread", unreachable)
+        fake.inject_message(chat, "bob", "lunch at noon, anyone?")
+        await fake.wait_for(lambda: looked_up == [chat.id], what="bob's message handled")
+        fake.inject_message(session, "alice", "and Italy?")  # her follow-up is not taken: she is told
+        told = await fake.wait_for_message(session, lambda m: "reach my database" in m.content, within=10)
+        await wait_idle(fake, bot)
+        in_chat = [m.content for m in fake.messages(chat) if m.author.id == fake.bot_user.id]
+    assert in_chat == [], in_chat
+    assert "send it again in a minute" in told.content and len(llm.requests) == 1, told.content
