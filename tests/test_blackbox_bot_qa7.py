@@ -231,3 +231,34 @@ async def test_a_database_outage_is_said_only_where_someone_spoke_to_the_bot(
         in_chat = [m.content for m in fake.messages(chat) if m.author.id == fake.bot_user.id]
     assert in_chat == [], in_chat
     assert "send it again in a minute" in told.content and len(llm.requests) == 1, told.content
+
+
+async def test_an_edit_after_the_thread_was_archived_does_not_reopen_it(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A moderator archived (and, for a second one, locked) the thread of alice's finished mention;
+    alice then fixed a typo in her mention in #general. The bot posted its "✏️ You edited your message…"
+    offer into the thread, and a send to an archived thread reopens it, where README says an archived
+    thread is never written to again. No offer is posted there now."""
+    general, me = guild.channel("general"), fake.bot_user
+    llm.responder = lambda body: text("Paris.")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+
+        async def answered_then_closed(task: str, *, locked: bool) -> tuple[MessageRecord, Any]:
+            ask = fake.inject_message(general, "alice", f"<@{me.id}> {task}", mentions=[me])
+            thread = await fake.wait_for_thread(parent=general, name=f"🔎 {task}")
+            await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=15)
+            await wait_idle(fake, bot)
+            fake.archive_thread(thread, locked=locked)  # the bot's own view of it says so, then
+            await fake.wait_for(lambda: getattr(bot.get_channel(thread.id), "archived", True), what="it")
+            return ask, thread
+
+        closed = [await answered_then_closed(f"Capital of Frnace {i}?", locked=i == 1) for i in (0, 1)]
+        for i, (ask, _) in enumerate(closed):
+            edit_message(fake, ask, f"<@{me.id}> Capital of France {i}?")
+        fake.inject_message(general, "alice", f"<@{me.id}> and Spain?", mentions=[me])  # after the edits
+        await fake.wait_for_thread(parent=general, name="🔎 and Spain?")
+        await wait_idle(fake, bot)
+    threads = [thread for _, thread in closed]
+    offers = [m.content for t in threads for m in fake.messages(t) if m.content.startswith("✏️")]
+    assert [t.archived for t in threads] == [True, True] and offers == [], offers
