@@ -34,6 +34,7 @@ from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, reply
 from bot.gateway import BoundedGateway
+from bot.mentions import mentions_bot, replies_to_bot
 from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
@@ -313,9 +314,17 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         else:
             log.exception("event_failed", error_id=eid, handler=event_method)  # "event" is structlog's own
         message = next((a for a in args if isinstance(a, discord.Message)), None)
-        if message is not None and not message.author.bot:
+        if message is not None and not message.author.bot and self._spoke_to_me(message):
             with contextlib.suppress(discord.HTTPException):
                 await message.channel.send(text, allowed_mentions=NO_MENTIONS)
+
+    def _spoke_to_me(self, message: discord.Message) -> bool:
+        """A message the bot would answer: a mention, a reply to it, or any in a thread it opened. Any
+        other message in a thread is looked up too (is it a session?), so during a database outage every
+        member's chat in every thread got "I can't reach my database" under it."""
+        me = self.user.id if self.user is not None else None
+        mine = isinstance(message.channel, discord.Thread) and message.channel.owner_id == me
+        return mine or mentions_bot(self, message) or replies_to_bot(self, message)
 
 
 HANDLERS_GRACE = 5.0

@@ -211,8 +211,8 @@ def format_setting(key: str, value: Any, *, present: bool = True) -> str:
         return code(one_line(redact(str(value)), 80))
     if head in ("limit", "role_limit"):
         return format_limit(key.split(".")[-1], value)
-    if isinstance(value, list):
-        return ", ".join(code(str(v)) for v in value)
+    if isinstance(value, list):  # emptied, it read "`fetch.allow`: default → " in the audit
+        return ", ".join(code(str(v)) for v in value) or ("any domain" if key == "fetch.allow" else "none")
     return code(one_line(str(value), 80))
 
 

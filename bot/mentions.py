@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import discord
 
+from agent.tools.safe_names import visible_text
+
 
 def mentions_bot(bot: discord.Client, message: discord.Message) -> bool:
     """A mention of the bot, or of its managed role (what Discord's mention picker often inserts)."""
@@ -33,7 +35,8 @@ def strip_mentions_of(me_id: int | None, message: discord.Message) -> str:
     role = message.guild.self_role if message.guild is not None else None
     if role is not None:
         text = text.replace(f"<@&{role.id}>", "")
-    return text.strip()
+    # Only invisible characters (U+200B, a direction mark) is no question: it would start a paid run on nothing.
+    return text.strip() if visible_text(text).strip() else ""
 
 
 def replies_to_bot(bot: discord.Client, message: discord.Message) -> bool:

@@ -18,6 +18,7 @@ import discord
 
 from agent.config import ConfigError
 from agent.logs import redact
+from agent.tools.safe_names import visible_text
 from bot.formatting import one_line
 from bot.store import StoreError, StoreUnavailable
 
@@ -48,8 +49,8 @@ class Note:
     @property
     def quoted(self) -> str:
         """The member's message (``prompt``) on one line, cut at 200 characters, shown as written: a
-        masked link or ``**`` in an edited message rendered in the bot's re-run and superseded notes."""
-        return untrusted(one_line(getattr(self, "prompt", ""), 200))
+        masked link or a role mention in it rendered as the bot's own words."""
+        return untrusted(one_line(visible_text(getattr(self, "prompt", "")), 200))
 
 
 @dataclass(frozen=True)

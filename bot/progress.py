@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,9 @@ from agent.events import (
     TextDelta,
     ToolCallEvent,
     ToolResultEvent,
+    UsageEvent,
 )
+from agent.tools.safe_names import visible_text
 from agent.tools.web_search import shown_url
 from bot.notes import FilesWritten, Note, untrusted, with_quoted
 from bot.splitting import split_message
@@ -46,7 +49,9 @@ _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    """One line of at most ``limit`` characters, without direction overrides or invisible characters:
+    a page's (or a prompt-injected model's) U+202E made a step line's address read as another one."""
+    text = " ".join(visible_text(text).split())
     if len(text) <= limit:
         return text
     return text[: limit - 1] + f"… (cut, {len(text):,} chars)"
@@ -128,7 +133,9 @@ class _Step:
         return "\n".join(lines)[:1990]
 
 
-def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
+def format_footer(result: RunResult, *, stopped_by: str | None = None, mid_call: bool = False) -> str:
+    """``mid_call``: stopped while a model call was under way, which the provider may bill and the
+    quota never counts (the footer said "no model call" and $0 for a run stopped in its first call)."""
     u = result.usage
     cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
     reasoning = f", of which {u.reasoning_tokens:,} reasoning" if u.reasoning_tokens else ""
@@ -141,12 +148,15 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None) -> str:
     }.get(result.status, "")
     if stopped_by:
         status = f" · ⏹️ stopped by {stopped_by}"
+    if mid_call:
+        status += " · the model call under way was not counted"
     est = "estimated: " if u.estimated else ""  # the server reported no usage: counted locally
     usage = (
         f"-# {result.steps_said} · {est}{u.total_tokens:,} tokens "
         f"({u.prompt_tokens:,} in{cached}, {u.completion_tokens:,} out{reasoning}) · "
         f"{result.cost.format(estimated=u.estimated)} · "
-        f"{', '.join(result.models) or _no_model(result)} · {result.duration:.1f}s{status}"
+        f"{', '.join(result.models) or ('no model call finished' if mid_call else _no_model(result))} · "
+        f"{result.duration:.1f}s{status}"
     )
     return "\n".join([*_sources(result.sources, FOOTER_ROOM - len(usage)), usage])
 
@@ -188,6 +198,8 @@ class ProgressRenderer:
         self._tail = ""
         self._error = ""
         self.final: RunResult | None = None
+        self._calling, self._retry_at = False, 0.0
+        """A model call under way (from its step's start to its usage), and when a retried one resumes."""
 
     def _drop_text(self) -> None:
         self._words, self._tail = io.StringIO(), ""
@@ -218,6 +230,7 @@ class ProgressRenderer:
                 return
             self.s.add("final" if files else "note", ev.text, files=files)
         elif isinstance(ev, StepStarted):
+            self._calling = True
             self._step = _Step(ev.step, ev.model)
             self._drop_text()
         elif isinstance(ev, TextDelta):
@@ -252,6 +265,7 @@ class ProgressRenderer:
                 self._note(f"{ev.name}: {line}")
         elif isinstance(ev, RetryEvent):
             if ev.what == "model":
+                self._retry_at = ev.at + ev.delay  # no call is under way while it waits
                 self._drop_text()
                 self.s.end_live()
             self._note(
@@ -267,6 +281,8 @@ class ProgressRenderer:
                 self._note(
                     f"🔀 switched from {ev.from_model} to {ev.to_model} because {_clip(ev.reason, 200)}"
                 )
+        elif isinstance(ev, UsageEvent):  # the step's model call (or a page reading) has ended
+            self._calling = False
         elif isinstance(ev, MemoryEvent):
             self.s.add(
                 "note",
@@ -274,6 +290,7 @@ class ProgressRenderer:
                 + (f" ({', '.join(ev.ids[:5])})" if ev.ids else ""),
             )
         elif isinstance(ev, ErrorEvent):
+            self._calling = False
             self.s.end_live()
             self._error = ev.message.strip()
             self.s.add("note", f"⚠️ {_clip(with_quoted(ev.message, ev.quoted), 500)}")
@@ -320,7 +337,8 @@ class ProgressRenderer:
             for part in split_message(text):
                 if not shown(part):
                     self.s.add("final", part)
-        footer = format_footer(result, stopped_by=stopped_by)
+        mid_call = stopped_by is not None and self._calling and time.monotonic() >= self._retry_at
+        footer = format_footer(result, stopped_by=stopped_by, mid_call=mid_call)
         if self.notify is not None:
             footer = footer.replace("-# ", f"-# <@{self.notify}> · ", 1)
         if not shown(footer):

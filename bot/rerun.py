@@ -72,6 +72,8 @@ class EditRerun:
             thread = thread or await message.guild.fetch_channel(session.thread_id)
         except discord.HTTPException:
             return  # the thread is gone: nowhere to offer it
+        if getattr(thread, "archived", False) or getattr(thread, "locked", False):
+            return  # an offer would reopen a thread its moderators (or Discord's quiet timer) closed
         if await self._channel_refusal(session):  # no offer its button would refuse
             return
         await sv.sessions.set_edited(turn.id, prompt)

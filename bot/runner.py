@@ -181,9 +181,9 @@ class SessionRunner:
             if said is not None:
                 await said()
             return True
-        if w is None or w.current is None or w.current.done():
+        if w is None or w.current is None or w.current.done():  # (a Stop after an edit drops its re-run)
             return False
-        w.stopped_by = by
+        w.restart, w.stopped_by = w.restart if by.startswith("an edit") else None, by
         if w.turn is not None and w.turn.turn_id is not None:
             try:
                 async with asyncio.timeout(2):  # the member is answered within Discord's 3 s

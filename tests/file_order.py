@@ -78,6 +78,7 @@ SECONDS: dict[str, int] = {
     "test_memory_embeddings.py": 37,
     "test_memory_store.py": 35,
     "test_blackbox_admin_postgres.py": 35,
+    "test_blackbox_bot_qa7.py": 35,
     "test_store_pg.py": 32,
     "test_fetch_pages.py": 32,
     "test_run_quiet.py": 31,

@@ -54,6 +54,7 @@ async def test_a_restart_keeps_the_requesters_role_limits_and_a_follow_up_edited
     shown = [m.content for m in fake.messages(thread)]
     assert not any("limit reached" in c for c in shown), shown
     assert any("2 steps · 6,160 tokens" in c for c in shown), shown
+    # The member's words as written: "6*8" is escaped (a member's Markdown never renders in the bot's voice).
     assert any(
         c.startswith("⏳ Answering a follow-up queued before the restart: “And 6\\*8?”") for c in shown
     )

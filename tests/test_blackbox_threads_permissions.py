@@ -84,14 +84,15 @@ async def test_without_send_permissions_the_member_is_told_once_in_a_dm_and_noth
         # She keeps posting in both: no DM per message (one per channel per hour); bob is told for himself.
         fake.inject_message(general, "alice", f"<@{bot.user.id}> hello?")
         fake.inject_message(thread, "alice", "anyone?")
-        await fake.wait_for(lambda: len(refused(general)) == 2 and len(refused(thread)) == 2, within=10)
+        # (A second refused mention within a minute is not even tried in the channel: bot.cogs.research.)
+        await fake.wait_for(lambda: len(refused(thread)) == 2, within=10)
         fake.inject_message(thread, "bob", f"<@{bot.user.id}> me too")
         bobs = fake.state.open_dm(fake.state.user(guild.member("bob").user.id))
         await fake.wait_for_message(bobs, within=10)
         await wait_idle(fake, bot)
     assert "**Create Public Threads**" in first.content, first.content
     assert "**Send Messages in Threads**" in second.content and f"<#{thread.id}>" in second.content
-    assert len(fake.messages(dm)) == 2 and len(llm.requests) == 1
+    assert len(fake.messages(dm)) == 2 and len(llm.requests) == 1 and len(refused(general)) == 1
     assert len(fake.messages(bobs)) == 1
 
 

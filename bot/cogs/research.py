@@ -16,12 +16,18 @@ from discord.ext import commands
 from agent.tools.safe_names import visible_text
 from bot.attach import files_only, incoming
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, channel_refusal, reply, tell
+from bot.formatting import DmLimit, Refusal, channel_refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
 from bot.store import new_session_id
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
+
+
+TOLD_EVERY = 60.0
+"""A member's mentions that start nothing (no question, a limit reached) are answered once per channel in
+this many seconds: each answer is a write in the channel, and a member flooding mentions had the bot
+reply to every one."""
 
 
 def thread_name(task: str) -> str:
@@ -36,6 +42,7 @@ def thread_name(task: str) -> str:
 class ResearchCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
+        self._hinted, self._refused = DmLimit(TOLD_EVERY), DmLimit(TOLD_EVERY)
 
     @app_commands.command(
         name="research", description="Research a question with an AI agent in a new thread."
@@ -56,7 +63,7 @@ class ResearchCog(commands.Cog):
         file: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if not task.strip():  # Discord trims ASCII spaces, not U+3000 or tabs: nothing to research
+        if not visible_text(task).strip():  # Discord trims ASCII spaces, not U+3000, tabs or U+200B
             raise Refusal("Tell me what to research: the task held only blank characters.")
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
@@ -154,9 +161,11 @@ class ResearchCog(commands.Cog):
             files_only(message.attachments) if message.attachments else ""
         )
         if not task:
-            await message.reply(
-                "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
-            )
+            if self._hinted.allow(message.author.id, channel.id):
+                await bot.runner.rest_budget.acquire(channel.id)
+                await message.reply(
+                    "Ask me something after the mention, or use /research.", allowed_mentions=NO_MENTIONS
+                )
             return
         perms, sid = channel.permissions_for(message.guild.me), new_session_id()
         try:
@@ -164,7 +173,9 @@ class ResearchCog(commands.Cog):
                 channel, message.author, task, perms, private=False, session_id=sid, message=message
             )
         except Refusal as e:
-            await tell(message, str(e), bot.dm_limit)  # a DM when the reply itself is refused
+            if self._refused.allow(message.author.id, channel.id):
+                await bot.runner.rest_budget.acquire(channel.id)
+                await tell(message, str(e), bot.dm_limit)  # a DM when the reply itself is refused
             return
         files = incoming(message.attachments)
         if (

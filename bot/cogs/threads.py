@@ -20,9 +20,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attach import files_only, incoming
+from bot.cogs.research import TOLD_EVERY
 from bot.control import roles_of
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import Refusal, tell, tell_in_dm
+from bot.formatting import DmLimit, Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.run_policy import can_post
 from bot.runner import FOLLOW_UPS_WAITING, TurnRequest
@@ -117,6 +118,7 @@ class ThreadsCog(commands.Cog):
     def __init__(self, bot: AgentBot) -> None:
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
@@ -217,6 +219,8 @@ class ThreadsCog(commands.Cog):
             return
         gs = await self.bot.services.guild_settings.get(message.guild.id)
         if not gs.channel_allowed(thread.id, getattr(thread, "parent_id", None)):
+            return
+        if not self._where.allow(message.author.id, thread.id):
             return
         await self.bot.runner.rest_budget.acquire(thread.id)
         with contextlib.suppress(discord.HTTPException):
