@@ -51,7 +51,14 @@ _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 def _clip(text: str, limit: int) -> str:
     """One line of at most ``limit`` characters, without direction overrides or invisible characters:
     a page's (or a prompt-injected model's) U+202E made a step line's address read as another one."""
-    text = " ".join(visible_text(text).split())
+    return _cut(_flat(text), limit)
+
+
+def _flat(text: str) -> str:
+    return " ".join(visible_text(text).split())
+
+
+def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1] + f"… (cut, {len(text):,} chars)"
@@ -293,10 +300,18 @@ class ProgressRenderer:
             self._calling = False
             self.s.end_live()
             self._error = ev.message.strip()
-            self.s.add("note", f"⚠️ {_clip(with_quoted(ev.message, ev.quoted), 500)}")
+            # escaped after flattening: the zero-width space that breaks a quoted mention is invisible too
+            said = with_quoted(_flat(ev.message), [_flat(q) for q in ev.quoted])
+            self.s.add("note", f"⚠️ {_cut(said, 500)}")
         elif isinstance(ev, FinalEvent):
             self.s.end_live()
             self.final = ev.result
+
+    def stopped_mid_call(self, stopped_by: str | None) -> bool:
+        """Stopped while a model call was under way (not while waiting to retry one): the footer says
+        that call was not counted. Saved with a stopped answer, so its footer after a restart is the
+        same text and is recognised as shown."""
+        return stopped_by is not None and self._calling and time.monotonic() >= self._retry_at
 
     def finish(
         self,
@@ -305,6 +320,7 @@ class ProgressRenderer:
         stopped_by: str | None = None,
         title: str = "answer",
         shown: Callable[[str], bool] = lambda text: False,
+        mid_call: bool | None = None,
     ) -> None:
         """The answer as new messages (edits notify nobody), then the footer; those ``shown`` already
         (posted before a restart, ``bot.turn_end``) are not posted again.
@@ -337,7 +353,8 @@ class ProgressRenderer:
             for part in split_message(text):
                 if not shown(part):
                     self.s.add("final", part)
-        mid_call = stopped_by is not None and self._calling and time.monotonic() >= self._retry_at
+        if mid_call is None:
+            mid_call = self.stopped_mid_call(stopped_by)
         footer = format_footer(result, stopped_by=stopped_by, mid_call=mid_call)
         if self.notify is not None:
             footer = footer.replace("-# ", f"-# <@{self.notify}> · ", 1)

@@ -263,13 +263,15 @@ class Turn:
                     raise
                 return None
             result = self._stopped_by(by)
-            await self._keep(result, by=by)
-            self.renderer.finish(result, stopped_by=by)
+            mid_call = self.renderer.stopped_mid_call(by)
+            await self._keep(result, by=by, mid_call=mid_call)
+            self.renderer.finish(result, stopped_by=by, mid_call=mid_call)
             status = "stopped"
         except TimeoutError:
             result = self._stopped(f"Stopped after {sv.bot_settings.turn_timeout:.0f} s (time limit).")
-            await self._keep(result, by="a time limit")
-            self.renderer.finish(result, stopped_by="a time limit")
+            mid_call = self.renderer.stopped_mid_call("a time limit")
+            await self._keep(result, by="a time limit", mid_call=mid_call)
+            self.renderer.finish(result, stopped_by="a time limit", mid_call=mid_call)
             status = "stopped"
         except Exception as e:
             eid = error_id()

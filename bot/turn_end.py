@@ -50,7 +50,8 @@ def ended(cp: dict[str, Any] | None) -> bool:
 def final_of(result: RunResult, **more: Any) -> dict[str, Any]:
     """What a checkpoint adds to its state to rebuild ``result`` as it was shown (its footer's duration
     too, so a footer posted before the kill is recognised). ``more``: ``by`` (who stopped it), ``files``
-    (what the run wrote, ``bot.attach.new_paths``), ``from_web`` (``bot.run_policy.read_outside``)."""
+    (what the run wrote, ``bot.attach.new_paths``), ``from_web`` (``bot.run_policy.read_outside``),
+    ``mid_call`` (stopped during a model call)."""
     return {
         "text": result.text,
         "status": result.status,
@@ -123,7 +124,12 @@ async def close_ended(turn: Turn) -> RunResult:
         by = str(cp[STOPPED_BY])
         result = turn._stopped_by(by)
     turn.status = SESSION_STATUS.get(result.status, "stopped")
-    turn.renderer.finish(result, stopped_by=by, shown=lambda text: is_shown(text, contents))
+    turn.renderer.finish(
+        result,
+        stopped_by=by,
+        shown=lambda text: is_shown(text, contents),
+        mid_call=bool(final.get("mid_call")),
+    )
     workspace = workspace_of(turn.sv, req.session.id)
     files = await asyncio.to_thread(file_contents, workspace, list(final.get("files") or ()))
     if files and not any(FilesWritten.template in c for c in contents):  # named only, if not attached

@@ -125,6 +125,7 @@ async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_
     contents = [m.content for m in fake.messages(thread)]
     assert len(llm.requests) == 2, contents  # nothing ran after the stop
     assert len([c for c in contents if c.startswith("Stopped by alice after 1 step.")]) == 1, contents
+    assert len(footers()) == 1, footers()
     (footer,) = footers()
     assert "1 step · 300 tokens" in footer and "stopped by alice" in footer, footer
 
