@@ -47,7 +47,11 @@ async def test_e2e_a_complex_run_researches_cheaply_reads_with_notes_and_the_str
         return text("READY-LINE: the page is read.")
 
     llm.responder = respond
-    task = "Research and compare how otters cope with cold water across the studies on this page"
+    # Clearly complex (46% against the 27% bar): the test is about the complex pipeline, not the bar.
+    task = (
+        "Research and compare in depth how otters cope with cold water across all the studies on this page, "
+        "weighing their methods and evidence"
+    )
     async with running_bot(fake, llm, tmp_path, guild, tiers_table=TIERS) as bot:
         general = guild.channel("general")
         fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
@@ -96,7 +100,11 @@ async def test_e2e_a_server_that_turned_the_reader_off_gets_the_page_itself(
         return tool_call("fetch_url", {"url": web.url("/long")})
 
     llm.responder = respond
-    task = "Research and compare how otters cope with cold water across the studies on this page"
+    # Clearly complex (46% against the 27% bar): the test is about the complex pipeline, not the bar.
+    task = (
+        "Research and compare in depth how otters cope with cold water across all the studies on this page, "
+        "weighing their methods and evidence"
+    )
     async with running_bot(fake, llm, tmp_path, guild, tiers_table=TIERS) as bot:
         general = guild.channel("general")
         inter = fake.inject_interaction(
