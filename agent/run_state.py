@@ -187,6 +187,16 @@ class hold:
             self.token = await self.budget.reserve(name, est, est_cost.usd if est_cost.known else None)
         return self.bill
 
+    async def moved(self) -> None:
+        """The router switched models mid-call (fallback, escalation): hold again, at the price of the
+        model the next request goes to, before it is sent. Held at the first model's price, a fallback
+        from gpt-4o-mini to a dearer model passed the spending limit the hold had checked."""
+        if self.budget is None or self.bill.charged:
+            return
+        old, self.token = self.token, None  # released first: the two holds never count together
+        await self.budget.settle(old, self.model.name, self.model.provider, Usage(), Cost())
+        await self.__aenter__()
+
     async def __aexit__(self, *exc: object) -> None:
         if self.budget is None:
             return

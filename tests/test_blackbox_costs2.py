@@ -1,0 +1,135 @@
+"""The figures a user reads about tokens and money, against the prices genai-prices ships (read from the
+package here, so a price change in a new release cannot make these tests drift silently): the
+``agentbot ask`` summary on scripted providers on 127.0.0.1, and a server's spending limit when a run
+falls back mid-call to a dearer model (real SQLite quota store)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent import ToolRegistry
+from agent.events import FinalEvent, ModelSwitched
+from agent.loop import Agent
+from agent.models.anthropic import AnthropicModel
+from agent.models.base import Model
+from agent.models.openai import OpenAIChatModel
+from agent.models.prices import PriceTable
+from agent.models.router import Breakers, Router
+from bot.limits import Limits
+from bot.store import QuotaStore, open_database
+from tests.fakes import anthropic_server as anth
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.llm_server import FakeLLM, error
+from tests.test_blackbox_operator import agentbot
+
+ANTHROPIC_KEY = "sk-ant-api03-costs2-test-000001"
+
+
+def _at_tier(price: Any, prompt: int) -> Decimal:
+    """A package price in USD per million tokens at the tier a ``prompt``-token call falls in."""
+    tiers = getattr(price, "tiers", None)
+    if tiers is None:
+        return Decimal(price)
+    rate = price.base
+    for t in tiers:
+        if prompt > t.start:
+            rate = t.price
+    return Decimal(rate)
+
+
+async def test_ask_prints_a_long_context_claude_call_with_separators_and_its_exact_tiered_cost(
+    tmp_path: Path,
+) -> None:
+    # A 1.2M-token Claude Sonnet 4.5 call (1M context): 1,000,000 read from the cache, 200,000 written to
+    # it, 34,567 uncached, 12,345 out. Above 200k prompt tokens Anthropic bills every token at the
+    # long-context rates, so: cost = (34,567 x input + 1,000,000 x cache read + 200,000 x 5-minute cache
+    # write + 12,345 x output) / 1e6, each at the >200k tier genai-prices ships.
+    prompt, read, write, out = 1_234_567, 1_000_000, 200_000, 12_345
+    mp = PriceTable().lookup("claude-sonnet-4-5", "anthropic").at(datetime.now(UTC))  # type: ignore[union-attr]
+    want = (
+        (prompt - read - write) * _at_tier(mp.input_mtok, prompt)
+        + read * _at_tier(mp.cache_read_mtok, prompt)
+        + write * _at_tier(mp.cache_write_mtok, prompt)
+        + out * _at_tier(mp.output_mtok, prompt)
+    ) / 1_000_000
+    assert _at_tier(mp.input_mtok, prompt) > _at_tier(mp.input_mtok, 1_000)  # the tier is really crossed
+    async with FakeAnthropic() as api:
+        api.script(
+            anth.Reply(
+                text="Paris.",
+                prompt_tokens=prompt,
+                cached_tokens=read,
+                cache_write_tokens=write,
+                completion_tokens=out,
+            )
+        )
+        env = {
+            "ANTHROPIC_BASE_URL": api.base_url,
+            "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+            "AGENT_MODEL": "anthropic:claude-sonnet-4-5",
+            "MEMORY_ENABLED": "false",
+        }
+        code, said, err = await agentbot(tmp_path, "ask", "Capital of France?", env=env)
+    assert (code, said) == (0, "Paris.\n"), err[-1500:]
+    lines = err.strip().splitlines()
+    # Before: "1234567+12345 tokens" and "1234567 prompt + 12345 completion tokens (1000000 cached)",
+    # where the thread's footer and /usage print 1,234,567.
+    assert f"  1,234,567+12,345 tokens, ${want:.4f}" in lines, err
+    assert lines[-1].startswith(
+        f"1 step · 1,234,567 prompt + 12,345 completion tokens (1,000,000 cached) · cost ${want:.4f} · "
+    ), lines[-1]
+
+
+async def test_a_fallback_mid_call_to_a_dearer_model_is_held_at_its_price_and_never_passes_the_limit(
+    tmp_path: Path,
+) -> None:
+    # The tier is [gpt-4o-mini, claude-opus-4-1]; gpt-4o-mini fails (HTTP 500), so the router falls back
+    # to Opus inside the same model call. The member has $0.05 left this month: one call's hold on
+    # gpt-4o-mini (prompt x input + 1,024 x output) fits, one on Opus (prompt x 1.25 x input for the cache
+    # write + 1,024 x output, ~$0.09 at $15/$75 per million) does not. Before, the hold made for
+    # gpt-4o-mini covered the Opus call too: it ran and spent $0.105 of the $0.05.
+    limit = 0.05
+    prices = PriceTable()
+    assert (
+        prices.estimate("gpt-4o-mini", 2_000, 1_024).usd
+        < limit
+        < prices.estimate("claude-opus-4-1", 500, 1_024).usd
+    )
+    async with (
+        FakeLLM() as oai,
+        FakeAnthropic() as claude,
+        httpx.AsyncClient() as http,
+        await open_database(str(tmp_path / "quota.sqlite3")) as db,
+    ):
+        common: dict[str, Any] = {"client": http, "max_attempts": 1}
+
+        def build(spec: str) -> Model:
+            provider, _, name = spec.rpartition(":")
+            if provider == "anthropic":
+                return AnthropicModel(name, api_key=ANTHROPIC_KEY, base_url=claude.base_url, **common)
+            return OpenAIChatModel(name, api_key="sk-test-costs2-0001", base_url=oai.base_url, **common)
+
+        oai.script(error(500, "upstream failed"))
+        claude.script(anth.text("Paris.", prompt_tokens=2_000, completion_tokens=1_000))  # $0.105 at Opus
+        router = Router(
+            {t: ["gpt-4o-mini", "anthropic:claude-opus-4-1"] for t in ("simple", "medium", "complex")},
+            build,
+            breakers=Breakers(cooldown=60, max_cooldown=600),
+        )
+        store = QuotaStore(db, None, replace(Limits.unlimited(), cost_per_month_usd=limit))
+        agent = Agent(router.at_tier("simple"), ToolRegistry([]))
+        async with contextlib.aclosing(agent.run("Capital?", budget=store.budget(1, 100, (), "s1"))) as run:
+            events = [ev async for ev in run]
+        spent = await db.fetchone("SELECT COALESCE(SUM(cost_nusd), 0) AS n FROM usage_ledger")
+    result = next(e.result for e in events if isinstance(e, FinalEvent))
+    assert [e.to_model for e in events if isinstance(e, ModelSwitched)] == ["claude-opus-4-1"]
+    assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
+    assert claude.requests == [], "the Opus call was made on gpt-4o-mini's hold"
+    assert spent is not None and spent["n"] / 1e9 <= limit, spent
