@@ -175,10 +175,14 @@ class hold:
     async def __aenter__(self) -> Bill:
         if self.budget is not None:
             name = self.model.name
+            # Anthropic's calls always carry a cap, 8,192 when none is set: held at 1,024 tokens, a long
+            # answer from claude-haiku-4-5 spent $0.04 of a $0.02 limit.
+            serving = getattr(self.model, "current", self.model)  # a routed model: the one called now
+            cap = self.max_tokens or getattr(serving, "default_max_tokens", None)
             # The most one call can cost, from the same price table as the bill (cache writes included).
             est = Usage(
                 estimate_prompt(self.messages, tools_chars=self.spec_chars),
-                completion_cap(name, self.max_tokens),
+                completion_cap(name, cap),
                 0,
                 1,
                 estimated=True,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from agent import ToolRegistry
-from agent.events import FinalEvent, ModelSwitched
+from agent.events import FinalEvent, ModelSwitched, Usage
 from agent.loop import Agent
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import Model
@@ -132,4 +132,37 @@ async def test_a_fallback_mid_call_to_a_dearer_model_is_held_at_its_price_and_ne
     assert [e.to_model for e in events if isinstance(e, ModelSwitched)] == ["claude-opus-4-1"]
     assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
     assert claude.requests == [], "the Opus call was made on gpt-4o-mini's hold"
+    assert spent is not None and spent["n"] / 1e9 <= limit, spent
+
+
+async def test_a_claude_call_without_agent_max_tokens_is_held_at_the_cap_it_is_sent_with(
+    tmp_path: Path,
+) -> None:
+    # AGENT_MAX_TOKENS unset: the Anthropic adapter sends max_tokens=8192 (the API requires one), so one
+    # call can bill 8,192 output tokens. The hold assumed 1,024: with $0.02 left, claude-haiku-4-5's
+    # 8,000-token answer (8,000 x output price / 1e6 = $0.04 at $5 per million) spent twice the limit.
+    limit = 0.02
+    prices = PriceTable()
+    assert (
+        prices.estimate("claude-haiku-4-5", 500, 1_024).usd
+        < limit
+        < prices.cost("claude-haiku-4-5", Usage(500, 8_000)).usd
+    )
+    async with (
+        FakeAnthropic() as claude,
+        httpx.AsyncClient() as http,
+        await open_database(str(tmp_path / "quota.sqlite3")) as db,
+    ):
+        claude.script(anth.text("A long essay.", prompt_tokens=500, completion_tokens=8_000))
+        model = AnthropicModel(
+            "claude-haiku-4-5", api_key=ANTHROPIC_KEY, base_url=claude.base_url, client=http
+        )
+        store = QuotaStore(db, None, replace(Limits.unlimited(), cost_per_month_usd=limit))
+        agent = Agent(model, ToolRegistry([]))
+        async with contextlib.aclosing(agent.run("Write.", budget=store.budget(1, 100, (), "s1"))) as run:
+            events = [ev async for ev in run]
+        spent = await db.fetchone("SELECT COALESCE(SUM(cost_nusd), 0) AS n FROM usage_ledger")
+    result = next(e.result for e in events if isinstance(e, FinalEvent))
+    assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
+    assert claude.requests == [], "the call was sent on a hold for 1,024 output tokens"
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
