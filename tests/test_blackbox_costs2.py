@@ -24,10 +24,13 @@ from agent.models.prices import PriceTable
 from agent.models.router import Breakers, Router
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
+from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes import anthropic_server as anth
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.llm_server import FakeLLM, error
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, error, text
 from tests.test_blackbox_operator import agentbot
+from tests.test_e2e_config import flat, run
 
 ANTHROPIC_KEY = "sk-ant-api03-costs2-test-000001"
 
@@ -166,3 +169,23 @@ async def test_a_claude_call_without_agent_max_tokens_is_held_at_the_cap_it_is_s
     assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
     assert claude.requests == [], "the call was sent on a hold for 1,024 output tokens"
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
+
+
+async def test_a_thinking_model_a_member_cannot_afford_one_step_of_is_refused_before_the_request_counts(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # gpt-5-mini thinks by default: each call is sent with 8,192 tokens of thinking room over the answer
+    # cap, and held at prompt + 1,024 + 8,192 tokens. With 6,000 tokens a day, /research passed the
+    # check before the run (which counted only 1,024 for the answer), counted the request, opened a
+    # thread and stopped at its first hold: "stopped by a limit", a request spent on nothing.
+    llm.script(text("Paris."))
+    async with running_bot(fake, llm, tmp_path, guild, models=("gpt-5-mini",)) as bot:
+        await run(fake, guild, "config limits", {"limit": "tokens_per_day", "value": "6000"})
+        refused = await run(fake, guild, "research", {"task": "Capital of France?"}, user="alice")
+        await wait_idle(fake, bot)
+        mine = flat(await run(fake, guild, "usage me", user="alice"))
+    said = flat(refused)
+    assert "tokens" in said.lower() and "limit" in said.lower(), said
+    assert fake.threads(guild.channel("general")) == [], said
+    assert llm.requests == []
+    assert "**Requests today**: 0 of 50" in mine, mine
