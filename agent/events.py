@@ -207,6 +207,8 @@ class RouteDecision:
     judge_model: str | None = None
     judge_usage: Usage | None = None
     """Set when a judge model was called to classify the task: real spending to charge."""
+    judge_provider: str | None = None
+    """The judge's provider, as /usage server lists its spending."""
 
 
 @dataclass(slots=True, kw_only=True)

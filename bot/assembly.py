@@ -109,7 +109,8 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
         token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
         return None  # the call already happened; the run's own first reservation will refuse if needed
-    provider = route.judge_model.split(":", 1)[0] if ":" in route.judge_model else "openai"
+    # The name a judge's API reports has no prefix: guessed from it, a Claude judge was listed as openai's.
+    provider = route.judge_provider or "openai"
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
     return cost
 

@@ -189,3 +189,39 @@ async def test_a_thinking_model_a_member_cannot_afford_one_step_of_is_refused_be
     assert fake.threads(guild.channel("general")) == [], said
     assert llm.requests == []
     assert "**Requests today**: 0 of 50" in mine, mine
+
+
+async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its_exact_cost(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # ROUTER_CLASSIFIER=judge with a Claude judge: its call (400 in, 1 out) is real spending, charged to
+    # the requester at Anthropic's prices: 400 x input + 1 x output, per million, for claude-haiku-4-5.
+    # /usage server listed it as "openai/claude-haiku-4-5" (the provider was guessed from the name the
+    # API reported, which has no "anthropic:" prefix).
+    mp = PriceTable().lookup("claude-haiku-4-5", "anthropic").at(datetime.now(UTC))  # type: ignore[union-attr]
+    judge_usd = (400 * Decimal(mp.input_mtok) + 1 * Decimal(mp.output_mtok)) / 1_000_000
+    llm.script(text("Paris.", prompt_tokens=100, completion_tokens=20))
+    async with FakeAnthropic() as claude:
+        claude.script(anth.text("simple", prompt_tokens=400, completion_tokens=1))
+        agent_env = {
+            "ROUTER_CLASSIFIER": "judge",
+            "ROUTER_JUDGE_MODEL": "anthropic:claude-haiku-4-5",
+            "ANTHROPIC_BASE_URL": claude.base_url,
+            "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        }
+        async with running_bot(fake, llm, tmp_path, guild, agent_env=agent_env) as bot:
+            general = guild.channel("general")
+            fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
+            await wait_idle(fake, bot)
+            server = flat(await run(fake, guild, "usage server", {}, user="admin"))
+    assert len(claude.requests) == 1, server
+    row = next((x for x in server.splitlines() if "claude-haiku-4-5" in x), "")
+    assert row.startswith("`anthropic/claude-haiku-4-5`: 1 call · 400 in / 1 out tokens · "), server
+    shown = Decimal(row.rsplit("$", 1)[1])  # $0.0004: five decimals below $0.001, a trailing 0 dropped
+    assert abs(shown - judge_usd) <= Decimal("0.000005"), row
+    # The thread's footer counts the judge's call with the run's, as /usage does: same tokens, same money.
+    assert "521 tokens (500 in, 21 out)" in footer.content, footer.content
+    spent = server.split(" spent of ")[0].rsplit(" · ", 1)[1]
+    assert f" · {spent} · " in footer.content, (spent, footer.content)
