@@ -22,13 +22,16 @@ from agent.models.base import Model
 from agent.models.openai import OpenAIChatModel
 from agent.models.prices import PriceTable
 from agent.models.router import Breakers, Router
+from agent.reader import Reader, ReaderSettings
+from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes import anthropic_server as anth
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, error, text
+from tests.fakes.llm_server import FakeLLM, error, text, tool_call
+from tests.fakes.web_server import FakeWeb
 from tests.test_blackbox_operator import agentbot
 from tests.test_e2e_config import flat, run
 
@@ -225,3 +228,56 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
     assert "521 tokens (500 in, 21 out)" in footer.content, footer.content
     spent = server.split(" spent of ")[0].rsplit(" · ", 1)[1]
     assert f" · {spent} · " in footer.content, (spent, footer.content)
+
+
+async def test_the_page_readers_fallback_to_a_dearer_model_is_held_at_its_price(
+    llm: FakeLLM, web: FakeWeb, tmp_path: Path
+) -> None:
+    # The page reader serves from the simple tier [gpt-4.1-nano, claude-opus-4-1]; gpt-4.1-nano fails,
+    # so the reader's call falls back to Opus. Reading ~60,000 characters (~15,000 tokens) on Opus is
+    # held at 15,000 x 1.25 x $15 per million (cache write) + its notes cap at $75 per million, ~$0.3:
+    # more than the $0.10 left. Before, the reader's hold stayed at gpt-4.1-nano's ~$0.002 and Opus
+    # read the page for $0.2475 (15,000 x $15 + 300 x $75, per million). Now the agent reads the page
+    # itself and the month's spending stays within the limit.
+    limit = 0.10
+    assert PriceTable().estimate("claude-opus-4-1", 15_000, 1_000).usd > limit
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_chars=2_000, reader_chars=60_000))
+    async with (
+        FakeAnthropic() as claude,
+        httpx.AsyncClient() as http,
+        await open_database(str(tmp_path / "quota.sqlite3")) as db,
+    ):
+        common: dict[str, Any] = {"client": http, "max_attempts": 1}
+
+        def build(spec: str) -> Model:
+            provider, _, name = spec.rpartition(":")
+            if provider == "anthropic":
+                return AnthropicModel(name, api_key=ANTHROPIC_KEY, base_url=claude.base_url, **common)
+            return OpenAIChatModel(name, api_key="sk-test-costs2-0001", base_url=llm.base_url, **common)
+
+        llm.script(
+            tool_call("fetch_url", {"url": web.url("/long")}),  # the agent, gpt-4o-mini
+            error(500, "upstream failed"),  # the reader, gpt-4.1-nano
+            text("Otters keep warm with their fur."),  # the agent, from the page itself
+        )
+        claude.script(anth.text("notes", prompt_tokens=15_000, completion_tokens=300))
+        tiers = {t: ["gpt-4.1-nano", "anthropic:claude-opus-4-1"] for t in ("simple", "medium", "complex")}
+        router = Router(tiers, build, breakers=Breakers(cooldown=60, max_cooldown=600))
+        store = QuotaStore(db, None, replace(Limits.unlimited(), cost_per_month_usd=limit))
+        agent = Agent(
+            build("gpt-4o-mini"),
+            ToolRegistry(fetch_tools(fetcher)),
+            reader=Reader(router.at_tier("simple", max_tier="simple"), ReaderSettings()),
+        )
+        try:
+            async with contextlib.aclosing(
+                agent.run("How do otters keep warm?", budget=store.budget(1, 100))
+            ) as it:
+                events = [ev async for ev in it]
+        finally:
+            await fetcher.aclose()
+        spent = await db.fetchone("SELECT COALESCE(SUM(cost_nusd), 0) AS n FROM usage_ledger")
+    result = next(e.result for e in events if isinstance(e, FinalEvent))
+    assert result.ok and result.models == ["gpt-4o-mini"], result
+    assert claude.requests == [], "Opus read the page on gpt-4.1-nano's hold"
+    assert spent is not None and spent["n"] / 1e9 <= limit, spent
