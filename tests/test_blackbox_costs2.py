@@ -6,6 +6,7 @@ falls back mid-call to a dearer model (real SQLite quota store)."""
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -281,3 +282,34 @@ async def test_the_page_readers_fallback_to_a_dearer_model_is_held_at_its_price(
     assert result.ok and result.models == ["gpt-4o-mini"], result
     assert claude.requests == [], "Opus read the page on gpt-4.1-nano's hold"
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
+
+
+async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_in_usage(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # A llama.cpp-style server: a model name no price table knows, streams without usage. The footer
+    # said "estimated: 814 tokens … · unknown (no price for my-llama)", while /usage me said "Spending
+    # this month: $0.00+" and /usage server "$0.00+ spent", "<@alice> … · $0.00+", "openai/my-llama: …
+    # · $0.00+": a price of nothing, for a cost nobody knows.
+    llm.report_usage = False
+    llm.script(text("Paris is the capital of France."))
+    async with running_bot(fake, llm, tmp_path, guild, models=("my-llama",)) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
+        await wait_idle(fake, bot)
+        me = flat(await run(fake, guild, "usage me", user="alice"))
+        server = flat(await run(fake, guild, "usage server", {}, user="admin"))
+    found = re.search(r"estimated: ([\d,]+) tokens \(([\d,]+) in, ([\d,]+) out\)", footer.content)
+    assert found and "unknown (no price for my-llama)" in footer.content, footer.content
+    total, prompt, completion = found.groups()
+    assert "$0" not in footer.content, footer.content
+    # The same tokens everywhere; the money unknown everywhere, never $0.
+    assert f"**Tokens today**: {total} of 200,000" in me, me
+    assert "**Spending this month**: an unknown amount of $5.00" in me, me
+    assert "**Server budget this month**: an unknown amount of $100.00" in me, me
+    assert f"{total} tokens · an unknown amount spent of a $100.00 budget" in server, server
+    assert f"1 request · {total} tokens · an unknown amount" in server, server
+    assert f"`openai/my-llama`: 1 call · {prompt} in / {completion} out tokens · an unknown amount" in server
+    assert "$0.00+" not in me + server, me + server
