@@ -108,7 +108,10 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
     try:
         token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
-        return None  # the call already happened; the run's own first reservation will refuse if needed
+        # The call was made and paid for: recorded as it was, past the limit if so (dropped, it was in
+        # neither /usage nor the footer, and the run went on as if the limit had room); the run's first
+        # hold then stops it.
+        token = None
     # The name a judge's API reports has no prefix: guessed from it, a Claude judge was listed as openai's.
     provider = route.judge_provider or "openai"
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)

@@ -220,7 +220,22 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
             footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
             await wait_idle(fake, bot)
             server = flat(await run(fake, guild, "usage server", {}, user="admin"))
-    assert len(claude.requests) == 1, server
+            # A judge call that passes the member's limit was already made and paid for: it was dropped
+            # (never in /usage, nor the footer) and the run went on as if it had cost nothing. With
+            # $0.002 a month, one step on gpt-4o-mini fits, a 4,000-token judge call ($0.004) does not.
+            await run(fake, guild, "config limits", {"limit": "cost_per_month_usd", "value": "0.002"})
+            claude.script(anth.text("simple", prompt_tokens=4_000, completion_tokens=1))
+            llm.script(text("Madrid.", prompt_tokens=100, completion_tokens=20))
+            fake.inject_interaction("research", {"task": "Capital of Spain?"}, user="admin", channel=general)
+            await fake.wait_for(lambda: len(fake.threads(general)) == 2, within=10, what="the second thread")
+            second = fake.threads(general)[1]
+            stopped = await fake.wait_for_message(second, lambda m: "tokens (" in m.content, within=30)
+            await wait_idle(fake, bot)
+            after = flat(await run(fake, guild, "usage server", {}, user="admin"))
+    assert PriceTable().estimate("gpt-4o-mini", 2_000, 1_024).usd < 0.002 < float(4_000 * mp.input_mtok) / 1e6
+    assert "`anthropic/claude-haiku-4-5`: 2 calls · 4,400 in / 2 out tokens" in after, after
+    assert "4,001 tokens (4,000 in, 1 out)" in stopped.content and "stopped by a limit" in stopped.content
+    assert len(llm.requests) == 1, stopped.content  # the run's own call was refused
     row = next((x for x in server.splitlines() if "claude-haiku-4-5" in x), "")
     assert row.startswith("`anthropic/claude-haiku-4-5`: 1 call · 400 in / 1 out tokens · "), server
     shown = Decimal(row.rsplit("$", 1)[1])  # $0.0004: five decimals below $0.001, a trailing 0 dropped
