@@ -195,6 +195,7 @@ class TerminalRenderer:
         self.console.print(
             f"[dim]{result.steps} step{'' if result.steps == 1 else 's'} · {est}{u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion tokens"
             f"{f' ({u.cached_tokens:,} cached)' if u.cached_tokens else ''}"
+            f"{f' ({u.cache_write_tokens:,} cache writes)' if u.cache_write_tokens else ''}"
             f"{f' ({u.reasoning_tokens:,} reasoning)' if u.reasoning_tokens else ''} · "
             f"cost {escape(result.cost.format(estimated=u.estimated))} · "
             f"models {escape(', '.join(result.models)) or '-'} · {result.duration:.1f}s{status}[/]"

@@ -26,6 +26,7 @@ from agent.models.router import Breakers, Router
 from agent.reader import Reader, ReaderSettings
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from bot.limits import Limits
+from bot.progress import format_footer
 from bot.store import QuotaStore, open_database
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes import anthropic_server as anth
@@ -90,8 +91,32 @@ async def test_ask_prints_a_long_context_claude_call_with_separators_and_its_exa
     # where the thread's footer and /usage print 1,234,567.
     assert f"  1,234,567+12,345 tokens, ${want:.4f}" in lines, err
     assert lines[-1].startswith(
-        f"1 step · 1,234,567 prompt + 12,345 completion tokens (1,000,000 cached) · cost ${want:.4f} · "
+        f"1 step · 1,234,567 prompt + 12,345 completion tokens (1,000,000 cached) (200,000 cache writes) · "
+        f"cost ${want:.4f} · "
     ), lines[-1]
+
+
+async def test_the_threads_footer_names_claudes_cache_writes_beside_its_cached_tokens(tmp_path: Path) -> None:
+    # The footer said "(1,234,567 in, 1,000,000 cached, 12,345 out) · $2.5852": the 200,000 tokens
+    # written to the cache, billed at 1.25x the input price, were not named, so the cost read as too
+    # high for the tokens shown. The same call through the real adapter, rendered as the thread shows it.
+    async with FakeAnthropic() as api, httpx.AsyncClient() as http:
+        api.script(
+            anth.Reply(
+                text="Paris.",
+                prompt_tokens=1_234_567,
+                cached_tokens=1_000_000,
+                cache_write_tokens=200_000,
+                completion_tokens=12_345,
+            )
+        )
+        model = AnthropicModel("claude-sonnet-4-5", api_key=ANTHROPIC_KEY, base_url=api.base_url, client=http)
+        async with contextlib.aclosing(Agent(model, ToolRegistry([])).run("Capital?")) as it:
+            result = [ev async for ev in it][-1].result
+    footer = format_footer(result)
+    assert "1,246,912 tokens (1,234,567 in, 1,000,000 cached, 200,000 cache writes, 12,345 out)" in footer, (
+        footer
+    )
 
 
 async def test_a_fallback_mid_call_to_a_dearer_model_is_held_at_its_price_and_never_passes_the_limit(
