@@ -341,6 +341,9 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
         await wait_idle(fake, bot)
         me = flat(await run(fake, guild, "usage me", user="alice"))
         server = flat(await run(fake, guild, "usage server", {}, user="admin"))
+        # The admin made no call: their own spending is $0.00, but the server budget line counts alice's
+        # unpriced calls too (it read "$0.00 of $100.00", unmarked).
+        admins = flat(await run(fake, guild, "usage me", user="admin"))
     found = re.search(r"estimated: ([\d,]+) tokens \(([\d,]+) in, ([\d,]+) out\)", footer.content)
     assert found and "unknown (no price for my-llama)" in footer.content, footer.content
     total, prompt, completion = found.groups()
@@ -353,3 +356,5 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
     assert f"1 request · {total} tokens · an unknown amount" in server, server
     assert f"`openai/my-llama`: 1 call · {prompt} in / {completion} out tokens · an unknown amount" in server
     assert "$0.00+" not in me + server, me + server
+    assert "**Spending this month**: $0.00 of $5.00" in admins, admins
+    assert "**Server budget this month**: an unknown amount of $100.00" in admins, admins

@@ -85,7 +85,12 @@ def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
 def usage_embed(report: UsageReport, who: str) -> discord.Embed:
     by_name = {i.name: i for i in report.items}
     at_least = report.unknown_cost_calls > 0
-    lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
+    server_at_least = at_least or report.server_unknown_cost_calls > 0
+    lines = [
+        usage_line(by_name[n], at_least=server_at_least if n == GUILD_BUDGET else at_least)
+        for n in USAGE_ORDER
+        if n in by_name
+    ]
     footer = "Days and months are counted in UTC."
     if any(i.reserved > 0 for i in report.items):
         footer += " Reserved: what your running research may use next; what it does not use is given back."
@@ -94,6 +99,8 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
             f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
             "used a model without a known price: spending is at least what is shown."
         )
+    elif server_at_least:
+        footer += " Some calls in this server used a model without a known price: its spending is at least what is shown."
     colour = WARNING if any(i.exhausted for i in report.items) else ACCENT
     return fit_embed(f"Usage · {who}", "\n".join(lines), footer=footer, colour=colour)
 
