@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from agent import ToolRegistry
-from agent.events import FinalEvent, ModelSwitched, Usage
+from agent.events import FinalEvent, ModelSwitched, RunResult, Usage
 from agent.loop import Agent
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import Model
@@ -358,3 +358,16 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
     assert "$0.00+" not in me + server, me + server
     assert "**Spending this month**: $0.00 of $5.00" in admins, admins
     assert "**Server budget this month**: an unknown amount of $100.00" in admins, admins
+
+
+def test_a_run_costing_thousands_reads_with_separators_in_its_footer() -> None:
+    # A month-long batch on claude-opus-4-1 in one thread: 80,000,000 in, 2,000,000 out at $15 / $75 per
+    # million = $1,350 (80 x 15 + 2 x 75). The footer printed "$1350.0000" where /usage prints "$1,350.00".
+    mp = PriceTable().lookup("claude-opus-4-1", "anthropic").at(datetime.now(UTC))  # type: ignore[union-attr]
+    usage = Usage(80_000_000, 2_000_000, requests=400)
+    want = (80_000_000 * Decimal(mp.input_mtok) + 2_000_000 * Decimal(mp.output_mtok)) / 1_000_000
+    cost = PriceTable().cost("claude-opus-4-1", usage, "anthropic")
+    result = RunResult("done", "completed", 400, usage, cost, ["claude-opus-4-1"], duration=1.0)
+    footer = format_footer(result)
+    assert f"82,000,000 tokens (80,000,000 in, 2,000,000 out) · ${want:,.4f} · " in footer, footer
+    assert want >= 1000  # the separator is really exercised
