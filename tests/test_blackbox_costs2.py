@@ -6,6 +6,8 @@ falls back mid-call to a dearer model (real SQLite quota store)."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -331,11 +333,17 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
     # said "estimated: 814 tokens … · unknown (no price for my-llama)", while /usage me said "Spending
     # this month: $0.00+" and /usage server "$0.00+ spent", "<@alice> … · $0.00+", "openai/my-llama: …
     # · $0.00+": a price of nothing, for a cost nobody knows.
+    #
+    # The member attaches a 300 KB photo (VISION_MODELS=my-llama): counted as its base64 text, the
+    # estimate was ~100,000 prompt tokens, half the member's 200,000 a day for one picture. An image is
+    # counted as IMAGE_TOKENS (1,600, the most Claude bills for one; llava takes 576).
     llm.report_usage = False
     llm.script(text("Paris is the capital of France."))
-    async with running_bot(fake, llm, tmp_path, guild, models=("my-llama",)) as bot:
+    photo = b"\xff\xd8\xff\xe0" + os.urandom(300_000)  # a JPEG by its magic bytes, as the bot checks
+    async with running_bot(fake, llm, tmp_path, guild, models=("my-llama",), VISION_MODELS="my-llama") as bot:
         general = guild.channel("general")
-        fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+        task = {"task": "Capital of France?", "file": ("photo.jpg", photo)}
+        fake.inject_interaction("research", task, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
         footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
         await wait_idle(fake, bot)
@@ -347,6 +355,8 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
     found = re.search(r"estimated: ([\d,]+) tokens \(([\d,]+) in, ([\d,]+) out\)", footer.content)
     assert found and "unknown (no price for my-llama)" in footer.content, footer.content
     total, prompt, completion = found.groups()
+    assert "image_url" in json.dumps(llm.requests[0]), "the photo was not sent"
+    assert int(prompt.replace(",", "")) < 1_600 + 2_000, footer.content  # the photo, the task and the tools
     assert "$0" not in footer.content, footer.content
     # The same tokens everywhere; the money unknown everywhere, never $0.
     assert f"**Tokens today**: {total} of 200,000" in me, me
