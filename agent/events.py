@@ -90,7 +90,7 @@ def usd_text(usd: float) -> str:
     if abs(usd) < 0.001:
         text = f"{usd:.5f}"
         return "$" + (text[:-1] if text.endswith("0") else text)  # $0.0001 as before, not $0.00010
-    return f"${usd:.4f}"
+    return f"${usd:,.4f}"  # $1,234.5678, as /usage prints $1,234.57
 
 
 RunStatus = Literal["completed", "max_iterations", "cancelled", "error", "budget"]
@@ -219,6 +219,8 @@ class RouteDecision:
     judge_model: str | None = None
     judge_usage: Usage | None = None
     """Set when a judge model was called to classify the task: real spending to charge."""
+    judge_provider: str | None = None
+    """The judge's provider, as /usage server lists its spending."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -267,9 +267,8 @@ class Agent:
         """Stream one model call into events and ``reply``; the budget holds and settles it in one place."""
         model = self.model
         try:
-            async with hold(
-                self.prices, run.budget, model, run.convo, run.spec_chars, self.settings.max_tokens
-            ) as bill:
+            held = hold(self.prices, run.budget, model, run.convo, run.spec_chars, self.settings.max_tokens)
+            async with held as bill:
                 chunks = model.stream(run.convo, run.specs, self.settings)
                 try:
                     async for chunk in chunks:
@@ -280,6 +279,8 @@ class Agent:
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             yield self._chunk_event(run, step, chunk)
+                            if isinstance(chunk, SwitchNotice):  # the next request goes to another model
+                                await held.moved()
                 finally:
                     await chunks.aclose()  # type: ignore[attr-defined]
         except BudgetExceeded as e:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,11 +101,20 @@ class Reader:
         # ~1.6 tokens a word with room for lists; a cap stops a runaway reader from costing more than it saves.
         return ModelSettings(stream=False, temperature=None, max_tokens=self.settings.max_words * 2 + 200)
 
-    async def read(self, task: str, call: ToolCall, text: str, *, offers_raw: bool) -> Notes | None:
-        """Notes on ``text``, or None when the reader wrote nothing. Raises :class:`ModelError`."""
+    async def read(
+        self,
+        task: str,
+        call: ToolCall,
+        text: str,
+        *,
+        offers_raw: bool,
+        on_switch: Callable[[], Awaitable[None]] | None = None,
+    ) -> Notes | None:
+        """Notes on ``text``, or None when the reader wrote nothing. Raises :class:`ModelError`.
+        ``on_switch``: see :func:`~agent.models.base.final_response`."""
         try:
             response = await final_response(
-                self.model, self.messages(task, call, text), self.model_settings()
+                self.model, self.messages(task, call, text), self.model_settings(), on_switch
             )
         except asyncio.CancelledError:
             self.stopped += 1

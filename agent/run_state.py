@@ -178,10 +178,14 @@ class hold:
     async def __aenter__(self) -> Bill:
         if self.budget is not None:
             name = self.model.name
+            # Anthropic's calls always carry a cap, 8,192 when none is set: held at 1,024 tokens, a long
+            # answer from claude-haiku-4-5 spent $0.04 of a $0.02 limit.
+            serving = getattr(self.model, "current", self.model)  # a routed model: the one called now
+            cap = self.max_tokens or getattr(serving, "default_max_tokens", None)
             # The most one call can cost, from the same price table as the bill (cache writes included).
             est = Usage(
                 estimate_prompt(self.messages, tools_chars=self.spec_chars),
-                completion_cap(name, self.max_tokens),
+                completion_cap(name, cap),
                 0,
                 1,
                 estimated=True,
@@ -189,6 +193,16 @@ class hold:
             est_cost = self.prices.estimate(name, est.prompt_tokens, est.completion_tokens)
             self.token = await self.budget.reserve(name, est, est_cost.usd if est_cost.known else None)
         return self.bill
+
+    async def moved(self) -> None:
+        """The router switched models mid-call (fallback, escalation): hold again, at the price of the
+        model the next request goes to, before it is sent. Held at the first model's price, a fallback
+        from gpt-4o-mini to a dearer model passed the spending limit the hold had checked."""
+        if self.budget is None or self.bill.charged:
+            return
+        old, self.token = self.token, None  # released first: the two holds never count together
+        await self.budget.settle(old, self.model.name, self.model.provider, Usage(), Cost())
+        await self.__aenter__()
 
     async def __aexit__(self, *exc: object) -> None:
         if self.budget is None:

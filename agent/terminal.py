@@ -171,7 +171,7 @@ class TerminalRenderer:
             # Named: under the step's model it read as that model's, and its usage at the provider.
             who = f"{escape(ev.model)} (page reader): " if self._running else ""
             c.print(
-                f"  [dim]{who}{est}{ev.usage.prompt_tokens}+{ev.usage.completion_tokens} tokens, "
+                f"  [dim]{who}{est}{ev.usage.prompt_tokens:,}+{ev.usage.completion_tokens:,} tokens, "
                 f"{escape(ev.cost.format(estimated=ev.usage.estimated))}[/]"
             )
         elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down
@@ -193,9 +193,10 @@ class TerminalRenderer:
         # The server reported no usage for some call: its counts (and so the cost) were made locally.
         est = "estimated: " if u.estimated else ""
         self.console.print(
-            f"[dim]{result.steps_said} · {est}{u.prompt_tokens} prompt + {u.completion_tokens} completion tokens"
-            f"{f' ({u.cached_tokens} cached)' if u.cached_tokens else ''}"
-            f"{f' ({u.reasoning_tokens} reasoning)' if u.reasoning_tokens else ''} · "
+            f"[dim]{result.steps_said} · {est}{u.prompt_tokens:,} prompt + {u.completion_tokens:,} completion tokens"
+            f"{f' ({u.cached_tokens:,} cached)' if u.cached_tokens else ''}"
+            f"{f' ({u.cache_write_tokens:,} cache writes)' if u.cache_write_tokens else ''}"
+            f"{f' ({u.reasoning_tokens:,} reasoning)' if u.reasoning_tokens else ''} · "
             f"cost {escape(result.cost.format(estimated=u.estimated))} · "
             f"models {escape(', '.join(result.models)) or '-'} · {result.duration:.1f}s{status}[/]"
         )

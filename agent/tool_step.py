@@ -168,9 +168,14 @@ class ToolStep:
         notes = None
         try:
             max_tokens = reader.model_settings().max_tokens
-            async with hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens) as bill:
+            held = hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens)
+            async with held as bill:
                 notes = await reader.read(
-                    task, call, text, offers_raw=bool(tool and offers_raw(tool.parameters))
+                    task,
+                    call,
+                    text,
+                    offers_raw=bool(tool and offers_raw(tool.parameters)),
+                    on_switch=held.moved,
                 )
                 if notes is not None:
                     r = notes.response

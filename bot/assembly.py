@@ -21,6 +21,7 @@ from agent.models.base import ModelSettings
 from agent.models.breakers import breaker_keys
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
+from agent.models.tokens import DEFAULT_COMPLETION, completion_cap
 from agent.tools.registry import ToolContext, ToolRegistry
 from agent.toolset import limit_mcp_tools
 from bot.notes import McpLeftOut, Note
@@ -65,26 +66,36 @@ async def route(sv: Services, session: SessionRecord, prompt: str, gs: Any) -> R
     return await router.route(prompt, requested=requested)
 
 
+def _answer_holds(sv: Services) -> list[tuple[str, int]]:
+    """(model, output tokens the loop holds for one call of it) for each model of any tier: the answer
+    cap it is sent with (Anthropic's 8,192 when none is set) plus thinking room on models that think."""
+    cap = sv.agent_settings.agent_max_tokens
+    return [
+        (m.name, completion_cap(m.name, cap or getattr(m, "default_max_tokens", None)))
+        for specs in sv.router.tiers.values()
+        for spec in specs
+        if (m := sv.router.model(spec)) is not None
+    ]
+
+
 def step_need(sv: Services, prompt: str, history: list[dict[str, Any]]) -> int:
     """Tokens one step of this turn will reserve, erring high: the conversation, the tool schemas and the
-    system prompt at ~4 characters a token, plus the answer's cap (the loop's reservation is no larger)."""
+    system prompt at ~4 characters a token, plus the least output hold of any tier's model (with only
+    the answer cap, a thinking model's 8,192 tokens of thinking room passed this check and then refused
+    the run's first step after its request was counted)."""
     chars = len(prompt) + sum(len(json.dumps(m, ensure_ascii=False)) for m in history)
     chars += sum(len(json.dumps(t)) for t in sv.tools.specs()) + SYSTEM_ALLOWANCE
-    return chars // 4 + (sv.agent_settings.agent_max_tokens or 1024)
+    fallback = sv.agent_settings.agent_max_tokens or DEFAULT_COMPLETION
+    return chars // 4 + min((a for _, a in _answer_holds(sv)), default=fallback)
 
 
 def step_cost(sv: Services, need_tokens: int) -> float:
     """The least one step of ``need_tokens`` (:func:`step_need`) can cost in USD: priced as a reservation
     prices it, on the cheapest priced model of any tier (0 when none has a price), so a run with less
     money left than this is refused before it counts a request, never one that could afford a step."""
-    prices, answer = default_prices(), sv.agent_settings.agent_max_tokens or 1024
-    costs = [
-        c.usd
-        for specs in sv.router.tiers.values()
-        for spec in specs
-        if (m := sv.router.model(spec)) is not None
-        and (c := prices.estimate(m.name, max(0, need_tokens - answer), answer)).known
-    ]
+    prices, holds = default_prices(), _answer_holds(sv)
+    prompt = max(0, need_tokens - min((a for _, a in holds), default=0))
+    costs = [c.usd for name, answer in holds if (c := prices.estimate(name, prompt, answer)).known]
     return min(costs, default=0.0)
 
 
@@ -97,8 +108,12 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
     try:
         token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
-        return None  # the call already happened; the run's own first reservation will refuse if needed
-    provider = route.judge_model.split(":", 1)[0] if ":" in route.judge_model else "openai"
+        # The call was made and paid for: recorded as it was, past the limit if so (dropped, it was in
+        # neither /usage nor the footer, and the run went on as if the limit had room); the run's first
+        # hold then stops it.
+        token = None
+    # The name a judge's API reports has no prefix: guessed from it, a Claude judge was listed as openai's.
+    provider = route.judge_provider or "openai"
     await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
     return cost
 

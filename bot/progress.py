@@ -145,6 +145,8 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None, mid_call:
     quota never counts (the footer said "no model call" and $0 for a run stopped in its first call)."""
     u = result.usage
     cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
+    # Billed at 1.25x (2x for 1-hour entries) the input price: unnamed, a cost read as too high for its tokens.
+    cached += f", {u.cache_write_tokens:,} cache writes" if u.cache_write_tokens else ""
     reasoning = f", of which {u.reasoning_tokens:,} reasoning" if u.reasoning_tokens else ""
     status = {
         "completed": "",

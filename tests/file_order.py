@@ -94,6 +94,7 @@ SECONDS: dict[str, int] = {
     "test_security_fetch_domains.py": 24,
     "test_agent_loop.py": 23,
     "test_blackbox_cli_costs.py": 23,
+    "test_blackbox_costs2.py": 21,
     "test_blackbox_threads_permissions.py": 22,
     "test_blackbox_sec3.py": 22,
     "test_sandbox_isolation.py": 22,

@@ -263,4 +263,4 @@ def test_the_page_readers_tokens_are_said_as_the_readers() -> None:
         renderer.render(ev)
     lines = [line.strip() for line in err.getvalue().splitlines()]
     assert lines[1] == "100+20 tokens, $0.000027"
-    assert lines[3] == "gpt-4.1-nano (page reader): 5000+300 tokens, $0.00062", lines
+    assert lines[3] == "gpt-4.1-nano (page reader): 5,000+300 tokens, $0.00062", lines

@@ -25,7 +25,7 @@ async def test_an_answer_that_cannot_be_written_is_one_line_and_the_run_is_still
         code, _, err = await ask_cli(llm, tmp_path, "question", stdout=full)
     assert code == 1 and "Traceback" not in err and "Exception ignored" not in err, err
     lines = err.strip().splitlines()
-    assert lines[-2].startswith("1 step · 1000 prompt + 100 completion tokens"), err
+    assert lines[-2].startswith("1 step · 1,000 prompt + 100 completion tokens"), err
     assert lines[-1] == "agentbot: cannot write the answer to standard output (No space left on device)", err
 
 

@@ -122,8 +122,8 @@ async def test_cli_ask_counts_tokens_a_server_does_not_report(llm: FakeLLM, tmp_
     code, _out, err = await run_cli(llm, "what is 6*7?", tmp_path=tmp_path)
     assert code == 0, err
     summary = next(x for x in err.splitlines() if "completion tokens" in x)
-    found = re.search(r"(\d+) prompt \+ (\d+) completion tokens", summary)
+    found = re.search(r"([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
     assert found, summary
-    prompt, completion = int(found[1]), int(found[2])
+    prompt, completion = (int(found[i].replace(",", "")) for i in (1, 2))
     assert summary.lstrip().startswith("2 steps · estimated: ") and prompt > 100 and completion >= 50
     assert "cost estimated: $0.0" in summary and "$0.0000" not in summary

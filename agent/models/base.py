@@ -7,7 +7,7 @@ Model protocol is the example: test doubles implement the same Protocol.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,14 +92,21 @@ class Model(Protocol):
 
 
 async def final_response(
-    model: Model, messages: Sequence[Message], settings: ModelSettings
+    model: Model,
+    messages: Sequence[Message],
+    settings: ModelSettings,
+    on_switch: Callable[[], Awaitable[None]] | None = None,
 ) -> ModelResponse | None:
-    """One call without tools, for side jobs (judge, reader): only the final response matters."""
+    """One call without tools, for side jobs (judge, reader): only the final response matters.
+    ``on_switch`` is awaited when a routed model moves to another model mid-call, before its request
+    (the reader's budget hold is made again at that model's prices)."""
     response: ModelResponse | None = None
     async with contextlib.aclosing(model.stream(messages, [], settings)) as chunks:
         async for chunk in chunks:
             if isinstance(chunk, ModelResponse):
                 response = chunk
+            elif on_switch is not None and isinstance(chunk, SwitchNotice):
+                await on_switch()
     return response
 
 

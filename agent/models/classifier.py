@@ -37,6 +37,8 @@ class Classification:
     reasons: tuple[str, ...] = ()
     model: str | None = None
     usage: Usage | None = None
+    provider: str | None = None
+    """The judge's wire (``anthropic``): the name its API reports carries no ``anthropic:`` prefix."""
     doubtful: bool = False
     """Sent up to its tier with little confidence (the embedding's complex odds below its ``sure_at``): a
     hand-down (``ROUTER_HAND_DOWN_CALLS``) may give the answer to the researcher if the run was short."""
@@ -355,7 +357,7 @@ class JudgeClassifier:
             return replace(heuristic, reasons=(*heuristic.reasons, f"judge failed: {e.status or 'error'}"))
         if response is None:
             return heuristic
-        judged = replace(heuristic, model=response.model, usage=response.usage)
+        judged = replace(heuristic, model=response.model, usage=response.usage, provider=self.model.provider)
         m = _TIER_WORD.search(response.message.content)
         if not m:
             return replace(judged, reasons=(*heuristic.reasons, "judge gave no tier"))

@@ -143,6 +143,7 @@ class RoutedModel:
             source=d.source if d else "",
             judge_model=d.model if d and d.usage is not None else None,
             judge_usage=d.usage if d else None,
+            judge_provider=d.provider if d else None,
         )
 
     @property

@@ -23,6 +23,11 @@ from agent.models.reasoning import HEADROOM, gemini_thinks, openai_reasons
 CHARS_PER_TOKEN = 4
 PER_MESSAGE = 8
 """Role markers and separators each message costs on the wire (OpenAI documents 3-4; rounded up)."""
+IMAGE_TOKENS = 1600
+"""What one image is counted as, erring high: Claude bills at most ~1,600 tokens an image, OpenAI 765 for
+a high-detail 1024x1024, Gemini 258, llava 576. Counted as its base64 text, a 300 KB photo was 100,000
+tokens, half a member's daily quota for one picture on a self-hosted vision model."""
+
 DEFAULT_COMPLETION = 1024
 """Completion tokens reserved for a call that sets no cap."""
 
@@ -46,10 +51,26 @@ def _tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
+def _is_image(part: dict[str, Any]) -> bool:
+    """An image part of a request body: OpenAI's ``image_url``, Anthropic's ``image``, Gemini's inline data."""
+    return part.get("type") in ("image_url", "image") or "inlineData" in part or "inline_data" in part
+
+
+def _images(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 if _is_image(value) else sum(_images(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_images(v) for v in value)
+    return 0
+
+
 def _strings(value: Any) -> Iterable[str]:
+    """The texts in ``value``, images left out (:data:`IMAGE_TOKENS` counts each)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
+        if _is_image(value):
+            return
         for v in value.values():
             yield from _strings(v)
     elif isinstance(value, list | tuple):
@@ -66,7 +87,8 @@ def estimate_prompt(messages: Sequence[Message], *, tools_chars: int = 0) -> int
     """Prompt tokens of neutral messages and tool specs. A run passes its specs' :func:`tool_chars`,
     counted once: walking the bot's specs took ~100 µs on every budget hold, and they do not change."""
     chars = sum(len(m.content) + sum(len(c.arguments) + len(c.name) for c in m.tool_calls) for m in messages)
-    return _tokens(chars + tools_chars) + PER_MESSAGE * len(messages)
+    images = sum(len(m.images) for m in messages)
+    return _tokens(chars + tools_chars) + PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
 
 
 def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Message) -> Usage:
@@ -77,8 +99,9 @@ def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Me
     turns = body.get(message_keys[0])
     framing = PER_MESSAGE * (len(turns) if isinstance(turns, list) else 1)
     replied = (reply.content, *(c.name + c.arguments for c in reply.tool_calls))
+    images = sum(_images(body.get(k)) for k in message_keys)
     return Usage(
-        prompt_tokens=_tokens(chars) + framing,
+        prompt_tokens=_tokens(chars) + framing + IMAGE_TOKENS * images,
         completion_tokens=sum(_tokens(len(text)) for text in replied),
         requests=1,
         estimated=True,

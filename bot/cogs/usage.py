@@ -49,10 +49,24 @@ USAGE_HEADINGS: dict[str, str] = {
 USAGE_ORDER = (USER_LIMITS[0], ALL_SERVERS_REQUESTS, *USER_LIMITS[1:], GUILD_BUDGET)
 
 
+UNKNOWN_AMOUNT = "an unknown amount"
+"""Spending whose every call had no price: "$0.00+" read as free, where the footer says "unknown"."""
+
+
+def spent(usd: float, unknown_calls: int) -> str:
+    """Money spent: ``$1.25``, ``$1.25+`` when some calls had no price (a lower bound), and
+    :data:`UNKNOWN_AMOUNT` when none that cost anything had one."""
+    if unknown_calls and usd == 0:
+        return UNKNOWN_AMOUNT
+    return format_usd(usd) + ("+" if unknown_calls else "")
+
+
 def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
     """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
-    plus = "+" if at_least and item.name in MONEY_LIMITS else ""
-    used = format_amount(item.name, item.used - item.reserved) + plus
+    if item.name in MONEY_LIMITS:
+        used = spent(item.used - item.reserved, int(at_least))
+    else:
+        used = format_amount(item.name, item.used - item.reserved)
     if item.reserved > 0:  # what is spent, and apart what a running step holds (it counts against the limit)
         used += f" (+ {format_amount(item.name, item.reserved)} reserved by a running request)"
     text = f"{'⛔ ' if item.exhausted else ''}**{USAGE_HEADINGS[item.name]}**: {used}"
@@ -71,7 +85,12 @@ def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
 def usage_embed(report: UsageReport, who: str) -> discord.Embed:
     by_name = {i.name: i for i in report.items}
     at_least = report.unknown_cost_calls > 0
-    lines = [usage_line(by_name[n], at_least=at_least) for n in USAGE_ORDER if n in by_name]
+    server_at_least = at_least or report.server_unknown_cost_calls > 0
+    lines = [
+        usage_line(by_name[n], at_least=server_at_least if n == GUILD_BUDGET else at_least)
+        for n in USAGE_ORDER
+        if n in by_name
+    ]
     footer = "Days and months are counted in UTC."
     if any(i.reserved > 0 for i in report.items):
         footer += " Reserved: what your running research may use next; what it does not use is given back."
@@ -80,15 +99,16 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
             f" {report.unknown_cost_calls} call{'s' if report.unknown_cost_calls != 1 else ''} this month "
             "used a model without a known price: spending is at least what is shown."
         )
+    elif server_at_least:
+        footer += " Some calls in this server used a model without a known price: its spending is at least what is shown."
     colour = WARNING if any(i.exhausted for i in report.items) else ACCENT
     return fit_embed(f"Usage · {who}", "\n".join(lines), footer=footer, colour=colour)
 
 
 def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
-    plus = "+" if usage.unknown_cost_calls else ""
     budget = format_limit(GUILD_BUDGET, usage.budget_usd)
     head = (
-        f"**{usage.month}**: {usage.tokens:,} tokens · {format_usd(usage.cost_usd)}{plus} spent"
+        f"**{usage.month}**: {usage.tokens:,} tokens · {spent(usage.cost_usd, usage.unknown_cost_calls)} spent"
         f" of a {budget} budget"
     )
     if usage.budget_usd is not None:
@@ -96,7 +116,7 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
     head += f" · resets {discord_timestamp(usage.resets_at)}"
     users = [
         f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''} · {u.tokens:,} tokens"
-        f" · {format_usd(u.cost_usd)}{'+' if u.unknown_cost_calls else ''}"
+        f" · {spent(u.cost_usd, u.unknown_cost_calls)}"
         for i, u in enumerate(usage.top_users, 1)
     ]
     models = [
@@ -106,7 +126,7 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
         + f" / {m.completion_tokens:,} out"
         + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
         + " tokens"
-        + f" · {format_usd(m.cost_usd)}{'+' if m.unknown_cost_calls else ''}"
+        + f" · {spent(m.cost_usd, m.unknown_cost_calls)}"
         for m in usage.models
     ]
     footer = "Top users by spending · days and months in UTC."

@@ -68,6 +68,8 @@ class UsageReport:
     items: list[LimitUsage]
     unknown_cost_calls: int
     """Calls this month whose price was unknown: the money figures are then lower bounds."""
+    server_unknown_cost_calls: int = 0
+    """The same for the whole server, whose budget line counts every member's calls."""
 
     def item(self, name: str) -> LimitUsage:
         return next(i for i in self.items if i.name == name)
@@ -132,7 +134,14 @@ class UsageReports:
         if cap := self.all_servers_per_day:
             used = await all_servers.used_today(self.db.fetchall, user_id, now)
             items.append(LimitUsage(ALL_SERVERS_REQUESTS, used, cap, resets_at(ALL_SERVERS_REQUESTS, now)))
-        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown)
+        # The server budget line counts every member's calls: another's unpriced ones make it a lower
+        # bound too (read "$0.00 of $100.00" while a member's self-hosted model ran all month).
+        server = await self.db.fetchone(
+            "SELECT unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
+            (_gid(guild_id), month_key(now)),
+        )
+        server_unknown = int(server["unknown_cost_calls"]) if server else 0
+        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown, server_unknown)
 
     async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
         now = to_utc(self.clock())
