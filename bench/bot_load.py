@@ -3,7 +3,7 @@
     .venv/bin/python bench/bot_load.py [--quick] [--levels 20,50,100,200,300,400] [--latency 1.0]
                                        [--steps 5] [--guilds 40] [--budget 40] [--timeline]
                                        [--env KEY=VALUE ...]  (e.g. MEMORY_ENABLED=false: memory's share)
-                                       [--same-answers]
+                                       [--same-answers] [--scaled]
 
 About 3.5 minutes on 2 cores (``--quick``: 20, 100, 300 sessions, under 2).
 
@@ -17,7 +17,10 @@ for every final answer. Each run makes ``--steps`` calculator steps, each model 
 ``--latency`` s, then answers. Every answer is new text, as in real runs, so the bot stores each in
 memory (embedding task and answer, one Chroma write); ``--same-answers`` gives every run the same
 answer, which memory keeps once per server and then skips (what this bench measured until December
-2026: at 100 sessions 7.2-7.8 ms of CPU per step instead of 8.5-9.4, load average 11-22).
+2026: at 100 sessions 7.2-7.8 ms of CPU per step instead of 8.5-9.4, load average 11-22). ``--scaled``
+runs memory as the scaled deployment does (README: Scaling): a Chroma server (``chroma run``, its own
+process, ``CHROMA_HOST``) and embeddings from an OpenAI-compatible endpoint (``MEMORY_EMBEDDING=openai``;
+``bench/fake_embeddings.py``, a hashed bag of words in its own process); the CPU is still the bot's alone.
 
 Measured per level (all clocks are CLOCK_MONOTONIC, shared by the three processes):
 
@@ -317,11 +320,26 @@ async def orchestrate(ns: argparse.Namespace) -> int:
     levels = [1, *(int(x) for x in ns.levels.split(","))]
     llm = await _child("--llm", str(ns.latency), str(ns.steps), "same" if ns.same_answers else "new")
     discord = await _child("--discord", str(ns.guilds))
-    bot = None
+    bot = embed = chroma = None
+    scaled: dict[str, str] = {}
     try:
         llm_info = await _line(llm, 30)
         d_info = await _line(discord, 30)
         data = Path(tempfile.mkdtemp(prefix="agentbot-load-"))
+        if ns.scaled:  # memory as the scaled deployment runs it: a Chroma server, embeddings over HTTP
+            from tests.fakes.chroma_server import ChromaServer
+
+            chroma = await asyncio.to_thread(ChromaServer(data / "chroma").start)
+            embed = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "bench" / "fake_embeddings.py"), stdout=asyncio.subprocess.PIPE
+            )
+            scaled = {
+                "CHROMA_HOST": "127.0.0.1",
+                "CHROMA_PORT": str(chroma.port),
+                "MEMORY_EMBEDDING": "openai",
+                "MEMORY_EMBEDDING_URL": (await _line(embed, 30))["url"],
+                "MEMORY_EMBEDDING_MODEL": "fake-hashed-words",
+            }
         health_port = _free_port()
         timeline = TIMELINE or bool(os.environ.get("BOT_LOAD_TIMELINE"))
         if timeline:
@@ -352,6 +370,7 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             "BOT_REST_WRITES_PER_SECOND": str(ns.budget),
             "PYTHON_SANDBOX": "off",
             "HEALTH_PORT": str(health_port),
+            **scaled,
             **dict(kv.split("=", 1) for kv in ns.env),
         }
         bot = await asyncio.create_subprocess_exec(
@@ -395,10 +414,12 @@ async def orchestrate(ns: argparse.Namespace) -> int:
             rows.append(result)
             print(f"level {n}: done in {result['elapsed']:.0f} s", file=sys.stderr, flush=True)
     finally:
-        for p in (bot, discord, llm):
+        for p in (bot, discord, llm, embed):
             if p is not None and p.returncode is None:
                 p.terminate()
-        for p in (bot, discord, llm):
+        if chroma is not None:
+            await asyncio.to_thread(chroma.stop)
+        for p in (bot, discord, llm, embed):
             if p is not None:
                 try:  # the bot's graceful close takes ~20 s; its figures are in already
                     await asyncio.wait_for(p.wait(), 5)
@@ -492,6 +513,11 @@ def main() -> None:
     ap.add_argument("--guilds", type=int, default=40)
     ap.add_argument("--budget", type=float, default=40.0, help="BOT_REST_WRITES_PER_SECOND for the bot")
     ap.add_argument("--same-answers", action="store_true", help="every run gives the same answer (see above)")
+    ap.add_argument(
+        "--scaled",
+        action="store_true",
+        help="memory on a Chroma server (chroma run) with embeddings from an HTTP endpoint (bench/fake_embeddings.py)",
+    )
     ap.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the bot (e.g. MEMORY_ENABLED=false)"
     )

@@ -168,6 +168,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_scale_doctor.py": 3,
     "test_store_rerun.py": 3,
     "test_splitting.py": 3,
+    "test_perf_step_cpu.py": 2,
     "test_pacing_fair.py": 2,
     "test_blackbox_ops_errors.py": 2,
     "test_blackbox_ops_streams.py": 2,

@@ -63,10 +63,25 @@ class OpenAIEmbedding(PlainQuery):
         self.batch_size = max(1, batch_size)
         self.max_attempts = max(1, max_attempts)
         self.retry_wait = max(0.0, retry_wait)
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
+        self._timeout, self._transport = timeout, transport
+        self._http: httpx.Client | None = None
         self._dim: int | None = None
         self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        """Made at the first request, not here: Chroma rebuilds the collection's embedding function from
+        its record (``chroma_embedding.build_from_config``) at every write, only to read its settings, and
+        an httpx client loads the CA bundle: 24 ms of CPU, each memory the bot stored (4 ms an agent step
+        at 100 sessions with MEMORY_EMBEDDING=openai, ``bench/bot_load.py --scaled``)."""
+        if self._http is None:
+            with self._lock:
+                if self._http is None:
+                    headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+                    self._http = httpx.Client(
+                        timeout=self._timeout, headers=headers, transport=self._transport
+                    )
+        return self._http
 
     @property
     def id(self) -> str:
@@ -92,7 +107,8 @@ class OpenAIEmbedding(PlainQuery):
             self._dim = int(vec.shape[1])
 
     def close(self) -> None:
-        self._client.close()
+        if self._http is not None:
+            self._http.close()
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         items = check_texts(texts)
@@ -117,7 +133,7 @@ class OpenAIEmbedding(PlainQuery):
         try:
             resp = self._client.post(self.url, json=payload)
         except httpx.TimeoutException as e:
-            raise _Retryable(f"timed out after {self._client.timeout.read} s") from e
+            raise _Retryable(f"timed out after {self._timeout} s") from e
         except httpx.TransportError as e:
             raise _Retryable(f"cannot reach {self.url}: {type(e).__name__}: {self._scrub(str(e))}") from e
         if resp.status_code != 200:
