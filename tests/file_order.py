@@ -192,7 +192,8 @@ def estimate(path: str, tests: int) -> float:
     return SECONDS.get(PurePath(path).name, UNLISTED_PER_TEST * tests)
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def order_files_first(config: pytest.Config) -> None:
+    """Called from tests/conftest.py's ``pytest_configure``."""
     # xdist's own reorder (by number of tests) would undo the order below.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
