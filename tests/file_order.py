@@ -184,6 +184,7 @@ SECONDS: dict[str, int] = {
     "test_thread_header.py": 1,
     "test_blackbox_readme_deploy.py": 1,
     "test_blackbox_memory_embedding.py": 1,
+    "test_startup_imports.py": 4,
 }
 
 
