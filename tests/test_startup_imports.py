@@ -16,6 +16,8 @@ import agent.ask  # `ask`: rich loads for the terminal's progress lines
 unused = [m for m in ("rich.traceback", "rich.pretty", "pygments", "attr", "httpx._main", "click") if m in sys.modules]
 print("unused loaded:", unused)
 print("rich loaded:", "rich.console" in sys.modules)
+import agent.memory.chroma_store  # chromadb loads with the first client, not with the store's modules
+print("chromadb loaded:", "chromadb" in sys.modules)
 
 from agent.logs import configure_logging, register_secret
 register_secret("sk-startup-secret-0001")
@@ -41,6 +43,7 @@ def test_start_up_skips_structlogs_and_httpxs_unused_extras_and_tracebacks_still
     assert proc.returncode == 0, text[-3000:]
     assert "unused loaded: []" in text, text[-3000:]
     assert "rich loaded: True" in text, text[-3000:]
+    assert "chromadb loaded: False" in text, text[-3000:]
     # The console log's traceback is still rich's (boxed, locals shown), with the secret redacted.
     assert "Traceback (most recent call last)" in text and "key = '***'" in text, text[-3000:]
     assert "sk-startup-secret-0001" not in text, text[-3000:]

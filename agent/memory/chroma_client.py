@@ -1,14 +1,17 @@
 """The raw chromadb client of a store: the embedded directory, or a Chroma server with a timeout that
-chromadb's own HTTP client does not have."""
+chromadb's own HTTP client does not have.
+
+chromadb (~0.6 s of CPU to import) loads when the first client is made, not with this module: importing
+the memory store's modules (type hints, the test suite's ten workers collecting the memory tests) no
+longer pays for it. Our embedding function is registered with chromadb before any client exists, so a
+collection opened through a raw client still rebuilds it from the collection's record."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import httpx
-from chromadb.config import Settings
 
 from agent.memory.types import MemoryStoreError
 
@@ -30,6 +33,11 @@ def chroma_client(
 ) -> Any:
     """``PersistentClient`` under ``path``, or ``HttpClient`` of ``host`` (what ``open``, ``backup`` and
     ``restore`` read and write through)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    import agent.memory.chroma_embedding  # noqa: F401 - registers AgentbotEmbeddingFunction with chromadb
+
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if not host:
         assert path is not None
