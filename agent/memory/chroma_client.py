@@ -3,8 +3,7 @@ chromadb's own HTTP client does not have.
 
 chromadb (~0.6 s of CPU to import) loads when the first client is made, not with this module: importing
 the memory store's modules (type hints, the test suite's ten workers collecting the memory tests) no
-longer pays for it. Our embedding function is registered with chromadb before any client exists, so a
-collection opened through a raw client still rebuilds it from the collection's record."""
+longer pays for it."""
 
 from __future__ import annotations
 
@@ -35,8 +34,6 @@ def chroma_client(
     ``restore`` read and write through)."""
     import chromadb
     from chromadb.config import Settings
-
-    import agent.memory.chroma_embedding  # noqa: F401 - registers AgentbotEmbeddingFunction with chromadb
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if not host:
