@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -14,12 +16,30 @@ import agent.config
 import agent.models.prices
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
-from tests.fakes.postgres import PostgresServer
+from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer
 from tests.fakes.web_server import FakeWeb
-from tests.file_order import pytest_collection_modifyitems, pytest_configure  # noqa: F401 (hooks: slowest files first)
+from tests.file_order import (
+    order_files_first,
+    pytest_collection_modifyitems,  # noqa: F401 (hook: slowest files first)
+)
 from tests.settings_names import setting_names
 
 SETTINGS = setting_names()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    order_files_first(config)
+    # The run's controller (or a run without xdist) names the directory its workers share one initdb in
+    # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
+    if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:
+        template = tempfile.mkdtemp(prefix="agentbot-pg-template-")
+        os.environ[TEMPLATE_ENV] = template
+
+        def remove() -> None:
+            shutil.rmtree(template, ignore_errors=True)
+            os.environ.pop(TEMPLATE_ENV, None)
+
+        config.add_cleanup(remove)
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,16 @@
 """The raw chromadb client of a store: the embedded directory, or a Chroma server with a timeout that
-chromadb's own HTTP client does not have."""
+chromadb's own HTTP client does not have.
+
+chromadb (~0.6 s of CPU to import) loads when the first client is made, not with this module: importing
+the memory store's modules (type hints, the test suite's ten workers collecting the memory tests) no
+longer pays for it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import httpx
-from chromadb.config import Settings
 
 from agent.memory.types import MemoryStoreError
 from agent.models.http import tls_problem
@@ -31,6 +33,9 @@ def chroma_client(
 ) -> Any:
     """``PersistentClient`` under ``path``, or ``HttpClient`` of ``host`` (what ``open``, ``backup`` and
     ``restore`` read and write through)."""
+    import chromadb
+    from chromadb.config import Settings
+
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if not host:
         assert path is not None

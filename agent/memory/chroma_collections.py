@@ -18,7 +18,6 @@ import structlog
 
 from agent.embeddings.base import Embedding
 from agent.memory import layout
-from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
 from agent.memory.scope import PAGE, NamespaceScope, Row
 from agent.memory.types import EmbeddingMismatch, MemoryStoreError, RetentionPolicy
 
@@ -65,6 +64,9 @@ class Collections:
     """Rows per namespace in shared buckets, as far as this process knows."""
 
     def __post_init__(self) -> None:
+        # Here, not at the top: it imports chromadb, which agent.memory.chroma_client loads on first use.
+        from agent.memory.chroma_embedding import AgentbotEmbeddingFunction
+
         self._ef = AgentbotEmbeddingFunction(self.embedding)
 
     @classmethod

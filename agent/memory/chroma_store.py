@@ -128,6 +128,10 @@ class ChromaMemory:
     def connect(self) -> Any:
         """A raw chromadb client for this store (the embedded directory or the server), without loading
         the embedding: what ``open`` uses, and what ``agentbot backup``/``restore`` copy rows through."""
+        # Our embedding function is registered with chromadb before any client exists (chromadb itself
+        # loads with the first client), so a collection opened through a raw client still rebuilds it.
+        import agent.memory.chroma_embedding  # noqa: F401
+
         return chroma_client(
             self.path,
             host=self.host,

@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from typing import TYPE_CHECKING
 
 import anyio
-import mcp.types as types
 from aiohttp import web
-from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
 
 from tests.fakes.served import served
+
+if TYPE_CHECKING:
+    from mcp.server.lowlevel import Server
 
 _OBJ = {"type": "object", "properties": {"text": {"type": "string"}}}
 _REDOS = {
@@ -38,6 +39,11 @@ def _remote_ref() -> dict[str, object]:
 
 
 def build() -> Server:
+    # The SDK is imported here, not at the top: it cost each xdist worker ~0.4 s of CPU to collect the
+    # test files that import FloodingHttpMcp, which does not use it.
+    import mcp.types as types
+    from mcp.server.lowlevel import Server
+
     server: Server = Server("hostile")
 
     @server.list_tools()
@@ -61,6 +67,8 @@ def build() -> Server:
 
 
 async def main() -> None:
+    from mcp.server.stdio import stdio_server
+
     server = build()
     async with stdio_server() as (read, write):
         await server.run(read, write, server.create_initialization_options())

@@ -10,13 +10,21 @@ import asyncio
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import uvicorn
-from mcp.server.fastmcp import FastMCP
-from mcp.server.fastmcp.utilities.types import Image
+if TYPE_CHECKING:
+    from mcp.server.fastmcp import FastMCP
+    from mcp.server.fastmcp.utilities.types import Image
 
 
 def build(name: str = "lab") -> FastMCP:
+    # The SDK is imported on first use, not with the module: it cost each xdist worker ~0.4 s of CPU to
+    # collect the test files that import this one. ``Image`` is made a module global, where FastMCP
+    # resolves the tools' annotations.
+    global Image
+    from mcp.server.fastmcp import FastMCP
+    from mcp.server.fastmcp.utilities.types import Image
+
     mcp = FastMCP(name, stateless_http=False, json_response=False)
 
     @mcp.tool()
@@ -63,6 +71,8 @@ class HttpMcpServer:
             s.bind(("127.0.0.1", port))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/mcp"
+        import uvicorn
+
         app = build().streamable_http_app()
         self._server = uvicorn.Server(
             uvicorn.Config(
