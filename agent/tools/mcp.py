@@ -33,7 +33,6 @@ from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
 from agent.tools.mcp_stderr import StderrTail
-from agent.tools.mcp_stdio import stdio_transport
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
@@ -118,6 +117,8 @@ class _Connection:
         from mcp import ClientSession
         from mcp.client.stdio import StdioServerParameters, get_default_environment
         from mcp.client.streamable_http import streamable_http_client
+
+        from agent.tools.mcp_stdio import stdio_transport  # the SDK (~100 ms of imports) only when used
 
         s = self.server
         stderr: StderrTail | None = None
