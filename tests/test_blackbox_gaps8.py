@@ -1,0 +1,58 @@
+"""Small bugs other engineers found in session 11 and left (gaps8): each reproduced through the installed
+``agentbot`` command or the bot against fake servers on 127.0.0.1. Each test failed before the fix its
+commit names."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from pathlib import Path
+
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.test_blackbox_operator import AGENTBOT
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-2500:]
+
+
+async def test_write_file_on_a_full_disk_leaves_no_file_and_is_not_counted_as_kept(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A disk that filled up mid-write (RLIMIT_FSIZE: writes past 64 KiB fail with EFBIG, as ENOSPC does):
+    # write_file left a cut 64 KiB report.md, the model read 'OSError: [Errno 27] File too large', and the
+    # summary said "files (1) kept in .../ask-..." for a file holding a third of what was written.
+    llm.script(tool_call("write_file", {"path": "report.md", "content": "x" * 200_000}), text("done"))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(tmp_path / "data"),
+        "COLUMNS": "200",
+        "PYTHONDONTWRITEBYTECODE": "1",  # else the child leaves cut .pyc files in the venv
+        "OPENAI_BASE_URL": llm.base_url,
+        "AGENT_MODEL": "gpt-4o-mini",
+        "MEMORY_ENABLED": "false",
+    }
+    log = tmp_path / "ask.log"
+    with log.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            AGENTBOT,
+            "ask",
+            "write the report",
+            cwd=tmp_path,
+            env=env,
+            preexec_fn=limit,
+            stdout=sink,
+            stderr=sink,
+        )
+        await asyncio.wait_for(proc.wait(), 60)
+    said = _tail(log)
+    assert proc.returncode == 0 and "Traceback" not in said, said
+    assert [p for p in (tmp_path / "data").rglob("*") if p.is_file()] == [], said
+    assert "kept in" not in said, said
+    told = [m["content"] for m in llm.requests[1]["messages"] if m["role"] == "tool"]
+    assert "not written: the disk is full" in told[0] and "report.md was not saved" in told[0], told
