@@ -8,6 +8,9 @@ import asyncio
 import resource
 from pathlib import Path
 
+import pytest
+
+from agent.config import ConfigError, load_agent_settings
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_blackbox_operator import AGENTBOT
 
@@ -56,3 +59,20 @@ async def test_write_file_on_a_full_disk_leaves_no_file_and_is_not_counted_as_ke
     assert "kept in" not in said, said
     told = [m["content"] for m in llm.requests[1]["messages"] if m["role"] == "tool"]
     assert "not written: the disk is full" in told[0] and "report.md was not saved" in told[0], told
+
+
+@pytest.mark.parametrize(
+    "pasted", ["http://127.0.0.1:8080/v1/chat/completions", "http://127.0.0.1:8080/v1/Chat/Completions/"]
+)
+def test_a_base_url_pasted_with_chat_completions_says_to_drop_it(
+    pasted: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The endpoint as provider pages show it: every call went to .../v1/chat/completions/chat/completions
+    # and failed with "no Chat Completions API at ... (HTTP 404): check OPENAI_BASE_URL (its path usually
+    # ends in /v1 ...)", a URL whose path does end in /v1 before the part to remove.
+    monkeypatch.setenv("OPENAI_BASE_URL", pasted)
+    with pytest.raises(ConfigError) as refused:
+        load_agent_settings()
+    said = str(refused.value)
+    assert "OPENAI_BASE_URL" in said and "ends in /chat/completions" in said, said
+    assert "drop it and set http://127.0.0.1:8080/v1 " in said, said
