@@ -9,10 +9,13 @@ import resource
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from agent.config import ConfigError, load_agent_settings
 from tests.fakes.llm_server import FakeLLM, text, tool_call
-from tests.test_blackbox_operator import AGENTBOT
+from tests.fakes.served import served
+from tests.test_blackbox_operator import AGENTBOT, agentbot
+from tests.test_blackbox_ops5 import _llama_server
 
 
 def _tail(log: Path) -> str:
@@ -76,3 +79,23 @@ def test_a_base_url_pasted_with_chat_completions_says_to_drop_it(
     said = str(refused.value)
     assert "OPENAI_BASE_URL" in said and "ends in /chat/completions" in said, said
     assert "drop it and set http://127.0.0.1:8080/v1 " in said, said
+
+
+async def test_doctor_names_llama_cpp_without_jinja_when_agent_model_is_its_listed_file(
+    tmp_path: Path,
+) -> None:
+    # AGENT_MODEL set to the GGUF path llama-server lists (as its /v1/models shows it): doctor probed only
+    # unlisted names, so it said "ok provider openai: serves every model the tiers name" and every run
+    # then failed with HTTP 500 "tools param requires --jinja flag".
+    app = web.Application()
+    app.router.add_route("*", "/v1/{path:.*}", _llama_server)
+    async with served(app) as url:
+        env = {
+            "OPENAI_BASE_URL": f"{url}/v1",
+            "AGENT_MODEL": "/models/llama-3.1-8b-q4_k_m.gguf",
+            "MEMORY_ENABLED": "false",
+        }
+        code, out, err = await agentbot(tmp_path, "doctor", env=env)
+    assert code == 1 and "Traceback" not in out + err, out + err[-1500:]
+    provider = next((x for x in out.splitlines() if "provider openai" in x), "")
+    assert provider.startswith("FAIL ") and "start llama-server with --jinja" in provider, out
