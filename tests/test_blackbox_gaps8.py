@@ -12,10 +12,28 @@ import pytest
 from aiohttp import web
 
 from agent.config import ConfigError, load_agent_settings
+from tests.e2e.harness import running_bot
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_operator import AGENTBOT, agentbot
 from tests.test_blackbox_ops5 import _llama_server
+from tests.test_e2e_config import flat, run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+
+
+@pytest.fixture
+def other() -> FakeGuild:
+    return FakeGuild.create("Other", channels=("general",), members=("dave",), admins=("boss",))
+
+
+@pytest.fixture
+def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
+    return [guild, other]
 
 
 def _tail(log: Path) -> str:
@@ -99,3 +117,22 @@ async def test_doctor_names_llama_cpp_without_jinja_when_agent_model_is_its_list
     assert code == 1 and "Traceback" not in out + err, out + err[-1500:]
     provider = next((x for x in out.splitlines() if "provider openai" in x), "")
     assert provider.startswith("FAIL ") and "start llama-server with --jinja" in provider, out
+
+
+async def test_a_memory_imported_from_another_server_shows_no_foreign_author(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
+) -> None:
+    # Other's admin imports Lab's export: /memory list in Other said "by <@100000000000000077>" under each
+    # memory, a mention of a Lab member who is no member of Other (rendered as an unknown user there).
+    author = "100000000000000077"
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as bot:
+        memory = bot.services.memory
+        assert memory is not None, bot.services.memory_error
+        await memory.store(str(guild.id), "Our club bakes on Saturdays.", author=author, thread="4242")
+        export = (await run(fake, guild, "memory export")).attachments[0]
+        await run(fake, other, "memory import", {"file": (export.filename, export.data)}, user="boss")
+        there = flat(await run(fake, other, "memory list", user="dave"))
+        here = flat(await run(fake, guild, "memory list", user="bob"))
+    assert "Our club bakes on Saturdays." in there and "imported from another server" in there, there
+    assert f"<@{author}>" not in there, there
+    assert f"by <@{author}>" in here, here  # in Lab, where the author is a member, it is still said
