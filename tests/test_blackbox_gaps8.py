@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import signal
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from agent.config import ConfigError, load_agent_settings
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.memory import ChromaMemory
+from bot.backup import backup
+from bot.store.db import Database
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -136,3 +141,57 @@ async def test_a_memory_imported_from_another_server_shows_no_foreign_author(
     assert "Our club bakes on Saturdays." in there and "imported from another server" in there, there
     assert f"<@{author}>" not in there, there
     assert f"by <@{author}>" in here, here  # in Lab, where the author is a member, it is still said
+
+
+async def test_restore_ended_by_a_closed_terminal_says_so_and_leaves_the_store_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # `agentbot restore --force bk` in an SSH session that closed while it waited for the Chroma server:
+    # SIGHUP killed it (exit -1) without a line. Now it ends as Ctrl-C does, the store untouched.
+    data = tmp_path / "data"
+    await (await Database.open(data / "agentbot.sqlite3")).close()
+    memory = ChromaMemory(data / "memory", embedding=MiniLMEmbedding())
+    await memory.open()
+    await memory.store("100000000000000001", "Raid night is Friday.", kind="note")
+    await memory.close()
+    assert backup(
+        data, tmp_path / "bk", ChromaMemory(data / "memory", embedding=MiniLMEmbedding())
+    ).collections
+    before = (data / "agentbot.sqlite3").read_bytes()
+    files = sorted(p.name for p in data.iterdir())
+
+    reached, ended = asyncio.Event(), asyncio.Event()
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.set()  # restore is connecting to the memory store: it checked the backup, wrote nothing yet
+        await ended.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DATA_DIR": str(data),
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(port),
+        "CHROMA_TIMEOUT": "60",
+    }
+    log = tmp_path / "restore.log"
+    try:
+        with log.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                AGENTBOT, "restore", "--force", "bk", cwd=tmp_path, env=env, stdout=sink, stderr=sink
+            )
+            try:
+                await asyncio.wait_for(reached.wait(), 60)
+            finally:
+                proc.send_signal(signal.SIGHUP)
+                code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        ended.set()
+        server.close()
+    said = _tail(log)
+    assert code == 130 and said.strip().splitlines() == ["agentbot: interrupted"], (code, said)
+    assert sorted(p.name for p in data.iterdir()) == files, said  # no agentbot.sqlite3.restoring
+    assert (data / "agentbot.sqlite3").read_bytes() == before
