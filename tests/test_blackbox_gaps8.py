@@ -187,7 +187,12 @@ async def test_restore_ended_by_a_closed_terminal_says_so_and_leaves_the_store_a
                 await asyncio.wait_for(reached.wait(), 60)
             finally:
                 proc.send_signal(signal.SIGHUP)
-                code = await asyncio.wait_for(proc.wait(), 30)
+                try:
+                    code = await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                    raise AssertionError(f"restore still running 30 s after SIGHUP: {_tail(log)}") from None
     finally:
         ended.set()
         server.close()
