@@ -14,6 +14,7 @@ import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -273,6 +274,18 @@ class AgentSettings(ToolEnv, MemoryEnv):
         if isinstance(v, str):
             v = v.strip()
             return v.lower() if v.lower() in ("auto", "off", "") else v
+        return v
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _openai_base(cls, v: str) -> str:
+        # The endpoint's full address is what provider pages show and what people paste: every call then
+        # went to .../chat/completions/chat/completions, and its 404 only said to check this setting.
+        parts = urlsplit(v)
+        path = parts.path.rstrip("/")
+        if path.lower().endswith("/chat/completions"):
+            base = parts._replace(path=path[: -len("/chat/completions")]).geturl()
+            raise ValueError(f"ends in /chat/completions, which agentbot adds itself: drop it and set {base}")
         return v
 
     @field_validator("data_dir")

@@ -285,9 +285,10 @@ def restore(src: Path, data_dir: Path, memory: ChromaMemory | None, *, force: bo
                 os.remove(str(target) + suffix)
         os.replace(tmp, target)
     except OSError as e:  # read-only, no permission, a file in the way, a disk that fills up
+        raise BackupError(f"cannot write the database into {data_dir}: {e.strerror}: check DATA_DIR") from e
+    finally:  # an interrupt (Ctrl-C, SIGTERM) mid-copy left agentbot.sqlite3.restoring behind
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise BackupError(f"cannot write the database into {data_dir}: {e.strerror}: check DATA_DIR") from e
     report = BackupReport(src, int(manifest.get("schema_version") or 0), target.stat().st_size)
     for col_meta in cols:
         name = col_meta["name"]

@@ -71,11 +71,14 @@ def restore(
 
     SRC is a directory made by `agentbot backup`.
     """
+    from bot.ask_input import interruptible
     from bot.backup import BackupError
     from bot.backup import restore as do_restore
 
     data_dir, memory = _store_locations()
-    with failing(BackupError, code=EXIT_FAILED):
+    # SIGHUP (a closed SSH session) killed it with -1 and no line; now it and SIGTERM end it as Ctrl-C
+    # does (130, "agentbot: interrupted"), and the database's temporary copy is removed.
+    with failing(BackupError, code=EXIT_FAILED), interruptible():
         report = do_restore(src, data_dir, memory, force=force)
     typer.echo(f"restored {report.summary()}")
 

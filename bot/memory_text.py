@@ -97,7 +97,8 @@ def provenance(rec: MemoryRecord) -> str:
     """Who stored it, from which session, and how (issue 14.9). Mentions render but never ping here:
     every reply goes out with ``allowed_mentions`` none."""
     parts = [ORIGIN_LABELS.get(rec.origin, rec.origin or "origin not recorded")]
-    if rec.author.isdigit():
+    if rec.author.isdigit() and rec.thread != FROM_ELSEWHERE:
+        # Another server's member: a mention of a stranger, which renders as an unknown user here.
         parts.append(f"by <@{rec.author}>")
     if rec.session:
         parts.append(f"session `{excerpt(rec.session, 40)}`")

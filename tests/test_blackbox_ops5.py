@@ -118,7 +118,12 @@ async def _agentbot_limited(cwd: Path, *args: str, env: dict[str, str], file_byt
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
 
-    base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "DATA_DIR": str(cwd / "data")}
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cwd),
+        "DATA_DIR": str(cwd / "data"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,
         *args,

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -172,6 +173,39 @@ def _missing_entries(ws: Path, parts: list[str]) -> int:
         os.close(fd)
 
 
+def _write_whole(dfd: int, name: str, shown: str, data: bytes, *, append: bool) -> None:
+    """Write ``name`` whole or not at all: into a temporary name beside it, renamed over it once written.
+
+    Written in place, a full disk (ENOSPC, EFBIG) left an empty or cut file behind that ``agentbot ask``
+    then reported as "files (1) kept" and the bot attached; now the file is as it was before and the
+    model is told the write failed. Appending copies the existing text into the temporary file first.
+    """
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        _open_file(dfd, name, shown, os.O_RDONLY)  # raises the refusal naming what is there
+    if append and st is not None:
+        with os.fdopen(_open_file(dfd, name, shown, os.O_RDONLY), "rb") as f:
+            data = f.read() + data
+    temp = f".agentbot-writing-{secrets.token_hex(8)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.rename(temp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError as e:
+        with suppress(OSError):
+            os.unlink(temp, dir_fd=dfd)
+        if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise ToolRefused(
+                f"not written: the disk is full ({e.strerror}); {shown} was not saved and the workspace is as "
+                "it was. Tell the user the file could not be saved; do not retry it."
+            ) from None
+        raise ToolRefused(f"not written: {shown}: {e.strerror}; the workspace is as it was") from None
+
+
 def file_tools(settings: FilesSettings) -> list[Tool]:
     quota = settings.quota_bytes
 
@@ -235,10 +269,7 @@ def file_tools(settings: FilesSettings) -> list[Tool]:
                         f"not written: {shown} would bring the workspace to {human_size(after)}, over its quota of "
                         f"{human_size(quota)} ({human_size(used.bytes)} used). Delete files you no longer need first."
                     )
-                mode = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-                fd = _open_file(dfd, parts[-1], shown, mode)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                _write_whole(dfd, parts[-1], shown, data, append=append)
         verb = "appended" if append else "wrote"
         return f"{verb} {human_size(len(data))} to {shown} (workspace: {human_size(after)} of {human_size(quota)} used)"
 
