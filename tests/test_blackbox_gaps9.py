@@ -101,3 +101,22 @@ async def test_config_warnings_a_limits_stop_in_the_header_and_a_second_stop_pre
     footer = next(c for c in limited_shown if c.startswith("-# ") and "tokens" in c)
     assert "💸 stopped by a limit" in footer, footer
     assert "💸 stopped by a limit" in limited_shown[0] and "✅ done" not in limited_shown[0], limited_shown[0]
+
+
+async def test_a_turn_resumed_after_a_restart_does_not_repeat_the_route_its_header_names(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The bot restarts during a /research's second step: the resumed turn posted "🧭 simple tier →
+    gpt-4o-mini (…)", which the header above already says (and a first turn never posts)."""
+    llm.script(tool_call("calculator", {"expression": "6*7"}), Reply(hang=True), text("It is 42."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0):  # paused at once
+        fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
+    async with running_bot(fake, llm, tmp_path, guild):  # a note would show before the answer it precedes
+        await fake.wait_for_message(thread, lambda m: m.content == "It is 42.", within=20)
+    shown = [m.content for m in fake.messages(thread)]
+    assert "-# tier simple (auto)" in shown[0], shown[0]
+    assert any(c.startswith("♻️") for c in shown), shown  # it was resumed
+    assert not any("🧭" in c for c in shown), shown
