@@ -94,8 +94,8 @@ class SessionRunner:
         return self.is_running(session_id) or bool((w := self._workers.get(session_id)) and w.waiting)
 
     def stopping(self, session_id: str) -> bool:
-        """A Stop (an edit, a closed thread) is already ending the turn: a second press is told so."""
-        return self.stoppable(session_id) and self._workers[session_id].stopped_by is not None
+        """A Stop is ending a :meth:`stoppable` turn: a second press is told so (after an edit's, it is not)."""
+        return bool((w := self._workers.get(session_id)) and w.stopped_by and not w.restart)
 
     def asked_by(self, session_id: str) -> int | None:
         """Who asked the turn that runs (or waits for a slot) now: it is charged to them, so they may stop it."""
