@@ -36,13 +36,11 @@ async def test_config_warnings_a_limits_stop_in_the_header_and_a_second_stop_pre
     * Two Stop presses in quick succession both answered "Stopping…"; the second is told, privately,
       that the turn is already stopping.
     * A run a token limit stopped showed "💸 stopped by a limit" in its footer and "✅ done" in its
-      header; the header now says it was stopped by a limit.
+      header, as did one the step limit stopped at step 1; the header now says what the footer says.
     """
     llm.script(tool_call("calculator", {"expression": "6*7"}), Reply(hang=True))
-    llm.script(
-        tool_call("calculator", {"expression": "6*7"}, prompt_tokens=19_000, completion_tokens=50),
-        text("Never asked: the limit stops the run first."),
-    )
+    llm.script(tool_call("calculator", {"expression": "6*7"}, prompt_tokens=19_000, completion_tokens=50))
+    llm.script(tool_call("calculator", {"expression": "6*6"}))
     general = guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
         loopback = flat(
@@ -83,6 +81,14 @@ async def test_config_warnings_a_limits_stop_in_the_header_and_a_second_stop_pre
         await wait_idle(fake, bot)
         limited_shown = [m.content for m in fake.messages(limited)]
 
+        await run(fake, guild, "config max-steps", {"steps": 1})  # and the step limit, at step 1
+        fake.inject_interaction("research", {"task": "And 6*6?"}, user="admin", channel=general)
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 3, what="admin's thread")
+        one_step = fake.threads(parent=general)[-1]
+        await fake.wait_for_message(one_step, lambda m: m.content.startswith("-# ") and "tokens" in m.content)
+        await wait_idle(fake, bot)
+        stepped = [m.content for m in fake.messages(one_step)]
+
     guard = "refused to connect to 127.0.0.1: it is a loopback address. Only public internet addresses"
     assert loopback.startswith("⚠️ MCP server `here` not added: ") and guard in loopback, loopback
     assert "it is a private address" in private and "Nothing changed" in private, private
@@ -90,9 +96,8 @@ async def test_config_warnings_a_limits_stop_in_the_header_and_a_second_stop_pre
     assert servers == {"wiki": "https://mcp.example.com/mcp"}
     assert "In both the allow-list and the block-list: `example.com`." in both, both
     assert "Block wins: fetch_url will not read them." in both and "docs.python.org`." not in both, both
-    assert "`docs.python.org`" in only_block and "`example.com`" in only_block, (
-        only_block
-    )  # a parent blocks it
+    # A parent domain blocked covers an allowed subdomain too.
+    assert "`docs.python.org`" in only_block and "`example.com`" in only_block, only_block
 
     assert said(first) == [("Stopping…", True)], said(first)
     assert said(second) == [("Already stopping: this turn is being stopped.", True)], said(second)
@@ -101,6 +106,11 @@ async def test_config_warnings_a_limits_stop_in_the_header_and_a_second_stop_pre
     footer = next(c for c in limited_shown if c.startswith("-# ") and "tokens" in c)
     assert "💸 stopped by a limit" in footer, footer
     assert "💸 stopped by a limit" in limited_shown[0] and "✅ done" not in limited_shown[0], limited_shown[0]
+
+    assert len(llm.requests) == 4, llm.requests  # neither limited run asked the model past its limit
+    footer = next(c for c in stepped if c.startswith("-# ") and "tokens" in c)
+    assert "⏱️ step limit reached" in footer, footer
+    assert "-# ⏱️ step limit reached <t:" in stepped[0] and "✅ done" not in stepped[0], stepped[0]
 
 
 async def test_a_turn_resumed_after_a_restart_does_not_repeat_the_route_its_header_names(
