@@ -50,7 +50,7 @@ SECONDS: dict[str, int] = {
     "test_backup.py": 67,
     "test_blackbox_bot_qa2.py": 63,
     "test_blackbox_gaps7.py": 60,
-    "test_blackbox_gaps9.py": 24,  # 8.0 s, --durations=0 alone at load 8 (2026-12-06 00:05), x3
+    "test_blackbox_gaps9.py": 30,  # 9.9 s, --durations=0 alone at load 8 (2026-12-06 00:14), x3
     "test_blackbox_gaps5.py": 59,
     "test_blackbox_ask_input.py": 59,
     "test_blackbox_operator.py": 58,
