@@ -232,6 +232,11 @@ class SessionControl(EditRerun):
         if not self.runner.stoppable(session_id):
             await interaction.response.send_message("Nothing is running in this session.", ephemeral=True)
             return
+        if self.runner.stopping(session_id):  # a second press: the first one's "Stopping…" said it
+            await interaction.response.send_message(
+                "Already stopping: this turn is being stopped.", ephemeral=True
+            )
+            return
         # The nickname goes into the stop note (the history the model reads) and the footer: shown as
         # written, never as a masked link, a mention or a right-to-left override of the line.
         name = getattr(interaction.user, "display_name", str(interaction.user))

@@ -16,6 +16,7 @@ until the bot restarted, though the admin had since started it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from agent.tools.domains import literal_address
 from agent.tools.mcp import MAX_RESPONSE_BYTES, McpServer, McpTools, NoServerStream
-from agent.tools.netguard import CappedTransport, GuardedTransport, NetGuard
+from agent.tools.netguard import BlockedAddress, CappedTransport, GuardedTransport, NetGuard
 from agent.tools.registry import Tool
 
 __all__ = ["GuildMcp"]
@@ -71,6 +73,23 @@ class GuildMcp:
             timeout=httpx.Timeout(server.timeout, connect=min(10.0, server.connect_timeout)),
             follow_redirects=False,
         )
+
+    async def refusal(self, url: str) -> str | None:
+        """Why the guard will refuse ``url`` when a turn connects, said when an admin adds it (``/config
+        mcp``): a loopback or private address was accepted there and left out of every turn after. The
+        guard's own check and words; only what needs no DNS lookup (an address, ``localhost``): a name's
+        addresses may change by the time a turn connects, and that check is made then."""
+        try:
+            parsed = httpx.URL(url)
+            self._guard.check_url(parsed)
+            host = parsed.host.strip("[]").rstrip(".").lower()
+            if host == "localhost" or host.endswith(".localhost") or _is_address(host):
+                await self._guard.resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+        except BlockedAddress as e:
+            return str(e)
+        except (httpx.InvalidURL, ValueError):  # the settings schema names what is wrong with it
+            return None
+        return None
 
     async def tools_for(self, guild_id: int, servers: Mapping[str, str]) -> tuple[list[Tool], dict[str, str]]:
         """This server's MCP tools, and the servers left out this time (name -> why; said once)."""
@@ -135,3 +154,11 @@ class GuildMcp:
         entries = list(self._entries.values())
         self._entries.clear()
         await asyncio.gather(*(e.aclose() for e in entries), return_exceptions=True)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return literal_address(host) is not None
+    return True

@@ -83,8 +83,7 @@ class SessionRunner:
 
     # --- public API ------------------------------------------------------------------------------
     def is_running(self, session_id: str) -> bool:
-        w = self._workers.get(session_id)
-        return bool(w and w.current and not w.current.done())
+        return bool((w := self._workers.get(session_id)) and w.current and not w.current.done())
 
     def live_sessions(self) -> set[str]:
         """The sessions this process runs now (a worker each): at start-up these are not interrupted."""
@@ -93,6 +92,10 @@ class SessionRunner:
     def stoppable(self, session_id: str) -> bool:
         """A turn runs, or waits for a run slot (a Stop then keeps it from starting)."""
         return self.is_running(session_id) or bool((w := self._workers.get(session_id)) and w.waiting)
+
+    def stopping(self, session_id: str) -> bool:
+        """A Stop is ending a :meth:`stoppable` turn: a second press is told so (after an edit's, it is not)."""
+        return bool((w := self._workers.get(session_id)) and w.stopped_by and not w.restart)
 
     def asked_by(self, session_id: str) -> int | None:
         """Who asked the turn that runs (or waits for a slot) now: it is charged to them, so they may stop it."""

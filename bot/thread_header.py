@@ -23,16 +23,23 @@ from bot.store import SessionRecord
 from bot.streamer import WriteBudget
 from bot.views import stop_view
 
-HeaderState = Literal["running", "queued", "done", "stopped", "failed", "closed"]
+HeaderState = Literal["running", "queued", "done", "limited", "step_limit", "stopped", "failed", "closed"]
 LIMIT = 2000
 _STATE = {
     "running": "⏳ running",
     "queued": "🕒 waiting for a free slot",
     "done": "✅ done",
+    "limited": "💸 stopped by a limit",
+    "step_limit": "⏱️ step limit reached",
     "stopped": "⏹️ stopped",
     "failed": "⚠️ failed",
     "closed": "🔒 closed with the thread",
 }
+
+
+LIMIT_STATES: dict[str, HeaderState] = {"budget": "limited", "max_iterations": "step_limit"}
+"""A turn a limit ended, by its result's status: "done" to the session (its answer is kept and charged),
+but its footer says the limit stopped it, and so does the header (it said "✅ done")."""
 
 
 def state_line(state: HeaderState, at: float | None = None) -> str:

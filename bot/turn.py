@@ -41,6 +41,7 @@ from bot.notes import (
     FilesWritten,
     Paused,
     Refused,
+    Resumed,
     Routed,
     SaveFailed,
     SaveWaiting,
@@ -186,7 +187,9 @@ class Turn:
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
             model = self.model = req.model or await route(sv, s, req.prompt, gs)
             how = model.route
-            if req.model is None and classified(how):  # a classified follow-up: say where it went
+            # A classified follow-up: say where it went. Not on a resume: its header (a first turn) or
+            # the note before the restart (a follow-up) said it already.
+            if req.model is None and classified(how) and not any(isinstance(n, Resumed) for n in req.notes):
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             if (judged := await charge_judge(how, budget)) is not None:
                 state.add_usage(how.judge_model or "", how.judge_usage or Usage(), judged)

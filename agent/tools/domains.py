@@ -101,6 +101,11 @@ class DomainPolicy:
     def __bool__(self) -> bool:
         return bool(self.allow or self.block)
 
+    def overlaps(self) -> list[str]:
+        """Allowed domains a block rule covers too (the same domain, or a parent of it): block wins, so
+        fetch_url never reads them, whatever the allow-list says."""
+        return [a for a in self.allow if any(_covers(b, a) for b in self.block)]
+
     def problem(self, url: httpx.URL) -> str | None:
         """Why this server's rules refuse ``url``, or ``None`` when they allow it."""
         host = host_of(url)

@@ -24,13 +24,17 @@ from bot.cogs.config_support import (
     LIMIT_CHOICES,
     RESEARCH_CHOICES,
     RESET_CONFIRM_SECONDS,
+    After,
     Choices,
     admins_only,
     apply_changes,
     check_mcp_name,
+    check_mcp_url,
+    in_both_lists,
     mcp_listing,
     model_choices,
     refusal,
+    refuse_unusable,
     reset_choices,
     reset_clicked,
     reset_prompt,
@@ -48,7 +52,6 @@ from bot.formatting import (
 from bot.limits import GUILD_BUDGET
 from bot.store import (
     GuildSettingsStore,
-    SettingError,
     matching,
 )
 
@@ -89,19 +92,21 @@ class ConfigCog(commands.Cog):
     def store(self) -> GuildSettingsStore:
         return self.bot.services.guild_settings
 
-    async def _set(self, interaction: discord.Interaction, *changes: tuple[str, Any]) -> None:
+    async def _set(
+        self, interaction: discord.Interaction, *changes: tuple[str, Any], after: After = None
+    ) -> None:
+        """``after``: a line on the settings as they now are (e.g. a domain in both fetch lists)."""
         quotas, user_id = self.bot.services.quotas, interaction.user.id
-        await reply(
-            interaction, await apply_changes(self.store, quotas, _gid(interaction), user_id, [*changes])
-        )
+        said = await apply_changes(self.store, quotas, _gid(interaction), user_id, [*changes])
+        await reply(interaction, said + (after(await self.store.get(_gid(interaction))) if after else ""))
 
     async def _set_or_show(
-        self, interaction: discord.Interaction, heading: str, options: dict[str, Any]
+        self, interaction: discord.Interaction, heading: str, options: dict[str, Any], after: After = None
     ) -> None:
         """Commands with several optional settings: store the ones given, or show them all if none is."""
         changes = [(k, v) for k, v in options.items() if v is not None]
         if changes:
-            await self._set(interaction, *changes)
+            await self._set(interaction, *changes, after=after)
             return
         guild_id = _gid(interaction)
         gs = await self.store.get(guild_id)
@@ -132,21 +137,8 @@ class ConfigCog(commands.Cog):
                 f"⚠️ Unknown tier {code(tier)}. Tiers: {', '.join(sorted(TIERS))}. "
                 "(The router picks among these; a tier of another name would never be used.)"
             )
-        self._refuse_unusable(f"tier.{name}", models)
+        refuse_unusable(self.store.schema, self.bot.services.router, f"tier.{name}", models)
         await self._set(interaction, (f"tier.{name}", models))
-
-    def _refuse_unusable(self, key: str, models: str) -> None:
-        """A model the bot cannot call (its provider has no key here) would fail every run on the tier:
-        every model the price package knows passes the schema, so ask the router, which builds them."""
-        try:
-            chosen = self.store.schema.validate(key, models)
-        except SettingError:
-            return  # _set reports it
-        router = self.bot.services.router
-        for model in chosen:
-            if router.model(model) is None:
-                why = router.unconfigured.get(model, "its provider is not configured")
-                raise Refusal(f"⚠️ {code(model)} cannot be used by this bot: {why}. Nothing changed.")
 
     @config.command(name="default-tier", description="The tier /research and mentions use by default.")
     @app_commands.describe(tier="An existing tier, or auto (chosen per task)")
@@ -353,7 +345,7 @@ class ConfigCog(commands.Cog):
     ) -> None:
         """Any public GET can carry data out: admins may narrow where agents read (issue 14.9)."""
         await self._set_or_show(
-            interaction, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}
+            interaction, "fetch_url domains", {"fetch.allow": allow, "fetch.block": block}, in_both_lists
         )
 
     @config.command(
@@ -378,6 +370,7 @@ class ConfigCog(commands.Cog):
             await reply(interaction, mcp_listing(servers))
             return
         check_mcp_name(name, servers, self.bot.services.mcp)
+        await check_mcp_url(name, url, self.bot.services.guild_mcp)
         await self._set(interaction, (f"mcp.{name}", url))
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")

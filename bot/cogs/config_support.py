@@ -7,6 +7,7 @@ but not days later; a click checks the caller's permission again (a button is no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -14,7 +15,17 @@ from discord import app_commands
 
 from agent.logs import redact
 from agent.models.tiers import TIERS
-from bot.formatting import Refusal, clip, describe_key, effective_value, is_manager, join_items, one_line
+from agent.tools.domains import DomainPolicy
+from bot.formatting import (
+    Refusal,
+    clip,
+    code,
+    describe_key,
+    effective_value,
+    is_manager,
+    join_items,
+    one_line,
+)
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import GuildSettings, GuildSettingsStore, QuotaStore, SettingError, matching
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
@@ -118,6 +129,42 @@ async def apply_changes(
         else:
             lines.append(f"✅ {describe_key(key)}: {old[key]} → {new}")
     return "\n".join(lines)
+
+
+After = Callable[[GuildSettings], str] | None
+"""A line added to a change's reply, on the settings as they now are."""
+
+
+def refuse_unusable(schema: Any, router: Any, key: str, models: str) -> None:
+    """A model the bot cannot call (its provider has no key here) would fail every run on the tier:
+    every model the price package knows passes the schema, so ask the router, which builds them."""
+    try:
+        chosen = schema.validate(key, models)
+    except SettingError:
+        return  # apply_changes reports it
+    for model in chosen:
+        if router.model(model) is None:
+            why = router.unconfigured.get(model, "its provider is not configured")
+            raise Refusal(f"⚠️ {code(model)} cannot be used by this bot: {why}. Nothing changed.")
+
+
+async def check_mcp_url(name: str, url: str, guild_mcp: Any) -> None:
+    """A loopback or private address the guard refuses at every turn ("left out") is refused here, in the
+    guard's words (``GuildMcp.refusal``): it used to be accepted with a ✅."""
+    if why := await guild_mcp.refusal(url):
+        raise Refusal(f"⚠️ MCP server {code(name)} not added: {one_line(why, 300)} Nothing changed.")
+
+
+def in_both_lists(gs: GuildSettings) -> str:
+    """A line for ``/config fetch``'s reply naming the allowed domains the block-list covers too (block
+    wins, README): they were accepted without a word, and fetch_url then refused what the admin allowed."""
+    both = DomainPolicy.of(gs.fetch_allow, gs.fetch_block).overlaps()
+    if not both:
+        return ""
+    shown = ", ".join(f"`{d}`" for d in both[:10]) + (" …" if len(both) > 10 else "")
+    return (
+        f"\n⚠️ In both the allow-list and the block-list: {shown}. Block wins: fetch_url will not read them."
+    )
 
 
 def model_choices(known_models: list[str], current: str) -> Choices:

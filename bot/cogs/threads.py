@@ -27,7 +27,7 @@ from bot.formatting import DmLimit, Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
 from bot.run_policy import can_post
 from bot.runner import FOLLOW_UPS_WAITING, TurnRequest
-from bot.thread_header import HeaderState, show_state
+from bot.thread_header import LIMIT_STATES, HeaderState, show_state
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
@@ -70,7 +70,7 @@ class ThreadLife:
         if last is None or last.finished_at is None:
             return "stopped", None
         state: HeaderState = (
-            "done"
+            LIMIT_STATES.get(last.status, "done")
             if last.status in ("completed", "max_iterations", "budget", "done")
             else "failed"
             if last.status in ("error", "failed")
@@ -102,6 +102,10 @@ class ThreadLife:
             await self._show(req, *await self._last_state(req))
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
+        if state == "done":  # or a limit's stop, which the session counts as done (see LIMIT_STATES)
+            with contextlib.suppress(Exception):  # an outage: "done" still
+                last = await self.bot.services.sessions.latest_turn(req.session.id)
+                state = LIMIT_STATES.get(last.status, "done") if last is not None else state
         await self._show(req, state)
         thread = req.channel
         if isinstance(thread, discord.Thread) and not can_post(thread):  # the turn stopped (bot.turn)
