@@ -81,6 +81,8 @@ class GuildMcp:
         addresses may change by the time a turn connects, and that check is made then."""
         try:
             parsed = httpx.URL(url)
+            if parsed.scheme not in ("http", "https"):  # the settings schema names what is allowed
+                return None
             self._guard.check_url(parsed)
             host = parsed.host.strip("[]").rstrip(".").lower()
             if host == "localhost" or host.endswith(".localhost") or _is_address(host):

@@ -146,8 +146,10 @@ async def test_e2e_config_mcp_goes_through_the_ssrf_guard(
     llm.script(text("Nothing to look up."))
     with HttpMcpServer() as server:
         async with running_bot(fake, llm, tmp_path / "data", guild) as bot:  # loopback not allowed
-            await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
-            contents = await research_thread(fake, guild, bot, "anything")
-    note = next(c for c in contents if "MCP server `inv` is left out" in c)
-    assert "127.0.0.1" in note or "loopback" in note or "not allowed" in note, note
+            # Refused where the admin adds it, in the guard's own words, and nothing is stored.
+            said = await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            listing = await run(fake, guild, "config mcp")
+            await research_thread(fake, guild, bot, "anything")
+    assert "not added" in said.content and "loopback" in said.content, said.content
+    assert "`inv`" not in listing.content, listing.content
     assert not any(t["function"]["name"].startswith("inv__") for t in llm.requests[0].get("tools", []))
