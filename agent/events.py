@@ -221,6 +221,8 @@ class RouteDecision:
     """Set when a judge model was called to classify the task: real spending to charge."""
     judge_provider: str | None = None
     """The judge's provider, as /usage server lists its spending."""
+    judge_asked: str | None = None
+    """The judge's name as called, which prices it when its server reports an alias."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,13 +102,6 @@ def parse_args(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_MODEL_NAME = re.compile(r"[\w.:/@+\[\]-]{1,200}")
-"""A model name as servers report theirs (``openai/gpt-4o-mini``, ``llama3.1:8b``, ``claude-x@2024``,
-``team[/]llama``). Any server between the bot and the model can set it: one sent a masked link and a
-heading, which the thread's footer showed in the bot's words. Without spaces and parentheses neither
-can be written."""
-
-
 @dataclass(slots=True)
 class Bill:
     """One model call's charge: nothing until :meth:`charge` is called with the response's usage."""
@@ -121,14 +113,8 @@ class Bill:
     started: float = field(default_factory=time.monotonic)
 
     def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
-        """Priced by the name the server reported (a dated snapshot, OpenRouter's actual model), else by
-        ``asked``, the name called: servers report their own name for an alias (vLLM's first
-        --served-model-name, LiteLLM), and a PRICES_FILE entry for the called name read as unknown."""
-        if asked and not (isinstance(model, str) and _MODEL_NAME.fullmatch(model)):
-            model = asked  # a name no model has: shown in the footer and /usage, kept in the ledger
-        cost = prices.cost(model, usage)
-        if not cost.known and asked and asked != model and (alt := prices.cost(asked, usage)).known:
-            cost = alt
+        """Priced as :meth:`PriceTable.priced` says (the reported name, else ``asked``, the name called)."""
+        model, cost = prices.priced(model, usage, asked)
         self.model, self.usage, self.cost, self.charged = model, usage, cost, True
 
     @property

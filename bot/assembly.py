@@ -104,9 +104,10 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
     Returns what was charged, which the turn adds to its own usage so the footer matches /usage."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
         return None
-    cost = default_prices().cost(route.judge_model, route.judge_usage)
+    # Priced as a run's calls are: a judge behind vLLM or LiteLLM reports an alias with no price.
+    model, cost = default_prices().priced(route.judge_model, route.judge_usage, route.judge_asked)
     try:
-        token = await budget.reserve(route.judge_model, route.judge_usage, cost.usd if cost.known else None)
+        token = await budget.reserve(model, route.judge_usage, cost.usd if cost.known else None)
     except BudgetExceeded:
         # The call was made and paid for: recorded as it was, past the limit if so (dropped, it was in
         # neither /usage nor the footer, and the run went on as if the limit had room); the run's first
@@ -114,7 +115,7 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
         token = None
     # The name a judge's API reports has no prefix: guessed from it, a Claude judge was listed as openai's.
     provider = route.judge_provider or "openai"
-    await budget.settle(token, route.judge_model, provider, route.judge_usage, cost)
+    await budget.settle(token, model, provider, route.judge_usage, cost)
     return cost
 
 

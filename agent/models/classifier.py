@@ -39,6 +39,8 @@ class Classification:
     usage: Usage | None = None
     provider: str | None = None
     """The judge's wire (``anthropic``): the name its API reports carries no ``anthropic:`` prefix."""
+    asked: str | None = None
+    """The judge's name as called: its price when the name its server reports (an alias) has none."""
     doubtful: bool = False
     """Sent up to its tier with little confidence (the embedding's complex odds below its ``sure_at``): a
     hand-down (``ROUTER_HAND_DOWN_CALLS``) may give the answer to the researcher if the run was short."""
@@ -357,7 +359,13 @@ class JudgeClassifier:
             return replace(heuristic, reasons=(*heuristic.reasons, f"judge failed: {e.status or 'error'}"))
         if response is None:
             return heuristic
-        judged = replace(heuristic, model=response.model, usage=response.usage, provider=self.model.provider)
+        judged = replace(
+            heuristic,
+            model=response.model,
+            usage=response.usage,
+            provider=self.model.provider,
+            asked=self.model.name,
+        )
         m = _TIER_WORD.search(response.message.content)
         if not m:
             return replace(judged, reasons=(*heuristic.reasons, "judge gave no tier"))

@@ -40,6 +40,11 @@ _NOT_CHAT = re.compile(
 )
 """Package models a tier cannot use (speech, images, embeddings, fine-tune stubs, legacy completions,
 dated snapshots of a listed model): left out of :meth:`PriceTable.known_models`."""
+MODEL_NAME = re.compile(r"[\w.:/@+\[\]-]{1,200}")
+"""A model name as servers report theirs (``openai/gpt-4o-mini``, ``llama3.1:8b``, ``claude-x@2024``,
+``team[/]llama``). Any server between the bot and the model can set it: one sent a masked link and a
+heading, which the thread's footer showed in the bot's words. Without spaces and parentheses neither
+can be written."""
 _GENAI_PROVIDER = {"anthropic": "anthropic", "gemini": "google", "google": "google"}
 """Our wire names → genai-prices provider ids. ``openai`` means any OpenAI-compatible host: see above."""
 
@@ -258,6 +263,19 @@ class PriceTable:
                     and not _NOT_CHAT.search(m.id)
                 )
         return sorted(names)
+
+    def priced(self, model: str, usage: Usage, asked: str | None = None) -> tuple[str, Cost]:
+        """The name a call is shown and kept under, and its price: priced by the name the server reported
+        (a dated snapshot, OpenRouter's actual model), else by ``asked``, the name called: servers report
+        their own name for an alias (vLLM's first --served-model-name, LiteLLM), and a PRICES_FILE entry
+        for the called name read as unknown. A reported name no model has is replaced by ``asked``. One
+        rule for a run's calls and a judge's."""
+        if asked and not (isinstance(model, str) and MODEL_NAME.fullmatch(model)):
+            model = asked  # a name no model has: shown in the footer and /usage, kept in the ledger
+        cost = self.cost(model, usage)
+        if not cost.known and asked and asked != model and (alt := self.cost(asked, usage)).known:
+            cost = alt
+        return model, cost
 
     def cost(self, model: str, usage: Usage, provider: str | None = None, at: datetime | None = None) -> Cost:
         """The price of *one call's* usage (tiers are chosen by that call's prompt size)."""

@@ -144,6 +144,7 @@ class RoutedModel:
             judge_model=d.model if d and d.usage is not None else None,
             judge_usage=d.usage if d else None,
             judge_provider=d.provider if d else None,
+            judge_asked=d.asked if d else None,
         )
 
     @property
