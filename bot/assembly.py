@@ -99,9 +99,10 @@ def step_cost(sv: Services, need_tokens: int) -> float:
     return min(costs, default=0.0)
 
 
-async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None:
+async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> tuple[str, Cost] | None:
     """A judge classifier's call is real spending: it goes on the requester's quota like any other.
-    Returns what was charged, which the turn adds to its own usage so the footer matches /usage."""
+    Returns the name it was charged under and what, which the turn adds to its own usage so the footer
+    matches /usage (the same name: a reported one no model has is replaced in both)."""
     if route.judge_model is None or route.judge_usage is None or route.judge_usage.total_tokens == 0:
         return None
     # Priced as a run's calls are: a judge behind vLLM or LiteLLM reports an alias with no price.
@@ -116,7 +117,7 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> Cost | None
     # The name a judge's API reports has no prefix: guessed from it, a Claude judge was listed as openai's.
     provider = route.judge_provider or "openai"
     await budget.settle(token, model, provider, route.judge_usage, cost)
-    return cost
+    return model, cost
 
 
 async def guild_tools(

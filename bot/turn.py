@@ -192,7 +192,7 @@ class Turn:
             if req.model is None and classified(how) and not any(isinstance(n, Resumed) for n in req.notes):
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             if (judged := await charge_judge(how, budget)) is not None:
-                state.add_usage(how.judge_model or "", how.judge_usage or Usage(), judged)
+                state.add_usage(judged[0], how.judge_usage or Usage(), judged[1])
             built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
             ctx = built.context
             history = [Message.from_dict(d) for d in history_dicts]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from agent import ToolRegistry
 from agent.events import FinalEvent, ModelSwitched, RunResult, Usage
@@ -273,8 +274,12 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
     assert f" · {spent} · " in footer.content, (spent, footer.content)
 
 
+@pytest.mark.parametrize(
+    ("reported", "shown"),
+    [("team-router-alias", "team-router-alias"), ("**PWNED** [win](https://evil.example)", "gpt-4.1-nano")],
+)
 async def test_a_judge_whose_server_reports_an_alias_is_priced_by_the_name_it_was_called(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+    reported: str, shown: str, fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     # ROUTER_JUDGE_MODEL=gpt-4.1-nano behind a vLLM/LiteLLM that reports its own alias for it: the run's
     # calls fall back to the called name's price, the judge's did not, so /usage server read "an unknown
@@ -282,7 +287,7 @@ async def test_a_judge_whose_server_reports_an_alias_is_priced_by_the_name_it_wa
     mp = PriceTable().lookup("gpt-4.1-nano").at(datetime.now(UTC))  # type: ignore[union-attr]
     judge_usd = (300 * Decimal(mp.input_mtok) + 1 * Decimal(mp.output_mtok)) / 1_000_000
     llm.script(
-        text("simple", model="team-router-alias", prompt_tokens=300, completion_tokens=1),
+        text("simple", model=reported, prompt_tokens=300, completion_tokens=1),
         text("Paris.", prompt_tokens=100, completion_tokens=20),
     )
     agent_env = {"ROUTER_CLASSIFIER": "judge", "ROUTER_JUDGE_MODEL": "gpt-4.1-nano"}
@@ -290,12 +295,14 @@ async def test_a_judge_whose_server_reports_an_alias_is_priced_by_the_name_it_wa
         general = guild.channel("general")
         fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
-        await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
+        footer = await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
         await wait_idle(fake, bot)
         server = flat(await run(fake, guild, "usage server", {}, user="admin"))
     assert llm.requests[0]["model"] == "gpt-4.1-nano", llm.requests[0]["model"]
-    row = next((x for x in server.splitlines() if "team-router-alias" in x), "")
-    assert row.startswith("`openai/team-router-alias`: 1 call · 300 in / 1 out tokens · $"), server
+    # A reported name no model has (any proxy can set it) is neither shown nor kept: the name called is.
+    assert shown in footer.content and "PWNED" not in footer.content + server, footer.content
+    row = next((x for x in server.splitlines() if shown in x), "")
+    assert row.startswith(f"`openai/{shown}`: 1 call · 300 in / 1 out tokens · $"), server
     shown = Decimal(row.rsplit("$", 1)[1])
     assert abs(shown - judge_usd) <= Decimal("0.000005"), row
     assert "unknown" not in server, server
