@@ -16,7 +16,6 @@ until the bot restarted, though the admin had since started it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping
@@ -85,7 +84,7 @@ class GuildMcp:
                 return None
             self._guard.check_url(parsed)
             host = parsed.host.strip("[]").rstrip(".").lower()
-            if host == "localhost" or host.endswith(".localhost") or _is_address(host):
+            if host == "localhost" or host.endswith(".localhost") or literal_address(host) is not None:
                 await self._guard.resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
         except BlockedAddress as e:
             return str(e)
@@ -156,11 +155,3 @@ class GuildMcp:
         entries = list(self._entries.values())
         self._entries.clear()
         await asyncio.gather(*(e.aclose() for e in entries), return_exceptions=True)
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return literal_address(host) is not None
-    return True
