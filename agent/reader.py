@@ -68,9 +68,17 @@ def split_header(text: str) -> tuple[str, str]:
 class Reader:
     """Takes notes on long tool results with ``model`` (meant to be the cheapest tier's)."""
 
-    def __init__(self, model: Model, settings: ReaderSettings | None = None) -> None:
+    def __init__(
+        self,
+        model: Model,
+        settings: ReaderSettings | None = None,
+        *,
+        active: Callable[[], bool] | None = None,
+    ) -> None:
         self.model = model
         self.settings = settings or ReaderSettings()
+        self.active = active
+        """Asked before each reading (None: always): a run's tier can move during the run."""
         self.stopped = 0
         """Readings cancelled under way: never counted, yet perhaps billed (``agentbot ask`` says so)."""
 
@@ -81,6 +89,8 @@ class Reader:
     def wants(self, tool: str, text: str, is_error: bool, arguments: dict[str, Any] | None) -> bool:
         """Read this result? Only long, successful results of reading tools, unless the agent asked for raw."""
         if is_error or tool not in self.settings.tools or len(text) < self.settings.min_chars:
+            return False
+        if self.active is not None and not self.active():
             return False
         return not (arguments or {}).get("raw")
 

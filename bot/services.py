@@ -71,11 +71,13 @@ class Services:
     its SQLite store (:class:`bot.store.file_claim.FileClaim`)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
-        """The run's page reader: the server's simple tier, for runs that start above it (READER_MODEL);
-        a server that turned the reader off gets none."""
+        """The run's page reader: the server's simple tier, while the run is above it (READER_MODEL); a
+        server that turned the reader off gets none. A run that can never leave the simple tier gets none."""
         if not enabled:
             return None
-        return build_reader(self.agent_settings, model.router, model.start_tier)
+        if model.max_tier == model.start_tier == "simple":
+            return build_reader(self.agent_settings, model.router, "simple")
+        return build_reader(self.agent_settings, model.router, lambda: model.tier)
 
     def retention_for(self, gs: Any) -> Any:
         from agent.memory.types import RetentionPolicy

@@ -196,6 +196,13 @@ async def test_reader_setting_picks_the_simple_tier_only_for_runs_above_it(
     named = settings.model_copy(update={"reader_model": "gpt-5-mini"})
     named_reader = build_reader(named, router, "simple")
     assert named_reader is not None and named_reader.name == "gpt-5-mini"
+    # A run that starts simple and moves up gets its pages read from then on; one handed down stops.
+    run = router.at_tier("simple", max_tier="complex")
+    moving = build_reader(settings, router, lambda: run.tier)
+    page = "x" * 5_000
+    assert moving is not None and not moving.wants("fetch_url", page, False, {})
+    assert run.escalate("the simple tier failed") is not None and run.tier == "medium"
+    assert moving.wants("fetch_url", page, False, {})
     bad = settings.model_copy(update={"reader_model": "anthropic:claude-haiku-4-5"})
     with pytest.raises(Exception, match="READER_MODEL='anthropic:claude-haiku-4-5' cannot be used"):
         build_reader(bad, router, "complex")

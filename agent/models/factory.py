@@ -176,20 +176,31 @@ def reader_settings(settings: AgentSettings) -> ReaderSettings:
     return ReaderSettings(min_chars=settings.reader_min_chars, max_words=settings.reader_max_words)
 
 
-def build_reader(settings: AgentSettings, router: Router, run_tier: Tier) -> Reader | None:
+def build_reader(
+    settings: AgentSettings, router: Router, run_tier: Tier | Callable[[], Tier]
+) -> Reader | None:
     """The reader for a run on ``run_tier`` (see :mod:`agent.reader`), or None.
 
-    ``READER_MODEL=auto`` reads with the simple tier's models (falling back among them) and only for
-    runs above the simple tier: a run already on the cheapest models gains nothing from a second one.
-    ``off`` never reads; a model spec always reads with that model.
+    ``READER_MODEL=auto`` reads with the simple tier's models (falling back among them) and only while
+    the run is above the simple tier: a run on the cheapest models gains nothing from a second one.
+    ``run_tier`` may be a function giving the run's tier now, since a run that starts simple can move up
+    (escalation) and one that starts higher can hand down. ``off`` never reads; a model spec always reads
+    with that model.
     """
     spec = settings.reader_model
     if not reader_enabled(settings):
         return None
     if spec == "auto":
-        if tier_index(run_tier) <= tier_index("simple"):
-            return None
-        return Reader(router.at_tier("simple", max_tier="simple"), reader_settings(settings))
+        if not callable(run_tier):
+            if tier_index(run_tier) <= tier_index("simple"):
+                return None
+            return Reader(router.at_tier("simple", max_tier="simple"), reader_settings(settings))
+        tier_now = run_tier
+        return Reader(
+            router.at_tier("simple", max_tier="simple"),
+            reader_settings(settings),
+            active=lambda: tier_index(tier_now()) > tier_index("simple"),
+        )
     model = router.model(spec)
     if model is None:
         raise ConfigError(
