@@ -206,6 +206,10 @@ class ProgressRenderer:
         """The step's streamed words (appended in place), read only when a step keeps them as its thought."""
         self._tail = ""
         self._error = ""
+        self.error_note = ""
+        """The error note as the thread shows it: a saved answer keeps it (``bot.turn_end``), so the one
+        delivered after a restart finds it posted; composed again from the bare error it would escape the
+        bot's own words too, differ where they hold Markdown, and be posted a second time."""
         self.final: RunResult | None = None
         self._calling, self._retry_at = False, 0.0
         """A model call under way (from its step's start to its usage), and when a retried one resumes."""
@@ -304,7 +308,8 @@ class ProgressRenderer:
             self._error = ev.message.strip()
             # escaped after flattening: the zero-width space that breaks a quoted mention is invisible too
             said = with_quoted(_flat(ev.message), [_flat(q) for q in ev.quoted])
-            self.s.add("note", f"⚠️ {_cut(said, 500)}")
+            self.error_note = f"⚠️ {_cut(said, 500)}"
+            self.s.add("note", self.error_note)
         elif isinstance(ev, FinalEvent):
             self.s.end_live()
             self.final = ev.result
@@ -323,9 +328,11 @@ class ProgressRenderer:
         title: str = "answer",
         shown: Callable[[str], bool] = lambda text: False,
         mid_call: bool | None = None,
+        error_note: str | None = None,
     ) -> None:
         """The answer as new messages (edits notify nobody), then the footer; those ``shown`` already
-        (posted before a restart, ``bot.turn_end``) are not posted again.
+        (posted before a restart, ``bot.turn_end``) are not posted again. ``error_note``: the note a
+        saved answer's error was shown with (:attr:`error_note`).
 
         Discord notifies members who joined a thread of every message that is not silent, and nobody
         of an edit; so the footer, which closes the answer, is the one message of the turn that
@@ -337,7 +344,7 @@ class ProgressRenderer:
         error = self._error or (result.error or "").strip()  # the latter: a saved answer after a restart
         if error and text.startswith(error):  # said once, as a note: a provider's words never as the answer
             text = text[len(error) :].strip()
-            note = f"⚠️ {untrusted(_clip(error, 500))}"
+            note = error_note or f"⚠️ {untrusted(_clip(error, 500))}"
             if not self._error and not shown(note):
                 self.s.add("note", note)
         elif not text:

@@ -299,7 +299,7 @@ class Turn:
     async def _keep(self, result: RunResult, **more: Any) -> None:
         """The turn's end (its answer, or its stop) saved as it will be shown, before it is: a kill
         before the footer cannot run it again, nor show a second footer (``bot.turn_end``)."""
-        self._final = {FINAL: final_of(result, **more)}
+        self._final = {FINAL: final_of(result, error_note=self.renderer.error_note, **more)}
         await self._checkpoint(force=True)
 
     def _stopped_by(self, by: str) -> RunResult:

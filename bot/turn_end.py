@@ -51,7 +51,7 @@ def final_of(result: RunResult, **more: Any) -> dict[str, Any]:
     """What a checkpoint adds to its state to rebuild ``result`` as it was shown (its footer's duration
     too, so a footer posted before the kill is recognised). ``more``: ``by`` (who stopped it), ``files``
     (what the run wrote, ``bot.attach.new_paths``), ``from_web`` (``bot.run_policy.read_outside``),
-    ``mid_call`` (stopped during a model call)."""
+    ``mid_call`` (stopped during a model call), ``error_note`` (the error as the thread showed it)."""
     return {
         "text": result.text,
         "status": result.status,
@@ -129,6 +129,7 @@ async def close_ended(turn: Turn) -> RunResult:
         stopped_by=by,
         shown=lambda text: is_shown(text, contents),
         mid_call=bool(final.get("mid_call")),
+        error_note=final.get("error_note"),
     )
     workspace = workspace_of(turn.sv, req.session.id)
     files = await asyncio.to_thread(file_contents, workspace, list(final.get("files") or ()))

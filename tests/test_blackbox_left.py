@@ -211,3 +211,35 @@ async def test_an_mcp_servers_error_text_is_shown_not_rendered_in_the_thread() -
         "🔌 MCP server `h` is left out of this run: McpError: "
         "\\*\\*PWNED\\*\\* \\[click here](https://evil.example) @\u200beveryone"
     )
+
+
+def test_a_saved_error_answer_delivered_after_a_restart_does_not_post_its_note_again() -> None:
+    """A run ends in an error whose bot-side words hold backticks; the bot is killed after the note was
+    posted and before the footer. The restart re-composed the note from the bare error, escaping the
+    bot's own backticks too, so the thread's copy was not recognised and the note was posted twice."""
+    from agent.events import Cost, ErrorEvent, RunResult, Usage
+    from bot.turn_end import final_of, is_shown, result_of
+
+    message = "the provider refused the call to `gpt-5`: **quota**"
+    before = _Shown()
+    live = ProgressRenderer(before)  # type: ignore[arg-type]
+    live.feed(StepStarted(step=1, model="gpt-5"))
+    live.feed(ErrorEvent(step=1, message=message, quoted=("**quota**",)))
+    result = RunResult(message, "error", 0, Usage(), Cost(), ["gpt-5"], error=message)
+    saved = final_of(result, error_note=live.error_note)
+    (note,) = [b for b in before.blocks if b.startswith("⚠️")]
+    assert "`gpt-5`" in note, note  # the bot's own words render as code; the provider's are escaped
+
+    after = _Shown()
+    restarted = ProgressRenderer(after)  # type: ignore[arg-type]
+
+    class _State:  # what the checkpoint restores (bot.turn_end.result_of reads these)
+        steps, usage, cost, models, sources, messages = 0, Usage(), Cost(), ["gpt-5"], [], []
+
+    restarted.finish(
+        result_of(_State(), saved),  # type: ignore[arg-type]
+        shown=lambda text: is_shown(text, before.blocks),
+        error_note=saved.get("error_note"),
+    )
+    assert not [b for b in after.blocks if b.startswith("⚠️")], after.blocks
+    assert [b for b in after.blocks if "tokens" in b], after.blocks  # the footer still closes the turn
