@@ -11,6 +11,7 @@ import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -152,6 +153,19 @@ class _CookieJar(CookieJar):
         ):
             return
         super().extract_cookies(response, request)
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """``path`` (``/chat/completions``, ``/models?limit=10``) added to ``base_url``'s path, before its
+    query: Azure OpenAI's base URL carries ``?api-version=...``, and ``base_url + path`` sent every call
+    to ``...?api-version=2024-10-21/chat/completions``, a query Azure refuses, at a path it has no API
+    at. A base URL without a query is joined as it always was."""
+    parts = urlsplit(base_url)
+    if not parts.query:
+        return base_url.rstrip("/") + path
+    more_path, _, more_query = path.partition("?")
+    query = f"{parts.query}&{more_query}" if more_query else parts.query
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:

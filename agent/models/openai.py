@@ -17,6 +17,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -32,6 +33,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
+from agent.models.http import endpoint_url
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -59,6 +61,18 @@ _REFUSALS = {  # errors no retry changes, by their words (mostly local servers' 
     "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
     "offers them: pick a model that supports tool calling",
 }
+
+
+def key_headers(base_url: str, key: str | None) -> dict[str, str]:
+    """How a Chat Completions server is sent the key: ``Authorization: Bearer``, or Azure OpenAI's own
+    ``api-key`` header where the base URL carries Azure's ``api-version`` query: its deployment URLs read
+    a key only from ``api-key`` (a bearer token there must be an Entra ID token), so every call was a
+    401 "rejected the API key" for a key that was right."""
+    if not key:
+        return {}
+    if "api-version=" in urlsplit(base_url).query:
+        return {"api-key": key}
+    return {"Authorization": f"Bearer {key}"}
 
 
 def refusal_fix(text: str) -> str | None:
@@ -105,9 +119,7 @@ class OpenAIChatModel(HTTPModel):
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
         # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
-        self._json_headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._json_headers["Authorization"] = f"Bearer {api_key}"
+        self._json_headers = {"Content-Type": "application/json"} | key_headers(self.base_url, api_key)
         self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
         self._url: tuple[str, httpx.URL] | None = None
 
@@ -115,7 +127,7 @@ class OpenAIChatModel(HTTPModel):
         """``/chat/completions`` as a parsed URL, made once per base URL: httpx parses a string URL on
         every request (~35 µs, a third of building the request; ``bench/bot_load.py``)."""
         if self._url is None or self._url[0] != self.base_url:
-            self._url = (self.base_url, httpx.URL(f"{self.base_url}/chat/completions"))
+            self._url = (self.base_url, httpx.URL(endpoint_url(self.base_url, "/chat/completions")))
         return self._url[1]
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:

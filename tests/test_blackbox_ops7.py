@@ -1,0 +1,68 @@
+"""An operator's first contact with servers we did not write (seventh operations round): Azure OpenAI,
+LM Studio, LiteLLM-style model names, vLLM's limits, each reproduced by a small loopback server on
+127.0.0.1 that answers as the real one does. Each test failed before the fix its commit names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from agent.config import AgentSettings
+from agent.messages import Message
+from agent.models.base import ModelResponse, ModelSettings
+from agent.models.openai import OpenAIChatModel
+from bot.doctor import _provider
+from tests.fakes.served import served
+
+_ANSWER = {
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+}
+
+
+async def test_an_azure_base_url_with_its_api_version_reaches_the_deployment_with_its_key(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Azure OpenAI's base URL is https://RES.openai.azure.com/openai/deployments/NAME?api-version=...:
+    # every call went to .../NAME?api-version=2024-10-21/chat/completions (the path in the query; Azure
+    # answers 404), with the key as a bearer token Azure does not read (401). Doctor listed the same way.
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    async def azure(request: web.Request) -> web.Response:
+        seen.append(
+            (
+                request.path,
+                request.query_string,
+                request.headers.get("api-key"),
+                request.headers.get("Authorization"),
+            )
+        )
+        if request.path.endswith("/chat/completions") and request.headers.get("api-key") == "azure-key-1":
+            return web.json_response(_ANSWER)
+        return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", azure)
+    async with served(app) as url:
+        base = f"{url}/openai/deployments/gpt4o?api-version=2024-10-21"
+        model = OpenAIChatModel("gpt-4o", base_url=base, api_key="azure-key-1", client=http, max_attempts=1)
+        chunks = [c async for c in model.stream([Message("user", "capital of France?")], [], ModelSettings())]
+        answer = chunks[-1]
+        assert isinstance(answer, ModelResponse) and answer.message.content == "Paris", chunks
+        assert seen[0] == (
+            "/openai/deployments/gpt4o/chat/completions",
+            "api-version=2024-10-21",
+            "azure-key-1",
+            None,
+        )
+
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=base, OPENAI_API_KEY="azure-key-1", AGENT_MODEL="gpt-4o", DATA_DIR=str(tmp_path)
+        )
+        seen.clear()
+        said = await _provider("openai", {"gpt-4o": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: gpt-4o"
+    assert seen and all(q.startswith("api-version=2024-10-21") for _, q, _, _ in seen), seen
+    assert ("/openai/deployments/gpt4o/models", "api-version=2024-10-21", "azure-key-1", None) in seen, seen
