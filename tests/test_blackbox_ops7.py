@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from aiohttp import web
 
-from agent.config import AgentSettings
+from agent.config import AgentSettings, ConfigError
 from agent.messages import Message
-from agent.models.base import ModelResponse, ModelSettings
+from agent.models.base import ModelError, ModelResponse, ModelSettings
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
 from tests.fakes.served import served
@@ -66,3 +67,49 @@ async def test_an_azure_base_url_with_its_api_version_reaches_the_deployment_wit
     assert said == "serves every model the tiers name: gpt-4o"
     assert seen and all(q.startswith("api-version=2024-10-21") for _, q, _, _ in seen), seen
     assert ("/openai/deployments/gpt4o/models", "api-version=2024-10-21", "azure-key-1", None) in seen, seen
+
+
+async def test_lm_studio_at_its_root_is_named_as_the_base_url_by_ask_and_doctor(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # LM Studio serves its API under /v1 and answers any other path with HTTP 200 and {"error":
+    # "Unexpected endpoint or method. (POST /chat/completions)"}. With OPENAI_BASE_URL=http://localhost:1234
+    # ask retried it as a hiccup (5 attempts, ~17 s) and never said to add /v1; doctor read the error as
+    # an empty model list, counted each model served by the one-token call's 200, and said ok.
+    asked: list[str] = []
+
+    async def lm_studio(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "qwen2.5-7b-instruct", "object": "model"}]})
+        if request.path.startswith("/v1/"):
+            return web.json_response(_ANSWER)
+        return web.json_response(
+            {"error": f"Unexpected endpoint or method. ({request.method} {request.path})"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", lm_studio)
+    async with served(app) as url:
+        model = OpenAIChatModel(
+            "qwen2.5-7b-instruct", base_url=url, client=http, max_attempts=3, backoff_initial=0.01
+        )
+        with pytest.raises(ModelError) as failed:
+            async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+                pass
+        assert asked == ["/chat/completions"]  # not retried: the same words would come back
+        said = str(failed.value)
+        assert "check OPENAI_BASE_URL (its path usually ends in /v1" in said and not failed.value.retryable
+
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=url, AGENT_MODEL="qwen2.5-7b-instruct", DATA_DIR=str(tmp_path)
+        )
+        with pytest.raises(ConfigError) as doctor:
+            await _provider("openai", {"qwen2.5-7b-instruct": ["AGENT_MODEL"]}, settings, http)
+        assert "answered HTTP 200 with an error, not a model list" in str(doctor.value), doctor.value
+        assert "check OPENAI_BASE_URL (its path usually ends in /v1)" in str(doctor.value), doctor.value
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{url}/v1", AGENT_MODEL="qwen2.5-7b-instruct", DATA_DIR=str(tmp_path)
+        )
+        said = await _provider("openai", {"qwen2.5-7b-instruct": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: qwen2.5-7b-instruct"  # the right URL still passes

@@ -30,6 +30,7 @@ from agent.models.base import (
     ModelError,
     ModelResponse,
     ModelSettings,
+    NoApiAtURLError,
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
@@ -73,6 +74,10 @@ def key_headers(base_url: str, key: str | None) -> dict[str, str]:
     if "api-version=" in urlsplit(base_url).query:
         return {"api-key": key}
     return {"Authorization": f"Bearer {key}"}
+
+
+NO_PATH = "unexpected endpoint or method"
+"""LM Studio's answer, with HTTP 200, to a path it does not serve (a base URL without /v1)."""
 
 
 def refusal_fix(text: str) -> str | None:
@@ -188,6 +193,16 @@ class OpenAIChatModel(HTTPModel):
         if isinstance(code, int) and 400 <= code < 600:
             return self._status_error(code, resp.headers, resp.text)
         said = self._mask(error_body(resp.text).message)
+        if NO_PATH in said.lower():
+            # LM Studio's 404, with HTTP 200: retried as a server's hiccup, five times, and never said the fix.
+            return NoApiAtURLError(
+                f"no {self.WIRE} API at {self.base_url} (it answered '{said}', LM Studio's word for a path "
+                f"it does not serve): check {self.BASE_ENV} (its path usually ends in /v1, as in "
+                "http://localhost:1234/v1)",
+                quoted=(said,),
+                provider=self.provider,
+                model=self.name,
+            )
         return ModelError(
             f"{self.name}: {self.base_url} answered HTTP 200 with an error: {said}",
             quoted=(said,),
