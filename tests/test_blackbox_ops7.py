@@ -13,6 +13,7 @@ from aiohttp import web
 from agent.config import AgentSettings, ConfigError
 from agent.messages import Message
 from agent.models.base import ModelError, ModelResponse, ModelSettings
+from agent.models.factory import missing_key
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
 from tests.fakes.served import served
@@ -113,3 +114,37 @@ async def test_lm_studio_at_its_root_is_named_as_the_base_url_by_ask_and_doctor(
         )
         said = await _provider("openai", {"qwen2.5-7b-instruct": ["AGENT_MODEL"]}, settings, http)
     assert said == "serves every model the tiers name: qwen2.5-7b-instruct"  # the right URL still passes
+
+
+@pytest.mark.parametrize(
+    ("spec", "keys", "fix"),
+    [
+        (
+            "anthropic/claude-sonnet-4-5",
+            {"ANTHROPIC_API_KEY": "sk-ant-test"},
+            "AGENT_MODEL=anthropic:claude-sonnet-4-5",
+        ),
+        ("gemini/gemini-2.5-flash", {"GEMINI_API_KEY": "AIza-test"}, "AGENT_MODEL=gemini:gemini-2.5-flash"),
+        ("openai/gpt-4o", {"OPENAI_API_KEY": "sk-test"}, "AGENT_MODEL=gpt-4o"),
+        (
+            "ollama/llama3.1",
+            {},
+            "OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and AGENT_MODEL=llama3.1",
+        ),
+    ],
+)
+def test_a_model_named_as_litellm_names_it_is_respelt_before_any_call(
+    spec: str, keys: dict[str, str], fix: str, tmp_path: Path
+) -> None:
+    # LiteLLM and aider write the provider with a slash. Each went to api.openai.com as a bare name: with
+    # only ANTHROPIC_API_KEY, ask and run said "OPENAI_API_KEY is not set: put your key in .env"; with a
+    # Gemini key they advised AGENT_MODEL=gemini:gemini/gemini-2.5-flash (a 404 at Google); with an OpenAI
+    # key every run ended in a 404 for openai/gpt-4o.
+    settings = AgentSettings(AGENT_MODEL=spec, DATA_DIR=str(tmp_path), **keys)  # type: ignore[arg-type]
+    why = missing_key(settings, spec)
+    assert why is not None and why.endswith(f"set {fix}"), why
+    # Behind OpenRouter or a LiteLLM proxy the same name is the server's own, and is called as written.
+    proxied = AgentSettings(  # type: ignore[call-arg]
+        AGENT_MODEL=spec, OPENAI_BASE_URL="https://openrouter.ai/api/v1", DATA_DIR=str(tmp_path)
+    )
+    assert missing_key(proxied, spec) is None

@@ -62,12 +62,45 @@ def misspelt_prefix(spec: str) -> str | None:
     )
 
 
+_SLASHED = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "google": "gemini",
+    "ollama": "ollama",
+}
+"""LiteLLM's (and aider's) provider prefixes, written with a slash: ``anthropic/claude-sonnet-4-5``."""
+
+
+def slashed_provider(settings: AgentSettings, spec: str) -> str | None:
+    """Why ``spec``, a provider written as LiteLLM writes it (``anthropic/claude-sonnet-4-5``,
+    ``gemini/gemini-2.5-flash``, ``openai/gpt-4o``, ``ollama/llama3.1``), cannot be called at OpenAI's own
+    endpoint, which serves no name with a slash, else None. It went there as a bare name: with
+    ANTHROPIC_API_KEY set it said "OPENAI_API_KEY is not set", with a Gemini key it advised
+    ``gemini:gemini/gemini-2.5-flash``, and with an OpenAI key every run ended in a 404. Elsewhere (an
+    OpenRouter or LiteLLM proxy base URL) such a name is the server's own and passes."""
+    prefix, name = split_spec(spec)
+    head, _, rest = name.partition("/")
+    provider = _SLASHED.get(head.lower())
+    if prefix != "openai" or not rest or provider is None or "api.openai.com" not in settings.openai_base_url:
+        return None
+    if provider == "ollama":
+        right = f"OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and AGENT_MODEL={rest}"
+    else:
+        right = f"AGENT_MODEL={rest if provider == 'openai' else f'{provider}:{rest}'}"
+    return (
+        f"model '{spec}' names its provider as LiteLLM does; agentbot writes a provider with a colon, and sends a "
+        f"name with a slash to OPENAI_BASE_URL ({settings.openai_base_url}), which has no such model: "
+        f"set {right}"
+    )
+
+
 def missing_key(settings: AgentSettings, spec: str) -> str | None:
     """Why ``spec`` cannot be called for want of a key, said before any call, else None: its provider's
     key is unset, or a bare name would go to OpenAI's own endpoint without ``OPENAI_API_KEY`` (a Claude
     or Gemini name written without its prefix is pointed out when that provider's key is set), or its
     provider prefix is misspelt."""
-    if (why := misspelt_prefix(spec)) is not None:
+    if (why := misspelt_prefix(spec) or slashed_provider(settings, spec)) is not None:
         return why
     prefix, name = split_spec(spec)
     provider = WIRES[prefix][1]
