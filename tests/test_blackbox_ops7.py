@@ -12,7 +12,7 @@ from aiohttp import web
 
 from agent.config import AgentSettings, ConfigError
 from agent.messages import Message
-from agent.models.base import ModelError, ModelResponse, ModelSettings
+from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
 from agent.models.factory import missing_key
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
@@ -148,3 +148,55 @@ def test_a_model_named_as_litellm_names_it_is_respelt_before_any_call(
         AGENT_MODEL=spec, OPENAI_BASE_URL="https://openrouter.ai/api/v1", DATA_DIR=str(tmp_path)
     )
     assert missing_key(proxied, spec) is None
+
+
+async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowered_to_the_room_left(
+    http: httpx.AsyncClient,
+) -> None:
+    # vLLM serving an 8k-context model, AGENT_MAX_TOKENS=4096: once a run's conversation passed 4,096
+    # tokens every call was refused with HTTP 400 "'max_tokens' ... is too large", and the run ended with
+    # "the conversation is too long for this model" although the conversation fit. OpenAI and older vLLM
+    # say the same in other words. Now the call is asked again with the room the server names.
+    prompt_tokens = {"vllm": 5000, "openai": 5000, "too long": 8100}
+    caps: list[int] = []
+
+    async def vllm(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked, kind = body["max_tokens"], body["messages"][-1]["content"]
+        used = prompt_tokens[kind]
+        caps.append(asked)
+        if asked <= 8192 - used:
+            return web.json_response(_ANSWER)
+        said = (
+            f"'max_tokens' or 'max_completion_tokens' is too large: {asked}. This model's maximum context "
+            f"length is 8192 tokens and your request has {used} input tokens ({asked} > 8192 - {used})."
+            if kind != "openai"
+            else f"This model's maximum context length is 8192 tokens. However, you requested {asked + used} "
+            f"tokens ({used} in the messages, {asked} in the completion). Please reduce the length of the "
+            "messages or completion."
+        )
+        return web.json_response(
+            {"object": "error", "message": said, "type": "BadRequestError", "code": 400}, status=400
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", vllm)
+    async with served(app) as url:
+        model = OpenAIChatModel(
+            "Qwen/Qwen2.5-7B-Instruct",
+            base_url=f"{url}/v1",
+            client=http,
+            max_attempts=3,
+            backoff_initial=0.01,
+        )
+        for kind in ("vllm", "openai"):
+            caps.clear()
+            settings = ModelSettings(max_tokens=4096, stream=kind == "vllm")
+            chunks = [c async for c in model.stream([Message("user", kind)], [], settings)]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+            assert caps == [4096, 3192], (kind, caps)
+        caps.clear()
+        with pytest.raises(ContextOverflowError):  # 92 tokens left: the conversation is what is too long
+            async for _ in model.stream([Message("user", "too long")], [], ModelSettings(max_tokens=4096)):
+                pass
+    assert caps == [4096]

@@ -33,7 +33,7 @@ from agent.models.base import (
     NoApiAtURLError,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut, fragment_chars
+from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
 from agent.models.http import endpoint_url
 from agent.models.openai_wire import (
     ThinkFilter,
@@ -149,6 +149,26 @@ class OpenAIChatModel(HTTPModel):
             status=status,
         )
 
+    def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
+        """The error for a refused request; a cap on the answer that does not fit beside the conversation
+        (vLLM, OpenAI and SGLang refuse ``max_tokens`` past the context left) is lowered to the room the
+        server names, and the call asked again at once. With ``AGENT_MAX_TOKENS=4096`` on an 8k-context
+        model every run ended once its conversation passed 4k tokens, said as "the conversation is too
+        long for this model" where the conversation fit."""
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        cap, room = body.get(key), answer_room(resp.text) if resp.status_code == 400 else None
+        if room is None or not isinstance(cap, int) or room >= cap:
+            return self._status_error(resp.status_code, resp.headers, resp.text)
+        body[key] = room
+        return ModelError(
+            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
+            f"asking again for an answer of at most {room} tokens",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+            retry_after=0.01,
+        )
+
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
     ) -> dict[str, Any]:
@@ -224,7 +244,7 @@ class OpenAIChatModel(HTTPModel):
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
         if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
+            raise self._refused(resp, body)
         try:
             data = resp.json()
             if (refused := self._error_with_200(data, resp)) is not None:
@@ -285,7 +305,7 @@ class OpenAIChatModel(HTTPModel):
                             retryable=True,
                             retry_after=0.01,
                         )
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                    raise self._refused(resp, body)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.
