@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agent.config import AgentSettings, ConfigError
 from agent.messages import Message
+from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
 from agent.models.factory import missing_key
 from agent.models.openai import OpenAIChatModel
@@ -200,3 +201,60 @@ async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowere
             async for _ in model.stream([Message("user", "too long")], [], ModelSettings(max_tokens=4096)):
                 pass
     assert caps == [4096]
+
+
+async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_web_page(
+    http: httpx.AsyncClient,
+) -> None:
+    # OPENAI_BASE_URL=http://... to a server that moves callers to https://, or a hotel's captive portal:
+    # the redirect was read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
+    # not a web page's", retried five times, and where it pointed was never said. Redirects are still not
+    # followed: the API key would go along.
+    asked: list[str] = []
+    places = {
+        "https": "https://127.0.0.1/v1/chat/completions",
+        "portal": "http://portal.example/login?next=x",
+        "nowhere": "",
+    }
+
+    async def moved(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        where = places[request.path.split("/")[1]]
+        headers = {"Location": where} if where else {}
+        return web.Response(
+            status=301 if where.startswith("https") else 302, headers=headers, text="<p>Moved"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", moved)
+    async with served(app) as url:
+        cases = [
+            ("https", "set OPENAI_BASE_URL to its base"),
+            ("portal", "a login page (captive portal, proxy)"),
+        ]
+        for place, fix in cases:
+            for stream in (True, False):
+                asked.clear()
+                model = OpenAIChatModel(
+                    "gpt-4o-mini",
+                    base_url=f"{url}/{place}/v1",
+                    api_key="sk-test",
+                    client=http,
+                    max_attempts=3,
+                    backoff_initial=0.01,
+                )
+                with pytest.raises(ModelError) as failed:
+                    async for _ in model.stream([Message("user", "hi")], [], ModelSettings(stream=stream)):
+                        pass
+                said = str(failed.value)
+                assert len(asked) == 1 and not failed.value.retryable, (asked, said)
+                assert f"a redirect to {places[place]}, which agentbot does not follow" in said, said
+                assert fix in said, said
+        asked.clear()
+        claude = AnthropicModel(
+            "claude-sonnet-4-5", base_url=f"{url}/nowhere", api_key="sk-ant-test", client=http, max_attempts=3
+        )
+        with pytest.raises(ModelError, match=r"HTTP 302, a redirect to no address.*check ANTHROPIC_BASE_URL"):
+            async for _ in claude.stream([Message("user", "hi")], [], ModelSettings()):
+                pass
+    assert len(asked) == 1

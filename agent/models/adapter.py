@@ -28,8 +28,8 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut
-from agent.models.http import transport_error
-from agent.retry import RetryPolicy, RetryWait, parse_retry_after
+from agent.models.http import redirect_error, transport_error
+from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when the conversation is too long.
@@ -177,6 +177,9 @@ class HTTPModel:
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
         common["quoted"] = (detail, body.kind)
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
+        if status < 400:
+            where = {"name": self.name, "base_url": self.base_url, "setting": self.BASE_ENV}
+            return redirect_error(status, headers, provider=self.provider, **where)
         if status in (401, 403) or body.bad_key:
             return ModelAuthError(
                 f"{self.base_url} rejected the API key (HTTP {status}): check {self.KEY_ENV} and that it "
@@ -215,7 +218,7 @@ class HTTPModel:
             if wait is not None and wait > self.retry.max_retry_after:
                 # A daily quota asks for hours: waiting the capped 120 s four times only delayed this.
                 return ModelUnavailableError(
-                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {_duration(wait)} "
+                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {said_duration(wait)} "
                     f"before trying again, longer than agentbot waits: {detail}",
                     retryable=False,
                     retry_after=wait,
@@ -285,9 +288,9 @@ class HTTPModel:
             async with self._client.stream(
                 "POST", self._url(s.stream), json=body, headers=self._headers(s.stream), timeout=timeout
             ) as resp:
-                if resp.status_code >= 400 or not s.stream:
+                if resp.status_code >= 300 or not s.stream:
                     await resp.aread()
-                if resp.status_code >= 400:
+                if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
                     raise self._status_error(resp.status_code, resp.headers, resp.text)
                 events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
                 async with contextlib.aclosing(events) as events:
@@ -344,13 +347,6 @@ class HTTPModel:
             status=e.status,
             retryable=True,
         )
-
-
-def _duration(seconds: float) -> str:
-    """``36000`` → "10 h", ``600`` → "10 min"."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:

@@ -11,7 +11,7 @@ import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -208,6 +208,31 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         provider=provider,
         model=name,
         retryable=True,
+    )
+
+
+def redirect_error(
+    status: int, headers: httpx.Headers, *, name: str, base_url: str, setting: str, provider: str
+) -> ModelError:
+    """A model call answered with a redirect, which is never followed: the key would go wherever the
+    server says. It read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
+    not a web page's", retried five times, without the address it pointed to: http:// to a server that
+    moves callers to https://, a path the server moved, or a captive portal's login page."""
+    where = headers.get("location", "")
+    target = urlsplit(urljoin(f"{base_url}/", where))
+    if not where:
+        fix = f"check {setting}"
+    elif target.hostname == urlsplit(base_url).hostname:  # https://, or a path the server moved
+        fix = f"if that is where the API is now, set {setting} to its base"
+    else:
+        fix = f"if the API moved there, set {setting} to its base; a login page (captive portal, proxy) wants you to sign in"
+    return ModelError(
+        f"{name}: {base_url} answered HTTP {status}, a redirect to {where or 'no address'}, which agentbot "
+        f"does not follow (the API key would go along): {fix}",
+        quoted=(where,),
+        provider=provider,
+        model=name,
+        status=status,
     )
 
 

@@ -243,7 +243,7 @@ class OpenAIChatModel(HTTPModel):
             )
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
-        if resp.status_code >= 400:
+        if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
             raise self._refused(resp, body)
         try:
             data = resp.json()
@@ -287,7 +287,7 @@ class OpenAIChatModel(HTTPModel):
                 headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
-                if resp.status_code >= 400:
+                if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
                     await resp.aread()
                     if (
                         resp.status_code in (400, 422)
