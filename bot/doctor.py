@@ -17,7 +17,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.adapter import error_body
 from agent.models.factory import missing_key, split_spec
-from agent.models.http import tls_problem
+from agent.models.http import redirect_error, tls_problem
 from agent.models.openai import NO_PATH
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
@@ -124,6 +124,10 @@ async def _provider(
         ) from e
     if key_refused(r):
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
+    if 300 <= r.status_code < 400:  # read as "did not answer with a model list", where it pointed unsaid
+        base = getattr(s, f"{provider}_base_url")
+        where = {"name": provider, "base_url": base, "setting": f"{name}_BASE_URL", "provider": provider}
+        raise ConfigError(redirect_error(r.status_code, r.headers, **where).message.partition(": ")[2])
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code < 400:
         await key_accepted(s, client, url, headers, next(iter(names)))

@@ -204,7 +204,7 @@ async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowere
 
 
 async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_web_page(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     # OPENAI_BASE_URL=http://... to a server that moves callers to https://, or a hotel's captive portal:
     # the redirect was read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
@@ -250,6 +250,15 @@ async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_
                 assert len(asked) == 1 and not failed.value.retryable, (asked, said)
                 assert f"a redirect to {places[place]}, which agentbot does not follow" in said, said
                 assert fix in said, said
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{url}/https/v1",
+            OPENAI_API_KEY="sk-test",
+            AGENT_MODEL="gpt-4o-mini",
+            DATA_DIR=str(tmp_path),
+        )
+        with pytest.raises(ConfigError) as doctor:  # it said only "did not answer with a model list"
+            await _provider("openai", {"gpt-4o-mini": ["AGENT_MODEL"]}, settings, http)
+        assert f"answered HTTP 301, a redirect to {places['https']}" in str(doctor.value), doctor.value
         asked.clear()
         claude = AnthropicModel(
             "claude-sonnet-4-5", base_url=f"{url}/nowhere", api_key="sk-ant-test", client=http, max_attempts=3
