@@ -10,7 +10,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from agent.config import AgentSettings, ConfigError
+from agent.config import AgentSettings, ConfigError, parse_settings
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
@@ -267,3 +267,16 @@ async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_
             async for _ in claude.stream([Message("user", "hi")], [], ModelSettings()):
                 pass
     assert len(asked) == 1
+
+
+def test_a_comment_kept_in_a_url_by_docker_env_file_is_named_at_start() -> None:
+    # `docker run --env-file .env` keeps what follows the value: OPENAI_BASE_URL=http://ollama:11434/v1
+    # `# local models` reached the calls as "/v1%20%20", whose 404 blamed the path. python-dotenv, which
+    # agentbot reads .env with, drops such comments, so only values from the environment carry them.
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(AgentSettings, {"OPENAI_BASE_URL": "http://ollama:11434/v1  # local models"})
+    said = str(refused.value)
+    assert said.startswith("OPENAI_BASE_URL=") and "put the comment on a line of its own" in said, said
+    assert "\n" not in said
+    fine = parse_settings(AgentSettings, {"OPENAI_BASE_URL": " http://ollama:11434/v1 "})
+    assert fine.openai_base_url == "http://ollama:11434/v1"
