@@ -15,6 +15,7 @@ from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
 from agent.models.factory import missing_key
+from agent.models.gemini import GeminiModel
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
 from tests.fakes.served import served
@@ -69,6 +70,43 @@ async def test_an_azure_base_url_with_its_api_version_reaches_the_deployment_wit
     assert said == "serves every model the tiers name: gpt-4o"
     assert seen and all(q.startswith("api-version=2024-10-21") for _, q, _, _ in seen), seen
     assert ("/openai/deployments/gpt4o/models", "api-version=2024-10-21", "azure-key-1", None) in seen, seen
+
+
+async def test_anthropic_and_gemini_gateways_with_a_query_in_the_base_url_keep_it_after_the_path(
+    http: httpx.AsyncClient,
+) -> None:
+    # A gateway in front of Claude or Gemini (Azure API Management, a team proxy) may take its own key or
+    # version as a query: ".../anthropic?subscription-key=k" sent calls to "?subscription-key=k/v1/messages".
+    seen: list[tuple[str, str]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append((request.path, request.query_string))
+        if "messages" in request.path:
+            return web.json_response(
+                {
+                    "model": "claude-sonnet-4-5",
+                    "content": [{"type": "text", "text": "Paris"}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 5, "output_tokens": 1},
+                }
+            )
+        parts = {"content": {"role": "model", "parts": [{"text": "Paris"}]}, "finishReason": "STOP"}
+        return web.json_response({"candidates": [parts]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    async with served(app) as url:
+        kw = {"api_key": "k", "client": http, "max_attempts": 1}
+        for model in (
+            AnthropicModel("claude-sonnet-4-5", base_url=f"{url}/anthropic?subscription-key=s1", **kw),
+            GeminiModel("gemini-2.5-flash", base_url=f"{url}/google/v1beta?subscription-key=s1", **kw),
+        ):
+            chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris"
+    assert seen == [
+        ("/anthropic/v1/messages", "subscription-key=s1"),
+        ("/google/v1beta/models/gemini-2.5-flash:generateContent", "subscription-key=s1"),
+    ], seen
 
 
 async def test_lm_studio_at_its_root_is_named_as_the_base_url_by_ask_and_doctor(
