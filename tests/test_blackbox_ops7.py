@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from agent.config import AgentSettings, ConfigError, parse_settings
+from agent.env_file import check_env_names
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
@@ -318,3 +319,21 @@ def test_a_comment_kept_in_a_url_by_docker_env_file_is_named_at_start() -> None:
     assert "\n" not in said
     fine = parse_settings(AgentSettings, {"OPENAI_BASE_URL": " http://ollama:11434/v1 "})
     assert fine.openai_base_url == "http://ollama:11434/v1"
+
+
+def test_another_tools_name_for_the_base_url_in_the_environment_is_named(tmp_path: Path) -> None:
+    # OPENAI_API_BASE (LangChain's and LiteLLM's name) in a Compose `environment:` block or a shell profile
+    # was ignored without a word: an Ollama set-up called api.openai.com, paid for where a key was set.
+    # In .env it was already named; the environment holds other programs' names too, so only these
+    # names count there, and only while agentbot's own setting is set nowhere.
+    ollama = {"OPENAI_API_BASE": "http://localhost:11434/v1", "PATH": "/usr/bin"}
+    with pytest.raises(ConfigError) as refused:
+        check_env_names(None, AgentSettings, environ=ollama)
+    assert str(refused.value) == (
+        "OPENAI_API_BASE is set in the environment, but agentbot does not read it: did you mean "
+        "OPENAI_BASE_URL? Set OPENAI_BASE_URL (in .env or the environment), or unset OPENAI_API_BASE"
+    )
+    check_env_names(None, AgentSettings, environ=ollama | {"OPENAI_BASE_URL": "http://localhost:11434/v1"})
+    env = tmp_path / ".env"
+    env.write_text("OPENAI_BASE_URL=http://localhost:11434/v1\n")
+    check_env_names(str(env), AgentSettings, environ=ollama)  # set in .env: the other name is another tool's
