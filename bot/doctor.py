@@ -15,7 +15,7 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
-from agent.models.adapter import error_body
+from agent.models.error_bodies import error_body
 from agent.models.factory import missing_key, split_spec
 from agent.models.http import redirect_error, tls_problem
 from agent.models.openai import NO_PATH

@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.adapter import error_body
+from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
 from agent.models.openai import key_headers, refusal_fix
 

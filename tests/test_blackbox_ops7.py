@@ -337,3 +337,43 @@ def test_another_tools_name_for_the_base_url_in_the_environment_is_named(tmp_pat
     env = tmp_path / ".env"
     env.write_text("OPENAI_BASE_URL=http://localhost:11434/v1\n")
     check_env_names(str(env), AgentSettings, environ=ollama)  # set in .env: the other name is another tool's
+
+
+async def test_openrouters_provider_error_says_what_the_provider_said_and_litellm_types_no_none(
+    http: httpx.AsyncClient,
+) -> None:
+    # OpenRouter wraps every upstream refusal as "Provider returned error" with the provider's own words in
+    # metadata.raw: a :free model rate-limited upstream read only "HTTP 429 from https://openrouter.ai/api/v1:
+    # Provider returned error". LiteLLM's proxy writes a missing error type as "None": "HTTP 429 (None)".
+    bodies = [
+        {
+            "error": {
+                "message": "Provider returned error",
+                "code": 429,
+                "metadata": {
+                    "raw": "meta-llama/llama-3.3-70b-instruct:free is temporarily rate-limited upstream",
+                    "provider_name": "Venice",
+                },
+            }
+        },
+        {"error": {"message": "litellm.RateLimitError: too many requests", "type": "None", "code": "429"}},
+    ]
+
+    async def proxy(request: web.Request) -> web.Response:
+        return web.json_response(bodies.pop(0), status=429)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", proxy)
+    said = []
+    async with served(app) as url:
+        for name in ("meta-llama/llama-3.3-70b-instruct:free", "gpt-4o"):
+            model = OpenAIChatModel(name, base_url=f"{url}/v1", client=http, max_attempts=1)
+            with pytest.raises(ModelError) as failed:
+                async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+                    pass
+            said.append(str(failed.value))
+    assert said[0].endswith(
+        "/v1: Provider returned error (Venice: meta-llama/llama-3.3-70b-instruct:free is temporarily "
+        "rate-limited upstream)"
+    ), said[0]
+    assert "HTTP 429 from " in said[1] and "(None)" not in said[1], said[1]

@@ -24,7 +24,7 @@ import structlog
 from httpx_sse import EventSource
 
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, error_body
+from agent.models.adapter import HTTPModel
 from agent.models.base import (
     ModelChunk,
     ModelError,
@@ -34,6 +34,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
+from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
 from agent.models.openai_wire import (
     ThinkFilter,
