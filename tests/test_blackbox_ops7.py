@@ -377,3 +377,27 @@ async def test_openrouters_provider_error_says_what_the_provider_said_and_litell
         "rate-limited upstream)"
     ), said[0]
     assert "HTTP 429 from " in said[1] and "(None)" not in said[1], said[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "fix"),
+    [
+        (
+            "ollama:llama3.1",
+            "(Ollama: http://localhost:11434/v1) and name the model alone: AGENT_MODEL=llama3.1",
+        ),
+        ("google-gla:gemini-2.5-flash", "Gemini's prefix is gemini: AGENT_MODEL=gemini:gemini-2.5-flash"),
+    ],
+)
+def test_a_server_written_as_a_prefix_as_pydantic_ai_writes_it_is_named(
+    spec: str, fix: str, tmp_path: Path
+) -> None:
+    # pydantic-ai names servers by prefix (ollama:llama3.1, google-gla:gemini-2.5-flash): taken for a bare
+    # name, the spec went to OPENAI_BASE_URL whole, and Ollama's 404 said model "ollama:llama3.1" not found.
+    settings = AgentSettings(  # type: ignore[call-arg]
+        AGENT_MODEL=spec, OPENAI_BASE_URL="http://localhost:11434/v1", DATA_DIR=str(tmp_path)
+    )
+    why = missing_key(settings, spec)
+    assert why is not None and why.endswith(fix), why
+    for tagged in ("llama3.1:8b", "mistral:7b", "deepseek-r1:7b"):  # Ollama's own tags pass
+        assert missing_key(settings, tagged) is None

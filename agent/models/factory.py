@@ -46,13 +46,30 @@ def split_spec(spec: str) -> tuple[str, str]:
     return "openai", spec
 
 
+_COMPATIBLE = "it is an OpenAI-compatible server: set OPENAI_BASE_URL to its address and name the model alone"
+_SERVERS = {
+    **dict.fromkeys(
+        ("ollama", "lmstudio", "lm-studio", "vllm", "llamacpp", "llama-cpp", "litellm"),
+        _COMPATIBLE.replace("its address", "its address (Ollama: http://localhost:11434/v1)"),
+    ),
+    **dict.fromkeys(("openrouter", "groq", "together", "deepseek", "azure"), _COMPATIBLE),
+    **dict.fromkeys(("google-gla", "google-vertex", "vertex_ai"), "Gemini's prefix is gemini"),
+}
+"""Prefixes other libraries give servers (pydantic-ai's ``ollama:llama3.1``, ``google-gla:``): taken for a
+bare name, ``ollama:llama3.1`` went to OPENAI_BASE_URL as a model no server has. No model a server lists
+starts with one of these followed by a colon (``mistral:7b`` is Ollama's, and is not here)."""
+
+
 def misspelt_prefix(spec: str) -> str | None:
     """Why ``spec``'s prefix looks like a provider's misspelt (``antrhopic:claude-sonnet-4``), else None:
     taken for a bare name, it went to OPENAI_BASE_URL, whose 404 blamed the base URL. Model names with a
     tag (``llama3.1:8b``, ``qwen2.5:7b``) are like no provider and pass."""
-    prefix, sep, _ = spec.strip().partition(":")
+    prefix, sep, name = spec.strip().partition(":")
     if not sep or prefix.lower() in WIRES:
         return None
+    if (server := _SERVERS.get(prefix.lower())) is not None:
+        right = f"gemini:{name}" if server.startswith("Gemini") else name
+        return f"model spec {spec!r}: {prefix} is no provider prefix here; {server}: AGENT_MODEL={right}"
     near = difflib.get_close_matches(prefix.lower(), WIRES, n=1, cutoff=0.8)
     if not near:
         return None
