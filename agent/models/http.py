@@ -218,7 +218,7 @@ def redirect_error(
     server says. It read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
     not a web page's", retried five times, without the address it pointed to: http:// to a server that
     moves callers to https://, a path the server moved, or a captive portal's login page."""
-    where = headers.get("location", "")
+    where = headers.get("location", "")[:300]  # a hostile server's header is shown, so bounded
     target = urlsplit(urljoin(f"{base_url}/", where))
     if not where:
         fix = f"check {setting}"
