@@ -219,10 +219,13 @@ def redirect_error(
     not a web page's", retried five times, without the address it pointed to: http:// to a server that
     moves callers to https://, a path the server moved, or a captive portal's login page."""
     where = headers.get("location", "")[:300]  # a hostile server's header is shown, so bounded
-    target = urlsplit(urljoin(f"{base_url}/", where))
+    try:
+        same_host = urlsplit(urljoin(f"{base_url}/", where)).hostname == urlsplit(base_url).hostname
+    except ValueError:  # "http://[::1" raises: a Location no client could follow
+        same_host = False
     if not where:
         fix = f"check {setting}"
-    elif target.hostname == urlsplit(base_url).hostname:  # https://, or a path the server moved
+    elif same_host:  # https://, or a path the server moved
         fix = f"if that is where the API is now, set {setting} to its base"
     else:
         fix = f"if the API moved there, set {setting} to its base; a login page (captive portal, proxy) wants you to sign in"
