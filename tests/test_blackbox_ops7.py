@@ -17,6 +17,7 @@ from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
 from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
+from agent.models.http import redirect_error
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
 from tests.fakes.served import served
@@ -401,3 +402,13 @@ def test_a_server_written_as_a_prefix_as_pydantic_ai_writes_it_is_named(
     assert why is not None and why.endswith(fix), why
     for tagged in ("llama3.1:8b", "mistral:7b", "deepseek-r1:7b"):  # Ollama's own tags pass
         assert missing_key(settings, tagged) is None
+
+
+def test_a_location_no_client_could_parse_is_said_not_raised() -> None:
+    # urlsplit raises ValueError on "http://[::1/login": from a proxy's redirect that was a crash of the
+    # turn, not its error message.
+    where = httpx.Headers({"location": "http://[::1/login"})
+    said = redirect_error(
+        302, where, name="m", base_url="http://x/v1", setting="OPENAI_BASE_URL", provider="openai"
+    )
+    assert "a redirect to http://[::1/login" in said.message and "set OPENAI_BASE_URL" in said.message
