@@ -81,6 +81,13 @@ class EnvSettings(BaseSettings):
         for choice in _literal_choices(field.annotation):  # case and spaces don't matter in a choice
             if isinstance(choice, str) and choice.lower() == v.strip().lower():
                 return choice
+        if name.endswith("_url") and len(v.strip().split()) > 1:
+            # `docker run --env-file` keeps a comment after the value (`...:11434/v1  # ollama`) as part of
+            # it: the calls went to "/v1%20%20" and the 404 blamed the path.
+            raise ValueError(
+                "has a space inside (a `# comment` after the value is part of it where `docker run "
+                "--env-file` reads the file): put the comment on a line of its own"
+            )
         return v.strip() if name.endswith("_url") else v
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
 
 from pydantic_settings import BaseSettings
 
@@ -86,17 +87,19 @@ Chroma's client settings). CHROMA_URL was asked "did you mean CHROMA_SSL?", and 
 passed unseen: memory stayed in the embedded store beside the Chroma server the operator ran."""
 
 
-def check_env_names(env_file: str | None, *models: type[BaseSettings]) -> None:
+def check_env_names(
+    env_file: str | None, *models: type[BaseSettings], environ: Mapping[str, str] | None = None
+) -> None:
     """A name in ``env_file`` that is no setting of ``models`` but nearly one (``AGENT_MAX_STEP``,
     ``QUOTA_COST_PER_MONTH``) is a :class:`ConfigError`: it was ignored without a word, so the default
     ruled where the operator meant their own value. Names like no setting (``POSTGRES_PASSWORD``) pass, and
     so do a setting's name with a suffix (``DISCORD_TOKEN_OLD``): a value kept aside on purpose."""
-    if env_file is None or not os.path.isfile(env_file):  # not a file: refused by check_env_lines
-        return
     from dotenv import dotenv_values
 
+    in_file = dotenv_values(env_file, encoding="utf-8") if env_file and os.path.isfile(env_file) else {}
+    _check_environment(os.environ if environ is None else environ, {n.upper() for n in in_file})
     known = {f.alias for m in models for f in m.model_fields.values() if f.alias}
-    for name in dotenv_values(env_file, encoding="utf-8"):
+    for name in in_file:  # not a file: refused by check_env_lines
         if (upper := name.upper()) in known or any(upper.startswith(f"{k}_") for k in known):
             continue  # a setting, or a deliberate variant of one kept aside (DISCORD_TOKEN_OLD)
         meant = MEANT.get(upper) or next(iter(difflib.get_close_matches(upper, known, n=1, cutoff=0.8)), None)
@@ -105,3 +108,20 @@ def check_env_names(env_file: str | None, *models: type[BaseSettings]) -> None:
                 f"{name} in {env_file} is not a setting (it would be ignored): did you mean {meant}? "
                 "Rename or remove it (see .env.example)"
             )
+
+
+def _check_environment(environ: Mapping[str, str], in_file: set[str]) -> None:
+    """Another tool's name for a setting of ours set in the environment (``OPENAI_API_BASE`` in a
+    Compose ``environment:`` block or a shell profile, as LangChain and LiteLLM read it), while ours is
+    set neither there nor in ``.env``: the calls went to api.openai.com (with a key there, paid for)
+    instead of the server it names. Near-misses are named only in ``.env``: the environment holds every
+    other program's names too."""
+    ours = {n.upper() for n, v in environ.items() if v.strip()} | in_file
+    for name, value in environ.items():
+        meant = MEANT.get(name.upper())
+        if meant is None or not value.strip() or meant.split()[0] in ours:
+            continue
+        raise ConfigError(
+            f"{name} is set in the environment, but agentbot does not read it: did you mean {meant}? "
+            f"Set {meant.split()[0]} (in .env or the environment), or unset {name}"
+        )

@@ -15,8 +15,10 @@ import httpx
 
 from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
+from agent.models.error_bodies import error_body
 from agent.models.factory import missing_key, split_spec
-from agent.models.http import tls_problem
+from agent.models.http import redirect_error, tls_problem
+from agent.models.openai import NO_PATH
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
@@ -122,6 +124,10 @@ async def _provider(
         ) from e
     if key_refused(r):
         raise ConfigError(f"{url} rejected the API key (HTTP {r.status_code}): check {name}_API_KEY")
+    if 300 <= r.status_code < 400:  # read as "did not answer with a model list", where it pointed unsaid
+        base = getattr(s, f"{provider}_base_url")
+        where = {"name": provider, "base_url": base, "setting": f"{name}_BASE_URL", "provider": provider}
+        raise ConfigError(redirect_error(r.status_code, r.headers, **where).message.partition(": ")[2])
     names = {split_spec(spec)[1]: spec for spec in specs}
     if provider == "openai" and r.status_code < 400:
         await key_accepted(s, client, url, headers, next(iter(names)))
@@ -136,6 +142,14 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
+        if not served and body.get("error"):
+            # LM Studio answers a path it lacks with HTTP 200 and an error: read as an empty list, every
+            # model was then "served" by the one-token calls' 200s, and doctor said ok.
+            said = error_body(r.text).message
+            hint = " (its path usually ends in /v1)" if NO_PATH in said.lower() else ""
+            raise ConfigError(
+                f"{url} answered HTTP 200 with an error, not a model list ({said!r}): check {name}_BASE_URL{hint}"
+            )
     # Ollama lists every model with its tag (llama3.1:latest) and serves the bare name as that tag;
     # Anthropic lists dated ids only (claude-sonnet-4-5-20250929) and serves the alias without the date.
     known = served | {m.removesuffix(":latest") for m in served} | {_DATED.sub("", m) for m in served}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import httpx
 
 from agent.config import AgentSettings, ConfigError
-from agent.models.adapter import error_body
-from agent.models.openai import refusal_fix
+from agent.models.error_bodies import error_body
+from agent.models.http import endpoint_url
+from agent.models.openai import key_headers, refusal_fix
 
 _LISTINGS = {  # provider: the path that lists its models, and how the key is sent
-    "openai": ("/models", lambda key: {"Authorization": f"Bearer {key}"} if key else {}),
+    "openai": ("/models", None),  # the key as the model sends it (key_headers: Azure's api-key)
     "anthropic": (
         "/v1/models?limit=1000",
         lambda key: {"x-api-key": key or "", "anthropic-version": "2023-06-01"},
@@ -32,7 +33,7 @@ def listing(provider: str, s: AgentSettings) -> tuple[str | None, str, dict[str,
     base = getattr(s, f"{provider}_base_url").rstrip("/")
     if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
         base = base.removesuffix("/v1")
-    return key, base + path, headers(key)
+    return key, endpoint_url(base, path), headers(key) if headers else key_headers(base, key)
 
 
 _PROBES = {  # provider: the path of a one-token call after the base URL, and its body
@@ -81,7 +82,7 @@ async def served_by_probe(
         try:
             # As long as a run waits (MODEL_TIMEOUT): a CPU-only server loads the model on this first call.
             r = await client.post(
-                base + path.format(name=name.removeprefix("models/")),
+                endpoint_url(base, path.format(name=name.removeprefix("models/"))),
                 headers=headers,
                 json=body(name),
                 timeout=s.model_timeout,
@@ -137,12 +138,12 @@ async def key_accepted(
     without messages costs nothing (refused before any model runs) and servers check the key first."""
     try:
         r = await client.post(
-            models.removesuffix("/models") + "/chat/completions", headers=headers, json={"model": name}
+            endpoint_url(s.openai_base_url, "/chat/completions"), headers=headers, json={"model": name}
         )
     except httpx.HTTPError:
         return  # the list answered; a flaky second request proves nothing about the key
     if r.status_code in (401, 403):
-        said = "is not set" if "Authorization" not in headers else f"was rejected (HTTP {r.status_code})"
+        said = "is not set" if not headers else f"was rejected (HTTP {r.status_code})"
         raise ConfigError(
             f"{s.openai_base_url} lists its models to anyone, but OPENAI_API_KEY {said} for chat: "
             "check OPENAI_API_KEY"
@@ -159,7 +160,9 @@ async def tools_accepted(
     path, body = _PROBES["openai"]
     base = s.openai_base_url.rstrip("/")
     try:
-        r = await client.post(base + path, headers=headers, json=body(name), timeout=s.model_timeout)
+        r = await client.post(
+            endpoint_url(base, path), headers=headers, json=body(name), timeout=s.model_timeout
+        )
     except httpx.HTTPError:
         return  # the list answered; a call that fails here proves nothing the run would not say
     if r.status_code >= 500 and (fix := refusal_fix(r.text)) is not None:
@@ -172,12 +175,12 @@ async def ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, name
     answers Ollama's ``/api/version`` is asked, and only its own capability list counts."""
     root = s.openai_base_url.rstrip("/").removesuffix("/v1")
     try:
-        version = await client.get(f"{root}/api/version")
+        version = await client.get(endpoint_url(root, "/api/version"))
         if version.status_code != 200 or "version" not in version.json():
             return []
         toolless = []
         for name in names:
-            shown = await client.post(f"{root}/api/show", json={"model": name})
+            shown = await client.post(endpoint_url(root, "/api/show"), json={"model": name})
             caps = shown.json().get("capabilities") if shown.status_code == 200 else None
             if isinstance(caps, list) and "completion" in caps and "tools" not in caps:
                 toolless.append(name)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -28,8 +27,9 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut
-from agent.models.http import transport_error
-from agent.retry import RetryPolicy, RetryWait, parse_retry_after
+from agent.models.error_bodies import error_body
+from agent.models.http import redirect_error, transport_error
+from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when the conversation is too long.
@@ -43,65 +43,6 @@ _CONTEXT_RE = re.compile(
     re.I,
 )
 _TOOLS_RE = re.compile(r"tool|function", re.I)
-_BAD_KEY_RE = re.compile(r"API[_ ]KEY[_ ]INVALID|API key not valid|API key expired", re.I)
-
-
-@dataclass(slots=True)
-class ErrorBody:
-    """What a provider's error body said, in the terms the one status-to-error mapping needs."""
-
-    message: str
-    kind: str = ""
-    """The provider's error type or status ("overloaded_error", "RESOURCE_EXHAUSTED"), shown in brackets."""
-    bad_key: bool = False
-    """The body says the key is wrong, whatever the status (Gemini answers 400)."""
-    retry_after: float | None = None
-    """A wait the body asks for (Gemini's RetryInfo), used when no header gives one."""
-
-
-def error_body(text: str) -> ErrorBody:
-    """``{"error": {"type" or "status", "message", "details"}}`` (OpenAI, Anthropic, Google and most
-    compatible servers; some proxies wrap it in a list), a string ``error``, or plain text. Google's
-    ``details`` say why (ErrorInfo's reason) and how long to wait (RetryInfo)."""
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # a hostile gateway's "[" * 100_000 nests past json's limit
-        return ErrorBody(_page_text(text)[:300] or "(no details)")
-    if isinstance(data, list) and data:
-        data = data[0]
-    err = data.get("error") if isinstance(data, dict) else None
-    if not isinstance(err, dict) and isinstance(data, dict) and not isinstance(err, str):
-        # vLLM's errors are top-level ({"object": "error", "message", "type"}); FastAPI's {"detail"}.
-        said = data.get("message") or data.get("detail")
-        if isinstance(said, str):
-            return ErrorBody(said[:300], str(data.get("type") or ""))
-    if not isinstance(err, dict):
-        return ErrorBody((err if isinstance(err, str) else str(data))[:300])
-    body = ErrorBody(str(err.get("message") or err)[:300], str(err.get("type") or err.get("status") or ""))
-    reason = ""
-    for d in err.get("details") or ():
-        if not isinstance(d, dict):
-            continue
-        reason = str(d.get("reason") or reason)
-        delay = d.get("retryDelay")
-        if isinstance(delay, str) and delay.endswith("s"):
-            with contextlib.suppress(ValueError):
-                body.retry_after = max(0.0, float(delay[:-1]))
-    body.bad_key = bool(_BAD_KEY_RE.search(f"{reason} {body.message}"))
-    return body
-
-
-_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
-_MARKUP_RE = re.compile(r"<(script|style)\b.*?</\1>|<[^>]*>", re.I | re.S)
-
-
-def _page_text(text: str) -> str:
-    """A proxy's HTML error page (nginx, Cloudflare) in words: its title, else its text without tags;
-    the first 300 characters of markup were all an operator saw."""
-    if "<" not in text[:200]:
-        return text.strip()
-    title = _TITLE_RE.search(text)
-    return " ".join((title.group(1) if title else _MARKUP_RE.sub(" ", text)).split())
 
 
 class HTTPModel:
@@ -177,6 +118,9 @@ class HTTPModel:
         common: dict[str, Any] = {"provider": self.provider, "model": self.name, "status": status}
         common["quoted"] = (detail, body.kind)
         said = f"HTTP {status}" + (f" ({body.kind})" if body.kind else "")
+        if status < 400:
+            where = {"name": self.name, "base_url": self.base_url, "setting": self.BASE_ENV}
+            return redirect_error(status, headers, provider=self.provider, **where)
         if status in (401, 403) or body.bad_key:
             return ModelAuthError(
                 f"{self.base_url} rejected the API key (HTTP {status}): check {self.KEY_ENV} and that it "
@@ -215,7 +159,7 @@ class HTTPModel:
             if wait is not None and wait > self.retry.max_retry_after:
                 # A daily quota asks for hours: waiting the capped 120 s four times only delayed this.
                 return ModelUnavailableError(
-                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {_duration(wait)} "
+                    f"{self.name}: {said} from {self.base_url}: the server asks to wait {said_duration(wait)} "
                     f"before trying again, longer than agentbot waits: {detail}",
                     retryable=False,
                     retry_after=wait,
@@ -285,9 +229,9 @@ class HTTPModel:
             async with self._client.stream(
                 "POST", self._url(s.stream), json=body, headers=self._headers(s.stream), timeout=timeout
             ) as resp:
-                if resp.status_code >= 400 or not s.stream:
+                if resp.status_code >= 300 or not s.stream:
                     await resp.aread()
-                if resp.status_code >= 400:
+                if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
                     raise self._status_error(resp.status_code, resp.headers, resp.text)
                 events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
                 async with contextlib.aclosing(events) as events:
@@ -344,13 +288,6 @@ class HTTPModel:
             status=e.status,
             retryable=True,
         )
-
-
-def _duration(seconds: float) -> str:
-    """``36000`` → "10 h", ``600`` → "10 min"."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def split_system(messages: Sequence[Message]) -> tuple[list[str], list[Message]]:

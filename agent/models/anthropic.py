@@ -33,6 +33,7 @@ from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, merge_turns, split_system
 from agent.models.base import ModelResponse, ModelSettings
+from agent.models.http import endpoint_url
 from agent.models.tokens import count, estimated_usage
 
 DEFAULT_MAX_TOKENS = 8192
@@ -261,7 +262,7 @@ class AnthropicModel(HTTPModel):
         return body
 
     def _url(self, stream: bool) -> str:
-        return f"{self.base_url}/v1/messages"
+        return endpoint_url(self.base_url, "/v1/messages")  # a gateway's query stays after the path
 
     def _reply(self, **extra: Any) -> _Reply:
         return _Reply(self)

@@ -10,6 +10,7 @@ whose cut-off tool calls are not run, as for any answer the server itself cut (R
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -72,3 +73,32 @@ def answer_cut(model: str, most: int) -> None:
         reason=f"{model} sent more than {most:,} characters in one answer, past what its max_tokens allows; "
         "the rest was not read and the answer is marked as cut",
     )
+
+
+_ROOM_RES = (
+    # vLLM since 0.9: "'max_tokens' or 'max_completion_tokens' is too large: 4096. This model's maximum
+    # context length is 8192 tokens and your request has 5000 input tokens (4096 > 8192 - 5000)."
+    re.compile(r"maximum context length is (\d+) tokens and your request has (\d+) input tokens"),
+    # OpenAI and older vLLM: "... maximum context length is 8192 tokens. However, you requested 9096
+    # tokens (5000 in the messages, 4096 in the completion)."
+    re.compile(
+        r"maximum context length is (\d+) tokens\. However, you requested \d+ tokens \((\d+) in the messages"
+    ),
+    # SGLang: "... maximum context length of 8192 tokens. You requested a total of 9096 tokens: 5000 tokens
+    # from the input messages and 4096 tokens for the completion."
+    re.compile(
+        r"maximum context length of (\d+) tokens\. You requested a total of \d+ tokens: (\d+) tokens from"
+    ),
+)
+MIN_ANSWER_ROOM = 256
+"""Fewer tokens left for an answer than this, and the conversation is what is too long."""
+
+
+def answer_room(error_text: str) -> int | None:
+    """The tokens a server's context-length refusal says are left for the answer, when it refused the
+    answer's cap (``max_tokens``) rather than the conversation, else None."""
+    for pattern in _ROOM_RES:
+        if (m := pattern.search(error_text)) is not None:
+            room = int(m[1]) - int(m[2])
+            return room if room >= MIN_ANSWER_ROOM else None
+    return None

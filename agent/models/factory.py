@@ -46,13 +46,30 @@ def split_spec(spec: str) -> tuple[str, str]:
     return "openai", spec
 
 
+_COMPATIBLE = "it is an OpenAI-compatible server: set OPENAI_BASE_URL to its address and name the model alone"
+_SERVERS = {
+    **dict.fromkeys(
+        ("ollama", "lmstudio", "lm-studio", "vllm", "llamacpp", "llama-cpp", "litellm"),
+        _COMPATIBLE.replace("its address", "its address (Ollama: http://localhost:11434/v1)"),
+    ),
+    **dict.fromkeys(("openrouter", "groq", "together", "deepseek", "azure"), _COMPATIBLE),
+    **dict.fromkeys(("google-gla", "google-vertex", "vertex_ai"), "Gemini's prefix is gemini"),
+}
+"""Prefixes other libraries give servers (pydantic-ai's ``ollama:llama3.1``, ``google-gla:``): taken for a
+bare name, ``ollama:llama3.1`` went to OPENAI_BASE_URL as a model no server has. No model a server lists
+starts with one of these followed by a colon (``mistral:7b`` is Ollama's, and is not here)."""
+
+
 def misspelt_prefix(spec: str) -> str | None:
     """Why ``spec``'s prefix looks like a provider's misspelt (``antrhopic:claude-sonnet-4``), else None:
     taken for a bare name, it went to OPENAI_BASE_URL, whose 404 blamed the base URL. Model names with a
     tag (``llama3.1:8b``, ``qwen2.5:7b``) are like no provider and pass."""
-    prefix, sep, _ = spec.strip().partition(":")
+    prefix, sep, name = spec.strip().partition(":")
     if not sep or prefix.lower() in WIRES:
         return None
+    if (server := _SERVERS.get(prefix.lower())) is not None:
+        right = f"gemini:{name}" if server.startswith("Gemini") else name
+        return f"model spec {spec!r}: {prefix} is no provider prefix here; {server}: AGENT_MODEL={right}"
     near = difflib.get_close_matches(prefix.lower(), WIRES, n=1, cutoff=0.8)
     if not near:
         return None
@@ -62,12 +79,45 @@ def misspelt_prefix(spec: str) -> str | None:
     )
 
 
+_SLASHED = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "google": "gemini",
+    "ollama": "ollama",
+}
+"""LiteLLM's (and aider's) provider prefixes, written with a slash: ``anthropic/claude-sonnet-4-5``."""
+
+
+def slashed_provider(settings: AgentSettings, spec: str) -> str | None:
+    """Why ``spec``, a provider written as LiteLLM writes it (``anthropic/claude-sonnet-4-5``,
+    ``gemini/gemini-2.5-flash``, ``openai/gpt-4o``, ``ollama/llama3.1``), cannot be called at OpenAI's own
+    endpoint, which serves no name with a slash, else None. It went there as a bare name: with
+    ANTHROPIC_API_KEY set it said "OPENAI_API_KEY is not set", with a Gemini key it advised
+    ``gemini:gemini/gemini-2.5-flash``, and with an OpenAI key every run ended in a 404. Elsewhere (an
+    OpenRouter or LiteLLM proxy base URL) such a name is the server's own and passes."""
+    prefix, name = split_spec(spec)
+    head, _, rest = name.partition("/")
+    provider = _SLASHED.get(head.lower())
+    if prefix != "openai" or not rest or provider is None or "api.openai.com" not in settings.openai_base_url:
+        return None
+    if provider == "ollama":
+        right = f"OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and AGENT_MODEL={rest}"
+    else:
+        right = f"AGENT_MODEL={rest if provider == 'openai' else f'{provider}:{rest}'}"
+    return (
+        f"model '{spec}' names its provider as LiteLLM does; agentbot writes a provider with a colon, and sends a "
+        f"name with a slash to OPENAI_BASE_URL ({settings.openai_base_url}), which has no such model: "
+        f"set {right}"
+    )
+
+
 def missing_key(settings: AgentSettings, spec: str) -> str | None:
     """Why ``spec`` cannot be called for want of a key, said before any call, else None: its provider's
     key is unset, or a bare name would go to OpenAI's own endpoint without ``OPENAI_API_KEY`` (a Claude
     or Gemini name written without its prefix is pointed out when that provider's key is set), or its
     provider prefix is misspelt."""
-    if (why := misspelt_prefix(spec)) is not None:
+    if (why := misspelt_prefix(spec) or slashed_provider(settings, spec)) is not None:
         return why
     prefix, name = split_spec(spec)
     provider = WIRES[prefix][1]

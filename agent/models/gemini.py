@@ -40,6 +40,7 @@ from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, json_object, merge_turns, split_system
 from agent.models.base import ModelResponse, ModelSettings
+from agent.models.http import endpoint_url
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
 from agent.models.tokens import count, estimated_usage
 
@@ -229,7 +230,7 @@ class GeminiModel(HTTPModel):
 
     def _url(self, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"{self.base_url}/models/{self.name}:{method}"
+        return endpoint_url(self.base_url, f"/models/{self.name}:{method}")  # a gateway's query stays last
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings

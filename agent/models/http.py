@@ -11,6 +11,7 @@ import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -154,6 +155,19 @@ class _CookieJar(CookieJar):
         super().extract_cookies(response, request)
 
 
+def endpoint_url(base_url: str, path: str) -> str:
+    """``path`` (``/chat/completions``, ``/models?limit=10``) added to ``base_url``'s path, before its
+    query: Azure OpenAI's base URL carries ``?api-version=...``, and ``base_url + path`` sent every call
+    to ``...?api-version=2024-10-21/chat/completions``, a query Azure refuses, at a path it has no API
+    at. A base URL without a query is joined as it always was."""
+    parts = urlsplit(base_url)
+    if not parts.query:
+        return base_url.rstrip("/") + path
+    more_path, _, more_query = path.partition("?")
+    query = f"{parts.query}&{more_query}" if more_query else parts.query
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
+
+
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
     return httpx.AsyncClient(
@@ -194,6 +208,34 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         provider=provider,
         model=name,
         retryable=True,
+    )
+
+
+def redirect_error(
+    status: int, headers: httpx.Headers, *, name: str, base_url: str, setting: str, provider: str
+) -> ModelError:
+    """A model call answered with a redirect, which is never followed: the key would go wherever the
+    server says. It read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
+    not a web page's", retried five times, without the address it pointed to: http:// to a server that
+    moves callers to https://, a path the server moved, or a captive portal's login page."""
+    where = headers.get("location", "")[:300]  # a hostile server's header is shown, so bounded
+    try:
+        same_host = urlsplit(urljoin(f"{base_url}/", where)).hostname == urlsplit(base_url).hostname
+    except ValueError:  # "http://[::1" raises: a Location no client could follow
+        same_host = False
+    if not where:
+        fix = f"check {setting}"
+    elif same_host:  # https://, or a path the server moved
+        fix = f"if that is where the API is now, set {setting} to its base"
+    else:
+        fix = f"if the API moved there, set {setting} to its base; a login page (captive portal, proxy) wants you to sign in"
+    return ModelError(
+        f"{name}: {base_url} answered HTTP {status}, a redirect to {where or 'no address'}, which agentbot "
+        f"does not follow (the API key would go along): {fix}",
+        quoted=(where,),
+        provider=provider,
+        model=name,
+        status=status,
     )
 
 

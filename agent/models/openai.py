@@ -17,21 +17,25 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
 from httpx_sse import EventSource
 
 from agent.messages import Message, ToolCall
-from agent.models.adapter import HTTPModel, error_body
+from agent.models.adapter import HTTPModel
 from agent.models.base import (
     ModelChunk,
     ModelError,
     ModelResponse,
     ModelSettings,
+    NoApiAtURLError,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut, fragment_chars
+from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
+from agent.models.error_bodies import error_body
+from agent.models.http import endpoint_url
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -59,6 +63,22 @@ _REFUSALS = {  # errors no retry changes, by their words (mostly local servers' 
     "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
     "offers them: pick a model that supports tool calling",
 }
+
+
+def key_headers(base_url: str, key: str | None) -> dict[str, str]:
+    """How a Chat Completions server is sent the key: ``Authorization: Bearer``, or Azure OpenAI's own
+    ``api-key`` header where the base URL carries Azure's ``api-version`` query: its deployment URLs read
+    a key only from ``api-key`` (a bearer token there must be an Entra ID token), so every call was a
+    401 "rejected the API key" for a key that was right."""
+    if not key:
+        return {}
+    if "api-version=" in urlsplit(base_url).query:
+        return {"api-key": key}
+    return {"Authorization": f"Bearer {key}"}
+
+
+NO_PATH = "unexpected endpoint or method"
+"""LM Studio's answer, with HTTP 200, to a path it does not serve (a base URL without /v1)."""
 
 
 def refusal_fix(text: str) -> str | None:
@@ -105,9 +125,7 @@ class OpenAIChatModel(HTTPModel):
         # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
         # with the JSON body.
         # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
-        self._json_headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._json_headers["Authorization"] = f"Bearer {api_key}"
+        self._json_headers = {"Content-Type": "application/json"} | key_headers(self.base_url, api_key)
         self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
         self._url: tuple[str, httpx.URL] | None = None
 
@@ -115,7 +133,7 @@ class OpenAIChatModel(HTTPModel):
         """``/chat/completions`` as a parsed URL, made once per base URL: httpx parses a string URL on
         every request (~35 µs, a third of building the request; ``bench/bot_load.py``)."""
         if self._url is None or self._url[0] != self.base_url:
-            self._url = (self.base_url, httpx.URL(f"{self.base_url}/chat/completions"))
+            self._url = (self.base_url, httpx.URL(endpoint_url(self.base_url, "/chat/completions")))
         return self._url[1]
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
@@ -130,6 +148,26 @@ class OpenAIChatModel(HTTPModel):
             provider=self.provider,
             model=self.name,
             status=status,
+        )
+
+    def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
+        """The error for a refused request; a cap on the answer that does not fit beside the conversation
+        (vLLM, OpenAI and SGLang refuse ``max_tokens`` past the context left) is lowered to the room the
+        server names, and the call asked again at once. With ``AGENT_MAX_TOKENS=4096`` on an 8k-context
+        model every run ended once its conversation passed 4k tokens, said as "the conversation is too
+        long for this model" where the conversation fit."""
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        cap, room = body.get(key), answer_room(resp.text) if resp.status_code == 400 else None
+        if room is None or not isinstance(cap, int) or room >= cap:
+            return self._status_error(resp.status_code, resp.headers, resp.text)
+        body[key] = room
+        return ModelError(
+            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
+            f"asking again for an answer of at most {room} tokens",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+            retry_after=0.01,
         )
 
     def _body(
@@ -176,6 +214,16 @@ class OpenAIChatModel(HTTPModel):
         if isinstance(code, int) and 400 <= code < 600:
             return self._status_error(code, resp.headers, resp.text)
         said = self._mask(error_body(resp.text).message)
+        if NO_PATH in said.lower():
+            # LM Studio's 404, with HTTP 200: retried as a server's hiccup, five times, and never said the fix.
+            return NoApiAtURLError(
+                f"no {self.WIRE} API at {self.base_url} (it answered '{said}', LM Studio's word for a path "
+                f"it does not serve): check {self.BASE_ENV} (its path usually ends in /v1, as in "
+                "http://localhost:1234/v1)",
+                quoted=(said,),
+                provider=self.provider,
+                model=self.name,
+            )
         return ModelError(
             f"{self.name}: {self.base_url} answered HTTP 200 with an error: {said}",
             quoted=(said,),
@@ -196,8 +244,8 @@ class OpenAIChatModel(HTTPModel):
             )
         except httpx.TransportError as e:  # timeouts included
             raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
+        if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
+            raise self._refused(resp, body)
         try:
             data = resp.json()
             if (refused := self._error_with_200(data, resp)) is not None:
@@ -240,7 +288,7 @@ class OpenAIChatModel(HTTPModel):
                 headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
-                if resp.status_code >= 400:
+                if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
                     await resp.aread()
                     if (
                         resp.status_code in (400, 422)
@@ -258,7 +306,7 @@ class OpenAIChatModel(HTTPModel):
                             retryable=True,
                             retry_after=0.01,
                         )
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                    raise self._refused(resp, body)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.

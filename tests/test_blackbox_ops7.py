@@ -1,0 +1,414 @@
+"""An operator's first contact with servers we did not write (seventh operations round): Azure OpenAI,
+LM Studio, LiteLLM-style model names, vLLM's limits, each reproduced by a small loopback server on
+127.0.0.1 that answers as the real one does. Each test failed before the fix its commit names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from agent.config import AgentSettings, ConfigError, parse_settings
+from agent.env_file import check_env_names
+from agent.messages import Message
+from agent.models.anthropic import AnthropicModel
+from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
+from agent.models.factory import missing_key
+from agent.models.gemini import GeminiModel
+from agent.models.http import redirect_error
+from agent.models.openai import OpenAIChatModel
+from bot.doctor import _provider
+from tests.fakes.served import served
+
+_ANSWER = {
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+}
+
+
+async def test_an_azure_base_url_with_its_api_version_reaches_the_deployment_with_its_key(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Azure OpenAI's base URL is https://RES.openai.azure.com/openai/deployments/NAME?api-version=...:
+    # every call went to .../NAME?api-version=2024-10-21/chat/completions (the path in the query; Azure
+    # answers 404), with the key as a bearer token Azure does not read (401). Doctor listed the same way.
+    seen: list[tuple[str, str, str | None, str | None]] = []
+
+    async def azure(request: web.Request) -> web.Response:
+        seen.append(
+            (
+                request.path,
+                request.query_string,
+                request.headers.get("api-key"),
+                request.headers.get("Authorization"),
+            )
+        )
+        if request.path.endswith("/chat/completions") and request.headers.get("api-key") == "azure-key-1":
+            return web.json_response(_ANSWER)
+        return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", azure)
+    async with served(app) as url:
+        base = f"{url}/openai/deployments/gpt4o?api-version=2024-10-21"
+        model = OpenAIChatModel("gpt-4o", base_url=base, api_key="azure-key-1", client=http, max_attempts=1)
+        chunks = [c async for c in model.stream([Message("user", "capital of France?")], [], ModelSettings())]
+        answer = chunks[-1]
+        assert isinstance(answer, ModelResponse) and answer.message.content == "Paris", chunks
+        assert seen[0] == (
+            "/openai/deployments/gpt4o/chat/completions",
+            "api-version=2024-10-21",
+            "azure-key-1",
+            None,
+        )
+
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=base, OPENAI_API_KEY="azure-key-1", AGENT_MODEL="gpt-4o", DATA_DIR=str(tmp_path)
+        )
+        seen.clear()
+        said = await _provider("openai", {"gpt-4o": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: gpt-4o"
+    assert seen and all(q.startswith("api-version=2024-10-21") for _, q, _, _ in seen), seen
+    assert ("/openai/deployments/gpt4o/models", "api-version=2024-10-21", "azure-key-1", None) in seen, seen
+
+
+async def test_anthropic_and_gemini_gateways_with_a_query_in_the_base_url_keep_it_after_the_path(
+    http: httpx.AsyncClient,
+) -> None:
+    # A gateway in front of Claude or Gemini (Azure API Management, a team proxy) may take its own key or
+    # version as a query: ".../anthropic?subscription-key=k" sent calls to "?subscription-key=k/v1/messages".
+    seen: list[tuple[str, str]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append((request.path, request.query_string))
+        if "messages" in request.path:
+            return web.json_response(
+                {
+                    "model": "claude-sonnet-4-5",
+                    "content": [{"type": "text", "text": "Paris"}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 5, "output_tokens": 1},
+                }
+            )
+        parts = {"content": {"role": "model", "parts": [{"text": "Paris"}]}, "finishReason": "STOP"}
+        return web.json_response({"candidates": [parts]})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    async with served(app) as url:
+        kw = {"api_key": "k", "client": http, "max_attempts": 1}
+        for model in (
+            AnthropicModel("claude-sonnet-4-5", base_url=f"{url}/anthropic?subscription-key=s1", **kw),
+            GeminiModel("gemini-2.5-flash", base_url=f"{url}/google/v1beta?subscription-key=s1", **kw),
+        ):
+            chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris"
+    assert seen == [
+        ("/anthropic/v1/messages", "subscription-key=s1"),
+        ("/google/v1beta/models/gemini-2.5-flash:generateContent", "subscription-key=s1"),
+    ], seen
+
+
+async def test_lm_studio_at_its_root_is_named_as_the_base_url_by_ask_and_doctor(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # LM Studio serves its API under /v1 and answers any other path with HTTP 200 and {"error":
+    # "Unexpected endpoint or method. (POST /chat/completions)"}. With OPENAI_BASE_URL=http://localhost:1234
+    # ask retried it as a hiccup (5 attempts, ~17 s) and never said to add /v1; doctor read the error as
+    # an empty model list, counted each model served by the one-token call's 200, and said ok.
+    asked: list[str] = []
+
+    async def lm_studio(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "qwen2.5-7b-instruct", "object": "model"}]})
+        if request.path.startswith("/v1/"):
+            return web.json_response(_ANSWER)
+        return web.json_response(
+            {"error": f"Unexpected endpoint or method. ({request.method} {request.path})"}
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", lm_studio)
+    async with served(app) as url:
+        model = OpenAIChatModel(
+            "qwen2.5-7b-instruct", base_url=url, client=http, max_attempts=3, backoff_initial=0.01
+        )
+        with pytest.raises(ModelError) as failed:
+            async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+                pass
+        assert asked == ["/chat/completions"]  # not retried: the same words would come back
+        said = str(failed.value)
+        assert "check OPENAI_BASE_URL (its path usually ends in /v1" in said and not failed.value.retryable
+
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=url, AGENT_MODEL="qwen2.5-7b-instruct", DATA_DIR=str(tmp_path)
+        )
+        with pytest.raises(ConfigError) as doctor:
+            await _provider("openai", {"qwen2.5-7b-instruct": ["AGENT_MODEL"]}, settings, http)
+        assert "answered HTTP 200 with an error, not a model list" in str(doctor.value), doctor.value
+        assert "check OPENAI_BASE_URL (its path usually ends in /v1)" in str(doctor.value), doctor.value
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{url}/v1", AGENT_MODEL="qwen2.5-7b-instruct", DATA_DIR=str(tmp_path)
+        )
+        said = await _provider("openai", {"qwen2.5-7b-instruct": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: qwen2.5-7b-instruct"  # the right URL still passes
+
+
+@pytest.mark.parametrize(
+    ("spec", "keys", "fix"),
+    [
+        (
+            "anthropic/claude-sonnet-4-5",
+            {"ANTHROPIC_API_KEY": "sk-ant-test"},
+            "AGENT_MODEL=anthropic:claude-sonnet-4-5",
+        ),
+        ("gemini/gemini-2.5-flash", {"GEMINI_API_KEY": "AIza-test"}, "AGENT_MODEL=gemini:gemini-2.5-flash"),
+        ("openai/gpt-4o", {"OPENAI_API_KEY": "sk-test"}, "AGENT_MODEL=gpt-4o"),
+        (
+            "ollama/llama3.1",
+            {},
+            "OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and AGENT_MODEL=llama3.1",
+        ),
+    ],
+)
+def test_a_model_named_as_litellm_names_it_is_respelt_before_any_call(
+    spec: str, keys: dict[str, str], fix: str, tmp_path: Path
+) -> None:
+    # LiteLLM and aider write the provider with a slash. Each went to api.openai.com as a bare name: with
+    # only ANTHROPIC_API_KEY, ask and run said "OPENAI_API_KEY is not set: put your key in .env"; with a
+    # Gemini key they advised AGENT_MODEL=gemini:gemini/gemini-2.5-flash (a 404 at Google); with an OpenAI
+    # key every run ended in a 404 for openai/gpt-4o.
+    settings = AgentSettings(AGENT_MODEL=spec, DATA_DIR=str(tmp_path), **keys)  # type: ignore[arg-type]
+    why = missing_key(settings, spec)
+    assert why is not None and why.endswith(f"set {fix}"), why
+    # Behind OpenRouter or a LiteLLM proxy the same name is the server's own, and is called as written.
+    proxied = AgentSettings(  # type: ignore[call-arg]
+        AGENT_MODEL=spec, OPENAI_BASE_URL="https://openrouter.ai/api/v1", DATA_DIR=str(tmp_path)
+    )
+    assert missing_key(proxied, spec) is None
+
+
+async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowered_to_the_room_left(
+    http: httpx.AsyncClient,
+) -> None:
+    # vLLM serving an 8k-context model, AGENT_MAX_TOKENS=4096: once a run's conversation passed 4,096
+    # tokens every call was refused with HTTP 400 "'max_tokens' ... is too large", and the run ended with
+    # "the conversation is too long for this model" although the conversation fit. OpenAI and older vLLM
+    # say the same in other words. Now the call is asked again with the room the server names.
+    prompt_tokens = {"vllm": 5000, "openai": 5000, "too long": 8100}
+    caps: list[int] = []
+
+    async def vllm(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked, kind = body["max_tokens"], body["messages"][-1]["content"]
+        used = prompt_tokens[kind]
+        caps.append(asked)
+        if asked <= 8192 - used:
+            return web.json_response(_ANSWER)
+        said = (
+            f"'max_tokens' or 'max_completion_tokens' is too large: {asked}. This model's maximum context "
+            f"length is 8192 tokens and your request has {used} input tokens ({asked} > 8192 - {used})."
+            if kind != "openai"
+            else f"This model's maximum context length is 8192 tokens. However, you requested {asked + used} "
+            f"tokens ({used} in the messages, {asked} in the completion). Please reduce the length of the "
+            "messages or completion."
+        )
+        return web.json_response(
+            {"object": "error", "message": said, "type": "BadRequestError", "code": 400}, status=400
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", vllm)
+    async with served(app) as url:
+        model = OpenAIChatModel(
+            "Qwen/Qwen2.5-7B-Instruct",
+            base_url=f"{url}/v1",
+            client=http,
+            max_attempts=3,
+            backoff_initial=0.01,
+        )
+        for kind in ("vllm", "openai"):
+            caps.clear()
+            settings = ModelSettings(max_tokens=4096, stream=kind == "vllm")
+            chunks = [c async for c in model.stream([Message("user", kind)], [], settings)]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+            assert caps == [4096, 3192], (kind, caps)
+        caps.clear()
+        with pytest.raises(ContextOverflowError):  # 92 tokens left: the conversation is what is too long
+            async for _ in model.stream([Message("user", "too long")], [], ModelSettings(max_tokens=4096)):
+                pass
+    assert caps == [4096]
+
+
+async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_web_page(
+    http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # OPENAI_BASE_URL=http://... to a server that moves callers to https://, or a hotel's captive portal:
+    # the redirect was read as "not Chat Completions JSON: check that OPENAI_BASE_URL is the API's address,
+    # not a web page's", retried five times, and where it pointed was never said. Redirects are still not
+    # followed: the API key would go along.
+    asked: list[str] = []
+    places = {
+        "https": "https://127.0.0.1/v1/chat/completions",
+        "portal": "http://portal.example/login?next=x",
+        "nowhere": "",
+    }
+
+    async def moved(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        where = places[request.path.split("/")[1]]
+        headers = {"Location": where} if where else {}
+        return web.Response(
+            status=301 if where.startswith("https") else 302, headers=headers, text="<p>Moved"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", moved)
+    async with served(app) as url:
+        cases = [
+            ("https", "set OPENAI_BASE_URL to its base"),
+            ("portal", "a login page (captive portal, proxy)"),
+        ]
+        for place, fix in cases:
+            for stream in (True, False):
+                asked.clear()
+                model = OpenAIChatModel(
+                    "gpt-4o-mini",
+                    base_url=f"{url}/{place}/v1",
+                    api_key="sk-test",
+                    client=http,
+                    max_attempts=3,
+                    backoff_initial=0.01,
+                )
+                with pytest.raises(ModelError) as failed:
+                    async for _ in model.stream([Message("user", "hi")], [], ModelSettings(stream=stream)):
+                        pass
+                said = str(failed.value)
+                assert len(asked) == 1 and not failed.value.retryable, (asked, said)
+                assert f"a redirect to {places[place]}, which agentbot does not follow" in said, said
+                assert fix in said, said
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{url}/https/v1",
+            OPENAI_API_KEY="sk-test",
+            AGENT_MODEL="gpt-4o-mini",
+            DATA_DIR=str(tmp_path),
+        )
+        with pytest.raises(ConfigError) as doctor:  # it said only "did not answer with a model list"
+            await _provider("openai", {"gpt-4o-mini": ["AGENT_MODEL"]}, settings, http)
+        assert f"answered HTTP 301, a redirect to {places['https']}" in str(doctor.value), doctor.value
+        asked.clear()
+        claude = AnthropicModel(
+            "claude-sonnet-4-5", base_url=f"{url}/nowhere", api_key="sk-ant-test", client=http, max_attempts=3
+        )
+        with pytest.raises(ModelError, match=r"HTTP 302, a redirect to no address.*check ANTHROPIC_BASE_URL"):
+            async for _ in claude.stream([Message("user", "hi")], [], ModelSettings()):
+                pass
+    assert len(asked) == 1
+
+
+def test_a_comment_kept_in_a_url_by_docker_env_file_is_named_at_start() -> None:
+    # `docker run --env-file .env` keeps what follows the value: OPENAI_BASE_URL=http://ollama:11434/v1
+    # `# local models` reached the calls as "/v1%20%20", whose 404 blamed the path. python-dotenv, which
+    # agentbot reads .env with, drops such comments, so only values from the environment carry them.
+    with pytest.raises(ConfigError) as refused:
+        parse_settings(AgentSettings, {"OPENAI_BASE_URL": "http://ollama:11434/v1  # local models"})
+    said = str(refused.value)
+    assert said.startswith("OPENAI_BASE_URL=") and "put the comment on a line of its own" in said, said
+    assert "\n" not in said
+    fine = parse_settings(AgentSettings, {"OPENAI_BASE_URL": " http://ollama:11434/v1 "})
+    assert fine.openai_base_url == "http://ollama:11434/v1"
+
+
+def test_another_tools_name_for_the_base_url_in_the_environment_is_named(tmp_path: Path) -> None:
+    # OPENAI_API_BASE (LangChain's and LiteLLM's name) in a Compose `environment:` block or a shell profile
+    # was ignored without a word: an Ollama set-up called api.openai.com, paid for where a key was set.
+    # In .env it was already named; the environment holds other programs' names too, so only these
+    # names count there, and only while agentbot's own setting is set nowhere.
+    ollama = {"OPENAI_API_BASE": "http://localhost:11434/v1", "PATH": "/usr/bin"}
+    with pytest.raises(ConfigError) as refused:
+        check_env_names(None, AgentSettings, environ=ollama)
+    assert str(refused.value) == (
+        "OPENAI_API_BASE is set in the environment, but agentbot does not read it: did you mean "
+        "OPENAI_BASE_URL? Set OPENAI_BASE_URL (in .env or the environment), or unset OPENAI_API_BASE"
+    )
+    check_env_names(None, AgentSettings, environ=ollama | {"OPENAI_BASE_URL": "http://localhost:11434/v1"})
+    env = tmp_path / ".env"
+    env.write_text("OPENAI_BASE_URL=http://localhost:11434/v1\n")
+    check_env_names(str(env), AgentSettings, environ=ollama)  # set in .env: the other name is another tool's
+
+
+async def test_openrouters_provider_error_says_what_the_provider_said_and_litellm_types_no_none(
+    http: httpx.AsyncClient,
+) -> None:
+    # OpenRouter wraps every upstream refusal as "Provider returned error" with the provider's own words in
+    # metadata.raw: a :free model rate-limited upstream read only "HTTP 429 from https://openrouter.ai/api/v1:
+    # Provider returned error". LiteLLM's proxy writes a missing error type as "None": "HTTP 429 (None)".
+    bodies = [
+        {
+            "error": {
+                "message": "Provider returned error",
+                "code": 429,
+                "metadata": {
+                    "raw": "meta-llama/llama-3.3-70b-instruct:free is temporarily rate-limited upstream",
+                    "provider_name": "Venice",
+                },
+            }
+        },
+        {"error": {"message": "litellm.RateLimitError: too many requests", "type": "None", "code": "429"}},
+    ]
+
+    async def proxy(request: web.Request) -> web.Response:
+        return web.json_response(bodies.pop(0), status=429)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", proxy)
+    said = []
+    async with served(app) as url:
+        for name in ("meta-llama/llama-3.3-70b-instruct:free", "gpt-4o"):
+            model = OpenAIChatModel(name, base_url=f"{url}/v1", client=http, max_attempts=1)
+            with pytest.raises(ModelError) as failed:
+                async for _ in model.stream([Message("user", "hi")], [], ModelSettings()):
+                    pass
+            said.append(str(failed.value))
+    assert said[0].endswith(
+        "/v1: Provider returned error (Venice: meta-llama/llama-3.3-70b-instruct:free is temporarily "
+        "rate-limited upstream)"
+    ), said[0]
+    assert "HTTP 429 from " in said[1] and "(None)" not in said[1], said[1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "fix"),
+    [
+        (
+            "ollama:llama3.1",
+            "(Ollama: http://localhost:11434/v1) and name the model alone: AGENT_MODEL=llama3.1",
+        ),
+        ("google-gla:gemini-2.5-flash", "Gemini's prefix is gemini: AGENT_MODEL=gemini:gemini-2.5-flash"),
+    ],
+)
+def test_a_server_written_as_a_prefix_as_pydantic_ai_writes_it_is_named(
+    spec: str, fix: str, tmp_path: Path
+) -> None:
+    # pydantic-ai names servers by prefix (ollama:llama3.1, google-gla:gemini-2.5-flash): taken for a bare
+    # name, the spec went to OPENAI_BASE_URL whole, and Ollama's 404 said model "ollama:llama3.1" not found.
+    settings = AgentSettings(  # type: ignore[call-arg]
+        AGENT_MODEL=spec, OPENAI_BASE_URL="http://localhost:11434/v1", DATA_DIR=str(tmp_path)
+    )
+    why = missing_key(settings, spec)
+    assert why is not None and why.endswith(fix), why
+    for tagged in ("llama3.1:8b", "mistral:7b", "deepseek-r1:7b"):  # Ollama's own tags pass
+        assert missing_key(settings, tagged) is None
+
+
+def test_a_location_no_client_could_parse_is_said_not_raised() -> None:
+    # urlsplit raises ValueError on "http://[::1/login": from a proxy's redirect that was a crash of the
+    # turn, not its error message.
+    where = httpx.Headers({"location": "http://[::1/login"})
+    said = redirect_error(
+        302, where, name="m", base_url="http://x/v1", setting="OPENAI_BASE_URL", provider="openai"
+    )
+    assert "a redirect to http://[::1/login" in said.message and "set OPENAI_BASE_URL" in said.message
