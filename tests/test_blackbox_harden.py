@@ -4,10 +4,20 @@ children leave its process group, and what probing the same rooms found. In-proc
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import socket
 from collections.abc import Awaitable, Callable
 
+from aiohttp import web
+
+from agent.messages import Message
+from agent.models.anthropic import AnthropicModel
+from agent.models.base import ModelError, ModelSettings, final_response
+from agent.models.http import make_client
+from agent.models.openai import OpenAIChatModel
 from bot.guild_mcp import GuildMcp
+from tests.fakes.served import served
 
 
 def _resolver(answers: dict[str, list[str]]) -> Callable[[str, int], Awaitable[list[str]]]:
@@ -41,3 +51,87 @@ async def test_config_mcp_refuses_a_name_that_resolves_to_a_private_address() ->
     assert sneaky is not None and "loopback address (wrapped in IPv6)" in sneaky, sneaky
     assert await guild_mcp.refusal("https://public.example/mcp") is None
     assert await guild_mcp.refusal("https://not-yet.example/mcp") is None
+
+
+_FLOOD = 48 * 2**20
+"""Bytes a server ignoring max_tokens sends as one whole answer: all of it was read before the cut."""
+
+
+def _flooding_app(sent: dict[str, int], done: asyncio.Event) -> web.Application:
+    """A provider whose every answer (or error) is one JSON body of 48 MiB, written until the client
+    stops reading; ``sent`` counts what it managed to write, per kind."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        head, tail = {
+            "openai": (
+                b'{"choices":[{"message":{"role":"assistant","content":"',
+                b'"},"finish_reason":"stop"}]}',
+            ),
+            "anthropic": (
+                b'{"type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"',
+                b'"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}',
+            ),
+            "error": (b'{"error":{"message":"', b'"}}'),
+        }[kind]
+        resp = web.StreamResponse(status=400 if kind == "error" else 200)
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        sent[kind] = 0
+        chunk = b"x" * 2**16
+        try:
+            await resp.write(head)
+            while sent[kind] < _FLOOD:
+                await resp.write(chunk)
+                sent[kind] += len(chunk)
+            await resp.write(tail)
+        except (ConnectionError, RuntimeError):  # the client stopped reading and closed
+            pass
+        finally:
+            done.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", answer)
+    app.router.add_post("/{kind}/v1/messages", answer)
+    return app
+
+
+async def test_an_answer_read_whole_is_read_only_to_its_bound_not_to_128_mib() -> None:
+    """With AGENT_STREAM=false (and from a server that answers a stream with one JSON body) an answer
+    was read whole, up to the 128 MiB body cap, before it was cut to the answer bound: a server ignoring
+    max_tokens=100 made the client take in 48 MiB (of which 1,600 characters were kept). It is read to
+    the bound in JSON now (6 bytes a character plus 2 MiB) and refused past it, naming the way out; an
+    error body is read to 1 MiB and its message still said."""
+    sent: dict[str, int] = {}
+    hi = [Message("user", "hi")]
+    capped = ModelSettings(stream=False, max_tokens=100)
+    async with served(_flooding_app(sent, done := asyncio.Event())) as base, make_client() as client:
+
+        async def ask(model: OpenAIChatModel | AnthropicModel, settings: ModelSettings) -> str:
+            done.clear()
+            try:
+                await final_response(model, hi, settings)
+            except ModelError as e:
+                return str(e)
+            finally:
+                await asyncio.wait_for(done.wait(), 60)  # the server saw the client go (or sent it all)
+            return "answered"
+
+        def openai(kind: str) -> OpenAIChatModel:
+            return OpenAIChatModel(
+                "m", base_url=f"{base}/{kind}/v1", api_key="sk-x", client=client, max_attempts=1
+            )
+
+        whole = await ask(openai("openai"), capped)
+        json_for_a_stream = await ask(openai("openai"), dataclasses.replace(capped, stream=True))
+        claude = AnthropicModel(
+            "claude-x", base_url=f"{base}/anthropic/v1", api_key="k", client=client, max_attempts=1
+        )
+        anthropic = await ask(claude, capped)
+        error = await ask(openai("error"), capped)
+    for said in (whole, json_for_a_stream, anthropic):
+        assert "in one answer read whole, past what its max_tokens allows" in said, said
+        assert "AGENT_STREAM=true" in said, said
+    assert "HTTP 400" in error or "400" in error, error
+    assert all(n < _FLOOD // 2 for n in sent.values()), sent  # the rest was never read

@@ -28,7 +28,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut
-from agent.models.http import transport_error
+from agent.models.http import ERROR_BODY_BYTES, read_text, transport_error, whole_answer_bytes
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
@@ -285,11 +285,11 @@ class HTTPModel:
             async with self._client.stream(
                 "POST", self._url(s.stream), json=body, headers=self._headers(s.stream), timeout=timeout
             ) as resp:
-                if resp.status_code >= 400 or not s.stream:
-                    await resp.aread()
                 if resp.status_code >= 400:
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
-                events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
+                    raise self._status_error(resp.status_code, resp.headers, said)
+                # Read whole (not streamed) to a bound of its own: the answer bound, in JSON.
+                events = EventSource(resp).aiter_sse() if s.stream else _one(resp, whole_answer_bytes(most))
                 async with contextlib.aclosing(events) as events:
                     async for sse in events:
                         if s.stream and not sse.data:
@@ -386,9 +386,9 @@ def args_object(arguments: str) -> dict[str, Any]:
     return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
 
 
-async def _one(text: str) -> AsyncIterator[ServerSentEvent]:
-    """A whole (not streamed) response as the one event of a stream."""
-    yield ServerSentEvent(data=text)
+async def _one(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEvent]:
+    """A whole (not streamed) response, read to ``limit`` bytes, as the one event of a stream."""
+    yield ServerSentEvent(data=await read_text(resp, limit))
 
 
 def _retryable(e: BaseException) -> bool:

@@ -31,6 +31,51 @@ run out of memory for every server. Past every real answer (a 100k-token reasoni
 25 MB of events) and the largest attachment this client downloads (``ATTACHMENT_MAX_MB`` <= 100)."""
 
 
+ERROR_BODY_BYTES = 2**20
+"""Most bytes of an error answer read: its message is shown cut to a line anyway."""
+JSON_BYTES_PER_CHAR = 6
+"""Bytes one character of an answer may take in JSON: ``\\u00e9``, the longest escape of one character."""
+JSON_OVERHEAD_BYTES = 2 * 2**20
+"""Room in a whole answer beside its text and arguments: the JSON around them, usage, a reasoning
+model's reasoning field (about 500,000 characters of it), logprobs of a short answer."""
+
+
+def whole_answer_bytes(most_chars: int) -> int:
+    """Most bytes of one answer read whole (``AGENT_STREAM=false``, or a server answering a stream
+    with one JSON body) whose text and arguments may hold ``most_chars`` (agent.models.bounds)."""
+    return JSON_BYTES_PER_CHAR * most_chars + JSON_OVERHEAD_BYTES
+
+
+async def read_text(resp: httpx.Response, limit: int, *, cut: bool = False) -> str:
+    """The body as text, read to at most ``limit`` (decoded) bytes: past it the rest is left unread and
+    either cut off (``cut``, for an error's message) or refused with :class:`ResponseTooLarge`.
+
+    ``aread()`` read a whole answer to :data:`MAX_RESPONSE_BYTES` (128 MiB) before the answer bound
+    (16 characters a token) cut it: a server ignoring ``max_tokens=100`` made the client hold 128 MiB
+    to keep 1,600 characters of it."""
+    buf = bytearray()
+    async for chunk in resp.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            if cut:
+                del buf[limit:]
+                break
+            raise ResponseTooLarge(
+                f"sent more than {_size(limit)} in one answer read whole, past what its max_tokens allows "
+                "(a server ignoring max_tokens?); the rest was not read. With AGENT_STREAM=true such "
+                "an answer is cut instead",
+                request=resp.request,
+            )
+    try:
+        return bytes(buf).decode(resp.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return bytes(buf).decode("utf-8", errors="replace")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
 class ResponseRefused(httpx.ReadError):
     """A body this client will not read; reading it again would end the same way."""
 

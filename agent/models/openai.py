@@ -32,6 +32,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
+from agent.models.http import ERROR_BODY_BYTES, read_text, whole_answer_bytes
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -165,7 +166,7 @@ class OpenAIChatModel(HTTPModel):
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"messages": messages}
 
-    def _error_with_200(self, data: Any, resp: httpx.Response) -> ModelError | None:
+    def _error_with_200(self, data: Any, resp: httpx.Response, text: str) -> ModelError | None:
         """OpenRouter and some proxies answer HTTP 200 with ``{"error": {"code", "message"}}`` and no
         choices: read as an empty answer, it hid the server's message and was asked again. Its ``code``
         (an HTTP status) decides as a real status would; without one it is retryable."""
@@ -174,8 +175,8 @@ class OpenAIChatModel(HTTPModel):
         err = data["error"]
         code = err.get("code") if isinstance(err, dict) else None
         if isinstance(code, int) and 400 <= code < 600:
-            return self._status_error(code, resp.headers, resp.text)
-        said = self._mask(error_body(resp.text).message)
+            return self._status_error(code, resp.headers, text)
+        said = self._mask(error_body(text).message)
         return ModelError(
             f"{self.name}: {self.base_url} answered HTTP 200 with an error: {said}",
             quoted=(said,),
@@ -188,19 +189,22 @@ class OpenAIChatModel(HTTPModel):
         self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
     ) -> ModelResponse:
         try:
-            resp = await self._client.post(
+            async with self._client.stream(
+                "POST",
                 self._endpoint(),
                 content=encode_body(body, messages, s),
                 headers=self._json_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as e:  # timeouts included
+            ) as resp:
+                if resp.status_code >= 400:
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
+                    raise self._status_error(resp.status_code, resp.headers, said)
+                text = await read_text(resp, whole_answer_bytes(answer_chars(self.name, s.max_tokens)))
+        except httpx.TransportError as e:  # timeouts included; a body past its bound too
             raise self._transport_error(e) from e
-        if resp.status_code >= 400:
-            raise self._status_error(resp.status_code, resp.headers, resp.text)
         try:
-            data = resp.json()
-            if (refused := self._error_with_200(data, resp)) is not None:
+            data = json.loads(text)
+            if (refused := self._error_with_200(data, resp, text)) is not None:
                 raise refused
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
@@ -241,11 +245,11 @@ class OpenAIChatModel(HTTPModel):
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
                 if resp.status_code >= 400:
-                    await resp.aread()
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
                     if (
                         resp.status_code in (400, 422)
                         and "stream_options" in body
-                        and "stream_options" in resp.text
+                        and "stream_options" in said
                     ):
                         # Azure before api-version 2024-09 and some proxies refuse the usage request: ask
                         # again without it at once (usage is then counted locally), and from now on.
@@ -258,14 +262,14 @@ class OpenAIChatModel(HTTPModel):
                             retryable=True,
                             retry_after=0.01,
                         )
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                    raise self._status_error(resp.status_code, resp.headers, said)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.
-                    await resp.aread()
+                    whole = await read_text(resp, whole_answer_bytes(most))
                     try:  # a proxy's HTML page, or JSON that is not an object, was a traceback
-                        data = json.loads(resp.text)
-                        if (refused := self._error_with_200(data, resp)) is not None:
+                        data = json.loads(whole)
+                        if (refused := self._error_with_200(data, resp, whole)) is not None:
                             raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError, RecursionError) as e:
