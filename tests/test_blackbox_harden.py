@@ -5,17 +5,26 @@ children leave its process group, and what probing the same rooms found. In-proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 import socket
+import sys
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import pytest
 from aiohttp import web
+from mcp.client.stdio import StdioServerParameters, get_default_environment
 
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ModelError, ModelSettings, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
+from agent.tools import mcp_stdio
 from bot.guild_mcp import GuildMcp
 from tests.fakes.served import served
 
@@ -135,3 +144,121 @@ async def test_an_answer_read_whole_is_read_only_to_its_bound_not_to_128_mib() -
         assert "AGENT_STREAM=true" in said, said
     assert "HTTP 400" in error or "400" in error, error
     assert all(n < _FLOOD // 2 for n in sent.values()), sent  # the rest was never read
+
+
+def _processes_naming(marker: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):  # it ended while we looked
+            if marker.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def _escaping_server(marker: str) -> StdioServerParameters:
+    """A stdio server (behind ``sh``, as ``npx`` or ``uvx`` start theirs) whose children leave its process
+    group: one calls ``setsid()``, one daemonizes with a double fork (its parent exits, so it is orphaned)."""
+    py = sys.executable
+    script = (
+        f"{py} -c 'import os, time; os.setsid(); time.sleep(300)' {marker}-setsid & "
+        f"{py} -c 'import os, time; os.fork() and os._exit(0); os.setsid(); time.sleep(300)' {marker}-daemon & "
+        f"exec {py} -c 'import time; time.sleep(300)' {marker}-server"
+    )
+    return StdioServerParameters(command="sh", args=["-c", script], env=get_default_environment())
+
+
+async def _until_up(marker: str, count: int, log: Path) -> None:
+    for _ in range(400):  # /proc is the only place to see them start
+        if len(_processes_naming(marker)) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the server's processes did not start: {log.read_text()[-2000:]}")
+
+
+async def test_a_stdio_mcp_servers_children_that_leave_its_process_group_end_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot ended a stdio MCP server by killing its process group: a child that called setsid() or
+    daemonized with a double fork kept running after the server was closed (2 processes left per start,
+    for good), and every server outlived a bot that was killed. Now a subreaper supervises it and ends
+    every descendant, on a clean close (stdin, then SIGTERM) and on a cancelled one (at once)."""
+    monkeypatch.setattr(mcp_stdio, "STOP_WAIT", 0.2)  # the clean close's waits, shortened
+    log = tmp_path / "server-stderr.txt"
+    left: dict[str, list[int]] = {}
+    try:
+        with log.open("w") as errlog:
+            clean = f"clean-{uuid.uuid4().hex}"
+            async with mcp_stdio.stdio_transport(_escaping_server(clean), errlog, max_line=2**20):
+                await _until_up(clean, 3, log)
+            left["clean"] = _processes_naming(clean)
+
+            cancelled = f"cancel-{uuid.uuid4().hex}"
+            up = asyncio.Event()
+
+            async def held() -> None:
+                async with mcp_stdio.stdio_transport(_escaping_server(cancelled), errlog, max_line=2**20):
+                    await _until_up(cancelled, 3, log)
+                    up.set()
+                    await asyncio.Event().wait()
+
+            task = asyncio.create_task(held())
+            await asyncio.wait_for(up.wait(), 30)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            left["cancelled"] = _processes_naming(cancelled)
+    finally:
+        for pid in _processes_naming("clean-") + _processes_naming("cancel-"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == {"clean": [], "cancelled": []}, f"{left}: {log.read_text()[-2000:]}"
+
+
+async def test_a_stdio_mcp_server_ends_when_the_bot_is_killed(tmp_path: Path) -> None:
+    """`kill -9` of the bot (or the OOM killer) left every stdio MCP server it had started running: they
+    are started in a session of their own, which nothing ended. The server's supervisor now ends it, and
+    everything it started, when the bot dies."""
+    marker = f"orphan-{uuid.uuid4().hex}"
+    holder = tmp_path / "holder.py"
+    holder.write_text(
+        "import asyncio, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
+        "from tests.test_blackbox_harden import _escaping_server, _until_up\n"
+        "from agent.tools import mcp_stdio\n"
+        "from pathlib import Path\n"
+        "async def main():\n"
+        "    with open(sys.argv[2], 'w') as errlog:\n"
+        "        async with mcp_stdio.stdio_transport(_escaping_server(sys.argv[1]), errlog, max_line=2**20):\n"
+        "            await _until_up(sys.argv[1], 3, Path(sys.argv[2]))\n"
+        "            print('up', flush=True)\n"
+        "            await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    )
+    log = tmp_path / "holder.txt"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(holder),
+        marker,
+        str(tmp_path / "server-stderr.txt"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log.open("wb"),
+    )
+    try:
+        assert proc.stdout is not None
+        said = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert said == b"up\n", log.read_text()[-2000:]
+        proc.kill()
+        await proc.wait()
+        for _ in range(400):  # the supervisor's SIGTERM, then its STOP_WAIT at most
+            if not _processes_naming(marker):
+                break
+            await asyncio.sleep(0.05)
+        left = _processes_naming(marker)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for pid in _processes_naming(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == [], log.read_text()[-2000:]
