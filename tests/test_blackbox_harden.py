@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
+import json
 import os
 import signal
 import socket
@@ -19,6 +21,8 @@ import pytest
 from aiohttp import web
 from mcp.client.stdio import StdioServerParameters, get_default_environment
 
+from agent.embeddings.base import EmbeddingError
+from agent.embeddings.openai_compat import OpenAIEmbedding
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ModelError, ModelSettings, final_response
@@ -262,3 +266,39 @@ async def test_a_stdio_mcp_server_ends_when_the_bot_is_killed(tmp_path: Path) ->
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert left == [], log.read_text()[-2000:]
+
+
+async def test_an_embedding_endpoints_gzip_answer_is_inflated_under_a_cap() -> None:
+    """MEMORY_EMBEDDING=openai: the endpoint's answer (or a proxy's before it) was read by httpx, which
+    inflates gzip with no limit: 40 KB on the wire became 40 MB in the worker thread (200 KB, 200 MB), and
+    the answer was used. It is inflated under a cap from the texts asked for (16,384 numbers a text,
+    1.5 MiB for one text) and refused past it, saying so; an ordinary gzipped answer still reads."""
+    vector = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}]}
+    small = json.dumps(vector).encode()
+    padded = small[:-1] + b" " * (40 * 2**20) + b"}"  # still valid JSON, 40 MB inflated
+    bodies = {"plain": gzip.compress(small), "bomb": gzip.compress(padded)}
+    assert len(bodies["bomb"]) < 100_000
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = bodies[request.match_info["kind"]]
+        return web.Response(
+            body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/embeddings", embeddings)
+    async with served(app) as base:
+
+        def embed(kind: str) -> str:
+            model = OpenAIEmbedding(f"{base}/{kind}/v1", "nomic-embed-text", max_attempts=1)
+            try:
+                return repr([[round(float(x), 2) for x in row] for row in model.embed_documents(["hello"])])
+            except EmbeddingError as e:
+                return str(e)
+            finally:
+                model.close()
+
+        plain = await asyncio.to_thread(embed, "plain")
+        bomb = await asyncio.to_thread(embed, "bomb")
+    assert plain == "[[0.6, 0.8]]", plain
+    assert "answered more than 1.5 MiB for 1 text" in bomb and "the rest was not read" in bomb, bomb
