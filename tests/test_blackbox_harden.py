@@ -302,3 +302,59 @@ async def test_an_embedding_endpoints_gzip_answer_is_inflated_under_a_cap() -> N
         bomb = await asyncio.to_thread(embed, "bomb")
     assert plain == "[[0.6, 0.8]]", plain
     assert "answered more than 1.5 MiB for 1 text" in bomb and "the rest was not read" in bomb, bomb
+
+
+async def test_a_streamed_event_without_end_is_read_only_to_the_answer_bound() -> None:
+    """A streaming server that sent one event line without an end (or an event of endless `data:` lines):
+    the answer bound counts the text of events read, so the line was held whole, to the 128 MiB cap (40
+    MiB here, for an answer of max_tokens=100). One event is read to the answer bound in JSON now, and the
+    model counts as unavailable past it, as for an answer read whole; an ordinary stream still reads."""
+    sent: dict[str, int] = {}
+    done = asyncio.Event()
+    ok_event = {"choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": "stop"}]}
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        sent[kind] = 0
+        try:
+            if kind == "ok":  # CRLF line ends, as some proxies write them
+                await resp.write(f"data: {json.dumps(ok_event)}\r\n\r\ndata: [DONE]\r\n\r\n".encode())
+                return resp
+            await resp.write(b"data: " if kind == "line" else b"")
+            piece = b"x" * 2**16 if kind == "line" else b"data: " + b"y" * 90 + b"\n"
+            while sent[kind] < _FLOOD:
+                await resp.write(piece * (2**16 // len(piece)))
+                sent[kind] += 2**16
+        except (ConnectionError, RuntimeError):  # the client stopped reading and closed
+            pass
+        finally:
+            done.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/{kind}/v1/chat/completions", stream)
+    async with served(app) as base, make_client() as client:
+
+        async def ask(kind: str) -> str:
+            done.clear()
+            model = OpenAIChatModel(
+                "m", base_url=f"{base}/{kind}/v1", api_key="sk-x", client=client, max_attempts=1
+            )
+            try:
+                return (
+                    await final_response(model, [Message("user", "hi")], ModelSettings(max_tokens=100))
+                ).message.content
+            except ModelError as e:
+                return str(e)
+            finally:
+                await asyncio.wait_for(done.wait(), 60)
+
+        ok = await ask("ok")
+        line = await ask("line")
+        data_lines = await ask("data")
+    assert ok == "hello", ok
+    for said in (line, data_lines):
+        assert "in one streamed event, past what its max_tokens allows" in said, said
+    assert sent["line"] < _FLOOD // 2 and sent["data"] < _FLOOD // 2, sent

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
 
 from agent.messages import Message
 from agent.models.base import (
@@ -28,7 +28,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut
-from agent.models.http import ERROR_BODY_BYTES, read_text, transport_error, whole_answer_bytes
+from agent.models.http import ERROR_BODY_BYTES, bounded_sse, read_text, transport_error, whole_answer_bytes
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
@@ -288,8 +288,8 @@ class HTTPModel:
                 if resp.status_code >= 400:
                     said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
                     raise self._status_error(resp.status_code, resp.headers, said)
-                # Read whole (not streamed) to a bound of its own: the answer bound, in JSON.
-                events = EventSource(resp).aiter_sse() if s.stream else _one(resp, whole_answer_bytes(most))
+                one = whole_answer_bytes(most)  # an event, or a whole answer, to the answer bound in JSON
+                events = bounded_sse(resp, one) if s.stream else _one(resp, one)
                 async with contextlib.aclosing(events) as events:
                     async for sse in events:
                         if s.stream and not sse.data:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
-from typing import Any
+from typing import Any, cast
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError
@@ -70,6 +71,41 @@ async def read_text(resp: httpx.Response, limit: int, *, cut: bool = False) -> s
         return bytes(buf).decode(resp.charset_encoding or "utf-8", errors="replace")
     except LookupError:  # a charset Python does not know
         return bytes(buf).decode("utf-8", errors="replace")
+
+
+def bounded_sse(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEvent]:
+    """The response's server-sent events, failing with :class:`ResponseTooLarge` once ``limit``
+    characters arrive without an event ending. The answer bound counts the text of events read: one
+    line without an end (or an event of endless ``data:`` lines) was held whole, to 128 MiB."""
+    return EventSource(cast(httpx.Response, _OneEventBound(resp, limit))).aiter_sse()
+
+
+class _OneEventBound:
+    """What ``EventSource`` reads of a response (its headers and text), counting what arrives since the
+    last blank line (an event's end: a line ending followed by another)."""
+
+    def __init__(self, resp: httpx.Response, limit: int) -> None:
+        self._resp, self._limit = resp, limit
+        self.headers = resp.headers
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        pending, tail = 0, ""
+        async for text in self._resp.aiter_text():
+            last = max(text.rfind("\n\n"), text.rfind("\n\r"), text.rfind("\r\r"))
+            if last >= 0:
+                pending = len(text) - last - 2
+            elif any(end in tail + text[:2] for end in ("\n\n", "\n\r", "\r\r")):  # split between chunks
+                pending = len(text)
+            else:
+                pending += len(text)
+            if pending > self._limit:
+                raise ResponseTooLarge(
+                    f"sent more than {_size(self._limit)} in one streamed event, past what its max_tokens "
+                    "allows (a server ignoring max_tokens?); the rest was not read",
+                    request=self._resp.request,
+                )
+            tail = (tail + text)[-2:] if len(text) < 2 else text[-2:]
+            yield text
 
 
 def _size(n: int) -> str:

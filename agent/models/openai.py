@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import structlog
-from httpx_sse import EventSource
 
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, error_body
@@ -32,7 +31,7 @@ from agent.models.base import (
     TextChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
-from agent.models.http import ERROR_BODY_BYTES, read_text, whole_answer_bytes
+from agent.models.http import ERROR_BODY_BYTES, bounded_sse, read_text, whole_answer_bytes
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -280,7 +279,7 @@ class OpenAIChatModel(HTTPModel):
                     usage_raw = reported_usage(data)
                     done = True
                 else:
-                    async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async with contextlib.aclosing(bounded_sse(resp, whole_answer_bytes(most))) as events:
                         async for sse in events:
                             data_s = sse.data
                             if not data_s:
