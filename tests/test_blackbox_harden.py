@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from mcp.client.stdio import StdioServerParameters, get_default_environment
+from structlog.testing import capture_logs
 
+from agent.config import AgentSettings
 from agent.embeddings.base import EmbeddingError
 from agent.embeddings.openai_compat import OpenAIEmbedding
 from agent.messages import Message
@@ -29,6 +31,8 @@ from agent.models.base import ModelError, ModelSettings, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
 from agent.tools import mcp_stdio
+from agent.tools.fetch import FetchSettings, PageFetcher
+from bot import doctor
 from bot.guild_mcp import GuildMcp
 from tests.fakes.served import served
 
@@ -358,3 +362,20 @@ async def test_a_streamed_event_without_end_is_read_only_to_the_answer_bound() -
     for said in (line, data_lines):
         assert "in one streamed event, past what its max_tokens allows" in said, said
     assert sent["line"] < _FLOOD // 2 and sent["data"] < _FLOOD // 2, sent
+
+
+async def test_a_guard_opened_to_loopback_is_said_at_start_and_by_doctor() -> None:
+    """FETCH_ALLOW_LOOPBACK=1 (a test setting) let every member's fetch_url and /config mcp server reach the
+    bot host's own services (127.0.0.1, ::1), and nothing said so: not the start-up log, not `agentbot
+    doctor`, whose every check passed. A security mode never degrades silently."""
+    with capture_logs() as logs:
+        for fetcher in (PageFetcher(FetchSettings(allow_loopback=True)), PageFetcher(FetchSettings())):
+            await fetcher.aclose()
+    warned = [e for e in logs if e["event"] == "ssrf_guard_weakened"]
+    assert len(warned) == 1 and warned[0]["log_level"] == "warning", logs
+    assert "FETCH_ALLOW_LOOPBACK=1" in warned[0]["reason"] and "127.0.0.1" in warned[0]["reason"], warned
+    settings = AgentSettings(agent_model="m", fetch_allow_loopback=True)
+    open_check = await doctor._check("fetch guard", lambda: doctor.fetch_guard(settings))
+    closed = await doctor._check("fetch guard", lambda: doctor.fetch_guard(AgentSettings(agent_model="m")))
+    assert not open_check.ok and "FETCH_ALLOW_LOOPBACK=1" in open_check.detail, open_check
+    assert closed.ok, closed
