@@ -123,28 +123,32 @@ def supervise(server: int) -> int | None:
             deadline = time.monotonic() + STOP_WAIT
 
 
+def _exec(command: list[str]) -> None:
+    """Become the server, with the signal mask and dispositions a server started by the bot has."""
+    try:
+        for sig in SIGNALS_RESET:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execv(command[0], command)
+    except OSError as e:
+        print(f"cannot start {command[0]}: {e.strerror}", file=sys.stderr)
+    os._exit(126)
+
+
 def main() -> int:
     bot = int(sys.argv[1])
     command = json.loads(os.environ.pop(COMMAND_ENV))
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        print(f"cannot become a child subreaper: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
-        return 126
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:  # Linux before 3.4: the server as before
+        _exec(command)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != bot:  # the bot died before the line above: nobody would stop the server
         return 1
     server = os.fork()
     if server == 0:
-        try:
-            for sig in SIGNALS_RESET:
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, ())
-            os.execv(command[0], command)
-        except OSError as e:
-            print(f"cannot start {command[0]}: {e.strerror}", file=sys.stderr)
-        os._exit(126)
+        _exec(command)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):  # the pipes are the server's: they close when it (and what it started) exits
         os.dup2(devnull, fd)
