@@ -228,17 +228,15 @@ async def test_a_stdio_mcp_server_ends_when_the_bot_is_killed(tmp_path: Path) ->
     everything it started, when the bot dies."""
     marker = f"orphan-{uuid.uuid4().hex}"
     holder = tmp_path / "holder.py"
-    holder.write_text(
-        "import asyncio, sys\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent.parent)!r})\n"
-        "from tests.test_blackbox_harden import _escaping_server, _until_up\n"
+    holder.write_text(  # the bot's part alone: importing the test module (discord.py) took seconds
+        "import asyncio, json, sys\n"
+        "from mcp.client.stdio import StdioServerParameters\n"
         "from agent.tools import mcp_stdio\n"
-        "from pathlib import Path\n"
         "async def main():\n"
+        "    params = StdioServerParameters(**json.loads(sys.argv[1]))\n"
         "    with open(sys.argv[2], 'w') as errlog:\n"
-        "        async with mcp_stdio.stdio_transport(_escaping_server(sys.argv[1]), errlog, max_line=2**20):\n"
-        "            await _until_up(sys.argv[1], 3, Path(sys.argv[2]))\n"
-        "            print('up', flush=True)\n"
+        "        async with mcp_stdio.stdio_transport(params, errlog, max_line=2**20):\n"
+        "            print('started', flush=True)\n"
         "            await asyncio.Event().wait()\n"
         "asyncio.run(main())\n"
     )
@@ -246,7 +244,7 @@ async def test_a_stdio_mcp_server_ends_when_the_bot_is_killed(tmp_path: Path) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(holder),
-        marker,
+        _escaping_server(marker).model_dump_json(),
         str(tmp_path / "server-stderr.txt"),
         stdout=asyncio.subprocess.PIPE,
         stderr=log.open("wb"),
@@ -254,7 +252,8 @@ async def test_a_stdio_mcp_server_ends_when_the_bot_is_killed(tmp_path: Path) ->
     try:
         assert proc.stdout is not None
         said = await asyncio.wait_for(proc.stdout.readline(), 60)
-        assert said == b"up\n", log.read_text()[-2000:]
+        assert said == b"started\n", log.read_text()[-2000:]
+        await _until_up(marker, 3, log)
         proc.kill()
         await proc.wait()
         for _ in range(400):  # the supervisor's SIGTERM, then its STOP_WAIT at most
