@@ -37,6 +37,9 @@ from agent.tools.registry import Tool
 
 __all__ = ["GuildMcp"]
 
+LOOKUP_WAIT = 2.0
+"""Seconds ``/config mcp`` waits for a name's addresses; a name server that does not answer by then
+leaves the check to the first connection (a turn's), which waits its connect timeout."""
 RETRY_EVERY = 30.0
 """Seconds between tries of a server left out, as a dead server's calls reconnect (agent.tools.mcp)."""
 
@@ -95,8 +98,11 @@ class GuildMcp:
             if parsed.scheme not in ("http", "https"):  # the settings schema names what is allowed
                 return None
             self._guard.check_url(parsed)
-            await self._guard.resolve(parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80))
-        except UnresolvedHost:
+            async with asyncio.timeout(LOOKUP_WAIT):
+                await self._guard.resolve(
+                    parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+                )
+        except (UnresolvedHost, TimeoutError):  # looked up again, and checked, at every connection
             return None
         except BlockedAddress as e:
             return str(e)

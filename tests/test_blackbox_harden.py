@@ -33,6 +33,7 @@ from agent.models.openai import OpenAIChatModel
 from agent.tools import mcp_stdio
 from agent.tools.fetch import FetchSettings, PageFetcher
 from bot import doctor
+from bot import guild_mcp as guild_mcp_module
 from bot.guild_mcp import GuildMcp
 from tests.fakes.served import served
 
@@ -41,6 +42,8 @@ def _resolver(answers: dict[str, list[str]]) -> Callable[[str, int], Awaitable[l
     """A stand-in for DNS: each name answers the addresses given, any other has no such name."""
 
     async def resolve(host: str, port: int) -> list[str]:
+        if host == "hangs.example":  # its name server never answers
+            await asyncio.Event().wait()
         if host not in answers:
             raise socket.gaierror(socket.EAI_NONAME, "no such name")
         return answers[host]
@@ -48,10 +51,14 @@ def _resolver(answers: dict[str, list[str]]) -> Callable[[str, int], Awaitable[l
     return resolve
 
 
-async def test_config_mcp_refuses_a_name_that_resolves_to_a_private_address() -> None:
+async def test_config_mcp_refuses_a_name_that_resolves_to_a_private_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """`/config mcp url:https://lan.example/mcp`, whose name answers 10.0.0.5 (or ::ffff:127.0.0.1), was
     accepted with a ✅ and then left out of every turn ("refused to connect"); only literal addresses were
-    refused when added. A name with no address yet (not deployed) and a public one are still accepted."""
+    refused when added. A name with no address yet (not deployed), one whose name server does not answer
+    (checked when a turn connects) and a public one are still accepted."""
+    monkeypatch.setattr(guild_mcp_module, "LOOKUP_WAIT", 0.05)
     guild_mcp = GuildMcp(
         resolver=_resolver(
             {
@@ -68,6 +75,7 @@ async def test_config_mcp_refuses_a_name_that_resolves_to_a_private_address() ->
     assert sneaky is not None and "loopback address (wrapped in IPv6)" in sneaky, sneaky
     assert await guild_mcp.refusal("https://public.example/mcp") is None
     assert await guild_mcp.refusal("https://not-yet.example/mcp") is None
+    assert await guild_mcp.refusal("https://hangs.example/mcp") is None
 
 
 _FLOOD = 48 * 2**20
