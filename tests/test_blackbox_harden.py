@@ -30,8 +30,9 @@ from agent.models.anthropic import AnthropicModel
 from agent.models.base import ModelError, ModelSettings, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
-from agent.tools import mcp_stdio
+from agent.tools import mcp_stderr, mcp_stdio
 from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.tools.mcp_stderr import StderrTail
 from bot import doctor
 from bot import guild_mcp as guild_mcp_module
 from bot.guild_mcp import GuildMcp
@@ -386,3 +387,36 @@ async def test_a_guard_opened_to_loopback_is_said_at_start_and_by_doctor() -> No
     closed = await doctor._check("fetch guard", lambda: doctor.fetch_guard(AgentSettings(agent_model="m")))
     assert not open_check.ok and "FETCH_ALLOW_LOOPBACK=1" in open_check.detail, open_check
     assert closed.ok, closed
+
+
+async def test_a_stdio_servers_stderr_flood_cannot_hold_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stdio MCP server writing stderr as fast as it can (`cat /dev/zero >&2`) kept its pipe from ever
+    being empty, and the bot read it until it was, on the event loop: every other server's turn stalled
+    (0.3 s at a time, measured) for as long as the server wrote. One wake-up now reads at most 1 MiB; the
+    last line is still what the server said last."""
+    reads = 0
+    real_read = os.read
+
+    def never_empty(fd: int, n: int) -> bytes:  # a writer that always keeps up with the reader
+        nonlocal reads
+        reads += 1
+        if reads > 1000:
+            raise AssertionError("still reading one wake-up's stderr after 1000 reads (64 MiB)")
+        try:
+            return real_read(fd, n)
+        except BlockingIOError:  # empty for a moment: the writer has already refilled it
+            return b"noise\n" * (n // 6)
+
+    tail = StderrTail()
+    try:
+        tail.file.write("npm ERR! 404 Not Found: @acme/weather-mcp\n")
+        tail.file.flush()
+        assert tail.last_line() == "npm ERR! 404 Not Found: @acme/weather-mcp"
+        monkeypatch.setattr(mcp_stderr.os, "read", never_empty)
+        tail._drain()  # what the event loop calls when the pipe is readable
+        assert reads <= mcp_stderr.READS_PER_WAKE, reads
+    finally:
+        monkeypatch.undo()
+        tail.close()
