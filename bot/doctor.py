@@ -225,6 +225,16 @@ async def _sandbox(s: AgentSettings) -> str:
     return detail
 
 
+async def fetch_guard(s: AgentSettings) -> str:
+    """The SSRF guard as it will run: ``FETCH_ALLOW_LOOPBACK=1`` (for tests) opened this host's own
+    services to every member's fetch_url and /config mcp server, and nothing said so."""
+    from agent.tools.fetch import LOOPBACK_OPEN
+
+    if s.fetch_allow_loopback:
+        raise RuntimeError(LOOPBACK_OPEN)
+    return "loopback, private, link-local and metadata addresses refused"
+
+
 def tier_specs(s: AgentSettings) -> dict[str, dict[str, list[str]]]:
     """provider -> model spec -> the tiers naming it (``AGENT_MODEL`` counts as ``default``)."""
     out: dict[str, dict[str, list[str]]] = {}
@@ -256,6 +266,7 @@ async def run_doctor() -> list[Check]:
         checks.append(await _check("mcp", lambda: _mcp(s)))
         checks.append(await _check("router", lambda: _router(s, client)))
         checks.append(await _check("python sandbox", lambda: _sandbox(s)))
+        checks.append(await _check("fetch guard", lambda: fetch_guard(s)))
     return checks
 
 

@@ -23,13 +23,23 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from agent.tools.domains import literal_address
 from agent.tools.mcp import MAX_RESPONSE_BYTES, McpServer, McpTools, NoServerStream
-from agent.tools.netguard import BlockedAddress, CappedTransport, GuardedTransport, NetGuard
+from agent.tools.netguard import (
+    BlockedAddress,
+    CappedTransport,
+    DnsResolver,
+    GuardedTransport,
+    NetGuard,
+    Resolver,
+    UnresolvedHost,
+)
 from agent.tools.registry import Tool
 
 __all__ = ["GuildMcp"]
 
+LOOKUP_WAIT = 2.0
+"""Seconds ``/config mcp`` waits for a name's addresses; a name server that does not answer by then
+leaves the check to the first connection (a turn's), which waits its connect timeout."""
 RETRY_EVERY = 30.0
 """Seconds between tries of a server left out, as a dead server's calls reconnect (agent.tools.mcp)."""
 
@@ -55,9 +65,13 @@ class GuildMcp:
         connect_timeout: float = 5.0,
         call_timeout: float = 30.0,
         max_guilds: int = 200,
+        dns_servers: str = "",
+        resolver: Resolver | None = None,
     ) -> None:
-        """``allow_loopback`` follows ``FETCH_ALLOW_LOOPBACK`` (tests only, never in production)."""
-        self._guard = NetGuard(allow_loopback=allow_loopback)
+        """``allow_loopback`` follows ``FETCH_ALLOW_LOOPBACK`` (tests only, never in production);
+        ``dns_servers`` ``FETCH_DNS_SERVERS``: names are looked up as ``fetch_url`` looks them up."""
+        lookups = resolver or DnsResolver(dns_servers, lifetime=connect_timeout)
+        self._guard = NetGuard(allow_loopback=allow_loopback, resolver=lookups)
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.max_guilds = max_guilds
@@ -75,17 +89,21 @@ class GuildMcp:
 
     async def refusal(self, url: str) -> str | None:
         """Why the guard will refuse ``url`` when a turn connects, said when an admin adds it (``/config
-        mcp``): a loopback or private address was accepted there and left out of every turn after. The
-        guard's own check and words; only what needs no DNS lookup (an address, ``localhost``): a name's
-        addresses may change by the time a turn connects, and that check is made then."""
+        mcp``), in the guard's own words. A name is looked up too: ``lan.example`` answering 10.0.0.5 was
+        accepted with a ✅ and left out of every turn after. A name that has no address yet (a server not
+        deployed) is accepted: each connection looks it up again and connects only to the address checked
+        then, so a name that changes its answer later (DNS rebinding) gains nothing."""
         try:
             parsed = httpx.URL(url)
             if parsed.scheme not in ("http", "https"):  # the settings schema names what is allowed
                 return None
             self._guard.check_url(parsed)
-            host = parsed.host.strip("[]").rstrip(".").lower()
-            if host == "localhost" or host.endswith(".localhost") or literal_address(host) is not None:
-                await self._guard.resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
+            async with asyncio.timeout(LOOKUP_WAIT):
+                await self._guard.resolve(
+                    parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
+                )
+        except (UnresolvedHost, TimeoutError):  # looked up again, and checked, at every connection
+            return None
         except BlockedAddress as e:
             return str(e)
         except (httpx.InvalidURL, ValueError):  # the settings schema names what is wrong with it

@@ -169,7 +169,10 @@ async def build_services(
             tools=tools,
             router=router,
             mcp=mcp,
-            guild_mcp=GuildMcp(allow_loopback=agent_settings.fetch_allow_loopback),
+            guild_mcp=GuildMcp(
+                allow_loopback=agent_settings.fetch_allow_loopback,
+                dns_servers=agent_settings.fetch_dns_servers,
+            ),
             owner=owner,
             shard_claim=claim,
         )

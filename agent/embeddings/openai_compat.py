@@ -9,7 +9,9 @@ The API key is sent as a bearer token and never appears in errors, logs or :meth
 
 from __future__ import annotations
 
+import json
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +19,21 @@ import httpx
 import numpy as np
 
 from agent.embeddings.base import EmbeddingError, EmbeddingUnavailable, PlainQuery, check_texts, l2_normalise
+from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.retry import RetryPolicy, parse_retry_after
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_DIMENSIONS = 16_384
+"""More than any embedding model offers (OpenAI's largest: 3,072; 4,096 for 8B models)."""
+BYTES_PER_NUMBER = 32
+"""A float as JSON writes it, with its comma and spaces: ``-0.0123456789012345678, ``."""
+ERROR_BYTES = 64 * 1024
+
+
+def answer_cap(texts: int) -> int:
+    """Most (decoded) bytes an answer for ``texts`` texts is read to: httpx inflated gzip with no
+    limit, so 200 KB of gzip from the endpoint (or a proxy before it) became 200 MB in the worker thread."""
+    return texts * MAX_DIMENSIONS * BYTES_PER_NUMBER + 2**20
 
 
 class _Retryable(EmbeddingError):
@@ -131,13 +145,16 @@ class OpenAIEmbedding(PlainQuery):
 
     def _post(self, payload: dict[str, Any], n: int) -> np.ndarray:
         try:
-            resp = self._client.post(self.url, json=payload)
+            with self._client.stream(
+                "POST", self.url, json=payload, headers={"Accept-Encoding": ACCEPT_ENCODING}
+            ) as resp:
+                body = self._read(resp, answer_cap(n) if resp.status_code == 200 else ERROR_BYTES, n)
         except httpx.TimeoutException as e:
             raise _Retryable(f"timed out after {self._timeout} s") from e
         except httpx.TransportError as e:
             raise _Retryable(f"cannot reach {self.url}: {type(e).__name__}: {self._scrub(str(e))}") from e
         if resp.status_code != 200:
-            detail = self._scrub(resp.text[:300].strip())
+            detail = self._scrub(body[:300].decode("utf-8", "replace").strip())
             msg = f"HTTP {resp.status_code} from {self.url}" + (f": {detail}" if detail else "")
             if resp.status_code in (401, 403):
                 msg += " (check MEMORY_EMBEDDING_API_KEY)"
@@ -147,7 +164,7 @@ class OpenAIEmbedding(PlainQuery):
                 raise _Retryable(msg, parse_retry_after(resp.headers))
             raise EmbeddingError(msg)
         try:
-            data = resp.json()["data"]
+            data = json.loads(body)["data"]
             rows = sorted(data, key=lambda d: d.get("index", 0))
             vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
         except (ValueError, KeyError, TypeError, RecursionError) as e:
@@ -155,6 +172,29 @@ class OpenAIEmbedding(PlainQuery):
         if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] == 0:
             raise EmbeddingError(f"{self.url} returned {vectors.shape} vectors for {n} texts")
         return l2_normalise(vectors)
+
+    def _read(self, resp: httpx.Response, cap: int, n: int) -> bytes:
+        """The body inflated by hand (:mod:`agent.inflate`) to at most ``cap`` bytes: an error's is cut
+        there, an answer's is refused past it."""
+        layers = encoding_layers(resp.headers)
+        if len(layers) > 1 or (layers and layers[0] not in READABLE):
+            raise EmbeddingError(f"{self.url} sent a body encoded {', '.join(layers)}, which is not read")
+        inflater = Inflater(layers[0]) if layers else None
+        out = bytearray()
+        for chunk in resp.iter_raw():
+            room = cap + 1 - len(out)
+            try:
+                out += inflater.feed(chunk, room) if inflater else chunk[:room]
+            except zlib.error as e:
+                raise EmbeddingError(f"{self.url} sent a corrupt {layers[0]} body ({e})") from None
+            if len(out) > cap:
+                if resp.status_code != 200:
+                    return bytes(out[:cap])
+                raise EmbeddingError(
+                    f"{self.url} answered more than {cap / 2**20:.1f} MiB for {n} text{'s' if n > 1 else ''} "
+                    f"(at most {MAX_DIMENSIONS:,} numbers a text are read); the rest was not read"
+                )
+        return bytes(out)
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text

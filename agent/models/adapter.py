@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent
+from httpx_sse import ServerSentEvent
 
 from agent.messages import Message
 from agent.models.base import (
@@ -28,7 +28,14 @@ from agent.models.base import (
 )
 from agent.models.bounds import answer_chars, answer_cut
 from agent.models.error_bodies import error_body
-from agent.models.http import redirect_error, transport_error
+from agent.models.http import (
+    ERROR_BODY_BYTES,
+    bounded_sse,
+    read_text,
+    redirect_error,
+    transport_error,
+    whole_answer_bytes,
+)
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
@@ -229,11 +236,11 @@ class HTTPModel:
             async with self._client.stream(
                 "POST", self._url(s.stream), json=body, headers=self._headers(s.stream), timeout=timeout
             ) as resp:
-                if resp.status_code >= 300 or not s.stream:
-                    await resp.aread()
                 if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
-                events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
+                    raise self._status_error(resp.status_code, resp.headers, said)
+                one = whole_answer_bytes(most)  # an event, or a whole answer, to the answer bound in JSON
+                events = bounded_sse(resp, one) if s.stream else _one(resp, one)
                 async with contextlib.aclosing(events) as events:
                     async for sse in events:
                         if s.stream and not sse.data:
@@ -323,9 +330,9 @@ def args_object(arguments: str) -> dict[str, Any]:
     return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
 
 
-async def _one(text: str) -> AsyncIterator[ServerSentEvent]:
-    """A whole (not streamed) response as the one event of a stream."""
-    yield ServerSentEvent(data=text)
+async def _one(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEvent]:
+    """A whole (not streamed) response, read to ``limit`` bytes, as the one event of a stream."""
+    yield ServerSentEvent(data=await read_text(resp, limit))
 
 
 def _retryable(e: BaseException) -> bool:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
+from httpx_sse import EventSource, ServerSentEvent
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError
@@ -30,6 +31,86 @@ MAX_RESPONSE_BYTES = 128 * 2**20
 hostile) took ``agentbot ask`` to 1 GB in 18 s, and the bot, whose turn may last 15 minutes, would have
 run out of memory for every server. Past every real answer (a 100k-token reasoning stream is about
 25 MB of events) and the largest attachment this client downloads (``ATTACHMENT_MAX_MB`` <= 100)."""
+
+
+ERROR_BODY_BYTES = 2**20
+"""Most bytes of an error answer read: its message is shown cut to a line anyway."""
+JSON_BYTES_PER_CHAR = 6
+"""Bytes one character of an answer may take in JSON: ``\\u00e9``, the longest escape of one character."""
+JSON_OVERHEAD_BYTES = 2 * 2**20
+"""Room in a whole answer beside its text and arguments: the JSON around them, usage, a reasoning
+model's reasoning field (about 500,000 characters of it), logprobs of a short answer."""
+
+
+def whole_answer_bytes(most_chars: int) -> int:
+    """Most bytes of one answer read whole (``AGENT_STREAM=false``, or a server answering a stream
+    with one JSON body) whose text and arguments may hold ``most_chars`` (agent.models.bounds)."""
+    return JSON_BYTES_PER_CHAR * most_chars + JSON_OVERHEAD_BYTES
+
+
+async def read_text(resp: httpx.Response, limit: int, *, cut: bool = False) -> str:
+    """The body as text, read to at most ``limit`` (decoded) bytes: past it the rest is left unread and
+    either cut off (``cut``, for an error's message) or refused with :class:`ResponseTooLarge`.
+
+    ``aread()`` read a whole answer to :data:`MAX_RESPONSE_BYTES` (128 MiB) before the answer bound
+    (16 characters a token) cut it: a server ignoring ``max_tokens=100`` made the client hold 128 MiB
+    to keep 1,600 characters of it."""
+    buf = bytearray()
+    async for chunk in resp.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            if cut:
+                del buf[limit:]
+                break
+            raise ResponseTooLarge(
+                f"sent more than {_size(limit)} in one answer read whole, past what its max_tokens allows "
+                "(a server ignoring max_tokens?); the rest was not read. With AGENT_STREAM=true such "
+                "an answer is cut instead",
+                request=resp.request,
+            )
+    try:
+        return bytes(buf).decode(resp.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return bytes(buf).decode("utf-8", errors="replace")
+
+
+def bounded_sse(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEvent]:
+    """The response's server-sent events, failing with :class:`ResponseTooLarge` once ``limit``
+    characters arrive without an event ending. The answer bound counts the text of events read: one
+    line without an end (or an event of endless ``data:`` lines) was held whole, to 128 MiB."""
+    return EventSource(cast(httpx.Response, _OneEventBound(resp, limit))).aiter_sse()
+
+
+class _OneEventBound:
+    """What ``EventSource`` reads of a response (its headers and text), counting what arrives since the
+    last blank line (an event's end: a line ending followed by another)."""
+
+    def __init__(self, resp: httpx.Response, limit: int) -> None:
+        self._resp, self._limit = resp, limit
+        self.headers = resp.headers
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        pending, tail = 0, ""
+        async for text in self._resp.aiter_text():
+            last = max(text.rfind("\n\n"), text.rfind("\n\r"), text.rfind("\r\r"))
+            if last >= 0:
+                pending = len(text) - last - 2
+            elif any(end in tail + text[:2] for end in ("\n\n", "\n\r", "\r\r")):  # split between chunks
+                pending = len(text)
+            else:
+                pending += len(text)
+            if pending > self._limit:
+                raise ResponseTooLarge(
+                    f"sent more than {_size(self._limit)} in one streamed event, past what its max_tokens "
+                    "allows (a server ignoring max_tokens?); the rest was not read",
+                    request=self._resp.request,
+                )
+            tail = (tail + text)[-2:] if len(text) < 2 else text[-2:]
+            yield text
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
 class ResponseRefused(httpx.ReadError):

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import structlog
-from httpx_sse import EventSource
 
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel
@@ -35,7 +34,7 @@ from agent.models.base import (
 )
 from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
 from agent.models.error_bodies import error_body
-from agent.models.http import endpoint_url
+from agent.models.http import ERROR_BODY_BYTES, bounded_sse, endpoint_url, read_text, whole_answer_bytes
 from agent.models.openai_wire import (
     ThinkFilter,
     ToolCallAssembler,
@@ -150,16 +149,16 @@ class OpenAIChatModel(HTTPModel):
             status=status,
         )
 
-    def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
+    def _refused(self, resp: httpx.Response, body: dict[str, Any], text: str) -> ModelError:
         """The error for a refused request; a cap on the answer that does not fit beside the conversation
         (vLLM, OpenAI and SGLang refuse ``max_tokens`` past the context left) is lowered to the room the
         server names, and the call asked again at once. With ``AGENT_MAX_TOKENS=4096`` on an 8k-context
         model every run ended once its conversation passed 4k tokens, said as "the conversation is too
         long for this model" where the conversation fit."""
         key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        cap, room = body.get(key), answer_room(resp.text) if resp.status_code == 400 else None
+        cap, room = body.get(key), answer_room(text) if resp.status_code == 400 else None
         if room is None or not isinstance(cap, int) or room >= cap:
-            return self._status_error(resp.status_code, resp.headers, resp.text)
+            return self._status_error(resp.status_code, resp.headers, text)
         body[key] = room
         return ModelError(
             f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
@@ -203,7 +202,7 @@ class OpenAIChatModel(HTTPModel):
     def _call_args(self, messages: Sequence[Message]) -> dict[str, Any]:
         return {"messages": messages}
 
-    def _error_with_200(self, data: Any, resp: httpx.Response) -> ModelError | None:
+    def _error_with_200(self, data: Any, resp: httpx.Response, text: str) -> ModelError | None:
         """OpenRouter and some proxies answer HTTP 200 with ``{"error": {"code", "message"}}`` and no
         choices: read as an empty answer, it hid the server's message and was asked again. Its ``code``
         (an HTTP status) decides as a real status would; without one it is retryable."""
@@ -212,8 +211,8 @@ class OpenAIChatModel(HTTPModel):
         err = data["error"]
         code = err.get("code") if isinstance(err, dict) else None
         if isinstance(code, int) and 400 <= code < 600:
-            return self._status_error(code, resp.headers, resp.text)
-        said = self._mask(error_body(resp.text).message)
+            return self._status_error(code, resp.headers, text)
+        said = self._mask(error_body(text).message)
         if NO_PATH in said.lower():
             # LM Studio's 404, with HTTP 200: retried as a server's hiccup, five times, and never said the fix.
             return NoApiAtURLError(
@@ -236,19 +235,22 @@ class OpenAIChatModel(HTTPModel):
         self, body: dict[str, Any], s: ModelSettings, messages: Sequence[Message]
     ) -> ModelResponse:
         try:
-            resp = await self._client.post(
+            async with self._client.stream(
+                "POST",
                 self._endpoint(),
                 content=encode_body(body, messages, s),
                 headers=self._json_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as e:  # timeouts included
+            ) as resp:
+                if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
+                    raise self._refused(resp, body, said)
+                text = await read_text(resp, whole_answer_bytes(answer_chars(self.name, s.max_tokens)))
+        except httpx.TransportError as e:  # timeouts included; a body past its bound too
             raise self._transport_error(e) from e
-        if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
-            raise self._refused(resp, body)
         try:
-            data = resp.json()
-            if (refused := self._error_with_200(data, resp)) is not None:
+            data = json.loads(text)
+            if (refused := self._error_with_200(data, resp, text)) is not None:
                 raise refused
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
@@ -289,11 +291,11 @@ class OpenAIChatModel(HTTPModel):
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
                 if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
-                    await resp.aread()
+                    said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
                     if (
                         resp.status_code in (400, 422)
                         and "stream_options" in body
-                        and "stream_options" in resp.text
+                        and "stream_options" in said
                     ):
                         # Azure before api-version 2024-09 and some proxies refuse the usage request: ask
                         # again without it at once (usage is then counted locally), and from now on.
@@ -306,14 +308,14 @@ class OpenAIChatModel(HTTPModel):
                             retryable=True,
                             retry_after=0.01,
                         )
-                    raise self._refused(resp, body)
+                    raise self._refused(resp, body, said)
                 ctype = resp.headers.get("content-type", "")
                 if "text/event-stream" not in ctype:
                     # Some servers ignore stream=true and answer with one JSON body.
-                    await resp.aread()
+                    whole = await read_text(resp, whole_answer_bytes(most))
                     try:  # a proxy's HTML page, or JSON that is not an object, was a traceback
-                        data = json.loads(resp.text)
-                        if (refused := self._error_with_200(data, resp)) is not None:
+                        data = json.loads(whole)
+                        if (refused := self._error_with_200(data, resp, whole)) is not None:
                             raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError, RecursionError) as e:
@@ -324,7 +326,7 @@ class OpenAIChatModel(HTTPModel):
                     usage_raw = reported_usage(data)
                     done = True
                 else:
-                    async with contextlib.aclosing(EventSource(resp).aiter_sse()) as events:
+                    async with contextlib.aclosing(bounded_sse(resp, whole_answer_bytes(most))) as events:
                         async for sse in events:
                             data_s = sse.data
                             if not data_s:

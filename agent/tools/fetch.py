@@ -18,6 +18,7 @@ from typing import Annotated
 
 import httpcore
 import httpx
+import structlog
 from pydantic import Field
 
 from agent.tools import domains, registry
@@ -29,6 +30,14 @@ from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, Tra
 _REDIRECTS = {301, 302, 303, 307, 308}
 _HTML = ("text/html", "application/xhtml+xml")
 _TEXT_LIKE = ("text/", "application/json", "application/ld+json", "application/xml", "application/rss+xml")
+
+
+log = structlog.get_logger(__name__)
+
+LOOPBACK_OPEN = (
+    "FETCH_ALLOW_LOOPBACK=1: fetch_url and the MCP servers a Discord server adds may reach this host's own "
+    "services (127.0.0.1, ::1); a test setting, never for a bot members use"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,8 @@ class PageFetcher:
         backend: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
         self.settings = settings
+        if settings.allow_loopback:  # a security mode is never weakened without a word
+            log.warning("ssrf_guard_weakened", reason=LOOPBACK_OPEN)
         # 1 GiB plus 20x the body: a 2 MB table peaked at 200 MB in trafilatura.
         memory_mb = 1024 + 20 * settings.max_bytes // 2**20
         self.extractor = ExtractorPool(

@@ -7,15 +7,25 @@ its ``connect_timeout``), it killed the process it started and nothing else: a s
 wrapper (``sh -c``, ``npx``, ``uvx``) kept running after ``agentbot`` had exited, once per start-up.
 Here the group is killed on every way out, and a message line is bounded (the SDK's grew without end
 while a server wrote no newline).
+
+On Linux the server runs under :mod:`agent.tools.mcp_reaper`, a child subreaper that ends every process
+the server started, those that left its group too (a daemon's ``setsid()``, a double fork: they kept
+running after the group was killed), and that ends them if the bot itself dies. Elsewhere (macOS has no
+subreaper) only the process group is ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
 import os
+import shutil
 import signal
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TextIO
 
 import anyio
@@ -25,9 +35,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.message import SessionMessage
 
+from agent.tools.mcp_reaper import COMMAND_ENV as REAPER_COMMAND_ENV
+
 STOP_WAIT = 2.0
 """Seconds a server gets to exit once its stdin is closed, then again once its group is sent SIGTERM
 (the MCP specification's shutdown, as the SDK does it)."""
+REAPER = Path(__file__).with_name("mcp_reaper.py")
+REAPED = sys.platform == "linux" and os.path.isdir("/proc/self")
+"""Whether servers run under the reaper: Linux's ``PR_SET_CHILD_SUBREAPER`` and ``/proc``."""
 
 
 class MessageTooLong(Exception):
@@ -54,11 +69,11 @@ async def stdio_transport(
             await _stop(process)
             tg.cancel_scope.cancel()
     finally:
-        _signal_group(process.pid, signal.SIGKILL)  # at once, before any await a cancellation could cut
+        _end_now(process)  # at once, before any await a cancellation could cut
         for stream in (incoming, read, write, outgoing):
             stream.close()
         with anyio.CancelScope(shield=True):
-            await process.aclose()
+            await _reaped(process)
 
 
 async def _spawn(params: StdioServerParameters, errlog: TextIO) -> anyio.abc.Process:
@@ -67,14 +82,14 @@ async def _spawn(params: StdioServerParameters, errlog: TextIO) -> anyio.abc.Pro
     which a server's child (``sh -c``'s, ``npx``'s) holds open: Ctrl-C at that moment hung ``ask`` until
     the server ended (3 of 36 Ctrl-C's in a loaded loop, for the server's whole 300 s). Here the start
     finishes (a fork and two pipes), then its whole group is killed and the cancellation goes on."""
+    command, env = [params.command, *params.args], params.env
+    if REAPED:
+        found = _executable(params.command, env, params.cwd)
+        env = dict(os.environ if env is None else env)
+        env[REAPER_COMMAND_ENV] = json.dumps([found, *params.args])
+        command = [sys.executable, "-I", str(REAPER), str(os.getpid())]
     spawn = asyncio.ensure_future(
-        anyio.open_process(
-            [params.command, *params.args],
-            env=params.env,
-            cwd=params.cwd,
-            stderr=errlog,
-            start_new_session=True,
-        )
+        anyio.open_process(command, env=env, cwd=params.cwd, stderr=errlog, start_new_session=True)
     )
     cancelled: asyncio.CancelledError | None = None
     while True:
@@ -86,11 +101,27 @@ async def _spawn(params: StdioServerParameters, errlog: TextIO) -> anyio.abc.Pro
                 raise
             cancelled = e
     if cancelled is not None:
-        _signal_group(process.pid, signal.SIGKILL)
+        _end_now(process)
         with anyio.CancelScope(shield=True):
-            await process.aclose()
+            await _reaped(process)
         raise cancelled
     return process
+
+
+def _executable(command: str, env: dict[str, str] | None, cwd: str | Path | None) -> str:
+    """``command`` as exec would find it (a name on the server's PATH; a path as it is, from ``cwd``),
+    or the error its start would raise: the reaper starting it would only say so on stderr."""
+    if "/" not in command:
+        found = shutil.which(command, path=os.pathsep.join(os.get_exec_path(env)))
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+        return found
+    path = Path(cwd or ".") / command
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+    if not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), command)
+    return command
 
 
 async def _stop(process: anyio.abc.Process) -> None:
@@ -103,6 +134,28 @@ async def _stop(process: anyio.abc.Process) -> None:
     if _signal_group(process.pid, signal.SIGTERM):  # what it started (``npx``'s node) goes with it
         with anyio.move_on_after(STOP_WAIT):
             await process.wait()
+
+
+def _end_now(process: anyio.abc.Process) -> None:
+    """Everything the server started, ended now: the reaper is told (SIGHUP: it kills every descendant,
+    in its group or not, and exits); without one, the group is killed."""
+    if not REAPED or process.returncode is not None:
+        _signal_group(process.pid, signal.SIGKILL)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGHUP)
+
+
+async def _reaped(process: anyio.abc.Process) -> None:
+    """Waits for the server's end, the reaper's killing included, and closes its pipes. A reaper still
+    there after :data:`STOP_WAIT`, or killed by a signal (the server may kill its parent), has its group
+    killed as before: its id is still taken then (the reaper unreaped, or a member alive)."""
+    if REAPED:
+        with anyio.move_on_after(STOP_WAIT):
+            await process.wait()
+        if process.returncode is None or process.returncode < 0:
+            _signal_group(process.pid, signal.SIGKILL)
+    await process.aclose()
 
 
 def _signal_group(pgid: int, sig: int) -> bool:

@@ -47,6 +47,11 @@ class BlockedAddress(ToolRefused):
     """The URL points somewhere the agent must not reach; the message says why, for the model."""
 
 
+class UnresolvedHost(BlockedAddress):
+    """The host's name has no address now (no such name, no answer): nothing was refused for where it
+    points, so a check made ahead of time (``/config mcp``) may let it pass and leave it to the connect."""
+
+
 def address_problem(ip: IPAddress, *, allow_loopback: bool = False) -> str | None:
     """Why ``ip`` must not be contacted, or None when it is a public address."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -182,9 +187,9 @@ class NetGuard:
                 addresses = await self._resolver(name, port)
             except (socket.gaierror, UnicodeError) as e:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else e  # not "[Errno -2] …"
-                raise BlockedAddress(f"cannot resolve the host {name}: {why}") from e
+                raise UnresolvedHost(f"cannot resolve the host {name}: {why}") from e
         if not addresses:
-            raise BlockedAddress(f"the host {name} has no address")
+            raise UnresolvedHost(f"the host {name} has no address")
         for addr in addresses:
             problem = address_problem(ipaddress.ip_address(addr), allow_loopback=self.allow_loopback)
             if problem:
