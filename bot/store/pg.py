@@ -39,6 +39,7 @@ from bot.store.db import (
     StoreUnavailable,
     when_reachable,
 )
+from bot.store.pg_acquire import Connections
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["PgDatabase", "translate", "when_reachable"]
@@ -211,6 +212,7 @@ class PgDatabase(Closing):
     def __init__(self, pool: asyncpg.Pool, url: str, version: int) -> None:
         super().__init__()
         self.pool = pool
+        self.connections = Connections(pool)  # waits for its own while PostgreSQL has no room for more
         self.path = _redact(url)
         self.schema_version = version
 
@@ -236,7 +238,7 @@ class PgDatabase(Closing):
                 why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
             raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}") from e
         try:
-            version = await _migrate(pool, url)
+            version = await _migrate(pool, url, setting)
         except BaseException:
             await pool.close()
             raise
@@ -261,7 +263,7 @@ class PgDatabase(Closing):
         more on a fresh one: nothing was written, so that is safe for every write."""
         with reachable():
             for retry in (False, True):
-                async with self.pool.acquire() as conn:
+                async with self.connections.connection() as conn:
                     try:
                         await conn.execute(_BEGIN)
                     except LOST as e:
@@ -303,7 +305,7 @@ class PgDatabase(Closing):
         args = _args(t, params)
         with reachable():
             for retry in (False, True):
-                async with self.pool.acquire() as conn:
+                async with self.connections.connection() as conn:
                     try:
                         return list(await conn.fetch(t.sql, *args))
                     except LOST as e:
@@ -330,8 +332,17 @@ def _redact(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#\s]*", r"\1***", url)
 
 
-async def _migrate(pool: asyncpg.Pool, url: str) -> int:
+async def _migrate(pool: asyncpg.Pool, url: str, setting: str = "DATABASE_URL") -> int:
     async with pool.acquire() as conn:
+        if await conn.fetchval("SHOW transaction_read_only") == "on":
+            # A standby's URL, or default_transaction_read_only: this read "Upgrading ... to schema version
+            # 1 failed: cannot execute CREATE TABLE in a read-only transaction. The database is still at
+            # version 0", of a database at the newest version, and named neither the setting nor the fix.
+            raise StoreError(
+                f"{setting}: {_redact(url)} is read-only (a standby replica, or default_transaction_read_only "
+                "is on), and the bot writes its sessions, charges and settings there: point it at the "
+                "primary server, with a user that may write. The database was not changed."
+            )
         for m in PG_MIGRATIONS:
             try:
                 async with conn.transaction():

@@ -1,0 +1,84 @@
+"""The scaled deployment (README: Scaling) as an operator meets it when PostgreSQL is set up a little
+differently from the test server: short of connections, a read-only server, and ``agentbot
+migrate-store`` beside an embedded memory. One throwaway PostgreSQL (the worker's) for the whole file;
+everything runs in-process except where the product path is a command an operator types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+import structlog
+
+from agent.events import Cost, Usage
+from bot.limits import Limits
+from bot.store import QuotaStore, StoreError
+from bot.store.pg import PgDatabase
+from tests.fakes.postgres import PostgresServer
+
+
+async def _role_database(postgres: PostgresServer, role: str, options: str = "") -> str:
+    """A database owned by a role of its own (``options``: ``CREATE ROLE`` options); its URL."""
+    conn = await asyncpg.connect(postgres.url())
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN {options}")
+        await conn.execute(f"CREATE DATABASE {role} OWNER {role}")
+    finally:
+        await conn.close()
+    return postgres.url(role).replace(f"{postgres.user}@", f"{role}@")
+
+
+async def test_a_server_out_of_connections_makes_calls_wait_for_the_processs_own(
+    postgres: PostgresServer,
+) -> None:
+    """PostgreSQL with no room for another connection (here the role's CONNECTION LIMIT 3, one taken by
+    another process; a small ``max_connections`` is the same error): every store call that needed a
+    connection beyond the two the process held failed with "TooManyConnectionsError: sorry, too many
+    clients already" (members read "Something went wrong"), 7 of 8 here. Now they wait for one of the
+    process's own connections, and one warning line names the setting."""
+    url = await _role_database(postgres, "qa_few", "CONNECTION LIMIT 3")
+    db = await PgDatabase.open(url)
+    other = await asyncpg.connect(url)  # another shard process's connection
+    quotas = QuotaStore(db, None, Limits(tokens_per_day=100_000))
+    try:
+
+        async def member(i: int) -> int:
+            await db.fetchall("SELECT pg_sleep(0.05)")  # a command's read, holding its connection a moment
+            budget = quotas.budget(1, 7, (), f"s{i}")
+            token = await budget.reserve("m", Usage(100, 10), None)
+            await budget.settle(token, "m", "openai", Usage(100, 10), Cost(0.0))
+            await db.write("INSERT INTO schema_version VALUES (?)", (1000 + i,))
+            return i
+
+        with structlog.testing.capture_logs() as logs:
+            done = await asyncio.gather(*(member(i) for i in range(8)), return_exceptions=True)
+        await quotas.flush()
+        assert done == list(range(8)), done
+        rows = await db.fetchall("SELECT tokens FROM usage_daily WHERE guild_id = 1 AND user_id = 7")
+        assert rows[0][0] == 8 * 110  # every charge written once
+        warned = [e for e in logs if e["event"] == "postgresql_out_of_connections"]
+        assert len(warned) == 1 and "max_connections" in warned[0]["fix"], logs
+    finally:
+        await other.close()
+        await db.close()
+
+
+async def test_a_read_only_database_url_is_named_as_such_not_as_a_failed_upgrade(
+    postgres: PostgresServer,
+) -> None:
+    """DATABASE_URL pointing at a standby replica, or at a server or role with default_transaction_read_only
+    on: start-up said "Upgrading ... to schema version 1 (...) failed: cannot execute CREATE TABLE in a
+    read-only transaction. The database is still at version 0", of a database at the newest version,
+    naming neither the setting nor the fix."""
+    url = await _role_database(postgres, "qa_ro")
+    await (await PgDatabase.open(url)).close()  # the bot ran here before
+    conn = await asyncpg.connect(postgres.url())
+    await conn.execute("ALTER ROLE qa_ro SET default_transaction_read_only = on")
+    await conn.close()
+    with pytest.raises(StoreError) as e:
+        await PgDatabase.open(url)
+    said = str(e.value)
+    assert said.startswith("DATABASE_URL: ") and "is read-only" in said and "primary" in said, said
+    assert "version 0" not in said and "\n" not in said
