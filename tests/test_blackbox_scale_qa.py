@@ -7,6 +7,9 @@ everything runs in-process except where the product path is a command an operato
 from __future__ import annotations
 
 import asyncio
+import json
+import tracemalloc
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -14,7 +17,8 @@ import structlog
 
 from agent.events import Cost, Usage
 from bot.limits import Limits
-from bot.store import QuotaStore, StoreError
+from bot.store import Database, QuotaStore, StoreError
+from bot.store.copy import copy_sqlite_to_postgres
 from bot.store.pg import PgDatabase
 from tests.fakes.postgres import PostgresServer
 
@@ -82,3 +86,41 @@ async def test_a_read_only_database_url_is_named_as_such_not_as_a_failed_upgrade
     said = str(e.value)
     assert said.startswith("DATABASE_URL: ") and "is read-only" in said and "primary" in said, said
     assert "version 0" not in said and "\n" not in said
+
+
+async def test_migrate_store_moves_a_large_history_in_batches_not_whole_tables(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """A store with a long history: migrate-store read each table whole into memory before sending it;
+    moving 12 MB of conversation peaked at 14.1 MB of Python memory (a year's store needs more than a small
+    host has, and the move is killed). Now it reads and sends about 1 MB at a time (peak 2.9 MB);
+    everything arrives, in one transaction as before."""
+    data = tmp_path / "data"
+    async with await Database.open(data / "agentbot.sqlite3") as lite:
+        await lite.write(
+            "INSERT INTO sessions (id, guild_id, channel_id, user_id, task, tier, model, status, created_at,"
+            " updated_at) VALUES ('s1', 1, 2, 3, 'long', 'simple', 'm', 'done', 0, 0)"
+        )
+        page = json.dumps({"role": "tool", "content": "x" * 8000})
+        await lite.write_many(
+            [
+                (
+                    "INSERT INTO messages (session_id, seq, data) VALUES ('s1', ?, ?)",
+                    [(i, page) for i in range(1500)],
+                )
+            ]
+        )
+    url = await postgres.fresh_database()
+    tracemalloc.start()
+    try:
+        report = await copy_sqlite_to_postgres(data / "agentbot.sqlite3", url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.rows["messages"] == 1500
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT sum(length(data)) FROM messages") == 1500 * len(page)
+    finally:
+        await conn.close()
+    assert peak < 5_000_000, f"the move held {peak / 1e6:.1f} MB at once for 12 MB of history"
