@@ -14,8 +14,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+from typer.testing import CliRunner
 
+from agent.config import load_agent_settings
 from agent.events import Cost, Usage
+from agent.memory.chroma_store import ChromaMemory
+from bot.cli import app
 from bot.limits import Limits
 from bot.store import Database, QuotaStore, StoreError
 from bot.store.copy import copy_sqlite_to_postgres
@@ -124,3 +128,29 @@ async def test_migrate_store_moves_a_large_history_in_batches_not_whole_tables(
     finally:
         await conn.close()
     assert peak < 5_000_000, f"the move held {peak / 1e6:.1f} MB at once for 12 MB of history"
+
+
+def test_migrate_store_without_chroma_host_says_the_embedded_memory_stays(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: memory moves with the store only when CHROMA_HOST is set. Without it migrate-store said
+    "moved guild_settings 1; set DATABASE_URL ..." and nothing of the memory in DATA_DIR/memory, so shard
+    processes were started on a Chroma server without it."""
+    data = tmp_path / "data"
+
+    async def prepare() -> str:
+        async with await Database.open(data / "agentbot.sqlite3") as lite:
+            await lite.write(
+                "INSERT INTO guild_settings (guild_id, key, value, updated_at) VALUES (1, 'max_steps', '4', 0)"
+            )
+        memory = ChromaMemory.from_settings(data / "memory", load_agent_settings(DATA_DIR=str(data)))
+        await memory.open()  # an embedded memory, as a bot with MEMORY_ENABLED leaves it
+        await memory.close()
+        return await postgres.fresh_database("keep")
+
+    url = asyncio.run(prepare())
+    monkeypatch.setenv("DATA_DIR", str(data))
+    r = CliRunner().invoke(app, ["migrate-store", "--to", url])
+    assert r.exit_code == 0, r.output
+    assert "moved guild_settings 1" in r.stdout, r.stdout
+    assert f"memory stays in {data / 'memory'} (set CHROMA_HOST" in r.stdout, r.stdout
