@@ -14,17 +14,23 @@ from pathlib import Path
 import asyncpg
 import pytest
 import structlog
+from aiohttp import web
 from typer.testing import CliRunner
 
+import bot.services
 from agent.config import load_agent_settings
 from agent.events import Cost, Usage
 from agent.memory.chroma_store import ChromaMemory
 from bot.cli import app
+from bot.config import load_bot_settings
 from bot.limits import Limits
+from bot.services import build_services
 from bot.store import Database, QuotaStore, StoreError
 from bot.store.copy import copy_sqlite_to_postgres
 from bot.store.pg import PgDatabase
+from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.postgres import PostgresServer
+from tests.fakes.served import served
 
 
 async def _role_database(postgres: PostgresServer, role: str, options: str = "") -> str:
@@ -154,3 +160,52 @@ def test_migrate_store_without_chroma_host_says_the_embedded_memory_stays(
     assert r.exit_code == 0, r.output
     assert "moved guild_settings 1" in r.stdout, r.stdout
     assert f"memory stays in {data / 'memory'} (set CHROMA_HOST" in r.stdout, r.stdout
+
+
+async def test_a_process_started_before_its_chroma_server_answers_gets_its_memory_once_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard process that starts while the Chroma server is down or still starting (a host's reboot
+    starts containers in any order; compose's depends_on holds only for `up`) said "memory unavailable"
+    and ran without memory until it was restarted, though the server answered seconds later: its servers
+    got no recall and stored nothing. Now it opens the memory again every MEMORY_RETRY seconds (30 s; a
+    fraction here) and uses it once it opens, saying so in one line."""
+
+    async def embed(request: web.Request) -> web.Response:  # a remote embedding: no model to load here
+        texts = (await request.json())["input"]
+        return web.json_response({"data": [{"index": i, "embedding": [1.0, 0.5]} for i in range(len(texts))]})
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", embed)
+    chroma = ChromaServer(tmp_path / "chroma")  # its port, not yet answering
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-scale-qa-0001")
+    monkeypatch.setattr(bot.services, "MEMORY_RETRY", 0.2, raising=False)
+    monkeypatch.setattr(bot.services, "log", structlog.get_logger("bot.services"))
+    async with served(app) as base:
+        agent = load_agent_settings(
+            DATA_DIR=str(tmp_path / "data"),
+            PYTHON_SANDBOX="off",
+            ROUTER_CLASSIFIER="heuristic",
+            CHROMA_HOST="127.0.0.1",
+            CHROMA_PORT=str(chroma.port),
+            MEMORY_EMBEDDING="openai",
+            MEMORY_EMBEDDING_URL=f"{base}/v1",
+            MEMORY_EMBEDDING_MODEL="e",
+        )
+        with structlog.testing.capture_logs() as logs:
+            sv = await build_services(agent, load_bot_settings(MEMORY_ENABLED=True), serving=False)
+            try:
+                assert sv.memory is None and "could not be opened" in str(sv.memory_error)
+                await asyncio.to_thread(chroma.start)
+                retry = getattr(sv, "memory_retry", None)
+                assert retry is not None, "the process never opens its memory again"
+                async with asyncio.timeout(60):
+                    await retry
+                assert sv.memory is not None and sv.memory_error is None
+                await sv.memory.store(101, "The starter is fed at 9 am.", author="alice")
+                assert [r.text async for r in sv.memory.records(101)] == ["The starter is fed at 9 am."]
+            finally:
+                await sv.close()
+                chroma.stop()
+    said = [e["event"] for e in logs if e["event"].startswith("memory_") and e["log_level"] != "debug"]
+    assert said == ["memory_unavailable", "memory_available"], logs
