@@ -22,12 +22,13 @@ from agent.config import load_agent_settings
 from agent.events import Cost, Usage
 from agent.memory.chroma_store import ChromaMemory
 from bot.cli import app
-from bot.config import load_bot_settings
+from bot.config import load_bot_settings, postgres_url_problem
 from bot.limits import Limits
 from bot.services import build_services
 from bot.store import Database, QuotaStore, StoreError
 from bot.store.copy import copy_sqlite_to_postgres
 from bot.store.pg import PgDatabase
+from bot.store.shard_claim import ShardClaim
 from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.postgres import PostgresServer
 from tests.fakes.served import served
@@ -209,3 +210,31 @@ async def test_a_process_started_before_its_chroma_server_answers_gets_its_memor
                 chroma.stop()
     said = [e["event"] for e in logs if e["event"].startswith("memory_") and e["log_level"] != "debug"]
     assert said == ["memory_unavailable", "memory_available"], logs
+
+
+async def test_a_database_url_with_libpqs_connect_timeout_works_and_other_libpq_options_are_named(
+    postgres: PostgresServer,
+) -> None:
+    """``?connect_timeout=10`` (libpq's, in many operators' URLs and providers' examples) stopped start-up:
+    'cannot connect ...: unrecognized configuration parameter "connect_timeout"' (asyncpg sends what it
+    does not know to the server as a setting). It is now the connection timeout, for the store, the
+    shard claim and the settings listener; libpq's options asyncpg cannot take are named before any
+    connection is tried."""
+    url = await postgres.fresh_database("opts") + "?connect_timeout=5&application_name=shard0"
+    assert postgres_url_problem(url) is None
+    db = await PgDatabase.open(url)
+    claim = await ShardClaim.take(url, 2, [1])
+    try:
+        names = await db.fetchall(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        assert {r[0] for r in names} == {"shard0"}
+    finally:
+        await claim.close()
+        await db.close()
+    assert postgres_url_problem(url + "&keepalives_idle=30") == (
+        "keepalives_idle= is a libpq option the bot's driver (asyncpg) does not take: remove it"
+    )
+    assert (
+        postgres_url_problem(url.replace("=5", "=soon")) == "connect_timeout=soon is not a number of seconds"
+    )

@@ -42,15 +42,32 @@ from bot.store.db import (
 from bot.store.pg_acquire import Connections
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
-__all__ = ["PgDatabase", "translate", "when_reachable"]
+__all__ = ["PgDatabase", "connect_target", "translate", "when_reachable"]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds a new connection may take: PostgreSQL answers in milliseconds, and asyncpg's default (60 s)
-kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing."""
+kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing.
+A URL's ``connect_timeout`` (libpq's) sets it instead: see :func:`connect_target`."""
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
 _RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
+
+
+def connect_target(url: str) -> tuple[str, float]:
+    """``url`` as asyncpg takes it, and the seconds a new connection may take. asyncpg sends a query
+    parameter it does not know to the server as a setting, and libpq's ``connect_timeout`` (common in
+    operators' URLs) was refused as 'unrecognized configuration parameter "connect_timeout"'."""
+    base, q, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    kept, timeout = [], CONNECT_TIMEOUT
+    for part in query.split("&") if q else []:
+        key, _, value = part.partition("=")
+        if key != "connect_timeout":
+            kept.append(part)
+        elif float(value or 0) > 0:  # checked by postgres_url_problem; libpq's 0 is "wait forever": ours
+            timeout = float(value)
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, timeout
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -222,20 +239,21 @@ class PgDatabase(Closing):
     ) -> PgDatabase:
         """``setting``: where the URL came from, as the error names it (``migrate-store --to``)."""
         _pool_log_in_one_line()
+        target, timeout = connect_target(url)
         try:
             pool = await asyncpg.create_pool(
-                url,
+                target,
                 min_size=min_size,
                 max_size=max_size,
                 command_timeout=60,
                 reset=_no_session_state,
-                timeout=CONNECT_TIMEOUT,
+                timeout=timeout,
             )
         except (TimeoutError, OSError, ValueError, OverflowError, asyncpg.PostgresError) as e:
             # ValueError, OverflowError: a URL asyncpg cannot use (checked earlier by postgres_url_problem)
             why = f"{type(e).__name__}: {e}"
             if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
-                why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
+                why = f"no answer within {timeout:g} s: is that host and port a PostgreSQL server?"
             raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}") from e
         try:
             version = await _migrate(pool, url, setting)
