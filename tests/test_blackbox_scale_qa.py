@@ -151,8 +151,9 @@ def test_migrate_store_without_chroma_host_says_the_embedded_memory_stays(
                 "INSERT INTO guild_settings (guild_id, key, value, updated_at) VALUES (1, 'max_steps', '4', 0)"
             )
         memory = ChromaMemory.from_settings(data / "memory", load_agent_settings(DATA_DIR=str(data)))
-        await memory.open()  # an embedded memory, as a bot with MEMORY_ENABLED leaves it
-        await memory.close()
+        client = memory.connect()  # an embedded memory, as a bot with MEMORY_ENABLED leaves it
+        client.get_or_create_collection("agentbot_notes", embedding_function=None)
+        client.close()
         return await postgres.fresh_database("keep")
 
     url = asyncio.run(prepare())
