@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from bot.cli import app
 from bot.config import load_bot_settings, postgres_url_problem
 from bot.limits import Limits
 from bot.services import build_services
-from bot.store import Database, QuotaStore, StoreError
+from bot.store import Database, GuildSettingsStore, QuotaStore, SettingsSchema, StoreError
 from bot.store.copy import copy_sqlite_to_postgres
 from bot.store.pg import PgDatabase
 from bot.store.shard_claim import ShardClaim
@@ -239,3 +240,28 @@ async def test_a_database_url_with_libpqs_connect_timeout_works_and_other_libpq_
     assert (
         postgres_url_problem(url.replace("=5", "=soon")) == "connect_timeout=soon is not a number of seconds"
     )
+
+
+async def test_a_database_turned_read_only_while_the_bot_runs_is_a_refused_write(
+    postgres: PostgresServer,
+) -> None:
+    """A server that turns read-only at run time (managed PostgreSQL sets default_transaction_read_only
+    when its storage is nearly full; a standby after a failover): every command that wrote said
+    "Something went wrong" with a traceback, and a run's charge failed with ReadOnlySQLTransactionError.
+    Both are now what the bot says of SQLite's full disk: "The bot's database refused a write (out of
+    space or locked?), so nothing was done. Please tell an admin" (a sqlite3.OperationalError)."""
+    url = await _role_database(postgres, "qa_full")
+    db = await PgDatabase.open(url)
+    quotas = QuotaStore(db, None, Limits(tokens_per_day=100_000))
+    settings = GuildSettingsStore(db, SettingsSchema(known_models=["m"], known_tools=[]))
+    try:
+        conn = await asyncpg.connect(postgres.url())
+        await conn.execute("ALTER DATABASE qa_full SET default_transaction_read_only = on")
+        await conn.close()
+        await db.pool.expire_connections()  # a reload reaches open sessions too; here, new ones
+        with pytest.raises(sqlite3.OperationalError, match="read-only"):
+            await settings.set(101, 2, "max_steps", 4)
+        with pytest.raises(sqlite3.OperationalError, match="read-only"):
+            await quotas.budget(101, 7, (), "s1").reserve("m", Usage(100, 10), None)
+    finally:
+        await db.close()

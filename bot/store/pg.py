@@ -39,35 +39,15 @@ from bot.store.db import (
     StoreUnavailable,
     when_reachable,
 )
-from bot.store.pg_acquire import Connections
+from bot.store.pg_acquire import CONNECT_TIMEOUT, Connections, connect_target
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
-__all__ = ["PgDatabase", "connect_target", "translate", "when_reachable"]
+__all__ = ["CONNECT_TIMEOUT", "PgDatabase", "connect_target", "translate", "when_reachable"]
 
-CONNECT_TIMEOUT = 10.0
-"""Seconds a new connection may take: PostgreSQL answers in milliseconds, and asyncpg's default (60 s)
-kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing.
-A URL's ``connect_timeout`` (libpq's) sets it instead: see :func:`connect_target`."""
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
 _RETURNS_ID = re.compile(rf"^\s*INSERT\s+INTO\s+({'|'.join(IDENTITY_TABLES)})\b", re.I)
-
-
-def connect_target(url: str) -> tuple[str, float]:
-    """``url`` as asyncpg takes it, and the seconds a new connection may take. asyncpg sends a query
-    parameter it does not know to the server as a setting, and libpq's ``connect_timeout`` (common in
-    operators' URLs) was refused as 'unrecognized configuration parameter "connect_timeout"'."""
-    base, q, rest = url.partition("?")
-    query, hash_, fragment = rest.partition("#")
-    kept, timeout = [], CONNECT_TIMEOUT
-    for part in query.split("&") if q else []:
-        key, _, value = part.partition("=")
-        if key != "connect_timeout":
-            kept.append(part)
-        elif float(value or 0) > 0:  # checked by postgres_url_problem; libpq's 0 is "wait forever": ours
-            timeout = float(value)
-    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, timeout
 
 
 class PgIntegrityError(sqlite3.IntegrityError):
@@ -154,14 +134,27 @@ LOST = (
 that took too long (TimeoutError, an OSError; QueryCanceledError) is not: it would only take as long again."""
 
 
+class PgRefused(sqlite3.OperationalError):
+    """PostgreSQL refused a write: read-only (``default_transaction_read_only``, which managed servers set
+    when their storage is nearly full; a standby after a failover) or out of disk. The bot says it as it
+    says SQLite's full disk ("refused a write ... tell an admin"); it was "Something went wrong" and a
+    traceback per command, and a run's charge failed with a traceback."""
+
+
+REFUSED = (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError)
+
+
 @contextmanager
 def reachable() -> Iterator[None]:
     """A server that cannot be reached becomes :class:`StoreUnavailable`, which the bot tells users as such
-    (it was "Something went wrong" and a traceback per command while PostgreSQL restarted)."""
+    (it was "Something went wrong" and a traceback per command while PostgreSQL restarted); a refused
+    write becomes :class:`PgRefused`."""
     try:
         yield
     except UNREACHABLE as e:
         raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
+    except REFUSED as e:
+        raise PgRefused(f"PostgreSQL refused the write: {type(e).__name__}: {e}") from e
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -1,4 +1,5 @@
-"""A pooled PostgreSQL connection when the server has no room for another one (``max_connections``, or a
+"""How the store gets its PostgreSQL connections: the URL's libpq ``connect_timeout`` (:func:`connect_target`),
+and a pooled connection when the server has no room for another one (``max_connections``, or a
 role's ``CONNECTION LIMIT``).
 
 Why: the pool opens connections as it needs them (up to 10 per process), and PostgreSQL refuses one past
@@ -24,9 +25,31 @@ import structlog
 
 from bot.store.db import StoreUnavailable
 
-__all__ = ["Connections"]
+__all__ = ["CONNECT_TIMEOUT", "Connections", "connect_target"]
 
 log = structlog.get_logger("bot.store.pg")
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new connection may take: PostgreSQL answers in milliseconds, and asyncpg's default (60 s)
+kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing.
+A URL's ``connect_timeout`` (libpq's) sets it instead: see :func:`connect_target`."""
+
+
+def connect_target(url: str) -> tuple[str, float]:
+    """``url`` as asyncpg takes it, and the seconds a new connection may take. asyncpg sends a query
+    parameter it does not know to the server as a setting, and libpq's ``connect_timeout`` (common in
+    operators' URLs) was refused as 'unrecognized configuration parameter "connect_timeout"'."""
+    base, q, rest = url.partition("?")
+    query, hash_, fragment = rest.partition("#")
+    kept, timeout = [], CONNECT_TIMEOUT
+    for part in query.split("&") if q else []:
+        key, _, value = part.partition("=")
+        if key != "connect_timeout":
+            kept.append(part)
+        elif float(value or 0) > 0:  # checked by postgres_url_problem; libpq's 0 is "wait forever": ours
+            timeout = float(value)
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, timeout
+
 
 FULL_GIVE_UP = 30.0
 """Seconds a call waits for a connection while PostgreSQL refuses new ones, before it fails."""
