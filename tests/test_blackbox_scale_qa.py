@@ -76,6 +76,13 @@ async def test_a_server_out_of_connections_makes_calls_wait_for_the_processs_own
         assert rows[0][0] == 8 * 110  # every charge written once
         warned = [e for e in logs if e["event"] == "postgresql_out_of_connections"]
         assert len(warned) == 1 and "max_connections" in warned[0]["fix"], logs
+        # One more shard process now finds no room at all: its start-up line said only "sorry, too
+        # many clients already" (here the role's words), naming nothing to change.
+        for start in (PgDatabase.open(url), ShardClaim.take(url, 2, [1])):
+            with pytest.raises(StoreError) as e:
+                await start
+            said = str(e.value)
+            assert said.startswith("DATABASE_URL: ") and "raise its max_connections" in said, said
     finally:
         await other.close()
         await db.close()

@@ -39,7 +39,7 @@ from bot.store.db import (
     StoreUnavailable,
     when_reachable,
 )
-from bot.store.pg_acquire import CONNECT_TIMEOUT, Connections, connect_target
+from bot.store.pg_acquire import CONNECT_TIMEOUT, Connections, connect_target, full_hint
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
 __all__ = ["CONNECT_TIMEOUT", "PgDatabase", "connect_target", "translate", "when_reachable"]
@@ -247,7 +247,7 @@ class PgDatabase(Closing):
             why = f"{type(e).__name__}: {e}"
             if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
                 why = f"no answer within {timeout:g} s: is that host and port a PostgreSQL server?"
-            raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}") from e
+            raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}{full_hint(e)}") from e
         try:
             version = await _migrate(pool, url, setting)
         except BaseException:

@@ -25,7 +25,7 @@ import structlog
 
 from bot.store.db import StoreUnavailable
 
-__all__ = ["CONNECT_TIMEOUT", "Connections", "connect_target"]
+__all__ = ["CONNECT_TIMEOUT", "Connections", "connect_target", "full_hint"]
 
 log = structlog.get_logger("bot.store.pg")
 
@@ -49,6 +49,18 @@ def connect_target(url: str) -> tuple[str, float]:
         elif float(value or 0) > 0:  # checked by postgres_url_problem; libpq's 0 is "wait forever": ours
             timeout = float(value)
     return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment, timeout
+
+
+FULL = (
+    ": PostgreSQL has no room for another connection: raise its max_connections (each bot process needs up "
+    "to 12; README: Scaling), or the user's CONNECTION LIMIT"
+)
+
+
+def full_hint(e: BaseException) -> str:
+    """What to do about a refused connection, when it was refused for want of room (at start-up the
+    shard process after the first read only 'sorry, too many clients already')."""
+    return FULL if isinstance(e, asyncpg.TooManyConnectionsError) else ""
 
 
 FULL_GIVE_UP = 30.0
