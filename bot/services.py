@@ -204,11 +204,15 @@ async def build_services(
         except Exception as e:  # memory is optional: the bot runs without it and says so
             why = redact(f"{type(e).__name__}: {e}")  # also served by /healthz, which redacts nothing
             sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({why})"
-            again = bool((agent_settings.chroma_host or "").strip()) and not isinstance(e, EmbeddingMismatch)
+            remote = (
+                bool((agent_settings.chroma_host or "").strip())
+                or agent_settings.memory_embedding == "openai"
+            )
+            again = remote and not isinstance(e, EmbeddingMismatch)  # a server, or an embedding endpoint
             log.error(
                 "memory_unavailable", error=sv.memory_error, retry_every=MEMORY_RETRY if again else None
             )
-            if again:  # a server still starting (a host's reboot starts containers in any order)
+            if again:  # one still starting (a host's reboot starts containers in any order)
                 sv.memory_retry = asyncio.create_task(_reopen(sv, memory), name="memory-reopen")
         except BaseException:  # SIGTERM meanwhile: the open store's thread kept the process alive for good
             await sv.close()

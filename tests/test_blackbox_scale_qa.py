@@ -1,13 +1,16 @@
-"""The scaled deployment (README: Scaling) as an operator meets it when PostgreSQL is set up a little
-differently from the test server: short of connections, a read-only server, and ``agentbot
-migrate-store`` beside an embedded memory. One throwaway PostgreSQL (the worker's) for the whole file;
-everything runs in-process except where the product path is a command an operator types.
+"""The scaled deployment (README: Scaling) as an operator meets it when its parts are set up a little
+differently from the test servers: PostgreSQL short of connections, read-only (from the start, or turned
+so while the bot runs), a URL with libpq's options; ``agentbot migrate-store`` with a long history or an
+embedded memory left behind; a Chroma server that answers only after the bot started. One throwaway
+PostgreSQL (the worker's) for the whole file, each test a database of its own; everything in-process
+except the Chroma server, which is the product path there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import tracemalloc
 from pathlib import Path
@@ -172,6 +175,18 @@ def test_migrate_store_without_chroma_host_says_the_embedded_memory_stays(
     assert f"memory stays in {data / 'memory'} (set CHROMA_HOST" in r.stdout, r.stdout
 
 
+def _embedding_app() -> web.Application:
+    """A remote embedding (MEMORY_EMBEDDING=openai): no model to load in the test."""
+
+    async def embed(request: web.Request) -> web.Response:
+        texts = (await request.json())["input"]
+        return web.json_response({"data": [{"index": i, "embedding": [1.0, 0.5]} for i in range(len(texts))]})
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", embed)
+    return app
+
+
 async def test_a_process_started_before_its_chroma_server_answers_gets_its_memory_once_it_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -181,17 +196,11 @@ async def test_a_process_started_before_its_chroma_server_answers_gets_its_memor
     got no recall and stored nothing. Now it opens the memory again every MEMORY_RETRY seconds (30 s; a
     fraction here) and uses it once it opens, saying so in one line."""
 
-    async def embed(request: web.Request) -> web.Response:  # a remote embedding: no model to load here
-        texts = (await request.json())["input"]
-        return web.json_response({"data": [{"index": i, "embedding": [1.0, 0.5]} for i in range(len(texts))]})
-
-    app = web.Application()
-    app.router.add_post("/v1/embeddings", embed)
     chroma = ChromaServer(tmp_path / "chroma")  # its port, not yet answering
     monkeypatch.setenv("OPENAI_API_KEY", "sk-scale-qa-0001")
     monkeypatch.setattr(bot.services, "MEMORY_RETRY", 0.2, raising=False)
     monkeypatch.setattr(bot.services, "log", structlog.get_logger("bot.services"))
-    async with served(app) as base:
+    async with served(_embedding_app()) as base:
         agent = load_agent_settings(
             DATA_DIR=str(tmp_path / "data"),
             PYTHON_SANDBOX="off",
@@ -272,3 +281,37 @@ async def test_a_database_turned_read_only_while_the_bot_runs_is_a_refused_write
             await quotas.budget(101, 7, (), "s1").reserve("m", Usage(100, 10), None)
     finally:
         await db.close()
+
+
+async def test_an_embedding_endpoint_that_answers_after_start_up_gives_the_embedded_memory_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the embedded store and MEMORY_EMBEDDING=openai: an embedding endpoint (an Ollama
+    container, say) that answered only after the bot started left the bot without memory until restart."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-scale-qa-0002")
+    monkeypatch.setattr(bot.services, "MEMORY_RETRY", 0.2, raising=False)
+    agent = load_agent_settings(
+        DATA_DIR=str(tmp_path / "data"),
+        PYTHON_SANDBOX="off",
+        ROUTER_CLASSIFIER="heuristic",
+        MEMORY_EMBEDDING="openai",
+        MEMORY_EMBEDDING_URL=f"http://127.0.0.1:{port}/v1",
+        MEMORY_EMBEDDING_MODEL="e",
+    )
+    sv = await build_services(agent, load_bot_settings(MEMORY_ENABLED=True), serving=False)
+    runner = web.AppRunner(_embedding_app(), access_log=None)
+    try:
+        assert sv.memory is None and "could not be opened" in str(sv.memory_error)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()  # the endpoint comes up
+        retry = getattr(sv, "memory_retry", None)
+        assert retry is not None, "the process never opens its memory again"
+        async with asyncio.timeout(60):
+            await retry
+        assert sv.memory is not None and sv.memory_error is None
+    finally:
+        await sv.close()
+        await runner.cleanup()
