@@ -124,8 +124,18 @@ def _moved_memory(data_dir: Path) -> str:
     settings = agent_settings()
     with failing(ConfigError):
         enabled = load_bot_settings().memory_enabled
-    if not enabled or not (settings.chroma_host or "").strip():
+    if not enabled:
         return ""
+    if not (settings.chroma_host or "").strip():
+        # It moved nothing and said nothing: an operator moving to shard processes read "moved ..." and
+        # started them on a Chroma server without the memory (README: Moving a store).
+        embedded = data_dir / "memory"
+        return (
+            f"; memory stays in {embedded} (set CHROMA_HOST to move it to the Chroma server shard "
+            "processes share; one process with DATABASE_URL may keep it there)"
+            if (embedded / "chroma.sqlite3").is_file()
+            else ""
+        )
     from agent.memory.chroma_store import ChromaMemory
 
     with failing(BackupError, code=EXIT_FAILED):

@@ -41,10 +41,30 @@ def postgres_url_problem(url: str) -> str | None:
             port = host.partition(":")[2]
         if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             return f"its port {port!r} is not a number from 1 to 65535 (PostgreSQL's is 5432)"
-    modes = parse_qs(rest.partition("?")[2].partition("#")[0]).get("sslmode", [])
+    query = parse_qs(rest.partition("?")[2].partition("#")[0])
+    modes = query.get("sslmode", [])
     if any(m not in _SSLMODES for m in modes):
         return f"sslmode={modes[0]} is not one of {', '.join(_SSLMODES)}"
+    for seconds in query.get("connect_timeout", []):
+        try:
+            if not 0 <= float(seconds) < 86_400:
+                raise ValueError
+        except ValueError:
+            return f"connect_timeout={seconds} is not a number of seconds"
+    if libpq := sorted(_LIBPQ_ONLY.intersection(query)):
+        # asyncpg sends a parameter it does not know to the server as a setting, which refuses it:
+        # 'cannot connect ...: unrecognized configuration parameter "keepalives"'
+        return f"{libpq[0]}= is a libpq option the bot's driver (asyncpg) does not take: remove it"
     return None
+
+
+_LIBPQ_ONLY = frozenset(
+    {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
+    | {"fallback_application_name", "gssencmode", "channel_binding", "requiressl", "sslcompression"}
+    | {"sslsni", "requirepeer", "hostaddr", "load_balance_hosts"}
+)
+"""Query parameters libpq (psql, psycopg) takes and asyncpg does not know (``connect_timeout`` it does not
+know either; the store honours that one itself, :func:`bot.store.pg.connect_target`)."""
 
 
 class BotSettings(QuotaEnv):

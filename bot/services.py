@@ -16,6 +16,7 @@ import structlog
 
 from agent.config import AgentSettings, ConfigError
 from agent.logs import redact
+from agent.memory.types import EmbeddingMismatch
 from agent.models.factory import build_reader, build_router, reader_enabled
 from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
@@ -45,6 +46,9 @@ if TYPE_CHECKING:  # asyncpg (~60 ms) is imported only when DATABASE_URL names P
 
 log = structlog.get_logger("bot.services")
 
+MEMORY_RETRY = 30.0
+"""Seconds between tries to open a Chroma server's memory that could not be opened at start-up."""
+
 
 @dataclass
 class Services:
@@ -69,6 +73,8 @@ class Services:
     shard_claim: Any = None
     """This process's hold on its shard ids (PostgreSQL, :class:`bot.store.shard_claim.ShardClaim`) or on
     its SQLite store (:class:`bot.store.file_claim.FileClaim`)."""
+    memory_retry: asyncio.Task[None] | None = None
+    """Opening a Chroma server's memory again, while it could not be opened at start-up (:func:`_reopen`)."""
 
     def reader_for(self, model: RoutedModel, enabled: bool = True) -> Reader | None:
         """The run's page reader: the server's simple tier, while the run is above it (READER_MODEL); a
@@ -85,6 +91,8 @@ class Services:
         return RetentionPolicy(max_items=gs.memory_max_items, max_age_days=gs.memory_max_age_days)
 
     async def close(self) -> None:
+        if self.memory_retry is not None:
+            self.memory_retry.cancel()
         await self.guild_mcp.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
@@ -199,11 +207,37 @@ async def build_services(
         except Exception as e:  # memory is optional: the bot runs without it and says so
             why = redact(f"{type(e).__name__}: {e}")  # also served by /healthz, which redacts nothing
             sv.memory_error = f"{agent_settings.memory_where()} could not be opened ({why})"
-            log.error("memory_unavailable", error=sv.memory_error)
+            remote = (
+                bool((agent_settings.chroma_host or "").strip())
+                or agent_settings.memory_embedding == "openai"
+            )
+            again = remote and not isinstance(e, EmbeddingMismatch)  # a server, or an embedding endpoint
+            log.error(
+                "memory_unavailable", error=sv.memory_error, retry_every=MEMORY_RETRY if again else None
+            )
+            if again:  # one still starting (a host's reboot starts containers in any order)
+                sv.memory_retry = asyncio.create_task(_reopen(sv, memory), name="memory-reopen")
         except BaseException:  # SIGTERM meanwhile: the open store's thread kept the process alive for good
             await sv.close()
             raise
     return sv
+
+
+async def _reopen(sv: Services, memory: Any) -> None:
+    """Open the Chroma server's memory every :data:`MEMORY_RETRY` seconds until it opens, then use it.
+    A process that started before its Chroma server answered ran without memory until it was restarted,
+    though the server came up seconds later: a shard's servers got no recall and stored nothing."""
+    while True:
+        await asyncio.sleep(MEMORY_RETRY)
+        try:
+            async with asyncio.timeout(MEMORY_RETRY + sv.agent_settings.chroma_timeout):
+                await memory.open()
+        except Exception as e:  # still away, or still starting: said once at start-up, not every try
+            log.debug("memory_still_unavailable", error=redact(f"{type(e).__name__}: {e}"))
+            continue
+        sv.memory, sv.memory_error = memory, None
+        log.info("memory_available", where=sv.agent_settings.memory_where())
+        return
 
 
 def check_model_configured(agent_settings: AgentSettings) -> None:

@@ -94,6 +94,7 @@ SECONDS: dict[str, int] = {
     "test_store_pg.py": 33,
     "test_fetch_pages.py": 31,
     "test_blackbox_ask_input.py": 30,
+    "test_blackbox_scale_qa.py": 30,
     "test_blackbox_sec3.py": 28,
     "test_blackbox_memory_private.py": 27,
     "test_e2e_config.py": 27,

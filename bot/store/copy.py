@@ -1,8 +1,8 @@
 """``agentbot migrate-store``: move a bot's SQLite store into an empty PostgreSQL database.
 
 Both sides are first brought to the newest schema by their own migrations, so the tables match column
-for column. Rows go over with ``COPY`` (asyncpg's ``copy_records_to_table``), ``sessions`` first because
-history and turns refer to it, then ``turns``, which running turns' checkpointed steps refer to. The
+for column. Rows go over with ``COPY`` (asyncpg's ``copy_records_to_table``), :data:`BATCH_BYTES` at a
+time, ``sessions`` first because history and turns refer to it, then ``turns``, which running turns' checkpointed steps refer to. The
 ledger's roll-up triggers are switched off while its rows are copied: the counters they maintain are
 copied as they are, and firing the triggers too would count every call twice. Open reservations and
 concurrency slots belong to the process that held them and are not moved. Identity columns and the
@@ -17,6 +17,7 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
@@ -26,6 +27,12 @@ __all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_else
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
+BATCH_BYTES = 1_000_000
+"""About how much text is read and sent at a time (or :data:`BATCH_ROWS` rows). A table was read whole
+into memory first: moving a store whose history held 12 MB of text took 14 MB of memory at its peak, and a
+year's store more than a small host has."""
+BATCH_ROWS = 5_000
+READ_ROWS = 100
 REFERRED = {"sessions": 0, "turns": 1}
 """Copied first, in this order: other tables' rows refer to theirs (``turn_steps`` to ``turns``)."""
 
@@ -94,15 +101,11 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
             await conn.execute("ALTER TABLE usage_ledger DISABLE TRIGGER USER")
             for table in tables:
                 cols = [r[1] for r in await src.fetchall(f"PRAGMA table_info({table})")]
-                rows = [tuple(r) for r in await src.fetchall(f"SELECT {', '.join(cols)} FROM {table}")]
-                if rows:
-                    await conn.copy_records_to_table(table, records=rows, columns=cols)
+                read = await _copy_table(src, conn, table, cols)
                 copied = await conn.fetchval(f"SELECT count(*) FROM {table}")
-                if copied != len(rows):
-                    raise StoreError(
-                        f"{table}: {len(rows)} rows read but {copied} written; nothing was moved"
-                    )
-                report.rows[table] = len(rows)
+                if copied != read:
+                    raise StoreError(f"{table}: {read} rows read but {copied} written; nothing was moved")
+                report.rows[table] = read
             await conn.execute("ALTER TABLE usage_ledger ENABLE TRIGGER USER")
             for table in IDENTITY_TABLES:
                 await conn.execute(
@@ -116,3 +119,19 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
     finally:
         await src.close()
         await dst.close()
+
+
+async def _copy_table(src: Database, conn: Any, table: str, cols: list[str]) -> int:
+    """``table``'s rows from ``src`` into ``conn``'s transaction, a batch at a time; how many were read."""
+    read, size, batch = 0, 0, []
+    async with src.reader.execute(f"SELECT {', '.join(cols)} FROM {table}") as cursor:
+        while True:
+            chunk = await cursor.fetchmany(READ_ROWS)
+            for r in chunk:
+                batch.append(row := tuple(r))
+                size += sum(len(v) for v in row if isinstance(v, str | bytes))
+            if batch and (not chunk or size >= BATCH_BYTES or len(batch) >= BATCH_ROWS):
+                await conn.copy_records_to_table(table, records=batch, columns=cols)
+                read, size, batch = read + len(batch), 0, []
+            if not chunk:
+                return read

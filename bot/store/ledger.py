@@ -223,7 +223,7 @@ class LedgerWriter:
         while True:
             try:
                 with reachable():  # the charges it fails are then the store being unavailable, said as such
-                    conn = await self.db.pool.acquire()  # type: ignore[union-attr]
+                    conn = await self.db.connections.acquire()  # type: ignore[union-attr]
                 break
             except Exception as e:
                 if loop.time() >= min(deadline, self._give_up_at or deadline):
@@ -242,7 +242,7 @@ class LedgerWriter:
         try:
             yield conn
         finally:
-            await self.db.pool.release(conn)  # type: ignore[union-attr]
+            await self.db.connections.release(conn)  # type: ignore[union-attr]
 
     async def _write(self, batch: list[_Op], conn: Any) -> list[bool | BaseException]:
         if self.shared:  # one batch at a time in this process all the same: there is one flusher

@@ -39,13 +39,11 @@ from bot.store.db import (
     StoreUnavailable,
     when_reachable,
 )
+from bot.store.pg_acquire import CONNECT_TIMEOUT, Connections, connect_target, full_hint
 from bot.store.pg_schema import IDENTITY_TABLES, PG_MIGRATIONS
 
-__all__ = ["PgDatabase", "translate", "when_reachable"]
+__all__ = ["CONNECT_TIMEOUT", "PgDatabase", "connect_target", "translate", "when_reachable"]
 
-CONNECT_TIMEOUT = 10.0
-"""Seconds a new connection may take: PostgreSQL answers in milliseconds, and asyncpg's default (60 s)
-kept doctor and start-up silent for a minute in front of a host that took the connection and said nothing."""
 WRITE_LOCK = 0x61_67_65_6E_74  # "agent": the advisory lock key every write transaction takes
 _BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|::")
@@ -136,14 +134,27 @@ LOST = (
 that took too long (TimeoutError, an OSError; QueryCanceledError) is not: it would only take as long again."""
 
 
+class PgRefused(sqlite3.OperationalError):
+    """PostgreSQL refused a write: read-only (``default_transaction_read_only``, which managed servers set
+    when their storage is nearly full; a standby after a failover) or out of disk. The bot says it as it
+    says SQLite's full disk ("refused a write ... tell an admin"); it was "Something went wrong" and a
+    traceback per command, and a run's charge failed with a traceback."""
+
+
+REFUSED = (asyncpg.ReadOnlySQLTransactionError, asyncpg.DiskFullError)
+
+
 @contextmanager
 def reachable() -> Iterator[None]:
     """A server that cannot be reached becomes :class:`StoreUnavailable`, which the bot tells users as such
-    (it was "Something went wrong" and a traceback per command while PostgreSQL restarted)."""
+    (it was "Something went wrong" and a traceback per command while PostgreSQL restarted); a refused
+    write becomes :class:`PgRefused`."""
     try:
         yield
     except UNREACHABLE as e:
         raise StoreUnavailable(f"the database cannot be reached: {type(e).__name__}: {e}") from e
+    except REFUSED as e:
+        raise PgRefused(f"PostgreSQL refused the write: {type(e).__name__}: {e}") from e
 
 
 def _integrity(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -211,6 +222,7 @@ class PgDatabase(Closing):
     def __init__(self, pool: asyncpg.Pool, url: str, version: int) -> None:
         super().__init__()
         self.pool = pool
+        self.connections = Connections(pool)  # waits for its own while PostgreSQL has no room for more
         self.path = _redact(url)
         self.schema_version = version
 
@@ -220,23 +232,24 @@ class PgDatabase(Closing):
     ) -> PgDatabase:
         """``setting``: where the URL came from, as the error names it (``migrate-store --to``)."""
         _pool_log_in_one_line()
+        target, timeout = connect_target(url)
         try:
             pool = await asyncpg.create_pool(
-                url,
+                target,
                 min_size=min_size,
                 max_size=max_size,
                 command_timeout=60,
                 reset=_no_session_state,
-                timeout=CONNECT_TIMEOUT,
+                timeout=timeout,
             )
         except (TimeoutError, OSError, ValueError, OverflowError, asyncpg.PostgresError) as e:
             # ValueError, OverflowError: a URL asyncpg cannot use (checked earlier by postgres_url_problem)
             why = f"{type(e).__name__}: {e}"
             if isinstance(e, TimeoutError):  # its text is empty: "TimeoutError: ", after a minute of silence
-                why = f"no answer within {CONNECT_TIMEOUT:g} s: is that host and port a PostgreSQL server?"
-            raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}") from e
+                why = f"no answer within {timeout:g} s: is that host and port a PostgreSQL server?"
+            raise StoreError(f"{setting}: cannot connect to {_redact(url)}: {why}{full_hint(e)}") from e
         try:
-            version = await _migrate(pool, url)
+            version = await _migrate(pool, url, setting)
         except BaseException:
             await pool.close()
             raise
@@ -261,7 +274,7 @@ class PgDatabase(Closing):
         more on a fresh one: nothing was written, so that is safe for every write."""
         with reachable():
             for retry in (False, True):
-                async with self.pool.acquire() as conn:
+                async with self.connections.connection() as conn:
                     try:
                         await conn.execute(_BEGIN)
                     except LOST as e:
@@ -303,7 +316,7 @@ class PgDatabase(Closing):
         args = _args(t, params)
         with reachable():
             for retry in (False, True):
-                async with self.pool.acquire() as conn:
+                async with self.connections.connection() as conn:
                     try:
                         return list(await conn.fetch(t.sql, *args))
                     except LOST as e:
@@ -330,8 +343,17 @@ def _redact(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#\s]*", r"\1***", url)
 
 
-async def _migrate(pool: asyncpg.Pool, url: str) -> int:
+async def _migrate(pool: asyncpg.Pool, url: str, setting: str = "DATABASE_URL") -> int:
     async with pool.acquire() as conn:
+        if await conn.fetchval("SHOW transaction_read_only") == "on":
+            # A standby's URL, or default_transaction_read_only: this read "Upgrading ... to schema version
+            # 1 failed: cannot execute CREATE TABLE in a read-only transaction. The database is still at
+            # version 0", of a database at the newest version, and named neither the setting nor the fix.
+            raise StoreError(
+                f"{setting}: {_redact(url)} is read-only (a standby replica, or default_transaction_read_only "
+                "is on), and the bot writes its sessions, charges and settings there: point it at the "
+                "primary server, with a user that may write. The database was not changed."
+            )
         for m in PG_MIGRATIONS:
             try:
                 async with conn.transaction():

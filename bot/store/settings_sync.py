@@ -24,6 +24,7 @@ import asyncpg
 import structlog
 
 from bot.store.guild_settings import SETTINGS_CHANNEL, GuildSettingsStore
+from bot.store.pg import connect_target
 
 __all__ = ["SettingsListener"]
 
@@ -65,7 +66,8 @@ class SettingsListener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.url, timeout=10)
+                target, timeout = connect_target(self.url)
+                conn = await asyncpg.connect(target, timeout=timeout)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(SETTINGS_CHANNEL, self._on_notify)

@@ -31,7 +31,8 @@ import structlog
 
 from agent.config import ConfigError
 from bot.store.db import StoreError, StoreUnavailable
-from bot.store.pg import UNREACHABLE
+from bot.store.pg import UNREACHABLE, connect_target
+from bot.store.pg_acquire import full_hint
 
 __all__ = ["ShardClaim"]
 
@@ -156,9 +157,10 @@ class ShardClaim:
 
 async def _connect(url: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(url, server_settings=KEEPALIVE)
+        target, timeout = connect_target(url)
+        return await asyncpg.connect(target, server_settings=KEEPALIVE, timeout=timeout)
     except (OSError, TimeoutError, asyncpg.PostgresError) as e:
-        raise StoreError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {e})") from e
+        raise StoreError(f"DATABASE_URL: cannot connect ({type(e).__name__}: {e}){full_hint(e)}") from e
 
 
 async def _claim(conn: asyncpg.Connection, shard_count: int | None, ids: list[int], stale: int = 0) -> None:
