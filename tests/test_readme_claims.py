@@ -1,0 +1,61 @@
+"""What README.md and CHANGELOG.md tell a user, held to the code: the library example as written, and the
+upgrade notes' schema versions. Cheap, in-process checks; the command-line claims live in
+tests/test_blackbox_readme_*.py."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import re
+import textwrap
+from pathlib import Path
+
+from bot.store.migrations import MIGRATIONS
+from tests.fakes.llm_server import FakeLLM, text, tool_call
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _library_example() -> str:
+    section = README.split("## The agent library", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's 'The agent library' section lost its example"
+    return match.group(1)
+
+
+async def test_the_readme_library_example_runs_as_written_importing_only_from_agent(llm: FakeLLM) -> None:
+    """README: "Import from `agent` itself: its `__all__` is the stable API". Its example imported
+    build_registry from agent.toolset, a submodule, because the package did not export it. The example
+    runs here as written; the only change is the base URL, pointing it at the scripted server instead of
+    OpenAI's API (the README says a library user passes ``base_url=`` for any other server)."""
+    code = _library_example()
+    imports = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert imports and all(isinstance(n, ast.ImportFrom) and n.module == "agent" for n in imports), code
+    import agent
+
+    for node in imports:
+        for alias in node.names:
+            assert alias.name in agent.__all__, f"README's example imports {alias.name}, not in agent.__all__"
+    assert code.count("api_key=KEY") == 1, code
+    body = code.replace("api_key=KEY", "api_key=KEY, base_url=BASE")
+    scope: dict[str, object] = {}
+    exec("async def example(KEY, BASE):\n" + textwrap.indent(body, "    "), scope)
+    llm.script(tool_call("calculator", {"expression": "2**32"}), text("Python 3.14.2 is out."))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        await scope["example"]("sk-test", llm.base_url)  # type: ignore[operator]
+    printed = out.getvalue()
+    assert "ToolResultEvent(" in printed and "output='4294967296'" in printed, printed
+    assert printed.rstrip().splitlines()[-1].startswith("FinalEvent("), printed
+    assert "text='Python 3.14.2 is out.'" in printed and "status='completed'" in printed, printed
+
+
+def test_the_changelog_names_every_schema_version_the_migrations_reach() -> None:
+    """README: "`CHANGELOG.md` lists the schema version of each release" (what an upgrade does to stored
+    data). Schema 7 (turn_steps) shipped without a line: `agentbot doctor` said "schema version 7" and
+    the upgrade notes stopped at v6."""
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    listed = {int(v) for v in re.findall(r"^- v(\d+):", changelog, re.M)}
+    assert listed == {m.version for m in MIGRATIONS}, sorted(listed)
