@@ -59,3 +59,26 @@ def test_the_changelog_names_every_schema_version_the_migrations_reach() -> None
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     listed = {int(v) for v in re.findall(r"^- v(\d+):", changelog, re.M)}
     assert listed == {m.version for m in MIGRATIONS}, sorted(listed)
+
+
+def test_every_setting_whose_empty_value_is_not_its_default_is_named_where_the_rule_is_stated() -> None:
+    """README and .env.example: "an empty value means the default", naming only the quotas as the
+    exception. TOOL_RATE_LIMITS=, ROUTER_STEP_LIMITS= and ROUTER_RESEARCH_TIERS= mean none and
+    READER_MODEL= means off (kept so by design), so an operator blanking one got no rate limits, no
+    escalation, no research tiers or no page reader where the rule promised the defaults."""
+    from agent.config import AgentSettings
+    from bot.config import BotSettings
+    from bot.limits import QuotaEnv
+
+    def field_env(model: type, name: str) -> str:
+        return model.model_fields[name].alias or name.upper()
+
+    exceptions = {field_env(AgentSettings, n) for n in AgentSettings.EMPTY}
+    exceptions |= {field_env(BotSettings, n) for n in BotSettings.EMPTY if n not in QuotaEnv.EMPTY}
+    assert exceptions >= {"TOOL_RATE_LIMITS", "READER_MODEL"}, exceptions
+    rule = README.split("an empty value means the default", 1)[1].split(".env.example` also states", 1)[0]
+    env_example = (ROOT / ".env.example").read_text(encoding="utf-8")
+    header = env_example.split("The environment wins", 1)[0]
+    for name in sorted(exceptions):
+        assert name in rule, f"README's settings rule does not name {name}: {rule!r}"
+        assert name in header, f".env.example's header does not name {name}: {header!r}"
