@@ -82,3 +82,28 @@ def test_every_setting_whose_empty_value_is_not_its_default_is_named_where_the_r
     for name in sorted(exceptions):
         assert name in rule, f"README's settings rule does not name {name}: {rule!r}"
         assert name in header, f".env.example's header does not name {name}: {header!r}"
+
+
+def _readme_sections() -> list[str]:
+    """Headings, and the bold or italic words that open a paragraph or bullet: what "README: X" names."""
+    heads = re.findall(r"^#+ (.+)$", README, re.M)
+    leads = re.findall(r"^(?:\* )?\*\*?([^*\n]+?)\*\*?", README, re.M)
+    return heads + leads
+
+
+def test_every_readme_section_an_operator_is_sent_to_exists() -> None:
+    """.env.example, compose.yaml and the messages the commands print send the operator to README
+    sections by name; three named none ("Security, fetching pages", "Operations", "Models")."""
+    sections = _readme_sections()
+    files = [ROOT / ".env.example", ROOT / "compose.yaml", ROOT / "Dockerfile", ROOT / "CHANGELOG.md"]
+    files += sorted((ROOT / "agent").rglob("*.py")) + sorted((ROOT / "bot").rglob("*.py"))
+    missing = []
+    for path in files:
+        source = path.read_text(encoding="utf-8")
+        refs = re.findall(r'README:? "([^"\n]+)"', source)
+        refs += [r for r in re.findall(r"README: ([A-Z][^)\"\n;.]*)", source)]
+        for ref in refs:
+            for part in ref.split(", "):
+                if not any(s.startswith(part.strip()) for s in sections):
+                    missing.append(f"{path.relative_to(ROOT)}: {part!r}")
+    assert not missing, missing
