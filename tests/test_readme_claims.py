@@ -107,3 +107,18 @@ def test_every_readme_section_an_operator_is_sent_to_exists() -> None:
                 if not any(s.startswith(part.strip()) for s in sections):
                     missing.append(f"{path.relative_to(ROOT)}: {part!r}")
     assert not missing, missing
+
+
+def test_doctor_names_every_namespace_the_readme_says_each_run_gets() -> None:
+    """README (Python sandbox): "each run gets new user, mount, PID, network, IPC, UTS and cgroup
+    namespaces" (sandbox_runner unshares all seven). `agentbot doctor` and the start-up log described
+    the sandbox as "user, mount, PID, network, IPC and UTS namespaces": the cgroup one went unsaid."""
+    from agent.tools.python_exec import probe_sandbox
+    from agent.tools.sandbox_run import PythonSettings
+
+    said = re.search(r"each run gets new ([\w,\s]+?) namespaces", README)
+    assert said, "README's Python sandbox section no longer lists the namespaces"
+    listed = " ".join(said.group(1).split())
+    support = probe_sandbox(PythonSettings(timeout=10, cpu_seconds=5, memory_mb=256, max_output_chars=4000))
+    assert support.namespaces, support.detail
+    assert support.detail.startswith(listed + " namespaces;"), (listed, support.detail)
