@@ -1,6 +1,7 @@
-"""What README.md and CHANGELOG.md tell a user, held to the code: the library example as written, and the
-upgrade notes' schema versions. Cheap, in-process checks; the command-line claims live in
-tests/test_blackbox_readme_*.py."""
+"""What README.md, .env.example and CHANGELOG.md tell a user, held to the code: the library example as
+written, the upgrade notes' schema versions, which settings an empty value does not default, the README
+sections operators are sent to, and the sandbox's namespaces as doctor says them. Cheap, in-process
+checks; the command-line claims live in tests/test_blackbox_readme_*.py."""
 
 from __future__ import annotations
 
