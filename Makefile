@@ -61,7 +61,8 @@ lint: $(BIN)/.installed-dev
 # not on the CPU. Measured on this 2-core machine: -n 2 took 3:07 wall (2:02 CPU), -n 4 took 2:07; with
 # 1,286 tests (2026-12-05) -n 4 took 3:00-3:04 and -n 6 2:49-2:55; with 1,413 tests (quiet, 2026-12-05
 # 16:20) -n 6 2:55 and -n 8 2:47, the CPU busy ~65% of the wall time (per-process sampling of /proc);
-# with 1,499 tests (quiet, 2026-12-05 19:10, file order re-measured) -n 8 2:49 and -n 10 2:40.
+# with 1,499 tests (quiet, 2026-12-05 19:10, file order re-measured) -n 8 2:49 and -n 10 2:40; with 1,634
+# tests (quiet, the figures README quotes) -n 8 2:54, -n 10 2:52 and -n 14 3:01.
 # Files go to the workers slowest first (tests/file_order.py), so the run does not end on one worker.
 # Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set (it is on these machines): the suite starts
 # ~190 agentbot processes, and each compiled agent/ and bot/ afresh (0.2 s of CPU per start), and each

@@ -75,6 +75,7 @@ if TYPE_CHECKING:
         TransientToolError,
         tool,
     )
+    from agent.toolset import build_registry
 
 _EXPORTS: dict[str, str] = {
     "Budget": "agent.budget",
@@ -131,6 +132,7 @@ _EXPORTS: dict[str, str] = {
     "Router": "agent.models.router",
     "Reader": "agent.reader",
     "RunState": "agent.run_state",
+    "build_registry": "agent.toolset",
     "Tool": "agent.tools.registry",
     "ToolContext": "agent.tools.registry",
     "ToolGuard": "agent.tools.registry",
@@ -167,7 +169,7 @@ __all__ = [
     "Router", "Routing", "RunResult", "RunState", "RunStatus", "StepOutcome", "StepStarted", "SwitchNotice",
     "TextChunk", "TextDelta", "Tool", "ToolCall", "ToolCallEvent", "ToolContext", "ToolGuard",
     "ToolOutcome", "ToolOutput", "ToolRefused", "ToolRegistry", "ToolResultEvent", "TransientToolError",
-    "Usage", "UsageEvent", "build_model", "build_reader", "build_router", "default_prices",
+    "Usage", "UsageEvent", "build_model", "build_reader", "build_registry", "build_router", "default_prices",
     "load_agent_settings", "make_client", "tool",
 ]
 # fmt: on

@@ -197,6 +197,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_ops_streams.py": 1,
     "test_blackbox_readme_deploy.py": 1,
     "test_blackbox_readme_layout.py": 1,
+    "test_readme_claims.py": 2,
     "test_blackbox_security_children.py": 1,
     "test_quota_limits.py": 1,
 }

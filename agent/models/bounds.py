@@ -5,7 +5,7 @@ hostile endpoint) streamed up to the 128 MiB a response body may hold (``agent.m
 kept in memory, shown and written into every checkpoint of the run. The adapters count the characters
 of text and tool-call arguments as they arrive and stop reading past :func:`answer_chars`; the answer
 then ends as one cut at its output limit (``finish_reason`` ``length``), which the loop marks as cut and
-whose cut-off tool calls are not run, as for any answer the server itself cut (README: Models).
+whose cut-off tool calls are not run, as for any answer the server itself cut (README: The agent library, Provider).
 """
 
 from __future__ import annotations

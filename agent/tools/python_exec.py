@@ -84,7 +84,7 @@ def _probe(settings: PythonSettings) -> SandboxSupport:
     shown = f"; WARNING: {run.notice}" if run.notice else ""
     return SandboxSupport(
         True,
-        f"user, mount, PID, network, IPC and UTS namespaces; allow-list root; {limits}{shown}",
+        f"user, mount, PID, network, IPC, UTS and cgroup namespaces; allow-list root; {limits}{shown}",
         run.notice,
     )
 
