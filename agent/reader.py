@@ -72,7 +72,7 @@ class Reader:
         self.model = model
         self.settings = settings or ReaderSettings()
         self.stopped = 0
-        """Readings cancelled under way: never counted, yet perhaps billed (``agentbot ask`` says so)."""
+        """Readings cancelled under way: billed, so counted by estimate (``agentbot ask`` says so)."""
 
     @property
     def name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -12,9 +13,9 @@ from typing import Any
 from agent.budget import Budget
 from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
 from agent.messages import ImagePart, Message
-from agent.models.base import Model
+from agent.models.base import Model, RetryNotice, TextChunk
 from agent.models.prices import PriceTable
-from agent.models.tokens import completion_cap, estimate_prompt
+from agent.models.tokens import CHARS_PER_TOKEN, completion_cap, estimate_prompt
 
 
 @dataclass(slots=True)
@@ -111,11 +112,23 @@ class Bill:
     cost: Cost = field(default_factory=Cost)
     charged: bool = False
     started: float = field(default_factory=time.monotonic)
+    streamed: int = 0
+    """Characters of answer streamed so far (what a call cut before its usage is charged for as output)."""
+    retry_until: float = 0.0
+    """While a failed attempt waits to be retried (until then), no request is with the provider."""
 
     def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
         """Priced as :meth:`PriceTable.priced` says (the reported name, else ``asked``, the name called)."""
         model, cost = prices.priced(model, usage, asked)
         self.model, self.usage, self.cost, self.charged = model, usage, cost, True
+
+    def saw(self, chunk: object) -> None:
+        """Follow what the call streamed, for :meth:`hold.cut`: its words, and a wait before a retry (the
+        words before a retry are void, and nothing is being asked of the provider while it waits)."""
+        if isinstance(chunk, TextChunk):
+            self.streamed += len(chunk.text)
+        elif isinstance(chunk, RetryNotice):
+            self.streamed, self.retry_until = 0, time.monotonic() + chunk.delay
 
     @property
     def elapsed(self) -> float:
@@ -138,14 +151,29 @@ class Bill:
 class hold:
     """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
 
-    The only place a model call meets the budget: a call that ends without :meth:`Bill.charge` (failed,
-    cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
+    The only place a model call meets the budget. A call that fails without :meth:`Bill.charge` releases
+    the hold with nothing spent (a refused request is not billed). A call *cut* under way (Stop, the
+    turn's time limit, Ctrl-C: cancelled, or its generator closed) is charged by :meth:`cut`: the
+    provider has the request and bills its prompt whether or not the answer is read, and repeated Stops
+    otherwise spent the server's money without it reaching any quota. Its usage is estimated locally
+    (prompt as the hold counts it, output as the words streamed so far) and marked ``estimated``, and
+    it is added to ``state``, so footer, ``ask`` and ``/usage`` say the same figures.
     The provider is read at the end: a router may have switched to another one mid-call. A class, not
     ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
     ``spec_chars`` is :func:`~agent.models.tokens.tool_chars` of the tool specs sent with the call.
     """
 
-    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "spec_chars", "token")
+    __slots__ = (
+        "bill",
+        "budget",
+        "max_tokens",
+        "messages",
+        "model",
+        "prices",
+        "spec_chars",
+        "state",
+        "token",
+    )
 
     def __init__(
         self,
@@ -155,9 +183,11 @@ class hold:
         messages: Sequence[Message],
         spec_chars: int,
         max_tokens: int | None,
+        state: RunState | None = None,
     ) -> None:
         self.prices, self.budget, self.model = prices, budget, model
         self.messages, self.spec_chars, self.max_tokens = messages, spec_chars, max_tokens
+        self.state = state
         self.bill = Bill(model.name)
         self.token: Any = None
 
@@ -190,12 +220,27 @@ class hold:
         await self.budget.settle(old, self.model.name, self.model.provider, Usage(), Cost())
         await self.__aenter__()
 
-    async def __aexit__(self, *exc: object) -> None:
+    def cut(self) -> None:
+        """Charge a call cut under way, estimated (see the class); nothing while it waited to retry."""
+        bill = self.bill
+        if bill.charged or time.monotonic() < bill.retry_until:
+            return
+        name = self.model.name  # a routed model: the one the request went to
+        prompt = estimate_prompt(self.messages, tools_chars=self.spec_chars)
+        usage = Usage(prompt, -(-bill.streamed // CHARS_PER_TOKEN), 0, 1, estimated=True)
+        bill.charge(self.prices, name, usage, name)
+        if self.state is not None:
+            self.state.add_usage(bill.model, bill.usage, bill.cost)
+
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        answered = self.bill.charged
+        if not answered and kind is not None and issubclass(kind, asyncio.CancelledError | GeneratorExit):
+            self.cut()
         if self.budget is None:
             return
         bill = self.bill
         settle = self.budget.settle(self.token, bill.model, self.model.provider, bill.usage, bill.cost)
-        if bill.charged:
+        if answered:
             await settle
         else:
             with contextlib.suppress(Exception):
