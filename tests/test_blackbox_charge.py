@@ -5,17 +5,24 @@ before the fix its docstring names."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.events import Cost, Usage
+from bot.limits import Limits
+from bot.store import QuotaStore, open_database
+from tests.conftest import StoreTarget
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply
 from tests.test_e2e_config import flat, run
+
+UNLIMITED = Limits.unlimited()
 
 
 @pytest.fixture
@@ -62,4 +69,41 @@ async def test_a_stop_mid_call_is_charged_by_estimate_and_usage_says_so(
     assert _tokens_today(mine) > 0, mine
     spent = re.search(r"\*\*Spending this month\*\*: ~?\$([\d.]+)", mine)
     assert spent and float(spent.group(1)) > 0, mine
-    assert re.search(r"`openai/gpt-4o-mini`: 1 call · [\d,]+ in", server), server
+    assert "**Tokens today**: ~" in mine and "**Spending this month**: ~$" in mine, mine
+    assert "**Server budget this month**: ~$" in mine and "counted by estimate" in mine, mine
+    assert re.search(r"\*\*\d{4}-\d\d\*\*: ~[\d,]+ tokens · ~\$", server), server
+    assert re.search(r"`openai/gpt-4o-mini`: 1 call · ~[\d,]+ in", server), server
+    assert "1 call this month was counted by estimate" in server, server
+
+
+async def test_the_ledger_keeps_which_calls_were_estimated_on_both_backends(
+    store_target: StoreTarget,
+) -> None:
+    """/usage showed tokens counted locally (llama.cpp streams send no usage; a call cut by a Stop)
+    unmarked, while the footer and `agentbot ask` said "estimated": the ledger had no such flag. Now a
+    settle carries it (schema v8 on SQLite and PostgreSQL, in a batch and alone) and the reports count
+    such calls per day, month, member, model and server; exact calls leave them at 0."""
+    async with await open_database(await store_target()) as db:
+        store = QuotaStore(db, None, UNLIMITED)
+        alice, bob = store.budget(1, 10), store.budget(1, 20)
+        exact = (Usage(100, 20, requests=1), Cost(0.001))
+        guessed = (Usage(300, 40, requests=1, estimated=True), Cost(0.002))
+        # three at once go as one batch (PostgreSQL: one quota_apply call); then one alone
+        await asyncio.gather(
+            alice.settle(None, "gpt-4o-mini", "openai", *guessed),
+            alice.settle(None, "gpt-4o-mini", "openai", *exact),
+            bob.settle(None, "gpt-4.1-nano", "openai", *exact),
+        )
+        await alice.settle(None, "local-llama", "openai", *guessed)
+        await store.flush()
+        mine, bobs = await store.usage(1, 10), await store.usage(1, 20)
+        server = await store.server_usage(1)
+    assert (mine.estimated_calls_today, mine.estimated_calls, mine.server_estimated_calls) == (2, 2, 2)
+    assert (bobs.estimated_calls_today, bobs.estimated_calls, bobs.server_estimated_calls) == (0, 0, 2)
+    assert server.estimated_calls == 2 and server.tokens == 120 * 2 + 340 * 2
+    assert {u.user_id: u.estimated_calls for u in server.top_users} == {10: 2, 20: 0}
+    assert {m.model: m.estimated_calls for m in server.models} == {
+        "gpt-4o-mini": 1,
+        "gpt-4.1-nano": 0,
+        "local-llama": 1,
+    }
