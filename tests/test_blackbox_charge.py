@@ -107,3 +107,32 @@ async def test_the_ledger_keeps_which_calls_were_estimated_on_both_backends(
         "gpt-4.1-nano": 0,
         "local-llama": 1,
     }
+
+
+async def test_a_long_answer_cannot_pass_a_spending_limit_the_hold_let_through(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Without AGENT_MAX_TOKENS, gpt-4o-mini was called with no cap while its hold counted 1,024 output
+    tokens: with $0.01 a month left, one 40,000-token answer ($0.024) went through and /usage me read
+    "⛔ Spending this month: $0.024 of $0.01". Now a priced model is sent the cap its hold counts
+    (8,192, as Anthropic's calls always were), so a provider stops there and the limit holds."""
+
+    def provider(body: dict[str, Any]) -> Reply:  # writes until the cap it was sent, if any
+        return Reply(
+            text="Tides.",
+            prompt_tokens=1_000,
+            completion_tokens=min(40_000, body.get("max_tokens") or 40_000),
+        )
+
+    llm.responder = provider
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await run(fake, guild, "config limits", {"limit": "cost_per_month_usd", "value": "0.01"})
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name="🔎 tides")
+        await fake.wait_for_message(thread, lambda m: "tokens (" in m.content, within=30)
+        await wait_idle(fake, bot)
+        mine = flat(await run(fake, guild, "usage me", user="alice"))
+    spent = re.search(r"\*\*Spending this month\*\*: \$([\d.]+) of \$0.01", mine)
+    assert spent and 0 < float(spent.group(1)) <= 0.01 and "⛔" not in mine, mine
+    assert [r.get("max_tokens") for r in llm.requests] == [8192], llm.requests[-1]

@@ -73,14 +73,18 @@ def estimate_note(calls: int, when: str) -> str:
     )
 
 
+def marked(text: str, estimated: bool) -> str:
+    """``text`` marked :data:`ESTIMATE` when ``estimated`` (never "an unknown amount": no figure to mark)."""
+    return ESTIMATE + text if estimated and text != UNKNOWN_AMOUNT else text
+
+
 def usage_line(item: LimitUsage, *, at_least: bool = False, estimated: bool = False) -> str:
     """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``; ``~340`` when ``estimated``."""
     if item.name in MONEY_LIMITS:
         used = spent(item.used - item.reserved, int(at_least))
     else:
         used = format_amount(item.name, item.used - item.reserved)
-    if estimated and used != UNKNOWN_AMOUNT:
-        used = ESTIMATE + used
+    used = marked(used, estimated)
     if item.reserved > 0:  # what is spent, and apart what a running step holds (it counts against the limit)
         used += f" (+ {format_amount(item.name, item.reserved)} reserved by a running request)"
     text = f"{'⛔ ' if item.exhausted else ''}**{USAGE_HEADINGS[item.name]}**: {used}"
@@ -134,28 +138,28 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
 
 def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
     budget = format_limit(GUILD_BUDGET, usage.budget_usd)
-    est = ESTIMATE if usage.estimated_calls else ""
+    est = usage.estimated_calls > 0
     head = (
-        f"**{usage.month}**: {est}{usage.tokens:,} tokens · {est}{spent(usage.cost_usd, usage.unknown_cost_calls)}"
-        f" spent of a {budget} budget"
+        f"**{usage.month}**: {marked(f'{usage.tokens:,}', est)} tokens"
+        f" · {marked(spent(usage.cost_usd, usage.unknown_cost_calls), est)} spent of a {budget} budget"
     )
     if usage.budget_usd is not None:
         head += f" · {format_usd(max(0.0, usage.budget_usd - usage.cost_usd))} left"
     head += f" · resets {discord_timestamp(usage.resets_at)}"
     users = [
         f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''}"
-        f" · {ESTIMATE * (u.estimated_calls > 0)}{u.tokens:,} tokens"
-        f" · {ESTIMATE * (u.estimated_calls > 0)}{spent(u.cost_usd, u.unknown_cost_calls)}"
+        f" · {marked(f'{u.tokens:,}', u.estimated_calls > 0)} tokens"
+        f" · {marked(spent(u.cost_usd, u.unknown_cost_calls), u.estimated_calls > 0)}"
         for i, u in enumerate(usage.top_users, 1)
     ]
     models = [
         f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
-        f" · {ESTIMATE * (m.estimated_calls > 0)}{m.prompt_tokens:,} in"
+        f" · {marked(f'{m.prompt_tokens:,}', m.estimated_calls > 0)} in"
         + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
         + f" / {m.completion_tokens:,} out"
         + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
         + " tokens"
-        + f" · {ESTIMATE * (m.estimated_calls > 0)}{spent(m.cost_usd, m.unknown_cost_calls)}"
+        + f" · {marked(spent(m.cost_usd, m.unknown_cost_calls), m.estimated_calls > 0)}"
         for m in usage.models
     ]
     footer = "Top users by spending · days and months in UTC."
