@@ -17,6 +17,7 @@ from bot.limits import Limits
 from bot.store import QuotaStore, open_database
 from tests.conftest import StoreTarget
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply
@@ -136,3 +137,32 @@ async def test_a_long_answer_cannot_pass_a_spending_limit_the_hold_let_through(
     spent = re.search(r"\*\*Spending this month\*\*: \$([\d.]+) of \$0.01", mine)
     assert spent and 0 < float(spent.group(1)) <= 0.01 and "⛔" not in mine, mine
     assert [r.get("max_tokens") for r in llm.requests] == [8192], llm.requests[-1]
+
+
+async def test_an_edit_that_re_runs_a_running_turn_says_it_is_a_new_request(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Alice fixed a typo in her mention while its turn ran: the turn was stopped and run again with the
+    edit, which is a new request to the model and was counted as one ("Requests today: 2"), but the
+    thread said only "Re-running with the edited message": nothing told her it cost a second request
+    of her day. Decided: the second request is right (the model is asked again, and the cut call is
+    billed); the thread now says so. The cut call itself is charged by estimate."""
+    me = fake.bot_user
+    llm.script(Reply(hang=True), Reply(text="Four."))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        general = guild.channel("general")
+        ask = fake.inject_message(general, "alice", f"<@{me.id}> waht is 2+2", mentions=[me])
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) == 1, what="the first call")
+        edit_message(fake, ask, f"<@{me.id}> what is 2+2")
+        await fake.wait_for_message(thread, lambda m: m.content == "Four.", within=15)
+        await wait_idle(fake, bot)
+        mine = flat(await run(fake, guild, "usage me", user="alice"))
+    shown = [m.content for m in fake.messages(thread)]
+    rerun = next((c for c in shown if c.startswith("✏️ Re-running with the edited message")), "")
+    assert "counts as a new request" in rerun, shown
+    assert "**Requests today**: 2 of" in mine, mine
+    assert any(
+        "stopped by an edit of the message · the model call under way is counted by estimate" in c
+        for c in shown
+    ), shown
