@@ -166,3 +166,23 @@ async def test_an_edit_that_re_runs_a_running_turn_says_it_is_a_new_request(
         "stopped by an edit of the message · the model call under way is counted by estimate" in c
         for c in shown
     ), shown
+
+
+async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A turn stopped by BOT_TURN_TIMEOUT_SECONDS while its model call was under way charged nothing
+    for that call ("/usage me": 0 tokens), though the provider billed its prompt."""
+    llm.script(Reply(hang=True))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild, BOT_TURN_TIMEOUT_SECONDS=1) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general, name="🔎 tides")
+        footer = await fake.wait_for_message(
+            thread, lambda m: "stopped by a time limit" in m.content, within=15
+        )
+        await wait_idle(fake, bot)
+        mine = flat(await run(fake, guild, "usage me", user="alice"))
+    assert "estimated: " in footer.content and "counted by estimate" in footer.content, footer.content
+    shown = re.search(r"estimated: ([\d,]+) tokens", footer.content)
+    assert shown and f"**Tokens today**: ~{shown.group(1)} of" in mine, (footer.content, mine)
