@@ -31,12 +31,12 @@ import structlog
 
 from agent.attachments import IncomingFile
 from agent.tools.safe_names import safe_name
-from bot.assembly import classified, route, step_cost, step_need, who_runs
+from bot.assembly import charge_judge, classified, route, step_cost, step_need, who_runs
 from bot.formatting import channel_refusal
 from bot.notes import untrusted
 from bot.rerun import EditRerun, files_of
 from bot.runner import SessionRunner, TurnRequest
-from bot.store import QuotaDecision, SessionRecord, new_session_id
+from bot.store import QuotaBudget, QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
 
 if TYPE_CHECKING:
@@ -160,6 +160,10 @@ class SessionControl(EditRerun):
             log.warning("route_failed", session_id=rec.id, exc_info=True)
             model = None
         how = model.route if model is not None else None
+        judged = None
+        if how is not None:  # the judge's call was made: charged now, whatever becomes of the session
+            budget = QuotaBudget(sv.quotas, guild_id, member.id, roles_of(member, guild_id), session_id)
+            judged = await charge_judge(how, budget)
         if how is None:
             rec.model = "chosen when the run starts"
         else:
@@ -197,6 +201,7 @@ class SessionControl(EditRerun):
                 header_written=True,
                 message_id=message_id,
                 attachments=attachments,
+                judged=judged,
             )
         )
         return session

@@ -186,3 +186,30 @@ async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
     assert "estimated: " in footer.content and "counted by estimate" in footer.content, footer.content
     shown = re.search(r"estimated: ([\d,]+) tokens", footer.content)
     assert shown and f"**Tokens today**: ~{shown.group(1)} of" in mine, (footer.content, mine)
+
+
+async def test_an_edit_re_run_does_not_charge_the_sessions_judge_call_again(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With ROUTER_CLASSIFIER=judge, a mention is routed once, by one judge call, when its session
+    starts. Alice edited her mention while its turn ran: the re-run used the same route and charged
+    its judge call a second time (/usage server: "openai/gpt-4.1-nano: 2 calls" for the one call the
+    judge made). Now a judge call is charged once, where it is made."""
+    me = fake.bot_user
+    llm.script(
+        Reply(text="simple", prompt_tokens=300, completion_tokens=1),  # the judge
+        Reply(hang=True),
+        Reply(text="Four."),
+    )
+    agent_env = {"ROUTER_CLASSIFIER": "judge", "ROUTER_JUDGE_MODEL": "gpt-4.1-nano"}
+    async with running_bot(fake, llm, tmp_path, guild, agent_env=agent_env) as bot:
+        general = guild.channel("general")
+        ask = fake.inject_message(general, "alice", f"<@{me.id}> waht is 2+2", mentions=[me])
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: len(llm.requests) == 2, what="the run's first call")
+        edit_message(fake, ask, f"<@{me.id}> what is 2+2")
+        await fake.wait_for_message(thread, lambda m: m.content == "Four.", within=15)
+        await wait_idle(fake, bot)
+        server = flat(await run(fake, guild, "usage server"))
+    assert [r["model"] for r in llm.requests] == ["gpt-4.1-nano", "gpt-4o-mini", "gpt-4o-mini"]
+    assert "`openai/gpt-4.1-nano`: 1 call · 300 in / 1 out tokens" in server, server

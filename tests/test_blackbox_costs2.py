@@ -258,12 +258,13 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
             fake.inject_interaction("research", {"task": "Capital of Spain?"}, user="admin", channel=general)
             await fake.wait_for(lambda: len(fake.threads(general)) == 2, within=10, what="the second thread")
             second = fake.threads(general)[1]
-            stopped = await fake.wait_for_message(second, lambda m: "tokens (" in m.content, within=30)
+            stopped = await fake.wait_for_message(second, lambda m: "limit" in m.content, within=30)
             await wait_idle(fake, bot)
             after = flat(await run(fake, guild, "usage server", {}, user="admin"))
     assert PriceTable().estimate("gpt-4o-mini", 2_000, 8_192).usd < 0.01 < float(40_000 * mp.input_mtok) / 1e6
     assert "`anthropic/claude-haiku-4-5`: 2 calls · 40,400 in / 2 out tokens" in after, after
-    assert "40,001 tokens (40,000 in, 1 out)" in stopped.content and "stopped by a limit" in stopped.content
+    # charged where it was made, before the turn: the turn is then refused (no request counted)
+    assert "Monthly spending limit reached: $0.04 of $0.01" in stopped.content, stopped.content
     assert len(llm.requests) == 1, stopped.content  # the run's own call was refused
     row = next((x for x in server.splitlines() if "claude-haiku-4-5" in x), "")
     assert row.startswith("`anthropic/claude-haiku-4-5`: 1 call · 400 in / 1 out tokens · "), server
