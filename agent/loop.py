@@ -280,7 +280,7 @@ class Agent:
                             )
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
-                            bill.saw(chunk)  # a call cut under way is charged what it streamed
+                            held.saw(chunk)  # a call cut under way is charged what it streamed
                             yield self._chunk_event(run, step, chunk)
                             if isinstance(chunk, SwitchNotice):  # the next request goes to another model
                                 await held.moved()

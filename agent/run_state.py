@@ -116,18 +116,24 @@ class Bill:
     """Characters of answer streamed so far (what a call cut before its usage is charged for as output)."""
     retry_until: float = 0.0
     """While a failed attempt waits to be retried (until then), no request is with the provider."""
+    lost: list[tuple[str, int]] = field(default_factory=list)
+    """Attempts that broke off after streaming words (a proxy's timeout, an error event mid-stream)
+    before a retry: (model, characters streamed). The provider billed them; :class:`hold` charges them."""
 
     def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
         """Priced as :meth:`PriceTable.priced` says (the reported name, else ``asked``, the name called)."""
         model, cost = prices.priced(model, usage, asked)
         self.model, self.usage, self.cost, self.charged = model, usage, cost, True
 
-    def saw(self, chunk: object) -> None:
+    def saw(self, chunk: object, model: str) -> None:
         """Follow what the call streamed, for :meth:`hold.cut`: its words, and a wait before a retry (the
-        words before a retry are void, and nothing is being asked of the provider while it waits)."""
+        words before a retry are void, though billed: kept in :attr:`lost`; and nothing is being asked
+        of the provider while it waits)."""
         if isinstance(chunk, TextChunk):
             self.streamed += len(chunk.text)
         elif isinstance(chunk, RetryNotice):
+            if self.streamed:
+                self.lost.append((model, self.streamed))
             self.streamed, self.retry_until = 0, time.monotonic() + chunk.delay
 
     @property
@@ -220,22 +226,46 @@ class hold:
         await self.budget.settle(old, self.model.name, self.model.provider, Usage(), Cost())
         await self.__aenter__()
 
+    def saw(self, chunk: object) -> None:
+        """What the call streamed (see :meth:`Bill.saw`), under the model serving now."""
+        self.bill.saw(chunk, self.model.name)
+
+    def _estimated(self, model: str, chars: int) -> tuple[Usage, Cost]:
+        """One attempt counted locally: the prompt as the hold counts it, ``chars`` of answer."""
+        prompt = estimate_prompt(self.messages, tools_chars=self.spec_chars)
+        usage = Usage(prompt, -(-chars // CHARS_PER_TOKEN), 0, 1, estimated=True)
+        return usage, self.prices.priced(model, usage, model)[1]
+
     def cut(self) -> None:
         """Charge a call cut under way, estimated (see the class); nothing while it waited to retry."""
         bill = self.bill
         if bill.charged or time.monotonic() < bill.retry_until:
             return
         name = self.model.name  # a routed model: the one the request went to
-        prompt = estimate_prompt(self.messages, tools_chars=self.spec_chars)
-        usage = Usage(prompt, -(-bill.streamed // CHARS_PER_TOKEN), 0, 1, estimated=True)
-        bill.charge(self.prices, name, usage, name)
+        bill.charge(self.prices, name, self._estimated(name, bill.streamed)[0], name)
         if self.state is not None:
             self.state.add_usage(bill.model, bill.usage, bill.cost)
+
+    def _charge_lost(self, answered: bool) -> None:
+        """Attempts that broke off mid-answer before a retry (:attr:`Bill.lost`) were billed: charged by
+        estimate with the call (its usage reached the run through the caller when ``answered``)."""
+        bill = self.bill
+        for model, chars in bill.lost:
+            usage, cost = self._estimated(model, chars)
+            if bill.charged:
+                bill.usage, bill.cost = bill.usage + usage, bill.cost + cost
+            else:
+                bill.model, bill.usage, bill.cost, bill.charged = model, usage, cost, True
+            if self.state is not None and not answered:
+                self.state.add_usage(model, usage, cost)
+        bill.lost.clear()
 
     async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         answered = self.bill.charged
         if not answered and kind is not None and issubclass(kind, asyncio.CancelledError | GeneratorExit):
             self.cut()
+        if self.bill.lost:
+            self._charge_lost(answered)
         if self.budget is None:
             return
         bill = self.bill

@@ -6,11 +6,14 @@ before the fix its docstring names."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from agent.events import Cost, Usage
 from bot.limits import Limits
@@ -21,6 +24,7 @@ from tests.fakes.discord_edits import edit_message
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply
+from tests.fakes.served import served
 from tests.test_e2e_config import flat, run
 
 UNLIMITED = Limits.unlimited()
@@ -213,3 +217,59 @@ async def test_an_edit_re_run_does_not_charge_the_sessions_judge_call_again(
         server = flat(await run(fake, guild, "usage server"))
     assert [r["model"] for r in llm.requests] == ["gpt-4.1-nano", "gpt-4o-mini", "gpt-4o-mini"]
     assert "`openai/gpt-4.1-nano`: 1 call · 300 in / 1 out tokens" in server, server
+
+
+def _sse(model: str, delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
+    choices = [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]
+    data = {"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": choices}
+    return b"data: " + json.dumps(data | ({"usage": usage} if usage else {})).encode() + b"\n\n"
+
+
+async def test_an_answer_that_broke_off_before_a_retry_is_charged_by_estimate(tmp_path: Path) -> None:
+    """A proxy's timeout ended gpt-4o-mini's stream after 4,000 characters of answer, and the call was
+    retried: `agentbot ask` (and the quota) counted only the retry's 100 + 20 tokens, though the
+    provider billed the broken-off attempt too (its prompt and what it wrote). Now that attempt is
+    charged by estimate with the call, and the summary says "estimated"."""
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    calls = 0
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        if calls == 1:  # 4,000 characters, then the body ends: no finish_reason, no [DONE]
+            await resp.write(
+                _sse("gpt-4o-mini", {"role": "assistant", "content": "Tides rise. " * 333 + "Ti"})
+            )
+        else:
+            await resp.write(
+                _sse("gpt-4o-mini", {"role": "assistant", "content": "Tides."}, "stop")
+                + _sse("gpt-4o-mini", {}, usage={"prompt_tokens": 100, "completion_tokens": 20})
+                + b"data: [DONE]\n\n"
+            )
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as site:
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{site}/v1",
+            OPENAI_API_KEY="sk-t",
+            DATA_DIR=str(tmp_path),
+            PYTHON_SANDBOX="off",
+            MEMORY_ENABLED=False,
+        )
+        err, out = io.StringIO(), io.StringIO()
+        await ask("Why do tides rise?", settings, out=out, err=err)
+    lines = err.getvalue().splitlines()
+    summary = next((x for x in lines if "completion tokens" in x), "")
+    assert calls == 2 and out.getvalue() == "Tides.\n", err.getvalue()
+    said = re.search(r"1 step · estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
+    assert said, lines
+    assert int(said.group(1).replace(",", "")) > 100 and int(said.group(2).replace(",", "")) >= 20 + 1_000, (
+        summary
+    )
