@@ -158,7 +158,8 @@ class hold:
     """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
 
     The only place a model call meets the budget. A call that fails without :meth:`Bill.charge` releases
-    the hold with nothing spent (a refused request is not billed). A call *cut* under way (Stop, the
+    the hold with nothing spent (a refused request is not billed), unless an attempt of it broke off
+    after writing words (billed: charged them by estimate, :meth:`_charge_lost`). A call *cut* under way (Stop, the
     turn's time limit, Ctrl-C: cancelled, or its generator closed) is charged by :meth:`cut`: the
     provider has the request and bills its prompt whether or not the answer is read, and repeated Stops
     otherwise spent the server's money without it reaching any quota. Its usage is estimated locally
@@ -264,6 +265,8 @@ class hold:
         answered = self.bill.charged
         if not answered and kind is not None and issubclass(kind, asyncio.CancelledError | GeneratorExit):
             self.cut()
+        elif not answered and kind is not None and self.bill.streamed:
+            self.cut()  # failed after writing words (its last attempt broke off): billed, so charged
         if self.bill.lost:
             self._charge_lost(answered)
         if self.budget is None:

@@ -273,3 +273,36 @@ async def test_an_answer_that_broke_off_before_a_retry_is_charged_by_estimate(tm
     assert int(said.group(1).replace(",", "")) > 100 and int(said.group(2).replace(",", "")) >= 20 + 1_000, (
         summary
     )
+
+
+async def test_a_call_whose_every_attempt_broke_off_is_charged_for_each(tmp_path: Path) -> None:
+    """The same broken proxy on every attempt: the call failed after MODEL_MAX_ATTEMPTS=2 attempts, each
+    of which streamed 4,000 characters the provider billed, and `agentbot ask` said "0 prompt + 0
+    completion tokens · cost $0.0000". Now both attempts are counted by estimate."""
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_sse("gpt-4o-mini", {"role": "assistant", "content": "Tides rise. " * 333 + "Ti"}))
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as site:
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{site}/v1",
+            OPENAI_API_KEY="sk-t",
+            DATA_DIR=str(tmp_path),
+            PYTHON_SANDBOX="off",
+            MEMORY_ENABLED=False,
+            MODEL_MAX_ATTEMPTS=2,
+        )
+        err = io.StringIO()
+        result = await ask("Why do tides rise?", settings, out=io.StringIO(), err=err)
+    summary = next((x for x in err.getvalue().splitlines() if "completion tokens" in x), "")
+    assert result.status == "error", err.getvalue()
+    said = re.search(r"estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
+    assert said and int(said.group(2).replace(",", "")) == 2 * 1_000, summary
