@@ -13,7 +13,7 @@ from typing import Any
 from agent.budget import Budget
 from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
 from agent.messages import ImagePart, Message
-from agent.models.base import Model, RetryNotice, TextChunk
+from agent.models.base import Model, RetryNotice, SwitchNotice, TextChunk
 from agent.models.prices import PriceTable
 from agent.models.tokens import CHARS_PER_TOKEN, completion_cap, estimate_prompt
 
@@ -135,6 +135,9 @@ class Bill:
             if self.streamed:
                 self.lost.append((model, self.streamed))
             self.streamed, self.retry_until = 0, time.monotonic() + chunk.delay
+        elif isinstance(chunk, SwitchNotice) and self.streamed:  # the last attempt before a fallback
+            self.lost.append((chunk.from_model, self.streamed))
+            self.streamed = 0
 
     @property
     def elapsed(self) -> float:
@@ -159,7 +162,7 @@ class hold:
 
     The only place a model call meets the budget. A call that fails without :meth:`Bill.charge` releases
     the hold with nothing spent (a refused request is not billed), unless an attempt of it broke off
-    after writing words (billed: charged them by estimate, :meth:`_charge_lost`). A call *cut* under way (Stop, the
+    after writing words (billed: charged them by estimate, :meth:`_charge_lost`, :meth:`cut`). A call *cut* under way (Stop, the
     turn's time limit, Ctrl-C: cancelled, or its generator closed) is charged by :meth:`cut`: the
     provider has the request and bills its prompt whether or not the answer is read, and repeated Stops
     otherwise spent the server's money without it reaching any quota. Its usage is estimated locally
@@ -247,19 +250,17 @@ class hold:
         if self.state is not None:
             self.state.add_usage(bill.model, bill.usage, bill.cost)
 
-    def _charge_lost(self, answered: bool) -> None:
-        """Attempts that broke off mid-answer before a retry (:attr:`Bill.lost`) were billed: charged by
-        estimate with the call (its usage reached the run through the caller when ``answered``)."""
-        bill = self.bill
-        for model, chars in bill.lost:
+    async def _charge_lost(self) -> None:
+        """Attempts that broke off mid-answer before a retry or a fallback (:attr:`Bill.lost`) were
+        billed: each is charged by estimate under its own model's name and price, apart from the call."""
+        for model, chars in self.bill.lost:
             usage, cost = self._estimated(model, chars)
-            if bill.charged:
-                bill.usage, bill.cost = bill.usage + usage, bill.cost + cost
-            else:
-                bill.model, bill.usage, bill.cost, bill.charged = model, usage, cost, True
-            if self.state is not None and not answered:
+            if self.state is not None:
                 self.state.add_usage(model, usage, cost)
-        bill.lost.clear()
+            if self.budget is not None:
+                with contextlib.suppress(Exception):  # as a release: never fails the call it follows
+                    await self.budget.settle(None, model, self.model.provider, usage, cost)
+        self.bill.lost.clear()
 
     async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         answered = self.bill.charged
@@ -268,7 +269,7 @@ class hold:
         elif not answered and kind is not None and self.bill.streamed:
             self.cut()  # failed after writing words (its last attempt broke off): billed, so charged
         if self.bill.lost:
-            self._charge_lost(answered)
+            await self._charge_lost()
         if self.budget is None:
             return
         bill = self.bill

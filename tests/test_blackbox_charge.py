@@ -16,6 +16,10 @@ import pytest
 from aiohttp import web
 
 from agent.events import Cost, Usage
+from agent.loop import Agent
+from agent.messages import Message
+from agent.models.base import ModelResponse, SwitchNotice, TextChunk
+from agent.models.prices import PriceTable
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
 from tests.conftest import StoreTarget
@@ -306,3 +310,31 @@ async def test_a_call_whose_every_attempt_broke_off_is_charged_for_each(tmp_path
     assert result.status == "error", err.getvalue()
     said = re.search(r"estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
     assert said and int(said.group(2).replace(",", "")) == 2 * 1_000, summary
+
+
+class _FallsBackMidAnswer:
+    """A routed model whose first model broke off after 4,000 characters and gave up, so the router
+    fell back to gpt-4.1-nano, which answered with usage (100 + 20 tokens)."""
+
+    name, provider = "gpt-4o-mini", "openai"
+
+    async def stream(self, messages: Any, tools: Any, settings: Any) -> Any:
+        yield TextChunk("Tides rise. " * 333 + "Ti")
+        self.name = "gpt-4.1-nano"
+        yield SwitchNotice("gpt-4o-mini", "gpt-4.1-nano", "gpt-4o-mini stopped mid-answer")
+        yield TextChunk("Tides.")
+        yield ModelResponse(
+            Message("assistant", "Tides."), Usage(100, 20, requests=1), "gpt-4.1-nano", "stop"
+        )
+
+
+async def test_the_words_a_model_wrote_before_its_fallback_are_charged_at_its_own_price() -> None:
+    """gpt-4o-mini broke off mid-answer and the router fell back to gpt-4.1-nano: the run counted only
+    the fallback's 100 + 20 tokens (and its price), though gpt-4o-mini's attempt was billed. Now that
+    attempt is charged by estimate, under gpt-4o-mini's name and price."""
+    result = await Agent(_FallsBackMidAnswer(), max_iterations=2).ask("Why do tides rise?")  # type: ignore[arg-type]
+    assert result.text == "Tides." and result.usage.estimated, result
+    assert result.usage.completion_tokens == 20 + 1_000 and result.usage.prompt_tokens > 100, result.usage
+    assert sorted(result.models) == ["gpt-4.1-nano", "gpt-4o-mini"], result.models
+    nano = PriceTable().cost("gpt-4.1-nano", Usage(100, 20))
+    assert result.cost.known and result.cost.usd > nano.usd, result.cost
