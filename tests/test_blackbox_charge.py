@@ -20,7 +20,7 @@ from agent.loop import Agent
 from agent.messages import Message
 from agent.models.base import ModelResponse, SwitchNotice, TextChunk
 from agent.models.prices import PriceTable
-from bot.limits import Limits
+from bot.limits import Limits, day_key, month_key, utc_now
 from bot.store import QuotaStore, open_database
 from tests.conftest import StoreTarget
 from tests.e2e.harness import running_bot, wait_idle
@@ -147,35 +147,6 @@ async def test_a_long_answer_cannot_pass_a_spending_limit_the_hold_let_through(
     assert [r.get("max_tokens") for r in llm.requests] == [8192], llm.requests[-1]
 
 
-async def test_an_edit_that_re_runs_a_running_turn_says_it_is_a_new_request(
-    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
-) -> None:
-    """Alice fixed a typo in her mention while its turn ran: the turn was stopped and run again with the
-    edit, which is a new request to the model and was counted as one ("Requests today: 2"), but the
-    thread said only "Re-running with the edited message": nothing told her it cost a second request
-    of her day. Decided: the second request is right (the model is asked again, and the cut call is
-    billed); the thread now says so. The cut call itself is charged by estimate."""
-    me = fake.bot_user
-    llm.script(Reply(hang=True), Reply(text="Four."))
-    async with running_bot(fake, llm, tmp_path, guild) as bot:
-        general = guild.channel("general")
-        ask = fake.inject_message(general, "alice", f"<@{me.id}> waht is 2+2", mentions=[me])
-        thread = await fake.wait_for_thread(parent=general)
-        await fake.wait_for(lambda: len(llm.requests) == 1, what="the first call")
-        edit_message(fake, ask, f"<@{me.id}> what is 2+2")
-        await fake.wait_for_message(thread, lambda m: m.content == "Four.", within=15)
-        await wait_idle(fake, bot)
-        mine = flat(await run(fake, guild, "usage me", user="alice"))
-    shown = [m.content for m in fake.messages(thread)]
-    rerun = next((c for c in shown if c.startswith("✏️ Re-running with the edited message")), "")
-    assert "counts as a new request" in rerun, shown
-    assert "**Requests today**: 2 of" in mine, mine
-    assert any(
-        "stopped by an edit of the message · the model call under way is counted by estimate" in c
-        for c in shown
-    ), shown
-
-
 async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -196,13 +167,17 @@ async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
     assert shown and f"**Tokens today**: ~{shown.group(1)} of" in mine, (footer.content, mine)
 
 
-async def test_an_edit_re_run_does_not_charge_the_sessions_judge_call_again(
+async def test_an_edit_re_run_says_it_is_a_new_request_and_does_not_charge_the_judge_again(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """With ROUTER_CLASSIFIER=judge, a mention is routed once, by one judge call, when its session
-    starts. Alice edited her mention while its turn ran: the re-run used the same route and charged
-    its judge call a second time (/usage server: "openai/gpt-4.1-nano: 2 calls" for the one call the
-    judge made). Now a judge call is charged once, where it is made."""
+    """Alice fixed a typo in her mention while its turn ran: the turn was stopped and run again with the
+    edit, a new request to the model, counted as one ("Requests today: 2"), but the thread said only
+    "Re-running with the edited message": nothing told her it cost a second request of her day.
+    Decided: the second request is right (the model is asked again, and the cut call is billed); the
+    thread now says so. And with ROUTER_CLASSIFIER=judge the mention is routed once, by one judge call,
+    when its session starts: the re-run used the same route and charged that judge call a second time
+    (/usage server: "openai/gpt-4.1-nano: 2 calls" for one call). Now a judge call is charged once,
+    where it is made."""
     me = fake.bot_user
     llm.script(
         Reply(text="simple", prompt_tokens=300, completion_tokens=1),  # the judge
@@ -219,7 +194,14 @@ async def test_an_edit_re_run_does_not_charge_the_sessions_judge_call_again(
         await fake.wait_for_message(thread, lambda m: m.content == "Four.", within=15)
         await wait_idle(fake, bot)
         server = flat(await run(fake, guild, "usage server"))
+        mine = flat(await run(fake, guild, "usage me", user="alice"))
     assert [r["model"] for r in llm.requests] == ["gpt-4.1-nano", "gpt-4o-mini", "gpt-4o-mini"]
+    shown = [m.content for m in fake.messages(thread)]
+    rerun = next((c for c in shown if c.startswith("✏️ Re-running with the edited message")), "")
+    assert "counts as a new request" in rerun, shown
+    assert "**Requests today**: 2 of" in mine, mine
+    cut = "stopped by an edit of the message · the model call under way is counted by estimate"
+    assert any(cut in c for c in shown), shown
     assert "`openai/gpt-4.1-nano`: 1 call · 300 in / 1 out tokens" in server, server
 
 
@@ -338,3 +320,44 @@ async def test_the_words_a_model_wrote_before_its_fallback_are_charged_at_its_ow
     assert sorted(result.models) == ["gpt-4.1-nano", "gpt-4o-mini"], result.models
     nano = PriceTable().cost("gpt-4.1-nano", Usage(100, 20))
     assert result.cost.known and result.cost.usd > nano.usd, result.cost
+
+
+async def test_a_store_at_v7_with_usage_upgrades_to_v8_and_keeps_counting(
+    store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upgrade itself, on both backends: a store at schema v7 that already holds usage takes v8
+    (PostgreSQL: quota_op, quota_apply and the roll-up replaced), keeps those figures as exact, and
+    counts estimated calls from then on."""
+    now = utc_now()
+    import bot.store.pg as pg
+    from bot.store.db import Database
+    from bot.store.migrations import MIGRATIONS
+    from bot.store.pg_schema import PG_MIGRATIONS
+
+    target = await store_target()
+    monkeypatch.setattr(pg, "PG_MIGRATIONS", PG_MIGRATIONS[:7])
+    old = await (
+        pg.PgDatabase.open(target) if "://" in target else Database.open(target, migrations=MIGRATIONS[:7])
+    )
+    async with old as db:  # the v7 ledger as v7's code wrote it (the new code writes the flag)
+        assert db.schema_version == 7
+        await db.write(
+            "INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day,"
+            " month, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,"
+            " cost_known, unknown_models, at) VALUES (NULL, 1, 10, NULL, 'openai', 'gpt-4o-mini', ?, ?,"
+            " 100, 20, 0, 0, 1000000, 1, NULL, ?)",
+            (day_key(now), month_key(now), now.timestamp()),
+        )
+    monkeypatch.undo()
+    async with await open_database(target) as db:
+        assert db.schema_version == 8
+        store = QuotaStore(db, None, UNLIMITED)
+        budget = store.budget(1, 10)
+        token = await budget.reserve("gpt-4o-mini", Usage(300, 40), 0.002)
+        await budget.settle(
+            token, "gpt-4o-mini", "openai", Usage(300, 40, requests=1, estimated=True), Cost(0.002)
+        )
+        await store.flush()
+        mine, server = await store.usage(1, 10), await store.server_usage(1)
+    assert (mine.estimated_calls_today, mine.estimated_calls) == (1, 1) and server.tokens == 120 + 340
+    assert [(m.calls, m.estimated_calls) for m in server.models] == [(2, 1)]
