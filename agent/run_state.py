@@ -162,12 +162,12 @@ class hold:
 
     The only place a model call meets the budget. A call that fails without :meth:`Bill.charge` releases
     the hold with nothing spent (a refused request is not billed), unless an attempt of it broke off
-    after writing words (billed: charged them by estimate, :meth:`_charge_lost`, :meth:`cut`). A call *cut* under way (Stop, the
-    turn's time limit, Ctrl-C: cancelled, or its generator closed) is charged by :meth:`cut`: the
-    provider has the request and bills its prompt whether or not the answer is read, and repeated Stops
-    otherwise spent the server's money without it reaching any quota. Its usage is estimated locally
-    (prompt as the hold counts it, output as the words streamed so far) and marked ``estimated``, and
-    it is added to ``state``, so footer, ``ask`` and ``/usage`` say the same figures.
+    after writing words (billed: charged them by estimate, :meth:`_charge_lost`, :meth:`cut`). A call
+    *cut* under way (Stop, the turn's time limit, Ctrl-C: cancelled, or its generator closed) is
+    charged by :meth:`cut`: the provider has the request and bills its prompt whether or not the
+    answer is read, and repeated Stops otherwise spent the server's money without it reaching any
+    quota. Such usage is estimated locally (prompt as the hold counts it, output as the words streamed)
+    and marked ``estimated``, and it is added to ``state``, so footer, ``ask`` and ``/usage`` agree.
     The provider is read at the end: a router may have switched to another one mid-call. A class, not
     ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
     ``spec_chars`` is :func:`~agent.models.tokens.tool_chars` of the tool specs sent with the call.
