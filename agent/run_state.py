@@ -116,27 +116,31 @@ class Bill:
     """Characters of answer streamed so far (what a call cut before its usage is charged for as output)."""
     retry_until: float = 0.0
     """While a failed attempt waits to be retried (until then), no request is with the provider."""
-    lost: list[tuple[str, int]] = field(default_factory=list)
+    lost: list[tuple[str, str, int]] = field(default_factory=list)
     """Attempts that broke off after streaming words (a proxy's timeout, an error event mid-stream)
-    before a retry: (model, characters streamed). The provider billed them; :class:`hold` charges them."""
+    before a retry or a fallback: (model, provider, characters streamed). The provider billed them;
+    :class:`hold` charges them."""
+    writer: tuple[str, str] = ("", "")
+    """The (model, provider) that streamed the words counted in :attr:`streamed`."""
 
     def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
         """Priced as :meth:`PriceTable.priced` says (the reported name, else ``asked``, the name called)."""
         model, cost = prices.priced(model, usage, asked)
         self.model, self.usage, self.cost, self.charged = model, usage, cost, True
 
-    def saw(self, chunk: object, model: str) -> None:
+    def saw(self, chunk: object, model: str, provider: str) -> None:
         """Follow what the call streamed, for :meth:`hold.cut`: its words, and a wait before a retry (the
         words before a retry are void, though billed: kept in :attr:`lost`; and nothing is being asked
         of the provider while it waits)."""
         if isinstance(chunk, TextChunk):
             self.streamed += len(chunk.text)
+            self.writer = (model, provider)  # a fallback's notice comes once the next model serves
         elif isinstance(chunk, RetryNotice):
             if self.streamed:
-                self.lost.append((model, self.streamed))
+                self.lost.append((*self.writer, self.streamed))
             self.streamed, self.retry_until = 0, time.monotonic() + chunk.delay
         elif isinstance(chunk, SwitchNotice) and self.streamed:  # the last attempt before a fallback
-            self.lost.append((chunk.from_model, self.streamed))
+            self.lost.append((*self.writer, self.streamed))
             self.streamed = 0
 
     @property
@@ -232,7 +236,7 @@ class hold:
 
     def saw(self, chunk: object) -> None:
         """What the call streamed (see :meth:`Bill.saw`), under the model serving now."""
-        self.bill.saw(chunk, self.model.name)
+        self.bill.saw(chunk, self.model.name, self.model.provider)
 
     def _estimated(self, model: str, chars: int) -> tuple[Usage, Cost]:
         """One attempt counted locally: the prompt as the hold counts it, ``chars`` of answer."""
@@ -253,13 +257,13 @@ class hold:
     async def _charge_lost(self) -> None:
         """Attempts that broke off mid-answer before a retry or a fallback (:attr:`Bill.lost`) were
         billed: each is charged by estimate under its own model's name and price, apart from the call."""
-        for model, chars in self.bill.lost:
+        for model, provider, chars in self.bill.lost:
             usage, cost = self._estimated(model, chars)
             if self.state is not None:
                 self.state.add_usage(model, usage, cost)
             if self.budget is not None:
                 with contextlib.suppress(Exception):  # as a release: never fails the call it follows
-                    await self.budget.settle(None, model, self.model.provider, usage, cost)
+                    await self.budget.settle(None, model, provider, usage, cost)
         self.bill.lost.clear()
 
     async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:

@@ -302,7 +302,7 @@ class _FallsBackMidAnswer:
 
     async def stream(self, messages: Any, tools: Any, settings: Any) -> Any:
         yield TextChunk("Tides rise. " * 333 + "Ti")
-        self.name = "gpt-4.1-nano"
+        self.name, self.provider = "gpt-4.1-nano", "azure"  # another provider serves the fallback
         yield SwitchNotice("gpt-4o-mini", "gpt-4.1-nano", "gpt-4o-mini stopped mid-answer")
         yield TextChunk("Tides.")
         yield ModelResponse(
@@ -310,11 +310,20 @@ class _FallsBackMidAnswer:
         )
 
 
-async def test_the_words_a_model_wrote_before_its_fallback_are_charged_at_its_own_price() -> None:
+async def test_the_words_a_model_wrote_before_its_fallback_are_charged_at_its_own_price(
+    tmp_path: Path,
+) -> None:
     """gpt-4o-mini broke off mid-answer and the router fell back to gpt-4.1-nano: the run counted only
     the fallback's 100 + 20 tokens (and its price), though gpt-4o-mini's attempt was billed. Now that
-    attempt is charged by estimate, under gpt-4o-mini's name and price."""
-    result = await Agent(_FallsBackMidAnswer(), max_iterations=2).ask("Why do tides rise?")  # type: ignore[arg-type]
+    attempt is charged by estimate, under gpt-4o-mini's name, price and provider (/usage server)."""
+    async with await open_database(str(tmp_path / "q.sqlite3")) as db:
+        store = QuotaStore(db, None, UNLIMITED)
+        agent = Agent(_FallsBackMidAnswer(), max_iterations=2)  # type: ignore[arg-type]
+        result = await agent.ask("Why do tides rise?", budget=store.budget(1, 10))
+        await store.flush()
+        server = await store.server_usage(1)
+    booked = {(m.provider, m.model): (m.calls, m.estimated_calls) for m in server.models}
+    assert booked == {("openai", "gpt-4o-mini"): (1, 1), ("azure", "gpt-4.1-nano"): (1, 0)}, booked
     assert result.text == "Tides." and result.usage.estimated, result
     assert result.usage.completion_tokens == 20 + 1_000 and result.usage.prompt_tokens > 100, result.usage
     assert sorted(result.models) == ["gpt-4.1-nano", "gpt-4o-mini"], result.models
