@@ -160,10 +160,6 @@ class SessionControl(EditRerun):
             log.warning("route_failed", session_id=rec.id, exc_info=True)
             model = None
         how = model.route if model is not None else None
-        judged = None
-        if how is not None:  # the judge's call was made: charged now, whatever becomes of the session
-            budget = QuotaBudget(sv.quotas, guild_id, member.id, roles_of(member, guild_id), session_id)
-            judged = await charge_judge(how, budget)
         if how is None:
             rec.model = "chosen when the run starts"
         else:
@@ -176,6 +172,12 @@ class SessionControl(EditRerun):
         except Exception:  # e.g. the database went away: no empty thread stays behind (the caller says why)
             await self._drop_thread(thread, "could not record the session of the thread it opened")
             raise
+        judged = None
+        # The judge's call was made: charged now, whatever becomes of the session. After the session is
+        # stored: a store that is down fails that at once, where a charge waits for it to come back.
+        if how is not None:
+            budget = QuotaBudget(sv.quotas, guild_id, member.id, roles_of(member, guild_id), session_id)
+            judged = await charge_judge(how, budget)
         try:
             await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
         except discord.HTTPException:
