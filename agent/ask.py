@@ -104,9 +104,9 @@ async def ask(
             _keep_files(context.workspace, renderer, made)
             if cancelled:
                 renderer.summary(state.result("cancelled", ""))
-                # A call under way may still be billed: the total is a lower bound, never a false $0.
+                # A call under way is billed all the same: counted above by estimate (agent.run_state.hold).
                 if (calling and time.monotonic() >= retry_at) or (reader is not None and reader.stopped):
-                    renderer.console.print("[dim]not counted: the model call in progress when stopped[/]")
+                    renderer.console.print("[dim]estimated: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
         text = _paired(without_controls(result.text))

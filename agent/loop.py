@@ -79,7 +79,7 @@ class _Run:
     specs: list[dict[str, Any]]
     tools: ToolStep
     spec_chars: int = 0
-    """The specs' characters for budget holds, counted once per run (only when there is a budget)."""
+    """The specs' characters for budget holds and cut calls' estimates, counted once per run."""
     empty_replies: int = 0
     end: RunResult | None = None
 
@@ -182,7 +182,7 @@ class Agent:
         convo = [self._system(extra_system), *history, *st.messages]
         tools = ToolStep(self.tools, self.reader, self.prices, ctx, st, budget, blog)
         specs = self.tools.specs()
-        run = _Run(st, convo, specs, tools, tool_chars(specs) if budget is not None else 0)
+        run = _Run(st, convo, specs, tools, tool_chars(specs))
         if self._routing is not None:
             yield RouteDecided(step=0, route=self._routing.route)
         for step in range(st.steps + 1, self.max_iterations + 1):
@@ -267,7 +267,9 @@ class Agent:
         """Stream one model call into events and ``reply``; the budget holds and settles it in one place."""
         model = self.model
         try:
-            held = hold(self.prices, run.budget, model, run.convo, run.spec_chars, self.settings.max_tokens)
+            held = hold(
+                self.prices, run.budget, model, run.convo, run.spec_chars, self.settings.max_tokens, run.state
+            )
             async with held as bill:
                 chunks = model.stream(run.convo, run.specs, self.settings)
                 try:
@@ -278,6 +280,7 @@ class Agent:
                             )
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
+                            held.saw(chunk)  # a call cut under way is charged what it streamed
                             yield self._chunk_event(run, step, chunk)
                             if isinstance(chunk, SwitchNotice):  # the next request goes to another model
                                 await held.moved()

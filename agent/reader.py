@@ -80,7 +80,7 @@ class Reader:
         self.active = active
         """Asked before each reading (None: always): a run's tier can move during the run."""
         self.stopped = 0
-        """Readings cancelled under way: never counted, yet perhaps billed (``agentbot ask`` says so)."""
+        """Readings cancelled under way: billed, so counted by estimate (``agentbot ask`` says so)."""
 
     @property
     def name(self) -> str:

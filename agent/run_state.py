@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -12,9 +13,9 @@ from typing import Any
 from agent.budget import Budget
 from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
 from agent.messages import ImagePart, Message
-from agent.models.base import Model
+from agent.models.base import Model, RetryNotice, SwitchNotice, TextChunk
 from agent.models.prices import PriceTable
-from agent.models.tokens import completion_cap, estimate_prompt
+from agent.models.tokens import CHARS_PER_TOKEN, completion_cap, estimate_prompt
 
 
 @dataclass(slots=True)
@@ -111,11 +112,36 @@ class Bill:
     cost: Cost = field(default_factory=Cost)
     charged: bool = False
     started: float = field(default_factory=time.monotonic)
+    streamed: int = 0
+    """Characters of answer streamed so far (what a call cut before its usage is charged for as output)."""
+    retry_until: float = 0.0
+    """While a failed attempt waits to be retried (until then), no request is with the provider."""
+    lost: list[tuple[str, str, int]] = field(default_factory=list)
+    """Attempts that broke off after streaming words (a proxy's timeout, an error event mid-stream)
+    before a retry or a fallback: (model, provider, characters streamed). The provider billed them;
+    :class:`hold` charges them."""
+    writer: tuple[str, str] = ("", "")
+    """The (model, provider) that streamed the words counted in :attr:`streamed`."""
 
     def charge(self, prices: PriceTable, model: str, usage: Usage, asked: str | None = None) -> None:
         """Priced as :meth:`PriceTable.priced` says (the reported name, else ``asked``, the name called)."""
         model, cost = prices.priced(model, usage, asked)
         self.model, self.usage, self.cost, self.charged = model, usage, cost, True
+
+    def saw(self, chunk: object, model: str, provider: str) -> None:
+        """Follow what the call streamed, for :meth:`hold.cut`: its words, and a wait before a retry (the
+        words before a retry are void, though billed: kept in :attr:`lost`; and nothing is being asked
+        of the provider while it waits)."""
+        if isinstance(chunk, TextChunk):
+            self.streamed += len(chunk.text)
+            self.writer = (model, provider)  # a fallback's notice comes once the next model serves
+        elif isinstance(chunk, RetryNotice):
+            if self.streamed:
+                self.lost.append((*self.writer, self.streamed))
+            self.streamed, self.retry_until = 0, time.monotonic() + chunk.delay
+        elif isinstance(chunk, SwitchNotice) and self.streamed:  # the last attempt before a fallback
+            self.lost.append((*self.writer, self.streamed))
+            self.streamed = 0
 
     @property
     def elapsed(self) -> float:
@@ -138,14 +164,30 @@ class Bill:
 class hold:
     """Hold the estimated cost of one call (raises ``BudgetExceeded``) and settle it on the way out.
 
-    The only place a model call meets the budget: a call that ends without :meth:`Bill.charge` (failed,
-    cancelled) releases the hold with nothing spent, since the provider's real charge is unknown to us.
+    The only place a model call meets the budget. A call that fails without :meth:`Bill.charge` releases
+    the hold with nothing spent (a refused request is not billed), unless an attempt of it broke off
+    after writing words (billed: charged them by estimate, :meth:`_charge_lost`, :meth:`cut`). A call
+    *cut* under way (Stop, the turn's time limit, Ctrl-C: cancelled, or its generator closed) is
+    charged by :meth:`cut`: the provider has the request and bills its prompt whether or not the
+    answer is read, and repeated Stops otherwise spent the server's money without it reaching any
+    quota. Such usage is estimated locally (prompt as the hold counts it, output as the words streamed)
+    and marked ``estimated``, and it is added to ``state``, so footer, ``ask`` and ``/usage`` agree.
     The provider is read at the end: a router may have switched to another one mid-call. A class, not
     ``@asynccontextmanager``: it wraps every model call, and the generator machinery showed in profiles.
     ``spec_chars`` is :func:`~agent.models.tokens.tool_chars` of the tool specs sent with the call.
     """
 
-    __slots__ = ("bill", "budget", "max_tokens", "messages", "model", "prices", "spec_chars", "token")
+    __slots__ = (
+        "bill",
+        "budget",
+        "max_tokens",
+        "messages",
+        "model",
+        "prices",
+        "spec_chars",
+        "state",
+        "token",
+    )
 
     def __init__(
         self,
@@ -155,9 +197,11 @@ class hold:
         messages: Sequence[Message],
         spec_chars: int,
         max_tokens: int | None,
+        state: RunState | None = None,
     ) -> None:
         self.prices, self.budget, self.model = prices, budget, model
         self.messages, self.spec_chars, self.max_tokens = messages, spec_chars, max_tokens
+        self.state = state
         self.bill = Bill(model.name)
         self.token: Any = None
 
@@ -190,12 +234,51 @@ class hold:
         await self.budget.settle(old, self.model.name, self.model.provider, Usage(), Cost())
         await self.__aenter__()
 
-    async def __aexit__(self, *exc: object) -> None:
+    def saw(self, chunk: object) -> None:
+        """What the call streamed (see :meth:`Bill.saw`), under the model serving now."""
+        self.bill.saw(chunk, self.model.name, self.model.provider)
+
+    def _estimated(self, model: str, chars: int) -> tuple[Usage, Cost]:
+        """One attempt counted locally: the prompt as the hold counts it, ``chars`` of answer."""
+        prompt = estimate_prompt(self.messages, tools_chars=self.spec_chars)
+        usage = Usage(prompt, -(-chars // CHARS_PER_TOKEN), 0, 1, estimated=True)
+        return usage, self.prices.priced(model, usage, model)[1]
+
+    def cut(self) -> None:
+        """Charge a call cut under way, estimated (see the class); nothing while it waited to retry."""
+        bill = self.bill
+        if bill.charged or time.monotonic() < bill.retry_until:
+            return
+        name = self.model.name  # a routed model: the one the request went to
+        bill.charge(self.prices, name, self._estimated(name, bill.streamed)[0], name)
+        if self.state is not None:
+            self.state.add_usage(bill.model, bill.usage, bill.cost)
+
+    async def _charge_lost(self) -> None:
+        """Attempts that broke off mid-answer before a retry or a fallback (:attr:`Bill.lost`) were
+        billed: each is charged by estimate under its own model's name and price, apart from the call."""
+        for model, provider, chars in self.bill.lost:
+            usage, cost = self._estimated(model, chars)
+            if self.state is not None:
+                self.state.add_usage(model, usage, cost)
+            if self.budget is not None:
+                with contextlib.suppress(Exception):  # as a release: never fails the call it follows
+                    await self.budget.settle(None, model, provider, usage, cost)
+        self.bill.lost.clear()
+
+    async def __aexit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        answered = self.bill.charged
+        if not answered and kind is not None and issubclass(kind, asyncio.CancelledError | GeneratorExit):
+            self.cut()
+        elif not answered and kind is not None and self.bill.streamed:
+            self.cut()  # failed after writing words (its last attempt broke off): billed, so charged
+        if self.bill.lost:
+            await self._charge_lost()
         if self.budget is None:
             return
         bill = self.bill
         settle = self.budget.settle(self.token, bill.model, self.model.provider, bill.usage, bill.cost)
-        if bill.charged:
+        if answered:
             await settle
         else:
             with contextlib.suppress(Exception):

@@ -164,11 +164,11 @@ class ToolStep:
             return outcome
         tool = self.tools.get(call.name)
         task = self.state.task
-        msgs = reader.messages(task, call, text) if self.budget is not None else []
+        msgs = reader.messages(task, call, text)  # held, or charged if the reading is cut (Stop)
         notes = None
         try:
             max_tokens = reader.model_settings().max_tokens
-            held = hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens)
+            held = hold(self.prices, self.budget, reader.model, msgs, 0, max_tokens, self.state)
             async with held as bill:
                 notes = await reader.read(
                     task,

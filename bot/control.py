@@ -31,12 +31,12 @@ import structlog
 
 from agent.attachments import IncomingFile
 from agent.tools.safe_names import safe_name
-from bot.assembly import classified, route, step_cost, step_need, who_runs
+from bot.assembly import charge_judge, classified, route, step_cost, step_need, who_runs
 from bot.formatting import channel_refusal
 from bot.notes import untrusted
 from bot.rerun import EditRerun, files_of
 from bot.runner import SessionRunner, TurnRequest
-from bot.store import QuotaDecision, SessionRecord, new_session_id
+from bot.store import QuotaBudget, QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
 
 if TYPE_CHECKING:
@@ -172,6 +172,12 @@ class SessionControl(EditRerun):
         except Exception:  # e.g. the database went away: no empty thread stays behind (the caller says why)
             await self._drop_thread(thread, "could not record the session of the thread it opened")
             raise
+        judged = None
+        # The judge's call was made: charged now, whatever becomes of the session. After the session is
+        # stored: a store that is down fails that at once, where a charge waits for it to come back.
+        if how is not None:
+            budget = QuotaBudget(sv.quotas, guild_id, member.id, roles_of(member, guild_id), session_id)
+            judged = await charge_judge(how, budget)
         try:
             await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
         except discord.HTTPException:
@@ -197,6 +203,7 @@ class SessionControl(EditRerun):
                 header_written=True,
                 message_id=message_id,
                 attachments=attachments,
+                judged=judged,
             )
         )
         return session

@@ -188,8 +188,8 @@ class Superseded(Note):
 
     prompt: str
     template = (
-        "✏️ Re-running with the edited message: “{s.quoted}”. The earlier answer above is "
-        "superseded and left out of the conversation."
+        "✏️ Re-running with the edited message: “{s.quoted}”. It counts as a new request under your "
+        "limits. The earlier answer above is superseded and left out of the conversation."
     )
 
 
@@ -199,8 +199,8 @@ class RerunOffer(Note):
 
     prompt: str
     template = (
-        "✏️ You edited your message to “{s.quoted}”. Re-run that turn with the edit? "
-        "The new answer replaces the earlier one in the conversation."
+        "✏️ You edited your message to “{s.quoted}”. Re-run that turn with the edit? It counts as a "
+        "new request under your limits; the new answer replaces the earlier one in the conversation."
     )
 
 

@@ -141,8 +141,9 @@ class _Step:
 
 
 def format_footer(result: RunResult, *, stopped_by: str | None = None, mid_call: bool = False) -> str:
-    """``mid_call``: stopped while a model call was under way, which the provider may bill and the
-    quota never counts (the footer said "no model call" and $0 for a run stopped in its first call)."""
+    """``mid_call``: stopped while a model call was under way, which the provider bills: the quota
+    counts it by estimate (``agent.run_state.hold.cut``), and the footer says which call that is (it
+    said "no model call" and $0 for a run stopped in its first call)."""
     u = result.usage
     cached = f", {u.cached_tokens:,} cached" if u.cached_tokens else ""
     # Billed at 1.25x (2x for 1-hour entries) the input price: unnamed, a cost read as too high for its tokens.
@@ -158,7 +159,7 @@ def format_footer(result: RunResult, *, stopped_by: str | None = None, mid_call:
     if stopped_by:
         status = f" · ⏹️ stopped by {stopped_by}"
     if mid_call:
-        status += " · the model call under way was not counted"
+        status += " · the model call under way is counted by estimate"
     est = "estimated: " if u.estimated else ""  # the server reported no usage: counted locally
     usage = (
         f"-# {result.steps_said} · {est}{u.total_tokens:,} tokens "
@@ -316,7 +317,7 @@ class ProgressRenderer:
 
     def stopped_mid_call(self, stopped_by: str | None) -> bool:
         """Stopped while a model call was under way (not while waiting to retry one): the footer says
-        that call was not counted. Saved with a stopped answer, so its footer after a restart is the
+        that call is counted by estimate. Saved with a stopped answer, so its footer after a restart is the
         same text and is recognised as shown."""
         return stopped_by is not None and self._calling and time.monotonic() >= self._retry_at
 

@@ -191,7 +191,11 @@ class Turn:
             # the note before the restart (a follow-up) said it already.
             if req.model is None and classified(how) and not any(isinstance(n, Resumed) for n in req.notes):
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
-            if (judged := await charge_judge(how, budget)) is not None:
+            # Routed when the session started: its judge call was charged then (an edit's re-run of this
+            # request reuses the route, and charged that one call a second time).
+            judged = req.judged if req.model is not None else await charge_judge(how, budget)
+            req.judged = None  # shown by this turn only
+            if judged is not None:
                 state.add_usage(judged[0], how.judge_usage or Usage(), judged[1])
             built = await assemble(sv, s, req.prompt, req.requester_id, self.channel, gs, model)
             ctx = built.context

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import discord
 
 from agent.attachments import IncomingFile
+from agent.events import Cost
 from agent.models.router import RoutedModel
 from bot.notes import Note
 from bot.store import SessionRecord
@@ -50,6 +51,9 @@ class TurnRequest:
     """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
     attachments: tuple[IncomingFile, ...] = ()
     """Files attached to the message that asked for this turn, saved when it starts (bot.attach)."""
+    judged: tuple[str, Cost] | None = None
+    """The judge call that routed ``model``, charged where it was made (``bot.assembly.charge_judge``):
+    the turn adds it to its own usage, so its footer matches /usage, and never charges it again."""
 
 
 class TurnHooks(Protocol):

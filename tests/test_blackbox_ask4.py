@@ -60,7 +60,9 @@ async def test_ctrl_c_while_the_page_reader_reads_says_its_call_is_not_counted(
             await run
     lines = err.getvalue().splitlines()
     assert "status: cancelled" in lines[-2] and "→ fetch_url" in lines[-3], lines
-    assert lines[-1] == "not counted: the model call in progress when stopped", lines
+    # The reader's cut call is counted by estimate with the agent's step, at gpt-4.1-nano's price.
+    assert "estimated: " in lines[-2] and "models gpt-4o-mini, gpt-4.1-nano" in lines[-2], lines
+    assert lines[-1] == "estimated: the model call in progress when stopped", lines
 
 
 async def test_the_total_cost_keeps_the_precision_of_the_step_costs_it_sums(

@@ -106,21 +106,23 @@ async def test_a_signal_mid_tool_stops_in_one_line_and_kills_the_sandbox(
     assert err.strip().splitlines()[-1] == "agentbot: interrupted", err
     # What the run had spent is still said: the step's call was paid for before the signal.
     assert "100 prompt + 20 completion tokens · cost $0.000027" in err.strip().splitlines()[-2], err
-    assert "not counted" not in err  # no model call was under way
+    assert "estimated" not in err  # no model call was under way
     assert left == [], f"sandboxed code still running after {sig.name}: {left}"
     assert len(llm.requests) == 1  # nothing more was asked (or paid for) after the signal
 
 
-async def test_a_signal_mid_model_call_says_that_call_is_not_counted(llm: FakeLLM, tmp_path: Path) -> None:
-    # Stopped while the provider was answering, the total read "cost $0.0000": a paid call as free.
+async def test_a_signal_mid_model_call_counts_that_call_by_estimate(llm: FakeLLM, tmp_path: Path) -> None:
+    # Stopped while the provider was answering, the total read "cost $0.0000": a paid call as free. Then
+    # it said "not counted"; now the call's prompt is counted by estimate, as the bot's quota counts it.
     llm.script(Reply(hang=True))
     code, out, err = await _stopped(llm, tmp_path, signal.SIGINT, b"step 1")
     assert (code, out) == (130, ""), err
     said = err.strip().splitlines()
-    assert (
-        said[-3].startswith("0 steps · 0 prompt + 0 completion tokens") and "status: cancelled" in said[-3]
-    ), err
-    assert said[-2:] == ["not counted: the model call in progress when stopped", "agentbot: interrupted"], err
+    assert said[-3].startswith("0 steps · estimated: ") and "status: cancelled" in said[-3], err
+    assert " 0 prompt" not in said[-3] and "models gpt-4o-mini" in said[-3] and "$0.0000 " not in said[-3], (
+        err
+    )
+    assert said[-2:] == ["estimated: the model call in progress when stopped", "agentbot: interrupted"], err
 
 
 async def test_a_killed_ask_takes_its_sandboxed_code_along(llm: FakeLLM, tmp_path: Path) -> None:
@@ -148,5 +150,5 @@ async def test_a_signal_while_a_refused_call_waits_to_be_retried_counts_no_call_
     llm.script(error(429, "slow down", headers={"Retry-After": "30"}), text("never reached"))
     code, out, err = await _stopped(llm, tmp_path, signal.SIGINT, b"retrying")
     assert (code, out) == (130, ""), err
-    assert "not counted" not in err and err.strip().splitlines()[-1] == "agentbot: interrupted", err
+    assert "estimated" not in err and err.strip().splitlines()[-1] == "agentbot: interrupted", err
     assert len(llm.requests) == 1

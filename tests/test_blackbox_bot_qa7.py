@@ -159,8 +159,8 @@ async def test_a_stop_says_what_it_stopped_and_stops_an_edits_re_run_too(
         await stop_in(edited)
         await wait_idle(fake, bot)
         shown = [m.content for m in fake.messages(edited)]
-    assert "no model call finished" in footer.content, footer.content
-    assert footer.content.endswith("⏹️ stopped by alice · the model call under way was not counted")
+    assert "estimated: " in footer.content and "· gpt-4o-mini ·" in footer.content, footer.content
+    assert footer.content.endswith("⏹️ stopped by alice · the model call under way is counted by estimate")
     assert "Edited answer." not in shown and not any("Re-running" in c for c in shown), shown
 
 

@@ -250,19 +250,21 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
             server = flat(await run(fake, guild, "usage server", {}, user="admin"))
             # A judge call that passes the member's limit was already made and paid for: it was dropped
             # (never in /usage, nor the footer) and the run went on as if it had cost nothing. With
-            # $0.002 a month, one step on gpt-4o-mini fits, a 4,000-token judge call ($0.004) does not.
-            await run(fake, guild, "config limits", {"limit": "cost_per_month_usd", "value": "0.002"})
-            claude.script(anth.text("simple", prompt_tokens=4_000, completion_tokens=1))
+            # $0.01 a month, one step on gpt-4o-mini fits (held at its 8,192-token answer cap), a
+            # 40,000-token judge call ($0.04) does not.
+            await run(fake, guild, "config limits", {"limit": "cost_per_month_usd", "value": "0.01"})
+            claude.script(anth.text("simple", prompt_tokens=40_000, completion_tokens=1))
             llm.script(text("Madrid.", prompt_tokens=100, completion_tokens=20))
             fake.inject_interaction("research", {"task": "Capital of Spain?"}, user="admin", channel=general)
             await fake.wait_for(lambda: len(fake.threads(general)) == 2, within=10, what="the second thread")
             second = fake.threads(general)[1]
-            stopped = await fake.wait_for_message(second, lambda m: "tokens (" in m.content, within=30)
+            stopped = await fake.wait_for_message(second, lambda m: "limit" in m.content, within=30)
             await wait_idle(fake, bot)
             after = flat(await run(fake, guild, "usage server", {}, user="admin"))
-    assert PriceTable().estimate("gpt-4o-mini", 2_000, 1_024).usd < 0.002 < float(4_000 * mp.input_mtok) / 1e6
-    assert "`anthropic/claude-haiku-4-5`: 2 calls · 4,400 in / 2 out tokens" in after, after
-    assert "4,001 tokens (4,000 in, 1 out)" in stopped.content and "stopped by a limit" in stopped.content
+    assert PriceTable().estimate("gpt-4o-mini", 2_000, 8_192).usd < 0.01 < float(40_000 * mp.input_mtok) / 1e6
+    assert "`anthropic/claude-haiku-4-5`: 2 calls · 40,400 in / 2 out tokens" in after, after
+    # charged where it was made, before the turn: the turn is then refused (no request counted)
+    assert "Monthly spending limit reached: $0.04 of $0.01" in stopped.content, stopped.content
     assert len(llm.requests) == 1, stopped.content  # the run's own call was refused
     row = next((x for x in server.splitlines() if "claude-haiku-4-5" in x), "")
     assert row.startswith("`anthropic/claude-haiku-4-5`: 1 call · 400 in / 1 out tokens · "), server
@@ -394,12 +396,12 @@ async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_
     assert int(prompt.replace(",", "")) < 1_600 + 2_000, footer.content  # the photo, the task and the tools
     assert "$0" not in footer.content, footer.content
     # The same tokens everywhere; the money unknown everywhere, never $0.
-    assert f"**Tokens today**: {total} of 200,000" in me, me
+    assert f"**Tokens today**: ~{total} of 200,000" in me, me  # counted locally: marked as estimated
     assert "**Spending this month**: an unknown amount of $5.00" in me, me
     assert "**Server budget this month**: an unknown amount of $100.00" in me, me
-    assert f"{total} tokens · an unknown amount spent of a $100.00 budget" in server, server
-    assert f"1 request · {total} tokens · an unknown amount" in server, server
-    assert f"`openai/my-llama`: 1 call · {prompt} in / {completion} out tokens · an unknown amount" in server
+    assert f"~{total} tokens · an unknown amount spent of a $100.00 budget" in server, server
+    assert f"1 request · ~{total} tokens · an unknown amount" in server, server
+    assert f"`openai/my-llama`: 1 call · ~{prompt} in / {completion} out tokens · an unknown amount" in server
     assert "$0.00+" not in me + server, me + server
     assert "**Spending this month**: $0.00 of $5.00" in admins, admins
     assert "**Server budget this month**: an unknown amount of $100.00" in admins, admins

@@ -127,7 +127,8 @@ async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_
     assert len([c for c in contents if c.startswith("Stopped by alice after 1 step.")]) == 1, contents
     assert len(footers()) == 1, footers()
     (footer,) = footers()
-    assert "1 step · 300 tokens" in footer and "stopped by alice" in footer, footer
+    # step 1's 300 tokens, and step 2's call the Stop cut, counted by estimate
+    assert "1 step · estimated: " in footer and "stopped by alice" in footer, footer
 
 
 async def test_a_run_stopped_by_the_time_limit_and_killed_before_it_closed_is_not_run_again(

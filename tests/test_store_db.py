@@ -33,7 +33,7 @@ def tables(path: Path) -> set[str]:
 async def test_empty_file_is_created_at_the_newest_version_in_wal_mode(tmp_path: Path) -> None:
     path = tmp_path / "data" / "agentbot.sqlite3"  # the data directory does not exist yet
     async with await Database.open(path) as db:
-        assert db.schema_version == len(MIGRATIONS) == 7
+        assert db.schema_version == len(MIGRATIONS) == 8
         (mode,) = await db.fetchone("PRAGMA journal_mode")  # type: ignore[misc]
         assert mode == "wal"
         rows = await db.conn.execute_fetchall("PRAGMA foreign_keys")

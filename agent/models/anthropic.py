@@ -34,10 +34,7 @@ from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, merge_turns, split_system
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.http import endpoint_url
-from agent.models.tokens import count, estimated_usage
-
-DEFAULT_MAX_TOKENS = 8192
-"""Anthropic requires ``max_tokens``; enough for a long research answer on every current model."""
+from agent.models.tokens import DEFAULT_MAX_TOKENS, count, estimated_usage
 
 _ID_BAD = re.compile(r"[^a-zA-Z0-9_-]")
 _CACHE = {"type": "ephemeral"}

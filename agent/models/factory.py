@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -25,6 +26,7 @@ from agent.models.openai import OpenAIChatModel
 from agent.models.prices import default_prices
 from agent.models.router import Breakers, Router
 from agent.models.tiers import Tier, load_tiers, merge_tiers, tier_index
+from agent.models.tokens import DEFAULT_MAX_TOKENS
 from agent.reader import Reader, ReaderSettings
 
 WIRES: dict[str, tuple[type[HTTPModel], str]] = {
@@ -165,7 +167,14 @@ def build_model(spec: str, settings: AgentSettings, client: httpx.AsyncClient) -
         )
     register_secret(key)
     base_url = getattr(settings, f"{provider}_base_url")
-    return cls(name, api_key=key, base_url=base_url, client=client, max_attempts=settings.model_max_attempts)
+    more: dict[str, Any] = {}
+    if cls is OpenAIChatModel and default_prices().lookup(name) is not None:
+        # A priced model is a hosted one, whose output limit is past the cap: sent, the budget's hold of
+        # it bounds the call. An unpriced one (self-hosted) is sent none: its server's context may be shorter.
+        more["default_max_tokens"] = DEFAULT_MAX_TOKENS
+    return cls(
+        name, api_key=key, base_url=base_url, client=client, max_attempts=settings.model_max_attempts, **more
+    )
 
 
 def build_router(

@@ -42,7 +42,7 @@ from agent.models.adapter import HTTPModel, args_object, json_object, merge_turn
 from agent.models.base import ModelResponse, ModelSettings
 from agent.models.http import endpoint_url
 from agent.models.reasoning import HEADROOM, gemini_budget, gemini_thinks
-from agent.models.tokens import count, estimated_usage
+from agent.models.tokens import DEFAULT_MAX_TOKENS, count, estimated_usage
 
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
@@ -227,6 +227,8 @@ class GeminiModel(HTTPModel):
     def __init__(self, name: str, **kwargs: Any) -> None:
         super().__init__(name.removeprefix("models/"), **kwargs)
         self._signatures: OrderedDict[str, str] = OrderedDict()
+        self.default_max_tokens = DEFAULT_MAX_TOKENS
+        """Sent when the settings give no cap, so the budget's hold of it bounds the call."""
 
     def _url(self, stream: bool) -> str:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -245,8 +247,8 @@ class GeminiModel(HTTPModel):
         if s.temperature is not None:
             config["temperature"] = s.temperature
         thinks = gemini_thinks(self.name)
-        if s.max_tokens is not None:  # 2.5 Pro and Flash count their thinking inside this cap
-            config["maxOutputTokens"] = s.max_tokens + (HEADROOM if thinks else 0)
+        # 2.5 Pro and Flash count their thinking inside this cap
+        config["maxOutputTokens"] = (s.max_tokens or self.default_max_tokens) + (HEADROOM if thinks else 0)
         if thinks and s.reasoning_effort is not None:
             config["thinkingConfig"] = {"thinkingBudget": gemini_budget(self.name, s.reasoning_effort)}
         if config:

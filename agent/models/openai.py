@@ -107,7 +107,10 @@ class OpenAIChatModel(HTTPModel):
         max_attempts: int = 5,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
+        default_max_tokens: int | None = None,
     ) -> None:
+        """``default_max_tokens``: the cap sent when the settings give none (the factory sets
+        :data:`~agent.models.tokens.DEFAULT_MAX_TOKENS` for a model with a known price)."""
         super().__init__(
             name,
             base_url=base_url,
@@ -118,6 +121,7 @@ class OpenAIChatModel(HTTPModel):
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
         )
+        self.default_max_tokens = default_max_tokens
         self._warned_temperature = False
         self._think_opened = False  # it sent a bare </think>: its template opens the block in the prompt
         self._stream_options = True  # False once the server refused them
@@ -183,15 +187,15 @@ class OpenAIChatModel(HTTPModel):
                 log.warning(
                     "temperature_ignored", model=self.name, reason="reasoning models take only the default"
                 )
-            if s.max_tokens is not None:
-                body["max_completion_tokens"] = s.max_tokens + HEADROOM
+            if (cap := s.max_tokens or self.default_max_tokens) is not None:
+                body["max_completion_tokens"] = cap + HEADROOM
             if s.reasoning_effort is not None:
                 body["reasoning_effort"] = openai_effort(self.name, s.reasoning_effort)
         else:
             if s.temperature is not None:
                 body["temperature"] = s.temperature
-            if s.max_tokens is not None:
-                body["max_tokens"] = s.max_tokens
+            if (cap := s.max_tokens or self.default_max_tokens) is not None:
+                body["max_tokens"] = cap
         if s.stream:
             body["stream"] = True
             if self._stream_options:

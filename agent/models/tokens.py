@@ -28,8 +28,15 @@ IMAGE_TOKENS = 1600
 a high-detail 1024x1024, Gemini 258, llava 576. Counted as its base64 text, a 300 KB photo was 100,000
 tokens, half a member's daily quota for one picture on a self-hosted vision model."""
 
+DEFAULT_MAX_TOKENS = 8192
+"""The answer cap sent when ``AGENT_MAX_TOKENS`` is unset, and so what a call's hold counts: on Anthropic
+(the API requires a cap), Gemini, and OpenAI-compatible models with a known price. Enough for a long
+research answer on every current model. Sent, the hold is a true bound: uncapped and held at 1,024, one
+long gpt-4.1 answer passed a spending limit by what it wrote past them."""
+
 DEFAULT_COMPLETION = 1024
-"""Completion tokens reserved for a call that sets no cap."""
+"""Completion tokens reserved for a call sent with no cap: an OpenAI-compatible model without a price
+(self-hosted: a cap over its server's context window, vLLM's ``--max-model-len``, would fail every call)."""
 
 
 MAX_REPORTED_TOKENS = 10**9

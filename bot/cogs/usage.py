@@ -61,12 +61,30 @@ def spent(usd: float, unknown_calls: int) -> str:
     return format_usd(usd) + ("+" if unknown_calls else "")
 
 
-def usage_line(item: LimitUsage, *, at_least: bool = False) -> str:
-    """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``."""
+ESTIMATE = "~"
+"""Marks a figure that calls counted by estimate are part of (the footer and `ask` say "estimated")."""
+
+
+def estimate_note(calls: int, when: str) -> str:
+    """The footer's explanation of :data:`ESTIMATE`."""
+    return (
+        f" {calls} call{'s' if calls != 1 else ''} {when} {'were' if calls != 1 else 'was'} counted by estimate"
+        " (the model's server sent no usage, or the call was stopped under way): figures marked ~ are estimates."
+    )
+
+
+def marked(text: str, estimated: bool) -> str:
+    """``text`` marked :data:`ESTIMATE` when ``estimated`` (never "an unknown amount": no figure to mark)."""
+    return ESTIMATE + text if estimated and text != UNKNOWN_AMOUNT else text
+
+
+def usage_line(item: LimitUsage, *, at_least: bool = False, estimated: bool = False) -> str:
+    """``Tokens today: 340 of 200,000 · 199,660 left · resets <t:…:R>``; ``~340`` when ``estimated``."""
     if item.name in MONEY_LIMITS:
         used = spent(item.used - item.reserved, int(at_least))
     else:
         used = format_amount(item.name, item.used - item.reserved)
+    used = marked(used, estimated)
     if item.reserved > 0:  # what is spent, and apart what a running step holds (it counts against the limit)
         used += f" (+ {format_amount(item.name, item.reserved)} reserved by a running request)"
     text = f"{'⛔ ' if item.exhausted else ''}**{USAGE_HEADINGS[item.name]}**: {used}"
@@ -86,8 +104,17 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
     by_name = {i.name: i for i in report.items}
     at_least = report.unknown_cost_calls > 0
     server_at_least = at_least or report.server_unknown_cost_calls > 0
+    estimated = {
+        "tokens_per_day": report.estimated_calls_today > 0,
+        "cost_per_month_usd": report.estimated_calls > 0,
+        GUILD_BUDGET: report.server_estimated_calls > 0,
+    }
     lines = [
-        usage_line(by_name[n], at_least=server_at_least if n == GUILD_BUDGET else at_least)
+        usage_line(
+            by_name[n],
+            at_least=server_at_least if n == GUILD_BUDGET else at_least,
+            estimated=estimated.get(n, False),
+        )
         for n in USAGE_ORDER
         if n in by_name
     ]
@@ -101,32 +128,38 @@ def usage_embed(report: UsageReport, who: str) -> discord.Embed:
         )
     elif server_at_least:
         footer += " Some calls in this server used a model without a known price: its spending is at least what is shown."
+    if report.estimated_calls:
+        footer += estimate_note(report.estimated_calls, "of yours this month")
+    elif report.server_estimated_calls:
+        footer += estimate_note(report.server_estimated_calls, "in this server this month")
     colour = WARNING if any(i.exhausted for i in report.items) else ACCENT
     return fit_embed(f"Usage · {who}", "\n".join(lines), footer=footer, colour=colour)
 
 
 def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
     budget = format_limit(GUILD_BUDGET, usage.budget_usd)
+    est = usage.estimated_calls > 0
     head = (
-        f"**{usage.month}**: {usage.tokens:,} tokens · {spent(usage.cost_usd, usage.unknown_cost_calls)} spent"
-        f" of a {budget} budget"
+        f"**{usage.month}**: {marked(f'{usage.tokens:,}', est)} tokens"
+        f" · {marked(spent(usage.cost_usd, usage.unknown_cost_calls), est)} spent of a {budget} budget"
     )
     if usage.budget_usd is not None:
         head += f" · {format_usd(max(0.0, usage.budget_usd - usage.cost_usd))} left"
     head += f" · resets {discord_timestamp(usage.resets_at)}"
     users = [
-        f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''} · {u.tokens:,} tokens"
-        f" · {spent(u.cost_usd, u.unknown_cost_calls)}"
+        f"{i}. <@{u.user_id}>: {u.requests:,} request{'s' if u.requests != 1 else ''}"
+        f" · {marked(f'{u.tokens:,}', u.estimated_calls > 0)} tokens"
+        f" · {marked(spent(u.cost_usd, u.unknown_cost_calls), u.estimated_calls > 0)}"
         for i, u in enumerate(usage.top_users, 1)
     ]
     models = [
         f"{code(f'{m.provider}/{m.model}')}: {m.calls:,} call{'s' if m.calls != 1 else ''}"
-        f" · {m.prompt_tokens:,} in"
+        f" · {marked(f'{m.prompt_tokens:,}', m.estimated_calls > 0)} in"
         + (f" ({m.cached_tokens:,} cached)" if m.cached_tokens else "")
         + f" / {m.completion_tokens:,} out"
         + (f" ({m.reasoning_tokens:,} reasoning)" if m.reasoning_tokens else "")
         + " tokens"
-        + f" · {spent(m.cost_usd, m.unknown_cost_calls)}"
+        + f" · {marked(spent(m.cost_usd, m.unknown_cost_calls), m.estimated_calls > 0)}"
         for m in usage.models
     ]
     footer = "Top users by spending · days and months in UTC."
@@ -134,6 +167,8 @@ def server_usage_embed(usage: ServerUsage, guild_name: str) -> discord.Embed:
         footer += (
             f" {usage.unknown_cost_calls} call(s) had no known price: amounts marked + are lower bounds."
         )
+    if usage.estimated_calls:
+        footer += estimate_note(usage.estimated_calls, "this month")
     return fit_embed(
         f"Server usage · {guild_name}",
         head,

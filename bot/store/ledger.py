@@ -70,8 +70,8 @@ WHERE (CAST(:tok_lim AS BIGINT) IS NULL OR
 SETTLE_SQL = """
 INSERT INTO usage_ledger (reservation_id, guild_id, user_id, session_id, provider, model, day, month,
                           prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,
-                          cost_known, unknown_models, at)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                          cost_known, unknown_models, at, estimated)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 """
 
 RELEASE_SQL = "DELETE FROM reservations WHERE id = ?"
@@ -307,10 +307,10 @@ def _pg_op(op: _Op) -> tuple[Any, ...]:
     if op.kind == "reserve":
         return ("r", p["id"], p["g"], p["u"], p["s"], None, p["model"], p["day"], p["month"], p["tokens"],
                 None, None, None, p["cost"], None, None, p["now"], p["cutoff"], p["tok_lim"], p["cost_lim"],
-                p["guild_lim"])  # fmt: skip
-    if op.kind == "settle":  # its parameters are already the type's fields from id to at, in order
-        return ("s", *p, None, None, None, None)
-    return ("x", p[0], *(None,) * 19)
+                p["guild_lim"], None)  # fmt: skip
+    if op.kind == "settle":  # its parameters are the type's fields from id to at, in order, then estimated
+        return ("s", *p[:16], None, None, None, None, p[16])
+    return ("x", p[0], *(None,) * 20)
 
 
 async def _apply(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:

@@ -261,6 +261,33 @@ CREATE TRIGGER turn_steps_done AFTER UPDATE OF status ON turns WHEN NEW.status <
 END;
 """
 
+# Calls counted locally (``Usage.estimated``: the server reported no usage, as llama.cpp's streams send
+# none, or the call was cut under way by a Stop) are flagged in the ledger and counted apart per day,
+# month, server and model, so /usage marks the figures they are part of as estimates, as the footer and
+# `agentbot ask` do. A second trigger, as V3's: both upsert, so either firing order adds up.
+V8 = """
+ALTER TABLE usage_ledger ADD COLUMN estimated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_daily ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_monthly ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE guild_monthly ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE model_monthly ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0;
+
+CREATE TRIGGER usage_ledger_estimated AFTER INSERT ON usage_ledger WHEN NEW.estimated > 0 BEGIN
+    INSERT INTO usage_daily (guild_id, user_id, day, estimated_calls)
+    VALUES (NEW.guild_id, NEW.user_id, NEW.day, 1)
+    ON CONFLICT (guild_id, user_id, day) DO UPDATE SET estimated_calls = estimated_calls + 1;
+    INSERT INTO usage_monthly (guild_id, user_id, month, estimated_calls)
+    VALUES (NEW.guild_id, NEW.user_id, NEW.month, 1)
+    ON CONFLICT (guild_id, user_id, month) DO UPDATE SET estimated_calls = estimated_calls + 1;
+    INSERT INTO model_monthly (guild_id, month, provider, model, estimated_calls)
+    VALUES (NEW.guild_id, NEW.month, NEW.provider, NEW.model, 1)
+    ON CONFLICT (guild_id, month, provider, model) DO UPDATE SET estimated_calls = estimated_calls + 1;
+    INSERT INTO guild_monthly (guild_id, month, estimated_calls)
+    VALUES (NEW.guild_id, NEW.month, 1)
+    ON CONFLICT (guild_id, month) DO UPDATE SET estimated_calls = estimated_calls + 1;
+END;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions, history, settings and usage counters", V1),
     Migration(2, "audit log of admin changes", V2),
@@ -269,4 +296,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "the message that asked for each turn, edits and superseded turns", V5),
     Migration(6, "quota operations in one round trip", V6),
     Migration(7, "a running turn's checkpointed messages one row each", V7),
+    Migration(8, "calls counted by estimate, flagged in the ledger and counted apart", V8),
 )

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.pg_quota_v6 import V6
+from bot.store.pg_quota_v8 import V8
 
 IDENTITY_TABLES = ("turns", "audit_log", "usage_ledger", "queued_turns")
 """Tables whose ``id`` is an identity column: the store reads ``lastrowid`` of their inserts."""
@@ -83,7 +84,7 @@ CREATE TRIGGER turn_steps_done AFTER UPDATE OF status ON turns FOR EACH ROW
     WHEN (NEW.status <> 'running') EXECUTE FUNCTION turn_steps_done();
 """
 )
-_OWN = {6: V6, 7: V7}
+_OWN = {6: V6, 7: V7, 8: V8}
 """Versions whose PostgreSQL SQL is written here rather than translated."""
 
 PG_MIGRATIONS: tuple[Migration, ...] = (

@@ -132,6 +132,7 @@ class QuotaBudget:
                 int(cost.known),
                 ",".join(cost.unknown_models) or None,
                 now.timestamp(),
+                int(usage.estimated),  # counted locally: /usage marks what it is part of as estimated
             )
             fut = ledger.submit("settle", params)
         if fut is None:

@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 _ORDER = (GUILD_BUDGET, "cost_per_month_usd", "tokens_per_day", "requests_per_day", "concurrent_sessions")
 
 
+_ESTIMATED_SQL = """
+SELECT
+  (SELECT estimated_calls FROM usage_daily WHERE guild_id = :g AND user_id = :u AND day = :day) AS day_est,
+  (SELECT estimated_calls FROM usage_monthly WHERE guild_id = :g AND user_id = :u AND month = :month) AS month_est,
+  (SELECT estimated_calls FROM guild_monthly WHERE guild_id = :g AND month = :month) AS server_est,
+  (SELECT unknown_cost_calls FROM guild_monthly WHERE guild_id = :g AND month = :month) AS server_unknown
+"""
+"""What /usage me marks: calls counted by estimate (today's, this month's, the server's), and the server's
+unpriced calls (another member's self-hosted model makes the budget line a lower bound too)."""
+
+
 def _gid(guild_id: int | None) -> int:
     return 0 if guild_id is None else guild_id
 
@@ -70,6 +81,12 @@ class UsageReport:
     """Calls this month whose price was unknown: the money figures are then lower bounds."""
     server_unknown_cost_calls: int = 0
     """The same for the whole server, whose budget line counts every member's calls."""
+    estimated_calls_today: int = 0
+    """Calls today counted by estimate (``Usage.estimated``): the tokens today are then an estimate."""
+    estimated_calls: int = 0
+    """The same this month: the spending is then an estimate."""
+    server_estimated_calls: int = 0
+    """The same for the whole server this month: its budget line is then an estimate."""
 
     def item(self, name: str) -> LimitUsage:
         return next(i for i in self.items if i.name == name)
@@ -82,6 +99,8 @@ class UserTotal:
     tokens: int
     cost_usd: float
     unknown_cost_calls: int
+    estimated_calls: int = 0
+    """Calls this month counted by estimate (the server sent no usage, or the call was cut by a Stop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +114,7 @@ class ModelTotal:
     cost_usd: float
     unknown_cost_calls: int
     reasoning_tokens: int = 0
+    estimated_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +130,8 @@ class ServerUsage:
     resets_at: datetime
     top_users: list[UserTotal] = field(default_factory=list)
     models: list[ModelTotal] = field(default_factory=list)
+    estimated_calls: int = 0
+    """Calls this month counted by estimate: the totals are then estimates."""
 
 
 class UsageReports:
@@ -124,6 +146,9 @@ class UsageReports:
     async def snapshot(self, guild_id: int, user_id: int, now: datetime, session_id: str = "") -> Any:
         raise NotImplementedError
 
+    def period_params(self, guild_id: int, user_id: int, now: datetime, session_id: str | None) -> dict:
+        raise NotImplementedError
+
     async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
@@ -136,29 +161,37 @@ class UsageReports:
             items.append(LimitUsage(ALL_SERVERS_REQUESTS, used, cap, resets_at(ALL_SERVERS_REQUESTS, now)))
         # The server budget line counts every member's calls: another's unpriced ones make it a lower
         # bound too (read "$0.00 of $100.00" while a member's self-hosted model ran all month).
-        server = await self.db.fetchone(
-            "SELECT unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
-            (_gid(guild_id), month_key(now)),
+        est = await self.db.fetchone(_ESTIMATED_SQL, self.period_params(_gid(guild_id), user_id, now, None))
+        return UsageReport(
+            _gid(guild_id),
+            user_id,
+            limits,
+            items,
+            snap.month_unknown,
+            int(est["server_unknown"] or 0),
+            int(est["day_est"] or 0),
+            int(est["month_est"] or 0),
+            int(est["server_est"] or 0),
         )
-        server_unknown = int(server["unknown_cost_calls"]) if server else 0
-        return UsageReport(_gid(guild_id), user_id, limits, items, snap.month_unknown, server_unknown)
 
     async def server_usage(self, guild_id: int, *, top: int = 10) -> ServerUsage:
         now = to_utc(self.clock())
         month = month_key(now)
         limits = await self.limits_for(guild_id)
         total = await self.db.fetchone(
-            "SELECT tokens, cost_nusd, unknown_cost_calls FROM guild_monthly WHERE guild_id = ? AND month = ?",
+            "SELECT tokens, cost_nusd, unknown_cost_calls, estimated_calls FROM guild_monthly"
+            " WHERE guild_id = ? AND month = ?",
             (guild_id, month),
         )
         users = await self.db.fetchall(
-            "SELECT user_id, requests, tokens, cost_nusd, unknown_cost_calls FROM usage_monthly"
+            "SELECT user_id, requests, tokens, cost_nusd, unknown_cost_calls, estimated_calls FROM usage_monthly"
             " WHERE guild_id = ? AND month = ? ORDER BY cost_nusd DESC, tokens DESC, requests DESC LIMIT ?",
             (guild_id, month, top),
         )
         models = await self.db.fetchall(
             "SELECT provider, model, calls, prompt_tokens, completion_tokens, cached_tokens, cost_nusd,"
-            " unknown_cost_calls, reasoning_tokens FROM model_monthly WHERE guild_id = ? AND month = ?"
+            " unknown_cost_calls, reasoning_tokens, estimated_calls FROM model_monthly"
+            " WHERE guild_id = ? AND month = ?"
             " ORDER BY cost_nusd DESC, prompt_tokens + completion_tokens DESC",
             (guild_id, month),
         )
@@ -170,8 +203,10 @@ class UsageReports:
             unknown_cost_calls=int(total["unknown_cost_calls"]) if total else 0,
             budget_usd=limits.guild_budget_per_month_usd,
             resets_at=next_month(now),
-            top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4]) for r in users],
+            top_users=[UserTotal(r[0], r[1], r[2], nano_to_usd(r[3]), r[4], r[5]) for r in users],
             models=[
-                ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7], r[8]) for r in models
+                ModelTotal(r[0], r[1], r[2], r[3], r[4], r[5], nano_to_usd(r[6]), r[7], r[8], r[9])
+                for r in models
             ],
+            estimated_calls=int(total["estimated_calls"]) if total else 0,
         )
