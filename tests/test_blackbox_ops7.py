@@ -17,7 +17,7 @@ from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
 from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
-from agent.models.http import redirect_error
+from agent.models.http import make_client, redirect_error
 from agent.models.openai import OpenAIChatModel
 from bot.doctor import _provider
 from tests.fakes.served import served
@@ -412,3 +412,43 @@ def test_a_location_no_client_could_parse_is_said_not_raised() -> None:
         302, where, name="m", base_url="http://x/v1", setting="OPENAI_BASE_URL", provider="openai"
     )
     assert "a redirect to http://[::1/login" in said.message and "set OPENAI_BASE_URL" in said.message
+
+
+async def test_a_company_proxy_in_the_environment_carries_model_calls_but_not_loopback_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Behind a company proxy with no direct way out, HTTPS_PROXY / HTTP_PROXY were ignored (the client has a
+    # transport of its own, so httpx reads no proxy settings): every call to the provider "could not be
+    # reached (ConnectError)". A local server stays direct without NO_PROXY=localhost, as it was.
+    relayed: list[str] = []
+
+    def answering(words: str, seen: list[str]) -> web.Application:
+        async def chat(request: web.Request) -> web.Response:
+            seen.append(str(request.url))
+            return web.json_response(
+                _ANSWER | {"choices": [{"message": {"role": "assistant", "content": words}}]}
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", chat)
+        return app
+
+    direct: list[str] = []
+    async with (
+        served(answering("via the proxy", relayed)) as proxy,
+        served(answering("direct", direct)) as local,
+    ):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with make_client() as client:
+            said = []
+            for base in ("http://models.example.invalid/v1", f"{local}/v1"):
+                model = OpenAIChatModel("gpt-4o-mini", base_url=base, client=client, max_attempts=1)
+                chunks = [
+                    c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))
+                ]
+                assert isinstance(chunks[-1], ModelResponse), chunks
+                said.append(chunks[-1].message.content)
+    assert said == ["via the proxy", "direct"]
+    assert relayed == ["http://models.example.invalid/v1/chat/completions"] and len(direct) == 1

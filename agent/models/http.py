@@ -49,14 +49,17 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     of 4 (bench/loop_overhead.py; ideal 1.2 s, the rest is CPU on 2 cores). It is still one client.
     """
 
-    def __init__(self, shards: int = 64, per_shard: int = 4) -> None:
+    def __init__(
+        self, shards: int = 64, per_shard: int = 4, *, proxy: str | None = None, ssl_context: Any = None
+    ) -> None:
         limits = httpx.Limits(
             max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
-        ssl_context = httpx.create_ssl_context()
+        ssl_context = ssl_context or httpx.create_ssl_context()
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits) for _ in range(max(1, shards))
+            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
+            for _ in range(max(1, shards))
         ]
         self._busy = [0] * len(self._pools)
 
@@ -168,11 +171,32 @@ def endpoint_url(base_url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
+def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
+    """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, read as httpx itself reads them:
+    a client given its own transport reads none of them, so behind a company proxy that allows no direct
+    way out every model call "could not be reached (ConnectError)". Loopback is never proxied: a local
+    server (Ollama, llama.cpp) reached from a shell that exports a proxy for other programs kept working
+    without ``NO_PROXY=localhost``, and still does. A proxy of another scheme (socks5://) is left out."""
+    from httpx._utils import get_environment_proxies  # httpx's own reading: NO_PROXY as every client reads it
+
+    found = get_environment_proxies()
+    if not any(found.values()):
+        return {}
+    context = httpx.create_ssl_context()
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        pattern: None if url is None else ShardedTransport(proxy=url, ssl_context=context)
+        for pattern, url in found.items()
+        if url is None or url.startswith(("http://", "https://"))
+    }
+    return mounts | dict.fromkeys(("all://localhost", "all://127.0.0.1", "all://[::1]"))
+
+
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
     return httpx.AsyncClient(
         timeout=timeout,
         transport=ShardedTransport(),
+        mounts=proxy_mounts(),
         follow_redirects=False,
         cookies=_CookieJar(),
         headers={"Accept-Encoding": ACCEPT_ENCODING},  # not br/zstd, should those packages be installed
