@@ -17,7 +17,7 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.error_bodies import error_body
 from agent.models.factory import missing_key, split_spec
-from agent.models.http import redirect_error, tls_problem
+from agent.models.http import LOOPBACK, redirect_error, tls_problem
 from agent.models.openai import NO_PATH
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
@@ -245,7 +245,8 @@ async def run_doctor() -> list[Check]:
     except ConfigError as e:
         return [Check("settings", False, str(e))]
     checks = [Check("settings", True, "valid")]
-    async with httpx.AsyncClient(timeout=10) as client:
+    # The environment's proxies, as runs use them (loopback direct: a local Ollama failed here only).
+    async with httpx.AsyncClient(timeout=10, mounts=dict.fromkeys(LOOPBACK)) as client:
         checks.append(await _check("discord", lambda: _discord(bs, client)))
         checks.append(await _check("database", lambda: _database(s, bs)))
         checks.append(await _check("memory", lambda: _memory(s, bs)))

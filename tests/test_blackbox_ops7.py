@@ -19,7 +19,8 @@ from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
 from agent.models.http import make_client, redirect_error
 from agent.models.openai import OpenAIChatModel
-from bot.doctor import _provider
+from bot.doctor import _provider, run_doctor
+from tests.fakes.llm_server import FakeLLM
 from tests.fakes.served import served
 
 _ANSWER = {
@@ -452,3 +453,18 @@ async def test_a_company_proxy_in_the_environment_carries_model_calls_but_not_lo
                 said.append(chunks[-1].message.content)
     assert said == ["via the proxy", "direct"]
     assert relayed == ["http://models.example.invalid/v1/chat/completions"] and len(direct) == 1
+
+
+async def test_doctor_reaches_a_local_server_directly_with_a_proxy_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A shell that exports HTTP_PROXY for other programs, and Ollama on localhost: runs called it directly,
+    # while doctor's client sent its checks to the proxy, which cannot reach this machine's loopback, and
+    # failed the provider ("could not be reached") for a set-up that worked.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: a proxy call fails at once
+    settings = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "gpt-4o-mini", "DATA_DIR": str(tmp_path)}
+    settings |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off", "MEMORY_ENABLED": "false"}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    said = {c.name: c for c in await run_doctor()}
+    assert said["provider openai"].ok, said["provider openai"].detail

@@ -171,6 +171,10 @@ def endpoint_url(base_url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
+LOOPBACK = ("all://localhost", "all://127.0.0.1", "all://[::1]")
+"""Addresses no proxy could reach for this machine: always called directly (a ``mounts`` key to None)."""
+
+
 def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
     """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, read as httpx itself reads them:
     a client given its own transport reads none of them, so behind a company proxy that allows no direct
@@ -188,7 +192,7 @@ def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
         for pattern, url in found.items()
         if url is None or url.startswith(("http://", "https://"))
     }
-    return mounts | dict.fromkeys(("all://localhost", "all://127.0.0.1", "all://[::1]"))
+    return mounts | dict.fromkeys(LOOPBACK)
 
 
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
