@@ -4,6 +4,8 @@ LM Studio, LiteLLM-style model names, vLLM's limits, each reproduced by a small 
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
 from agent.models.http import make_client, redirect_error
 from agent.models.openai import OpenAIChatModel
+from bot.ask_input import task_text
 from bot.doctor import _provider, run_doctor
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.served import served
@@ -468,3 +471,12 @@ async def test_doctor_reaches_a_local_server_directly_with_a_proxy_in_the_enviro
         monkeypatch.setenv(name, value)
     said = {c.name: c for c in await run_doctor()}
     assert said["provider openai"].ok, said["provider openai"].detail
+
+
+def test_a_task_file_saved_with_a_byte_order_mark_reaches_the_model_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `agentbot ask < question.txt` with a file Windows Notepad saved as "UTF-8 with BOM": the task began
+    # with U+FEFF, sent to the model (and billed) as part of the question.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\ufeffWhat is 2+2?\n".encode())))
+    assert task_text("-") == "What is 2+2?\n"
