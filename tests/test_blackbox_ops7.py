@@ -480,3 +480,37 @@ def test_a_task_file_saved_with_a_byte_order_mark_reaches_the_model_without_it(
     # with U+FEFF, sent to the model (and billed) as part of the question.
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\ufeffWhat is 2+2?\n".encode())))
     assert task_text("-") == "What is 2+2?\n"
+
+
+async def test_an_anthropic_gateway_that_takes_the_key_as_a_bearer_token_is_asked_so(
+    http: httpx.AsyncClient,
+) -> None:
+    # Moonshot's and z.ai's Anthropic-compatible endpoints (set up for Claude Code's ANTHROPIC_AUTH_TOKEN)
+    # read the key from Authorization: Bearer and answer x-api-key with 401: every run said "rejected the
+    # API key" for a key that was right. Anthropic's own refusal (authentication_error) is not asked again.
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("x-api-key"), request.headers.get("Authorization")))
+        if request.headers.get("Authorization") != "Bearer sk-gateway-1":
+            return web.json_response(
+                {"error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}},
+                status=401,
+            )
+        answer = {
+            "content": [{"type": "text", "text": "Paris"}],
+            "stop_reason": "end_turn",
+            "model": "kimi-k2",
+        }
+        return web.json_response(answer | {"usage": {"input_tokens": 5, "output_tokens": 1}})
+
+    app = web.Application()
+    app.router.add_post("/anthropic/v1/messages", gateway)
+    async with served(app) as url:
+        model = AnthropicModel(
+            "kimi-k2", base_url=f"{url}/anthropic", api_key="sk-gateway-1", client=http, backoff_initial=0.01
+        )
+        for _ in range(2):  # the second call is sent the way that worked
+            chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+    assert seen == [("sk-gateway-1", None), (None, "Bearer sk-gateway-1"), (None, "Bearer sk-gateway-1")]
