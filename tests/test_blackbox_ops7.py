@@ -504,8 +504,15 @@ async def test_an_anthropic_gateway_that_takes_the_key_as_a_bearer_token_is_aske
         }
         return web.json_response(answer | {"usage": {"input_tokens": 5, "output_tokens": 1}})
 
+    async def no_list(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("x-api-key"), request.headers.get("Authorization")))
+        if request.headers.get("Authorization") != "Bearer sk-gateway-1":
+            return web.json_response({"error": {"message": "Invalid Authentication"}}, status=401)
+        return web.json_response({"error": {"message": "Not Found"}}, status=404)
+
     app = web.Application()
     app.router.add_post("/anthropic/v1/messages", gateway)
+    app.router.add_get("/anthropic/v1/models", no_list)
     async with served(app) as url:
         model = AnthropicModel(
             "kimi-k2", base_url=f"{url}/anthropic", api_key="sk-gateway-1", client=http, backoff_initial=0.01
@@ -513,4 +520,12 @@ async def test_an_anthropic_gateway_that_takes_the_key_as_a_bearer_token_is_aske
         for _ in range(2):  # the second call is sent the way that worked
             chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
             assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
-    assert seen == [("sk-gateway-1", None), (None, "Bearer sk-gateway-1"), (None, "Bearer sk-gateway-1")]
+        assert seen == [("sk-gateway-1", None), (None, "Bearer sk-gateway-1"), (None, "Bearer sk-gateway-1")]
+        # doctor said "rejected the API key" for the same gateway: it asks as the runs do
+        settings = AgentSettings(  # type: ignore[call-arg]
+            ANTHROPIC_BASE_URL=f"{url}/anthropic",
+            ANTHROPIC_API_KEY="sk-gateway-1",
+            AGENT_MODEL="anthropic:kimi-k2",
+        )
+        said = await _provider("anthropic", {"anthropic:kimi-k2": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: anthropic:kimi-k2"

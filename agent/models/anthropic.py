@@ -213,6 +213,13 @@ class _Reply:
         )
 
 
+def bearer_gateway(base_url: str, status: int, text: str) -> bool:
+    """``status`` and body ``text`` are a 401 from a gateway that may read the key as a bearer token
+    (:meth:`AnthropicModel._status_error`): not Anthropic's own API, nor its ``authentication_error``."""
+    own = base_url.rstrip("/").removesuffix("/v1") == AnthropicModel.DEFAULT_BASE_URL
+    return status == 401 and not own and error_body(text).kind != "authentication_error"
+
+
 class AnthropicModel(HTTPModel):
     """One Claude model behind the Messages API; ``prompt_cache`` adds the breakpoints the module
     docstring describes, ``default_max_tokens`` goes when the settings give none (the API requires one)."""
@@ -253,13 +260,7 @@ class AnthropicModel(HTTPModel):
         more with the key as a bearer token, kept for later calls; Anthropic's own API takes x-api-key
         only (a bearer token there is an OAuth token), so neither it nor a gateway passing on its answer
         (an ``authentication_error`` in its body) is asked that way."""
-        if (
-            status == 401
-            and not self._bearer
-            and self._api_key
-            and self.base_url != self.DEFAULT_BASE_URL
-            and error_body(text).kind != "authentication_error"
-        ):
+        if not self._bearer and self._api_key and bearer_gateway(self.base_url, status, text):
             self._bearer = True
             return ModelError(
                 f"{self.base_url} refused the key in x-api-key (HTTP 401); asking again with it as a bearer token",
