@@ -247,6 +247,38 @@ async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowere
     assert caps == [4096]
 
 
+async def test_claude_near_its_context_is_asked_again_with_the_room_left_for_its_answer(
+    http: httpx.AsyncClient,
+) -> None:
+    # Claude 3.7 and later refuse a call whose input plus max_tokens (8,192 when AGENT_MAX_TOKENS is unset)
+    # passes the context: a conversation of 195,000 tokens ended the run as "too long" with 5,000 left.
+    caps: list[int] = []
+
+    async def claude(request: web.Request) -> web.Response:
+        asked = (await request.json())["max_tokens"]
+        caps.append(asked)
+        if 195_000 + asked > 200_000:
+            said = (
+                f"input length and `max_tokens` exceed context limit: 195000 + {asked} > 200000, decrease "
+                "input length or `max_tokens` and try again"
+            )
+            return web.json_response(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": said}}, status=400
+            )
+        answer = {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"}
+        return web.json_response(answer | {"usage": {"input_tokens": 195_000, "output_tokens": 1}})
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", claude)
+    async with served(app) as url:
+        model = AnthropicModel(
+            "claude-sonnet-4-5", base_url=url, api_key="k", client=http, backoff_initial=0.01
+        )
+        chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+    assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+    assert caps == [8192, 5000]
+
+
 async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_web_page(
     http: httpx.AsyncClient, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from agent.models.base import (
     RetryNotice,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut
+from agent.models.bounds import answer_chars, answer_cut, answer_room
 from agent.models.error_bodies import error_body
 from agent.models.http import redirect_error, transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
@@ -183,6 +183,26 @@ class HTTPModel:
             )
         return ModelError(f"{self.name}: {said} from {self.base_url}: {detail}", **common)
 
+    def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
+        """The error for a refused request; a cap on the answer that does not fit beside the
+        conversation (vLLM, OpenAI, SGLang and Anthropic refuse ``max_tokens`` past the context left) is
+        lowered to the room the server names, and the call asked again at once. With
+        ``AGENT_MAX_TOKENS=4096`` on an 8k-context model every run ended once its conversation passed 4k
+        tokens, said as "the conversation is too long for this model" where the conversation fit."""
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        cap, room = body.get(key), answer_room(resp.text) if resp.status_code == 400 else None
+        if room is None or not isinstance(cap, int) or room >= cap:
+            return self._status_error(resp.status_code, resp.headers, resp.text)
+        body[key] = room
+        return ModelError(
+            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
+            f"asking again for an answer of at most {room} tokens",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+            retry_after=0.01,
+        )
+
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
     ) -> dict[str, Any]:
@@ -232,7 +252,7 @@ class HTTPModel:
                 if resp.status_code >= 300 or not s.stream:
                     await resp.aread()
                 if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
-                    raise self._status_error(resp.status_code, resp.headers, resp.text)
+                    raise self._refused(resp, body)
                 events = EventSource(resp).aiter_sse() if s.stream else _one(resp.text)
                 async with contextlib.aclosing(events) as events:
                     async for sse in events:

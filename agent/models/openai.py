@@ -33,7 +33,7 @@ from agent.models.base import (
     NoApiAtURLError,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
+from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
 from agent.models.openai_wire import (
@@ -148,26 +148,6 @@ class OpenAIChatModel(HTTPModel):
             provider=self.provider,
             model=self.name,
             status=status,
-        )
-
-    def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
-        """The error for a refused request; a cap on the answer that does not fit beside the conversation
-        (vLLM, OpenAI and SGLang refuse ``max_tokens`` past the context left) is lowered to the room the
-        server names, and the call asked again at once. With ``AGENT_MAX_TOKENS=4096`` on an 8k-context
-        model every run ended once its conversation passed 4k tokens, said as "the conversation is too
-        long for this model" where the conversation fit."""
-        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        cap, room = body.get(key), answer_room(resp.text) if resp.status_code == 400 else None
-        if room is None or not isinstance(cap, int) or room >= cap:
-            return self._status_error(resp.status_code, resp.headers, resp.text)
-        body[key] = room
-        return ModelError(
-            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
-            f"asking again for an answer of at most {room} tokens",
-            provider=self.provider,
-            model=self.name,
-            retryable=True,
-            retry_after=0.01,
         )
 
     def _body(
