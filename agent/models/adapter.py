@@ -186,7 +186,7 @@ class HTTPModel:
     def _refused(self, resp: httpx.Response, body: dict[str, Any]) -> ModelError:
         """The error for a refused request; a cap on the answer that does not fit beside the
         conversation (vLLM, OpenAI, SGLang and Anthropic refuse ``max_tokens`` past the context left) is
-        lowered to the room the server names, and the call asked again at once. With
+        lowered to the room the server names, and the call asked again (after the usual backoff). With
         ``AGENT_MAX_TOKENS=4096`` on an 8k-context model every run ended once its conversation passed 4k
         tokens, said as "the conversation is too long for this model" where the conversation fit."""
         key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
