@@ -181,8 +181,10 @@ def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
     way out every model call "could not be reached (ConnectError)". Loopback is never proxied: a local
     server (Ollama, llama.cpp) reached from a shell that exports a proxy for other programs kept working
     without ``NO_PROXY=localhost``, and still does. A proxy of another scheme (socks5://) is left out."""
-    from httpx._utils import get_environment_proxies  # httpx's own reading: NO_PROXY as every client reads it
-
+    try:  # httpx's own reading, so NO_PROXY means what it means to every httpx client (private, pinned)
+        from httpx._utils import get_environment_proxies
+    except ImportError:  # a later httpx that moved it: direct, as before proxies were read
+        return {}
     found = get_environment_proxies()
     if not any(found.values()):
         return {}
