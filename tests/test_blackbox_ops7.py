@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from agent.config import AgentSettings, ConfigError, parse_settings
-from agent.env_file import check_env_names
+from agent.env_file import check_env_lines, check_env_names
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
@@ -561,3 +561,19 @@ async def test_an_anthropic_gateway_that_takes_the_key_as_a_bearer_token_is_aske
         )
         said = await _provider("anthropic", {"anthropic:kimi-k2": ["AGENT_MODEL"]}, settings, http)
     assert said == "serves every model the tiers name: anthropic:kimi-k2"
+
+
+def test_a_setting_emptied_further_down_env_is_named_with_both_lines(tmp_path: Path) -> None:
+    # .env.example pasted below one's own settings: its empty OPENAI_API_KEY= came last, and the last line
+    # counts, so ask said "OPENAI_API_KEY is not set: put your key in .env" where the key was.
+    env = tmp_path / ".env"
+    env.write_text(
+        "OPENAI_API_KEY=sk-mine-1234567890\nAGENT_MODEL=gpt-4o-mini\n# --- from .env.example\nOPENAI_API_KEY=\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_env_lines(str(env))
+    said = str(refused.value)
+    assert "line 4 sets OPENAI_API_KEY empty after line 1 gave it a value" in said, said
+    assert "sk-mine" not in said
+    env.write_text("OPENAI_API_KEY=\nOPENAI_API_KEY=sk-mine-1234567890\n")  # an example's blank, then a value
+    check_env_lines(str(env))
