@@ -16,7 +16,7 @@ from agent.config import AgentSettings, ConfigError, parse_settings
 from agent.env_file import check_env_lines, check_env_names
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
-from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
+from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings, NoApiAtURLError
 from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
 from agent.models.http import make_client, redirect_error
@@ -438,6 +438,34 @@ def test_a_server_written_as_a_prefix_as_pydantic_ai_writes_it_is_named(
     assert why is not None and why.endswith(fix), why
     for tagged in ("llama3.1:8b", "mistral:7b", "deepseek-r1:7b"):  # Ollama's own tags pass
         assert missing_key(settings, tagged) is None
+
+
+async def test_a_web_page_answering_200_is_not_asked_again_and_lets_the_router_fall_back(
+    http: httpx.AsyncClient,
+) -> None:
+    # OPENAI_BASE_URL at Open WebUI's port or a captive portal: its HTML page was asked for five times
+    # (~17 s with the default backoff) before the error, and being retryable-then-unavailable it said
+    # "still failing after 5 attempts"; the page never changes.
+    asked: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(text="<!doctype html><title>Open WebUI</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", page)
+    async with served(app) as url:
+        for stream in (True, False):
+            asked.clear()
+            model = OpenAIChatModel(
+                "llama3.1", base_url=f"{url}/v1", client=http, max_attempts=3, backoff_initial=0.01
+            )
+            with pytest.raises(
+                NoApiAtURLError, match="not Chat Completions JSON: check that OPENAI_BASE_URL"
+            ):
+                async for _ in model.stream([Message("user", "hi")], [], ModelSettings(stream=stream)):
+                    pass
+            assert len(asked) == 1, asked
 
 
 def test_a_location_no_client_could_parse_is_said_not_raised() -> None:

@@ -100,15 +100,17 @@ class HTTPModel:
     def _transport_error(self, e: httpx.HTTPError) -> ModelError:
         return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
 
-    def _bad_payload(self) -> ModelError:
-        return ModelError(
-            # Mostly a web page answering 200 (Open WebUI's or LM Studio's address, a captive portal):
-            # the setting to check is the base URL, which the message did not say.
+    def _bad_payload(self, resp: httpx.Response | None = None) -> ModelError:
+        """Mostly a web page answering 200 (Open WebUI's address, a wrong port, a captive portal): the
+        setting to check is the base URL. A page said to be HTML is not retried (it was, five times,
+        ~17 s, for the same page) and counts as no API at that address (the router falls back)."""
+        html = resp is not None and "html" in resp.headers.get("content-type", "").lower()
+        return (NoApiAtURLError if html else ModelError)(
             f"{self.name}: {self.base_url} sent a response that is not {self.WIRE} JSON: check that "
             f"{self.BASE_ENV} is the API's address, not a web page's",
             provider=self.provider,
             model=self.name,
-            retryable=True,
+            retryable=not html,
         )
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
@@ -264,7 +266,7 @@ class HTTPModel:
                                 raise TypeError("not a JSON object")
                             piece = reply.add(sse.event if s.stream else "", data)
                         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-                            raise self._bad_payload() from e
+                            raise self._bad_payload(resp) from e
                         if piece:
                             yield TextChunk(piece)
                         if s.stream and reply.size > most:  # the server ignores max_tokens: cut here

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
-from agent.models.base import ModelError, ModelUnavailableError
+from agent.models.base import ModelError, ModelUnavailableError, NoApiAtURLError
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -259,7 +259,7 @@ def redirect_error(
         fix = f"if that is where the API is now, set {setting} to its base"
     else:
         fix = f"if the API moved there, set {setting} to its base; a login page (captive portal, proxy) wants you to sign in"
-    return ModelError(
+    return NoApiAtURLError(  # the base URL is what to fix; another provider's model may still serve
         f"{name}: {base_url} answered HTTP {status}, a redirect to {where or 'no address'}, which agentbot "
         f"does not follow (the API key would go along): {fix}",
         quoted=(where,),

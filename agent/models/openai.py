@@ -233,7 +233,7 @@ class OpenAIChatModel(HTTPModel):
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
         except (ValueError, AttributeError, IndexError, RecursionError) as e:
-            raise self._bad_payload() from e
+            raise self._bad_payload(resp) from e
         calls = [
             ToolCall(
                 id=c.get("id") or f"call_{len(messages)}_{i}",
@@ -297,7 +297,7 @@ class OpenAIChatModel(HTTPModel):
                             raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError, RecursionError) as e:
-                        raise self._bad_payload() from e
+                        raise self._bad_payload(resp) from e
                     if shown := think.feed(content_text(msg.get("content"))):
                         yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
