@@ -32,7 +32,8 @@ def check_env_lines(env_file: str | None) -> None:
     from dotenv.parser import parse_stream
 
     with open(env_file, encoding="utf-8") as f:
-        bad = next((b.original for b in parse_stream(f) if b.error), None)
+        bindings = list(parse_stream(f))
+    bad = next((b.original for b in bindings if b.error), None)
     if bad is not None:
         name = re.match(r"\s*(?:export\s+)?([A-Za-z_]\w*)\s*=", bad.string)
         fix = (
@@ -43,6 +44,19 @@ def check_env_lines(env_file: str | None) -> None:
         raise ConfigError(
             f"{env_file} line {bad.line}{f' ({name[1]})' if name else ''} cannot be read: {fix} (see .env.example)"
         )
+    set_at: dict[str, int] = {}
+    for b in bindings:
+        if b.key is None:
+            continue
+        if (b.value or "").strip():
+            set_at[b.key] = b.original.line
+        elif b.key in set_at:
+            # .env.example pasted below one's own lines: the last line counts, so OPENAI_API_KEY read as
+            # unset ("put your key in .env", where it was) and AGENT_MAX_STEPS=20 as the default 12.
+            raise ConfigError(
+                f"{env_file} line {b.original.line} sets {b.key} empty after line {set_at[b.key]} gave it a "
+                "value, and the last line counts (it would read as unset): remove one of the two"
+            )
 
 
 def hidden_by_environment(name: str, env_file: str | None) -> str | None:

@@ -55,7 +55,7 @@ def task_text(task: str | None) -> str:
                 f"the task on standard input is over {MAX_STDIN_BYTES // 1024 // 1024} MB: give a shorter one"
             )
         try:
-            task = raw.decode()
+            task = raw.decode("utf-8-sig")  # a file saved by Notepad as "UTF-8 with BOM": the mark is no text
         except UnicodeDecodeError as e:
             raise TaskError(
                 f"the task on standard input is not UTF-8 text (byte {e.start}): convert it, e.g. with iconv"

@@ -17,12 +17,13 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.error_bodies import error_body
 from agent.models.factory import missing_key, split_spec
-from agent.models.http import redirect_error, tls_problem
+from agent.models.http import LOOPBACK, redirect_error, tls_problem
 from agent.models.openai import NO_PATH
 from agent.models.tiers import load_tiers
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
 from bot.model_probes import (
+    bearer_headers,
     key_accepted,
     key_refused,
     listing,
@@ -116,6 +117,9 @@ async def _provider(
     register_secret(key)
     try:
         r = await client.get(url, headers=headers)
+        if (bearer := bearer_headers(provider, s, r, headers)) is not None:
+            headers = bearer
+            r = await client.get(url, headers=headers)
     except httpx.HTTPError as e:
         if (tls := tls_problem(e, f"{name}_BASE_URL")) is not None:
             raise ConfigError(f"{getattr(s, f'{provider}_base_url')} {tls}") from e
@@ -132,7 +136,7 @@ async def _provider(
     if provider == "openai" and r.status_code < 400:
         await key_accepted(s, client, url, headers, next(iter(names)))
     if r.status_code in (404, 405):
-        served = await served_by_probe(s, client, list(names), provider)
+        served = await served_by_probe(s, client, list(names), provider, headers)
     elif r.status_code >= 400:
         raise ConfigError(f"{url} answered HTTP {r.status_code}: check {name}_BASE_URL")
     else:
@@ -255,7 +259,8 @@ async def run_doctor() -> list[Check]:
     except ConfigError as e:
         return [Check("settings", False, str(e))]
     checks = [Check("settings", True, "valid")]
-    async with httpx.AsyncClient(timeout=10) as client:
+    # The environment's proxies, as runs use them (loopback direct: a local Ollama failed here only).
+    async with httpx.AsyncClient(timeout=10, mounts=dict.fromkeys(LOOPBACK)) as client:
         checks.append(await _check("discord", lambda: _discord(bs, client)))
         checks.append(await _check("database", lambda: _database(s, bs)))
         checks.append(await _check("memory", lambda: _memory(s, bs)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 
 from agent.config import AgentSettings, ConfigError
+from agent.models.anthropic import bearer_gateway
 from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
 from agent.models.openai import key_headers, refusal_fix
@@ -65,13 +66,30 @@ def key_refused(r: httpx.Response) -> bool:
     return r.status_code in (401, 403) or (r.status_code == 400 and error_body(r.text).bad_key)
 
 
+def bearer_headers(
+    provider: str, s: AgentSettings, r: httpx.Response, headers: dict[str, str]
+) -> dict[str, str] | None:
+    """The headers to ask an Anthropic gateway again with, the key as a bearer token, where it refused
+    x-api-key as :class:`~agent.models.anthropic.AnthropicModel` finds (runs worked, doctor said the key
+    was rejected); else None."""
+    key = headers.get("x-api-key")
+    if provider != "anthropic" or not key or not bearer_gateway(s.anthropic_base_url, r.status_code, r.text):
+        return None
+    return {k: v for k, v in headers.items() if k != "x-api-key"} | {"Authorization": f"Bearer {key}"}
+
+
 async def served_by_probe(
-    s: AgentSettings, client: httpx.AsyncClient, names: list[str], provider: str = "openai"
+    s: AgentSettings,
+    client: httpx.AsyncClient,
+    names: list[str],
+    provider: str = "openai",
+    headers: dict[str, str] | None = None,
 ) -> set[str]:
     """For servers without a model list (Anthropic- and Gemini-compatible gateways have none either): a
     one-token call per model; only a 404 means "not served", and a refused key, an account without credit
-    or a failing server are named (each was counted as served, so doctor said ok and every run failed)."""
-    _, _, headers = listing(provider, s)
+    or a failing server are named (each was counted as served, so doctor said ok and every run failed).
+    ``headers``: as the list was asked (a gateway's bearer token), else as :func:`listing` sends them."""
+    headers = headers or listing(provider, s)[2]
     base = getattr(s, f"{provider}_base_url").rstrip("/")
     if provider == "anthropic":  # as AnthropicModel takes it: the API's paths carry their own /v1
         base = base.removesuffix("/v1")

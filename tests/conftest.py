@@ -14,6 +14,7 @@ import structlog
 
 import agent.config
 import agent.models.prices
+from agent.env_file import MEANT
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer
@@ -24,7 +25,9 @@ from tests.file_order import (
 )
 from tests.settings_names import setting_names
 
-SETTINGS = setting_names()
+# Also read, though no setting: other tools' names for ours (refused while ours is unset) and the
+# proxies model calls go through.
+SETTINGS = setting_names() | set(MEANT) | {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -31,7 +31,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_harden.py": 29,  # new this session: its own measure (9.8 s) x3
     "test_blackbox_charge.py": 75,  # new this session: its own measure (25 s) x3
     "test_blackbox_gaps9.py": 30,  # new this session: its own measure x3
-    "test_blackbox_ops7.py": 3,  # new this session: its own measure x3
+    "test_blackbox_ops7.py": 4,  # new this session: its own measure x3
     "test_blackbox_gaps8.py": 21,  # new this session: its own measure x3
     "test_blackbox_gaps6.py": 141,  # new this session: its own measure x3
     "test_blackbox_gaps7.py": 60,  # new this session: its own measure x3

@@ -4,6 +4,8 @@ LM Studio, LiteLLM-style model names, vLLM's limits, each reproduced by a small 
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import httpx
@@ -11,15 +13,17 @@ import pytest
 from aiohttp import web
 
 from agent.config import AgentSettings, ConfigError, parse_settings
-from agent.env_file import check_env_names
+from agent.env_file import check_env_lines, check_env_names
 from agent.messages import Message
 from agent.models.anthropic import AnthropicModel
-from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings
+from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings, NoApiAtURLError
 from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
-from agent.models.http import redirect_error
+from agent.models.http import make_client, redirect_error
 from agent.models.openai import OpenAIChatModel
-from bot.doctor import _provider
+from bot.ask_input import task_text
+from bot.doctor import _provider, run_doctor
+from tests.fakes.llm_server import FakeLLM
 from tests.fakes.served import served
 
 _ANSWER = {
@@ -243,6 +247,38 @@ async def test_an_answer_cap_that_does_not_fit_beside_the_conversation_is_lowere
     assert caps == [4096]
 
 
+async def test_claude_near_its_context_is_asked_again_with_the_room_left_for_its_answer(
+    http: httpx.AsyncClient,
+) -> None:
+    # Claude 3.7 and later refuse a call whose input plus max_tokens (8,192 when AGENT_MAX_TOKENS is unset)
+    # passes the context: a conversation of 195,000 tokens ended the run as "too long" with 5,000 left.
+    caps: list[int] = []
+
+    async def claude(request: web.Request) -> web.Response:
+        asked = (await request.json())["max_tokens"]
+        caps.append(asked)
+        if 195_000 + asked > 200_000:
+            said = (
+                f"input length and `max_tokens` exceed context limit: 195000 + {asked} > 200000, decrease "
+                "input length or `max_tokens` and try again"
+            )
+            return web.json_response(
+                {"type": "error", "error": {"type": "invalid_request_error", "message": said}}, status=400
+            )
+        answer = {"content": [{"type": "text", "text": "Paris"}], "stop_reason": "end_turn"}
+        return web.json_response(answer | {"usage": {"input_tokens": 195_000, "output_tokens": 1}})
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", claude)
+    async with served(app) as url:
+        model = AnthropicModel(
+            "claude-sonnet-4-5", base_url=url, api_key="k", client=http, backoff_initial=0.01
+        )
+        chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+    assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+    assert caps == [8192, 5000]
+
+
 async def test_a_redirect_is_said_with_where_it_points_at_once_not_retried_as_a_web_page(
     http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -404,6 +440,34 @@ def test_a_server_written_as_a_prefix_as_pydantic_ai_writes_it_is_named(
         assert missing_key(settings, tagged) is None
 
 
+async def test_a_web_page_answering_200_is_not_asked_again_and_lets_the_router_fall_back(
+    http: httpx.AsyncClient,
+) -> None:
+    # OPENAI_BASE_URL at Open WebUI's port or a captive portal: its HTML page was asked for five times
+    # (~17 s with the default backoff) before the error, and being retryable-then-unavailable it said
+    # "still failing after 5 attempts"; the page never changes.
+    asked: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(text="<!doctype html><title>Open WebUI</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", page)
+    async with served(app) as url:
+        for stream in (True, False):
+            asked.clear()
+            model = OpenAIChatModel(
+                "llama3.1", base_url=f"{url}/v1", client=http, max_attempts=3, backoff_initial=0.01
+            )
+            with pytest.raises(
+                NoApiAtURLError, match="not Chat Completions JSON: check that OPENAI_BASE_URL"
+            ):
+                async for _ in model.stream([Message("user", "hi")], [], ModelSettings(stream=stream)):
+                    pass
+            assert len(asked) == 1, asked
+
+
 def test_a_location_no_client_could_parse_is_said_not_raised() -> None:
     # urlsplit raises ValueError on "http://[::1/login": from a proxy's redirect that was a crash of the
     # turn, not its error message.
@@ -412,3 +476,132 @@ def test_a_location_no_client_could_parse_is_said_not_raised() -> None:
         302, where, name="m", base_url="http://x/v1", setting="OPENAI_BASE_URL", provider="openai"
     )
     assert "a redirect to http://[::1/login" in said.message and "set OPENAI_BASE_URL" in said.message
+
+
+async def test_a_company_proxy_in_the_environment_carries_model_calls_but_not_loopback_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Behind a company proxy with no direct way out, HTTPS_PROXY / HTTP_PROXY were ignored (the client has a
+    # transport of its own, so httpx reads no proxy settings): every call to the provider "could not be
+    # reached (ConnectError)". A local server stays direct without NO_PROXY=localhost, as it was.
+    relayed: list[str] = []
+
+    def answering(words: str, seen: list[str]) -> web.Application:
+        async def chat(request: web.Request) -> web.Response:
+            seen.append(str(request.url))
+            return web.json_response(
+                _ANSWER | {"choices": [{"message": {"role": "assistant", "content": words}}]}
+            )
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", chat)
+        return app
+
+    direct: list[str] = []
+    async with (
+        served(answering("via the proxy", relayed)) as proxy,
+        served(answering("direct", direct)) as local,
+    ):
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with make_client() as client:
+            said = []
+            for base in ("http://models.example.invalid/v1", f"{local}/v1"):
+                model = OpenAIChatModel("gpt-4o-mini", base_url=base, client=client, max_attempts=1)
+                chunks = [
+                    c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))
+                ]
+                assert isinstance(chunks[-1], ModelResponse), chunks
+                said.append(chunks[-1].message.content)
+    assert said == ["via the proxy", "direct"]
+    assert relayed == ["http://models.example.invalid/v1/chat/completions"] and len(direct) == 1
+
+
+async def test_doctor_reaches_a_local_server_directly_with_a_proxy_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch, llm: FakeLLM, tmp_path: Path
+) -> None:
+    # A shell that exports HTTP_PROXY for other programs, and Ollama on localhost: runs called it directly,
+    # while doctor's client sent its checks to the proxy, which cannot reach this machine's loopback, and
+    # failed the provider ("could not be reached") for a set-up that worked.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: a proxy call fails at once
+    settings = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "gpt-4o-mini", "DATA_DIR": str(tmp_path)}
+    settings |= {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off", "MEMORY_ENABLED": "false"}
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    said = {c.name: c for c in await run_doctor()}
+    assert said["provider openai"].ok, said["provider openai"].detail
+
+
+def test_a_task_file_saved_with_a_byte_order_mark_reaches_the_model_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `agentbot ask < question.txt` with a file Windows Notepad saved as "UTF-8 with BOM": the task began
+    # with U+FEFF, sent to the model (and billed) as part of the question.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\ufeffWhat is 2+2?\n".encode())))
+    assert task_text("-") == "What is 2+2?\n"
+
+
+async def test_an_anthropic_gateway_that_takes_the_key_as_a_bearer_token_is_asked_so(
+    http: httpx.AsyncClient,
+) -> None:
+    # Moonshot's and z.ai's Anthropic-compatible endpoints (set up for Claude Code's ANTHROPIC_AUTH_TOKEN)
+    # read the key from Authorization: Bearer and answer x-api-key with 401: every run said "rejected the
+    # API key" for a key that was right. Anthropic's own refusal (authentication_error) is not asked again.
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("x-api-key"), request.headers.get("Authorization")))
+        if request.headers.get("Authorization") != "Bearer sk-gateway-1":
+            return web.json_response(
+                {"error": {"message": "Invalid Authentication", "type": "invalid_authentication_error"}},
+                status=401,
+            )
+        answer = {
+            "content": [{"type": "text", "text": "Paris"}],
+            "stop_reason": "end_turn",
+            "model": "kimi-k2",
+        }
+        return web.json_response(answer | {"usage": {"input_tokens": 5, "output_tokens": 1}})
+
+    async def no_list(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("x-api-key"), request.headers.get("Authorization")))
+        if request.headers.get("Authorization") != "Bearer sk-gateway-1":
+            return web.json_response({"error": {"message": "Invalid Authentication"}}, status=401)
+        return web.json_response({"error": {"message": "Not Found"}}, status=404)
+
+    app = web.Application()
+    app.router.add_post("/anthropic/v1/messages", gateway)
+    app.router.add_get("/anthropic/v1/models", no_list)
+    async with served(app) as url:
+        model = AnthropicModel(
+            "kimi-k2", base_url=f"{url}/anthropic", api_key="sk-gateway-1", client=http, backoff_initial=0.01
+        )
+        for _ in range(2):  # the second call is sent the way that worked
+            chunks = [c async for c in model.stream([Message("user", "hi")], [], ModelSettings(stream=False))]
+            assert isinstance(chunks[-1], ModelResponse) and chunks[-1].message.content == "Paris", chunks
+        assert seen == [("sk-gateway-1", None), (None, "Bearer sk-gateway-1"), (None, "Bearer sk-gateway-1")]
+        # doctor said "rejected the API key" for the same gateway: it asks as the runs do
+        settings = AgentSettings(  # type: ignore[call-arg]
+            ANTHROPIC_BASE_URL=f"{url}/anthropic",
+            ANTHROPIC_API_KEY="sk-gateway-1",
+            AGENT_MODEL="anthropic:kimi-k2",
+        )
+        said = await _provider("anthropic", {"anthropic:kimi-k2": ["AGENT_MODEL"]}, settings, http)
+    assert said == "serves every model the tiers name: anthropic:kimi-k2"
+
+
+def test_a_setting_emptied_further_down_env_is_named_with_both_lines(tmp_path: Path) -> None:
+    # .env.example pasted below one's own settings: its empty OPENAI_API_KEY= came last, and the last line
+    # counts, so ask said "OPENAI_API_KEY is not set: put your key in .env" where the key was.
+    env = tmp_path / ".env"
+    env.write_text(
+        "OPENAI_API_KEY=sk-mine-1234567890\nAGENT_MODEL=gpt-4o-mini\n# --- from .env.example\nOPENAI_API_KEY=\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        check_env_lines(str(env))
+    said = str(refused.value)
+    assert "line 4 sets OPENAI_API_KEY empty after line 1 gave it a value" in said, said
+    assert "sk-mine" not in said
+    env.write_text("OPENAI_API_KEY=\nOPENAI_API_KEY=sk-mine-1234567890\n")  # an example's blank, then a value
+    check_env_lines(str(env))

@@ -26,7 +26,7 @@ from agent.models.base import (
     RetryNotice,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut
+from agent.models.bounds import answer_chars, answer_cut, answer_room
 from agent.models.error_bodies import error_body
 from agent.models.http import (
     ERROR_BODY_BYTES,
@@ -107,15 +107,17 @@ class HTTPModel:
     def _transport_error(self, e: httpx.HTTPError) -> ModelError:
         return transport_error(e, name=self.name, base_url=self.base_url, provider=self.provider)
 
-    def _bad_payload(self) -> ModelError:
-        return ModelError(
-            # Mostly a web page answering 200 (Open WebUI's or LM Studio's address, a captive portal):
-            # the setting to check is the base URL, which the message did not say.
+    def _bad_payload(self, resp: httpx.Response | None = None) -> ModelError:
+        """Mostly a web page answering 200 (Open WebUI's address, a wrong port, a captive portal): the
+        setting to check is the base URL. A page said to be HTML is not retried (it was, five times,
+        ~17 s, for the same page) and counts as no API at that address (the router falls back)."""
+        html = resp is not None and "html" in resp.headers.get("content-type", "").lower()
+        return (NoApiAtURLError if html else ModelError)(
             f"{self.name}: {self.base_url} sent a response that is not {self.WIRE} JSON: check that "
             f"{self.BASE_ENV} is the API's address, not a web page's",
             provider=self.provider,
             model=self.name,
-            retryable=True,
+            retryable=not html,
         )
 
     def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
@@ -190,6 +192,26 @@ class HTTPModel:
             )
         return ModelError(f"{self.name}: {said} from {self.base_url}: {detail}", **common)
 
+    def _refused(self, resp: httpx.Response, body: dict[str, Any], text: str) -> ModelError:
+        """The error for a refused request; a cap on the answer that does not fit beside the
+        conversation (vLLM, OpenAI, SGLang and Anthropic refuse ``max_tokens`` past the context left) is
+        lowered to the room the server names, and the call asked again (after the usual backoff). With
+        ``AGENT_MAX_TOKENS=4096`` on an 8k-context model every run ended once its conversation passed 4k
+        tokens, said as "the conversation is too long for this model" where the conversation fit."""
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        cap, room = body.get(key), answer_room(text) if resp.status_code == 400 else None
+        if room is None or not isinstance(cap, int) or room >= cap:
+            return self._status_error(resp.status_code, resp.headers, text)
+        body[key] = room
+        return ModelError(
+            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
+            f"asking again for an answer of at most {room} tokens",
+            provider=self.provider,
+            model=self.name,
+            retryable=True,
+            retry_after=0.01,
+        )
+
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
     ) -> dict[str, Any]:
@@ -238,7 +260,7 @@ class HTTPModel:
             ) as resp:
                 if resp.status_code >= 300:  # a redirect too: never followed (agent.models.http)
                     said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
-                    raise self._status_error(resp.status_code, resp.headers, said)
+                    raise self._refused(resp, body, said)
                 one = whole_answer_bytes(most)  # an event, or a whole answer, to the answer bound in JSON
                 events = bounded_sse(resp, one) if s.stream else _one(resp, one)
                 async with contextlib.aclosing(events) as events:
@@ -251,7 +273,7 @@ class HTTPModel:
                                 raise TypeError("not a JSON object")
                             piece = reply.add(sse.event if s.stream else "", data)
                         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-                            raise self._bad_payload() from e
+                            raise self._bad_payload(resp) from e
                         if piece:
                             yield TextChunk(piece)
                         if s.stream and reply.size > most:  # the server ignores max_tokens: cut here

@@ -29,10 +29,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
+
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel, args_object, merge_turns, split_system
-from agent.models.base import ModelResponse, ModelSettings
+from agent.models.base import ModelError, ModelResponse, ModelSettings
+from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
 from agent.models.tokens import DEFAULT_MAX_TOKENS, count, estimated_usage
 
@@ -207,6 +210,13 @@ class _Reply:
         )
 
 
+def bearer_gateway(base_url: str, status: int, text: str) -> bool:
+    """``status`` and body ``text`` are a 401 from a gateway that may read the key as a bearer token
+    (:meth:`AnthropicModel._status_error`): not Anthropic's own API, nor its ``authentication_error``."""
+    own = base_url.rstrip("/").removesuffix("/v1") == AnthropicModel.DEFAULT_BASE_URL
+    return status == 401 and not own and error_body(text).kind != "authentication_error"
+
+
 class AnthropicModel(HTTPModel):
     """One Claude model behind the Messages API; ``prompt_cache`` adds the breakpoints the module
     docstring describes, ``default_max_tokens`` goes when the settings give none (the API requires one)."""
@@ -231,6 +241,33 @@ class AnthropicModel(HTTPModel):
         self.base_url = self.base_url.removesuffix("/v1")
         self.prompt_cache = prompt_cache
         self.default_max_tokens = default_max_tokens
+        self._bearer = False  # a gateway refused the key in x-api-key: it is sent as a bearer token
+
+    def _headers(self, stream: bool = False) -> dict[str, str]:
+        h = super()._headers(stream)
+        if self._bearer and self._api_key:
+            del h[self.KEY_HEADER]
+            h["Authorization"] = f"Bearer {self._api_key}"
+        return h
+
+    def _status_error(self, status: int, headers: httpx.Headers, text: str) -> ModelError:
+        """Gateways of this wire that take the key as a bearer token (Moonshot's and z.ai's Anthropic
+        endpoints, as Claude Code's ANTHROPIC_AUTH_TOKEN sends it) answer x-api-key with 401: every call
+        "rejected the API key" that was right. Behind a base URL of the operator's, a 401 is asked once
+        more with the key as a bearer token, kept for later calls; Anthropic's own API takes x-api-key
+        only (a bearer token there is an OAuth token), so neither it nor a gateway passing on its answer
+        (an ``authentication_error`` in its body) is asked that way."""
+        if not self._bearer and self._api_key and bearer_gateway(self.base_url, status, text):
+            self._bearer = True
+            return ModelError(
+                f"{self.base_url} refused the key in x-api-key (HTTP 401); asking again with it as a bearer token",
+                provider=self.provider,
+                model=self.name,
+                status=status,
+                retryable=True,
+                retry_after=0.01,
+            )
+        return super()._status_error(status, headers, text)
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings

@@ -89,6 +89,9 @@ _ROOM_RES = (
     re.compile(
         r"maximum context length of (\d+) tokens\. You requested a total of \d+ tokens: (\d+) tokens from"
     ),
+    # Anthropic (Claude 3.7 and later): "input length and `max_tokens` exceed context limit: 188240 + 21333
+    # > 200000, decrease input length or `max_tokens` and try again"; the limit comes last.
+    re.compile(r"input length and `max_tokens` exceed context limit: (?P<used>\d+) \+ \d+ > (?P<limit>\d+)"),
 )
 MIN_ANSWER_ROOM = 256
 """Fewer tokens left for an answer than this, and the conversation is what is too long."""
@@ -99,6 +102,7 @@ def answer_room(error_text: str) -> int | None:
     answer's cap (``max_tokens``) rather than the conversation, else None."""
     for pattern in _ROOM_RES:
         if (m := pattern.search(error_text)) is not None:
-            room = int(m[1]) - int(m[2])
+            limit, used = (m["limit"], m["used"]) if "limit" in pattern.groupindex else (m[1], m[2])
+            room = int(limit) - int(used)
             return room if room >= MIN_ANSWER_ROOM else None
     return None

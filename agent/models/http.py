@@ -17,7 +17,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
-from agent.models.base import ModelError, ModelUnavailableError
+from agent.models.base import ModelError, ModelUnavailableError, NoApiAtURLError
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -130,14 +130,17 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     of 4 (bench/loop_overhead.py; ideal 1.2 s, the rest is CPU on 2 cores). It is still one client.
     """
 
-    def __init__(self, shards: int = 64, per_shard: int = 4) -> None:
+    def __init__(
+        self, shards: int = 64, per_shard: int = 4, *, proxy: str | None = None, ssl_context: Any = None
+    ) -> None:
         limits = httpx.Limits(
             max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
-        ssl_context = httpx.create_ssl_context()
+        ssl_context = ssl_context or httpx.create_ssl_context()
         self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits) for _ in range(max(1, shards))
+            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
+            for _ in range(max(1, shards))
         ]
         self._busy = [0] * len(self._pools)
 
@@ -249,11 +252,38 @@ def endpoint_url(base_url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
+LOOPBACK = ("all://localhost", "all://127.0.0.1", "all://[::1]")
+"""Addresses no proxy could reach for this machine: always called directly (a ``mounts`` key to None)."""
+
+
+def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
+    """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, read as httpx itself reads them:
+    a client given its own transport reads none of them, so behind a company proxy that allows no direct
+    way out every model call "could not be reached (ConnectError)". Loopback is never proxied: a local
+    server (Ollama, llama.cpp) reached from a shell that exports a proxy for other programs kept working
+    without ``NO_PROXY=localhost``, and still does. A proxy of another scheme (socks5://) is left out."""
+    try:  # httpx's own reading, so NO_PROXY means what it means to every httpx client (private, pinned)
+        from httpx._utils import get_environment_proxies
+    except ImportError:  # a later httpx that moved it: direct, as before proxies were read
+        return {}
+    found = get_environment_proxies()
+    if not any(found.values()):
+        return {}
+    context = httpx.create_ssl_context()
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        pattern: None if url is None else ShardedTransport(proxy=url, ssl_context=context)
+        for pattern, url in found.items()
+        if url is None or url.startswith(("http://", "https://"))
+    }
+    return mounts | dict.fromkeys(LOOPBACK)
+
+
 def make_client(timeout: httpx.Timeout | float = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
     """The process's shared client; adapters take it as a parameter so tests and the bot share one pool."""
     return httpx.AsyncClient(
         timeout=timeout,
         transport=ShardedTransport(),
+        mounts=proxy_mounts(),
         follow_redirects=False,
         cookies=_CookieJar(),
         headers={"Accept-Encoding": ACCEPT_ENCODING},  # not br/zstd, should those packages be installed
@@ -310,7 +340,7 @@ def redirect_error(
         fix = f"if that is where the API is now, set {setting} to its base"
     else:
         fix = f"if the API moved there, set {setting} to its base; a login page (captive portal, proxy) wants you to sign in"
-    return ModelError(
+    return NoApiAtURLError(  # the base URL is what to fix; another provider's model may still serve
         f"{name}: {base_url} answered HTTP {status}, a redirect to {where or 'no address'}, which agentbot "
         f"does not follow (the API key would go along): {fix}",
         quoted=(where,),

@@ -32,7 +32,7 @@ from agent.models.base import (
     NoApiAtURLError,
     TextChunk,
 )
-from agent.models.bounds import answer_chars, answer_cut, answer_room, fragment_chars
+from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.error_bodies import error_body
 from agent.models.http import ERROR_BODY_BYTES, bounded_sse, endpoint_url, read_text, whole_answer_bytes
 from agent.models.openai_wire import (
@@ -153,26 +153,6 @@ class OpenAIChatModel(HTTPModel):
             status=status,
         )
 
-    def _refused(self, resp: httpx.Response, body: dict[str, Any], text: str) -> ModelError:
-        """The error for a refused request; a cap on the answer that does not fit beside the conversation
-        (vLLM, OpenAI and SGLang refuse ``max_tokens`` past the context left) is lowered to the room the
-        server names, and the call asked again at once. With ``AGENT_MAX_TOKENS=4096`` on an 8k-context
-        model every run ended once its conversation passed 4k tokens, said as "the conversation is too
-        long for this model" where the conversation fit."""
-        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        cap, room = body.get(key), answer_room(text) if resp.status_code == 400 else None
-        if room is None or not isinstance(cap, int) or room >= cap:
-            return self._status_error(resp.status_code, resp.headers, text)
-        body[key] = room
-        return ModelError(
-            f"{self.name}: {key}={cap} does not fit beside this conversation in the model's context; "
-            f"asking again for an answer of at most {room} tokens",
-            provider=self.provider,
-            model=self.name,
-            retryable=True,
-            retry_after=0.01,
-        )
-
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
     ) -> dict[str, Any]:
@@ -259,7 +239,7 @@ class OpenAIChatModel(HTTPModel):
             choice = (data.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
         except (ValueError, AttributeError, IndexError, RecursionError) as e:
-            raise self._bad_payload() from e
+            raise self._bad_payload(resp) from e
         calls = [
             ToolCall(
                 id=c.get("id") or f"call_{len(messages)}_{i}",
@@ -323,7 +303,7 @@ class OpenAIChatModel(HTTPModel):
                             raise refused
                         msg = ((data.get("choices") or [{}])[0]).get("message") or {}
                     except (ValueError, AttributeError, IndexError, RecursionError) as e:
-                        raise self._bad_payload() from e
+                        raise self._bad_payload(resp) from e
                     if shown := think.feed(content_text(msg.get("content"))):
                         yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
