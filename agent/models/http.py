@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
 from typing import Any
 
+import httpcore
 import httpx
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError
+from agent.models.net import AsyncioBackend
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -54,9 +56,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
         ssl_context = httpx.create_ssl_context()
-        self._pools = [
-            httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits) for _ in range(max(1, shards))
-        ]
+        self._pools = [_transport(ssl_context, limits) for _ in range(max(1, shards))]
         self._busy = [0] * len(self._pools)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -76,6 +76,21 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def _transport(ssl_context: Any, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's own transport, its httpcore pool on :class:`~agent.models.net.AsyncioBackend` (httpcore's
+    public ``network_backend`` parameter, which httpx does not pass on): the pool is made as httpx makes
+    it (no proxy: an explicit transport never uses the environment's), with that one argument added."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
 
 
 class _Released(httpx.AsyncByteStream):
