@@ -245,3 +245,37 @@ def test_the_backend_raises_httpcore_errors() -> None:
             await AsyncioBackend().connect_tcp("127.0.0.1", port, timeout=5)
 
     asyncio.run(go())
+
+
+async def test_a_batch_of_quota_charges_is_one_hop_to_sqlites_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reserves and settles queued together were BEGIN, one executemany per kind, a read of the reserves
+    held and COMMIT, each a hand-off to SQLite's thread and back; now one per batch, the same charges."""
+    from agent.events import Cost, Usage
+    from bot.limits import Limits
+    from bot.store import Database, QuotaStore
+
+    async with await Database.open(tmp_path / "bot.db") as db:
+        store = QuotaStore(db, None, Limits.unlimited())
+        budgets = [store.budget(1, user, (), f"s{user}") for user in range(1, 9)]
+        hops: list[str] = []
+        real = type(db.conn)._execute
+
+        async def counted(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            if conn is db.conn:
+                hops.append(getattr(fn, "__name__", repr(fn)))
+            return await real(conn, fn, *args, **kwargs)
+
+        monkeypatch.setattr(type(db.conn), "_execute", counted)
+        before = store.ledger.batches
+        tokens = await asyncio.gather(*(b.reserve("m", Usage(10, 5), 0.001) for b in budgets))
+        await asyncio.gather(
+            *(b.settle(t, "m", "p", Usage(7, 3), Cost(0.0005)) for b, t in zip(budgets, tokens, strict=True))
+        )
+        batches = store.ledger.batches - before
+        assert batches < 2 * len(budgets)  # the charges did go in batches
+        assert len(hops) == batches, f"{len(hops)} hops for {batches} batches: {hops}"
+        row = await db.fetchone("SELECT COUNT(*), SUM(prompt_tokens + completion_tokens) FROM usage_ledger")
+        assert tuple(row) == (8, 80)  # type: ignore[arg-type]
+        assert (await db.fetchone("SELECT COUNT(*) FROM reservations"))[0] == 0  # type: ignore[index]
