@@ -250,34 +250,11 @@ class LedgerWriter:
         async with self.db.lock:
             self.batches += 1
             self.operations += len(batch)
-            if len(batch) > 1:
-                try:
-                    return await self._write_batch(batch)
-                except sqlite3.IntegrityError:
-                    pass  # replay one by one below so only the faulty operation fails
-            return await self._write_each(batch)
-
-    async def _write_each(self, batch: list[_Op]) -> list[bool | BaseException]:
-        out: list[bool | BaseException] = []
-        for op in batch:
-            try:
-                cur = await self.db.conn.execute(_SQL[op.kind], op.params)
-                out.append(cur.rowcount == 1)
-            except sqlite3.Error as e:
-                out.append(e)
-        return out
-
-    async def _write_batch(self, batch: list[_Op]) -> list[bool | BaseException]:
-        conn = self.db.conn  # type: ignore[union-attr]
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            out = await _run_batch(conn, batch)
-            await conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
-        return out
+            # One hop to the writer's thread for the whole batch (aiosqlite's ``_execute``, as
+            # Database.write_many uses it): statement by statement, a batch of reserves and settles was
+            # BEGIN, one executemany per kind, a read of the reserves held, COMMIT, each a hop.
+            writer = self.db.conn  # type: ignore[union-attr]
+            return list(await writer._execute(_write_sqlite, writer._conn, batch))
 
     async def _write_shared(self, batch: list[_Op], conn: Any) -> list[bool | BaseException]:
         """PostgreSQL: the whole batch in one ``quota_apply`` call (one round trip, one commit; the
@@ -330,15 +307,41 @@ async def _apply(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
     ]
 
 
-async def _run_batch(conn: Any, batch: list[_Op]) -> list[bool | BaseException]:
+def _write_sqlite(raw: sqlite3.Connection, batch: list[_Op]) -> list[bool | BaseException]:
+    """A batch on SQLite's writer thread: in one transaction (consecutive operations of a kind through one
+    ``executemany``), or one by one as autocommit statements when it is one operation, or when the
+    transaction hit a constraint error (rolled back, then replayed so only the faulty one fails)."""
+    if len(batch) > 1:
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            out = _run_batch(raw, batch)
+            raw.execute("COMMIT")
+            return out
+        except sqlite3.IntegrityError:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+        except BaseException:
+            if raw.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+                raw.execute("ROLLBACK")
+            raise
+    each: list[bool | BaseException] = []
+    for op in batch:
+        try:
+            each.append(raw.execute(_SQL[op.kind], op.params).rowcount == 1)
+        except sqlite3.Error as e:
+            each.append(e)
+    return each
+
+
+def _run_batch(raw: sqlite3.Connection, batch: list[_Op]) -> list[bool | BaseException]:
     """The batch's statements in order, consecutive ones of a kind through one ``executemany``."""
     held: set[int] = set()
     for kind, group in itertools.groupby(batch, key=lambda o: o.kind):
         params = [op.params for op in group]
-        await conn.executemany(_SQL[kind], params)
+        raw.executemany(_SQL[kind], params)
         if kind == "reserve":
             ids = [p["id"] for p in params]
             marks = ",".join("?" * len(ids))
-            rows = await conn.execute_fetchall(f"SELECT id FROM reservations WHERE id IN ({marks})", ids)
+            rows = raw.execute(f"SELECT id FROM reservations WHERE id IN ({marks})", ids).fetchall()
             held.update(r[0] for r in rows)
     return [op.kind != "reserve" or op.params["id"] in held for op in batch]
