@@ -198,6 +198,7 @@ async def build_services(
             await claim.close()
         raise
     if bot_settings.memory_enabled:
+        memory = None  # not built at all (a setting missing): nothing to open again later
         try:
             from agent.memory.chroma_store import ChromaMemory
 
@@ -211,7 +212,8 @@ async def build_services(
                 bool((agent_settings.chroma_host or "").strip())
                 or agent_settings.memory_embedding == "openai"
             )
-            again = remote and not isinstance(e, EmbeddingMismatch)  # a server, or an embedding endpoint
+            # a server, or an embedding endpoint, that may yet answer
+            again = memory is not None and remote and not isinstance(e, EmbeddingMismatch)
             log.error(
                 "memory_unavailable", error=sv.memory_error, retry_every=MEMORY_RETRY if again else None
             )
