@@ -97,7 +97,14 @@ class SessionControl(EditRerun):
         if not decision.allowed or session_id is None:
             return decision
         return await self.sv.quotas.begin_session(
-            guild_id, member.id, roles, session_id, count_request=False, need_tokens=need, need_usd=usd
+            guild_id,
+            member.id,
+            roles,
+            session_id,
+            count_request=False,
+            hold_request=True,
+            need_tokens=need,
+            need_usd=usd,
         )
 
     async def start_session(

@@ -276,6 +276,15 @@ class ThreadsCog(commands.Cog):
         self.bot.runner.close_thread(payload.thread_id, "the thread was deleted")
 
     @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot was removed from the server (kicked, banned, the server deleted; not an outage, which
+        discord.py reports as unavailable): its runs there stop as if their threads were deleted. A model
+        call under way went on, holding a run slot and billed, and a queued follow-up was answered into
+        a thread the bot could no longer see, until some write happened to be refused."""
+        for thread in guild.threads:
+            self.bot.runner.close_thread(thread.id, "the bot was removed from the server")
+
+    @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
         meta = payload.data.get("thread_metadata") or {}
         if meta.get("locked"):
