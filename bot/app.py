@@ -35,6 +35,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, reply
 from bot.gateway import BoundedGateway
 from bot.mentions import mentions_bot, replies_to_bot
+from bot.missed import answer_missed
 from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
@@ -235,6 +236,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         self._resumed_once = True
         n = await resume_interrupted(self.runner, self.fetch_channel)
         log.info("ready", user=str(self.user), guilds=len(self.guilds), resumed_turns=n)
+        await answer_missed(self, self.control)
 
     # --- commands sync ----------------------------------------------------------------------------
     def _commands_hash(self, guild: discord.abc.Snowflake | None) -> str:

@@ -14,34 +14,39 @@ import pytest
 from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_models import INTENT_GUILDS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
+from tests.test_blackbox_threads_permissions import forbid
 from tests.test_e2e_config import answer, flat
-
-LAB = FakeGuild.create("Lab", channels=("general",), members=("carol",))
-OTHER = FakeGuild.create("Other", channels=("general", "random"), members=("alice", "bob"))
 
 
 @pytest.fixture
 def guilds() -> list[FakeGuild]:
-    return [LAB, OTHER]
+    """Lab, then Other: two servers, so what happens in one is seen not to reach the other."""
+    return [
+        FakeGuild.create("Lab", channels=("general",), members=("carol",)),
+        FakeGuild.create("Other", channels=("general", "random"), members=("alice", "bob", "dave")),
+    ]
 
 
 def asked(body: dict[str, Any]) -> str:
-    return json.dumps([m.get("content") for m in body["messages"] if m.get("role") == "user"])
+    """The last question the model is asked."""
+    return json.dumps([m.get("content") for m in body["messages"] if m.get("role") == "user"][-1])
 
 
-async def test_a_members_last_request_runs_once_and_a_server_that_removed_the_bot_stops_its_runs(
-    fake: FakeDiscord, llm: FakeLLM, tmp_path: Path
+async def test_last_requests_replies_while_restarting_and_a_server_that_removed_the_bot(
+    fake: FakeDiscord, llm: FakeLLM, guilds: list[FakeGuild], tmp_path: Path
 ) -> None:
     """With one request a day allowed, alice sent /research in #general and #random at the same
     instant: both replies said "Started in …", two threads opened, and the second one's run was then
     refused inside its thread ("⛔ Daily request limit reached"): the request is counted when the turn
     starts, so the check at /research let both through. Her one run, interrupted by a restart, was then
     refused on resuming with that same message, "you've made 1 of 1 requests today": the request it
-    had counted itself. An admin of another server, Lab, removed the bot while carol's run there waited on a
-    model call: the call went on (a run slot held, the call billed) with no end in sight, and the run
-    stayed "running" in the store, to be resumed in a server the bot had left. Bob, in alice's server,
-    is answered as ever."""
+    had counted itself. While the bot restarted, bob asked the bot in her thread ("@agentbot and
+    seals?") and chatted there: Discord does not replay messages a bot missed, so his question was
+    never answered and nothing said so. An admin of another server, Lab, removed the bot while carol's
+    run there waited on a model call: the call went on (a run slot held, the call billed) with no end in
+    sight, and the run stayed "running" in the store, to be resumed in a server the bot had left. Dave,
+    in alice's server, is answered as ever."""
     calls = {"tides": 0}
 
     def respond(body: dict[str, Any]) -> Reply:
@@ -55,12 +60,13 @@ async def test_a_members_last_request_runs_once_and_a_server_that_removed_the_bo
                 if '"tool"' in json.dumps(body["messages"])
                 else tool_call("current_time", {})
             )
-        return text("Bob's answer.")
+        return text(f"Answered {said}.")
 
     llm.responder = respond
-    lab_general, general, random = LAB.channel("general"), OTHER.channel("general"), OTHER.channel("random")
+    lab, other = guilds
+    lab_general, general, random = lab.channel("general"), other.channel("general"), other.channel("random")
     limits: dict[str, Any] = {"QUOTA_REQUESTS_PER_DAY": 1, "BOT_SHUTDOWN_GRACE_SECONDS": 0.5}
-    bot = make_bot(fake, llm, tmp_path, LAB, **limits)
+    bot = make_bot(fake, llm, tmp_path, lab, **limits)
     await fake.start_bot(bot)
     both = [
         fake.inject_interaction("research", {"task": task}, user="alice", channel=where)
@@ -73,28 +79,89 @@ async def test_a_members_last_request_runs_once_and_a_server_that_removed_the_bo
     assert len(opened) == 1, [t.name for t in opened]
     thread = opened[0]
     await fake.stop_bot(bot)  # mid-call: the run pauses for the next start
+    me = fake.bot_user
+    fake.inject_message(thread, "bob", f"<@{me.id}> and seals?", mentions=[me])  # nobody listens
+    fake.inject_message(thread, "bob", "nice thread")  # chat: no question for the bot
 
-    async with running_bot(fake, llm, tmp_path, LAB, **limits) as bot:
+    async with running_bot(fake, llm, tmp_path, lab, **limits) as bot:
         fake.inject_interaction("research", {"task": "otters"}, user="carol", channel=lab_general)
         otters = await fake.wait_for_thread(parent=lab_general, name="🔎 otters")
         await fake.wait_for_message(otters, lambda m: m.content.startswith("**Step 1**"), within=15)
         await fake.wait_for(lambda: sum("otters" in asked(r) for r in llm.requests) == 2, what="the hang")
         fake.inject_error("*", f"/channels/{otters.id}*", status=403, code=50001, count=10_000)
-        fake.state.dispatch("GUILD_DELETE", {"id": str(LAB.id)}, intent=INTENT_GUILDS)
+        fake.state.dispatch("GUILD_DELETE", {"id": str(lab.id)}, intent=INTENT_GUILDS)
         carols = await bot.services.sessions.by_thread(otters.id)
         gone = lambda: carols.id not in bot.runner.live_sessions()  # noqa: E731
         await fake.wait_for(gone, within=10, what="carol's run to stop once the bot was removed")
 
-        fake.inject_interaction("research", {"task": "kelp"}, user="bob", channel=general)
+        fake.inject_interaction("research", {"task": "kelp"}, user="dave", channel=general)
         kelp = await fake.wait_for_thread(parent=general, name="🔎 kelp")
         await fake.wait_for_message(kelp, lambda m: "tokens" in m.content, within=15)
         # alice's run, resumed meanwhile (its thread's write window is taken as full at the start)
         await fake.wait_for_message(
             thread, lambda m: "tokens" in m.content or "limit" in m.content, within=20
         )
+        seals = lambda m: "Answered" in m.content and "seals" in m.content  # noqa: E731
+        await fake.wait_for_message(thread, seals, within=15)
         await wait_idle(fake, bot)
         shown = [m.content for m in fake.messages(thread)]
         running = await bot.services.sessions.running_turns(bot.services.owner)
     assert "Tides follow the moon." in shown and not any("limit reached" in c for c in shown), shown
     assert running == [], running  # nothing left to resume in the server that removed the bot
-    assert "Bob's answer." in [m.content for m in fake.messages(kelp)]
+    assert 'Answered "kelp".' in [m.content for m in fake.messages(kelp)]
+    notes = [c for c in shown if c.startswith("⏳ Answering a message sent while the bot was restarting")]
+    assert len(notes) == 1 and "“and seals?”" in notes[0], shown
+    assert not any("nice thread" in asked(r) for r in llm.requests)  # bob's chat is asked of nobody
+
+
+async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything_runs(
+    fake: FakeDiscord, llm: FakeLLM, guilds: list[FakeGuild], tmp_path: Path
+) -> None:
+    """Carol's run failed; an admin then took Send Messages in Threads from the bot in Lab, and carol
+    pressed Retry: "Retrying…", and the run took its first step (a model call, charged to her) with
+    nothing shown, then stopped, where a follow-up there is refused before anything runs. The press is
+    refused now, naming the permission. Alice's Retry in the other server runs as ever. A moderator
+    there removed the bot from bob's private thread while his run waited on a model call: the call went
+    on, billed, with nothing able to show it (the bot no longer sees the thread); it stops now."""
+    lab, other = guilds
+    llm.responder = lambda body: error(400, "bad request") if len(llm.requests) <= 2 else text("Retried.")
+    async with running_bot(fake, llm, tmp_path, lab) as bot:
+
+        async def failed(guild: FakeGuild, user: str) -> tuple[Any, str]:
+            fake.inject_interaction(
+                "research", {"task": "tides"}, user=user, channel=guild.channel("general")
+            )
+            thread = await fake.wait_for_thread(parent=guild.channel("general"))
+            offer = await fake.wait_for_message(thread, lambda m: "try it again" in m.content, within=10)
+            (custom_id,) = [c["custom_id"] for row in offer.components for c in row["components"]]
+            return offer, custom_id
+
+        carols, alices = await failed(lab, "carol"), await failed(other, "alice")
+        await wait_idle(fake, bot)
+        forbid(lab, fake, send_messages_in_threads=True)
+        me = lambda: bot.get_guild(lab.id).me  # noqa: E731
+        await fake.wait_for(lambda: not me().guild_permissions.send_messages_in_threads, what="the change")
+        by_carol = fake.inject_component(carols[1], message=carols[0], user="carol")
+        await fake.wait_for(lambda: by_carol.responses, what="carol's press answered")
+        by_alice = fake.inject_component(alices[1], message=alices[0], user="alice")
+        await fake.wait_for_message(alices[0].channel_id, lambda m: m.content == "Retried.", within=10)
+        await wait_idle(fake, bot)
+
+        llm.responder = lambda body: (
+            Reply(hang=True) if len(llm.requests) > 4 else tool_call("current_time", {})
+        )
+        general = other.channel("general")
+        fake.inject_interaction("research", {"task": "otters", "private": True}, user="bob", channel=general)
+        otters = await fake.wait_for_thread(parent=general, name="🔎 otters")
+        await fake.wait_for_message(otters, lambda m: m.content.startswith("**Step 1**"), within=15)
+        await fake.wait_for(lambda: len(llm.requests) == 5, what="the call that hangs")
+        removed = {"id": str(otters.id), "guild_id": str(other.id), "member_count": 1}
+        removed["removed_member_ids"] = [str(fake.bot_user.id)]
+        fake.state.dispatch("THREAD_MEMBERS_UPDATE", removed, intent=INTENT_GUILDS)
+        bobs = await bot.services.sessions.by_thread(otters.id)
+        gone = lambda: bobs.id not in bot.runner.live_sessions()  # noqa: E731
+        await fake.wait_for(gone, within=10, what="bob's run to stop once the bot was removed from it")
+    refused = by_carol.responses[0]["data"]["content"]
+    assert "**Send Messages in Threads**" in refused, refused
+    assert by_alice.responses[0]["data"]["content"] == "Retrying…"
+    assert len(llm.requests) == 5, len(llm.requests)  # two failed calls, alice's retry, bob's two

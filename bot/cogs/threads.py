@@ -285,6 +285,13 @@ class ThreadsCog(commands.Cog):
             self.bot.runner.close_thread(thread.id, "the bot was removed from the server")
 
     @commands.Cog.listener()
+    async def on_thread_remove(self, thread: discord.Thread) -> None:
+        """A moderator removed the bot from the thread: its run stops as if the thread were deleted. In
+        a private thread the bot can no longer see, the run went on, billed, until a write was refused;
+        with Manage Threads its next write would have put the bot back where it was removed from."""
+        self.bot.runner.close_thread(thread.id, "the bot was removed from the thread")
+
+    @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
         meta = payload.data.get("thread_metadata") or {}
         if meta.get("locked"):
