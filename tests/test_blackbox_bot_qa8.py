@@ -6,17 +6,22 @@ the fix the docstring names."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.limits import Limits
+from bot.store import QuotaStore, open_database
 from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_models import INTENT_GUILDS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.test_blackbox_threads_permissions import forbid
 from tests.test_e2e_config import answer, flat
+from tests.test_quota_enforcement import Clock
 
 
 @pytest.fixture
@@ -165,3 +170,20 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
     assert "**Send Messages in Threads**" in refused, refused
     assert by_alice.responses[0]["data"]["content"] == "Retrying…"
     assert len(llm.requests) == 5, len(llm.requests)  # two failed calls, alice's retry, bob's two
+
+
+async def test_a_held_request_whose_turn_never_started_stops_counting_after_the_slot_ttl(
+    tmp_path: Path,
+) -> None:
+    """A new session's request is held from its start until its first turn counts it; a turn that never
+    started (the database went away before it could) must not hold the member's last request for the
+    rest of the process's life: like its concurrency slot, the hold ends after six hours."""
+    clock = Clock(datetime(2026, 3, 10, 1, 0, tzinfo=UTC))
+    async with await open_database(str(tmp_path / "q.sqlite3")) as db:
+        store = QuotaStore(db, None, replace(Limits.unlimited(), requests_per_day=1), clock=clock)
+        held = await store.begin_session(1, 100, (), "s1", count_request=False, hold_request=True)
+        refused = await store.check(1, 100)
+        clock.advance(hours=6, minutes=1)  # the same UTC day
+        later = await store.check(1, 100)
+    assert held.allowed and not refused.allowed and refused.limit == "requests_per_day", refused
+    assert later.allowed, later

@@ -149,16 +149,19 @@ class QuotaStore(UsageReports):
         self.clock = clock
         self.all_servers_per_day = all_servers_per_day or None
         self.ledger = ledger_for(db)
-        self._held: dict[str, tuple[int, int]] = {}
-        """Session id → (server, user) of the new sessions whose request is held, not counted yet.
-        In memory: a server's sessions all start in the process that owns it."""
+        self._held: dict[str, tuple[int, int, float]] = {}
+        """Session id → (server, user, when) of the new sessions whose request is held, not counted yet.
+        In memory: a server's sessions all start in the process that owns it. Like a concurrency slot,
+        one older than :data:`ACTIVE_SESSION_TTL` (a turn that never started: the database went away)
+        no longer counts."""
 
     def _holding(self, g: int | None, user_id: int, session_id: str | None) -> int:
         """The user's held requests (in server ``g``, or in every server if None), but this session's."""
+        since = to_utc(self.clock()).timestamp() - ACTIVE_SESSION_TTL.total_seconds()
         return sum(
             1
-            for sid, (gid, uid) in self._held.items()
-            if uid == user_id and sid != session_id and (g is None or gid == g)
+            for sid, (gid, uid, at) in self._held.items()
+            if uid == user_id and sid != session_id and (g is None or gid == g) and at >= since
         )
 
     async def flush(self) -> None:
@@ -295,7 +298,7 @@ class QuotaStore(UsageReports):
             if not decision.allowed:
                 return decision
             if hold_request:  # with the check, before any await: a second start sees it held
-                self._held[session_id] = (g, user_id)
+                self._held[session_id] = (g, user_id, now.timestamp())
             await conn.execute(
                 "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at)"
                 " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
