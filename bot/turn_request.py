@@ -50,6 +50,9 @@ class TurnRequest:
     """The turn this one re-runs with an edited message: left out of the history, marked replaced."""
     attachments: tuple[IncomingFile, ...] = ()
     """Files attached to the message that asked for this turn, saved when it starts (bot.attach)."""
+    post_refused: bool = False
+    """Set by the turn once it has ended: Discord refused a message of it for a missing permission, so
+    its requester is told in a DM (bot.cogs.threads), as when the gateway says the permission went."""
 
 
 class TurnHooks(Protocol):

@@ -127,7 +127,10 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
     nothing shown, then stopped, where a follow-up there is refused before anything runs. The press is
     refused now, naming the permission. Alice's Retry in the other server runs as ever. A moderator
     there removed the bot from bob's private thread while his run waited on a model call: the call went
-    on, billed, with nothing able to show it (the bot no longer sees the thread); it stops now."""
+    on, billed, with nothing able to show it (the bot no longer sees the thread); it stops now. Discord
+    then refused dave's run's messages for a missing permission (403, code 50013) before the gateway said
+    so: the run stopped at its next step, but dave was never told why nothing came (README: he gets
+    one DM naming the permission)."""
     lab, other = guilds
     llm.responder = lambda body: error(400, "bad request") if len(llm.requests) <= 2 else text("Retried.")
     async with running_bot(fake, llm, tmp_path, lab) as bot:
@@ -166,10 +169,20 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
         bobs = await bot.services.sessions.by_thread(otters.id)
         gone = lambda: bobs.id not in bot.runner.live_sessions()  # noqa: E731
         await fake.wait_for(gone, within=10, what="bob's run to stop once the bot was removed from it")
+
+        llm.responder = lambda body: tool_call("current_time", {}, delay=1.5)
+        fake.inject_interaction("research", {"task": "kelp"}, user="dave", channel=general)
+        kelp = await fake.wait_for_thread(parent=general, name="🔎 kelp")
+        await fake.wait_for(lambda: len(llm.requests) == 6, what="dave's first call")
+        fake.inject_error("POST", f"/channels/{kelp.id}/messages", status=403, code=50013, count=100)
+        dm = fake.state.open_dm(fake.state.user(other.member("dave").user.id))
+        told = await fake.wait_for_message(dm, within=15)
+        await wait_idle(fake, bot)
     refused = by_carol.responses[0]["data"]["content"]
     assert "**Send Messages in Threads**" in refused, refused
     assert by_alice.responses[0]["data"]["content"] == "Retrying…"
-    assert len(llm.requests) == 5, len(llm.requests)  # two failed calls, alice's retry, bob's two
+    assert 7 <= len(llm.requests) <= 8, len(llm.requests)  # 2 failed, alice's retry, bob's 2, dave's 2
+    assert "**Send Messages in Threads**" in told.content and "stopped at its next step" in told.content
 
 
 async def test_a_held_request_whose_turn_never_started_stops_counting_after_the_slot_ttl(

@@ -108,12 +108,17 @@ class ThreadLife:
                 state = LIMIT_STATES.get(last.status, "done") if last is not None else state
         await self._show(req, state)
         thread = req.channel
-        if isinstance(thread, discord.Thread) and not can_post(thread):  # the turn stopped (bot.turn)
+        # The turn stopped (bot.turn): the gateway said the permission went, or Discord refused a send.
+        if isinstance(thread, discord.Thread) and (req.post_refused or not can_post(thread)):
             with contextlib.suppress(discord.HTTPException):
                 member = self.bot.get_user(req.requester_id) or await self.bot.fetch_user(req.requester_id)
-                text = (
-                    f"I can no longer post in {thread.mention} ({CANNOT_POST} there): your research in "
+                ran = (
                     "it stopped at its next step, charged only for what it had done."
+                    if state == "stopped"
+                    else "it ended, but what it wrote could not be shown there."  # the answer refused
+                )
+                text = (
+                    f"I can no longer post in {thread.mention} ({CANNOT_POST} there): your research in {ran}"
                 )
                 await tell_in_dm(member, thread, text, self.bot.dm_limit)
 
