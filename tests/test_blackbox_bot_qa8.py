@@ -130,7 +130,9 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
     on, billed, with nothing able to show it (the bot no longer sees the thread); it stops now. Discord
     then refused dave's run's messages for a missing permission (403, code 50013) before the gateway said
     so: the run stopped at its next step, but dave was never told why nothing came (README: he gets
-    one DM naming the permission)."""
+    one DM naming the permission). Bob's /research in a channel Discord hides from the bot (403, code
+    50001 Missing Access) was told to grant Create Public Threads and Send Messages in Threads, which
+    would not have helped: View Channel is what is missing."""
     lab, other = guilds
     llm.responder = lambda body: error(400, "bad request") if len(llm.requests) <= 2 else text("Retried.")
     async with running_bot(fake, llm, tmp_path, lab) as bot:
@@ -178,11 +180,16 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
         dm = fake.state.open_dm(fake.state.user(other.member("dave").user.id))
         told = await fake.wait_for_message(dm, within=15)
         await wait_idle(fake, bot)
+
+        fake.inject_error("POST", f"/channels/{general.id}/threads", status=403, code=50001, count=1)
+        hidden = fake.inject_interaction("research", {"task": "reefs"}, user="bob", channel=general)
+        unseen = flat(await answer(fake, hidden))
     refused = by_carol.responses[0]["data"]["content"]
     assert "**Send Messages in Threads**" in refused, refused
     assert by_alice.responses[0]["data"]["content"] == "Retrying…"
     assert 7 <= len(llm.requests) <= 8, len(llm.requests)  # 2 failed, alice's retry, bob's 2, dave's 2
     assert "**Send Messages in Threads**" in told.content and "stopped at its next step" in told.content
+    assert "(Missing Access): I can't see that channel. I need **View Channel** there" in unseen, unseen
 
 
 async def test_a_held_request_whose_turn_never_started_stops_counting_after_the_slot_ttl(

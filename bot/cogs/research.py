@@ -208,6 +208,12 @@ def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[st
 def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, *, private: bool) -> str:
     """Why Discord refused a thread, in words an admin can act on."""
     kind = "private" if private else "public"
+    if isinstance(e, discord.Forbidden) and e.code == 50001:  # Missing Access: the channel is hidden from it
+        return (
+            f"Discord refused to open a {kind} thread in {channel.mention} (Missing Access): I can't see "
+            f"that channel. I need **View Channel** there, with **Create {kind.title()} Threads** and "
+            "**Send Messages in Threads**."
+        )
     if isinstance(e, discord.Forbidden):
         tail = "; I did not open a public thread instead, since this research was meant to be private."
         return (
