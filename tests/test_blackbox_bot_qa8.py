@@ -172,6 +172,7 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
         gone = lambda: bobs.id not in bot.runner.live_sessions()  # noqa: E731
         await fake.wait_for(gone, within=10, what="bob's run to stop once the bot was removed from it")
 
+        # each call outlasts the pacing (1 s) of the step message before it, which Discord refuses
         llm.responder = lambda body: tool_call("current_time", {}, delay=1.5)
         fake.inject_interaction("research", {"task": "kelp"}, user="dave", channel=general)
         kelp = await fake.wait_for_thread(parent=general, name="🔎 kelp")
