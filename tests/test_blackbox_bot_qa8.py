@@ -26,10 +26,11 @@ from tests.test_quota_enforcement import Clock
 
 @pytest.fixture
 def guilds() -> list[FakeGuild]:
-    """Lab, then Other: two servers, so what happens in one is seen not to reach the other."""
+    """Lab, Other and Cove: servers, so what happens in one is seen not to reach the others."""
     return [
         FakeGuild.create("Lab", channels=("general",), members=("carol",)),
         FakeGuild.create("Other", channels=("general", "random"), members=("alice", "bob", "dave")),
+        FakeGuild.create("Cove", channels=("general",), members=("erin",)),
     ]
 
 
@@ -50,8 +51,10 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
     seals?") and chatted there: Discord does not replay messages a bot missed, so his question was
     never answered and nothing said so. An admin of another server, Lab, removed the bot while carol's
     run there waited on a model call: the call went on (a run slot held, the call billed) with no end in
-    sight, and the run stayed "running" in the store, to be resumed in a server the bot had left. Dave,
-    in alice's server, is answered as ever."""
+    sight, and the run stayed "running" in the store, to be resumed in a server the bot had left. Cove
+    removed the bot while it was down, erin's run there paused mid-call: the next start resumed it
+    there (its thread could still be fetched), calling the model again for a server it was no longer
+    in. Dave, in alice's server, is answered as ever."""
     calls = {"tides": 0}
 
     def respond(body: dict[str, Any]) -> Reply:
@@ -59,6 +62,8 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
         if "tides" in said or "waves" in said:
             calls["tides"] += 1  # the first call is cut by the restart, the second is its resumed run
             return Reply(text="Old.", delay=5) if calls["tides"] == 1 else text("Tides follow the moon.")
+        if "reefs" in said:  # erin's, cut by the restart
+            return Reply(hang=True)
         if "otters" in said:  # carol: one step, then a call that never ends
             return (
                 Reply(hang=True)
@@ -68,7 +73,7 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
         return text(f"Answered {said}.")
 
     llm.responder = respond
-    lab, other = guilds
+    lab, other, cove = guilds
     lab_general, general, random = lab.channel("general"), other.channel("general"), other.channel("random")
     limits: dict[str, Any] = {"QUOTA_REQUESTS_PER_DAY": 1, "BOT_SHUTDOWN_GRACE_SECONDS": 0.5}
     bot = make_bot(fake, llm, tmp_path, lab, **limits)
@@ -78,7 +83,9 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
         for task, where in (("tides", general), ("waves", random))
     ]
     replies = sorted([flat(await answer(fake, i)) for i in both])
-    await fake.wait_for(lambda: llm.requests, what="the model call")
+    fake.inject_interaction("research", {"task": "reefs"}, user="erin", channel=cove.channel("general"))
+    reefs = await fake.wait_for_thread(parent=cove.channel("general"), name="🔎 reefs")
+    await fake.wait_for(lambda: len(llm.requests) == 2, what="both model calls")
     opened = [t for t in fake.threads() if t.name in ("🔎 tides", "🔎 waves")]
     assert replies[0].startswith("Started in") and replies[1].startswith("⛔ Daily request limit"), replies
     assert len(opened) == 1, [t.name for t in opened]
@@ -87,6 +94,8 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
     me = fake.bot_user
     fake.inject_message(thread, "bob", f"<@{me.id}> and seals?", mentions=[me])  # nobody listens
     fake.inject_message(thread, "bob", "nice thread")  # chat: no question for the bot
+    fake.state.guilds.pop(cove.id)  # Cove removed the bot meanwhile: the next start is not told of it
+    paused = len(fake.messages(reefs))
 
     async with running_bot(fake, llm, tmp_path, lab, **limits) as bot:
         fake.inject_interaction("research", {"task": "otters"}, user="carol", channel=lab_general)
@@ -112,7 +121,8 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
         shown = [m.content for m in fake.messages(thread)]
         running = await bot.services.sessions.running_turns(bot.services.owner)
     assert "Tides follow the moon." in shown and not any("limit reached" in c for c in shown), shown
-    assert running == [], running  # nothing left to resume in the server that removed the bot
+    assert running == [], running  # nothing left to resume in the servers that removed the bot
+    assert sum("reefs" in asked(r) for r in llm.requests) == 1 and len(fake.messages(reefs)) == paused
     assert 'Answered "kelp".' in [m.content for m in fake.messages(kelp)]
     notes = [c for c in shown if c.startswith("⏳ Answering a message sent while the bot was restarting")]
     assert len(notes) == 1 and "“and seals?”" in notes[0], shown
@@ -133,7 +143,7 @@ async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything
     one DM naming the permission). Bob's /research in a channel Discord hides from the bot (403, code
     50001 Missing Access) was told to grant Create Public Threads and Send Messages in Threads, which
     would not have helped: View Channel is what is missing."""
-    lab, other = guilds
+    lab, other, _ = guilds
     llm.responder = lambda body: error(400, "bad request") if len(llm.requests) <= 2 else text("Retried.")
     async with running_bot(fake, llm, tmp_path, lab) as bot:
 
