@@ -54,7 +54,8 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
     sight, and the run stayed "running" in the store, to be resumed in a server the bot had left. Cove
     removed the bot while it was down, erin's run there paused mid-call: the next start resumed it
     there (its thread could still be fetched), calling the model again for a server it was no longer
-    in. Dave, in alice's server, is answered as ever."""
+    in. Dave, in alice's server, is answered as ever; his "@everyone kelp @here?" named his thread as
+    written, so Discord's notice of the new thread in #general carried an @everyone."""
     calls = {"tides": 0}
 
     def respond(body: dict[str, Any]) -> Reply:
@@ -108,8 +109,8 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
         gone = lambda: carols.id not in bot.runner.live_sessions()  # noqa: E731
         await fake.wait_for(gone, within=10, what="carol's run to stop once the bot was removed")
 
-        fake.inject_interaction("research", {"task": "kelp"}, user="dave", channel=general)
-        kelp = await fake.wait_for_thread(parent=general, name="🔎 kelp")
+        fake.inject_interaction("research", {"task": "@everyone kelp @here?"}, user="dave", channel=general)
+        kelp = await fake.wait_for_thread(parent=general, name="🔎 everyone kelp here?")
         await fake.wait_for_message(kelp, lambda m: "tokens" in m.content, within=15)
         # alice's run, resumed meanwhile (its thread's write window is taken as full at the start)
         await fake.wait_for_message(
@@ -123,7 +124,9 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
     assert "Tides follow the moon." in shown and not any("limit reached" in c for c in shown), shown
     assert running == [], running  # nothing left to resume in the servers that removed the bot
     assert sum("reefs" in asked(r) for r in llm.requests) == 1 and len(fake.messages(reefs)) == paused
-    assert 'Answered "kelp".' in [m.content for m in fake.messages(kelp)]
+    assert 'Answered "@everyone kelp @here?".' in [m.content for m in fake.messages(kelp)]
+    said = [m for m in fake.messages(general) if m.author.id == me.id]  # its notice of dave's thread too
+    assert not any(m.mention_everyone or m.pinged_user_ids for m in said), [m.content for m in said]
     notes = [c for c in shown if c.startswith("⏳ Answering a message sent while the bot was restarting")]
     assert len(notes) == 1 and "“and seals?”" in notes[0], shown
     assert not any("nice thread" in asked(r) for r in llm.requests)  # bob's chat is asked of nobody

@@ -32,10 +32,12 @@ reply to every one."""
 
 def thread_name(task: str) -> str:
     """Discord allows 100 characters; the task's first line, tidied, reads best. Direction overrides
-    and invisible characters are dropped: the name must read as what it says."""
+    and invisible characters are dropped: the name must read as what it says. Mentions are dropped (the
+    @ of @everyone and @here): Discord's notice of a new public thread in the channel is its name."""
     task = visible_text(task)
     first = re.sub(r"\s+", " ", task.strip().splitlines()[0] if task.strip() else "research")
-    first = re.sub(r"<@[!&]?\d+>", "", first).strip() or "research"
+    first = re.sub(r"<@[!&]?\d+>", "", first)
+    first = re.sub(r"@(everyone|here)\b", r"\1", first).strip() or "research"  # no @everyone in the notice
     return ("🔎 " + first)[:95]
 
 
