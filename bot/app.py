@@ -35,6 +35,7 @@ from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, reply
 from bot.gateway import BoundedGateway
 from bot.mentions import mentions_bot, replies_to_bot
+from bot.missed import answer_missed
 from bot.resume import resume_interrupted
 from bot.runner import SessionRunner
 from bot.services import Services, build_services
@@ -233,8 +234,20 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
         if getattr(self, "_resumed_once", False):
             return
         self._resumed_once = True
-        n = await resume_interrupted(self.runner, self.fetch_channel)
+        n = await resume_interrupted(self.runner, self._fetch_here)
         log.info("ready", user=str(self.user), guilds=len(self.guilds), resumed_turns=n)
+        await answer_missed(self, self.control)
+
+    async def _fetch_here(self, channel_id: int) -> Any:
+        """A thread to resume, only in a server the bot is in now. One that removed the bot while it was
+        down is in no READY (Discord answers 403 there; a thread fetched all the same is left alone): its
+        turn was resumed and called the model again for a server the bot had left. A server in an outage
+        is listed, unavailable, and resumes as before."""
+        channel = await self.fetch_channel(channel_id)
+        guild_id = getattr(getattr(channel, "guild", None), "id", None)
+        if guild_id is not None and self.get_guild(guild_id) is None:
+            raise LookupError(f"the bot is no longer in server {guild_id}")
+        return channel
 
     # --- commands sync ----------------------------------------------------------------------------
     def _commands_hash(self, guild: discord.abc.Snowflake | None) -> str:

@@ -35,6 +35,7 @@ from bot.assembly import charge_judge, classified, route, step_cost, step_need, 
 from bot.formatting import channel_refusal
 from bot.notes import untrusted
 from bot.rerun import EditRerun, files_of
+from bot.run_policy import can_post
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaBudget, QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 log = structlog.get_logger("bot.control")
+
+
+SEEN_KEPT = 10_000
 
 
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
@@ -63,6 +67,11 @@ class SessionControl(EditRerun):
         self._taking: dict[int, set[asyncio.Event]] = {}
         """Members' messages being taken (a follow-up queued, a mention opening its session): an edit
         arriving meanwhile waits for it (it found nothing to edit, and the typo was answered)."""
+        self.born = discord.utils.utcnow()
+        """When this process began: the bot's messages since are its own (:mod:`bot.missed`)."""
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        """Messages this process's cogs received (the latest :data:`SEEN_KEPT`): a message read back
+        at start-up (:mod:`bot.missed`) that is among them was taken by a cog, not missed."""
 
     @contextlib.contextmanager
     def taking(self, message_id: int) -> Iterator[None]:
@@ -70,6 +79,9 @@ class SessionControl(EditRerun):
         listener for it is one taker)."""
         done = asyncio.Event()
         self._taking.setdefault(message_id, set()).add(done)
+        self._seen[message_id] = None
+        while len(self._seen) > SEEN_KEPT:
+            self._seen.popitem(last=False)
         try:
             yield
         finally:
@@ -78,6 +90,10 @@ class SessionControl(EditRerun):
             takers.discard(done)
             if not takers:
                 del self._taking[message_id]
+
+    def seen(self, message_id: int) -> bool:
+        """Whether a cog of this process received the message (see ``_seen``)."""
+        return message_id in self._seen
 
     async def taken(self, message_id: int) -> None:
         """Until the cogs have taken the message (an edit or a deletion of it acts on what they made)."""
@@ -97,7 +113,14 @@ class SessionControl(EditRerun):
         if not decision.allowed or session_id is None:
             return decision
         return await self.sv.quotas.begin_session(
-            guild_id, member.id, roles, session_id, count_request=False, need_tokens=need, need_usd=usd
+            guild_id,
+            member.id,
+            roles,
+            session_id,
+            count_request=False,
+            hold_request=True,
+            need_tokens=need,
+            need_usd=usd,
         )
 
     async def start_session(
@@ -282,7 +305,7 @@ class SessionControl(EditRerun):
         if latest.status != "error":  # an old button, pressed after the retry (or a later turn) answered
             await say("The last turn did not fail, so there is nothing to retry.", ephemeral=True)
             return
-        if refused := await self._channel_refusal(session):
+        if refused := await self._channel_refusal(session, interaction.channel):
             await say(refused, ephemeral=True)
             return
         # The same request again, tied to its message: an edit of it then re-runs the retry (the latest
@@ -294,9 +317,13 @@ class SessionControl(EditRerun):
         )
         await say("Retrying…", ephemeral=True)
 
-    async def _channel_refusal(self, session: SessionRecord) -> str | None:
+    async def _channel_refusal(self, session: SessionRecord, where: Any = None) -> str | None:
         """/research's refusal where ``/config channels`` no longer lists the session's channel: a
-        Retry or Re-run starts work as a new request does (follow-ups in the thread still go on)."""
+        Retry or Re-run starts work as a new request does (follow-ups in the thread still go on).
+        ``where``: the thread a button was pressed in; one the bot may no longer post in is refused as
+        a follow-up there is (a Retry there ran its first step, charged, with nothing shown)."""
+        if where is not None and not can_post(where):
+            return f"I can't post in {where.mention}: I am missing **Send Messages in Threads** there."
         if session.guild_id is None:
             return None
         return channel_refusal(await self.sv.guild_settings.get(session.guild_id), session.channel_id)

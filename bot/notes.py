@@ -94,6 +94,17 @@ class QueuedRestored(Note):
 
 
 @dataclass(frozen=True)
+class MissedRestored(Note):
+    """A follow-up sent while the bot was down (:mod:`bot.missed`), answered after the restart."""
+
+    prompt: str
+
+    @property
+    def text(self) -> str:
+        return f"⏳ Answering a message sent while the bot was restarting: “{self.quoted}”"
+
+
+@dataclass(frozen=True)
 class NotStarted(Note):
     """A Stop while the turn waited for a run slot: it never ran, so nothing was charged."""
 

@@ -42,7 +42,7 @@ class EditRerun:
     _offering: set[int]
 
     async def taken(self, message_id: int) -> None: ...
-    async def _channel_refusal(self, session: SessionRecord) -> str | None: ...
+    async def _channel_refusal(self, session: SessionRecord, where: Any = None) -> str | None: ...
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
     ) -> None: ...
@@ -143,7 +143,7 @@ class EditRerun:
         if self.runner.active(session_id):
             await say("A turn is running here; press this again once it has finished.", ephemeral=True)
             return
-        if refused := await self._channel_refusal(session):
+        if refused := await self._channel_refusal(session, interaction.channel):
             await say(refused, ephemeral=True)
             return
         # Submitted before anything else is awaited, so a second press sees this turn as active.

@@ -294,6 +294,7 @@ class Turn:
         self.in_run = False
         self.status = status
         await self._settle(result, status)
+        req.post_refused = self.streamer.refused is not None  # its last writes included
         if result is not None and result.status == "completed":
             await remember_answer(self.sv, self.req, result, self.services)
         elif status == "failed" and self.streamer.gone is None:

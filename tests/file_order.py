@@ -36,6 +36,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_gaps6.py": 141,  # new this session: its own measure x3
     "test_blackbox_gaps7.py": 60,  # new this session: its own measure x3
     "test_blackbox_bot_qa7.py": 35,  # new this session: its own measure x3
+    "test_blackbox_bot_qa8.py": 78,  # new this session: its own measure x3
     "test_blackbox_costs2.py": 21,  # new this session: its own measure x3
     "test_blackbox_ops5.py": 27,  # new this session: its own measure x3
     "test_blackbox_ask5.py": 3,  # new this session: its own measure x3

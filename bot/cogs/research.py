@@ -32,10 +32,12 @@ reply to every one."""
 
 def thread_name(task: str) -> str:
     """Discord allows 100 characters; the task's first line, tidied, reads best. Direction overrides
-    and invisible characters are dropped: the name must read as what it says."""
+    and invisible characters are dropped: the name must read as what it says. Mentions are dropped (the
+    @ of @everyone and @here): Discord's notice of a new public thread in the channel is its name."""
     task = visible_text(task)
     first = re.sub(r"\s+", " ", task.strip().splitlines()[0] if task.strip() else "research")
-    first = re.sub(r"<@[!&]?\d+>", "", first).strip() or "research"
+    first = re.sub(r"<@[!&]?\d+>", "", first)
+    first = re.sub(r"@(everyone|here)\b", r"\1", first).strip() or "research"  # no @everyone in the notice
     return ("🔎 " + first)[:95]
 
 
@@ -208,6 +210,12 @@ def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[st
 def thread_refusal(e: discord.HTTPException, channel: discord.abc.GuildChannel, *, private: bool) -> str:
     """Why Discord refused a thread, in words an admin can act on."""
     kind = "private" if private else "public"
+    if isinstance(e, discord.Forbidden) and e.code == 50001:  # Missing Access: the channel is hidden from it
+        return (
+            f"Discord refused to open a {kind} thread in {channel.mention} (Missing Access): I can't see "
+            f"that channel. I need **View Channel** there, with **Create {kind.title()} Threads** and "
+            "**Send Messages in Threads**."
+        )
     if isinstance(e, discord.Forbidden):
         tail = "; I did not open a public thread instead, since this research was meant to be private."
         return (

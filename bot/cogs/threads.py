@@ -108,12 +108,17 @@ class ThreadLife:
                 state = LIMIT_STATES.get(last.status, "done") if last is not None else state
         await self._show(req, state)
         thread = req.channel
-        if isinstance(thread, discord.Thread) and not can_post(thread):  # the turn stopped (bot.turn)
+        # The turn stopped (bot.turn): the gateway said the permission went, or Discord refused a send.
+        if isinstance(thread, discord.Thread) and (req.post_refused or not can_post(thread)):
             with contextlib.suppress(discord.HTTPException):
                 member = self.bot.get_user(req.requester_id) or await self.bot.fetch_user(req.requester_id)
-                text = (
-                    f"I can no longer post in {thread.mention} ({CANNOT_POST} there): your research in "
+                ran = (
                     "it stopped at its next step, charged only for what it had done."
+                    if state == "stopped"
+                    else "it ended, but what it wrote could not be shown there."  # the answer refused
+                )
+                text = (
+                    f"I can no longer post in {thread.mention} ({CANNOT_POST} there): your research in {ran}"
                 )
                 await tell_in_dm(member, thread, text, self.bot.dm_limit)
 
@@ -274,6 +279,22 @@ class ThreadsCog(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         self.bot.runner.close_thread(payload.thread_id, "the thread was deleted")
+
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot was removed from the server (kicked, banned, the server deleted; not an outage, which
+        discord.py reports as unavailable): its runs there stop as if their threads were deleted. A model
+        call under way went on, holding a run slot and billed, and a queued follow-up was answered into
+        a thread the bot could no longer see, until some write happened to be refused."""
+        for thread in guild.threads:
+            self.bot.runner.close_thread(thread.id, "the bot was removed from the server")
+
+    @commands.Cog.listener()
+    async def on_thread_remove(self, thread: discord.Thread) -> None:
+        """A moderator removed the bot from the thread: its run stops as if the thread were deleted. In
+        a private thread the bot can no longer see, the run went on, billed, until a write was refused;
+        with Manage Threads its next write would have put the bot back where it was removed from."""
+        self.bot.runner.close_thread(thread.id, "the bot was removed from the thread")
 
     @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:

@@ -18,7 +18,12 @@ Decisions:
   ``unknown_cost_calls``, so reports say "at least". With no cost estimate only token limits can stop a run.
 * Reservations older than :data:`RESERVATION_TTL` are ignored (a run that never settled, e.g. killed), and
   :meth:`QuotaStore.recover` deletes those of the servers this process owns at start-up.
-* One /research or follow-up turn is one request, counted by :meth:`QuotaStore.begin_session`.
+* One /research or follow-up turn is one request, counted by :meth:`QuotaStore.begin_session` when the
+  turn starts. A new session's request is held from the moment its slot is taken (``hold_request``)
+  until its first turn counts it or the slot goes back: alice's last request of the day, sent as
+  /research in two channels at once, opened two threads and was refused in the second only there.
+  A turn that does not count its request (one resumed after a restart: it was counted) is not
+  checked against the request limits: at the member's last request, a resumed run was refused.
 * Direct messages (``guild_id=None``) count under guild id 0 with the default limits.
 """
 
@@ -144,6 +149,20 @@ class QuotaStore(UsageReports):
         self.clock = clock
         self.all_servers_per_day = all_servers_per_day or None
         self.ledger = ledger_for(db)
+        self._held: dict[str, tuple[int, int, float]] = {}
+        """Session id → (server, user, when) of the new sessions whose request is held, not counted yet.
+        In memory: a server's sessions all start in the process that owns it. Like a concurrency slot,
+        one older than :data:`ACTIVE_SESSION_TTL` (a turn that never started: the database went away)
+        no longer counts."""
+
+    def _holding(self, g: int | None, user_id: int, session_id: str | None) -> int:
+        """The user's held requests (in server ``g``, or in every server if None), but this session's."""
+        since = to_utc(self.clock()).timestamp() - ACTIVE_SESSION_TTL.total_seconds()
+        return sum(
+            1
+            for sid, (gid, uid, at) in self._held.items()
+            if uid == user_id and sid != session_id and (g is None or gid == g) and at >= since
+        )
 
     async def flush(self) -> None:
         """Wait for queued reservation and settlement writes (call before closing the database)."""
@@ -184,10 +203,13 @@ class QuotaStore(UsageReports):
         new_session: bool,
         need_tokens: int = 0,
         need_usd: float = 0.0,
+        requests: bool = True,
     ) -> QuotaDecision:
         for name in _ORDER:
             cap = limits.get(name)
             if cap is None or (name == "concurrent_sessions" and not new_session):
+                continue
+            if name == "requests_per_day" and not requests:  # counted already (a resumed turn)
                 continue
             used = snap.used(name)
             need = {"tokens_per_day": need_tokens, "cost_per_month_usd": need_usd, GUILD_BUDGET: need_usd}
@@ -216,15 +238,21 @@ class QuotaStore(UsageReports):
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self.snapshot(_gid(guild_id), user_id, now)
+        snap.day_requests += self._holding(_gid(guild_id), user_id, None)
         decision = self._decide(
             limits, snap, now, new_session=True, need_tokens=need_tokens, need_usd=need_usd
         )
         return await self._all_servers(self.db.fetchall, user_id, now) if decision.allowed else decision
 
-    async def _all_servers(self, read: Any, user_id: int, now: datetime) -> QuotaDecision:
+    async def _all_servers(
+        self, read: Any, user_id: int, now: datetime, session_id: str | None = None
+    ) -> QuotaDecision:
         """``QUOTA_REQUESTS_PER_DAY_ALL_SERVERS`` (:mod:`bot.store.all_servers`)."""
         cap = self.all_servers_per_day
-        if cap is None or (used := await all_servers.used_today(read, user_id, now)) < cap:
+        if cap is None:
+            return QuotaDecision(True)
+        used = await all_servers.used_today(read, user_id, now) + self._holding(None, user_id, session_id)
+        if used < cap:
             return QuotaDecision(True)
         msg = all_servers.refusal(used, cap, now)
         return QuotaDecision(False, "requests_per_day", msg, resets_at("requests_per_day", now))
@@ -237,13 +265,16 @@ class QuotaStore(UsageReports):
         session_id: str,
         *,
         count_request: bool = True,
+        hold_request: bool = False,
         need_tokens: int = 0,
         need_usd: float = 0.0,
     ) -> QuotaDecision:
         """Check and, if allowed, take a concurrency slot and count one request, atomically.
 
         Call once per /research or follow-up turn; call :meth:`end_session` when the turn ends (in a
-        ``finally``). A session already holding a slot does not take a second one.
+        ``finally``). A session already holding a slot does not take a second one. ``hold_request``
+        (with ``count_request`` false): a new session's slot, its request held for its first turn.
+        Without either, the request limits are not checked: the turn's request was counted before.
         """
         now = to_utc(self.clock())
         g = _gid(guild_id)
@@ -251,6 +282,8 @@ class QuotaStore(UsageReports):
         async with self.db.transaction() as conn:
             rows = await conn.execute_fetchall(_SNAPSHOT_SQL, self.period_params(g, user_id, now, session_id))
             snap = _Snapshot.from_row(next(iter(rows)))
+            requests = count_request or hold_request
+            snap.day_requests += self._holding(g, user_id, session_id)
             decision = self._decide(
                 limits,
                 snap,
@@ -258,11 +291,14 @@ class QuotaStore(UsageReports):
                 new_session=not snap.this_session_active,
                 need_tokens=need_tokens,
                 need_usd=need_usd,
+                requests=requests,
             )
-            if decision.allowed and count_request:
-                decision = await self._all_servers(conn.execute_fetchall, user_id, now)
+            if decision.allowed and requests:
+                decision = await self._all_servers(conn.execute_fetchall, user_id, now, session_id)
             if not decision.allowed:
                 return decision
+            if hold_request:  # with the check, before any await: a second start sees it held
+                self._held[session_id] = (g, user_id, now.timestamp())
             await conn.execute(
                 "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at)"
                 " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
@@ -281,10 +317,12 @@ class QuotaStore(UsageReports):
                 )
                 if self.all_servers_per_day is not None:
                     await all_servers.count(conn, user_id, now)
+                self._held.pop(session_id, None)  # counted now: under the write lock, as it was held
         return decision
 
     async def end_session(self, session_id: str) -> None:
-        """Release the concurrency slot (a no-op if it is not held)."""
+        """Release the concurrency slot (a no-op if it is not held) and a request held with it."""
+        self._held.pop(session_id, None)
         await self.db.write("DELETE FROM active_sessions WHERE session_id = ?", (session_id,))
 
     async def recover(self, owner: ShardOwnership = EVERY_SHARD) -> tuple[int, int]:
