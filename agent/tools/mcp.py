@@ -31,7 +31,7 @@ import structlog
 
 from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
-from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
+from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
 from agent.tools.mcp_stderr import StderrTail
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
@@ -271,11 +271,10 @@ def _reason(e: BaseException) -> str:
 
 
 def _register_secrets(server: McpServer) -> None:
-    """A server URL's query is its key as often as not (``?api_key=...`` is how many hosted MCP servers
-    take theirs), and the SDK logs the URL and httpx names it in every error: the whole query is a
-    secret (a password in the URL is redacted anyway)."""
-    if server.url and "?" in server.url:
-        register_secret(server.url.split("?", 1)[1].split("#", 1)[0])
+    """The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
+    answer: each secret the operator gave the server (:func:`server_secrets`) is never shown."""
+    for secret in server_secrets(server):
+        register_secret(secret)
 
 
 class NoServerStream(httpx.AsyncBaseTransport):

@@ -19,6 +19,7 @@ from typing import Any, Protocol, get_type_hints
 import docstring_parser
 import pydantic
 
+from agent.logs import redact
 from agent.messages import ToolCall
 from agent.retry import OnRetry, RetryPolicy
 from agent.setting_parsers import Rate
@@ -336,6 +337,10 @@ class ToolRegistry:
             problem = describe_error(e)
         else:
             text, sources, full = _render(value)
+            # A page, a search result or an MCP server's answer may echo a key (an error quoting the
+            # Authorization header it got; run_python printing a .env): the model and the terminal
+            # never see a registered secret, whichever tool carried it.
+            text, full = redact(text), None if full is None else redact(full)
             if full is None and len(text) > t.max_output:
                 full = text  # a reader may read what the cap cuts off for the agent model
             text, truncated = cap_output(text, t.max_output)
@@ -361,4 +366,4 @@ def describe_error(exc: BaseException | None) -> str:
 
 
 def _error_json(message: str) -> str:
-    return json.dumps({"error": message}, ensure_ascii=False)
+    return json.dumps({"error": redact(message)}, ensure_ascii=False)
