@@ -1,15 +1,21 @@
 """`agentbot ask`'s research tools against what a hostile server answers: keys echoed back in a tool's
-result never reach the model or the terminal (both read the same tool outcome)."""
+result never reach the model or the terminal (both read the same tool outcome); a page's or a search
+result's huge title leaves the model the rest of the result."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from agent.messages import ToolCall
+from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.mcp import McpServer, McpTools
+from agent.tools.netguard import LazyClient
 from agent.tools.registry import ToolContext, ToolRegistry
+from agent.tools.web_search import SearchSettings, search_tools
 from tests.fakes.served import served
 
 _OBJ = {"type": "object", "properties": {}}
@@ -75,3 +81,49 @@ async def test_an_mcp_server_echoing_its_key_shows_the_model_and_terminal_no_key
         # What is not a secret still reads as the server wrote it.
         assert "invalid token ***" in seen and "client research-agent-7" in seen, seen
     assert not ok.is_error and bad.is_error
+
+
+async def test_a_page_with_a_100_kb_title_still_shows_its_url_and_text() -> None:
+    # Before: "Title: TTTT..." filled the whole result (cut at FETCH_MAX_CHARS + 1000 = 3000 here, with
+    # "[output truncated ...]"): the model had no URL to cite and not one word of the article.
+    body = (
+        f"<html><head><title>{'T' * 100_000}</title></head><body><article><p>"
+        + "Otters came back to the Baltic rivers in 2023. " * 20
+        + "</p></article></body></html>"
+    )
+    app = web.Application()
+    app.router.add_get("/p", lambda _r: web.Response(text=body, content_type="text/html"))
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_bytes=400_000, max_chars=2_000))
+    try:
+        async with served(app) as base:
+            tools = ToolRegistry(fetch_tools(fetcher))
+            call = ToolCall("c", "fetch_url", json.dumps({"url": f"{base}/p"}))
+            out = await tools.execute(call, ToolContext(session_id="s"))
+    finally:
+        await fetcher.aclose()
+    assert not out.is_error and not out.truncated, out.output[-300:]
+    head = out.output.splitlines()
+    assert head[0] == f"Title: {'T' * 300}… (title cut)" and head[1] == f"URL: {base}/p", head[:2]
+    assert "Otters came back to the Baltic rivers in 2023." in out.output
+
+
+async def test_a_search_result_with_a_100_kb_title_or_url_leaves_the_others_seen() -> None:
+    # Before: the first result's 100 KB title filled web_search's 8000 characters ("[output truncated"),
+    # so the model saw one result of the 5 it asked for; a 60 KB URL did the same.
+    results = [
+        {"title": "A" * 100_000, "url": "https://a.example/one", "content": "first"},
+        {"title": "Long", "url": "https://b.example/" + "x" * 60_000, "content": "second"},
+    ] + [{"title": f"R{i}", "url": f"https://r.example/{i}", "content": "more"} for i in range(10_000)]
+    app = web.Application()
+    app.router.add_get("/search", lambda _r: web.json_response({"results": results}))
+    async with served(app) as base, httpx.AsyncClient(timeout=5) as http:
+        settings = SearchSettings(backend="searxng", searxng_url=base, timeout=5)
+        tools = ToolRegistry(search_tools(settings, LazyClient(lambda: http)))
+        ctx = ToolContext(session_id="s", services={"http": http})
+        call = ToolCall("c", "web_search", json.dumps({"query": "otters", "max_results": 5}))
+        out = await tools.execute(call, ctx)
+    assert not out.is_error and not out.truncated, out.output[-300:]
+    assert out.output.startswith(f"1. {'A' * 200}…\n   https://a.example/one\n   first\n"), out.output[:300]
+    assert "b.example" not in out.output  # a URL no browser would open is no citation
+    assert out.sources == ["https://a.example/one"] + [f"https://r.example/{i}" for i in range(4)]
+    assert "5. R3\n   https://r.example/3" in out.output

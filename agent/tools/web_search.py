@@ -118,10 +118,16 @@ def shown_url(url: str) -> str:
     return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
 
 
+MAX_URL = 2048
+MAX_TITLE = 200
+"""A result's URL longer than MAX_URL is dropped and its title cut at MAX_TITLE: one result with a 100 KB
+title (or URL) from a backend filled the whole web_search output, and the model saw no other result."""
+
+
 def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
     first: dict[str, SearchResult] = {}
     for r in results:
-        if r.url.startswith(("http://", "https://")):
+        if r.url.startswith(("http://", "https://")) and len(r.url) <= MAX_URL:
             try:
                 key = normalise_url(r.url)
             except ValueError:  # a port out of range, a broken IPv6 host: not a page to read
@@ -344,7 +350,8 @@ def render_results(query: str, results: list[SearchResult]) -> str:
         return f"No results for {query!r}. Try other words, or a broader query."
     lines = []
     for i, r in enumerate(results, 1):
-        lines.append(f"{i}. {r.title or '(untitled)'}")
+        title = r.title if len(r.title) <= MAX_TITLE else f"{r.title[:MAX_TITLE]}…"
+        lines.append(f"{i}. {title or '(untitled)'}")
         lines.append(f"   {r.url}")
         snippet = f"({r.date}) {r.snippet}" if r.date else r.snippet
         if snippet:
