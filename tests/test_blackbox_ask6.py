@@ -45,8 +45,19 @@ def _echoing_mcp() -> web.Application:
             )
             failed = msg["params"]["name"] == "fail"
             result = {"content": [{"type": "text", "text": said}], "isError": failed}
+            if msg["params"]["name"] == "links":  # cited resources, one naming the key, one of 100 KB
+                result["content"] = [
+                    {
+                        "type": "resource_link",
+                        "uri": f"https://docs.example/r?{request.query_string}",
+                        "name": "r",
+                    },
+                    {"type": "resource_link", "uri": "https://docs.example/" + "x" * 100_000, "name": "big"},
+                    {"type": "resource_link", "uri": "https://docs.example/guide", "name": "guide"},
+                ]
         else:
-            result = {"tools": [{"name": n, "inputSchema": _OBJ} for n in ("echo", "fail")]}
+            tools = ("echo", "fail", "links")
+            result = {"tools": [{"name": n, "inputSchema": _OBJ} for n in tools]}
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
 
     app = web.Application()
@@ -74,6 +85,7 @@ async def test_an_mcp_server_echoing_its_key_shows_the_model_and_terminal_no_key
             tools = ToolRegistry(mcp.tools())
             ok = await tools.execute(ToolCall("a", "echo__echo", "{}"), ToolContext())
             bad = await tools.execute(ToolCall("b", "echo__fail", "{}"), ToolContext())
+            links = await tools.execute(ToolCall("c", "echo__links", "{}"), ToolContext())
     for out in (ok, bad):
         seen = out.output + (out.full_text or "")
         for key in ("ghp_ECHOTOKEN4f2a91c7", "XKEY-0b9e33d1c2", "QRYKEY-5d1e77a0"):
@@ -81,6 +93,9 @@ async def test_an_mcp_server_echoing_its_key_shows_the_model_and_terminal_no_key
         # What is not a secret still reads as the server wrote it.
         assert "invalid token ***" in seen and "client research-agent-7" in seen, seen
     assert not ok.is_error and bad.is_error
+    # The sources a run cites (the terminal's "sources:" line, the thread's) are masked too, and a
+    # 100 KB "URL" is no citation: it was printed whole.
+    assert links.sources == ["https://docs.example/r?***", "https://docs.example/guide"], links.sources
 
 
 async def test_a_page_with_a_100_kb_title_still_shows_its_url_and_text() -> None:

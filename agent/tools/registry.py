@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
@@ -210,11 +211,15 @@ MAX_SOURCES = 20
 """Sources one call may cite (web_search returns at most 20 results). An MCP server's answer listed
 130,000 resource links in its 8 MB, and the run's de-duplication of sources is quadratic: the event
 loop stood still for minutes, for every server."""
+MAX_SOURCE_CHARS = 2048
+"""A longer source is no citation (browsers and Discord give up on such URLs): an MCP resource link of
+1 MB was printed whole on the terminal's sources line."""
 
 
 def _render(value: Any) -> tuple[str, list[str], str | None]:
     if isinstance(value, ToolOutput):
-        return value.text, list(value.sources[:MAX_SOURCES]), value.full_text
+        cited = islice((redact(s) for s in value.sources if len(s) <= MAX_SOURCE_CHARS), MAX_SOURCES)
+        return value.text, list(cited), value.full_text
     if isinstance(value, str):
         return value, [], None
     if value is None:
