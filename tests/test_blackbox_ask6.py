@@ -40,7 +40,7 @@ def _echoing_mcp() -> web.Application:
         elif msg["method"] == "tools/call":
             h = request.headers
             said = (
-                f"invalid token {h.get('Authorization', '').split()[-1]}; "
+                f"invalid token {h.get('Authorization', '-').split()[-1]}; "
                 f"key {h.get('X-Api-Key')}; client {h.get('X-Client')}; query {request.query_string}"
             )
             failed = msg["params"]["name"] == "fail"
@@ -55,8 +55,10 @@ def _echoing_mcp() -> web.Application:
                     {"type": "resource_link", "uri": "https://docs.example/" + "x" * 100_000, "name": "big"},
                     {"type": "resource_link", "uri": "https://docs.example/guide", "name": "guide"},
                 ]
+            if msg["params"]["name"] == "huge":  # an error answer of 1.5 MB
+                result = {"content": [{"type": "text", "text": "E" * 1_500_000}], "isError": True}
         else:
-            tools = ("echo", "fail", "links")
+            tools = ("echo", "fail", "links", "huge")
             result = {"tools": [{"name": n, "inputSchema": _OBJ} for n in tools]}
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
 
@@ -142,3 +144,16 @@ async def test_a_search_result_with_a_100_kb_title_or_url_leaves_the_others_seen
     assert "b.example" not in out.output  # a URL no browser would open is no citation
     assert out.sources == ["https://a.example/one"] + [f"https://r.example/{i}" for i in range(4)]
     assert "5. R3\n   https://r.example/3" in out.output
+
+
+async def test_an_mcp_error_answer_of_1_5_mb_reaches_the_model_cut_at_the_tools_cap() -> None:
+    # Before: a result was cut at the server's max_output (8000) but an isError answer was not: 1.5 MB
+    # went to the model, and again with every later step of the run.
+    async with served(_echoing_mcp()) as base:
+        mcp = McpTools([McpServer("echo", url=f"{base}/mcp", connect_timeout=10)])
+        async with mcp:
+            out = await ToolRegistry(mcp.tools()).execute(ToolCall("h", "echo__huge", "{}"), ToolContext())
+    assert out.is_error and out.truncated and len(out.output) < 8_200, len(out.output)
+    error = json.loads(out.output)["error"]
+    assert error.startswith("the echo MCP server answered with an error: EEE"), error[:100]
+    assert error.endswith("[output truncated: showing the first 8000 of 1500044 characters]"), error[-100:]

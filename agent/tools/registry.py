@@ -351,7 +351,12 @@ class ToolRegistry:
             text, truncated = cap_output(text, t.max_output)
             failed = isinstance(value, ToolOutput) and value.failed
             return ToolOutcome(text, failed, truncated, sources, kwargs, time.monotonic() - started, full)
-        return ToolOutcome(_error_json(problem), True, arguments=kwargs, duration=time.monotonic() - started)
+        # An error is cut at the tool's cap as a result is: an MCP server's isError answer of 1.5 MB
+        # reached the model whole, and was sent again at every later step.
+        problem, cut = cap_output(problem, t.max_output)
+        return ToolOutcome(
+            _error_json(problem), True, cut, arguments=kwargs, duration=time.monotonic() - started
+        )
 
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
