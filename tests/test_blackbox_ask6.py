@@ -37,6 +37,8 @@ def _echoing_mcp() -> web.Application:
                 "capabilities": {"tools": {}},
                 "serverInfo": {"name": "echo", "version": "1"},
             }
+        elif msg["method"] == "tools/call" and msg["params"]["name"] == "down":  # a proxy's 502
+            return web.Response(status=502, text="Bad Gateway")
         elif msg["method"] == "tools/call":
             h = request.headers
             said = (
@@ -58,7 +60,7 @@ def _echoing_mcp() -> web.Application:
             if msg["params"]["name"] == "huge":  # an error answer of 1.5 MB
                 result = {"content": [{"type": "text", "text": "E" * 1_500_000}], "isError": True}
         else:
-            tools = ("echo", "fail", "links", "huge")
+            tools = ("echo", "fail", "links", "huge", "down")
             result = {"tools": [{"name": n, "inputSchema": _OBJ} for n in tools]}
         return web.json_response({"jsonrpc": "2.0", "id": rid, "result": result})
 
@@ -157,3 +159,14 @@ async def test_an_mcp_error_answer_of_1_5_mb_reaches_the_model_cut_at_the_tools_
     error = json.loads(out.output)["error"]
     assert error.startswith("the echo MCP server answered with an error: EEE"), error[:100]
     assert error.endswith("[output truncated: showing the first 8000 of 1500044 characters]"), error[-100:]
+
+
+async def test_an_mcp_call_answered_http_502_fails_at_once_naming_the_status() -> None:
+    # Before: the HTTP error ended the SDK's transport but not the call, which waited out the server's
+    # whole timeout (30 s) and said "echo__down timed out after 30 s": a proxy's 502 read as a slow server.
+    async with served(_echoing_mcp()) as base:
+        mcp = McpTools([McpServer("echo", url=f"{base}/mcp", connect_timeout=10)])
+        async with mcp:
+            out = await ToolRegistry(mcp.tools()).execute(ToolCall("d", "echo__down", "{}"), ToolContext())
+    assert out.is_error and "timed out" not in out.output, out.output
+    assert "the echo MCP server's answer could not be read" in out.output and "502 Bad Gateway" in out.output

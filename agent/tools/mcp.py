@@ -161,6 +161,9 @@ class _Connection:
         finally:
             self.session = None
             self._ready.set()
+            for unreadable in self._unreadable:  # a call's HTTP 500 or 401 ends the transport, not the call
+                if not unreadable.done():
+                    unreadable.set_result(self.error or "its connection ended")
 
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
