@@ -5,6 +5,8 @@ result's huge title leaves the model the rest of the result."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -170,3 +172,34 @@ async def test_an_mcp_call_answered_http_502_fails_at_once_naming_the_status() -
             out = await ToolRegistry(mcp.tools()).execute(ToolCall("d", "echo__down", "{}"), ToolContext())
     assert out.is_error and "timed out" not in out.output, out.output
     assert "the echo MCP server's answer could not be read" in out.output and "502 Bad Gateway" in out.output
+
+
+_LATIN1_SERVER = r"""
+import json, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("id") is None:
+        continue
+    rid, method = json.dumps(msg["id"]).encode(), msg["method"]
+    if method == "initialize":
+        v = json.dumps(msg["params"]["protocolVersion"]).encode()
+        result = b'{"protocolVersion":' + v + b',"capabilities":{"tools":{}},"serverInfo":{"name":"l","version":"1"}}'
+    elif method == "tools/list":
+        result = b'{"tools":[{"name":"read","inputSchema":{"type":"object"}}]}'
+    else:  # Latin-1, as a server passing on a legacy file's bytes writes it
+        result = b'{"content":[{"type":"text","text":"caf\xe9 cr\xe8me"}]}'
+    sys.stdout.buffer.write(b'{"jsonrpc":"2.0","id":' + rid + b',"result":' + result + b"}\n")
+    sys.stdout.flush()
+"""
+
+
+async def test_a_stdio_mcp_answer_that_is_not_utf_8_is_read_not_waited_out(tmp_path: Path) -> None:
+    # Before: the answer was dropped as unreadable and its call waited out the server's timeout
+    # ("lat__read timed out after 30 s"); now the bytes read as U+FFFD and the rest of the answer stands.
+    script = tmp_path / "latin1_server.py"
+    script.write_text(_LATIN1_SERVER)
+    server = McpServer("lat", command=sys.executable, args=(str(script),), connect_timeout=20)
+    async with McpTools([server]) as mcp:
+        assert mcp.problems == {}
+        out = await ToolRegistry(mcp.tools()).execute(ToolCall("l", "lat__read", "{}"), ToolContext())
+    assert (out.is_error, out.output) == (False, "caf\ufffd cr\ufffdme"), out.output

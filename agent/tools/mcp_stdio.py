@@ -182,8 +182,9 @@ async def _from_server(
                         continue
                     if len(line) > max_line:
                         raise MessageTooLong(f"the server sent a message of {len(line):,} bytes")
-                    try:
-                        message = types.JSONRPCMessage.model_validate_json(line)
+                    try:  # bytes that are not UTF-8 read as U+FFFD: strict, the answer was dropped and
+                        # its call waited out the server's whole timeout (the session reads no errors)
+                        message = types.JSONRPCMessage.model_validate_json(line.decode("utf-8", "replace"))
                     except Exception as e:  # the session says what it could not read, and goes on
                         await incoming.send(e)
                         continue
