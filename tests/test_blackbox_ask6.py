@@ -185,7 +185,11 @@ for line in sys.stdin:
         v = json.dumps(msg["params"]["protocolVersion"]).encode()
         result = b'{"protocolVersion":' + v + b',"capabilities":{"tools":{}},"serverInfo":{"name":"l","version":"1"}}'
     elif method == "tools/list":
-        result = b'{"tools":[{"name":"read","inputSchema":{"type":"object"}}]}'
+        result = b'{"tools":[{"name":"read","inputSchema":{"type":"object"}}, {"name":"odd","inputSchema":{"type":"object"}}]}'
+    elif msg["params"]["name"] == "odd":  # a log line on stdout, then an answer without "jsonrpc"
+        sys.stdout.write("starting the odd tool\n" + json.dumps({"id": msg["id"], "result": {}}) + "\n")
+        sys.stdout.flush()
+        continue
     else:  # Latin-1, as a server passing on a legacy file's bytes writes it
         result = b'{"content":[{"type":"text","text":"caf\xe9 cr\xe8me"}]}'
     sys.stdout.buffer.write(b'{"jsonrpc":"2.0","id":' + rid + b',"result":' + result + b"}\n")
@@ -193,13 +197,22 @@ for line in sys.stdin:
 """
 
 
-async def test_a_stdio_mcp_answer_that_is_not_utf_8_is_read_not_waited_out(tmp_path: Path) -> None:
-    # Before: the answer was dropped as unreadable and its call waited out the server's timeout
+async def test_a_stdio_mcp_answer_not_utf_8_or_unreadable_is_never_waited_out(tmp_path: Path) -> None:
+    # Before: a Latin-1 answer was dropped as unreadable and its call waited out the server's timeout
     # ("lat__read timed out after 30 s"); now the bytes read as U+FFFD and the rest of the answer stands.
     script = tmp_path / "latin1_server.py"
     script.write_text(_LATIN1_SERVER)
     server = McpServer("lat", command=sys.executable, args=(str(script),), connect_timeout=20)
     async with McpTools([server]) as mcp:
         assert mcp.problems == {}
-        out = await ToolRegistry(mcp.tools()).execute(ToolCall("l", "lat__read", "{}"), ToolContext())
+        tools = ToolRegistry(mcp.tools())
+        out = await tools.execute(ToolCall("l", "lat__read", "{}"), ToolContext())
+        odd = await tools.execute(ToolCall("o", "lat__odd", "{}"), ToolContext())
+        again = await tools.execute(ToolCall("a", "lat__read", "{}"), ToolContext())
     assert (out.is_error, out.output) == (False, "caf\ufffd cr\ufffdme"), out.output
+    # An answer the SDK cannot read fails its call at once, as over HTTP ("timed out after 30 s" before);
+    # the log line before it failed nothing, and the server still answers.
+    assert odd.is_error and "the lat MCP server's answer could not be read (ValidationError" in odd.output, (
+        odd
+    )
+    assert (again.is_error, again.output) == (False, "caf\ufffd cr\ufffdme"), again.output

@@ -144,7 +144,7 @@ class _Connection:
                         read,
                         write,
                         read_timeout_seconds=timedelta(seconds=s.timeout),
-                        message_handler=self._on_message if s.url else None,
+                        message_handler=self._on_message,
                     )
                 )
                 await session.initialize()
@@ -189,9 +189,9 @@ class _Connection:
         return tools[:MAX_TOOLS_PER_SERVER]
 
     async def _on_message(self, message: Any) -> None:
-        """Over HTTP, an exception here is an answer the SDK could not read (not JSON, a wrong content
-        type, past the size cap) and dropped: its call would wait out its whole timeout. The calls in
-        flight are failed instead (which one it was is not known; usually there is one)."""
+        """An exception here is an answer the SDK could not read (not JSON, a wrong content type, past the
+        size cap; over stdio, a line that is an answer) and dropped: its call would wait out its whole
+        timeout. The calls in flight are failed instead (which one it was is not known; usually one)."""
         if isinstance(message, Exception):
             for unreadable in self._unreadable:
                 if not unreadable.done():
