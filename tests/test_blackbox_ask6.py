@@ -1,6 +1,8 @@
-"""`agentbot ask`'s research tools against what a hostile server answers: keys echoed back in a tool's
-result never reach the model or the terminal (both read the same tool outcome); a page's or a search
-result's huge title leaves the model the rest of the result."""
+"""`agentbot ask`'s research tools against what a hostile server answers, in process (the model and the
+terminal both read the same tool outcome): keys echoed back in a result, an error or a cited link are
+masked; a page's or a search result's huge title, or a huge MCP error, leaves the model a bounded
+result; an MCP call answered with an HTTP error, bytes that are not UTF-8 or an unreadable answer ends
+at once with a clear reason instead of waiting out the server's timeout."""
 
 from __future__ import annotations
 
