@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from agent.logs import redact
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.mcp import McpServer, McpTools
@@ -218,3 +219,26 @@ async def test_a_stdio_mcp_answer_not_utf_8_or_unreadable_is_never_waited_out(tm
         odd
     )
     assert (again.is_error, again.output) == (False, "caf\ufffd cr\ufffdme"), again.output
+
+
+async def test_a_page_of_hyphenated_words_and_an_at_sign_is_read_not_stalled() -> None:
+    # Tool results are redacted now, and the URL-password pattern tried every word of "a-a-a-...@" to
+    # the text's end: the 60,000 characters the page reader gets took ~9 s of the event loop (80 KB, 16 s).
+    # The pattern is bounded (a scheme has at most 31 characters); what it masks is unchanged.
+    assert redact(f"{'a-' * 20}x://u:pw@host") == f"{'a-' * 20}x://***@host"
+    assert redact(f"{'s' * 40}://u:pw@host") == f"{'s' * 40}://u:pw@host"  # no scheme is that long
+    body = "a-" * 100_000 + "@ and http://bob:hunter2@db.example/ at the end"
+    app = web.Application()
+    app.router.add_get("/p", lambda _r: web.Response(text=body, content_type="text/plain"))
+    fetcher = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_bytes=400_000, max_chars=2_000))
+    try:
+        async with served(app) as base:
+            tools, ctx = ToolRegistry(fetch_tools(fetcher)), ToolContext(session_id="s")
+            first = await tools.execute(ToolCall("c", "fetch_url", json.dumps({"url": f"{base}/p"})), ctx)
+            end = json.dumps({"url": f"{base}/p", "start": 199_991})
+            last = await tools.execute(ToolCall("d", "fetch_url", end), ctx)
+    finally:
+        await fetcher.aclose()
+    assert not first.is_error and "[characters 0-2000 of 200047;" in first.output, first.output[:300]
+    assert first.full_text is not None and len(first.full_text) > 60_000  # what a page reader reads
+    assert last.output.endswith("@ and http://***@db.example/ at the end"), last.output[-200:]
