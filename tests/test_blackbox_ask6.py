@@ -20,7 +20,7 @@ from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.mcp import McpServer, McpTools
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import ToolContext, ToolRegistry
-from agent.tools.web_search import SearchSettings, search_tools
+from agent.tools.web_search import MAX_RAW, SearchSettings, parse_duckduckgo, search_tools
 from tests.fakes.served import served
 
 _OBJ = {"type": "object", "properties": {}}
@@ -242,3 +242,13 @@ async def test_a_page_of_hyphenated_words_and_an_at_sign_is_read_not_stalled() -
     assert not first.is_error and "[characters 0-2000 of 200047;" in first.output, first.output[:300]
     assert first.full_text is not None and len(first.full_text) > 60_000  # what a page reader reads
     assert last.output.endswith("@ and http://***@db.example/ at the end"), last.output[-200:]
+
+
+def test_a_results_page_of_25000_results_is_read_for_its_first_hundred() -> None:
+    # A DuckDuckGo-style answer (DUCKDUCKGO_URL may name any server) of 25,000 results: each was parsed,
+    # cleaned and de-duplicated on the event loop (0.85 s a search, every run of the bot waiting), to show
+    # at most 20. The first MAX_RAW are read, in order.
+    one = '<div class="result"><a class="result__a" href="https://e.example/{0}">Title {0}</a></div>'
+    page = "<html><body>" + "".join(one.format(i) for i in range(25_000)) + "</body></html>"
+    results = parse_duckduckgo(page)
+    assert [r.url for r in results] == [f"https://e.example/{i}" for i in range(MAX_RAW)]

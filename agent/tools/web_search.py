@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -118,6 +119,9 @@ def shown_url(url: str) -> str:
     return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
 
 
+MAX_RAW = 100
+"""Results read from one answer (the tool shows at most 20): a backend's 25,000 results (within its 4 MiB)
+were each cleaned, normalised and de-duplicated on the event loop, 0.65 s a search (DuckDuckGo's, 0.85 s)."""
 MAX_URL = 2048
 MAX_TITLE = 200
 """A result's URL longer than MAX_URL is dropped and its title cut at MAX_TITLE: one result with a 100 KB
@@ -133,6 +137,8 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
             except ValueError:  # a port out of range, a broken IPv6 host: not a page to read
                 continue
             first.setdefault(key, replace(r, url=shown_url(r.url)))
+            if len(first) >= limit:
+                break
     return list(first.values())[:limit]
 
 
@@ -178,7 +184,7 @@ def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:
             _clean(r.get(snippet)),
             next(filter(None, (_date(r.get(d)) for d in dates)), None),
         )
-        for r in items or ()
+        for r in islice(items or (), MAX_RAW)
         if isinstance(r, dict)
     ]
 
@@ -261,6 +267,8 @@ def parse_duckduckgo(page: str) -> list[SearchResult]:
         return []
     results = []
     for div in tree.xpath('//div[contains(concat(" ", normalize-space(@class), " "), " result ")]'):
+        if len(results) >= MAX_RAW:
+            break
         classes = div.get("class", "")
         if "result--ad" in classes:
             continue
