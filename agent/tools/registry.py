@@ -351,9 +351,9 @@ class ToolRegistry:
             text, truncated = cap_output(text, t.max_output)
             failed = isinstance(value, ToolOutput) and value.failed
             return ToolOutcome(text, failed, truncated, sources, kwargs, time.monotonic() - started, full)
-        # An error is cut at the tool's cap as a result is: an MCP server's isError answer of 1.5 MB
-        # reached the model whole, and was sent again at every later step.
-        problem, cut = cap_output(problem, t.max_output)
+        # An error is cut at the tool's cap as a result is (2000 at least, so a small cap keeps the reason):
+        # an MCP server's isError answer of 1.5 MB reached the model whole, and again at every later step.
+        problem, cut = cap_output(problem, max(t.max_output, 2000))
         return ToolOutcome(
             _error_json(problem), True, cut, arguments=kwargs, duration=time.monotonic() - started
         )
