@@ -27,7 +27,10 @@ import structlog
 _SECRETS: set[str] = set()
 _ORDERED: tuple[str, ...] = ()
 """The secrets, longest first, so one that contains another is replaced whole."""
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#]+@")  # to the last @: a raw @ in a password
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]{0,30}://)[^\s/?#]{1,512}@")
+"""To the last @ (a raw @ in a password). Bounded: with ``[a-z0-9+.-]*`` every word of a page's
+"a-a-a-...@" was tried to the text's end, and 80 KB of it took 16 s (tool results are redacted too);
+no scheme passes 31 characters, no userinfo 512."""
 _HOOK_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}")
 """The token in a webhook's or an interaction's address: discord.py logs each answer's URL at debug
 level, and the token lets whoever reads it post as the bot there (mentions allowed) for 15 minutes."""

@@ -40,6 +40,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_costs2.py": 21,  # new this session: its own measure x3
     "test_blackbox_ops5.py": 27,  # new this session: its own measure x3
     "test_blackbox_ask5.py": 3,  # new this session: its own measure x3
+    "test_blackbox_ask6.py": 4,  # new this session: its own measure x3
     "test_perf_step_cpu.py": 2,  # new this session: its own measure x3
     "test_cpu_per_step.py": 2,  # new this session: its own measure x3
     "test_doctor.py": 131,

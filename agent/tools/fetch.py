@@ -247,10 +247,16 @@ def _content_kind(content_type: str, url: str) -> str:
     raise ToolRefused(f"{url} is {ctype}, which fetch_url cannot read (it reads HTML, text and JSON)")
 
 
+MAX_TITLE = 300
+"""Characters of a page's title shown. A page whose <title> held 100 KB filled the whole result (cut at
+FETCH_MAX_CHARS + 1000): the model read neither the URL to cite nor a word of the text."""
+
+
 def render_page(page: Page, start: int, max_chars: int) -> str:
     """The page as the model sees it: a header, then one window of the text."""
     window, note = registry.text_window(page.text, start, max_chars, "call fetch_url")
-    lines = [f"Title: {page.title or '(none)'}", f"URL: {page.url}", *([note] if note else [])]
+    title = page.title if len(page.title) <= MAX_TITLE else f"{page.title[:MAX_TITLE]}… (title cut)"
+    lines = [f"Title: {title or '(none)'}", f"URL: {page.url}", *([note] if note else [])]
     if page.body_truncated:
         lines.append("[the page was larger than the download limit; only its beginning was read]")
     if page.plain:

@@ -31,7 +31,7 @@ import structlog
 
 from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
-from agent.tools.mcp_config import McpConfigError, McpServer, load_servers
+from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
 from agent.tools.mcp_stderr import StderrTail
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
 from agent.tools.netguard import CappedTransport
@@ -144,7 +144,7 @@ class _Connection:
                         read,
                         write,
                         read_timeout_seconds=timedelta(seconds=s.timeout),
-                        message_handler=self._on_message if s.url else None,
+                        message_handler=self._on_message,
                     )
                 )
                 await session.initialize()
@@ -161,6 +161,9 @@ class _Connection:
         finally:
             self.session = None
             self._ready.set()
+            for unreadable in self._unreadable:  # a call's HTTP 500 or 401 ends the transport, not the call
+                if not unreadable.done():
+                    unreadable.set_result(self.error or "its connection ended")
 
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
@@ -186,9 +189,9 @@ class _Connection:
         return tools[:MAX_TOOLS_PER_SERVER]
 
     async def _on_message(self, message: Any) -> None:
-        """Over HTTP, an exception here is an answer the SDK could not read (not JSON, a wrong content
-        type, past the size cap) and dropped: its call would wait out its whole timeout. The calls in
-        flight are failed instead (which one it was is not known; usually there is one)."""
+        """An exception here is an answer the SDK could not read (not JSON, a wrong content type, past the
+        size cap; over stdio, a line that is an answer) and dropped: its call would wait out its whole
+        timeout. The calls in flight are failed instead (which one it was is not known; usually one)."""
         if isinstance(message, Exception):
             for unreadable in self._unreadable:
                 if not unreadable.done():
@@ -271,11 +274,10 @@ def _reason(e: BaseException) -> str:
 
 
 def _register_secrets(server: McpServer) -> None:
-    """A server URL's query is its key as often as not (``?api_key=...`` is how many hosted MCP servers
-    take theirs), and the SDK logs the URL and httpx names it in every error: the whole query is a
-    secret (a password in the URL is redacted anyway)."""
-    if server.url and "?" in server.url:
-        register_secret(server.url.split("?", 1)[1].split("#", 1)[0])
+    """The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
+    answer: each secret the operator gave the server (:func:`server_secrets`) is never shown."""
+    for secret in server_secrets(server):
+        register_secret(secret)
 
 
 class NoServerStream(httpx.AsyncBaseTransport):

@@ -16,9 +16,10 @@ from typing import Any
 
 from agent.setting_parsers import ConfigError, read_setting_file
 
-__all__ = ["McpConfigError", "McpServer", "load_servers"]
+__all__ = ["McpConfigError", "McpServer", "load_servers", "server_secrets"]
 
 _SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,23}$")
+_SECRET_NAME = re.compile(r"(?i)auth|key|token|secret|pass|cookie|credential")
 
 
 class McpConfigError(ValueError):
@@ -120,3 +121,19 @@ def load_servers(path: str | os.PathLike[str]) -> list[McpServer]:
     if not isinstance(servers, dict):
         raise McpConfigError(f"MCP_SERVERS_FILE={p}: 'servers' must be a table of [servers.<name>] tables")
     return [_server(str(p), name, raw) for name, raw in servers.items()]
+
+
+def server_secrets(server: McpServer) -> list[str]:
+    """What the operator gave ``server`` that must never be shown: the URL's whole query (``?api_key=...``
+    is how many hosted servers take their key; a password in the URL is redacted anyway), and the values
+    of headers and (stdio) environment variables named like a credential (``Authorization``,
+    ``X-Api-Key``, ``GITHUB_TOKEN``), with the token after an ``Authorization`` scheme on its own: a
+    server answering "invalid token ghp_..." put the operator's key in the model's context and on the
+    terminal. Other headers (``Accept``) are not secrets: masking them would hide ordinary words."""
+    found = []
+    if server.url and "?" in server.url:
+        found.append(server.url.split("?", 1)[1].split("#", 1)[0])
+    for name, value in (*server.headers.items(), *server.env.items()):
+        if _SECRET_NAME.search(name) and value.strip():
+            found += [value.strip(), value.split()[-1]]
+    return found

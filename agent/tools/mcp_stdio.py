@@ -182,14 +182,26 @@ async def _from_server(
                         continue
                     if len(line) > max_line:
                         raise MessageTooLong(f"the server sent a message of {len(line):,} bytes")
-                    try:
-                        message = types.JSONRPCMessage.model_validate_json(line)
-                    except Exception as e:  # the session says what it could not read, and goes on
-                        await incoming.send(e)
-                        continue
+                    try:  # bytes that are not UTF-8 read as U+FFFD: strict, the answer was dropped and
+                        # its call waited out the server's whole timeout (the session reads no errors)
+                        message = types.JSONRPCMessage.model_validate_json(line.decode("utf-8", "replace"))
+                    except Exception as e:
+                        if _is_answer(line):  # its call fails at once (McpTools' message handler)
+                            await incoming.send(e)
+                        continue  # a stray line (a log on stdout) is no answer: dropped, calls wait on
                     await incoming.send(SessionMessage(message))
                 if len(buffer) > max_line:  # a line without an end: the connection ends, saying why
                     raise MessageTooLong(f"the server sent a message of more than {max_line:,} bytes")
+
+
+def _is_answer(line: bytes) -> bool:
+    """Whether an unreadable line is a JSON-RPC answer (an object with an id and no method): its call
+    waited out the server's whole timeout ("timed out after 30 s") for an answer it had been sent."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and "id" in message and "method" not in message
 
 
 async def _to_server(process: anyio.abc.Process, outgoing: MemoryObjectReceiveStream[SessionMessage]) -> None:

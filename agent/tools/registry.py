@@ -13,12 +13,14 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
 import docstring_parser
 import pydantic
 
+from agent.logs import redact
 from agent.messages import ToolCall
 from agent.retry import OnRetry, RetryPolicy
 from agent.setting_parsers import Rate
@@ -209,11 +211,15 @@ MAX_SOURCES = 20
 """Sources one call may cite (web_search returns at most 20 results). An MCP server's answer listed
 130,000 resource links in its 8 MB, and the run's de-duplication of sources is quadratic: the event
 loop stood still for minutes, for every server."""
+MAX_SOURCE_CHARS = 2048
+"""A longer source is no citation (browsers and Discord give up on such URLs): an MCP resource link of
+1 MB was printed whole on the terminal's sources line."""
 
 
 def _render(value: Any) -> tuple[str, list[str], str | None]:
     if isinstance(value, ToolOutput):
-        return value.text, list(value.sources[:MAX_SOURCES]), value.full_text
+        cited = islice((redact(s) for s in value.sources if len(s) <= MAX_SOURCE_CHARS), MAX_SOURCES)
+        return value.text, list(cited), value.full_text
     if isinstance(value, str):
         return value, [], None
     if value is None:
@@ -336,12 +342,21 @@ class ToolRegistry:
             problem = describe_error(e)
         else:
             text, sources, full = _render(value)
+            # A page, a search result or an MCP server's answer may echo a key (an error quoting the
+            # Authorization header it got; run_python printing a .env): the model and the terminal
+            # never see a registered secret, whichever tool carried it.
+            text, full = redact(text), None if full is None else redact(full)
             if full is None and len(text) > t.max_output:
                 full = text  # a reader may read what the cap cuts off for the agent model
             text, truncated = cap_output(text, t.max_output)
             failed = isinstance(value, ToolOutput) and value.failed
             return ToolOutcome(text, failed, truncated, sources, kwargs, time.monotonic() - started, full)
-        return ToolOutcome(_error_json(problem), True, arguments=kwargs, duration=time.monotonic() - started)
+        # An error is cut at the tool's cap as a result is (2000 at least, so a small cap keeps the reason):
+        # an MCP server's isError answer of 1.5 MB reached the model whole, and again at every later step.
+        problem, cut = cap_output(problem, max(t.max_output, 2000))
+        return ToolOutcome(
+            _error_json(problem), True, cut, arguments=kwargs, duration=time.monotonic() - started
+        )
 
     @staticmethod
     async def _invoke(t: Tool, kwargs: dict[str, Any]) -> Any:
@@ -361,4 +376,4 @@ def describe_error(exc: BaseException | None) -> str:
 
 
 def _error_json(message: str) -> str:
-    return json.dumps({"error": message}, ensure_ascii=False)
+    return json.dumps({"error": redact(message)}, ensure_ascii=False)
