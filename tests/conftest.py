@@ -23,12 +23,14 @@ from tests.file_order import (
     pytest_collection_modifyitems,  # noqa: F401 (hook: slowest files first)
 )
 from tests.settings_names import setting_names
+from tests.warm_agentbot import close_warm_server
 
 SETTINGS = setting_names()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     order_files_first(config)
+    config.add_cleanup(close_warm_server)
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
     if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:

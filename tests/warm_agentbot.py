@@ -1,0 +1,276 @@
+"""``agentbot ARGS`` as a process of its own, started from a copy of a process that has already imported
+the command, instead of a fresh interpreter importing it again.
+
+Why: the suite started ~260 ``agentbot`` processes, and each spent ~0.45 s of CPU importing ``bot.cli``
+(pydantic, typer, httpx) before doing what its test is about: about 100 s of the suite's ~320 s of CPU
+(getrusage of workers and children, 2026-12-06), on 2 cores shared by ten workers.
+
+What stays the same as the installed command: a process of its own (its own pid, exit status, working
+directory, environment, standard input, output and error, children, atexit and stdio flushed at exit),
+``sys.argv`` and ``sys.path[0]`` as the console script sets them, the interpreter's start-up state for
+an environment like the test's (no ``LANG``/``LC_*``/``PYTHON*``: C locale, UTF-8 mode, ``LC_CTYPE`` in
+the environment as Python coerces it). What is skipped: the import of ``bot.cli`` itself, done once per
+test worker (modules read no settings at import, house rule in agent/config.py). A test whose
+environment changes how the interpreter starts (``PYTHONPATH``, ``LANG``, ...) gets a fresh
+interpreter: :func:`warm_eligible` says which; tests of start-up itself (Ctrl-C while importing,
+``--version``) start the real command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
+
+# The forked copy's loop, run by ``python -c``: one request per message on the control socket (JSON
+# with argv, cwd, env; file descriptors: stdin, stdout, stderr and a socket for the answer). The child
+# falls out of the loop and ends as the console script does: ``sys.exit(main())`` at the top level, so
+# the interpreter's own exit (exceptions, atexit, flushing) is the command's.
+_SERVER = r"""
+import gc, json, os, select, socket, sys, threading
+sys.path[0] = os.path.dirname(sys.argv[1])  # the console script's directory, as for .venv/bin/agentbot
+from bot.cli import main
+for name in sys.argv[3].split(","):
+    __import__(name)
+assert threading.active_count() == 1 and not {"numpy", "chromadb", "onnxruntime"} & set(sys.modules)
+gc.freeze()  # the children's collections leave the copied modules' pages alone (see gc.freeze's docs)
+ctl = socket.socket(fileno=int(sys.argv[2]))
+coerced = {k: os.environ[k] for k in ("LC_CTYPE",) if k in os.environ}
+running = {}
+child = None
+while child is None:
+    ready, _, _ = select.select([ctl, *running], [], [])
+    for fd in ready:
+        if fd is ctl:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 4)
+            if not msg:  # the test worker is done: its commands have ended or been killed
+                for pid, _ in running.values():
+                    os.waitpid(pid, 0)
+                sys.exit(0)
+            request = json.loads(msg)
+            answer = socket.socket(fileno=fds[3])
+            pid = os.fork()
+            if pid == 0:
+                ctl.close()
+                answer.close()
+                for other, (_, other_answer) in running.items():
+                    os.close(other)
+                    other_answer.close()
+                for n, fd_ in enumerate(fds[:3]):
+                    os.dup2(fd_, n)
+                    os.close(fd_)
+                os.chdir(request["cwd"])
+                os.environ.clear()
+                os.environ.update(coerced | request["env"])
+                sys.argv = request["argv"]
+                child = request
+                break
+            for fd_ in fds[:3]:
+                os.close(fd_)
+            try:
+                answer.sendall(f"{pid}\n".encode())
+            except OSError:  # the test gave up waiting
+                pass
+            running[os.pidfd_open(pid)] = (pid, answer)
+        else:
+            pid, answer = running.pop(fd)
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+            try:
+                answer.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            except OSError:  # the test gave up waiting and killed it
+                pass
+            answer.close()
+del ctl, running, coerced, select, socket, json
+sys.exit(main())
+"""
+
+_STARTS_INTERPRETER = ("PYTHON", "LC_", "LANG")
+
+# What the commands import after ``bot.cli`` (``ask``, ``run``, ``doctor``, the store's commands), loaded
+# once in the copy too: modules that start no thread and read no setting at import. numpy, chromadb and
+# onnxruntime are left to the child (OpenBLAS starts threads at import, and a fork copies none of them).
+PRELOAD = (
+    "agent.ask",
+    "agent.toolset",
+    "agent.models.factory",
+    "agent.tools.research",
+    "bot.ask_input",
+    "bot.config",
+    "bot.services",
+    "bot.doctor",
+    "bot.backup",
+    "bot.store",
+    "bot.store.pg",
+    "bot.store.copy",
+    "bot.app",
+    "bot.discord_errors",
+)
+
+
+def warm_eligible(env: dict[str, str]) -> bool:
+    """An environment that starts the interpreter as the copy's did (the copy starts with none of these).
+    ``AGENTBOT_TESTS_COLD=1`` in the suite's environment starts every command the ordinary way, to rule
+    the copy out when a test fails."""
+    if os.environ.get("AGENTBOT_TESTS_COLD") == "1":
+        return False
+    return not any(key.upper().startswith(_STARTS_INTERPRETER) for key in env)
+
+
+class _Server:
+    """The worker's forking process: started at first use, ended when the worker exits."""
+
+    def __init__(self) -> None:
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, AGENTBOT, str(theirs.fileno()), ",".join(PRELOAD)],
+            pass_fds=(theirs.fileno(),),
+            env={"PATH": "/usr/bin:/bin"},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.owner = os.getpid()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if os.getpid() != self.owner or self.ctl.fileno() == -1:
+            return
+        self.ctl.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_server: _Server | None = None
+
+
+def close_warm_server() -> None:
+    """End the worker's forking process and reap it, so its commands' CPU counts in the worker's
+    (pytest's cleanup calls this: an xdist worker may leave without running atexit)."""
+    if _server is not None:
+        _server.close()
+
+
+def _the_server() -> _Server:
+    global _server
+    if _server is None or _server.owner != os.getpid() or _server.proc.poll() is not None:
+        _server = _Server()
+    return _server
+
+
+async def _read_all(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader),
+        open(fd, "rb", buffering=0),  # noqa: SIM115 - the transport owns and closes it
+    )
+    try:
+        return await reader.read()
+    finally:
+        transport.close()
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    with open(fd, "wb", buffering=0) as f:
+        await asyncio.to_thread(_write_ignoring_a_closed_reader, f, data)
+
+
+def _write_ignoring_a_closed_reader(f: object, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        f.write(data)  # type: ignore[attr-defined]
+
+
+class _Answers:
+    """The server's lines for one request: the child's pid, then its exit code."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.got = sock, b""
+
+    async def line(self) -> int:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self.got:
+            chunk = await loop.sock_recv(self.sock, 64)
+            if not chunk:
+                raise RuntimeError(f"the warm agentbot server stopped answering (after {self.got!r})")
+            self.got += chunk
+        line, self.got = self.got.split(b"\n", 1)
+        return int(line)
+
+
+async def agentbot_process(
+    *args: str, cwd: Path, env: dict[str, str], stdin: bytes | None = None, within: float = 60
+) -> tuple[int, bytes, bytes]:
+    """``agentbot ARGS`` in ``cwd`` with exactly ``env``; ``stdin`` None is /dev/null. Returns the exit
+    code (negative: killed by that signal) and everything written to stdout and stderr. A run still
+    going after ``within`` seconds is killed and TimeoutError raised."""
+    if not warm_eligible(env):
+        proc = await asyncio.create_subprocess_exec(
+            AGENTBOT,
+            *args,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), within)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out, err
+    server = _the_server()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_w = None
+    if stdin is None:
+        in_r = os.open(os.devnull, os.O_RDONLY)
+    else:
+        in_r, in_w = os.pipe()
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    mine.setblocking(False)
+    request = {"argv": [AGENTBOT, *args], "cwd": str(cwd), "env": env}
+    try:
+        socket.send_fds(server.ctl, [json.dumps(request).encode()], [in_r, out_w, err_w, theirs.fileno()])
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        theirs.close()
+    answers, pid = _Answers(mine), 0
+    try:
+        async with asyncio.timeout(within):
+            pid = await answers.line()
+            jobs = [_read_all(out_r), _read_all(err_r)]
+            out_r = err_r = -1
+            if in_w is not None:
+                jobs.append(_write_all(in_w, stdin or b""))
+                in_w = None
+            out, err, *_ = await asyncio.gather(*jobs)
+            code = await answers.line()
+    except TimeoutError:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        mine.close()
+        for fd in (in_w, out_r, err_r):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+    return code, out, err
