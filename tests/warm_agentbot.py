@@ -211,33 +211,31 @@ class _Answers:
         return int(line)
 
 
+class StillRunning(TimeoutError):
+    """The command had not ended within its time: it was killed; what it had written is kept."""
+
+    def __init__(self, within: float, out: bytes, err: bytes) -> None:
+        super().__init__(f"still running after {within} s")
+        self.out, self.err = out, err
+
+
 async def agentbot_process(
-    *args: str, cwd: Path, env: dict[str, str], stdin: bytes | None = None, within: float = 60
+    *args: str,
+    cwd: Path,
+    env: dict[str, str],
+    stdin: bytes | None = None,
+    within: float = 60,
+    stderr_to_stdout: bool = False,
 ) -> tuple[int, bytes, bytes]:
     """``agentbot ARGS`` in ``cwd`` with exactly ``env``; ``stdin`` None is /dev/null. Returns the exit
-    code (negative: killed by that signal) and everything written to stdout and stderr. A run still
-    going after ``within`` seconds is killed and TimeoutError raised."""
+    code (negative: killed by that signal) and everything written to stdout and stderr (with
+    ``stderr_to_stdout``, both in the first, the second empty). A command still going after ``within``
+    seconds is killed and :class:`StillRunning` raised."""
     if not warm_eligible(env):
-        proc = await asyncio.create_subprocess_exec(
-            AGENTBOT,
-            *args,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), within)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            raise
-        return proc.returncode or 0, out, err
+        return await _cold(args, cwd, env, stdin, within, stderr_to_stdout)
     server = _the_server()
     out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    err_r, err_w = os.pipe() if not stderr_to_stdout else (-1, out_w)
     in_w = None
     if stdin is None:
         in_r = os.open(os.devnull, os.O_RDONLY)
@@ -249,28 +247,58 @@ async def agentbot_process(
     try:
         socket.send_fds(server.ctl, [json.dumps(request).encode()], [in_r, out_w, err_w, theirs.fileno()])
     finally:
-        for fd in (in_r, out_w, err_w):
+        for fd in {in_r, out_w, err_w}:
             os.close(fd)
         theirs.close()
+    jobs = [_read_all(out_r), _read_all(err_r) if err_r >= 0 else _nothing()]
+    if in_w is not None:
+        jobs.append(_write_all(in_w, stdin or b""))
+    written = asyncio.gather(*jobs)
     answers, pid = _Answers(mine), 0
     try:
         async with asyncio.timeout(within):
             pid = await answers.line()
-            jobs = [_read_all(out_r), _read_all(err_r)]
-            out_r = err_r = -1
-            if in_w is not None:
-                jobs.append(_write_all(in_w, stdin or b""))
-                in_w = None
-            out, err, *_ = await asyncio.gather(*jobs)
+            out, err, *_ = await asyncio.shield(written)
             code = await answers.line()
     except TimeoutError:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        raise
+        try:
+            out, err, *_ = await asyncio.wait_for(written, 5)
+        except TimeoutError:  # a child of the command still holds the pipes
+            out = err = b""
+        raise StillRunning(within, out, err) from None
     finally:
         mine.close()
-        for fd in (in_w, out_r, err_r):
-            if fd is not None and fd >= 0:
-                os.close(fd)
     return code, out, err
+
+
+async def _nothing() -> bytes:
+    return b""
+
+
+async def _cold(
+    args: tuple[str, ...], cwd: Path, env: dict[str, str], stdin: bytes | None, within: float, merged: bool
+) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE,
+    )
+    communicating = asyncio.ensure_future(proc.communicate(stdin))
+    try:
+        out, err = await asyncio.wait_for(asyncio.shield(communicating), within)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        try:
+            out, err = await asyncio.wait_for(communicating, 5)
+        except TimeoutError:
+            out = err = b""
+        raise StillRunning(within, out or b"", err or b"") from None
+    return proc.returncode or 0, out or b"", err or b""
