@@ -10,10 +10,11 @@ directory, environment, standard input, output and error, children, atexit and s
 ``sys.argv`` and ``sys.path[0]`` as the console script sets them, the interpreter's start-up state for
 an environment like the test's (no ``LANG``/``LC_*``/``PYTHON*``: C locale, UTF-8 mode, ``LC_CTYPE`` in
 the environment as Python coerces it). What is skipped: the import of ``bot.cli`` itself, done once per
-test worker (modules read no settings at import, house rule in agent/config.py). A test whose
-environment changes how the interpreter starts (``PYTHONPATH``, ``LANG``, ...) gets a fresh
-interpreter: :func:`warm_eligible` says which; tests of start-up itself (Ctrl-C while importing,
-``--version``) start the real command.
+test worker (modules read no settings at import, house rule in agent/config.py). The copy is started
+with exactly the variables of the command's environment that change how an interpreter starts
+(``PYTHON*``, ``LANG``, ``LC_*``), one copy per distinct set (a helper passing the worker's own
+environment gets a copy started with it), so its start-up state is the command's. Tests of start-up
+itself (Ctrl-C while importing, ``--version``) start the real command.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 # falls out of the loop and ends as the console script does: ``sys.exit(main())`` at the top level, so
 # the interpreter's own exit (exceptions, atexit, flushing) is the command's.
 _SERVER = r"""
-import gc, json, os, select, socket, sys, threading
+import gc, io, json, os, select, socket, sys, threading
 sys.path[0] = os.path.dirname(sys.argv[1])  # the console script's directory, as for .venv/bin/agentbot
 from bot.cli import main
 for name in sys.argv[3].split(","):
@@ -44,7 +45,7 @@ for name in sys.argv[3].split(","):
 assert threading.active_count() == 1 and not {"numpy", "chromadb", "onnxruntime"} & set(sys.modules)
 gc.freeze()  # the children's collections leave the copied modules' pages alone (see gc.freeze's docs)
 ctl = socket.socket(fileno=int(sys.argv[2]))
-coerced = {k: os.environ[k] for k in ("LC_CTYPE",) if k in os.environ}
+coerced = {k: os.environb[k] for k in (b"LC_CTYPE",) if k in os.environb}
 running = {}
 child = None
 while child is None:
@@ -68,10 +69,28 @@ while child is None:
                 for n, fd_ in enumerate(fds[:3]):
                     os.dup2(fd_, n)
                     os.close(fd_)
-                os.chdir(request["cwd"])
+                # As the interpreter reads them: bytes, decoded by this start-up's filesystem encoding.
+                os.chdir(request["cwd"].encode("latin-1"))
                 os.environ.clear()
-                os.environ.update(coerced | request["env"])
-                sys.argv = request["argv"]
+                os.environb.update(coerced)
+                os.environb.update({k.encode("latin-1"): v.encode("latin-1") for k, v in request["env"].items()})
+                sys.argv = [os.fsdecode(a.encode("latin-1")) for a in request["argv"]]
+                # sys.stdin/stdout/stderr made again over the new 0, 1, 2 as the interpreter makes them at
+                # start-up (Python/pylifecycle.c create_stdio): the copy's were made over its own files,
+                # and remember whether those could seek (a pipe cannot; click's stream check then fails).
+                for n, name in enumerate(("stdin", "stdout", "stderr")):
+                    old = getattr(sys, name)
+                    buffered = not old.write_through
+                    buf = io.open(n, "wb" if n else "rb", buffering=-1 if buffered or not n else 0, closefd=False)
+                    raw = getattr(buf, "raw", buf)
+                    raw.name = f"<{name}>"
+                    stream = io.TextIOWrapper(
+                        buf, old.encoding, old.errors, newline="\n",
+                        line_buffering=buffered and (raw.isatty() or n == 2), write_through=not buffered,
+                    )
+                    stream.mode = "w" if n else "r"
+                    setattr(sys, name, stream)
+                    setattr(sys, f"__{name}__", stream)
                 child = request
                 break
             for fd_ in fds[:3]:
@@ -95,6 +114,10 @@ sys.exit(main())
 """
 
 _STARTS_INTERPRETER = ("PYTHON", "LC_", "LANG")
+# Variables that run or report code while the interpreter starts: the copy has started already.
+_RUNS_AT_START_UP = {"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONPROFILEIMPORTTIME", "PYTHONUSERBASE"}
+_COPIES_AT_MOST = 4  # distinct start-up environments per worker; past that, the real command
+
 
 # What the commands import after ``bot.cli`` (``ask``, ``run``, ``doctor``, the store's commands), loaded
 # once in the copy too: modules that start no thread and read no setting at import. numpy, chromadb and
@@ -117,24 +140,30 @@ PRELOAD = (
 )
 
 
+def start_up_env(env: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables of ``env`` that change how the interpreter starts, which its copy is started with."""
+    return tuple(sorted((k, v) for k, v in env.items() if k.upper().startswith(_STARTS_INTERPRETER)))
+
+
 def warm_eligible(env: dict[str, str]) -> bool:
-    """An environment that starts the interpreter as the copy's did (the copy starts with none of these).
+    """Whether a copy can start this command: not when the environment runs code at start-up
+    (``PYTHONPATH``'s sitecustomize, ...), nor past a few distinct start-up environments.
     ``AGENTBOT_TESTS_COLD=1`` in the suite's environment starts every command the ordinary way, to rule
     the copy out when a test fails."""
-    if os.environ.get("AGENTBOT_TESTS_COLD") == "1":
+    if os.environ.get("AGENTBOT_TESTS_COLD") == "1" or _RUNS_AT_START_UP & {k.upper() for k in env}:
         return False
-    return not any(key.upper().startswith(_STARTS_INTERPRETER) for key in env)
+    return start_up_env(env) in _servers or len(_servers) < _COPIES_AT_MOST
 
 
 class _Server:
     """The worker's forking process: started at first use, ended when the worker exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_up: tuple[tuple[str, str], ...]) -> None:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _SERVER, AGENTBOT, str(theirs.fileno()), ",".join(PRELOAD)],
             pass_fds=(theirs.fileno(),),
-            env={"PATH": "/usr/bin:/bin"},
+            env={"PATH": "/usr/bin:/bin", **dict(start_up)},
             cwd="/",
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -154,21 +183,22 @@ class _Server:
             self.proc.wait()
 
 
-_server: _Server | None = None
+_servers: dict[tuple[tuple[str, str], ...], _Server] = {}
 
 
 def close_warm_server() -> None:
-    """End the worker's forking process and reap it, so its commands' CPU counts in the worker's
+    """End the worker's forking processes and reap them, so their commands' CPU counts in the worker's
     (pytest's cleanup calls this: an xdist worker may leave without running atexit)."""
-    if _server is not None:
-        _server.close()
+    for server in _servers.values():
+        server.close()
 
 
-def _the_server() -> _Server:
-    global _server
-    if _server is None or _server.owner != os.getpid() or _server.proc.poll() is not None:
-        _server = _Server()
-    return _server
+def _the_server(env: dict[str, str]) -> _Server:
+    key = start_up_env(env)
+    server = _servers.get(key)
+    if server is None or server.owner != os.getpid() or server.proc.poll() is not None:
+        server = _servers[key] = _Server(key)
+    return server
 
 
 async def _read_all(fd: int) -> bytes:
@@ -233,7 +263,7 @@ async def agentbot_process(
     seconds is killed and :class:`StillRunning` raised."""
     if not warm_eligible(env):
         return await _cold(args, cwd, env, stdin, within, stderr_to_stdout)
-    server = _the_server()
+    server = _the_server(env)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe() if not stderr_to_stdout else (-1, out_w)
     in_w = None
@@ -243,7 +273,12 @@ async def agentbot_process(
         in_r, in_w = os.pipe()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     mine.setblocking(False)
-    request = {"argv": [AGENTBOT, *args], "cwd": str(cwd), "env": env}
+    # Bytes, as exec would pass them (latin-1 carries them through JSON unchanged).
+    request = {
+        "argv": [os.fsencode(a).decode("latin-1") for a in (AGENTBOT, *args)],
+        "cwd": os.fsencode(cwd).decode("latin-1"),
+        "env": {os.fsencode(k).decode("latin-1"): os.fsencode(v).decode("latin-1") for k, v in env.items()},
+    }
     try:
         socket.send_fds(server.ctl, [json.dumps(request).encode()], [in_r, out_w, err_w, theirs.fileno()])
     finally:
