@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -241,6 +242,16 @@ class _Answers:
         return int(line)
 
 
+def _request(args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> dict[str, object]:
+    """Arguments, directory and environment as bytes, as exec would pass them (latin-1 carries them
+    through JSON unchanged)."""
+    return {
+        "argv": [os.fsencode(a).decode("latin-1") for a in (AGENTBOT, *args)],
+        "cwd": os.fsencode(cwd).decode("latin-1"),
+        "env": {os.fsencode(k).decode("latin-1"): os.fsencode(v).decode("latin-1") for k, v in env.items()},
+    }
+
+
 class StillRunning(TimeoutError):
     """The command had not ended within its time: it was killed; what it had written is kept."""
 
@@ -273,12 +284,7 @@ async def agentbot_process(
         in_r, in_w = os.pipe()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     mine.setblocking(False)
-    # Bytes, as exec would pass them (latin-1 carries them through JSON unchanged).
-    request = {
-        "argv": [os.fsencode(a).decode("latin-1") for a in (AGENTBOT, *args)],
-        "cwd": os.fsencode(cwd).decode("latin-1"),
-        "env": {os.fsencode(k).decode("latin-1"): os.fsencode(v).decode("latin-1") for k, v in env.items()},
-    }
+    request = _request(args, cwd, env)
     try:
         socket.send_fds(server.ctl, [json.dumps(request).encode()], [in_r, out_w, err_w, theirs.fileno()])
     finally:
@@ -337,3 +343,64 @@ async def _cold(
             out = err = b""
         raise StillRunning(within, out or b"", err or b"") from None
     return proc.returncode or 0, out or b"", err or b""
+
+
+class WarmProcess:
+    """What a test does with an ``asyncio.subprocess.Process`` of a long-running command (``run``):
+    its pid and returncode, wait, signals; its output goes where it was sent, never to a pipe here."""
+
+    def __init__(self, pid: int, answers: _Answers, sock: socket.socket) -> None:
+        self.pid, self.returncode = pid, None
+        self._sock = sock
+        self._ended = asyncio.ensure_future(self._reap(answers))
+
+    async def _reap(self, answers: _Answers) -> int:
+        try:
+            self.returncode = await answers.line()
+        finally:
+            self._sock.close()
+        return self.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._ended)
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # ended, and reaped by the copy already
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+async def start_agentbot(
+    *args: str, cwd: Path, env: dict[str, str], stdout: int | IO[bytes], stderr: int | IO[bytes]
+) -> asyncio.subprocess.Process | WarmProcess:
+    """``agentbot ARGS`` started and left running, its stdin /dev/null, its stdout and stderr each
+    ``asyncio.subprocess.DEVNULL`` or an open file (a log the test reads)."""
+    if not warm_eligible(env):
+        return await asyncio.create_subprocess_exec(
+            AGENTBOT, *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
+        )
+    server = _the_server(env)
+    opened = [os.open(os.devnull, os.O_RDWR)]
+    fds = [opened[0]]
+    for target in (stdout, stderr):
+        fds.append(opened[0] if target == asyncio.subprocess.DEVNULL else target.fileno())  # type: ignore[union-attr]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    mine.setblocking(False)
+    try:
+        socket.send_fds(server.ctl, [json.dumps(_request(args, cwd, env)).encode()], [*fds, theirs.fileno()])
+    finally:
+        os.close(opened[0])
+        theirs.close()
+    answers = _Answers(mine)
+    try:
+        pid = await asyncio.wait_for(answers.line(), 30)
+    except BaseException:
+        mine.close()
+        raise
+    return WarmProcess(pid, answers, mine)
