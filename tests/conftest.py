@@ -24,6 +24,7 @@ from tests.file_order import (
     pytest_collection_modifyitems,  # noqa: F401 (hook: slowest files first)
 )
 from tests.settings_names import setting_names
+from tests.warm_agentbot import close_warm_server
 
 # Also read, though no setting: other tools' names for ours (refused while ours is unset) and the
 # proxies model calls go through.
@@ -32,6 +33,7 @@ SETTINGS = setting_names() | set(MEANT) | {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PRO
 
 def pytest_configure(config: pytest.Config) -> None:
     order_files_first(config)
+    config.add_cleanup(close_warm_server)
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
     if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:

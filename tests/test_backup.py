@@ -12,6 +12,7 @@ from pathlib import Path
 from agent.embeddings.minilm import MiniLMEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from bot.store import Database
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 GUILD_A, GUILD_B = "100000000000000001", "100000000000000002"
@@ -24,11 +25,8 @@ async def cli(tmp_path: Path, data_dir: Path, *args: str, memory: bool = False) 
         "DATA_DIR": str(data_dir),
         "MEMORY_ENABLED": "true" if memory else "false",
     }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT, *args, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await agentbot_process(*args, cwd=tmp_path, env=env, within=120)
+    return code, out.decode(), err.decode()
 
 
 def count_rows(db_file: Path) -> tuple[int, str, int]:

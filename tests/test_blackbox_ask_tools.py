@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -39,6 +40,11 @@ async def ask_cli(
 ) -> tuple[int, str, str]:
     """``agentbot ask ARGS`` with only these settings; ``stdin`` None means no input (/dev/null)."""
     base = ask_env(llm, tmp_path) | {"COLUMNS": "200"}
+    if stdout is stderr is asyncio.subprocess.PIPE and preexec_fn is None:
+        code, out_, err_ = await agentbot_process(
+            *("ask", *args), cwd=tmp_path, env=base | (env or {}), stdin=stdin
+        )
+        return code, out_.decode(), err_.decode()
     proc = await asyncio.create_subprocess_exec(
         AGENTBOT,
         "ask",

@@ -3,7 +3,6 @@ it: a temp directory as the working directory, an explicit environment, a ``.env
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.llm_server import FakeLLM, text
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -18,16 +18,8 @@ AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 async def agentbot(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``agentbot ARGS`` in ``tmp_path`` (where its ``.env`` is read) with only ``env`` set."""
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path), "COLUMNS": "200"}
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        *args,
-        cwd=tmp_path,
-        env=base | (env or {}),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await agentbot_process(*args, cwd=tmp_path, env=base | (env or {}))
+    return code, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize("command", ["ask", "doctor"])

@@ -20,6 +20,7 @@ from bot.store.pg import PgDatabase
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_operator import AGENTBOT
+from tests.warm_agentbot import StillRunning, agentbot_process
 
 
 def _closed_port() -> int:
@@ -31,23 +32,13 @@ def _closed_port() -> int:
 async def _agentbot(cwd: Path, *args: str, env: dict[str, str], within: float = 30) -> tuple[int, str, str]:
     """``agentbot ARGS`` that must end by itself within ``within`` seconds (killed and failed otherwise)."""
     base = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "DATA_DIR": str(cwd), "COLUMNS": "200"}
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        *args,
-        cwd=cwd,
-        env=base | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError as timeout:
-        proc.kill()
-        out, err = await proc.communicate()
+        code, out, err = await agentbot_process(*args, cwd=cwd, env=base | env, within=within)
+    except StillRunning as timeout:
         raise AssertionError(
-            f"agentbot {' '.join(args)} still running after {within} s: {err.decode()[-800:]}"
+            f"agentbot {' '.join(args)} still running after {within} s: {timeout.err.decode()[-800:]}"
         ) from timeout
-    return proc.returncode or 0, out.decode(), err.decode()
+    return code, out.decode(), err.decode()
 
 
 async def test_migrate_store_to_a_database_it_cannot_reach_says_so_and_exits(tmp_path: Path) -> None:

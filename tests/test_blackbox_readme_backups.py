@@ -5,13 +5,13 @@ is there ("Backups of a PostgreSQL store are pg_dump's job"), and the SQLite fil
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import pytest
 
 from bot.store import Database
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 # Never contacted: the commands must refuse before touching any store.
@@ -26,11 +26,8 @@ async def agentbot(tmp_path: Path, *args: str) -> tuple[int, str, str]:
         "DATABASE_URL": PG_URL,
         "MEMORY_ENABLED": "false",
     }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT, *args, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await agentbot_process(*args, cwd=tmp_path, env=env)
+    return code, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize("command", ["backup", "restore"])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -25,17 +26,8 @@ async def run_cli(
         "DATA_DIR": str(tmp_path),
         "COLUMNS": "200",
     }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "ask",
-        *args,
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await agentbot_process("ask", *args, cwd=tmp_path, env=env)
+    return code, out.decode(), err.decode()
 
 
 async def test_cli_ask_runs_a_multi_step_tool_session(llm: FakeLLM, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ import pytest
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -36,16 +36,8 @@ async def doctor(fake: FakeDiscord, llm: FakeLLM, tmp_path: Path, **extra: str) 
         "DISCORD_API_BASE_URL": fake.api_url,
         "MEMORY_ENABLED": "false",
     } | extra
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "doctor",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode()
+    code, out, _ = await agentbot_process("doctor", cwd=tmp_path, env=env, stderr_to_stdout=True)
+    return code, out.decode()
 
 
 async def test_doctor_all_good_exits_0(fake: FakeDiscord, llm: FakeLLM, tmp_path: Path) -> None:
@@ -123,16 +115,8 @@ async def agentbot_run(llm: FakeLLM, tmp_path: Path, **extra: str) -> tuple[int,
         "MEMORY_ENABLED": "false",
         "PYTHON_SANDBOX": "off",
     } | extra
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "run",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode()
+    code, out, _ = await agentbot_process("run", cwd=tmp_path, env=env, stderr_to_stdout=True)
+    return code, out.decode()
 
 
 async def test_cli_run_with_a_rejected_token_exits_1_and_says_what_to_do(

@@ -23,6 +23,7 @@ from agent.tools.research import ResearchToolSettings
 from bot.cli import app
 from bot.config import BotSettings, load_bot_settings
 from tests.settings_names import tree_fields
+from tests.warm_agentbot import agentbot_process
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 NON_ASCII_KEY = "sk-“pasted”-key"
@@ -143,16 +144,10 @@ BOT_ONLY = {"DISCORD_SHARD_IDS"}
 
 
 async def agentbot(*args: str, cwd: Path, within: float = 60, **env: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        *args,
-        cwd=cwd,
-        env=os.environ | {"DATA_DIR": str(cwd)} | BASE | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, err = await agentbot_process(
+        *args, cwd=cwd, env=os.environ | {"DATA_DIR": str(cwd)} | BASE | env, within=within
     )
-    out, err = await asyncio.wait_for(proc.communicate(), within)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return code, out.decode(), err.decode()
 
 
 async def test_bad_settings_through_run_ask_and_doctor(tmp_path: Path) -> None:

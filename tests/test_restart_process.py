@@ -18,10 +18,11 @@ import pytest
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
+from tests.warm_agentbot import WarmProcess, start_agentbot
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
-_started: list[asyncio.subprocess.Process] = []
+_started: list[asyncio.subprocess.Process | WarmProcess] = []
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,7 @@ async def _no_bot_left_running() -> AsyncIterator[None]:
 
 async def start_bot_process(
     fake: FakeDiscord, llm: FakeLLM, data: Path, guild: FakeGuild, log: Path, **settings: str
-) -> asyncio.subprocess.Process:
+) -> asyncio.subprocess.Process | WarmProcess:
     """``settings``: more of the bot's environment, or other values for these."""
     data.mkdir(exist_ok=True)
     tiers = data / "tiers.toml"
@@ -61,14 +62,10 @@ async def start_bot_process(
         "PYTHON_SANDBOX": "off",
     } | settings
     before = fake.identify_count
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "run",
-        cwd=data,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
+    with log.open("ab") as stderr:
+        proc = await start_agentbot(
+            "run", cwd=data, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+        )
     _started.append(proc)
     await fake.wait_for(
         lambda: fake.identify_count > before or proc.returncode is not None,

@@ -24,9 +24,9 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild, shard_guild
 from tests.fakes.llm_server import FakeLLM, text
 from tests.fakes.postgres import PostgresServer
 from tests.test_e2e_memory import ANSWER, PARAPHRASE, TASK, command, research
-from tests.test_restart_process import AGENTBOT
+from tests.warm_agentbot import WarmProcess, start_agentbot
 
-Process = asyncio.subprocess.Process
+Process = asyncio.subprocess.Process | WarmProcess
 
 
 @pytest.fixture
@@ -95,9 +95,10 @@ class Shards:
             "PYTHON_SANDBOX": "off",
         }
         log = self.tmp / f"{name}.log"
-        proc = await asyncio.create_subprocess_exec(
-            AGENTBOT, "run", cwd=data, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log.open("ab")
-        )
+        with log.open("ab") as stderr:
+            proc = await start_agentbot(
+                "run", cwd=data, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr
+            )
         self.procs.append(proc)
         async with httpx.AsyncClient() as http:
 
