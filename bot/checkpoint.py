@@ -53,6 +53,34 @@ def checkpoint_meta(state: RunState) -> dict[str, Any]:
     }
 
 
+def with_charges(cp: dict[str, Any], calls: list[Any]) -> dict[str, Any]:
+    """``cp`` counting ``calls`` too: what the ledger charged after the checkpoint was written
+    (:meth:`bot.store.usage_reports.UsageReports.charged_after`), so the resumed turn's footer says what
+    ``/usage`` says. The calls are :class:`~bot.store.usage_reports.ChargedCall`."""
+    if not calls:
+        return cp
+    u = list(cp.get("usage", ())) + [0] * (8 - len(cp.get("usage", ())))
+    unknown, models = list(cp.get("unknown_cost_models", ())), list(cp.get("models", ()))
+    cost = float(cp.get("cost_usd", 0.0))
+    for c in calls:
+        u[0] += c.prompt_tokens
+        u[1] += c.completion_tokens
+        u[2] += c.cached_tokens
+        u[3] += 1
+        u[4] += c.reasoning_tokens
+        u[7] = bool(u[7]) or c.estimated
+        cost += c.usd
+        unknown += [m for m in c.unknown_models if m not in unknown]
+        models += [c.model] if c.model not in models else []
+    return cp | {
+        "usage": u,
+        "tokens": u[0] + u[1],
+        "cost_usd": cost,
+        "unknown_cost_models": unknown,
+        "models": models,
+    }
+
+
 def message_dicts(msgs: list[Message], seen: list[tuple[Message, dict[str, Any]]]) -> list[dict[str, Any]]:
     """``msgs`` as stored dicts, reusing the checkpoints' conversions of the same message objects (the
     history a turn saves at its end was converted once more, message by message, otherwise)."""

@@ -16,6 +16,7 @@ import structlog
 
 from agent.attachments import IncomingFile
 from bot.attach import incoming
+from bot.checkpoint import with_charges
 from bot.mentions import strip_mentions_of
 from bot.notes import QueuedRestored, Resumed
 from bot.runner import SessionRunner, TurnRequest
@@ -64,6 +65,8 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
 
     for turn in await sv.sessions.running_turns(sv.owner):
         state = turn.state or {}
+        if isinstance(state.get("at"), int | float) and not ended(state):  # calls charged past it count too
+            state = with_charges(state, await sv.quotas.charged_after(turn.session_id, float(state["at"])))
         if stopped := (turn.result or {}).get(STOPPED_BY):  # Stop was pressed just before the kill
             state = state | {STOPPED_BY: stopped}
         if turn.session_id in live:  # started here before on_ready: live, not interrupted

@@ -47,6 +47,21 @@ def _gid(guild_id: int | None) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargedCall:
+    """One call as the usage ledger charged it (:meth:`UsageReports.charged_after`)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    usd: float
+    cost_known: bool
+    unknown_models: tuple[str, ...]
+    estimated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LimitUsage:
     name: str
     used: float
@@ -148,6 +163,31 @@ class UsageReports:
 
     def period_params(self, guild_id: int, user_id: int, now: datetime, session_id: str | None) -> dict:
         raise NotImplementedError
+
+    async def charged_after(self, session_id: str, at: float) -> list[ChargedCall]:
+        """The calls charged to ``session_id`` after ``at`` (a turn's last checkpoint): a kill between a
+        call's charge and the checkpoint that counts it (a Stop's cut call is charged as it is cut, the
+        turn's checkpoint after) left /usage counting a call the resumed turn's footer did not."""
+        rows = await self.db.fetchall(
+            "SELECT model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, cost_nusd,"
+            " cost_known, unknown_models, estimated FROM usage_ledger WHERE session_id = :s AND at > :at"
+            " ORDER BY id",
+            {"s": session_id, "at": at},
+        )
+        return [
+            ChargedCall(
+                str(r[0]),
+                int(r[1]),
+                int(r[2]),
+                int(r[3]),
+                int(r[4]),
+                nano_to_usd(int(r[5])),
+                bool(r[6]),
+                tuple(filter(None, (r[7] or "").split(","))),
+                bool(r[8]),
+            )
+            for r in rows
+        ]
 
     async def usage(self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = ()) -> UsageReport:
         now = to_utc(self.clock())
