@@ -8,12 +8,10 @@ No timed assertions: each cut is pinned by the work that is gone; the figures ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from agent.messages import Message
 from agent.models.base import ModelError, ModelSettings, final_response
 from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
+from tests.test_model_transport import _raw_server, _read_request
 
 
 def _model(base_url: str, client: Any) -> OpenAIChatModel:
@@ -37,27 +36,6 @@ async def _ask(model: OpenAIChatModel) -> Message:
     return response.message
 
 
-@contextlib.asynccontextmanager
-async def _serve(handler: Any) -> AsyncIterator[tuple[int, list[int]]]:
-    connections: list[int] = []
-
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1], connections
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 def _answer(content: str) -> bytes:
     body = json.dumps(
         {"choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]}
@@ -66,19 +44,6 @@ def _answer(content: str) -> bytes:
         len(body),
         body,
     )
-
-
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        ),
-        0,
-    )
-    await reader.readexactly(length)
 
 
 async def test_a_kept_alive_connection_the_server_closed_is_not_used_again() -> None:
@@ -95,15 +60,16 @@ async def test_a_kept_alive_connection_the_server_closed_is_not_used_again() -> 
         await writer.wait_closed()
         closed.set()
 
-    async with _serve(once_then_close) as (port, connections), make_client() as client:
-        model = _model(f"http://127.0.0.1:{port}/v1", client)
-        s = ModelSettings(stream=False)
-        first = await final_response(model, [Message("user", "a")], s)
-        await closed.wait()
-        second = await final_response(model, [Message("user", "b")], s)
-    assert first is not None and second is not None
-    assert (first.message.content, second.message.content) == ("first", "first")
-    assert len(connections) == 2
+    async for base_url, connections in _raw_server(once_then_close):
+        async with make_client() as client:
+            model = _model(base_url, client)
+            s = ModelSettings(stream=False)
+            first = await final_response(model, [Message("user", "a")], s)
+            await closed.wait()
+            second = await final_response(model, [Message("user", "b")], s)
+        assert first is not None and second is not None
+        assert (first.message.content, second.message.content) == ("first", "first")
+        assert len(connections) == 2
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
