@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,6 +34,12 @@ SETTINGS = setting_names() | set(MEANT) | {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PRO
 
 def pytest_configure(config: pytest.Config) -> None:
     order_files_first(config)
+    # A shell without job control starts a background job (`make test &`, a CI script's `cmd &`) with
+    # SIGINT ignored, and every process the tests start inherits that: the tests of Ctrl-C then saw an
+    # agentbot that could not be interrupted (3 of test_blackbox_ask_signals failed so). A terminal's
+    # Ctrl-C is what they test, so the tests' processes start with its default disposition.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.add_cleanup(close_warm_server)
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
