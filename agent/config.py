@@ -77,6 +77,11 @@ class EnvSettings(BaseSettings):
                 v = v[7:].strip()
             if not v.isprintable():
                 raise ValueError("contains a line break or control character; copy it again as one line")
+            from agent.logs import register_secret  # here: every secret setting, as soon as it is read
+
+            # Registered where each is used before, so one a command never uses (DISCORD_TOKEN under
+            # `ask`, a search key with search off) reached a tool's printed output unmasked.
+            register_secret(v)
             return v
         for choice in _literal_choices(field.annotation):  # case and spaces don't matter in a choice
             if isinstance(choice, str) and choice.lower() == v.strip().lower():

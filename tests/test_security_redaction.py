@@ -190,3 +190,19 @@ async def test_security_doctor_shows_no_base_url_password(llm: FakeLLM) -> None:
         check = await _check("provider openai", lambda: _provider("openai", specs, settings, client))
     assert PASSWORD not in check.detail
     assert "***@127.0.0.1" in check.detail
+
+
+def test_a_secret_setting_is_masked_from_the_moment_it_is_read() -> None:
+    """Secrets were registered where each is used, so one a command never uses stayed printable: under
+    `agentbot ask` (no Discord) a run_python in PYTHON_SANDBOX=rlimits that printed the .env's
+    DISCORD_TOKEN, or a search key with search off, reached the model and the terminal unmasked."""
+    from agent.logs import redact
+    from bot.config import BotSettings
+
+    AgentSettings(BRAVE_API_KEY="brv-unused-4d1f9a0c77")  # type: ignore[call-arg]
+    BotSettings(DISCORD_TOKEN="MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs")  # type: ignore[call-arg]
+    shown = redact(
+        "env: BRAVE=brv-unused-4d1f9a0c77 TOKEN=MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2FMQ.ZnCjm1XVW7vRze4b7Cq4se7kKWs"
+    )
+    assert "brv-unused" not in shown and "ZnCjm1XVW7" not in shown, shown
+    assert shown.startswith("env: BRAVE=*** TOKEN="), shown
