@@ -211,14 +211,33 @@ def _sse(model: str, delta: dict[str, Any], finish: str | None = None, usage: An
     return b"data: " + json.dumps(data | ({"usage": usage} if usage else {})).encode() + b"\n\n"
 
 
+async def _ask_tides(chat: Any, tmp_path: Path, **more: Any) -> tuple[str, str, Any]:
+    """`agentbot ask`'s engine on "Why do tides rise?" against ``chat`` as the OpenAI-compatible server:
+    (what it printed, what it said on stderr, its result)."""
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as site:
+        settings = AgentSettings(  # type: ignore[call-arg]
+            OPENAI_BASE_URL=f"{site}/v1",
+            OPENAI_API_KEY="sk-t",
+            DATA_DIR=str(tmp_path),
+            PYTHON_SANDBOX="off",
+            MEMORY_ENABLED=False,
+            **more,
+        )
+        out, err = io.StringIO(), io.StringIO()
+        result = await ask("Why do tides rise?", settings, out=out, err=err)
+    return out.getvalue(), err.getvalue(), result
+
+
 async def test_an_answer_that_broke_off_before_a_retry_is_charged_by_estimate(tmp_path: Path) -> None:
     """A proxy's timeout ended gpt-4o-mini's stream after 4,000 characters of answer, and the call was
     retried: `agentbot ask` (and the quota) counted only the retry's 100 + 20 tokens, though the
     provider billed the broken-off attempt too (its prompt and what it wrote). Now that attempt is
     charged by estimate with the call, and the summary says "estimated"."""
-    from agent.ask import ask
-    from agent.config import AgentSettings
-
     calls = 0
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -239,21 +258,10 @@ async def test_an_answer_that_broke_off_before_a_retry_is_charged_by_estimate(tm
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with served(app) as site:
-        settings = AgentSettings(  # type: ignore[call-arg]
-            OPENAI_BASE_URL=f"{site}/v1",
-            OPENAI_API_KEY="sk-t",
-            DATA_DIR=str(tmp_path),
-            PYTHON_SANDBOX="off",
-            MEMORY_ENABLED=False,
-        )
-        err, out = io.StringIO(), io.StringIO()
-        await ask("Why do tides rise?", settings, out=out, err=err)
-    lines = err.getvalue().splitlines()
+    out, err, _ = await _ask_tides(chat, tmp_path)
+    lines = err.splitlines()
     summary = next((x for x in lines if "completion tokens" in x), "")
-    assert calls == 2 and out.getvalue() == "Tides.\n", err.getvalue()
+    assert calls == 2 and out == "Tides.\n", err
     said = re.search(r"1 step · estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
     assert said, lines
     assert int(said.group(1).replace(",", "")) > 100 and int(said.group(2).replace(",", "")) >= 20 + 1_000, (
@@ -265,8 +273,6 @@ async def test_a_call_whose_every_attempt_broke_off_is_charged_for_each(tmp_path
     """The same broken proxy on every attempt: the call failed after MODEL_MAX_ATTEMPTS=2 attempts, each
     of which streamed 4,000 characters the provider billed, and `agentbot ask` said "0 prompt + 0
     completion tokens · cost $0.0000". Now both attempts are counted by estimate."""
-    from agent.ask import ask
-    from agent.config import AgentSettings
 
     async def chat(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -275,21 +281,9 @@ async def test_a_call_whose_every_attempt_broke_off_is_charged_for_each(tmp_path
         await resp.write_eof()
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with served(app) as site:
-        settings = AgentSettings(  # type: ignore[call-arg]
-            OPENAI_BASE_URL=f"{site}/v1",
-            OPENAI_API_KEY="sk-t",
-            DATA_DIR=str(tmp_path),
-            PYTHON_SANDBOX="off",
-            MEMORY_ENABLED=False,
-            MODEL_MAX_ATTEMPTS=2,
-        )
-        err = io.StringIO()
-        result = await ask("Why do tides rise?", settings, out=io.StringIO(), err=err)
-    summary = next((x for x in err.getvalue().splitlines() if "completion tokens" in x), "")
-    assert result.status == "error", err.getvalue()
+    _, err, result = await _ask_tides(chat, tmp_path, MODEL_MAX_ATTEMPTS=2)
+    summary = next((x for x in err.splitlines() if "completion tokens" in x), "")
+    assert result.status == "error", err
     said = re.search(r"estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
     assert said and int(said.group(2).replace(",", "")) == 2 * 1_000, summary
 
