@@ -250,16 +250,14 @@ def build_reader(
     if not reader_enabled(settings):
         return None
     if spec == "auto":
+        active: Callable[[], bool] | None = None
         if not callable(run_tier):
             if tier_index(run_tier) <= tier_index("simple"):
                 return None
-            return Reader(router.at_tier("simple", max_tier="simple"), reader_settings(settings))
-        tier_now = run_tier
-        return Reader(
-            router.at_tier("simple", max_tier="simple"),
-            reader_settings(settings),
-            active=lambda: tier_index(tier_now()) > tier_index("simple"),
-        )
+        else:
+            tier_now = run_tier
+            active = lambda: tier_index(tier_now()) > tier_index("simple")  # noqa: E731
+        return Reader(router.at_tier("simple", max_tier="simple"), reader_settings(settings), active=active)
     model = router.model(spec)
     if model is None:
         raise ConfigError(
