@@ -126,7 +126,7 @@ async def served_by_probe(
                 f"{base} refused a one-token call to {name} with HTTP 402 (payment required): add credit to "
                 f"the account of {key_env}"
             )
-        if r.status_code >= 500 and provider == "openai" and (fix := refusal_fix(r.text)) is not None:
+        if r.status_code >= 400 and provider == "openai" and (fix := refusal_fix(r.text)) is not None:
             raise ConfigError(f"{base} refused a one-token call to {name} (HTTP {r.status_code}): {fix}")
         if r.status_code >= 500:
             raise ConfigError(
@@ -172,8 +172,8 @@ async def tools_accepted(
     s: AgentSettings, client: httpx.AsyncClient, headers: dict[str, str], name: str
 ) -> None:
     """Every model was listed, so none was called: llama.cpp's server without --jinja (which lists its GGUF
-    path, the name an operator copies into AGENT_MODEL) passed, and every run failed with HTTP 500 on the
-    tools it offers. One tool-offering one-token call to a model the bot will call names a refusal whose
+    path, the name an operator copies into AGENT_MODEL) and vLLM without --enable-auto-tool-choice passed,
+    and every run failed (HTTP 500, 400) on the tools it offers. One tool-offering one-token call to a model the bot will call names a refusal whose
     fix is known; anything else it answers is left to the list, which already said the model is served."""
     path, body = _PROBES["openai"]
     base = s.openai_base_url.rstrip("/")
@@ -183,7 +183,8 @@ async def tools_accepted(
         )
     except httpx.HTTPError:
         return  # the list answered; a call that fails here proves nothing the run would not say
-    if r.status_code >= 500 and (fix := refusal_fix(r.text)) is not None:
+    # vLLM without --enable-auto-tool-choice refuses with HTTP 400, llama.cpp without --jinja with 500
+    if r.status_code >= 400 and (fix := refusal_fix(r.text)) is not None:
         raise ConfigError(f"{base} refused a one-token call to {name} (HTTP {r.status_code}): {fix}")
 
 

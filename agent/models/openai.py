@@ -61,6 +61,14 @@ _REFUSALS = {  # errors no retry changes, by their words (mostly local servers' 
     # OpenRouter's 404 for a model none of whose providers takes tools: it read as a wrong OPENAI_BASE_URL
     "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
     "offers them: pick a model that supports tool calling",
+    # vLLM started without tool calling answers every request offering tools with HTTP 400: read as "may
+    # not support tools", the flag it names was left for the operator to find in the quoted words.
+    "tool choice requires --enable-auto-tool-choice": "start vLLM with --enable-auto-tool-choice and the "
+    "--tool-call-parser for this model (hermes for Qwen, llama3_json for Llama 3.1, mistral for Mistral): "
+    "every run offers tools",
+    # Ollama's HTTP 400 for a model whose template has no tools (gemma2, phi3, the first deepseek-r1 tags)
+    "does not support tools": "this model cannot call tools, and every run offers them: use one whose "
+    "`ollama show` lists tools (llama3.1, qwen2.5)",
 }
 
 
@@ -81,8 +89,8 @@ NO_PATH = "unexpected endpoint or method"
 
 
 def refusal_fix(text: str) -> str | None:
-    """What to do about an error body no retry changes (llama.cpp refusing tools, Ollama short of
-    memory), or None; ``agentbot doctor`` says it too."""
+    """What to do about an error body no retry changes (llama.cpp or vLLM refusing tools, Ollama short
+    of memory), or None; ``agentbot doctor`` says it too."""
     said = text.lower()
     return next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
 

@@ -1,0 +1,112 @@
+"""An OpenAI-compatible server on 127.0.0.1 that answers as one real server does, byte for byte as its
+documentation or source shows it: vLLM, Ollama, llama.cpp's server, DeepSeek and OpenRouter each have
+shapes and refusals of their own that the scripted :mod:`tests.fakes.llm_server` does not speak.
+
+    async with CompatServer(vllm_auto_tools=False) as srv:   # vLLM started without tool calling
+        srv.answers.append(said("hello"))
+
+Each chat request is answered by the next of ``answers`` (a handler), else by the server's own rules
+(``vllm_auto_tools``, ``ollama_num_ctx``), else by ``default``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+from aiohttp import web
+
+Answer = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+VLLM_NO_AUTO_TOOLS = {  # vllm/entrypoints/openai/protocol.py, the request validator's words
+    "object": "error",
+    "message": '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+    "type": "BadRequestError",
+    "param": None,
+    "code": 400,
+}
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    } | extra
+
+
+def usage_chunk(prompt: int, completion: int) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [], "usage": usage}
+
+
+def sse(*chunks: dict[str, Any], comments: tuple[str, ...] = ()) -> Answer:
+    """A stream of ``chunks`` (each ``data: {json}``) after ``comments`` (``: text`` lines), then [DONE]."""
+
+    async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for c in comments:
+            await resp.write(f": {c}\n\n".encode())
+        for c in chunks:
+            await resp.write(f"data: {json.dumps(c)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    return answer
+
+
+def said(text: str, usage: tuple[int, int] | None = None) -> Answer:
+    extra = (usage_chunk(*usage),) if usage else ()
+    return sse(chunk({"role": "assistant", "content": text}), chunk({}, "stop"), *extra)
+
+
+def status(code: int, body: dict[str, Any]) -> Answer:
+    async def answer(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(body, status=code)
+
+    return answer
+
+
+class CompatServer:
+    """``/v1/chat/completions`` and ``/v1/models`` (listing ``models``); every chat body kept."""
+
+    def __init__(self, *, vllm_auto_tools: bool = True, models: tuple[str, ...] = ("m",)) -> None:
+        self.vllm_auto_tools = vllm_auto_tools
+        """False: refuse tools as ``vllm serve`` does without ``--enable-auto-tool-choice``."""
+        self.models = models
+        self.answers: list[Answer] = []
+        self.default: Answer = said("default answer")
+        self.requests: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        if not self.vllm_auto_tools and body.get("tools") and body.get("tool_choice", "auto") == "auto":
+            return web.json_response(VLLM_NO_AUTO_TOOLS, status=400)
+        answer = self.answers.pop(0) if self.answers else self.default
+        return await answer(request, body)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+        )
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._list)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner:
+            await self._runner.cleanup()
