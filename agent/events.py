@@ -188,6 +188,8 @@ class UsageEvent(Event):
     model: str
     usage: Usage
     cost: Cost
+    warning: str | None = None
+    """What the usage shows went wrong though the call succeeded (the server cut the prompt to fit)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -53,7 +53,7 @@ from agent.models.base import (
 )
 from agent.models.bounds import answer_chars, bounded
 from agent.models.prices import PriceTable, default_prices
-from agent.models.tokens import tool_chars
+from agent.models.tokens import cut_prompt, tool_chars
 from agent.reader import Reader
 from agent.run_state import RunState, hold, retry_event
 from agent.tool_step import ToolStep
@@ -82,6 +82,8 @@ class _Run:
     """The specs' characters for budget holds and cut calls' estimates, counted once per run."""
     empty_replies: int = 0
     end: RunResult | None = None
+    said_cut: bool = False
+    """The server was seen cutting the prompt (said once a run: it goes on doing so)."""
 
     @property
     def budget(self) -> Budget | None:
@@ -302,7 +304,11 @@ class Agent:
         run.state.add_usage(bill.model, bill.usage, bill.cost)
         tool_calls = len(reply.response.message.tool_calls)
         run.log.info("model_call", step=step, tool_calls=tool_calls, **bill.log_fields())
-        yield UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost)
+        warning = None if run.said_cut else cut_prompt(bill.model, bill.usage, run.convo, run.spec_chars)
+        if warning:
+            run.said_cut = True
+            run.log.warning("prompt_truncated", step=step, model=bill.model, warning=warning)
+        yield UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost, warning=warning)
 
     def _chunk_event(self, run: _Run, step: int, chunk: Any) -> AgentEvent:
         if isinstance(chunk, TextChunk):

@@ -174,6 +174,8 @@ class TerminalRenderer:
                 f"  [dim]{who}{est}{ev.usage.prompt_tokens:,}+{ev.usage.completion_tokens:,} tokens, "
                 f"{escape(ev.cost.format(estimated=ev.usage.estimated))}[/]"
             )
+            if ev.warning:
+                c.print(f"  [yellow]⚠ {escape(ev.warning)}[/]")
         elif isinstance(ev, ModelSwitched) and ev.from_model == ev.to_model:  # a hand-down
             c.print(f"  [yellow]{escape(ev.reason)}[/]")
         elif isinstance(ev, ModelSwitched):

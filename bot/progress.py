@@ -297,6 +297,8 @@ class ProgressRenderer:
                 )
         elif isinstance(ev, UsageEvent):  # the step's model call (or a page reading) has ended
             self._calling = False
+            if ev.warning:
+                self._note(f"⚠️ {untrusted(_clip(ev.warning, 400))}")  # it names the server's model
         elif isinstance(ev, MemoryEvent):
             self.s.add(
                 "note",

@@ -5,12 +5,15 @@ the server's flag to change."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.compat_server import CompatServer
+from agent.messages import Message
+from agent.models.tokens import cut_prompt
+from tests.fakes.compat_server import CompatServer, remembers_task, tool_call
 from tests.test_blackbox_operator import agentbot
 
 
@@ -40,3 +43,44 @@ async def test_vllm_without_auto_tool_choice_is_named_by_doctor_and_ask(
     line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert "start vLLM with --enable-auto-tool-choice" in line, line
     assert "may not support tools" not in line, line
+
+
+async def test_a_prompt_ollama_cut_to_its_num_ctx_is_said_with_the_setting_to_raise(
+    server: CompatServer, tmp_path: Path
+) -> None:
+    # Ollama's OpenAI endpoint cuts a prompt past num_ctx (2,048 by default before 0.6) silently, oldest
+    # messages first: once a tool result filled the context the task was gone, and the run went on to
+    # "answer" nothing, its usage line the only trace (2,048 prompt tokens of ~4,900 sent).
+    server.ollama_num_ctx = 2048
+    server.answers += [
+        tool_call("write_file", {"path": "notes.txt", "content": "tide table row\n" * 1200}),
+        remembers_task("The tide turns at 06:12.", "Hello! What would you like me to do?"),
+    ]
+    code, out, err = await agentbot(tmp_path, "ask", "When does the tide turn?", env=env(server))
+    assert code == 0 and out == "Hello! What would you like me to do?\n", err[-1500:]
+    warned = [x for x in err.splitlines() if "prompt tokens sent" in x]
+    assert len(warned) == 1, err[-3000:]
+    read, sent = (
+        int(n.replace(",", "")) for n in re.findall(r"only ([\d,]+) of the ~([\d,]+)", warned[0])[0]
+    )
+    assert read == server.requests[-1]["prompt_tokens"] <= 2048 and sent > 4000, warned
+    assert "OLLAMA_CONTEXT_LENGTH" in warned[0] and "num_ctx" in warned[0], warned
+
+
+def test_the_thread_shows_a_cut_prompt_under_its_step_without_the_servers_markdown() -> None:
+    # The bot's side of the warning above: the thread said nothing, the operator's logs only info lines.
+    from agent.events import Cost, StepStarted, Usage, UsageEvent
+    from bot.progress import ProgressRenderer
+    from tests.test_blackbox_left import _Shown
+
+    shown = _Shown()
+    renderer = ProgressRenderer(shown)  # type: ignore[arg-type]
+    renderer.feed(StepStarted(step=1, model="m"))
+    warning = cut_prompt("**m**", Usage(2048, 9), [Message("user", "tide table row\n" * 1200)])
+    assert warning is not None
+    renderer.feed(UsageEvent(step=1, model="**m**", usage=Usage(2048, 9), cost=Cost(), warning=warning))
+    assert "⚠️ \\*\\*m\\*\\* read only 2,048 of the \\~4,508 prompt tokens sent" in shown.blocks[-1], (
+        shown.blocks
+    )
+    assert cut_prompt("m", Usage(2048, 9), [Message("user", "short")]) is None  # the counts agree
+    assert cut_prompt("m", Usage(300, 9), [Message("user", "x" * 40_000)]) is None  # a cache-only count

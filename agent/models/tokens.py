@@ -98,6 +98,34 @@ def estimate_prompt(messages: Sequence[Message], *, tools_chars: int = 0) -> int
     return _tokens(chars + tools_chars) + PER_MESSAGE * len(messages) + IMAGE_TOKENS * images
 
 
+CUT_PROMPT_MIN = 1024
+"""Fewest prompt tokens a server must report before a shortfall counts as a cut (:func:`cut_prompt`):
+a context window cut to fit is thousands (Ollama's num_ctx is 2,048 or 4,096 by default), while a server
+counting only the tokens its cache lacked (Ollama 0.30 before its fix) reports a step's new words."""
+
+
+def cut_prompt(model: str, reported: Usage, messages: Sequence[Message], tools_chars: int = 0) -> str | None:
+    """What to say when the server reports reading under half of the prompt as counted here: it cut the
+    conversation to fit its context window. Ollama's OpenAI endpoint does so silently (``num_ctx``,
+    2,048 or 4,096 tokens by default, dropping the oldest messages: the task first), as OpenRouter's
+    middle-out transform does on small models; the run went on with a model that no longer knew what it
+    was asked. None when the counts agree (the local count errs high by at most ~1.3x on text) or the
+    usage is itself an estimate. Images are left out of the local count: 1,600 each is a ceiling."""
+    read = reported.prompt_tokens
+    if reported.estimated or read < CUT_PROMPT_MIN:
+        return None
+    images = IMAGE_TOKENS * sum(len(m.images) for m in messages)
+    sent = estimate_prompt(messages, tools_chars=tools_chars) - images
+    if sent <= 2 * read:
+        return None
+    return (
+        f"{model} read only {read:,} of the ~{sent:,} prompt tokens sent: its server cut the conversation "
+        "to fit its context window, so the model no longer sees its start (the task). Raise the server's "
+        "context (Ollama: OLLAMA_CONTEXT_LENGTH=32768 for ollama serve, or num_ctx in a Modelfile; "
+        "llama.cpp: --ctx-size)"
+    )
+
+
 def estimated_usage(body: dict[str, Any], message_keys: Sequence[str], reply: Message) -> Usage:
     """What a call the server reported no usage for is counted as (reasoning, if any, stays unseen): every
     text of the request body under ``message_keys`` (messages, system, tools, ...) with framing for each

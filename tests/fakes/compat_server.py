@@ -63,11 +63,49 @@ def said(text: str, usage: tuple[int, int] | None = None) -> Answer:
     return sse(chunk({"role": "assistant", "content": text}), chunk({}, "stop"), *extra)
 
 
+def tool_call(name: str, args: dict[str, Any], usage: tuple[int, int] = (900, 30)) -> Answer:
+    fn = {"name": name, "arguments": json.dumps(args)}
+    call = {"index": 0, "id": "call_a", "type": "function", "function": fn}
+    return sse(
+        chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, "tool_calls"), usage_chunk(*usage)
+    )
+
+
 def status(code: int, body: dict[str, Any]) -> Answer:
     async def answer(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
         return web.json_response(body, status=code)
 
     return answer
+
+
+def tokens(value: object) -> int:
+    """This fake's tokenizer: 4 characters of JSON a token."""
+    return len(json.dumps(value)) // 4
+
+
+def ollama_cut(body: dict[str, Any], num_ctx: int) -> dict[str, Any]:
+    """``body`` as Ollama's chatPrompt leaves it for a model loaded with ``num_ctx``: the oldest messages
+    dropped until the rest fit, system messages and the last message kept, nothing said to the client.
+    ``prompt_tokens`` (what it reports) is the count of what was left."""
+    messages, tools = list(body["messages"]), body.get("tools") or []
+    while tokens(messages) + tokens(tools) > num_ctx:
+        oldest = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
+        if oldest is None:
+            break
+        del messages[oldest]
+    return body | {"messages": messages, "prompt_tokens": min(num_ctx, tokens(messages) + tokens(tools))}
+
+
+def remembers_task(answer: str, forgot: str) -> Answer:
+    """``answer`` while the conversation still holds a user message, else ``forgot``, as a model that
+    lost its task does."""
+
+    async def reply(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        asked = any(m["role"] == "user" for m in body["messages"])
+        usage = (body.get("prompt_tokens") or tokens(body["messages"]), 9)
+        return await said(answer if asked else forgot, usage)(request, body)
+
+    return reply
 
 
 class CompatServer:
@@ -76,6 +114,9 @@ class CompatServer:
     def __init__(self, *, vllm_auto_tools: bool = True, models: tuple[str, ...] = ("m",)) -> None:
         self.vllm_auto_tools = vllm_auto_tools
         """False: refuse tools as ``vllm serve`` does without ``--enable-auto-tool-choice``."""
+        self.ollama_num_ctx: int | None = None
+        """Set: cut the prompt to this many tokens as Ollama does (oldest messages first, the system
+        prompt and the last message kept), hand the answer only what is left, and report what was read."""
         self.models = models
         self.answers: list[Answer] = []
         self.default: Answer = said("default answer")
@@ -85,7 +126,9 @@ class CompatServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(body)
+        if self.ollama_num_ctx is not None:
+            body = ollama_cut(body, self.ollama_num_ctx)
+        self.requests.append(body)  # as the model reads it
         if not self.vllm_auto_tools and body.get("tools") and body.get("tool_choice", "auto") == "auto":
             return web.json_response(VLLM_NO_AUTO_TOOLS, status=400)
         answer = self.answers.pop(0) if self.answers else self.default
