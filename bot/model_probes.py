@@ -13,7 +13,8 @@ from agent.config import AgentSettings, ConfigError
 from agent.models.anthropic import bearer_gateway
 from agent.models.error_bodies import error_body
 from agent.models.http import endpoint_url
-from agent.models.openai import key_headers, refusal_fix
+from agent.models.openai import key_headers
+from agent.models.server_fixes import refusal_fix
 
 _LISTINGS = {  # provider: the path that lists its models, and how the key is sent
     "openai": ("/models", None),  # the key as the model sends it (key_headers: Azure's api-key)

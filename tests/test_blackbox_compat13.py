@@ -8,12 +8,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from agent.messages import Message
+from agent.models.base import ContextOverflowError, ModelSettings, final_response
+from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import cut_prompt
-from tests.fakes.compat_server import CompatServer, remembers_task, tool_call
+from tests.fakes.compat_server import CompatServer, remembers_task, status, tool_call
 from tests.test_blackbox_operator import agentbot
 
 
@@ -84,3 +88,43 @@ def test_the_thread_shows_a_cut_prompt_under_its_step_without_the_servers_markdo
     )
     assert cut_prompt("m", Usage(2048, 9), [Message("user", "short")]) is None  # the counts agree
     assert cut_prompt("m", Usage(300, 9), [Message("user", "x" * 40_000)]) is None  # a cache-only count
+
+
+@pytest.mark.parametrize(
+    ("body", "flag"),
+    [
+        (  # llama-server's own error (tools/server/utils.hpp): its -c is 4,096 by default
+            {
+                "error": {
+                    "code": 400,
+                    "message": "request (5012 tokens) exceeds the available context size (4096 tokens)",
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": 5012,
+                    "n_ctx": 4096,
+                }
+            },
+            "start llama-server with a larger --ctx-size",
+        ),
+        (  # vLLM's, for a prompt past --max-model-len
+            {
+                "object": "error",
+                "message": "The decoder prompt (length 5012) is longer than the maximum model length of 4096. "
+                "Make sure that `max_model_len` is no smaller than the number of text tokens.",
+                "type": "BadRequestError",
+                "code": 400,
+            },
+            "start vLLM with a larger --max-model-len",
+        ),
+    ],
+)
+async def test_a_servers_own_small_context_names_the_flag_it_was_started_with(
+    server: CompatServer, http: httpx.AsyncClient, body: dict[str, Any], flag: str
+) -> None:
+    # Both said "m: the conversation is too long for this model" at a first step of 900 tokens, for a
+    # model that reads 128k: the limit is the server's, set by a flag when it was started.
+    server.answers.append(status(400, body))
+    model = OpenAIChatModel("m", base_url=server.url, client=http)
+    with pytest.raises(ContextOverflowError) as e:
+        await final_response(model, [Message("user", "When does the tide turn?")], ModelSettings())
+    assert flag in e.value.message and "5012" in e.value.message, e.value.message
+    assert "too long for this model" not in e.value.message, e.value.message

@@ -25,6 +25,7 @@ import structlog
 from agent.messages import Message, ToolCall
 from agent.models.adapter import HTTPModel
 from agent.models.base import (
+    ContextOverflowError,
     ModelChunk,
     ModelError,
     ModelResponse,
@@ -48,28 +49,9 @@ from agent.models.openai_wire import (
     without_thinking,
 )
 from agent.models.reasoning import HEADROOM, openai_effort, openai_reasons
+from agent.models.server_fixes import refusal_fix, small_context_fix
 
 log = structlog.get_logger("agent.models")
-
-_REFUSALS = {  # errors no retry changes, by their words (mostly local servers' HTTP 500s), and the fix
-    "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
-    "run offers them)",
-    "cannot use tools with stream": "set AGENT_STREAM=false, or update the llama.cpp server (this build "
-    "cannot stream with tools)",
-    "requires more system memory": "this machine has too little memory for the model: use a smaller one (or "
-    "a smaller quantization)",
-    # OpenRouter's 404 for a model none of whose providers takes tools: it read as a wrong OPENAI_BASE_URL
-    "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
-    "offers them: pick a model that supports tool calling",
-    # vLLM started without tool calling answers every request offering tools with HTTP 400: read as "may
-    # not support tools", the flag it names was left for the operator to find in the quoted words.
-    "tool choice requires --enable-auto-tool-choice": "start vLLM with --enable-auto-tool-choice and the "
-    "--tool-call-parser for this model (hermes for Qwen, llama3_json for Llama 3.1, mistral for Mistral): "
-    "every run offers tools",
-    # Ollama's HTTP 400 for a model whose template has no tools (gemma2, phi3, the first deepseek-r1 tags)
-    "does not support tools": "this model cannot call tools, and every run offers them: use one whose "
-    "`ollama show` lists tools (llama3.1, qwen2.5)",
-}
 
 
 def key_headers(base_url: str, key: str | None) -> dict[str, str]:
@@ -86,13 +68,6 @@ def key_headers(base_url: str, key: str | None) -> dict[str, str]:
 
 NO_PATH = "unexpected endpoint or method"
 """LM Studio's answer, with HTTP 200, to a path it does not serve (a base URL without /v1)."""
-
-
-def refusal_fix(text: str) -> str | None:
-    """What to do about an error body no retry changes (llama.cpp or vLLM refusing tools, Ollama short
-    of memory), or None; ``agentbot doctor`` says it too."""
-    said = text.lower()
-    return next((f for refusal, f in _REFUSALS.items() if refusal in said), None)
 
 
 class OpenAIChatModel(HTTPModel):
@@ -152,7 +127,20 @@ class OpenAIChatModel(HTTPModel):
         in builds before mid-2025, when streamed); Ollama a model larger than the machine's memory: retried
         as a 5xx, each run waited ~17 s to end with the server's words and no fix."""
         if (fix := refusal_fix(text)) is None:
-            return super()._status_error(status, headers, text)
+            error = super()._status_error(status, headers, text)
+            small = small_context_fix(text)
+            if small is None or not isinstance(error, ContextOverflowError):
+                return error
+            # Said as "the conversation is too long for this model" at a first step of 900 tokens, whose
+            # model reads 128k: the limit is the server's, set when it was started.
+            return ContextOverflowError(
+                f"{self.name} at {self.base_url}: the conversation is past the context this server was "
+                f"started with: {small}. Server said: {self._mask(error_body(text).message)}",
+                quoted=error.quoted,
+                provider=self.provider,
+                model=self.name,
+                status=status,
+            )
         return ModelError(
             f"{self.name} at {self.base_url} refused the request (HTTP {status}): {fix}. "
             f"Server said: {self._mask(error_body(text).message)}",
