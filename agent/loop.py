@@ -50,6 +50,7 @@ from agent.models.base import (
     StepOutcome,
     SwitchNotice,
     TextChunk,
+    ThinkingChunk,
 )
 from agent.models.bounds import answer_chars, bounded
 from agent.models.prices import PriceTable, default_prices
@@ -283,6 +284,8 @@ class Agent:
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             held.saw(chunk)  # a call cut under way is charged what it streamed
+                            if isinstance(chunk, ThinkingChunk):  # billed, never shown
+                                continue
                             yield self._chunk_event(run, step, chunk)
                             if isinstance(chunk, SwitchNotice):  # the next request goes to another model
                                 await held.moved()

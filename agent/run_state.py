@@ -13,7 +13,7 @@ from typing import Any
 from agent.budget import Budget
 from agent.events import Cost, RetryEvent, RunResult, RunStatus, Usage
 from agent.messages import ImagePart, Message
-from agent.models.base import Model, RetryNotice, SwitchNotice, TextChunk
+from agent.models.base import Model, RetryNotice, SwitchNotice, TextChunk, ThinkingChunk
 from agent.models.prices import PriceTable
 from agent.models.tokens import CHARS_PER_TOKEN, completion_cap, estimate_prompt
 
@@ -132,8 +132,8 @@ class Bill:
         """Follow what the call streamed, for :meth:`hold.cut`: its words, and a wait before a retry (the
         words before a retry are void, though billed: kept in :attr:`lost`; and nothing is being asked
         of the provider while it waits)."""
-        if isinstance(chunk, TextChunk):
-            self.streamed += len(chunk.text)
+        if isinstance(chunk, TextChunk | ThinkingChunk):  # thinking is billed as output too
+            self.streamed += len(chunk.text) if isinstance(chunk, TextChunk) else chunk.chars
             self.writer = (model, provider)  # a fallback's notice comes once the next model serves
         elif isinstance(chunk, RetryNotice):
             if self.streamed:

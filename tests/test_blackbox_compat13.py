@@ -5,6 +5,7 @@ the server's flag to change."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelSettings, final_response
 from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import cut_prompt
-from tests.fakes.compat_server import CompatServer, remembers_task, status, tool_call
+from tests.fakes.compat_server import CompatServer, chunk, remembers_task, sse, status, tool_call
 from tests.test_blackbox_operator import agentbot
 
 
@@ -128,3 +129,36 @@ async def test_a_servers_own_small_context_names_the_flag_it_was_started_with(
         await final_response(model, [Message("user", "When does the tide turn?")], ModelSettings())
     assert flag in e.value.message and "5012" in e.value.message, e.value.message
     assert "too long for this model" not in e.value.message, e.value.message
+
+
+async def test_reasoning_streamed_apart_from_the_answer_is_charged_when_nothing_else_counts_it(
+    server: CompatServer, tmp_path: Path
+) -> None:
+    # DeepSeek-R1 (and vLLM, llama.cpp, LM Studio with a reasoning parser) streams its thinking as
+    # `reasoning_content`, OpenRouter and Ollama as `reasoning`. An attempt that broke off after 16,000
+    # characters of it (a proxy's timeout) before its retry was charged 0 completion tokens, and an answer
+    # without usage was estimated from its 6 characters of text: the thinking, billed as output, counted
+    # nowhere. The same held for a Stop while the model thought.
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    think = "Tides follow the moon; let me check the numbers again. " * 72  # ~4,000 characters
+    server.answers += [
+        sse(*(chunk({"reasoning_content": think}) for _ in range(4)), done=False),
+        sse(
+            chunk({"reasoning": think}),
+            chunk({"reasoning": think}),
+            chunk({"content": "Tides."}),
+            chunk({}, "stop"),
+        ),
+    ]
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=server.url, AGENT_MODEL="m", DATA_DIR=str(tmp_path), MEMORY_ENABLED=False
+    )
+    out, err = io.StringIO(), io.StringIO()
+    result = await ask("Why do tides rise?", settings, out=out, err=err)
+    assert out.getvalue() == "Tides.\n" and len(server.requests) == 2, err.getvalue()[-2000:]
+    assert "Tides follow" not in out.getvalue() + err.getvalue()  # thinking is never shown
+    used = result.usage
+    assert used.estimated and used.completion_tokens >= 6 * len(think) // 4, used
+    assert used.reasoning_tokens >= 2 * len(think) // 4, used  # the answered call's thinking, shown apart

@@ -37,6 +37,15 @@ class TextChunk:
 
 
 @dataclass(slots=True)
+class ThinkingChunk:
+    """Hidden reasoning a model streamed (DeepSeek's and vLLM's ``reasoning_content``, OpenRouter's and
+    Ollama's ``reasoning``): neither shown nor part of the answer, but billed as output, so a call cut
+    while the model thinks (Stop, a proxy's timeout before a retry) is charged its ``chars``."""
+
+    chars: int
+
+
+@dataclass(slots=True)
 class RetryNotice:
     """The adapter will retry after ``delay`` seconds; text streamed before it is void."""
 
@@ -67,7 +76,7 @@ class SwitchNotice:
     route: RouteDecision | None = None
 
 
-ModelChunk = TextChunk | RetryNotice | SwitchNotice | ModelResponse
+ModelChunk = TextChunk | ThinkingChunk | RetryNotice | SwitchNotice | ModelResponse
 
 
 @runtime_checkable
@@ -87,7 +96,8 @@ class Model(Protocol):
         tools: Sequence[dict[str, Any]],
         settings: ModelSettings,
     ) -> AsyncIterator[ModelChunk]:
-        """Yield :class:`TextChunk` and :class:`RetryNotice` items, then one :class:`ModelResponse`."""
+        """Yield :class:`TextChunk`, :class:`ThinkingChunk` and :class:`RetryNotice` items, then one
+        :class:`ModelResponse`."""
         ...
 
 

@@ -32,6 +32,7 @@ from agent.models.base import (
     ModelSettings,
     NoApiAtURLError,
     TextChunk,
+    ThinkingChunk,
 )
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.error_bodies import error_body
@@ -42,6 +43,7 @@ from agent.models.openai_wire import (
     arguments_text,
     content_text,
     encode_body,
+    reasoning_text,
     reported_usage,
     to_wire_messages,
     to_wire_tools,
@@ -247,7 +249,7 @@ class OpenAIChatModel(HTTPModel):
         reply = Message("assistant", without_thinking(content_text(msg.get("content"))), tool_calls=calls)
         return ModelResponse(
             message=reply,
-            usage=usage_of(reported_usage(data), body, reply),
+            usage=usage_of(reported_usage(data), body, reply, len(reasoning_text(msg))),
             model=data.get("model") or self.name,
             finish_reason=choice.get("finish_reason"),
         )
@@ -262,6 +264,7 @@ class OpenAIChatModel(HTTPModel):
         done = False  # a stream that ends with neither [DONE] nor a finish_reason was cut off
         model_name = self.name
         kept, most = 0, answer_chars(self.name, s.max_tokens)  # text and arguments read, and the bound
+        thought = 0  # characters of reasoning_content: billed, never shown
         try:
             async with self._client.stream(
                 "POST",
@@ -303,6 +306,7 @@ class OpenAIChatModel(HTTPModel):
                     if shown := think.feed(content_text(msg.get("content"))):
                         yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
+                    thought = len(reasoning_text(msg))
                     usage_raw = reported_usage(data)
                     done = True
                 else:
@@ -346,6 +350,9 @@ class OpenAIChatModel(HTTPModel):
                                     if piece and (shown := think.feed(piece)):
                                         yield TextChunk(shown)
                                     kept += len(piece or "")
+                                    if thinking := reasoning_text(delta):
+                                        thought += len(thinking)
+                                        yield ThinkingChunk(len(thinking))
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
                                         kept += sum(map(fragment_chars, delta["tool_calls"]))
@@ -373,7 +380,7 @@ class OpenAIChatModel(HTTPModel):
         reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
             message=reply,
-            usage=usage_of(usage_raw, body, reply),
+            usage=usage_of(usage_raw, body, reply, thought),
             model=model_name,
             finish_reason=finish,
         )

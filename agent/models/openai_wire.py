@@ -16,7 +16,7 @@ from typing import Any
 from agent.events import Usage
 from agent.messages import Message, ToolCall
 from agent.models.base import ModelSettings
-from agent.models.tokens import MAX_REPORTED_TOKENS, count, estimated_usage
+from agent.models.tokens import CHARS_PER_TOKEN, MAX_REPORTED_TOKENS, count, estimated_usage
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 """The JSON httpx's ``json=`` writes (the same options, so the same text), with the encoder made once:
@@ -309,9 +309,25 @@ def without_thinking(text: str) -> str:
     return f.text
 
 
-def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message) -> Usage:
-    """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none."""
-    return parse_usage(raw) or estimated_usage(body, ("messages", "tools"), reply)
+def usage_of(raw: dict[str, Any] | None, body: dict[str, Any], reply: Message, thought: int = 0) -> Usage:
+    """Reported usage, else counted locally (marked estimated): llama-cpp-python's streams send none.
+    ``thought``: characters of reasoning the reply carried apart from its text (``reasoning_content``),
+    billed as output; counted without them, a thinking model's estimate was its answer alone."""
+    if (usage := parse_usage(raw)) is not None:
+        return usage
+    usage = estimated_usage(body, ("messages", "tools"), reply)
+    if thought:
+        thinking = -(-thought // CHARS_PER_TOKEN)
+        usage.completion_tokens += thinking
+        usage.reasoning_tokens += thinking
+    return usage
+
+
+def reasoning_text(part: dict[str, Any]) -> str:
+    """The hidden reasoning of a delta or message: ``reasoning_content`` (DeepSeek, vLLM, llama.cpp, LM
+    Studio) or ``reasoning`` (OpenRouter, Ollama); not part of the answer."""
+    value = part.get("reasoning_content") or part.get("reasoning")
+    return value if type(value) is str else ""
 
 
 def reported_usage(data: dict[str, Any]) -> dict[str, Any] | None:

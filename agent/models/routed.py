@@ -12,9 +12,8 @@ the rest of the current tier, then stronger tiers up to ``max_tier``, then weake
 already escalated away from (a cheaper answer beats none). **Text streamed before a SwitchNotice is
 void**: the new model answers the same request from scratch, exactly as after a RetryNotice.
 
-Escalation (the task, not the provider, failed): after two steps of invalid tool calls or an empty
-answer (``after_step``); a ``ContextOverflowError`` escalates inside ``stream()``.
-The run moves to the next tier's first available model for the rest of the run.
+Escalation (the task, not the provider, failed; ``after_step``: two steps of invalid tool calls or an empty
+answer; a ``ContextOverflowError`` inside ``stream()``) moves the run to the next tier's first available model.
 
 Research tiers (``research``, ``ROUTER_RESEARCH_TIERS``, default ``complex=medium``): a run of a tier
 listed there does its tool steps (search, read, check) on the research tier's models and hands over to
@@ -53,6 +52,7 @@ from agent.models.base import (
     StepOutcome,
     SwitchNotice,
     TextChunk,
+    ThinkingChunk,
 )
 from agent.models.breakers import breaker_keys, falls_back, why_unavailable
 from agent.models.classifier import Classification
@@ -282,7 +282,7 @@ class RoutedModel:
             try:
                 async with contextlib.aclosing(model.stream(sent, tools, settings)) as chunks:
                     async for chunk in chunks:
-                        if not researching:
+                        if not researching or isinstance(chunk, ThinkingChunk):  # thinking: billed, passed on
                             yield chunk
                         elif isinstance(chunk, TextChunk):
                             held.append(chunk)  # shown only once the researcher turns out to call tools

@@ -42,8 +42,9 @@ def usage_chunk(prompt: int, completion: int) -> dict[str, Any]:
     return {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [], "usage": usage}
 
 
-def sse(*chunks: dict[str, Any], comments: tuple[str, ...] = ()) -> Answer:
-    """A stream of ``chunks`` (each ``data: {json}``) after ``comments`` (``: text`` lines), then [DONE]."""
+def sse(*chunks: dict[str, Any], comments: tuple[str, ...] = (), done: bool = True) -> Answer:
+    """A stream of ``chunks`` (each ``data: {json}``) after ``comments`` (``: text`` lines), then [DONE]
+    (``done``; without it and a finish_reason, the stream broke off, as at a proxy's timeout)."""
 
     async def answer(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -52,7 +53,8 @@ def sse(*chunks: dict[str, Any], comments: tuple[str, ...] = ()) -> Answer:
             await resp.write(f": {c}\n\n".encode())
         for c in chunks:
             await resp.write(f"data: {json.dumps(c)}\n\n".encode())
-        await resp.write(b"data: [DONE]\n\n")
+        if done:
+            await resp.write(b"data: [DONE]\n\n")
         return resp
 
     return answer
