@@ -13,12 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from agent.messages import Message
-from agent.models.base import ContextOverflowError, ModelSettings, final_response
+from agent.models.base import ContextOverflowError, ModelError, ModelSettings, final_response
 from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import cut_prompt
 from tests.fakes.compat_server import CompatServer, chunk, remembers_task, sse, status, tool_call
+from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
 
@@ -162,3 +164,43 @@ async def test_reasoning_streamed_apart_from_the_answer_is_charged_when_nothing_
     used = result.usage
     assert used.estimated and used.completion_tokens >= 6 * len(think) // 4, used
     assert used.reasoning_tokens >= 2 * len(think) // 4, used  # the answered call's thinking, shown apart
+
+
+async def test_a_gemini_gateway_that_drops_alt_sse_answers_with_its_json_array(
+    http: httpx.AsyncClient,
+) -> None:
+    # streamGenerateContent without ?alt=sse answers a JSON array of the chunks (Google's default), as a
+    # gateway that drops the query gets; read as events it failed five times as "could not be reached
+    # (SSEError): check GEMINI_BASE_URL", for a server that had answered.
+    from agent.models.gemini import GeminiModel
+
+    asked: list[str] = []
+
+    async def generate(request: web.Request) -> web.Response:
+        asked.append(request.path_qs)
+        if request.query.get("page"):  # a captive portal's page, said to be HTML
+            return web.Response(text="<html><title>Sign in</title></html>", content_type="text/html")
+        text = {"parts": [{"text": "Tides "}], "role": "model"}
+        last = {"parts": [{"text": "rise."}], "role": "model"}
+        usage = {"promptTokenCount": 10, "candidatesTokenCount": 3, "totalTokenCount": 13}
+        return web.json_response(
+            [
+                {"candidates": [{"content": text}]},
+                {"candidates": [{"content": last, "finishReason": "STOP"}], "usageMetadata": usage},
+            ]
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{call}", generate)
+    async with served(app) as site:
+        model = GeminiModel("gemini-2.5-flash", base_url=f"{site}/v1beta", api_key="k", client=http)
+        said = await final_response(
+            model, [Message("user", "Why do tides rise?")], ModelSettings(stream=True)
+        )
+        assert said is not None and said.message.content == "Tides rise.", said
+        assert (said.usage.prompt_tokens, said.usage.completion_tokens, said.finish_reason) == (10, 3, "stop")
+        page = GeminiModel("gemini-2.5-flash", base_url=f"{site}/v1beta?page=1", api_key="k", client=http)
+        with pytest.raises(ModelError) as e:  # a web page: at once, naming the base URL, not "reached"
+            await final_response(page, [Message("user", "hi")], ModelSettings(stream=True))
+        assert "GEMINI_BASE_URL" in e.value.message and "could not be reached" not in e.value.message, e.value
+    assert len(asked) == 2, asked

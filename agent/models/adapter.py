@@ -262,19 +262,24 @@ class HTTPModel:
                     said = await read_text(resp, ERROR_BODY_BYTES, cut=True)
                     raise self._refused(resp, body, said)
                 one = whole_answer_bytes(most)  # an event, or a whole answer, to the answer bound in JSON
-                events = bounded_sse(resp, one) if s.stream else _one(resp, one)
+                # A stream asked for and answered as JSON (a gateway that drops Gemini's ?alt=sse gets its
+                # chunks as one JSON array; one that ignores stream, one object) is read whole: read as
+                # events, it failed five times as "could not be reached (SSEError)".
+                sse_said = s.stream and "text/event-stream" in resp.headers.get("content-type", "")
+                events = bounded_sse(resp, one) if sse_said else _one(resp, one)
                 async with contextlib.aclosing(events) as events:
                     async for sse in events:
                         if s.stream and not sse.data:
                             continue
                         try:
                             data = json.loads(sse.data)
-                            if not isinstance(data, dict):
-                                raise TypeError("not a JSON object")
-                            piece = reply.add(sse.event if s.stream else "", data)
+                            pieces = [
+                                reply.add(sse.event if sse_said else "", _object(item))
+                                for item in (data if type(data) is list and not sse_said else (data,))
+                            ]
                         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                             raise self._bad_payload(resp) from e
-                        if piece:
+                        if piece := "".join(pieces):
                             yield TextChunk(piece)
                         if s.stream and reply.size > most:  # the server ignores max_tokens: cut here
                             reply.cut()
@@ -350,6 +355,12 @@ def json_object(text: str, fallback: str) -> dict[str, Any]:
 
 def args_object(arguments: str) -> dict[str, Any]:
     return json_object(arguments, "_raw_arguments") if arguments.strip() else {}
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    return data
 
 
 async def _one(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEvent]:
