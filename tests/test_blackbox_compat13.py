@@ -19,7 +19,7 @@ from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelError, ModelSettings, final_response
 from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import cut_prompt
-from tests.fakes.compat_server import CompatServer, chunk, remembers_task, sse, status, tool_call
+from tests.fakes.compat_server import CompatServer, chunk, remembers_task, said, sse, status, tool_call
 from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
@@ -204,3 +204,35 @@ async def test_a_gemini_gateway_that_drops_alt_sse_answers_with_its_json_array(
             await final_response(page, [Message("user", "hi")], ModelSettings(stream=True))
         assert "GEMINI_BASE_URL" in e.value.message and "could not be reached" not in e.value.message, e.value
     assert len(asked) == 2, asked
+
+
+async def test_tool_call_ids_are_sent_as_mistral_takes_them_and_still_pair(
+    server: CompatServer, tmp_path: Path
+) -> None:
+    # Mistral's API (and vLLM or mlx-lm with Mistral's templates) takes only ids of 9 letters and digits:
+    # a run whose calls came without ids (ours, call_2_0) or from another provider (OpenAI's 29
+    # characters, after a fallback or in a thread begun on another model) failed at its next step with
+    # "apparently over tool calling (HTTP 400): this server or model may not support tools".
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    server.mistral_ids = True
+    server.answers += [
+        tool_call("calculator", {"expression": "2**32"}, id=None),
+        tool_call("calculator", {"expression": "2**33"}, id="call_PTLP8xhu3uwZk4l3nlnrrJha"),
+        said("4294967296 and 8589934592."),
+    ]
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=server.url,
+        AGENT_MODEL="mistral-large-latest",
+        DATA_DIR=str(tmp_path),
+        MEMORY_ENABLED=False,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    await ask("What are 2**32 and 2**33?", settings, out=out, err=err)
+    assert out.getvalue() == "4294967296 and 8589934592.\n", err.getvalue()[-1500:]
+    sent = [m for m in server.requests[-1]["messages"] if m["role"] in ("assistant", "tool")]
+    calls = [c["id"] for m in sent for c in m.get("tool_calls") or ()]
+    results = [m["tool_call_id"] for m in sent if m["role"] == "tool"]
+    assert calls == results and len(set(calls)) == 2, sent
+    assert server.requests[1]["messages"][-2]["tool_calls"][0]["id"] == calls[0]  # the same on every step

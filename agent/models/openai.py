@@ -37,10 +37,9 @@ from agent.models.base import (
 from agent.models.bounds import answer_chars, answer_cut, fragment_chars
 from agent.models.error_bodies import error_body
 from agent.models.http import ERROR_BODY_BYTES, bounded_sse, endpoint_url, read_text, whole_answer_bytes
+from agent.models.openai_calls import ToolCallAssembler, arguments_text
 from agent.models.openai_wire import (
     ThinkFilter,
-    ToolCallAssembler,
-    arguments_text,
     content_text,
     encode_body,
     reasoning_text,

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.events import Usage
-from agent.messages import Message, ToolCall
+from agent.messages import Message
 from agent.models.base import ModelSettings
+from agent.models.openai_calls import wire_id
 from agent.models.tokens import CHARS_PER_TOKEN, MAX_REPORTED_TOKENS, count, estimated_usage
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -42,14 +43,14 @@ def _wire(m: Message) -> _Wire:
     role = m.role
     d: dict[str, Any] = {"role": role, "content": m.content or ""}
     if role == "tool":
-        d["tool_call_id"] = m.tool_call_id or ""
+        d["tool_call_id"] = wire_id(m.tool_call_id or "")
         if m.name:
             d["name"] = m.name
     elif role == "assistant":
         if m.tool_calls:
             d["tool_calls"] = [
                 {
-                    "id": c.id,
+                    "id": wire_id(c.id),
                     "type": "function",
                     "function": {"name": c.name, "arguments": c.arguments or "{}"},
                 }
@@ -144,14 +145,6 @@ def parse_usage(raw: dict[str, Any] | None) -> Usage | None:
 def _count(value: Any) -> int:
     # Servers send plain non-negative ints: those skip count()'s checks (it runs ~5 times per call).
     return value if type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS else count(value)
-
-
-def arguments_text(value: Any) -> str:
-    """A tool call's ``arguments`` as the JSON text OpenAI sends: some servers and proxies send the
-    object itself, which joined or parsed as text ended the run in a TypeError."""
-    if value is None or isinstance(value, str):
-        return value or ""
-    return _encode(value)
 
 
 def content_text(value: Any) -> str:
@@ -349,46 +342,3 @@ def reported_usage(data: dict[str, Any]) -> dict[str, Any] | None:
             "prompt_tokens_details": {"cached_tokens": cached},
         }
     return None
-
-
-class ToolCallAssembler:
-    """Joins streamed tool-call fragments by their ``index`` into whole calls, in index order.
-
-    A fragment with a new id at an index already in use starts a new call: some servers stream each of
-    several parallel calls whole at index 0 (or with no index), which were joined into one call."""
-
-    def __init__(self) -> None:
-        self._calls: list[dict[str, Any]] = []
-        self._at: dict[int, dict[str, Any]] = {}  # index -> the call it is filling
-
-    def add(self, fragments: list[dict[str, Any]]) -> None:
-        at = self._at
-        for pos, frag in enumerate(fragments):
-            idx = frag.get("index")
-            if type(idx) is not int:  # "a" or null beside 0: ordering them raised TypeError, ending the run
-                idx = pos
-            slot = at.get(idx)
-            fid = frag.get("id")
-            if slot is None or (fid and slot["id"] and fid != slot["id"]):
-                slot = at[idx] = {"id": "", "name": "", "arguments": [], "index": idx}
-                self._calls.append(slot)
-            if fid:
-                slot["id"] = fid
-            fn = frag.get("function") or {}
-            name = fn.get("name")
-            if name and name != slot["name"]:
-                # Most servers send the name once; some repeat it whole in every fragment.
-                slot["name"] += name
-            if fn.get("arguments"):
-                slot["arguments"].append(arguments_text(fn["arguments"]))
-
-    def calls(self, turn: int) -> list[ToolCall]:
-        """Whole calls; one without an id gets ``call_<turn>_<n>`` (``turn``: the conversation's length),
-        unique in the conversation: "call_0" on every step was refused by proxies in front of Anthropic."""
-        ordered = sorted(self._calls, key=lambda slot: slot["index"])  # stable: arrival order within one
-        return [
-            ToolCall(
-                id=slot["id"] or f"call_{turn}_{n}", name=slot["name"], arguments="".join(slot["arguments"])
-            )
-            for n, slot in enumerate(ordered)
-        ]

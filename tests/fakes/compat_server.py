@@ -65,9 +65,12 @@ def said(text: str, usage: tuple[int, int] | None = None) -> Answer:
     return sse(chunk({"role": "assistant", "content": text}), chunk({}, "stop"), *extra)
 
 
-def tool_call(name: str, args: dict[str, Any], usage: tuple[int, int] = (900, 30)) -> Answer:
+def tool_call(
+    name: str, args: dict[str, Any], usage: tuple[int, int] = (900, 30), id: str | None = "call_a"
+) -> Answer:
+    """One streamed tool call (``id`` None: sent without one, as mlx-lm and some llama.cpp builds do)."""
     fn = {"name": name, "arguments": json.dumps(args)}
-    call = {"index": 0, "id": "call_a", "type": "function", "function": fn}
+    call = {"index": 0, "type": "function", "function": fn} | ({"id": id} if id is not None else {})
     return sse(
         chunk({"role": "assistant", "tool_calls": [call]}), chunk({}, "tool_calls"), usage_chunk(*usage)
     )
@@ -98,6 +101,25 @@ def ollama_cut(body: dict[str, Any], num_ctx: int) -> dict[str, Any]:
     return body | {"messages": messages, "prompt_tokens": min(num_ctx, tokens(messages) + tokens(tools))}
 
 
+def mistral_id_error(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mistral's 400 for the first tool call id that breaks its rule (mistral-common's validator)."""
+    called: set[str] = set()
+    for m in messages:
+        ids = [c.get("id", "") for c in m.get("tool_calls") or ()]
+        if m["role"] == "assistant":
+            called = set(ids)
+        if m["role"] == "tool":
+            ids = [m.get("tool_call_id", "")]
+        for i in ids:
+            if not (len(i) == 9 and i.isascii() and i.isalnum()):
+                said = f"Tool call id was {i} but must be a-z, A-Z, 0-9, with a length of 9."
+                return {"object": "error", "message": said, "type": "invalid_function_call", "code": "3280"}
+            if m["role"] == "tool" and i not in called:
+                said = f"Unexpected tool call id {i} in tool results"
+                return {"object": "error", "message": said, "type": "invalid_request_message_order"}
+    return None
+
+
 def remembers_task(answer: str, forgot: str) -> Answer:
     """``answer`` while the conversation still holds a user message, else ``forgot``, as a model that
     lost its task does."""
@@ -116,6 +138,9 @@ class CompatServer:
     def __init__(self, *, vllm_auto_tools: bool = True, models: tuple[str, ...] = ("m",)) -> None:
         self.vllm_auto_tools = vllm_auto_tools
         """False: refuse tools as ``vllm serve`` does without ``--enable-auto-tool-choice``."""
+        self.mistral_ids = False
+        """True: refuse a tool call id that is not 9 letters and digits, as Mistral's API (and its templates
+        in vLLM and mlx-lm) does, and a tool result whose id no call of the turn before has."""
         self.ollama_num_ctx: int | None = None
         """Set: cut the prompt to this many tokens as Ollama does (oldest messages first, the system
         prompt and the last message kept), hand the answer only what is left, and report what was read."""
@@ -131,6 +156,8 @@ class CompatServer:
         if self.ollama_num_ctx is not None:
             body = ollama_cut(body, self.ollama_num_ctx)
         self.requests.append(body)  # as the model reads it
+        if self.mistral_ids and (refused := mistral_id_error(body["messages"])) is not None:
+            return web.json_response(refused, status=400)
         if not self.vllm_auto_tools and body.get("tools") and body.get("tool_choice", "auto") == "auto":
             return web.json_response(VLLM_NO_AUTO_TOOLS, status=400)
         answer = self.answers.pop(0) if self.answers else self.default
