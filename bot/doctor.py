@@ -27,6 +27,8 @@ from bot.model_probes import (
     key_accepted,
     key_refused,
     listing,
+    ollama_root,
+    ollama_small_context,
     ollama_without_tools,
     served_by_probe,
     tools_accepted,
@@ -179,6 +181,15 @@ async def _provider(
             f"{s.openai_base_url} is Ollama, and {', '.join(toolless)} cannot call tools (every run "
             "gives the model its tools, and Ollama refuses them with HTTP 400): use a model whose "
             "`ollama show` lists tools, e.g. llama3.1 or qwen2.5"
+        )
+    root = await ollama_root(s, client) if provider == "openai" else None
+    if root is not None and (small := await ollama_small_context(root, client, list(names))):
+        runs = ", ".join(f"{n} with a {size:,}-token context" for n, size in small.items())
+        raise ConfigError(
+            f"{s.openai_base_url} is Ollama, and it runs {runs}: a run passes that once it has read a "
+            "page or two (up to ~3,000 tokens each), and Ollama then drops the oldest messages, the task "
+            "first, without a word: start ollama serve with OLLAMA_CONTEXT_LENGTH=32768 (or set num_ctx "
+            "in the model's Modelfile)"
         )
     return f"serves every model the tiers name: {', '.join(specs)}"
 

@@ -189,15 +189,47 @@ async def tools_accepted(
         raise ConfigError(f"{base} refused a one-token call to {name} (HTTP {r.status_code}): {fix}")
 
 
+async def ollama_root(s: AgentSettings, client: httpx.AsyncClient) -> str | None:
+    """The root of the Ollama server at ``OPENAI_BASE_URL`` (it answers ``/api/version``), else None."""
+    root = s.openai_base_url.rstrip("/").removesuffix("/v1")
+    try:
+        version = await client.get(endpoint_url(root, "/api/version"))
+        return root if version.status_code == 200 and "version" in version.json() else None
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        return None
+
+
+OLLAMA_CONTEXT_MIN = 16_384
+"""Fewest tokens of context a run on Ollama needs: its first call is ~900 tokens (instructions and
+tools), and each page it reads up to ``FETCH_MAX_CHARS`` (12,000 characters, ~3,000 tokens). Past its
+context Ollama drops the oldest messages without a word, the task first."""
+
+
+async def ollama_small_context(root: str, client: httpx.AsyncClient, names: list[str]) -> dict[str, int]:
+    """The models Ollama has loaded with a context below :data:`OLLAMA_CONTEXT_MIN` (``/api/ps``'s
+    ``context_length``, since Ollama 0.10; doctor's one-token call loaded them): the default is 2,048 or
+    4,096, and doctor said ok while every run that read two pages went on without its task."""
+    try:
+        loaded = (await client.get(endpoint_url(root, "/api/ps"))).json().get("models") or []
+        sizes = {str(m.get("name")).removesuffix(":latest"): m.get("context_length") for m in loaded}
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        return {}
+    bare = {n: n.removesuffix(":latest") for n in names}
+    return {
+        n: size
+        for n, b in bare.items()
+        if type(size := sizes.get(b)) is int and 0 < size < OLLAMA_CONTEXT_MIN
+    }
+
+
 async def ollama_without_tools(s: AgentSettings, client: httpx.AsyncClient, names: list[str]) -> list[str]:
     """The models an Ollama server says cannot call tools (gemma2, phi3, the first deepseek-r1 tags): it
     lists them, so they passed here, and every run then failed at its first step. Only a server that
     answers Ollama's ``/api/version`` is asked, and only its own capability list counts."""
-    root = s.openai_base_url.rstrip("/").removesuffix("/v1")
+    root = await ollama_root(s, client)
+    if root is None:
+        return []
     try:
-        version = await client.get(endpoint_url(root, "/api/version"))
-        if version.status_code != 200 or "version" not in version.json():
-            return []
         toolless = []
         for name in names:
             shown = await client.post(endpoint_url(root, "/api/show"), json={"model": name})

@@ -52,13 +52,19 @@ async def test_vllm_without_auto_tool_choice_is_named_by_doctor_and_ask(
     assert "may not support tools" not in line, line
 
 
-async def test_a_prompt_ollama_cut_to_its_num_ctx_is_said_with_the_setting_to_raise(
+async def test_ollamas_small_context_is_named_by_doctor_and_a_prompt_it_cut_by_ask(
     server: CompatServer, tmp_path: Path
 ) -> None:
     # Ollama's OpenAI endpoint cuts a prompt past num_ctx (2,048 by default before 0.6) silently, oldest
     # messages first: once a tool result filled the context the task was gone, and the run went on to
-    # "answer" nothing, its usage line the only trace (2,048 prompt tokens of ~4,900 sent).
+    # "answer" nothing, its usage line the only trace (2,048 prompt tokens of ~4,900 sent). Doctor said
+    # ok: the model is listed and takes tools; Ollama's /api/ps says it runs at 2,048 tokens.
     server.ollama_num_ctx = 2048
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    code, out, err = await agentbot(tmp_path, "doctor", env=env(server, **quick))
+    line = next((x for x in out.splitlines() if "provider openai" in x), out + err)
+    assert line.startswith("FAIL") and "m with a 2,048-token context" in line, out + err[-1500:]
+    assert "OLLAMA_CONTEXT_LENGTH=" in line and "the task" in line, line
     server.answers += [
         tool_call("write_file", {"path": "notes.txt", "content": "tide table row\n" * 1200}),
         remembers_task("The tide turns at 06:12.", "Hello! What would you like me to do?"),

@@ -92,7 +92,7 @@ def ollama_cut(body: dict[str, Any], num_ctx: int) -> dict[str, Any]:
     """``body`` as Ollama's chatPrompt leaves it for a model loaded with ``num_ctx``: the oldest messages
     dropped until the rest fit, system messages and the last message kept, nothing said to the client.
     ``prompt_tokens`` (what it reports) is the count of what was left."""
-    messages, tools = list(body["messages"]), body.get("tools") or []
+    messages, tools = list(body.get("messages") or []), body.get("tools") or []
     while tokens(messages) + tokens(tools) > num_ctx:
         oldest = next((i for i, m in enumerate(messages[:-1]) if m["role"] != "system"), None)
         if oldest is None:
@@ -142,7 +142,8 @@ class CompatServer:
         """True: refuse a tool call id that is not 9 letters and digits, as Mistral's API (and its templates
         in vLLM and mlx-lm) does, and a tool result whose id no call of the turn before has."""
         self.ollama_num_ctx: int | None = None
-        """Set: cut the prompt to this many tokens as Ollama does (oldest messages first, the system
+        """Set: be Ollama (``/api/version``, ``/api/show``, ``/api/ps`` with the models called loaded at this
+        context), and cut the prompt to this many tokens as it does (oldest messages first, the system
         prompt and the last message kept), hand the answer only what is left, and report what was read."""
         self.models = models
         self.answers: list[Answer] = []
@@ -163,6 +164,20 @@ class CompatServer:
         answer = self.answers.pop(0) if self.answers else self.default
         return await answer(request, body)
 
+    async def _ollama(self, request: web.Request) -> web.Response:
+        if self.ollama_num_ctx is None:
+            return web.Response(status=404, text="404 page not found")
+        if request.path == "/api/version":
+            return web.json_response({"version": "0.12.6"})
+        if request.path == "/api/show":
+            return web.json_response({"capabilities": ["completion", "tools"]})
+        called = sorted({str(b.get("model")) for b in self.requests})
+        loaded = [
+            {"name": f"{m}:latest", "model": f"{m}:latest", "context_length": self.ollama_num_ctx}
+            for m in called
+        ]
+        return web.json_response({"models": loaded})
+
     async def _list(self, request: web.Request) -> web.Response:
         return web.json_response(
             {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
@@ -172,6 +187,9 @@ class CompatServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._list)
+        for path in ("/api/version", "/api/ps"):
+            app.router.add_get(path, self._ollama)
+        app.router.add_post("/api/show", self._ollama)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
