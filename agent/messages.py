@@ -38,6 +38,9 @@ class Message:
     name: str | None = None
     images: list[ImagePart] = field(default_factory=list)
     """User turns only: attached images, sent to models that can see them (:mod:`agent.models.vision`)."""
+    reasoning: str = ""
+    """Assistant turns only: the thinking a server sent apart from the answer as ``reasoning_content``.
+    DeepSeek's thinking mode refuses a conversation whose tool-calling turns come back without it."""
     wire: Any = field(default=None, init=False, repr=False, compare=False)
     """A wire format's cache of this message (``agent.models.openai``), never stored or compared.
 
@@ -47,7 +50,8 @@ class Message:
     (bench/loop_overhead.py). ``dataclasses.replace`` makes a copy without it."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Without the empty optional fields (no images, no tool calls, no tool call id, no name)."""
+        """Without the empty optional fields (no images, no tool calls, no tool call id, no name, no
+        reasoning)."""
         d: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             d["tool_calls"] = [asdict(c) for c in self.tool_calls]
@@ -57,6 +61,8 @@ class Message:
             d["name"] = self.name
         if self.images:
             d["images"] = [asdict(i) for i in self.images]
+        if self.reasoning:
+            d["reasoning"] = self.reasoning
         return d
 
     @classmethod
@@ -69,4 +75,5 @@ class Message:
             tool_call_id=d.get("tool_call_id"),
             name=d.get("name"),
             images=[ImagePart(**i) for i in d.get("images") or []],
+            reasoning=d.get("reasoning") or "",
         )

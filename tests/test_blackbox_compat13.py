@@ -241,4 +241,46 @@ async def test_tool_call_ids_are_sent_as_mistral_takes_them_and_still_pair(
     calls = [c["id"] for m in sent for c in m.get("tool_calls") or ()]
     results = [m["tool_call_id"] for m in sent if m["role"] == "tool"]
     assert calls == results and len(set(calls)) == 2, sent
+    assert not any("reasoning_content" in m for m in sent), sent  # OpenAI refuses the field
     assert server.requests[1]["messages"][-2]["tool_calls"][0]["id"] == calls[0]  # the same on every step
+
+
+async def test_deepseeks_thinking_goes_back_with_its_tool_calls(server: CompatServer, tmp_path: Path) -> None:
+    # DeepSeek's thinking mode (deepseek-reasoner) refuses a conversation whose tool-calling turn comes back
+    # without its reasoning_content: every run failed at its second step with "refused the request,
+    # apparently over tool calling (HTTP 400): this server or model may not support tools".
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    server.deepseek_thinking = True
+    fn = {"name": "calculator", "arguments": '{"expression": "2**32"}'}
+    call = {"index": 0, "id": "call_00001", "type": "function", "function": fn}
+    server.answers += [
+        sse(
+            chunk({"role": "assistant", "content": None, "reasoning_content": "The user wants 2**32. "}),
+            chunk({"reasoning_content": "I will use the calculator."}),
+            chunk({"tool_calls": [call]}),
+            chunk({}, "tool_calls"),
+        ),
+        sse(
+            chunk({"reasoning_content": "It said 4294967296."}),
+            chunk({"content": "4294967296"}),
+            chunk({}, "stop"),
+        ),
+    ]
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=server.url,
+        AGENT_MODEL="deepseek-reasoner",
+        DATA_DIR=str(tmp_path),
+        MEMORY_ENABLED=False,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    result = await ask("What is 2**32?", settings, out=out, err=err)
+    assert out.getvalue() == "4294967296\n", err.getvalue()[-1500:]
+    sent = [m for m in server.requests[1]["messages"] if m["role"] == "assistant"]
+    assert [m["reasoning_content"] for m in sent] == ["The user wants 2**32. I will use the calculator."], (
+        sent
+    )
+    assert "I will use" not in out.getvalue() + err.getvalue()  # sent back, never shown
+    kept = [m.reasoning for m in result.messages if m.role == "assistant"]  # stored with the conversation
+    assert kept == ["The user wants 2**32. I will use the calculator.", "It said 4294967296."], kept

@@ -4,11 +4,10 @@ LM Studio, llama.cpp) over httpx, streaming (SSE) or not.
 Tolerances learnt from real servers: assistant turns with tool calls send ``content: ""`` rather than
 ``null`` (llama-cpp-python answers 500 to null); usage may arrive in a final chunk with no choices
 (``stream_options.include_usage``; a server that refuses those is asked without them), in the last
-choice chunk, or not at all (then it is counted locally
-and marked estimated: :mod:`agent.models.tokens`); cached prompt tokens are
-reported as ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens`` (DeepSeek);
-reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in ``completion_tokens`` and
-report it as ``completion_tokens_details.reasoning_tokens``.
+choice chunk, or not at all (then it is counted locally and marked estimated: :mod:`agent.models.tokens`);
+cached prompt tokens are ``prompt_tokens_details.cached_tokens`` (OpenAI) or ``prompt_cache_hit_tokens``
+(DeepSeek); reasoning models (gpt-5, o-series, gpt-oss on Groq) include hidden reasoning in
+``completion_tokens`` and report it as ``completion_tokens_details.reasoning_tokens``.
 """
 
 from __future__ import annotations
@@ -115,6 +114,8 @@ class OpenAIChatModel(HTTPModel):
         self._json_headers = {"Content-Type": "application/json"} | key_headers(self.base_url, api_key)
         self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
         self._url: tuple[str, httpx.URL] | None = None
+        # Sent back where the server sends it (encode_body); on DeepSeek's API from a resumed turn's first call
+        self._reasoning_back = urlsplit(self.base_url).hostname == "api.deepseek.com"
 
     def _endpoint(self) -> httpx.URL:
         """``/chat/completions`` as a parsed URL, made once per base URL: httpx parses a string URL on
@@ -149,6 +150,13 @@ class OpenAIChatModel(HTTPModel):
             model=self.name,
             status=status,
         )
+
+    def _kept_reasoning(self, text: Any, s: ModelSettings) -> str:
+        """``reasoning_content`` kept with the reply, to the answer bound; from the first, sent back."""
+        if not isinstance(text, str) or not text:
+            return ""
+        self._reasoning_back = True
+        return text[: answer_chars(self.name, s.max_tokens)]
 
     def _body(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], s: ModelSettings
@@ -219,7 +227,7 @@ class OpenAIChatModel(HTTPModel):
             async with self._client.stream(
                 "POST",
                 self._endpoint(),
-                content=encode_body(body, messages, s),
+                content=encode_body(body, messages, s, self._reasoning_back),
                 headers=self._json_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
@@ -245,7 +253,9 @@ class OpenAIChatModel(HTTPModel):
             )
             for i, c in enumerate(msg.get("tool_calls") or [])
         ]
-        reply = Message("assistant", without_thinking(content_text(msg.get("content"))), tool_calls=calls)
+        reasoning = self._kept_reasoning(msg.get("reasoning_content"), s)
+        text = without_thinking(content_text(msg.get("content")))
+        reply = Message("assistant", text, tool_calls=calls, reasoning=reasoning)
         return ModelResponse(
             message=reply,
             usage=usage_of(reported_usage(data), body, reply, len(reasoning_text(msg))),
@@ -264,11 +274,12 @@ class OpenAIChatModel(HTTPModel):
         model_name = self.name
         kept, most = 0, answer_chars(self.name, s.max_tokens)  # text and arguments read, and the bound
         thought = 0  # characters of reasoning_content: billed, never shown
+        said: list[str] = []  # reasoning_content itself, sent back in later calls
         try:
             async with self._client.stream(
                 "POST",
                 self._endpoint(),
-                content=encode_body(body, messages, s),
+                content=encode_body(body, messages, s, self._reasoning_back),
                 headers=self._sse_headers,
                 timeout=s.timeout or httpx.USE_CLIENT_DEFAULT,
             ) as resp:
@@ -306,6 +317,7 @@ class OpenAIChatModel(HTTPModel):
                         yield TextChunk(shown)
                     calls.add([dict(c, index=i) for i, c in enumerate(msg.get("tool_calls") or [])])
                     thought = len(reasoning_text(msg))
+                    said.append(msg.get("reasoning_content") or "")
                     usage_raw = reported_usage(data)
                     done = True
                 else:
@@ -351,6 +363,8 @@ class OpenAIChatModel(HTTPModel):
                                     kept += len(piece or "")
                                     if thinking := reasoning_text(delta):
                                         thought += len(thinking)
+                                        if "reasoning_content" in delta:
+                                            said.append(thinking)
                                         yield ThinkingChunk(len(thinking))
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
@@ -376,7 +390,8 @@ class OpenAIChatModel(HTTPModel):
         if rest := think.end():
             yield TextChunk(rest)
         self._think_opened = self._think_opened or think.bare_close
-        reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)))
+        reasoning = self._kept_reasoning("".join(r for r in said if type(r) is str), s)
+        reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)), reasoning=reasoning)
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply, thought),

@@ -72,10 +72,15 @@ def to_wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return [_wire(m).data for m in messages]
 
 
-def encode_body(body: dict[str, Any], messages: Sequence[Message], s: ModelSettings) -> bytes:
+def encode_body(
+    body: dict[str, Any], messages: Sequence[Message], s: ModelSettings, reasoning: bool = False
+) -> bytes:
     """``body`` as JSON with ``messages`` spliced in from each message's cached text, and ``tools`` from
     :func:`_tools_text`: the same JSON as encoding the whole body, but for the order of its keys
-    (``tools``, then ``messages``, go last). ``messages`` set through ``s.extra`` is sent as is."""
+    (``tools``, then ``messages``, go last). ``messages`` set through ``s.extra`` is sent as is.
+    ``reasoning``: every assistant turn carries ``reasoning_content`` (its own, else empty), as
+    DeepSeek's thinking mode requires ("Missing `reasoning_content` field in the assistant message",
+    HTTP 400, at a run's second step); sent only to such servers, since OpenAI refuses the field."""
     if "messages" in s.extra:
         return _encode(body).encode()
     tools = body.get("tools")
@@ -84,7 +89,13 @@ def encode_body(body: dict[str, Any], messages: Sequence[Message], s: ModelSetti
     head = rest[:-1] + "," if len(rest) > 2 else "{"
     if text is not None:
         head += '"tools":' + text + ","
-    return (head + '"messages":[' + ",".join([_wire(m).text for m in messages]) + "]}").encode()
+    texts = [_wire(m).text for m in messages]
+    if reasoning:
+        texts = [
+            t[:-1] + ',"reasoning_content":' + _encode(m.reasoning) + "}" if m.role == "assistant" else t
+            for m, t in zip(messages, texts, strict=True)
+        ]
+    return (head + '"messages":[' + ",".join(texts) + "]}").encode()
 
 
 _TOOLS_TEXT: dict[tuple[Any, ...], tuple[list[Any], str]] = {}

@@ -141,6 +141,9 @@ class CompatServer:
         self.mistral_ids = False
         """True: refuse a tool call id that is not 9 letters and digits, as Mistral's API (and its templates
         in vLLM and mlx-lm) does, and a tool result whose id no call of the turn before has."""
+        self.deepseek_thinking = False
+        """True: refuse a conversation with an assistant turn lacking ``reasoning_content``, as DeepSeek's
+        thinking mode does once tools are offered."""
         self.ollama_num_ctx: int | None = None
         """Set: be Ollama (``/api/version``, ``/api/show``, ``/api/ps`` with the models called loaded at this
         context), and cut the prompt to this many tokens as it does (oldest messages first, the system
@@ -157,6 +160,27 @@ class CompatServer:
         if self.ollama_num_ctx is not None:
             body = ollama_cut(body, self.ollama_num_ctx)
         self.requests.append(body)  # as the model reads it
+        if self.deepseek_thinking and body.get("tools"):
+            at = next(
+                (
+                    i
+                    for i, m in enumerate(body["messages"])
+                    if m["role"] == "assistant" and "reasoning_content" not in m
+                ),
+                None,
+            )
+            if at is not None:
+                said = (
+                    f"Missing `reasoning_content` field in the assistant message at message index {at}. For more "
+                    "information, please refer to https://api-docs.deepseek.com/guides/thinking_mode#tool-calls"
+                )
+                error = {
+                    "message": said,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+                return web.json_response({"error": error}, status=400)
         if self.mistral_ids and (refused := mistral_id_error(body["messages"])) is not None:
             return web.json_response(refused, status=400)
         if not self.vllm_auto_tools and body.get("tools") and body.get("tool_choice", "auto") == "auto":
