@@ -36,6 +36,7 @@ from agent.models.http import (
     transport_error,
     whole_answer_bytes,
 )
+from agent.models.server_fixes import TEXT_CALL_FIX, tool_call_as_text
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
@@ -297,6 +298,16 @@ class HTTPModel:
                 retryable=True,
             )
         yield reply.response(body)
+
+    def _no_text_calls(self, reply: Message, body: dict[str, Any]) -> None:
+        """Fail a reply that is only a tool call written as text (:func:`tool_call_as_text`), naming the
+        server's setting: taken as the answer, the run ended "answered" with the call printed."""
+        if not reply.tool_calls and (named := tool_call_as_text(reply.content, body.get("tools"))):
+            raise ModelError(
+                f"{self.name} at {self.base_url} wrote its call to {named} as text, and {TEXT_CALL_FIX}",
+                provider=self.provider,
+                model=self.name,
+            )
 
     def _midstream(self, what: str, message: object, status: int | None, retryable: bool) -> ModelError:
         """An error the server reported inside a successful response (an SSE ``error`` event)."""

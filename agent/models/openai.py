@@ -130,11 +130,9 @@ class OpenAIChatModel(HTTPModel):
         as a 5xx, each run waited ~17 s to end with the server's words and no fix."""
         if (fix := refusal_fix(text)) is None:
             error = super()._status_error(status, headers, text)
-            small = small_context_fix(text)
-            if small is None or not isinstance(error, ContextOverflowError):
+            if (small := small_context_fix(text)) is None or not isinstance(error, ContextOverflowError):
                 return error
-            # Said as "the conversation is too long for this model" at a first step of 900 tokens, whose
-            # model reads 128k: the limit is the server's, set when it was started.
+            # Not "too long for this model" (at 900 tokens, for a model of 128k): the server's own limit
             return ContextOverflowError(
                 f"{self.name} at {self.base_url}: the conversation is past the context this server was "
                 f"started with: {small}. Server said: {self._mask(error_body(text).message)}",
@@ -256,6 +254,7 @@ class OpenAIChatModel(HTTPModel):
         reasoning = self._kept_reasoning(msg.get("reasoning_content"), s)
         text = without_thinking(content_text(msg.get("content")))
         reply = Message("assistant", text, tool_calls=calls, reasoning=reasoning)
+        self._no_text_calls(reply, body)
         return ModelResponse(
             message=reply,
             usage=usage_of(reported_usage(data), body, reply, len(reasoning_text(msg))),
@@ -392,6 +391,7 @@ class OpenAIChatModel(HTTPModel):
         self._think_opened = self._think_opened or think.bare_close
         reasoning = self._kept_reasoning("".join(r for r in said if type(r) is str), s)
         reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)), reasoning=reasoning)
+        self._no_text_calls(reply, body)
         yield ModelResponse(
             message=reply,
             usage=usage_of(usage_raw, body, reply, thought),

@@ -6,6 +6,10 @@ Apart from the adapter (``openai.py``) because ``agentbot doctor`` says the same
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 _REFUSALS = {  # errors no retry changes, by their words (mostly local servers' HTTP 500s), and the fix
     "tools param requires --jinja": "start llama-server with --jinja (without it, it refuses tools, and every "
     "run offers them)",
@@ -46,3 +50,47 @@ def small_context_fix(text: str) -> str | None:
     was started with (llama.cpp's ``--ctx-size``, vLLM's ``--max-model-len``), else None."""
     said = text.lower()
     return next((f for words, f in _SMALL_CONTEXT.items() if words in said), None)
+
+
+_MARKERS = ("<|python_tag|>", "[TOOL_CALLS]")  # Llama 3.x's and Mistral's lead-ins to a call
+_HERMES = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def tool_call_as_text(text: str, tools: Any) -> str | None:
+    """The tool named where a reply is nothing but a tool call written as text, else None: a server that
+    does not parse this model's calls passes them on as the answer (vLLM with another model's
+    ``--tool-call-parser``, Ollama's qwen2.5-coder, LM Studio). Such a run ended "answered" (exit 0)
+    with ``<tool_call>{"name": "web_search", ...}</tool_call>`` printed as its answer. Counted only when
+    the whole reply is calls (Hermes' ``<tool_call>`` blocks, or JSON objects with ``name`` and
+    ``arguments``/``parameters``) to a tool the request offered: an answer that talks about one is kept."""
+    offered = {t.get("function", {}).get("name") for t in tools or () if isinstance(t, dict)}
+    said = text.strip()
+    for marker in _MARKERS:
+        said = said.removeprefix(marker).strip()
+    if not offered or not said or said[0] not in "<[{":
+        return None
+    blocks = _HERMES.findall(said) if said.startswith("<tool_call>") else [said]
+    if said.startswith("<tool_call>") and _HERMES.sub("", said).strip():
+        return None  # words besides the calls: an answer
+    names = []
+    for block in blocks:
+        try:
+            value = json.loads(block)
+        except (ValueError, RecursionError):
+            return None
+        for call in value if isinstance(value, list) else [value]:
+            if not (
+                isinstance(call, dict)
+                and call.get("name") in offered
+                and {"arguments", "parameters"} & set(call)
+            ):
+                return None
+            names.append(call["name"])
+    return ", ".join(names) or None
+
+
+TEXT_CALL_FIX = (
+    "its server did not read it as a tool call: on vLLM, start it with the "
+    "--tool-call-parser for this model (hermes for Qwen, llama3_json for Llama 3.x, mistral for Mistral); "
+    "on llama.cpp, --jinja; on Ollama or LM Studio, use a model whose tool calls it reads (llama3.1, qwen2.5)"
+)
