@@ -322,3 +322,19 @@ def test_an_answer_that_only_shows_a_tool_call_is_still_an_answer() -> None:
     assert tool_call_as_text(shown, tools) is None
     assert tool_call_as_text('{"name": "Ada", "parameters": 3}', tools) is None  # no tool of that name
     assert tool_call_as_text('{"name": "calculator", "arguments": {}}', []) is None  # no tools offered
+
+
+async def test_openrouters_privacy_refusal_names_its_settings_not_the_base_url(
+    server: CompatServer, http: httpx.AsyncClient
+) -> None:
+    # OpenRouter answers a free model the account's privacy settings exclude with this 404, which names
+    # no model: it read "no Chat Completions API at https://openrouter.ai/api/v1: check OPENAI_BASE_URL".
+    said = "No endpoints found matching your data policy (Free model publication). Configure: https://openrouter.ai/settings/privacy"
+    server.answers.append(status(404, {"error": {"message": said, "code": 404}}))
+    model = OpenAIChatModel("deepseek/deepseek-r1:free", base_url=server.url, client=http)
+    with pytest.raises(ModelError) as e:
+        await final_response(model, [Message("user", "hi")], ModelSettings())
+    assert "openrouter.ai/settings/privacy" in e.value.message and "OPENAI_BASE_URL" not in e.value.message, (
+        e.value
+    )
+    assert len(server.requests) == 1  # no retry changes it

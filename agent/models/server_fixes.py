@@ -20,6 +20,11 @@ _REFUSALS = {  # errors no retry changes, by their words (mostly local servers' 
     # OpenRouter's 404 for a model none of whose providers takes tools: it read as a wrong OPENAI_BASE_URL
     "no endpoints found that support tool use": "no provider of this model takes tools, and every run "
     "offers them: pick a model that supports tool calling",
+    # OpenRouter's 404 when the account's privacy settings allow none of the model's providers (free models
+    # need "Free model publication"): read as a base URL with no API behind it, "check OPENAI_BASE_URL"
+    "no endpoints found matching your data policy": "OpenRouter's privacy settings of this key's account "
+    "allow none of this model's providers: allow them at https://openrouter.ai/settings/privacy (free models "
+    "need Free model publication), or pick another model",
     # vLLM started without tool calling answers every request offering tools with HTTP 400: read as "may
     # not support tools", the flag it names was left for the operator to find in the quoted words.
     "tool choice requires --enable-auto-tool-choice": "start vLLM with --enable-auto-tool-choice and the "
