@@ -19,7 +19,16 @@ from agent.messages import Message
 from agent.models.base import ContextOverflowError, ModelError, ModelSettings, final_response
 from agent.models.openai import OpenAIChatModel
 from agent.models.tokens import cut_prompt
-from tests.fakes.compat_server import CompatServer, chunk, remembers_task, said, sse, status, tool_call
+from tests.fakes.compat_server import (
+    CompatServer,
+    chunk,
+    remembers_task,
+    said,
+    sse,
+    status,
+    tool_call,
+    whole,
+)
 from tests.fakes.served import served
 from tests.test_blackbox_operator import agentbot
 
@@ -338,3 +347,19 @@ async def test_openrouters_privacy_refusal_names_its_settings_not_the_base_url(
         e.value
     )
     assert len(server.requests) == 1  # no retry changes it
+
+
+async def test_groqs_tool_use_failed_is_asked_again(server: CompatServer, http: httpx.AsyncClient) -> None:
+    # Groq answers a tool call its parser could not read (HTTP 400 tool_use_failed; Llama and Kimi write
+    # such calls now and then): the run ended "this server or model may not support tools", for a model
+    # that calls tools, when asking again usually gets a readable call.
+    failed = {
+        "message": "Failed to call a function. Please adjust your prompt. See 'failed_generation' for more details.",
+        "type": "invalid_request_error",
+        "code": "tool_use_failed",
+        "failed_generation": '<function=calculator>{"expression": "2**32"}</function>',
+    }
+    server.answers += [status(400, {"error": failed}), whole("4294967296")]
+    model = OpenAIChatModel("llama-3.3-70b-versatile", base_url=server.url, client=http, backoff_initial=0.01)
+    answer = await final_response(model, [Message("user", "2**32?")], ModelSettings(stream=False))
+    assert answer is not None and answer.message.content == "4294967296" and len(server.requests) == 2

@@ -185,6 +185,14 @@ class HTTPModel:
             return ContextOverflowError(
                 f"{self.name}: the conversation is too long for this model: {detail}", **common
             )
+        if status == 400 and '"tool_use_failed"' in text:
+            # Groq's answer when the model wrote a call its parser could not read (Llama, Kimi): another
+            # sample usually can. Read as "this server or model may not support tools", the run ended.
+            return ModelError(
+                f"{self.name} wrote a tool call {self.base_url} could not read: {detail}",
+                retryable=True,
+                **common,
+            )
         if status == 400 and self.TOOLS_MAY_FAIL and _TOOLS_RE.search(detail):
             return ModelError(
                 f"{self.name} at {self.base_url} refused the request, apparently over tool calling "

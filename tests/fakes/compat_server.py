@@ -76,6 +76,19 @@ def tool_call(
     )
 
 
+def whole(text: str) -> Answer:
+    """A reply not streamed: one ``chat.completion`` object."""
+
+    async def answer(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+        return web.json_response(
+            {"id": "c", "object": "chat.completion", "choices": [choice], "usage": usage}
+        )
+
+    return answer
+
+
 def status(code: int, body: dict[str, Any]) -> Answer:
     async def answer(request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
         return web.json_response(body, status=code)
