@@ -346,6 +346,9 @@ CUT_NOTE = (
 EMPTY_BECAUSE = {
     "length": "it spent its whole output limit (thinking, most likely); raise AGENT_MAX_TOKENS",
     "content_filter": "its provider's content filter blocked it; rephrase the request",
+    # vLLM's parser finding a call it cannot read: asked again, "returned an empty answer twice"
+    "tool_calls": "it stopped to call a tool, but its server sent no call it could read: on vLLM, start it with the "
+    "--tool-call-parser for this model (hermes for Qwen, llama3_json for Llama 3.x); on llama.cpp, --jinja",
 }
 
 

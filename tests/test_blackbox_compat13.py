@@ -363,3 +363,22 @@ async def test_groqs_tool_use_failed_is_asked_again(server: CompatServer, http: 
     model = OpenAIChatModel("llama-3.3-70b-versatile", base_url=server.url, client=http, backoff_initial=0.01)
     answer = await final_response(model, [Message("user", "2**32?")], ModelSettings(stream=False))
     assert answer is not None and answer.message.content == "4294967296" and len(server.requests) == 2
+
+
+async def test_a_reply_ending_in_tool_calls_with_none_names_the_parser(
+    server: CompatServer, tmp_path: Path
+) -> None:
+    # vLLM's tool parser that finds the start of a call it cannot read ends the reply with finish_reason
+    # "tool_calls" and no call: it was asked again, paid twice, and ended "m returned an empty answer twice".
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    server.default = sse(chunk({"role": "assistant", "content": ""}), chunk({}, "tool_calls"))
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=server.url, AGENT_MODEL="m", DATA_DIR=str(tmp_path), MEMORY_ENABLED=False
+    )
+    out, err = io.StringIO(), io.StringIO()
+    await ask("What is 2**32?", settings, out=out, err=err)
+    line = next(x for x in err.getvalue().splitlines() if x.startswith("error:"))
+    assert "--tool-call-parser" in line and "empty answer" not in line, line
+    assert len(server.requests) == 1
