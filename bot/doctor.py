@@ -32,6 +32,7 @@ from bot.model_probes import (
     ollama_without_tools,
     served_by_probe,
     tools_accepted,
+    vllm_small_context,
 )
 
 
@@ -148,6 +149,13 @@ async def _provider(
             served = {str(m.get("id") or m.get("name") or "").removeprefix("models/") for m in rows}
         except (ValueError, AttributeError) as e:
             raise ConfigError(f"{url} did not answer with a model list: check {name}_BASE_URL") from e
+        if provider == "openai" and (small := vllm_small_context(rows, list(names))):
+            runs = ", ".join(f"{n} with --max-model-len {size:,}" for n, size in small.items())
+            raise ConfigError(
+                f"{s.openai_base_url} serves {runs}: a run passes that once it has read a page or two (up "
+                "to ~3,000 tokens each), and every call after fails: start vLLM with --max-model-len 32768 "
+                "or more (up to the model's own)"
+            )
         if not served and body.get("error"):
             # LM Studio answers a path it lacks with HTTP 200 and an error: read as an empty list, every
             # model was then "served" by the one-token calls' 200s, and doctor said ok.

@@ -200,9 +200,20 @@ async def ollama_root(s: AgentSettings, client: httpx.AsyncClient) -> str | None
 
 
 OLLAMA_CONTEXT_MIN = 16_384
-"""Fewest tokens of context a run on Ollama needs: its first call is ~900 tokens (instructions and
-tools), and each page it reads up to ``FETCH_MAX_CHARS`` (12,000 characters, ~3,000 tokens). Past its
-context Ollama drops the oldest messages without a word, the task first."""
+"""Fewest tokens of context a run needs: its first call is ~900 tokens (instructions and tools), and
+each page it reads up to ``FETCH_MAX_CHARS`` (12,000 characters, ~3,000 tokens). Past its context Ollama
+drops the oldest messages without a word, the task first; vLLM refuses the call."""
+
+
+def vllm_small_context(rows: list[object], names: list[str]) -> dict[str, int]:
+    """The models a vLLM server lists with a ``max_model_len`` (its ``--max-model-len``) below
+    :data:`OLLAMA_CONTEXT_MIN`: doctor said ok, and runs failed once they had read a page or two."""
+    sizes = (
+        {str(m.get("id")): m.get("max_model_len") for m in rows if isinstance(m, dict)}
+        if isinstance(rows, list)
+        else {}
+    )
+    return {n: size for n in names if type(size := sizes.get(n)) is int and 0 < size < OLLAMA_CONTEXT_MIN}
 
 
 async def ollama_small_context(root: str, client: httpx.AsyncClient, names: list[str]) -> dict[str, int]:

@@ -50,6 +50,11 @@ async def test_vllm_without_auto_tool_choice_is_named_by_doctor_and_ask(
     # ok; every run then failed at its first step with "this server or model may not support tools".
     server.vllm_auto_tools = False
     quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    server.max_model_len = 4096  # `vllm serve m --max-model-len 4096`: runs fail after a page or two
+    code, out, err = await agentbot(tmp_path, "doctor", env=env(server, **quick))
+    line = next((x for x in out.splitlines() if "provider openai" in x), out + err)
+    assert line.startswith("FAIL") and "m with --max-model-len 4,096" in line, out + err[-1500:]
+    server.max_model_len = 32768
     code, out, err = await agentbot(tmp_path, "doctor", env=env(server, **quick))
     line = next((x for x in out.splitlines() if "provider openai" in x), out + err)
     assert line.startswith("FAIL") and "--enable-auto-tool-choice" in line, out + err[-1500:]

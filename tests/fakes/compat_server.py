@@ -162,6 +162,8 @@ class CompatServer:
         context), and cut the prompt to this many tokens as it does (oldest messages first, the system
         prompt and the last message kept), hand the answer only what is left, and report what was read."""
         self.models = models
+        self.max_model_len: int | None = None
+        """Set: list each model with it, as vLLM does (its ``--max-model-len``)."""
         self.answers: list[Answer] = []
         self.default: Answer = said("default answer")
         self.requests: list[dict[str, Any]] = []
@@ -216,9 +218,9 @@ class CompatServer:
         return web.json_response({"models": loaded})
 
     async def _list(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
-        )
+        extra = {"max_model_len": self.max_model_len} if self.max_model_len else {}
+        rows = [{"id": m, "object": "model", "owned_by": "vllm"} | extra for m in self.models]
+        return web.json_response({"object": "list", "data": rows})
 
     async def __aenter__(self) -> Self:
         app = web.Application()
