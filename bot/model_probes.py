@@ -199,7 +199,7 @@ async def ollama_root(s: AgentSettings, client: httpx.AsyncClient) -> str | None
         return None
 
 
-OLLAMA_CONTEXT_MIN = 16_384
+RUN_CONTEXT_MIN = 16_384
 """Fewest tokens of context a run needs: its first call is ~900 tokens (instructions and tools), and
 each page it reads up to ``FETCH_MAX_CHARS`` (12,000 characters, ~3,000 tokens). Past its context Ollama
 drops the oldest messages without a word, the task first; vLLM refuses the call."""
@@ -207,17 +207,17 @@ drops the oldest messages without a word, the task first; vLLM refuses the call.
 
 def vllm_small_context(rows: list[object], names: list[str]) -> dict[str, int]:
     """The models a vLLM server lists with a ``max_model_len`` (its ``--max-model-len``) below
-    :data:`OLLAMA_CONTEXT_MIN`: doctor said ok, and runs failed once they had read a page or two."""
+    :data:`RUN_CONTEXT_MIN`: doctor said ok, and runs failed once they had read a page or two."""
     sizes = (
         {str(m.get("id")): m.get("max_model_len") for m in rows if isinstance(m, dict)}
         if isinstance(rows, list)
         else {}
     )
-    return {n: size for n in names if type(size := sizes.get(n)) is int and 0 < size < OLLAMA_CONTEXT_MIN}
+    return {n: size for n in names if type(size := sizes.get(n)) is int and 0 < size < RUN_CONTEXT_MIN}
 
 
 async def ollama_small_context(root: str, client: httpx.AsyncClient, names: list[str]) -> dict[str, int]:
-    """The models Ollama has loaded with a context below :data:`OLLAMA_CONTEXT_MIN` (``/api/ps``'s
+    """The models Ollama has loaded with a context below :data:`RUN_CONTEXT_MIN` (``/api/ps``'s
     ``context_length``, since Ollama 0.10; doctor's one-token call loaded them): the default is 2,048 or
     4,096, and doctor said ok while every run that read two pages went on without its task."""
     try:
@@ -227,9 +227,7 @@ async def ollama_small_context(root: str, client: httpx.AsyncClient, names: list
         return {}
     bare = {n: n.removesuffix(":latest") for n in names}
     return {
-        n: size
-        for n, b in bare.items()
-        if type(size := sizes.get(b)) is int and 0 < size < OLLAMA_CONTEXT_MIN
+        n: size for n, b in bare.items() if type(size := sizes.get(b)) is int and 0 < size < RUN_CONTEXT_MIN
     }
 
 

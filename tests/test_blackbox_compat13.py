@@ -43,7 +43,7 @@ def env(srv: CompatServer, **extra: str) -> dict[str, str]:
     return {"OPENAI_BASE_URL": srv.url, "AGENT_MODEL": "m", "MEMORY_ENABLED": "false"} | extra
 
 
-async def test_vllm_without_auto_tool_choice_is_named_by_doctor_and_ask(
+async def test_vllm_started_without_tools_or_with_a_small_context_is_named_by_doctor_and_ask(
     server: CompatServer, tmp_path: Path
 ) -> None:
     # `vllm serve m` without --enable-auto-tool-choice lists m and answers a plain chat, so doctor said
