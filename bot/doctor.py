@@ -27,6 +27,7 @@ from bot.model_probes import (
     key_accepted,
     key_refused,
     listing,
+    llama_cpp_context,
     ollama_root,
     ollama_small_context,
     ollama_without_tools,
@@ -189,6 +190,12 @@ async def _provider(
             f"{s.openai_base_url} is Ollama, and {', '.join(toolless)} cannot call tools (every run "
             "gives the model its tools, and Ollama refuses them with HTTP 400): use a model whose "
             "`ollama show` lists tools, e.g. llama3.1 or qwen2.5"
+        )
+    if provider == "openai" and (n_ctx := await llama_cpp_context(s, client, headers)) is not None:
+        raise ConfigError(
+            f"{s.openai_base_url} is llama.cpp's server, and each of its slots holds {n_ctx:,} tokens of context: "
+            "a run passes that once it has read a page or two (up to ~3,000 tokens each), and every call after "
+            "fails: start llama-server with -c 32768 or more (--ctx-size; --parallel N gives each slot 1/N)"
         )
     root = await ollama_root(s, client) if provider == "openai" else None
     if root is not None and (small := await ollama_small_context(root, client, list(names))):

@@ -216,6 +216,21 @@ def vllm_small_context(rows: list[object], names: list[str]) -> dict[str, int]:
     return {n: size for n in names if type(size := sizes.get(n)) is int and 0 < size < RUN_CONTEXT_MIN}
 
 
+async def llama_cpp_context(
+    s: AgentSettings, client: httpx.AsyncClient, headers: dict[str, str]
+) -> int | None:
+    """The context of each of a llama.cpp server's slots (``/props``), where it is below
+    :data:`RUN_CONTEXT_MIN`: ``llama-server`` starts with 4,096 (``-c``), split among ``--parallel`` slots
+    in older builds, and refuses a longer prompt; doctor said ok, and runs failed after a page or two."""
+    root = s.openai_base_url.rstrip("/").removesuffix("/v1")
+    try:
+        r = await client.get(endpoint_url(root, "/props"), headers=headers)
+        n_ctx = r.json().get("default_generation_settings", {}).get("n_ctx") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        return None  # not llama.cpp
+    return n_ctx if type(n_ctx) is int and 0 < n_ctx < RUN_CONTEXT_MIN else None
+
+
 async def ollama_small_context(root: str, client: httpx.AsyncClient, names: list[str]) -> dict[str, int]:
     """The models Ollama has loaded with a context below :data:`RUN_CONTEXT_MIN` (``/api/ps``'s
     ``context_length``, since Ollama 0.10; doctor's one-token call loaded them): the default is 2,048 or

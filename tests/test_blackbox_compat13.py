@@ -387,3 +387,18 @@ async def test_a_reply_ending_in_tool_calls_with_none_names_the_parser(
     line = next(x for x in err.getvalue().splitlines() if x.startswith("error:"))
     assert "--tool-call-parser" in line and "empty answer" not in line, line
     assert len(server.requests) == 1
+
+
+async def test_doctor_names_a_llama_cpp_server_started_with_a_small_context(
+    server: CompatServer, tmp_path: Path
+) -> None:
+    # `llama-server -m model.gguf --jinja` holds 4,096 tokens (its default -c): doctor said ok, and runs
+    # failed once they had read a page or two ("request exceeds the available context size").
+    server.llama_cpp_n_ctx = 4096
+    quick = {"ROUTER_CLASSIFIER": "heuristic", "PYTHON_SANDBOX": "off"}
+    code, out, err = await agentbot(tmp_path, "doctor", env=env(server, **quick))
+    assert code == 1, out + err[-1500:]
+    line = next((x for x in out.splitlines() if "provider openai" in x), out + err)
+    assert line.startswith("FAIL") and "4,096 tokens of context" in line and "-c 32768" in line, (
+        out + err[-1500:]
+    )

@@ -162,6 +162,8 @@ class CompatServer:
         context), and cut the prompt to this many tokens as it does (oldest messages first, the system
         prompt and the last message kept), hand the answer only what is left, and report what was read."""
         self.models = models
+        self.llama_cpp_n_ctx: int | None = None
+        """Set: answer ``GET /props`` as llama-server does, each slot holding this many tokens."""
         self.max_model_len: int | None = None
         """Set: list each model with it, as vLLM does (its ``--max-model-len``)."""
         self.answers: list[Answer] = []
@@ -217,6 +219,14 @@ class CompatServer:
         ]
         return web.json_response({"models": loaded})
 
+    async def _props(self, request: web.Request) -> web.Response:
+        if self.llama_cpp_n_ctx is None:
+            return web.Response(status=404, text="404 page not found")
+        settings = {"n_ctx": self.llama_cpp_n_ctx, "params": {"n_predict": -1}}
+        return web.json_response(
+            {"default_generation_settings": settings, "total_slots": 4, "chat_template": ""}
+        )
+
     async def _list(self, request: web.Request) -> web.Response:
         extra = {"max_model_len": self.max_model_len} if self.max_model_len else {}
         rows = [{"id": m, "object": "model", "owned_by": "vllm"} | extra for m in self.models]
@@ -229,6 +239,7 @@ class CompatServer:
         for path in ("/api/version", "/api/ps"):
             app.router.add_get(path, self._ollama)
         app.router.add_post("/api/show", self._ollama)
+        app.router.add_get("/props", self._props)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
