@@ -300,23 +300,17 @@ async def test_deepseeks_thinking_goes_back_with_its_tool_calls(server: CompatSe
     assert kept == ["The user wants 2**32. I will use the calculator.", "It said 4294967296."], kept
 
 
-@pytest.mark.parametrize(
-    "written",
-    [
-        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2**32"}}\n</tool_call>',  # Qwen, Hermes
-        '{"name": "calculator", "parameters": {"expression": "2**32"}}',  # Llama 3.x
-        '<|python_tag|>{"name": "calculator", "parameters": {"expression": "2**32"}}',
-        '[TOOL_CALLS][{"name": "calculator", "arguments": {"expression": "2**32"}}]',  # Mistral
-    ],
-)
 async def test_a_tool_call_the_server_passed_on_as_text_is_not_the_answer(
-    server: CompatServer, tmp_path: Path, written: str
+    server: CompatServer, tmp_path: Path
 ) -> None:
     # vLLM with another model's --tool-call-parser, Ollama's qwen2.5-coder or LM Studio pass a call they
     # cannot read on as text: `ask` printed it as the answer and exited 0 ("answered").
     from agent.ask import ask
     from agent.config import AgentSettings
 
+    written = (
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2**32"}}\n</tool_call>'  # Qwen
+    )
     server.answers.append(said(written))
     settings = AgentSettings(  # type: ignore[call-arg]
         OPENAI_BASE_URL=server.url, AGENT_MODEL="m", DATA_DIR=str(tmp_path), MEMORY_ENABLED=False
@@ -328,10 +322,16 @@ async def test_a_tool_call_the_server_passed_on_as_text_is_not_the_answer(
     assert "wrote its call to calculator as text" in line and "--tool-call-parser" in line, line
 
 
-def test_an_answer_that_only_shows_a_tool_call_is_still_an_answer() -> None:
+def test_which_replies_are_tool_calls_written_as_text() -> None:
     from agent.models.server_fixes import tool_call_as_text
 
     tools = [{"type": "function", "function": {"name": "calculator"}}]
+    for written in (  # Llama 3.x's two forms and Mistral's: each only a call, so not an answer
+        '{"name": "calculator", "parameters": {"expression": "2**32"}}',
+        '<|python_tag|>{"name": "calculator", "parameters": {"expression": "2**32"}}',
+        '[TOOL_CALLS][{"name": "calculator", "arguments": {"expression": "2**32"}}]',
+    ):
+        assert tool_call_as_text(written, tools) == "calculator", written
     shown = 'Call it like this:\n<tool_call>{"name": "calculator", "arguments": {}}</tool_call>'
     assert tool_call_as_text(shown, tools) is None
     assert tool_call_as_text('{"name": "Ada", "parameters": 3}', tools) is None  # no tool of that name
