@@ -273,7 +273,7 @@ class OpenAIChatModel(HTTPModel):
         model_name = self.name
         kept, most = 0, answer_chars(self.name, s.max_tokens)  # text and arguments read, and the bound
         thought = 0  # characters of reasoning_content: billed, never shown
-        said: list[str] = []  # reasoning_content itself, sent back in later calls
+        said: list[str] = []  # reasoning_content itself (to the answer bound), sent back in later calls
         try:
             async with self._client.stream(
                 "POST",
@@ -362,7 +362,7 @@ class OpenAIChatModel(HTTPModel):
                                     kept += len(piece or "")
                                     if thinking := reasoning_text(delta):
                                         thought += len(thinking)
-                                        if "reasoning_content" in delta:
+                                        if "reasoning_content" in delta and thought <= most:
                                             said.append(thinking)
                                         yield ThinkingChunk(len(thinking))
                                     if delta.get("tool_calls"):
