@@ -1,0 +1,49 @@
+"""Many servers on one bot, as their admins and members meet it: the real discord.py bot on the fake
+Discord with two servers, the scripted LLM on 127.0.0.1, a real SQLite store (found by the session-13
+servers engineer). One server's settings, input and usage never reach another's, and what an admin is
+told is what the bot then does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import running_bot
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM
+from tests.test_e2e_config import flat, run
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create(
+        "Lab", channels=("general", "c1", "c2", "c3"), members=("alice",), admins=("admin", "ada")
+    )
+
+
+@pytest.fixture
+def other() -> FakeGuild:
+    return FakeGuild.create("Club", channels=("general",), members=("dave",), admins=("boss",))
+
+
+@pytest.fixture
+def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
+    return [guild, other]
+
+
+async def test_an_mcp_servers_key_in_its_url_query_is_never_shown_back(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Hosted MCP servers take their key in the query (``?api_key=``), and /config show hid it, but only
+    once a turn had connected to the server (which registers it as a secret): the change's own reply
+    and ``/config mcp``'s listing, and after a restart /config show too, wrote the key out whole to
+    every admin who looked."""
+    url = "https://mcp.example.com/mcp?api_key=sk-live-SEKRET123"
+    async with running_bot(fake, llm, tmp_path, guild):
+        added = flat(await run(fake, guild, "config mcp", {"name": "wiki", "url": url}))
+        listed = flat(await run(fake, guild, "config mcp"))
+        shown = flat(await run(fake, guild, "config show"))
+    for said in (added, listed, shown):
+        assert "SEKRET123" not in said, said
+        assert "mcp.example.com/mcp" in said, said
