@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
-from tests.test_e2e_config import flat, run
+from tests.test_e2e_config import answer, flat, run
 
 
 @pytest.fixture
@@ -47,3 +47,25 @@ async def test_an_mcp_servers_key_in_its_url_query_is_never_shown_back(
     for said in (added, listed, shown):
         assert "SEKRET123" not in said, said
         assert "mcp.example.com/mcp" in said, said
+
+
+async def test_admins_adding_channels_at_the_same_moment_keep_every_channel(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
+) -> None:
+    """``/config channels add`` reads the list and writes it back with one more: three admins adding a
+    channel at once were each told ✅, and the bot then answered in one of the three channels only."""
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        asked = [
+            fake.inject_interaction(
+                "config channels", {"action": "add", "channel": guild.channel(c)}, user=u, channel=general
+            )
+            for u, c in (("admin", "c1"), ("ada", "c2"), ("admin", "c3"))
+        ]
+        said = [flat(await answer(fake, inter)) for inter in asked]
+        shown = flat(await run(fake, guild, "config show"))
+        elsewhere = await bot.services.guild_settings.get(other.id)
+    assert all(s.startswith("✅") for s in said), said
+    for c in ("c1", "c2", "c3"):
+        assert f"<#{guild.channel(c).id}>" in shown.split("Recent changes")[0], shown
+    assert elsewhere.channels == ()

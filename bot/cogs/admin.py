@@ -13,6 +13,8 @@ Decisions (README "Server settings"):
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -76,6 +78,9 @@ class ConfigCog(commands.Cog):
         self.bot = bot
         self.confirm_seconds = RESET_CONFIRM_SECONDS
         """How long a reset confirmation stays valid."""
+        self._editing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        """Per server, held by commands that change a setting from what they read (channels add/remove,
+        mcp's count): three admins adding a channel at once were each told ✅, and one channel was kept."""
 
     async def cog_load(self) -> None:
         self.bot.buttons["cfgreset"] = reset_clicked
@@ -239,20 +244,21 @@ class ConfigCog(commands.Cog):
         action: Literal["add", "remove", "clear"],
         channel: discord.TextChannel | None = None,
     ) -> None:
-        current = list((await self.store.get(_gid(interaction))).channels)
         if action == "clear":
             await self._set(interaction, ("channels", []))
             return
         if channel is None:
             raise Refusal(f"⚠️ Pick the channel to {action} (the `channel` option).")
-        if action == "add":
-            new = [*current, channel.id] if channel.id not in current else current
-        else:
-            if channel.id not in current:
-                listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
-                raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
-            new = [c for c in current if c != channel.id]
-        await self._set(interaction, ("channels", new))
+        async with self._editing[_gid(interaction)]:
+            current = list((await self.store.get(_gid(interaction))).channels)
+            if action == "add":
+                new = [*current, channel.id] if channel.id not in current else current
+            else:
+                if channel.id not in current:
+                    listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
+                    raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
+                new = [c for c in current if c != channel.id]
+            await self._set(interaction, ("channels", new))
 
     @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
     @app_commands.describe(
@@ -360,18 +366,19 @@ class ConfigCog(commands.Cog):
     ) -> None:
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
-        servers = (await self.store.get(_gid(interaction))).mcp
         if (name is None) != (url is None):  # one alone was dropped in silence, the list shown instead
             raise Refusal(
                 "⚠️ Give both `name` and `url` to add an MCP server (no options lists them; "
                 "`/config reset setting:mcp.<name>` removes one)."
             )
-        if name is None or url is None:
-            await reply(interaction, mcp_listing(servers))
-            return
-        check_mcp_name(name, servers, self.bot.services.mcp)
-        await check_mcp_url(name, url, self.bot.services.guild_mcp)
-        await self._set(interaction, (f"mcp.{name}", url))
+        async with self._editing[_gid(interaction)]:  # two added at once could pass the most allowed
+            servers = (await self.store.get(_gid(interaction))).mcp
+            if name is None or url is None:
+                await reply(interaction, mcp_listing(servers))
+                return
+            check_mcp_name(name, servers, self.bot.services.mcp)
+            await check_mcp_url(name, url, self.bot.services.guild_mcp)
+            await self._set(interaction, (f"mcp.{name}", url))
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")
     @app_commands.describe(setting="A setting or group (e.g. tier.medium, limit, tool); empty = everything")
