@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.limits import GUILD_BUDGET
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
@@ -69,3 +70,26 @@ async def test_admins_adding_channels_at_the_same_moment_keep_every_channel(
     for c in ("c1", "c2", "c3"):
         assert f"<#{guild.channel(c).id}>" in shown.split("Recent changes")[0], shown
     assert elsewhere.channels == ()
+
+
+async def test_a_decimal_comma_in_a_limit_is_refused_instead_of_read_as_a_hundred_times_more(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Commas were dropped wherever they stood, as thousands separators: an admin writing a monthly limit
+    of 2,99 (a decimal comma, as much of Europe writes $2.99) got $299.00, and 0,50 got $50.00; a
+    spending cap 100 times the one meant. Thousands separators still work."""
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        cents = flat(
+            await run(fake, guild, "config limits", {"limit": "cost_per_month_usd", "value": "2,99"})
+        )
+        half = flat(await run(fake, guild, "config limits", {"limit": GUILD_BUDGET, "value": "0,50"}))
+        items = flat(await run(fake, guild, "config memory", {"max_items": "1,5"}))
+        refused = (await bot.services.guild_settings.get(guild.id)).overrides
+        grouped = flat(
+            await run(fake, guild, "config limits", {"limit": "tokens_per_day", "value": "1,500,000"})
+        )
+    for said, key in ((cents, "cost_per_month_usd"), (half, GUILD_BUDGET), (items, "memory.max_items")):
+        assert said.startswith("⚠️") and key in said, said
+    assert "2.99" in cents, cents
+    assert refused == {}
+    assert grouped == "✅ tokens per day: 200,000 → 1,500,000", grouped

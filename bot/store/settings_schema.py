@@ -57,6 +57,22 @@ class SettingError(ValueError):
         self.key = key
 
 
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+"""Where a number may hold commas: between thousands (``1,000``, ``12,500.50``)."""
+
+
+def without_commas(key: str, text: str) -> str:
+    """``text`` less its thousands separators. A decimal comma is refused, never read as one: ``2,99``
+    ($2.99 where a comma is the decimal mark) was stored as $299, and ``0,50`` as $50."""
+    if "," in text and not _THOUSANDS.fullmatch(text):
+        raise SettingError(
+            key,
+            f"{key}: {text!r} is not a number: write decimals with a dot (2.99) and commas only "
+            "between thousands (1,000).",
+        )
+    return text.replace(",", "")
+
+
 def limit_value(key: str, name: str, value: Any) -> int | float | None:
     if is_unlimited(value):
         return None
@@ -64,7 +80,7 @@ def limit_value(key: str, name: str, value: Any) -> int | float | None:
     what = "a whole number" if whole else "an amount in USD"
     raw = value
     if isinstance(value, str):
-        value = value.strip().replace(",", "").replace("_", "").lstrip("$").strip()
+        value = without_commas(key, value.strip().replace("_", "").lstrip("$").strip())
     try:
         number = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
@@ -167,7 +183,7 @@ def to_bool(key: str, value: Any) -> bool:
 
 def to_int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
     try:
-        number = value if isinstance(value, int) else int(text_of(value).replace(",", "").replace("_", ""))
+        number = value if isinstance(value, int) else int(without_commas(key, text_of(value).replace("_", "")))
     except ValueError:
         number = None
     if isinstance(value, bool) or number is None or not lo <= number <= hi:
