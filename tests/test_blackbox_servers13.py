@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bot.limits import GUILD_BUDGET
-from tests.e2e.harness import running_bot
+from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, text
 from tests.test_e2e_config import answer, flat, run
 
 
@@ -93,3 +93,30 @@ async def test_a_decimal_comma_in_a_limit_is_refused_instead_of_read_as_a_hundre
     assert "2.99" in cents, cents
     assert refused == {}
     assert grouped == "✅ tokens per day: 200,000 → 1,500,000", grouped
+
+
+async def test_usage_me_counts_the_request_of_a_research_waiting_for_a_free_slot(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A /research waiting in line for a run slot holds its request against the daily limit (a second
+    one is refused), but /usage me left it out: it said "0 of 1 · 1 left" while /research answered
+    "Daily request limit reached: you've made 1 of 1 requests today"."""
+    general = guild.channel("general")
+    llm.script(text("never finished", hang=True), text("Done."))
+    async with running_bot(fake, llm, tmp_path, guild, BOT_MAX_CONCURRENT_RUNS=1) as bot:
+        await run(fake, guild, "config limits", {"limit": "requests_per_day", "value": "1"})
+        fake.inject_interaction("research", {"task": "long one"}, user="admin", channel=general)
+        busy = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the first run's model call")
+        fake.inject_interaction("research", {"task": "mine"}, user="alice", channel=general)
+        await fake.wait_for(lambda: len(fake.threads(parent=general)) == 2, what="alice's thread")
+        usage = flat(await run(fake, guild, "usage me", user="alice"))
+        again = flat(
+            await answer(
+                fake, fake.inject_interaction("research", {"task": "more"}, user="alice", channel=general)
+            )
+        )
+        fake.archive_thread(busy)  # the first run stops; alice's takes the slot
+        await wait_idle(fake, bot)
+    assert "Daily request limit reached" in again, again
+    assert "**Requests today**: 1 of 1 · none left" in usage, usage

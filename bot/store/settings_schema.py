@@ -183,7 +183,9 @@ def to_bool(key: str, value: Any) -> bool:
 
 def to_int(key: str, value: Any, lo: int, hi: int, what: str) -> int:
     try:
-        number = value if isinstance(value, int) else int(without_commas(key, text_of(value).replace("_", "")))
+        number = (
+            value if isinstance(value, int) else int(without_commas(key, text_of(value).replace("_", "")))
+        )
     except ValueError:
         number = None
     if isinstance(value, bool) or number is None or not lo <= number <= hi:
