@@ -12,7 +12,7 @@ import pytest
 from bot.limits import GUILD_BUDGET
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.llm_server import FakeLLM, error, text
 from tests.test_e2e_config import answer, flat, run
 
 
@@ -120,3 +120,35 @@ async def test_usage_me_counts_the_request_of_a_research_waiting_for_a_free_slot
         await wait_idle(fake, bot)
     assert "Daily request limit reached" in again, again
     assert "**Requests today**: 1 of 1 · none left" in usage, usage
+
+
+async def test_a_model_one_server_chose_that_keeps_failing_does_not_stop_another_servers_runs(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
+) -> None:
+    """Every server's runs share the provider's circuit breaker. Lab's admins put their tiers on a model
+    the gateway answered 503 for (overloaded), and the 503 cooled down the whole provider: Club's next
+    research, on a model that worked, failed at once ("every model this run may use is cooling down after
+    errors; openai is cooling down"), for 60 s, doubling with each of Lab's tries up to 15 minutes. Only
+    the failing model cools down now."""
+    llm.responder = lambda body: (
+        error(503, "model overloaded") if body["model"] == "gpt-4.1-mini" else text("Yes.")
+    )
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        for tier in ("simple", "medium", "complex"):
+            await run(fake, guild, "config tier", {"tier": tier, "models": "gpt-4.1-mini"})
+        for where, who in ((guild, "alice"), (other, "dave")):
+            fake.inject_interaction(
+                "research", {"task": "Is it up?"}, user=who, channel=where.channel("general")
+            )
+            thread = await fake.wait_for_thread(parent=where.channel("general"))
+            await fake.wait_for_message(
+                thread, lambda m: "failed" in m.content or m.content == "Yes.", within=20
+            )
+            await wait_idle(fake, bot)
+    lab, club = (
+        [m.content for m in fake.messages(fake.threads(parent=g.channel("general"))[0])]
+        for g in (guild, other)
+    )
+    assert any("HTTP 503" in m for m in lab), lab
+    assert "Yes." in club, club
+    assert not any("cooling down" in m for m in club), club

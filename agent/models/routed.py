@@ -54,7 +54,7 @@ from agent.models.base import (
     SwitchNotice,
     TextChunk,
 )
-from agent.models.breakers import breaker_keys, falls_back, why_unavailable
+from agent.models.breakers import breaker_keys, cooled_key, falls_back, outage_of, why_unavailable
 from agent.models.classifier import Classification
 from agent.models.tiers import TIERS, Tier, tier_index
 
@@ -268,7 +268,8 @@ class RoutedModel:
             if not breakers.acquire(keys):
                 tried.add(self._spec)
                 wait = max(breakers.retry_in(k) for k in keys)
-                why = f"{model.provider} is cooling down after errors (next try in {wait:.0f} s)"
+                cooling = model.provider if not breakers.available(keys[0]) else model.name
+                why = f"{cooling} is cooling down after errors (next try in {wait:.0f} s)"
                 nxt = self._next(tried)
                 if nxt is None:
                     raise ModelUnavailableError(
@@ -315,9 +316,10 @@ class RoutedModel:
                     0.0
                     if unknown and self._next(tried) is None
                     else breakers.failure(
-                        keys[1] if unknown else keys[0],
+                        cooled_key(model, e),
                         redact(e.message),
                         cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
+                        provider=outage_of(model, e),
                     )
                 )
                 breakers.release(keys)
