@@ -148,7 +148,10 @@ async def build_services(
             agent_settings.agent_model,
             *(m for ms in tiers.values() for m in ms),
         }
-        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names())
+        # /config max-steps reaches the operator's own default when it is higher (AGENT_MAX_STEPS allows 100):
+        # "Max steps: 80" was shown, and 80 refused as past 50.
+        steps = (1, max(SettingsSchema.max_steps_range[1], agent_settings.agent_max_steps))
+        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), max_steps_range=steps)
         guild_settings = GuildSettingsStore(db, schema, defaults)
         if url is not None and guild_settings.shared:  # other shard processes may change settings
             from bot.store.settings_sync import SettingsListener

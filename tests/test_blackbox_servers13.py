@@ -152,3 +152,20 @@ async def test_a_model_one_server_chose_that_keeps_failing_does_not_stop_another
     assert any("HTTP 503" in m for m in lab), lab
     assert "Yes." in club, club
     assert not any("cooling down" in m for m in club), club
+
+
+async def test_an_admin_may_set_max_steps_up_to_the_bots_own_default(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With AGENT_MAX_STEPS=80 (1-100 allowed), /config show said "Max steps: 80", yet /config max-steps
+    refused 80, and 60, as "must be a whole number from 1 to 50": an admin could lower it but never pin it,
+    nor set it back short of resetting it."""
+    async with running_bot(fake, llm, tmp_path, guild, agent_env={"AGENT_MAX_STEPS": 80}):
+        shown = flat(await run(fake, guild, "config show"))
+        lower = flat(await run(fake, guild, "config max-steps", {"steps": 60}))
+        back = flat(await run(fake, guild, "config max-steps", {"steps": 80}))
+        past = flat(await run(fake, guild, "config max-steps", {"steps": 81}))
+    assert "Max steps: **80**" in shown, shown
+    assert lower == "✅ `max_steps`: 80 → 60", lower
+    assert back == "✅ `max_steps`: 60 → 80", back
+    assert past == "⚠️ max_steps must be a whole number from 1 to 80; got 81.", past
