@@ -17,7 +17,7 @@ import structlog
 from agent.config import AgentSettings, ConfigError
 from agent.logs import redact
 from agent.memory.types import EmbeddingMismatch
-from agent.models.factory import build_reader, build_router, reader_enabled
+from agent.models.factory import build_reader, build_router, missing_key, reader_enabled
 from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
@@ -151,7 +151,10 @@ async def build_services(
         # /config max-steps reaches the operator's own default when it is higher (AGENT_MAX_STEPS allows 100):
         # "Max steps: 80" was shown, and 80 refused as past 50.
         steps = (1, max(SettingsSchema.max_steps_range[1], agent_settings.agent_max_steps))
-        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names(), max_steps_range=steps)
+        usable = [m for m in sorted(known) if missing_key(agent_settings, m) is None]
+        schema = SettingsSchema(
+            known_models=sorted(known), known_tools=tools.names(), max_steps_range=steps, usable_models=usable
+        )
         guild_settings = GuildSettingsStore(db, schema, defaults)
         if url is not None and guild_settings.shared:  # other shard processes may change settings
             from bot.store.settings_sync import SettingsListener

@@ -13,7 +13,7 @@ from bot.limits import GUILD_BUDGET
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, error, text
-from tests.test_e2e_config import answer, flat, run
+from tests.test_e2e_config import answer, autocomplete, choices, flat, run
 
 
 @pytest.fixture
@@ -169,3 +169,23 @@ async def test_an_admin_may_set_max_steps_up_to_the_bots_own_default(
     assert lower == "✅ `max_steps`: 80 → 60", lower
     assert back == "✅ `max_steps`: 60 → 80", back
     assert past == "⚠️ max_steps must be a whole number from 1 to 80; got 81.", past
+
+
+async def test_an_unknown_model_is_answered_with_models_this_bot_can_call(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A mistyped model name was answered with the first 25 of every model the price package knows: all
+    ``anthropic:`` models on a bot without ANTHROPIC_API_KEY, each of which /config tier then refused as
+    unusable; the autocomplete offered them first too."""
+    async with running_bot(fake, llm, tmp_path, guild):
+        typo = flat(await run(fake, guild, "config tier", {"tier": "simple", "models": "gpt-4o-mni"}))
+        offered = await choices(
+            fake, autocomplete(fake, guild, "config tier", {"tier": "simple", "models": ""}, "models")
+        )
+        claude = await choices(
+            fake, autocomplete(fake, guild, "config tier", {"tier": "simple", "models": "claude"}, "models")
+        )
+    assert typo.startswith("⚠️ Unknown model 'gpt-4o-mni'. Models: ") and "gpt-4o-mini" in typo, typo
+    assert "anthropic:" not in typo and "gemini" not in typo, typo
+    assert offered and not any(c["value"].startswith(("anthropic:", "gemini")) for c in offered), offered
+    assert claude == []

@@ -172,7 +172,7 @@ class ConfigCog(commands.Cog):
     @tier.autocomplete("models")
     @admins_only
     async def _model_names(self, interaction: discord.Interaction, current: str) -> Choices:
-        return model_choices(self.store.schema.known_models, current)
+        return model_choices(list(self.store.schema.offered_models), current)
 
     # --- limits and tools -------------------------------------------------------------------------
 

@@ -238,6 +238,15 @@ class SettingsSchema:
     server name only these (a tier of another name would never be picked)."""
     max_steps_range: tuple[int, int] = (1, 50)
     persona_max_chars: int = 4000
+    usable_models: Collection[str] = ()
+    """Of ``known_models``, those this bot can call (their provider's key is set): what a refusal and the
+    autocomplete offer (empty: every known one). Every model the price package knows is known, so an
+    unknown name was answered with 25 ``anthropic:`` models on a bot without ANTHROPIC_API_KEY, each of
+    which /config tier then refused as unusable."""
+
+    @property
+    def offered_models(self) -> Collection[str]:
+        return self.usable_models or self.known_models
 
     # --- keys -------------------------------------------------------------------------------------
 
@@ -361,7 +370,7 @@ class SettingsSchema:
         names = split(value)
         if not names:
             raise SettingError(
-                key, f"Tier {tier!r} needs at least one model. Models: {_listing(self.known_models)}."
+                key, f"Tier {tier!r} needs at least one model. Models: {_listing(self.offered_models)}."
             )
         if len(names) > MAX_MODELS_PER_TIER:
             raise SettingError(key, f"Tier {tier!r} may list at most {MAX_MODELS_PER_TIER} models.")
@@ -370,7 +379,7 @@ class SettingsSchema:
         for n in names:
             canonical = n if n in self.known_models else by_lower.get(n.lower())
             if canonical is None:
-                raise SettingError(key, f"Unknown model {n!r}. Models: {_listing(self.known_models)}.")
+                raise SettingError(key, f"Unknown model {n!r}. Models: {_listing(self.offered_models)}.")
             if canonical in out:
                 raise SettingError(key, f"Model {canonical!r} is listed twice in tier {tier!r}.")
             out.append(canonical)
