@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.utils import MISSING
 
-from agent.logs import redact
+from agent.logs import redact_query
 from bot.discord_sink import NO_MENTIONS
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
 from bot.store import AuditEntry, GuildSettings
@@ -192,14 +192,6 @@ def format_amount(name: str, value: float) -> str:
     return f"{int(value):,}"
 
 
-def mcp_url_shown(url: str) -> str:
-    """An MCP server's URL as /config shows it: without its userinfo and without its query, where hosted
-    servers take their key (``?api_key=``). Masking only registered secrets hid the key only once a turn
-    had connected: the change's reply and ``/config mcp`` (and, after a restart, /config show) wrote it out."""
-    base, query, _ = redact(url).partition("?")
-    return base + ("?***" if query else "")
-
-
 def format_setting(key: str, value: Any, *, present: bool = True) -> str:
     """A stored override for the audit log and replies; ``present=False`` is "no override"."""
     if not present:
@@ -216,7 +208,7 @@ def format_setting(key: str, value: Any, *, present: bool = True) -> str:
     if head in ("persona", "channel_persona"):
         return code(one_line(str(value), 60))
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown, the audit lines too
-        return code(one_line(mcp_url_shown(str(value)), 80))
+        return code(one_line(redact_query(str(value)), 80))
     if head in ("limit", "role_limit"):
         return format_limit(key.split(".")[-1], value)
     if isinstance(value, list):  # emptied, it read "`fetch.allow`: default → " in the audit
@@ -325,7 +317,7 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
         return "on" if gs.reader else "off"
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown
         url = gs.mcp.get(name)
-        return code(mcp_url_shown(url)) if url else "none"
+        return code(redact_query(url)) if url else "none"
     if head == "fetch":
         rules = gs.fetch_allow if name == "allow" else gs.fetch_block
         empty = "any public domain" if name == "allow" else "none"

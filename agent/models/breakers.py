@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.logs import redact
 from agent.models.base import (
     Model,
     ModelAuthError,
@@ -97,6 +98,17 @@ class Breakers:
     def success(self, keys: Sequence[str]) -> None:
         for k in keys:
             self._b.pop(k, None)
+
+    def model_failed(self, model: Model, e: ModelError) -> float:
+        """Open the breaker ``e`` says is failing (:func:`cooled_key`); returns its cooldown. A rejected key
+        or an unknown model waits the longest at once: no retry soon will change it."""
+        longest = isinstance(e, ModelNotFoundError | ModelAuthError)
+        return self.failure(
+            cooled_key(model, e),
+            redact(e.message),
+            cooldown=self.max_cooldown if longest else None,
+            provider=outage_of(model, e),
+        )
 
     def failure(self, key: str, error: str, *, cooldown: float | None = None, provider: str = "") -> float:
         """Open ``key``; returns the cooldown chosen (doubling per consecutive failure). ``provider``: ``key``

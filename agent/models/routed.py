@@ -38,12 +38,10 @@ import structlog
 
 from agent.config import ConfigError
 from agent.events import RouteDecision, SwitchKind
-from agent.logs import redact
 from agent.messages import Message
 from agent.models.base import (
     ContextOverflowError,
     Model,
-    ModelAuthError,
     ModelChunk,
     ModelError,
     ModelNotFoundError,
@@ -54,7 +52,7 @@ from agent.models.base import (
     SwitchNotice,
     TextChunk,
 )
-from agent.models.breakers import breaker_keys, cooled_key, falls_back, outage_of, why_unavailable
+from agent.models.breakers import breaker_keys, falls_back, why_unavailable
 from agent.models.classifier import Classification
 from agent.models.tiers import TIERS, Tier, tier_index
 
@@ -312,16 +310,7 @@ class RoutedModel:
                 tried.add(self._spec)
                 # An unknown model with nothing to fall back to cools nothing down: the operator's fix
                 # (`ollama pull`) needs no restart, and a cooldown would refuse the next turn for 15 min.
-                wait = (
-                    0.0
-                    if unknown and self._next(tried) is None
-                    else breakers.failure(
-                        cooled_key(model, e),
-                        redact(e.message),
-                        cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
-                        provider=outage_of(model, e),
-                    )
-                )
+                wait = 0.0 if unknown and self._next(tried) is None else breakers.model_failed(model, e)
                 breakers.release(keys)
                 why = why_unavailable(model, e)
                 log.warning(

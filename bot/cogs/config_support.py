@@ -13,6 +13,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from agent.logs import redact_query
 from agent.models.tiers import TIERS
 from agent.tools.domains import DomainPolicy
 from bot.formatting import (
@@ -23,7 +24,6 @@ from bot.formatting import (
     effective_value,
     is_manager,
     join_items,
-    mcp_url_shown,
     one_line,
 )
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
@@ -211,7 +211,7 @@ def reset_choices(gs: GuildSettings, current: str) -> Choices:
 
 def mcp_listing(servers: dict[str, str]) -> str:
     """``/config mcp`` with no server given: this server's MCP servers, URLs without their passwords."""
-    lines = [f"`{n}`: {mcp_url_shown(u)}" for n, u in sorted(servers.items())]
+    lines = [f"`{n}`: {redact_query(u)}" for n, u in sorted(servers.items())]
     return "MCP servers:\n" + ("\n".join(lines) or "none (add one with name and url)")
 
 
