@@ -186,6 +186,7 @@ async def build_services(
             guild_mcp=GuildMcp(
                 allow_loopback=agent_settings.fetch_allow_loopback,
                 dns_servers=agent_settings.fetch_dns_servers,
+                keep_retired=bot_settings.turn_timeout + 60,
             ),
             owner=owner,
             shard_claim=claim,

@@ -12,7 +12,8 @@ import pytest
 from bot.limits import GUILD_BUDGET
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, error, text
+from tests.fakes.llm_server import FakeLLM, error, text, tool_call
+from tests.fakes.mcp_server import HttpMcpServer
 from tests.test_e2e_config import answer, autocomplete, choices, flat, run
 
 
@@ -189,3 +190,26 @@ async def test_an_unknown_model_is_answered_with_models_this_bot_can_call(
     assert "anthropic:" not in typo and "gemini" not in typo, typo
     assert offered and not any(c["value"].startswith(("anthropic:", "gemini")) for c in offered), offered
     assert claude == []
+
+
+async def test_a_turn_keeps_its_servers_mcp_tools_when_an_admin_changes_the_mcp_list_meanwhile(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A server's MCP connections were closed as soon as its list changed and anything asked for its
+    tools again (another turn starting, /config tools): a turn running meanwhile had its call under way
+    cut and every later call refused ("the inv MCP server is unavailable (closed)"), though nothing was
+    wrong with the server it was using."""
+    llm.script(tool_call("inv__slow", {"seconds": 2}), text("Slow done."))
+    general = guild.channel("general")
+    with HttpMcpServer() as server:
+        async with running_bot(fake, llm, tmp_path, guild, agent_env={"FETCH_ALLOW_LOOPBACK": True}) as bot:
+            await run(fake, guild, "config mcp", {"name": "inv", "url": server.url})
+            fake.inject_interaction("research", {"task": "Take your time"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for_message(thread, lambda m: "inv__slow" in m.content, within=15)
+            await run(fake, guild, "config mcp", {"name": "spare", "url": "http://127.0.0.1:9/mcp"})
+            await run(fake, guild, "config tools", {"tool": "inv__add", "enabled": True})
+            await fake.wait_for_message(thread, lambda m: m.content == "Slow done.", within=15)
+            await wait_idle(fake, bot)
+    observed = llm.requests[1]["messages"][-1]["content"]
+    assert observed == "done", observed
