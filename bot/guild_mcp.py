@@ -74,9 +74,10 @@ class GuildMcp:
     ) -> None:
         """``allow_loopback`` follows ``FETCH_ALLOW_LOOPBACK`` (tests only, never in production);
         ``dns_servers`` ``FETCH_DNS_SERVERS``: names are looked up as ``fetch_url`` looks them up.
-        ``keep_retired``: seconds a replaced server list's connections stay open (a turn's time limit):
-        a turn that took their tools before an admin changed the list keeps using them; they were
-        closed at once, cutting its call under way and refusing the rest as "unavailable (closed)"."""
+        ``keep_retired``: seconds a server list's connections stay open once a server is added to it (a
+        turn's time limit): a turn that took their tools before keeps using them; they were closed at
+        once, cutting its call under way and refusing the rest as "unavailable (closed)". A list that
+        lost or moved a server is closed at once, as before: its admins want that server gone."""
         lookups = resolver or DnsResolver(dns_servers, lifetime=connect_timeout)
         self._guard = NetGuard(allow_loopback=allow_loopback, resolver=lookups)
         self.connect_timeout = connect_timeout
@@ -129,7 +130,10 @@ class GuildMcp:
                 self._entries.move_to_end(guild_id)
                 await self._retry(entry)
                 return entry.tools, {}
-            await self._retire(entry)
+            if entry is not None and not set(entry.servers) <= set(key):
+                await entry.aclose()  # a server removed or moved: its admins want it gone now
+            else:
+                await self._retire(entry)
             mcp = await self._connect(key)
             entry = _Entry(key, mcp, mcp.tools(), retry_at=time.monotonic() + RETRY_EVERY)
             self._entries[guild_id] = entry
