@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.limits import GUILD_BUDGET
@@ -217,3 +218,19 @@ async def test_a_turn_keeps_its_servers_mcp_tools_when_an_admin_changes_the_mcp_
             await wait_idle(fake, bot)
     observed = llm.requests[1]["messages"][-1]["content"]
     assert observed == "done", observed
+
+
+async def test_an_admin_adding_a_channel_the_bot_cannot_work_in_is_told_so(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """/config channels add answered ✅ for a channel where the bot lacks what a session needs: the
+    server's research was then limited to a channel where every /research and mention is refused."""
+    for role in (guild.everyone, next(r for r in guild.roles if r.managed)):  # the bot's own role in Lab
+        role.permissions &= ~discord.Permissions(create_public_threads=True).value
+    async with running_bot(fake, llm, tmp_path, guild):
+        said = flat(
+            await run(fake, guild, "config channels", {"action": "add", "channel": guild.channel("c1")})
+        )
+    first, _, warning = said.partition("\n")
+    assert first.startswith("✅"), said
+    assert warning.startswith("⚠️") and "Create Public Threads" in warning, said

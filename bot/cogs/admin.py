@@ -30,6 +30,7 @@ from bot.cogs.config_support import (
     Choices,
     admins_only,
     apply_changes,
+    cannot_work_in,
     check_mcp_name,
     check_mcp_url,
     in_both_lists,
@@ -258,7 +259,8 @@ class ConfigCog(commands.Cog):
                     listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
                     raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
                 new = [c for c in current if c != channel.id]
-            await self._set(interaction, ("channels", new))
+            after = cannot_work_in(channel) if action == "add" else None
+            await self._set(interaction, ("channels", new), after=after)
 
     @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
     @app_commands.describe(

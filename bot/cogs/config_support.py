@@ -155,6 +155,21 @@ async def check_mcp_url(name: str, url: str, guild_mcp: Any) -> None:
         raise Refusal(f"⚠️ MCP server {code(name)} not added: {one_line(why, 300)} Nothing changed.")
 
 
+def cannot_work_in(channel: discord.TextChannel) -> After:
+    """A line for ``/config channels add``'s reply naming what the bot lacks there to open a session: it
+    answered ✅ alone, and every /research and mention in the only channel allowed was then refused."""
+    from bot.cogs.research import missing_permissions
+
+    lacking = missing_permissions(channel.permissions_for(channel.guild.me), private=False)
+    if not lacking:
+        return None
+    names = ", ".join(f"**{p}**" for p in lacking)
+    return lambda _gs: (
+        f"\n⚠️ I can't start research in <#{channel.id}> yet: I am missing {names} there. "
+        "A server admin can grant it to my role (or in this channel's permissions)."
+    )
+
+
 def in_both_lists(gs: GuildSettings) -> str:
     """A line for ``/config fetch``'s reply naming the allowed domains the block-list covers too (block
     wins, README): they were accepted without a word, and fetch_url then refused what the admin allowed."""
