@@ -5,6 +5,7 @@ told is what the bot then does."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import discord
@@ -234,3 +235,31 @@ async def test_an_admin_adding_a_channel_the_bot_cannot_work_in_is_told_so(
     first, _, warning = said.partition("\n")
     assert first.startswith("✅"), said
     assert warning.startswith("⚠️") and "Create Public Threads" in warning, said
+
+
+async def test_an_admin_lowering_memory_limits_is_told_how_many_memories_they_forget(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """/config memory max_items:1 (a typo for 100, say) answered "✅ memory.max_items: 1,000 → 1", and
+    the next use of memory forgot every memory but the newest, for good: nothing said any would go.
+    The reply now says how many, while setting it back still keeps them."""
+    ns, day = str(guild.id), 86400.0
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as bot:
+        memory = bot.services.memory
+        assert memory is not None, bot.services.memory_error
+        for age, note in (
+            (100, "Raids were on Tuesday."),
+            (2, "Raids moved to Friday."),
+            (1, "They start at 21:00."),
+        ):
+            await memory.store(ns, note, kind="fact", created=time.time() - age * day)
+        by_age = flat(await run(fake, guild, "config memory", {"max_age_days": "30"}))
+        by_count = flat(
+            await run(fake, guild, "config memory", {"max_items": "1", "max_age_days": "unlimited"})
+        )
+        kept = flat(await run(fake, guild, "config memory", {"max_items": "unlimited"}))
+        stats = await memory.stats(ns)
+    assert by_age.startswith("✅") and "⚠️ 1 of this server's 3 memories" in by_age, by_age
+    assert "⚠️ 2 of this server's 3 memories" in by_count, by_count
+    assert "⚠️" not in kept, kept
+    assert stats.memories == 3  # nothing is forgotten before memory is next used

@@ -13,8 +13,6 @@ Decisions (README "Server settings"):
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -33,9 +31,11 @@ from bot.cogs.config_support import (
     cannot_work_in,
     check_mcp_name,
     check_mcp_url,
+    guild_locks,
     in_both_lists,
     mcp_listing,
     model_choices,
+    past_limits,
     refusal,
     refuse_unusable,
     reset_choices,
@@ -79,9 +79,7 @@ class ConfigCog(commands.Cog):
         self.bot = bot
         self.confirm_seconds = RESET_CONFIRM_SECONDS
         """How long a reset confirmation stays valid."""
-        self._editing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        """Per server, held by commands that change a setting from what they read (channels add/remove,
-        mcp's count): three admins adding a channel at once were each told ✅, and one channel was kept."""
+        self._editing = guild_locks()
 
     async def cog_load(self) -> None:
         self.bot.buttons["cfgreset"] = reset_clicked
@@ -259,8 +257,9 @@ class ConfigCog(commands.Cog):
                     listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
                     raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
                 new = [c for c in current if c != channel.id]
-            after = cannot_work_in(channel) if action == "add" else None
-            await self._set(interaction, ("channels", new), after=after)
+            await self._set(
+                interaction, ("channels", new), after=cannot_work_in(channel) if action == "add" else None
+            )
 
     @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
     @app_commands.describe(
@@ -315,6 +314,7 @@ class ConfigCog(commands.Cog):
                 "memory.max_items": max_items,
                 "memory.max_age_days": max_age_days,
             },
+            await past_limits(self.bot.services.memory, _gid(interaction), max_items, max_age_days),
         )
 
     @config.command(name="routing", description="Who researches for the stronger tiers, and the page reader.")
