@@ -57,6 +57,14 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_query(url: str) -> str:
+    """``url`` redacted, its whole query shown as ``***``: where hosted MCP servers take their key
+    (``?api_key=``). Masking registered secrets alone hid it only once a connection had registered it, so
+    /config's reply, its listing and, after a restart, /config show wrote the key out."""
+    base, query, _ = redact(url).partition("?")
+    return base + ("?***" if query else "")
+
+
 _PLAIN = frozenset((int, float, bool, type(None)))
 """Types that hold no text: most values of a log line (steps, tokens, latencies) return at once."""
 

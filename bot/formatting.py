@@ -17,7 +17,7 @@ import discord
 from discord import app_commands
 from discord.utils import MISSING
 
-from agent.logs import redact
+from agent.logs import redact_query
 from bot.discord_sink import NO_MENTIONS
 from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS, Limits, discord_timestamp, format_usd
 from bot.store import AuditEntry, GuildSettings
@@ -208,7 +208,7 @@ def format_setting(key: str, value: Any, *, present: bool = True) -> str:
     if head in ("persona", "channel_persona"):
         return code(one_line(str(value), 60))
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown, the audit lines too
-        return code(one_line(redact(str(value)), 80))
+        return code(one_line(redact_query(str(value)), 80))
     if head in ("limit", "role_limit"):
         return format_limit(key.split(".")[-1], value)
     if isinstance(value, list):  # emptied, it read "`fetch.allow`: default → " in the audit
@@ -317,7 +317,7 @@ def effective_value(gs: GuildSettings, limits: Limits, key: str) -> str:
         return "on" if gs.reader else "off"
     if head == "mcp":  # a URL's user:password is a secret wherever it is shown
         url = gs.mcp.get(name)
-        return code(redact(url)) if url else "none"
+        return code(redact_query(url)) if url else "none"
     if head == "fetch":
         rules = gs.fetch_allow if name == "allow" else gs.fetch_block
         empty = "any public domain" if name == "allow" else "none"

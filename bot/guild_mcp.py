@@ -42,6 +42,9 @@ LOOKUP_WAIT = 2.0
 leaves the check to the first connection (a turn's), which waits its connect timeout."""
 RETRY_EVERY = 30.0
 """Seconds between tries of a server left out, as a dead server's calls reconnect (agent.tools.mcp)."""
+RETIRED_KEPT = 50
+"""Replaced connection sets kept open at most (the oldest are closed first): an admin changing the list
+again and again cannot make the bot hold hundreds of connections for a turn's time limit."""
 
 
 @dataclass(slots=True)
@@ -67,15 +70,23 @@ class GuildMcp:
         max_guilds: int = 200,
         dns_servers: str = "",
         resolver: Resolver | None = None,
+        keep_retired: float = 960.0,
     ) -> None:
         """``allow_loopback`` follows ``FETCH_ALLOW_LOOPBACK`` (tests only, never in production);
-        ``dns_servers`` ``FETCH_DNS_SERVERS``: names are looked up as ``fetch_url`` looks them up."""
+        ``dns_servers`` ``FETCH_DNS_SERVERS``: names are looked up as ``fetch_url`` looks them up.
+        ``keep_retired``: seconds a server list's connections stay open once a server is added to it (a
+        turn's time limit): a turn that took their tools before keeps using them; they were closed at
+        once, cutting its call under way and refusing the rest as "unavailable (closed)". A list that
+        lost or moved a server is closed at once, as before: its admins want that server gone."""
         lookups = resolver or DnsResolver(dns_servers, lifetime=connect_timeout)
         self._guard = NetGuard(allow_loopback=allow_loopback, resolver=lookups)
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
         self.max_guilds = max_guilds
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self.keep_retired = keep_retired
+        self._retired: list[tuple[float, _Entry]] = []
+        """Replaced or evicted entries and when to close them, oldest first."""
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._connecting: set[asyncio.Task[tuple[list[Tool], dict[str, str]]]] = set()
         """Connections :meth:`tool_names` stopped waiting for: each ends within its connect timeout."""
@@ -119,15 +130,27 @@ class GuildMcp:
                 self._entries.move_to_end(guild_id)
                 await self._retry(entry)
                 return entry.tools, {}
-            if entry is not None:
-                await entry.aclose()
+            if entry is not None and not set(entry.servers) <= set(key):
+                await entry.aclose()  # a server removed or moved: its admins want it gone now
+            else:
+                await self._retire(entry)
             mcp = await self._connect(key)
             entry = _Entry(key, mcp, mcp.tools(), retry_at=time.monotonic() + RETRY_EVERY)
             self._entries[guild_id] = entry
             while len(self._entries) > self.max_guilds:
-                _, old = self._entries.popitem(last=False)
-                await old.aclose()
+                await self._retire(self._entries.popitem(last=False)[1])
             return entry.tools, dict(mcp.problems)
+
+    async def _retire(self, entry: _Entry | None) -> None:
+        """Closes ``entry`` once a turn that took its tools has ended (``keep_retired``), and the retired
+        entries whose time has come (or past the most kept)."""
+        now = time.monotonic()
+        if entry is not None:
+            self._retired.append((now + self.keep_retired, entry))
+        cut = max(0, len(self._retired) - RETIRED_KEPT)
+        due = [e for i, (at, e) in enumerate(self._retired) if i < cut or at <= now]
+        self._retired = [(at, e) for i, (at, e) in enumerate(self._retired) if i >= cut and at > now]
+        await asyncio.gather(*(e.aclose() for e in due), return_exceptions=True)
 
     async def tool_names(self, guild_id: int, servers: Mapping[str, str], within: float) -> list[str]:
         """The names of this server's MCP tools, sorted, if known within ``within`` seconds (``/config
@@ -170,6 +193,7 @@ class GuildMcp:
 
     async def aclose(self) -> None:
         await asyncio.gather(*self._connecting, return_exceptions=True)
-        entries = list(self._entries.values())
+        entries = [*self._entries.values(), *(e for _, e in self._retired)]
         self._entries.clear()
+        self._retired.clear()
         await asyncio.gather(*(e.aclose() for e in entries), return_exceptions=True)

@@ -17,7 +17,7 @@ import structlog
 from agent.config import AgentSettings, ConfigError
 from agent.logs import redact
 from agent.memory.types import EmbeddingMismatch
-from agent.models.factory import build_reader, build_router, reader_enabled
+from agent.models.factory import build_reader, build_router, missing_key, reader_enabled
 from agent.models.http import make_client, timeouts
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel, Router
@@ -148,7 +148,13 @@ async def build_services(
             agent_settings.agent_model,
             *(m for ms in tiers.values() for m in ms),
         }
-        schema = SettingsSchema(known_models=sorted(known), known_tools=tools.names())
+        # /config max-steps reaches the operator's own default when it is higher (AGENT_MAX_STEPS allows 100):
+        # "Max steps: 80" was shown, and 80 refused as past 50.
+        steps = (1, max(SettingsSchema.max_steps_range[1], agent_settings.agent_max_steps))
+        usable = [m for m in sorted(known) if missing_key(agent_settings, m) is None]
+        schema = SettingsSchema(
+            known_models=sorted(known), known_tools=tools.names(), max_steps_range=steps, usable_models=usable
+        )
         guild_settings = GuildSettingsStore(db, schema, defaults)
         if url is not None and guild_settings.shared:  # other shard processes may change settings
             from bot.store.settings_sync import SettingsListener
@@ -180,6 +186,7 @@ async def build_services(
             guild_mcp=GuildMcp(
                 allow_loopback=agent_settings.fetch_allow_loopback,
                 dns_servers=agent_settings.fetch_dns_servers,
+                keep_retired=bot_settings.turn_timeout + 60,
             ),
             owner=owner,
             shard_claim=claim,

@@ -110,7 +110,9 @@ async def test_provider_down_the_next_model_answers_and_the_thread_is_told(world
     assert [e.model for e in events if isinstance(e, UsageEvent)] == ["claude-haiku-4-5"] * 2
     assert (model.name, model.provider) == ("claude-haiku-4-5", "anthropic")
     assert len(world.oai.requests) == 2 and len(world.claude.requests) == 2
-    assert world.breakers.state("openai") == "open"
+    # The server answered (503) about this model: it cools down, not every model of its provider.
+    assert world.breakers.state("openai:gpt-5-mini") == "open"
+    assert world.breakers.state("openai") == "closed"
 
 
 async def test_cooldown_skips_the_provider_then_one_probe_decides(world: World) -> None:
@@ -118,7 +120,7 @@ async def test_cooldown_skips_the_provider_then_one_probe_decides(world: World) 
     world.claude.script(anth.text("a"), anth.text("b"), anth.text("c"), anth.text("d"))
     router = world.router()
     await chunks_of(router.at_tier("medium"))
-    assert len(world.oai.requests) == 2 and world.breakers.retry_in("openai") == pytest.approx(60)
+    assert len(world.oai.requests) == 2 and world.breakers.retry_in("openai:gpt-5-mini") == pytest.approx(60)
 
     # While cooling down, new runs start on the fallback: no request reaches the failing provider.
     during = router.at_tier("medium")
@@ -128,20 +130,20 @@ async def test_cooldown_skips_the_provider_then_one_probe_decides(world: World) 
 
     # After the cooldown one run probes; it fails, so the provider cools down twice as long.
     world.clock.now += 61
-    assert world.breakers.state("openai") == "half_open"
+    assert world.breakers.state("openai:gpt-5-mini") == "half_open"
     world.oai.script(error(502, "still bad"), error(502, "still bad"))
     probe = router.at_tier("medium")
     assert probe.name == "gpt-5-mini"
     got = await chunks_of(probe)
     assert [c.to_model for c in got if isinstance(c, SwitchNotice)] == ["claude-haiku-4-5"]
-    assert world.breakers.retry_in("openai") == pytest.approx(120)
+    assert world.breakers.retry_in("openai:gpt-5-mini") == pytest.approx(120)
 
     # The next probe succeeds and closes the breaker for everyone.
     world.clock.now += 121
     world.oai.script(text("back"))
     healed = router.at_tier("medium")
     assert [c.message.content for c in await chunks_of(healed) if isinstance(c, ModelResponse)] == ["back"]
-    assert world.breakers.state("openai") == "closed"
+    assert world.breakers.state("openai:gpt-5-mini") == "closed"
     assert router.at_tier("medium").name == "gpt-5-mini"
 
 
@@ -228,26 +230,30 @@ async def test_text_streamed_before_a_failure_is_followed_by_a_switch(world: Wor
 
 
 async def test_every_model_failing_ends_the_run_with_a_clear_error(world: World) -> None:
-    world.oai.script(*[error(503, "down")] * 2)
+    world.oai.script(*[error(503, "down")] * 4)
     world.claude.script(*[anth.error(529, "overloaded_error", "Overloaded")] * 2)
     world.gem.script(
         *[anth.Reply(status=503, error_body={"error": {"code": 503, "status": "UNAVAILABLE"}})] * 2
     )
     router = world.router()
     events = await collect(Agent(router.at_tier("medium"), ToolRegistry()))
+    # A 503 is about one model (a gateway's answer for it), so the run moves on to the next tier's
+    # model of the same provider; a second of its models failing so cools the whole provider down.
     assert [e.to_model for e in events if isinstance(e, ModelSwitched)] == [
         "claude-haiku-4-5",
         "gemini-2.5-flash",
+        "gpt-5",
     ]
     err = next(e for e in events if isinstance(e, ErrorEvent))
     assert "still failing after 2 attempts" in err.message and "HTTP 503" in err.message
     assert events[-1].result.status == "error"
-    assert sum(isinstance(e, RetryEvent) for e in events) == 3
+    assert sum(isinstance(e, RetryEvent) for e in events) == 4
+    assert world.breakers.state("openai") == "open"
     # A run made while everything cools down fails at once, saying when to try again.
     events = await collect(Agent(router.at_tier("medium"), ToolRegistry()))
     err = next(e for e in events if isinstance(e, ErrorEvent))
     assert "cooling down" in err.message and "next try in" in err.message
-    assert len(world.oai.requests) == 2 and len(world.claude.requests) == 2
+    assert len(world.oai.requests) == 4 and len(world.claude.requests) == 2
 
 
 async def test_a_bad_request_does_not_fall_back(world: World) -> None:

@@ -37,12 +37,10 @@ import structlog
 
 from agent.config import ConfigError
 from agent.events import RouteDecision, SwitchKind
-from agent.logs import redact
 from agent.messages import Message
 from agent.models.base import (
     ContextOverflowError,
     Model,
-    ModelAuthError,
     ModelChunk,
     ModelError,
     ModelNotFoundError,
@@ -268,7 +266,8 @@ class RoutedModel:
             if not breakers.acquire(keys):
                 tried.add(self._spec)
                 wait = max(breakers.retry_in(k) for k in keys)
-                why = f"{model.provider} is cooling down after errors (next try in {wait:.0f} s)"
+                cooling = model.provider if not breakers.available(keys[0]) else model.name
+                why = f"{cooling} is cooling down after errors (next try in {wait:.0f} s)"
                 nxt = self._next(tried)
                 if nxt is None:
                     raise ModelUnavailableError(
@@ -311,15 +310,7 @@ class RoutedModel:
                 tried.add(self._spec)
                 # An unknown model with nothing to fall back to cools nothing down: the operator's fix
                 # (`ollama pull`) needs no restart, and a cooldown would refuse the next turn for 15 min.
-                wait = (
-                    0.0
-                    if unknown and self._next(tried) is None
-                    else breakers.failure(
-                        keys[1] if unknown else keys[0],
-                        redact(e.message),
-                        cooldown=breakers.max_cooldown if unknown or isinstance(e, ModelAuthError) else None,
-                    )
-                )
+                wait = 0.0 if unknown and self._next(tried) is None else breakers.model_failed(model, e)
                 breakers.release(keys)
                 why = why_unavailable(model, e)
                 log.warning(

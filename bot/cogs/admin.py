@@ -28,11 +28,14 @@ from bot.cogs.config_support import (
     Choices,
     admins_only,
     apply_changes,
+    cannot_work_in,
     check_mcp_name,
     check_mcp_url,
+    guild_locks,
     in_both_lists,
     mcp_listing,
     model_choices,
+    past_limits,
     refusal,
     refuse_unusable,
     reset_choices,
@@ -76,6 +79,7 @@ class ConfigCog(commands.Cog):
         self.bot = bot
         self.confirm_seconds = RESET_CONFIRM_SECONDS
         """How long a reset confirmation stays valid."""
+        self._editing = guild_locks()
 
     async def cog_load(self) -> None:
         self.bot.buttons["cfgreset"] = reset_clicked
@@ -167,7 +171,7 @@ class ConfigCog(commands.Cog):
     @tier.autocomplete("models")
     @admins_only
     async def _model_names(self, interaction: discord.Interaction, current: str) -> Choices:
-        return model_choices(self.store.schema.known_models, current)
+        return model_choices(list(self.store.schema.offered_models), current)
 
     # --- limits and tools -------------------------------------------------------------------------
 
@@ -239,20 +243,23 @@ class ConfigCog(commands.Cog):
         action: Literal["add", "remove", "clear"],
         channel: discord.TextChannel | None = None,
     ) -> None:
-        current = list((await self.store.get(_gid(interaction))).channels)
         if action == "clear":
             await self._set(interaction, ("channels", []))
             return
         if channel is None:
             raise Refusal(f"⚠️ Pick the channel to {action} (the `channel` option).")
-        if action == "add":
-            new = [*current, channel.id] if channel.id not in current else current
-        else:
-            if channel.id not in current:
-                listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
-                raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
-            new = [c for c in current if c != channel.id]
-        await self._set(interaction, ("channels", new))
+        async with self._editing[_gid(interaction)]:
+            current = list((await self.store.get(_gid(interaction))).channels)
+            if action == "add":
+                new = [*current, channel.id] if channel.id not in current else current
+            else:
+                if channel.id not in current:
+                    listed = ", ".join(f"<#{c}>" for c in current) or "none (the bot answers everywhere)"
+                    raise Refusal(f"⚠️ <#{channel.id}> is not in the list. Channels: {listed}.")
+                new = [c for c in current if c != channel.id]
+            await self._set(
+                interaction, ("channels", new), after=cannot_work_in(channel) if action == "add" else None
+            )
 
     @config.command(name="persona", description="Instructions for the agent, server-wide or for one channel.")
     @app_commands.describe(
@@ -307,6 +314,7 @@ class ConfigCog(commands.Cog):
                 "memory.max_items": max_items,
                 "memory.max_age_days": max_age_days,
             },
+            await past_limits(self.bot.services.memory, _gid(interaction), max_items, max_age_days),
         )
 
     @config.command(name="routing", description="Who researches for the stronger tiers, and the page reader.")
@@ -360,18 +368,19 @@ class ConfigCog(commands.Cog):
     ) -> None:
         """Servers are reached through the same SSRF guard as fetch_url; stdio servers, which run a command
         on the host, only come from the operator's MCP_SERVERS_FILE. Remove one with /config reset mcp.<name>."""
-        servers = (await self.store.get(_gid(interaction))).mcp
         if (name is None) != (url is None):  # one alone was dropped in silence, the list shown instead
             raise Refusal(
                 "⚠️ Give both `name` and `url` to add an MCP server (no options lists them; "
                 "`/config reset setting:mcp.<name>` removes one)."
             )
-        if name is None or url is None:
-            await reply(interaction, mcp_listing(servers))
-            return
-        check_mcp_name(name, servers, self.bot.services.mcp)
-        await check_mcp_url(name, url, self.bot.services.guild_mcp)
-        await self._set(interaction, (f"mcp.{name}", url))
+        async with self._editing[_gid(interaction)]:  # two added at once could pass the most allowed
+            servers = (await self.store.get(_gid(interaction))).mcp
+            if name is None or url is None:
+                await reply(interaction, mcp_listing(servers))
+                return
+            check_mcp_name(name, servers, self.bot.services.mcp)
+            await check_mcp_url(name, url, self.bot.services.guild_mcp)
+            await self._set(interaction, (f"mcp.{name}", url))
 
     @config.command(name="reset", description="Put one setting, a group, or everything back to the defaults.")
     @app_commands.describe(setting="A setting or group (e.g. tier.medium, limit, tool); empty = everything")

@@ -7,13 +7,17 @@ but not days later; a click checks the caller's permission again (a button is no
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import discord
 from discord import app_commands
 
-from agent.logs import redact
+from agent.logs import redact_query
+from agent.memory.types import MemoryStoreError
 from agent.models.tiers import TIERS
 from agent.tools.domains import DomainPolicy
 from bot.formatting import (
@@ -30,6 +34,13 @@ from bot.limits import GUILD_BUDGET, LIMIT_LABELS, USER_LIMITS
 from bot.store import GuildSettings, GuildSettingsStore, QuotaStore, SettingError, matching
 from bot.store.settings_schema import GROUPS, MCP_MAX_SERVERS
 from bot.views import confirm_view, confirmation_open
+
+
+def guild_locks() -> defaultdict[int, asyncio.Lock]:
+    """Per server, held by /config commands that change a setting from what they read (channels, mcp):
+    three admins adding a channel at once were each told ✅, and one channel was kept."""
+    return defaultdict(asyncio.Lock)
+
 
 RESET_CONFIRM_SECONDS = 300
 ALL_WORDS = frozenset({"", "all", "everything", "*"})
@@ -155,6 +166,60 @@ async def check_mcp_url(name: str, url: str, guild_mcp: Any) -> None:
         raise Refusal(f"⚠️ MCP server {code(name)} not added: {one_line(why, 300)} Nothing changed.")
 
 
+def cannot_work_in(channel: discord.TextChannel) -> After:
+    """A line for ``/config channels add``'s reply naming what the bot lacks there to open a session: it
+    answered ✅ alone, and every /research and mention in the only channel allowed was then refused."""
+    from bot.cogs.research import missing_permissions
+
+    lacking = missing_permissions(channel.permissions_for(channel.guild.me), private=False)
+    if not lacking:
+        return None
+    names = ", ".join(f"**{p}**" for p in lacking)
+    return lambda _gs: (
+        f"\n⚠️ I can't start research in <#{channel.id}> yet: I am missing {names} there. "
+        "A server admin can grant it to my role (or in this channel's permissions)."
+    )
+
+
+async def past_limits(memory: Any, guild_id: int, *limits: str | None) -> After:
+    """A line for ``/config memory``'s reply when it sets ``limits``: how many memories they forget, as
+    retention will (older than ``max_age_days``, then the oldest whole memories until ``max_items`` rows
+    are left). They went at the next use of memory, for good, after a reply that said nothing of it. The
+    rows are read before the change; none (no memory, or unreadable) says nothing."""
+    if memory is None or all(v is None for v in limits):
+        return None
+    try:
+        rows = [(r.created, r.parent or r.id) async for r in memory.records(str(guild_id))]
+    except MemoryStoreError:
+        return None
+    if not rows:
+        return None
+
+    def line(gs: GuildSettings) -> str:
+        created: dict[str, float] = {}
+        for at, memory_id in rows:
+            created[memory_id] = min(at, created.get(memory_id, at))
+        size, oldest_first = Counter(m for _, m in rows), sorted(created, key=lambda m: created[m])
+        days = gs.memory_max_age_days
+        gone = [m for m in oldest_first if days is not None and created[m] < time.time() - days * 86400]
+        left = len(rows) - sum(size[m] for m in gone)
+        for m in oldest_first:
+            if gs.memory_max_items is None or left <= gs.memory_max_items:
+                break
+            if m not in gone:
+                gone.append(m)
+                left -= size[m]
+        if not gone:
+            return ""
+        return (
+            f"\n⚠️ {len(gone)} of this server's {len(created)} memories are past these limits: they are "
+            "forgotten, oldest first, the next time memory is used. Set the limit back now to keep them "
+            "(`/memory export` keeps a copy)."
+        )
+
+    return line
+
+
 def in_both_lists(gs: GuildSettings) -> str:
     """A line for ``/config fetch``'s reply naming the allowed domains the block-list covers too (block
     wins, README): they were accepted without a word, and fetch_url then refused what the admin allowed."""
@@ -211,7 +276,7 @@ def reset_choices(gs: GuildSettings, current: str) -> Choices:
 
 def mcp_listing(servers: dict[str, str]) -> str:
     """``/config mcp`` with no server given: this server's MCP servers, URLs without their passwords."""
-    lines = [f"`{n}`: {redact(u)}" for n, u in sorted(servers.items())]
+    lines = [f"`{n}`: {redact_query(u)}" for n, u in sorted(servers.items())]
     return "MCP servers:\n" + ("\n".join(lines) or "none (add one with name and url)")
 
 

@@ -164,6 +164,9 @@ class UsageReports:
     def period_params(self, guild_id: int, user_id: int, now: datetime, session_id: str | None) -> dict:
         raise NotImplementedError
 
+    def _holding(self, g: int | None, user_id: int, session_id: str | None) -> int:
+        raise NotImplementedError
+
     async def charged_after(self, session_id: str, at: float) -> list[ChargedCall]:
         """The calls charged to ``session_id`` after ``at`` (a turn's last checkpoint): a kill between a
         call's charge and the checkpoint that counts it (a Stop's cut call is charged as it is cut, the
@@ -193,11 +196,16 @@ class UsageReports:
         now = to_utc(self.clock())
         limits = await self.limits_for(guild_id, role_ids)
         snap = await self.snapshot(_gid(guild_id), user_id, now)
+        # A new session's request held while it waits for a run slot counts as the checks count it: /usage
+        # said "1 left" while /research refused, "you've made 1 of 1 requests today".
+        snap.day_requests += self._holding(_gid(guild_id), user_id, None)
         items = [
             LimitUsage(n, snap.used(n), limits.get(n), resets_at(n, now), snap.reserved(n)) for n in _ORDER
         ]
         if cap := self.all_servers_per_day:
-            used = await all_servers.used_today(self.db.fetchall, user_id, now)
+            used = await all_servers.used_today(self.db.fetchall, user_id, now) + self._holding(
+                None, user_id, None
+            )
             items.append(LimitUsage(ALL_SERVERS_REQUESTS, used, cap, resets_at(ALL_SERVERS_REQUESTS, now)))
         # The server budget line counts every member's calls: another's unpriced ones make it a lower
         # bound too (read "$0.00 of $100.00" while a member's self-hosted model ran all month).
