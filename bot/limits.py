@@ -209,6 +209,15 @@ _EXHAUSTED = {
     "slot (limit {cap}). Wait for one to finish, or stop one",
 }
 
+_NO_ROOM = {
+    "tokens_per_day": "Not enough of the daily token limit is left for the next step: it needs about {need} "
+    "tokens, and {left} of {cap} are left today",
+    "cost_per_month_usd": "Not enough of the monthly spending limit is left for the next step: it costs "
+    "about {need}, and {left} of {cap} is left this month",
+    GUILD_BUDGET: "Not enough of this server's monthly budget is left for the next step: it costs about "
+    "{need}, and {left} of {cap} is left",
+}
+
 
 def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, need: float = 0) -> str:
     """A sentence naming the exhausted limit, how much is used, and when it resets.
@@ -219,9 +228,14 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
         raise ValueError(f"unknown limit {limit!r}; known: {', '.join(LIMIT_LABELS)}")
     money = limit.endswith("_usd")
     amount = format_usd if money else (lambda v: f"{int(v):,}")
-    head = _EXHAUSTED[limit].format(used=amount(used), cap=amount(cap))
-    if need and limit in ("tokens_per_day", "cost_per_month_usd", GUILD_BUDGET):
-        head += f", and the next step {'costs' if money else 'needs'} about {amount(need)}"
+    if need and used < cap and limit in _NO_ROOM:
+        # Not "reached": a member told "limit reached: 1,800 of 10,000" could not see why; what they
+        # need to know is that the step is larger than what is left.
+        head = _NO_ROOM[limit].format(need=amount(need), left=amount(cap - used), cap=amount(cap))
+    else:
+        head = _EXHAUSTED[limit].format(used=amount(used), cap=amount(cap))
+        if need and limit in _NO_ROOM:
+            head += f", and the next step {'costs' if money else 'needs'} about {amount(need)}"
     reset = resets_at(limit, now)
     return head + "." + (f" It resets {discord_timestamp(reset)}." if reset else "")
 

@@ -21,7 +21,7 @@ def guild() -> FakeGuild:
 
 @pytest.mark.parametrize(
     ("limit", "said"),
-    [("cost_per_month_usd", "Monthly spending limit"), ("guild_budget_per_month_usd", "monthly budget")],
+    [("cost_per_month_usd", "monthly spending limit"), ("guild_budget_per_month_usd", "monthly budget")],
 )
 async def test_a_run_that_cannot_afford_one_step_is_refused_before_it_opens_a_thread_or_counts_a_request(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, limit: str, said: str
@@ -41,7 +41,7 @@ async def test_a_run_that_cannot_afford_one_step_is_refused_before_it_opens_a_th
         await wait_idle(fake, bot)
         usage = flat(await run(fake, guild, "usage me", user="alice"))
     assert refusal.ephemeral and said in refusal.content, refusal.content
-    assert "the next step costs about $0.0" in refusal.content, refusal.content
+    assert "for the next step: it costs about $0.0" in refusal.content, refusal.content
     assert fake.threads(parent=general) == [] and llm.requests == []
     assert re.search(r"\*\*Requests today\*\*: 0 of 50", usage), usage
 

@@ -165,7 +165,9 @@ async def test_a_fallback_mid_call_to_a_dearer_model_is_held_at_its_price_and_ne
         spent = await db.fetchone("SELECT COALESCE(SUM(cost_nusd), 0) AS n FROM usage_ledger")
     result = next(e.result for e in events if isinstance(e, FinalEvent))
     assert [e.to_model for e in events if isinstance(e, ModelSwitched)] == ["claude-opus-4-1"]
-    assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
+    assert result.status == "budget" and "Not enough of the monthly spending limit is left" in (
+        result.error or ""
+    ), result
     assert claude.requests == [], "the Opus call was made on gpt-4o-mini's hold"
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
 
@@ -198,7 +200,9 @@ async def test_a_claude_call_without_agent_max_tokens_is_held_at_the_cap_it_is_s
             events = [ev async for ev in run]
         spent = await db.fetchone("SELECT COALESCE(SUM(cost_nusd), 0) AS n FROM usage_ledger")
     result = next(e.result for e in events if isinstance(e, FinalEvent))
-    assert result.status == "budget" and "Monthly spending limit reached" in (result.error or ""), result
+    assert result.status == "budget" and "Not enough of the monthly spending limit is left" in (
+        result.error or ""
+    ), result
     assert claude.requests == [], "the call was sent on a hold for 1,024 output tokens"
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
 

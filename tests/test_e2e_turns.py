@@ -57,10 +57,10 @@ async def test_e2e_a_run_that_cannot_afford_one_step_is_refused_once_before_it_i
         refusal = fake.message(inter.original_message_id)
         usage = await run(fake, guild, "usage me", user="alice")
     msgs = fake.messages(thread)
-    limit = [m for m in msgs if "Daily token limit reached" in m.content]
+    limit = [m for m in msgs if "Not enough of the daily token limit is left" in m.content]
     assert len(limit) == 1 and "<t:" in limit[0].content  # the limit and its reset, once
     assert not any(c.get("components") for m in msgs[1:] for c in m.components)  # no Retry (nor Stop)
-    assert refusal.ephemeral and "Daily token limit reached" in refusal.content
+    assert refusal.ephemeral and "Not enough of the daily token limit is left" in refusal.content
     assert len(fake.threads(parent=general)) == 1
     assert len(llm.requests) == 1
     assert "**Requests today**: 1 of" in flat(usage)  # the refused ones were not charged
