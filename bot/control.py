@@ -32,7 +32,7 @@ import structlog
 from agent.attachments import IncomingFile
 from agent.tools.safe_names import safe_name
 from bot.assembly import charge_judge, classified, route, step_cost, step_need, who_runs
-from bot.formatting import channel_refusal
+from bot.channels import channel_refusal
 from bot.notes import untrusted
 from bot.rerun import EditRerun, files_of
 from bot.run_policy import can_post
@@ -326,7 +326,8 @@ class SessionControl(EditRerun):
             return f"I can't post in {where.mention}: I am missing **Send Messages in Threads** there."
         if session.guild_id is None:
             return None
-        return channel_refusal(await self.sv.guild_settings.get(session.guild_id), session.channel_id)
+        gs = await self.sv.guild_settings.get(session.guild_id)
+        return channel_refusal(gs, session.channel_id, guild=getattr(where, "guild", None))
 
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any

@@ -45,14 +45,6 @@ def one_line(text: str, limit: int) -> str:
     return clip(" ".join(text.split()), limit)
 
 
-def channel_refusal(gs: GuildSettings, channel_id: int, parent_id: int | None = None) -> str | None:
-    """Why the bot may not start work here (``/config channels``), or None: /research says it, and so
-    do Retry and Re-run pressed in a thread under a channel taken off the list."""
-    if gs.channel_allowed(channel_id, parent_id):
-        return None
-    return f"/research is not enabled in this channel. Try: {', '.join(f'<#{c}>' for c in gs.channels)}"
-
-
 def code(text: str) -> str:
     """Inline code that a backtick in the text cannot break out of."""
     return "`" + text.replace("`", "ʼ") + "`"

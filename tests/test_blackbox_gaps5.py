@@ -26,7 +26,7 @@ from tests.fakes.dns_server import serving_dns
 from tests.fakes.llm_server import FakeLLM, Reply, error, text, tool_call
 from tests.fakes.served import served
 from tests.fakes.web_server import FakeWeb
-from tests.test_e2e_config import click, flat, run
+from tests.test_e2e_config import answer, click, flat, run
 
 AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
@@ -233,3 +233,29 @@ async def test_a_failing_page_reader_is_shown_in_the_thread(
     # One line under the call; the provider's words (and its address) are for the operator's log.
     assert "\n⚠️ the page reader failed (the bot's log says why), so the agent reads the page" in step, step
     assert "nonsense" not in step and llm.base_url.split("/v1")[0] not in step, step
+
+
+@pytest.mark.parametrize("guild", [FakeGuild.create("Lab", channels=("general", "lab", "random"))])
+async def test_a_deleted_channel_on_the_allowed_list_is_never_offered_to_members(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """An admin limits the bot to #lab and #random; #random is then deleted. /research elsewhere said
+    "Try: #lab, #deleted-channel"; with #lab gone too it pointed only at channels that no longer
+    exist. Deleted channels are left out, and with none left the member is told to ask an admin."""
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        for name in ("lab", "random"):
+            await run(fake, guild, "config channels", {"action": "add", "channel": guild.channel(name)})
+        lab = guild.channel("lab").id
+        fake.delete_thread(guild.channel("random"))
+        first = await answer(
+            fake, fake.inject_interaction("research", {"task": "Tides?"}, user="alice", channel=general)
+        )
+        fake.delete_thread(guild.channel("lab"))
+        second = await answer(
+            fake, fake.inject_interaction("research", {"task": "Tides?"}, user="alice", channel=general)
+        )
+        await wait_idle(fake, bot)
+    assert flat(first) == f"/research is not enabled in this channel. Try: <#{lab}>", flat(first)
+    assert "no longer exist" in flat(second) and "/config channels" in flat(second), flat(second)
+    assert fake.threads(parent=general) == [] and llm.requests == []

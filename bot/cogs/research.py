@@ -15,8 +15,9 @@ from discord.ext import commands
 
 from agent.tools.safe_names import visible_text
 from bot.attach import files_only, incoming
+from bot.channels import channel_refusal
 from bot.discord_sink import NO_MENTIONS
-from bot.formatting import DmLimit, Refusal, channel_refusal, reply, tell
+from bot.formatting import DmLimit, Refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
 from bot.store import new_session_id
 
@@ -70,7 +71,7 @@ class ResearchCog(commands.Cog):
         channel = interaction.channel
         gs = await self.bot.services.guild_settings.get(interaction.guild_id)
         parent_id = getattr(channel, "parent_id", None)
-        if channel is not None and (refused := channel_refusal(gs, channel.id, parent_id)):
+        if channel is not None and (refused := channel_refusal(gs, channel.id, parent_id, interaction.guild)):
             raise Refusal(refused)
         if isinstance(channel, discord.Thread):
             raise Refusal("Use /research in a text channel: it opens its own thread.")

@@ -529,7 +529,7 @@ class FakeDiscord:
         close_thread(self.state, self.channel(thread), archived=True, locked=locked)
 
     def delete_thread(self, thread: ChannelRef) -> None:
-        """A member deletes a thread; THREAD_DELETE reaches the bot."""
+        """A member deletes a thread (or a channel); THREAD_DELETE (CHANNEL_DELETE) reaches the bot."""
         delete_thread(self.state, self.channel(thread))
 
     def enable_global_limit(self, limit: int = 50, per: float = 1.0) -> GlobalLimit:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes.discord_limits import ChannelWriteLimiter, rate_limited_body, rate_limited_headers
-from tests.fakes.discord_models import INTENT_GUILDS, PRIVATE_THREAD, FakeChannel, utcnow
+from tests.fakes.discord_models import INTENT_GUILDS, PRIVATE_THREAD, FakeChannel, channel_payload, utcnow
 from tests.fakes.discord_validation import ApiError
 
 if TYPE_CHECKING:
@@ -76,9 +76,16 @@ def close_thread(
 
 
 def delete_thread(state: FakeState, thread: FakeChannel) -> None:
-    """A member deletes a thread: gone from the guild, THREAD_DELETE dispatched."""
+    """A member deletes a thread (or a channel): gone from the guild, THREAD_DELETE (CHANNEL_DELETE)
+    dispatched."""
     guild = state.guild_of(thread)
     state.channels.pop(thread.id, None)
+    if not thread.is_thread:
+        if guild is not None and thread in guild.channels:
+            guild.channels.remove(thread)
+        state.dispatch("CHANNEL_DELETE", channel_payload(thread), intent=INTENT_GUILDS)
+        state.changed()
+        return
     if guild is not None and thread in guild.threads:
         guild.threads.remove(thread)
     data = {
