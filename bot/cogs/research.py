@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from agent.tools.safe_names import visible_text
 from bot.attach import files_only, incoming
+from bot.control import HeaderRefused
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, channel_refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
@@ -85,11 +86,10 @@ class ResearchCog(commands.Cog):
         perms = interaction.app_permissions
         thread = await self._open_thread(channel, member, task, perms, private=private, session_id=sid)
         files = incoming([file] if file else [])
-        if await self.bot.control.start_session(thread, member, task, tier, files, session_id=sid) is None:
-            raise Refusal(
-                f"I opened a thread but Discord refused my first message in it, so I removed it: I need "
-                f"**Send Messages in Threads** in {channel.mention}."
-            )
+        try:
+            await self.bot.control.start_session(thread, member, task, tier, files, session_id=sid)
+        except HeaderRefused as e:
+            raise Refusal(e.said(f"**Send Messages in Threads** in {channel.mention}")) from None
         slots = self.bot.runner.slots
         if slots.full():
             await reply(
@@ -180,17 +180,13 @@ class ResearchCog(commands.Cog):
                 await tell(message, str(e), bot.dm_limit)  # a DM when the reply itself is refused
             return
         files = incoming(message.attachments)
-        if (
+        try:
             await bot.control.start_session(
                 thread, message.author, task, None, files, message_id=message.id, session_id=sid
             )
-            is None
-        ):
-            await message.reply(
-                "Discord refused my first message in the thread, so I removed it: I need **Send Messages "
-                "in Threads** here.",
-                allowed_mentions=NO_MENTIONS,
-            )
+        except HeaderRefused as e:
+            said = e.said("**Send Messages in Threads** here")
+            await message.reply(said, allowed_mentions=NO_MENTIONS)
 
 
 def missing_permissions(perms: discord.Permissions, *, private: bool) -> list[str]:
