@@ -10,10 +10,11 @@ from pathlib import Path
 import discord
 import pytest
 
-from tests.e2e.harness import running_bot
+from bot.splitting import split_message
+from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_models import BOT_PERMISSIONS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import FakeLLM, text
 
 INVITED = BOT_PERMISSIONS & ~discord.Permissions(manage_threads=True, manage_messages=True).value
 """What README's invite asks for: no Manage Threads, so the bot cannot delete a thread."""
@@ -52,7 +53,72 @@ async def test_a_thread_the_bot_could_not_delete_is_not_said_removed(
             reply = await fake.wait_for_message(general, lambda m: m.reference_id == said.id)
         left = fake.threads(parent=general)
     assert len(left) == 2 and fake.calls("DELETE", f"/channels/{left[0].id}")  # tried, refused: they stay
-    for text in (refusal, reply.content):
-        assert "removed it" not in text and "**Manage Threads**" in text, text
-        assert "**Send Messages in Threads**" in text, text
+    for words in (refusal, reply.content):
+        assert "removed it" not in words and "**Manage Threads**" in words, words
+        assert "**Send Messages in Threads**" in words, words
     assert llm.requests == []
+
+
+def _fence_open_at_end(part: str) -> bool:
+    """CommonMark's reading: a block opened by N backticks is closed only by N or more."""
+    opened = ""
+    for line in part.split("\n"):
+        run = len(line) - len(line.lstrip("`"))
+        if run < 3 or "`" in line[run:]:
+            continue
+        if not opened:
+            opened = line[:run]
+        elif run >= len(opened) and not line[run:].strip():
+            opened = ""
+    return bool(opened)
+
+
+async def test_a_long_answer_is_cut_into_messages_that_each_render_as_written(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A one-line ```code``` at a line's start was read as a block that never ends: every later message
+    began with that line again as a code block and ended with a stray fence. A block fenced with four
+    backticks (how models nest Markdown) was closed with three, which does not close it, and the part
+    was 2,001 characters, silently clipped to Discord's 2,000."""
+    prose = "\n\n".join(("Tide tables are read twice a day. " * 40).strip() for _ in range(2))
+    nested = "\n".join(["````markdown", "A" * 2500, "````"])
+    answer = f"```bash pip install tidal```\n\n{prose}\n\n{nested}\n\nThat is all."
+    assert len(answer) < 6000  # sent as messages, not as a file
+    llm.script(text(answer))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "1 step" in m.content, within=20)
+        await wait_idle(fake, bot)
+        parts = [m.content for m in fake.messages(thread)][1:-1]  # between the header and the footer
+    assert parts[0].startswith("```bash pip install tidal```") and parts[-1].endswith("That is all.")
+    assert all(len(p) <= 2000 for p in parts)
+    assert not any(p.startswith("```bash") for p in parts[1:]), [p[:40] for p in parts]
+    assert not any(_fence_open_at_end(p) for p in parts), [p[-12:] for p in parts]
+    assert sum(p.count("A") for p in parts) == 2500 and sum(p.count("Tide tables") for p in parts) == 80
+
+
+@pytest.mark.parametrize(
+    ("line", "unit"),
+    [
+        ("e\u0301" * 2500, "e\u0301"),  # an accent as its own code point (decomposed text)
+        ("👍🏽" * 1500, "👍🏽"),  # a skin tone
+        ("🇫🇷" * 1500, "🇫🇷"),  # a flag: two letters
+        ("👩\u200d💻" * 800, "👩\u200d💻"),  # joined by ZWJ
+    ],
+)
+def test_a_line_with_no_space_is_never_cut_inside_a_character(line: str, unit: str) -> None:
+    """A cut at exactly 2,000 code points put an accent, a skin tone, half a flag or half a ZWJ emoji at
+    the start of the next message, where it shows as a lone mark or the wrong emoji."""
+    parts = split_message("Here\n" + line)  # 5 + 1,991: the cut of old fell inside a character
+    assert len(parts) > 1 and all(len(p) <= 2000 for p in parts)
+    for part in parts[1:]:
+        assert part.startswith(unit) and part.count(unit) * len(unit) == len(part), part[:4]
+
+
+def test_cjk_text_is_cut_at_a_sentence_end() -> None:
+    """Chinese or Japanese prose has no spaces: a paragraph was cut mid-word at 2,000 characters."""
+    sentence = "潮汐表每天读两次，每次都要核对。"  # 16 characters, the last a full stop
+    parts = split_message(sentence * 200)
+    assert len(parts) > 1 and all(p.endswith("。") for p in parts)
