@@ -27,7 +27,7 @@ def _regional(ch: str) -> bool:
     return "\U0001f1e6" <= ch <= "\U0001f1ff"
 
 
-def _splits_a_character(text: str, i: int) -> bool:
+def splits_a_character(text: str, i: int) -> bool:
     """Cutting ``text`` before index ``i`` would split what a reader sees as one character."""
     after, before = text[i], text[i - 1]
     if after in _JOINERS or before == "\u200d" or unicodedata.combining(after):
@@ -47,7 +47,7 @@ def _cut_point(text: str, limit: int) -> int:
         if i > limit // 4:
             return i + len(sep)
     cut = limit
-    while cut > limit // 2 and _splits_a_character(text, cut):
+    while cut > limit // 2 and splits_a_character(text, cut):
         cut -= 1
     return cut if cut > limit // 2 else limit
 

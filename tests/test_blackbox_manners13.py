@@ -10,6 +10,7 @@ from pathlib import Path
 import discord
 import pytest
 
+from bot.cogs.research import thread_name
 from bot.splitting import split_message
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_models import BOT_PERMISSIONS
@@ -73,10 +74,11 @@ def _fence_open_at_end(part: str) -> bool:
     return bool(opened)
 
 
-async def test_a_long_answer_is_cut_into_messages_that_each_render_as_written(
+async def test_a_markdown_task_names_its_thread_and_its_long_answer_renders_in_each_message(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """A one-line ```code``` at a line's start was read as a block that never ends: every later message
+    """The thread's name showed the task's Markdown as typed (asterisks, backticks, a link's address,
+    mentions as <@&1>). A one-line ```code``` at a line's start was read as a block that never ends: every later message
     began with that line again as a code block and ended with a stray fence. A block fenced with four
     backticks (how models nest Markdown) was closed with three, which does not close it, and the part
     was 2,001 characters, silently clipped to Discord's 2,000."""
@@ -87,11 +89,15 @@ async def test_a_long_answer_is_cut_into_messages_that_each_render_as_written(
     llm.script(text(answer))
     general = guild.channel("general")
     async with running_bot(fake, llm, tmp_path, guild) as bot:
-        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        task = "**Tides** of `2026` in [Brest](https://tides.example/brest) for <@&1> <#2>?\nMore."
+        fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
         await fake.wait_for_message(thread, lambda m: "1 step" in m.content, within=20)
         await wait_idle(fake, bot)
         parts = [m.content for m in fake.messages(thread)][1:-1]  # between the header and the footer
+    # Discord renders no Markdown in a thread's name (nor in its notice in the channel): it read
+    # "🔎 **Tides** of `2026` in [Brest](https://tides.example/brest) for <@&1> <#2>?"
+    assert thread.name == "🔎 Tides of 2026 in Brest for ?", thread.name
     assert parts[0].startswith("```bash pip install tidal```") and parts[-1].endswith("That is all.")
     assert all(len(p) <= 2000 for p in parts)
     assert not any(p.startswith("```bash") for p in parts[1:]), [p[:40] for p in parts]
@@ -122,3 +128,15 @@ def test_cjk_text_is_cut_at_a_sentence_end() -> None:
     sentence = "潮汐表每天读两次，每次都要核对。"  # 16 characters, the last a full stop
     parts = split_message(sentence * 200)
     assert len(parts) > 1 and all(p.endswith("。") for p in parts)
+
+
+@pytest.mark.parametrize(
+    ("task", "name"),
+    [
+        ("```\nprint(2**32)\n```", "🔎 print(2**32)"),  # the first line with words, not "🔎 ```"
+        ("# Tides\n> *why* two a day?", "🔎 Tides"),
+        ("x" * 91 + "👩\u200d🔬" * 3, "🔎 " + "x" * 91),  # 95 characters fell inside the emoji: "x…x👩\u200d"
+    ],
+)
+def test_a_thread_name_is_the_tasks_words_as_they_read(task: str, name: str) -> None:
+    assert thread_name(task) == name

@@ -19,6 +19,7 @@ from bot.control import HeaderRefused
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, channel_refusal, reply, tell
 from bot.mentions import mentions_bot, strip_bot_mentions
+from bot.splitting import splits_a_character
 from bot.store import new_session_id
 
 if TYPE_CHECKING:
@@ -31,15 +32,40 @@ this many seconds: each answer is a write in the channel, and a member flooding 
 reply to every one."""
 
 
+_LINKED = re.compile(r"\[([^\]\n]*)\]\(\s*<?[^)\s]*>?\s*\)")  # [text](url): the text
+_CODES = re.compile(r"<(?:@[!&]?|#)\d+>|</[^<>:]+:\d+>|<t:-?\d+(?::\w)?>")  # mentions, commands, times
+_EMOJI = re.compile(r"<a?(:\w+:)\d+>")
+_LINE_MARKS = re.compile(r"^(?:#{1,3}\s+|-#\s+|>{1,3}\s*|[-*+]\s+|\d+[.)]\s+)+")
+_FENCE = re.compile(r"^(?:`{3,}|~{3,})[\w+-]*$")  # a code block's fence: no words
+_PAIRED = re.compile(r"(\*\*|__|~~|\|\||`+)(.+?)\1")  # bold, underline, strike, spoiler, code
+_EMPHASIS = re.compile(r"(?<!\w)([*_])(\S(?:.*?\S)?)\1(?!\w)")
+
+
+def _tidy(line: str) -> str:
+    """One line of a task as a thread's name shows it: Discord renders no Markdown there, so
+    ``**Tides** in [Brest](https://…)`` read with its asterisks and address; mentions, channel links
+    and timestamps read as ``<@123>``."""
+    line = _LINKED.sub(r"\1", line)
+    line = _EMOJI.sub(r"\1", _CODES.sub("", line))
+    line = _LINE_MARKS.sub("", _FENCE.sub("", line.strip()))
+    line = _EMPHASIS.sub(r"\2", _PAIRED.sub(r"\2", line))
+    line = re.sub(r"@(everyone|here)\b", r"\1", line)  # no @everyone in the notice
+    return " ".join(line.split())
+
+
 def thread_name(task: str) -> str:
-    """Discord allows 100 characters; the task's first line, tidied, reads best. Direction overrides
-    and invisible characters are dropped: the name must read as what it says. Mentions are dropped (the
-    @ of @everyone and @here): Discord's notice of a new public thread in the channel is its name."""
-    task = visible_text(task)
-    first = re.sub(r"\s+", " ", task.strip().splitlines()[0] if task.strip() else "research")
-    first = re.sub(r"<@[!&]?\d+>", "", first)
-    first = re.sub(r"@(everyone|here)\b", r"\1", first).strip() or "research"  # no @everyone in the notice
-    return ("🔎 " + first)[:95]
+    """Discord allows 100 characters; the task's first line with words, tidied of its Markdown, reads
+    best. Direction overrides and invisible characters are dropped: the name must read as what it says.
+    Mentions are dropped (the @ of @everyone and @here): Discord's notice of a new public thread in the
+    channel is its name. A long name is cut between characters as shown (never inside a joined emoji)."""
+    lines = (_tidy(line) for line in visible_text(task).splitlines())
+    name = "🔎 " + next((line for line in lines if line), "research")
+    if len(name) <= 95:
+        return name
+    cut = 95
+    while cut > 60 and splits_a_character(name, cut):
+        cut -= 1
+    return name[:cut].rstrip()
 
 
 class ResearchCog(commands.Cog):
