@@ -140,3 +140,23 @@ def test_cjk_text_is_cut_at_a_sentence_end() -> None:
 )
 def test_a_thread_name_is_the_tasks_words_as_they_read(task: str, name: str) -> None:
     assert thread_name(task) == name
+
+
+async def test_a_follow_up_queued_where_the_bot_cannot_react_is_told_when_it_is_answered(
+    llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Without Add Reactions the ⏳ mark is refused and the bot says so in words instead: it said "after
+    the current step finishes", while a queued follow-up waits for the whole running turn (12 steps)."""
+    no_react = discord.Permissions(add_reactions=True).value
+    guild.everyone.permissions &= ~no_react
+    llm.script(text("Two a day.", delay=1.0))
+    async with FakeDiscord([guild], bot_permissions=BOT_PERMISSIONS & ~no_react) as fake:
+        general = guild.channel("general")
+        async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2):
+            fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for(lambda: llm.requests, what="the first turn's model call")
+            asked = fake.inject_message(thread, "alice", "and why?")
+            told = await fake.wait_for_message(thread, lambda m: m.reference_id == asked.id)
+    assert fake.calls("PUT", f"/channels/{thread.id}/messages/{asked.id}/reactions/*")  # tried, refused
+    assert "step" not in told.content and "current turn" in told.content, told.content

@@ -209,7 +209,7 @@ class ThreadsCog(commands.Cog):
             except discord.HTTPException:
                 await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
                 await message.reply(
-                    "Queued: I'll answer this after the current step finishes.",
+                    "Queued: I'll answer this once the current turn has finished.",
                     allowed_mentions=NO_MENTIONS,
                     silent=True,
                 )

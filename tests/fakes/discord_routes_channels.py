@@ -32,6 +32,8 @@ from tests.fakes.discord_validation import ApiError, validate_thread_name
 MANAGE_MESSAGES = 1 << 13
 MANAGE_CHANNELS = 1 << 4
 MANAGE_THREADS = 1 << 34
+REACT = 1 << 6 | 1 << 16
+"""Add Reactions and Read Message History."""
 SEND_MESSAGES = 1 << 11
 ATTACH_FILES = 1 << 15
 SEND_MESSAGES_IN_THREADS = 1 << 38
@@ -358,7 +360,11 @@ class ChannelRoutes:
         return Reply(204)
 
     async def add_reaction(self, req: RestRequest) -> Reply:
-        refuse_if_archived(self.state.channel(int(req.params["channel_id"])))
+        channel = self.state.channel(int(req.params["channel_id"]))
+        refuse_if_archived(channel)
+        guild = self.state.guild_of(channel)  # Discord: Read Message History, and Add Reactions for a new one
+        if guild is not None and ~guild.permissions_of(self.state.bot_member(guild)) & REACT:
+            raise ApiError(403, 50013, "Missing Permissions")
         return self._react(req, self.state.bot_user.id, True)
 
     async def remove_own_reaction(self, req: RestRequest) -> Reply:
