@@ -23,7 +23,9 @@ INVITED = BOT_PERMISSIONS & ~discord.Permissions(manage_threads=True, manage_mes
 
 @pytest.fixture
 def guild() -> FakeGuild:
-    return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    lab = FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    lab.add_voice_channel("lounge")
+    return lab
 
 
 async def answer_of(fake: FakeDiscord, inter) -> str:
@@ -160,3 +162,18 @@ async def test_a_follow_up_queued_where_the_bot_cannot_react_is_told_when_it_is_
             told = await fake.wait_for_message(thread, lambda m: m.reference_id == asked.id)
     assert fake.calls("PUT", f"/channels/{thread.id}/messages/{asked.id}/reactions/*")  # tried, refused
     assert "step" not in told.content and "current turn" in told.content, told.content
+
+
+async def test_a_mention_in_a_voice_channels_chat_is_told_where_to_ask(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Discord opens no thread in a voice channel's text chat: a member mentioning the bot there with a
+    question got nothing at all (a mention in a thread that is no session is told where to ask)."""
+    lounge = guild.channel("lounge")
+    async with running_bot(fake, llm, tmp_path, guild):
+        me = f"<@{fake.bot_user.id}>"
+        first = fake.inject_message(lounge, "alice", f"{me} why are there two tides a day?")
+        told = await fake.wait_for_message(lounge, lambda m: m.reference_id == first.id)
+    assert "/research" in told.content and "text channel" in told.content, told.content
+    assert told.allowed_mentions == {"parse": []} and told.flags & 4096  # silent, pings nobody
+    assert llm.requests == [] and fake.threads() == []

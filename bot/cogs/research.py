@@ -6,6 +6,7 @@ request never falls back to a public thread (its research would be visible and s
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING, Literal
 
@@ -51,6 +52,12 @@ def _tidy(line: str) -> str:
     line = _EMPHASIS.sub(r"\2", _PAIRED.sub(r"\2", line))
     line = re.sub(r"@(everyone|here)\b", r"\1", line)  # no @everyone in the notice
     return " ".join(line.split())
+
+
+NO_THREADS_HERE = (
+    "I can't open a thread in this channel's chat. Use /research (or mention me) in a text channel, and "
+    "I'll open a thread for it there."
+)
 
 
 def thread_name(task: str) -> str:
@@ -179,12 +186,18 @@ class ResearchCog(commands.Cog):
         on that message."""
         bot = self.bot
         channel = message.channel
-        if message.author.bot or message.guild is None or not isinstance(channel, discord.TextChannel):
-            return  # a thread is no TextChannel: its messages are follow-ups (bot.cogs.threads)
+        if message.author.bot or message.guild is None or isinstance(channel, discord.Thread):
+            return  # a thread's messages are follow-ups (bot.cogs.threads)
         if not mentions_bot(bot, message):
             return
         if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
             return  # not even a hint: the server's admins keep the bot out of this channel
+        if not isinstance(channel, discord.TextChannel):  # a voice or stage channel's chat: no threads
+            if self._hinted.allow(message.author.id, channel.id):
+                await bot.runner.rest_budget.acquire(channel.id)
+                with contextlib.suppress(discord.HTTPException):
+                    await message.reply(NO_THREADS_HERE, allowed_mentions=NO_MENTIONS, silent=True)
+            return
         task = strip_bot_mentions(bot, message) or (
             files_only(message.attachments) if message.attachments else ""
         )
