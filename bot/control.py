@@ -298,8 +298,14 @@ class SessionControl(EditRerun):
             session_id,
             by=untrusted(safe_name(name, "a member")),
             said=lambda: say("Stopping…", ephemeral=True),
-        ):  # it ended meanwhile
-            await say("Nothing is running in this session.", ephemeral=True)
+        ):  # it ended meanwhile, or has ended and is posting its answer (its turn task still runs)
+            done = self.runner.is_running(session_id)
+            await say(
+                "This turn has already finished: its answer is being posted."
+                if done
+                else "Nothing is running in this session.",
+                ephemeral=True,
+            )
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
         """Run the session's failed last turn again. Only the member who asked that turn may (README:

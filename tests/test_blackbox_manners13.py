@@ -76,27 +76,41 @@ def _fence_open_at_end(part: str) -> bool:
     return bool(opened)
 
 
-async def test_a_markdown_task_names_its_thread_and_its_long_answer_renders_in_each_message(
+async def test_a_long_answer_renders_in_each_message_and_a_stop_while_it_is_posted_stops_nothing(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     """The thread's name showed the task's Markdown as typed (asterisks, backticks, a link's address,
-    mentions as <@&1>). A one-line ```code``` at a line's start was read as a block that never ends: every later message
-    began with that line again as a code block and ended with a stray fence. A block fenced with four
-    backticks (how models nest Markdown) was closed with three, which does not close it, and the part
-    was 2,001 characters, silently clipped to Discord's 2,000."""
+    mentions as <@&1>). A one-line ```code``` at a line's start was read as a block that never ends:
+    every later message began with that line again as a code block and ended with a stray fence. A block
+    fenced with four backticks (how models nest Markdown) was closed with three, which does not close it,
+    and the part was 2,001 characters, silently clipped to Discord's 2,000.
+
+    The header keeps its Stop button while a long answer goes out at 5 writes per 5 s. Stop pressed then
+    said "Stopping…", stopped nothing (the footer said done), and cut the turn's saving short: the turn
+    stayed open and its member's session slot held, so with QUOTA_CONCURRENT_SESSIONS=1 their next
+    /research was refused "you have 1 running" until the bot restarted."""
     prose = "\n\n".join(("Tide tables are read twice a day. " * 40).strip() for _ in range(2))
     nested = "\n".join(["````markdown", "A" * 2500, "````"])
     answer = f"```bash pip install tidal```\n\n{prose}\n\n{nested}\n\nThat is all."
     assert len(answer) < 6000  # sent as messages, not as a file
     llm.script(text(answer))
     general = guild.channel("general")
-    async with running_bot(fake, llm, tmp_path, guild) as bot:
+    one_at_a_time = {"QUOTA_CONCURRENT_SESSIONS": 1, "BOT_SHUTDOWN_GRACE_SECONDS": 0.2}
+    async with running_bot(fake, llm, tmp_path, guild, **one_at_a_time) as bot:
         task = "**Tides** of `2026` in [Brest](https://tides.example/brest) for <@&1> <#2>?\nMore."
         fake.inject_interaction("research", {"task": task}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
-        await fake.wait_for_message(thread, lambda m: "1 step" in m.content, within=20)
+        await fake.wait_for_message(thread, lambda m: m.content.startswith("```bash"), within=20)
+        header = fake.messages(thread)[0]  # its Stop button is still there: the footer is not out yet
+        stop = header.components[0]["components"][0]["custom_id"]
+        said = await answer_of(fake, fake.inject_component(stop, message=header, user="alice"))
+        footer = await fake.wait_for_message(thread, lambda m: "1 step" in m.content, within=20)
         await wait_idle(fake, bot)
-        parts = [m.content for m in fake.messages(thread)][1:-1]  # between the header and the footer
+        turn = await bot.services.sessions.latest_turn((await bot.services.sessions.by_thread(thread.id)).id)
+        parts = [m.content for m in fake.messages(thread, include_ephemeral=False)][1:-1]
+        again = await answer_of(
+            fake, fake.inject_interaction("research", {"task": "waves"}, user="alice", channel=general)
+        )
     # Discord renders no Markdown in a thread's name (nor in its notice in the channel): it read
     # "🔎 **Tides** of `2026` in [Brest](https://tides.example/brest) for <@&1> <#2>?"
     assert thread.name == "🔎 Tides of 2026 in Brest for ?", thread.name
@@ -105,6 +119,9 @@ async def test_a_markdown_task_names_its_thread_and_its_long_answer_renders_in_e
     assert not any(p.startswith("```bash") for p in parts[1:]), [p[:40] for p in parts]
     assert not any(_fence_open_at_end(p) for p in parts), [p[-12:] for p in parts]
     assert sum(p.count("A") for p in parts) == 2500 and sum(p.count("Tide tables") for p in parts) == 80
+    assert "Stopping" not in said and "already finished" in said, said
+    assert "stopped" not in footer.content and turn.status == "completed", (footer.content, turn.status)
+    assert again.startswith("Started in"), again
 
 
 @pytest.mark.parametrize(
