@@ -97,7 +97,12 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
             chunk = rest[:cut]
             still_open = _open_fence_after(chunk, fence)
             body = prefix + chunk.rstrip("\n") + ("\n" + still_open[0] if still_open else "")
-            if len(body) <= limit or room <= limit // 4:
+            if len(body) <= limit:
+                break
+            if room <= limit // 4:  # fences of hundreds of backticks: kept whole over balanced
+                prefix = prefix if len(prefix) < limit // 2 else ""
+                cut, still_open = limit - len(prefix), None
+                body = prefix + rest[:cut]
                 break
             room -= len(body) - limit
         parts.append(body)

@@ -194,3 +194,11 @@ async def test_a_mention_in_a_voice_channels_chat_is_told_where_to_ask(
     assert "/research" in told.content and "text channel" in told.content, told.content
     assert told.allowed_mentions == {"parse": []} and told.flags & 4096  # silent, pings nobody
     assert llm.requests == [] and fake.threads() == []
+
+
+def test_a_fence_too_long_to_reopen_still_gives_parts_within_the_limit() -> None:
+    """A fence of 40 backticks left no room to close and reopen it in a part of 60 characters: the part
+    came out longer than the limit (Discord refuses it; the streamer clipped it, losing its end)."""
+    text = "`" * 40 + "\n" + "word " * 60 + "\n" + "`" * 40
+    parts = split_message(text, 60)
+    assert all(len(p) <= 60 for p in parts) and "".join(parts).count("word") == 60
