@@ -256,6 +256,8 @@ class SessionControl(EditRerun):
         await self.runner.rest_budget.acquire()
         try:
             await thread.delete(reason=f"agentbot: {why}")
+        except discord.NotFound:  # deleted meanwhile (a moderator): gone all the same
+            return True
         except discord.HTTPException:
             return False
         return True

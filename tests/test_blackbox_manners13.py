@@ -54,8 +54,13 @@ async def test_a_thread_the_bot_could_not_delete_is_not_said_removed(
             fake.inject_error("POST", "/channels/*/messages", status=403, code=50013, count=1)
             said = fake.inject_message(general, "alice", f"<@{fake.bot_user.id}> and the moon?")
             reply = await fake.wait_for_message(general, lambda m: m.reference_id == said.id)
-        left = fake.threads(parent=general)
+            left = fake.threads(parent=general)
+            fake.inject_error("POST", "/channels/*/messages", status=403, code=50013, count=1)
+            fake.inject_error("DELETE", "/channels/*", status=404, code=10003, count=1)  # deleted meanwhile
+            inter = fake.inject_interaction("research", {"task": "waves"}, user="bob", channel=general)
+            gone = await answer_of(fake, inter)
     assert len(left) == 2 and fake.calls("DELETE", f"/channels/{left[0].id}")  # tried, refused: they stay
+    assert "so I removed it" in gone, gone
     for words in (refusal, reply.content):
         assert "removed it" not in words and "**Manage Threads**" in words, words
         assert "**Send Messages in Threads**" in words, words
