@@ -10,6 +10,7 @@ the next part, so every part renders on its own. A fence is read as CommonMark r
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 
@@ -111,3 +112,46 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
             rest = rest.lstrip("\n")
         fence = still_open
     return [p for p in parts if p.strip()]
+
+
+_LINE_KEPT = 256
+"""Of a line still being written, what the tracker keeps: a fence line is short."""
+
+
+class FenceTracker:
+    """Which code fence is open where, in text that arrives in pieces (a model's streamed words), at a
+    cost per piece that does not grow with the text: the live preview shows only the text's last part,
+    and cut inside a code block it rendered the code as prose and the block's end as a new block."""
+
+    def __init__(self) -> None:
+        self.length = 0
+        self._line = ""
+        self._open: tuple[str, str] | None = None
+        self._changes: list[tuple[int, tuple[str, str] | None]] = [(0, None)]
+
+    def feed(self, piece: str) -> None:
+        at = self.length
+        self.length += len(piece)
+        *done, rest = piece.split("\n")
+        if not done:  # a line going on: only its start can make it a fence
+            self._line = (self._line + rest)[:_LINE_KEPT] if len(self._line) < _LINE_KEPT else self._line
+            return
+        for i, part in enumerate(done):
+            line = (self._line + part)[:_LINE_KEPT] if i == 0 else part[:_LINE_KEPT]
+            at += len(part) + 1  # the next line's start
+            now = _open_fence_after(line, self._open)
+            if now != self._open:
+                self._open = now
+                self._changes.append((at, now))
+        self._line = rest[:_LINE_KEPT]
+
+    def open_now(self) -> tuple[str, str] | None:
+        """The fence (marker, language) open at the end of the text so far, its unfinished line included."""
+        return _open_fence_after(self._line, self._open)
+
+    def reopen_at(self, pos: int) -> str:
+        """What to put before the text from ``pos`` (a line's start) on, so a block open there renders
+        as one: its fence and language, or nothing."""
+        i = bisect.bisect_right(self._changes, pos, key=lambda c: c[0]) - 1
+        fence = self._changes[i][1]
+        return f"{fence[0]}{fence[1] if len(fence[1]) <= _INFO_KEPT else ''}\n" if fence else ""

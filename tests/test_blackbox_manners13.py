@@ -10,7 +10,9 @@ from pathlib import Path
 import discord
 import pytest
 
+from agent import StepStarted, TextDelta
 from bot.cogs.research import thread_name
+from bot.progress import ProgressRenderer
 from bot.splitting import split_message
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_models import BOT_PERMISSIONS
@@ -207,3 +209,36 @@ def test_a_fence_too_long_to_reopen_still_gives_parts_within_the_limit() -> None
     text = "`" * 40 + "\n" + "word " * 60 + "\n" + "`" * 40
     parts = split_message(text, 60)
     assert all(len(p) <= 60 for p in parts) and "".join(parts).count("word") == 60
+
+
+class _Preview:
+    """The live previews a renderer hands the thread's streamer, as the streamer shows them."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+
+    def live(self, text: str) -> None:
+        self.shown.append(text[-1900:])  # ThreadStreamer.live keeps the last 1,900 characters
+
+    def end_live(self) -> str:
+        return ""
+
+
+def test_the_live_preview_of_a_code_block_renders_as_a_code_block() -> None:
+    """Discord renders no code block without its closing fence: while the model wrote one, the preview
+    showed "```python" and the code as prose (``__init__`` bold, ``*args`` italic); once the block was
+    longer than the preview, it began inside the block and the closing fence opened a new one."""
+    preview = _Preview()
+    renderer = ProgressRenderer(preview)  # type: ignore[arg-type]
+    renderer.feed(StepStarted(step=1, model="m"))
+    words = "Here:\n\n```python\n" + "def __init__(self, *args): pass\n" * 120 + "```\n\nThat is all."
+    for i in range(0, len(words), 7):
+        renderer.feed(TextDelta(step=1, text=words[i : i + 7]))
+    writing = next(s for s in preview.shown if "__init__" in s)  # the block had begun, short
+    cut = [s for s in preview.shown if "```\n\n" not in s][-1]  # twice the preview's length, still open
+    after = preview.shown[-1]  # the block closed
+    for shown in (writing, cut, after):
+        assert all(len(s) <= 1900 for s in preview.shown)
+        assert not _fence_open_at_end(shown.removeprefix("✍️ ")), shown[-40:]
+    assert cut.startswith("✍️ ```python\ndef __init__"), cut[:40]
+    assert after.endswith("```\n\nThat is all.") and after.count("```") == 2, after[:40]
