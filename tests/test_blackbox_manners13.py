@@ -17,7 +17,8 @@ from bot.splitting import split_message
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_models import BOT_PERMISSIONS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.discord_thread_life import close_thread
+from tests.fakes.llm_server import FakeLLM, Reply, text
 
 INVITED = BOT_PERMISSIONS & ~discord.Permissions(manage_threads=True, manage_messages=True).value
 """What README's invite asks for: no Manage Threads, so the bot cannot delete a thread."""
@@ -242,3 +243,24 @@ def test_the_live_preview_of_a_code_block_renders_as_a_code_block() -> None:
         assert not _fence_open_at_end(shown.removeprefix("✍️ ")), shown[-40:]
     assert cut.startswith("✍️ ```python\ndef __init__"), cut[:40]
     assert after.endswith("```\n\nThat is all.") and after.count("```") == 2, after[:40]
+
+
+async def test_a_thread_reopened_after_its_run_was_stopped_by_archiving_says_it_is_not_running(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Archiving a thread stops its run, but the header cannot be edited while the thread is archived:
+    reopened (a member posts there), it still said "⏳ running…" with a Stop button, which answered
+    "Nothing is running in this session"."""
+    llm.script(Reply(hang=True))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for(lambda: llm.requests, what="the run's model call")
+        fake.archive_thread(thread)
+        await wait_idle(fake, bot)
+        close_thread(fake.state, thread, archived=False)  # as Discord does when bob posts there
+        fake.inject_message(thread, "bob", "hm, what happened here?")
+        first = fake.messages(thread)[0].id
+        header = await fake.wait_for_message(thread, lambda m: m.id == first and "⏳" not in m.content)
+    assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]

@@ -78,6 +78,10 @@ class ThreadLife:
         )
         return state, last.finished_at.timestamp()
 
+    async def show_last(self, req: TurnRequest) -> None:
+        """The header as the session's last turn that ran ended."""
+        await self._show(req, *await self._last_state(req))
+
     async def waiting(self, req: TurnRequest) -> None:
         self._waited.add(id(req))
         await self._show(req, "queued")
@@ -99,7 +103,7 @@ class ThreadLife:
         if status == "closed":
             return  # the thread is deleted or archived: an edit would fail or reopen it
         if status == "refused":
-            await self._show(req, *await self._last_state(req))
+            await self.show_last(req)
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         if state == "done":  # or a limit's stop, which the session counts as done (see LIMIT_STATES)
@@ -128,12 +132,13 @@ class ThreadsCog(commands.Cog):
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
+        self._life = ThreadLife(bot)
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
 
     async def cog_load(self) -> None:
-        self.bot.runner.hooks = ThreadLife(self.bot)
+        self.bot.runner.hooks = self._life
 
     # --- follow-ups ---------------------------------------------------------------------------------
     @commands.Cog.listener()
@@ -303,6 +308,20 @@ class ThreadsCog(commands.Cog):
             self.bot.runner.close_thread(payload.thread_id, "the thread was locked")
         elif meta.get("archived"):
             self.bot.runner.close_thread(payload.thread_id, "the thread was archived")
+        elif payload.thread is None or payload.thread.archived:  # reopened: archived threads are not cached
+            await self._reopened(payload.thread_id)
+
+    async def _reopened(self, thread_id: int) -> None:
+        """An archived thread reopened (a member posted there): the run its archiving stopped could not
+        say so, an archived thread's messages cannot be edited, so its header still read "⏳ running"
+        with a Stop button. It shows how the session's last turn ended."""
+        bot = self.bot
+        session = await bot.services.sessions.by_thread(thread_id)
+        thread = bot.get_channel(thread_id)
+        if session is None or thread is None or bot.runner.active(session.id):
+            return  # a turn starting there (the requester's reply) shows its own state
+        req = TurnRequest(session, session.task, session.user_id, "", (), thread)
+        await self._life.show_last(req)
 
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()
