@@ -245,22 +245,25 @@ def test_the_live_preview_of_a_code_block_renders_as_a_code_block() -> None:
     assert after.endswith("```\n\nThat is all.") and after.count("```") == 2, after[:40]
 
 
-async def test_a_thread_reopened_after_its_run_was_stopped_by_archiving_says_it_is_not_running(
+async def test_a_thread_reopened_after_its_run_was_stopped_by_closing_says_it_is_not_running(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """Archiving a thread stops its run, but the header cannot be edited while the thread is archived:
-    reopened (a member posts there), it still said "⏳ running…" with a Stop button, which answered
-    "Nothing is running in this session"."""
-    llm.script(Reply(hang=True))
+    """Archiving (or locking) a thread stops its run, but the header cannot be edited while the thread is
+    archived: reopened (a member posts there) or unlocked, it still said "⏳ running…" with a Stop button,
+    which answered "Nothing is running in this session"."""
+    llm.script(Reply(hang=True), Reply(hang=True))
     general = guild.channel("general")
+    headers = []
     async with running_bot(fake, llm, tmp_path, guild) as bot:
-        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
-        thread = await fake.wait_for_thread(parent=general)
-        await fake.wait_for(lambda: llm.requests, what="the run's model call")
-        fake.archive_thread(thread)
-        await wait_idle(fake, bot)
-        close_thread(fake.state, thread, archived=False)  # as Discord does when bob posts there
-        fake.inject_message(thread, "bob", "hm, what happened here?")
-        first = fake.messages(thread)[0].id
-        header = await fake.wait_for_message(thread, lambda m: m.id == first and "⏳" not in m.content)
-    assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]
+        for user, task, locked in (("alice", "tides", False), ("bob", "waves", True)):
+            fake.inject_interaction("research", {"task": task}, user=user, channel=general)
+            thread = await fake.wait_for_thread(parent=general, name=f"🔎 {task}")
+            await fake.wait_for(lambda n=len(headers): len(llm.requests) > n, what="the run's model call")
+            close_thread(fake.state, thread, archived=not locked, locked=locked)
+            await wait_idle(fake, bot)
+            close_thread(fake.state, thread, archived=False)  # reopened (Discord does when one posts there)
+            first = fake.messages(thread)[0].id
+            reopened = lambda m, first=first: m.id == first and "⏳" not in m.content  # noqa: E731
+            headers.append(await fake.wait_for_message(thread, reopened))
+    for header in headers:
+        assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]

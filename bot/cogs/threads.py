@@ -133,6 +133,8 @@ class ThreadsCog(commands.Cog):
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
         self._life = ThreadLife(bot)
+        self._stopped: OrderedDict[int, None] = OrderedDict()
+        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
@@ -303,18 +305,20 @@ class ThreadsCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
-        meta = payload.data.get("thread_metadata") or {}
-        if meta.get("locked"):
-            self.bot.runner.close_thread(payload.thread_id, "the thread was locked")
-        elif meta.get("archived"):
-            self.bot.runner.close_thread(payload.thread_id, "the thread was archived")
-        elif payload.thread is None or payload.thread.archived:  # reopened: archived threads are not cached
-            await self._reopened(payload.thread_id)
+        meta, tid = payload.data.get("thread_metadata") or {}, payload.thread_id
+        closed = "the thread was locked" if meta.get("locked") else "the thread was archived"
+        if meta.get("locked") or meta.get("archived"):
+            if self.bot.runner.close_thread(tid, closed):
+                self._stopped[tid] = None  # its header could not say so
+                while len(self._stopped) > HINTS_KEPT:
+                    self._stopped.popitem(last=False)
+        elif self._stopped.pop(tid, False) is None:  # reopened or unlocked
+            await self._reopened(tid)
 
     async def _reopened(self, thread_id: int) -> None:
-        """An archived thread reopened (a member posted there): the run its archiving stopped could not
-        say so, an archived thread's messages cannot be edited, so its header still read "⏳ running"
-        with a Stop button. It shows how the session's last turn ended."""
+        """An archived thread reopened (a member posted there), or a locked one unlocked: the run its
+        closing stopped could not say so (an archived thread's messages cannot be edited), so its header
+        still read "⏳ running" with a Stop button. It shows how the session's last turn ended."""
         bot = self.bot
         session = await bot.services.sessions.by_thread(thread_id)
         thread = bot.get_channel(thread_id)
