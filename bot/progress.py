@@ -43,10 +43,10 @@ A server that ignored max_tokens sent more, the message with the file and its pr
 and given up, and the member saw no answer at all."""
 OBSERVATION_CHARS = 280
 LIVE_TAIL = 2000
-LIVE_SHOWN = 1897
-"""What the streamer shows of a preview: its last 1,900 characters, less "✍️ "."""
 """Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
 whole text on every streamed piece made a long answer cost CPU in the square of its length."""
+LIVE_SHOWN = 1897
+"""What the streamer shows of a preview: its last 1,900 characters, less "✍️ "."""
 _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
