@@ -188,13 +188,18 @@ class ResearchCog(commands.Cog):
         on that message."""
         bot = self.bot
         channel = message.channel
-        if message.author.bot or message.guild is None or isinstance(channel, discord.Thread):
-            return  # a thread's messages are follow-ups (bot.cogs.threads)
+        chat = isinstance(channel, discord.VoiceChannel | discord.StageChannel)  # no threads in their chat
+        if (
+            message.author.bot
+            or message.guild is None
+            or not (chat or isinstance(channel, discord.TextChannel))
+        ):
+            return  # a thread is no TextChannel: its messages are follow-ups (bot.cogs.threads)
         if not mentions_bot(bot, message):
             return
         if not (await bot.services.guild_settings.get(message.guild.id)).channel_allowed(channel.id):
             return  # not even a hint: the server's admins keep the bot out of this channel
-        if not isinstance(channel, discord.TextChannel):  # a voice or stage channel's chat: no threads
+        if chat:
             if self._hinted.allow(message.author.id, channel.id):
                 await bot.runner.rest_budget.acquire(channel.id)
                 with contextlib.suppress(discord.HTTPException):
