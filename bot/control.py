@@ -49,6 +49,24 @@ log = structlog.get_logger("bot.control")
 SEEN_KEPT = 10_000
 
 
+class HeaderRefused(Exception):
+    """Discord refused a new session's header, so nothing runs; ``removed``: the empty thread was deleted
+    (it stays where the bot lacks Manage Threads, and saying "removed" sent nobody to clear it)."""
+
+    def __init__(self, *, removed: bool) -> None:
+        super().__init__("the session's header was refused")
+        self.removed = removed
+
+    def said(self, need: str) -> str:
+        """What the member reads: ``need`` names the permission and where."""
+        if self.removed:
+            return f"Discord refused my first message in the thread I opened, so I removed it: I need {need}."
+        return (
+            f"Discord refused my first message in the thread I opened, and I could not remove that thread "
+            f"(deleting it needs **Manage Threads**): a moderator can delete it. I need {need}."
+        )
+
+
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
     return tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
 
@@ -135,8 +153,9 @@ class SessionControl(EditRerun):
         session_id: str | None = None,
     ) -> SessionRecord | None:
         """Record the session, route it, post its header in ``thread``, add the requester and start the
-        first turn. ``None`` if Discord refused the header: the session is marked failed and the thread
-        deleted. ``session_id``: the id :meth:`may_start` took a slot for (released if this fails)."""
+        first turn. :class:`HeaderRefused` if Discord refused the header: the session is marked failed and
+        the thread deleted where the bot may. ``session_id``: the id :meth:`may_start` took a slot for
+        (released if this fails)."""
         ready = self.starting[thread.id] = asyncio.Event()  # before any await: see ``starting``
         sid = session_id or new_session_id()
         try:
@@ -147,8 +166,9 @@ class SessionControl(EditRerun):
         finally:
             del self.starting[thread.id]
             ready.set()
-        if started is None:  # no turn will release the slot ``may_start`` took
+        if isinstance(started, bool):  # no turn will release the slot ``may_start`` took
             await self.sv.quotas.end_session(sid)
+            raise HeaderRefused(removed=started)
         return started
 
     async def _start_session(
@@ -160,7 +180,8 @@ class SessionControl(EditRerun):
         attachments: tuple[IncomingFile, ...],
         message_id: int | None,
         session_id: str,
-    ) -> SessionRecord | None:
+    ) -> SessionRecord | bool:
+        """The session, or whether the thread was removed after Discord refused its header."""
         sv = self.sv
         guild_id = thread.guild.id if thread.guild else None
         gs = await sv.guild_settings.get(guild_id) if guild_id else None
@@ -205,8 +226,7 @@ class SessionControl(EditRerun):
             await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
         except discord.HTTPException:
             await sv.sessions.set_status(session.id, "failed")
-            await self._drop_thread(thread, "could not post in the thread it opened")
-            return None
+            return await self._drop_thread(thread, "could not post in the thread it opened")
         # Discord notifies only members of a thread: the requester joins so the answer reaches them.
         await rest.acquire()
         try:
@@ -231,12 +251,16 @@ class SessionControl(EditRerun):
         )
         return session
 
-    async def _drop_thread(self, thread: discord.Thread, why: str) -> None:
+    async def _drop_thread(self, thread: discord.Thread, why: str) -> bool:
+        """Whether the thread is gone: deleting one takes Manage Threads, which README's invite lacks."""
         await self.runner.rest_budget.acquire()
         try:
             await thread.delete(reason=f"agentbot: {why}")
+        except discord.NotFound:  # deleted meanwhile (a moderator): gone all the same
+            return True
         except discord.HTTPException:
-            pass
+            return False
+        return True
 
     async def _allowed(self, interaction: discord.Interaction, session_id: str, what: str) -> Any:
         """The session, if the caller may act on it; otherwise the refusal is sent and ``None`` returned."""
@@ -276,8 +300,14 @@ class SessionControl(EditRerun):
             session_id,
             by=untrusted(safe_name(name, "a member")),
             said=lambda: say("Stopping…", ephemeral=True),
-        ):  # it ended meanwhile
-            await say("Nothing is running in this session.", ephemeral=True)
+        ):  # it ended meanwhile, or has ended and is posting its answer (its turn task still runs)
+            done = self.runner.is_running(session_id)
+            await say(
+                "This turn has already finished: its answer is being posted."
+                if done
+                else "Nothing is running in this session.",
+                ephemeral=True,
+            )
 
     async def retry(self, interaction: discord.Interaction, session_id: str) -> None:
         """Run the session's failed last turn again. Only the member who asked that turn may (README:

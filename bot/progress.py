@@ -31,7 +31,7 @@ from agent.events import (
 from agent.tools.safe_names import visible_text
 from agent.tools.web_search import shown_url
 from bot.notes import FilesWritten, Note, untrusted, with_quoted
-from bot.splitting import split_message
+from bot.splitting import FenceTracker, split_message
 from bot.streamer import Block, ThreadStreamer
 
 ATTACH_OVER = 6000
@@ -45,6 +45,8 @@ OBSERVATION_CHARS = 280
 LIVE_TAIL = 2000
 """Characters of the model's words kept for the live preview, which shows the last 1,900: rebuilding the
 whole text on every streamed piece made a long answer cost CPU in the square of its length."""
+LIVE_SHOWN = 1897
+"""What the streamer shows of a preview: its last 1,900 characters, less "✍️ "."""
 _URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
 
@@ -206,6 +208,8 @@ class ProgressRenderer:
         self._words = io.StringIO()
         """The step's streamed words (appended in place), read only when a step keeps them as its thought."""
         self._tail = ""
+        self._fences = FenceTracker()
+        """Where the streamed words open and close code blocks, for the preview."""
         self._error = ""
         self.error_note = ""
         """The error note as the thread shows it: a saved answer keeps it (``bot.turn_end``), so the one
@@ -216,7 +220,27 @@ class ProgressRenderer:
         """A model call under way (from its step's start to its usage), and when a retried one resumes."""
 
     def _drop_text(self) -> None:
-        self._words, self._tail = io.StringIO(), ""
+        self._words, self._tail, self._fences = io.StringIO(), "", FenceTracker()
+
+    def _preview(self) -> str:
+        """The words so far as the preview shows them (the streamer keeps its last 1,897 characters after
+        "✍️ "), rendering alone: Discord renders no code block without its closing fence, so a block
+        being written read as prose (its ``*`` and ``_`` as emphasis) until it ended, and one cut at the
+        preview's start rendered its end as a new block. Such a block is closed at the end, reopened at
+        the start."""
+        tail, fences = self._tail, self._fences
+        end = fences.open_now()
+        close = "\n" + end[0] if end else ""
+        start = len(tail) - LIVE_SHOWN + len(close)
+        at = fences.length - len(tail)  # where the tail starts in the words
+        prefix = fences.reopen_at(at + start) if start > 0 else ""
+        if not close and not prefix:
+            return tail  # as it was: the streamer cuts it
+        if prefix:  # from the next line's start, after room for the fence
+            nl = tail.find("\n", start + len(prefix), start + len(prefix) + 200)
+            start = nl + 1 if nl != -1 else start + len(prefix)
+            prefix = fences.reopen_at(at + start)
+        return prefix + tail[max(start, 0) :] + close
 
     def _show_step(self) -> None:
         st = self._step
@@ -249,8 +273,9 @@ class ProgressRenderer:
             self._drop_text()
         elif isinstance(ev, TextDelta):
             self._words.write(ev.text)
+            self._fences.feed(ev.text)
             self._tail = (self._tail + ev.text)[-LIVE_TAIL:]
-            self.s.live("✍️ " + self._tail)
+            self.s.live("✍️ " + self._preview())
         elif isinstance(ev, ToolCallEvent):
             st = self._step or _Step(ev.step, "?")
             self._step = st

@@ -184,8 +184,8 @@ class SessionRunner:
             if said is not None:
                 await said()
             return True
-        if w is None or w.current is None or w.current.done():  # (a Stop after an edit drops its re-run)
-            return False
+        if w is None or w.current is None or w.current.done() or (w.turn and w.turn.status):  # ended: saving
+            return False  # (a Stop after an edit drops its re-run; cut short, a turn's end stayed open)
         w.restart, w.stopped_by = w.restart if by.startswith("an edit") else None, by
         if w.turn is not None and w.turn.turn_id is not None:
             try:

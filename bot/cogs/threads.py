@@ -78,6 +78,10 @@ class ThreadLife:
         )
         return state, last.finished_at.timestamp()
 
+    async def show_last(self, req: TurnRequest) -> None:
+        """The header as the session's last turn that ran ended."""
+        await self._show(req, *await self._last_state(req))
+
     async def waiting(self, req: TurnRequest) -> None:
         self._waited.add(id(req))
         await self._show(req, "queued")
@@ -99,7 +103,7 @@ class ThreadLife:
         if status == "closed":
             return  # the thread is deleted or archived: an edit would fail or reopen it
         if status == "refused":
-            await self._show(req, *await self._last_state(req))
+            await self.show_last(req)
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         if state == "done":  # or a limit's stop, which the session counts as done (see LIMIT_STATES)
@@ -128,12 +132,15 @@ class ThreadsCog(commands.Cog):
         self.bot = bot
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
+        self._life = ThreadLife(bot)
+        self._stopped: OrderedDict[int, None] = OrderedDict()
+        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
 
     async def cog_load(self) -> None:
-        self.bot.runner.hooks = ThreadLife(self.bot)
+        self.bot.runner.hooks = self._life
 
     # --- follow-ups ---------------------------------------------------------------------------------
     @commands.Cog.listener()
@@ -209,7 +216,7 @@ class ThreadsCog(commands.Cog):
             except discord.HTTPException:
                 await bot.runner.write_budget(session.id).acquire(bot.runner.rest_budget)
                 await message.reply(
-                    "Queued: I'll answer this after the current step finishes.",
+                    "Queued: I'll answer this once the current turn has finished.",
                     allowed_mentions=NO_MENTIONS,
                     silent=True,
                 )
@@ -298,11 +305,27 @@ class ThreadsCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
-        meta = payload.data.get("thread_metadata") or {}
-        if meta.get("locked"):
-            self.bot.runner.close_thread(payload.thread_id, "the thread was locked")
-        elif meta.get("archived"):
-            self.bot.runner.close_thread(payload.thread_id, "the thread was archived")
+        meta, tid = payload.data.get("thread_metadata") or {}, payload.thread_id
+        closed = "the thread was locked" if meta.get("locked") else "the thread was archived"
+        if meta.get("locked") or meta.get("archived"):
+            if self.bot.runner.close_thread(tid, closed):
+                self._stopped[tid] = None  # its header could not say so
+                while len(self._stopped) > HINTS_KEPT:
+                    self._stopped.popitem(last=False)
+        elif self._stopped.pop(tid, False) is None:  # reopened or unlocked
+            await self._reopened(tid)
+
+    async def _reopened(self, thread_id: int) -> None:
+        """An archived thread reopened (a member posted there), or a locked one unlocked: the run its
+        closing stopped could not say so (an archived thread's messages cannot be edited), so its header
+        still read "⏳ running" with a Stop button. It shows how the session's last turn ended."""
+        bot = self.bot
+        session = await bot.services.sessions.by_thread(thread_id)
+        thread = bot.get_channel(thread_id)
+        if session is None or thread is None or bot.runner.active(session.id):
+            return  # a turn starting there (the requester's reply) shows its own state
+        req = TurnRequest(session, session.task, session.user_id, "", (), thread)
+        await self._life.show_last(req)
 
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()

@@ -30,6 +30,10 @@ from tests.fakes.discord_thread_life import refuse_if_archived, require_thread_p
 from tests.fakes.discord_validation import ApiError, validate_thread_name
 
 MANAGE_MESSAGES = 1 << 13
+MANAGE_CHANNELS = 1 << 4
+MANAGE_THREADS = 1 << 34
+REACT = 1 << 6 | 1 << 16
+"""Add Reactions and Read Message History."""
 SEND_MESSAGES = 1 << 11
 ATTACH_FILES = 1 << 15
 SEND_MESSAGES_IN_THREADS = 1 << 38
@@ -205,6 +209,10 @@ class ChannelRoutes:
     async def delete_channel(self, req: RestRequest) -> Reply:
         channel = self.state.channel(int(req.params["channel_id"]))
         guild = self.state.guild_of(channel)
+        # Discord: Manage Threads deletes a thread (its creator included), Manage Channels a channel.
+        need = MANAGE_THREADS if channel.is_thread else MANAGE_CHANNELS
+        if guild is not None and not guild.permissions_of(self.state.bot_member(guild)) & need:
+            raise ApiError(403, 50013, "Missing Permissions")
         self.state.channels.pop(channel.id, None)
         if guild is not None:
             if channel in guild.threads:
@@ -352,7 +360,11 @@ class ChannelRoutes:
         return Reply(204)
 
     async def add_reaction(self, req: RestRequest) -> Reply:
-        refuse_if_archived(self.state.channel(int(req.params["channel_id"])))
+        channel = self.state.channel(int(req.params["channel_id"]))
+        refuse_if_archived(channel)
+        guild = self.state.guild_of(channel)  # Discord: Read Message History, and Add Reactions for a new one
+        if guild is not None and ~guild.permissions_of(self.state.bot_member(guild)) & REACT:
+            raise ApiError(403, 50013, "Missing Permissions")
         return self._react(req, self.state.bot_user.id, True)
 
     async def remove_own_reaction(self, req: RestRequest) -> Reply:
