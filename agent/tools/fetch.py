@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Annotated
@@ -138,6 +139,7 @@ class PageFetcher:
                 timeout=httpx.Timeout(settings.timeout, connect=min(5.0, settings.timeout)),
                 follow_redirects=False,
                 trust_env=False,
+                cookies=_no_cookies(),  # each fetch carries its own (see _download)
                 headers={
                     "User-Agent": settings.user_agent,
                     "Accept": "text/html,text/plain,application/json;q=0.9,*/*;q=0.5",
@@ -190,12 +192,14 @@ class PageFetcher:
         self, url: httpx.URL, policy: domains.DomainPolicy | None = None
     ) -> tuple[bytes, str | None, str, str, bool]:
         client = self._client.get()
+        jar = httpx.Cookies()  # this fetch's own: a cookie check between redirects still passes
         for hop in range(self.settings.max_redirects + 1):
             self.guard.check_url(url)
             if policy:
                 policy.check(url)
             try:
-                async with client.stream("GET", url) as resp:
+                async with client.stream("GET", url, headers=_cookie_header(jar, url)) as resp:
+                    jar.extract_cookies(resp)
                     if resp.status_code in _REDIRECTS and "location" in resp.headers:
                         if hop == self.settings.max_redirects:
                             break
@@ -218,6 +222,21 @@ class PageFetcher:
             except httpx.HTTPError as e:
                 raise ToolRefused(f"could not fetch {url}: {type(e).__name__}: {e}") from e
         raise ToolRefused(f"too many redirects: gave up after {self.settings.max_redirects} (last: {url})")
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """The shared client's jar, which keeps nothing. It kept every cookie of every page for the life of
+    the process, for every server: a page on evil.blog.test set 300 cookies for all of blog.test, and
+    each later fetch of any *.blog.test blog, by anyone, was sent 15 KB of them and refused (HTTP 400);
+    two servers' fetches of one site shared its session."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _cookie_header(jar: httpx.Cookies, url: httpx.URL) -> dict[str, str]:
+    """The Cookie header ``jar`` (one fetch's cookies) sends to ``url``, if any."""
+    probe = httpx.Request("GET", url)
+    jar.set_cookie_header(probe)
+    return {"Cookie": probe.headers["Cookie"]} if "Cookie" in probe.headers else {}
 
 
 def _check_status(resp: httpx.Response) -> None:

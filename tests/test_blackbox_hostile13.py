@@ -1,0 +1,87 @@
+"""Hostile web pages and what reaches the model and the thread (session 13): pages served on 127.0.0.1
+(FETCH_ALLOW_LOOPBACK lets the first hop reach them; every other rule holds), host names given to the
+fetch guard's resolver, and the real bot against the fake Discord where the thread is what is checked."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from agent.tools.fetch import FetchSettings, PageFetcher
+from tests.fakes.served import served
+
+WORDS = "<p>The Eurasian otter returned to the Baltic coast; surveys counted four hundred pairs.</p>"
+
+
+def _html(title: str, body: str) -> str:
+    return f"<html><head><title>{title}</title></head><body><article>{body}</article></body></html>"
+
+
+@asynccontextmanager
+async def fetching(
+    app: web.Application, names: tuple[str, ...] = (), **settings: object
+) -> AsyncIterator[tuple[PageFetcher, Callable[[str], str]]]:
+    """A fetcher (loopback allowed, each of ``names`` resolving to 127.0.0.1) and ``url(path, host)``."""
+
+    async def resolve(host: str, _port: int) -> list[str]:
+        return ["127.0.0.1"] if host in names else []
+
+    fetcher = PageFetcher(
+        FetchSettings(**{"allow_loopback": True, "timeout": 10, "extract_workers": 1, **settings}),  # type: ignore[arg-type]
+        resolver=resolve,
+    )
+    try:
+        async with served(app) as base:
+            port = base.rsplit(":", 1)[1]
+
+            def url(path: str, host: str = "127.0.0.1") -> str:
+                return f"http://{host}:{port}{path}"
+
+            yield fetcher, url
+    finally:
+        await fetcher.aclose()
+
+
+async def test_a_cookie_one_page_sets_never_rides_on_another_fetch() -> None:
+    # The fetch client is one per process, and it kept every cookie a page set: a page on
+    # evil.blog.test set 300 cookies for the whole blog.test domain, and from then on every fetch of any
+    # *.blog.test blog, by any member of any server, carried a 15 KB Cookie header and got HTTP 400 Bad
+    # Request. Two servers' fetches of one site also shared that site's session. Cookies now live only
+    # as long as one fetch (its redirects).
+    cookies_seen: list[str] = []
+
+    async def bomb(_r: web.Request) -> web.Response:
+        resp = web.Response(text=_html("Bomb", WORDS), content_type="text/html")
+        for i in range(300):
+            resp.set_cookie(f"c{i}", "v" * 40, domain="blog.test")
+        return resp
+
+    async def article(request: web.Request) -> web.Response:
+        cookies_seen.append(request.headers.get("Cookie", ""))
+        return web.Response(text=_html("Otters", WORDS), content_type="text/html")
+
+    async def login(_r: web.Request) -> web.Response:
+        resp = web.Response(status=302, headers={"Location": "/check"})
+        resp.set_cookie("session", "s1")
+        return resp
+
+    async def check(request: web.Request) -> web.Response:
+        # A cookie check between redirects of one fetch (consent walls, sign-in hops) still passes.
+        if request.cookies.get("session") != "s1":
+            return web.Response(status=302, headers={"Location": "/login"})
+        return web.Response(text=_html("Welcome", WORDS), content_type="text/html")
+
+    app = web.Application()
+    for path, handler in (("/bomb", bomb), ("/article", article), ("/login", login), ("/check", check)):
+        app.router.add_get(path, handler)
+    async with fetching(app, names=("evil.blog.test", "good.blog.test")) as (fetcher, url):
+        await fetcher.fetch(url("/bomb", "evil.blog.test"), key="server:1")
+        page = await fetcher.fetch(url("/article", "good.blog.test"), key="server:2")
+        assert "four hundred pairs" in page.text
+        assert cookies_seen == [""], cookies_seen[0][:200]
+        page = await fetcher.fetch(url("/login", "good.blog.test"), key="server:2")
+        assert page.title == "Welcome"
+        page = await fetcher.fetch(url("/article", "good.blog.test"), key="server:1")
+        assert cookies_seen[-1] == "", cookies_seen  # the session of one fetch is not the next one's
