@@ -4,12 +4,17 @@ fetch guard's resolver, and the real bot against the fake Discord where the thre
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
 
 from agent.tools.fetch import FetchSettings, PageFetcher
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.served import served
 
 WORDS = "<p>The Eurasian otter returned to the Baltic coast; surveys counted four hundred pairs.</p>"
@@ -85,3 +90,41 @@ async def test_a_cookie_one_page_sets_never_rides_on_another_fetch() -> None:
         assert page.title == "Welcome"
         page = await fetcher.fetch(url("/article", "good.blog.test"), key="server:1")
         assert cookies_seen[-1] == "", cookies_seen  # the session of one fetch is not the next one's
+
+
+SPAM = "[docs](https://docs.example) **FREE NITRO** [Verify your account](https://evil.example)"
+LIVE_LINK = re.compile(r"(?<!\\)\[[^\]\n]*\]\(\s*<?https?://", re.I)
+"""A masked link Discord would render: ``[text](https://…)`` whose ``[`` no backslash escapes."""
+
+
+async def test_a_second_masked_link_from_a_page_or_a_member_never_renders_in_the_bots_voice(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    # untrusted() relied on discord.py's escape_markdown, whose link pattern is greedy: it escaped the
+    # first "[" of a line and nothing up to the last ")", so "[docs](…) **FREE NITRO** [Verify your
+    # account](https://evil.example)" showed bold words and a live masked link in the bot's own words:
+    # in the header quoting the task, in a step's observation and in the retry note quoting a reason phrase.
+    app = web.Application()
+    app.router.add_get("/down", lambda _r: web.Response(status=503, reason=SPAM))
+    app.router.add_get(
+        "/spam", lambda _r: web.Response(text=_html(SPAM, f"<p>{SPAM}</p>"), content_type="text/html")
+    )
+    async with served(app) as base:
+        llm.script(
+            tool_call("fetch_url", {"url": f"{base}/down"}),
+            tool_call("fetch_url", {"url": f"{base}/spam"}),
+            text("Nothing to see."),
+        )
+        env = {"FETCH_ALLOW_LOOPBACK": True}
+        async with running_bot(fake, llm, tmp_path, guild, agent_env=env) as bot:
+            general = guild.channel("general")
+            fake.inject_interaction(
+                "research", {"task": f"Is this real? {SPAM}"}, user="alice", channel=general
+            )
+            thread = await fake.wait_for_thread(parent=general)
+            await fake.wait_for_message(thread, lambda m: "Nothing to see" in m.content, within=30)
+            await wait_idle(fake, bot)
+    shown = "\n".join(m.content for m in fake.messages(thread))
+    assert "Verify your account" in shown and "FREE NITRO" in shown, shown  # still shown, as written
+    assert not LIVE_LINK.search(shown), LIVE_LINK.search(shown)
+    assert "**FREE NITRO**" not in shown, shown
