@@ -128,3 +128,31 @@ async def test_a_second_masked_link_from_a_page_or_a_member_never_renders_in_the
     assert "Verify your account" in shown and "FREE NITRO" in shown, shown  # still shown, as written
     assert not LIVE_LINK.search(shown), LIVE_LINK.search(shown)
     assert "**FREE NITRO**" not in shown, shown
+
+
+FRENCH = "La crème brûlée à la française : œufs, sucre, vanille — déjà prête en vingt minutes."
+RUSSIAN = "Выдры вернулись на побережье Балтики: насчитали четыреста пар."
+
+
+async def test_a_page_in_the_character_set_its_header_names_is_read_in_it() -> None:
+    # trafilatura read HTML bytes by guessing their encoding and never saw the Content-Type's charset:
+    # a French page sent as windows-1252 read "La crčme brűlée ŕ la française : śufs", a Russian one in
+    # KOI8-R came out as half-width katakana, and unlabelled Latin-1 text/plain as "Cr\ufffdme".
+    def page(title: str, words: str, codec: str, content_type: str) -> Callable[[web.Request], web.Response]:
+        body = _html(title, f"<p>{words}</p>").encode(codec)
+        return lambda _r: web.Response(body=body, headers={"Content-Type": content_type})
+
+    app = web.Application()
+    app.router.add_get("/fr", page("Crème brûlée", FRENCH, "cp1252", "text/html; charset=windows-1252"))
+    app.router.add_get("/ru", page("Выдры", RUSSIAN, "koi8-r", "text/html; charset=KOI8-R"))
+    # A UTF-8 page a server labels iso-8859-1 (Apache's AddDefaultCharset) stays UTF-8, as it was read.
+    app.router.add_get("/mislabelled", page("Crème brûlée", FRENCH, "utf-8", "text/html; charset=iso-8859-1"))
+    plain = FRENCH.encode("cp1252")
+    app.router.add_get("/plain", lambda _r: web.Response(body=plain, headers={"Content-Type": "text/plain"}))
+    async with fetching(app) as (fetcher, url):
+        for path in ("/fr", "/mislabelled"):
+            page_ = await fetcher.fetch(url(path))
+            assert (page_.title, page_.text) == ("Crème brûlée", FRENCH), path
+        page_ = await fetcher.fetch(url("/ru"))
+        assert (page_.title, page_.text) == ("Выдры", RUSSIAN)
+        assert (await fetcher.fetch(url("/plain"))).text == FRENCH

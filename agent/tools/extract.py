@@ -85,6 +85,46 @@ def as_utf8(body: bytes, charset: str | None, url: str) -> tuple[bytes, str | No
     return text.lstrip("\ufeff").encode("utf-8"), "utf-8"
 
 
+_BROWSER_CODECS = {
+    "iso8859-1": "cp1252",
+    "ascii": "cp1252",
+    "iso8859-9": "cp1254",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "shift_jis": "cp932",
+    "euc_kr": "cp949",
+}
+"""Labels browsers read as a superset (the WHATWG Encoding table): pages labelled iso-8859-1 use
+Windows-1252's curly quotes and dashes, which Latin-1 would make control characters."""
+
+
+def as_declared(body: bytes, charset: str | None, kind: str) -> tuple[bytes, str | None]:
+    """The body as UTF-8 in the character set it declares, with its charset; a body that is valid UTF-8
+    as it is. trafilatura reads HTML bytes by guessing their encoding, never by the Content-Type: a
+    French page sent as ``charset=windows-1252`` read "La crčme brűlée ŕ la française", a KOI8-R one came
+    out as katakana. Valid UTF-8 stays UTF-8 whatever the header says (servers label UTF-8 pages
+    iso-8859-1 by default; Latin text in another charset is almost never valid UTF-8). Text with no
+    charset is read as Windows-1252, as browsers and attachments do (it showed U+FFFD for each accent);
+    HTML with none keeps its ``<meta charset>`` or trafilatura's guess. An unknown charset is left to
+    :func:`extract`, which names it for text."""
+    codec = None
+    if charset:
+        try:
+            codec = codecs.lookup(charset).name
+        except LookupError:
+            return body, charset
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return body, "utf-8"
+    if codec is None and kind == "html":
+        return body, charset
+    codec = _BROWSER_CODECS.get(codec, codec) if codec else "cp1252"
+    return body.decode(codec, errors="replace").encode("utf-8"), "utf-8"
+
+
 def _indented(text: str) -> str:
     """JSON indented for reading, unless that would more than double it (indentation grows with depth
     times lines: 122 KB nested 900 deep became 55 MB in the bot) or it cannot be parsed (past json's
@@ -167,6 +207,7 @@ def _answer(header: dict[str, Any], body: bytes) -> dict[str, Any]:
     signal.setitimer(signal.ITIMER_REAL, max(0.01, float(header["soft_deadline_at"]) - time.monotonic()))
     try:
         body, charset = as_utf8(body, header.get("charset"), header["url"])
+        body, charset = as_declared(body, charset, header["kind"])
         title, text = extract(body, charset, header["kind"], header["url"])
         return {"title": title, "text": text, "fallback": False}
     except _SoftDeadline:
