@@ -4,6 +4,9 @@ fetch guard's resolver, and the real bot against the fake Discord where the thre
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,7 +14,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.tools.fetch import FetchSettings, PageFetcher
+from agent.messages import ToolCall
+from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
+from agent.tools.registry import ToolContext, ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -156,3 +161,32 @@ async def test_a_page_in_the_character_set_its_header_names_is_read_in_it() -> N
         page_ = await fetcher.fetch(url("/ru"))
         assert (page_.title, page_.text) == ("Выдры", RUSSIAN)
         assert (await fetcher.fetch(url("/plain"))).text == FRENCH
+
+
+async def test_a_page_still_dripping_in_at_the_time_limit_is_read_as_far_as_it_came_once() -> None:
+    # A server sending its page a few bytes a second held fetch_url for FETCH_TIMEOUT, failed ("took
+    # longer than 2 s"), was fetched again and failed again: 4.5 s of a run for a 2 s limit, and nothing
+    # read although the article had arrived in the first second. The body is kept as far as it came.
+    hits: list[int] = []
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        hits.append(1)
+        resp = web.StreamResponse(headers={"Content-Type": "text/html"})
+        await resp.prepare(request)
+        await resp.write(f"<html><head><title>Slow</title></head><body><article>{WORDS}".encode())
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                await asyncio.sleep(0.2)
+                await resp.write(b"<!-- -->")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/drip", drip)
+    async with fetching(app, timeout=2) as (fetcher, url):
+        registry = ToolRegistry(fetch_tools(fetcher))
+        call = ToolCall("c1", "fetch_url", json.dumps({"url": url("/drip")}))
+        outcome = await registry.execute(call, ToolContext())
+    assert not outcome.is_error, outcome.output
+    assert "four hundred pairs" in outcome.output
+    assert "[the page was still arriving after 2 s; only what came by then was read]" in outcome.output
+    assert len(hits) == 1  # not fetched again

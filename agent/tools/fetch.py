@@ -76,6 +76,8 @@ class Page:
     body_truncated: bool
     plain: bool = False
     """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
+    late: float = 0.0
+    """``FETCH_TIMEOUT`` when the body was still arriving then (what came by then was read), else 0."""
 
 
 FETCHES_PER_SERVER = 4
@@ -161,15 +163,16 @@ class PageFetcher:
             target = httpx.URL(url.strip())
         except (httpx.InvalidURL, TypeError) as e:
             raise ToolRefused(f"not a valid URL: {url!r} ({e})") from e
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                body, charset, kind, final, truncated = await self._download(target, policy)
+            async with asyncio.timeout_at(deadline):
+                body, charset, kind, final, cut = await self._download(target, policy, deadline)
         except TimeoutError as e:
             raise TransientToolError(f"fetching {url} took longer than {self.settings.timeout:g} s") from e
-        return await self._extract(body, charset, kind, final, truncated, key)
+        return await self._extract(body, charset, kind, final, cut, key)
 
     async def _extract(
-        self, body: bytes, charset: str | None, kind: str, url: str, truncated: bool, key: Hashable
+        self, body: bytes, charset: str | None, kind: str, url: str, cut: str, key: Hashable
     ) -> Page:
         """Text from the body in a worker process; its deadline is final (a retry would only be as slow)."""
         limit = self.settings.extract_timeout
@@ -186,11 +189,15 @@ class PageFetcher:
             ) from None
         if "refused" in answer:
             raise ToolRefused(str(answer["refused"]))
-        return Page(url, answer["title"], answer["text"], truncated, plain=bool(answer["fallback"]))
+        late = self.settings.timeout if cut == "late" else 0.0
+        return Page(url, answer["title"], answer["text"], bool(cut), bool(answer["fallback"]), late)
 
     async def _download(
-        self, url: httpx.URL, policy: domains.DomainPolicy | None = None
-    ) -> tuple[bytes, str | None, str, str, bool]:
+        self, url: httpx.URL, policy: domains.DomainPolicy | None = None, deadline: float | None = None
+    ) -> tuple[bytes, str | None, str, str, str]:
+        """The body (with its charset, kind, final URL and why it was cut, see ``read_decoded``). A body
+        still arriving near ``deadline`` is kept as far as it came: a page dripping a few bytes a second
+        failed at FETCH_TIMEOUT, was fetched again and failed again, holding the run twice as long."""
         client = self._client.get()
         jar = httpx.Cookies()  # this fetch's own: a cookie check between redirects still passes
         for hop in range(self.settings.max_redirects + 1):
@@ -207,8 +214,9 @@ class PageFetcher:
                         continue
                     _check_status(resp)
                     kind = _content_kind(resp.headers.get("content-type", ""), str(resp.url))
-                    body, truncated = await read_decoded(resp, self.settings.max_bytes, str(resp.url))
-                    return body, resp.charset_encoding, kind, str(resp.url), truncated
+                    limit, at = self.settings.max_bytes, str(resp.url)
+                    body, cut = await read_decoded(resp, limit, at, deadline)
+                    return body, resp.charset_encoding, kind, at, cut
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
             except (httpx.RemoteProtocolError, httpx.InvalidURL, httpx.ConnectError, httpx.ReadError) as e:
@@ -276,7 +284,9 @@ def render_page(page: Page, start: int, max_chars: int) -> str:
     window, note = registry.text_window(page.text, start, max_chars, "call fetch_url")
     title = page.title if len(page.title) <= MAX_TITLE else f"{page.title[:MAX_TITLE]}… (title cut)"
     lines = [f"Title: {title or '(none)'}", f"URL: {page.url}", *([note] if note else [])]
-    if page.body_truncated:
+    if page.late:
+        lines.append(f"[the page was still arriving after {page.late:g} s; only what came by then was read]")
+    elif page.body_truncated:
         lines.append("[the page was larger than the download limit; only its beginning was read]")
     if page.plain:
         lines.append(
