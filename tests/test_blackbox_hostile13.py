@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
-from agent.tools.registry import ToolContext, ToolRegistry
+from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.sample_files import PNG_1X1, make_pdf
 from tests.fakes.served import served
 
 WORDS = "<p>The Eurasian otter returned to the Baltic coast; surveys counted four hundred pairs.</p>"
@@ -190,3 +192,29 @@ async def test_a_page_still_dripping_in_at_the_time_limit_is_read_as_far_as_it_c
     assert "four hundred pairs" in outcome.output
     assert "[the page was still arriving after 2 s; only what came by then was read]" in outcome.output
     assert len(hits) == 1  # not fetched again
+
+
+async def test_a_pdf_or_an_image_served_as_a_page_is_named_not_read_as_text() -> None:
+    # A PDF sent as text/html was refused as "binary data without a content type" (it had one), and as
+    # text/plain its raw PDF syntax reached the model as the page; a PNG sent as text/plain arrived as
+    # 200 characters of binary noise. Each is now named for what it is, the PDF with the usual advice.
+    pdf, png = make_pdf(["Quarterly revenue grew 14 percent"]), PNG_1X1
+    app = web.Application()
+    for path, body, ctype in (
+        ("/report", pdf, "text/html"),
+        ("/report.txt", pdf, "text/plain"),
+        ("/chart", png, "text/plain; charset=utf-8"),
+        ("/chart.html", png, "text/html"),
+    ):
+        app.router.add_get(
+            path, lambda _r, b=body, c=ctype: web.Response(body=b, headers={"Content-Type": c})
+        )
+    async with fetching(app) as (fetcher, url):
+        for path in ("/report", "/report.txt"):
+            with pytest.raises(ToolRefused, match=r"is a PDF .*Look for an HTML version"):
+                await fetcher.fetch(url(path))
+        for path in ("/chart", "/chart.html"):
+            with pytest.raises(
+                ToolRefused, match=r"is a PNG image \(served as text/\w+\): binary data, not a page"
+            ):
+                await fetcher.fetch(url(path))

@@ -145,6 +145,8 @@ def _indented(text: str) -> str:
 
 def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
     """(title, text) of a body already known to be HTML, JSON or text (UTF-16/32 already made UTF-8)."""
+    if b"\0" in body[:1024]:  # after as_utf8: no UTF-16 text is left to hold zero bytes
+        raise Unreadable(f"{url} sent binary data, not {'HTML' if kind == 'html' else 'text'}")
     if kind != "html":
         try:
             text = body.decode(charset or "utf-8", errors="replace")
@@ -155,8 +157,6 @@ def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str,
         if kind == "json":
             text = _indented(text)
         return "", text.strip()
-    if b"\0" in body[:1024]:
-        raise Unreadable(f"{url} sent binary data without a content type")
     import trafilatura
 
     text = trafilatura.extract(

@@ -216,6 +216,7 @@ class PageFetcher:
                     kind = _content_kind(resp.headers.get("content-type", ""), str(resp.url))
                     limit, at = self.settings.max_bytes, str(resp.url)
                     body, cut = await read_decoded(resp, limit, at, deadline)
+                    _sniff(body, resp.headers.get("content-type", ""), at)
                     return body, resp.charset_encoding, kind, at, cut
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
@@ -257,14 +258,40 @@ def _check_status(resp: httpx.Response) -> None:
         raise ToolRefused(f"HTTP {code} without a usable Location header for {resp.url}")
 
 
+def _pdf(url: str, served_as: str = "") -> ToolRefused:
+    return ToolRefused(
+        f"{url} is a PDF{served_as}; fetch_url reads only HTML, text and JSON. Look for an HTML version "
+        "(an abstract page, a blog post or the publisher's page) instead."
+    )
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+def _sniff(body: bytes, content_type: str, url: str) -> None:
+    """Refuse a PDF or an image a server labels as a page: a PDF sent as text/html was refused as
+    "binary data without a content type" (it had one), as text/plain its raw syntax was read as the
+    page, and a PNG sent as text/plain reached the model as binary noise."""
+    served_as = f" (served as {content_type.split(';', 1)[0].strip() or 'no type'})"
+    if body.startswith(b"%PDF-"):
+        raise _pdf(url, served_as)
+    for magic, what in _MAGIC:
+        if body.startswith(magic):
+            raise ToolRefused(
+                f"{url} is {what}{served_as}: binary data, not a page; fetch_url reads HTML, text and JSON"
+            )
+
+
 def _content_kind(content_type: str, url: str) -> str:
     """'html', 'json' or 'text'; refuses PDFs and binary types with a message the model can act on."""
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype == "application/pdf" or (not ctype and url.lower().endswith(".pdf")):
-        raise ToolRefused(
-            f"{url} is a PDF; fetch_url reads only HTML, text and JSON. Look for an HTML version "
-            "(an abstract page, a blog post or the publisher's page) instead."
-        )
+        raise _pdf(url)
     if ctype in _HTML or not ctype:
         return "html"
     if ctype.endswith("json") or ctype.endswith("+json"):
