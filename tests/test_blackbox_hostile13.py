@@ -104,13 +104,15 @@ LIVE_LINK = re.compile(r"(?<!\\)\[[^\]\n]*\]\(\s*<?https?://", re.I)
 """A masked link Discord would render: ``[text](https://…)`` whose ``[`` no backslash escapes."""
 
 
-async def test_a_second_masked_link_from_a_page_or_a_member_never_renders_in_the_bots_voice(
+async def test_a_thread_shows_page_and_member_words_as_written_with_no_link_of_theirs_and_whole_urls(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
     # untrusted() relied on discord.py's escape_markdown, whose link pattern is greedy: it escaped the
     # first "[" of a line and nothing up to the last ")", so "[docs](…) **FREE NITRO** [Verify your
     # account](https://evil.example)" showed bold words and a live masked link in the bot's own words:
     # in the header quoting the task, in a step's observation and in the retry note quoting a reason phrase.
+    # And a failed fetch of a URL with parentheses (Wikipedia's "_(disambiguation)") showed its link cut
+    # before the ")", a page that is not the one asked for, with a stray ")" left in the line.
     app = web.Application()
     app.router.add_get("/down", lambda _r: web.Response(status=503, reason=SPAM))
     app.router.add_get(
@@ -120,6 +122,7 @@ async def test_a_second_masked_link_from_a_page_or_a_member_never_renders_in_the
         llm.script(
             tool_call("fetch_url", {"url": f"{base}/down"}),
             tool_call("fetch_url", {"url": f"{base}/spam"}),
+            tool_call("fetch_url", {"url": f"{base}/wiki/Otter_(disambiguation)"}),
             text("Nothing to see."),
         )
         env = {"FETCH_ALLOW_LOOPBACK": True}
@@ -135,6 +138,7 @@ async def test_a_second_masked_link_from_a_page_or_a_member_never_renders_in_the
     assert "Verify your account" in shown and "FREE NITRO" in shown, shown  # still shown, as written
     assert not LIVE_LINK.search(shown), LIVE_LINK.search(shown)
     assert "**FREE NITRO**" not in shown, shown
+    assert f"HTTP 404 Not Found for · <{base}/wiki/Otter_(disambiguation)>" in shown, shown
 
 
 FRENCH = "La crème brûlée à la française : œufs, sucre, vanille — déjà prête en vingt minutes."
