@@ -18,6 +18,7 @@ from aiohttp import web
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
+from agent.tools.research import ResearchToolSettings, research_tools
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -222,3 +223,25 @@ async def test_a_pdf_or_an_image_served_as_a_page_is_named_not_read_as_text() ->
                 ToolRefused, match=r"is a PNG image \(served as text/\w+\): binary data, not a page"
             ):
                 await fetcher.fetch(url(path))
+
+
+async def test_a_search_service_answering_with_a_redirect_says_where_it_points() -> None:
+    # SEARXNG_URL=http://… for an instance that moves callers to https:// (or a path it moved) answered
+    # every search with "SearxNG answered with something that is not JSON", sending the operator to
+    # SearxNG's formats setting. Redirects stay unfollowed (a key would go along); the error says where.
+    app = web.Application()
+    app.router.add_get(
+        "/search",
+        lambda r: web.Response(
+            status=301, headers={"Location": f"https://searx.example/search?{r.query_string}"}
+        ),
+    )
+    async with served(app) as base:
+        settings = ResearchToolSettings.from_env({"SEARXNG_URL": base, "PYTHON_SANDBOX": "off"})
+        outcome = await ToolRegistry(research_tools(settings)).execute(
+            ToolCall("s1", "web_search", json.dumps({"query": "otters"})), ToolContext()
+        )
+    assert outcome.is_error
+    error = json.loads(outcome.output)["error"]
+    assert "a redirect to https://searx.example/search?q=otters" in error, error
+    assert "SEARXNG_URL" in error and "not JSON" not in error, error
