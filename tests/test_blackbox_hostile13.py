@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from aiohttp import web
 
+from agent.attachments import IncomingFile, receive
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
@@ -245,3 +247,26 @@ async def test_a_search_service_answering_with_a_redirect_says_where_it_points()
     error = json.loads(outcome.output)["error"]
     assert "a redirect to https://searx.example/search?q=otters" in error, error
     assert "SEARXNG_URL" in error and "not JSON" not in error, error
+
+
+async def test_an_attachment_whose_address_httpx_cannot_read_is_refused_and_the_turn_goes_on(
+    tmp_path: Path,
+) -> None:
+    # A file named "notes\nv2.txt" (the fake Discord, like any server that does not clean names, puts
+    # the name in its address) made httpx raise InvalidURL, which receive() did not catch: the whole
+    # turn failed with an error id ("turn_failed"), the member's other files and question unanswered.
+    app = web.Application()
+    app.router.add_get("/attachments/1/ok.txt", lambda _r: web.Response(body=b"otters: 412\n"))
+    async with served(app) as base, httpx.AsyncClient() as client:
+        got = await receive(
+            [
+                IncomingFile("notes\nv2.txt", f"{base}/attachments/1/notes\nv2.txt", 5),
+                IncomingFile("ok.txt", f"{base}/attachments/1/ok.txt", 12),
+            ],
+            tmp_path,
+            client,
+            vision=False,
+        )
+    assert got.saved == ["ok.txt"] and (tmp_path / "ok.txt").read_bytes() == b"otters: 412\n"
+    (refused,) = got.refused
+    assert refused.startswith("notes v2.txt: its address cannot be downloaded"), refused
