@@ -21,6 +21,7 @@ from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_tools
+from bot.memory_text import excerpt
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -270,3 +271,12 @@ async def test_an_attachment_whose_address_httpx_cannot_read_is_refused_and_the_
     assert got.saved == ["ok.txt"] and (tmp_path / "ok.txt").read_bytes() == b"otters: 412\n"
     (refused,) = got.refused
     assert refused.startswith("notes v2.txt: its address cannot be downloaded"), refused
+
+
+def test_a_memory_kept_from_a_page_shows_no_link_of_its_own_in_memory_replies() -> None:
+    # /memory search and list quote what was kept, web pages' words included (auto-web memories), through
+    # discord.py's escape_markdown: its greedy link pattern left a second masked link and the bold
+    # between live, as in threads, in the bot's reply.
+    shown = excerpt(f"Kept from a page: {SPAM}")
+    assert "Verify your account" in shown and not LIVE_LINK.search(shown), shown
+    assert "**FREE NITRO**" not in shown, shown
