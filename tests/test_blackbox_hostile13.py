@@ -22,6 +22,7 @@ from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
 from agent.tools.research import ResearchToolSettings, research_tools
 from bot.memory_text import excerpt
+from bot.progress import shown_source
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -280,3 +281,30 @@ def test_a_memory_kept_from_a_page_shows_no_link_of_its_own_in_memory_replies() 
     shown = excerpt(f"Kept from a page: {SPAM}")
     assert "Verify your account" in shown and not LIVE_LINK.search(shown), shown
     assert "**FREE NITRO**" not in shown, shown
+
+
+async def test_a_search_result_on_a_look_alike_domain_is_shown_by_its_ascii_name() -> None:
+    # "https://аpple.com/login" (a Cyrillic "а") from a search service reached the model and the thread's
+    # sources as written, reading as apple.com in the bot's own list; fetch_url's sources already show a
+    # host in its ASCII form (xn--pple-43d.com), as browsers do for such names.
+    results = {
+        "results": [
+            {"url": "https://аpple.com/login", "title": "Sign in", "content": "Apple ID"},
+            {"url": "https://ｅxample.org/x", "title": "Wide", "content": "fullwidth letters"},
+            {"url": "https://example.org/straße", "title": "Plain host", "content": "kept as written"},
+        ]
+    }
+    app = web.Application()
+    app.router.add_get("/search", lambda _r: web.json_response(results))
+    async with served(app) as base:
+        settings = ResearchToolSettings.from_env({"SEARXNG_URL": base, "PYTHON_SANDBOX": "off"})
+        outcome = await ToolRegistry(research_tools(settings)).execute(
+            ToolCall("s1", "web_search", json.dumps({"query": "apple id"})), ToolContext()
+        )
+    assert outcome.sources == [
+        "https://xn--pple-43d.com/login",
+        "https://example.org/x",
+        "https://example.org/straße",
+    ], outcome.sources
+    assert "аpple.com" not in outcome.output and "https://xn--pple-43d.com/login" in outcome.output
+    assert shown_source("https://аpple.com/login") == "<https://xn--pple-43d.com/login>"

@@ -111,8 +111,32 @@ def _date(value: Any) -> str | None:
 
 def shown_url(url: str) -> str:
     """``url`` with whitespace, ``<>"`` and invisible or control characters percent-encoded: a result URL
-    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice."""
-    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
+    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice.
+    A host that is not ASCII is shown in its ASCII form (:func:`_ascii_host`)."""
+    url = _ascii_host(url.strip())
+    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url)
+
+
+def _ascii_host(url: str) -> str:
+    """``url`` with a host that is not ASCII in its IDNA form, as fetch_url's sources (httpx) show it:
+    a search result on "аpple.com" (a Cyrillic а) was listed in the bot's sources reading as apple.com."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # a port out of range, a broken IPv6 host: dropped by the caller or shown as is
+        return url
+    if host.isascii():
+        return url
+    try:
+        shown = httpx.URL(f"http://{host}/").raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):  # fullwidth letters: IDNA 2003 maps them to ASCII
+        try:
+            shown = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            shown = quote(host, safe=".-")
+    user = parts.netloc.rpartition("@")[0]
+    netloc = (f"{user}@" if "@" in parts.netloc else "") + shown + (f":{port}" if port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 MAX_RAW = 100
