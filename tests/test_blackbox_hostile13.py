@@ -165,13 +165,21 @@ async def test_a_page_in_the_character_set_its_header_names_is_read_in_it() -> N
     app.router.add_get("/mislabelled", page("Crème brûlée", FRENCH, "utf-8", "text/html; charset=iso-8859-1"))
     plain = FRENCH.encode("cp1252")
     app.router.add_get("/plain", lambda _r: web.Response(body=plain, headers={"Content-Type": "text/plain"}))
-    async with fetching(app) as (fetcher, url):
+    # Such a page cut by FETCH_MAX_BYTES inside a character is still UTF-8 (the cut one is dropped).
+    long = _html("Crème brûlée", f"<p>{FRENCH}</p>" * 20).encode()
+    cut = next(i for i in range(len(long) // 2, len(long)) if long[i] & 0xC0 == 0x80)  # mid-character
+    app.router.add_get(
+        "/long", lambda _r: web.Response(body=long, headers={"Content-Type": "text/html; charset=iso-8859-1"})
+    )
+    async with fetching(app, max_bytes=cut) as (fetcher, url):
         for path in ("/fr", "/mislabelled"):
             page_ = await fetcher.fetch(url(path))
             assert (page_.title, page_.text) == ("Crème brûlée", FRENCH), path
         page_ = await fetcher.fetch(url("/ru"))
         assert (page_.title, page_.text) == ("Выдры", RUSSIAN)
         assert (await fetcher.fetch(url("/plain"))).text == FRENCH
+        page_ = await fetcher.fetch(url("/long"))
+        assert page_.body_truncated and page_.text.startswith(FRENCH), page_.text[:200]
 
 
 async def test_a_page_still_dripping_in_at_the_time_limit_is_read_as_far_as_it_came_once() -> None:

@@ -113,12 +113,14 @@ def as_declared(body: bytes, charset: str | None, kind: str) -> tuple[bytes, str
             codec = codecs.lookup(charset).name
         except LookupError:
             return body, charset
+    utf8 = codecs.getincrementaldecoder("utf-8")()
     try:
-        body.decode("utf-8")
+        utf8.decode(body, final=False)
     except UnicodeDecodeError:
         pass
-    else:
-        return body, "utf-8"
+    else:  # FETCH_MAX_BYTES may cut inside the last character: it is dropped, not the page misread
+        cut = len(utf8.getstate()[0])
+        return (body[:-cut] if cut else body), "utf-8"
     if codec is None and kind == "html":
         return body, charset
     codec = _BROWSER_CODECS.get(codec, codec) if codec else "cp1252"
