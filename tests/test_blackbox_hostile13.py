@@ -5,6 +5,7 @@ fetch guard's resolver, and the real bot against the fake Discord where the thre
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import re
@@ -167,7 +168,12 @@ async def test_a_page_in_the_character_set_its_header_names_is_read_in_it() -> N
     app.router.add_get("/plain", lambda _r: web.Response(body=plain, headers={"Content-Type": "text/plain"}))
     # Such a page cut by FETCH_MAX_BYTES inside a character is still UTF-8 (the cut one is dropped).
     long = _html("Crème brûlée", f"<p>{FRENCH}</p>" * 20).encode()
-    cut = next(i for i in range(len(long) // 2, len(long)) if long[i] & 0xC0 == 0x80)  # mid-character
+    cut = next(
+        i for i in range(len(long) // 2, len(long)) if long[i] & 0xC0 == 0x80 and i % 2
+    )  # mid-character
+    # And a UTF-16 page cut at an odd byte was refused as "binary data, not UTF-16 text".
+    wide = codecs.BOM_UTF16_LE + long.decode().encode("utf-16-le")
+    app.router.add_get("/wide", lambda _r: web.Response(body=wide, headers={"Content-Type": "text/html"}))
     app.router.add_get(
         "/long", lambda _r: web.Response(body=long, headers={"Content-Type": "text/html; charset=iso-8859-1"})
     )
@@ -178,8 +184,9 @@ async def test_a_page_in_the_character_set_its_header_names_is_read_in_it() -> N
         page_ = await fetcher.fetch(url("/ru"))
         assert (page_.title, page_.text) == ("Выдры", RUSSIAN)
         assert (await fetcher.fetch(url("/plain"))).text == FRENCH
-        page_ = await fetcher.fetch(url("/long"))
-        assert page_.body_truncated and page_.text.startswith(FRENCH), page_.text[:200]
+        for path in ("/long", "/wide"):
+            page_ = await fetcher.fetch(url(path))
+            assert page_.body_truncated and page_.text.startswith(FRENCH), (path, page_.text[:200])
 
 
 async def test_a_page_still_dripping_in_at_the_time_limit_is_read_as_far_as_it_came_once() -> None:

@@ -76,8 +76,8 @@ def as_utf8(body: bytes, charset: str | None, url: str) -> tuple[bytes, str | No
     codec = _wide_codec(body, charset)
     if codec is None:
         return body, charset
-    try:
-        text = body.decode(codec)
+    try:  # final=False: a body cut by FETCH_MAX_BYTES (or still arriving) may end inside a character
+        text = codecs.getincrementaldecoder(codec)().decode(body, final=False)
     except UnicodeDecodeError:
         raise Unreadable(f"{url} sent binary data, not {codec.upper()} text") from None
     if "\0" in text:
