@@ -323,3 +323,25 @@ async def test_a_search_result_on_a_look_alike_domain_is_shown_by_its_ascii_name
     ], outcome.sources
     assert "аpple.com" not in outcome.output and "https://xn--pple-43d.com/login" in outcome.output
     assert shown_source("https://аpple.com/login") == "<https://xn--pple-43d.com/login>"
+
+
+async def test_text_or_json_labelled_as_html_or_not_labelled_is_read_not_called_empty() -> None:
+    # PHP answers JSON as text/html unless told otherwise, and some servers send text with no type (read
+    # as HTML): trafilatura finds no HTML in them and the model was told "(no readable text on this
+    # page)" of a page holding the very numbers asked for.
+    data, words = (
+        b'{"otters": 412, "years": [2021, 2022]}',
+        b"Otters returned to the Baltic coast.\nFour hundred pairs.\n",
+    )
+    app = web.Application()
+    app.router.add_get(
+        "/api.php", lambda _r: web.Response(body=data, headers={"Content-Type": "text/html; charset=UTF-8"})
+    )
+    app.router.add_get("/notes", lambda _r: web.Response(body=words, headers={"Content-Type": "text/html"}))
+    app.router.add_get("/untyped", lambda _r: web.Response(body=words, headers={"Content-Type": ""}))
+    async with fetching(app) as (fetcher, url):
+        page_ = await fetcher.fetch(url("/api.php"))
+        assert '"otters": 412' in page_.text and "2022" in page_.text, page_.text
+        for path in ("/notes", "/untyped"):
+            page_ = await fetcher.fetch(url(path))
+            assert page_.text == words.decode().strip(), (path, page_.text)

@@ -145,10 +145,19 @@ def _indented(text: str) -> str:
     return "".join(out)
 
 
+_MARKUP = re.compile(rb"<[A-Za-z!/?]")
+"""The start of a tag, a comment or a doctype: a body with none in its first 64 KB is no HTML."""
+
+
 def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
     """(title, text) of a body already known to be HTML, JSON or text (UTF-16/32 already made UTF-8)."""
     if b"\0" in body[:1024]:  # after as_utf8: no UTF-16 text is left to hold zero bytes
         raise Unreadable(f"{url} sent binary data, not {'HTML' if kind == 'html' else 'text'}")
+    if kind == "html" and not _MARKUP.search(body[:65536]):
+        # PHP sends JSON as text/html unless told otherwise, some servers text with no type (read as
+        # HTML): with no tag to find, trafilatura found nothing, and the model was told "(no readable
+        # text on this page)" of a page holding the very numbers asked for.
+        kind = "json" if body.lstrip()[:1] in (b"{", b"[") else "text"
     if kind != "html":
         try:
             text = body.decode(charset or "utf-8", errors="replace")
