@@ -268,7 +268,8 @@ def _pdf(url: str, served_as: str = "") -> ToolRefused:
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
     (b"PK\x03\x04", "a ZIP archive"),
 )
 
