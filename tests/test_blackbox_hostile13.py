@@ -345,3 +345,24 @@ async def test_text_or_json_labelled_as_html_or_not_labelled_is_read_not_called_
         for path in ("/notes", "/untyped"):
             page_ = await fetcher.fetch(url(path))
             assert page_.text == words.decode().strip(), (path, page_.text)
+
+
+async def test_a_text_file_a_bucket_serves_as_octet_stream_is_read() -> None:
+    # S3 and other file stores label a file uploaded without a type application/octet-stream (or
+    # binary/octet-stream): a plain CSV there was refused as "application/octet-stream, which fetch_url
+    # cannot read". Such a body is sniffed like an untyped one; real binary is still refused.
+    csv = b"year,pairs\n2021,380\n2022,400\n2023,412\n"
+    app = web.Application()
+    for path, body, ctype in (
+        ("/otters.csv", csv, "binary/octet-stream"),
+        ("/page", _html("Otters", WORDS).encode(), "application/octet-stream"),
+        ("/tool.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(200), "application/octet-stream"),
+    ):
+        app.router.add_get(
+            path, lambda _r, b=body, c=ctype: web.Response(body=b, headers={"Content-Type": c})
+        )
+    async with fetching(app) as (fetcher, url):
+        assert (await fetcher.fetch(url("/otters.csv"))).text == csv.decode().strip()
+        assert "four hundred pairs" in (await fetcher.fetch(url("/page"))).text
+        with pytest.raises(ToolRefused, match="binary data"):
+            await fetcher.fetch(url("/tool.bin"))

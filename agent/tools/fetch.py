@@ -30,6 +30,8 @@ from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, Tra
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _HTML = ("text/html", "application/xhtml+xml")
+_UNTYPED = ("application/octet-stream", "binary/octet-stream")
+"""What file stores (S3) label a file uploaded without a type: a CSV there was refused as unreadable."""
 _TEXT_LIKE = ("text/", "application/json", "application/ld+json", "application/xml", "application/rss+xml")
 
 
@@ -293,8 +295,8 @@ def _content_kind(content_type: str, url: str) -> str:
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype == "application/pdf" or (not ctype and url.lower().endswith(".pdf")):
         raise _pdf(url)
-    if ctype in _HTML or not ctype:
-        return "html"
+    if ctype in _HTML or ctype in _UNTYPED or not ctype:
+        return "html"  # untyped: sniffed (_sniff, then the worker: zero bytes, no tag at all)
     if ctype.endswith("json") or ctype.endswith("+json"):
         return "json"
     if ctype.startswith(_TEXT_LIKE) or ctype.endswith("+xml"):
