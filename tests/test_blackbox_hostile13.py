@@ -366,3 +366,27 @@ async def test_a_text_file_a_bucket_serves_as_octet_stream_is_read() -> None:
         assert "four hundred pairs" in (await fetcher.fetch(url("/page"))).text
         with pytest.raises(ToolRefused, match="binary data"):
             await fetcher.fetch(url("/tool.bin"))
+
+
+async def test_a_page_that_only_redirects_by_meta_refresh_is_followed_as_a_redirect() -> None:
+    # Google's result links (google.com/url?q=…), many shorteners and login walls answer 200 with a
+    # <meta http-equiv="refresh" content="0;url=…"> page: the model read "Redirecting / click here" and
+    # never the address. It is followed like a Location, checked by the guard and the domain rules.
+    def refresh(to: str, delay: int = 0) -> Callable[[web.Request], web.Response]:
+        meta = f'<meta content="{delay}; URL=&#39;{to}&#39;" http-equiv="Refresh">'
+        page = f"<html><head>{meta}</head><body><div>Redirecting</div><a href='{to}'>click here</a></body></html>"
+        return lambda _r: web.Response(text=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get(
+        "/article", lambda _r: web.Response(text=_html("Otters", WORDS), content_type="text/html")
+    )
+    app.router.add_get("/url", refresh("/article?a=1&amp;b=2"))
+    app.router.add_get("/metadata", refresh("http://169.254.169.254/latest/meta-data/"))
+    app.router.add_get("/reload", refresh("/reload", delay=300))  # a page reloading itself: no redirect
+    async with fetching(app) as (fetcher, url):
+        page_ = await fetcher.fetch(url("/url"))
+        assert page_.url == url("/article?a=1&b=2") and "four hundred pairs" in page_.text, page_
+        with pytest.raises(ToolRefused, match="cloud metadata"):
+            await fetcher.fetch(url("/metadata"))
+        assert "Redirecting" in (await fetcher.fetch(url("/reload"))).text

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import http.cookiejar
+import re
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Annotated
@@ -219,6 +221,10 @@ class PageFetcher:
                     limit, at = self.settings.max_bytes, str(resp.url)
                     body, cut = await read_decoded(resp, limit, at, deadline)
                     _sniff(body, resp.headers.get("content-type", ""), at)
+                    refresh = _refresh_to(body) if kind == "html" else None
+                    if refresh and hop < self.settings.max_redirects:  # a redirect page: followed as one
+                        url = resp.url.join(refresh)
+                        continue
                     return body, resp.charset_encoding, kind, at, cut
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
@@ -274,6 +280,22 @@ _MAGIC = (
     (b"GIF89a", "a GIF image"),
     (b"PK\x03\x04", "a ZIP archive"),
 )
+
+
+_REFRESH = re.compile(rb"<meta\s[^>]{0,500}?http-equiv\s*=\s*[\"']?refresh[^>]{0,2000}>", re.I)
+"""Bounded: with ``[^>]*`` 16 KB of '<meta http-equiv=refresh ' without a '>' took 4.4 s of the event loop."""
+_REFRESH_TO = re.compile(rb"content\s*=\s*[\"']\s*(\d{1,4})(?:\.\d*)?\s*[;,]\s*url\s*=\s*([^\"'>]+)", re.I)
+
+
+def _refresh_to(body: bytes) -> str | None:
+    """Where a ``<meta http-equiv="refresh" content="0;url=…">`` page sends its reader within 10 s:
+    Google's result links, shorteners and login walls answer 200 with one, and the model read
+    "Redirecting / click here", never the address. A page reloading itself later is no redirect."""
+    tag = _REFRESH.search(body[:16_384])
+    found = _REFRESH_TO.search(tag.group()) if tag else None
+    if found is None or int(found.group(1)) > 10:
+        return None
+    return html.unescape(found.group(2).decode("utf-8", "replace")).strip().strip("'\"") or None
 
 
 def _sniff(body: bytes, content_type: str, url: str) -> None:
