@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 from aiohttp import web
@@ -20,7 +21,7 @@ from aiohttp import web
 from agent.attachments import IncomingFile, receive
 from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
-from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry
+from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry, TransientToolError
 from agent.tools.research import ResearchToolSettings, research_tools
 from bot.memory_text import excerpt
 from bot.progress import shown_source
@@ -390,3 +391,31 @@ async def test_a_page_that_only_redirects_by_meta_refresh_is_followed_as_a_redir
         with pytest.raises(ToolRefused, match="cloud metadata"):
             await fetcher.fetch(url("/metadata"))
         assert "Redirecting" in (await fetcher.fetch(url("/reload"))).text
+
+
+async def test_a_url_on_a_port_of_another_protocol_is_refused_before_connecting() -> None:
+    # fetch_url connected anywhere public on any port, so a page or member could have the bot send HTTP
+    # to a mail server (http://mx.example:25/ with a crafted path), SSH or IRC, or learn which ports of a
+    # host are open from its errors. Browsers refuse those ports (WHATWG "bad ports"); so does the guard.
+    connects: list[tuple[str, int]] = []
+
+    class Recording(httpcore.AsyncNetworkBackend):
+        async def connect_tcp(
+            self, host: str, port: int, *_a: object, **_k: object
+        ) -> httpcore.AsyncNetworkStream:
+            connects.append((host, port))
+            raise httpcore.ConnectError("the test reaches no network")
+
+    async def public(_host: str, _port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    fetcher = PageFetcher(FetchSettings(timeout=5, extract_workers=1), resolver=public, backend=Recording())
+    try:
+        for port in (25, 22, 6667):
+            with pytest.raises(ToolRefused, match=f"port {port} is another protocol's"):
+                await fetcher.fetch(f"http://mx.example:{port}/HELO%20x")
+        with pytest.raises(TransientToolError):  # an ordinary port is still tried
+            await fetcher.fetch("http://mx.example:8080/")
+    finally:
+        await fetcher.aclose()
+    assert connects == [("93.184.216.34", 8080)], connects
