@@ -221,9 +221,13 @@ class PageFetcher:
                     limit, at = self.settings.max_bytes, str(resp.url)
                     body, cut = await read_decoded(resp, limit, at, deadline)
                     _sniff(body, resp.headers.get("content-type", ""), at)
-                    refresh = _refresh_to(body) if kind == "html" else None
-                    if refresh and hop < self.settings.max_redirects:  # a redirect page: followed as one
-                        url = resp.url.join(refresh)
+                    to = resp.url.join(_refresh_to(body) or "") if kind == "html" else resp.url
+                    if (
+                        to != resp.url
+                        and to.scheme in ("http", "https")
+                        and hop < self.settings.max_redirects
+                    ):
+                        url = to  # a page that only redirects (meta refresh): followed as a redirect
                         continue
                     return body, resp.charset_encoding, kind, at, cut
             except httpx.TimeoutException as e:
