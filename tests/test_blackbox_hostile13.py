@@ -385,12 +385,14 @@ async def test_a_page_that_only_redirects_by_meta_refresh_is_followed_as_a_redir
     app.router.add_get("/url", refresh("/article?a=1&amp;b=2"))
     app.router.add_get("/metadata", refresh("http://169.254.169.254/latest/meta-data/"))
     app.router.add_get("/reload", refresh("/reload", delay=300))  # a page reloading itself: no redirect
+    app.router.add_get("/js", refresh("javascript:alert(1)"))  # not a web address: the page is read
     async with fetching(app) as (fetcher, url):
         page_ = await fetcher.fetch(url("/url"))
         assert page_.url == url("/article?a=1&b=2") and "four hundred pairs" in page_.text, page_
         with pytest.raises(ToolRefused, match="cloud metadata"):
             await fetcher.fetch(url("/metadata"))
-        assert "Redirecting" in (await fetcher.fetch(url("/reload"))).text
+        for path in ("/reload", "/js"):
+            assert "Redirecting" in (await fetcher.fetch(url(path))).text, path
 
 
 async def test_a_url_on_a_port_of_another_protocol_is_refused_before_connecting() -> None:
