@@ -30,6 +30,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.sample_files import PNG_1X1, make_pdf
 from tests.fakes.served import served
+from tests.fakes.web_server import ARTICLE
 
 WORDS = "<p>The Eurasian otter returned to the Baltic coast; surveys counted four hundred pairs.</p>"
 
@@ -421,3 +422,18 @@ async def test_a_url_on_a_port_of_another_protocol_is_refused_before_connecting(
     finally:
         await fetcher.aclose()
     assert connects == [("93.184.216.34", 8080)], connects
+
+
+async def test_a_page_read_again_reads_the_same_as_the_first_time() -> None:
+    # trafilatura's duplicate test remembers every paragraph across pages, and the extraction worker
+    # lives for the whole process: from the fourth time a page was read (by any member of any server,
+    # or by the model paging through it with start=) its paragraphs counted as duplicates, and it came
+    # back as the menu-and-footer plain text ("Home | About | Shop Otters of…"), with other offsets.
+    app = web.Application()
+    app.router.add_get("/article", lambda _r: web.Response(text=ARTICLE, content_type="text/html"))
+    async with fetching(app) as (fetcher, url):
+        first = await fetcher.fetch(url("/article"), key="server:1")
+        for n in range(4):
+            again = await fetcher.fetch(url("/article"), key=f"server:{n % 2}")
+            assert (again.text, again.plain) == (first.text, False), again.text[:200]
+    assert first.text.startswith("Otters of the Baltic") and "Cookie settings" not in first.text

@@ -169,7 +169,12 @@ def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str,
             text = _indented(text)
         return "", text.strip()
     import trafilatura
+    from trafilatura.deduplication import LRU_TEST
 
+    # Its duplicate test counts paragraphs across every page this worker reads (the whole process): from
+    # the fourth reading of a page, by anyone, its text counted as duplicate and came back as menus and
+    # footers. Cleared per page, it still drops what one page repeats.
+    LRU_TEST.clear()
     text = trafilatura.extract(
         body, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=True
     )
