@@ -437,3 +437,21 @@ async def test_a_page_read_again_reads_the_same_as_the_first_time() -> None:
             again = await fetcher.fetch(url("/article"), key=f"server:{n % 2}")
             assert (again.text, again.plain) == (first.text, False), again.text[:200]
     assert first.text.startswith("Otters of the Baltic") and "Cookie settings" not in first.text
+
+
+async def test_a_json_pages_numbers_reach_the_model_as_the_page_wrote_them() -> None:
+    # JSON is indented for reading by parsing and writing it again, through floats: a price of
+    # 19.999999999999999999 reached the model as 20.0, an amount of 0.123456789012345678 as
+    # 0.12345678901234568 and 1e400 as Infinity (not even JSON). Numbers are now kept as written.
+    data = (
+        b'{"price": 19.999999999999999999, "amount": 0.123456789012345678, "big": 1e400, "n": 5, "ok": 0.5}'
+    )
+    app = web.Application()
+    app.router.add_get(
+        "/api", lambda _r: web.Response(body=data, headers={"Content-Type": "application/json"})
+    )
+    async with fetching(app) as (fetcher, url):
+        text = (await fetcher.fetch(url("/api"))).text
+    for number in ("19.999999999999999999", "0.123456789012345678", "1e400", '"n": 5', '"ok": 0.5'):
+        assert number in text, text
+    assert "Infinity" not in text and "20.0" not in text, text

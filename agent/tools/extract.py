@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+from decimal import Decimal
 from typing import IO, Any
 
 _LEN = struct.Struct(">I")
@@ -130,9 +131,19 @@ def as_declared(body: bytes, charset: str | None, kind: str) -> tuple[bytes, str
 def _indented(text: str) -> str:
     """JSON indented for reading, unless that would more than double it (indentation grows with depth
     times lines: 122 KB nested 900 deep became 55 MB in the bot) or it cannot be parsed (past json's
-    recursion limit too): then the text as it came."""
+    recursion limit too), or a number would change (written again through a float, 19.999999999999999999
+    read 20.0 and 1e400 Infinity): then the text as it came."""
+
+    def exact(number: str) -> float:
+        value = float(number)
+        if Decimal(repr(value)) != Decimal(number):
+            raise ValueError("a number a float cannot hold")
+        return value
+
     try:
-        encoder = json.JSONEncoder(indent=1, ensure_ascii=False).iterencode(json.loads(text))
+        encoder = json.JSONEncoder(indent=1, ensure_ascii=False).iterencode(
+            json.loads(text, parse_float=exact)
+        )
         out: list[str] = []
         room = 2 * len(text) + 1000
         for piece in encoder:
