@@ -455,3 +455,11 @@ async def test_a_json_pages_numbers_reach_the_model_as_the_page_wrote_them() -> 
     for number in ("19.999999999999999999", "0.123456789012345678", "1e400", '"n": 5', '"ok": 0.5'):
         assert number in text, text
     assert "Infinity" not in text and "20.0" not in text, text
+    # Nor is a key given twice (a page's own JSON says both) cut down to its last value.
+    app = web.Application()
+    twice = b'{"pairs": 380, "pairs": 412}'
+    app.router.add_get(
+        "/twice", lambda _r: web.Response(body=twice, headers={"Content-Type": "application/json"})
+    )
+    async with fetching(app) as (fetcher, url):
+        assert (await fetcher.fetch(url("/twice"))).text == twice.decode()

@@ -131,8 +131,8 @@ def as_declared(body: bytes, charset: str | None, kind: str) -> tuple[bytes, str
 def _indented(text: str) -> str:
     """JSON indented for reading, unless that would more than double it (indentation grows with depth
     times lines: 122 KB nested 900 deep became 55 MB in the bot) or it cannot be parsed (past json's
-    recursion limit too), or a number would change (written again through a float, 19.999999999999999999
-    read 20.0 and 1e400 Infinity): then the text as it came."""
+    recursion limit too), or it would say less (written again through a float, 19.999999999999999999 read
+    20.0 and 1e400 Infinity; of a key given twice only the last value was kept): then the text as it came."""
 
     def exact(number: str) -> float:
         value = float(number)
@@ -140,9 +140,15 @@ def _indented(text: str) -> str:
             raise ValueError("a number a float cannot hold")
         return value
 
+    def whole(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) < len(pairs):  # a key given twice: a dict keeps only its last value
+            raise ValueError("a key given twice")
+        return found
+
     try:
         encoder = json.JSONEncoder(indent=1, ensure_ascii=False).iterencode(
-            json.loads(text, parse_float=exact)
+            json.loads(text, parse_float=exact, object_pairs_hook=whole)
         )
         out: list[str] = []
         room = 2 * len(text) + 1000
