@@ -439,7 +439,7 @@ async def test_a_page_read_again_reads_the_same_as_the_first_time() -> None:
     assert first.text.startswith("Otters of the Baltic") and "Cookie settings" not in first.text
 
 
-async def test_a_json_pages_numbers_reach_the_model_as_the_page_wrote_them() -> None:
+async def test_a_json_page_reaches_the_model_with_every_number_and_key_as_written() -> None:
     # JSON is indented for reading by parsing and writing it again, through floats: a price of
     # 19.999999999999999999 reached the model as 20.0, an amount of 0.123456789012345678 as
     # 0.12345678901234568 and 1e400 as Infinity (not even JSON). Numbers are now kept as written.
