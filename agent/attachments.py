@@ -171,6 +171,10 @@ async def _download(client: httpx.AsyncClient, f: IncomingFile, cap: int) -> byt
     """At most ``cap`` bytes, whatever the declared size says; more is an error, not a cut file."""
     if not f.url.startswith(("https://", "http://")):
         raise ValueError("the attachment has no http(s) address")
+    try:  # a name with a line break in its address: InvalidURL is no HTTPError, and it failed the turn
+        httpx.URL(f.url)
+    except httpx.InvalidURL as e:
+        raise ValueError(f"its address cannot be downloaded ({e})") from None
     buf = bytearray()
     # Raw bytes, so ask for them: a CDN offered gzip sends it, and the compressed bytes were saved.
     plain = {"Accept-Encoding": "identity"}

@@ -13,6 +13,7 @@ import structlog
 
 from agent.memory.types import MemoryRecord, MemoryStoreError
 from bot.formatting import Refusal, clip, join_lines, one_line
+from bot.notes import escaped
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -62,7 +63,7 @@ def unavailable_text(sv: Services) -> str:
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:
     """One line, Markdown-escaped, cut at ``limit`` characters."""
-    return discord.utils.escape_markdown(one_line(text, limit))
+    return escaped(one_line(text, limit))  # discord.py's own left a page's second link live
 
 
 def human_bytes(n: int) -> str:

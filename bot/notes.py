@@ -26,7 +26,23 @@ from bot.store import StoreError, StoreUnavailable
 def untrusted(text: str) -> str:
     """Text someone outside the bot chose (an uploader's file name, an MCP server's error), shown as
     written: ``**``, ``[link](url)`` or ``<@&id>`` in it would render as formatting, a link or a role."""
-    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    return discord.utils.escape_mentions(escaped(text))
+
+
+def escaped(text: str) -> str:
+    """``text`` with its Markdown shown as written, every link included.
+
+    discord.py's escape_markdown matches a masked link greedily (``\\[.+\\]\\(.+\\)``) and escapes only the
+    match's first ``[``: in "[a](…) **FREE** [Verify](https://evil.example)" the bold and the second
+    link rendered in the bot's voice. So every ``[`` that could open a link (one before the last ``](``)
+    is escaped here, stood in for by a character the text lacks while discord.py escapes the rest."""
+    end = text.rfind("](")
+    if end <= 0:
+        return discord.utils.escape_markdown(text)
+    chars = set(text)  # some character from U+E000 on is not in it (a text holds < 1.1M distinct)
+    mark = next(chr(c) for c in range(0xE000, 0x110000) if chr(c) not in chars)
+    text = text[:end].replace("[", mark) + text[end:]
+    return discord.utils.escape_markdown(text).replace(mark, "\\[")
 
 
 def with_quoted(text: str, quoted: Iterable[str]) -> str:

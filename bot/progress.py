@@ -47,7 +47,20 @@ LIVE_TAIL = 2000
 whole text on every streamed piece made a long answer cost CPU in the square of its length."""
 LIVE_SHOWN = 1897
 """What the streamer shows of a preview: its last 1,900 characters, less "✍️ "."""
-_URL = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
+_URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+_OPENS = {")": "(", "]": "["}
+
+
+def _url_end(url: str) -> int:
+    """Where the address ``url`` (as found in prose) ends: before trailing punctuation and any ``)`` or
+    ``]`` it did not open (a Markdown link's end, a parenthesis around it). Cut at the first ``)``, a
+    failed fetch of Wikipedia's "Otter_(disambiguation)" linked to "Otter_(disambiguation", another page."""
+    unopened = {c: url.count(c) - url.count(o) for c, o in _OPENS.items()}
+    end = len(url)
+    while end and (url[end - 1] in ".,;:!?*" or unopened.get(url[end - 1], 0) > 0):
+        unopened[url[end - 1]] = unopened.get(url[end - 1], 0) - 1
+        end -= 1
+    return end
 
 
 def _clip(text: str, limit: int) -> str:
@@ -106,10 +119,13 @@ def short_observation(ev: ToolResultEvent) -> str:
             text = json.loads(text).get("error", text)
         except (ValueError, AttributeError, RecursionError):  # an MCP server's own error text
             pass
-    links = list(dict.fromkeys(ev.sources or _URL.findall(ev.output)))[:3]
+    found = (u[: _url_end(u)] for u in _URL.findall(ev.output))
+    links = list(dict.fromkeys(ev.sources or found))[:3]
     # A page's (or MCP server's) own words, escaped: "**FREE NITRO** [claim](HTTPS://…)" rendered bold
     # and as a masked link in the bot's voice (the address pattern missed the upper-case scheme).
-    line = untrusted(_clip(_URL.sub("", text) if links else text, OBSERVATION_CHARS))
+    if links:
+        text = _URL.sub(lambda m: m.group()[_url_end(m.group()) :], text)
+    line = untrusted(_clip(text, OBSERVATION_CHARS))
     if links:
         line += " · " + " ".join(shown_source(u) for u in links)
     return line

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 
 import httpx
@@ -29,8 +30,17 @@ def content_encoding(headers: httpx.Headers, url: str) -> str:
     return layers[0]
 
 
-async def read_decoded(resp: httpx.Response, limit: int, url: str) -> tuple[bytes, bool]:
-    """At most ``limit`` decoded bytes of the body and whether there was more; the rest is never read.
+LATE_MARGIN = 0.25
+"""Seconds before the fetch's own deadline at which a body still arriving is cut and kept: the deadline
+itself cancels the fetch, and with it everything read."""
+
+
+async def read_decoded(
+    resp: httpx.Response, limit: int, url: str, until: float | None = None
+) -> tuple[bytes, str]:
+    """At most ``limit`` decoded bytes of the body, and why it was cut: ``''`` (it was not), ``'limit'``
+    (there was more) or ``'late'`` (it was still arriving at ``until``, a loop time); the rest is never
+    read. A body that has sent nothing by ``until`` raises TimeoutError.
 
     Memory stays within about ``limit`` plus one network chunk, however much the body would inflate to.
     """
@@ -38,16 +48,22 @@ async def read_decoded(resp: httpx.Response, limit: int, url: str) -> tuple[byte
     inflater = Inflater(encoding) if encoding else None
     out = bytearray()
     raw = 0
-    async for chunk in resp.aiter_raw():
-        raw += len(chunk)
-        room = limit + 1 - len(out)
-        if inflater is None:
-            out += chunk[:room]
-        else:
-            try:
-                out += inflater.feed(chunk, room)
-            except zlib.error as e:
-                raise ToolRefused(f"{url} sent a corrupt {encoding} body ({e})") from None
-        if len(out) > limit or raw > limit:
-            return bytes(out[:limit]), True
-    return bytes(out), False
+    try:
+        async with asyncio.timeout_at(None if until is None else until - LATE_MARGIN):
+            async for chunk in resp.aiter_raw():
+                raw += len(chunk)
+                room = limit + 1 - len(out)
+                if inflater is None:
+                    out += chunk[:room]
+                else:
+                    try:
+                        out += inflater.feed(chunk, room)
+                    except zlib.error as e:
+                        raise ToolRefused(f"{url} sent a corrupt {encoding} body ({e})") from None
+                if len(out) > limit or raw > limit:
+                    return bytes(out[:limit]), "limit"
+    except TimeoutError:
+        if not out:
+            raise
+        return bytes(out), "late"
+    return bytes(out), ""

@@ -23,6 +23,7 @@ import signal
 import struct
 import sys
 import time
+from decimal import Decimal
 from typing import IO, Any
 
 _LEN = struct.Struct(">I")
@@ -76,8 +77,8 @@ def as_utf8(body: bytes, charset: str | None, url: str) -> tuple[bytes, str | No
     codec = _wide_codec(body, charset)
     if codec is None:
         return body, charset
-    try:
-        text = body.decode(codec)
+    try:  # final=False: a body cut by FETCH_MAX_BYTES (or still arriving) may end inside a character
+        text = codecs.getincrementaldecoder(codec)().decode(body, final=False)
     except UnicodeDecodeError:
         raise Unreadable(f"{url} sent binary data, not {codec.upper()} text") from None
     if "\0" in text:
@@ -85,12 +86,70 @@ def as_utf8(body: bytes, charset: str | None, url: str) -> tuple[bytes, str | No
     return text.lstrip("\ufeff").encode("utf-8"), "utf-8"
 
 
+_BROWSER_CODECS = {
+    "iso8859-1": "cp1252",
+    "ascii": "cp1252",
+    "iso8859-9": "cp1254",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "shift_jis": "cp932",
+    "euc_kr": "cp949",
+}
+"""Labels browsers read as a superset (the WHATWG Encoding table): pages labelled iso-8859-1 use
+Windows-1252's curly quotes and dashes, which Latin-1 would make control characters."""
+
+
+def as_declared(body: bytes, charset: str | None, kind: str) -> tuple[bytes, str | None]:
+    """The body as UTF-8 in the character set it declares, with its charset; a body that is valid UTF-8
+    as it is. trafilatura reads HTML bytes by guessing their encoding, never by the Content-Type: a
+    French page sent as ``charset=windows-1252`` read "La crčme brűlée ŕ la française", a KOI8-R one came
+    out as katakana. Valid UTF-8 stays UTF-8 whatever the header says (servers label UTF-8 pages
+    iso-8859-1 by default; Latin text in another charset is almost never valid UTF-8). Text with no
+    charset is read as Windows-1252, as browsers and attachments do (it showed U+FFFD for each accent);
+    HTML with none keeps its ``<meta charset>`` or trafilatura's guess. An unknown charset is left to
+    :func:`extract`, which names it for text."""
+    codec = None
+    if charset:
+        try:
+            codec = codecs.lookup(charset).name
+        except LookupError:
+            return body, charset
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    try:
+        utf8.decode(body, final=False)
+    except UnicodeDecodeError:
+        pass
+    else:  # FETCH_MAX_BYTES may cut inside the last character: it is dropped, not the page misread
+        cut = len(utf8.getstate()[0])
+        return (body[:-cut] if cut else body), "utf-8"
+    if codec is None and kind == "html":
+        return body, charset
+    codec = _BROWSER_CODECS.get(codec, codec) if codec else "cp1252"
+    return body.decode(codec, errors="replace").encode("utf-8"), "utf-8"
+
+
 def _indented(text: str) -> str:
     """JSON indented for reading, unless that would more than double it (indentation grows with depth
     times lines: 122 KB nested 900 deep became 55 MB in the bot) or it cannot be parsed (past json's
-    recursion limit too): then the text as it came."""
+    recursion limit too), or it would say less (written again through a float, 19.999999999999999999 read
+    20.0 and 1e400 Infinity; of a key given twice only the last value was kept): then the text as it came."""
+
+    def exact(number: str) -> float:
+        value = float(number)
+        if Decimal(repr(value)) != Decimal(number):
+            raise ValueError("a number a float cannot hold")
+        return value
+
+    def whole(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        if len(found) < len(pairs):  # a key given twice: a dict keeps only its last value
+            raise ValueError("a key given twice")
+        return found
+
     try:
-        encoder = json.JSONEncoder(indent=1, ensure_ascii=False).iterencode(json.loads(text))
+        encoder = json.JSONEncoder(indent=1, ensure_ascii=False).iterencode(
+            json.loads(text, parse_float=exact, object_pairs_hook=whole)
+        )
         out: list[str] = []
         room = 2 * len(text) + 1000
         for piece in encoder:
@@ -103,8 +162,19 @@ def _indented(text: str) -> str:
     return "".join(out)
 
 
+_MARKUP = re.compile(rb"<[A-Za-z!/?]")
+"""The start of a tag, a comment or a doctype: a body with none in its first 64 KB is no HTML."""
+
+
 def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str, str]:
     """(title, text) of a body already known to be HTML, JSON or text (UTF-16/32 already made UTF-8)."""
+    if b"\0" in body[:1024]:  # after as_utf8: no UTF-16 text is left to hold zero bytes
+        raise Unreadable(f"{url} sent binary data, not {'HTML' if kind == 'html' else 'text'}")
+    if kind == "html" and not _MARKUP.search(body[:65536]):
+        # PHP sends JSON as text/html unless told otherwise, some servers text with no type (read as
+        # HTML): with no tag to find, trafilatura found nothing, and the model was told "(no readable
+        # text on this page)" of a page holding the very numbers asked for.
+        kind = "json" if body.lstrip()[:1] in (b"{", b"[") else "text"
     if kind != "html":
         try:
             text = body.decode(charset or "utf-8", errors="replace")
@@ -115,10 +185,13 @@ def extract(body: bytes, charset: str | None, kind: str, url: str) -> tuple[str,
         if kind == "json":
             text = _indented(text)
         return "", text.strip()
-    if b"\0" in body[:1024]:
-        raise Unreadable(f"{url} sent binary data without a content type")
     import trafilatura
+    from trafilatura.deduplication import LRU_TEST
 
+    # Its duplicate test counts paragraphs across every page this worker reads (the whole process): from
+    # the fourth reading of a page, by anyone, its text counted as duplicate and came back as menus and
+    # footers. Cleared per page, it still drops what one page repeats.
+    LRU_TEST.clear()
     text = trafilatura.extract(
         body, url=url, include_comments=False, include_tables=True, favor_recall=True, deduplicate=True
     )
@@ -167,6 +240,7 @@ def _answer(header: dict[str, Any], body: bytes) -> dict[str, Any]:
     signal.setitimer(signal.ITIMER_REAL, max(0.01, float(header["soft_deadline_at"]) - time.monotonic()))
     try:
         body, charset = as_utf8(body, header.get("charset"), header["url"])
+        body, charset = as_declared(body, charset, header["kind"])
         title, text = extract(body, charset, header["kind"], header["url"])
         return {"title": title, "text": text, "fallback": False}
     except _SoftDeadline:

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import http.cookiejar
+import re
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 from typing import Annotated
@@ -29,6 +32,8 @@ from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, Tra
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _HTML = ("text/html", "application/xhtml+xml")
+_UNTYPED = ("application/octet-stream", "binary/octet-stream")
+"""What file stores (S3) label a file uploaded without a type: a CSV there was refused as unreadable."""
 _TEXT_LIKE = ("text/", "application/json", "application/ld+json", "application/xml", "application/rss+xml")
 
 
@@ -75,6 +80,8 @@ class Page:
     body_truncated: bool
     plain: bool = False
     """Extraction was too slow, so the text is all of the page's text, boilerplate included."""
+    late: float = 0.0
+    """``FETCH_TIMEOUT`` when the body was still arriving then (what came by then was read), else 0."""
 
 
 FETCHES_PER_SERVER = 4
@@ -138,6 +145,7 @@ class PageFetcher:
                 timeout=httpx.Timeout(settings.timeout, connect=min(5.0, settings.timeout)),
                 follow_redirects=False,
                 trust_env=False,
+                cookies=_no_cookies(),  # each fetch carries its own (see _download)
                 headers={
                     "User-Agent": settings.user_agent,
                     "Accept": "text/html,text/plain,application/json;q=0.9,*/*;q=0.5",
@@ -159,15 +167,16 @@ class PageFetcher:
             target = httpx.URL(url.strip())
         except (httpx.InvalidURL, TypeError) as e:
             raise ToolRefused(f"not a valid URL: {url!r} ({e})") from e
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                body, charset, kind, final, truncated = await self._download(target, policy)
+            async with asyncio.timeout_at(deadline):
+                body, charset, kind, final, cut = await self._download(target, policy, deadline)
         except TimeoutError as e:
             raise TransientToolError(f"fetching {url} took longer than {self.settings.timeout:g} s") from e
-        return await self._extract(body, charset, kind, final, truncated, key)
+        return await self._extract(body, charset, kind, final, cut, key)
 
     async def _extract(
-        self, body: bytes, charset: str | None, kind: str, url: str, truncated: bool, key: Hashable
+        self, body: bytes, charset: str | None, kind: str, url: str, cut: str, key: Hashable
     ) -> Page:
         """Text from the body in a worker process; its deadline is final (a retry would only be as slow)."""
         limit = self.settings.extract_timeout
@@ -184,18 +193,24 @@ class PageFetcher:
             ) from None
         if "refused" in answer:
             raise ToolRefused(str(answer["refused"]))
-        return Page(url, answer["title"], answer["text"], truncated, plain=bool(answer["fallback"]))
+        late = self.settings.timeout if cut == "late" else 0.0
+        return Page(url, answer["title"], answer["text"], bool(cut), bool(answer["fallback"]), late)
 
     async def _download(
-        self, url: httpx.URL, policy: domains.DomainPolicy | None = None
-    ) -> tuple[bytes, str | None, str, str, bool]:
+        self, url: httpx.URL, policy: domains.DomainPolicy | None = None, deadline: float | None = None
+    ) -> tuple[bytes, str | None, str, str, str]:
+        """The body (with its charset, kind, final URL and why it was cut, see ``read_decoded``). A body
+        still arriving near ``deadline`` is kept as far as it came: a page dripping a few bytes a second
+        failed at FETCH_TIMEOUT, was fetched again and failed again, holding the run twice as long."""
         client = self._client.get()
+        jar = httpx.Cookies()  # this fetch's own: a cookie check between redirects still passes
         for hop in range(self.settings.max_redirects + 1):
             self.guard.check_url(url)
             if policy:
                 policy.check(url)
             try:
-                async with client.stream("GET", url) as resp:
+                async with client.stream("GET", url, headers=_cookie_header(jar, url)) as resp:
+                    jar.extract_cookies(resp)
                     if resp.status_code in _REDIRECTS and "location" in resp.headers:
                         if hop == self.settings.max_redirects:
                             break
@@ -203,8 +218,18 @@ class PageFetcher:
                         continue
                     _check_status(resp)
                     kind = _content_kind(resp.headers.get("content-type", ""), str(resp.url))
-                    body, truncated = await read_decoded(resp, self.settings.max_bytes, str(resp.url))
-                    return body, resp.charset_encoding, kind, str(resp.url), truncated
+                    limit, at = self.settings.max_bytes, str(resp.url)
+                    body, cut = await read_decoded(resp, limit, at, deadline)
+                    _sniff(body, resp.headers.get("content-type", ""), at)
+                    to = resp.url.join(_refresh_to(body) or "") if kind == "html" else resp.url
+                    if (
+                        to != resp.url
+                        and to.scheme in ("http", "https")
+                        and hop < self.settings.max_redirects
+                    ):
+                        url = to  # a page that only redirects (meta refresh): followed as a redirect
+                        continue
+                    return body, resp.charset_encoding, kind, at, cut
             except httpx.TimeoutException as e:
                 raise TransientToolError(f"timed out fetching {url}") from e
             except (httpx.RemoteProtocolError, httpx.InvalidURL, httpx.ConnectError, httpx.ReadError) as e:
@@ -220,6 +245,21 @@ class PageFetcher:
         raise ToolRefused(f"too many redirects: gave up after {self.settings.max_redirects} (last: {url})")
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """The shared client's jar, which keeps nothing. It kept every cookie of every page for the life of
+    the process, for every server: a page on evil.blog.test set 300 cookies for all of blog.test, and
+    each later fetch of any *.blog.test blog, by anyone, was sent 15 KB of them and refused (HTTP 400);
+    two servers' fetches of one site shared its session."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _cookie_header(jar: httpx.Cookies, url: httpx.URL) -> dict[str, str]:
+    """The Cookie header ``jar`` (one fetch's cookies) sends to ``url``, if any."""
+    probe = httpx.Request("GET", url)
+    jar.set_cookie_header(probe)
+    return {"Cookie": probe.headers["Cookie"]} if "Cookie" in probe.headers else {}
+
+
 def _check_status(resp: httpx.Response) -> None:
     code = resp.status_code
     if code == 429 or code >= 500:
@@ -230,16 +270,59 @@ def _check_status(resp: httpx.Response) -> None:
         raise ToolRefused(f"HTTP {code} without a usable Location header for {resp.url}")
 
 
+def _pdf(url: str, served_as: str = "") -> ToolRefused:
+    return ToolRefused(
+        f"{url} is a PDF{served_as}; fetch_url reads only HTML, text and JSON. Look for an HTML version "
+        "(an abstract page, a blog post or the publisher's page) instead."
+    )
+
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"PK\x03\x04", "a ZIP archive"),
+)
+
+
+_REFRESH = re.compile(rb"<meta\s[^>]{0,500}?http-equiv\s*=\s*[\"']?refresh[^>]{0,2000}>", re.I)
+"""Bounded: with ``[^>]*`` 16 KB of '<meta http-equiv=refresh ' without a '>' took 4.4 s of the event loop."""
+_REFRESH_TO = re.compile(rb"content\s*=\s*[\"']\s*(\d{1,4})(?:\.\d*)?\s*[;,]\s*url\s*=\s*([^\"'>]+)", re.I)
+
+
+def _refresh_to(body: bytes) -> str | None:
+    """Where a ``<meta http-equiv="refresh" content="0;url=…">`` page sends its reader within 10 s:
+    Google's result links, shorteners and login walls answer 200 with one, and the model read
+    "Redirecting / click here", never the address. A page reloading itself later is no redirect."""
+    tag = _REFRESH.search(body[:16_384])
+    found = _REFRESH_TO.search(tag.group()) if tag else None
+    if found is None or int(found.group(1)) > 10:
+        return None
+    return html.unescape(found.group(2).decode("utf-8", "replace")).strip().strip("'\"") or None
+
+
+def _sniff(body: bytes, content_type: str, url: str) -> None:
+    """Refuse a PDF or an image a server labels as a page: a PDF sent as text/html was refused as
+    "binary data without a content type" (it had one), as text/plain its raw syntax was read as the
+    page, and a PNG sent as text/plain reached the model as binary noise."""
+    served_as = f" (served as {content_type.split(';', 1)[0].strip() or 'no type'})"
+    if body.startswith(b"%PDF-"):
+        raise _pdf(url, served_as)
+    for magic, what in _MAGIC:
+        if body.startswith(magic):
+            raise ToolRefused(
+                f"{url} is {what}{served_as}: binary data, not a page; fetch_url reads HTML, text and JSON"
+            )
+
+
 def _content_kind(content_type: str, url: str) -> str:
     """'html', 'json' or 'text'; refuses PDFs and binary types with a message the model can act on."""
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype == "application/pdf" or (not ctype and url.lower().endswith(".pdf")):
-        raise ToolRefused(
-            f"{url} is a PDF; fetch_url reads only HTML, text and JSON. Look for an HTML version "
-            "(an abstract page, a blog post or the publisher's page) instead."
-        )
-    if ctype in _HTML or not ctype:
-        return "html"
+        raise _pdf(url)
+    if ctype in _HTML or ctype in _UNTYPED or not ctype:
+        return "html"  # untyped: sniffed (_sniff, then the worker: zero bytes, no tag at all)
     if ctype.endswith("json") or ctype.endswith("+json"):
         return "json"
     if ctype.startswith(_TEXT_LIKE) or ctype.endswith("+xml"):
@@ -257,7 +340,9 @@ def render_page(page: Page, start: int, max_chars: int) -> str:
     window, note = registry.text_window(page.text, start, max_chars, "call fetch_url")
     title = page.title if len(page.title) <= MAX_TITLE else f"{page.title[:MAX_TITLE]}… (title cut)"
     lines = [f"Title: {title or '(none)'}", f"URL: {page.url}", *([note] if note else [])]
-    if page.body_truncated:
+    if page.late:
+        lines.append(f"[the page was still arriving after {page.late:g} s; only what came by then was read]")
+    elif page.body_truncated:
         lines.append("[the page was larger than the download limit; only its beginning was read]")
     if page.plain:
         lines.append(

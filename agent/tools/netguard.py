@@ -41,6 +41,15 @@ METADATA_HOSTNAMES = frozenset(
     {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+BAD_PORTS = frozenset(
+    {1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104}
+    | {109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514}
+    | {515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720}
+    | {1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6697, 10080}
+)
+"""WHATWG Fetch's "bad ports": other protocols' (SMTP 25, SSH 22, IRC 6667...), which a crafted HTTP
+request can talk to. Any public host on any port was fetched: a page could have the bot write to a mail
+server, or learn from its errors which of a host's ports are open."""
 
 
 class BlockedAddress(ToolRefused):
@@ -197,6 +206,11 @@ class NetGuard:
                 raise BlockedAddress(
                     f"refused to connect to {shown}: it is {problem}. Only public internet addresses can be fetched."
                 )
+        if port in BAD_PORTS:  # after the address: a loopback or private one is said as such first
+            raise BlockedAddress(
+                f"refused {name}:{port}: port {port} is another protocol's (mail, SSH, IRC...), which a web "
+                "request must not reach (browsers refuse it too); use the site's web address"
+            )
         return addresses
 
 

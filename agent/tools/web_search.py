@@ -29,10 +29,10 @@ from pydantic import Field
 
 from agent.logs import redact
 from agent.models.http import ResponseRefused
-from agent.retry import parse_retry_after
 from agent.tools.netguard import LazyClient
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, TransientToolError, tool
 from agent.tools.safe_names import unsafe_char
+from agent.tools.search_answers import SearchFailed, json_object, raise_for_status, send
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ class SearchResult:
 
 
 Backend = Callable[[httpx.AsyncClient, SearchSettings, str, int], Awaitable[list[SearchResult]]]
-
-
-class SearchFailed(ToolRefused):
-    """The backend answered but not with results (bad key, bot check, misconfiguration)."""
 
 
 # ---------------------------------------------------------------- normalising
@@ -115,8 +111,32 @@ def _date(value: Any) -> str | None:
 
 def shown_url(url: str) -> str:
     """``url`` with whitespace, ``<>"`` and invisible or control characters percent-encoded: a result URL
-    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice."""
-    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url.strip())
+    is shown as ``<url>`` in threads, and ``>`` plus a line break put a masked link in the bot's voice.
+    A host that is not ASCII is shown in its ASCII form (:func:`_ascii_host`)."""
+    url = _ascii_host(url.strip())
+    return "".join(quote(ch) if ch.isspace() or ch in '<>"`' or unsafe_char(ch) else ch for ch in url)
+
+
+def _ascii_host(url: str) -> str:
+    """``url`` with a host that is not ASCII in its IDNA form, as fetch_url's sources (httpx) show it:
+    a search result on "аpple.com" (a Cyrillic а) was listed in the bot's sources reading as apple.com."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # a port out of range, a broken IPv6 host: dropped by the caller or shown as is
+        return url
+    if host.isascii():
+        return url
+    try:
+        shown = httpx.URL(f"http://{host}/").raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError):  # fullwidth letters: IDNA 2003 maps them to ASCII
+        try:
+            shown = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            shown = quote(host, safe=".-")
+    user = parts.netloc.rpartition("@")[0]
+    netloc = (f"{user}@" if "@" in parts.netloc else "") + shown + (f":{port}" if port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 MAX_RAW = 100
@@ -145,35 +165,6 @@ def dedupe(results: list[SearchResult], limit: int) -> list[SearchResult]:
 # ---------------------------------------------------------------- backends
 
 
-MAX_ANSWER_BYTES = 4 * 2**20
-"""Most bytes of one search answer read (a results page is tens of KB; a public SearxNG instance is
-anyone's server, and one that never stops answering was read whole)."""
-
-
-async def _send(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    """The backend's answer, read but never past :data:`MAX_ANSWER_BYTES` decoded bytes."""
-    async with client.stream(method, url, **kw) as resp:
-        body = bytearray()
-        async for chunk in resp.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                host = resp.url.host
-                raise SearchFailed(f"the search service at {host} answered with more than 4 MiB; gave up")
-    drop = {"content-encoding", "content-length", "transfer-encoding"}  # the body is already decoded
-    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in drop]
-    return httpx.Response(resp.status_code, headers=headers, content=bytes(body), request=resp.request)
-
-
-def _json(resp: httpx.Response, backend: str) -> Any:
-    try:
-        data = resp.json()
-    except (ValueError, RecursionError) as e:
-        raise SearchFailed(f"{backend} answered with something that is not JSON") from e
-    if not isinstance(data, dict):
-        raise SearchFailed(f"{backend} answered with JSON that is not a results object")
-    return data
-
-
 def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:
     """Results from a JSON API's list of result objects: title, url, the ``snippet`` key, and the
     first of the ``dates`` keys that holds a date."""
@@ -189,30 +180,17 @@ def _results(items: Any, snippet: str, *dates: str) -> list[SearchResult]:
     ]
 
 
-def _raise_for_status(resp: httpx.Response, backend: str, hint: str = "") -> None:
-    code = resp.status_code
-    if code == 429 or code >= 500:
-        raise TransientToolError(
-            f"{backend} search is unavailable (HTTP {code}); try again shortly",
-            retry_after=parse_retry_after(resp.headers),
-        )
-    if code in (401, 403):
-        raise SearchFailed(f"{backend} search refused the request (HTTP {code}){hint}")
-    if code >= 400:
-        raise SearchFailed(f"{backend} search failed (HTTP {code})")
-
-
 async def search_searxng(
     client: httpx.AsyncClient, s: SearchSettings, query: str, n: int
 ) -> list[SearchResult]:
     if not s.searxng_url:
         raise SearchFailed("SEARCH_BACKEND is searxng but SEARXNG_URL is not set")
     url = s.searxng_url.rstrip("/") + "/search"
-    resp = await _send(
+    resp = await send(
         client, "GET", url, params={"q": query, "format": "json", "pageno": 1}, timeout=s.timeout
     )
-    _raise_for_status(resp, "SearxNG", ": enable the json format under search.formats in its settings.yml")
-    return _results(_json(resp, "SearxNG").get("results"), "content", "publishedDate")
+    raise_for_status(resp, "SearxNG", ": enable the json format under search.formats in its settings.yml")
+    return _results(json_object(resp, "SearxNG").get("results"), "content", "publishedDate")
 
 
 async def search_brave(
@@ -220,7 +198,7 @@ async def search_brave(
 ) -> list[SearchResult]:
     if not s.brave_api_key:
         raise SearchFailed("SEARCH_BACKEND is brave but BRAVE_API_KEY is not set")
-    resp = await _send(
+    resp = await send(
         client,
         "GET",
         s.brave_url,
@@ -228,8 +206,10 @@ async def search_brave(
         headers={"X-Subscription-Token": s.brave_api_key, "Accept": "application/json"},
         timeout=s.timeout,
     )
-    _raise_for_status(resp, "Brave", ": check BRAVE_API_KEY")
-    return _results((_json(resp, "Brave").get("web") or {}).get("results"), "description", "page_age", "age")
+    raise_for_status(resp, "Brave", ": check BRAVE_API_KEY")
+    return _results(
+        (json_object(resp, "Brave").get("web") or {}).get("results"), "description", "page_age", "age"
+    )
 
 
 async def search_tavily(
@@ -237,7 +217,7 @@ async def search_tavily(
 ) -> list[SearchResult]:
     if not s.tavily_api_key:
         raise SearchFailed("SEARCH_BACKEND is tavily but TAVILY_API_KEY is not set")
-    resp = await _send(
+    resp = await send(
         client,
         "POST",
         s.tavily_url,
@@ -245,8 +225,8 @@ async def search_tavily(
         headers={"Authorization": f"Bearer {s.tavily_api_key}"},
         timeout=s.timeout,
     )
-    _raise_for_status(resp, "Tavily", ": check TAVILY_API_KEY")
-    return _results(_json(resp, "Tavily").get("results"), "content", "published_date")
+    raise_for_status(resp, "Tavily", ": check TAVILY_API_KEY")
+    return _results(json_object(resp, "Tavily").get("results"), "content", "published_date")
 
 
 def _ddg_target(href: str) -> str:
@@ -295,7 +275,7 @@ def parse_duckduckgo(page: str) -> list[SearchResult]:
 async def search_duckduckgo(
     client: httpx.AsyncClient, s: SearchSettings, query: str, n: int
 ) -> list[SearchResult]:
-    resp = await _send(
+    resp = await send(
         client,
         "POST",
         s.duckduckgo_url,
@@ -309,7 +289,7 @@ async def search_duckduckgo(
             "Try fetch_url on a site you know covers the topic. (Operators: set SEARCH_BACKEND to searxng, "
             "brave or tavily for dependable search.)"
         )
-    _raise_for_status(resp, "DuckDuckGo")
+    raise_for_status(resp, "DuckDuckGo")
     return parse_duckduckgo(resp.text)
 
 
