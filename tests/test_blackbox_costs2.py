@@ -28,8 +28,8 @@ from agent.models.prices import PriceTable
 from agent.models.router import Breakers, Router
 from agent.reader import Reader, ReaderSettings
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
+from bot.footer import format_footer
 from bot.limits import Limits
-from bot.progress import format_footer
 from bot.store import QuotaStore, open_database
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes import anthropic_server as anth

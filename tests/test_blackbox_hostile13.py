@@ -23,8 +23,8 @@ from agent.messages import ToolCall
 from agent.tools.fetch import FetchSettings, PageFetcher, fetch_tools
 from agent.tools.registry import ToolContext, ToolRefused, ToolRegistry, TransientToolError
 from agent.tools.research import ResearchToolSettings, research_tools
+from bot.footer import shown_source
 from bot.memory_text import excerpt
-from bot.progress import shown_source
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call

@@ -17,7 +17,7 @@ from agent.memory.transfer import _row_problem
 from bot.attach import from_discord, take
 from bot.cogs.threads import QUEUE_FULL, QUEUED
 from bot.config import BotSettings
-from bot.progress import format_footer
+from bot.footer import format_footer
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text

@@ -34,8 +34,9 @@ from agent.tools.research import ResearchToolSettings, research_tools
 from agent.tools.web_search import SearchSettings
 from bot import progress
 from bot.config import load_bot_settings
+from bot.footer import format_footer
 from bot.health import health
-from bot.progress import format_footer, short_observation
+from bot.progress import short_observation
 from bot.services import build_services
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_edits import edit_message
