@@ -131,11 +131,13 @@ def _root(
     """agentbot: research agents for Discord, and in the terminal."""
 
 
-def _require_key(settings: AgentSettings, spec: str) -> None:
-    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries."""
+def _require_key(settings: AgentSettings, model: str | None) -> None:
+    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries; the advice
+    names where the model came from (``--model``, else ``AGENT_MODEL``)."""
     from agent.models.factory import missing_key
 
-    if (problem := missing_key(settings, spec)) is not None:
+    spec, setting = (model, "--model") if model is not None else (settings.agent_model, "AGENT_MODEL")
+    if (problem := missing_key(settings, spec, setting)) is not None:
         fail(problem)
 
 
@@ -175,7 +177,7 @@ def ask(
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
     settings = agent_settings()
-    _require_key(settings, model or settings.agent_model)
+    _require_key(settings, model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
     # twice, so logs appear only with LOG_LEVEL=DEBUG.
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)

@@ -1,0 +1,33 @@
+"""``agentbot ask`` used as people use command-line tools (session 13): what the terminal says when a model
+is named with ``--model``, an answer a provider's filter cut short, and signals at every stage. Real
+``agentbot`` processes (started from a warm copy where start-up is not what is tested) against the
+scripted model on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.test_blackbox_operator import agentbot
+
+
+async def test_a_model_given_with_the_option_is_refused_naming_the_option(tmp_path: Path) -> None:
+    # `agentbot ask -m ollama:llama3.1 ...` said "name the model alone: AGENT_MODEL=llama3.1": setting
+    # it changes nothing while the option, which wins over AGENT_MODEL, is still typed. The same for a
+    # LiteLLM spelling and for no OPENAI_API_KEY; a READER_MODEL was told to fix AGENT_MODEL.
+    env = {"AGENT_MODEL": "gpt-4o-mini", "MEMORY_ENABLED": "false"}  # OpenAI's own endpoint, no key
+    said = {
+        "ollama:llama3.1": "name the model alone: --model llama3.1",
+        "anthropic/claude-sonnet-4-5": "no such model: use --model anthropic:claude-sonnet-4-5",
+        "gpt-4o": "name its model with --model",
+    }
+    for spec, advice in said.items():
+        code, out, err = await agentbot(tmp_path, "ask", "-m", spec, "hi", env=env)
+        assert (code, out) == (2, ""), err
+        assert advice in err and "AGENT_MODEL" not in err, err
+    # Without the option the setting is still what is named.
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=env | {"AGENT_MODEL": "ollama:llama3.1"})
+    assert code == 2 and "name the model alone: AGENT_MODEL=llama3.1" in err, err
+    reader = env | {"OPENAI_API_KEY": "sk-test", "READER_MODEL": "ollama:qwen3"}
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=reader)
+    assert code == 2 and "name the model alone: READER_MODEL=qwen3" in err, err
+    assert "AGENT_MODEL" not in err, err
