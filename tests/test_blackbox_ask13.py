@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.fakes.llm_server import FakeLLM, text
 from tests.test_blackbox_operator import agentbot
 
 
@@ -31,3 +32,19 @@ async def test_a_model_given_with_the_option_is_refused_naming_the_option(tmp_pa
     code, out, err = await agentbot(tmp_path, "ask", "hi", env=reader)
     assert code == 2 and "name the model alone: READER_MODEL=qwen3" in err, err
     assert "AGENT_MODEL" not in err, err
+
+
+async def test_an_answer_stopped_by_the_providers_content_filter_says_so(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # Azure OpenAI's filter (finish_reason content_filter; Gemini's SAFETY and Claude's refusal map to it)
+    # stopping an answer part-way: its first words were printed as the whole answer, exit 0, nothing said.
+    begun = "The reaction starts when the two compounds are mixed at"
+    llm.script(text(begun, finish="content_filter"))
+    env = {"OPENAI_BASE_URL": llm.base_url, "AGENT_MODEL": "gpt-4o-mini", "OPENAI_API_KEY": "sk-test"}
+    code, out, err = await agentbot(
+        tmp_path, "ask", "How does it react?", env=env | {"MEMORY_ENABLED": "false"}
+    )
+    assert code == 0 and out.startswith(begun), err
+    note = out.removeprefix(begun)
+    assert "cut off" in note.lower() and "content filter" in note, out
