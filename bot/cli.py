@@ -24,8 +24,11 @@ def _terminated_while_loading(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # first, before the imports; an ignored one stays so
-    signal.signal(signal.SIGTERM, _terminated_while_loading)
+# First, before the imports; an ignored one stays so (nohup). SIGHUP too (a terminal closed in the first
+# second): README's 130 for it held only once the run had started, and before it the process died with 129.
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) is signal.SIG_DFL:
+        signal.signal(_sig, _terminated_while_loading)
 
 
 def _skip_teardown_collections() -> None:

@@ -48,3 +48,30 @@ async def test_an_answer_stopped_by_the_providers_content_filter_says_so(
     assert code == 0 and out.startswith(begun), err
     note = out.removeprefix(begun)
     assert "cut off" in note.lower() and "content filter" in note, out
+
+
+SIGNAL_AT = """
+import importlib.abc, os, signal, sys
+
+class _Hangup(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["SIGNAL_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGHUP)
+        return None
+
+sys.meta_path.insert(0, _Hangup())
+"""
+
+
+async def test_a_terminal_closed_while_ask_loads_ends_it_as_interrupted(llm: FakeLLM, tmp_path: Path) -> None:
+    # SIGHUP (the terminal closed, `kill -HUP`) in the first second, while the command imports, killed it
+    # with 129 and not a word; README promises 130, as for SIGTERM, which was already handled there.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SIGNAL_AT)
+    env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-test", "MEMORY_ENABLED": "false"}
+    env |= {"PYTHONPATH": str(hook), "SIGNAL_AT": "agent.config"}
+    code, out, err = await agentbot(tmp_path, "ask", "2+2?", env=env)
+    assert (code, out, err) == (130, "", "agentbot: interrupted\n")
+    assert llm.requests == []
