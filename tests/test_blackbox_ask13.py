@@ -5,9 +5,13 @@ scripted model on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from asyncio.subprocess import DEVNULL
 from pathlib import Path
 
 from tests.fakes.llm_server import FakeLLM, text
+from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
 from tests.test_blackbox_operator import agentbot
 
 
@@ -75,3 +79,24 @@ async def test_a_terminal_closed_while_ask_loads_ends_it_as_interrupted(llm: Fak
     code, out, err = await agentbot(tmp_path, "ask", "2+2?", env=env)
     assert (code, out, err) == (130, "", "agentbot: interrupted\n")
     assert llm.requests == []
+
+
+async def test_an_unbuffered_ask_whose_reader_leaves_mid_answer_exits_141(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # PYTHONUNBUFFERED=1 (agentbot's own Docker image sets it): Python's unbuffered stdout dropped the
+    # rest of a write the kernel cut short when the reader left, so `agentbot ask ... | head -1` ended 0,
+    # not README's 141, and a script could not tell a lost answer from a whole one.
+    llm.script(text("line\n" * 60_000))  # 300 KB: more than a pipe holds, so the write is under way
+    read_end, write_end = os.pipe()
+    log = tmp_path / "ask.err"
+    env = ask_env(llm, tmp_path) | {"PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            AGENTBOT, "ask", "lines?", cwd=tmp_path, env=env, stdin=DEVNULL, stdout=write_end, stderr=err
+        )
+    os.close(write_end)
+    first = await asyncio.to_thread(os.read, read_end, 5)  # what `head -1` reads before it leaves
+    os.close(read_end)
+    code = await asyncio.wait_for(proc.wait(), 60)
+    assert (first, code) == (b"line\n", 141), log.read_text()[-2000:]
