@@ -282,6 +282,8 @@ class Agent:
                             bill.charge(self.prices, chunk.model or model.name, chunk.usage, model.name)
                         else:
                             held.saw(chunk)  # a call cut under way is charged what it streamed
+                            if isinstance(chunk, TextChunk) and not chunk.text:
+                                continue  # written, not shown (yet): counted above, nothing to show
                             yield self._chunk_event(run, step, chunk)
                             if isinstance(chunk, SwitchNotice):  # the next request goes to another model
                                 await held.moved()

@@ -6,11 +6,18 @@ scripted model on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from asyncio.subprocess import DEVNULL
 from pathlib import Path
 
+import httpx
+from aiohttp import web
+
+from agent import Agent, OpenAIChatModel
+from agent.toolset import build_registry
 from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.served import served
 from tests.test_blackbox_ask_tools import AGENTBOT, ask_env
 from tests.test_blackbox_operator import agentbot
 
@@ -100,3 +107,39 @@ async def test_an_unbuffered_ask_whose_reader_leaves_mid_answer_exits_141(
     os.close(read_end)
     code = await asyncio.wait_for(proc.wait(), 60)
     assert (first, code) == (b"line\n", 141), log.read_text()[-2000:]
+
+
+def _breaking_stream(said: list[str]) -> web.Application:
+    """An OpenAI-compatible server whose every answer streams ``said`` and then ends cleanly, with no
+    finish_reason and no [DONE] (a proxy's read timeout): the provider billed the call all the same."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in said:
+            chunk = {"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini"}
+            chunk["choices"] = [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def test_a_stream_broken_before_its_words_were_shown_is_still_charged(http: httpx.AsyncClient) -> None:
+    # An answer's first words are held back (up to 2,000 characters or 3 s) in case it opens with a think
+    # block, and a think block is never shown. A stream that broke there was charged nothing: ask summed
+    # up "0 prompt + 0 completion tokens · cost $0.0000" for calls the provider billed, and the bot's
+    # quotas never counted them. They are charged by estimate, as a break after shown words already was.
+    for said in (["The answer is", " partly"], ["<think>The user wants", " a long answer..."]):
+        async with served(_breaking_stream(said)) as base:
+            model = OpenAIChatModel(
+                "gpt-4o-mini", base_url=f"{base}/v1", api_key="sk-t", client=http, max_attempts=1
+            )
+            result = await Agent(model, build_registry(), max_iterations=2).ask("Explain it.")
+        assert result.status == "error", result
+        usage = result.usage
+        assert usage.estimated and usage.prompt_tokens > 0 and usage.completion_tokens > 0, (said, usage)
+        assert result.cost.known and result.cost.usd > 0, (said, result.cost)

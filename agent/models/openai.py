@@ -347,8 +347,8 @@ class OpenAIChatModel(HTTPModel):
                                     piece = delta.get("content")
                                     if piece and type(piece) is not str:
                                         piece = content_text(piece)
-                                    if piece and (shown := think.feed(piece)):
-                                        yield TextChunk(shown)
+                                    if piece:  # counted when it comes, shown when the filter says
+                                        yield TextChunk(think.feed(piece), len(piece))
                                     kept += len(piece or "")
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
@@ -372,7 +372,7 @@ class OpenAIChatModel(HTTPModel):
                 retryable=True,
             )
         if rest := think.end():
-            yield TextChunk(rest)
+            yield TextChunk(rest, 0)  # received (and counted) before
         self._think_opened = self._think_opened or think.bare_close
         reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)))
         yield ModelResponse(
