@@ -143,3 +143,29 @@ async def test_a_stream_broken_before_its_words_were_shown_is_still_charged(http
         usage = result.usage
         assert usage.estimated and usage.prompt_tokens > 0 and usage.completion_tokens > 0, (said, usage)
         assert result.cost.known and result.cost.usd > 0, (said, result.cost)
+
+
+async def test_a_server_sending_only_keep_alive_comments_times_out_as_a_silent_one() -> None:
+    # A proxy keeping the stream open with SSE comments (": ping", OpenRouter's ": OPENROUTER
+    # PROCESSING") while its upstream is stuck reset the read timeout with each one: `agentbot ask`
+    # waited as long as the pings went on (killed by `timeout 25` with MODEL_TIMEOUT=3). MODEL_TIMEOUT
+    # is how long the model may send nothing; comments are nothing from the model.
+    async def chat(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(600):  # a minute of pings, ten a second
+            await resp.write(b": OPENROUTER PROCESSING\n\n")
+            await asyncio.sleep(0.1)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with served(app) as base, httpx.AsyncClient(timeout=httpx.Timeout(10, read=1)) as client:
+        model = OpenAIChatModel(
+            "gpt-4o-mini", base_url=f"{base}/v1", api_key="sk-t", client=client, max_attempts=1
+        )
+        result = await asyncio.wait_for(Agent(model, build_registry(), max_iterations=1).ask("Hi"), 45)
+    assert result.status == "error", result
+    assert "timed out: nothing for 1 s" in (result.error or "") and "MODEL_TIMEOUT" in (result.error or ""), (
+        result
+    )

@@ -7,6 +7,7 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
@@ -83,15 +84,29 @@ def bounded_sse(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEve
 
 class _OneEventBound:
     """What ``EventSource`` reads of a response (its headers and text), counting what arrives since the
-    last blank line (an event's end: a line ending followed by another)."""
+    last blank line (an event's end: a line ending followed by another). Keep-alive comments (``: ping``,
+    OpenRouter's ``: OPENROUTER PROCESSING``) are not the model sending something: past the read timeout
+    (``MODEL_TIMEOUT``) with only those, it times out as a silent server does. They reset the socket's
+    timer, so a stuck upstream behind such a proxy held ``agentbot ask`` for as long as it kept pinging."""
 
     def __init__(self, resp: httpx.Response, limit: int) -> None:
         self._resp, self._limit = resp, limit
         self.headers = resp.headers
+        try:
+            self._idle: float | None = float(resp.request.extensions["timeout"]["read"])
+        except (RuntimeError, KeyError, TypeError, ValueError):  # no request, or no read timeout
+            self._idle = None
 
     async def aiter_text(self) -> AsyncIterator[str]:
         pending, tail = 0, ""
+        heard = time.monotonic()  # when something other than a comment last came
         async for text in self._resp.aiter_text():
+            if text[:1] not in (":", "\n", "\r") or not _only_comments(text):
+                heard = time.monotonic()
+            elif self._idle is not None and time.monotonic() - heard > self._idle:
+                raise httpx.ReadTimeout(
+                    "only keep-alive comments for the read timeout", request=self._resp.request
+                )
             last = max(text.rfind("\n\n"), text.rfind("\n\r"), text.rfind("\r\r"))
             if last >= 0:
                 pending = len(text) - last - 2
@@ -107,6 +122,11 @@ class _OneEventBound:
                 )
             tail = (tail + text)[-2:] if len(text) < 2 else text[-2:]
             yield text
+
+
+def _only_comments(text: str) -> bool:
+    """Whether ``text`` holds nothing but SSE comment lines and line ends."""
+    return all(not line or line[0] == ":" for line in text.splitlines())
 
 
 def _size(n: int) -> str:
