@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from asyncio.subprocess import DEVNULL
+from asyncio.subprocess import DEVNULL, PIPE
 from pathlib import Path
 
 import httpx
@@ -169,3 +169,29 @@ async def test_a_server_sending_only_keep_alive_comments_times_out_as_a_silent_o
     assert "timed out: nothing for 1 s" in (result.error or "") and "MODEL_TIMEOUT" in (result.error or ""), (
         result
     )
+
+
+async def test_a_task_awaited_on_a_silent_open_pipe_is_said_to_be_awaited(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # `ssh host agentbot ask`, `docker run -i ... agentbot ask` with the task forgotten: standard input is
+    # a pipe left open, read without a word for as long as it stayed open, which looked like a model
+    # that never answered. A line on stderr says what it waits for; the task then read is asked as usual.
+    llm.script(text("4"))
+    proc = await asyncio.create_subprocess_exec(
+        AGENTBOT, "ask", cwd=tmp_path, env=ask_env(llm, tmp_path), stdin=PIPE, stdout=PIPE, stderr=PIPE
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        said = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert said.startswith(b"agentbot: waiting for the task on standard input"), said
+        assert llm.requests == []
+        proc.stdin.write(b"2+2?")
+        proc.stdin.close()
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (proc.returncode, out) == (0, b"4\n"), err.decode()[-2000:]
+    assert llm.requests[0]["messages"][-1]["content"] == "2+2?"
