@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 from asyncio.subprocess import DEVNULL, PIPE
 from pathlib import Path
 
@@ -195,3 +196,26 @@ async def test_a_task_awaited_on_a_silent_open_pipe_is_said_to_be_awaited(
             await proc.wait()
     assert (proc.returncode, out) == (0, b"4\n"), err.decode()[-2000:]
     assert llm.requests[0]["messages"][-1]["content"] == "2+2?"
+
+
+async def test_a_proxy_that_cannot_be_reached_is_named_not_the_base_url(tmp_path: Path) -> None:
+    # HTTPS_PROXY (README: it carries calls to model providers) left pointing at a proxy that is down:
+    # ask said "<base URL> could not be reached (ConnectError): check OPENAI_BASE_URL and that the
+    # server runs", which sent the user to a setting that was right. The proxy is named, without the
+    # password its URL may hold.
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "OPENAI_BASE_URL": "https://api.invalid/v1",  # never resolves: nothing leaves this machine either way
+        "OPENAI_API_KEY": "sk-test",
+        "AGENT_MODEL": "gpt-4o-mini",
+        "MODEL_MAX_ATTEMPTS": "1",
+        "MEMORY_ENABLED": "false",
+        "HTTPS_PROXY": f"http://alice:s3cret-pw@127.0.0.1:{port}",
+    }
+    code, out, err = await agentbot(tmp_path, "ask", "hi", env=env)
+    assert (code, out) == (1, ""), err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert f"through the proxy http://127.0.0.1:{port}" in line and "HTTPS_PROXY" in line, line
+    assert "check OPENAI_BASE_URL" not in line and "s3cret-pw" not in err, err

@@ -19,6 +19,7 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError, NoApiAtURLError
+from agent.models.proxies import LOOPBACK, proxy_for
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -272,10 +273,6 @@ def endpoint_url(base_url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
-LOOPBACK = ("all://localhost", "all://127.0.0.1", "all://[::1]")
-"""Addresses no proxy could reach for this machine: always called directly (a ``mounts`` key to None)."""
-
-
 def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
     """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, read as httpx itself reads them:
     a client given its own transport reads none of them, so behind a company proxy that allows no direct
@@ -328,7 +325,11 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         return ModelUnavailableError(f"{name} at {base_url} {e}", provider=provider, model=name)
     if (tls := tls_problem(e, setting)) is not None:  # no retry mends these: fall back at once
         return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)
-    if isinstance(e, httpx.TimeoutException):
+    connecting = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
+    if connecting and (via := proxy_for(base_url)):  # the proxy is down, or refused the way through
+        kind = f"could not be reached through the proxy {via} ({type(e).__name__})"
+        setting = "HTTPS_PROXY/HTTP_PROXY (or NO_PROXY)"
+    elif isinstance(e, httpx.TimeoutException):
         kind = "timed out"
     elif isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):  # connected, then cut mid-answer
         kind = f"dropped the connection mid-answer ({type(e).__name__})"
