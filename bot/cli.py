@@ -179,6 +179,8 @@ def ask(
         fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
+    if model is not None and model.startswith("="):  # `-m=x`: a short option's value is all that follows it
+        fail(f"-m{model} names the model {model!r}: write -m {model[1:]} or --model{model}")
     settings = agent_settings()
     _require_key(settings, model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each

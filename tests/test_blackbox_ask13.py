@@ -219,3 +219,19 @@ async def test_a_proxy_that_cannot_be_reached_is_named_not_the_base_url(tmp_path
     line = next(x for x in err.splitlines() if x.startswith("error:"))
     assert f"through the proxy http://127.0.0.1:{port}" in line and "HTTPS_PROXY" in line, line
     assert "check OPENAI_BASE_URL" not in line and "s3cret-pw" not in err, err
+
+
+async def test_a_model_written_with_an_equals_sign_after_m_is_refused_before_any_call(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    # `-m=gpt-4o-mini` (as --model=gpt-4o-mini is written) gave the model "=gpt-4o-mini": it was called,
+    # refused as a model the server does not have, and the run failed with advice to check the name.
+    llm.known_models = {"gpt-4o-mini"}  # as a real server: "=gpt-4o-mini" does not exist (HTTP 404)
+    env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-test", "MEMORY_ENABLED": "false"}
+    code, out, err = await agentbot(tmp_path, "ask", "-m=gpt-4o-mini", "hi", env=env)
+    assert (code, out) == (2, ""), err
+    assert (
+        err
+        == "agentbot: -m=gpt-4o-mini names the model '=gpt-4o-mini': write -m gpt-4o-mini or --model=gpt-4o-mini\n"
+    )
+    assert llm.requests == []
