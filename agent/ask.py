@@ -52,9 +52,8 @@ async def ask(
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
         reader = None
         if (spec := settings.reader_model) not in ("auto", "off", ""):
-            if (
-                why := missing_key(settings, spec, "READER_MODEL")
-            ) is not None:  # named: it blamed the tiers, unused here
+            why = missing_key(settings, spec, "READER_MODEL")  # named: it blamed the tiers, unused here
+            if why is not None:
                 raise ConfigError(f"READER_MODEL={spec}: {why}, or set READER_MODEL=off")
             reader = Reader(build_model(spec, settings, client), reader_settings(settings))
         mcp = await operator_mcp(settings.mcp_servers_file)
