@@ -220,6 +220,24 @@ async def test_a_proxy_that_cannot_be_reached_is_named_not_the_base_url(tmp_path
     assert f"through the proxy http://127.0.0.1:{port}" in line and "HTTPS_PROXY" in line, line
     assert "check OPENAI_BASE_URL" not in line and "s3cret-pw" not in err, err
 
+    # A proxy that wants a password (407, the usual one behind a company proxy) is said in its words.
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    async with proxy:
+        port = proxy.sockets[0].getsockname()[1]
+        code, out, err = await agentbot(
+            tmp_path, "ask", "hi", env=env | {"HTTPS_PROXY": f"http://127.0.0.1:{port}"}
+        )
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert (
+        f"through the proxy http://127.0.0.1:{port} (ProxyError: 407 Proxy Authentication Required)" in line
+    ), line
+
 
 async def test_a_model_written_with_an_equals_sign_after_m_is_refused_before_any_call(
     llm: FakeLLM, tmp_path: Path

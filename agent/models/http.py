@@ -327,7 +327,8 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)
     connecting = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
     if connecting and (via := proxy_for(base_url)):  # the proxy is down, or refused the way through
-        kind = f"could not be reached through the proxy {via} ({type(e).__name__})"
+        said = f": {str(e)[:200]}" if isinstance(e, httpx.ProxyError) and str(e) else ""  # "407 ..."
+        kind = f"could not be reached through the proxy {via} ({type(e).__name__}{said})"
         setting = "HTTPS_PROXY/HTTP_PROXY (or NO_PROXY)"
     elif isinstance(e, httpx.TimeoutException):
         kind = "timed out"
