@@ -1,7 +1,8 @@
-"""``agentbot ask`` used as people use command-line tools (session 13): what the terminal says when a model
-is named with ``--model``, an answer a provider's filter cut short, and signals at every stage. Real
-``agentbot`` processes (started from a warm copy where start-up is not what is tested) against the
-scripted model on 127.0.0.1."""
+"""``agentbot ask`` used as people use command-line tools (session 13): a model named with ``--model`` (or
+``-m=``), an answer a provider's filter cut short, a terminal closed while it loads, a reader leaving an
+unbuffered pipe, a task awaited on a silent pipe, and calls that break, only ping, or cannot get through a
+proxy. Real ``agentbot`` processes (from a warm copy where start-up is not what is tested) or the agent in
+process, against servers on 127.0.0.1."""
 
 from __future__ import annotations
 
