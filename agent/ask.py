@@ -52,7 +52,8 @@ async def ask(
         # One model in terminal mode, so ``auto`` means no reader; a named READER_MODEL is used as is.
         reader = None
         if (spec := settings.reader_model) not in ("auto", "off", ""):
-            if (why := missing_key(settings, spec)) is not None:  # named: it blamed the tiers, unused here
+            why = missing_key(settings, spec, "READER_MODEL")  # named: it blamed the tiers, unused here
+            if why is not None:
                 raise ConfigError(f"READER_MODEL={spec}: {why}, or set READER_MODEL=off")
             reader = Reader(build_model(spec, settings, client), reader_settings(settings))
         mcp = await operator_mcp(settings.mcp_servers_file)
@@ -186,14 +187,14 @@ def _fits(char: str, encoding: str) -> bool:
 def _write_all(out: TextIO, text: str) -> None:
     """``text`` written out whole. To a non-blocking descriptor (a terminal a crashed program left
     O_NONBLOCK, a parent's pipe) Python's text stream drops what the pipe cannot take at once without a
-    word: 64 KB of a 300 KB answer arrived, exit 0. There each part waits until it can be written; the
-    flag is left as it is, as the descriptor is shared with whoever set it."""
+    word: 64 KB of a 300 KB answer arrived, exit 0. Unbuffered (``PYTHONUNBUFFERED=1``, which agentbot's
+    own Docker image sets) it drops the rest of a write the kernel cut short, when the reader left
+    (`| head -1`: exit 0, not 141) or a signal came mid-write. So a file's parts are written here, each
+    waiting until it can be written; the flag is left as it is, as the descriptor is shared with whoever
+    set it."""
     try:
         fd = out.fileno()
-        whole = os.get_blocking(fd)
     except (AttributeError, OSError, ValueError):  # not a file (io.StringIO in tests, a wrapper)
-        whole = True
-    if whole:
         out.write(text)
         out.flush()
         return

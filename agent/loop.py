@@ -246,8 +246,9 @@ class Agent:
             run.convo.append(assistant)
             st.messages.append(assistant)
             answer = assistant.content
-            if reply.response is not None and reply.response.finish_reason == "length":
-                answer += f"\n\n{CUT_NOTE}"  # a cut answer is not passed off as a whole one
+            finish = reply.response.finish_reason if reply.response is not None else None
+            if finish in CUT_NOTES:
+                answer += f"\n\n{CUT_NOTES[finish]}"  # a cut answer is not passed off as a whole one
             run.end = st.result("completed", answer)
             return
         finish = reply.response.finish_reason if reply.response is not None else None
@@ -286,6 +287,8 @@ class Agent:
                             held.saw(chunk)  # a call cut under way is charged what it streamed
                             if isinstance(chunk, ThinkingChunk):  # billed, never shown
                                 continue
+                            if isinstance(chunk, TextChunk) and not chunk.text:
+                                continue  # written, not shown (yet): counted above, nothing to show
                             yield self._chunk_event(run, step, chunk)
                             if isinstance(chunk, SwitchNotice):  # the next request goes to another model
                                 await held.moved()
@@ -342,6 +345,13 @@ CUT_NOTE = (
     "*(Cut off here: the model reached its output limit, AGENT_MAX_TOKENS or the server's own; "
     "ask it to continue.)*"
 )
+
+CUT_NOTES = {
+    "length": CUT_NOTE,
+    # Azure OpenAI's filter, Gemini's SAFETY/RECITATION, Claude's "refusal" stop an answer part-way: the
+    # words so far came out as the whole answer, exit 0, with nothing to say the rest was withheld.
+    "content_filter": "*(Cut off here: the provider's content filter stopped the answer; rephrase the request.)*",
+}
 
 EMPTY_BECAUSE = {
     "length": "it spent its whole output limit (thinking, most likely); raise AGENT_MAX_TOKENS",

@@ -133,7 +133,10 @@ class Bill:
         words before a retry are void, though billed: kept in :attr:`lost`; and nothing is being asked
         of the provider while it waits)."""
         if isinstance(chunk, TextChunk | ThinkingChunk):  # thinking is billed as output too
-            self.streamed += len(chunk.text) if isinstance(chunk, TextChunk) else chunk.chars
+            if isinstance(chunk, TextChunk):
+                self.streamed += len(chunk.text) if chunk.received is None else chunk.received
+            else:
+                self.streamed += chunk.chars
             self.writer = (model, provider)  # a fallback's notice comes once the next model serves
         elif isinstance(chunk, RetryNotice):
             if self.streamed:

@@ -49,6 +49,14 @@ def task_text(task: str | None) -> str:
             sys.stderr.write("agentbot: type the task, then Ctrl-D on a line of its own\n")
             sys.stderr.flush()
         with interruptible():
+            if not sys.stdin.isatty() and sys.stderr is not None and not _input_within(QUIET_STDIN_SECONDS):
+                # `ssh host agentbot ask`, `docker run -i ... ask`: a pipe left open, read without a word
+                # for as long as it stayed open, which looked like a model that never answered.
+                sys.stderr.write(
+                    "agentbot: waiting for the task on standard input (no TASK argument): "
+                    "end it with Ctrl-D, or give the task as the argument\n"
+                )
+                sys.stderr.flush()
             raw = _read_stdin(MAX_STDIN_BYTES + 1)
         if len(raw) > MAX_STDIN_BYTES:
             raise TaskError(
@@ -86,6 +94,19 @@ def interruptible() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+QUIET_STDIN_SECONDS = 1.0
+"""How long standard input (not a terminal) may stay silent before ``ask`` says it is waiting for it."""
+
+
+def _input_within(seconds: float) -> bool:
+    """Whether standard input has something to read (or its end) within ``seconds``; True when that
+    cannot be known (not a file descriptor select takes)."""
+    try:
+        return bool(select.select([sys.stdin.fileno()], [], [], seconds)[0])
+    except (AttributeError, OSError, ValueError):
+        return True
 
 
 def _read_stdin(limit: int) -> bytes:

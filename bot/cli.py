@@ -24,8 +24,11 @@ def _terminated_while_loading(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # first, before the imports; an ignored one stays so
-    signal.signal(signal.SIGTERM, _terminated_while_loading)
+# First, before the imports; an ignored one stays so (nohup). SIGHUP too (a terminal closed in the first
+# second): README's 130 for it held only once the run had started, and before it the process died with 129.
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) is signal.SIG_DFL:
+        signal.signal(_sig, _terminated_while_loading)
 
 
 def _skip_teardown_collections() -> None:
@@ -131,11 +134,13 @@ def _root(
     """agentbot: research agents for Discord, and in the terminal."""
 
 
-def _require_key(settings: AgentSettings, spec: str) -> None:
-    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries."""
+def _require_key(settings: AgentSettings, model: str | None) -> None:
+    """Fail at once, naming the key, rather than letting api.openai.com refuse after retries; the advice
+    names where the model came from (``--model``, else ``AGENT_MODEL``)."""
     from agent.models.factory import missing_key
 
-    if (problem := missing_key(settings, spec)) is not None:
+    spec, setting = (model, "--model") if model is not None else (settings.agent_model, "AGENT_MODEL")
+    if (problem := missing_key(settings, spec, setting)) is not None:
         fail(problem)
 
 
@@ -174,8 +179,10 @@ def ask(
         fail("standard output is closed, so the answer has nowhere to go: redirect it, e.g. > answer.md")
     if model is not None and not model.strip():  # `-m "$MODEL"` with MODEL unset
         fail("--model is empty: give a model spec, e.g. -m gpt-4o-mini, or leave it out for AGENT_MODEL")
+    if model is not None and model.startswith("="):  # `-m=x`: a short option's value is all that follows it
+        fail(f"-m{model} names the model {model!r}: write -m {model[1:]} or --model{model}")
     settings = agent_settings()
-    _require_key(settings, model or settings.agent_model)
+    _require_key(settings, model)
     # The progress lines on stderr already show every retry, switch and error; log lines would say each
     # twice, so logs appear only with LOG_LEVEL=DEBUG.
     configure_logging("DEBUG" if settings.log_level == "DEBUG" else "CRITICAL", settings.log_format)

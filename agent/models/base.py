@@ -34,6 +34,10 @@ class TextChunk:
     """A piece of streamed assistant text."""
 
     text: str
+    received: int | None = None
+    """Characters of the model's text this piece stands for, when not ``len(text)``: the start of a reply
+    held back (it may open with a think block) or the block itself, never shown, were written and billed
+    all the same, so a call cut under way is charged for them (``text`` is then empty)."""
 
 
 @dataclass(slots=True)

@@ -62,16 +62,24 @@ bare name, ``ollama:llama3.1`` went to OPENAI_BASE_URL as a model no server has.
 starts with one of these followed by a colon (``mistral:7b`` is Ollama's, and is not here)."""
 
 
-def misspelt_prefix(spec: str) -> str | None:
+def set_to(setting: str, value: str) -> str:
+    """How the user gives ``setting`` the value ``value``: ``AGENT_MODEL=x`` for a setting, ``--model x``
+    for an option. A spec passed with ``agentbot ask --model`` was refused with "set AGENT_MODEL=...",
+    which the option would have overridden again."""
+    return f"{setting} {value}" if setting.startswith("-") else f"{setting}={value}"
+
+
+def misspelt_prefix(spec: str, setting: str = "AGENT_MODEL") -> str | None:
     """Why ``spec``'s prefix looks like a provider's misspelt (``antrhopic:claude-sonnet-4``), else None:
     taken for a bare name, it went to OPENAI_BASE_URL, whose 404 blamed the base URL. Model names with a
-    tag (``llama3.1:8b``, ``qwen2.5:7b``) are like no provider and pass."""
+    tag (``llama3.1:8b``, ``qwen2.5:7b``) are like no provider and pass. ``setting`` is where the spec
+    was given (a setting, or ``--model``), named in the advice."""
     prefix, sep, name = spec.strip().partition(":")
     if not sep or prefix.lower() in WIRES:
         return None
     if (server := _SERVERS.get(prefix.lower())) is not None:
         right = f"gemini:{name}" if server.startswith("Gemini") else name
-        return f"model spec {spec!r}: {prefix} is no provider prefix here; {server}: AGENT_MODEL={right}"
+        return f"model spec {spec!r}: {prefix} is no provider prefix here; {server}: {set_to(setting, right)}"
     near = difflib.get_close_matches(prefix.lower(), WIRES, n=1, cutoff=0.8)
     if not near:
         return None
@@ -91,7 +99,7 @@ _SLASHED = {
 """LiteLLM's (and aider's) provider prefixes, written with a slash: ``anthropic/claude-sonnet-4-5``."""
 
 
-def slashed_provider(settings: AgentSettings, spec: str) -> str | None:
+def slashed_provider(settings: AgentSettings, spec: str, setting: str = "AGENT_MODEL") -> str | None:
     """Why ``spec``, a provider written as LiteLLM writes it (``anthropic/claude-sonnet-4-5``,
     ``gemini/gemini-2.5-flash``, ``openai/gpt-4o``, ``ollama/llama3.1``), cannot be called at OpenAI's own
     endpoint, which serves no name with a slash, else None. It went there as a bare name: with
@@ -103,23 +111,24 @@ def slashed_provider(settings: AgentSettings, spec: str) -> str | None:
     provider = _SLASHED.get(head.lower())
     if prefix != "openai" or not rest or provider is None or "api.openai.com" not in settings.openai_base_url:
         return None
+    use = "use " if setting.startswith("-") else ""  # "set --model x" reads as no command
     if provider == "ollama":
-        right = f"OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and AGENT_MODEL={rest}"
+        right = f"set OPENAI_BASE_URL=http://localhost:11434/v1 (Ollama's address) and {use}{set_to(setting, rest)}"
     else:
-        right = f"AGENT_MODEL={rest if provider == 'openai' else f'{provider}:{rest}'}"
+        right = (use or "set ") + set_to(setting, rest if provider == "openai" else f"{provider}:{rest}")
     return (
         f"model '{spec}' names its provider as LiteLLM does; agentbot writes a provider with a colon, and sends a "
         f"name with a slash to OPENAI_BASE_URL ({settings.openai_base_url}), which has no such model: "
-        f"set {right}"
+        f"{right}"
     )
 
 
-def missing_key(settings: AgentSettings, spec: str) -> str | None:
+def missing_key(settings: AgentSettings, spec: str, setting: str = "AGENT_MODEL") -> str | None:
     """Why ``spec`` cannot be called for want of a key, said before any call, else None: its provider's
     key is unset, or a bare name would go to OpenAI's own endpoint without ``OPENAI_API_KEY`` (a Claude
     or Gemini name written without its prefix is pointed out when that provider's key is set), or its
-    provider prefix is misspelt."""
-    if (why := misspelt_prefix(spec) or slashed_provider(settings, spec)) is not None:
+    provider prefix is misspelt. ``setting``: where ``spec`` was given (``READER_MODEL``, ``--model``)."""
+    if (why := misspelt_prefix(spec, setting) or slashed_provider(settings, spec, setting)) is not None:
         return why
     prefix, name = split_spec(spec)
     provider = WIRES[prefix][1]
@@ -140,11 +149,12 @@ def missing_key(settings: AgentSettings, spec: str) -> str | None:
             return (
                 f"model '{name}' has no provider prefix, so it would be called at OPENAI_BASE_URL "
                 f"({settings.openai_base_url}), where OPENAI_API_KEY is not set: write {other}:{name} "
-                f"(e.g. AGENT_MODEL={other}:{name}) to use {other.upper()}_API_KEY"
+                f"(e.g. {set_to(setting, f'{other}:{name}')}) to use {other.upper()}_API_KEY"
             )
     return (
         "OPENAI_API_KEY is not set: put your key in .env, or point OPENAI_BASE_URL at an "
-        "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and set AGENT_MODEL"
+        "OpenAI-compatible server such as Ollama (http://localhost:11434/v1) and "
+        + (f"name its model with {setting}" if setting.startswith("-") else f"set {setting}")
     )
 
 

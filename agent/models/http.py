@@ -7,6 +7,7 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import AsyncIterator
 from http.cookiejar import CookieJar
@@ -18,6 +19,7 @@ from httpx_sse import EventSource, ServerSentEvent
 
 from agent.inflate import ACCEPT_ENCODING, READABLE, Inflater, encoding_layers
 from agent.models.base import ModelError, ModelUnavailableError, NoApiAtURLError
+from agent.models.proxies import LOOPBACK, proxy_for
 
 
 def timeouts(read: float = 120.0) -> httpx.Timeout:
@@ -83,15 +85,29 @@ def bounded_sse(resp: httpx.Response, limit: int) -> AsyncIterator[ServerSentEve
 
 class _OneEventBound:
     """What ``EventSource`` reads of a response (its headers and text), counting what arrives since the
-    last blank line (an event's end: a line ending followed by another)."""
+    last blank line (an event's end: a line ending followed by another). Keep-alive comments (``: ping``,
+    OpenRouter's ``: OPENROUTER PROCESSING``) are not the model sending something: past the read timeout
+    (``MODEL_TIMEOUT``) with only those, it times out as a silent server does. They reset the socket's
+    timer, so a stuck upstream behind such a proxy held ``agentbot ask`` for as long as it kept pinging."""
 
     def __init__(self, resp: httpx.Response, limit: int) -> None:
         self._resp, self._limit = resp, limit
         self.headers = resp.headers
+        try:
+            self._idle: float | None = float(resp.request.extensions["timeout"]["read"])
+        except (RuntimeError, KeyError, TypeError, ValueError):  # no request, or no read timeout
+            self._idle = None
 
     async def aiter_text(self) -> AsyncIterator[str]:
         pending, tail = 0, ""
+        heard = time.monotonic()  # when something other than a comment last came
         async for text in self._resp.aiter_text():
+            if text[:1] not in (":", "\n", "\r") or not _only_comments(text):
+                heard = time.monotonic()
+            elif self._idle is not None and time.monotonic() - heard > self._idle:
+                raise httpx.ReadTimeout(
+                    "only keep-alive comments for the read timeout", request=self._resp.request
+                )
             last = max(text.rfind("\n\n"), text.rfind("\n\r"), text.rfind("\r\r"))
             if last >= 0:
                 pending = len(text) - last - 2
@@ -107,6 +123,11 @@ class _OneEventBound:
                 )
             tail = (tail + text)[-2:] if len(text) < 2 else text[-2:]
             yield text
+
+
+def _only_comments(text: str) -> bool:
+    """Whether ``text`` holds nothing but SSE comment lines and line ends."""
+    return all(not line or line[0] == ":" for line in text.splitlines())
 
 
 def _size(n: int) -> str:
@@ -252,10 +273,6 @@ def endpoint_url(base_url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + more_path, query=query))
 
 
-LOOPBACK = ("all://localhost", "all://127.0.0.1", "all://[::1]")
-"""Addresses no proxy could reach for this machine: always called directly (a ``mounts`` key to None)."""
-
-
 def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
     """``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY``, read as httpx itself reads them:
     a client given its own transport reads none of them, so behind a company proxy that allows no direct
@@ -308,7 +325,12 @@ def transport_error(e: httpx.HTTPError, *, name: str, base_url: str, provider: s
         return ModelUnavailableError(f"{name} at {base_url} {e}", provider=provider, model=name)
     if (tls := tls_problem(e, setting)) is not None:  # no retry mends these: fall back at once
         return ModelUnavailableError(f"{name} at {base_url} {tls}", provider=provider, model=name)
-    if isinstance(e, httpx.TimeoutException):
+    connecting = isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError)
+    if connecting and (via := proxy_for(base_url)):  # the proxy is down, or refused the way through
+        said = f": {str(e)[:200]}" if isinstance(e, httpx.ProxyError) and str(e) else ""  # "407 ..."
+        kind = f"could not be reached through the proxy {via} ({type(e).__name__}{said})"
+        setting = "HTTPS_PROXY/HTTP_PROXY (or NO_PROXY)"
+    elif isinstance(e, httpx.TimeoutException):
         kind = "timed out"
     elif isinstance(e, httpx.ReadError | httpx.RemoteProtocolError):  # connected, then cut mid-answer
         kind = f"dropped the connection mid-answer ({type(e).__name__})"

@@ -357,8 +357,8 @@ class OpenAIChatModel(HTTPModel):
                                     piece = delta.get("content")
                                     if piece and type(piece) is not str:
                                         piece = content_text(piece)
-                                    if piece and (shown := think.feed(piece)):
-                                        yield TextChunk(shown)
+                                    if piece:  # counted when it comes, shown when the filter says
+                                        yield TextChunk(think.feed(piece), len(piece))
                                     kept += len(piece or "")
                                     if thinking := reasoning_text(delta):
                                         thought += len(thinking)
@@ -387,7 +387,7 @@ class OpenAIChatModel(HTTPModel):
                 retryable=True,
             )
         if rest := think.end():
-            yield TextChunk(rest)
+            yield TextChunk(rest, 0)  # received (and counted) before
         self._think_opened = self._think_opened or think.bare_close
         reasoning = self._kept_reasoning("".join(r for r in said if type(r) is str), s)
         reply = Message("assistant", think.text, tool_calls=calls.calls(len(messages)), reasoning=reasoning)
