@@ -38,6 +38,7 @@ from agent.tools.files import human_size, workspace_root
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, tool
 from agent.tools.safe_names import shown_name
 from agent.tools.sandbox_run import (
+    INODES_PER_MB,
     PythonSettings,
     SandboxMode,
     SandboxRun,
@@ -136,6 +137,11 @@ def _notes(run: SandboxRun, s: PythonSettings) -> list[str]:
     if "Resource temporarily unavailable" in err or "can't start new thread" in err:
         notes.append(
             f"the process limit was reached: the code may have at most {lim.processes} processes/threads"
+        )
+    if "No space left on device" in err:
+        notes.append(
+            f"the private /tmp and /dev/shm hold at most {s.tmpfs_mb} MB and {s.tmpfs_mb * INODES_PER_MB} "
+            "files and folders each; the workspace its quota"
         )
     if "File too large" in err:
         notes.append(f"the file size limit of {human_size(lim.file_bytes)} was reached")

@@ -153,7 +153,8 @@ def setup_filesystem(cfg: dict[str, object]) -> str | None:
     """Build a new root that holds only what the module docstring lists, and switch to it. Returns
     what could not be hidden here (for the status pipe), or None."""
     workspace, inside = str(cfg["workspace"]), str(cfg["inside"])
-    tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
+    # nr_inodes (sandbox_run.INODES_PER_MB): an empty file costs no bytes of the tmpfs but kernel memory.
+    tmpfs = f"size={int(cfg['tmpfs_mb'])}m,nr_inodes={int(cfg['tmpfs_inodes'])},mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
     _mount("make mounts private", None, "/", None, MS_REC | MS_PRIVATE)
     # Hold everything to bind before covering /tmp (the workspace or the runtime may live under it).

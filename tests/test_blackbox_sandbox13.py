@@ -1,0 +1,66 @@
+"""run_python escaping its limits (session 13's sandbox review): what a hostile program did here, as root,
+in namespace mode and under PYTHON_SANDBOX=rlimits, and with no cgroup for runs (monkeypatched away,
+as on a host without a delegated cgroup).
+
+They run the real sandbox with small limits, in process (no bot start): the registry's run_python
+and file tools on a temporary workspace, as the agent calls them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from agent.messages import ToolCall
+from agent.tools.files import FilesSettings, file_tools
+from agent.tools.python_exec import python_tools
+from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.tools.sandbox_run import PythonSettings
+
+LIMITS = PythonSettings(
+    timeout=10, cpu_seconds=5, memory_mb=256, file_size_mb=1, max_processes=16, max_output_chars=4000
+)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    path = tmp_path / "sessions" / "s1"
+    path.mkdir(parents=True)
+    return path
+
+
+async def run_python(ws: Path, code: str, settings: PythonSettings = LIMITS) -> ToolOutcome:
+    registry = ToolRegistry([*python_tools(settings), *file_tools(FilesSettings())])
+    return await registry.execute(
+        ToolCall("c", "run_python", json.dumps({"code": code})), ToolContext(session_id="s1", workspace=ws)
+    )
+
+
+async def test_empty_files_in_the_private_tmp_are_bounded(ws: Path) -> None:
+    """Empty files cost no bytes of the tmpfs but about 1 KB of kernel memory each, which no RLIMIT_AS
+    counts: measured here, one process made 358,000 in /tmp in 2.4 CPU seconds (354 MB of slab) in a
+    run limited to 256 MB. /tmp and /dev/shm now hold at most 256 files and folders per MB of their size."""
+    code = (
+        "import os\n"
+        "for where in ('/tmp', '/dev/shm'):\n"
+        "    n = 0\n"
+        "    try:\n"
+        "        while n < 100_000:\n"
+        "            os.close(os.open(f'{where}/f{n}', os.O_CREAT | os.O_WRONLY)); n += 1\n"
+        "    except OSError as e:\n"
+        "        print(where, n, e.strerror)\n"
+        "open('/tmp/one-more', 'w')\n"  # uncaught: the traceback the note explains
+    )
+    outcome = await run_python(ws, code, replace(LIMITS, tmpfs_mb=4))
+    lines = [line.split() for line in outcome.output.splitlines() if line.startswith(("/tmp ", "/dev/shm "))]
+    assert [(w, int(n) <= 4 * 256) for w, n, *_ in lines] == [("/tmp", True), ("/dev/shm", True)], (
+        outcome.output
+    )
+    assert "No space left on device" in outcome.output
+    assert (
+        "note: the private /tmp and /dev/shm hold at most 4 MB and 1024 files and folders each"
+        in outcome.output
+    )
