@@ -19,6 +19,8 @@ from agent.tools.files import FilesSettings, file_tools
 from agent.tools.python_exec import python_tools
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.sandbox_run import PythonSettings
+from tests.fakes.llm_server import FakeLLM
+from tests.test_blackbox_ask_tools import ask_cli
 
 LIMITS = PythonSettings(
     timeout=10, cpu_seconds=5, memory_mb=256, file_size_mb=1, max_processes=16, max_output_chars=4000
@@ -64,3 +66,19 @@ async def test_empty_files_in_the_private_tmp_are_bounded(ws: Path) -> None:
         "note: the private /tmp and /dev/shm hold at most 4 MB and 1024 files and folders each"
         in outcome.output
     )
+
+
+async def test_namespaces_mode_that_cannot_isolate_here_is_one_line_not_a_traceback(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """PYTHON_SANDBOX=namespaces on a host where the probe run fails: `agentbot ask` ended in a
+    "crashed" log line carrying a 40-line traceback (a RuntimeError from building the tools)."""
+    broken = tmp_path / "python3"  # an executable the probe run cannot use, as a kernel without userns
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    env = {"PYTHON_SANDBOX": "namespaces", "PYTHON_EXECUTABLE": str(broken)}
+    code, out, err = await ask_cli(llm, tmp_path, "compute something", env=env)
+    assert (code, out) == (2, ""), err
+    assert err.startswith("agentbot: PYTHON_SANDBOX=namespaces but namespaces do not work here"), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert llm.requests == [], "the model was asked although the bot could not start"

@@ -33,6 +33,7 @@ import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.setting_parsers import ConfigError
 from agent.tools import sandbox_cgroup
 from agent.tools.files import human_size, workspace_root
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, tool
@@ -233,8 +234,10 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         support = probe_sandbox(settings)
         if not support.namespaces:
             if settings.mode == "namespaces":
-                raise RuntimeError(
-                    f"PYTHON_SANDBOX=namespaces but namespaces do not work here: {support.detail}"
+                # A ConfigError is one line from `agentbot ask`/`run`; a RuntimeError was a crash with a traceback.
+                raise ConfigError(
+                    f"PYTHON_SANDBOX=namespaces but namespaces do not work here: {support.detail} "
+                    "(README's Python sandbox section says what a host needs; PYTHON_SANDBOX=auto runs without run_python)"
                 )
             log.warning("run_python is off: the sandbox cannot isolate code here (%s)", support.detail)
             return [_unavailable(support.detail)]
