@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import ConfigError
 from agent.messages import ToolCall
+from agent.tools import sandbox_cgroup
 from agent.tools.files import FilesSettings, file_tools
-from agent.tools.python_exec import python_tools
+from agent.tools.python_exec import python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.sandbox_run import PythonSettings
 from tests.fakes.llm_server import FakeLLM
@@ -82,3 +84,19 @@ async def test_namespaces_mode_that_cannot_isolate_here_is_one_line_not_a_traceb
     assert err.startswith("agentbot: PYTHON_SANDBOX=namespaces but namespaces do not work here"), err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert llm.requests == [], "the model was asked although the bot could not start"
+
+
+def test_rlimits_as_root_without_a_cgroup_refuses_to_start_and_doctor_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Root is exempt from RLIMIT_NPROC: under PYTHON_SANDBOX=rlimits, a root bot with no cgroup for runs
+    let the code fork 40 processes where the limit was 2 (a fork bomb had no bound, nor the memory of
+    all of them together), while the doctor said "only the CPU, memory, process, ... limits hold"."""
+    monkeypatch.setattr(sandbox_cgroup, "create", lambda *_: None)
+    monkeypatch.setattr(sandbox_cgroup, "available", lambda: None)
+    weak = replace(LIMITS, mode="rlimits")
+    with pytest.raises(ConfigError, match=r"^PYTHON_SANDBOX=rlimits: the bot runs as root with no cgroup"):
+        python_tools(weak)
+    ok, detail = sandbox_report(weak)
+    assert not ok and detail.startswith("PYTHON_SANDBOX=rlimits: the bot runs as root with no cgroup"), detail
+    assert "process" in detail and "RLIMIT_NPROC" in detail

@@ -219,6 +219,20 @@ def _unavailable(detail: str) -> Tool:
     return run_python
 
 
+def _rlimits_cannot_limit() -> str | None:
+    """Why PYTHON_SANDBOX=rlimits cannot bound the code's processes here, or None: root is exempt from
+    RLIMIT_NPROC, so a root bot without a cgroup for runs let the code fork 40 processes past a limit of 2
+    (a fork bomb had no bound, nor the memory of all of them together)."""
+    if os.geteuid() != 0 or sandbox_cgroup.available() is not None:
+        return None
+    return (
+        "PYTHON_SANDBOX=rlimits: the bot runs as root with no cgroup for runs, so nothing bounds how many "
+        "processes run_python's code starts (root is exempt from RLIMIT_NPROC) nor their memory together; "
+        "run the bot as another user, give it a cgroup (README's Python sandbox section), or set "
+        "PYTHON_SANDBOX=auto"
+    )
+
+
 _run_locks: weakref.WeakValueDictionary[str, Held] = weakref.WeakValueDictionary()
 
 
@@ -226,6 +240,8 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
     if settings.mode == "off":
         return []
     if settings.mode == "rlimits":
+        if why := _rlimits_cannot_limit():
+            raise ConfigError(why)
         support = SandboxSupport(False, "PYTHON_SANDBOX=rlimits")
         log.warning(
             "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network"
@@ -307,6 +323,8 @@ def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
     if settings.mode == "off":
         return True, "PYTHON_SANDBOX=off: run_python is not offered to the model"
     if settings.mode == "rlimits":
+        if why := _rlimits_cannot_limit():
+            return False, why
         return True, (
             "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
             "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
