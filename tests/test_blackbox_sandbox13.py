@@ -8,7 +8,10 @@ and file tools on a temporary workspace, as the agent calls them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +23,7 @@ from agent.tools import sandbox_cgroup
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.python_exec import python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
-from agent.tools.sandbox_run import PythonSettings
+from agent.tools.sandbox_run import PythonSettings, run_sandboxed
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_ask_tools import ask_cli
 
@@ -100,3 +103,45 @@ def test_rlimits_as_root_without_a_cgroup_refuses_to_start_and_doctor_says_why(
     ok, detail = sandbox_report(weak)
     assert not ok and detail.startswith("PYTHON_SANDBOX=rlimits: the bot runs as root with no cgroup"), detail
     assert "process" in detail and "RLIMIT_NPROC" in detail
+
+
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+async def test_a_daemon_started_without_namespaces_and_without_a_cgroup_ends_with_the_run(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a PID namespace or a cgroup (PYTHON_SANDBOX=rlimits, a bot that is not root on a host with
+    no delegated cgroup), a setsid() and double fork left the process group the bot kills: it slept on
+    after the run had ended (and after its wall-clock limit), as long as it liked; one that kept stdout
+    open made a run that had ended report "did not finish" with its output lost (with a cgroup too)."""
+    monkeypatch.setattr(sandbox_cgroup, "create", lambda *_: None)
+    marker = f"daemon-{uuid.uuid4().hex}"
+    daemon = (
+        f"# {marker}\nimport os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.closerange(0, 3)\n"  # as daemons do: the run's pipes do not wait for it
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.2)\n"
+        "print('started')\n"
+    )
+    weak = replace(LIMITS, mode="rlimits", timeout=2)
+    ended = await run_sandboxed(daemon, ws, weak, namespaced=False)
+    assert ended.stdout == "started\n", ended
+    assert _processes_with(marker) == [], "a daemon outlived a run that ended"
+    timed_out = await run_sandboxed(daemon + "time.sleep(60)\n", ws, weak, namespaced=False)
+    assert timed_out.timed_out and timed_out.stdout == "started\n", timed_out
+    assert _processes_with(marker) == [], "a daemon outlived a run stopped by its wall clock"
+    # One that keeps the run's stdout open: the run waited for it, "did not finish", its output lost.
+    holding = await run_sandboxed(daemon.replace("os.closerange(0, 3)", "pass"), ws, weak, namespaced=False)
+    assert (holding.timed_out, holding.exit_code, holding.stdout) == (False, 0, "started\n"), holding
+    assert _processes_with(marker) == []

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -160,6 +161,47 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
     return bytes(kept), total
 
 
+def _tasks_of_my_uid() -> int:
+    """Processes and threads of our uid: what RLIMIT_NPROC counts when there is no user namespace."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields.get("Threads", "1"))
+        except (OSError, KeyError, ValueError):
+            continue
+    return count
+
+
+def _end_orphans(runner: int) -> None:
+    """Without a PID namespace: kill the runner's children until none is alive, before the runner itself.
+    It is a subreaper, so a setsid() daemon's double fork comes back to it; killed with the runner's
+    process group, such a daemon slept on after the run's wall clock (and held its stdout open)."""
+    for _ in range(1000):
+        try:
+            kids = Path(f"/proc/{runner}/task/{runner}/children").read_text().split()
+        except OSError:
+            return
+        alive = [int(k) for k in kids if _alive(k)]
+        if not alive:
+            return
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.001)
+
+
+def _alive(pid: str) -> bool:
+    try:  # the state follows the name, which may hold ")" itself
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -257,7 +299,9 @@ async def _run(
         "cpu_seconds": settings.cpu_seconds,
         "memory_bytes": limits.memory_bytes,
         "file_bytes": limits.file_bytes,
-        "max_processes": limits.processes,
+        # Without a user namespace RLIMIT_NPROC counts every task of our uid: ours, and the runner.
+        "max_processes": limits.processes
+        + (0 if namespaced else await asyncio.to_thread(_tasks_of_my_uid) + 1),
         "python": settings.python,
         "cgroup_procs": group.procs_files if group else [],
     }
@@ -314,6 +358,8 @@ async def _run(
         raise
     finally:
         watch.cancel()
+        if not namespaced and proc.returncode is None:
+            await asyncio.to_thread(_end_orphans, proc.pid)
         _kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
         if proc.returncode is None:
             await proc.wait()

@@ -13,7 +13,8 @@ mount and a ``{"notice": ...}`` where overlayfs cannot be mounted), drops every 
 sets the per-process limits and forks ``python -I -B -c CODE``, reaping every process until it ends
 and reporting exit status, CPU seconds and peak memory as one JSON line on the status pipe; when PID 1
 exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``)
-only the limits apply. A failure before the code starts is ``{"setup_error": ...}``; the code never runs.
+the limits apply, and we (a subreaper) kill what the code left. A failure before the code starts is
+``{"setup_error": ...}``; the code never runs.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS = 1, 4, 24, 28
-PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_SET_CHILD_SUBREAPER = 38, 47, 4, 36
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE with their _LOCKED twins, KEEP_CAPS locked off.
 SECBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 
@@ -259,23 +260,7 @@ def become_sandbox_user(set_groups: bool) -> None:
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _tasks_of_my_uid() -> int:
-    """Processes and threads of our uid: what RLIMIT_NPROC counts when there is no user namespace."""
-    uid, count = os.getuid(), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields.get("Threads", "1"))
-        except (OSError, KeyError, ValueError):
-            continue
-    return count
-
-
-def set_limits(cfg: dict[str, object], namespaced: bool) -> None:
+def set_limits(cfg: dict[str, object]) -> None:
     cpu = int(cfg["cpu_seconds"])  # type: ignore[call-overload]
     mem = int(cfg["memory_bytes"])  # type: ignore[call-overload]
     fsize = int(cfg["file_bytes"])  # type: ignore[call-overload]
@@ -285,8 +270,6 @@ def set_limits(cfg: dict[str, object], namespaced: bool) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if not namespaced:
-        nproc += _tasks_of_my_uid()  # outside a user namespace the bot's own tasks count too
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
@@ -318,7 +301,7 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             # line cannot be seen from here.)
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
         os.chdir(str(cfg["inside"]))  # the host's path without namespaces (nothing moved it)
-        set_limits(cfg, namespaced)
+        set_limits(cfg)  # without namespaces max_processes counts the bot's own tasks (sandbox_run)
         child = os.fork()
     except (SetupError, OSError, ValueError) as e:
         _report({"setup_error": str(e)})
@@ -344,11 +327,28 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             else:
                 status["exit_code"] = os.WEXITSTATUS(wstatus)
             break
+    if not namespaced:
+        _end_orphans()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     status["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     status["max_rss_kb"] = usage.ru_maxrss
     _report(status)
     return 0
+
+
+def _end_orphans() -> None:
+    """Without a PID namespace what the code left running (a setsid() daemon's double fork, holding its
+    stdout open) comes back to us, a subreaper: kill it, and what it leaves in turn, until none is left."""
+    me = os.getpid()
+    while True:
+        with contextlib.suppress(OSError), open(f"/proc/{me}/task/{me}/children") as f:
+            for pid in f.read().split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), 9)
+        try:
+            os.waitpid(-1, 0)  # one we killed; its children are ours now: look again
+        except ChildProcessError:
+            return
 
 
 def main() -> int:
@@ -371,8 +371,7 @@ def main() -> int:
         _report({"setup_error": f"cannot join the run's cgroup: {e}"})
         return 125
     if namespaced:
-        flags = NAMESPACES
-        if _libc.unshare(flags) != 0:
+        if _libc.unshare(NAMESPACES) != 0:
             _report({"setup_error": f"cannot create namespaces: {os.strerror(ctypes.get_errno())}"})
             return 125
         if parent_maps:
@@ -387,7 +386,8 @@ def main() -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    if not namespaced:
+    if not namespaced:  # the code's orphans come back to us, a subreaper: _end_orphans
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         return _run_code(cfg, code, False, False)
     init = os.fork()  # the first child of a new PID namespace is its PID 1
     if init == 0:
