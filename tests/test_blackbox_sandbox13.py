@@ -145,3 +145,20 @@ async def test_a_daemon_started_without_namespaces_and_without_a_cgroup_ends_wit
     holding = await run_sandboxed(daemon.replace("os.closerange(0, 3)", "pass"), ws, weak, namespaced=False)
     assert (holding.timed_out, holding.exit_code, holding.stdout) == (False, 0, "started\n"), holding
     assert _processes_with(marker) == []
+
+
+async def test_a_run_whose_supervisor_the_memory_limit_killed_says_killed_not_exit_code_none(
+    ws: Path,
+) -> None:
+    """Kernel memory (here: empty files in a large /tmp) is charged to the run's cgroup but belongs to no
+    process, so the OOM killer took the run's PID 1 and nothing reported an exit status: the model read
+    "exit code None" above the note that the memory limit was reached."""
+    code = "import os\nn = 0\nwhile True:\n    os.close(os.open(f'/tmp/f{n}', os.O_CREAT | os.O_WRONLY)); n += 1\n"
+    outcome = await run_python(ws, code, replace(LIMITS, memory_mb=96, tmpfs_mb=1024))
+    assert outcome.is_error, outcome.output
+    assert outcome.output.startswith("killed (SIGKILL)"), outcome.output
+    assert "None" not in outcome.output
+    assert (
+        "note: stopped: the run's memory limit of 96 MB (all its processes together) was reached"
+        in outcome.output
+    )

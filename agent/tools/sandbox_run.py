@@ -164,9 +164,7 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
 def _tasks_of_my_uid() -> int:
     """Processes and threads of our uid: what RLIMIT_NPROC counts when there is no user namespace."""
     uid, count = os.getuid(), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/status", encoding="utf-8") as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
@@ -241,6 +239,8 @@ async def run_sandboxed(
             await asyncio.to_thread(group.remove)
     if group is not None:
         run.oom_killed = oom
+        if oom and run.exit_code is None and run.signal is None:  # its supervisor was the one killed
+            run.signal = signal.SIGKILL
     run.limits = limits
     return run
 
