@@ -162,3 +162,42 @@ async def test_a_run_whose_supervisor_the_memory_limit_killed_says_killed_not_ex
         "note: stopped: the run's memory limit of 96 MB (all its processes together) was reached"
         in outcome.output
     )
+
+
+COUNT_TASKS = """
+import os, threading, time
+ev, n = threading.Event(), 1
+try:
+    while True:
+        if {threads}:
+            threading.Thread(target=ev.wait).start()
+        elif os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        n += 1
+except (RuntimeError, OSError) as e:
+    print('tasks', n, e)
+    ev.set()
+    raise
+"""
+
+
+async def test_the_code_gets_as_many_processes_and_threads_as_the_limit_says(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTHON_MAX_PROCESSES=16 let the code start 7 threads (glibc reserved a 64 MB malloc arena per thread
+    out of the address-space limit; 15 of 32 at the defaults) and the note said "at most 16
+    processes/threads"; the run's PID 1 counted against the code's limit too, so without a cgroup at
+    256 MB ("at most 2") the code could not fork once."""
+    threads = await run_python(ws, COUNT_TASKS.format(threads=True))
+    assert "tasks 16 can't start new thread" in threads.output, threads.output
+    assert (
+        "note: the process limit was reached: the code may have at most 16 processes/threads"
+        in threads.output
+    )
+    monkeypatch.setattr(sandbox_cgroup, "create", lambda *_: None)
+    forks = await run_python(ws, COUNT_TASKS.format(threads=False))
+    assert "tasks 2 [Errno 11] Resource temporarily unavailable" in forks.output, forks.output
+    assert (
+        "note: the process limit was reached: the code may have at most 2 processes/threads" in forks.output
+    )

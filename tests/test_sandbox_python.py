@@ -276,7 +276,7 @@ print('pids:', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
     assert "leaks: []" in outcome.output
     assert secret not in outcome.output
     assert (
-        "['HOME', 'LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'MPLBACKEND', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR']"
+        "['HOME', 'LANG', 'LC_ALL', 'MALLOC_ARENA_MAX', 'MKL_NUM_THREADS', 'MPLBACKEND', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR']"
         in outcome.output
     )
     assert "pids: [1, 2]" in outcome.output  # its own PID namespace: the supervisor and itself

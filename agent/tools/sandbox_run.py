@@ -13,12 +13,12 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from agent.tools import sandbox_cgroup
+from agent.tools.sandbox_procs import end_orphans, kill_group, tasks_of_my_uid
 from agent.tools.workspace import workspace_usage
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
@@ -145,6 +145,8 @@ def _env(home: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        # glibc reserves a 64 MB malloc arena per thread out of RLIMIT_AS: 15 of 32 threads could start.
+        "MALLOC_ARENA_MAX": "2",
     }
 
 
@@ -161,57 +163,13 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
     return bytes(kept), total
 
 
-def _tasks_of_my_uid() -> int:
-    """Processes and threads of our uid: what RLIMIT_NPROC counts when there is no user namespace."""
-    uid, count = os.getuid(), 0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields.get("Threads", "1"))
-        except (OSError, KeyError, ValueError):
-            continue
-    return count
-
-
-def _end_orphans(runner: int) -> None:
-    """Without a PID namespace: kill the runner's children until none is alive, before the runner itself.
-    It is a subreaper, so a setsid() daemon's double fork comes back to it; killed with the runner's
-    process group, such a daemon slept on after the run's wall clock (and held its stdout open)."""
-    for _ in range(1000):
-        try:
-            kids = Path(f"/proc/{runner}/task/{runner}/children").read_text().split()
-        except OSError:
-            return
-        alive = [int(k) for k in kids if _alive(k)]
-        if not alive:
-            return
-        for pid in alive:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.001)
-
-
-def _alive(pid: str) -> bool:
-    try:  # the state follows the name, which may hold ")" itself
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 async def _watch_quota(ws: Path, s: PythonSettings, pid: int, run: SandboxRun) -> None:
     while True:
         await asyncio.sleep(QUOTA_POLL)
         usage = await asyncio.to_thread(workspace_usage, ws, s.quota_files + 1)
         if why := usage.over(s.quota_bytes, s.quota_files):
             run.over_quota = why
-            _kill_group(pid)
+            kill_group(pid)
             return
 
 
@@ -285,6 +243,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
     inside = inside_path(settings, workspace, namespaced)
+    # RLIMIT_NPROC counts PID 1 (or the runner) and, without a user namespace, every task of our uid.
+    counted = 1 + (0 if namespaced else await asyncio.to_thread(tasks_of_my_uid))
     # On the runner's stdin, never its command line: the code can read /proc/1/cmdline.
     cfg = {
         "overlay_work": overlay_work,
@@ -299,9 +259,7 @@ async def _run(
         "cpu_seconds": settings.cpu_seconds,
         "memory_bytes": limits.memory_bytes,
         "file_bytes": limits.file_bytes,
-        # Without a user namespace RLIMIT_NPROC counts every task of our uid: ours, and the runner.
-        "max_processes": limits.processes
-        + (0 if namespaced else await asyncio.to_thread(_tasks_of_my_uid) + 1),
+        "max_processes": limits.processes + counted,
         "python": settings.python,
         "cgroup_procs": group.procs_files if group else [],
     }
@@ -359,8 +317,8 @@ async def _run(
     finally:
         watch.cancel()
         if not namespaced and proc.returncode is None:
-            await asyncio.to_thread(_end_orphans, proc.pid)
-        _kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
+            await asyncio.to_thread(end_orphans, proc.pid)
+        kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
         if proc.returncode is None:
             await proc.wait()
     if not run.timed_out:
