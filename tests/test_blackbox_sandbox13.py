@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -201,3 +203,62 @@ async def test_the_code_gets_as_many_processes_and_threads_as_the_limit_says(
     assert (
         "note: the process limit was reached: the code may have at most 2 processes/threads" in forks.output
     )
+
+
+def _as_bot_user(ws: Path, job: str) -> str:
+    """Run ``job`` (Python, with ``ws`` and the file tools at hand) in a fork that drops to uid 65534, the
+    workspace's owner: a bot that is not root, whose sandbox user maps to its own uid. (The sandbox itself
+    cannot start under that uid here: the interpreter lives under /root, mode 0700.)"""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        out = "crashed"
+        try:
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            tools = {t.name: t.fn for t in file_tools(FilesSettings(quota_bytes=1_000_000))}
+            scope = {"ws": ws, "tools": tools, "ctx": ToolContext(session_id="s1", workspace=ws), "os": os}
+            exec(job, scope)
+            out = str(scope["result"])
+        except BaseException as e:
+            out = f"{type(e).__name__}: {e}"
+        finally:
+            os.write(write, out.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        said = f.read().decode()
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_a_folder_the_code_made_unreadable_still_counts_against_the_quota_of_a_bot_that_is_not_root() -> None:
+    """The code runs as the bot's own uid when the bot is not root. A folder it wrote 2 MB into and then
+    chmod'ed 0300 (or 0600: names readable, sizes not) was skipped by every walk: the workspace measured
+    0 bytes against a 1 MB quota (more runs and writes went on filling the disk), and delete_file could
+    not remove it ("Permission denied")."""
+    job = (
+        "for name, mode in (('hidden', 0o300), ('blind', 0o600)):\n"
+        "    (ws / name).mkdir()\n"
+        "    (ws / name / 'big.bin').write_bytes(b'x' * 1_000_000)\n"
+        "    os.chmod(ws / name, mode)\n"
+        "os.chmod(ws, 0o300)\n"  # the workspace itself too
+        "listed = tools['list_files'](ctx=ctx)\n"
+        "try:\n"
+        "    deleted = tools['delete_file']('hidden', ctx=ctx)\n"
+        "except Exception as e:\n"
+        "    deleted = repr(e)\n"
+        "result = listed + '\\n' + deleted\n"
+    )
+    home = Path(tempfile.mkdtemp(prefix="agentbot-nonroot-"))  # pytest's tmp_path is root's alone (0700)
+    home.chmod(0o711)
+    ws = home / "ws"
+    ws.mkdir()
+    os.chown(ws, 65534, 65534)
+    try:
+        said = _as_bot_user(ws, job)
+    finally:
+        shutil.rmtree(home)
+    assert said.startswith("2 file(s); workspace uses 1.9 MB of 976.6 KB\n"), said
+    assert "over quota: it holds 1.9 MB, over its quota of 976.6 KB" in said
+    assert said.endswith("deleted the folder hidden (2 entries)"), said

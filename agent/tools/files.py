@@ -33,6 +33,7 @@ from agent.tools.workspace import (
     MAX_DEPTH,
     Walk,
     human_size,
+    open_dir,
     remove_tree,
     workspace_lock,
     workspace_usage,
@@ -104,7 +105,7 @@ def _is_link(name: str, dir_fd: int) -> bool:
 @contextmanager
 def _walk_to(ws: Path, dirs: list[str], *, create: bool) -> Iterator[int]:
     """A descriptor for the directory ``ws/dirs...``, reached without following any link."""
-    fd = os.open(ws, DIR_FLAGS)
+    fd = open_dir(ws)
     try:
         for i, part in enumerate(dirs):
             where = "/".join(dirs[: i + 1])
