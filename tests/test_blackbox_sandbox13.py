@@ -262,3 +262,16 @@ def test_a_folder_the_code_made_unreadable_still_counts_against_the_quota_of_a_b
     assert said.startswith("2 file(s); workspace uses 1.9 MB of 976.6 KB\n"), said
     assert "over quota: it holds 1.9 MB, over its quota of 976.6 KB" in said
     assert said.endswith("deleted the folder hidden (2 entries)"), said
+
+
+async def test_the_code_cannot_make_a_user_namespace_of_its_own(ws: Path) -> None:
+    """In a user namespace of its own the code was root again: it mounted a tmpfs of any size and filled
+    400 MB of memory in a run limited to 256 MB (no per-process limit counts tmpfs pages; only a cgroup,
+    where the host gives one, stopped it)."""
+    code = (
+        "import ctypes, os\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print('unshare', libc.unshare(0x10000000 | 0x00020000), os.strerror(ctypes.get_errno()))\n"
+    )
+    outcome = await run_python(ws, code)
+    assert "unshare -1 No space left on device" in outcome.output, outcome.output

@@ -12,9 +12,8 @@ the workspace an overlay named by descriptor so /proc/self/mountinfo shows no ho
 mount and a ``{"notice": ...}`` where overlayfs cannot be mounted), drops every capability for good,
 sets the per-process limits and forks ``python -I -B -c CODE``, reaping every process until it ends
 and reporting exit status, CPU seconds and peak memory as one JSON line on the status pipe; when PID 1
-exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``)
-the limits apply, and we (a subreaper) kill what the code left. A failure before the code starts is
-``{"setup_error": ...}``; the code never runs.
+exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``) the
+limits apply, and we (a subreaper) kill what it left. A setup failure is ``{"setup_error": ...}``.
 """
 
 from __future__ import annotations
@@ -208,10 +207,8 @@ def setup_filesystem(cfg: dict[str, object]) -> str | None:
             bound.append(path)
     # A few files from /etc, and a passwd naming only the sandbox user.
     os.makedirs(f"{new}/etc", exist_ok=True)
-    with open(f"{new}/etc/passwd", "w") as f:
-        f.write(f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{inside}:/bin/sh\n")
-    with open(f"{new}/etc/group", "w") as f:
-        f.write(f"sandbox:x:{SANDBOX_ID}:\n")
+    _write(f"{new}/etc/passwd", f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{inside}:/bin/sh\n")
+    _write(f"{new}/etc/group", f"sandbox:x:{SANDBOX_ID}:\n")
     for name, fd in etc_fds.items():
         _bind(fd, f"{new}/etc/{name}", writable=False)
     os.makedirs(f"{new}/var", exist_ok=True)
@@ -273,6 +270,11 @@ def set_limits(cfg: dict[str, object]) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def _report(status: dict[str, object]) -> None:
     with contextlib.suppress(OSError):
         os.write(STATUS_FD, (json.dumps(status) + "\n").encode())
@@ -280,12 +282,9 @@ def _report(status: dict[str, object]) -> None:
 
 def _write_own_maps() -> None:
     uid, gid = os.getuid(), os.getgid()
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{SANDBOX_ID} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{SANDBOX_ID} {gid} 1")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1")
+    _write("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1")
 
 
 def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: bool) -> int:
@@ -295,6 +294,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             if notice := setup_filesystem(cfg):
                 _report({"notice": notice})
             _libc.sethostname(b"sandbox", 7)
+            # No user namespace in ours: in one the code mounted a tmpfs of any size (400 MB filled at 256 MB).
+            _write("/proc/sys/user/max_user_namespaces", "0")
             become_sandbox_user(set_groups=parent_maps)
             # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
             # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
@@ -365,8 +366,7 @@ def main() -> int:
         return 125
     try:
         for procs in cfg.get("cgroup_procs", []):  # join the run's cgroup before anything else starts
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+            _write(procs, str(os.getpid()))
     except OSError as e:
         _report({"setup_error": f"cannot join the run's cgroup: {e}"})
         return 125
