@@ -134,6 +134,22 @@ def _nested(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def sysctls(tmpfs_mb: int) -> dict[str, str]:
+    """Limits PID 1 sets in the sandbox's own user and IPC namespaces (the host's stay as they are), on
+    what no per-process limit counts and only a cgroup, where the host gives one, would."""
+    return {
+        # In a user namespace of its own the code was root again and mounted a tmpfs of any size (400 MB
+        # filled in a run limited to 256 MB).
+        "/proc/sys/user/max_user_namespaces": "0",
+        # System V shared memory outlives its attachments: 8 segments of 50 MB held 400 MB at 256 MB. Now
+        # as much as /dev/shm holds.
+        "/proc/sys/kernel/shmmax": str(tmpfs_mb << 20),
+        "/proc/sys/kernel/shmall": str((tmpfs_mb << 20) // os.sysconf("SC_PAGE_SIZE")),
+        # Message queues are kernel memory, 16 KB each at most: 20,000 held 320 MB (32,000 allowed).
+        "/proc/sys/kernel/msgmni": "64",
+    }
+
+
 def _env(home: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -256,6 +272,7 @@ async def _run(
         "expose": exposed_paths(settings.python),
         "tmpfs_mb": settings.tmpfs_mb,
         "tmpfs_inodes": settings.tmpfs_mb * INODES_PER_MB,
+        "sysctls": sysctls(settings.tmpfs_mb),
         "cpu_seconds": settings.cpu_seconds,
         "memory_bytes": limits.memory_bytes,
         "file_bytes": limits.file_bytes,

@@ -294,8 +294,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             if notice := setup_filesystem(cfg):
                 _report({"notice": notice})
             _libc.sethostname(b"sandbox", 7)
-            # No user namespace in ours: in one the code mounted a tmpfs of any size (400 MB filled at 256 MB).
-            _write("/proc/sys/user/max_user_namespaces", "0")
+            for path, value in dict(cfg["sysctls"]).items():  # type: ignore[call-overload]
+                _write(path, value)  # sandbox_run.sysctls says why each
             become_sandbox_user(set_groups=parent_maps)
             # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
             # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
