@@ -299,3 +299,21 @@ print('shm MB', held, 'queues', queues, os.strerror(ctypes.get_errno()))
 """
     outcome = await run_python(ws, code, replace(LIMITS, tmpfs_mb=4))
     assert "shm MB 4 queues 64 No space left on device" in outcome.output, outcome.output
+
+
+async def test_memfd_files_cannot_hold_memory_past_the_limit(ws: Path) -> None:
+    """A memfd file is memory that belongs to no address space and no tmpfs of the sandbox: 200 of 5 MB
+    held 1 GB in a run limited to 256 MB ("peak memory 11 MB"), where no cgroup stopped them (256 open
+    files of PYTHON_FILE_SIZE_MB each per process). memfd_create is refused; ctypes callbacks, which may
+    use one, still work."""
+    code = (
+        "import ctypes, os\n"
+        "try:\n"
+        "    os.memfd_create('hold')\n"
+        "except OSError as e:\n"
+        "    print('memfd:', e.strerror)\n"
+        "twice = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: 2 * x)\n"
+        "print('callback:', twice(21))\n"
+    )
+    outcome = await run_python(ws, code)
+    assert "memfd: Operation not permitted\ncallback: 42" in outcome.output, outcome.output

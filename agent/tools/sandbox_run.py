@@ -19,6 +19,7 @@ from typing import Literal
 
 from agent.tools import sandbox_cgroup
 from agent.tools.sandbox_procs import end_orphans, kill_group, tasks_of_my_uid
+from agent.tools.sandbox_seccomp import memfd_filter, unfiltered
 from agent.tools.workspace import workspace_usage
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
@@ -134,6 +135,19 @@ def _nested(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def rlimits(s: PythonSettings, limits: RunLimits, counted: int) -> dict[str, tuple[int, int]]:
+    """What the supervisor sets on itself before it forks the code (``resource.RLIMIT_*`` by name).
+    ``counted``: the tasks RLIMIT_NPROC counts that are not the code's (see :func:`_run`)."""
+    return {
+        "RLIMIT_CPU": (s.cpu_seconds, s.cpu_seconds + 1),
+        "RLIMIT_AS": (limits.memory_bytes, limits.memory_bytes),
+        "RLIMIT_FSIZE": (limits.file_bytes, limits.file_bytes),
+        "RLIMIT_NOFILE": (256, 256),
+        "RLIMIT_CORE": (0, 0),
+        "RLIMIT_NPROC": (limits.processes + counted, limits.processes + counted),
+    }
+
+
 def sysctls(tmpfs_mb: int) -> dict[str, str]:
     """Limits PID 1 sets in the sandbox's own user and IPC namespaces (the host's stay as they are), on
     what no per-process limit counts and only a cgroup, where the host gives one, would."""
@@ -216,6 +230,7 @@ async def run_sandboxed(
         if oom and run.exit_code is None and run.signal is None:  # its supervisor was the one killed
             run.signal = signal.SIGKILL
     run.limits = limits
+    run.notice = "; ".join(n for n in (run.notice, unfiltered()) if n) or None
     return run
 
 
@@ -273,10 +288,8 @@ async def _run(
         "tmpfs_mb": settings.tmpfs_mb,
         "tmpfs_inodes": settings.tmpfs_mb * INODES_PER_MB,
         "sysctls": sysctls(settings.tmpfs_mb),
-        "cpu_seconds": settings.cpu_seconds,
-        "memory_bytes": limits.memory_bytes,
-        "file_bytes": limits.file_bytes,
-        "max_processes": limits.processes + counted,
+        "seccomp": memfd_filter(),
+        "rlimits": rlimits(settings, limits, counted),
         "python": settings.python,
         "cgroup_procs": group.procs_files if group else [],
     }
