@@ -23,11 +23,14 @@ from agent.config import ConfigError
 from agent.messages import ToolCall
 from agent.tools import sandbox_cgroup
 from agent.tools.files import FilesSettings, file_tools
-from agent.tools.python_exec import python_tools, sandbox_report
+from agent.tools.python_exec import config_note, python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.sandbox_run import PythonSettings, run_sandboxed
+from tests.e2e.harness import running_bot
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_ask_tools import ask_cli
+from tests.test_e2e_config import flat, run
 
 LIMITS = PythonSettings(
     timeout=10, cpu_seconds=5, memory_mb=256, file_size_mb=1, max_processes=16, max_output_chars=4000
@@ -317,3 +320,24 @@ async def test_memfd_files_cannot_hold_memory_past_the_limit(ws: Path) -> None:
     )
     outcome = await run_python(ws, code)
     assert "memfd: Operation not permitted\ncallback: 42" in outcome.output, outcome.output
+
+
+async def test_config_show_says_when_run_python_is_not_the_isolated_tool_it_seems(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With PYTHON_SANDBOX=rlimits (the operator's choice: code runs with the bot's rights, files and
+    network) /config show listed `run_python` under "On" like any tool, so a server's admins had no way
+    to know that enabling it let members' prompts read the bot's token. Same for a run_python that auto
+    turned off on this host: "On", though every call is refused."""
+    async with running_bot(fake, llm, tmp_path, guild, agent_env={"PYTHON_SANDBOX": "rlimits"}):
+        show = flat(await run(fake, guild, "config show"))
+    tools = show.split("Tools\n", 1)[1].split("\nResearch\n", 1)[0]
+    on = next(line for line in tools.splitlines() if line.startswith("On: "))
+    assert "`run_python`" in on, tools  # still on: the admin's switch, not ours
+    assert "`run_python` runs code NOT isolated on this host (PYTHON_SANDBOX=rlimits)" in tools, tools
+    # auto on a host where the sandbox cannot run: the tool the model gets only says so
+    [off_here] = python_tools(replace(LIMITS, mode="auto", python="/nonexistent/python3"))
+    assert config_note(off_here) == (
+        "is unavailable on this host (its sandbox cannot isolate code here): every call is refused"
+    )
+    assert config_note(python_tools(LIMITS)[0]) is None

@@ -203,14 +203,33 @@ def describe(settings: PythonSettings, support: SandboxSupport) -> str:
             base + "There is no network access. Nothing outside the workspace and /tmp is writable. " + limits
         )
     return (
-        base + limits + " WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits): it runs with "
-        "the bot's own rights and network; use it only for computation."
+        base + limits + _UNISOLATED + ": it runs with the bot's own rights and network; use it only for "
+        "computation."
     )
+
+
+_UNISOLATED = " WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits)"
+_UNAVAILABLE = "run_python is unavailable on this host"
+
+
+def config_note(tool: Tool | None) -> str | None:
+    """What /config show says of run_python beside on/off, where it is not the isolated tool it looks
+    like (it was listed under "On" like any tool): refused on this host, or not isolated at all."""
+    if tool is None:
+        return None
+    if tool.description.startswith(_UNAVAILABLE):
+        return "is unavailable on this host (its sandbox cannot isolate code here): every call is refused"
+    if _UNISOLATED in tool.description:
+        return (
+            "runs code NOT isolated on this host (PYTHON_SANDBOX=rlimits): with the bot's own rights, files "
+            "and network"
+        )
+    return None
 
 
 def _unavailable(detail: str) -> Tool:
     """What the model sees when isolation does not work here: the tool exists only to say so."""
-    why = f"run_python is unavailable on this host: its sandbox cannot isolate code here ({detail})."
+    why = f"{_UNAVAILABLE}: its sandbox cannot isolate code here ({detail})."
 
     @tool(name="run_python", description=why + " Do not call it; compute by reasoning or other tools.")
     def run_python(code: str) -> str:
