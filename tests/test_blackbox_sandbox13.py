@@ -159,12 +159,12 @@ async def test_a_run_whose_supervisor_the_memory_limit_killed_says_killed_not_ex
     process, so the OOM killer took the run's PID 1 and nothing reported an exit status: the model read
     "exit code None" above the note that the memory limit was reached."""
     code = "import os\nn = 0\nwhile True:\n    os.close(os.open(f'/tmp/f{n}', os.O_CREAT | os.O_WRONLY)); n += 1\n"
-    outcome = await run_python(ws, code, replace(LIMITS, memory_mb=96, tmpfs_mb=1024))
+    outcome = await run_python(ws, code, replace(LIMITS, memory_mb=64, tmpfs_mb=1024))
     assert outcome.is_error, outcome.output
     assert outcome.output.startswith("killed (SIGKILL)"), outcome.output
     assert "None" not in outcome.output
     assert (
-        "note: stopped: the run's memory limit of 96 MB (all its processes together) was reached"
+        "note: stopped: the run's memory limit of 64 MB (all its processes together) was reached"
         in outcome.output
     )
 
