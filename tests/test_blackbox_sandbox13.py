@@ -341,3 +341,28 @@ async def test_config_show_says_when_run_python_is_not_the_isolated_tool_it_seem
         "is unavailable on this host (its sandbox cannot isolate code here): every call is refused"
     )
     assert config_note(python_tools(LIMITS)[0]) is None
+
+
+async def test_a_daemon_is_stopped_with_a_run_that_passed_its_quota(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quota watcher killed the runner's process group only: without a PID namespace or a cgroup, a
+    detached process went on writing into the workspace after its run was stopped for passing the quota."""
+    monkeypatch.setattr(sandbox_cgroup, "create", lambda *_: None)
+    marker = f"writer-{uuid.uuid4().hex}"
+    code = (
+        f"# {marker}\nimport os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.closerange(0, 3)\n"
+        "        for n in range(100_000):\n"
+        "            open(f'f{n % 50}', 'wb').write(b'x' * 100_000)\n"
+        "            time.sleep(0.01)\n"
+        "    os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    weak = replace(LIMITS, mode="rlimits", timeout=30, quota_bytes=1_000_000)
+    stopped = await run_sandboxed(code, ws, weak, namespaced=False)
+    assert stopped.over_quota and not stopped.timed_out, stopped
+    assert _processes_with(marker) == [], "a daemon went on writing after its run passed the quota"

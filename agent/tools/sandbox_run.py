@@ -199,6 +199,7 @@ async def _watch_quota(ws: Path, s: PythonSettings, pid: int, run: SandboxRun) -
         usage = await asyncio.to_thread(workspace_usage, ws, s.quota_files + 1)
         if why := usage.over(s.quota_bytes, s.quota_files):
             run.over_quota = why
+            await asyncio.to_thread(end_orphans, pid)  # a detached writer too (or PID 1 and its namespace)
             kill_group(pid)
             return
 
