@@ -92,6 +92,9 @@ async def test_namespaces_mode_that_cannot_isolate_here_is_one_line_not_a_traceb
     assert err.startswith("agentbot: PYTHON_SANDBOX=namespaces but namespaces do not work here"), err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert llm.requests == [], "the model was asked although the bot could not start"
+    # and the doctor said "run_python is OFF", as if the bot would run without it
+    ok, detail = sandbox_report(replace(LIMITS, mode="namespaces", python=str(broken)))
+    assert not ok and detail.startswith("agentbot run and ask refuse to start: the sandbox cannot"), detail
 
 
 def test_rlimits_as_root_without_a_cgroup_refuses_to_start_and_doctor_says_why(

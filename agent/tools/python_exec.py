@@ -351,9 +351,12 @@ def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
             "the CPU, memory, process, file-size and time limits hold"
         )
     support = probe_sandbox(settings)
-    if not support.namespaces:
+    if not support.namespaces:  # under namespaces the bot does not start at all (it said "run_python is OFF")
+        what = (
+            "agentbot run and ask refuse to start" if settings.mode == "namespaces" else "run_python is OFF"
+        )
         return False, (
-            f"run_python is OFF: the sandbox cannot isolate code here ({support.detail}); a container needs "
+            f"{what}: the sandbox cannot isolate code here ({support.detail}); a container needs "
             + CONTAINER_NEEDS
         )
     return True, (
