@@ -21,7 +21,7 @@ import pytest
 
 from agent.config import ConfigError
 from agent.messages import ToolCall
-from agent.tools import sandbox_cgroup
+from agent.tools import sandbox_cgroup, sandbox_run
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.python_exec import config_note, python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
@@ -369,3 +369,18 @@ async def test_a_daemon_is_stopped_with_a_run_that_passed_its_quota(
     stopped = await run_sandboxed(code, ws, weak, namespaced=False)
     assert stopped.over_quota and not stopped.timed_out, stopped
     assert _processes_with(marker) == [], "a daemon went on writing after its run passed the quota"
+
+
+async def test_a_bound_the_kernel_will_not_set_is_said_and_the_run_still_runs(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels before 5.17 keep the IPC sysctls read-only in a user namespace: a failed write must not turn
+    run_python off (Debian 11 and Ubuntu 22.04 run such kernels), nor pass unsaid: the run's notice (the
+    start-up log and the doctor show the probe run's) names what does not hold."""
+    real = sandbox_run.sysctls
+    monkeypatch.setattr(sandbox_run, "sysctls", lambda mb: real(mb) | {"/proc/sys/kernel/cap_last_cap": "1"})
+    ran = await run_sandboxed("print('ran')", ws, LIMITS, namespaced=True)
+    assert (ran.setup_error, ran.stdout) == (None, "ran\n"), ran
+    assert ran.notice == (
+        "/proc/sys/kernel/cap_last_cap cannot be set here (Permission denied): that bound does not hold"
+    ), ran.notice

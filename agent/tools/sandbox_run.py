@@ -359,7 +359,8 @@ async def _run(
     transport.close()
     for msg in lines:  # the runner names SandboxRun's fields (its status fd is closed to the code)
         for key in _STATUS.intersection(msg):
-            setattr(run, key, msg[key])
+            more = key == "notice" and run.notice  # notices add up: each a protection this run went without
+            setattr(run, key, f"{run.notice}; {msg[key]}" if more else msg[key])
     for task, attr in ((out_task, "stdout"), (err_task, "stderr")):
         try:
             async with asyncio.timeout(2):

@@ -261,9 +261,7 @@ def _filter(program: str) -> None:
         code = ctypes.create_string_buffer(bytes.fromhex(program))
         fprog = ctypes.create_string_buffer(struct.pack("HP", len(program) // 16, ctypes.addressof(code)))
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "cannot set no_new_privs")
-        _check(
-            _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "cannot filter"
-        )
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "seccomp")
 
 
 def _write(path: str, text: str) -> None:
@@ -291,7 +289,10 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
                 _report({"notice": notice})
             _libc.sethostname(b"sandbox", 7)
             for path, value in dict(cfg["sysctls"]).items():  # type: ignore[call-overload]
-                _write(path, value)  # sandbox_run.sysctls says why each
+                try:  # sandbox_run.sysctls says why each; a kernel before 5.17 keeps IPC's read-only here
+                    _write(path, value)
+                except OSError as e:
+                    _report({"notice": f"{path} cannot be set here ({e.strerror}): that bound does not hold"})
             become_sandbox_user(set_groups=parent_maps)
             # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
             # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
