@@ -384,3 +384,18 @@ async def test_a_bound_the_kernel_will_not_set_is_said_and_the_run_still_runs(
     assert ran.notice == (
         "/proc/sys/kernel/cap_last_cap cannot be set here (Permission denied): that bound does not hold"
     ), ran.notice
+
+
+async def test_the_code_cannot_end_its_supervisor_with_a_signal(ws: Path) -> None:
+    """PID 1 of the sandbox (the supervisor that reaps and reports) kept Python's SIGINT handler, so the
+    code's os.kill(1, SIGINT) ended it with a traceback, the whole run with it: "exit code None", not failed."""
+    code = (
+        "import os, signal, time\n"
+        "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):\n"
+        "    os.kill(1, sig)\n"
+        "time.sleep(0.3)\n"
+        "print('still here')\n"
+    )
+    outcome = await run_python(ws, code)
+    assert outcome.output.startswith("exit code 0"), outcome.output
+    assert "still here" in outcome.output and "KeyboardInterrupt" not in outcome.output

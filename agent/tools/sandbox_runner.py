@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import struct
 import sys
 
@@ -298,6 +299,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
             # line cannot be seen from here.)
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            # With Python's handler the code's kill(1, SIGINT) ended us; init is deaf to SIG_DFL ones.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(str(cfg["inside"]))  # the host's path without namespaces (nothing moved it)
         _filter(str(cfg["seccomp"]))
         for name, limit in dict(cfg["rlimits"]).items():  # type: ignore[call-overload]
@@ -382,9 +385,7 @@ def main() -> int:
                 _report({"setup_error": f"cannot map the sandbox user: {e}"})
                 return 125
     code = sys.stdin.buffer.read().decode("utf-8")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    os.dup2(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 0)  # fd 0 without CLOEXEC: the code's stdin
     if not namespaced:  # the code's orphans come back to us, a subreaper: _end_orphans
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         return _run_code(cfg, code, False, False)
