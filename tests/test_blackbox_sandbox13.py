@@ -399,3 +399,15 @@ async def test_the_code_cannot_end_its_supervisor_with_a_signal(ws: Path) -> Non
     outcome = await run_python(ws, code)
     assert outcome.output.startswith("exit code 0"), outcome.output
     assert "still here" in outcome.output and "KeyboardInterrupt" not in outcome.output
+
+
+def test_the_model_is_told_the_limits_that_hold_without_a_cgroup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a cgroup for runs the limits are per process (their product within the memory limit):
+    256 MB gave 2 processes of 128 MB each, but the tool's description told the model "256 MB memory,
+    16 processes", so a Pool(8) it planned on failed at the second fork."""
+    monkeypatch.setattr(sandbox_cgroup, "available", lambda: None)
+    [tool] = python_tools(LIMITS)
+    assert "256 MB memory in at most 2 processes/threads of 128 MB each" in tool.description, tool.description
+    monkeypatch.setattr(sandbox_cgroup, "available", lambda: "cgroup v1 (memory and pids limits per run)")
+    [tool] = python_tools(replace(LIMITS, cpu_seconds=6))  # another settings: probe_sandbox caches per one
+    assert "256 MB memory for all its processes, 16 processes/threads" in tool.description, tool.description

@@ -58,7 +58,7 @@ def test_sandbox_namespaces_work_here_and_the_description_says_no_network() -> N
     assert support.namespaces, f"namespace sandbox unavailable on this host: {support.detail}"
     [tool] = python_tools(LIMITS)
     assert "There is no network access." in tool.description
-    assert "1 s CPU, 2.5 s wall-clock, 128 MB memory, 16 processes" in tool.description
+    assert "1 s CPU, 2.5 s wall-clock, 128 MB memory for all its processes, 16 processes" in tool.description
 
 
 WHERE_AM_I = """

@@ -187,9 +187,19 @@ def _snapshot(ws: Path) -> dict[str, tuple[int, int]]:
 
 
 def describe(settings: PythonSettings, support: SandboxSupport) -> str:
+    # Without a cgroup the limits are per process: "512 MB memory, 32 processes" was 4 processes of 128 MB.
+    lim = plan_limits(
+        settings, cgroup=sandbox_cgroup.available() is not None, quota_left=settings.quota_bytes
+    )
+    memory = (
+        f"{settings.memory_mb} MB memory for all its processes, {lim.processes} processes/threads"
+        if lim.cgroup
+        else f"{settings.memory_mb} MB memory in at most {lim.processes} processes/threads of "
+        f"{lim.memory_bytes >> 20} MB each"
+    )
     limits = (
-        f"Limits: {settings.cpu_seconds} s CPU, {settings.timeout:g} s wall-clock, {settings.memory_mb} MB "
-        f"memory, {settings.max_processes} processes, {settings.file_size_mb} MB per file, and the workspace "
+        f"Limits: {settings.cpu_seconds} s CPU, {settings.timeout:g} s wall-clock, {memory}, "
+        f"{settings.file_size_mb} MB per file, and the workspace "
         f"quota ({human_size(settings.quota_bytes)}, {settings.quota_files} files); output is cut at "
         f"{settings.max_output_chars} characters."
     )
