@@ -411,3 +411,23 @@ def test_the_model_is_told_the_limits_that_hold_without_a_cgroup(monkeypatch: py
     monkeypatch.setattr(sandbox_cgroup, "available", lambda: "cgroup v1 (memory and pids limits per run)")
     [tool] = python_tools(replace(LIMITS, cpu_seconds=6))  # another settings: probe_sandbox caches per one
     assert "256 MB memory for all its processes, 16 processes/threads" in tool.description, tool.description
+
+
+async def test_no_setuid_file_outlives_a_run_and_the_workspace_stays_its_owners(ws: Path) -> None:
+    """The code could chmod its workspace 0755 and leave a setuid, setgid copy of /bin/sh in it: on the host
+    that file is owned by the sandbox user (the bot's own user when the bot is not root), for any local
+    user to run as that user (nosuid holds only inside the sandbox). Measured: -rwsr-sr-x nobody."""
+    code = (
+        "import os, shutil\n"
+        "os.chmod('.', 0o755)\n"
+        "shutil.copyfile('/bin/sh', 'sh')\n"
+        "os.chmod('sh', 0o6755)\n"
+        "os.mkdir('d')\n"
+        "shutil.copyfile('/bin/sh', 'd/sh2')\n"
+        "os.chmod('d/sh2', 0o4711)\n"
+        "print(oct(os.stat('sh').st_mode & 0o7777))\n"
+    )
+    outcome = await run_python(ws, code)
+    assert "0o6755" in outcome.output, outcome.output  # the code may do it inside, where nosuid holds
+    modes = {p: oct(p.stat().st_mode & 0o7777) for p in (ws, ws / "sh", ws / "d" / "sh2")}
+    assert modes == {ws: "0o700", ws / "sh": "0o755", ws / "d" / "sh2": "0o711"}, modes

@@ -46,7 +46,7 @@ from agent.tools.sandbox_run import (
     plan_limits,
     run_sandboxed,
 )
-from agent.tools.workspace import Held, give_workspace_to, regular_files, workspace_usage
+from agent.tools.workspace import Held, defuse, give_workspace_to, regular_files, workspace_usage
 
 __all__ = ["PythonSettings", "SandboxMode", "SandboxSupport", "plan_limits", "probe_sandbox", "python_tools"]
 
@@ -321,9 +321,12 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
             if give:
                 await asyncio.to_thread(give_workspace_to, ws, settings.sandbox_uid, settings.sandbox_gid)
             before = await asyncio.to_thread(_snapshot, ws)
-            run = await run_sandboxed(
-                code, ws, settings, namespaced=namespaced, quota_left=settings.quota_bytes - used.bytes
-            )
+            try:
+                run = await run_sandboxed(
+                    code, ws, settings, namespaced=namespaced, quota_left=settings.quota_bytes - used.bytes
+                )
+            finally:  # stopped or not: no setuid file is left, and the workspace is 0700 again
+                await asyncio.to_thread(defuse, ws)
             if run.setup_error:
                 raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
             _tell_operator(run.notice)
