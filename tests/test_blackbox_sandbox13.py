@@ -429,5 +429,6 @@ async def test_no_setuid_file_outlives_a_run_and_the_workspace_stays_its_owners(
     )
     outcome = await run_python(ws, code)
     assert "0o6755" in outcome.output, outcome.output  # the code may do it inside, where nosuid holds
-    modes = {p: oct(p.stat().st_mode & 0o7777) for p in (ws, ws / "sh", ws / "d" / "sh2")}
-    assert modes == {ws: "0o700", ws / "sh": "0o755", ws / "d" / "sh2": "0o711"}, modes
+    modes = {p: oct(p.stat().st_mode & 0o7777) for p in (ws.parent, ws, ws / "sh", ws / "d" / "sh2")}
+    # the workspaces' folder too (DATA_DIR/workspaces was 0755): during a run as well, no local user reaches in
+    assert modes == {ws.parent: "0o700", ws: "0o700", ws / "sh": "0o755", ws / "d" / "sh2": "0o711"}, modes
