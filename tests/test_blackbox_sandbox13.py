@@ -432,3 +432,17 @@ async def test_no_setuid_file_outlives_a_run_and_the_workspace_stays_its_owners(
     modes = {p: oct(p.stat().st_mode & 0o7777) for p in (ws.parent, ws, ws / "sh", ws / "d" / "sh2")}
     # the workspaces' folder too (DATA_DIR/workspaces was 0755): during a run as well, no local user reaches in
     assert modes == {ws.parent: "0o700", ws: "0o700", ws / "sh": "0o755", ws / "d" / "sh2": "0o711"}, modes
+
+
+def test_the_doctor_does_not_promise_limits_a_root_bot_cannot_hold_under_rlimits() -> None:
+    """Under PYTHON_SANDBOX=rlimits a root bot's code is root: it wrote its pid into the root cgroup's
+    cgroup.procs and forked 40 processes past a limit of 16 (and allocated 400 MB in a 256 MB run), while
+    the doctor said "only the CPU, memory, process, file-size and time limits hold"."""
+    ok, detail = sandbox_report(replace(LIMITS, mode="rlimits"))
+    assert ok and detail.startswith("WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated"), (
+        detail
+    )
+    assert detail.endswith(
+        "as root, no limit holds against code that tries: it can move itself out of its cgroup and kill "
+        "the bot; the limits only stop accidents"
+    ), detail

@@ -248,6 +248,13 @@ def _unavailable(detail: str) -> Tool:
     return run_python
 
 
+_AS_ROOT = (
+    "; as root, no limit holds against code that tries: it can move itself out of its cgroup and kill the "
+    "bot; the limits only stop accidents"
+)
+"""Measured: the code wrote its pid into the root cgroup's cgroup.procs and forked 40 processes past 16."""
+
+
 def _rlimits_cannot_limit() -> str | None:
     """Why PYTHON_SANDBOX=rlimits cannot bound the code's processes here, or None: root is exempt from
     RLIMIT_NPROC, so a root bot without a cgroup for runs let the code fork 40 processes past a limit of 2
@@ -273,7 +280,8 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
             raise ConfigError(why)
         support = SandboxSupport(False, "PYTHON_SANDBOX=rlimits")
         log.warning(
-            "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network"
+            "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network%s",
+            _AS_ROOT * (os.geteuid() == 0),
         )
     else:
         support = probe_sandbox(settings)
@@ -361,7 +369,7 @@ def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
             "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
             "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
             "the Discord token, other sessions' files) and use the bot's network, loopback included; only "
-            "the CPU, memory, process, file-size and time limits hold"
+            "the CPU, memory, process, file-size and time limits hold" + _AS_ROOT * (os.geteuid() == 0)
         )
     support = probe_sandbox(settings)
     if not support.namespaces:  # under namespaces the bot does not start at all (it said "run_python is OFF")
