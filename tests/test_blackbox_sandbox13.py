@@ -443,6 +443,6 @@ def test_the_doctor_does_not_promise_limits_a_root_bot_cannot_hold_under_rlimits
         detail
     )
     assert detail.endswith(
-        "as root, no limit holds against code that tries: it can move itself out of its cgroup and kill "
-        "the bot; the limits only stop accidents"
+        "; no limit holds against code that tries: it runs as the user that owns its cgroup and can move "
+        "itself out of it (as root, raise its limits and kill the bot too); the limits only stop accidents"
     ), detail

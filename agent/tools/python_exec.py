@@ -248,11 +248,16 @@ def _unavailable(detail: str) -> Tool:
     return run_python
 
 
-_AS_ROOT = (
-    "; as root, no limit holds against code that tries: it can move itself out of its cgroup and kill the "
-    "bot; the limits only stop accidents"
-)
-"""Measured: the code wrote its pid into the root cgroup's cgroup.procs and forked 40 processes past 16."""
+def _escapable() -> str:
+    """What rlimits' limits are worth where the code's user owns the cgroup hierarchy (root, or the user
+    a cgroup was delegated to): measured, a root bot's code wrote its pid into the root cgroup's
+    cgroup.procs and forked 40 processes past a limit of 16."""
+    if os.geteuid() != 0 and sandbox_cgroup.available() is None:
+        return ""
+    return (
+        "; no limit holds against code that tries: it runs as the user that owns its cgroup and can move "
+        "itself out of it (as root, raise its limits and kill the bot too); the limits only stop accidents"
+    )
 
 
 def _rlimits_cannot_limit() -> str | None:
@@ -281,7 +286,7 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
         support = SandboxSupport(False, "PYTHON_SANDBOX=rlimits")
         log.warning(
             "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network%s",
-            _AS_ROOT * (os.geteuid() == 0),
+            _escapable(),
         )
     else:
         support = probe_sandbox(settings)
@@ -369,7 +374,7 @@ def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
             "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
             "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
             "the Discord token, other sessions' files) and use the bot's network, loopback included; only "
-            "the CPU, memory, process, file-size and time limits hold" + _AS_ROOT * (os.geteuid() == 0)
+            "the CPU, memory, process, file-size and time limits hold" + _escapable()
         )
     support = probe_sandbox(settings)
     if not support.namespaces:  # under namespaces the bot does not start at all (it said "run_python is OFF")
