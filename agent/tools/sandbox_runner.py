@@ -295,9 +295,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
                 except OSError as e:
                     _report({"notice": f"{path} cannot be set here ({e.strerror}): that bound does not hold"})
             become_sandbox_user(set_groups=parent_maps)
-            # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
-            # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
-            # line cannot be seen from here.)
+            # After the user change, which clears it: PID 1 dies with the runner, the namespace with it (a
+            # runner gone in the microseconds before cannot be seen: getppid() is 0 in a new PID namespace).
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
             # With Python's handler the code's kill(1, SIGINT) ended us; init is deaf to SIG_DFL ones.
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -340,14 +339,16 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
 
 
 def _end_orphans() -> None:
-    """Without a PID namespace what the code left running (a setsid() daemon's double fork, holding its
-    stdout open) comes back to us, a subreaper: kill it, and what it leaves in turn, until none is left."""
+    """Without a PID namespace what the code left (a setsid() daemon) comes back to us, a subreaper: end it."""
     me = os.getpid()
     while True:
-        with contextlib.suppress(OSError), open(f"/proc/{me}/task/{me}/children") as f:
-            for pid in f.read().split():
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), 9)
+        try:
+            kids = open(f"/proc/{me}/task/{me}/children").read().split()  # noqa: SIM115
+        except OSError:  # a kernel without CONFIG_PROC_CHILDREN: never wait on one we cannot kill
+            return
+        for pid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), 9)
         try:
             os.waitpid(-1, 0)  # one we killed; its children are ours now: look again
         except ChildProcessError:
@@ -358,8 +359,7 @@ def main() -> int:
     global STATUS_FD
     STATUS_FD = int(sys.argv[1])
     cfg = json.loads(sys.stdin.buffer.readline())  # the program follows on stdin (read below)
-    namespaced = bool(cfg["namespaced"])
-    parent_maps = bool(cfg.get("parent_maps"))
+    namespaced, parent_maps = bool(cfg["namespaced"]), bool(cfg.get("parent_maps"))
     os.set_inheritable(STATUS_FD, False)
     # Die with the bot: killed with -9 (or OOM), it cannot stop us, and the code would run on unbounded.
     # PID 1 of the namespace dies with us in turn, taking the whole PID namespace along.
