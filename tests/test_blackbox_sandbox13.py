@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError
+from agent.config import AgentSettings, ConfigError
 from agent.messages import ToolCall
 from agent.tools import sandbox_cgroup, sandbox_run
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.python_exec import config_note, python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.tools.research import ResearchToolSettings
 from agent.tools.sandbox_run import PythonSettings, run_sandboxed
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -446,3 +447,36 @@ def test_the_doctor_does_not_promise_limits_a_root_bot_cannot_hold_under_rlimits
         "; no limit holds against code that tries: it runs as the user that owns its cgroup and can move "
         "itself out of it (as root, raise its limits and kill the bot too); the limits only stop accidents"
     ), detail
+
+
+async def test_a_bot_deployed_under_usr_keeps_its_directory_out_of_the_sandbox(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/usr is bound into the sandbox whole, and Docker images often run from /usr/src/app: with the bot
+    there, the code read its .env.bak and the MCP servers file with the servers' Authorization headers
+    (only .env and DATA_DIR were hidden), though README says the bot's directory is not in the sandbox."""
+    with tempfile.TemporaryDirectory(dir="/usr/local", prefix="agentbot-deploy-") as deploy:
+        Path(deploy).chmod(0o755)  # as a deployment is (mkdtemp made it its owner's alone)
+        secrets = {
+            ".env": "DISCORD_TOKEN=now\n",
+            ".env.bak": "DISCORD_TOKEN=before\n",
+            "mcp.toml": '[servers.s]\nurl = "https://mcp.example"\nheaders = {Authorization = "Bearer sk-1"}\n',
+        }
+        for name, text in secrets.items():
+            Path(deploy, name).write_text(text)
+            Path(deploy, name).chmod(0o644)
+        monkeypatch.chdir(deploy)
+        agent = AgentSettings(MCP_SERVERS_FILE=str(Path(deploy, "mcp.toml")))
+        python = ResearchToolSettings.from_settings(agent, str(Path(deploy, "data"))).python
+        code = (
+            "import os\n"
+            f"for name in {sorted(secrets)!r}:\n"
+            "    try:\n"
+            f"        print(name, open(os.path.join({deploy!r}, name)).read().strip())\n"
+            "    except OSError as e:\n"
+            "        print(name, 'unreadable')\n"
+        )
+        ran = await run_sandboxed(code, ws, replace(python, timeout=10), namespaced=True)
+    assert ran.stdout.split("\n") == [".env unreadable", ".env.bak unreadable", "mcp.toml unreadable", ""], (
+        ran
+    )

@@ -109,12 +109,23 @@ def exposed_paths(python: str) -> list[str]:
 
 def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
     """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible
-    (the workspace where the code sees it, ``inside``, included)."""
-    keep = [*exposed_paths(settings.python), os.path.realpath(workspace), inside]
-    paths = [os.path.realpath(p) for p in settings.hide]
-    return [p for p in paths if not any(k == p or k.startswith(p.rstrip("/") + "/") for k in keep)]
+    (the workspace where the code sees it, ``inside``, included). An ancestor inside an exposed folder
+    (the bot's directory under /usr, its venv in it) is hidden but for what must stay: entry by entry."""
+    exposed = exposed_paths(settings.python)
+    keep = [*exposed, *SYSTEM_DIRS, os.path.realpath(workspace), inside]  # a bot run from /usr: not /usr
+    todo, out = [os.path.realpath(p) for p in settings.hide], []
+    while todo:
+        p = todo.pop()
+        if not any(_nested(k, p) for k in keep):
+            out.append(p)
+        elif p not in keep and any(_nested(p, e) and p != e for e in (*SYSTEM_DIRS, *exposed)):
+            with contextlib.suppress(OSError):
+                todo += [os.path.join(p, name) for name in os.listdir(p)]
+    return sorted(out)
 
 
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+"""What the runner binds whole (its SYSTEM): a folder inside one of these is in the sandbox."""
 INSIDE = ("/workspace", "/sandbox/workspace")
 """Where the code sees its workspace (its HOME and current directory) in namespace mode: a neutral path,
 so nothing in the sandbox (``HOME``, ``os.getcwd()``, /proc/self/mountinfo's mount points) names the
