@@ -27,6 +27,7 @@ from agent.tools.python_exec import config_note, python_tools, sandbox_report
 from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
 from agent.tools.research import ResearchToolSettings
 from agent.tools.sandbox_run import PythonSettings, run_sandboxed
+from agent.tools.workspace import give_workspace_to
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
@@ -450,33 +451,41 @@ def test_the_doctor_does_not_promise_limits_a_root_bot_cannot_hold_under_rlimits
 
 
 async def test_a_bot_deployed_under_usr_keeps_its_directory_out_of_the_sandbox(
-    ws: Path, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """/usr is bound into the sandbox whole, and Docker images often run from /usr/src/app: with the bot
-    there, the code read its .env.bak and the MCP servers file with the servers' Authorization headers
-    (only .env and DATA_DIR were hidden), though README says the bot's directory is not in the sandbox."""
+    there, the code read its .env.bak, the MCP servers file with the servers' Authorization headers, and,
+    with DATA_DIR at its default ./data, the database (every server's conversations) and other sessions'
+    workspaces: DATA_DIR was not hidden, being an ancestor of the run's own workspace."""
     with tempfile.TemporaryDirectory(dir="/usr/local", prefix="agentbot-deploy-") as deploy:
         Path(deploy).chmod(0o755)  # as a deployment is (mkdtemp made it its owner's alone)
         secrets = {
             ".env": "DISCORD_TOKEN=now\n",
             ".env.bak": "DISCORD_TOKEN=before\n",
             "mcp.toml": '[servers.s]\nurl = "https://mcp.example"\nheaders = {Authorization = "Bearer sk-1"}\n',
+            "data/agentbot.sqlite3": "every server's conversations",
+            "data/workspaces/other/notes.md": "another session's notes",
         }
         for name, text in secrets.items():
+            Path(deploy, name).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
             Path(deploy, name).write_text(text)
             Path(deploy, name).chmod(0o644)
+        ws = Path(deploy, "data", "workspaces", "s1")
+        ws.mkdir()
+        give_workspace_to(ws, LIMITS.sandbox_uid, LIMITS.sandbox_gid)
         monkeypatch.chdir(deploy)
         agent = AgentSettings(MCP_SERVERS_FILE=str(Path(deploy, "mcp.toml")))
-        python = ResearchToolSettings.from_settings(agent, str(Path(deploy, "data"))).python
+        python = ResearchToolSettings.from_settings(agent, "./data").python
         code = (
             "import os\n"
             f"for name in {sorted(secrets)!r}:\n"
             "    try:\n"
-            f"        print(name, open(os.path.join({deploy!r}, name)).read().strip())\n"
+            f"        print(name, open(os.path.join({deploy!r}, name)).read().strip() or 'unreadable')\n"
             "    except OSError as e:\n"
             "        print(name, 'unreadable')\n"
+            "print(open('/workspace/mine.txt', 'w').write('mine'))\n"
         )
         ran = await run_sandboxed(code, ws, replace(python, timeout=10), namespaced=True)
-    assert ran.stdout.split("\n") == [".env unreadable", ".env.bak unreadable", "mcp.toml unreadable", ""], (
-        ran
-    )
+        mine = (ws / "mine.txt").read_text()
+    assert ran.stdout.splitlines() == [f"{name} unreadable" for name in sorted(secrets)] + ["4"], ran
+    assert mine == "mine"

@@ -108,11 +108,12 @@ def exposed_paths(python: str) -> list[str]:
 
 
 def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
-    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible
-    (the workspace where the code sees it, ``inside``, included). An ancestor inside an exposed folder
-    (the bot's directory under /usr, its venv in it) is hidden but for what must stay: entry by entry."""
+    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible: the
+    interpreter, the OS's folders, ``inside`` (the workspace is mounted there by descriptor: its host path,
+    in a DATA_DIR under /usr, is hidden with it). An ancestor inside an exposed folder (the bot's directory
+    under /usr with its venv in it) is hidden entry by entry around what must stay."""
     exposed = exposed_paths(settings.python)
-    keep = [*exposed, *SYSTEM_DIRS, os.path.realpath(workspace), inside]  # a bot run from /usr: not /usr
+    keep = [*exposed, *SYSTEM_DIRS, inside]
     todo, out = [os.path.realpath(p) for p in settings.hide], []
     while todo:
         p = todo.pop()
@@ -124,8 +125,7 @@ def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]
     return sorted(out)
 
 
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-"""What the runner binds whole (its SYSTEM): a folder inside one of these is in the sandbox."""
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # the runner binds whole
 INSIDE = ("/workspace", "/sandbox/workspace")
 """Where the code sees its workspace (its HOME and current directory) in namespace mode: a neutral path,
 so nothing in the sandbox (``HOME``, ``os.getcwd()``, /proc/self/mountinfo's mount points) names the
