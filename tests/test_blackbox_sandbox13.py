@@ -489,3 +489,17 @@ async def test_a_bot_deployed_under_usr_keeps_its_directory_out_of_the_sandbox(
         mine = (ws / "mine.txt").read_text()
     assert ran.stdout.splitlines() == [f"{name} unreadable" for name in sorted(secrets)] + ["4"], ran
     assert mine == "mine"
+
+
+async def test_a_bot_run_from_tmp_leaves_the_sandbox_its_own_tmp(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden paths are host paths; applied inside the new root, a working directory of /tmp (`agentbot
+    ask` run from there) covered the sandbox's private /tmp with a read-only one, and tempfile wrote into
+    the workspace instead. Only what lies inside what the sandbox shows of the host is hidden now."""
+    monkeypatch.chdir("/tmp")
+    python = ResearchToolSettings.from_settings(AgentSettings(), "./data").python
+    ran = await run_sandboxed(
+        "import tempfile\nprint(tempfile.gettempdir())", ws, replace(python, timeout=10), namespaced=True
+    )
+    assert ran.stdout == "/tmp\n", ran

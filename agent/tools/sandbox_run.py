@@ -108,18 +108,19 @@ def exposed_paths(python: str) -> list[str]:
 
 
 def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
-    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible: the
-    interpreter, the OS's folders, ``inside`` (the workspace is mounted there by descriptor: its host path,
-    in a DATA_DIR under /usr, is hidden with it). An ancestor inside an exposed folder (the bot's directory
-    under /usr with its venv in it) is hidden entry by entry around what must stay."""
+    """PYTHON_HIDE_PATHS inside what is exposed, never what must stay (the interpreter, the OS's folders,
+    ``inside``: the workspace is mounted there by descriptor, its host path may go); an ancestor of those
+    (the bot's directory under /usr with its venv in it) is hidden entry by entry around them."""
     exposed = exposed_paths(settings.python)
     keep = [*exposed, *SYSTEM_DIRS, inside]
     todo, out = [os.path.realpath(p) for p in settings.hide], []
-    while todo:
+    while todo:  # only what is in there (a bot run from /tmp hid the sandbox's own /tmp)
         p = todo.pop()
+        if p in keep or not any(_nested(p, e) for e in (*SYSTEM_DIRS, *exposed)):
+            continue
         if not any(_nested(k, p) for k in keep):
             out.append(p)
-        elif p not in keep and any(_nested(p, e) and p != e for e in (*SYSTEM_DIRS, *exposed)):
+        else:
             with contextlib.suppress(OSError):
                 todo += [os.path.join(p, name) for name in os.listdir(p)]
     return sorted(out)
@@ -147,8 +148,7 @@ def _nested(path: str, root: str) -> bool:
 
 
 def rlimits(s: PythonSettings, limits: RunLimits, counted: int) -> dict[str, tuple[int, int]]:
-    """What the supervisor sets on itself before it forks the code (``resource.RLIMIT_*`` by name).
-    ``counted``: the tasks RLIMIT_NPROC counts that are not the code's (see :func:`_run`)."""
+    """The supervisor's limits before it forks the code; ``counted``: tasks RLIMIT_NPROC counts, not its."""
     return {
         "RLIMIT_CPU": (s.cpu_seconds, s.cpu_seconds + 1),
         "RLIMIT_AS": (limits.memory_bytes, limits.memory_bytes),
