@@ -32,6 +32,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_manners13.py": 45,  # new this session: its own measure (14.8 s) x3
     "test_blackbox_hostile13.py": 45,  # new this session: its own measure (15.0 s, 15 tests, load 7) x3
     "test_blackbox_ask13.py": 43,  # new in session 13: its own measure (14.2 s) x3
+    "test_blackbox_sandbox13.py": 40,  # new this session: its own measure (7.5 s quiet, 18 s at load 9) x3
     "test_blackbox_harden.py": 29,  # new this session: its own measure (9.8 s) x3
     "test_blackbox_compat13.py": 36,  # new this session: its own measure (11.5 s, 15 tests) x3
     "test_blackbox_charge.py": 75,  # new this session: its own measure (25 s) x3

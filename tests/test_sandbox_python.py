@@ -58,7 +58,7 @@ def test_sandbox_namespaces_work_here_and_the_description_says_no_network() -> N
     assert support.namespaces, f"namespace sandbox unavailable on this host: {support.detail}"
     [tool] = python_tools(LIMITS)
     assert "There is no network access." in tool.description
-    assert "1 s CPU, 2.5 s wall-clock, 128 MB memory, 16 processes" in tool.description
+    assert "1 s CPU, 2.5 s wall-clock, 128 MB memory for all its processes, 16 processes" in tool.description
 
 
 WHERE_AM_I = """
@@ -276,7 +276,7 @@ print('pids:', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))
     assert "leaks: []" in outcome.output
     assert secret not in outcome.output
     assert (
-        "['HOME', 'LANG', 'LC_ALL', 'MKL_NUM_THREADS', 'MPLBACKEND', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR']"
+        "['HOME', 'LANG', 'LC_ALL', 'MALLOC_ARENA_MAX', 'MKL_NUM_THREADS', 'MPLBACKEND', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TMPDIR']"
         in outcome.output
     )
     assert "pids: [1, 2]" in outcome.output  # its own PID namespace: the supervisor and itself

@@ -33,6 +33,7 @@ from agent.tools.workspace import (
     MAX_DEPTH,
     Walk,
     human_size,
+    open_dir,
     remove_tree,
     workspace_lock,
     workspace_usage,
@@ -62,6 +63,11 @@ def workspace_root(ctx: ToolContext) -> Path:
         raise ToolRefused("this session has no workspace, so file tools are unavailable")
     ws = Path(ctx.workspace)
     ws.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The folder of the workspaces too: the bot made it (and them) 0755, and run_python's code can chmod its
+    # own; with this one 0700 no other local user reaches any file in them, a setuid one included.
+    parent = os.stat(ws.parent)
+    if parent.st_uid == os.geteuid() and parent.st_mode & 0o077:
+        os.chmod(ws.parent, stat.S_IMODE(parent.st_mode) & 0o700)
     return ws.resolve()
 
 
@@ -104,7 +110,7 @@ def _is_link(name: str, dir_fd: int) -> bool:
 @contextmanager
 def _walk_to(ws: Path, dirs: list[str], *, create: bool) -> Iterator[int]:
     """A descriptor for the directory ``ws/dirs...``, reached without following any link."""
-    fd = os.open(ws, DIR_FLAGS)
+    fd = open_dir(ws)
     try:
         for i, part in enumerate(dirs):
             where = "/".join(dirs[: i + 1])

@@ -33,18 +33,20 @@ import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agent.setting_parsers import ConfigError
 from agent.tools import sandbox_cgroup
 from agent.tools.files import human_size, workspace_root
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, tool
 from agent.tools.safe_names import shown_name
 from agent.tools.sandbox_run import (
+    INODES_PER_MB,
     PythonSettings,
     SandboxMode,
     SandboxRun,
     plan_limits,
     run_sandboxed,
 )
-from agent.tools.workspace import Held, give_workspace_to, regular_files, workspace_usage
+from agent.tools.workspace import Held, defuse, give_workspace_to, regular_files, workspace_usage
 
 __all__ = ["PythonSettings", "SandboxMode", "SandboxSupport", "plan_limits", "probe_sandbox", "python_tools"]
 
@@ -137,6 +139,11 @@ def _notes(run: SandboxRun, s: PythonSettings) -> list[str]:
         notes.append(
             f"the process limit was reached: the code may have at most {lim.processes} processes/threads"
         )
+    if "No space left on device" in err:
+        notes.append(
+            f"the private /tmp and /dev/shm hold at most {s.tmpfs_mb} MB and {s.tmpfs_mb * INODES_PER_MB} "
+            "files and folders each; the workspace its quota"
+        )
     if "File too large" in err:
         notes.append(f"the file size limit of {human_size(lim.file_bytes)} was reached")
     return notes
@@ -180,9 +187,19 @@ def _snapshot(ws: Path) -> dict[str, tuple[int, int]]:
 
 
 def describe(settings: PythonSettings, support: SandboxSupport) -> str:
+    # Without a cgroup the limits are per process: "512 MB memory, 32 processes" was 4 processes of 128 MB.
+    lim = plan_limits(
+        settings, cgroup=sandbox_cgroup.available() is not None, quota_left=settings.quota_bytes
+    )
+    memory = (
+        f"{settings.memory_mb} MB memory for all its processes, {lim.processes} processes/threads"
+        if lim.cgroup
+        else f"{settings.memory_mb} MB memory in at most {lim.processes} processes/threads of "
+        f"{lim.memory_bytes >> 20} MB each"
+    )
     limits = (
-        f"Limits: {settings.cpu_seconds} s CPU, {settings.timeout:g} s wall-clock, {settings.memory_mb} MB "
-        f"memory, {settings.max_processes} processes, {settings.file_size_mb} MB per file, and the workspace "
+        f"Limits: {settings.cpu_seconds} s CPU, {settings.timeout:g} s wall-clock, {memory}, "
+        f"{settings.file_size_mb} MB per file, and the workspace "
         f"quota ({human_size(settings.quota_bytes)}, {settings.quota_files} files); output is cut at "
         f"{settings.max_output_chars} characters."
     )
@@ -196,20 +213,65 @@ def describe(settings: PythonSettings, support: SandboxSupport) -> str:
             base + "There is no network access. Nothing outside the workspace and /tmp is writable. " + limits
         )
     return (
-        base + limits + " WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits): it runs with "
-        "the bot's own rights and network; use it only for computation."
+        base + limits + _UNISOLATED + ": it runs with the bot's own rights and network; use it only for "
+        "computation."
     )
+
+
+_UNISOLATED = " WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits)"
+_UNAVAILABLE = "run_python is unavailable on this host"
+
+
+def config_note(tool: Tool | None) -> str | None:
+    """What /config show says of run_python beside on/off, where it is not the isolated tool it looks
+    like (it was listed under "On" like any tool): refused on this host, or not isolated at all."""
+    if tool is None:
+        return None
+    if tool.description.startswith(_UNAVAILABLE):
+        return "is unavailable on this host (its sandbox cannot isolate code here): every call is refused"
+    if _UNISOLATED in tool.description:
+        return (
+            "runs code NOT isolated on this host (PYTHON_SANDBOX=rlimits): with the bot's own rights, files "
+            "and network"
+        )
+    return None
 
 
 def _unavailable(detail: str) -> Tool:
     """What the model sees when isolation does not work here: the tool exists only to say so."""
-    why = f"run_python is unavailable on this host: its sandbox cannot isolate code here ({detail})."
+    why = f"{_UNAVAILABLE}: its sandbox cannot isolate code here ({detail})."
 
     @tool(name="run_python", description=why + " Do not call it; compute by reasoning or other tools.")
     def run_python(code: str) -> str:
         raise ToolRefused(why)
 
     return run_python
+
+
+def _escapable() -> str:
+    """What rlimits' limits are worth where the code's user owns the cgroup hierarchy (root, or the user
+    a cgroup was delegated to): measured, a root bot's code wrote its pid into the root cgroup's
+    cgroup.procs and forked 40 processes past a limit of 16."""
+    if os.geteuid() != 0 and sandbox_cgroup.available() is None:
+        return ""
+    return (
+        "; no limit holds against code that tries: it runs as the user that owns its cgroup and can move "
+        "itself out of it (as root, raise its limits and kill the bot too); the limits only stop accidents"
+    )
+
+
+def _rlimits_cannot_limit() -> str | None:
+    """Why PYTHON_SANDBOX=rlimits cannot bound the code's processes here, or None: root is exempt from
+    RLIMIT_NPROC, so a root bot without a cgroup for runs let the code fork 40 processes past a limit of 2
+    (a fork bomb had no bound, nor the memory of all of them together)."""
+    if os.geteuid() != 0 or sandbox_cgroup.available() is not None:
+        return None
+    return (
+        "PYTHON_SANDBOX=rlimits: the bot runs as root with no cgroup for runs, so nothing bounds how many "
+        "processes run_python's code starts (root is exempt from RLIMIT_NPROC) nor their memory together; "
+        "run the bot as another user, give it a cgroup (README's Python sandbox section), or set "
+        "PYTHON_SANDBOX=auto"
+    )
 
 
 _run_locks: weakref.WeakValueDictionary[str, Held] = weakref.WeakValueDictionary()
@@ -219,16 +281,21 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
     if settings.mode == "off":
         return []
     if settings.mode == "rlimits":
+        if why := _rlimits_cannot_limit():
+            raise ConfigError(why)
         support = SandboxSupport(False, "PYTHON_SANDBOX=rlimits")
         log.warning(
-            "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network"
+            "run_python: PYTHON_SANDBOX=rlimits: code runs UNISOLATED with the bot's rights, files and network%s",
+            _escapable(),
         )
     else:
         support = probe_sandbox(settings)
         if not support.namespaces:
             if settings.mode == "namespaces":
-                raise RuntimeError(
-                    f"PYTHON_SANDBOX=namespaces but namespaces do not work here: {support.detail}"
+                # A ConfigError is one line from `agentbot ask`/`run`; a RuntimeError was a crash with a traceback.
+                raise ConfigError(
+                    f"PYTHON_SANDBOX=namespaces but namespaces do not work here: {support.detail} "
+                    "(README's Python sandbox section says what a host needs; PYTHON_SANDBOX=auto runs without run_python)"
                 )
             log.warning("run_python is off: the sandbox cannot isolate code here (%s)", support.detail)
             return [_unavailable(support.detail)]
@@ -267,9 +334,12 @@ def python_tools(settings: PythonSettings) -> list[Tool]:
             if give:
                 await asyncio.to_thread(give_workspace_to, ws, settings.sandbox_uid, settings.sandbox_gid)
             before = await asyncio.to_thread(_snapshot, ws)
-            run = await run_sandboxed(
-                code, ws, settings, namespaced=namespaced, quota_left=settings.quota_bytes - used.bytes
-            )
+            try:
+                run = await run_sandboxed(
+                    code, ws, settings, namespaced=namespaced, quota_left=settings.quota_bytes - used.bytes
+                )
+            finally:  # stopped or not: no setuid file is left, and the workspace is 0700 again
+                await asyncio.to_thread(defuse, ws)
             if run.setup_error:
                 raise ToolRefused(f"the sandbox could not start: {run.setup_error}")
             _tell_operator(run.notice)
@@ -298,16 +368,21 @@ def sandbox_report(settings: PythonSettings) -> tuple[bool, str]:
     if settings.mode == "off":
         return True, "PYTHON_SANDBOX=off: run_python is not offered to the model"
     if settings.mode == "rlimits":
+        if why := _rlimits_cannot_limit():
+            return False, why
         return True, (
             "WARNING: PYTHON_SANDBOX=rlimits: run_python code is NOT isolated: it can read and write "
             "everything the bot's user can (its .env and API keys, the database, /proc/<bot pid>/environ with "
             "the Discord token, other sessions' files) and use the bot's network, loopback included; only "
-            "the CPU, memory, process, file-size and time limits hold"
+            "the CPU, memory, process, file-size and time limits hold" + _escapable()
         )
     support = probe_sandbox(settings)
-    if not support.namespaces:
+    if not support.namespaces:  # under namespaces the bot does not start at all (it said "run_python is OFF")
+        what = (
+            "agentbot run and ask refuse to start" if settings.mode == "namespaces" else "run_python is OFF"
+        )
         return False, (
-            f"run_python is OFF: the sandbox cannot isolate code here ({support.detail}); a container needs "
+            f"{what}: the sandbox cannot isolate code here ({support.detail}); a container needs "
             + CONTAINER_NEEDS
         )
     return True, (

@@ -87,7 +87,11 @@ class ResearchToolSettings:
             quota_bytes=quota, quota_files=quota_files, read_max_chars=env.files_read_max_chars
         )
         extra = tuple(p.strip() for p in env.python_hide_paths.split(",") if p.strip())
-        hide = ("/root", "/home", os.path.abspath(".env"), os.path.abspath(data_dir or "./data"), *extra)
+        # The bot's directory and its files with secrets, wherever they are: under /usr (Docker's /usr/src/app)
+        # they were in the sandbox, .env.bak and the MCP servers file (with its servers' keys) readable.
+        mcp = (os.path.abspath(os.path.expanduser(env.mcp_servers_file)),) if env.mcp_servers_file else ()
+        mine = (os.getcwd(), os.path.abspath(".env"), *mcp)
+        hide = ("/root", "/home", *mine, os.path.abspath(data_dir or "./data"), *extra)
         given = {"mode": env.python_sandbox, "python": env.python_path, "hide": hide, "quota_bytes": quota}
         python = _prefixed(env, "python_", PythonSettings, **given, quota_files=quota_files)
         limits = parse_rate_limits(env.tool_rate_limits)

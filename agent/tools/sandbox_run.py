@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from agent.tools import sandbox_cgroup
+from agent.tools.sandbox_procs import end_orphans, kill_group, tasks_of_my_uid
+from agent.tools.sandbox_seccomp import memfd_filter, unfiltered
 from agent.tools.workspace import workspace_usage
 
 RUNNER = Path(__file__).with_name("sandbox_runner.py")
@@ -27,6 +29,10 @@ QUOTA_POLL = 0.05
 """Seconds between quota checks during a run: a walk of at most quota_files entries takes ~2 ms."""
 _SUPERVISOR_TASKS = 2  # the runner and PID 1 are in the run's cgroup too
 _MIN_PROCESS_MB = 128  # without a cgroup, no process gets less address space than this
+INODES_PER_MB = 256
+"""Files and folders the private /tmp and /dev/shm may hold per MB of their size: an empty file costs no
+bytes of a tmpfs but ~1 KB of kernel memory that no RLIMIT_AS counts (one process made 358,000 in
+/tmp in 2.4 CPU seconds, 354 MB of slab, in a run limited to 256 MB)."""
 _STATUS = frozenset({"setup_error", "exit_code", "signal", "cpu_seconds", "max_rss_kb", "notice"})
 
 
@@ -102,13 +108,25 @@ def exposed_paths(python: str) -> list[str]:
 
 
 def _hidden(settings: PythonSettings, workspace: Path, inside: str) -> list[str]:
-    """PYTHON_HIDE_PATHS that lie inside what is exposed; never an ancestor of what must stay visible
-    (the workspace where the code sees it, ``inside``, included)."""
-    keep = [*exposed_paths(settings.python), os.path.realpath(workspace), inside]
-    paths = [os.path.realpath(p) for p in settings.hide]
-    return [p for p in paths if not any(k == p or k.startswith(p.rstrip("/") + "/") for k in keep)]
+    """PYTHON_HIDE_PATHS inside what is exposed, never what must stay (the interpreter, the OS's folders,
+    ``inside``: the workspace is mounted there by descriptor, its host path may go); an ancestor of those
+    (the bot's directory under /usr with its venv in it) is hidden entry by entry around them."""
+    exposed = exposed_paths(settings.python)
+    keep = [*exposed, *SYSTEM_DIRS, inside]
+    todo, out = [os.path.realpath(p) for p in settings.hide], []
+    while todo:  # only what is in there (a bot run from /tmp hid the sandbox's own /tmp)
+        p = todo.pop()
+        if p in keep or not any(_nested(p, e) for e in (*SYSTEM_DIRS, *exposed)):
+            continue
+        if not any(_nested(k, p) for k in keep):
+            out.append(p)
+        else:
+            with contextlib.suppress(OSError):
+                todo += [os.path.join(p, name) for name in os.listdir(p)]
+    return sorted(out)
 
 
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")  # the runner binds whole
 INSIDE = ("/workspace", "/sandbox/workspace")
 """Where the code sees its workspace (its HOME and current directory) in namespace mode: a neutral path,
 so nothing in the sandbox (``HOME``, ``os.getcwd()``, /proc/self/mountinfo's mount points) names the
@@ -129,6 +147,34 @@ def _nested(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def rlimits(s: PythonSettings, limits: RunLimits, counted: int) -> dict[str, tuple[int, int]]:
+    """The supervisor's limits before it forks the code; ``counted``: tasks RLIMIT_NPROC counts, not its."""
+    return {
+        "RLIMIT_CPU": (s.cpu_seconds, s.cpu_seconds + 1),
+        "RLIMIT_AS": (limits.memory_bytes, limits.memory_bytes),
+        "RLIMIT_FSIZE": (limits.file_bytes, limits.file_bytes),
+        "RLIMIT_NOFILE": (256, 256),
+        "RLIMIT_CORE": (0, 0),
+        "RLIMIT_NPROC": (limits.processes + counted, limits.processes + counted),
+    }
+
+
+def sysctls(tmpfs_mb: int) -> dict[str, str]:
+    """Limits PID 1 sets in the sandbox's own user and IPC namespaces (the host's stay as they are), on
+    what no per-process limit counts and only a cgroup, where the host gives one, would."""
+    return {
+        # In a user namespace of its own the code was root again and mounted a tmpfs of any size (400 MB
+        # filled in a run limited to 256 MB).
+        "/proc/sys/user/max_user_namespaces": "0",
+        # System V shared memory outlives its attachments: 8 segments of 50 MB held 400 MB at 256 MB. Now
+        # as much as /dev/shm holds.
+        "/proc/sys/kernel/shmmax": str(tmpfs_mb << 20),
+        "/proc/sys/kernel/shmall": str((tmpfs_mb << 20) // os.sysconf("SC_PAGE_SIZE")),
+        # Message queues are kernel memory, 16 KB each at most: 20,000 held 320 MB (32,000 allowed).
+        "/proc/sys/kernel/msgmni": "64",
+    }
+
+
 def _env(home: str) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -140,6 +186,8 @@ def _env(home: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        # glibc reserves a 64 MB malloc arena per thread out of RLIMIT_AS: 15 of 32 threads could start.
+        "MALLOC_ARENA_MAX": "2",
     }
 
 
@@ -156,18 +204,14 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
     return bytes(kept), total
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
 async def _watch_quota(ws: Path, s: PythonSettings, pid: int, run: SandboxRun) -> None:
     while True:
         await asyncio.sleep(QUOTA_POLL)
         usage = await asyncio.to_thread(workspace_usage, ws, s.quota_files + 1)
         if why := usage.over(s.quota_bytes, s.quota_files):
             run.over_quota = why
-            _kill_group(pid)
+            await asyncio.to_thread(end_orphans, pid)  # a detached writer too (or PID 1 and its namespace)
+            kill_group(pid)
             return
 
 
@@ -195,7 +239,10 @@ async def run_sandboxed(
             await asyncio.to_thread(group.remove)
     if group is not None:
         run.oom_killed = oom
+        if oom and run.exit_code is None and run.signal is None:  # its supervisor was the one killed
+            run.signal = signal.SIGKILL
     run.limits = limits
+    run.notice = "; ".join(n for n in (run.notice, unfiltered()) if n) or None
     return run
 
 
@@ -239,6 +286,8 @@ async def _run(
     loop = asyncio.get_running_loop()
     status_r, status_w = os.pipe()
     inside = inside_path(settings, workspace, namespaced)
+    # RLIMIT_NPROC counts PID 1 (or the runner) and, without a user namespace, every task of our uid.
+    counted = 1 + (0 if namespaced else await asyncio.to_thread(tasks_of_my_uid))
     # On the runner's stdin, never its command line: the code can read /proc/1/cmdline.
     cfg = {
         "overlay_work": overlay_work,
@@ -249,10 +298,10 @@ async def _run(
         "hide": _hidden(settings, workspace, inside),
         "expose": exposed_paths(settings.python),
         "tmpfs_mb": settings.tmpfs_mb,
-        "cpu_seconds": settings.cpu_seconds,
-        "memory_bytes": limits.memory_bytes,
-        "file_bytes": limits.file_bytes,
-        "max_processes": limits.processes,
+        "tmpfs_inodes": settings.tmpfs_mb * INODES_PER_MB,
+        "sysctls": sysctls(settings.tmpfs_mb),
+        "seccomp": memfd_filter(),
+        "rlimits": rlimits(settings, limits, counted),
         "python": settings.python,
         "cgroup_procs": group.procs_files if group else [],
     }
@@ -309,7 +358,9 @@ async def _run(
         raise
     finally:
         watch.cancel()
-        _kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
+        if not namespaced and proc.returncode is None:
+            await asyncio.to_thread(end_orphans, proc.pid)
+        kill_group(proc.pid)  # also whatever a run without a PID namespace left behind
         if proc.returncode is None:
             await proc.wait()
     if not run.timed_out:
@@ -319,7 +370,8 @@ async def _run(
     transport.close()
     for msg in lines:  # the runner names SandboxRun's fields (its status fd is closed to the code)
         for key in _STATUS.intersection(msg):
-            setattr(run, key, msg[key])
+            more = key == "notice" and run.notice  # notices add up: each a protection this run went without
+            setattr(run, key, f"{run.notice}; {msg[key]}" if more else msg[key])
     for task, attr in ((out_task, "stdout"), (err_task, "stderr")):
         try:
             async with asyncio.timeout(2):

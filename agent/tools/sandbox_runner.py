@@ -12,8 +12,8 @@ the workspace an overlay named by descriptor so /proc/self/mountinfo shows no ho
 mount and a ``{"notice": ...}`` where overlayfs cannot be mounted), drops every capability for good,
 sets the per-process limits and forks ``python -I -B -c CODE``, reaping every process until it ends
 and reporting exit status, CPU seconds and peak memory as one JSON line on the status pipe; when PID 1
-exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``)
-only the limits apply. A failure before the code starts is ``{"setup_error": ...}``; the code never runs.
+exits the kernel kills whatever the code left running. Without namespaces (``PYTHON_SANDBOX=rlimits``) the
+limits apply, and we (a subreaper) kill what it left. A setup failure is ``{"setup_error": ...}``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import json
 import os
 import platform
 import resource
+import signal
+import struct
 import sys
 
 STATUS_FD = 3  # replaced by argv[1], the status pipe python_exec passes
@@ -50,7 +52,8 @@ MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 1 << 18, 1 << 21, 1 << 24
 
 # prctl(2) options, from <linux/prctl.h>
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_SECUREBITS = 1, 4, 24, 28
-PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, PR_SET_CHILD_SUBREAPER = 38, 47, 4, 36
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 # NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE with their _LOCKED twins, KEEP_CAPS locked off.
 SECBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 
@@ -69,11 +72,7 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
+    _fields_ = [(name, ctypes.c_uint32) for name in ("effective", "permitted", "inheritable")]
 
 
 def _check(rc: int, what: str) -> None:
@@ -153,7 +152,8 @@ def setup_filesystem(cfg: dict[str, object]) -> str | None:
     """Build a new root that holds only what the module docstring lists, and switch to it. Returns
     what could not be hidden here (for the status pipe), or None."""
     workspace, inside = str(cfg["workspace"]), str(cfg["inside"])
-    tmpfs = f"size={int(cfg['tmpfs_mb'])}m,mode=1777"  # type: ignore[call-overload]
+    # nr_inodes (sandbox_run.INODES_PER_MB): an empty file costs no bytes of the tmpfs but kernel memory.
+    tmpfs = f"size={int(cfg['tmpfs_mb'])}m,nr_inodes={int(cfg['tmpfs_inodes'])},mode=1777"  # type: ignore[call-overload]
     # Private first, or our mounts would propagate back to the host's namespace.
     _mount("make mounts private", None, "/", None, MS_REC | MS_PRIVATE)
     # Hold everything to bind before covering /tmp (the workspace or the runtime may live under it).
@@ -206,10 +206,8 @@ def setup_filesystem(cfg: dict[str, object]) -> str | None:
             bound.append(path)
     # A few files from /etc, and a passwd naming only the sandbox user.
     os.makedirs(f"{new}/etc", exist_ok=True)
-    with open(f"{new}/etc/passwd", "w") as f:
-        f.write(f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{inside}:/bin/sh\n")
-    with open(f"{new}/etc/group", "w") as f:
-        f.write(f"sandbox:x:{SANDBOX_ID}:\n")
+    _write(f"{new}/etc/passwd", f"sandbox:x:{SANDBOX_ID}:{SANDBOX_ID}:sandbox:{inside}:/bin/sh\n")
+    _write(f"{new}/etc/group", f"sandbox:x:{SANDBOX_ID}:\n")
     for name, fd in etc_fds.items():
         _bind(fd, f"{new}/etc/{name}", writable=False)
     os.makedirs(f"{new}/var", exist_ok=True)
@@ -258,35 +256,18 @@ def become_sandbox_user(set_groups: bool) -> None:
     _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def _tasks_of_my_uid() -> int:
-    """Processes and threads of our uid: what RLIMIT_NPROC counts when there is no user namespace."""
-    uid, count = os.getuid(), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status", encoding="utf-8") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields.get("Threads", "1"))
-        except (OSError, KeyError, ValueError):
-            continue
-    return count
+def _filter(program: str) -> None:
+    """Install sandbox_seccomp's filter (what it refuses, and why, is said there); kept across execve."""
+    if program:
+        code = ctypes.create_string_buffer(bytes.fromhex(program))
+        fprog = ctypes.create_string_buffer(struct.pack("HP", len(program) // 16, ctypes.addressof(code)))
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "cannot set no_new_privs")
+        _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "seccomp")
 
 
-def set_limits(cfg: dict[str, object], namespaced: bool) -> None:
-    cpu = int(cfg["cpu_seconds"])  # type: ignore[call-overload]
-    mem = int(cfg["memory_bytes"])  # type: ignore[call-overload]
-    fsize = int(cfg["file_bytes"])  # type: ignore[call-overload]
-    nproc = int(cfg["max_processes"])  # type: ignore[call-overload]
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if not namespaced:
-        nproc += _tasks_of_my_uid()  # outside a user namespace the bot's own tasks count too
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _report(status: dict[str, object]) -> None:
@@ -296,12 +277,9 @@ def _report(status: dict[str, object]) -> None:
 
 def _write_own_maps() -> None:
     uid, gid = os.getuid(), os.getgid()
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{SANDBOX_ID} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{SANDBOX_ID} {gid} 1")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{SANDBOX_ID} {uid} 1")
+    _write("/proc/self/gid_map", f"{SANDBOX_ID} {gid} 1")
 
 
 def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: bool) -> int:
@@ -311,13 +289,21 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             if notice := setup_filesystem(cfg):
                 _report({"notice": notice})
             _libc.sethostname(b"sandbox", 7)
+            for path, value in dict(cfg["sysctls"]).items():  # type: ignore[call-overload]
+                try:  # sandbox_run.sysctls says why each; a kernel before 5.17 keeps IPC's read-only here
+                    _write(path, value)
+                except OSError as e:
+                    _report({"notice": f"{path} cannot be set here ({e.strerror}): that bound does not hold"})
             become_sandbox_user(set_groups=parent_maps)
-            # After the user change, which clears it: PID 1 dies with the runner, the namespace with it.
-            # (getppid() is 0 in a new PID namespace, so a runner gone in the microseconds before this
-            # line cannot be seen from here.)
+            # After the user change, which clears it: PID 1 dies with the runner, the namespace with it (a
+            # runner gone in the microseconds before cannot be seen: getppid() is 0 in a new PID namespace).
             _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+            # With Python's handler the code's kill(1, SIGINT) ended us; init is deaf to SIG_DFL ones.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(str(cfg["inside"]))  # the host's path without namespaces (nothing moved it)
-        set_limits(cfg, namespaced)
+        _filter(str(cfg["seccomp"]))
+        for name, limit in dict(cfg["rlimits"]).items():  # type: ignore[call-overload]
+            resource.setrlimit(getattr(resource, name), tuple(limit))  # sandbox_run.rlimits
         child = os.fork()
     except (SetupError, OSError, ValueError) as e:
         _report({"setup_error": str(e)})
@@ -343,6 +329,8 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
             else:
                 status["exit_code"] = os.WEXITSTATUS(wstatus)
             break
+    if not namespaced:
+        _end_orphans()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     status["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 3)
     status["max_rss_kb"] = usage.ru_maxrss
@@ -350,12 +338,28 @@ def _run_code(cfg: dict[str, object], code: str, namespaced: bool, parent_maps: 
     return 0
 
 
+def _end_orphans() -> None:
+    """Without a PID namespace what the code left (a setsid() daemon) comes back to us, a subreaper: end it."""
+    me = os.getpid()
+    while True:
+        try:
+            kids = open(f"/proc/{me}/task/{me}/children").read().split()  # noqa: SIM115
+        except OSError:  # a kernel without CONFIG_PROC_CHILDREN: never wait on one we cannot kill
+            return
+        for pid in kids:
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), 9)
+        try:
+            os.waitpid(-1, 0)  # one we killed; its children are ours now: look again
+        except ChildProcessError:
+            return
+
+
 def main() -> int:
     global STATUS_FD
     STATUS_FD = int(sys.argv[1])
     cfg = json.loads(sys.stdin.buffer.readline())  # the program follows on stdin (read below)
-    namespaced = bool(cfg["namespaced"])
-    parent_maps = bool(cfg.get("parent_maps"))
+    namespaced, parent_maps = bool(cfg["namespaced"]), bool(cfg.get("parent_maps"))
     os.set_inheritable(STATUS_FD, False)
     # Die with the bot: killed with -9 (or OOM), it cannot stop us, and the code would run on unbounded.
     # PID 1 of the namespace dies with us in turn, taking the whole PID namespace along.
@@ -364,14 +368,12 @@ def main() -> int:
         return 125
     try:
         for procs in cfg.get("cgroup_procs", []):  # join the run's cgroup before anything else starts
-            with open(procs, "w") as f:
-                f.write(str(os.getpid()))
+            _write(procs, str(os.getpid()))
     except OSError as e:
         _report({"setup_error": f"cannot join the run's cgroup: {e}"})
         return 125
     if namespaced:
-        flags = NAMESPACES
-        if _libc.unshare(flags) != 0:
+        if _libc.unshare(NAMESPACES) != 0:
             _report({"setup_error": f"cannot create namespaces: {os.strerror(ctypes.get_errno())}"})
             return 125
         if parent_maps:
@@ -383,10 +385,9 @@ def main() -> int:
                 _report({"setup_error": f"cannot map the sandbox user: {e}"})
                 return 125
     code = sys.stdin.buffer.read().decode("utf-8")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    if not namespaced:
+    os.dup2(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 0)  # fd 0 without CLOEXEC: the code's stdin
+    if not namespaced:  # the code's orphans come back to us, a subreaper: _end_orphans
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         return _run_code(cfg, code, False, False)
     init = os.fork()  # the first child of a new PID namespace is its PID 1
     if init == 0:

@@ -41,6 +41,7 @@ from bot.cogs.config_support import (
     reset_choices,
     reset_clicked,
     reset_prompt,
+    with_sandbox_note,
 )
 from bot.formatting import (
     Refusal,
@@ -125,7 +126,7 @@ class ConfigCog(commands.Cog):
         limits = await self.bot.services.quotas.limits_for(guild_id)
         name = interaction.guild.name if interaction.guild else str(guild_id)
         embed = settings_embed(gs, changes, limits, self.store.schema.known_tools, name)
-        await reply(interaction, embed=embed)
+        await reply(interaction, embed=with_sandbox_note(embed, self.bot.services.tools.get("run_python")))
 
     # --- models -----------------------------------------------------------------------------------
 

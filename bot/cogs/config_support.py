@@ -20,7 +20,11 @@ from agent.logs import redact_query
 from agent.memory.types import MemoryStoreError
 from agent.models.tiers import TIERS
 from agent.tools.domains import DomainPolicy
+from agent.tools.python_exec import config_note
+from agent.tools.registry import Tool
 from bot.formatting import (
+    EMBED_TOTAL_MAX,
+    FIELD_VALUE_MAX,
     Refusal,
     clip,
     code,
@@ -290,3 +294,16 @@ def check_mcp_name(name: str, current: dict[str, str], operator: Any) -> None:
             f"⚠️ This server already has {MCP_MAX_SERVERS} MCP servers; remove one with "
             "`/config reset mcp.<name>` first."
         )
+
+
+def with_sandbox_note(embed: discord.Embed, run_python: Tool | None) -> discord.Embed:
+    """/config show's embed, with what :func:`config_note` says of run_python first in its Tools field:
+    listed under "On" like any tool, an unisolated or refused run_python looked like the sandboxed one.
+    The field is cut, never the note, so the embed stays within Discord's limits."""
+    note = config_note(run_python)
+    for i, field in enumerate(embed.fields if note else ()):
+        if field.name == "Tools":
+            room = min(FIELD_VALUE_MAX, len(field.value or "") + EMBED_TOTAL_MAX - len(embed))
+            value = clip(f"`run_python` {note}\n{field.value}", room)
+            embed.set_field_at(i, name=field.name, value=value, inline=field.inline)
+    return embed
