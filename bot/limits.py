@@ -231,7 +231,7 @@ def exhausted_message(limit: str, used: float, cap: float, now: datetime, *, nee
     if need and used < cap and limit in _NO_ROOM:
         # Not "reached": a member told "limit reached: 1,800 of 10,000" could not see why; what they
         # need to know is that the step is larger than what is left.
-        head = _NO_ROOM[limit].format(need=amount(need), left=amount(cap - used), cap=amount(cap))
+        head = _NO_ROOM[limit].format(need=amount(need), left=amount(round(cap - used, 9)), cap=amount(cap))
     else:
         head = _EXHAUSTED[limit].format(used=amount(used), cap=amount(cap))
         if need and limit in _NO_ROOM:

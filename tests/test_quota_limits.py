@@ -56,5 +56,5 @@ def test_exhausted_messages_name_the_limit_and_the_reset() -> None:
     msg = exhausted_message("requests_per_day", 50, 50, now)
     assert "50 of 50 requests today" in msg and "<t:1741651200:R>" in msg
     msg = exhausted_message("cost_per_month_usd", 4.99, 5.0, now, need=0.02)
-    assert "$4.99 of $5.00" in msg and "costs about $0.02." in msg and "<t:1743465600:R>" in msg
+    assert "it costs about $0.02, and $0.01 of $5.00 is left this month" in msg and "<t:1743465600:R>" in msg
     assert "<t:" not in exhausted_message("concurrent_sessions", 2, 2, now)
