@@ -1,0 +1,125 @@
+"""Bot CPU per agent step (``bench/bot_load.py``, issue 18.1), session 13: hand-offs to SQLite's thread.
+
+A hop to aiosqlite's thread and back cost ~90 us of CPU per hop at 100 sessions (measured by adding one
+no-op hop before each: +0.62 / +0.77 ms per step for 45 more hops a run), so each cut is pinned here by
+the hops that are gone, with what a member or operator reads afterwards unchanged. No timed assertions;
+the figures are in the commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from agent.events import Cost, RunResult, Usage
+from agent.messages import Message
+from bot.checkpoint import closing_writes
+from bot.store import SessionRecord, SessionStore, new_session_id, open_database
+from tests.conftest import StoreTarget
+
+
+@contextmanager
+def hops_to_writer(db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every hand-off to the SQLite writer connection's thread while the block runs (none on PostgreSQL)."""
+    hops: list[str] = []
+    conn = getattr(db, "conn", None)
+    if conn is None:
+        yield hops
+        return
+    real = type(conn)._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self is conn:
+            hops.append(str(args[0]) if args and isinstance(args[0], str) else getattr(fn, "__name__", "?"))
+        return await real(self, fn, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(type(conn), "_execute", counted)
+        yield hops
+
+
+def _result(*messages: Message) -> RunResult:
+    return RunResult(
+        "4", "completed", 2, Usage(30, 5, requests=2), Cost(0.0001), ["gpt-4o-mini"], messages=list(messages)
+    )
+
+
+async def test_a_turns_closing_writes_are_one_transaction(
+    store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a turn was seven hops (append's BEGIN, read of the last seq, insert, update, COMMIT;
+    the turn's summary; the session's status); now one transaction, the same rows after it: the run's
+    messages after the earlier turns', the turn's summary, the session idle."""
+    async with await open_database(await store_target()) as db:
+        store, sid = SessionStore(db), new_session_id()
+        await store.create(
+            SessionRecord(
+                id=sid, guild_id=1, channel_id=10, thread_id=20, user_id=7, task="t", tier="simple", model="m"
+            )
+        )
+        first = await store.start_turn(sid, "what is 1+1", requester_id=7)
+        await store.append_messages(sid, [Message("user", "what is 1+1").to_dict()], turn_id=first)
+        await store.append_messages(sid, [Message("assistant", "2").to_dict()], turn_id=first)
+        turn = await store.start_turn(sid, "and 2+2?", requester_id=7)
+        await store.set_status(sid, "running")
+        run = [Message("user", "and 2+2?"), Message("assistant", "4")]
+        writes = closing_writes(store, sid, turn, _result(*run), "done", [])
+        with hops_to_writer(db, monkeypatch) as hops:
+            await writes()
+            await writes()  # called again (as after an outage): nothing is written twice
+        if db.backend == "sqlite":
+            assert len(hops) == 1, hops
+        history = await store.history(sid)
+        assert [(m["role"], m["content"]) for m in history] == [
+            ("user", "what is 1+1"),
+            ("assistant", "2"),
+            ("user", "and 2+2?"),
+            ("assistant", "4"),
+        ]
+        finished = await store.latest_turn(sid)
+        assert finished is not None and finished.id == turn
+        assert finished.status == "completed" and finished.finished_at is not None
+        assert finished.result is not None and finished.result["text"] == "4"
+        assert finished.result["tokens"] == 35
+        session = await store.get(sid)
+        assert session is not None and session.status == "idle"
+        # A failed turn adds nothing to the history; its session says failed.
+        failed = await store.start_turn(sid, "and 3+3?", requester_id=7)
+        await closing_writes(store, sid, failed, _result(Message("user", "and 3+3?")), "failed", [])()
+        assert len(await store.history(sid)) == 4
+        session = await store.get(sid)
+        assert session is not None and session.status == "failed"
+
+
+async def test_a_turns_start_is_five_hops_not_nine(
+    store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn's start was nine hops (the quota check's BEGIN, read, three counter writes, COMMIT; the turn's
+    BEGIN, insert, COMMIT); the counter writes now go in one, and a turn that answers no queued follow-up
+    and replaces none is one insert. The member's slot and request are counted as before, once."""
+    from bot.limits import Limits
+    from bot.store import QuotaStore
+
+    async with await open_database(await store_target()) as db:
+        store, quotas, sid = SessionStore(db), QuotaStore(db, None, Limits.unlimited()), new_session_id()
+        await store.create(
+            SessionRecord(
+                id=sid, guild_id=1, channel_id=10, thread_id=20, user_id=7, task="t", tier="simple", model="m"
+            )
+        )
+        with hops_to_writer(db, monkeypatch) as hops:
+            began = await quotas.begin_session(1, 7, (), sid)
+            turn = await store.start_turn(sid, "what is 1+1", requester_id=7)
+        assert began.allowed
+        if db.backend == "sqlite":
+            assert len(hops) == 5, hops
+        row = await db.fetchone("SELECT requests FROM usage_daily WHERE guild_id = 1 AND user_id = 7")
+        assert row is not None and row[0] == 1
+        assert (await db.fetchone("SELECT COUNT(*) FROM active_sessions WHERE session_id = ?", (sid,)))[
+            0
+        ] == 1  # type: ignore[index]
+        latest = await store.latest_turn(sid)
+        assert latest is not None and latest.id == turn and latest.status == "running"
