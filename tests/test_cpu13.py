@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from tests.conftest import StoreTarget
 
 @contextmanager
 def hops_to_writer(db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every hand-off to the SQLite writer connection's thread while the block runs (none on PostgreSQL)."""
+    """Every hand-off to a SQLite connection's thread (writer or reader) while the block runs (none on PostgreSQL)."""
     hops: list[str] = []
     conn = getattr(db, "conn", None)
     if conn is None:
@@ -32,7 +34,7 @@ def hops_to_writer(db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[st
     real = type(conn)._execute
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        if self is conn:
+        if self is conn or self is db.reader:  # the read-only connection's thread: a hop as well
             hops.append(str(args[0]) if args and isinstance(args[0], str) else getattr(fn, "__name__", "?"))
         return await real(self, fn, *args, **kwargs)
 
@@ -94,12 +96,13 @@ async def test_a_turns_closing_writes_are_one_transaction(
         assert session is not None and session.status == "failed"
 
 
-async def test_a_turns_start_is_five_hops_not_nine(
+async def test_a_turns_start_is_three_hops_not_nine(
     store_target: StoreTarget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A turn's start was nine hops (the quota check's BEGIN, read, three counter writes, COMMIT; the turn's
-    BEGIN, insert, COMMIT); the counter writes now go in one, and a turn that answers no queued follow-up
-    and replaces none is one insert. The member's slot and request are counted as before, once."""
+    BEGIN, insert, COMMIT); the check is BEGIN with its read, then its writes with COMMIT, and a turn that
+    answers no queued follow-up and replaces none is one insert. The member's slot and request are counted
+    as before, once."""
     from bot.limits import Limits
     from bot.store import QuotaStore
 
@@ -115,7 +118,7 @@ async def test_a_turns_start_is_five_hops_not_nine(
             turn = await store.start_turn(sid, "what is 1+1", requester_id=7)
         assert began.allowed
         if db.backend == "sqlite":
-            assert len(hops) == 5, hops
+            assert len(hops) == 3, hops
         row = await db.fetchone("SELECT requests FROM usage_daily WHERE guild_id = 1 AND user_id = 7")
         assert row is not None and row[0] == 1
         assert (await db.fetchone("SELECT COUNT(*) FROM active_sessions WHERE session_id = ?", (sid,)))[
@@ -123,3 +126,38 @@ async def test_a_turns_start_is_five_hops_not_nine(
         ] == 1  # type: ignore[index]
         latest = await store.latest_turn(sid)
         assert latest is not None and latest.id == turn and latest.status == "running"
+
+
+async def test_a_new_sessions_quota_check_is_two_hops_and_refuses_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/research's quota check read the counters (a hop to the reader's thread), then took the slot in a
+    transaction that read them again (BEGIN, read, write, COMMIT): five hops. Now the transaction alone,
+    BEGIN with its read and the write with COMMIT; a member past a limit is refused with the same words."""
+    from agent.config import load_agent_settings
+    from bot.config import load_bot_settings
+    from bot.control import SessionControl
+    from bot.services import build_services
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cpu13-test-0001")
+    sv = await build_services(
+        load_agent_settings(DATA_DIR=str(tmp_path), ROUTER_CLASSIFIER="heuristic", PYTHON_SANDBOX="off"),
+        load_bot_settings(MEMORY_ENABLED=False, QUOTA_REQUESTS_PER_DAY=1),
+        serving=False,
+    )
+    try:
+        control = SessionControl(sv, None)  # type: ignore[arg-type]  # may_start needs no runner
+        member = SimpleNamespace(id=7, roles=())
+        assert (await control.may_start(1, member, "what is 1+1")).allowed  # reads the server's settings once
+        with hops_to_writer(sv.db, monkeypatch) as hops:
+            first = await control.may_start(1, member, "what is 1+1", "s-first")
+        assert first.allowed
+        assert len(hops) == 2, hops
+        await sv.quotas.begin_session(1, 7, (), "s-first")  # its first turn counts the request
+        second = await control.may_start(1, member, "and 2+2?", "s-second")
+        told = await control.may_start(1, member, "and 2+2?")  # no session id: the read-only check
+        assert not second.allowed and not told.allowed
+        assert second.message == told.message and "1 request" in second.message
+        assert (await sv.db.fetchone("SELECT COUNT(*) FROM active_sessions"))[0] == 1  # type: ignore[index]
+    finally:
+        await sv.close()

@@ -279,8 +279,8 @@ class QuotaStore(UsageReports):
         now = to_utc(self.clock())
         g = _gid(guild_id)
         limits = await self.limits_for(guild_id, role_ids)
-        async with self.db.transaction() as conn:
-            rows = await conn.execute_fetchall(_SNAPSHOT_SQL, self.period_params(g, user_id, now, session_id))
+        params = self.period_params(g, user_id, now, session_id)
+        async with self.db.transaction_reading(_SNAPSHOT_SQL, params) as (conn, rows):
             snap = _Snapshot.from_row(next(iter(rows)))
             requests = count_request or hold_request
             snap.day_requests += self._holding(g, user_id, session_id)
@@ -319,7 +319,8 @@ class QuotaStore(UsageReports):
                         (g, user_id, month_key(now)),
                     ),
                 ]
-            await execute_each(conn, writes)  # one hop to SQLite's thread, not one each
+            more = count_request and self.all_servers_per_day is not None  # all_servers.count writes after
+            await execute_each(conn, writes, commit=not more)  # one hop to SQLite's thread, not one each
             if count_request:
                 if self.all_servers_per_day is not None:
                     await all_servers.count(conn, user_id, now)
