@@ -8,6 +8,7 @@ the figures are in the commits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,3 +162,68 @@ async def test_a_new_sessions_quota_check_is_two_hops_and_refuses_as_before(
         assert (await sv.db.fetchone("SELECT COUNT(*) FROM active_sessions"))[0] == 1  # type: ignore[index]
     finally:
         await sv.close()
+
+
+async def test_the_gateways_echoes_of_bot_messages_are_not_built_into_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each post and edit of the bot came back from the gateway and was built into a ``Message`` (70-84 us
+    of CPU each, 1.5 per agent step) that no listener takes. Now only members' messages are built and
+    heard; a channel still knows its last message."""
+    import discord
+
+    from agent.config import load_agent_settings
+    from bot.app import AgentBot
+    from bot.config import load_bot_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-cpu13-test-0001")
+    bot = AgentBot(
+        load_agent_settings(DATA_DIR=str(tmp_path), ROUTER_CLASSIFIER="heuristic", PYTHON_SANDBOX="off"),
+        load_bot_settings(MEMORY_ENABLED=False),
+    )
+    await bot._async_setup_hook()  # the loop, as login sets it
+    state = bot._connection
+    state._add_guild_from_data(
+        {
+            "id": "1",
+            "name": "Lab",
+            "channels": [
+                {"id": "10", "type": 0, "name": "general", "position": 0, "permission_overwrites": []}
+            ],
+            "roles": [],
+            "members": [],
+        }
+    )
+    built: list[str] = []
+    real = discord.Message.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(kwargs["data"]["content"])
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(discord.Message, "__init__", counting)
+    heard: list[str] = []
+
+    async def on_message(message: discord.Message) -> None:
+        heard.append(message.content)
+
+    bot.add_listener(on_message, "on_message")
+
+    def message(mid: int, content: str, *, by_bot: bool) -> dict[str, Any]:
+        author = {"id": "99" if by_bot else "7", "username": "agentbot" if by_bot else "alice", "bot": by_bot}
+        author |= {"discriminator": "0", "avatar": None, "global_name": None}
+        return {"id": str(mid), "channel_id": "10", "guild_id": "1", "author": author, "content": content,
+                "timestamp": "2026-12-06T03:00:00+00:00", "edited_timestamp": None, "tts": False,
+                "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+                "pinned": False, "type": 0}  # fmt: skip
+
+    state.parsers["MESSAGE_CREATE"](message(501, "🔎 step 1", by_bot=True))
+    state.parsers["MESSAGE_UPDATE"](message(501, "🔎 step 2", by_bot=True))
+    state.parsers["MESSAGE_CREATE"](message(502, "and what about 3+3?", by_bot=False))
+    await asyncio.sleep(0.05)
+    assert built == ["and what about 3+3?"]
+    assert heard == ["and what about 3+3?"]
+    channel = bot.get_channel(10)
+    assert isinstance(channel, discord.TextChannel) and channel.last_message_id == 502
+    state.parsers["MESSAGE_CREATE"](message(503, "answer", by_bot=True))
+    assert channel.last_message_id == 503 and len(built) == 1
