@@ -33,7 +33,7 @@ from bot.config import BotSettings
 from bot.control import SessionControl
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, reply
-from bot.gateway import BoundedGateway
+from bot.gateway import BoundedGateway, skip_bot_messages
 from bot.mentions import mentions_bot, replies_to_bot
 from bot.missed import answer_missed
 from bot.resume import resume_interrupted
@@ -138,6 +138,7 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
             ),
             **kwargs,
         )
+        skip_bot_messages(self._connection)  # no Message built for a bot's post or edit
         sweep_buckets_at_most(self.http, BUCKET_SWEEP_SECONDS, time.monotonic)
 
     def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:

@@ -108,17 +108,18 @@ def closing_writes(
     status: str,
     seen: list[tuple[Message, dict[str, Any]]],
 ) -> Callable[[], Awaitable[None]]:
-    """The writes that close a turn (its whole steps, its summary, the session's status), as one call that
-    goes on from the first not yet made: after a database outage it is called again, and what was
-    written is never written twice."""
+    """The writes that close a turn (its whole steps, its summary, the session's status), as one call: one
+    transaction (:meth:`SessionStore.close_turn`), so after a database outage it is called again and what
+    was written is never written twice."""
     steps: list[Callable[[], Awaitable[Any]]] = []
+    dicts: list[dict[str, Any]] = []
     if result is not None and result.messages and status != "failed":
         # A failed turn adds nothing: Retry runs the same request again on a clean history.
         msgs = list(result.messages)
         if status == "stopped":
             msgs.append(Message("assistant", result.text))
         dicts = message_dicts(without_images(msgs), seen)
-        steps.append(lambda: sessions.append_messages(session_id, dicts, turn_id=turn_id))
+    turn: tuple[Any, dict[str, Any]] | None = None
     if turn_id is not None:
         summary: dict[str, Any] = {}
         if result is not None:
@@ -131,10 +132,11 @@ def closing_writes(
                 "models": result.models,
                 "text": result.text[:4000],
             }
-        turn_status = result.status if result is not None else "error"
-        steps.append(lambda: sessions.finish_turn(turn_id, turn_status, summary))
+        turn = (result.status if result is not None else "error", summary)
     session_status = "idle" if status in ("done", "stopped") else "failed"
-    steps.append(lambda: sessions.set_status(session_id, session_status))
+    steps.append(
+        lambda: sessions.close_turn(session_id, session_status, messages=dicts, turn_id=turn_id, turn=turn)
+    )
 
     async def go_on() -> None:
         while steps:

@@ -127,9 +127,9 @@ class SessionControl(EditRerun):
         its own thread): :meth:`start_session` with that id keeps it, and gives it back if it fails."""
         need, roles = step_need(self.sv, task, []), roles_of(member, guild_id)
         usd = step_cost(self.sv, need)
-        decision = await self.sv.quotas.check(guild_id, member.id, roles, need_tokens=need, need_usd=usd)
-        if not decision.allowed or session_id is None:
-            return decision
+        if session_id is None:
+            return await self.sv.quotas.check(guild_id, member.id, roles, need_tokens=need, need_usd=usd)
+        # No read-only check first: begin_session makes the same one inside its transaction (a read less).
         return await self.sv.quotas.begin_session(
             guild_id,
             member.id,

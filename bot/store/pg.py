@@ -291,6 +291,14 @@ class PgDatabase(Closing):
                     await conn.execute("COMMIT")
                     return
 
+    @asynccontextmanager
+    async def transaction_reading(
+        self, sql: str, params: Params = ()
+    ) -> AsyncIterator[tuple[PgConnection, list[asyncpg.Record]]]:
+        """As :meth:`bot.store.db.Database.transaction_reading`: a transaction and its first read."""
+        async with self.transaction() as conn:
+            yield conn, await conn.execute_fetchall(sql, params)
+
     async def write(self, sql: str, params: Params = ()) -> tuple[int, int | None]:
         async with self.transaction() as conn:
             cur = await conn.execute(sql, params)

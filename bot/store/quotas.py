@@ -49,7 +49,7 @@ from bot.limits import (
 )
 from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store import all_servers
-from bot.store.db import Database
+from bot.store.db import Database, execute_each
 from bot.store.guild_settings import GuildSettingsStore
 from bot.store.ledger import ledger_for
 from bot.store.quota_budget import QuotaBudget
@@ -279,8 +279,8 @@ class QuotaStore(UsageReports):
         now = to_utc(self.clock())
         g = _gid(guild_id)
         limits = await self.limits_for(guild_id, role_ids)
-        async with self.db.transaction() as conn:
-            rows = await conn.execute_fetchall(_SNAPSHOT_SQL, self.period_params(g, user_id, now, session_id))
+        params = self.period_params(g, user_id, now, session_id)
+        async with self.db.transaction_reading(_SNAPSHOT_SQL, params) as (conn, rows):
             snap = _Snapshot.from_row(next(iter(rows)))
             requests = count_request or hold_request
             snap.day_requests += self._holding(g, user_id, session_id)
@@ -299,22 +299,29 @@ class QuotaStore(UsageReports):
                 return decision
             if hold_request:  # with the check, before any await: a second start sees it held
                 self._held[session_id] = (g, user_id, now.timestamp())
-            await conn.execute(
-                "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at)"
-                " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                (session_id, g, user_id, now.timestamp()),
-            )
+            writes: list[tuple[str, tuple[Any, ...]]] = [
+                (
+                    "INSERT INTO active_sessions (session_id, guild_id, user_id, started_at)"
+                    " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                    (session_id, g, user_id, now.timestamp()),
+                )
+            ]
             if count_request:
-                await conn.execute(
-                    "INSERT INTO usage_daily (guild_id, user_id, day, requests) VALUES (?,?,?,1)"
-                    " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET requests = usage_daily.requests + 1",
-                    (g, user_id, day_key(now)),
-                )
-                await conn.execute(
-                    "INSERT INTO usage_monthly (guild_id, user_id, month, requests) VALUES (?,?,?,1)"
-                    " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = usage_monthly.requests + 1",
-                    (g, user_id, month_key(now)),
-                )
+                writes += [
+                    (
+                        "INSERT INTO usage_daily (guild_id, user_id, day, requests) VALUES (?,?,?,1)"
+                        " ON CONFLICT (guild_id, user_id, day) DO UPDATE SET requests = usage_daily.requests + 1",
+                        (g, user_id, day_key(now)),
+                    ),
+                    (
+                        "INSERT INTO usage_monthly (guild_id, user_id, month, requests) VALUES (?,?,?,1)"
+                        " ON CONFLICT (guild_id, user_id, month) DO UPDATE SET requests = usage_monthly.requests + 1",
+                        (g, user_id, month_key(now)),
+                    ),
+                ]
+            more = count_request and self.all_servers_per_day is not None  # all_servers.count writes after
+            await execute_each(conn, writes, commit=not more)  # one hop to SQLite's thread, not one each
+            if count_request:
                 if self.all_servers_per_day is not None:
                     await all_servers.count(conn, user_id, now)
                 self._held.pop(session_id, None)  # counted now: under the write lock, as it was held
