@@ -195,6 +195,12 @@ class SessionControl(EditRerun):
         except Exception:  # e.g. the database went away: no empty thread stays behind (the caller says why)
             await self._drop_thread(thread, "could not record the session of the thread it opened")
             raise
+        # The session's request is stored with it, as one that waits is: a kill between the header and
+        # the turn's start left "running" in the thread for good and the research never ran. Its turn
+        # takes it out of the store as it starts; a restart before then runs it (bot.resume).
+        name = getattr(member, "display_name", str(member))
+        roles = roles_of(member, guild_id)
+        queued_id = await sv.sessions.queue_turn(session.id, task, member.id, name, roles, message_id)
         judged = None
         # The judge's call was made: charged now, whatever becomes of the session. After the session is
         # stored: a store that is down fails that at once, where a charge waits for it to come back.
@@ -213,18 +219,18 @@ class SessionControl(EditRerun):
             await thread.add_user(member)
         except discord.HTTPException:
             pass
-        name = getattr(member, "display_name", str(member))
         await self.runner.submit(
             TurnRequest(
                 session,
                 task,
                 member.id,
                 name,
-                roles_of(member, guild_id),
+                roles,
                 thread,
                 model=model,
                 header_written=True,
                 message_id=message_id,
+                queued_id=queued_id,
                 attachments=attachments,
                 judged=judged,
             )

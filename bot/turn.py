@@ -41,12 +41,12 @@ from bot.notes import (
     FilesWritten,
     Paused,
     Refused,
-    Resumed,
     Routed,
     SaveFailed,
     SaveWaiting,
     Superseded,
     TurnFailed,
+    route_shown,
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
@@ -189,7 +189,7 @@ class Turn:
             how = model.route
             # A classified follow-up: say where it went. Not on a resume: its header (a first turn) or
             # the note before the restart (a follow-up) said it already.
-            if req.model is None and classified(how) and not any(isinstance(n, Resumed) for n in req.notes):
+            if req.model is None and classified(how) and not any(route_shown(n) for n in req.notes):
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             # Routed when the session started: its judge call was charged then (an edit's re-run of this
             # request reuses the route, and charged that one call a second time).

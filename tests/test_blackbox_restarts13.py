@@ -1,6 +1,8 @@
 """The bot's life across kill -9 and restarts, with real processes: `agentbot run` against the fake
 Discord and the scripted model, killed and started again on the same DATA_DIR. What the member sees in
-the thread, what /usage says and what the operator's log says must agree and be honest."""
+the thread, what /usage says and what the operator's log says must agree and be honest.
+
+One test, three starts of the bot: each kill's restart is the next scenario's running bot."""
 
 from __future__ import annotations
 
@@ -17,29 +19,67 @@ def _tokens(said: str) -> int:
     return int(said.replace(",", ""))
 
 
-async def test_a_call_in_flight_at_kill_9_is_charged_its_prompt_by_estimate_after_the_restart(
+async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """Step 2's model call is under way (the provider has the prompt, and bills it) when the bot is
+    """1. The bot is killed the instant a new /research's header reaches its thread ("⏳ running…"),
+    before its first turn is stored. The restart resumed nothing: the header said "running" for
+    good, the research never ran and the member was never told. Now the session's request is stored
+    with the session, so the restart runs it, once, with a note saying why it starts late.
+
+    2. Step 2's model call is under way (the provider has the prompt, and bills it) when the bot is
     killed. Its hold was dropped at the next start and the call charged nothing: the footer and /usage
     said 2,600 tokens, as if it had never been sent, so crash after crash spent the server's money past
     its limits. Now the next start charges the prompt part of each hold left behind, marked estimated:
     the footer, /usage and the log say so, and nothing of the answer cap it held is charged."""
     llm.script(
+        text("Paris.", prompt_tokens=300, completion_tokens=20),
         tool_call("calculator", {"expression": "6*7"}, prompt_tokens=1200, completion_tokens=30),
         Reply(hang=True),
         text("Resumed: the answer is 42.", prompt_tokens=1300, completion_tokens=70),
     )
     log = tmp_path / "bot.log"
-    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    data = tmp_path / "data"
     general = guild.channel("general")
+
+    def tail() -> str:
+        return log.read_text()[-3000:]
+
+    proc = await start_bot_process(fake, llm, data, guild, log)
+
+    # 1. Killed as the header shows: inside the header's request, so the bot never reads its reply.
+
+    def kill_at_the_header() -> None:
+        if proc.returncode is None and any(fake.messages(t) for t in fake.threads(parent=general)):
+            proc.kill()
+
+    fake.state.on_change.append(kill_at_the_header)
+    fake.inject_interaction("research", {"task": "Capital of France?"}, user="alice", channel=general)
+    await proc.wait()
+    fake.state.on_change.clear()
+    (paris,) = fake.threads(parent=general)
+    assert "running" in fake.messages(paris)[0].content and not llm.requests
+
+    proc = await start_bot_process(fake, llm, data, guild, log)
+    # The header, whose id the kill kept from the store, is found again and ends as done.
+    await fake.wait_for(lambda: "✅ done" in fake.messages(paris)[0].content, within=30, what="done")
+    contents = [m.content for m in fake.messages(paris)]
+    assert [c for c in contents if c.startswith("Paris.")] == ["Paris."], (contents, tail())
+    assert any(c.startswith("⏳ Starting this research, which was waiting to start") for c in contents)
+    assert not any("🧭" in c for c in contents), contents  # the header says the tier already
+    assert any("1 step · 320 tokens" in c for c in contents), contents
+    assert len(llm.requests) == 1 and fake.duplicates == []
+
+    # 2. Killed while step 2's model call is under way.
     fake.inject_interaction("research", {"task": "What is 6*7?"}, user="alice", channel=general)
-    thread = await fake.wait_for_thread(parent=general, within=20)
-    await fake.wait_for(lambda: len(llm.requests) == 2, within=20, what="step 2's model call")
+    thread = await fake.wait_for(
+        lambda: next((t for t in fake.threads(parent=general) if t.id != paris.id), None), what="a thread"
+    )
+    await fake.wait_for(lambda: len(llm.requests) == 3, within=20, what="step 2's model call")
     proc.kill()
     await proc.wait()
 
-    proc = await start_bot_process(fake, llm, tmp_path / "data", guild, log)
+    proc = await start_bot_process(fake, llm, data, guild, log)
     try:
         await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
         usage = flat(await run(fake, guild, "usage me", user="alice"))
@@ -49,13 +89,13 @@ async def test_a_call_in_flight_at_kill_9_is_charged_its_prompt_by_estimate_afte
     contents = [m.content for m in fake.messages(thread)]
     footer = next(c for c in contents if "tokens" in c)
     said = re.search(r"2 steps · estimated: ([\d,]+) tokens \(([\d,]+) in, 100 out\)", footer)
-    assert said, (footer, log.read_text()[-3000:])
+    assert said, (footer, tail())
     total, prompt = _tokens(said.group(1)), _tokens(said.group(2))
     # The lost call's prompt, as its hold counted it: about step 2's prompt (step 3 re-sent it, 1,300
     # in the server's count), never the 8,192-token answer cap the hold also held.
-    lost = prompt - 2500
-    assert 300 < lost < 4000, footer
-    assert f"**Tokens today**: ~{said.group(1)} of" in usage, (footer, usage)
+    assert 300 < prompt - 2500 < 4000, footer
     assert total == prompt + 100
+    assert f"**Tokens today**: ~{total + 320:,} of" in usage, (footer, usage)
+    assert "**Requests today**: 2 of" in usage, usage
     lines = [ln for ln in log.read_text().splitlines() if "interrupted_calls_charged" in ln]
-    assert len(lines) == 1 and '"calls": 1' in lines[0], log.read_text()[-3000:]
+    assert len(lines) == 1 and '"calls": 1' in lines[0], tail()
