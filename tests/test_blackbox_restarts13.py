@@ -2,10 +2,12 @@
 Discord and the scripted model, killed and started again on the same DATA_DIR. What the member sees in
 the thread, what /usage says and what the operator's log says must agree and be honest.
 
-One test, three starts of the bot: each kill's restart is the next scenario's running bot."""
+One test, three starts of the bot (and a second one refused): each kill's restart is the next scenario's running bot."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 from tests.test_restart_process import _no_bot_left_running, start_bot_process  # noqa: F401 (fixture)
+from tests.warm_agentbot import start_agentbot
 
 
 def _tokens(said: str) -> int:
@@ -45,7 +48,21 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     def tail() -> str:
         return log.read_text()[-3000:]
 
+    # 0. A second `agentbot run` on the same DATA_DIR is refused with one line, and says nothing else.
     proc = await start_bot_process(fake, llm, data, guild, log)
+    second_log = tmp_path / "second.log"
+    with second_log.open("wb") as err:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "AGENT_"))}
+        env |= {"DATA_DIR": str(data), "DISCORD_TOKEN": fake.token, "DISCORD_API_BASE_URL": fake.api_url}
+        env |= {"DISCORD_GATEWAY_URL": fake.gateway_url, "OPENAI_BASE_URL": llm.base_url}
+        env |= {"OPENAI_API_KEY": "sk-restart-test-0001", "ROUTER_TIERS_FILE": str(data / "tiers.toml")}
+        env |= {"MEMORY_ENABLED": "false", "LOG_FORMAT": "json", "PYTHON_SANDBOX": "off"}
+        second = await start_agentbot("run", cwd=data, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=err)
+        assert await asyncio.wait_for(second.wait(), 60) == 2
+    said = second_log.read_text().splitlines()
+    assert len(said) == 1 and said[0].startswith("agentbot: DATA_DIR: another agentbot run already serves"), (
+        said
+    )
 
     # 1. Killed as the header shows: inside the header's request, so the bot never reads its reply.
 
