@@ -122,9 +122,14 @@ class NotStarted(Note):
 @dataclass(frozen=True)
 class Paused(Note):
     steps: int
+    redo: bool = False
+    """Step ``steps + 1`` had begun (its tools were running): it is not kept, and runs again."""
 
     @property
     def text(self) -> str:
+        if self.redo:
+            n = self.steps + 1
+            return f"⏸️ The bot is restarting: this run pauses during step {n}, which starts again when it is back."
         at = f"after step {self.steps}" if self.steps else "before its first step"  # not "after step 0"
         return f"⏸️ The bot is restarting: this run pauses {at} and resumes when it is back."
 

@@ -2,13 +2,14 @@
 Discord and the scripted model, killed and started again on the same DATA_DIR. What the member sees in
 the thread, what /usage says and what the operator's log says must agree and be honest.
 
-One test, three starts of the bot (and a second one refused): each kill's restart is the next scenario's running bot."""
+One test, four starts of the bot (and a second one refused): each kill's restart is the next scenario's running bot."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -16,6 +17,8 @@ from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
 from tests.test_restart_process import _no_bot_left_running, start_bot_process  # noqa: F401 (fixture)
 from tests.warm_agentbot import start_agentbot
+
+SLOW = "import time\nprint('computing', flush=True)\ntime.sleep(60)\nprint(6 * 7)"
 
 
 def _tokens(said: str) -> int:
@@ -40,6 +43,8 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
         tool_call("calculator", {"expression": "6*7"}, prompt_tokens=1200, completion_tokens=30),
         Reply(hang=True),
         text("Resumed: the answer is 42.", prompt_tokens=1300, completion_tokens=70),
+        tool_call("run_python", {"code": SLOW}, prompt_tokens=250, completion_tokens=50),
+        text("Forty-two, computed again.", prompt_tokens=300, completion_tokens=120),
     )
     log = tmp_path / "bot.log"
     data = tmp_path / "data"
@@ -49,7 +54,7 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
         return log.read_text()[-3000:]
 
     # 0. A second `agentbot run` on the same DATA_DIR is refused with one line, and says nothing else.
-    proc = await start_bot_process(fake, llm, data, guild, log)
+    proc = await start_bot_process(fake, llm, data, guild, log, PYTHON_SANDBOX="rlimits")
     second_log = tmp_path / "second.log"
     with second_log.open("wb") as err:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "AGENT_"))}
@@ -77,7 +82,7 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     (paris,) = fake.threads(parent=general)
     assert "running" in fake.messages(paris)[0].content and not llm.requests
 
-    proc = await start_bot_process(fake, llm, data, guild, log)
+    proc = await start_bot_process(fake, llm, data, guild, log, PYTHON_SANDBOX="rlimits")
     # The header, whose id the kill kept from the store, is found again and ends as done.
     await fake.wait_for(lambda: "✅ done" in fake.messages(paris)[0].content, within=30, what="done")
     contents = [m.content for m in fake.messages(paris)]
@@ -96,13 +101,9 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     proc.kill()
     await proc.wait()
 
-    proc = await start_bot_process(fake, llm, data, guild, log)
-    try:
-        await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
-        usage = flat(await run(fake, guild, "usage me", user="alice"))
-    finally:
-        proc.kill()
-        await proc.wait()
+    proc = await start_bot_process(fake, llm, data, guild, log, PYTHON_SANDBOX="rlimits")
+    await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+    usage = flat(await run(fake, guild, "usage me", user="alice"))
     contents = [m.content for m in fake.messages(thread)]
     footer = next(c for c in contents if "tokens" in c)
     said = re.search(r"2 steps · estimated: ([\d,]+) tokens \(([\d,]+) in, 100 out\)", footer)
@@ -116,3 +117,30 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     assert "**Requests today**: 2 of" in usage, usage
     lines = [ln for ln in log.read_text().splitlines() if "interrupted_calls_charged" in ln]
     assert len(lines) == 1 and '"calls": 1' in lines[0], tail()
+
+    # 3. SIGTERM while step 1's tool runs: its model call was made, its result never came, so the step
+    # is not in the conversation the run is saved with. The thread said "pauses after step 1", then
+    # "resuming from step 2", and ran step 1 again labelled step 2. Now it says the step starts again.
+    known = {t.id for t in fake.threads(parent=general)}
+    fake.inject_interaction("research", {"task": "Compute 6*7 slowly"}, user="alice", channel=general)
+    slow = await fake.wait_for(
+        lambda: next((t for t in fake.threads(parent=general) if t.id not in known), None), what="a thread"
+    )
+    await fake.wait_for(lambda: any("run_python" in m.content for m in fake.messages(slow)), what="step 1")
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0, tail()
+    proc = await start_bot_process(fake, llm, data, guild, log, PYTHON_SANDBOX="rlimits")
+    try:
+        await fake.wait_for_message(slow, lambda m: "tokens" in m.content, within=30)
+    finally:
+        proc.kill()
+        await proc.wait()
+    contents = [m.content for m in fake.messages(slow)]
+    paused = "⏸️ The bot is restarting: this run pauses during step 1, which starts again when it is back."
+    assert any(paused in c for c in contents), contents
+    assert any(
+        c.startswith("♻️ Interrupted by a restart before its first step: starting again.") for c in contents
+    )
+    assert not any("Step 2" in c or "step 2" in c for c in contents), contents
+    assert [m["role"] for m in llm.requests[-1]["messages"]] == ["system", "user"]
+    assert any("1 step · 720 tokens (550 in, 170 out)" in c for c in contents), contents
