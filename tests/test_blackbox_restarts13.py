@@ -12,6 +12,13 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from bot import run_policy
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.test_e2e_config import flat, run
@@ -144,3 +151,35 @@ async def test_kill_9_as_a_research_starts_and_while_a_call_is_in_flight(
     assert not any("Step 2" in c or "step 2" in c for c in contents), contents
     assert [m["role"] for m in llm.requests[-1]["messages"]] == ["system", "user"]
     assert any("1 step · 720 tokens (550 in, 170 out)" in c for c in contents), contents
+
+
+async def test_an_answer_stored_while_the_chroma_server_is_down_is_one_log_line(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Chroma server (CHROMA_HOST) goes away while the bot runs: a run's recall said so in one line
+    (`memory.recall.failed`), but storing its answer logged `memory_store_failed` with a whole traceback
+    (40 lines through httpx and chromadb, a bug's form) for every run of the outage. Now one line that
+    names the error, like the recall's."""
+    server = ChromaServer(tmp_path / "chroma").start()
+    env = {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": server.port}
+    llm.script(text("Buses leave at 9 from stop 12."))
+    try:
+        with capture_logs() as logs:
+            monkeypatch.setattr(run_policy, "log", structlog.get_logger("bot.run_policy"))
+            async with running_bot(
+                fake, llm, tmp_path / "bot", guild, MEMORY_ENABLED=True, agent_env=env
+            ) as bot:
+                assert bot.services.memory is not None, bot.services.memory_error
+                server.stop()
+                general = guild.channel("general")
+                fake.inject_interaction(
+                    "research", {"task": "When do buses leave?"}, user="alice", channel=general
+                )
+                thread = await fake.wait_for_thread(parent=general)
+                await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=30)
+                await wait_idle(fake, bot)
+    finally:
+        server.stop()
+    failed = [r for r in logs if r["event"] == "memory_store_failed"]
+    assert len(failed) == 1 and "exc_info" not in failed[0], failed
+    assert "Connect" in failed[0]["error"], failed
