@@ -211,10 +211,16 @@ class AgentBot(BoundedGateway, commands.AutoShardedBot):
     async def close(self) -> None:
         first = not getattr(self, "_closing", False)  # discord.py closes again on the way out
         self._closing = True
+        building = getattr(self, "_building", None)
+        # A start-up refused (a second `agentbot run` on one DATA_DIR) is its own one line (bot.cli): a
+        # "shutdown_started" and "shutdown_done" before it told of a shutdown of a bot that never started.
+        refused = (
+            building is not None and building.done() and not building.cancelled() and building.exception()
+        )
+        first = first and not refused
         if first:  # nothing was logged at shutdown: an operator could not tell a stop from a hang
             log.info("shutdown_started", reason=self.stop_reason or "closed")
         paused = 0
-        building = getattr(self, "_building", None)
         if building is not None and not building.done():
             building.cancel()
         runner = getattr(self, "runner", None)

@@ -53,6 +53,15 @@ def checkpoint_meta(state: RunState) -> dict[str, Any]:
     }
 
 
+def whole_steps(state: RunState, boundary: int) -> int:
+    """The steps a checkpoint's messages hold. A step's model call counts it (``state.steps``) before
+    its tool calls end, and its messages join the conversation only then: paused by SIGTERM while a
+    tool ran, a turn said "pauses after step 1" and "resuming from step 2", and ran step 1 again as
+    step 2. ``boundary``: the steps done when the current one started; a final answer is in at once."""
+    last = state.messages[-1].role if state.messages else None
+    return boundary if state.steps > boundary and last != "assistant" else state.steps
+
+
 def with_charges(cp: dict[str, Any], calls: list[Any]) -> dict[str, Any]:
     """``cp`` counting ``calls`` too: what the ledger charged after the checkpoint was written
     (:meth:`bot.store.usage_reports.UsageReports.charged_after`), so the resumed turn's footer says what

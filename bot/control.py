@@ -211,8 +211,14 @@ class SessionControl(EditRerun):
             rec.tier = f"{how.tier} (auto){why}" if classified(how) else how.tier
             rec.model = who_runs(how)
         rest = self.runner.rest_budget
+        name = getattr(member, "display_name", str(member))
+        roles = roles_of(member, guild_id)
         try:
             session = await sv.sessions.create(rec)
+            # The session's request is stored with it, as one that waits is: a kill between the header
+            # and the turn's start left "running" in the thread for good and the research never ran. Its
+            # turn takes it out of the store as it starts; a restart before then runs it (bot.resume).
+            queued_id = await sv.sessions.queue_turn(session.id, task, member.id, name, roles, message_id)
         except Exception:  # e.g. the database went away: no empty thread stays behind (the caller says why)
             await self._drop_thread(thread, "could not record the session of the thread it opened")
             raise
@@ -226,6 +232,7 @@ class SessionControl(EditRerun):
             await post_header(sv, thread, session, budget=rest, window=self.runner.write_budget(session.id))
         except discord.HTTPException:
             await sv.sessions.set_status(session.id, "failed")
+            await sv.sessions.drop_queued(queued_id)
             return await self._drop_thread(thread, "could not post in the thread it opened")
         # Discord notifies only members of a thread: the requester joins so the answer reaches them.
         await rest.acquire()
@@ -233,18 +240,18 @@ class SessionControl(EditRerun):
             await thread.add_user(member)
         except discord.HTTPException:
             pass
-        name = getattr(member, "display_name", str(member))
         await self.runner.submit(
             TurnRequest(
                 session,
                 task,
                 member.id,
                 name,
-                roles_of(member, guild_id),
+                roles,
                 thread,
                 model=model,
                 header_written=True,
                 message_id=message_id,
+                queued_id=queued_id,
                 attachments=attachments,
                 judged=judged,
             )

@@ -100,13 +100,20 @@ class Resumed(Note):
 class QueuedRestored(Note):
     prompt: str
     first: bool = False
-    """The session's own request, which waited for a run slot: no follow-up (its header quotes it)."""
+    """The session's own request, which had not started (waiting for a run slot, or the restart came
+    between its header and its turn): no follow-up (its header quotes it)."""
 
     @property
     def text(self) -> str:
         if self.first:
-            return "⏳ Starting this research, which was waiting for a free slot before the restart."
+            return "⏳ Starting this research, which was waiting to start before the restart."
         return f"⏳ Answering a follow-up queued before the restart: “{self.quoted}”"
+
+
+def route_shown(note: Note) -> bool:
+    """A note of a turn whose route the thread shows already: a resumed turn's (its header, or the note
+    before the restart, said it) and a session's own request restored (its header says it)."""
+    return isinstance(note, Resumed) or (isinstance(note, QueuedRestored) and note.first)
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,14 @@ class NotStarted(Note):
 @dataclass(frozen=True)
 class Paused(Note):
     steps: int
+    redo: bool = False
+    """Step ``steps + 1`` had begun (its tools were running): it is not kept, and runs again."""
 
     @property
     def text(self) -> str:
+        if self.redo:
+            n = self.steps + 1
+            return f"⏸️ The bot is restarting: this run pauses during step {n}, which starts again when it is back."
         at = f"after step {self.steps}" if self.steps else "before its first step"  # not "after step 0"
         return f"⏸️ The bot is restarting: this run pauses {at} and resumes when it is back."
 

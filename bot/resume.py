@@ -127,6 +127,8 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
             await sv.sessions.drop_queued(q.id)
             continue
         files, prompt = found
+        if first and session is not None and session.header_message_id is None:
+            await _find_header(runner, channel, session)
         if prompt != q.prompt:  # edited while the bot was down (no event came for it)
             await sv.sessions.edit_queued(q.id, prompt)
         await runner.submit(
@@ -182,6 +184,19 @@ async def _roles_of(channel: Any, user_id: int) -> tuple[int, ...]:
         except discord.HTTPException:  # left the server: the server's own limits apply
             return ()
     return tuple(r.id for r in member.roles if r.id != guild.id)
+
+
+async def _find_header(runner: SessionRunner, channel: Any, session: Any) -> None:
+    """A kill inside the header's own post left its id unstored, and the header said "running" after
+    the restart had answered: it is the bot's first message in the thread (one REST read)."""
+    me = getattr(getattr(channel, "guild", None), "me", None)
+    await runner.rest_budget.acquire()
+    try:
+        async for m in channel.history(limit=1, oldest_first=True):
+            if me is not None and m.author.id == me.id and m.content.startswith("🔎"):
+                await runner.sv.sessions.set_header(session.id, m.id)
+    except discord.HTTPException:
+        pass
 
 
 async def _message_of(

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 import structlog
 
-from agent.memory.types import unverified
+from agent.logs import redact
+from agent.memory.types import MemoryStoreError, unverified
 from agent.messages import Message
 from agent.tools import domains
 from agent.tools.memory_tools import RUN_SERVICE, MemoryRunPolicy, private_namespace
@@ -158,6 +159,8 @@ async def remember_answer(
             retention=sv.retention_for(gs),
             from_web=from_web,
         )
+    except MemoryStoreError as e:  # an outage (the Chroma server went away), not a bug: one line, as recall's
+        log.warning("memory_store_failed", session_id=s.id, error=redact(str(e)))
     except Exception:
         log.warning("memory_store_failed", session_id=s.id, exc_info=True)
 

@@ -40,6 +40,7 @@ from bot.store import (
     SettingsSchema,
     open_database,
 )
+from bot.store.interrupted import prompt_part
 
 if TYPE_CHECKING:  # asyncpg (~60 ms) is imported only when DATABASE_URL names PostgreSQL
     from bot.store.pg import PgDatabase
@@ -170,7 +171,9 @@ async def build_services(
         )
         owner = ShardOwnership.of(bot_settings.shard_count, bot_settings.shard_ids)
         if serving:  # else they are a running bot's (``agentbot sync`` next to it), not left behind
-            await quotas.recover(owner)
+            await quotas.recover(
+                owner, prompt_part(router, default_prices(), agent_settings.agent_max_tokens)
+            )
         sv = Services(
             agent_settings=agent_settings,
             bot_settings=bot_settings,

@@ -34,19 +34,19 @@ from bot.assembly import (
     step_need,
 )
 from bot.attach import file_contents, file_stamps, new_paths, sees_images, take, with_note
-from bot.checkpoint import checkpoint_meta, closing_writes, convert, state_from
+from bot.checkpoint import checkpoint_meta, closing_writes, convert, state_from, whole_steps
 from bot.discord_sink import NO_MENTIONS, DiscordSink
 from bot.notes import (
     AttachmentsRefused,
     FilesWritten,
     Paused,
     Refused,
-    Resumed,
     Routed,
     SaveFailed,
     SaveWaiting,
     Superseded,
     TurnFailed,
+    route_shown,
 )
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
@@ -105,7 +105,7 @@ class Turn:
         self.error: Exception | None = None  # what ended the turn as failed, if anything did
         self.model: RoutedModel | None = None
         self._converted: list[tuple[Message, dict[str, Any]]] = []
-        self._stored = 0
+        self._stored = self._boundary = 0  # messages saved; steps done as the current one started
         """How many of ``_converted`` this turn's checkpoints hold: a step saves only the messages after."""
         self.services: dict[str, Any] = {}
         self._files: dict[str, Any] = {}
@@ -189,7 +189,7 @@ class Turn:
             how = model.route
             # A classified follow-up: say where it went. Not on a resume: its header (a first turn) or
             # the note before the restart (a follow-up) said it already.
-            if req.model is None and classified(how) and not any(isinstance(n, Resumed) for n in req.notes):
+            if req.model is None and classified(how) and not any(route_shown(n) for n in req.notes):
                 self.renderer.feed(Routed(how.tier, how.model, how.writer, how.reasons))
             # Routed when the session started: its judge call was charged then (an edit's re-run of this
             # request reuses the route, and charged that one call a second time).
@@ -231,6 +231,7 @@ class Turn:
                     async with contextlib.aclosing(run) as events:
                         async for ev in events:
                             if isinstance(ev, StepStarted) and ev.step > state.steps:  # a step boundary
+                                self._boundary = ev.step - 1
                                 if closing():
                                     raise ShuttingDown  # nothing of this step has run yet
                                 if self.streamer.refused or not can_post(self.channel):  # nothing shows
@@ -370,7 +371,8 @@ class Turn:
     async def _pause(self) -> None:
         try:
             await self._checkpoint(force=True)  # its duration too
-            self.renderer.feed(Paused(self.state.steps))
+            whole = whole_steps(self.state, self._boundary)
+            self.renderer.feed(Paused(whole, redo=whole < self.state.steps))
         finally:
             await self.sv.quotas.end_session(self.req.session.id)
             await self.streamer.close(within=10)
@@ -384,7 +386,7 @@ class Turn:
         try:
             await self.sv.sessions.checkpoint(
                 self.turn_id,
-                checkpoint_meta(st) | self._files | self._final,
+                checkpoint_meta(st) | {"step": whole_steps(st, self._boundary)} | self._files | self._final,
                 messages=[d for _, d in self._converted[start:]],
                 start=start,
             )

@@ -35,6 +35,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_sandbox13.py": 40,  # new this session: its own measure (7.5 s quiet, 18 s at load 9) x3
     "test_blackbox_harden.py": 29,  # new this session: its own measure (9.8 s) x3
     "test_blackbox_compat13.py": 36,  # new this session: its own measure (11.5 s, 15 tests) x3
+    "test_blackbox_restarts13.py": 90,  # new this session: its own measure (29.7 s, 2 tests) x3
     "test_blackbox_charge.py": 75,  # new this session: its own measure (25 s) x3
     "test_blackbox_gaps9.py": 30,  # new this session: its own measure x3
     "test_blackbox_ops7.py": 4,  # new this session: its own measure x3

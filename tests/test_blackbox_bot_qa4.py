@@ -48,7 +48,7 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
     assert "what your running research may use next" in flat(running), flat(running)
     said = {t.name: [m.content for m in fake.messages(t)] for t in (tides, salt)}
     assert not any("follow-up" in c for c in said["🔎 salt"]), said["🔎 salt"]
-    assert any("was waiting for a free slot before the restart" in c for c in said["🔎 salt"])
+    assert any("was waiting to start before the restart" in c for c in said["🔎 salt"])
     assert any(
         c.startswith("⏳ Answering a follow-up queued before the restart: “And waves?”")
         for c in said["🔎 tides"]

@@ -87,7 +87,8 @@ class ThreadLife:
         await self._show(req, "queued")
 
     async def started(self, req: TurnRequest) -> None:
-        queued = req.message_id is not None and req.queued_id is not None  # only a queued one has ⏳
+        # Only a queued one has ⏳; a new session's request is stored too, from its header on (no ⏳).
+        queued = req.message_id is not None and req.queued_id is not None and not req.header_written
         if queued and req.channel is not None and self.bot.user is not None:
             await self.bot.runner.rest_budget.acquire(req.channel.id)
             with contextlib.suppress(discord.HTTPException):

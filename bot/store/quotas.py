@@ -51,6 +51,7 @@ from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store import all_servers
 from bot.store.db import Database, execute_each
 from bot.store.guild_settings import GuildSettingsStore
+from bot.store.interrupted import PromptPart, charge_left_calls
 from bot.store.ledger import ledger_for
 from bot.store.quota_budget import QuotaBudget
 from bot.store.usage_reports import _ORDER, UsageReports, _gid
@@ -332,17 +333,28 @@ class QuotaStore(UsageReports):
         self._held.pop(session_id, None)
         await self.db.write("DELETE FROM active_sessions WHERE session_id = ?", (session_id,))
 
-    async def recover(self, owner: ShardOwnership = EVERY_SHARD) -> tuple[int, int]:
+    async def recover(
+        self, owner: ShardOwnership = EVERY_SHARD, charge: PromptPart | None = None
+    ) -> tuple[int, int]:
         """At start-up: drop reservations and concurrency slots left by a previous process.
 
         Returns (reservations, slots) removed. With shard processes sharing the database, only the
         servers ``owner`` owns: the other processes' rows belong to their live runs (issue 18.3).
+        ``charge``: a reservation left behind is a call the killed process had in flight, whose prompt
+        the provider billed; it is charged that part by estimate (:mod:`bot.store.interrupted`).
         """
         where = owner.sql("guild_id")
+        charged = 0
+        if charge is not None:
+            rows = await self.db.fetchall(
+                "SELECT id, guild_id, user_id, session_id, model, tokens, cost_nusd FROM reservations"
+                f" WHERE {where} ORDER BY id"
+            )
+            charged = (await charge_left_calls(self.ledger, list(rows), charge, self.clock()))[0]
         async with self.db.transaction() as conn:
             r = await conn.execute(f"DELETE FROM reservations WHERE {where}")
             a = await conn.execute(f"DELETE FROM active_sessions WHERE {where}")
-            return r.rowcount, a.rowcount
+            return r.rowcount + charged, a.rowcount
 
     def budget(
         self, guild_id: int | None, user_id: int, role_ids: Iterable[int] = (), session_id: str | None = None
