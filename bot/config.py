@@ -141,7 +141,10 @@ class BotSettings(QuotaEnv):
         if v in ("", None):
             return None
         if isinstance(v, str):
-            return [int(x) for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+            parts = [x.strip() for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+            if not all(x.isascii() and x.isdigit() for x in parts):  # said "invalid literal for int()"
+                raise ValueError("shard ids are whole numbers separated by commas, e.g. 0,1")
+            return [int(x) for x in parts]
         if isinstance(v, int) and not isinstance(v, bool):
             return [v]  # one id: the environment's "1" arrives JSON-decoded, as 1
         return v

@@ -15,8 +15,11 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
+from agent.config import ConfigError
 from bot.cli import app
-from bot.store import Database
+from bot.config import load_bot_settings
+from bot.store import Database, StoreError
+from bot.store.pg import PgDatabase
 from tests.fakes.postgres import PostgresServer
 
 
@@ -60,3 +63,34 @@ def test_migrate_store_into_a_database_its_user_may_not_write_names_the_to_optio
     assert "permission denied for schema public" in said and "\n" not in said, said
     assert "--to's user may not create tables there" in said, said
     assert "DATABASE_URL" not in said, said
+
+
+@pytest.mark.parametrize("ids", ["0 1", "0-1", "0;1"])
+def test_shard_ids_written_another_way_are_refused_with_how_to_write_them(
+    ids: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DISCORD_SHARD_IDS=0 1`` (spaces, as a shell list) or ``0-1`` (a range) stopped start-up with
+    Python's words: "invalid literal for int() with base 10: '0 1'". It says how to write them now."""
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "2")
+    monkeypatch.setenv("DISCORD_SHARD_IDS", ids)
+    with pytest.raises(ConfigError) as refused:
+        load_bot_settings()
+    said = str(refused.value)
+    assert said.startswith(f"DISCORD_SHARD_IDS={ids!r}: "), said
+    assert "shard ids are whole numbers separated by commas, e.g. 0,1" in said, said
+    assert "int()" not in said and "literal" not in said, said
+
+
+async def test_a_search_path_naming_a_schema_that_does_not_exist_says_to_create_it(
+    postgres: PostgresServer,
+) -> None:
+    """README: the URL takes ``options=-c search_path=x``. With no schema ``x`` in the database, start-up
+    (and doctor) said "Upgrading ... failed: no schema has been selected to create in" and nothing more;
+    it now names the schema to create."""
+    url = await postgres.fresh_database("path")
+    with pytest.raises(StoreError) as refused:
+        await PgDatabase.open(f"{url}?options=-c%20search_path%3Dagentbot_x")
+    said = str(refused.value)
+    assert "no schema has been selected to create in" in said and "\n" not in said, said
+    assert "DATABASE_URL's search_path names a schema this database does not have" in said, said
+    assert "CREATE SCHEMA" in said, said
