@@ -20,6 +20,7 @@ from bot.cli import app
 from bot.config import load_bot_settings
 from bot.store import Database, StoreError
 from bot.store.pg import PgDatabase
+from bot.store.shard_claim import ShardClaim
 from tests.fakes.postgres import PostgresServer
 
 
@@ -94,3 +95,47 @@ async def test_a_search_path_naming_a_schema_that_does_not_exist_says_to_create_
     assert "no schema has been selected to create in" in said and "\n" not in said, said
     assert "DATABASE_URL's search_path names a schema this database does not have" in said, said
     assert "CREATE SCHEMA" in said, said
+
+
+def test_migrate_store_refuses_a_database_a_running_bot_already_serves(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard processes started before the move (``docker compose --profile scaled up -d`` starts them all)
+    run on the target database. migrate-store copied the old store in under them ("moved ..."), into a
+    database live processes were writing to with their own ids, cached settings and charges; README says to
+    stop the bot first, and the move only checked the SQLite side. It refuses now, and moves once they stop."""
+    data = tmp_path / "data"
+
+    async def prepare() -> str:
+        await _sqlite_store(data)
+        return await postgres.fresh_database("live")
+
+    url = asyncio.run(prepare())
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.setenv("MEMORY_ENABLED", "false")
+
+    async def while_a_shard_runs() -> object:
+        claim = await ShardClaim.take(url, 2, [1])  # what `agentbot run` holds for as long as it runs
+        try:
+            return await asyncio.to_thread(CliRunner().invoke, app, ["migrate-store", "--to", url])
+        finally:
+            await claim.close()
+
+    r = asyncio.run(while_a_shard_runs())
+    assert r.exit_code == 1, r.output
+    said = r.output.strip()
+    assert "\n" not in said and "Traceback" not in said, said
+    assert said.endswith(
+        "is in use by a running agentbot (agentbot run): stop every bot process using it, then move the store"
+    ), said
+
+    async def rows() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM guild_settings"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(rows()) == 0
+    moved = CliRunner().invoke(app, ["migrate-store", "--to", url])
+    assert moved.exit_code == 0 and "moved guild_settings 1" in moved.stdout, moved.output

@@ -22,6 +22,7 @@ from typing import Any
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
+from bot.store.shard_claim import served
 
 __all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere"]
 
@@ -93,6 +94,11 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
         tables = sorted((t for t in tables if t not in TRANSIENT), key=lambda t: (REFERRED.get(t, 2), t))
         report = CopyReport()
         async with dst.pool.acquire() as conn, conn.transaction():
+            if await served(conn):  # copied under live processes, their ids, caches and charges clash
+                raise StoreError(
+                    f"{setting}: the PostgreSQL database is in use by a running agentbot (agentbot run): "
+                    "stop every bot process using it, then move the store"
+                )
             for table in tables:
                 if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
                     raise StoreError(
