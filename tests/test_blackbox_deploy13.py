@@ -15,12 +15,16 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
-from agent.config import ConfigError
+from agent.config import ConfigError, load_agent_settings
 from bot.cli import app
 from bot.config import load_bot_settings
+from bot.doctor import run_doctor
+from bot.services import Services, build_services
 from bot.store import Database, StoreError
+from bot.store.copy import copy_sqlite_to_postgres
 from bot.store.pg import PgDatabase
 from bot.store.shard_claim import ShardClaim
+from tests.fakes.llm_server import FakeLLM
 from tests.fakes.postgres import PostgresServer
 
 
@@ -139,3 +143,44 @@ def test_migrate_store_refuses_a_database_a_running_bot_already_serves(
     assert asyncio.run(rows()) == 0
     moved = CliRunner().invoke(app, ["migrate-store", "--to", url])
     assert moved.exit_code == 0 and "moved guild_settings 1" in moved.stdout, moved.output
+
+
+async def test_a_bot_switched_to_postgresql_before_its_store_was_moved_refuses_to_start_empty(
+    postgres: PostgresServer, llm: FakeLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: move the store, *then* set DATABASE_URL. An operator who set DATABASE_URL first got a bot
+    that started on the empty database as if new: every server's /config settings, the day's and month's
+    usage (limits started again from 0), the history and the interrupted runs silently gone, with the
+    SQLite store still sitting in DATA_DIR. Start-up now refuses in one line naming migrate-store; once
+    moved, the same start-up works (the SQLite file left behind is no reason to refuse)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-deploy13-key-0001")
+    data = tmp_path / "data"
+    await _sqlite_store(data)
+    url = await postgres.fresh_database("unmoved")
+
+    async def start() -> Services:
+        return await build_services(
+            load_agent_settings(DATA_DIR=str(data), ROUTER_CLASSIFIER="heuristic", PYTHON_SANDBOX="off"),
+            load_bot_settings(MEMORY_ENABLED=False, DATABASE_URL=url),
+        )
+
+    with pytest.raises(ConfigError) as refused:
+        await start()
+    said = str(refused.value)
+    assert said.startswith("DATABASE_URL: the PostgreSQL database is empty, but ") and "\n" not in said, said
+    assert f"{data / 'agentbot.sqlite3'} holds this bot's store" in said, said
+    assert "agentbot migrate-store" in said, said
+    # doctor, the operator's check before starting, fails the database the same way
+    for k, v in {"DATA_DIR": str(data), "DATABASE_URL": url, "MEMORY_ENABLED": "false"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("OPENAI_BASE_URL", llm.base_url)
+    monkeypatch.setenv("DISCORD_API_BASE_URL", "http://127.0.0.1:9/api/v10")
+    checks = {c.name: c for c in await run_doctor()}
+    assert not checks["database"].ok and checks["database"].detail == said, checks["database"]
+
+    await copy_sqlite_to_postgres(data / "agentbot.sqlite3", url)
+    sv = await start()
+    try:
+        assert (await sv.guild_settings.get(1)).max_steps == 4  # the moved server's setting
+    finally:
+        await sv.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
 from bot.store.shard_claim import served
 
-__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere"]
+__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere", "unmoved_store"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
@@ -64,6 +65,42 @@ def open_elsewhere(sqlite_path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+KEPT = ("guild_settings", "sessions", "usage_daily")
+"""What an operator would miss on a bot started afresh: servers' settings, history, today's usage."""
+
+
+def _kept_rows(sqlite_path: Path) -> bool:
+    """Whether the SQLite store holds settings, sessions or usage; read-only, never created or changed."""
+    try:
+        conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return False
+    try:
+        return any(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {t})").fetchone()[0] for t in KEPT)
+    except sqlite3.Error:  # not a store of ours, or unreadable: nothing to say about it
+        return False
+    finally:
+        conn.close()
+
+
+async def unmoved_store(sqlite_path: Path, db: Any) -> str | None:
+    """Why a bot must not start on ``db`` (PostgreSQL): it is empty while DATA_DIR's SQLite store holds
+    this bot's data, so DATABASE_URL was set before ``migrate-store`` moved it. Started anyway, every
+    server's settings, the day's usage (limits from 0 again), history and interrupted runs were gone."""
+    if not await asyncio.to_thread(sqlite_path.is_file):
+        return None
+    for table in KEPT:
+        if (await db.fetchone(f"SELECT EXISTS (SELECT 1 FROM {table})"))[0]:
+            return None
+    if not await asyncio.to_thread(_kept_rows, sqlite_path):
+        return None
+    return (
+        f"DATABASE_URL: the PostgreSQL database is empty, but {sqlite_path} holds this bot's store (server "
+        "settings, usage, history): stop the bot and move it with agentbot migrate-store (README: Moving a "
+        "store), or move that file out of DATA_DIR to start afresh"
+    )
 
 
 def check_not_open(sqlite_path: Path) -> None:
