@@ -94,6 +94,15 @@ class BotSettings(QuotaEnv):
     @field_validator("database_url", mode="before")
     @classmethod
     def _database_url(cls, v: object) -> object:
+        if isinstance(v, str):  # as every setting is read (agent.config): it is checked before that
+            v = v.strip()
+            if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":  # `docker run --env-file` keeps quotes
+                v = v[1:-1].strip()
+            if re.search(r"\s#", v):  # and a comment after the value: it became the database's name
+                raise ValueError(
+                    "has a `# comment` after the value (part of it where `docker run --env-file` reads the "
+                    "file): put the comment on a line of its own"
+                )
         if v in ("", None):
             return None
         if isinstance(v, str) and (problem := postgres_url_problem(v)) is not None:

@@ -184,3 +184,28 @@ async def test_a_bot_switched_to_postgresql_before_its_store_was_moved_refuses_t
         assert (await sv.guild_settings.get(1)).max_steps == 4  # the moved server's setting
     finally:
         await sv.close()
+
+
+def test_database_url_as_docker_env_file_passes_it_is_read_as_every_other_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """README runs the image with ``docker run --env-file .env``, which keeps what python-dotenv (``make
+    run``) and compose drop: the quotes around a value and a ``# comment`` after it. Every other setting
+    is read through both; DATABASE_URL was refused as "must be a postgresql:// URL" (its value hidden, so
+    the quotes could not be seen), and a comment became part of the database's name ('database "agentbot  "
+    does not exist')."""
+    url = "postgresql://agentbot:s3cret@db.example:5432/agentbot"
+    for written in (f'"{url}"', f"'{url}'", f" {url} "):
+        monkeypatch.setenv("DATABASE_URL", written)
+        settings = load_bot_settings()
+        assert settings.database_url is not None
+        assert settings.database_url.get_secret_value() == url
+    monkeypatch.setenv("DATABASE_URL", f"{url}  # the shared database")
+    with pytest.raises(ConfigError) as refused:
+        load_bot_settings()
+    said = str(refused.value)
+    assert said.startswith("DATABASE_URL=(hidden): ") and "put the comment on a line of its own" in said, said
+    assert "s3cret" not in said and "\n" not in said, said
+    # the form README shows for a schema, a space inside its options, is not a comment
+    monkeypatch.setenv("DATABASE_URL", f"{url}?options=-c search_path=agentbot")
+    assert load_bot_settings().database_url is not None
