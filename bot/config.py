@@ -150,6 +150,8 @@ class BotSettings(QuotaEnv):
         if v in ("", None):
             return None
         if isinstance(v, str):
+            if len(v := v.strip()) >= 2 and v[0] == v[-1] and v[0] in "\"'":  # `docker run --env-file`
+                v = v[1:-1]
             parts = [x.strip() for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
             if not all(x.isascii() and x.isdigit() for x in parts):  # said "invalid literal for int()"
                 raise ValueError("shard ids are whole numbers separated by commas, e.g. 0,1")

@@ -86,6 +86,16 @@ def test_shard_ids_written_another_way_are_refused_with_how_to_write_them(
     assert "int()" not in said and "literal" not in said, said
 
 
+def test_shard_ids_in_quotes_as_docker_env_file_passes_them_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DISCORD_SHARD_IDS='1'`` in .env reaches the process with its quotes under ``docker run --env-file``
+    (make run and compose drop them, as for every other setting): it was refused."""
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", "2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://agentbot@db.example/agentbot")
+    for written, ids in (("'1'", [1]), ("'0,1'", [0, 1]), (' "1" ', [1])):
+        monkeypatch.setenv("DISCORD_SHARD_IDS", written)
+        assert load_bot_settings().shard_ids == ids, written
+
+
 async def test_a_search_path_naming_a_schema_that_does_not_exist_says_to_create_it(
     postgres: PostgresServer,
 ) -> None:
