@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 from pydantic import Field, SecretStr, field_validator
 
 from agent import config as agent_config
-from agent.config import ConfigError
+from agent.config import ConfigError, unquote
 from agent.env_file import check_env_names
 from bot.limits import QuotaEnv
 
@@ -95,9 +95,7 @@ class BotSettings(QuotaEnv):
     @classmethod
     def _database_url(cls, v: object) -> object:
         if isinstance(v, str):  # as every setting is read (agent.config): it is checked before that
-            v = v.strip()
-            if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":  # `docker run --env-file` keeps quotes
-                v = v[1:-1].strip()
+            v = unquote(v).strip()  # `docker run --env-file` keeps quotes
             if re.search(r"\s#", v):  # and a comment after the value: it became the database's name
                 raise ValueError(
                     "has a `# comment` after the value (part of it where `docker run --env-file` reads the "
@@ -150,8 +148,7 @@ class BotSettings(QuotaEnv):
         if v in ("", None):
             return None
         if isinstance(v, str):
-            if len(v := v.strip()) >= 2 and v[0] == v[-1] and v[0] in "\"'":  # `docker run --env-file`
-                v = v[1:-1]
+            v = unquote(v)  # `docker run --env-file` keeps quotes
             parts = [x.strip() for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
             if not all(x.isascii() and x.isdigit() for x in parts):  # said "invalid literal for int()"
                 raise ValueError("shard ids are whole numbers separated by commas, e.g. 0,1")

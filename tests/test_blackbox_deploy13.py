@@ -219,3 +219,12 @@ def test_database_url_as_docker_env_file_passes_it_is_read_as_every_other_settin
     # the form README shows for a schema, a space inside its options, is not a comment
     monkeypatch.setenv("DATABASE_URL", f"{url}?options=-c search_path=agentbot")
     assert load_bot_settings().database_url is not None
+
+
+def test_router_pairs_in_quotes_as_docker_env_file_passes_them_are_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``ROUTER_STEP_LIMITS='simple=4'`` (or ROUTER_RESEARCH_TIERS) under ``docker run --env-file`` was
+    refused as not tier=steps pairs: the quotes every other setting drops were read as part of the value."""
+    monkeypatch.setenv("ROUTER_STEP_LIMITS", "'simple=4,medium=8'")
+    assert load_agent_settings().router_step_limits == {"simple": 4, "medium": 8}
