@@ -16,9 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.config import ConfigError, load_agent_settings
+from agent.events import usd_text
 from bot.cli import app
 from bot.config import load_bot_settings
 from bot.doctor import run_doctor
+from bot.limits import format_usd, nano_to_usd, usd_to_nano
 from bot.services import Services, build_services
 from bot.store import Database, StoreError
 from bot.store.copy import copy_sqlite_to_postgres
@@ -228,3 +230,14 @@ def test_router_pairs_in_quotes_as_docker_env_file_passes_them_are_read(
     refused as not tier=steps pairs: the quotes every other setting drops were read as part of the value."""
     monkeypatch.setenv("ROUTER_STEP_LIMITS", "'simple=4,medium=8'")
     assert load_agent_settings().router_step_limits == {"simple": 4, "medium": 8}
+
+
+def test_a_runs_footer_and_usage_show_the_same_dollars_for_the_same_calls() -> None:
+    """Seen in a run resumed after a restart (two gpt-4o-mini calls, $0.000198 and $0.000237): the thread's
+    footer said $0.00043 and /usage, right after, "Spending this month: $0.00044". The footer adds floats
+    (0.00043499999999999995) where the store adds nano-dollars (435,000), so a total on a rounding edge
+    came out a digit apart; both now round from the store's unit."""
+    steps = (0.000198, 0.000237)
+    footer = usd_text(sum(steps))
+    usage = format_usd(nano_to_usd(sum(usd_to_nano(s) for s in steps)))
+    assert footer == usage == "$0.00044"
