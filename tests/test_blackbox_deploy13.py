@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from agent.config import ConfigError, load_agent_settings
 from agent.events import usd_text
 from bot.cli import app
-from bot.config import load_bot_settings
+from bot.config import BotSettings, load_bot_settings
 from bot.doctor import run_doctor
 from bot.limits import format_usd, nano_to_usd, usd_to_nano
 from bot.services import Services, build_services
@@ -241,3 +241,22 @@ def test_a_runs_footer_and_usage_show_the_same_dollars_for_the_same_calls() -> N
     footer = usd_text(sum(steps))
     usage = format_usd(nano_to_usd(sum(usd_to_nano(s) for s in steps)))
     assert footer == usage == "$0.00044"
+
+
+def test_docker_and_compose_give_a_stop_time_for_an_outage() -> None:
+    """SIGTERM while PostgreSQL was down and a turn ran (a managed server's restart, a network cut): the bot
+    took 45 s to exit (measured with a real `agentbot run`: the turn's pause waited BOT_SHUTDOWN_GRACE_SECONDS,
+    its saves the runner's 15 s, the queued charges CLOSING_GIVE_UP), and compose's 30 s stop grace period
+    (Docker's default, 10 s) killed it before it logged the charges it could not write. Every bot service
+    and the documented `docker run` now give it that worst case."""
+    from bot.app import HANDLERS_GRACE
+    from bot.store.ledger import CLOSING_GIVE_UP
+    from tests.test_blackbox_readme_deploy import COMPOSE, documented_docker_run
+
+    worst = BotSettings.model_fields["shutdown_grace"].default + 15 + HANDLERS_GRACE + CLOSING_GIVE_UP
+    bots = {n: s for n, s in COMPOSE["services"].items() if s.get("image", "").startswith("agentbot")}
+    assert sorted(bots) == ["bot", "shard0", "shard1"]
+    for name, service in bots.items():
+        assert float(service["stop_grace_period"].removesuffix("s")) >= worst, name
+    args = documented_docker_run()
+    assert float(args[args.index("--stop-timeout") + 1]) >= worst, args
