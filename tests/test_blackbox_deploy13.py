@@ -297,3 +297,34 @@ async def test_the_settings_listener_says_an_outage_once_a_minute_not_every_retr
     said = [e for e in logs if e["event"] == "settings_listener_failed"]
     assert listener.failures >= 30 and len(said) == 1, (listener.failures, said)
     assert "ConnectionRefusedError" in said[0]["error"], said
+
+
+def test_migrate_store_run_again_says_the_store_is_there_already(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move repeated (a retried script, an operator unsure the first worked) said "the PostgreSQL database
+    already holds sessions rows: migrate into an empty database", an invitation to empty the database the
+    bot now writes to. The second run says the store was moved there already, and copies nothing."""
+    data = tmp_path / "data"
+
+    async def prepare() -> str:
+        async with await Database.open(data / "agentbot.sqlite3") as lite:
+            await lite.write(
+                "INSERT INTO sessions (id, guild_id, channel_id, user_id, task, tier, model, status, created_at,"
+                " updated_at) VALUES ('s1', 1, 2, 3, 'a task', 'simple', 'm', 'done', 0, 0)"
+            )
+        return await postgres.fresh_database("twice")
+
+    url = asyncio.run(prepare())
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.setenv("MEMORY_ENABLED", "false")
+    first = CliRunner().invoke(app, ["migrate-store", "--to", url])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, ["migrate-store", "--to", url])
+    assert again.exit_code == 1, again.output
+    said = again.output.strip()
+    assert "\n" not in said and "empty database" not in said, said
+    assert said.endswith(
+        "this store was moved there already (its sessions are in that database); nothing was copied: "
+        "set DATABASE_URL to it and start the bot"
+    ), said

@@ -138,6 +138,13 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
                 )
             for table in tables:
                 if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                    if await _moved_already(
+                        src, conn
+                    ):  # was "migrate into an empty database", of the live one
+                        raise StoreError(
+                            "this store was moved there already (its sessions are in that database); nothing "
+                            "was copied: set DATABASE_URL to it and start the bot"
+                        )
                     raise StoreError(
                         f"the PostgreSQL database already holds {table} rows: migrate into an empty database"
                     )
@@ -162,6 +169,13 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
     finally:
         await src.close()
         await dst.close()
+
+
+async def _moved_already(src: Database, conn: Any) -> bool:
+    """Whether the target holds this SQLite store's sessions (ids are random), i.e. a move ran before."""
+    ids = [r[0] for r in await src.fetchall("SELECT id FROM sessions ORDER BY created_at DESC LIMIT 100")]
+    found = await conn.fetchval("SELECT count(*) FROM sessions WHERE id = ANY($1::text[])", ids) if ids else 0
+    return bool(ids) and found == len(ids)
 
 
 async def _copy_table(src: Database, conn: Any, table: str, cols: list[str]) -> int:
