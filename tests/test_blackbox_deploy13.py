@@ -328,3 +328,18 @@ def test_migrate_store_run_again_says_the_store_is_there_already(
         "this store was moved there already (its sessions are in that database); nothing was copied: "
         "set DATABASE_URL to it and start the bot"
     ), said
+
+
+def test_backup_onto_a_file_says_it_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``agentbot backup /data/backups/latest`` where that name is a file (an empty one from ``touch``, a
+    stale symlink target): "already exists and is not empty: give a new directory" of an empty file."""
+    data = tmp_path / "data"
+    asyncio.run(_sqlite_store(data))
+    (target := tmp_path / "latest").touch()
+    monkeypatch.setenv("DATA_DIR", str(data))
+    monkeypatch.setenv("MEMORY_ENABLED", "false")
+    r = CliRunner().invoke(app, ["backup", str(target)])
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == f"agentbot: {target} is a file, not a directory: give a new directory", (
+        r.output
+    )
