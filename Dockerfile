@@ -1,12 +1,14 @@
 # agentbot: the Discord bot in a small, non-root image.
 #   docker build -t agentbot .
 #   docker run --env-file .env -e DATA_DIR=/data -e HEALTH_HOST=0.0.0.0 -e HEALTH_PORT=8080 \
-#     -v agentbot-data:/data \
+#     -v agentbot-data:/data --stop-timeout 60 \
 #     --security-opt seccomp=unconfined --security-opt apparmor=unconfined --security-opt systempaths=unconfined \
 #     agentbot
 # The three -e come after --env-file and win over it: a .env copied from .env.example sets DATA_DIR=./data
 # (the container's own layer, lost with it) and an empty HEALTH_PORT (/healthz off, so HEALTHCHECK fails),
 # which would override this image's ENV below. compose.yaml sets them in each service's environment.
+# --stop-timeout 60: turns pause within BOT_SHUTDOWN_GRACE_SECONDS (20 s) of SIGTERM, and in a PostgreSQL
+# outage their saves and queued charges wait up to 30 s more; Docker's default 10 s kills the bot mid-way.
 # The three --security-opt let run_python's sandbox make its own namespaces (README: "What a container
 # needs"); without them PYTHON_SANDBOX=auto turns run_python off and says so.
 # The install is make's: the hashed requirements.lock, then the project itself without dependencies.

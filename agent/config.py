@@ -50,10 +50,9 @@ class EnvSettings(BaseSettings):
     def _clean(cls, v: object, info: ValidationInfo) -> object:
         if not isinstance(v, str) or info.field_name is None:
             return v
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            # `docker run --env-file .env` keeps the quotes .env (python-dotenv) and compose strip: the
-            # model was asked for with them (and the 404 blamed OPENAI_BASE_URL), a URL or number refused.
-            v = v[1:-1]
+        # `docker run --env-file .env` keeps the quotes .env (python-dotenv) and compose strip: the
+        # model was asked for with them (and the 404 blamed OPENAI_BASE_URL), a URL or number refused.
+        v = unquote(v)
         name, field = info.field_name, cls.model_fields[info.field_name]
         if v.strip() == "":
             if name in cls.EMPTY:
@@ -97,6 +96,14 @@ class EnvSettings(BaseSettings):
 
 
 URL_SCHEMES = ("http://", "https://", "ws://", "wss://")
+
+
+def unquote(v: str) -> str:
+    """``v`` without the quotes around it that ``docker run --env-file`` keeps (python-dotenv and compose
+    drop them); a setting with a parser of its own calls this first too, as it runs before ``_clean``."""
+    if len(stripped := v.strip()) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "\"'":
+        return stripped[1:-1]
+    return v
 
 
 def _literal_choices(annotation: Any) -> tuple[Any, ...]:
@@ -319,7 +326,7 @@ class AgentSettings(ToolEnv, MemoryEnv):
     @classmethod
     def _tier_pairs(cls, v: object, info: ValidationInfo) -> object:
         parse = parse_step_limits if info.field_name == "router_step_limits" else parse_research_tiers
-        return parse(v) if isinstance(v, str) else v
+        return parse(unquote(v)) if isinstance(v, str) else v  # quoted, it was refused (docker's env-file)
 
 
 def explain(err: ValidationError) -> str:

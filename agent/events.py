@@ -85,6 +85,9 @@ def usd_text(usd: float) -> str:
     """Dollars to four places, six for a non-zero amount below $0.0001: a priced call never reads as
     free (120 tokens of gpt-4o-mini, $0.000027, would round to $0.0000); five below $0.001, so a total
     keeps two digits like the steps it sums (five steps at $0.000027 read "$0.0001", 26% short)."""
+    # To the store's unit (a nano-dollar) first: a sum of floats on a rounding edge (0.00043499999999999995
+    # for $0.000198 + $0.000237) read $0.00043 in a footer and $0.00044 in /usage, which sums nano-dollars.
+    usd = round(usd, 9)
     if usd != 0 and abs(usd) < 0.0001:
         return f"${usd:.6f}"
     if abs(usd) < 0.001:

@@ -129,7 +129,9 @@ def backup(data_dir: Path, dest: Path, memory: ChromaMemory | None) -> BackupRep
     Written into ``dest.partial`` first and renamed at the end, so an interrupted backup never looks
     like a complete one.
     """
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and not dest.is_dir():  # an empty file was said to be "not empty"
+        raise BackupError(f"{dest} is a file, not a directory: give a new directory")
+    if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} already exists and is not empty: give a new directory")
     work = dest.with_name(dest.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 from pydantic import Field, SecretStr, field_validator
 
 from agent import config as agent_config
-from agent.config import ConfigError
+from agent.config import ConfigError, unquote
 from agent.env_file import check_env_names
 from bot.limits import QuotaEnv
 
@@ -94,6 +94,13 @@ class BotSettings(QuotaEnv):
     @field_validator("database_url", mode="before")
     @classmethod
     def _database_url(cls, v: object) -> object:
+        if isinstance(v, str):  # as every setting is read (agent.config): it is checked before that
+            v = unquote(v).strip()  # `docker run --env-file` keeps quotes
+            if re.search(r"\s#", v):  # and a comment after the value: it became the database's name
+                raise ValueError(
+                    "has a `# comment` after the value (part of it where `docker run --env-file` reads the "
+                    "file): put the comment on a line of its own"
+                )
         if v in ("", None):
             return None
         if isinstance(v, str) and (problem := postgres_url_problem(v)) is not None:
@@ -141,7 +148,11 @@ class BotSettings(QuotaEnv):
         if v in ("", None):
             return None
         if isinstance(v, str):
-            return [int(x) for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+            v = unquote(v)  # `docker run --env-file` keeps quotes
+            parts = [x.strip() for x in v.replace("[", "").replace("]", "").split(",") if x.strip()]
+            if not all(x.isascii() and x.isdigit() for x in parts):  # said "invalid literal for int()"
+                raise ValueError("shard ids are whole numbers separated by commas, e.g. 0,1")
+            return [int(x) for x in parts]
         if isinstance(v, int) and not isinstance(v, bool):
             return [v]  # one id: the environment's "1" arrives JSON-decoded, as 1
         return v

@@ -80,7 +80,14 @@ async def _database(s: AgentSettings, bs: BotSettings) -> str:
 
     url = bs.database_url.get_secret_value() if bs.database_url else None
     db = await open_database(url or Path(s.data_dir) / "agentbot.sqlite3")
-    await db.close()
+    try:
+        if url is not None:  # `run` refuses it: DATABASE_URL set before migrate-store moved the store
+            from bot.store.copy import unmoved_store
+
+            if (unmoved := await unmoved_store(Path(s.data_dir) / "agentbot.sqlite3", db)) is not None:
+                raise ConfigError(unmoved)
+    finally:
+        await db.close()
     return f"{db.path} opened and migrated (schema version {db.schema_version})"  # CHANGELOG points here
 
 

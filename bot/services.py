@@ -121,6 +121,10 @@ async def build_services(
 
             shards = bot_settings.shard_count, bot_settings.shard_ids
             claim = await ShardClaim.take(url.get_secret_value(), *shards)
+            from bot.store.copy import unmoved_store
+
+            if (unmoved := await unmoved_store(data_dir / "agentbot.sqlite3", db)) is not None:
+                raise ConfigError(unmoved)
         elif serving:
             from bot.store.file_claim import FileClaim
 

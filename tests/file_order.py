@@ -28,6 +28,7 @@ import pytest
 UNLISTED_PER_TEST = 2.0
 
 SECONDS: dict[str, int] = {
+    "test_blackbox_deploy13.py": 45,  # new this session: 15 tests, 14.8 s alone at load 5 (the worker's PostgreSQL ~8 s of it) x3
     "test_blackbox_servers13.py": 60,  # new this session: its own measure (20 s) x3
     "test_blackbox_manners13.py": 45,  # new this session: its own measure (14.8 s) x3
     "test_blackbox_hostile13.py": 45,  # new this session: its own measure (15.0 s, 15 tests, load 7) x3

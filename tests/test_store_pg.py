@@ -245,7 +245,7 @@ async def test_pg_migrate_store_moves_everything_and_the_bot_carries_on(
 
     # A second move into the same (now filled) database is refused in one line and changes nothing.
     code, _, err = await migrate_store(url, tmp_path, data)
-    assert code == 1 and "empty database" in err and "Traceback" not in err
+    assert code == 1 and "moved there already" in err and "Traceback" not in err
 
 
 async def test_pg_pooled_connections_from_before_a_restart_are_replaced_or_named_unavailable(

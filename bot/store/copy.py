@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 from bot.store.db import Database, StoreError
 from bot.store.pg import PgDatabase
 from bot.store.pg_schema import IDENTITY_TABLES
+from bot.store.shard_claim import served
 
-__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere"]
+__all__ = ["CopyReport", "check_not_open", "copy_sqlite_to_postgres", "open_elsewhere", "unmoved_store"]
 
 TRANSIENT = frozenset({"reservations", "active_sessions"})
 """Held by a running process; a store that moves starts without them."""
@@ -65,6 +67,42 @@ def open_elsewhere(sqlite_path: Path) -> bool:
         os.close(fd)
 
 
+KEPT = ("guild_settings", "sessions", "usage_daily")
+"""What an operator would miss on a bot started afresh: servers' settings, history, today's usage."""
+
+
+def _kept_rows(sqlite_path: Path) -> bool:
+    """Whether the SQLite store holds settings, sessions or usage; read-only, never created or changed."""
+    try:
+        conn = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return False
+    try:
+        return any(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {t})").fetchone()[0] for t in KEPT)
+    except sqlite3.Error:  # not a store of ours, or unreadable: nothing to say about it
+        return False
+    finally:
+        conn.close()
+
+
+async def unmoved_store(sqlite_path: Path, db: Any) -> str | None:
+    """Why a bot must not start on ``db`` (PostgreSQL): it is empty while DATA_DIR's SQLite store holds
+    this bot's data, so DATABASE_URL was set before ``migrate-store`` moved it. Started anyway, every
+    server's settings, the day's usage (limits from 0 again), history and interrupted runs were gone."""
+    if not await asyncio.to_thread(sqlite_path.is_file):
+        return None
+    for table in KEPT:
+        if (await db.fetchone(f"SELECT EXISTS (SELECT 1 FROM {table})"))[0]:
+            return None
+    if not await asyncio.to_thread(_kept_rows, sqlite_path):
+        return None
+    return (
+        f"DATABASE_URL: the PostgreSQL database is empty, but {sqlite_path} holds this bot's store (server "
+        "settings, usage, history): stop the bot and move it with agentbot migrate-store (README: Moving a "
+        "store), or move that file out of DATA_DIR to start afresh"
+    )
+
+
 def check_not_open(sqlite_path: Path) -> None:
     if open_elsewhere(sqlite_path):
         # Copied now, whatever the bot writes after the copy (and during it) would be lost with the file.
@@ -93,8 +131,20 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
         tables = sorted((t for t in tables if t not in TRANSIENT), key=lambda t: (REFERRED.get(t, 2), t))
         report = CopyReport()
         async with dst.pool.acquire() as conn, conn.transaction():
+            if await served(conn):  # copied under live processes, their ids, caches and charges clash
+                raise StoreError(
+                    f"{setting}: the PostgreSQL database is in use by a running agentbot (agentbot run): "
+                    "stop every bot process using it, then move the store"
+                )
             for table in tables:
                 if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+                    if await _moved_already(
+                        src, conn
+                    ):  # was "migrate into an empty database", of the live one
+                        raise StoreError(
+                            "this store was moved there already (its sessions are in that database); nothing "
+                            "was copied: set DATABASE_URL to it and start the bot"
+                        )
                     raise StoreError(
                         f"the PostgreSQL database already holds {table} rows: migrate into an empty database"
                     )
@@ -119,6 +169,13 @@ async def copy_sqlite_to_postgres(sqlite_path: Path, url: str, setting: str = "D
     finally:
         await src.close()
         await dst.close()
+
+
+async def _moved_already(src: Database, conn: Any) -> bool:
+    """Whether the target holds this SQLite store's sessions (ids are random), i.e. a move ran before."""
+    ids = [r[0] for r in await src.fetchall("SELECT id FROM sessions ORDER BY created_at DESC LIMIT 100")]
+    found = await conn.fetchval("SELECT count(*) FROM sessions WHERE id = ANY($1::text[])", ids) if ids else 0
+    return bool(ids) and found == len(ids)
 
 
 async def _copy_table(src: Database, conn: Any, table: str, cols: list[str]) -> int:

@@ -382,9 +382,12 @@ async def _migrate(pool: asyncpg.Pool, url: str, setting: str = "DATABASE_URL") 
                 # PostgreSQL 15 no longer lets every user create tables in schema public: a user granted
                 # ALL on a database someone else owns was told "permission denied" and nothing more.
                 fix = (
-                    " DATABASE_URL's user may not create tables there: make it the database's owner "
+                    f" {setting}'s user may not create tables there: make it the database's owner "
                     "(ALTER DATABASE ... OWNER TO that user) or GRANT CREATE ON SCHEMA public TO it."
                     if isinstance(e, asyncpg.InsufficientPrivilegeError)
+                    else f" {setting}'s search_path names a schema this database does not have: create it "
+                    "(CREATE SCHEMA name AUTHORIZATION that user) or correct options=-c search_path=..."
+                    if isinstance(e, asyncpg.InvalidSchemaNameError)
                     else ""
                 )
                 raise MigrationError(

@@ -30,6 +30,9 @@ __all__ = ["SettingsListener"]
 
 log = structlog.get_logger("bot.store.settings_sync")
 
+SAY_EVERY = 60.0
+"""Seconds between the lines of one outage after its first: every retry (2 s) logged one, 150 in five minutes."""
+
 
 class SettingsListener:
     def __init__(
@@ -41,6 +44,9 @@ class SettingsListener:
         self.retry = retry
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.failures = 0
+        """Connection attempts failed since the listener last listened."""
+        self._said_at = 0.0
 
     async def start(self, within: float = 10.0) -> None:
         """Start listening; waits up to ``within`` seconds for the first connection (until then, and
@@ -73,6 +79,7 @@ class SettingsListener:
                 await conn.add_listener(SETTINGS_CHANNEL, self._on_notify)
                 self.store.trust(True)  # listening from here on: what is cached from now is kept fresh
                 self.connected.set()
+                self.failures = 0
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self.ping)
@@ -82,7 +89,16 @@ class SettingsListener:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("settings_listener_failed", error=f"{type(e).__name__}: {e}", retry_in=self.retry)
+                self.failures += 1
+                now = asyncio.get_running_loop().time()
+                if self.failures == 1 or now - self._said_at >= SAY_EVERY:
+                    self._said_at = now
+                    log.warning(
+                        "settings_listener_failed",
+                        error=f"{type(e).__name__}: {e}",
+                        retry_in=self.retry,
+                        failed_attempts=self.failures,
+                    )
             finally:
                 self.connected.clear()
                 self.store.trust(False)

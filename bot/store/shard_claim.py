@@ -34,7 +34,7 @@ from bot.store.db import StoreError, StoreUnavailable
 from bot.store.pg import UNREACHABLE, connect_target
 from bot.store.pg_acquire import full_hint
 
-__all__ = ["ShardClaim"]
+__all__ = ["ShardClaim", "served"]
 
 log = structlog.get_logger("bot.store.shard_claim")
 
@@ -65,6 +65,18 @@ SELECT DISTINCT objid::bigint FROM pg_locks
  WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::bigint::oid AND objid <> $2::bigint::oid
    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
+
+_ANY = """
+SELECT EXISTS (SELECT 1 FROM pg_locks
+ WHERE locktype = 'advisory' AND objsubid = 2 AND classid = $1::bigint::oid
+   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+
+
+async def served(conn: asyncpg.Connection) -> bool:
+    """Whether a running ``agentbot run`` uses this database: every one holds a lock on its shard count
+    (shard 0 of 1 without shard settings) for as long as it runs. ``migrate-store`` refuses such a target."""
+    return bool(await conn.fetchval(_ANY, COUNT_LOCKS))
 
 
 class ShardClaim:
