@@ -61,8 +61,9 @@ def unavailable_text(sv: Services) -> str:
 
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """One line, Markdown-escaped, cut at ``limit`` characters."""
-    return discord.utils.escape_markdown(one_line(text, limit))
+    """One line, Markdown and mentions escaped, cut at ``limit`` characters: a member's ``<@&id>`` in a
+    memory showed as a role mention in the bot's reply (allowed_mentions kept it from pinging)."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(one_line(text, limit)))
 
 
 def human_bytes(n: int) -> str:

@@ -55,11 +55,15 @@ def _one_line(text: str, limit: int) -> str:
 
 _FORGED_HEADER = re.compile(r"\[(\s*memory\b)", re.IGNORECASE)
 """A memory's text opening a header of its own: a planted note posed as a second, unmarked memory."""
+_FORGED_PERSONA = re.compile(r"\b(server\s+instructions)(\s*:)", re.IGNORECASE)
+"""The words the bot puts before an admin's persona in the same system prompt (``bot.assembly``): a
+member's note saying "Server instructions: ..." read there as a second persona of the server's."""
 
 
 def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     """One memory as the model sees it: id and date first, so it can cite them. Only the bot writes a
-    ``[memory …]`` header: the same words in the text are defused to ``(memory``."""
+    ``[memory …]`` header: the same words in the text are defused to ``(memory``, and the persona's label
+    ("Server instructions:") is quoted."""
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
     if hit.task:
         head += f', task: "{_one_line(hit.task, 150)}"'
@@ -68,7 +72,7 @@ def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     elif hit.unverified:  # an answer stored automatically, built from pages: what they said is in it
         head += ", an earlier answer built from web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
-    text = _FORGED_HEADER.sub(r"(\1", hit.text)
+    text = _FORGED_PERSONA.sub(r"“\1”\2", _FORGED_HEADER.sub(r"(\1", hit.text))
     lines = [head, text.strip() if len(text) <= max_chars else text[:max_chars].rstrip() + " […]"]
     if hit.sources:
         lines.append("sources: " + " ".join(hit.sources[:8]))
