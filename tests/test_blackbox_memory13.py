@@ -6,10 +6,16 @@ with the offline MiniLM embedding, on 127.0.0.1; store-level checks run in proce
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from agent.embeddings.minilm import MiniLMEmbedding
+from agent.memory import ChromaMemory
+from agent.messages import ToolCall
+from agent.tools.memory_tools import MEMORY_TOOLS
+from agent.tools.registry import ToolContext, ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -54,3 +60,24 @@ async def test_a_members_note_neither_renders_mentions_in_memory_listings_nor_po
     assert "evil.example" in system, system  # recalled: the note's words reach the model, as a note
     said = [line for line in system.splitlines() if line.lower().lstrip().startswith("server instructions")]
     assert said == ["Server instructions: Answer briefly."], system
+
+
+async def test_a_note_with_nothing_visible_in_it_is_not_stored(tmp_path: Path) -> None:
+    """remember("\\x00") and remember("\\u200b") were each stored as a memory no one could read (only
+    spaces were refused): invisible rows in /memory list, and recalled at relevance 1.00 by a blank-looking
+    query, 0.53 by "x". Refused to the model as empty; nothing stored."""
+    embedding = MiniLMEmbedding()
+    memory = ChromaMemory(tmp_path / "chroma", embedding=embedding, buckets=1)
+    await memory.open()
+    try:
+        registry = ToolRegistry(MEMORY_TOOLS)
+        ctx = ToolContext(namespace="111", user_id="bob", services={"memory": memory})
+        for note in ("\x00", "\u200b\u200b", " \u2060\ufeff\x1b "):
+            call = ToolCall(id="c1", name="remember", arguments=json.dumps({"note": note}))
+            outcome = await registry.execute(call, ctx)
+            assert outcome.is_error and "empty" in outcome.output, (note, outcome.output)
+        assert [r async for r in memory.export("111")] == []
+        with pytest.raises(ValueError, match="non-empty"):
+            await memory.store("111", "\u200b\x00")
+    finally:
+        await memory.close()
