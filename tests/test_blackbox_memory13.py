@@ -17,6 +17,7 @@ from agent.messages import ToolCall
 from agent.tools.memory_tools import MEMORY_TOOLS
 from agent.tools.registry import ToolContext, ToolRegistry
 from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.test_security_memory import research, run_command
@@ -81,3 +82,27 @@ async def test_a_note_with_nothing_visible_in_it_is_not_stored(tmp_path: Path) -
             await memory.store("111", "\u200b\x00")
     finally:
         await memory.close()
+
+
+async def test_a_run_whose_memory_cannot_be_read_says_so_once_and_goes_on(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The Chroma server went away after start-up: each run's recall failed into the log alone, and the
+    thread said nothing, so members took "no memories recalled" for "the server remembers nothing about
+    this". The thread now says once that memory could not be read, and the run answers without it."""
+    server = ChromaServer(tmp_path / "chroma").start()
+    env = {"CHROMA_HOST": "127.0.0.1", "CHROMA_PORT": server.port}
+    llm.script(text("Answered without memory."))
+    try:
+        async with running_bot(fake, llm, tmp_path / "bot", guild, MEMORY_ENABLED=True, agent_env=env) as bot:
+            assert bot.services.memory is not None, bot.services.memory_error
+            server.stop()
+            thread = await research(fake, guild, "When do ferries leave for the north island?", "alice")
+            await wait_idle(fake, bot)
+            shown = [m.content for m in fake.messages(thread)]
+    finally:
+        server.stop()
+    said = [line for m in shown for line in m.splitlines() if "memory could not be read" in line]
+    assert len(said) == 1, shown
+    assert "without it" in said[0] and "Connect" in said[0], said
+    assert any("Answered without memory." in m for m in shown), shown

@@ -35,16 +35,20 @@ async def recall_for_task(
     k: int = 5,
     min_relevance: float = DEFAULT_MIN_RELEVANCE,
     retention: RetentionPolicy | None = None,
+    errors: list[str] | None = None,
 ) -> list[MemoryHit]:
     """The namespace's memories most relevant to ``task``; empty without memory, namespace or task.
     Only what ``retention`` keeps is recalled, read-only: the run applies retention once, after it
-    stores (:func:`store_research`), and recall never waits behind the namespace's write lock."""
+    stores (:func:`store_research`), and recall never waits behind the namespace's write lock.
+    ``errors``: given, a failed recall's reason is appended to it, for the caller to show."""
     if memory is None or namespace is None or not task or not task.strip():
         return []
     try:
         return await memory.search(namespace, task, k, min_relevance=min_relevance, retention=retention)
     except Exception as e:  # recall must never stop a run; CancelledError is not an Exception
         log.warning("memory.recall.failed", namespace=str(namespace), error=f"{type(e).__name__}: {e}")
+        if errors is not None:
+            errors.append(str(e))
         return []
 
 
