@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.embeddings.minilm import MiniLMEmbedding
-from agent.memory import ChromaMemory
+from agent.memory import ChromaMemory, NewMemory
 from agent.messages import ToolCall
 from agent.tools.memory_tools import MEMORY_TOOLS
 from agent.tools.registry import ToolContext, ToolRegistry
@@ -106,3 +107,32 @@ async def test_a_run_whose_memory_cannot_be_read_says_so_once_and_goes_on(
     assert len(said) == 1, shown
     assert "without it" in said[0] and "Connect" in said[0], said
     assert any("Answered without memory." in m for m in shown), shown
+
+
+async def test_an_export_taken_while_memories_are_forgotten_keeps_every_memory_still_stored(
+    tmp_path: Path,
+) -> None:
+    """/memory export (and list) read the server's rows a page of 1,000 at a time by offset: a memory
+    forgotten or evicted meanwhile (every run's answer evicts the oldest on a server at its max_items)
+    shifted the rows, and one still stored was left out of the file without a word (of 1,010 memories,
+    one forgotten after the first page: 'fact number 1000' missing). A chunk left out so made the whole
+    export refused by /memory import."""
+    embedding = MiniLMEmbedding()
+    memory = ChromaMemory(tmp_path / "chroma", embedding=embedding, buckets=1)
+    await memory.open()
+    try:
+        n = 1010
+        vectors = np.random.default_rng(7).standard_normal((n, embedding.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        items = [NewMemory(f"fact number {i}", "note", created=1.7e9 + i) for i in range(n)]
+        await memory.store_many("111", items, vectors=vectors)
+        exported: list[dict[str, object]] = []
+        async for row in memory.export("111"):
+            exported.append(row)
+            if len(exported) == 1:
+                await memory.forget("111", [str(row["id"])])  # as a run's eviction would, mid-export
+        stored = {r["text"] async for r in memory.export("111")}
+        assert len(stored) == n - 1
+        assert stored - {r["text"] for r in exported} == set()
+    finally:
+        await memory.close()
