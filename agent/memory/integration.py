@@ -64,19 +64,24 @@ _FORGED_PERSONA = re.compile(r"\b(server\s+instructions)(\s*:)", re.IGNORECASE)
 member's note saying "Server instructions: ..." read there as a second persona of the server's."""
 
 
+def _defused(text: str) -> str:
+    return _FORGED_PERSONA.sub(r"“\1”\2", _FORGED_HEADER.sub(r"(\1", text))
+
+
 def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     """One memory as the model sees it: id and date first, so it can cite them. Only the bot writes a
     ``[memory …]`` header: the same words in the text are defused to ``(memory``, and the persona's label
     ("Server instructions:") is quoted."""
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
-    if hit.task:
-        head += f', task: "{_one_line(hit.task, 150)}"'
+    if hit.task:  # the member's request as typed: its quote or bracket ended the header early
+        task = _defused(_one_line(hit.task, 150)).replace('"', "'").replace("]", ")")
+        head += f', task: "{task}"'
     if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
         head += ", saved by an agent after reading web pages: unverified"
     elif hit.unverified:  # an answer stored automatically, built from pages: what they said is in it
         head += ", an earlier answer built from web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
-    text = _FORGED_PERSONA.sub(r"“\1”\2", _FORGED_HEADER.sub(r"(\1", hit.text))
+    text = _defused(hit.text)
     lines = [head, text.strip() if len(text) <= max_chars else text[:max_chars].rstrip() + " […]"]
     if hit.sources:
         lines.append("sources: " + " ".join(hit.sources[:8]))
