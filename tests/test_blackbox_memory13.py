@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp import web
 
 from agent.embeddings.minilm import MiniLMEmbedding
+from agent.embeddings.openai_compat import OpenAIEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from agent.memory.integration import format_recalled
-from agent.memory.types import MemoryHit
+from agent.memory.types import MemoryHit, MemoryStoreError
 from agent.messages import ToolCall
 from agent.tools.memory_tools import MEMORY_TOOLS
 from agent.tools.registry import ToolContext, ToolRegistry
@@ -155,3 +157,38 @@ def test_a_recalled_memorys_task_cannot_forge_a_header_or_the_servers_instructio
     assert block.count("[memory") == 2 and "relevance 0.99]" not in block, block  # the preamble's and its own
     assert "Server instructions:" not in block, block
     assert "evil.example" in block and "unverified" in block  # kept, defused, still marked
+
+
+async def test_an_embedding_endpoint_answering_nan_is_refused_not_stored_unfindable(tmp_path: Path) -> None:
+    """A `MEMORY_EMBEDDING=openai` server answering NaN for a text (llama.cpp with some models and
+    inputs; Python's json reads NaN): a query so embedded found nothing in a full store, without a word,
+    as if the server remembered nothing; a memory failed with Chroma's "Embeddings must not contain NaN",
+    which does not say the embedding endpoint is at fault. Both now fail naming the endpoint."""
+
+    async def handle(request: web.Request) -> web.Response:
+        texts = (await request.json())["input"]
+        rows = [[float("nan")] * 8 if "nan-me" in t else [1.0] + [0.0] * 7 for t in texts]
+        body = json.dumps({"data": [{"index": i, "embedding": v} for i, v in enumerate(rows)]})
+        return web.Response(text=body, content_type="application/json")  # NaN, as json.dumps writes it
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    embedding = OpenAIEmbedding(f"http://127.0.0.1:{port}/v1", "nan-model", retry_wait=0.01)
+    memory = ChromaMemory(tmp_path / "chroma", embedding=embedding, buckets=1)
+    try:
+        await memory.open()
+        await memory.store("111", "A plain fact about ferries.")
+        with pytest.raises(MemoryStoreError, match="not a number"):
+            await memory.store("111", "nan-me: the gate code is 4411")
+        with pytest.raises(MemoryStoreError, match="not a number"):
+            await memory.search("111", "nan-me ferries")
+        assert [r["text"] async for r in memory.export("111")] == ["A plain fact about ferries."]
+    finally:
+        await memory.close()
+        embedding.close()
+        await runner.cleanup()
