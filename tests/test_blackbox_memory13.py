@@ -159,7 +159,7 @@ def test_a_recalled_memorys_task_cannot_forge_a_header_or_the_servers_instructio
     assert "evil.example" in block and "unverified" in block  # kept, defused, still marked
 
 
-async def test_an_embedding_endpoint_answering_nan_is_refused_not_stored_unfindable(tmp_path: Path) -> None:
+async def test_an_embedding_endpoint_answering_nan_is_refused_naming_the_endpoint(tmp_path: Path) -> None:
     """A `MEMORY_EMBEDDING=openai` server answering NaN for a text (llama.cpp with some models and
     inputs; Python's json reads NaN): a query so embedded found nothing in a full store, without a word,
     as if the server remembered nothing; a memory failed with Chroma's "Embeddings must not contain NaN",
@@ -192,3 +192,20 @@ async def test_an_embedding_endpoint_answering_nan_is_refused_not_stored_unfinda
         await memory.close()
         embedding.close()
         await runner.cleanup()
+
+
+async def test_an_answer_whose_emoji_came_split_in_two_stream_events_is_still_remembered(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A server that splits an emoji's UTF-16 pair across two stream events ("\\ud83d", then "\\ude00")
+    gave an answer holding two halves no UTF-8 store can write: the turn's checkpoint failed
+    (UnicodeEncodeError), the thread never got its answer or footer, and the answer never reached the
+    server's memory (its content id failed the same way). The halves are joined into the emoji."""
+    llm.script(text("Ferries leave at 7 \ud83d\ude00 from pier 3.", fragment=1))
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as bot:
+        await research(fake, guild, "When do ferries leave?", "alice")
+        await wait_idle(fake, bot)
+        memory = bot.services.memory
+        assert memory is not None, bot.services.memory_error
+        stored = [r["text"] async for r in memory.export(str(guild.id))]
+    assert stored == ["Ferries leave at 7 😀 from pier 3."], stored
