@@ -6,7 +6,10 @@ with the offline MiniLM embedding, on 127.0.0.1; store-level checks run in proce
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from agent.memory.types import MemoryHit, MemoryStoreError
 from agent.messages import ToolCall
 from agent.tools.memory_tools import MEMORY_TOOLS
 from agent.tools.registry import ToolContext, ToolRegistry
+from bot.memory_import import export_file
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -209,3 +213,44 @@ async def test_an_answer_whose_emoji_came_split_in_two_stream_events_is_still_re
         assert memory is not None, bot.services.memory_error
         stored = [r["text"] async for r in memory.export(str(guild.id))]
     assert stored == ["Ferries leave at 7 😀 from pier 3."], stored
+
+
+async def test_an_export_past_the_upload_limit_stops_reading_instead_of_holding_the_whole_store(
+    tmp_path: Path,
+) -> None:
+    """/memory export (any member may run it) built the whole server's JSONL in memory, then a gzip copy
+    of it, and only then compared with the upload limit: a server kept at 50,000 memories cost ~65 MB a
+    command (4,000 memories of 1,400 characters: 17 MB at the peak for a 6.3 MB file), several members at
+    once several times that. It now compresses past the limit as it reads and stops once even that
+    passes it: here 1,200 memories against an upload limit of 72 KB are refused after a few hundred."""
+    embedding = MiniLMEmbedding()
+    memory = ChromaMemory(tmp_path / "chroma", embedding=embedding, buckets=1)
+    await memory.open()
+    try:
+        n = 1200
+        rng = np.random.default_rng(3)
+        texts = [base64.b64encode(rng.bytes(1050)).decode() for _ in range(n)]  # gzip keeps ~75%
+        vectors = rng.standard_normal((n, embedding.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        await memory.store_many("111", [NewMemory(t, "note") for t in texts], vectors=vectors)
+        read = 0
+        every_row = memory.export
+
+        async def counted(namespace: str) -> AsyncIterator[dict[str, object]]:
+            nonlocal read
+            async for row in every_row(namespace):
+                read += 1
+                yield row
+
+        memory.export = counted  # type: ignore[method-assign]
+        reply, file = await export_file(memory, "111", 72 * 1024)
+        refused_after = read
+        # Over the limit as JSON, under it compressed: the gzip written as it read is whole and readable.
+        packed, gz_file = await export_file(memory, "111", 1_800_000 + 64 * 1024)
+    finally:
+        await memory.close()
+    assert file is None and "over this server's upload limit" in reply, reply
+    assert refused_after < n // 2, f"read {refused_after} of {n} memories for a file refused at 72 KB"
+    assert gz_file is not None and gz_file.filename.endswith(".jsonl.gz") and "gzip" in packed, packed
+    lines = gzip.decompress(gz_file.fp.read()).decode().splitlines()
+    assert sorted(json.loads(line)["text"] for line in lines) == sorted(texts)
