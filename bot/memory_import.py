@@ -179,7 +179,7 @@ async def publish_note(
         return "🔒 Only the member whose request saved this note can share it with the server."
     result = await memory.store(
         namespace,
-        "\n\n".join(r.text for r in rows),
+        "".join(("" if i == 0 or r.glued else "\n\n") + r.text for i, r in enumerate(rows)),  # as import
         kind=first.kind,
         author=first.author,
         thread=first.thread,

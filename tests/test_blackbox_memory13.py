@@ -20,11 +20,12 @@ from agent.embeddings.minilm import MiniLMEmbedding
 from agent.embeddings.openai_compat import OpenAIEmbedding
 from agent.memory import ChromaMemory, NewMemory
 from agent.memory.integration import format_recalled
+from agent.memory.records import record_id
 from agent.memory.types import MemoryHit, MemoryStoreError
 from agent.messages import ToolCall
-from agent.tools.memory_tools import MEMORY_TOOLS
+from agent.tools.memory_tools import MEMORY_TOOLS, private_namespace
 from agent.tools.registry import ToolContext, ToolRegistry
-from bot.memory_import import export_file
+from bot.memory_import import export_file, publish_note
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.chroma_server import ChromaServer
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -254,3 +255,25 @@ async def test_an_export_past_the_upload_limit_stops_reading_instead_of_holding_
     assert gz_file is not None and gz_file.filename.endswith(".jsonl.gz") and "gzip" in packed, packed
     lines = gzip.decompress(gz_file.fp.read()).decode().splitlines()
     assert sorted(json.loads(line)["text"] for line in lines) == sorted(texts)
+
+
+async def test_a_long_private_note_without_spaces_is_published_as_written(tmp_path: Path) -> None:
+    """A private note of 3,000 characters without spaces (a run of Chinese or Japanese, a long list of
+    URLs) is stored in chunks cut hard, mid-word; /memory publish joined them back with blank lines, so
+    the server's memory got a different text (a paragraph break inside a word, and another id than the
+    same note saved in the server). It is joined as import joins it: hard cuts with nothing between."""
+    embedding = MiniLMEmbedding()
+    memory = ChromaMemory(tmp_path / "chroma", embedding=embedding, buckets=1)
+    await memory.open()
+    try:
+        note = "渡し船は毎朝七時に三番桟橋から出る" * 170  # 3,060 characters, no space, no sentence end
+        private = private_namespace("111", "s1")
+        saved = await memory.store(private, note, kind="note", author="42", session="s1", origin="private")
+        reply = await publish_note(memory, "111", "s1", saved.ids[0], 42, None)
+        published = [r async for r in memory.export("111")]
+    finally:
+        await memory.close()
+    assert "is now in this server's memory" in reply, reply
+    parts = sorted(published, key=lambda r: int(str(r["chunk"])))
+    assert "".join(str(r["text"]) for r in parts) == note
+    assert str(parts[0]["parent"]) == record_id("111", note)  # the same memory as the note saved here
