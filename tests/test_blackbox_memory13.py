@@ -277,3 +277,28 @@ async def test_a_long_private_note_without_spaces_is_published_as_written(tmp_pa
     parts = sorted(published, key=lambda r: int(str(r["chunk"])))
     assert "".join(str(r["text"]) for r in parts) == note
     assert str(parts[0]["parent"]) == record_id("111", note)  # the same memory as the note saved here
+
+
+async def test_a_deleted_private_threads_notes_are_deleted_with_it(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A private thread's notes can be recalled, published or forgotten only inside that thread: once a
+    member deleted the thread, nobody could reach them again, yet they stayed on disk (and in every
+    backup) for good, past the server's retention, which evicts a private scope only when its thread
+    saves a note. Deleting the thread now deletes its private notes."""
+    llm.script(
+        tool_call("remember", {"note": "My salary is 91k and I plan to resign in May."}), text("Noted.")
+    )
+    async with running_bot(fake, llm, tmp_path, guild, MEMORY_ENABLED=True) as bot:
+        memory = bot.services.memory
+        assert memory is not None, bot.services.memory_error
+        thread = await research(fake, guild, "Keep my plans in mind", "alice", private=True)
+        await wait_idle(fake, bot)
+        session = await bot.services.sessions.by_thread(thread.id)
+        assert session is not None
+        scope = private_namespace(str(guild.id), session.id)
+        assert [r["text"] async for r in memory.export(scope)] != []
+        fake.delete_thread(thread)
+        rows = memory._open().scope(scope)  # read synchronously, as the fake's waits poll
+        await fake.wait_for(lambda: rows.count() == 0, within=10, what="the private notes to go")
+        assert [r["text"] async for r in memory.export(str(guild.id))] == []  # nothing went elsewhere
