@@ -24,7 +24,7 @@ from agent.models.router import RoutedModel
 from agent.models.tokens import DEFAULT_COMPLETION, completion_cap
 from agent.tools.registry import ToolContext, ToolRegistry
 from agent.toolset import limit_mcp_tools
-from bot.notes import McpLeftOut, Note
+from bot.notes import McpLeftOut, MemoryUnreadable, Note
 from bot.store import QuotaBudget, SessionRecord
 
 if TYPE_CHECKING:
@@ -188,7 +188,11 @@ async def assemble(
         from agent.memory.integration import format_recalled, recall_for_task, recalled_event
 
         retention = sv.retention_for(gs) if gs is not None else None
-        hits = await recall_for_task(sv.memory, str(session.guild_id), prompt, retention=retention)
+        failed: list[str] = []
+        hits = await recall_for_task(
+            sv.memory, str(session.guild_id), prompt, retention=retention, errors=failed
+        )
+        events += [MemoryUnreadable(why) for why in failed[:1]]
         ctx.services["memory_recalled"] = hits  # remember marks notes made after a planted one
         if hits:
             extra.append(format_recalled(hits))

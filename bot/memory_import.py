@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import gzip
 import io
 import json
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -30,24 +30,46 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bot.memory_import")
 
 DOWNLOAD_TIMEOUT = 60.0
+EXPORT_SLICE = 200
+"""Export lines compressed per worker-thread call once the file is over the upload limit."""
 
 
 async def export_file(memory: Any, namespace: str, upload_limit: int) -> tuple[str, discord.File | None]:
     """The server's memories as JSON lines, gzip-compressed if over the upload limit, and the reply
-    (without a file: why there is none)."""
-    buf = io.BytesIO()
+    (without a file: why there is none). Held in memory up to the limit only: past it the lines are
+    compressed as they come, and the export stops once even that passes the limit (the whole file, then
+    a gzip copy of it, was built first: ~65 MB a command for a server of 50,000 memories)."""
+    limit = max(1024, upload_limit - 64 * 1024)  # room for the multipart envelope
+    raw, packed = io.BytesIO(), io.BytesIO()
+    gz: Any = None
+    pending: list[bytes] = []
     rows = 0
     async for row in memory.export(namespace):
-        buf.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        pending.append(json.dumps(row, ensure_ascii=False).encode() + b"\n")
         rows += 1
+        if gz is None:
+            raw.write(pending.pop())
+            if raw.tell() > limit:  # JSONL of text compresses well; try before giving up
+                gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: a gzip header and trailer
+                packed.write(await asyncio.to_thread(gz.compress, raw.getvalue()))
+                raw = io.BytesIO()
+        elif len(pending) >= EXPORT_SLICE:  # compressed off the event loop, a slice at a time
+            packed.write(await asyncio.to_thread(gz.compress, b"".join(pending)))
+            pending.clear()
+        if packed.tell() > limit:
+            return (
+                f"🧠 The export (more than {rows:,} items) is over this server's upload limit of "
+                f"{human_bytes(upload_limit)} even compressed. Forget or clear old memories, or ask an "
+                "operator to export from the data directory."
+            ), None
     if rows == 0:
         return "🧠 This server has no memories to export.", None
-    data = buf.getvalue()
     name = f"memory-{namespace}-{dt.datetime.now(tz=dt.UTC):%Y%m%d}.jsonl"
-    limit = max(1024, upload_limit - 64 * 1024)  # room for the multipart envelope
     note = ""
-    if len(data) > limit:  # JSONL of text compresses well; try before giving up
-        data = await asyncio.to_thread(gzip.compress, data, 6)
+    data = raw.getvalue()
+    if gz is not None:
+        packed.write(await asyncio.to_thread(lambda: gz.compress(b"".join(pending)) + gz.flush()))
+        data = packed.getvalue()
         name += ".gz"
         note = " (gzip-compressed: it was over this server's upload limit)"
     if len(data) > limit:
@@ -157,7 +179,7 @@ async def publish_note(
         return "🔒 Only the member whose request saved this note can share it with the server."
     result = await memory.store(
         namespace,
-        "\n\n".join(r.text for r in rows),
+        "".join(("" if i == 0 or r.glued else "\n\n") + r.text for i, r in enumerate(rows)),  # as import
         kind=first.kind,
         author=first.author,
         thread=first.thread,

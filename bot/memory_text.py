@@ -62,8 +62,10 @@ def unavailable_text(sv: Services) -> str:
 
 
 def excerpt(text: str, limit: int = EXCERPT) -> str:
-    """One line, Markdown-escaped, cut at ``limit`` characters."""
-    return escaped(one_line(text, limit))  # discord.py's own left a page's second link live
+    """One line, Markdown and mentions escaped, cut at ``limit`` characters: a member's ``<@&id>`` in a
+    memory showed as a role mention in the bot's reply (allowed_mentions kept it from pinging), and
+    discord.py's own Markdown escape left a page's second link live."""
+    return discord.utils.escape_mentions(escaped(one_line(text, limit)))
 
 
 def human_bytes(n: int) -> str:

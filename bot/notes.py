@@ -222,6 +222,20 @@ class McpLeftOut(Note):
 
 
 @dataclass(frozen=True)
+class MemoryUnreadable(Note):
+    """The server's memory failed at the run's recall (its Chroma server gone, a damaged store): the run
+    goes on without it. Unsaid, members took the missing "🧠 recalled" for nothing remembered."""
+
+    why: str
+    template = "⚠️ This server's memory could not be read, so this run goes on without it: {s.shown_why}"
+
+    @property
+    def shown_why(self) -> str:
+        """The store's error text (a server's words, a URL): secrets masked, Markdown shown as written."""
+        return untrusted(one_line(redact(self.why), 300))
+
+
+@dataclass(frozen=True)
 class Superseded(Note):
     """A re-run with an edited message began: the earlier answer above stays, marked replaced."""
 

@@ -171,6 +171,8 @@ class OpenAIEmbedding(PlainQuery):
             raise EmbeddingError(f"{self.url} did not answer in the OpenAI embeddings format: {e}") from e
         if vectors.ndim != 2 or vectors.shape[0] != n or vectors.shape[1] == 0:
             raise EmbeddingError(f"{self.url} returned {vectors.shape} vectors for {n} texts")
+        if not np.isfinite(vectors).all():  # json reads NaN: a NaN query matched nothing, silently
+            raise EmbeddingError(f"{self.url} returned a vector that is not a number (NaN or infinity)")
         return l2_normalise(vectors)
 
     def _read(self, resp: httpx.Response, cap: int, n: int) -> bytes:

@@ -23,7 +23,7 @@ from agent.memory import layout
 from agent.memory.chroma_client import chroma_client, server_name
 from agent.memory.chroma_collections import Collections
 from agent.memory.records import check_id, check_namespace, make_rows, to_hit, to_record
-from agent.memory.scope import PAGE, Row
+from agent.memory.scope import PAGE, Row, whole_memories
 from agent.memory.types import (
     KINDS,
     Kind,
@@ -337,13 +337,17 @@ class ChromaMemory:
         return await self._in_thread(namespace, lambda cols, ns: cols.scope(ns).stats(self.embedding.dim))
 
     async def records(self, namespace: str | int) -> AsyncIterator[MemoryRecord]:
-        """Every row of the namespace, page by page."""
+        """Every row of the namespace, page by page: the ids first, then their rows by id, a memory's
+        chunks in one read. Pages by offset skipped a row for each one forgotten or evicted meanwhile (a
+        run's answer on a server at its max_items), and an export lacking one chunk could not be imported.
+        A memory deleted meanwhile is left out whole."""
         ns = check_namespace(namespace)
         cols = self._open()
-        offset = 0
-        while page := await self._call(lambda o=offset: cols.scope(ns).get(limit=PAGE, offset=o)):
-            offset += len(page)
-            for r in page:
+        ids = await self._call(lambda: cols.scope(ns).ids())
+        for batch in whole_memories(ids, PAGE):
+            page = await self._call(lambda b=batch: cols.scope(ns).get(ids=b))
+            where = {rid: i for i, rid in enumerate(batch)}
+            for r in sorted(page, key=lambda r: where.get(r.id, 0)):
                 yield to_record(r.id, r.document, r.metadata)
 
     async def export(self, namespace: str | int) -> AsyncIterator[dict[str, Any]]:

@@ -35,16 +35,20 @@ async def recall_for_task(
     k: int = 5,
     min_relevance: float = DEFAULT_MIN_RELEVANCE,
     retention: RetentionPolicy | None = None,
+    errors: list[str] | None = None,
 ) -> list[MemoryHit]:
     """The namespace's memories most relevant to ``task``; empty without memory, namespace or task.
     Only what ``retention`` keeps is recalled, read-only: the run applies retention once, after it
-    stores (:func:`store_research`), and recall never waits behind the namespace's write lock."""
+    stores (:func:`store_research`), and recall never waits behind the namespace's write lock.
+    ``errors``: given, a failed recall's reason is appended to it, for the caller to show."""
     if memory is None or namespace is None or not task or not task.strip():
         return []
     try:
         return await memory.search(namespace, task, k, min_relevance=min_relevance, retention=retention)
     except Exception as e:  # recall must never stop a run; CancelledError is not an Exception
         log.warning("memory.recall.failed", namespace=str(namespace), error=f"{type(e).__name__}: {e}")
+        if errors is not None:
+            errors.append(str(e))
         return []
 
 
@@ -55,20 +59,29 @@ def _one_line(text: str, limit: int) -> str:
 
 _FORGED_HEADER = re.compile(r"\[(\s*memory\b)", re.IGNORECASE)
 """A memory's text opening a header of its own: a planted note posed as a second, unmarked memory."""
+_FORGED_PERSONA = re.compile(r"\b(server\s+instructions)(\s*:)", re.IGNORECASE)
+"""The words the bot puts before an admin's persona in the same system prompt (``bot.assembly``): a
+member's note saying "Server instructions: ..." read there as a second persona of the server's."""
+
+
+def _defused(text: str) -> str:
+    return _FORGED_PERSONA.sub(r"“\1”\2", _FORGED_HEADER.sub(r"(\1", text))
 
 
 def format_hit(hit: MemoryHit, max_chars: int = MAX_HIT_CHARS) -> str:
     """One memory as the model sees it: id and date first, so it can cite them. Only the bot writes a
-    ``[memory …]`` header: the same words in the text are defused to ``(memory``."""
+    ``[memory …]`` header: the same words in the text are defused to ``(memory``, and the persona's label
+    ("Server instructions:") is quoted."""
     head = f"[memory {hit.id}, {hit.date}, {hit.kind}"
-    if hit.task:
-        head += f', task: "{_one_line(hit.task, 150)}"'
+    if hit.task:  # the member's request as typed: its quote or bracket ended the header early
+        task = _defused(_one_line(hit.task, 150)).replace('"', "'").replace("]", ")")
+        head += f', task: "{task}"'
     if hit.origin == "agent-web":  # a page may have asked for it: the model is told to weigh it so
         head += ", saved by an agent after reading web pages: unverified"
     elif hit.unverified:  # an answer stored automatically, built from pages: what they said is in it
         head += ", an earlier answer built from web pages: unverified"
     head += f", relevance {hit.relevance:.2f}]"
-    text = _FORGED_HEADER.sub(r"(\1", hit.text)
+    text = _defused(hit.text)
     lines = [head, text.strip() if len(text) <= max_chars else text[:max_chars].rstrip() + " […]"]
     if hit.sources:
         lines.append("sources: " + " ".join(hit.sources[:8]))

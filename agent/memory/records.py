@@ -116,8 +116,14 @@ def _clip(value: str) -> str:
     return (value or "").strip()[:MAX_FIELD]
 
 
+def blank(text: str) -> bool:
+    """Nothing visible in ``text``: only spaces, control characters (NUL) and invisible formatting (zero-width
+    spaces, BOMs). A note of "\\x00" was stored as a memory nobody could read, and recalled by any short query."""
+    return all(unicodedata.category(c)[0] in "CZ" for c in text)
+
+
 def check_memory(item: NewMemory) -> NewMemory:
-    if not isinstance(item.text, str) or not item.text.strip():
+    if not isinstance(item.text, str) or blank(item.text):
         raise ValueError("a memory needs non-empty text")
     if len(item.text) > MAX_TEXT:
         raise ValueError(f"a memory holds at most {MAX_TEXT} characters (got {len(item.text)})")

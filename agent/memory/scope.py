@@ -19,13 +19,14 @@ store calls them through ``asyncio.to_thread`` (eviction with the namespace's wr
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import structlog
 
-from agent.memory.records import NS_KEY
+from agent.memory.records import ID_HEX, NS_KEY
 from agent.memory.types import IsolationError, MemoryStats, RetentionPolicy
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,19 @@ class Row:
 def _column(result: Any, key: str, n: int) -> list[Any]:
     value = result.get(key)
     return list(value) if value is not None else [None] * n
+
+
+def whole_memories(ids: list[str], size: int) -> Iterator[list[str]]:
+    """``ids`` in batches of about ``size``, never splitting the chunks of one memory (``<parent>-<n>``,
+    stored together) between two."""
+    batch: list[str] = []
+    for rid in ids:
+        if len(batch) >= size and rid[:ID_HEX] != batch[-1][:ID_HEX]:
+            yield batch
+            batch = []
+        batch.append(rid)
+    if batch:
+        yield batch
 
 
 class NamespaceScope:
@@ -109,6 +123,12 @@ class NamespaceScope:
         embs = _column(r, "embeddings", len(got))
         rows = [Row(i, d, dict(m or {}), None, e) for i, d, m, e in zip(got, docs, metas, embs, strict=True)]
         return self._owned(rows)
+
+    def ids(self) -> list[str]:
+        """Every row id of this namespace, in Chroma's order (insertion), nothing else read: a listing's
+        snapshot, whose rows are then read by id (:meth:`get` checks them as every read's are)."""
+        r = self.collection.get(where=None if self.dedicated else self.where(), include=[])
+        return list(r["ids"])
 
     def owned_ids(self, ids: list[str]) -> list[str]:
         return [r.id for r in self.get(ids=ids, documents=False)]

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.memory.records import MAX_FIELD, MAX_TEXT, check_namespace, make_rows
+from agent.memory.records import MAX_FIELD, MAX_TEXT, blank, check_namespace, make_rows
 from agent.memory.types import KINDS, MemoryStoreError, NewMemory, unverified
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def _row_problem(row: Mapping[str, Any]) -> str | None:
     except UnicodeEncodeError:
         return "holds a lone UTF-16 surrogate (half a character, such as \\ud800), which cannot be stored"
     text = row.get("text")
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or blank(text):
         return "'text' must be non-empty text"
     if row.get("kind", "note") not in KINDS:
         return f"'kind' must be one of {', '.join(KINDS)}, got {row.get('kind')!r}"

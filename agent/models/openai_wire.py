@@ -229,7 +229,8 @@ class ThinkFilter:
 
     @property
     def text(self) -> str:
-        return "".join(self._kept)
+        """The answer, an emoji split across two events joined again (:func:`paired`)."""
+        return paired("".join(self._kept))
 
     def feed(self, piece: str) -> str:
         """``piece`` of the stream in; the part of it (and of what was held back) to show now out."""
@@ -303,6 +304,15 @@ class ThinkFilter:
         if self._mode == _PLAIN:
             return self._show("", at_once=True)
         return ""
+
+
+def paired(text: str) -> str:
+    """``text`` with UTF-16 surrogate halves joined into the characters they encode (a lone half stays). A
+    server that split an emoji's pair across two stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``)
+    gave an answer no UTF-8 store can write: the bot's checkpoint failed and the turn never ended."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def without_thinking(text: str) -> str:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from agent.memory.integration import format_hit
+from agent.memory.records import blank
 from agent.memory.types import RetentionPolicy
 from agent.tools.registry import Tool, ToolContext, ToolOutput, ToolRefused, tool
 
@@ -115,7 +116,7 @@ async def remember(ctx: ToolContext, note: Annotated[str, Field(min_length=1, ma
         note: The note, self-contained (it will be read later without this conversation).
     """
     memory, namespace = _memory_and_namespace(ctx)
-    if not note.strip():
+    if blank(note):  # spaces, NUL or zero-width characters only
         raise ToolRefused("the note is empty")
     policy = _policy(ctx)
     if policy.max_writes <= 0:

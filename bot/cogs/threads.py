@@ -16,9 +16,12 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import discord
+import structlog
 from discord import app_commands
 from discord.ext import commands
 
+from agent.memory.types import MemoryStoreError
+from agent.tools.memory_tools import private_namespace
 from bot.attach import files_only, incoming
 from bot.cogs.research import TOLD_EVERY
 from bot.control import roles_of
@@ -31,6 +34,8 @@ from bot.thread_header import LIMIT_STATES, HeaderState, show_state
 
 if TYPE_CHECKING:
     from bot.app import AgentBot
+
+log = structlog.get_logger("bot.cogs.threads")
 
 QUEUED = "⏳"
 CANNOT_POST = "I am missing **Send Messages in Threads**"
@@ -287,6 +292,23 @@ class ThreadsCog(commands.Cog):
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         self.bot.runner.close_thread(payload.thread_id, "the thread was deleted")
+        await self._forget_private_notes(payload.guild_id, payload.thread_id)
+
+    async def _forget_private_notes(self, guild_id: int | None, thread_id: int) -> None:
+        """A deleted thread's private notes go with it: only inside that thread could they be recalled,
+        published or forgotten, so nobody could reach them again, and retention evicts a private scope
+        only when its thread saves a note: they stayed on disk, and in every backup, for good."""
+        sv = self.bot.services
+        session = await sv.sessions.by_thread(thread_id) if sv.memory is not None and guild_id else None
+        if sv.memory is None or session is None:
+            return
+        try:
+            gone = await sv.memory.clear(private_namespace(str(guild_id), session.id))
+        except MemoryStoreError as e:
+            log.warning("private_notes_not_forgotten", session_id=session.id, error=str(e))
+            return
+        if gone:
+            log.info("private_notes_forgotten", session_id=session.id, rows=gone)
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
