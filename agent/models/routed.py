@@ -285,10 +285,13 @@ class RoutedModel:
                             yield chunk
                         elif isinstance(chunk, TextChunk):
                             held.append(chunk)  # shown only once the researcher turns out to call tools
+                            # ...but written and billed now: counted as it streams (empty text, shown as
+                            # nothing), or an attempt that broke off before a retry was charged nothing.
+                            yield TextChunk("", len(chunk.text) if chunk.received is None else chunk.received)
                         elif isinstance(chunk, ModelResponse):
                             if chunk.message.tool_calls:
                                 for h in held:
-                                    yield h
+                                    yield replace(h, received=0)  # counted as it came
                             held.clear()
                             yield chunk
                         else:  # a retry voids the text streamed before it
