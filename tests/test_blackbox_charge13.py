@@ -6,6 +6,7 @@ ledger in a real SQLite file) would see. Each failed before the fix its docstrin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,12 @@ from agent.models.openai import OpenAIChatModel
 from agent.models.router import Router
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
+from tests.e2e.harness import running_bot, wait_idle
+from tests.fakes.discord_records import MessageRecord
+from tests.fakes.discord_server import FakeDiscord, FakeGuild
+from tests.fakes.llm_server import FakeLLM, Reply
 from tests.fakes.served import served
+from tests.test_e2e_config import flat, run
 
 TIERS = {"simple": ["gpt-4.1-nano"], "medium": ["gpt-4o-mini"], "complex": ["gpt-4o"]}
 BROKEN = "Tides rise. " * 333 + "Ti"  # 4,000 characters: ~1,000 tokens by the local count
@@ -113,3 +119,48 @@ async def test_a_researchers_answer_that_broke_off_before_its_retry_is_charged(
     booked = {m.model: (m.calls, m.estimated_calls) for m in usage.models}
     assert booked == {"gpt-4o-mini": (2, 1), "gpt-4o": (1, 0)}, booked
     assert result.usage.estimated and result.usage.completion_tokens == 20 + 20 + 1_000, result.usage
+
+
+@pytest.fixture
+def guild() -> FakeGuild:
+    return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
+
+
+async def _stop(fake: FakeDiscord, thread: Any, user: str) -> MessageRecord:
+    header = fake.messages(thread)[0]
+    stop = header.components[0]["components"][0]["custom_id"]
+    fake.inject_component(stop, message=header, user=user)
+    return await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
+
+
+async def test_a_follow_up_stopped_while_the_judge_routes_it_is_charged_the_judges_prompt(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """With ROUTER_CLASSIFIER=judge, alice's follow-up is routed by a judge call as its turn starts; she
+    pressed Stop while that call was with the provider (which bills its prompt). The footer said "no
+    model call" and /usage server counted gpt-4.1-nano's one call of the session's start: the stopped
+    judge call was charged nothing, so Stop after Stop spent judge calls outside every limit. Now it is
+    charged its prompt by estimate, at the judge's price, in the footer and /usage alike."""
+    llm.script(
+        Reply(text="simple", prompt_tokens=300, completion_tokens=1),  # the session's judge call
+        Reply(text="Four."),
+        Reply(hang=True),  # the follow-up's judge call, stopped
+    )
+    agent_env = {"ROUTER_CLASSIFIER": "judge", "ROUTER_JUDGE_MODEL": "gpt-4.1-nano"}
+    async with running_bot(fake, llm, tmp_path, guild, agent_env=agent_env) as bot:
+        general = guild.channel("general")
+        fake.inject_interaction("research", {"task": "what is 2+2"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: m.content == "Four.", within=15)
+        await wait_idle(fake, bot)
+        fake.inject_message(thread, "alice", "and what is 3+3?")
+        await fake.wait_for(lambda: len(llm.requests) == 3, what="the follow-up's judge call")
+        footer = await _stop(fake, thread, "alice")
+        await wait_idle(fake, bot)
+        server = flat(await run(fake, guild, "usage server"))
+    assert [r["model"] for r in llm.requests] == ["gpt-4.1-nano", "gpt-4o-mini", "gpt-4.1-nano"]
+    assert re.search(r"`openai/gpt-4.1-nano`: 2 calls · ~[\d,]+ in", server), server
+    assert "1 call this month was counted by estimate" in server, server
+    # was "0 steps · 0 tokens · ... · no model call · ⏹️ stopped by alice"
+    assert "estimated: " in footer.content and "· gpt-4.1-nano ·" in footer.content, footer.content
+    assert "no model call" not in footer.content, footer.content
