@@ -18,14 +18,17 @@ from aiohttp import web
 from agent.loop import Agent
 from agent.models.openai import OpenAIChatModel
 from agent.models.router import Router
+from agent.tools.fetch import FetchSettings, PageFetcher
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, Reply
+from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.served import served
+from tests.fakes.web_server import FakeWeb
 from tests.test_e2e_config import flat, run
+from tests.test_reader import TASK, agent_with_reader, tool_message
 
 TIERS = {"simple": ["gpt-4.1-nano"], "medium": ["gpt-4o-mini"], "complex": ["gpt-4o"]}
 BROKEN = "Tides rise. " * 333 + "Ti"  # 4,000 characters: ~1,000 tokens by the local count
@@ -76,6 +79,13 @@ async def server() -> AsyncIterator[Scripted]:
     async with served(app) as site:
         s.base_url = f"{site}/v1"
         yield s
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[PageFetcher]:
+    f = PageFetcher(FetchSettings(allow_loopback=True, timeout=5, max_chars=2_000, reader_chars=60_000))
+    yield f
+    await f.aclose()
 
 
 @pytest.fixture
@@ -164,3 +174,29 @@ async def test_a_follow_up_stopped_while_the_judge_routes_it_is_charged_the_judg
     # was "0 steps · 0 tokens · ... · no model call · ⏹️ stopped by alice"
     assert "estimated: " in footer.content and "· gpt-4.1-nano ·" in footer.content, footer.content
     assert "no model call" not in footer.content, footer.content
+
+
+async def test_a_page_reader_that_wrote_no_notes_is_still_charged_its_call(
+    llm: FakeLLM, http: httpx.AsyncClient, web: FakeWeb, fetcher: PageFetcher, tmp_path: Path
+) -> None:
+    """The page reader (gpt-4.1-nano) read 48,000 characters of a page and answered with no notes (a
+    thinking model that spent its cap thinking, finish_reason length): the server reported 12,000 +
+    900 tokens, billed, but the run counted none of it and /usage server did not list gpt-4.1-nano at
+    all, since only a reading with notes was charged. Now the call is charged as reported (the agent
+    still gets the page itself)."""
+    async with FakeLLM() as reader_llm:
+        llm.script(
+            tool_call("fetch_url", {"url": web.url("/long")}, prompt_tokens=2000, completion_tokens=40),
+            text("They swim in cold water.", prompt_tokens=2500, completion_tokens=30),
+        )
+        reader_llm.script(text("", prompt_tokens=12_000, completion_tokens=900, finish="length"))
+        agent = agent_with_reader(llm, reader_llm, http, fetcher)
+        async with await open_database(str(tmp_path / "r.sqlite3")) as db:
+            store = QuotaStore(db, None, Limits.unlimited())
+            result = await agent.ask(TASK, budget=store.budget(1, 10))
+            await store.flush()
+            usage = await store.server_usage(1)
+    assert len(reader_llm.requests) == 1 and "Paragraph 0:" in tool_message(llm.requests[1])
+    booked = {m.model: (m.calls, m.prompt_tokens, m.completion_tokens) for m in usage.models}
+    assert booked == {"gpt-5": (2, 4500, 70), "gpt-4.1-nano": (1, 12_000, 900)}, booked
+    assert result.usage.prompt_tokens == 16_500 and result.models == ["gpt-5", "gpt-4.1-nano"], result
