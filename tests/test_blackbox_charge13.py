@@ -5,6 +5,7 @@ ledger in a real SQLite file) would see. Each failed before the fix its docstrin
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -200,3 +201,115 @@ async def test_a_page_reader_that_wrote_no_notes_is_still_charged_its_call(
     booked = {m.model: (m.calls, m.prompt_tokens, m.completion_tokens) for m in usage.models}
     assert booked == {"gpt-5": (2, 4500, 70), "gpt-4.1-nano": (1, 12_000, 900)}, booked
     assert result.usage.prompt_tokens == 16_500 and result.models == ["gpt-5", "gpt-4.1-nano"], result
+
+
+def broken_call(chars: int = 4_000) -> Callable[[str], bytes]:
+    """A tool call whose arguments (a long program) break off mid-stream: no finish, no [DONE]."""
+    code = json.dumps({"code": "x = 1\n" * (chars // 6)})
+    start = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "run_python", "arguments": ""},
+    }
+    return lambda model: (
+        _sse(model, {"role": "assistant", "tool_calls": [start]})
+        + b"".join(
+            _sse(model, {"tool_calls": [{"index": 0, "function": {"arguments": code[i : i + 500]}}]})
+            for i in range(0, len(code), 500)
+        )
+    )
+
+
+async def test_an_attempt_that_broke_off_while_writing_a_tool_call_is_charged(
+    server: Scripted, tmp_path: Path
+) -> None:
+    """gpt-4o-mini wrote 4,000 characters of a run_python call and its stream broke off (a proxy's
+    timeout); the retry answered. `agentbot ask` said "1 step · 100 prompt + 20 completion tokens",
+    not estimated: only a broken attempt's answer text was counted, never the tool call's arguments the
+    provider billed as output (~1,000 tokens; a Stop while a call was written charged its prompt alone).
+    Now the arguments count as they stream, so the attempt is charged by estimate like one of words."""
+    from agent.ask import ask
+    from agent.config import AgentSettings
+
+    server.script = [broken_call(), answer("Tides.")]
+    settings = AgentSettings(  # type: ignore[call-arg]
+        OPENAI_BASE_URL=server.base_url,
+        OPENAI_API_KEY="sk-t",
+        DATA_DIR=str(tmp_path),
+        PYTHON_SANDBOX="off",
+        MEMORY_ENABLED=False,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    await ask("Why do tides rise?", settings, out=out, err=err)
+    summary = next((x for x in err.getvalue().splitlines() if "completion tokens" in x), "")
+    assert server.models == ["gpt-4o-mini", "gpt-4o-mini"] and out.getvalue() == "Tides.\n", err.getvalue()
+    said = re.search(r"1 step · estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
+    assert said and int(said.group(2).replace(",", "")) >= 20 + 1_000, summary
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+
+async def test_a_claude_attempt_that_broke_off_while_writing_a_tool_call_is_charged(
+    client: httpx.AsyncClient,
+) -> None:
+    """The same on Claude's wire: claude-haiku-4-5 streamed 4,000 characters of a tool call's input and
+    the server reported overloaded_error mid-stream; the retry answered with 100 + 20 tokens, and only
+    those were counted. Now the broken attempt's input is charged by estimate too."""
+    from agent.models.anthropic import AnthropicModel
+
+    calls = 0
+    code = json.dumps({"code": "x = 1\n" * 666})
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        usage = {"input_tokens": 100, "output_tokens": 1}
+        start = {"message": {"id": "m", "role": "assistant", "model": "claude-haiku-4-5", "usage": usage}}
+        out = [_event("message_start", start)]
+        if calls == 1:
+            block = {"type": "tool_use", "id": "toolu_1", "name": "run_python", "input": {}}
+            out.append(_event("content_block_start", {"index": 0, "content_block": block}))
+            out += [
+                _event(
+                    "content_block_delta",
+                    {"index": 0, "delta": {"type": "input_json_delta", "partial_json": p}},
+                )
+                for p in (code[i : i + 500] for i in range(0, len(code), 500))
+            ]
+            out.append(_event("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        else:
+            text_block = {"type": "text", "text": ""}
+            out.append(_event("content_block_start", {"index": 0, "content_block": text_block}))
+            out.append(
+                _event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Tides."}})
+            )
+            out.append(_event("content_block_stop", {"index": 0}))
+            out.append(
+                _event(
+                    "message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 20}}
+                )
+            )
+            out.append(_event("message_stop", {}))
+        await resp.write(b"".join(out))
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", messages)
+    async with served(app) as site:
+        model = AnthropicModel(
+            "claude-haiku-4-5",
+            api_key="sk-ant-t",
+            base_url=site,
+            client=client,
+            max_attempts=2,
+            backoff_initial=0.01,
+        )
+        result = await Agent(model, max_iterations=2).ask("Why do tides rise?")
+    assert calls == 2 and result.text == "Tides.", result
+    assert result.usage.estimated and result.usage.completion_tokens >= 20 + 1_000, result.usage
