@@ -314,6 +314,8 @@ class Agent:
         if warning:
             run.said_cut = True
             run.log.warning("prompt_truncated", step=step, model=bill.model, warning=warning)
+        for name, usage, cost in held.lost_charged:  # attempts that broke off first: said, as charged
+            yield UsageEvent(step=step, model=name, usage=usage, cost=cost)
         yield UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost, warning=warning)
 
     def _chunk_event(self, run: _Run, step: int, chunk: Any) -> AgentEvent:

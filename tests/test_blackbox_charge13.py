@@ -242,10 +242,19 @@ async def test_an_attempt_that_broke_off_while_writing_a_tool_call_is_charged(
     )
     out, err = io.StringIO(), io.StringIO()
     await ask("Why do tides rise?", settings, out=out, err=err)
-    summary = next((x for x in err.getvalue().splitlines() if "completion tokens" in x), "")
-    assert server.models == ["gpt-4o-mini", "gpt-4o-mini"] and out.getvalue() == "Tides.\n", err.getvalue()
+    lines = err.getvalue().splitlines()
+    summary = next((x for x in lines if "completion tokens" in x), "")
+    assert server.models == ["gpt-4o-mini", "gpt-4o-mini"] and out.getvalue() == "Tides.\n", lines
     said = re.search(r"1 step · estimated: ([\d,]+) prompt \+ ([\d,]+) completion tokens", summary)
     assert said and int(said.group(2).replace(",", "")) >= 20 + 1_000, summary
+    # The step's lines add up to the summary: the broken attempt has its own (it said only "100+20 tokens,
+    # $0.000027" under a summary of 722 + 1,191 tokens and $0.00082).
+    steps = [re.search(r"^  (?:estimated: )?([\d,]+)\+([\d,]+) tokens", x) for x in lines]
+    counted = [tuple(int(n.replace(",", "")) for n in m.groups()) for m in steps if m]
+    assert len(counted) == 2 and counted[1] == (100, 20), lines
+    assert tuple(map(sum, zip(*counted, strict=True))) == tuple(
+        int(n.replace(",", "")) for n in said.groups()
+    ), lines
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
