@@ -322,3 +322,28 @@ async def test_a_claude_attempt_that_broke_off_while_writing_a_tool_call_is_char
         result = await Agent(model, max_iterations=2).ask("Why do tides rise?")
     assert calls == 2 and result.text == "Tides.", result
     assert result.usage.estimated and result.usage.completion_tokens >= 20 + 1_000, result.usage
+
+
+async def test_a_researcher_whose_last_step_is_the_runs_last_hands_over_so_the_answer_is_written(
+    llm: FakeLLM, http: httpx.AsyncClient
+) -> None:
+    """A complex run (gpt-5-mini researches, gpt-5 writes) whose step limit came as the research ended:
+    its last step went to the researcher, told not to write the answer, so the run ended "completed"
+    with "I have what is needed." as its answer, all steps paid for and the writer never asked. Now the
+    step before the last hands over, and the last step is the writer's: the answer is written."""
+    from agent import ToolRegistry
+    from agent.tools.builtin import builtin_tools
+    from tests.test_router_escalation import TIERS as GPT5
+    from tests.test_router_escalation import builder
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if body["model"] == "gpt-5":
+            return text("42.")
+        done = any(m["role"] == "tool" for m in body["messages"])
+        return text("I have what is needed.") if done else tool_call("calculator", {"expression": "6*7"})
+
+    llm.responder = respond
+    model = Router(GPT5, builder(llm, http), research={"complex": "medium"}).at_tier("complex")
+    result = await Agent(model, ToolRegistry(builtin_tools()), max_iterations=2).ask("six times seven?")
+    assert [r["model"] for r in llm.requests] == ["gpt-5-mini", "gpt-5"], result
+    assert result.status == "completed" and result.text == "42.", result

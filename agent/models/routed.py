@@ -353,6 +353,8 @@ class RoutedModel:
             if outcome.can_continue and (handed := self._hand_over()) is not None:
                 return handed
             return self.escalate("it returned an empty answer") if outcome.empty else None
+        if outcome.next_is_last and (handed := self._hand_over()) is not None:
+            return handed  # the last step is the writer's: a researcher's would end on its "done" line
         self._invalid_steps = self._invalid_steps + 1 if outcome.all_invalid else 0
         if self._invalid_steps >= 2:
             notice = self.escalate("its tool calls were invalid twice in a row")
