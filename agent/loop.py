@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -209,7 +209,8 @@ class Agent:
                         yield ev
                 finally:
                     await events.aclose()
-                if (switch := self._route(run.tools.outcome)) is not None:
+                last = step + 1 == self.max_iterations  # then the writer, if any, takes the last step
+                if (switch := self._route(replace(run.tools.outcome, next_is_last=last))) is not None:
                     yield self._switched(step, switch)
             else:
                 for ev in self._answered(run, step, reply):
@@ -314,6 +315,8 @@ class Agent:
         if warning:
             run.said_cut = True
             run.log.warning("prompt_truncated", step=step, model=bill.model, warning=warning)
+        for name, usage, cost in held.lost_charged:  # attempts that broke off first: said, as charged
+            yield UsageEvent(step=step, model=name, usage=usage, cost=cost)
         yield UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost, warning=warning)
 
     def _chunk_event(self, run: _Run, step: int, chunk: Any) -> AgentEvent:

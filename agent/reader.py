@@ -120,7 +120,8 @@ class Reader:
         offers_raw: bool,
         on_switch: Callable[[], Awaitable[None]] | None = None,
     ) -> Notes | None:
-        """Notes on ``text``, or None when the reader wrote nothing. Raises :class:`ModelError`.
+        """Notes on ``text``; empty notes (``observation`` "") when the reader wrote nothing, whose call was
+        billed all the same (charged by the caller), None when no response came. Raises :class:`ModelError`.
         ``on_switch``: see :func:`~agent.models.base.final_response`."""
         try:
             response = await final_response(
@@ -129,8 +130,10 @@ class Reader:
         except asyncio.CancelledError:
             self.stopped += 1
             raise
-        if response is None or not response.message.content.strip():
+        if response is None:
             return None
+        if not response.message.content.strip():
+            return Notes("", response, len(text))
         notes = response.message.content.strip()
         header, _ = split_header(text)
         served_by = response.model or self.model.name

@@ -183,6 +183,7 @@ class hold:
     __slots__ = (
         "bill",
         "budget",
+        "lost_charged",
         "max_tokens",
         "messages",
         "model",
@@ -207,6 +208,8 @@ class hold:
         self.state = state
         self.bill = Bill(model.name)
         self.token: Any = None
+        self.lost_charged: list[tuple[str, Usage, Cost]] = []
+        """(model, usage, cost) of each broken-off attempt :meth:`_charge_lost` charged, for the step's report."""
 
     async def __aenter__(self) -> Bill:
         if self.budget is not None:
@@ -262,6 +265,7 @@ class hold:
         billed: each is charged by estimate under its own model's name and price, apart from the call."""
         for model, provider, chars in self.bill.lost:
             usage, cost = self._estimated(model, chars)
+            self.lost_charged.append((model, usage, cost))
             if self.state is not None:
                 self.state.add_usage(model, usage, cost)
             if self.budget is not None:

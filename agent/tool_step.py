@@ -197,6 +197,8 @@ class ToolStep:
             **bill.log_fields(),
         )
         emit(UsageEvent(step=step, model=bill.model, usage=bill.usage, cost=bill.cost))
+        if not notes.observation:  # no notes (billed and charged all the same): the page as it came
+            return outcome
         return dataclasses.replace(
             outcome,
             output=notes.observation,

@@ -8,6 +8,7 @@ needs (:func:`step_need`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from agent.budget import BudgetExceeded
 from agent.config import ConfigError
-from agent.events import AgentEvent, Cost, RouteDecision
+from agent.events import AgentEvent, Cost, RouteDecision, Usage
 from agent.loop import Agent
 from agent.models.base import ModelSettings
 from agent.models.breakers import breaker_keys
+from agent.models.classifier import JudgeClassifier
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
 from agent.models.tokens import DEFAULT_COMPLETION, completion_cap
@@ -118,6 +120,23 @@ async def charge_judge(route: RouteDecision, budget: QuotaBudget) -> tuple[str, 
     provider = route.judge_provider or "openai"
     await budget.settle(token, model, provider, route.judge_usage, cost)
     return model, cost
+
+
+async def charge_cut_judge(
+    sv: Services, session: SessionRecord, prompt: str, budget: QuotaBudget
+) -> tuple[str, Usage, Cost] | None:
+    """A judge call cut under way (a Stop while a follow-up's turn routes) was sent and its prompt billed:
+    charged by estimate like any call cut under way (it was charged nothing, so Stop after Stop spent judge
+    calls outside every limit). Returns (name, usage, cost) for the turn's footer; None when no judge was
+    asked (a tier the session chose, another classifier)."""
+    judge = sv.router.classifier
+    if session.tier in ("simple", "medium", "complex") or not isinstance(judge, JudgeClassifier):
+        return None
+    usage = judge.cut_usage(prompt)
+    name, cost = default_prices().priced(judge.model.name, usage, judge.model.name)
+    with contextlib.suppress(Exception):  # as a release: never hides the Stop it follows
+        await budget.settle(None, name, judge.model.provider, usage, cost)
+    return name, usage, cost
 
 
 async def guild_tools(

@@ -26,6 +26,7 @@ from agent.models.router import RoutedModel
 from bot.assembly import (
     WorkspaceUnavailable,
     assemble,
+    charge_cut_judge,
     charge_judge,
     classified,
     cooling_for,
@@ -185,7 +186,12 @@ class Turn:
                 raise asyncio.CancelledError
             await sv.sessions.set_status(s.id, "running")
             budget = QuotaBudget(sv.quotas, s.guild_id, req.requester_id, req.role_ids, s.id)
-            model = self.model = req.model or await route(sv, s, req.prompt, gs)
+            try:
+                model = self.model = req.model or await route(sv, s, req.prompt, gs)
+            except asyncio.CancelledError:  # stopped while a judge routed it: that call was billed
+                if req.model is None and (cut := await charge_cut_judge(sv, s, req.prompt, budget)):
+                    state.add_usage(*cut)
+                raise
             how = model.route
             # A classified follow-up: say where it went. Not on a resume: its header (a first turn) or
             # the note before the restart (a follow-up) said it already.

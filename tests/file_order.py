@@ -39,6 +39,7 @@ SECONDS: dict[str, int] = {
     "test_blackbox_compat13.py": 36,  # new this session: its own measure (11.5 s, 15 tests) x3
     "test_blackbox_restarts13.py": 90,  # new this session: its own measure (29.7 s, 2 tests) x3
     "test_blackbox_charge.py": 75,  # new this session: its own measure (25 s) x3
+    "test_blackbox_charge13.py": 26,  # new in session 13: its own measure (8.5 s, 6 tests, load 5) x3
     "test_blackbox_gaps9.py": 30,  # new this session: its own measure x3
     "test_blackbox_ops7.py": 4,  # new this session: its own measure x3
     "test_blackbox_gaps8.py": 21,  # new this session: its own measure x3

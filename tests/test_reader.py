@@ -143,7 +143,8 @@ async def test_a_failing_reader_leaves_the_page_as_the_tool_returned_it(
         seen = tool_message(llm.requests[i])
         assert "Paragraph 0:" in seen and "start=2000" in seen and "taken for your task" not in seen
     assert len(reader_llm.requests) == 2
-    assert events[-1].result.models == ["gpt-5"]
+    # the refused call is not billed; the empty reading was, so it is charged and listed
+    assert events[-1].result.models == ["gpt-5", "gpt-4.1-nano"]
     assert all(e.read_by is None for e in events if isinstance(e, ToolResultEvent))
 
 

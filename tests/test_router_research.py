@@ -153,12 +153,13 @@ async def test_one_model_for_both_jobs_means_no_split(llm: FakeLLM, http) -> Non
     assert by_model(llm) == ["gpt-5"] and events[-1].result.text == "just answered"
 
 
-async def test_at_the_iteration_cap_the_researchers_answer_stands(llm: FakeLLM, http) -> None:
-    llm.script(tool_call("calculator", {"expression": "3+3"}), text("6, from the researcher"))
+async def test_at_the_iteration_cap_the_writer_takes_the_last_step(llm: FakeLLM, http) -> None:
+    # The researcher is told not to write the answer: its last step ended runs on its "done" line.
+    llm.script(tool_call("calculator", {"expression": "3+3"}), text("6, from the writer"))
     model = Router(TIERS, builder(llm, http), research=SPLIT).at_tier("complex")
     events = await collect(Agent(model, ToolRegistry(builtin_tools()), max_iterations=2))
-    assert by_model(llm) == ["gpt-5-mini", "gpt-5-mini"]
-    assert events[-1].result.status == "completed" and events[-1].result.text == "6, from the researcher"
+    assert by_model(llm) == ["gpt-5-mini", "gpt-5"]
+    assert events[-1].result.status == "completed" and events[-1].result.text == "6, from the writer"
 
 
 def test_research_tiers_setting_is_parsed_and_bad_values_name_the_key() -> None:

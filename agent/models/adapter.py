@@ -280,6 +280,7 @@ class HTTPModel:
                     async for sse in events:
                         if s.stream and not sse.data:
                             continue
+                        size = reply.size
                         try:
                             data = json.loads(sse.data)
                             pieces = [
@@ -288,8 +289,9 @@ class HTTPModel:
                             ]
                         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                             raise self._bad_payload(resp) from e
-                        if piece := "".join(pieces):
-                            yield TextChunk(piece)
+                        if (piece := "".join(pieces)) or reply.size > size:
+                            # ``size`` counts a tool call's arguments too: billed output, so counted (unshown)
+                            yield TextChunk(piece, reply.size - size)
                         if s.stream and reply.size > most:  # the server ignores max_tokens: cut here
                             reply.cut()
                             answer_cut(self.name, most)

@@ -135,6 +135,8 @@ class StepOutcome:
     """No text and no tool calls."""
     can_continue: bool = True
     """Another step is allowed after this one."""
+    next_is_last: bool = False
+    """The next step is the run's last (a researcher's last call would leave the answer unwritten)."""
 
 
 @runtime_checkable

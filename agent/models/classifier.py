@@ -25,6 +25,7 @@ from agent.events import Usage
 from agent.messages import Message
 from agent.models.base import Model, ModelError, ModelSettings, final_response
 from agent.models.tiers import TIERS, Tier
+from agent.models.tokens import estimate_prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,12 +342,17 @@ class JudgeClassifier:
         self.max_task_chars = max_task_chars
         self.fallback = HeuristicClassifier()
 
+    def _messages(self, task: str) -> Sequence[Message]:
+        return [Message("system", JUDGE_PROMPT), Message("user", task[: self.max_task_chars])]
+
+    def cut_usage(self, task: str) -> Usage:
+        """What a judge call on ``task`` cut under way (a Stop while a follow-up routes) was billed, counted
+        locally: its prompt (the answer, one word, was not read). Charged by ``bot.assembly``."""
+        return Usage(estimate_prompt(self._messages(task)), 0, 0, 1, estimated=True)
+
     async def classify(self, task: str) -> Classification:
         heuristic = self.fallback.classify_now(task)
-        messages: Sequence[Message] = [
-            Message("system", JUDGE_PROMPT),
-            Message("user", task[: self.max_task_chars]),
-        ]
+        messages = self._messages(task)
         try:
             # Picking one word out of three needs no deliberation: a judge that thinks by default (gpt-5-nano,
             # the cheapest OpenAI model) would bill hundreds of reasoning tokens per ask at medium effort.

@@ -108,8 +108,7 @@ class OpenAIChatModel(HTTPModel):
         self._warned_temperature = False
         self._think_opened = False  # it sent a bare </think>: its template opens the block in the prompt
         self._stream_options = True  # False once the server refused them
-        # Made once: per-request header dicts were merged by httpx on every call. Content-Type comes
-        # with the JSON body.
+        # Made once: per-request header dicts were merged by httpx on every call (Content-Type: the body's).
         # The body is sent as encoded bytes (encode_body), so the JSON content type is ours to set.
         self._json_headers = {"Content-Type": "application/json"} | key_headers(self.base_url, api_key)
         self._sse_headers = self._json_headers | {"Accept": "text/event-stream"}
@@ -367,7 +366,8 @@ class OpenAIChatModel(HTTPModel):
                                         yield ThinkingChunk(len(thinking))
                                     if delta.get("tool_calls"):
                                         calls.add(delta["tool_calls"])
-                                        kept += sum(map(fragment_chars, delta["tool_calls"]))
+                                        kept += (wrote := sum(map(fragment_chars, delta["tool_calls"])))
+                                        yield TextChunk("", wrote)  # billed output: counted, not shown
                                     if choice.get("finish_reason"):
                                         finish = choice["finish_reason"]
                             except (AttributeError, TypeError, KeyError, IndexError) as e:  # was a traceback

@@ -285,10 +285,13 @@ class RoutedModel:
                             yield chunk
                         elif isinstance(chunk, TextChunk):
                             held.append(chunk)  # shown only once the researcher turns out to call tools
+                            # ...but written and billed now: counted as it streams (empty text, shown as
+                            # nothing), or an attempt that broke off before a retry was charged nothing.
+                            yield TextChunk("", len(chunk.text) if chunk.received is None else chunk.received)
                         elif isinstance(chunk, ModelResponse):
                             if chunk.message.tool_calls:
                                 for h in held:
-                                    yield h
+                                    yield replace(h, received=0)  # counted as it came
                             held.clear()
                             yield chunk
                         else:  # a retry voids the text streamed before it
@@ -350,6 +353,8 @@ class RoutedModel:
             if outcome.can_continue and (handed := self._hand_over()) is not None:
                 return handed
             return self.escalate("it returned an empty answer") if outcome.empty else None
+        if outcome.next_is_last and (handed := self._hand_over()) is not None:
+            return handed  # the last step is the writer's: a researcher's would end on its "done" line
         self._invalid_steps = self._invalid_steps + 1 if outcome.all_invalid else 0
         if self._invalid_steps >= 2:
             notice = self.escalate("its tool calls were invalid twice in a row")
