@@ -32,12 +32,12 @@ import structlog
 from agent.logs import redact, register_secret
 from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
+from agent.tools.mcp_http import MAX_RESPONSE_BYTES, NoServerStream, plain_client
 from agent.tools.mcp_stderr import StderrTail
 from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
-from agent.tools.netguard import CappedTransport
 from agent.tools.registry import Tool, ToolOutput, ToolRefused
 
-__all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
+__all__ = ["MAX_RESPONSE_BYTES", "McpConfigError", "McpServer", "McpTools", "NoServerStream", "load_servers"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +48,6 @@ MAX_TOOLS_PER_SERVER = 64
 MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
 """``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
 tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
-MAX_RESPONSE_BYTES = 2 * 2**20
-"""Most bytes of one HTTP answer (or stdio message line) from a server: 64 tools with 16 KB schemas (1 MiB) fit, and a call's
-text is cut to its ``max_output`` anyway. The SDK parses an answer on the event loop: 8 MiB of resource
-links held it 1.6 s per call (load 10), 2 MiB 0.13 s."""
 
 
 def tool_name(server: str, tool: str) -> str:
@@ -280,35 +276,6 @@ def _register_secrets(server: McpServer) -> None:
         register_secret(secret)
 
 
-class NoServerStream(httpx.AsyncBaseTransport):
-    """Never opens the stream a streamable-HTTP server pushes its own messages on (the SDK's GET):
-    answers it 405 here, which the protocol allows a server to say, so the SDK gives it up.
-
-    Nothing here reads server-initiated messages, and the SDK reopens that stream at once whenever the
-    server closes it cleanly (its ``retry:`` field sets the delay, 0 included): a hostile server that
-    sent 1 MiB of log notifications per GET and closed kept the bot's event loop parsing them for as
-    long as its connection was kept, between turns too (a third of a core in the measure, per server)."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            return httpx.Response(405, request=request)
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _plain_client(server: McpServer) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        headers=dict(server.headers),
-        timeout=httpx.Timeout(server.timeout, connect=10),
-        transport=NoServerStream(CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES)),
-    )
-
-
 class McpTools:
     """Connections to a set of servers and the tools they offer. ``async with McpTools(servers) as m``."""
 
@@ -316,7 +283,7 @@ class McpTools:
         self,
         servers: Iterable[McpServer],
         *,
-        http_client: Callable[[McpServer], httpx.AsyncClient] = _plain_client,
+        http_client: Callable[[McpServer], httpx.AsyncClient] = plain_client,
     ) -> None:
         self._conns = [_Connection(s, http_client) for s in servers]
         for c in self._conns:
