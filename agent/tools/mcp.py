@@ -18,50 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
 import httpx
-import pydantic
 import structlog
 
 from agent.logs import redact, register_secret
-from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
-from agent.tools.mcp_http import MAX_RESPONSE_BYTES, NoServerStream, plain_client
+from agent.tools.mcp_http import MAX_RESPONSE_BYTES, NO_ENDPOINT, NoServerStream, http_refusal, plain_client
 from agent.tools.mcp_stderr import StderrTail
-from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
-from agent.tools.registry import Tool, ToolOutput, ToolRefused
+from agent.tools.mcp_wire import wire_tool
+from agent.tools.registry import Tool, ToolRefused
 
 __all__ = ["MAX_RESPONSE_BYTES", "McpConfigError", "McpServer", "McpTools", "NoServerStream", "load_servers"]
 
 log = structlog.get_logger(__name__)
 
-SEP = "__"
-_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
 MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
 """``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
 tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
-
-
-def tool_name(server: str, tool: str) -> str:
-    """``server__tool`` within the 64 characters providers accept; a sha256 suffix keeps cut names apart."""
-    name = f"{server}{SEP}{_UNSAFE.sub('_', tool)}"
-    if len(name) <= 64 and tool == _UNSAFE.sub("_", tool):
-        return name
-    return name[:55] + "_" + hashlib.sha256(tool.encode()).hexdigest()[:8]
-
-
-class _AnyArgs(pydantic.BaseModel):
-    """The registry's validation step passes everything through; the tool's JSON schema checks it."""
-
-    model_config = pydantic.ConfigDict(extra="allow")
 
 
 RECONNECT_EVERY = 30.0
@@ -71,7 +50,12 @@ _SESSION_TERMINATED = 32600
 
 
 class McpListError(Exception):
-    """A server's ``tools/list`` broke a bound; the message is the reason shown for leaving it out."""
+    """A server's handshake or ``tools/list`` failed in a way said here; the message is the reason shown
+    for leaving it out."""
+
+
+class _Unreadable(Exception):
+    """An answer the SDK could not read; the message says why."""
 
 
 class _SessionGone(Exception):
@@ -92,6 +76,9 @@ class _Connection:
         self._unreadable: set[asyncio.Future[str]] = set()
         """One per call in flight over HTTP, told when an answer could not be read (see :meth:`call`)."""
         self._task: asyncio.Task[None] | None = None
+        self._stderr: StderrTail | None = None
+        self._stray = b""
+        """The last stdout line of a stdio server that was no protocol message (a log, an error printed)."""
         self._reconnecting = asyncio.Lock()
         self._retry_at = 0.0
         self.closed = False
@@ -105,6 +92,7 @@ class _Connection:
         except TimeoutError:
             self.error = f"no answer within {self.server.connect_timeout:g} s"
             await self.close(wait=0)
+            self.error += self._said()
         except asyncio.CancelledError:  # Ctrl-C or SIGTERM mid-handshake: the owner task was left running
             await self.close(wait=0)
             raise
@@ -117,7 +105,7 @@ class _Connection:
         from agent.tools.mcp_stdio import stdio_transport  # the SDK (~100 ms of imports) only when used
 
         s = self.server
-        stderr: StderrTail | None = None
+        self._stderr, self._stray = None, b""
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if s.url:
@@ -130,10 +118,12 @@ class _Connection:
                     params = StdioServerParameters(
                         command=s.command, args=list(s.args), env=get_default_environment() | dict(s.env)
                     )
-                    stderr = StderrTail()
+                    stderr = self._stderr = StderrTail()
                     stack.callback(stderr.close)
                     read, write = await stack.enter_async_context(
-                        stdio_transport(params, stderr.file, max_line=MAX_RESPONSE_BYTES)
+                        stdio_transport(
+                            params, stderr.file, max_line=MAX_RESPONSE_BYTES, on_stray=self._on_stray
+                        )
                     )
                 session = await stack.enter_async_context(
                     ClientSession(
@@ -143,23 +133,54 @@ class _Connection:
                         message_handler=self._on_message,
                     )
                 )
-                await session.initialize()
-                self.tools = await self._list(session)
+                await self._handshake(session)
                 self.session = session
                 self._ready.set()
                 await self._closing.wait()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # an anyio ExceptionGroup wraps the transport's real error
-            self.error = self.error or _reason(e)
-            if stderr is not None and (said := stderr.last_line(hide=s.env.values())):
-                self.error += f"; its last stderr line: {said}"
+            self.error = self.error or _reason(e) + self._said()
         finally:
             self.session = None
             self._ready.set()
             for unreadable in self._unreadable:  # a call's HTTP 500 or 401 ends the transport, not the call
                 if not unreadable.done():
                     unreadable.set_result(self.error or "its connection ended")
+
+    async def _handshake(self, session: Any) -> None:
+        """``initialize`` and ``tools/list``, failing at once on an answer that cannot be read (a web page
+        at the URL waited out the whole read timeout) or an HTTP 404 (reported as "Session terminated")."""
+        from mcp.shared.exceptions import McpError
+
+        try:
+            await self._raced(session.initialize())
+            self.tools = await self._raced(self._list(session))
+        except _Unreadable as e:
+            hint = f": {NO_ENDPOINT}" if self.server.url else ""
+            raise McpListError(f"its answer could not be read ({e}){hint}") from None
+        except McpError as e:
+            if self.server.url and e.error.code == _SESSION_TERMINATED:
+                raise McpListError(f"HTTP 404 Not Found: {NO_ENDPOINT}") from None
+            raise
+
+    def _on_stray(self, line: bytes) -> None:
+        self._stray = line[:300]
+
+    def _said(self) -> str:
+        """What a stdio server wrote that says why it never answered: its last stray stdout line and its
+        last stderr line (a server printing "Listening on :8000" was left out as "no answer within 10 s")."""
+        hide = self.server.env.values()
+        said = ""
+        if self._stray.strip():
+            line = self._stray.decode(errors="replace").strip()
+            for value in hide:
+                if len(value) >= 4:
+                    line = line.replace(value, "***")
+            said += f"; its last stdout line that is no MCP message: {redact(line)[:200]}"
+        if self._stderr is not None and (err := self._stderr.last_line(hide=hide)):
+            said += f"; its last stderr line: {err}"
+        return said
 
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
@@ -223,21 +244,25 @@ class _Connection:
         raise ToolRefused(f"the {self.server.name} MCP server does not keep a session; try again later")
 
     async def _call(self, session: Any, name: str, arguments: dict[str, Any]) -> Any:
-        unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._unreadable.add(unreadable)
-        task = asyncio.ensure_future(session.call_tool(name, arguments))
         try:
-            await asyncio.wait({task, unreadable}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                why = unreadable.result()
-                raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({why})")
-            return task.result()
-        except ToolRefused:
-            raise
+            return await self._raced(session.call_tool(name, arguments))
+        except _Unreadable as e:
+            raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({e})") from None
         except Exception as e:
             if getattr(getattr(e, "error", None), "code", None) == _SESSION_TERMINATED:
                 raise _SessionGone from None
             raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
+
+    async def _raced(self, request: Awaitable[Any]) -> Any:
+        """``request``'s result, or :class:`_Unreadable` as soon as an answer could not be read."""
+        unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._unreadable.add(unreadable)
+        task = asyncio.ensure_future(request)
+        try:
+            await asyncio.wait({task, unreadable}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                raise _Unreadable(unreadable.result())
+            return task.result()
         finally:
             self._unreadable.discard(unreadable)
             if not task.done():
@@ -264,6 +289,8 @@ def _reason(e: BaseException) -> str:
         e = e.exceptions[0]
     if isinstance(e, McpListError):
         return str(e)
+    if isinstance(e, httpx.HTTPStatusError) and (refusal := http_refusal(e)):
+        return refusal
     # httpx names the URL in its errors, password included: this text reaches the thread and the model.
     text = redact(str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -325,7 +352,7 @@ class McpTools:
             for t in c.tools:
                 if wanted is not None and t.name not in wanted:
                     continue
-                if (built := _tool(c, t)) is not None and built.name in seen:
+                if (built := wire_tool(c.server, t, c.call)) is not None and built.name in seen:
                     # A server listing a name twice (or "a"'s "_x" beside "a_"'s "x") would make the
                     # registry refuse the whole set, and every run with it: the first one is kept.
                     log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason="name taken")
@@ -336,31 +363,3 @@ class McpTools:
                     why = "schema not an object, invalid or too large"
                     log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason=why)
         return out
-
-
-def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
-    schema = checked_schema(getattr(mcp_tool, "inputSchema", None))
-    if schema is None:
-        return None
-    validator = arguments_validator(schema)
-    server, remote = conn.server.name, str(mcp_tool.name)
-    name = tool_name(server, remote)
-
-    async def call(**arguments: Any) -> ToolOutput:
-        problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if problems:
-            where = ".".join(str(p) for p in problems[0].path) or "(arguments)"
-            raise ToolRefused(f"invalid arguments for {name}: '{where}': {problems[0].message}")
-        return render_result(server, await conn.call(remote, arguments))
-
-    description = (mcp_tool.description or remote).strip()
-    return Tool(
-        name=name,
-        description=f"[{server} MCP server] {description}"[:MAX_DESCRIPTION],
-        parameters=schema,
-        fn=call,
-        args_model=_AnyArgs,
-        timeout=conn.server.timeout,
-        max_output=conn.server.max_output,
-        retry=RetryPolicy(max_attempts=1),  # a call may have side effects on the server: never repeated
-    )

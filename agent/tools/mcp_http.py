@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 
+from agent.logs import redact
 from agent.tools.mcp_config import McpServer
 from agent.tools.netguard import CappedTransport
 
@@ -42,4 +43,23 @@ def plain_client(server: McpServer) -> httpx.AsyncClient:
         headers=dict(server.headers),
         timeout=httpx.Timeout(server.timeout, connect=10),
         transport=NoServerStream(CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES)),
+    )
+
+
+NO_ENDPOINT = "is the URL the server's MCP endpoint (its path often ends in /mcp)?"
+
+
+def http_refusal(e: httpx.HTTPStatusError) -> str | None:
+    """What a 401 or 403 asks for, said to whoever configured the server: httpx's "Client error '401
+    Unauthorized' for url '...'" named neither the scheme the server wants nor where credentials go.
+    None for other statuses (their own text says enough)."""
+    response = e.response
+    if response.status_code not in (401, 403):
+        return None
+    scheme = response.headers.get("WWW-Authenticate", "").strip().split(" ", 1)[0][:40]
+    wants = f"it asks for {scheme} credentials" if scheme else "it wants credentials"
+    return (
+        f"HTTP {response.status_code} {response.reason_phrase} from {redact(str(e.request.url))}: {wants} "
+        "(MCP_SERVERS_FILE gives them in "
+        'the server\'s headers, e.g. Authorization = "Bearer <token>"; a /config mcp server sends none)'
     )

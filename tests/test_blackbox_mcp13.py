@@ -1,0 +1,103 @@
+"""MCP servers as operators and admins meet them when something is wrong at connect: the reason a server
+is left out (``ask`` prints it, a thread says it) must name what to fix, and come at once when the
+server has already said it. One small HTTP server (its answer set per test) serves the HTTP cases."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from agent.tools.mcp import McpServer, McpTools
+from tests.fakes.served import served
+
+SLOW = 60.0
+"""A connect timeout no test waits out when the fix holds: before it, the case waited all of it."""
+
+
+class _Answers:
+    """A streamable-HTTP endpoint that answers every POST the way ``mode`` says."""
+
+    def __init__(self) -> None:
+        self.mode = "html"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if self.mode == "html":  # a web page (a login page, a docs site) where the endpoint was expected
+            return web.Response(text="<html><body>Welcome</body></html>", content_type="text/html")
+        if self.mode == "404":  # a wrong path: /sse for /mcp, or the path left out
+            return web.Response(status=404, text="Not Found")
+        if self.mode == "401":
+            challenge = 'Bearer resource_metadata="https://mcp.example/.well-known/oauth-protected-resource"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge}, text="unauthorized")
+        raise AssertionError(self.mode)
+
+
+@pytest.fixture
+async def http_mcp() -> AsyncIterator[tuple[_Answers, str]]:
+    answers = _Answers()
+    app = web.Application()
+    app.router.add_post("/mcp", answers.handle)
+    async with served(app) as base:
+        yield answers, f"{base}/mcp"
+
+
+async def _left_out(server: McpServer) -> str:
+    async with McpTools([server]) as mcp:
+        assert mcp.tools() == []
+        return mcp.problems[server.name]
+
+
+async def test_a_web_page_at_the_url_is_named_at_once_not_waited_out(http_mcp: tuple[_Answers, str]) -> None:
+    """An HTTP server answering ``initialize`` with a web page: the server was left out as "no answer
+    within 60 s", after all 60 s (the SDK drops an answer it cannot read; the handshake waited on)."""
+    answers, url = http_mcp
+    answers.mode = "html"
+    why = await _left_out(McpServer("docs", url=url, connect_timeout=SLOW))
+    assert "text/html" in why and "MCP endpoint" in why and "no answer" not in why, why
+
+
+async def test_a_url_with_no_endpoint_says_404_not_session_terminated(http_mcp: tuple[_Answers, str]) -> None:
+    """A wrong path answered 404 at ``initialize``: the reason was "McpError: Session terminated", which
+    sends an admin looking for a session problem in a server that was never reached."""
+    answers, url = http_mcp
+    answers.mode = "404"
+    why = await _left_out(McpServer("wrong", url=url, connect_timeout=SLOW))
+    assert "404" in why and "MCP endpoint" in why and "Session terminated" not in why, why
+
+
+async def test_a_server_wanting_credentials_says_what_it_wants_and_where_they_go(
+    http_mcp: tuple[_Answers, str],
+) -> None:
+    """401 with ``WWW-Authenticate: Bearer``: the reason was httpx's "Client error '401 Unauthorized'
+    for url '...'" and a link to MDN; now the scheme the server asks for and the file's ``headers``."""
+    answers, url = http_mcp
+    answers.mode = "401"
+    why = await _left_out(McpServer("locked", url=url, connect_timeout=SLOW))
+    assert "401" in why and "Bearer" in why and "headers" in why and "developer.mozilla" not in why, why
+
+
+STARTS_WRONG = "print('Listening on http://0.0.0.0:8000', flush=True)\nimport time\ntime.sleep(600)\n"
+"""Not a stdio MCP server (an HTTP one, or one that needs a ``--stdio`` flag): it says so on stdout."""
+DIES_SAYING = "print('Error: GITHUB_TOKEN is not set', flush=True)\nraise SystemExit(1)\n"
+"""A server that writes its fatal error to stdout (many do: console.log) and exits."""
+
+
+@pytest.mark.parametrize(
+    ("script", "said", "before"),
+    [
+        (STARTS_WRONG, "Listening on http://0.0.0.0:8000", "no answer within 3 s"),
+        (DIES_SAYING, "Error: GITHUB_TOKEN is not set", "McpError: Connection closed"),
+    ],
+)
+async def test_a_stdio_server_printing_on_stdout_is_left_out_naming_what_it_printed(
+    script: str, said: str, before: str
+) -> None:
+    """What a stdio server writes on stdout that is not a protocol message was dropped without a trace:
+    the reason was "no answer within 3 s" or "Connection closed", though the server had said why."""
+    server = McpServer("cli", command=sys.executable, args=("-c", script), connect_timeout=3)
+    why = await _left_out(server)
+    assert said in why and "stdout" in why, why
+    assert why.startswith(before), why
