@@ -101,3 +101,29 @@ async def test_a_stdio_server_printing_on_stdout_is_left_out_naming_what_it_prin
     why = await _left_out(server)
     assert said in why and "stdout" in why, why
     assert why.startswith(before), why
+
+
+async def test_an_operator_server_down_at_start_up_joins_a_later_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``agentbot run`` builds its tools once: an MCP_SERVERS_FILE server that was down then (a sidecar
+    started after the bot) stayed left out of every turn until the bot restarted; nothing tried it again."""
+    from agent.tools.registry import ToolRegistry
+    from bot.assembly import with_late_tools
+    from tests.fakes.mcp_server import HttpMcpServer
+    from tests.test_mcp_tools import call, closed_port
+
+    monkeypatch.setattr("agent.tools.mcp.RECONNECT_EVERY", 0.0)  # each turn may try it again
+    port = closed_port()
+    async with McpTools([McpServer("late", url=f"http://127.0.0.1:{port}/mcp", connect_timeout=10)]) as mcp:
+        assert mcp.tools() == [] and "late" in mcp.problems
+        assert mcp.late_tools() == []  # a turn while it is still down: tried again behind it
+        assert mcp.retrying is not None
+        await mcp.retrying
+        with HttpMcpServer(port=port):
+            assert mcp.late_tools() == []  # the turn that starts the try does not wait for it
+            await mcp.retrying
+            late = mcp.late_tools()
+            assert "late__add" in [t.name for t in late]
+            turn = with_late_tools(ToolRegistry([]), late, None)
+            assert await call(turn, "late__add", {"a": 2, "b": 3}) == ("5", False)

@@ -317,6 +317,9 @@ class McpTools:
             _register_secrets(c.server)
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
+        self.retrying: asyncio.Task[None] | None = None
+        """The try under way of the servers left out (:meth:`late_tools`), owned here, ended by aclose."""
+        self._late: tuple[tuple[_Connection, ...], list[Tool]] = ((), [])
 
     @property
     def names(self) -> list[str]:
@@ -340,12 +343,39 @@ class McpTools:
     async def aclose(self) -> None:
         for c in self._conns:
             c.closed = True
+        if self.retrying is not None:
+            self.retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.retrying
         await asyncio.gather(*(c.close() for c in self._conns))
 
+    def late_tools(self) -> list[Tool]:
+        """The tools of servers left out at connect that have come up since, and another try (in the
+        background, at most every RECONNECT_EVERY s a server) of those still down. Why: ``agentbot run``
+        builds its tools once, and a server that was down then (a sidecar started after the bot) stayed
+        out until the bot restarted, though nothing else ever tried it again."""
+        late = [c for c in self._conns if c.server.name in self.problems and not c.closed]
+        down = [c for c in late if c.session is None]
+        if down and (self.retrying is None or self.retrying.done()):
+            self.retrying = asyncio.create_task(self._retry(down), name="mcp:retry")
+        up = tuple(c for c in late if c.session is not None)
+        if up != self._late[0]:
+            self._late = (up, self._tools_of(up))
+        return self._late[1]
+
+    async def _retry(self, down: list[_Connection]) -> None:
+        await asyncio.gather(*(c._reconnect(None) for c in down), return_exceptions=True)
+        for c in down:
+            if c.session is not None:
+                log.info("mcp_server_up", server=c.server.name, tools=len(c.tools))
+
     def tools(self) -> list[Tool]:
+        return self._tools_of(self._conns)
+
+    def _tools_of(self, conns: Iterable[_Connection]) -> list[Tool]:
         out: list[Tool] = []
         seen: set[str] = set()
-        for c in self._conns:
+        for c in conns:
             if c.session is None:
                 continue
             wanted = set(c.server.tools) if c.server.tools is not None else None
