@@ -127,3 +127,46 @@ async def test_an_operator_server_down_at_start_up_joins_a_later_turn(
             assert "late__add" in [t.name for t in late]
             turn = with_late_tools(ToolRegistry([]), late, None)
             assert await call(turn, "late__add", {"a": 2, "b": 3}) == ("5", False)
+
+
+async def test_a_servers_mcp_server_that_never_answers_does_not_hold_its_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A `/config mcp` server left out (down), then accepting connections and never answering: each
+    turn that tried it again (one every 30 s) waited the whole connect timeout before its first step,
+    and so did every turn of the server queued behind it. The try now goes on behind the turn."""
+    import asyncio
+
+    import bot.guild_mcp
+    from bot.guild_mcp import GuildMcp
+
+    monkeypatch.setattr(bot.guild_mcp, "RETRY_EVERY", 0.0)  # 30 s in production
+    monkeypatch.setattr(bot.guild_mcp, "RETRY_WAIT", 0.0)  # a turn does not wait for the try at all
+    held: list[web.Request] = []
+    arrived, release = asyncio.Event(), asyncio.Event()
+    mode = ["down"]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if mode[0] == "down":
+            return web.Response(status=503, text="starting")
+        held.append(request)
+        arrived.set()
+        await release.wait()
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/mcp", handle)
+    guilds = GuildMcp(allow_loopback=True, connect_timeout=SLOW)
+    async with served(app) as base:
+        try:
+            tools, left_out = await guilds.tools_for(1, {"hang": f"{base}/mcp"})
+            assert tools == [] and "hang" in left_out, left_out
+            mode[0] = "hang"
+            tools, left_out = await guilds.tools_for(1, {"hang": f"{base}/mcp"})  # the next turn
+            assert (tools, left_out) == ([], {})
+            await arrived.wait()
+            transport = held[0].transport  # None or closing: the try ended (timed out) inside the turn
+            assert transport is not None and not transport.is_closing(), "the turn waited out the try"
+        finally:
+            release.set()
+            await guilds.aclose()
