@@ -170,3 +170,35 @@ async def test_a_servers_mcp_server_that_never_answers_does_not_hold_its_turns(
         finally:
             release.set()
             await guilds.aclose()
+
+
+RESOURCES_ONLY = """
+import anyio
+import mcp.types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+server = Server("docs")
+
+
+@server.list_resources()
+async def resources() -> list[types.Resource]:
+    return []
+
+
+async def main() -> None:
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+anyio.run(main)
+"""
+
+
+async def test_a_server_with_no_tools_says_so_not_method_not_found() -> None:
+    """A resources-only server (docs, files) in the operator's file: left out as "McpError: Method not
+    found", which reads as a broken server or a protocol mismatch rather than one with nothing to offer."""
+    why = await _left_out(
+        McpServer("docs", command=sys.executable, args=("-c", RESOURCES_ONLY), connect_timeout=30)
+    )
+    assert "offers no tools" in why, why

@@ -49,6 +49,9 @@ _SESSION_TERMINATED = 32600
 """The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
 
 
+_METHOD_NOT_FOUND = -32601
+
+
 class McpListError(Exception):
     """A server's handshake or ``tools/list`` failed in a way said here; the message is the reason shown
     for leaving it out."""
@@ -162,6 +165,10 @@ class _Connection:
         except McpError as e:
             if self.server.url and e.error.code == _SESSION_TERMINATED:
                 raise McpListError(f"HTTP 404 Not Found: {NO_ENDPOINT}") from None
+            if e.error.code == _METHOD_NOT_FOUND:  # a resources- or prompts-only server
+                raise McpListError(
+                    "it offers no tools (tools/list: Method not found); the bot uses tools only"
+                ) from None
             raise
 
     def _on_stray(self, line: bytes) -> None:
@@ -296,13 +303,6 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _register_secrets(server: McpServer) -> None:
-    """The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
-    answer: each secret the operator gave the server (:func:`server_secrets`) is never shown."""
-    for secret in server_secrets(server):
-        register_secret(secret)
-
-
 class McpTools:
     """Connections to a set of servers and the tools they offer. ``async with McpTools(servers) as m``."""
 
@@ -313,8 +313,10 @@ class McpTools:
         http_client: Callable[[McpServer], httpx.AsyncClient] = plain_client,
     ) -> None:
         self._conns = [_Connection(s, http_client) for s in servers]
-        for c in self._conns:
-            _register_secrets(c.server)
+        # The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
+        # answer: each secret the operator gave a server (:func:`server_secrets`) is never shown.
+        for secret in (x for c in self._conns for x in server_secrets(c.server)):
+            register_secret(secret)
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
         self.retrying: asyncio.Task[None] | None = None
