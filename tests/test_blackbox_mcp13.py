@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -202,3 +203,52 @@ async def test_a_server_with_no_tools_says_so_not_method_not_found() -> None:
         McpServer("docs", command=sys.executable, args=("-c", RESOURCES_ONLY), connect_timeout=30)
     )
     assert "offers no tools" in why, why
+
+
+CRASHES_ONCE = """
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.fastmcp import FastMCP
+
+mcp = FastMCP("idx")
+mark = Path(sys.argv[1])
+
+
+@mcp.tool()
+def search(q: str) -> str:
+    \"\"\"Search the index.\"\"\"
+    if not mark.exists():
+        mark.write_text("crashed")
+        print("Fatal: out of memory reading the index", file=sys.stderr, flush=True)
+        os._exit(3)
+    return f"3 hits for {q}"
+
+
+mcp.run("stdio")
+"""
+
+
+async def test_a_stdio_server_that_crashed_mid_call_is_started_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A stdio server that exited during a call (a crash, the OOM killer): that call said "McpError:
+    Connection closed" and every later one "ClosedResourceError", for the life of the bot; the session
+    was never seen to be dead, so it was never started again. The crash now says the server's last
+    stderr line and the next call starts it again (at most every 30 s)."""
+    from agent.tools.registry import ToolRegistry
+    from tests.test_mcp_tools import call
+
+    monkeypatch.setattr("agent.tools.mcp.RECONNECT_EVERY", 0.0)  # 30 s in production
+    server = McpServer(
+        "idx",
+        command=sys.executable,
+        args=("-c", CRASHES_ONCE, str(tmp_path / "crashed")),
+        connect_timeout=30,
+    )
+    async with McpTools([server]) as mcp:
+        tools = ToolRegistry(mcp.tools())
+        crashed, failed = await call(tools, "idx__search", {"q": "otters"})
+        assert failed and "out of memory reading the index" in crashed, crashed
+        assert await call(tools, "idx__search", {"q": "otters"}) == ("3 hits for otters", False)

@@ -23,13 +23,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import httpx
 import structlog
 
 from agent.logs import redact, register_secret
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
 from agent.tools.mcp_http import MAX_RESPONSE_BYTES, NO_ENDPOINT, NoServerStream, http_refusal, plain_client
-from agent.tools.mcp_stderr import StderrTail
+from agent.tools.mcp_stderr import StderrTail, said_before_end
 from agent.tools.mcp_wire import wire_tool
 from agent.tools.registry import Tool, ToolRefused
 
@@ -50,6 +51,8 @@ _SESSION_TERMINATED = 32600
 
 
 _METHOD_NOT_FOUND = -32601
+_CONNECTION_CLOSED = -32000
+"""The SDK's code for a call whose session's stream ended under it."""
 
 
 class McpListError(Exception):
@@ -175,19 +178,7 @@ class _Connection:
         self._stray = line[:300]
 
     def _said(self) -> str:
-        """What a stdio server wrote that says why it never answered: its last stray stdout line and its
-        last stderr line (a server printing "Listening on :8000" was left out as "no answer within 10 s")."""
-        hide = self.server.env.values()
-        said = ""
-        if self._stray.strip():
-            line = self._stray.decode(errors="replace").strip()
-            for value in hide:
-                if len(value) >= 4:
-                    line = line.replace(value, "***")
-            said += f"; its last stdout line that is no MCP message: {redact(line)[:200]}"
-        if self._stderr is not None and (err := self._stderr.last_line(hide=hide)):
-            said += f"; its last stderr line: {err}"
-        return said
+        return said_before_end(self._stray, self._stderr, hide=self.server.env.values())
 
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
@@ -256,9 +247,18 @@ class _Connection:
         except _Unreadable as e:
             raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({e})") from None
         except Exception as e:
-            if getattr(getattr(e, "error", None), "code", None) == _SESSION_TERMINATED:
+            code = getattr(getattr(e, "error", None), "code", None)
+            if code == _SESSION_TERMINATED:
                 raise _SessionGone from None
-            raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
+            why = _reason(e)
+            if code == _CONNECTION_CLOSED or isinstance(
+                e, anyio.ClosedResourceError | anyio.BrokenResourceError
+            ):
+                # Its stream ended (a stdio server that exited): the session was kept, and every later
+                # call said "ClosedResourceError" for good. Closed, the next call starts it again.
+                await self.close()
+                why = "its connection ended" + self._said()
+            raise ToolRefused(f"the {self.server.name} MCP server failed: {why}") from None
 
     async def _raced(self, request: Awaitable[Any]) -> Any:
         """``request``'s result, or :class:`_Unreadable` as soon as an answer could not be read."""
