@@ -92,6 +92,7 @@ DIES_SAYING = "print('Error: GITHUB_TOKEN is not set', flush=True)\nraise System
         (STARTS_WRONG, "Listening on http://0.0.0.0:8000", "no answer within 3 s"),
         (DIES_SAYING, "Error: GITHUB_TOKEN is not set", "McpError: Connection closed"),
     ],
+    ids=["listening-and-silent", "printed-and-exited"],
 )
 async def test_a_stdio_server_printing_on_stdout_is_left_out_naming_what_it_printed(
     script: str, said: str, before: str
