@@ -253,3 +253,55 @@ async def test_a_stdio_server_that_crashed_mid_call_is_started_again(
         crashed, failed = await call(tools, "idx__search", {"q": "otters"})
         assert failed and "out of memory reading the index" in crashed, crashed
         assert await call(tools, "idx__search", {"q": "otters"}) == ("3 hits for otters", False)
+
+
+EITHER_ID_OR_PATH = """
+import anyio
+import mcp.types as types
+from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
+
+server = Server("ci")
+SCHEMA = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "full_path": {"type": "string"}},
+    "anyOf": [{"required": ["id"]}, {"required": ["full_path"]}],
+}
+
+
+@server.list_tools()
+async def tools() -> list[types.Tool]:
+    return [types.Tool(name="resource", description="A CI catalog resource.", inputSchema=SCHEMA)]
+
+
+@server.call_tool()
+async def call(name: str, arguments: dict) -> list[types.TextContent]:
+    return [types.TextContent(type="text", text=f"resource {arguments}")]
+
+
+async def main() -> None:
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
+
+
+anyio.run(main)
+"""
+
+
+async def test_a_tool_schema_with_a_top_level_anyof_is_offered_in_a_form_providers_accept() -> None:
+    """zod's unions and pydantic's model validators publish ``anyOf``/``oneOf``/``allOf`` at the top of a
+    tool's input schema; Anthropic answers every request offering such a tool 400 ("input_schema does not
+    support oneOf, allOf, or anyOf at the top level"): one such tool failed every run of the bot. The
+    model now sees the schema without them; the bot still checks arguments against all of it."""
+    from agent.tools.registry import ToolRegistry
+    from tests.test_mcp_tools import call
+
+    server = McpServer("ci", command=sys.executable, args=("-c", EITHER_ID_OR_PATH), connect_timeout=30)
+    async with McpTools([server]) as mcp:
+        tools = ToolRegistry(mcp.tools())
+        (offered,) = tools.specs()
+        assert offered["name"] == "ci__resource" and offered["parameters"]["type"] == "object", offered
+        assert not {"anyOf", "oneOf", "allOf"} & set(offered["parameters"]), offered
+        refused, failed = await call(tools, "ci__resource", {})
+        assert failed and "invalid arguments for ci__resource" in refused, refused
+        assert await call(tools, "ci__resource", {"id": "7"}) == ("resource {'id': '7'}", False)

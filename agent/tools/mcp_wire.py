@@ -20,6 +20,11 @@ SEP = "__"
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 MAX_DESCRIPTION = 1000
 
+PROVIDERS_REFUSE_AT_TOP = frozenset({"anyOf", "oneOf", "allOf"})
+"""Keywords Anthropic refuses at the top of a tool's schema (400 "input_schema does not support oneOf,
+allOf, or anyOf at the top level", for every request offering the tool: zod's unions and "one of these
+two fields" rules publish them). Left out of what the model sees; the arguments are still checked
+against the whole schema, and the model is told what failed."""
 MAX_SCHEMA_BYTES = 16_000
 """A tool whose schema is larger is left out: every byte is re-sent to the model at every step."""
 
@@ -123,7 +128,7 @@ def wire_tool(
     return Tool(
         name=name,
         description=f"[{server} MCP server] {description}"[:MAX_DESCRIPTION],
-        parameters=schema,
+        parameters={k: v for k, v in schema.items() if k not in PROVIDERS_REFUSE_AT_TOP},
         fn=call,
         args_model=_AnyArgs,
         timeout=config.timeout,
