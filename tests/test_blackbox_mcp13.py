@@ -106,10 +106,11 @@ async def test_a_stdio_server_printing_on_stdout_is_left_out_naming_what_it_prin
 
 
 async def test_an_operator_server_down_at_start_up_joins_a_later_turn(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """``agentbot run`` builds its tools once: an MCP_SERVERS_FILE server that was down then (a sidecar
-    started after the bot) stayed left out of every turn until the bot restarted; nothing tried it again."""
+    started after the bot) stayed left out of every turn until the bot restarted; nothing tried it again.
+    A stdio server whose command failed is not started again behind every turn."""
     from agent.tools.registry import ToolRegistry
     from bot.assembly import with_late_tools
     from tests.fakes.mcp_server import HttpMcpServer
@@ -117,8 +118,11 @@ async def test_an_operator_server_down_at_start_up_joins_a_later_turn(
 
     monkeypatch.setattr("agent.tools.mcp.RECONNECT_EVERY", 0.0)  # each turn may try it again
     port = closed_port()
-    async with McpTools([McpServer("late", url=f"http://127.0.0.1:{port}/mcp", connect_timeout=10)]) as mcp:
-        assert mcp.tools() == [] and "late" in mcp.problems
+    starts = tmp_path / "starts"
+    broken = McpServer("broken", command="sh", args=("-c", f"echo start >> {starts}; exit 1"))
+    late_http = McpServer("late", url=f"http://127.0.0.1:{port}/mcp", connect_timeout=10)
+    async with McpTools([late_http, broken]) as mcp:
+        assert mcp.tools() == [] and {"late", "broken"} <= set(mcp.problems)
         assert mcp.late_tools() == []  # a turn while it is still down: tried again behind it
         assert mcp.retrying is not None
         await mcp.retrying
@@ -129,6 +133,7 @@ async def test_an_operator_server_down_at_start_up_joins_a_later_turn(
             assert "late__add" in [t.name for t in late]
             turn = with_late_tools(ToolRegistry([]), late, None)
             assert await call(turn, "late__add", {"a": 2, "b": 3}) == ("5", False)
+        assert starts.read_text().count("start") == 1, "the broken stdio server was started again"
 
 
 async def test_a_servers_mcp_server_that_never_answers_does_not_hold_its_turns(

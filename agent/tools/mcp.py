@@ -352,11 +352,12 @@ class McpTools:
         await asyncio.gather(*(c.close() for c in self._conns))
 
     def late_tools(self) -> list[Tool]:
-        """The tools of servers left out at connect that have come up since, and another try (in the
+        """The tools of HTTP servers left out at connect that have come up since, and another try (in the
         background, at most every RECONNECT_EVERY s a server) of those still down. Why: ``agentbot run``
         builds its tools once, and a server that was down then (a sidecar started after the bot) stayed
-        out until the bot restarted, though nothing else ever tried it again."""
-        late = [c for c in self._conns if c.server.name in self.problems and not c.closed]
+        out until the bot restarted. A stdio server that failed to start is not started again every 30 s
+        (a process each time, ``npx``'s seconds of CPU): what failed is its command, fixed by a restart."""
+        late = [c for c in self._conns if c.server.name in self.problems and c.server.url and not c.closed]
         down = [c for c in late if c.session is None]
         if down and (self.retrying is None or self.retrying.done()):
             self.retrying = asyncio.create_task(self._retry(down), name="mcp:retry")
