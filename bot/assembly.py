@@ -24,7 +24,7 @@ from agent.models.classifier import JudgeClassifier
 from agent.models.prices import default_prices
 from agent.models.router import RoutedModel
 from agent.models.tokens import DEFAULT_COMPLETION, completion_cap
-from agent.tools.registry import ToolContext, ToolRegistry
+from agent.tools.registry import Tool, ToolContext, ToolRegistry
 from agent.toolset import limit_mcp_tools
 from bot.notes import McpLeftOut, MemoryUnreadable, Note
 from bot.store import QuotaBudget, SessionRecord
@@ -151,6 +151,14 @@ async def guild_tools(
     return ToolRegistry([*tools, *fresh], base.guards), left_out
 
 
+def with_late_tools(base: ToolRegistry, late: list[Tool], gs: Any) -> ToolRegistry:
+    """The turn's tools plus those of the operator's MCP servers that came up after start-up, less those
+    switched off here (``/config tools``); a name already taken keeps its tool."""
+    fresh = [t for t in late if t.name not in base and (gs is None or gs.tool_enabled(t.name))]
+    limit_mcp_tools(base, fresh)
+    return ToolRegistry([*(t for n in base.names() if (t := base.get(n)) is not None), *fresh], base.guards)
+
+
 @dataclass
 class Assembly:
     agent: Agent
@@ -217,6 +225,8 @@ async def assemble(
             extra.append(format_recalled(hits))
             events.append(recalled_event(hits))
     tools = sv.tools.subset(enabled)
+    if sv.mcp is not None and (late := sv.mcp.late_tools()):  # MCP_SERVERS_FILE's, down at start-up
+        tools = with_late_tools(tools, late, gs)
     if gs is not None and gs.mcp and session.guild_id is not None:
         tools, left_out = await guild_tools(sv, session.guild_id, gs, tools)
         events += [McpLeftOut(name, why) for name, why in left_out.items()]

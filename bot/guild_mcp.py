@@ -9,8 +9,8 @@ file (``MCP_SERVERS_FILE``) may do.
 One :class:`~agent.tools.mcp.McpTools` per server (guild), rebuilt when its list changes; at most
 ``max_guilds`` are kept (the least recently used is closed). A server that is down or slow is left out
 and said once, when the connection is made; its turn goes on with the other tools. A later turn tries
-it again (at most every ``RETRY_EVERY`` s, silently): one down on the first turn used to stay left out
-until the bot restarted, though the admin had since started it.
+it again (at most every ``RETRY_EVERY`` s, silently, waiting ``RETRY_WAIT`` s at most): one down on the
+first turn used to stay left out until the bot restarted, though the admin had since started it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ LOOKUP_WAIT = 2.0
 leaves the check to the first connection (a turn's), which waits its connect timeout."""
 RETRY_EVERY = 30.0
 """Seconds between tries of a server left out, as a dead server's calls reconnect (agent.tools.mcp)."""
+RETRY_WAIT = 2.0
+"""Seconds a turn waits for the try of a server left out: one that is up answers its handshake well
+within it and joins this turn; one that accepts and never answers goes on being tried behind the turn
+(it held the turn, and every turn of the server waiting on its lock, for the whole connect timeout,
+once every RETRY_EVERY s)."""
 RETIRED_KEPT = 50
 """Replaced connection sets kept open at most (the oldest are closed first): an admin changing the list
 again and again cannot make the bot hold hundreds of connections for a turn's time limit."""
@@ -55,8 +60,13 @@ class _Entry:
     retried: list[McpTools] = field(default_factory=list)
     """Connections of servers left out at first and up on a later try."""
     retry_at: float = 0.0
+    retrying: asyncio.Task[None] | None = None
+    """The try under way of the servers left out; a turn never waits for it."""
 
     async def aclose(self) -> None:
+        if self.retrying is not None:
+            self.retrying.cancel()
+            await asyncio.gather(self.retrying, return_exceptions=True)
         await asyncio.gather(*(m.aclose() for m in (self.mcp, *self.retried)), return_exceptions=True)
 
 
@@ -178,12 +188,19 @@ class GuildMcp:
         return mcp
 
     async def _retry(self, entry: _Entry) -> None:
-        """Connects the servers still left out, when it is time; the ones up join the entry's tools."""
+        """Connects the servers still left out, when it is time; the ones up join the entry's tools (this
+        turn's if they answer within RETRY_WAIT, else a later one's)."""
         up = {n for m in (entry.mcp, *entry.retried) for n in m.names if n not in m.problems}
         down = tuple((n, u) for n, u in entry.servers if n not in up)
         if not down or time.monotonic() < entry.retry_at:
             return
+        if entry.retrying is not None and not entry.retrying.done():
+            return
         entry.retry_at = time.monotonic() + RETRY_EVERY
+        entry.retrying = asyncio.create_task(self._reconnect(entry, down), name="guild-mcp:retry")
+        await asyncio.wait({entry.retrying}, timeout=RETRY_WAIT)
+
+    async def _reconnect(self, entry: _Entry, down: tuple[tuple[str, str], ...]) -> None:
         mcp = await self._connect(down)
         if len(mcp.problems) == len(down):
             await mcp.aclose()

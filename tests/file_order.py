@@ -54,6 +54,7 @@ SECONDS: dict[str, int] = {
     "test_perf_step_cpu.py": 2,  # new this session: its own measure x3
     "test_cpu_per_step.py": 2,  # new this session: its own measure x3
     "test_cpu13.py": 11,  # new this session: its own measure x3 (3.5 s with PostgreSQL's start)
+    "test_blackbox_mcp13.py": 27,  # new this session: its own measure x3 (7.6-8.7 s, 10 tests, 2 cores shared)
     "test_doctor.py": 131,
     "test_blackbox_cli_wire.py": 129,
     "test_blackbox_resume5.py": 123,

@@ -18,54 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import httpx
-import pydantic
 import structlog
 
 from agent.logs import redact, register_secret
-from agent.retry import RetryPolicy
 from agent.tools.mcp_config import McpConfigError, McpServer, load_servers, server_secrets
-from agent.tools.mcp_stderr import StderrTail
-from agent.tools.mcp_wire import arguments_validator, checked_schema, render_result
-from agent.tools.netguard import CappedTransport
-from agent.tools.registry import Tool, ToolOutput, ToolRefused
+from agent.tools.mcp_http import MAX_RESPONSE_BYTES, NO_ENDPOINT, NoServerStream, http_refusal, plain_client
+from agent.tools.mcp_stderr import StderrTail, said_before_end
+from agent.tools.mcp_wire import wire_tool
+from agent.tools.registry import Tool, ToolRefused
 
-__all__ = ["McpConfigError", "McpServer", "McpTools", "load_servers"]
+__all__ = ["MAX_RESPONSE_BYTES", "McpConfigError", "McpServer", "McpTools", "NoServerStream", "load_servers"]
 
 log = structlog.get_logger(__name__)
 
-SEP = "__"
-_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
-MAX_DESCRIPTION = 1000
 MAX_TOOLS_PER_SERVER = 64
 MAX_TOOL_PAGES = MAX_TOOLS_PER_SERVER
 """``tools/list`` pages read per server: a server making progress (one tool a page or more) fills the
 tool cap within it, so only one that pages on without tools (a ``nextCursor`` on every answer) reaches it."""
-MAX_RESPONSE_BYTES = 2 * 2**20
-"""Most bytes of one HTTP answer (or stdio message line) from a server: 64 tools with 16 KB schemas (1 MiB) fit, and a call's
-text is cut to its ``max_output`` anyway. The SDK parses an answer on the event loop: 8 MiB of resource
-links held it 1.6 s per call (load 10), 2 MiB 0.13 s."""
-
-
-def tool_name(server: str, tool: str) -> str:
-    """``server__tool`` within the 64 characters providers accept; a sha256 suffix keeps cut names apart."""
-    name = f"{server}{SEP}{_UNSAFE.sub('_', tool)}"
-    if len(name) <= 64 and tool == _UNSAFE.sub("_", tool):
-        return name
-    return name[:55] + "_" + hashlib.sha256(tool.encode()).hexdigest()[:8]
-
-
-class _AnyArgs(pydantic.BaseModel):
-    """The registry's validation step passes everything through; the tool's JSON schema checks it."""
-
-    model_config = pydantic.ConfigDict(extra="allow")
 
 
 RECONNECT_EVERY = 30.0
@@ -74,8 +50,18 @@ _SESSION_TERMINATED = 32600
 """The code the SDK reports when an HTTP server answers 404 for our session id: it was restarted."""
 
 
+_METHOD_NOT_FOUND = -32601
+_CONNECTION_CLOSED = -32000
+"""The SDK's code for a call whose session's stream ended under it."""
+
+
 class McpListError(Exception):
-    """A server's ``tools/list`` broke a bound; the message is the reason shown for leaving it out."""
+    """A server's handshake or ``tools/list`` failed in a way said here; the message is the reason shown
+    for leaving it out."""
+
+
+class _Unreadable(Exception):
+    """An answer the SDK could not read; the message says why."""
 
 
 class _SessionGone(Exception):
@@ -96,6 +82,9 @@ class _Connection:
         self._unreadable: set[asyncio.Future[str]] = set()
         """One per call in flight over HTTP, told when an answer could not be read (see :meth:`call`)."""
         self._task: asyncio.Task[None] | None = None
+        self._stderr: StderrTail | None = None
+        self._stray = b""
+        """The last stdout line of a stdio server that was no protocol message (a log, an error printed)."""
         self._reconnecting = asyncio.Lock()
         self._retry_at = 0.0
         self.closed = False
@@ -109,6 +98,7 @@ class _Connection:
         except TimeoutError:
             self.error = f"no answer within {self.server.connect_timeout:g} s"
             await self.close(wait=0)
+            self.error += self._said()
         except asyncio.CancelledError:  # Ctrl-C or SIGTERM mid-handshake: the owner task was left running
             await self.close(wait=0)
             raise
@@ -121,7 +111,7 @@ class _Connection:
         from agent.tools.mcp_stdio import stdio_transport  # the SDK (~100 ms of imports) only when used
 
         s = self.server
-        stderr: StderrTail | None = None
+        self._stderr, self._stray = None, b""
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if s.url:
@@ -134,10 +124,12 @@ class _Connection:
                     params = StdioServerParameters(
                         command=s.command, args=list(s.args), env=get_default_environment() | dict(s.env)
                     )
-                    stderr = StderrTail()
+                    stderr = self._stderr = StderrTail()
                     stack.callback(stderr.close)
                     read, write = await stack.enter_async_context(
-                        stdio_transport(params, stderr.file, max_line=MAX_RESPONSE_BYTES)
+                        stdio_transport(
+                            params, stderr.file, max_line=MAX_RESPONSE_BYTES, on_stray=self._on_stray
+                        )
                     )
                 session = await stack.enter_async_context(
                     ClientSession(
@@ -147,23 +139,46 @@ class _Connection:
                         message_handler=self._on_message,
                     )
                 )
-                await session.initialize()
-                self.tools = await self._list(session)
+                await self._handshake(session)
                 self.session = session
                 self._ready.set()
                 await self._closing.wait()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # an anyio ExceptionGroup wraps the transport's real error
-            self.error = self.error or _reason(e)
-            if stderr is not None and (said := stderr.last_line(hide=s.env.values())):
-                self.error += f"; its last stderr line: {said}"
+            self.error = self.error or _reason(e) + self._said()
         finally:
             self.session = None
             self._ready.set()
             for unreadable in self._unreadable:  # a call's HTTP 500 or 401 ends the transport, not the call
                 if not unreadable.done():
                     unreadable.set_result(self.error or "its connection ended")
+
+    async def _handshake(self, session: Any) -> None:
+        """``initialize`` and ``tools/list``, failing at once on an answer that cannot be read (a web page
+        at the URL waited out the whole read timeout) or an HTTP 404 (reported as "Session terminated")."""
+        from mcp.shared.exceptions import McpError
+
+        try:
+            await self._raced(session.initialize())
+            self.tools = await self._raced(self._list(session))
+        except _Unreadable as e:
+            hint = f": {NO_ENDPOINT}" if self.server.url else ""
+            raise McpListError(f"its answer could not be read ({e}){hint}") from None
+        except McpError as e:
+            if self.server.url and e.error.code == _SESSION_TERMINATED:
+                raise McpListError(f"HTTP 404 Not Found: {NO_ENDPOINT}") from None
+            if e.error.code == _METHOD_NOT_FOUND:  # a resources- or prompts-only server
+                raise McpListError(
+                    "it offers no tools (tools/list: Method not found); the bot uses tools only"
+                ) from None
+            raise
+
+    def _on_stray(self, line: bytes) -> None:
+        self._stray = line[:300]
+
+    def _said(self) -> str:
+        return said_before_end(self._stray, self._stderr, hide=self.server.env.values())
 
     async def _list(self, session: Any) -> list[Any]:
         tools: list[Any] = []
@@ -227,21 +242,34 @@ class _Connection:
         raise ToolRefused(f"the {self.server.name} MCP server does not keep a session; try again later")
 
     async def _call(self, session: Any, name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return await self._raced(session.call_tool(name, arguments))
+        except _Unreadable as e:
+            raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({e})") from None
+        except Exception as e:
+            code = getattr(getattr(e, "error", None), "code", None)
+            if code == _SESSION_TERMINATED:
+                raise _SessionGone from None
+            why = _reason(e)
+            if code == _CONNECTION_CLOSED or isinstance(
+                e, anyio.ClosedResourceError | anyio.BrokenResourceError
+            ):
+                # Its stream ended (a stdio server that exited): the session was kept, and every later
+                # call said "ClosedResourceError" for good. Closed, the next call starts it again.
+                await self.close()
+                why = "its connection ended" + self._said()
+            raise ToolRefused(f"the {self.server.name} MCP server failed: {why}") from None
+
+    async def _raced(self, request: Awaitable[Any]) -> Any:
+        """``request``'s result, or :class:`_Unreadable` as soon as an answer could not be read."""
         unreadable: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._unreadable.add(unreadable)
-        task = asyncio.ensure_future(session.call_tool(name, arguments))
+        task = asyncio.ensure_future(request)
         try:
             await asyncio.wait({task, unreadable}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                why = unreadable.result()
-                raise ToolRefused(f"the {self.server.name} MCP server's answer could not be read ({why})")
+                raise _Unreadable(unreadable.result())
             return task.result()
-        except ToolRefused:
-            raise
-        except Exception as e:
-            if getattr(getattr(e, "error", None), "code", None) == _SESSION_TERMINATED:
-                raise _SessionGone from None
-            raise ToolRefused(f"the {self.server.name} MCP server failed: {_reason(e)}") from None
         finally:
             self._unreadable.discard(unreadable)
             if not task.done():
@@ -268,45 +296,11 @@ def _reason(e: BaseException) -> str:
         e = e.exceptions[0]
     if isinstance(e, McpListError):
         return str(e)
+    if isinstance(e, httpx.HTTPStatusError) and (refusal := http_refusal(e)):
+        return refusal
     # httpx names the URL in its errors, password included: this text reaches the thread and the model.
     text = redact(str(e)).strip().splitlines()[0][:200] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _register_secrets(server: McpServer) -> None:
-    """The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
-    answer: each secret the operator gave the server (:func:`server_secrets`) is never shown."""
-    for secret in server_secrets(server):
-        register_secret(secret)
-
-
-class NoServerStream(httpx.AsyncBaseTransport):
-    """Never opens the stream a streamable-HTTP server pushes its own messages on (the SDK's GET):
-    answers it 405 here, which the protocol allows a server to say, so the SDK gives it up.
-
-    Nothing here reads server-initiated messages, and the SDK reopens that stream at once whenever the
-    server closes it cleanly (its ``retry:`` field sets the delay, 0 included): a hostile server that
-    sent 1 MiB of log notifications per GET and closed kept the bot's event loop parsing them for as
-    long as its connection was kept, between turns too (a third of a core in the measure, per server)."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            return httpx.Response(405, request=request)
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _plain_client(server: McpServer) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        headers=dict(server.headers),
-        timeout=httpx.Timeout(server.timeout, connect=10),
-        transport=NoServerStream(CappedTransport(httpx.AsyncHTTPTransport(), MAX_RESPONSE_BYTES)),
-    )
 
 
 class McpTools:
@@ -316,13 +310,18 @@ class McpTools:
         self,
         servers: Iterable[McpServer],
         *,
-        http_client: Callable[[McpServer], httpx.AsyncClient] = _plain_client,
+        http_client: Callable[[McpServer], httpx.AsyncClient] = plain_client,
     ) -> None:
         self._conns = [_Connection(s, http_client) for s in servers]
-        for c in self._conns:
-            _register_secrets(c.server)
+        # The SDK logs a server's URL and httpx names it in every error; a server may echo its key in an
+        # answer: each secret the operator gave a server (:func:`server_secrets`) is never shown.
+        for secret in (x for c in self._conns for x in server_secrets(c.server)):
+            register_secret(secret)
         self.problems: dict[str, str] = {}
         """Server name -> why its tools are left out (each reported once, at connect)."""
+        self.retrying: asyncio.Task[None] | None = None
+        """The try under way of the servers left out (:meth:`late_tools`), owned here, ended by aclose."""
+        self._late: tuple[tuple[_Connection, ...], list[Tool]] = ((), [])
 
     @property
     def names(self) -> list[str]:
@@ -346,19 +345,47 @@ class McpTools:
     async def aclose(self) -> None:
         for c in self._conns:
             c.closed = True
+        if self.retrying is not None:
+            self.retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.retrying
         await asyncio.gather(*(c.close() for c in self._conns))
 
+    def late_tools(self) -> list[Tool]:
+        """The tools of HTTP servers left out at connect that have come up since, and another try (in the
+        background, at most every RECONNECT_EVERY s a server) of those still down. Why: ``agentbot run``
+        builds its tools once, and a server that was down then (a sidecar started after the bot) stayed
+        out until the bot restarted. A stdio server that failed to start is not started again every 30 s
+        (a process each time, ``npx``'s seconds of CPU): what failed is its command, fixed by a restart."""
+        late = [c for c in self._conns if c.server.name in self.problems and c.server.url and not c.closed]
+        down = [c for c in late if c.session is None]
+        if down and (self.retrying is None or self.retrying.done()):
+            self.retrying = asyncio.create_task(self._retry(down), name="mcp:retry")
+        up = tuple(c for c in late if c.session is not None)
+        if up != self._late[0]:
+            self._late = (up, self._tools_of(up))
+        return self._late[1]
+
+    async def _retry(self, down: list[_Connection]) -> None:
+        await asyncio.gather(*(c._reconnect(None) for c in down), return_exceptions=True)
+        for c in down:
+            if c.session is not None:
+                log.info("mcp_server_up", server=c.server.name, tools=len(c.tools))
+
     def tools(self) -> list[Tool]:
+        return self._tools_of(self._conns)
+
+    def _tools_of(self, conns: Iterable[_Connection]) -> list[Tool]:
         out: list[Tool] = []
         seen: set[str] = set()
-        for c in self._conns:
+        for c in conns:
             if c.session is None:
                 continue
             wanted = set(c.server.tools) if c.server.tools is not None else None
             for t in c.tools:
                 if wanted is not None and t.name not in wanted:
                     continue
-                if (built := _tool(c, t)) is not None and built.name in seen:
+                if (built := wire_tool(c.server, t, c.call)) is not None and built.name in seen:
                     # A server listing a name twice (or "a"'s "_x" beside "a_"'s "x") would make the
                     # registry refuse the whole set, and every run with it: the first one is kept.
                     log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason="name taken")
@@ -369,31 +396,3 @@ class McpTools:
                     why = "schema not an object, invalid or too large"
                     log.warning("mcp_tool_skipped", server=c.server.name, tool=t.name, reason=why)
         return out
-
-
-def _tool(conn: _Connection, mcp_tool: Any) -> Tool | None:
-    schema = checked_schema(getattr(mcp_tool, "inputSchema", None))
-    if schema is None:
-        return None
-    validator = arguments_validator(schema)
-    server, remote = conn.server.name, str(mcp_tool.name)
-    name = tool_name(server, remote)
-
-    async def call(**arguments: Any) -> ToolOutput:
-        problems = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if problems:
-            where = ".".join(str(p) for p in problems[0].path) or "(arguments)"
-            raise ToolRefused(f"invalid arguments for {name}: '{where}': {problems[0].message}")
-        return render_result(server, await conn.call(remote, arguments))
-
-    description = (mcp_tool.description or remote).strip()
-    return Tool(
-        name=name,
-        description=f"[{server} MCP server] {description}"[:MAX_DESCRIPTION],
-        parameters=schema,
-        fn=call,
-        args_model=_AnyArgs,
-        timeout=conn.server.timeout,
-        max_output=conn.server.max_output,
-        retry=RetryPolicy(max_attempts=1),  # a call may have side effects on the server: never repeated
-    )

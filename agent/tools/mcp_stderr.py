@@ -1,4 +1,5 @@
-"""The last thing an MCP stdio server wrote to stderr, kept to say why it stopped.
+"""The last thing an MCP stdio server wrote to stderr (and its last stdout line that was no message), kept
+to say why it stopped.
 
 A server that died at start was reported as "Connection closed" (its stderr went to /dev/null), while
 its last line said what to fix ("ModuleNotFoundError: No module named 'mcp_weather'", npm's "404 Not
@@ -61,3 +62,20 @@ class StderrTail:
             self._loop.remove_reader(self._r)
             os.close(self._r)
             self.file.close()
+
+
+def said_before_end(stray: bytes, stderr: StderrTail | None, hide: Iterable[str] = ()) -> str:
+    """What a stdio server wrote that says why it never answered or ended: its last stdout line that was
+    no protocol message and its last stderr line, as "; its last ... line: ..." (empty when it said
+    nothing). A server printing "Listening on :8000" was left out as "no answer within 10 s"."""
+    hide = list(hide)
+    said = ""
+    if stray.strip():
+        line = stray.decode(errors="replace").strip()
+        for value in hide:
+            if len(value) >= 4:
+                line = line.replace(value, "***")
+        said += f"; its last stdout line that is no MCP message: {redact(line)[:200]}"
+    if stderr is not None and (err := stderr.last_line(hide=hide)):
+        said += f"; its last stderr line: {err}"
+    return said

@@ -24,7 +24,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -51,19 +51,24 @@ class MessageTooLong(Exception):
 
 @contextlib.asynccontextmanager
 async def stdio_transport(
-    params: StdioServerParameters, errlog: TextIO, *, max_line: int
+    params: StdioServerParameters,
+    errlog: TextIO,
+    *,
+    max_line: int,
+    on_stray: Callable[[bytes], None] = lambda _: None,
 ) -> AsyncIterator[
     tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
 ]:
     """The server started in a new session (its own process group), with read and write streams for
     ``ClientSession``. Left normally it is stopped as the specification says; left any other way
-    (cancelled, an error) its group is killed at once. Either way no process of its group is left."""
+    (cancelled, an error) its group is killed at once. Either way no process of its group is left.
+    ``on_stray`` is given each stdout line that is no protocol message (a log line, an error printed)."""
     process = await _spawn(params, errlog)
     incoming, read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     write, outgoing = anyio.create_memory_object_stream[SessionMessage](0)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_from_server, process, incoming, max_line)
+            tg.start_soon(_from_server, process, incoming, max_line, on_stray)
             tg.start_soon(_to_server, process, outgoing)
             yield read, write
             await _stop(process)
@@ -169,7 +174,10 @@ def _signal_group(pgid: int, sig: int) -> bool:
 
 
 async def _from_server(
-    process: anyio.abc.Process, incoming: MemoryObjectSendStream[SessionMessage | Exception], max_line: int
+    process: anyio.abc.Process,
+    incoming: MemoryObjectSendStream[SessionMessage | Exception],
+    max_line: int,
+    on_stray: Callable[[bytes], None],
 ) -> None:
     assert process.stdout is not None
     buffer = b""
@@ -188,7 +196,9 @@ async def _from_server(
                     except Exception as e:
                         if _is_answer(line):  # its call fails at once (McpTools' message handler)
                             await incoming.send(e)
-                        continue  # a stray line (a log on stdout) is no answer: dropped, calls wait on
+                        else:  # a stray line (a log on stdout) is no answer: calls wait on; the last is
+                            on_stray(line)  # kept to say why a server that never answered was left out
+                        continue
                     await incoming.send(SessionMessage(message))
                 if len(buffer) > max_line:  # a line without an end: the connection ends, saying why
                     raise MessageTooLong(f"the server sent a message of more than {max_line:,} bytes")
