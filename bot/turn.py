@@ -52,8 +52,7 @@ from bot.notes import (
 from bot.pacing import RestBudget, typing_indicator
 from bot.progress import ProgressRenderer
 from bot.run_policy import POST_REFUSED, can_attach, can_post, read_outside, remember_answer, turn_services
-from bot.store import QuotaBudget, StoreError, StoreUnavailable
-from bot.store.db import when_reachable
+from bot.store import QuotaBudget, StoreError, StoreUnavailable, when_reachable
 from bot.streamer import ThreadStreamer, WriteBudget
 from bot.turn_end import FINAL, SESSION_STATUS, close_ended, ended, final_of
 from bot.turn_request import TurnRequest, error_id

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from bot.store.db import Database, DatabaseTooNew, StoreError, StoreUnavailable
+from bot.store.db import Database, DatabaseTooNew, StoreError, StoreUnavailable, when_reachable
 from bot.store.guild_settings import (
     AuditEntry,
     GuildSettings,
@@ -56,6 +56,7 @@ __all__ = [
     "matching",
     "new_session_id",
     "open_database",
+    "when_reachable",
 ]
 
 
