@@ -18,7 +18,7 @@ import agent.models.prices
 from agent.env_file import MEANT
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
-from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer
+from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer, scratch_root
 from tests.fakes.web_server import FakeWeb
 from tests.file_order import (
     order_files_first,
@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
     if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:
-        template = tempfile.mkdtemp(prefix="agentbot-pg-template-")
+        template = tempfile.mkdtemp(prefix="agentbot-pg-template-", dir=scratch_root())
         os.environ[TEMPLATE_ENV] = template
 
         def remove() -> None:
