@@ -51,6 +51,7 @@ async def research_thread(fake: FakeDiscord, guild: FakeGuild, bot: object, task
     return [m.content for m in fake.messages(thread)]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_mcp_tool_streams_into_the_thread_like_any_step(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ async def test_e2e_config_mcp_adds_a_servers_own_http_mcp_tools(
     assert "inv__lookup" in {t["function"]["name"] for t in llm.requests[0]["tools"]}
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_mcp_goes_through_the_ssrf_guard(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
