@@ -8,7 +8,6 @@ so the default pool is sized for a few hundred concurrent streams.
 from __future__ import annotations
 
 import functools
-import os
 import ssl
 import zlib
 from collections.abc import AsyncIterator
@@ -125,10 +124,11 @@ class ResponseTooLarge(ResponseRefused):
 
 
 def shared_tls() -> ssl.SSLContext:
-    """The process's TLS context for model calls, made again only if ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``
-    changes: loading the CA bundle costs ~50 ms of CPU, paid by every client made (each in-process bot of
-    the tests, a few hundred in the suite)."""
-    return _tls(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    """The process's TLS context for model calls, made again only if the CA file or directory OpenSSL
+    would read changes (``SSL_CERT_FILE``, ``SSL_CERT_DIR``): loading the CA bundle costs ~50 ms of CPU,
+    paid by every client made (each in-process bot of the tests, a few hundred in the suite)."""
+    paths = ssl.get_default_verify_paths()
+    return _tls(paths.cafile, paths.capath)
 
 
 @functools.lru_cache(maxsize=4)
