@@ -108,7 +108,6 @@ async def test_a_follow_up_stored_while_the_running_turn_ends_is_answered_and_lo
     assert queued == [] and not fake.message(moon.id).reactions.get("⏳")
 
 
-@pytest.mark.usefixtures("fast_write_window")
 async def test_a_queued_mark_that_lands_after_its_turn_started_is_taken_off(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
