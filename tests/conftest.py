@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import agent.models.prices
 from agent.env_file import MEANT
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
-from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer
+from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer, scratch_root
 from tests.fakes.web_server import FakeWeb
 from tests.file_order import (
     order_files_first,
@@ -41,10 +42,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     config.add_cleanup(close_warm_server)
+    # numpy's OpenBLAS starts a thread per core and spins them for each product; ten workers on two cores
+    # only fight over them (test_classifier_embedding, test_memory_store and test_memory_embeddings in one
+    # process: 15.2 / 16.4 s of CPU with them, 14.5 / 14.3 s with one). Set before any test imports numpy.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
     if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:
-        template = tempfile.mkdtemp(prefix="agentbot-pg-template-")
+        template = tempfile.mkdtemp(prefix="agentbot-pg-template-", dir=scratch_root())
         os.environ[TEMPLATE_ENV] = template
 
         def remove() -> None:
@@ -119,6 +124,31 @@ async def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> StoreT
     server: PostgresServer = request.getfixturevalue("postgres")
 
     return server.fresh_database
+
+
+FAST_WRITE_WINDOW = 1.0
+"""Seconds of a thread's write window (Discord's 5 s) for the in-process bots of tests that take
+``fast_write_window``: 5 writes per second instead of per 5 s."""
+
+
+@pytest.fixture
+def fast_write_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process bots (``running_bot``) of this test keep each thread's 5 writes in
+    ``FAST_WRITE_WINDOW`` instead of 5 s: the same rule (counts, holds, merges and the window a restart
+    inherits all follow it), a fifth of the wait. End-to-end tests spent most of their time waiting on
+    that window, not on the CPU (test_blackbox_bot_qa3: 43.5 s of wall time for 2.9 s of CPU).
+
+    Only tests whose bot writes the very same thing to Discord either way take it: every create, edit and
+    delete, in order, with its route, status and text (digits aside: ids, ports, durations), recorded in
+    one run with the real window and two with this one. A test where the window changes what the bot
+    does (steps joined into one message or not, an edit where a new message went) keeps the real one:
+    a moderator deleting a step message meets its bug only when the next step is an edit of it. Nor do
+    tests of the window itself take it (``max_writes_in_window``, the fake's enforced limit), nor
+    ``agentbot run`` processes. Like ``BOT_TEST_KWARGS``, which shortens discord.py's 2 s wait for guilds."""
+    import bot.runner
+    from bot.write_window import WriteBudget
+
+    monkeypatch.setattr(bot.runner, "WriteBudget", functools.partial(WriteBudget, per=FAST_WRITE_WINDOW))
 
 
 @pytest.fixture

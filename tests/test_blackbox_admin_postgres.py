@@ -29,6 +29,7 @@ def server(postgres: PostgresServer) -> Iterator[PostgresServer]:
         postgres.resume()
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_pg_a_run_caught_by_a_postgresql_restart_finishes_once_it_is_back_charging_every_call(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, server: PostgresServer
 ) -> None:

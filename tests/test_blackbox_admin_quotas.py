@@ -23,6 +23,7 @@ def guild() -> FakeGuild:
     ("limit", "said"),
     [("cost_per_month_usd", "monthly spending limit"), ("guild_budget_per_month_usd", "monthly budget")],
 )
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_that_cannot_afford_one_step_is_refused_before_it_opens_a_thread_or_counts_a_request(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, limit: str, said: str
 ) -> None:
@@ -46,6 +47,7 @@ async def test_a_run_that_cannot_afford_one_step_is_refused_before_it_opens_a_th
     assert re.search(r"\*\*Requests today\*\*: 0 of 50", usage), usage
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_the_footer_counts_the_judge_call_that_usage_charges(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

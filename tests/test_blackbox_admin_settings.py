@@ -18,6 +18,7 @@ def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_tier_of_models_the_bot_cannot_call_is_refused_instead_of_breaking_every_run(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -49,6 +50,7 @@ async def test_a_tier_of_models_the_bot_cannot_call_is_refused_instead_of_breaki
     assert gs.overrides == {}
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_config_show_lists_the_fetch_domains_and_mcp_servers_set_here(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -68,6 +70,7 @@ async def test_config_show_lists_the_fetch_domains_and_mcp_servers_set_here(
     assert "`wiki`" in shown and "https://mcp.example.com/mcp" in shown, shown
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_mcp_servers_password_never_shows_in_the_change_reply_or_the_audit_lines(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -104,6 +107,7 @@ async def test_a_server_whose_tiers_the_bot_can_no_longer_call_is_told_why_runs_
     assert llm.requests == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_config_show_says_the_tier_is_chosen_per_task_until_a_default_tier_is_set(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

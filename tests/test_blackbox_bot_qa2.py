@@ -22,6 +22,7 @@ def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_edit_that_restarts_a_turn_while_the_bot_stops_is_answered_after_the_restart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -44,6 +45,7 @@ async def test_an_edit_that_restarts_a_turn_while_the_bot_stops_is_answered_afte
     assert llm.requests[-1]["messages"][-1]["content"] == "How many live in Paris?"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_turn_failed_while_the_provider_cools_down_says_when_to_ask_again_instead_of_retry(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -62,6 +64,7 @@ async def test_a_turn_failed_while_the_provider_cools_down_says_when_to_ask_agai
     assert note.components == [], note.components
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_two_research_runs_started_at_the_same_instant_take_one_slot_and_one_thread(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +93,7 @@ async def test_two_research_runs_started_at_the_same_instant_take_one_slot_and_o
     assert len(llm.requests) == 2
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_only_the_member_who_asked_a_failed_follow_up_can_retry_it_and_is_charged(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -118,6 +122,7 @@ async def test_only_the_member_who_asked_a_failed_follow_up_can_retry_it_and_is_
     assert "**Requests today**: 2 " in usage["bob"], usage["bob"]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_whose_thread_refuses_its_messages_stops_at_the_next_step_and_the_member_is_told(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

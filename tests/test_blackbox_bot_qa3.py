@@ -34,6 +34,7 @@ def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
     return [guild, other]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_the_member_who_asked_the_running_follow_up_can_stop_it_and_a_bystander_cannot(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ async def test_a_long_answer_with_code_and_long_source_urls_keeps_fences_links_a
     assert footer.content.count("…and ") == (len(listed) < 3)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_mention_with_only_a_file_starts_a_session_and_renaming_its_thread_starts_no_turn(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -116,6 +118,7 @@ async def test_a_mention_with_only_a_file_starts_a_session_and_renaming_its_thre
     assert rest == ["And waves?"], rest
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -149,6 +152,7 @@ async def test_a_retried_request_keeps_its_file_and_its_edit_re_runs_the_retry(
     assert edited.startswith("Units in January?") and ".csv" in edited, edited
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_goes_back_to_auto_routing_and_half_an_mcp_server_is_refused_on_one_server_only(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
 ) -> None:

@@ -60,6 +60,7 @@ async def test_a_restart_with_a_running_a_waiting_and_a_queued_turn_tells_each_t
         assert "✅ done" in header.content and header.components == [], header.content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_two_members_follow_up_at_once_and_the_one_at_his_limit_is_named_and_not_charged(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

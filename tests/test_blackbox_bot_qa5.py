@@ -73,6 +73,7 @@ def test_a_header_under_a_one_step_limit_says_one_step() -> None:
     assert " · up to 1 step · " in one and " · up to 2 steps · " in two, one
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_research_asked_as_the_bot_stops_is_answered_after_the_restart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -102,6 +103,7 @@ async def test_a_task_routed_complex_is_not_explained_as_a_short_look_up(
     assert decided.tier == "complex" and "a short look-up or chat" not in decided.reasons, decided
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_typo_fixed_right_after_posting_is_what_the_agent_answers(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -124,6 +126,7 @@ async def test_a_typo_fixed_right_after_posting_is_what_the_agent_answers(
     assert "tides?" in asked and asked[-1] == "And waves?" and "And wvaes?" not in asked, asked
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_follow_up_deleted_right_after_posting_is_not_answered(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -145,6 +148,7 @@ async def test_a_follow_up_deleted_right_after_posting_is_not_answered(
     assert shown[1:] == ["Tides: the moon.", shown[-1]] and "tokens" in shown[-1], shown
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_research_with_a_task_of_only_blank_characters_is_refused_before_anything_is_charged(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_several_files_in_a_reply_and_one_just_over_the_limit_are_told_apart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -63,6 +64,7 @@ def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
     return [guild, other]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_servers_mcp_server_down_on_its_first_turn_is_used_once_it_is_up(
     fake: FakeDiscord,
     llm: FakeLLM,
@@ -93,6 +95,7 @@ async def test_a_servers_mcp_server_down_on_its_first_turn_is_used_once_it_is_up
     assert not any("left out" in c for c in second + elsewhere) and "inv__lookup" not in offered[-1]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_file_stays_with_its_mention_when_it_is_edited_while_running(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -114,6 +117,7 @@ async def test_a_file_stays_with_its_mention_when_it_is_edited_while_running(
     assert restarted.startswith("Units in Jan?") and "a (2).csv (26 bytes, text)" in restarted, restarted
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_file_sent_where_the_admins_turned_read_file_off_is_not_promised_to_the_agent(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -131,6 +135,7 @@ async def test_a_file_sent_where_the_admins_turned_read_file_off_is_not_promised
     assert not any("unknown tool" in m.content for m in fake.messages(shown))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_switches_off_one_tool_of_the_servers_own_mcp_server(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ def rendered_links(text: str) -> list[str]:
     return re.findall(r"(?<!\\)\[[^\]]*\]\(https?://[^)]*\)", re.sub("`[^`]*`", "", text))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_notes(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -73,6 +74,7 @@ async def test_words_of_a_provider_or_a_member_are_shown_as_written_in_the_bots_
 BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200b]")
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_invisible_characters_neither_start_a_paid_run_nor_turn_a_step_line_around(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ async def test_invisible_characters_neither_start_a_paid_run_nor_turn_a_step_lin
     assert not BIDI.search(step) and "lpmaxe.knab" in step and "yawa yats" in step, step
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_reads_an_emptied_domain_list_in_the_recent_changes(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -233,6 +236,7 @@ async def test_a_database_outage_is_said_only_where_someone_spoke_to_the_bot(
     assert "send it again in a minute" in told.content and len(llm.requests) == 1, told.content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_edit_after_the_thread_was_archived_does_not_reopen_it(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ def asked(body: dict[str, Any]) -> str:
     return json.dumps([m.get("content") for m in body["messages"] if m.get("role") == "user"][-1])
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_last_requests_replies_while_restarting_and_a_server_that_removed_the_bot(
     fake: FakeDiscord, llm: FakeLLM, guilds: list[FakeGuild], tmp_path: Path
 ) -> None:
@@ -132,6 +133,7 @@ async def test_last_requests_replies_while_restarting_and_a_server_that_removed_
     assert not any("nice thread" in asked(r) for r in llm.requests)  # bob's chat is asked of nobody
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_retry_where_the_bot_can_no_longer_post_is_refused_before_anything_runs(
     fake: FakeDiscord, llm: FakeLLM, guilds: list[FakeGuild], tmp_path: Path
 ) -> None:

@@ -69,6 +69,7 @@ async def test_a_restart_keeps_the_requesters_role_limits_and_a_follow_up_edited
     assert f"**Tokens today**: ~{said[0] + 210:,} of 50,000" in usage, usage  # and the follow-up's 210
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_turn_that_ends_while_the_bot_stops_leaves_its_header_done_and_a_follow_up_kept(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, error, text
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_follow_up_refused_by_a_quota_leaves_the_header_saying_done(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -46,6 +47,7 @@ def retry_button(fake: FakeDiscord, thread: Any) -> tuple[MessageRecord, str]:
     return msg, custom_id
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_retry_pressed_twice_or_after_it_worked_runs_the_failed_turn_once(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -79,6 +81,7 @@ async def test_retry_pressed_twice_or_after_it_worked_runs_the_failed_turn_once(
     assert [a["content"] for a in answers].count("Retrying…") == 1, answers
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_re_run_with_the_edit_pressed_twice_runs_the_edit_once(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

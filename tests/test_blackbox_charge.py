@@ -52,6 +52,7 @@ def _tokens_today(usage: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_stop_mid_call_is_charged_by_estimate_and_usage_says_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -118,6 +119,7 @@ async def test_the_ledger_keeps_which_calls_were_estimated_on_both_backends(
     }
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_long_answer_cannot_pass_a_spending_limit_the_hold_let_through(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -147,6 +149,7 @@ async def test_a_long_answer_cannot_pass_a_spending_limit_the_hold_let_through(
     assert [r.get("max_tokens") for r in llm.requests] == [8192], llm.requests[-1]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -167,6 +170,7 @@ async def test_a_run_cut_by_the_time_limit_mid_call_is_charged_by_estimate(
     assert shown and f"**Tokens today**: ~{shown.group(1)} of" in mine, (footer.content, mine)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_edit_re_run_says_it_is_a_new_request_and_does_not_charge_the_judge_again(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

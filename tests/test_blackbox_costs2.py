@@ -207,6 +207,7 @@ async def test_a_claude_call_without_agent_max_tokens_is_held_at_the_cap_it_is_s
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_thinking_model_a_member_cannot_afford_one_step_of_is_refused_before_the_request_counts(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -227,6 +228,7 @@ async def test_a_thinking_model_a_member_cannot_afford_one_step_of_is_refused_be
     assert "**Requests today**: 0 of 50" in mine, mine
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its_exact_cost(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -284,6 +286,7 @@ async def test_a_claude_judge_shows_under_anthropic_in_the_admins_usage_with_its
     ("reported", "shown"),
     [("team-router-alias", "team-router-alias"), ("**PWNED** [win](https://evil.example)", "gpt-4.1-nano")],
 )
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_judge_whose_server_reports_an_alias_is_priced_by_the_name_it_was_called(
     reported: str, shown: str, fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -367,6 +370,7 @@ async def test_the_page_readers_fallback_to_a_dearer_model_is_held_at_its_price(
     assert spent is not None and spent["n"] / 1e9 <= limit, spent
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_self_hosted_model_without_a_price_or_usage_never_reads_as_free_in_usage(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

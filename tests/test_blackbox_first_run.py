@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.config import AgentSettings
 from bot.app import AgentBot
 from bot.config import BotSettings
@@ -16,6 +18,7 @@ from tests.fakes.llm_server import FakeLLM, text
 MODEL = "llama3.1"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_model_pulled_after_the_first_failure_answers_the_next_message(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

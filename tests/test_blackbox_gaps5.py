@@ -109,6 +109,7 @@ async def test_sigterm_while_agentbot_run_is_still_importing_exits_cleanly(tmp_p
     assert not any("Traceback" in x for x in lines), lines
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_running_research_shows_the_members_text_without_hidden_characters_and_its_usage_apart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -173,6 +174,7 @@ async def test_a_follow_up_in_a_session_whose_request_was_refused_is_announced_a
     assert not any("Starting this research" in c for c in said), said
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_retry_and_re_run_are_refused_in_a_channel_taken_off_the_allowed_list(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -85,6 +85,7 @@ async def test_a_saved_answer_delivered_after_a_kill_brings_its_files_and_enters
     assert contents.index(files[0].content) > contents.index(footer), contents
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_restart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -131,6 +132,7 @@ async def test_a_stopped_answer_posted_before_a_kill_keeps_one_footer_after_the_
     assert "1 step · estimated: " in footer and "stopped by alice" in footer, footer
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_stopped_by_the_time_limit_and_killed_before_it_closed_is_not_run_again(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

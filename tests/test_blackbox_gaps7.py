@@ -46,6 +46,7 @@ def _slow_server_file(tmp_path: Path, marker: str) -> Path:
 
 
 @pytest.mark.parametrize("command", ["ask", "run"])
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_start_up_stopped_while_an_mcp_server_handshakes_leaves_no_server_process(
     command: str, llm: FakeLLM, fake: FakeDiscord, tmp_path: Path
 ) -> None:
@@ -114,6 +115,7 @@ SLEEPER = "import time\ntime.sleep(60)"
 PROVIDER_SAID = "**PWNED** [click here](https://evil.example) <@&123456789012345678> @everyone"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_providers_error_text_shows_as_written_and_a_failure_at_step_1_is_said(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

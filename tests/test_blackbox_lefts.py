@@ -139,6 +139,7 @@ async def test_a_turn_failed_for_a_workspace_that_cannot_be_made_offers_no_retry
     assert llm.requests == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_shutdown_on_sigterm_logs_its_start_and_end_with_the_runs_it_paused(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

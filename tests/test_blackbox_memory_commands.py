@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.test_security_memory import run_command
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_blackbox_memory_a_query_of_only_spaces_is_answered_not_an_error(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text
 from tests.test_security_memory import research
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_blackbox_memory_remember_is_not_offered_when_the_operator_turned_notes_off(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -117,6 +117,7 @@ async def test_a_store_the_bot_may_only_read_is_refused_at_start_naming_write_ac
     assert "write access" in str(refused.value) and "DATA_DIR" in str(refused.value)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_run_logs_every_line_as_json_on_stderr_even_from_modules_loaded_before_logging(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -209,6 +210,7 @@ def test_a_checkpoint_keeps_estimated_counts_and_cache_writes_for_the_resumed_tu
     assert state_from("t", old).usage == Usage(1000, 100, 50, 2, 10)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_sigterm_while_the_bot_starts_up_exits_at_once_with_0(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -356,6 +358,7 @@ async def test_an_env_that_is_a_directory_is_named_not_ignored(tmp_path: Path) -
     assert f"{tmp_path / '.env'} is not a file" in err and "directory" in err
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_memory_turned_off_by_the_operator_is_not_announced_as_unavailable(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

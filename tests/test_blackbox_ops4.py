@@ -189,10 +189,7 @@ async def test_an_empty_value_is_the_documented_default_for_every_setting(
     code, out, err = await _agentbot(cwd, "ask", "hello", env=env)
     assert code == 2 and out == "" and "OPENAI_API_KEY is not set" in err, err
     (cwd / ".env").write_text(f"DATA_DIR=\nAGENT_MODEL=\nOPENAI_BASE_URL={llm.base_url}\n")
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT, "doctor", cwd=cwd, env=base | env, stdout=asyncio.subprocess.PIPE
-    )
-    said = (await asyncio.wait_for(proc.communicate(), 60))[0].decode()
+    said = (await agentbot_process("doctor", cwd=cwd, env=base | env))[1].decode()
     assert (cwd / "data" / "agentbot.sqlite3").is_file(), said  # DATA_DIR's default, ./data
     assert not (cwd / "agentbot.sqlite3").exists()
     assert "gpt-4o-mini" in said, said  # AGENT_MODEL's default is the model checked

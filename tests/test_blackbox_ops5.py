@@ -30,6 +30,7 @@ from tests.fakes.llm_server import FakeLLM, Reply
 from tests.fakes.served import served
 from tests.test_blackbox_operator import AGENTBOT
 from tests.test_blackbox_ops4 import _agentbot, _run_env
+from tests.warm_agentbot import start_agentbot
 
 
 @pytest.mark.parametrize(
@@ -223,7 +224,9 @@ async def test_a_second_ctrl_c_ends_the_wait_for_running_turns(
         "PYTHON_SANDBOX": "off",
     }
     with log.open("wb") as sink:
-        proc = await asyncio.create_subprocess_exec(AGENTBOT, "run", cwd=tmp_path, env=env, stderr=sink)
+        proc = await start_agentbot(
+            "run", cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=sink
+        )
     try:
         ready = lambda: fake.identify_count > 0 and fake.commands(guild)  # noqa: E731
         await fake.wait_for(ready, within=30, what="the bot to connect")

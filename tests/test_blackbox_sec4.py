@@ -33,6 +33,7 @@ def guild() -> FakeGuild:
     return lab
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_hostile_nickname_that_stops_a_run_is_shown_as_plain_visible_text(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -56,6 +57,7 @@ async def test_a_hostile_nickname_that_stops_a_run_is_shown_as_plain_visible_tex
     assert "stopped by \\[nitro](https://e.vil)" in shown  # still recognisable
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_members_flooding_a_thread_neither_queue_without_end_nor_hold_up_other_threads(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

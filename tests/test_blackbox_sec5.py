@@ -143,6 +143,7 @@ async def test_a_hostile_model_provider_or_page_cannot_write_links_or_headings_i
     assert "unknown tool" in told and len(hits) == 2  # the model is told, and the retry read the page
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_provider_reporting_absurd_usage_cannot_fail_the_turn(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -161,6 +162,7 @@ async def test_a_provider_reporting_absurd_usage_cannot_fail_the_turn(
     assert f"{MAX_REPORTED_TOKENS:,} in" in footer.content, footer.content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_answer_larger_than_discord_takes_is_attached_cut_not_lost(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,6 +215,7 @@ async def test_a_search_service_cannot_inflate_a_bomb_in_ask_or_library_use() ->
     assert growth < 50 * MB, f"the process grew by {growth / MB:.0f} MB"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_editing_a_message_over_and_over_keeps_one_re_run_offer(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -300,6 +303,7 @@ async def test_a_chroma_server_echoing_its_token_cannot_put_it_in_logs_or_the_he
     assert [token in s for s in shown] == [False, False, False], shown
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_member_who_cannot_post_in_a_channel_cannot_post_there_through_research(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

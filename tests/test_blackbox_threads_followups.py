@@ -14,6 +14,7 @@ from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_queued_follow_up_deleted_before_its_turn_is_not_answered_or_charged(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ async def test_editing_a_request_that_waits_for_a_free_slot_runs_the_edit(
     assert "Spian" not in str(llm.requests[1]["messages"])
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_follow_up_stored_while_the_running_turn_ends_is_answered_and_loses_its_mark(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

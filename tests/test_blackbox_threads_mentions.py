@@ -19,6 +19,7 @@ def guild() -> FakeGuild:
     return g
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_mention_in_a_thread_that_is_no_session_says_where_to_ask(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

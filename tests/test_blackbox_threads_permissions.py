@@ -32,6 +32,7 @@ def forbid(guild: FakeGuild, fake: FakeDiscord | None = None, **perms: bool) -> 
             fake.state.dispatch("GUILD_ROLE_UPDATE", data, intent=INTENT_GUILDS)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_without_attach_files_a_long_answer_and_written_files_are_not_lost(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -57,6 +58,7 @@ async def test_without_attach_files_a_long_answer_and_written_files_are_not_lost
     assert "notes.md" in files_note and "**Attach Files**" in files_note, files_note
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_without_send_permissions_the_member_is_told_once_in_a_dm_and_nothing_runs(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

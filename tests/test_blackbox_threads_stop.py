@@ -21,6 +21,7 @@ def answers(inter) -> list[str]:
     return [r["data"].get("content", "") for r in inter.responses]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_waiting_for_a_free_slot_can_be_stopped_and_never_starts(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -13,6 +15,7 @@ from tests.test_e2e_attachments import tool_results, user_text
 ROWS = "city,café visits\nZürich,12\nMálaga,30\n"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_windows_csv_and_a_notepad_unicode_text_are_read_not_refused(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.e2e.harness import running_bot, wait_idle
@@ -94,6 +95,7 @@ async def test_search_endless_answer_is_cut_off_not_read_whole(llm: FakeLLM, tmp
     assert "search service" in seen and "4 MiB" in seen, seen
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_search_result_urls_cannot_write_links_into_the_footer(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -66,8 +66,8 @@ async def test_cli_ask_says_each_retry_once_and_prints_its_version(llm: FakeLLM,
     proc = await asyncio.create_subprocess_exec(AGENTBOT, "--version", stdout=asyncio.subprocess.PIPE)
     version, _ = await proc.communicate()
     assert proc.returncode == 0 and version.decode().startswith("agentbot 0.")
-    proc = await asyncio.create_subprocess_exec(AGENTBOT, "ask", "--help", stdout=asyncio.subprocess.PIPE)
-    raw, _ = await proc.communicate()
+    code, raw, _ = await agentbot_process("ask", "--help", cwd=tmp_path, env=dict(os.environ))
+    assert code == 0
     help_text = " ".join(raw.decode().replace("│", " ").split())  # rich wraps and boxes the help
     assert "defaults to 12" in help_text and "3 `ask` stopped at the step limit" in help_text, help_text
 
@@ -83,11 +83,8 @@ async def test_cli_ask_max_steps(llm: FakeLLM, tmp_path: Path) -> None:
 async def _run_cmd(*args: str, env_extra: dict[str, str], cwd: Path) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DISCORD_", "AGENT_"))}
     env |= {"DATA_DIR": str(cwd), "NO_COLOR": "1"} | env_extra
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT, *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode()
+    code, out, _ = await agentbot_process(*args, cwd=cwd, env=env, stderr_to_stdout=True)
+    return code, out.decode()
 
 
 async def test_cli_run_refuses_to_start_without_a_token_or_a_model(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from agent.messages import Message
 from agent.models.base import ModelError, ModelSettings, final_response
-from agent.models.http import make_client
+from agent.models.http import make_client, shared_tls
 from agent.models.openai import OpenAIChatModel
 from tests.test_model_transport import _raw_server, _read_request
 
@@ -194,3 +194,13 @@ async def test_a_batch_of_quota_charges_is_one_hop_to_sqlites_thread(
         row = await db.fetchone("SELECT COUNT(*), SUM(prompt_tokens + completion_tokens) FROM usage_ledger")
         assert tuple(row) == (8, 80)  # type: ignore[arg-type]
         assert (await db.fetchone("SELECT COUNT(*) FROM reservations"))[0] == 0  # type: ignore[index]
+
+
+def test_clients_made_in_one_process_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each client loaded the CA bundle again (~50 ms of CPU; each in-process bot of the tests made one)."""
+    import certifi
+
+    assert shared_tls() is shared_tls()
+    default = shared_tls()
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # another CA setting: a context of its own
+    assert shared_tls() is not default and shared_tls() is shared_tls()

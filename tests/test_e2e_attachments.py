@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
@@ -85,6 +87,7 @@ async def test_e2e_a_pdf_on_research_and_a_csv_and_image_in_a_reply_reach_a_visi
     assert not any("📎 Not read" in c or "Files written" in c for c in shown)  # nothing refused or echoed
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_model_that_cannot_see_is_told_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -108,6 +111,7 @@ async def test_e2e_a_model_that_cannot_see_is_told_so(
     assert (tmp_path / "workspaces" / session.id / "photo.png").read_bytes() == PNG_1X1
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_too_big_file_and_an_unsupported_type_are_refused_in_the_thread(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -142,6 +146,7 @@ async def test_e2e_a_too_big_file_and_an_unsupported_type_are_refused_in_the_thr
     assert saved == ["notes.md"]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_follow_up_file_over_the_workspace_quota_is_refused(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

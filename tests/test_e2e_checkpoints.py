@@ -21,6 +21,7 @@ def page_server_reachable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FETCH_ALLOW_LOOPBACK", "1")
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_steps_model_call_is_saved_while_a_slow_tool_of_the_step_still_runs(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, web: FakeWeb, tmp_path: Path
 ) -> None:

@@ -107,6 +107,7 @@ async def choices(fake: FakeDiscord, record: InteractionRecord) -> list[dict[str
     return record.responses[0]["data"]["choices"]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_admin_changes_show_in_show_with_the_audit_log(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -154,6 +155,7 @@ async def test_e2e_config_admin_changes_show_in_show_with_the_audit_log(
     assert all(line.startswith("<t:") for line in lines[:5])
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_member_without_manage_server_is_refused_and_nothing_changes(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -194,6 +196,7 @@ async def test_e2e_config_member_without_manage_server_is_refused_and_nothing_ch
         assert registered.get("dm_permission") is False or registered.get("contexts") == [0]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_bad_values_are_rejected_with_the_key_and_what_is_allowed(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -250,6 +253,7 @@ async def test_e2e_config_bad_values_are_rejected_with_the_key_and_what_is_allow
         assert await store.history(guild.id) == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_tools_persona_and_steps_reach_the_next_research(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -278,6 +282,7 @@ async def test_e2e_config_tools_persona_and_steps_reach_the_next_research(
     assert "up to 3 steps" in header
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_channels_limit_where_research_is_answered(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -301,6 +306,7 @@ async def test_e2e_config_channels_limit_where_research_is_answered(
     assert llm.requests == [] and fake.threads(parent=general) == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_lowered_user_limit_refuses_the_next_research(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -322,6 +328,7 @@ async def test_e2e_config_lowered_user_limit_refuses_the_next_research(
     assert len(fake.threads(parent=general)) == 1 and len(llm.requests) == 1
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_reset_asks_for_confirmation_then_resets(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -398,6 +405,7 @@ async def test_e2e_config_reset_asks_for_confirmation_then_resets(
     assert len(recent) >= 5 and all(x.endswith("→ default") for x in recent)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_autocomplete_offers_tiers_models_and_tools(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -432,6 +440,7 @@ async def test_e2e_config_autocomplete_offers_tiers_models_and_tools(
     assert members == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_routing_turns_research_tiers_and_the_reader_off_for_the_next_research(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -3,7 +3,6 @@ MCP_SERVERS_FILE naming a real MCP server (the official SDK's FastMCP) run as a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -15,9 +14,9 @@ import pytest
 from tests.e2e.harness import running_bot, wait_idle
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.warm_agentbot import agentbot_process
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENTBOT = str(Path(sys.executable).with_name("agentbot"))
 
 
 def servers_file(tmp_path: Path, *, down: bool = False) -> Path:
@@ -52,6 +51,7 @@ async def research_thread(fake: FakeDiscord, guild: FakeGuild, bot: object, task
     return [m.content for m in fake.messages(thread)]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_mcp_tool_streams_into_the_thread_like_any_step(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -84,31 +84,13 @@ async def test_e2e_mcp_in_ask_and_a_missing_file_is_one_line(llm: FakeLLM, tmp_p
         "PYTHON_SANDBOX": "off",
         "MCP_SERVERS_FILE": str(servers_file(tmp_path)),
     }
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "ask",
-        "What is 20 + 22?",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    code, out, err = await agentbot_process("ask", "What is 20 + 22?", cwd=tmp_path, env=env)
+    assert code == 0, err.decode()
     assert out.decode().strip() == "It is 42." and "lab__add" in err.decode()
     env["MCP_SERVERS_FILE"] = str(tmp_path / "missing.toml")
-    proc = await asyncio.create_subprocess_exec(
-        AGENTBOT,
-        "ask",
-        "hi",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    code, out, err = await agentbot_process("ask", "hi", cwd=tmp_path, env=env)
     lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2 and out == b"" and len(lines) == 1 and "MCP_SERVERS_FILE" in lines[0]
+    assert code == 2 and out == b"" and len(lines) == 1 and "MCP_SERVERS_FILE" in lines[0]
 
 
 async def test_e2e_config_mcp_adds_a_servers_own_http_mcp_tools(
@@ -137,6 +119,7 @@ async def test_e2e_config_mcp_adds_a_servers_own_http_mcp_tools(
     assert "inv__lookup" in {t["function"]["name"] for t in llm.requests[0]["tools"]}
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_config_mcp_goes_through_the_ssrf_guard(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -213,6 +213,7 @@ async def test_e2e_memory_forget_and_clear_confirm_check_permissions_and_survive
         assert "no memories to export" in nothing.content and not nothing.attachments
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_memory_commands_say_when_memory_is_off_or_broken(
     fake: FakeDiscord, llm: FakeLLM, guild_a: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,7 @@ def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_one_model_endpoint_answers_research_a_tool_step_and_a_follow_up(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ async def session_with_follow_up(fake: FakeDiscord, guild: FakeGuild, follow_up:
     return thread, follow
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_editing_a_running_mention_restarts_the_turn_with_the_edit(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -107,6 +108,7 @@ async def test_e2e_editing_a_finished_turn_offers_a_re_run_only_its_author_can_p
     assert "**Requests today**: 3 of" in flat(usage)  # the re-run is charged like any turn
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_an_unchanged_edit_does_nothing_and_only_the_latest_turn_can_be_re_run(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -136,6 +138,7 @@ async def test_e2e_an_unchanged_edit_does_nothing_and_only_the_latest_turn_can_b
     assert len(llm.requests) == 3
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_queued_follow_up_that_is_edited_runs_with_the_new_text(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

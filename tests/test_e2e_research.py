@@ -25,6 +25,7 @@ async def research(fake: FakeDiscord, guild: FakeGuild, task: str, user: str = "
     return inter, thread
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_research_streams_steps_and_final_answer_in_order(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -63,6 +64,7 @@ async def test_e2e_research_streams_steps_and_final_answer_in_order(
         assert fake.duplicates == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_follow_up_continues_the_session_with_its_history(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -151,6 +153,7 @@ async def test_e2e_burst_of_429s_loses_and_duplicates_nothing(
     assert contents.index("Squares done.") < len(contents) - 1  # the footer follows the answer
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_history_survives_a_bot_restart(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -170,6 +173,7 @@ async def test_e2e_history_survives_a_bot_restart(
     assert convo[:2] == [("user", "How long is the Nile?"), ("assistant", "The Nile is about 6,650 km long.")]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_mention_in_a_channel_starts_a_session(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -183,6 +187,7 @@ async def test_e2e_mention_in_a_channel_starts_a_session(
     assert llm.requests[0]["messages"][-1] == {"role": "user", "content": "say hello"}
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_quota_refusal_names_the_limit_and_reset(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,6 +238,7 @@ async def test_e2e_shutdown_pauses_a_run_and_the_next_start_resumes_it(
     assert len(llm.requests) == 3 and llm.requests[2]["messages"][-1]["content"] == "5"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_long_answers_are_split_or_attached(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -261,6 +267,7 @@ async def test_e2e_long_answers_are_split_or_attached(
     assert "attached as a Markdown file" in attached[0].content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_failed_turn_offers_retry_and_retry_runs_it_again(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -286,6 +293,7 @@ async def test_e2e_a_failed_turn_offers_retry_and_retry_runs_it_again(
     assert [m["role"] for m in llm.requests[1]["messages"]] == ["system", "user"]  # no duplicate of the task
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_files_the_agent_writes_are_attached_to_the_thread(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

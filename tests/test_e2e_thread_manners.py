@@ -37,6 +37,7 @@ async def answer_of(fake: FakeDiscord, inter) -> str:
 # --- 20.5 clear refusals, no debris ------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_missing_thread_permissions_are_named_before_anything_is_made(
     llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -54,6 +55,7 @@ async def test_e2e_missing_thread_permissions_are_named_before_anything_is_made(
     assert llm.requests == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_thread_whose_header_cannot_be_posted_is_deleted(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -69,6 +71,7 @@ async def test_e2e_a_thread_whose_header_cannot_be_posted_is_deleted(
     assert llm.requests == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_long_multi_line_task_keeps_the_header_within_2000_characters(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -112,6 +115,7 @@ async def test_e2e_an_error_in_a_button_handler_answers_with_an_error_id(
 # --- 20.6 bot-wide manners --------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_runs_over_the_bot_wide_cap_wait_and_say_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -165,6 +169,7 @@ async def test_e2e_all_sessions_share_one_rest_budget_under_the_global_limit(
     assert fake.duplicates == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_usage_and_config_defer_before_touching_the_database(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -178,6 +183,7 @@ async def test_e2e_usage_and_config_defer_before_touching_the_database(
     assert usage.responses[0]["data"]["flags"] & 64 and "alice" in str(usage_text)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_guild_only_commands_minimal_intents(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ def footer_of(fake: FakeDiscord, thread) -> list:
 # --- 20.1 the requester learns the answer is ready ------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_requester_joins_the_thread_and_only_the_answer_notifies(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ async def test_e2e_requester_joins_the_thread_and_only_the_answer_notifies(
 # --- 20.2 private means private ----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_private_request_is_refused_not_opened_public_when_discord_refuses(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -85,6 +87,7 @@ async def test_e2e_private_request_is_refused_not_opened_public_when_discord_ref
     assert fake.threads(parent=general) == [] and sessions is None and llm.requests == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_private_thread_without_the_permission_names_it_before_asking_discord(
     llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -115,6 +118,7 @@ async def test_e2e_private_thread_without_the_permission_names_it_before_asking_
 # --- 20.3 only real follow-ups start a paid turn -------------------------------------------------------
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_only_the_requester_or_someone_asking_the_bot_starts_a_turn(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -140,6 +144,7 @@ async def test_e2e_only_the_requester_or_someone_asking_the_bot_starts_a_turn(
     assert hint.flags & SUPPRESS_NOTIFICATIONS and hint.pinged_user_ids == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_mention_of_the_bots_managed_role_counts_as_a_mention(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -178,6 +183,7 @@ async def _closed_mid_run(fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp
     return thread, session, turns, writes_before, active
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_archiving_a_thread_stops_its_run_and_the_bot_does_not_reopen_it(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -191,6 +197,7 @@ async def test_e2e_archiving_a_thread_stops_its_run_and_the_bot_does_not_reopen_
 
 
 @pytest.mark.parametrize("how", ["delete", "lock"])
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_deleting_or_locking_a_thread_stops_its_run(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, how: str
 ) -> None:
@@ -203,6 +210,7 @@ async def test_e2e_deleting_or_locking_a_thread_stops_its_run(
         assert thread.locked and len(fake.writes(thread)) == before
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_write_that_finds_the_thread_gone_stops_the_run(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -221,6 +229,7 @@ async def test_e2e_a_write_that_finds_the_thread_gone_stops_the_run(
     assert [t.status for t in turns] == ["cancelled"] and len(llm.requests) <= 2
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_header_shows_the_run_state_and_queued_mark_goes_when_its_turn_starts(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def reset_times(msg: MessageRecord) -> list[int]:
     return [int(t) for t in re.findall(r"<t:(\d+):R>", flat(msg))]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_usage_me_after_research_shows_tokens_used_left_and_resets(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -63,6 +64,7 @@ async def test_e2e_usage_me_after_research_shows_tokens_used_left_and_resets(
     assert "**Tokens today**: 0 of 200,000" in line(bobs, "Tokens today")
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_usage_server_is_for_admins_and_breaks_down_by_user_and_model(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -89,6 +91,7 @@ async def test_e2e_usage_server_is_for_admins_and_breaks_down_by_user_and_model(
     assert "(1,200 in, 80 out, of which 50 reasoning)" in footer.content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_usage_me_shows_the_most_generous_role_limit(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -112,6 +115,7 @@ async def test_e2e_usage_me_shows_the_most_generous_role_limit(
     assert "**Requests today**: 0 of 50 · 50 left" in line(bobs, "Requests today")
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_usage_judge_classifier_tokens_count_against_the_requester(tmp_path, monkeypatch) -> None:
     from tests.e2e.harness import running_bot, wait_idle
     from tests.fakes.discord_server import FakeDiscord, FakeGuild
@@ -137,6 +141,7 @@ async def test_e2e_usage_judge_classifier_tokens_count_against_the_requester(tmp
     assert tokens.used == 50 + 1 + 100 + 20  # the judge's call and the run's
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_a_server_without_usage_is_counted_and_shown_as_estimated(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

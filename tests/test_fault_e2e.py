@@ -17,6 +17,7 @@ async def research(fake: FakeDiscord, guild: FakeGuild, task: str):
     return await fake.wait_for_thread(parent=general)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_model_gone_falls_back_to_the_next_model_and_says_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -37,6 +38,7 @@ async def test_fault_model_gone_falls_back_to_the_next_model_and_says_so(
     assert [r["model"] for r in llm.requests][-1] == "backup-model"
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_discord_5xx_on_sends_loses_nothing_and_keeps_order(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -53,6 +55,7 @@ async def test_fault_discord_5xx_on_sends_loses_nothing_and_keeps_order(
     assert fake.duplicates == []
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_gateway_drop_resumes_and_the_run_goes_on(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -70,6 +73,7 @@ async def test_fault_gateway_drop_resumes_and_the_run_goes_on(
     assert fake.identify_count == 1
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_chroma_unavailable_runs_without_memory_and_says_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +93,7 @@ async def test_fault_chroma_unavailable_runs_without_memory_and_says_so(
     assert "recall" not in [t["function"]["name"] for t in llm.requests[0].get("tools", [])]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_health_endpoint_reports_gateway_and_database(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -138,6 +143,7 @@ async def test_fault_database_refusing_writes_is_said_and_the_bot_carries_on(
     ]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_fault_provider_outage_is_waited_out_and_the_run_finishes(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -108,6 +108,7 @@ async def test_gemini_thinking_budget_follows_the_effort(
     assert gemini_api.requests[0]["generationConfig"] == config
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_e2e_research_on_gpt5_with_the_owners_settings_shows_what_it_thought(
     llm: FakeLLM, tmp_path: Path
 ) -> None:

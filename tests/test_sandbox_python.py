@@ -336,3 +336,17 @@ async def test_sandbox_without_namespaces_says_so_and_still_enforces_limits(ws: 
     assert "WARNING: this code is not isolated (PYTHON_SANDBOX=rlimits)" in tool.description
     outcome = await run_python(ws, "while True:\n    pass", weak)
     assert "note: stopped: the CPU time limit of 1 s was reached" in outcome.output
+
+
+def test_one_sandbox_probe_serves_every_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The paths hidden from runs hold DATA_DIR, and the probe hides nothing: keyed by them, every in-process
+    # bot of the tests (a DATA_DIR each) ran a probe sandbox again, ~0.2 s of each start.
+    import agent.tools.python_exec as python_exec
+
+    probes: list[PythonSettings] = []
+    real = python_exec._probe
+    monkeypatch.setattr(python_exec, "_probe", lambda s: probes.append(s) or real(s))
+    one = replace(LIMITS, max_output_chars=1237, hide=("/srv/a/data",))
+    other = replace(one, hide=("/srv/b/data", "/root"))
+    assert probe_sandbox(one) == probe_sandbox(other) and len(probes) == 1, probes
+    assert probe_sandbox(replace(one, memory_mb=96)).namespaces and len(probes) == 2  # the rest still counts

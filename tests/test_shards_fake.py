@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import discord
+import pytest
 
 from tests.fakes.discord_server import BOT_TEST_KWARGS, FakeDiscord, shard_guild
 
@@ -23,6 +24,7 @@ class Recorder(discord.AutoShardedClient):
         self.seen.append(("interaction", interaction.guild_id))
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_each_shard_receives_only_its_own_servers_and_their_events() -> None:
     g0, g1 = shard_guild(0, 2, "Zero"), shard_guild(1, 2, "One")
     async with FakeDiscord([g0, g1], shard_count=2) as fake:

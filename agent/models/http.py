@@ -7,6 +7,8 @@ so the default pool is sized for a few hundred concurrent streams.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator
@@ -142,6 +144,19 @@ class ResponseTooLarge(ResponseRefused):
     """A body passed :data:`MAX_RESPONSE_BYTES` (decoded bytes, whatever the encoding)."""
 
 
+def shared_tls() -> ssl.SSLContext:
+    """The process's TLS context for model calls, made again only if the CA file or directory OpenSSL
+    would read changes (``SSL_CERT_FILE``, ``SSL_CERT_DIR``): loading the CA bundle costs ~50 ms of CPU,
+    paid by every client made (each in-process bot of the tests, a few hundred in the suite)."""
+    paths = ssl.get_default_verify_paths()
+    return _tls(paths.cafile, paths.capath)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # reads those two variables itself
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """Spreads requests over many small connection pools, each request to the least busy one.
 
@@ -158,7 +173,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30
         )
         # One TLS context for all pools: loading the CA bundle 64 times took 2.4 s of blocked start-up.
-        ssl_context = ssl_context or httpx.create_ssl_context()
+        ssl_context = ssl_context or shared_tls()
         self._pools = [
             httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits, proxy=proxy)
             for _ in range(max(1, shards))
@@ -286,7 +301,7 @@ def proxy_mounts() -> dict[str, httpx.AsyncBaseTransport | None]:
     found = get_environment_proxies()
     if not any(found.values()):
         return {}
-    context = httpx.create_ssl_context()
+    context = shared_tls()
     mounts: dict[str, httpx.AsyncBaseTransport | None] = {
         pattern: None if url is None else ShardedTransport(proxy=url, ssl_context=context)
         for pattern, url in found.items()
