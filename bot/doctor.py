@@ -17,9 +17,10 @@ from agent.config import AgentSettings, ConfigError, load_agent_settings
 from agent.logs import redact, register_secret
 from agent.models.error_bodies import error_body
 from agent.models.factory import missing_key, split_spec
-from agent.models.http import LOOPBACK, redirect_error, tls_problem
+from agent.models.http import LOOPBACK
 from agent.models.openai import NO_PATH
 from agent.models.tiers import load_tiers
+from agent.models.transport_errors import redirect_error, tls_problem
 from agent.tools.research import ResearchToolSettings
 from bot.config import BotSettings, check_shard_memory, load_bot_settings
 from bot.model_probes import (

@@ -19,8 +19,9 @@ from agent.models.anthropic import AnthropicModel
 from agent.models.base import ContextOverflowError, ModelError, ModelResponse, ModelSettings, NoApiAtURLError
 from agent.models.factory import missing_key
 from agent.models.gemini import GeminiModel
-from agent.models.http import make_client, redirect_error
+from agent.models.http import make_client
 from agent.models.openai import OpenAIChatModel
+from agent.models.transport_errors import redirect_error
 from bot.ask_input import task_text
 from bot.doctor import _provider, run_doctor
 from tests.fakes.llm_server import FakeLLM

@@ -19,7 +19,7 @@ from agent.config import AgentSettings
 from agent.embeddings.base import EmbeddingError
 from agent.logs import configure_logging, redact, register_secret
 from agent.models.base import ModelError
-from agent.models.http import transport_error
+from agent.models.transport_errors import transport_error
 from bot.doctor import _check, _provider
 from tests.fakes.llm_server import FakeLLM
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from agent.memory.types import MemoryStoreError
-from agent.models.http import tls_problem
+from agent.models.transport_errors import tls_problem
 
 __all__ = ["chroma_client", "server_name"]
 

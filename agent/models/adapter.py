@@ -28,15 +28,9 @@ from agent.models.base import (
 )
 from agent.models.bounds import answer_chars, answer_cut, answer_room
 from agent.models.error_bodies import error_body
-from agent.models.http import (
-    ERROR_BODY_BYTES,
-    bounded_sse,
-    read_text,
-    redirect_error,
-    transport_error,
-    whole_answer_bytes,
-)
+from agent.models.http import ERROR_BODY_BYTES, bounded_sse, read_text, whole_answer_bytes
 from agent.models.server_fixes import TEXT_CALL_FIX, tool_call_as_text
+from agent.models.transport_errors import redirect_error, transport_error
 from agent.retry import RetryPolicy, RetryWait, parse_retry_after, said_duration
 
 SECRET_RE = re.compile(r"(sk-ant|sk|gsk|pk|rk)-[-_A-Za-z0-9*]{6,}|AIza[-_A-Za-z0-9]{20,}")
