@@ -6,7 +6,6 @@ import asyncio
 import codecs
 import contextlib
 import os
-import re
 import select
 import shutil
 import sys
@@ -21,6 +20,7 @@ from rich.markup import escape
 from agent.config import AgentSettings, ConfigError
 from agent.events import FinalEvent, RetryEvent, RunResult, StepStarted, UsageEvent
 from agent.loop import Agent
+from agent.messages import well_formed
 from agent.models.base import ModelSettings
 from agent.models.factory import build_model, missing_key, reader_settings
 from agent.models.http import make_client, timeouts
@@ -110,7 +110,7 @@ async def ask(
                     renderer.console.print("[dim]estimated: the model call in progress when stopped[/]")
     assert result is not None
     if result.status != "error" and result.text:  # an error is said once, on stderr, never as the answer
-        text = _paired(without_controls(result.text))
+        text = well_formed(without_controls(result.text), keep_lone=True)
         text, unwritable = _encodable(text if text.endswith("\n") else text + "\n", out)
         encoding = getattr(out, "encoding", None) or "utf-8"
         if unwritable and codecs.lookup(encoding).name == "utf-8":  # only a lone surrogate is left
@@ -148,19 +148,6 @@ class AnswerNotWritten(Exception):
     def __init__(self, message: str, *, reader_gone: bool = False) -> None:
         super().__init__(message)
         self.reader_gone = reader_gone
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _paired(text: str) -> str:
-    """``text`` with UTF-16 surrogate halves joined into the characters they encode. A server that split
-    an emoji's pair across two stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``) left two halves no
-    encoding can write: the emoji reached the terminal as ``\\ud83d\\ude00``, with advice to switch
-    to a UTF-8 locale that was already in use. A lone half stays (written as its escape)."""
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _encodable(text: str, out: TextIO) -> tuple[str, int]:

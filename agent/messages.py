@@ -6,6 +6,7 @@ so history survives restarts and can move between providers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -77,3 +78,19 @@ class Message:
             images=[ImagePart(**i) for i in d.get("images") or []],
             reasoning=d.get("reasoning") or "",
         )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str, *, keep_lone: bool = False) -> str:
+    """``text`` as every store and Discord can take it: UTF-16 surrogate halves a server split across two
+    stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``) joined into their character, a lone half (an
+    answer cut between the two) as U+FFFD. Measured: an answer ending in one half never reached its thread
+    (the checkpoint's write failed, then every Discord write of it), and the turn hung until its time
+    limit. ``keep_lone``: leave a lone half as it is (``agentbot ask`` writes it as its escape, and says so)."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode(
+        "utf-16-le", "surrogatepass" if keep_lone else "replace"
+    )

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.messages import well_formed
 from bot.write_window import WriteBudget
 
 BlockKind = Literal["step", "note", "live", "final"]
@@ -57,7 +58,8 @@ class PlannedMessage:
     again under its own nonce, never folded into another (that would show its text twice)."""
 
     def content(self) -> str:
-        return "\n".join(b.text for b in self.blocks if b.text)[:2000]
+        # A lone UTF-16 half (an answer cut inside a split emoji) failed every write of the message.
+        return well_formed("\n".join(b.text for b in self.blocks if b.text)[:2000])
 
 
 class ThreadPlan:

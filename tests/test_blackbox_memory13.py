@@ -216,6 +216,23 @@ async def test_an_answer_whose_emoji_came_split_in_two_stream_events_is_still_re
     assert stored == ["Ferries leave at 7 😀 from pier 3."], stored
 
 
+async def test_an_answer_cut_between_the_halves_of_an_emoji_still_reaches_its_thread(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The lone first half of an emoji (an answer cut at its token limit between the two stream events
+    that carry the pair) failed the checkpoint's write and then every Discord write of the answer: the
+    thread never got its answer or footer and the turn hung. The half is shown as U+FFFD."""
+    llm.script(text("Ferries leave at 7 \ud83d", fragment=1))
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        await research(fake, guild, "When do ferries leave?", "alice")
+        thread = await fake.wait_for_thread(parent=guild.channel("general"))
+        footer = await fake.wait_for_message(thread, lambda m: "tokens" in m.content, within=20)
+        await wait_idle(fake, bot)
+        said = [m.content for m in fake.messages(thread)]
+    assert "Ferries leave at 7 \ufffd" in said, said
+    assert "gpt-4o-mini" in footer.content, footer.content
+
+
 async def test_an_export_past_the_upload_limit_stops_reading_instead_of_holding_the_whole_store(
     tmp_path: Path,
 ) -> None:

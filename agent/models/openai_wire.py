@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.events import Usage
-from agent.messages import Message
+from agent.messages import Message, well_formed
 from agent.models.base import ModelSettings
 from agent.models.openai_calls import wire_id
 from agent.models.tokens import CHARS_PER_TOKEN, MAX_REPORTED_TOKENS, count, estimated_usage
@@ -229,8 +229,8 @@ class ThinkFilter:
 
     @property
     def text(self) -> str:
-        """The answer, an emoji split across two events joined again (:func:`paired`)."""
-        return paired("".join(self._kept))
+        """The answer, an emoji split across two events joined again (:func:`agent.messages.well_formed`)."""
+        return well_formed("".join(self._kept), keep_lone=True)
 
     def feed(self, piece: str) -> str:
         """``piece`` of the stream in; the part of it (and of what was held back) to show now out."""
@@ -304,15 +304,6 @@ class ThinkFilter:
         if self._mode == _PLAIN:
             return self._show("", at_once=True)
         return ""
-
-
-def paired(text: str) -> str:
-    """``text`` with UTF-16 surrogate halves joined into the characters they encode (a lone half stays). A
-    server that split an emoji's pair across two stream events (JSON ``"\\ud83d"``, then ``"\\ude00"``)
-    gave an answer no UTF-8 store can write: the bot's checkpoint failed and the turn never ended."""
-    if not any("\ud800" <= ch <= "\udfff" for ch in text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def without_thinking(text: str) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar
 
+from agent.messages import well_formed
 from bot.limits import Clock, utc_now
 from bot.shards import EVERY_SHARD, ShardOwnership
 from bot.store.db import Database, StoreError
@@ -47,7 +48,7 @@ _SAVE_STEP = (
 
 def _json(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return well_formed(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{what} must be JSON-serialisable: {e}") from e
 
