@@ -157,8 +157,8 @@ class ThreadsCog(commands.Cog):
         if (starting := bot.control.starting.get(message.channel.id)) is not None:
             await starting.wait()  # the thread was just opened: its session is being recorded
         session = await bot.services.sessions.by_thread(message.channel.id)
-        if session is None:
-            await self._not_here(message)
+        if session is None or session.never_started:
+            await self._not_here(message, never=session is not None)
             return
         private = message.channel.type == discord.ChannelType.private_thread
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
@@ -227,9 +227,11 @@ class ThreadsCog(commands.Cog):
                 with contextlib.suppress(discord.HTTPException):
                     await message.remove_reaction(QUEUED, bot.user)
 
-    async def _not_here(self, message: discord.Message) -> None:
+    async def _not_here(self, message: discord.Message, *, never: bool = False) -> None:
         """A mention in a thread that is no session: Discord opens no thread inside a thread, so say
-        where to ask instead of staying silent (where the server allows the bot)."""
+        where to ask instead of staying silent (where the server allows the bot). ``never``: the thread
+        a session's refused header left (the bot could not delete it), where its requester's message
+        ran a turn with no header, Stop or state; it is answered as no session's thread."""
         thread = message.channel
         if message.guild is None or not mentions_bot(self.bot, message):
             return
@@ -241,7 +243,8 @@ class ThreadsCog(commands.Cog):
         await self.bot.runner.rest_budget.acquire(thread.id)
         with contextlib.suppress(discord.HTTPException):
             await message.reply(
-                "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
+                ("Nothing runs in this thread: Discord refused my first message here. " if never else "")
+                + "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
                 "and I'll open a thread for it.",
                 allowed_mentions=NO_MENTIONS,
                 silent=True,
