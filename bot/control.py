@@ -39,6 +39,7 @@ from bot.run_policy import can_post
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaBudget, QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
+from bot.views import spent_view
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -346,6 +347,7 @@ class SessionControl(EditRerun):
             interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
         )
         await say("Retrying…", ephemeral=True)
+        await self._spent(interaction, session_id)
 
     async def _channel_refusal(self, session: SessionRecord, where: Any = None) -> str | None:
         """/research's refusal where ``/config channels`` no longer lists the session's channel: a
@@ -358,6 +360,16 @@ class SessionControl(EditRerun):
             return None
         gs = await self.sv.guild_settings.get(session.guild_id)
         return channel_refusal(gs, session.channel_id, guild=getattr(where, "guild", None))
+
+    async def _spent(self, interaction: discord.Interaction, session_id: str) -> None:
+        """The pressed button's message shows it disabled once its turn is under way (a write in the
+        thread's window, as the turn's own): a live one pressed again got a private refusal."""
+        message = interaction.message
+        if message is None or not message.components:
+            return
+        await self.runner.write_budget(session_id).acquire(self.runner.rest_budget)
+        with contextlib.suppress(discord.HTTPException):  # the thread closed meanwhile: it stays
+            await message.edit(view=spent_view(message))
 
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
