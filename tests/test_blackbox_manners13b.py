@@ -5,15 +5,18 @@ thread after something went wrong: a refused header, a closed thread, a retry, b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import discord
 import pytest
 
-from tests.e2e.harness import running_bot, wait_idle
+from tests.e2e.harness import make_bot, running_bot, wait_idle
 from tests.fakes.discord_models import BOT_PERMISSIONS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
-from tests.fakes.llm_server import FakeLLM, text
+from tests.fakes.discord_thread_life import close_thread
+from tests.fakes.llm_server import FakeLLM, Reply, error, text
 
 INVITED = BOT_PERMISSIONS & ~discord.Permissions(manage_threads=True, manage_messages=True).value
 """What README's invite asks for: no Manage Threads, so the bot cannot delete a thread."""
@@ -58,3 +61,69 @@ async def test_a_thread_left_by_a_refused_header_starts_no_headerless_turn(
     assert llm.requests == [], shown  # a paid turn ran, its answer under no header
     assert told.content.startswith("Nothing runs in this thread"), told.content
     assert len(shown) == 3, shown
+
+
+async def test_retry_button_is_disabled_once_the_retry_starts(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """The Retry button stayed live after its retry answered; pressed again it only got a private
+    "nothing to retry"."""
+    llm.script(error(400, "bad request"), text("Retried."))
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        offer = await fake.wait_for_message(thread, lambda m: "try it again" in m.content, within=10)
+        await wait_idle(fake, bot)
+        (custom_id,) = [c["custom_id"] for row in offer.components for c in row["components"]]
+        press = fake.inject_component(custom_id, message=offer, user="alice")
+        await fake.wait_for_message(thread, lambda m: m.content == "Retried.", within=10)
+        await wait_idle(fake, bot)
+        await fake.wait_for(lambda: press.responses, what="the press answered")
+        buttons = lambda: [c for row in fake.message(offer.id).components for c in row["components"]]  # noqa: E731
+        with contextlib.suppress(TimeoutError):  # within the thread's write pacing
+            await fake.wait_for(lambda: all(b.get("disabled") for b in buttons()), within=10)
+    assert press.responses[0]["data"]["content"] == "Retrying…"
+    assert buttons() and all(b.get("disabled") for b in buttons()), buttons()
+    assert fake.message(offer.id).content == offer.content
+
+
+async def test_a_thread_closed_mid_run_then_reopened_after_a_restart_says_it_is_not_running(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """Which threads' headers to re-render on reopening was kept in memory only: a restart between the
+    archive (or lock) that stopped a run and the reopening left "⏳ running…" and a Stop button for good.
+    So did a thread archived while the bot was down with a turn running."""
+    llm.script(Reply(hang=True), Reply(hang=True), Reply(hang=True))
+    general = guild.channel("general")
+    threads = []
+    async with running_bot(fake, llm, tmp_path, guild, BOT_SHUTDOWN_GRACE_SECONDS=0.2) as bot:
+        for user, task in (("alice", "tides"), ("bob", "waves"), ("alice", "kelp")):
+            fake.inject_interaction("research", {"task": task}, user=user, channel=general)
+            threads.append(await fake.wait_for_thread(parent=general, name=f"🔎 {task}"))
+            await fake.wait_for(lambda n=len(threads): len(llm.requests) == n, what="the run's model call")
+        close_thread(fake.state, threads[0], archived=True)
+        close_thread(fake.state, threads[1], archived=False, locked=True)
+        await fake.wait_for(lambda: len(bot.runner.live_sessions()) == 1, what="two runs stopped")
+    close_thread(fake.state, threads[2], archived=True)  # while the bot is down, its turn paused
+    bot, resumed = make_bot(fake, llm, tmp_path, guild), asyncio.Event()
+    on_ready = bot.on_ready
+
+    async def ready() -> None:  # what start-up found (a thread archived meanwhile) is stored
+        await on_ready()
+        resumed.set()
+
+    bot.on_ready = ready  # type: ignore[method-assign]
+    async with fake.run_bot(bot):
+        await resumed.wait()
+        for thread in threads:
+            close_thread(fake.state, thread, archived=False)  # reopened, or unlocked
+        headers = []
+        for thread in threads:
+            first = fake.messages(thread)[0].id
+            reopened = lambda m, first=first: m.id == first and "⏳" not in m.content  # noqa: E731
+            with contextlib.suppress(TimeoutError):
+                await fake.wait_for_message(thread, reopened, within=3)
+            headers.append(fake.message(first))
+    for header in headers:
+        assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]

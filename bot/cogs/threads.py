@@ -53,6 +53,8 @@ class ThreadLife:
         self.bot = bot
         self._waited: set[int] = set()
         """Turns (by ``id``) whose header says they wait for a slot, until they start."""
+        self.closed_by_member: OrderedDict[int, None] = OrderedDict()
+        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
 
     async def _show(self, req: TurnRequest, state: HeaderState, at: float | None = None) -> None:
         session = await self.bot.services.sessions.get(req.session.id)
@@ -100,8 +102,12 @@ class ThreadLife:
             await self._show(req, "running")
 
     async def ended(self, req: TurnRequest, status: str) -> None:
-        if status == "closed":
-            return  # the thread is deleted or archived: an edit would fail or reopen it
+        if status == "closed":  # the thread is deleted or archived: an edit would fail or reopen it
+            if req.channel is not None and req.channel.id in self.closed_by_member:
+                # Stored (bot.resume keeps it too): a restart before the reopening left "running" for good.
+                with contextlib.suppress(Exception):
+                    await self.bot.services.sessions.set_status(req.session.id, "stopped")
+            return
         if status == "refused":
             await self.show_last(req)
             return
@@ -133,8 +139,7 @@ class ThreadsCog(commands.Cog):
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
         self._life = ThreadLife(bot)
-        self._stopped: OrderedDict[int, None] = OrderedDict()
-        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
+        self._stopped = self._life.closed_by_member
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
@@ -315,20 +320,26 @@ class ThreadsCog(commands.Cog):
                 self._stopped[tid] = None  # its header could not say so
                 while len(self._stopped) > HINTS_KEPT:
                     self._stopped.popitem(last=False)
-        elif self._stopped.pop(tid, False) is None:  # reopened or unlocked
-            await self._reopened(tid)
+        else:  # reopened or unlocked, or another change (a rename): the store says which (one read)
+            await self._reopened(tid, known=self._stopped.pop(tid, False) is None)
 
-    async def _reopened(self, thread_id: int) -> None:
+    async def _reopened(self, thread_id: int, *, known: bool) -> None:
         """An archived thread reopened (a member posted there), or a locked one unlocked: the run its
         closing stopped could not say so (an archived thread's messages cannot be edited), so its header
-        still read "⏳ running" with a Stop button. It shows how the session's last turn ended."""
+        still read "⏳ running" with a Stop button. It shows how the session's last turn ended.
+        ``known``: this process saw the closing; else the session's stored status says so (``stopped``:
+        :meth:`ThreadLife.ended`, or ``bot.resume`` for a thread closed while the bot was down)."""
         bot = self.bot
         session = await bot.services.sessions.by_thread(thread_id)
+        if session is None or not (known or session.status == "stopped"):
+            return
         thread = bot.get_channel(thread_id)
-        if session is None or thread is None or bot.runner.active(session.id):
+        if thread is None or bot.runner.active(session.id):
             return  # a turn starting there (the requester's reply) shows its own state
         req = TurnRequest(session, session.task, session.user_id, "", (), thread)
         await self._life.show_last(req)
+        if session.status == "stopped" and not bot.runner.active(session.id):  # else the turn set it
+            await bot.services.sessions.set_status(session.id, "idle")
 
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()
