@@ -13,7 +13,7 @@ import discord
 import pytest
 
 from tests.e2e.harness import make_bot, running_bot, wait_idle
-from tests.fakes.discord_models import BOT_PERMISSIONS
+from tests.fakes.discord_models import BOT_PERMISSIONS, NEWS, NEWS_THREAD, FakeChannel
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.discord_thread_life import close_thread
 from tests.fakes.llm_server import FakeLLM, Reply, error, text
@@ -127,3 +127,28 @@ async def test_a_thread_closed_mid_run_then_reopened_after_a_restart_says_it_is_
             headers.append(fake.message(first))
     for header in headers:
         assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]
+
+
+async def test_research_in_an_announcement_channel_opens_an_announcement_thread(
+    llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Discord documents a thread in an announcement channel as an announcement thread (type 10); /research
+    asked for a public thread (11), which Discord refuses there, and the member read "Cannot execute action
+    on this channel type ... Try again later", which never helps. A private one cannot exist there."""
+    lab = FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
+    news = lab._add_channel(FakeChannel("news", NEWS))
+    llm.script(text("Tides follow the moon."))
+    async with FakeDiscord([lab]) as fake, running_bot(fake, llm, tmp_path, lab) as bot:
+        started = fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=news)
+        said = await answer_of(fake, started)
+        thread = await fake.wait_for_thread(parent=news)
+        await fake.wait_for_message(thread, lambda m: "Tides follow" in m.content, within=10)
+        private = {"task": "waves", "private": True}
+        refused = await answer_of(
+            fake, fake.inject_interaction("research", private, user="bob", channel=news)
+        )
+        await wait_idle(fake, bot)
+    assert said.startswith("Started in"), said
+    assert thread.type == NEWS_THREAD and len(fake.threads(parent=news)) == 1
+    assert "announcement channel" in refused and "text channel" in refused, refused
+    assert len(fake.calls("POST", f"/channels/{news.id}/threads")) == 1  # the private one asked nothing
