@@ -152,3 +152,31 @@ async def test_research_in_an_announcement_channel_opens_an_announcement_thread(
     assert thread.type == NEWS_THREAD and len(fake.threads(parent=news)) == 1
     assert "announcement channel" in refused and "text channel" in refused, refused
     assert len(fake.calls("POST", f"/channels/{news.id}/threads")) == 1  # the private one asked nothing
+
+
+async def test_written_files_past_one_requests_limit_are_split_over_messages(
+    fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
+) -> None:
+    """A turn may leave up to 10 files of 8 MB each; all went in one message, past the 25 MiB Discord
+    takes in one request (413), and the message, its note and every file were dropped without a word."""
+    size, names = 8 * 2**20, [f"table{i}.bin" for i in range(4)]
+
+    def write_then_answer(body: dict) -> Reply:  # as run_python's code would, during the model's call
+        (workspace,) = (tmp_path / "workspaces").iterdir()
+        for i, name in enumerate(names):
+            (workspace / name).write_bytes(bytes([65 + i]) * size)
+        return text("Four tide tables are attached.")
+
+    llm.responder = write_then_answer
+    general = guild.channel("general")
+    async with running_bot(fake, llm, tmp_path, guild) as bot:
+        fake.inject_interaction("research", {"task": "tide tables"}, user="alice", channel=general)
+        thread = await fake.wait_for_thread(parent=general)
+        await fake.wait_for_message(thread, lambda m: "Four tide tables" in m.content, within=10)
+        await wait_idle(fake, bot, within=30)
+    sent = [m for m in fake.messages(thread) if m.attachments]
+    assert sorted(a.filename for m in sent for a in m.attachments) == names, [m.content for m in sent]
+    assert [m.content for m in sent] == [
+        "📎 Files written in this turn (1/2):",
+        "📎 Files written in this turn (2/2):",
+    ]
