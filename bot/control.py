@@ -68,6 +68,18 @@ class HeaderRefused(Exception):
         )
 
 
+async def spend(
+    runner: SessionRunner, session_id: str, message: discord.Message | None, *, disabled: bool = True
+) -> None:
+    """Show ``message``'s buttons disabled (or enabled again): a write in the thread's window. A Retry
+    left live after the turn it started answered, pressed again, got a private "nothing to retry"."""
+    if message is None or not message.components:
+        return
+    await runner.write_budget(session_id).acquire(runner.rest_budget)
+    with contextlib.suppress(discord.HTTPException):  # the thread closed meanwhile: it stays
+        await message.edit(view=spent_view(message, disabled=disabled))
+
+
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
     return tuple(r.id for r in getattr(member, "roles", ()) if r.id != guild_id)
 
@@ -344,10 +356,14 @@ class SessionControl(EditRerun):
         # Submitted before anything else is awaited, so a second press sees this turn as active.
         # Its files too: the failed turn's messages, which told the model of them, leave the history.
         await self._pressed(
-            interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
+            interaction,
+            session,
+            latest.prompt,
+            message_id=latest.message_id,
+            attachments=files_of(latest),
+            pressed=interaction.message,
         )
         await say("Retrying…", ephemeral=True)
-        await self._spent(interaction, session_id)
 
     async def _channel_refusal(self, session: SessionRecord, where: Any = None) -> str | None:
         """/research's refusal where ``/config channels`` no longer lists the session's channel: a
@@ -360,16 +376,6 @@ class SessionControl(EditRerun):
             return None
         gs = await self.sv.guild_settings.get(session.guild_id)
         return channel_refusal(gs, session.channel_id, guild=getattr(where, "guild", None))
-
-    async def _spent(self, interaction: discord.Interaction, session_id: str) -> None:
-        """The pressed button's message shows it disabled once its turn is under way (a write in the
-        thread's window, as the turn's own): a live one pressed again got a private refusal."""
-        message = interaction.message
-        if message is None or not message.components:
-            return
-        await self.runner.write_budget(session_id).acquire(self.runner.rest_budget)
-        with contextlib.suppress(discord.HTTPException):  # the thread closed meanwhile: it stays
-            await message.edit(view=spent_view(message))
 
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any

@@ -43,7 +43,6 @@ class EditRerun:
 
     async def taken(self, message_id: int) -> None: ...
     async def _channel_refusal(self, session: SessionRecord, where: Any = None) -> str | None: ...
-    async def _spent(self, interaction: discord.Interaction, session_id: str) -> None: ...
     async def _pressed(
         self, interaction: discord.Interaction, session: Any, prompt: str, **more: Any
     ) -> None: ...
@@ -155,6 +154,6 @@ class EditRerun:
             message_id=turn.message_id,
             supersedes=turn.id,
             attachments=files_of(turn),  # the superseded turn's mention of them leaves the history
+            pressed=interaction.message,
         )
         await say("Re-running with your edit…", ephemeral=True)
-        await self._spent(interaction, session_id)

@@ -60,10 +60,11 @@ def buttons_view(*buttons: Button) -> discord.ui.View:
     return view
 
 
-def spent_view(message: discord.Message) -> discord.ui.View:
-    """``message``'s buttons, all disabled: a Retry or Re-run left live after its turn started was
-    pressed again once that turn had answered, and got only a private "nothing to retry". Stopped, so
-    discord.py keeps no view in memory for it (the dynamic items still dispatch the others)."""
+def spent_view(message: discord.Message, *, disabled: bool = True) -> discord.ui.View:
+    """``message``'s buttons (as it was posted), all disabled (or enabled again): a Retry or Re-run left
+    live after its turn started was pressed again once that turn had answered, and got only a private
+    "nothing to retry". Stopped, so discord.py keeps no view in memory for it (the client's dynamic
+    items dispatch a click on it, enabled again, as on the message it was posted with)."""
     view = discord.ui.View(timeout=None)
     for row in message.components:
         for c in getattr(row, "children", ()):
@@ -75,7 +76,7 @@ def spent_view(message: discord.Message) -> discord.ui.View:
                         emoji=c.emoji,
                         custom_id=c.custom_id,
                         url=c.url,
-                        disabled=True,
+                        disabled=disabled,
                     )
                 )
     view.stop()

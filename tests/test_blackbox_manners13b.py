@@ -66,26 +66,38 @@ async def test_a_thread_left_by_a_refused_header_starts_no_headerless_turn(
 async def test_retry_button_is_disabled_once_the_retry_starts(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
-    """The Retry button stayed live after its retry answered; pressed again it only got a private
-    "nothing to retry"."""
-    llm.script(error(400, "bad request"), text("Retried."))
+    """The Retry button stayed live after the turn it started ended; pressed again it only got a private
+    "nothing to retry". One a limit refused (nothing ran) stays live, to press once the limit resets."""
+    llm.script(error(400, "bad request"), error(400, "bad request"))
     general = guild.channel("general")
-    async with running_bot(fake, llm, tmp_path, guild) as bot:
+
+    def buttons(offer) -> list[dict]:
+        return [c for row in fake.message(offer.id).components for c in row["components"]]
+
+    async with running_bot(fake, llm, tmp_path, guild, QUOTA_REQUESTS_PER_DAY=2) as bot:
         fake.inject_interaction("research", {"task": "tides"}, user="alice", channel=general)
         thread = await fake.wait_for_thread(parent=general)
-        offer = await fake.wait_for_message(thread, lambda m: "try it again" in m.content, within=10)
+        offers = []
+        for _ in range(2):  # the first fails, its retry fails too; the second retry passes the limit
+            offer = await fake.wait_for_message(
+                thread, lambda m, n=len(offers): "try it again" in m.content and m not in offers, within=10
+            )
+            offers.append(offer)
+            await wait_idle(fake, bot)
+            press = fake.inject_component(buttons(offer)[0]["custom_id"], message=offer, user="alice")
+            await fake.wait_for(lambda press=press: press.responses, what="the press answered")
+        refused = await fake.wait_for_message(thread, lambda m: m.content.startswith("⛔"), within=10)
         await wait_idle(fake, bot)
-        (custom_id,) = [c["custom_id"] for row in offer.components for c in row["components"]]
-        press = fake.inject_component(custom_id, message=offer, user="alice")
-        await fake.wait_for_message(thread, lambda m: m.content == "Retried.", within=10)
-        await wait_idle(fake, bot)
-        await fake.wait_for(lambda: press.responses, what="the press answered")
-        buttons = lambda: [c for row in fake.message(offer.id).components for c in row["components"]]  # noqa: E731
         with contextlib.suppress(TimeoutError):  # within the thread's write pacing
-            await fake.wait_for(lambda: all(b.get("disabled") for b in buttons()), within=10)
+            await fake.wait_for(lambda: all(b.get("disabled") for b in buttons(offers[0])), within=10)
+            # the second: disabled as its retry started, enabled again once the limit refused it
+            await fake.wait_for(lambda: len(fake.message(offers[1].id).history) >= 3, within=10)
     assert press.responses[0]["data"]["content"] == "Retrying…"
-    assert buttons() and all(b.get("disabled") for b in buttons()), buttons()
-    assert fake.message(offer.id).content == offer.content
+    assert all(b.get("disabled") for b in buttons(offers[0])), buttons(offers[0])
+    assert fake.message(offers[0].id).content == offers[0].content
+    assert "limit" in refused.content, refused.content
+    assert not any(b.get("disabled") for b in buttons(offers[1])), buttons(offers[1])
+    assert len(llm.requests) == 2
 
 
 async def test_a_thread_closed_mid_run_then_reopened_after_a_restart_says_it_is_not_running(

@@ -21,7 +21,7 @@ from discord.ext import commands
 
 from bot.attach import files_only, incoming
 from bot.cogs.research import TOLD_EVERY
-from bot.control import roles_of
+from bot.control import roles_of, spend
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
@@ -96,6 +96,8 @@ class ThreadLife:
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
                     QUEUED, self.bot.user
                 )
+        if req.pressed is not None:  # its Retry (or Re-run) button, pressed: shown spent
+            await spend(self.bot.runner, req.session.id, req.pressed)
         waited = id(req) in self._waited
         self._waited.discard(id(req))
         if waited or not req.header_written:  # a fresh header already shows "running" and Stop
@@ -110,6 +112,8 @@ class ThreadLife:
             return
         if status == "refused":
             await self.show_last(req)
+            if req.pressed is not None:  # a limit refused its Retry: pressed again once it resets
+                await spend(self.bot.runner, req.session.id, req.pressed, disabled=False)
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         if state == "done":  # or a limit's stop, which the session counts as done (see LIMIT_STATES)
