@@ -39,6 +39,7 @@ from bot.run_policy import can_post
 from bot.runner import SessionRunner, TurnRequest
 from bot.store import QuotaBudget, QuotaDecision, SessionRecord, new_session_id
 from bot.thread_header import post_header
+from bot.views import spent_view
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -65,6 +66,18 @@ class HeaderRefused(Exception):
             f"Discord refused my first message in the thread I opened, and I could not remove that thread "
             f"(deleting it needs **Manage Threads**): a moderator can delete it. I need {need}."
         )
+
+
+async def spend(
+    runner: SessionRunner, session_id: str, message: discord.Message | None, *, disabled: bool = True
+) -> None:
+    """Show ``message``'s buttons disabled (or enabled again): a write in the thread's window. A Retry
+    left live after the turn it started answered, pressed again, got a private "nothing to retry"."""
+    if message is None or not message.components:
+        return
+    await runner.write_budget(session_id).acquire(runner.rest_budget)
+    with contextlib.suppress(discord.HTTPException):  # the thread closed meanwhile: it stays
+        await message.edit(view=spent_view(message, disabled=disabled))
 
 
 def roles_of(member: Any, guild_id: int | None) -> tuple[int, ...]:
@@ -350,7 +363,12 @@ class SessionControl(EditRerun):
         # Submitted before anything else is awaited, so a second press sees this turn as active.
         # Its files too: the failed turn's messages, which told the model of them, leave the history.
         await self._pressed(
-            interaction, session, latest.prompt, message_id=latest.message_id, attachments=files_of(latest)
+            interaction,
+            session,
+            latest.prompt,
+            message_id=latest.message_id,
+            attachments=files_of(latest),
+            pressed=interaction.message,
         )
         await say("Retrying…", ephemeral=True)
 

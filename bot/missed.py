@@ -60,7 +60,7 @@ async def answer_missed(bot: discord.Client, control: SessionControl) -> int:
 async def _thread(bot: discord.Client, control: SessionControl, thread: discord.Thread) -> int:
     runner, sv = control.runner, control.sv
     session = await sv.sessions.by_thread(thread.id)
-    if session is None or not can_post(thread):
+    if session is None or session.never_started or not can_post(thread):
         return 0
     mine = discord.utils.time_snowflake(control.born)  # the bot's messages since are this process's
     await runner.rest_budget.acquire()

@@ -201,10 +201,30 @@ class SaveWaiting(Note):
     )
 
 
+REQUEST_FILE_BYTES = 25 * 2**20 - 2**16
+"""Files in one message at most: Discord refuses a message whose request passes 25 MiB (413), so ten
+written files of 8 MB in one message were dropped, note and all, without a word. 64 KiB is left for
+the rest of the request (its text, the form's parts)."""
+
+
 @dataclass(frozen=True)
 class FilesWritten(Note):
     files: tuple[tuple[str, bytes], ...]
     template = "📎 Files written in this turn:"
+
+    def parts(self) -> list[tuple[str, list[tuple[str, bytes]]]]:
+        """The messages that carry the files, in order, each within :data:`REQUEST_FILE_BYTES`."""
+        groups: list[list[tuple[str, bytes]]] = []
+        size = 0
+        for name, data in self.files:
+            if not groups or size + len(data) > REQUEST_FILE_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append((name, data))
+            size += len(data)
+        if len(groups) == 1:
+            return [(self.text, groups[0])]
+        return [(f"{self.text[:-1]} ({i}/{len(groups)}):", g) for i, g in enumerate(groups, 1)]
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,11 @@ class ProgressRenderer:
                 names = ", ".join(f"`{name}`" for name, _ in files)
                 self.s.add("note", f"{ev.text} {names} (not attached: I need **Attach Files** here)")
                 return
-            self.s.add("final" if files else "note", ev.text, files=files)
+            if isinstance(ev, FilesWritten) and files:
+                for text, part in ev.parts():  # several messages when one request would be too big
+                    self.s.add("final", text, files=part)
+                return
+            self.s.add("note", ev.text)
         elif isinstance(ev, StepStarted):
             self._calling = True
             self._step = _Step(ev.step, ev.model)

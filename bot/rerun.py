@@ -154,5 +154,6 @@ class EditRerun:
             message_id=turn.message_id,
             supersedes=turn.id,
             attachments=files_of(turn),  # the superseded turn's mention of them leaves the history
+            pressed=interaction.message,
         )
         await say("Re-running with your edit…", ephemeral=True)

@@ -59,7 +59,8 @@ async def resume_interrupted(runner: SessionRunner, fetch_channel: Callable[[int
                     channels[session.id], "locked", False
                 ):
                     log.info("resume_thread_closed", session_id=session.id, thread_id=session.thread_id)
-                    await sv.sessions.set_status(session.id, "idle")
+                    # Its header may still say "running": re-rendered when it reopens (bot.cogs.threads).
+                    await sv.sessions.set_status(session.id, "stopped")
                     channels[session.id] = None
         return channels[session.id]
 

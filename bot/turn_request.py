@@ -54,6 +54,9 @@ class TurnRequest:
     judged: tuple[str, Cost] | None = None
     """The judge call that routed ``model``, charged where it was made (``bot.assembly.charge_judge``):
     the turn adds it to its own usage, so its footer matches /usage, and never charges it again."""
+    pressed: discord.Message | None = None
+    """The message whose button (Retry, Re-run with the edit) asked for this turn, shown disabled from
+    the press (``bot.control``); a turn refused by a limit gives it back, to press once that resets."""
     post_refused: bool = False
     """Set by the turn once it has ended: Discord refused a message of it for a missing permission, so
     its requester is told in a DM (bot.cogs.threads), as when the gateway says the permission went."""

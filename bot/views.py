@@ -60,6 +60,29 @@ def buttons_view(*buttons: Button) -> discord.ui.View:
     return view
 
 
+def spent_view(message: discord.Message, *, disabled: bool = True) -> discord.ui.View:
+    """``message``'s buttons (as it was posted), all disabled (or enabled again): a Retry or Re-run left
+    live after its turn started was pressed again once that turn had answered, and got only a private
+    "nothing to retry". Stopped, so discord.py keeps no view in memory for it (the client's dynamic
+    items dispatch a click on it, enabled again, as on the message it was posted with)."""
+    view = discord.ui.View(timeout=None)
+    for row in message.components:
+        for c in getattr(row, "children", ()):
+            if isinstance(c, discord.Button):
+                view.add_item(
+                    discord.ui.Button(
+                        style=c.style,
+                        label=c.label,
+                        emoji=c.emoji,
+                        custom_id=c.custom_id,
+                        url=c.url,
+                        disabled=disabled,
+                    )
+                )
+    view.stop()
+    return view
+
+
 def confirm_view(kind: str, label: str, seconds: float, *args: str) -> discord.ui.View:
     """A confirmation (/config reset, /memory forget and clear): a danger button whose custom id carries
     when it expires and ``args``, and Cancel (``x``), so a click works across a restart but not days later."""

@@ -193,7 +193,9 @@ async def test_e2e_archiving_a_thread_stops_its_run_and_the_bot_does_not_reopen_
     assert thread.archived  # nothing the bot did reopened it
     assert len(fake.writes(thread)) == writes_before  # not one more write after the archive
     assert len(llm.requests) == 2  # the queued follow-up never ran: nothing more charged
-    assert [t.status for t in turns] == ["cancelled"] and session.status == "idle" and active == 0
+    # "stopped": its header (still "running": an archived thread's messages cannot be edited) is
+    # re-rendered when it reopens, also after a restart
+    assert [t.status for t in turns] == ["cancelled"] and session.status == "stopped" and active == 0
 
 
 @pytest.mark.parametrize("how", ["delete", "lock"])

@@ -152,6 +152,12 @@ class ResearchCog(commands.Cog):
         private request never falls back to a public thread (its research would be readable, and stored,
         server-wide). The member's concurrency slot is taken for ``session_id`` with the check, so two
         requests at the same instant cannot both pass it; it is given back if no thread opens."""
+        news = getattr(channel, "type", None) == discord.ChannelType.news
+        if news and private:  # Discord opens only announcement threads there, which anyone can read
+            raise Refusal(
+                f"{channel.mention} is an announcement channel, where Discord opens no private threads: "
+                "ask in a text channel for a private thread."
+            )
         lacking = missing_permissions(perms, private=private)
         if lacking:
             names = ", ".join(f"**{p}**" for p in lacking)
@@ -169,7 +175,13 @@ class ResearchCog(commands.Cog):
                 return await message.create_thread(name=thread_name(task), auto_archive_duration=archive)
             return await channel.create_thread(
                 name=thread_name(task),
-                type=discord.ChannelType.private_thread if private else discord.ChannelType.public_thread,
+                # An announcement channel's threads are announcement threads (type 10, as Discord
+                # documents): a public thread (11) there was refused as a channel type it cannot act on.
+                type=discord.ChannelType.private_thread
+                if private
+                else discord.ChannelType.news_thread
+                if news
+                else discord.ChannelType.public_thread,
                 auto_archive_duration=archive,
                 reason="agentbot /research",
             )

@@ -24,7 +24,7 @@ from agent.memory.types import MemoryStoreError
 from agent.tools.memory_tools import private_namespace
 from bot.attach import files_only, incoming
 from bot.cogs.research import TOLD_EVERY
-from bot.control import roles_of
+from bot.control import roles_of, spend
 from bot.discord_sink import NO_MENTIONS
 from bot.formatting import DmLimit, Refusal, tell, tell_in_dm
 from bot.mentions import mentions_bot, replies_to_bot, strip_bot_mentions
@@ -58,6 +58,8 @@ class ThreadLife:
         self.bot = bot
         self._waited: set[int] = set()
         """Turns (by ``id``) whose header says they wait for a slot, until they start."""
+        self.closed_by_member: OrderedDict[int, None] = OrderedDict()
+        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
 
     async def _show(self, req: TurnRequest, state: HeaderState, at: float | None = None) -> None:
         session = await self.bot.services.sessions.get(req.session.id)
@@ -100,16 +102,24 @@ class ThreadLife:
                 await req.channel.get_partial_message(req.message_id).remove_reaction(  # type: ignore[attr-defined]
                     QUEUED, self.bot.user
                 )
+        if req.pressed is not None:  # its Retry (or Re-run) button, pressed: shown spent
+            await spend(self.bot.runner, req.session.id, req.pressed)
         waited = id(req) in self._waited
         self._waited.discard(id(req))
         if waited or not req.header_written:  # a fresh header already shows "running" and Stop
             await self._show(req, "running")
 
     async def ended(self, req: TurnRequest, status: str) -> None:
-        if status == "closed":
-            return  # the thread is deleted or archived: an edit would fail or reopen it
+        if status == "closed":  # the thread is deleted or archived: an edit would fail or reopen it
+            if req.channel is not None and req.channel.id in self.closed_by_member:
+                # Stored (bot.resume keeps it too): a restart before the reopening left "running" for good.
+                with contextlib.suppress(Exception):
+                    await self.bot.services.sessions.set_status(req.session.id, "stopped")
+            return
         if status == "refused":
             await self.show_last(req)
+            if req.pressed is not None:  # a limit refused its Retry: pressed again once it resets
+                await spend(self.bot.runner, req.session.id, req.pressed, disabled=False)
             return
         state: HeaderState = status if status in ("done", "stopped", "failed") else "stopped"  # type: ignore[assignment]
         if state == "done":  # or a limit's stop, which the session counts as done (see LIMIT_STATES)
@@ -139,8 +149,7 @@ class ThreadsCog(commands.Cog):
         self._told: OrderedDict[tuple[int, int], None] = OrderedDict()
         self._where = DmLimit(TOLD_EVERY)  # mentions in a thread that is no session: told once a minute
         self._life = ThreadLife(bot)
-        self._stopped: OrderedDict[int, None] = OrderedDict()
-        """Threads whose run their archiving or locking stopped: the header said "running" until reopened."""
+        self._stopped = self._life.closed_by_member
         self._full: OrderedDict[tuple[int, int], int] = OrderedDict()
         """(thread, member) told that their follow-ups wait in full (see FOLLOW_UPS_WAITING): the id of
         the message that was told."""
@@ -163,8 +172,8 @@ class ThreadsCog(commands.Cog):
         if (starting := bot.control.starting.get(message.channel.id)) is not None:
             await starting.wait()  # the thread was just opened: its session is being recorded
         session = await bot.services.sessions.by_thread(message.channel.id)
-        if session is None:
-            await self._not_here(message)
+        if session is None or session.never_started:
+            await self._not_here(message, never=session is not None)
             return
         private = message.channel.type == discord.ChannelType.private_thread
         asked = mentions_bot(bot, message) or replies_to_bot(bot, message)
@@ -233,9 +242,11 @@ class ThreadsCog(commands.Cog):
                 with contextlib.suppress(discord.HTTPException):
                     await message.remove_reaction(QUEUED, bot.user)
 
-    async def _not_here(self, message: discord.Message) -> None:
+    async def _not_here(self, message: discord.Message, *, never: bool = False) -> None:
         """A mention in a thread that is no session: Discord opens no thread inside a thread, so say
-        where to ask instead of staying silent (where the server allows the bot)."""
+        where to ask instead of staying silent (where the server allows the bot). ``never``: the thread
+        a session's refused header left (the bot could not delete it), where its requester's message
+        ran a turn with no header, Stop or state; it is answered as no session's thread."""
         thread = message.channel
         if message.guild is None or not mentions_bot(self.bot, message):
             return
@@ -247,7 +258,8 @@ class ThreadsCog(commands.Cog):
         await self.bot.runner.rest_budget.acquire(thread.id)
         with contextlib.suppress(discord.HTTPException):
             await message.reply(
-                "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
+                ("Nothing runs in this thread: Discord refused my first message here. " if never else "")
+                + "I can't start research inside a thread. Use /research (or mention me) in a text channel, "
                 "and I'll open a thread for it.",
                 allowed_mentions=NO_MENTIONS,
                 silent=True,
@@ -335,20 +347,26 @@ class ThreadsCog(commands.Cog):
                 self._stopped[tid] = None  # its header could not say so
                 while len(self._stopped) > HINTS_KEPT:
                     self._stopped.popitem(last=False)
-        elif self._stopped.pop(tid, False) is None:  # reopened or unlocked
-            await self._reopened(tid)
+        else:  # reopened or unlocked, or another change (a rename): the store says which (one read)
+            await self._reopened(tid, known=self._stopped.pop(tid, False) is None)
 
-    async def _reopened(self, thread_id: int) -> None:
+    async def _reopened(self, thread_id: int, *, known: bool) -> None:
         """An archived thread reopened (a member posted there), or a locked one unlocked: the run its
         closing stopped could not say so (an archived thread's messages cannot be edited), so its header
-        still read "⏳ running" with a Stop button. It shows how the session's last turn ended."""
+        still read "⏳ running" with a Stop button. It shows how the session's last turn ended.
+        ``known``: this process saw the closing; else the session's stored status says so (``stopped``:
+        :meth:`ThreadLife.ended`, or ``bot.resume`` for a thread closed while the bot was down)."""
         bot = self.bot
         session = await bot.services.sessions.by_thread(thread_id)
+        if session is None or not (known or session.status == "stopped"):
+            return
         thread = bot.get_channel(thread_id)
-        if session is None or thread is None or bot.runner.active(session.id):
+        if thread is None or bot.runner.active(session.id):
             return  # a turn starting there (the requester's reply) shows its own state
         req = TurnRequest(session, session.task, session.user_id, "", (), thread)
         await self._life.show_last(req)
+        if session.status == "stopped" and not bot.runner.active(session.id):  # else the turn set it
+            await bot.services.sessions.set_status(session.id, "idle")
 
     @app_commands.command(name="stop", description="Stop the agent running in this thread.")
     @app_commands.guild_only()

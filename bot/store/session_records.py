@@ -50,6 +50,12 @@ class SessionRecord:
     """Filled by :meth:`SessionStore.create` when left ``None``."""
     updated_at: datetime | None = None
 
+    @property
+    def never_started(self) -> bool:
+        """Discord refused its header (``bot.control``): it ran nothing, and its thread stays where the
+        bot may not delete it. A message there starts no turn (one ran with no header, Stop or state)."""
+        return self.status == "failed" and self.header_message_id is None
+
 
 @dataclass(slots=True)
 class TurnRecord:

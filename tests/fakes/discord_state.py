@@ -62,6 +62,8 @@ from tests.fakes.discord_validation import (
     validate_thread_name,
 )
 
+MAX_REQUEST_BYTES = 25 * 2**20
+"""Discord's Create Message: "The maximum request size when sending a message is 25 MiB" (files counted)."""
 USER_MENTION = re.compile(r"<@!?(\d+)>")
 ROLE_MENTION = re.compile(r"<@&(\d+)>")
 EVERYONE_MENTION = re.compile(r"@(everyone|here)\b")
@@ -394,6 +396,8 @@ class FakeState:
         for upload in uploads:
             if len(upload.data) > self.attachment_size_limit:
                 raise ApiError(413, 40005, "Request entity too large")
+        if sum(len(u.data) for u in uploads) > MAX_REQUEST_BYTES:  # Discord: "at most 25 MiB" a message
+            raise ApiError(413, 40005, "Request entity too large")
         by_index = {}
         for upload in uploads:
             match = re.fullmatch(r"files\[(\d+)\]", upload.field)
