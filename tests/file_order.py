@@ -32,9 +32,9 @@ UNLISTED_PER_TEST = 2.0
 SECONDS: dict[str, int] = {
     "test_blackbox_deploy13.py": 45,  # new this session: 15 tests, 14.8 s alone at load 5 (the worker's PostgreSQL ~8 s of it) x3
     "test_blackbox_memory13.py": 69,  # new this session: its own measure (22.8 s, 10 tests) x3
-    "test_blackbox_servers13.py": 60,  # new this session: its own measure (20 s) x3
-    "test_blackbox_manners13b.py": 93,  # new this session: its own measure (31 s, thread write pacing) x3
-    "test_blackbox_manners13.py": 45,  # new this session: its own measure (14.8 s) x3
+    "test_blackbox_servers13.py": 45,  # new this session: its own measure (20 s) x3
+    "test_blackbox_manners13b.py": 36,  # new this session: its own measure (31 s, thread write pacing) x3
+    "test_blackbox_manners13.py": 30,  # new this session: its own measure (14.8 s) x3
     "test_blackbox_hostile13.py": 45,  # new this session: its own measure (15.0 s, 15 tests, load 7) x3
     "test_blackbox_ask13.py": 43,  # new in session 13: its own measure (14.2 s) x3
     "test_blackbox_sandbox13.py": 40,  # new this session: its own measure (7.5 s quiet, 18 s at load 9) x3

@@ -144,6 +144,7 @@ async def _stop(fake: FakeDiscord, thread: Any, user: str) -> MessageRecord:
     return await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_follow_up_stopped_while_the_judge_routes_it_is_charged_the_judges_prompt(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -238,6 +238,7 @@ async def test_a_failing_page_reader_is_shown_in_the_thread(
 
 
 @pytest.mark.parametrize("guild", [FakeGuild.create("Lab", channels=("general", "lab", "random"))])
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_deleted_channel_on_the_allowed_list_is_never_offered_to_members(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ async def answer_of(fake: FakeDiscord, inter) -> str:
     return fake.message(ids[-1]).content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_thread_the_bot_could_not_delete_is_not_said_removed(
     llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_a_thread_name_is_the_tasks_words_as_they_read(task: str, name: str) -> 
     assert thread_name(task) == name
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_follow_up_queued_where_the_bot_cannot_react_is_told_when_it_is_answered(
     llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -189,6 +191,7 @@ async def test_a_follow_up_queued_where_the_bot_cannot_react_is_told_when_it_is_
     assert "step" not in told.content and "current turn" in told.content, told.content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_mention_in_a_voice_channels_chat_is_told_where_to_ask(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -245,6 +248,7 @@ def test_the_live_preview_of_a_code_block_renders_as_a_code_block() -> None:
     assert after.endswith("```\n\nThat is all.") and after.count("```") == 2, after[:40]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_thread_reopened_after_its_run_was_stopped_by_closing_says_it_is_not_running(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ async def answer_of(fake: FakeDiscord, inter) -> str:
     return fake.message(ids[-1]).content
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_thread_left_by_a_refused_header_starts_no_headerless_turn(
     llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -63,6 +64,7 @@ async def test_a_thread_left_by_a_refused_header_starts_no_headerless_turn(
     assert len(shown) == 3, shown
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_retry_button_is_disabled_once_the_retry_starts(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ async def test_a_thread_closed_mid_run_then_reopened_after_a_restart_says_it_is_
         assert "⏹️ stopped" in header.content and not header.components, header.content[-60:]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_research_in_an_announcement_channel_opens_an_announcement_thread(
     llm: FakeLLM, tmp_path: Path
 ) -> None:
@@ -166,6 +169,7 @@ async def test_research_in_an_announcement_channel_opens_an_announcement_thread(
     assert len(fake.calls("POST", f"/channels/{news.id}/threads")) == 1  # the private one asked nothing
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_written_files_past_one_requests_limit_are_split_over_messages(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

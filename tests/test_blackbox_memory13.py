@@ -94,6 +94,7 @@ async def test_a_note_with_nothing_visible_in_it_is_not_stored(tmp_path: Path) -
         await memory.close()
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_run_whose_memory_cannot_be_read_says_so_once_and_goes_on(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -199,6 +200,7 @@ async def test_an_embedding_endpoint_answering_nan_is_refused_naming_the_endpoin
         await runner.cleanup()
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_answer_whose_emoji_came_split_in_two_stream_events_is_still_remembered(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -216,6 +218,7 @@ async def test_an_answer_whose_emoji_came_split_in_two_stream_events_is_still_re
     assert stored == ["Ferries leave at 7 😀 from pier 3."], stored
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_answer_cut_between_the_halves_of_an_emoji_still_reaches_its_thread(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ def guilds(guild: FakeGuild, other: FakeGuild) -> list[FakeGuild]:
     return [guild, other]
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_mcp_servers_key_in_its_url_query_is_never_shown_back(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -53,6 +54,7 @@ async def test_an_mcp_servers_key_in_its_url_query_is_never_shown_back(
         assert "93.184.216.34/mcp" in said, said
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_admins_adding_channels_at_the_same_moment_keep_every_channel(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, other: FakeGuild, tmp_path: Path
 ) -> None:
@@ -75,6 +77,7 @@ async def test_admins_adding_channels_at_the_same_moment_keep_every_channel(
     assert elsewhere.channels == ()
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_a_decimal_comma_in_a_limit_is_refused_instead_of_read_as_a_hundred_times_more(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -160,6 +163,7 @@ async def test_a_model_one_server_chose_that_keeps_failing_does_not_stop_another
     assert not any("cooling down" in m for m in club), club
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_may_set_max_steps_up_to_the_bots_own_default(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -177,6 +181,7 @@ async def test_an_admin_may_set_max_steps_up_to_the_bots_own_default(
     assert past == "⚠️ max_steps must be a whole number from 1 to 80; got 81.", past
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_unknown_model_is_answered_with_models_this_bot_can_call(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -222,6 +227,7 @@ async def test_a_turn_keeps_its_servers_mcp_tools_when_an_admin_changes_the_mcp_
     assert observed == "done", observed
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_adding_a_channel_the_bot_cannot_work_in_is_told_so(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
@@ -238,6 +244,7 @@ async def test_an_admin_adding_a_channel_the_bot_cannot_work_in_is_told_so(
     assert warning.startswith("⚠️") and "Create Public Threads" in warning, said
 
 
+@pytest.mark.usefixtures("fast_write_window")
 async def test_an_admin_lowering_memory_limits_is_told_how_many_memories_they_forget(
     fake: FakeDiscord, llm: FakeLLM, guild: FakeGuild, tmp_path: Path
 ) -> None:
