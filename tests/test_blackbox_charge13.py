@@ -23,11 +23,11 @@ from agent.tools.fetch import FetchSettings, PageFetcher
 from bot.limits import Limits
 from bot.store import QuotaStore, open_database
 from tests.e2e.harness import running_bot, wait_idle
-from tests.fakes.discord_records import MessageRecord
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
 from tests.fakes.served import served
 from tests.fakes.web_server import FakeWeb
+from tests.test_blackbox_charge import _stop
 from tests.test_e2e_config import flat, run
 from tests.test_reader import TASK, agent_with_reader, tool_message
 
@@ -135,13 +135,6 @@ async def test_a_researchers_answer_that_broke_off_before_its_retry_is_charged(
 @pytest.fixture
 def guild() -> FakeGuild:
     return FakeGuild.create("Lab", channels=("general",), members=("alice",), admins=("admin",))
-
-
-async def _stop(fake: FakeDiscord, thread: Any, user: str) -> MessageRecord:
-    header = fake.messages(thread)[0]
-    stop = header.components[0]["components"][0]["custom_id"]
-    fake.inject_component(stop, message=header, user=user)
-    return await fake.wait_for_message(thread, lambda m: "stopped by" in m.content, within=15)
 
 
 @pytest.mark.usefixtures("fast_write_window")

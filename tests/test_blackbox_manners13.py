@@ -19,6 +19,7 @@ from tests.fakes.discord_models import BOT_PERMISSIONS
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.discord_thread_life import close_thread
 from tests.fakes.llm_server import FakeLLM, Reply, text
+from tests.test_e2e_thread_manners import answer_of
 
 INVITED = BOT_PERMISSIONS & ~discord.Permissions(manage_threads=True, manage_messages=True).value
 """What README's invite asks for: no Manage Threads, so the bot cannot delete a thread."""
@@ -29,18 +30,6 @@ def guild() -> FakeGuild:
     lab = FakeGuild.create("Lab", channels=("general",), members=("alice", "bob"), admins=("admin",))
     lab.add_voice_channel("lounge")
     return lab
-
-
-async def answer_of(fake: FakeDiscord, inter) -> str:
-    await fake.wait_for(
-        lambda: (
-            inter.followup_ids
-            or (inter.original_message_id and not fake.message(inter.original_message_id).loading)
-        ),
-        what="the interaction's answer",
-    )
-    ids = inter.followup_ids or [inter.original_message_id]
-    return fake.message(ids[-1]).content
 
 
 @pytest.mark.usefixtures("fast_write_window")

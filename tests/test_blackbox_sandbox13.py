@@ -9,7 +9,6 @@ and file tools on a temporary workspace, as the agent calls them.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -20,23 +19,19 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentSettings, ConfigError
-from agent.messages import ToolCall
 from agent.tools import sandbox_cgroup, sandbox_run
 from agent.tools.files import FilesSettings, file_tools
 from agent.tools.python_exec import config_note, python_tools, sandbox_report
-from agent.tools.registry import ToolContext, ToolOutcome, ToolRegistry
+from agent.tools.registry import ToolContext
 from agent.tools.research import ResearchToolSettings
-from agent.tools.sandbox_run import PythonSettings, run_sandboxed
+from agent.tools.sandbox_run import run_sandboxed
 from agent.tools.workspace import give_workspace_to
 from tests.e2e.harness import running_bot
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
 from tests.test_blackbox_ask_tools import ask_cli
 from tests.test_e2e_config import flat, run
-
-LIMITS = PythonSettings(
-    timeout=10, cpu_seconds=5, memory_mb=256, file_size_mb=1, max_processes=16, max_output_chars=4000
-)
+from tests.test_sandbox_isolation import LIMITS, run_python
 
 
 @pytest.fixture
@@ -44,13 +39,6 @@ def ws(tmp_path: Path) -> Path:
     path = tmp_path / "sessions" / "s1"
     path.mkdir(parents=True)
     return path
-
-
-async def run_python(ws: Path, code: str, settings: PythonSettings = LIMITS) -> ToolOutcome:
-    registry = ToolRegistry([*python_tools(settings), *file_tools(FilesSettings())])
-    return await registry.execute(
-        ToolCall("c", "run_python", json.dumps({"code": code})), ToolContext(session_id="s1", workspace=ws)
-    )
 
 
 async def test_empty_files_in_the_private_tmp_are_bounded(ws: Path) -> None:
