@@ -19,7 +19,7 @@ import agent.models.prices
 from agent.env_file import MEANT
 from tests.fakes.discord_server import FakeDiscord, FakeGuild
 from tests.fakes.llm_server import FakeLLM
-from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer, scratch_root
+from tests.fakes.postgres import TEMPLATE_ENV, PostgresServer, mark_owner, scratch_root, sweep_stale
 from tests.fakes.web_server import FakeWeb
 from tests.file_order import (
     order_files_first,
@@ -49,7 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # The run's controller (or a run without xdist) names the directory its workers share one initdb in
     # (tests/fakes/postgres.py); workers inherit it. Removed when the run ends.
     if not hasattr(config, "workerinput") and TEMPLATE_ENV not in os.environ:
+        sweep_stale(scratch_root())
         template = tempfile.mkdtemp(prefix="agentbot-pg-template-", dir=scratch_root())
+        mark_owner(Path(template))
         os.environ[TEMPLATE_ENV] = template
 
         def remove() -> None:

@@ -4,6 +4,7 @@ sharing one database. (Everything else is the contract suite: the store tests ru
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +18,7 @@ from bot.store import DatabaseTooNew, QuotaStore, StoreError, StoreUnavailable
 from bot.store.migrations import MIGRATIONS
 from bot.store.pg import PgDatabase, reachable, translate
 from bot.store.pg_schema import PG_MIGRATIONS
-from tests.fakes.postgres import PostgresServer
+from tests.fakes.postgres import PostgresServer, mark_owner, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,3 +278,17 @@ async def test_pg_pooled_connections_from_before_a_restart_are_replaced_or_named
                 raise error
     finally:
         await db.close()
+
+
+def test_a_killed_test_runs_clusters_are_swept_and_a_live_runs_are_kept(tmp_path: Path) -> None:
+    """A run killed with kill -9 (a CI timeout) never ran its cleanup: its clusters stayed in /dev/shm,
+    ~40 MB of memory each until a reboot. The next run removes those whose test process is gone, and
+    leaves a live run's (another checkout's) and any it cannot judge."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead, live, unknown = (tmp_path / f"agentbot-pg-{n}" for n in ("dead", "live", "old"))
+    for d in (dead, live, unknown):
+        (d / "data").mkdir(parents=True)
+    (dead / "owner.pid").write_text(gone.stdout.decode().strip())
+    mark_owner(live)
+    assert sweep_stale(str(tmp_path)) == 1
+    assert not dead.exists() and live.exists() and unknown.exists()

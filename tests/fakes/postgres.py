@@ -23,6 +23,7 @@ its cluster.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import os
@@ -101,6 +102,44 @@ def scratch_root() -> str | None:
     return str(SHM) if free.f_bavail * free.f_frsize >= SHM_FREE_AT_LEAST else None
 
 
+OWNER = "owner.pid"
+"""In a throwaway cluster's (or the run's template's) directory: the pid of the test process it belongs to."""
+
+
+def mark_owner(path: Path) -> None:
+    (path / OWNER).write_text(str(os.getpid()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(root: str | None = None) -> int:
+    """Remove the clusters and templates of test runs that were killed (``kill -9``, a CI timeout): their
+    cleanup never ran, and in ``/dev/shm`` each held ~40 MB of memory until a reboot, its server still up.
+    Only directories whose owner process is gone; a live run's (another checkout's) are left alone."""
+    removed = 0
+    for d in Path(root or tempfile.gettempdir()).glob("agentbot-pg-*"):
+        try:
+            pid = int((d / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge (an older run's, or one still being made)
+        if _alive(pid):
+            continue
+        if (d / "data" / "postmaster.pid").exists():  # its server outlived the run: stop it first
+            with contextlib.suppress(Exception):
+                _run(_binary("pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(d, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,6 +152,7 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="agentbot-pg-", dir=None if durable else scratch_root()))
         self.port = _free_port()
         self.user = "agentbot"
+        mark_owner(self.dir)
         _own(self.dir)
 
     def _run(self, *cmd: str) -> None:
