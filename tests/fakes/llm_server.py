@@ -47,6 +47,8 @@ class Reply:
     """Write each SSE chunk separately (so fragments cross TCP reads) instead of all at once."""
     finish: str | None = None
     """The ``finish_reason`` sent instead of ``stop`` / ``tool_calls`` (``length``: cut at the output cap)."""
+    gate: asyncio.Event | None = None
+    """Answer only once the test sets it: a run held exactly as long as the test needs, not a guessed delay."""
 
 
 def text(content: str, **kw: Any) -> Reply:
@@ -221,6 +223,8 @@ class FakeLLM(ScriptedServer):
         if reply.hang:
             await self._closing.wait()  # until the test's server shuts down
             return web.json_response({"error": {"message": "fake LLM: shutting down"}}, status=503)
+        if reply.gate is not None:
+            await reply.gate.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status != 200:
